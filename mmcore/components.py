@@ -1,0 +1,172 @@
+"""The component contracts: Processor, Encoder, Fusion, Head (and HeadOutput).
+
+Every component a plugin registers is built by a factory (usually the class itself) and is one
+of these. The framework fills a few *reserved* constructor arguments itself; everything else is
+an option the user sets in the config:
+
+=========  =================================  ===============================================
+kind       built as                           reserved arguments (filled by the framework)
+=========  =================================  ===============================================
+encoder    ``factory(**options)``             none
+fusion     ``factory(input_dims, **options)`` ``input_dims``: ``{slot: encoder.dim}``
+head       ``factory(input_dim, **options)``  ``input_dim``: the fusion's output ``dim``;
+                                              ``input_dims`` too, if the head asks for it
+dataset    ``factory(split, **options)``      ``split``: "train", "val" or "test"
+=========  =================================  ===============================================
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from mmcore.features import Features
+
+#: Constructor arguments the framework supplies itself, per component kind.
+RESERVED_ARGUMENTS: dict[str, frozenset[str]] = {
+    "encoder": frozenset(),
+    "fusion": frozenset({"input_dims"}),
+    "head": frozenset({"input_dim", "input_dims"}),
+    "dataset": frozenset({"split"}),
+}
+
+#: The reserved argument a factory taking only ``**kwargs`` still receives.
+PRIMARY_ARGUMENT: dict[str, str] = {"fusion": "input_dims", "head": "input_dim", "dataset": "split"}
+
+Batch = dict[str, torch.Tensor]
+
+
+class Processor(abc.ABC):
+    """Turns one raw sample of a modality into tensors, and a list of them into a padded batch.
+
+    ``None`` stands for a sample that lacks the modality: ``collate`` must carry it as
+    ``present=False`` in the batch, never as data.
+    """
+
+    @abc.abstractmethod
+    def __call__(self, raw: Any) -> Any:
+        """Raw sample (path, PIL image, string, waveform, row, ...) -> tensors for ``collate``."""
+
+    @abc.abstractmethod
+    def collate(self, items: Sequence[Any]) -> Batch:
+        """Processed samples (``None`` = missing) -> a batch dict holding at least ``present [B]`` bool."""
+
+    def fit(self, raws: Sequence[Any]) -> None:  # noqa: B027 - optional hook, no-op by default
+        """Fit statistics on the training split's raw samples (``None`` = missing). Optional."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Fitted state to save with the model (plain tensors, numbers, strings, lists)."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:  # noqa: B027
+        """Restore what ``state_dict`` returned."""
+
+    def example(self, generator: torch.Generator) -> Any:
+        """A valid raw sample, for conformance checks. Override it to get processor coverage."""
+        raise NotImplementedError(f"{type(self).__name__} does not provide example raw samples")
+
+
+class Encoder(nn.Module, abc.ABC):
+    """Encodes one modality's batch into :class:`Features`.
+
+    Subclasses set ``modality`` (the kind of data handled: "image", "text", "audio", "tabular",
+    "video", ...) and ``dim`` (the feature width), build their :class:`Processor` in
+    ``processor()``, and respect ``batch["present"]``: absent samples get zero features and
+    ``present=False``.
+    """
+
+    modality: str = "unknown"
+    dim: int
+
+    @abc.abstractmethod
+    def processor(self) -> Processor:
+        """The processor that prepares this encoder's inputs (one instance per encoder)."""
+
+    @abc.abstractmethod
+    def forward(self, batch: Batch) -> Features:
+        """A collated batch from this encoder's processor -> Features ``[B, L, dim]``."""
+
+
+class Fusion(nn.Module, abc.ABC):
+    """Combines ``{slot: Features}`` into one fused :class:`Features` of width ``dim``.
+
+    Must respect every input's ``mask`` (padding never leaks into the result) and ``present``
+    (an absent modality never influences a sample's output). ``input_dims`` maps each slot to
+    its encoder's width.
+    """
+
+    def __init__(self, input_dims: Mapping[str, int], dim: int) -> None:
+        super().__init__()
+        if not isinstance(input_dims, Mapping) or not input_dims:
+            raise ValueError(f"input_dims must be a non-empty mapping {{slot: dim}}, got {input_dims!r}")
+        for slot, width in input_dims.items():
+            if not isinstance(width, int) or isinstance(width, bool) or width <= 0:
+                raise ValueError(f"input_dims[{slot!r}] must be a positive int, got {width!r}")
+        if not isinstance(dim, int) or isinstance(dim, bool) or dim <= 0:
+            raise ValueError(f"dim must be a positive int, got {dim!r}")
+        self.input_dims: dict[str, int] = dict(input_dims)
+        self.dim = dim
+
+    @abc.abstractmethod
+    def forward(self, features: Mapping[str, Features]) -> Features:
+        """``{slot: Features}`` -> fused Features of width ``self.dim``."""
+
+
+@dataclass
+class HeadOutput:
+    """What a head returns.
+
+    Attributes:
+        logits: the raw output (e.g. class scores ``[B, C]``).
+        predictions: the task's predictions (e.g. class indices ``[B]``).
+        loss: scalar training loss, when targets were given.
+        extras: anything else a head wants to report (probabilities, attention maps, ...).
+    """
+
+    logits: torch.Tensor
+    predictions: torch.Tensor
+    loss: torch.Tensor | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Head(nn.Module, abc.ABC):
+    """Task head: fused features (+ targets) -> :class:`HeadOutput`, with its metrics."""
+
+    def __init__(self, input_dim: int) -> None:
+        super().__init__()
+        if not isinstance(input_dim, int) or isinstance(input_dim, bool) or input_dim <= 0:
+            raise ValueError(f"input_dim must be a positive int, got {input_dim!r}")
+        self.input_dim = input_dim
+
+    @abc.abstractmethod
+    def forward(
+        self,
+        fused: Features,
+        targets: torch.Tensor | None = None,
+        features: Mapping[str, Features] | None = None,
+    ) -> HeadOutput:
+        """Predict from ``fused``; compute the loss when ``targets`` is given.
+
+        ``features`` holds the per-modality features, for heads that need them (contrastive).
+        """
+
+    @abc.abstractmethod
+    def metrics(self) -> dict[str, Any]:
+        """Fresh torchmetrics metrics, by name, updated with ``(output.predictions, targets)``."""
+
+    @abc.abstractmethod
+    def collate_targets(self, targets: Sequence[Any]) -> torch.Tensor:
+        """Raw per-sample targets -> the tensor ``forward`` expects."""
+
+    def format_predictions(self, output: HeadOutput) -> list[Any]:
+        """Per-sample JSON-serialisable predictions."""
+        return output.predictions.detach().cpu().tolist()
+
+    def example_targets(self, batch_size: int, generator: torch.Generator) -> list[Any]:
+        """Valid raw targets, for conformance checks."""
+        raise NotImplementedError(f"{type(self).__name__} does not provide example targets")

@@ -1,0 +1,1 @@
+"""Training, evaluation and checkpointing of mmcore models from a config."""

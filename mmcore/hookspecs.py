@@ -1,0 +1,95 @@
+"""Every hook a plugin can implement. Hook names start with ``mmcore_``.
+
+A plugin is a module (or any object) with functions decorated by :data:`mmcore.hookimpl`. It is
+found through the entry-point group ``mmcore`` (``[project.entry-points.mmcore]`` in the plugin's
+pyproject), or registered at run time with :func:`mmcore.register_plugin`. A hook implementation
+may accept any subset of the arguments its spec names.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("mmcore")
+
+
+# --------------------------------------------------------------------------- registration
+@hookspec
+def mmcore_register(registry):
+    """Add this plugin's components to the registry.
+
+    :param mmcore.registry.PluginRegistry registry: the registry seen from this plugin. Call
+        ``registry.add_encoder(name, factory, modality=...)``, ``add_fusion``, ``add_head``,
+        ``add_dataset``, ``add_logger`` or ``add_perturbation``; each takes ``doc=`` (defaults to
+        the factory's first docstring line) and ``override=True`` to replace a component another
+        plugin registered under the same name.
+
+    Called once per plugin when the plugin manager loads it (entry-point plugins when the
+    manager is created, runtime plugins when :func:`mmcore.register_plugin` is called). If it
+    raises, every component the plugin added so far is removed and the plugin is reported as
+    failed; the other plugins are not affected. Heavy libraries (torchvision, transformers,
+    triton) must not be imported here: import them when the component is built.
+
+    :return: ignored.
+    """
+
+
+# --------------------------------------------------------------------------- command line
+@hookspec
+def mmcore_add_commands(subparsers):
+    """Add sub-commands to the ``mmcore`` command line.
+
+    :param argparse._SubParsersAction subparsers: call ``subparsers.add_parser(name, help=...)``
+        and set ``parser.set_defaults(handler=function)``; the handler is called with the parsed
+        ``argparse.Namespace`` and returns the process exit code (``None`` means 0).
+
+    Called once each time the ``mmcore`` command line is built, after the built-in commands.
+    :return: ignored.
+    """
+
+
+# --------------------------------------------------------------------------- training lifecycle
+@hookspec
+def mmcore_train_start(trainer, config):
+    """A training run is about to start.
+
+    :param trainer: the running trainer (``trainer.model``, ``trainer.run_dir``).
+    :param dict config: the resolved config of the run.
+
+    Called once on every process before the first step. :return: ignored.
+    """
+
+
+@hookspec
+def mmcore_train_step_end(trainer, step, metrics):
+    """An optimisation step finished.
+
+    :param trainer: the running trainer.
+    :param int step: the global step just completed (1-based).
+    :param dict metrics: ``{"loss": float, "lr": float, ...}`` for this step.
+
+    Called after every optimiser step, on every process. Keep it cheap. :return: ignored.
+    """
+
+
+@hookspec
+def mmcore_epoch_end(trainer, epoch, metrics):
+    """An epoch finished and was evaluated.
+
+    :param trainer: the running trainer.
+    :param int epoch: the epoch just completed (1-based).
+    :param dict metrics: ``{"train/loss": float, "val/<metric>": float, ...}``.
+
+    Called once per epoch after validation, on every process. :return: ignored.
+    """
+
+
+@hookspec
+def mmcore_train_end(trainer, report):
+    """A training run ended (finished, stopped early, or stopped on a non-finite loss).
+
+    :param trainer: the trainer.
+    :param dict report: the final report (also written as ``report.json`` in the run directory).
+
+    Called once on every process. :return: ignored.
+    """

@@ -1,0 +1,203 @@
+"""`MultimodalModel`: encoders (one per modality slot) -> fusion -> head, assembled from a spec."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from mmcore.components import PRIMARY_ARGUMENT, RESERVED_ARGUMENTS, Encoder, Fusion, Head, HeadOutput, Processor
+from mmcore.errors import ConfigError, ConfigIssue, UnknownComponentError
+from mmcore.features import Features
+from mmcore.options import check_options, factory_parameters
+from mmcore.registry import ComponentInfo, Registry
+
+#: One training/evaluation sample: raw inputs per modality slot (None = missing) and a target.
+Sample = dict[str, Any]
+
+
+class MultimodalModel(nn.Module):
+    """Encoders -> fusion -> head.
+
+    ``forward(inputs, targets=None)`` takes ``{slot: batch}`` as produced by :meth:`collate`.
+    A slot absent from ``inputs`` counts as missing for every sample. With a single encoder
+    the fusion may be omitted: the encoder's features go straight to the head.
+    """
+
+    def __init__(
+        self,
+        encoders: Mapping[str, Encoder],
+        fusion: Fusion | None,
+        head: Head,
+        *,
+        spec: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if not encoders:
+            raise ValueError("a MultimodalModel needs at least one encoder, got none")
+        for slot, encoder in encoders.items():
+            if not isinstance(encoder, Encoder):
+                raise TypeError(f"encoder for slot {slot!r} must be an mmcore.Encoder, got {type(encoder).__name__}")
+        if fusion is None and len(encoders) != 1:
+            raise ValueError(f"a fusion is required for {len(encoders)} encoders ({', '.join(encoders)}); got none")
+        if fusion is not None and not isinstance(fusion, Fusion):
+            raise TypeError(f"fusion must be an mmcore.Fusion, got {type(fusion).__name__}")
+        if not isinstance(head, Head):
+            raise TypeError(f"head must be an mmcore.Head, got {type(head).__name__}")
+        self.encoders = nn.ModuleDict(dict(encoders))
+        self.fusion = fusion
+        self.head = head
+        self.spec = copy.deepcopy(dict(spec)) if spec is not None else None
+        self.processors: dict[str, Processor] = {slot: enc.processor() for slot, enc in encoders.items()}
+
+    @property
+    def slots(self) -> list[str]:
+        return list(self.encoders.keys())
+
+    # ------------------------------------------------------------------ data preparation
+    def fit_processors(self, samples: Sequence[Sample]) -> None:
+        """Fit each processor's statistics on the training split's raw samples."""
+        for slot, processor in self.processors.items():
+            processor.fit([sample["inputs"].get(slot) for sample in samples])
+
+    def collate(self, samples: Sequence[Sample]) -> dict[str, Any]:
+        """Raw samples -> ``{"inputs": {slot: batch}, "targets": tensor | None}``.
+
+        A slot whose raw value is None (or absent) is missing for that sample.
+        """
+        if not samples:
+            raise ValueError("cannot collate an empty list of samples")
+        inputs = {}
+        for slot, processor in self.processors.items():
+            items = []
+            for sample in samples:
+                raw = sample.get("inputs", {}).get(slot)
+                items.append(None if raw is None else processor(raw))
+            inputs[slot] = processor.collate(items)
+        targets = None
+        if all(sample.get("target") is not None for sample in samples):
+            targets = self.head.collate_targets([sample["target"] for sample in samples])
+        return {"inputs": inputs, "targets": targets}
+
+    # ------------------------------------------------------------------ forward
+    def encode(self, inputs: Mapping[str, Any]) -> dict[str, Features]:
+        """``{slot: batch}`` -> ``{slot: Features}``; slots not in ``inputs`` come back absent."""
+        unknown = set(inputs) - set(self.encoders)
+        if unknown:
+            raise ValueError(f"inputs for unknown modality slot(s) {sorted(unknown)}; the model has {self.slots}")
+        if not inputs:
+            raise ValueError(f"inputs must hold at least one of the model's modality slots {self.slots}, got none")
+        features: dict[str, Features] = {}
+        for slot, batch in inputs.items():
+            out = self.encoders[slot](batch)
+            if not isinstance(out, Features):
+                raise TypeError(f"encoder of slot {slot!r} returned {type(out).__name__}, expected mmcore.Features")
+            features[slot] = out
+        reference = next(iter(features.values()))
+        for slot, encoder in self.encoders.items():
+            if slot not in features:
+                features[slot] = Features.absent(
+                    reference.batch_size, encoder.dim, device=reference.tokens.device, dtype=reference.tokens.dtype
+                )
+        return features
+
+    def forward(self, inputs: Mapping[str, Any], targets: torch.Tensor | None = None) -> HeadOutput:
+        features = self.encode(inputs)
+        fused = self.fusion(features) if self.fusion is not None else next(iter(features.values()))
+        return self.head(fused, targets, features)
+
+
+# ---------------------------------------------------------------------- building from a spec
+def validate_model_spec(spec: Any, registry: Registry, *, path: str = "model") -> list[ConfigIssue]:
+    """Every problem with a model spec, found without building anything."""
+    issues: list[ConfigIssue] = []
+    if not isinstance(spec, Mapping):
+        return [ConfigIssue(path, f"expected a mapping with encoders, fusion and head, got {type(spec).__name__}")]
+    allowed = {"encoders", "fusion", "head"}
+    for key in spec:
+        if key not in allowed:
+            issues.append(ConfigIssue(_join(path, key), f"unknown section; expected one of {', '.join(sorted(allowed))}"))
+    encoders = spec.get("encoders")
+    if not isinstance(encoders, Mapping) or not encoders:
+        issues.append(ConfigIssue(_join(path, "encoders"), "expected a non-empty mapping {slot: {name: ..., options}}"))
+        encoders = {}
+    for slot, entry in encoders.items():
+        issues += _check_component(registry, "encoder", entry, _join(path, f"encoders.{slot}"))
+    if spec.get("fusion") is None:
+        if len(encoders) > 1:
+            issues.append(ConfigIssue(_join(path, "fusion"), f"required when there is more than one encoder ({len(encoders)})"))
+    else:
+        issues += _check_component(registry, "fusion", spec["fusion"], _join(path, "fusion"))
+    if spec.get("head") is None:
+        issues.append(ConfigIssue(_join(path, "head"), "missing; expected {name: <registered head>, options}"))
+    else:
+        issues += _check_component(registry, "head", spec["head"], _join(path, "head"))
+    return issues
+
+
+def build_model(spec: Mapping[str, Any], registry: Registry | None = None, *, path: str = "model") -> MultimodalModel:
+    """Build a :class:`MultimodalModel` from ``{"encoders": {...}, "fusion": {...}, "head": {...}}``.
+
+    Every component name and option is checked first; all problems are raised together as
+    one :class:`ConfigError`.
+    """
+    if registry is None:
+        from mmcore.plugin_manager import get_registry
+
+        registry = get_registry()
+    issues = validate_model_spec(spec, registry, path=path)
+    if issues:
+        raise ConfigError(issues)
+    encoders = {
+        slot: _build(registry, "encoder", entry, _join(path, f"encoders.{slot}"))
+        for slot, entry in spec["encoders"].items()
+    }
+    for slot, encoder in encoders.items():
+        if not isinstance(encoder, Encoder):
+            raise TypeError(f"{_join(path, f'encoders.{slot}')}: factory returned {type(encoder).__name__}, expected an mmcore.Encoder")
+    input_dims = {slot: int(encoder.dim) for slot, encoder in encoders.items()}
+    fusion = None
+    if spec.get("fusion") is not None:
+        fusion = _build(registry, "fusion", spec["fusion"], _join(path, "fusion"), input_dims=input_dims)
+        head_dim = int(fusion.dim)
+    else:
+        head_dim = next(iter(input_dims.values()))
+    head = _build(registry, "head", spec["head"], _join(path, "head"), input_dim=head_dim, input_dims=input_dims)
+    return MultimodalModel(encoders, fusion, head, spec=spec)
+
+
+def _check_component(registry: Registry, kind: str, entry: Any, path: str) -> list[ConfigIssue]:
+    if not isinstance(entry, Mapping):
+        return [ConfigIssue(path, f"expected a mapping {{name: <registered {kind}>, options...}}, got {type(entry).__name__}")]
+    name = entry.get("name")
+    if not isinstance(name, str) or not name:
+        return [ConfigIssue(_join(path, "name"), f"missing; expected the name of a registered {kind} ({', '.join(registry.names(kind)) or 'none registered'})")]
+    try:
+        info = registry.get(kind, name)
+    except UnknownComponentError as exc:
+        return [ConfigIssue(_join(path, "name"), str(exc))]
+    options = {k: v for k, v in entry.items() if k != "name"}
+    return check_options(info, options, reserved=RESERVED_ARGUMENTS[kind], path=path)
+
+
+def _build(registry: Registry, kind: str, entry: Mapping[str, Any], path: str, **reserved: Any) -> Any:
+    info: ComponentInfo = registry.get(kind, entry["name"])
+    params, var_keyword = factory_parameters(info.factory)
+    # A reserved argument goes to the factory when it names it; a factory taking only **kwargs
+    # gets the kind's primary one (input_dims for a fusion, input_dim for a head).
+    supplied = {k: v for k, v in reserved.items() if k in params}
+    primary = PRIMARY_ARGUMENT.get(kind)
+    if var_keyword and primary in reserved:
+        supplied.setdefault(primary, reserved[primary])
+    options = {k: v for k, v in entry.items() if k != "name"}
+    try:
+        return info.factory(**supplied, **options)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError([ConfigIssue(path, f"{kind} {info.name!r} ({info.owner}) rejected its options: {exc}")]) from exc
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key

@@ -1,0 +1,77 @@
+"""`concat`: feature-level concatenation + projection, on the fused concat-linear kernel."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Literal
+
+import torch
+from torch import nn
+
+import mmcore
+from mmcore import Features
+
+_ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "none": nn.Identity}
+
+
+def check_slots(fusion: mmcore.Fusion, features: Mapping[str, Features]) -> None:
+    """Raise when ``features`` does not hold exactly the slots the fusion was built for."""
+    if set(features) != set(fusion.input_dims):
+        raise ValueError(
+            f"{type(fusion).__name__} was built for modalities {sorted(fusion.input_dims)}, got {sorted(features)}"
+        )
+    for slot, feats in features.items():
+        if feats.dim != fusion.input_dims[slot]:
+            raise ValueError(f"modality {slot!r}: expected features of width {fusion.input_dims[slot]}, got {feats.dim}")
+
+
+class ConcatFusion(mmcore.Fusion):
+    """Concatenate the per-modality pooled vectors and project them (one fused kernel, no concat copy).
+
+    A missing modality is replaced by a learned placeholder vector for that sample, so the
+    projection always sees a full-width input and an absent modality's data never leaks in.
+    """
+
+    def __init__(
+        self,
+        input_dims: Mapping[str, int],
+        dim: int = 256,
+        dropout: float = 0.0,
+        activation: Literal["gelu", "relu", "none"] = "gelu",
+    ) -> None:
+        super().__init__(input_dims, dim)
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.slots = list(input_dims)
+        self.norms = nn.ModuleDict({slot: nn.LayerNorm(width) for slot, width in input_dims.items()})
+        self.placeholders = nn.ParameterDict({slot: nn.Parameter(torch.zeros(width)) for slot, width in input_dims.items()})
+        total = sum(input_dims.values())
+        self.weight = nn.Parameter(torch.empty(dim, total))
+        self.bias = nn.Parameter(torch.zeros(dim))
+        # nn.Linear's default initialisation, for the same training behaviour as cat + Linear.
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        bound = 1.0 / math.sqrt(total)
+        nn.init.uniform_(self.bias, -bound, bound)
+        self.activation = _ACTIVATIONS[activation]()
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, features: Mapping[str, Features]) -> Features:
+        from mmcore_kernels import concat_linear
+
+        check_slots(self, features)
+        xs = []
+        for slot in self.slots:
+            feats = features[slot]
+            normed = self.norms[slot](feats.pooled)
+            xs.append(torch.where(feats.present[:, None], normed, self.placeholders[slot].to(normed.dtype)))
+        fused = self.dropout(self.activation(concat_linear(xs, self.weight.to(xs[0].dtype), self.bias.to(xs[0].dtype))))
+        present = torch.stack([features[slot].present for slot in self.slots]).any(dim=0)
+        return Features.from_pooled(fused, present=present)
+
+
+@mmcore.hookimpl
+def mmcore_register(registry) -> None:
+    registry.add_fusion("concat", ConcatFusion, example_options={"dim": 16})
