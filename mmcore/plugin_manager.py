@@ -74,25 +74,22 @@ class MmcorePluginManager(pluggy.PluginManager):
     def load_plugin(self, plugin: object, name: str, *, distribution: str | None = None, version: str | None = None):
         """Register ``plugin`` under ``name`` and run its ``mmcore_register`` hook.
 
-        On failure everything the plugin added is rolled back and the failure is recorded
-        (or raised, in strict mode or when ``raise_errors`` is set by the caller).
+        Raises when pluggy rejects the plugin (a hook name that is not in the hookspecs, wrong
+        arguments) or its registration hook raises; everything it added is rolled back first.
         """
-        record = PluginRecord(name=name, distribution=distribution, version=version, status="ok")
-        try:
-            self.register(plugin, name=name)
-        except Exception as exc:  # pluggy rejects bad hookimpls (unknown hook, wrong arguments)
-            self._fail(record, exc)
-            raise
+        self.register(plugin, name=name)
         view = PluginRegistry(self.registry, plugin=name, distribution=distribution)
         try:
+            # Fail on hook implementations that match no hookspec (a typo'd mmcore_* name).
+            self.check_pending()
             for impl in self.hook.mmcore_register.get_hookimpls():
                 if impl.plugin is plugin:
                     impl.function(**{arg: view for arg in impl.argnames if arg == "registry"})
-        except Exception as exc:
+        except Exception:
             self.registry.remove_plugin(name)
             self.unregister(plugin)
-            self._fail(record, exc)
             raise
+        record = PluginRecord(name=name, distribution=distribution, version=version, status="ok")
         record.components = self.registry.by_plugin(name)
         self.records[name] = record
         return record
@@ -142,16 +139,11 @@ class MmcorePluginManager(pluggy.PluginManager):
                 )
                 continue
             try:
-                plugin = ep.load()
+                self.load_plugin(ep.load(), ep.name, distribution=dist_name, version=dist_version)
             except Exception as exc:
                 record = PluginRecord(ep.name, dist_name, dist_version, "failed")
                 self._fail(record, exc)
                 self._report(record, exc)
-                continue
-            try:
-                self.load_plugin(plugin, ep.name, distribution=dist_name, version=dist_version)
-            except Exception as exc:
-                self._report(self.records[ep.name], exc)
 
     def _report(self, record: PluginRecord, exc: BaseException) -> None:
         where = f" (distribution {record.distribution} {record.version})" if record.distribution else ""

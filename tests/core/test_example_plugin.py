@@ -1,0 +1,76 @@
+"""The plugin authors' kit end to end: pip-install examples/mmcore-plugin-example into a throwaway
+location, see it in ``mmcore plugins --json``, build and train a model naming its components, run
+the example's own tests — then it is gone with the temporary directory (nothing is uninstalled
+from the test environment because nothing was installed into it)."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "mmcore-plugin-example"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    target = tmp_path_factory.mktemp("site")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--no-compile", "--target", str(target), str(EXAMPLE)],
+        check=True, capture_output=True, text=True,
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")])}
+    return env
+
+
+def run(env, *args, **kwargs):
+    return subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, **kwargs)
+
+
+def test_installed_plugin_is_listed_with_its_components(installed):
+    out = run(installed, "-m", "mmcore", "plugins", "--json", check=True)
+    plugins = {p["name"]: p for p in json.loads(out.stdout)}
+    example = plugins["example"]
+    assert example["status"] == "ok", example["error"]
+    assert example["distribution"] == "mmcore-plugin-example" and example["version"] == "0.1.0"
+    assert {(c["kind"], c["name"], c["modality"]) for c in example["components"]} == {
+        ("fusion", "example_max", None),
+        ("encoder", "example_char_histogram", "text"),
+    }
+
+
+def test_a_model_naming_its_components_builds_and_trains(installed):
+    script = textwrap.dedent("""
+        import torch, mmcore
+        torch.manual_seed(0)
+        model = mmcore.build_model({
+            "encoders": {"text": {"name": "example_char_histogram", "dim": 16},
+                         "numbers": {"name": "tabular_mlp", "num_features": 2, "dim": 16}},
+            "fusion": {"name": "example_max", "dim": 16},
+            "head": {"name": "classification", "num_classes": 2},
+        })
+        words = ["zzzz", "aaaa"]
+        samples = [{"inputs": {"text": words[i % 2], "numbers": None if i % 3 == 0 else [0.0, 1.0]}, "target": i % 2}
+                   for i in range(16)]
+        batch = model.collate(samples)
+        opt = torch.optim.Adam(model.parameters(), lr=0.01)
+        losses = []
+        for _ in range(40):
+            out = model(batch["inputs"], batch["targets"])
+            opt.zero_grad(); out.loss.backward(); opt.step(); losses.append(out.loss.item())
+        print(losses[0], losses[-1])
+    """)
+    out = run(installed, "-c", script, check=True)
+    first, last = map(float, out.stdout.split())
+    assert last < 0.2 * first
+
+
+def test_the_example_packages_own_tests_pass(installed):
+    out = run(installed, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLE / "tests"), cwd=EXAMPLE)
+    assert out.returncode == 0, out.stdout + out.stderr
