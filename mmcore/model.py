@@ -9,7 +9,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from mmcore.components import PRIMARY_ARGUMENT, RESERVED_ARGUMENTS, Encoder, Fusion, Head, HeadOutput, Processor
+from mmcore.components import (
+    PRIMARY_ARGUMENT,
+    RESERVED_ARGUMENTS,
+    Encoder,
+    Fusion,
+    Head,
+    HeadOutput,
+    Processor,
+)
 from mmcore.errors import ConfigError, ConfigIssue, UnknownComponentError
 from mmcore.features import Features
 from mmcore.options import check_options, factory_parameters

@@ -1,9 +1,10 @@
 """The example plugin keeps mmcore's contracts (the same checks mmcore runs on its built-ins)."""
 
-import mmcore
-from mmcore.testing import check_component, check_encoder, check_fusion
 from mmcore_example.char_histogram import CharHistogramEncoder
 from mmcore_example.max_fusion import MaxFusion
+
+import mmcore
+from mmcore.testing import check_component, check_encoder, check_fusion
 
 
 def test_fusion_conformance():
