@@ -51,7 +51,9 @@ class BackendUnavailableError(RuntimeError):
 
 def _normalize(name: object, source: str) -> str:
     if not isinstance(name, str):
-        raise TypeError(f"{source}: expected one of {list(_CHOICES)} (a str), got {type(name).__name__} {name!r}")
+        raise TypeError(
+            f"{source}: expected one of {list(_CHOICES)} (a str), got {type(name).__name__} {name!r}"
+        )
     value = name.strip().lower()
     if value not in _CHOICES:
         raise ValueError(f"{source}: expected one of {list(_CHOICES)}, got {name!r}")

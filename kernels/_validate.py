@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 import torch
 
+from . import _dispatch
+
 #: Head dims the Triton attention kernels are built and tested for (non-powers of two are masked
 #: up to the next power of two inside the kernel).
 TRITON_HEAD_DIMS: tuple[int, ...] = (16, 32, 64, 80, 96, 128)
@@ -47,7 +49,9 @@ def check_cross_attention(
         _require_tensor(f"{op}: {name}", t)
         if t.dim() != 4:
             layout = "[B, Lq, H, D]" if name == "q" else "[B, Lk, H, D]"
-            raise ValueError(f"{op}: {name} must be 4-D {layout}, got {t.dim()}-D tensor of shape {_shape(t)}")
+            raise ValueError(
+                f"{op}: {name} must be 4-D {layout}, got {t.dim()}-D tensor of shape {_shape(t)}"
+            )
     if not (q.dtype == k.dtype == v.dtype):
         raise TypeError(f"{op}: q, k and v must share one dtype, got q={q.dtype}, k={k.dtype}, v={v.dtype}")
     if q.dtype not in FLOAT_DTYPES:
@@ -57,14 +61,16 @@ def check_cross_attention(
     b, lq, h, d = q.shape
     names = ("batch (dim 0)", "heads (dim 2)", "head dim (dim 3)")
     for name, t in (("k", k), ("v", v)):
-        for dim, label in zip((0, 2, 3), names):
+        for dim, label in zip((0, 2, 3), names, strict=True):
             if t.shape[dim] != q.shape[dim]:
                 raise ValueError(
                     f"{op}: {name} {label} must equal q's: expected {q.shape[dim]}, got {t.shape[dim]} "
                     f"(q {_shape(q)}, {name} {_shape(t)})"
                 )
     if k.shape[1] != v.shape[1]:
-        raise ValueError(f"{op}: k and v must have the same number of keys Lk, got k {_shape(k)} and v {_shape(v)}")
+        raise ValueError(
+            f"{op}: k and v must have the same number of keys Lk, got k {_shape(k)} and v {_shape(v)}"
+        )
     lk = k.shape[1]
     if lk < 1:
         raise ValueError(
@@ -77,7 +83,9 @@ def check_cross_attention(
     if kv_lens is not None:
         _require_tensor(f"{op}: kv_lens", kv_lens)
         if kv_lens.dtype.is_floating_point or kv_lens.dtype.is_complex or kv_lens.dtype == torch.bool:
-            raise TypeError(f"{op}: kv_lens must be an integer tensor (e.g. torch.int32/int64), got {kv_lens.dtype}")
+            raise TypeError(
+                f"{op}: kv_lens must be an integer tensor (e.g. torch.int32/int64), got {kv_lens.dtype}"
+            )
         if tuple(kv_lens.shape) != (b,):
             raise ValueError(f"{op}: kv_lens must have shape [B] = [{b}], got {_shape(kv_lens)}")
         if kv_lens.device != q.device:
@@ -87,7 +95,9 @@ def check_cross_attention(
         if b > 0 and not _is_compiling():
             lo, hi = (int(x) for x in torch.aminmax(kv_lens.to(torch.int64)))
             if lo < 0 or hi > lk:
-                raise ValueError(f"{op}: kv_lens values must lie in [0, Lk] = [0, {lk}], got min {lo}, max {hi}")
+                raise ValueError(
+                    f"{op}: kv_lens values must lie in [0, Lk] = [0, {lk}], got min {lo}, max {hi}"
+                )
     if key_padding_mask is not None:
         _require_tensor(f"{op}: key_padding_mask", key_padding_mask)
         if key_padding_mask.dtype != torch.bool:
@@ -111,14 +121,25 @@ def check_cross_attention(
     return float(scale)
 
 
+def _triton_dtype_problem(dtype: torch.dtype) -> str | None:
+    if dtype not in TRITON_DTYPES:
+        return f"the Triton kernel supports dtypes {[str(t) for t in TRITON_DTYPES]}, got {dtype}"
+    if dtype == torch.bfloat16 and _dispatch.triton_interpret_active():
+        # Seen with triton 3.x: the interpreter's tl.dot multiplies bf16 raw bits (results off
+        # by ~1e10), so refuse rather than return garbage.
+        return (
+            "the Triton interpreter (TRITON_INTERPRET=1) computes bfloat16 tl.dot incorrectly; "
+            "use float16/float32 inputs under the interpreter (bfloat16 runs on CUDA)"
+        )
+    return None
+
+
 def triton_cross_attention_unsupported(q: torch.Tensor) -> str | None:
     """Why the Triton attention kernel cannot take these (already validated) inputs, or ``None``."""
     d = q.shape[-1]
     if d not in TRITON_HEAD_DIMS:
         return f"the Triton kernel supports head dims {list(TRITON_HEAD_DIMS)}, got D={d}"
-    if q.dtype not in TRITON_DTYPES:
-        return f"the Triton kernel supports dtypes {[str(t) for t in TRITON_DTYPES]}, got {q.dtype}"
-    return None
+    return _triton_dtype_problem(q.dtype)
 
 
 def check_concat_linear(
@@ -156,10 +177,14 @@ def check_concat_linear(
             got += f", bias={bias.dtype}"
         raise TypeError(f"{op}: xs, weight and bias must share one dtype, got {got}")
     if weight.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{op}: expected a floating dtype in {[str(d) for d in FLOAT_DTYPES]}, got {weight.dtype}")
+        raise TypeError(
+            f"{op}: expected a floating dtype in {[str(d) for d in FLOAT_DTYPES]}, got {weight.dtype}"
+        )
     devices = {x.device for x in xs} | {weight.device} | ({bias.device} if bias is not None else set())
     if len(devices) != 1:
-        raise ValueError(f"{op}: xs, weight and bias must be on one device, got {sorted(str(d) for d in devices)}")
+        raise ValueError(
+            f"{op}: xs, weight and bias must be on one device, got {sorted(str(d) for d in devices)}"
+        )
     if weight.dim() != 2:
         raise ValueError(f"{op}: weight must be 2-D [N, sum K_i], got shape {_shape(weight)}")
     widths = [x.shape[-1] for x in xs]
@@ -177,6 +202,4 @@ def check_concat_linear(
 
 def triton_concat_linear_unsupported(xs: Sequence[torch.Tensor]) -> str | None:
     """Why the Triton GEMM cannot take these (already validated) inputs, or ``None``."""
-    if xs[0].dtype not in TRITON_DTYPES:
-        return f"the Triton kernel supports dtypes {[str(t) for t in TRITON_DTYPES]}, got {xs[0].dtype}"
-    return None
+    return _triton_dtype_problem(xs[0].dtype)

@@ -47,20 +47,44 @@ __all__ = [
 ]
 
 LOG2E = 1.4426950408889634
-LN2 = 0.6931471805599453
+# Kernel-visible copies (Triton kernels may only read module globals that are constexpr).
+_LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)
+_LN2: tl.constexpr = tl.constexpr(0.6931471805599453)
 
 
 @triton.jit
 def _cross_attention_fwd_kernel(
-    Q, K, V, O, LSE, KV_LENS, KPM,
+    Q,
+    K,
+    V,
+    O,
+    LSE,
+    KV_LENS,
+    KPM,
     sm_scale_log2,
-    stride_qb, stride_qm, stride_qh, stride_qd,
-    stride_kb, stride_kn, stride_kh, stride_kd,
-    stride_vb, stride_vn, stride_vh, stride_vd,
-    stride_ob, stride_om, stride_oh, stride_od,
-    stride_mb, stride_mn,
-    H, LQ, LK,
-    LQ_BUCKET, LK_BUCKET,  # autotune keys only
+    stride_qb,
+    stride_qm,
+    stride_qh,
+    stride_qd,
+    stride_kb,
+    stride_kn,
+    stride_kh,
+    stride_kd,
+    stride_vb,
+    stride_vn,
+    stride_vh,
+    stride_vd,
+    stride_ob,
+    stride_om,
+    stride_oh,
+    stride_od,
+    stride_mb,
+    stride_mn,
+    H,
+    LQ,
+    LK,
+    LQ_BUCKET,
+    LK_BUCKET,  # autotune keys only
     HEAD_DIM: tl.constexpr,
     HAS_KV_LENS: tl.constexpr,
     HAS_MASK: tl.constexpr,
@@ -129,7 +153,7 @@ def _cross_attention_fwd_kernel(
     has_key = l_i > 0.0
     out = acc / tl.where(has_key, l_i, 1.0)[:, None]  # all-masked rows: acc == 0 -> out == 0
     # Natural-log LSE; +inf for all-masked rows makes every backward probability exactly 0.
-    lse = tl.where(has_key, (m_i + tl.math.log2(tl.where(has_key, l_i, 1.0))) * 0.6931471805599453, float("inf"))
+    lse = tl.where(has_key, (m_i + tl.math.log2(tl.where(has_key, l_i, 1.0))) * _LN2, float("inf"))
     tl.store(
         O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od,
         out.to(O.dtype.element_ty),
@@ -140,10 +164,19 @@ def _cross_attention_fwd_kernel(
 
 @triton.jit
 def _cross_attention_bwd_preprocess_kernel(
-    O, DO, DELTA,
-    stride_ob, stride_om, stride_oh, stride_od,
-    stride_gb, stride_gm, stride_gh, stride_gd,
-    H, LQ,
+    O,
+    DO,
+    DELTA,
+    stride_ob,
+    stride_om,
+    stride_oh,
+    stride_od,
+    stride_gb,
+    stride_gm,
+    stride_gh,
+    stride_gd,
+    H,
+    LQ,
     HEAD_DIM: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_D: tl.constexpr,
@@ -155,27 +188,65 @@ def _cross_attention_bwd_preprocess_kernel(
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     mask = (offs_m < LQ)[:, None] & (offs_d < HEAD_DIM)[None, :]
-    o = tl.load(O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od,
-                mask=mask, other=0.0)
-    do = tl.load(DO + b * stride_gb + h * stride_gh + offs_m[:, None] * stride_gm + offs_d[None, :] * stride_gd,
-                 mask=mask, other=0.0)
+    o = tl.load(
+        O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od,
+        mask=mask,
+        other=0.0,
+    )
+    do = tl.load(
+        DO + b * stride_gb + h * stride_gh + offs_m[:, None] * stride_gm + offs_d[None, :] * stride_gd,
+        mask=mask,
+        other=0.0,
+    )
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
     tl.store(DELTA + pid_bh.to(tl.int64) * LQ + offs_m, delta, mask=offs_m < LQ)
 
 
 @triton.jit
 def _cross_attention_bwd_dkdv_kernel(
-    Q, K, V, DO, LSE, DELTA, KV_LENS, KPM, DK, DV,
-    sm_scale, sm_scale_log2,
-    stride_qb, stride_qm, stride_qh, stride_qd,
-    stride_kb, stride_kn, stride_kh, stride_kd,
-    stride_vb, stride_vn, stride_vh, stride_vd,
-    stride_gb, stride_gm, stride_gh, stride_gd,
-    stride_dkb, stride_dkn, stride_dkh, stride_dkd,
-    stride_dvb, stride_dvn, stride_dvh, stride_dvd,
-    stride_mb, stride_mn,
-    H, LQ, LK,
-    LQ_BUCKET, LK_BUCKET,  # autotune keys only
+    Q,
+    K,
+    V,
+    DO,
+    LSE,
+    DELTA,
+    KV_LENS,
+    KPM,
+    DK,
+    DV,
+    sm_scale,
+    sm_scale_log2,
+    stride_qb,
+    stride_qm,
+    stride_qh,
+    stride_qd,
+    stride_kb,
+    stride_kn,
+    stride_kh,
+    stride_kd,
+    stride_vb,
+    stride_vn,
+    stride_vh,
+    stride_vd,
+    stride_gb,
+    stride_gm,
+    stride_gh,
+    stride_gd,
+    stride_dkb,
+    stride_dkn,
+    stride_dkh,
+    stride_dkd,
+    stride_dvb,
+    stride_dvn,
+    stride_dvh,
+    stride_dvd,
+    stride_mb,
+    stride_mn,
+    H,
+    LQ,
+    LK,
+    LQ_BUCKET,
+    LK_BUCKET,  # autotune keys only
     HEAD_DIM: tl.constexpr,
     HAS_KV_LENS: tl.constexpr,
     HAS_MASK: tl.constexpr,
@@ -201,10 +272,16 @@ def _cross_attention_bwd_dkdv_kernel(
         keep = tl.load(KPM + b * stride_mb + offs_n * stride_mn, mask=offs_n < LK, other=0)
         n_ok = n_ok & (keep != 0)
 
-    k = tl.load(K + b * stride_kb + h * stride_kh + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd,
-                mask=n_ok[:, None] & d_ok[None, :], other=0.0)
-    v = tl.load(V + b * stride_vb + h * stride_vh + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd,
-                mask=n_ok[:, None] & d_ok[None, :], other=0.0)
+    k = tl.load(
+        K + b * stride_kb + h * stride_kh + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd,
+        mask=n_ok[:, None] & d_ok[None, :],
+        other=0.0,
+    )
+    v = tl.load(
+        V + b * stride_vb + h * stride_vh + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd,
+        mask=n_ok[:, None] & d_ok[None, :],
+        other=0.0,
+    )
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
 
@@ -218,15 +295,21 @@ def _cross_attention_bwd_dkdv_kernel(
         m_ok = rows < LQ
         # Q^T and dO^T tiles come in transposed through their strides, so S^T and dP^T are
         # computed directly in the [keys, queries] orientation this program accumulates in.
-        qt = tl.load(q_base + rows[None, :] * stride_qm + offs_d[:, None] * stride_qd,
-                     mask=d_ok[:, None] & m_ok[None, :], other=0.0)
+        qt = tl.load(
+            q_base + rows[None, :] * stride_qm + offs_d[:, None] * stride_qd,
+            mask=d_ok[:, None] & m_ok[None, :],
+            other=0.0,
+        )
         # Padding query rows read lse = +inf, so their probabilities are 0.
-        lse = tl.load(LSE + row_base + rows, mask=m_ok, other=float("inf")) * 1.4426950408889634
+        lse = tl.load(LSE + row_base + rows, mask=m_ok, other=float("inf")) * _LOG2E
         st = tl.dot(k, qt, input_precision=DOT_PRECISION) * sm_scale_log2
         st = tl.where(n_ok[:, None], st, float("-inf"))
         pt = tl.math.exp2(st - lse[None, :])
-        do = tl.load(do_base + rows[:, None] * stride_gm + offs_d[None, :] * stride_gd,
-                     mask=m_ok[:, None] & d_ok[None, :], other=0.0)
+        do = tl.load(
+            do_base + rows[:, None] * stride_gm + offs_d[None, :] * stride_gd,
+            mask=m_ok[:, None] & d_ok[None, :],
+            other=0.0,
+        )
         dv += tl.dot(pt.to(do.dtype), do, input_precision=DOT_PRECISION)
         delta = tl.load(DELTA + row_base + rows, mask=m_ok, other=0.0)
         dpt = tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION)
@@ -235,24 +318,58 @@ def _cross_attention_bwd_dkdv_kernel(
 
     dk = dk * sm_scale
     st_mask = (offs_n < LK)[:, None] & d_ok[None, :]
-    tl.store(DK + b * stride_dkb + h * stride_dkh + offs_n[:, None] * stride_dkn + offs_d[None, :] * stride_dkd,
-             dk.to(DK.dtype.element_ty), mask=st_mask)
-    tl.store(DV + b * stride_dvb + h * stride_dvh + offs_n[:, None] * stride_dvn + offs_d[None, :] * stride_dvd,
-             dv.to(DV.dtype.element_ty), mask=st_mask)
+    tl.store(
+        DK + b * stride_dkb + h * stride_dkh + offs_n[:, None] * stride_dkn + offs_d[None, :] * stride_dkd,
+        dk.to(DK.dtype.element_ty),
+        mask=st_mask,
+    )
+    tl.store(
+        DV + b * stride_dvb + h * stride_dvh + offs_n[:, None] * stride_dvn + offs_d[None, :] * stride_dvd,
+        dv.to(DV.dtype.element_ty),
+        mask=st_mask,
+    )
 
 
 @triton.jit
 def _cross_attention_bwd_dq_kernel(
-    Q, K, V, DO, LSE, DELTA, KV_LENS, KPM, DQ,
-    sm_scale, sm_scale_log2,
-    stride_qb, stride_qm, stride_qh, stride_qd,
-    stride_kb, stride_kn, stride_kh, stride_kd,
-    stride_vb, stride_vn, stride_vh, stride_vd,
-    stride_gb, stride_gm, stride_gh, stride_gd,
-    stride_dqb, stride_dqm, stride_dqh, stride_dqd,
-    stride_mb, stride_mn,
-    H, LQ, LK,
-    LQ_BUCKET, LK_BUCKET,  # autotune keys only
+    Q,
+    K,
+    V,
+    DO,
+    LSE,
+    DELTA,
+    KV_LENS,
+    KPM,
+    DQ,
+    sm_scale,
+    sm_scale_log2,
+    stride_qb,
+    stride_qm,
+    stride_qh,
+    stride_qd,
+    stride_kb,
+    stride_kn,
+    stride_kh,
+    stride_kd,
+    stride_vb,
+    stride_vn,
+    stride_vh,
+    stride_vd,
+    stride_gb,
+    stride_gm,
+    stride_gh,
+    stride_gd,
+    stride_dqb,
+    stride_dqm,
+    stride_dqh,
+    stride_dqd,
+    stride_mb,
+    stride_mn,
+    H,
+    LQ,
+    LK,
+    LQ_BUCKET,
+    LK_BUCKET,  # autotune keys only
     HEAD_DIM: tl.constexpr,
     HAS_KV_LENS: tl.constexpr,
     HAS_MASK: tl.constexpr,
@@ -272,12 +389,18 @@ def _cross_attention_bwd_dq_kernel(
     m_ok = offs_m < LQ
     d_ok = offs_d < HEAD_DIM
     md_mask = m_ok[:, None] & d_ok[None, :]
-    q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
-                mask=md_mask, other=0.0)
-    do = tl.load(DO + b * stride_gb + h * stride_gh + offs_m[:, None] * stride_gm + offs_d[None, :] * stride_gd,
-                 mask=md_mask, other=0.0)
+    q = tl.load(
+        Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
+        mask=md_mask,
+        other=0.0,
+    )
+    do = tl.load(
+        DO + b * stride_gb + h * stride_gh + offs_m[:, None] * stride_gm + offs_d[None, :] * stride_gd,
+        mask=md_mask,
+        other=0.0,
+    )
     row_base = pid_bh.to(tl.int64) * LQ
-    lse = tl.load(LSE + row_base + offs_m, mask=m_ok, other=float("inf")) * 1.4426950408889634
+    lse = tl.load(LSE + row_base + offs_m, mask=m_ok, other=float("inf")) * _LOG2E
     delta = tl.load(DELTA + row_base + offs_m, mask=m_ok, other=0.0)
     kv_end = LK
     if HAS_KV_LENS:
@@ -292,10 +415,16 @@ def _cross_attention_bwd_dq_kernel(
         if HAS_MASK:
             keep = tl.load(KPM + b * stride_mb + cols * stride_mn, mask=n_ok, other=0)
             n_ok = n_ok & (keep != 0)
-        kt = tl.load(k_base + cols[None, :] * stride_kn + offs_d[:, None] * stride_kd,
-                     mask=d_ok[:, None] & n_ok[None, :], other=0.0)
-        vt = tl.load(v_base + cols[None, :] * stride_vn + offs_d[:, None] * stride_vd,
-                     mask=d_ok[:, None] & n_ok[None, :], other=0.0)
+        kt = tl.load(
+            k_base + cols[None, :] * stride_kn + offs_d[:, None] * stride_kd,
+            mask=d_ok[:, None] & n_ok[None, :],
+            other=0.0,
+        )
+        vt = tl.load(
+            v_base + cols[None, :] * stride_vn + offs_d[:, None] * stride_vd,
+            mask=d_ok[:, None] & n_ok[None, :],
+            other=0.0,
+        )
         s = tl.dot(q, kt, input_precision=DOT_PRECISION) * sm_scale_log2
         s = tl.where(n_ok[None, :], s, float("-inf"))
         p = tl.math.exp2(s - lse[:, None])
@@ -304,8 +433,11 @@ def _cross_attention_bwd_dq_kernel(
         dq += tl.dot(ds.to(kt.dtype), tl.trans(kt), input_precision=DOT_PRECISION)
 
     dq = dq * sm_scale
-    tl.store(DQ + b * stride_dqb + h * stride_dqh + offs_m[:, None] * stride_dqm + offs_d[None, :] * stride_dqd,
-             dq.to(DQ.dtype.element_ty), mask=md_mask)
+    tl.store(
+        DQ + b * stride_dqb + h * stride_dqh + offs_m[:, None] * stride_dqm + offs_d[None, :] * stride_dqd,
+        dq.to(DQ.dtype.element_ty),
+        mask=md_mask,
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -362,8 +494,11 @@ def _cuda_configs(kind: str, lq: int, lk: int, head_dim: int) -> list[triton.Con
                 continue
             big = bm * bn >= 128 * 64
             for stages in (2, 3) if block_d <= 64 else (2,):
-                configs.append(triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=8 if big else 4,
-                                             num_stages=stages))
+                configs.append(
+                    triton.Config(
+                        {"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=8 if big else 4, num_stages=stages
+                    )
+                )
     if not configs:  # every candidate exceeded the budget: take the smallest
         configs.append(triton.Config({"BLOCK_M": min(ms), "BLOCK_N": min(ns)}, num_warps=4, num_stages=2))
     return configs
@@ -376,7 +511,7 @@ _KERNELS = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _autotuned(kind: str, short_q: bool, short_k: bool, lq_tile: int, lk_tile: int, head_dim: int):
     # One Autotuner per (kernel, schedule class): a plain config list works with
     # torch.library.wrap_triton / Inductor on every torch version (no prune hooks needed).
@@ -394,8 +529,9 @@ def _select(kind: str, lq: int, lk: int, head_dim: int, config: dict | None):
         cfg = dict(config) if config is not None else _interpreter_config(kind, lq, lk)
         return _KERNELS[kind], cfg
     short_q, short_k = lq <= _SHORT_Q, lk <= _SHORT_K
-    kernel = _autotuned(kind, short_q, short_k, _pow2_tile(lq) if short_q else 0,
-                        _pow2_tile(lk) if short_k else 0, head_dim)
+    kernel = _autotuned(
+        kind, short_q, short_k, _pow2_tile(lq) if short_q else 0, _pow2_tile(lk) if short_k else 0, head_dim
+    )
     return kernel, {}
 
 
@@ -453,11 +589,25 @@ def cross_attention_forward(
         return (triton.cdiv(lq, meta["BLOCK_M"]), b * h)
 
     _wrap(kernel)[grid](
-        q, k, v, out, lse, kvl, kpm,
+        q,
+        k,
+        v,
+        out,
+        lse,
+        kvl,
+        kpm,
         scale * LOG2E,
-        *q.stride(), *k.stride(), *v.stride(), *out.stride(),
-        smb, smn,
-        h, lq, lk, _bucket(lq), _bucket(lk),
+        *q.stride(),
+        *k.stride(),
+        *v.stride(),
+        *out.stride(),
+        smb,
+        smn,
+        h,
+        lq,
+        lk,
+        _bucket(lq),
+        _bucket(lk),
         HEAD_DIM=d,
         HAS_KV_LENS=kv_lens is not None,
         HAS_MASK=key_padding_mask is not None,
@@ -496,10 +646,16 @@ def cross_attention_backward(
     # Elementwise row reduction: 64 rows x BLOCK_D columns per program is plenty.
     pre_m = 64 if not INTERPRETED else min(_pow2_tile(lq), 128)
     _wrap(_cross_attention_bwd_preprocess_kernel)[(triton.cdiv(lq, pre_m), b * h)](
-        out, grad_out, delta,
-        *out.stride(), *grad_out.stride(),
-        h, lq,
-        HEAD_DIM=d, BLOCK_M=pre_m, BLOCK_D=block_d,
+        out,
+        grad_out,
+        delta,
+        *out.stride(),
+        *grad_out.stride(),
+        h,
+        lq,
+        HEAD_DIM=d,
+        BLOCK_M=pre_m,
+        BLOCK_D=block_d,
     )
     kvl, kpm, (smb, smn) = _mask_args(kv_lens, key_padding_mask, q)
     common = dict(
@@ -516,12 +672,33 @@ def cross_attention_backward(
         return (triton.cdiv(lk, meta["BLOCK_N"]), b * h)
 
     _wrap(kernel)[grid_n](
-        q, k, v, grad_out, lse, delta, kvl, kpm, dk, dv,
-        scale, scale * LOG2E,
-        *q.stride(), *k.stride(), *v.stride(), *grad_out.stride(), *dk.stride(), *dv.stride(),
-        smb, smn,
-        h, lq, lk, _bucket(lq), _bucket(lk),
-        **common, **cfg,
+        q,
+        k,
+        v,
+        grad_out,
+        lse,
+        delta,
+        kvl,
+        kpm,
+        dk,
+        dv,
+        scale,
+        scale * LOG2E,
+        *q.stride(),
+        *k.stride(),
+        *v.stride(),
+        *grad_out.stride(),
+        *dk.stride(),
+        *dv.stride(),
+        smb,
+        smn,
+        h,
+        lq,
+        lk,
+        _bucket(lq),
+        _bucket(lk),
+        **common,
+        **cfg,
     )
 
     kernel, cfg = _select("dq", lq, lk, d, config)
@@ -530,12 +707,31 @@ def cross_attention_backward(
         return (triton.cdiv(lq, meta["BLOCK_M"]), b * h)
 
     _wrap(kernel)[grid_m](
-        q, k, v, grad_out, lse, delta, kvl, kpm, dq,
-        scale, scale * LOG2E,
-        *q.stride(), *k.stride(), *v.stride(), *grad_out.stride(), *dq.stride(),
-        smb, smn,
-        h, lq, lk, _bucket(lq), _bucket(lk),
-        **common, **cfg,
+        q,
+        k,
+        v,
+        grad_out,
+        lse,
+        delta,
+        kvl,
+        kpm,
+        dq,
+        scale,
+        scale * LOG2E,
+        *q.stride(),
+        *k.stride(),
+        *v.stride(),
+        *grad_out.stride(),
+        *dq.stride(),
+        smb,
+        smn,
+        h,
+        lq,
+        lk,
+        _bucket(lq),
+        _bucket(lk),
+        **common,
+        **cfg,
     )
     return dq, dk, dv
 
