@@ -9,8 +9,17 @@ import mmcore_kernels
 from mmcore import Features
 from mmcore.testing import random_features
 from mmcore_kernels.reference import cross_attention_naive
-from mmcore_plugins.fusions.attention import CrossAttentionFusion, PerceiverFusion
+from mmcore_plugins.fusions.attention import (
+    BottleneckFusion,
+    CoAttentionFusion,
+    CrossAttentionFusion,
+    JointTransformerFusion,
+    MulTFusion,
+    NonLocalGateFusion,
+    PerceiverFusion,
+)
 from mmcore_plugins.fusions.bilinear import LowRankTensorFusion, TensorFusion, with_one
+from mmcore_plugins.fusions.factorized import MCBFusion
 from mmcore_plugins.fusions.pooling import MeanFusion
 
 
@@ -74,7 +83,11 @@ def test_mean_fusion_averages_only_present_modalities():
     assert torch.allclose(out[1], pa[1], atol=1e-6)
 
 
-@pytest.mark.parametrize("factory", [CrossAttentionFusion, PerceiverFusion])
+@pytest.mark.parametrize(
+    "factory",
+    [CrossAttentionFusion, PerceiverFusion, NonLocalGateFusion, CoAttentionFusion, MulTFusion,
+     JointTransformerFusion, BottleneckFusion],
+)
 def test_attention_fusions_match_naive_attention_math(factory, monkeypatch):
     torch.manual_seed(0)
     dims = {"a": 6, "b": 10, "c": 4}
@@ -98,3 +111,18 @@ def test_bad_options_are_clear():
         PerceiverFusion({"a": 3, "b": 4}, dim=10, heads=4)
     with pytest.raises(ValueError, match="built for modalities"):
         MeanFusion({"a": 3, "b": 4}, dim=8)(pooled_features(2, {"a": 3}))
+
+
+def test_mcb_sketch_product_is_the_count_sketch_of_the_outer_product():
+    """Circular convolution of the count sketches == count sketch of x (outer) y (Pham & Pagh)."""
+    fusion = MCBFusion({"a": 5, "b": 4}, dim=3, sketch_dim=16, seed=1)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(1, 5, generator=g), torch.randn(1, 4, generator=g)
+    ha, hb = fusion.sketch_a.abs().argmax(1), fusion.sketch_b.abs().argmax(1)
+    sa, sb = fusion.sketch_a.sum(1), fusion.sketch_b.sum(1)
+    direct = torch.zeros(16)
+    for i in range(5):
+        for j in range(4):
+            direct[(ha[i] + hb[j]) % 16] += sa[i] * sb[j] * x[0, i] * y[0, j]
+    spectra = torch.fft.rfft(fusion.count_sketch("a", x), dim=-1) * torch.fft.rfft(fusion.count_sketch("b", y), dim=-1)
+    assert torch.allclose(torch.fft.irfft(spectra, n=16, dim=-1)[0], direct, atol=1e-5)

@@ -8,8 +8,18 @@ import torch
 import mmcore
 
 FUSIONS = ["concat", "weighted_concat", "sum", "mean", "deepset", "late", "gated", "film", "tensor",
-           "low_rank_tensor", "cross_attention", "perceiver"]
-OPTIONS = {"cross_attention": {"heads": 2}, "perceiver": {"heads": 2, "num_latents": 4}, "tensor": {"factor_dim": 4}}
+           "low_rank_tensor", "mcb", "mfb", "mutan", "block", "multiplicative", "cross_attention", "perceiver",
+           "nl_gate", "co_attention", "mult", "joint_transformer", "bottleneck"]
+ATTENTION = {"cross_attention", "perceiver", "nl_gate", "co_attention", "mult", "joint_transformer", "bottleneck"}
+OPTIONS = {
+    **{name: {"heads": 2} for name in ATTENTION},
+    "perceiver": {"heads": 2, "num_latents": 4},
+    "joint_transformer": {"heads": 2, "layers": 1},
+    "bottleneck": {"heads": 2, "layers": 1},
+    "tensor": {"factor_dim": 4},
+    "mcb": {"sketch_dim": 256},
+    "multiplicative": {"form": "matrix"},
+}
 
 
 def xor_samples(n: int, seed: int):
@@ -33,12 +43,14 @@ def train_and_score(spec, train, test, steps=150):
     model = mmcore.build_model(spec)
     batch = model.collate(train)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(steps):
+    grads = {}
+    for step in range(steps):
         out = model(batch["inputs"], batch["targets"])
         optimizer.zero_grad()
         out.loss.backward()
+        if step == 0:  # at initialisation, every encoder must receive a gradient through the fusion
+            grads = {slot: sum(float(p.grad.abs().sum()) for p in enc.parameters()) for slot, enc in model.encoders.items()}
         optimizer.step()
-    grads = {slot: sum(float(p.grad.abs().sum()) for p in enc.parameters()) for slot, enc in model.encoders.items()}
     model.eval()
     held = model.collate(test)
     with torch.no_grad():
