@@ -163,6 +163,9 @@ class Head(nn.Module, abc.ABC):
     def collate_targets(self, targets: Sequence[Any]) -> torch.Tensor:
         """Raw per-sample targets -> the tensor ``forward`` expects."""
 
+    def fit_targets(self, targets: Sequence[Any]) -> None:  # noqa: B027 - optional hook, no-op by default
+        """Fit target statistics (e.g. standardisation) on the training split's raw targets. Optional."""
+
     def format_predictions(self, output: HeadOutput) -> list[Any]:
         """Per-sample JSON-serialisable predictions."""
         return output.predictions.detach().cpu().tolist()

@@ -67,9 +67,12 @@ class MultimodalModel(nn.Module):
 
     # ------------------------------------------------------------------ data preparation
     def fit_processors(self, samples: Sequence[Sample]) -> None:
-        """Fit each processor's statistics on the training split's raw samples."""
+        """Fit each processor's statistics (and the head's target statistics) on the training split."""
         for slot, processor in self.processors.items():
             processor.fit([sample["inputs"].get(slot) for sample in samples])
+        targets = [sample.get("target") for sample in samples]
+        if targets and all(t is not None for t in targets):
+            self.head.fit_targets(targets)
 
     def collate(self, samples: Sequence[Sample]) -> dict[str, Any]:
         """Raw samples -> ``{"inputs": {slot: batch}, "targets": tensor | None}``.

@@ -1,0 +1,144 @@
+"""`regression` (MSE / Huber with target standardisation) and `multilabel` (BCE, per-label thresholds)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import mmcore
+from mmcore import Features, HeadOutput
+
+
+def _mlp(input_dim: int, output_dim: int, hidden: int | None, dropout: float) -> nn.Sequential:
+    if hidden:
+        return nn.Sequential(nn.Dropout(dropout), nn.Linear(input_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, output_dim))
+    return nn.Sequential(nn.Dropout(dropout), nn.Linear(input_dim, output_dim))
+
+
+class RegressionHead(mmcore.Head):
+    """Regression of one or more targets: MSE or Huber loss on standardised targets.
+
+    Targets are standardised with ``target_mean``/``target_std`` (options, or fitted on the
+    training split by ``fit_targets``, which the trainer calls); predictions are in the original
+    units. The statistics are buffers, so they are saved with the model's weights.
+    """
+
+    def __init__(
+        self, input_dim: int, num_targets: int = 1, loss: Literal["mse", "huber"] = "mse", huber_delta: float = 1.0,
+        hidden: int | None = None, dropout: float = 0.0,
+        target_mean: list[float] | None = None, target_std: list[float] | None = None,
+    ) -> None:
+        super().__init__(input_dim)
+        if num_targets < 1:
+            raise ValueError(f"num_targets must be at least 1, got {num_targets}")
+        if loss not in ("mse", "huber"):
+            raise ValueError(f"loss must be 'mse' or 'huber', got {loss!r}")
+        for name, stats in (("target_mean", target_mean), ("target_std", target_std)):
+            if stats is not None and len(stats) != num_targets:
+                raise ValueError(f"{name} must have num_targets={num_targets} values, got {len(stats)}")
+        if target_std is not None and min(target_std) <= 0:
+            raise ValueError(f"target_std must be positive, got {target_std}")
+        self.num_targets, self.loss_kind, self.huber_delta = num_targets, loss, huber_delta
+        self.register_buffer("target_mean", torch.tensor(target_mean or [0.0] * num_targets))
+        self.register_buffer("target_std", torch.tensor(target_std or [1.0] * num_targets))
+        self.net = _mlp(input_dim, num_targets, hidden, dropout)
+
+    def fit_targets(self, targets: Sequence[Any]) -> None:
+        values = self.collate_targets(targets)
+        if len(values) > 1:
+            std = values.std(0)
+            self.target_mean.copy_(values.mean(0))
+            self.target_std.copy_(torch.where(std > 1e-8, std, torch.ones_like(std)))
+
+    def forward(self, fused: Features, targets: torch.Tensor | None = None, features: Mapping[str, Features] | None = None) -> HeadOutput:
+        standardised = self.net(fused.pooled)
+        predictions = standardised * self.target_std + self.target_mean
+        loss = None
+        if targets is not None:
+            if targets.shape != standardised.shape:
+                raise ValueError(f"targets must have shape {list(standardised.shape)}, got {list(targets.shape)}")
+            goal = (targets.to(standardised.dtype) - self.target_mean) / self.target_std
+            if self.loss_kind == "mse":
+                loss = F.mse_loss(standardised, goal)
+            else:
+                loss = F.huber_loss(standardised, goal, delta=self.huber_delta)
+        return HeadOutput(logits=standardised, predictions=predictions, loss=loss)
+
+    def metrics(self) -> dict[str, Any]:
+        from torchmetrics import MeanAbsoluteError, MeanSquaredError
+
+        return {"mse": MeanSquaredError(), "mae": MeanAbsoluteError()}
+
+    def collate_targets(self, targets: Sequence[Any]) -> torch.Tensor:
+        rows = []
+        for i, target in enumerate(targets):
+            value = target.tolist() if isinstance(target, torch.Tensor) else target
+            value = [value] if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+            if not isinstance(value, (list, tuple)) or len(value) != self.num_targets or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+            ):
+                raise TypeError(f"regression target #{i} must be {self.num_targets} number(s), got {target!r}")
+            rows.append([float(v) for v in value])
+        return torch.tensor(rows, dtype=torch.float32)
+
+    def example_targets(self, batch_size: int, generator: torch.Generator) -> list[list[float]]:
+        return torch.randn(batch_size, self.num_targets, generator=generator).tolist()
+
+
+class MultilabelHead(mmcore.Head):
+    """Multi-label classification: binary cross-entropy per label, per-label decision thresholds."""
+
+    def __init__(
+        self, input_dim: int, num_labels: int, thresholds: list[float] | None = None, pos_weight: list[float] | None = None,
+        hidden: int | None = None, dropout: float = 0.0,
+    ) -> None:
+        super().__init__(input_dim)
+        if num_labels < 1:
+            raise ValueError(f"num_labels must be at least 1, got {num_labels}")
+        for name, values in (("thresholds", thresholds), ("pos_weight", pos_weight)):
+            if values is not None and len(values) != num_labels:
+                raise ValueError(f"{name} must have num_labels={num_labels} values, got {len(values)}")
+        if thresholds is not None and not all(0.0 < t < 1.0 for t in thresholds):
+            raise ValueError(f"thresholds must be in (0, 1), got {thresholds}")
+        self.num_labels = num_labels
+        self.register_buffer("thresholds", torch.tensor(thresholds or [0.5] * num_labels))
+        self.register_buffer("pos_weight", torch.tensor(pos_weight) if pos_weight is not None else None, persistent=False)
+        self.net = _mlp(input_dim, num_labels, hidden, dropout)
+
+    def forward(self, fused: Features, targets: torch.Tensor | None = None, features: Mapping[str, Features] | None = None) -> HeadOutput:
+        logits = self.net(fused.pooled)
+        probabilities = torch.sigmoid(logits)
+        loss = None
+        if targets is not None:
+            if targets.shape != logits.shape:
+                raise ValueError(f"targets must have shape {list(logits.shape)}, got {list(targets.shape)}")
+            loss = F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), pos_weight=self.pos_weight)
+        predictions = (probabilities >= self.thresholds).long()
+        return HeadOutput(logits=logits, predictions=predictions, loss=loss, extras={"probabilities": probabilities.detach()})
+
+    def metrics(self) -> dict[str, Any]:
+        from torchmetrics.classification import MultilabelAccuracy, MultilabelF1Score
+
+        return {"accuracy": MultilabelAccuracy(num_labels=self.num_labels), "macro_f1": MultilabelF1Score(num_labels=self.num_labels, average="macro")}
+
+    def collate_targets(self, targets: Sequence[Any]) -> torch.Tensor:
+        rows = []
+        for i, target in enumerate(targets):
+            value = target.tolist() if isinstance(target, torch.Tensor) else list(target) if isinstance(target, (list, tuple)) else None
+            if value is None or len(value) != self.num_labels or any(v not in (0, 1, True, False) for v in value):
+                raise ValueError(f"multilabel target #{i} must be {self.num_labels} values of 0/1, got {target!r}")
+            rows.append([int(v) for v in value])
+        return torch.tensor(rows, dtype=torch.long)
+
+    def example_targets(self, batch_size: int, generator: torch.Generator) -> list[list[int]]:
+        return torch.randint(0, 2, (batch_size, self.num_labels), generator=generator).tolist()
+
+
+@mmcore.hookimpl
+def mmcore_register(registry) -> None:
+    registry.add_head("regression", RegressionHead, example_options={"num_targets": 2, "loss": "huber"})
+    registry.add_head("multilabel", MultilabelHead, example_options={"num_labels": 4})
