@@ -97,3 +97,49 @@ def test_multilabel_applies_per_label_thresholds():
     assert out.predictions.tolist() == [[1, 0]]
     with pytest.raises(ValueError, match="multilabel target #0 must be 2 values of 0/1"):
         head.collate_targets([[1, 2]])
+
+
+def caption_model():
+    torch.manual_seed(0)
+    return mmcore.build_model({
+        "encoders": {"x": {"name": "tabular_mlp", "num_features": 4, "dim": 16}},
+        "head": {"name": "captioning", "vocab": ["a", "red", "blue", "cat", "dog", "sits", "runs"],
+                 "dim": 32, "heads": 2, "layers": 1, "max_length": 6, "bleu_ngram": 2, "dropout": 0.0},
+    })
+
+
+CAPTIONS = ["a red cat sits", "a blue dog runs", "a red dog sits", "a blue cat runs"]
+
+
+def test_captioning_learns_short_captions_and_beam_one_equals_greedy():
+    model = caption_model()
+    samples = [{"inputs": {"x": [float(i == j) for j in range(4)]}, "target": c} for i, c in enumerate(CAPTIONS)]
+    batch = model.collate(samples)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(150):
+        out = model(batch["inputs"], batch["targets"])
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        greedy = model(batch["inputs"])
+    assert model.head.format_predictions(greedy) == CAPTIONS
+    head = model.head
+    with torch.no_grad():
+        fused = model.encode(batch["inputs"])["x"]
+        memory, memory_mask = head.memory(fused.tokens), fused.mask
+        beam1 = torch.stack([head._beam(memory[i : i + 1], memory_mask[i : i + 1], 1) for i in range(4)])
+        assert torch.equal(beam1, greedy.predictions)
+        assert head.format_predictions(mmcore.HeadOutput(logits=memory, predictions=head.generate(memory, memory_mask, beam_size=3))) == CAPTIONS
+    bleu = head.metrics()["bleu"]
+    bleu.update(greedy.predictions, batch["targets"])
+    assert float(bleu.compute()) == pytest.approx(1.0)
+
+
+def test_caption_targets_are_checked():
+    head = caption_model().head
+    with pytest.raises(TypeError, match="caption target #0 must be a string, got int"):
+        head.collate_targets([3])
+    with pytest.raises(ValueError, match="caption target #0 has 7 words; max_length is 6"):
+        head.collate_targets(["a a a a a a a"])
