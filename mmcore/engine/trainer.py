@@ -145,7 +145,7 @@ class Trainer:
                 optimizer.step()
                 scheduler.step()
                 step += 1
-                epoch_loss += float(out.loss) * len(targets)
+                epoch_loss += out.loss.item() * len(targets)
                 seen += len(targets)
                 hook.mmcore_train_step_end(trainer=self, step=step, metrics={"loss": float(out.loss), "lr": scheduler.get_last_lr()[0]})
             row = {"epoch": epoch, "train/loss": epoch_loss / seen}

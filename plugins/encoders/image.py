@@ -1,0 +1,109 @@
+"""Image encoders: ``image_cnn``, a small CNN trained from scratch for small images (8x8 to 64x64)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import mmcore
+from mmcore import Features
+
+
+def load_image(raw: Any, channels: int) -> torch.Tensor:
+    """Path / PIL image / ndarray / tensor -> float tensor ``[C, H, W]`` in [0, 1]."""
+    if isinstance(raw, (str, os.PathLike)):
+        from PIL import Image
+
+        try:
+            with Image.open(raw) as img:
+                img.load()
+                raw = img.convert("L" if channels == 1 else "RGB")
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot read image {os.fspath(raw)!r}: {exc}") from exc
+    if type(raw).__module__.startswith("PIL."):  # a PIL image (checked by module: PIL is imported lazily)
+        import numpy as np
+
+        raw = np.array(raw.convert("L" if channels == 1 else "RGB"))  # a writable copy for torch
+    if not isinstance(raw, torch.Tensor):
+        try:
+            raw = torch.as_tensor(raw)
+        except (TypeError, RuntimeError) as exc:
+            raise TypeError(f"an image must be a path, PIL image, array or tensor, got {type(raw).__name__}") from exc
+    x = raw.float()
+    if raw.dtype == torch.uint8:
+        x = x / 255.0
+    if x.dim() == 2:
+        x = x[None]
+    elif x.dim() == 3 and x.shape[-1] in (1, 3) and x.shape[0] not in (1, 3):
+        x = x.permute(2, 0, 1)  # HWC -> CHW
+    if x.dim() != 3:
+        raise ValueError(f"an image must be [H, W], [H, W, C] or [C, H, W], got shape {list(raw.shape)}")
+    if x.shape[0] != channels:
+        x = x.mean(0, keepdim=True) if channels == 1 else x.expand(channels, -1, -1) if x.shape[0] == 1 else x
+    if x.shape[0] != channels:
+        raise ValueError(f"expected an image with {channels} channel(s), got {x.shape[0]}")
+    return x
+
+
+class ImageProcessor(mmcore.Processor):
+    """Any image -> resized ``[C, S, S]`` tensor normalised to mean 0.5 / std 0.5; optional light augmentation."""
+
+    def __init__(self, image_size: int, channels: int, augment: bool = False) -> None:
+        self.image_size, self.channels, self.augment = image_size, channels, augment
+        self.training = False
+
+    def __call__(self, raw: Any) -> torch.Tensor:
+        x = load_image(raw, self.channels)
+        x = F.interpolate(x[None], size=(self.image_size, self.image_size), mode="bilinear", align_corners=False, antialias=True)[0]
+        if self.augment and self.training:
+            # Small random shifts: robust to where the object sits, cheap on CPU.
+            dx, dy = torch.randint(-1, 2, (2,)).tolist()
+            x = torch.roll(x, shifts=(dy, dx), dims=(1, 2))
+        return (x - 0.5) / 0.5
+
+    def collate(self, items: Sequence[torch.Tensor | None]) -> dict[str, torch.Tensor]:
+        present = torch.tensor([i is not None for i in items])
+        blank = torch.zeros(self.channels, self.image_size, self.image_size)
+        return {"pixels": torch.stack([blank if i is None else i for i in items]), "present": present}
+
+    def example(self, generator: torch.Generator) -> torch.Tensor:
+        return torch.rand(self.channels, 12, 12, generator=generator)
+
+
+class SmallCNNEncoder(mmcore.Encoder):
+    """Small CNN from scratch for small images; spatial tokens [B, h*w, dim] and a pooled vector."""
+
+    modality = "image"
+
+    def __init__(self, dim: int = 128, image_size: int = 32, channels: int = 1, width: int = 32,
+                 dropout: float = 0.1, augment: bool = False) -> None:
+        super().__init__()
+        if image_size < 8:
+            raise ValueError(f"image_size must be at least 8, got {image_size}")
+        self.dim, self.image_size, self.channels, self.augment = dim, image_size, channels, augment
+
+        def block(cin: int, cout: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(8, cout), nn.GELU(),
+                                 nn.Conv2d(cout, cout, 3, padding=1), nn.GroupNorm(8, cout), nn.GELU(), nn.MaxPool2d(2))
+
+        self.net = nn.Sequential(block(channels, width), block(width, 2 * width), nn.Dropout(dropout))
+        self.project = nn.Linear(2 * width, dim)
+
+    def processor(self) -> ImageProcessor:
+        return ImageProcessor(self.image_size, self.channels, self.augment)
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> Features:
+        maps = self.net(batch["pixels"])  # [B, C, h, w]
+        tokens = self.project(maps.flatten(2).transpose(1, 2))
+        return Features.from_tokens(tokens, present=batch["present"].bool())
+
+
+@mmcore.hookimpl
+def mmcore_register(registry) -> None:
+    registry.add_encoder("image_cnn", SmallCNNEncoder, modality="image",
+                         example_options={"dim": 16, "image_size": 8, "width": 8})
