@@ -145,9 +145,10 @@ class Trainer:
                 optimizer.step()
                 scheduler.step()
                 step += 1
-                epoch_loss += out.loss.item() * len(targets)
+                loss_value = out.loss.item()
+                epoch_loss += loss_value * len(targets)
                 seen += len(targets)
-                hook.mmcore_train_step_end(trainer=self, step=step, metrics={"loss": float(out.loss), "lr": scheduler.get_last_lr()[0]})
+                hook.mmcore_train_step_end(trainer=self, step=step, metrics={"loss": loss_value, "lr": scheduler.get_last_lr()[0]})
             row = {"epoch": epoch, "train/loss": epoch_loss / seen}
             val_split = "val" if len(datasets["val"]) else "train"
             row.update({f"val/{k}": v for k, v in self.evaluate(datasets[val_split]).items()})
