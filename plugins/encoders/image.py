@@ -31,7 +31,7 @@ def load_image(raw: Any, channels: int) -> torch.Tensor:
         raw = np.array(raw.convert("L" if channels == 1 else "RGB"))  # a writable copy for torch
     if not isinstance(raw, torch.Tensor):
         try:
-            raw = torch.as_tensor(raw)
+            raw = torch.tensor(raw)  # a copy: arrays may be read-only (torch warns on those)
         except (TypeError, RuntimeError) as exc:
             raise TypeError(f"an image must be a path, PIL image, array or tensor, got {type(raw).__name__}") from exc
     x = raw.float()

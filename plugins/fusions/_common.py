@@ -24,6 +24,16 @@ def select_present(x: torch.Tensor, present: torch.Tensor, fallback: torch.Tenso
     return torch.where(present.reshape(shape), x, other)
 
 
+def choose_slot(input_dims, chosen: str | None, *, option: str, fusion: str) -> str:
+    """The modality a fusion treats specially (its query or target): ``chosen``, or the first one."""
+    if len(input_dims) < 2:
+        raise ValueError(f"{fusion} needs at least 2 modalities, got {list(input_dims)}")
+    slot = chosen if chosen is not None else next(iter(input_dims))
+    if slot not in input_dims:
+        raise ValueError(f"{option} must be one of the modalities {sorted(input_dims)}, got {slot!r}")
+    return slot
+
+
 def masked_softmax(logits: torch.Tensor, keep: torch.Tensor, dim: int) -> torch.Tensor:
     """Softmax over ``dim`` where ``keep``; exactly zero where not, and all zeros when nothing is kept."""
     masked = logits.masked_fill(~keep, float("-inf"))

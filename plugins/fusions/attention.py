@@ -14,7 +14,7 @@ from torch import nn
 
 import mmcore
 from mmcore import Features, masked_mean
-from mmcore_plugins.fusions._common import AttentionBlock, MultiHeadCrossAttention
+from mmcore_plugins.fusions._common import AttentionBlock, MultiHeadCrossAttention, choose_slot
 from mmcore_plugins.fusions.concat import check_slots
 
 
@@ -54,11 +54,7 @@ class CrossAttentionFusion(_TokenProjection):
         query: str | None = None, dropout: float = 0.0,
     ) -> None:
         super().__init__(input_dims, dim, heads)
-        if len(input_dims) < 2:
-            raise ValueError(f"cross_attention needs at least 2 modalities, got {list(input_dims)}")
-        self.query = query if query is not None else self.slots[0]
-        if self.query not in input_dims:
-            raise ValueError(f"query must be one of the modalities {sorted(input_dims)}, got {self.query!r}")
+        self.query = choose_slot(input_dims, query, option="query", fusion="cross_attention")
         if layers < 1:
             raise ValueError(f"layers must be at least 1, got {layers}")
         self.context = [s for s in self.slots if s != self.query]
@@ -69,13 +65,7 @@ class CrossAttentionFusion(_TokenProjection):
     def forward(self, features: Mapping[str, Features]) -> Features:
         check_slots(self, features)
         q_feats = features[self.query]
-        queries = self.project[self.query](q_feats.tokens) + self.modality_embedding[self.query]
-        b, length = q_feats.mask.shape
-        first = torch.arange(length, device=queries.device)[None, :] == 0
-        # Absent query modality: a single learned placeholder query at position 0.
-        placeholder = torch.where(first[..., None], self.placeholder.to(queries.dtype), torch.zeros_like(queries))
-        queries = torch.where(q_feats.present[:, None, None], queries, placeholder)
-        q_mask = torch.where(q_feats.present[:, None], q_feats.mask, first.expand(b, -1))
+        queries, q_mask = _tokens_or_placeholder(self, self.query, q_feats, self.placeholder)
         context, key_mask = self.tokens(features, self.context)
         x = queries
         for block in self.blocks:
@@ -136,11 +126,7 @@ class NonLocalGateFusion(_TokenProjection):
 
     def __init__(self, input_dims: Mapping[str, int], dim: int = 256, heads: int = 4, target: str | None = None) -> None:
         super().__init__(input_dims, dim, heads)
-        if len(input_dims) < 2:
-            raise ValueError(f"nl_gate needs at least 2 modalities, got {list(input_dims)}")
-        self.target = target if target is not None else self.slots[0]
-        if self.target not in input_dims:
-            raise ValueError(f"target must be one of the modalities {sorted(input_dims)}, got {self.target!r}")
+        self.target = choose_slot(input_dims, target, option="target", fusion="nl_gate")
         self.context = [s for s in self.slots if s != self.target]
         self.placeholder = nn.Parameter(torch.zeros(dim))
         self.norm_q, self.norm_kv = nn.LayerNorm(dim), nn.LayerNorm(dim)
@@ -149,7 +135,7 @@ class NonLocalGateFusion(_TokenProjection):
 
     def forward(self, features: Mapping[str, Features]) -> Features:
         check_slots(self, features)
-        x, mask = _queries_or_placeholder(self, features[self.target], self.placeholder)
+        x, mask = _tokens_or_placeholder(self, self.target, features[self.target], self.placeholder)
         context, key_mask = self.tokens(features, self.context)
         attended = self.attention(self.norm_q(x), self.norm_kv(context), key_mask)
         out = x * torch.sigmoid(self.gate(attended)) + attended
@@ -302,12 +288,13 @@ class BottleneckFusion(_TokenProjection):
         return _finish(self.norm(z), always, present)
 
 
-def _queries_or_placeholder(fusion, feats: Features, placeholder: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Projected tokens of ``feats``; where the modality is absent, one learned placeholder token."""
-    x = fusion.project[fusion.target](feats.tokens) + fusion.modality_embedding[fusion.target]
+def _tokens_or_placeholder(fusion, slot: str, feats: Features, placeholder: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Projected tokens of ``slot``; where the modality is absent, one learned placeholder token at position 0."""
+    x = fusion.project[slot](feats.tokens) + fusion.modality_embedding[slot]
     b, length = feats.mask.shape
     first = torch.arange(length, device=x.device)[None, :] == 0
-    x = torch.where(feats.present[:, None, None], x, torch.where(first[..., None], placeholder.to(x.dtype), torch.zeros_like(x)))
+    stand_in = torch.where(first[..., None], placeholder.to(x.dtype), torch.zeros_like(x))
+    x = torch.where(feats.present[:, None, None], x, stand_in)
     mask = torch.where(feats.present[:, None], feats.mask, first.expand(b, -1))
     return x, mask
 

@@ -17,7 +17,7 @@ from torch import nn
 
 import mmcore
 from mmcore import Features
-from mmcore_plugins.fusions._common import select_present, stack_present
+from mmcore_plugins.fusions._common import choose_slot, select_present, stack_present
 from mmcore_plugins.fusions.concat import check_slots
 
 
@@ -170,11 +170,7 @@ class MultiplicativeFusion(mmcore.Fusion):
         target: str | None = None, context_dim: int = 32, rank: int = 8,
     ) -> None:
         super().__init__(input_dims, dim)
-        if len(input_dims) < 2:
-            raise ValueError(f"multiplicative needs at least 2 modalities, got {list(input_dims)}")
-        self.target = target if target is not None else next(iter(input_dims))
-        if self.target not in input_dims:
-            raise ValueError(f"target must be one of the modalities {sorted(input_dims)}, got {self.target!r}")
+        self.target = choose_slot(input_dims, target, option="target", fusion="multiplicative")
         if form not in ("vector", "matrix", "tensor"):
             raise ValueError(f"form must be 'vector', 'matrix' or 'tensor', got {form!r}")
         self.form, self.rank, self.context_dim = form, rank, context_dim

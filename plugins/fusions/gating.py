@@ -9,7 +9,7 @@ from torch import nn
 
 import mmcore
 from mmcore import Features, masked_mean
-from mmcore_plugins.fusions._common import masked_softmax, select_present, stack_present
+from mmcore_plugins.fusions._common import choose_slot, masked_softmax, select_present, stack_present
 from mmcore_plugins.fusions.concat import check_slots
 
 
@@ -49,11 +49,7 @@ class FiLMFusion(mmcore.Fusion):
 
     def __init__(self, input_dims: Mapping[str, int], dim: int = 256, target: str | None = None) -> None:
         super().__init__(input_dims, dim)
-        if len(input_dims) < 2:
-            raise ValueError(f"film needs at least 2 modalities (a target and a condition), got {list(input_dims)}")
-        self.target = target if target is not None else next(iter(input_dims))
-        if self.target not in input_dims:
-            raise ValueError(f"target must be one of the modalities {sorted(input_dims)}, got {self.target!r}")
+        self.target = choose_slot(input_dims, target, option="target", fusion="film")
         self.conditions = [s for s in input_dims if s != self.target]
         self.project_target = nn.Sequential(nn.LayerNorm(input_dims[self.target]), nn.Linear(input_dims[self.target], dim))
         self.project_condition = nn.ModuleDict(
