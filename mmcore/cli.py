@@ -28,6 +28,18 @@ def build_parser(manager=None) -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key.path=value", help="config overrides, values parsed as YAML")
     p.set_defaults(handler=cmd_train)
 
+    p = sub.add_parser("eval", help="evaluate a run's best checkpoint on a split of its data")
+    p.add_argument("run_dir", help="a run directory written by `mmcore train`")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--data", nargs="*", default=[], metavar="key=value", help="override data options (e.g. image_noise=0.8)")
+    p.set_defaults(handler=cmd_eval)
+
+    p = sub.add_parser("predict", help="predict from raw inputs with a run's best checkpoint (JSON out)")
+    p.add_argument("run_dir", help="a run directory written by `mmcore train`")
+    p.add_argument("inputs", nargs="+", metavar="slot=value",
+                   help="one sample: a raw value per modality slot (file path or text); omitted slots are missing")
+    p.set_defaults(handler=cmd_predict)
+
     p = sub.add_parser("bench", help="print the fused kernels' benchmark table")
     p.add_argument("--full", action="store_true", help="full benchmark sizes (slow on CPU)")
     p.set_defaults(handler=cmd_bench)
@@ -60,6 +72,57 @@ def cmd_train(args: argparse.Namespace, manager) -> int:
     config = load_config(args.config, args.overrides)
     report = Trainer(config, manager=manager).fit()
     print(json.dumps({"run_dir": report["run_dir"], "best_epoch": report["best_epoch"], "test": report["test"]}, indent=2))
+    return EXIT_OK
+
+
+def _load_run(run_dir: str, manager):
+    from pathlib import Path
+
+    from mmcore.engine.checkpoint import load_model
+    from mmcore.errors import ConfigIssue
+
+    run = Path(run_dir)
+    if not (run / "best" / "model.safetensors").is_file() or not (run / "config.json").is_file():
+        raise ConfigError([ConfigIssue("", f"{run_dir} is not a run directory (expected config.json and best/model.safetensors)")])
+    model, _ = load_model(run / "best", manager.registry)
+    return model, json.loads((run / "config.json").read_text())
+
+
+def cmd_eval(args: argparse.Namespace, manager) -> int:
+    from mmcore.engine.config import apply_overrides
+    from mmcore.engine.evaluation import evaluate
+    from mmcore.engine.trainer import load_datasets
+
+    model, config = _load_run(args.run_dir, manager)
+    config = apply_overrides(config, [f"data.{item}" for item in args.data])
+    dataset = load_datasets({"data": {**config["data"]}}, manager, splits=(args.split,))[args.split]
+    print(json.dumps({"split": args.split, "samples": len(dataset), **evaluate(model, dataset)}, indent=2))
+    return EXIT_OK
+
+
+def cmd_predict(args: argparse.Namespace, manager) -> int:
+    import yaml
+
+    from mmcore.engine.evaluation import predict
+    from mmcore.errors import ConfigIssue
+
+    sample = {}
+    for item in args.inputs:
+        slot, sep, value = item.partition("=")
+        if not sep or not slot:
+            raise ConfigError([ConfigIssue("", f"input {item!r} must look like slot=value")])
+        # A value that reads as a YAML list is a row of numbers (tabular); anything else is a path or text.
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            parsed = None
+        sample[slot] = parsed if isinstance(parsed, list) else value
+    model, _ = _load_run(args.run_dir, manager)
+    try:
+        predictions = predict(model, [sample])
+    except (ValueError, TypeError) as exc:
+        raise ConfigError([ConfigIssue("", str(exc))]) from exc
+    print(json.dumps({"inputs": sample, "prediction": predictions[0]}))
     return EXIT_OK
 
 

@@ -18,6 +18,7 @@ from mmcore.components import PRIMARY_ARGUMENT
 from mmcore.data import SPLITS
 from mmcore.engine.checkpoint import atomic_write, save_model
 from mmcore.engine.config import TrainerOptions, validate_config
+from mmcore.engine.evaluation import evaluate, to_device
 from mmcore.errors import MmcoreError
 from mmcore.model import MultimodalModel, build_model
 from mmcore.plugin_manager import MmcorePluginManager, get_plugin_manager
@@ -46,10 +47,10 @@ def resolve_device(choice: str) -> torch.device:
     return torch.device(choice)
 
 
-def load_datasets(config: Mapping[str, Any], manager: MmcorePluginManager) -> dict[str, Any]:
+def load_datasets(config: Mapping[str, Any], manager: MmcorePluginManager, splits=SPLITS) -> dict[str, Any]:
     data = dict(config["data"])
     info = manager.registry.get("dataset", data.pop("name"))
-    return {split: info.factory(**{PRIMARY_ARGUMENT["dataset"]: split}, **data) for split in SPLITS}
+    return {split: info.factory(**{PRIMARY_ARGUMENT["dataset"]: split}, **data) for split in splits}
 
 
 class Trainer:
@@ -77,29 +78,11 @@ class Trainer:
         )
 
     def _to_device(self, batch: Mapping[str, Any]) -> tuple[dict[str, Any], torch.Tensor | None]:
-        inputs = {slot: {k: v.to(self.device) for k, v in b.items()} for slot, b in batch["inputs"].items()}
-        targets = batch["targets"].to(self.device) if batch["targets"] is not None else None
-        return inputs, targets
+        return to_device(batch, self.device)
 
-    @torch.no_grad()
     def evaluate(self, dataset) -> dict[str, float]:
         """Mean loss and the head's metrics over ``dataset``."""
-        model = self.model
-        model.eval()
-        metrics = {name: m.to(self.device) for name, m in model.head.metrics().items()}
-        total_loss, count = 0.0, 0
-        for batch in self._loader(dataset, shuffle=False, seed=0):
-            inputs, targets = self._to_device(batch)
-            out = model(inputs, targets)
-            if out.loss is not None:
-                total_loss += float(out.loss) * len(targets)
-                count += len(targets)
-            for metric in metrics.values():
-                metric.update(out.predictions, targets)
-        result = {name: float(m.compute()) for name, m in metrics.items()}
-        if count:
-            result["loss"] = total_loss / count
-        return result
+        return evaluate(self.model, dataset, batch_size=self.options.batch_size, device=self.device)
 
     # ------------------------------------------------------------------ the run
     def fit(self) -> dict[str, Any]:

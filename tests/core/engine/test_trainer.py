@@ -63,3 +63,22 @@ def test_cli_reports_every_config_problem_with_paths_and_exit_code_2(capsys):
 def test_overrides_parse_values_as_yaml():
     config = apply_overrides({"trainer": {"epochs": 1}}, ["trainer.epochs=5", "model.fusion.name=mean", "trainer.grad_clip=null"])
     assert config == {"trainer": {"epochs": 5, "grad_clip": None}, "model": {"fusion": {"name": "mean"}}}
+
+
+def test_eval_and_predict_commands_use_the_best_checkpoint(tmp_path, capsys):
+    report = Trainer(small_config(tmp_path)).fit()
+    run = str(tmp_path / "run")
+    assert main(["eval", run]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["accuracy"] == pytest.approx(report["test"]["accuracy"], abs=1e-6)
+    assert main(["eval", run, "--split", "val", "--data", "missing_rate=0.5"]) == 0
+    assert json.loads(capsys.readouterr().out)["split"] == "val"
+    row = ",".join(["1.0"] * 10)
+    assert main(["predict", run, f"mean=[{row}]", f"worst=[{row}]"]) == 0
+    prediction = json.loads(capsys.readouterr().out)["prediction"]
+    assert prediction in (0, 1)
+    assert main(["predict", run, "mean=not-a-row"]) == 2
+    assert "a tabular row must be a sequence of 10 numbers" in capsys.readouterr().err
+    assert main(["predict", run, "nope=1"]) == 2
+    assert "unknown modality slot(s) ['nope']" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path)]) == 2
