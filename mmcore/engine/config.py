@@ -37,6 +37,7 @@ class TrainerOptions:
     monitor: str = "accuracy"
     num_workers: int = 0
     progress: bool = True
+    modality_dropout: float = 0.0
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:

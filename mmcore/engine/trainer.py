@@ -53,6 +53,31 @@ def load_datasets(config: Mapping[str, Any], manager: MmcorePluginManager, split
     return {split: info.factory(**{PRIMARY_ARGUMENT["dataset"]: split}, **data) for split in splits}
 
 
+class ModalityDropout:
+    """Training-time removal of modalities: each present modality of a sample is dropped (its raw
+    input set to None, so encoders see ``present=False`` exactly as for truly missing data) with
+    probability ``p``, never all of a sample's modalities. Seeded, so runs repeat exactly."""
+
+    def __init__(self, collate, p: float, *, seed: int) -> None:
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"modality_dropout must be in [0, 1), got {p}")
+        self.collate, self.p = collate, p
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, samples):
+        if self.p == 0:
+            return self.collate(samples)
+        dropped = []
+        for sample in samples:
+            present = [slot for slot, raw in sample["inputs"].items() if raw is not None]
+            drop = [slot for slot in present if float(torch.rand((), generator=self.generator)) < self.p]
+            if len(drop) == len(present):
+                drop = drop[:-1]  # keep at least one modality
+            inputs = {slot: (None if slot in drop else raw) for slot, raw in sample["inputs"].items()}
+            dropped.append({**sample, "inputs": inputs})
+        return self.collate(dropped)
+
+
 class Trainer:
     """Trains one model from a validated config and writes everything into ``options.run_dir``."""
 
@@ -66,12 +91,12 @@ class Trainer:
         self.history: list[dict[str, float]] = []
 
     # ------------------------------------------------------------------ pieces
-    def _loader(self, dataset, *, shuffle: bool, seed: int) -> DataLoader:
+    def _loader(self, dataset, *, shuffle: bool, seed: int, collate=None) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=self.options.batch_size,
             shuffle=shuffle,
-            collate_fn=self.model.collate,
+            collate_fn=collate or self.model.collate,
             num_workers=self.options.num_workers,
             generator=torch.Generator().manual_seed(seed),
             pin_memory=self.device.type == "cuda",
@@ -114,7 +139,8 @@ class Trainer:
         for epoch in range(1, opts.epochs + 1):
             self.model.train()
             epoch_loss, seen = 0.0, 0
-            for batch in self._loader(datasets["train"], shuffle=True, seed=opts.seed + epoch):
+            dropout = ModalityDropout(self.model.collate, opts.modality_dropout, seed=opts.seed + epoch)
+            for batch in self._loader(datasets["train"], shuffle=True, seed=opts.seed + epoch, collate=dropout):
                 inputs, targets = self._to_device(batch)
                 out = self.model(inputs, targets)
                 if out.loss is None:

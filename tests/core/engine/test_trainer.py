@@ -82,3 +82,19 @@ def test_eval_and_predict_commands_use_the_best_checkpoint(tmp_path, capsys):
     assert main(["predict", run, "nope=1"]) == 2
     assert "unknown modality slot(s) ['nope']" in capsys.readouterr().err
     assert main(["eval", str(tmp_path)]) == 2
+
+
+def test_modality_dropout_removes_modalities_but_never_all_and_repeats_exactly():
+    from mmcore.engine.trainer import ModalityDropout
+
+    samples = [{"inputs": {"a": 1, "b": 2, "c": None}, "target": 0}] * 400
+    dropout = ModalityDropout(lambda batch: batch, 0.4, seed=1)
+    batch = dropout(samples)
+    kept = [[s for s, raw in sample["inputs"].items() if raw is not None] for sample in batch]
+    assert all(k for k in kept), "every sample keeps at least one modality"
+    assert all(sample["inputs"]["c"] is None for sample in batch)
+    rate = sum(2 - len(k) for k in kept) / (2 * len(kept))
+    assert 0.3 < rate < 0.45
+    assert ModalityDropout(lambda b: b, 0.4, seed=1)(samples) == batch
+    with pytest.raises(ValueError, match=r"modality_dropout must be in \[0, 1\), got 1.5"):
+        ModalityDropout(lambda b: b, 1.5, seed=0)
