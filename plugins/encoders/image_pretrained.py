@@ -1,4 +1,5 @@
-"""Pretrained ImageNet EfficientNet-Lite0 (``efficientnet_lite0``), from offline packages, nothing downloaded."""
+"""Pretrained-capable image backbones: ``efficientnet_lite0`` (ImageNet weights from offline packages) and
+``image_torchvision`` (any torchvision classifier by name, weights only from a local file). Nothing is downloaded."""
 
 from __future__ import annotations
 
@@ -84,7 +85,80 @@ class EfficientNetLite0Encoder(mmcore.Encoder):
         return Features.from_tokens(tokens, present=batch["present"].bool())
 
 
+#: torchvision architectures and the node whose output is the last spatial feature map (or, for
+#: ViT, the encoder's token sequence).
+TORCHVISION_FEATURES = {
+    "resnet18": "layer4", "resnet34": "layer4", "resnet50": "layer4",
+    "mobilenet_v3_small": "features", "mobilenet_v3_large": "features",
+    "efficientnet_b0": "features", "convnext_tiny": "features", "vit_b_16": "encoder",
+}
+
+
+class TorchvisionEncoder(mmcore.Encoder):
+    """Any torchvision classification backbone by name; spatial tokens [B, h*w, D] (ViT: patch tokens).
+
+    Weights come only from a local file (``weights``: a state dict saved with torch.save, loaded
+    with weights_only=True); without one the backbone starts from random initialisation — nothing
+    is ever downloaded. ``freeze: true`` freezes the backbone (no_grad).
+    """
+
+    modality = "image"
+
+    def __init__(self, arch: str = "resnet18", weights: str | None = None, dim: int | None = None,
+                 image_size: int = 224, freeze: bool = False, augment: bool = False) -> None:
+        super().__init__()
+        import torchvision
+        from torchvision.models.feature_extraction import create_feature_extractor
+
+        if arch not in TORCHVISION_FEATURES:
+            raise ValueError(f"arch must be one of {sorted(TORCHVISION_FEATURES)}, got {arch!r}")
+        extra = {"image_size": image_size} if arch.startswith("vit") else {}
+        model = torchvision.models.get_model(arch, weights=None, **extra)
+        if weights is not None:
+            try:
+                state = torch.load(weights, map_location="cpu", weights_only=True)
+            except (OSError, RuntimeError) as exc:
+                raise ValueError(f"cannot load weights for {arch} from {weights!r}: {exc}") from exc
+            model.load_state_dict(state)
+        self.arch, self.image_size, self.augment, self.frozen = arch, image_size, augment, freeze
+        self.backbone = create_feature_extractor(model, return_nodes={TORCHVISION_FEATURES[arch]: "features"})
+        self.backbone.eval()  # the width probe must not touch batch-norm statistics
+        with torch.no_grad():
+            probe = self.backbone(torch.zeros(1, 3, image_size, image_size))["features"]
+        self.backbone.train()
+        width = probe.shape[-1] if arch.startswith("vit") else probe.shape[1]
+        self.project = nn.Linear(width, dim) if dim else nn.Identity()
+        self.dim = dim or width
+        if freeze:
+            self.backbone.requires_grad_(False)
+
+    def processor(self) -> ImageProcessor:
+        return _ImageNetProcessor(self.image_size, self.augment)
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> Features:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            maps = self.backbone(batch["pixels"])["features"]
+        tokens = maps[:, 1:] if self.arch.startswith("vit") else maps.flatten(2).transpose(1, 2)  # ViT: drop the class token
+        return Features.from_tokens(self.project(tokens), present=batch["present"].bool())
+
+
+class _ImageNetProcessor(ImageProcessor):
+    """RGB, resized, normalised with the ImageNet mean and std that torchvision's weights expect."""
+
+    MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
+    STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+
+    def __init__(self, image_size: int, augment: bool = False) -> None:
+        super().__init__(image_size, channels=3, augment=augment)
+
+    def __call__(self, raw) -> torch.Tensor:
+        unit = super().__call__(raw) * 0.5 + 0.5
+        return (unit - self.MEAN) / self.STD
+
+
 @mmcore.hookimpl
 def mmcore_register(registry) -> None:
     registry.add_encoder("efficientnet_lite0", EfficientNetLite0Encoder, modality="image",
                          example_options={"dim": 16, "image_size": 64, "freeze": 1})
+    registry.add_encoder("image_torchvision", TorchvisionEncoder, modality="image",
+                         example_options={"arch": "resnet18", "dim": 16, "image_size": 32})

@@ -39,3 +39,29 @@ def test_tokens_are_the_7x7_feature_map_and_freezing_controls_training(encoder):
     assert any(n.startswith("backbone._blocks.15.") for n in trainable)
     assert not any(n.startswith("backbone._blocks.14.") for n in trainable)
     assert "project.weight" in trainable
+
+
+@pytest.mark.parametrize("arch, tokens", [("resnet18", 4), ("mobilenet_v3_small", 4), ("convnext_tiny", 4), ("vit_b_16", 16)])
+def test_torchvision_backbones_by_name_emit_spatial_tokens(arch, tokens):
+    from mmcore_plugins.encoders.image_pretrained import TorchvisionEncoder
+
+    encoder = TorchvisionEncoder(arch=arch, dim=8, image_size=64).eval()
+    processor = encoder.processor()
+    feats = encoder(processor.collate([processor(torch.rand(3, 40, 40)), None]))
+    assert feats.tokens.shape == (2, tokens, 8)  # 64 px: a 2x2 map, or 4x4 ViT patches
+    assert feats.present.tolist() == [True, False]
+
+
+def test_torchvision_weights_load_from_a_local_file_only(tmp_path):
+    import torchvision
+
+    from mmcore_plugins.encoders.image_pretrained import TorchvisionEncoder
+
+    reference = torchvision.models.resnet18()
+    torch.save(reference.state_dict(), tmp_path / "r18.pt")
+    encoder = TorchvisionEncoder(arch="resnet18", weights=str(tmp_path / "r18.pt"), image_size=32)
+    assert torch.equal(encoder.backbone.conv1.weight, reference.conv1.weight)
+    with pytest.raises(ValueError, match="cannot load weights for resnet18"):
+        TorchvisionEncoder(arch="resnet18", weights=str(tmp_path / "missing.pt"))
+    with pytest.raises(ValueError, match="arch must be one of"):
+        TorchvisionEncoder(arch="alexnet")
