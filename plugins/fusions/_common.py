@@ -1,37 +1,90 @@
-"""Pieces the built-in fusions share: present-aware combination and a multi-head attention block."""
+"""Pieces the built-in fusions share: option checks and present-aware selection and combination.
+
+Conventions every fusion here follows:
+
+* An absent sample's input is *selected away* with ``torch.where`` (never multiplied by 0), so its
+  gradient is exactly zero even when its values are huge or non-finite.
+* Weights over modalities (softmax, mean) are taken over the present modalities only.
+* Output ``present`` is "any modality present"; tokens are zero and masked where not real.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
-from torch import nn
 
-from mmcore import Features
+from mmcore import Features, masked_mean
 
 
-def stack_present(features: dict[str, Features], slots: list[str]) -> torch.Tensor:
+# ---------------------------------------------------------------------- option checks
+def require_modalities(input_dims: Mapping[str, int], fusion: str, minimum: int = 2) -> None:
+    """Raise when a fusion built for interactions gets fewer than ``minimum`` modalities."""
+    if len(input_dims) < minimum:
+        raise ValueError(
+            f"{fusion} fuses at least {minimum} modalities, got {len(input_dims)}: {sorted(input_dims)}"
+        )
+
+
+def check_positive(fusion: str, **options: int) -> None:
+    """Raise when an integer size option is not a positive int (the message names the option)."""
+    for name, value in options.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{fusion}: {name} must be a positive int, got {value!r}")
+
+
+def check_dropout(fusion: str, dropout: float) -> None:
+    """Raise when ``dropout`` is not a probability in [0, 1)."""
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+        raise ValueError(f"{fusion}: dropout must be in [0, 1), got {dropout!r}")
+
+
+def check_heads(fusion: str, dim: int, heads: int) -> None:
+    """Raise unless ``heads`` is positive and divides ``dim``."""
+    check_positive(fusion, heads=heads)
+    if dim % heads:
+        raise ValueError(f"{fusion}: dim ({dim}) must be divisible by heads ({heads}); e.g. dim={heads * max(1, dim // heads)}")
+
+
+def choose_slot(input_dims: Mapping[str, int], chosen: str | None, *, option: str, fusion: str) -> str:
+    """The modality a fusion treats specially (its query or target): ``chosen``, or the first one."""
+    require_modalities(input_dims, fusion)
+    slot = chosen if chosen is not None else next(iter(input_dims))
+    if slot not in input_dims:
+        raise ValueError(f"{fusion}: {option} must be one of the modalities {sorted(input_dims)}, got {slot!r}")
+    return slot
+
+
+def check_slots(fusion, features: Mapping[str, Features]) -> None:
+    """Raise when ``features`` does not hold exactly the slots (and widths) the fusion was built for."""
+    if not isinstance(features, Mapping):
+        raise TypeError(f"{type(fusion).__name__} takes a mapping {{slot: Features}}, got {type(features).__name__}")
+    if set(features) != set(fusion.input_dims):
+        raise ValueError(
+            f"{type(fusion).__name__} was built for modalities {sorted(fusion.input_dims)}, got {sorted(features)}"
+        )
+    for slot, feats in features.items():
+        if not isinstance(feats, Features):
+            raise TypeError(f"modality {slot!r}: expected mmcore.Features, got {type(feats).__name__}")
+        if feats.dim != fusion.input_dims[slot]:
+            raise ValueError(f"modality {slot!r}: expected features of width {fusion.input_dims[slot]}, got {feats.dim}")
+
+
+# ---------------------------------------------------------------------- present-aware tensors
+def stack_present(features: Mapping[str, Features], slots: list[str]) -> torch.Tensor:
     """``[N, B]`` bool: which sample has which modality."""
     return torch.stack([features[s].present for s in slots])
 
 
 def select_present(x: torch.Tensor, present: torch.Tensor, fallback: torch.Tensor | None = None) -> torch.Tensor:
-    """``x [B, ...]`` where present, else ``fallback`` (zeros by default).
+    """``x [B, ...]`` where ``present`` (``[B]``, or any leading shape of ``x``), else ``fallback`` (zeros by default).
 
     ``torch.where`` (not a multiplication by 0) so an absent sample gets exactly zero gradient even
     when its values are huge or non-finite.
     """
-    shape = (present.shape[0],) + (1,) * (x.dim() - 1)
-    other = torch.zeros_like(x) if fallback is None else fallback.to(x.dtype).expand_as(x)
+    shape = tuple(present.shape) + (1,) * (x.dim() - present.dim())
+    other = torch.zeros((), dtype=x.dtype, device=x.device) if fallback is None else fallback.to(device=x.device, dtype=x.dtype)
     return torch.where(present.reshape(shape), x, other)
-
-
-def choose_slot(input_dims, chosen: str | None, *, option: str, fusion: str) -> str:
-    """The modality a fusion treats specially (its query or target): ``chosen``, or the first one."""
-    if len(input_dims) < 2:
-        raise ValueError(f"{fusion} needs at least 2 modalities, got {list(input_dims)}")
-    slot = chosen if chosen is not None else next(iter(input_dims))
-    if slot not in input_dims:
-        raise ValueError(f"{option} must be one of the modalities {sorted(input_dims)}, got {slot!r}")
-    return slot
 
 
 def masked_softmax(logits: torch.Tensor, keep: torch.Tensor, dim: int) -> torch.Tensor:
@@ -42,48 +95,23 @@ def masked_softmax(logits: torch.Tensor, keep: torch.Tensor, dim: int) -> torch.
     return torch.softmax(safe, dim=dim) * any_kept.to(logits.dtype)
 
 
-class MultiHeadCrossAttention(nn.Module):
-    """Multi-head attention of ``x_q`` over ``x_kv`` through ``mmcore_kernels.cross_attention``.
+def mean_over_present(values: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values [N, B, ...]`` over the ``N`` axis where ``present [N, B]``; zeros where none is."""
+    shape = present.shape + (1,) * (values.dim() - 2)
+    keep = present.reshape(shape)
+    total = torch.where(keep, values, torch.zeros((), dtype=values.dtype, device=values.device)).sum(0)
+    return total / present.sum(0).clamp_min(1).to(values.dtype).reshape(shape[1:])
 
-    The projections are laid out so the kernel receives ``[B, L, H, D]`` views of their outputs
-    (no copies), and the key padding mask goes to the kernel, so the Triton path runs on CUDA.
+
+def finish_tokens(x: torch.Tensor, mask: torch.Tensor, present: torch.Tensor, pooled: torch.Tensor | None = None) -> Features:
+    """Fused Features from tokens ``x [B, L, D]``: padding and absent samples zeroed.
+
+    ``pooled`` defaults to the masked mean of the real tokens; a given one is zeroed where absent.
     """
-
-    def __init__(self, dim: int, heads: int, dropout: float = 0.0) -> None:
-        super().__init__()
-        if dim % heads:
-            raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
-        self.dim, self.heads = dim, heads
-        self.q = nn.Linear(dim, dim)
-        self.kv = nn.Linear(dim, 2 * dim)
-        self.out = nn.Linear(dim, dim)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x_q: torch.Tensor, x_kv: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
-        from mmcore_kernels import cross_attention
-
-        b, lq, _ = x_q.shape
-        lk = x_kv.shape[1]
-        head_dim = self.dim // self.heads
-        q = self.q(x_q).view(b, lq, self.heads, head_dim)
-        k, v = self.kv(x_kv).view(b, lk, 2, self.heads, head_dim).unbind(2)
-        attended = cross_attention(q, k, v, key_padding_mask=key_mask)
-        return self.dropout(self.out(attended.reshape(b, lq, self.dim)))
-
-
-class AttentionBlock(nn.Module):
-    """Pre-norm transformer block: cross-attention (or self-attention) + feed-forward, with residuals."""
-
-    def __init__(self, dim: int, heads: int, dropout: float = 0.0, ff_mult: int = 2) -> None:
-        super().__init__()
-        self.norm_q = nn.LayerNorm(dim)
-        self.norm_kv = nn.LayerNorm(dim)
-        self.attention = MultiHeadCrossAttention(dim, heads, dropout)
-        self.norm_ff = nn.LayerNorm(dim)
-        self.ff = nn.Sequential(nn.Linear(dim, ff_mult * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ff_mult * dim, dim))
-
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, key_mask: torch.Tensor | None = None) -> torch.Tensor:
-        q = self.norm_q(x)
-        kv = q if context is None else self.norm_kv(context)
-        x = x + self.attention(q, kv, key_mask)
-        return x + self.ff(self.norm_ff(x))
+    mask = mask & present[:, None]
+    x = torch.where(mask[..., None], x, torch.zeros((), dtype=x.dtype, device=x.device))
+    if pooled is None:
+        pooled = masked_mean(x, mask)
+    else:
+        pooled = select_present(pooled, present)
+    return Features(tokens=x, mask=mask, pooled=pooled, present=present)

@@ -1,4 +1,7 @@
-"""`concat`: feature-level concatenation + projection, on the fused concat-linear kernel."""
+"""`concat`: feature-level concatenation + projection, on the fused concat-linear kernel.
+
+(``weighted_concat``, its variant with learned per-modality weights, is registered by ``pooling.py``.)
+"""
 
 from __future__ import annotations
 
@@ -11,25 +14,19 @@ from torch import nn
 
 import mmcore
 from mmcore import Features
+from mmcore_plugins.fusions._common import check_dropout, check_slots
 
-_ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "none": nn.Identity}
+__all__ = ["ACTIVATIONS", "ConcatFusion", "check_slots"]
 
-
-def check_slots(fusion: mmcore.Fusion, features: Mapping[str, Features]) -> None:
-    """Raise when ``features`` does not hold exactly the slots the fusion was built for."""
-    if set(features) != set(fusion.input_dims):
-        raise ValueError(
-            f"{type(fusion).__name__} was built for modalities {sorted(fusion.input_dims)}, got {sorted(features)}"
-        )
-    for slot, feats in features.items():
-        if feats.dim != fusion.input_dims[slot]:
-            raise ValueError(f"modality {slot!r}: expected features of width {fusion.input_dims[slot]}, got {feats.dim}")
+ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "none": nn.Identity}
 
 
 class ConcatFusion(mmcore.Fusion):
     """Concatenate the per-modality pooled vectors and project them (one fused kernel, no concat copy).
 
-    A missing modality is replaced by a learned placeholder vector for that sample, so the
+    ``activation(W [LN(x_1); ...; LN(x_N)] + b)``, computed by ``mmcore_kernels.concat_linear``
+    without materialising the concatenation. Any number of modalities (1 included).
+    Missing modalities: replaced by a learned placeholder vector for that sample, so the
     projection always sees a full-width input and an absent modality's data never leaks in.
     """
 
@@ -41,10 +38,9 @@ class ConcatFusion(mmcore.Fusion):
         activation: Literal["gelu", "relu", "none"] = "gelu",
     ) -> None:
         super().__init__(input_dims, dim)
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        check_dropout("concat", dropout)
         self.slots = list(input_dims)
         self.norms = nn.ModuleDict({slot: nn.LayerNorm(width) for slot, width in input_dims.items()})
         self.placeholders = nn.ParameterDict({slot: nn.Parameter(torch.zeros(width)) for slot, width in input_dims.items()})
@@ -55,7 +51,7 @@ class ConcatFusion(mmcore.Fusion):
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         bound = 1.0 / math.sqrt(total)
         nn.init.uniform_(self.bias, -bound, bound)
-        self.activation = _ACTIVATIONS[activation]()
+        self.activation = ACTIVATIONS[activation]()
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, features: Mapping[str, Features]) -> Features:

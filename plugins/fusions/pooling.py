@@ -1,7 +1,8 @@
-"""Fusions that pool one vector per modality: ``sum``, ``mean``, ``weighted_concat``, ``deepset``, ``late``.
+"""Fusions that pool one vector per modality: ``sum``, ``mean``, ``weighted_concat``, ``deepset`` and ``late``.
 
-Each projects every modality's pooled vector and combines only the present ones; a sample that
-has a single modality gets that modality's projection.
+Each normalises every modality's pooled vector, projects it, and combines only the present ones,
+so a sample that has a single modality gets a function of that modality alone. All but
+``weighted_concat`` take any number of modalities, one included.
 """
 
 from __future__ import annotations
@@ -14,22 +15,33 @@ from torch import nn
 
 import mmcore
 from mmcore import Features
-from mmcore_plugins.fusions._common import masked_softmax, select_present, stack_present
-from mmcore_plugins.fusions.concat import check_slots
+from mmcore_plugins.fusions._common import (
+    check_dropout,
+    check_positive,
+    check_slots,
+    masked_softmax,
+    mean_over_present,
+    require_modalities,
+    select_present,
+    stack_present,
+)
+from mmcore_plugins.fusions.concat import ACTIVATIONS
 
 
 class _PerModalityProjection(mmcore.Fusion):
-    """Base: LayerNorm + Linear from each modality's width to ``dim``."""
+    """Base: LayerNorm + Linear from each modality's width to ``dim``; dropout on the fused output."""
 
-    def __init__(self, input_dims: Mapping[str, int], dim: int = 256) -> None:
+    name = "pooling"
+
+    def __init__(self, input_dims: Mapping[str, int], dim: int = 256, dropout: float = 0.0) -> None:
         super().__init__(input_dims, dim)
+        check_dropout(self.name, dropout)
         self.slots = list(input_dims)
-        self.project = nn.ModuleDict(
-            {s: nn.Sequential(nn.LayerNorm(w), nn.Linear(w, dim)) for s, w in input_dims.items()}
-        )
+        self.project = nn.ModuleDict({s: nn.Sequential(nn.LayerNorm(w), nn.Linear(w, dim)) for s, w in input_dims.items()})
+        self.dropout = nn.Dropout(dropout)
 
     def projections(self, features: Mapping[str, Features]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``[N, B, dim]`` projections (zero where absent) and the ``[N, B]`` presence."""
+        """``[N, B, dim]`` projections (exactly zero where absent) and the ``[N, B]`` presence."""
         check_slots(self, features)
         present = stack_present(features, self.slots)
         projected = torch.stack(
@@ -37,99 +49,143 @@ class _PerModalityProjection(mmcore.Fusion):
         )
         return projected, present
 
+    def finish(self, fused: torch.Tensor, present: torch.Tensor) -> Features:
+        return Features.from_pooled(self.dropout(fused), present.any(0))
+
 
 class SumFusion(_PerModalityProjection):
-    """Sum of per-modality projections over the present modalities (absent ones add nothing)."""
+    """Sum of the per-modality projections ``sum_i W_i LN(x_i)`` over the present modalities.
+
+    Missing modalities: excluded (they add nothing), so the output scale grows with the number present.
+    """
+
+    name = "sum"
 
     def forward(self, features: Mapping[str, Features]) -> Features:
         projected, present = self.projections(features)
-        return Features.from_pooled(projected.sum(0), present.any(0))
+        return self.finish(projected.sum(0), present)
 
 
 class MeanFusion(_PerModalityProjection):
-    """Mean of per-modality projections over the present modalities (absent ones are not counted)."""
+    """Mean of the per-modality projections ``W_i LN(x_i)`` over the present modalities.
+
+    Missing modalities: excluded from the mean (not counted), so one modality left gives its projection.
+    """
+
+    name = "mean"
 
     def forward(self, features: Mapping[str, Features]) -> Features:
         projected, present = self.projections(features)
-        count = present.sum(0).clamp_min(1).to(projected.dtype)[:, None]
-        return Features.from_pooled(projected.sum(0) / count, present.any(0))
+        return self.finish(mean_over_present(projected, present), present)
 
 
 class WeightedConcatFusion(mmcore.Fusion):
-    """Concatenation + projection with learned per-modality weights (softmax over present modalities).
+    """Concatenation + projection with learned per-modality weights (softmax over the present modalities).
 
-    An absent modality gets weight 0, so it contributes nothing; the remaining weights renormalise.
-    The projection runs on ``mmcore_kernels.concat_linear``.
+    ``activation(W [N w_1 LN(x_1); ...; N w_N LN(x_N)] + b)`` with ``w = softmax(s)`` over the
+    present modalities of each sample (``s``: one learned score per modality; the factor ``N`` keeps
+    the scale of a plain concatenation when every modality is there and the scores are equal).
+    Missing modalities: weight exactly 0 (their block of the input is zero) and the weights of the
+    present ones renormalise, so a sample with one modality left gives it the whole weight ``N``.
     """
 
-    def __init__(self, input_dims: Mapping[str, int], dim: int = 256, activation: Literal["gelu", "relu", "none"] = "gelu") -> None:
+    def __init__(
+        self,
+        input_dims: Mapping[str, int],
+        dim: int = 256,
+        dropout: float = 0.0,
+        activation: Literal["gelu", "relu", "none"] = "gelu",
+    ) -> None:
         super().__init__(input_dims, dim)
+        require_modalities(input_dims, "weighted_concat")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        check_dropout("weighted_concat", dropout)
         self.slots = list(input_dims)
         self.norms = nn.ModuleDict({s: nn.LayerNorm(w) for s, w in input_dims.items()})
-        self.weight_logits = nn.Parameter(torch.zeros(len(self.slots)))
+        self.scores = nn.Parameter(torch.zeros(len(self.slots)))
         self.linear = nn.Linear(sum(input_dims.values()), dim)
-        self.activation = {"gelu": nn.GELU(), "relu": nn.ReLU(), "none": nn.Identity()}[activation]
+        self.activation = ACTIVATIONS[activation]()
+        self.dropout = nn.Dropout(dropout)
+
+    def modality_weights(self, present: torch.Tensor) -> torch.Tensor:
+        """``[N, B]`` softmax of the learned scores over each sample's present modalities (0 where absent)."""
+        return masked_softmax(self.scores[:, None].expand(-1, present.shape[1]), present, dim=0)
 
     def forward(self, features: Mapping[str, Features]) -> Features:
         from mmcore_kernels import concat_linear
 
         check_slots(self, features)
         present = stack_present(features, self.slots)  # [N, B]
-        logits = self.weight_logits[:, None].expand(-1, present.shape[1])
-        weights = masked_softmax(logits, present, dim=0)  # [N, B]
-        # Scaling by N keeps the input scale of a plain concatenation when every modality is there.
-        xs = [
-            select_present(self.norms[s](features[s].pooled), features[s].present) * weights[i][:, None] * len(self.slots)
-            for i, s in enumerate(self.slots)
-        ]
-        fused = self.activation(concat_linear(xs, self.linear.weight, self.linear.bias))
-        return Features.from_pooled(fused, present.any(0))
+        weights = self.modality_weights(present) * len(self.slots)
+        xs = []
+        for i, slot in enumerate(self.slots):
+            normed = self.norms[slot](features[slot].pooled)
+            weighted = normed * weights[i][:, None].to(normed.dtype)
+            xs.append(torch.where(features[slot].present[:, None], weighted, torch.zeros((), dtype=normed.dtype, device=normed.device)))
+        weight, bias = self.linear.weight.to(xs[0].dtype), self.linear.bias.to(xs[0].dtype)
+        fused = self.dropout(self.activation(concat_linear(xs, weight, bias)))
+        return Features.from_pooled(fused, present=present.any(0))
 
 
 class DeepSetFusion(_PerModalityProjection):
-    """Permutation-invariant DeepSets pooling: rho(sum over present modalities of phi(embedding)).
+    """Permutation-invariant DeepSets pooling (Zaheer et al. 2017): ``rho(sum_i phi(W_i LN(x_i)))`` over the present modalities.
 
-    Works for any subset of modalities natively: absent ones are simply not in the set.
+    The modalities are a set: ``phi`` and ``rho`` are shared, the sum makes the result independent
+    of their order. Missing modalities: natively handled, an absent one is simply not in the set
+    (any subset, a single modality included, is a valid input).
     """
 
-    def __init__(self, input_dims: Mapping[str, int], dim: int = 256, hidden: int | None = None) -> None:
-        super().__init__(input_dims, dim)
-        hidden = hidden or dim
-        self.phi = nn.Sequential(nn.GELU(), nn.Linear(dim, hidden), nn.GELU())
+    name = "deepset"
+
+    def __init__(self, input_dims: Mapping[str, int], dim: int = 256, hidden: int | None = None, dropout: float = 0.0) -> None:
+        super().__init__(input_dims, dim, dropout)
+        hidden = dim if hidden is None else hidden
+        check_positive("deepset", hidden=hidden)
+        self.phi = nn.Sequential(nn.GELU(), nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU())
         self.rho = nn.Sequential(nn.Linear(hidden, dim), nn.GELU(), nn.Linear(dim, dim))
 
     def forward(self, features: Mapping[str, Features]) -> Features:
         projected, present = self.projections(features)
-        phi = self.phi(projected)
-        elements = torch.where(present[..., None], phi, torch.zeros_like(phi))
-        return Features.from_pooled(self.rho(elements.sum(0)), present.any(0))
+        elements = select_present(self.phi(projected).transpose(0, 1), present.T).transpose(0, 1)
+        return self.finish(self.rho(elements.sum(0)), present)
 
 
 class LateFusion(_PerModalityProjection):
-    """Decision-level fusion: one decision vector per modality, combined over present modalities.
+    """Decision-level (late) fusion: one decision vector per modality, averaged over the present modalities.
 
-    Each modality gets its own small network to a ``dim``-wide decision vector; ``combine: mean``
-    averages the present ones, ``combine: learned`` weights them by a softmax over learned
-    per-modality scores restricted to the present ones. The head then reads the combined decision
-    (with a linear head, this is exactly averaging per-modality predictions).
+    Each modality has its own network to a ``dim``-wide *decision* vector
+    ``d_i = W'_i GELU(W_i LN(x_i))``; the fused vector is ``sum_i w_i d_i`` with ``w`` uniform
+    (``combine: mean``) or a softmax of learned per-modality scores (``combine: learned``), both
+    over the present modalities only. Relation to the head: the head reads the combined decision,
+    and since the weights sum to 1, a linear head ``h(d) = A d + c`` gives exactly
+    ``sum_i w_i h(d_i)`` — the weighted mean of per-modality predictions (logits) of one shared
+    head, i.e. classic late fusion. A head with a hidden layer sees the combined decision instead.
+    Missing modalities: excluded (weight 0, the others renormalise).
     """
 
-    def __init__(self, input_dims: Mapping[str, int], dim: int = 256, combine: Literal["mean", "learned"] = "mean") -> None:
-        super().__init__(input_dims, dim)
-        self.decide = nn.ModuleDict({s: nn.Sequential(nn.GELU(), nn.Linear(dim, dim)) for s in self.slots})
+    name = "late"
+
+    def __init__(
+        self, input_dims: Mapping[str, int], dim: int = 256, combine: Literal["mean", "learned"] = "mean", dropout: float = 0.0
+    ) -> None:
+        super().__init__(input_dims, dim, dropout)
+        if combine not in ("mean", "learned"):
+            raise ValueError(f"late: combine must be 'mean' or 'learned', got {combine!r}")
         self.combine = combine
-        self.scores = nn.Parameter(torch.zeros(len(self.slots)))
+        self.decide = nn.ModuleDict({s: nn.Sequential(nn.GELU(), nn.Linear(dim, dim)) for s in self.slots})
+        self.scores = nn.Parameter(torch.zeros(len(self.slots)), requires_grad=combine == "learned")
+
+    def modality_weights(self, present: torch.Tensor) -> torch.Tensor:
+        """``[N, B]`` combination weights: softmax of the scores over each sample's present modalities."""
+        return masked_softmax(self.scores[:, None].expand(-1, present.shape[1]), present, dim=0)
 
     def forward(self, features: Mapping[str, Features]) -> Features:
         projected, present = self.projections(features)
         decisions = torch.stack([self.decide[s](projected[i]) for i, s in enumerate(self.slots)])
-        if self.combine == "mean":
-            logits = torch.zeros_like(self.scores)
-        else:
-            logits = self.scores
-        weights = masked_softmax(logits[:, None].expand(-1, present.shape[1]), present, dim=0)
-        fused = (decisions * weights[..., None]).sum(0)
-        return Features.from_pooled(fused, present.any(0))
+        decisions = select_present(decisions.transpose(0, 1), present.T).transpose(0, 1)
+        weights = self.modality_weights(present).to(decisions.dtype)
+        return self.finish((decisions * weights[..., None]).sum(0), present)
 
 
 @mmcore.hookimpl
@@ -138,7 +194,7 @@ def mmcore_register(registry) -> None:
     registry.add_fusion("sum", SumFusion, example_options=small)
     registry.add_fusion("mean", MeanFusion, example_options=small)
     registry.add_fusion("weighted_concat", WeightedConcatFusion, example_options=small)
-    registry.add_fusion("deepset", DeepSetFusion, example_options=small)
+    registry.add_fusion("deepset", DeepSetFusion, example_options={"dim": 16, "hidden": 12})
     registry.add_fusion("late", LateFusion, example_options={"dim": 16, "combine": "learned"})
 
 

@@ -1,9 +1,18 @@
-"""A test-only token encoder: each sample is a ragged [L, F] sequence, padded with masks."""
+"""Fusion-test setup: a test-only token encoder (ragged [L, F] sequences, padded with masks), and the
+Triton interpreter switched on when there is no GPU (as tests/kernels does), so the attention fusions
+can be run through the real Triton kernel on CPU tensors. Triton reads the variable when the kernel
+modules are first imported, which ``import mmcore_kernels`` does not do.
+"""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 from torch import nn
 
 import mmcore
@@ -46,6 +55,21 @@ class SequenceEncoder(mmcore.Encoder):
 
     def forward(self, batch):
         return Features.from_tokens(self.net(batch["values"]), batch["mask"], batch["present"])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """These models are tiny: one intra-op thread is as fast, and immune to oversubscribed cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def sequence_encoder_class():
+    """The test-only encoder class itself (for fixtures that register it under their own name)."""
+    return SequenceEncoder
 
 
 @pytest.fixture

@@ -1,29 +1,21 @@
-"""Fusions defined by a formula compute that formula; attention fusions match naive attention."""
+"""Fusions defined by a formula compute that formula; missing modalities reduce them as documented."""
 
 from __future__ import annotations
 
-import pytest
+import itertools
+
 import torch
+import torch.nn.functional as F
 
-import mmcore_kernels
 from mmcore import Features
-from mmcore.testing import random_features
-from mmcore_kernels.reference import cross_attention_naive
-from mmcore_plugins.fusions.attention import (
-    BottleneckFusion,
-    CoAttentionFusion,
-    CrossAttentionFusion,
-    JointTransformerFusion,
-    MulTFusion,
-    NonLocalGateFusion,
-    PerceiverFusion,
-)
 from mmcore_plugins.fusions.bilinear import LowRankTensorFusion, TensorFusion, with_one
-from mmcore_plugins.fusions.factorized import MCBFusion
-from mmcore_plugins.fusions.pooling import MeanFusion
+from mmcore_plugins.fusions.factorized import MCBFusion, MFBFusion, signed_sqrt
+from mmcore_plugins.fusions.gating import GatedFusion
+from mmcore_plugins.fusions.pooling import LateFusion, MeanFusion, WeightedConcatFusion
+from mmcore_plugins.heads.classification import ClassificationHead
 
 
-def pooled_features(b, dims, present=None, seed=0):
+def pooled_features(b: int, dims: dict[str, int], present: dict[str, torch.Tensor] | None = None, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     present = present or {}
     return {
@@ -32,6 +24,7 @@ def pooled_features(b, dims, present=None, seed=0):
     }
 
 
+# ---------------------------------------------------------------------- TFN / LMF
 def test_tensor_fusion_is_the_outer_product_with_appended_ones():
     torch.manual_seed(0)
     fusion = TensorFusion({"a": 5, "b": 3, "c": 4}, dim=8, factor_dim=2).eval()
@@ -51,68 +44,45 @@ def test_tensor_fusion_keeps_only_the_constant_of_an_absent_modality():
     assert torch.allclose(t[1, :, 0], z_a[1]) and torch.equal(t[1, :, 1:], torch.zeros(3, 2))
 
 
-def test_low_rank_fusion_at_full_rank_equals_tensor_fusion():
-    """LMF with rank (d_a+1)(d_b+1) and factors built from TFN's weight computes exactly TFN."""
+def test_low_rank_fusion_at_full_rank_is_exactly_tensor_fusion():
+    """A full-rank CP decomposition of TFN's weight, loaded into LMF, computes TFN's output (N = 2 and 3).
+
+    TFN: ``h_d = sum_{i,j,k} W[d,i,j,k] a_i b_j c_k``. Rank one term per index tuple (i,j,k):
+    factor_a^(r)[:, d] = W[d,i,j,k] e_i, factor_b^(r) = e_j, factor_c^(r) = e_k (for every d).
+    """
+    for n in (2, 3):
+        torch.manual_seed(n)
+        width, dim = 2, 5
+        slots = "abc"[:n]
+        dims = {s: 3 + i for i, s in enumerate(slots)}
+        tfn = TensorFusion(dims, dim=dim, factor_dim=width).eval()
+        feats = pooled_features(4, dims, seed=n)
+        vectors = tfn.factor_vectors(feats)  # [1; z_i] per slot
+        lmf = LowRankTensorFusion({s: width for s in slots}, dim=dim, rank=(width + 1) ** n)
+        weight = tfn.out.weight.detach().view(dim, *([width + 1] * n))
+        with torch.no_grad():
+            for r, index in enumerate(itertools.product(range(width + 1), repeat=n)):
+                for position, s in enumerate(slots):
+                    lmf.factors[s][r].zero_()
+                    lmf.factors[s][r, index[position]] = weight[(slice(None), *index)] if position == 0 else 1.0
+            lmf.rank_weights.fill_(1.0)
+            lmf.bias.copy_(tfn.out.bias)
+            assert torch.allclose(lmf.fuse_vectors(vectors), tfn(feats).pooled, atol=1e-5)
+
+
+def test_low_rank_fusion_forward_is_the_cp_form_over_normalised_inputs():
     torch.manual_seed(0)
-    da, dim = 3, 5  # TFN uses one factor width for every modality
-    tfn = TensorFusion({"a": 7, "b": 6}, dim=dim, factor_dim=da).eval()
-    feats = pooled_features(4, {"a": 7, "b": 6})
-    z = {s: Features.from_pooled(tfn.factors[s](feats[s].pooled)) for s in "ab"}
-    lmf = LowRankTensorFusion({"a": da, "b": da}, dim=dim, rank=(da + 1) ** 2)
-    weight = tfn.out.weight.detach().view(dim, da + 1, da + 1)  # W[d, i, j]
-    with torch.no_grad():
-        for r in range((da + 1) ** 2):
-            i, j = divmod(r, da + 1)
-            lmf.factors["a"][r].zero_()
-            lmf.factors["a"][r, i] = weight[:, i, j]
-            lmf.factors["b"][r].zero_()
-            lmf.factors["b"][r, j] = 1.0
-        lmf.rank_weights.fill_(1.0)
-        lmf.bias.copy_(tfn.out.bias)
-        assert torch.allclose(lmf(z).pooled, tfn(feats).pooled, atol=1e-5)
+    lmf = LowRankTensorFusion({"a": 4, "b": 3}, dim=6, rank=2).eval()
+    feats = pooled_features(3, {"a": 4, "b": 3}, present={"b": torch.tensor([True, False, True])})
+    v = {s: with_one(lmf.norms[s](feats[s].pooled)) for s in "ab"}
+    v["b"][1] = torch.tensor([1.0, 0.0, 0.0, 0.0])  # absent: only the constant
+    expected = sum(
+        lmf.rank_weights[0, r] * (v["a"] @ lmf.factors["a"][r]) * (v["b"] @ lmf.factors["b"][r]) for r in range(2)
+    ) + lmf.bias
+    assert torch.allclose(lmf(feats).pooled, expected, atol=1e-5)
 
 
-def test_mean_fusion_averages_only_present_modalities():
-    torch.manual_seed(0)
-    fusion = MeanFusion({"a": 4, "b": 4}, dim=3).eval()
-    feats = pooled_features(2, {"a": 4, "b": 4}, present={"b": torch.tensor([True, False])})
-    pa = fusion.project["a"](feats["a"].pooled)
-    pb = fusion.project["b"](feats["b"].pooled)
-    out = fusion(feats).pooled
-    assert torch.allclose(out[0], (pa[0] + pb[0]) / 2, atol=1e-6)
-    assert torch.allclose(out[1], pa[1], atol=1e-6)
-
-
-@pytest.mark.parametrize(
-    "factory",
-    [CrossAttentionFusion, PerceiverFusion, NonLocalGateFusion, CoAttentionFusion, MulTFusion,
-     JointTransformerFusion, BottleneckFusion],
-)
-def test_attention_fusions_match_naive_attention_math(factory, monkeypatch):
-    torch.manual_seed(0)
-    dims = {"a": 6, "b": 10, "c": 4}
-    fusion = factory(dims, dim=16, heads=4).eval()
-    g = torch.Generator().manual_seed(3)
-    present = {s: torch.tensor([True, True, False, True, False]) if s != "a" else torch.tensor([True, False, True, True, False]) for s in dims}
-    feats = {s: random_features(5, d, 6, present=present[s], generator=g) for s, d in dims.items()}
-    with mmcore_kernels.backend("torch"):
-        through_kernel = fusion(feats)
-    monkeypatch.setattr(mmcore_kernels, "cross_attention", lambda q, k, v, **kw: cross_attention_naive(q, k, v, **kw))
-    naive = fusion(feats)
-    assert torch.allclose(through_kernel.tokens, naive.tokens, atol=1e-5)
-    assert torch.allclose(through_kernel.pooled, naive.pooled, atol=1e-5)
-    assert torch.equal(through_kernel.present, naive.present)
-
-
-def test_bad_options_are_clear():
-    with pytest.raises(ValueError, match=r"query must be one of the modalities \['a', 'b'\], got 'c'"):
-        CrossAttentionFusion({"a": 3, "b": 4}, dim=8, heads=2, query="c")
-    with pytest.raises(ValueError, match=r"dim \(10\) must be a positive multiple of heads \(4\)"):
-        PerceiverFusion({"a": 3, "b": 4}, dim=10, heads=4)
-    with pytest.raises(ValueError, match="built for modalities"):
-        MeanFusion({"a": 3, "b": 4}, dim=8)(pooled_features(2, {"a": 3}))
-
-
+# ---------------------------------------------------------------------- bilinear poolings
 def test_mcb_sketch_product_is_the_count_sketch_of_the_outer_product():
     """Circular convolution of the count sketches == count sketch of x (outer) y (Pham & Pagh)."""
     fusion = MCBFusion({"a": 5, "b": 4}, dim=3, sketch_dim=16, seed=1)
@@ -126,3 +96,83 @@ def test_mcb_sketch_product_is_the_count_sketch_of_the_outer_product():
             direct[(ha[i] + hb[j]) % 16] += sa[i] * sb[j] * x[0, i] * y[0, j]
     spectra = torch.fft.rfft(fusion.count_sketch("a", x), dim=-1) * torch.fft.rfft(fusion.count_sketch("b", y), dim=-1)
     assert torch.allclose(torch.fft.irfft(spectra, n=16, dim=-1)[0], direct, atol=1e-5)
+
+
+def test_mcb_forward_and_an_absent_modality():
+    torch.manual_seed(0)
+    fusion = MCBFusion({"a": 5, "b": 4}, dim=3, sketch_dim=16).eval()
+    feats = pooled_features(2, {"a": 5, "b": 4}, present={"b": torch.tensor([True, False])})
+    xa, xb = fusion.norms["a"](feats["a"].pooled), fusion.norms["b"](feats["b"].pooled)
+    conv = torch.fft.irfft(torch.fft.rfft(fusion.count_sketch("a", xa)) * torch.fft.rfft(fusion.count_sketch("b", xb)), n=16)
+    both = fusion.out(F.normalize(signed_sqrt(conv[0]), dim=-1))
+    alone = fusion.out(F.normalize(signed_sqrt(fusion.count_sketch("a", xa)[1]), dim=-1))  # delta: a's sketch alone
+    out = fusion(feats).pooled
+    assert torch.allclose(out[0], both, atol=1e-5) and torch.allclose(out[1], alone, atol=1e-5)
+
+
+def test_mfb_is_sum_pooled_product_then_power_and_l2_normalisation():
+    torch.manual_seed(0)
+    fusion = MFBFusion({"a": 5, "b": 4}, dim=3, factors=2, dropout=0.0).eval()
+    feats = pooled_features(2, {"a": 5, "b": 4})
+    u = fusion.project["a"](fusion.norms["a"](feats["a"].pooled))
+    v = fusion.project["b"](fusion.norms["b"](feats["b"].pooled))
+    z = (u * v).view(2, 3, 2).sum(-1)
+    assert torch.allclose(fusion(feats).pooled, F.normalize(signed_sqrt(z), dim=-1), atol=1e-6)
+
+
+# ---------------------------------------------------------------------- gating and pooling
+def test_gmu_with_two_modalities_is_the_papers_sigmoid_gate():
+    """``h = z h_a + (1 - z) h_b`` with ``z = sigmoid(W_z [x_a; x_b])`` (Arevalo et al. 2017, eq. 1-4)."""
+    torch.manual_seed(0)
+    fusion = GatedFusion({"a": 5, "b": 4}, dim=3).eval()
+    feats = pooled_features(4, {"a": 5, "b": 4}, present={"b": torch.tensor([True, True, False, True])})
+    xa, xb = fusion.norms["a"](feats["a"].pooled), fusion.norms["b"](feats["b"].pooled)
+    ha, hb = torch.tanh(fusion.hidden["a"](xa)), torch.tanh(fusion.hidden["b"](xb))
+    logits = fusion.gate(torch.cat([xa, xb], -1)).view(4, 2, 3)
+    z = torch.sigmoid(logits[:, 0] - logits[:, 1])
+    out = fusion(feats).pooled
+    keep = [0, 1, 3]
+    assert torch.allclose(out[keep], (z * ha + (1 - z) * hb)[keep], atol=1e-6)
+    assert torch.allclose(out[2], ha[2], atol=1e-6)  # b absent: the gate gives a everything
+
+
+def test_mean_fusion_averages_only_present_modalities():
+    torch.manual_seed(0)
+    fusion = MeanFusion({"a": 4, "b": 4}, dim=3).eval()
+    feats = pooled_features(2, {"a": 4, "b": 4}, present={"b": torch.tensor([True, False])})
+    pa = fusion.project["a"](feats["a"].pooled)
+    pb = fusion.project["b"](feats["b"].pooled)
+    out = fusion(feats).pooled
+    assert torch.allclose(out[0], (pa[0] + pb[0]) / 2, atol=1e-6)
+    assert torch.allclose(out[1], pa[1], atol=1e-6)
+
+
+def test_weighted_concat_renormalises_the_learned_weights_over_present_modalities():
+    torch.manual_seed(0)
+    fusion = WeightedConcatFusion({"a": 4, "b": 3, "c": 2}, dim=5, activation="none").eval()
+    with torch.no_grad():
+        fusion.scores.copy_(torch.tensor([0.0, 1.0, 2.0]))
+    feats = pooled_features(2, {"a": 4, "b": 3, "c": 2}, present={"b": torch.tensor([True, False])})
+    normed = [fusion.norms[s](feats[s].pooled) for s in "abc"]
+    out = fusion(feats).pooled
+    for row, alive in ((0, [0, 1, 2]), (1, [0, 2])):
+        w = torch.zeros(3)
+        w[alive] = torch.softmax(fusion.scores.detach()[alive], 0)
+        x = torch.cat([3 * w[i] * normed[i][row] for i in range(3)])
+        assert torch.allclose(out[row], fusion.linear(x), atol=1e-5)
+
+
+def test_late_fusion_with_a_linear_head_averages_per_modality_predictions():
+    """With a linear head, classifying the combined decision == the weighted mean of per-modality logits."""
+    torch.manual_seed(0)
+    fusion = LateFusion({"a": 4, "b": 3, "c": 5}, dim=6, combine="learned").eval()
+    with torch.no_grad():
+        fusion.scores.copy_(torch.tensor([0.5, -1.0, 2.0]))
+    head = ClassificationHead(6, num_classes=3).eval()
+    feats = pooled_features(3, {"a": 4, "b": 3, "c": 5}, present={"c": torch.tensor([True, False, True])})
+    logits = head(fusion(feats)).logits
+    per_modality = {s: head.net(fusion.decide[s](fusion.project[s](feats[s].pooled))) for s in "abc"}
+    for row, alive in ((0, "abc"), (1, "ab")):
+        w = torch.softmax(torch.stack([fusion.scores["abc".index(s)] for s in alive]).detach(), 0)
+        expected = sum(wi * per_modality[s][row] for wi, s in zip(w, alive, strict=True))
+        assert torch.allclose(logits[row], expected, atol=1e-5)
