@@ -39,41 +39,18 @@ class Vocabulary:
         return " ".join(out)
 
 
-class CaptionBLEU:
-    """BLEU (torchmetrics) of generated token ids against reference ids, decoded through the vocabulary."""
-
-    def __init__(self, vocab: Vocabulary, n_gram: int) -> None:
-        from torchmetrics.text import BLEUScore
-
-        self.vocab, self.bleu = vocab, BLEUScore(n_gram=n_gram, smooth=True)
-
-    def to(self, device) -> CaptionBLEU:
-        return self
-
-    def reset(self) -> None:
-        self.bleu.reset()
-
-    def update(self, predictions: torch.Tensor, targets: torch.Tensor) -> None:
-        hypotheses = [self.vocab.decode(row) for row in predictions.tolist()]
-        references = [[self.vocab.decode(row)] for row in targets.tolist()]
-        self.bleu.update(hypotheses, references)
-
-    def compute(self) -> torch.Tensor:
-        return self.bleu.compute()
-
-
 class DecoderLayer(nn.Module):
     """Causal self-attention (SDPA) + cross-attention to the fused tokens (mmcore_kernels) + feed-forward."""
 
     def __init__(self, dim: int, heads: int, dropout: float) -> None:
         super().__init__()
-        from mmcore_plugins.fusions._common import MultiHeadCrossAttention
+        from mmcore_plugins.fusions._attention_block import MultiHeadAttention
 
         self.heads = heads
         self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.self_out = nn.Linear(dim, dim)
-        self.cross = MultiHeadCrossAttention(dim, heads, dropout)
+        self.cross = MultiHeadAttention(dim, heads, dropout)
         self.ff = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * dim, dim))
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor) -> torch.Tensor:
@@ -88,24 +65,39 @@ class DecoderLayer(nn.Module):
 class CaptioningHead(mmcore.Head):
     """Caption decoder: cross-attends to the fused tokens; teacher forcing in training, greedy or beam search to predict.
 
-    ``vocab`` lists the words (specials are added). Targets are caption strings. With targets in
-    training mode, predictions are the teacher-forced argmax; otherwise captions are generated
-    (``beam_size`` 1 = greedy). Metric: BLEU. Absent fused tokens are masked keys.
+    A pre-norm transformer decoder (``layers`` x: causal self-attention, cross-attention to the
+    projected fused tokens through ``mmcore_kernels.cross_attention``, feed-forward). ``vocab``
+    lists the words of a lower-cased, whitespace-tokenised vocabulary; ``<pad> <bos> <eos> <unk>``
+    are added in front. Targets are caption strings (``collate_targets`` -> padded ``[B, T]`` ids
+    ``<bos> words <eos> <pad>...``). Training: teacher-forced cross-entropy, predictions are the
+    teacher-forced argmax. Otherwise captions are generated, ``[B, max_length]`` ids (``beam_size``
+    1 = greedy; more = batched beam search, ``length_penalty`` normalises the final choice);
+    ``format_predictions`` gives the strings. Metric: BLEU (torchmetrics). Missing modalities: the
+    fused padding and absent samples' tokens are masked keys; a sample without any fused token
+    gets zero cross-attention (a caption from the language model alone).
     """
 
     def __init__(
         self, input_dim: int, vocab: list[str], dim: int = 128, heads: int = 4, layers: int = 2,
-        max_length: int = 20, beam_size: int = 1, bleu_ngram: int = 4, dropout: float = 0.1,
+        max_length: int = 20, beam_size: int = 1, length_penalty: float = 0.0, bleu_ngram: int = 4, dropout: float = 0.1,
     ) -> None:
         super().__init__(input_dim)
-        if not vocab:
-            raise ValueError("vocab must list at least one word")
+        if isinstance(vocab, str) or not isinstance(vocab, (list, tuple)) or not vocab:
+            raise ValueError(f"vocab must be a non-empty list of words, got {vocab!r}")
+        bad = [w for w in vocab if not isinstance(w, str) or not w or len(w.split()) != 1]
+        if bad:
+            raise ValueError(f"vocab entries must be single words (non-empty, no whitespace), got {bad[:5]}")
+        for name, value in (("dim", dim), ("heads", heads), ("layers", layers), ("max_length", max_length),
+                            ("beam_size", beam_size), ("bleu_ngram", bleu_ngram)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"captioning: {name} must be a positive int, got {value!r}")
         if dim % heads:
-            raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
-        if beam_size < 1 or max_length < 1:
-            raise ValueError(f"beam_size and max_length must be at least 1, got {beam_size} and {max_length}")
+            raise ValueError(f"captioning: dim ({dim}) must be divisible by heads ({heads})")
+        if length_penalty < 0:
+            raise ValueError(f"captioning: length_penalty must be >= 0, got {length_penalty}")
         self.vocab = Vocabulary(vocab)
         self.max_length, self.beam_size, self.bleu_ngram = max_length, beam_size, bleu_ngram
+        self.length_penalty = length_penalty
         self.memory = nn.Linear(input_dim, dim)
         self.embed = nn.Embedding(len(self.vocab), dim, padding_idx=PAD)
         self.position = nn.Parameter(torch.randn(max_length + 2, dim) * 0.02)
@@ -134,44 +126,66 @@ class CaptioningHead(mmcore.Head):
 
     @torch.no_grad()
     def generate(self, memory: torch.Tensor, memory_mask: torch.Tensor, beam_size: int = 1) -> torch.Tensor:
-        """Token ids ``[B, max_length]`` (PAD after EOS): greedy for ``beam_size == 1``, else beam search."""
+        """Token ids ``[B, max_length]`` (EOS, then PAD): greedy for ``beam_size == 1``, else beam search."""
         if beam_size == 1:
-            ids = torch.full((memory.shape[0], 1), BOS, dtype=torch.long, device=memory.device)
-            done = torch.zeros(memory.shape[0], dtype=torch.bool, device=memory.device)
-            for _ in range(self.max_length):
-                nxt = self.decode_logits(ids, memory, memory_mask)[:, -1].argmax(-1)
-                nxt = torch.where(done, torch.full_like(nxt, PAD), nxt)
-                ids = torch.cat([ids, nxt[:, None]], 1)
-                done |= nxt == EOS
-                if done.all():
-                    break
-            return F.pad(ids[:, 1:], (0, self.max_length - ids.shape[1] + 1), value=PAD)
-        return torch.stack([self._beam(memory[i : i + 1], memory_mask[i : i + 1], beam_size) for i in range(memory.shape[0])])
+            return self.greedy(memory, memory_mask)
+        return self.beam_search(memory, memory_mask, beam_size)
 
-    def _beam(self, memory: torch.Tensor, memory_mask: torch.Tensor, beam_size: int) -> torch.Tensor:
-        beams = [([BOS], 0.0)]
-        finished: list[tuple[list[int], float]] = []
+    def greedy(self, memory: torch.Tensor, memory_mask: torch.Tensor) -> torch.Tensor:
+        """The most likely next word at every step, until EOS or ``max_length`` words."""
+        b = memory.shape[0]
+        ids = torch.full((b, 1), BOS, dtype=torch.long, device=memory.device)
+        done = torch.zeros(b, dtype=torch.bool, device=memory.device)
         for _ in range(self.max_length):
-            ids = torch.tensor([b for b, _ in beams], device=memory.device)
-            logp = self.decode_logits(ids, memory.expand(len(beams), -1, -1), memory_mask.expand(len(beams), -1))[:, -1].log_softmax(-1)
-            candidates = []
-            for (seq, score), row in zip(beams, logp, strict=True):
-                top_logp, top_ids = row.topk(beam_size)
-                candidates += [(seq + [int(t)], score + float(lp)) for lp, t in zip(top_logp, top_ids, strict=True)]
-            candidates.sort(key=lambda c: c[1], reverse=True)
-            beams = []
-            for seq, score in candidates:
-                (finished if seq[-1] == EOS else beams).append((seq, score))
-                if len(beams) == beam_size:
-                    break
-            if not beams or (finished and max(s for _, s in finished) >= beams[0][1]):
+            nxt = self.decode_logits(ids, memory, memory_mask)[:, -1].argmax(-1)
+            nxt = torch.where(done, torch.full_like(nxt, PAD), nxt)
+            ids = torch.cat([ids, nxt[:, None]], 1)
+            done |= nxt == EOS
+            if bool(done.all()):
                 break
-        best = max(finished + beams, key=lambda c: c[1])[0][1:]
-        best = best[: self.max_length]
-        return torch.tensor(best + [PAD] * (self.max_length - len(best)), device=memory.device)
+        return F.pad(ids[:, 1:], (0, self.max_length + 1 - ids.shape[1]), value=PAD)
+
+    def beam_search(self, memory: torch.Tensor, memory_mask: torch.Tensor, beam_size: int) -> torch.Tensor:
+        """Batched beam search over summed log-probabilities; the best of the final beams per sample.
+
+        Every sample keeps ``beam_size`` hypotheses (``[B * beam, T]`` rows, one decoder call per
+        step for the whole batch). A hypothesis that emitted EOS stays in its beam with a frozen
+        score (it can only continue with PAD at no cost), so it competes with the live ones until
+        the end. The final choice divides scores by ``length ** length_penalty`` (0 = raw sums).
+        With ``beam_size == 1`` this is exactly greedy decoding.
+        """
+        b, vocab = memory.shape[0], len(self.vocab)
+        device = memory.device
+        memory = memory.repeat_interleave(beam_size, 0)
+        memory_mask = memory_mask.repeat_interleave(beam_size, 0)
+        ids = torch.full((b * beam_size, 1), BOS, dtype=torch.long, device=device)
+        scores = torch.full((b, beam_size), float("-inf"), device=device)
+        scores[:, 0] = 0.0  # all beams start identical: only one of them may expand at step 1
+        done = torch.zeros(b * beam_size, dtype=torch.bool, device=device)
+        lengths = torch.zeros(b * beam_size, device=device)
+        pad_only = torch.full((vocab,), float("-inf"), device=device)
+        pad_only[PAD] = 0.0
+        rows = torch.arange(b, device=device)[:, None]
+        for _ in range(self.max_length):
+            logp = self.decode_logits(ids, memory, memory_mask)[:, -1].float().log_softmax(-1)
+            logp = torch.where(done[:, None], pad_only, logp)
+            candidates = (scores.reshape(-1, 1) + logp).view(b, beam_size * vocab)
+            scores, flat = candidates.topk(beam_size, dim=1)
+            source = (rows * beam_size + torch.div(flat, vocab, rounding_mode="floor")).reshape(-1)
+            token = (flat % vocab).reshape(-1)
+            ids = torch.cat([ids[source], token[:, None]], 1)
+            lengths = lengths[source] + (~done[source]).to(lengths.dtype)
+            done = done[source] | (token == EOS)
+            if bool(done.all()):
+                break
+        final = scores / lengths.view(b, beam_size).clamp_min(1) ** self.length_penalty
+        best = rows.squeeze(1) * beam_size + final.argmax(1)
+        return F.pad(ids[best, 1:], (0, self.max_length + 1 - ids.shape[1]), value=PAD)
 
     def metrics(self) -> dict[str, Any]:
-        return {"bleu": CaptionBLEU(self.vocab, self.bleu_ngram)}
+        from mmcore_plugins.heads._metrics import CaptionBLEU
+
+        return {"bleu": CaptionBLEU(self.vocab.decode, n_gram=self.bleu_ngram)}
 
     def collate_targets(self, targets: Sequence[Any]) -> torch.Tensor:
         rows = []

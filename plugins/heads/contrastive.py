@@ -14,54 +14,23 @@ import mmcore
 from mmcore import Features, HeadOutput
 
 
-class RetrievalRecall:
-    """Recall@K of ``a -> b`` or ``b -> a`` retrieval over every pair seen since the last reset.
-
-    ``update(predictions, ids)``: predictions ``[B, 2, E]`` (normalised embeddings of the two
-    modalities), ids ``[B]`` (pairs with equal ids match; rows with a NaN embedding are skipped).
-    Follows torchmetrics' ``update`` / ``compute`` / ``reset`` / ``to`` protocol.
-    """
-
-    def __init__(self, k: int, direction: str) -> None:
-        if direction not in ("a->b", "b->a"):
-            raise ValueError(f"direction must be 'a->b' or 'b->a', got {direction!r}")
-        self.k, self.direction = k, direction
-        self.reset()
-
-    def reset(self) -> None:
-        self.embeddings: list[torch.Tensor] = []
-        self.ids: list[torch.Tensor] = []
-
-    def to(self, device) -> RetrievalRecall:
-        return self
-
-    def update(self, predictions: torch.Tensor, ids: torch.Tensor) -> None:
-        keep = torch.isfinite(predictions).all(dim=(1, 2))
-        self.embeddings.append(predictions[keep].detach().float().cpu())
-        self.ids.append(ids[keep].detach().cpu())
-
-    def compute(self) -> torch.Tensor:
-        if not self.embeddings or sum(len(e) for e in self.embeddings) == 0:
-            return torch.tensor(0.0)
-        emb, ids = torch.cat(self.embeddings), torch.cat(self.ids)
-        queries, gallery = (emb[:, 0], emb[:, 1]) if self.direction == "a->b" else (emb[:, 1], emb[:, 0])
-        top = (queries @ gallery.T).topk(min(self.k, len(ids)), dim=1).indices
-        hit = (ids[top] == ids[:, None]).any(dim=1)
-        return hit.float().mean()
-
-
 class ContrastiveHead(mmcore.Head):
     """CLIP-style contrastive alignment of two modalities (symmetric InfoNCE, learnable temperature).
 
-    Works on the per-modality features (the fusion output is not used). ``modalities`` names the
-    two slots (default: the first two). Only samples that have both modalities enter the loss and
-    the metrics; their embeddings for other samples are NaN in ``predictions``. Targets are pair
-    ids: samples with equal ids count as matches (use the sample index for plain pairs).
+    Works on the per-modality features (``features`` argument of forward; the fused features are
+    not used). ``modalities`` names the two slots (default: the model's first two). Each is
+    projected to ``embed_dim`` and L2-normalised; logits are ``exp(t) a b^T`` with a learnable
+    log-scale ``t`` (initialised at ``1/temperature``, clamped at 100 as in CLIP) and the loss is the
+    mean of the a->b and b->a cross-entropies. Targets are pair ids: samples with equal ids count
+    as matches (the sample index for plain pairs). ``predictions`` are the paired embeddings
+    ``[B, 2, embed_dim]``; metrics: recall@1/5/10 in both directions. Missing modalities: only
+    samples with both modalities enter the loss and the metrics; others get NaN embeddings
+    (formatted as ``None``).
     """
 
     def __init__(
         self, input_dim: int, input_dims: Mapping[str, int], modalities: list[str] | None = None,
-        embed_dim: int = 128, temperature: float = 0.07,
+        embed_dim: int = 128, temperature: float = 0.07, learn_temperature: bool = True,
     ) -> None:
         super().__init__(input_dim)
         slots = list(modalities) if modalities is not None else list(input_dims)[:2]
@@ -72,9 +41,11 @@ class ContrastiveHead(mmcore.Head):
             raise ValueError(f"modalities {unknown} are not in the model's modalities {sorted(input_dims)}")
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
+        if embed_dim < 1:
+            raise ValueError(f"embed_dim must be a positive int, got {embed_dim}")
         self.slots = slots
         self.project = nn.ModuleDict({s: nn.Linear(input_dims[s], embed_dim) for s in slots})
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)), requires_grad=learn_temperature)
 
     def forward(self, fused: Features, targets: torch.Tensor | None = None, features: Mapping[str, Features] | None = None) -> HeadOutput:
         if features is None or any(s not in features for s in self.slots):
@@ -83,22 +54,34 @@ class ContrastiveHead(mmcore.Head):
         both = features[self.slots[0]].present & features[self.slots[1]].present
         scale = self.logit_scale.clamp(max=math.log(100.0)).exp()  # CLIP's clamp keeps the scale sane
         logits = scale * a @ b.T
-        loss = None
-        if targets is not None:
-            if int(both.sum()) == 0:
-                loss = logits.sum() * 0.0  # no pair in the batch: a zero loss that still backpropagates
-            else:
-                match = (targets[:, None] == targets[None, :]) & both[:, None] & both[None, :]
-                sub = logits[both][:, both]
-                m = match[both][:, both].float()
-                loss_ab = -(F.log_softmax(sub, dim=1) * m / m.sum(1, keepdim=True)).sum(1).mean()
-                loss_ba = -(F.log_softmax(sub.T, dim=1) * m.T / m.T.sum(1, keepdim=True)).sum(1).mean()
-                loss = (loss_ab + loss_ba) / 2
+        loss = None if targets is None else self.loss(logits, targets, both)
         nan = torch.full_like(a, float("nan"))
         predictions = torch.stack([torch.where(both[:, None], a, nan), torch.where(both[:, None], b, nan)], dim=1)
         return HeadOutput(logits=logits, predictions=predictions.detach(), loss=loss)
 
+    @staticmethod
+    def loss(logits: torch.Tensor, targets: torch.Tensor, both: torch.Tensor) -> torch.Tensor:
+        """Symmetric InfoNCE over the samples that have both modalities (no host sync; 0 when none does).
+
+        Each a->b row is a cross-entropy against the uniform distribution over its matches (the
+        samples with the same pair id), so repeated ids are positives rather than negatives.
+        """
+        if targets.shape != logits.shape[:1]:
+            raise ValueError(f"targets must be [{logits.shape[0]}] pair ids, got shape {list(targets.shape)}")
+        valid = both[:, None] & both[None, :]
+        match = ((targets[:, None] == targets[None, :]) & valid).to(logits.dtype)
+        terms = []
+        for scores, positives in ((logits, match), (logits.T, match.T)):
+            masked = scores.masked_fill(~valid, float("-inf"))
+            masked = torch.where(valid.any(1, keepdim=True), masked, torch.zeros_like(masked))  # rows without pairs
+            log_p = torch.where(positives > 0, masked.log_softmax(dim=1), torch.zeros_like(masked))
+            per_row = -(log_p * positives).sum(1) / positives.sum(1).clamp_min(1)
+            terms.append((per_row * both.to(logits.dtype)).sum() / both.sum().clamp_min(1).to(logits.dtype))
+        return (terms[0] + terms[1]) / 2
+
     def metrics(self) -> dict[str, Any]:
+        from mmcore_plugins.heads._metrics import RetrievalRecall
+
         return {
             f"recall@{k}_{name}": RetrievalRecall(k, direction)
             for k in (1, 5, 10)

@@ -22,9 +22,12 @@ def _mlp(input_dim: int, output_dim: int, hidden: int | None, dropout: float) ->
 class RegressionHead(mmcore.Head):
     """Regression of one or more targets: MSE or Huber loss on standardised targets.
 
-    Targets are standardised with ``target_mean``/``target_std`` (options, or fitted on the
-    training split by ``fit_targets``, which the trainer calls); predictions are in the original
-    units. The statistics are buffers, so they are saved with the model's weights.
+    The network predicts standardised targets ``(y - target_mean) / target_std`` and the loss is
+    taken there (so targets in the thousands train like targets near 0); ``predictions`` are in
+    the original units. The statistics are settable as options (``target_mean``/``target_std``,
+    one value per target) or fitted on the training split by ``fit_targets(targets)``, which
+    ``MultimodalModel.fit_processors`` (and so the trainer) calls; a statistic given as an option
+    is kept, only the others are fitted. They are buffers, saved with the model's weights.
     """
 
     def __init__(
@@ -42,16 +45,23 @@ class RegressionHead(mmcore.Head):
                 raise ValueError(f"{name} must have num_targets={num_targets} values, got {len(stats)}")
         if target_std is not None and min(target_std) <= 0:
             raise ValueError(f"target_std must be positive, got {target_std}")
+        if huber_delta <= 0:
+            raise ValueError(f"huber_delta must be positive, got {huber_delta}")
         self.num_targets, self.loss_kind, self.huber_delta = num_targets, loss, huber_delta
+        self.fixed_statistics = {"mean": target_mean is not None, "std": target_std is not None}
         self.register_buffer("target_mean", torch.tensor(target_mean or [0.0] * num_targets))
         self.register_buffer("target_std", torch.tensor(target_std or [1.0] * num_targets))
         self.net = _mlp(input_dim, num_targets, hidden, dropout)
 
     def fit_targets(self, targets: Sequence[Any]) -> None:
+        """Set ``target_mean``/``target_std`` (those not given as options) to the targets' mean and std."""
         values = self.collate_targets(targets)
-        if len(values) > 1:
-            std = values.std(0)
+        if len(values) < 2:
+            return
+        if not self.fixed_statistics["mean"]:
             self.target_mean.copy_(values.mean(0))
+        if not self.fixed_statistics["std"]:
+            std = values.std(0)
             self.target_std.copy_(torch.where(std > 1e-8, std, torch.ones_like(std)))
 
     def forward(self, fused: Features, targets: torch.Tensor | None = None, features: Mapping[str, Features] | None = None) -> HeadOutput:
