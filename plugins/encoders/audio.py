@@ -1,4 +1,6 @@
-"""Audio: WAV / waveform -> resampling -> log-mel spectrogram (pure PyTorch) -> ``audio_cnn`` encoder."""
+"""Audio: PCM WAV / waveform -> resampling -> log-mel spectrogram, all in pure PyTorch (no torchaudio),
+and two encoders over it: ``audio_cnn`` (a CNN, tokens over time) and ``audio_transformer``
+(time-frequency patches as tokens). Variable-length clips are padded, with masks."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import mmcore
@@ -16,38 +19,80 @@ from mmcore import Features
 
 
 def read_wav(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
-    """A PCM WAV file (8/16/32-bit, any channel count) -> mono float waveform in [-1, 1] and its rate."""
+    """A PCM WAV file (8/16/24/32-bit, any channel count) -> mono float waveform in [-1, 1] and its rate."""
     try:
         with wave.open(os.fspath(path), "rb") as f:
-            rate, width, channels, frames = f.getframerate(), f.getsampwidth(), f.getnchannels(), f.readframes(f.getnframes())
+            rate, width, channels = f.getframerate(), f.getsampwidth(), f.getnchannels()
+            frames = f.readframes(f.getnframes())
     except (OSError, EOFError, wave.Error) as exc:
         raise ValueError(f"cannot read WAV file {os.fspath(path)!r}: {exc}") from exc
-    dtype = {1: torch.uint8, 2: torch.int16, 4: torch.int32}.get(width)
-    if dtype is None:
-        raise ValueError(f"{os.fspath(path)!r}: unsupported sample width {width * 8} bits (expected 8, 16 or 32)")
-    data = torch.frombuffer(bytearray(frames), dtype=dtype).float()
-    data = (data - 128) / 128 if width == 1 else data / float(2 ** (8 * width - 1))
+    if width == 3:  # 24-bit: widen each little-endian sample to 32 bits
+        raw = torch.frombuffer(bytearray(frames), dtype=torch.uint8).view(-1, 3).to(torch.int32)
+        data = (raw[:, 0] | (raw[:, 1] << 8) | (raw[:, 2] << 16)).float()
+        data = torch.where(data >= 2**23, data - 2**24, data) / 2**23
+    else:
+        dtype = {1: torch.uint8, 2: torch.int16, 4: torch.int32}.get(width)
+        if dtype is None:
+            raise ValueError(f"{os.fspath(path)!r}: unsupported sample width {width * 8} bits (expected 8, 16, 24 or 32)")
+        usable = len(frames) - len(frames) % (width * channels)  # a truncated file may end mid-frame
+        data = torch.frombuffer(bytearray(frames[:usable]), dtype=dtype).float() if usable else torch.zeros(0)
+        data = (data - 128) / 128 if width == 1 else data / float(2 ** (8 * width - 1))
+    if data.numel() == 0:
+        raise ValueError(f"cannot read WAV file {os.fspath(path)!r}: it holds no audio frames")
     return data.view(-1, channels).mean(1), rate
 
 
+def _smooth(n: int) -> int:
+    """The smallest 2-3-5-7-smooth integer >= n (FFT sizes that pocketfft/cuFFT handle fast)."""
+    best = 1 << max(0, (n - 1).bit_length())
+    f7 = 1
+    while f7 < best:
+        f5 = f7
+        while f5 < best:
+            f3 = f5
+            while f3 < best:
+                f2 = f3
+                while f2 < n:
+                    f2 *= 2
+                best = min(best, f2)
+                f3 *= 3
+            f5 *= 5
+        f7 *= 7
+    return best
+
+
 def resample(waveform: torch.Tensor, source_rate: int, target_rate: int) -> torch.Tensor:
-    """Band-limited resampling in the frequency domain (ideal low-pass when downsampling)."""
+    """Band-limited resampling in the frequency domain (an ideal low-pass, so no aliasing when downsampling).
+
+    Works on ``[..., N]``; the spectrum is cut (or zero-extended) to the new Nyquist frequency.
+    The signal is zero-padded to a length whose FFT is fast at both rates (a multiple of
+    ``source_rate / gcd`` with a smooth cofactor; an awkward length such as a prime would make
+    the FFT many times slower) and the result trimmed back.
+    """
+    if source_rate <= 0 or target_rate <= 0:
+        raise ValueError(f"sample rates must be positive, got {source_rate} -> {target_rate}")
     if source_rate == target_rate:
         return waveform
     n = waveform.shape[-1]
     m = max(1, round(n * target_rate / source_rate))
-    spectrum = torch.fft.rfft(waveform)
-    keep = min(spectrum.shape[-1], m // 2 + 1)
-    out = torch.zeros(m // 2 + 1, dtype=spectrum.dtype)
-    out[:keep] = spectrum[:keep]
-    return torch.fft.irfft(out, n=m) * (m / n)
+    g = math.gcd(source_rate, target_rate)
+    a, b = source_rate // g, target_rate // g
+    k = _smooth(-(-n // a))
+    padded_n, padded_m = a * k, b * k
+    spectrum = torch.fft.rfft(waveform.float(), n=padded_n)
+    keep = min(spectrum.shape[-1], padded_m // 2 + 1)
+    out = spectrum.new_zeros(*spectrum.shape[:-1], padded_m // 2 + 1)
+    out[..., :keep] = spectrum[..., :keep]
+    return torch.fft.irfft(out, n=padded_m)[..., :m] * (padded_m / padded_n)
 
 
 def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, f_min: float = 0.0, f_max: float | None = None) -> torch.Tensor:
     """Triangular HTK-mel filters ``[n_fft // 2 + 1, n_mels]``."""
     f_max = f_max or sample_rate / 2
+    if not 0 <= f_min < f_max <= sample_rate / 2:
+        raise ValueError(f"need 0 <= f_min < f_max <= sample_rate / 2, got f_min={f_min}, f_max={f_max}, rate {sample_rate}")
 
-    def to_mel(f):
+    def to_mel(f: float) -> float:
         return 2595.0 * math.log10(1.0 + f / 700.0)
 
     mels = torch.linspace(to_mel(f_min), to_mel(f_max), n_mels + 2)
@@ -60,14 +105,23 @@ def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, f_min: float = 0.0
 
 
 class LogMelProcessor(mmcore.Processor):
-    """WAV path or waveform (array/tensor at ``sample_rate``, or ``(waveform, rate)``) -> log-mel ``[n_mels, T]``."""
+    """WAV path, waveform (array/tensor at ``sample_rate``) or ``(waveform, rate)`` -> log-mel ``[n_mels, T]``.
 
-    def __init__(self, sample_rate: int = 16000, n_mels: int = 64, n_fft: int = 400, hop: int = 160, max_seconds: float = 4.0) -> None:
+    The clip is resampled to ``sample_rate``, cut to ``max_seconds``, and its log-mel
+    spectrogram standardised per utterance (loudness-invariant; padding, zeros, sits at the mean).
+    """
+
+    def __init__(self, sample_rate: int = 16000, n_mels: int = 64, n_fft: int = 400, hop: int = 160,
+                 max_seconds: float = 4.0, f_min: float = 0.0) -> None:
+        if n_fft <= 0 or hop <= 0 or n_mels <= 0 or max_seconds <= 0:
+            raise ValueError(f"n_fft, hop, n_mels and max_seconds must be positive, got {n_fft}, {hop}, {n_mels}, {max_seconds}")
         self.sample_rate, self.n_mels, self.n_fft, self.hop, self.max_seconds = sample_rate, n_mels, n_fft, hop, max_seconds
-        self.filters = mel_filterbank(n_fft, n_mels, sample_rate)
+        self.f_min = f_min
+        self.filters = mel_filterbank(n_fft, n_mels, sample_rate, f_min)
         self.window = torch.hann_window(n_fft)
 
     def waveform(self, raw: Any) -> torch.Tensor:
+        """Any accepted raw audio -> mono float waveform at ``sample_rate``, at most ``max_seconds`` long."""
         if isinstance(raw, (str, os.PathLike)):
             wav, rate = read_wav(raw)
         elif isinstance(raw, tuple) and len(raw) == 2:
@@ -79,16 +133,21 @@ class LogMelProcessor(mmcore.Processor):
                 raise TypeError(f"audio must be a WAV path, a waveform, or (waveform, rate), got {type(raw).__name__}") from exc
         if wav.dim() != 1 or wav.numel() == 0:
             raise ValueError(f"a waveform must be a non-empty 1-D signal, got shape {list(wav.shape)}")
+        if not torch.isfinite(wav).all():
+            raise ValueError("a waveform must hold finite values, got NaN or inf")
+        wav = wav[: int(self.max_seconds * rate) + 1]  # cut before resampling: cheaper
         wav = resample(wav, rate, self.sample_rate)
         return wav[: int(self.max_seconds * self.sample_rate)]
 
     def __call__(self, raw: Any) -> torch.Tensor:
-        wav = self.waveform(raw)
+        return self.logmel(self.waveform(raw))
+
+    def logmel(self, wav: torch.Tensor) -> torch.Tensor:
+        """A waveform at ``sample_rate`` -> standardised log-mel ``[n_mels, T]``."""
         if wav.numel() < self.n_fft:
-            wav = torch.nn.functional.pad(wav, (0, self.n_fft - wav.numel()))
+            wav = F.pad(wav, (0, self.n_fft - wav.numel()))
         spec = torch.stft(wav, self.n_fft, self.hop, window=self.window, return_complex=True).abs() ** 2
         logmel = torch.log(spec.T @ self.filters + 1e-6).T  # [n_mels, T]
-        # Per-utterance standardisation: loudness-invariant, and padding (zeros) sits at the mean.
         return (logmel - logmel.mean()) / logmel.std().clamp_min(1e-5)
 
     def collate(self, items: Sequence[torch.Tensor | None]) -> dict[str, torch.Tensor]:
@@ -99,55 +158,187 @@ class LogMelProcessor(mmcore.Processor):
             if item is not None:
                 mels[row, :, : item.shape[1]] = item
                 mask[row, : item.shape[1]] = True
-        return {"mels": mels, "mask": mask, "present": torch.tensor([i is not None for i in items])}
+        return {"mels": mels, "mask": mask, "present": torch.tensor([i is not None for i in items], dtype=torch.bool)}
 
     def example(self, generator: torch.Generator) -> torch.Tensor:
         seconds = 0.1 + 0.2 * float(torch.rand((), generator=generator))
-        return torch.randn(int(seconds * self.sample_rate), generator=generator) * 0.1
+        t = torch.arange(int(seconds * self.sample_rate)) / self.sample_rate
+        pitch = 150 + 300 * float(torch.rand((), generator=generator))
+        return 0.3 * torch.sin(2 * math.pi * pitch * t) + 0.05 * torch.randn(t.shape, generator=generator)
 
 
-class AudioCNNEncoder(mmcore.Encoder):
-    """CNN over log-mel spectrograms; tokens over time [B, T/4, dim] with masks, pooled over real frames."""
+def spec_augment(mels: torch.Tensor, mask: torch.Tensor, *, freq_masks: int = 2, freq_width: int = 8,
+                 time_masks: int = 2, time_width: float = 0.1, generator: torch.Generator | None = None) -> torch.Tensor:
+    """SpecAugment-style masking of ``mels [B, F, T]``: per sample, ``freq_masks`` frequency bands of up to
+    ``freq_width`` bins and ``time_masks`` spans of up to ``time_width`` of its real length set to 0
+    (the per-utterance mean)."""
+    b, n_mels, length = mels.shape
+    device = mels.device
+    keep = torch.ones(b, n_mels, length, dtype=torch.bool, device=device)
+    freqs = torch.arange(n_mels, device=device)[None, :]
+    times = torch.arange(length, device=device)[None, :]
+    real = mask.sum(1).clamp_min(1).float()
+    for _ in range(freq_masks):
+        width = torch.randint(0, freq_width + 1, (b, 1), generator=generator).to(device)
+        start = (torch.rand(b, 1, generator=generator).to(device) * (n_mels - width).clamp_min(1)).long()
+        keep &= ~((freqs >= start) & (freqs < start + width))[:, :, None]
+    for _ in range(time_masks):
+        width = (torch.rand(b, 1, generator=generator).to(device) * time_width * real[:, None]).long()
+        start = (torch.rand(b, 1, generator=generator).to(device) * (real[:, None] - width).clamp_min(1)).long()
+        keep &= ~((times >= start) & (times < start + width))[:, None, :]
+    return mels * keep
+
+
+class _LogMelEncoder(mmcore.Encoder):
+    """Shared front-end options of the log-mel encoders."""
 
     modality = "audio"
 
-    def __init__(self, dim: int = 128, sample_rate: int = 16000, n_mels: int = 64, width: int = 32,
-                 dropout: float = 0.1, spec_augment: bool = False) -> None:
-        super().__init__()
-        self.dim, self.sample_rate, self.n_mels, self.spec_augment = dim, sample_rate, n_mels, spec_augment
-
-        def block(cin: int, cout: int) -> nn.Sequential:
-            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(8, cout), nn.GELU(), nn.MaxPool2d(2))
-
-        self.net = nn.Sequential(block(1, width), block(width, 2 * width), nn.Dropout(dropout))
-        self.project = nn.Linear(2 * width * (n_mels // 4), dim)
+    def _init_frontend(self, sample_rate: int, n_mels: int, n_fft: int | None, hop: int | None, max_seconds: float,
+                       spec_augment: bool) -> None:
+        if sample_rate < 1000:
+            raise ValueError(f"sample_rate must be at least 1000 Hz, got {sample_rate}")
+        # Defaults: a 25 ms window and a 10 ms hop at 16 kHz (400 / 160 samples), scaled to the rate.
+        self.n_fft = n_fft or int(round(0.025 * sample_rate))
+        self.hop = hop or int(round(0.010 * sample_rate))
+        self.sample_rate, self.n_mels, self.max_seconds, self.spec_augment = sample_rate, n_mels, max_seconds, spec_augment
 
     def processor(self) -> LogMelProcessor:
-        return LogMelProcessor(sample_rate=self.sample_rate, n_mels=self.n_mels)
+        return LogMelProcessor(sample_rate=self.sample_rate, n_mels=self.n_mels, n_fft=self.n_fft, hop=self.hop,
+                               max_seconds=self.max_seconds)
 
-    def forward(self, batch: Mapping[str, torch.Tensor]) -> Features:
-        mels, mask, present = batch["mels"], batch["mask"], batch["present"].bool()
+    def _inputs(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        mels, mask, present = batch["mels"], batch["mask"].to(torch.bool), batch["present"].to(torch.bool)
+        if mels.dim() != 3 or mels.shape[1] != self.n_mels:
+            raise ValueError(f"expected mels [B, {self.n_mels}, T], got {list(mels.shape)}")
+        mask = mask & present[:, None]
         x = mels * mask[:, None, :]
         if self.training and self.spec_augment:
-            x = _spec_augment(x)
-        maps = self.net(x[:, None])  # [B, C, F/4, T/4]
-        tokens = self.project(maps.flatten(1, 2).transpose(1, 2))
-        frames = tokens.shape[1]
-        token_mask = mask[:, : frames * 4 : 4][:, :frames]
-        return Features.from_tokens(tokens, token_mask, present)
+            x = spec_augment(x, mask, freq_width=max(1, self.n_mels // 8))
+        return x, mask, present
 
 
-def _spec_augment(x: torch.Tensor, freq_width: int = 8, time_width: int = 10) -> torch.Tensor:
-    """SpecAugment-style masking: one random frequency band and one time span zeroed per sample."""
-    b, n_mels, length = x.shape
-    f0 = torch.randint(0, max(1, n_mels - freq_width), (b, 1, 1))
-    t0 = torch.randint(0, max(1, length - time_width), (b, 1, 1))
-    freqs = torch.arange(n_mels)[None, :, None]
-    times = torch.arange(length)[None, None, :]
-    keep = ~(((freqs >= f0) & (freqs < f0 + freq_width)) | ((times >= t0) & (times < t0 + time_width)))
-    return x * keep
+def masked_group_norm(x: torch.Tensor, mask: torch.Tensor, norm: nn.GroupNorm) -> torch.Tensor:
+    """``norm`` applied to ``x [B, C, F, T]`` with statistics over real frames only (``mask [B, T]``);
+    padding frames come out as zeros. A sample's output is then the same whatever the batch's length."""
+    b, c, f, t = x.shape
+    g = norm.num_groups
+    m = mask[:, None, None, None, :].to(x.dtype)
+    xg = x.view(b, g, c // g, f, t)
+    count = (m.sum(dim=(2, 3, 4), keepdim=True) * (c // g) * f).clamp_min(1.0)
+    mean = (xg * m).sum(dim=(2, 3, 4), keepdim=True) / count
+    var = ((xg - mean) ** 2 * m).sum(dim=(2, 3, 4), keepdim=True) / count
+    y = ((xg - mean) / torch.sqrt(var + norm.eps)).view(b, c, f, t)
+    return (y * norm.weight[None, :, None, None] + norm.bias[None, :, None, None]) * mask[:, None, None, :]
+
+
+class _MaskedConvBlock(nn.Module):
+    """conv 3x3 -> group norm over real frames -> GELU -> 2x2 max pool; padding kept at zero."""
+
+    def __init__(self, cin: int, cout: int, groups: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 3, padding=1)
+        self.norm = nn.GroupNorm(groups, cout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = F.gelu(masked_group_norm(self.conv(x), mask, self.norm))
+        # A pooled frame is real when the first frame of its window is (zeros elsewhere stay zeros:
+        # GELU(0) = 0 and max(real, 0) does not depend on how much padding follows).
+        return F.max_pool2d(x, 2), mask[:, ::2][:, : x.shape[-1] // 2]
+
+
+class AudioCNNEncoder(_LogMelEncoder):
+    """CNN over log-mel spectrograms; tokens over time [B, T / 2^blocks, dim] with masks, pooled over real frames.
+
+    Each of the ``blocks`` conv blocks halves time and frequency; group normalisation uses real
+    frames only and padding is kept at zero, so a clip's features do not depend on the length
+    of the others in its batch. A final masked temporal convolution (kernel 5, residual) lets each
+    token see its neighbours.
+    """
+
+    def __init__(self, dim: int = 128, sample_rate: int = 16000, n_mels: int = 64, width: int = 32,
+                 dropout: float = 0.1, spec_augment: bool = False, n_fft: int | None = 400, hop: int | None = 160,
+                 max_seconds: float = 4.0, blocks: int = 3) -> None:
+        super().__init__()
+        if blocks not in (1, 2, 3, 4):
+            raise ValueError(f"blocks must be 1 to 4, got {blocks}")
+        if n_mels < 2**blocks:
+            raise ValueError(f"n_mels must be at least {2 ** blocks} for {blocks} blocks, got {n_mels}")
+        self._init_frontend(sample_rate, n_mels, n_fft, hop, max_seconds, spec_augment)
+        self.dim, self.blocks = dim, blocks
+        groups = 8 if width % 8 == 0 else 1
+        widths = [1] + [width * 2**i for i in range(blocks)]
+        self.convs = nn.ModuleList(_MaskedConvBlock(a, b, groups) for a, b in zip(widths[:-1], widths[1:], strict=True))
+        self.dropout = nn.Dropout(dropout)
+        self.project = nn.Linear(widths[-1] * (n_mels // 2**blocks), dim)
+        self.temporal = nn.Conv1d(dim, dim, 5, padding=2)
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> Features:
+        x, mask, present = self._inputs(batch)
+        stride = 2**self.blocks
+        pad = (-x.shape[2]) % stride  # whole pooling windows only, so every frame is seen
+        x, mask = F.pad(x, (0, pad))[:, None], F.pad(mask, (0, pad))
+        for block in self.convs:
+            x, mask = block(x, mask)
+        tokens = self.project(self.dropout(x).flatten(1, 2).transpose(1, 2))  # [B, T', dim]
+        tokens = tokens * mask[..., None]
+        tokens = tokens + F.gelu(self.temporal(tokens.transpose(1, 2))).transpose(1, 2)
+        return Features.from_tokens(tokens, mask, present)
+
+
+class AudioTransformerEncoder(_LogMelEncoder):
+    """Patch transformer over log-mel spectrograms: time-frequency patches as tokens (with masks), mean-pooled.
+
+    The spectrogram is cut into ``patch_freq`` x ``patch_time`` patches; each is embedded
+    linearly, given learned frequency and time position embeddings, and the sequence (time-major)
+    goes through a pre-norm transformer encoder whose attention ignores padded patches.
+    """
+
+    def __init__(self, dim: int = 128, sample_rate: int = 16000, n_mels: int = 64, patch_freq: int = 16,
+                 patch_time: int = 4, heads: int = 4, layers: int = 2, dropout: float = 0.1,
+                 spec_augment: bool = False, n_fft: int | None = 400, hop: int | None = 160, max_seconds: float = 4.0) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
+        if n_mels % patch_freq:
+            raise ValueError(f"n_mels ({n_mels}) must be a multiple of patch_freq ({patch_freq})")
+        self._init_frontend(sample_rate, n_mels, n_fft, hop, max_seconds, spec_augment)
+        self.dim, self.patch_freq, self.patch_time = dim, patch_freq, patch_time
+        self.freq_patches = n_mels // patch_freq
+        max_frames = int(max_seconds * sample_rate / self.hop) + 2
+        self.max_time_patches = -(-max_frames // patch_time)
+        self.embed = nn.Linear(patch_freq * patch_time, dim)
+        self.freq_position = nn.Parameter(torch.randn(self.freq_patches, dim) * 0.02)
+        self.time_position = nn.Parameter(torch.randn(self.max_time_patches, dim) * 0.02)
+        layer = nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout, batch_first=True, norm_first=True, activation="gelu")
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> Features:
+        x, mask, present = self._inputs(batch)
+        b = x.shape[0]
+        pad = (-x.shape[2]) % self.patch_time
+        x = F.pad(x, (0, pad))
+        mask = F.pad(mask, (0, pad))
+        time_patches = x.shape[2] // self.patch_time
+        if time_patches > self.max_time_patches:
+            raise ValueError(f"clip of {time_patches} time patches is longer than max_seconds allows ({self.max_time_patches})")
+        # [B, F, T] -> [B, T', F', pf * pt]: time-major tokens, so a sample's real tokens come first.
+        patches = x.view(b, self.freq_patches, self.patch_freq, time_patches, self.patch_time)
+        patches = patches.permute(0, 3, 1, 2, 4).reshape(b, time_patches, self.freq_patches, -1)
+        tokens = self.embed(patches) + self.freq_position + self.time_position[:time_patches, None, :]
+        tokens = tokens.reshape(b, time_patches * self.freq_patches, self.dim)
+        token_mask = mask[:, :: self.patch_time][:, :time_patches, None].expand(-1, -1, self.freq_patches).reshape(b, -1)
+        # Absent samples have no real patch; give them one attended key so attention stays finite
+        # (Features.from_tokens zeroes them afterwards).
+        keys = token_mask | (~token_mask.any(1, keepdim=True) & (torch.arange(token_mask.shape[1], device=x.device) == 0))
+        out = self.norm(self.encoder(tokens, src_key_padding_mask=~keys))
+        return Features.from_tokens(out, token_mask, present)
 
 
 @mmcore.hookimpl
 def mmcore_register(registry) -> None:
-    registry.add_encoder("audio_cnn", AudioCNNEncoder, modality="audio", example_options={"dim": 16, "n_mels": 16, "width": 8})
+    registry.add_encoder("audio_cnn", AudioCNNEncoder, modality="audio",
+                         example_options={"dim": 16, "n_mels": 16, "width": 8})
+    registry.add_encoder("audio_transformer", AudioTransformerEncoder, modality="audio",
+                         example_options={"dim": 16, "n_mels": 16, "patch_freq": 8, "patch_time": 4, "heads": 2, "layers": 1})

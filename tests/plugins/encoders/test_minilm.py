@@ -36,3 +36,25 @@ def test_frozen_encoder_has_no_trainable_weights_and_trailing_layers_can_be_unfr
 def test_a_missing_local_folder_is_refused_not_downloaded(tmp_path):
     with pytest.raises(ValueError, match="must be a local folder"):
         HFTextEncoder(str(tmp_path / "nowhere"))
+
+
+def test_frozen_minilm_stays_in_eval_mode_and_its_cached_features_equal_recomputed_ones(minilm):
+    import mmcore
+    from mmcore.data import FeatureCache, SampleDataset, attach_feature_cache, precompute_features
+
+    head = mmcore.get_registry().get("head", "classification").factory(input_dim=384, num_classes=2)
+    model = mmcore.MultimodalModel({"text": minilm}, None, head)
+    model.train()
+    assert not minilm.model.training, "a frozen model keeps dropout off even when the model trains"
+    texts = ["sieben", "the weather is cold today", None, "sept"]
+    data = SampleDataset([{"inputs": {"text": t}, "target": i % 2} for i, t in enumerate(texts)])
+    with torch.no_grad():
+        reference = minilm(model.collate(data.samples)["inputs"]["text"])
+        handle = attach_feature_cache(model, "text", FeatureCache())
+        assert precompute_features(model, "text", data) == 3
+        cached = minilm(model.collate(data.samples)["inputs"]["text"])
+    handle.remove()
+    torch.testing.assert_close(cached.pooled, reference.pooled, atol=1e-5, rtol=1e-5)
+    assert torch.equal(cached.present, reference.present)
+    real = reference.mask
+    torch.testing.assert_close(cached.tokens[:, : real.shape[1]][real], reference.tokens[real], atol=1e-5, rtol=1e-5)
