@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from mmcore_plugins.datasets.manifest import BadSampleError, load_manifest
@@ -64,3 +65,81 @@ def test_csv_with_split_column(folder):
     test = load_manifest("test", str(m), columns={"text": "text"}, target="label", split_column="split")
     assert [s["inputs"]["text"] for s in train.samples] == ["un", None]
     assert [s["target"] for s in test.samples] == [2]
+
+
+def _png(path, size=8):
+    from PIL import Image
+
+    Image.fromarray(np.arange(size * size, dtype=np.uint8).reshape(size, size)).save(path)
+    return path
+
+
+def _wav(path, seconds=0.1, rate=8000):
+    import wave
+
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(rate)
+        f.writeframes((np.sin(np.arange(int(seconds * rate)) * 0.3) * 8000).astype(np.int16).tobytes())
+    return path
+
+
+def test_unreadable_files_are_found_when_the_dataset_is_built(folder, caplog):
+    _png(folder / "good.png")
+    _wav(folder / "good.wav")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (folder / "broken.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEjunk")
+    m = write_jsonl(folder / "m.jsonl", [
+        {"img": "good.png", "snd": "good.wav", "label": 0},
+        {"img": "broken.png", "snd": "good.wav", "label": 1},
+        {"img": "good.png", "snd": "broken.wav", "label": 2},
+        {"img": "", "snd": "", "label": 3},
+    ])
+    kwargs = {"columns": {"image": "img", "audio": "snd"}, "target": "label", "path_columns": ["img", "snd"],
+              "val_fraction": 0, "test_fraction": 0}
+    with pytest.raises(BadSampleError, match=r"m.jsonl: row 2, column 'img': unreadable image"):
+        load_manifest("train", str(m), **kwargs)
+    data = load_manifest("train", str(m), on_bad_sample="skip", **kwargs)
+    assert sorted(s["target"] for s in data.samples) == [0, 3]
+    assert data.metadata["missing"] == {"image": 1, "audio": 1}
+    assert data.metadata["skipped"] == 2
+    # validate=exists trusts the files (a generated data set); the processor reports them at read time.
+    assert len(load_manifest("train", str(m), validate="exists", **kwargs)) == 4
+
+
+def test_the_rows_reach_the_real_processors_with_missing_modalities_as_absent(folder):
+    from mmcore_plugins.encoders.audio import AudioCNNEncoder
+    from mmcore_plugins.encoders.image import SmallCNNEncoder
+
+    _png(folder / "a.png")
+    _wav(folder / "a.wav")
+    m = write_jsonl(folder / "m.jsonl", [{"img": "a.png", "snd": "", "label": 0}, {"img": "", "snd": "a.wav", "label": 1}])
+    data = load_manifest("train", str(m), columns={"image": "img", "audio": "snd"}, target="label",
+                         path_columns=["img", "snd"], val_fraction=0, test_fraction=0)
+    samples = sorted(data.samples, key=lambda s: s["target"])
+    for slot, encoder in (("image", SmallCNNEncoder(dim=8, image_size=8, width=8)), ("audio", AudioCNNEncoder(dim=8, n_mels=16, width=8))):
+        processor = encoder.processor()
+        raws = [s["inputs"][slot] for s in samples]
+        feats = encoder.eval()(processor.collate([None if r is None else processor(r) for r in raws]))
+        assert feats.present.tolist() == [r is not None for r in raws]
+        absent = ~feats.present
+        assert feats.pooled[absent].abs().sum() == 0 and not feats.mask[absent].any()
+
+
+def test_tabular_mapping_columns_lists_of_targets_and_separate_split_files(folder):
+    m = write_jsonl(folder / "train.jsonl", [
+        {"age": 30, "city": "Oslo", "y1": 1, "y2": "0.5"},
+        {"age": "", "city": "", "y1": 0, "y2": 1},
+        {"age": 41, "city": "", "y1": 0, "y2": 2},
+    ])
+    v = write_jsonl(folder / "val.jsonl", [{"age": "x", "city": "Rome", "y1": 1, "y2": 0}])
+    kwargs = {"columns": {"profile": {"numeric": ["age"], "categorical": ["city"]}}, "target": ["y1", "y2"], "val_path": str(v)}
+    train = load_manifest("train", str(m), **kwargs)
+    assert [s["inputs"]["profile"] for s in train.samples] == [{"age": 30.0, "city": "Oslo"}, None, {"age": 41.0, "city": None}]
+    assert [s["target"] for s in train.samples] == [[1, 0.5], [0, 1], [0, 2]]
+    assert len(load_manifest("test", str(m), **kwargs)) == 0, "a val file but no test file: no test split"
+    with pytest.raises(BadSampleError, match=r"val.jsonl: row 1, column 'age': expected a number, got 'x'"):
+        load_manifest("val", str(m), **kwargs)
+    with pytest.raises(ValueError, match="columns.profile: expected a column name"):
+        load_manifest("train", str(m), columns={"profile": {"numbers": ["age"]}})

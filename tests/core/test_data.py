@@ -1,0 +1,154 @@
+"""mmcore.data: seeded DataLoaders, sample keys, encoder fingerprints and the frozen-feature cache,
+on real images (scikit-learn's bundled photos) through real encoders."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import mmcore
+from mmcore.data import (
+    CachingProcessor,
+    FeatureCache,
+    SampleDataset,
+    attach_feature_cache,
+    encoder_fingerprint,
+    is_cacheable,
+    make_dataloader,
+    precompute_features,
+    sample_key,
+    seeded_split,
+)
+
+
+def photo_crops(n: int) -> list[np.ndarray]:
+    from sklearn.datasets import load_sample_image
+
+    photos = [load_sample_image("china.jpg"), load_sample_image("flower.jpg")]
+    return [np.ascontiguousarray(photos[i % 2][40 * i : 40 * i + 96, 50 * i : 50 * i + 96]) for i in range(n)]
+
+
+def image_model(**encoder):
+    spec = {"encoders": {"image": {"name": "image_torchvision", "arch": "resnet18", "image_size": 32, **encoder},
+                         "text": {"name": "text_transformer", "dim": 16, "heads": 2, "layers": 1, "max_length": 16}},
+            "fusion": {"name": "concat", "dim": 16}, "head": {"name": "classification", "num_classes": 3}}
+    torch.manual_seed(0)
+    return mmcore.build_model(spec)
+
+
+def dataset(n: int = 10) -> SampleDataset:
+    words = ["un", "deux", "trois"]
+    return SampleDataset([{"inputs": {"image": img if i != 3 else None, "text": words[i % 3]}, "target": i % 3}
+                          for i, img in enumerate(photo_crops(n))])
+
+
+def test_seeded_split_is_a_partition():
+    parts = seeded_split(50, val_fraction=0.2, test_fraction=0.1, seed=3)
+    assert sorted(parts["train"] + parts["val"] + parts["test"]) == list(range(50))
+    assert parts == seeded_split(50, val_fraction=0.2, test_fraction=0.1, seed=3)
+    with pytest.raises(ValueError, match="must leave training data"):
+        seeded_split(10, val_fraction=0.5, test_fraction=0.5, seed=0)
+
+
+def test_make_dataloader_is_seeded_and_the_same_with_workers():
+    model, data = image_model(), dataset(10)
+
+    def order(**kwargs):
+        return [b["targets"].tolist() + b["inputs"]["text"]["ids"][:, 0].tolist()
+                for b in make_dataloader(data, model, 4, shuffle=True, **kwargs)]
+
+    assert order(seed=1) == order(seed=1)
+    assert order(seed=1) != order(seed=2)
+    assert order(seed=1, num_workers=2) == order(seed=1)
+    batch = next(iter(make_dataloader(data, model, 4)))
+    assert batch["inputs"]["image"]["present"].tolist() == [True, True, True, False]
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        make_dataloader(data, model, 0)
+    with pytest.raises(TypeError, match="must have a collate"):
+        make_dataloader(data, object(), 4)
+
+
+def test_sample_keys_follow_content_and_files(tmp_path):
+    a = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    assert sample_key(a) == sample_key(a.copy()) != sample_key(a + 1)
+    assert sample_key(torch.tensor(a)) != sample_key(a), "a tensor and an array are different raw inputs"
+    assert sample_key("seven") != sample_key("sept")
+    assert sample_key({"x": 1.0, "city": "Oslo"}) == sample_key({"city": "Oslo", "x": 1.0})
+    file = tmp_path / "a.wav"
+    file.write_bytes(b"one")
+    key = sample_key(str(file))
+    assert sample_key(file) == key
+    file.write_bytes(b"other")
+    os.utime(file, ns=(1, 1))
+    assert sample_key(str(file)) != key, "an edited file is a new sample"
+    with pytest.raises(TypeError, match="cannot make a cache key"):
+        sample_key(object())
+
+
+def test_fingerprint_covers_frozen_weights_and_processor_not_the_trainable_tail():
+    model = image_model(freeze=True, dim=8)
+    encoder, processor = model.encoders["image"], model.processors["image"]
+    before = encoder_fingerprint(encoder, processor)
+    with torch.no_grad():
+        encoder.project.weight.add_(1.0)  # trainable tail: not part of the cached stage
+    assert encoder_fingerprint(encoder, processor) == before
+    with torch.no_grad():
+        encoder.backbone.conv1.weight.add_(1.0)
+    assert encoder_fingerprint(encoder, processor) != before
+    other = image_model(freeze=True, dim=8, image_size=64)
+    assert encoder_fingerprint(other.encoders["image"], other.processors["image"]) != before
+
+
+def test_cached_features_equal_recomputed_ones_and_skip_the_backbone(tmp_path):
+    model, data = image_model(freeze=True, dim=8), dataset(10)
+    model.eval()
+    reference = [model(b["inputs"]).logits for b in make_dataloader(data, model, 4)]
+    assert is_cacheable(model.encoders["image"], model.processors["image"])
+    cache = FeatureCache(tmp_path / "cache")
+    handle = attach_feature_cache(model, "image", cache)
+    assert isinstance(model.processors["image"], CachingProcessor)
+    assert precompute_features(model, "image", data, batch_size=4) == 9  # one sample lacks the image
+    calls = []
+    hook = model.encoders["image"].backbone.register_forward_hook(lambda *args: calls.append(1))
+    with torch.no_grad():
+        cached = [model(b["inputs"]).logits for b in make_dataloader(data, model, 4)]
+    hook.remove()
+    assert not calls, "every sample was a cache hit: the backbone never ran"
+    for a, b in zip(reference, cached, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    # A new cache on the same folder (a later run) finds the files.
+    handle.remove()
+    assert not isinstance(model.processors["image"], CachingProcessor)
+    attach_feature_cache(model, "image", FeatureCache(tmp_path / "cache"))
+    assert precompute_features(model, "image", data, batch_size=4) == 0
+
+
+def test_mixed_batches_of_hits_misses_and_absent_samples_match_and_train():
+    model, data = image_model(freeze=True, dim=8), dataset(8)
+    model.eval()
+    batch = model.collate(data.samples)
+    reference = model(batch["inputs"]).logits
+    cache = FeatureCache()
+    attach_feature_cache(model, "image", cache)
+    precompute_features(model, "image", SampleDataset(data.samples[:2]))  # samples 0, 1 cached
+    mixed = model.collate(data.samples)
+    assert mixed["inputs"]["image"]["cache.hit"].tolist() == [True, True] + [False] * 6
+    torch.testing.assert_close(model(mixed["inputs"]).logits, reference, atol=1e-5, rtol=1e-5)
+    assert len(cache) == 7, "the misses were stored on the way"
+    model.train()
+    out = model(model.collate(data.samples)["inputs"], torch.tensor([s["target"] for s in data.samples]))
+    out.loss.backward()
+    assert model.encoders["image"].project.weight.grad is not None, "the trainable tail still learns"
+    assert model.encoders["image"].backbone.conv1.weight.grad is None
+
+
+def test_trainable_or_augmenting_encoders_are_refused():
+    model = image_model(freeze=2, dim=8)
+    with pytest.raises(ValueError, match="not cacheable"):
+        attach_feature_cache(model, "image", FeatureCache())
+    model = image_model(freeze=True, augment=True)
+    with pytest.raises(ValueError, match="augments at train time"):
+        attach_feature_cache(model, "image", FeatureCache())
