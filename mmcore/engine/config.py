@@ -1,4 +1,8 @@
-"""Run configs: one YAML file with ``data``, ``model`` and ``trainer`` sections, plus dotted overrides."""
+"""Run configs: one YAML file with ``data``, ``model`` and ``trainer`` sections, plus dotted overrides.
+
+Everything is validated before any data is read or any model is built, and every problem is
+reported at once with its path in the config (``model.fusion.dimm: unknown option ...``).
+"""
 
 from __future__ import annotations
 
@@ -19,25 +23,67 @@ from mmcore.options import check_options, type_mismatch
 from mmcore.registry import Registry
 
 SECTIONS = ("data", "model", "trainer")
+#: The model's top-level parts that ``trainer.lr_multipliers`` keys start with.
+MODEL_PARTS = ("encoders", "fusion", "head")
 
 
 @dataclasses.dataclass
 class TrainerOptions:
     """The ``trainer`` section. Every field can be overridden as ``trainer.<field>=value``."""
 
+    #: passes over the training split
     epochs: int = 20
+    #: global batch size (split evenly over the processes of a distributed run)
     batch_size: int = 32
+    #: batch size for validation and test (default: batch_size)
+    eval_batch_size: int | None = None
+    #: AdamW peak learning rate
     lr: float = 1e-3
+    #: AdamW weight decay (never applied to biases, norms or other 1-D parameters)
     weight_decay: float = 0.01
+    #: fraction of the optimiser steps spent in linear warmup; cosine decay afterwards
     warmup_fraction: float = 0.05
+    #: the cosine schedule ends at lr * min_lr_ratio
+    min_lr_ratio: float = 0.0
+    #: per-component learning-rate multipliers by module path, e.g. {encoders.text: 0.1, head: 2.0}
+    lr_multipliers: dict[str, float] = dataclasses.field(default_factory=dict)
+    #: micro-batches whose gradients are accumulated before each optimiser step
+    grad_accumulation: int = 1
+    #: clip the global gradient norm to this value (null = off)
     grad_clip: float | None = 1.0
+    #: autocast precision on CUDA; CPU always trains in float32
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    #: wrap the model in torch.compile (true = the default inductor backend; a string names
+    #: another torch.compile backend, e.g. "aot_eager")
+    compile: bool | str = False
+    #: probability of removing each present modality of a training sample (never all of them);
+    #: one number for every slot, or {slot: p}
+    modality_dropout: float | dict[str, float] = 0.0
+    #: train-time perturbations of raw inputs: {slot: {perturbation: max_level}}; each sample
+    #: gets each listed perturbation at a level drawn uniformly from [0, max_level]
+    augment: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    #: validation metric choosing the best checkpoint ("loss" or one of the head's metrics;
+    #: null = the head's first metric, e.g. accuracy for classification)
+    monitor: str | None = None
+    #: whether larger monitored values are better; auto = min for losses and errors, else max
+    monitor_mode: Literal["auto", "max", "min"] = "auto"
+    #: stop after this many epochs without improvement of the monitored metric (null = never)
+    early_stopping: int | None = None
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    #: where the run's config, metrics, plots, checkpoints and report go
     run_dir: str = "runs/latest"
-    monitor: str = "accuracy"
+    #: DataLoader worker processes for the training split
     num_workers: int = 0
+    #: a tqdm progress bar and one line per epoch (main process only)
     progress: bool = True
-    modality_dropout: float = 0.0
+    #: write TensorBoard event files (when tensorboard is installed) and PNG plots (matplotlib)
+    tensorboard: bool = True
+    plots: bool = True
+
+
+def trainer_option_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(TrainerOptions)]
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
@@ -55,12 +101,16 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, An
 
 
 def apply_overrides(config: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """A copy of ``config`` with each ``a.b.c=value`` applied; ``value`` is parsed as YAML."""
+    """A copy of ``config`` with each ``a.b.c=value`` applied; ``value`` is parsed as YAML.
+
+    ``a.b.c=`` (nothing after ``=``) sets an empty string; ``a.b.c=null`` sets None.
+    """
     config = copy.deepcopy(dict(config))
     issues = []
     for override in overrides:
         key, sep, raw = override.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
             issues.append(ConfigIssue("", f"override {override!r} must look like key.path=value"))
             continue
         try:
@@ -68,12 +118,18 @@ def apply_overrides(config: Mapping[str, Any], overrides: Sequence[str]) -> dict
         except yaml.YAMLError:
             value = raw
         node = config
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            if not isinstance(node.get(part), dict):
-                node[part] = {}
-            node = node[part]
-        node[parts[-1]] = value
+        parts = key.split(".")
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                where = ".".join(parts[: depth + 1])
+                issues.append(ConfigIssue(where, f"override {override!r} goes inside {where}, which is a {type(child).__name__}, not a mapping"))
+                break
+            node = child
+        else:
+            node[parts[-1]] = value
     if issues:
         raise ConfigError(issues)
     return config
@@ -82,6 +138,8 @@ def apply_overrides(config: Mapping[str, Any], overrides: Sequence[str]) -> dict
 def validate_config(config: Mapping[str, Any], registry: Registry) -> TrainerOptions:
     """Check all three sections without reading data or building anything; raise every problem together."""
     issues: list[ConfigIssue] = []
+    if not isinstance(config, Mapping):
+        raise ConfigError([ConfigIssue("", f"a config must be a mapping with sections {', '.join(SECTIONS)}")])
     for key in config:
         if key not in SECTIONS:
             close = difflib.get_close_matches(str(key), SECTIONS, n=1)
@@ -97,19 +155,65 @@ def validate_config(config: Mapping[str, Any], registry: Registry) -> TrainerOpt
             issues += check_options(info, options, reserved=RESERVED_ARGUMENTS["dataset"], path="data")
         except UnknownComponentError as exc:
             issues.append(ConfigIssue("data.name", str(exc)))
-    issues += validate_model_spec(config.get("model"), registry, path="model")
+    model = config.get("model")
+    issues += validate_model_spec(model, registry, path="model")
+    issues += missing_files(config)
     trainer, trainer_issues = _trainer_options(config.get("trainer") or {})
     issues += trainer_issues
+    issues += _check_against_model(trainer, model, registry)
     if issues:
         raise ConfigError(issues)
     return trainer
 
 
+def resolved_config(config: Mapping[str, Any], options: TrainerOptions) -> dict[str, Any]:
+    """The config with every trainer option spelled out (what the run directory records)."""
+    out = copy.deepcopy(dict(config))
+    out["trainer"] = dataclasses.asdict(options)
+    return out
+
+
+# ------------------------------------------------------------------------------ files
+#: Component options naming a file or folder that must exist: ``path``, ``*_path``, ``*_file``,
+#: ``*_dir`` and ``weights`` (string values only; None means "not used").
+def is_path_option(name: str) -> bool:
+    return name in ("path", "weights", "file") or name.endswith(("_path", "_file", "_dir"))
+
+
+def missing_files(config: Mapping[str, Any]) -> list[ConfigIssue]:
+    """Every path-like component option (see :func:`is_path_option`) whose file does not exist."""
+    issues = []
+    for path, value in _component_options(config):
+        name = path.rsplit(".", 1)[-1]
+        if is_path_option(name) and isinstance(value, str) and value and not Path(value).expanduser().exists():
+            issues.append(ConfigIssue(path, f"file {value!r} does not exist"))
+    return issues
+
+
+def _component_options(config: Mapping[str, Any]):
+    data = config.get("data")
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            yield f"data.{key}", value
+    model = config.get("model")
+    if not isinstance(model, Mapping):
+        return
+    entries = []
+    if isinstance(model.get("encoders"), Mapping):
+        entries += [(f"model.encoders.{slot}", entry) for slot, entry in model["encoders"].items()]
+    entries += [(f"model.{part}", model.get(part)) for part in ("fusion", "head")]
+    for prefix, entry in entries:
+        if isinstance(entry, Mapping):
+            for key, value in entry.items():
+                yield f"{prefix}.{key}", value
+
+
+# ------------------------------------------------------------------------------ trainer section
 def _trainer_options(section: Any) -> tuple[TrainerOptions, list[ConfigIssue]]:
     if not isinstance(section, Mapping):
         return TrainerOptions(), [ConfigIssue("trainer", f"expected a mapping, got {type(section).__name__}")]
     hints = typing.get_type_hints(TrainerOptions)
-    valid = [f.name for f in dataclasses.fields(TrainerOptions)]
+    valid = trainer_option_names()
     issues, values = [], {}
     for key, value in section.items():
         if key not in hints:
@@ -123,9 +227,84 @@ def _trainer_options(section: Any) -> tuple[TrainerOptions, list[ConfigIssue]]:
             continue
         values[key] = value
     options = TrainerOptions(**values)
-    for name in ("epochs", "batch_size"):
+
+    def bad(name: str, message: str) -> None:
+        issues.append(ConfigIssue(f"trainer.{name}", message))
+
+    for name in ("epochs", "batch_size", "grad_accumulation"):
         if getattr(options, name) < 1:
-            issues.append(ConfigIssue(f"trainer.{name}", f"must be at least 1, got {getattr(options, name)}"))
+            bad(name, f"must be at least 1, got {getattr(options, name)}")
+    if options.eval_batch_size is not None and options.eval_batch_size < 1:
+        bad("eval_batch_size", f"must be at least 1, got {options.eval_batch_size}")
     if options.lr <= 0:
-        issues.append(ConfigIssue("trainer.lr", f"must be positive, got {options.lr}"))
+        bad("lr", f"must be positive, got {options.lr}")
+    if options.weight_decay < 0:
+        bad("weight_decay", f"must be >= 0, got {options.weight_decay}")
+    if not 0.0 <= options.warmup_fraction < 1.0:
+        bad("warmup_fraction", f"must be in [0, 1), got {options.warmup_fraction}")
+    if not 0.0 <= options.min_lr_ratio <= 1.0:
+        bad("min_lr_ratio", f"must be in [0, 1], got {options.min_lr_ratio}")
+    if options.grad_clip is not None and options.grad_clip <= 0:
+        bad("grad_clip", f"must be positive or null, got {options.grad_clip}")
+    if options.early_stopping is not None and options.early_stopping < 1:
+        bad("early_stopping", f"must be at least 1 epoch or null, got {options.early_stopping}")
+    if options.num_workers < 0:
+        bad("num_workers", f"must be >= 0, got {options.num_workers}")
+    for key, value in options.lr_multipliers.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            bad(f"lr_multipliers.{key}", f"must be a number >= 0, got {value!r}")
+    rates = options.modality_dropout if isinstance(options.modality_dropout, Mapping) else {"": options.modality_dropout}
+    for slot, p in rates.items():
+        name = f"modality_dropout.{slot}" if slot else "modality_dropout"
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+            bad(name, f"must be a probability in [0, 1), got {p!r}")
+    for slot, perturbations in options.augment.items():
+        if not isinstance(perturbations, Mapping):
+            bad(f"augment.{slot}", f"expected a mapping {{perturbation: max_level}}, got {type(perturbations).__name__}")
     return options, issues
+
+
+def _check_against_model(options: TrainerOptions, model: Any, registry: Registry) -> list[ConfigIssue]:
+    """Trainer options that name model parts (slots, module paths) or perturbations must match them."""
+    issues: list[ConfigIssue] = []
+    if not isinstance(model, Mapping):
+        return issues
+    encoders = model.get("encoders") if isinstance(model.get("encoders"), Mapping) else {}
+    slots = list(encoders)
+    for key in options.lr_multipliers:
+        parts = str(key).split(".")
+        where = f"trainer.lr_multipliers.{key}"
+        if parts[0] not in MODEL_PARTS:
+            close = difflib.get_close_matches(parts[0], MODEL_PARTS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            issues.append(ConfigIssue(where, f"a multiplier's key is a module path starting with {', '.join(MODEL_PARTS)}{hint}"))
+        elif parts[0] == "encoders" and len(parts) > 1 and parts[1] not in slots:
+            issues.append(ConfigIssue(where, f"no encoder slot {parts[1]!r}; the model's slots are {slots}"))
+        elif parts[0] == "fusion" and model.get("fusion") is None:
+            issues.append(ConfigIssue(where, "the model has no fusion"))
+    if isinstance(options.modality_dropout, Mapping):
+        for slot in options.modality_dropout:
+            if slot not in slots:
+                issues.append(ConfigIssue(f"trainer.modality_dropout.{slot}", f"no encoder slot {slot!r}; the model's slots are {slots}"))
+    known = registry.names("perturbation")
+    for slot, perturbations in options.augment.items():
+        if slot not in slots:
+            issues.append(ConfigIssue(f"trainer.augment.{slot}", f"no encoder slot {slot!r}; the model's slots are {slots}"))
+            continue
+        if not isinstance(perturbations, Mapping):
+            continue
+        entry = encoders.get(slot)
+        modality = None
+        if isinstance(entry, Mapping) and ("encoder", entry.get("name")) in registry:
+            modality = registry.get("encoder", entry["name"]).modality
+        for name, level in perturbations.items():
+            where = f"trainer.augment.{slot}.{name}"
+            if name not in known:
+                issues.append(ConfigIssue(where, registry.unknown_message("perturbation", name)))
+                continue
+            info = registry.get("perturbation", name)
+            if modality is not None and info.modality is not None and info.modality != modality:
+                issues.append(ConfigIssue(where, f"perturbation {name!r} applies to {info.modality} data; slot {slot!r} holds {modality}"))
+            if isinstance(level, bool) or not isinstance(level, (int, float)) or level < 0:
+                issues.append(ConfigIssue(where, f"the maximum level must be a number >= 0, got {level!r}"))
+    return issues

@@ -1,41 +1,86 @@
-"""Evaluating a model on a dataset, and predicting from raw inputs."""
+"""Evaluating a model on a dataset (optionally sharded over the processes of a distributed run),
+and predicting from raw inputs."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from mmcore.model import MultimodalModel
 
 
-def to_device(batch: Mapping[str, Any], device: torch.device | str) -> tuple[dict[str, Any], torch.Tensor | None]:
+def to_device(batch: Mapping[str, Any], device: torch.device | str, *, non_blocking: bool = False) -> tuple[dict[str, Any], torch.Tensor | None]:
     """A collated batch's inputs and targets on ``device``."""
-    inputs = {slot: {k: v.to(device) for k, v in b.items()} for slot, b in batch["inputs"].items()}
-    targets = batch["targets"].to(device) if batch["targets"] is not None else None
+    inputs = {slot: {k: v.to(device, non_blocking=non_blocking) for k, v in b.items()} for slot, b in batch["inputs"].items()}
+    targets = batch["targets"].to(device, non_blocking=non_blocking) if batch["targets"] is not None else None
     return inputs, targets
 
 
+def autocast_context(device: torch.device, precision: str):
+    """bf16/fp16 autocast on CUDA; nothing elsewhere (CPU trains and evaluates in float32)."""
+    if device.type == "cuda" and precision in ("bf16", "fp16"):
+        return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+    return contextlib.nullcontext()
+
+
 @torch.no_grad()
-def evaluate(model: MultimodalModel, dataset, *, batch_size: int = 64, device: torch.device | str = "cpu") -> dict[str, float]:
-    """Mean loss and every metric the head declares, over ``dataset``."""
+def evaluate(
+    model: MultimodalModel,
+    dataset,
+    *,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
+    rank: int = 0,
+    world_size: int = 1,
+    num_workers: int = 0,
+) -> dict[str, float]:
+    """Mean loss and every metric the head declares, over ``dataset``.
+
+    In a distributed run each process evaluates every ``world_size``-th sample (no sample twice,
+    none padded in); torchmetrics and the loss sums are synchronised, so every process returns
+    the numbers of the whole dataset.
+    """
+    device = torch.device(device)
+    was_training = model.training
     model.eval()
     metrics = {name: m.to(device) for name, m in model.head.metrics().items()}
-    total_loss, count = 0.0, 0
-    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=model.collate):
-        inputs, targets = to_device(batch, device)
-        out = model(inputs, targets)
-        if out.loss is not None:
-            total_loss += out.loss.item() * len(targets)
-            count += len(targets)
-        for metric in metrics.values():
-            metric.update(out.predictions, targets)
-    result = {name: float(m.compute()) for name, m in metrics.items()}
-    if count:
-        result["loss"] = total_loss / count
+    shard = Subset(dataset, range(rank, len(dataset), world_size)) if world_size > 1 else dataset
+    sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss * n, n
+    loader = DataLoader(shard, batch_size=batch_size, shuffle=False, collate_fn=model.collate, num_workers=num_workers)
+    try:
+        for batch in loader:
+            inputs, targets = to_device(batch, device)
+            with autocast_context(device, precision):
+                out = model(inputs, targets)
+            if out.loss is not None and targets is not None:
+                sums[0] += out.loss.detach().double() * len(targets)
+                sums[1] += len(targets)
+            if targets is not None:
+                for metric in metrics.values():
+                    metric.update(out.predictions, targets)
+        if world_size > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(sums)
+        result = {name: _scalar(m.compute()) for name, m in metrics.items()}
+    finally:
+        model.train(was_training)
+    if sums[1] > 0:
+        result["loss"] = float(sums[0] / sums[1])
     return result
+
+
+def _scalar(value: Any) -> float:
+    if isinstance(value, torch.Tensor):
+        return float(value.float().mean()) if value.numel() != 1 else float(value)
+    if isinstance(value, Mapping):  # metrics returning several numbers: report their mean
+        return float(sum(_scalar(v) for v in value.values()) / max(1, len(value)))
+    return float(value)
 
 
 @torch.no_grad()
@@ -44,6 +89,8 @@ def predict(model: MultimodalModel, inputs: Sequence[Mapping[str, Any]], *, devi
     unknown = sorted({slot for sample in inputs for slot in sample} - set(model.slots))
     if unknown:
         raise ValueError(f"unknown modality slot(s) {unknown}; the model has {model.slots}")
+    if any(all(v is None for v in sample.values()) for sample in inputs):
+        raise ValueError(f"every sample needs at least one of the model's modality slots {model.slots}")
     model.eval()
     batch = model.collate([{"inputs": dict(sample)} for sample in inputs])
     batch_inputs, _ = to_device(batch, device)

@@ -1,31 +1,49 @@
-"""The training loop: config -> data + model -> AdamW with warmup/cosine -> best checkpoint -> test report."""
+"""The training loop: config -> data + model -> AdamW (warmup + cosine) -> checkpoints -> test report.
+
+One :class:`Trainer` runs in every process of a distributed run (``torchrun``): the model is
+wrapped in DistributedDataParallel, each process reads its share of every batch, metrics are
+synchronised, and only the main process prints, logs and writes checkpoints.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import dataclasses
 import json
 import math
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
+import yaml
+from torch.utils.data import DataLoader, DistributedSampler
 
 from mmcore.components import PRIMARY_ARGUMENT
 from mmcore.data import SPLITS
-from mmcore.engine.checkpoint import atomic_write, save_model
-from mmcore.engine.config import TrainerOptions, validate_config
-from mmcore.engine.evaluation import evaluate, to_device
-from mmcore.errors import MmcoreError
+from mmcore.engine import NonFiniteLossError, distributed
+from mmcore.engine.checkpoint import (
+    atomic_write,
+    load_training_state,
+    load_weights,
+    model_state,
+    resolve_checkpoint,
+    save_checkpoint,
+)
+from mmcore.engine.config import TrainerOptions, resolved_config, validate_config
+from mmcore.engine.evaluation import autocast_context, evaluate, to_device
+from mmcore.engine.views import TrainCollate, TrainingView
+from mmcore.errors import ConfigError, ConfigIssue
 from mmcore.model import MultimodalModel, build_model
 from mmcore.plugin_manager import MmcorePluginManager, get_plugin_manager
 
-
-class NonFiniteLossError(MmcoreError):
-    """The training loss became NaN or infinite."""
+#: Training batches whose predictions are collected before one update of the training metrics.
+_METRIC_CHUNK = 32
+#: Metric names for which smaller is better when ``trainer.monitor_mode`` is auto.
+_LOWER_IS_BETTER = ("loss", "error", "mse", "mae", "rmse", "perplexity")
 
 
 def seed_everything(seed: int) -> None:
@@ -34,163 +52,467 @@ def seed_everything(seed: int) -> None:
     try:
         import numpy as np
 
-        np.random.seed(seed)
+        np.random.seed(seed % 2**32)
     except ImportError:  # numpy is a dependency, but seeding must never be what fails
         pass
 
 
-def resolve_device(choice: str) -> torch.device:
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise ValueError("trainer.device is 'cuda' but no CUDA device is available; use 'cpu' or 'auto'")
-    if choice == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(choice)
+def rng_state() -> dict[str, Any]:
+    """Every random generator's state, as tensors and plain data (loadable with weights_only=True)."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    try:
+        import numpy as np
+
+        name, keys, pos, has_gauss, cached = np.random.get_state()
+        state["numpy"] = (name, torch.from_numpy(keys.astype("int64")), int(pos), int(has_gauss), float(cached))
+    except ImportError:
+        pass
+    return state
 
 
-def load_datasets(config: Mapping[str, Any], manager: MmcorePluginManager, splits=SPLITS) -> dict[str, Any]:
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(list(state["cuda"]))
+    if "numpy" in state:
+        import numpy as np
+
+        name, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((name, keys.numpy().astype("uint32"), pos, has_gauss, cached))
+
+
+def load_datasets(config: Mapping[str, Any], manager: MmcorePluginManager, splits: Sequence[str] = SPLITS) -> dict[str, Any]:
+    """The config's dataset, one object per split."""
     data = dict(config["data"])
     info = manager.registry.get("dataset", data.pop("name"))
     return {split: info.factory(**{PRIMARY_ARGUMENT["dataset"]: split}, **data) for split in splits}
 
 
-class ModalityDropout:
-    """Training-time removal of modalities: each present modality of a sample is dropped (its raw
-    input set to None, so encoders see ``present=False`` exactly as for truly missing data) with
-    probability ``p``, never all of a sample's modalities. Seeded, so runs repeat exactly."""
+def lower_is_better(metric: str, mode: str = "auto") -> bool:
+    if mode != "auto":
+        return mode == "min"
+    return any(word in metric.lower() for word in _LOWER_IS_BETTER)
 
-    def __init__(self, collate, p: float, *, seed: int) -> None:
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"modality_dropout must be in [0, 1), got {p}")
-        self.collate, self.p = collate, p
-        self.generator = torch.Generator().manual_seed(seed)
 
-    def __call__(self, samples):
-        if self.p == 0:
-            return self.collate(samples)
-        dropped = []
-        for sample in samples:
-            present = [slot for slot, raw in sample["inputs"].items() if raw is not None]
-            drop = [slot for slot in present if float(torch.rand((), generator=self.generator)) < self.p]
-            if len(drop) == len(present):
-                drop = drop[:-1]  # keep at least one modality
-            inputs = {slot: (None if slot in drop else raw) for slot, raw in sample["inputs"].items()}
-            dropped.append({**sample, "inputs": inputs})
-        return self.collate(dropped)
+def warmup_cosine(total_steps: int, warmup_fraction: float, min_ratio: float = 0.0):
+    """Linear warmup over ``warmup_fraction`` of the steps, then cosine decay to ``min_ratio``."""
+    warmup = max(1, int(warmup_fraction * total_steps)) if warmup_fraction > 0 else 0
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def parameter_groups(model: torch.nn.Module, lr: float, weight_decay: float, multipliers: Mapping[str, float]) -> list[dict]:
+    """AdamW groups: per-component learning rates (longest matching module-path prefix wins), and
+    no weight decay on 1-D parameters (biases, norms, placeholders). Frozen parameters are left out."""
+    ordered = sorted(multipliers.items(), key=lambda kv: -len(kv[0]))
+    used = {prefix: False for prefix in multipliers}
+    groups: dict[tuple[float, bool], list[torch.nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        multiplier = 1.0
+        for prefix, value in ordered:
+            if name == prefix or name.startswith(prefix + "."):
+                multiplier, used[prefix] = float(value), True
+                break
+        groups.setdefault((multiplier, param.ndim > 1), []).append(param)
+    unused = [prefix for prefix, hit in used.items() if not hit]
+    if unused:
+        raise ConfigError([ConfigIssue(f"trainer.lr_multipliers.{p}", "matches no trainable parameter of the model") for p in unused])
+    return [
+        {"params": params, "lr": lr * multiplier, "weight_decay": weight_decay if decay else 0.0, "lr_multiplier": multiplier}
+        for (multiplier, decay), params in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1]))
+    ]
 
 
 class Trainer:
-    """Trains one model from a validated config and writes everything into ``options.run_dir``."""
+    """Trains one model from a config and writes everything into ``trainer.run_dir``.
 
-    def __init__(self, config: Mapping[str, Any], *, manager: MmcorePluginManager | None = None) -> None:
+    ``resume`` names a run directory whose ``last/`` checkpoint (weights, optimiser, scheduler,
+    step, RNG states) training continues from, exactly as if it had never stopped.
+    """
+
+    def __init__(self, config: Mapping[str, Any], *, manager: MmcorePluginManager | None = None,
+                 resume: str | Path | None = None) -> None:
         self.manager = manager or get_plugin_manager()
         self.config = dict(config)
         self.options: TrainerOptions = validate_config(self.config, self.manager.registry)
+        if resume is not None:
+            self.options.run_dir = str(resume)
+        self.resume = Path(resume) if resume is not None else None
         self.run_dir = Path(self.options.run_dir)
-        self.device = resolve_device(self.options.device)
+        self.config = resolved_config(self.config, self.options)
         self.model: MultimodalModel | None = None
         self.history: list[dict[str, float]] = []
+        self.step = 0
+        self.epoch = 0
+        self.dist: distributed.DistContext | None = None
 
-    # ------------------------------------------------------------------ pieces
-    def _loader(self, dataset, *, shuffle: bool, seed: int, collate=None) -> DataLoader:
+    # ------------------------------------------------------------------ properties
+    @property
+    def device(self) -> torch.device:
+        return self.dist.device if self.dist is not None else distributed.resolve_device(self.options.device)
+
+    @property
+    def is_main(self) -> bool:
+        return self.dist is None or self.dist.is_main
+
+    # ------------------------------------------------------------------ setup
+    def setup(self) -> None:
+        """Join the process group, seed, build the model, read the data, build the optimiser."""
+        opts = self.options
+        self.dist = distributed.setup(opts.device)
+        ws = self.dist.world_size
+        if opts.batch_size % ws:
+            raise ConfigError([ConfigIssue("trainer.batch_size", f"the global batch size {opts.batch_size} must be divisible by the number of processes ({ws})")])
+        self.local_batch_size = opts.batch_size // ws
+        seed_everything(opts.seed)
+        self.model = build_model(self.config["model"], self.manager.registry)
+        self._check_monitor()
+        self.datasets = load_datasets(self.config, self.manager)
+        if len(self.datasets["train"]) == 0:
+            raise ValueError("the training split is empty")
+        train = self.datasets["train"]
+        self.model.fit_processors(train.samples if hasattr(train, "samples") else [train[i] for i in range(len(train))])
+        self.model.to(self.device)
+        self.train_model: torch.nn.Module = self.model
+        if self.dist.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            # Unused parameters are normal here: a batch may lack a modality entirely.
+            self.train_model = DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=True)
+        if opts.compile:
+            backend = opts.compile if isinstance(opts.compile, str) else "inductor"
+            self.train_model = torch.compile(self.train_model, backend=backend)
+        self.optimizer = torch.optim.AdamW(
+            parameter_groups(self.model, opts.lr, opts.weight_decay, opts.lr_multipliers), lr=opts.lr, weight_decay=opts.weight_decay
+        )
+        self.micro_batches = math.ceil(len(train) / opts.batch_size)
+        self.steps_per_epoch = math.ceil(self.micro_batches / opts.grad_accumulation)
+        self.total_steps = self.steps_per_epoch * opts.epochs
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, warmup_cosine(self.total_steps, opts.warmup_fraction, opts.min_lr_ratio)
+        )
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda" and opts.precision == "fp16")
+        self.augment = self._augmenters()
+        self.best_value, self.best_epoch, self.bad_epochs = -math.inf, 0, 0
+        self.best_weights = model_state(self.model)
+        self.start_epoch = 1
+        if self.resume is not None:
+            self._load_resume_state()
+
+    def _check_monitor(self) -> None:
+        names = ["loss", *self.model.head.metrics()]
+        if self.options.monitor is None:
+            self.options.monitor = names[1] if len(names) > 1 else "loss"
+        if self.options.monitor not in names:
+            raise ConfigError([ConfigIssue("trainer.monitor", f"the head {self.config['model']['head']['name']!r} reports {names}; got {self.options.monitor!r}")])
+
+    def _augmenters(self) -> dict[str, list]:
+        registry = self.manager.registry
+        return {slot: [(registry.get("perturbation", name).factory, float(level)) for name, level in items.items()]
+                for slot, items in self.options.augment.items()}
+
+    def _dropout_rates(self) -> dict[str, float]:
+        p = self.options.modality_dropout
+        return dict(p) if isinstance(p, Mapping) else {slot: float(p) for slot in self.model.slots}
+
+    # ------------------------------------------------------------------ resume
+    def _training_state(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng_state(),
+            "history": self.history,
+            "best": {"value": self.best_value, "epoch": self.best_epoch, "bad_epochs": self.bad_epochs},
+            "world_size": self.dist.world_size,
+        }
+
+    def _load_resume_state(self) -> None:
+        last = self.run_dir / "last"
+        state = load_training_state(last)
+        saved = json.loads((resolve_checkpoint(last) / "model.json").read_text())
+        if saved.get("spec") != self.config["model"]:
+            raise ConfigError([ConfigIssue("model", f"differs from the model of the run being resumed ({self.run_dir}); resume with the same config")])
+        load_weights(self.model, last)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.history = list(state["history"])
+        best = state["best"]
+        self.best_value, self.best_epoch, self.bad_epochs = float(best["value"]), int(best["epoch"]), int(best["bad_epochs"])
+        if (resolve_checkpoint(self.run_dir / "best") / "model.safetensors").is_file():
+            from safetensors.torch import load_file
+
+            self.best_weights = load_file(str(resolve_checkpoint(self.run_dir / "best") / "model.safetensors"))
+        self.start_epoch = self.epoch + 1
+        self._resume_rng = state["rng"]
+
+    # ------------------------------------------------------------------ data
+    def train_loader(self, epoch: int) -> DataLoader:
+        """The training batches of ``epoch``: this process's share, shuffled by (seed, epoch)."""
+        opts = self.options
+        view = TrainingView(self.datasets["train"], epoch=epoch, seed=opts.seed, dropout=self._dropout_rates(), augment=self.augment)
+        # One sampler for one process or many: the same global batches either way.
+        sampler = DistributedSampler(view, num_replicas=self.dist.world_size, rank=self.dist.rank, shuffle=True, seed=opts.seed, drop_last=False)
+        sampler.set_epoch(epoch)
         return DataLoader(
-            dataset,
-            batch_size=self.options.batch_size,
-            shuffle=shuffle,
-            collate_fn=collate or self.model.collate,
-            num_workers=self.options.num_workers,
-            generator=torch.Generator().manual_seed(seed),
+            view,
+            batch_size=self.local_batch_size,
+            sampler=sampler,
+            collate_fn=TrainCollate(self.model.collate, self.model.processors),
+            num_workers=opts.num_workers,
+            generator=torch.Generator().manual_seed(opts.seed * 7919 + epoch),
             pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
         )
 
-    def _to_device(self, batch: Mapping[str, Any]) -> tuple[dict[str, Any], torch.Tensor | None]:
-        return to_device(batch, self.device)
-
     def evaluate(self, dataset) -> dict[str, float]:
-        """Mean loss and the head's metrics over ``dataset``."""
-        return evaluate(self.model, dataset, batch_size=self.options.batch_size, device=self.device)
+        """Mean loss and the head's metrics over ``dataset`` (synchronised over processes)."""
+        return evaluate(self.model, dataset, batch_size=self.options.eval_batch_size or self.options.batch_size,
+                        device=self.device, precision=self.options.precision,
+                        rank=self.dist.rank, world_size=self.dist.world_size, num_workers=self.options.num_workers)
+
+    # ------------------------------------------------------------------ one step
+    def forward_backward(self, batch: Mapping[str, Any], *, scale: float = 1.0, sync: bool = True):
+        """Forward and backward of one (micro-)batch; returns the head output (loss not scaled)."""
+        inputs, targets = to_device(batch, self.device, non_blocking=True)
+        if targets is None:
+            raise ValueError("training samples need targets, got a batch without them")
+        no_sync = getattr(self.train_model, "no_sync", None)
+        context = no_sync() if (not sync and no_sync is not None) else contextlib.nullcontext()
+        with context:
+            with autocast_context(self.device, self.options.precision):
+                out = self.train_model(inputs, targets)
+            if out.loss is None:
+                raise ValueError("the head returned no loss although targets were given")
+            self.scaler.scale(out.loss * scale).backward()
+        return out, targets
+
+    def optimizer_step(self) -> None:
+        if self.options.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.options.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
 
     # ------------------------------------------------------------------ the run
     def fit(self) -> dict[str, Any]:
+        """Train, keep the best checkpoint, evaluate it on the test split; return the report."""
+        start = time.perf_counter()
+        try:
+            self.setup()
+            return self._fit(start)
+        finally:
+            if self.dist is not None:
+                self.dist.close()
+
+    def _fit(self, start: float) -> dict[str, Any]:
         opts = self.options
-        seed_everything(opts.seed)
-        datasets = load_datasets(self.config, self.manager)
-        if len(datasets["train"]) == 0:
-            raise ValueError("the training split is empty")
-        self.model = build_model(self.config["model"], self.manager.registry).to(self.device)
-        self.model.fit_processors(datasets["train"].samples if hasattr(datasets["train"], "samples") else list(datasets["train"]))
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.run_dir / "config.json", lambda p: p.write_text(json.dumps(self.config, indent=2)))
-
-        optimizer = torch.optim.AdamW(self.model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
-        steps_per_epoch = math.ceil(len(datasets["train"]) / opts.batch_size)
-        total_steps = steps_per_epoch * opts.epochs
-        warmup = max(1, int(opts.warmup_fraction * total_steps))
-
-        def schedule(step: int) -> float:  # linear warmup, then cosine to zero
-            if step < warmup:
-                return (step + 1) / warmup
-            return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total_steps - warmup)))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         hook = self.manager.hook
+        loggers = _Loggers(self.run_dir, enabled=self.is_main, tensorboard=opts.tensorboard, plots=opts.plots)
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.run_dir / "config.yaml", lambda p: p.write_text(yaml.safe_dump(self.config, sort_keys=False, allow_unicode=True)))
         hook.mmcore_train_start(trainer=self, config=self.config)
-        best_value, best_epoch, step, start = -math.inf, 0, 0, time.perf_counter()
-        monitor_sign = -1.0 if opts.monitor == "loss" else 1.0
-        for epoch in range(1, opts.epochs + 1):
-            self.model.train()
-            epoch_loss, seen = 0.0, 0
-            dropout = ModalityDropout(self.model.collate, opts.modality_dropout, seed=opts.seed + epoch)
-            for batch in self._loader(datasets["train"], shuffle=True, seed=opts.seed + epoch, collate=dropout):
-                inputs, targets = self._to_device(batch)
-                out = self.model(inputs, targets)
-                if out.loss is None:
-                    raise ValueError("the head returned no loss although targets were given")
-                if not torch.isfinite(out.loss):
-                    raise NonFiniteLossError(f"loss became {float(out.loss)} at step {step + 1} (epoch {epoch})")
-                optimizer.zero_grad(set_to_none=True)
-                out.loss.backward()
-                if opts.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), opts.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                step += 1
-                loss_value = out.loss.item()
-                epoch_loss += loss_value * len(targets)
-                seen += len(targets)
-                hook.mmcore_train_step_end(trainer=self, step=step, metrics={"loss": loss_value, "lr": scheduler.get_last_lr()[0]})
-            row = {"epoch": epoch, "train/loss": epoch_loss / seen}
-            val_split = "val" if len(datasets["val"]) else "train"
-            row.update({f"val/{k}": v for k, v in self.evaluate(datasets[val_split]).items()})
-            self.history.append(row)
-            hook.mmcore_epoch_end(trainer=self, epoch=epoch, metrics=row)
-            value = monitor_sign * row.get(f"val/{opts.monitor}", -row["train/loss"])
-            if value > best_value:
-                best_value, best_epoch = value, epoch
-                save_model(self.model, self.run_dir / "best")
-            if opts.progress:
-                shown = ", ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch")
-                print(f"epoch {epoch}/{opts.epochs}: {shown}", flush=True)
-        self._write_history()
-        save_model(self.model, self.run_dir / "last")
-        # Report the best checkpoint on the test split, not the last epoch's weights.
-        from safetensors.torch import load_file
+        if getattr(self, "_resume_rng", None) is not None:
+            set_rng_state(self._resume_rng)
+        status, error = "completed", None
+        try:
+            for epoch in range(self.start_epoch, opts.epochs + 1):
+                self.epoch = epoch
+                row = self._train_epoch(epoch)
+                row.update(self._validate())
+                self.history.append(row)
+                improved = self._track_best(row)
+                self._checkpoint(improved)
+                loggers.epoch(row, self.history)
+                if self.is_main and opts.progress:
+                    shown = "  ".join(f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch", "step"))
+                    print(f"epoch {epoch}/{opts.epochs}  {shown}", flush=True)
+                hook.mmcore_epoch_end(trainer=self, epoch=epoch, metrics=row)
+                if opts.early_stopping is not None and self.bad_epochs >= opts.early_stopping:
+                    status = "early_stopping"
+                    break
+        except NonFiniteLossError as exc:
+            status, error = "non_finite_loss", exc
+        report = self._finish(status, start, loggers, test=error is None)
+        if error is not None:
+            raise error
+        return report
 
-        self.model.load_state_dict(load_file(str(self.run_dir / "best" / "model.safetensors"), device=str(self.device)))
-        test = self.evaluate(datasets["test"]) if len(datasets["test"]) else {}
+    def begin_epoch(self, epoch: int) -> _EpochState:
+        """Fresh per-epoch accumulators (loss, metrics, non-finite tracking) for :meth:`train_step`."""
+        self.train_model.train()
+        # Non-finite losses are noticed on the device and read every `check_every` steps (each
+        # step on one CPU process, where reading costs nothing; sparsely on CUDA and in DDP).
+        check_every = 1 if (self.device.type == "cpu" and not self.dist.distributed) else 25
+        self._epoch_state = _EpochState(
+            epoch=epoch,
+            metrics={name: m.to(self.device) for name, m in self.model.head.metrics().items()},
+            loss_sum=torch.zeros((), dtype=torch.float64, device=self.device),
+            first_bad=torch.zeros((), dtype=torch.long, device=self.device),
+            step_counter=torch.full((), self.step, dtype=torch.long, device=self.device),
+            check_every=check_every,
+            step_hooks=bool(self.manager.hook.mmcore_train_step_end.get_hookimpls()),
+        )
+        return self._epoch_state
+
+    def train_step(self, batch: Mapping[str, Any], *, group: int = 1, last_in_group: bool = True, force_check: bool = False) -> torch.Tensor:
+        """One micro-batch: forward, backward, bookkeeping; the optimiser steps on the group's last one.
+
+        Returns the (detached, unscaled) loss. ``group`` is the number of micro-batches whose
+        gradients this optimiser step accumulates.
+        """
+        state = self._epoch_state
+        out, targets = self.forward_backward(batch, scale=1.0 / group, sync=last_in_group)
+        loss = out.loss.detach()
+        state.first_bad = torch.where(torch.isfinite(loss) | (state.first_bad > 0), state.first_bad, state.step_counter + 1)
+        if state.check_every == 1:  # one CPU process: stop before the bad step is taken
+            self._raise_if_non_finite(state.first_bad, state.epoch)
+        state.loss_sum += loss.double() * len(targets)
+        state.seen += len(targets)
+        # Metrics are updated in chunks: torchmetrics' per-call checks cost more than a small step.
+        state.pending.append((out.predictions.detach(), targets))
+        if len(state.pending) >= _METRIC_CHUNK:
+            state.flush_metrics()
+        if last_in_group:
+            self.optimizer_step()
+            state.step_counter += 1
+            self.step += 1
+            if state.check_every > 1 and (self.step % state.check_every == 0 or force_check):
+                self._raise_if_non_finite(state.first_bad, state.epoch)
+            if state.step_hooks:
+                self.manager.hook.mmcore_train_step_end(trainer=self, step=self.step, metrics={"loss": float(loss), "lr": self.scheduler.get_last_lr()[0]})
+        return loss
+
+    def _train_epoch(self, epoch: int) -> dict[str, float]:
+        opts, dist = self.options, self.dist
+        state = self.begin_epoch(epoch)
+        loader = self.train_loader(epoch)
+        bar = _progress(len(loader), f"epoch {epoch}/{opts.epochs}", enabled=self.is_main and opts.progress)
+        tick, samples_at_tick = time.perf_counter(), 0
+        epoch_start = tick
+        total = len(loader)
+        group_start = group = 0
+        for index, batch in enumerate(loader):
+            if index == group_start:  # the micro-batches of this optimiser step
+                group = min(opts.grad_accumulation, total - group_start)
+                group_start += group
+            self.train_step(batch, group=group, last_in_group=index == group_start - 1, force_check=index == total - 1)
+            if bar is not None:
+                bar.update(1)
+                now = time.perf_counter()
+                if now - tick > 0.5 or index == total - 1:
+                    rate = (state.seen - samples_at_tick) * dist.world_size / max(now - tick, 1e-9)
+                    postfix = {"loss": f"{float(state.loss_sum) / max(state.seen, 1):.4f}", "samples/s": f"{rate:.0f}"}
+                    if self.history and f"val/{opts.monitor}" in self.history[-1]:
+                        postfix[f"val {opts.monitor}"] = f"{self.history[-1][f'val/{opts.monitor}']:.4f}"
+                    bar.set_postfix(postfix)
+                    tick, samples_at_tick = now, state.seen
+        if bar is not None:
+            bar.close()
+        seconds = time.perf_counter() - epoch_start
+        totals = dist.all_reduce_sum(torch.stack([state.loss_sum, torch.tensor(float(state.seen), dtype=torch.float64, device=self.device)]))
+        row = {"epoch": epoch, "step": self.step, "lr": self.scheduler.get_last_lr()[0], "train/loss": float(totals[0] / totals[1])}
+        state.flush_metrics()
+        row.update({f"train/{name}": _as_float(m.compute()) for name, m in state.metrics.items()})
+        row["samples_per_s"] = float(totals[1]) / max(seconds, 1e-9)
+        return row
+
+    def _raise_if_non_finite(self, first_bad: torch.Tensor, epoch: int) -> None:
+        # The earliest bad step over all processes (steps are 1-based; 0 means none).
+        encoded = torch.where(first_bad > 0, 1_000_000_000 - first_bad, torch.zeros_like(first_bad))
+        worst = int(self.dist.all_reduce_max(encoded.clone()))
+        if worst:
+            step = 1_000_000_000 - worst
+            raise NonFiniteLossError(
+                f"the training loss became NaN or infinite at step {step} (epoch {epoch}); training stopped, "
+                f"the last good checkpoint is kept in {self.run_dir}", step)
+
+    def _validate(self) -> dict[str, float]:
+        split = "val" if len(self.datasets["val"]) else "train"
+        return {f"val/{k}": v for k, v in self.evaluate(self.datasets[split]).items()}
+
+    def _track_best(self, row: Mapping[str, float]) -> bool:
+        opts = self.options
+        key = f"val/{opts.monitor}"
+        if key not in row:
+            raise ConfigError([ConfigIssue("trainer.monitor", f"validation reported {sorted(k[4:] for k in row if k.startswith('val/'))}, not {opts.monitor!r}")])
+        value = -row[key] if lower_is_better(opts.monitor, opts.monitor_mode) else row[key]
+        if value > self.best_value:
+            self.best_value, self.best_epoch, self.bad_epochs = value, row["epoch"], 0
+            self.best_weights = model_state(self.model)
+            return True
+        self.bad_epochs += 1
+        return False
+
+    def _checkpoint(self, improved: bool) -> None:
+        if self.is_main:
+            extra = {"epoch": self.epoch, "step": self.step}
+            if improved:
+                save_checkpoint(self.model, self.run_dir / "best", weights=self.best_weights, extra=extra)
+            save_checkpoint(self.model, self.run_dir / "last", training_state=self._training_state(), extra=extra)
+            self._write_history()
+        self.dist.barrier()
+
+    def _finish(self, status: str, start: float, loggers: _Loggers, *, test: bool) -> dict[str, Any]:
+        opts = self.options
+        results: dict[str, float] = {}
+        if test and len(self.datasets["test"]):
+            # The best checkpoint (every process holds its weights), not the last epoch's.
+            self.model.load_state_dict({k: v.to(self.device) for k, v in self.best_weights.items()})
+            results = self.evaluate(self.datasets["test"])
+        parameters = sum(p.numel() for p in self.model.parameters())
         report = {
-            "best_epoch": best_epoch,
+            "status": status,
+            "best_epoch": self.best_epoch,
+            "epochs_run": self.epoch,
             "monitor": opts.monitor,
-            "test": test,
+            "best_value": (-self.best_value if lower_is_better(opts.monitor, opts.monitor_mode) else self.best_value)
+            if self.best_epoch else None,
+            "test": results,
             "history": self.history,
+            "steps": self.step,
             "seconds": time.perf_counter() - start,
+            "world_size": self.dist.world_size,
+            "device": str(self.device),
+            "parameters": parameters,
+            "trainable_parameters": sum(p.numel() for p in self.model.parameters() if p.requires_grad),
             "run_dir": str(self.run_dir),
+            "plots": [],
         }
-        atomic_write(self.run_dir / "report.json", lambda p: p.write_text(json.dumps(report, indent=2)))
-        hook.mmcore_train_end(trainer=self, report=report)
+        if self.is_main:
+            self._write_history()
+            report["plots"] = [str(p) for p in loggers.plots(self.history)]
+            if results:
+                loggers.test(results, self.step)
+            loggers.close()
+            atomic_write(self.run_dir / "report.json", lambda p: p.write_text(json.dumps(report, indent=2)))
+        self.manager.hook.mmcore_train_end(trainer=self, report=report)
         return report
 
     def _write_history(self) -> None:
-        keys = sorted({k for row in self.history for k in row}, key=lambda k: (k != "epoch", k))
+        keys: list[str] = []
+        for row in self.history:
+            keys += [k for k in row if k not in keys]
 
         def write(path: Path) -> None:
             with path.open("w", newline="") as fh:
@@ -199,3 +521,114 @@ class Trainer:
                 writer.writerows(self.history)
 
         atomic_write(self.run_dir / "metrics.csv", write)
+
+
+@dataclasses.dataclass
+class _EpochState:
+    epoch: int
+    metrics: dict[str, Any]
+    loss_sum: torch.Tensor
+    first_bad: torch.Tensor
+    step_counter: torch.Tensor
+    check_every: int
+    step_hooks: bool
+    seen: int = 0
+    pending: list = dataclasses.field(default_factory=list)
+
+    def flush_metrics(self) -> None:
+        if not self.pending:
+            return
+        with torch.no_grad():
+            try:
+                predictions = torch.cat([p for p, _ in self.pending])
+                targets = torch.cat([t for _, t in self.pending])
+                chunks = [(predictions, targets)]
+            except RuntimeError:  # shapes that do not concatenate (e.g. ragged sequences): one by one
+                chunks = self.pending
+            for metric in self.metrics.values():
+                for p, t in chunks:
+                    metric.update(p, t)
+        self.pending = []
+
+
+def _as_float(value: Any) -> float:
+    if isinstance(value, torch.Tensor):
+        return float(value.float().mean())
+    return float(value)
+
+
+def _progress(total: int, description: str, *, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=description, leave=False, dynamic_ncols=True, mininterval=0.5)
+
+
+class _Loggers:
+    """TensorBoard (when installed) and PNG plots (when matplotlib is installed); main process only."""
+
+    def __init__(self, run_dir: Path, *, enabled: bool, tensorboard: bool, plots: bool) -> None:
+        self.run_dir, self.enabled, self.writer, self.draw = run_dir, enabled, None, plots
+        if enabled and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard not installed: skip silently
+                SummaryWriter = None
+            if SummaryWriter is not None:
+                self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+    def epoch(self, row: Mapping[str, float], history: Sequence[Mapping[str, float]]) -> None:
+        if self.writer is not None:
+            for key, value in row.items():
+                if key not in ("epoch", "step"):
+                    self.writer.add_scalar(key, value, int(row["epoch"]))
+            self.writer.flush()
+
+    def test(self, results: Mapping[str, float], step: int) -> None:
+        if self.writer is not None:
+            for key, value in results.items():
+                self.writer.add_scalar(f"test/{key}", value, step)
+
+    def plots(self, history: Sequence[Mapping[str, float]]) -> list[Path]:
+        if not self.enabled or not self.draw or not history:
+            return []
+        return plot_history(history, self.run_dir / "plots")
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def plot_history(history: Sequence[Mapping[str, float]], folder: Path) -> list[Path]:
+    """One PNG per quantity (loss, each metric): train and validation curves over epochs.
+
+    Returns the files written; nothing when matplotlib is not installed.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    names = sorted({key.split("/", 1)[1] for row in history for key in row if "/" in key})
+    epochs = [row["epoch"] for row in history]
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in names:
+        fig, ax = plt.subplots(figsize=(5, 3.2), dpi=110)
+        for split in ("train", "val"):
+            values = [row.get(f"{split}/{name}") for row in history]
+            if any(v is not None for v in values):
+                ax.plot(epochs, [math.nan if v is None else v for v in values], marker="o", markersize=3, label=split)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        path = folder / f"{name.replace('/', '_')}.png"
+        atomic_write(path, lambda tmp, fig=fig: fig.savefig(tmp, format="png"))
+        plt.close(fig)
+        written.append(path)
+    return written

@@ -1,32 +1,37 @@
-"""The minimal engine: config validation, a real training run, its artefacts, reloading, hooks."""
+"""The trainer: artefacts, reload, hooks, exact resume, atomic checkpoints, NaN stop, accumulation,
+per-component learning rates, early stopping, modality dropout and augmentation."""
 
+import copy
 import json
 import types
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import mmcore
-from mmcore.cli import main
-from mmcore.engine.checkpoint import load_model
-from mmcore.engine.config import apply_overrides, load_config
+from mmcore.engine import NonFiniteLossError
+from mmcore.engine.checkpoint import load_model, load_training_state, save_checkpoint
+from mmcore.engine.config import load_config
 from mmcore.engine.trainer import Trainer
+from mmcore.engine.views import TrainCollate, TrainingView
 
-CONFIG = "configs/tabular.yaml"
 
-
-def small_config(tmp_path, **trainer):
-    config = load_config(CONFIG, [f"trainer.run_dir={tmp_path / 'run'}", "trainer.epochs=3", "trainer.progress=false"])
-    config["trainer"].update(trainer)
-    return config
+def weights(run_dir, which="last"):
+    return load_file(str(run_dir / which / "model.safetensors"))
 
 
 def test_training_writes_artefacts_and_the_checkpoint_reloads(tmp_path):
-    report = Trainer(small_config(tmp_path)).fit()
+    config = load_config("configs/tabular.yaml", [f"trainer.run_dir={tmp_path / 'run'}", "trainer.epochs=3",
+                                                   "trainer.progress=false", "trainer.plots=true"])
+    report = Trainer(config).fit()
     run = tmp_path / "run"
-    assert report["test"]["accuracy"] > 0.85
-    assert (run / "metrics.csv").read_text().splitlines()[0].startswith("epoch,")
+    assert report["status"] == "completed" and report["test"]["accuracy"] > 0.85
+    assert (run / "metrics.csv").read_text().splitlines()[0].startswith("epoch,step,lr,train/loss,")
     assert json.loads((run / "report.json").read_text())["best_epoch"] == report["best_epoch"]
+    assert (run / "config.yaml").is_file() and "grad_accumulation: 1" in (run / "config.yaml").read_text()
+    assert sorted(p.name for p in (run / "plots").iterdir()) == ["accuracy.png", "loss.png", "macro_f1.png"]
+    assert (run / "plots" / "loss.png").read_bytes()[:4] == b"\x89PNG"
     model, meta = load_model(run / "best")
     dataset = mmcore.get_registry().get("dataset", "sklearn_tabular").factory(split="test", dataset="breast_cancer", missing_rate=0.15)
     batch = model.collate(dataset.samples)
@@ -35,66 +40,239 @@ def test_training_writes_artefacts_and_the_checkpoint_reloads(tmp_path):
         accuracy = (model(batch["inputs"]).predictions == batch["targets"]).float().mean().item()
     assert accuracy == pytest.approx(report["test"]["accuracy"], abs=1e-6)
     assert meta["processors"]["mean"]["std"] != [1.0] * 10, "fitted standardisation is saved with the model"
+    assert meta["epoch"] == report["best_epoch"]
 
 
-def test_lifecycle_hooks_are_called(tmp_path):
+def test_lifecycle_hooks_are_called(wine_config):
     calls = []
     plugin = types.SimpleNamespace(
         mmcore_train_start=mmcore.hookimpl(lambda config: calls.append("start")),
+        mmcore_train_step_end=mmcore.hookimpl(lambda step, metrics: calls.append(("step", step)) if step in (1, 8) else None),
         mmcore_epoch_end=mmcore.hookimpl(lambda epoch, metrics: calls.append(("epoch", epoch, "val/accuracy" in metrics))),
-        mmcore_train_end=mmcore.hookimpl(lambda report: calls.append("end")),
+        mmcore_train_end=mmcore.hookimpl(lambda report: calls.append(("end", report["status"]))),
     )
+    wine_config["trainer"]["epochs"] = 2
     with mmcore.register_plugin(plugin, name="observer"):
-        Trainer(small_config(tmp_path, epochs=2)).fit()
-    assert calls == ["start", ("epoch", 1, True), ("epoch", 2, True), "end"]
+        Trainer(wine_config).fit()
+    # 115 training samples / batch 16 = 8 steps per epoch
+    assert calls == ["start", ("step", 1), ("step", 8), ("epoch", 1, True), ("epoch", 2, True), ("end", "completed")]
 
 
-def test_cli_reports_every_config_problem_with_paths_and_exit_code_2(capsys):
-    code = main(["train", CONFIG, "model.fusion.dimm=3", "trainer.epochz=2", "data.dataset=iris", "trainer.lr=fast"])
-    err = capsys.readouterr().err
-    assert code == 2 and "Traceback" not in err
-    assert "model.fusion.dimm: unknown option of fusion 'concat'; did you mean 'dim'?" in err
-    assert "trainer.epochz: unknown trainer option; did you mean 'epochs'?" in err
-    assert "data.dataset: option of dataset 'sklearn_tabular' expects one of 'wine', 'breast_cancer', got str 'iris'" in err
-    assert "trainer.lr: trainer option expects float, got str 'fast'" in err
-    assert main(["train", "no/such/config.yaml"]) == 2
+class _StopAfter:
+    """A plugin that interrupts training at the end of an epoch, as a killed process would."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    @mmcore.hookimpl
+    def mmcore_epoch_end(self, epoch):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
 
 
-def test_overrides_parse_values_as_yaml():
-    config = apply_overrides({"trainer": {"epochs": 1}}, ["trainer.epochs=5", "model.fusion.name=mean", "trainer.grad_clip=null"])
-    assert config == {"trainer": {"epochs": 5, "grad_clip": None}, "model": {"fusion": {"name": "mean"}}}
+def test_a_resumed_run_matches_one_that_never_stopped(wine_config, tmp_path):
+    # Modality dropout, augmentation, missing modalities and nn.Dropout all draw random numbers.
+    wine_config["trainer"].update(epochs=4, modality_dropout=0.2, augment={"first": {"feature_noise": 0.2}})
+    straight = copy.deepcopy(wine_config)
+    straight["trainer"]["run_dir"] = str(tmp_path / "straight")
+    Trainer(straight).fit()
+
+    interrupted = copy.deepcopy(wine_config)
+    interrupted["trainer"]["run_dir"] = str(tmp_path / "resumed")
+    with mmcore.register_plugin(_StopAfter(2), name="killer"), pytest.raises(KeyboardInterrupt):
+        Trainer(interrupted).fit()
+    assert load_training_state(tmp_path / "resumed" / "last")["epoch"] == 2
+    epochs = []
+    observer = types.SimpleNamespace(mmcore_epoch_end=mmcore.hookimpl(lambda epoch: epochs.append(epoch)))
+    with mmcore.register_plugin(observer, name="observer"):
+        report = Trainer(interrupted, resume=tmp_path / "resumed").fit()
+    assert epochs == [3, 4], "the resumed run trains only the remaining epochs"
+
+    a = json.loads((tmp_path / "straight" / "report.json").read_text())
+    assert [round(r["train/loss"], 6) for r in a["history"]] == [round(r["train/loss"], 6) for r in report["history"]]
+    assert report["best_epoch"] == a["best_epoch"] and report["test"] == pytest.approx(a["test"], abs=1e-6)
+    for which in ("last", "best"):
+        wa, wb = weights(tmp_path / "straight", which), weights(tmp_path / "resumed", which)
+        assert wa.keys() == wb.keys()
+        for key in wa:
+            torch.testing.assert_close(wa[key], wb[key], rtol=1e-5, atol=1e-6)
 
 
-def test_eval_and_predict_commands_use_the_best_checkpoint(tmp_path, capsys):
-    report = Trainer(small_config(tmp_path)).fit()
-    run = str(tmp_path / "run")
-    assert main(["eval", run]) == 0
-    result = json.loads(capsys.readouterr().out)
-    assert result["accuracy"] == pytest.approx(report["test"]["accuracy"], abs=1e-6)
-    assert main(["eval", run, "--split", "val", "--data", "missing_rate=0.5"]) == 0
-    assert json.loads(capsys.readouterr().out)["split"] == "val"
-    row = ",".join(["1.0"] * 10)
-    assert main(["predict", run, f"mean=[{row}]", f"worst=[{row}]"]) == 0
-    prediction = json.loads(capsys.readouterr().out)["prediction"]
-    assert prediction in (0, 1)
-    assert main(["predict", run, "mean=not-a-row"]) == 2
-    assert "a tabular row must be a sequence of 10 numbers" in capsys.readouterr().err
-    assert main(["predict", run, "nope=1"]) == 2
-    assert "unknown modality slot(s) ['nope']" in capsys.readouterr().err
-    assert main(["eval", str(tmp_path)]) == 2
+def test_a_crash_while_saving_keeps_the_previous_checkpoint(wine_config, tmp_path, monkeypatch):
+    wine_config["trainer"]["epochs"] = 1
+    trainer = Trainer(wine_config)
+    trainer.fit()
+    last = tmp_path / "run" / "last"
+    before = weights(tmp_path / "run")
+    state_before = load_training_state(last)
+
+    import safetensors.torch
+
+    def crashing_save(tensors, filename, metadata=None):
+        with open(filename, "wb") as fh:
+            fh.write(b"\x00" * 100)  # a partial file, then the process "dies"
+        raise OSError("disk full")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", crashing_save)
+    with torch.no_grad():
+        for p in trainer.model.parameters():
+            p.add_(1.0)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(trainer.model, last, training_state={"epoch": 99})
+    monkeypatch.undo()
+    after = weights(tmp_path / "run")
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert load_training_state(last)["epoch"] == state_before["epoch"] == 1
+    assert sorted(p.name for p in (tmp_path / "run").iterdir() if p.name.startswith(".")) == [], "no temporary folder is left"
+    load_model(last)  # still a complete, loadable checkpoint
+
+
+def test_a_crash_between_the_two_renames_still_leaves_a_checkpoint(wine_config, tmp_path):
+    wine_config["trainer"]["epochs"] = 1
+    Trainer(wine_config).fit()
+    run = tmp_path / "run"
+    (run / "last").rename(run / ".last.old")  # died after moving the old one away, before moving the new one in
+    model, _ = load_model(run / "last")
+    assert load_training_state(run / "last")["epoch"] == 1
+    save_checkpoint(model, run / "last", training_state={"epoch": 2})
+    assert load_training_state(run / "last")["epoch"] == 2 and not (run / ".last.old").exists()
+
+
+class _Poison:
+    """Sets a weight to NaN after a given step, so the next step's loss is NaN."""
+
+    def __init__(self, step):
+        self.step = step
+
+    @mmcore.hookimpl
+    def mmcore_train_step_end(self, trainer, step):
+        if step == self.step:
+            with torch.no_grad():
+                trainer.model.head.net[-1].weight.fill_(float("nan"))
+
+
+def test_a_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_good_checkpoint(wine_config, tmp_path):
+    wine_config["trainer"]["epochs"] = 3
+    with mmcore.register_plugin(_Poison(10), name="poison"), pytest.raises(NonFiniteLossError, match=r"at step 11 \(epoch 2\)"):
+        Trainer(wine_config).fit()
+    run = tmp_path / "run"
+    assert json.loads((run / "report.json").read_text())["status"] == "non_finite_loss"
+    assert load_training_state(run / "last")["epoch"] == 1
+    assert all(torch.isfinite(w).all() for w in weights(run).values())
+
+
+def test_gradient_accumulation_equals_one_big_batch(wine_config, tmp_path):
+    wine_config["model"]["encoders"]["first"]["dropout"] = wine_config["model"]["encoders"]["second"]["dropout"] = 0.0
+    wine_config["model"]["fusion"]["dropout"] = 0.0
+    wine_config["trainer"]["epochs"] = 2
+    big, small = copy.deepcopy(wine_config), copy.deepcopy(wine_config)
+    big["trainer"].update(run_dir=str(tmp_path / "big"), batch_size=16)
+    small["trainer"].update(run_dir=str(tmp_path / "small"), batch_size=8, grad_accumulation=2)
+    Trainer(big).fit()
+    Trainer(small).fit()
+    wa, wb = weights(tmp_path / "big"), weights(tmp_path / "small")
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], rtol=1e-4, atol=1e-5)
+
+
+def test_lr_multipliers_set_per_component_rates_and_zero_freezes(wine_config):
+    wine_config["trainer"].update(epochs=1, lr_multipliers={"encoders.first": 0.0, "head": 2.0})
+    trainer = Trainer(wine_config)
+    trainer.setup()
+    start = {k: v.clone() for k, v in trainer.model.encoders["first"].state_dict().items()}
+    rates = {id(p): group["lr"] for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert rates[id(trainer.model.head.net[-1].weight)] == pytest.approx(0.02)
+    assert rates[id(trainer.model.fusion.weight)] == pytest.approx(0.01)
+    decay = {id(p): group["weight_decay"] for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert decay[id(trainer.model.fusion.bias)] == 0.0 and decay[id(trainer.model.fusion.weight)] == 0.01
+    trainer.dist.close()
+    Trainer(wine_config).fit()
+    model, _ = load_model(trainer.run_dir / "last")
+    assert all(torch.equal(start[k], v) for k, v in model.encoders["first"].state_dict().items())
+    wine_config["trainer"]["lr_multipliers"] = {"encoders.first.nothing": 0.5}
+    with pytest.raises(mmcore.ConfigError, match="trainer.lr_multipliers.encoders.first.nothing: matches no trainable parameter"):
+        Trainer(wine_config).fit()
+
+
+def test_early_stopping_ends_the_run_when_the_monitor_stops_improving(wine_config):
+    wine_config["trainer"].update(epochs=10, lr=1e-9, early_stopping=2, monitor="accuracy")
+    report = Trainer(wine_config).fit()
+    assert report["status"] == "early_stopping" and report["epochs_run"] == 3 and report["best_epoch"] == 1
+
+
+def test_an_unknown_monitor_is_a_config_error(wine_config):
+    wine_config["trainer"]["monitor"] = "mse"
+    with pytest.raises(mmcore.ConfigError, match=r"trainer.monitor: the head 'classification' reports \['loss', 'accuracy', 'macro_f1'\]"):
+        Trainer(wine_config).fit()
 
 
 def test_modality_dropout_removes_modalities_but_never_all_and_repeats_exactly():
-    from mmcore.engine.trainer import ModalityDropout
-
     samples = [{"inputs": {"a": 1, "b": 2, "c": None}, "target": 0}] * 400
-    dropout = ModalityDropout(lambda batch: batch, 0.4, seed=1)
-    batch = dropout(samples)
+    view = TrainingView(samples, epoch=1, seed=3, dropout={"a": 0.4, "b": 0.4, "c": 0.4})
+    batch = [view[i] for i in range(len(view))]
     kept = [[s for s, raw in sample["inputs"].items() if raw is not None] for sample in batch]
-    assert all(k for k in kept), "every sample keeps at least one modality"
+    assert all(kept), "every sample keeps at least one modality"
     assert all(sample["inputs"]["c"] is None for sample in batch)
     rate = sum(2 - len(k) for k in kept) / (2 * len(kept))
     assert 0.3 < rate < 0.45
-    assert ModalityDropout(lambda b: b, 0.4, seed=1)(samples) == batch
-    with pytest.raises(ValueError, match=r"modality_dropout must be in \[0, 1\), got 1.5"):
-        ModalityDropout(lambda b: b, 1.5, seed=0)
+    again = TrainingView(samples, epoch=1, seed=3, dropout={"a": 0.4, "b": 0.4})
+    assert [again[i] for i in reversed(range(400))][::-1] == batch, "decided per sample, not by a shared stream"
+    other_epoch = TrainingView(samples, epoch=2, seed=3, dropout={"a": 0.4, "b": 0.4})
+    assert [other_epoch[i] for i in range(400)] != batch
+
+
+def test_augmentation_perturbs_raw_inputs_per_sample_and_epoch(manager):
+    noise = manager.registry.get("perturbation", "feature_noise").factory
+    samples = [{"inputs": {"a": [1.0, 2.0, 3.0], "b": None}, "target": 0}] * 4
+    view = TrainingView(samples, epoch=1, seed=0, augment={"a": [(noise, 0.5)]})
+    rows = [view[i]["inputs"]["a"] for i in range(4)]
+    assert all(r != [1.0, 2.0, 3.0] for r in rows) and len({tuple(r) for r in rows}) == 4
+    assert view[2]["inputs"]["a"] == rows[2]
+    assert samples[0]["inputs"]["a"] == [1.0, 2.0, 3.0], "the dataset itself is untouched"
+
+
+def test_train_collate_switches_processors_to_training_only_while_collating():
+    class Proc:
+        training = False
+
+        def __init__(self):
+            self.seen = []
+
+    proc = Proc()
+    collate = TrainCollate(lambda samples: proc.seen.append(proc.training), {"x": proc})
+    collate([1])
+    assert proc.seen == [True] and proc.training is False
+
+
+def test_tensorboard_events_are_written_when_tensorboard_is_installed(wine_config, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    wine_config["trainer"].update(epochs=2, tensorboard=True)
+    Trainer(wine_config).fit()
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    assert {"train/loss", "val/accuracy", "test/accuracy"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2]
+
+
+@pytest.mark.slow
+def test_compiled_training_gives_the_same_model(wine_config, tmp_path):
+    # The eager backend runs TorchDynamo's graph capture without code generation: fast on CPU.
+    for name in ("model.encoders.first.dropout", "model.encoders.second.dropout", "model.fusion.dropout"):
+        section, *keys = name.split(".")
+        node = wine_config[section]
+        for key in keys[:-1]:
+            node = node[key]
+        node[keys[-1]] = 0.0
+    wine_config["trainer"]["epochs"] = 1
+    plain, compiled = copy.deepcopy(wine_config), copy.deepcopy(wine_config)
+    plain["trainer"]["run_dir"] = str(tmp_path / "plain")
+    compiled["trainer"].update(run_dir=str(tmp_path / "compiled"), compile="eager")
+    Trainer(plain).fit()
+    trainer = Trainer(compiled)
+    trainer.fit()
+    assert trainer.train_model is not trainer.model
+    wa, wb = weights(tmp_path / "plain"), weights(tmp_path / "compiled")
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], rtol=1e-4, atol=1e-5)

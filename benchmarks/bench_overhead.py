@@ -1,0 +1,263 @@
+"""Framework overhead: one training step through mmcore's Trainer vs the same model written by hand in
+plain PyTorch (same weights, same batch, same device), and whether data loading starves the step.
+
+The mmcore step is exactly what ``mmcore train`` runs per batch (``Trainer.train_step``: device
+transfer, autocast context, forward through encoders/fusion/head, backward, non-finite-loss
+tracking, loss and metric accumulation, gradient clipping, AdamW, scheduler). The plain step is
+forward, cross-entropy, backward, clipping, AdamW, scheduler. Target: mmcore / plain <= 1.05.
+
+    python benchmarks/bench_overhead.py                       # the table (interleaved medians)
+    python -m pytest benchmarks/bench_overhead.py --benchmark-only
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import mmcore
+from mmcore.engine.evaluation import to_device
+from mmcore.engine.trainer import Trainer, warmup_cosine
+
+SLOTS, FEATURES, DIM, HIDDEN, CLASSES, BATCH, ROWS = ("a", "b", "c"), 128, 256, 512, 10, 128, 1024
+
+
+def _synthetic(split: str, rows: int = ROWS):
+    """Random rows in three modalities, labels from a fixed linear rule (the task does not matter)."""
+    g = torch.Generator().manual_seed({"train": 0, "val": 1, "test": 2}[split])
+    x = torch.randn(rows if split == "train" else 64, len(SLOTS), FEATURES, generator=g)
+    y = (x.sum(-1) @ torch.arange(1.0, len(SLOTS) + 1)).mul(3).long().remainder(CLASSES)
+    from mmcore.data import SampleDataset
+
+    return SampleDataset([{"inputs": {s: x[i, j].tolist() for j, s in enumerate(SLOTS)}, "target": int(y[i])}
+                          for i in range(len(x))])
+
+
+CONFIG = {
+    "data": {"name": "bench_synthetic"},
+    "model": {
+        "encoders": {s: {"name": "tabular_mlp", "num_features": FEATURES, "dim": DIM, "hidden": [HIDDEN], "dropout": 0.0}
+                     for s in SLOTS},
+        "fusion": {"name": "concat", "dim": DIM},
+        "head": {"name": "classification", "num_classes": CLASSES},
+    },
+    "trainer": {"epochs": 1, "batch_size": BATCH, "progress": False, "plots": False, "tensorboard": False, "device": "cpu"},
+}
+
+
+class PlainModel(nn.Module):
+    """The same network by hand: per-modality MLPs, LayerNorm, concatenation, projection, classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoders = nn.ModuleList(
+            nn.Sequential(nn.Linear(FEATURES, HIDDEN), nn.GELU(), nn.Linear(HIDDEN, DIM)) for _ in SLOTS)
+        self.norms = nn.ModuleList(nn.LayerNorm(DIM) for _ in SLOTS)
+        self.fuse = nn.Linear(len(SLOTS) * DIM, DIM)
+        self.head = nn.Linear(DIM, CLASSES)
+
+    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        z = torch.cat([norm(enc(x)) for enc, norm, x in zip(self.encoders, self.norms, xs, strict=True)], dim=-1)
+        return self.head(F.gelu(self.fuse(z)))
+
+
+def copy_weights(plain: PlainModel, model) -> None:
+    """Give the plain model the mmcore model's weights, so both compute the same function."""
+    with torch.no_grad():
+        for i, slot in enumerate(SLOTS):
+            src = model.encoders[slot].net
+            plain.encoders[i][0].weight.copy_(src[0].weight)
+            plain.encoders[i][0].bias.copy_(src[0].bias)
+            plain.encoders[i][2].weight.copy_(src[3].weight)
+            plain.encoders[i][2].bias.copy_(src[3].bias)
+            plain.norms[i].load_state_dict(model.fusion.norms[slot].state_dict())
+        plain.fuse.weight.copy_(model.fusion.weight)
+        plain.fuse.bias.copy_(model.fusion.bias)
+        plain.head.weight.copy_(model.head.net[-1].weight)
+        plain.head.bias.copy_(model.head.net[-1].bias)
+
+
+def build(device: str = "cpu"):
+    """(mmcore step, plain step, batch) on ``device``, both ready to run."""
+    manager = mmcore.create_plugin_manager()
+    handle = mmcore.register_plugin(_DatasetPlugin(), name="bench_synthetic", manager=manager)
+    config = copy.deepcopy(CONFIG)
+    config["trainer"]["device"] = device
+    config["trainer"]["run_dir"] = tempfile.mkdtemp(prefix="mmcore-bench-")
+    trainer = Trainer(config, manager=manager)
+    trainer.setup()
+    trainer.begin_epoch(1)
+    samples = [trainer.datasets["train"][i] for i in range(BATCH)]
+    batch = trainer.model.collate(samples)
+
+    plain = PlainModel().to(device)
+    copy_weights(plain, trainer.model)
+    optimizer = torch.optim.AdamW(plain.parameters(), lr=1e-3, weight_decay=0.01)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(10_000, 0.05))
+    inputs, targets = to_device(batch, device)
+    xs = [inputs[s]["values"] for s in SLOTS]
+
+    def plain_step() -> None:
+        loss = F.cross_entropy(plain(xs), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(plain.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+
+    def mmcore_step() -> None:
+        trainer.train_step(batch)
+
+    # The mmcore model in a hand-written loop: separates the Trainer's cost from the components'.
+    model = trainer.model
+    hand_optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+    hand_scheduler = torch.optim.lr_scheduler.LambdaLR(hand_optimizer, warmup_cosine(10_000, 0.05))
+
+    def hand_step() -> None:
+        loss = model(inputs, targets).loss
+        hand_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        hand_optimizer.step()
+        hand_scheduler.step()
+
+    def cleanup() -> None:
+        handle.unregister()
+        shutil.rmtree(config["trainer"]["run_dir"], ignore_errors=True)
+
+    # Same function before any step: the comparison is between equal computations.
+    trainer.model.eval()
+    with torch.no_grad():
+        assert torch.allclose(trainer.model(inputs).logits, plain(xs), atol=1e-5)
+    return mmcore_step, plain_step, hand_step, cleanup
+
+
+class _DatasetPlugin:
+    @mmcore.hookimpl
+    def mmcore_register(self, registry) -> None:
+        registry.add_dataset("bench_synthetic", lambda split: _synthetic(split))
+
+
+def interleaved(a, b, *, repeats: int = 200, warmup: int = 20, device: str = "cpu") -> tuple[float, float]:
+    """Median seconds of ``a`` and of ``b``, timed alternately so both see the same machine load."""
+    def timed(fn) -> float:
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    for _ in range(warmup):
+        a()
+        b()
+    ta, tb = [], []
+    for _ in range(repeats):
+        ta.append(timed(a))
+        tb.append(timed(b))
+    return statistics.median(ta), statistics.median(tb)
+
+
+# ------------------------------------------------------------------------------ data loading
+def loader_vs_step(num_workers: int, *, batches: int = 12) -> dict[str, float]:
+    """The av_digits training loader (raw PNG/WAV -> processors -> batches) with ``num_workers``:
+    seconds per batch of loading alone, and of loading + the demo model's training step."""
+    from mmcore.engine.config import load_config
+
+    config = load_config("configs/demo.yaml", [f"trainer.num_workers={num_workers}", "trainer.progress=false",
+                                               "trainer.plots=false", "trainer.tensorboard=false", "trainer.device=cpu",
+                                               f"trainer.run_dir={tempfile.mkdtemp(prefix='mmcore-bench-')}"])
+    trainer = Trainer(config)
+    trainer.setup()
+    trainer.begin_epoch(1)
+    try:
+        start = time.perf_counter()
+        for i, _ in enumerate(trainer.train_loader(1)):
+            if i + 1 == batches:
+                break
+        load = (time.perf_counter() - start) / batches
+        start = time.perf_counter()
+        for i, batch in enumerate(trainer.train_loader(2)):
+            trainer.train_step(batch)
+            if i + 1 == batches:
+                break
+        both = (time.perf_counter() - start) / batches
+        # The step alone, on an already collated batch.
+        start = time.perf_counter()
+        for _ in range(batches):
+            trainer.train_step(batch)
+        step = (time.perf_counter() - start) / batches
+    finally:
+        shutil.rmtree(trainer.run_dir, ignore_errors=True)
+    return {"workers": num_workers, "load_s": load, "step_s": step, "load_and_step_s": both}
+
+
+# ------------------------------------------------------------------------------ pytest-benchmark
+@pytest.fixture(scope="module")
+def steps():
+    mmcore_step, plain_step, hand_step, cleanup = build()
+    yield mmcore_step, plain_step, hand_step
+    cleanup()
+
+
+def test_training_step_mmcore(benchmark, steps):
+    benchmark(steps[0])
+
+
+def test_training_step_plain_pytorch(benchmark, steps):
+    benchmark(steps[1])
+
+
+def test_training_step_mmcore_model_hand_loop(benchmark, steps):
+    benchmark(steps[2])
+
+
+# ------------------------------------------------------------------------------ the table
+def main() -> None:
+    device = "cuda" if torch.cuda.is_available() and "--cpu" not in sys.argv else "cpu"
+    mmcore_step, plain_step, hand_step, cleanup = build(device)
+    try:
+        total = [interleaved(mmcore_step, plain_step, device=device) for _ in range(5)]
+        trainer_only = [interleaved(mmcore_step, hand_step, device=device) for _ in range(5)]
+    finally:
+        cleanup()
+
+    def summary(rounds) -> str:
+        ratios = [a / b for a, b in rounds]
+        return (f"{100 * (statistics.median(ratios) - 1):+.1f}% "
+                f"(rounds: {', '.join(f'{100 * (r - 1):+.1f}%' for r in ratios)})")
+
+    a = statistics.median(r[0] for r in total)
+    b = statistics.median(r[1] for r in total)
+    c = statistics.median(r[1] for r in trainer_only)
+    print(f"training step, {len(SLOTS)} x {FEATURES} features -> MLP({HIDDEN}) -> {DIM}, concat, {CLASSES} classes, "
+          f"batch {BATCH}, {device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"  mmcore Trainer.train_step              {1000 * a:8.3f} ms")
+    print(f"  mmcore model, hand-written loop        {1000 * c:8.3f} ms")
+    print(f"  plain PyTorch model and loop           {1000 * b:8.3f} ms")
+    print(f"  mmcore vs plain PyTorch (all of it):   {summary(total)}")
+    print(f"  Trainer vs hand-written loop (same model): {summary(trainer_only)}")
+    if "--loading" in sys.argv or "--all" in sys.argv:
+        print("\ndata loading on av_digits (demo config), seconds per batch of 32:")
+        for workers in (0, 2):
+            r = loader_vs_step(workers)
+            print(f"  workers={workers}: loading {r['load_s'] * 1000:7.1f} ms, step {r['step_s'] * 1000:7.1f} ms, "
+                  f"loading + step {r['load_and_step_s'] * 1000:7.1f} ms "
+                  f"(starved by {max(0.0, r['load_and_step_s'] / r['step_s'] - 1) * 100:.0f}%)")
+    if not math.isfinite(a):
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,232 @@
+"""Built-in perturbations of raw inputs, for robustness evaluation (``mmcore eval --robustness``)
+and train-time augmentation (``trainer.augment``).
+
+A perturbation is registered with the modality it applies to; its factory takes a ``level``
+(0 = unchanged, larger = stronger) and returns a callable ``(raw, generator) -> raw`` that
+works on the same raw values the encoders' processors read (file paths, PIL images, arrays,
+waveforms, strings, rows of numbers) and returns a raw value those processors accept. The
+class attribute ``levels`` is the default sweep of ``mmcore eval --robustness``.
+"""
+
+from __future__ import annotations
+
+import os
+import string
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+import mmcore
+
+
+class Perturbation:
+    """Base class: ``Perturbation(level)(raw, generator) -> raw``; ``levels`` is the default sweep."""
+
+    levels: tuple[float, ...] = ()
+    #: how to print a level in reports (e.g. as an SNR)
+    unit: str = ""
+
+    def __init__(self, level: float) -> None:
+        if isinstance(level, bool) or not isinstance(level, (int, float)) or level < 0:
+            raise ValueError(f"{type(self).__name__}: level must be a number >= 0, got {level!r}")
+        self.level = float(level)
+
+    def __call__(self, raw: Any, generator: torch.Generator) -> Any:
+        raise NotImplementedError
+
+    @classmethod
+    def describe(cls, level: float) -> str:
+        return f"{level:g}"
+
+
+# ------------------------------------------------------------------------------ images
+def _image_tensor(raw: Any) -> torch.Tensor:
+    """Path / PIL image / array / tensor -> float ``[C, H, W]`` in [0, 1] (channels kept)."""
+    from mmcore_plugins.encoders.image import load_image
+
+    if isinstance(raw, (str, os.PathLike)):
+        from PIL import Image
+
+        try:
+            with Image.open(raw) as img:
+                channels = 1 if img.mode in ("L", "1", "I", "F", "LA") else 3
+        except OSError as exc:
+            raise ValueError(f"cannot read image {os.fspath(raw)!r}: {exc}") from exc
+    elif type(raw).__module__.startswith("PIL."):
+        channels = 1 if raw.mode in ("L", "1", "I", "F", "LA") else 3
+    else:
+        shape = tuple(getattr(raw, "shape", ()))
+        channels = 3 if len(shape) == 3 and 3 in (shape[0], shape[-1]) else 1
+    return load_image(raw, channels)
+
+
+class ImageGaussianNoise(Perturbation):
+    """Image: additive Gaussian pixel noise of standard deviation ``level`` (pixels in [0, 1]), clipped."""
+
+    levels = (0.1, 0.3, 0.6, 1.0)
+
+    def __call__(self, raw: Any, generator: torch.Generator) -> torch.Tensor:
+        x = _image_tensor(raw)
+        return (x + self.level * torch.randn(x.shape, generator=generator)).clamp(0, 1)
+
+
+class ImageBlur(Perturbation):
+    """Image: Gaussian blur with a standard deviation of ``level`` pixels (of the raw image)."""
+
+    levels = (0.5, 1.0, 1.5, 2.5)
+
+    def __call__(self, raw: Any, generator: torch.Generator) -> torch.Tensor:
+        x = _image_tensor(raw)
+        if self.level <= 0:
+            return x
+        radius = max(1, int(3 * self.level + 0.5))
+        t = torch.arange(-radius, radius + 1, dtype=torch.float32)
+        kernel = torch.exp(-0.5 * (t / self.level) ** 2)
+        kernel = kernel / kernel.sum()
+        c = x.shape[0]
+        y = x[None]
+        pad_h, pad_w = min(radius, x.shape[1] - 1), min(radius, x.shape[2] - 1)
+        # Separable blur with reflected borders (kernel cropped where the image is smaller).
+        y = F.pad(y, (pad_w, pad_w, 0, 0), mode="reflect" if pad_w else "replicate")
+        y = F.conv2d(y, kernel[radius - pad_w : radius + pad_w + 1].view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+        y = F.pad(y, (0, 0, pad_h, pad_h), mode="reflect" if pad_h else "replicate")
+        y = F.conv2d(y, kernel[radius - pad_h : radius + pad_h + 1].view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+        return y[0].clamp(0, 1)
+
+
+# ------------------------------------------------------------------------------ audio
+def _waveform(raw: Any) -> tuple[torch.Tensor, int | None]:
+    """WAV path / (waveform, rate) / waveform -> (float waveform, rate or None when unknown)."""
+    if isinstance(raw, (str, os.PathLike)):
+        from mmcore_plugins.encoders.audio import read_wav
+
+        return read_wav(raw)
+    if isinstance(raw, tuple) and len(raw) == 2:
+        return torch.as_tensor(raw[0], dtype=torch.float32), int(raw[1])
+    try:
+        return torch.as_tensor(raw, dtype=torch.float32), None
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise TypeError(f"audio must be a WAV path, a waveform, or (waveform, rate), got {type(raw).__name__}") from exc
+
+
+def _same_form(wav: torch.Tensor, rate: int | None) -> Any:
+    return (wav, rate) if rate is not None else wav
+
+
+class AudioWhiteNoise(Perturbation):
+    """Audio: added white noise whose RMS is ``level`` times the signal's (SNR = -20 log10(level) dB)."""
+
+    levels = (0.5, 1.0, 2.0, 4.0)
+    unit = "dB SNR"
+
+    def __call__(self, raw: Any, generator: torch.Generator) -> Any:
+        wav, rate = _waveform(raw)
+        rms = wav.pow(2).mean().sqrt()
+        noisy = wav + self.level * rms * torch.randn(wav.shape, generator=generator)
+        return _same_form(noisy / noisy.abs().max().clamp_min(1.0), rate)
+
+    @classmethod
+    def describe(cls, level: float) -> str:
+        import math
+
+        return f"{-20 * math.log10(level):+.0f} dB" if level > 0 else "clean"
+
+
+class AudioSpeed(Perturbation):
+    """Audio: played faster or slower by a factor 1 +- ``level`` (tempo and pitch move together: another voice)."""
+
+    levels = (0.05, 0.1, 0.2, 0.3)
+
+    def __call__(self, raw: Any, generator: torch.Generator) -> Any:
+        from mmcore_plugins.encoders.audio import resample
+
+        wav, rate = _waveform(raw)
+        sign = 1.0 if float(torch.rand((), generator=generator)) < 0.5 else -1.0
+        factor = max(0.2, 1.0 + sign * self.level)
+        # Resampling from `factor * 1000` to 1000 Hz shortens (factor > 1) or stretches the clip.
+        return _same_form(resample(wav, round(1000 * factor), 1000), rate)
+
+
+# ------------------------------------------------------------------------------ text
+def _text(raw: Any) -> str:
+    if not isinstance(raw, str):
+        raise TypeError(f"text must be a string, got {type(raw).__name__}")
+    return raw
+
+
+class TextWordDropout(Perturbation):
+    """Text: each word removed with probability ``level``."""
+
+    levels = (0.1, 0.3, 0.5, 0.8)
+
+    def __call__(self, raw: Any, generator: torch.Generator) -> str:
+        words = _text(raw).split()
+        keep = torch.rand(len(words), generator=generator) >= self.level
+        return " ".join(w for w, k in zip(words, keep.tolist(), strict=True) if k)
+
+
+class TextTypos(Perturbation):
+    """Text: each character hit by a typo (deleted, doubled, swapped or replaced) with probability ``level``."""
+
+    levels = (0.05, 0.1, 0.2, 0.4)
+
+    def __call__(self, raw: Any, generator: torch.Generator) -> str:
+        chars = list(_text(raw))
+        out: list[str] = []
+        i = 0
+        letters = string.ascii_lowercase
+        while i < len(chars):
+            c = chars[i]
+            if float(torch.rand((), generator=generator)) >= self.level:
+                out.append(c)
+                i += 1
+                continue
+            kind = int(torch.randint(4, (1,), generator=generator))
+            if kind == 0:  # delete
+                pass
+            elif kind == 1:  # double
+                out += [c, c]
+            elif kind == 2 and i + 1 < len(chars):  # swap with the next character
+                out += [chars[i + 1], c]
+                i += 1
+            else:  # replace
+                out.append(letters[int(torch.randint(len(letters), (1,), generator=generator))])
+            i += 1
+        return "".join(out)
+
+
+# ------------------------------------------------------------------------------ tabular
+class TabularFeatureNoise(Perturbation):
+    """Tabular: each value multiplied by (1 + ``level`` * N(0, 1)) — relative noise on every feature."""
+
+    levels = (0.1, 0.25, 0.5, 1.0)
+
+    def __call__(self, raw: Any, generator: torch.Generator) -> Any:
+        if isinstance(raw, Mapping):
+            keys = list(raw)
+            noise = torch.randn(len(keys), generator=generator, dtype=torch.float64).tolist()
+            return {k: float(raw[k]) * (1 + self.level * e) for k, e in zip(keys, noise, strict=True)}
+        values = raw.detach().flatten().tolist() if isinstance(raw, torch.Tensor) else list(raw.tolist() if hasattr(raw, "tolist") else raw)
+        if not isinstance(values, Sequence) or isinstance(raw, (str, bytes)):
+            raise TypeError(f"a tabular row must be a sequence of numbers or a mapping, got {type(raw).__name__}")
+        noise = torch.randn(len(values), generator=generator, dtype=torch.float64).tolist()
+        return [float(v) * (1 + self.level * e) for v, e in zip(values, noise, strict=True)]
+
+
+BUILTIN = {
+    "gaussian_noise": (ImageGaussianNoise, "image"),
+    "blur": (ImageBlur, "image"),
+    "white_noise": (AudioWhiteNoise, "audio"),
+    "speed": (AudioSpeed, "audio"),
+    "word_dropout": (TextWordDropout, "text"),
+    "typos": (TextTypos, "text"),
+    "feature_noise": (TabularFeatureNoise, "tabular"),
+}
+
+
+@mmcore.hookimpl
+def mmcore_register(registry) -> None:
+    for name, (factory, modality) in BUILTIN.items():
+        registry.add_perturbation(name, factory, modality=modality, example_options={"level": factory.levels[1]})

@@ -1,0 +1,95 @@
+"""Config loading, overrides and validation: every problem at once, with its path, before anything runs."""
+
+import pytest
+
+import mmcore
+from mmcore.engine.config import (
+    TrainerOptions,
+    apply_overrides,
+    load_config,
+    resolved_config,
+    validate_config,
+)
+
+
+def issues_of(config, registry):
+    with pytest.raises(mmcore.ConfigError) as info:
+        validate_config(config, registry)
+    return [str(issue) for issue in info.value.issues]
+
+
+def test_overrides_parse_values_as_yaml():
+    config = apply_overrides({"trainer": {"epochs": 1}}, ["trainer.epochs=5", "model.fusion.name=mean", "trainer.grad_clip=null",
+                                                         "trainer.lr_multipliers={encoders.a: 0.1}", "data.root="])
+    assert config == {"trainer": {"epochs": 5, "grad_clip": None, "lr_multipliers": {"encoders.a": 0.1}},
+                      "model": {"fusion": {"name": "mean"}}, "data": {"root": ""}}
+
+
+def test_bad_overrides_are_reported_together():
+    with pytest.raises(mmcore.ConfigError) as info:
+        apply_overrides({"trainer": {"epochs": 1}}, ["epochs", "trainer.epochs.x=2", "a..b=1"])
+    messages = [str(i) for i in info.value.issues]
+    assert len(messages) == 3
+    assert "override 'epochs' must look like key.path=value" in messages[0]
+    assert messages[1].startswith("trainer.epochs: override 'trainer.epochs.x=2' goes inside trainer.epochs, which is a int")
+
+
+def test_every_problem_is_reported_with_its_path(wine_config, manager, tmp_path):
+    config = apply_overrides(wine_config, [
+        "model.fusion.dimm=3",                   # unknown option
+        "model.head.name=clasification",          # unknown component
+        "trainer.epochz=2",                       # unknown trainer option
+        "trainer.lr=fast",                        # wrong type
+        "trainer.grad_accumulation=0",            # out of range
+        "trainer.lr_multipliers={encoders.third: 0.1, encoder: 2}",
+        "trainer.modality_dropout={second: 1.5}",
+        "trainer.augment={first: {feature_noise: 0.1, blur: 1.0, jitter: 0.1}}",
+        "data.dataset=iris",
+        "extra.key=1",
+    ])
+    messages = issues_of(config, manager.registry)
+    expected = [
+        "extra: unknown section",
+        "data.dataset: option of dataset 'sklearn_tabular' expects one of 'wine', 'breast_cancer', got str 'iris'",
+        "model.fusion.dimm: unknown option of fusion 'concat'; did you mean 'dim'?",
+        "model.head.name: unknown head 'clasification'; did you mean 'classification'?",
+        "trainer.epochz: unknown trainer option; did you mean 'epochs'?",
+        "trainer.lr: trainer option expects float, got str 'fast'",
+        "trainer.grad_accumulation: must be at least 1, got 0",
+        "trainer.lr_multipliers.encoder: a multiplier's key is a module path starting with encoders, fusion, head; did you mean 'encoders'?",
+        "trainer.lr_multipliers.encoders.third: no encoder slot 'third'; the model's slots are ['first', 'second']",
+        "trainer.modality_dropout.second: must be a probability in [0, 1), got 1.5",
+        "trainer.augment.first.blur: perturbation 'blur' applies to image data; slot 'first' holds tabular",
+        "trainer.augment.first.jitter: unknown perturbation 'jitter'",
+    ]
+    for text in expected:
+        assert any(m.startswith(text) for m in messages), f"missing: {text}\ngot:\n" + "\n".join(messages)
+
+
+def test_missing_files_are_reported_with_the_other_problems(wine_config, manager, tmp_path):
+    config = apply_overrides(wine_config, ["data.name=manifest", f"data.path={tmp_path / 'rows.csv'}", "data.columns={a: a}",
+                                           "data.dataset=null", "data.missing_rate=null", "data.seed=0", "trainer.epochs=0"])
+    for key in ("dataset", "missing_rate"):
+        del config["data"][key]
+    messages = issues_of(config, manager.registry)
+    assert f"data.path: file '{tmp_path / 'rows.csv'}' does not exist" in messages
+    assert "trainer.epochs: must be at least 1, got 0" in messages
+
+
+def test_a_valid_config_gives_its_trainer_options_and_resolves_every_default(wine_config, manager):
+    options = validate_config(wine_config, manager.registry)
+    assert options.epochs == 3 and options.batch_size == 16 and options.grad_accumulation == 1
+    resolved = resolved_config(wine_config, options)
+    assert set(resolved["trainer"]) == {f for f in TrainerOptions.__dataclass_fields__}
+    assert resolved["model"] == wine_config["model"]
+
+
+def test_load_config_reports_a_missing_or_broken_file(tmp_path):
+    with pytest.raises(mmcore.ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    (tmp_path / "bad.yaml").write_text("data: [unclosed")
+    with pytest.raises(mmcore.ConfigError, match="is not valid YAML"):
+        load_config(tmp_path / "bad.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(mmcore.ConfigError, match="must hold a mapping, got list"):
+        load_config(tmp_path / "list.yaml")

@@ -1,0 +1,133 @@
+"""The `mmcore` commands on a tiny tabular run: train, eval (+ robustness), predict, compare; exit codes."""
+
+import copy
+import json
+
+import pytest
+import torch
+import yaml
+
+import mmcore
+from mmcore.cli import main
+
+#: scikit-learn's wine data (178 rows) split into two modalities; trains in about a second.
+WINE = {
+    "data": {"name": "sklearn_tabular", "dataset": "wine", "missing_rate": 0.2, "seed": 0},
+    "model": {
+        "encoders": {"first": {"name": "tabular_mlp", "num_features": 6, "dim": 16},
+                     "second": {"name": "tabular_mlp", "num_features": 7, "dim": 16}},
+        "fusion": {"name": "concat", "dim": 16},
+        "head": {"name": "classification", "num_classes": 3},
+    },
+    "trainer": {"epochs": 3, "batch_size": 16, "lr": 0.01, "progress": False, "plots": False, "tensorboard": False},
+}
+
+
+def write_config(path, **trainer):
+    config = copy.deepcopy(WINE)
+    config["trainer"].update(trainer)
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One trained run directory, shared by the read-only tests below."""
+    folder = tmp_path_factory.mktemp("cli")
+    config = write_config(folder / "wine.yaml", run_dir=str(folder / "run"), epochs=4)
+    assert main(["train", config]) == 0
+    return folder / "run"
+
+
+def test_train_prints_a_summary_and_writes_the_run(run, capsys):
+    report = json.loads((run / "report.json").read_text())
+    assert report["status"] == "completed" and report["test"]["accuracy"] > 0.6
+    assert (run / "config.yaml").is_file() and (run / "best" / "model.safetensors").is_file()
+
+
+def test_train_reports_every_config_problem_with_paths_and_exit_code_2(capsys):
+    code = main(["train", "configs/tabular.yaml", "model.fusion.dimm=3", "trainer.epochz=2", "data.dataset=iris", "trainer.lr=fast"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "model.fusion.dimm: unknown option of fusion 'concat'; did you mean 'dim'?" in err
+    assert "trainer.epochz: unknown trainer option; did you mean 'epochs'?" in err
+    assert "data.dataset: option of dataset 'sklearn_tabular' expects one of 'wine', 'breast_cancer', got str 'iris'" in err
+    assert "trainer.lr: trainer option expects float, got str 'fast'" in err
+    assert main(["train", "no/such/config.yaml"]) == 2
+
+
+def test_resume_of_a_folder_without_a_checkpoint_is_a_usage_error(tmp_path, capsys):
+    assert main(["train", write_config(tmp_path / "c.yaml"), "--resume", str(tmp_path), "trainer.epochs=2"]) == 2
+    assert "holds no checkpoint to resume" in capsys.readouterr().err
+    assert main(["train", write_config(tmp_path / "c.yaml"), "--resume", str(tmp_path), "--bogus"]) == 2
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_a_nan_loss_exits_1_with_the_step(tmp_path, capsys):
+    class Poison:
+        @mmcore.hookimpl
+        def mmcore_train_step_end(self, trainer, step):
+            with torch.no_grad():
+                trainer.model.head.net[-1].bias.fill_(float("inf"))
+
+    config = write_config(tmp_path / "c.yaml", run_dir=str(tmp_path / "run"), epochs=1)
+    with mmcore.register_plugin(Poison(), name="poison"):
+        assert main(["train", config]) == 1
+    err = capsys.readouterr().err
+    assert "the training loss became NaN or infinite at step 2 (epoch 1)" in err and "Traceback" not in err
+
+
+def test_eval_uses_the_best_checkpoint_and_takes_data_overrides(run, capsys):
+    report = json.loads((run / "report.json").read_text())
+    assert main(["eval", str(run)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["accuracy"] == pytest.approx(report["test"]["accuracy"], abs=1e-6)
+    assert main(["eval", str(run), "--split", "val", "--data", "missing_rate=0.5"]) == 0
+    assert json.loads(capsys.readouterr().out)["split"] == "val"
+    assert main(["eval", str(run.parent)]) == 2
+
+
+def test_eval_robustness_table_json_and_plot(run, capsys):
+    assert main(["eval", str(run), "--robustness", "--perturbations", "feature_noise"]) == 0
+    out = capsys.readouterr().out
+    assert "first + second" in out and "feature_noise" in out and "relative" in out
+    report = json.loads((run / "robustness" / "test.json").read_text())
+    assert [row["present"] for row in report["missing"]] == [["first", "second"], ["first"], ["second"]]
+    assert report["removed"] == {"first": report["missing"][2]["accuracy"], "second": report["missing"][1]["accuracy"]}
+    rows = report["perturbed"]
+    assert {r["slot"] for r in rows} == {"first", "second"} and len(rows) == 8
+    for row in rows:
+        assert row["relative"] == pytest.approx(row["accuracy"] / report["clean"])
+        assert row["effective"] == pytest.approx(row["accuracy"] - report["removed"][row["slot"]])
+    strongest = [r["accuracy"] for r in rows if r["slot"] == "first"]
+    assert strongest[-1] <= strongest[0] + 0.05, "more noise does not help"
+    assert (run / "robustness" / "test.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["eval", str(run), "--robustness", "--perturbations", "nope"]) == 2
+
+
+def test_predict_prints_json_for_raw_inputs_and_rejects_bad_ones(run, capsys):
+    row = ",".join(["1.0"] * 6)
+    assert main(["predict", str(run), f"first=[{row}]"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["prediction"] in (0, 1, 2) and result["missing"] == ["second"]
+    assert len(result["probabilities"]) == 3 and sum(result["probabilities"]) == pytest.approx(1, abs=1e-3)
+    assert main(["predict", str(run), "first=not-a-row"]) == 2
+    assert "a tabular row must be a sequence of 6 numbers" in capsys.readouterr().err
+    assert main(["predict", str(run), "nope=1"]) == 2
+    assert "unknown modality slot(s) ['nope']" in capsys.readouterr().err
+
+
+def test_compare_trains_each_fusion_and_reports_cost(tmp_path, capsys):
+    config = write_config(tmp_path / "c.yaml", run_dir=str(tmp_path / "run"), epochs=1)
+    assert main(["compare", config, "--fusions", "concat,mean", "trainer.epochs=1"]) == 0  # overrides after options
+    out = capsys.readouterr().out
+    assert "concat" in out and "mean" in out and "MFLOPs/sample" in out
+    summary = json.loads((tmp_path / "run" / "compare" / "compare.json").read_text())["fusions"]
+    assert list(summary) == ["concat", "mean"]
+    for result in summary.values():
+        assert 0 <= result["value"] <= 1 and result["parameters"] > 0 and result["flops_per_sample"] > 0
+        assert result["latency_ms"] > 0 and result["peak_memory_mb"] > 0
+    assert summary["concat"]["parameters"] != summary["mean"]["parameters"]
+    assert (tmp_path / "run" / "compare" / "compare.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["compare", config, "--fusions", "concatt"]) == 2
+    assert "unknown fusion 'concatt'; did you mean 'concat'?" in capsys.readouterr().err
