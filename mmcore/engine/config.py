@@ -73,6 +73,10 @@ class TrainerOptions:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     #: where the run's config, metrics, plots, checkpoints and report go
     run_dir: str = "runs/latest"
+    #: serve frozen encoders' features from a cache (computed once for the training and validation
+    #: splits before the first epoch, so later epochs skip those encoders entirely): true = in
+    #: memory, a string = also on disk in that folder (kept across runs); false = off
+    cache_features: bool | str = False
     #: DataLoader worker processes for the training split
     num_workers: int = 0
     #: a tqdm progress bar and one line per epoch (main process only)

@@ -179,12 +179,15 @@ class Trainer:
         seed_everything(opts.seed)
         self.model = build_model(self.config["model"], self.manager.registry)
         self._check_monitor()
+        cached_slots = self._cacheable_slots() if opts.cache_features else []
         self.datasets = load_datasets(self.config, self.manager)
         if len(self.datasets["train"]) == 0:
             raise ValueError("the training split is empty")
         train = self.datasets["train"]
         self.model.fit_processors(train.samples if hasattr(train, "samples") else [train[i] for i in range(len(train))])
         self.model.to(self.device)
+        if cached_slots:
+            self._attach_feature_cache(cached_slots)
         self.train_model: torch.nn.Module = self.model
         if self.dist.distributed:
             from torch.nn.parallel import DistributedDataParallel
@@ -218,6 +221,28 @@ class Trainer:
             self.options.monitor = names[1] if len(names) > 1 else "loss"
         if self.options.monitor not in names:
             raise ConfigError([ConfigIssue("trainer.monitor", f"the head {self.config['model']['head']['name']!r} reports {names}; got {self.options.monitor!r}")])
+
+    def _cacheable_slots(self) -> list[str]:
+        from mmcore.data import is_cacheable
+
+        slots = [slot for slot in self.model.slots if is_cacheable(self.model.encoders[slot], self.model.processors[slot])]
+        if not slots:
+            raise ConfigError([ConfigIssue("trainer.cache_features", "no encoder of the model is frozen, so there is nothing to cache "
+                                           "(freeze a pretrained encoder with freeze: true, and leave its augment off)")])
+        return slots
+
+    def _attach_feature_cache(self, slots: Sequence[str]) -> None:
+        """Serve the frozen encoders of ``slots`` from one cache, filled now for the training and
+        validation splits (the processors are fitted, so the fingerprints are final)."""
+        from mmcore.data import FeatureCache, attach_feature_cache, precompute_features
+
+        where = self.options.cache_features
+        self.feature_cache = FeatureCache(where if isinstance(where, str) else None)
+        batch_size = self.options.eval_batch_size or self.options.batch_size
+        for slot in slots:
+            attach_feature_cache(self.model, slot, self.feature_cache)
+            for split in ("train", "val"):
+                precompute_features(self.model, slot, self.datasets[split], batch_size=batch_size)
 
     def _augmenters(self) -> dict[str, list]:
         registry = self.manager.registry

@@ -11,10 +11,11 @@ from safetensors.torch import load_file
 
 import mmcore
 from mmcore.engine import NonFiniteLossError
-from mmcore.engine.checkpoint import load_model, load_training_state, save_checkpoint
+from mmcore.engine.checkpoint import load_model, load_training_state, model_state, save_checkpoint
 from mmcore.engine.config import load_config
 from mmcore.engine.trainer import Trainer
 from mmcore.engine.views import TrainCollate, TrainingView
+from mmcore.errors import ConfigError
 
 
 def weights(run_dir, which="last"):
@@ -276,3 +277,80 @@ def test_compiled_training_gives_the_same_model(wine_config, tmp_path):
     wa, wb = weights(tmp_path / "plain"), weights(tmp_path / "compiled")
     for key in wa:
         torch.testing.assert_close(wa[key], wb[key], rtol=1e-4, atol=1e-5)
+
+
+class _PhotoWords:
+    """A registered dataset of photo crops (image) and words (text); one image missing per split."""
+
+    @staticmethod
+    def load(split: str):
+        from sklearn.datasets import load_sample_image
+
+        from mmcore.data import SampleDataset
+
+        photos = [load_sample_image("china.jpg"), load_sample_image("flower.jpg")]
+        offset = {"train": 0, "val": 12, "test": 16}[split]
+        n = {"train": 12, "val": 4, "test": 4}[split]
+        words = ["un", "deux", "trois"]
+        samples = []
+        for i in range(offset, offset + n):
+            crop = photos[i % 2][20 * i : 20 * i + 64, 30 * i : 30 * i + 64].copy()
+            samples.append({"inputs": {"image": crop if i % 5 else None, "text": words[i % 3]}, "target": i % 3})
+        return SampleDataset(samples)
+
+    @mmcore.hookimpl
+    def mmcore_register(self, registry):
+        registry.add_dataset("photo_words", self.load)
+
+
+class _BackboneCalls:
+    """Counts forward calls of the image backbone of every trainer that starts."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    @mmcore.hookimpl
+    def mmcore_train_start(self, trainer, config):
+        trainer.model.encoders["image"].backbone.register_forward_hook(lambda *args: self.count())
+
+    def count(self) -> None:
+        self.calls += 1
+
+
+def test_cached_frozen_features_train_the_same_model_without_running_the_backbone(tmp_path):
+    config = {
+        "data": {"name": "photo_words"},
+        "model": {
+            "encoders": {"image": {"name": "image_torchvision", "arch": "resnet18", "image_size": 32, "freeze": True, "dim": 8},
+                         "text": {"name": "text_transformer", "dim": 8, "heads": 2, "layers": 1, "max_length": 8}},
+            "fusion": {"name": "concat", "dim": 8},
+            "head": {"name": "classification", "num_classes": 3},
+        },
+        "trainer": {"epochs": 2, "batch_size": 4, "progress": False, "plots": False, "tensorboard": False},
+    }
+    reports, weights, calls = {}, {}, {}
+    with mmcore.register_plugin(_PhotoWords(), "photo_words"):
+        for cache in (False, True):
+            counter = _BackboneCalls()
+            with mmcore.register_plugin(counter, f"counter-{cache}"):
+                run = copy.deepcopy(config)
+                run["trainer"].update(cache_features=cache, run_dir=str(tmp_path / f"run-{cache}"))
+                trainer = Trainer(run)
+                reports[cache] = trainer.fit()
+            weights[cache], calls[cache] = model_state(trainer.model), counter.calls
+    # Without the cache the backbone runs on every batch; with it, training and validation
+    # never run it (both splits were precomputed before the hook was attached) — only the test
+    # split, evaluated once at the end (1 batch: 4 samples).
+    assert calls[False] > 6 and calls[True] == 1
+    for name, value in weights[False].items():
+        torch.testing.assert_close(weights[True][name], value, atol=1e-5, rtol=1e-4, msg=name)
+    assert reports[True]["test"]["accuracy"] == reports[False]["test"]["accuracy"]
+    # The checkpoint of the cached run is an ordinary one: it reloads and predicts as trained.
+    model, _ = load_model(tmp_path / "run-True" / "best")
+    assert not any(type(p).__name__ == "CachingProcessor" for p in model.processors.values())
+
+
+def test_cache_features_without_a_frozen_encoder_is_a_config_error(wine_config):
+    wine_config["trainer"]["cache_features"] = True
+    with pytest.raises(ConfigError, match="trainer.cache_features: no encoder of the model is frozen"):
+        Trainer(wine_config).fit()
