@@ -131,7 +131,8 @@ class AudioWhiteNoise(Perturbation):
     def describe(cls, level: float) -> str:
         import math
 
-        return f"{-20 * math.log10(level):+.0f} dB" if level > 0 else "clean"
+        snr = round(-20 * math.log10(level)) if level > 0 else None
+        return "clean" if snr is None else f"{snr:+d} dB" if snr else "0 dB"  # never "-0 dB"
 
 
 class AudioSpeed(Perturbation):
