@@ -19,10 +19,10 @@ which has no GPU, tests them). Auto never picks the interpreter.
 Importing this package does not import Triton; the Triton modules and the ``torch.library`` op
 registration (``mmcore_kernels.ops``) load on first use.
 
-PyTorch path for ``concat_linear``: per-segment ``addmm`` on column views of the weight, measured
-1.0-1.8x faster than ``torch.cat`` + ``F.linear`` on CPU (table at
-``reference.CONCAT_LINEAR_DEFAULT_METHOD``); it never builds the concatenation and autograd saves
-only the original segments.
+PyTorch path for ``concat_linear``: by size (table at ``reference.CONCAT_LINEAR_DEFAULT_METHOD``):
+per-segment ``addmm`` on column views of the weight for large inputs (never builds the
+concatenation; measured up to 1.8x faster than ``torch.cat`` + ``F.linear`` on CPU), and
+``cat`` + ``linear`` for small ones, where one GEMM beats several (up to 1.5x in training).
 
 Benchmarks: ``python -m mmcore_kernels.bench`` (table; ``bench.run()`` returns the rows) and the
 pytest-benchmark suites ``benchmarks/bench_cross_attention.py`` / ``bench_concat_linear.py``.

@@ -20,10 +20,12 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "CONCAT_LINEAR_ADDMM_FROM",
     "CONCAT_LINEAR_DEFAULT_METHOD",
     "concat_linear_backward",
     "concat_linear_grad_inputs",
     "concat_linear_grad_weight",
+    "concat_linear_method",
     "concat_linear_reference",
     "cross_attention_backward_reference",
     "cross_attention_lse",
@@ -186,25 +188,37 @@ def cross_attention_backward_reference(
 # concat_linear
 # --------------------------------------------------------------------------------------------
 
-#: The fallback's method, chosen by measurement on CPU (2 cores, fp32, segments 768+512+256,
-#: interleaved medians; ``benchmarks/bench_concat_linear.py`` reproduces the comparison). Time of
-#: ``cat`` + ``linear`` divided by time of per-segment ``addmm``:
+#: The fallback's method, chosen by measurement on CPU (2 cores, fp32, interleaved medians;
+#: ``benchmarks/bench_concat_linear.py`` and ``bench_overhead.py`` reproduce the comparisons).
+#: Time of ``cat`` + ``linear`` divided by time of per-segment ``addmm`` (> 1: addmm wins):
 #:
-#: ========  =====  ==========  ===============
-#: M         N      forward     forward+backward
-#: ========  =====  ==========  ===============
-#: 2048      128    1.14        1.13
-#: 2048      256    1.03        1.08
-#: 2048      1024   0.95        1.00
-#: 8192      128    1.83        1.39
-#: 8192      256    1.36        1.26
-#: 8192      1024   1.01        1.04
-#: ========  =====  ==========  ===============
+#: ===========  =================  =======  ================
+#: M * sum(K)   M, segments        forward  forward+backward
+#: ===========  =================  =======  ================
+#: 16 K         128, 64+64         0.89     0.64
+#: 98 K         128, 3 x 256       1.18     0.84
+#: 197 K        128, 768+512+256   0.98     0.82
+#: 1.0 M        8192, 64+64        0.85     0.82
+#: 1.6 M        2048, 3 x 256      1.01     0.99
+#: 3.1 M        2048, 768+512+256  1.03-1.14  1.08-1.13
+#: 6.3 M        8192, 3 x 256      1.11     1.11
+#: 12.6 M       8192, 768+512+256  1.45-1.83  1.28-1.39
+#: ===========  =================  =======  ================
 #:
-#: ``addmm`` is never meaningfully slower and up to 1.8x faster (the copy into the concatenation
-#: is pure memory traffic), it never materialises the concatenation, and autograd saves only the
-#: original segments. It is also the cuBLAS path auto dispatch uses on CUDA where Triton would lose.
-CONCAT_LINEAR_DEFAULT_METHOD = "addmm"
+#: Per-segment GEMMs win once the concatenation is big enough for its copy to cost more than
+#: the extra GEMM launches and the per-segment weight-gradient slices autograd adds (a few
+#: million elements); below that one GEMM on the concatenation wins, by up to 1.5x in training.
+#: ``auto`` picks by the concatenation's size (:data:`CONCAT_LINEAR_ADDMM_FROM`). The
+#: threshold is measured on CPU; the CUDA fallback (used only where the Triton kernel would
+#: lose) uses the same rule until GPU measurements tune it.
+CONCAT_LINEAR_DEFAULT_METHOD = "auto"
+#: ``auto`` uses per-segment ``addmm`` from this many elements of the (virtual) concatenation on.
+CONCAT_LINEAR_ADDMM_FROM = 2**21
+
+
+def concat_linear_method(rows: int, total_width: int) -> str:
+    """``"addmm"`` or ``"cat"``: what ``method="auto"`` runs for ``rows`` x ``total_width`` inputs."""
+    return "addmm" if rows * total_width >= CONCAT_LINEAR_ADDMM_FROM else "cat"
 
 
 def concat_linear_reference(
@@ -216,14 +230,19 @@ def concat_linear_reference(
 ) -> torch.Tensor:
     """``F.linear(torch.cat(xs, -1), weight, bias)``; differentiable.
 
-    ``method="addmm"`` (default): ``Y = b + sum_i X_i W[:, off_i:off_i+K_i]^T``, one (cuBLAS/MKL)
-    GEMM per segment on a column-slice *view* of the weight, accumulated in place into ``Y``.
-    ``method="cat"``: materialise the concatenation and call ``F.linear`` (the obvious baseline).
+    ``method="addmm"``: ``Y = b + sum_i X_i W[:, off_i:off_i+K_i]^T``, one (cuBLAS/MKL) GEMM per
+    segment on a column-slice *view* of the weight, accumulated in place into ``Y``; the
+    concatenation is never built.
+    ``method="cat"``: materialise the concatenation and call ``F.linear``.
+    ``method="auto"`` (default): ``cat`` for small inputs, ``addmm`` for large ones
+    (:func:`concat_linear_method`; the measurements are above).
     """
+    if method == "auto" and xs:
+        method = concat_linear_method(math.prod(xs[0].shape[:-1]), sum(x.shape[-1] for x in xs))
     if method == "cat":
         return F.linear(torch.cat(list(xs), dim=-1), weight, bias)
     if method != "addmm":
-        raise ValueError(f"concat_linear_reference: method must be 'addmm' or 'cat', got {method!r}")
+        raise ValueError(f"concat_linear_reference: method must be 'auto', 'addmm' or 'cat', got {method!r}")
     lead = xs[0].shape[:-1]
     m = math.prod(lead)
     n = weight.shape[0]

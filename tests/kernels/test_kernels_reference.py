@@ -186,22 +186,42 @@ def test_property_concat_linear_fallback_matches_math(lead, widths, n, bias, met
             torch.testing.assert_close(a, c, **TOL[torch.float64])
 
 
-def test_concat_linear_public_torch_backend_is_the_addmm_fallback():
-    xs = [torch.randn(3, 4, 5, requires_grad=True), torch.randn(3, 4, 7, requires_grad=True)]
-    w = torch.randn(6, 12, requires_grad=True)
-    out = mk.concat_linear(xs, w, backend="torch")
-    torch.testing.assert_close(out, F.linear(torch.cat(xs, -1), w))
-    # No concatenated activation among what autograd keeps: the graph is per-segment GEMMs.
-    names = set()
-    stack = [out.grad_fn]
+def _graph_names(out):
+    names, stack = set(), [out.grad_fn]
     while stack:
         node = stack.pop()
         if node is None:
             continue
         names.add(node.name())
         stack.extend(fn for fn, _ in node.next_functions)
+    return names
+
+
+def test_concat_linear_addmm_method_never_builds_the_concatenation():
+    xs = [torch.randn(3, 4, 5, requires_grad=True), torch.randn(3, 4, 7, requires_grad=True)]
+    w = torch.randn(6, 12, requires_grad=True)
+    out = reference.concat_linear_reference(xs, w, method="addmm")
+    torch.testing.assert_close(out, F.linear(torch.cat(xs, -1), w))
+    # No concatenated activation among what autograd keeps: the graph is per-segment GEMMs.
+    names = _graph_names(out)
     assert not any("Cat" in n for n in names), names
-    assert reference.CONCAT_LINEAR_DEFAULT_METHOD == "addmm"
+
+
+def test_concat_linear_auto_method_picks_by_the_size_of_the_concatenation():
+    limit = reference.CONCAT_LINEAR_ADDMM_FROM
+    assert reference.CONCAT_LINEAR_DEFAULT_METHOD == "auto"
+    assert reference.concat_linear_method(1, limit - 1) == "cat"
+    assert reference.concat_linear_method(limit // 1024, 1024) == "addmm"
+    small = [torch.randn(4, 5, requires_grad=True), torch.randn(4, 7, requires_grad=True)]
+    w = torch.randn(6, 12, requires_grad=True)
+    out = mk.concat_linear(small, w, backend="torch")
+    torch.testing.assert_close(out, F.linear(torch.cat(small, -1), w))
+    assert any("Cat" in n for n in _graph_names(out)), "small inputs: one GEMM on the concatenation"
+    rows = limit // 12 + 1
+    large = [torch.randn(rows, 5, requires_grad=True), torch.randn(rows, 7, requires_grad=True)]
+    out = mk.concat_linear(large, w, backend="torch")
+    torch.testing.assert_close(out, F.linear(torch.cat(large, -1), w), atol=1e-4, rtol=1e-4)
+    assert not any("Cat" in n for n in _graph_names(out)), "large inputs: per-segment GEMMs"
 
 
 def test_concat_linear_backward_helper_matches_autograd():
