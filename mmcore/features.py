@@ -55,8 +55,19 @@ class Features:
         if present is None:
             present = torch.ones(b, dtype=torch.bool, device=pooled.device)
         present = present.to(torch.bool)
+        if present.shape != (b,):
+            raise ValueError(f"present must have shape [{b}] to match pooled {list(pooled.shape)}, got {list(present.shape)}")
         pooled = pooled * present[:, None].to(pooled.dtype)
-        return cls(tokens=pooled[:, None, :], mask=present[:, None].clone(), pooled=pooled, present=present)
+        # Consistent by construction: skip the dataclass checks (this runs for every encoder and
+        # fusion output of every step).
+        return cls._trusted(pooled[:, None, :], present[:, None].clone(), pooled, present)
+
+    @classmethod
+    def _trusted(cls, tokens: torch.Tensor, mask: torch.Tensor, pooled: torch.Tensor, present: torch.Tensor) -> Features:
+        """Features from tensors the caller has already made consistent, without :meth:`validate`."""
+        out = object.__new__(cls)
+        out.tokens, out.mask, out.pooled, out.present = tokens, mask, pooled, present
+        return out
 
     @classmethod
     def absent(cls, batch_size: int, dim: int, *, device=None, dtype=torch.float32) -> Features:

@@ -156,7 +156,7 @@ class MLPTabularEncoder(mmcore.Encoder):
         for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
             layers.append(nn.Linear(a, b))
             if i < len(widths) - 2:
-                layers += [nn.GELU(), nn.Dropout(dropout)]
+                layers += [nn.GELU(), nn.Dropout(dropout) if dropout > 0 else nn.Identity()]
         self.net = nn.Sequential(*layers)
 
     def processor(self) -> TabularProcessor:
@@ -170,7 +170,8 @@ class MLPTabularEncoder(mmcore.Encoder):
         if self.embedding is not None:
             offsets = torch.arange(len(self.categorical), device=values.device) * self.max_categories
             parts.append(self.embedding(batch["categories"] + offsets).flatten(1))
-        return Features.from_pooled(self.net(torch.cat(parts, 1)), present=present)
+        x = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+        return Features.from_pooled(self.net(x), present=present)
 
 
 class FTTransformerEncoder(mmcore.Encoder):

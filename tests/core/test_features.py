@@ -21,6 +21,12 @@ def test_from_pooled_is_one_token_per_sample():
     assert f.tokens.shape == (4, 1, 3)
     assert f.mask[:, 0].tolist() == [True, True, False, True]
     assert torch.equal(f.pooled[2], torch.zeros(3))
+    f.validate()  # built without the dataclass checks, but consistent
+
+
+def test_from_pooled_rejects_a_present_flag_of_the_wrong_length():
+    with pytest.raises(ValueError, match=r"present must have shape \[4\] to match pooled \[4, 3\], got \[3\]"):
+        Features.from_pooled(torch.randn(4, 3), torch.tensor([True, True, False]))
 
 
 def test_absent_has_no_real_token():
