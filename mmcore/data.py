@@ -403,6 +403,83 @@ class CachingProcessor(Processor):
         return self.inner.example(generator)
 
 
+class MemoizedProcessor(Processor):
+    """Wraps a deterministic processor: each raw input read from a file (or given as text) is
+    processed once and its tensors kept in memory, so later epochs skip reading, decoding and
+    feature extraction (e.g. a WAV file's resampling and log-mel spectrogram).
+
+    Only raw inputs that name their content — file paths and strings — are remembered (keyed
+    by :func:`sample_key`: path, size and modification time, or the text); arrays, tensors and
+    images (e.g. perturbed copies made by train-time augmentation) are processed every time, so
+    memory stays bounded by the data set. Refuses processors that augment: their output differs
+    on every call. With DataLoader workers each worker remembers what it processed during one
+    epoch only (workers are new each epoch), so this pays off with ``num_workers=0``.
+    """
+
+    def __init__(self, inner: Processor) -> None:
+        if getattr(inner, "augment", False) or isinstance(inner, (CachingProcessor, MemoizedProcessor)):
+            raise ValueError(f"{type(inner).__name__} cannot be memoized: it augments its inputs or is already cached")
+        self.inner = inner
+        self.memo: dict[str, Any] = {}
+
+    @property
+    def training(self) -> bool:
+        return bool(getattr(self.inner, "training", False))
+
+    @training.setter
+    def training(self, value: bool) -> None:
+        if hasattr(self.inner, "training"):
+            self.inner.training = value
+
+    def __call__(self, raw: Any) -> Any:
+        if not isinstance(raw, (str, os.PathLike)):
+            return self.inner(raw)
+        key = sample_key(raw)
+        hit = self.memo.get(key)
+        if hit is None:
+            hit = self.memo[key] = self.inner(raw)
+        return hit
+
+    def collate(self, items: Sequence[Any]) -> dict[str, torch.Tensor]:
+        return self.inner.collate(items)
+
+    def fit(self, raws: Sequence[Any]) -> None:
+        self.memo.clear()  # fitted statistics change what the processor returns
+        self.inner.fit(raws)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.memo.clear()
+        self.inner.load_state_dict(state)
+
+    def example(self, generator: torch.Generator) -> Any:
+        return self.inner.example(generator)
+
+
+def memoize_inputs(model: Any) -> list[str]:
+    """Wrap every deterministic processor of ``model`` in a :class:`MemoizedProcessor`; returns the slots.
+
+    "Deterministic" means it does not augment (``augment`` false or absent) and no feature cache
+    is attached to it. Undo with :func:`unmemoize_inputs`.
+    """
+    slots = []
+    for slot, processor in list(model.processors.items()):
+        if getattr(processor, "augment", False) or isinstance(processor, (CachingProcessor, MemoizedProcessor)):
+            continue
+        model.processors[slot] = MemoizedProcessor(processor)
+        slots.append(slot)
+    return slots
+
+
+def unmemoize_inputs(model: Any) -> None:
+    """Put back the processors :func:`memoize_inputs` wrapped (and drop what they remembered)."""
+    for slot, processor in list(model.processors.items()):
+        if isinstance(processor, MemoizedProcessor):
+            model.processors[slot] = processor.inner
+
+
 class _Miss:
     """A processed sample the cache did not have (kept apart from the ``(tokens, pooled)`` hits)."""
 

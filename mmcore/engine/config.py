@@ -77,6 +77,10 @@ class TrainerOptions:
     #: splits before the first epoch, so later epochs skip those encoders entirely): true = in
     #: memory, a string = also on disk in that folder (kept across runs); false = off
     cache_features: bool | str = False
+    #: remember each processed input read from a file or given as text (e.g. a WAV's log-mel
+    #: spectrogram) in memory for the whole run, so only the first epoch reads and decodes the
+    #: data; applies to processors that do not augment, and pays off with num_workers: 0
+    cache_inputs: bool = False
     #: DataLoader worker processes for the training split
     num_workers: int = 0
     #: a tqdm progress bar and one line per epoch (main process only)

@@ -1,9 +1,12 @@
-"""mmcore.data: seeded DataLoaders, sample keys, encoder fingerprints and the frozen-feature cache,
+"""mmcore.data: seeded DataLoaders, sample keys, encoder fingerprints, the frozen-feature cache and the
+processed-input memo,
 on real images (scikit-learn's bundled photos) through real encoders."""
 
 from __future__ import annotations
 
 import os
+import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,14 +16,17 @@ import mmcore
 from mmcore.data import (
     CachingProcessor,
     FeatureCache,
+    MemoizedProcessor,
     SampleDataset,
     attach_feature_cache,
     encoder_fingerprint,
     is_cacheable,
     make_dataloader,
+    memoize_inputs,
     precompute_features,
     sample_key,
     seeded_split,
+    unmemoize_inputs,
 )
 
 
@@ -152,3 +158,57 @@ def test_trainable_or_augmenting_encoders_are_refused():
     model = image_model(freeze=True, augment=True)
     with pytest.raises(ValueError, match="augments at train time"):
         attach_feature_cache(model, "image", FeatureCache())
+
+
+class _CountingProcessor(mmcore.Processor):
+    """Reads a text file (or takes text) and returns its length as a tensor; counts its calls."""
+
+    def __init__(self, augment: bool = False) -> None:
+        self.augment, self.calls, self.offset = augment, 0, 0.0
+
+    def __call__(self, raw):
+        self.calls += 1
+        text = open(raw).read() if isinstance(raw, Path) or (isinstance(raw, str) and Path(raw).is_file()) else str(raw)
+        return torch.tensor([len(text) + self.offset])
+
+    def collate(self, items):
+        return {"x": torch.stack([torch.zeros(1) if i is None else i for i in items]),
+                "present": torch.tensor([i is not None for i in items])}
+
+    def fit(self, raws):
+        self.offset = 1.0
+
+    def state_dict(self):
+        return {"offset": self.offset}
+
+    def load_state_dict(self, state):
+        self.offset = state["offset"]
+
+
+def test_memoized_processor_processes_each_file_once_and_arrays_every_time(tmp_path):
+    path = tmp_path / "a.txt"
+    path.write_text("hello")
+    inner = _CountingProcessor()
+    memo = MemoizedProcessor(inner)
+    first = memo(str(path))
+    assert torch.equal(memo(str(path)), first) and torch.equal(memo(path), first) and inner.calls == 1
+    memo("some words"), memo("some words")
+    assert inner.calls == 2, "text is remembered by content"
+    memo(np.zeros(3)), memo(np.zeros(3))
+    assert inner.calls == 4, "arrays (e.g. augmented copies) are never remembered"
+    path.write_text("hello, world")  # an edited file is another input
+    assert memo(str(path)).item() == len("hello, world") and inner.calls == 5
+    memo.fit([])  # fitted statistics change the output: nothing stale survives
+    assert memo(str(path)).item() == len("hello, world") + 1 and inner.calls == 6
+    assert memo.state_dict() == {"offset": 1.0}
+
+
+def test_memoizing_refuses_augmenting_processors_and_memoize_inputs_skips_them():
+    with pytest.raises(ValueError, match="cannot be memoized: it augments"):
+        MemoizedProcessor(_CountingProcessor(augment=True))
+    model = types.SimpleNamespace(processors={"a": _CountingProcessor(), "b": _CountingProcessor(augment=True)})
+    assert memoize_inputs(model) == ["a"]
+    assert isinstance(model.processors["a"], MemoizedProcessor) and not isinstance(model.processors["b"], MemoizedProcessor)
+    assert memoize_inputs(model) == [], "never wrapped twice"
+    unmemoize_inputs(model)
+    assert isinstance(model.processors["a"], _CountingProcessor)

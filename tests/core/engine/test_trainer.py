@@ -354,3 +354,28 @@ def test_cache_features_without_a_frozen_encoder_is_a_config_error(wine_config):
     wine_config["trainer"]["cache_features"] = True
     with pytest.raises(ConfigError, match="trainer.cache_features: no encoder of the model is frozen"):
         Trainer(wine_config).fit()
+
+
+def test_cache_inputs_trains_the_same_model(tmp_path):
+    config = {
+        "data": {"name": "photo_words"},
+        "model": {
+            "encoders": {"image": {"name": "image_cnn", "image_size": 16, "width": 8, "dim": 8},
+                         "text": {"name": "text_transformer", "dim": 8, "heads": 2, "layers": 1, "max_length": 8}},
+            "fusion": {"name": "concat", "dim": 8},
+            "head": {"name": "classification", "num_classes": 3},
+        },
+        "trainer": {"epochs": 2, "batch_size": 4, "progress": False, "plots": False, "tensorboard": False},
+    }
+    weights, processors = {}, {}
+    with mmcore.register_plugin(_PhotoWords(), "photo_words"):
+        for cache in (False, True):
+            run = copy.deepcopy(config)
+            run["trainer"].update(cache_inputs=cache, run_dir=str(tmp_path / f"run-{cache}"))
+            trainer = Trainer(run)
+            trainer.fit()
+            weights[cache] = model_state(trainer.model)
+            processors[cache] = {slot: type(p).__name__ for slot, p in trainer.model.processors.items()}
+    assert processors[True]["text"] == "MemoizedProcessor" and processors[False]["text"] != "MemoizedProcessor"
+    for name, value in weights[False].items():
+        torch.testing.assert_close(weights[True][name], value, msg=name)
