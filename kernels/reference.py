@@ -189,25 +189,25 @@ def cross_attention_backward_reference(
 # --------------------------------------------------------------------------------------------
 
 #: The fallback's method, chosen by measurement on CPU (2 cores, fp32, interleaved medians;
-#: ``benchmarks/bench_concat_linear.py`` and ``bench_overhead.py`` reproduce the comparisons).
+#: ``python benchmarks/bench_concat_linear.py`` reproduces this table).
 #: Time of ``cat`` + ``linear`` divided by time of per-segment ``addmm`` (> 1: addmm wins):
 #:
 #: ===========  =================  =======  ================
 #: M * sum(K)   M, segments        forward  forward+backward
 #: ===========  =================  =======  ================
-#: 16 K         128, 64+64         0.89     0.64
-#: 98 K         128, 3 x 256       1.18     0.84
-#: 197 K        128, 768+512+256   0.98     0.82
-#: 1.0 M        8192, 64+64        0.85     0.82
-#: 1.6 M        2048, 3 x 256      1.01     0.99
-#: 3.1 M        2048, 768+512+256  1.03-1.14  1.08-1.13
-#: 6.3 M        8192, 3 x 256      1.11     1.11
-#: 12.6 M       8192, 768+512+256  1.45-1.83  1.28-1.39
+#: 16 K         128, 64+64         0.85     0.70
+#: 98 K         128, 3 x 256       0.96     0.69
+#: 197 K        128, 768+512+256   0.99     0.79
+#: 1.0 M        8192, 64+64        0.98     0.97
+#: 1.6 M        2048, 3 x 256      1.01     0.98
+#: 3.1 M        2048, 768+512+256  1.05     1.09
+#: 6.3 M        8192, 3 x 256      1.07     1.02
+#: 12.6 M       8192, 768+512+256  1.47     1.27
 #: ===========  =================  =======  ================
 #:
 #: Per-segment GEMMs win once the concatenation is big enough for its copy to cost more than
 #: the extra GEMM launches and the per-segment weight-gradient slices autograd adds (a few
-#: million elements); below that one GEMM on the concatenation wins, by up to 1.5x in training.
+#: million elements); below that one GEMM on the concatenation wins, by up to 1.45x in training.
 #: ``auto`` picks by the concatenation's size (:data:`CONCAT_LINEAR_ADDMM_FROM`). The
 #: threshold is measured on CPU; the CUDA fallback (used only where the Triton kernel would
 #: lose) uses the same rule until GPU measurements tune it.
