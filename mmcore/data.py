@@ -336,16 +336,11 @@ def _stages(encoder: torch.nn.Module) -> tuple[Callable[[Any], Features], Callab
     return encoder.forward, lambda features: features
 
 
-class CachingProcessor(Processor):
-    """Wraps an encoder's processor: a cached sample skips ``inner(raw)`` (reading, decoding) entirely.
+class _WrappingProcessor(Processor):
+    """A processor wrapped around another one (``inner``): the ``training`` flag, fitting, state
+    and examples go to ``inner``; subclasses change how raw inputs are processed and collated."""
 
-    Batches it collates hold the cached rows (``cache.tokens/mask/pooled/hit``), the processed
-    misses as a sub-batch (``inner.*``, ``cache.miss_rows``) and the misses' keys
-    (``cache.miss_keys``, the sha256 digests as ``[M, 32]`` uint8) so the encoder can store them.
-    """
-
-    def __init__(self, inner: Processor, cache: FeatureCache, fingerprint: str) -> None:
-        self.inner, self.cache, self.fingerprint = inner, cache, fingerprint
+    inner: Processor
 
     @property
     def training(self) -> bool:
@@ -355,6 +350,33 @@ class CachingProcessor(Processor):
     def training(self, value: bool) -> None:
         if hasattr(self.inner, "training"):
             self.inner.training = value
+
+    def collate(self, items: Sequence[Any]) -> dict[str, torch.Tensor]:
+        return self.inner.collate(items)
+
+    def fit(self, raws: Sequence[Any]) -> None:
+        self.inner.fit(raws)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.inner.load_state_dict(state)
+
+    def example(self, generator: torch.Generator) -> Any:
+        return self.inner.example(generator)
+
+
+class CachingProcessor(_WrappingProcessor):
+    """Wraps an encoder's processor: a cached sample skips ``inner(raw)`` (reading, decoding) entirely.
+
+    Batches it collates hold the cached rows (``cache.tokens/mask/pooled/hit``), the processed
+    misses as a sub-batch (``inner.*``, ``cache.miss_rows``) and the misses' keys
+    (``cache.miss_keys``, the sha256 digests as ``[M, 32]`` uint8) so the encoder can store them.
+    """
+
+    def __init__(self, inner: Processor, cache: FeatureCache, fingerprint: str) -> None:
+        self.inner, self.cache, self.fingerprint = inner, cache, fingerprint
 
     def __call__(self, raw: Any) -> tuple[str, Any]:
         key = sample_key(raw)
@@ -390,20 +412,8 @@ class CachingProcessor(Processor):
                 batch[f"inner.{k}"] = v
         return batch
 
-    def fit(self, raws: Sequence[Any]) -> None:
-        self.inner.fit(raws)
 
-    def state_dict(self) -> dict[str, Any]:
-        return self.inner.state_dict()
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.inner.load_state_dict(state)
-
-    def example(self, generator: torch.Generator) -> Any:
-        return self.inner.example(generator)
-
-
-class MemoizedProcessor(Processor):
+class MemoizedProcessor(_WrappingProcessor):
     """Wraps a deterministic processor: each raw input read from a file (or given as text) is
     processed once and its tensors kept in memory, so later epochs skip reading, decoding and
     feature extraction (e.g. a WAV file's resampling and log-mel spectrogram).
@@ -422,15 +432,6 @@ class MemoizedProcessor(Processor):
         self.inner = inner
         self.memo: dict[str, Any] = {}
 
-    @property
-    def training(self) -> bool:
-        return bool(getattr(self.inner, "training", False))
-
-    @training.setter
-    def training(self, value: bool) -> None:
-        if hasattr(self.inner, "training"):
-            self.inner.training = value
-
     def __call__(self, raw: Any) -> Any:
         if not isinstance(raw, (str, os.PathLike)):
             return self.inner(raw)
@@ -440,22 +441,13 @@ class MemoizedProcessor(Processor):
             hit = self.memo[key] = self.inner(raw)
         return hit
 
-    def collate(self, items: Sequence[Any]) -> dict[str, torch.Tensor]:
-        return self.inner.collate(items)
-
     def fit(self, raws: Sequence[Any]) -> None:
         self.memo.clear()  # fitted statistics change what the processor returns
         self.inner.fit(raws)
 
-    def state_dict(self) -> dict[str, Any]:
-        return self.inner.state_dict()
-
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.memo.clear()
         self.inner.load_state_dict(state)
-
-    def example(self, generator: torch.Generator) -> Any:
-        return self.inner.example(generator)
 
 
 def memoize_inputs(model: Any) -> list[str]:
