@@ -138,9 +138,11 @@ def cmd_eval(args: argparse.Namespace, manager) -> int:
     unknown = [n for n in names or () if ("perturbation", n) not in manager.registry]
     if unknown:
         raise ConfigError([ConfigIssue("--perturbations", manager.registry.unknown_message("perturbation", n)) for n in unknown])
-    monitor = (config.get("trainer") or {}).get("monitor")
-    report = robustness_report(model, dataset, manager.registry, metric=monitor if monitor in model.head.metrics() else None,
-                               perturbations=names, batch_size=args.batch_size, seed=int((config.get("trainer") or {}).get("seed", 0)))
+    trainer = config.get("trainer") or {}
+    monitor = trainer.get("monitor")
+    metric = monitor if monitor in model.head.metrics() else None
+    report = robustness_report(model, dataset, manager.registry, metric=metric, perturbations=names, batch_size=args.batch_size,
+                               seed=int(trainer.get("seed", 0)), mode=trainer.get("monitor_mode", "auto") if metric else "auto")
     out = Path(args.run_dir) / "robustness"
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.split}.json").write_text(json.dumps(report, indent=2))
@@ -148,6 +150,14 @@ def cmd_eval(args: argparse.Namespace, manager) -> int:
     print(format_report(report))
     print(f"\nreport: {out / f'{args.split}.json'}" + (f"; plot: {plot}" if plot else " (install matplotlib for the plot)"))
     return EXIT_OK
+
+
+def _is_file(value: str) -> bool:
+    """Whether ``value`` names an existing file (False for text no file could be named after)."""
+    try:
+        return Path(value).is_file()
+    except (OSError, ValueError):  # e.g. a name over the file system's length limit, a NUL byte
+        return False
 
 
 def parse_predict_inputs(items: Sequence[str], model) -> dict:
@@ -159,16 +169,19 @@ def parse_predict_inputs(items: Sequence[str], model) -> dict:
     for item in items:
         slot, sep, value = item.partition("=")
         if sep and slot in slots:
-            if Path(value).is_file():
+            if _is_file(value):
                 sample[slot] = value
                 continue
-            # A value that reads as a YAML list is a row of numbers (tabular); anything else is text.
-            try:
-                parsed = yaml.safe_load(value)
-            except yaml.YAMLError:
-                parsed = None
+            # For a tabular slot, a value that reads as a YAML list is a row of numbers; anything
+            # else (and everything for other modalities) is taken as it is, e.g. text.
+            parsed = None
+            if getattr(model.encoders[slot], "modality", None) == "tabular":
+                try:
+                    parsed = yaml.safe_load(value)
+                except yaml.YAMLError:
+                    parsed = None
             sample[slot] = parsed if isinstance(parsed, list) else value
-        elif Path(item).is_file():
+        elif _is_file(item):
             modality = EXTENSION_MODALITY.get(Path(item).suffix.lower())
             matches = [s for s in slots if getattr(model.encoders[s], "modality", None) == modality]
             if modality is None or len(matches) != 1:

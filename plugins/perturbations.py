@@ -90,9 +90,11 @@ class ImageBlur(Perturbation):
         pad_h, pad_w = min(radius, x.shape[1] - 1), min(radius, x.shape[2] - 1)
         # Separable blur with reflected borders (kernel cropped where the image is smaller).
         y = F.pad(y, (pad_w, pad_w, 0, 0), mode="reflect" if pad_w else "replicate")
-        y = F.conv2d(y, kernel[radius - pad_w : radius + pad_w + 1].view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+        # A cropped kernel is renormalised, so a small image keeps its brightness.
+        kw, kh = kernel[radius - pad_w : radius + pad_w + 1], kernel[radius - pad_h : radius + pad_h + 1]
+        y = F.conv2d(y, (kw / kw.sum()).view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
         y = F.pad(y, (0, 0, pad_h, pad_h), mode="reflect" if pad_h else "replicate")
-        y = F.conv2d(y, kernel[radius - pad_h : radius + pad_h + 1].view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+        y = F.conv2d(y, (kh / kh.sum()).view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
         return y[0].clamp(0, 1)
 
 
@@ -199,8 +201,13 @@ class TextTypos(Perturbation):
 
 
 # ------------------------------------------------------------------------------ tabular
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 class TabularFeatureNoise(Perturbation):
-    """Tabular: each value multiplied by (1 + ``level`` * N(0, 1)) — relative noise on every feature."""
+    """Tabular: each value multiplied by (1 + ``level`` * N(0, 1)) — relative noise on every numeric
+    feature; categorical values (strings, None) pass through unchanged."""
 
     levels = (0.1, 0.25, 0.5, 1.0)
 
@@ -208,12 +215,13 @@ class TabularFeatureNoise(Perturbation):
         if isinstance(raw, Mapping):
             keys = list(raw)
             noise = torch.randn(len(keys), generator=generator, dtype=torch.float64).tolist()
-            return {k: float(raw[k]) * (1 + self.level * e) for k, e in zip(keys, noise, strict=True)}
+            return {k: float(raw[k]) * (1 + self.level * e) if _is_number(raw[k]) else raw[k]
+                    for k, e in zip(keys, noise, strict=True)}
         values = raw.detach().flatten().tolist() if isinstance(raw, torch.Tensor) else list(raw.tolist() if hasattr(raw, "tolist") else raw)
         if not isinstance(values, Sequence) or isinstance(raw, (str, bytes)):
             raise TypeError(f"a tabular row must be a sequence of numbers or a mapping, got {type(raw).__name__}")
         noise = torch.randn(len(values), generator=generator, dtype=torch.float64).tolist()
-        return [float(v) * (1 + self.level * e) for v, e in zip(values, noise, strict=True)]
+        return [float(v) * (1 + self.level * e) if _is_number(v) else v for v, e in zip(values, noise, strict=True)]
 
 
 BUILTIN = {

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from mmcore.engine.checkpoint import load_model
 from mmcore.engine.evaluation import to_device
 from mmcore.errors import ConfigError, ConfigIssue
 from mmcore.model import MultimodalModel
@@ -97,9 +98,12 @@ def _training_memory(model: MultimodalModel, inputs, targets, device: torch.devi
             torch.cuda.synchronize(device)
             peak = torch.cuda.max_memory_allocated(device) - base
             params = sum(p.numel() * p.element_size() for p in model.parameters())
-            return float(peak + 3 * params + params), False  # + AdamW's two moments and the weights themselves
+            trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+            # peak - base holds activations and gradients; add the weights and AdamW's two moments.
+            return float(peak + params + 2 * trainable), False
         saved = 0
-        seen: set[int] = set()
+        # The weights are counted once below, not again when autograd saves them for backward.
+        seen: set[int] = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers())}
 
         def pack(t: torch.Tensor):
             nonlocal saved
@@ -128,7 +132,7 @@ def run_compare(config: Mapping[str, Any], fusions: Sequence[str], *, manager, o
     variants = fusion_variants(config, fusions, manager.registry)
     results = {}
     for name, variant in variants.items():
-        variant["trainer"] = {**variant.get("trainer", {}), "run_dir": str(out_dir / name)}
+        variant["trainer"] = {**(variant.get("trainer") or {}), "run_dir": str(out_dir / name)}
         log(f"training with fusion {name!r} ...")
         trainer = Trainer(variant, manager=manager)
         report = trainer.fit()
@@ -137,9 +141,14 @@ def run_compare(config: Mapping[str, Any], fusions: Sequence[str], *, manager, o
         test = trainer.datasets["test"] if len(trainer.datasets["test"]) else trainer.datasets["val"]
         samples = [test[i] for i in range(min(len(test), trainer.options.eval_batch_size or trainer.options.batch_size))]
         key = metric or trainer.options.monitor or "loss"
+        # The best checkpoint, rebuilt: the trainer's model may serve frozen encoders from a
+        # feature cache, which would leave the most expensive part out of the cost.
+        best, _ = load_model(trainer.run_dir / "best", manager.registry)
         results[name] = {"metric": key, "value": report["test"].get(key), "test": report["test"],
-                         "train_seconds": report["seconds"], **measure_cost(trainer.model, samples, device=trainer.device)}
+                         "train_seconds": report["seconds"], **measure_cost(best, samples, device=trainer.device)}
     summary = {"fusions": results}
+    if not results:  # not the main process of a distributed run: it writes nothing
+        return summary
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "compare.json").write_text(json.dumps(summary, indent=2))
     plot = plot_compare(results, out_dir / "compare.png")

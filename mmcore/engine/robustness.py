@@ -64,12 +64,17 @@ def robustness_report(
     batch_size: int = 64,
     device: torch.device | str = "cpu",
     seed: int = 0,
+    mode: str = "auto",
 ) -> dict[str, Any]:
     """Evaluate ``model`` on ``dataset`` clean, with every subset of modalities, and perturbed.
 
     ``perturbations`` limits the sweep to these names; ``levels`` overrides a perturbation's
-    default levels. Returns a JSON-able dict (see :func:`format_report`).
+    default levels; ``mode`` says whether larger values of ``metric`` are better (``max``),
+    smaller (``min``) or, with ``auto``, guesses from its name (losses and errors: smaller).
+    Returns a JSON-able dict (see :func:`format_report`).
     """
+    if mode not in ("auto", "max", "min"):
+        raise ValueError(f"mode must be 'auto', 'max' or 'min', got {mode!r}")
     slots = model.slots
     names = list(model.head.metrics())
     metric = metric or (names[0] if names else "loss")
@@ -81,7 +86,7 @@ def robustness_report(
     if metric not in clean_results:
         raise ValueError(f"metric {metric!r} is not reported by the head; it reports {sorted(clean_results)}")
     clean = clean_results[metric]
-    lower = lower_is_better(metric)
+    lower = lower_is_better(metric, mode)
     subsets = []
     for size in range(len(slots), 0, -1):
         for keep in itertools.combinations(slots, size):

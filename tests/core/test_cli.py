@@ -115,6 +115,26 @@ def test_predict_prints_json_for_raw_inputs_and_rejects_bad_ones(run, capsys):
     assert "a tabular row must be a sequence of 6 numbers" in capsys.readouterr().err
     assert main(["predict", str(run), "nope=1"]) == 2
     assert "unknown modality slot(s) ['nope']" in capsys.readouterr().err
+    # A value too long to be a file name is a value, not a crash in the file-system lookup.
+    assert main(["predict", str(run), "first=" + "a" * 300]) == 2
+    assert "a tabular row must be a sequence of 6 numbers" in capsys.readouterr().err
+
+
+def test_robustness_direction_follows_the_metric_mode(run):
+    from mmcore.engine.checkpoint import load_model
+    from mmcore.engine.robustness import robustness_report
+    from mmcore.engine.trainer import load_datasets
+
+    model, _ = load_model(run / "best")
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    test = load_datasets(config, mmcore.get_plugin_manager(), splits=("test",))["test"]
+    reports = {mode: robustness_report(model, test, mmcore.get_plugin_manager().registry, perturbations=["feature_noise"],
+                                       levels={"feature_noise": [1.0]}, mode=mode) for mode in ("max", "min")}
+    for high, low in zip(reports["max"]["perturbed"], reports["min"]["perturbed"], strict=True):
+        assert high["accuracy"] == low["accuracy"]
+        assert high["effective"] == pytest.approx(-low["effective"])
+    with pytest.raises(ValueError, match="mode must be 'auto', 'max' or 'min', got 'up'"):
+        robustness_report(model, test, mmcore.get_plugin_manager().registry, mode="up")
 
 
 def test_compare_trains_each_fusion_and_reports_cost(tmp_path, capsys):
@@ -131,3 +151,15 @@ def test_compare_trains_each_fusion_and_reports_cost(tmp_path, capsys):
     assert (tmp_path / "run" / "compare" / "compare.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["compare", config, "--fusions", "concatt"]) == 2
     assert "unknown fusion 'concatt'; did you mean 'concat'?" in capsys.readouterr().err
+
+
+def test_the_cpu_memory_estimate_counts_the_weights_once():
+    from mmcore.engine.compare import _training_memory
+
+    model = mmcore.build_model({"encoders": {"x": {"name": "tabular_mlp", "num_features": 4, "dim": 256, "hidden": [1024, 1024]}},
+                                "head": {"name": "classification", "num_classes": 3}})
+    batch = model.collate([{"inputs": {"x": [0.1, 0.2, 0.3, 0.4]}, "target": 1}] * 2)
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    estimate, estimated = _training_memory(model, batch["inputs"], batch["targets"], torch.device("cpu"))
+    # weights + gradients + two AdamW moments, plus a few kilobytes of activations for 2 samples
+    assert estimated and 4 * weights <= estimate < 4 * weights + 100_000

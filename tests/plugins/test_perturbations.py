@@ -51,6 +51,12 @@ def test_blur_keeps_the_mean_and_smooths():
     assert torch.equal(ImageBlur(0.0)(x, gen()), x)
 
 
+@pytest.mark.parametrize("side", [1, 2, 4])
+def test_blur_keeps_the_brightness_of_images_smaller_than_its_kernel(side):
+    grey = torch.full((1, side, side), 0.5)
+    torch.testing.assert_close(ImageBlur(2.5)(grey, gen()), grey)
+
+
 def _tone(seconds=1.0, rate=8000, amplitude=0.05):
     t = torch.arange(int(seconds * rate)) / rate
     return amplitude * torch.sin(2 * math.pi * 440 * t)
@@ -103,5 +109,9 @@ def test_tabular_noise_is_relative_and_keeps_the_row_form():
     assert len(noisy) == 3 and all(abs(n - v) < 0.5 * v for n, v in zip(noisy, row, strict=True))
     assert TabularFeatureNoise(0.0)(row, gen()) == row
     assert set(TabularFeatureNoise(0.1)({"a": 1.0, "b": 2.0}, gen())) == {"a", "b"}
+    # Categorical values (and missing ones) pass through; only the numbers get noise.
+    mixed = TabularFeatureNoise(0.5)({"age": 40.0, "city": "Lyon", "pet": None, "count": 3}, gen())
+    assert mixed["city"] == "Lyon" and mixed["pet"] is None and mixed["age"] != 40.0 and mixed["count"] != 3
+    assert TabularFeatureNoise(0.5)([1.0, "red", None], gen())[1:] == ["red", None]
     with pytest.raises(ValueError, match="level must be a number >= 0"):
         TabularFeatureNoise(-1)
