@@ -181,23 +181,48 @@ def sample_key(raw: Any) -> str:
     """A stable hex key for one raw input (equal inputs -> equal keys, across processes and runs).
 
     File paths are keyed by absolute path, size and modification time (an edited file is a new
-    sample); strings, arrays, tensors, PIL images, ``(waveform, rate)`` pairs and rows of
-    numbers by their content.
+    sample; a folder, by every file in it); strings, arrays, tensors, PIL images,
+    ``(waveform, rate)`` pairs and rows of numbers by their content.
     """
     h = hashlib.sha256()
     _feed(h, raw)
     return h.hexdigest()
 
 
-def _feed(h: Any, raw: Any) -> None:
-    if isinstance(raw, os.PathLike) or (isinstance(raw, str) and len(raw) < 4096 and os.path.isfile(raw)):
-        path = os.path.abspath(os.fspath(raw))
+def _is_path(raw: Any) -> bool:
+    """Whether ``raw`` names an existing file, or a folder (only when written as a path: a word of
+    text that happens to match a folder name is text)."""
+    if not isinstance(raw, (str, os.PathLike)) or (isinstance(raw, str) and len(raw) >= 4096):
+        return False
+    try:
+        path = os.fspath(raw)
+        return os.path.isfile(path) or (os.path.isdir(path) and (isinstance(raw, os.PathLike) or os.sep in path))
+    except (OSError, ValueError):
+        return False
+
+
+def _feed_path(h: Any, path: str) -> None:
+    """A file by path, size and modification time; a folder (e.g. a video's frames) by every file in it."""
+    path = os.path.abspath(path)
+    if os.path.isdir(path):
+        h.update(f"dir:{path}[".encode())
+        for name in sorted(os.listdir(path)):
+            _feed_path(h, os.path.join(path, name))
+        h.update(b"]")
+    else:
         stat = os.stat(path)
         h.update(f"file:{path}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+
+
+def _feed(h: Any, raw: Any) -> None:
+    # Variable-length fields carry their length, so no two different inputs feed the same bytes.
+    if _is_path(raw):
+        _feed_path(h, os.fspath(raw))
     elif isinstance(raw, str):
-        h.update(b"str:" + raw.encode("utf-8") + b";")
+        data = raw.encode("utf-8")
+        h.update(f"str:{len(data)}:".encode() + data)
     elif isinstance(raw, bytes):
-        h.update(b"bytes:" + raw + b";")
+        h.update(f"bytes:{len(raw)}:".encode() + raw)
     elif isinstance(raw, torch.Tensor):
         t = raw.detach().cpu().contiguous()
         h.update(f"tensor:{t.dtype}:{list(t.shape)}:".encode())
@@ -205,7 +230,8 @@ def _feed(h: Any, raw: Any) -> None:
     elif type(raw).__module__ == "numpy" and hasattr(raw, "tobytes"):
         h.update(f"ndarray:{raw.dtype}:{list(raw.shape)}:".encode() + raw.tobytes() + b";")
     elif type(raw).__module__.startswith("PIL."):
-        h.update(f"pil:{raw.mode}:{raw.size}:".encode() + raw.tobytes() + b";")
+        palette = raw.getpalette() if raw.mode in ("P", "PA") else None  # indices mean nothing without it
+        h.update(f"pil:{raw.mode}:{raw.size}:{palette}:".encode() + raw.tobytes() + b";")
     elif isinstance(raw, (tuple, list)):
         h.update(f"{type(raw).__name__}:{len(raw)}[".encode())
         for item in raw:
@@ -213,8 +239,9 @@ def _feed(h: Any, raw: Any) -> None:
         h.update(b"]")
     elif isinstance(raw, Mapping):
         h.update(f"map:{len(raw)}{{".encode())
-        for k in sorted(raw, key=str):
-            h.update(str(k).encode() + b"=")
+        for k in sorted(raw, key=lambda k: (type(k).__name__, str(k))):
+            _feed(h, k)
+            h.update(b"=")
             _feed(h, raw[k])
         h.update(b"}")
     elif raw is None or isinstance(raw, (bool, int, float)):
@@ -239,11 +266,13 @@ def _plain(value: Any) -> Any:
 def encoder_fingerprint(encoder: torch.nn.Module, processor: Processor | None = None) -> str:
     """A hex digest of everything that decides an encoder's *frozen* output for a raw input.
 
-    Hashes the encoder's class, its frozen tensors (parameters that do not require grad, and
-    buffers; trainable ones change every step and belong to the uncached tail) and the
-    processor's class, plain settings and fitted state.
+    Hashes the encoder's class and plain settings (e.g. its pooling), its frozen tensors
+    (parameters that do not require grad, and buffers; trainable ones change every step and
+    belong to the uncached tail) and the processor's class, plain settings and fitted state.
     """
     h = hashlib.sha256(f"{type(encoder).__module__}.{type(encoder).__qualname__};".encode())
+    options = {k: _plain(v) for k, v in sorted(vars(encoder).items()) if not k.startswith("_") and k != "training"}
+    h.update(json.dumps(options, sort_keys=True, default=str).encode())
     trainable = {name for name, p in encoder.named_parameters() if p.requires_grad}
     for name, tensor in sorted(encoder.state_dict().items()):
         if name in trainable:
@@ -420,9 +449,10 @@ class MemoizedProcessor(_WrappingProcessor):
 
     Only raw inputs that name their content — file paths and strings — are remembered (keyed
     by :func:`sample_key`: path, size and modification time, or the text); arrays, tensors and
-    images (e.g. perturbed copies made by train-time augmentation) are processed every time, so
-    memory stays bounded by the data set. Refuses processors that augment: their output differs
-    on every call. With DataLoader workers each worker remembers what it processed during one
+    images are processed every time. Memory grows with the distinct paths and texts seen, so
+    slots whose raw inputs are perturbed at train time (new strings every epoch) should not be
+    memoized (:func:`memoize_inputs` takes them in ``exclude``). Refuses processors that
+    augment: their output differs on every call. With DataLoader workers each worker remembers what it processed during one
     epoch only (workers are new each epoch), so this pays off with ``num_workers=0``.
     """
 
@@ -450,15 +480,16 @@ class MemoizedProcessor(_WrappingProcessor):
         self.inner.load_state_dict(state)
 
 
-def memoize_inputs(model: Any) -> list[str]:
+def memoize_inputs(model: Any, exclude: Sequence[str] = ()) -> list[str]:
     """Wrap every deterministic processor of ``model`` in a :class:`MemoizedProcessor`; returns the slots.
 
     "Deterministic" means it does not augment (``augment`` false or absent) and no feature cache
-    is attached to it. Undo with :func:`unmemoize_inputs`.
+    is attached to it. Slots in ``exclude`` are left alone: those whose raw inputs are perturbed
+    at train time (every perturbed text would be a new entry). Undo with :func:`unmemoize_inputs`.
     """
     slots = []
     for slot, processor in list(model.processors.items()):
-        if getattr(processor, "augment", False) or isinstance(processor, (CachingProcessor, MemoizedProcessor)):
+        if slot in exclude or getattr(processor, "augment", False) or isinstance(processor, (CachingProcessor, MemoizedProcessor)):
             continue
         model.processors[slot] = MemoizedProcessor(processor)
         slots.append(slot)
@@ -518,8 +549,15 @@ def attach_feature_cache(model: Any, slot: str, cache: FeatureCache) -> FeatureC
         present = batch["present"].to(torch.bool)
         rows = batch["cache.miss_rows"]
         if rows.numel():
-            with torch.no_grad():
-                fresh = frozen({k[len("inner."):]: v for k, v in batch.items() if k.startswith("inner.")})
+            # In eval mode, as precompute_features does: what is stored is served for good, so it
+            # must not carry one forward's dropout.
+            was_training = encoder.training
+            encoder.eval()
+            try:
+                with torch.no_grad():
+                    fresh = frozen({k[len("inner."):]: v for k, v in batch.items() if k.startswith("inner.")})
+            finally:
+                encoder.train(was_training)
             tokens, mask, pooled = _merge(tokens, mask, pooled, fresh, rows)
             for j, digest in enumerate(batch["cache.miss_keys"].cpu().tolist()):
                 real = fresh.mask[j]

@@ -192,7 +192,7 @@ class Trainer:
         if opts.cache_inputs:
             from mmcore.data import memoize_inputs
 
-            memoize_inputs(self.model)
+            memoize_inputs(self.model, exclude=list(opts.augment))  # perturbed raw inputs are new every epoch
         self.train_model: torch.nn.Module = self.model
         if self.dist.distributed:
             from torch.nn.parallel import DistributedDataParallel
@@ -230,10 +230,13 @@ class Trainer:
     def _cacheable_slots(self) -> list[str]:
         from mmcore.data import is_cacheable
 
-        slots = [slot for slot in self.model.slots if is_cacheable(self.model.encoders[slot], self.model.processors[slot])]
+        # Slots whose raw inputs are perturbed at train time would miss (and store) every epoch.
+        slots = [slot for slot in self.model.slots if slot not in self.options.augment
+                 and is_cacheable(self.model.encoders[slot], self.model.processors[slot])]
         if not slots:
             raise ConfigError([ConfigIssue("trainer.cache_features", "no encoder of the model is frozen, so there is nothing to cache "
-                                           "(freeze a pretrained encoder with freeze: true, and leave its augment off)")])
+                                           "(freeze a pretrained encoder with freeze: true, and leave its augment and "
+                                           "trainer.augment off)")])
         return slots
 
     def _attach_feature_cache(self, slots: Sequence[str]) -> None:

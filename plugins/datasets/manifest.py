@@ -26,6 +26,7 @@ row instead of crashing a DataLoader worker mid-epoch; ``exists`` only checks th
 from __future__ import annotations
 
 import csv
+import difflib
 import json
 import logging
 import math
@@ -54,7 +55,8 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json", ".ndjson"):
         rows = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        # utf-8-sig: a byte-order mark (as some editors write) is not part of the first field.
+        for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
             if not line.strip():
                 continue
             try:
@@ -66,7 +68,7 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
             rows.append(row)
         return rows
     if suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as fh:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
             return list(csv.DictReader(fh))
     raise ValueError(f"manifest {str(path)!r}: expected a .csv or .jsonl file, got {suffix or 'no suffix'}")
 
@@ -125,6 +127,37 @@ def _columns_spec(columns: Any) -> dict[str, Any]:
     return dict(columns)
 
 
+def _named_columns(columns: Mapping[str, Any], target: str | list[str] | None, path_columns: list[str] | None) -> list[tuple[str, str]]:
+    """``(option, column)`` for every column the options name."""
+    named = []
+    for slot, spec in columns.items():
+        if isinstance(spec, str):
+            named.append((f"columns.{slot}", spec))
+        elif isinstance(spec, list):
+            named += [(f"columns.{slot}", c) for c in spec]
+        else:
+            named += [(f"columns.{slot}.{kind}", c) for kind, cols in spec.items() for c in cols]
+    targets = [target] if isinstance(target, str) else list(target or [])
+    named += [("target", t) for t in targets] + [("path_columns", c) for c in path_columns or []]
+    return named
+
+
+def check_columns(manifest: Path, rows: list[dict[str, Any]], named: list[tuple[str, str]]) -> None:
+    """Every named column must occur in the manifest: a misspelt one would otherwise make a whole
+    modality silently missing (or every target "empty")."""
+    if not rows:
+        return
+    present = set().union(*(row.keys() for row in rows))
+    missing = [(option, column) for option, column in named if column not in present]
+    if missing:
+        lines = []
+        for option, column in missing:
+            close = difflib.get_close_matches(column, sorted(present), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            lines.append(f"{option}: manifest {str(manifest)!r} has no column {column!r}{hint}")
+        raise ValueError("\n".join(lines) + f"\n(its columns: {', '.join(sorted(present))})")
+
+
 def load_manifest(
     split: Literal["train", "val", "test"],
     path: str,
@@ -149,12 +182,15 @@ def load_manifest(
     if validate not in ("decode", "exists", "none"):
         raise ValueError(f"validate must be 'decode', 'exists' or 'none', got {validate!r}")
     columns = _columns_spec(columns)
+    named = _named_columns(columns, target, path_columns)
     manifest = Path(path).expanduser()
     if (split == "val" and val_path) or (split == "test" and test_path):
         manifest = Path(val_path if split == "val" else test_path).expanduser()
         rows = list(enumerate(read_rows(manifest), start=1))
+        check_columns(manifest, [r for _, r in rows], named)
     else:
         rows = list(enumerate(read_rows(manifest), start=1))
+        check_columns(manifest, [r for _, r in rows], named)
         if split_column is not None:
             if rows and all(split_column not in r for _, r in rows):
                 raise ValueError(f"manifest {str(manifest)!r} has no split column {split_column!r}")
@@ -216,9 +252,11 @@ class _Context:
                 return int(value)
             except ValueError:
                 try:
-                    return float(value)
+                    value = float(value)
                 except ValueError:
                     return value  # a string target (e.g. a caption)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.bad(number, column, f"the target must be a finite number, got {value!r}")
         return value
 
     def cell(self, row: Mapping[str, Any], number: int, spec: Any) -> Any:

@@ -26,6 +26,9 @@ def read_wav(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
             frames = f.readframes(f.getnframes())
     except (OSError, EOFError, wave.Error) as exc:
         raise ValueError(f"cannot read WAV file {os.fspath(path)!r}: {exc}") from exc
+    frames = frames[: len(frames) - len(frames) % (width * channels)]  # a truncated file may end mid-frame
+    if not frames:
+        raise ValueError(f"cannot read WAV file {os.fspath(path)!r}: it holds no audio frames")
     if width == 3:  # 24-bit: widen each little-endian sample to 32 bits
         raw = torch.frombuffer(bytearray(frames), dtype=torch.uint8).view(-1, 3).to(torch.int32)
         data = (raw[:, 0] | (raw[:, 1] << 8) | (raw[:, 2] << 16)).float()
@@ -34,11 +37,8 @@ def read_wav(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
         dtype = {1: torch.uint8, 2: torch.int16, 4: torch.int32}.get(width)
         if dtype is None:
             raise ValueError(f"{os.fspath(path)!r}: unsupported sample width {width * 8} bits (expected 8, 16, 24 or 32)")
-        usable = len(frames) - len(frames) % (width * channels)  # a truncated file may end mid-frame
-        data = torch.frombuffer(bytearray(frames[:usable]), dtype=dtype).float() if usable else torch.zeros(0)
+        data = torch.frombuffer(bytearray(frames), dtype=dtype).float()
         data = (data - 128) / 128 if width == 1 else data / float(2 ** (8 * width - 1))
-    if data.numel() == 0:
-        raise ValueError(f"cannot read WAV file {os.fspath(path)!r}: it holds no audio frames")
     return data.view(-1, channels).mean(1), rate
 
 

@@ -61,6 +61,8 @@ class TabularProcessor(Processor):
         out = []
         for i, value in enumerate(values):
             name = self.columns[i] if self.columns else f"#{i}"
+            if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # a NumPy or torch scalar
+                value = value.item()
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise TypeError(f"column {name}: expected a number, got {type(value).__name__} {value!r}")
             if not math.isfinite(value):

@@ -5,6 +5,7 @@ time. Tokens are frames; clips of different lengths are padded, with masks."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -17,6 +18,10 @@ from mmcore import Features
 
 FRAME_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".pgm", ".tif", ".tiff"}
 
+
+
+def _natural_key(path: str) -> list:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", Path(path).name)]
 
 class VideoProcessor(mmcore.Processor):
     """A clip -> its frames through the frame encoder's processor, at most ``max_frames`` (evenly spaced)."""
@@ -39,7 +44,8 @@ class VideoProcessor(mmcore.Processor):
             folder = Path(raw)
             if not folder.is_dir():
                 raise ValueError(f"a video given as a path must be a folder of frame images, got {str(folder)!r}")
-            frames = sorted(str(p) for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
+            # Natural order: frame_2 before frame_10, whether or not the numbers are zero-padded.
+            frames = sorted((str(p) for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES), key=_natural_key)
             if not frames:
                 raise ValueError(f"video folder {str(folder)!r} holds no frame images ({', '.join(sorted(FRAME_SUFFIXES))})")
             return frames

@@ -94,6 +94,28 @@ def test_sample_keys_follow_content_and_files(tmp_path):
         sample_key(object())
 
 
+def test_sample_keys_do_not_collide_on_look_alike_inputs(tmp_path, monkeypatch):
+    from PIL import Image
+
+    assert sample_key(["a;str:b", "c"]) != sample_key(["a", "b;str:c"]), "strings carry their length"
+    assert sample_key({1: 2.0}) != sample_key({"1": 2.0}), "a key's type is part of it"
+    red, blue = Image.new("P", (2, 2), 0), Image.new("P", (2, 2), 0)
+    red.putpalette([255, 0, 0] * 256)
+    blue.putpalette([0, 0, 255] * 256)
+    assert sample_key(red) != sample_key(blue), "palette images are keyed with their palette"
+    # A folder (e.g. a video's frames) is keyed by its files: editing a frame makes a new sample.
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    (clip / "0.png").write_bytes(b"frame")
+    key = sample_key(str(clip))
+    assert sample_key(clip) == key
+    (clip / "0.png").write_bytes(b"other frame")
+    assert sample_key(str(clip)) != key
+    # ... but a word of text that happens to name a folder in the working directory is text.
+    monkeypatch.chdir(tmp_path)
+    assert sample_key("clip") == sample_key("clip ".strip()) != sample_key(str(clip))
+
+
 def test_fingerprint_covers_frozen_weights_and_processor_not_the_trainable_tail():
     model = image_model(freeze=True, dim=8)
     encoder, processor = model.encoders["image"], model.processors["image"]
@@ -106,6 +128,31 @@ def test_fingerprint_covers_frozen_weights_and_processor_not_the_trainable_tail(
     assert encoder_fingerprint(encoder, processor) != before
     other = image_model(freeze=True, dim=8, image_size=64)
     assert encoder_fingerprint(other.encoders["image"], other.processors["image"]) != before
+    # The encoder's own settings count too (e.g. how it pools), not only its weights.
+    pooled_otherwise = image_model(freeze=True, dim=8)
+    pooled_otherwise.encoders["image"].load_state_dict(encoder.state_dict())
+    assert encoder_fingerprint(pooled_otherwise.encoders["image"], processor) == encoder_fingerprint(encoder, processor)
+    pooled_otherwise.encoders["image"].pool_setting = "cls"
+    assert encoder_fingerprint(pooled_otherwise.encoders["image"], processor) != encoder_fingerprint(encoder, processor)
+
+
+def test_misses_are_stored_as_eval_mode_features_even_during_training():
+    torch.manual_seed(0)
+    model = mmcore.build_model({"encoders": {"t": {"name": "tabular_mlp", "num_features": 3, "dim": 8, "dropout": 0.5}},
+                                "head": {"name": "classification", "num_classes": 2}})
+    model.encoders["t"].requires_grad_(False)  # frozen whole: cached whole, dropout and all
+    data = SampleDataset([{"inputs": {"t": [float(i), 1.0, -1.0]}, "target": i % 2} for i in range(6)])
+    model.eval()
+    with torch.no_grad():
+        reference = model.encoders["t"](model.collate(list(data))["inputs"]["t"]).pooled
+    attach_feature_cache(model, "t", FeatureCache())
+    model.train()  # misses computed on the fly in a training step
+    with torch.no_grad():
+        model(model.collate(list(data))["inputs"])
+    model.eval()
+    with torch.no_grad():
+        served = model.encoders["t"](model.collate(list(data))["inputs"]["t"]).pooled
+    torch.testing.assert_close(served, reference)
 
 
 def test_cached_features_equal_recomputed_ones_and_skip_the_backbone(tmp_path):
@@ -210,5 +257,7 @@ def test_memoizing_refuses_augmenting_processors_and_memoize_inputs_skips_them()
     assert memoize_inputs(model) == ["a"]
     assert isinstance(model.processors["a"], MemoizedProcessor) and not isinstance(model.processors["b"], MemoizedProcessor)
     assert memoize_inputs(model) == [], "never wrapped twice"
+    unmemoize_inputs(model)
+    assert memoize_inputs(model, exclude=["a"]) == [], "slots perturbed at train time are left alone"
     unmemoize_inputs(model)
     assert isinstance(model.processors["a"], _CountingProcessor)

@@ -143,3 +143,25 @@ def test_tabular_mapping_columns_lists_of_targets_and_separate_split_files(folde
         load_manifest("val", str(m), **kwargs)
     with pytest.raises(ValueError, match="columns.profile: expected a column name"):
         load_manifest("train", str(m), columns={"profile": {"numbers": ["age"]}})
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_column(folder):
+    (folder / "m.csv").write_text("\ufefftext,label\nhello,1\nworld,0\n", encoding="utf-8")
+    data = load_manifest("train", str(folder / "m.csv"), columns={"t": "text"}, target="label", val_fraction=0, test_fraction=0)
+    assert sorted(s["inputs"]["t"] for s in data.samples) == ["hello", "world"]
+
+
+def test_a_misspelt_column_is_an_error_not_a_silently_missing_modality(folder):
+    m = write_jsonl(folder / "m.jsonl", [{"text": "a", "label": 1}, {"text": "b", "label": 0}])
+    with pytest.raises(ValueError) as info:
+        load_manifest("train", str(m), columns={"t": "txet", "n": ["text", "cnt"]}, target="lable")
+    message = str(info.value)
+    assert "columns.t: manifest" in message and "has no column 'txet'; did you mean 'text'?" in message
+    assert "columns.n: manifest" in message and "has no column 'cnt'" in message
+    assert "target: manifest" in message and "has no column 'lable'; did you mean 'label'?" in message
+
+
+def test_a_non_finite_target_names_its_row(folder):
+    m = write_jsonl(folder / "m.jsonl", [{"text": "a", "label": "1.5"}, {"text": "b", "label": "nan"}])
+    with pytest.raises(BadSampleError, match=r"row 2, column 'label': the target must be a finite number, got nan"):
+        load_manifest("train", str(m), columns={"t": "text"}, target="label", val_fraction=0, test_fraction=0)

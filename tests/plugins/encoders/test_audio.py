@@ -147,3 +147,17 @@ def test_24_bit_and_stereo_wavs_are_read(tmp_path):
     wav, rate = read_wav(tmp_path / "a.wav")
     assert rate == 8000
     torch.testing.assert_close(wav, torch.tensor([0.25, 0.25]), atol=1e-6, rtol=0)  # (0 + 0.5) / 2, (-0.5 + 1) / 2
+
+
+def test_a_truncated_24_bit_wav_is_read_up_to_its_last_whole_frame(tmp_path):
+    import wave
+
+    with wave.open(str(tmp_path / "t.wav"), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(3)
+        f.setframerate(8000)
+        f.writeframes((2**22).to_bytes(3, "little") * 4)
+    data = (tmp_path / "t.wav").read_bytes()
+    (tmp_path / "t.wav").write_bytes(data[:-1])  # cut in the middle of the last sample
+    wav, _ = read_wav(tmp_path / "t.wav")
+    torch.testing.assert_close(wav, torch.full((3,), 0.5))

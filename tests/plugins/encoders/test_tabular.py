@@ -86,3 +86,14 @@ def test_bad_rows_and_options_are_reported(wine_rows):
     with pytest.raises(ValueError, match="num_features must be positive"):
         FTTransformerEncoder(num_features=0)
     assert MLPTabularEncoder(num_features=0, categorical=["band"], dim=8).processor()({"band": "x"})["values"].shape == (0,)
+
+
+def test_numpy_and_torch_scalars_are_numbers():
+    import numpy as np
+
+    processor = TabularProcessor(2, columns=["age", "height"])
+    expected = processor([3.0, 1.5])
+    for row in ({"age": np.int64(3), "height": np.float32(1.5)}, (np.int64(3), np.float32(1.5)), [torch.tensor(3), 1.5]):
+        torch.testing.assert_close(processor(row), expected)
+    with pytest.raises(TypeError, match="column age: expected a number, got str 'x'"):
+        processor({"age": "x", "height": 1.0})

@@ -75,3 +75,15 @@ def test_pretrained_frame_encoder_frozen():
                            frame_options={"arch": "resnet18", "image_size": 32, "freeze": True}, dim=16, heads=2, max_frames=4)
     assert not any(p.requires_grad for p in encoder.frame_encoder.parameters())
     check_encoder(encoder)
+
+
+def test_frames_are_read_in_natural_order_without_zero_padding(flower, tmp_path):
+    from PIL import Image
+
+    frames = pan(flower, 12, size=16)
+    for t, frame in enumerate(frames):
+        Image.fromarray(frame).save(tmp_path / f"frame_{t}.png")  # frame_10 sorts before frame_2 as text
+    processor = VideoEncoder(frame_options={"channels": 3, "image_size": 16, "dim": 8, "width": 8}, dim=16, heads=2,
+                             max_frames=12).processor()
+    for got, want in zip(processor(str(tmp_path)), processor(frames), strict=True):
+        torch.testing.assert_close(got, want)
