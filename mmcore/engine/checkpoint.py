@@ -27,6 +27,17 @@ import torch
 from mmcore.model import MultimodalModel, build_model
 from mmcore.registry import Registry
 
+
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+#: mkstemp/mkdtemp create owner-only files and folders; what we rename into place gets the
+#: permissions any other file the user writes would have (so others can read a shared run).
+_UMASK = _read_umask()
+
 WEIGHTS = "model.safetensors"
 SPEC = "model.json"
 STATE = "state.pt"
@@ -40,6 +51,7 @@ def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -60,6 +72,7 @@ def atomic_directory(path: Path, write: Callable[[Path], Any]) -> Path:
     try:
         write(tmp)
         _fsync_dir(tmp)
+        os.chmod(tmp, 0o777 & ~_UMASK)
         if old.exists():
             if path.exists():
                 shutil.rmtree(old)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -244,22 +245,29 @@ def _trainer_options(section: Any) -> tuple[TrainerOptions, list[ConfigIssue]]:
             bad(name, f"must be at least 1, got {getattr(options, name)}")
     if options.eval_batch_size is not None and options.eval_batch_size < 1:
         bad("eval_batch_size", f"must be at least 1, got {options.eval_batch_size}")
-    if options.lr <= 0:
-        bad("lr", f"must be positive, got {options.lr}")
-    if options.weight_decay < 0:
-        bad("weight_decay", f"must be >= 0, got {options.weight_decay}")
+    if not (math.isfinite(options.lr) and options.lr > 0):
+        bad("lr", f"must be a positive number, got {options.lr}")
+    if not (math.isfinite(options.weight_decay) and options.weight_decay >= 0):
+        bad("weight_decay", f"must be a number >= 0, got {options.weight_decay}")
+    if not 0 <= options.seed < 2**32:
+        bad("seed", f"must be in 0..2**32-1, got {options.seed}")
+    if isinstance(options.compile, str):
+        import torch._dynamo  # only here: importing it costs a second
+
+        if options.compile not in torch._dynamo.list_backends(exclude_tags=()):
+            bad("compile", f"unknown torch.compile backend {options.compile!r} (available: {', '.join(torch._dynamo.list_backends())})")
     if not 0.0 <= options.warmup_fraction < 1.0:
         bad("warmup_fraction", f"must be in [0, 1), got {options.warmup_fraction}")
     if not 0.0 <= options.min_lr_ratio <= 1.0:
         bad("min_lr_ratio", f"must be in [0, 1], got {options.min_lr_ratio}")
-    if options.grad_clip is not None and options.grad_clip <= 0:
-        bad("grad_clip", f"must be positive or null, got {options.grad_clip}")
+    if options.grad_clip is not None and not (math.isfinite(options.grad_clip) and options.grad_clip > 0):
+        bad("grad_clip", f"must be a positive number or null, got {options.grad_clip}")
     if options.early_stopping is not None and options.early_stopping < 1:
         bad("early_stopping", f"must be at least 1 epoch or null, got {options.early_stopping}")
     if options.num_workers < 0:
         bad("num_workers", f"must be >= 0, got {options.num_workers}")
     for key, value in options.lr_multipliers.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
             bad(f"lr_multipliers.{key}", f"must be a number >= 0, got {value!r}")
     rates = options.modality_dropout if isinstance(options.modality_dropout, Mapping) else {"": options.modality_dropout}
     for slot, p in rates.items():

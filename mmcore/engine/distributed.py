@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from mmcore.errors import ConfigError, ConfigIssue
+
 
 @dataclass
 class DistContext:
@@ -46,16 +48,23 @@ class DistContext:
             dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
         return tensor
 
-    def close(self) -> None:
+    def close(self, *, wait: bool = False) -> None:
+        """Leave the process group; ``wait`` (after a run every process finished) first waits for all
+        of them, so none tears the group down while a peer still talks to it (which can abort the
+        peer at exit). Never waits after an error: the others may be stuck elsewhere."""
         if self.owns_group and dist.is_initialized():
-            dist.destroy_process_group()
+            try:
+                if wait:
+                    dist.barrier()
+            finally:
+                dist.destroy_process_group()
             self.owns_group = False
 
 
 def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
     """``auto`` | ``cpu`` | ``cuda`` -> this process's device (``cuda:LOCAL_RANK`` under torchrun)."""
     if choice == "cuda" and not torch.cuda.is_available():
-        raise ValueError("trainer.device is 'cuda' but no CUDA device is available; use 'cpu' or 'auto'")
+        raise ConfigError([ConfigIssue("trainer.device", "is 'cuda' but no CUDA device is available; use 'cpu' or 'auto'")])
     if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     index = local_rank % max(1, torch.cuda.device_count())

@@ -92,6 +92,21 @@ def load_datasets(config: Mapping[str, Any], manager: MmcorePluginManager, split
     return {split: info.factory(**{PRIMARY_ARGUMENT["dataset"]: split}, **data) for split in splits}
 
 
+#: Trainer options a resumed run may change: they do not change what is computed.
+_RESUME_MAY_DIFFER = {f"trainer.{k}" for k in ("run_dir", "progress", "num_workers", "tensorboard", "plots", "device",
+                                               "cache_inputs", "cache_features", "eval_batch_size")}
+
+
+def _config_differences(old: Any, new: Any, path: str = "") -> list[tuple[str, Any, Any]]:
+    """``(dotted path, old, new)`` for every leaf where two configs differ."""
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        out = []
+        for key in sorted(set(old) | set(new), key=str):
+            out += _config_differences(old.get(key), new.get(key), f"{path}.{key}" if path else str(key))
+        return out
+    return [] if old == new else [(path, old, new)]
+
+
 def lower_is_better(metric: str, mode: str = "auto") -> bool:
     if mode != "auto":
         return mode == "min"
@@ -152,6 +167,8 @@ class Trainer:
         self.resume = Path(resume) if resume is not None else None
         self.run_dir = Path(self.options.run_dir)
         self.config = resolved_config(self.config, self.options)
+        if self.resume is not None:
+            self._check_resume_config()
         self.model: MultimodalModel | None = None
         self.history: list[dict[str, float]] = []
         self.step = 0
@@ -275,6 +292,18 @@ class Trainer:
             "world_size": self.dist.world_size,
         }
 
+    def _check_resume_config(self) -> None:
+        """Resuming continues the same run: only options that cannot change its results may differ."""
+        saved_path = self.run_dir / "config.yaml"
+        if not saved_path.is_file():
+            return  # nothing to compare with; setup() reports the missing checkpoint
+        saved = yaml.safe_load(saved_path.read_text()) or {}
+        issues = [ConfigIssue(path, f"differs from the run being resumed ({self.run_dir}): {old!r} there, {new!r} now")
+                  for path, old, new in _config_differences(saved, self.config) if path not in _RESUME_MAY_DIFFER]
+        if issues:
+            issues.append(ConfigIssue("", "resume with the run's own config (it is in config.yaml), or start a new run"))
+            raise ConfigError(issues)
+
     def _load_resume_state(self) -> None:
         last = self.run_dir / "last"
         state = load_training_state(last)
@@ -284,7 +313,8 @@ class Trainer:
         load_weights(self.model, last)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        if state["scaler"]:  # empty when saved by a disabled scaler (CPU, fp32, bf16): start fresh
+            self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.history = list(state["history"])
         best = state["best"]
@@ -294,6 +324,9 @@ class Trainer:
 
             self.best_weights = load_file(str(resolve_checkpoint(self.run_dir / "best") / "model.safetensors"))
         self.start_epoch = self.epoch + 1
+        if self.options.early_stopping is not None and self.bad_epochs >= self.options.early_stopping:
+            self.start_epoch = self.options.epochs + 1  # it had stopped early: nothing more to train
+            self._resumed_status = "early_stopping"
         self._resume_rng = state["rng"]
 
     # ------------------------------------------------------------------ data
@@ -301,7 +334,8 @@ class Trainer:
         """The training batches of ``epoch``: this process's share, shuffled by (seed, epoch)."""
         opts = self.options
         view = TrainingView(self.datasets["train"], epoch=epoch, seed=opts.seed, dropout=self._dropout_rates(), augment=self.augment)
-        # One sampler for one process or many: the same global batches either way.
+        # One sampler for one process or many: the same global batches either way (when the split
+        # does not divide evenly over the processes, DistributedSampler repeats a few samples).
         sampler = DistributedSampler(view, num_replicas=self.dist.world_size, rank=self.dist.rank, shuffle=True, seed=opts.seed, drop_last=False)
         sampler.set_epoch(epoch)
         return DataLoader(
@@ -354,12 +388,15 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         """Train, keep the best checkpoint, evaluate it on the test split; return the report."""
         start = time.perf_counter()
+        finished = False
         try:
             self.setup()
-            return self._fit(start)
+            report = self._fit(start)
+            finished = True
+            return report
         finally:
             if self.dist is not None:
-                self.dist.close()
+                self.dist.close(wait=finished)
 
     def _fit(self, start: float) -> dict[str, Any]:
         opts = self.options
@@ -371,7 +408,7 @@ class Trainer:
         hook.mmcore_train_start(trainer=self, config=self.config)
         if getattr(self, "_resume_rng", None) is not None:
             set_rng_state(self._resume_rng)
-        status, error = "completed", None
+        status, error = getattr(self, "_resumed_status", "completed"), None
         try:
             for epoch in range(self.start_epoch, opts.epochs + 1):
                 self.epoch = epoch
@@ -412,14 +449,17 @@ class Trainer:
         )
         return self._epoch_state
 
-    def train_step(self, batch: Mapping[str, Any], *, group: int = 1, last_in_group: bool = True, force_check: bool = False) -> torch.Tensor:
+    def train_step(self, batch: Mapping[str, Any], *, group: int = 1, last_in_group: bool = True, force_check: bool = False,
+                   weight: float | None = None) -> torch.Tensor:
         """One micro-batch: forward, backward, bookkeeping; the optimiser steps on the group's last one.
 
         Returns the (detached, unscaled) loss. ``group`` is the number of micro-batches whose
-        gradients this optimiser step accumulates.
+        gradients this optimiser step accumulates; ``weight`` (default ``1 / group``) is this
+        micro-batch's share of the step: its samples / the group's samples, so a short last
+        micro-batch counts as much as its samples would in one big batch.
         """
         state = self._epoch_state
-        out, targets = self.forward_backward(batch, scale=1.0 / group, sync=last_in_group)
+        out, targets = self.forward_backward(batch, scale=1.0 / group if weight is None else weight, sync=last_in_group)
         loss = out.loss.detach()
         if state.check_every == 1:  # one CPU process: reading the loss is free; stop before the bad step is taken
             if not math.isfinite(float(loss)):
@@ -454,11 +494,16 @@ class Trainer:
         epoch_start = tick
         total = len(loader)
         group_start = group = 0
+        samples = len(loader.sampler)  # this process's share of the epoch
+        batch_size = self.local_batch_size
         for index, batch in enumerate(loader):
-            if index == group_start:  # the micro-batches of this optimiser step
+            if index == group_start:  # the micro-batches of this optimiser step, and their samples
                 group = min(opts.grad_accumulation, total - group_start)
+                group_samples = min(samples, (group_start + group) * batch_size) - group_start * batch_size
                 group_start += group
-            self.train_step(batch, group=group, last_in_group=index == group_start - 1, force_check=index == total - 1)
+            size = min(batch_size, samples - index * batch_size)
+            self.train_step(batch, group=group, last_in_group=index == group_start - 1, force_check=index == total - 1,
+                            weight=size / group_samples)
             if bar is not None:
                 bar.update(1)
                 now = time.perf_counter()

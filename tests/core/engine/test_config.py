@@ -93,3 +93,24 @@ def test_load_config_reports_a_missing_or_broken_file(tmp_path):
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(mmcore.ConfigError, match="must hold a mapping, got list"):
         load_config(tmp_path / "list.yaml")
+
+
+def test_values_that_would_only_fail_inside_torch_are_config_errors(wine_config, manager):
+    wine_config["trainer"].update(lr=float("nan"), weight_decay=float("nan"), grad_clip=float("inf"), seed=2**62,
+                                  compile="nope", lr_multipliers={"head": float("nan")})
+    issues = issues_of(wine_config, manager.registry)
+    for expected in ("trainer.lr: must be a positive number, got nan", "trainer.weight_decay: must be a number >= 0, got nan",
+                     "trainer.grad_clip: must be a positive number or null, got inf", "trainer.seed: must be in 0..2**32-1",
+                     "trainer.compile: unknown torch.compile backend 'nope'", "trainer.lr_multipliers.head: must be a number >= 0"):
+        assert any(issue.startswith(expected) for issue in issues), (expected, issues)
+    wine_config["trainer"].update(lr=0.01, weight_decay=0.0, grad_clip=1.0, seed=0, compile="eager", lr_multipliers={})
+    assert validate_config(wine_config, manager.registry).compile == "eager"
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_device_cuda_without_a_gpu_is_a_config_error(wine_config):
+    from mmcore.engine.trainer import Trainer
+
+    wine_config["trainer"]["device"] = "cuda"
+    with pytest.raises(mmcore.ConfigError, match="trainer.device: is 'cuda' but no CUDA device is available"):
+        Trainer(wine_config).fit()

@@ -379,3 +379,58 @@ def test_cache_inputs_trains_the_same_model(tmp_path):
     assert processors[True]["text"] == "MemoizedProcessor" and processors[False]["text"] != "MemoizedProcessor"
     for name, value in weights[False].items():
         torch.testing.assert_close(weights[True][name], value, msg=name)
+
+
+def test_accumulation_weighs_a_short_last_micro_batch_by_its_samples(wine_config, tmp_path):
+    # 115 training rows: batches of 12 end with 7 rows, i.e. micro-batches of 6 + 1 under
+    # accumulation; weighting both halves equally would give that one row 3.5x its due.
+    for part in ("first", "second"):
+        wine_config["model"]["encoders"][part]["dropout"] = 0.0
+    wine_config["model"]["fusion"]["dropout"] = 0.0
+    wine_config["trainer"]["epochs"] = 2
+    big, small = copy.deepcopy(wine_config), copy.deepcopy(wine_config)
+    big["trainer"].update(run_dir=str(tmp_path / "big"), batch_size=12)
+    small["trainer"].update(run_dir=str(tmp_path / "small"), batch_size=6, grad_accumulation=2)
+    assert Trainer(big).fit()["steps"] == Trainer(small).fit()["steps"] == 20
+    wa, wb = weights(tmp_path / "big"), weights(tmp_path / "small")
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], rtol=1e-4, atol=1e-5)
+
+
+def test_resume_refuses_a_changed_config_but_not_a_changed_display(wine_config, tmp_path):
+    wine_config["trainer"]["epochs"] = 1
+    Trainer(wine_config).fit()
+    run = tmp_path / "run"
+    changed = copy.deepcopy(wine_config)
+    changed["trainer"].update(epochs=2, lr=0.5, lr_multipliers={"head": 2.0})
+    changed["data"]["seed"] = 3
+    with pytest.raises(ConfigError) as info:
+        Trainer(changed, resume=run)
+    message = str(info.value)
+    for path in ("trainer.lr: differs from the run being resumed", "trainer.epochs:", "trainer.lr_multipliers.head:", "data.seed:"):
+        assert path in message
+    display = copy.deepcopy(wine_config)
+    display["trainer"].update(progress=True, num_workers=0, plots=True)
+    assert Trainer(display, resume=run).fit()["status"] == "completed"
+
+
+def test_resuming_an_early_stopped_run_trains_nothing_more(wine_config, tmp_path):
+    wine_config["trainer"].update(epochs=10, lr=1e-9, early_stopping=2, monitor="accuracy")
+    first = Trainer(wine_config).fit()
+    again = Trainer(wine_config, resume=tmp_path / "run").fit()
+    assert first["status"] == again["status"] == "early_stopping"
+    assert again["epochs_run"] == first["epochs_run"] and again["steps"] == first["steps"]
+
+
+def test_checkpoints_get_the_users_usual_file_permissions(wine_config, tmp_path):
+    import stat
+
+    wine_config["trainer"]["epochs"] = 1
+    Trainer(wine_config).fit()
+    run = tmp_path / "run"
+    from mmcore.engine.checkpoint import _UMASK
+
+    for path in (run / "last", run / "best"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o777 & ~_UMASK
+    for path in (run / "report.json", run / "config.yaml", run / "metrics.csv"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~_UMASK
