@@ -462,13 +462,15 @@ class Trainer:
         out, targets = self.forward_backward(batch, scale=1.0 / group if weight is None else weight, sync=last_in_group)
         loss = out.loss.detach()
         if state.check_every == 1:  # one CPU process: reading the loss is free; stop before the bad step is taken
-            if not math.isfinite(float(loss)):
+            value = float(loss)
+            if not math.isfinite(value):
                 raise NonFiniteLossError(
                     f"the training loss became NaN or infinite at step {self.step + 1} (epoch {state.epoch}); training "
                     f"stopped, the last good checkpoint is kept in {self.run_dir}", self.step + 1)
-        else:  # noticed on the device, read every `check_every` steps
+            state.loss_sum_host += value * len(targets)
+        else:  # noticed and summed on the device, read every `check_every` steps
             state.first_bad = torch.where(torch.isfinite(loss) | (state.first_bad > 0), state.first_bad, state.step_counter + 1)
-        state.loss_sum += loss.double() * len(targets)
+            state.loss_sum += loss.double() * len(targets)
         state.seen += len(targets)
         # Metrics are updated in chunks: torchmetrics' per-call checks cost more than a small step.
         state.pending.append((out.predictions.detach(), targets))
@@ -509,7 +511,7 @@ class Trainer:
                 now = time.perf_counter()
                 if now - tick > 0.5 or index == total - 1:
                     rate = (state.seen - samples_at_tick) * dist.world_size / max(now - tick, 1e-9)
-                    postfix = {"loss": f"{float(state.loss_sum) / max(state.seen, 1):.4f}", "samples/s": f"{rate:.0f}"}
+                    postfix = {"loss": f"{state.total_loss() / max(state.seen, 1):.4f}", "samples/s": f"{rate:.0f}"}
                     if self.history and f"val/{opts.monitor}" in self.history[-1]:
                         postfix[f"val {opts.monitor}"] = f"{self.history[-1][f'val/{opts.monitor}']:.4f}"
                     bar.set_postfix(postfix)
@@ -517,7 +519,8 @@ class Trainer:
         if bar is not None:
             bar.close()
         seconds = time.perf_counter() - epoch_start
-        totals = dist.all_reduce_sum(torch.stack([state.loss_sum, torch.tensor(float(state.seen), dtype=torch.float64, device=self.device)]))
+        totals = dist.all_reduce_sum(torch.stack([state.loss_sum + state.loss_sum_host,
+                                                  torch.tensor(float(state.seen), dtype=torch.float64, device=self.device)]))
         row = {"epoch": epoch, "step": self.step, "lr": self.scheduler.get_last_lr()[0], "train/loss": float(totals[0] / totals[1])}
         state.flush_metrics()
         row.update({f"train/{name}": _as_float(m.compute()) for name, m in state.metrics.items()})
@@ -620,7 +623,12 @@ class _EpochState:
     check_every: int
     step_hooks: bool
     seen: int = 0
+    #: the loss sum kept on the host where the loss is read every step anyway (one CPU process)
+    loss_sum_host: float = 0.0
     pending: list = dataclasses.field(default_factory=list)
+
+    def total_loss(self) -> float:
+        return float(self.loss_sum) + self.loss_sum_host
 
     def flush_metrics(self) -> None:
         if not self.pending:

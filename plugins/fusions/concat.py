@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from typing import Literal
@@ -64,7 +65,7 @@ class ConcatFusion(mmcore.Fusion):
             normed = self.norms[slot](feats.pooled)
             xs.append(torch.where(feats.present[:, None], normed, self.placeholders[slot].to(normed.dtype)))
         fused = self.dropout(self.activation(concat_linear(xs, self.weight.to(xs[0].dtype), self.bias.to(xs[0].dtype))))
-        present = torch.stack([features[slot].present for slot in self.slots]).any(dim=0)
+        present = functools.reduce(torch.logical_or, (features[slot].present for slot in self.slots))
         return Features.from_pooled(fused, present=present)
 
 
