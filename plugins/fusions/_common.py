@@ -79,8 +79,10 @@ def stack_present(features: Mapping[str, Features], slots: list[str]) -> torch.T
 def select_present(x: torch.Tensor, present: torch.Tensor, fallback: torch.Tensor | None = None) -> torch.Tensor:
     """``x [B, ...]`` where ``present`` (``[B]``, or any leading shape of ``x``), else ``fallback`` (zeros by default).
 
-    ``torch.where`` (not a multiplication by 0) so an absent sample gets exactly zero gradient even
-    when its values are huge or non-finite.
+    ``torch.where`` (not a multiplication by 0) so an absent sample's input gets exactly zero
+    gradient even when its values are huge or non-finite. (Layers applied *before* the selection
+    still see those values: their weight gradients rely on encoders emitting finite zeros for
+    absent samples and padding, as ``Features.from_tokens`` / ``from_pooled`` do for finite outputs.)
     """
     shape = tuple(present.shape) + (1,) * (x.dim() - present.dim())
     other = torch.zeros((), dtype=x.dtype, device=x.device) if fallback is None else fallback.to(device=x.device, dtype=x.dtype)

@@ -97,12 +97,17 @@ class FiLMFusion(mmcore.Fusion):
             [select_present(self.project_condition[s](features[s].pooled), features[s].present) for s in self.conditions]
         )
         gamma, beta = self.to_film(mean_over_present(cond, cond_present)).chunk(2, dim=-1)
-        tokens = self.project_target(target.tokens)  # [B, L, dim]
+        # Padding and absent samples are zeroed before anything touches them (not after): a
+        # non-finite value there must not reach gamma's gradient through 0 * inf.
+        real = target.mask & target.present[:, None]
+        tokens = self.project_target(torch.where(real[..., None], target.tokens, torch.zeros((), dtype=target.tokens.dtype,
+                                                                                            device=target.tokens.device)))
         b, length = target.mask.shape
         first = torch.arange(length, device=tokens.device)[None, :] == 0
         stand_in = torch.where(first[..., None], self.placeholder.to(tokens.dtype), torch.zeros((), dtype=tokens.dtype, device=tokens.device))
         tokens = torch.where(target.present[:, None, None], tokens, stand_in)
         mask = torch.where(target.present[:, None], target.mask, first.expand(b, -1))
+        tokens = torch.where(mask[..., None], tokens, torch.zeros((), dtype=tokens.dtype, device=tokens.device))
         modulated = self.out((1 + gamma[:, None, :]) * tokens + beta[:, None, :])
         return finish_tokens(modulated, mask, target.present | cond_present.any(0))
 

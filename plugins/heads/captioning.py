@@ -112,7 +112,9 @@ class CaptioningHead(mmcore.Head):
         return self.out(self.norm(x))
 
     def forward(self, fused: Features, targets: torch.Tensor | None = None, features: Mapping[str, Features] | None = None) -> HeadOutput:
-        memory, memory_mask = self.memory(fused.tokens), fused.mask & fused.present[:, None]
+        memory_mask = fused.mask & fused.present[:, None]
+        # Padding zeroed before the projection: attention weighs it 0, but 0 * NaN would still be NaN.
+        memory = self.memory(torch.where(memory_mask[..., None], fused.tokens, 0.0))
         if targets is not None:
             logits = self.decode_logits(targets[:, :-1], memory, memory_mask)
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets[:, 1:].reshape(-1), ignore_index=PAD)

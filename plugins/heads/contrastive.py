@@ -50,8 +50,10 @@ class ContrastiveHead(mmcore.Head):
     def forward(self, fused: Features, targets: torch.Tensor | None = None, features: Mapping[str, Features] | None = None) -> HeadOutput:
         if features is None or any(s not in features for s in self.slots):
             raise ValueError(f"the contrastive head needs the per-modality features of {self.slots}")
-        a, b = (F.normalize(self.project[s](features[s].pooled), dim=-1) for s in self.slots)
         both = features[self.slots[0]].present & features[self.slots[1]].present
+        # Pairs missing a side are zeroed before the projection: their (masked) logits then carry
+        # no non-finite value into the real rows' gradients through a @ b.T.
+        a, b = (F.normalize(self.project[s](torch.where(both[:, None], features[s].pooled, 0.0)), dim=-1) for s in self.slots)
         scale = self.logit_scale.clamp(max=math.log(100.0)).exp()  # CLIP's clamp keeps the scale sane
         logits = scale * a @ b.T
         loss = None if targets is None else self.loss(logits, targets, both)

@@ -176,3 +176,28 @@ def test_late_fusion_with_a_linear_head_averages_per_modality_predictions():
         w = torch.softmax(torch.stack([fusion.scores["abc".index(s)] for s in alive]).detach(), 0)
         expected = sum(wi * per_modality[s][row] for wi, s in zip(w, alive, strict=True))
         assert torch.allclose(logits[row], expected, atol=1e-5)
+
+
+def test_film_ignores_non_finite_padding_of_its_target_in_values_and_gradients():
+    from mmcore_plugins.fusions.gating import FiLMFusion
+
+    torch.manual_seed(0)
+    fusion = FiLMFusion({"a": 4, "b": 3}, dim=8)
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    results = []
+    for pad in (0.0, float("inf")):
+        tokens = torch.where(mask[..., None], torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(1)),
+                             torch.full((2, 3, 4), pad))
+        condition = torch.randn(2, 3, generator=torch.Generator().manual_seed(2)).requires_grad_(True)
+        present = torch.ones(2, dtype=torch.bool)
+        out = fusion({"a": Features(tokens=tokens, mask=mask, pooled=tokens[:, 0], present=present),
+                      "b": Features(tokens=condition[:, None].detach(), mask=present[:, None].clone(), pooled=condition,
+                                    present=present)})
+        fusion.zero_grad()
+        out.pooled.sum().backward()
+        results.append((out.pooled.detach(), condition.grad, [p.grad.clone() for p in fusion.parameters() if p.grad is not None]))
+    (clean, clean_grad, clean_params), (padded, padded_grad, padded_params) = results
+    torch.testing.assert_close(padded, clean)
+    torch.testing.assert_close(padded_grad, clean_grad)
+    for a, b in zip(padded_params, clean_params, strict=True):
+        torch.testing.assert_close(a, b)

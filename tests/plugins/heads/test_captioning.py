@@ -104,3 +104,21 @@ def test_caption_targets_and_options_are_checked():
         CaptioningHead(8, vocab=["a"], dim=10, heads=4)
     with pytest.raises(ValueError, match="captioning: beam_size must be a positive int, got 0"):
         CaptioningHead(8, vocab=["a"], beam_size=0)
+
+
+def test_non_finite_padding_in_the_fused_tokens_changes_nothing():
+    torch.manual_seed(0)
+    head = CaptioningHead(8, ["a", "red", "cat", "dog", "big"], dim=16, heads=2, layers=2, max_length=6, beam_size=3,
+                          dropout=0.0).eval()
+    tokens = torch.randn(4, 5, 8, generator=torch.Generator().manual_seed(1))
+    mask = torch.ones(4, 5, dtype=torch.bool)
+    mask[0, 3:] = False
+    mask[2, :] = False
+    present = torch.tensor([True, True, False, True])
+    targets = head.collate_targets(["a red cat", "dog", "big big cat", "cat"])
+    outputs = []
+    for bad in (0.0, float("nan")):
+        poisoned = torch.where((mask & present[:, None])[..., None], tokens, torch.full_like(tokens, bad))
+        outputs.append(head(Features(tokens=poisoned, mask=mask, pooled=torch.zeros(4, 8), present=present), targets))
+    torch.testing.assert_close(outputs[1].loss, outputs[0].loss)
+    assert torch.equal(outputs[1].predictions, outputs[0].predictions)

@@ -132,3 +132,20 @@ def test_retrieval_recall_is_a_torchmetrics_metric_over_every_update():
         assert float(metric.compute()) == 0.0  # nothing seen: 0, not an error
     with pytest.raises(ValueError, match=r"predictions must be \[B, 2, E\] paired embeddings"):
         metric.update(torch.randn(3, 4), torch.arange(3))
+
+
+def test_a_non_finite_absent_vector_leaves_every_gradient_finite():
+    head = ContrastiveHead(6, {"a": 6, "b": 6}, embed_dim=5)
+    grads = []
+    for bad in (0.0, float("nan")):
+        features = {}
+        for slot, present in (("a", [1, 1, 0, 1]), ("b", [1, 0, 1, 1])):
+            present = torch.tensor(present, dtype=torch.bool)
+            pooled = torch.where(present[:, None], torch.randn(4, 6, generator=torch.Generator().manual_seed(len(slot))),
+                                 torch.full((4, 6), bad)).requires_grad_(True)
+            features[slot] = Features(tokens=pooled[:, None].detach(), mask=present[:, None].clone(), pooled=pooled, present=present)
+        head.zero_grad()
+        head(None, torch.arange(4), features=features).loss.backward()
+        grads.append([features["a"].pooled.grad.clone(), *(p.grad.clone() for p in head.parameters() if p.grad is not None)])
+    for clean, poisoned in zip(*grads, strict=True):
+        torch.testing.assert_close(poisoned, clean)
