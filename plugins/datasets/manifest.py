@@ -7,7 +7,7 @@
         image: image_path               # one column: a file path or inline value (text)
         table: [age, height]            # a list: numeric columns -> one row of numbers
         profile: {numeric: [age], categorical: [city]}   # a row {column: value} for tabular encoders
-      path_columns: [image_path]        # file paths, relative to the manifest's folder
+      path_columns: [image_path]        # file (or frame-folder) paths, relative to the manifest's folder
       target: label                     # or a list of target columns
       split_column: split               # or val_path / test_path, or val/test fractions + seed
 
@@ -306,13 +306,21 @@ class _Context:
             raise self.bad(number, column, f"path {cell!r} escapes the manifest's folder {str(self.root)!r} "
                                            "(allow_outside_paths: true permits it)")
         if self.validate != "none":
-            if not file.is_file():
+            if file.is_dir():  # a folder of frames (a video clip)
+                frames = sorted(p for p in file.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+                if not frames:
+                    raise self.bad(number, column, f"folder {str(file)!r} holds no image frames")
+                to_check = frames[:1]  # decoding every frame of every clip up front would be slow
+            elif file.is_file():
+                to_check = [file]
+            else:
                 raise self.bad(number, column, f"file {str(file)!r} does not exist")
             if self.validate == "decode":
-                try:
-                    check_file(file)
-                except ValueError as exc:
-                    raise self.bad(number, column, f"{exc} ({str(file)!r})") from exc
+                for item in to_check:
+                    try:
+                        check_file(item)
+                    except ValueError as exc:
+                        raise self.bad(number, column, f"{exc} ({str(item)!r})") from exc
         return str(file)
 
 

@@ -165,3 +165,18 @@ def test_a_non_finite_target_names_its_row(folder):
     m = write_jsonl(folder / "m.jsonl", [{"text": "a", "label": "1.5"}, {"text": "b", "label": "nan"}])
     with pytest.raises(BadSampleError, match=r"row 2, column 'label': the target must be a finite number, got nan"):
         load_manifest("train", str(m), columns={"t": "text"}, target="label", val_fraction=0, test_fraction=0)
+
+
+def test_a_path_column_may_name_a_folder_of_frames(folder):
+    clip = folder / "clips" / "c1"
+    clip.mkdir(parents=True)
+    for t in range(3):
+        _png(clip / f"frame_{t}.png")
+    (folder / "clips" / "empty").mkdir()
+    m = write_jsonl(folder / "m.jsonl", [{"video": "clips/c1", "label": 1}, {"video": "clips/empty", "label": 0}])
+    with pytest.raises(BadSampleError, match=r"row 2, column 'video': folder .*empty' holds no image frames"):
+        load_manifest("train", str(m), columns={"video": "video"}, target="label", path_columns=["video"],
+                      val_fraction=0, test_fraction=0)
+    data = load_manifest("train", str(m), columns={"video": "video"}, target="label", path_columns=["video"],
+                         val_fraction=0, test_fraction=0, on_bad_sample="skip")
+    assert [s["inputs"]["video"] for s in data.samples] == [str(clip.resolve())]
