@@ -54,6 +54,7 @@ import json
 import logging
 import os
 import random
+import stat
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -189,35 +190,38 @@ def sample_key(raw: Any) -> str:
     return h.hexdigest()
 
 
-def _is_path(raw: Any) -> bool:
-    """Whether ``raw`` names an existing file, or a folder (only when written as a path: a word of
-    text that happens to match a folder name is text)."""
+def _path_stat(raw: Any) -> os.stat_result | None:
+    """The stat of the file ``raw`` names, or of the folder (only when written as a path: a word of
+    text that happens to match a folder name is text); None when ``raw`` names neither."""
     if not isinstance(raw, (str, os.PathLike)) or (isinstance(raw, str) and len(raw) >= 4096):
-        return False
+        return None
     try:
         path = os.fspath(raw)
-        return os.path.isfile(path) or (os.path.isdir(path) and (isinstance(raw, os.PathLike) or os.sep in path))
+        st = os.stat(path)
     except (OSError, ValueError):
-        return False
+        return None
+    if stat.S_ISREG(st.st_mode) or (stat.S_ISDIR(st.st_mode) and (isinstance(raw, os.PathLike) or os.sep in path)):
+        return st
+    return None
 
 
-def _feed_path(h: Any, path: str) -> None:
+def _feed_path(h: Any, path: str, st: os.stat_result) -> None:
     """A file by path, size and modification time; a folder (e.g. a video's frames) by every file in it."""
     path = os.path.abspath(path)
-    if os.path.isdir(path):
+    if stat.S_ISDIR(st.st_mode):
         h.update(f"dir:{path}[".encode())
-        for name in sorted(os.listdir(path)):
-            _feed_path(h, os.path.join(path, name))
+        for entry in sorted(os.scandir(path), key=lambda e: e.name):
+            _feed_path(h, entry.path, entry.stat())
         h.update(b"]")
     else:
-        stat = os.stat(path)
-        h.update(f"file:{path}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+        h.update(f"file:{path}:{st.st_size}:{st.st_mtime_ns};".encode())
 
 
 def _feed(h: Any, raw: Any) -> None:
     # Variable-length fields carry their length, so no two different inputs feed the same bytes.
-    if _is_path(raw):
-        _feed_path(h, os.fspath(raw))
+    st = _path_stat(raw)  # one stat per input: this runs for every sample of every epoch
+    if st is not None:
+        _feed_path(h, os.fspath(raw), st)
     elif isinstance(raw, str):
         data = raw.encode("utf-8")
         h.update(f"str:{len(data)}:".encode() + data)

