@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 
-@dataclass
 class Features:
     """Per-modality (or fused) features of one batch.
 
@@ -18,15 +15,66 @@ class Features:
         present: ``[B]`` bool, False where the sample lacks this modality. Fusions and heads must
             not let the tokens or pooled vector of an absent sample influence anything; encoders
             emit zeros there so that nothing downstream mistakes them for data by accident.
+        unmasked_pooled: ``pooled`` before the absent samples are zeroed (see the property).
+
+    ``tokens``, ``mask``, ``pooled`` and ``present`` may be reassigned (plugins do, to adjust what a
+    constructor made); the four are checked against each other when the object is built.
     """
 
-    tokens: torch.Tensor
-    mask: torch.Tensor
-    pooled: torch.Tensor
-    present: torch.Tensor
-
-    def __post_init__(self) -> None:
+    def __init__(self, tokens: torch.Tensor, mask: torch.Tensor, pooled: torch.Tensor, present: torch.Tensor) -> None:
+        self._tokens, self.mask, self._pooled, self.present = tokens, mask, pooled, present
+        self._unmasked: torch.Tensor | None = None
         self.validate()
+
+    # The zeroing of absent samples' pooled vectors (from_pooled) happens when ``pooled`` or
+    # ``tokens`` is first read, so that a consumer which selects by ``present`` anyway can read
+    # ``unmasked_pooled`` and skip it: a multiplication forward and backward per modality and step.
+    @property
+    def pooled(self) -> torch.Tensor:
+        if self._unmasked is not None:
+            self._zero_absent()
+        return self._pooled
+
+    @pooled.setter
+    def pooled(self, value: torch.Tensor) -> None:
+        if self._unmasked is not None:
+            self._zero_absent()  # tokens stay the zeroed vectors they stood for
+        self._pooled = value
+
+    @property
+    def tokens(self) -> torch.Tensor:
+        if self._unmasked is not None:
+            self._zero_absent()
+        return self._tokens
+
+    @tokens.setter
+    def tokens(self, value: torch.Tensor) -> None:
+        if self._unmasked is not None:
+            self._zero_absent()
+        self._tokens = value
+
+    @property
+    def unmasked_pooled(self) -> torch.Tensor:
+        """``[B, D]``: equal to ``pooled`` where ``present``; anything (even non-finite) where not.
+
+        For fusions and heads that select by ``present`` anyway (``torch.where(present[:, None],
+        f(x), fallback)`` with a row-wise ``f``): reading this instead of ``pooled`` saves zeroing
+        the absent samples -- an elementwise multiplication forward and backward -- for vectors
+        that the selection discards. Anything else should read ``pooled``.
+        """
+        return self._unmasked if self._unmasked is not None else self._pooled
+
+    def _zero_absent(self) -> None:
+        raw, self._unmasked = self._unmasked, None
+        # A selection, not a multiplication by 0: zeros (and zero gradients) even where the
+        # encoder left a non-finite value in an absent sample.
+        pooled = torch.where(self.present.unsqueeze(1), raw, torch.zeros((), dtype=raw.dtype, device=raw.device))
+        self._pooled, self._tokens = pooled, pooled.unsqueeze(1)
+
+    def __repr__(self) -> str:
+        vectors = self.unmasked_pooled
+        return (f"Features(batch_size={self.batch_size}, num_tokens={self.num_tokens}, dim={self.dim}, "
+                f"dtype={vectors.dtype}, device={vectors.device}, present={int(self.present.sum())}/{self.present.numel()})")
 
     # ------------------------------------------------------------------ construction helpers
     @classmethod
@@ -54,19 +102,27 @@ class Features:
         b = pooled.shape[0]
         if present is None:
             present = torch.ones(b, dtype=torch.bool, device=pooled.device)
-        present = present.to(torch.bool)
-        if present.shape != (b,):
-            raise ValueError(f"present must have shape [{b}] to match pooled {list(pooled.shape)}, got {list(present.shape)}")
-        pooled = pooled * present[:, None].to(pooled.dtype)
-        # Consistent by construction: skip the dataclass checks (this runs for every encoder and
-        # fusion output of every step).
-        return cls._trusted(pooled[:, None, :], present[:, None].clone(), pooled, present)
+        else:
+            if present.dtype is not torch.bool:
+                present = present.to(torch.bool)
+            if present.shape != (b,):
+                raise ValueError(f"present must have shape [{b}] to match pooled {list(pooled.shape)}, got {list(present.shape)}")
+            # Zero the absent samples' vectors (lazily: see ``unmasked_pooled``) -- unless every
+            # sample is present, which is only worth asking on the CPU, where reading a flag costs
+            # nothing (on a GPU it would wait for the device).
+            if present.device.type != "cpu" or not bool(present.all()):
+                out = cls._trusted(None, present.unsqueeze(1).clone(), None, present)
+                out._unmasked = pooled
+                return out
+        # Consistent by construction: skip the checks (this runs for every encoder and fusion
+        # output of every step; unsqueeze rather than indexing, which costs more in Python).
+        return cls._trusted(pooled.unsqueeze(1), present.unsqueeze(1).clone(), pooled, present)
 
     @classmethod
-    def _trusted(cls, tokens: torch.Tensor, mask: torch.Tensor, pooled: torch.Tensor, present: torch.Tensor) -> Features:
+    def _trusted(cls, tokens, mask: torch.Tensor, pooled, present: torch.Tensor) -> Features:
         """Features from tensors the caller has already made consistent, without :meth:`validate`."""
         out = object.__new__(cls)
-        out.tokens, out.mask, out.pooled, out.present = tokens, mask, pooled, present
+        out._tokens, out.mask, out._pooled, out.present, out._unmasked = tokens, mask, pooled, present, None
         return out
 
     @classmethod
@@ -77,17 +133,18 @@ class Features:
         return cls(tokens=zeros[:, None, :], mask=no[:, None].clone(), pooled=zeros, present=no)
 
     # ------------------------------------------------------------------ properties
+    # (Read without zeroing anything: shapes do not depend on it.)
     @property
     def batch_size(self) -> int:
-        return self.tokens.shape[0]
+        return self._unmasked.shape[0] if self._unmasked is not None else self._tokens.shape[0]
 
     @property
     def num_tokens(self) -> int:
-        return self.tokens.shape[1]
+        return 1 if self._unmasked is not None else self._tokens.shape[1]
 
     @property
     def dim(self) -> int:
-        return self.tokens.shape[2]
+        return self._unmasked.shape[1] if self._unmasked is not None else self._tokens.shape[2]
 
     def to(self, *args, **kwargs) -> Features:
         """Move tokens/pooled like ``Tensor.to``; masks keep their bool dtype."""

@@ -6,6 +6,9 @@ Conventions every fusion here follows:
   gradient is exactly zero even when its values are huge or non-finite.
 * Weights over modalities (softmax, mean) are taken over the present modalities only.
 * Output ``present`` is "any modality present"; tokens are zero and masked where not real.
+* A pooled vector that only reaches the output through such a selection, after row-wise layers
+  (LayerNorm, Linear), is read as ``Features.unmasked_pooled``: the encoder's zeroing of absent
+  samples would be discarded by the selection anyway, so it is skipped.
 """
 
 from __future__ import annotations

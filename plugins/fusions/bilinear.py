@@ -62,7 +62,7 @@ class TensorFusion(mmcore.Fusion):
 
     def factor_vectors(self, features: Mapping[str, Features]) -> list[torch.Tensor]:
         """``[1; z_i]`` per modality, ``[B, factor_dim + 1]`` (``[1, 0, ...]`` where absent)."""
-        return [with_one(select_present(self.factors[s](features[s].pooled), features[s].present)) for s in self.slots]
+        return [with_one(select_present(self.factors[s](features[s].unmasked_pooled), features[s].present)) for s in self.slots]
 
     @staticmethod
     def outer_product(vectors: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -117,7 +117,7 @@ class LowRankTensorFusion(mmcore.Fusion):
 
     def forward(self, features: Mapping[str, Features]) -> Features:
         check_slots(self, features)
-        vectors = [with_one(select_present(self.norms[s](features[s].pooled), features[s].present)) for s in self.slots]
+        vectors = [with_one(select_present(self.norms[s](features[s].unmasked_pooled), features[s].present)) for s in self.slots]
         present = stack_present(features, self.slots).any(0)
         return Features.from_pooled(self.dropout(self.fuse_vectors(vectors)), present)
 

@@ -62,8 +62,8 @@ class ConcatFusion(mmcore.Fusion):
         xs = []
         for slot in self.slots:
             feats = features[slot]
-            normed = self.norms[slot](feats.pooled)
-            xs.append(torch.where(feats.present[:, None], normed, self.placeholders[slot].to(normed.dtype)))
+            normed = self.norms[slot](feats.unmasked_pooled)
+            xs.append(torch.where(feats.present.unsqueeze(1), normed, self.placeholders[slot].to(normed.dtype)))
         fused = self.dropout(self.activation(concat_linear(xs, self.weight.to(xs[0].dtype), self.bias.to(xs[0].dtype))))
         present = functools.reduce(torch.logical_or, (features[slot].present for slot in self.slots))
         return Features.from_pooled(fused, present=present)

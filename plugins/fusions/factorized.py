@@ -58,7 +58,7 @@ class _Normed(mmcore.Fusion):
     def inputs(self, features: Mapping[str, Features]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Normalised pooled vectors (zero where absent) and the presence of each slot."""
         check_slots(self, features)
-        xs = [select_present(self.norms[s](features[s].pooled), features[s].present) for s in self.slots]
+        xs = [select_present(self.norms[s](features[s].unmasked_pooled), features[s].present) for s in self.slots]
         return xs, [features[s].present for s in self.slots]
 
 

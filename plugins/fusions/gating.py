@@ -53,7 +53,7 @@ class GatedFusion(mmcore.Fusion):
     def forward(self, features: Mapping[str, Features]) -> Features:
         check_slots(self, features)
         present = stack_present(features, self.slots)  # [N, B]
-        xs = [select_present(self.norms[s](features[s].pooled), features[s].present) for s in self.slots]
+        xs = [select_present(self.norms[s](features[s].unmasked_pooled), features[s].present) for s in self.slots]
         hidden = torch.stack([torch.tanh(self.hidden[s](x)) for s, x in zip(self.slots, xs, strict=True)])  # [N, B, dim]
         logits = self.gate(torch.cat(xs, dim=-1)).view(-1, len(self.slots), self.dim).transpose(0, 1)  # [N, B, dim]
         gates = masked_softmax(logits, present[..., None].expand_as(logits), dim=0)
@@ -94,7 +94,7 @@ class FiLMFusion(mmcore.Fusion):
         target = features[self.target]
         cond_present = stack_present(features, self.conditions)  # [C, B]
         cond = torch.stack(
-            [select_present(self.project_condition[s](features[s].pooled), features[s].present) for s in self.conditions]
+            [select_present(self.project_condition[s](features[s].unmasked_pooled), features[s].present) for s in self.conditions]
         )
         gamma, beta = self.to_film(mean_over_present(cond, cond_present)).chunk(2, dim=-1)
         # Padding and absent samples are zeroed before anything touches them (not after): a
@@ -195,9 +195,9 @@ class MultiplicativeFusion(mmcore.Fusion):
     def forward(self, features: Mapping[str, Features]) -> Features:
         check_slots(self, features)
         target = features[self.target]
-        x = select_present(self.norm(target.pooled), target.present)
+        x = select_present(self.norm(target.unmasked_pooled), target.present)
         present = stack_present(features, self.others)
-        ctx = torch.stack([select_present(self.context[s](features[s].pooled), features[s].present) for s in self.others])
+        ctx = torch.stack([select_present(self.context[s](features[s].unmasked_pooled), features[s].present) for s in self.others])
         z = mean_over_present(ctx, present)
         base = self.linear(x)
         if self.form == "vector":

@@ -45,7 +45,7 @@ class _PerModalityProjection(mmcore.Fusion):
         check_slots(self, features)
         present = stack_present(features, self.slots)
         projected = torch.stack(
-            [select_present(self.project[s](features[s].pooled), features[s].present) for s in self.slots]
+            [select_present(self.project[s](features[s].unmasked_pooled), features[s].present) for s in self.slots]
         )
         return projected, present
 
@@ -120,7 +120,7 @@ class WeightedConcatFusion(mmcore.Fusion):
         weights = self.modality_weights(present) * len(self.slots)
         xs = []
         for i, slot in enumerate(self.slots):
-            normed = self.norms[slot](features[slot].pooled)
+            normed = self.norms[slot](features[slot].unmasked_pooled)
             weighted = normed * weights[i][:, None].to(normed.dtype)
             xs.append(torch.where(features[slot].present[:, None], weighted, torch.zeros((), dtype=normed.dtype, device=normed.device)))
         weight, bias = self.linear.weight.to(xs[0].dtype), self.linear.bias.to(xs[0].dtype)

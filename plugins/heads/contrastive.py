@@ -53,7 +53,7 @@ class ContrastiveHead(mmcore.Head):
         both = features[self.slots[0]].present & features[self.slots[1]].present
         # Pairs missing a side are zeroed before the projection: their (masked) logits then carry
         # no non-finite value into the real rows' gradients through a @ b.T.
-        a, b = (F.normalize(self.project[s](torch.where(both[:, None], features[s].pooled, 0.0)), dim=-1) for s in self.slots)
+        a, b = (F.normalize(self.project[s](torch.where(both[:, None], features[s].unmasked_pooled, 0.0)), dim=-1) for s in self.slots)
         scale = self.logit_scale.clamp(max=math.log(100.0)).exp()  # CLIP's clamp keeps the scale sane
         logits = scale * a @ b.T
         loss = None if targets is None else self.loss(logits, targets, both)
