@@ -84,6 +84,11 @@ class TrainerOptions:
     cache_inputs: bool = False
     #: DataLoader worker processes for the training split
     num_workers: int = 0
+    #: Linux/glibc: keep freed host memory for reuse instead of returning it to the OS every step
+    #: (up to 256 MiB; blocks under 32 MiB from the heap). Saves the page faults of re-allocating
+    #: each step's tensors -- up to 1.6 ms of an 8 ms CPU step; the process keeps its peak heap.
+    #: Applies to the whole process, for its lifetime.
+    retain_freed_memory: bool = True
     #: a tqdm progress bar and one line per epoch (main process only)
     progress: bool = True
     #: write TensorBoard event files (when tensorboard is installed) and PNG plots (matplotlib)

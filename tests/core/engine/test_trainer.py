@@ -434,3 +434,46 @@ def test_checkpoints_get_the_users_usual_file_permissions(wine_config, tmp_path)
         assert stat.S_IMODE(path.stat().st_mode) == 0o777 & ~_UMASK
     for path in (run / "report.json", run / "config.yaml", run / "metrics.csv"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~_UMASK
+
+
+def test_the_optimiser_is_fused_adamw_and_updates_like_the_default_one(wine_config):
+    from mmcore.engine.trainer import adamw
+
+    trainer = Trainer(wine_config)
+    trainer.setup()
+    trainer.dist.close()
+    assert isinstance(trainer.optimizer, torch.optim.AdamW) and trainer.optimizer.defaults["fused"] is True
+    # Same update as PyTorch's default AdamW, up to float rounding, over a few steps.
+    torch.manual_seed(0)
+    start = [torch.randn(5, 3), torch.randn(3)]
+    runs = []
+    for make in (lambda groups: adamw(groups, 0.01, 0.1), lambda groups: torch.optim.AdamW(groups, lr=0.01, weight_decay=0.1)):
+        params = [torch.nn.Parameter(t.clone()) for t in start]
+        optimizer = make([{"params": params[:1]}, {"params": params[1:], "weight_decay": 0.0}])
+        for step in range(3):
+            for p in params:
+                p.grad = torch.full_like(p, 0.5 * (step + 1)) * torch.arange(p.numel()).reshape(p.shape)
+            optimizer.step()
+        runs.append(params)
+    for fused, default in zip(*runs, strict=True):
+        assert not torch.equal(fused.detach(), start[0] if fused.ndim == 2 else start[1])
+        torch.testing.assert_close(fused, default, rtol=1e-6, atol=1e-7)
+
+
+def test_adamw_falls_back_to_the_default_implementation_where_fused_is_refused(monkeypatch):
+    from mmcore.engine import trainer as trainer_module
+
+    real = torch.optim.AdamW
+
+    def refusing(params, **kwargs):
+        if kwargs.get("fused"):
+            raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of supported devices")
+        return real(params, **kwargs)
+
+    monkeypatch.setattr(trainer_module.torch.optim, "AdamW", refusing)
+    params = [torch.nn.Parameter(torch.ones(2))]
+    optimizer = trainer_module.adamw([{"params": params, "weight_decay": 0.0}], 0.1, 0.01)
+    assert not optimizer.defaults["fused"] and optimizer.param_groups[0]["params"] == params
+    params[0].grad = torch.ones(2)
+    optimizer.step()
+    assert torch.all(params[0] < 1.0)
