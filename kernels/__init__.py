@@ -30,6 +30,7 @@ pytest-benchmark suites ``benchmarks/bench_cross_attention.py`` / ``bench_concat
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -110,16 +111,13 @@ def concat_linear(
     original segments, so no concatenated activation is built or saved on any backend.
     """
     xs = _validate.check_concat_linear(xs, weight, bias)
-    widths = [x.shape[-1] for x in xs]
-    rows = 1
-    for s in xs[0].shape[:-1]:
-        rows *= s
     choice = _dispatch.resolve_backend(
         "concat_linear",
         backend,
         weight.device,
         lambda: _validate.triton_concat_linear_unsupported(xs),
-        lambda: _dispatch.concat_linear_prefers_triton(rows, weight.shape[0], widths, weight.dtype),
+        lambda: _dispatch.concat_linear_prefers_triton(
+            math.prod(xs[0].shape[:-1]), weight.shape[0], [x.shape[-1] for x in xs], weight.dtype),
     )
     if choice == "torch":
         return reference.concat_linear_reference(xs, weight, bias)

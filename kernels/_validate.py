@@ -156,22 +156,30 @@ def check_concat_linear(
     xs = list(xs)
     if not xs:
         raise ValueError(f"{op}: xs must contain at least one tensor [..., K_i], got an empty {kind}")
+    # One pass that only compares; messages are built when something is wrong (this runs on
+    # every fusion step, where the Python around a small GEMM is a measurable share of the time).
+    first = xs[0]
+    if not isinstance(first, torch.Tensor):
+        _require_tensor(f"{op}: xs[0]", first)
+    if first.dim() < 1:
+        raise ValueError(f"{op}: xs[0] must have at least one dimension [..., K_i], got a 0-D tensor")
+    lead, dtype, device = first.shape[:-1], first.dtype, first.device
     for i, x in enumerate(xs):
-        _require_tensor(f"{op}: xs[{i}]", x)
+        if not isinstance(x, torch.Tensor):
+            _require_tensor(f"{op}: xs[{i}]", x)
         if x.dim() < 1:
             raise ValueError(f"{op}: xs[{i}] must have at least one dimension [..., K_i], got a 0-D tensor")
-    _require_tensor(f"{op}: weight", weight)
-    if bias is not None:
-        _require_tensor(f"{op}: bias", bias)
-    lead = tuple(xs[0].shape[:-1])
-    for i, x in enumerate(xs[1:], start=1):
-        if tuple(x.shape[:-1]) != lead:
+        if x.shape[:-1] != lead:
             raise ValueError(
                 f"{op}: every xs[i] must have the same leading dims as xs[0] {list(lead)} (no broadcasting), "
                 f"got xs[{i}] of shape {_shape(x)}"
             )
-    dtypes = {x.dtype for x in xs} | {weight.dtype} | ({bias.dtype} if bias is not None else set())
-    if len(dtypes) != 1:
+    if not isinstance(weight, torch.Tensor):
+        _require_tensor(f"{op}: weight", weight)
+    if bias is not None and not isinstance(bias, torch.Tensor):
+        _require_tensor(f"{op}: bias", bias)
+    same_dtype = weight.dtype == dtype and (bias is None or bias.dtype == dtype) and all(x.dtype == dtype for x in xs)
+    if not same_dtype:
         got = ", ".join(f"xs[{i}]={x.dtype}" for i, x in enumerate(xs)) + f", weight={weight.dtype}"
         if bias is not None:
             got += f", bias={bias.dtype}"
@@ -180,8 +188,9 @@ def check_concat_linear(
         raise TypeError(
             f"{op}: expected a floating dtype in {[str(d) for d in FLOAT_DTYPES]}, got {weight.dtype}"
         )
-    devices = {x.device for x in xs} | {weight.device} | ({bias.device} if bias is not None else set())
-    if len(devices) != 1:
+    same_device = weight.device == device and (bias is None or bias.device == device) and all(x.device == device for x in xs)
+    if not same_device:
+        devices = {x.device for x in xs} | {weight.device} | ({bias.device} if bias is not None else set())
         raise ValueError(
             f"{op}: xs, weight and bias must be on one device, got {sorted(str(d) for d in devices)}"
         )

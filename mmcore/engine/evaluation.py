@@ -15,8 +15,14 @@ from mmcore.model import MultimodalModel
 
 def to_device(batch: Mapping[str, Any], device: torch.device | str, *, non_blocking: bool = False) -> tuple[dict[str, Any], torch.Tensor | None]:
     """A collated batch's inputs and targets on ``device``."""
-    inputs = {slot: {k: v.to(device, non_blocking=non_blocking) for k, v in b.items()} for slot, b in batch["inputs"].items()}
-    targets = batch["targets"].to(device, non_blocking=non_blocking) if batch["targets"] is not None else None
+    device = torch.device(device)
+
+    def move(v: torch.Tensor) -> torch.Tensor:
+        # Already there (CPU training): no call at all; a no-op .to() still costs a dispatch per tensor.
+        return v if v.device == device else v.to(device, non_blocking=non_blocking)
+
+    inputs = {slot: {k: move(v) for k, v in b.items()} for slot, b in batch["inputs"].items()}
+    targets = move(batch["targets"]) if batch["targets"] is not None else None
     return inputs, targets
 
 

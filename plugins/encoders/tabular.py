@@ -165,15 +165,14 @@ class MLPTabularEncoder(mmcore.Encoder):
         return TabularProcessor(self.num_features, self.columns, self.categorical, self.max_categories)
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> Features:
-        values, present = batch["values"], batch["present"].to(torch.bool)
+        values = batch["values"]
         if values.dim() != 2 or values.shape[1] != self.num_features:
             raise ValueError(f"expected values [B, {self.num_features}], got {list(values.shape)}")
-        parts = [values]
+        x = values
         if self.embedding is not None:
             offsets = torch.arange(len(self.categorical), device=values.device) * self.max_categories
-            parts.append(self.embedding(batch["categories"] + offsets).flatten(1))
-        x = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
-        return Features.from_pooled(self.net(x), present=present)
+            x = torch.cat([values, self.embedding(batch["categories"] + offsets).flatten(1)], 1)
+        return Features.from_pooled(self.net(x), present=batch["present"])
 
 
 class FTTransformerEncoder(mmcore.Encoder):

@@ -63,10 +63,18 @@ class ConcatFusion(mmcore.Fusion):
         for slot in self.slots:
             feats = features[slot]
             normed = self.norms[slot](feats.unmasked_pooled)
-            xs.append(torch.where(feats.present.unsqueeze(1), normed, self.placeholders[slot].to(normed.dtype)))
-        fused = self.dropout(self.activation(concat_linear(xs, self.weight.to(xs[0].dtype), self.bias.to(xs[0].dtype))))
+            xs.append(torch.where(feats.present.unsqueeze(1), normed, _as(self.placeholders[slot], normed.dtype)))
+        dtype = xs[0].dtype
+        fused = self.activation(concat_linear(xs, _as(self.weight, dtype), _as(self.bias, dtype)))
+        if self.dropout.p:
+            fused = self.dropout(fused)
         present = functools.reduce(torch.logical_or, (features[slot].present for slot in self.slots))
         return Features.from_pooled(fused, present=present)
+
+
+def _as(param: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``param`` in ``dtype`` (autocast gives bf16/fp16 activations); itself when it already is."""
+    return param if param.dtype == dtype else param.to(dtype)
 
 
 @mmcore.hookimpl

@@ -14,7 +14,10 @@ from mmcore import Features, HeadOutput
 
 
 class ClassificationHead(mmcore.Head):
-    """Single-label classifier: cross-entropy with label smoothing, class weights or focal loss."""
+    """Single-label classifier: cross-entropy with label smoothing, class weights or focal loss.
+
+    ``extras["probabilities"]`` (softmax of the logits) is reported in eval mode.
+    """
 
     def __init__(
         self,
@@ -57,8 +60,10 @@ class ClassificationHead(mmcore.Head):
         loss = None
         if targets is not None:
             loss = self.loss(logits, targets)
-        return HeadOutput(logits=logits, predictions=logits.argmax(dim=-1), loss=loss,
-                          extras={"probabilities": logits.detach().softmax(-1)})
+        # Class probabilities for evaluation and prediction (eval mode); a training step's
+        # metrics need only the predictions, and the softmax would cost it two more ops.
+        extras = {} if self.training else {"probabilities": logits.detach().softmax(-1)}
+        return HeadOutput(logits=logits, predictions=logits.argmax(dim=-1), loss=loss, extras=extras)
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if targets.shape != logits.shape[:1]:

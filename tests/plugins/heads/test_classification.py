@@ -23,6 +23,10 @@ def test_loss_options_are_cross_entropys():
     expected = F.cross_entropy(out.logits, targets, weight=torch.tensor([1.0, 2.0, 0.5]), label_smoothing=0.1)
     assert torch.allclose(out.loss, expected)
     assert torch.equal(out.predictions, out.logits.argmax(-1))
+    assert "probabilities" not in out.extras, "a training step does not pay for probabilities"
+    head.eval()
+    out = head(fused, targets)
+    assert torch.allclose(out.extras["probabilities"], out.logits.softmax(-1))
     assert torch.allclose(out.extras["probabilities"].sum(-1), torch.ones(8))
 
 
