@@ -5,12 +5,15 @@ The mmcore step is exactly what ``mmcore train`` runs per batch (``Trainer.train
 transfer, autocast context, forward through encoders/fusion/head, backward, non-finite-loss
 tracking, loss and metric accumulation, gradient clipping, AdamW, scheduler). The plain step is
 forward, cross-entropy, backward, clipping, AdamW (no weight decay on biases and norms, as the
-trainer does), scheduler. Both compute the same function and the same update (checked before
-timing), missing modalities included (every 8th sample lacks one; a learned placeholder stands
-in, as in mmcore's ``concat``). Target: mmcore / plain <= 1.05.
+trainer does; the same implementation the trainer picked, fused on CPU), scheduler. Both compute
+the same function and the same update (checked before timing), missing modalities included
+(every 8th sample lacks one; a learned placeholder stands in, as in mmcore's ``concat``).
+Target: mmcore / plain <= 1.05. A third loop, plain with PyTorch's default AdamW, shows what a
+hand-written loop usually costs.
 
     python benchmarks/bench_overhead.py                       # the table (interleaved medians)
     python benchmarks/bench_overhead.py --batch=512 --loading # another batch size; data loading too
+    python benchmarks/bench_overhead.py --glibc-defaults      # without trainer.retain_freed_memory
     python -m pytest benchmarks/bench_overhead.py --benchmark-only
 """
 
@@ -23,6 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
+import typing
 
 import pytest
 import torch
@@ -100,13 +104,22 @@ def copy_weights(plain: PlainModel, model) -> None:
         plain.head.bias.copy_(model.head.net[-1].bias)
 
 
-def build(device: str = "cpu", batch_size: int = BATCH):
-    """(mmcore step, plain step, hand step, cleanup) on ``device`` for batches of ``batch_size``."""
+class Steps(typing.NamedTuple):
+    mmcore: typing.Callable[[], None]         # Trainer.train_step
+    plain: typing.Callable[[], None]          # the same network by hand, the trainer's AdamW implementation
+    hand: typing.Callable[[], None]           # the mmcore model in a hand-written loop
+    plain_default: typing.Callable[[], None]  # the plain loop with PyTorch's default AdamW
+    cleanup: typing.Callable[[], None]
+
+
+def build(device: str = "cpu", batch_size: int = BATCH, *, retain_freed_memory: bool = True) -> Steps:
+    """The steps to compare, on ``device`` for batches of ``batch_size``."""
     manager = mmcore.create_plugin_manager()
     handle = mmcore.register_plugin(_DatasetPlugin(), name="bench_synthetic", manager=manager)
     config = copy.deepcopy(CONFIG)
     config["trainer"]["device"] = device
     config["trainer"]["batch_size"] = batch_size
+    config["trainer"]["retain_freed_memory"] = retain_freed_memory
     config["trainer"]["run_dir"] = tempfile.mkdtemp(prefix="mmcore-bench-")
     trainer = Trainer(config, manager=manager)
     trainer.setup()
@@ -114,20 +127,28 @@ def build(device: str = "cpu", batch_size: int = BATCH):
     samples = [trainer.datasets["train"][i] for i in range(batch_size)]
     batch = trainer.model.collate(samples)
 
-    plain = PlainModel().to(device)
-    copy_weights(plain, trainer.model)
-    optimizer, scheduler = plain_optimizer(plain, trainer)
     inputs, targets = to_device(batch, device)
     xs = [inputs[s]["values"] for s in SLOTS]
     present = [inputs[s]["present"].bool() for s in SLOTS]
 
-    def plain_step() -> None:
-        loss = F.cross_entropy(plain(xs, present), targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(plain.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
+    def plain_loop(fused: bool | None):
+        """The hand-written network and loop, with an AdamW of its own (see plain_optimizer)."""
+        net = PlainModel().to(device)
+        copy_weights(net, trainer.model)
+        optimizer, scheduler = plain_optimizer(net, trainer, fused=fused)
+
+        def step() -> None:
+            loss = F.cross_entropy(net(xs, present), targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+
+        return net, step
+
+    plain, plain_step = plain_loop(fused=None)
+    naive, plain_default_step = plain_loop(fused=False)
 
     def mmcore_step() -> None:
         trainer.train_step(batch)
@@ -154,6 +175,7 @@ def build(device: str = "cpu", batch_size: int = BATCH):
         for i, slot in enumerate(SLOTS):
             trainer.model.fusion.placeholders[slot].normal_()
             plain.placeholders[i].copy_(trainer.model.fusion.placeholders[slot])
+            naive.placeholders[i].copy_(trainer.model.fusion.placeholders[slot])
     assert not all(p.all() for p in present), "the batch has missing modalities"
     trainer.model.eval()
     with torch.no_grad():
@@ -162,21 +184,29 @@ def build(device: str = "cpu", batch_size: int = BATCH):
     # ... and the same update: one step of each gives the same weights.
     mmcore_step()
     plain_step()
+    plain_default_step()
     stepped = PlainModel().to(device)
     copy_weights(stepped, trainer.model)
     for name, value in plain.state_dict().items():
         assert torch.allclose(stepped.state_dict()[name], value, atol=1e-5), f"one step apart: {name}"
-    return mmcore_step, plain_step, hand_step, cleanup
+        assert torch.allclose(naive.state_dict()[name], value, atol=1e-5), f"default AdamW one step apart: {name}"
+    return Steps(mmcore_step, plain_step, hand_step, plain_default_step, cleanup)
 
 
-def plain_optimizer(model: nn.Module, trainer: Trainer):
+def plain_optimizer(model: nn.Module, trainer: Trainer, *, fused: bool | None = None):
     """AdamW + schedule as the trainer sets them up: weight decay on matrices only (not on biases,
-    norms or placeholders), the same learning rate, warmup and cosine length, by hand."""
+    norms or placeholders), the same learning rate, warmup and cosine length, by hand.
+
+    ``fused`` defaults to the implementation the trainer picked (fused where the parameters allow
+    it), so that the overhead compares equal optimiser work; ``fused=False`` is PyTorch's default
+    AdamW, what a hand-written loop usually gets."""
     opts = trainer.options
+    if fused is None:
+        fused = bool(trainer.optimizer.defaults.get("fused"))
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
     optimizer = torch.optim.AdamW([{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": opts.weight_decay}],
-                                  lr=opts.lr)
+                                  lr=opts.lr, fused=fused or None)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(trainer.total_steps, opts.warmup_fraction))
     return optimizer, scheduler
 
@@ -187,8 +217,11 @@ class _DatasetPlugin:
         registry.add_dataset("bench_synthetic", lambda split: _synthetic(split))
 
 
-def interleaved(a, b, *, repeats: int = 200, warmup: int = 20, device: str = "cpu") -> tuple[float, float]:
-    """Median seconds of ``a`` and of ``b``, timed alternately so both see the same machine load."""
+def interleaved(a, b, *, repeats: int = 200, warmup: int = 20, block: int = 5, device: str = "cpu") -> tuple[float, float]:
+    """Median seconds of ``a`` and of ``b``, timed in alternating blocks so both see the same
+    machine load. Each block first runs its function once untimed: a training loop repeats one
+    step, so the timed calls find their weights and optimiser state in cache, as they would there,
+    not evicted by the other function's."""
     def timed(fn) -> float:
         if device == "cuda":
             torch.cuda.synchronize()
@@ -202,9 +235,10 @@ def interleaved(a, b, *, repeats: int = 200, warmup: int = 20, device: str = "cp
         a()
         b()
     ta, tb = [], []
-    for _ in range(repeats):
-        ta.append(timed(a))
-        tb.append(timed(b))
+    for _ in range(max(1, repeats // block)):
+        for fn, times in ((a, ta), (b, tb)):
+            fn()
+            times += [timed(fn) for _ in range(block)]
     return statistics.median(ta), statistics.median(tb)
 
 
@@ -250,33 +284,54 @@ def loader_vs_step(num_workers: int, *, batches: int = 12, cache_inputs: bool = 
 # ------------------------------------------------------------------------------ pytest-benchmark
 @pytest.fixture(scope="module")
 def steps():
-    mmcore_step, plain_step, hand_step, cleanup = build()
-    yield mmcore_step, plain_step, hand_step
-    cleanup()
+    steps = build()
+    yield steps
+    steps.cleanup()
 
 
 def test_training_step_mmcore(benchmark, steps):
-    benchmark(steps[0])
+    benchmark(steps.mmcore)
 
 
 def test_training_step_plain_pytorch(benchmark, steps):
-    benchmark(steps[1])
+    benchmark(steps.plain)
 
 
 def test_training_step_mmcore_model_hand_loop(benchmark, steps):
-    benchmark(steps[2])
+    benchmark(steps.hand)
+
+
+def test_training_step_plain_pytorch_default_adamw(benchmark, steps):
+    benchmark(steps.plain_default)
 
 
 # ------------------------------------------------------------------------------ the table
+def faults_per_step(step, steps: int = 50) -> float | None:
+    """Minor page faults per call of ``step`` (memory the OS had to map afresh); None off Unix."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    step()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(steps):
+        step()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / steps
+
+
 def main() -> None:
     device = "cuda" if torch.cuda.is_available() and "--cpu" not in sys.argv else "cpu"
     batch_size = next((int(a.split("=", 1)[1]) for a in sys.argv if a.startswith("--batch=")), BATCH)
-    mmcore_step, plain_step, hand_step, cleanup = build(device, batch_size)
+    # --glibc-defaults: leave malloc as glibc sets it (trainer.retain_freed_memory=false), to see
+    # the page faults that setting saves; it applies to the whole process, so to both loops.
+    steps = build(device, batch_size, retain_freed_memory="--glibc-defaults" not in sys.argv)
     try:
-        total = [interleaved(mmcore_step, plain_step, device=device) for _ in range(5)]
-        trainer_only = [interleaved(mmcore_step, hand_step, device=device) for _ in range(5)]
+        total = [interleaved(steps.mmcore, steps.plain, device=device) for _ in range(5)]
+        trainer_only = [interleaved(steps.mmcore, steps.hand, device=device) for _ in range(5)]
+        naive = [interleaved(steps.mmcore, steps.plain_default, device=device) for _ in range(3)]
+        faults = {name: faults_per_step(getattr(steps, name)) for name in ("mmcore", "plain")}
     finally:
-        cleanup()
+        steps.cleanup()
 
     def summary(rounds) -> str:
         ratios = [a / b for a, b in rounds]
@@ -286,13 +341,18 @@ def main() -> None:
     a = statistics.median(r[0] for r in total)
     b = statistics.median(r[1] for r in total)
     c = statistics.median(r[1] for r in trainer_only)
+    d = statistics.median(r[1] for r in naive)
     print(f"training step, {len(SLOTS)} x {FEATURES} features -> MLP({HIDDEN}) -> {DIM}, concat, {CLASSES} classes, "
           f"batch {batch_size}, {device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"  mmcore Trainer.train_step              {1000 * a:8.3f} ms")
     print(f"  mmcore model, hand-written loop        {1000 * c:8.3f} ms")
     print(f"  plain PyTorch model and loop           {1000 * b:8.3f} ms")
+    print(f"  plain, PyTorch's default AdamW         {1000 * d:8.3f} ms")
     print(f"  mmcore vs plain PyTorch (all of it):   {summary(total)}")
     print(f"  Trainer vs hand-written loop (same model): {summary(trainer_only)}")
+    print(f"  mmcore vs plain with default AdamW:    {summary(naive)}")
+    if faults["mmcore"] is not None:
+        print(f"  page faults per step: mmcore {faults['mmcore']:.1f}, plain {faults['plain']:.1f}")
     if "--loading" in sys.argv or "--all" in sys.argv:
         print("\ndata loading on av_digits (demo config), seconds per batch of 32:")
         for workers, cache in ((0, False), (2, False), (0, True)):
