@@ -156,28 +156,25 @@ def check_concat_linear(
     xs = list(xs)
     if not xs:
         raise ValueError(f"{op}: xs must contain at least one tensor [..., K_i], got an empty {kind}")
-    # One pass that only compares; messages are built when something is wrong (this runs on
-    # every fusion step, where the Python around a small GEMM is a measurable share of the time).
-    first = xs[0]
-    if not isinstance(first, torch.Tensor):
-        _require_tensor(f"{op}: xs[0]", first)
-    if first.dim() < 1:
-        raise ValueError(f"{op}: xs[0] must have at least one dimension [..., K_i], got a 0-D tensor")
-    lead, dtype, device = first.shape[:-1], first.dtype, first.device
+    # Checks that only compare; messages are built when something is wrong (this runs on every
+    # fusion step, where the Python around a small GEMM is a measurable share of the time).
     for i, x in enumerate(xs):
         if not isinstance(x, torch.Tensor):
             _require_tensor(f"{op}: xs[{i}]", x)
         if x.dim() < 1:
             raise ValueError(f"{op}: xs[{i}] must have at least one dimension [..., K_i], got a 0-D tensor")
+    if not isinstance(weight, torch.Tensor):
+        _require_tensor(f"{op}: weight", weight)
+    if bias is not None and not isinstance(bias, torch.Tensor):
+        _require_tensor(f"{op}: bias", bias)
+    first = xs[0]
+    lead, dtype, device = first.shape[:-1], first.dtype, first.device
+    for i, x in enumerate(xs):
         if x.shape[:-1] != lead:
             raise ValueError(
                 f"{op}: every xs[i] must have the same leading dims as xs[0] {list(lead)} (no broadcasting), "
                 f"got xs[{i}] of shape {_shape(x)}"
             )
-    if not isinstance(weight, torch.Tensor):
-        _require_tensor(f"{op}: weight", weight)
-    if bias is not None and not isinstance(bias, torch.Tensor):
-        _require_tensor(f"{op}: bias", bias)
     same_dtype = weight.dtype == dtype and (bias is None or bias.dtype == dtype) and all(x.dtype == dtype for x in xs)
     if not same_dtype:
         got = ", ".join(f"xs[{i}]={x.dtype}" for i, x in enumerate(xs)) + f", weight={weight.dtype}"

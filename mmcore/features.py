@@ -32,44 +32,51 @@ class Features:
     @property
     def pooled(self) -> torch.Tensor:
         if self._unmasked is not None:
-            self._zero_absent()
+            return self._zero_absent()[0]
         return self._pooled
 
     @pooled.setter
     def pooled(self, value: torch.Tensor) -> None:
         if self._unmasked is not None:
-            self._zero_absent()  # tokens stay the zeroed vectors they stood for
+            self._tokens = self._zero_absent(keep=True)[1]  # tokens stay the zeroed vectors they stood for
         self._pooled = value
 
     @property
     def tokens(self) -> torch.Tensor:
         if self._unmasked is not None:
-            self._zero_absent()
+            return self._zero_absent()[1]
         return self._tokens
 
     @tokens.setter
     def tokens(self, value: torch.Tensor) -> None:
         if self._unmasked is not None:
-            self._zero_absent()
+            self._pooled = self._zero_absent(keep=True)[0]
         self._tokens = value
 
     @property
     def unmasked_pooled(self) -> torch.Tensor:
-        """``[B, D]``: equal to ``pooled`` where ``present``; anything (even non-finite) where not.
+        """``[B, D]``: equal to ``pooled`` where ``present``; unspecified (but finite) where not.
 
         For fusions and heads that select by ``present`` anyway (``torch.where(present[:, None],
         f(x), fallback)`` with a row-wise ``f``): reading this instead of ``pooled`` saves zeroing
         the absent samples -- an elementwise multiplication forward and backward -- for vectors
-        that the selection discards. Anything else should read ``pooled``.
+        that the selection discards. Anything else should read ``pooled``. (Encoders must emit
+        finite values for absent samples: ``f``'s weight gradients multiply them by zero.)
         """
         return self._unmasked if self._unmasked is not None else self._pooled
 
-    def _zero_absent(self) -> None:
-        raw, self._unmasked = self._unmasked, None
+    def _zero_absent(self, keep: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pooled, tokens) with absent samples zeroed; remembered unless computed without the
+        autograd graph the raw tensor has (a read under no_grad or inference_mode must not leave
+        the later, differentiable reads detached)."""
+        raw = self._unmasked
         # A selection, not a multiplication by 0: zeros (and zero gradients) even where the
         # encoder left a non-finite value in an absent sample.
         pooled = torch.where(self.present.unsqueeze(1), raw, torch.zeros((), dtype=raw.dtype, device=raw.device))
-        self._pooled, self._tokens = pooled, pooled.unsqueeze(1)
+        tokens = pooled.unsqueeze(1)
+        if keep or torch.is_grad_enabled() or not raw.requires_grad:
+            self._pooled, self._tokens, self._unmasked = pooled, tokens, None
+        return pooled, tokens
 
     def __repr__(self) -> str:
         vectors = self.unmasked_pooled
@@ -110,7 +117,8 @@ class Features:
             # Zero the absent samples' vectors (lazily: see ``unmasked_pooled``) -- unless every
             # sample is present, which is only worth asking on the CPU, where reading a flag costs
             # nothing (on a GPU it would wait for the device).
-            if present.device.type != "cpu" or not bool(present.all()):
+            # (Not while torch.compile traces: a data-dependent flag would break its graph.)
+            if present.device.type != "cpu" or torch.compiler.is_compiling() or not bool(present.all()):
                 out = cls._trusted(None, present.unsqueeze(1).clone(), None, present)
                 out._unmasked = pooled
                 return out

@@ -110,9 +110,8 @@ class MultimodalModel(nn.Module):
         reference = next(iter(features.values()))
         for slot, encoder in self.encoders.items():
             if slot not in features:
-                features[slot] = Features.absent(
-                    reference.batch_size, encoder.dim, device=reference.tokens.device, dtype=reference.tokens.dtype
-                )
+                like = reference.unmasked_pooled  # (reading tokens would run the lazy zeroing)
+                features[slot] = Features.absent(reference.batch_size, encoder.dim, device=like.device, dtype=like.dtype)
         return features
 
     def forward(self, inputs: Mapping[str, Any], targets: torch.Tensor | None = None) -> HeadOutput:

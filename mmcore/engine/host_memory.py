@@ -46,4 +46,6 @@ def retain_freed_memory() -> bool:
     # mallopt returns 1 on success. Both are needed: setting either one stops glibc adjusting the
     # mmap threshold, so the trim threshold alone would leave it at 128 KiB and every larger block
     # would be mmapped afresh (measured: about 3,000 page faults per step instead of 750).
-    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    mmap_set = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    trim_set = bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    return mmap_set and trim_set

@@ -136,3 +136,25 @@ def test_a_non_finite_value_in_an_absent_sample_becomes_zero_with_zero_gradient(
     assert torch.equal(f.pooled, torch.tensor([[1.0, 2.0], [0.0, 0.0]]))
     f.pooled.sum().backward()
     assert torch.equal(raw.grad, torch.tensor([[1.0, 1.0], [0.0, 0.0]]))
+
+
+def test_a_read_under_no_grad_does_not_leave_later_reads_detached():
+    raw, present = _half_present()
+    f = Features.from_pooled(raw, present)
+    with torch.no_grad():
+        assert not f.pooled.requires_grad
+    with torch.inference_mode():
+        f.tokens  # noqa: B018
+    assert f.pooled.requires_grad and f.tokens.requires_grad
+    f.pooled.sum().backward()
+    assert torch.equal(raw.grad, present[:, None].float().expand(4, 3))
+
+
+def test_from_pooled_keeps_one_graph_under_torch_compile():
+    import torch._dynamo
+
+    def fused(x, present):
+        return Features.from_pooled(x * 2, present).pooled.sum()
+
+    explained = torch._dynamo.explain(fused)(torch.randn(4, 3), torch.ones(4, dtype=torch.bool))
+    assert explained.graph_break_count == 0, explained.break_reasons
