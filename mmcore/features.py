@@ -28,7 +28,7 @@ class Features:
 
     # The zeroing of absent samples' pooled vectors (from_pooled) happens when ``pooled`` or
     # ``tokens`` is first read, so that a consumer which selects by ``present`` anyway can read
-    # ``unmasked_pooled`` and skip it: a multiplication forward and backward per modality and step.
+    # ``unmasked_pooled`` and skip it: an elementwise op forward and backward per modality and step.
     @property
     def pooled(self) -> torch.Tensor:
         if self._unmasked is not None:
@@ -38,7 +38,7 @@ class Features:
     @pooled.setter
     def pooled(self, value: torch.Tensor) -> None:
         if self._unmasked is not None:
-            self._tokens = self._zero_absent(keep=True)[1]  # tokens stay the zeroed vectors they stood for
+            self._zero_absent(keep=True)  # tokens stay the zeroed vectors they stood for
         self._pooled = value
 
     @property
@@ -50,7 +50,7 @@ class Features:
     @tokens.setter
     def tokens(self, value: torch.Tensor) -> None:
         if self._unmasked is not None:
-            self._pooled = self._zero_absent(keep=True)[0]
+            self._zero_absent(keep=True)
         self._tokens = value
 
     @property
@@ -59,7 +59,7 @@ class Features:
 
         For fusions and heads that select by ``present`` anyway (``torch.where(present[:, None],
         f(x), fallback)`` with a row-wise ``f``): reading this instead of ``pooled`` saves zeroing
-        the absent samples -- an elementwise multiplication forward and backward -- for vectors
+        the absent samples -- an elementwise op forward and backward -- for vectors
         that the selection discards. Anything else should read ``pooled``. (Encoders must emit
         finite values for absent samples: ``f``'s weight gradients multiply them by zero.)
         """
