@@ -1,14 +1,26 @@
 """The ``mmcore`` command line (also ``python -m mmcore``).
 
-Exit codes: 0 success, 1 failure (e.g. a non-finite loss stopped training), 2 usage or
-configuration error (every problem listed, no traceback), 130 interrupted.
+Exit codes:
+
+* 0 -- success.
+* 2 -- an error the user can fix: usage, config, data, checkpoint, media, a path that cannot be
+  read or written. One line on stderr (``mmcore <command>: <what, where, expected vs got>``),
+  or a short block when several problems are listed; no traceback.
+* 1 -- the run failed (a non-finite loss, a plugin's hook raised: one line), or an internal
+  error (a bug: a short report with versions; please report it).
+* 130 -- interrupted (Ctrl-C).
+
+``--debug`` (anywhere on the command line) or ``MMCORE_DEBUG=1`` adds the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,8 +39,12 @@ EXTENSION_MODALITY = {
 def build_parser(manager=None) -> argparse.ArgumentParser:
     from mmcore import __version__
 
-    parser = argparse.ArgumentParser(prog="mmcore", description="Plugin-based multimodal deep learning on PyTorch.")
+    parser = argparse.ArgumentParser(prog="mmcore", description="Plugin-based multimodal deep learning on PyTorch.",
+                                     epilog="exit status: 0 ok, 2 an error in your input (one line), 1 a failed run or an "
+                                            "internal error, 130 interrupted")
     parser.add_argument("--version", action="version", version=f"mmcore {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of any error (also MMCORE_DEBUG=1); accepted anywhere on the line")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("plugins", help="list the installed plugins and their components")
@@ -39,6 +55,10 @@ def build_parser(manager=None) -> argparse.ArgumentParser:
     p.add_argument("config", help="path of the YAML config (sections: data, model, trainer)")
     p.add_argument("overrides", nargs="*", metavar="key.path=value", help="config overrides, values parsed as YAML")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint, exactly")
+    p.add_argument("--overwrite", action="store_true",
+                   help="let trainer.run_dir be an existing folder that is not an mmcore run: only mmcore's own files "
+                        "(config.yaml, metrics.csv, report.json, plots/, tensorboard/, best/, last/) are written there; "
+                        "nothing else in it is touched")
     p.set_defaults(handler=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a run's best checkpoint on a split of its data (and its robustness)")
@@ -52,12 +72,20 @@ def build_parser(manager=None) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.set_defaults(handler=cmd_eval)
 
-    p = sub.add_parser("predict", help="predict from raw inputs with a run's best checkpoint (JSON out)")
+    p = sub.add_parser("predict", help="predict from raw inputs or a table of them with a run's best checkpoint (JSON out)")
     p.add_argument("run_dir", help="a run directory written by `mmcore train`")
-    p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="one sample: slot=value per modality (a file path, text, or [numbers]); a bare file path goes "
-                        "to the slot whose modality matches its extension (.png -> image, .wav -> audio); "
-                        "omitted slots are missing modalities")
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
+                   help="one sample: slot=value per modality (a file path, text, [a, list] or {a: mapping} such as "
+                        "profile='{age: 41, city: oslo}'); a text slot given an existing file reads its UTF-8 contents; "
+                        "a bare file path goes to the slot whose modality matches its extension (.png -> image, "
+                        ".wav -> audio, .txt -> text); omitted slots are missing modalities")
+    p.add_argument("--data", metavar="FILE",
+                   help="predict every row of a .csv/.jsonl/.parquet table (columns as in the run's data config, or "
+                        "named after the slots); one JSON line per row, a bad row reported in its line")
+    p.add_argument("--out", metavar="FILE", help="write the --data predictions here (JSON lines) instead of stdout")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--encoding", default="utf-8-sig", help="text encoding of a --data CSV/JSONL file (default utf-8-sig)")
+    p.add_argument("--batch-size", type=int, default=64, help="rows predicted at once with --data")
     p.set_defaults(handler=cmd_predict)
 
     p = sub.add_parser("compare", help="train one config with several fusions; accuracy beside parameters, FLOPs, latency, memory")
@@ -72,7 +100,10 @@ def build_parser(manager=None) -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_bench)
 
     if manager is not None:
-        manager.hook.mmcore_add_commands(subparsers=sub)
+        if hasattr(manager, "add_commands"):
+            manager.add_commands(sub)  # each plugin isolated: a broken one loses only its own commands
+        else:
+            manager.hook.mmcore_add_commands(subparsers=sub)
     return parser
 
 
@@ -83,9 +114,16 @@ def cmd_plugins(args: argparse.Namespace, manager) -> int:
         return EXIT_OK
     for record in records:
         origin = f"{record.distribution} {record.version}" if record.distribution else "runtime"
-        print(f"{record.name}  [{record.status}]  ({origin})")
+        took = "" if record.import_ms is None else f", {record.import_ms:.{1 if record.import_ms < 10 else 0}f} ms"
+        print(f"{record.name}  [{record.status}]  ({origin}{took})")
         if record.error:
-            print(f"    error: {record.error}")
+            print(f"    {'note' if record.status == 'ok' else 'error'}: {record.error}")
+        if getattr(record, "output", ""):
+            printed = record.output.strip().splitlines()
+            shown = "; ".join(printed[:3]) + (f"; ... ({len(printed) - 3} more lines)" if len(printed) > 3 else "")
+            print(f"    printed while loading: {shown}")
+        if getattr(record, "commands", None):
+            print(f"    commands: {', '.join(record.commands)}")
         for c in record.components:
             modality = f" ({c.modality})" if c.modality else ""
             print(f"    {c.kind:<12} {c.name:<22}{modality} {c.doc}")
@@ -97,9 +135,8 @@ def cmd_train(args: argparse.Namespace, manager) -> int:
     from mmcore.engine.trainer import Trainer
 
     config = load_config(args.config, args.overrides)
-    if args.resume is not None and not any(Path(args.resume, name).is_dir() for name in ("last", ".last.old")):
-        raise ConfigError([ConfigIssue("--resume", f"{args.resume} holds no checkpoint to resume (expected {args.resume}/last/)")])
-    trainer = Trainer(config, manager=manager, resume=args.resume)
+    # The run directory is checked (a user's folder, in use, nothing to resume) before any work.
+    trainer = Trainer(config, manager=manager, resume=args.resume, overwrite=args.overwrite)
     report = trainer.fit()
     if trainer.is_main:
         print(json.dumps({k: report[k] for k in ("status", "run_dir", "best_epoch", "test", "seconds", "plots")}, indent=2))
@@ -107,18 +144,23 @@ def cmd_train(args: argparse.Namespace, manager) -> int:
 
 
 def load_run(run_dir: str | Path, manager, checkpoint: str = "best"):
-    """A run directory's model (from ``checkpoint``) and resolved config; ConfigError when it is not one."""
-    import yaml
+    """A run directory's model (from ``checkpoint``) and resolved config.
 
-    from mmcore.engine.checkpoint import load_model, resolve_checkpoint
+    RunDirError when ``run_dir`` is not a run; CheckpointError when its files are damaged (both
+    checked before anything is built, see :func:`mmcore.engine.checkpoint.load_model`). The
+    config's path options are absolute in runs written since they are stored so; an older run's
+    relative ones are taken relative to the current folder, as when it was trained.
+    """
+    from mmcore.engine.checkpoint import load_model
+    from mmcore.engine.config import resolve_paths
+    from mmcore.engine.rundir import RunDir
+    from mmcore.errors import user_input_phase
 
-    run = Path(run_dir)
-    folder = resolve_checkpoint(run / checkpoint)
-    config_file = next((run / name for name in ("config.yaml", "config.json") if (run / name).is_file()), None)
-    if not (folder / "model.safetensors").is_file() or config_file is None:
-        raise ConfigError([ConfigIssue("", f"{run_dir} is not a run directory (expected config.yaml and {checkpoint}/model.safetensors)")])
-    model, _ = load_model(folder, manager.registry)
-    return model, yaml.safe_load(config_file.read_text())
+    run = RunDir.open(run_dir, checkpoint)
+    with user_input_phase(f"reading the run {run_dir}"):  # a damaged run directory is the user's to fix
+        config = resolve_paths(run.read_config())  # safe and bounded: config.yaml may have been edited
+        model, _ = load_model(run.readable_checkpoint(checkpoint), manager.registry)
+    return model, config
 
 
 def cmd_eval(args: argparse.Namespace, manager) -> int:
@@ -143,9 +185,11 @@ def cmd_eval(args: argparse.Namespace, manager) -> int:
     metric = monitor if monitor in model.head.metrics() else None
     report = robustness_report(model, dataset, manager.registry, metric=metric, perturbations=names, batch_size=args.batch_size,
                                seed=int(trainer.get("seed", 0)), mode=trainer.get("monitor_mode", "auto") if metric else "auto")
-    out = Path(args.run_dir) / "robustness"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{args.split}.json").write_text(json.dumps(report, indent=2))
+    from mmcore.engine.checkpoint import atomic_write, dumps_json
+    from mmcore.engine.rundir import RunDir
+
+    out = RunDir(args.run_dir).robustness
+    atomic_write(out / f"{args.split}.json", lambda p: p.write_text(dumps_json(report, indent=2)))
     plot = plot_report(report, out / f"{args.split}.png")
     print(format_report(report))
     print(f"\nreport: {out / f'{args.split}.json'}" + (f"; plot: {plot}" if plot else " (install matplotlib for the plot)"))
@@ -160,65 +204,193 @@ def _is_file(value: str) -> bool:
         return False
 
 
-def parse_predict_inputs(items: Sequence[str], model) -> dict:
-    """``slot=value`` / bare file paths -> one raw sample ``{slot: raw}`` (see ``mmcore predict --help``)."""
+def _structured(value: str, processor: object) -> object:
+    """A ``[list]`` or ``{mapping}`` command-line value, every scalar kept as written (YAML's
+    BaseLoader: ``oslo``, ``yes``, ``007`` stay strings) and then read as a number where the
+    processor expects one (not in its ``categorical`` columns). None when ``value`` is neither."""
     import yaml
 
+    text = value.strip()
+    if not text.startswith(("[", "{")):
+        return None
+    try:
+        if any(isinstance(t, yaml.AliasToken) for t in yaml.scan(text, Loader=yaml.BaseLoader)):
+            raise ValueError(f"{value!r}: YAML aliases are not accepted in inputs")
+        parsed = yaml.load(text, Loader=yaml.BaseLoader)  # noqa: S506 - BaseLoader builds only str/list/dict
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{value!r} is not a valid [list] or {{mapping}}: {str(exc).splitlines()[0]}") from exc
+    categorical = set(getattr(processor, "categorical", None) or [])
+
+    def number(item: object) -> object:
+        if isinstance(item, str):
+            try:
+                return int(item)
+            except ValueError:
+                try:
+                    return float(item)
+                except ValueError:
+                    return item
+        if isinstance(item, list):
+            return [number(v) for v in item]
+        return item
+
+    if isinstance(parsed, dict):
+        return {str(k): (v if str(k) in categorical else number(v)) for k, v in parsed.items()}
+    return number(parsed)
+
+
+def _slot_modality(model, slot: str) -> str | None:
+    return getattr(model.encoders[slot], "modality", None)
+
+
+def _text_file(path: str) -> str:
+    from mmcore_plugins.io import read_text
+
+    return read_text(path)
+
+
+def parse_predict_inputs(items: Sequence[str], model) -> dict:
+    """``slot=value`` / bare file paths -> one raw sample ``{slot: raw}`` (see ``mmcore predict --help``).
+
+    A text slot given an existing file gets the file's UTF-8 contents; other file paths are passed
+    on; ``[...]``/``{...}`` values become lists/mappings for any non-text slot (numbers where the
+    processor expects them). Every problem is collected into one ConfigError.
+    """
     sample, issues = {}, []
     slots = model.slots
     for item in items:
         slot, sep, value = item.partition("=")
-        if sep and slot in slots:
-            if _is_file(value):
-                sample[slot] = value
-                continue
-            # For a tabular slot, a value that reads as a YAML list is a row of numbers; anything
-            # else (and everything for other modalities) is taken as it is, e.g. text.
-            parsed = None
-            if getattr(model.encoders[slot], "modality", None) == "tabular":
-                try:
-                    parsed = yaml.safe_load(value)
-                except yaml.YAMLError:
-                    parsed = None
-            sample[slot] = parsed if isinstance(parsed, list) else value
-        elif _is_file(item):
-            modality = EXTENSION_MODALITY.get(Path(item).suffix.lower())
-            matches = [s for s in slots if getattr(model.encoders[s], "modality", None) == modality]
-            if modality is None or len(matches) != 1:
-                issues.append(ConfigIssue("", f"cannot tell which slot {item!r} is for (slots: {slots}); write slot={item}"))
+        try:
+            if sep and slot in slots:
+                modality = _slot_modality(model, slot)
+                if _is_file(value):
+                    sample[slot] = _text_file(value) if modality == "text" else value
+                    continue
+                parsed = None if modality == "text" else _structured(value, model.processors.get(slot))
+                sample[slot] = value if parsed is None else parsed
+            elif _is_file(item):
+                modality = EXTENSION_MODALITY.get(Path(item).suffix.lower())
+                matches = [s for s in slots if _slot_modality(model, s) == modality]
+                if modality is None or len(matches) != 1:
+                    issues.append(ConfigIssue("", f"cannot tell which slot {item!r} is for (slots: {slots}); write slot={item}"))
+                else:
+                    sample[matches[0]] = _text_file(item) if modality == "text" else item
+            elif sep:
+                issues.append(ConfigIssue("", f"unknown modality slot(s) [{slot!r}] in {item!r}; the model has {slots}"))
             else:
-                sample[matches[0]] = item
-        elif sep:
-            issues.append(ConfigIssue("", f"unknown modality slot(s) [{slot!r}] in {item!r}; the model has {slots}"))
-        else:
-            issues.append(ConfigIssue("", f"input {item!r} is neither slot=value nor an existing file"))
+                issues.append(ConfigIssue("", f"input {item!r} is neither slot=value nor an existing file"))
+        except ValueError as exc:  # an unreadable text file, a malformed [list]/{mapping}
+            issues.append(ConfigIssue(slot if sep else "", str(exc)))
     if issues:
         raise ConfigError(issues)
     return sample
 
 
-def cmd_predict(args: argparse.Namespace, manager) -> int:
+def _prediction_record(model, output, row: int) -> dict:
+    """The JSON of sample ``row`` of a head output: prediction, and probabilities by class name when known."""
     import torch
 
-    from mmcore.engine.evaluation import to_device
+    record = {"prediction": model.head.format_predictions(output)[row]}
+    probabilities = output.extras.get("probabilities") if isinstance(output.extras, dict) else None
+    if isinstance(probabilities, torch.Tensor) and probabilities.dim() == 2:
+        values = [round(float(p), 4) for p in probabilities[row]]
+        classes = getattr(model.head, "classes", None)
+        record["probabilities"] = dict(zip(classes, values, strict=True)) if classes and len(classes) == len(values) else values
+    return record
 
-    model, _ = load_run(args.run_dir, manager)
+
+def _data_columns(config: dict, model, header: set[str]) -> tuple[dict, list[str]]:
+    """``(columns, path_columns)`` for a --data table: the run's manifest mapping, else one column per
+    slot named after it (a tabular slot with named columns: those columns)."""
+    data = config.get("data") or {}
+    if data.get("name") == "manifest" and isinstance(data.get("columns"), dict):
+        return dict(data["columns"]), list(data.get("path_columns") or [])
+    columns, path_columns = {}, []
+    for slot in model.slots:
+        processor = model.processors.get(slot)
+        numeric, categorical = getattr(processor, "columns", None), getattr(processor, "categorical", None)
+        if slot not in header and (numeric or categorical):
+            columns[slot] = {k: list(v) for k, v in (("numeric", numeric), ("categorical", categorical)) if v}
+        else:
+            columns[slot] = slot
+            if _slot_modality(model, slot) in ("image", "audio", "video") and slot in header:
+                path_columns.append(slot)  # a file path (a text column holds the text itself)
+    return columns, path_columns
+
+
+def _predict_table(args: argparse.Namespace, model, config: dict) -> int:
+    from mmcore.engine.evaluation import predict_output
+    from mmcore_plugins.datasets.manifest import inputs_from_rows
+    from mmcore_plugins.io import read_table
+
+    if args.inputs:
+        raise ConfigError([ConfigIssue("--data", "give either --data FILE or slot=value inputs, not both")])
+    if args.batch_size < 1:
+        raise ConfigError([ConfigIssue("--batch-size", f"must be a positive int, got {args.batch_size}")])
+    out_path = Path(args.out) if args.out else None
+    if out_path is not None and out_path.exists() and not args.overwrite:
+        raise ConfigError([ConfigIssue("--out", f"{str(out_path)!r} exists; choose another file or pass --overwrite")])
+    if out_path is not None and out_path.is_dir():
+        raise ConfigError([ConfigIssue("--out", f"{str(out_path)!r} is a folder, expected a file")])
+    source = Path(args.data)
+    try:
+        rows = read_table(source, encoding=args.encoding)
+        header = set().union(*(r.keys() for r in rows)) if rows else set()
+        columns, path_columns = _data_columns(config, model, header)
+        modalities = {s: m for s in model.slots if (m := _slot_modality(model, s))}
+        built = inputs_from_rows(rows, columns, path_columns=path_columns, root=source.parent, name=str(source),
+                                 modalities=modalities, validate="exists", allow_outside_paths=True)
+    except (ValueError, FileNotFoundError) as exc:
+        raise ConfigError([ConfigIssue("--data", str(exc))]) from exc
+    records: list[dict] = [{} for _ in built]
+    good = [i for i, (inputs, _) in enumerate(built) if inputs is not None]
+    for i, (_, error) in enumerate(built):
+        if error is not None:
+            records[i] = {"row": i + 1, "error": error}
+    for start in range(0, len(good), args.batch_size):
+        chunk = good[start : start + args.batch_size]
+        try:
+            output = predict_output(model, [built[i][0] for i in chunk])
+            for j, i in enumerate(chunk):
+                records[i] = {"row": i + 1, **_prediction_record(model, output, j)}
+        except (ValueError, TypeError, OSError):  # one bad row spoils its batch: find it, row by row
+            for i in chunk:
+                try:
+                    records[i] = {"row": i + 1, **_prediction_record(model, predict_output(model, [built[i][0]]), 0)}
+                except (ValueError, TypeError, OSError) as exc:
+                    records[i] = {"row": i + 1, "error": str(exc)}
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    if out_path is None:
+        sys.stdout.write(lines)
+    else:
+        tmp = out_path.with_name(f".{out_path.name}.tmp")
+        tmp.write_text(lines, encoding="utf-8")
+        tmp.replace(out_path)  # whole or not at all: an interrupted run leaves no half file under the name
+        bad = sum("error" in r for r in records)
+        print(f"{len(records)} rows -> {out_path} ({len(records) - bad} predicted, {bad} with an error)", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_predict(args: argparse.Namespace, manager) -> int:
+    from mmcore.engine.evaluation import predict_output
+
+    model, config = load_run(args.run_dir, manager)
+    if args.data is not None:
+        return _predict_table(args, model, config)
+    if args.out is not None:
+        raise ConfigError([ConfigIssue("--out", "--out goes with --data FILE (a single sample prints its JSON)")])
+    if not args.inputs:
+        raise ConfigError([ConfigIssue("", f"give slot=value inputs (the model's slots: {model.slots}) or --data FILE")])
     sample = parse_predict_inputs(args.inputs, model)
-    model.eval()
     try:
         if not sample:
             raise ValueError(f"give at least one of the model's modality slots {model.slots}")
-        batch = model.collate([{"inputs": sample}])
-        with torch.no_grad():
-            out = model(to_device(batch, "cpu")[0])
+        output = predict_output(model, [sample])
     except (ValueError, TypeError) as exc:
         raise ConfigError([ConfigIssue("", str(exc))]) from exc
-    result = {"inputs": sample, "missing": [s for s in model.slots if s not in sample],
-              "prediction": model.head.format_predictions(out)[0]}
-    probabilities = out.extras.get("probabilities") if isinstance(out.extras, dict) else None
-    if isinstance(probabilities, torch.Tensor) and probabilities.dim() == 2:
-        result["probabilities"] = [round(float(p), 4) for p in probabilities[0]]
-    print(json.dumps(result))
+    shown = {slot: (raw if not isinstance(raw, str) or len(raw) <= 200 else raw[:200] + "...") for slot, raw in sample.items()}
+    result = {"inputs": shown, "missing": [s for s in model.slots if s not in sample], **_prediction_record(model, output, 0)}
+    print(json.dumps(result, ensure_ascii=False))
     return EXIT_OK
 
 
@@ -248,16 +420,45 @@ def cmd_bench(args: argparse.Namespace, manager) -> int:
     return EXIT_OK
 
 
+_TRUE = {"1", "true", "yes", "on"}
+#: OSError numbers that mean "a path the user gave cannot be used" (exit 2), not a bug.
+_USER_ERRNOS = {"ENOENT", "EACCES", "EPERM", "EISDIR", "ENOTDIR", "ENOSPC", "EROFS", "ENAMETOOLONG", "EEXIST",
+                "ENOTEMPTY", "EDQUOT", "ELOOP", "EFBIG", "EBUSY", "ETXTBSY"}
+#: At most this many lines of a multi-line user error are printed.
+_MAX_BLOCK_LINES = 25
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``mmcore`` command line; returns the exit status (see the module docstring)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # --debug is global and may come anywhere (`mmcore train c.yaml --debug`); overrides never
+    # start with "--", so taking it out before parsing cannot eat one.
+    debug = "--debug" in argv or os.environ.get("MMCORE_DEBUG", "").strip().lower() in _TRUE
+    argv = [a for a in argv if a != "--debug"]
+    command = next((a for a in argv if not a.startswith("-")), None)
+    try:
+        return _main(argv, debug)
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
+        print(f"mmcore{' ' + command if command else ''}: interrupted"
+              + (" (a training run continues with --resume RUN_DIR)" if command == "train" else ""), file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `mmcore plugins | head -1`: the reader left; nothing more to say
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILURE
+
+
+def _main(argv: list[str], debug: bool) -> int:
     from mmcore.plugin_manager import get_plugin_manager
 
-    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None) or "mmcore"
     try:
         manager = get_plugin_manager()
-    except Exception as exc:  # strict mode: a broken plugin is an error
-        print(f"mmcore: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    parser = build_parser(manager)
+        parser = build_parser(manager)
+    except Exception as exc:  # strict mode (MMCORE_STRICT_PLUGINS=1): a broken plugin is an error
+        return report_error(exc, command if command != "mmcore" else "", debug=debug)
     try:
         args, extra = parser.parse_known_args(argv)
         # key=value overrides may also follow options (`mmcore compare C --fusions a,b trainer.epochs=3`).
@@ -267,27 +468,123 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 parser.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 for --help/--version
-        return int(exc.code or 0)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_USAGE)
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()
         return EXIT_USAGE
-    from mmcore.engine import NonFiniteLossError
-
+    command = args.command or command
     try:
         code = handler(args, manager) if _takes_manager(handler) else handler(args)
-    except ConfigError as exc:
-        print(f"mmcore {args.command}: invalid configuration:", file=sys.stderr)
-        for issue in exc.issues:
-            print(f"  {issue}", file=sys.stderr)
-        return EXIT_USAGE
-    except NonFiniteLossError as exc:
-        print(f"mmcore {args.command}: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
     except KeyboardInterrupt:
-        print(f"mmcore {args.command}: interrupted (a training run continues with --resume RUN_DIR)", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        raise
+    except Exception as exc:
+        owner = getattr(manager, "command_owner", lambda name: None)(command)
+        return report_error(exc, command, debug=debug, plugin=owner)
     return EXIT_OK if code is None else int(code)
+
+
+def is_user_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is an error in the user's input (exit 2) rather than a failure or a bug.
+
+    User errors: :class:`~mmcore.errors.UserInputError` (config, data, media, checkpoint, run
+    directory errors), ValueError/TypeError marked by :func:`~mmcore.errors.user_input_phase`
+    (raised while a config, data set or checkpoint was turned into objects), YAML/JSON that does
+    not parse, and OSErrors about a path (missing, a folder where a file was expected, no
+    permission, disk full, ...).
+    """
+    from mmcore.errors import is_user_input_error
+
+    if is_user_input_error(exc):
+        return True
+    if isinstance(exc, json.JSONDecodeError) or type(exc).__module__.split(".")[0] == "yaml":
+        return True
+    if isinstance(exc, OSError) and exc.errno is not None:
+        import errno
+
+        return errno.errorcode.get(exc.errno) in _USER_ERRNOS
+    return False
+
+
+def describe_error(exc: BaseException) -> str:
+    """The message of a user error: the exception's own text, made explicit for bare OSErrors."""
+    if isinstance(exc, OSError) and exc.errno is not None and not isinstance(exc, ValueError):
+        import errno
+
+        name = errno.errorcode.get(exc.errno)
+        reason = (exc.strerror or str(exc)).lower() if exc.strerror else str(exc)
+        paths = " -> ".join(repr(str(p)) for p in (exc.filename, exc.filename2) if p is not None)
+        if name == "ENOSPC":
+            return f"no space left on device{' writing ' + paths if paths else ''}"
+        return f"{paths}: {reason}" if paths else reason
+    text = str(exc).strip()
+    return text or type(exc).__name__
+
+
+def report_error(exc: BaseException, command: str, *, debug: bool = False, plugin: str | None = None) -> int:
+    """Print ``exc`` the way the contract says (see the module docstring); return the exit status."""
+    from mmcore.engine import NonFiniteLossError
+    from mmcore.errors import ConfigError, PluginError, PluginHookError
+
+    prefix = f"mmcore {command}:" if command else "mmcore:"
+    if debug:
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    if isinstance(exc, ConfigError):
+        lines = [str(issue) for issue in exc.issues] or [str(exc)]
+        if len(lines) == 1 and "\n" not in lines[0]:
+            print(f"{prefix} invalid configuration: {lines[0]}", file=sys.stderr)
+        else:
+            _print_block(f"{prefix} invalid configuration:", [line for text in lines for line in text.splitlines()])
+        return EXIT_USAGE
+    if is_user_error(exc):
+        lines = describe_error(exc).splitlines() or [type(exc).__name__]
+        if len(lines) == 1:
+            print(f"{prefix} {lines[0]}", file=sys.stderr)
+        else:
+            _print_block(f"{prefix} {lines[0]}", lines[1:])
+        return EXIT_USAGE
+    if isinstance(exc, (NonFiniteLossError, PluginError)):
+        # A run that stopped (non-finite loss, a plugin's hook raised) is a failure (1); a plugin
+        # that cannot load in strict mode is the installation's problem, fixable (2). One line
+        # either way, no bug report.
+        lines = describe_error(exc).splitlines()
+        print(f"{prefix} {lines[0]}", file=sys.stderr)
+        for line in lines[1:]:
+            print(f"  {line}", file=sys.stderr)
+        return EXIT_FAILURE if isinstance(exc, (NonFiniteLossError, PluginHookError)) else EXIT_USAGE
+    # Anything else is a bug: in mmcore or, for a plugin's command, in that plugin.
+    where = f" in plugin {plugin}" if plugin else ""
+    message = str(exc).strip().splitlines()
+    print(f"{prefix} internal error{where}: {type(exc).__name__}" + (f": {message[0]}" if message else ""), file=sys.stderr)
+    print(f"  {_versions()}", file=sys.stderr)
+    if not debug:
+        print("  rerun with --debug for the traceback; please report it"
+              + (" to the plugin's authors" if plugin else " (with the traceback) to the mmcore developers"), file=sys.stderr)
+    return EXIT_FAILURE
+
+
+def _print_block(head: str, lines: list[str]) -> None:
+    print(head, file=sys.stderr)
+    for line in lines[:_MAX_BLOCK_LINES]:
+        print(f"  {line}", file=sys.stderr)
+    if len(lines) > _MAX_BLOCK_LINES:
+        print(f"  ... and {len(lines) - _MAX_BLOCK_LINES} more", file=sys.stderr)
+
+
+def _versions() -> str:
+    import platform
+
+    from mmcore import __version__
+
+    torch_version = sys.modules["torch"].__version__ if "torch" in sys.modules else None
+    if torch_version is None:
+        try:
+            from importlib.metadata import version
+
+            torch_version = version("torch")
+        except Exception:  # noqa: BLE001 - a version string must never be what fails
+            torch_version = "not installed"
+    return f"mmcore {__version__}, torch {torch_version}, Python {platform.python_version()} ({platform.system()})"
 
 
 def _takes_manager(handler) -> bool:

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 
 class MmcoreError(Exception):
     """Base class of mmcore's own errors."""
+
+
+class UserInputError(MmcoreError, ValueError):
+    """An error the user can fix: bad config, data, checkpoint, media or path.
+
+    The CLI turns every ``UserInputError`` into exit status 2 and one line on stderr
+    (``mmcore <command>: <message>``), without a traceback (``--debug`` shows it). The message
+    must name the file, row, column or option, what was expected and what came. Subclass it
+    (alone or together with a more specific builtin such as ``OSError``) for every error whose
+    cause lies in the user's input rather than in mmcore.
+    """
 
 
 class PluginError(MmcoreError):
@@ -35,9 +48,59 @@ class ConfigIssue:
         return f"{self.path}: {self.message}" if self.path else self.message
 
 
-class ConfigError(MmcoreError, ValueError):
+class ConfigError(UserInputError):
     """A config or model spec is invalid; ``issues`` lists every problem found, not just the first."""
 
     def __init__(self, issues: list[ConfigIssue]) -> None:
         self.issues = list(issues)
         super().__init__("\n".join(str(issue) for issue in self.issues))
+
+
+class PluginHookError(PluginError):
+    """A plugin's lifecycle hook raised: the run stops (report.json says so), naming plugin and hook.
+
+    Attributes: ``plugin`` (its name), ``distribution`` (``"name version"`` or None for a plugin
+    registered at run time), ``hook`` (e.g. ``mmcore_epoch_end``); the original exception is
+    ``__cause__``.
+    """
+
+    def __init__(self, plugin: str, distribution: str | None, hook: str, exc: BaseException) -> None:
+        self.plugin, self.distribution, self.hook = plugin, distribution, hook
+        origin = f"distribution {distribution}" if distribution else "registered at run time"
+        detail = str(exc)
+        super().__init__(f"plugin {plugin!r} ({origin}) failed in {hook}: {type(exc).__name__}" + (f": {detail}" if detail else ""))
+
+
+#: Attribute set on a ValueError/TypeError raised while mmcore builds a run from the user's input.
+USER_INPUT_MARK = "__mmcore_user_input__"
+
+
+@contextlib.contextmanager
+def user_input_phase(what: str) -> Iterator[None]:
+    """Mark ``ValueError``/``TypeError`` raised inside as caused by the user's input.
+
+    Wraps the code that turns a config, data set or checkpoint into objects (validation, data
+    loading, model building): an error there lies in what the user gave, even when a library
+    rather than mmcore raised it. The exception is re-raised unchanged (same type, same
+    traceback) with the attribute :data:`USER_INPUT_MARK` set to ``what``; the CLI reports such
+    errors like :class:`UserInputError` (exit 2, one line).
+    """
+    try:
+        yield
+    except (ValueError, TypeError) as exc:
+        if not isinstance(exc, UserInputError) and getattr(exc, USER_INPUT_MARK, None) is None:
+            try:
+                setattr(exc, USER_INPUT_MARK, what)
+            except (AttributeError, TypeError):  # an exception type without a __dict__
+                pass
+        raise
+
+
+def is_user_input_error(exc: BaseException) -> bool:
+    """Whether ``exc`` lies in the user's input: a :class:`UserInputError` or
+    :class:`UnknownComponentError`, any mmcore error that is
+    also a ``ValueError``/``TypeError`` (the project's convention for bad input), or an error
+    marked by :func:`user_input_phase`."""
+    return (isinstance(exc, (UserInputError, UnknownComponentError))  # e.g. a run needing an uninstalled plugin
+            or (isinstance(exc, MmcoreError) and isinstance(exc, (ValueError, TypeError)))
+            or getattr(exc, USER_INPUT_MARK, None) is not None)

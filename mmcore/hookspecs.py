@@ -4,6 +4,13 @@ A plugin is a module (or any object) with functions decorated by :data:`mmcore.h
 found through the entry-point group ``mmcore`` (``[project.entry-points.mmcore]`` in the plugin's
 pyproject), or registered at run time with :func:`mmcore.register_plugin`. A hook implementation
 may accept any subset of the arguments its spec names.
+
+Plugins fail alone: an exception (or ``sys.exit()``) in a plugin's import or ``mmcore_register``
+fails that plugin only; ``mmcore_add_commands`` that raises, or adds a command that exists, loses
+that plugin's commands only; a lifecycle hook (``mmcore_train_*``, ``mmcore_epoch_end``) that
+raises stops the run cleanly -- ``report.json`` says ``status: failed`` with the plugin, its
+distribution and the hook, the last good checkpoint is kept -- and ``mmcore train`` prints that
+one line (exit 1). What a plugin prints while it loads is captured, shown by ``mmcore plugins``.
 """
 
 from __future__ import annotations
@@ -44,7 +51,9 @@ def mmcore_add_commands(subparsers):
         ``argparse.Namespace`` and returns the process exit code (``None`` means 0).
 
     Called once each time the ``mmcore`` command line is built, after the built-in commands.
-    :return: ignored.
+    Adding a name (or alias) that already exists raises ``ValueError``; if this hook raises,
+    every command it added is removed again and ``mmcore plugins`` reports the plugin as
+    ``partial``. :return: ignored.
     """
 
 

@@ -14,7 +14,6 @@ Cost of a trained model, on one batch of the test split:
 from __future__ import annotations
 
 import copy
-import json
 import statistics
 import time
 from collections.abc import Mapping, Sequence
@@ -23,13 +22,16 @@ from typing import Any
 
 import torch
 
-from mmcore.engine.checkpoint import load_model
+from mmcore.engine.checkpoint import atomic_write, dumps_json, load_model
 from mmcore.engine.evaluation import to_device
+from mmcore.engine.rundir import RunDir
 from mmcore.errors import ConfigError, ConfigIssue
 from mmcore.model import MultimodalModel
 from mmcore.options import factory_parameters
 from mmcore.registry import Registry
 
+#: What ``run_compare`` writes into its ``out_dir`` beside one run directory per fusion.
+COMPARE_JSON, COMPARE_PLOT = "compare.json", "compare.png"
 #: Fusion options carried over from the config's fusion to each compared fusion (when accepted).
 SHARED_FUSION_OPTIONS = ("dim", "dropout")
 
@@ -143,15 +145,14 @@ def run_compare(config: Mapping[str, Any], fusions: Sequence[str], *, manager, o
         key = metric or trainer.options.monitor or "loss"
         # The best checkpoint, rebuilt: the trainer's model may serve frozen encoders from a
         # feature cache, which would leave the most expensive part out of the cost.
-        best, _ = load_model(trainer.run_dir / "best", manager.registry)
+        best, _ = load_model(trainer.rundir.readable_checkpoint(RunDir.BEST), manager.registry)
         results[name] = {"metric": key, "value": report["test"].get(key), "test": report["test"],
                          "train_seconds": report["seconds"], **measure_cost(best, samples, device=trainer.device)}
     summary = {"fusions": results}
     if not results:  # not the main process of a distributed run: it writes nothing
         return summary
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "compare.json").write_text(json.dumps(summary, indent=2))
-    plot = plot_compare(results, out_dir / "compare.png")
+    atomic_write(out_dir / COMPARE_JSON, lambda p: p.write_text(dumps_json(summary, indent=2)))
+    plot = plot_compare(results, out_dir / COMPARE_PLOT)
     summary["plot"] = str(plot) if plot else None
     return summary
 
@@ -181,8 +182,6 @@ def plot_compare(results: Mapping[str, Mapping[str, Any]], path: Path) -> Path |
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    from mmcore.engine.checkpoint import atomic_write
-
     points = {k: r for k, r in results.items() if r["value"] is not None}
     if not points:
         return None

@@ -10,18 +10,18 @@ import copy
 import dataclasses
 import difflib
 import math
+import os
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
-
-import yaml
 
 from mmcore.components import RESERVED_ARGUMENTS
 from mmcore.errors import ConfigError, ConfigIssue, UnknownComponentError
 from mmcore.model import validate_model_spec
 from mmcore.options import check_options, type_mismatch
 from mmcore.registry import Registry
+from mmcore.yamlio import YamlError, load_override_value, load_yaml_file
 
 SECTIONS = ("data", "model", "trainer")
 #: The model's top-level parts that ``trainer.lr_multipliers`` keys start with.
@@ -101,14 +101,27 @@ def trainer_option_names() -> list[str]:
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Read a YAML config and apply ``key.path=value`` overrides (values parsed as YAML)."""
+    """Read a YAML config and apply ``key.path=value`` overrides (values parsed as YAML).
+
+    YAML is read by :mod:`mmcore.yamlio` (1.2 floats such as ``1e-3``, plain data only, bounded
+    alias expansion). :raises ConfigError: the file is missing or unreadable, not valid YAML (its
+    line and column named), not a mapping, or an override is malformed.
+    """
     path = Path(path)
     if not path.is_file():
-        raise ConfigError([ConfigIssue("", f"config file {str(path)!r} does not exist")])
+        problem = "is not a file" if path.exists() else "does not exist"
+        raise ConfigError([ConfigIssue("", f"config file {str(path)!r} {problem}")])
     try:
-        config = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError([ConfigIssue("", f"config file {str(path)!r} is not valid YAML: {exc}")]) from exc
+        config = load_yaml_file(path)
+    except YamlError as exc:
+        where = f" (line {exc.line}, column {exc.column})" if exc.line is not None and exc.column is not None else ""
+        problem = exc.problem.removeprefix("not valid YAML: ")
+        verb = "is not valid YAML" if problem != exc.problem else "is refused"
+        raise ConfigError([ConfigIssue("", f"config file {str(path)!r} {verb}{where}: {problem}")]) from exc
+    except OSError as exc:
+        raise ConfigError([ConfigIssue("", f"cannot read config file {str(path)!r}: {exc.strerror or exc}")]) from exc
+    if config is None:
+        config = {}
     if not isinstance(config, dict):
         raise ConfigError([ConfigIssue("", f"config file {str(path)!r} must hold a mapping, got {type(config).__name__}")])
     return apply_overrides(config, overrides)
@@ -117,7 +130,9 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, An
 def apply_overrides(config: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """A copy of ``config`` with each ``a.b.c=value`` applied; ``value`` is parsed as YAML.
 
-    ``a.b.c=`` (nothing after ``=``) sets an empty string; ``a.b.c=null`` sets None.
+    ``a.b.c=`` (nothing after ``=``) sets an empty string; ``a.b.c=null`` sets None. A value that
+    is not valid YAML is taken as the text typed; one with a refused tag (``!!python/...``) or
+    over a size limit is an error (see :mod:`mmcore.yamlio`).
     """
     config = copy.deepcopy(dict(config))
     issues = []
@@ -128,9 +143,10 @@ def apply_overrides(config: Mapping[str, Any], overrides: Sequence[str]) -> dict
             issues.append(ConfigIssue("", f"override {override!r} must look like key.path=value"))
             continue
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
+            value = load_override_value(raw, source=f"override {override!r}") if raw.strip() else ""
+        except YamlError as exc:
+            issues.append(ConfigIssue(key, str(exc)))
+            continue
         node = config
         parts = key.split(".")
         for depth, part in enumerate(parts[:-1]):
@@ -181,10 +197,38 @@ def validate_config(config: Mapping[str, Any], registry: Registry) -> TrainerOpt
 
 
 def resolved_config(config: Mapping[str, Any], options: TrainerOptions) -> dict[str, Any]:
-    """The config with every trainer option spelled out (what the run directory records)."""
-    out = copy.deepcopy(dict(config))
-    out["trainer"] = dataclasses.asdict(options)
+    """The config with every trainer option spelled out (what the run directory records).
+
+    Path options (see :func:`is_path_option`, and ``trainer.cache_features`` when it names a
+    folder) are made absolute against the current folder, as they are read when training
+    starts; ``mmcore eval``/``predict`` then read the same files from any working folder.
+    """
+    out = resolve_paths(config)
+    trainer = dataclasses.asdict(options)
+    if isinstance(trainer.get("cache_features"), str):
+        trainer["cache_features"] = _absolute(trainer["cache_features"])
+    out["trainer"] = trainer
     return out
+
+
+def resolve_paths(config: Mapping[str, Any], base: str | Path | None = None) -> dict[str, Any]:
+    """A copy of ``config`` whose relative path options (:func:`is_path_option`: ``data.path``,
+    ``model.encoders.<slot>.weights``, ...) are absolute, taken relative to ``base`` (default:
+    the current folder); ``~`` is expanded. Other values are left as they are."""
+    out = copy.deepcopy(dict(config))
+    model = out.get("model") if isinstance(out.get("model"), dict) else {}
+    encoders = model.get("encoders") if isinstance(model.get("encoders"), dict) else {}
+    for entry in (out.get("data"), *encoders.values(), model.get("fusion"), model.get("head")):
+        if isinstance(entry, dict):
+            for key, value in entry.items():
+                if is_path_option(str(key)) and isinstance(value, str) and value:
+                    entry[key] = _absolute(value, base)
+    return out
+
+
+def _absolute(value: str, base: str | Path | None = None) -> str:
+    path = Path(value).expanduser()
+    return os.path.normpath(path if path.is_absolute() else Path(base or os.getcwd()) / path)
 
 
 # ------------------------------------------------------------------------------ files

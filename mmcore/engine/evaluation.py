@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Subset
 
+from mmcore.components import HeadOutput
 from mmcore.model import MultimodalModel
 
 
@@ -33,7 +34,6 @@ def autocast_context(device: torch.device, precision: str):
     return contextlib.nullcontext()
 
 
-@torch.no_grad()
 def evaluate(
     model: MultimodalModel,
     dataset,
@@ -48,14 +48,56 @@ def evaluate(
     """Mean loss and every metric the head declares, over ``dataset``.
 
     In a distributed run each process evaluates every ``world_size``-th sample (no sample twice,
-    none padded in); torchmetrics and the loss sums are synchronised, so every process returns
-    the numbers of the whole dataset.
+    none padded in; :func:`mmcore.engine.distributed.shard_indices`); torchmetrics' states and
+    the loss sums are synchronised, so every process returns the numbers of the whole dataset —
+    the same as one process, up to float rounding. See :func:`evaluate_counted`.
     """
+    return evaluate_counted(model, dataset, batch_size=batch_size, device=device, precision=precision, rank=rank,
+                            world_size=world_size, num_workers=num_workers)[0]
+
+
+@torch.no_grad()
+def evaluate_counted(
+    model: MultimodalModel,
+    dataset,
+    *,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
+    rank: int = 0,
+    world_size: int = 1,
+    num_workers: int = 0,
+) -> tuple[dict[str, float], int]:
+    """:func:`evaluate`'s results and the number of samples (with targets) they count, over all processes.
+
+    Distributed (``world_size > 1``, the default process group of ``torch.distributed`` joined):
+    every process must call it, with the same ``dataset``. Each evaluates its shard; the loss is
+    averaged over samples (``sum(loss_i) / n`` over every process's samples, not a mean of the
+    processes' means), and each metric's torchmetrics states are merged across processes before
+    ``compute()`` (sum states add up; list states are gathered, uneven lengths included). A data
+    set with fewer samples than processes is evaluated whole by every process, unsynchronised
+    (a process without samples has no metric state to merge): the same numbers either way.
+
+    Raises ``ValueError`` when ``world_size > 1`` but no process group is initialised, or
+    ``rank`` is not in ``[0, world_size)``.
+    """
+    import torch.distributed as dist
+
+    from mmcore.engine.distributed import shard_indices
+
     device = torch.device(device)
+    sharded = world_size > 1 and len(dataset) >= world_size
+    if world_size > 1 and not (dist.is_available() and dist.is_initialized()):
+        raise ValueError(f"evaluate(world_size={world_size}) needs the torch.distributed process group joined first "
+                         "(mmcore.engine.distributed.setup, under torchrun)")
+    indices = shard_indices(len(dataset), rank, world_size)  # also checks rank
     was_training = model.training
     model.eval()
     metrics = {name: m.to(device) for name, m in model.head.metrics().items()}
-    shard = Subset(dataset, range(rank, len(dataset), world_size)) if world_size > 1 else dataset
+    if world_size > 1 and not sharded:
+        for metric in metrics.values():  # every process holds every sample: nothing to merge
+            metric.distributed_available_fn = _not_distributed
+    shard = Subset(dataset, indices) if sharded else dataset
     sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss * n, n
     loader = DataLoader(shard, batch_size=batch_size, shuffle=False, collate_fn=model.collate, num_workers=num_workers)
     try:
@@ -69,16 +111,18 @@ def evaluate(
             if targets is not None:
                 for metric in metrics.values():
                     metric.update(out.predictions, targets)
-        if world_size > 1:
-            import torch.distributed as dist
-
+        if sharded:
             dist.all_reduce(sums)
         result = {name: _scalar(m.compute()) for name, m in metrics.items()}
     finally:
         model.train(was_training)
     if sums[1] > 0:
         result["loss"] = float(sums[0] / sums[1])
-    return result
+    return result, int(sums[1])
+
+
+def _not_distributed() -> bool:
+    return False
 
 
 def _scalar(value: Any) -> float:
@@ -92,6 +136,13 @@ def _scalar(value: Any) -> float:
 @torch.no_grad()
 def predict(model: MultimodalModel, inputs: Sequence[Mapping[str, Any]], *, device: torch.device | str = "cpu") -> list[Any]:
     """Raw inputs (``{slot: raw}`` per sample; missing slots = missing modalities) -> the head's predictions."""
+    return model.head.format_predictions(predict_output(model, inputs, device=device))
+
+
+@torch.no_grad()
+def predict_output(model: MultimodalModel, inputs: Sequence[Mapping[str, Any]], *, device: torch.device | str = "cpu") -> HeadOutput:
+    """Raw inputs -> the head's whole output in eval mode (predictions, and extras such as
+    ``probabilities`` ``[B, C]``); ``predict`` formats its predictions."""
     unknown = sorted({slot for sample in inputs for slot in sample} - set(model.slots))
     if unknown:
         raise ValueError(f"unknown modality slot(s) {unknown}; the model has {model.slots}")
@@ -100,4 +151,4 @@ def predict(model: MultimodalModel, inputs: Sequence[Mapping[str, Any]], *, devi
     model.eval()
     batch = model.collate([{"inputs": dict(sample)} for sample in inputs])
     batch_inputs, _ = to_device(batch, device)
-    return model.head.format_predictions(model(batch_inputs))
+    return model(batch_inputs)

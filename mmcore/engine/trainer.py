@@ -1,8 +1,9 @@
 """The training loop: config -> data + model -> AdamW (warmup + cosine) -> checkpoints -> test report.
 
 One :class:`Trainer` runs in every process of a distributed run (``torchrun``): the model is
-wrapped in DistributedDataParallel, each process reads its share of every batch, metrics are
-synchronised, and only the main process prints, logs and writes checkpoints.
+wrapped in DistributedDataParallel, each process reads its share of every global batch (no sample
+repeated or dropped), metrics are synchronised so each sample counts once, and only the main
+process prints, logs and writes checkpoints. See :class:`Trainer` for what equals one process.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
-import json
 import math
 import random
 import time
@@ -20,31 +20,33 @@ from typing import Any
 
 import torch
 import yaml
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
 from mmcore.components import PRIMARY_ARGUMENT
-from mmcore.data import SPLITS
+from mmcore.data import SPLITS, seed_worker
 from mmcore.engine import NonFiniteLossError, distributed
+from mmcore.engine.artefacts import check_training_state, read_model_json, read_weights
 from mmcore.engine.checkpoint import (
     atomic_write,
+    dumps_json,
     load_training_state,
     load_weights,
     model_state,
-    resolve_checkpoint,
     save_checkpoint,
 )
-from mmcore.engine.config import TrainerOptions, resolved_config, validate_config
-from mmcore.engine.evaluation import autocast_context, evaluate, to_device
+from mmcore.engine.config import TrainerOptions, resolve_paths, resolved_config, validate_config
+from mmcore.engine.evaluation import autocast_context, evaluate_counted, to_device
 from mmcore.engine.host_memory import retain_freed_memory
+from mmcore.engine.rundir import SPEC, STATE, WEIGHTS, RunDir
 from mmcore.engine.views import TrainCollate, TrainingView
-from mmcore.errors import ConfigError, ConfigIssue
+from mmcore.errors import ConfigError, ConfigIssue, PluginHookError, user_input_phase
 from mmcore.model import MultimodalModel, build_model
 from mmcore.plugin_manager import MmcorePluginManager, get_plugin_manager
 
 #: Training batches whose predictions are collected before one update of the training metrics.
 _METRIC_CHUNK = 32
 #: Metric names for which smaller is better when ``trainer.monitor_mode`` is auto.
-_LOWER_IS_BETTER = ("loss", "error", "mse", "mae", "rmse", "perplexity")
+_LOWER_IS_BETTER = ("loss", "error", "mse", "mae", "rmse", "perplexity", "median_rank")
 
 
 def seed_everything(seed: int) -> None:
@@ -78,7 +80,7 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(list(state["cuda"]))
+        torch.cuda.set_rng_state_all(list(state["cuda"])[: torch.cuda.device_count()])  # resumed on fewer GPUs
     if "numpy" in state:
         import numpy as np
 
@@ -86,11 +88,42 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
         np.random.set_state((name, keys.numpy().astype("uint32"), pos, has_gauss, cached))
 
 
+#: Head options the trainer fills from the training split when the config leaves them out.
+_FILLED_FROM_DATA = {"model.head.classes", "model.head.num_classes", "model.head.num_labels"}
+
+
+def model_data_options(model: Any, registry: Any) -> dict[str, Any]:
+    """Data-set options the model implies: ``slot_modalities`` ``{slot: encoder modality}`` and what the
+    head's ``dataset_options(head_options)`` says (e.g. ``target_type``, ``classes``)."""
+    out: dict[str, Any] = {}
+    if not isinstance(model, Mapping):
+        return out
+    try:
+        encoders = model.get("encoders") or {}
+        out["slot_modalities"] = {slot: registry.get("encoder", e["name"]).modality for slot, e in encoders.items()
+                             if registry.get("encoder", e["name"]).modality}
+        head = model.get("head") or {}
+        hints = getattr(registry.get("head", head["name"]).factory, "dataset_options", None)
+    except (KeyError, TypeError, AttributeError):  # an invalid spec is reported by validate_config
+        return out
+    if callable(hints):
+        out.update(hints({k: v for k, v in head.items() if k != "name"}))
+    return out
+
+
 def load_datasets(config: Mapping[str, Any], manager: MmcorePluginManager, splits: Sequence[str] = SPLITS) -> dict[str, Any]:
-    """The config's dataset, one object per split."""
+    """The config's dataset, one object per split. Options the model implies (``model_data_options``)
+    go to a dataset factory that takes them, unless the data config sets them."""
     data = dict(config["data"])
     info = manager.registry.get("dataset", data.pop("name"))
-    return {split: info.factory(**{PRIMARY_ARGUMENT["dataset"]: split}, **data) for split in splits}
+    from mmcore.options import factory_parameters
+
+    params, _ = factory_parameters(info.factory)
+    for key, value in model_data_options(config.get("model"), manager.registry).items():
+        if key in params and key not in data:
+            data[key] = value
+    with user_input_phase("reading the data"):  # a ValueError/TypeError here lies in the data or its options
+        return {split: info.factory(**{PRIMARY_ARGUMENT["dataset"]: split}, **data) for split in splits}
 
 
 #: Trainer options a resumed run may change: they do not change what is computed.
@@ -170,23 +203,68 @@ class Trainer:
     """Trains one model from a config and writes everything into ``trainer.run_dir``.
 
     ``resume`` names a run directory whose ``last/`` checkpoint (weights, optimiser, scheduler,
-    step, RNG states) training continues from, exactly as if it had never stopped.
+    step, RNG states) training continues from, exactly as if it had never stopped; everything in
+    it is validated before it is loaded (:mod:`mmcore.engine.artefacts`). ``overwrite`` lets a new
+    run write mmcore's files into an existing folder that is not a run (:meth:`RunDir.check`:
+    the user's other files stay). :class:`~mmcore.engine.rundir.RunDirError` is raised here,
+    before any work, for a folder that may not be written; :meth:`fit` holds the run
+    directory's lock until it returns.
+
+    Distributed runs (``torchrun``, ``world_size`` processes; ``trainer.batch_size`` is the global
+    batch and must be a multiple of ``world_size``):
+
+    * Data order: every process shuffles the training split identically (``trainer.seed`` +
+      epoch) and cuts it into the global batches one process would use; each global batch is
+      split contiguously over the processes (:class:`~mmcore.engine.distributed.GlobalBatchSampler`).
+      Nothing is padded or dropped: a short last batch gives some processes one sample fewer
+      (or none: they run a placeholder sample with loss weight 0, to join the gradient all-reduce).
+    * Gradients: process ``r`` scales its mean loss by ``n_r * world_size / n_global`` (its share
+      of the global batch, or of the global samples of a gradient-accumulation group) before
+      DDP averages the gradients, so every step's gradient is the mean over the global batch's
+      samples, as in one process.
+    * Metrics: training loss is summed per sample over processes and divided by the real sample
+      count; torchmetrics states are merged; validation and test shard the split without
+      padding (:func:`~mmcore.engine.evaluation.evaluate_counted`). Each sample counts once;
+      ``report["samples"]`` gives the counts. The training split needs at least ``world_size``
+      rows (every process needs a sample to have metric states to merge), else a
+      :class:`~mmcore.errors.ConfigError` before anything is trained.
+    * Randomness: modality dropout and ``trainer.augment`` are drawn per sample from (seed,
+      epoch, sample index), the same in any number of processes. Model randomness (dropout
+      layers, processors' train-time augmentation such as ``image_cnn``'s shifts, also in
+      DataLoader workers) comes from generators that process ``r`` reseeds at the start of
+      each epoch with :func:`~mmcore.engine.distributed.process_seed` ``(seed, r, epoch)``:
+      distinct per process (not the same masks on every process's different samples), and
+      reproducible on resume. A single process keeps one stream seeded with ``trainer.seed``.
+
+    Same weights as one process with the same global ``batch_size``, up to float rounding
+    (tested on CPU with 9 rows and 2 processes: within 1e-6) when (1) the head's loss is a mean
+    of per-sample losses (classification without ``class_weights``, regression, multilabel; not
+    contrastive, whose negatives are the batch, nor captioning, a mean over tokens), (2) the
+    model draws no randomness in training (no dropout layer with p > 0, no processor
+    augmentation: otherwise the runs are equal in distribution only), and (3) no layer uses
+    batch statistics in training (BatchNorm: each process normalises by its own share).
     """
 
     def __init__(self, config: Mapping[str, Any], *, manager: MmcorePluginManager | None = None,
-                 resume: str | Path | None = None) -> None:
+                 resume: str | Path | None = None, overwrite: bool = False) -> None:
         self.manager = manager or get_plugin_manager()
         self.config = dict(config)
         self.options: TrainerOptions = validate_config(self.config, self.manager.registry)
         if resume is not None:
             self.options.run_dir = str(resume)
         self.resume = Path(resume) if resume is not None else None
-        self.run_dir = Path(self.options.run_dir)
+        # A flag of this call, never a config value: a resumed run must not inherit it.
+        self.overwrite = overwrite
+        #: the run directory's names; :meth:`setup` creates, marks and locks it (main process)
+        self.rundir = RunDir.check(self.options.run_dir, resume=self.resume is not None, overwrite=overwrite)
+        self.run_dir = self.rundir.path
         self.config = resolved_config(self.config, self.options)
         if self.resume is not None:
             self._check_resume_config()
         self.model: MultimodalModel | None = None
         self.history: list[dict[str, float]] = []
+        #: samples counted (over all processes) by the last training epoch, validation and test
+        self.samples: dict[str, int] = {}
         self.step = 0
         self.epoch = 0
         self.dist: distributed.DistContext | None = None
@@ -206,6 +284,8 @@ class Trainer:
         """Join the process group, seed, build the model, read the data, build the optimiser."""
         opts = self.options
         self.dist = distributed.setup(opts.device)
+        if self.is_main:  # created, marked and locked before any work; released when fit() ends
+            self.rundir = RunDir.create(self.run_dir, resume=self.resume is not None, overwrite=self.overwrite)
         ws = self.dist.world_size
         if opts.batch_size % ws:
             raise ConfigError([ConfigIssue("trainer.batch_size", f"the global batch size {opts.batch_size} must be divisible by the number of processes ({ws})")])
@@ -213,13 +293,24 @@ class Trainer:
         seed_everything(opts.seed)
         if opts.retain_freed_memory:
             retain_freed_memory()
-        self.model = build_model(self.config["model"], self.manager.registry)
-        self._check_monitor()
-        cached_slots = self._cacheable_slots() if opts.cache_features else []
+        # The data before the model: a head's classes (and their count) come from the training split.
         self.datasets = load_datasets(self.config, self.manager)
         if len(self.datasets["train"]) == 0:
             raise ValueError("the training split is empty")
+        distributed.check_training_rows(len(self.datasets["train"]), ws)
         train = self.datasets["train"]
+        head = self.config["model"]["head"]
+        fill = getattr(self.manager.registry.get("head", head["name"]).factory, "options_from_data", None)
+        if callable(fill) and isinstance(getattr(train, "metadata", None), Mapping):
+            try:  # e.g. classification: classes/num_classes from the labels, so config.yaml and model.json carry them
+                filled = fill({k: v for k, v in head.items() if k != "name"}, train.metadata)
+            except ConfigError as exc:
+                raise ConfigError([ConfigIssue(f"model.head.{i.path}", i.message) for i in exc.issues]) from exc
+            self.config["model"] = {**self.config["model"], "head": {"name": head["name"], **filled}}
+        seed_everything(opts.seed)  # the initial weights do not depend on what reading the data drew
+        self.model = build_model(self.config["model"], self.manager.registry)
+        self._check_monitor()
+        cached_slots = self._cacheable_slots() if opts.cache_features else []
         self.model.fit_processors(train.samples if hasattr(train, "samples") else [train[i] for i in range(len(train))])
         self.model.to(self.device)
         if cached_slots:
@@ -310,23 +401,33 @@ class Trainer:
 
     def _check_resume_config(self) -> None:
         """Resuming continues the same run: only options that cannot change its results may differ."""
-        saved_path = self.run_dir / "config.yaml"
-        if not saved_path.is_file():
-            return  # nothing to compare with; setup() reports the missing checkpoint
-        saved = yaml.safe_load(saved_path.read_text()) or {}
+        # RunDir.check refused a run without config.yaml; read_config uses the safe, bounded loader.
+        # Runs written before paths were stored absolute held them relative to the current folder.
+        saved = resolve_paths(self.rundir.read_config())
         issues = [ConfigIssue(path, f"differs from the run being resumed ({self.run_dir}): {old!r} there, {new!r} now")
-                  for path, old, new in _config_differences(saved, self.config) if path not in _RESUME_MAY_DIFFER]
+                  for path, old, new in _config_differences(saved, self.config) if path not in _RESUME_MAY_DIFFER
+                  and not (new is None and path in _FILLED_FROM_DATA)]  # re-filled (and compared) in setup()
         if issues:
             issues.append(ConfigIssue("", "resume with the run's own config (it is in config.yaml), or start a new run"))
             raise ConfigError(issues)
 
     def _load_resume_state(self) -> None:
-        last = self.run_dir / "last"
-        state = load_training_state(last)
-        saved = json.loads((resolve_checkpoint(last) / "model.json").read_text())
-        if saved.get("spec") != self.config["model"]:
+        """Check everything of ``last/`` (and ``best/``'s weights) against the live model and
+        optimiser, then load it: a damaged or crafted file is a CheckpointError, nothing loaded."""
+        last = self.rundir.readable_checkpoint(RunDir.LAST)
+        saved = read_model_json(last / SPEC, self.manager.registry)
+        if resolve_paths({"model": saved["spec"]})["model"] != self.config["model"]:
             raise ConfigError([ConfigIssue("model", f"differs from the model of the run being resumed ({self.run_dir}); resume with the same config")])
+        state = load_training_state(last)
+        check_training_state(state, path=last / STATE, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+                             scaler=self.scaler, epochs=self.options.epochs, steps_per_epoch=self.steps_per_epoch)
+        best_weights = None
+        if self.rundir.has_checkpoint(RunDir.BEST):
+            best = self.rundir.readable_checkpoint(RunDir.BEST) / WEIGHTS
+            best_weights = read_weights(best, {k: (v.dtype, tuple(v.shape)) for k, v in self.best_weights.items()})
         load_weights(self.model, last)
+        if best_weights is not None:
+            self.best_weights = best_weights
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if state["scaler"]:  # empty when saved by a disabled scaler (CPU, fp32, bf16): start fresh
@@ -335,10 +436,6 @@ class Trainer:
         self.history = list(state["history"])
         best = state["best"]
         self.best_value, self.best_epoch, self.bad_epochs = float(best["value"]), int(best["epoch"]), int(best["bad_epochs"])
-        if (resolve_checkpoint(self.run_dir / "best") / "model.safetensors").is_file():
-            from safetensors.torch import load_file
-
-            self.best_weights = load_file(str(resolve_checkpoint(self.run_dir / "best") / "model.safetensors"))
         self.start_epoch = self.epoch + 1
         if self.options.early_stopping is not None and self.bad_epochs >= self.options.early_stopping:
             self.start_epoch = self.options.epochs + 1  # it had stopped early: nothing more to train
@@ -347,29 +444,37 @@ class Trainer:
 
     # ------------------------------------------------------------------ data
     def train_loader(self, epoch: int) -> DataLoader:
-        """The training batches of ``epoch``: this process's share, shuffled by (seed, epoch)."""
-        opts = self.options
+        """The training batches of ``epoch``: this process's share of each global batch, shuffled by
+        (seed, epoch). ``loader.batch_sampler.shares`` gives each batch's ``(n_local, n_global)``."""
+        opts, dist = self.options, self.dist
         view = TrainingView(self.datasets["train"], epoch=epoch, seed=opts.seed, dropout=self._dropout_rates(), augment=self.augment)
-        # One sampler for one process or many: the same global batches either way (when the split
-        # does not divide evenly over the processes, DistributedSampler repeats a few samples).
-        sampler = DistributedSampler(view, num_replicas=self.dist.world_size, rank=self.dist.rank, shuffle=True, seed=opts.seed, drop_last=False)
-        sampler.set_epoch(epoch)
+        # One sampler for one process or many: the same global batches either way, none padded.
+        sampler = distributed.GlobalBatchSampler(len(view), opts.batch_size, rank=dist.rank, world_size=dist.world_size,
+                                                 seed=opts.seed, epoch=epoch)
+        # Worker seeds (processors' train-time augmentation in workers) are drawn from this
+        # generator: per process in a distributed run, so processes do not repeat each other's draws.
+        loader_seed = opts.seed * 7919 + epoch if not dist.distributed else distributed.process_seed(opts.seed, dist.rank, epoch)
         return DataLoader(
             view,
-            batch_size=self.local_batch_size,
-            sampler=sampler,
+            batch_sampler=sampler,
             collate_fn=TrainCollate(self.model.collate, self.model.processors),
             num_workers=opts.num_workers,
-            generator=torch.Generator().manual_seed(opts.seed * 7919 + epoch),
+            worker_init_fn=seed_worker if opts.num_workers else None,
+            generator=torch.Generator().manual_seed(loader_seed),
             pin_memory=self.device.type == "cuda",
             persistent_workers=False,
         )
 
-    def evaluate(self, dataset) -> dict[str, float]:
-        """Mean loss and the head's metrics over ``dataset`` (synchronised over processes)."""
-        return evaluate(self.model, dataset, batch_size=self.options.eval_batch_size or self.options.batch_size,
-                        device=self.device, precision=self.options.precision,
-                        rank=self.dist.rank, world_size=self.dist.world_size, num_workers=self.options.num_workers)
+    def evaluate(self, dataset, split: str | None = None) -> dict[str, float]:
+        """Mean loss and the head's metrics over ``dataset`` (synchronised over processes, each sample
+        counted once); ``split`` names it in ``self.samples`` (the number of samples counted)."""
+        results, count = evaluate_counted(
+            self.model, dataset, batch_size=self.options.eval_batch_size or self.options.batch_size, device=self.device,
+            precision=self.options.precision, rank=self.dist.rank, world_size=self.dist.world_size,
+            num_workers=self.options.num_workers)
+        if split is not None:
+            self.samples[split] = count
+        return results
 
     # ------------------------------------------------------------------ one step
     def forward_backward(self, batch: Mapping[str, Any], *, scale: float = 1.0, sync: bool = True):
@@ -407,26 +512,28 @@ class Trainer:
         start = time.perf_counter()
         finished = False
         try:
-            self.setup()
+            with user_input_phase("building the run"):  # errors here lie in the config or data
+                self.setup()
             report = self._fit(start)
             finished = True
             return report
         finally:
             if self.dist is not None:
                 self.dist.close(wait=finished)
+            self.rundir.release()
 
     def _fit(self, start: float) -> dict[str, Any]:
         opts = self.options
-        hook = self.manager.hook
-        loggers = _Loggers(self.run_dir, enabled=self.is_main, tensorboard=opts.tensorboard, plots=opts.plots)
+        loggers = _Loggers(self.rundir, enabled=self.is_main, tensorboard=opts.tensorboard, plots=opts.plots)
         if self.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write(self.run_dir / "config.yaml", lambda p: p.write_text(yaml.safe_dump(self.config, sort_keys=False, allow_unicode=True)))
-        hook.mmcore_train_start(trainer=self, config=self.config)
-        if getattr(self, "_resume_rng", None) is not None:
-            set_rng_state(self._resume_rng)
+            atomic_write(self.rundir.config, lambda p: p.write_text(yaml.safe_dump(self.config, sort_keys=False, allow_unicode=True)))
         status, error = getattr(self, "_resumed_status", "completed"), None
         try:
+            # Plugins' lifecycle hooks go through the manager: one that raises stops the run
+            # cleanly (PluginHookError naming it; report.json says so; checkpoints kept).
+            self.manager.call_lifecycle("mmcore_train_start", trainer=self, config=self.config)
+            if getattr(self, "_resume_rng", None) is not None:
+                set_rng_state(self._resume_rng)
             for epoch in range(self.start_epoch, opts.epochs + 1):
                 self.epoch = epoch
                 row = self._train_epoch(epoch)
@@ -438,20 +545,28 @@ class Trainer:
                 if self.is_main and opts.progress:
                     shown = "  ".join(f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch", "step"))
                     print(f"epoch {epoch}/{opts.epochs}  {shown}", flush=True)
-                hook.mmcore_epoch_end(trainer=self, epoch=epoch, metrics=row)
+                self.manager.call_lifecycle("mmcore_epoch_end", trainer=self, epoch=epoch, metrics=row)
                 if opts.early_stopping is not None and self.bad_epochs >= opts.early_stopping:
                     status = "early_stopping"
                     break
         except NonFiniteLossError as exc:
             status, error = "non_finite_loss", exc
-        report = self._finish(status, start, loggers, test=error is None)
+        except PluginHookError as exc:
+            status, error = "failed", exc
+        report = self._finish(status, start, loggers, test=error is None, error=error)
         if error is not None:
             raise error
         return report
 
     def begin_epoch(self, epoch: int) -> _EpochState:
-        """Fresh per-epoch accumulators (loss, metrics, non-finite tracking) for :meth:`train_step`."""
+        """Fresh per-epoch accumulators (loss, metrics, non-finite tracking) for :meth:`train_step`.
+
+        In a distributed run it also reseeds this process's generators with
+        :func:`~mmcore.engine.distributed.process_seed` ``(seed, rank, epoch)`` (see :class:`Trainer`).
+        """
         self.train_model.train()
+        if self.dist.distributed:
+            seed_everything(distributed.process_seed(self.options.seed, self.dist.rank, epoch))
         # Non-finite losses are noticed on the device and read every `check_every` steps (each
         # step on one CPU process, where reading costs nothing; sparsely on CUDA and in DDP).
         check_every = 1 if (self.device.type == "cpu" and not self.dist.distributed) else 25
@@ -467,32 +582,35 @@ class Trainer:
         return self._epoch_state
 
     def train_step(self, batch: Mapping[str, Any], *, group: int = 1, last_in_group: bool = True, force_check: bool = False,
-                   weight: float | None = None) -> torch.Tensor:
+                   weight: float | None = None, counted: bool = True) -> torch.Tensor:
         """One micro-batch: forward, backward, bookkeeping; the optimiser steps on the group's last one.
 
         Returns the (detached, unscaled) loss. ``group`` is the number of micro-batches whose
         gradients this optimiser step accumulates; ``weight`` (default ``1 / group``) is this
         micro-batch's share of the step: its samples / the group's samples, so a short last
-        micro-batch counts as much as its samples would in one big batch.
+        micro-batch counts as much as its samples would in one big batch. ``counted=False`` (a
+        distributed process's placeholder batch, run with ``weight=0`` only to join the gradient
+        all-reduce) leaves the batch out of the loss, the sample count and the metrics.
         """
         state = self._epoch_state
         out, targets = self.forward_backward(batch, scale=1.0 / group if weight is None else weight, sync=last_in_group)
         loss = out.loss.detach()
-        if state.check_every == 1:  # one CPU process: reading the loss is free; stop before the bad step is taken
-            value = float(loss)
-            if not math.isfinite(value):
-                raise NonFiniteLossError(
-                    f"the training loss became NaN or infinite at step {self.step + 1} (epoch {state.epoch}); training "
-                    f"stopped, the last good checkpoint is kept in {self.run_dir}", self.step + 1)
-            state.loss_sum_host += value * len(targets)
-        else:  # noticed and summed on the device, read every `check_every` steps
-            state.first_bad = torch.where(torch.isfinite(loss) | (state.first_bad > 0), state.first_bad, state.step_counter + 1)
-            state.loss_sum += loss.double() * len(targets)
-        state.seen += len(targets)
-        # Metrics are updated in chunks: torchmetrics' per-call checks cost more than a small step.
-        state.pending.append((out.predictions.detach(), targets))
-        if len(state.pending) >= _METRIC_CHUNK:
-            state.flush_metrics()
+        if counted:
+            if state.check_every == 1:  # one CPU process: reading the loss is free; stop before the bad step is taken
+                value = float(loss)
+                if not math.isfinite(value):
+                    raise NonFiniteLossError(
+                        f"the training loss became NaN or infinite at step {self.step + 1} (epoch {state.epoch}); training "
+                        f"stopped, the last good checkpoint is kept in {self.run_dir}", self.step + 1)
+                state.loss_sum_host += value * len(targets)
+            else:  # noticed and summed on the device, read every `check_every` steps
+                state.first_bad = torch.where(torch.isfinite(loss) | (state.first_bad > 0), state.first_bad, state.step_counter + 1)
+                state.loss_sum += loss.double() * len(targets)
+            state.seen += len(targets)
+            # Metrics are updated in chunks: torchmetrics' per-call checks cost more than a small step.
+            state.pending.append((out.predictions.detach(), targets))
+            if len(state.pending) >= _METRIC_CHUNK:
+                state.flush_metrics()
         if last_in_group:
             self.optimizer_step()
             self.step += 1
@@ -501,7 +619,8 @@ class Trainer:
                 if self.step % state.check_every == 0 or force_check:
                     self._raise_if_non_finite(state.first_bad, state.epoch)
             if state.step_hooks:
-                self.manager.hook.mmcore_train_step_end(trainer=self, step=self.step, metrics={"loss": float(loss), "lr": self.scheduler.get_last_lr()[0]})
+                self.manager.call_lifecycle("mmcore_train_step_end", trainer=self, step=self.step,
+                                            metrics={"loss": float(loss), "lr": self.scheduler.get_last_lr()[0]})
         return loss
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
@@ -513,16 +632,17 @@ class Trainer:
         epoch_start = tick
         total = len(loader)
         group_start = group = 0
-        samples = len(loader.sampler)  # this process's share of the epoch
-        batch_size = self.local_batch_size
+        shares = loader.batch_sampler.shares  # (this process's samples, the global batch's samples) per batch
         for index, batch in enumerate(loader):
-            if index == group_start:  # the micro-batches of this optimiser step, and their samples
+            if index == group_start:  # the micro-batches of this optimiser step, and their global samples
                 group = min(opts.grad_accumulation, total - group_start)
-                group_samples = min(samples, (group_start + group) * batch_size) - group_start * batch_size
+                group_samples = sum(n_global for _, n_global in shares[group_start:group_start + group])
                 group_start += group
-            size = min(batch_size, samples - index * batch_size)
+            size = shares[index][0]
+            # This process's share of the step: DDP averages the processes' gradients (divides by
+            # world_size), so the step's gradient is the mean over all of the group's samples.
             self.train_step(batch, group=group, last_in_group=index == group_start - 1, force_check=index == total - 1,
-                            weight=size / group_samples)
+                            weight=size * dist.world_size / group_samples, counted=size > 0)
             if bar is not None:
                 bar.update(1)
                 now = time.perf_counter()
@@ -542,6 +662,7 @@ class Trainer:
         state.flush_metrics()
         row.update({f"train/{name}": _as_float(m.compute()) for name, m in state.metrics.items()})
         row["samples_per_s"] = float(totals[1]) / max(seconds, 1e-9)
+        self.samples["train"] = int(totals[1])
         return row
 
     def _raise_if_non_finite(self, first_bad: torch.Tensor, epoch: int) -> None:
@@ -556,7 +677,7 @@ class Trainer:
 
     def _validate(self) -> dict[str, float]:
         split = "val" if len(self.datasets["val"]) else "train"
-        return {f"val/{k}": v for k, v in self.evaluate(self.datasets[split]).items()}
+        return {f"val/{k}": v for k, v in self.evaluate(self.datasets[split], split="val").items()}
 
     def _track_best(self, row: Mapping[str, float]) -> bool:
         opts = self.options
@@ -575,21 +696,23 @@ class Trainer:
         if self.is_main:
             extra = {"epoch": self.epoch, "step": self.step}
             if improved:
-                save_checkpoint(self.model, self.run_dir / "best", weights=self.best_weights, extra=extra)
-            save_checkpoint(self.model, self.run_dir / "last", training_state=self._training_state(), extra=extra)
+                save_checkpoint(self.model, self.rundir.checkpoint(RunDir.BEST), weights=self.best_weights, extra=extra)
+            save_checkpoint(self.model, self.rundir.checkpoint(RunDir.LAST), training_state=self._training_state(), extra=extra)
             self._write_history()
         self.dist.barrier()
 
-    def _finish(self, status: str, start: float, loggers: _Loggers, *, test: bool) -> dict[str, Any]:
+    def _finish(self, status: str, start: float, loggers: _Loggers, *, test: bool,
+                error: BaseException | None = None) -> dict[str, Any]:
         opts = self.options
         results: dict[str, float] = {}
         if test and len(self.datasets["test"]):
             # The best checkpoint (every process holds its weights), not the last epoch's.
             self.model.load_state_dict({k: v.to(self.device) for k, v in self.best_weights.items()})
-            results = self.evaluate(self.datasets["test"])
+            results = self.evaluate(self.datasets["test"], split="test")
         parameters = sum(p.numel() for p in self.model.parameters())
         report = {
             "status": status,
+            "error": None if error is None else str(error),
             "best_epoch": self.best_epoch,
             "epochs_run": self.epoch,
             "monitor": opts.monitor,
@@ -600,6 +723,7 @@ class Trainer:
             "steps": self.step,
             "seconds": time.perf_counter() - start,
             "world_size": self.dist.world_size,
+            "samples": dict(self.samples),
             "device": str(self.device),
             "parameters": parameters,
             "trainable_parameters": sum(p.numel() for p in self.model.parameters() if p.requires_grad),
@@ -612,8 +736,14 @@ class Trainer:
             if results:
                 loggers.test(results, self.step)
             loggers.close()
-            atomic_write(self.run_dir / "report.json", lambda p: p.write_text(json.dumps(report, indent=2)))
-        self.manager.hook.mmcore_train_end(trainer=self, report=report)
+            atomic_write(self.rundir.report, lambda p: p.write_text(dumps_json(report, indent=2)))
+        try:
+            self.manager.call_lifecycle("mmcore_train_end", trainer=self, report=report)
+        except PluginHookError as exc:  # the run itself is complete, but a plugin failed: say so
+            report.update(status="failed", error=str(exc))
+            if self.is_main:
+                atomic_write(self.rundir.report, lambda p: p.write_text(dumps_json(report, indent=2)))
+            raise
         return report
 
     def _write_history(self) -> None:
@@ -627,7 +757,7 @@ class Trainer:
                 writer.writeheader()
                 writer.writerows(self.history)
 
-        atomic_write(self.run_dir / "metrics.csv", write)
+        atomic_write(self.rundir.metrics, write)
 
 
 @dataclasses.dataclass
@@ -680,15 +810,15 @@ def _progress(total: int, description: str, *, enabled: bool):
 class _Loggers:
     """TensorBoard (when installed) and PNG plots (when matplotlib is installed); main process only."""
 
-    def __init__(self, run_dir: Path, *, enabled: bool, tensorboard: bool, plots: bool) -> None:
-        self.run_dir, self.enabled, self.writer, self.draw = run_dir, enabled, None, plots
+    def __init__(self, rundir: RunDir, *, enabled: bool, tensorboard: bool, plots: bool) -> None:
+        self.rundir, self.enabled, self.writer, self.draw = rundir, enabled, None, plots
         if enabled and tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:  # tensorboard not installed: skip silently
                 SummaryWriter = None
             if SummaryWriter is not None:
-                self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+                self.writer = SummaryWriter(log_dir=str(rundir.tensorboard))
 
     def epoch(self, row: Mapping[str, float], history: Sequence[Mapping[str, float]]) -> None:
         if self.writer is not None:
@@ -705,7 +835,7 @@ class _Loggers:
     def plots(self, history: Sequence[Mapping[str, float]]) -> list[Path]:
         if not self.enabled or not self.draw or not history:
             return []
-        return plot_history(history, self.run_dir / "plots")
+        return plot_history(history, self.rundir.plots)
 
     def close(self) -> None:
         if self.writer is not None:

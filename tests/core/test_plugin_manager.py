@@ -133,7 +133,9 @@ def test_cli_plugins_json_lists_each_plugin_with_status_and_components(tmp_path,
     assert main(["plugins", "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)
     by_name = {p["name"]: p for p in listing}
-    assert set(by_name["concat"]) == {"name", "distribution", "version", "status", "error", "components"}
+    assert set(by_name["concat"]) == {"name", "distribution", "version", "status", "error", "components",
+                                      "import_ms", "output", "entry_point", "commands"}
+    assert by_name["concat"]["import_ms"] >= 0 and by_name["concat"]["entry_point"].startswith("concat = ")
     assert by_name["concat"]["components"] == [
         {"kind": "fusion", "name": "concat", "modality": None, "doc": mmcore.get_registry().get("fusion", "concat").doc}
     ]

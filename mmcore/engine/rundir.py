@@ -1,0 +1,334 @@
+"""Run directories: one folder per training run, mmcore's alone.
+
+A run directory holds (every name is an attribute of :class:`RunDir`; nothing else spells them)::
+
+    .mmcore-run        marker: this folder is an mmcore run (JSON: mmcore version, creation time)
+    .mmcore-lock       advisory lock (``fcntl.flock``) held by the writing process; holds its pid
+    config.yaml        the resolved config (every option spelled out, path options absolute)
+    metrics.csv        one row per epoch
+    report.json        the final report (strict JSON: non-finite numbers are written as null)
+    plots/             one PNG per quantity
+    tensorboard/       TensorBoard event files
+    robustness/        ``mmcore eval --robustness`` tables and plots
+    best/, last/       checkpoints (model.safetensors, model.json, and state.pt in last/)
+
+Promises (tested in tests/core/engine/test_rundir.py):
+
+* A folder is never created over a user's files. :meth:`RunDir.create` refuses an empty path,
+  the filesystem root, the home folder (and its ancestors), and an existing non-empty folder
+  without the marker — unless it is resumed (a run written before the marker existed is
+  recognised by its ``config.yaml`` and complete ``last/`` checkpoint) or ``overwrite`` is given.
+  Even then only the names above are written; a user's ``best/`` or ``last/`` folder holding
+  anything but mmcore's checkpoint files is refused, never replaced. The current folder, when
+  non-empty and not a run, is refused even with ``overwrite``.
+* One process writes a run at a time: the second gets :class:`RunDirError` naming the first's pid.
+* Temporaries of a killed save (``.last.<random>.tmp``, ``.config.yaml.<random>.tmp``) are
+  removed, and a checkpoint left as ``.last.old`` by a kill between the two renames of a swap
+  is put back, when the run directory is next opened for writing (a new run or a resume).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from mmcore.errors import UserInputError
+
+#: The file names of a checkpoint folder (``best/``, ``last/``).
+WEIGHTS = "model.safetensors"
+SPEC = "model.json"
+STATE = "state.pt"
+CHECKPOINT_FILES = (WEIGHTS, SPEC, STATE)
+
+#: ``.<name>.<8 random characters>.tmp``: what tempfile.mkstemp/mkdtemp name our temporaries.
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]{8}\.tmp$")
+
+
+class RunDirError(UserInputError):
+    """A run directory cannot be used: it is a user's folder, in use by another process, or not a run."""
+
+
+class RunDir:
+    """Names, creation, locking and clean-up of one run directory (see the module docstring).
+
+    ``RunDir(path)`` only names files (no side effects: fine for reading a run); a writing
+    process gets one from :meth:`create`, which checks, marks and locks the folder.
+    """
+
+    MARKER = ".mmcore-run"
+    LOCK = ".mmcore-lock"
+    CONFIG = "config.yaml"
+    METRICS = "metrics.csv"
+    REPORT = "report.json"
+    PLOTS = "plots"
+    TENSORBOARD = "tensorboard"
+    ROBUSTNESS = "robustness"
+    BEST = "best"
+    LAST = "last"
+    CHECKPOINTS = (BEST, LAST)
+    #: top-level files and folders mmcore writes (``--overwrite`` touches these and nothing else)
+    FILES = (MARKER, LOCK, CONFIG, METRICS, REPORT)
+    FOLDERS = (PLOTS, TENSORBOARD, ROBUSTNESS, BEST, LAST)
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock_fd: int | None = None
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    # ------------------------------------------------------------------ names
+    @property
+    def config(self) -> Path:
+        return self.path / self.CONFIG
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / self.METRICS
+
+    @property
+    def report(self) -> Path:
+        return self.path / self.REPORT
+
+    @property
+    def plots(self) -> Path:
+        return self.path / self.PLOTS
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / self.TENSORBOARD
+
+    @property
+    def robustness(self) -> Path:
+        return self.path / self.ROBUSTNESS
+
+    @property
+    def marker(self) -> Path:
+        return self.path / self.MARKER
+
+    @property
+    def lock_file(self) -> Path:
+        return self.path / self.LOCK
+
+    def checkpoint(self, which: str = BEST) -> Path:
+        """The folder of checkpoint ``which`` ("best" or "last"), as written."""
+        if which not in self.CHECKPOINTS:
+            raise ValueError(f"a run's checkpoints are {self.CHECKPOINTS}, got {which!r}")
+        return self.path / which
+
+    def readable_checkpoint(self, which: str = BEST) -> Path:
+        """``checkpoint(which)``, or the previous one kept as ``.which.old`` by a save killed between its renames."""
+        path = self.checkpoint(which)
+        old = self.path / f".{which}.old"
+        if not (path / WEIGHTS).is_file() and (old / WEIGHTS).is_file():
+            return old
+        return path
+
+    def has_checkpoint(self, which: str = BEST) -> bool:
+        return (self.readable_checkpoint(which) / WEIGHTS).is_file()
+
+    @property
+    def is_marked(self) -> bool:
+        return self.marker.is_file()
+
+    # ------------------------------------------------------------------ reading
+    @classmethod
+    def open(cls, path: str | Path, checkpoint: str = BEST) -> RunDir:
+        """An existing run to read (``mmcore eval``/``predict``); RunDirError unless it holds
+        ``config.yaml`` and the checkpoint ``checkpoint``."""
+        run = cls(path)
+        if not run.path.is_dir():
+            raise RunDirError(f"{str(path)!r} is not a run directory: no such folder")
+        if not run.config.is_file() or not run.has_checkpoint(checkpoint):
+            raise RunDirError(f"{str(path)!r} is not a run directory (expected {cls.CONFIG} and {checkpoint}/{WEIGHTS})")
+        return run
+
+    def read_config(self) -> dict[str, Any]:
+        """The run's resolved config (``config.yaml``), read with :func:`mmcore.yamlio.load_yaml_file`
+        (plain data only; YamlError naming the file, line and column otherwise)."""
+        from mmcore.yamlio import load_yaml_file
+
+        if not self.config.is_file():
+            raise RunDirError(f"{self.config} is missing: the run's config cannot be read")
+        config = load_yaml_file(self.config)
+        if not isinstance(config, dict):
+            raise RunDirError(f"{self.config} must hold a mapping, got {type(config).__name__}")
+        return config
+
+    # ------------------------------------------------------------------ writing
+    @classmethod
+    def check(cls, path: str | Path, *, resume: bool = False, overwrite: bool = False) -> RunDir:
+        """Whether a process may write the run directory ``path``; raises RunDirError if not.
+
+        Touches nothing. ``resume``: continue the run there (it must hold ``config.yaml`` and a
+        ``last/`` checkpoint). ``overwrite``: write mmcore's files into an existing folder that
+        is not a run (its other files stay).
+        """
+        raw = str(path)
+        if not raw.strip():
+            raise RunDirError("trainer.run_dir is empty: name a folder for the run (an empty path would write into "
+                              "the current folder)")
+        run = cls(Path(raw).expanduser())
+        here = Path(os.path.abspath(run.path))
+        real = here.resolve()
+        if real.parent == real:
+            raise RunDirError(f"run directory {raw!r} is the root of the file system; choose a folder of its own")
+        home = Path.home().resolve()
+        if real == home or real in home.parents:
+            raise RunDirError(f"run directory {raw!r} is your home folder{'' if real == home else ' or above it'}; "
+                              "choose a folder of its own, e.g. runs/name")
+        if run.path.exists() and not run.path.is_dir():
+            raise RunDirError(f"run directory {raw!r} exists and is not a folder")
+        if resume:
+            return run._check_resume(raw)
+        entries = sorted(p.name for p in run.path.iterdir()) if run.path.is_dir() else []
+        if not [e for e in entries if e != cls.LOCK] or run.is_marked:
+            return run
+        shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+        if real == Path.cwd().resolve():
+            raise RunDirError(f"run directory {raw!r} is the current folder, which is not empty and not an mmcore run "
+                              f"(it holds {shown}); choose a folder of its own, e.g. trainer.run_dir=runs/name")
+        if not overwrite:
+            raise RunDirError(f"run directory {raw!r} exists, is not empty and is not an mmcore run (it holds {shown}); "
+                              "pass --overwrite to write mmcore's files into it (only "
+                              f"{', '.join(cls.FILES[2:] + cls.FOLDERS)} are written; nothing else is touched), "
+                              "or choose another trainer.run_dir")
+        run._check_overwrite(raw)
+        return run
+
+    def _check_resume(self, raw: str) -> RunDir:
+        if not self.has_checkpoint(self.LAST) or not (self.readable_checkpoint(self.LAST) / STATE).is_file():
+            raise RunDirError(f"--resume: {raw} holds no checkpoint to resume (expected {raw}/{self.LAST}/ with "
+                              f"{WEIGHTS} and {STATE})")
+        if not self.config.is_file():
+            raise RunDirError(f"--resume: {raw}/{self.CONFIG} is missing, so the config cannot be checked against the "
+                              "run's; put the run's config back there, or start a new run")
+        return self
+
+    def _check_overwrite(self, raw: str) -> None:
+        """Under --overwrite, refuse where mmcore would replace or write into something of the user's."""
+        for name in self.FILES:
+            if (self.path / name).is_dir():
+                raise RunDirError(f"--overwrite: {raw}/{name} is a folder of yours; mmcore writes a file there. "
+                                  "Move it, or choose another trainer.run_dir")
+        for name in self.FOLDERS:
+            folder = self.path / name
+            if folder.exists() and not folder.is_dir():
+                raise RunDirError(f"--overwrite: {raw}/{name} is a file of yours; mmcore writes a folder there. "
+                                  "Move it, or choose another trainer.run_dir")
+        for name in self.CHECKPOINTS:
+            folder = self.path / name
+            # A checkpoint folder is replaced as a whole: only one holding nothing but mmcore's
+            # checkpoint files may go.
+            foreign = sorted(p.name for p in folder.iterdir() if p.name not in CHECKPOINT_FILES) if folder.is_dir() else []
+            if foreign:
+                raise RunDirError(f"--overwrite: {raw}/{name}/ holds files mmcore did not write ({', '.join(foreign[:5])}) "
+                                  f"and would be replaced by a checkpoint; move it, or choose another trainer.run_dir")
+
+    @classmethod
+    def create(cls, path: str | Path, *, resume: bool = False, overwrite: bool = False) -> RunDir:
+        """Check (:meth:`check`), create, lock and mark the run directory ``path``; clean what a
+        killed process left. The lock is held until :meth:`release` (or the process ends)."""
+        run = cls.check(path, resume=resume, overwrite=overwrite)
+        run.path.mkdir(parents=True, exist_ok=True)
+        run.lock()
+        try:
+            cls.check(run.path, resume=resume, overwrite=overwrite)  # again: it may have changed before the lock
+            if not run.is_marked:
+                from mmcore import __version__
+                from mmcore.engine.checkpoint import atomic_write
+
+                stamp = {"mmcore": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                atomic_write(run.marker, lambda p: p.write_text(json.dumps(stamp) + "\n"))
+            run.recover()
+        except BaseException:
+            run.release()
+            raise
+        return run
+
+    def lock(self) -> None:
+        """Take the run's advisory lock (``fcntl.flock`` on :attr:`lock_file`, which then holds our pid).
+
+        RunDirError naming the holder's pid when another process holds it. Without fcntl (Windows)
+        there is no lock.
+        """
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise RunDirError(f"run directory {self.path} is in use by process {holder} (another training run); wait for "
+                              "it to finish, or choose another trainer.run_dir") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def release(self) -> None:
+        """Drop the lock (idempotent)."""
+        if self._lock_fd is None:
+            return
+        import fcntl
+
+        fd, self._lock_fd = self._lock_fd, None
+        try:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def __del__(self) -> None:  # a RunDir dropped without release() (e.g. Trainer.setup() alone)
+        try:
+            self.release()
+        except Exception:  # noqa: S110 - interpreter shutdown: the OS drops the lock with the process
+            pass
+
+    @property
+    def locked(self) -> bool:
+        return self._lock_fd is not None
+
+    def __enter__(self) -> RunDir:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def recover(self) -> list[Path]:
+        """Undo what a killed save left (call with the lock held); returns what was removed.
+
+        ``.best.old``/``.last.old`` is moved back where its swap died before the new folder came
+        in, and removed where the new folder is complete; ``.<name>.<random>.tmp`` files and
+        folders of mmcore's names (top level and ``plots/``) are removed.
+        """
+        removed = []
+        for name in self.CHECKPOINTS:
+            current, old = self.path / name, self.path / f".{name}.old"
+            if not old.is_dir():
+                continue
+            if (current / WEIGHTS).is_file():
+                shutil.rmtree(old, ignore_errors=True)
+                removed.append(old)
+            elif not current.exists() and (old / WEIGHTS).is_file():
+                os.replace(old, current)
+        own = {*self.FILES, *self.FOLDERS}
+        for folder, names in ((self.path, lambda n: n in own), (self.plots, lambda n: n.endswith(".png"))):
+            if not folder.is_dir():
+                continue
+            for item in folder.iterdir():
+                match = _TEMPORARY.match(item.name)
+                if match and names(match["name"]):
+                    if item.is_dir() and not item.is_symlink():
+                        shutil.rmtree(item, ignore_errors=True)
+                    else:
+                        item.unlink(missing_ok=True)
+                    removed.append(item)
+        return removed
