@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -11,33 +12,53 @@ from torch import nn
 
 import mmcore
 from mmcore import Features, HeadOutput
+from mmcore_plugins.heads._labels import check_classes, class_index, fill_from_data
 
 
 class ClassificationHead(mmcore.Head):
     """Single-label classifier: cross-entropy with label smoothing, class weights or focal loss.
 
-    ``extras["probabilities"]`` (softmax of the logits) is reported in eval mode.
+    ``classes`` (names, index = class) and ``num_classes``: one of them is enough; the trainer fills
+    both from the training split's labels when neither is given, and a given one that disagrees
+    with the data is an error. With ``classes`` known, targets may be class names as well as
+    indices, and ``format_predictions`` returns names. ``extras["probabilities"]`` (softmax of the
+    logits) is reported in eval mode.
+
+    Loss: cross-entropy (``label_smoothing`` as in Szegedy et al. 2016, ``class_weights`` per
+    class); with ``focal_gamma > 0`` the focal loss of Lin et al. 2017,
+    ``-sum_c w_c q_c (1 - p_c)^gamma log p_c`` averaged over the batch, where ``q`` is the
+    (label-smoothed, if ``label_smoothing > 0``) target distribution: every option applies in
+    every combination.
     """
 
     def __init__(
         self,
         input_dim: int,
-        num_classes: int,
+        num_classes: int | None = None,
         hidden: int | None = None,
         dropout: float = 0.0,
         label_smoothing: float = 0.0,
         class_weights: list[float] | None = None,
         focal_gamma: float = 0.0,
+        classes: list[str] | None = None,
     ) -> None:
         super().__init__(input_dim)
+        self.classes, num_classes = check_classes(classes, num_classes, "num_classes")
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
-        if focal_gamma < 0:
+        if not (focal_gamma >= 0 and math.isfinite(focal_gamma)):
             raise ValueError(f"focal_gamma must be >= 0, got {focal_gamma}")
-        if class_weights is not None and len(class_weights) != num_classes:
-            raise ValueError(f"class_weights must have num_classes={num_classes} entries, got {len(class_weights)}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if hidden is not None and (isinstance(hidden, bool) or hidden < 1):
+            raise ValueError(f"hidden must be a positive int (or null for no hidden layer), got {hidden!r}")
+        if class_weights is not None:
+            if len(class_weights) != num_classes:
+                raise ValueError(f"class_weights must have num_classes={num_classes} entries, got {len(class_weights)}")
+            if not all(math.isfinite(w) and w >= 0 for w in class_weights) or not any(w > 0 for w in class_weights):
+                raise ValueError(f"class_weights must be finite, >= 0 and not all 0, got {class_weights}")
         self.num_classes = num_classes
         self.label_smoothing = label_smoothing
         self.focal_gamma = focal_gamma
@@ -49,6 +70,21 @@ class ClassificationHead(mmcore.Head):
         else:
             layers.append(nn.Linear(input_dim, num_classes))
         self.net = nn.Sequential(*layers)
+
+    @staticmethod
+    def dataset_options(options: Mapping[str, Any]) -> dict[str, Any]:
+        """What a data set should know of this head: class targets, and the classes if given."""
+        out: dict[str, Any] = {"target_type": "class"}
+        for name in ("classes", "num_classes"):
+            if options.get(name) is not None:
+                out[name] = options[name]
+        return out
+
+    @staticmethod
+    def options_from_data(options: Mapping[str, Any], metadata: Mapping[str, Any]) -> dict[str, Any]:
+        """``options`` with ``classes``/``num_classes`` filled from the training split's metadata
+        (ConfigError, with the option's name as path, when a given one disagrees)."""
+        return fill_from_data(options, metadata, "num_classes")
 
     def forward(
         self,
@@ -71,11 +107,17 @@ class ClassificationHead(mmcore.Head):
         weight = self.class_weights.to(logits.dtype) if self.class_weights is not None else None
         if self.focal_gamma == 0:
             return F.cross_entropy(logits, targets, weight=weight, label_smoothing=self.label_smoothing)
-        # Focal loss: down-weight easy examples by (1 - p_t)^gamma.
+        # Focal loss (Lin et al. 2017) on the smoothed target distribution q: each class's log-
+        # probability is down-weighted by (1 - p_c)^gamma. With no smoothing q is one-hot and this is
+        # -w_y (1 - p_y)^gamma log p_y.
         log_p = F.log_softmax(logits.float(), dim=-1)
-        ce = F.nll_loss(log_p, targets, weight=weight, reduction="none")
-        p_t = log_p.gather(1, targets[:, None]).squeeze(1).exp()
-        return ((1 - p_t) ** self.focal_gamma * ce).mean()
+        q = F.one_hot(targets, self.num_classes).to(log_p.dtype)
+        if self.label_smoothing:
+            q = q * (1 - self.label_smoothing) + self.label_smoothing / self.num_classes
+        if weight is not None:
+            q = q * weight.float()
+        per_sample = -(q * (1 - log_p.exp()) ** self.focal_gamma * log_p).sum(-1)
+        return per_sample.mean()
 
     def metrics(self) -> dict[str, Any]:
         from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
@@ -86,16 +128,17 @@ class ClassificationHead(mmcore.Head):
         }
 
     def collate_targets(self, targets: Sequence[Any]) -> torch.Tensor:
+        """Class indices (ints, integral floats) or, with ``classes`` known, class names -> ``[B]`` int64."""
         out = []
         for i, target in enumerate(targets):
             value = target.item() if isinstance(target, torch.Tensor) else target
-            if isinstance(value, bool) or not isinstance(value, int) and not (hasattr(value, "__index__")):
-                raise TypeError(f"classification target #{i} must be an int class index, got {type(value).__name__} {value!r}")
-            value = int(value)
-            if not 0 <= value < self.num_classes:
-                raise ValueError(f"classification target #{i} must be in [0, {self.num_classes}), got {value}")
-            out.append(value)
+            out.append(class_index(value, i, self.classes, self.num_classes, "classification"))
         return torch.tensor(out, dtype=torch.long)
+
+    def format_predictions(self, output: HeadOutput) -> list[Any]:
+        """Per sample: the class name when ``classes`` are known, else the class index."""
+        indices = output.predictions.detach().cpu().tolist()
+        return [self.classes[i] for i in indices] if self.classes is not None else indices
 
     def example_targets(self, batch_size: int, generator: torch.Generator) -> list[int]:
         return torch.randint(0, self.num_classes, (batch_size,), generator=generator).tolist()

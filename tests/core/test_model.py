@@ -54,11 +54,11 @@ def test_every_problem_is_reported_at_once_with_paths_and_suggestions(manager):
 
 
 def test_missing_required_option_and_reserved_option_are_errors(manager):
-    bad = spec(head={"name": "classification"}, fusion={"name": "concat", "input_dims": {"x": 1}})
+    bad = spec(head={"name": "captioning"}, fusion={"name": "concat", "input_dims": {"x": 1}})
     with pytest.raises(ConfigError) as err:
         build_model(bad, manager.registry)
     text = str(err.value)
-    assert "model.head.num_classes: missing required option of head 'classification'" in text
+    assert "model.head.vocab: missing required option of head 'captioning'" in text
     assert "model.fusion.input_dims: 'input_dims' is set by mmcore for fusion 'concat'; remove it from the config" in text
 
 

@@ -22,13 +22,15 @@ def folder(tmp_path):
 def test_missing_cells_are_missing_modalities(folder):
     m = write_jsonl(folder / "m.jsonl", [
         {"doc": "a.txt", "text": "hello", "x": 1, "y": "2.5", "label": 1},
-        {"doc": "", "text": None, "x": None, "y": "", "label": 0},
+        {"doc": "", "text": "hi", "x": None, "y": "", "label": 0},
     ])
-    data = load_manifest("train", str(m), columns={"file": "doc", "text": "text", "table": ["x", "y"]},
-                         target="label", path_columns=["doc"], val_fraction=0, test_fraction=0)
+    kwargs = {"columns": {"file": "doc", "text": "text", "table": ["x", "y"]}, "target": "label", "path_columns": ["doc"],
+              "val_fraction": 0, "test_fraction": 0}
+    data = load_manifest("train", str(m), **kwargs)
     first, second = sorted(data.samples, key=lambda s: -s["target"])
     assert first["inputs"] == {"file": str((folder / "a.txt").resolve()), "text": "hello", "table": [1.0, 2.5]}
-    assert second["inputs"] == {"file": None, "text": None, "table": None}
+    assert second["inputs"] == {"file": None, "text": "hi", "table": None}
+    assert data.metadata["missing"] == {"file": 1, "text": 0, "table": 1}
 
 
 def test_bad_rows_name_manifest_row_and_column_or_are_skipped(folder, caplog):
@@ -60,11 +62,13 @@ def test_paths_escaping_the_manifest_folder_are_refused(folder):
 
 def test_csv_with_split_column(folder):
     m = folder / "m.csv"
-    m.write_text("text,label,split\nun,1,train\ndeux,2,test\n,3,train\n")
-    train = load_manifest("train", str(m), columns={"text": "text"}, target="label", split_column="split")
-    test = load_manifest("test", str(m), columns={"text": "text"}, target="label", split_column="split")
+    m.write_text("text,other,label,split\nun,a,1,train\ndeux,b,3,test\n,c,3,train\n")
+    kwargs = {"columns": {"text": "text", "other": "other"}, "target": "label", "split_column": "split", "val_fraction": 0}
+    train = load_manifest("train", str(m), **kwargs)
+    test = load_manifest("test", str(m), **kwargs)
     assert [s["inputs"]["text"] for s in train.samples] == ["un", None]
-    assert [s["target"] for s in test.samples] == [2]
+    assert train.metadata["classes"] == test.metadata["classes"] == ["1", "3"]
+    assert [s["target"] for s in test.samples] == [1], "label 3 is class #1 of the training split's labels"
 
 
 def _png(path, size=8):
@@ -94,18 +98,19 @@ def test_unreadable_files_are_found_when_the_dataset_is_built(folder, caplog):
         {"img": "good.png", "snd": "good.wav", "label": 0},
         {"img": "broken.png", "snd": "good.wav", "label": 1},
         {"img": "good.png", "snd": "broken.wav", "label": 2},
-        {"img": "", "snd": "", "label": 3},
+        {"img": "good.png", "snd": "", "label": 3},
+        {"img": "", "snd": "good.wav", "label": 4},
     ])
     kwargs = {"columns": {"image": "img", "audio": "snd"}, "target": "label", "path_columns": ["img", "snd"],
               "val_fraction": 0, "test_fraction": 0}
-    with pytest.raises(BadSampleError, match=r"m.jsonl: row 2, column 'img': unreadable image"):
+    with pytest.raises(BadSampleError, match=r"m.jsonl: row 2, column 'img': cannot read image"):
         load_manifest("train", str(m), **kwargs)
     data = load_manifest("train", str(m), on_bad_sample="skip", **kwargs)
-    assert sorted(s["target"] for s in data.samples) == [0, 3]
+    assert sorted(s["target"] for s in data.samples) == [0, 3, 4]
     assert data.metadata["missing"] == {"image": 1, "audio": 1}
     assert data.metadata["skipped"] == 2
     # validate=exists trusts the files (a generated data set); the processor reports them at read time.
-    assert len(load_manifest("train", str(m), validate="exists", **kwargs)) == 4
+    assert len(load_manifest("train", str(m), validate="exists", **kwargs)) == 5
 
 
 def test_the_rows_reach_the_real_processors_with_missing_modalities_as_absent(folder):
@@ -133,14 +138,21 @@ def test_tabular_mapping_columns_lists_of_targets_and_separate_split_files(folde
         {"age": "", "city": "", "y1": 0, "y2": 1},
         {"age": 41, "city": "", "y1": 0, "y2": 2},
     ])
-    v = write_jsonl(folder / "val.jsonl", [{"age": "x", "city": "Rome", "y1": 1, "y2": 0}])
-    kwargs = {"columns": {"profile": {"numeric": ["age"], "categorical": ["city"]}}, "target": ["y1", "y2"], "val_path": str(v)}
+    v = write_jsonl(folder / "val.jsonl", [{"age": "7", "city": "Rome", "y1": 1, "y2": 0}])
+    kwargs = {"columns": {"profile": {"numeric": ["age"], "categorical": ["city"]}, "other": "y1"}, "target": ["y1", "y2"],
+              "val_path": str(v), "test_fraction": 0}
     train = load_manifest("train", str(m), **kwargs)
     assert [s["inputs"]["profile"] for s in train.samples] == [{"age": 30.0, "city": "Oslo"}, None, {"age": 41.0, "city": None}]
     assert [s["target"] for s in train.samples] == [[1, 0.5], [0, 1], [0, 2]]
-    assert len(load_manifest("test", str(m), **kwargs)) == 0, "a val file but no test file: no test split"
-    with pytest.raises(BadSampleError, match=r"val.jsonl: row 1, column 'age': expected a number, got 'x'"):
-        load_manifest("val", str(m), **kwargs)
+    assert len(load_manifest("test", str(m), **kwargs)) == 0, "a val file, no test file and test_fraction 0: no test split"
+    with pytest.raises(ValueError, match="test_fraction: the test split is empty"):
+        load_manifest("train", str(m), **{**kwargs, "test_fraction": None})
+    assert [s["inputs"]["profile"] for s in load_manifest("val", str(m), **kwargs).samples] == [{"age": 7.0, "city": "Rome"}]
+    write_jsonl(v, [{"age": "x", "city": "Rome", "y1": 1, "y2": 0}])
+    # The whole data set is checked whichever split is built: a bad val row stops the training split too.
+    for split in ("train", "val"):
+        with pytest.raises(BadSampleError, match=r"val.jsonl: row 1, column 'age': expected a number, got 'x'"):
+            load_manifest(split, str(m), **kwargs)
     with pytest.raises(ValueError, match="columns.profile: expected a column name"):
         load_manifest("train", str(m), columns={"profile": {"numbers": ["age"]}})
 
@@ -163,7 +175,7 @@ def test_a_misspelt_column_is_an_error_not_a_silently_missing_modality(folder):
 
 def test_a_non_finite_target_names_its_row(folder):
     m = write_jsonl(folder / "m.jsonl", [{"text": "a", "label": "1.5"}, {"text": "b", "label": "nan"}])
-    with pytest.raises(BadSampleError, match=r"row 2, column 'label': the target must be a finite number, got nan"):
+    with pytest.raises(BadSampleError, match=r"row 2, column 'label': expected a finite number \(a regression target\), got 'nan'"):
         load_manifest("train", str(m), columns={"t": "text"}, target="label", val_fraction=0, test_fraction=0)
 
 
