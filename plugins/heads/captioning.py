@@ -72,7 +72,8 @@ class CaptioningHead(mmcore.Head):
     ``<bos> words <eos> <pad>...``). Training: teacher-forced cross-entropy, predictions are the
     teacher-forced argmax. Otherwise captions are generated, ``[B, max_length]`` ids (``beam_size``
     1 = greedy; more = batched beam search, ``length_penalty`` normalises the final choice);
-    ``format_predictions`` gives the strings. Metric: BLEU (torchmetrics). Missing modalities: the
+    ``format_predictions`` gives the strings (with beam search, also the other beams and their
+    scores). Metrics: BLEU (torchmetrics), exact match, per-word accuracy. Missing modalities: the
     fused padding and absent samples' tokens are masked keys; a sample without any fused token
     gets zero cross-attention (a caption from the language model alone).
     """
@@ -95,6 +96,11 @@ class CaptioningHead(mmcore.Head):
             raise ValueError(f"captioning: dim ({dim}) must be divisible by heads ({heads})")
         if length_penalty < 0:
             raise ValueError(f"captioning: length_penalty must be >= 0, got {length_penalty}")
+        if length_penalty and beam_size == 1:
+            raise ValueError("captioning: length_penalty applies to beam search only (beam_size > 1); with "
+                             "beam_size: 1 (greedy) it would be ignored")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"captioning: dropout must be in [0, 1), got {dropout}")
         self.vocab = Vocabulary(vocab)
         self.max_length, self.beam_size, self.bleu_ngram = max_length, beam_size, bleu_ngram
         self.length_penalty = length_penalty
@@ -104,6 +110,11 @@ class CaptioningHead(mmcore.Head):
         self.layers = nn.ModuleList([DecoderLayer(dim, heads, dropout) for _ in range(layers)])
         self.norm = nn.LayerNorm(dim)
         self.out = nn.Linear(dim, len(self.vocab))
+
+    @staticmethod
+    def dataset_options(options: Mapping[str, Any]) -> dict[str, Any]:
+        """What a data set should know of this head: targets are caption strings."""
+        return {"target_type": "text"}
 
     def decode_logits(self, ids: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor) -> torch.Tensor:
         x = self.embed(ids) + self.position[: ids.shape[1]]
@@ -122,9 +133,15 @@ class CaptioningHead(mmcore.Head):
                 return HeadOutput(logits=logits, predictions=logits.argmax(-1), loss=loss)
         else:
             loss = None
-        generated = self.generate(memory, memory_mask, beam_size=self.beam_size)
+        extras: dict[str, Any] = {}
+        if self.beam_size > 1:  # keep the final beams: format_predictions lists them as alternatives
+            generated, extras["beams"], extras["beam_scores"] = self.beam_search(memory, memory_mask, self.beam_size,
+                                                                                 return_beams=True)
+        else:
+            generated = self.generate(memory, memory_mask, beam_size=1)
         # Without targets there are no teacher-forced logits: logits is then an empty tensor.
-        return HeadOutput(logits=memory.new_zeros(0) if targets is None else logits, predictions=generated, loss=loss)
+        return HeadOutput(logits=memory.new_zeros(0) if targets is None else logits, predictions=generated, loss=loss,
+                          extras=extras)
 
     @torch.no_grad()
     def generate(self, memory: torch.Tensor, memory_mask: torch.Tensor, beam_size: int = 1) -> torch.Tensor:
@@ -147,14 +164,17 @@ class CaptioningHead(mmcore.Head):
                 break
         return F.pad(ids[:, 1:], (0, self.max_length + 1 - ids.shape[1]), value=PAD)
 
-    def beam_search(self, memory: torch.Tensor, memory_mask: torch.Tensor, beam_size: int) -> torch.Tensor:
+    def beam_search(self, memory: torch.Tensor, memory_mask: torch.Tensor, beam_size: int,
+                    return_beams: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Batched beam search over summed log-probabilities; the best of the final beams per sample.
 
         Every sample keeps ``beam_size`` hypotheses (``[B * beam, T]`` rows, one decoder call per
         step for the whole batch). A hypothesis that emitted EOS stays in its beam with a frozen
         score (it can only continue with PAD at no cost), so it competes with the live ones until
         the end. The final choice divides scores by ``length ** length_penalty`` (0 = raw sums).
-        With ``beam_size == 1`` this is exactly greedy decoding.
+        With ``beam_size == 1`` this is exactly greedy decoding. ``return_beams``: also the final
+        beams ``[B, beam_size, max_length]`` ids and their scores ``[B, beam_size]`` (summed natural
+        log-probabilities divided by ``length ** length_penalty``), best first.
         """
         b, vocab = memory.shape[0], len(self.vocab)
         device = memory.device
@@ -182,12 +202,19 @@ class CaptioningHead(mmcore.Head):
                 break
         final = scores / lengths.view(b, beam_size).clamp_min(1) ** self.length_penalty
         best = rows.squeeze(1) * beam_size + final.argmax(1)
-        return F.pad(ids[best, 1:], (0, self.max_length + 1 - ids.shape[1]), value=PAD)
+        generated = F.pad(ids[best, 1:], (0, self.max_length + 1 - ids.shape[1]), value=PAD)
+        if not return_beams:
+            return generated
+        order = final.argsort(dim=1, descending=True)
+        beams = F.pad(ids[:, 1:], (0, self.max_length + 1 - ids.shape[1]), value=PAD).view(b, beam_size, -1)
+        return generated, beams.gather(1, order[..., None].expand_as(beams)), final.gather(1, order)
 
     def metrics(self) -> dict[str, Any]:
+        from mmcore_plugins.heads._caption_metrics import CaptionExactMatch, CaptionTokenAccuracy
         from mmcore_plugins.heads._metrics import CaptionBLEU
 
-        return {"bleu": CaptionBLEU(self.vocab.decode, n_gram=self.bleu_ngram)}
+        return {"bleu": CaptionBLEU(self.vocab.decode, n_gram=self.bleu_ngram),
+                "exact_match": CaptionExactMatch(self.vocab.decode), "token_accuracy": CaptionTokenAccuracy(self.vocab.decode)}
 
     def collate_targets(self, targets: Sequence[Any]) -> torch.Tensor:
         rows = []
@@ -201,8 +228,21 @@ class CaptioningHead(mmcore.Head):
         length = max(len(r) for r in rows)
         return torch.tensor([r + [PAD] * (length - len(r)) for r in rows], dtype=torch.long)
 
-    def format_predictions(self, output: HeadOutput) -> list[str]:
-        return [self.vocab.decode(row) for row in output.predictions.tolist()]
+    def format_predictions(self, output: HeadOutput) -> list[str] | list[dict[str, Any]]:
+        """Caption strings; after beam search (``extras["beams"]``), per sample ``{"caption", "score",
+        "alternatives": [{"caption", "score"}, ...]}`` (the other final beams, best first; scores as in
+        :meth:`beam_search`), which ``mmcore predict`` prints."""
+        captions = [self.vocab.decode(row) for row in output.predictions.tolist()]
+        beams = output.extras.get("beams") if isinstance(output.extras, dict) else None
+        if not isinstance(beams, torch.Tensor):
+            return captions
+        scores = output.extras["beam_scores"].tolist()
+        out = []
+        for caption, rows, row_scores in zip(captions, beams.tolist(), scores, strict=True):
+            beam = [{"caption": self.vocab.decode(r), "score": round(float(sc), 4)} for r, sc in zip(rows, row_scores, strict=True)]
+            out.append({"caption": caption, "score": beam[0]["score"],
+                        "alternatives": [a for a in beam[1:] if a["caption"] != caption]})
+        return out
 
     def example_targets(self, batch_size: int, generator: torch.Generator) -> list[str]:
         words = self.vocab.words[len(SPECIALS):]

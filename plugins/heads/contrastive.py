@@ -22,8 +22,10 @@ class ContrastiveHead(mmcore.Head):
     projected to ``embed_dim`` and L2-normalised; logits are ``exp(t) a b^T`` with a learnable
     log-scale ``t`` (initialised at ``1/temperature``, clamped at 100 as in CLIP) and the loss is the
     mean of the a->b and b->a cross-entropies. Targets are pair ids: samples with equal ids count
-    as matches (the sample index for plain pairs). ``predictions`` are the paired embeddings
-    ``[B, 2, embed_dim]``; metrics: recall@1/5/10 in both directions. Missing modalities: only
+    as matches (the sample index for plain pairs; a class label makes every same-class item a
+    positive, as configs/retrieval.yaml does). ``predictions`` are the paired embeddings
+    ``[B, 2, embed_dim]``; metrics: recall@1/5/10 and the median rank of the first match
+    (``median_rank_ab``/``_ba``, lower is better) in both directions (a->b: a queries, b gallery). Missing modalities: only
     samples with both modalities enter the loss and the metrics; others get NaN embeddings
     (formatted as ``None``).
     """
@@ -47,6 +49,11 @@ class ContrastiveHead(mmcore.Head):
         self.project = nn.ModuleDict({s: nn.Linear(input_dims[s], embed_dim) for s in slots})
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)), requires_grad=learn_temperature)
 
+    @staticmethod
+    def dataset_options(options: Mapping[str, Any]) -> dict[str, Any]:
+        """What a data set should know of this head: targets are pair ids, taken as written."""
+        return {"target_type": "raw"}
+
     def forward(self, fused: Features, targets: torch.Tensor | None = None, features: Mapping[str, Features] | None = None) -> HeadOutput:
         if features is None or any(s not in features for s in self.slots):
             raise ValueError(f"the contrastive head needs the per-modality features of {self.slots}")
@@ -60,6 +67,19 @@ class ContrastiveHead(mmcore.Head):
         nan = torch.full_like(a, float("nan"))
         predictions = torch.stack([torch.where(both[:, None], a, nan), torch.where(both[:, None], b, nan)], dim=1)
         return HeadOutput(logits=logits, predictions=predictions.detach(), loss=loss)
+
+    def embed_modalities(self, features: Mapping[str, Features]) -> dict[str, torch.Tensor]:
+        """Each modality alone in the shared space: ``{slot: [B, embed_dim]}``, L2-normalised, NaN where absent.
+
+        Unlike ``forward`` (which needs both), a sample with only one modality gets that
+        modality's vector: these are the vectors cross-modal search compares (``mmcore embed``).
+        """
+        out = {}
+        for s in self.slots:
+            present = features[s].present
+            v = F.normalize(self.project[s](torch.where(present[:, None], features[s].unmasked_pooled, 0.0)), dim=-1)
+            out[s] = torch.where(present[:, None], v, torch.full_like(v, float("nan")))
+        return out
 
     @staticmethod
     def loss(logits: torch.Tensor, targets: torch.Tensor, both: torch.Tensor) -> torch.Tensor:
@@ -83,11 +103,13 @@ class ContrastiveHead(mmcore.Head):
 
     def metrics(self) -> dict[str, Any]:
         from mmcore_plugins.heads._metrics import RetrievalRecall
+        from mmcore_plugins.retrieval.metrics import RetrievalMedianRank
 
+        directions = (("ab", "a->b"), ("ba", "b->a"))
         return {
-            f"recall@{k}_{name}": RetrievalRecall(k, direction)
-            for k in (1, 5, 10)
-            for name, direction in (("ab", "a->b"), ("ba", "b->a"))
+            **{f"recall@{k}_{name}": RetrievalRecall(k, direction) for k in (1, 5, 10) for name, direction in directions},
+            # lower is better (higher_is_better = False: a monitor on it is minimised)
+            **{f"median_rank_{name}": RetrievalMedianRank(direction) for name, direction in directions},
         }
 
     def collate_targets(self, targets: Sequence[Any]) -> torch.Tensor:

@@ -53,7 +53,8 @@ def test_contrastive_recall_rises_with_training():
         out.loss.backward()
         optimizer.step()
     after = recall(model, test)
-    assert set(after) == {f"recall@{k}_{d}" for k in (1, 5, 10) for d in ("ab", "ba")}
+    assert set(after) == {f"recall@{k}_{d}" for k in (1, 5, 10) for d in ("ab", "ba")} | {"median_rank_ab", "median_rank_ba"}
+    assert before["median_rank_ab"] > 5 and after["median_rank_ab"] == 1.0 and after["median_rank_ba"] == 1.0
     assert before["recall@1_ab"] < 0.2 and after["recall@1_ab"] > 0.6, f"recall@1 {before} -> {after}"
     assert after["recall@1_ba"] > 0.6 and after["recall@10_ab"] >= after["recall@5_ab"] >= after["recall@1_ab"]
 

@@ -1,0 +1,217 @@
+"""`mmcore embed` and `mmcore search`: vectors out of a trained run, and their nearest neighbours.
+
+Added to the command line through the ``mmcore_add_commands`` hook, as any plugin can::
+
+    mmcore embed RUN --out emb.parquet                          # the run's test split
+    mmcore embed RUN --data rows.csv --out emb.npz --index gallery.faiss --vector head.image
+    mmcore search RUN --index gallery.faiss --query spoken_7.wav -k 5
+    mmcore search RUN --index gallery.faiss --query "sieben" --json
+
+What a query is compared with follows the index's vector (its sidecar says which): a ``fused``
+index is searched with the query's fused vector (the query's modality alone, others missing);
+a ``head.<slot>`` index (contrastive runs) with the query's modality in the head's shared space
+-- cross-modal search; a ``<slot>`` index only with a query of that slot (encoders' own
+spaces are not comparable across modalities).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import mmcore
+from mmcore.errors import ConfigError, ConfigIssue
+
+
+def _load(args: argparse.Namespace, manager):
+    from mmcore.cli import load_run
+    from mmcore.engine.checkpoint import resolve_checkpoint
+
+    model, config = load_run(args.run_dir, manager, args.checkpoint)
+    return model, config, resolve_checkpoint(Path(args.run_dir) / args.checkpoint)
+
+
+def default_vector(names: list[str]) -> str:
+    """``head.<last slot>`` when the head has a shared space (the gallery of an a->b search), else ``fused``."""
+    head = [n for n in names if n.startswith("head.")]
+    return head[-1] if head else "fused"
+
+
+def cmd_embed(args: argparse.Namespace, manager) -> int:
+    from mmcore_plugins.retrieval.embedding import (
+        check_format,
+        describe,
+        embed,
+        finite_rows,
+        manifest_rows,
+        split_rows,
+        write_embeddings,
+    )
+
+    out = Path(args.out)
+    check_format(out)  # before any work
+    if args.index is not None and args.index_type not in ("auto", "flat", "ivf", "hnsw"):
+        raise ConfigError([ConfigIssue("--index-type", f"expected auto, flat, ivf or hnsw, got {args.index_type!r}")])
+    model, config, checkpoint = _load(args, manager)
+    if args.data is not None:
+        if args.split is not None:
+            raise ConfigError([ConfigIssue("--split", "give either --data MANIFEST or --split of the run's data, not both")])
+        samples, ids, targets = manifest_rows(model, config, args.data, id_column=args.id_column, target=args.target)
+        source = str(args.data)
+    else:
+        from mmcore.engine.trainer import load_datasets
+
+        split = args.split or "test"
+        dataset = load_datasets(config, manager, splits=(split,))[split]
+        samples, ids, targets = split_rows(dataset, split)
+        source = f"{config['data'].get('name')} split {split}"
+    if not samples:
+        raise ConfigError([ConfigIssue("--data" if args.data else "--split", f"{source} holds no rows to embed")])
+    try:
+        vectors = embed(model, samples, batch_size=args.batch_size)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError([ConfigIssue("--data" if args.data else "--split", f"{source}: {exc}")]) from exc
+    files = write_embeddings(out, vectors, ids, targets)
+    print(f"embedded {len(ids)} rows of {source}: {describe(vectors)}")
+    print(f"wrote {', '.join(str(f) for f in files)}")
+    if args.index is not None:
+        from mmcore_plugins.retrieval.index import build_index, save_index, weights_digest
+
+        vector = args.vector or default_vector(list(vectors))
+        if vector not in vectors:
+            raise ConfigError([ConfigIssue("--vector", f"unknown vector {vector!r}; this model gives {sorted(vectors)}")])
+        keep = finite_rows(vectors[vector])
+        if not keep.any():
+            raise ConfigError([ConfigIssue("--vector", f"no row of {source} has the modality of {vector!r}")])
+        index, settings = build_index(vectors[vector][keep], kind=args.index_type, nlist=args.nlist, nprobe=args.nprobe)
+        kept_ids = [i for i, k in zip(ids, keep, strict=True) if k]
+        kept_targets = None if targets is None else [t for t, k in zip(targets, keep, strict=True) if k]
+        meta = {"vector": vector, **settings, "ids": kept_ids, "targets": kept_targets, "embeddings": str(out),
+                "run": str(Path(args.run_dir).resolve()), "checkpoint": args.checkpoint,
+                "weights_sha256": weights_digest(checkpoint)}
+        path, sidecar = save_index(args.index, index, meta)
+        skipped = len(ids) - len(kept_ids)
+        print(f"index {path} ({settings['kind']}, {len(kept_ids)} vectors of {vector!r}"
+              + (f", {skipped} rows lacking it left out" if skipped else "") + f") + {sidecar.name}")
+    return 0
+
+
+def parse_query(query: str, model) -> tuple[str, Any]:
+    """``(slot, raw)`` for ``--query``: ``slot=value``, a file (modality from its extension) or text.
+
+    Raises:
+        ConfigError: a path-like query naming no file, an extension no slot reads, or text for a
+            model without a text slot.
+    """
+    from mmcore.cli import EXTENSION_MODALITY, _is_file
+
+    slots = model.slots
+    modality_of = {s: getattr(model.encoders[s], "modality", None) for s in slots}
+    slot, sep, value = query.partition("=")
+    if sep and slot in slots:
+        return slot, value
+    suffix = Path(query).suffix.lower() if len(query) < 4096 and "\n" not in query else ""
+    if _is_file(query):
+        modality = EXTENSION_MODALITY.get(suffix)
+        matches = [s for s in slots if modality_of[s] == modality]
+        if modality is None or len(matches) != 1:
+            raise ConfigError([ConfigIssue("--query", f"cannot tell which of the model's slots {slots} reads {query!r} "
+                                                      f"(extension {suffix or '(none)'}); write slot={query}")])
+        return matches[0], query
+    if suffix in EXTENSION_MODALITY and EXTENSION_MODALITY[suffix] != "text" and " " not in query:
+        raise ConfigError([ConfigIssue("--query", f"file {query!r} does not exist")])
+    texts = [s for s in slots if modality_of[s] == "text"]
+    if len(texts) != 1:
+        raise ConfigError([ConfigIssue("--query", f"{query!r} is not a file, and the model has "
+                                                  f"{'no text slot' if not texts else f'several text slots {texts}'} "
+                                                  f"to read it as text (slots: {slots}); give a file or slot=value")])
+    return texts[0], query
+
+
+def query_vector_name(index_vector: str, slot: str, model) -> str:
+    """Which of the query's vectors is comparable with an index of ``index_vector``."""
+    if index_vector == "fused":
+        return "fused"
+    if index_vector.startswith("head."):
+        head_slots = list(getattr(model.head, "slots", []))
+        if slot not in head_slots:
+            raise ConfigError([ConfigIssue("--query", f"the index holds {index_vector!r} (the head's shared space of "
+                                                      f"{head_slots}); a {slot!r} query has no vector there")])
+        return f"head.{slot}"
+    if index_vector != slot:
+        raise ConfigError([ConfigIssue("--query", f"the index holds the {index_vector!r} encoder's own vectors; a {slot!r} "
+                                                  "query is not comparable with them (index 'fused' or a head.<slot> "
+                                                  "vector for cross-modal search)")])
+    return slot
+
+
+def cmd_search(args: argparse.Namespace, manager) -> int:
+    import numpy as np
+
+    from mmcore_plugins.retrieval.embedding import embed
+    from mmcore_plugins.retrieval.index import load_index, search, weights_digest
+
+    if args.k < 1:
+        raise ConfigError([ConfigIssue("-k", f"expected a positive number of neighbours, got {args.k}")])
+    index, meta = load_index(args.index)
+    model, _, checkpoint = _load(args, manager)
+    if meta.get("weights_sha256") and meta["weights_sha256"] != weights_digest(checkpoint):
+        raise ConfigError([ConfigIssue("--index", f"{args.index} was built from another model's vectors "
+                                                  f"(run {meta.get('run')}, checkpoint {meta.get('checkpoint')}); "
+                                                  f"rebuild it with mmcore embed {args.run_dir} ... --index {args.index}")])
+    slot, raw = parse_query(args.query, model)
+    name = query_vector_name(meta["vector"], slot, model)
+    try:
+        vectors = embed(model, [{slot: raw}])
+    except (ValueError, TypeError, OSError) as exc:
+        raise ConfigError([ConfigIssue("--query", f"{args.query!r}: {exc}")]) from exc
+    query = vectors[name]
+    if not np.isfinite(query).all():
+        raise ConfigError([ConfigIssue("--query", f"the model gives no {name!r} vector for a {slot!r} query")])
+    scores, positions = search(index, query, args.k, nprobe=args.nprobe)
+    ids, targets = meta["ids"], meta.get("targets")
+    hits = [{"rank": r + 1, "id": ids[p], "score": round(float(s), 6), **({"target": targets[p]} if targets else {})}
+            for r, (s, p) in enumerate(zip(scores[0], positions[0], strict=True)) if p >= 0]
+    if args.json:
+        print(json.dumps({"query": args.query, "slot": slot, "vector": meta["vector"], "kind": meta["kind"], "neighbours": hits}))
+        return 0
+    print(f"query {args.query!r} ({slot}) against {meta['count']} {meta['vector']!r} vectors ({meta['kind']} index)")
+    width = max([len("id"), *(len(str(h["id"])) for h in hits)])
+    print(f"{'rank':>4}  {'id':<{width}}  {'score':>7}" + ("  target" if targets else ""))
+    for h in hits:
+        print(f"{h['rank']:>4}  {str(h['id']):<{width}}  {h['score']:7.4f}" + (f"  {h['target']}" if targets else ""))
+    return 0
+
+
+@mmcore.hookimpl
+def mmcore_add_commands(subparsers) -> None:
+    p = subparsers.add_parser("embed", help="write a run's per-modality and fused vectors (+ row ids) to Parquet/.npz/.npy; "
+                                            "optionally a FAISS index")
+    p.add_argument("run_dir", help="a run directory written by `mmcore train`")
+    p.add_argument("--data", metavar="MANIFEST", help="a CSV/JSONL manifest with the run's input columns "
+                                                      "(default: --split of the run's own data)")
+    p.add_argument("--split", choices=["train", "val", "test"], help="split of the run's data set (default: test)")
+    p.add_argument("--out", required=True, metavar="FILE", help="output: .parquet, .npz, or .npy (+ sidecar)")
+    p.add_argument("--id-column", help="manifest column of row ids (default: 'id' if present, else the row number)")
+    p.add_argument("--target", help="manifest column of targets kept beside the vectors (default: the run's, or 'label')")
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--index", metavar="FILE", help="also build a FAISS index of one vector (+ FILE.json sidecar)")
+    p.add_argument("--vector", help="vector to index: fused, a slot, or head.<slot> (default: the head's last "
+                                    "shared-space vector, else fused)")
+    p.add_argument("--index-type", default="auto", help="auto (flat below 100k vectors, else ivf), flat, ivf or hnsw")
+    p.add_argument("--nlist", type=int, help="IVF cells (default 4*sqrt(N))")
+    p.add_argument("--nprobe", type=int, help="IVF cells scanned per query (default nlist/16, at least 16)")
+    p.set_defaults(handler=cmd_embed)
+
+    p = subparsers.add_parser("search", help="nearest neighbours of a query (file or text) in a FAISS index built by embed")
+    p.add_argument("run_dir", help="the run whose vectors the index holds")
+    p.add_argument("--index", required=True, metavar="FILE", help="index written by mmcore embed --index")
+    p.add_argument("--query", required=True, help="an image/audio file (modality from its extension), text, or slot=value")
+    p.add_argument("-k", type=int, default=5, help="neighbours to return (default 5)")
+    p.add_argument("--nprobe", type=int, help="IVF cells to scan (default: the index's)")
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(handler=cmd_search)

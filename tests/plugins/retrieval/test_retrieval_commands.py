@@ -1,0 +1,170 @@
+"""`mmcore embed` / `mmcore search` end to end on a tiny real run (PNG digits + words), and `embed()`."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from mmcore.cli import main
+from mmcore_plugins.retrieval.embedding import embed, read_embeddings, write_embeddings
+from mmcore_plugins.retrieval.index import brute_force_topk
+
+pytest.importorskip("faiss")
+WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+def write_digits(folder, n: int = 80) -> str:
+    """``n`` real 8x8 handwritten digits as PNGs + their word, in a CSV manifest with ids and splits."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    (folder / "img").mkdir(parents=True)
+    rows = []
+    for i in range(n):
+        Image.fromarray((digits.images[i] * 255 / 16).astype(np.uint8), mode="L").save(folder / "img" / f"{i}.png")
+        label = int(digits.target[i])
+        rows.append({"id": f"d{i:03d}", "image": f"img/{i}.png", "text": WORDS[label] if i % 4 else "",
+                     "label": label, "split": "test" if i % 5 == 0 else "val" if i % 5 == 1 else "train"})
+    with open(folder / "digits.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return str(folder / "digits.csv")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("retrieval")
+    manifest = write_digits(folder)
+    config = {
+        "data": {"name": "manifest", "path": manifest, "columns": {"image": "image", "text": "text"},
+                 "path_columns": ["image"], "target": "label", "split_column": "split"},
+        "model": {"encoders": {"image": {"name": "image_cnn", "image_size": 8, "width": 8, "dim": 16},
+                               "text": {"name": "text_transformer", "dim": 16, "heads": 2, "layers": 1, "max_length": 8}},
+                  "fusion": {"name": "concat", "dim": 16},
+                  # pair ids = digit classes: every image/word of the same digit is a positive
+                  "head": {"name": "contrastive", "modalities": ["image", "text"], "embed_dim": 8}},
+        "trainer": {"epochs": 2, "batch_size": 16, "run_dir": str(folder / "run"), "progress": False, "plots": False},
+    }
+    (folder / "c.yaml").write_text(yaml.safe_dump(config))
+    assert main(["train", str(folder / "c.yaml")]) == 0
+    return folder
+
+
+def test_embed_a_manifest_writes_every_vector_with_ids(run, capsys):
+    out = run / "emb.parquet"
+    assert main(["embed", str(run / "run"), "--data", str(run / "digits.csv"), "--out", str(out)]) == 0
+    vectors, ids, targets = read_embeddings(out)
+    assert ids[:3] == ["d000", "d001", "d002"] and len(ids) == 80
+    assert targets[:3] == [0, 1, 2]
+    assert set(vectors) == {"fused", "image", "text", "head.image", "head.text"}
+    assert vectors["fused"].shape == (80, 16) and vectors["head.image"].shape == (80, 8)
+    # Rows without text (every 4th) have NaN text vectors, finite image and fused vectors.
+    no_text = np.arange(80) % 4 == 0
+    assert np.isnan(vectors["text"][no_text]).all() and np.isfinite(vectors["text"][~no_text]).all()
+    assert np.isnan(vectors["head.text"][no_text]).all() and np.isfinite(vectors["fused"]).all()
+    np.testing.assert_allclose(np.linalg.norm(vectors["head.image"], axis=1), 1.0, atol=1e-5)
+    assert "embedded 80 rows" in capsys.readouterr().out
+
+
+def test_embed_function_matches_the_command_and_each_format_round_trips(run, tmp_path):
+    from mmcore.engine.checkpoint import load_model
+
+    model, _ = load_model(run / "run" / "best")
+    image = str(run / "img" / "7.png")
+    direct = embed(model, [{"image": image, "text": "seven"}, {"image": image}])
+    assert np.isnan(direct["text"][1]).all() and np.isfinite(direct["head.image"]).all()
+    np.testing.assert_allclose(direct["head.image"][0], direct["head.image"][1], atol=1e-6), "one modality's head vector ignores the other"
+    for name in ("e.npz", "e.npy", "e.parquet"):
+        write_embeddings(tmp_path / name, direct, ["a", "b"], [7, 7])
+        vectors, ids, targets = read_embeddings(tmp_path / name)
+        assert ids == ["a", "b"] and targets == [7, 7] and set(vectors) == set(direct)
+        for key in direct:
+            np.testing.assert_array_equal(vectors[key], direct[key])
+    assert np.load(tmp_path / "e.npy").shape == direct["fused"].shape, "the .npy file itself holds the fused vectors"
+    with pytest.raises(ValueError, match="unknown modality"):
+        embed(model, [{"audio": "x.wav"}])
+    with pytest.raises(ValueError, match="none of the model's modalities"):
+        embed(model, [{"image": None}])
+
+
+def test_embed_split_builds_an_index_and_search_equals_brute_force(run, capsys):
+    out, index = run / "test.npz", run / "test.faiss"
+    assert main(["embed", str(run / "run"), "--split", "test", "--out", str(out), "--index", str(index),
+                 "--vector", "head.image"]) == 0
+    assert "flat" in capsys.readouterr().out
+    meta = json.loads((run / "test.faiss.json").read_text())
+    assert meta["vector"] == "head.image" and meta["kind"] == "flat" and meta["ids"][0] == "test:0"
+    vectors, ids, targets = read_embeddings(out)
+    # Cross-modal: a word against the image gallery, ranked exactly as numpy ranks it.
+    assert main(["search", str(run / "run"), "--index", str(index), "--query", "three", "-k", "5", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["slot"] == "text" and len(result["neighbours"]) == 5
+    from mmcore.engine.checkpoint import load_model
+
+    query = embed(load_model(run / "run" / "best")[0], [{"text": "three"}])["head.text"]
+    scores, positions = brute_force_topk(vectors["head.image"], query, 5)
+    assert [n["id"] for n in result["neighbours"]] == [ids[p] for p in positions[0]]
+    np.testing.assert_allclose([n["score"] for n in result["neighbours"]], scores[0], atol=1e-4)
+    assert [n["target"] for n in result["neighbours"]] == [targets[p] for p in positions[0]]
+    # An image file query: its modality comes from the extension; a table is printed.
+    assert main(["search", str(run / "run"), "--index", str(index), "--query", str(run / "img" / "3.png"), "-k", "3"]) == 0
+    table = capsys.readouterr().out
+    assert "(image)" in table and "rank" in table and len(table.strip().splitlines()) == 5
+
+
+def test_search_rejects_bad_queries_and_foreign_indexes(run, capsys):
+    index = run / "fused.faiss"
+    assert main(["embed", str(run / "run"), "--split", "val", "--out", str(run / "val.parquet"), "--index", str(index),
+                 "--vector", "fused"]) == 0
+    assert main(["search", str(run / "run"), "--index", str(index), "--query", "seven", "-k", "2"]) == 0
+    capsys.readouterr()
+    cases = {
+        ("--query", str(run / "missing.png")): "does not exist",
+        ("--query", str(run / "digits.csv")): "cannot tell which",
+        ("-k", "0"): "positive number",
+    }
+    for (option, value), message in cases.items():
+        args = ["search", str(run / "run"), "--index", str(index), "--query", "seven", "-k", "2"]
+        args[args.index(option) + 1] = value
+        assert main(args) == 2, (option, value)
+        assert message in capsys.readouterr().err
+    assert main(["search", str(run / "run"), "--index", str(run / "nope.faiss"), "--query", "one"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    # The index belongs to the best checkpoint; the last one (another epoch's weights) is refused.
+    sidecar = json.loads((run / "fused.faiss.json").read_text())
+    sidecar["weights_sha256"] = "0" * 64
+    (run / "fused.faiss.json").write_text(json.dumps(sidecar))
+    assert main(["search", str(run / "run"), "--index", str(index), "--query", "one"]) == 2
+    assert "another model" in capsys.readouterr().err
+
+
+def test_embed_rejects_bad_options_before_any_work(run, capsys):
+    base = ["embed", str(run / "run")]
+    assert main([*base, "--out", str(run / "x.csv")]) == 2
+    assert "unknown embedding format" in capsys.readouterr().err
+    assert main([*base, "--out", str(run / "x.npz"), "--data", str(run / "digits.csv"), "--split", "test"]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert main([*base, "--out", str(run / "x.npz"), "--data", str(run / "digits.csv"), "--id-column", "key"]) == 2
+    assert "no column 'key'" in capsys.readouterr().err
+    (run / "other.csv").write_text("a,b\n1,2\n")
+    assert main([*base, "--out", str(run / "x.npz"), "--data", str(run / "other.csv")]) == 2
+    assert "none of the model's input columns" in capsys.readouterr().err
+    assert main([*base, "--out", str(run / "x.npz"), "--index", str(run / "x.faiss"), "--vector", "audio"]) == 2
+    assert "unknown vector 'audio'" in capsys.readouterr().err
+
+
+def test_embed_names_the_bad_rows_of_a_manifest(run, capsys):
+    rows = (run / "digits.csv").read_text().splitlines()
+    rows[3] = rows[3].replace("img/2.png", "img/missing.png")
+    rows[5] = rows[5].replace("img/4.png", "../outside.png")
+    (run / "bad.csv").write_text("\n".join(rows) + "\n")
+    assert main(["embed", str(run / "run"), "--data", str(run / "bad.csv"), "--out", str(run / "bad.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "row 3" in err and "row 5" in err and "'image'" in err
+    assert not (run / "bad.npz").exists(), "nothing written"
