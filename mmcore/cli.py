@@ -21,19 +21,34 @@ import json
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from mmcore.errors import ConfigError, ConfigIssue
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
+class _ExtensionModality(Mapping):
+    """File extension (".png") -> modality, as the installed plugins declare them
+    (``registry.add_modality``), read from the default registry each time it is used."""
+
+    def _map(self) -> dict[str, str]:
+        from mmcore.plugin_manager import get_registry
+
+        return get_registry().extension_modalities()
+
+    def __getitem__(self, extension: str) -> str:
+        return self._map()[extension]
+
+    def __iter__(self):
+        return iter(self._map())
+
+    def __len__(self) -> int:
+        return len(self._map())
+
+
 #: File extensions -> modality, for ``mmcore predict`` inputs given without a slot name.
-EXTENSION_MODALITY = {
-    **dict.fromkeys((".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"), "image"),
-    **dict.fromkeys((".wav", ".wave"), "audio"),
-    **dict.fromkeys((".txt",), "text"),
-}
+EXTENSION_MODALITY: Mapping[str, str] = _ExtensionModality()
 
 
 def build_parser(manager=None) -> argparse.ArgumentParser:
@@ -47,8 +62,12 @@ def build_parser(manager=None) -> argparse.ArgumentParser:
                         help="show the traceback of any error (also MMCORE_DEBUG=1); accepted anywhere on the line")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("plugins", help="list the installed plugins and their components")
-    p.add_argument("--json", action="store_true", help="print a JSON list, one object per plugin")
+    p = sub.add_parser("plugins", help="list the installed plugins and their components; with NAME, one component's "
+                                        "options (type, default) and documentation")
+    p.add_argument("name", nargs="?", metavar="NAME", help="a component (e.g. manifest, concat), or KIND:NAME when several "
+                                                           "kinds share the name")
+    p.add_argument("--json", action="store_true", help="print JSON: a list, one object per plugin (components with their "
+                                                       "options); with NAME, the component's options and documentation")
     p.set_defaults(handler=cmd_plugins)
 
     p = sub.add_parser("train", help="train, evaluate and checkpoint a model from a YAML config")
@@ -107,10 +126,69 @@ def build_parser(manager=None) -> argparse.ArgumentParser:
     return parser
 
 
+def _options_line(options: list[dict]) -> str:
+    """``path (str | os.PathLike, required), seed (int) = 0, ...``: a component's options on one line."""
+    parts = []
+    for o in options:
+        kind = f" ({o['type']}{', required' if o['required'] else ''})" if o["type"] or o["required"] else ""
+        parts.append(f"{o['name']}{kind}" + ("" if o["required"] else f" = {json.dumps(o['default'])}"))
+    return ", ".join(parts) or "none"
+
+
+def _describe_component(info, manager, as_json: bool) -> None:
+    """``mmcore plugins NAME``: one component's options (type, default) and its full docstring."""
+    import inspect
+
+    doc = inspect.getdoc(info.factory) or info.doc or "(no documentation)"
+    module = getattr(info.factory, "__module__", None)
+    if as_json:
+        print(json.dumps({"kind": info.kind, "name": info.name, "plugin": info.plugin, "distribution": info.distribution,
+                          "modality": info.modality, "factory": f"{module}.{getattr(info.factory, '__qualname__', '?')}",
+                          "options": info.options(), "example_options": dict(info.example_options), "doc": doc}, indent=2))
+        return
+    modality = f", modality {info.modality}" if info.modality else ""
+    print(f"{info.kind} {info.name}  ({info.owner}{modality})")
+    print(f"  factory: {module}.{getattr(info.factory, '__qualname__', '?')}")
+    print("  options:")
+    for o in info.options() or [{"name": "(none)", "type": None, "default": None, "required": True}]:
+        kind = o["type"] or "any"
+        default = "required" if o["required"] else f"default {json.dumps(o['default'])}"
+        print(f"    {o['name']:<22} {kind:<32} {default}" if o["name"] != "(none)" else "    (none)")
+    print()
+    print("\n".join(f"  {line}" if line else "" for line in doc.splitlines()))
+
+
+def _find_component(name: str, registry):
+    from mmcore.registry import KINDS
+
+    kind, sep, bare = name.partition(":")
+    if sep and kind in KINDS:
+        return [registry.get(kind, bare)]  # UnknownComponentError lists the kind's names
+    found = [registry.get(k, name) for k in KINDS if (k, name) in registry]
+    if not found:
+        import difflib
+
+        names = sorted({info.name for info in registry})
+        close = difflib.get_close_matches(name, names, n=3)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise ConfigError([ConfigIssue("NAME", f"no component named {name!r}{hint} (mmcore plugins lists them)")])
+    return found
+
+
 def cmd_plugins(args: argparse.Namespace, manager) -> int:
     records = sorted(manager.records.values(), key=lambda r: (r.distribution != "mmcore", r.name))
+    if getattr(args, "name", None):
+        found = _find_component(args.name, manager.registry)
+        for i, info in enumerate(found):
+            if i and not args.json:
+                print()
+            _describe_component(info, manager, args.json)
+        return EXIT_OK
     if args.json:
-        print(json.dumps([r.to_json() for r in records], indent=2))
+        listing = [r.to_json() for r in records]
+        for item, record in zip(listing, records, strict=True):  # every component with its options
+            item["components"] = [{**c, "options": info.options()} for c, info in zip(item["components"], record.components, strict=True)]
+        print(json.dumps(listing, indent=2))
         return EXIT_OK
     for record in records:
         origin = f"{record.distribution} {record.version}" if record.distribution else "runtime"
@@ -127,6 +205,11 @@ def cmd_plugins(args: argparse.Namespace, manager) -> int:
         for c in record.components:
             modality = f" ({c.modality})" if c.modality else ""
             print(f"    {c.kind:<12} {c.name:<22}{modality} {c.doc}")
+            if c.kind == "dataset":  # a dataset is configured by its options alone (data: {name, ...})
+                print(f"    {'':<12} options: {_options_line(c.options())}")
+        for m in (m for infos in manager.registry.modalities().values() for m in infos if m.plugin == record.name):
+            print(f"    {'modality':<12} {m.name:<22} {m.doc}")
+    print("\n(mmcore plugins NAME: a component's options, types, defaults and documentation)")
     return EXIT_OK
 
 
@@ -165,8 +248,8 @@ def load_run(run_dir: str | Path, manager, checkpoint: str = "best"):
 
 def cmd_eval(args: argparse.Namespace, manager) -> int:
     from mmcore.engine.config import apply_overrides
+    from mmcore.engine.datasets import load_datasets
     from mmcore.engine.evaluation import evaluate
-    from mmcore.engine.trainer import load_datasets
 
     model, config = load_run(args.run_dir, manager, args.checkpoint)
     config = apply_overrides(config, [f"data.{item}" for item in args.data])

@@ -1,4 +1,4 @@
-"""The component contracts: Processor, Encoder, Fusion, Head (and HeadOutput).
+"""The component contracts: Processor, Encoder, Fusion, Head (and HeadOutput), Perturbation.
 
 Every component a plugin registers is built by a factory (usually the class itself) and is one
 of these. The framework fills a few *reserved* constructor arguments itself; everything else is
@@ -12,7 +12,10 @@ fusion     ``factory(input_dims, **options)`` ``input_dims``: ``{slot: encoder.d
 head       ``factory(input_dim, **options)``  ``input_dim``: the fusion's output ``dim``;
                                               ``input_dims`` too, if the head asks for it
 dataset    ``factory(split, **options)``      ``split``: "train", "val" or "test"
+perturb.   ``factory(level, **options)``      none (``level`` is an option: 0 = unchanged)
 =========  =================================  ===============================================
+
+docs/plugins.md is the plugin author's reference for every kind (with an example each).
 """
 
 from __future__ import annotations
@@ -60,7 +63,10 @@ class Processor(abc.ABC):
         """Fit statistics on the training split's raw samples (``None`` = missing). Optional."""
 
     def state_dict(self) -> dict[str, Any]:
-        """Fitted state to save with the model (plain tensors, numbers, strings, lists)."""
+        """Fitted state to save with the model, in ``model.json``: JSON values only (numbers,
+        strings, bools, None, lists, string-keyed dicts; convert tensors with ``.tolist()``).
+        ``load_state_dict(json.loads(json.dumps(state)))`` on a fresh processor must give the
+        same outputs (checked by :func:`mmcore.testing.check_encoder`)."""
         return {}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:  # noqa: B027
@@ -173,3 +179,41 @@ class Head(nn.Module, abc.ABC):
     def example_targets(self, batch_size: int, generator: torch.Generator) -> list[Any]:
         """Valid raw targets, for conformance checks."""
         raise NotImplementedError(f"{type(self).__name__} does not provide example targets")
+
+
+class Perturbation:
+    """A change to raw inputs of one modality, for robustness evaluation (``mmcore eval --robustness``)
+    and train-time augmentation (``trainer.augment``): ``Perturbation(level)(raw, generator) -> raw``.
+
+    ``level`` is a number >= 0: 0 leaves the input unchanged (as its processor sees it), larger is
+    stronger. ``__call__`` takes a raw value the modality's processors read (a path, PIL image,
+    array, waveform, string, row) and returns one they accept, drawing all randomness from
+    ``generator`` (same generator state -> same output) and never modifying ``raw`` in place.
+
+    Class attributes: ``levels`` (the default sweep of ``mmcore eval --robustness``), ``unit``
+    (how a level reads in reports) and, optionally, ``modality`` (else give it to
+    ``registry.add_perturbation(..., modality=...)``; one source only). Override
+    :meth:`describe` to print a level differently (e.g. as an SNR in dB).
+
+    Raises:
+        ValueError: ``level`` is not a number >= 0.
+    """
+
+    levels: tuple[float, ...] = ()
+    #: how to print a level in reports (e.g. as an SNR)
+    unit: str = ""
+    #: the modality of the raw inputs it takes (None: given at registration, or any)
+    modality: str | None = None
+
+    def __init__(self, level: float) -> None:
+        if isinstance(level, bool) or not isinstance(level, (int, float)) or level < 0:
+            raise ValueError(f"{type(self).__name__}: level must be a number >= 0, got {level!r}")
+        self.level = float(level)
+
+    def __call__(self, raw: Any, generator: torch.Generator) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} must implement __call__(raw, generator) -> raw")
+
+    @classmethod
+    def describe(cls, level: float) -> str:
+        """``level`` as reports print it."""
+        return f"{level:g}"

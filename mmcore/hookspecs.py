@@ -98,7 +98,9 @@ def mmcore_train_end(trainer, report):
     """A training run ended (finished, stopped early, or stopped on a non-finite loss).
 
     :param trainer: the trainer.
-    :param dict report: the final report (also written as ``report.json`` in the run directory).
+    :param dict report: the final report, written as ``report.json`` in the run directory after
+        every implementation has returned (a logger may add to it: ``plots`` lists the PNGs drawn).
 
-    Called once on every process. :return: ignored.
+    Called once on every process; loggers (``trainer.loggers``) first, in the listed order, on
+    the main process only. :return: ignored.
     """

@@ -19,6 +19,7 @@ from mmcore.components import (
     Processor,
 )
 from mmcore.errors import ConfigError, ConfigIssue, UnknownComponentError
+from mmcore.feature_cache import CACHED, SlotCache
 from mmcore.features import Features
 from mmcore.options import check_options, factory_parameters
 from mmcore.registry import ComponentInfo, Registry
@@ -60,6 +61,10 @@ class MultimodalModel(nn.Module):
         self.head = head
         self.spec = copy.deepcopy(dict(spec)) if spec is not None else None
         self.processors: dict[str, Processor] = {slot: enc.processor() for slot, enc in encoders.items()}
+        #: Frozen-feature caches by slot (:func:`mmcore.feature_cache.attach_feature_cache`): the
+        #: explicit path by which :meth:`collate` and :meth:`encode` serve cached features. Not
+        #: part of the state dict; empty unless a cache is attached.
+        self.feature_caches: dict[str, SlotCache] = {}
 
     @property
     def slots(self) -> list[str]:
@@ -77,17 +82,20 @@ class MultimodalModel(nn.Module):
     def collate(self, samples: Sequence[Sample]) -> dict[str, Any]:
         """Raw samples -> ``{"inputs": {slot: batch}, "targets": tensor | None}``.
 
-        A slot whose raw value is None (or absent) is missing for that sample.
+        A slot whose raw value is None (or absent) is missing for that sample. A slot with a
+        feature cache attached is collated by it (:meth:`SlotCache.collate`): cached samples carry
+        their stored features and skip the processor.
         """
         if not samples:
             raise ValueError("cannot collate an empty list of samples")
         inputs = {}
         for slot, processor in self.processors.items():
-            items = []
-            for sample in samples:
-                raw = sample.get("inputs", {}).get(slot)
-                items.append(None if raw is None else processor(raw))
-            inputs[slot] = processor.collate(items)
+            raws = [sample.get("inputs", {}).get(slot) for sample in samples]
+            cache = self.feature_caches.get(slot)
+            if cache is not None:
+                inputs[slot] = cache.collate(raws, processor)
+            else:
+                inputs[slot] = processor.collate([None if raw is None else processor(raw) for raw in raws])
         targets = None
         if all(sample.get("target") is not None for sample in samples):
             targets = self.head.collate_targets([sample["target"] for sample in samples])
@@ -95,7 +103,12 @@ class MultimodalModel(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def encode(self, inputs: Mapping[str, Any]) -> dict[str, Features]:
-        """``{slot: batch}`` -> ``{slot: Features}``; slots not in ``inputs`` come back absent."""
+        """``{slot: batch}`` -> ``{slot: Features}``; slots not in ``inputs`` come back absent.
+
+        A batch marked as cached (:data:`mmcore.feature_cache.CACHED`, from :meth:`collate` with a
+        feature cache attached to the slot) goes to the slot's cache, which runs the encoder's
+        frozen stage on the misses only; every other batch goes to the encoder's ``forward``.
+        """
         unknown = set(inputs) - set(self.encoders)
         if unknown:
             raise ValueError(f"inputs for unknown modality slot(s) {sorted(unknown)}; the model has {self.slots}")
@@ -103,7 +116,11 @@ class MultimodalModel(nn.Module):
             raise ValueError(f"inputs must hold at least one of the model's modality slots {self.slots}, got none")
         features: dict[str, Features] = {}
         for slot, batch in inputs.items():
-            out = self.encoders[slot](batch)
+            cache = self.feature_caches.get(slot)
+            if cache is not None and CACHED in batch:
+                out = cache.encode(self.encoders[slot], batch)
+            else:
+                out = self.encoders[slot](batch)
             if not isinstance(out, Features):
                 raise TypeError(f"encoder of slot {slot!r} returned {type(out).__name__}, expected mmcore.Features")
             features[slot] = out
@@ -166,8 +183,13 @@ def build_model(spec: Mapping[str, Any], registry: Registry | None = None, *, pa
         for slot, entry in spec["encoders"].items()
     }
     for slot, encoder in encoders.items():
+        where = _join(path, f"encoders.{slot}")
         if not isinstance(encoder, Encoder):
-            raise TypeError(f"{_join(path, f'encoders.{slot}')}: factory returned {type(encoder).__name__}, expected an mmcore.Encoder")
+            raise TypeError(f"{where}: factory returned {type(encoder).__name__}, expected an mmcore.Encoder")
+        info = registry.get("encoder", spec["encoders"][slot]["name"])
+        if info.modality and encoder.modality not in ("unknown", info.modality):  # a factory function's product
+            raise TypeError(f"{where}: encoder {info.name!r} ({info.owner}) was registered with modality {info.modality!r} "
+                            f"but built a {type(encoder).__name__} whose modality is {encoder.modality!r}")
     input_dims = {slot: int(encoder.dim) for slot, encoder in encoders.items()}
     fusion = None
     if spec.get("fusion") is not None:

@@ -1,4 +1,5 @@
-"""The component registry: which encoders, fusions, heads, datasets, ... exist, and who owns them."""
+"""The component registry: which encoders, fusions, heads, datasets, ... exist, and who owns them;
+and which modalities exist and which file extensions each reads (:meth:`PluginRegistry.add_modality`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,48 @@ from mmcore.errors import DuplicateComponentError, UnknownComponentError
 
 #: The kinds of component a plugin can register.
 KINDS: tuple[str, ...] = ("encoder", "fusion", "head", "dataset", "logger", "perturbation")
+
+
+@dataclass(frozen=True)
+class ModalityInfo:
+    """One plugin's declaration of a modality and the file extensions its encoders' processors read.
+
+    Attributes:
+        name: the modality ("image", "audio", ...), as encoders declare it in ``modality``.
+        extensions: lower-case suffixes with the dot (".png"), or a zero-argument callable returning
+            them -- so a plugin can name a reader library's list (Pillow's, libsndfile's) without
+            importing the library while plugins are discovered.
+        plugin: name of the plugin that declared it.
+        distribution: the distribution that ships the plugin (None for runtime plugins).
+        doc: one line saying what raw inputs the modality takes.
+    """
+
+    name: str
+    extensions: tuple[str, ...] | Callable[[], Any]
+    plugin: str
+    distribution: str | None = None
+    doc: str = ""
+
+    @property
+    def owner(self) -> str:
+        where = f" from distribution {self.distribution!r}" if self.distribution else ""
+        return f"plugin {self.plugin!r}{where}"
+
+    def suffixes(self) -> frozenset[str]:
+        """The declared extensions (a callable is called here), checked and lower-cased."""
+        values = self.extensions() if callable(self.extensions) else self.extensions
+        return frozenset(_check_extensions(self.name, values, self.owner))
+
+
+def _check_extensions(modality: str, values: Any, owner: str) -> list[str]:
+    if isinstance(values, str) or not hasattr(values, "__iter__"):
+        raise TypeError(f"modality {modality!r} ({owner}): extensions must be an iterable of suffixes like '.png', got {values!r}")
+    out = []
+    for ext in values:
+        if not isinstance(ext, str) or not ext.startswith(".") or len(ext) < 2 or "/" in ext:
+            raise ValueError(f"modality {modality!r} ({owner}): an extension must be a suffix with its dot like '.png', got {ext!r}")
+        out.append(ext.lower())
+    return out
 
 
 @dataclass(frozen=True)
@@ -43,6 +86,37 @@ class ComponentInfo:
         where = f" from distribution {self.distribution!r}" if self.distribution else ""
         return f"plugin {self.plugin!r}{where}"
 
+    def options(self) -> list[dict[str, Any]]:
+        """The options a config may set, from the factory's signature (arguments the framework
+        fills itself, like a fusion's ``input_dims``, left out): ``{"name", "type", "default",
+        "required"}`` each; ``type`` is the annotation as written (None when absent) and
+        ``default`` a JSON value (its ``repr`` when it is not one)."""
+        import json
+
+        from mmcore.components import RESERVED_ARGUMENTS
+
+        try:
+            signature = inspect.signature(self.factory)
+        except (TypeError, ValueError):  # a builtin without a signature
+            return []
+        reserved = RESERVED_ARGUMENTS.get(self.kind, frozenset())
+        out = []
+        for param in signature.parameters.values():
+            if param.name in reserved or param.name == "self" or param.kind not in (
+                    inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY):
+                continue
+            annotation = param.annotation
+            kind = None if annotation is inspect.Parameter.empty else (
+                annotation if isinstance(annotation, str) else getattr(annotation, "__name__", repr(annotation)))
+            required = param.default is inspect.Parameter.empty
+            default = None if required else param.default
+            try:
+                json.dumps(default)
+            except (TypeError, ValueError):
+                default = repr(default)
+            out.append({"name": param.name, "type": kind, "default": default, "required": required})
+        return out
+
 
 class Registry:
     """All registered components, by kind and name.
@@ -53,6 +127,54 @@ class Registry:
 
     def __init__(self) -> None:
         self._stacks: dict[tuple[str, str], list[ComponentInfo]] = {}
+        self._modalities: list[ModalityInfo] = []
+        self._extension_map: dict[str, str] | None = None
+
+    # ------------------------------------------------------------------ modalities
+    def modalities(self) -> dict[str, list[ModalityInfo]]:
+        """Every declared modality, with the declarations (several plugins may add extensions to one)."""
+        out: dict[str, list[ModalityInfo]] = {}
+        for info in self._modalities:
+            out.setdefault(info.name, []).append(info)
+        return dict(sorted(out.items()))
+
+    def extensions(self, modality: str) -> frozenset[str]:
+        """The file extensions (".png", ...) declared for ``modality``; empty if none."""
+        return frozenset().union(*(info.suffixes() for info in self._modalities if info.name == modality))
+
+    def extension_modalities(self) -> dict[str, str]:
+        """``{extension: modality}`` over every declaration (``mmcore predict``'s bare paths, ``fit``'s
+        columns). An extension two modalities claim is left out: which one a file is cannot be
+        told from its name (the caller asks the user to name the slot)."""
+        if self._extension_map is None:
+            claims: dict[str, set[str]] = {}
+            for info in self._modalities:
+                for ext in info.suffixes():
+                    claims.setdefault(ext, set()).add(info.name)
+            self._extension_map = {ext: names.pop() for ext, names in sorted(claims.items()) if len(names) == 1}
+        return dict(self._extension_map)
+
+    def modality_of(self, path: Any) -> str | None:
+        """The modality whose declared extensions include ``path``'s suffix (case-insensitive), or None."""
+        import os
+
+        return self.extension_modalities().get(os.path.splitext(os.fspath(path))[1].lower())
+
+    def add_modality(self, info: ModalityInfo) -> None:
+        """Add a declaration; static extensions another modality already claims are an error naming both owners."""
+        if not isinstance(info.name, str) or not info.name:
+            raise ValueError(f"a modality name must be a non-empty string, got {info.name!r} ({info.owner})")
+        if not callable(info.extensions):
+            mine = set(_check_extensions(info.name, info.extensions, info.owner))
+            for other in self._modalities:
+                if other.name != info.name and not callable(other.extensions):
+                    clash = sorted(mine & set(other.suffixes()))
+                    if clash:
+                        raise DuplicateComponentError(
+                            f"extension(s) {clash} declared for modality {info.name!r} by {info.owner} and for "
+                            f"modality {other.name!r} by {other.owner}; a file's modality must follow from its extension")
+        self._modalities.append(info)
+        self._extension_map = None
 
     # ------------------------------------------------------------------ lookup
     def get(self, kind: str, name: str) -> ComponentInfo:
@@ -108,7 +230,9 @@ class Registry:
         stack.append(info)
 
     def remove_plugin(self, plugin: str) -> list[ComponentInfo]:
-        """Remove every entry ``plugin`` registered; return them."""
+        """Remove every entry (and modality declaration) ``plugin`` registered; return the entries."""
+        self._modalities = [info for info in self._modalities if info.plugin != plugin]
+        self._extension_map = None
         removed = []
         for key, stack in list(self._stacks.items()):
             kept = [info for info in stack if info.plugin != plugin]
@@ -139,7 +263,12 @@ class PluginRegistry:
         example_options: Mapping[str, Any] | None = None,
         override: bool = False,
     ) -> ComponentInfo:
-        """Register ``factory`` as the ``kind`` called ``name``; return its entry."""
+        """Register ``factory`` as the ``kind`` called ``name``; return its entry.
+
+        ``modality`` (encoders, perturbations) has one source: the class's ``modality`` attribute,
+        or the argument for a factory that is not a class; both given and different is a ValueError.
+        """
+        modality = _one_modality(kind, name, factory, modality)
         info = ComponentInfo(
             kind=kind,
             name=name,
@@ -153,11 +282,36 @@ class PluginRegistry:
         self._registry.add(info, override=override)
         return info
 
-    def add_encoder(self, name: str, factory: Callable[..., Any], *, modality: str, **kwargs: Any) -> ComponentInfo:
-        """Register an encoder of ``modality`` data ("image", "text", "audio", "tabular", "video", ...)."""
-        if not isinstance(modality, str) or not modality:
-            raise ValueError(f"encoder {name!r}: modality must be a non-empty string, got {modality!r}")
+    def add_encoder(self, name: str, factory: Callable[..., Any], *, modality: str | None = None, **kwargs: Any) -> ComponentInfo:
+        """Register an encoder of ``modality`` data ("image", "text", "audio", "tabular", "video", ...).
+
+        The modality has one source: the encoder class's ``modality`` attribute, or ``modality``
+        here for a factory that is not a class. Giving both is allowed only when they agree.
+
+        Raises:
+            ValueError: no modality from either source, or the two disagree (both are named).
+        """
+        modality = _one_modality("encoder", name, factory, modality)
+        if modality is None:
+            raise ValueError(f"encoder {name!r}: modality must be a non-empty string (set {getattr(factory, '__qualname__', name)}.modality "
+                             "or pass modality=...), got None")
         return self.add("encoder", name, factory, modality=modality, **kwargs)
+
+    def add_modality(self, name: str, *, extensions: Any, doc: str = "") -> ModalityInfo:
+        """Declare that ``name`` data is read from files with these ``extensions``.
+
+        ``extensions``: suffixes with the dot (``(".png", ".jpg")``), or a zero-argument callable
+        returning them, called the first time they are needed (so discovery imports no reader
+        library). ``mmcore predict`` sends a bare file path to the slot of this modality, and
+        ``mmcore fit`` infers a column's kind from its files' suffixes. Several plugins may add
+        extensions to one modality; one extension claimed by two modalities is an error naming
+        both plugins (static lists) or is left to the user to assign (lazy lists).
+        """
+        static = not callable(extensions) and not isinstance(extensions, str) and hasattr(extensions, "__iter__")
+        info = ModalityInfo(name=name, extensions=tuple(extensions) if static else extensions,
+                            plugin=self.plugin, distribution=self.distribution, doc=doc)
+        self._registry.add_modality(info)
+        return info
 
     def add_fusion(self, name: str, factory: Callable[..., Any], **kwargs: Any) -> ComponentInfo:
         """Register a fusion, built as ``factory(input_dims={slot: dim}, dim=..., **options)``."""
@@ -172,12 +326,27 @@ class PluginRegistry:
         return self.add("dataset", name, factory, **kwargs)
 
     def add_logger(self, name: str, factory: Callable[..., Any], **kwargs: Any) -> ComponentInfo:
-        """Register a training logger."""
+        """Register a training logger: ``factory(**options)`` returns an object whose lifecycle hook
+        methods (``@mmcore.hookimpl``) run while a run lists it in ``trainer.loggers``
+        (:mod:`mmcore.engine.loggers`)."""
         return self.add("logger", name, factory, **kwargs)
 
     def add_perturbation(self, name: str, factory: Callable[..., Any], **kwargs: Any) -> ComponentInfo:
         """Register a perturbation used by robustness evaluation."""
         return self.add("perturbation", name, factory, **kwargs)
+
+
+def _one_modality(kind: str, name: str, factory: Any, modality: Any) -> str | None:
+    """The component's modality from its class attribute and/or the registration argument (one source)."""
+    if modality is not None and (not isinstance(modality, str) or not modality):
+        raise ValueError(f"{kind} {name!r}: modality must be a non-empty string, got {modality!r}")
+    declared = getattr(factory, "modality", None) if isinstance(factory, type) else None
+    if not isinstance(declared, str) or declared in ("", "unknown"):  # mmcore.Encoder's placeholder
+        declared = None
+    if declared is not None and modality is not None and declared != modality:
+        raise ValueError(f"{kind} {name!r}: registered with modality={modality!r} but {factory.__qualname__}.modality is "
+                         f"{declared!r}; declare the modality in one place (the class attribute)")
+    return modality if modality is not None else declared
 
 
 def first_doc_line(obj: Any) -> str:

@@ -5,18 +5,24 @@
 
 Each check builds small random inputs and verifies forward, backward, shapes, masks and
 missing modalities; a failure raises :class:`ConformanceError` (an AssertionError, so pytest
-shows it as a test failure) that says what was expected and what came.
+shows it as a test failure) that says what was expected and what came. Checks exist for every
+buildable kind: :func:`check_encoder` (with its Processor), :func:`check_fusion`,
+:func:`check_head`, :func:`check_perturbation`, :func:`check_dataset`, and
+:func:`check_component` for a registered one by name.
+
+(Longer than mmcore's other modules on purpose: it is the one public kit plugin authors import,
+``from mmcore.testing import ...``, and each check reads top to bottom on its own.)
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
-from mmcore.components import Encoder, Fusion, Head, HeadOutput
+from mmcore.components import Encoder, Fusion, Head, HeadOutput, Processor
 from mmcore.features import Features
 from mmcore.options import factory_parameters
 from mmcore.registry import ComponentInfo, Registry
@@ -166,8 +172,19 @@ def check_fusion(
 
 
 # ---------------------------------------------------------------------- encoders
-def check_encoder(encoder: Encoder, *, batch_size: int = 4, seed: int = 0, label: str | None = None) -> Encoder:
-    """Run the encoder's processor on its example samples (one missing) and check the encoder contract."""
+def check_encoder(encoder: Encoder, *, batch_size: int = 4, seed: int = 0, label: str | None = None,
+                  atol: float = 1e-4) -> Encoder:
+    """Run the encoder's processor on its example samples (one missing) and check the encoder contract.
+
+    Checks: ``modality`` and ``dim``; ``collate``'s ``present``; Features shapes, finiteness and
+    zeros for the missing sample; each sample's output the same alone and inside the padded mixed
+    batch (pooled and real tokens, within ``atol`` scaled by the output's magnitude); the
+    Processor's state surviving ``fit -> state_dict -> JSON -> load_state_dict`` with identical
+    outputs; gradients reaching the trainable parameters. Needs ``Processor.example``.
+
+    Raises:
+        ConformanceError: the first contract broken, naming it.
+    """
     label = label or f"encoder {type(encoder).__name__}"
     if not isinstance(encoder, Encoder):
         _fail(label, f"must be an mmcore.Encoder, got {type(encoder).__name__}")
@@ -197,12 +214,67 @@ def check_encoder(encoder: Encoder, *, batch_size: int = 4, seed: int = 0, label
         _fail(label, f"Features.present should be {expected_present.tolist()}, got {feats.present.tolist()}")
     if feats.mask[1].any() or feats.pooled[1].abs().sum() != 0 or (feats.tokens[1].abs().sum() != 0):
         _fail(label, "a missing sample must give mask=False and zero tokens/pooled (never data-looking features)")
+    _check_batch_independence(label, encoder, processor, raws, feats, atol)
+    _check_processor_state(label, encoder, processor, gen)
     if any(p.requires_grad for p in encoder.parameters()):
         encoder.train()
         out = encoder(batch)
         (out.pooled.sum() + (out.tokens * out.mask[..., None]).sum()).backward()
         _check_parameter_grads(label, encoder)
     return encoder
+
+
+def _check_batch_independence(label: str, encoder: Encoder, processor: Processor, raws: list[Any], feats: Features,
+                              atol: float) -> None:
+    """Each present sample encoded alone must give what it gets inside the padded, mixed batch:
+    the same pooled vector and the same real tokens. Catches pooling over padding tokens, and real
+    tokens that move with how much padding the batch has (positions counted from the end, a
+    normalisation by the padded length, attention without the key padding mask)."""
+    with torch.no_grad():
+        for row, raw in enumerate(raws):
+            if raw is None:
+                continue
+            alone = encoder(processor.collate([processor(raw)]))
+            _check_features(f"{label} (sample {row} alone)", alone, 1, encoder.dim)
+            tol = atol * (1.0 + float(alone.pooled.abs().max()))
+            real_batch, real_alone = feats.tokens[row][feats.mask[row]], alone.tokens[0][alone.mask[0]]
+            if real_batch.shape != real_alone.shape:
+                _fail(label, f"sample {row} has {real_alone.shape[0]} real tokens alone but {real_batch.shape[0]} inside a "
+                             "padded batch: the mask must mark the same real tokens whatever the padding")
+            if not torch.allclose(real_batch, real_alone, atol=tol, rtol=1e-3):
+                diff = float((real_batch - real_alone).abs().max())
+                _fail(label, f"sample {row}'s real tokens differ alone and inside a padded batch of {len(raws)} "
+                             f"(max difference {diff:.3g}): they depend on how much padding the batch has")
+            if not torch.allclose(feats.pooled[row], alone.pooled[0], atol=tol, rtol=1e-3):
+                diff = float((feats.pooled[row] - alone.pooled[0]).abs().max())
+                _fail(label, f"sample {row}'s pooled vector differs alone and inside a padded batch of {len(raws)} "
+                             f"(max difference {diff:.3g}): padding (or the other samples) leaks into it")
+
+
+def _check_processor_state(label: str, encoder: Encoder, processor: Processor, gen: torch.Generator,
+                           num_fit: int = 6) -> None:
+    """``fit -> state_dict -> JSON -> load_state_dict`` on a fresh processor gives identical outputs
+    (the state is saved in model.json and loaded into a new model by ``mmcore predict``)."""
+    fit_raws: list[Any] = [processor.example(gen) for _ in range(num_fit)]
+    processor.fit([*fit_raws, None])
+    state = processor.state_dict()
+    try:
+        text = json.dumps(state, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        _fail(label, f"Processor.state_dict() must hold JSON values only (it is saved in model.json; use .tolist() "
+                     f"for tensors): {exc}")
+    fresh = encoder.processor()
+    fresh.load_state_dict(json.loads(text))
+    probe = [*fit_raws[:3], None]
+    fitted = processor.collate([None if r is None else processor(r) for r in probe])
+    restored = fresh.collate([None if r is None else fresh(r) for r in probe])
+    if not _same_tree(fitted, restored, atol=0.0):
+        _fail(label, "a processor restored from its JSON state_dict() gives different batches than the fitted one: "
+                     "some fitted state is missing from state_dict() or not restored by load_state_dict()")
+    with torch.no_grad():
+        a, b = encoder(fitted), encoder(restored)
+    if not (torch.equal(a.pooled, b.pooled) and torch.equal(a.tokens * a.mask[..., None], b.tokens * b.mask[..., None])):
+        _fail(label, "the encoder's outputs differ for a processor restored from its JSON state_dict()")
 
 
 # ---------------------------------------------------------------------- heads
@@ -279,7 +351,12 @@ def check_component(
     registry: Registry | None = None,
     num_modalities: int = 3,
 ) -> Any:
-    """Check a registered component by kind and name (its ``example_options`` unless ``options``)."""
+    """Check a registered component by kind and name (its ``example_options`` unless ``options``).
+
+    Encoders, fusions, heads, datasets and perturbations have checks (a perturbation gets its
+    example inputs from a registered encoder of its modality). Raises ConformanceError on a broken
+    contract, ValueError for a kind without a check.
+    """
     if isinstance(kind, ComponentInfo):
         info = kind
     else:
@@ -298,10 +375,193 @@ def check_component(
         return check_encoder(encoder, label=label)
     if info.kind == "head":
         return check_head(info.factory, options=opts, label=label)
-    raise ValueError(f"no conformance check for {info.kind}s; checks exist for encoders, fusions and heads")
+    if info.kind == "dataset":
+        return check_dataset(info.factory, options=opts, label=label)
+    if info.kind == "perturbation":
+        return check_perturbation(info.factory, processor=_processor_for(info, registry), options=opts, label=label)
+    raise ValueError(f"no conformance check for {info.kind}s; checks exist for encoders, fusions, heads, datasets and "
+                     "perturbations")
+
+
+def _processor_for(info: ComponentInfo, registry: Registry | None) -> Processor:
+    """A processor of the perturbation's modality (from the first registered encoder of it), for example inputs."""
+    if registry is None:
+        from mmcore.plugin_manager import get_registry
+
+        registry = get_registry()
+    encoders = [e for e in registry if e.kind == "encoder" and e.modality == info.modality] if info.modality else []
+    if not encoders:
+        raise ValueError(f"perturbation {info.name!r} ({info.owner}): no registered encoder of modality {info.modality!r} "
+                         "supplies example inputs; call check_perturbation(factory, processor=...) with one")
+    chosen = next((e for e in encoders if e.distribution == info.distribution), encoders[0])
+    return chosen.factory(**chosen.example_options).processor()
+
+
+# ---------------------------------------------------------------------- perturbations
+def check_perturbation(
+    factory: Any,
+    *,
+    processor: Processor,
+    raws: Sequence[Any] | None = None,
+    options: Mapping[str, Any] | None = None,
+    num_examples: int = 6,
+    seed: int = 0,
+    label: str | None = None,
+    atol: float = 1e-5,
+) -> Any:
+    """Check a perturbation factory (``factory(level, **options)(raw, generator) -> raw``) on raw
+    inputs of its modality (``raws``, or ``processor.example`` draws), as ``processor`` reads them.
+
+    Checks: ``levels`` are numbers >= 0; a negative level is a ValueError/TypeError; the output is
+    a raw value ``processor`` accepts (and collates); the same generator state gives the same
+    output; the input is not modified in place; level 0 leaves the input unchanged (as processed,
+    within ``atol``); the largest of ``levels`` (and of the checked level, ``options["level"]``)
+    changes at least one example. Returns the perturbation built at the checked level.
+
+    Raises:
+        ConformanceError: the first contract broken, naming it.
+    """
+    label = label or f"perturbation {getattr(factory, '__name__', factory)!r}"
+    opts = dict(options or {})
+    levels = getattr(factory, "levels", ())
+    if not isinstance(levels, (tuple, list)) or any(isinstance(x, bool) or not isinstance(x, (int, float)) or x < 0 for x in levels):
+        _fail(label, f"levels (the default robustness sweep) must be a tuple of numbers >= 0, got {levels!r}")
+    level = opts.pop("level", max(levels) if levels else 0.5)
+    try:
+        factory(level=-1.0, **opts)
+    except (ValueError, TypeError):
+        pass
+    else:
+        _fail(label, "a negative level must raise ValueError (levels are >= 0, 0 = unchanged)")
+    gen = torch.Generator().manual_seed(seed)
+    if raws is None:
+        try:
+            raws = [processor.example(gen) for _ in range(num_examples)]
+        except NotImplementedError as exc:
+            _fail(label, f"the processor supplies no example inputs; pass raws=[...] ({exc})")
+    perturb, unchanged = factory(level=level, **opts), factory(level=0.0, **opts)
+    if not callable(perturb):
+        _fail(label, f"factory must return a callable (raw, generator) -> raw, got {type(perturb).__name__}")
+    strongest = factory(level=max([*levels, level]), **opts)
+    changed, outputs = False, []
+    for i, raw in enumerate(raws):
+        before = processor(raw)
+        try:
+            first = perturb(raw, torch.Generator().manual_seed(seed + i))
+            again = perturb(raw, torch.Generator().manual_seed(seed + i))
+            processed = processor(first)
+        except Exception as exc:  # noqa: BLE001 - the report names what failed and how
+            _fail(label, f"example {i} at level {level}: perturbing it, or processing the result, raised "
+                         f"{type(exc).__name__}: {exc}")
+        if not _same_tree(processed, processor(again), atol=0.0):
+            _fail(label, f"example {i}: the same generator state gave different outputs (draw every random number "
+                         "from the generator argument)")
+        if not _same_tree(processor(raw), before, atol=0.0):
+            _fail(label, f"example {i}: the raw input was modified in place (return a new value)")
+        zero = processor(unchanged(raw, torch.Generator().manual_seed(seed + i)))
+        if not _same_tree(zero, before, atol=atol):
+            _fail(label, f"example {i}: level 0 must leave the input unchanged (as its processor sees it)")
+        strong = processor(strongest(raw, torch.Generator().manual_seed(seed + i)))
+        changed = changed or not _same_tree(strong, before, atol=atol)
+        outputs.append(processed)
+    if raws and not changed:
+        _fail(label, f"at level {max([*levels, level])} it changed none of the {len(raws)} examples")
+    batch = processor.collate(outputs)
+    if "present" not in batch:
+        _fail(label, "the processor could not collate perturbed inputs into a batch with 'present'")
+    return perturb
+
+
+# ---------------------------------------------------------------------- datasets
+def check_dataset(
+    factory: Any,
+    *,
+    options: Mapping[str, Any] | None = None,
+    splits: Sequence[str] = ("train", "val", "test"),
+    max_samples: int = 16,
+    label: str | None = None,
+) -> dict[str, Any]:
+    """Check a dataset factory (``factory(split, **options)``): each split is a map-style dataset
+    of samples ``{"inputs": {slot: raw | None}, "target": ...}``.
+
+    Checks: ``len`` is an int and the training split is not empty; samples (the first
+    ``max_samples`` and the last) are mappings with an ``inputs`` mapping of string slots and a
+    ``target`` key; every sample and split has the same slots and at least one present input;
+    ``metadata``, when present, is a mapping; building a split again gives the same samples (by
+    :func:`mmcore.feature_cache.sample_key`); an unknown split is a ValueError. Returns the
+    datasets by split.
+
+    Raises:
+        ConformanceError: the first contract broken, naming the split and sample.
+    """
+    from mmcore.feature_cache import sample_key
+
+    label = label or f"dataset {getattr(factory, '__name__', factory)!r}"
+    opts = dict(options or {})
+    built: dict[str, Any] = {}
+    slots: set[str] | None = None
+    for split in splits:
+        data = factory(split=split, **opts)
+        n = len(data)
+        if not isinstance(n, int) or n < 0:
+            _fail(label, f"split {split!r}: len() must be an int >= 0, got {n!r}")
+        if split == "train" and n == 0:
+            _fail(label, "the training split is empty")
+        metadata = getattr(data, "metadata", {})
+        if not isinstance(metadata, Mapping):
+            _fail(label, f"split {split!r}: metadata must be a mapping, got {type(metadata).__name__}")
+        rows = sorted({*range(min(n, max_samples)), n - 1} - {-1})
+        keys = []
+        for i in rows:
+            sample = data[i]
+            where = f"split {split!r}, sample {i}"
+            if not isinstance(sample, Mapping) or not isinstance(sample.get("inputs"), Mapping):
+                _fail(label, f"{where}: expected a mapping with an 'inputs' mapping {{slot: raw or None}}, got {sample!r:.80}")
+            if "target" not in sample:
+                _fail(label, f"{where}: has no 'target' key (use None for unlabelled data)")
+            inputs = sample["inputs"]
+            if not all(isinstance(slot, str) and slot for slot in inputs):
+                _fail(label, f"{where}: slots must be non-empty strings, got {list(inputs)}")
+            if slots is None:
+                slots = set(inputs)
+            elif set(inputs) != slots:
+                _fail(label, f"{where}: slots {sorted(inputs)} differ from the other samples' {sorted(slots)}")
+            if all(raw is None for raw in inputs.values()):
+                _fail(label, f"{where}: every modality is missing (a sample needs at least one present input)")
+            keys.append(sample_key({"inputs": dict(inputs), "target": sample["target"]}))
+        again = factory(split=split, **opts)
+        if len(again) != n or [sample_key({"inputs": dict(again[i]["inputs"]), "target": again[i]["target"]}) for i in rows] != keys:
+            _fail(label, f"split {split!r}: building it twice gave different samples (seed every random choice)")
+        built[split] = data
+    try:
+        factory(split="no-such-split", **opts)
+    except ValueError:
+        pass
+    else:
+        _fail(label, "an unknown split ('no-such-split') must raise ValueError naming the valid ones")
+    return built
 
 
 # ---------------------------------------------------------------------- helpers
+def _same_tree(a: Any, b: Any, *, atol: float) -> bool:
+    """Equal processed values: tensors (and arrays) by shape and values within ``atol``, containers item by item."""
+    if hasattr(a, "__array__") and not isinstance(a, torch.Tensor):
+        a = torch.as_tensor(a)
+    if hasattr(b, "__array__") and not isinstance(b, torch.Tensor):
+        b = torch.as_tensor(b)
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)) or a.shape != b.shape or a.dtype != b.dtype:
+            return False
+        if a.is_floating_point():
+            return bool(torch.allclose(a, b, atol=atol, rtol=0.0, equal_nan=True))
+        return bool(torch.equal(a, b))
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return a.keys() == b.keys() and all(_same_tree(a[k], b[k], atol=atol) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same_tree(x, y, atol=atol) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
 def _check_features(label: str, feats: Any, batch_size: int, dim: int) -> None:
     if not isinstance(feats, Features):
         _fail(label, f"must return mmcore.Features, got {type(feats).__name__}")

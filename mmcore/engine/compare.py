@@ -24,6 +24,7 @@ import torch
 
 from mmcore.engine.checkpoint import atomic_write, dumps_json, load_model
 from mmcore.engine.evaluation import to_device
+from mmcore.engine.plots import plot_compare
 from mmcore.engine.rundir import RunDir
 from mmcore.errors import ConfigError, ConfigIssue
 from mmcore.model import MultimodalModel
@@ -171,28 +172,3 @@ def format_compare(results: Mapping[str, Mapping[str, Any]]) -> str:
     batch = next(iter(results.values()))["latency_batch"]
     lines.append(f"latency: median forward of a batch of {batch}" + ("; * estimated (params + grads + AdamW + saved activations)" if estimated else ""))
     return "\n".join(lines)
-
-
-def plot_compare(results: Mapping[str, Mapping[str, Any]], path: Path) -> Path | None:
-    """Scatter of the metric against latency, one labelled point per fusion; None without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    points = {k: r for k, r in results.items() if r["value"] is not None}
-    if not points:
-        return None
-    fig, ax = plt.subplots(figsize=(5, 3.6), dpi=110)
-    for name, r in points.items():
-        ax.scatter(r["latency_ms"], r["value"], s=25)
-        ax.annotate(name, (r["latency_ms"], r["value"]), textcoords="offset points", xytext=(4, 3), fontsize=8)
-    ax.set_xlabel(f"latency (ms per batch of {next(iter(points.values()))['latency_batch']})")
-    ax.set_ylabel(next(iter(points.values()))["metric"])
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
-    return path

@@ -2,6 +2,9 @@
 
 Everything is validated before any data is read or any model is built, and every problem is
 reported at once with its path in the config (``model.fusion.dimm: unknown option ...``).
+
+A little over 450 lines: :class:`TrainerOptions` documents every trainer option in place (the
+config reference), and each option's checks sit beside the others.
 """
 
 from __future__ import annotations
@@ -28,6 +31,12 @@ SECTIONS = ("data", "model", "trainer")
 MODEL_PARTS = ("encoders", "fusion", "head")
 
 
+#: Field metadata of a trainer option a resumed run may change (it does not change what is computed).
+_MAY_CHANGE = {"resume_may_change": True}
+#: The loggers ``trainer.loggers: null`` means, in order; each is dropped when its switch is false.
+DEFAULT_LOGGERS = ("csv", "tensorboard", "progress", "plots")
+
+
 @dataclasses.dataclass
 class TrainerOptions:
     """The ``trainer`` section. Every field can be overridden as ``trainer.<field>=value``."""
@@ -37,7 +46,7 @@ class TrainerOptions:
     #: global batch size (split evenly over the processes of a distributed run)
     batch_size: int = 32
     #: batch size for validation and test (default: batch_size)
-    eval_batch_size: int | None = None
+    eval_batch_size: int | None = dataclasses.field(default=None, metadata=_MAY_CHANGE)
     #: AdamW peak learning rate
     lr: float = 1e-3
     #: AdamW weight decay (never applied to biases, norms or other 1-D parameters)
@@ -66,38 +75,96 @@ class TrainerOptions:
     #: validation metric choosing the best checkpoint ("loss" or one of the head's metrics;
     #: null = the head's first metric, e.g. accuracy for classification)
     monitor: str | None = None
-    #: whether larger monitored values are better; auto = min for losses and errors, else max
+    #: whether larger monitored values are better; auto = as the metric declares it (torchmetrics'
+    #: higher_is_better: min for the loss, MSE, WER, MAPE, ...; max for accuracy, F1, BLEU, ...)
     monitor_mode: Literal["auto", "max", "min"] = "auto"
     #: stop after this many epochs without improvement of the monitored metric (null = never)
     early_stopping: int | None = None
     seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = dataclasses.field(default="auto", metadata=_MAY_CHANGE)
     #: where the run's config, metrics, plots, checkpoints and report go
-    run_dir: str = "runs/latest"
+    run_dir: str = dataclasses.field(default="runs/latest", metadata=_MAY_CHANGE)
     #: serve frozen encoders' features from a cache (computed once for the training and validation
     #: splits before the first epoch, so later epochs skip those encoders entirely): true = in
     #: memory, a string = also on disk in that folder (kept across runs); false = off
-    cache_features: bool | str = False
+    cache_features: bool | str = dataclasses.field(default=False, metadata=_MAY_CHANGE)
     #: remember each processed input read from a file or given as text (e.g. a WAV's log-mel
     #: spectrogram) in memory for the whole run, so only the first epoch reads and decodes the
     #: data; applies to processors that do not augment, and pays off with num_workers: 0
-    cache_inputs: bool = False
+    cache_inputs: bool = dataclasses.field(default=False, metadata=_MAY_CHANGE)
     #: DataLoader worker processes for the training split
-    num_workers: int = 0
+    num_workers: int = dataclasses.field(default=0, metadata=_MAY_CHANGE)
     #: Linux/glibc: keep freed host memory for reuse instead of returning it to the OS every step
     #: (up to 256 MiB; blocks under 32 MiB from the heap). Saves the page faults of re-allocating
     #: each step's tensors -- up to 1.6 ms of an 8 ms CPU step; the process keeps its peak heap.
     #: Applies to the whole process, for its lifetime.
-    retain_freed_memory: bool = True
-    #: a tqdm progress bar and one line per epoch (main process only)
-    progress: bool = True
-    #: write TensorBoard event files (when tensorboard is installed) and PNG plots (matplotlib)
-    tensorboard: bool = True
-    plots: bool = True
+    retain_freed_memory: bool = dataclasses.field(default=True, metadata=_MAY_CHANGE)
+    #: the run's outputs, each a logger plugin (``registry.add_logger``) run by the main process
+    #: on the lifecycle hooks: a name, or {name: NAME, option: value, ...}. null = the built-in
+    #: csv (metrics.csv), tensorboard, progress and plots, less those switched off below
+    loggers: list[str | dict[str, Any]] | None = dataclasses.field(default=None, metadata=_MAY_CHANGE)
+    #: a tqdm progress bar and one line per epoch (main process only); false drops the
+    #: ``progress`` logger
+    progress: bool = dataclasses.field(default=True, metadata=_MAY_CHANGE)
+    #: write TensorBoard event files (when tensorboard is installed); false drops the
+    #: ``tensorboard`` logger
+    tensorboard: bool = dataclasses.field(default=True, metadata=_MAY_CHANGE)
+    #: PNG plots of the training curves (matplotlib); false drops the ``plots`` logger
+    plots: bool = dataclasses.field(default=True, metadata=_MAY_CHANGE)
 
 
 def trainer_option_names() -> list[str]:
     return [f.name for f in dataclasses.fields(TrainerOptions)]
+
+
+def resume_may_change() -> frozenset[str]:
+    """``trainer.<option>`` for every option declared ``resume_may_change`` (its field metadata):
+    the options a resumed run may set differently."""
+    return frozenset(f"trainer.{f.name}" for f in dataclasses.fields(TrainerOptions) if f.metadata.get("resume_may_change"))
+
+
+#: Head options the trainer fills from the training split when the config leaves them out.
+FILLED_FROM_DATA = frozenset({"model.head.classes", "model.head.num_classes", "model.head.num_labels"})
+
+
+def config_differences(old: Any, new: Any, path: str = "") -> list[tuple[str, Any, Any]]:
+    """``(dotted path, old, new)`` for every leaf where two configs differ."""
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        out = []
+        for key in sorted(set(old) | set(new), key=str):
+            out += config_differences(old.get(key), new.get(key), f"{path}.{key}" if path else str(key))
+        return out
+    return [] if old == new else [(path, old, new)]
+
+
+def check_resume_config(saved: Mapping[str, Any], config: Mapping[str, Any], run_dir: str | Path) -> None:
+    """A resumed run's resolved ``config`` against the ``saved`` one of ``run_dir``: every
+    difference outside the options declared ``resume_may_change`` is an issue (a head option
+    left out now is re-filled from the data and compared when the model is built).
+
+    :raises ConfigError: every differing option, with both values.
+    """
+    may_change = resume_may_change()
+    issues = [ConfigIssue(path, f"differs from the run being resumed ({run_dir}): {old!r} there, {new!r} now")
+              for path, old, new in config_differences(saved, config) if path not in may_change
+              and not (new is None and path in FILLED_FROM_DATA)]
+    if issues:
+        issues.append(ConfigIssue("", "resume with the run's own config (it is in config.yaml), or start a new run"))
+        raise ConfigError(issues)
+
+
+def logger_specs(options: TrainerOptions) -> list[tuple[str, dict[str, Any]]]:
+    """The run's loggers as ``(name, options)``, in order: ``trainer.loggers`` (default
+    :data:`DEFAULT_LOGGERS`) less those whose switch (``trainer.progress``, ``tensorboard``,
+    ``plots``) is false. The shape of each entry is checked by :func:`validate_config`."""
+    entries = list(DEFAULT_LOGGERS) if options.loggers is None else list(options.loggers)
+    off = {name for name in ("progress", "tensorboard", "plots") if getattr(options, name) is False}
+    specs = []
+    for entry in entries:
+        name, opts = (entry, {}) if isinstance(entry, str) else (entry.get("name"), {k: v for k, v in entry.items() if k != "name"})
+        if name not in off:
+            specs.append((name, opts))
+    return specs
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
@@ -191,6 +258,7 @@ def validate_config(config: Mapping[str, Any], registry: Registry) -> TrainerOpt
     trainer, trainer_issues = _trainer_options(config.get("trainer") or {})
     issues += trainer_issues
     issues += _check_against_model(trainer, model, registry)
+    issues += _check_loggers(trainer, registry)
     if issues:
         raise ConfigError(issues)
     return trainer
@@ -372,4 +440,28 @@ def _check_against_model(options: TrainerOptions, model: Any, registry: Registry
                 issues.append(ConfigIssue(where, f"perturbation {name!r} applies to {info.modality} data; slot {slot!r} holds {modality}"))
             if isinstance(level, bool) or not isinstance(level, (int, float)) or level < 0:
                 issues.append(ConfigIssue(where, f"the maximum level must be a number >= 0, got {level!r}"))
+    return issues
+
+
+def _check_loggers(options: TrainerOptions, registry: Registry) -> list[ConfigIssue]:
+    """Each ``trainer.loggers`` entry names a registered logger, once, with options its factory takes."""
+    issues: list[ConfigIssue] = []
+    if options.loggers is None:
+        return issues
+    seen: set[str] = set()
+    for i, entry in enumerate(options.loggers):
+        where = f"trainer.loggers.{i}"
+        name = entry if isinstance(entry, str) else entry.get("name") if isinstance(entry, Mapping) else None
+        if not isinstance(name, str) or not name:
+            issues.append(ConfigIssue(where, f"expected a logger name or {{name: NAME, option: value}}, got {entry!r}"))
+            continue
+        if ("logger", name) not in registry:
+            issues.append(ConfigIssue(where, registry.unknown_message("logger", name)))
+            continue
+        if name in seen:
+            issues.append(ConfigIssue(where, f"logger {name!r} is listed twice"))
+        seen.add(name)
+        if isinstance(entry, Mapping):
+            extra = {k: v for k, v in entry.items() if k != "name"}
+            issues += check_options(registry.get("logger", name), extra, reserved=frozenset(), path=where)
     return issues

@@ -8,9 +8,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import Subset
 
 from mmcore.components import HeadOutput
+from mmcore.engine.metrics import as_float
 from mmcore.model import MultimodalModel
 
 
@@ -45,7 +46,8 @@ def evaluate(
     world_size: int = 1,
     num_workers: int = 0,
 ) -> dict[str, float]:
-    """Mean loss and every metric the head declares, over ``dataset``.
+    """Mean loss and every metric the head declares, over ``dataset``: ``{"loss": float, name: float}``
+    (each metric's ``compute()`` made one number by :func:`mmcore.engine.metrics.as_float`).
 
     In a distributed run each process evaluates every ``world_size``-th sample (no sample twice,
     none padded in; :func:`mmcore.engine.distributed.shard_indices`); torchmetrics' states and
@@ -99,7 +101,9 @@ def evaluate_counted(
             metric.distributed_available_fn = _not_distributed
     shard = Subset(dataset, indices) if sharded else dataset
     sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss * n, n
-    loader = DataLoader(shard, batch_size=batch_size, shuffle=False, collate_fn=model.collate, num_workers=num_workers)
+    from mmcore.data import make_dataloader  # the one DataLoader factory (one collate)
+
+    loader = make_dataloader(shard, model, batch_size, num_workers=num_workers, pin_memory=device.type == "cuda")
     try:
         for batch in loader:
             inputs, targets = to_device(batch, device)
@@ -113,7 +117,7 @@ def evaluate_counted(
                     metric.update(out.predictions, targets)
         if sharded:
             dist.all_reduce(sums)
-        result = {name: _scalar(m.compute()) for name, m in metrics.items()}
+        result = {name: as_float(m.compute()) for name, m in metrics.items()}
     finally:
         model.train(was_training)
     if sums[1] > 0:
@@ -123,14 +127,6 @@ def evaluate_counted(
 
 def _not_distributed() -> bool:
     return False
-
-
-def _scalar(value: Any) -> float:
-    if isinstance(value, torch.Tensor):
-        return float(value.float().mean()) if value.numel() != 1 else float(value)
-    if isinstance(value, Mapping):  # metrics returning several numbers: report their mean
-        return float(sum(_scalar(v) for v in value.values()) / max(1, len(value)))
-    return float(value)
 
 
 @torch.no_grad()

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from mmcore.engine.evaluation import evaluate
-from mmcore.engine.trainer import lower_is_better
+from mmcore.engine.metrics import lower_is_better
 from mmcore.engine.views import PerturbedView, SubsetOfModalities
 from mmcore.model import MultimodalModel
 from mmcore.registry import ComponentInfo, Registry
@@ -70,7 +70,9 @@ def robustness_report(
 
     ``perturbations`` limits the sweep to these names; ``levels`` overrides a perturbation's
     default levels; ``mode`` says whether larger values of ``metric`` are better (``max``),
-    smaller (``min``) or, with ``auto``, guesses from its name (losses and errors: smaller).
+    smaller (``min``) or, with ``auto``, asks the metric: its torchmetrics ``higher_is_better``
+    (:func:`mmcore.engine.metrics.lower_is_better`; the loss is lower-is-better). A metric that
+    declares no direction needs ``max`` or ``min`` (:class:`~mmcore.errors.ConfigError`).
     Returns a JSON-able dict (see :func:`format_report`).
     """
     if mode not in ("auto", "max", "min"):
@@ -86,7 +88,7 @@ def robustness_report(
     if metric not in clean_results:
         raise ValueError(f"metric {metric!r} is not reported by the head; it reports {sorted(clean_results)}")
     clean = clean_results[metric]
-    lower = lower_is_better(metric, mode)
+    lower = lower_is_better(metric, mode, metrics=model.head.metrics(), option="trainer.monitor_mode")
     subsets = []
     for size in range(len(slots), 0, -1):
         for keep in itertools.combinations(slots, size):
@@ -153,35 +155,7 @@ def format_report(report: Mapping[str, Any]) -> str:
 
 def plot_report(report: Mapping[str, Any], path: Path) -> Path | None:
     """Metric against perturbation level, one panel per slot, with the clean and 'modality removed'
-    lines; None when matplotlib is not installed."""
-    try:
-        import matplotlib
+    lines; None when matplotlib is not installed (:func:`mmcore.engine.plots.plot_robustness`)."""
+    from mmcore.engine.plots import plot_robustness
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    from mmcore.engine.checkpoint import atomic_write
-
-    metric = report["metric"]
-    slots = list(dict.fromkeys(row["slot"] for row in report["perturbed"]))
-    if not slots:
-        return None
-    fig, axes = plt.subplots(1, len(slots), figsize=(4.2 * len(slots), 3.4), dpi=110, squeeze=False)
-    for ax, slot in zip(axes[0], slots, strict=True):
-        rows = [r for r in report["perturbed"] if r["slot"] == slot]
-        for name in dict.fromkeys(r["perturbation"] for r in rows):
-            points = [(0.0, report["clean"])] + [(r["level"], r[metric]) for r in rows if r["perturbation"] == name]
-            ax.plot(*zip(*points, strict=True), marker="o", markersize=3, label=name)
-        ax.axhline(report["clean"], color="grey", linestyle=":", linewidth=1, label="clean")
-        if report["removed"].get(slot) is not None:
-            ax.axhline(report["removed"][slot], color="red", linestyle="--", linewidth=1, label=f"{slot} removed")
-        ax.set_title(slot)
-        ax.set_xlabel("level")
-        ax.set_ylabel(metric)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
-    return path
+    return plot_robustness(report, path)

@@ -4,15 +4,21 @@ One :class:`Trainer` runs in every process of a distributed run (``torchrun``): 
 wrapped in DistributedDataParallel, each process reads its share of every global batch (no sample
 repeated or dropped), metrics are synchronised so each sample counts once, and only the main
 process prints, logs and writes checkpoints. See :class:`Trainer` for what equals one process.
+
+This module is the loop and nothing else; what it uses lives beside it: the optimiser and its
+schedule in :mod:`~mmcore.engine.optim`, seeds and RNG state in :mod:`~mmcore.engine.seeding`,
+metric values and directions in :mod:`~mmcore.engine.metrics`, the datasets in
+:mod:`~mmcore.engine.datasets`, run files in :mod:`~mmcore.engine.rundir` /
+:mod:`~mmcore.engine.checkpoint`, and every output (metrics.csv, TensorBoard, the progress bar,
+plots, third-party loggers) in logger plugins run on the lifecycle hooks
+(:mod:`~mmcore.engine.loggers`). It is over 450 lines because :class:`Trainer`'s docstring
+states the distributed-training contract (what equals one process) and resume is part of the loop.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import dataclasses
 import math
-import random
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -22,8 +28,7 @@ import torch
 import yaml
 from torch.utils.data import DataLoader
 
-from mmcore.components import PRIMARY_ARGUMENT
-from mmcore.data import SPLITS, seed_worker
+from mmcore.data import make_dataloader
 from mmcore.engine import NonFiniteLossError, distributed
 from mmcore.engine.artefacts import check_training_state, read_model_json, read_weights
 from mmcore.engine.checkpoint import (
@@ -34,171 +39,28 @@ from mmcore.engine.checkpoint import (
     model_state,
     save_checkpoint,
 )
-from mmcore.engine.config import TrainerOptions, resolve_paths, resolved_config, validate_config
+from mmcore.engine.config import (
+    TrainerOptions,
+    check_resume_config,
+    resolve_paths,
+    resolved_config,
+    validate_config,
+)
+from mmcore.engine.datasets import load_datasets, model_data_options  # noqa: F401 - also importable from here
 from mmcore.engine.evaluation import autocast_context, evaluate_counted, to_device
 from mmcore.engine.host_memory import retain_freed_memory
+from mmcore.engine.loggers import attached_loggers, build_loggers
+from mmcore.engine.metrics import EpochAccumulator, StepMetrics, as_float, lower_is_better
+from mmcore.engine.optim import adamw, build_optimizer, build_scheduler, parameter_groups, warmup_cosine  # noqa: F401
 from mmcore.engine.rundir import SPEC, STATE, WEIGHTS, RunDir
-from mmcore.engine.views import TrainCollate, TrainingView
+from mmcore.engine.seeding import epoch_seed, loader_seed, rng_state, seed_everything, set_rng_state
+from mmcore.engine.views import TrainingView
 from mmcore.errors import ConfigError, ConfigIssue, PluginHookError, user_input_phase
 from mmcore.model import MultimodalModel, build_model
 from mmcore.plugin_manager import MmcorePluginManager, get_plugin_manager
 
 #: Training batches whose predictions are collected before one update of the training metrics.
 _METRIC_CHUNK = 32
-#: Metric names for which smaller is better when ``trainer.monitor_mode`` is auto.
-_LOWER_IS_BETTER = ("loss", "error", "mse", "mae", "rmse", "perplexity", "median_rank")
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
-    try:
-        import numpy as np
-
-        np.random.seed(seed % 2**32)
-    except ImportError:  # numpy is a dependency, but seeding must never be what fails
-        pass
-
-
-def rng_state() -> dict[str, Any]:
-    """Every random generator's state, as tensors and plain data (loadable with weights_only=True)."""
-    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    try:
-        import numpy as np
-
-        name, keys, pos, has_gauss, cached = np.random.get_state()
-        state["numpy"] = (name, torch.from_numpy(keys.astype("int64")), int(pos), int(has_gauss), float(cached))
-    except ImportError:
-        pass
-    return state
-
-
-def set_rng_state(state: Mapping[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(list(state["cuda"])[: torch.cuda.device_count()])  # resumed on fewer GPUs
-    if "numpy" in state:
-        import numpy as np
-
-        name, keys, pos, has_gauss, cached = state["numpy"]
-        np.random.set_state((name, keys.numpy().astype("uint32"), pos, has_gauss, cached))
-
-
-#: Head options the trainer fills from the training split when the config leaves them out.
-_FILLED_FROM_DATA = {"model.head.classes", "model.head.num_classes", "model.head.num_labels"}
-
-
-def model_data_options(model: Any, registry: Any) -> dict[str, Any]:
-    """Data-set options the model implies: ``slot_modalities`` ``{slot: encoder modality}`` and what the
-    head's ``dataset_options(head_options)`` says (e.g. ``target_type``, ``classes``)."""
-    out: dict[str, Any] = {}
-    if not isinstance(model, Mapping):
-        return out
-    try:
-        encoders = model.get("encoders") or {}
-        out["slot_modalities"] = {slot: registry.get("encoder", e["name"]).modality for slot, e in encoders.items()
-                             if registry.get("encoder", e["name"]).modality}
-        head = model.get("head") or {}
-        hints = getattr(registry.get("head", head["name"]).factory, "dataset_options", None)
-    except (KeyError, TypeError, AttributeError):  # an invalid spec is reported by validate_config
-        return out
-    if callable(hints):
-        out.update(hints({k: v for k, v in head.items() if k != "name"}))
-    return out
-
-
-def load_datasets(config: Mapping[str, Any], manager: MmcorePluginManager, splits: Sequence[str] = SPLITS) -> dict[str, Any]:
-    """The config's dataset, one object per split. Options the model implies (``model_data_options``)
-    go to a dataset factory that takes them, unless the data config sets them."""
-    data = dict(config["data"])
-    info = manager.registry.get("dataset", data.pop("name"))
-    from mmcore.options import factory_parameters
-
-    params, _ = factory_parameters(info.factory)
-    for key, value in model_data_options(config.get("model"), manager.registry).items():
-        if key in params and key not in data:
-            data[key] = value
-    with user_input_phase("reading the data"):  # a ValueError/TypeError here lies in the data or its options
-        return {split: info.factory(**{PRIMARY_ARGUMENT["dataset"]: split}, **data) for split in splits}
-
-
-#: Trainer options a resumed run may change: they do not change what is computed.
-_RESUME_MAY_DIFFER = {f"trainer.{k}" for k in ("run_dir", "progress", "num_workers", "tensorboard", "plots", "device",
-                                               "cache_inputs", "cache_features", "eval_batch_size", "retain_freed_memory")}
-
-
-def _config_differences(old: Any, new: Any, path: str = "") -> list[tuple[str, Any, Any]]:
-    """``(dotted path, old, new)`` for every leaf where two configs differ."""
-    if isinstance(old, Mapping) and isinstance(new, Mapping):
-        out = []
-        for key in sorted(set(old) | set(new), key=str):
-            out += _config_differences(old.get(key), new.get(key), f"{path}.{key}" if path else str(key))
-        return out
-    return [] if old == new else [(path, old, new)]
-
-
-def lower_is_better(metric: str, mode: str = "auto") -> bool:
-    if mode != "auto":
-        return mode == "min"
-    return any(word in metric.lower() for word in _LOWER_IS_BETTER)
-
-
-def warmup_cosine(total_steps: int, warmup_fraction: float, min_ratio: float = 0.0):
-    """Linear warmup over ``warmup_fraction`` of the steps, then cosine decay to ``min_ratio``."""
-    warmup = max(1, int(warmup_fraction * total_steps)) if warmup_fraction > 0 else 0
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
-
-
-def parameter_groups(model: torch.nn.Module, lr: float, weight_decay: float, multipliers: Mapping[str, float]) -> list[dict]:
-    """AdamW groups: per-component learning rates (longest matching module-path prefix wins), and
-    no weight decay on 1-D parameters (biases, norms, placeholders). Frozen parameters are left out."""
-    ordered = sorted(multipliers.items(), key=lambda kv: -len(kv[0]))
-    used = {prefix: False for prefix in multipliers}
-    groups: dict[tuple[float, bool], list[torch.nn.Parameter]] = {}
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        multiplier = 1.0
-        for prefix, value in ordered:
-            if name == prefix or name.startswith(prefix + "."):
-                multiplier, used[prefix] = float(value), True
-                break
-        groups.setdefault((multiplier, param.ndim > 1), []).append(param)
-    unused = [prefix for prefix, hit in used.items() if not hit]
-    if unused:
-        raise ConfigError([ConfigIssue(f"trainer.lr_multipliers.{p}", "matches no trainable parameter of the model") for p in unused])
-    return [
-        {"params": params, "lr": lr * multiplier, "weight_decay": weight_decay if decay else 0.0, "lr_multiplier": multiplier}
-        for (multiplier, decay), params in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1]))
-    ]
-
-
-def adamw(groups: list[dict], lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW over ``groups``: the fused implementation (one kernel per parameter) wherever every
-    parameter allows it, else PyTorch's default one.
-
-    Both compute the same update, up to float rounding; fused takes about a third of the default's
-    time on a small CPU model (benchmarks/RESULTS.md), where the default's per-tensor Python loop
-    costs more than the arithmetic. It needs floating-point parameters on a device PyTorch has the
-    kernel for (CPU, CUDA, ...), which AdamW checks as it is built.
-    """
-    try:
-        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, fused=True)
-    except RuntimeError:  # "`fused=True` requires all the params to be floating point Tensors of supported devices"
-        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
-
-
 class Trainer:
     """Trains one model from a config and writes everything into ``trainer.run_dir``.
 
@@ -279,6 +141,18 @@ class Trainer:
     def is_main(self) -> bool:
         return self.dist is None or self.dist.is_main
 
+    @property
+    def epoch_samples(self) -> int:
+        """Training samples this process has counted so far in the current epoch."""
+        state = getattr(self, "_epoch_state", None)
+        return state.seen if state is not None else 0
+
+    @property
+    def epoch_loss(self) -> float:
+        """This process's mean training loss so far in the current epoch (reads the device: not every step)."""
+        state = getattr(self, "_epoch_state", None)
+        return state.total_loss() / max(state.seen, 1) if state is not None else math.nan
+
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
         """Join the process group, seed, build the model, read the data, build the optimiser."""
@@ -329,13 +203,11 @@ class Trainer:
         if opts.compile:
             backend = opts.compile if isinstance(opts.compile, str) else "inductor"
             self.train_model = torch.compile(self.train_model, backend=backend)
-        self.optimizer = adamw(parameter_groups(self.model, opts.lr, opts.weight_decay, opts.lr_multipliers), opts.lr, opts.weight_decay)
+        self.optimizer = build_optimizer(self.model, opts)
         self.micro_batches = math.ceil(len(train) / opts.batch_size)
         self.steps_per_epoch = math.ceil(self.micro_batches / opts.grad_accumulation)
         self.total_steps = self.steps_per_epoch * opts.epochs
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, warmup_cosine(self.total_steps, opts.warmup_fraction, opts.min_lr_ratio)
-        )
+        self.scheduler = build_scheduler(self.optimizer, self.total_steps, opts)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda" and opts.precision == "fp16")
         self.augment = self._augmenters()
         self.best_value, self.best_epoch, self.bad_epochs = -math.inf, 0, 0
@@ -343,13 +215,19 @@ class Trainer:
         self.start_epoch = 1
         if self.resume is not None:
             self._load_resume_state()
+        #: ``(name, logger)`` of ``trainer.loggers`` (main process only), registered while :meth:`fit` runs
+        self.loggers = build_loggers(opts, self.manager.registry) if self.is_main else []
 
     def _check_monitor(self) -> None:
-        names = ["loss", *self.model.head.metrics()]
+        """Fill ``trainer.monitor`` (the head's first metric) and settle its direction, before any training."""
+        metrics = self.model.head.metrics()
+        names = ["loss", *metrics]
         if self.options.monitor is None:
             self.options.monitor = names[1] if len(names) > 1 else "loss"
         if self.options.monitor not in names:
             raise ConfigError([ConfigIssue("trainer.monitor", f"the head {self.config['model']['head']['name']!r} reports {names}; got {self.options.monitor!r}")])
+        #: whether smaller values of the monitored metric are better (the metric's own higher_is_better)
+        self.monitor_lower_is_better = lower_is_better(self.options.monitor, self.options.monitor_mode, metrics=metrics)
 
     def _cacheable_slots(self) -> list[str]:
         from mmcore.data import is_cacheable
@@ -400,16 +278,10 @@ class Trainer:
         }
 
     def _check_resume_config(self) -> None:
-        """Resuming continues the same run: only options that cannot change its results may differ."""
+        """Resuming continues the same run: only options declared ``resume_may_change`` may differ."""
         # RunDir.check refused a run without config.yaml; read_config uses the safe, bounded loader.
         # Runs written before paths were stored absolute held them relative to the current folder.
-        saved = resolve_paths(self.rundir.read_config())
-        issues = [ConfigIssue(path, f"differs from the run being resumed ({self.run_dir}): {old!r} there, {new!r} now")
-                  for path, old, new in _config_differences(saved, self.config) if path not in _RESUME_MAY_DIFFER
-                  and not (new is None and path in _FILLED_FROM_DATA)]  # re-filled (and compared) in setup()
-        if issues:
-            issues.append(ConfigIssue("", "resume with the run's own config (it is in config.yaml), or start a new run"))
-            raise ConfigError(issues)
+        check_resume_config(resolve_paths(self.rundir.read_config()), self.config, self.run_dir)
 
     def _load_resume_state(self) -> None:
         """Check everything of ``last/`` (and ``best/``'s weights) against the live model and
@@ -453,17 +325,9 @@ class Trainer:
                                                  seed=opts.seed, epoch=epoch)
         # Worker seeds (processors' train-time augmentation in workers) are drawn from this
         # generator: per process in a distributed run, so processes do not repeat each other's draws.
-        loader_seed = opts.seed * 7919 + epoch if not dist.distributed else distributed.process_seed(opts.seed, dist.rank, epoch)
-        return DataLoader(
-            view,
-            batch_sampler=sampler,
-            collate_fn=TrainCollate(self.model.collate, self.model.processors),
-            num_workers=opts.num_workers,
-            worker_init_fn=seed_worker if opts.num_workers else None,
-            generator=torch.Generator().manual_seed(loader_seed),
-            pin_memory=self.device.type == "cuda",
-            persistent_workers=False,
-        )
+        seed = loader_seed(opts.seed, epoch, rank=dist.rank, distributed=dist.distributed)
+        return make_dataloader(view, self.model, None, batch_sampler=sampler, seed=seed, num_workers=opts.num_workers,
+                               pin_memory=self.device.type == "cuda", training=True)
 
     def evaluate(self, dataset, split: str | None = None) -> dict[str, float]:
         """Mean loss and the head's metrics over ``dataset`` (synchronised over processes, each sample
@@ -524,41 +388,39 @@ class Trainer:
 
     def _fit(self, start: float) -> dict[str, Any]:
         opts = self.options
-        loggers = _Loggers(self.rundir, enabled=self.is_main, tensorboard=opts.tensorboard, plots=opts.plots)
         if self.is_main:
             atomic_write(self.rundir.config, lambda p: p.write_text(yaml.safe_dump(self.config, sort_keys=False, allow_unicode=True)))
         status, error = getattr(self, "_resumed_status", "completed"), None
-        try:
-            # Plugins' lifecycle hooks go through the manager: one that raises stops the run
-            # cleanly (PluginHookError naming it; report.json says so; checkpoints kept).
-            self.manager.call_lifecycle("mmcore_train_start", trainer=self, config=self.config)
-            if getattr(self, "_resume_rng", None) is not None:
-                set_rng_state(self._resume_rng)
-            for epoch in range(self.start_epoch, opts.epochs + 1):
-                self.epoch = epoch
-                row = self._train_epoch(epoch)
-                row.update(self._validate())
-                self.history.append(row)
-                improved = self._track_best(row)
-                self._checkpoint(improved)
-                loggers.epoch(row, self.history)
-                if self.is_main and opts.progress:
-                    shown = "  ".join(f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch", "step"))
-                    print(f"epoch {epoch}/{opts.epochs}  {shown}", flush=True)
-                self.manager.call_lifecycle("mmcore_epoch_end", trainer=self, epoch=epoch, metrics=row)
-                if opts.early_stopping is not None and self.bad_epochs >= opts.early_stopping:
-                    status = "early_stopping"
-                    break
-        except NonFiniteLossError as exc:
-            status, error = "non_finite_loss", exc
-        except PluginHookError as exc:
-            status, error = "failed", exc
-        report = self._finish(status, start, loggers, test=error is None, error=error)
+        # Outputs (metrics.csv, TensorBoard, progress, plots, third-party loggers) are plugins on
+        # the lifecycle hooks, registered for this run on the main process only.
+        with attached_loggers(self.manager, self.loggers):
+            try:
+                # Plugins' lifecycle hooks go through the manager: one that raises stops the run
+                # cleanly (PluginHookError naming it; report.json says so; checkpoints kept).
+                self.manager.call_lifecycle("mmcore_train_start", trainer=self, config=self.config)
+                if getattr(self, "_resume_rng", None) is not None:
+                    set_rng_state(self._resume_rng)
+                for epoch in range(self.start_epoch, opts.epochs + 1):
+                    self.epoch = epoch
+                    row = self._train_epoch(epoch)
+                    row.update(self._validate())
+                    self.history.append(row)
+                    improved = self._track_best(row)
+                    self._checkpoint(improved)
+                    self.manager.call_lifecycle("mmcore_epoch_end", trainer=self, epoch=epoch, metrics=row)
+                    if opts.early_stopping is not None and self.bad_epochs >= opts.early_stopping:
+                        status = "early_stopping"
+                        break
+            except NonFiniteLossError as exc:
+                status, error = "non_finite_loss", exc
+            except PluginHookError as exc:
+                status, error = "failed", exc
+            report = self._finish(status, start, test=error is None, error=error)
         if error is not None:
             raise error
         return report
 
-    def begin_epoch(self, epoch: int) -> _EpochState:
+    def begin_epoch(self, epoch: int) -> EpochAccumulator:
         """Fresh per-epoch accumulators (loss, metrics, non-finite tracking) for :meth:`train_step`.
 
         In a distributed run it also reseeds this process's generators with
@@ -566,11 +428,11 @@ class Trainer:
         """
         self.train_model.train()
         if self.dist.distributed:
-            seed_everything(distributed.process_seed(self.options.seed, self.dist.rank, epoch))
+            seed_everything(epoch_seed(self.options.seed, self.dist.rank, epoch))
         # Non-finite losses are noticed on the device and read every `check_every` steps (each
         # step on one CPU process, where reading costs nothing; sparsely on CUDA and in DDP).
         check_every = 1 if (self.device.type == "cpu" and not self.dist.distributed) else 25
-        self._epoch_state = _EpochState(
+        self._epoch_state = EpochAccumulator(
             epoch=epoch,
             metrics={name: m.to(self.device) for name, m in self.model.head.metrics().items()},
             loss_sum=torch.zeros((), dtype=torch.float64, device=self.device),
@@ -619,17 +481,16 @@ class Trainer:
                 if self.step % state.check_every == 0 or force_check:
                     self._raise_if_non_finite(state.first_bad, state.epoch)
             if state.step_hooks:
+                # The loss is read (a device sync on CUDA) only when a hook looks at it.
                 self.manager.call_lifecycle("mmcore_train_step_end", trainer=self, step=self.step,
-                                            metrics={"loss": float(loss), "lr": self.scheduler.get_last_lr()[0]})
+                                            metrics=StepMetrics(loss, self.scheduler.get_last_lr()[0]))
         return loss
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
         opts, dist = self.options, self.dist
         state = self.begin_epoch(epoch)
         loader = self.train_loader(epoch)
-        bar = _progress(len(loader), f"epoch {epoch}/{opts.epochs}", enabled=self.is_main and opts.progress)
-        tick, samples_at_tick = time.perf_counter(), 0
-        epoch_start = tick
+        epoch_start = time.perf_counter()
         total = len(loader)
         group_start = group = 0
         shares = loader.batch_sampler.shares  # (this process's samples, the global batch's samples) per batch
@@ -643,24 +504,12 @@ class Trainer:
             # world_size), so the step's gradient is the mean over all of the group's samples.
             self.train_step(batch, group=group, last_in_group=index == group_start - 1, force_check=index == total - 1,
                             weight=size * dist.world_size / group_samples, counted=size > 0)
-            if bar is not None:
-                bar.update(1)
-                now = time.perf_counter()
-                if now - tick > 0.5 or index == total - 1:
-                    rate = (state.seen - samples_at_tick) * dist.world_size / max(now - tick, 1e-9)
-                    postfix = {"loss": f"{state.total_loss() / max(state.seen, 1):.4f}", "samples/s": f"{rate:.0f}"}
-                    if self.history and f"val/{opts.monitor}" in self.history[-1]:
-                        postfix[f"val {opts.monitor}"] = f"{self.history[-1][f'val/{opts.monitor}']:.4f}"
-                    bar.set_postfix(postfix)
-                    tick, samples_at_tick = now, state.seen
-        if bar is not None:
-            bar.close()
         seconds = time.perf_counter() - epoch_start
         totals = dist.all_reduce_sum(torch.stack([state.loss_sum + state.loss_sum_host,
                                                   torch.tensor(float(state.seen), dtype=torch.float64, device=self.device)]))
         row = {"epoch": epoch, "step": self.step, "lr": self.scheduler.get_last_lr()[0], "train/loss": float(totals[0] / totals[1])}
         state.flush_metrics()
-        row.update({f"train/{name}": _as_float(m.compute()) for name, m in state.metrics.items()})
+        row.update({f"train/{name}": as_float(m.compute()) for name, m in state.metrics.items()})
         row["samples_per_s"] = float(totals[1]) / max(seconds, 1e-9)
         self.samples["train"] = int(totals[1])
         return row
@@ -684,7 +533,7 @@ class Trainer:
         key = f"val/{opts.monitor}"
         if key not in row:
             raise ConfigError([ConfigIssue("trainer.monitor", f"validation reported {sorted(k[4:] for k in row if k.startswith('val/'))}, not {opts.monitor!r}")])
-        value = -row[key] if lower_is_better(opts.monitor, opts.monitor_mode) else row[key]
+        value = -row[key] if self.monitor_lower_is_better else row[key]
         if value > self.best_value:
             self.best_value, self.best_epoch, self.bad_epochs = value, row["epoch"], 0
             self.best_weights = model_state(self.model)
@@ -698,11 +547,11 @@ class Trainer:
             if improved:
                 save_checkpoint(self.model, self.rundir.checkpoint(RunDir.BEST), weights=self.best_weights, extra=extra)
             save_checkpoint(self.model, self.rundir.checkpoint(RunDir.LAST), training_state=self._training_state(), extra=extra)
-            self._write_history()
         self.dist.barrier()
 
-    def _finish(self, status: str, start: float, loggers: _Loggers, *, test: bool,
-                error: BaseException | None = None) -> dict[str, Any]:
+    def _finish(self, status: str, start: float, *, test: bool, error: BaseException | None = None) -> dict[str, Any]:
+        """Test the best checkpoint, build the report, run the ``mmcore_train_end`` hooks (the loggers
+        among them: the plots logger fills ``report["plots"]``), then write ``report.json``."""
         opts = self.options
         results: dict[str, float] = {}
         if test and len(self.datasets["test"]):
@@ -716,7 +565,7 @@ class Trainer:
             "best_epoch": self.best_epoch,
             "epochs_run": self.epoch,
             "monitor": opts.monitor,
-            "best_value": (-self.best_value if lower_is_better(opts.monitor, opts.monitor_mode) else self.best_value)
+            "best_value": (-self.best_value if self.monitor_lower_is_better else self.best_value)
             if self.best_epoch else None,
             "test": results,
             "history": self.history,
@@ -730,147 +579,14 @@ class Trainer:
             "run_dir": str(self.run_dir),
             "plots": [],
         }
-        if self.is_main:
-            self._write_history()
-            report["plots"] = [str(p) for p in loggers.plots(self.history)]
-            if results:
-                loggers.test(results, self.step)
-            loggers.close()
-            atomic_write(self.rundir.report, lambda p: p.write_text(dumps_json(report, indent=2)))
+        failure: PluginHookError | None = None
         try:
             self.manager.call_lifecycle("mmcore_train_end", trainer=self, report=report)
         except PluginHookError as exc:  # the run itself is complete, but a plugin failed: say so
             report.update(status="failed", error=str(exc))
-            if self.is_main:
-                atomic_write(self.rundir.report, lambda p: p.write_text(dumps_json(report, indent=2)))
-            raise
+            failure = exc
+        if self.is_main:
+            atomic_write(self.rundir.report, lambda p: p.write_text(dumps_json(report, indent=2)))
+        if failure is not None:
+            raise failure
         return report
-
-    def _write_history(self) -> None:
-        keys: list[str] = []
-        for row in self.history:
-            keys += [k for k in row if k not in keys]
-
-        def write(path: Path) -> None:
-            with path.open("w", newline="") as fh:
-                writer = csv.DictWriter(fh, fieldnames=keys)
-                writer.writeheader()
-                writer.writerows(self.history)
-
-        atomic_write(self.rundir.metrics, write)
-
-
-@dataclasses.dataclass
-class _EpochState:
-    epoch: int
-    metrics: dict[str, Any]
-    loss_sum: torch.Tensor
-    first_bad: torch.Tensor
-    step_counter: torch.Tensor
-    check_every: int
-    step_hooks: bool
-    seen: int = 0
-    #: the loss sum kept on the host where the loss is read every step anyway (one CPU process)
-    loss_sum_host: float = 0.0
-    pending: list = dataclasses.field(default_factory=list)
-
-    def total_loss(self) -> float:
-        return float(self.loss_sum) + self.loss_sum_host
-
-    def flush_metrics(self) -> None:
-        if not self.pending:
-            return
-        with torch.no_grad():
-            try:
-                predictions = torch.cat([p for p, _ in self.pending])
-                targets = torch.cat([t for _, t in self.pending])
-                chunks = [(predictions, targets)]
-            except RuntimeError:  # shapes that do not concatenate (e.g. ragged sequences): one by one
-                chunks = self.pending
-            for metric in self.metrics.values():
-                for p, t in chunks:
-                    metric.update(p, t)
-        self.pending = []
-
-
-def _as_float(value: Any) -> float:
-    if isinstance(value, torch.Tensor):
-        return float(value.float().mean())
-    return float(value)
-
-
-def _progress(total: int, description: str, *, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=description, leave=False, dynamic_ncols=True, mininterval=0.5)
-
-
-class _Loggers:
-    """TensorBoard (when installed) and PNG plots (when matplotlib is installed); main process only."""
-
-    def __init__(self, rundir: RunDir, *, enabled: bool, tensorboard: bool, plots: bool) -> None:
-        self.rundir, self.enabled, self.writer, self.draw = rundir, enabled, None, plots
-        if enabled and tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # tensorboard not installed: skip silently
-                SummaryWriter = None
-            if SummaryWriter is not None:
-                self.writer = SummaryWriter(log_dir=str(rundir.tensorboard))
-
-    def epoch(self, row: Mapping[str, float], history: Sequence[Mapping[str, float]]) -> None:
-        if self.writer is not None:
-            for key, value in row.items():
-                if key not in ("epoch", "step"):
-                    self.writer.add_scalar(key, value, int(row["epoch"]))
-            self.writer.flush()
-
-    def test(self, results: Mapping[str, float], step: int) -> None:
-        if self.writer is not None:
-            for key, value in results.items():
-                self.writer.add_scalar(f"test/{key}", value, step)
-
-    def plots(self, history: Sequence[Mapping[str, float]]) -> list[Path]:
-        if not self.enabled or not self.draw or not history:
-            return []
-        return plot_history(history, self.rundir.plots)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
-def plot_history(history: Sequence[Mapping[str, float]], folder: Path) -> list[Path]:
-    """One PNG per quantity (loss, each metric): train and validation curves over epochs.
-
-    Returns the files written; nothing when matplotlib is not installed.
-    """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return []
-    names = sorted({key.split("/", 1)[1] for row in history for key in row if "/" in key})
-    epochs = [row["epoch"] for row in history]
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name in names:
-        fig, ax = plt.subplots(figsize=(5, 3.2), dpi=110)
-        for split in ("train", "val"):
-            values = [row.get(f"{split}/{name}") for row in history]
-            if any(v is not None for v in values):
-                ax.plot(epochs, [math.nan if v is None else v for v in values], marker="o", markersize=3, label=split)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(name)
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        path = folder / f"{name.replace('/', '_')}.png"
-        atomic_write(path, lambda tmp, fig=fig: fig.savefig(tmp, format="png"))
-        plt.close(fig)
-        written.append(path)
-    return written

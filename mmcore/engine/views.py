@@ -1,5 +1,6 @@
 """Views of a dataset of raw samples: what one training epoch sees (modality dropout, augmentations),
-perturbed or partly missing copies for robustness evaluation, and the training collate.
+perturbed or partly missing copies for robustness evaluation. (They are batched by
+:func:`mmcore.data.make_dataloader`, with the one collate of training and evaluation.)
 
 Everything is decided per sample from a seed, the epoch and the sample's index, never from a
 shared random stream: results are the same with or without DataLoader workers, in one process
@@ -101,25 +102,3 @@ class SubsetOfModalities(Dataset):
     def __getitem__(self, index: int) -> Mapping[str, Any]:
         sample = self.dataset[index]
         return _with_inputs(sample, {slot: (raw if slot in self.keep else None) for slot, raw in sample["inputs"].items()})
-
-
-class TrainCollate:
-    """``collate`` with every processor that has a ``training`` flag switched to training mode.
-
-    Processors with random train-time behaviour (e.g. ``image_cnn``'s shifts) look at their
-    ``training`` attribute; evaluation batches are collated with it off. Picklable, so it works
-    in DataLoader worker processes.
-    """
-
-    def __init__(self, collate: Callable[[Sequence[Any]], Any], processors: Mapping[str, Any]) -> None:
-        self.collate, self.processors = collate, processors
-
-    def __call__(self, samples: Sequence[Any]) -> Any:
-        switched = [p for p in self.processors.values() if hasattr(p, "training")]
-        for p in switched:
-            p.training = True
-        try:
-            return self.collate(samples)
-        finally:
-            for p in switched:
-                p.training = False

@@ -1,10 +1,9 @@
-"""mmcore.data: seeded DataLoaders, sample keys, encoder fingerprints, the frozen-feature cache and the
-processed-input memo,
-on real images (scikit-learn's bundled photos) through real encoders."""
+"""mmcore.data: the one DataLoader factory and collate, seeded splits and the processed-input memo,
+on real images (scikit-learn's bundled photos) through real encoders. (The frozen-feature cache:
+test_feature_cache.py.)"""
 
 from __future__ import annotations
 
-import os
 import types
 from pathlib import Path
 
@@ -14,17 +13,13 @@ import torch
 
 import mmcore
 from mmcore.data import (
-    CachingProcessor,
     FeatureCache,
     MemoizedProcessor,
+    ModelCollate,
     SampleDataset,
     attach_feature_cache,
-    encoder_fingerprint,
-    is_cacheable,
     make_dataloader,
     memoize_inputs,
-    precompute_features,
-    sample_key,
     seeded_split,
     unmemoize_inputs,
 )
@@ -77,134 +72,39 @@ def test_make_dataloader_is_seeded_and_the_same_with_workers():
         make_dataloader(data, object(), 4)
 
 
-def test_sample_keys_follow_content_and_files(tmp_path):
-    a = np.arange(12, dtype=np.uint8).reshape(3, 4)
-    assert sample_key(a) == sample_key(a.copy()) != sample_key(a + 1)
-    assert sample_key(torch.tensor(a)) != sample_key(a), "a tensor and an array are different raw inputs"
-    assert sample_key("seven") != sample_key("sept")
-    assert sample_key({"x": 1.0, "city": "Oslo"}) == sample_key({"city": "Oslo", "x": 1.0})
-    file = tmp_path / "a.wav"
-    file.write_bytes(b"one")
-    key = sample_key(str(file))
-    assert sample_key(file) == key
-    file.write_bytes(b"other")
-    os.utime(file, ns=(1, 1))
-    assert sample_key(str(file)) != key, "an edited file is a new sample"
-    with pytest.raises(TypeError, match="cannot make a cache key"):
-        sample_key(object())
+def test_make_dataloader_takes_a_batch_sampler_and_refuses_batch_options_with_it():
+    model, data = image_model(), dataset(6)
+    sampler = [[5, 0], [2, 3, 4]]
+    batches = list(make_dataloader(data, model, None, batch_sampler=sampler))
+    assert [b["targets"].tolist() for b in batches] == [[2, 0], [2, 0, 1]]
+    with pytest.raises(ValueError, match="batch_sampler decides the batches"):
+        make_dataloader(data, model, None, batch_sampler=sampler, shuffle=True)
+    with pytest.raises(ValueError, match="num_workers must be an int >= 0"):
+        make_dataloader(data, model, 4, num_workers=-1)
 
 
-def test_sample_keys_do_not_collide_on_look_alike_inputs(tmp_path, monkeypatch):
-    from PIL import Image
+class _Flagged(mmcore.Processor):
+    """Returns whether it was in training mode when it processed a sample."""
 
-    assert sample_key(["a;str:b", "c"]) != sample_key(["a", "b;str:c"]), "strings carry their length"
-    assert sample_key({1: 2.0}) != sample_key({"1": 2.0}), "a key's type is part of it"
-    red, blue = Image.new("P", (2, 2), 0), Image.new("P", (2, 2), 0)
-    red.putpalette([255, 0, 0] * 256)
-    blue.putpalette([0, 0, 255] * 256)
-    assert sample_key(red) != sample_key(blue), "palette images are keyed with their palette"
-    # A folder (e.g. a video's frames) is keyed by its files: editing a frame makes a new sample.
-    clip = tmp_path / "clip"
-    clip.mkdir()
-    (clip / "0.png").write_bytes(b"frame")
-    key = sample_key(str(clip))
-    assert sample_key(clip) == key
-    (clip / "0.png").write_bytes(b"other frame")
-    assert sample_key(str(clip)) != key
-    # ... but a word of text that happens to name a folder in the working directory is text.
-    monkeypatch.chdir(tmp_path)
-    assert sample_key("clip") == sample_key("clip ".strip()) != sample_key(str(clip))
+    training = False
+
+    def __call__(self, raw):
+        return torch.tensor([float(self.training)])
+
+    def collate(self, items):
+        return {"x": torch.stack([torch.zeros(1) if i is None else i for i in items]),
+                "present": torch.tensor([i is not None for i in items])}
 
 
-def test_fingerprint_covers_frozen_weights_and_processor_not_the_trainable_tail():
-    model = image_model(freeze=True, dim=8)
-    encoder, processor = model.encoders["image"], model.processors["image"]
-    before = encoder_fingerprint(encoder, processor)
-    with torch.no_grad():
-        encoder.project.weight.add_(1.0)  # trainable tail: not part of the cached stage
-    assert encoder_fingerprint(encoder, processor) == before
-    with torch.no_grad():
-        encoder.backbone.conv1.weight.add_(1.0)
-    assert encoder_fingerprint(encoder, processor) != before
-    other = image_model(freeze=True, dim=8, image_size=64)
-    assert encoder_fingerprint(other.encoders["image"], other.processors["image"]) != before
-    # The encoder's own settings count too (e.g. how it pools), not only its weights.
-    pooled_otherwise = image_model(freeze=True, dim=8)
-    pooled_otherwise.encoders["image"].load_state_dict(encoder.state_dict())
-    assert encoder_fingerprint(pooled_otherwise.encoders["image"], processor) == encoder_fingerprint(encoder, processor)
-    pooled_otherwise.encoders["image"].pool_setting = "cls"
-    assert encoder_fingerprint(pooled_otherwise.encoders["image"], processor) != encoder_fingerprint(encoder, processor)
-
-
-def test_misses_are_stored_as_eval_mode_features_even_during_training():
-    torch.manual_seed(0)
-    model = mmcore.build_model({"encoders": {"t": {"name": "tabular_mlp", "num_features": 3, "dim": 8, "dropout": 0.5}},
-                                "head": {"name": "classification", "num_classes": 2}})
-    model.encoders["t"].requires_grad_(False)  # frozen whole: cached whole, dropout and all
-    data = SampleDataset([{"inputs": {"t": [float(i), 1.0, -1.0]}, "target": i % 2} for i in range(6)])
-    model.eval()
-    with torch.no_grad():
-        reference = model.encoders["t"](model.collate(list(data))["inputs"]["t"]).pooled
-    attach_feature_cache(model, "t", FeatureCache())
-    model.train()  # misses computed on the fly in a training step
-    with torch.no_grad():
-        model(model.collate(list(data))["inputs"])
-    model.eval()
-    with torch.no_grad():
-        served = model.encoders["t"](model.collate(list(data))["inputs"]["t"]).pooled
-    torch.testing.assert_close(served, reference)
-
-
-def test_cached_features_equal_recomputed_ones_and_skip_the_backbone(tmp_path):
-    model, data = image_model(freeze=True, dim=8), dataset(10)
-    model.eval()
-    reference = [model(b["inputs"]).logits for b in make_dataloader(data, model, 4)]
-    assert is_cacheable(model.encoders["image"], model.processors["image"])
-    cache = FeatureCache(tmp_path / "cache")
-    handle = attach_feature_cache(model, "image", cache)
-    assert isinstance(model.processors["image"], CachingProcessor)
-    assert precompute_features(model, "image", data, batch_size=4) == 9  # one sample lacks the image
-    calls = []
-    hook = model.encoders["image"].backbone.register_forward_hook(lambda *args: calls.append(1))
-    with torch.no_grad():
-        cached = [model(b["inputs"]).logits for b in make_dataloader(data, model, 4)]
-    hook.remove()
-    assert not calls, "every sample was a cache hit: the backbone never ran"
-    for a, b in zip(reference, cached, strict=True):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
-    # A new cache on the same folder (a later run) finds the files.
-    handle.remove()
-    assert not isinstance(model.processors["image"], CachingProcessor)
-    attach_feature_cache(model, "image", FeatureCache(tmp_path / "cache"))
-    assert precompute_features(model, "image", data, batch_size=4) == 0
-
-
-def test_mixed_batches_of_hits_misses_and_absent_samples_match_and_train():
-    model, data = image_model(freeze=True, dim=8), dataset(8)
-    model.eval()
-    batch = model.collate(data.samples)
-    reference = model(batch["inputs"]).logits
-    cache = FeatureCache()
-    attach_feature_cache(model, "image", cache)
-    precompute_features(model, "image", SampleDataset(data.samples[:2]))  # samples 0, 1 cached
-    mixed = model.collate(data.samples)
-    assert mixed["inputs"]["image"]["cache.hit"].tolist() == [True, True] + [False] * 6
-    torch.testing.assert_close(model(mixed["inputs"]).logits, reference, atol=1e-5, rtol=1e-5)
-    assert len(cache) == 7, "the misses were stored on the way"
-    model.train()
-    out = model(model.collate(data.samples)["inputs"], torch.tensor([s["target"] for s in data.samples]))
-    out.loss.backward()
-    assert model.encoders["image"].project.weight.grad is not None, "the trainable tail still learns"
-    assert model.encoders["image"].backbone.conv1.weight.grad is None
-
-
-def test_trainable_or_augmenting_encoders_are_refused():
-    model = image_model(freeze=2, dim=8)
-    with pytest.raises(ValueError, match="not cacheable"):
-        attach_feature_cache(model, "image", FeatureCache())
-    model = image_model(freeze=True, augment=True)
-    with pytest.raises(ValueError, match="augments at train time"):
-        attach_feature_cache(model, "image", FeatureCache())
+def test_one_collate_switches_train_time_processing_on_only_for_training_batches():
+    model = image_model()
+    model.processors["text"] = flagged = _Flagged()
+    samples = dataset(2).samples
+    assert ModelCollate(model, training=True)(samples)["inputs"]["text"]["x"].flatten().tolist() == [1.0, 1.0]
+    assert flagged.training is False, "switched back off after collating"
+    assert ModelCollate(model)(samples)["inputs"]["text"]["x"].flatten().tolist() == [0.0, 0.0]
+    train_batch = next(iter(make_dataloader(SampleDataset(samples), model, 2, training=True)))
+    assert train_batch["inputs"]["text"]["x"].flatten().tolist() == [1.0, 1.0]
 
 
 class _CountingProcessor(mmcore.Processor):
@@ -248,6 +148,13 @@ def test_memoized_processor_processes_each_file_once_and_arrays_every_time(tmp_p
     memo.fit([])  # fitted statistics change the output: nothing stale survives
     assert memo(str(path)).item() == len("hello, world") + 1 and inner.calls == 6
     assert memo.state_dict() == {"offset": 1.0}
+
+
+def test_memoize_inputs_leaves_slots_with_a_feature_cache_alone():
+    model = image_model(freeze=True, dim=8)
+    attach_feature_cache(model, "image", FeatureCache())
+    assert memoize_inputs(model) == ["text"]
+    unmemoize_inputs(model)
 
 
 def test_memoizing_refuses_augmenting_processors_and_memoize_inputs_skips_them():

@@ -42,7 +42,15 @@ def test_installed_plugin_is_listed_with_its_components(installed):
     assert {(c["kind"], c["name"], c["modality"]) for c in example["components"]} == {
         ("fusion", "example_max", None),
         ("encoder", "example_char_histogram", "text"),
+        ("perturbation", "example_char_noise", "text"),
+        ("dataset", "example_palindromes", None),
+        ("logger", "example_jsonl", None),
+        ("head", "example_margin", None),
     }
+    dataset = next(c for c in example["components"] if c["kind"] == "dataset")
+    assert [o["name"] for o in dataset["options"]] == ["size", "seed", "val_fraction", "test_fraction"]
+    out = run(installed, "-m", "mmcore", "example-words", "--count", "2", check=True)
+    assert len(out.stdout.splitlines()) == 2, "its command is on the mmcore command line"
 
 
 def test_a_model_naming_its_components_builds_and_trains(installed):

@@ -6,7 +6,16 @@ from torch import nn
 
 import mmcore
 from mmcore import Features
-from mmcore.testing import ConformanceError, check_fusion, check_head
+from mmcore.data import SampleDataset
+from mmcore.testing import (
+    ConformanceError,
+    check_component,
+    check_dataset,
+    check_encoder,
+    check_fusion,
+    check_head,
+    check_perturbation,
+)
 
 
 class MeanPooledFusion(mmcore.Fusion):
@@ -72,3 +81,194 @@ def test_a_head_whose_loss_is_not_scalar_fails(manager):
 
     with pytest.raises(ConformanceError, match="loss must be a finite scalar"):
         check_head(Broken, options={"num_classes": 3})
+
+
+# ---------------------------------------------------------------------- encoders: padding and state
+class SeqProcessor(mmcore.Processor):
+    """A raw sequence of numbers -> ``[L, 1]`` (scaled by a fitted ``scale``); collate pads with a mask."""
+
+    def __init__(self, tensor_state: bool = False, forget_state: bool = False) -> None:
+        self.scale, self.tensor_state, self.forget_state = 1.0, tensor_state, forget_state
+
+    def __call__(self, raw):
+        return torch.tensor(raw, dtype=torch.float32)[:, None] / self.scale
+
+    def collate(self, items):
+        length = max((len(i) for i in items if i is not None), default=1)
+        x = torch.zeros(len(items), length, 1)
+        mask = torch.zeros(len(items), length, dtype=torch.bool)
+        for row, item in enumerate(items):
+            if item is not None:
+                x[row, : len(item)], mask[row, : len(item)] = item, True
+        return {"x": x, "mask": mask, "present": torch.tensor([i is not None for i in items])}
+
+    def fit(self, raws):
+        values = [abs(v) for r in raws if r is not None for v in r]
+        self.scale = max(values) if values else 1.0
+
+    def state_dict(self):
+        if self.forget_state:
+            return {}
+        return {"scale": torch.tensor(self.scale) if self.tensor_state else self.scale}
+
+    def load_state_dict(self, state):
+        if "scale" in state:
+            self.scale = float(state["scale"])
+
+    def example(self, generator):
+        length = int(torch.randint(1, 7, (), generator=generator))  # ragged: batches get padded
+        return torch.randn(length, generator=generator).tolist()
+
+
+class SeqEncoder(mmcore.Encoder):
+    """Per-token projection, mean over real tokens; the flags break the contract on purpose."""
+
+    modality = "sequence"
+
+    def __init__(self, dim=8, pool_padding=False, padding_shifts_tokens=False, **processor):
+        super().__init__()
+        self.dim, self.proj = dim, nn.Linear(1, dim)
+        self.pool_padding, self.padding_shifts_tokens, self.processor_options = pool_padding, padding_shifts_tokens, processor
+
+    def processor(self):
+        return SeqProcessor(**self.processor_options)
+
+    def forward(self, batch):
+        x, mask = batch["x"], batch["mask"] & batch["present"][:, None]
+        tokens = self.proj(x)
+        if self.padding_shifts_tokens:  # e.g. positions counted from the padded end
+            tokens = tokens + 0.1 * torch.arange(x.shape[1], 0, -1, dtype=x.dtype)[None, :, None]
+        features = Features.from_tokens(tokens, mask, batch["present"])
+        if self.pool_padding:
+            features.pooled = (tokens * batch["present"][:, None, None]).mean(1)
+        return features
+
+
+def test_a_correct_encoder_passes():
+    check_encoder(SeqEncoder())
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"pool_padding": True}, "pooled vector differs alone and inside a padded batch"),
+        ({"padding_shifts_tokens": True}, "real tokens differ alone and inside a padded batch"),
+        ({"tensor_state": True}, "state_dict\\(\\) must hold JSON values only"),
+        ({"forget_state": True}, "restored from its JSON state_dict\\(\\) gives different batches"),
+    ],
+)
+def test_broken_encoders_fail_with_the_reason(options, message):
+    with pytest.raises(ConformanceError, match=message):
+        check_encoder(SeqEncoder(**options))
+
+
+# ---------------------------------------------------------------------- perturbations
+class Jitter(mmcore.Perturbation):
+    """Adds ``level`` times Gaussian noise to a sequence; the flags break the contract on purpose."""
+
+    levels = (0.1, 0.5)
+    modality = "sequence"
+
+    def __init__(self, level, global_rng=False, in_place=False, always=False, noop=False, bad_output=False):
+        super().__init__(level)
+        self.global_rng, self.in_place, self.always = global_rng, in_place, always
+        self.noop, self.bad_output = noop, bad_output
+
+    def __call__(self, raw, generator):
+        if self.bad_output:
+            return "not a sequence"
+        if self.noop:
+            return list(raw)
+        level = max(self.level, 0.5) if self.always else self.level
+        noise = torch.randn(len(raw)) if self.global_rng else torch.randn(len(raw), generator=generator)
+        out = [v + level * float(e) for v, e in zip(raw, noise, strict=True)]
+        if self.in_place:
+            raw[:] = out
+            return raw
+        return out
+
+
+def test_a_correct_perturbation_passes_and_check_component_runs_it():
+    check_perturbation(Jitter, processor=SeqProcessor())
+    with mmcore.register_plugin(_SequencePlugin(), "sequence-plugin"):
+        assert isinstance(check_component("perturbation", "jitter"), Jitter)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"global_rng": True}, "the same generator state gave different outputs"),
+        ({"in_place": True}, "modified in place"),
+        ({"always": True}, "level 0 must leave the input unchanged"),
+        ({"noop": True}, "changed none of the 6 examples"),
+        ({"bad_output": True}, "processing the result, raised"),
+    ],
+)
+def test_broken_perturbations_fail_with_the_reason(options, message):
+    with pytest.raises(ConformanceError, match=message):
+        check_perturbation(Jitter, processor=SeqProcessor(), options=options)
+
+
+def test_a_perturbation_accepting_a_negative_level_fails():
+    class Lenient(Jitter):
+        def __init__(self, level, **options):
+            self.level = level
+
+    with pytest.raises(ConformanceError, match="a negative level must raise ValueError"):
+        check_perturbation(Lenient, processor=SeqProcessor())
+
+
+# ---------------------------------------------------------------------- datasets
+def load_sequences(split, n=5, seeded=True, drop_target=False, ragged_slots=False, accept_any_split=False,
+                   all_missing=False):
+    """A dataset of ``n`` short sequences; the flags break the contract on purpose."""
+    if split not in ("train", "val", "test") and not accept_any_split:
+        raise ValueError(f"split must be train, val or test, got {split!r}")
+    gen = torch.Generator().manual_seed(0) if seeded else None
+    samples = []
+    for i in range(n):
+        inputs = {"seq": torch.randn(3, generator=gen).tolist()}
+        if ragged_slots and i == n - 1:
+            inputs["extra"] = None
+        if all_missing and i == 2:
+            inputs = {"seq": None}
+        sample = {"inputs": inputs, "target": i % 2}
+        if drop_target:
+            del sample["target"]
+        samples.append(sample)
+    return SampleDataset(samples, metadata={"num_classes": 2})
+
+
+def test_a_correct_dataset_passes():
+    built = check_dataset(load_sequences)
+    assert set(built) == {"train", "val", "test"} and len(built["train"]) == 5
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"seeded": False}, "building it twice gave different samples"),
+        ({"drop_target": True}, "has no 'target' key"),
+        ({"ragged_slots": True}, "differ from the other samples'"),
+        ({"accept_any_split": True}, "an unknown split"),
+        ({"all_missing": True}, "every modality is missing"),
+        ({"n": 0}, "the training split is empty"),
+    ],
+)
+def test_broken_datasets_fail_with_the_reason(options, message):
+    with pytest.raises(ConformanceError, match=message):
+        check_dataset(load_sequences, options=options)
+
+
+class _SequencePlugin:
+    @mmcore.hookimpl
+    def mmcore_register(self, registry):
+        registry.add_encoder("seq_encoder", SeqEncoder)  # the modality comes from the class
+        registry.add_perturbation("jitter", Jitter)
+        registry.add_dataset("sequences", load_sequences)
+
+
+def test_check_component_checks_registered_datasets():
+    with mmcore.register_plugin(_SequencePlugin(), "sequence-plugin"):
+        assert len(check_component("dataset", "sequences")["val"]) == 5
+        assert mmcore.get_registry().get("perturbation", "jitter").modality == "sequence"

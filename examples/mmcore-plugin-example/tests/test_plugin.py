@@ -20,6 +20,11 @@ def test_registered_through_the_entry_point_when_installed():
     registry = mmcore.create_plugin_manager().registry
     check_component(registry.get("fusion", "example_max"))
     assert registry.get("encoder", "example_char_histogram").modality == "text"
+    kinds = {(info.kind, info.name) for info in registry.by_plugin("example")}
+    assert kinds == {("fusion", "example_max"), ("encoder", "example_char_histogram"),
+                     ("perturbation", "example_char_noise"), ("dataset", "example_palindromes"),
+                     ("logger", "example_jsonl"), ("head", "example_margin")}
+    check_component(registry.get("head", "example_margin"))
 
 
 def test_histogram_counts_characters():

@@ -10,11 +10,12 @@ import torch
 from safetensors.torch import load_file
 
 import mmcore
+from mmcore.data import ModelCollate
 from mmcore.engine import NonFiniteLossError
 from mmcore.engine.checkpoint import load_model, load_training_state, model_state, save_checkpoint
 from mmcore.engine.config import load_config
 from mmcore.engine.trainer import Trainer
-from mmcore.engine.views import TrainCollate, TrainingView
+from mmcore.engine.views import TrainingView
 from mmcore.errors import ConfigError
 
 
@@ -239,7 +240,8 @@ def test_train_collate_switches_processors_to_training_only_while_collating():
             self.seen = []
 
     proc = Proc()
-    collate = TrainCollate(lambda samples: proc.seen.append(proc.training), {"x": proc})
+    model = types.SimpleNamespace(processors={"x": proc}, collate=lambda samples: proc.seen.append(proc.training))
+    collate = ModelCollate(model, training=True)
     collate([1])
     assert proc.seen == [True] and proc.training is False
 

@@ -1,0 +1,25 @@
+"""The ``plots`` logger: one PNG per quantity in the run directory's ``plots/`` when the run ends.
+
+``plots/<name>.png`` for the loss and each metric (train and validation curves over epochs;
+:func:`mmcore.engine.plots.plot_history`), listed in ``report["plots"]``. Needs matplotlib;
+without it nothing is drawn and the list stays empty.
+"""
+
+from __future__ import annotations
+
+import mmcore
+
+
+class PlotsLogger:
+    """Draw the training curves as PNGs into ``plots/`` (matplotlib) when the run ends."""
+
+    @mmcore.hookimpl
+    def mmcore_train_end(self, trainer, report) -> None:
+        from mmcore.engine.plots import plot_history  # matplotlib only when a run ends, not at discovery
+
+        report["plots"] = [str(p) for p in plot_history(trainer.history, trainer.rundir.plots)]
+
+
+@mmcore.hookimpl
+def mmcore_register(registry) -> None:
+    registry.add_logger("plots", PlotsLogger)
