@@ -20,46 +20,18 @@ import torch.nn.functional as F
 
 import mmcore
 
-
-class Perturbation:
-    """Base class: ``Perturbation(level)(raw, generator) -> raw``; ``levels`` is the default sweep."""
-
-    levels: tuple[float, ...] = ()
-    #: how to print a level in reports (e.g. as an SNR)
-    unit: str = ""
-
-    def __init__(self, level: float) -> None:
-        if isinstance(level, bool) or not isinstance(level, (int, float)) or level < 0:
-            raise ValueError(f"{type(self).__name__}: level must be a number >= 0, got {level!r}")
-        self.level = float(level)
-
-    def __call__(self, raw: Any, generator: torch.Generator) -> Any:
-        raise NotImplementedError
-
-    @classmethod
-    def describe(cls, level: float) -> str:
-        return f"{level:g}"
+# The base class is mmcore's (mmcore.Perturbation); the name stays importable from here.
+Perturbation = mmcore.Perturbation
 
 
 # ------------------------------------------------------------------------------ images
 def _image_tensor(raw: Any) -> torch.Tensor:
-    """Path / PIL image / array / tensor -> float ``[C, H, W]`` in [0, 1] (channels kept)."""
-    from mmcore_plugins.encoders.image import load_image
+    """Path / PIL image / array / tensor -> float ``[C, H, W]`` in [0, 1], read by
+    :func:`mmcore_plugins.io.read_image` with its own channels (grey stays grey, colour is RGB, alpha
+    composited on white)."""
+    from mmcore_plugins.io import read_image
 
-    if isinstance(raw, (str, os.PathLike)):
-        from PIL import Image
-
-        try:
-            with Image.open(raw) as img:
-                channels = 1 if img.mode in ("L", "1", "I", "F", "LA") else 3
-        except OSError as exc:
-            raise ValueError(f"cannot read image {os.fspath(raw)!r}: {exc}") from exc
-    elif type(raw).__module__.startswith("PIL."):
-        channels = 1 if raw.mode in ("L", "1", "I", "F", "LA") else 3
-    else:
-        shape = tuple(getattr(raw, "shape", ()))
-        channels = 3 if len(shape) == 3 and 3 in (shape[0], shape[-1]) else 1
-    return load_image(raw, channels)
+    return read_image(raw, channels=None)
 
 
 class ImageGaussianNoise(Perturbation):
@@ -100,17 +72,16 @@ class ImageBlur(Perturbation):
 
 # ------------------------------------------------------------------------------ audio
 def _waveform(raw: Any) -> tuple[torch.Tensor, int | None]:
-    """WAV path / (waveform, rate) / waveform -> (float waveform, rate or None when unknown)."""
-    if isinstance(raw, (str, os.PathLike)):
-        from mmcore_plugins.encoders.audio import read_wav
+    """Audio path / (waveform, rate) / waveform -> (mono float waveform, rate or None when unknown), read by
+    :mod:`mmcore_plugins.io` at the clip's own rate (files: any format libsndfile reads)."""
+    from mmcore_plugins.io import load_audio, read_audio
 
-        return read_wav(raw)
+    if isinstance(raw, (str, os.PathLike)):
+        return load_audio(raw)
     if isinstance(raw, tuple) and len(raw) == 2:
-        return torch.as_tensor(raw[0], dtype=torch.float32), int(raw[1])
-    try:
-        return torch.as_tensor(raw, dtype=torch.float32), None
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise TypeError(f"audio must be a WAV path, a waveform, or (waveform, rate), got {type(raw).__name__}") from exc
+        rate = int(raw[1])
+        return read_audio(raw, sample_rate=rate), rate
+    return read_audio(raw, sample_rate=16000), None  # rate unknown: no resampling happens at equal rates
 
 
 def _same_form(wav: torch.Tensor, rate: int | None) -> Any:
@@ -143,7 +114,7 @@ class AudioSpeed(Perturbation):
     levels = (0.05, 0.1, 0.2, 0.3)
 
     def __call__(self, raw: Any, generator: torch.Generator) -> Any:
-        from mmcore_plugins.encoders.audio import resample
+        from mmcore_plugins.io import resample
 
         wav, rate = _waveform(raw)
         sign = 1.0 if float(torch.rand((), generator=generator)) < 0.5 else -1.0
@@ -154,9 +125,10 @@ class AudioSpeed(Perturbation):
 
 # ------------------------------------------------------------------------------ text
 def _text(raw: Any) -> str:
-    if not isinstance(raw, str):
-        raise TypeError(f"text must be a string, got {type(raw).__name__}")
-    return raw
+    """A str is the text; a pathlib.Path a text file to read (as the text processors do)."""
+    from mmcore_plugins.encoders.text import text_of
+
+    return text_of(raw)
 
 
 class TextWordDropout(Perturbation):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
-import wave
 from collections.abc import Sequence
 
 import torch
@@ -34,14 +33,9 @@ def espeak_executable() -> str:
 
 def _decode(data: bytes) -> tuple[torch.Tensor, int]:
     """WAV bytes from ``espeak-ng --stdout`` (whose header leaves the length open) -> waveform, rate."""
-    with wave.open(io.BytesIO(data)) as f:
-        rate, width, channels = f.getframerate(), f.getsampwidth(), f.getnchannels()
-        frames = f.readframes(f.getnframes())
-    if width != 2:
-        raise RuntimeError(f"espeak-ng produced {8 * width}-bit audio, expected 16-bit")
-    usable = len(frames) - len(frames) % (2 * channels)
-    pcm = torch.frombuffer(bytearray(frames[:usable]), dtype=torch.int16).float() / 32768.0
-    return pcm.view(-1, channels).mean(1), rate
+    from mmcore_plugins.io import load_audio
+
+    return load_audio(io.BytesIO(data))
 
 
 def speak(words: Sequence[str], voice: str, speed: int, pitch: int) -> tuple[list[torch.Tensor], int]:

@@ -126,7 +126,7 @@ def generate(root: Path, *, seed: int, image_noise: float, audio_snr_db: float |
     from PIL import Image
     from sklearn.datasets import load_digits
 
-    from mmcore_plugins.encoders.audio import resample
+    from mmcore_plugins.io import resample
 
     espeak_executable()  # fail early, with the install hint
     digits = load_digits()
@@ -245,7 +245,8 @@ def load_av_digits(
 
     # Files were written by `generate` just now or earlier: check they exist, skip decoding them all.
     dataset = load_manifest(split, str(manifest), columns={m: m for m in wanted}, target="label",
-                            path_columns=["image", "audio"], split_column="split", validate="exists")
+                            path_columns=["image", "audio"], split_column="split", validate="exists",
+                            target_type="class", num_classes=10)  # the digit is the class index, in every split
     dataset.metadata.update({"num_classes": 10, "class_names": WORDS["en"], "root": str(folder), "options": options})
     return dataset
 

@@ -81,9 +81,6 @@ from mmcore_plugins.io.tables import read_table
 
 logger = logging.getLogger("mmcore.data.manifest")
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-AUDIO_SUFFIXES = {".wav", ".wave"}
-
 #: ``split_column`` values (compared lower-cased, stripped) -> split.
 SPLIT_ALIASES: dict[str, str] = {
     **dict.fromkeys(("train", "training"), "train"),
@@ -770,9 +767,12 @@ class _Context:
         if file.is_dir():
             if modality in ("image", "audio"):
                 raise self.bad(table, number, column, f"{str(file)!r} is a folder, expected an {modality} file")
-            frames = sorted(p for p in file.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)  # a video clip's frames
-            if not frames:
-                raise self.bad(table, number, column, f"folder {str(file)!r} holds no image frames")
+            from mmcore_plugins.io import MediaError, video_frames
+
+            try:
+                frames = [Path(f) for f in video_frames(file)]  # a video clip's frames, as the video encoder reads them
+            except MediaError as exc:
+                raise self.bad(table, number, column, str(exc)) from exc
             to_check = frames[:1]  # decoding every frame of every clip up front would be slow
         elif file.is_file():
             to_check = [file]

@@ -1,12 +1,11 @@
-"""Audio: PCM WAV / waveform -> resampling -> log-mel spectrogram, all in pure PyTorch (no torchaudio),
-and two encoders over it: ``audio_cnn`` (a CNN, tokens over time) and ``audio_transformer``
+"""Audio: file / waveform -> (read and resampled by :mod:`mmcore_plugins.io`: python-soundfile, FFT resampling)
+-> log-mel spectrogram in PyTorch, and two encoders over it: ``audio_cnn`` (a CNN, tokens over time) and ``audio_transformer``
 (time-frequency patches as tokens). Variable-length clips are padded, with masks."""
 
 from __future__ import annotations
 
 import math
 import os
-import wave
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,74 +15,19 @@ from torch import nn
 
 import mmcore
 from mmcore import Features
+from mmcore_plugins.io import load_audio, read_audio, resample
+
+__all__ = ["AudioCNNEncoder", "AudioTransformerEncoder", "LogMelProcessor", "mel_filterbank", "read_wav", "resample",
+           "spec_augment"]
 
 
 def read_wav(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
-    """A PCM WAV file (8/16/24/32-bit, any channel count) -> mono float waveform in [-1, 1] and its rate."""
-    try:
-        with wave.open(os.fspath(path), "rb") as f:
-            rate, width, channels = f.getframerate(), f.getsampwidth(), f.getnchannels()
-            frames = f.readframes(f.getnframes())
-    except (OSError, EOFError, wave.Error) as exc:
-        raise ValueError(f"cannot read WAV file {os.fspath(path)!r}: {exc}") from exc
-    frames = frames[: len(frames) - len(frames) % (width * channels)]  # a truncated file may end mid-frame
-    if not frames:
-        raise ValueError(f"cannot read WAV file {os.fspath(path)!r}: it holds no audio frames")
-    if width == 3:  # 24-bit: widen each little-endian sample to 32 bits
-        raw = torch.frombuffer(bytearray(frames), dtype=torch.uint8).view(-1, 3).to(torch.int32)
-        data = (raw[:, 0] | (raw[:, 1] << 8) | (raw[:, 2] << 16)).float()
-        data = torch.where(data >= 2**23, data - 2**24, data) / 2**23
-    else:
-        dtype = {1: torch.uint8, 2: torch.int16, 4: torch.int32}.get(width)
-        if dtype is None:
-            raise ValueError(f"{os.fspath(path)!r}: unsupported sample width {width * 8} bits (expected 8, 16, 24 or 32)")
-        data = torch.frombuffer(bytearray(frames), dtype=dtype).float()
-        data = (data - 128) / 128 if width == 1 else data / float(2 ** (8 * width - 1))
-    return data.view(-1, channels).mean(1), rate
+    """An audio file (any format libsndfile reads, not only WAV) -> (mono float32 waveform ``[T]``, its rate in Hz).
 
-
-def _smooth(n: int) -> int:
-    """The smallest 2-3-5-7-smooth integer >= n (FFT sizes that pocketfft/cuFFT handle fast)."""
-    best = 1 << max(0, (n - 1).bit_length())
-    f7 = 1
-    while f7 < best:
-        f5 = f7
-        while f5 < best:
-            f3 = f5
-            while f3 < best:
-                f2 = f3
-                while f2 < n:
-                    f2 *= 2
-                best = min(best, f2)
-                f3 *= 3
-            f5 *= 5
-        f7 *= 7
-    return best
-
-
-def resample(waveform: torch.Tensor, source_rate: int, target_rate: int) -> torch.Tensor:
-    """Band-limited resampling in the frequency domain (an ideal low-pass, so no aliasing when downsampling).
-
-    Works on ``[..., N]``; the spectrum is cut (or zero-extended) to the new Nyquist frequency.
-    The signal is zero-padded to a length whose FFT is fast at both rates (a multiple of
-    ``source_rate / gcd`` with a smooth cofactor; an awkward length such as a prime would make
-    the FFT many times slower) and the result trimmed back.
+    Kept for callers of the old WAV reader: :func:`mmcore_plugins.io.load_audio` (header checked,
+    :class:`~mmcore_plugins.io.AudioReadError` on bad files).
     """
-    if source_rate <= 0 or target_rate <= 0:
-        raise ValueError(f"sample rates must be positive, got {source_rate} -> {target_rate}")
-    if source_rate == target_rate:
-        return waveform
-    n = waveform.shape[-1]
-    m = max(1, round(n * target_rate / source_rate))
-    g = math.gcd(source_rate, target_rate)
-    a, b = source_rate // g, target_rate // g
-    k = _smooth(-(-n // a))
-    padded_n, padded_m = a * k, b * k
-    spectrum = torch.fft.rfft(waveform.float(), n=padded_n)
-    keep = min(spectrum.shape[-1], padded_m // 2 + 1)
-    out = spectrum.new_zeros(*spectrum.shape[:-1], padded_m // 2 + 1)
-    out[..., :keep] = spectrum[..., :keep]
-    return torch.fft.irfft(out, n=padded_m)[..., :m] * (padded_m / padded_n)
+    return load_audio(path)
 
 
 def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, f_min: float = 0.0, f_max: float | None = None) -> torch.Tensor:
@@ -105,10 +49,12 @@ def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, f_min: float = 0.0
 
 
 class LogMelProcessor(mmcore.Processor):
-    """WAV path, waveform (array/tensor at ``sample_rate``) or ``(waveform, rate)`` -> log-mel ``[n_mels, T]``.
+    """Audio file path, waveform (array/tensor at ``sample_rate``) or ``(waveform, rate)`` -> log-mel ``[n_mels, T]``.
 
-    The clip is resampled to ``sample_rate``, cut to ``max_seconds``, and its log-mel
-    spectrogram standardised per utterance (loudness-invariant; padding, zeros, sits at the mean).
+    Reading is :func:`mmcore_plugins.io.read_audio`: any format libsndfile reads (WAV in every
+    subtype, FLAC, OGG, MP3, ...), channels averaged, resampled to ``sample_rate`` (band-limited FFT resampling), cut
+    to ``max_seconds`` (only that much is decoded). The log-mel spectrogram is standardised per
+    utterance (loudness-invariant; padding, zeros, sits at the mean).
     """
 
     def __init__(self, sample_rate: int = 16000, n_mels: int = 64, n_fft: int = 400, hop: int = 160,
@@ -121,23 +67,12 @@ class LogMelProcessor(mmcore.Processor):
         self.window = torch.hann_window(n_fft)
 
     def waveform(self, raw: Any) -> torch.Tensor:
-        """Any accepted raw audio -> mono float waveform at ``sample_rate``, at most ``max_seconds`` long."""
-        if isinstance(raw, (str, os.PathLike)):
-            wav, rate = read_wav(raw)
-        elif isinstance(raw, tuple) and len(raw) == 2:
-            wav, rate = torch.as_tensor(raw[0], dtype=torch.float32), int(raw[1])
-        else:
-            try:
-                wav, rate = torch.as_tensor(raw, dtype=torch.float32), self.sample_rate
-            except (TypeError, ValueError, RuntimeError) as exc:
-                raise TypeError(f"audio must be a WAV path, a waveform, or (waveform, rate), got {type(raw).__name__}") from exc
-        if wav.dim() != 1 or wav.numel() == 0:
-            raise ValueError(f"a waveform must be a non-empty 1-D signal, got shape {list(wav.shape)}")
-        if not torch.isfinite(wav).all():
-            raise ValueError("a waveform must hold finite values, got NaN or inf")
-        wav = wav[: int(self.max_seconds * rate) + 1]  # cut before resampling: cheaper
-        wav = resample(wav, rate, self.sample_rate)
-        return wav[: int(self.max_seconds * self.sample_rate)]
+        """Any accepted raw audio -> mono float waveform at ``sample_rate``, at most ``max_seconds`` long.
+
+        Raises :class:`~mmcore_plugins.io.AudioReadError` (a ``ValueError``) for unreadable files,
+        absurd headers, empty or non-finite waveforms; ``TypeError`` for values that are not audio.
+        """
+        return read_audio(raw, sample_rate=self.sample_rate, max_seconds=self.max_seconds)
 
     def __call__(self, raw: Any) -> torch.Tensor:
         return self.logmel(self.waveform(raw))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -12,53 +11,29 @@ from torch import nn
 
 import mmcore
 from mmcore import Features
+from mmcore_plugins.io import check_background, read_image
 
-
-def load_image(raw: Any, channels: int) -> torch.Tensor:
-    """Path / PIL image / ndarray / tensor -> float tensor ``[C, H, W]`` in [0, 1]."""
-    if isinstance(raw, (str, os.PathLike)):
-        from PIL import Image
-
-        try:
-            with Image.open(raw) as img:
-                img.load()
-                raw = img.convert("L" if channels == 1 else "RGB")
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"cannot read image {os.fspath(raw)!r}: {exc}") from exc
-    if type(raw).__module__.startswith("PIL."):  # a PIL image (checked by module: PIL is imported lazily)
-        import numpy as np
-
-        raw = np.array(raw.convert("L" if channels == 1 else "RGB"))  # a writable copy for torch
-    if not isinstance(raw, torch.Tensor):
-        try:
-            raw = torch.tensor(raw)  # a copy: arrays may be read-only (torch warns on those)
-        except (TypeError, RuntimeError) as exc:
-            raise TypeError(f"an image must be a path, PIL image, array or tensor, got {type(raw).__name__}") from exc
-    x = raw.float()
-    if raw.dtype == torch.uint8:
-        x = x / 255.0
-    if x.dim() == 2:
-        x = x[None]
-    elif x.dim() == 3 and x.shape[-1] in (1, 3) and x.shape[0] not in (1, 3):
-        x = x.permute(2, 0, 1)  # HWC -> CHW
-    if x.dim() != 3:
-        raise ValueError(f"an image must be [H, W], [H, W, C] or [C, H, W], got shape {list(raw.shape)}")
-    if x.shape[0] != channels:
-        x = x.mean(0, keepdim=True) if channels == 1 else x.expand(channels, -1, -1) if x.shape[0] == 1 else x
-    if x.shape[0] != channels:
-        raise ValueError(f"expected an image with {channels} channel(s), got {x.shape[0]}")
-    return x
+#: Default ``background`` of the image encoders: white, the colour viewers show transparency as.
+WHITE = (255, 255, 255)
 
 
 class ImageProcessor(mmcore.Processor):
-    """Any image -> resized ``[C, S, S]`` tensor normalised to mean 0.5 / std 0.5; optional light augmentation."""
+    """Any image -> resized ``[C, S, S]`` tensor normalised to mean 0.5 / std 0.5; optional light augmentation.
 
-    def __init__(self, image_size: int, channels: int, augment: bool = False) -> None:
+    Images are read by :func:`mmcore_plugins.io.read_image` (files through Pillow, as a viewer
+    shows them; arrays and tensors by dtype range): transparent pixels are composited onto
+    ``background`` (an ``(R, G, B)`` triple or grey level in 0..255, default white).
+    """
+
+    def __init__(self, image_size: int, channels: int, augment: bool = False,
+                 background: int | tuple[int, int, int] = WHITE) -> None:
+        check_background(background)
         self.image_size, self.channels, self.augment = image_size, channels, augment
+        self.background = tuple(background) if isinstance(background, (list, tuple)) else background
         self.training = False
 
     def __call__(self, raw: Any) -> torch.Tensor:
-        x = load_image(raw, self.channels)
+        x = read_image(raw, channels=self.channels, background=self.background)
         x = F.interpolate(x[None], size=(self.image_size, self.image_size), mode="bilinear", align_corners=False, antialias=True)[0]
         if self.augment and self.training:
             # Small random shifts (up to 1/16 of the side, at least a pixel): robust to where the
@@ -86,13 +61,19 @@ class SmallCNNEncoder(mmcore.Encoder):
     whole feature map, which keeps where each feature is; ``pool="mean"`` averages the tokens
     (translation-invariant, for larger images whose object may be anywhere). On the demo's
     noisy 8x8 digits, flatten beats mean by about 10 points of image-only accuracy.
+
+    ``background``: the colour transparent pixels (PNG alpha, palette transparency) are shown on,
+    an ``[R, G, B]`` triple or a grey level in 0..255; default white, as image viewers show them.
     """
 
     modality = "image"
 
     def __init__(self, dim: int = 128, image_size: int = 32, channels: int = 1, width: int = 32,
-                 dropout: float = 0.1, augment: bool = False, pool: Literal["flatten", "mean"] = "flatten") -> None:
+                 dropout: float = 0.1, augment: bool = False, pool: Literal["flatten", "mean"] = "flatten",
+                 background: int | tuple[int, int, int] = WHITE) -> None:
         super().__init__()
+        check_background(background)
+        self.background = tuple(background) if isinstance(background, (list, tuple)) else background
         if pool not in ("flatten", "mean"):
             raise ValueError(f"pool must be 'flatten' or 'mean', got {pool!r}")
         if image_size < 8:
@@ -115,7 +96,7 @@ class SmallCNNEncoder(mmcore.Encoder):
         self.flatten_project = nn.Linear(2 * width * side * side, dim) if pool == "flatten" else None
 
     def processor(self) -> ImageProcessor:
-        return ImageProcessor(self.image_size, self.channels, self.augment)
+        return ImageProcessor(self.image_size, self.channels, self.augment, self.background)
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> Features:
         present = batch["present"].bool()

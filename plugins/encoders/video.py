@@ -1,13 +1,12 @@
-"""Video: a clip (folder of frames, tensor ``[T, C, H, W]``, array ``[T, H, W, C]`` or list of frames) ->
+"""Video: a clip (folder of frame images in any format Pillow reads, tensor ``[T, C, H, W]``, array
+``[T, H, W, C]`` or list of frames) ->
 any registered image encoder applied per frame -> a temporal transformer (or mean pooling) over
 time. Tokens are frames; clips of different lengths are padded, with masks."""
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -15,13 +14,8 @@ from torch import nn
 
 import mmcore
 from mmcore import Features
+from mmcore_plugins.io import video_frames
 
-FRAME_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".pgm", ".tif", ".tiff"}
-
-
-
-def _natural_key(path: str) -> list:
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", Path(path).name)]
 
 class VideoProcessor(mmcore.Processor):
     """A clip -> its frames through the frame encoder's processor, at most ``max_frames`` (evenly spaced)."""
@@ -41,14 +35,9 @@ class VideoProcessor(mmcore.Processor):
     def frames(self, raw: Any) -> list[Any]:
         """The raw frames of a clip, in order."""
         if isinstance(raw, (str, os.PathLike)):
-            folder = Path(raw)
-            if not folder.is_dir():
-                raise ValueError(f"a video given as a path must be a folder of frame images, got {str(folder)!r}")
-            # Natural order: frame_2 before frame_10, whether or not the numbers are zero-padded.
-            frames = sorted((str(p) for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES), key=_natural_key)
-            if not frames:
-                raise ValueError(f"video folder {str(folder)!r} holds no frame images ({', '.join(sorted(FRAME_SUFFIXES))})")
-            return frames
+            # Natural order: frame_2 before frame_10, whether or not the numbers are zero-padded;
+            # each frame is then read by the frame processor (mmcore_plugins.io.read_image).
+            return video_frames(raw)
         if isinstance(raw, torch.Tensor) or type(raw).__module__ == "numpy":
             if raw.ndim != 4:
                 raise ValueError(f"a video tensor must be [T, C, H, W] (or an array [T, H, W, C]), got shape {list(raw.shape)}")

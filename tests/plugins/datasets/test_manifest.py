@@ -186,7 +186,7 @@ def test_a_path_column_may_name_a_folder_of_frames(folder):
         _png(clip / f"frame_{t}.png")
     (folder / "clips" / "empty").mkdir()
     m = write_jsonl(folder / "m.jsonl", [{"video": "clips/c1", "label": 1}, {"video": "clips/empty", "label": 0}])
-    with pytest.raises(BadSampleError, match=r"row 2, column 'video': folder .*empty' holds no image frames"):
+    with pytest.raises(BadSampleError, match=r"row 2, column 'video': video folder .*empty.* holds no frame images"):
         load_manifest("train", str(m), columns={"video": "video"}, target="label", path_columns=["video"],
                       val_fraction=0, test_fraction=0)
     data = load_manifest("train", str(m), columns={"video": "video"}, target="label", path_columns=["video"],

@@ -40,7 +40,7 @@ def test_byte_tokenizer_handles_any_language_and_rejects_non_strings():
     assert len(tokenizer("a" * 20)) == 8
     batch = tokenizer.collate([tokenizer("sept"), None])
     assert batch["mask"].tolist() == [[True] * 4, [False] * 4]
-    with pytest.raises(TypeError, match="text must be a string, got int"):
+    with pytest.raises(TypeError, match="text must be a string .* got int"):
         tokenizer(7)
 
 

@@ -87,3 +87,24 @@ def test_frames_are_read_in_natural_order_without_zero_padding(flower, tmp_path)
                              max_frames=12).processor()
     for got, want in zip(processor(str(tmp_path)), processor(frames), strict=True):
         torch.testing.assert_close(got, want)
+
+
+def test_frame_folders_read_every_pillow_format_and_transparency_as_images_do(tmp_path):
+    from PIL import Image
+
+    from mmcore_plugins.io import ImageReadError
+
+    grey = np.zeros((8, 8), dtype=np.uint8)
+    rgba = np.zeros((8, 8, 4), dtype=np.uint8)  # fully transparent black: shown white, like a still image
+    Image.fromarray(grey).save(tmp_path / "f1.bmp")
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "f2.png")
+    Image.fromarray(grey).save(tmp_path / "f3.tif")
+    (tmp_path / "notes.txt").write_text("not a frame")
+    processor = VideoEncoder(frame_options={"channels": 1, "image_size": 8, "dim": 8, "width": 8}, dim=16, heads=2,
+                             max_frames=4).processor()
+    clip = processor(tmp_path)
+    assert len(clip) == 3
+    assert [round(f.mean().item(), 3) for f in clip] == [-1.0, 1.0, -1.0]  # normalised: black -1, white +1
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ImageReadError, match=r"empty.*holds no frame images"):
+        processor(tmp_path / "empty")

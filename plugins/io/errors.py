@@ -1,0 +1,37 @@
+"""Errors raised while reading users' media files. Each message names the file and says what was
+expected and what came; all are ``ValueError`` subclasses (bad input, not a bug) and mmcore errors
+(the CLI prints them as one line, exit 2)."""
+
+from __future__ import annotations
+
+import os
+
+from mmcore.errors import MmcoreError
+
+
+class MediaError(MmcoreError, ValueError):
+    """A media file (or in-memory image / waveform) cannot be read as what it was given as.
+
+    ``path`` is the file concerned (``None`` for in-memory values); the message already names it.
+    """
+
+    def __init__(self, message: str, *, path: str | os.PathLike | None = None) -> None:
+        self.path = None if path is None else os.fspath(path)
+        super().__init__(message)
+
+
+class ImageReadError(MediaError):
+    """An image file or array cannot be read (unknown format, truncated, decompression bomb, NaN, ...)."""
+
+
+class AudioReadError(MediaError):
+    """An audio file or waveform cannot be read (unknown format, absurd header, non-finite samples, ...)."""
+
+
+class TextReadError(MediaError):
+    """A text file cannot be read (missing, too large, not valid in the given encoding)."""
+
+
+def describe(path: str | os.PathLike) -> str:
+    """``'path'`` quoted the way every media error names its file."""
+    return repr(os.fspath(path))

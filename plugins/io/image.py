@@ -1,0 +1,350 @@
+"""Images -> float tensors ``[C, H, W]`` in [0, 1], as an image viewer shows them (through Pillow).
+
+What the model sees, per kind of input:
+
+* **Alpha** (RGBA, LA, palette or grey/RGB with a transparency entry): composited onto ``background``
+  (default white, as viewers and browsers show a transparent PNG), so strokes drawn on a
+  transparent sheet stay visible whatever the hidden colour of the transparent pixels.
+* **Bit depth**: 8-bit modes are divided by 255; 16-bit (``I;16``, ``I;16B``, 16-bit TIFF/PNG) by
+  65535; 32-bit integer TIFFs by their format's range (``BitsPerSample``/``SampleFormat`` tags;
+  signed values below 0 clipped to 0); 32-bit float TIFFs (mode ``F``) are taken as already in
+  [0, 1] and clipped to it, and refused when they hold NaN or infinity.
+* **CMYK, YCbCr, LAB, 1-bit, palette**: converted to RGB/grey by Pillow; an embedded ICC profile is
+  applied (converted to sRGB) as colour-managed viewers do.
+* **EXIF orientation**: applied (``ImageOps.exif_transpose``): the picture is upright as shown.
+* **Animated GIF/WebP/PNG, multi-page TIFF**: the first frame only.
+* **Decompression bombs**: an image with more pixels than ``PIL.Image.MAX_IMAGE_PIXELS`` (Pillow's
+  limit, about 89 million by default; change it there to allow more) is refused with
+  :class:`ImageReadError` before it is decoded.
+* **Grey output** (``channels=1``): ITU-R BT.601 luma ``0.299 R + 0.587 G + 0.114 B`` (Pillow's
+  ``convert("L")``), for files and arrays alike; **RGB output** of a grey image repeats it.
+
+Arrays and tensors: ``[H, W]``, ``[H, W, C]`` or ``[C, H, W]`` with ``C`` in {1, 2, 3, 4} (2 = grey +
+alpha, 4 = RGBA, composited like files). When both the first and last axis could be channels
+(e.g. ``[3, 8, 4]``), numpy arrays are read channels-last (the numpy/Pillow convention) and torch
+tensors channels-first (the torch convention). ``uint8``/``uint16``/``uint32`` are divided by their
+maximum, ``int8``/``int16``/``int32`` by theirs (negative values clipped to 0), ``bool`` is 0/1,
+floats must be finite and are clipped to [0, 1]. ``int64`` (what Python lists and
+``torch.tensor([...])`` default to) has no image range and is refused: give ``uint8`` (0..255) or
+floats in [0, 1].
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from mmcore_plugins.io.errors import ImageReadError, describe
+
+__all__ = ["IMAGE_SUFFIXES", "ImageInfo", "check_background", "verify_image", "looks_like_image", "probe_image", "read_image"]
+
+
+@functools.cache
+def _image_suffixes() -> frozenset[str]:
+    from PIL import Image
+
+    Image.init()  # load every format plugin Pillow ships, so the registry is complete
+    readable = set(Image.OPEN)
+    return frozenset(ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in readable)
+
+
+#: Declared for type checkers and ``__all__``; the value comes from ``__getattr__`` below.
+IMAGE_SUFFIXES: frozenset[str]
+
+
+def __getattr__(name: str):
+    # IMAGE_SUFFIXES: the file suffixes (lower case, with the dot) of every format the installed
+    # Pillow can open. Computed on first use (PEP 562) because asking Pillow imports it, and plugin
+    # discovery must not import heavy libraries.
+    if name == "IMAGE_SUFFIXES":
+        return _image_suffixes()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What an image file's header says: ``width`` x ``height`` pixels, Pillow ``mode``, ``frames``
+    (1 unless animated / multi-page; only the first is read) and ``format`` (Pillow's name, e.g. "PNG")."""
+
+    width: int
+    height: int
+    mode: str
+    frames: int
+    format: str
+
+
+def _open(path: str | os.PathLike):
+    """``PIL.Image.open`` with Pillow's decompression-bomb warning turned into a named error."""
+    from PIL import Image, UnidentifiedImageError
+
+    name = describe(path)
+    if os.path.isdir(path):
+        raise ImageReadError(f"cannot read image {name}: it is a folder, expected an image file", path=path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageReadError(f"cannot read image {name}: too large to decode safely (decompression-bomb limit): {exc} "
+                             f"(raise PIL.Image.MAX_IMAGE_PIXELS to allow it)", path=path) from exc
+    except FileNotFoundError as exc:
+        raise ImageReadError(f"cannot read image {name}: no such file", path=path) from exc
+    except UnidentifiedImageError as exc:
+        raise ImageReadError(f"cannot read image {name}: not an image format Pillow reads (its header is none of "
+                             f"PNG, JPEG, GIF, BMP, TIFF, WebP, ...)", path=path) from exc
+    except (OSError, ValueError, SyntaxError) as exc:  # Pillow raises these three for damaged headers
+        raise ImageReadError(f"cannot read image {name}: {exc}", path=path) from exc
+
+
+def looks_like_image(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a file with an image suffix, or whose header Pillow identifies."""
+    if not os.path.isfile(path):
+        return False
+    if os.path.splitext(os.fspath(path))[1].lower() in _image_suffixes():
+        return True
+    try:
+        with _open(path):
+            return True
+    except ImageReadError:
+        return False
+
+
+def probe_image(path: str | os.PathLike) -> ImageInfo:
+    """Read only the header of the image file ``path``.
+
+    Raises :class:`ImageReadError` naming the file when it is missing, a folder, not an image,
+    damaged in its header, empty (0 pixels) or over Pillow's decompression-bomb limit.
+    """
+    with _open(path) as img:
+        width, height = img.size
+        info = ImageInfo(width=width, height=height, mode=img.mode, frames=int(getattr(img, "n_frames", 1) or 1),
+                         format=str(img.format))
+    if width <= 0 or height <= 0:
+        raise ImageReadError(f"cannot read image {describe(path)}: it has no pixels ({width} x {height})", path=path)
+    return info
+
+
+def verify_image(path: str | os.PathLike) -> ImageInfo:
+    """:func:`probe_image`, then decode the first frame's pixels (at most Pillow's decompression-bomb
+    limit of them): catches truncated or corrupt files whose header is intact. Raises ImageReadError."""
+    from PIL import Image
+
+    info = probe_image(path)
+    try:
+        with _open(path) as img, warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img.load()
+    except ImageReadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Pillow's decoders raise OSError, SyntaxError, ValueError, ...
+        raise ImageReadError(f"cannot read image {describe(path)}: decoding failed ({exc})", path=path) from exc
+    return info
+
+
+def _check_channels(channels: int | None) -> None:
+    if channels not in (1, 3, None):
+        raise ValueError(f"channels must be 1 (grey), 3 (RGB) or None (the image's own), got {channels!r}")
+
+
+def check_background(background: Any) -> np.ndarray:
+    """``background`` (an int grey level or an ``(R, G, B)`` triple, 0..255) -> float RGB in [0, 1].
+
+    Raises ``ValueError`` naming the option for anything else.
+    """
+    values = [background] * 3 if isinstance(background, (int, float)) else list(background)
+    if len(values) != 3 or not all(isinstance(v, (int, float)) and 0 <= v <= 255 for v in values):
+        raise ValueError(f"background must be a grey level or an (R, G, B) triple of values in 0..255, got {background!r}")
+    return np.asarray(values, dtype=np.float32) / 255.0
+
+
+def _int_range(dtype: np.dtype, bits: int | None = None) -> tuple[float, bool]:
+    """The full-scale value of an integer sample type and whether it is signed."""
+    info = np.iinfo(dtype)
+    signed = info.min < 0
+    if bits is not None:
+        return float(2 ** (bits - 1) - 1 if signed else 2**bits - 1), signed
+    return float(info.max), signed
+
+
+def _pil_bits(img) -> tuple[int | None, bool | None]:
+    """Bits per sample and signedness of a 32-bit-mode ("I") image's source format, when it says."""
+    if img.format == "PNG":  # PNG has no signed or 32-bit samples: an "I" PNG is 16-bit grey
+        return 16, False
+    tags = getattr(img, "tag_v2", None)
+    if tags is not None:
+        bits = tags.get(258)
+        bits = int(bits[0] if isinstance(bits, tuple) else bits) if bits else None
+        fmt = tags.get(339)
+        fmt = int(fmt[0] if isinstance(fmt, tuple) else fmt) if fmt else 1
+        return bits, fmt == 2
+    return None, None
+
+
+def _from_pil(img, name: str, path: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """A PIL image -> (float32 ``[H, W, C]`` in [0, 1] with C in {1, 3}, alpha ``[H, W]`` or None)."""
+    from PIL import ImageOps
+
+    try:
+        img = ImageOps.exif_transpose(img)  # a viewer shows the picture upright; a copy, tag removed
+    except Exception:  # noqa: BLE001 - a malformed EXIF block: the pixels are still the picture
+        pass
+    img = _to_srgb(img)
+    mode = img.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+        return np.asarray(img, dtype=np.float32)[..., None] / 65535.0, None
+    if mode in ("I", "I;32", "I;16S", "I;32S"):
+        data = np.asarray(img)
+        bits, signed = _pil_bits(img)
+        full, dtype_signed = _int_range(data.dtype, bits)
+        values = data.astype(np.float64)
+        if signed if signed is not None else dtype_signed:
+            values = np.clip(values, 0, None)
+        return np.clip(values / full, 0.0, 1.0).astype(np.float32)[..., None], None
+    if mode == "F":
+        data = np.asarray(img, dtype=np.float32)
+        if not np.isfinite(data).all():
+            raise ImageReadError(f"cannot read image {name}: it holds NaN or infinite values (a float image must be "
+                                 f"finite, in [0, 1])", path=path)
+        return np.clip(data, 0.0, 1.0)[..., None], None
+    has_alpha = mode in ("RGBA", "RGBa", "LA", "La", "PA") or img.has_transparency_data
+    grey = mode in ("1", "L", "LA", "La", "I;16", "I") or (mode == "P" and img.palette is not None and img.palette.mode == "L")
+    if has_alpha:
+        target = "LA" if grey else "RGBA"
+    else:
+        target = "L" if grey else "RGB"
+    data = np.asarray(img.convert(target), dtype=np.float32) / 255.0
+    if data.ndim == 2:
+        data = data[..., None]
+    if has_alpha:
+        return data[..., :-1], data[..., -1]
+    return data, None
+
+
+@functools.lru_cache(maxsize=1)
+def _srgb_profile():
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+
+
+def _to_srgb(img):
+    """Apply an embedded ICC profile (convert to sRGB), as colour-managed viewers do; else unchanged."""
+    icc = img.info.get("icc_profile")
+    if not icc or img.mode not in ("RGB", "RGBA", "CMYK", "L", "LA"):
+        return img
+    try:
+        import io
+
+        from PIL import ImageCms
+
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if img.mode in ("L", "LA"):
+            return img  # a grey profile changes only the tone curve slightly; keep the stored levels
+        out_mode = "RGBA" if img.mode == "RGBA" else "RGB"
+        converted = ImageCms.profileToProfile(img, source, _srgb_profile(), outputMode=out_mode)
+        return converted if converted is not None else img
+    except Exception:  # noqa: BLE001 - a broken or unsupported profile: show the stored values, as viewers do
+        return img
+
+
+def _array_to_hwc(raw: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """An array / tensor image -> (float32 ``[H, W, C]`` in [0, 1], alpha ``[H, W]`` or None)."""
+    is_tensor = isinstance(raw, torch.Tensor)
+    if is_tensor:
+        data = raw.detach().cpu()
+        data = (data.float() if data.dtype in (torch.bfloat16, torch.float16) else data).numpy()  # numpy has no bfloat16
+    else:
+        try:
+            data = np.asarray(raw)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"an image must be a path, PIL image, array or tensor, got {type(raw).__name__}") from exc
+    if data.dtype == object or data.dtype.kind not in "biuf":
+        raise TypeError(f"an image must be a path, PIL image, array or tensor of numbers, got {type(raw).__name__} "
+                        f"of dtype {data.dtype}")
+    shape = list(data.shape)
+    if data.ndim == 2:
+        data = data[..., None]
+    elif data.ndim == 3:
+        first, last = data.shape[0] in (1, 2, 3, 4), data.shape[-1] in (1, 2, 3, 4)
+        if first and (not last or is_tensor):
+            data = np.moveaxis(data, 0, -1)
+        elif not last:
+            raise ValueError(f"an image array must be [H, W], [H, W, C] or [C, H, W] with C in 1..4, got shape {shape}")
+    else:
+        raise ValueError(f"an image array must be [H, W], [H, W, C] or [C, H, W], got shape {shape}")
+    if 0 in data.shape:
+        raise ValueError(f"an image array must hold pixels, got shape {shape}")
+    kind = data.dtype.kind
+    if kind == "b":
+        values = data.astype(np.float32)
+    elif kind in "iu":
+        if data.dtype.itemsize > 4:
+            raise TypeError(f"an image array of dtype {data.dtype} has no pixel range; give uint8 (0..255), uint16 "
+                            f"(0..65535) or floats in [0, 1]")
+        full, signed = _int_range(data.dtype)
+        values = data.astype(np.float64)
+        if signed:
+            values = np.clip(values, 0, None)
+        values = (values / full).astype(np.float32)
+    else:
+        values = data.astype(np.float32)
+        if not np.isfinite(values).all():
+            bad = int((~np.isfinite(values)).sum())
+            raise ImageReadError(f"an image array must hold finite values, got {bad} NaN or infinite value(s)")
+        values = np.clip(values, 0.0, 1.0)
+    if values.shape[-1] in (2, 4):
+        return values[..., :-1], values[..., -1]
+    return values, None
+
+
+def read_image(raw: Any, *, channels: int | None = 3, background: Any = (255, 255, 255)) -> torch.Tensor:
+    """An image -> ``torch.float32`` tensor ``[channels, H, W]`` with values in [0, 1].
+
+    ``raw``: a path (``str`` or ``os.PathLike``), a ``PIL.Image.Image``, or a numpy array / torch
+    tensor (see the module docstring for shapes and dtypes). ``channels``: 1 (grey, BT.601 luma),
+    3 (RGB) or None (the image's own: 1 for grey images, 3 for colour). ``background``: the colour transparent pixels are composited onto, an ``(R, G, B)``
+    triple or a grey level in 0..255 (default white).
+
+    Raises :class:`ImageReadError` (a ``ValueError``) naming the file for unreadable, damaged or
+    oversized files and for non-finite values; ``TypeError`` for values that are not images.
+    """
+    _check_channels(channels)
+    bg = check_background(background)
+    if isinstance(raw, (str, os.PathLike)):
+        from PIL import Image
+
+        name = describe(raw)
+        img = _open(raw)
+        try:
+            with img:
+                if getattr(img, "n_frames", 1) > 1:
+                    img.seek(0)  # animated / multi-page: the first frame, documented
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error", Image.DecompressionBombWarning)
+                    img.load()
+                rgb, alpha = _from_pil(img, name, raw)
+        except ImageReadError:
+            raise
+        except (OSError, ValueError, SyntaxError, EOFError) as exc:
+            raise ImageReadError(f"cannot read image {name}: decoding failed ({exc})", path=raw) from exc
+    elif type(raw).__module__.startswith("PIL."):  # checked by module: PIL is imported lazily
+        rgb, alpha = _from_pil(raw, "given as a PIL image", None)
+    else:
+        rgb, alpha = _array_to_hwc(raw)
+    if alpha is not None:
+        if rgb.shape[-1] == 1 and not (bg == bg[0]).all():
+            rgb = np.repeat(rgb, 3, axis=-1)  # grey strokes on a coloured background: an RGB picture
+        colour = bg[:1] if rgb.shape[-1] == 1 else bg
+        rgb = rgb * alpha[..., None] + colour * (1.0 - alpha[..., None])
+    if channels == 1 and rgb.shape[-1] == 3:
+        rgb = rgb @ np.array([[0.299], [0.587], [0.114]], dtype=np.float32)
+    elif channels == 3 and rgb.shape[-1] == 1:
+        rgb = np.repeat(rgb, 3, axis=-1)
+    out = torch.from_numpy(np.ascontiguousarray(np.moveaxis(rgb, -1, 0), dtype=np.float32))
+    return out.clamp_(0.0, 1.0)
