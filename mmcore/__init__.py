@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from importlib import metadata as _metadata
 
-from mmcore.components import Encoder, Fusion, Head, HeadOutput, Processor
+from mmcore.components import Encoder, Fusion, Head, HeadOutput, Perturbation, Processor
 from mmcore.errors import (
     ConfigError,
     ConfigIssue,
@@ -43,6 +43,30 @@ try:
 except _metadata.PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0+unknown"
 
+#: Names served by the plugin behind entry point ``autofit`` of group ``mmcore`` (``mmcore fit``).
+_AUTOFIT_NAMES = ("fit", "Predictor")
+
+
+def __getattr__(name: str):
+    """``mmcore.fit`` and ``mmcore.Predictor``, loaded on first use from the ``autofit`` entry point.
+
+    The core never imports a plugin package by name: the entry point is found like any plugin's
+    (``MMCORE_DISABLE_PLUGINS=autofit`` blocks it), so another package may provide ``fit``.
+    """
+    if name not in _AUTOFIT_NAMES:
+        raise AttributeError(f"module 'mmcore' has no attribute {name!r}")
+    import os
+
+    if "autofit" in {n.strip() for n in os.environ.get("MMCORE_DISABLE_PLUGINS", "").split(",")}:
+        raise AttributeError(f"mmcore.{name} comes from the plugin 'autofit', blocked by MMCORE_DISABLE_PLUGINS")
+    found = [ep for ep in _metadata.entry_points(group="mmcore") if ep.name == "autofit"]
+    if not found:
+        raise AttributeError(f"mmcore.{name} needs the plugin 'autofit' (entry point 'autofit' of group 'mmcore'), "
+                             "which is not installed")
+    value = getattr(found[0].load(), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
 __all__ = [
     "KINDS",
     "ComponentInfo",
@@ -59,6 +83,7 @@ __all__ = [
     "MultimodalModel",
     "PluginError",
     "PluginHandle",
+    "Perturbation",
     "PluginRegistry",
     "Processor",
     "Registry",

@@ -1,0 +1,87 @@
+"""``mmcore fit DATA --target COL``: the command line of :func:`~mmcore_plugins.autofit.fitting.fit`,
+added through the ``mmcore_add_commands`` hook like any plugin's command."""
+
+from __future__ import annotations
+
+import argparse
+
+import mmcore
+from mmcore_plugins.autofit.infer import ColumnError
+
+
+def parse_column_overrides(items: list[str]) -> dict[str, str]:
+    """``["NAME=KIND", ...]`` -> ``{NAME: KIND}``; ColumnError for an item without ``=``.
+
+    The last ``=`` separates, so a column name may itself contain ``=``.
+    """
+    out = {}
+    for item in items:
+        name, sep, kind = item.rpartition("=")
+        if not sep or not name or not kind:
+            raise ColumnError(f"--column {item!r}: expected NAME=KIND, e.g. --column photo=image")
+        out[name] = kind.strip().lower()
+    return out
+
+
+def run_fit(args: argparse.Namespace, manager) -> int:
+    from mmcore_plugins.autofit.fitting import fit
+
+    fit(args.data, args.target, val=args.val, test=args.test, time_limit=args.time_limit, preset=args.preset,
+        columns=parse_column_overrides(args.column), run_dir=args.run_dir, overwrite=args.overwrite, manager=manager)
+    return 0
+
+
+@mmcore.hookimpl
+def mmcore_add_commands(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "fit", help="train a model from a table (CSV/JSONL/Parquet) without writing a config",
+        description="Infer each column's kind from its content, choose encoders, fusion and training options, "
+                    "fit them into the time limit, train, and write everything (config.yaml included) into a run "
+                    "directory.")
+    parser.add_argument("data", help="the training table: CSV, JSONL or Parquet (file paths relative to its folder)")
+    parser.add_argument("--target", required=True, help="the column to predict")
+    parser.add_argument("--val", help="a validation table (default: the table's split column, else 15%% of train)")
+    parser.add_argument("--test", help="a test table, evaluated with the best checkpoint")
+    parser.add_argument("--time-limit", default="10m", help="for the whole fit, e.g. 10m, 90s, 1h (default 10m)")
+    parser.add_argument("--preset", default="best", choices=["fast", "best"],
+                        help="best: pretrained encoders where they help (default); fast: small models from scratch")
+    parser.add_argument("--column", action="append", default=[], metavar="NAME=KIND",
+                        help="override a column's inferred kind: image, audio, video, text, categorical, numeric, "
+                             "ignore (the target: classification, multilabel, regression); repeatable")
+    parser.add_argument("--run-dir", help="where the run goes (default: runs/fit, runs/fit-2, ...)")
+    parser.add_argument("--overwrite", action="store_true", help="write into an existing non-empty folder that is not a run")
+    parser.set_defaults(handler=run_fit)
+
+
+@mmcore.hookimpl
+def mmcore_train_start(trainer, config) -> None:
+    """For runs started by ``fit``: the clock of the first epoch starts here, after the setup."""
+    import time
+
+    if getattr(trainer, "autofit_deadline", None) is not None:
+        trainer.autofit_epoch_started = time.perf_counter()
+
+
+@mmcore.hookimpl
+def mmcore_epoch_end(trainer, epoch, metrics) -> None:
+    """For runs started by ``fit`` (which sets ``trainer.autofit_log`` / ``autofit_deadline``): one line
+    per epoch, and the time limit kept -- when another epoch as long as the last would end after the
+    deadline (the machine slowed down since the step time was measured), training stops here."""
+    import time
+
+    log = getattr(trainer, "autofit_log", None)
+    if log is not None:
+        shown = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k.startswith(("train/loss", "val/")))
+        log(f"epoch {epoch}/{trainer.options.epochs}  {shown}")
+    deadline = getattr(trainer, "autofit_deadline", None)
+    if deadline is None:
+        return
+    now = time.perf_counter()
+    last = getattr(trainer, "autofit_epoch_started", None)
+    trainer.autofit_epoch_started = now
+    if last is not None and epoch < trainer.options.epochs and now + (now - last) > deadline:
+        trainer.autofit_stopped_at = epoch
+        trainer.bad_epochs = max(trainer.bad_epochs, trainer.options.early_stopping or 0)  # the loop's own stop
+        if log is not None:
+            log(f"time limit: another epoch would end after it; stopping after epoch {epoch} "
+                f"(the best checkpoint so far is kept)")

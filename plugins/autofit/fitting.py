@@ -1,0 +1,355 @@
+"""``fit``: a table -> inferred columns -> a prepared table + a complete config in a run directory ->
+a measured step time -> epochs for the time limit -> the trainer -> a :class:`Predictor`.
+
+Everything ``fit`` decides is written into the run directory: ``config.yaml`` (``mmcore train
+RUN/config.yaml`` reproduces the run; editing it is how to go further), ``data.jsonl`` (the
+prepared table the config reads, with its ``split`` column), ``autofit.json`` (the column
+inference, the plan, the choices, the measured times) and ``fit_summary.json`` (the results).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import random
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from mmcore_plugins.autofit.choose import (
+    MAX_EPOCHS,
+    TRAIN_SHARE,
+    Choice,
+    StepTimes,
+    build_config,
+    cached_slots,
+    epoch_seconds,
+    epochs_for_budget,
+    parse_duration,
+)
+from mmcore_plugins.autofit.infer import (
+    SPLIT_NAMES,
+    ColumnError,
+    ColumnInfo,
+    format_table,
+    infer_columns,
+    is_missing,
+)
+from mmcore_plugins.autofit.prepare import Preparer, make_plan
+
+#: Fraction of the training rows carved out for validation when no val split is given.
+VAL_FRACTION = 0.15
+#: Batches timed by the step-time probe (each pass; the first step of a pass is not counted).
+PROBE_BATCHES = 5
+#: Seconds kept after training for the test evaluation's bookkeeping and loading the Predictor.
+FINAL_SECONDS = 5.0
+DATA_FILE = "data.jsonl"
+PLAN_FILE = "autofit.json"
+SUMMARY_FILE = "fit_summary.json"
+
+
+def read_rows(source: Any) -> tuple[list[dict[str, Any]], Path]:
+    """A table (path or DataFrame) -> its rows and the folder its relative file paths start from."""
+    from mmcore_plugins.io.tables import read_table
+
+    rows = read_table(source)
+    base = Path(source).expanduser().resolve().parent if isinstance(source, (str, os.PathLike)) else Path.cwd()
+    return rows, base
+
+
+def default_run_dir(root: str | Path = "runs") -> Path:
+    """``runs/fit``, or ``runs/fit-2``, ``runs/fit-3``, ... -- the first that does not exist."""
+    root = Path(root)
+    candidate, k = root / "fit", 2
+    while candidate.exists():
+        candidate, k = root / f"fit-{k}", k + 1
+    return candidate
+
+
+def carve_val(indices: list[int], targets: list[Any], *, fraction: float = VAL_FRACTION, seed: int = 0) -> set[int]:
+    """A seeded, stratified ``fraction`` of ``indices`` for validation (at least one row; classes
+    with a single row stay in training). ``targets`` are hashable labels (or None: not stratified)."""
+    rng = random.Random(seed)
+    groups: dict[Any, list[int]] = {}
+    for index, target in zip(indices, targets, strict=True):
+        groups.setdefault(target if isinstance(target, (int, str)) else None, []).append(index)
+    chosen: set[int] = set()
+    for key in sorted(groups, key=str):
+        members = groups[key]
+        rng.shuffle(members)
+        take = int(round(fraction * len(members))) if len(members) > 1 else 0
+        chosen.update(members[:take])
+    if not chosen and len(indices) > 1:
+        chosen.add(sorted(indices)[-1])
+    return chosen
+
+
+def _log(verbose: bool, *lines: str) -> None:
+    if verbose:
+        for line in lines:
+            print(line, flush=True)
+
+
+def fit(data: Any, target: str, *, val: Any = None, test: Any = None, time_limit: str | float = "10m",
+        preset: str = "best", columns: Mapping[str, str] | None = None, run_dir: str | Path | None = None,
+        overwrite: bool = False, verbose: bool = True, manager=None) -> Any:
+    """Train a model for column ``target`` of ``data`` without a config; returns a :class:`Predictor`.
+
+    ``data``, ``val``, ``test``: CSV / JSONL / Parquet paths or pandas DataFrames (file paths in
+    cells are relative to the table's folder; for a DataFrame, to the current folder). Without
+    ``val`` the table's split column (values train / val / test) is used when it has one, else a
+    stratified 15% of the training rows. ``time_limit``: ``"10m"``, ``"90s"``, ... or seconds --
+    the whole fit, inference to test evaluation. ``preset``: ``best`` (pretrained encoders where
+    they help) or ``fast``. ``columns``: ``{column: kind}`` overrides of the inference. ``run_dir``:
+    where everything goes (default ``runs/fit``, ``runs/fit-2``, ...).
+
+    Raises :class:`ColumnError` (a ValueError naming the column) for a column that cannot be
+    used -- before anything is trained; ValueError for a bad option.
+    """
+    from mmcore.plugin_manager import get_plugin_manager
+    from mmcore_plugins.autofit.choose import PRESETS
+    from mmcore_plugins.autofit.predictor import Predictor
+
+    started = time.perf_counter()
+    limit = parse_duration(time_limit)
+    if preset not in PRESETS:
+        raise ColumnError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    manager = manager or get_plugin_manager()
+    rows, base = read_rows(data)
+    infos = infer_columns(rows, target=target, base=base, overrides=columns)
+    extra = {name: read_rows(source) for name, source in (("val", val), ("test", test)) if source is not None}
+    target_info = next(i for i in infos if i.role == "target")
+    _merge_target_vocabulary(target_info, [r for table, _ in extra.values() for r in table])
+    _log(verbose, format_table(infos), "")
+
+    # ---- splits: the user's tables, else the split column, else carved from train
+    split_info = next((i for i in infos if i.kind == "split"), None)
+    labelled = [i for i, r in enumerate(rows) if not is_missing(r.get(target)) or isinstance(r.get(target), list)]
+    unlabelled = len(rows) - len(labelled)
+    assignment: dict[int, str] = {}
+    for i in labelled:
+        name = str(rows[i].get(split_info.name) or "").strip().lower() if split_info else ""
+        assignment[i] = SPLIT_NAMES.get(name, "train")
+    if "val" not in extra and "val" not in assignment.values():
+        train = [i for i in labelled if assignment[i] == "train"]
+        from mmcore_plugins.autofit.infer import label_key
+
+        keys = [label_key(rows[i][target]) if target_info.kind == "classification" else None for i in train]
+        for i in carve_val(train, keys):
+            assignment[i] = "val"
+        val_source = f"carved from train ({VAL_FRACTION:.0%}, stratified, seed 0)"
+    else:
+        val_source = " + ".join(([f"split column {split_info.name!r}"] if "val" in assignment.values() else [])
+                                + (["--val"] if "val" in extra else []))
+    train_rows = [rows[i] for i in labelled if assignment[i] == "train"]
+    if not train_rows:
+        raise ColumnError(f"no training rows: every row with a {target!r} value went to val/test")
+    plan = make_plan(infos, train_rows)
+
+    # ---- the run directory and its prepared table
+    run = Path(run_dir) if run_dir is not None else default_run_dir()
+    _claim_run_dir(run, overwrite)
+    run = run.resolve()
+    unusable = {i.name: i.details.get("unusable", {}) for i in infos}
+    preparer = Preparer(plan, base, unusable=unusable, check_files=False)
+    table = [preparer.table_row(rows[i], i, assignment[i]) for i in labelled]
+    dropped = dict(preparer.dropped_files)
+    for name, (extra_rows, extra_base) in extra.items():
+        extra_preparer = Preparer(plan, extra_base)
+        table += [extra_preparer.table_row(r, i, name) for i, r in enumerate(extra_rows)
+                  if not is_missing(r.get(target)) or isinstance(r.get(target), list)]
+        for column, count in extra_preparer.dropped_files.items():
+            dropped[f"{column} ({name})"] = count
+    kept = [r for r in table if not all(_absent(r, spec) for spec in plan.slots.values())]
+    empty = len(table) - len(kept)
+    if empty:  # a sample needs at least one modality; such rows teach nothing
+        table = kept
+        dropped["rows without any input"] = empty
+    data_path = run / DATA_FILE
+    _write_jsonl(data_path, table)
+    counts = {s: sum(r[plan.split_column] == s for r in table) for s in ("train", "val", "test")}
+    _log(verbose, f"rows: {counts['train']} train, {counts['val']} val ({val_source}), {counts['test']} test"
+         + (f"; {unlabelled} without a {target!r} value left out" if unlabelled else "")
+         + (f"; {empty} with no input at all left out" if empty else ""))
+
+    # ---- the config
+    config, choices = build_config(plan, infos, n_train=counts["train"], n_val=counts["val"], data_path=str(data_path),
+                                   run_dir=str(run), preset=preset)
+    if not counts["test"]:
+        config["data"]["test_fraction"] = 0.0  # no test rows: none are carved from train either
+    _log(verbose, "", "choices:", *(f"  {c.slot:<12} {c.what}  -- {c.why}" for c in choices))
+
+    # ---- time: measure a step, then fit the epochs into what is left of the limit
+    times = measure_step_times(config, [r for r in table if r[plan.split_column] == "train"],
+                               [r for r in table if r[plan.split_column] == "val"], manager=manager)
+    batch = config["trainer"]["batch_size"]
+    steps = math.ceil(counts["train"] / batch)
+    spent = time.perf_counter() - started
+    test_cost = counts["test"] * times.eval_sample * 3  # cold reads; a small share anyway
+    budget = limit * TRAIN_SHARE - spent - test_cost - times.setup_fixed
+    max_epochs = MAX_EPOCHS[preset]
+    epochs = epochs_for_budget(budget, times, steps_per_epoch=steps, val_rows=counts["val"],
+                               rows=counts["train"] + counts["val"], max_epochs=max_epochs)
+    config["trainer"]["epochs"] = epochs
+    per_epoch = epoch_seconds(times, steps_per_epoch=steps, val_rows=counts["val"])
+    time_note = (f"measured {1000 * times.warm_step:.0f} ms/step ({1000 * times.cold_step:.0f} ms reading inputs the first "
+                 f"time), {steps} steps + validation = {per_epoch:.1f} s/epoch; {budget:.0f} s of the {limit:.0f} s limit "
+                 f"left for training -> {epochs} epochs (at most {max_epochs}; early stopping after "
+                 f"{config['trainer']['early_stopping']} without improvement)")
+    choices.append(Choice("epochs", str(epochs), time_note))
+    cached = cached_slots(config)
+    _log(verbose, f"  {'epochs':<12} {time_note}",
+         f"  {'cached':<12} {', '.join(f'{s} ({how})' for s, how in cached.items()) or 'none (every slot is augmented)'}", "")
+
+    autofit = {"target": target, "preset": preset, "time_limit_s": limit, "columns": [_info_json(i) for i in infos],
+               "plan": plan.to_json(), "choices": [c.__dict__ for c in choices], "step_times": times.__dict__,
+               "cached_slots": cached, "dropped_files": dropped, "rows": counts, "val_source": val_source}
+    (run / PLAN_FILE).write_text(json.dumps(autofit, indent=2))
+
+    # ---- train
+    from mmcore.engine.trainer import Trainer
+
+    trainer = Trainer(config, manager=manager)
+    trainer.autofit_log = (lambda line: print(line, flush=True)) if verbose else None
+    trainer.autofit_deadline = started + limit - test_cost - FINAL_SECONDS  # kept by the epoch-end hook
+    report = trainer.fit()
+    seconds = time.perf_counter() - started
+    summary = {"run_dir": str(run), "task": plan.task, "status": report.get("status"), "best_epoch": report.get("best_epoch"),
+               "epochs_run": report.get("epochs_run"), "epochs_planned": epochs, "monitor": report.get("monitor"),
+               "best_val": report.get("best_value"), "test": report.get("test", {}), "train_seconds": report.get("seconds"),
+               "seconds": seconds, "cached_slots": cached, "rows": counts,
+               "stopped_by_time_limit_after_epoch": getattr(trainer, "autofit_stopped_at", None)}
+    (run / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+    if verbose:
+        test_part = ", ".join(f"{k} {v:.4f}" for k, v in summary["test"].items()) or "no test split"
+        print(f"\nbest epoch {summary['best_epoch']} of {summary['epochs_run']} ({summary['status']}); "
+              f"val {summary['monitor']} {summary['best_val']:.4f}; test: {test_part}", flush=True)
+        print(f"cached across epochs: {', '.join(f'{s} ({how})' for s, how in cached.items()) or 'nothing'}")
+        print(f"total {seconds:.0f} s; run directory {run}")
+        print(f"  reproduce: mmcore train {run / 'config.yaml'}")
+        print(f"  predict:   mmcore.Predictor.load({str(run)!r}).predict(table)")
+    return Predictor.load(run, manager=manager)
+
+
+def _absent(row: Mapping[str, Any], spec: Mapping[str, Any]) -> bool:
+    """Whether a prepared row lacks the slot ``spec`` (every one of its cells empty)."""
+    columns = [spec["column"]] if "column" in spec else [*spec.get("numeric", []), *spec.get("categorical", [])]
+    return all(row.get(c) is None for c in columns)
+
+
+def _merge_target_vocabulary(info: ColumnInfo, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Classes / labels seen only in the user's val or test table join the vocabulary."""
+    from mmcore_plugins.autofit.infer import _class_order, label_key, split_labels
+
+    values = [r.get(info.name) for r in rows if not is_missing(r.get(info.name))]
+    if info.kind == "classification":
+        info.details["classes"] = sorted(set(info.details["classes"]) | {label_key(v) for v in values}, key=_class_order)
+    elif info.kind == "multilabel":
+        extra = {label for v in values for label in split_labels(v, info.details.get("delimiter"))}
+        info.details["labels"] = sorted(set(info.details["labels"]) | extra)
+
+
+def _info_json(info: ColumnInfo) -> dict[str, Any]:
+    details = {k: v for k, v in info.details.items() if k != "unusable"}
+    details["unusable_rows"] = len(info.details.get("unusable", {}))
+    return {"name": info.name, "kind": info.kind, "role": info.role, "why": info.why, "missing": info.missing,
+            "details": details}
+
+
+def _claim_run_dir(run: Path, overwrite: bool) -> None:
+    """Create (check, mark) the run directory the way the trainer will accept it; refuse a user's folder."""
+    try:
+        from mmcore.engine.rundir import RunDir
+    except ImportError:  # an mmcore without run-directory safety: refuse a non-empty folder ourselves
+        if run.is_dir() and any(run.iterdir()) and not overwrite and not (run / "config.yaml").is_file():
+            raise ColumnError(f"run directory {str(run)!r} exists and is not empty; pass --overwrite or another --run-dir") from None
+        run.mkdir(parents=True, exist_ok=True)
+        return
+    RunDir.create(run, overwrite=overwrite).release()
+
+
+def _write_jsonl(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    from mmcore.engine.checkpoint import atomic_write
+
+    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def measure_step_times(config: Mapping[str, Any], train_rows: Sequence[Mapping[str, Any]],
+                       val_rows: Sequence[Mapping[str, Any]], *, manager, batches: int = PROBE_BATCHES) -> StepTimes:
+    """Time real training steps of ``config`` on a few batches of its own rows (a throw-away run).
+
+    The probe trains ``batches`` batches twice over the same rows: the first pass reads and
+    processes every input (``cold_step``), the second finds what ``cache_inputs`` remembered
+    (``warm_step``); the first step of each pass (allocation warm-up) is not counted. Validation
+    is timed on up to 64 val rows (second pass). Setup (data set, processor fitting, frozen
+    features for the probe rows) gives ``setup_per_row`` when an encoder is frozen.
+    """
+    from mmcore.engine.trainer import Trainer
+
+    batch = int(config["trainer"]["batch_size"])
+    probe_train = list(train_rows[: batch * batches])
+    probe_val = list(val_rows[:64]) or probe_train[:batch]
+    with tempfile.TemporaryDirectory(prefix="mmcore-fit-probe-") as tmp:
+        probe = Path(tmp) / "probe.jsonl"
+        split = config["data"]["split_column"]
+        _write_jsonl(probe, [*({**r, split: "train"} for r in probe_train), *({**r, split: "val"} for r in probe_val)])
+        cfg = copy.deepcopy(dict(config))
+        cfg["data"] = {**cfg["data"], "path": str(probe), "test_fraction": 0.0}
+        frozen = bool(cfg["trainer"].get("cache_features"))
+        cfg["trainer"] = {**cfg["trainer"], "epochs": 1, "run_dir": str(Path(tmp) / "run"), "progress": False,
+                          "plots": False, "tensorboard": False, "cache_features": frozen}
+        trainer = Trainer(cfg, manager=manager)
+        start = time.perf_counter()
+        trainer.setup()
+        setup = time.perf_counter() - start
+        try:
+            per_row = 0.0
+            cache = getattr(trainer, "feature_cache", None)
+            slots = list(getattr(trainer.model, "feature_caches", {}) or {})
+            if frozen and cache is not None and slots:
+                # The frozen encoders' first pass, per row, measured alone (the setup also loaded
+                # the pretrained weights: a fixed cost the real run pays once too).
+                from mmcore.data import precompute_features
+
+                cache.clear()
+                start = time.perf_counter()
+                for slot in slots:
+                    precompute_features(trainer.model, slot, trainer.datasets["train"], batch_size=64)
+                per_row = (time.perf_counter() - start) / max(1, len(trainer.datasets["train"]))
+            passes = [_timed_pass(trainer) for _ in range(2)]
+            trainer.evaluate(trainer.datasets["val"])  # reads and remembers the val inputs
+            start = time.perf_counter()
+            trainer.evaluate(trainer.datasets["val"])
+            eval_sample = (time.perf_counter() - start) / max(1, len(trainer.datasets["val"]))
+        finally:
+            if getattr(trainer, "dist", None) is not None:
+                trainer.dist.close(wait=True)
+            release = getattr(getattr(trainer, "rundir", None), "release", None)
+            if release is not None:  # the probe's (temporary) run directory lock
+                release()
+    cold, warm = passes
+    rows = len(probe_train) + len(probe_val)
+    if frozen and not per_row:  # no separate measurement: the whole setup, per row (an upper bound)
+        per_row = setup / max(1, rows)
+    return StepTimes(cold_step=max(cold, warm), warm_step=warm, eval_sample=eval_sample, setup_per_row=per_row,
+                     setup_fixed=max(0.0, setup - per_row * rows))
+
+
+def _timed_pass(trainer) -> float:
+    """Mean seconds per training step (loading the batch included) over one pass of the probe rows."""
+    trainer.begin_epoch(1)
+    loader = trainer.train_loader(1)
+    durations = []
+    start = time.perf_counter()
+    for batch in loader:
+        trainer.train_step(batch)
+        now = time.perf_counter()
+        durations.append(now - start)
+        start = now
+    timed = durations[1:] or durations
+    return sum(timed) / len(timed)

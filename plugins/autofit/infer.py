@@ -1,0 +1,425 @@
+"""Column inference: what each column of a table holds, judged from its content, never its name.
+
+Rules, in order (each column's ``why`` says which one decided):
+
+* **files** -- a string cell naming an existing file or folder (relative to the table's folder, or
+  absolute). A column where most non-empty cells do (or carry a media suffix) is a file column;
+  its kind comes from the files themselves, through :mod:`mmcore_plugins.io`: folders holding
+  image frames -> ``video``; ``looks_like_image`` (suffix or magic bytes, Pillow) -> ``image``;
+  ``looks_like_audio`` (libsndfile) -> ``audio``; text files -> ``text`` (read into the cell).
+  Every file is then checked (headers only, ``check_media``): a missing or unreadable file makes
+  that cell missing (counted in ``why``); a column whose files are *all* missing or unreadable
+  is an error (:class:`ColumnError`).
+* **numbers** -- every non-empty cell parses as a finite number -> ``numeric``; integers that are
+  unique per row and fill a dense range (an index, a row number) -> ``ignore`` (identifier).
+* **strings** -- unique per row without spaces (codes, UUIDs, file names of nothing) -> ``ignore``;
+  few distinct values (at most ``MAX_CATEGORIES``, and few per row) -> ``categorical``; otherwise
+  (varied or multi-word strings) -> ``text``.
+* **split** -- a string column whose values are all split names (train / val / test and their
+  usual aliases) -> used as the split, not as an input.
+* **target** -- numbers with many distinct values, not all integers -> ``regression``; lists
+  (JSON arrays) or strings joined by one delimiter (``;``, ``|``, ``,``) over a small label
+  vocabulary -> ``multilabel``; anything else -> ``classification``.
+
+A column empty in every row is an error too: nothing can be learned from it, and it is most
+likely a mistake in the table (``--column NAME=ignore`` drops it).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mmcore.errors import UserInputError
+
+#: Kinds an input column can have; ``--column NAME=KIND`` accepts these.
+INPUT_KINDS = ("image", "audio", "video", "text", "categorical", "numeric", "ignore")
+#: Kinds a target column can have.
+TARGET_KINDS = ("classification", "multilabel", "regression")
+#: Modalities whose cells are file (or folder) paths.
+FILE_KINDS = ("image", "audio", "video")
+#: Most distinct values a string column may have to count as categorical.
+MAX_CATEGORIES = 50
+#: Most distinct labels of a multilabel target.
+MAX_LABELS = 200
+#: Split names (lower case) -> the split.
+SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+               "dev": "val", "test": "test", "testing": "test", "eval": "test"}
+MULTILABEL_DELIMITERS = (";", "|", ",")
+
+
+class ColumnError(UserInputError):
+    """A column that cannot be used as it is (all files unreadable, empty in every row, a target
+    that cannot be learned, a bad ``--column`` override); the message names the column."""
+
+
+@dataclass
+class ColumnInfo:
+    """One column's inferred role. ``kind``: an input kind (:data:`INPUT_KINDS`), a target kind
+    (:data:`TARGET_KINDS`) or ``"split"``; ``missing``: fraction of rows with no usable value;
+    ``details``: what later stages need (unreadable rows, image sizes, delimiter, ...)."""
+
+    name: str
+    kind: str
+    why: str
+    missing: float
+    role: str = "input"  # input | target | split | ignored
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def is_missing(value: Any) -> bool:
+    """None, NaN, or a blank string."""
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return isinstance(value, str) and not value.strip()
+
+
+def as_number(value: Any) -> float | None:
+    """A finite number from a number or a numeric string; None when it is not one."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return None
+        return number if math.isfinite(number) else None
+    return None
+
+
+def resolve_path(value: Any, base: Path) -> Path | None:
+    """The existing file or folder a cell names (relative to ``base``), or None."""
+    if not isinstance(value, str) or not value.strip() or len(value) > 4096 or "\n" in value or "\x00" in value:
+        return None
+    try:
+        path = Path(value.strip()).expanduser()
+        path = path if path.is_absolute() else base / path
+        return path if path.exists() else None
+    except (OSError, ValueError):
+        return None
+
+
+def _looks_like_path(value: str) -> bool:
+    """A string shaped like a file name with a media suffix (whether or not the file exists)."""
+    from mmcore_plugins.io import AUDIO_SUFFIXES, IMAGE_SUFFIXES
+
+    text = value.strip()
+    if not text or " " in text.strip() and "/" not in text:
+        return False
+    return Path(text).suffix.lower() in (IMAGE_SUFFIXES | AUDIO_SUFFIXES) or text.endswith(("/", os.sep))
+
+
+def _file_kind(path: Path) -> str | None:
+    from mmcore_plugins.io import TEXT_SUFFIXES, looks_like_audio, looks_like_image
+
+    if path.is_dir():
+        from mmcore_plugins.io import video_frames
+
+        try:
+            video_frames(path)
+        except ValueError:
+            return None
+        return "video"
+    if looks_like_image(path):
+        return "image"
+    if looks_like_audio(path):
+        return "audio"
+    if path.suffix.lower() in TEXT_SUFFIXES:
+        return "text"
+    return None
+
+
+def _percent(count: int, total: int) -> str:
+    return f"{100 * count / max(total, 1):.0f}%"
+
+
+def infer_columns(rows: Sequence[Mapping[str, Any]], *, target: str, base: str | Path = ".",
+                  overrides: Mapping[str, str] | None = None) -> list[ColumnInfo]:
+    """One :class:`ColumnInfo` per column of ``rows`` (in the table's column order).
+
+    ``base``: the folder relative file paths start from (the table's folder). ``overrides``:
+    ``{column: kind}`` from ``--column NAME=KIND``, taken as given (files are still checked).
+    Raises :class:`ColumnError` naming the column for an unknown target or override column, a
+    bad override kind, an input column empty in every row, a file column whose files are all
+    missing or unreadable, and a target that cannot be learned (fewer than two classes, ...).
+    """
+    overrides = dict(overrides or {})
+    base = Path(base)
+    columns: list[str] = []
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+    if not rows:
+        raise ColumnError("the table has no rows")
+    if target not in columns:
+        import difflib
+
+        close = difflib.get_close_matches(target, columns, n=1)
+        raise ColumnError(f"--target: the table has no column {target!r}" + (f"; did you mean {close[0]!r}?" if close else "")
+                          + f" (its columns: {', '.join(columns)})")
+    for name, kind in overrides.items():
+        if name not in columns:
+            raise ColumnError(f"--column {name}={kind}: the table has no column {name!r} (its columns: {', '.join(columns)})")
+        allowed = TARGET_KINDS if name == target else INPUT_KINDS
+        if kind not in allowed:
+            raise ColumnError(f"--column {name}={kind}: expected one of {', '.join(allowed)} for "
+                              f"{'the target' if name == target else 'an input column'}, got {kind!r}")
+    infos = []
+    for name in columns:
+        values = [row.get(name) for row in rows]
+        if name == target:
+            infos.append(infer_target(name, values, overrides.get(name)))
+        else:
+            infos.append(infer_input(name, values, base, overrides.get(name)))
+    splits = [i for i in infos if i.kind == "split"]
+    for extra in splits[1:]:  # one split column is used; others are ignored, said so
+        extra.kind, extra.role, extra.why = "ignore", "ignored", f"a second split column ({splits[0].name!r} is used)"
+    return infos
+
+
+def infer_input(name: str, values: Sequence[Any], base: Path, override: str | None = None) -> ColumnInfo:
+    """Infer one input column (see the module docstring)."""
+    n = len(values)
+    present = [(i, v) for i, v in enumerate(values) if not is_missing(v)]
+    missing = 1 - len(present) / max(n, 1)
+    if override == "ignore":
+        return ColumnInfo(name, "ignore", "--column override", missing, role="ignored")
+    if not present:
+        raise ColumnError(f"column {name!r} is empty in every row ({n} rows): nothing to learn from; "
+                          f"remove it or pass --column {name}=ignore")
+    if override in FILE_KINDS or override is None:
+        info = _file_column(name, present, n, base, override)
+        if info is not None:
+            return info
+        if override in FILE_KINDS:
+            raise ColumnError(f"--column {name}={override}: none of its {len(present)} non-empty cells names an existing "
+                              f"file or folder (relative to {str(base)!r})")
+    if any(isinstance(v, (list, dict)) for _, v in present):
+        if override is None:
+            return ColumnInfo(name, "ignore", "lists/objects (understood only as a multilabel target)", missing, role="ignored")
+    numbers = [as_number(v) for _, v in present]
+    distinct = len({str(v).strip() for _, v in present})
+    if override == "numeric" or (override is None and all(x is not None for x in numbers)):
+        if override == "numeric" and any(x is None for x in numbers):
+            bad = next(v for (_, v), x in zip(present, numbers, strict=True) if x is None)
+            raise ColumnError(f"--column {name}=numeric: cell {bad!r} is not a number")
+        if override is None and _is_identifier_numbers(numbers, n):
+            return ColumnInfo(name, "ignore", f"identifier: {len(numbers)} distinct integers, one per row", missing,
+                              role="ignored")
+        kind_why = "--column override" if override else f"numbers ({distinct} distinct)"
+        return ColumnInfo(name, "numeric", kind_why, missing, details={"median": _median([x for x in numbers if x is not None])})
+    strings = [str(v).strip() for _, v in present]
+    if override is None:
+        lowered = {s.lower() for s in strings}
+        if lowered <= set(SPLIT_NAMES) and {SPLIT_NAMES[s] for s in lowered} & {"train"}:
+            return ColumnInfo(name, "split", f"split names ({', '.join(sorted(lowered))})", missing, role="split")
+        if distinct == len(strings) and len(strings) >= 20 and not any(any(ch.isspace() for ch in s) for s in strings):
+            return ColumnInfo(name, "ignore", f"identifier: a distinct single token in each of {len(strings)} rows",
+                              missing, role="ignored")
+    words = sum(len(s.split()) for s in strings) / len(strings)
+    few = distinct <= MAX_CATEGORIES and distinct <= max(2, len(strings) // 5)
+    if override == "categorical" or (override is None and few):
+        why = "--column override" if override else f"{distinct} distinct strings in {len(strings)} rows"
+        return ColumnInfo(name, "categorical", why, missing, details={"values": distinct})
+    why = "--column override" if override else (
+        f"varied strings ({distinct} distinct in {len(strings)} rows, {words:.1f} words on average)")
+    return ColumnInfo(name, "text", why, missing, details={"words": words})
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def _is_identifier_numbers(numbers: list[float | None], n_rows: int) -> bool:
+    """Integers, one distinct per row, filling a dense range (an index or row number)."""
+    values = [x for x in numbers if x is not None]
+    if len(values) < 20 or len(values) < 0.9 * n_rows or any(x != int(x) for x in values):
+        return False
+    if len(set(values)) != len(values):
+        return False
+    return (max(values) - min(values) + 1) <= 2 * len(values)
+
+
+def _file_column(name: str, present: list[tuple[int, Any]], n: int, base: Path, override: str | None) -> ColumnInfo | None:
+    """A :class:`ColumnInfo` when the cells are file paths, else None. Checks every file."""
+    from mmcore_plugins.io import MediaError, check_media
+
+    strings = [(i, v) for i, v in present if isinstance(v, str)]
+    if len(strings) < len(present):
+        return None
+    resolved = [(i, v, resolve_path(v, base)) for i, v in strings]
+    existing = [(i, v, p) for i, v, p in resolved if p is not None]
+    shaped = sum(_looks_like_path(v) for _, v, p in resolved if p is None)
+    if override is None and len(existing) + shaped < 0.5 * len(strings):
+        return None
+    if override is None and not existing:
+        raise ColumnError(f"column {name!r}: all {len(strings)} non-empty cells name files that do not exist "
+                          f"(e.g. {strings[0][1]!r}, relative to {str(base)!r})")
+    kinds = Counter(_file_kind(p) for _, _, p in existing[:200])
+    kind = override or next((k for k, _ in kinds.most_common() if k is not None), None)
+    if kind is None:
+        if override is None and shaped == 0 and len(existing) < 0.5 * len(strings):
+            return None
+        raise ColumnError(f"column {name!r}: its files are neither images, audio, text nor frame folders "
+                          f"(e.g. {existing[0][1]!r}); pass --column {name}=KIND or --column {name}=ignore")
+    unusable: dict[int, str] = {i: f"file {v!r} does not exist" for i, v, p in resolved if p is None}
+    check = "text" if kind == "text" else kind
+    for i, _value, p in existing:
+        try:
+            check_media(p, check)
+        except (MediaError, ValueError, OSError) as exc:
+            unusable[i] = str(exc)
+    usable = len(strings) - len(unusable)
+    if usable == 0:
+        example = next(iter(unusable.values()))
+        raise ColumnError(f"column {name!r} ({kind}): none of its {len(strings)} files can be read, e.g. {example}")
+    missing = 1 - usable / max(n, 1)
+    why = "--column override" if override else f"{kind} files ({'frame folders' if kind == 'video' else 'suffix/magic bytes'})"
+    if unusable:
+        why += f"; {len(unusable)} missing/unreadable -> treated as missing"
+    details: dict[str, Any] = {"unusable": unusable, "files": True}
+    details.update(_media_stats(kind, [p for i, _, p in existing if i not in unusable][:64]))
+    if kind == "text":
+        return ColumnInfo(name, "text", why + " (file contents)", missing, details=details)
+    return ColumnInfo(name, kind, why, missing, details=details)
+
+
+def _media_stats(kind: str, paths: list[Path]) -> dict[str, Any]:
+    """Sizes the config builder needs: image side and colour, audio duration and rate (from headers)."""
+    from mmcore_plugins.io import probe_audio, probe_image, video_frames
+
+    if kind == "image" or kind == "video":
+        sides, colour = [], False
+        for p in paths:
+            first = Path(video_frames(p)[0]) if kind == "video" else p
+            info = probe_image(first)
+            sides.append(max(info.width, info.height))
+            colour |= info.mode not in ("L", "1", "I", "F", "LA", "I;16")
+        out: dict[str, Any] = {"side": _median(sides), "colour": colour}
+        if kind == "video":
+            out["frames"] = _median([len(video_frames(p)) for p in paths])
+        return out
+    if kind == "audio":
+        durations, rates = [], []
+        for p in paths:
+            info = probe_audio(p)
+            durations.append(info.frames / info.sample_rate)
+            rates.append(info.sample_rate)
+        durations.sort()
+        return {"seconds_p95": durations[min(len(durations) - 1, int(0.95 * len(durations)))] if durations else 1.0,
+                "rate": _median(rates)}
+    return {}
+
+
+def infer_target(name: str, values: Sequence[Any], override: str | None = None) -> ColumnInfo:
+    """Infer the target column: classification, multilabel or regression (see the module docstring)."""
+    n = len(values)
+    present = [v for v in values if not is_missing(v)]
+    missing = 1 - len(present) / max(n, 1)
+    if not present:
+        raise ColumnError(f"target column {name!r} is empty in every row")
+    kind, why, details = override, "--column override", {}
+    lists = [v for v in present if isinstance(v, (list, tuple))]
+    numbers = [as_number(v) for v in present]
+    if kind is None:
+        if lists:
+            kind, why = "multilabel", "lists of labels"
+        elif all(x is not None for x in numbers):
+            distinct = len(set(numbers))
+            integral = all(x == int(x) for x in numbers)
+            if integral and distinct <= max(20, min(100, len(numbers) // 20)):
+                kind, why = "classification", f"{distinct} distinct integers"
+            else:
+                kind, why = "regression", f"numbers, {distinct} distinct" + ("" if integral else ", not all integers")
+        else:
+            delimiter = _multilabel_delimiter([str(v) for v in present])
+            if delimiter is not None:
+                kind, why = "multilabel", f"labels joined by {delimiter!r}"
+            else:
+                kind, why = "classification", f"{len({str(v).strip() for v in present})} distinct labels"
+    if kind == "regression":
+        if any(x is None for x in numbers):
+            bad = next(v for v, x in zip(present, numbers, strict=True) if x is None)
+            raise ColumnError(f"target {name!r}: regression needs numbers, got {bad!r}")
+    elif kind == "multilabel":
+        delimiter = None if lists and len(lists) == len(present) else _multilabel_delimiter([str(v) for v in present]) or ";"
+        details["delimiter"] = delimiter
+        labels = sorted({label for v in present for label in split_labels(v, delimiter)})
+        if len(labels) < 2 or len(labels) > MAX_LABELS:
+            raise ColumnError(f"target {name!r}: a multilabel target needs 2 to {MAX_LABELS} distinct labels, got {len(labels)}")
+        details["labels"] = labels
+        why += f", {len(labels)} labels"
+    else:
+        classes = sorted({label_key(v) for v in present}, key=_class_order)
+        if len(classes) < 2:
+            raise ColumnError(f"target {name!r}: classification needs at least 2 classes, every row has {classes[0]!r}")
+        if len(classes) > max(100, len(present) // 2):
+            raise ColumnError(f"target {name!r}: {len(classes)} distinct values in {len(present)} rows is not a set of "
+                              f"classes; pass --column {name}=regression if it is a number to predict")
+        details["classes"] = classes
+    return ColumnInfo(name, kind, why, missing, role="target", details=details)
+
+
+def label_key(value: Any) -> str:
+    """A class label as the string it is stored under: integers without a ``.0``."""
+    number = as_number(value)
+    if number is not None and number == int(number) and not isinstance(value, str):
+        return str(int(number))
+    if isinstance(value, str):
+        text = value.strip()
+        number = as_number(text)
+        return str(int(number)) if number is not None and number == int(number) and re.fullmatch(r"-?\d+(\.0*)?", text) else text
+    return str(value)
+
+
+def _class_order(label: str) -> tuple:
+    number = as_number(label)
+    return (0, number, "") if number is not None else (1, 0.0, label)
+
+
+def split_labels(value: Any, delimiter: str | None) -> list[str]:
+    """The labels of one multilabel cell (a list, or a string joined by ``delimiter``)."""
+    if is_missing(value):
+        return []
+    if isinstance(value, (list, tuple)):
+        return sorted({label_key(v) for v in value if not is_missing(v)})
+    parts = str(value).split(delimiter) if delimiter else [str(value)]
+    return sorted({p.strip() for p in parts if p.strip()})
+
+
+def _multilabel_delimiter(strings: list[str]) -> str | None:
+    """The delimiter joining several labels per cell, when there is one."""
+    for delimiter in MULTILABEL_DELIMITERS:
+        joined = [s for s in strings if delimiter in s]
+        if len(joined) < max(2, 0.1 * len(strings)):
+            continue
+        labels = Counter(p.strip() for s in strings for p in s.split(delimiter) if p.strip())
+        # Labels repeat across rows (a vocabulary), and are short tokens, not sentences.
+        if 2 <= len(labels) <= min(MAX_LABELS, max(2, len(strings) // 2)) and all(len(label.split()) <= 3 for label in labels):
+            return delimiter
+    return None
+
+
+def format_table(infos: Sequence[ColumnInfo]) -> str:
+    """The inference as a text table: column, inferred as, missing %, why."""
+    rows = [("column", "inferred as", "missing", "why")]
+    for info in infos:
+        kind = f"target: {info.kind}" if info.role == "target" else info.kind
+        rows.append((info.name, kind, f"{100 * info.missing:.0f}%", info.why))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = [f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]}" for r in rows]
+    lines.insert(1, "-" * max(len(line) for line in lines))
+    return "\n".join(lines)

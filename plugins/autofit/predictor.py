@@ -1,0 +1,189 @@
+"""``Predictor``: a model trained by ``fit``, used on new tables -- predict, predict_proba, evaluate,
+embed -- and saved / loaded as its run directory.
+
+A Predictor *is* its run directory: ``config.yaml``, the ``best/`` checkpoint, ``autofit.json``
+(how columns become model inputs and how labels are encoded). New tables go through the same
+preparation as training (file paths relative to the table's folder; for a DataFrame, the current
+folder; missing cells are missing modalities; missing numbers get the training median).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mmcore_plugins.autofit.fitting import PLAN_FILE, SUMMARY_FILE, read_rows
+from mmcore_plugins.autofit.infer import ColumnError
+from mmcore_plugins.autofit.prepare import Plan, Preparer, decode_prediction
+
+
+class Predictor:
+    """A trained ``fit`` model. Build with :func:`mmcore.fit` or :meth:`Predictor.load`.
+
+    Methods take a table: a CSV / JSONL / Parquet path, a pandas DataFrame, or a list of row dicts
+    (``{column: value}``; file paths relative to the current folder). ``batch_size`` rows are
+    processed at a time, on ``device`` (default CPU).
+    """
+
+    def __init__(self, run_dir: str | Path, model: Any, plan: Plan, config: Mapping[str, Any], *,
+                 device: str | torch.device = "cpu", batch_size: int = 128) -> None:
+        self.run_dir, self.model, self.plan, self.config = Path(run_dir), model, plan, dict(config)
+        self.device, self.batch_size = torch.device(device), batch_size
+        self.model.to(self.device).eval()
+
+    def __repr__(self) -> str:
+        slots = ", ".join(f"{s}: {e['name']}" for s, e in self.config["model"]["encoders"].items())
+        return f"Predictor({str(self.run_dir)!r}, target={self.plan.target!r}, task={self.plan.task}, [{slots}])"
+
+    # ------------------------------------------------------------------ persistence
+    @classmethod
+    def load(cls, path: str | Path, *, manager=None, device: str | torch.device = "cpu") -> Predictor:
+        """The Predictor saved in run directory ``path`` (by ``fit`` or :meth:`save`).
+
+        Raises :class:`ColumnError` (a ValueError) when ``path`` is not a ``fit`` run directory.
+        """
+        from mmcore.engine.checkpoint import load_model
+        from mmcore.plugin_manager import get_plugin_manager
+        from mmcore.yamlio import load_yaml_file
+
+        run = Path(path)
+        plan_file, config_file = run / PLAN_FILE, run / "config.yaml"
+        if not plan_file.is_file() or not config_file.is_file() or not (run / "best").is_dir():
+            raise ColumnError(f"{str(path)!r} is not a run directory written by `mmcore fit` (expected {PLAN_FILE}, "
+                              "config.yaml and best/)")
+        manager = manager or get_plugin_manager()
+        plan = Plan.from_json(json.loads(plan_file.read_text())["plan"])
+        config = load_yaml_file(config_file)  # mmcore's safe, bounded YAML reader
+        model, _ = load_model(run / "best", manager.registry)
+        return cls(run, model, plan, config, device=device)
+
+    def save(self, path: str | Path) -> Path:
+        """Copy the run directory to ``path`` (a new folder); returns it. ``Predictor.load(path)`` reads it back.
+
+        Raises FileExistsError when ``path`` exists.
+        """
+        target = Path(path)
+        if target.exists():
+            raise FileExistsError(f"{str(target)!r} exists; save into a new folder")
+        shutil.copytree(self.run_dir, target, ignore=shutil.ignore_patterns(".mmcore-lock", "feature_cache", "tensorboard"))
+        return target
+
+    @property
+    def classes(self) -> list[Any] | None:
+        """Class names (classification), label names (multilabel), or None (regression)."""
+        if self.plan.task == "classification":
+            return [decode_prediction(self.plan, i) for i in range(len(self.plan.classes or []))]
+        return list(self.plan.labels) if self.plan.task == "multilabel" else None
+
+    # ------------------------------------------------------------------ inference
+    def _rows(self, data: Any) -> tuple[list[dict[str, Any]], Path, Any]:
+        if isinstance(data, Sequence) and not isinstance(data, (str, bytes)) and all(isinstance(r, Mapping) for r in data):
+            return [dict(r) for r in data], Path.cwd(), None
+        rows, base = read_rows(data)
+        index = getattr(data, "index", None) if type(data).__module__.startswith("pandas") else None
+        return rows, base, index
+
+    def _batches(self, data: Any, *, with_target: bool = False):
+        rows, base, index = self._rows(data)
+        if not rows:
+            raise ColumnError("the table has no rows")
+        preparer = Preparer(self.plan, base, strict=True)
+        samples = [preparer.sample(r, i, with_target=with_target) for i, r in enumerate(rows)]
+        if with_target:
+            missing = [i + 1 for i, s in enumerate(samples) if s["target"] is None]
+            if missing:
+                raise ColumnError(f"evaluate: rows {missing[:10]} have no {self.plan.target!r} value")
+        return samples, index
+
+    @torch.no_grad()
+    def _outputs(self, samples: list[dict[str, Any]], *, fused: bool = False):
+        from mmcore.engine.evaluation import to_device
+
+        self.model.eval()
+        for start in range(0, len(samples), self.batch_size):
+            chunk = samples[start:start + self.batch_size]
+            batch = self.model.collate([{"inputs": s["inputs"]} for s in chunk])
+            inputs, _ = to_device(batch, self.device)
+            if fused:
+                features = self.model.encode(inputs)
+                experts = getattr(self.model.head, "experts", None)
+                if experts is not None and len(experts):  # a per-modality ensemble reads each slot's features
+                    yield torch.cat([features[slot].pooled for slot in experts], dim=-1)
+                    continue
+                out = self.model.fusion(features) if self.model.fusion is not None else next(iter(features.values()))
+                yield out.pooled
+            else:
+                yield self.model(inputs)
+
+    def _series(self, values: list[Any], index: Any, name: str):
+        if index is None:
+            return values
+        import pandas as pd
+
+        return pd.Series(values, index=index, name=name)
+
+    def predict(self, data: Any) -> Any:
+        """Predictions per row: class names (classification), lists of labels (multilabel) or numbers
+        (regression). A list, or a pandas Series indexed like ``data`` when it is a DataFrame."""
+        samples, index = self._batches(data)
+        values = []
+        for out in self._outputs(samples):
+            values += [decode_prediction(self.plan, p) for p in out.predictions.cpu().tolist()]
+        return self._series(values, index, self.plan.target)
+
+    def predict_proba(self, data: Any) -> Any:
+        """Class (or per-label) probabilities per row, ``[N, classes]``: a pandas DataFrame with the
+        class names as columns when pandas is installed, else a list of ``{class: probability}``.
+        ValueError for a regression model."""
+        if self.plan.task == "regression":
+            raise ColumnError("predict_proba: this is a regression model; use predict")
+        samples, index = self._batches(data)
+        rows = []
+        for out in self._outputs(samples):
+            probabilities = out.extras.get("probabilities")
+            if probabilities is None:
+                probabilities = out.logits.softmax(-1) if self.plan.task == "classification" else out.logits.sigmoid()
+            rows += probabilities.float().cpu().tolist()
+        names = self.classes or []
+        try:
+            import pandas as pd
+        except ImportError:
+            return [dict(zip(names, r, strict=True)) for r in rows]
+        return pd.DataFrame(rows, columns=names, index=index)
+
+    def evaluate(self, data: Any) -> dict[str, float]:
+        """The head's metrics on a table holding the target column (accuracy and macro F1; or MSE,
+        MAE and R^2 for regression), plus ``rows``."""
+        samples, _ = self._batches(data, with_target=True)
+        metrics = {name: m.to(self.device) for name, m in self.model.head.metrics().items()}
+        predictions, targets = [], []
+        for start, out in zip(range(0, len(samples), self.batch_size), self._outputs(samples), strict=True):
+            target = self.model.head.collate_targets([s["target"] for s in samples[start:start + self.batch_size]])
+            target = target.to(self.device)
+            for metric in metrics.values():
+                metric.update(out.predictions, target)
+            predictions.append(out.predictions.float().cpu())
+            targets.append(target.float().cpu())
+        result = {name: float(m.compute().float().mean()) for name, m in metrics.items()}
+        if self.plan.task == "regression":
+            y, p = torch.cat(targets).flatten(), torch.cat(predictions).flatten()
+            total = float(((y - y.mean()) ** 2).sum())
+            result["r2"] = 1.0 - float(((y - p) ** 2).sum()) / total if total > 0 else float("nan")
+        result["rows"] = len(samples)
+        return result
+
+    def embed(self, data: Any):
+        """The representation the head reads, per row: a float32 numpy array ``[N, D]`` -- the fused vector,
+        or, for a per-modality ensemble head, every slot's pooled features side by side (zeros where absent)."""
+        samples, _ = self._batches(data)
+        return torch.cat([f.float().cpu() for f in self._outputs(samples, fused=True)]).numpy()
+
+    def summary(self) -> dict[str, Any]:
+        """What ``fit`` reported (``fit_summary.json``): test metrics, epochs, time, cached slots."""
+        file = self.run_dir / SUMMARY_FILE
+        return json.loads(file.read_text()) if file.is_file() else {}

@@ -1,0 +1,278 @@
+"""From inferred columns to model inputs: the :class:`Plan` (slots, target encoding, imputation) and
+the two things made from it -- the prepared table that the run's config trains on (written into
+the run directory, so ``mmcore train RUN/config.yaml`` reads exactly what ``fit`` did) and the raw
+samples that :class:`~mmcore_plugins.autofit.predictor.Predictor` feeds the model.
+
+One prepared row: file cells as absolute paths (a missing or unreadable file -> empty), text
+cells as strings (text files read), numeric cells as numbers (a missing number -> the training
+median, with a 0/1 ``"<column> missing"`` indicator column when the training split had any),
+categorical cells as strings, the target as a class name / a list of label names / a number.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mmcore_plugins.autofit.infer import (
+    FILE_KINDS,
+    ColumnError,
+    ColumnInfo,
+    as_number,
+    is_missing,
+    label_key,
+    resolve_path,
+    split_labels,
+)
+
+#: The slot holding every numeric and categorical column.
+TABULAR_SLOT = "tabular"
+
+
+@dataclass
+class Plan:
+    """What ``fit`` decided about the table's columns; saved as ``autofit.json`` in the run directory.
+
+    ``slots``: ``{slot: {"kind": modality, "column": name}}`` for image / audio / video / text
+    columns and ``{"kind": "tabular", "numeric": [...], "categorical": [...]}`` for the table
+    slot. ``fill``: numeric column -> training median used for a missing cell; ``indicators``:
+    numeric column -> its 0/1 missing-indicator column. ``classes`` (classification) or
+    ``labels`` + ``delimiter`` (multilabel) encode the target.
+    """
+
+    target: str
+    task: str
+    slots: dict[str, dict[str, Any]]
+    classes: list[str] | None = None
+    labels: list[str] | None = None
+    delimiter: str | None = None
+    fill: dict[str, float] = field(default_factory=dict)
+    indicators: dict[str, str] = field(default_factory=dict)
+    text_files: list[str] = field(default_factory=list)
+    split_column: str = "split"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Plan:
+        return cls(**dict(data))
+
+    @property
+    def file_columns(self) -> list[str]:
+        return [s["column"] for s in self.slots.values() if s["kind"] in FILE_KINDS]
+
+    def manifest_columns(self) -> dict[str, Any]:
+        """The manifest dataset's ``columns`` option: ``{slot: column | {numeric, categorical}}``."""
+        out: dict[str, Any] = {}
+        for slot, spec in self.slots.items():
+            if spec["kind"] == TABULAR_SLOT:
+                numeric = [*spec["numeric"], *(self.indicators[c] for c in spec["numeric"] if c in self.indicators)]
+                out[slot] = {k: v for k, v in (("numeric", numeric), ("categorical", spec["categorical"])) if v}
+            else:
+                out[slot] = spec["column"]
+        return out
+
+
+def slot_name(column: str, taken: set[str]) -> str:
+    """A config-safe slot name for ``column`` (letters, digits, underscores), unique among ``taken``."""
+    base = re.sub(r"\W+", "_", column).strip("_").lower() or "input"
+    if base[0].isdigit():
+        base = f"c_{base}"
+    name, k = base, 2
+    while name in taken:
+        name, k = f"{base}_{k}", k + 1
+    taken.add(name)
+    return name
+
+
+def make_plan(infos: Sequence[ColumnInfo], train_rows: Sequence[Mapping[str, Any]]) -> Plan:
+    """The plan for these columns; numeric fill values are fitted on ``train_rows``."""
+    target = next(i for i in infos if i.role == "target")
+    columns = {i.name for i in infos}
+    taken: set[str] = set()
+    slots: dict[str, dict[str, Any]] = {}
+    numeric = [i.name for i in infos if i.role == "input" and i.kind == "numeric"]
+    categorical = [i.name for i in infos if i.role == "input" and i.kind == "categorical"]
+    text_files = []
+    for info in infos:
+        if info.role == "input" and info.kind in (*FILE_KINDS, "text"):
+            slots[slot_name(info.name, taken)] = {"kind": info.kind, "column": info.name}
+            if info.kind == "text" and info.details.get("files"):
+                text_files.append(info.name)
+    if numeric or categorical:
+        name = TABULAR_SLOT if TABULAR_SLOT not in taken else slot_name(TABULAR_SLOT, taken)
+        slots[name] = {"kind": TABULAR_SLOT, "numeric": numeric, "categorical": categorical}
+    if not slots:
+        raise ColumnError(f"no column is left to learn {target.name!r} from: every other column was ignored "
+                          "(see the table above; --column NAME=KIND overrides)")
+    fill, indicators = {}, {}
+    for column in numeric:
+        values = [as_number(r.get(column)) for r in train_rows]
+        known = sorted(v for v in values if v is not None)
+        fill[column] = known[len(known) // 2] if known else 0.0
+        if len(known) < len(values):
+            name, k = f"{column} missing", 2
+            while name in columns:
+                name, k = f"{column} missing {k}", k + 1
+            indicators[column] = name
+            columns.add(name)
+    # The prepared table holds only the inputs, indicators and target: the user's own split column
+    # (not an input) does not take the name.
+    written = {target.name, *numeric, *categorical, *indicators.values(),
+               *(spec["column"] for spec in slots.values() if "column" in spec)}
+    split_column, k = "split", 2
+    while split_column in written:
+        split_column, k = f"split_{k}", k + 1
+    return Plan(target=target.name, task=target.kind, slots=slots, classes=target.details.get("classes"),
+                labels=target.details.get("labels"), delimiter=target.details.get("delimiter"), fill=fill,
+                indicators=indicators, text_files=text_files, split_column=split_column)
+
+
+class Preparer:
+    """Turns table rows into prepared rows (for the run's table) or raw samples (for the model).
+
+    ``base``: the folder relative file paths in these rows start from. ``unusable``:
+    ``{column: {row index: reason}}`` cells known to be missing/unreadable files (from inference);
+    other file cells are checked here, and (``strict=False``) turned missing with a count in
+    :attr:`dropped_files`, or (``strict=True``) raised as a :class:`ColumnError` naming row and column.
+    """
+
+    def __init__(self, plan: Plan, base: str | Path, *, unusable: Mapping[str, Mapping[int, str]] | None = None,
+                 strict: bool = False, check_files: bool = True) -> None:
+        self.plan, self.base, self.strict, self.check_files = plan, Path(base).resolve(), strict, check_files
+        self.unusable = {c: dict(v) for c, v in (unusable or {}).items()}
+        self.dropped_files: dict[str, int] = {}
+
+    def _file(self, column: str, kind: str, index: int, value: Any) -> str | None:
+        if is_missing(value):
+            return None
+        if index in self.unusable.get(column, {}):
+            self.dropped_files[column] = self.dropped_files.get(column, 0) + 1
+            return None
+        path = resolve_path(value, self.base)
+        problem = None if path is not None else f"file {value!r} does not exist (relative to {str(self.base)!r})"
+        if path is not None and self.check_files:
+            from mmcore_plugins.io import MediaError, check_media
+
+            try:
+                check_media(path, kind)
+            except (MediaError, ValueError, OSError) as exc:
+                problem = str(exc)
+        if problem is not None:
+            if self.strict:
+                raise ColumnError(f"row {index + 1}, column {column!r}: {problem}")
+            self.dropped_files[column] = self.dropped_files.get(column, 0) + 1
+            return None
+        return str(path.resolve())
+
+    def _text(self, column: str, index: int, value: Any) -> str | None:
+        if is_missing(value):
+            return None
+        if column in self.plan.text_files:
+            path = self._file(column, "text", index, value)
+            if path is None:
+                return None
+            from mmcore_plugins.io import read_text
+
+            return read_text(path)
+        return str(value)
+
+    def _number(self, column: str, index: int, value: Any) -> float | None:
+        if is_missing(value):
+            return None
+        number = as_number(value)
+        if number is None:
+            raise ColumnError(f"row {index + 1}, column {column!r}: expected a number, got {value!r}")
+        return number
+
+    def inputs(self, row: Mapping[str, Any], index: int) -> dict[str, Any]:
+        """``{slot: raw input or None}`` for one row (what the model's processors read)."""
+        out: dict[str, Any] = {}
+        for slot, spec in self.plan.slots.items():
+            kind = spec["kind"]
+            if kind in FILE_KINDS:
+                out[slot] = self._file(spec["column"], kind, index, row.get(spec["column"]))
+            elif kind == "text":
+                out[slot] = self._text(spec["column"], index, row.get(spec["column"]))
+            else:
+                values: dict[str, Any] = {}
+                for c in spec["numeric"]:
+                    number = self._number(c, index, row.get(c))
+                    values[c] = self.plan.fill.get(c, 0.0) if number is None else number
+                    if c in self.plan.indicators:
+                        values[self.plan.indicators[c]] = float(number is None)
+                for c in spec["categorical"]:
+                    value = row.get(c)
+                    values[c] = None if is_missing(value) else str(value).strip()
+                out[slot] = values
+        return out
+
+    def target(self, row: Mapping[str, Any], index: int) -> Any:
+        """The encoded target of one row; None when the cell is empty."""
+        plan, value = self.plan, row.get(self.plan.target)
+        if is_missing(value) and not isinstance(value, list):
+            return None
+        if plan.task == "regression":
+            number = as_number(value)
+            if number is None:
+                raise ColumnError(f"row {index + 1}, target {plan.target!r}: expected a number, got {value!r}")
+            return number
+        if plan.task == "multilabel":
+            labels = split_labels(value, plan.delimiter)
+            unknown = [label for label in labels if label not in (plan.labels or [])]
+            if unknown:
+                raise ColumnError(f"row {index + 1}, target {plan.target!r}: label(s) {unknown} were not in the "
+                                  f"training table (known: {', '.join(plan.labels or [])})")
+            return [int(label in labels) for label in plan.labels or []]
+        key = label_key(value)
+        if key not in (plan.classes or []):
+            raise ColumnError(f"row {index + 1}, target {plan.target!r}: class {value!r} was not in the training table "
+                              f"(known: {', '.join(plan.classes or [])})")
+        return plan.classes.index(key)
+
+    def target_label(self, row: Mapping[str, Any], index: int) -> Any:
+        """The target as the prepared table stores it: the class name, the list of label names, or
+        the number (the manifest maps names to indices with the plan's ``classes``/``labels``)."""
+        encoded = self.target(row, index)
+        if encoded is None or self.plan.task == "regression":
+            return encoded
+        if self.plan.task == "multilabel":
+            return [label for label, on in zip(self.plan.labels or [], encoded, strict=True) if on]
+        return self.plan.classes[encoded]
+
+    def table_row(self, row: Mapping[str, Any], index: int, split: str) -> dict[str, Any]:
+        """One row of the run's prepared table (the manifest the config trains on)."""
+        out: dict[str, Any] = {}
+        for slot, value in self.inputs(row, index).items():
+            spec = self.plan.slots[slot]
+            if spec["kind"] == TABULAR_SLOT:
+                out.update(value)
+            else:
+                out[spec["column"]] = value
+        out[self.plan.target] = self.target_label(row, index)
+        out[self.plan.split_column] = split
+        return out
+
+    def sample(self, row: Mapping[str, Any], index: int, *, with_target: bool = False) -> dict[str, Any]:
+        """A raw sample ``{"inputs": {slot: raw}, "target": encoded or None}`` as the manifest would give it."""
+        inputs = self.inputs(row, index)
+        for slot, spec in self.plan.slots.items():
+            if spec["kind"] == TABULAR_SLOT and isinstance(inputs[slot], Mapping) and not spec["numeric"]:
+                if all(v is None for v in inputs[slot].values()):
+                    inputs[slot] = None  # an all-empty categorical row is a missing modality (as in the manifest)
+        return {"inputs": inputs, "target": self.target(row, index) if with_target else None}
+
+
+def decode_prediction(plan: Plan, value: Any) -> Any:
+    """A head prediction -> the user's label: class name, list of labels, or number."""
+    if plan.task == "classification":
+        name = plan.classes[int(value)]
+        number = as_number(name)
+        return int(number) if number is not None and name == str(int(number)) else name
+    if plan.task == "multilabel":
+        return [label for label, on in zip(plan.labels or [], value, strict=True) if on]
+    return float(value[0]) if isinstance(value, (list, tuple)) else float(value)

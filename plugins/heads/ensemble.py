@@ -1,0 +1,81 @@
+"""`unimodal_ensemble`: classification by a product of per-modality experts, each trained on its own loss.
+
+Joint training of a fused classifier is greedy: the modality that fits the training data first
+(e.g. audio of the few training speakers) takes the loss down, and the others stop learning
+(Wu et al., 2022, "Characterizing and overcoming the greedy nature of learning in multi-modal
+deep neural networks"); at test time, when that modality shifts (new speakers), the fused model
+still trusts it. A uni-modal ensemble avoids both (Du et al., 2023, "On uni-modal feature learning
+in supervised multi-modal learning", UME): every modality gets its own classifier and its own
+cross-entropy, so each encoder learns as if trained alone, and predictions combine the experts
+of the present modalities.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import mmcore
+from mmcore import Features, HeadOutput
+from mmcore_plugins.heads.classification import ClassificationHead
+
+
+class UnimodalEnsembleHead(ClassificationHead):
+    """Per-modality classifiers (LayerNorm -> Linear on each slot's pooled features), combined by summing
+    their log-probabilities over the modalities each sample has (a product of experts, uniform prior).
+
+    Loss: the mean over slots of each expert's cross-entropy (with ``label_smoothing``) on the
+    samples that have that modality, plus ``joint_weight`` times the cross-entropy of a classifier
+    on the fused vector (0 = the fused vector is not used, except as the only expert when the
+    model gives no per-slot features). ``logits`` are the combined log-probabilities; a sample
+    without any modality gets uniform ones. Label smoothing also bounds each expert's confidence,
+    so one shifted modality cannot outvote the others without limit. Metrics: accuracy, macro F1.
+    ``classes`` / ``num_classes``: as for ``classification`` (filled from the training split's labels).
+    """
+
+    def __init__(self, input_dim: int, num_classes: int | None = None, input_dims: Mapping[str, int] | None = None,
+                 label_smoothing: float = 0.1, joint_weight: float = 0.0, dropout: float = 0.1,
+                 classes: list[str] | None = None) -> None:
+        super().__init__(input_dim, num_classes, label_smoothing=label_smoothing, dropout=dropout, classes=classes)
+        num_classes = self.num_classes
+        if joint_weight < 0:
+            raise ValueError(f"joint_weight must be >= 0, got {joint_weight}")
+        self.joint_weight = float(joint_weight)
+        self.experts = nn.ModuleDict({
+            slot: nn.Sequential(nn.LayerNorm(width), nn.Dropout(dropout), nn.Linear(width, num_classes))
+            for slot, width in dict(input_dims or {}).items()
+        })
+
+    def forward(self, fused: Features, targets: torch.Tensor | None = None,
+                features: Mapping[str, Features] | None = None) -> HeadOutput:
+        slots = [s for s in self.experts if features is not None and s in features]
+        joint = self.net(fused.pooled)
+        if not slots:
+            combined = joint.log_softmax(-1)
+            loss = self.loss(joint, targets) if targets is not None else None
+        else:
+            combined = torch.zeros_like(joint)
+            losses = []
+            for slot in slots:
+                present = features[slot].present.to(torch.bool)
+                logits = self.experts[slot](features[slot].pooled)
+                combined = combined + torch.where(present[:, None], logits.log_softmax(-1), torch.zeros_like(logits))
+                if targets is not None and bool(present.any()):
+                    losses.append(F.cross_entropy(logits[present], targets[present], label_smoothing=self.label_smoothing))
+            loss = None
+            if targets is not None:
+                loss = torch.stack(losses).mean() if losses else joint.sum() * 0.0
+                if self.joint_weight:
+                    loss = loss + self.joint_weight * self.loss(joint, targets)
+                    combined = combined + self.joint_weight * joint.log_softmax(-1)
+        extras: dict[str, Any] = {} if self.training else {"probabilities": combined.detach().softmax(-1)}
+        return HeadOutput(logits=combined, predictions=combined.argmax(-1), loss=loss, extras=extras)
+
+
+@mmcore.hookimpl
+def mmcore_register(registry) -> None:
+    registry.add_head("unimodal_ensemble", UnimodalEnsembleHead, example_options={"num_classes": 3})

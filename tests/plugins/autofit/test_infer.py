@@ -1,0 +1,112 @@
+"""Column inference from content: every input kind, every target kind, overrides, bad columns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from autofit_helpers import write_csv, write_png, write_wav
+
+from mmcore_plugins.autofit.infer import ColumnError, format_table, infer_columns, infer_target
+from mmcore_plugins.io.tables import read_table
+
+
+def _kinds(infos):
+    return {i.name: i.kind for i in infos}
+
+
+def test_every_column_kind_is_inferred_from_content(media_table: Path):
+    rows = read_table(media_table)
+    infos = infer_columns(rows, target="label", base=media_table.parent)
+    assert _kinds(infos) == {
+        "image": "image", "audio": "audio", "clip": "video", "note": "text", "colour": "categorical",
+        "size": "numeric", "row": "ignore", "code": "ignore", "label": "classification",
+    }
+    by = {i.name: i for i in infos}
+    assert by["image"].missing == pytest.approx(4 / 24)  # every 6th image cell is empty
+    assert by["audio"].details["rate"] == 8000 and by["image"].details["side"] == 8
+    assert by["label"].details["classes"] == ["no", "yes"]
+    table = format_table(infos)
+    assert "target: classification" in table and "identifier" in table and "17%" in table
+
+
+def test_names_do_not_decide(tmp_path: Path):
+    """A column called 'image' holding numbers is numeric; one called 'id' holding sentences is text."""
+    rows = [{"image": str(i * 0.37), "id": f"the sentence number {i} says something", "y": i % 2} for i in range(30)]
+    kinds = _kinds(infer_columns(rows, target="y", base=tmp_path))
+    assert kinds == {"image": "numeric", "id": "text", "y": "classification"}
+
+
+@pytest.mark.parametrize(("values", "kind", "extra"), [
+    ([0, 1, 2, 1, 0, 2] * 5, "classification", {"classes": ["0", "1", "2"]}),
+    (["cat", "dog", "cat", "bird"] * 5, "classification", {"classes": ["bird", "cat", "dog"]}),
+    ([0.5 + 0.731 * i for i in range(40)], "regression", {}),
+    ([["a", "b"], ["b"], [], ["c", "a"]] * 5, "multilabel", {"labels": ["a", "b", "c"]}),
+    (["a|b", "b", "c|a", "a"] * 5, "multilabel", {"labels": ["a", "b", "c"], "delimiter": "|"}),
+])
+def test_target_kinds(values, kind, extra):
+    info = infer_target("y", values)
+    assert info.kind == kind and info.role == "target"
+    for key, value in extra.items():
+        assert info.details[key] == value
+
+
+def test_target_that_cannot_be_learned_is_refused():
+    with pytest.raises(ColumnError, match="'y'.*at least 2 classes"):
+        infer_target("y", ["same"] * 10)
+    with pytest.raises(ColumnError, match="'y'.*empty in every row"):
+        infer_target("y", [None, ""] * 5)
+
+
+def test_column_overrides(media_table: Path):
+    rows = read_table(media_table)
+    infos = infer_columns(rows, target="label", base=media_table.parent,
+                          overrides={"colour": "text", "size": "categorical", "image": "ignore"})
+    kinds = _kinds(infos)
+    assert (kinds["colour"], kinds["size"], kinds["image"]) == ("text", "categorical", "ignore")
+    assert {i.name: i.why for i in infos}["colour"] == "--column override"
+    numeric_target = [{"x": i, "y": i % 3} for i in range(30)]
+    assert _kinds(infer_columns(numeric_target, target="y", overrides={"y": "regression"}))["y"] == "regression"
+    with pytest.raises(ColumnError, match="--column colour=picture: expected one of image"):
+        infer_columns(rows, target="label", base=media_table.parent, overrides={"colour": "picture"})
+    with pytest.raises(ColumnError, match="no column 'colur'"):
+        infer_columns(rows, target="label", base=media_table.parent, overrides={"colur": "text"})
+    with pytest.raises(ColumnError, match="--target: the table has no column 'lable'; did you mean 'label'"):
+        infer_columns(rows, target="lable", base=media_table.parent)
+
+
+def test_unreadable_files_count_as_missing_but_a_column_of_only_bad_files_is_an_error(tmp_path: Path):
+    write_png(tmp_path / "good.png", 0)
+    write_wav(tmp_path / "good.wav", 0)
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (tmp_path / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    rows = [{"photo": "good.png" if i % 4 else "broken.png", "y": i % 2} for i in range(20)]
+    info = {i.name: i for i in infer_columns(rows, target="y", base=tmp_path)}["photo"]
+    assert info.kind == "image" and info.missing == pytest.approx(5 / 20)
+    assert "5 missing/unreadable" in info.why and len(info.details["unusable"]) == 5
+
+    all_bad = [{"photo": "broken.png", "sound": "good.wav", "y": i % 2} for i in range(10)]
+    with pytest.raises(ColumnError, match="column 'photo' \\(image\\): none of its 10 files can be read"):
+        infer_columns(all_bad, target="y", base=tmp_path)
+    all_bad_audio = [{"sound": "broken.wav", "y": i % 2} for i in range(10)]
+    with pytest.raises(ColumnError, match="column 'sound' \\(audio\\): none of its 10 files"):
+        infer_columns(all_bad_audio, target="y", base=tmp_path, overrides={"sound": "audio"})
+    all_missing = [{"photo": f"gone/{i}.png", "y": i % 2} for i in range(10)]
+    with pytest.raises(ColumnError, match="column 'photo': all 10 non-empty cells name files that do not exist"):
+        infer_columns(all_missing, target="y", base=tmp_path)
+    empty = [{"photo": "", "x": i, "y": i % 2} for i in range(10)]
+    with pytest.raises(ColumnError, match="column 'photo' is empty in every row"):
+        infer_columns(empty, target="y", base=tmp_path)
+
+
+def test_bad_column_is_reported_by_the_command_before_training(tmp_path: Path, capsys):
+    from mmcore.cli import main
+
+    (tmp_path / "broken.png").write_bytes(b"not an image at all")
+    table = write_csv(tmp_path / "t.csv", [{"photo": "broken.png", "x": i, "y": i % 2} for i in range(12)])
+    run = tmp_path / "run"
+    code = main(["fit", str(table), "--target", "y", "--column", "photo=image", "--run-dir", str(run)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "photo" in err and "none of its 12 files can be read" in err and len(err.strip().splitlines()) == 1
+    assert not run.exists()  # nothing was created, let alone trained
