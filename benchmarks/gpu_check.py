@@ -1210,11 +1210,12 @@ def stage_training(ctx: Ctx, rec: Recorder) -> str:
     labels = torch.randint(0, classes, (batch,), device=dev, generator=g)
     image_f = Features.from_tokens(image)
     text_f = Features.from_tokens(text, text_mask)
-    from mmcore_kernels import _dispatch, _validate
+    from mmcore_kernels import _dispatch
+    from mmcore_kernels.cross_attention_op import triton_cross_attention_unsupported
 
     probe = torch.empty(batch, n_image, heads, dim // heads, device=dev, dtype=dtype)
     rec.data["setup"]["auto_attention_backend"] = _dispatch.resolve_backend(
-        "cross_attention", "auto", dev, lambda: _validate.triton_cross_attention_unsupported(probe))
+        "cross_attention", "auto", dev, lambda: triton_cross_attention_unsupported(probe))
 
     def autocast():
         return torch.autocast("cuda", dtype=dtype) if ctx.cuda else contextlib.nullcontext()

@@ -21,6 +21,7 @@ import mmcore
 from mmcore import Features
 from mmcore_plugins.encoders.image import WHITE, ImageProcessor
 from mmcore_plugins.io import check_background
+from mmcore_plugins.layers.freeze import apply_freeze, check_freeze
 
 
 class _FrozenBackboneEncoder(mmcore.Encoder):
@@ -33,20 +34,14 @@ class _FrozenBackboneEncoder(mmcore.Encoder):
         """``blocks``: the backbone's blocks in order; ``always``: modules trained whenever any block is."""
         if dim is not None and dim <= 0:
             raise ValueError(f"dim must be a positive int or null (the backbone's own width {width}), got {dim}")
-        if freeze is not True and freeze is not False:
-            if isinstance(freeze, bool) or not isinstance(freeze, int) or not 0 <= freeze <= len(blocks):
-                raise ValueError(f"freeze={freeze!r}: expected true, false or 0..{len(blocks)} trailing blocks to train")
+        check_freeze(freeze, len(blocks), "blocks")
         self.frozen_dim = width
         self.project = nn.Linear(width, dim) if dim else nn.Identity()
         self.dim = dim or width
-        self.frozen = freeze is True or freeze == 0
-        self.backbone.requires_grad_(freeze is False)
+        self.frozen, trained = apply_freeze(self.backbone, freeze, blocks, always=always, unit="blocks")
         self._frozen_modules: list[nn.Module] = []
-        if freeze is not False and not self.frozen:
-            trained = blocks[len(blocks) - int(freeze):]
-            for module in [*trained, *always]:
-                module.requires_grad_(True)
-            trained_ids = {id(m) for module in [*trained, *always] for m in module.modules()}
+        if trained:
+            trained_ids = {id(m) for module in trained for m in module.modules()}
             self._frozen_modules = [m for m in self.backbone.modules() if id(m) not in trained_ids
                                     and isinstance(m, nn.modules.batchnorm._BatchNorm)]
         self.train()

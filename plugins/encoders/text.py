@@ -26,6 +26,7 @@ from torch import nn
 import mmcore
 from mmcore import Features
 from mmcore_plugins.io import read_text
+from mmcore_plugins.layers.freeze import apply_freeze
 
 PAD = 256  # byte values are 0..255
 
@@ -228,15 +229,7 @@ class HFTextEncoder(mmcore.Encoder):
         self.model = AutoModel.from_pretrained(self.path, local_files_only=True)
         self.dim = self.frozen_dim = int(self.model.config.hidden_size)
         layers = getattr(getattr(self.model, "encoder", None), "layer", None)
-        if freeze is not True and freeze is not False:
-            if isinstance(freeze, bool) or not isinstance(freeze, int) or layers is None or not 0 <= freeze <= len(layers):
-                raise ValueError(f"freeze={freeze!r}: expected true, false or 0..{len(layers or [])} trailing layers to train")
-        self.frozen = freeze is True or freeze == 0
-        self.model.requires_grad_(not self.frozen)
-        if not self.frozen and freeze is not False:
-            self.model.requires_grad_(False)
-            for layer in list(layers)[len(layers) - int(freeze):]:
-                layer.requires_grad_(True)
+        self.frozen, _ = apply_freeze(self.model, freeze, None if layers is None else list(layers), unit="layers")
         self.train()
 
     @property

@@ -1,4 +1,4 @@
-"""Pieces the built-in fusions share: option checks and present-aware selection and combination.
+"""Pieces the built-in fusions share: option checks (the generic ones from ``mmcore_plugins.layers``) and present-aware selection and combination.
 
 Conventions every fusion here follows:
 
@@ -18,6 +18,21 @@ from collections.abc import Mapping
 import torch
 
 from mmcore import Features, masked_mean
+from mmcore_plugins.layers.options import check_dropout, check_heads, check_positive
+
+__all__ = [
+    "check_dropout",
+    "check_heads",
+    "check_positive",
+    "check_slots",
+    "choose_slot",
+    "finish_tokens",
+    "masked_softmax",
+    "mean_over_present",
+    "require_modalities",
+    "select_present",
+    "stack_present",
+]
 
 
 # ---------------------------------------------------------------------- option checks
@@ -27,26 +42,6 @@ def require_modalities(input_dims: Mapping[str, int], fusion: str, minimum: int 
         raise ValueError(
             f"{fusion} fuses at least {minimum} modalities, got {len(input_dims)}: {sorted(input_dims)}"
         )
-
-
-def check_positive(fusion: str, **options: int) -> None:
-    """Raise when an integer size option is not a positive int (the message names the option)."""
-    for name, value in options.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{fusion}: {name} must be a positive int, got {value!r}")
-
-
-def check_dropout(fusion: str, dropout: float) -> None:
-    """Raise when ``dropout`` is not a probability in [0, 1)."""
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-        raise ValueError(f"{fusion}: dropout must be in [0, 1), got {dropout!r}")
-
-
-def check_heads(fusion: str, dim: int, heads: int) -> None:
-    """Raise unless ``heads`` is positive and divides ``dim``."""
-    check_positive(fusion, heads=heads)
-    if dim % heads:
-        raise ValueError(f"{fusion}: dim ({dim}) must be divisible by heads ({heads}); e.g. dim={heads * max(1, dim // heads)}")
 
 
 def choose_slot(input_dims: Mapping[str, int], chosen: str | None, *, option: str, fusion: str) -> str:

@@ -1,7 +1,7 @@
 """Attention fusions on ``mmcore_kernels.cross_attention``: ``cross_attention``, ``co_attention``, ``mult``,
 ``joint_transformer``, ``bottleneck`` and ``perceiver``.
 
-All of them share ``_attention_block`` (one multi-head attention module whose projections hand the
+All of them share ``mmcore_plugins.layers.attention`` (one multi-head attention module whose projections hand the
 kernel ``[B, L, H, D]`` views). Keys are modality tokens masked by ``mask & present``: padding and
 absent modalities are never attended to, and a query with no valid key at all gets exactly zero
 from the kernel (never NaN). Output tokens are zero and masked where not real; ``present`` is
@@ -17,7 +17,6 @@ from torch import nn
 
 import mmcore
 from mmcore import Features, masked_mean
-from mmcore_plugins.fusions._attention_block import TokenFusion, TransformerBlock
 from mmcore_plugins.fusions._common import (
     check_positive,
     check_slots,
@@ -27,6 +26,8 @@ from mmcore_plugins.fusions._common import (
     require_modalities,
     stack_present,
 )
+from mmcore_plugins.fusions._token_fusion import TokenFusion
+from mmcore_plugins.layers.attention import TransformerBlock
 
 
 def _blocks(count: int, dim: int, heads: int, dropout: float) -> nn.ModuleList:

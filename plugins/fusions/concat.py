@@ -1,6 +1,7 @@
-"""`concat`: feature-level concatenation + projection, on the fused concat-linear kernel.
+"""`concat` and `weighted_concat`: feature-level concatenation + projection, on the fused concat-linear kernel.
 
-(``weighted_concat``, its variant with learned per-modality weights, is registered by ``pooling.py``.)
+``weighted_concat`` is ``concat`` with learned per-modality weights (a softmax over the present
+modalities) in front of the projection.
 """
 
 from __future__ import annotations
@@ -15,11 +16,17 @@ from torch import nn
 
 import mmcore
 from mmcore import Features
-from mmcore_plugins.fusions._common import check_dropout, check_slots
+from mmcore_plugins.fusions._common import (
+    check_dropout,
+    check_slots,
+    masked_softmax,
+    require_modalities,
+    stack_present,
+)
+from mmcore_plugins.layers.activations import ACTIVATIONS
+from mmcore_plugins.layers.activations import activation as make_activation
 
-__all__ = ["ACTIVATIONS", "ConcatFusion", "check_slots"]
-
-ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "none": nn.Identity}
+__all__ = ["ACTIVATIONS", "ConcatFusion", "WeightedConcatFusion", "check_slots"]
 
 
 class ConcatFusion(mmcore.Fusion):
@@ -39,8 +46,7 @@ class ConcatFusion(mmcore.Fusion):
         activation: Literal["gelu", "relu", "none"] = "gelu",
     ) -> None:
         super().__init__(input_dims, dim)
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        act = make_activation(activation)
         check_dropout("concat", dropout)
         self.slots = list(input_dims)
         self.norms = nn.ModuleDict({slot: nn.LayerNorm(width) for slot, width in input_dims.items()})
@@ -52,7 +58,7 @@ class ConcatFusion(mmcore.Fusion):
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         bound = 1.0 / math.sqrt(total)
         nn.init.uniform_(self.bias, -bound, bound)
-        self.activation = ACTIVATIONS[activation]()
+        self.activation = act
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, features: Mapping[str, Features]) -> Features:
@@ -72,6 +78,54 @@ class ConcatFusion(mmcore.Fusion):
         return Features.from_pooled(fused, present=present)
 
 
+class WeightedConcatFusion(mmcore.Fusion):
+    """Concatenation + projection with learned per-modality weights (softmax over the present modalities).
+
+    ``activation(W [N w_1 LN(x_1); ...; N w_N LN(x_N)] + b)`` with ``w = softmax(s)`` over the
+    present modalities of each sample (``s``: one learned score per modality; the factor ``N`` keeps
+    the scale of a plain concatenation when every modality is there and the scores are equal).
+    Missing modalities: weight exactly 0 (their block of the input is zero) and the weights of the
+    present ones renormalise, so a sample with one modality left gives it the whole weight ``N``.
+    """
+
+    def __init__(
+        self,
+        input_dims: Mapping[str, int],
+        dim: int = 256,
+        dropout: float = 0.0,
+        activation: Literal["gelu", "relu", "none"] = "gelu",
+    ) -> None:
+        super().__init__(input_dims, dim)
+        require_modalities(input_dims, "weighted_concat")
+        act = make_activation(activation)
+        check_dropout("weighted_concat", dropout)
+        self.slots = list(input_dims)
+        self.norms = nn.ModuleDict({s: nn.LayerNorm(w) for s, w in input_dims.items()})
+        self.scores = nn.Parameter(torch.zeros(len(self.slots)))
+        self.linear = nn.Linear(sum(input_dims.values()), dim)
+        self.activation = act
+        self.dropout = nn.Dropout(dropout)
+
+    def modality_weights(self, present: torch.Tensor) -> torch.Tensor:
+        """``[N, B]`` softmax of the learned scores over each sample's present modalities (0 where absent)."""
+        return masked_softmax(self.scores[:, None].expand(-1, present.shape[1]), present, dim=0)
+
+    def forward(self, features: Mapping[str, Features]) -> Features:
+        from mmcore_kernels import concat_linear
+
+        check_slots(self, features)
+        present = stack_present(features, self.slots)  # [N, B]
+        weights = self.modality_weights(present) * len(self.slots)
+        xs = []
+        for i, slot in enumerate(self.slots):
+            normed = self.norms[slot](features[slot].unmasked_pooled)
+            weighted = normed * weights[i][:, None].to(normed.dtype)
+            xs.append(torch.where(features[slot].present[:, None], weighted, torch.zeros((), dtype=normed.dtype, device=normed.device)))
+        weight, bias = self.linear.weight.to(xs[0].dtype), self.linear.bias.to(xs[0].dtype)
+        fused = self.dropout(self.activation(concat_linear(xs, weight, bias)))
+        return Features.from_pooled(fused, present=present.any(0))
+
+
 def _as(param: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``param`` in ``dtype`` (autocast gives bf16/fp16 activations); itself when it already is."""
     return param if param.dtype == dtype else param.to(dtype)
@@ -80,3 +134,4 @@ def _as(param: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 @mmcore.hookimpl
 def mmcore_register(registry) -> None:
     registry.add_fusion("concat", ConcatFusion, example_options={"dim": 16})
+    registry.add_fusion("weighted_concat", WeightedConcatFusion, example_options={"dim": 16})

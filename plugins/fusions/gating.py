@@ -15,7 +15,6 @@ from torch import nn
 
 import mmcore
 from mmcore import Features
-from mmcore_plugins.fusions._attention_block import MultiHeadAttention, TokenFusion
 from mmcore_plugins.fusions._common import (
     check_dropout,
     check_positive,
@@ -28,6 +27,8 @@ from mmcore_plugins.fusions._common import (
     select_present,
     stack_present,
 )
+from mmcore_plugins.fusions._token_fusion import TokenFusion
+from mmcore_plugins.layers.attention import MultiHeadAttention
 
 
 class GatedFusion(mmcore.Fusion):

@@ -1,8 +1,8 @@
-"""Fusions that pool one vector per modality: ``sum``, ``mean``, ``weighted_concat``, ``deepset`` and ``late``.
+"""Fusions that pool one vector per modality: ``sum``, ``mean``, ``deepset`` and ``late``.
 
 Each normalises every modality's pooled vector, projects it, and combines only the present ones,
-so a sample that has a single modality gets a function of that modality alone. All but
-``weighted_concat`` take any number of modalities, one included.
+so a sample that has a single modality gets a function of that modality alone. All take any
+number of modalities, one included. (``weighted_concat`` lives beside ``concat`` in ``concat.py``.)
 """
 
 from __future__ import annotations
@@ -21,11 +21,9 @@ from mmcore_plugins.fusions._common import (
     check_slots,
     masked_softmax,
     mean_over_present,
-    require_modalities,
     select_present,
     stack_present,
 )
-from mmcore_plugins.fusions.concat import ACTIVATIONS
 
 
 class _PerModalityProjection(mmcore.Fusion):
@@ -77,55 +75,6 @@ class MeanFusion(_PerModalityProjection):
     def forward(self, features: Mapping[str, Features]) -> Features:
         projected, present = self.projections(features)
         return self.finish(mean_over_present(projected, present), present)
-
-
-class WeightedConcatFusion(mmcore.Fusion):
-    """Concatenation + projection with learned per-modality weights (softmax over the present modalities).
-
-    ``activation(W [N w_1 LN(x_1); ...; N w_N LN(x_N)] + b)`` with ``w = softmax(s)`` over the
-    present modalities of each sample (``s``: one learned score per modality; the factor ``N`` keeps
-    the scale of a plain concatenation when every modality is there and the scores are equal).
-    Missing modalities: weight exactly 0 (their block of the input is zero) and the weights of the
-    present ones renormalise, so a sample with one modality left gives it the whole weight ``N``.
-    """
-
-    def __init__(
-        self,
-        input_dims: Mapping[str, int],
-        dim: int = 256,
-        dropout: float = 0.0,
-        activation: Literal["gelu", "relu", "none"] = "gelu",
-    ) -> None:
-        super().__init__(input_dims, dim)
-        require_modalities(input_dims, "weighted_concat")
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
-        check_dropout("weighted_concat", dropout)
-        self.slots = list(input_dims)
-        self.norms = nn.ModuleDict({s: nn.LayerNorm(w) for s, w in input_dims.items()})
-        self.scores = nn.Parameter(torch.zeros(len(self.slots)))
-        self.linear = nn.Linear(sum(input_dims.values()), dim)
-        self.activation = ACTIVATIONS[activation]()
-        self.dropout = nn.Dropout(dropout)
-
-    def modality_weights(self, present: torch.Tensor) -> torch.Tensor:
-        """``[N, B]`` softmax of the learned scores over each sample's present modalities (0 where absent)."""
-        return masked_softmax(self.scores[:, None].expand(-1, present.shape[1]), present, dim=0)
-
-    def forward(self, features: Mapping[str, Features]) -> Features:
-        from mmcore_kernels import concat_linear
-
-        check_slots(self, features)
-        present = stack_present(features, self.slots)  # [N, B]
-        weights = self.modality_weights(present) * len(self.slots)
-        xs = []
-        for i, slot in enumerate(self.slots):
-            normed = self.norms[slot](features[slot].unmasked_pooled)
-            weighted = normed * weights[i][:, None].to(normed.dtype)
-            xs.append(torch.where(features[slot].present[:, None], weighted, torch.zeros((), dtype=normed.dtype, device=normed.device)))
-        weight, bias = self.linear.weight.to(xs[0].dtype), self.linear.bias.to(xs[0].dtype)
-        fused = self.dropout(self.activation(concat_linear(xs, weight, bias)))
-        return Features.from_pooled(fused, present=present.any(0))
 
 
 class DeepSetFusion(_PerModalityProjection):
@@ -193,9 +142,8 @@ def mmcore_register(registry) -> None:
     small = {"dim": 16}
     registry.add_fusion("sum", SumFusion, example_options=small)
     registry.add_fusion("mean", MeanFusion, example_options=small)
-    registry.add_fusion("weighted_concat", WeightedConcatFusion, example_options=small)
     registry.add_fusion("deepset", DeepSetFusion, example_options={"dim": 16, "hidden": 12})
     registry.add_fusion("late", LateFusion, example_options={"dim": 16, "combine": "learned"})
 
 
-__all__ = ["DeepSetFusion", "LateFusion", "MeanFusion", "SumFusion", "WeightedConcatFusion"]
+__all__ = ["DeepSetFusion", "LateFusion", "MeanFusion", "SumFusion"]

@@ -11,6 +11,7 @@ from torch import nn
 
 import mmcore
 from mmcore import Features, HeadOutput
+from mmcore_plugins.layers.attention import MultiHeadAttention
 
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
 PAD, BOS, EOS, UNK = range(4)
@@ -44,8 +45,6 @@ class DecoderLayer(nn.Module):
 
     def __init__(self, dim: int, heads: int, dropout: float) -> None:
         super().__init__()
-        from mmcore_plugins.fusions._attention_block import MultiHeadAttention
-
         self.heads = heads
         self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.qkv = nn.Linear(dim, 3 * dim)
@@ -211,7 +210,7 @@ class CaptioningHead(mmcore.Head):
 
     def metrics(self) -> dict[str, Any]:
         from mmcore_plugins.heads._caption_metrics import CaptionExactMatch, CaptionTokenAccuracy
-        from mmcore_plugins.heads._metrics import CaptionBLEU
+        from mmcore_plugins.heads.metrics import CaptionBLEU
 
         return {"bleu": CaptionBLEU(self.vocab.decode, n_gram=self.bleu_ngram),
                 "exact_match": CaptionExactMatch(self.vocab.decode), "token_accuracy": CaptionTokenAccuracy(self.vocab.decode)}

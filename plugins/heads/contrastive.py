@@ -102,7 +102,7 @@ class ContrastiveHead(mmcore.Head):
         return (terms[0] + terms[1]) / 2
 
     def metrics(self) -> dict[str, Any]:
-        from mmcore_plugins.heads._metrics import RetrievalRecall
+        from mmcore_plugins.heads.metrics import RetrievalRecall
         from mmcore_plugins.retrieval.metrics import RetrievalMedianRank
 
         directions = (("ab", "a->b"), ("ba", "b->a"))

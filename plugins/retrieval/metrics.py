@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torchmetrics.utilities import dim_zero_cat
 
-from mmcore_plugins.heads._metrics import RetrievalRecall
+from mmcore_plugins.heads.metrics import RetrievalRecall
 
 
 def first_match_ranks(queries: torch.Tensor, gallery: torch.Tensor, query_ids: torch.Tensor, gallery_ids: torch.Tensor,
@@ -35,7 +35,7 @@ def first_match_ranks(queries: torch.Tensor, gallery: torch.Tensor, query_ids: t
 class RetrievalMedianRank(RetrievalRecall):
     """Median rank (MedR) of the first match in cross-modal retrieval; lower is better, 1 is perfect.
 
-    Same inputs as :class:`~mmcore_plugins.heads._metrics.RetrievalRecall` (paired embeddings
+    Same inputs as :class:`~mmcore_plugins.heads.metrics.RetrievalRecall` (paired embeddings
     ``[B, 2, E]`` and pair ids; ``direction`` ``a->b`` or ``b->a``; rows lacking a modality are
     skipped). The median of an even count is the mean of the two middle ranks (``numpy.median``).
     The standard companion of recall@K in cross-modal retrieval (e.g. Karpathy & Fei-Fei 2015,

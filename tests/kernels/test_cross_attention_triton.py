@@ -328,12 +328,13 @@ def test_gpu_large_shapes_autotuned(lq, lk):
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
 def test_gpu_auto_backend_picks_triton_and_compiles():
-    from mmcore_kernels import _dispatch, _validate
+    from mmcore_kernels import _dispatch
+    from mmcore_kernels.cross_attention_op import triton_cross_attention_unsupported
 
     q, k, v = make_inputs(2, 77, 197, 8, 64, torch.float16, "cuda")
     assert (
         _dispatch.resolve_backend(
-            "cross_attention", None, q.device, lambda: _validate.triton_cross_attention_unsupported(q)
+            "cross_attention", None, q.device, lambda: triton_cross_attention_unsupported(q)
         )
         == "triton"
     )

@@ -22,7 +22,7 @@ from mmcore.engine.distributed import GlobalBatchSampler, process_seed, shard_in
 from mmcore.engine.evaluation import evaluate_counted
 from mmcore.engine.trainer import Trainer
 from mmcore.errors import ConfigError
-from mmcore_plugins.heads._metrics import RetrievalRecall
+from mmcore_plugins.heads.metrics import RetrievalRecall
 
 TORCHRUN = shutil.which("torchrun")
 
@@ -131,7 +131,7 @@ WORKER = textwrap.dedent("""
     from mmcore.engine.distributed import shard_indices
     from mmcore.engine.evaluation import evaluate_counted
     from mmcore.engine.trainer import Trainer
-    from mmcore_plugins.heads._metrics import RetrievalRecall
+    from mmcore_plugins.heads.metrics import RetrievalRecall
 
     dist.init_process_group("gloo")  # joined here, so the trainer leaves it open for the checks below
     config = yaml.safe_load(open(sys.argv[1]))

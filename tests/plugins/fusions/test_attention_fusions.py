@@ -7,7 +7,6 @@ import torch
 
 import mmcore_kernels
 from mmcore.testing import random_features
-from mmcore_plugins.fusions._attention_block import MultiHeadAttention, key_lengths
 from mmcore_plugins.fusions.attention import (
     BottleneckFusion,
     CoAttentionFusion,
@@ -17,6 +16,7 @@ from mmcore_plugins.fusions.attention import (
     PerceiverFusion,
 )
 from mmcore_plugins.fusions.gating import NonLocalGateFusion
+from mmcore_plugins.layers.attention import MultiHeadAttention, key_lengths
 
 ATTENTION_FUSIONS = [
     CrossAttentionFusion, CoAttentionFusion, MulTFusion, JointTransformerFusion, BottleneckFusion, PerceiverFusion,

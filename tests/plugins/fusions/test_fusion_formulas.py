@@ -9,9 +9,10 @@ import torch.nn.functional as F
 
 from mmcore import Features
 from mmcore_plugins.fusions.bilinear import LowRankTensorFusion, TensorFusion, with_one
+from mmcore_plugins.fusions.concat import WeightedConcatFusion
 from mmcore_plugins.fusions.factorized import MCBFusion, MFBFusion, signed_sqrt
 from mmcore_plugins.fusions.gating import GatedFusion
-from mmcore_plugins.fusions.pooling import LateFusion, MeanFusion, WeightedConcatFusion
+from mmcore_plugins.fusions.pooling import LateFusion, MeanFusion
 from mmcore_plugins.heads.classification import ClassificationHead
 
 

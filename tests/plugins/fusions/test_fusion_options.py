@@ -16,7 +16,7 @@ from mmcore_plugins.fusions.attention import (
     PerceiverFusion,
 )
 from mmcore_plugins.fusions.bilinear import LowRankTensorFusion, TensorFusion
-from mmcore_plugins.fusions.concat import ConcatFusion
+from mmcore_plugins.fusions.concat import ConcatFusion, WeightedConcatFusion
 from mmcore_plugins.fusions.factorized import BlockFusion, MCBFusion, MFBFusion, MutanFusion
 from mmcore_plugins.fusions.gating import FiLMFusion, GatedFusion, MultiplicativeFusion, NonLocalGateFusion
 from mmcore_plugins.fusions.pooling import (
@@ -24,7 +24,6 @@ from mmcore_plugins.fusions.pooling import (
     LateFusion,
     MeanFusion,
     SumFusion,
-    WeightedConcatFusion,
 )
 
 TWO = {"a": 3, "b": 4}

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_fusions_fuse import OPTIONS
 
 import mmcore
 from mmcore import Features
-
-from test_fusions_fuse import OPTIONS
 
 SELECTING = ["concat", "weighted_concat", "sum", "mean", "deepset", "late", "gated", "multiplicative",
              "tensor", "low_rank_tensor", "mcb", "mfb", "mutan", "block"]

@@ -9,8 +9,8 @@ from torchmetrics import Metric
 
 import mmcore
 from mmcore import Features
-from mmcore_plugins.heads._metrics import RetrievalRecall
 from mmcore_plugins.heads.contrastive import ContrastiveHead
+from mmcore_plugins.heads.metrics import RetrievalRecall
 
 
 def paired_samples(n: int, seed: int) -> list[dict]:

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from mmcore import Features, HeadOutput
 from mmcore.errors import ConfigError
 from mmcore_plugins.heads.captioning import CaptioningHead
-from mmcore_plugins.heads.classification import ClassificationHead
-from mmcore_plugins.heads.regression import MultilabelHead, RegressionHead
+from mmcore_plugins.heads.classification import ClassificationHead, MultilabelHead
+from mmcore_plugins.heads.regression import RegressionHead
 
 
 def batch():

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from mmcore import Features
-from mmcore_plugins.heads.regression import MultilabelHead, RegressionHead
+from mmcore_plugins.heads.classification import MultilabelHead
+from mmcore_plugins.heads.regression import RegressionHead
 
 
 def test_regression_predicts_in_original_units_after_fitting_target_statistics():

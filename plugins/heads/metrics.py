@@ -1,4 +1,4 @@
-"""torchmetrics metrics the built-in heads declare: retrieval recall@K and BLEU over token ids.
+"""torchmetrics metrics the built-in heads declare: retrieval recall@K and BLEU over token ids (public: `retrieval` reuses them).
 
 Imported lazily (from the heads' ``metrics()``), so discovering plugins does not import torchmetrics.
 Both are ``torchmetrics.Metric`` subclasses: their states synchronise across processes

@@ -1,27 +1,26 @@
-"""The multi-head attention every attention-based fusion (and the captioning head) shares.
+"""Multi-head attention and a pre-norm transformer block on ``mmcore_kernels.cross_attention``.
 
-All attention runs through ``mmcore_kernels.cross_attention`` (Triton on CUDA, PyTorch
-elsewhere). The input projection is one ``[3 * dim, dim]`` weight (rows: queries, keys, values):
-self-attention runs it as one GEMM and views the result as three ``[B, L, H, D]`` tensors;
-cross-attention applies the query rows to the queries and the key/value rows to the context.
-Either way the kernel receives strided *views* of the projection outputs, never copies.
+Used by the attention fusions (``mmcore_plugins.fusions.attention``, ``gating``) and the
+captioning decoder. All attention runs through ``mmcore_kernels.cross_attention`` (Triton on
+CUDA, PyTorch elsewhere). The input projection is one ``[3 * dim, dim]`` weight (rows: queries,
+keys, values): self-attention runs it as one GEMM and views the result as three ``[B, L, H, D]``
+tensors; cross-attention applies the query rows to the queries and the key/value rows to the
+context. Either way the kernel receives strided *views* of the projection outputs, never copies.
 
 Masking: ``key_mask [B, Lk]`` (True = a real key) goes to the kernel as ``key_padding_mask``;
-fusions pass ``mask & present`` so padding and absent modalities are never attended to, and a
+callers pass ``mask & present`` so padding and absent modalities are never attended to, and a
 query with no valid key at all gets exactly zero output (and zero gradient) from the kernel.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-import mmcore
-from mmcore import Features
-from mmcore_plugins.fusions._common import check_dropout, check_heads
+from mmcore_plugins.layers.options import check_dropout, check_heads
+
+__all__ = ["MultiHeadAttention", "TransformerBlock", "key_lengths"]
 
 
 def key_lengths(key_mask: torch.Tensor) -> torch.Tensor:
@@ -104,48 +103,3 @@ class TransformerBlock(nn.Module):
         kv = None if context is None else self.norm_kv(context)
         x = x + self.attention(self.norm_q(x), kv, key_mask)
         return x + self.ff(self.norm_ff(x))
-
-
-class TokenFusion(mmcore.Fusion):
-    """Base of the token-level fusions: each modality's tokens projected to ``dim`` + a modality embedding.
-
-    ``tokens(features, slots)`` returns the projected tokens of ``slots`` side by side and their
-    key mask ``mask & present``; tokens that are padding or belong to an absent sample are exactly
-    zero (selected away, so they get no gradient either).
-    """
-
-    def __init__(self, input_dims: Mapping[str, int], dim: int, heads: int, dropout: float, name: str) -> None:
-        super().__init__(input_dims, dim)
-        check_heads(name, dim, heads)
-        check_dropout(name, dropout)
-        self.slots = list(input_dims)
-        self.heads = heads
-        self.project = nn.ModuleDict({s: nn.Linear(w, dim) for s, w in input_dims.items()})
-        self.modality_embedding = nn.ParameterDict({s: nn.Parameter(torch.randn(dim) * 0.02) for s in input_dims})
-
-    def project_slot(self, features: Mapping[str, Features], slot: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """``slot``'s tokens ``[B, L, dim]`` (zero where not real) and their key mask ``[B, L]``."""
-        f = features[slot]
-        keep = f.mask & f.present[:, None]
-        projected = self.project[slot](f.tokens) + self.modality_embedding[slot]
-        return torch.where(keep[..., None], projected, torch.zeros((), dtype=projected.dtype, device=projected.device)), keep
-
-    def tokens(self, features: Mapping[str, Features], slots: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Projected tokens of ``slots`` concatenated along L, and their key mask."""
-        parts = [self.project_slot(features, s) for s in slots]
-        if len(parts) == 1:
-            return parts[0]
-        return torch.cat([p[0] for p in parts], dim=1), torch.cat([p[1] for p in parts], dim=1)
-
-    def tokens_or_placeholder(
-        self, features: Mapping[str, Features], slot: str, placeholder: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Like :meth:`project_slot`, but an absent sample gets one learned ``placeholder`` token (position 0)."""
-        f = features[slot]
-        x = self.project[slot](f.tokens) + self.modality_embedding[slot]
-        b, length = f.mask.shape
-        first = torch.arange(length, device=x.device)[None, :] == 0
-        mask = torch.where(f.present[:, None], f.mask, first.expand(b, -1))
-        stand_in = torch.where(first[..., None], placeholder.to(x.dtype), torch.zeros((), dtype=x.dtype, device=x.device))
-        x = torch.where(f.present[:, None, None], x, stand_in)
-        return torch.where(mask[..., None], x, torch.zeros((), dtype=x.dtype, device=x.device)), mask
