@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
-import pytest
+import os
 
-import mmcore
+import pytest
+import torch
+
+# Triton decides interpreted-or-compiled when a @triton.jit function is decorated, and its own
+# standard library (tl.max, tl.sum, ...) is decorated at `import triton`, which torchmetrics and
+# torchvision trigger through torch._dynamo. So the interpreter must be switched on before any test
+# module is collected, not in tests/kernels/conftest.py: a test module of tests/core importing
+# torchmetrics first left every interpreted kernel calling a compiled library function.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import mmcore  # noqa: E402  (after the environment is set)
 
 
 @pytest.fixture

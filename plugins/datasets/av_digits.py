@@ -253,4 +253,5 @@ def load_av_digits(
 
 @mmcore.hookimpl
 def mmcore_register(registry) -> None:
-    registry.add_dataset("av_digits", load_av_digits)
+    # example_options: a small data set for the conformance kit (the full one is synthesised for minutes)
+    registry.add_dataset("av_digits", load_av_digits, example_options={"size": 60})

@@ -1,8 +1,8 @@
 """Kernel-test setup: run the real Triton kernels through the Triton interpreter when there is no GPU.
 
-Triton decides interpreted-or-compiled when a kernel is *decorated*, i.e. when mmcore_kernels'
-Triton modules are first imported. ``import mmcore_kernels`` does not import them (they load on the
-first Triton call), so setting the variable here, at conftest import time, is early enough. The
+tests/conftest.py switches the interpreter on before any test module is collected (Triton's own
+standard library is decorated at `import triton`, which other test modules trigger); this file
+repeats it for a run of tests/kernels alone from another root. The
 whole test process shares it; that is fine because without CUDA nothing else could use a compiled
 Triton kernel anyway. With CUDA the kernels compile for the GPU and the same tests run on CUDA
 tensors.
