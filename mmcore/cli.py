@@ -288,20 +288,20 @@ def _is_file(value: str) -> bool:
 
 
 def _structured(value: str, processor: object) -> object:
-    """A ``[list]`` or ``{mapping}`` command-line value, every scalar kept as written (YAML's
-    BaseLoader: ``oslo``, ``yes``, ``007`` stay strings) and then read as a number where the
-    processor expects one (not in its ``categorical`` columns). None when ``value`` is neither."""
-    import yaml
+    """A ``[list]`` or ``{mapping}`` command-line value, every scalar kept as written (``oslo``,
+    ``yes``, ``007`` stay strings) and then read as a number where the processor expects one (not
+    in its ``categorical`` columns). None when ``value`` is neither. Parsed by the project's one
+    safe YAML loader (:func:`mmcore.yamlio.load_yaml`): tags refused, aliases bounded."""
+    from mmcore.yamlio import YamlError, load_yaml
 
     text = value.strip()
     if not text.startswith(("[", "{")):
         return None
     try:
-        if any(isinstance(t, yaml.AliasToken) for t in yaml.scan(text, Loader=yaml.BaseLoader)):
-            raise ValueError(f"{value!r}: YAML aliases are not accepted in inputs")
-        parsed = yaml.load(text, Loader=yaml.BaseLoader)  # noqa: S506 - BaseLoader builds only str/list/dict
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{value!r} is not a valid [list] or {{mapping}}: {str(exc).splitlines()[0]}") from exc
+        parsed = load_yaml(text, source=f"input {value!r}", strings=True)
+    except YamlError as exc:
+        raise ValueError(f"{value!r} is not a valid [list] or {{mapping}}: {exc.problem}"
+                         + (f" (line {exc.line}, column {exc.column})" if exc.line else "")) from exc
     categorical = set(getattr(processor, "categorical", None) or [])
 
     def number(item: object) -> object:

@@ -67,6 +67,9 @@ def test_predict_speaks_class_names_from_a_text_file_and_a_tabular_mapping(run, 
     assert result["inputs"]["note"] == "meow purr" and result["inputs"]["profile"] == {"age": 30, "city": "no"}
     assert main(["predict", str(run), "profile={age: 22, city: [oops"]) == 2
     assert "is not a valid [list] or {mapping}" in capsys.readouterr().err
+    # the same safe loader as configs: a tag is refused by name, never silently dropped
+    assert main(["predict", str(run), "profile={age: !!python/object/apply:os.system [ls], city: oslo}"]) == 2
+    assert "tag !!python/object/apply:os.system is not allowed" in capsys.readouterr().err
 
 
 def test_predict_a_whole_table_one_json_line_per_row_bad_rows_in_their_line(run, tmp_path, capsys):
