@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -155,7 +156,10 @@ def expected_state(spec: Mapping[str, Any], registry: Any) -> dict[str, tuple[to
     from mmcore.model import build_model
 
     try:
-        with torch.device("meta"):
+        # A pretrained encoder loads its packaged weights in its constructor; into meta parameters
+        # that is a no-op, which torch reports once per parameter — not the user's concern here.
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*meta parameter.*no-op", category=UserWarning)
             model = build_model(spec, registry)
         return {k: (v.dtype, tuple(v.shape)) for k, v in model.state_dict().items()}
     except Exception:  # a plugin that cannot build on meta: the real model is checked after building

