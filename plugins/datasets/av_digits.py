@@ -28,9 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import string
-import tempfile
 import wave
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -40,6 +38,7 @@ import torch
 
 import mmcore
 from mmcore.data import SampleDataset
+from mmcore_plugins.datasets._generated import generated_folder, write_jsonl
 from mmcore_plugins.datasets._speech import espeak_executable, speak
 
 #: espeak-ng voice variants that sound human (robots, whispers and novelty voices left out).
@@ -153,9 +152,7 @@ def generate(root: Path, *, seed: int, image_noise: float, audio_snr_db: float |
     with ThreadPoolExecutor(max_workers=workers) as pool:
         utterances = dict(zip(needed, pool.map(say, needed), strict=True))
 
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".av_digits-", dir=root.parent))
-    try:
+    with generated_folder(root, prefix=".av_digits-") as tmp:
         (tmp / "images").mkdir()
         (tmp / "audio").mkdir()
         rows = []
@@ -178,14 +175,7 @@ def generate(root: Path, *, seed: int, image_noise: float, audio_snr_db: float |
                 _write_wav(tmp / "audio" / f"{name}.wav", wav, audio_rate)
                 rows.append({"id": i, "view": view, "image": f"images/{name}.png", "audio": f"audio/{name}.wav",
                              "text": text, "label": d, "voice": f"{variant}@{accent}", "speed": speed, "split": split})
-        (tmp / "manifest.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-        if root.exists():  # another process finished first: keep its copy
-            shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_jsonl(tmp / "manifest.jsonl", rows)
     return root / "manifest.jsonl"
 
 

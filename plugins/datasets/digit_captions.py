@@ -21,13 +21,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Literal
 
 import mmcore
 from mmcore.data import SampleDataset
+from mmcore_plugins.datasets._generated import generated_folder, write_jsonl
 
 #: Bump when generation changes: the cache folder name includes it.
 FORMAT_VERSION = 1
@@ -66,9 +65,7 @@ def generate(root: Path, *, seed: int, sizes: dict[str, int], min_digits: int, m
     digits = load_digits()
     images = torch.tensor(digits.images, dtype=torch.float32) / 16.0
     pools = split_digit_images(seed, val_fraction, test_fraction)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".digit_captions-", dir=root.parent))
-    try:
+    with generated_folder(root, prefix=".digit_captions-") as tmp:
         (tmp / "images").mkdir()
         rows = []
         for split_number, split in enumerate(("train", "val", "test")):
@@ -87,14 +84,7 @@ def generate(root: Path, *, seed: int, sizes: dict[str, int], min_digits: int, m
                 labels = [int(digits.target[i]) for i in chosen]
                 rows.append({"id": name, "image": f"images/{name}.png", "caption": " ".join(WORDS[language][d] for d in labels),
                              "digits": labels, "sources": chosen, "split": split})
-        (tmp / "manifest.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-        if root.exists():  # another process finished first: keep its copy
-            shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_jsonl(tmp / "manifest.jsonl", rows)
     return root / "manifest.jsonl"
 
 
