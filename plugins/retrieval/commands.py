@@ -105,7 +105,8 @@ def parse_query(query: str, model) -> tuple[str, Any]:
         ConfigError: a path-like query naming no file, an extension no slot reads, or text for a
             model without a text slot.
     """
-    from mmcore.cli import EXTENSION_MODALITY, _is_file
+    from mmcore.cli import EXTENSION_MODALITY
+    from mmcore.cli_predict import _is_file
 
     slots = model.slots
     modality_of = {s: getattr(model.encoders[s], "modality", None) for s in slots}

@@ -1,0 +1,215 @@
+"""``mmcore predict``: command-line inputs and whole tables -> the run's predictions, as JSON.
+
+``slot=value`` / bare file paths become one raw sample (:func:`parse_predict_inputs`); ``--data
+FILE`` predicts every row of a CSV / JSONL / Parquet table, one JSON line per row, a bad row
+reported in its own line. The forward pass is :func:`mmcore.engine.evaluation.predict_output`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from mmcore.cli import EXIT_OK, EXTENSION_MODALITY, load_run
+from mmcore.errors import ConfigError, ConfigIssue
+
+
+def _is_file(value: str) -> bool:
+    """Whether ``value`` names an existing file (False for text no file could be named after)."""
+    try:
+        return Path(value).is_file()
+    except (OSError, ValueError):  # e.g. a name over the file system's length limit, a NUL byte
+        return False
+
+
+def _structured(value: str, processor: object) -> object:
+    """A ``[list]`` or ``{mapping}`` command-line value, every scalar kept as written (``oslo``,
+    ``yes``, ``007`` stay strings) and then read as a number where the processor expects one (not
+    in its ``categorical`` columns). None when ``value`` is neither. Parsed by the project's one
+    safe YAML loader (:func:`mmcore.yamlio.load_yaml`): tags refused, aliases bounded."""
+    from mmcore.yamlio import YamlError, load_yaml
+
+    text = value.strip()
+    if not text.startswith(("[", "{")):
+        return None
+    try:
+        parsed = load_yaml(text, source=f"input {value!r}", strings=True)
+    except YamlError as exc:
+        raise ValueError(f"{value!r} is not a valid [list] or {{mapping}}: {exc.problem}"
+                         + (f" (line {exc.line}, column {exc.column})" if exc.line else "")) from exc
+    categorical = set(getattr(processor, "categorical", None) or [])
+
+    def number(item: object) -> object:
+        if isinstance(item, str):
+            try:
+                return int(item)
+            except ValueError:
+                try:
+                    return float(item)
+                except ValueError:
+                    return item
+        if isinstance(item, list):
+            return [number(v) for v in item]
+        return item
+
+    if isinstance(parsed, dict):
+        return {str(k): (v if str(k) in categorical else number(v)) for k, v in parsed.items()}
+    return number(parsed)
+
+
+def _slot_modality(model, slot: str) -> str | None:
+    return getattr(model.encoders[slot], "modality", None)
+
+
+def _text_file(path: str) -> str:
+    from mmcore_plugins.io import read_text
+
+    return read_text(path)
+
+
+def parse_predict_inputs(items: Sequence[str], model) -> dict:
+    """``slot=value`` / bare file paths -> one raw sample ``{slot: raw}`` (see ``mmcore predict --help``).
+
+    A text slot given an existing file gets the file's UTF-8 contents; other file paths are passed
+    on; ``[...]``/``{...}`` values become lists/mappings for any non-text slot (numbers where the
+    processor expects them). Every problem is collected into one ConfigError.
+    """
+    sample, issues = {}, []
+    slots = model.slots
+    for item in items:
+        slot, sep, value = item.partition("=")
+        try:
+            if sep and slot in slots:
+                modality = _slot_modality(model, slot)
+                if _is_file(value):
+                    sample[slot] = _text_file(value) if modality == "text" else value
+                    continue
+                parsed = None if modality == "text" else _structured(value, model.processors.get(slot))
+                sample[slot] = value if parsed is None else parsed
+            elif _is_file(item):
+                modality = EXTENSION_MODALITY.get(Path(item).suffix.lower())
+                matches = [s for s in slots if _slot_modality(model, s) == modality]
+                if modality is None or len(matches) != 1:
+                    issues.append(ConfigIssue("", f"cannot tell which slot {item!r} is for (slots: {slots}); write slot={item}"))
+                else:
+                    sample[matches[0]] = _text_file(item) if modality == "text" else item
+            elif sep:
+                issues.append(ConfigIssue("", f"unknown modality slot(s) [{slot!r}] in {item!r}; the model has {slots}"))
+            else:
+                issues.append(ConfigIssue("", f"input {item!r} is neither slot=value nor an existing file"))
+        except ValueError as exc:  # an unreadable text file, a malformed [list]/{mapping}
+            issues.append(ConfigIssue(slot if sep else "", str(exc)))
+    if issues:
+        raise ConfigError(issues)
+    return sample
+
+
+def _prediction_record(model, output, row: int) -> dict:
+    """The JSON of sample ``row`` of a head output: prediction, and probabilities by class name when known."""
+    import torch
+
+    record = {"prediction": model.head.format_predictions(output)[row]}
+    probabilities = output.extras.get("probabilities") if isinstance(output.extras, dict) else None
+    if isinstance(probabilities, torch.Tensor) and probabilities.dim() == 2:
+        values = [round(float(p), 4) for p in probabilities[row]]
+        classes = getattr(model.head, "classes", None)
+        record["probabilities"] = dict(zip(classes, values, strict=True)) if classes and len(classes) == len(values) else values
+    return record
+
+
+def _data_columns(config: dict, model, header: set[str]) -> tuple[dict, list[str]]:
+    """``(columns, path_columns)`` for a --data table: the run's manifest mapping, else one column per
+    slot named after it (a tabular slot with named columns: those columns)."""
+    data = config.get("data") or {}
+    if data.get("name") == "manifest" and isinstance(data.get("columns"), dict):
+        return dict(data["columns"]), list(data.get("path_columns") or [])
+    columns, path_columns = {}, []
+    for slot in model.slots:
+        processor = model.processors.get(slot)
+        numeric, categorical = getattr(processor, "columns", None), getattr(processor, "categorical", None)
+        if slot not in header and (numeric or categorical):
+            columns[slot] = {k: list(v) for k, v in (("numeric", numeric), ("categorical", categorical)) if v}
+        else:
+            columns[slot] = slot
+            if _slot_modality(model, slot) in ("image", "audio", "video") and slot in header:
+                path_columns.append(slot)  # a file path (a text column holds the text itself)
+    return columns, path_columns
+
+
+def _predict_table(args: argparse.Namespace, model, config: dict) -> int:
+    from mmcore.engine.evaluation import predict_output
+    from mmcore_plugins.datasets.manifest import inputs_from_rows
+    from mmcore_plugins.io import read_table
+
+    if args.inputs:
+        raise ConfigError([ConfigIssue("--data", "give either --data FILE or slot=value inputs, not both")])
+    if args.batch_size < 1:
+        raise ConfigError([ConfigIssue("--batch-size", f"must be a positive int, got {args.batch_size}")])
+    out_path = Path(args.out) if args.out else None
+    if out_path is not None and out_path.exists() and not args.overwrite:
+        raise ConfigError([ConfigIssue("--out", f"{str(out_path)!r} exists; choose another file or pass --overwrite")])
+    if out_path is not None and out_path.is_dir():
+        raise ConfigError([ConfigIssue("--out", f"{str(out_path)!r} is a folder, expected a file")])
+    source = Path(args.data)
+    try:
+        rows = read_table(source, encoding=args.encoding)
+        header = set().union(*(r.keys() for r in rows)) if rows else set()
+        columns, path_columns = _data_columns(config, model, header)
+        modalities = {s: m for s in model.slots if (m := _slot_modality(model, s))}
+        built = inputs_from_rows(rows, columns, path_columns=path_columns, root=source.parent, name=str(source),
+                                 modalities=modalities, validate="exists", allow_outside_paths=True)
+    except (ValueError, FileNotFoundError) as exc:
+        raise ConfigError([ConfigIssue("--data", str(exc))]) from exc
+    records: list[dict] = [{} for _ in built]
+    good = [i for i, (inputs, _) in enumerate(built) if inputs is not None]
+    for i, (_, error) in enumerate(built):
+        if error is not None:
+            records[i] = {"row": i + 1, "error": error}
+    for start in range(0, len(good), args.batch_size):
+        chunk = good[start : start + args.batch_size]
+        try:
+            output = predict_output(model, [built[i][0] for i in chunk])
+            for j, i in enumerate(chunk):
+                records[i] = {"row": i + 1, **_prediction_record(model, output, j)}
+        except (ValueError, TypeError, OSError):  # one bad row spoils its batch: find it, row by row
+            for i in chunk:
+                try:
+                    records[i] = {"row": i + 1, **_prediction_record(model, predict_output(model, [built[i][0]]), 0)}
+                except (ValueError, TypeError, OSError) as exc:
+                    records[i] = {"row": i + 1, "error": str(exc)}
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    if out_path is None:
+        sys.stdout.write(lines)
+    else:
+        tmp = out_path.with_name(f".{out_path.name}.tmp")
+        tmp.write_text(lines, encoding="utf-8")
+        tmp.replace(out_path)  # whole or not at all: an interrupted run leaves no half file under the name
+        bad = sum("error" in r for r in records)
+        print(f"{len(records)} rows -> {out_path} ({len(records) - bad} predicted, {bad} with an error)", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_predict(args: argparse.Namespace, manager) -> int:
+    from mmcore.engine.evaluation import predict_output
+
+    model, config = load_run(args.run_dir, manager)
+    if args.data is not None:
+        return _predict_table(args, model, config)
+    if args.out is not None:
+        raise ConfigError([ConfigIssue("--out", "--out goes with --data FILE (a single sample prints its JSON)")])
+    if not args.inputs:
+        raise ConfigError([ConfigIssue("", f"give slot=value inputs (the model's slots: {model.slots}) or --data FILE")])
+    sample = parse_predict_inputs(args.inputs, model)
+    try:
+        if not sample:
+            raise ValueError(f"give at least one of the model's modality slots {model.slots}")
+        output = predict_output(model, [sample])
+    except (ValueError, TypeError) as exc:
+        raise ConfigError([ConfigIssue("", str(exc))]) from exc
+    shown = {slot: (raw if not isinstance(raw, str) or len(raw) <= 200 else raw[:200] + "...") for slot, raw in sample.items()}
+    result = {"inputs": shown, "missing": [s for s in model.slots if s not in sample], **_prediction_record(model, output, 0)}
+    print(json.dumps(result, ensure_ascii=False))
+    return EXIT_OK
