@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from photo_data import dataset, image_model
 
 import mmcore
 from mmcore.data import (
@@ -23,27 +24,6 @@ from mmcore.data import (
     seeded_split,
     unmemoize_inputs,
 )
-
-
-def photo_crops(n: int) -> list[np.ndarray]:
-    from sklearn.datasets import load_sample_image
-
-    photos = [load_sample_image("china.jpg"), load_sample_image("flower.jpg")]
-    return [np.ascontiguousarray(photos[i % 2][40 * i : 40 * i + 96, 50 * i : 50 * i + 96]) for i in range(n)]
-
-
-def image_model(**encoder):
-    spec = {"encoders": {"image": {"name": "image_torchvision", "arch": "resnet18", "image_size": 32, **encoder},
-                         "text": {"name": "text_transformer", "dim": 16, "heads": 2, "layers": 1, "max_length": 16}},
-            "fusion": {"name": "concat", "dim": 16}, "head": {"name": "classification", "num_classes": 3}}
-    torch.manual_seed(0)
-    return mmcore.build_model(spec)
-
-
-def dataset(n: int = 10) -> SampleDataset:
-    words = ["un", "deux", "trois"]
-    return SampleDataset([{"inputs": {"image": img if i != 3 else None, "text": words[i % 3]}, "target": i % 3}
-                          for i, img in enumerate(photo_crops(n))])
 
 
 def test_seeded_split_is_a_partition():
