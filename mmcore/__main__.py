@@ -1,6 +1,19 @@
-"""``python -m mmcore`` is the ``mmcore`` command."""
+"""``python -m mmcore`` is the ``mmcore`` command.
 
-from mmcore.cli import main
+``python -m`` puts the current folder first on ``sys.path``; the console script does not. Left
+there, it would make entry-point discovery read any ``*.dist-info`` in the working folder (and run
+the plugin code it names), and in mmcore's own source tree make the folder ``kernels/`` shadow
+PyPI's ``kernels`` package. So the working folder is taken off the path before anything else is
+imported: ``python -m mmcore`` finds exactly the plugins ``mmcore`` finds.
+"""
+
+import os
+import sys
+
+_cwd = os.path.realpath(os.getcwd())
+sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != _cwd]
+
+from mmcore.cli import main  # noqa: E402  (after the path is cleaned)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
-import pytest
-import torch
+# `python -m pytest` puts the current folder first on sys.path. In the repository root that makes
+# the source folder `kernels/` (installed as `mmcore_kernels`) importable as `kernels`, shadowing
+# PyPI's `kernels` package, which transformers >= 5 imports at start-up (ImportError: cannot import
+# name 'CUDAProperties' from 'kernels'). mmcore's packages come from the install, never from the root.
+_ROOT = Path(__file__).resolve().parent.parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _ROOT]
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 # Triton decides interpreted-or-compiled when a @triton.jit function is decorated, and its own
 # standard library (tl.max, tl.sum, ...) is decorated at `import triton`, which torchmetrics and
