@@ -132,12 +132,18 @@ class HeadOutput:
         predictions: the task's predictions (e.g. class indices ``[B]``).
         loss: scalar training loss, when targets were given.
         extras: anything else a head wants to report (probabilities, attention maps, ...).
+        features: ``{slot: Features}`` the encoders produced for this batch, and
+        fused: the fusion's output -- both set by :class:`~mmcore.MultimodalModel` (not by heads),
+            so that training plugins (``mmcore_train_loss``: balancers, distillation) can build
+            their terms from them without a second forward pass. None when a head is called alone.
     """
 
     logits: torch.Tensor
     predictions: torch.Tensor
     loss: torch.Tensor | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    features: Mapping[str, Features] | None = None
+    fused: Features | None = None
 
 
 class Head(nn.Module, abc.ABC):

@@ -11,6 +11,30 @@ that plugin's commands only; a lifecycle hook (``mmcore_train_*``, ``mmcore_epoc
 raises stops the run cleanly -- ``report.json`` says ``status: failed`` with the plugin, its
 distribution and the hook, the last good checkpoint is kept -- and ``mmcore train`` prints that
 one line (exit 1). What a plugin prints while it loads is captured, shown by ``mmcore plugins``.
+
+The trainer a hook sees
+-----------------------
+Training hooks receive the running :class:`~mmcore.engine.trainer.Trainer`. This is its surface
+for plugins; everything else on it is private and may change:
+
+* read-only: ``model`` (the :class:`~mmcore.MultimodalModel`, unwrapped), ``config`` (the resolved
+  config, a dict), ``options`` (the validated ``trainer`` section), ``run_dir`` (a Path),
+  ``device``, ``is_main`` (rank 0, the process that writes files), ``world_size``, ``epoch``
+  (1-based, the epoch running or just finished), ``step`` (optimiser steps taken),
+  ``steps_per_epoch``, ``total_steps``, ``history`` (one dict of metrics per finished epoch),
+  ``datasets`` (``{"train", "val", "test"}``), ``samples`` (samples counted per split),
+  ``stop_reason`` (None, or the reason a plugin gave to ``request_stop``);
+* ``request_stop(reason)``: end training after the current epoch (its validation, checkpoint and
+  ``mmcore_epoch_end`` hooks run first); the best checkpoint is tested as usual and
+  ``report.json`` says ``status: "stopped"`` with ``stop_reason``. Works whether or not early
+  stopping is on. In a distributed run, every process must request it (hooks run on every
+  process: decide from values that are the same on all of them, such as validation metrics);
+* ``all_reduce_sum(tensor)``: sum a tensor over the processes of a distributed run, in place
+  (returns it; a no-op in one process) -- for statistics a gradient hook must agree on.
+
+A plugin keeps its own per-run state on itself (build a fresh plugin object per run and register
+it with :func:`mmcore.register_plugin`, or key a dict by ``id(trainer)``), never as attributes
+set on the trainer.
 """
 
 from __future__ import annotations
@@ -78,6 +102,44 @@ def mmcore_train_step_end(trainer, step, metrics):
     :param dict metrics: ``{"loss": float, "lr": float, ...}`` for this step.
 
     Called after every optimiser step, on every process. Keep it cheap. :return: ignored.
+    """
+
+
+@hookspec
+def mmcore_train_loss(trainer, batch, output):
+    """Extra loss terms for one training micro-batch, added to the head's loss before backward.
+
+    :param trainer: the running trainer (see "The trainer a hook sees" above).
+    :param dict batch: the micro-batch on the device: ``batch["inputs"]`` (``{slot: processed
+        batch}``), ``batch["targets"]``, and any other key the collate produced.
+    :param mmcore.HeadOutput output: the model's output for it: ``output.loss`` is the head's loss,
+        ``output.features`` the encoders' :class:`~mmcore.Features` per slot and ``output.fused``
+        the fusion's, all with their autograd graph (a term built from them trains through them).
+
+    :return: None (no term), a scalar tensor (a term named after the plugin), or ``{name: scalar
+        tensor}``. Every term is added to the loss that is backpropagated, so it is scaled for
+        gradient accumulation and distributed training exactly like the head's loss; its
+        per-sample mean over the epoch is reported as ``train/<name>``, while ``train/loss`` stays
+        the head's own loss (comparable with runs that have no such terms). A non-finite term stops
+        the run like a non-finite loss. Called on every process, for every training micro-batch,
+        inside the run's autocast context; not called for validation or test batches.
+    """
+
+
+@hookspec
+def mmcore_before_optimizer_step(trainer, step):
+    """The gradients of one optimiser step are complete: a plugin may change them in place.
+
+    :param trainer: the running trainer.
+    :param int step: the step about to be taken (1-based: ``trainer.step + 1``).
+
+    Called after the backward pass of the step's last micro-batch -- in a distributed run after
+    DDP has averaged the gradients over the processes; with fp16 mixed precision after the
+    gradient scaler has unscaled them -- and before gradient clipping and ``optimizer.step()``.
+    ``p.grad`` of ``trainer.model.parameters()`` may be scaled, replaced or zeroed (None where a
+    parameter got no gradient). In a distributed run every process must make the same change
+    (reduce the statistics it depends on with ``trainer.all_reduce_sum``), or the replicas drift
+    apart. :return: ignored.
     """
 
 

@@ -134,7 +134,11 @@ class MultimodalModel(nn.Module):
     def forward(self, inputs: Mapping[str, Any], targets: torch.Tensor | None = None) -> HeadOutput:
         features = self.encode(inputs)
         fused = self.fusion(features) if self.fusion is not None else next(iter(features.values()))
-        return self.head(fused, targets, features)
+        out = self.head(fused, targets, features)
+        # Kept on the output for training plugins (mmcore_train_loss): they are alive until
+        # backward anyway, so this costs no memory.
+        out.features, out.fused = features, fused
+        return out
 
 
 # ---------------------------------------------------------------------- building from a spec

@@ -264,9 +264,15 @@ class MmcorePluginManager(pluggy.PluginManager):
         :class:`~mmcore.errors.PluginHookError` names the plugin, its distribution and the hook
         (the plugin's exception is its ``__cause__``). KeyboardInterrupt passes through.
         """
+        self.call_collect(hook_name, **kwargs)
+
+    def call_collect(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
+        """Like :meth:`call_lifecycle`, and returns ``[(plugin_name, result), ...]`` of the
+        implementations that returned something other than None, in the order they were called."""
+        results = []
         for impl in reversed(getattr(self.hook, hook_name).get_hookimpls()):
             try:
-                self._hookexec(hook_name, [impl], kwargs, False)
+                result = self._hookexec(hook_name, [impl], kwargs, False)
             except KeyboardInterrupt:
                 raise
             except (Exception, SystemExit) as exc:
@@ -275,6 +281,9 @@ class MmcorePluginManager(pluggy.PluginManager):
                 if record is not None and record.distribution:
                     distribution = record.distribution + (f" {record.version}" if record.version else "")
                 raise PluginHookError(impl.plugin_name, distribution, hook_name, exc) from exc
+            # pluggy's call with one implementation returns the list of its non-None results
+            results.extend((impl.plugin_name, value) for value in result if value is not None)
+        return results
 
     def has_hook(self, hook_name: str) -> bool:
         """Whether any plugin implements ``hook_name``."""

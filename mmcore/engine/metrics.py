@@ -102,6 +102,11 @@ class EpochAccumulator:
     #: the loss sum kept on the host where the loss is read every step anyway (one CPU process)
     loss_sum_host: float = 0.0
     pending: list = dataclasses.field(default_factory=list)
+    #: whether plugins add loss terms (mmcore_train_loss) / change gradients (mmcore_before_optimizer_step)
+    loss_hooks: bool = False
+    grad_hooks: bool = False
+    #: per-sample sums of the plugins' loss terms, by name, on the device
+    term_sums: dict = dataclasses.field(default_factory=dict)
 
     def total_loss(self) -> float:
         return float(self.loss_sum) + self.loss_sum_host

@@ -131,6 +131,8 @@ class Trainer:
         self.epoch = 0
         self.dist: distributed.DistContext | None = None
         self._trainable: list[torch.nn.Parameter] | None = None
+        #: why a plugin asked training to stop (:meth:`request_stop`), or None
+        self.stop_reason: str | None = None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -140,6 +142,28 @@ class Trainer:
     @property
     def is_main(self) -> bool:
         return self.dist is None or self.dist.is_main
+
+    @property
+    def world_size(self) -> int:
+        """Processes in this run (1 outside ``torchrun``)."""
+        return self.dist.world_size if self.dist is not None else 1
+
+    # ------------------------------------------------------------------ the plugins' surface
+    def request_stop(self, reason: str) -> None:
+        """End training after the current epoch (its validation, checkpoint and epoch-end hooks
+        run first); ``report.json`` then says ``status: "stopped"`` and ``stop_reason: reason``.
+
+        For plugins (a time limit, a tuner pruning a trial); works with or without early stopping.
+        The first reason given is kept. Raises TypeError for a reason that is not a non-empty str.
+        """
+        if not isinstance(reason, str) or not reason.strip():
+            raise TypeError(f"request_stop needs a reason (a non-empty str), got {reason!r}")
+        if self.stop_reason is None:
+            self.stop_reason = reason
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum ``tensor`` over the processes of a distributed run, in place; returns it (one process: unchanged)."""
+        return self.dist.all_reduce_sum(tensor) if self.dist is not None else tensor
 
     @property
     def epoch_samples(self) -> int:
@@ -342,24 +366,57 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
     def forward_backward(self, batch: Mapping[str, Any], *, scale: float = 1.0, sync: bool = True):
-        """Forward and backward of one (micro-)batch; returns the head output (loss not scaled)."""
+        """Forward and backward of one (micro-)batch.
+
+        Returns ``(output, targets, terms)``: the head output (its loss not scaled) and the
+        plugins' loss terms ``{name: scalar}`` (``mmcore_train_loss``; empty without such plugins),
+        which were added to the head's loss for the backward pass.
+        """
         inputs, targets = to_device(batch, self.device, non_blocking=True)
         if targets is None:
             raise ValueError("training samples need targets, got a batch without them")
         no_sync = getattr(self.train_model, "no_sync", None)
         context = no_sync() if (not sync and no_sync is not None) else contextlib.nullcontext()
+        state = getattr(self, "_epoch_state", None)
+        terms: dict[str, torch.Tensor] = {}
         with context:
             with autocast_context(self.device, self.options.precision):
                 out = self.train_model(inputs, targets)
-            if out.loss is None:
-                raise ValueError("the head returned no loss although targets were given")
+                if out.loss is None:
+                    raise ValueError("the head returned no loss although targets were given")
+                loss = out.loss
+                if state is not None and state.loss_hooks:
+                    terms = self._loss_terms({**batch, "inputs": inputs, "targets": targets}, out)
+                    for term in terms.values():
+                        loss = loss + term
             # (A multiplication by 1 would still be an op forward and backward, every step.)
-            self.scaler.scale(out.loss if scale == 1.0 else out.loss * scale).backward()
-        return out, targets
+            self.scaler.scale(loss if scale == 1.0 else loss * scale).backward()
+        return out, targets, terms
+
+    def _loss_terms(self, batch: Mapping[str, Any], out) -> dict[str, torch.Tensor]:
+        """The ``mmcore_train_loss`` terms of one micro-batch, ``{name: scalar tensor}``."""
+        terms: dict[str, torch.Tensor] = {}
+        for plugin, value in self.manager.call_collect("mmcore_train_loss", trainer=self, batch=batch, output=out):
+            items = value.items() if isinstance(value, Mapping) else [(plugin, value)]
+            for name, term in items:
+                if not isinstance(term, torch.Tensor) or term.numel() != 1 or not term.is_floating_point():
+                    shown = f"a tensor of shape {tuple(term.shape)}" if isinstance(term, torch.Tensor) else type(term).__name__
+                    raise PluginHookError(plugin, None, "mmcore_train_loss", TypeError(
+                        f"term {name!r}: expected a scalar floating-point tensor, got {shown}"))
+                term = term.reshape(())
+                terms[str(name)] = terms[str(name)] + term if str(name) in terms else term
+        return terms
 
     def optimizer_step(self) -> None:
+        """Take one optimiser step with the accumulated gradients (``mmcore_before_optimizer_step``
+        hooks first, then clipping, the step, the schedule), and clear the gradients."""
+        state = getattr(self, "_epoch_state", None)
+        grad_hooks = state is not None and state.grad_hooks
+        if self.options.grad_clip or grad_hooks:
+            self.scaler.unscale_(self.optimizer)  # hooks and clipping see the true gradients
+        if grad_hooks:
+            self.manager.call_lifecycle("mmcore_before_optimizer_step", trainer=self, step=self.step + 1)
         if self.options.grad_clip:
-            self.scaler.unscale_(self.optimizer)
             # The trainable parameters, listed once: walking the module tree every step costs
             # about 1% of a small model's step.
             if self._trainable is None:
@@ -408,6 +465,9 @@ class Trainer:
                     improved = self._track_best(row)
                     self._checkpoint(improved)
                     self.manager.call_lifecycle("mmcore_epoch_end", trainer=self, epoch=epoch, metrics=row)
+                    if self.stop_reason is not None:
+                        status = "stopped"
+                        break
                     if opts.early_stopping is not None and self.bad_epochs >= opts.early_stopping:
                         status = "early_stopping"
                         break
@@ -439,7 +499,9 @@ class Trainer:
             first_bad=torch.zeros((), dtype=torch.long, device=self.device),
             step_counter=torch.full((), self.step, dtype=torch.long, device=self.device),
             check_every=check_every,
-            step_hooks=bool(self.manager.hook.mmcore_train_step_end.get_hookimpls()),
+            step_hooks=self.manager.has_hook("mmcore_train_step_end"),
+            loss_hooks=self.manager.has_hook("mmcore_train_loss"),
+            grad_hooks=self.manager.has_hook("mmcore_before_optimizer_step"),
         )
         return self._epoch_state
 
@@ -455,10 +517,21 @@ class Trainer:
         all-reduce) leaves the batch out of the loss, the sample count and the metrics.
         """
         state = self._epoch_state
-        out, targets = self.forward_backward(batch, scale=1.0 / group if weight is None else weight, sync=last_in_group)
+        out, targets, terms = self.forward_backward(batch, scale=1.0 / group if weight is None else weight, sync=last_in_group)
         loss = out.loss.detach()
+        # What was backpropagated: the head's loss and the plugins' terms (checked for finiteness together)
+        total = loss if not terms else loss + sum(t.detach() for t in terms.values())
         if counted:
+            for name, term in terms.items():
+                previous = state.term_sums.get(name)
+                value = term.detach().double() * len(targets)
+                state.term_sums[name] = value if previous is None else previous + value
             if state.check_every == 1:  # one CPU process: reading the loss is free; stop before the bad step is taken
+                if terms and not math.isfinite(float(total)):
+                    raise NonFiniteLossError(
+                        f"a loss term of a plugin ({', '.join(terms)}) became NaN or infinite at step {self.step + 1} "
+                        f"(epoch {state.epoch}); training stopped, the last good checkpoint is kept in {self.run_dir}",
+                        self.step + 1)
                 value = float(loss)
                 if not math.isfinite(value):
                     raise NonFiniteLossError(
@@ -466,7 +539,7 @@ class Trainer:
                         f"stopped, the last good checkpoint is kept in {self.run_dir}", self.step + 1)
                 state.loss_sum_host += value * len(targets)
             else:  # noticed and summed on the device, read every `check_every` steps
-                state.first_bad = torch.where(torch.isfinite(loss) | (state.first_bad > 0), state.first_bad, state.step_counter + 1)
+                state.first_bad = torch.where(torch.isfinite(total) | (state.first_bad > 0), state.first_bad, state.step_counter + 1)
                 state.loss_sum += loss.double() * len(targets)
             state.seen += len(targets)
             # Metrics are updated in chunks: torchmetrics' per-call checks cost more than a small step.
@@ -508,6 +581,10 @@ class Trainer:
         totals = dist.all_reduce_sum(torch.stack([state.loss_sum + state.loss_sum_host,
                                                   torch.tensor(float(state.seen), dtype=torch.float64, device=self.device)]))
         row = {"epoch": epoch, "step": self.step, "lr": self.scheduler.get_last_lr()[0], "train/loss": float(totals[0] / totals[1])}
+        if state.term_sums:  # the plugins' loss terms, per-sample means (the same names on every process)
+            names = sorted(state.term_sums)
+            sums = dist.all_reduce_sum(torch.stack([state.term_sums[n].to(torch.float64) for n in names]))
+            row.update({f"train/{n}": float(v) / max(float(totals[1]), 1.0) for n, v in zip(names, sums.tolist(), strict=True)})
         state.flush_metrics()
         row.update({f"train/{name}": as_float(m.compute()) for name, m in state.metrics.items()})
         row["samples_per_s"] = float(totals[1]) / max(seconds, 1e-9)
@@ -561,6 +638,7 @@ class Trainer:
         parameters = sum(p.numel() for p in self.model.parameters())
         report = {
             "status": status,
+            "stop_reason": self.stop_reason if status == "stopped" else None,
             "error": None if error is None else str(error),
             "best_epoch": self.best_epoch,
             "epochs_run": self.epoch,
