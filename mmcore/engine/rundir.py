@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mmcore.engine.atomic import atomic_write
 from mmcore.errors import UserInputError
 
 #: The file names of a checkpoint folder (``best/``, ``last/``).
@@ -241,7 +242,6 @@ class RunDir:
             cls.check(run.path, resume=resume, overwrite=overwrite)  # again: it may have changed before the lock
             if not run.is_marked:
                 from mmcore import __version__
-                from mmcore.engine.checkpoint import atomic_write
 
                 stamp = {"mmcore": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
                 atomic_write(run.marker, lambda p: p.write_text(json.dumps(stamp) + "\n"))
