@@ -1,6 +1,6 @@
 """The ``mmcore`` command line (also ``python -m mmcore``): the parser, the core commands and the
-error contract below; ``mmcore predict`` lives in :mod:`mmcore.cli_predict`, plugin commands in
-their plugins.
+error contract below; ``mmcore predict`` lives in :mod:`mmcore.cli_predict` (this module imports it;
+it imports nothing from here), plugin commands in their plugins.
 
 Exit codes:
 
@@ -26,6 +26,7 @@ import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from mmcore import cli_predict
 from mmcore.errors import ConfigError, ConfigIssue
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -93,23 +94,7 @@ def build_parser(manager=None) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.set_defaults(handler=cmd_eval)
 
-    p = sub.add_parser("predict", help="predict from raw inputs or a table of them with a run's best checkpoint (JSON out)")
-    p.add_argument("run_dir", help="a run directory written by `mmcore train`")
-    p.add_argument("inputs", nargs="*", metavar="INPUT",
-                   help="one sample: slot=value per modality (a file path, text, [a, list] or {a: mapping} such as "
-                        "profile='{age: 41, city: oslo}'); a text slot given an existing file reads its UTF-8 contents; "
-                        "a bare file path goes to the slot whose modality matches its extension (.png -> image, "
-                        ".wav -> audio, .txt -> text); omitted slots are missing modalities")
-    p.add_argument("--data", metavar="FILE",
-                   help="predict every row of a .csv/.jsonl/.parquet table (columns as in the run's data config, or "
-                        "named after the slots); one JSON line per row, a bad row reported in its line")
-    p.add_argument("--out", metavar="FILE", help="write the --data predictions here (JSON lines) instead of stdout")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    p.add_argument("--encoding", default="utf-8-sig", help="text encoding of a --data CSV/JSONL file (default utf-8-sig)")
-    p.add_argument("--batch-size", type=int, default=64, help="rows predicted at once with --data")
-    from mmcore.cli_predict import cmd_predict  # the predict command's own module
-
-    p.set_defaults(handler=cmd_predict)
+    cli_predict.add_parser(sub)  # `mmcore predict`: its own module
 
     p = sub.add_parser("compare", help="train one config with several fusions; accuracy beside parameters, FLOPs, latency, memory")
     p.add_argument("config", help="path of the YAML config")
@@ -231,23 +216,11 @@ def cmd_train(args: argparse.Namespace, manager) -> int:
 
 
 def load_run(run_dir: str | Path, manager, checkpoint: str = "best"):
-    """A run directory's model (from ``checkpoint``) and resolved config.
+    """A run directory's model (from ``checkpoint``) and resolved config: :func:`mmcore.engine.checkpoint.load_run`
+    with the manager's registry (kept here for the commands of plugins that import it from ``mmcore.cli``)."""
+    from mmcore.engine.checkpoint import load_run as load
 
-    RunDirError when ``run_dir`` is not a run; CheckpointError when its files are damaged (both
-    checked before anything is built, see :func:`mmcore.engine.checkpoint.load_model`). The
-    config's path options are absolute in runs written since they are stored so; an older run's
-    relative ones are taken relative to the current folder, as when it was trained.
-    """
-    from mmcore.engine.checkpoint import load_model
-    from mmcore.engine.config import resolve_paths
-    from mmcore.engine.rundir import RunDir
-    from mmcore.errors import user_input_phase
-
-    run = RunDir.open(run_dir, checkpoint)
-    with user_input_phase(f"reading the run {run_dir}"):  # a damaged run directory is the user's to fix
-        config = resolve_paths(run.read_config())  # safe and bounded: config.yaml may have been edited
-        model, _ = load_model(run.readable_checkpoint(checkpoint), manager.registry)
-    return model, config
+    return load(run_dir, manager.registry, checkpoint)
 
 
 def cmd_eval(args: argparse.Namespace, manager) -> int:

@@ -10,11 +10,32 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from mmcore.cli import EXIT_OK, EXTENSION_MODALITY, load_run
 from mmcore.errors import ConfigError, ConfigIssue
+
+#: The exit status of a successful command (mmcore.cli's contract).
+EXIT_OK = 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``mmcore predict`` to the command line (called by :func:`mmcore.cli.build_parser`)."""
+    p = subparsers.add_parser("predict", help="predict from raw inputs or a table of them with a run's best checkpoint (JSON out)")
+    p.add_argument("run_dir", help="a run directory written by `mmcore train`")
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
+                   help="one sample: slot=value per modality (a file path, text, [a, list] or {a: mapping} such as "
+                        "profile='{age: 41, city: oslo}'); a text slot given an existing file reads its UTF-8 contents; "
+                        "a bare file path goes to the slot whose modality matches its extension (.png -> image, "
+                        ".wav -> audio, .txt -> text); omitted slots are missing modalities")
+    p.add_argument("--data", metavar="FILE",
+                   help="predict every row of a .csv/.jsonl/.parquet table (columns as in the run's data config, or "
+                        "named after the slots); one JSON line per row, a bad row reported in its line")
+    p.add_argument("--out", metavar="FILE", help="write the --data predictions here (JSON lines) instead of stdout")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--encoding", default="utf-8-sig", help="text encoding of a --data CSV/JSONL file (default utf-8-sig)")
+    p.add_argument("--batch-size", type=int, default=64, help="rows predicted at once with --data")
+    p.set_defaults(handler=cmd_predict)
 
 
 def _is_file(value: str) -> bool:
@@ -70,13 +91,19 @@ def _text_file(path: str) -> str:
     return read_text(path)
 
 
-def parse_predict_inputs(items: Sequence[str], model) -> dict:
+def parse_predict_inputs(items: Sequence[str], model, extensions: Mapping[str, str] | None = None) -> dict:
     """``slot=value`` / bare file paths -> one raw sample ``{slot: raw}`` (see ``mmcore predict --help``).
 
     A text slot given an existing file gets the file's UTF-8 contents; other file paths are passed
     on; ``[...]``/``{...}`` values become lists/mappings for any non-text slot (numbers where the
-    processor expects them). Every problem is collected into one ConfigError.
+    processor expects them). ``extensions``: file extension -> modality (default: the default
+    registry's, :meth:`~mmcore.registry.Registry.extension_modalities`). Every problem is collected
+    into one ConfigError.
     """
+    if extensions is None:
+        from mmcore.plugin_manager import get_registry
+
+        extensions = get_registry().extension_modalities()
     sample, issues = {}, []
     slots = model.slots
     for item in items:
@@ -90,7 +117,7 @@ def parse_predict_inputs(items: Sequence[str], model) -> dict:
                 parsed = None if modality == "text" else _structured(value, model.processors.get(slot))
                 sample[slot] = value if parsed is None else parsed
             elif _is_file(item):
-                modality = EXTENSION_MODALITY.get(Path(item).suffix.lower())
+                modality = extensions.get(Path(item).suffix.lower())
                 matches = [s for s in slots if _slot_modality(model, s) == modality]
                 if modality is None or len(matches) != 1:
                     issues.append(ConfigIssue("", f"cannot tell which slot {item!r} is for (slots: {slots}); write slot={item}"))
@@ -193,16 +220,17 @@ def _predict_table(args: argparse.Namespace, model, config: dict) -> int:
 
 
 def cmd_predict(args: argparse.Namespace, manager) -> int:
+    from mmcore.engine.checkpoint import load_run
     from mmcore.engine.evaluation import predict_output
 
-    model, config = load_run(args.run_dir, manager)
+    model, config = load_run(args.run_dir, manager.registry)
     if args.data is not None:
         return _predict_table(args, model, config)
     if args.out is not None:
         raise ConfigError([ConfigIssue("--out", "--out goes with --data FILE (a single sample prints its JSON)")])
     if not args.inputs:
         raise ConfigError([ConfigIssue("", f"give slot=value inputs (the model's slots: {model.slots}) or --data FILE")])
-    sample = parse_predict_inputs(args.inputs, model)
+    sample = parse_predict_inputs(args.inputs, model, manager.registry.extension_modalities())
     try:
         if not sample:
             raise ValueError(f"give at least one of the model's modality slots {model.slots}")

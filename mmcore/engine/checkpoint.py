@@ -48,7 +48,7 @@ from mmcore.model import MultimodalModel, build_model
 from mmcore.registry import Registry
 
 __all__ = ["CheckpointError", "CheckpointWriteError", "MissingCheckpointError", "SPEC", "STATE", "WEIGHTS", "atomic_directory", "atomic_write",
-           "current_umask", "dumps_json", "load_model", "load_training_state", "load_weights", "model_state",
+           "current_umask", "dumps_json", "load_model", "load_run", "load_training_state", "load_weights", "model_state",
            "resolve_checkpoint", "save_checkpoint", "save_model", "write_model"]
 
 
@@ -184,6 +184,26 @@ def _load_processors(model: MultimodalModel, states: dict[str, Any], path: Path)
             model.processors[slot].load_state_dict(state)
         except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as exc:
             raise CheckpointError(f"{path}: processors.{slot}: the fitted state does not fit the processor: {exc}") from exc
+
+
+def load_run(run_dir: str | Path, registry: Registry | None = None, checkpoint: str = "best") -> tuple[MultimodalModel, dict]:
+    """A run directory's model (from its ``checkpoint``: ``best`` or ``last``) and resolved config.
+
+    RunDirError when ``run_dir`` is not a run; CheckpointError when its files are damaged (both
+    checked before anything is built, see :func:`load_model`). The config's path options are
+    absolute in runs written since they are stored so; an older run's relative ones are taken
+    relative to the current folder, as when it was trained. Errors here are the user's input's
+    (exit 2 on the command line).
+    """
+    from mmcore.engine.config import resolve_paths
+    from mmcore.engine.rundir import RunDir
+    from mmcore.errors import user_input_phase
+
+    run = RunDir.open(run_dir, checkpoint)
+    with user_input_phase(f"reading the run {run_dir}"):  # a damaged run directory is the user's to fix
+        config = resolve_paths(run.read_config())  # safe and bounded: config.yaml may have been edited
+        model, _ = load_model(run.readable_checkpoint(checkpoint), registry)
+    return model, config
 
 
 # ------------------------------------------------------------------------------ training state
