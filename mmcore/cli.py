@@ -103,8 +103,11 @@ def build_parser(manager=None) -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="where the runs, compare.json and compare.png go (default: <run_dir>/compare)")
     p.set_defaults(handler=cmd_compare)
 
-    p = sub.add_parser("bench", help="print the fused kernels' benchmark table")
+    p = sub.add_parser("bench", help="print the fused kernels' benchmark table (runs benchmarks/kernel_bench.py of a "
+                                     "source checkout)")
     p.add_argument("--full", action="store_true", help="full benchmark sizes (slow on CPU)")
+    p.add_argument("--ops", nargs="+", metavar="OP", help="only these ops: cross_attention, concat_linear")
+    p.add_argument("--modes", nargs="+", metavar="MODE", help="only these modes: fwd, fwd+bwd")
     p.set_defaults(handler=cmd_bench)
 
     if manager is not None:
@@ -275,11 +278,42 @@ def cmd_compare(args: argparse.Namespace, manager) -> int:
     return EXIT_OK
 
 
-def cmd_bench(args: argparse.Namespace, manager) -> int:
-    from mmcore_kernels import bench
+#: The kernel benchmark: a script of the source repository, not of the installed packages.
+KERNEL_BENCH = Path("benchmarks") / "kernel_bench.py"
 
-    bench.run(full=args.full)
-    return EXIT_OK
+
+def kernel_bench_script(start: Path | None = None) -> Path | None:
+    """``benchmarks/kernel_bench.py`` of the source checkout mmcore runs from (an editable install), else
+    of ``start`` (default: the current folder) or the nearest folder above it that has one; None if none."""
+    import mmcore
+
+    package_root = Path(mmcore.__file__).resolve().parent.parent
+    here = (start or Path.cwd()).resolve()
+    for folder in (package_root, here, *here.parents):
+        if (folder / KERNEL_BENCH).is_file():
+            return folder / KERNEL_BENCH
+    return None
+
+
+def cmd_bench(args: argparse.Namespace, manager) -> int:
+    """Run the repository's kernel benchmark (``python benchmarks/kernel_bench.py ARGS``): the core does
+    not import the kernels package; the script does, like any user of it."""
+    import importlib.util
+
+    from mmcore.errors import UserInputError
+
+    script = kernel_bench_script()
+    if script is None:
+        raise UserInputError(f"the kernel benchmark is a script of mmcore's source repository ({KERNEL_BENCH}), not part "
+                             "of the installed package: run `mmcore bench` (or `python benchmarks/kernel_bench.py`) in a "
+                             "checkout of the repository")
+    spec = importlib.util.spec_from_file_location("kernel_bench", script)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("kernel_bench", module)  # dataclasses look their module up while it executes
+    spec.loader.exec_module(module)
+    argv = (["--full"] if args.full else []) + (["--ops", *args.ops] if args.ops else []) \
+        + (["--modes", *args.modes] if args.modes else [])
+    return module.main(argv)
 
 
 _TRUE = {"1", "true", "yes", "on"}

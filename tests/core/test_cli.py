@@ -163,3 +163,22 @@ def test_the_cpu_memory_estimate_counts_the_weights_once():
     estimate, estimated = _training_memory(model, batch["inputs"], batch["targets"], torch.device("cpu"))
     # weights + gradients + two AdamW moments, plus a few kilobytes of activations for 2 samples
     assert estimated and 4 * weights <= estimate < 4 * weights + 100_000
+
+
+def test_bench_runs_the_repository_script_and_says_where_it_is_when_there_is_none(tmp_path, monkeypatch, capsys):
+    """The kernel benchmark is benchmarks/kernel_bench.py of the checkout, not part of the installed packages."""
+    from pathlib import Path
+
+    import mmcore.cli as cli
+
+    root = Path(__file__).resolve().parents[2]
+    assert cli.kernel_bench_script() == root / "benchmarks" / "kernel_bench.py"
+    with pytest.raises(SystemExit) as info:  # the script's own argument check: it really ran
+        main(["bench", "--ops", "matmul"])
+    assert info.value.code == 2 and "invalid choice: 'matmul'" in capsys.readouterr().err
+    # Without a checkout (a wheel install, run from elsewhere): exit 2 and one line saying where it lives.
+    monkeypatch.setattr(cli, "KERNEL_BENCH", Path("benchmarks") / "no_such_bench.py")
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mmcore bench: the kernel benchmark is a script of mmcore's source repository") and "\n" not in err
