@@ -64,7 +64,8 @@ text slot's file, which is handed over as the file's contents.
 The package's modules, one job each: :mod:`.options` (the options and the ``columns`` mapping),
 :mod:`.source` (reading a table), :mod:`.splits` (train / val / test), :mod:`.targets` (target types,
 the class vocabulary, each row's target), :mod:`.rows` (a row -> a sample and its problems),
-:mod:`.dataset` (``load_manifest``: all of it, validated and cached).
+:mod:`.dataset` (``load_manifest``: all of it, validated and cached), :mod:`.predict` (a table's rows as
+model inputs for ``mmcore predict --data``, hook ``mmcore_table_inputs``).
 """
 
 from __future__ import annotations
@@ -73,13 +74,14 @@ import mmcore
 from mmcore_plugins.datasets.manifest.dataset import load_manifest
 from mmcore_plugins.datasets.manifest.errors import MAX_LISTED, BadSampleError, ManifestError
 from mmcore_plugins.datasets.manifest.options import check_columns
+from mmcore_plugins.datasets.manifest.predict import mmcore_table_inputs
 from mmcore_plugins.datasets.manifest.rows import check_file, inputs_from_rows
 from mmcore_plugins.datasets.manifest.source import read_rows
 from mmcore_plugins.datasets.manifest.splits import DEFAULT_FRACTION, SPLIT_ALIASES
 from mmcore_plugins.datasets.manifest.targets import TARGET_TYPES, class_name
 
 __all__ = ["DEFAULT_FRACTION", "MAX_LISTED", "SPLIT_ALIASES", "TARGET_TYPES", "BadSampleError", "ManifestError",
-           "check_columns", "check_file", "class_name", "inputs_from_rows", "load_manifest", "read_rows"]
+           "check_columns", "check_file", "class_name", "inputs_from_rows", "load_manifest", "mmcore_table_inputs", "read_rows"]
 
 
 @mmcore.hookimpl
