@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch.utils.data import DataLoader
 
 from mmcore.data import make_dataloader
@@ -58,6 +57,7 @@ from mmcore.engine.views import TrainingView
 from mmcore.errors import ConfigError, ConfigIssue, PluginHookError, user_input_phase
 from mmcore.model import MultimodalModel, build_model
 from mmcore.plugin_manager import MmcorePluginManager, get_plugin_manager
+from mmcore.yamlio import dump_yaml
 
 #: Training batches whose predictions are collected before one update of the training metrics.
 _METRIC_CHUNK = 32
@@ -446,7 +446,8 @@ class Trainer:
     def _fit(self, start: float) -> dict[str, Any]:
         opts = self.options
         if self.is_main:
-            atomic_write(self.rundir.config, lambda p: p.write_text(yaml.safe_dump(self.config, sort_keys=False, allow_unicode=True)))
+            # dump_yaml: read back unchanged by the config loader (a class named "1e3" stays a string)
+            atomic_write(self.rundir.config, lambda p: p.write_text(dump_yaml(self.config)))
         status, error = getattr(self, "_resumed_status", "completed"), None
         # Outputs (metrics.csv, TensorBoard, progress, plots, third-party loggers) are plugins on
         # the lifecycle hooks, registered for this run on the main process only.

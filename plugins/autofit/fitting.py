@@ -136,9 +136,10 @@ def fit(data: Any, target: str, *, val: Any = None, test: Any = None, time_limit
         assignment[i] = SPLIT_NAMES.get(name, "train")
     if "val" not in extra and "val" not in assignment.values():
         train = [i for i in labelled if assignment[i] == "train"]
-        from mmcore_plugins.autofit.infer import label_key
+        from mmcore.labels import ClassIndex
 
-        keys = [label_key(rows[i][target]) if target_info.kind == "classification" else None for i in train]
+        classes = ClassIndex(target_info.details["classes"]) if target_info.kind == "classification" else None
+        keys = [classes.get(rows[i][target]) if classes is not None else None for i in train]  # stratified by class
         for i in carve_val(train, keys):
             assignment[i] = "val"
         val_source = f"carved from train ({VAL_FRACTION:.0%}, stratified, seed 0)"
@@ -243,14 +244,20 @@ def _absent(row: Mapping[str, Any], spec: Mapping[str, Any]) -> bool:
 
 def _merge_target_vocabulary(info: ColumnInfo, rows: Sequence[Mapping[str, Any]]) -> None:
     """Classes / labels seen only in the user's val or test table join the vocabulary."""
-    from mmcore_plugins.autofit.infer import _class_order, label_key, split_labels
+    from mmcore.labels import fit_classes, label_values, multilabel_names
 
     values = [r.get(info.name) for r in rows if not is_missing(r.get(info.name))]
-    if info.kind == "classification":
-        info.details["classes"] = sorted(set(info.details["classes"]) | {label_key(v) for v in values}, key=_class_order)
-    elif info.kind == "multilabel":
-        extra = {label for v in values for label in split_labels(v, info.details.get("delimiter"))}
-        info.details["labels"] = sorted(set(info.details["labels"]) | extra)
+    try:
+        if info.kind == "classification":
+            known = dict(zip(info.details["classes"], info.details["class_values"], strict=True))
+            classes = fit_classes(values, known=info.details["classes"])  # the training table's spellings kept
+            info.details["classes"] = classes
+            info.details["class_values"] = [known.get(c, v) for c, v in zip(classes, label_values(classes, values), strict=True)]
+        elif info.kind == "multilabel":
+            labels = [label for v in values for label in multilabel_names(v, info.details.get("delimiter"))]
+            info.details["labels"] = fit_classes(labels, known=info.details["labels"])
+    except ValueError as exc:
+        raise ColumnError(f"target {info.name!r} (--val/--test table): {exc}") from exc
 
 
 def _info_json(info: ColumnInfo) -> dict[str, Any]:

@@ -22,12 +22,15 @@ it is not given (``classification`` -> ``class``, ``multilabel``, ``regression``
 ``raw``); ``auto`` (a direct Python call) guesses: list cells -> multilabel, integral numbers or
 non-numeric strings -> class, other numbers -> regression.
 
-* ``class``: names (``cat``/``dog``) or integers (``0``, ``1.0`` and ``"1"`` are one class ``"1"``).
-  The vocabulary (``metadata["classes"]``, a list of names; target = index in it) is fitted on the
-  training split: sorted (numerically when every name is an integer), so it is stable. Given
-  ``classes`` fix it (and its order); given ``num_classes`` with integer labels make the
-  vocabulary ``0 .. num_classes-1`` (label = index). A label the training split never had, NaN, a
-  non-integral number, or an integer outside ``num_classes``: a data error naming the row.
+* ``class``: labels follow mmcore's one rule (:mod:`mmcore.labels`): a class is named as the
+  training split writes it (``+1`` stays ``+1``, ``True`` stays ``True``), and spellings of one value
+  are one class (``1``, ``1.0``, ``"1"``, ``"+1"``: one number; ``" dog"`` and ``"dog"``: one name),
+  so a CSV's ``1`` and a JSON Lines file's ``1`` agree. The vocabulary (``metadata["classes"]``, a
+  list of names; target = index in it) is fitted on the training split in a fixed order (numbers
+  ascending, then booleans, then names), so it is stable. Given ``classes`` fix it (and its order);
+  given ``num_classes`` with integer labels make the vocabulary ``0 .. num_classes-1`` (label =
+  index). A label the training split never had, an empty cell, a non-finite number (``nan``,
+  ``inf``) or an integer outside ``num_classes``: a data error naming the row.
 * ``multilabel``: a list cell (JSON Lines / Parquet list) or a string of names joined by
   ``label_delimiter`` (default ``"|"``: ``"cat|dog"``); an empty list means no label. The target is
   multi-hot over the vocabulary fitted on the training split. With a list of 0/1 target

@@ -8,6 +8,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from mmcore.labels import ClassIndex, class_number, fit_classes, label_name, multilabel_names
 from mmcore_plugins.datasets.manifest.errors import bad
 from mmcore_plugins.datasets.manifest.source import Table
 
@@ -28,53 +29,12 @@ def finite_number(value: Any) -> float:
 
 
 # ---------------------------------------------------------------------- labels
+# Class labels follow mmcore's one rule (mmcore.labels): names as written, one class per value.
+class_name = label_name  # the name this module has always exported
+
+
 def _integral(value: float) -> bool:
     return math.isfinite(value) and value == int(value)
-
-
-def class_name(value: Any) -> str:
-    """A class label as its vocabulary name: stripped strings; integers and integral floats (``1``,
-    ``1.0``, ``"1.0"``) as ``"1"``. ValueError (saying what was expected) for anything else."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"expected a class label, got {value!r}")
-        if not _integral(value):
-            raise ValueError(f"expected a class name or an integral class number, got {value!r} "
-                             "(for numeric targets use a regression head / target_type: regression)")
-        return str(int(value))
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            number = float(text)
-        except ValueError:
-            return text
-        try:
-            return class_name(number)
-        except ValueError as exc:  # say what the cell held, not the number it was read as
-            raise ValueError(str(exc).replace(repr(number), repr(value), 1)) from None
-    raise ValueError(f"expected a class label (a name or an integer), got {type(value).__name__} {value!r:.60}")
-
-
-def _sorted_names(names: set[str]) -> list[str]:
-    """Numerically when every name is an integer (``2`` before ``10``), else alphabetically."""
-    try:
-        return [str(n) for n in sorted(int(n) for n in names)]
-    except ValueError:
-        return sorted(names)
-
-
-def _multilabel_names(value: Any, delimiter: str) -> list[str]:
-    if isinstance(value, (list, tuple)):
-        items = list(value)
-    elif isinstance(value, str):
-        items = [part for part in value.split(delimiter) if part.strip()]
-    else:
-        items = [value]
-    return [class_name(item) for item in items]
 
 
 def _is_number(value: Any) -> bool:
@@ -101,14 +61,6 @@ def _guess_target_type(values: list[Any]) -> str:
     return "class"
 
 
-def _is_int_name(name: str) -> bool:
-    try:
-        int(name)
-    except ValueError:
-        return False
-    return True
-
-
 class Targets:
     """The target column(s) of one manifest: the fitted label vocabulary and each row's target value."""
 
@@ -116,7 +68,9 @@ class Targets:
         self.opts = opts
         self.target = opts.target
         self.classes: list[str] | None = None
-        self.index: dict[str, int] = {}
+        self.index = ClassIndex([])
+        #: ``num_classes`` with integer labels: the label is the class index (classes "0" .. "n-1")
+        self.indices = False
         self.target_type = "none" if opts.target is None else opts.target_type
 
     def fit_targets(self, train_rows: Sequence[Mapping[str, Any]]) -> None:
@@ -136,29 +90,25 @@ class Targets:
         if self.target_type not in ("class", "multilabel"):
             return
         if opts.classes is not None:
-            names = []
-            for c in opts.classes:
-                try:
-                    names.append(class_name(c))
-                except ValueError as exc:
-                    raise ValueError(f"classes: {exc}") from exc
-            duplicates = sorted({n for n in names if names.count(n) > 1})
-            if duplicates:
-                raise ValueError(f"classes: {duplicates} given more than once")
-            self.classes = names
+            try:
+                self.index = ClassIndex(opts.classes)
+            except ValueError as exc:
+                raise ValueError(f"classes: {exc}") from exc
         else:
-            seen: set[str] = set()
-            for value in values:
-                try:
-                    seen.update([class_name(value)] if self.target_type == "class" else _multilabel_names(value, opts.label_delimiter))
-                except ValueError:
-                    continue  # reported with its row
-            integers = all(_is_int_name(n) for n in seen)
-            if opts.num_classes is not None and integers:
-                self.classes = [str(i) for i in range(opts.num_classes)]  # the label is the class index
-            else:
-                self.classes = _sorted_names(seen)
-        self.index = {name: i for i, name in enumerate(self.classes)}
+            labels = values if self.target_type == "class" else [
+                name for value in values for name in self._names_or_none(value)]
+            classes = fit_classes(labels, skip_invalid=True)  # an invalid label is reported with its row
+            if opts.num_classes is not None and all(class_number(name) is not None for name in classes):
+                self.indices = True
+                classes = [str(i) for i in range(opts.num_classes)]  # the label is the class index
+            self.index = ClassIndex(classes)
+        self.classes = list(self.index)
+
+    def _names_or_none(self, value: Any) -> list[str]:
+        try:
+            return multilabel_names(value, self.opts.label_delimiter)
+        except ValueError:
+            return []  # reported with its row
 
     def target_value(self, row: Mapping[str, Any], number: int, table: Table) -> Any:
         target = self.target
@@ -172,7 +122,7 @@ class Targets:
             return self.class_index(value, number, table)
         if self.target_type == "multilabel":
             try:
-                names = _multilabel_names(value, self.opts.label_delimiter)
+                names = multilabel_names(value, self.opts.label_delimiter)
             except ValueError as exc:
                 raise bad(table.name, number, target, str(exc)) from exc
             hot = [0] * len(self.classes or [])
@@ -189,21 +139,22 @@ class Targets:
 
     def class_index(self, value: Any, number: int, table: Table) -> int:
         try:
-            name = class_name(value)
+            label_name(value)
         except ValueError as exc:
             raise bad(table.name, number, self.target, str(exc)) from exc
-        return self.lookup(name, value, number, table)
+        return self.lookup(value, value, number, table)
 
-    def lookup(self, name: str, value: Any, number: int, table: Table) -> int:
-        if name in self.index:
-            return self.index[name]
+    def lookup(self, label: Any, value: Any, number: int, table: Table) -> int:
+        """The class index of ``label`` (one label of the cell ``value``), or the error naming the row."""
+        index = self.index.get(label)
+        if index is not None:
+            return index
         column = self.target
-        if self.opts.num_classes is not None and _is_int_name(name) and self.classes == [str(i) for i in range(self.opts.num_classes)]:
+        if self.indices and class_number(label) is not None:
             raise bad(table.name, number, column, f"expected a class index in [0, {self.opts.num_classes}), got {value!r}")
         where = "the classes option" if self.opts.classes is not None else "the labels of the training split"
         shown = self.classes if len(self.classes or []) <= 12 else [*self.classes[:12], "..."]
-        raise bad(table.name, number, column, f"expected one of {where} {shown}, got {value!r}"
-                                              + (f" (read as {name!r})" if str(value) != name else ""))
+        raise bad(table.name, number, column, f"expected one of {where} {shown}, got {value!r}")
 
     def one_number(self, row: Mapping[str, Any], number: int, table: Table, column: str) -> float | int:
         value = row.get(column)
