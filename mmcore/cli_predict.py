@@ -66,7 +66,7 @@ def _structured(value: str, processor: object) -> object:
     except YamlError as exc:
         raise ValueError(f"{value!r} is not a valid [list] or {{mapping}}: {exc.problem}"
                          + (f" (line {exc.line}, column {exc.column})" if exc.line else "")) from exc
-    categorical = set(getattr(processor, "categorical", None) or [])
+    categorical = set(processor.categorical or []) if processor is not None else set()
 
     def number(item: object) -> object:
         if isinstance(item, str):
@@ -87,7 +87,7 @@ def _structured(value: str, processor: object) -> object:
 
 
 def _slot_modality(model, slot: str) -> str | None:
-    return getattr(model.encoders[slot], "modality", None)
+    return model.encoders[slot].modality
 
 
 def _file_input(manager, path: str, modality: str | None) -> object:
@@ -152,7 +152,7 @@ def _prediction_record(model, output, row: int) -> dict:
     probabilities = output.extras.get("probabilities") if isinstance(output.extras, dict) else None
     if isinstance(probabilities, torch.Tensor) and probabilities.dim() == 2:
         values = [round(float(p), 4) for p in probabilities[row]]
-        classes = getattr(model.head, "classes", None)
+        classes = model.head.classes
         record["probabilities"] = dict(zip(classes, values, strict=True)) if classes and len(classes) == len(values) else values
     return record
 

@@ -249,17 +249,14 @@ class FeatureCache:
 # ---------------------------------------------------------------------- encoder side
 def is_cacheable(encoder: torch.nn.Module, processor: Processor | None = None) -> bool:
     """Whether ``encoder``'s frozen stage may be cached (frozen weights, no processor augmentation)."""
-    if processor is not None and getattr(processor, "augment", False):
+    if processor is not None and processor.augment:
         return False
-    if hasattr(encoder, "frozen_features") and hasattr(encoder, "from_frozen"):
-        return bool(getattr(encoder, "cacheable", False))
-    return not any(p.requires_grad for p in encoder.parameters())
+    return bool(encoder.cacheable)  # Encoder.cacheable: by default, no parameter trains
 
 
 def _stages(encoder: torch.nn.Module) -> tuple[Callable[[Any], Features], Callable[[Features], Features]]:
-    if hasattr(encoder, "frozen_features") and hasattr(encoder, "from_frozen"):
-        return encoder.frozen_features, encoder.from_frozen
-    return encoder, lambda features: features  # cached whole (called as a module: its hooks run)
+    # Encoder's defaults: the whole encoder (called as a module: its hooks run), then nothing
+    return encoder.frozen_features, encoder.from_frozen
 
 
 class _Miss:
@@ -385,7 +382,7 @@ def attach_feature_cache(model: Any, slot: str, cache: FeatureCache) -> FeatureC
             "trainable weights or its processor augments at train time (use freeze: true and augment: false)"
         )
     fingerprint = encoder_fingerprint(encoder, processor)
-    caches[slot] = SlotCache(cache, fingerprint, int(getattr(encoder, "frozen_dim", encoder.dim)))
+    caches[slot] = SlotCache(cache, fingerprint, int(encoder.frozen_dim or encoder.dim))
     return FeatureCacheHandle(model, slot, cache, fingerprint)
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from mmcore.components import Head
 from mmcore.data import make_dataloader
 from mmcore.engine import NonFiniteLossError, distributed
 from mmcore.engine.artefacts import check_training_state, read_model_json, read_weights
@@ -203,8 +204,9 @@ class Trainer:
         distributed.check_training_rows(len(self.datasets["train"]), ws)
         train = self.datasets["train"]
         head = self.config["model"]["head"]
-        fill = getattr(self.manager.registry.get("head", head["name"]).factory, "options_from_data", None)
-        if callable(fill) and isinstance(getattr(train, "metadata", None), Mapping):
+        # Head.options_from_data, declared with its default; a function factory may carry its own
+        fill = getattr(self.manager.registry.get("head", head["name"]).factory, "options_from_data", Head.options_from_data)
+        if isinstance(getattr(train, "metadata", None), Mapping):
             try:  # e.g. classification: classes/num_classes from the labels, so config.yaml and model.json carry them
                 filled = fill({k: v for k, v in head.items() if k != "name"}, train.metadata)
             except ConfigError as exc:

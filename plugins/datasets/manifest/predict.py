@@ -26,7 +26,7 @@ def data_columns(data: Mapping[str, Any], model: Any, header: set[str]) -> tuple
     path_columns: list[str] = []
     for slot in model.slots:
         processor = model.processors.get(slot)
-        numeric, categorical = getattr(processor, "columns", None), getattr(processor, "categorical", None)
+        numeric, categorical = processor.columns, processor.categorical  # a row reader's (Processor)
         if slot not in header and (numeric or categorical):
             columns[slot] = {k: list(v) for k, v in (("numeric", numeric), ("categorical", categorical)) if v}
         else:
