@@ -211,11 +211,33 @@ def cmd_train(args: argparse.Namespace, manager) -> int:
 
     config = load_config(args.config, args.overrides)
     # The run directory is checked (a user's folder, in use, nothing to resume) before any work.
-    trainer = Trainer(config, manager=manager, resume=args.resume, overwrite=args.overwrite)
+    try:
+        trainer = Trainer(config, manager=manager, resume=args.resume, overwrite=args.overwrite)
+    except ConfigError as exc:
+        raise _with_override_hint(exc, args.overrides, config) from exc
     report = trainer.fit()
     if trainer.is_main:
         print(json.dumps({k: report[k] for k in ("status", "run_dir", "best_epoch", "test", "seconds", "plots")}, indent=2))
     return EXIT_OK
+
+
+def _with_override_hint(exc: ConfigError, overrides: Sequence[str], config: Mapping) -> ConfigError:
+    """``X.name=new`` keeps the config's other ``X`` options, which the new component may not take:
+    say so under the unknown-option issues, with the override that replaces the whole section."""
+    renamed = {o.partition("=")[0].strip()[: -len(".name")]: o.partition("=")[2].strip()
+               for o in overrides if o.partition("=")[0].strip().endswith(".name")}
+    issues = list(exc.issues)
+    for section, name in renamed.items():
+        if not any(i.path.startswith(section + ".") and "unknown option" in i.message for i in issues):
+            continue
+        node: object = config
+        for part in section.split("."):
+            node = node.get(part) if isinstance(node, Mapping) else None
+        kept = [k for k in node if k != "name"] if isinstance(node, Mapping) else []
+        issues.append(ConfigIssue(section, f"{section}.name={name} kept the config's other {section} options "
+                                           f"({', '.join(kept)}); to give {name!r} its own, override the whole mapping: "
+                                           f"'{section}={{name: {name}, ...}}' (mmcore plugins {name} lists its options)"))
+    return ConfigError(issues) if len(issues) > len(exc.issues) else exc
 
 
 def load_run(run_dir: str | Path, manager, checkpoint: str = "best"):
@@ -333,7 +355,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = [a for a in argv if a != "--debug"]
     command = next((a for a in argv if not a.startswith("-")), None)
     try:
-        return _main(argv, debug)
+        code = _main(argv, debug)
+        sys.stdout.flush()  # here, not at exit, so that a closed pipe is caught below
+        return code
     except KeyboardInterrupt:
         if debug:
             traceback.print_exc()
@@ -341,7 +365,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               + (" (a training run continues with --resume RUN_DIR)" if command == "train" else ""), file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # `mmcore plugins | head -1`: the reader left; nothing more to say
-        with contextlib.suppress(OSError):
+        # Python flushes stdout again at exit: point it at /dev/null so that flush cannot fail too.
+        with contextlib.suppress(OSError, ValueError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_FAILURE
 
@@ -372,7 +397,7 @@ def _main(argv: list[str], debug: bool) -> int:
     command = args.command or command
     try:
         code = handler(args, manager) if _takes_manager(handler) else handler(args)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, BrokenPipeError):  # main() ends these quietly
         raise
     except Exception as exc:
         owner = getattr(manager, "command_owner", lambda name: None)(command)
