@@ -182,3 +182,25 @@ def test_bench_runs_the_repository_script_and_says_where_it_is_when_there_is_non
     assert main(["bench"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("mmcore bench: the kernel benchmark is a script of mmcore's source repository") and "\n" not in err
+
+
+def test_renaming_a_component_whose_kept_options_it_rejects_shows_the_mapping_override(tmp_path, capsys):
+    """`model.fusion.name=X` keeps the config's other fusion options (dropout): the error says how to
+    replace the whole mapping; nothing is trained."""
+    from pathlib import Path
+
+    class NoDropout(mmcore.Fusion):
+        def __init__(self, input_dims, dim: int = 8):
+            super().__init__(input_dims, dim)
+
+        def forward(self, features):  # pragma: no cover - never built
+            raise AssertionError
+
+    config = Path(__file__).resolve().parents[2] / "configs" / "tabular.yaml"
+    mmcore.register_fusion("no_dropout_fusion")(NoDropout)  # on the default manager, reset after the test
+    code = main(["train", str(config), "model.fusion.name=no_dropout_fusion", f"trainer.run_dir={tmp_path / 'run'}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "model.fusion.dropout: unknown option of fusion 'no_dropout_fusion'" in err
+    assert ("model.fusion.name=no_dropout_fusion kept the config's other model.fusion options (dim, dropout); to give "
+            "'no_dropout_fusion' its own, override the whole mapping: 'model.fusion={name: no_dropout_fusion, ...}'") in err
+    assert not (tmp_path / "run").exists()
