@@ -50,6 +50,27 @@ def test_the_time_limit_stops_the_run_through_request_stop_with_early_stopping_o
     assert "fit-progress" not in {impl.plugin_name for impl in mmcore.get_plugin_manager().hook.mmcore_epoch_end.get_hookimpls()}
 
 
+def test_the_deadline_stops_when_another_epoch_would_overrun_and_not_otherwise():
+    """The last epoch took 100 s: a deadline 50 s away stops training after this epoch, 1000 s away does not."""
+
+    class Run:
+        class options:  # noqa: N801 - the trainer's options, as a hook reads them
+            epochs = 20
+
+        def __init__(self):
+            self.reasons = []
+
+        def request_stop(self, reason):
+            self.reasons.append(reason)
+
+    for deadline_in, stops in ((50.0, True), (1000.0, False)):
+        progress = FitProgress(deadline=100.0 + deadline_in, clock=iter([0.0, 100.0]).__next__)
+        run = Run()
+        progress.mmcore_train_start(trainer=run)
+        progress.mmcore_epoch_end(trainer=run, epoch=3, metrics={})
+        assert (progress.stopped_after == 3) is stops and bool(run.reasons) is stops
+
+
 def test_without_a_deadline_it_only_logs_and_the_autofit_plugin_hooks_no_other_training():
     progress = FitProgress(deadline=None, log=None, clock=Clock())
 
