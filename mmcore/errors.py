@@ -22,6 +22,17 @@ class UserInputError(MmcoreError, ValueError):
     """
 
 
+class InputReadError(UserInputError):
+    """A raw input -- a file a table cell names, an in-memory waveform or image -- that a processor
+    cannot read as what it was given as (a truncated file, NaN samples deep in a WAV, ...).
+
+    Readers raise it (``mmcore_plugins.io``'s ``MediaError`` is one) naming the file. What happens
+    to it while training, evaluating or predicting follows the model's ``unreadable_inputs``
+    (:class:`mmcore.MultimodalModel`): ``"missing"`` makes it a missing modality of that sample,
+    counted and reported with its file, row and column; ``"error"`` raises it, naming them.
+    """
+
+
 class PluginError(MmcoreError):
     """A plugin could not be imported or registered (raised only in strict mode)."""
 

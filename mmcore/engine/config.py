@@ -72,6 +72,11 @@ class TrainerOptions:
     #: train-time perturbations of raw inputs: {slot: {perturbation: max_level}}; each sample
     #: gets each listed perturbation at a level drawn uniformly from [0, max_level]
     augment: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    #: an input that cannot be read when training, validation or test reads it (damage past what
+    #: the data set's validation checked, e.g. NaN samples after a WAV's first second): "missing"
+    #: makes it a missing modality of its sample, counted and listed with its table, row and column
+    #: (a warning per epoch; report.json's unreadable_inputs); "error" stops the run naming them
+    unreadable_inputs: Literal["missing", "error"] = dataclasses.field(default="missing", metadata=_MAY_CHANGE)
     #: validation metric choosing the best checkpoint ("loss" or one of the head's metrics;
     #: null = the head's first metric, e.g. accuracy for classification)
     monitor: str | None = None

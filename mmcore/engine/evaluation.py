@@ -106,6 +106,7 @@ def evaluate_counted(
     loader = make_dataloader(shard, model, batch_size, num_workers=num_workers, pin_memory=device.type == "cuda")
     try:
         for batch in loader:
+            model.unreadable.add(batch.get("unreadable"))  # collated in a worker: recorded here
             inputs, targets = to_device(batch, device)
             with autocast_context(device, precision):
                 out = model(inputs, targets)

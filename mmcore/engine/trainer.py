@@ -18,6 +18,7 @@ states the distributed-training contract (what equals one process) and resume is
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -62,6 +63,7 @@ from mmcore.yamlio import dump_yaml
 
 #: Training batches whose predictions are collected before one update of the training metrics.
 _METRIC_CHUNK = 32
+logger = logging.getLogger("mmcore.train")
 class Trainer:
     """Trains one model from a config and writes everything into ``trainer.run_dir``.
 
@@ -139,6 +141,7 @@ class Trainer:
         self._epoch_state: EpochAccumulator | None = None  # the running epoch's accumulators
         self._resumed_status = "completed"  # "early_stopping" when the resumed run had stopped early
         self._resume_rng: Any = None  # the RNG state a resumed run continues from
+        self._unreadable_reported = 0  # unreadable inputs already warned about
 
     # ------------------------------------------------------------------ properties
     @property
@@ -214,6 +217,7 @@ class Trainer:
             self.config["model"] = {**self.config["model"], "head": {"name": head["name"], **filled}}
         seed_everything(opts.seed)  # the initial weights do not depend on what reading the data drew
         self.model = build_model(self.config["model"], self.manager.registry)
+        self.model.unreadable_inputs = opts.unreadable_inputs  # an input reading fails on (mmcore.unreadable)
         self._check_monitor()
         cached_slots = self._cacheable_slots() if opts.cache_features else []
         self.model.fit_processors(train.samples if hasattr(train, "samples") else [train[i] for i in range(len(train))])
@@ -380,6 +384,7 @@ class Trainer:
         which were added to the head's loss for the backward pass.
         """
         inputs, targets = to_device(batch, self.device, non_blocking=True)
+        self.model.unreadable.add(batch.get("unreadable"))  # collated in a worker: recorded here
         if targets is None:
             raise ValueError("training samples need targets, got a batch without them")
         no_sync = getattr(self.train_model, "no_sync", None)
@@ -475,6 +480,7 @@ class Trainer:
                     self.epoch = epoch
                     row = self._train_epoch(epoch)
                     row.update(self._validate())
+                    self._report_unreadable(epoch)
                     self.history.append(row)
                     improved = self._track_best(row)
                     self._checkpoint(improved)
@@ -615,6 +621,18 @@ class Trainer:
                 f"the training loss became NaN or infinite at step {step} (epoch {epoch}); training stopped, "
                 f"the last good checkpoint is kept in {self.run_dir}", step)
 
+    def _report_unreadable(self, epoch: int) -> None:
+        """A warning for the inputs first found unreadable in this epoch (``trainer.unreadable_inputs: missing``)."""
+        log = self.model.unreadable
+        new = list(log.entries.values())[self._unreadable_reported:]
+        self._unreadable_reported = len(log)
+        if new and self.is_main:
+            from mmcore.unreadable import describe
+
+            shown = "; ".join(describe(e) for e in new[:3]) + (f"; ... ({len(new) - 3} more)" if len(new) > 3 else "")
+            logger.warning("epoch %d: %d input(s) could not be read and are missing modalities of their samples "
+                           "(trainer.unreadable_inputs: missing; report.json lists them): %s", epoch, len(new), shown)
+
     def _validate(self) -> dict[str, float]:
         split = "val" if len(self.datasets["val"]) else "train"
         return {f"val/{k}": v for k, v in self.evaluate(self.datasets[split], split="val").items()}
@@ -670,6 +688,7 @@ class Trainer:
             "trainable_parameters": sum(p.numel() for p in self.model.parameters() if p.requires_grad),
             "run_dir": str(self.run_dir),
             "plots": [],
+            "unreadable_inputs": self.model.unreadable.to_json(),
         }
         failure: PluginHookError | None = None
         try:

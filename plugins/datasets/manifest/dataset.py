@@ -141,7 +141,7 @@ def load_manifest(
     if parsed.problems and on_bad_sample == "error":
         raise ManifestError(parsed.problems)
     # Fresh sample dicts: the parse is cached and shared by every split and call.
-    samples = [{"inputs": dict(s["inputs"]), "target": s["target"]} for s in parsed.samples[split]]
+    samples = [{"inputs": dict(s["inputs"]), "target": s["target"], "origin": s["origin"]} for s in parsed.samples[split]]
     metadata: dict[str, Any] = {
         "manifest": parsed.names["main"], "skipped": parsed.skipped[split], "target_type": parsed.target_type,
         "missing": {slot: sum(s["inputs"][slot] is None for s in samples) for slot in columns},

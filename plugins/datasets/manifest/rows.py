@@ -42,7 +42,8 @@ class RowParser:
         self.modalities: dict[str, str] = opts.modalities
         self.targets = Targets(opts)
         self.list_slots: set[str] = set()  # slots whose cells are lists of numbers (checked for one length)
-
+        #: slot -> the column it reads (one dict shared by every sample's ``origin``)
+        self.slot_columns = {slot: spec for slot, spec in self.columns.items() if isinstance(spec, str)}
 
     def sample(self, table: Table, row: Mapping[str, Any], number: int) -> tuple[dict[str, Any], list[str]]:
         """The row as a sample, and every problem with it (an empty list for a good row)."""
@@ -64,7 +65,9 @@ class RowParser:
             cells = sorted({c for _, c in named_columns(self.columns, None, None)})
             problems.append(str(bad(table.name, number, None, f"no modality: every input column ({', '.join(cells)}) is empty "
                                                               "(a sample needs at least one)")))
-        return {"inputs": inputs, "target": value}, problems
+        # where the sample came from: a file that fails only when training reads it is reported by it
+        origin = {"file": table.name, "row": number, "columns": self.slot_columns}
+        return {"inputs": inputs, "target": value, "origin": origin}, problems
 
     def cell(self, table: Table, row: Mapping[str, Any], number: int, slot: str, spec: Any) -> Any:
         if isinstance(spec, list):  # numeric columns -> one row of numbers
