@@ -187,7 +187,7 @@ def inputs_from_rows(
     check_columns(Path(name), list(rows), named_columns(spec, None, list(path_columns)))
     opts = Options(columns=spec, target=None, path_columns=list(path_columns), target_type="raw", classes=None,
                    num_classes=None, label_delimiter="|", modalities=dict(modalities or {}), validate=validate,
-                   allow_outside_paths=allow_outside_paths)
+                   allow_outside_paths=allow_outside_paths, empty_labels="none")
     parser = RowParser(opts)
     table = Table.__new__(Table)
     table.source, table.path, table.name, table.rows = None, None, name, list(rows)
