@@ -7,6 +7,7 @@ A run directory holds (every name is an attribute of :class:`RunDir`; nothing el
     config.yaml        the resolved config (every option spelled out, path options absolute)
     metrics.csv        one row per epoch
     report.json        the final report (strict JSON: non-finite numbers are written as null)
+    data_summary.json  what the run was trained on (rows, labels, files' digests), checked by --resume
     plots/             one PNG per quantity
     tensorboard/       TensorBoard event files
     robustness/        ``mmcore eval --robustness`` tables and plots
@@ -66,6 +67,7 @@ class RunDir:
     CONFIG = "config.yaml"
     METRICS = "metrics.csv"
     REPORT = "report.json"
+    DATA = "data_summary.json"
     PLOTS = "plots"
     TENSORBOARD = "tensorboard"
     ROBUSTNESS = "robustness"
@@ -73,7 +75,7 @@ class RunDir:
     LAST = "last"
     CHECKPOINTS = (BEST, LAST)
     #: top-level files and folders mmcore writes (``--overwrite`` touches these and nothing else)
-    FILES = (MARKER, LOCK, CONFIG, METRICS, REPORT)
+    FILES = (MARKER, LOCK, CONFIG, METRICS, REPORT, DATA)
     FOLDERS = (PLOTS, TENSORBOARD, ROBUSTNESS, BEST, LAST)
 
     def __init__(self, path: str | Path) -> None:
@@ -95,6 +97,25 @@ class RunDir:
     @property
     def report(self) -> Path:
         return self.path / self.REPORT
+
+    @property
+    def data_record(self) -> Path:
+        """What the run was trained on (:mod:`mmcore.engine.data_record`), checked by ``--resume``."""
+        return self.path / self.DATA
+
+    def read_data_record(self) -> dict[str, Any] | None:
+        """The run's data record, or None for a run written before it existed. RunDirError when damaged."""
+        if not self.data_record.is_file():
+            return None
+        if self.data_record.stat().st_size > 64 << 20:
+            raise RunDirError(f"{self.data_record} is over 64 MiB: not a record mmcore wrote")
+        try:
+            record = json.loads(self.data_record.read_text(encoding="utf-8"))
+        except (ValueError, RecursionError) as exc:
+            raise RunDirError(f"{self.data_record} is not valid JSON ({exc}); delete it to resume unchecked") from None
+        if not isinstance(record, dict):
+            raise RunDirError(f"{self.data_record} must hold a JSON object, got {type(record).__name__}")
+        return record
 
     @property
     def plots(self) -> Path:

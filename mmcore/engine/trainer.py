@@ -201,7 +201,18 @@ class Trainer:
         if opts.retain_freed_memory:
             retain_freed_memory()
         # The data before the model: a head's classes (and their count) come from the training split.
-        self.datasets = load_datasets(self.config, self.manager)
+        try:
+            self.datasets = load_datasets(self.config, self.manager)
+        except ValueError as exc:
+            if self.resume is None:
+                raise
+            from mmcore.engine.data_record import unreadable_now
+
+            changed = unreadable_now(self.rundir.read_data_record(), exc, self.resume)
+            if changed is exc:
+                raise
+            raise changed from exc
+        self._record_data()
         if len(self.datasets["train"]) == 0:
             raise ValueError("the training split is empty")
         distributed.check_training_rows(len(self.datasets["train"]), ws)
@@ -252,6 +263,17 @@ class Trainer:
             self._load_resume_state()
         #: ``(name, logger)`` of ``trainer.loggers`` (main process only), registered while :meth:`fit` runs
         self.loggers = build_loggers(opts, self.manager.registry) if self.is_main else []
+
+    def _record_data(self) -> None:
+        """A new run records what it trains on; a resumed one refuses data that changed since
+        (:mod:`mmcore.engine.data_record`), before the model is built from it."""
+        from mmcore.engine.data_record import check_unchanged, summarize
+
+        record = summarize(self.datasets)
+        if self.resume is not None:
+            check_unchanged(self.rundir.read_data_record(), record, self.resume)
+        elif self.is_main:
+            atomic_write(self.rundir.data_record, lambda p: p.write_text(dumps_json(record, indent=1)))
 
     def _check_monitor(self) -> None:
         """Fill ``trainer.monitor`` (the head's first metric) and settle its direction, before any training."""

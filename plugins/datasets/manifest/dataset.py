@@ -30,6 +30,7 @@ class Parsed:
         self.names: dict[str, str] = {}
         #: rows per split whose empty multilabel cell was read as "no label" (empty_labels: none)
         self.empty_labels: dict[str, int] = dict.fromkeys(SPLITS, 0)
+        self.sources: list[dict[str, Any]] = []
 
 
 _CACHE: dict[Any, Parsed] = {}
@@ -53,6 +54,7 @@ def parse(opts: Options) -> Parsed:
     splits = assign_splits(main, val, test, opts.split_column, opts.val_fraction, opts.test_fraction, opts.seed)
     parsed = Parsed()
     parsed.names = {"main": main.name}
+    parsed.sources = [table.describe() for table in tables]  # what --resume compares (mmcore.engine.data_record)
     parser = RowParser(opts)
     parser.targets.fit_targets([table.rows[i] for table, i in splits["train"]])
     parsed.classes, parsed.target_type = parser.targets.classes, parser.targets.target_type
@@ -157,6 +159,7 @@ def load_manifest(
     metadata: dict[str, Any] = {
         "manifest": parsed.names["main"], "skipped": parsed.skipped[split], "target_type": parsed.target_type,
         "missing": {slot: sum(s["inputs"][slot] is None for s in samples) for slot in columns},
+        "sources": [dict(source) for source in parsed.sources],
     }
     if parsed.target_type == "multilabel":
         metadata["empty_labels"] = parsed.empty_labels[split]  # rows read as "no label"
