@@ -175,6 +175,10 @@ def logger_specs(options: TrainerOptions) -> list[tuple[str, dict[str, Any]]]:
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Read a YAML config and apply ``key.path=value`` overrides (values parsed as YAML).
 
+    A run's own ``config.yaml`` (in a marked run directory) has its paths taken where the run is now
+    (:meth:`~mmcore.engine.rundir.RunDir.located`): its ``trainer.run_dir`` is that folder, and
+    ``data.jsonl`` of a copied ``fit`` run is the copy's own.
+
     YAML is read by :mod:`mmcore.yamlio` (1.2 floats such as ``1e-3``, plain data only, bounded
     alias expansion). :raises ConfigError: the file is missing or unreadable, not valid YAML (its
     line and column named), not a mapping, or an override is malformed.
@@ -196,6 +200,11 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, An
         config = {}
     if not isinstance(config, dict):
         raise ConfigError([ConfigIssue("", f"config file {str(path)!r} must hold a mapping, got {type(config).__name__}")])
+    from mmcore.engine.rundir import RunDir
+
+    run = RunDir.owning(path)
+    if run is not None:  # a run's own record: its paths mean that run, wherever it was copied or moved
+        config = run.located(config)
     return apply_overrides(config, overrides)
 
 
@@ -296,6 +305,24 @@ def resolve_paths(config: Mapping[str, Any], base: str | Path | None = None) -> 
             for key, value in entry.items():
                 if is_path_option(str(key)) and isinstance(value, str) and value:
                     entry[key] = _absolute(value, base)
+    return out
+
+
+def map_path_options(config: Mapping[str, Any], change) -> dict[str, Any]:
+    """A copy of ``config`` with ``change(value)`` applied to every path option's string value: the
+    component options :func:`is_path_option` names (``data.path``, ``model.encoders.<slot>.weights``,
+    ...) and ``trainer.cache_features`` when it names a folder (``trainer.run_dir`` is left alone)."""
+    out = copy.deepcopy(dict(config))
+    model = out.get("model") if isinstance(out.get("model"), dict) else {}
+    encoders = model.get("encoders") if isinstance(model.get("encoders"), dict) else {}
+    for entry in (out.get("data"), *encoders.values(), model.get("fusion"), model.get("head")):
+        if isinstance(entry, dict):
+            for key, value in entry.items():
+                if is_path_option(str(key)) and isinstance(value, str) and value:
+                    entry[key] = change(value)
+    trainer = out.get("trainer")
+    if isinstance(trainer, dict) and isinstance(trainer.get("cache_features"), str) and trainer["cache_features"]:
+        trainer["cache_features"] = change(trainer["cache_features"])
     return out
 
 

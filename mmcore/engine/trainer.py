@@ -487,7 +487,8 @@ class Trainer:
         opts = self.options
         if self.is_main:
             # dump_yaml: read back unchanged by the config loader (a class named "1e3" stays a string)
-            atomic_write(self.rundir.config, lambda p: p.write_text(dump_yaml(self.config)))
+            # paths inside the run relative to it: a copy or a move of the folder reads and writes only itself
+            atomic_write(self.rundir.config, lambda p: p.write_text(dump_yaml(self.rundir.portable(self.config))))
         status, error = self._resumed_status, None
         # Outputs (metrics.csv, TensorBoard, progress, plots, third-party loggers) are plugins on
         # the lifecycle hooks, registered for this run on the main process only.
