@@ -99,8 +99,9 @@ def mmcore_file_input(path, modality):
 
 
 @hookspec(firstresult=True)
-def mmcore_table_inputs(path, encoding, model, data):
-    """The rows of a table file -> one model input per row, for ``mmcore predict --data FILE``.
+def mmcore_table_inputs(path, encoding, model, data, run_dir, missing, strict):
+    """The rows of a table file -> one model input per row, for ``mmcore predict --data FILE`` and
+    ``mmcore embed --data FILE``.
 
     :param pathlib.Path path: the table file (``.csv``, ``.jsonl``, ``.parquet``, ...).
     :param str encoding: the text encoding the user gave (``--encoding``) for text formats.
@@ -108,6 +109,13 @@ def mmcore_table_inputs(path, encoding, model, data):
         ``model.processors``): which slots there are and what each reads.
     :param dict data: the run's ``data`` config section (``data["name"]`` is the dataset it was
         trained on): a dataset plugin maps the table's columns to slots the way its config did.
+    :param pathlib.Path run_dir: the run directory (a plugin that wrote its own files there, such as
+        ``mmcore fit``'s column plan, reads them).
+    :param list[str] missing: columns the user declared missing (``--missing COLUMN``): they need not
+        be in the table and every one of their cells is empty. Any other column the model reads that
+        the table lacks is an error naming it and the closest column the table has.
+    :param bool strict: ``--strict``: a cell naming a missing or unreadable file is the row's problem
+        rather than a missing modality (where the run's rule would make it one).
 
     :return: ``[(inputs, None) | (None, problem), ...]``, one per row in file order: ``inputs``
         ``{slot: raw or None}``, or ``problem`` a one-line message naming the row and column

@@ -137,15 +137,18 @@ def predict(model: MultimodalModel, inputs: Sequence[Mapping[str, Any]], *, devi
 
 
 @torch.no_grad()
-def predict_output(model: MultimodalModel, inputs: Sequence[Mapping[str, Any]], *, device: torch.device | str = "cpu") -> HeadOutput:
+def predict_output(model: MultimodalModel, inputs: Sequence[Mapping[str, Any]], *, device: torch.device | str = "cpu",
+                   origins: Sequence[Mapping[str, Any] | None] | None = None) -> HeadOutput:
     """Raw inputs -> the head's whole output in eval mode (predictions, and extras such as
-    ``probabilities`` ``[B, C]``); ``predict`` formats its predictions."""
+    ``probabilities`` ``[B, C]``); ``predict`` formats its predictions. ``origins`` (one per input: the
+    table, row and columns it came from) name an input that cannot be read (``model.unreadable_inputs``)."""
     unknown = sorted({slot for sample in inputs for slot in sample} - set(model.slots))
     if unknown:
         raise ValueError(f"unknown modality slot(s) {unknown}; the model has {model.slots}")
     if any(all(v is None for v in sample.values()) for sample in inputs):
         raise ValueError(f"every sample needs at least one of the model's modality slots {model.slots}")
     model.eval()
-    batch = model.collate([{"inputs": dict(sample)} for sample in inputs])
+    origins = list(origins) if origins is not None else [None] * len(inputs)
+    batch = model.collate([{"inputs": dict(sample), "origin": origin} for sample, origin in zip(inputs, origins, strict=True)])
     batch_inputs, _ = to_device(batch, device)
     return model(batch_inputs)

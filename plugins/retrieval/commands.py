@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ def cmd_embed(args: argparse.Namespace, manager) -> int:
         embed,
         finite_rows,
         manifest_rows,
+        repeated_ids,
         split_rows,
         write_embeddings,
     )
@@ -58,7 +60,9 @@ def cmd_embed(args: argparse.Namespace, manager) -> int:
     if args.data is not None:
         if args.split is not None:
             raise ConfigError([ConfigIssue("--split", "give either --data MANIFEST or --split of the run's data, not both")])
-        samples, ids, targets = manifest_rows(model, config, args.data, id_column=args.id_column, target=args.target)
+        missing = [c.strip() for item in args.missing for c in item.split(",") if c.strip()]
+        samples, ids, targets = manifest_rows(model, config, args.data, id_column=args.id_column, target=args.target,
+                                              manager=manager, run_dir=args.run_dir, missing=missing, strict=args.strict)
         source = str(args.data)
     else:
         from mmcore.engine.trainer import load_datasets
@@ -75,6 +79,11 @@ def cmd_embed(args: argparse.Namespace, manager) -> int:
         raise ConfigError([ConfigIssue("--data" if args.data else "--split", f"{source}: {exc}")]) from exc
     files = write_embeddings(out, vectors, ids, targets)
     print(f"embedded {len(ids)} rows of {source}: {describe(vectors)}")
+    repeated = repeated_ids(ids)
+    if repeated:  # kept (several photos of one product share its id), never silently
+        shown = "; ".join(f"{value!r} rows {', '.join(map(str, rows[:5]))}" for value, rows in list(repeated.items())[:5])
+        print(f"note: {len(repeated)} id(s) repeat, each row kept under its id: {shown}"
+              + (f" and {len(repeated) - 5} more" if len(repeated) > 5 else ""), file=sys.stderr)
     print(f"wrote {', '.join(str(f) for f in files)}")
     if args.index is not None:
         from mmcore_plugins.retrieval.index import build_index, save_index, weights_digest
@@ -197,6 +206,11 @@ def mmcore_add_commands(subparsers) -> None:
     p.add_argument("--out", required=True, metavar="FILE", help="output: .parquet, .npz, or .npy (+ sidecar)")
     p.add_argument("--id-column", help="manifest column of row ids (default: 'id' if present, else the row number)")
     p.add_argument("--target", help="manifest column of targets kept beside the vectors (default: the run's, or 'label')")
+    p.add_argument("--missing", action="append", default=[], metavar="COLUMN",
+                   help="a column the model reads that the --data table lacks on purpose: its slot is a missing "
+                        "modality in every row (repeatable, or comma-separated); any other absent column is an error")
+    p.add_argument("--strict", action="store_true",
+                   help="a missing or unreadable file in --data is an error instead of a missing modality")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--index", metavar="FILE", help="also build a FAISS index of one vector (+ FILE.json sidecar)")
