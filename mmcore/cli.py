@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from mmcore import cli_predict
-from mmcore.errors import ConfigError, ConfigIssue
+from mmcore.errors import ConfigError, ConfigIssue, RunInterrupted
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -375,11 +375,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = _main(argv, debug)
         sys.stdout.flush()  # here, not at exit, so that a closed pipe is caught below
         return code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if debug:
             traceback.print_exc()
+        run = exc if isinstance(exc, RunInterrupted) else None  # Ctrl-C while a run trained: name it and how to go on
         print(f"mmcore{' ' + command if command else ''}: interrupted"
-              + (" (a training run continues with --resume RUN_DIR)" if command == "train" else ""), file=sys.stderr)
+              + (f"; {run.run_dir} keeps its {run.epochs_done} completed epoch(s) (report.json: status interrupted); "
+                 f"continue it with: {run.resume_hint()}" if run is not None else
+                 " (a training run continues with --resume RUN_DIR)" if command in ("train", "fit") else ""),
+              file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # `mmcore plugins | head -1`: the reader left; nothing more to say
         # Python flushes stdout again at exit: point it at /dev/null so that flush cannot fail too.

@@ -56,7 +56,7 @@ from mmcore.engine.optim import adamw, build_optimizer, build_scheduler, paramet
 from mmcore.engine.rundir import SPEC, STATE, WEIGHTS, RunDir
 from mmcore.engine.seeding import epoch_seed, loader_seed, rng_state, seed_everything, set_rng_state
 from mmcore.engine.views import TrainingView
-from mmcore.errors import ConfigError, ConfigIssue, PluginHookError, user_input_phase
+from mmcore.errors import ConfigError, ConfigIssue, PluginHookError, RunInterrupted, user_input_phase
 from mmcore.model import MultimodalModel, build_model
 from mmcore.plugin_manager import MmcorePluginManager, get_plugin_manager
 from mmcore.yamlio import dump_yaml
@@ -490,6 +490,7 @@ class Trainer:
             # paths inside the run relative to it: a copy or a move of the folder reads and writes only itself
             atomic_write(self.rundir.config, lambda p: p.write_text(dump_yaml(self.rundir.portable(self.config))))
         status, error = self._resumed_status, None
+        done = self.start_epoch - 1  # epochs whose checkpoint is written (what --resume continues from)
         # Outputs (metrics.csv, TensorBoard, progress, plots, third-party loggers) are plugins on
         # the lifecycle hooks, registered for this run on the main process only.
         with attached_loggers(self.manager, self.loggers):
@@ -507,6 +508,7 @@ class Trainer:
                     self.history.append(row)
                     improved = self._track_best(row)
                     self._checkpoint(improved)
+                    done = epoch
                     self.manager.call_lifecycle("mmcore_epoch_end", trainer=self, epoch=epoch, metrics=row)
                     if self.stop_reason is not None:
                         status = "stopped"
@@ -514,6 +516,10 @@ class Trainer:
                     if opts.early_stopping is not None and self.bad_epochs >= opts.early_stopping:
                         status = "early_stopping"
                         break
+            except KeyboardInterrupt as exc:
+                # Ctrl-C: the run says it is partial (report.json status "interrupted", read by Predictor.load)
+                # and how to continue; no test evaluation, no end hooks -- the user asked to stop.
+                raise self._interrupted(done, start) from exc
             except NonFiniteLossError as exc:
                 status, error = "non_finite_loss", exc
             except PluginHookError as exc:
@@ -680,6 +686,20 @@ class Trainer:
                 save_checkpoint(self.model, self.rundir.checkpoint(RunDir.BEST), weights=self.best_weights, extra=extra)
             save_checkpoint(self.model, self.rundir.checkpoint(RunDir.LAST), training_state=self._training_state(), extra=extra)
         self.dist.barrier()
+
+    def _interrupted(self, done: int, start: float) -> RunInterrupted:
+        """Write ``report.json`` of an interrupted run (``status: "interrupted"``, ``epochs_run``: the
+        epochs whose checkpoint is written) and return the exception that says how to continue it."""
+        if self.is_main:
+            report = {"status": "interrupted", "stop_reason": None, "error": None, "best_epoch": self.best_epoch,
+                      "epochs_run": done, "epochs_planned": self.options.epochs, "monitor": self.options.monitor,
+                      "best_value": (-self.best_value if self.monitor_lower_is_better else self.best_value)
+                      if self.best_epoch else None, "test": {}, "history": self.history, "steps": self.step,
+                      "seconds": time.perf_counter() - start, "run_dir": str(self.run_dir),
+                      "resume": RunInterrupted(str(self.run_dir), done).resume_hint()}
+            with contextlib.suppress(OSError):  # a full disk must not hide the Ctrl-C
+                atomic_write(self.rundir.report, lambda p: p.write_text(dumps_json(report, indent=2)))
+        return RunInterrupted(str(self.run_dir), done)
 
     def _finish(self, status: str, start: float, *, test: bool, error: BaseException | None = None) -> dict[str, Any]:
         """Test the best checkpoint, build the report, run the ``mmcore_train_end`` hooks (the loggers

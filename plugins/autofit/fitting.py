@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import mmcore
+from mmcore.errors import RunInterrupted
 from mmcore.labels import is_non_finite
 from mmcore_plugins.autofit.choose import (
     MAX_EPOCHS,
@@ -249,8 +250,14 @@ def fit(data: Any, target: str, *, val: Any = None, test: Any = None, time_limit
     trainer = Trainer(config, manager=manager)
     progress = FitProgress(deadline=started + limit - test_cost - FINAL_SECONDS,
                            log=(lambda line: print(line, flush=True)) if verbose else None)
-    with mmcore.register_plugin(progress, name=f"autofit-progress#{id(progress)}", manager=manager):  # this run only
-        report = trainer.fit()
+    try:
+        with mmcore.register_plugin(progress, name=f"autofit-progress#{id(progress)}", manager=manager):  # this run only
+            report = trainer.fit()
+    except RunInterrupted as exc:  # Ctrl-C: the run is marked partial (report.json too) and says how to go on
+        (run / SUMMARY_FILE).write_text(json.dumps({"run_dir": str(run), "task": plan.task, "status": "interrupted",
+                                                    "epochs_run": exc.epochs_done, "epochs_planned": epochs,
+                                                    "resume": exc.resume_hint()}, indent=2))
+        raise
     seconds = time.perf_counter() - started
     summary = {"run_dir": str(run), "task": plan.task, "status": report.get("status"), "best_epoch": report.get("best_epoch"),
                "epochs_run": report.get("epochs_run"), "epochs_planned": epochs, "monitor": report.get("monitor"),

@@ -37,6 +37,29 @@ def _listed(rows: list[int], limit: int = 10) -> str:
     return ", ".join(map(str, rows[:limit])) + (f" and {len(rows) - limit} more" if len(rows) > limit else "")
 
 
+class PartialRunWarning(UserWarning):
+    """:meth:`Predictor.load` of a run whose training did not finish (Ctrl-C, a failure): its model is the
+    best checkpoint so far; the message says how to continue the run."""
+
+
+#: report.json statuses of a run whose training did not finish (its model is the best checkpoint so far)
+PARTIAL_STATUSES = ("interrupted", "failed", "non_finite_loss")
+
+
+def partial_reason(run: str | Path) -> str | None:
+    """Why the run in ``run`` is partial (its training did not finish), or None when it finished."""
+    report = Path(run) / "report.json"
+    if not report.is_file():
+        return "training never finished (no report.json: interrupted, or still running)"
+    try:
+        status = json.loads(report.read_text(encoding="utf-8")).get("status")
+    except (ValueError, RecursionError, AttributeError, OSError):
+        return "its report.json cannot be read"
+    if status not in PARTIAL_STATUSES:
+        return None
+    return f"training {status if status != 'non_finite_loss' else 'stopped on a non-finite loss'}"
+
+
 class Predictor:
     """A trained ``fit`` model. Build with :func:`mmcore.fit` or :meth:`Predictor.load`.
 
@@ -50,6 +73,8 @@ class Predictor:
         self.run_dir, self.model, self.plan, self.config = Path(run_dir), model, plan, dict(config)
         self.device, self.batch_size = torch.device(device), batch_size
         self.model.to(self.device).eval()
+        #: why this run is partial (its training did not finish; the model is the best checkpoint so far), else None
+        self.partial: str | None = None
 
     def __repr__(self) -> str:
         slots = ", ".join(f"{s}: {e['name']}" for s, e in self.config["model"]["encoders"].items())
@@ -59,6 +84,9 @@ class Predictor:
     @classmethod
     def load(cls, path: str | Path, *, manager=None, device: str | torch.device = "cpu") -> Predictor:
         """The Predictor saved in run directory ``path`` (by ``fit`` or :meth:`save`).
+
+        A run whose training did not finish (Ctrl-C; ``report.json`` status ``interrupted``) loads with a
+        :class:`PartialRunWarning` saying how to continue it, and ``partial`` set to why.
 
         Raises :class:`ColumnError` (a ValueError) when ``path`` is not a ``fit`` run directory.
         """
@@ -75,7 +103,13 @@ class Predictor:
         plan = read_plan(run)
         config = RunDir(run).read_config()  # safe, bounded; paths taken where the run is now (a copy reads itself)
         model, _ = load_model(run / "best", manager.registry)
-        return cls(run, model, plan, config, device=device)
+        predictor = cls(run, model, plan, config, device=device)
+        predictor.partial = partial_reason(run)
+        if predictor.partial is not None:  # a partial fit is usable, never silently taken for a finished one
+            warnings.warn(PartialRunWarning(
+                f"{run} is a partial run: {predictor.partial}; its model is the best checkpoint so far. Continue it "
+                f"with: mmcore train {run}/config.yaml --resume {run}"), stacklevel=2)
+        return predictor
 
     def save(self, path: str | Path) -> Path:
         """Copy the run directory to ``path`` (a new folder); returns it. ``Predictor.load(path)`` reads it back.

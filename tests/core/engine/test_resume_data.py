@@ -94,3 +94,24 @@ def test_resume_on_the_same_data_continues(interrupted):
     _write(table, _rows())  # rewritten, byte for byte the same
     report = Trainer(config, resume=run).fit()
     assert report["status"] == "completed" and report["epochs_run"] == 3
+
+
+def test_ctrl_c_names_the_run_and_how_to_continue(tmp_path, capsys):
+    """Ctrl-C during `mmcore train`: exit 130, the message names the run and the --resume command that
+    continues it, report.json marks the run partial; that command finishes it."""
+    from mmcore.cli import main
+    from mmcore.yamlio import dump_yaml
+
+    table = _write(tmp_path / "train.csv", _rows())
+    run = tmp_path / "run"
+    (tmp_path / "c.yaml").write_text(dump_yaml(_config(table, run)))
+    with mmcore.register_plugin(_StopAfter(1), name="stop"):
+        assert main(["train", str(tmp_path / "c.yaml")]) == 130
+    err = capsys.readouterr().err
+    assert f"{run} keeps its 1 completed epoch(s)" in err
+    assert f"continue it with: mmcore train {run}/config.yaml --resume {run}" in err
+    report = json.loads((run / "report.json").read_text())
+    assert report["status"] == "interrupted" and report["epochs_run"] == 1 and report["epochs_planned"] == 3
+    assert main(["train", str(run / "config.yaml"), "--resume", str(run)]) == 0
+    report = json.loads((run / "report.json").read_text())
+    assert report["status"] == "completed" and report["epochs_run"] == 3

@@ -71,3 +71,30 @@ def test_strict_refuses_a_missing_file_before_training(tmp_path):
         mmcore.fit(str(table), target="y", time_limit="3s", preset="fast", run_dir=tmp_path / "run", strict=True,
                    verbose=False)
     assert not (tmp_path / "run" / "best").exists()
+
+
+def test_an_interrupted_fit_is_marked_partial_where_predictor_load_sees_it(tmp_path):
+    from mmcore.cli import main
+    from mmcore.errors import RunInterrupted
+    from mmcore_plugins.autofit.predictor import PartialRunWarning, Predictor
+
+    class StopAfterFirstEpoch:
+        @mmcore.hookimpl
+        def mmcore_epoch_end(self, epoch):
+            raise KeyboardInterrupt
+
+    table = write_csv(tmp_path / "t.csv", _multilabel())
+    run = tmp_path / "run"
+    with mmcore.register_plugin(StopAfterFirstEpoch(), name="stop"), pytest.raises(RunInterrupted) as info:
+        mmcore.fit(str(table), target="tags", time_limit="3s", preset="fast", run_dir=run, verbose=False)
+    assert info.value.resume_hint() == f"mmcore train {run}/config.yaml --resume {run}"
+    assert json.loads((run / "fit_summary.json").read_text())["status"] == "interrupted"
+    with pytest.warns(PartialRunWarning, match=f"partial run: training interrupted.*--resume {run}"):
+        predictor = Predictor.load(run)
+    assert predictor.partial == "training interrupted" and len(predictor.predict(str(table))) == 40
+    assert main(["train", str(run / "config.yaml"), "--resume", str(run)]) == 0
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PartialRunWarning)
+        assert Predictor.load(run).partial is None
