@@ -10,7 +10,8 @@ A checkpoint is a folder::
 
 A folder is written under a temporary name and then swapped in with renames, so a process
 killed at any point leaves either the previous checkpoint or the new one, never a mix; a
-single file is written to a temporary file and renamed over the old one. Files are fsynced
+single file is written to a temporary file and renamed over the old one (:mod:`mmcore.engine.files`,
+which every file mmcore writes goes through). Files are fsynced
 before the renames and their folder after them; files and folders get the permissions the
 process's umask gives any new file (``0o666 & ~umask``, folders ``0o777 & ~umask``). A full disk
 (ENOSPC) or quota (EDQUOT) raises :class:`CheckpointWriteError` and keeps the previous file or
@@ -39,8 +40,8 @@ from mmcore.engine.artefacts import (
     read_safetensors_header,
     read_weights,
 )
+from mmcore.engine.files import CheckpointWriteError, atomic_write, current_umask, no_space_error
 from mmcore.engine.rundir import SPEC, STATE, WEIGHTS
-from mmcore.errors import UserInputError
 from mmcore.model import MultimodalModel, build_model
 from mmcore.registry import Registry
 
@@ -49,41 +50,13 @@ __all__ = ["CheckpointError", "CheckpointWriteError", "MissingCheckpointError", 
            "resolve_checkpoint", "save_checkpoint", "save_model", "write_model"]
 
 
-class CheckpointWriteError(UserInputError, OSError):
-    """A file could not be written for lack of space (ENOSPC) or quota (EDQUOT); the previous one is kept.
-
-    ``str()`` is the one-line message; ``errno`` the cause's."""
-
-
 class MissingCheckpointError(CheckpointError, FileNotFoundError):
     """A checkpoint folder lacks one of its files."""
 
 
-def current_umask() -> int:
-    """The process's umask, read without changing it where Linux shows it (/proc/self/status)."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)  # elsewhere: set and put back (not thread-safe; done rarely)
-    os.umask(mask)
-    return mask
-
-
 #: The umask when mmcore was imported (kept for callers of the old name; writes read it afresh).
 _UMASK = current_umask()
-_NO_SPACE = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
-
-
-def _no_space(exc: BaseException, what: str, kept: str) -> CheckpointWriteError | None:
-    if isinstance(exc, OSError) and not isinstance(exc, CheckpointWriteError) and exc.errno in _NO_SPACE:
-        error = CheckpointWriteError(f"{_NO_SPACE[exc.errno]} writing {what}; the previous {kept} is kept")
-        error.errno = exc.errno
-        return error
-    return None
+_no_space = no_space_error
 
 
 def write_file(path: Path, write: Callable[[Any], Any]) -> None:
@@ -97,29 +70,6 @@ def write_file(path: Path, write: Callable[[Any], Any]) -> None:
     except OSError as exc:
         if exc.filename is None:
             exc.filename = str(path)
-        raise
-
-
-def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
-    """Call ``write(tmp_path)`` then rename over ``path``: a crash mid-write never replaces a good file."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise (_no_space(exc, path.name, path.name) or exc) from exc
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        _fsync(Path(tmp))
-        os.chmod(tmp, 0o666 & ~current_umask())
-        os.replace(tmp, path)
-        _fsync(path.parent)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        error = _no_space(exc, path.name, path.name)
-        if error is not None:
-            raise error from exc
         raise
 
 
