@@ -280,10 +280,10 @@ class RunDir:
             cls.check(run.path, resume=resume, overwrite=overwrite or holder is not None, files=run.files)
             if not run.is_marked:
                 from mmcore import __version__
-                from mmcore.engine.checkpoint import atomic_write
+                from mmcore.engine.files import write_file
 
                 stamp = {"mmcore": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-                atomic_write(run.marker, lambda p: p.write_text(json.dumps(stamp) + "\n"))
+                write_file(run.marker, json.dumps(stamp) + "\n")
             run.recover()
         except BaseException:
             run.release()

@@ -32,7 +32,6 @@ from mmcore.data import make_dataloader
 from mmcore.engine import NonFiniteLossError, distributed
 from mmcore.engine.artefacts import check_training_state, read_model_json, read_weights
 from mmcore.engine.checkpoint import (
-    atomic_write,
     dumps_json,
     load_training_state,
     load_weights,
@@ -48,6 +47,7 @@ from mmcore.engine.config import (
 )
 from mmcore.engine.datasets import load_datasets, model_data_options  # noqa: F401 - also importable from here
 from mmcore.engine.evaluation import autocast_context, evaluate_counted, to_device
+from mmcore.engine.files import write_file
 from mmcore.engine.host_memory import retain_freed_memory
 from mmcore.engine.loggers import attached_loggers, build_loggers
 from mmcore.engine.metrics import EpochAccumulator, StepMetrics, as_float, lower_is_better
@@ -446,7 +446,7 @@ class Trainer:
     def _fit(self, start: float) -> dict[str, Any]:
         opts = self.options
         if self.is_main:
-            atomic_write(self.rundir.config, lambda p: p.write_text(yaml.safe_dump(self.config, sort_keys=False, allow_unicode=True)))
+            write_file(self.rundir.config, yaml.safe_dump(self.config, sort_keys=False, allow_unicode=True))
         status, error = getattr(self, "_resumed_status", "completed"), None
         # Outputs (metrics.csv, TensorBoard, progress, plots, third-party loggers) are plugins on
         # the lifecycle hooks, registered for this run on the main process only.
@@ -664,7 +664,7 @@ class Trainer:
             report.update(status="failed", error=str(exc))
             failure = exc
         if self.is_main:
-            atomic_write(self.rundir.report, lambda p: p.write_text(dumps_json(report, indent=2)))
+            write_file(self.rundir.report, dumps_json(report, indent=2))
         if failure is not None:
             raise failure
         return report

@@ -232,6 +232,20 @@ def test_a_link_in_place_of_one_of_mmcores_names_is_refused_before_any_work(wine
     assert [p.name for p in users.iterdir()] == ["loss.png"] and (users / "loss.png").read_bytes() == b"my plot"
 
 
+def test_eval_robustness_never_writes_through_a_linked_robustness_folder(wine_config, tmp_path, capsys):
+    """``mmcore eval --robustness`` writes into a run it does not create: the write itself refuses the link."""
+    wine_config["trainer"]["epochs"] = 1
+    Trainer(wine_config).fit()
+    run, users = tmp_path / "run", tmp_path / "users"
+    users.mkdir()
+    (users / "test.json").write_text("my results")
+    (run / RunDir.ROBUSTNESS).symlink_to(users)
+    assert main(["eval", str(run), "--robustness", "--perturbations", "feature_noise"]) == 2
+    err = capsys.readouterr().err
+    assert "robustness is a symbolic link" in err and len(err.strip().splitlines()) == 1
+    assert [p.name for p in users.iterdir()] == ["test.json"] and (users / "test.json").read_text() == "my results"
+
+
 def test_hold_keeps_the_lock_for_a_trainer_inside_and_after_it(wine_config, tmp_path):
     """Issue 28.7: a command preparing a run and then training it holds the lock throughout."""
     run = tmp_path / "run"
