@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmcore_plugins.io.errors import ImageReadError, describe
+from mmcore_plugins.io.errors import ImageReadError, describe, not_a_regular_file
 
 __all__ = ["IMAGE_SUFFIXES", "ImageInfo", "check_background", "verify_image", "looks_like_image", "probe_image", "read_image"]
 
@@ -84,8 +84,10 @@ def _open(path: str | os.PathLike):
     from PIL import Image, UnidentifiedImageError
 
     name = describe(path)
-    if os.path.isdir(path):
-        raise ImageReadError(f"cannot read image {name}: it is a folder, expected an image file", path=path)
+    problem = not_a_regular_file(path)
+    if problem is not None:  # a FIFO would block Image.open for ever
+        raise ImageReadError(f"cannot read image {name}: {problem}" + (", expected an image file" if "folder" in problem else ""),
+                             path=path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
