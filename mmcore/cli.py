@@ -255,6 +255,10 @@ def cmd_eval(args: argparse.Namespace, manager) -> int:
     from mmcore.engine.datasets import load_datasets
     from mmcore.engine.evaluation import evaluate
 
+    if args.batch_size < 1:
+        raise ConfigError([ConfigIssue("--batch-size", f"must be a positive int, got {args.batch_size}")])
+    if args.perturbations is not None and not [n for n in args.perturbations.split(",") if n.strip()]:
+        raise ConfigError([ConfigIssue("--perturbations", f"name at least one perturbation, got {args.perturbations!r}")])
     model, config = load_run(args.run_dir, manager, args.checkpoint)
     config = apply_overrides(config, [f"data.{item}" for item in args.data])
     dataset = load_datasets(config, manager, splits=(args.split,))[args.split]
