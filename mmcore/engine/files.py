@@ -24,12 +24,15 @@ The rules (docs/reliability.md, "Symbolic links and temporary files"):
 
 Readers of files mmcore did not write use :func:`check_regular_file`: a FIFO, a device or a
 socket named where a file is expected is refused before it is opened (opening a FIFO blocks for
-ever; ``/dev/zero`` never ends).
+ever; ``/dev/zero`` never ends). JSON that mmcore wrote and reads back (sidecars, a fit's plan)
+goes through :func:`read_json`: bounded in size, strict (no NaN/Infinity), nesting and encoding
+errors as ``ValueError``.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import secrets
@@ -305,5 +308,31 @@ def check_regular_file(path: str | os.PathLike, what: str = "file") -> os.stat_r
     return st
 
 
+def read_json(path: str | os.PathLike, *, max_bytes: int, what: str = "file") -> Any:
+    """The JSON value in ``path``, read only when it is a regular file of at most ``max_bytes``.
+
+    Strict: ``NaN``/``Infinity`` are refused (they are not JSON). Raises :class:`UnsafePathError`
+    for a FIFO/device/folder, FileNotFoundError, and ValueError (naming the file) for a file too
+    large, not UTF-8, not JSON, or nested too deeply for the parser.
+    """
+    size = check_regular_file(path, what).st_size
+    if size > max_bytes:
+        raise ValueError(f"{path} is {size} bytes, more than the {max_bytes}-byte limit of a {what}")
+
+    def refuse(name: str) -> Any:
+        raise ValueError(f"non-finite number {name}")
+
+    with open(path, "rb") as fh:
+        data = fh.read(max_bytes + 1)
+    try:
+        return json.loads(data.decode("utf-8"), parse_constant=refuse)
+    except RecursionError:
+        raise ValueError(f"{path}: JSON nested too deeply") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except ValueError as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from None
+
+
 __all__ = ["TEMPORARY", "CheckpointWriteError", "UnsafePathError", "atomic_write", "check_regular_file", "current_umask",
-           "ensure_folder", "no_space_error", "temporary_name", "write_file"]
+           "ensure_folder", "no_space_error", "read_json", "temporary_name", "write_file"]

@@ -341,21 +341,9 @@ def write_embeddings(path: str | Path, vectors: Mapping[str, np.ndarray], ids: S
 def _read_sidecar(meta: Path) -> dict[str, Any]:
     """A ``.npy`` output's sidecar, checked: strict bounded JSON with ``ids`` (strings), ``targets``
     (null or one per id) and ``vectors`` (name -> a file name in the same folder). ValueError otherwise."""
-    from mmcore.engine.files import check_regular_file
+    from mmcore.engine.files import read_json
 
-    size = check_regular_file(meta, "sidecar").st_size
-    if size > MAX_SIDECAR_BYTES:
-        raise ValueError(f"{meta.name} is {size} bytes, more than the {MAX_SIDECAR_BYTES}-byte limit")
-
-    def refuse(name: str) -> Any:
-        raise ValueError(f"non-finite number {name}")
-
-    try:
-        data = json.loads(meta.read_bytes().decode("utf-8"), parse_constant=refuse)
-    except RecursionError:
-        raise ValueError(f"{meta.name}: JSON nested too deeply") from None
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{meta.name} is not UTF-8 ({exc.reason})") from None
+    data = read_json(meta, max_bytes=MAX_SIDECAR_BYTES, what="sidecar")
     if not isinstance(data, dict):
         raise ValueError(f"{meta.name} must hold a JSON object, got {type(data).__name__}")
     ids, targets, files = data.get("ids"), data.get("targets"), data.get("vectors")

@@ -194,21 +194,9 @@ def save_index(path: str | Path, index: Any, meta: Mapping[str, Any], *, overwri
 
 def _read_sidecar(path: Path) -> dict[str, Any]:
     """The sidecar as a JSON object: bounded, strict (no NaN), nesting errors as ValueError."""
-    from mmcore.engine.files import check_regular_file
+    from mmcore.engine.files import read_json
 
-    size = check_regular_file(path, "index sidecar").st_size
-    if size > MAX_SIDECAR_BYTES:
-        raise ValueError(f"{size} bytes, more than the {MAX_SIDECAR_BYTES}-byte limit of a sidecar")
-
-    def refuse(name: str) -> Any:
-        raise ValueError(f"non-finite number {name}")
-
-    try:
-        meta = json.loads(path.read_bytes().decode("utf-8"), parse_constant=refuse)
-    except RecursionError:
-        raise ValueError("JSON nested too deeply") from None
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"not UTF-8 ({exc.reason})") from None
+    meta = read_json(path, max_bytes=MAX_SIDECAR_BYTES, what="index sidecar")
     if not isinstance(meta, dict):
         raise ValueError(f"expected a JSON object, got {type(meta).__name__}")
     return meta
