@@ -131,7 +131,7 @@ class Predictor:
         rows, base, index = self._rows(data)
         if not rows:
             raise ColumnError("the table has no rows")
-        preparer = Preparer(self.plan, base, strict=True)
+        preparer = Preparer(self.plan, base, strict=True, allow_outside_paths=True)  # as mmcore predict does
         samples = [preparer.sample(r, i, with_target=with_target) for i, r in enumerate(rows)]
         if with_target:
             missing = [i + 1 for i, s in enumerate(samples) if s["target"] is None]

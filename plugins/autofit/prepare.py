@@ -201,11 +201,14 @@ class Preparer:
     ``{column: {row index: reason}}`` cells known to be missing/unreadable files (from inference);
     other file cells are checked here, and (``strict=False``) turned missing with a count in
     :attr:`dropped_files`, or (``strict=True``) raised as a :class:`ColumnError` naming row and column.
+    ``allow_outside_paths``: let cells name files outside ``base`` (the rule of ``mmcore train``,
+    :mod:`mmcore_plugins.io.paths`; a Predictor reads whatever its caller names, as ``mmcore predict`` does).
     """
 
     def __init__(self, plan: Plan, base: str | Path, *, unusable: Mapping[str, Mapping[int, str]] | None = None,
-                 strict: bool = False, check_files: bool = True) -> None:
+                 strict: bool = False, check_files: bool = True, allow_outside_paths: bool = False) -> None:
         self.plan, self.base, self.strict, self.check_files = plan, Path(base).resolve(), strict, check_files
+        self.allow_outside_paths = allow_outside_paths
         self.unusable = {c: dict(v) for c, v in (unusable or {}).items()}
         self.dropped_files: dict[str, int] = {}
 
@@ -215,7 +218,12 @@ class Preparer:
         if index in self.unusable.get(column, {}):
             self.dropped_files[column] = self.dropped_files.get(column, 0) + 1
             return None
-        path = resolve_path(value, self.base)
+        from mmcore_plugins.io.paths import OutsidePathError
+
+        try:
+            path = resolve_path(value, self.base, allow_outside=self.allow_outside_paths)
+        except OutsidePathError as exc:
+            raise ColumnError(f"row {index + 1}, column {column!r}: {exc}") from exc
         problem = None if path is not None else f"file {value!r} does not exist (relative to {str(self.base)!r})"
         if path is not None and self.check_files:
             from mmcore_plugins.io import MediaError, check_media

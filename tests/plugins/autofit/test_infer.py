@@ -110,3 +110,46 @@ def test_bad_column_is_reported_by_the_command_before_training(tmp_path: Path, c
     assert code == 2
     assert "photo" in err and "none of its 12 files can be read" in err and len(err.strip().splitlines()) == 1
     assert not run.exists()  # nothing was created, let alone trained
+
+
+# ---------------------------------------------------------------------------- issue 28: paths and wide tables
+def _outside_table(tmp_path):
+    """A table in proj/ whose cells reach outside it three ways: ../, an absolute path, a link."""
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the user's private notes")
+    (proj / "inside.txt").write_text("a note of the table's own")
+    (proj / "link.txt").symlink_to(secret)
+    return proj, ["inside.txt", "../secret.txt", str(secret), "link.txt"]
+
+
+@pytest.mark.parametrize("outside", [1, 2, 3], ids=["dot-dot", "absolute", "a link inside"])
+def test_fit_refuses_paths_outside_the_tables_folder_like_train(tmp_path, outside):
+    """fit followed ../ and absolute paths and copied outside text into the run (train refused)."""
+    proj, cells = _outside_table(tmp_path)
+    rows = [{"note": cells[0] if i % 4 else cells[outside], "y": "a" if i % 2 else "b"} for i in range(24)]
+    with pytest.raises(ColumnError, match=r"column 'note': row 1: path .* escapes the table's folder .*--allow-outside-paths"):
+        infer_columns(rows, target="y", base=proj)
+    infos = infer_columns(rows, target="y", base=proj, allow_outside_paths=True)
+    assert {i.name: i.kind for i in infos}["note"] == "text"
+
+
+def test_column_discovery_is_linear_in_the_columns(tmp_path):
+    """A 100k-column CSV ran for more than 300 s: each row's columns were looked up in a list."""
+
+    class Name(str):
+        comparisons = 0
+
+        def __eq__(self, other):
+            type(self).comparisons += 1
+            return str.__eq__(self, other)
+
+        __hash__ = str.__hash__
+
+    names = [Name(f"c{i}") for i in range(3000)]
+    rows = [{**{n: f"{i + j / 7:.3f}" for j, n in enumerate(names)}, "y": "ab"[i % 2]} for i in range(4)]
+    Name.comparisons = 0
+    infos = infer_columns(rows, target="y", base=tmp_path)
+    assert len(infos) == 3001
+    assert Name.comparisons < 20 * len(names), Name.comparisons
