@@ -154,3 +154,20 @@ def test_deadline_stops_training_when_another_epoch_would_overrun():
     on_time = trainer(1000.0)
     mmcore_epoch_end(on_time, 3, {})
     assert on_time.bad_epochs == 2 and not hasattr(on_time, "autofit_stopped_at")
+
+
+@pytest.mark.parametrize("text", ["abc", "0", "-5", "inf", "1e999"])
+def test_a_bad_time_limit_is_an_input_error_exit_2_before_any_work(tmp_path, capsys, text):
+    """``mmcore fit --time-limit abc`` exited 1 as an internal error (a plain ValueError)."""
+    from autofit_helpers import tabular_rows, write_jsonl
+
+    from mmcore.cli import main
+    from mmcore.errors import UserInputError
+
+    with pytest.raises(UserInputError):
+        parse_duration(text)
+    table = write_jsonl(tmp_path / "t.jsonl", tabular_rows(20))
+    assert main(["fit", str(table), "--target", "y", "--time-limit", text, "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "--time-limit" in err and "internal error" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
