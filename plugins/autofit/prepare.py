@@ -299,10 +299,18 @@ class Preparer:
                                   f"training table (known: {', '.join(plan.labels or [])})")
             return [int(label in labels) for label in plan.labels or []]
         key = label_key(value)
-        if key not in (plan.classes or []):
+        lookup = self._class_lookup()
+        if key not in lookup:
+            known = plan.classes or []
             raise ColumnError(f"row {index + 1}, target {plan.target!r}: class {value!r} was not in the training table "
-                              f"(known: {', '.join(plan.classes or [])})")
-        return plan.classes.index(key)
+                              f"(known: {', '.join(known[:20])}{', ...' if len(known) > 20 else ''})")
+        return lookup[key]
+
+    def _class_lookup(self) -> dict[str, int]:
+        """``{class name: index}`` of the plan (a dict: 50k classes x 50k rows stay linear)."""
+        if getattr(self, "_lookup", None) is None:
+            self._lookup = {name: i for i, name in enumerate(self.plan.classes or [])}
+        return self._lookup
 
     def target_label(self, row: Mapping[str, Any], index: int) -> Any:
         """The target as the prepared table stores it: the class name, the list of label names, or

@@ -56,14 +56,20 @@ def fill_from_data(options: Mapping[str, Any], metadata: Mapping[str, Any], coun
     return out
 
 
-def class_index(value: Any, i: int, names: list[str] | None, count: int, what: str) -> int:
-    """One raw target -> class index: an int index (or integral float) in range, or a class name."""
+def class_index(value: Any, i: int, names: Sequence[str] | Mapping[str, int] | None, count: int, what: str) -> int:
+    """One raw target -> class index: an int index (or integral float) in range, or a class name.
+
+    ``names``: the class names in order, or ``{name: index}`` (a lookup in O(1): a head with 50k
+    classes collates every batch's names through it)."""
     if isinstance(value, str):
-        if names is not None and value in names:
-            return names.index(value)
+        found = names.get(value) if isinstance(names, Mapping) else (
+            names.index(value) if names is not None and value in names else None)
+        if found is not None:
+            return found
         if names is None:
             raise TypeError(f"{what} target #{i} must be an int class index, got str {value!r} (class names "
                             "need the head's classes option; the trainer fills it from the training split)")
+        names = list(names)
         shown = names if len(names) <= 12 else [*names[:12], "..."]
         raise ValueError(f"{what} target #{i} must be one of the classes {shown} or an index, got {value!r}")
     if isinstance(value, float) and value.is_integer():

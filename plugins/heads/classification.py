@@ -134,10 +134,13 @@ class ClassificationHead(mmcore.Head):
 
     def collate_targets(self, targets: Sequence[Any]) -> torch.Tensor:
         """Class indices (ints, integral floats) or, with ``classes`` known, class names -> ``[B]`` int64."""
+        if self.classes is not None and getattr(self, "_class_lookup", None) is None:
+            self._class_lookup = {name: index for index, name in enumerate(self.classes)}  # O(1) per name
+        lookup = self._class_lookup if self.classes is not None else None
         out = []
         for i, target in enumerate(targets):
             value = target.item() if isinstance(target, torch.Tensor) else target
-            out.append(class_index(value, i, self.classes, self.num_classes, "classification"))
+            out.append(class_index(value, i, lookup, self.num_classes, "classification"))
         return torch.tensor(out, dtype=torch.long)
 
     def format_predictions(self, output: HeadOutput) -> list[Any]:

@@ -153,3 +153,21 @@ def test_column_discovery_is_linear_in_the_columns(tmp_path):
     infos = infer_columns(rows, target="y", base=tmp_path)
     assert len(infos) == 3001
     assert Name.comparisons < 20 * len(names), Name.comparisons
+
+
+def test_preparing_targets_looks_class_names_up_without_scanning_them(tmp_path):
+    from mmcore_plugins.autofit.prepare import Plan, Preparer
+
+    class Unscannable(list):
+        def __contains__(self, item):
+            raise AssertionError("the class list was scanned")
+
+        def index(self, *args):
+            raise AssertionError("the class list was scanned")
+
+    classes = Unscannable(f"c{i}" for i in range(50_000))
+    plan = Plan(target="y", task="classification", slots={"t": {"kind": "text", "column": "x"}}, classes=classes)
+    preparer = Preparer(plan, tmp_path)
+    assert [preparer.target({"y": f"c{i}"}, i) for i in (0, 49_999, 7)] == [0, 49_999, 7]
+    with pytest.raises(ColumnError, match=r"class 'zz' was not in the training table \(known: c0, c1, .*, \.\.\.\)"):
+        preparer.target({"y": "zz"}, 3)

@@ -94,3 +94,25 @@ def test_the_classification_heads_metrics_stay_linear_in_the_number_of_classes()
     assert 0.0 < values["macro_f1"] < 1.0
     state = sum(t.numel() for m in metrics.values() for t in m.metric_state.values() if isinstance(t, torch.Tensor))
     assert state <= 8 * classes, "per-class counts only"
+
+
+def test_class_names_are_looked_up_not_scanned():
+    """A target name was found by list.index: 50k classes x 50k rows made every epoch quadratic."""
+
+    class Name(str):
+        comparisons = 0
+
+        def __eq__(self, other):
+            type(self).comparisons += 1
+            return str.__eq__(self, other)
+
+        __hash__ = str.__hash__
+
+    names = [f"class{i}" for i in range(20_000)]
+    head = ClassificationHead(4, classes=names)
+    targets = [Name(f"class{i}") for i in range(0, 20_000, 7)]
+    Name.comparisons = 0
+    assert head.collate_targets(targets).tolist() == list(range(0, 20_000, 7))
+    assert Name.comparisons < 3 * len(targets)
+    with pytest.raises(ValueError, match=r"one of the classes \['class0', .*'\.\.\.'\] or an index, got 'nope'"):
+        head.collate_targets(["nope"])
