@@ -13,9 +13,8 @@ fallback's method (``reference.CONCAT_LINEAR_DEFAULT_METHOD``: ``addmm``) was ch
 
 from __future__ import annotations
 
+import kernel_bench as kb  # benchmarks/kernel_bench.py (pytest puts this folder on sys.path)
 import pytest
-
-from mmcore_kernels import bench as kb
 
 DEVICE = kb.bench_device()
 CASES = kb.concat_linear_cases(device=DEVICE)

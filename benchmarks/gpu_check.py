@@ -698,7 +698,7 @@ class AttnBench:
         return f"B{self.b} H{self.h} Lq{self.lq} Lk{self.lk} D{self.d}"
 
     def kv_lens_list(self) -> list[int]:
-        # ~30% padding: lengths from 100% down to 40% of Lk (mean 70%), as kernels/bench.py does.
+        # ~30% padding: lengths from 100% down to 40% of Lk (mean 70%), as kernel_bench.py does.
         if not self.masked:
             return [self.lk] * self.b
         if self.b == 1:
@@ -817,8 +817,7 @@ def _attention_providers(case: AttnBench, q, k, v, kv_lens, kpm, sdpa_mask) -> l
 
 def _bench_attention(ctx: Ctx, case: AttnBench, seed: int) -> dict:
     import torch
-
-    from mmcore_kernels.bench import sdpa_backend_name
+    from kernel_bench import sdpa_backend_name  # benchmarks/kernel_bench.py, beside this script
 
     dtype = torch.float32 if ctx.dry else torch.bfloat16
     dev = ctx.device

@@ -20,7 +20,7 @@ Layout (one module per op, as Liger-Kernel's ``ops/<op>.py``): ``cross_attention
 ``concat_linear_op.py`` each hold the op's public function, input checks, PyTorch path and
 ``torch.library`` registration; ``triton_cross_attention.py`` / ``triton_concat_linear.py`` its
 Triton kernels; ``_dispatch.py`` the backend selection; ``ops.py`` runs the registrations;
-``reference.py`` gathers the PyTorch paths (the oracles); ``bench.py`` the benchmarks.
+``reference.py`` gathers the PyTorch paths (the oracles).
 
 Importing this package does not import Triton; the Triton modules and the ``torch.library`` op
 registration (``mmcore_kernels.ops``) load on first use.
@@ -30,8 +30,9 @@ per-segment ``addmm`` on column views of the weight for large inputs (never buil
 concatenation; measured up to 1.8x faster than ``torch.cat`` + ``F.linear`` on CPU), and
 ``cat`` + ``linear`` for small ones, where one GEMM beats several (up to 1.5x in training).
 
-Benchmarks: ``python -m mmcore_kernels.bench`` (table; ``bench.run()`` returns the rows) and the
-pytest-benchmark suites ``benchmarks/bench_cross_attention.py`` / ``bench_concat_linear.py``.
+Benchmarks are the repository's, not this package's: ``python benchmarks/kernel_bench.py`` (or
+``mmcore bench`` in a source checkout) prints the table, and the pytest-benchmark suites
+``benchmarks/bench_cross_attention.py`` / ``bench_concat_linear.py`` use the same cases.
 """
 
 from __future__ import annotations

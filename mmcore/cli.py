@@ -1,6 +1,6 @@
 """The ``mmcore`` command line (also ``python -m mmcore``): the parser, the core commands and the
-error contract below; ``mmcore predict`` lives in :mod:`mmcore.cli_predict`, plugin commands in
-their plugins.
+error contract below; ``mmcore predict`` lives in :mod:`mmcore.cli_predict` (this module imports it;
+it imports nothing from here), plugin commands in their plugins.
 
 Exit codes:
 
@@ -26,6 +26,7 @@ import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from mmcore import cli_predict
 from mmcore.errors import ConfigError, ConfigIssue
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -93,23 +94,7 @@ def build_parser(manager=None) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.set_defaults(handler=cmd_eval)
 
-    p = sub.add_parser("predict", help="predict from raw inputs or a table of them with a run's best checkpoint (JSON out)")
-    p.add_argument("run_dir", help="a run directory written by `mmcore train`")
-    p.add_argument("inputs", nargs="*", metavar="INPUT",
-                   help="one sample: slot=value per modality (a file path, text, [a, list] or {a: mapping} such as "
-                        "profile='{age: 41, city: oslo}'); a text slot given an existing file reads its UTF-8 contents; "
-                        "a bare file path goes to the slot whose modality matches its extension (.png -> image, "
-                        ".wav -> audio, .txt -> text); omitted slots are missing modalities")
-    p.add_argument("--data", metavar="FILE",
-                   help="predict every row of a .csv/.jsonl/.parquet table (columns as in the run's data config, or "
-                        "named after the slots); one JSON line per row, a bad row reported in its line")
-    p.add_argument("--out", metavar="FILE", help="write the --data predictions here (JSON lines) instead of stdout")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    p.add_argument("--encoding", default="utf-8-sig", help="text encoding of a --data CSV/JSONL file (default utf-8-sig)")
-    p.add_argument("--batch-size", type=int, default=64, help="rows predicted at once with --data")
-    from mmcore.cli_predict import cmd_predict  # the predict command's own module
-
-    p.set_defaults(handler=cmd_predict)
+    cli_predict.add_parser(sub)  # `mmcore predict`: its own module
 
     p = sub.add_parser("compare", help="train one config with several fusions; accuracy beside parameters, FLOPs, latency, memory")
     p.add_argument("config", help="path of the YAML config")
@@ -118,8 +103,11 @@ def build_parser(manager=None) -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="where the runs, compare.json and compare.png go (default: <run_dir>/compare)")
     p.set_defaults(handler=cmd_compare)
 
-    p = sub.add_parser("bench", help="print the fused kernels' benchmark table")
+    p = sub.add_parser("bench", help="print the fused kernels' benchmark table (runs benchmarks/kernel_bench.py of a "
+                                     "source checkout)")
     p.add_argument("--full", action="store_true", help="full benchmark sizes (slow on CPU)")
+    p.add_argument("--ops", nargs="+", metavar="OP", help="only these ops: cross_attention, concat_linear")
+    p.add_argument("--modes", nargs="+", metavar="MODE", help="only these modes: fwd, fwd+bwd")
     p.set_defaults(handler=cmd_bench)
 
     if manager is not None:
@@ -223,31 +211,41 @@ def cmd_train(args: argparse.Namespace, manager) -> int:
 
     config = load_config(args.config, args.overrides)
     # The run directory is checked (a user's folder, in use, nothing to resume) before any work.
-    trainer = Trainer(config, manager=manager, resume=args.resume, overwrite=args.overwrite)
+    try:
+        trainer = Trainer(config, manager=manager, resume=args.resume, overwrite=args.overwrite)
+    except ConfigError as exc:
+        raise _with_override_hint(exc, args.overrides, config) from exc
     report = trainer.fit()
     if trainer.is_main:
         print(json.dumps({k: report[k] for k in ("status", "run_dir", "best_epoch", "test", "seconds", "plots")}, indent=2))
     return EXIT_OK
 
 
+def _with_override_hint(exc: ConfigError, overrides: Sequence[str], config: Mapping) -> ConfigError:
+    """``X.name=new`` keeps the config's other ``X`` options, which the new component may not take:
+    say so under the unknown-option issues, with the override that replaces the whole section."""
+    renamed = {o.partition("=")[0].strip()[: -len(".name")]: o.partition("=")[2].strip()
+               for o in overrides if o.partition("=")[0].strip().endswith(".name")}
+    issues = list(exc.issues)
+    for section, name in renamed.items():
+        if not any(i.path.startswith(section + ".") and "unknown option" in i.message for i in issues):
+            continue
+        node: object = config
+        for part in section.split("."):
+            node = node.get(part) if isinstance(node, Mapping) else None
+        kept = [k for k in node if k != "name"] if isinstance(node, Mapping) else []
+        issues.append(ConfigIssue(section, f"{section}.name={name} kept the config's other {section} options "
+                                           f"({', '.join(kept)}); to give {name!r} its own, override the whole mapping: "
+                                           f"'{section}={{name: {name}, ...}}' (mmcore plugins {name} lists its options)"))
+    return ConfigError(issues) if len(issues) > len(exc.issues) else exc
+
+
 def load_run(run_dir: str | Path, manager, checkpoint: str = "best"):
-    """A run directory's model (from ``checkpoint``) and resolved config.
+    """A run directory's model (from ``checkpoint``) and resolved config: :func:`mmcore.engine.checkpoint.load_run`
+    with the manager's registry (kept here for the commands of plugins that import it from ``mmcore.cli``)."""
+    from mmcore.engine.checkpoint import load_run as load
 
-    RunDirError when ``run_dir`` is not a run; CheckpointError when its files are damaged (both
-    checked before anything is built, see :func:`mmcore.engine.checkpoint.load_model`). The
-    config's path options are absolute in runs written since they are stored so; an older run's
-    relative ones are taken relative to the current folder, as when it was trained.
-    """
-    from mmcore.engine.checkpoint import load_model
-    from mmcore.engine.config import resolve_paths
-    from mmcore.engine.rundir import RunDir
-    from mmcore.errors import user_input_phase
-
-    run = RunDir.open(run_dir, checkpoint)
-    with user_input_phase(f"reading the run {run_dir}"):  # a damaged run directory is the user's to fix
-        config = resolve_paths(run.read_config())  # safe and bounded: config.yaml may have been edited
-        model, _ = load_model(run.readable_checkpoint(checkpoint), manager.registry)
-    return model, config
+    return load(run_dir, manager.registry, checkpoint)
 
 
 def cmd_eval(args: argparse.Namespace, manager) -> int:
@@ -276,8 +274,8 @@ def cmd_eval(args: argparse.Namespace, manager) -> int:
     metric = monitor if monitor in model.head.metrics() else None
     report = robustness_report(model, dataset, manager.registry, metric=metric, perturbations=names, batch_size=args.batch_size,
                                seed=int(trainer.get("seed", 0)), mode=trainer.get("monitor_mode", "auto") if metric else "auto")
+    from mmcore.engine.atomic import write_file
     from mmcore.engine.checkpoint import dumps_json
-    from mmcore.engine.files import write_file
     from mmcore.engine.rundir import RunDir
 
     run = RunDir(args.run_dir)
@@ -308,11 +306,42 @@ def cmd_compare(args: argparse.Namespace, manager) -> int:
     return EXIT_OK
 
 
-def cmd_bench(args: argparse.Namespace, manager) -> int:
-    from mmcore_kernels import bench
+#: The kernel benchmark: a script of the source repository, not of the installed packages.
+KERNEL_BENCH = Path("benchmarks") / "kernel_bench.py"
 
-    bench.run(full=args.full)
-    return EXIT_OK
+
+def kernel_bench_script(start: Path | None = None) -> Path | None:
+    """``benchmarks/kernel_bench.py`` of the source checkout mmcore runs from (an editable install), else
+    of ``start`` (default: the current folder) or the nearest folder above it that has one; None if none."""
+    import mmcore
+
+    package_root = Path(mmcore.__file__).resolve().parent.parent
+    here = (start or Path.cwd()).resolve()
+    for folder in (package_root, here, *here.parents):
+        if (folder / KERNEL_BENCH).is_file():
+            return folder / KERNEL_BENCH
+    return None
+
+
+def cmd_bench(args: argparse.Namespace, manager) -> int:
+    """Run the repository's kernel benchmark (``python benchmarks/kernel_bench.py ARGS``): the core does
+    not import the kernels package; the script does, like any user of it."""
+    import importlib.util
+
+    from mmcore.errors import UserInputError
+
+    script = kernel_bench_script()
+    if script is None:
+        raise UserInputError(f"the kernel benchmark is a script of mmcore's source repository ({KERNEL_BENCH}), not part "
+                             "of the installed package: run `mmcore bench` (or `python benchmarks/kernel_bench.py`) in a "
+                             "checkout of the repository")
+    spec = importlib.util.spec_from_file_location("kernel_bench", script)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("kernel_bench", module)  # dataclasses look their module up while it executes
+    spec.loader.exec_module(module)
+    argv = (["--full"] if args.full else []) + (["--ops", *args.ops] if args.ops else []) \
+        + (["--modes", *args.modes] if args.modes else [])
+    return module.main(argv)
 
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -332,7 +361,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = [a for a in argv if a != "--debug"]
     command = next((a for a in argv if not a.startswith("-")), None)
     try:
-        return _main(argv, debug)
+        code = _main(argv, debug)
+        sys.stdout.flush()  # here, not at exit, so that a closed pipe is caught below
+        return code
     except KeyboardInterrupt:
         if debug:
             traceback.print_exc()
@@ -340,7 +371,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               + (" (a training run continues with --resume RUN_DIR)" if command == "train" else ""), file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # `mmcore plugins | head -1`: the reader left; nothing more to say
-        with contextlib.suppress(OSError):
+        # Python flushes stdout again at exit: point it at /dev/null so that flush cannot fail too.
+        with contextlib.suppress(OSError, ValueError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_FAILURE
 
@@ -371,7 +403,7 @@ def _main(argv: list[str], debug: bool) -> int:
     command = args.command or command
     try:
         code = handler(args, manager) if _takes_manager(handler) else handler(args)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, BrokenPipeError):  # main() ends these quietly
         raise
     except Exception as exc:
         owner = getattr(manager, "command_owner", lambda name: None)(command)

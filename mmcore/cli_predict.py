@@ -3,6 +3,11 @@
 ``slot=value`` / bare file paths become one raw sample (:func:`parse_predict_inputs`); ``--data
 FILE`` predicts every row of a CSV / JSONL / Parquet table, one JSON line per row, a bad row
 reported in its own line. The forward pass is :func:`mmcore.engine.evaluation.predict_output`.
+
+Files are the plugins' to read, never this module's: a file given for one slot goes through the
+hook ``mmcore_file_input`` (the built-in ``modalities`` plugin reads a text file's contents), a table
+through ``mmcore_table_inputs`` (the built-in ``manifest`` plugin maps its columns to slots and
+checks every row); ``MMCORE_DISABLE_PLUGINS`` blocks them like any plugin.
 """
 
 from __future__ import annotations
@@ -10,11 +15,32 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from mmcore.cli import EXIT_OK, EXTENSION_MODALITY, load_run
 from mmcore.errors import ConfigError, ConfigIssue
+
+#: The exit status of a successful command (mmcore.cli's contract).
+EXIT_OK = 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``mmcore predict`` to the command line (called by :func:`mmcore.cli.build_parser`)."""
+    p = subparsers.add_parser("predict", help="predict from raw inputs or a table of them with a run's best checkpoint (JSON out)")
+    p.add_argument("run_dir", help="a run directory written by `mmcore train`")
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
+                   help="one sample: slot=value per modality (a file path, text, [a, list] or {a: mapping} such as "
+                        "profile='{age: 41, city: oslo}'); a text slot given an existing file reads its UTF-8 contents; "
+                        "a bare file path goes to the slot whose modality matches its extension (.png -> image, "
+                        ".wav -> audio, .txt -> text); omitted slots are missing modalities")
+    p.add_argument("--data", metavar="FILE",
+                   help="predict every row of a .csv/.jsonl/.parquet table (columns as in the run's data config, or "
+                        "named after the slots); one JSON line per row, a bad row reported in its line")
+    p.add_argument("--out", metavar="FILE", help="write the --data predictions here (JSON lines) instead of stdout")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--encoding", default="utf-8-sig", help="text encoding of a --data CSV/JSONL file (default utf-8-sig)")
+    p.add_argument("--batch-size", type=int, default=64, help="rows predicted at once with --data")
+    p.set_defaults(handler=cmd_predict)
 
 
 def _is_file(value: str) -> bool:
@@ -40,7 +66,7 @@ def _structured(value: str, processor: object) -> object:
     except YamlError as exc:
         raise ValueError(f"{value!r} is not a valid [list] or {{mapping}}: {exc.problem}"
                          + (f" (line {exc.line}, column {exc.column})" if exc.line else "")) from exc
-    categorical = set(getattr(processor, "categorical", None) or [])
+    categorical = set(processor.categorical or []) if processor is not None else set()
 
     def number(item: object) -> object:
         if isinstance(item, str):
@@ -61,22 +87,33 @@ def _structured(value: str, processor: object) -> object:
 
 
 def _slot_modality(model, slot: str) -> str | None:
-    return getattr(model.encoders[slot], "modality", None)
+    return model.encoders[slot].modality
 
 
-def _text_file(path: str) -> str:
-    from mmcore_plugins.io import read_text
+def _file_input(manager, path: str, modality: str | None) -> object:
+    """The raw input of a file given on the command line: what a plugin makes of it (hook
+    ``mmcore_file_input``, e.g. a text file's contents), else the path (the processor opens it)."""
+    if manager is None or modality is None:
+        return path
+    value = manager.hook.mmcore_file_input(path=Path(path), modality=modality)
+    return path if value is None else value
 
-    return read_text(path)
 
-
-def parse_predict_inputs(items: Sequence[str], model) -> dict:
+def parse_predict_inputs(items: Sequence[str], model, extensions: Mapping[str, str] | None = None, *,
+                         manager=None) -> dict:
     """``slot=value`` / bare file paths -> one raw sample ``{slot: raw}`` (see ``mmcore predict --help``).
 
-    A text slot given an existing file gets the file's UTF-8 contents; other file paths are passed
-    on; ``[...]``/``{...}`` values become lists/mappings for any non-text slot (numbers where the
-    processor expects them). Every problem is collected into one ConfigError.
+    A slot given an existing file gets what a plugin reads from it (hook ``mmcore_file_input``: a
+    text slot, the file's UTF-8 contents), else the path; ``[...]``/``{...}`` values become lists/mappings for any non-text slot (numbers where the
+    processor expects them). ``extensions``: file extension -> modality (default: the default
+    registry's, :meth:`~mmcore.registry.Registry.extension_modalities`). Every problem is collected
+    into one ConfigError. ``manager``: the plugin manager (default: the process's).
     """
+    if manager is None or extensions is None:
+        from mmcore.plugin_manager import get_plugin_manager
+
+        manager = manager or get_plugin_manager()
+        extensions = manager.registry.extension_modalities() if extensions is None else extensions
     sample, issues = {}, []
     slots = model.slots
     for item in items:
@@ -85,17 +122,17 @@ def parse_predict_inputs(items: Sequence[str], model) -> dict:
             if sep and slot in slots:
                 modality = _slot_modality(model, slot)
                 if _is_file(value):
-                    sample[slot] = _text_file(value) if modality == "text" else value
+                    sample[slot] = _file_input(manager, value, modality)
                     continue
                 parsed = None if modality == "text" else _structured(value, model.processors.get(slot))
                 sample[slot] = value if parsed is None else parsed
             elif _is_file(item):
-                modality = EXTENSION_MODALITY.get(Path(item).suffix.lower())
+                modality = extensions.get(Path(item).suffix.lower())
                 matches = [s for s in slots if _slot_modality(model, s) == modality]
                 if modality is None or len(matches) != 1:
                     issues.append(ConfigIssue("", f"cannot tell which slot {item!r} is for (slots: {slots}); write slot={item}"))
                 else:
-                    sample[matches[0]] = _text_file(item) if modality == "text" else item
+                    sample[matches[0]] = _file_input(manager, item, modality)
             elif sep:
                 issues.append(ConfigIssue("", f"unknown modality slot(s) [{slot!r}] in {item!r}; the model has {slots}"))
             else:
@@ -115,34 +152,13 @@ def _prediction_record(model, output, row: int) -> dict:
     probabilities = output.extras.get("probabilities") if isinstance(output.extras, dict) else None
     if isinstance(probabilities, torch.Tensor) and probabilities.dim() == 2:
         values = [round(float(p), 4) for p in probabilities[row]]
-        classes = getattr(model.head, "classes", None)
+        classes = model.head.classes
         record["probabilities"] = dict(zip(classes, values, strict=True)) if classes and len(classes) == len(values) else values
     return record
 
 
-def _data_columns(config: dict, model, header: set[str]) -> tuple[dict, list[str]]:
-    """``(columns, path_columns)`` for a --data table: the run's manifest mapping, else one column per
-    slot named after it (a tabular slot with named columns: those columns)."""
-    data = config.get("data") or {}
-    if data.get("name") == "manifest" and isinstance(data.get("columns"), dict):
-        return dict(data["columns"]), list(data.get("path_columns") or [])
-    columns, path_columns = {}, []
-    for slot in model.slots:
-        processor = model.processors.get(slot)
-        numeric, categorical = getattr(processor, "columns", None), getattr(processor, "categorical", None)
-        if slot not in header and (numeric or categorical):
-            columns[slot] = {k: list(v) for k, v in (("numeric", numeric), ("categorical", categorical)) if v}
-        else:
-            columns[slot] = slot
-            if _slot_modality(model, slot) in ("image", "audio", "video") and slot in header:
-                path_columns.append(slot)  # a file path (a text column holds the text itself)
-    return columns, path_columns
-
-
-def _predict_table(args: argparse.Namespace, model, config: dict) -> int:
+def _predict_table(args: argparse.Namespace, model, config: dict, manager) -> int:
     from mmcore.engine.evaluation import predict_output
-    from mmcore_plugins.datasets.manifest import inputs_from_rows
-    from mmcore_plugins.io import read_table
 
     if args.inputs:
         raise ConfigError([ConfigIssue("--data", "give either --data FILE or slot=value inputs, not both")])
@@ -154,15 +170,16 @@ def _predict_table(args: argparse.Namespace, model, config: dict) -> int:
     if out_path is not None and out_path.is_dir():
         raise ConfigError([ConfigIssue("--out", f"{str(out_path)!r} is a folder, expected a file")])
     source = Path(args.data)
+    # Reading the table and mapping its columns to slots is a plugin's job (the built-in manifest's).
     try:
-        rows = read_table(source, encoding=args.encoding)
-        header = set().union(*(r.keys() for r in rows)) if rows else set()
-        columns, path_columns = _data_columns(config, model, header)
-        modalities = {s: m for s in model.slots if (m := _slot_modality(model, s))}
-        built = inputs_from_rows(rows, columns, path_columns=path_columns, root=source.parent, name=str(source),
-                                 modalities=modalities, validate="exists", allow_outside_paths=True)
+        built = manager.hook.mmcore_table_inputs(path=source, encoding=args.encoding, model=model,
+                                                 data=dict(config.get("data") or {}))
     except (ValueError, FileNotFoundError) as exc:
         raise ConfigError([ConfigIssue("--data", str(exc))]) from exc
+    if built is None:
+        raise ConfigError([ConfigIssue("--data", "no installed plugin reads tables into model inputs (hook "
+                                                 "mmcore_table_inputs; the built-in one is the manifest plugin: is it "
+                                                 "blocked by MMCORE_DISABLE_PLUGINS?)")])
     records: list[dict] = [{} for _ in built]
     good = [i for i, (inputs, _) in enumerate(built) if inputs is not None]
     for i, (_, error) in enumerate(built):
@@ -193,16 +210,17 @@ def _predict_table(args: argparse.Namespace, model, config: dict) -> int:
 
 
 def cmd_predict(args: argparse.Namespace, manager) -> int:
+    from mmcore.engine.checkpoint import load_run
     from mmcore.engine.evaluation import predict_output
 
-    model, config = load_run(args.run_dir, manager)
+    model, config = load_run(args.run_dir, manager.registry)
     if args.data is not None:
-        return _predict_table(args, model, config)
+        return _predict_table(args, model, config, manager)
     if args.out is not None:
         raise ConfigError([ConfigIssue("--out", "--out goes with --data FILE (a single sample prints its JSON)")])
     if not args.inputs:
         raise ConfigError([ConfigIssue("", f"give slot=value inputs (the model's slots: {model.slots}) or --data FILE")])
-    sample = parse_predict_inputs(args.inputs, model)
+    sample = parse_predict_inputs(args.inputs, model, manager.registry.extension_modalities(), manager=manager)
     try:
         if not sample:
             raise ValueError(f"give at least one of the model's modality slots {model.slots}")

@@ -16,6 +16,12 @@ perturb.   ``factory(level, **options)``      none (``level`` is an option: 0 = 
 =========  =================================  ===============================================
 
 docs/plugins.md is the plugin author's reference for every kind (with an example each).
+
+Optional protocols are declared here with their defaults, never discovered by ``getattr``: a
+Processor's ``training`` / ``augment`` flags, ``check_state`` and, for row readers, ``columns`` /
+``categorical``; an Encoder's frozen stage (``frozen_features``, ``from_frozen``, ``cacheable``,
+``frozen_dim``); a Head's ``classes`` / ``num_classes`` and its factory's ``dataset_options`` /
+``options_from_data``. A component overrides what it needs; :mod:`mmcore.testing` checks them.
 """
 
 from __future__ import annotations
@@ -51,6 +57,19 @@ class Processor(abc.ABC):
     ``present=False`` in the batch, never as data.
     """
 
+    #: Train-time augmentation switch: the trainer sets it True while it collates training batches
+    #: and False for evaluation (:func:`mmcore.data.processors_training`). A processor without
+    #: train-time behaviour ignores it.
+    training: bool = False
+    #: Whether ``__call__`` may give different outputs for one raw input while ``training`` (random
+    #: augmentation). Such a processor's outputs are never memoized (``trainer.cache_inputs``) nor
+    #: its slot's features cached (``trainer.cache_features``). False: the same input, the same output.
+    augment: bool = False
+    #: For processors that read a row ``{column: value}`` (tabular): the numeric columns read, in
+    #: order, and the categorical ones (kept as strings by ``mmcore predict``). None: not a row reader.
+    columns: Sequence[str] | None = None
+    categorical: Sequence[str] | None = None
+
     @abc.abstractmethod
     def __call__(self, raw: Any) -> Any:
         """Raw sample (path, PIL image, string, waveform, row, ...) -> tensors for ``collate``."""
@@ -72,6 +91,13 @@ class Processor(abc.ABC):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:  # noqa: B027
         """Restore what ``state_dict`` returned."""
 
+    def check_state(self, state: Mapping[str, Any]) -> None:  # noqa: B027 - optional hook, no check by default
+        """Check a saved state before :meth:`load_state_dict` (a ``model.json`` may be damaged or edited):
+        raise ValueError whose message starts with the offending key and says what was expected and
+        what came (``"vocab has 5000 tokens; vocab_size 1000 holds at most 998"``), e.g. a vocabulary
+        larger than the embedding table it indexes. Default: no check (numbers are checked finite,
+        ``std``/``scale`` positive, by :func:`mmcore.engine.artefacts.check_processor_state`)."""
+
     def example(self, generator: torch.Generator) -> Any:
         """A valid raw sample, for conformance checks. Override it to get processor coverage."""
         raise NotImplementedError(f"{type(self).__name__} does not provide example raw samples")
@@ -88,6 +114,8 @@ class Encoder(nn.Module, abc.ABC):
 
     modality: str = "unknown"
     dim: int
+    #: Width of :meth:`frozen_features`' output, when it differs from ``dim`` (None: ``dim``).
+    frozen_dim: int | None = None
 
     @abc.abstractmethod
     def processor(self) -> Processor:
@@ -96,6 +124,26 @@ class Encoder(nn.Module, abc.ABC):
     @abc.abstractmethod
     def forward(self, batch: Batch) -> Features:
         """A collated batch from this encoder's processor -> Features ``[B, L, dim]``."""
+
+    # A frozen stage and a trainable tail: ``forward(batch) == from_frozen(frozen_features(batch))``.
+    # ``trainer.cache_features`` computes the frozen stage once per sample and keeps it
+    # (:mod:`mmcore.feature_cache`) when ``cacheable``. The defaults make the whole encoder the frozen
+    # stage, cacheable when none of its parameters trains.
+    def frozen_features(self, batch: Batch) -> Features:
+        """The frozen stage: a collated batch -> Features ``[B, L, frozen_dim or dim]``. Default: the
+        whole encoder (``self(batch)``)."""
+        return self(batch)
+
+    def from_frozen(self, features: Features) -> Features:
+        """The trainable tail: :meth:`frozen_features`' output -> Features ``[B, L, dim]``. Default: unchanged."""
+        return features
+
+    @property
+    def cacheable(self) -> bool:
+        """Whether :meth:`frozen_features` may be computed once per sample and reused: its weights do
+        not train and its output does not depend on training mode or chance. Default: True when no
+        parameter of the encoder trains. An encoder that splits overrides it (e.g. ``freeze: true``)."""
+        return not any(p.requires_grad for p in self.parameters())
 
 
 class Fusion(nn.Module, abc.ABC):
@@ -148,6 +196,29 @@ class HeadOutput:
 
 class Head(nn.Module, abc.ABC):
     """Task head: fused features (+ targets) -> :class:`HeadOutput`, with its metrics."""
+
+    #: Class names (index = class) when the head predicts named classes; ``mmcore predict`` reports
+    #: probabilities by these names. None: no names (indices, or not a classifier).
+    classes: list[str] | None = None
+    #: Number of classes of a classifier (robustness reports show chance level); None otherwise.
+    num_classes: int | None = None
+
+    # The two static methods below are read from the head's *factory* by the trainer, before the
+    # head is built; a factory that is a function may carry them as attributes.
+    @staticmethod
+    def dataset_options(options: Mapping[str, Any]) -> dict[str, Any]:
+        """Data-set options this head implies, from its own options (``{name: value}`` of the config's
+        head section): e.g. ``{"target_type": "class", "classes": [...]}``. They go to a dataset
+        factory that takes them, unless the data config sets them. Default: none."""
+        return {}
+
+    @staticmethod
+    def options_from_data(options: Mapping[str, Any], metadata: Mapping[str, Any]) -> dict[str, Any]:
+        """The head's options completed from the training split's ``metadata`` (e.g. ``classes`` and
+        ``num_classes`` from the labels), so that ``config.yaml`` and ``model.json`` carry them. Given
+        options win; one that disagrees with the data raises :class:`~mmcore.errors.ConfigError`
+        (issue paths relative to the head). Default: the options unchanged."""
+        return dict(options)
 
     def __init__(self, input_dim: int) -> None:
         super().__init__()

@@ -74,9 +74,9 @@ def seeded_split(n: int, *, val_fraction: float, test_fraction: float, seed: int
 # ---------------------------------------------------------------------- batches
 @contextlib.contextmanager
 def processors_training(processors: Mapping[str, Any], training: bool = True) -> Iterator[None]:
-    """Switch every processor that has a ``training`` flag (train-time augmentation) to ``training``
-    for the duration of the block, and back off afterwards."""
-    switched = [p for p in processors.values() if hasattr(p, "training")] if training else []
+    """Switch every processor's ``training`` flag (:attr:`Processor.training`, train-time augmentation)
+    to ``training`` for the duration of the block, and back off afterwards."""
+    switched = list(processors.values()) if training else []
     for p in switched:
         p.training = True
     try:
@@ -88,8 +88,8 @@ def processors_training(processors: Mapping[str, Any], training: bool = True) ->
 
 class ModelCollate:
     """``model.collate`` as a picklable callable (for worker processes): the one collate of
-    training and evaluation. ``training=True`` switches the processors that have a ``training``
-    flag (train-time augmentation, e.g. ``image_cnn``'s shifts) on while collating; evaluation
+    training and evaluation. ``training=True`` switches the processors' ``training`` flag
+    (train-time augmentation, e.g. ``image_cnn``'s shifts) on while collating; evaluation
     batches are collated with it off. Feature caches attached to the model are honoured by
     ``model.collate`` itself."""
 
@@ -185,19 +185,29 @@ class MemoizedProcessor(Processor):
     """
 
     def __init__(self, inner: Processor) -> None:
-        if getattr(inner, "augment", False) or isinstance(inner, MemoizedProcessor):
+        if inner.augment or isinstance(inner, MemoizedProcessor):
             raise ValueError(f"{type(inner).__name__} cannot be memoized: it augments its inputs or is already memoized")
         self.inner = inner
         self.memo: dict[str, Any] = {}
 
     @property
     def training(self) -> bool:
-        return bool(getattr(self.inner, "training", False))
+        return bool(self.inner.training)
 
     @training.setter
     def training(self, value: bool) -> None:
-        if hasattr(self.inner, "training"):
-            self.inner.training = value
+        self.inner.training = value
+
+    @property
+    def columns(self):  # a row reader's columns are the inner processor's
+        return self.inner.columns
+
+    @property
+    def categorical(self):
+        return self.inner.categorical
+
+    def check_state(self, state: Mapping[str, Any]) -> None:
+        self.inner.check_state(state)
 
     def __call__(self, raw: Any) -> Any:
         if not isinstance(raw, (str, os.PathLike)):
@@ -237,7 +247,7 @@ def memoize_inputs(model: Any, exclude: Sequence[str] = ()) -> list[str]:
     cached = getattr(model, "feature_caches", {})
     slots = []
     for slot, processor in list(model.processors.items()):
-        if slot in exclude or slot in cached or getattr(processor, "augment", False) or isinstance(processor, MemoizedProcessor):
+        if slot in exclude or slot in cached or processor.augment or isinstance(processor, MemoizedProcessor):
             continue
         model.processors[slot] = MemoizedProcessor(processor)
         slots.append(slot)

@@ -197,7 +197,7 @@ class FeatureCache:
     optionally on disk (``directory``: one safetensors file per sample, shared by worker
     processes and later runs). Keyed by ``(encoder fingerprint, sample key)``.
 
-    On disk, entries are written by :func:`mmcore.engine.files.write_file` (atomic, unpredictable
+    On disk, entries are written by :func:`mmcore.engine.atomic.write_file` (atomic, unpredictable
     temporaries, the sub-folders below ``directory`` never links) and checked before they are
     read: a regular file (not a link) of at most :data:`MAX_ENTRY_BYTES`, a safetensors header
     (read alone; safetensors checks every offset against the file's size) holding exactly
@@ -285,7 +285,7 @@ class FeatureCache:
         if self.directory is not None:
             from safetensors.torch import save
 
-            from mmcore.engine.files import write_file
+            from mmcore.engine.atomic import write_file
 
             # Atomic (a reader never sees half a file), never through a link below the directory.
             write_file(self._file(fingerprint, key), save({"tokens": entry[0], "pooled": entry[1]}), root=self.directory)
@@ -298,17 +298,14 @@ class FeatureCache:
 # ---------------------------------------------------------------------- encoder side
 def is_cacheable(encoder: torch.nn.Module, processor: Processor | None = None) -> bool:
     """Whether ``encoder``'s frozen stage may be cached (frozen weights, no processor augmentation)."""
-    if processor is not None and getattr(processor, "augment", False):
+    if processor is not None and processor.augment:
         return False
-    if hasattr(encoder, "frozen_features") and hasattr(encoder, "from_frozen"):
-        return bool(getattr(encoder, "cacheable", False))
-    return not any(p.requires_grad for p in encoder.parameters())
+    return bool(encoder.cacheable)  # Encoder.cacheable: by default, no parameter trains
 
 
 def _stages(encoder: torch.nn.Module) -> tuple[Callable[[Any], Features], Callable[[Features], Features]]:
-    if hasattr(encoder, "frozen_features") and hasattr(encoder, "from_frozen"):
-        return encoder.frozen_features, encoder.from_frozen
-    return encoder, lambda features: features  # cached whole (called as a module: its hooks run)
+    # Encoder's defaults: the whole encoder (called as a module: its hooks run), then nothing
+    return encoder.frozen_features, encoder.from_frozen
 
 
 class _Miss:
@@ -436,9 +433,12 @@ def attach_feature_cache(model: Any, slot: str, cache: FeatureCache) -> FeatureC
             "trainable weights or its processor augments at train time (use freeze: true and augment: false)"
         )
     fingerprint = encoder_fingerprint(encoder, processor)
-    width = int(getattr(encoder, "frozen_dim", encoder.dim))
-    # The stored width is known when the encoder declares its frozen stage's (frozen_dim) or is cached whole.
-    declared = hasattr(encoder, "frozen_dim") or not hasattr(encoder, "frozen_features")
+    width = int(encoder.frozen_dim or encoder.dim)
+    # The stored width is known when the encoder declares its frozen stage's (frozen_dim) or keeps the
+    # default stage (the whole encoder: its dim); an overridden stage without frozen_dim is not checked.
+    from mmcore.components import Encoder
+
+    declared = encoder.frozen_dim is not None or type(encoder).frozen_features is Encoder.frozen_features
     caches[slot] = SlotCache(cache, fingerprint, width, entry_width=width if declared else None)
     return FeatureCacheHandle(model, slot, cache, fingerprint)
 

@@ -81,6 +81,44 @@ def mmcore_add_commands(subparsers):
     """
 
 
+# --------------------------------------------------------------------------- users' files -> model inputs
+@hookspec(firstresult=True)
+def mmcore_file_input(path, modality):
+    """A file named as one input on the command line -> the raw input of a slot of ``modality``.
+
+    :param pathlib.Path path: an existing file (``mmcore predict RUN slot=FILE`` or a bare ``FILE``).
+    :param str modality: the modality of the slot it goes to (the slot's encoder's ``modality``).
+
+    :return: the raw value the slot's processor reads (e.g. a text file's contents for ``text``), or
+        None to leave it to another plugin. When no plugin returns a value, the path itself (a
+        ``str``) is the raw input: the processor opens the file. The first non-None result is used.
+        Raise ``ValueError`` (naming the file, what was expected and what came) for a file that
+        cannot be read; the command reports it and exits 2. Built-in: the ``modalities`` plugin
+        reads text files as UTF-8.
+    """
+
+
+@hookspec(firstresult=True)
+def mmcore_table_inputs(path, encoding, model, data):
+    """The rows of a table file -> one model input per row, for ``mmcore predict --data FILE``.
+
+    :param pathlib.Path path: the table file (``.csv``, ``.jsonl``, ``.parquet``, ...).
+    :param str encoding: the text encoding the user gave (``--encoding``) for text formats.
+    :param mmcore.MultimodalModel model: the run's model (``model.slots``, ``model.encoders``,
+        ``model.processors``): which slots there are and what each reads.
+    :param dict data: the run's ``data`` config section (``data["name"]`` is the dataset it was
+        trained on): a dataset plugin maps the table's columns to slots the way its config did.
+
+    :return: ``[(inputs, None) | (None, problem), ...]``, one per row in file order: ``inputs``
+        ``{slot: raw or None}``, or ``problem`` a one-line message naming the row and column
+        (``"row 3, column 'photo': file 'x.png' does not exist"``) for a row that cannot be used;
+        or None to leave the table to another plugin. The first non-None result is used. Raise
+        ``ValueError`` for a table that cannot be read at all (naming the file and what is wrong);
+        the command reports it and exits 2. Built-in: the ``manifest`` plugin (``trylast``: a run's
+        manifest mapping, else one column per slot named after it).
+    """
+
+
 # --------------------------------------------------------------------------- training lifecycle
 @hookspec
 def mmcore_train_start(trainer, config):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -350,8 +351,13 @@ def _one_modality(kind: str, name: str, factory: Any, modality: Any) -> str | No
 
 
 def first_doc_line(obj: Any) -> str:
-    doc = inspect.getdoc(obj) or ""
-    return doc.strip().splitlines()[0] if doc.strip() else ""
+    """The first sentence of ``obj``'s docstring, on one line (a sentence wrapped over several lines
+    is joined, not cut): up to the first ``.``/``!``/``?`` followed by a capital letter, else the
+    whole first paragraph."""
+    doc = (inspect.getdoc(obj) or "").strip()
+    paragraph = " ".join(line.strip() for line in doc.split("\n\n")[0].splitlines())
+    end = re.search(r"(?<=[.!?])\s+(?=[A-Z])", paragraph)
+    return paragraph[: end.start()] if end else paragraph
 
 
 def _check_kind(kind: str) -> None:

@@ -20,18 +20,23 @@ _counter = itertools.count(1)
 
 
 class PluginHandle:
-    """A plugin registered at run time; ``unregister()`` (or leaving its ``with`` block) removes it."""
+    """A plugin registered at run time; ``unregister()`` (or leaving its ``with`` block) removes it.
 
-    def __init__(self, manager: MmcorePluginManager, name: str) -> None:
+    ``owned=False``: the plugin was registered before (e.g. installed and loaded from its entry
+    point); the handle leaves it registered."""
+
+    def __init__(self, manager: MmcorePluginManager, name: str, *, owned: bool = True) -> None:
         self.manager = manager
         self.name = name
+        self.owned = owned
 
     @property
     def components(self):
         return self.manager.registry.by_plugin(self.name)
 
     def unregister(self) -> None:
-        self.manager.unload_plugin(self.name)
+        if self.owned:
+            self.manager.unload_plugin(self.name)
 
     def __enter__(self) -> PluginHandle:
         return self
@@ -49,9 +54,13 @@ def register_plugin(
     """Register ``plugin`` (a module or object with ``@mmcore.hookimpl`` functions) now.
 
     Errors (a duplicate component name, a registration hook that raises) propagate and leave
-    nothing behind. Returns a handle usable as a context manager that unregisters on exit.
+    nothing behind. Returns a handle usable as a context manager that unregisters on exit. A plugin
+    that is registered already (an installed module, loaded from its entry point) stays as it is:
+    the handle names that registration and leaves it in place on exit.
     """
     manager = manager or get_plugin_manager()
+    if manager.is_registered(plugin):
+        return PluginHandle(manager, manager.get_name(plugin), owned=False)
     if name is None:
         base = getattr(plugin, "__name__", None) or type(plugin).__name__
         name = f"{base}#{next(_counter)}"

@@ -8,7 +8,9 @@ missing modalities; a failure raises :class:`ConformanceError` (an AssertionErro
 shows it as a test failure) that says what was expected and what came. Checks exist for every
 buildable kind: :func:`check_encoder` (with its Processor), :func:`check_fusion`,
 :func:`check_head`, :func:`check_perturbation`, :func:`check_dataset`, and
-:func:`check_component` for a registered one by name.
+:func:`check_component` for a registered one by name. The optional protocols declared on the base
+classes are checked with them (:func:`check_processor_protocols`, :func:`check_frozen_stage`,
+:func:`check_head_protocols`).
 
 (Longer than mmcore's other modules on purpose: it is the one public kit plugin authors import,
 ``from mmcore.testing import ...``, and each check reads top to bottom on its own.)
@@ -180,7 +182,8 @@ def check_encoder(encoder: Encoder, *, batch_size: int = 4, seed: int = 0, label
     zeros for the missing sample; each sample's output the same alone and inside the padded mixed
     batch (pooled and real tokens, within ``atol`` scaled by the output's magnitude); the
     Processor's state surviving ``fit -> state_dict -> JSON -> load_state_dict`` with identical
-    outputs; gradients reaching the trainable parameters. Needs ``Processor.example``.
+    outputs; gradients reaching the trainable parameters; the optional protocols
+    (:func:`check_processor_protocols`, :func:`check_frozen_stage`). Needs ``Processor.example``.
 
     Raises:
         ConformanceError: the first contract broken, naming it.
@@ -216,6 +219,8 @@ def check_encoder(encoder: Encoder, *, batch_size: int = 4, seed: int = 0, label
         _fail(label, "a missing sample must give mask=False and zero tokens/pooled (never data-looking features)")
     _check_batch_independence(label, encoder, processor, raws, feats, atol)
     _check_processor_state(label, encoder, processor, gen)
+    check_processor_protocols(processor, [r for r in raws if r is not None], label=label)
+    check_frozen_stage(encoder, batch, label=label, atol=atol)
     if any(p.requires_grad for p in encoder.parameters()):
         encoder.train()
         out = encoder(batch)
@@ -277,6 +282,64 @@ def _check_processor_state(label: str, encoder: Encoder, processor: Processor, g
         _fail(label, "the encoder's outputs differ for a processor restored from its JSON state_dict()")
 
 
+def check_processor_protocols(processor: Processor, raws: Sequence[Any], *, label: str = "processor") -> None:
+    """The Processor's optional protocols (declared on :class:`~mmcore.components.Processor`):
+    ``training`` and ``augment`` are bools; a processor that does not declare ``augment`` gives the
+    same output for the same input with ``training`` on (its outputs may be memoized and its slot's
+    features cached); ``check_state`` accepts the processor's own ``state_dict()``.
+
+    Raises:
+        ConformanceError: the first protocol broken, naming it.
+    """
+    for flag in ("training", "augment"):
+        if not isinstance(getattr(processor, flag), bool):
+            _fail(label, f"Processor.{flag} must be a bool, got {getattr(processor, flag)!r}")
+    if not processor.augment:
+        was = processor.training
+        processor.training = True
+        try:
+            for i, raw in enumerate(raws):
+                if not _same_tree(processor(raw), processor(raw), atol=0.0):
+                    _fail(label, f"example {i}: processing it twice with training on gave different outputs, but "
+                                 "augment is False (set augment = True for random train-time augmentation: its outputs "
+                                 "are then never memoized or cached)")
+        finally:
+            processor.training = was
+    try:
+        processor.check_state(json.loads(json.dumps(processor.state_dict())))
+    except (ValueError, TypeError) as exc:
+        _fail(label, f"check_state refused the processor's own state_dict(): {exc}")
+
+
+def check_frozen_stage(encoder: Encoder, batch: Mapping[str, Any], *, label: str = "encoder", atol: float = 1e-4) -> None:
+    """The Encoder's frozen stage (declared on :class:`~mmcore.components.Encoder`): ``frozen_features``
+    gives Features of width ``frozen_dim or dim``; ``from_frozen(frozen_features(batch))`` is
+    ``encoder(batch)``; ``cacheable`` is a bool, and a cacheable stage gives the same output in train
+    and eval mode (a cached value is reused in both).
+
+    Raises:
+        ConformanceError: the first protocol broken, naming it.
+    """
+    if not isinstance(encoder.cacheable, bool):
+        _fail(label, f"Encoder.cacheable must be a bool, got {encoder.cacheable!r}")
+    width = encoder.frozen_dim or encoder.dim
+    was_training = encoder.training
+    try:
+        encoder.eval()
+        with torch.no_grad():
+            frozen = encoder.frozen_features(batch)
+            _check_features(f"{label} (frozen_features)", frozen, int(batch["present"].shape[0]), width)
+            _same(label, "from_frozen(frozen_features(batch)) differs from encoder(batch)", encoder(batch),
+                  encoder.from_frozen(frozen), atol)
+            if encoder.cacheable:
+                encoder.train()
+                _same(label, "cacheable, but frozen_features gives different outputs in train and eval mode (a cached "
+                             "value is reused in both: no dropout or batch statistics in the frozen stage)",
+                      frozen, encoder.frozen_features(batch), atol)
+    finally:
+        encoder.train(was_training)
+
+
 # ---------------------------------------------------------------------- heads
 def check_head(
     factory: Any,
@@ -299,6 +362,7 @@ def check_head(
     head = factory(**reserved, **dict(options or {}))
     if not isinstance(head, Head):
         _fail(label, f"factory must return an mmcore.Head, got {type(head).__name__}")
+    check_head_protocols(factory, head, options=dict(options or {}), label=label)
     gen = torch.Generator().manual_seed(seed)
     present = torch.ones(batch_size, dtype=torch.bool)
     present[-1] = False  # the last sample lacks every modality
@@ -340,6 +404,33 @@ def check_head(
         if not torch.isfinite(torch.as_tensor(value, dtype=torch.float32)).all():
             _fail(label, f"metric {name!r} computed a non-finite value {value}")
     return head
+
+
+def check_head_protocols(factory: Any, head: Head, *, options: Mapping[str, Any], label: str = "head") -> None:
+    """The Head's optional protocols (declared on :class:`~mmcore.components.Head`): ``classes`` is
+    None or a list of strings, as many as ``num_classes``; the factory's ``dataset_options(options)``
+    returns a mapping; its ``options_from_data(options, metadata)`` returns a mapping that keeps every
+    given option (given options win), with empty metadata too.
+
+    Raises:
+        ConformanceError: the first protocol broken, naming it.
+    """
+    classes, count = head.classes, head.num_classes
+    if classes is not None and (not isinstance(classes, list) or not all(isinstance(c, str) for c in classes)):
+        _fail(label, f"Head.classes must be None or a list of class names (str), got {classes!r}")
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+        _fail(label, f"Head.num_classes must be None or a positive int, got {count!r}")
+    if classes is not None and count is not None and len(classes) != count:
+        _fail(label, f"Head.classes lists {len(classes)} names but num_classes is {count}")
+    hints = getattr(factory, "dataset_options", Head.dataset_options)(dict(options))
+    if not isinstance(hints, Mapping) or not all(isinstance(k, str) for k in hints):
+        _fail(label, f"dataset_options(options) must return a mapping of data-set option names, got {hints!r}")
+    filled = getattr(factory, "options_from_data", Head.options_from_data)(dict(options), {})
+    if not isinstance(filled, Mapping):
+        _fail(label, f"options_from_data(options, metadata) must return a mapping of options, got {filled!r}")
+    changed = [k for k, v in options.items() if k not in filled or filled[k] != v]
+    if changed:
+        _fail(label, f"options_from_data changed or dropped given options {changed} (given options win)")
 
 
 # ---------------------------------------------------------------------- by registry entry

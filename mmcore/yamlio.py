@@ -266,6 +266,14 @@ def load_override_value(raw: str, *, source: str) -> Any:
         raise
 
 
+class ConfigDumper(yaml.SafeDumper):
+    """SafeDumper that quotes a string exactly when :class:`ConfigLoader` would read it as something
+    else: it resolves plain scalars with the loader's resolvers, so ``"1e3"`` (a float to YAML 1.2,
+    a string to PyYAML's 1.1 dumper) is written ``'1e3'`` and comes back a string."""
+
+    yaml_implicit_resolvers = _resolvers()
+
+
 def dump_yaml(data: Any) -> str:
     """``data`` as block-style YAML that :func:`load_yaml` reads back unchanged (keys in order)."""
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    return yaml.dump(data, Dumper=ConfigDumper, sort_keys=False, allow_unicode=True)

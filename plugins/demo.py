@@ -53,8 +53,8 @@ def _describe(data: dict) -> str:
 
 
 def run_demo(args: argparse.Namespace, manager) -> int:
+    from mmcore.engine.atomic import write_file
     from mmcore.engine.config import load_config
-    from mmcore.engine.files import write_file
     from mmcore.engine.robustness import format_report, plot_report, robustness_report
     from mmcore.engine.trainer import Trainer
 

@@ -112,8 +112,9 @@ def _check_numbers(value: Any, where: str, *, integer_bound: int | None = None) 
 
 
 def check_processor_state(states: Mapping[str, Any], model: Any, path: Path) -> None:
-    """Fitted processor state: known slots, finite numbers, positive standard deviations,
-    vocabularies that fit the processor's embedding tables."""
+    """Fitted processor state: known slots, finite numbers, positive standard deviations, and what
+    each processor checks itself (:meth:`~mmcore.components.Processor.check_state`: e.g. vocabularies
+    that fit its embedding tables)."""
     for slot, state in states.items():
         if slot not in model.processors:
             raise CheckpointError(f"{path}: processors.{slot}: the model has no slot {slot!r} (slots: {model.slots})")
@@ -126,16 +127,10 @@ def check_processor_state(states: Mapping[str, Any], model: Any, path: Path) -> 
                 if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
                     raise CheckpointError(f"{where}.{key}[{i}] is {v!r}; a fitted {key} must be a positive finite number "
                                           "(the file is damaged or was edited)")
-        processor = getattr(model.processors[slot], "inner", model.processors[slot])
-        vocab, limit = state.get("vocab"), getattr(processor, "vocab_size", None)
-        if isinstance(vocab, list) and isinstance(limit, int) and len(vocab) > limit - 2:
-            raise CheckpointError(f"{where}.vocab has {len(vocab)} tokens; the encoder's vocab_size {limit} holds at most {limit - 2}")
-        columns, limit = state.get("vocabularies"), getattr(processor, "max_categories", None)
-        if isinstance(columns, dict) and isinstance(limit, int):
-            for column, values in columns.items():
-                if not isinstance(values, list) or len(values) > limit - 1:
-                    raise CheckpointError(f"{where}.vocabularies.{column}: expected a list of at most {limit - 1} values "
-                                          f"(max_categories {limit}), got {values if not isinstance(values, list) else len(values)!r}")
+        try:  # the processor's own checks (Processor.check_state): vocabularies that fit its tables, ...
+            model.processors[slot].check_state(state)
+        except (ValueError, TypeError) as exc:
+            raise CheckpointError(f"{where}.{exc}") from exc
 
 
 # ------------------------------------------------------------------------------ safetensors

@@ -10,23 +10,18 @@ A checkpoint is a folder::
 
 A folder is written under a temporary name and then swapped in with renames, so a process
 killed at any point leaves either the previous checkpoint or the new one, never a mix; a
-single file is written to a temporary file and renamed over the old one (:mod:`mmcore.engine.files`,
-which every file mmcore writes goes through). Files are fsynced
+single file is written to a temporary file and renamed over the old one (never through a link). Files are fsynced
 before the renames and their folder after them; files and folders get the permissions the
 process's umask gives any new file (``0o666 & ~umask``, folders ``0o777 & ~umask``). A full disk
 (ENOSPC) or quota (EDQUOT) raises :class:`CheckpointWriteError` and keeps the previous file or
-checkpoint untouched.
+checkpoint untouched. The writing itself (atomic files and folders, fsync, permissions) is
+:mod:`mmcore.engine.atomic`'s; its names are importable from here too.
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import math
-import os
-import shutil
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,96 +35,26 @@ from mmcore.engine.artefacts import (
     read_safetensors_header,
     read_weights,
 )
-from mmcore.engine.files import CheckpointWriteError, atomic_write, current_umask, no_space_error
+from mmcore.engine.atomic import (  # re-exported: the names callers have always imported from here
+    _UMASK,  # noqa: F401 - tests compare permissions with it
+    CheckpointWriteError,
+    atomic_directory,
+    atomic_write,
+    current_umask,
+    write_file,  # noqa: F401 - the atomic writer of single files
+    write_fsynced,
+)
 from mmcore.engine.rundir import SPEC, STATE, WEIGHTS
 from mmcore.model import MultimodalModel, build_model
 from mmcore.registry import Registry
 
 __all__ = ["CheckpointError", "CheckpointWriteError", "MissingCheckpointError", "SPEC", "STATE", "WEIGHTS", "atomic_directory", "atomic_write",
-           "current_umask", "dumps_json", "load_model", "load_training_state", "load_weights", "model_state",
+           "current_umask", "dumps_json", "load_model", "load_run", "load_training_state", "load_weights", "model_state",
            "resolve_checkpoint", "save_checkpoint", "save_model", "write_model"]
 
 
 class MissingCheckpointError(CheckpointError, FileNotFoundError):
     """A checkpoint folder lacks one of its files."""
-
-
-#: The umask when mmcore was imported (kept for callers of the old name; writes read it afresh).
-_UMASK = current_umask()
-_no_space = no_space_error
-
-
-def write_file(path: Path, write: Callable[[Any], Any]) -> None:
-    """Open ``path`` for binary writing, call ``write(file)``, flush and fsync; an OSError
-    raised inside names ``path`` (``exc.filename``)."""
-    try:
-        with open(path, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-    except OSError as exc:
-        if exc.filename is None:
-            exc.filename = str(path)
-        raise
-
-
-def atomic_directory(path: Path, write: Callable[[Path], Any]) -> Path:
-    """Fill a fresh temporary folder with ``write(folder)``, then swap it in as ``path``.
-
-    The swap is two renames (old -> ``.name.old``, new -> name); a reader finding no ``path``
-    but a ``.name.old`` uses that one (:func:`resolve_checkpoint`), so there is always a
-    complete checkpoint on disk. Raises CheckpointWriteError (the old folder kept) when the
-    disk is full.
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    except OSError as exc:
-        raise (_no_space(exc, f"{path.name}/", "checkpoint") or exc) from exc
-    old = path.parent / f".{path.name}.old"
-    try:
-        write(tmp)
-        umask = current_umask()
-        for item in tmp.iterdir():
-            if item.is_file():
-                _fsync(item)
-                os.chmod(item, 0o666 & ~umask)
-        os.chmod(tmp, 0o777 & ~umask)
-        _fsync(tmp)
-        if old.exists():
-            if path.exists():
-                shutil.rmtree(old)
-            else:  # a previous swap died between its renames: the old folder is the good one
-                os.replace(old, path)
-        if path.exists():
-            os.replace(path, old)
-        os.replace(tmp, path)
-        _fsync(path.parent)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        name = Path(exc.filename).name if isinstance(exc, OSError) and exc.filename else ""
-        error = _no_space(exc, f"{path.name}/{name}", "checkpoint")
-        if error is not None:
-            raise error from exc
-        raise
-    return path
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file's data, or a folder's entries (after renames), to disk."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.EBADF):  # some file systems cannot fsync a folder
-            raise
-    finally:
-        os.close(fd)
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -188,8 +113,8 @@ def write_model(model: MultimodalModel, folder: Path, *, state: dict[str, torch.
     # Serialised in memory and written through Python: the file gets the umask's permissions
     # (safetensors.save_file makes it 0600) and a full disk is an OSError with its errno.
     data = safetensors.torch.save(state if state is not None else model_state(model))
-    write_file(folder / WEIGHTS, lambda fh: fh.write(data))
-    write_file(folder / SPEC, lambda fh: fh.write(text.encode()))
+    write_fsynced(folder / WEIGHTS, lambda fh: fh.write(data))  # inside the fresh folder atomic_directory swaps in
+    write_fsynced(folder / SPEC, lambda fh: fh.write(text.encode()))
 
 
 def save_model(model: MultimodalModel, directory: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
@@ -262,6 +187,26 @@ def _load_processors(model: MultimodalModel, states: dict[str, Any], path: Path)
             raise CheckpointError(f"{path}: processors.{slot}: the fitted state does not fit the processor: {exc}") from exc
 
 
+def load_run(run_dir: str | Path, registry: Registry | None = None, checkpoint: str = "best") -> tuple[MultimodalModel, dict]:
+    """A run directory's model (from its ``checkpoint``: ``best`` or ``last``) and resolved config.
+
+    RunDirError when ``run_dir`` is not a run; CheckpointError when its files are damaged (both
+    checked before anything is built, see :func:`load_model`). The config's path options are
+    absolute in runs written since they are stored so; an older run's relative ones are taken
+    relative to the current folder, as when it was trained. Errors here are the user's input's
+    (exit 2 on the command line).
+    """
+    from mmcore.engine.config import resolve_paths
+    from mmcore.engine.rundir import RunDir
+    from mmcore.errors import user_input_phase
+
+    run = RunDir.open(run_dir, checkpoint)
+    with user_input_phase(f"reading the run {run_dir}"):  # a damaged run directory is the user's to fix
+        config = resolve_paths(run.read_config())  # safe and bounded: config.yaml may have been edited
+        model, _ = load_model(run.readable_checkpoint(checkpoint), registry)
+    return model, config
+
+
 # ------------------------------------------------------------------------------ training state
 def save_checkpoint(model: MultimodalModel, directory: str | Path, *, training_state: dict[str, Any] | None = None,
                     weights: dict[str, torch.Tensor] | None = None, extra: dict[str, Any] | None = None) -> Path:
@@ -270,7 +215,7 @@ def save_checkpoint(model: MultimodalModel, directory: str | Path, *, training_s
     def write(tmp: Path) -> None:
         write_model(model, tmp, state=weights, extra=extra)
         if training_state is not None:
-            write_file(tmp / STATE, lambda fh: torch.save(training_state, fh))
+            write_fsynced(tmp / STATE, lambda fh: torch.save(training_state, fh))
 
     return atomic_directory(Path(directory), write)
 

@@ -22,9 +22,9 @@ from typing import Any
 
 import torch
 
+from mmcore.engine.atomic import write_file
 from mmcore.engine.checkpoint import dumps_json, load_model
 from mmcore.engine.evaluation import to_device
-from mmcore.engine.files import write_file
 from mmcore.engine.plots import plot_compare
 from mmcore.engine.rundir import RunDir
 from mmcore.errors import ConfigError, ConfigIssue

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mmcore.components import PRIMARY_ARGUMENT
+from mmcore.components import PRIMARY_ARGUMENT, Head
 from mmcore.data import SPLITS
 from mmcore.errors import user_input_phase
 
@@ -21,11 +21,12 @@ def model_data_options(model: Any, registry: Any) -> dict[str, Any]:
         out["slot_modalities"] = {slot: registry.get("encoder", e["name"]).modality for slot, e in encoders.items()
                                   if registry.get("encoder", e["name"]).modality}
         head = model.get("head") or {}
-        hints = getattr(registry.get("head", head["name"]).factory, "dataset_options", None)
+        factory = registry.get("head", head["name"]).factory
     except (KeyError, TypeError, AttributeError):  # an invalid spec is reported by validate_config
         return out
-    if callable(hints):
-        out.update(hints({k: v for k, v in head.items() if k != "name"}))
+    # Head.dataset_options, declared with its default; a function factory may carry its own
+    hints = getattr(factory, "dataset_options", Head.dataset_options)
+    out.update(hints({k: v for k, v in head.items() if k != "name"}))
     return out
 
 

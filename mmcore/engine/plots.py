@@ -3,7 +3,7 @@
 
 matplotlib is imported only when a plot is drawn, with the non-interactive Agg backend; each
 function returns what it wrote, and nothing (``[]`` / None) when matplotlib is not installed.
-Files are written atomically (a reader never sees half a PNG) by :mod:`mmcore.engine.files`; given
+Files are written atomically (a reader never sees half a PNG) by :mod:`mmcore.engine.atomic`; given
 a ``root`` (the run directory), the folders below it must be real folders: a linked ``plots/`` is
 refused, never written through.
 """
@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mmcore.engine.files import write_file
+from mmcore.engine.atomic import write_file
 
 
 def _pyplot():

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from mmcore.components import Perturbation
 from mmcore.engine.evaluation import evaluate
 from mmcore.engine.metrics import lower_is_better
 from mmcore.engine.views import PerturbedView, SubsetOfModalities
@@ -45,12 +46,12 @@ def perturbations_for(registry: Registry, modality: str | None) -> list[Componen
 
 
 def sweep_levels(info: ComponentInfo) -> list[float]:
-    return [float(x) for x in (getattr(info.factory, "levels", None) or DEFAULT_LEVELS)]
+    # Perturbation.levels / .describe, declared with their defaults; a function factory may carry its own
+    return [float(x) for x in (getattr(info.factory, "levels", Perturbation.levels) or DEFAULT_LEVELS)]
 
 
 def describe_level(info: ComponentInfo, level: float) -> str:
-    describe = getattr(info.factory, "describe", None)
-    return describe(level) if callable(describe) else f"{level:g}"
+    return getattr(info.factory, "describe", Perturbation.describe)(level)
 
 
 def robustness_report(
@@ -102,7 +103,7 @@ def robustness_report(
     rows = []
     wanted = set(perturbations) if perturbations is not None else None
     for slot in slots:
-        modality = getattr(model.encoders[slot], "modality", None)
+        modality = model.encoders[slot].modality
         for info in perturbations_for(registry, modality):
             if wanted is not None and info.name not in wanted:
                 continue
@@ -119,7 +120,7 @@ def robustness_report(
 
 
 def _chance(model: MultimodalModel, metric: str) -> float | None:
-    classes = getattr(model.head, "num_classes", None)
+    classes = model.head.num_classes  # Head.num_classes: None unless a classifier
     return 1.0 / classes if classes and metric == "accuracy" else None
 
 

@@ -28,7 +28,7 @@ Promises (tested in tests/core/engine/test_rundir.py):
 * Nothing is written through a symbolic link: one of mmcore's names (a file, ``plots/``, ``best/``,
   the lock) that is a link is refused before any work; the lock file is opened with
   ``O_NOFOLLOW`` and must be a regular file with one name (a hard link to a user's file would
-  otherwise be truncated); files are written by :mod:`mmcore.engine.files`.
+  otherwise be truncated); files are written by :mod:`mmcore.engine.atomic`.
 * A command that writes files of its own into the run (``fit``: ``data.jsonl``, ...) names them
   (``files=``): under ``overwrite`` a user's file of such a name is refused, never replaced, and
   :meth:`hold` keeps the lock for the whole command, trainer included.
@@ -46,7 +46,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from mmcore.engine.files import TEMPORARY as _TEMPORARY
+from mmcore.engine.atomic import TEMPORARY as _TEMPORARY
+from mmcore.engine.atomic import write_file
 from mmcore.errors import UserInputError
 
 #: The file names of a checkpoint folder (``best/``, ``last/``).
@@ -280,7 +281,6 @@ class RunDir:
             cls.check(run.path, resume=resume, overwrite=overwrite or holder is not None, files=run.files)
             if not run.is_marked:
                 from mmcore import __version__
-                from mmcore.engine.files import write_file
 
                 stamp = {"mmcore": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
                 write_file(run.marker, json.dumps(stamp) + "\n")

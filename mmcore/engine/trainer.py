@@ -25,12 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch.utils.data import DataLoader
 
+from mmcore.components import Head
 from mmcore.data import make_dataloader
 from mmcore.engine import NonFiniteLossError, distributed
 from mmcore.engine.artefacts import check_training_state, read_model_json, read_weights
+from mmcore.engine.atomic import write_file
 from mmcore.engine.checkpoint import (
     dumps_json,
     load_training_state,
@@ -47,7 +48,6 @@ from mmcore.engine.config import (
 )
 from mmcore.engine.datasets import load_datasets, model_data_options  # noqa: F401 - also importable from here
 from mmcore.engine.evaluation import autocast_context, evaluate_counted, to_device
-from mmcore.engine.files import write_file
 from mmcore.engine.host_memory import retain_freed_memory
 from mmcore.engine.loggers import attached_loggers, build_loggers
 from mmcore.engine.metrics import EpochAccumulator, StepMetrics, as_float, lower_is_better
@@ -58,6 +58,7 @@ from mmcore.engine.views import TrainingView
 from mmcore.errors import ConfigError, ConfigIssue, PluginHookError, user_input_phase
 from mmcore.model import MultimodalModel, build_model
 from mmcore.plugin_manager import MmcorePluginManager, get_plugin_manager
+from mmcore.yamlio import dump_yaml
 
 #: Training batches whose predictions are collected before one update of the training metrics.
 _METRIC_CHUNK = 32
@@ -133,6 +134,11 @@ class Trainer:
         self._trainable: list[torch.nn.Parameter] | None = None
         #: why a plugin asked training to stop (:meth:`request_stop`), or None
         self.stop_reason: str | None = None
+        #: the frozen-feature cache (``trainer.cache_features``), set by :meth:`setup`; None without one
+        self.feature_cache = None
+        self._epoch_state: EpochAccumulator | None = None  # the running epoch's accumulators
+        self._resumed_status = "completed"  # "early_stopping" when the resumed run had stopped early
+        self._resume_rng: Any = None  # the RNG state a resumed run continues from
 
     # ------------------------------------------------------------------ properties
     @property
@@ -168,13 +174,13 @@ class Trainer:
     @property
     def epoch_samples(self) -> int:
         """Training samples this process has counted so far in the current epoch."""
-        state = getattr(self, "_epoch_state", None)
+        state = self._epoch_state
         return state.seen if state is not None else 0
 
     @property
     def epoch_loss(self) -> float:
         """This process's mean training loss so far in the current epoch (reads the device: not every step)."""
-        state = getattr(self, "_epoch_state", None)
+        state = self._epoch_state
         return state.total_loss() / max(state.seen, 1) if state is not None else math.nan
 
     # ------------------------------------------------------------------ setup
@@ -198,8 +204,9 @@ class Trainer:
         distributed.check_training_rows(len(self.datasets["train"]), ws)
         train = self.datasets["train"]
         head = self.config["model"]["head"]
-        fill = getattr(self.manager.registry.get("head", head["name"]).factory, "options_from_data", None)
-        if callable(fill) and isinstance(getattr(train, "metadata", None), Mapping):
+        # Head.options_from_data, declared with its default; a function factory may carry its own
+        fill = getattr(self.manager.registry.get("head", head["name"]).factory, "options_from_data", Head.options_from_data)
+        if isinstance(getattr(train, "metadata", None), Mapping):
             try:  # e.g. classification: classes/num_classes from the labels, so config.yaml and model.json carry them
                 filled = fill({k: v for k, v in head.items() if k != "name"}, train.metadata)
             except ConfigError as exc:
@@ -377,7 +384,7 @@ class Trainer:
             raise ValueError("training samples need targets, got a batch without them")
         no_sync = getattr(self.train_model, "no_sync", None)
         context = no_sync() if (not sync and no_sync is not None) else contextlib.nullcontext()
-        state = getattr(self, "_epoch_state", None)
+        state = self._epoch_state
         terms: dict[str, torch.Tensor] = {}
         with context:
             with autocast_context(self.device, self.options.precision):
@@ -410,7 +417,7 @@ class Trainer:
     def optimizer_step(self) -> None:
         """Take one optimiser step with the accumulated gradients (``mmcore_before_optimizer_step``
         hooks first, then clipping, the step, the schedule), and clear the gradients."""
-        state = getattr(self, "_epoch_state", None)
+        state = self._epoch_state
         grad_hooks = state is not None and state.grad_hooks
         if self.options.grad_clip or grad_hooks:
             self.scaler.unscale_(self.optimizer)  # hooks and clipping see the true gradients
@@ -439,15 +446,22 @@ class Trainer:
             finished = True
             return report
         finally:
-            if self.dist is not None:
-                self.dist.close(wait=finished)
-            self.rundir.release()
+            self.close(wait=finished)
+
+    def close(self, *, wait: bool = True) -> None:
+        """Leave the process group (``wait``: after the other processes) and release the run
+        directory's lock. :meth:`fit` calls it; a caller that drove :meth:`setup` and the steps
+        itself (a step-time probe) calls it when done. Safe to call twice."""
+        if self.dist is not None:
+            self.dist.close(wait=wait)
+        self.rundir.release()
 
     def _fit(self, start: float) -> dict[str, Any]:
         opts = self.options
         if self.is_main:
-            write_file(self.rundir.config, yaml.safe_dump(self.config, sort_keys=False, allow_unicode=True))
-        status, error = getattr(self, "_resumed_status", "completed"), None
+            # dump_yaml: read back unchanged by the config loader (a class named "1e3" stays a string)
+            write_file(self.rundir.config, dump_yaml(self.config))
+        status, error = self._resumed_status, None
         # Outputs (metrics.csv, TensorBoard, progress, plots, third-party loggers) are plugins on
         # the lifecycle hooks, registered for this run on the main process only.
         with attached_loggers(self.manager, self.loggers):
@@ -455,7 +469,7 @@ class Trainer:
                 # Plugins' lifecycle hooks go through the manager: one that raises stops the run
                 # cleanly (PluginHookError naming it; report.json says so; checkpoints kept).
                 self.manager.call_lifecycle("mmcore_train_start", trainer=self, config=self.config)
-                if getattr(self, "_resume_rng", None) is not None:
+                if self._resume_rng is not None:
                     set_rng_state(self._resume_rng)
                 for epoch in range(self.start_epoch, opts.epochs + 1):
                     self.epoch = epoch

@@ -3,12 +3,14 @@
 ``fit(table, target=...)`` infers what each column holds (:mod:`.infer`), builds a complete
 config (:mod:`.choose`), fits its epochs into a time limit, trains, and returns a
 :class:`Predictor` (:mod:`.predictor`). The ``fit`` command (:mod:`.command`) is the same from the
-shell. ``mmcore.fit`` and ``mmcore.Predictor`` reach these through the ``autofit`` entry point.
+shell. ``mmcore.fit`` and ``mmcore.Predictor`` reach these through the ``autofit`` entry point. The
+plugin adds a command and nothing else to every training: the run ``fit`` starts is watched by a
+plugin object of its own (:mod:`.progress`), registered for that run only.
 """
 
-from mmcore_plugins.autofit.command import mmcore_add_commands, mmcore_epoch_end, mmcore_train_start
+from mmcore_plugins.autofit.command import mmcore_add_commands
 from mmcore_plugins.autofit.fitting import fit
 from mmcore_plugins.autofit.infer import ColumnError
 from mmcore_plugins.autofit.predictor import Predictor
 
-__all__ = ["ColumnError", "Predictor", "fit", "mmcore_add_commands", "mmcore_epoch_end", "mmcore_train_start"]
+__all__ = ["ColumnError", "Predictor", "fit", "mmcore_add_commands"]

@@ -51,37 +51,3 @@ def mmcore_add_commands(subparsers) -> None:
     parser.add_argument("--run-dir", help="where the run goes (default: runs/fit, runs/fit-2, ...)")
     parser.add_argument("--overwrite", action="store_true", help="write into an existing non-empty folder that is not a run")
     parser.set_defaults(handler=run_fit)
-
-
-@mmcore.hookimpl
-def mmcore_train_start(trainer, config) -> None:
-    """For runs started by ``fit``: the clock of the first epoch starts here, after the setup."""
-    import time
-
-    if getattr(trainer, "autofit_deadline", None) is not None:
-        trainer.autofit_epoch_started = time.perf_counter()
-
-
-@mmcore.hookimpl
-def mmcore_epoch_end(trainer, epoch, metrics) -> None:
-    """For runs started by ``fit`` (which sets ``trainer.autofit_log`` / ``autofit_deadline``): one line
-    per epoch, and the time limit kept -- when another epoch as long as the last would end after the
-    deadline (the machine slowed down since the step time was measured), training stops here."""
-    import time
-
-    log = getattr(trainer, "autofit_log", None)
-    if log is not None:
-        shown = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k.startswith(("train/loss", "val/")))
-        log(f"epoch {epoch}/{trainer.options.epochs}  {shown}")
-    deadline = getattr(trainer, "autofit_deadline", None)
-    if deadline is None:
-        return
-    now = time.perf_counter()
-    last = getattr(trainer, "autofit_epoch_started", None)
-    trainer.autofit_epoch_started = now
-    if last is not None and epoch < trainer.options.epochs and now + (now - last) > deadline:
-        trainer.autofit_stopped_at = epoch
-        trainer.bad_epochs = max(trainer.bad_epochs, trainer.options.early_stopping or 0)  # the loop's own stop
-        if log is not None:
-            log(f"time limit: another epoch would end after it; stopping after epoch {epoch} "
-                f"(the best checkpoint so far is kept)")

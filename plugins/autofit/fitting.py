@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import mmcore
 from mmcore_plugins.autofit.choose import (
     MAX_EPOCHS,
     TRAIN_SHARE,
@@ -40,6 +41,7 @@ from mmcore_plugins.autofit.infer import (
     is_missing,
 )
 from mmcore_plugins.autofit.prepare import Preparer, make_plan
+from mmcore_plugins.autofit.progress import FitProgress
 
 #: Fraction of the training rows carved out for validation when no val split is given.
 VAL_FRACTION = 0.15
@@ -136,9 +138,10 @@ def fit(data: Any, target: str, *, val: Any = None, test: Any = None, time_limit
         assignment[i] = SPLIT_NAMES.get(name, "train")
     if "val" not in extra and "val" not in assignment.values():
         train = [i for i in labelled if assignment[i] == "train"]
-        from mmcore_plugins.autofit.infer import label_key
+        from mmcore.labels import ClassIndex
 
-        keys = [label_key(rows[i][target]) if target_info.kind == "classification" else None for i in train]
+        classes = ClassIndex(target_info.details["classes"]) if target_info.kind == "classification" else None
+        keys = [classes.get(rows[i][target]) if classes is not None else None for i in train]  # stratified by class
         for i in carve_val(train, keys):
             assignment[i] = "val"
         val_source = f"carved from train ({VAL_FRACTION:.0%}, stratified, seed 0)"
@@ -214,15 +217,16 @@ def fit(data: Any, target: str, *, val: Any = None, test: Any = None, time_limit
     from mmcore.engine.trainer import Trainer
 
     trainer = Trainer(config, manager=manager)
-    trainer.autofit_log = (lambda line: print(line, flush=True)) if verbose else None
-    trainer.autofit_deadline = started + limit - test_cost - FINAL_SECONDS  # kept by the epoch-end hook
-    report = trainer.fit()
+    progress = FitProgress(deadline=started + limit - test_cost - FINAL_SECONDS,
+                           log=(lambda line: print(line, flush=True)) if verbose else None)
+    with mmcore.register_plugin(progress, name=f"autofit-progress#{id(progress)}", manager=manager):  # this run only
+        report = trainer.fit()
     seconds = time.perf_counter() - started
     summary = {"run_dir": str(run), "task": plan.task, "status": report.get("status"), "best_epoch": report.get("best_epoch"),
                "epochs_run": report.get("epochs_run"), "epochs_planned": epochs, "monitor": report.get("monitor"),
                "best_val": report.get("best_value"), "test": report.get("test", {}), "train_seconds": report.get("seconds"),
                "seconds": seconds, "cached_slots": cached, "rows": counts,
-               "stopped_by_time_limit_after_epoch": getattr(trainer, "autofit_stopped_at", None)}
+               "stop_reason": report.get("stop_reason"), "stopped_by_time_limit_after_epoch": progress.stopped_after}
     (run / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
     if verbose:
         test_part = ", ".join(f"{k} {v:.4f}" for k, v in summary["test"].items()) or "no test split"
@@ -243,14 +247,20 @@ def _absent(row: Mapping[str, Any], spec: Mapping[str, Any]) -> bool:
 
 def _merge_target_vocabulary(info: ColumnInfo, rows: Sequence[Mapping[str, Any]]) -> None:
     """Classes / labels seen only in the user's val or test table join the vocabulary."""
-    from mmcore_plugins.autofit.infer import _class_order, label_key, split_labels
+    from mmcore.labels import fit_classes, label_values, multilabel_names
 
     values = [r.get(info.name) for r in rows if not is_missing(r.get(info.name))]
-    if info.kind == "classification":
-        info.details["classes"] = sorted(set(info.details["classes"]) | {label_key(v) for v in values}, key=_class_order)
-    elif info.kind == "multilabel":
-        extra = {label for v in values for label in split_labels(v, info.details.get("delimiter"))}
-        info.details["labels"] = sorted(set(info.details["labels"]) | extra)
+    try:
+        if info.kind == "classification":
+            known = dict(zip(info.details["classes"], info.details["class_values"], strict=True))
+            classes = fit_classes(values, known=info.details["classes"])  # the training table's spellings kept
+            info.details["classes"] = classes
+            info.details["class_values"] = [known.get(c, v) for c, v in zip(classes, label_values(classes, values), strict=True)]
+        elif info.kind == "multilabel":
+            labels = [label for v in values for label in multilabel_names(v, info.details.get("delimiter"))]
+            info.details["labels"] = fit_classes(labels, known=info.details["labels"])
+    except ValueError as exc:
+        raise ColumnError(f"target {info.name!r} (--val/--test table): {exc}") from exc
 
 
 def _info_json(info: ColumnInfo) -> dict[str, Any]:
@@ -309,8 +319,8 @@ def measure_step_times(config: Mapping[str, Any], train_rows: Sequence[Mapping[s
         setup = time.perf_counter() - start
         try:
             per_row = 0.0
-            cache = getattr(trainer, "feature_cache", None)
-            slots = list(getattr(trainer.model, "feature_caches", {}) or {})
+            cache = trainer.feature_cache
+            slots = list(trainer.model.feature_caches)
             if frozen and cache is not None and slots:
                 # The frozen encoders' first pass, per row, measured alone (the setup also loaded
                 # the pretrained weights: a fixed cost the real run pays once too).
@@ -327,11 +337,7 @@ def measure_step_times(config: Mapping[str, Any], train_rows: Sequence[Mapping[s
             trainer.evaluate(trainer.datasets["val"])
             eval_sample = (time.perf_counter() - start) / max(1, len(trainer.datasets["val"]))
         finally:
-            if getattr(trainer, "dist", None) is not None:
-                trainer.dist.close(wait=True)
-            release = getattr(getattr(trainer, "rundir", None), "release", None)
-            if release is not None:  # the probe's (temporary) run directory lock
-                release()
+            trainer.close()  # the probe's (temporary) run directory lock
     cold, warm = passes
     rows = len(probe_train) + len(probe_val)
     if frozen and not per_row:  # no separate measurement: the whole setup, per row (an upper bound)

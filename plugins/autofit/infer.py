@@ -20,7 +20,8 @@ Rules, in order (each column's ``why`` says which one decided):
   usual aliases) -> used as the split, not as an input.
 * **target** -- numbers with many distinct values, not all integers -> ``regression``; lists
   (JSON arrays) or strings joined by one delimiter (``;``, ``|``, ``,``) over a small label
-  vocabulary -> ``multilabel``; anything else -> ``classification``.
+  vocabulary -> ``multilabel``; anything else -> ``classification``. Class and label names follow
+  mmcore's one rule (:mod:`mmcore.labels`): as the table writes them, one class per value.
 
 A column empty in every row is an error too: nothing can be learned from it, and it is most
 likely a mistake in the table (``--column NAME=ignore`` drops it).
@@ -31,7 +32,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from mmcore.errors import UserInputError
+from mmcore.labels import fit_classes, is_missing, label_values, multilabel_names
 
 #: Kinds an input column can have; ``--column NAME=KIND`` accepts these.
 INPUT_KINDS = ("image", "audio", "video", "text", "categorical", "numeric", "ignore")
@@ -73,15 +74,6 @@ class ColumnInfo:
     missing: float
     role: str = "input"  # input | target | split | ignored
     details: dict[str, Any] = field(default_factory=dict)
-
-
-def is_missing(value: Any) -> bool:
-    """None, NaN, or a blank string."""
-    if value is None:
-        return True
-    if isinstance(value, float) and math.isnan(value):
-        return True
-    return isinstance(value, str) and not value.strip()
 
 
 def as_number(value: Any) -> float | None:
@@ -390,47 +382,27 @@ def infer_target(name: str, values: Sequence[Any], override: str | None = None) 
     elif kind == "multilabel":
         delimiter = None if lists and len(lists) == len(present) else _multilabel_delimiter([str(v) for v in present]) or ";"
         details["delimiter"] = delimiter
-        labels = sorted({label for v in present for label in split_labels(v, delimiter)})
+        try:
+            labels = fit_classes(label for v in present for label in multilabel_names(v, delimiter))
+        except ValueError as exc:
+            raise ColumnError(f"target {name!r}: {exc}") from exc
         if len(labels) < 2 or len(labels) > MAX_LABELS:
             raise ColumnError(f"target {name!r}: a multilabel target needs 2 to {MAX_LABELS} distinct labels, got {len(labels)}")
         details["labels"] = labels
         why += f", {len(labels)} labels"
     else:
-        classes = sorted({label_key(v) for v in present}, key=_class_order)
+        try:
+            classes = fit_classes(present)
+        except ValueError as exc:
+            raise ColumnError(f"target {name!r}: {exc}") from exc
         if len(classes) < 2:
             raise ColumnError(f"target {name!r}: classification needs at least 2 classes, every row has {classes[0]!r}")
         if len(classes) > max(100, len(present) // 2):
             raise ColumnError(f"target {name!r}: {len(classes)} distinct values in {len(present)} rows is not a set of "
                               f"classes; pass --column {name}=regression if it is a number to predict")
         details["classes"] = classes
+        details["class_values"] = label_values(classes, present)  # what predictions give back: the table's own values
     return ColumnInfo(name, kind, why, missing, role="target", details=details)
-
-
-def label_key(value: Any) -> str:
-    """A class label as the string it is stored under: integers without a ``.0``."""
-    number = as_number(value)
-    if number is not None and number == int(number) and not isinstance(value, str):
-        return str(int(number))
-    if isinstance(value, str):
-        text = value.strip()
-        number = as_number(text)
-        return str(int(number)) if number is not None and number == int(number) and re.fullmatch(r"-?\d+(\.0*)?", text) else text
-    return str(value)
-
-
-def _class_order(label: str) -> tuple:
-    number = as_number(label)
-    return (0, number, "") if number is not None else (1, 0.0, label)
-
-
-def split_labels(value: Any, delimiter: str | None) -> list[str]:
-    """The labels of one multilabel cell (a list, or a string joined by ``delimiter``)."""
-    if is_missing(value):
-        return []
-    if isinstance(value, (list, tuple)):
-        return sorted({label_key(v) for v in value if not is_missing(v)})
-    parts = str(value).split(delimiter) if delimiter else [str(value)]
-    return sorted({p.strip() for p in parts if p.strip()})
 
 
 def _multilabel_delimiter(strings: list[str]) -> str | None:

@@ -54,8 +54,8 @@ class Predictor:
         or from another fit than the others.
         """
         from mmcore.engine.artefacts import MAX_JSON_BYTES, CheckpointError
+        from mmcore.engine.atomic import UnsafePathError, read_json
         from mmcore.engine.checkpoint import load_model
-        from mmcore.engine.files import UnsafePathError, read_json
         from mmcore.plugin_manager import get_plugin_manager
         from mmcore.yamlio import load_yaml_file
 
@@ -90,7 +90,7 @@ class Predictor:
         import os
         import tempfile
 
-        from mmcore.engine.files import UnsafePathError
+        from mmcore.engine.atomic import UnsafePathError
 
         target = Path(path)
         if os.path.lexists(target):
@@ -226,7 +226,7 @@ class Predictor:
         """What ``fit`` reported (``fit_summary.json``): test metrics, epochs, time, cached slots
         ({} when there is none). CheckpointError when the file is damaged or not an object."""
         from mmcore.engine.artefacts import MAX_JSON_BYTES, CheckpointError
-        from mmcore.engine.files import UnsafePathError, read_json
+        from mmcore.engine.atomic import UnsafePathError, read_json
 
         file = self.run_dir / SUMMARY_FILE
         if not file.exists():

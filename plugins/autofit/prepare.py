@@ -18,15 +18,14 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from mmcore.labels import ClassIndex, multilabel_names
 from mmcore_plugins.autofit.infer import (
     FILE_KINDS,
     ColumnError,
     ColumnInfo,
     as_number,
     is_missing,
-    label_key,
     resolve_path,
-    split_labels,
 )
 
 #: The slot holding every numeric and categorical column.
@@ -41,13 +40,16 @@ class Plan:
     columns and ``{"kind": "tabular", "numeric": [...], "categorical": [...]}`` for the table
     slot. ``fill``: numeric column -> training median used for a missing cell; ``indicators``:
     numeric column -> its 0/1 missing-indicator column. ``classes`` (classification) or
-    ``labels`` + ``delimiter`` (multilabel) encode the target.
+    ``labels`` + ``delimiter`` (multilabel) encode the target (names as the table writes them,
+    :mod:`mmcore.labels`); ``class_values``: each class as the training table held it (``1``,
+    ``"+1"``, ``True``), what predictions give back.
     """
 
     target: str
     task: str
     slots: dict[str, dict[str, Any]]
     classes: list[str] | None = None
+    class_values: list[Any] | None = None
     labels: list[str] | None = None
     delimiter: str | None = None
     fill: dict[str, float] = field(default_factory=dict)
@@ -190,7 +192,7 @@ def make_plan(infos: Sequence[ColumnInfo], train_rows: Sequence[Mapping[str, Any
     while split_column in written:
         split_column, k = f"split_{k}", k + 1
     return Plan(target=target.name, task=target.kind, slots=slots, classes=target.details.get("classes"),
-                labels=target.details.get("labels"), delimiter=target.details.get("delimiter"), fill=fill,
+                class_values=target.details.get("class_values"), labels=target.details.get("labels"), delimiter=target.details.get("delimiter"), fill=fill,
                 indicators=indicators, text_files=text_files, split_column=split_column)
 
 
@@ -211,6 +213,9 @@ class Preparer:
         self.allow_outside_paths = allow_outside_paths
         self.unusable = {c: dict(v) for c, v in (unusable or {}).items()}
         self.dropped_files: dict[str, int] = {}
+        # any spelling of a class finds it (a JSON Lines 1 is the CSV's "1")
+        self.classes = ClassIndex(plan.classes or [])
+        self.labels = ClassIndex(plan.labels or [])
 
     def _file(self, column: str, kind: str, index: int, value: Any) -> str | None:
         if is_missing(value):
@@ -292,25 +297,22 @@ class Preparer:
                 raise ColumnError(f"row {index + 1}, target {plan.target!r}: expected a number, got {value!r}")
             return number
         if plan.task == "multilabel":
-            labels = split_labels(value, plan.delimiter)
-            unknown = [label for label in labels if label not in (plan.labels or [])]
+            try:
+                labels = multilabel_names(value, plan.delimiter)
+            except ValueError as exc:
+                raise ColumnError(f"row {index + 1}, target {plan.target!r}: {exc}") from exc
+            found = [self.labels.get(label) for label in labels]
+            unknown = [label for label, k in zip(labels, found, strict=True) if k is None]
             if unknown:
                 raise ColumnError(f"row {index + 1}, target {plan.target!r}: label(s) {unknown} were not in the "
                                   f"training table (known: {', '.join(plan.labels or [])})")
-            return [int(label in labels) for label in plan.labels or []]
-        key = label_key(value)
-        lookup = self._class_lookup()
-        if key not in lookup:
+            return [int(k in found) for k in range(len(self.labels))]
+        found = self.classes.get(value)
+        if found is None:
             known = plan.classes or []
             raise ColumnError(f"row {index + 1}, target {plan.target!r}: class {value!r} was not in the training table "
                               f"(known: {', '.join(known[:20])}{', ...' if len(known) > 20 else ''})")
-        return lookup[key]
-
-    def _class_lookup(self) -> dict[str, int]:
-        """``{class name: index}`` of the plan (a dict: 50k classes x 50k rows stay linear)."""
-        if getattr(self, "_lookup", None) is None:
-            self._lookup = {name: i for i, name in enumerate(self.plan.classes or [])}
-        return self._lookup
+        return found
 
     def target_label(self, row: Mapping[str, Any], index: int) -> Any:
         """The target as the prepared table stores it: the class name, the list of label names, or
@@ -346,11 +348,11 @@ class Preparer:
 
 
 def decode_prediction(plan: Plan, value: Any) -> Any:
-    """A head prediction -> the user's label: class name, list of labels, or number."""
+    """A head prediction -> the user's label: the class as the training table held it (``1`` from JSON
+    Lines or a DataFrame, ``"+1"`` from a CSV), the list of label names, or the number."""
     if plan.task == "classification":
-        name = plan.classes[int(value)]
-        number = as_number(name)
-        return int(number) if number is not None and name == str(int(number)) else name
+        values = plan.class_values or plan.classes  # runs written before class_values: the names
+        return values[int(value)]
     if plan.task == "multilabel":
         return [label for label, on in zip(plan.labels or [], value, strict=True) if on]
     return float(value[0]) if isinstance(value, (list, tuple)) else float(value)

@@ -100,6 +100,15 @@ class TabularProcessor(Processor):
         return {"mean": self.mean.tolist(), "std": self.std.tolist(),
                 "vocabularies": {c: sorted(v, key=v.__getitem__) for c, v in self.vocabularies.items()}}
 
+    def check_state(self, state: Mapping[str, Any]) -> None:
+        """Each column's saved vocabulary fits the embedding table (``max_categories - 1`` values)."""
+        columns, limit = state.get("vocabularies"), self.max_categories
+        if isinstance(columns, dict):
+            for column, values in columns.items():
+                if not isinstance(values, list) or len(values) > limit - 1:
+                    raise ValueError(f"vocabularies.{column}: expected a list of at most {limit - 1} values "
+                                     f"(max_categories {limit}), got {values if not isinstance(values, list) else len(values)!r}")
+
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.mean = torch.tensor(state["mean"], dtype=torch.float32).view(self.num_features)
         self.std = torch.tensor(state["std"], dtype=torch.float32).view(self.num_features)

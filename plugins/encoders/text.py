@@ -107,6 +107,12 @@ class VocabTokenizer(mmcore.Processor):
     def state_dict(self) -> dict[str, Any]:
         return {"vocab": None if self.vocab is None else sorted(self.vocab, key=self.vocab.__getitem__)}
 
+    def check_state(self, state: Mapping[str, Any]) -> None:
+        """The saved vocabulary fits the embedding table (``vocab_size - 2`` tokens: padding and unknown first)."""
+        vocab, limit = state.get("vocab"), self.vocab_size
+        if isinstance(vocab, list) and len(vocab) > limit - 2:
+            raise ValueError(f"vocab has {len(vocab)} tokens; the encoder's vocab_size {limit} holds at most {limit - 2}")
+
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         tokens = state.get("vocab")
         self.vocab = None if tokens is None else {t: i + 2 for i, t in enumerate(tokens)}

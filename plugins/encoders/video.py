@@ -25,12 +25,15 @@ class VideoProcessor(mmcore.Processor):
 
     @property
     def training(self) -> bool:
-        return bool(getattr(self.frame_processor, "training", False))
+        return bool(self.frame_processor.training)
 
     @training.setter
     def training(self, value: bool) -> None:
-        if hasattr(self.frame_processor, "training"):
-            self.frame_processor.training = value
+        self.frame_processor.training = value
+
+    @property
+    def augment(self) -> bool:  # a clip is as random as its frames (never memoized or cached then)
+        return bool(self.frame_processor.augment)
 
     def frames(self, raw: Any) -> list[Any]:
         """The raw frames of a clip, in order."""

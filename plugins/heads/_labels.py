@@ -1,13 +1,14 @@
 """Class names shared by the classification heads: checking them, filling them from the training
-split (``options_from_data``) and telling the data set what the head expects (``dataset_options``)."""
+split (``options_from_data``) and telling the data set what the head expects (``dataset_options``).
+Labels follow mmcore's one rule (:mod:`mmcore.labels`): names as written, any spelling finds its class."""
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mmcore.errors import ConfigError, ConfigIssue
+from mmcore.labels import ClassIndex, label_key
 
 
 def check_classes(classes: Sequence[Any] | None, count: int | None, count_name: str) -> tuple[list[str] | None, int]:
@@ -18,10 +19,10 @@ def check_classes(classes: Sequence[Any] | None, count: int | None, count_name: 
     if classes is not None:
         if isinstance(classes, str) or not isinstance(classes, Sequence):
             raise ValueError(f"classes must be a list of class names, got {classes!r}")
-        names = [str(c) for c in classes]
-        duplicates = sorted(n for n, k in Counter(names).items() if k > 1)  # linear: 50k classes are common
-        if duplicates:
-            raise ValueError(f"classes: {duplicates} given more than once")
+        try:
+            names = list(ClassIndex(classes))  # names as written; two spellings of one class are refused
+        except ValueError as exc:
+            raise ValueError(f"classes: {exc}") from exc
         if count is not None and count != len(names):
             raise ValueError(f"{count_name}={count} but classes lists {len(names)} names {names[:20]}"
                              + (" ..." if len(names) > 20 else ""))
@@ -41,9 +42,9 @@ def fill_from_data(options: Mapping[str, Any], metadata: Mapping[str, Any], coun
         if given_classes is None and given_count is None and isinstance(count, int) and not isinstance(count, bool):
             out[count_name] = count
         return out
-    classes = [str(c) for c in classes]
+    classes = list(ClassIndex(classes))
     if given_classes is not None:
-        if [str(c) for c in given_classes] != classes:
+        if [label_key(c) for c in given_classes] != [label_key(c) for c in classes]:
             raise ConfigError([ConfigIssue("classes", f"lists {list(given_classes)}, but the training split's classes "
                                                       f"are {classes}")])
         return out
@@ -56,21 +57,17 @@ def fill_from_data(options: Mapping[str, Any], metadata: Mapping[str, Any], coun
     return out
 
 
-def class_index(value: Any, i: int, names: Sequence[str] | Mapping[str, int] | None, count: int, what: str) -> int:
-    """One raw target -> class index: an int index (or integral float) in range, or a class name.
-
-    ``names``: the class names in order, or ``{name: index}`` (a lookup in O(1): a head with 50k
-    classes collates every batch's names through it)."""
+def class_index(value: Any, i: int, names: ClassIndex | None, count: int, what: str) -> int:
+    """One raw target -> class index: an int index (or integral float) in range, or a class name (any
+    spelling of it: ``"+1"`` finds the class ``"1"``)."""
     if isinstance(value, str):
-        found = names.get(value) if isinstance(names, Mapping) else (
-            names.index(value) if names is not None and value in names else None)
+        found = names.get(value) if names is not None else None
         if found is not None:
             return found
         if names is None:
             raise TypeError(f"{what} target #{i} must be an int class index, got str {value!r} (class names "
                             "need the head's classes option; the trainer fills it from the training split)")
-        names = list(names)
-        shown = names if len(names) <= 12 else [*names[:12], "..."]
+        shown = list(names) if len(names) <= 12 else [*names[:12], "..."]
         raise ValueError(f"{what} target #{i} must be one of the classes {shown} or an index, got {value!r}")
     if isinstance(value, float) and value.is_integer():
         value = int(value)

@@ -12,6 +12,7 @@ from torch import nn
 
 import mmcore
 from mmcore import Features, HeadOutput
+from mmcore.labels import ClassIndex
 from mmcore_plugins.heads._labels import check_classes, class_index, fill_from_data
 from mmcore_plugins.layers.mlp import mlp
 
@@ -45,6 +46,7 @@ class ClassificationHead(mmcore.Head):
     ) -> None:
         super().__init__(input_dim)
         self.classes, num_classes = check_classes(classes, num_classes, "num_classes")
+        self._class_index = ClassIndex(self.classes) if self.classes is not None else None
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
         if not 0.0 <= label_smoothing < 1.0:
@@ -134,13 +136,10 @@ class ClassificationHead(mmcore.Head):
 
     def collate_targets(self, targets: Sequence[Any]) -> torch.Tensor:
         """Class indices (ints, integral floats) or, with ``classes`` known, class names -> ``[B]`` int64."""
-        if self.classes is not None and getattr(self, "_class_lookup", None) is None:
-            self._class_lookup = {name: index for index, name in enumerate(self.classes)}  # O(1) per name
-        lookup = self._class_lookup if self.classes is not None else None
         out = []
         for i, target in enumerate(targets):
             value = target.item() if isinstance(target, torch.Tensor) else target
-            out.append(class_index(value, i, lookup, self.num_classes, "classification"))
+            out.append(class_index(value, i, self._class_index, self.num_classes, "classification"))
         return torch.tensor(out, dtype=torch.long)
 
     def format_predictions(self, output: HeadOutput) -> list[Any]:
@@ -168,6 +167,7 @@ class MultilabelHead(mmcore.Head):
     ) -> None:
         super().__init__(input_dim)
         self.classes, num_labels = check_classes(classes, num_labels, "num_labels")
+        self._class_index = ClassIndex(self.classes) if self.classes is not None else None
         if num_labels < 1:
             raise ValueError(f"num_labels must be at least 1, got {num_labels}")
         for name, values in (("thresholds", thresholds), ("pos_weight", pos_weight)):
@@ -217,11 +217,12 @@ class MultilabelHead(mmcore.Head):
         rows = []
         for i, target in enumerate(targets):
             value = target.tolist() if isinstance(target, torch.Tensor) else list(target) if isinstance(target, (list, tuple)) else None
-            if value is not None and self.classes is not None and (not value or all(isinstance(v, str) for v in value)):
-                unknown = [v for v in value if v not in self.classes]
+            if value is not None and self._class_index is not None and (not value or all(isinstance(v, str) for v in value)):
+                found = [self._class_index.get(v) for v in value]
+                unknown = [v for v, k in zip(value, found, strict=True) if k is None]
                 if unknown:
                     raise ValueError(f"multilabel target #{i}: {unknown} are not among the classes {self.classes}")
-                value = [int(name in value) for name in self.classes]
+                value = [int(k in found) for k in range(len(self.classes))]
             if value is None or len(value) != self.num_labels or any(v not in (0, 1, True, False) for v in value):
                 raise ValueError(f"multilabel target #{i} must be {self.num_labels} values of 0/1, got {target!r}")
             rows.append([int(v) for v in value])

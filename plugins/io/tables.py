@@ -126,7 +126,7 @@ def table_columns(source: Any, *, encoding: str = "utf-8-sig") -> list[str]:
 
 
 def _table_path(source: Any) -> Path:
-    from mmcore.engine.files import UnsafePathError, check_regular_file
+    from mmcore.engine.atomic import UnsafePathError, check_regular_file
 
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"a table is a file path, a pandas DataFrame or a pyarrow Table, got {type(source).__name__}")

@@ -18,7 +18,7 @@ import mmcore
 
 def write_history(history: Sequence[Mapping[str, float]], path: Path) -> None:
     """``history`` as CSV at ``path`` (atomic): a header of every key, then one row per entry."""
-    from mmcore.engine.files import write_file  # when a run writes, not when plugins are discovered
+    from mmcore.engine.atomic import write_file  # when a run writes, not when plugins are discovered
 
     keys: list[str] = []
     for row in history:

@@ -22,7 +22,7 @@ class TensorBoardLogger:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # tensorboard not installed: skip silently
             return
-        from mmcore.engine.files import ensure_folder
+        from mmcore.engine.atomic import ensure_folder
 
         # TensorBoard names its own event files: the folder is made (or found) a real one first,
         # so a linked tensorboard/ is refused rather than written through.

@@ -13,7 +13,7 @@ name's ending:
   other vector is ``<stem>.<name>.npy`` beside it and ``<file>.json`` lists the ids, targets and
   those files.
 
-Files are written by :func:`mmcore.engine.files.write_file` (atomic, unpredictable temporaries,
+Files are written by :func:`mmcore.engine.atomic.write_file` (atomic, unpredictable temporaries,
 a link at the name replaced, never followed). An existing output is replaced only with
 ``overwrite``; a ``.npy`` output's other files, whose names the user did not type, are replaced
 only when the existing ``<file>.json`` is mmcore's and lists them -- a file mmcore did not write
@@ -283,14 +283,14 @@ def write_embeddings(path: str | Path, vectors: Mapping[str, np.ndarray], ids: S
     """Write ``vectors`` (``{name: [N, D]}``) with their row ``ids`` (and ``targets``); returns the files written.
 
     The format follows the file name (module docstring). Each file is written atomically
-    (:func:`mmcore.engine.files.write_file`). Every file is checked (:func:`check_outputs`)
+    (:func:`mmcore.engine.atomic.write_file`). Every file is checked (:func:`check_outputs`)
     before the first is written.
 
     Raises:
         ConfigError: unknown extension, an existing output without ``overwrite``, a file mmcore did
             not write in the way; ValueError: arrays and ids of different lengths.
     """
-    from mmcore.engine.files import write_file
+    from mmcore.engine.atomic import write_file
 
     path = Path(path)
     suffix = check_format(path)
@@ -341,7 +341,7 @@ def write_embeddings(path: str | Path, vectors: Mapping[str, np.ndarray], ids: S
 def _read_sidecar(meta: Path) -> dict[str, Any]:
     """A ``.npy`` output's sidecar, checked: strict bounded JSON with ``ids`` (strings), ``targets``
     (null or one per id) and ``vectors`` (name -> a file name in the same folder). ValueError otherwise."""
-    from mmcore.engine.files import read_json
+    from mmcore.engine.atomic import read_json
 
     data = read_json(meta, max_bytes=MAX_SIDECAR_BYTES, what="sidecar")
     if not isinstance(data, dict):
@@ -384,7 +384,7 @@ def _check_vectors(name: str, shape: tuple, dtype: np.dtype, available: int, wha
 
 
 def _load_npy(path: Path, name: str) -> np.ndarray:
-    from mmcore.engine.files import check_regular_file
+    from mmcore.engine.atomic import check_regular_file
 
     size = check_regular_file(path, "vector file").st_size
     with open(path, "rb") as fh:
@@ -422,7 +422,7 @@ def read_embeddings(path: str | Path) -> tuple[dict[str, np.ndarray], list[str],
         ConfigError: the file (or its ``.npy`` sidecar) does not exist, is not a regular file, or is
             not an embeddings file; its shapes or sizes do not fit.
     """
-    from mmcore.engine.files import UnsafePathError, check_regular_file
+    from mmcore.engine.atomic import UnsafePathError, check_regular_file
 
     path = Path(path)
     suffix = check_format(path, "--embeddings")

@@ -16,7 +16,7 @@ search with GPUs", 2017 — the FAISS paper; HNSW: Malkov & Yashunin, 2018):
 
 An index is saved with FAISS's own serialisation and a JSON sidecar ``<index>.json`` (the row ids,
 targets, which vector it holds, kind, nlist/nprobe, the model's weights digest), both through
-:func:`mmcore.engine.files.write_file` (atomic, unpredictable temporaries; an existing index is
+:func:`mmcore.engine.atomic.write_file` (atomic, unpredictable temporaries; an existing index is
 replaced only with ``overwrite``, an existing sidecar only when it is mmcore's). FAISS is imported
 only here, when an index is built or read.
 
@@ -176,7 +176,7 @@ def save_index(path: str | Path, index: Any, meta: Mapping[str, Any], *, overwri
         UnsafePathError: ``path`` exists and ``overwrite`` is not given, or ``<path>.json`` exists
             and is not an index sidecar mmcore wrote (it is never replaced).
     """
-    from mmcore.engine.files import UnsafePathError, write_file
+    from mmcore.engine.atomic import UnsafePathError, write_file
 
     path = Path(path)
     sidecar = path.with_name(path.name + ".json")
@@ -194,7 +194,7 @@ def save_index(path: str | Path, index: Any, meta: Mapping[str, Any], *, overwri
 
 def _read_sidecar(path: Path) -> dict[str, Any]:
     """The sidecar as a JSON object: bounded, strict (no NaN), nesting errors as ValueError."""
-    from mmcore.engine.files import read_json
+    from mmcore.engine.atomic import read_json
 
     meta = read_json(path, max_bytes=MAX_SIDECAR_BYTES, what="index sidecar")
     if not isinstance(meta, dict):
@@ -277,7 +277,7 @@ def load_index(path: str | Path) -> tuple[Any, dict[str, Any]]:
         ConfigError: the index or its sidecar is missing, is not a regular file, is not what
             :func:`save_index` writes (kind, header, size), or they disagree.
     """
-    from mmcore.engine.files import UnsafePathError, check_regular_file
+    from mmcore.engine.atomic import UnsafePathError, check_regular_file
 
     path = Path(path)
     sidecar = path.with_name(path.name + ".json")

@@ -163,3 +163,44 @@ def test_the_cpu_memory_estimate_counts_the_weights_once():
     estimate, estimated = _training_memory(model, batch["inputs"], batch["targets"], torch.device("cpu"))
     # weights + gradients + two AdamW moments, plus a few kilobytes of activations for 2 samples
     assert estimated and 4 * weights <= estimate < 4 * weights + 100_000
+
+
+def test_bench_runs_the_repository_script_and_says_where_it_is_when_there_is_none(tmp_path, monkeypatch, capsys):
+    """The kernel benchmark is benchmarks/kernel_bench.py of the checkout, not part of the installed packages."""
+    from pathlib import Path
+
+    import mmcore.cli as cli
+
+    root = Path(__file__).resolve().parents[2]
+    assert cli.kernel_bench_script() == root / "benchmarks" / "kernel_bench.py"
+    with pytest.raises(SystemExit) as info:  # the script's own argument check: it really ran
+        main(["bench", "--ops", "matmul"])
+    assert info.value.code == 2 and "invalid choice: 'matmul'" in capsys.readouterr().err
+    # Without a checkout (a wheel install, run from elsewhere): exit 2 and one line saying where it lives.
+    monkeypatch.setattr(cli, "KERNEL_BENCH", Path("benchmarks") / "no_such_bench.py")
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mmcore bench: the kernel benchmark is a script of mmcore's source repository") and "\n" not in err
+
+
+def test_renaming_a_component_whose_kept_options_it_rejects_shows_the_mapping_override(tmp_path, capsys):
+    """`model.fusion.name=X` keeps the config's other fusion options (dropout): the error says how to
+    replace the whole mapping; nothing is trained."""
+    from pathlib import Path
+
+    class NoDropout(mmcore.Fusion):
+        def __init__(self, input_dims, dim: int = 8):
+            super().__init__(input_dims, dim)
+
+        def forward(self, features):  # pragma: no cover - never built
+            raise AssertionError
+
+    config = Path(__file__).resolve().parents[2] / "configs" / "tabular.yaml"
+    mmcore.register_fusion("no_dropout_fusion")(NoDropout)  # on the default manager, reset after the test
+    code = main(["train", str(config), "model.fusion.name=no_dropout_fusion", f"trainer.run_dir={tmp_path / 'run'}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "model.fusion.dropout: unknown option of fusion 'no_dropout_fusion'" in err
+    assert ("model.fusion.name=no_dropout_fusion kept the config's other model.fusion options (dim, dropout); to give "
+            "'no_dropout_fusion' its own, override the whole mapping: 'model.fusion={name: no_dropout_fusion, ...}'") in err
+    assert not (tmp_path / "run").exists()

@@ -59,3 +59,17 @@ def test_the_listing_and_json_show_dataset_options_and_modalities(capsys):
 def test_an_unknown_name_is_a_one_line_error_with_the_closest_names(capsys):
     assert main(["plugins", "conkat"]) == 2
     assert "no component named 'conkat'; did you mean 'concat'" in capsys.readouterr().err
+
+
+def test_a_closed_pipe_ends_the_command_quietly():
+    """`mmcore plugins | head -1`: the reader leaves; no "internal error", no "Exception ignored", no
+    traceback. The reading end is closed before anything is written, so every write fails."""
+    import subprocess
+    import sys
+
+    for command in (["plugins"], ["plugins", "concat"]):  # a long listing, and one short enough to be written at exit
+        process = subprocess.Popen([sys.executable, "-m", "mmcore", *command], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        process.stdout.close()
+        _, err = process.communicate(timeout=120)
+        assert err.decode() == "", command
+        assert process.returncode in (0, 1)

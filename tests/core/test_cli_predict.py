@@ -99,6 +99,48 @@ def test_predict_a_whole_table_one_json_line_per_row_bad_rows_in_their_line(run,
     assert main(["predict", str(run), "--data", str(tmp_path / "missing.csv")]) == 2
 
 
+def test_predict_reads_tables_and_text_files_through_plugins_that_can_be_blocked(run, tmp_path, capsys, monkeypatch):
+    """The core reads no file itself: a table is the manifest plugin's (hook mmcore_table_inputs), a
+    text file the modalities plugin's (hook mmcore_file_input). Blocking the manifest really removes
+    its part; another plugin can take it over."""
+    import mmcore
+
+    data = tmp_path / "new.csv"
+    data.write_text("note,age,city\nwoof bark,21,rome\n")
+    monkeypatch.setenv("MMCORE_DISABLE_PLUGINS", "manifest")
+    mmcore.reset_plugin_manager()
+    assert main(["predict", str(run), "--data", str(data)]) == 2
+    err = capsys.readouterr().err
+    assert "--data: no installed plugin reads tables into model inputs" in err and "manifest" in err
+    assert main(["predict", str(run), "note=meow purr", "profile={age: 22, city: oslo}"]) == 0, "single inputs still work"
+    capsys.readouterr()
+
+    class Rows:
+        """A stand-in reader: every row gets the same inputs (proves the hook is what predict asks)."""
+
+        @mmcore.hookimpl
+        def mmcore_table_inputs(self, path, encoding, model, data):
+            assert data["name"] == "manifest" and set(model.slots) == {"note", "profile"}
+            return [({"note": "meow purr", "profile": None}, None), (None, "row 2: unreadable")]
+
+    with mmcore.register_plugin(Rows(), name="rows"):
+        assert main(["predict", str(run), "--data", str(data)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines[0]["prediction"] in ("cat", "dog") and lines[1] == {"row": 2, "error": "row 2: unreadable"}
+
+    # A text file for a text slot is read by the modalities plugin; blocked, the path itself is the input.
+    note = tmp_path / "note.txt"
+    note.write_bytes(b"meow \xff purr")
+    monkeypatch.setenv("MMCORE_DISABLE_PLUGINS", "")
+    mmcore.reset_plugin_manager()
+    assert main(["predict", str(run), f"note={note}"]) == 2
+    assert "is not valid utf-8: byte offset 5" in capsys.readouterr().err
+    monkeypatch.setenv("MMCORE_DISABLE_PLUGINS", "modalities")
+    mmcore.reset_plugin_manager()
+    assert main(["predict", str(run), f"note={note}"]) == 0
+    assert json.loads(capsys.readouterr().out)["inputs"]["note"] == str(note)
+
+
 def test_an_unseen_label_in_val_stops_training_before_anything_is_written(tmp_path, capsys):
     rows = [*ROWS[:10], ("x", 30, "oslo", "bird", "validation")]
     config = write_config(tmp_path, write_manifest(tmp_path, rows))

@@ -82,3 +82,67 @@ def test_a_model_naming_its_components_builds_and_trains(installed):
 def test_the_example_packages_own_tests_pass(installed):
     out = run(installed, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLE / "tests"), cwd=EXAMPLE)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+# ---------------------------------------------------------------------- docs/plugins.md, as a newcomer reads it
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "plugins.md"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _newcomer_blocks() -> list[str]:
+    """The code blocks of docs/plugins.md's "From the README to a trained custom fusion", in order."""
+    section = DOCS.read_text().split("## From the README to a trained custom fusion", 1)[1].split("\n## ", 1)[0]
+    return [block.split("\n", 1)[1] for block in section.split("```")[1::2]]
+
+
+def test_the_newcomer_path_from_the_docs_trains_a_custom_fusion_on_a_built_in_config(tmp_path):
+    """Follow the docs' section literally: write my_fusion.py and pyproject.toml from its code blocks,
+    run its check command, install the package, list it, see the partial override refused with the
+    hint, train configs/tabular.yaml with the full mapping override, and run the notebook variant."""
+    blocks = _newcomer_blocks()
+    module = next(b for b in blocks if b.startswith("# my_fusion.py"))
+    pyproject = next(b for b in blocks if b.startswith("# pyproject.toml"))
+    check = next(b for b in blocks if b.startswith("cd my-fusion")).strip()
+    train = next(b for b in blocks if b.startswith("mmcore train")).strip()
+    notebook = next(b for b in blocks if b.startswith("import mmcore\nimport my_fusion"))
+    package = tmp_path / "my-fusion"
+    package.mkdir()
+    (package / "my_fusion.py").write_text(module)
+    (package / "pyproject.toml").write_text(pyproject)
+
+    checked = subprocess.run(["bash", "-c", check.replace("python -c", f"{sys.executable} -c")], cwd=tmp_path,
+                             capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
+
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-compile",
+                    "--target", str(site), str(package)], check=True, capture_output=True, text=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    listed = run(env, "-m", "mmcore", "plugins", "my_max", cwd=ROOT)
+    assert listed.returncode == 0 and "fusion my_max  (plugin 'my_fusion' from distribution 'my-fusion')" in listed.stdout
+
+    quick = ["trainer.epochs=1", f"trainer.run_dir={tmp_path / 'run'}", "trainer.progress=false", "trainer.plots=false"]
+    partial = run(env, "-m", "mmcore", "train", "configs/tabular.yaml", "model.fusion.name=my_max", *quick, cwd=ROOT)
+    assert partial.returncode == 2, partial.stderr
+    assert "model.fusion.dropout: unknown option of fusion 'my_max' (valid options: dim)" in partial.stderr
+    assert "override the whole mapping: 'model.fusion={name: my_max, ...}'" in partial.stderr
+    assert not (tmp_path / "run" / "report.json").exists()
+
+    command = train.split()[1:3] + [train.split("'")[1]]  # mmcore train configs/tabular.yaml '<override>'
+    assert command == ["train", "configs/tabular.yaml", "model.fusion={name: my_max, dim: 64}"]
+    trained = run(env, "-m", "mmcore", *command, *quick, cwd=ROOT)
+    assert trained.returncode == 0, trained.stderr
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["status"] == "completed" and report["test"]["accuracy"] > 0.5
+
+    script = notebook.replace('["model.fusion={name: my_max, dim: 64}"]',
+                              repr(["model.fusion={name: my_max, dim: 64}", *quick[:1], f"trainer.run_dir={tmp_path / 'nb'}",
+                                    *quick[2:]]))
+    assert script != notebook
+    notebook_folder = tmp_path / "notebook"  # just the module: nothing installed
+    notebook_folder.mkdir()
+    (notebook_folder / "my_fusion.py").write_text(module)
+    plain = {**os.environ, "PYTHONPATH": os.pathsep.join([str(notebook_folder), os.environ.get("PYTHONPATH", "")])}
+    ran = run(plain, "-c", script, cwd=ROOT)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.split()[0] == "completed"

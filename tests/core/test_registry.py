@@ -18,6 +18,28 @@ def test_doc_defaults_to_first_docstring_line_and_owner_is_recorded():
     assert registry.get("fusion", "alpha").owner == "plugin 'p1' from distribution 'dist-one'"
 
 
+class Wrapped:
+    """A fusion whose first sentence is long enough to wrap (e.g. over the line limit) onto a second
+    line. The rest is detail.
+
+    More text.
+    """
+
+
+class NoSentence:
+    """a summary without a full stop
+    that wraps"""
+
+
+def test_doc_is_the_whole_first_sentence_even_when_it_wraps():
+    registry = Registry()
+    plugin = PluginRegistry(registry, "p1", None)
+    assert plugin.add_fusion("wrapped", Wrapped).doc == ("A fusion whose first sentence is long enough to wrap (e.g. over "
+                                                         "the line limit) onto a second line.")
+    assert plugin.add_fusion("no_sentence", NoSentence).doc == "a summary without a full stop that wraps"
+    assert plugin.add_fusion("undocumented", type("Bare", (), {})).doc == ""
+
+
 def test_unknown_name_lists_registered_ones_and_closest_match():
     registry = Registry()
     view = PluginRegistry(registry, "p")

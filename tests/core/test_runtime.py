@@ -96,3 +96,14 @@ def test_a_hookimpl_for_an_unknown_hook_is_rejected(empty_manager):
     mod.mmcore_regster = mmcore_regster
     with pytest.raises(Exception, match="mmcore_regster"):
         mmcore.register_plugin(mod, manager=empty_manager)
+
+
+def test_registering_an_already_installed_plugin_again_leaves_it_as_it_is(empty_manager):
+    """A notebook that registers a module its package also installs (entry point loaded) gets a handle
+    to that registration, not pluggy's "already registered under a different name"."""
+    module = plugin_module(installed_max=ConcatFusion)
+    empty_manager.load_plugin(module, "installed")  # as the entry point loaded it
+    with mmcore.register_plugin(module, manager=empty_manager) as handle:
+        assert handle.name == "installed" and not handle.owned
+        assert ("fusion", "installed_max") in empty_manager.registry
+    assert ("fusion", "installed_max") in empty_manager.registry, "still installed after the block"

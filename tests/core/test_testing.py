@@ -162,6 +162,108 @@ def test_broken_encoders_fail_with_the_reason(options, message):
         check_encoder(SeqEncoder(**options))
 
 
+# ---------------------------------------------------------------------- optional protocols
+class NoisyProcessor(SeqProcessor):
+    """Adds noise while training but does not say it augments (so it would be memoized and cached)."""
+
+    def __call__(self, raw):
+        out = super().__call__(raw)
+        return out + torch.randn(out.shape) if self.training else out
+
+
+class StrictStateProcessor(SeqProcessor):
+    def check_state(self, state):
+        raise ValueError("scale: never acceptable")
+
+
+class SplitEncoder(SeqEncoder):
+    """A frozen projection (the cacheable stage) and a trainable tail; the flags break the protocol."""
+
+    def __init__(self, dropout_in_frozen=False, wrong_tail=False, **options):
+        super().__init__(**options)
+        self.proj.requires_grad_(False)
+        self.tail = nn.Linear(self.dim, self.dim)
+        self.drop = nn.Dropout(0.5 if dropout_in_frozen else 0.0)
+        self.wrong_tail = wrong_tail
+
+    @property
+    def cacheable(self):
+        return True
+
+    def frozen_features(self, batch):
+        features = super().forward(batch)
+        return Features.from_tokens(self.drop(features.tokens), features.mask, features.present)
+
+    def from_frozen(self, features):
+        tokens = self.tail(features.tokens) * (2.0 if self.wrong_tail else 1.0)
+        return Features.from_tokens(tokens, features.mask, features.present)
+
+    def forward(self, batch):
+        frozen = self.frozen_features(batch)
+        return Features.from_tokens(self.tail(frozen.tokens), frozen.mask, frozen.present)
+
+
+def test_the_optional_protocols_are_declared_with_their_defaults():
+    processor, encoder = SeqProcessor(), SeqEncoder()
+    assert (processor.training, processor.augment, processor.columns, processor.categorical) == (False, False, None, None)
+    processor.check_state({"anything": 1})  # no check by default
+    assert encoder.frozen_dim is None and encoder.cacheable is False  # its projection trains
+    encoder.proj.requires_grad_(False)
+    assert encoder.cacheable is True
+    batch = processor.collate([processor([1.0, 2.0])])
+    assert torch.equal(encoder.from_frozen(encoder.frozen_features(batch)).pooled, encoder(batch).pooled)
+    assert mmcore.Head.dataset_options({"x": 1}) == {} and mmcore.Head.options_from_data({"x": 1}, {"c": 2}) == {"x": 1}
+    assert mmcore.Head.classes is None and mmcore.Head.num_classes is None
+    check_encoder(SplitEncoder())
+
+
+@pytest.mark.parametrize("encoder, message", [
+    (lambda: SeqEncoder(), None),
+    (lambda: _with_processor(SeqEncoder(), NoisyProcessor), "processing it twice with training on gave different outputs"),
+    (lambda: _with_processor(SeqEncoder(), StrictStateProcessor), "check_state refused the processor's own state_dict"),
+    (lambda: SplitEncoder(dropout_in_frozen=True), "cacheable, but frozen_features gives different outputs in train and eval"),
+    (lambda: SplitEncoder(wrong_tail=True), r"from_frozen\(frozen_features\(batch\)\) differs from encoder\(batch\)"),
+])
+def test_broken_optional_protocols_fail_with_the_reason(encoder, message):
+    if message is None:
+        check_encoder(encoder())
+        return
+    with pytest.raises(ConformanceError, match=message):
+        check_encoder(encoder())
+
+
+def _with_processor(encoder, kind):
+    encoder.processor = lambda: kind()
+    return encoder
+
+
+def test_a_noisy_processor_that_says_it_augments_passes():
+    class Honest(NoisyProcessor):
+        augment = True
+
+    check_encoder(_with_processor(SeqEncoder(), Honest))
+
+
+def test_head_protocols(manager):
+    base = manager.registry.get("head", "classification").factory
+
+    class DropsOptions(base):
+        @staticmethod
+        def options_from_data(options, metadata):
+            return {}
+
+    class WrongCount(base):
+        def __init__(self, input_dim, num_classes=3):
+            super().__init__(input_dim, num_classes=num_classes)
+            self.classes = ["a", "b"]
+
+    check_head(base, options={"num_classes": 3})
+    with pytest.raises(ConformanceError, match=r"options_from_data changed or dropped given options \['num_classes'\]"):
+        check_head(DropsOptions, options={"num_classes": 3})
+    with pytest.raises(ConformanceError, match="Head.classes lists 2 names but num_classes is 3"):
+        check_head(WrongCount)
+
+
 # ---------------------------------------------------------------------- perturbations
 class Jitter(mmcore.Perturbation):
     """Adds ``level`` times Gaussian noise to a sequence; the flags break the contract on purpose."""

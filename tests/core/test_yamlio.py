@@ -145,3 +145,11 @@ def test_python_tag_in_an_override_is_a_config_error_not_a_folder_name():
 def test_dump_reads_back_unchanged():
     data = {"trainer": {"lr": 1e-3, "name": "2024-01-01", "t": "12:30", "x": [1.5e-7, "inf"]}}
     assert load_yaml(dump_yaml(data)) == data
+
+
+@pytest.mark.parametrize("text", ["1e3", "-2e+3", "1E5", ".5e-2", "3.", "+1", "007", "0x1f", "True", "yes", "null", "~",
+                                  "1_000", ".inf", ".nan", "inf", "2024-01-01"])
+def test_strings_that_look_like_numbers_stay_strings(text):
+    """A class named "1e3" is a float to YAML 1.2 (our loader) but not to PyYAML's 1.1 dumper: it must be quoted."""
+    data = {"classes": [text], "name": text}
+    assert load_yaml(dump_yaml(data)) == data

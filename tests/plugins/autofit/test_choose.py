@@ -135,27 +135,6 @@ def test_small_tables_get_patience_in_steps_and_a_loss_monitor():
     assert few_val["monitor"] == "loss" and "monitor" not in many_val
 
 
-def test_deadline_stops_training_when_another_epoch_would_overrun():
-    """The epoch-end hook of a fit run: last epoch took ~100 s; a deadline 50 s away stops the loop
-    (through the trainer's own early-stopping check), one 1000 s away does not."""
-    import time
-    from types import SimpleNamespace
-
-    from mmcore_plugins.autofit.command import mmcore_epoch_end
-
-    def trainer(deadline_in: float):
-        now = time.perf_counter()
-        return SimpleNamespace(options=SimpleNamespace(epochs=20, early_stopping=10), bad_epochs=2, autofit_log=None,
-                               autofit_deadline=now + deadline_in, autofit_epoch_started=now - 100.0)
-
-    late = trainer(50.0)
-    mmcore_epoch_end(late, 3, {})
-    assert late.bad_epochs == 10 and late.autofit_stopped_at == 3
-    on_time = trainer(1000.0)
-    mmcore_epoch_end(on_time, 3, {})
-    assert on_time.bad_epochs == 2 and not hasattr(on_time, "autofit_stopped_at")
-
-
 @pytest.mark.parametrize("text", ["abc", "0", "-5", "inf", "1e999"])
 def test_a_bad_time_limit_is_an_input_error_exit_2_before_any_work(tmp_path, capsys, text):
     """``mmcore fit --time-limit abc`` exited 1 as an internal error (a plain ValueError)."""

@@ -103,7 +103,8 @@ def test_a_pandas_dataframe_manifest_with_paths_relative_to_root(tmp_path):
                          target="label", path_columns=["img"], root=str(tmp_path), val_fraction=0, test_fraction=0)
     assert [s["inputs"]["image"] for s in data.samples] == [str((tmp_path / "a.png").resolve()), None, str((tmp_path / "a.png").resolve())]
     assert [s["inputs"]["profile"] for s in data.samples] == [{"age": 30.0, "city": "oslo"}, {"age": 41.0, "city": None}, None]
-    assert data.metadata["classes"] == ["0", "1"] and [s["target"] for s in data.samples] == [0, 1, 1]
+    # float labels are classes named as Python prints them (mmcore.labels), as the frame's CSV would hold them
+    assert data.metadata["classes"] == ["0.0", "1.0"] and [s["target"] for s in data.samples] == [0, 1, 1]
     assert data.metadata["manifest"] == "<DataFrame>"
 
 

@@ -36,12 +36,35 @@ def test_string_labels_are_fitted_on_the_training_split_and_shared_by_every_spli
     assert fixed.metadata["classes"] == ["dog", "cat"] and [s["target"] for s in fixed.samples] == [0, 1, 1]
 
 
-def test_float_labels_0_and_1_are_classes_0_and_1(tmp_path):
+def test_float_labels_0_and_1_are_two_classes_named_as_written(tmp_path):
     m = write_csv(tmp_path / "m.csv", ["text", "label"], [["a", "0.0"], ["b", "1.0"], ["c", "1.0"], ["d", "0.0"]])
     data = load_manifest("train", m, columns={"text": "text"}, target="label", val_fraction=0, test_fraction=0)
-    assert data.metadata["classes"] == ["0", "1"] and data.metadata["target_type"] == "class"
+    assert data.metadata["classes"] == ["0.0", "1.0"] and data.metadata["target_type"] == "class"
     assert [s["target"] for s in data.samples] == [0, 1, 1, 0]
     assert all(type(s["target"]) is int for s in data.samples)
+
+
+def test_signed_labels_keep_their_sign_and_other_spellings_of_a_value_are_its_class(tmp_path):
+    """The fault of issue 24: `+1` became `1` here and stayed `+1` in mmcore fit."""
+    m = write_csv(tmp_path / "m.csv", ["text", "label", "split"],
+                  [["a", "+1", "train"], ["b", "-1", "train"], ["c", "+1", "train"], ["d", "1", "val"], ["e", "-1.0", "test"]])
+    data = {s: load_manifest(s, m, **SPLIT) for s in ("train", "val", "test")}
+    assert data["train"].metadata["classes"] == ["-1", "+1"], "numbers in order, each named as the training split writes it"
+    assert [s["target"] for s in data["train"].samples] == [1, 0, 1]
+    assert [s["target"] for s in data["val"].samples] == [1] and [s["target"] for s in data["test"].samples] == [0]
+    # the classes a run saved (a head's classes option) are taken as they are, and any spelling finds them
+    fixed = load_manifest("train", m, classes=["-1", "+1"], **SPLIT)
+    assert fixed.metadata["classes"] == ["-1", "+1"] and [s["target"] for s in fixed.samples] == [1, 0, 1]
+    with pytest.raises(ValueError, match=r"classes: one class named more than once: '1' and '\+1'"):
+        load_manifest("train", m, classes=["1", "+1"], **SPLIT)
+
+
+def test_a_csv_1_and_a_json_lines_1_are_one_class(tmp_path):
+    train = write_csv(tmp_path / "train.csv", ["text", "label"], [["a", "1"], ["b", "0"], ["c", "True"]])
+    val = write_jsonl(tmp_path / "val.jsonl", [{"text": "d", "label": 1}, {"text": "e", "label": 0.0}, {"text": "f", "label": True}])
+    kwargs = {"columns": {"text": "text"}, "target": "label", "val_path": val, "test_fraction": 0}
+    assert load_manifest("train", train, **kwargs).metadata["classes"] == ["0", "1", "True"]
+    assert [s["target"] for s in load_manifest("val", train, **kwargs).samples] == [1, 0, 2]
 
 
 def test_integer_labels_sort_numerically_and_num_classes_makes_them_indices(tmp_path):
@@ -66,11 +89,20 @@ def test_a_label_the_training_split_never_had_is_an_error_naming_row_column_and_
     assert load_manifest("val", m, on_bad_sample="skip", **SPLIT).metadata["skipped"] == 1
 
 
-@pytest.mark.parametrize("bad", ["nan", "NaN", "inf", "0.5"])
-def test_nan_infinite_and_fractional_class_labels_are_data_errors(tmp_path, bad):
+@pytest.mark.parametrize("bad", ["nan", "NaN", "inf", "-Infinity"])
+def test_nan_and_infinite_class_labels_are_data_errors(tmp_path, bad):
     m = write_csv(tmp_path / "m.csv", ["text", "label"], [["a", "1"], ["b", bad], ["c", "0"]])
-    with pytest.raises(ManifestError, match=rf"row 2, column 'label': expected a class .*got {bad!r}"):
+    with pytest.raises(ManifestError, match=rf"row 2, column 'label': expected a class label, got {bad!r} \(not a finite number\)"):
         load_manifest("train", m, columns={"text": "text"}, target="label", target_type="class", val_fraction=0, test_fraction=0)
+
+
+def test_fractional_numbers_are_classes_when_the_target_is_classes(tmp_path):
+    """Half-star ratings are classes when the head says so; ``auto`` takes them for a regression target."""
+    m = write_csv(tmp_path / "m.csv", ["text", "label"], [["a", "1"], ["b", "0.5"], ["c", "1.5"], ["d", "0.5"]])
+    kwargs = {"columns": {"text": "text"}, "target": "label", "val_fraction": 0, "test_fraction": 0}
+    data = load_manifest("train", m, target_type="class", **kwargs)
+    assert data.metadata["classes"] == ["0.5", "1", "1.5"] and [s["target"] for s in data.samples] == [1, 0, 2, 0]
+    assert load_manifest("train", m, **kwargs).metadata["target_type"] == "regression"
 
 
 def test_a_nan_label_in_a_dataframe_is_an_empty_target(tmp_path):

@@ -46,7 +46,7 @@ def test_focal_loss_applies_label_smoothing_and_class_weights():
     (ClassificationHead, {"num_classes": 3, "class_weights": [1.0, -1.0, 1.0]}, "class_weights must be finite, >= 0"),
     (ClassificationHead, {}, "give num_classes or classes"),
     (ClassificationHead, {"num_classes": 3, "classes": ["a", "b"]}, r"num_classes=3 but classes lists 2 names"),
-    (ClassificationHead, {"classes": ["a", "a", "b"]}, r"classes: \['a'\] given more than once"),
+    (ClassificationHead, {"classes": ["a", "a", "b"]}, r"classes: one class named more than once: 'a' and 'a'"),
     (RegressionHead, {"loss": "mse", "huber_delta": 2.0}, "huber_delta applies to loss: huber only"),
     (RegressionHead, {"hidden": 0}, "hidden must be a positive int"),
     (MultilabelHead, {"num_labels": 2, "pos_weight": [1.0, 0.0]}, "pos_weight must be finite and positive"),

@@ -9,8 +9,8 @@ import stat
 
 import pytest
 
-from mmcore.engine import files
-from mmcore.engine.files import (
+from mmcore.engine import atomic as files
+from mmcore.engine.atomic import (
     TEMPORARY,
     CheckpointWriteError,
     UnsafePathError,

@@ -1,7 +1,10 @@
 """Every file mmcore writes goes through here: atomically, never through a symbolic link, with an
-unpredictable temporary name created exclusively in the target's own folder.
+unpredictable temporary name created exclusively in the target's own folder -- one file
+(:func:`write_file`, :func:`atomic_write`) or a folder swapped in whole (:func:`atomic_directory`,
+checkpoints). Its own module so that the run directory and the checkpoints depend on it and not
+on each other.
 
-The rules (docs/reliability.md, "Symbolic links and temporary files"):
+The rules (docs/reliability.md, "Symbolic links, temporary files, locks and size bounds"):
 
 * **Temporaries.** A file is written to ``.<name>.<8 random characters>.tmp``, created with
   ``O_CREAT | O_EXCL | O_NOFOLLOW`` in the target's folder: nobody can plant a link under a name
@@ -36,7 +39,9 @@ import json
 import os
 import re
 import secrets
+import shutil
 import stat
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -77,6 +82,10 @@ def current_umask() -> int:
     mask = os.umask(0o022)  # elsewhere: set and put back (not thread-safe; done rarely)
     os.umask(mask)
     return mask
+
+
+#: The umask when mmcore was imported (kept for callers of the old name; writes read it afresh).
+_UMASK = current_umask()
 
 
 def no_space_error(exc: BaseException, what: str, kept: str) -> CheckpointWriteError | None:
@@ -291,6 +300,81 @@ def _fsync_fd(fd: int) -> None:
             raise
 
 
+# ------------------------------------------------------------------------------ folders swapped in whole
+def write_fsynced(path: Path, write: Callable[[Any], Any]) -> None:
+    """Open ``path`` for binary writing, call ``write(file)``, flush and fsync; an OSError
+    raised inside names ``path`` (``exc.filename``). Not atomic by itself: for the files of a fresh
+    private folder (:func:`atomic_directory`'s ``write``), which is swapped in whole."""
+    try:
+        with open(path, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(path)
+        raise
+
+
+def atomic_directory(path: Path, write: Callable[[Path], Any]) -> Path:
+    """Fill a fresh temporary folder with ``write(folder)``, then swap it in as ``path``.
+
+    The swap is two renames (old -> ``.name.old``, new -> name); a reader finding no ``path``
+    but a ``.name.old`` uses that one (:func:`resolve_checkpoint`), so there is always a
+    complete checkpoint on disk. Raises CheckpointWriteError (the old folder kept) when the
+    disk is full.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except OSError as exc:
+        raise (no_space_error(exc, f"{path.name}/", "checkpoint") or exc) from exc
+    old = path.parent / f".{path.name}.old"
+    try:
+        write(tmp)
+        umask = current_umask()
+        for item in tmp.iterdir():
+            if item.is_file():
+                _fsync(item)
+                os.chmod(item, 0o666 & ~umask)
+        os.chmod(tmp, 0o777 & ~umask)
+        _fsync(tmp)
+        if old.exists():
+            if path.exists():
+                shutil.rmtree(old)
+            else:  # a previous swap died between its renames: the old folder is the good one
+                os.replace(old, path)
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        _fsync(path.parent)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        name = Path(exc.filename).name if isinstance(exc, OSError) and exc.filename else ""
+        error = no_space_error(exc, f"{path.name}/{name}", "checkpoint")
+        if error is not None:
+            raise error from exc
+        raise
+    return path
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's data, or a folder's entries (after renames), to disk."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.EBADF):  # some file systems cannot fsync a folder
+            raise
+    finally:
+        os.close(fd)
+
+
 # ------------------------------------------------------------------------------ reading
 def check_regular_file(path: str | os.PathLike, what: str = "file") -> os.stat_result:
     """The stat of ``path`` (links followed) when it is a regular file; :class:`UnsafePathError`
@@ -334,5 +418,8 @@ def read_json(path: str | os.PathLike, *, max_bytes: int, what: str = "file") ->
         raise ValueError(f"{path} is not valid JSON: {exc}") from None
 
 
-__all__ = ["TEMPORARY", "CheckpointWriteError", "UnsafePathError", "atomic_write", "check_regular_file", "current_umask",
-           "ensure_folder", "no_space_error", "read_json", "temporary_name", "write_file"]
+#: The old private name (kept for callers of it).
+_no_space = no_space_error
+
+__all__ = ["TEMPORARY", "CheckpointWriteError", "UnsafePathError", "atomic_directory", "atomic_write", "check_regular_file",
+           "current_umask", "ensure_folder", "no_space_error", "read_json", "temporary_name", "write_file", "write_fsynced"]

@@ -1,8 +1,10 @@
 """Benchmarks of the mmcore_kernels ops against their alternatives.
 
-``python -m mmcore_kernels.bench [--full] [--ops cross_attention concat_linear] [--modes fwd fwd+bwd]``
-prints one table; :func:`run` returns the rows as dicts (``mmcore bench`` calls it). The
-pytest-benchmark suites in ``benchmarks/`` use the same cases and providers from this module.
+``python benchmarks/kernel_bench.py [--full] [--ops cross_attention concat_linear] [--modes fwd fwd+bwd]``
+(or ``mmcore bench`` in a source checkout) prints one table; :func:`run` returns the rows as dicts.
+The pytest-benchmark suites beside it (``bench_cross_attention.py``, ``bench_concat_linear.py``) and
+``gpu_check.py`` use the same cases and providers from this module. It lives in ``benchmarks/``, not
+in the installed ``mmcore_kernels`` package: benchmarks are the repository's, not the library's.
 
 Providers. ``cross_attention``: ``mmcore`` (the public op, auto backend), ``sdpa``
 (``F.scaled_dot_product_attention`` with the same boolean key mask; which SDPA backend actually
@@ -35,7 +37,7 @@ from typing import TextIO
 import torch
 import torch.nn.functional as F
 
-from . import reference
+from mmcore_kernels import reference
 
 __all__ = [
     "ATTENTION_PROVIDERS",
@@ -208,7 +210,7 @@ def _sdpa(q, k, v, kv_lens):
 
 def _attention_forward(provider: str) -> Callable:
     if provider == "mmcore":
-        from . import cross_attention
+        from mmcore_kernels import cross_attention
 
         return lambda q, k, v, kv_lens: cross_attention(q, k, v, kv_lens=kv_lens)
     if provider == "sdpa":
@@ -282,7 +284,7 @@ def make_concat_linear_fn(
     )
 
     if provider in ("mmcore", "mmcore-triton"):
-        from . import concat_linear
+        from mmcore_kernels import concat_linear
 
         chosen = "triton" if provider == "mmcore-triton" else None
 
@@ -542,7 +544,7 @@ def format_table(rows: Sequence[dict]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m mmcore_kernels.bench", description=__doc__.splitlines()[0]
+        prog="python benchmarks/kernel_bench.py", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--full", action="store_true", help="full-size shapes on CPU too (slow)")
     parser.add_argument("--ops", nargs="+", choices=OPS, default=list(OPS))

@@ -1,0 +1,152 @@
+"""``load_manifest``: the options checked, every table read, split, the targets fitted on the training
+split and every row of every split turned into a sample (the expensive part, cached by the files'
+identity and the options, so building the three splits reads and checks once)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from mmcore.data import SPLITS, SampleDataset
+from mmcore_plugins.datasets.manifest.errors import ManifestError
+from mmcore_plugins.datasets.manifest.options import Options, check_columns, columns_spec, named_columns
+from mmcore_plugins.datasets.manifest.rows import RowParser
+from mmcore_plugins.datasets.manifest.source import Table
+from mmcore_plugins.datasets.manifest.splits import assign_splits
+from mmcore_plugins.datasets.manifest.targets import TARGET_TYPES
+
+logger = logging.getLogger("mmcore.data.manifest")
+
+
+class Parsed:
+    def __init__(self) -> None:
+        self.samples: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
+        self.skipped: dict[str, int] = dict.fromkeys(SPLITS, 0)
+        self.problems: list[str] = []
+        self.classes: list[str] | None = None
+        self.target_type = "none"
+        self.names: dict[str, str] = {}
+
+
+_CACHE: dict[Any, Parsed] = {}
+_CACHE_SIZE = 8
+
+
+def parse(opts: Options) -> Parsed:
+    """Read every table, split the rows, fit the label vocabulary on the training split, turn every
+    row of every split into a sample and collect every problem (the expensive part, cached by the
+    files' identity and the options, so building the three splits reads and checks once)."""
+    main = Table(opts.path, opts.encoding, opts.root)
+    val = Table(opts.val_path, opts.encoding, opts.root, "val") if opts.val_path is not None else None
+    test = Table(opts.test_path, opts.encoding, opts.root, "test") if opts.test_path is not None else None
+    tables = [t for t in (main, val, test) if t is not None]
+    key = opts.cache_key(tables)
+    if key is not None and key in _CACHE:
+        return _CACHE[key]
+    named = named_columns(opts.columns, opts.target, opts.path_columns)
+    for table in tables:
+        check_columns(Path(table.name), table.rows, named)
+    splits = assign_splits(main, val, test, opts.split_column, opts.val_fraction, opts.test_fraction, opts.seed)
+    parsed = Parsed()
+    parsed.names = {"main": main.name}
+    parser = RowParser(opts)
+    parser.targets.fit_targets([table.rows[i] for table, i in splits["train"]])
+    parsed.classes, parsed.target_type = parser.targets.classes, parser.targets.target_type
+    rows = []  # (split, table, row number, sample, problems)
+    for split in SPLITS:
+        for table, i in splits[split]:
+            sample, problems = parser.sample(table, table.rows[i], i + 1)
+            rows.append((split, table, i + 1, sample, problems))
+    parser.check_lengths(rows)
+    for split, _table, _number, sample, problems in rows:
+        if problems:
+            parsed.skipped[split] += 1
+        else:
+            parsed.samples[split].append(sample)
+    order = {id(t): k for k, t in enumerate(tables)}  # problems listed by file, then row
+    for *_, problems in sorted(rows, key=lambda r: (order[id(r[1])], r[2])):
+        parsed.problems += problems
+    # Not kept when it failed: a bad image may be fixed without touching the manifest.
+    if key is not None and not (parsed.problems and opts.on_bad_sample == "error"):
+        while len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = parsed
+    if parsed.problems and opts.on_bad_sample == "skip":
+        logger.warning("%s (skipping this and any further bad rows: on_bad_sample=skip; %d bad rows in all: %s)",
+                       parsed.problems[0], sum(parsed.skipped.values()),
+                       ", ".join(f"{s} {n}" for s, n in parsed.skipped.items() if n))
+    return parsed
+
+
+def load_manifest(
+    split: Literal["train", "val", "test"],
+    path: str | os.PathLike | Any,
+    columns: dict[str, Any],
+    target: str | list[str] | None = None,
+    path_columns: list[str] | None = None,
+    split_column: str | None = None,
+    val_path: str | os.PathLike | Any | None = None,
+    test_path: str | os.PathLike | Any | None = None,
+    val_fraction: float | None = None,
+    test_fraction: float | None = None,
+    seed: int = 0,
+    on_bad_sample: Literal["error", "skip"] = "error",
+    allow_outside_paths: bool = False,
+    validate: Literal["decode", "exists", "none"] = "decode",
+    encoding: str = "utf-8-sig",
+    root: str | None = None,
+    target_type: Literal["auto", "class", "multilabel", "regression", "text", "raw"] = "auto",
+    classes: list[str | int] | None = None,
+    num_classes: int | None = None,
+    label_delimiter: str = "|",
+    slot_modalities: dict[str, str] | None = None,
+) -> SampleDataset:
+    """One split of a manifest's samples (see the module docstring for every option).
+
+    ``path`` (and ``val_path``/``test_path``): a ``.csv``/``.tsv``/``.jsonl``/``.json``/``.parquet``
+    file, or from Python a pandas ``DataFrame`` / pyarrow ``Table`` (relative file paths in it then
+    resolve against ``root``, default the current folder). ``metadata`` holds ``manifest``,
+    ``skipped`` (bad rows dropped from this split), ``missing`` (per slot), ``target_type`` and, for
+    class and multilabel targets, ``classes`` (names, index = class) and ``num_classes``.
+
+    Raises :class:`ManifestError` (a ``ValueError``) listing every bad row of every split, each
+    naming the manifest, row, column, what was expected and what came; ``ValueError`` naming the
+    option for bad options or splits; ``FileNotFoundError`` for a missing manifest.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if on_bad_sample not in ("error", "skip"):
+        raise ValueError(f"on_bad_sample must be 'error' or 'skip', got {on_bad_sample!r}")
+    if validate not in ("decode", "exists", "none"):
+        raise ValueError(f"validate must be 'decode', 'exists' or 'none', got {validate!r}")
+    if target_type not in TARGET_TYPES:
+        raise ValueError(f"target_type must be one of {TARGET_TYPES}, got {target_type!r}")
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    if not isinstance(label_delimiter, str) or not label_delimiter:
+        raise ValueError(f"label_delimiter must be a non-empty string, got {label_delimiter!r}")
+    if isinstance(target, list) and target_type == "class":
+        raise ValueError(f"target_type 'class' takes one target column, got {target}")
+    columns = columns_spec(columns)
+    opts = Options(
+        path=path, columns=columns, target=target, path_columns=list(path_columns or []), split_column=split_column,
+        val_path=val_path, test_path=test_path, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+        on_bad_sample=on_bad_sample, allow_outside_paths=allow_outside_paths, validate=validate, encoding=encoding,
+        root=root, target_type=target_type, classes=list(classes) if classes is not None else None,
+        num_classes=num_classes, label_delimiter=label_delimiter, modalities=dict(slot_modalities or {}),
+    )
+    parsed = parse(opts)
+    if parsed.problems and on_bad_sample == "error":
+        raise ManifestError(parsed.problems)
+    # Fresh sample dicts: the parse is cached and shared by every split and call.
+    samples = [{"inputs": dict(s["inputs"]), "target": s["target"]} for s in parsed.samples[split]]
+    metadata: dict[str, Any] = {
+        "manifest": parsed.names["main"], "skipped": parsed.skipped[split], "target_type": parsed.target_type,
+        "missing": {slot: sum(s["inputs"][slot] is None for s in samples) for slot in columns},
+    }
+    if parsed.classes is not None:
+        metadata["classes"] = list(parsed.classes)
+        metadata["num_classes"] = len(parsed.classes)
+    return SampleDataset(samples, metadata=metadata)

@@ -1,0 +1,48 @@
+"""The manifest's part of ``mmcore predict --data FILE`` (hook ``mmcore_table_inputs``): a table's rows
+-> model inputs, built and checked the way the manifest builds training samples (:func:`inputs_from_rows`),
+with the run's own column mapping when it was trained on a manifest, else one column per slot named
+after it (a tabular slot whose name is not a column: its processor's named columns)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import mmcore
+from mmcore_plugins.datasets.manifest.rows import inputs_from_rows
+from mmcore_plugins.datasets.manifest.source import read_rows
+
+#: Modalities whose cells are file paths (relative to the table's folder).
+FILE_MODALITIES = ("image", "audio", "video")
+
+
+def data_columns(data: Mapping[str, Any], model: Any, header: set[str]) -> tuple[dict[str, Any], list[str]]:
+    """``(columns, path_columns)`` for a --data table: the run's manifest mapping, else one column per
+    slot named after it (a tabular slot with named columns: those columns)."""
+    if data.get("name") == "manifest" and isinstance(data.get("columns"), Mapping):
+        return dict(data["columns"]), list(data.get("path_columns") or [])
+    columns: dict[str, Any] = {}
+    path_columns: list[str] = []
+    for slot in model.slots:
+        processor = model.processors.get(slot)
+        numeric, categorical = processor.columns, processor.categorical  # a row reader's (Processor)
+        if slot not in header and (numeric or categorical):
+            columns[slot] = {k: list(v) for k, v in (("numeric", numeric), ("categorical", categorical)) if v}
+        else:
+            columns[slot] = slot
+            if model.encoders[slot].modality in FILE_MODALITIES and slot in header:
+                path_columns.append(slot)  # a file path (a text column holds the text itself)
+    return columns, path_columns
+
+
+@mmcore.hookimpl(trylast=True)  # a dataset plugin that knows its own config better answers first
+def mmcore_table_inputs(path: Path, encoding: str, model: Any, data: Mapping[str, Any]):
+    """Each row of ``path`` as model inputs, or the row's problems (see :func:`inputs_from_rows`).
+    File paths resolve against the table's folder and may lie outside it (the user named this table)."""
+    rows = read_rows(path, encoding=encoding)
+    header = set().union(*(r.keys() for r in rows)) if rows else set()
+    columns, path_columns = data_columns(data, model, header)
+    modalities = {slot: model.encoders[slot].modality for slot in model.slots}
+    return inputs_from_rows(rows, columns, path_columns=path_columns, root=Path(path).parent, name=str(path),
+                            modalities=modalities, validate="exists", allow_outside_paths=True)

@@ -1,0 +1,199 @@
+"""One manifest row -> one sample ``{"inputs": {slot: raw | None}, "target": ...}`` and every problem with
+it: numeric cells, text cells, ragged rows of numbers, paths escaping the manifest's folder, missing or
+undecodable files (:func:`check_file`), rows lacking every modality. :func:`inputs_from_rows` does the
+same for ``mmcore predict --data`` tables."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from mmcore_plugins.datasets.manifest.errors import BadSampleError, bad
+from mmcore_plugins.datasets.manifest.options import Options, check_columns, columns_spec, named_columns
+from mmcore_plugins.datasets.manifest.source import Table
+from mmcore_plugins.datasets.manifest.targets import Targets, finite_number, is_empty
+
+
+def check_file(file: Path) -> None:
+    """Check an image or audio file the way the processors will read it (:func:`mmcore_plugins.io.check_media`:
+    headers checked, decoding bounded); a :class:`~mmcore_plugins.io.MediaError` (ValueError) naming it if not."""
+    from mmcore_plugins.io import AUDIO_SUFFIXES as READABLE_AUDIO
+    from mmcore_plugins.io import IMAGE_SUFFIXES as READABLE_IMAGES
+    from mmcore_plugins.io import check_media, looks_like_audio, looks_like_image
+
+    suffix = file.suffix.lower()
+    if suffix in READABLE_IMAGES or (suffix not in READABLE_AUDIO and looks_like_image(file)):
+        check_media(file, "image")
+    elif suffix in READABLE_AUDIO or looks_like_audio(file):
+        check_media(file, "audio")
+
+
+class RowParser:
+    """What turning one row into a sample needs: the options, and the target column(s) (:class:`Targets`)."""
+
+    def __init__(self, opts: Any) -> None:
+        self.opts = opts
+        self.columns: dict[str, Any] = opts.columns
+        self.path_columns = set(opts.path_columns)
+        self.modalities: dict[str, str] = opts.modalities
+        self.targets = Targets(opts)
+        self.list_slots: set[str] = set()  # slots whose cells are lists of numbers (checked for one length)
+
+
+    def sample(self, table: Table, row: Mapping[str, Any], number: int) -> tuple[dict[str, Any], list[str]]:
+        """The row as a sample, and every problem with it (an empty list for a good row)."""
+        problems: list[str] = []
+        inputs: dict[str, Any] = {}
+        for slot, spec in self.columns.items():
+            try:
+                inputs[slot] = self.cell(table, row, number, slot, spec)
+            except BadSampleError as exc:
+                problems.append(str(exc))
+                inputs[slot] = None
+        value = None
+        if self.targets.target is not None:
+            try:
+                value = self.targets.target_value(row, number, table)
+            except BadSampleError as exc:
+                problems.append(str(exc))
+        if not problems and all(v is None for v in inputs.values()):
+            cells = sorted({c for _, c in named_columns(self.columns, None, None)})
+            problems.append(str(bad(table.name, number, None, f"no modality: every input column ({', '.join(cells)}) is empty "
+                                                              "(a sample needs at least one)")))
+        return {"inputs": inputs, "target": value}, problems
+
+    def cell(self, table: Table, row: Mapping[str, Any], number: int, slot: str, spec: Any) -> Any:
+        if isinstance(spec, list):  # numeric columns -> one row of numbers
+            return self.numbers(table, row, number, spec)
+        if isinstance(spec, Mapping):  # {numeric: [...], categorical: [...]} -> {column: value}
+            numeric, categorical = spec.get("numeric", []), spec.get("categorical", [])
+            cells = [row.get(c) for c in [*numeric, *categorical]]
+            if all(is_empty(c) for c in cells):
+                return None
+            for c in numeric:
+                if is_empty(row.get(c)):
+                    raise bad(table.name, number, c, "empty numeric cell in a present modality "
+                                                     "(leave all of its columns empty to mark the modality missing)")
+            values: dict[str, Any] = dict(zip(numeric, self.numbers(table, row, number, numeric) or [], strict=True))
+            for c in categorical:
+                cell = row.get(c)
+                if cell is not None and not isinstance(cell, (str, int, float, bool)):
+                    raise bad(table.name, number, c, f"expected a category (a string or number), got {type(cell).__name__} {cell!r:.40}")
+                values[c] = None if is_empty(cell) else str(cell).strip()  # an empty category is its own value
+            return values
+        cell = row.get(spec)
+        if is_empty(cell):
+            return None
+        modality = self.modalities.get(slot)
+        if spec in self.path_columns:
+            return self.file(table, number, spec, cell, modality)
+        if modality == "text" and not isinstance(cell, str):
+            raise bad(table.name, number, spec, f"expected text (a string), got {type(cell).__name__} {cell!r:.40}")
+        if isinstance(cell, (list, tuple)) and modality in (None, "tabular") and not any(isinstance(v, (list, tuple, dict)) for v in cell):
+            for v in cell:
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                    raise bad(table.name, number, spec, f"expected a list of finite numbers, got {v!r} in it")
+            self.list_slots.add(slot)
+        return cell
+
+    def check_lengths(self, rows: list[tuple[str, Table, int, dict[str, Any], list[str]]]) -> None:
+        """Rows of numbers given as one list cell must all have one length (the commonest one)."""
+        for slot, spec in self.columns.items():
+            if not isinstance(spec, str) or slot not in self.list_slots:
+                continue
+            lengths = Counter(len(s["inputs"][slot]) for _, _, _, s, _ in rows if isinstance(s["inputs"][slot], (list, tuple)))
+            if len(lengths) < 2:
+                continue
+            common = lengths.most_common(1)[0][0]
+            for _, table, number, sample, problems in rows:
+                cell = sample["inputs"][slot]
+                if isinstance(cell, (list, tuple)) and len(cell) != common:
+                    problems.append(str(bad(table.name, number, spec, f"expected {common} numbers (as most rows have), got {len(cell)}")))
+
+    def numbers(self, table: Table, row: Mapping[str, Any], number: int, names: list[str]) -> list[float] | None:
+        cells = [row.get(c) for c in names]
+        if not names or all(is_empty(c) for c in cells):
+            return None
+        values = []
+        for c, cell in zip(names, cells, strict=True):
+            if is_empty(cell):
+                raise bad(table.name, number, c, "empty cell among the numeric columns of a present modality "
+                                                 "(leave all of them empty to mark the modality missing)")
+            try:
+                values.append(finite_number(cell))
+            except (TypeError, ValueError) as exc:
+                raise bad(table.name, number, c, f"expected a number, got {cell!r}") from exc
+        return values
+
+    def file(self, table: Table, number: int, column: str, cell: Any, modality: str | None) -> str:
+        if not isinstance(cell, str):
+            raise bad(table.name, number, column, f"expected a file path, got {type(cell).__name__} {cell!r}")
+        root = table.root
+        file = (root / cell).resolve()
+        if not self.opts.allow_outside_paths and not file.is_relative_to(root):
+            raise bad(table.name, number, column, f"path {cell!r} escapes the manifest's folder {str(root)!r} "
+                                                  "(allow_outside_paths: true permits it)")
+        if modality == "text":  # the file's contents are the sample (a text encoder reads strings as text)
+            from mmcore_plugins.io import read_text
+
+            try:
+                return read_text(file)
+            except ValueError as exc:
+                raise bad(table.name, number, column, str(exc)) from exc
+        if self.opts.validate == "none":
+            return str(file)
+        if file.is_dir():
+            if modality in ("image", "audio"):
+                raise bad(table.name, number, column, f"{str(file)!r} is a folder, expected an {modality} file")
+            from mmcore_plugins.io import MediaError, video_frames
+
+            try:
+                frames = [Path(f) for f in video_frames(file)]  # a video clip's frames, as the video encoder reads them
+            except MediaError as exc:
+                raise bad(table.name, number, column, str(exc)) from exc
+            to_check = frames[:1]  # decoding every frame of every clip up front would be slow
+        elif file.is_file():
+            to_check = [file]
+        else:
+            raise bad(table.name, number, column, f"file {str(file)!r} does not exist")
+        if self.opts.validate == "decode":
+            for item in to_check:
+                try:
+                    check_file(item)
+                except ValueError as exc:
+                    raise bad(table.name, number, column, str(exc)) from exc  # the message names the file
+        return str(file)
+
+
+def inputs_from_rows(
+    rows: Sequence[Mapping[str, Any]], columns: Mapping[str, Any], *, path_columns: Sequence[str] = (),
+    root: str | os.PathLike | None = None, name: str = "<table>", modalities: Mapping[str, str] | None = None,
+    validate: Literal["decode", "exists", "none"] = "exists", allow_outside_paths: bool = False,
+) -> list[tuple[dict[str, Any] | None, str | None]]:
+    """Each row's model inputs ``{slot: raw}`` as a manifest would build them (for ``mmcore predict
+    --data``), or the row's problems: ``[(inputs, None) | (None, "row N, column 'c': ...")]``.
+
+    Raises ValueError (listing them) when a column named in ``columns``/``path_columns`` is absent
+    from every row.
+    """
+    spec = columns_spec(columns)
+    check_columns(Path(name), list(rows), named_columns(spec, None, list(path_columns)))
+    opts = Options(columns=spec, target=None, path_columns=list(path_columns), target_type="raw", classes=None,
+                   num_classes=None, label_delimiter="|", modalities=dict(modalities or {}), validate=validate,
+                   allow_outside_paths=allow_outside_paths)
+    parser = RowParser(opts)
+    table = Table.__new__(Table)
+    table.source, table.path, table.name, table.rows = None, None, name, list(rows)
+    table.root = Path(root).expanduser().resolve() if root is not None else Path.cwd().resolve()
+    built = []
+    for i, row in enumerate(table.rows):
+        sample, problems = parser.sample(table, row, i + 1)
+        built.append(("predict", table, i + 1, sample, problems))
+    parser.check_lengths(built)
+    prefix = f"{name}: "
+    return [(None, "; ".join(p.removeprefix(prefix) for p in problems)) if problems else (sample["inputs"], None)
+            for *_, sample, problems in built]
