@@ -276,16 +276,7 @@ def _file_column(name: str, present: list[tuple[int, Any]], n: int, base: Path, 
         return None
     if override is None and all(as_number(v) is not None for _, v in strings):
         return None  # numbers (a 100k-column table of them needs no file lookups)
-    resolved = []
-    outside = []
-    for i, v in strings:
-        try:
-            resolved.append((i, v, resolve_path(v, base, allow_outside=allow_outside)))
-        except OutsidePathError as exc:
-            outside.append(f"row {i + 1}: {exc}")
-    if outside:
-        more = f" (and {len(outside) - 3} more rows)" if len(outside) > 3 else ""
-        raise ColumnError(f"column {name!r}: " + "; ".join(outside[:3]) + more)
+    resolved = [(i, v, resolve_path(v, base)) for i, v in strings]
     existing = [(i, v, p) for i, v, p in resolved if p is not None]
     shaped = sum(_looks_like_path(v) for _, v, p in resolved if p is None)
     if override is None and len(existing) + shaped < 0.5 * len(strings):
@@ -293,6 +284,17 @@ def _file_column(name: str, present: list[tuple[int, Any]], n: int, base: Path, 
     if override is None and not existing:
         raise ColumnError(f"column {name!r}: all {len(strings)} non-empty cells name files that do not exist "
                           f"(e.g. {strings[0][1]!r}, relative to {str(base)!r})")
+    # A file column: its files are read (a text file's contents go into the run), so each must lie
+    # inside the table's folder unless allowed -- before any of them is opened.
+    outside = []
+    for i, v, _ in existing:
+        try:
+            resolve_path(v, base, allow_outside=allow_outside)
+        except OutsidePathError as exc:
+            outside.append(f"row {i + 1}: {exc}")
+    if outside:
+        more = f" (and {len(outside) - 3} more rows)" if len(outside) > 3 else ""
+        raise ColumnError(f"column {name!r}: " + "; ".join(outside[:3]) + more)
     kinds = Counter(_file_kind(p) for _, _, p in existing[:200])
     kind = override or next((k for k, _ in kinds.most_common() if k is not None), None)
     if kind is None:

@@ -129,6 +129,9 @@ def test_fit_refuses_paths_outside_the_tables_folder_like_train(tmp_path, outsid
     """fit followed ../ and absolute paths and copied outside text into the run (train refused)."""
     proj, cells = _outside_table(tmp_path)
     rows = [{"note": cells[0] if i % 4 else cells[outside], "y": "a" if i % 2 else "b"} for i in range(24)]
+    # (a text column holding one such string is text, not a file: nothing is read from it)
+    text = [{"note": f"a note with words {i}" if i % 4 else cells[outside], "y": "a" if i % 2 else "b"} for i in range(24)]
+    assert {i.name: i.kind for i in infer_columns(text, target="y", base=proj)}["note"] == "text"
     with pytest.raises(ColumnError, match=r"column 'note': row 1: path .* escapes the table's folder .*--allow-outside-paths"):
         infer_columns(rows, target="y", base=proj)
     infos = infer_columns(rows, target="y", base=proj, allow_outside_paths=True)
