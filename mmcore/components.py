@@ -88,6 +88,10 @@ class Encoder(nn.Module, abc.ABC):
 
     modality: str = "unknown"
     dim: int
+    #: Why a model holding this component cannot be exported (``mmcore export``: ONNX, torch.export),
+    #: or None (the default) when it can. The exporter refuses such a model before any work, naming
+    #: the component and this reason; :func:`mmcore.testing.check_export` skips the component.
+    export_refusal: str | None = None
 
     @abc.abstractmethod
     def processor(self) -> Processor:
@@ -105,6 +109,11 @@ class Fusion(nn.Module, abc.ABC):
     (an absent modality never influences a sample's output). ``input_dims`` maps each slot to
     its encoder's width.
     """
+
+    #: Why a model holding this component cannot be exported (``mmcore export``: ONNX, torch.export),
+    #: or None (the default) when it can. The exporter refuses such a model before any work, naming
+    #: the component and this reason; :func:`mmcore.testing.check_export` skips the component.
+    export_refusal: str | None = None
 
     def __init__(self, input_dims: Mapping[str, int], dim: int) -> None:
         super().__init__()
@@ -148,6 +157,11 @@ class HeadOutput:
 
 class Head(nn.Module, abc.ABC):
     """Task head: fused features (+ targets) -> :class:`HeadOutput`, with its metrics."""
+
+    #: Why a model holding this component cannot be exported (``mmcore export``: ONNX, torch.export),
+    #: or None (the default) when it can. The exporter refuses such a model before any work, naming
+    #: the component and this reason; :func:`mmcore.testing.check_export` skips the component.
+    export_refusal: str | None = None
 
     def __init__(self, input_dim: int) -> None:
         super().__init__()
