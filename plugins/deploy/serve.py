@@ -24,8 +24,7 @@ audio). A request never names a file the server opens. Every bad request gets a 
 ``{"error": ..., "field": ...}``; the server keeps serving.
 """
 
-from __future__ import annotations
-
+# (No `from __future__ import annotations`: FastAPI reads the endpoints' annotations as objects.)
 import asyncio
 import json
 import os
@@ -35,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from fastapi import Request  # (module level: FastAPI reads the endpoints' annotations from here)
+from fastapi import Request
 
 from mmcore_plugins.deploy.backends import Backend, FieldError
 
@@ -97,7 +96,7 @@ class MicroBatcher:
     class preparing:  # noqa: N801 - used as `with batcher.preparing(batcher):`
         """Counts a request as being prepared (the batch loop may wait for it)."""
 
-        def __init__(self, batcher: MicroBatcher) -> None:
+        def __init__(self, batcher: "MicroBatcher") -> None:
             self.batcher = batcher
 
         def __enter__(self) -> None:

@@ -59,9 +59,9 @@ def write_data(folder: Path, rows: int = 60) -> Path:
         Image.fromarray(picture(label, rng)).save(folder / f"img{i}.png")
         soundfile.write(folder / f"snd{i}.wav", tone(label, rng), RATE, subtype="PCM_16")
         split = "test" if i % 10 == 9 else "val" if i % 10 == 8 else "train"
-        image = f"img{i}.png" if i % 7 else ""
+        image = str(folder / f"img{i}.png") if i % 7 else ""
         note = WORDS[label] if i % 4 else ""
-        lines.append(f"{image},snd{i}.wav,{note},{1.0 + CLASSES.index(label) + 0.1 * (i % 5)},{label},{split}")
+        lines.append(f"{image},{folder / f'snd{i}.wav'},{note},{1.0 + CLASSES.index(label) + 0.1 * (i % 5)},{label},{split}")
     (folder / "data.csv").write_text("\n".join(lines) + "\n")
     return folder / "data.csv"
 
@@ -76,7 +76,7 @@ def write_config(folder: Path, manifest: Path) -> Path:
                                "text": {"name": "text_transformer", "dim": 16, "heads": 2, "layers": 1, "max_length": 16},
                                "profile": {"name": "tabular_mlp", "num_features": 1, "columns": ["size"], "dim": 8}},
                   "fusion": {"name": "gated", "dim": 16}, "head": {"name": "classification"}},
-        "trainer": {"epochs": 4, "batch_size": 8, "lr": 0.01, "progress": False, "plots": False, "tensorboard": False,
+        "trainer": {"epochs": 2, "batch_size": 8, "lr": 0.01, "progress": False, "plots": False, "tensorboard": False,
                     "run_dir": str(folder / "run")},
     }
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
