@@ -40,7 +40,7 @@ import torch
 from mmcore.errors import UserInputError
 from mmcore_plugins.deploy import frontend
 from mmcore_plugins.deploy.graph import ExportModule
-from mmcore_plugins.deploy.inputs import SlotExport, UnsupportedSlot, slot_export
+from mmcore_plugins.deploy.inputs import MAX_BATCH, SlotExport, UnsupportedSlot, slot_export
 
 FORMATS = ("onnx", "pt2")
 #: Largest |eager - onnxruntime| accepted on any float output at export time (fp32 graphs).
@@ -269,6 +269,7 @@ def _export_into(work: Path, model: Any, slots: list[SlotExport], *, fmt: str, i
         "graph": {"file": graphs.get("int8", graphs[fmt]), "format": fmt, "int8": int8,
                   "files": {k: {"file": v, "sha256": _sha256(work / v), "bytes": (work / v).stat().st_size}
                             for k, v in graphs.items()}},
+        "max_batch": MAX_BATCH,
         "inputs": [i.to_json() for s in slots for i in s.inputs],
         "outputs": outputs,
         "slots": {s.slot: s.frontend for s in slots},
@@ -296,10 +297,10 @@ def _write_onnx(program: Any, module: ExportModule, outputs: list[dict[str, Any]
         onnx_program.save(str(path))
     except Exception as exc:  # noqa: BLE001 - the ONNX translation failed: report it, nothing is written
         raise ExportFailed(f"ONNX export failed: {type(exc).__name__}: {_first_line(exc)}") from exc
-    _strip_metadata(path)
+    strip_metadata(path)
 
 
-def _strip_metadata(path: Path) -> None:
+def strip_metadata(path: Path) -> None:
     """Drop the exporter's per-node metadata (source stack traces, module names): most of a small
     model's file, none of its computation."""
     import onnx

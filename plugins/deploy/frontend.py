@@ -524,8 +524,13 @@ class Artefact:
         return out
 
     def predict(self, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """One result per record, in graph calls of at most the manifest's ``max_batch`` records."""
         prepared = [self.prepare(r) for r in records]
-        return self.results(self.run(self.collate(prepared), len(prepared)), prepared)
+        step, out = int(self.manifest.get("max_batch", 1024)), []
+        for start in range(0, len(prepared), step):
+            chunk = prepared[start : start + step]
+            out += self.results(self.run(self.collate(chunk), len(chunk)), chunk)
+        return out
 
 
 def load(folder: str | os.PathLike, *, graph: str | None = None, threads: int | None = None) -> Artefact:

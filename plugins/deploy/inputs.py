@@ -21,8 +21,9 @@ from torch import nn
 
 from mmcore_plugins.deploy import frontend
 
-#: Most records one call of an exported graph takes (torch.export needs a bound; ONNX has none).
-MAX_BATCH = 4096
+#: Most records one call of an exported graph takes: torch.export needs a bound, and Hugging Face
+#: encoders trace with a guard near 2730 records; the front end splits larger batches.
+MAX_BATCH = 1024
 #: Least of every dynamic size (batch, tokens, frames): see :data:`mmcore_plugins.deploy.frontend.MIN_SIZE`.
 MIN_SIZE = frontend.MIN_SIZE
 
