@@ -7,9 +7,10 @@ The folder::
                         normalisation), the head's task and class names, versions, the source run,
                         and the verification done at export time
     model.onnx          the graph (ONNX, dynamo exporter), or model.pt2 (torch.export)
-    model.int8.onnx     with --int8: the weights of every Conv, MatMul, Gemm and embedding quantised
-                        to int8 (onnxruntime's dynamic quantisation; activations quantised per call),
-                        the front end's mel filters left in float
+    model.int8.onnx     with --int8: MatMul / Gemm / embeddings in int8 (onnxruntime's dynamic
+                        quantisation: activations quantised per call), convolution weights stored as
+                        int8 (weight-only: dequantised once at load, run in float); the front end's
+                        mel filters left in float
     frontend.py         the numpy/Pillow/soundfile front end (a copy of mmcore_plugins.deploy.frontend):
                         the folder runs without mmcore
     tokenizer_*.json    a Hugging Face text slot's tokenizer
@@ -314,14 +315,17 @@ def strip_metadata(path: Path) -> None:
     onnx.save(model, str(path))
 
 
-#: Operators whose constant weights int8 quantisation stores as int8 (embeddings are Gathers).
-INT8_OPS = ["Conv", "MatMul", "Gemm", "Gather"]
+#: Operators that int8 runs in int8 (dynamic quantisation: weights int8 per tensor, activations
+#: quantised per call); embeddings (Gather) are stored as int8 and gathered as such.
+INT8_OPS = ["MatMul", "Gemm", "Gather"]
 
 
 def quantise_int8(source: Path, target: Path) -> None:
-    """Dynamic int8 quantisation (onnxruntime; weights int8 per tensor, activations quantised per call)
-    of every Conv, MatMul, Gemm and embedding Gather with a constant weight -- except the front end's
-    own constants (inputs named ``front.*``: mel filters), which stay in float."""
+    """The int8 graph: onnxruntime's dynamic quantisation of every MatMul, Gemm and embedding Gather
+    with a constant weight, and every convolution's weights stored as int8 (per output channel,
+    symmetric) behind a DequantizeLinear -- weight-only, so the convolution itself runs in float
+    (onnxruntime's integer convolution is slower than its float one on CPU) while the file holds
+    int8. The front end's mel filters stay in float; its DFT basis is a convolution weight like any."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -331,6 +335,34 @@ def quantise_int8(source: Path, target: Path) -> None:
     excluded = [n.name for n in graph.node if n.op_type in INT8_OPS and any(i in front for i in n.input)]
     quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=INT8_OPS,
                      nodes_to_exclude=excluded)
+    model = onnx.load(str(target))
+    convolution_weights_int8(model)
+    onnx.save(model, str(target))
+
+
+def convolution_weights_int8(model: Any) -> int:
+    """Store every Conv's constant weight ``[C_out, ...]`` as int8 with one float scale per output
+    channel (round to nearest, symmetric, [-127, 127]) and a DequantizeLinear giving the weight back
+    under its name (onnxruntime folds it once at load). Returns how many weights were converted."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    initializers = {i.name: i for i in graph.initializer}
+    weights = {n.input[1] for n in graph.node if n.op_type == "Conv" and len(n.input) > 1 and n.input[1] in initializers}
+    nodes = []
+    for name in sorted(weights):
+        w = numpy_helper.to_array(initializers[name]).astype(np.float32)
+        scale = np.abs(w).reshape(w.shape[0], -1).max(axis=1) / 127.0
+        scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+        q = np.clip(np.rint(w / scale.reshape(-1, *([1] * (w.ndim - 1)))), -127, 127).astype(np.int8)
+        graph.initializer.remove(initializers[name])
+        graph.initializer.extend([numpy_helper.from_array(q, f"{name}_int8"), numpy_helper.from_array(scale, f"{name}_scale"),
+                                  numpy_helper.from_array(np.zeros(len(scale), dtype=np.int8), f"{name}_zero")])
+        nodes.append(helper.make_node("DequantizeLinear", [f"{name}_int8", f"{name}_scale", f"{name}_zero"], [name],
+                                      name=f"{name}_dequantize", axis=0))
+    for node in reversed(nodes):  # first in the graph: they read constants only
+        graph.node.insert(0, node)
+    return len(nodes)
 
 
 @torch.no_grad()

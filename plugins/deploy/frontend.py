@@ -10,8 +10,8 @@ outputs -> predictions. numpy, Pillow and python-soundfile only (onnxruntime or 
     # -> [{"prediction": "7", "probabilities": {"0": 0.001, ...}, "modalities": ["image", "audio", "text"]}, ...]
 
 What runs where. The graph (``model.onnx`` / ``model.pt2``) holds every step that exports: image
-normalisation, the log-mel spectrogram (STFT, mel filters, log, per-utterance standardisation
-over the real frames), the encoders, the fusion and the head. This
+normalisation, the log-mel spectrogram (an STFT as a convolution with the DFT basis, mel
+filters, log, per-utterance standardisation over the real frames), the encoders, the fusion and the head. This
 file holds what cannot be a graph: decoding files, resizing images of any size to the model's
 square, tokenising text, looking categories up in the fitted vocabularies, standardising table
 columns, padding a batch. Each step is the one ``mmcore``'s processors take, written again in
@@ -454,6 +454,9 @@ class Artefact:
             import onnxruntime as ort
 
             options = ort.SessionOptions()
+            # Constant weights stored as int8 behind a DequantizeLinear (model.int8.onnx) are folded to
+            # float once at load instead of at every call (onnxruntime keeps them for QDQ fusion otherwise).
+            options.add_session_config_entry("session.disable_quant_qdq", "1")
             if threads:
                 options.intra_op_num_threads = threads
             session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])

@@ -12,7 +12,6 @@ processor's STFT, mel filters and statistics, computed for a padded batch).
 from __future__ import annotations
 
 import re
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,27 +97,29 @@ class LogMelInput(nn.Module):
     """``waveform [B, N]`` (each clip reflect-padded by ``n_fft // 2``), ``length [B]`` (padded samples),
     ``present [B]`` -> ``mels [B, n_mels, T]`` standardised per clip over its real frames, ``mask [B, T]``.
 
-    ``LogMelProcessor.logmel`` for a batch: the STFT of the already padded clips (``center=False``:
-    the frames ``torch.stft(center=True)`` takes of one clip; ONNX's STFT operator), power, the
-    processor's mel filters, ``log(. + 1e-6)``, then the mean and (unbiased) standard deviation over
-    each clip's own ``n_mels x T_i`` values; padding frames are zero, as the processor's collate
-    leaves them.
+    ``LogMelProcessor.logmel`` for a batch. The STFT of the already padded clips is a strided 1-D
+    convolution with the Hann-windowed DFT basis as kernels (cos and -sin rows, ``n_fft // 2 + 1``
+    of each, computed in float64): the frames ``torch.stft(center=True)`` takes of one clip, in a
+    form every runtime runs fast (onnxruntime's own STFT operator took 33 ms for what this does in
+    under 1 ms on the demo's clips). Then power, the processor's mel filters, ``log(. + 1e-6)``,
+    and the mean and (unbiased) standard deviation over each clip's own ``n_mels x T_i`` values;
+    padding frames are zero, as the processor's collate leaves them.
     """
 
     def __init__(self, n_fft: int, hop: int, window: torch.Tensor, filters: torch.Tensor) -> None:
         super().__init__()
-        self.n_fft, self.hop = n_fft, hop
-        self.register_buffer("window", window.float().clone(), persistent=False)
+        self.n_fft, self.hop, self.bins = n_fft, hop, n_fft // 2 + 1
+        n = torch.arange(n_fft, dtype=torch.float64)
+        k = torch.arange(self.bins, dtype=torch.float64)
+        angle = 2 * torch.pi * ((k[:, None] * n[None, :]) % n_fft) / n_fft
+        kernels = torch.cat([torch.cos(angle), -torch.sin(angle)]) * window.to(torch.float64)  # [2 * bins, n_fft]
+        self.register_buffer("dft", kernels.float()[:, None, :], persistent=False)
         self.register_buffer("filters", filters.float().clone(), persistent=False)
 
     def forward(self, waveform: torch.Tensor, length: torch.Tensor, present: torch.Tensor) -> dict[str, torch.Tensor]:
-        with warnings.catch_warnings():
-            # (real, imaginary) pairs rather than a complex tensor: the ONNX exporter takes no complex
-            # tensor's size; PyTorch calls this form deprecated but computes the same spectrum.
-            warnings.simplefilter("ignore", UserWarning)
-            spectrum = torch.stft(waveform, self.n_fft, self.hop, window=self.window, center=False,
-                                  return_complex=False)  # [B, K, T, 2]
-        power = spectrum[..., 0] * spectrum[..., 0] + spectrum[..., 1] * spectrum[..., 1]
+        spectrum = nn.functional.conv1d(waveform[:, None, :], self.dft, stride=self.hop)  # [B, 2 * bins, T]
+        real, imag = spectrum[:, : self.bins], spectrum[:, self.bins :]
+        power = real * real + imag * imag
         logmel = torch.log(torch.matmul(power.transpose(1, 2), self.filters) + 1e-6).transpose(1, 2)  # [B, M, T]
         frames = ((length - self.n_fft) // self.hop + 1).clamp_min(0) * present.to(length.dtype)
         mask = torch.arange(logmel.shape[2], device=logmel.device)[None, :] < frames[:, None]

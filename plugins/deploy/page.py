@@ -14,7 +14,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-ICONS = {"image": "🖼", "audio": "🔊", "video": "🎞", "text": "✎", "tabular": "▦"}
+#: A colour per modality for the slot's tag (plain CSS: no icon font or emoji needed).
+COLOURS = {"image": "#2f7d5b", "audio": "#8a4fb8", "video": "#b5641e", "text": "#3056d3", "tabular": "#6b7280"}
 
 STYLE = """
 :root { --ink: #1d2330; --muted: #5b6478; --line: #d9deea; --accent: #3056d3; --bg: #f5f7fb; }
@@ -28,7 +29,8 @@ section { background: #fff; border: 1px solid var(--line); border-radius: 10px; 
 h2 { margin: 0 0 12px; font-size: 15px; text-transform: uppercase; letter-spacing: .04em; color: var(--muted); }
 fieldset { border: 0; padding: 0; margin: 0 0 16px; }
 legend { font-weight: 600; margin-bottom: 6px; }
-legend small { font-weight: 400; color: var(--muted); margin-left: 6px; }
+legend .tag { font-size: 11px; font-weight: 600; color: #fff; border-radius: 4px; padding: 1px 6px; margin-left: 6px;
+  text-transform: uppercase; letter-spacing: .04em; vertical-align: 1px; }
 input[type=file], input[type=text], input[type=number], textarea { width: 100%; font: inherit; padding: 7px 9px;
   border: 1px solid var(--line); border-radius: 7px; background: #fbfcfe; }
 textarea { min-height: 64px; resize: vertical; }
@@ -85,8 +87,8 @@ form.addEventListener("submit", async (event) => {
 def _field(slot: Mapping[str, Any]) -> str:
     name, modality, kind = slot["name"], slot["modality"], slot["input"]
     e = html.escape
-    icon = ICONS.get(modality, "•")
-    legend = f'<legend>{icon} {e(name)} <small>{e(modality)}</small></legend>'
+    colour = COLOURS.get(modality, "#6b7280")
+    legend = f'<legend>{e(name)} <span class="tag" style="background:{colour}">{e(modality)}</span></legend>'
     if kind == "file":
         body = f'<input type="file" id="{e(name)}" name="{e(name)}" accept="{e(slot.get("accept", ""))}">'
     elif kind == "frames":
@@ -112,10 +114,13 @@ def render_page(metadata: Mapping[str, Any]) -> str:
     slots = metadata["slots"]
     head = metadata.get("head") or {}
     model = metadata.get("model") or {}
-    source = model.get("graph") or model.get("checkpoint") or ""
+    if model.get("kind") == "export":
+        source = f"export {model.get('graph', '')} ({model.get('format', '')}) of {model.get('path', '')}"
+    else:
+        source = f"run {model.get('path', '')} ({model.get('checkpoint', 'best')} checkpoint)"
     classes = head.get("classes")
     subtitle = (f"{len(slots)} modalities ({', '.join(s['name'] for s in slots)}) · "
-                f"{len(classes)} classes · " if classes else f"{len(slots)} modalities · ") + f"{model.get('kind', '')} {source}"
+                + (f"{len(classes)} classes · " if classes else "") + source)
     fields = "".join(_field(s) for s in slots)
     embedded = json.dumps(metadata).replace("</", "<\\/")  # no "</script>" can end the element early
     return f"""<!doctype html>
