@@ -116,7 +116,7 @@ def run_fusion(registry, fusion: str, names: list[str], work: Path) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fusions", help="comma-separated fusion names (default: every built-in fusion)")
-    parser.add_argument("--out", default="benchmarks/deploy_export_roundtrip.jsonl", help="JSON lines written as it goes")
+    parser.add_argument("--out", default="runs/deploy_export_roundtrip.jsonl", help="JSON lines written as it goes")
     parser.add_argument("--encoders", help="comma-separated encoder names (default: every built-in encoder)")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
     args = parser.parse_args()
