@@ -7,7 +7,9 @@ record as an upload (PNG + WAV + text). Measured:
 
 * overhead at batch 1: the HTTP round trip (one client, keep-alive) against the same work done in
   this process without HTTP (the record's checks, decoding, preprocessing and forward pass:
-  ``backend.prepare`` + ``backend.predict``), interleaved request by request; p50 difference;
+  ``backend.prepare`` + ``backend.predict``), interleaved request by request; p50 difference; and
+  the server process's CPU time per request against this process's for the same work (the part
+  of the overhead that a loaded machine's scheduling does not inflate);
 * throughput: one request at a time vs ``--clients`` concurrent clients (micro-batching), with p50
   and p95 latency, failures and requests lost (answered vs predicted by the server's /healthz);
 * 100 malformed requests (wrong types, missing fields, unknown slots, corrupt or oversized files,
@@ -34,6 +36,12 @@ import httpx
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (all its threads) so far, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -159,18 +167,21 @@ def main() -> int:
             for i in range(10):  # warm both paths
                 http.post("/predict", **requests[i % len(requests)])
                 local(records[i % len(records)])
-            in_process, over_http = [], []
+            in_process, over_http, cpu_local, cpu_server = [], [], 0.0, 0.0
             for i in range(args.sequential):
                 j = i % len(records)
                 pair = [("local", lambda j=j: local(records[j])), ("http", lambda j=j: http.post("/predict", **requests[j]))]
                 for name, call in (pair if i % 2 else pair[::-1]):
+                    cpu = cpu_seconds(server.pid) if name == "http" else time.process_time()
                     start = time.perf_counter()
                     result = call()
                     spent = time.perf_counter() - start
                     if name == "http":
+                        cpu_server += cpu_seconds(server.pid) - cpu
                         assert result.status_code == 200, result.text
                         over_http.append(spent)
                     else:
+                        cpu_local += time.process_time() - cpu
                         in_process.append(spent)
             start = time.perf_counter()
             for i in range(args.sequential):
@@ -179,6 +190,10 @@ def main() -> int:
         p50_local, p50_http = statistics.median(in_process) * 1000, statistics.median(over_http) * 1000
         print(f"\nbatch 1 ({args.sequential} requests, interleaved): in process {p50_local:.2f} ms p50; over HTTP "
               f"{p50_http:.2f} ms p50 (p95 {percentile(over_http, 0.95) * 1000:.2f}); serving adds {p50_http - p50_local:.2f} ms p50")
+        n = args.sequential
+        print(f"CPU time per request (load-independent): the server process {1000 * cpu_server / n:.2f} ms, the same work in "
+              f"process {1000 * cpu_local / n:.2f} ms: serving costs {1000 * (cpu_server - cpu_local) / n:.2f} ms of CPU "
+              f"(clock ticks of {1000 / os.sysconf('SC_CLK_TCK'):.0f} ms: meaningful over many requests)")
         before = httpx.get(f"{url}/healthz").json()
         jobs = [requests[i % len(requests)] for i in range(args.requests)]
         latencies, codes, spent = asyncio.run(concurrent(url, jobs, args.clients))

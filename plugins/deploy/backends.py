@@ -194,6 +194,8 @@ class RunBackend(Backend):
         return item
 
     def predict(self, items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        from mmcore_plugins.deploy.frontend import json_safe
+
         torch = self.torch
         inputs = {s.name: self.model.processors[s.name].collate([i[s.name] for i in items]) for s in self.slots}
         with torch.no_grad():
@@ -203,7 +205,7 @@ class RunBackend(Backend):
         classes = self.head.get("classes")
         results = []
         for row, item in enumerate(items):
-            result: dict[str, Any] = {"prediction": predictions[row]}
+            result: dict[str, Any] = {"prediction": json_safe(predictions[row])}
             if isinstance(probabilities, torch.Tensor) and probabilities.dim() == 2:
                 values = [round(float(p), 6) for p in probabilities[row]]
                 result["probabilities"] = dict(zip(classes, values, strict=True)) if classes and len(classes) == len(values) else values

@@ -264,7 +264,7 @@ def _export_into(work: Path, model: Any, slots: list[SlotExport], *, fmt: str, i
     records = [example_records(model, n, generator) for n in VERIFY_BATCHES]
     checks = [graph_inputs(fronts, module, r) for r in records]
     verification = verify(module, work, fmt, graphs, checks)
-    verification["front_end"] = front_end_fidelity(model, module, records, checks)
+    verification["front_end"] = front_end_fidelity(model, module, records, checks, outputs)
     return {
         "format": frontend.FORMAT, "version": frontend.FORMAT_VERSION,
         "graph": {"file": graphs.get("int8", graphs[fmt]), "format": fmt, "int8": int8,
@@ -408,7 +408,7 @@ def verify(module: ExportModule, folder: Path, fmt: str, graphs: Mapping[str, st
 
 @torch.no_grad()
 def front_end_fidelity(model: Any, module: ExportModule, records: Sequence[Sequence[Mapping[str, Any]]],
-                       batches: Sequence[Sequence[torch.Tensor]]) -> dict[str, Any]:
+                       batches: Sequence[Sequence[torch.Tensor]], outputs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Largest difference between the model fed by its own processors (eager, as ``mmcore predict``
     runs it) and the exported module fed by the front end, on the same records; ExportFailed above
     ``FRONT_END_TOLERANCE`` (a front end that does not compute what the processor does)."""
@@ -418,7 +418,8 @@ def front_end_fidelity(model: Any, module: ExportModule, records: Sequence[Seque
     for rows, batch in zip(records, batches, strict=True):
         inputs, _ = to_device(model.collate([{"inputs": dict(r)} for r in rows]), "cpu")
         reference = module.outputs(model(inputs))
-        got = {n: o[: len(rows)] for n, o in zip(module.output_names, module(*batch), strict=True)}
+        shapes = {o["name"]: o["shape"] for o in outputs}
+        got = {n: frontend.trim(o, len(rows), shapes[n]) for n, o in zip(module.output_names, module(*batch), strict=True)}
         for name in module.output_names:
             diffs[name] = max(diffs.get(name, 0.0), _difference(reference[name].numpy(), got[name].numpy()))
     floats = {n: v for n, v in diffs.items() if got[n].is_floating_point()}

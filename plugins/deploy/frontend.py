@@ -412,6 +412,24 @@ class VideoSlot(Slot):
         return {self.inputs("frames"): frames, self.inputs("mask"): mask, self.inputs("present"): self._present(items)}
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None (JSON has no NaN: a contrastive
+    head's embedding of a missing side is NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    return value
+
+
+def trim(array: Any, rows: int, shape: Sequence[Any]) -> Any:
+    """``array`` cut to ``rows`` along every axis whose ``shape`` entry is "batch"."""
+    index = tuple(slice(0, rows) if size == "batch" else slice(None) for size in shape)
+    return array[index] if len(shape) == array.ndim else array[:rows]
+
+
 def collate(slots: Mapping[str, Slot], prepared: Sequence[Mapping[str, Any]], names: Sequence[str]) -> dict[str, np.ndarray]:
     """Prepared records (``{slot: item or None}``) -> the graph's input arrays in ``names`` order; a
     batch of fewer than ``MIN_SIZE`` records is padded with records that lack every modality."""
@@ -500,9 +518,13 @@ class Artefact:
         return self.collate([self.prepare(r) for r in records])
 
     def run(self, arrays: Mapping[str, np.ndarray], rows: int | None = None) -> dict[str, np.ndarray]:
-        """The graph's outputs by name; ``rows``: keep the first rows only (drop collate's padding)."""
+        """The graph's outputs by name; ``rows``: keep the first rows only (drop collate's padding),
+        along every axis the manifest marks as the batch (a contrastive head's ``[B, B]`` logits)."""
         out = dict(zip(self.output_names, self._run(arrays), strict=True))
-        return out if rows is None else {k: v[:rows] for k, v in out.items()}
+        if rows is None:
+            return out
+        shapes = {o["name"]: o["shape"] for o in self.manifest["outputs"]}
+        return {k: trim(v, rows, shapes.get(k, ["batch"])) for k, v in out.items()}
 
     def results(self, outputs: Mapping[str, np.ndarray], prepared: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """Output arrays -> one JSON-ready dict per record."""
@@ -518,7 +540,7 @@ class Artefact:
                 hits = [int(v) for v in np.asarray(prediction).ravel()]
                 result["prediction"] = [c for c, h in zip(classes, hits, strict=True) if h] if classes else hits
             else:
-                result["prediction"] = np.asarray(prediction).tolist()
+                result["prediction"] = json_safe(np.asarray(prediction).tolist())
             if "probabilities" in outputs:
                 values = [round(float(p), 6) for p in outputs["probabilities"][row]]
                 result["probabilities"] = dict(zip(classes, values, strict=True)) if classes and len(classes) == len(values) else values
