@@ -25,14 +25,15 @@ def main() -> int:
     parser.add_argument("--out", default="docs/deploy_page.png")
     parser.add_argument("--record", type=int, default=3, help="which test record of the demo data (default 3)")
     args = parser.parse_args()
-    import mmcore
-    from mmcore.engine.datasets import load_datasets
-    from mmcore.engine.rundir import RunDir
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ready
     from selenium.webdriver.support.ui import WebDriverWait
+
+    import mmcore
+    from mmcore.engine.datasets import load_datasets
+    from mmcore.engine.rundir import RunDir
 
     run = Path(args.path)
     if (run / "manifest.json").is_file():

@@ -152,6 +152,7 @@ def main() -> int:
         "export + onnxruntime int8": lambda rows: int8.predict(rows),
     }
     single: dict[str, list[float]] = {k: [] for k in paths}
+    cpu: dict[str, float] = dict.fromkeys(paths, 0.0)
     for _ in range(2):
         for run in paths.values():
             run(chosen[:1])
@@ -160,9 +161,11 @@ def main() -> int:
             order = list(paths.items())
             order = order[(r + i) % len(order):] + order[: (r + i) % len(order)]
             for name, run in order:
+                clock = time.process_time()
                 start = time.perf_counter()
                 run([record])
                 single[name].append(time.perf_counter() - start)
+                cpu[name] += time.process_time() - clock
     big = (records * (256 // len(records) + 1))[:256]
     batched = {}
     for name, run in paths.items():
@@ -173,9 +176,11 @@ def main() -> int:
             run(big)
             spans.append((time.perf_counter() - start) / len(big))
         batched[name] = median_ms(spans)
-    print("\none record end to end (files read and preprocessed; medians) and per record in batches of 256:")
+    print("\none record end to end (files read and preprocessed; medians) and per record in batches of 256; CPU time "
+          "of this process per single-record prediction (all threads; what a loaded machine does not inflate):")
     for name in paths:
-        print(f"  {name:<34} batch 1: {median_ms(single[name]):7.2f} ms   batch 256: {batched[name]:6.2f} ms/record")
+        print(f"  {name:<34} batch 1: {median_ms(single[name]):7.2f} ms (CPU {1000 * cpu[name] / len(single[name]):6.2f} ms)"
+              f"   batch 256: {batched[name]:6.2f} ms/record")
     print(f"\nload average after: {os.getloadavg()[0]:.1f}")
     if tmp is not None:
         tmp.cleanup()
