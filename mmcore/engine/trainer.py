@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader
 from mmcore.data import make_dataloader
 from mmcore.engine import NonFiniteLossError, distributed
 from mmcore.engine.artefacts import check_training_state, read_model_json, read_weights
+from mmcore.engine.balancers import build_balancer
 from mmcore.engine.checkpoint import (
     atomic_write,
     dumps_json,
@@ -47,9 +48,10 @@ from mmcore.engine.config import (
     validate_config,
 )
 from mmcore.engine.datasets import load_datasets, model_data_options  # noqa: F401 - also importable from here
+from mmcore.engine.diagnostics import ImbalanceDiagnostics
 from mmcore.engine.evaluation import autocast_context, evaluate_counted, to_device
 from mmcore.engine.host_memory import retain_freed_memory
-from mmcore.engine.loggers import attached_loggers, build_loggers
+from mmcore.engine.loggers import attached_loggers, attached_plugins, build_loggers
 from mmcore.engine.metrics import EpochAccumulator, StepMetrics, as_float, lower_is_better
 from mmcore.engine.optim import adamw, build_optimizer, build_scheduler, parameter_groups, warmup_cosine  # noqa: F401
 from mmcore.engine.rundir import SPEC, STATE, WEIGHTS, RunDir
@@ -241,6 +243,12 @@ class Trainer:
             self._load_resume_state()
         #: ``(name, logger)`` of ``trainer.loggers`` (main process only), registered while :meth:`fit` runs
         self.loggers = build_loggers(opts, self.manager.registry) if self.is_main else []
+        #: ``(plugin name, object)``: the run's balancer (every process) and imbalance diagnostics
+        #: (main process), registered while :meth:`fit` runs, before the loggers
+        balancer = build_balancer(opts, self.manager.registry)
+        self.run_plugins = [balancer] if balancer is not None else []
+        if opts.diagnostics and self.is_main:
+            self.run_plugins.append(("diagnostics", ImbalanceDiagnostics()))
 
     def _check_monitor(self) -> None:
         """Fill ``trainer.monitor`` (the head's first metric) and settle its direction, before any training."""
@@ -379,6 +387,8 @@ class Trainer:
         context = no_sync() if (not sync and no_sync is not None) else contextlib.nullcontext()
         state = getattr(self, "_epoch_state", None)
         terms: dict[str, torch.Tensor] = {}
+        #: what this micro-batch's loss is multiplied by before backward (see hookspecs.py)
+        self.micro_batch_weight = scale
         with context:
             with autocast_context(self.device, self.options.precision):
                 out = self.train_model(inputs, targets)
@@ -450,7 +460,7 @@ class Trainer:
         status, error = getattr(self, "_resumed_status", "completed"), None
         # Outputs (metrics.csv, TensorBoard, progress, plots, third-party loggers) are plugins on
         # the lifecycle hooks, registered for this run on the main process only.
-        with attached_loggers(self.manager, self.loggers):
+        with attached_plugins(self.manager, self.run_plugins), attached_loggers(self.manager, self.loggers):
             try:
                 # Plugins' lifecycle hooks go through the manager: one that raises stops the run
                 # cleanly (PluginHookError naming it; report.json says so; checkpoints kept).
