@@ -3,6 +3,7 @@
     python benchmarks/bench_balancers.py                       # the demo, 3 seeds, every method (hours on 2 cores)
     python benchmarks/bench_balancers.py --suite control       # breast_cancer split into 3 modalities, 10 seeds (minutes)
     python benchmarks/bench_balancers.py --suite demo --methods plain ogm_ge --seeds 0 1 2
+    python benchmarks/bench_balancers.py --suite fit --fit-data data/fit_digits   # after benchmarks/fit_data.py
 
 Methods: ``plain`` (the config as it is: joint training of its fusion, ``gated`` in both suites), each registered balancer with its
 default options (``trainer.balancer: NAME``; ``NAME:key=value,...`` sets options), and
@@ -17,6 +18,8 @@ image (``--probe-slot``) encoder's linear-probe accuracy on the val split (from 
 
 Results are appended to ``--out`` (JSON) as each run finishes; running again skips the (method,
 seed) pairs already there (``--fresh`` starts over), so a long sweep can be stopped and resumed.
+``--jobs N`` runs N seeds at once, each in its own process with one intra-op thread (their
+results go to ``<out>.seed<N>.json`` and are merged into ``--out``).
 """
 
 from __future__ import annotations
@@ -64,16 +67,58 @@ SUITES = {
     "control": {"config": ROOT / "configs" / "tabular.yaml", "seeds": list(range(10)), "probe_slot": "worst",
                 "overrides": ["model.fusion={name: gated, dim: 64}"]},
 }
+#: The ``mmcore fit`` benchmark (benchmarks/fit_data.py): ``mmcore fit``'s own config for the table (its
+#: ``unimodal_ensemble`` head), against a plain fused model (``gated`` fusion + classification head, fit's
+#: choice for multi-modal targets without the ensemble) with and without each balancer. The test split's
+#: voices were never heard in training.
+SUITES["fit"] = {"config": None, "seeds": [0, 1, 2], "probe_slot": "image", "data": ROOT / "data" / "fit_digits"}
+FIT_EPOCHS = 40
 METHODS = ["plain", "ogm_ge", "agm", "gblend", "mmpareto", "mla", "unimodal_ensemble"]
 
 
-def method_config(base: dict, method: str, seed: int, run_dir: Path) -> dict:
+def fit_config(data: Path, run_dir: Path) -> dict:
+    """``mmcore fit DATA/manifest.csv --target digit``'s config (run once; read back when it exists), its
+    epochs fixed to ``FIT_EPOCHS`` (fit sizes them from a measured step time, which a loaded machine
+    would change) and its early stopping kept."""
+    import subprocess
+
+    from mmcore.yamlio import load_yaml_file
+
+    run = run_dir / "fit" / "mmcore-fit"
+    if not (run / "config.yaml").is_file():
+        # (only its config is used: a short time limit, since the epochs are fixed below anyway)
+        command = ["mmcore", "fit", str(data / "manifest.csv"), "--target", "digit", "--run-dir", str(run), "--overwrite",
+                   "--time-limit", "2m"]
+        print("$", " ".join(command), flush=True)
+        subprocess.run(command, check=True)
+    config = load_yaml_file(run / "config.yaml")
+    config["trainer"]["epochs"] = FIT_EPOCHS
+    return config
+
+
+def plain_fused(config: dict) -> dict:
+    """The fit suite's plain fused model: ``gated`` fusion (128) + a classification head with the ensemble's
+    classes and label smoothing, modality dropout 0.3 (what fit chooses for a fused head)."""
+    config = copy.deepcopy(config)
+    head = config["model"]["head"]
+    config["model"]["fusion"] = {"name": "gated", "dim": 128}
+    config["model"]["head"] = {"name": "classification", **{k: head[k] for k in ("classes", "num_classes") if k in head},
+                               "label_smoothing": head.get("label_smoothing", 0.1)}
+    config["trainer"]["modality_dropout"] = 0.3
+    return config
+
+
+def method_config(base: dict, method: str, seed: int, run_dir: Path, suite: str = "demo") -> dict:
     """The suite's config for one (method, seed)."""
     config = copy.deepcopy(base)
+    name, _, raw = method.partition(":")
+    if suite == "fit" and name != "unimodal_ensemble":  # the fit config has the ensemble: every other method is fused
+        config = plain_fused(config)
     trainer = config.setdefault("trainer", {})
     trainer.update(seed=seed, run_dir=str(run_dir), progress=False, tensorboard=False, plots=False, diagnostics=True)
-    name, _, raw = method.partition(":")
-    if name == "unimodal_ensemble":
+    if name == "unimodal_ensemble" and suite == "fit":
+        pass  # fit's own config as it is
+    elif name == "unimodal_ensemble":
         head = config["model"]["head"]
         config["model"]["head"] = {"name": "unimodal_ensemble", **{k: head[k] for k in ("num_classes", "classes") if k in head},
                                    "label_smoothing": head.get("label_smoothing", 0.1)}
@@ -139,6 +184,41 @@ def summarise(results: list[dict], methods: list[str], probe_slot: str, metric: 
     return rows, "\n".join(lines)
 
 
+def run_parallel(args: argparse.Namespace, seeds: list[int], out: Path, results: list[dict]) -> list[dict]:
+    """Each seed in a process of its own (``--jobs`` at a time, one intra-op thread each: on a shared or
+    small machine two threads per process oversubscribe the cores), then every result merged."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    pending, running, parts = list(seeds), [], []
+    while pending or running:
+        while pending and len(running) < args.jobs:
+            seed = pending.pop(0)
+            part = out.with_name(f"{out.stem}.seed{seed}.json")
+            if args.fresh:
+                part.unlink(missing_ok=True)
+            command = [sys.executable, __file__, "--suite", args.suite, "--methods", *args.methods, "--seeds", str(seed),
+                       "--out", str(part), "--run-dir", str(args.run_dir), *(["--probe-slot", args.probe_slot] if args.probe_slot else []),
+                       *(["--fit-data", str(args.fit_data)] if args.fit_data else []),
+                       *args.overrides]
+            log = part.with_suffix(".log").open("a")
+            running.append((subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT), log))
+            parts.append(part)
+        time.sleep(5)
+        for item in list(running):
+            if item[0].poll() is not None:
+                item[1].close()
+                running.remove(item)
+                if item[0].returncode:
+                    print(f"a worker failed (exit {item[0].returncode}); see {item[1].name}", flush=True)
+    merged = {(r["method"], r["seed"]): r for r in results}
+    for part in parts:
+        if part.exists():
+            merged.update({(r["method"], r["seed"]): r for r in json.loads(part.read_text())["runs"]})
+    return list(merged.values())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--suite", choices=sorted(SUITES), default="demo")
@@ -147,9 +227,13 @@ def main() -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=None, help="trainer.seed values (default: the suite's)")
     parser.add_argument("--out", type=Path, default=None, help="JSON results (default benchmarks/results/balancers_<suite>.json)")
     parser.add_argument("--run-dir", type=Path, default=Path("runs/bench_balancers"))
+    parser.add_argument("--fit-data", type=Path, default=None, help="the fit suite's folder from benchmarks/fit_data.py "
+                                                                     "(default data/fit_digits)")
     parser.add_argument("--probe-slot", default=None, help="the encoder whose probe accuracy is tabulated")
     parser.add_argument("--fresh", action="store_true", help="ignore results already in --out")
     parser.add_argument("--summary-only", action="store_true", help="print the table from --out, run nothing")
+    parser.add_argument("--jobs", type=int, default=1, help="run the seeds in this many processes at once (each with "
+                                                             "one intra-op thread), then merge their results into --out")
     parser.add_argument("overrides", nargs="*", metavar="key.path=value", help="config overrides for every run")
     args = parser.parse_args()
     from mmcore.engine.config import load_config
@@ -160,16 +244,23 @@ def main() -> int:
     out = args.out or ROOT / "benchmarks" / "results" / f"balancers_{args.suite}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     results = [] if args.fresh or not out.exists() else json.loads(out.read_text())["runs"]
-    base = load_config(suite["config"], [*suite.get("overrides", []), *args.overrides])
+    if args.suite == "fit":
+        from mmcore.engine.config import apply_overrides
+
+        base = apply_overrides(fit_config(args.fit_data or suite["data"], args.run_dir), args.overrides)
+    else:
+        base = load_config(suite["config"], [*suite.get("overrides", []), *args.overrides])
     done = {(r["method"], r["seed"]) for r in results}
-    if not args.summary_only:
+    if args.jobs > 1 and not args.summary_only:
+        results = run_parallel(args, seeds, out, results)
+    elif not args.summary_only:
         for seed in seeds:  # seeds outermost: an interrupted sweep has every method at the same seeds
             for method in args.methods:
                 if (method, seed) in done:
                     continue
                 run_dir = args.run_dir / args.suite / method.replace(":", "_").replace(",", "_") / f"seed{seed}"
                 print(f"[{time.strftime('%H:%M:%S')}] {args.suite} {method} seed {seed} ...", flush=True)
-                result = run_one(method_config(base, method, seed, run_dir))
+                result = run_one(method_config(base, method, seed, run_dir, args.suite))
                 result.update(method=method, seed=seed)
                 results.append(result)
                 print(f"    test accuracy {100 * result['test']['accuracy']:.2f}%, {probe_slot} probe "

@@ -27,7 +27,7 @@ from typing import Any
 
 from mmcore import hookspecs
 from mmcore.engine.config import balancer_spec
-from mmcore.errors import ConfigError, ConfigIssue, user_input_phase
+from mmcore.errors import ConfigError, ConfigIssue
 
 #: The hooks a balancer may implement.
 BALANCER_HOOKS = ("mmcore_train_start", "mmcore_train_loss", "mmcore_before_optimizer_step", "mmcore_train_step_end",
@@ -46,8 +46,11 @@ def build_balancer(options, registry) -> tuple[str, Any] | None:
     name, opts = spec
     if ("balancer", name) not in registry:
         raise ConfigError([ConfigIssue("trainer.balancer", registry.unknown_message("balancer", name))])
-    with user_input_phase(f"building balancer {name!r}"):
-        balancer = registry.get("balancer", name).factory(**opts)
+    info = registry.get("balancer", name)
+    try:
+        balancer = info.factory(**opts)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError([ConfigIssue("trainer.balancer", f"balancer {name!r} ({info.owner}) rejected its options: {exc}")]) from exc
     for attr in dir(type(balancer)):
         if not attr.startswith("mmcore_"):
             continue

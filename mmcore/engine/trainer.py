@@ -121,6 +121,8 @@ class Trainer:
         self.overwrite = overwrite
         #: the run directory's names; :meth:`setup` creates, marks and locks it (main process)
         self.rundir = RunDir.check(self.options.run_dir, resume=self.resume is not None, overwrite=overwrite)
+        # Built now, so that a balancer refusing its options stops the run before any work (fresh per run).
+        self._balancer = build_balancer(self.options, self.manager.registry)
         self.run_dir = self.rundir.path
         self.config = resolved_config(self.config, self.options)
         if self.resume is not None:
@@ -245,8 +247,7 @@ class Trainer:
         self.loggers = build_loggers(opts, self.manager.registry) if self.is_main else []
         #: ``(plugin name, object)``: the run's balancer (every process) and imbalance diagnostics
         #: (main process), registered while :meth:`fit` runs, before the loggers
-        balancer = build_balancer(opts, self.manager.registry)
-        self.run_plugins = [balancer] if balancer is not None else []
+        self.run_plugins = [self._balancer] if self._balancer is not None else []
         if opts.diagnostics and self.is_main:
             self.run_plugins.append(("diagnostics", ImbalanceDiagnostics()))
 

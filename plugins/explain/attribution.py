@@ -21,8 +21,12 @@ from typing import Any
 
 import torch
 
-from mmcore.engine.subsets import all_subsets, head_output
+from mmcore.engine.subsets import all_subsets
 from mmcore_plugins.explain.shapley import EXACT_MAX, coalition_values, exact_shapley, sampled_shapley
+
+
+def inputs_device(features) -> torch.device:
+    return next(iter(features.values())).present.device
 
 
 def value_kind(output) -> str:
@@ -48,35 +52,51 @@ def explain_batch(model, inputs: Mapping[str, Any], *, exact_max: int = EXACT_MA
     ``present [B, M]`` bool, plus ``slots``, ``kind`` and ``exact``.
     """
     slots = model.slots
-    features = model.encode(inputs)
-    output = head_output(model, features)
-    kind = value_kind(output)
-    if kind == "log_probability":
-        target = output.predictions.long()
-
-        def value(out, records):
-            return out.logits.float().log_softmax(-1).gather(1, target[records, None]).squeeze(1)
-    else:
-        target = torch.zeros(output.predictions.shape[0], dtype=torch.long, device=output.predictions.device)
-
-        def value(out, records):
-            predicted = out.predictions.float()
-            return predicted if predicted.dim() == 1 else predicted[:, 0]
-
     m = len(slots)
+    features = model.encode(inputs)
+    kinds: list[str] = []
+
+    def raw(out, records):
+        """Class logits (classification) or the first predicted value (regression), per row."""
+        if not kinds:
+            kinds.append(value_kind(out))
+        if kinds[0] == "log_probability":
+            return out.logits.float().log_softmax(-1)
+        predicted = out.predictions.float()
+        return predicted if predicted.dim() == 1 else predicted[:, 0]
+
     if m <= exact_max:
-        coalitions = all_subsets(m, device=target.device)
-        values = coalition_values(model, features, coalitions, slots, value).double()  # [B, 2^M]
+        # Every coalition's output in one pass; the predicted class is the full coalition's (the last).
+        outputs = coalition_values(model, features, all_subsets(m, device=inputs_device(features)), slots, raw)
+        if kinds[0] == "log_probability":
+            target = outputs[:, -1].argmax(-1)
+            values = outputs.gather(2, target[:, None, None].expand(-1, outputs.shape[1], 1)).squeeze(2).double()
+        else:
+            target = torch.zeros(outputs.shape[0], dtype=torch.long, device=outputs.device)
+            values = outputs.double()
         phi, stderr = exact_shapley(values), torch.zeros(values.shape[0], m, dtype=torch.float64)
         full, empty = values[:, -1], values[:, 0]
     else:
-        generator = torch.Generator().manual_seed(seed)
-        none = torch.zeros(1, m, dtype=torch.bool, device=target.device)
-        ends = coalition_values(model, features, torch.cat([none, ~none]), slots, value).double()
-        empty, full = ends[:, 0], ends[:, 1]
+        ends = torch.stack([torch.zeros(m, dtype=torch.bool), torch.ones(m, dtype=torch.bool)]).to(inputs_device(features))
+        ends = coalition_values(model, features, ends, slots, raw)  # no modality, every modality
+        if kinds[0] == "log_probability":
+            target = ends[:, 1].argmax(-1)
+            ends = ends.gather(2, target[:, None, None].expand(-1, 2, 1)).squeeze(2)
+        else:
+            target = torch.zeros(ends.shape[0], dtype=torch.long, device=ends.device)
+        empty, full = ends[:, 0].double(), ends[:, 1].double()
+
+        def value(out, records):
+            got = raw(out, records)
+            return got.gather(1, target[records, None]).squeeze(1) if kinds[0] == "log_probability" else got
+
         phi, stderr = sampled_shapley(lambda c: coalition_values(model, features, c.to(target.device), slots, value), m,
-                                      pairs=pairs, generator=generator)
+                                      pairs=pairs, generator=torch.Generator().manual_seed(seed))
+    kind = kinds[0]
     present = torch.stack([features[s].present for s in slots], dim=1)
+    # A slot the record lacks is a dummy player (its coalitions' values are equal): exactly 0, not
+    # the rounding of the weighted sum.
+    phi = torch.where(present.to(phi.device), phi, torch.zeros((), dtype=phi.dtype))
     return {"slots": slots, "kind": kind, "exact": m <= exact_max, "shapley": phi.cpu(), "stderr": stderr.cpu(),
             "full": full.cpu(), "empty": empty.cpu(), "target": target.cpu(), "present": present.cpu()}
 
@@ -99,7 +119,8 @@ def explain_samples(model, samples: Sequence[Mapping[str, Any]], *, batch_size: 
     for i, sample in enumerate(samples):
         if not any(sample.get(slot) is not None for slot in model.slots):
             raise ValueError(f"record {i + 1} has none of the model's modality slots {model.slots}")
-    model.eval()
+    if model.training:  # (walking the module tree costs more than a small model's forward)
+        model.eval()
     records: list[dict[str, Any]] = []
     for start in range(0, len(samples), batch_size):
         chunk = samples[start:start + batch_size]
