@@ -118,6 +118,8 @@ def modality_report(model, dataset, *, batch_size: int = 64, device: torch.devic
     if len(slots) == 1:
         subsets = {"full": slots}
     states = {key: model.head.metrics()[metric].to(device) for key in subsets} if metric else {}
+    for state in states.values():  # this process holds every sample: torchmetrics must not sync with the others
+        state.distributed_available_fn = _not_distributed
     pooled: dict[str, list[torch.Tensor]] = {s: [] for s in slots}
     targets: dict[str, list[torch.Tensor]] = {s: [] for s in slots}
     rows = 0
@@ -154,6 +156,10 @@ def modality_report(model, dataset, *, batch_size: int = 64, device: torch.devic
         "alone": {s: values.get(f"alone/{s}") for s in slots} if len(slots) > 1 else {},
         "probe_metric": probe_metric, "probe": probes, "probe_rows": {s: sum(len(t) for t in targets[s]) for s in slots},
     }
+
+
+def _not_distributed() -> bool:
+    return False
 
 
 def linear_probe(x: torch.Tensor, y: torch.Tensor, *, folds: int = PROBE_FOLDS, ridge: float = PROBE_RIDGE,
