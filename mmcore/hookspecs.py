@@ -36,7 +36,10 @@ for plugins; everything else on it is private and may change:
   ``world_size`` (DDP then averages over the processes); 0 for a distributed process's placeholder
   batch. A plugin that computes gradients of its own (``torch.autograd.grad``) and adds them in
   ``mmcore_before_optimizer_step`` weights them by it, sums them with ``all_reduce_sum`` and
-  divides by ``world_size``: then they are scaled exactly like the ones ``backward()`` produced.
+  divides by ``world_size``: then they are scaled exactly like the ones ``backward()`` produced;
+* ``scaler``: the run's ``torch.amp.GradScaler`` (enabled only for fp16 on CUDA): such a plugin
+  multiplies its loss by ``scaler.get_scale()`` before ``torch.autograd.grad`` and divides the
+  gradients by it, as the trainer's backward does (``mmcore_before_optimizer_step`` sees them unscaled).
 
 A plugin keeps its own per-run state on itself (build a fresh plugin object per run and register
 it with :func:`mmcore.register_plugin`, or key a dict by ``id(trainer)``), never as attributes

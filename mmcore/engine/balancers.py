@@ -19,6 +19,9 @@ the same gradient change: reduce statistics with ``trainer.all_reduce_sum``), an
 the plugin manager while :meth:`Trainer.fit <mmcore.engine.trainer.Trainer.fit>` runs, as
 ``balancer <name>``; a balancer that raises stops the run cleanly like any hook. The built-in
 balancers (OGM-GE, AGM, G-Blend, MMPareto, MLA) live in ``mmcore_plugins.balancers``.
+
+A balancer's own statistics (running means, blend weights, projectors) are not part of the
+checkpoint: a resumed run starts them afresh (``trainer.balancer`` itself may not change on resume).
 """
 
 from __future__ import annotations

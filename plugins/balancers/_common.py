@@ -17,7 +17,10 @@ sums and counts and summed over the processes with ``trainer.all_reduce_sum`` be
 gradient is changed, so every process computes the same coefficients from the same numbers.
 Gradients a balancer computes itself (``torch.autograd.grad``) are weighted by
 ``trainer.micro_batch_weight``, summed over the processes and divided by ``world_size``: scaled
-exactly like the gradients ``backward()`` left in ``p.grad`` (see hookspecs.py).
+exactly like the gradients ``backward()`` left in ``p.grad`` (see hookspecs.py). With missing
+modalities a process's (or micro-batch's) uni-modal loss is the mean over its own samples that
+have the modality, weighted like the micro-batch: equal in expectation, not to the last digit, to
+one process over the whole batch (exactly equal when every sample has every modality).
 """
 
 from __future__ import annotations
@@ -54,6 +57,18 @@ def unimodal_output(model, features, slot: str, targets: torch.Tensor | None):
     if rows.numel() == 0:
         return None
     return head_output(model, only(features, [slot], rows), None if targets is None else targets[rows]), rows
+
+
+def own_gradients(trainer, loss: torch.Tensor, params: Sequence[torch.Tensor]) -> list[torch.Tensor | None]:
+    """``d loss / d params`` (None where a parameter is unused), the graph kept for the step's backward.
+
+    Under fp16 mixed precision the loss is multiplied by the gradient scaler's scale first and the
+    gradients divided by it again (as the trainer's own backward does), so small ones do not underflow.
+    """
+    scaler = getattr(trainer, "scaler", None)
+    scale = float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else 1.0
+    grads = torch.autograd.grad(loss * scale if scale != 1.0 else loss, params, retain_graph=True, allow_unused=True)
+    return [g if g is None or scale == 1.0 else g / scale for g in grads]
 
 
 def encoder_parameters(model, slot: str) -> list[torch.nn.Parameter]:

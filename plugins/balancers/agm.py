@@ -61,8 +61,10 @@ def agm_coefficients(scores: dict[str, float | None], running: dict[str, float],
 
 
 class AGM:
-    """AGM (Li et al., ICCV 2023): Shapley-value mono-modal responses, and each encoder's gradients
-    scaled by ``exp(alpha * (eta - r))`` toward its running balance."""
+    """AGM (Li et al., ICCV 2023): each encoder's gradients scaled toward its running balance.
+
+    Mono-modal responses are the modalities' Shapley values on the logits; the scale is
+    ``exp(alpha * (eta - r))`` (see the module docstring)."""
 
     def __init__(self, alpha: float = 0.5, start_epoch: int = 1, end_epoch: int | None = None, pairs: int = 16) -> None:
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not (math.isfinite(alpha) and alpha > 0):

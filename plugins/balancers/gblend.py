@@ -53,8 +53,10 @@ def blend_weights(previous: dict[str, tuple[float, float]], current: dict[str, t
 
 
 class GradientBlending:
-    """G-Blend (Wang et al., CVPR 2020): fused + uni-modal losses, weighted by generalisation gained over
-    overfitting gained squared, re-estimated every ``every`` epochs on the validation split."""
+    """G-Blend (Wang et al., CVPR 2020): fused + uni-modal losses, blended by how well each generalises.
+
+    The weights are generalisation gained over overfitting gained squared, re-estimated every
+    ``every`` epochs on the validation split (see the module docstring)."""
 
     def __init__(self, every: int = 1) -> None:
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:

@@ -33,7 +33,13 @@ import math
 import torch
 
 import mmcore
-from mmcore_plugins.balancers._common import GradientStash, check_multimodal, epoch_means, unimodal_output
+from mmcore_plugins.balancers._common import (
+    GradientStash,
+    check_multimodal,
+    epoch_means,
+    own_gradients,
+    unimodal_output,
+)
 
 
 def owm_update(p: torch.Tensor, x: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -43,8 +49,10 @@ def owm_update(p: torch.Tensor, x: torch.Tensor, alpha: float) -> torch.Tensor:
 
 
 class MLA:
-    """MLA (Zhang et al., CVPR 2024): one modality per optimiser step, round robin, trained through the
-    shared head, whose gradient is projected away from the other modalities' inputs (OWM)."""
+    """MLA (Zhang et al., CVPR 2024): one modality per optimiser step, round robin, through the shared head.
+
+    The head's gradient from that modality is projected away from the other modalities' inputs
+    (OWM); see the module docstring."""
 
     def __init__(self, fused_weight: float = 1.0, projection: bool = True, alpha: float = 0.1) -> None:
         for name, value, low in (("fused_weight", fused_weight, 0.0), ("alpha", alpha, 1e-12)):
@@ -92,7 +100,7 @@ class MLA:
         term = loss if term is None else term + loss
         if self.projection and self.layers:
             weights = [layer.weight for layer in self.layers]
-            grads = torch.autograd.grad(loss, weights, retain_graph=True, allow_unused=True)
+            grads = own_gradients(trainer, loss, weights)
             self.stash.add(slot, weights, grads, trainer.micro_batch_weight)
             if trainer.micro_batch_weight != 0:  # (a distributed process's placeholder batch has no real input)
                 for i, xs in captured.items():

@@ -35,6 +35,7 @@ from mmcore_plugins.balancers._common import (
     check_multimodal,
     encoder_parameters,
     epoch_means,
+    own_gradients,
     unimodal_output,
 )
 
@@ -56,8 +57,10 @@ def pareto_weights(g_mm: torch.Tensor, g_m: torch.Tensor) -> tuple[float, float,
 
 
 class MMPareto:
-    """MMPareto (Wei & Hu, ICML 2024): fused + uni-modal losses; where an encoder's two gradients conflict,
-    their min-norm (Pareto) combination, rescaled, replaces the sum."""
+    """MMPareto (Wei & Hu, ICML 2024): fused + uni-modal losses, conflicts resolved per encoder.
+
+    Where an encoder's two gradients conflict, their min-norm (Pareto) combination, rescaled,
+    replaces the sum (see the module docstring)."""
 
     def __init__(self, gamma: float = 1.5) -> None:
         if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not (math.isfinite(gamma) and gamma > 0):
@@ -83,7 +86,7 @@ class MMPareto:
             loss = found[0].loss
             params = self.params[slot]
             if params:
-                grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+                grads = own_gradients(trainer, loss, params)
                 self.stash.add(slot, params, grads, trainer.micro_batch_weight)
             total = loss if total is None else total + loss
         return None if total is None else {"mmpareto": total}

@@ -58,8 +58,10 @@ def ogm_coefficients(scores: dict[str, float | None], alpha: float) -> dict[str,
 
 
 class OGMGE:
-    """OGM-GE (Peng et al., CVPR 2022): scale the dominant modalities' encoder gradients down by
-    ``1 - tanh(alpha * rho)`` each step, plus Gaussian gradient noise (``gradient_noise``)."""
+    """OGM-GE (Peng et al., CVPR 2022): the dominant modalities' encoder gradients scaled down each step.
+
+    By ``1 - tanh(alpha * rho)``, plus Gaussian gradient noise (``gradient_noise``); see the
+    module docstring."""
 
     def __init__(self, alpha: float = 0.5, gradient_noise: bool = True, start_epoch: int = 1,
                  end_epoch: int | None = None) -> None:
