@@ -232,6 +232,8 @@ def main() -> int:
     parser.add_argument("--probe-slot", default=None, help="the encoder whose probe accuracy is tabulated")
     parser.add_argument("--fresh", action="store_true", help="ignore results already in --out")
     parser.add_argument("--summary-only", action="store_true", help="print the table from --out, run nothing")
+    parser.add_argument("--merge", type=Path, nargs="+", default=[], help="add the runs of these result files (e.g. "
+                                                                          "from separate processes) to --out first")
     parser.add_argument("--jobs", type=int, default=1, help="run the seeds in this many processes at once (each with "
                                                              "one intra-op thread), then merge their results into --out")
     parser.add_argument("overrides", nargs="*", metavar="key.path=value", help="config overrides for every run")
@@ -250,6 +252,11 @@ def main() -> int:
         base = apply_overrides(fit_config(args.fit_data or suite["data"], args.run_dir), args.overrides)
     else:
         base = load_config(suite["config"], [*suite.get("overrides", []), *args.overrides])
+    if args.merge:
+        merged = {(r["method"], r["seed"]): r for r in results}
+        for part in args.merge:
+            merged.update({(r["method"], r["seed"]): r for r in json.loads(part.read_text())["runs"]})
+        results = list(merged.values())
     done = {(r["method"], r["seed"]) for r in results}
     if args.jobs > 1 and not args.summary_only:
         results = run_parallel(args, seeds, out, results)
