@@ -32,6 +32,7 @@ from mmcore.data import make_dataloader
 from mmcore.engine import NonFiniteLossError, distributed
 from mmcore.engine.artefacts import check_training_state, read_model_json, read_weights
 from mmcore.engine.atomic import write_file
+from mmcore.engine.balancers import build_balancer
 from mmcore.engine.checkpoint import (
     dumps_json,
     load_training_state,
@@ -47,9 +48,10 @@ from mmcore.engine.config import (
     validate_config,
 )
 from mmcore.engine.datasets import load_datasets, model_data_options  # noqa: F401 - also importable from here
+from mmcore.engine.diagnostics import ImbalanceDiagnostics
 from mmcore.engine.evaluation import autocast_context, evaluate_counted, to_device
 from mmcore.engine.host_memory import retain_freed_memory
-from mmcore.engine.loggers import attached_loggers, build_loggers
+from mmcore.engine.loggers import attached_loggers, attached_plugins, build_loggers
 from mmcore.engine.metrics import EpochAccumulator, StepMetrics, as_float, lower_is_better
 from mmcore.engine.optim import adamw, build_optimizer, build_scheduler, parameter_groups, warmup_cosine  # noqa: F401
 from mmcore.engine.rundir import SPEC, STATE, WEIGHTS, RunDir
@@ -120,6 +122,8 @@ class Trainer:
         self.overwrite = overwrite
         #: the run directory's names; :meth:`setup` creates, marks and locks it (main process)
         self.rundir = RunDir.check(self.options.run_dir, resume=self.resume is not None, overwrite=overwrite)
+        # Built now, so that a balancer refusing its options stops the run before any work (fresh per run).
+        self._balancer = build_balancer(self.options, self.manager.registry)
         self.run_dir = self.rundir.path
         self.config = resolved_config(self.config, self.options)
         if self.resume is not None:
@@ -248,6 +252,11 @@ class Trainer:
             self._load_resume_state()
         #: ``(name, logger)`` of ``trainer.loggers`` (main process only), registered while :meth:`fit` runs
         self.loggers = build_loggers(opts, self.manager.registry) if self.is_main else []
+        #: ``(plugin name, object)``: the run's balancer (every process) and imbalance diagnostics
+        #: (main process), registered while :meth:`fit` runs, before the loggers
+        self.run_plugins = [self._balancer] if self._balancer is not None else []
+        if opts.diagnostics and self.is_main:
+            self.run_plugins.append(("diagnostics", ImbalanceDiagnostics()))
 
     def _check_monitor(self) -> None:
         """Fill ``trainer.monitor`` (the head's first metric) and settle its direction, before any training."""
@@ -386,6 +395,8 @@ class Trainer:
         context = no_sync() if (not sync and no_sync is not None) else contextlib.nullcontext()
         state = self._epoch_state
         terms: dict[str, torch.Tensor] = {}
+        #: what this micro-batch's loss is multiplied by before backward (see hookspecs.py)
+        self.micro_batch_weight = scale
         with context:
             with autocast_context(self.device, self.options.precision):
                 out = self.train_model(inputs, targets)
@@ -464,7 +475,7 @@ class Trainer:
         status, error = self._resumed_status, None
         # Outputs (metrics.csv, TensorBoard, progress, plots, third-party loggers) are plugins on
         # the lifecycle hooks, registered for this run on the main process only.
-        with attached_loggers(self.manager, self.loggers):
+        with attached_plugins(self.manager, self.run_plugins), attached_loggers(self.manager, self.loggers):
             try:
                 # Plugins' lifecycle hooks go through the manager: one that raises stops the run
                 # cleanly (PluginHookError naming it; report.json says so; checkpoints kept).
