@@ -116,6 +116,10 @@ class Encoder(nn.Module, abc.ABC):
     dim: int
     #: Width of :meth:`frozen_features`' output, when it differs from ``dim`` (None: ``dim``).
     frozen_dim: int | None = None
+    #: Why a model holding this component cannot be exported (``mmcore export``: ONNX, torch.export),
+    #: or None (the default) when it can. The exporter refuses such a model before any work, naming
+    #: the component and this reason; :func:`mmcore.testing.check_export` skips the component.
+    export_refusal: str | None = None
 
     @abc.abstractmethod
     def processor(self) -> Processor:
@@ -153,6 +157,11 @@ class Fusion(nn.Module, abc.ABC):
     (an absent modality never influences a sample's output). ``input_dims`` maps each slot to
     its encoder's width.
     """
+
+    #: Why a model holding this component cannot be exported (``mmcore export``: ONNX, torch.export),
+    #: or None (the default) when it can. The exporter refuses such a model before any work, naming
+    #: the component and this reason; :func:`mmcore.testing.check_export` skips the component.
+    export_refusal: str | None = None
 
     def __init__(self, input_dims: Mapping[str, int], dim: int) -> None:
         super().__init__()
@@ -219,6 +228,10 @@ class Head(nn.Module, abc.ABC):
         options win; one that disagrees with the data raises :class:`~mmcore.errors.ConfigError`
         (issue paths relative to the head). Default: the options unchanged."""
         return dict(options)
+    #: Why a model holding this component cannot be exported (``mmcore export``: ONNX, torch.export),
+    #: or None (the default) when it can. The exporter refuses such a model before any work, naming
+    #: the component and this reason; :func:`mmcore.testing.check_export` skips the component.
+    export_refusal: str | None = None
 
     def __init__(self, input_dim: int) -> None:
         super().__init__()

@@ -68,6 +68,11 @@ from mmcore.features import Features
 
 #: The key marking a slot batch that :class:`SlotCache` collated (``[B]`` bool: the sample was a hit).
 CACHED = "cache.hit"
+#: An on-disk entry larger than this is not one mmcore wrote (a ViT-B's 197 x 768 float32 tokens
+#: are 0.6 MB; 256 MiB leaves room for 80k tokens of 768): it is never read.
+MAX_ENTRY_BYTES = 256 * 2**20
+#: The dtypes :meth:`FeatureCache.put` stores (an encoder's features, as computed).
+_ENTRY_DTYPES = ("F32", "F16", "BF16", "F64")
 
 
 # ---------------------------------------------------------------------- keys and fingerprints
@@ -190,7 +195,15 @@ def encoder_fingerprint(encoder: torch.nn.Module, processor: Processor | None = 
 class FeatureCache:
     """Per-sample frozen features ``(tokens [L, D] of the real tokens, pooled [D])``, in memory and
     optionally on disk (``directory``: one safetensors file per sample, shared by worker
-    processes and later runs). Keyed by ``(encoder fingerprint, sample key)``."""
+    processes and later runs). Keyed by ``(encoder fingerprint, sample key)``.
+
+    On disk, entries are written by :func:`mmcore.engine.atomic.write_file` (atomic, unpredictable
+    temporaries, the sub-folders below ``directory`` never links) and checked before they are
+    read: a regular file (not a link) of at most :data:`MAX_ENTRY_BYTES`, a safetensors header
+    (read alone; safetensors checks every offset against the file's size) holding exactly
+    ``tokens [L, D]`` and ``pooled [D]`` of a float dtype, ``D`` the slot's width, finite values.
+    An entry failing a check is not used: it is computed again and replaced (one warning).
+    """
 
     def __init__(self, directory: str | os.PathLike | None = None) -> None:
         self.directory = Path(directory).expanduser() if directory is not None else None
@@ -209,22 +222,59 @@ class FeatureCache:
             return None
         return self.directory / fingerprint[:24] / f"{key}.safetensors"
 
-    def get(self, fingerprint: str, key: str) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The stored ``(tokens, pooled)`` or None."""
+    def get(self, fingerprint: str, key: str, width: int | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The stored ``(tokens, pooled)`` or None; ``width``: the features' ``D`` an entry on disk must have."""
         entry = self._memory.get((fingerprint, key))
         if entry is None and self.directory is not None:
-            file = self._file(fingerprint, key)
-            if file.is_file():
-                from safetensors.torch import load_file
-
-                stored = load_file(str(file))
-                entry = (stored["tokens"], stored["pooled"])
+            entry = self._read(self._file(fingerprint, key), width)
+            if entry is not None:
                 self._memory[(fingerprint, key)] = entry
         if entry is None:
             self.misses += 1
         else:
             self.hits += 1
         return entry
+
+    def _read(self, file: Path, width: int | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """An entry from disk, checked before it is read (class docstring); None when absent or refused."""
+        try:
+            info = os.lstat(file)
+        except OSError:
+            return None
+        problem = None
+        if not stat.S_ISREG(info.st_mode):
+            problem = "not a regular file (a link, a FIFO or a folder)"
+        elif info.st_size > MAX_ENTRY_BYTES:
+            problem = f"{info.st_size} bytes, more than the {MAX_ENTRY_BYTES}-byte limit of an entry"
+        else:
+            from safetensors import safe_open
+
+            try:
+                with safe_open(str(file), framework="pt") as fh:
+                    names = sorted(fh.keys())
+                    if names != ["pooled", "tokens"]:
+                        raise ValueError(f"holds {names}, expected pooled and tokens")
+                    t, p = fh.get_slice("tokens"), fh.get_slice("pooled")
+                    shapes, dtypes = (t.get_shape(), p.get_shape()), (t.get_dtype(), p.get_dtype())
+                    if len(shapes[0]) != 2 or len(shapes[1]) != 1 or shapes[0][1] != shapes[1][0]:
+                        raise ValueError(f"shapes {shapes[0]} and {shapes[1]}, expected tokens [L, D] and pooled [D]")
+                    if width is not None and shapes[1][0] != width:
+                        raise ValueError(f"width {shapes[1][0]}, the slot's features have {width}")
+                    if any(d not in _ENTRY_DTYPES for d in dtypes):
+                        raise ValueError(f"dtypes {dtypes}, expected float")
+                    tokens, pooled = fh.get_tensor("tokens"), fh.get_tensor("pooled")
+                if not (torch.isfinite(tokens).all() and torch.isfinite(pooled).all()):
+                    raise ValueError("holds NaN or infinite values")
+                return tokens, pooled
+            except Exception as exc:  # noqa: BLE001 - SafetensorError for a damaged header, ValueError above
+                problem = str(exc) or type(exc).__name__
+        if not getattr(self, "_warned", False):
+            import warnings
+
+            self._warned = True
+            warnings.warn(f"feature cache: {file} is not an entry mmcore wrote ({problem}); it is computed again and "
+                          "replaced", stacklevel=3)
+        return None
 
     def put(self, fingerprint: str, key: str, tokens: torch.Tensor, pooled: torch.Tensor) -> None:
         """Store one sample's features (moved to the CPU, detached)."""
@@ -233,13 +283,12 @@ class FeatureCache:
         entry = (tokens.detach().to("cpu", copy=True).contiguous(), pooled.detach().to("cpu", copy=True).contiguous())
         self._memory[(fingerprint, key)] = entry
         if self.directory is not None:
-            from safetensors.torch import save_file
+            from safetensors.torch import save
 
-            file = self._file(fingerprint, key)
-            file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
-            save_file({"tokens": entry[0], "pooled": entry[1]}, str(tmp))
-            os.replace(tmp, file)  # atomic: a reader never sees half a file
+            from mmcore.engine.atomic import write_file
+
+            # Atomic (a reader never sees half a file), never through a link below the directory.
+            write_file(self._file(fingerprint, key), save({"tokens": entry[0], "pooled": entry[1]}), root=self.directory)
 
     def clear(self) -> None:
         """Forget the in-memory entries (files on disk stay)."""
@@ -279,8 +328,10 @@ class SlotCache:
     tensors, so the batch moves to a device like any other.
     """
 
-    def __init__(self, cache: FeatureCache, fingerprint: str, width: int) -> None:
+    def __init__(self, cache: FeatureCache, fingerprint: str, width: int, *, entry_width: int | None = None) -> None:
         self.cache, self.fingerprint, self.width = cache, fingerprint, width
+        #: the ``D`` every stored entry must have, when the encoder declares it (None: not checked)
+        self.entry_width = entry_width
 
     def collate(self, raws: Sequence[Any], processor: Processor) -> dict[str, torch.Tensor]:
         """Raw inputs of one slot (None = missing) -> a cached batch (hits skip ``processor(raw)``)."""
@@ -290,7 +341,7 @@ class SlotCache:
                 items.append(None)
                 continue
             key = sample_key(raw)
-            hit = self.cache.get(self.fingerprint, key)
+            hit = self.cache.get(self.fingerprint, key, self.entry_width)
             items.append((key, hit) if hit is not None else (key, _Miss(processor(raw))))
         present = torch.tensor([item is not None for item in items], dtype=torch.bool)
         hits = [item[1] if item is not None and not isinstance(item[1], _Miss) else None for item in items]
@@ -382,7 +433,13 @@ def attach_feature_cache(model: Any, slot: str, cache: FeatureCache) -> FeatureC
             "trainable weights or its processor augments at train time (use freeze: true and augment: false)"
         )
     fingerprint = encoder_fingerprint(encoder, processor)
-    caches[slot] = SlotCache(cache, fingerprint, int(encoder.frozen_dim or encoder.dim))
+    width = int(encoder.frozen_dim or encoder.dim)
+    # The stored width is known when the encoder declares its frozen stage's (frozen_dim) or keeps the
+    # default stage (the whole encoder: its dim); an overridden stage without frozen_dim is not checked.
+    from mmcore.components import Encoder
+
+    declared = encoder.frozen_dim is not None or type(encoder).frozen_features is Encoder.frozen_features
+    caches[slot] = SlotCache(cache, fingerprint, width, entry_width=width if declared else None)
     return FeatureCacheHandle(model, slot, cache, fingerprint)
 
 

@@ -116,6 +116,14 @@ class TrainerOptions:
     tensorboard: bool = dataclasses.field(default=True, metadata=_MAY_CHANGE)
     #: PNG plots of the training curves (matplotlib); false drops the ``plots`` logger
     plots: bool = dataclasses.field(default=True, metadata=_MAY_CHANGE)
+    #: a modality balancer (``registry.add_balancer``) run on every process between the forward
+    #: pass and the optimiser step: a name, or {name: NAME, option: value, ...}; null = none
+    #: (:mod:`mmcore.engine.balancers`)
+    balancer: str | dict[str, Any] | None = None
+    #: modality-imbalance diagnostics in report.json, metrics.csv and plots: each encoder's share of
+    #: the gradient norm per epoch, and at the end a linear probe per encoder and the metric with
+    #: each modality removed, on the val split (:mod:`mmcore.engine.diagnostics`)
+    diagnostics: bool = dataclasses.field(default=True, metadata=_MAY_CHANGE)
 
 
 def trainer_option_names() -> list[str]:
@@ -273,6 +281,7 @@ def validate_config(config: Mapping[str, Any], registry: Registry) -> TrainerOpt
     issues += trainer_issues
     issues += _check_against_model(trainer, model, registry)
     issues += _check_loggers(trainer, registry)
+    issues += _check_balancer(trainer, registry)
     if issues:
         raise ConfigError(issues)
     return trainer
@@ -497,3 +506,25 @@ def _check_loggers(options: TrainerOptions, registry: Registry) -> list[ConfigIs
             extra = {k: v for k, v in entry.items() if k != "name"}
             issues += check_options(registry.get("logger", name), extra, reserved=frozenset(), path=where)
     return issues
+
+
+def balancer_spec(options: TrainerOptions) -> tuple[str, dict[str, Any]] | None:
+    """``trainer.balancer`` as ``(name, options)``, or None (its shape is checked by :func:`validate_config`)."""
+    entry = options.balancer
+    if entry is None:
+        return None
+    if isinstance(entry, str):
+        return entry, {}
+    return entry.get("name"), {k: v for k, v in entry.items() if k != "name"}
+
+
+def _check_balancer(options: TrainerOptions, registry: Registry) -> list[ConfigIssue]:
+    """``trainer.balancer`` names a registered balancer, with options its factory takes."""
+    if options.balancer is None:
+        return []
+    name, extra = balancer_spec(options)
+    if not isinstance(name, str) or not name:
+        return [ConfigIssue("trainer.balancer", f"expected a balancer name or {{name: NAME, option: value}}, got {options.balancer!r}")]
+    if ("balancer", name) not in registry:
+        return [ConfigIssue("trainer.balancer", registry.unknown_message("balancer", name))]
+    return check_options(registry.get("balancer", name), extra, reserved=frozenset(), path="trainer.balancer")

@@ -32,8 +32,9 @@ from mmcore.components import Head
 from mmcore.data import make_dataloader
 from mmcore.engine import NonFiniteLossError, distributed
 from mmcore.engine.artefacts import check_training_state, read_model_json, read_weights
+from mmcore.engine.atomic import write_file
+from mmcore.engine.balancers import build_balancer
 from mmcore.engine.checkpoint import (
-    atomic_write,
     dumps_json,
     load_training_state,
     load_weights,
@@ -48,9 +49,10 @@ from mmcore.engine.config import (
     validate_config,
 )
 from mmcore.engine.datasets import load_datasets, model_data_options  # noqa: F401 - also importable from here
+from mmcore.engine.diagnostics import ImbalanceDiagnostics
 from mmcore.engine.evaluation import autocast_context, evaluate_counted, to_device
 from mmcore.engine.host_memory import retain_freed_memory
-from mmcore.engine.loggers import attached_loggers, build_loggers
+from mmcore.engine.loggers import attached_loggers, attached_plugins, build_loggers
 from mmcore.engine.metrics import EpochAccumulator, StepMetrics, as_float, lower_is_better
 from mmcore.engine.optim import adamw, build_optimizer, build_scheduler, parameter_groups, warmup_cosine  # noqa: F401
 from mmcore.engine.rundir import SPEC, STATE, WEIGHTS, RunDir
@@ -122,6 +124,8 @@ class Trainer:
         self.overwrite = overwrite
         #: the run directory's names; :meth:`setup` creates, marks and locks it (main process)
         self.rundir = RunDir.check(self.options.run_dir, resume=self.resume is not None, overwrite=overwrite)
+        # Built now, so that a balancer refusing its options stops the run before any work (fresh per run).
+        self._balancer = build_balancer(self.options, self.manager.registry)
         self.run_dir = self.rundir.path
         self.config = resolved_config(self.config, self.options)
         if self.resume is not None:
@@ -263,6 +267,11 @@ class Trainer:
             self._load_resume_state()
         #: ``(name, logger)`` of ``trainer.loggers`` (main process only), registered while :meth:`fit` runs
         self.loggers = build_loggers(opts, self.manager.registry) if self.is_main else []
+        #: ``(plugin name, object)``: the run's balancer (every process) and imbalance diagnostics
+        #: (main process), registered while :meth:`fit` runs, before the loggers
+        self.run_plugins = [self._balancer] if self._balancer is not None else []
+        if opts.diagnostics and self.is_main:
+            self.run_plugins.append(("diagnostics", ImbalanceDiagnostics()))
 
     def _record_data(self) -> None:
         """A new run records what it trains on; a resumed one refuses data that changed since
@@ -273,7 +282,7 @@ class Trainer:
         if self.resume is not None:
             check_unchanged(self.rundir.read_data_record(), record, self.resume)
         elif self.is_main:
-            atomic_write(self.rundir.data_record, lambda p: p.write_text(dumps_json(record, indent=1)))
+            write_file(self.rundir.data_record, dumps_json(record, indent=1))
 
     def _check_monitor(self) -> None:
         """Fill ``trainer.monitor`` (the head's first metric) and settle its direction, before any training."""
@@ -413,6 +422,8 @@ class Trainer:
         context = no_sync() if (not sync and no_sync is not None) else contextlib.nullcontext()
         state = self._epoch_state
         terms: dict[str, torch.Tensor] = {}
+        #: what this micro-batch's loss is multiplied by before backward (see hookspecs.py)
+        self.micro_batch_weight = scale
         with context:
             with autocast_context(self.device, self.options.precision):
                 out = self.train_model(inputs, targets)
@@ -488,12 +499,12 @@ class Trainer:
         if self.is_main:
             # dump_yaml: read back unchanged by the config loader (a class named "1e3" stays a string)
             # paths inside the run relative to it: a copy or a move of the folder reads and writes only itself
-            atomic_write(self.rundir.config, lambda p: p.write_text(dump_yaml(self.rundir.portable(self.config))))
+            write_file(self.rundir.config, dump_yaml(self.rundir.portable(self.config)))
         status, error = self._resumed_status, None
         done = self.start_epoch - 1  # epochs whose checkpoint is written (what --resume continues from)
         # Outputs (metrics.csv, TensorBoard, progress, plots, third-party loggers) are plugins on
         # the lifecycle hooks, registered for this run on the main process only.
-        with attached_loggers(self.manager, self.loggers):
+        with attached_plugins(self.manager, self.run_plugins), attached_loggers(self.manager, self.loggers):
             try:
                 # Plugins' lifecycle hooks go through the manager: one that raises stops the run
                 # cleanly (PluginHookError naming it; report.json says so; checkpoints kept).
@@ -698,7 +709,7 @@ class Trainer:
                       "seconds": time.perf_counter() - start, "run_dir": str(self.run_dir),
                       "resume": RunInterrupted(str(self.run_dir), done).resume_hint()}
             with contextlib.suppress(OSError):  # a full disk must not hide the Ctrl-C
-                atomic_write(self.rundir.report, lambda p: p.write_text(dumps_json(report, indent=2)))
+                write_file(self.rundir.report, dumps_json(report, indent=2))
         return RunInterrupted(str(self.run_dir), done)
 
     def _finish(self, status: str, start: float, *, test: bool, error: BaseException | None = None) -> dict[str, Any]:
@@ -740,7 +751,7 @@ class Trainer:
             report.update(status="failed", error=str(exc))
             failure = exc
         if self.is_main:
-            atomic_write(self.rundir.report, lambda p: p.write_text(dumps_json(report, indent=2)))
+            write_file(self.rundir.report, dumps_json(report, indent=2))
         if failure is not None:
             raise failure
         return report

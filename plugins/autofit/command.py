@@ -28,7 +28,7 @@ def run_fit(args: argparse.Namespace, manager) -> int:
 
     fit(args.data, args.target, val=args.val, test=args.test, time_limit=args.time_limit, preset=args.preset,
         columns=parse_column_overrides(args.column), run_dir=args.run_dir, overwrite=args.overwrite, manager=manager,
-        empty_labels=args.empty_labels, strict=args.strict)
+        empty_labels=args.empty_labels, strict=args.strict, allow_outside_paths=args.allow_outside_paths)
     return 0
 
 
@@ -56,5 +56,10 @@ def mmcore_add_commands(subparsers) -> None:
                         help="a cell naming a missing or unreadable file, or an input that fails when training reads "
                              "it, is an error naming row and column (default: a missing modality, counted)")
     parser.add_argument("--run-dir", help="where the run goes (default: runs/fit, runs/fit-2, ...)")
-    parser.add_argument("--overwrite", action="store_true", help="write into an existing non-empty folder that is not a run")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into an existing non-empty folder that is not a run (your files stay; one named "
+                             "data.jsonl, autofit.json or fit_summary.json is refused, never replaced)")
+    parser.add_argument("--allow-outside-paths", action="store_true",
+                        help="let file cells name files outside the table's folder (../, absolute paths, links): "
+                             "refused by default, as mmcore train refuses them")
     parser.set_defaults(handler=run_fit)

@@ -5,11 +5,19 @@ A Predictor *is* its run directory: ``config.yaml``, the ``best/`` checkpoint, `
 (how columns become model inputs and how labels are encoded). New tables go through the same
 preparation as training (file paths relative to the table's folder; for a DataFrame, the current
 folder; missing cells are missing modalities; missing numbers get the training median).
+
+A run of ``mmcore train`` loads too (no ``autofit.json``): its rows are ``{slot: raw value}``
+(a file path, text, a table row), a missing or None slot a missing modality, and ``target`` the
+label for :meth:`Predictor.evaluate`.
+
+Every call works on the rows it is given, in batches of ``batch_size``: no data set or loader is
+built, so one row costs its reading and one forward pass.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import warnings
 from collections.abc import Mapping, Sequence
@@ -24,17 +32,24 @@ from mmcore_plugins.autofit.prepare import Plan, Preparer, check_table_columns, 
 
 
 def read_plan(run: str | Path) -> Plan:
-    """The column plan ``fit`` saved in run directory ``run`` (``autofit.json``)."""
-    return Plan.from_json(json.loads((Path(run) / PLAN_FILE).read_text())["plan"])
+    """The column plan ``fit`` saved in run directory ``run`` (``autofit.json``), read bounded and
+    checked field by field (:meth:`Plan.from_json`). CheckpointError when damaged."""
+    from mmcore.engine.artefacts import MAX_JSON_BYTES, CheckpointError
+    from mmcore.engine.atomic import UnsafePathError, read_json
+
+    plan_file = Path(run) / PLAN_FILE
+    try:
+        meta = read_json(plan_file, max_bytes=MAX_JSON_BYTES, what=PLAN_FILE)
+        if not isinstance(meta, dict):
+            raise ValueError(f"{plan_file} must hold a JSON object, got {type(meta).__name__}")
+        return Plan.from_json(meta.get("plan"), where=f"{plan_file}: plan")
+    except (ValueError, UnsafePathError) as exc:
+        raise CheckpointError(str(exc)) from exc
 
 
 class MissingInputsWarning(UserWarning):
     """A Predictor method treated cells or rows of a table as missing (files that do not exist or cannot be
     read, placeholders, rows without input or target); the message names rows and columns."""
-
-
-def _listed(rows: list[int], limit: int = 10) -> str:
-    return ", ".join(map(str, rows[:limit])) + (f" and {len(rows) - limit} more" if len(rows) > limit else "")
 
 
 class PartialRunWarning(UserWarning):
@@ -60,6 +75,10 @@ def partial_reason(run: str | Path) -> str | None:
     return f"training {status if status != 'non_finite_loss' else 'stopped on a non-finite loss'}"
 
 
+def _listed(rows: list[int], limit: int = 10) -> str:
+    return ", ".join(map(str, rows[:limit])) + (f" and {len(rows) - limit} more" if len(rows) > limit else "")
+
+
 class Predictor:
     """A trained ``fit`` model. Build with :func:`mmcore.fit` or :meth:`Predictor.load`.
 
@@ -78,6 +97,8 @@ class Predictor:
 
     def __repr__(self) -> str:
         slots = ", ".join(f"{s}: {e['name']}" for s, e in self.config["model"]["encoders"].items())
+        if self.plan is None:
+            return f"Predictor({str(self.run_dir)!r}, mmcore train run, [{slots}])"
         return f"Predictor({str(self.run_dir)!r}, target={self.plan.target!r}, task={self.plan.task}, [{slots}])"
 
     # ------------------------------------------------------------------ persistence
@@ -85,10 +106,17 @@ class Predictor:
     def load(cls, path: str | Path, *, manager=None, device: str | torch.device = "cpu") -> Predictor:
         """The Predictor saved in run directory ``path`` (by ``fit`` or :meth:`save`).
 
+        Everything read is checked before it is used: ``autofit.json`` is bounded, strict JSON whose
+        plan has every field of the right kind (:meth:`Plan.from_json`), and the plan must fit the
+        model (the same slots; the same classes or labels, in the same order), which is checked as
+        ``model.json`` and the weights are (:func:`mmcore.engine.checkpoint.load_model`).
+
+        Raises :class:`ColumnError` (a ValueError) when ``path`` is not a ``fit`` run directory,
+        :class:`~mmcore.engine.artefacts.CheckpointError` when one of its files is damaged, crafted,
+        or from another fit than the others.
+
         A run whose training did not finish (Ctrl-C; ``report.json`` status ``interrupted``) loads with a
         :class:`PartialRunWarning` saying how to continue it, and ``partial`` set to why.
-
-        Raises :class:`ColumnError` (a ValueError) when ``path`` is not a ``fit`` run directory.
         """
         from mmcore.engine.checkpoint import load_model
         from mmcore.engine.rundir import RunDir
@@ -96,35 +124,71 @@ class Predictor:
 
         run = Path(path)
         plan_file, config_file = run / PLAN_FILE, run / "config.yaml"
-        if not plan_file.is_file() or not config_file.is_file() or not (run / "best").is_dir():
+        manager = manager or get_plugin_manager()
+        if not os.path.lexists(plan_file):  # a `mmcore train` run: rows are {slot: raw} (a FIFO or link there is a fit run's damaged plan)
+            from mmcore.cli import load_run
+
+            model, config = load_run(run, manager)
+            return cls._loaded(run, model, None, config, device)
+        if not config_file.is_file() or not (run / "best").is_dir():
             raise ColumnError(f"{str(path)!r} is not a run directory written by `mmcore fit` (expected {PLAN_FILE}, "
                               "config.yaml and best/)")
-        manager = manager or get_plugin_manager()
         plan = read_plan(run)
         config = RunDir(run).read_config()  # safe, bounded; paths taken where the run is now (a copy reads itself)
         model, _ = load_model(run / "best", manager.registry)
+        _check_plan_fits(plan, model, plan_file)
+        return cls._loaded(run, model, plan, config, device)
+
+    @classmethod
+    def _loaded(cls, run: Path, model: Any, plan: Plan | None, config: Mapping[str, Any], device: Any) -> Predictor:
         predictor = cls(run, model, plan, config, device=device)
         predictor.partial = partial_reason(run)
-        if predictor.partial is not None:  # a partial fit is usable, never silently taken for a finished one
+        if predictor.partial is not None:  # a partial run is usable, never silently taken for a finished one
             warnings.warn(PartialRunWarning(
                 f"{run} is a partial run: {predictor.partial}; its model is the best checkpoint so far. Continue it "
-                f"with: mmcore train {run}/config.yaml --resume {run}"), stacklevel=2)
+                f"with: mmcore train {run}/config.yaml --resume {run}"), stacklevel=3)
         return predictor
 
     def save(self, path: str | Path) -> Path:
         """Copy the run directory to ``path`` (a new folder); returns it. ``Predictor.load(path)`` reads it back.
 
-        Raises FileExistsError when ``path`` exists.
+        The run's own files only: a symbolic link inside the run is refused, never followed (it
+        would copy whatever it points to), and the copy is made under a temporary name beside
+        ``path`` and renamed into place, so a failed save leaves nothing under the name.
+
+        Raises FileExistsError when ``path`` exists (a link included); UnsafePathError for a link
+        inside the run.
         """
+        import os
+        import tempfile
+
+        from mmcore.engine.atomic import UnsafePathError
+
         target = Path(path)
-        if target.exists():
+        if os.path.lexists(target):
             raise FileExistsError(f"{str(target)!r} exists; save into a new folder")
-        shutil.copytree(self.run_dir, target, ignore=shutil.ignore_patterns(".mmcore-lock", "feature_cache", "tensorboard"))
+        skip = {".mmcore-lock", "feature_cache", "tensorboard"}
+        for folder, dirs, files in os.walk(self.run_dir):
+            for name in dirs + files:
+                item = Path(folder) / name
+                if item.is_symlink() and not (Path(folder) == self.run_dir and name in skip):
+                    raise UnsafePathError(f"{item} is a symbolic link (to {os.readlink(item)}); a saved run holds its own "
+                                          "files only and a link is never followed: remove it, then save")
+            dirs[:] = [d for d in dirs if not (Path(folder) == self.run_dir and d in skip)]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+        try:
+            shutil.copytree(self.run_dir, staging / "run", symlinks=True, ignore=shutil.ignore_patterns(*skip))
+            os.rename(staging / "run", target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         return target
 
     @property
     def classes(self) -> list[Any] | None:
         """Class names (classification), label names (multilabel), or None (regression)."""
+        if self.plan is None:
+            return getattr(self.model.head, "classes", None)
         if self.plan.task == "classification":
             return [decode_prediction(self.plan, i) for i in range(len(self.plan.classes or []))]
         return list(self.plan.labels) if self.plan.task == "multilabel" else None
@@ -157,12 +221,19 @@ class Predictor:
         rows, base, index, name, header = self._rows(data)
         if not rows:
             raise ColumnError(f"{name} has no rows")
+        if self.plan is None:  # a `mmcore train` run: {slot: raw} rows
+            samples = [self._slot_sample(r, i, with_target) for i, r in enumerate(rows)]
+            if with_target:
+                missing = [i + 1 for i, s in enumerate(samples) if s["target"] is None]
+                if missing:
+                    raise ColumnError(f"evaluate: rows {missing[:10]} have no {self._target_name!r} value")
+            return samples, index, name, []
         if isinstance(missing_columns, str):
             missing_columns = [missing_columns]
         declared = check_table_columns(self.plan, header, missing_columns, target=with_target, where=name)
         if declared:
             rows = [{**row, **dict.fromkeys(declared)} for row in rows]
-        preparer = Preparer(self.plan, base, strict=strict)
+        preparer = Preparer(self.plan, base, strict=strict, allow_outside_paths=True)  # the user named this table
         columns = self.plan.slot_columns()
         samples: list[dict[str, Any] | None] = []
         no_input, no_target = [], []
@@ -185,13 +256,39 @@ class Predictor:
                     else f"rows {_listed(no_target)} have no usable {self.plan.target!r} value (empty or not a finite number)")
             raise ColumnError(f"{name}: {what}")
         notes = [f"row {i + 1}, column {column!r}: {why}" for i, column, why in preparer.dropped]
-        if declared:
-            notes.insert(0, f"column(s) {', '.join(repr(c) for c in declared)} declared missing")
         if no_input:
             notes.append(f"rows {_listed(no_input)}: no input at all ({'left out' if with_target else 'no prediction'})")
         if no_target:
             notes.append(f"rows {_listed(no_target)}: no usable {self.plan.target!r} value (left out)")
         return samples, index, name, notes
+
+    def _batches(self, data: Any, *, with_target: bool = False):
+        """``(samples, index)`` for a method that needs every row to have an input (``explain``)."""
+        samples, index, name, notes = self._prepare(data, with_target=with_target)
+        empty = [i + 1 for i, s in enumerate(samples) if s is None]
+        if empty:
+            raise ColumnError(f"{name}: rows {_listed(empty)} have no input (every column the model reads is empty)")
+        self._warn("explain", name, notes)
+        return samples, index
+
+    @property
+    def _target_name(self) -> str:
+        return "target" if self.plan is None else self.plan.target
+
+    def _slot_sample(self, row: Mapping[str, Any], index: int, with_target: bool) -> dict[str, Any]:
+        """A ``mmcore train`` run's row ``{slot: raw, "target": label}`` -> a raw sample."""
+        unknown = sorted(set(row) - set(self.model.slots) - {"target"})
+        if unknown:
+            raise ColumnError(f"row {index + 1}: {unknown} are not slots of this model ({self.model.slots})")
+        inputs = {slot: row.get(slot) for slot in self.model.slots}
+        if all(v is None for v in inputs.values()):
+            raise ColumnError(f"row {index + 1}: needs at least one of the slots {self.model.slots}")
+        return {"inputs": inputs, "target": row.get("target") if with_target else None}
+
+    def _decode(self, out: Any) -> list[Any]:
+        if self.plan is None:
+            return self.model.head.format_predictions(out)
+        return [decode_prediction(self.plan, p) for p in out.predictions.cpu().tolist()]
 
     @torch.no_grad()
     def _outputs(self, samples: list[dict[str, Any]], *, fused: bool = False, strict: bool = False,
@@ -199,7 +296,8 @@ class Predictor:
         from mmcore.engine.evaluation import to_device
         from mmcore.unreadable import describe
 
-        self.model.eval()
+        if self.model.training:
+            self.model.eval()
         self.model.unreadable_inputs = "error" if strict else "missing"  # an input that fails when read
         seen = len(self.model.unreadable)
         for start in range(0, len(samples), self.batch_size):
@@ -246,18 +344,18 @@ class Predictor:
         present = [s for s in samples if s is not None]
         decoded = []
         for out in self._outputs(present, strict=strict, notes=notes):
-            decoded += [decode_prediction(self.plan, p) for p in out.predictions.cpu().tolist()]
+            decoded += self._decode(out)
         values, found = [], iter(decoded)
         for sample in samples:
             values.append(None if sample is None else next(found))
         self._warn("predict", name, notes)
-        return self._series(values, index, self.plan.target)
+        return self._series(values, index, self._target_name)
 
     def predict_proba(self, data: Any, *, missing_columns: Sequence[str] = (), strict: bool = False) -> Any:
         """Class (or per-label) probabilities per row, ``[N, classes]`` (NaN for a row with no input): a
         pandas DataFrame with the class names as columns when pandas is installed, else a list of
         ``{class: probability}``. ValueError for a regression model. Options as :meth:`predict`."""
-        if self.plan.task == "regression":
+        if self.plan is not None and self.plan.task == "regression" or self.plan is None and self.classes is None:
             raise ColumnError("predict_proba: this is a regression model; use predict")
         samples, index, name, notes = self._prepare(data, missing_columns=missing_columns, strict=strict)
         present = [s for s in samples if s is not None]
@@ -265,7 +363,8 @@ class Predictor:
         for out in self._outputs(present, strict=strict, notes=notes):
             probabilities = out.extras.get("probabilities")
             if probabilities is None:
-                probabilities = out.logits.softmax(-1) if self.plan.task == "classification" else out.logits.sigmoid()
+                multilabel = self.plan.task == "multilabel" if self.plan is not None else out.predictions.dim() == 2
+                probabilities = out.logits.sigmoid() if multilabel else out.logits.softmax(-1)
             found += probabilities.float().cpu().tolist()
         names = self.classes or []
         rows, it = [], iter(found)
@@ -286,7 +385,7 @@ class Predictor:
         prepared, _, table, notes = self._prepare(data, missing_columns=missing_columns, strict=strict, with_target=True)
         samples = [s for s in prepared if s is not None]
         if not samples:
-            raise ColumnError(f"evaluate: no row of {table} has both an input and a usable {self.plan.target!r} value")
+            raise ColumnError(f"evaluate: no row of {table} has both an input and a usable {self._target_name!r} value")
         metrics = {name: m.to(self.device) for name, m in self.model.head.metrics().items()}
         predictions, targets = [], []
         outputs = self._outputs(samples, strict=strict, notes=notes)
@@ -298,7 +397,7 @@ class Predictor:
             predictions.append(out.predictions.float().cpu())
             targets.append(target.float().cpu())
         result = {name: float(m.compute().float().mean()) for name, m in metrics.items()}
-        if self.plan.task == "regression":
+        if self.plan is not None and self.plan.task == "regression":
             y, p = torch.cat(targets).flatten(), torch.cat(predictions).flatten()
             total = float(((y - y.mean()) ** 2).sum())
             result["r2"] = 1.0 - float(((y - p) ** 2).sum()) / total if total > 0 else float("nan")
@@ -322,7 +421,74 @@ class Predictor:
         self._warn("embed", name, notes)
         return out.numpy()
 
+    def explain(self, data: Any, *, plots: str | Path | None = None) -> Any:
+        """Exact Shapley values of each modality slot for each row's prediction (``mmcore explain``;
+        :mod:`mmcore_plugins.explain.attribution`): the predicted class's log-probability (a
+        regression: the predicted value) split over the slots, from no slot (``empty``) to all the
+        row has (``full``); the values sum to ``full - empty``; a slot the row lacks gets 0.
+
+        Returns a pandas DataFrame indexed like ``data`` (a list of dicts without pandas): columns
+        ``prediction``, ``full``, ``empty`` and one per slot; ``.attrs["summary"]`` holds the mean
+        |value| per slot. ``plots``: a folder that gets a waterfall PNG per row (the first 20) and
+        ``summary.png``.
+        """
+        from mmcore_plugins.explain.attribution import explain_samples, summarise
+
+        samples, index = self._batches(data)
+        records = explain_samples(self.model, [s["inputs"] for s in samples], batch_size=self.batch_size, device=self.device,
+                                  decode=lambda index: decode_prediction(self.plan, index))
+        summary = summarise(records)
+        if plots is not None:
+            from mmcore.engine.plots import plot_attribution_summary, plot_waterfall
+
+            for i, record in enumerate(records[:20], start=1):
+                plot_waterfall(record, Path(plots) / f"record_{i}.png", title=f"row {i}: prediction {record['prediction']}")
+            plot_attribution_summary(summary, Path(plots) / "summary.png")
+        rows = [{"prediction": r["prediction"], "full": r["full"], "empty": r["empty"], **r["shapley"]} for r in records]
+        try:
+            import pandas as pd
+        except ImportError:
+            return rows
+        frame = pd.DataFrame(rows, index=index)
+        frame.attrs["summary"] = summary
+        return frame
+
     def summary(self) -> dict[str, Any]:
-        """What ``fit`` reported (``fit_summary.json``): test metrics, epochs, time, cached slots."""
+        """What ``fit`` reported (``fit_summary.json``): test metrics, epochs, time, cached slots
+        ({} when there is none). CheckpointError when the file is damaged or not an object."""
+        from mmcore.engine.artefacts import MAX_JSON_BYTES, CheckpointError
+        from mmcore.engine.atomic import UnsafePathError, read_json
+
         file = self.run_dir / SUMMARY_FILE
-        return json.loads(file.read_text()) if file.is_file() else {}
+        if not file.exists():
+            return {}
+        try:
+            summary = read_json(file, max_bytes=MAX_JSON_BYTES, what=SUMMARY_FILE)
+        except (ValueError, UnsafePathError) as exc:
+            raise CheckpointError(str(exc)) from exc
+        if not isinstance(summary, dict):
+            raise CheckpointError(f"{file} must hold a JSON object, got {type(summary).__name__}")
+        return summary
+
+
+def _check_plan_fits(plan: Plan, model: Any, plan_file: Path) -> None:
+    """The plan must describe this model: its slots, and its classes or labels in the head's order
+    (files of two different fits in one folder would otherwise predict the wrong names)."""
+    from mmcore.engine.artefacts import CheckpointError
+
+    if set(plan.slots) != set(model.slots):
+        raise CheckpointError(f"{plan_file}: the plan's slots {sorted(plan.slots)} are not the model's {sorted(model.slots)}; "
+                              "the run's files come from different fits")
+    names = plan.classes if plan.task == "classification" else plan.labels if plan.task == "multilabel" else None
+    head = model.head
+    count = getattr(head, "num_classes", None) if plan.task == "classification" else getattr(head, "num_labels", None)
+    if names is None:
+        if count is not None or getattr(head, "classes", None):
+            raise CheckpointError(f"{plan_file}: a {plan.task} plan for a model whose head predicts classes")
+        return
+    classes = getattr(head, "classes", None)
+    if count != len(names) or (classes is not None and list(classes) != list(names)):
+        shown = list(classes) if classes is not None else f"{count} of them"
+        raise CheckpointError(f"{plan_file}: the plan's {'classes' if plan.task == 'classification' else 'labels'} "
+                              f"{list(names)[:10]} are not the model's {shown if isinstance(shown, str) else shown[:10]} "
+                              "(same names in the same order); the run's files come from different fits")

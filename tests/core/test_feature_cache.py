@@ -227,3 +227,69 @@ def _head():
     from mmcore_plugins.heads.classification import ClassificationHead
 
     return ClassificationHead(input_dim=4, num_classes=2)
+
+
+def _crafted_entries(victim, width=512):
+    """Every variant of an on-disk entry that mmcore did not write, by name of the problem (``width``:
+    the slot's; every other check is made to pass where the variant is about one)."""
+    from safetensors.torch import save_file
+
+    def tensors(**values):
+        def write(path):
+            save_file(values, str(path))
+        return write
+
+    def raw(data):
+        return lambda path: path.write_bytes(data)
+
+    huge_header = (10**15).to_bytes(8, "little") + b"{}"
+    lying = b'{"tokens":{"dtype":"F32","shape":[100000,100000],"data_offsets":[0,40000000000]},' \
+            b'"pooled":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}'
+    return {
+        "a link": lambda path: path.symlink_to(victim),
+        "a fifo": lambda path: os.mkfifo(path),
+        "truncated": raw(b"\x08\x00\x00"),
+        "a header claiming 10**15 bytes": raw(huge_header),
+        "offsets beyond the file": raw(len(lying).to_bytes(8, "little") + lying),
+        "other tensors": tensors(weights=torch.zeros(3)),
+        "a 3-d tokens": tensors(tokens=torch.zeros(2, 2, width), pooled=torch.zeros(width)),
+        "the wrong width": tensors(tokens=torch.zeros(2, 5), pooled=torch.zeros(5)),
+        "an integer dtype": tensors(tokens=torch.zeros(2, width, dtype=torch.int8), pooled=torch.zeros(width, dtype=torch.int8)),
+        "NaN": tensors(tokens=torch.full((2, width), float("nan")), pooled=torch.zeros(width)),
+        "too large": tensors(tokens=torch.zeros(2, width), pooled=torch.zeros(width), padding=torch.zeros(2**20 // 4 + 1)),
+    }
+
+
+@pytest.mark.parametrize("variant", list(_crafted_entries(None)))
+def test_a_crafted_or_damaged_entry_on_disk_is_refused_recomputed_and_replaced(tmp_path, variant, monkeypatch):
+    """Issue 28: feature-cache files were read back unchecked (load_file on whatever lay there)."""
+    import mmcore.feature_cache
+
+    monkeypatch.setattr(mmcore.feature_cache, "MAX_ENTRY_BYTES", 2**20)  # "too large": 1 MiB + a little
+    model, data = image_model(freeze=True, dim=8), dataset(3)
+    model.eval()
+    with torch.no_grad():
+        reference = model(model.collate(list(data))["inputs"]).logits
+    victim = tmp_path / "victim.bin"
+    victim.write_bytes(b"the user's file")
+    cache_dir = tmp_path / "cache"
+    attach_feature_cache(model, "image", FeatureCache(cache_dir))
+    precompute_features(model, "image", data)
+    entries = sorted(cache_dir.rglob("*.safetensors"))
+    assert entries
+    width = model.feature_caches["image"].entry_width
+    assert width == 512, "the encoder declares the width of what it stores"
+    make = _crafted_entries(victim, width)[variant]
+    for entry in entries:
+        entry.unlink()
+        make(entry)
+    model.feature_caches.clear()
+    attach_feature_cache(model, "image", FeatureCache(cache_dir))
+    with pytest.warns(UserWarning, match="is not an entry mmcore wrote"):
+        with torch.no_grad():
+            served = model(model.collate(list(data))["inputs"]).logits
+    torch.testing.assert_close(served, reference, atol=1e-5, rtol=1e-5)
+    assert victim.read_bytes() == b"the user's file"
+    for entry in entries:  # replaced by a good entry (a link is replaced, not written through)
+        assert entry.is_file() and not entry.is_symlink()
+    assert precompute_features(model, "image", data) == 0
