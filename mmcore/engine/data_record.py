@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -38,15 +39,25 @@ def file_digest(path: str | Path, *, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def summarize(datasets: Mapping[str, Any]) -> dict[str, Any]:
-    """The record of ``datasets`` (``{split: dataset}``): rows per split, classes, sources."""
+def _name(file: str, run_dir: str | Path | None) -> str:
+    """A source's name in the record: relative to the run when inside it (a ``fit`` run's data.jsonl),
+    so that a copied or moved run still names its own file; else as the data set gave it."""
+    if run_dir is None:
+        return file
+    root, path = Path(os.path.abspath(run_dir)), Path(os.path.abspath(file))
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else file
+
+
+def summarize(datasets: Mapping[str, Any], run_dir: str | Path | None = None) -> dict[str, Any]:
+    """The record of ``datasets`` (``{split: dataset}``): rows per split, classes, sources (a file inside
+    ``run_dir`` named relative to it)."""
     metadata = [getattr(d, "metadata", {}) or {} for d in datasets.values()]
     classes = next((m["classes"] for m in metadata if isinstance(m.get("classes"), list)), None)
     sources: dict[str, dict[str, Any]] = {}
     for m in metadata:
         for source in m.get("sources") or ():
             if isinstance(source, Mapping) and isinstance(source.get("file"), str):
-                sources.setdefault(source["file"], {k: source.get(k) for k in ("sha256", "rows", "columns")})
+                sources.setdefault(_name(source["file"], run_dir), {k: source.get(k) for k in ("sha256", "rows", "columns")})
     return {"rows": {split: len(d) for split, d in datasets.items()}, "classes": classes, "sources": sources}
 
 
@@ -109,12 +120,13 @@ def differences(recorded: Mapping[str, Any], now: Mapping[str, Any]) -> list[str
 _ADVICE = "put the data back as it was, or start a new run on the changed data (trainer.run_dir=NEW)"
 
 
-def changed_files(recorded: Mapping[str, Any] | None) -> list[str]:
-    """The recorded source files whose bytes differ now (or that are gone)."""
+def changed_files(recorded: Mapping[str, Any] | None, run_dir: str | Path | None = None) -> list[str]:
+    """The recorded source files whose bytes differ now (or that are gone); relative names are inside ``run_dir``."""
     out = []
     for name, source in dict((recorded or {}).get("sources") or {}).items():
         digest = source.get("sha256") if isinstance(source, Mapping) else None
-        if digest and (not Path(name).is_file() or file_digest(name) != digest):
+        path = Path(run_dir) / name if run_dir is not None and not Path(name).is_absolute() else Path(name)
+        if digest and (not path.is_file() or file_digest(path) != digest):
             out.append(name)
     return out
 
@@ -123,7 +135,7 @@ def unreadable_now(recorded: Mapping[str, Any] | None, error: BaseException, run
     """A resumed run's data that no longer reads (a column renamed, a file gone): a
     :class:`DataChangedError` naming the files that changed since the run started, with the reader's
     message; ``error`` itself when no recorded file changed (the fault lies elsewhere)."""
-    changed = changed_files(recorded)
+    changed = changed_files(recorded, run_dir)
     if not changed:
         return error
     return DataChangedError(f"--resume {run_dir}: the data changed since the run started ({_names(changed)} "

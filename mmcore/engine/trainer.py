@@ -278,7 +278,7 @@ class Trainer:
         (:mod:`mmcore.engine.data_record`), before the model is built from it."""
         from mmcore.engine.data_record import check_unchanged, summarize
 
-        record = summarize(self.datasets)
+        record = summarize(self.datasets, self.rundir.path)
         if self.resume is not None:
             check_unchanged(self.rundir.read_data_record(), record, self.resume)
         elif self.is_main:
