@@ -35,7 +35,8 @@ def _records_from_table(args: argparse.Namespace, model, config: dict, manager) 
 
     try:
         built = manager.hook.mmcore_table_inputs(path=Path(args.data), encoding=args.encoding, model=model,
-                                                 data=dict(config.get("data") or {}))
+                                                 data=dict(config.get("data") or {}), run_dir=Path(args.run_dir),
+                                                 missing=[], strict=True)  # strict: a row read whole or refused
     except (ValueError, FileNotFoundError) as exc:
         raise ConfigError([ConfigIssue("--data", str(exc))]) from exc
     if built is None:

@@ -119,6 +119,8 @@ def test_columns_fit_derived_are_never_asked_for(fitted, capsys):
 
     vectors, ids, _ = read_embeddings(folder / "t.npz")
     assert ids == [str(n) for n in range(1, 21)] and vectors["fused"].shape[0] == 20
+    assert main(["explain", run, "--data", test, "--json", "--plots", "0", "--out", str(folder / "explained")]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 20
 
 
 @pytest.mark.parametrize("bad", ["gone", "placeholder", "broken"])
