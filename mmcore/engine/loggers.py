@@ -84,14 +84,15 @@ def _check_hooks(logger: Any, name: str, where: str) -> None:
 
 
 @contextlib.contextmanager
-def attached_loggers(manager, loggers: list[tuple[str, Any]]) -> Iterator[None]:
-    """Register ``loggers`` (:func:`build_loggers`) as plugins of ``manager`` until the block ends."""
+def attached_loggers(manager, loggers: list[tuple[str, Any]], prefix: str = "logger") -> Iterator[None]:
+    """Register ``loggers`` (:func:`build_loggers`; or other per-run plugin objects) as plugins of
+    ``manager``, named ``"<prefix> <name>"``, until the block ends."""
     names = []
     try:
         # pluggy calls the most recently registered plugin first: register in reverse order so
         # they run in the listed order, and (registered after every other plugin) before the others.
         for name, logger in reversed(loggers):
-            plugin_name = f"logger {name}"
+            plugin_name = f"{prefix} {name}"
             if manager.get_plugin(plugin_name) is not None:  # a run in this process that never ended
                 manager.unregister(name=plugin_name)
             manager.register(logger, name=plugin_name)

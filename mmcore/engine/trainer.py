@@ -33,6 +33,7 @@ from mmcore.engine import NonFiniteLossError, distributed
 from mmcore.engine.artefacts import check_training_state, read_model_json, read_weights
 from mmcore.engine.checkpoint import (
     atomic_write,
+    checkpoint_folder,
     dumps_json,
     load_training_state,
     load_weights,
@@ -210,6 +211,8 @@ class Trainer:
         self._check_monitor()
         cached_slots = self._cacheable_slots() if opts.cache_features else []
         self.model.fit_processors(train.samples if hasattr(train, "samples") else [train[i] for i in range(len(train))])
+        if opts.init is not None and self.resume is None:  # fine-tuning: weights and fitted processors from a checkpoint
+            load_weights(self.model, checkpoint_folder(opts.init))
         self.model.to(self.device)
         if cached_slots:
             self._attach_feature_cache(cached_slots)
@@ -241,6 +244,14 @@ class Trainer:
             self._load_resume_state()
         #: ``(name, logger)`` of ``trainer.loggers`` (main process only), registered while :meth:`fit` runs
         self.loggers = build_loggers(opts, self.manager.registry) if self.is_main else []
+        #: ``(name, plugin)`` of the trainer's own features that work through the hooks, on every
+        #: process, registered while :meth:`fit` runs: ``trainer.distill`` (its teacher's outputs are
+        #: computed here, during setup, so a bad teacher is an error in the user's input)
+        self.extensions: list[tuple[str, Any]] = []
+        if opts.distill is not None:
+            from mmcore.engine.distill import Distiller
+
+            self.extensions.append(("distill", Distiller.for_run(self)))
 
     def _check_monitor(self) -> None:
         """Fill ``trainer.monitor`` (the head's first metric) and settle its direction, before any training."""
@@ -386,7 +397,8 @@ class Trainer:
                     raise ValueError("the head returned no loss although targets were given")
                 loss = out.loss
                 if state is not None and state.loss_hooks:
-                    terms = self._loss_terms({**batch, "inputs": inputs, "targets": targets}, out)
+                    extra = {"index": batch["index"].to(self.device)} if "index" in batch else {}
+                    terms = self._loss_terms({**batch, **extra, "inputs": inputs, "targets": targets}, out)
                     for term in terms.values():
                         loss = loss + term
             # (A multiplication by 1 would still be an op forward and backward, every step.)
@@ -450,7 +462,7 @@ class Trainer:
         status, error = getattr(self, "_resumed_status", "completed"), None
         # Outputs (metrics.csv, TensorBoard, progress, plots, third-party loggers) are plugins on
         # the lifecycle hooks, registered for this run on the main process only.
-        with attached_loggers(self.manager, self.loggers):
+        with attached_loggers(self.manager, self.extensions, prefix="trainer"), attached_loggers(self.manager, self.loggers):
             try:
                 # Plugins' lifecycle hooks go through the manager: one that raises stops the run
                 # cleanly (PluginHookError naming it; report.json says so; checkpoints kept).

@@ -120,6 +120,15 @@ class ClassificationHead(mmcore.Head):
         per_sample = -(q * (1 - log_p.exp()) ** self.focal_gamma * log_p).sum(-1)
         return per_sample.mean()
 
+    def distillation_loss(self, logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+        """``T^2 * KL(softmax(t / T) || softmax(s / T))``, the mean over the batch of the KL divergence
+        of the student's tempered class distribution from the teacher's (Hinton et al. 2015): 0 when
+        they agree; ``T^2`` keeps the gradients' size independent of ``T``. ``logits`` and
+        ``teacher_logits``: ``[B, num_classes]``."""
+        student = F.log_softmax(logits.float() / temperature, dim=-1)
+        teacher = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+        return F.kl_div(student, teacher, log_target=True, reduction="batchmean") * temperature**2
+
     def metrics(self) -> dict[str, Any]:
         from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
@@ -200,6 +209,16 @@ class MultilabelHead(mmcore.Head):
             loss = F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), pos_weight=self.pos_weight)
         predictions = (probabilities >= self.thresholds).long()
         return HeadOutput(logits=logits, predictions=predictions, loss=loss, extras={"probabilities": probabilities.detach()})
+
+    def distillation_loss(self, logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+        """``T^2`` times the mean over samples and labels of the KL divergence between the teacher's and
+        the student's tempered Bernoulli distributions, ``sigmoid(t / T)`` and ``sigmoid(s / T)`` (the
+        multi-label form of Hinton et al. 2015): 0 when they agree. ``[B, num_labels]`` each."""
+        student, teacher = logits.float() / temperature, teacher_logits.float() / temperature
+        q = torch.sigmoid(teacher)
+        # BCE with soft targets minus the targets' own entropy: the KL divergence, 0 at agreement.
+        kl = F.binary_cross_entropy_with_logits(student, q, reduction="none") - F.binary_cross_entropy_with_logits(teacher, q, reduction="none")
+        return kl.mean() * temperature**2
 
     def metrics(self) -> dict[str, Any]:
         from torchmetrics.classification import MultilabelAccuracy, MultilabelF1Score
