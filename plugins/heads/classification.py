@@ -32,6 +32,9 @@ class ClassificationHead(mmcore.Head):
     every combination.
     """
 
+    #: options ``mmcore prune`` may shrink (option -> the multiple it keeps): the hidden layer
+    prunable_options = {"hidden": 8}
+
     def __init__(
         self,
         input_dim: int,
@@ -60,7 +63,7 @@ class ClassificationHead(mmcore.Head):
                 raise ValueError(f"class_weights must have num_classes={num_classes} entries, got {len(class_weights)}")
             if not all(math.isfinite(w) and w >= 0 for w in class_weights) or not any(w > 0 for w in class_weights):
                 raise ValueError(f"class_weights must be finite, >= 0 and not all 0, got {class_weights}")
-        self.num_classes = num_classes
+        self.num_classes, self.hidden = num_classes, hidden
         self.label_smoothing = label_smoothing
         self.focal_gamma = focal_gamma
         weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
@@ -71,6 +74,12 @@ class ClassificationHead(mmcore.Head):
         else:
             layers.append(nn.Linear(input_dim, num_classes))
         self.net = nn.Sequential(*layers)
+
+    def pruning_groups(self) -> list[list[tuple[str, int, int]]]:
+        """The coupled dimensions ``mmcore prune`` may shrink (``hidden``): the hidden layer's units (if any)."""
+        linears = [name for name, m in self.net.named_children() if isinstance(m, nn.Linear)]
+        return [[(f"net.{a}.weight", 0, 1), (f"net.{a}.bias", 0, 1), (f"net.{b}.weight", 1, 1)]
+                for a, b in zip(linears[:-1], linears[1:], strict=True)]
 
     @staticmethod
     def dataset_options(options: Mapping[str, Any]) -> dict[str, Any]:
