@@ -196,4 +196,5 @@ def prune(model: MultimodalModel, registry, example_batches: Sequence[Mapping[st
         raise RuntimeError("the pruned channels do not give the smaller config's shapes (a pruning_groups declaration that "
                            "does not match the component's layers?): " + "; ".join(wrong[:6]))
     small.load_state_dict({k: selected[k] for k in target})
+    small.train(model.training)
     return PruneResult(model=small, spec=spec, changes=changes, groups=pruned)
