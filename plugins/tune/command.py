@@ -44,7 +44,7 @@ def run_tune(args: argparse.Namespace, manager) -> int:
     options = StudyOptions(trials=args.trials, out=out.resolve(), storage=args.storage, study_name=args.study_name,
                            objective=args.objective, pruner=args.pruner, time_limit=limit, seed=args.seed,
                            mlflow=args.mlflow if args.mlflow not in (None, "") else None, use_mlflow=args.mlflow is not None,
-                           mlflow_experiment=args.mlflow_experiment)
+                           mlflow_experiment=args.mlflow_experiment, baseline=not args.no_baseline)
     summary = run_study(config, dims, options, manager=manager)
     print(format_summary(summary))
     print(f"\nstudy: {options.out / 'study.json'}" + (f"; best config: {options.out / 'best.yaml'} "
@@ -75,6 +75,8 @@ def mmcore_add_commands(subparsers) -> None:
     parser.add_argument("--pruner", default="median", choices=["median", "hyperband", "none"],
                         help="stop dominated trials after an epoch (single objective only; default median)")
     parser.add_argument("--seed", type=int, default=0, help="the sampler's seed (default 0)")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="do not make the config as given the first trial (it is, when its values lie in the space)")
     parser.add_argument("--mlflow", nargs="?", const="", metavar="TRACKING_URI",
                         help="log a parent MLflow run for the study and a child per trial (default URI: MLflow's own setting)")
     parser.add_argument("--mlflow-experiment", default="mmcore-tune", help="the MLflow experiment (default mmcore-tune)")

@@ -184,3 +184,63 @@ def check_space(config: Mapping[str, Any], dims: Sequence[Dimension], registry) 
             issues += [ConfigIssue(i.path, f"{i.message} (with {what} from the search space)") for i in exc.issues[:1]]
     if issues:
         raise ConfigError(issues)
+
+
+_MISSING = object()
+
+
+def base_value(config: Mapping[str, Any], key: str, registry) -> Any:
+    """The value ``key`` has in ``config`` -- a trainer option's or a component option's default when
+    the config leaves it out -- or ``_MISSING`` when that cannot be told."""
+    node: Any = config
+    parts = key.split(".")
+    for part in parts:
+        if not isinstance(node, Mapping) or part not in node:
+            node = _MISSING
+            break
+        node = node[part]
+    if node is not _MISSING:
+        return node
+    import dataclasses
+    import inspect
+
+    from mmcore.engine.config import TrainerOptions
+    from mmcore.options import factory_parameters
+
+    if parts[0] == "trainer" and len(parts) == 2:
+        field = {f.name: f for f in dataclasses.fields(TrainerOptions)}.get(parts[1])
+        if field is not None:
+            return field.default if field.default is not dataclasses.MISSING else field.default_factory()  # type: ignore[misc]
+        return _MISSING
+    model = config.get("model") or {}
+    entry, kind = None, None
+    if parts[:2] == ["model", "encoders"] and len(parts) == 4:
+        entry, kind = (model.get("encoders") or {}).get(parts[2]), "encoder"
+    elif parts[0] == "model" and parts[1] in ("fusion", "head") and len(parts) == 3:
+        entry, kind = model.get(parts[1]), parts[1]
+    if not isinstance(entry, Mapping) or ("name" not in entry) or (kind, entry["name"]) not in registry:
+        return _MISSING
+    params, _ = factory_parameters(registry.get(kind, entry["name"]).factory)
+    param = params.get(parts[-1])
+    return _MISSING if param is None or param.default is inspect.Parameter.empty else param.default
+
+
+def baseline_params(config: Mapping[str, Any], dims: Sequence[Dimension], registry) -> tuple[dict[str, Any] | None, str]:
+    """The Optuna parameters that reproduce ``config`` itself, when every dimension's value in it lies
+    in the space (then it is the study's first trial); else ``(None, why)``."""
+    params = {}
+    for d in dims:
+        value = base_value(config, d.key, registry)
+        if value is _MISSING:
+            return None, f"{d.key} has no value in the config"
+        if d.choices is not None:
+            if encode(value) not in [encode(c) for c in d.choices]:
+                return None, f"{d.key}={json.dumps(value)} is not among its choices"
+            params[d.key] = encode(value)
+            continue
+        if isinstance(value, bool) or not isinstance(value, _NUMBER) or not d.low <= value <= d.high:
+            return None, f"{d.key}={json.dumps(value)} is outside [{d.low}, {d.high}]"
+        if d.step is not None and abs((value - d.low) / d.step - round((value - d.low) / d.step)) > 1e-9:
+            return None, f"{d.key}={json.dumps(value)} is not on its grid (step {d.step})"
+        params[d.key] = int(value) if d.is_int else float(value)
+    return params, ""

@@ -16,6 +16,10 @@ checkpoint continues from it (``--resume``: the same epochs, the same numbers), 
 moved aside and started again. Trials are then asked until the study holds ``--trials`` finished
 ones (complete, pruned or failed): none lost, none counted twice.
 
+The config as given is the first trial when each searched key's value in it (or its default)
+lies in the space (``--no-baseline``: not): the bar the search is judged against, trained under the
+very same conditions.
+
 Objectives (``--objective``): a validation metric of the head (default: the run's monitor, e.g.
 ``accuracy``; its best epoch's value, the number that picks the checkpoint -- test results are
 reported, never used to choose), and optionally costs of the trial's best checkpoint as
@@ -49,7 +53,7 @@ import yaml
 
 import mmcore
 from mmcore.errors import ConfigError, ConfigIssue, UserInputError
-from mmcore_plugins.tune.space import Dimension, apply_params, encode
+from mmcore_plugins.tune.space import Dimension, apply_params, baseline_params, encode
 
 STUDY_JSON, BEST_YAML, PARETO = "study.json", "best.yaml", "pareto"
 LOCK = ".mmcore-tune.lock"
@@ -213,6 +217,8 @@ class StudyOptions:
     mlflow: str | None = None
     mlflow_experiment: str = "mmcore-tune"
     use_mlflow: bool = False
+    #: the config as given (when its values lie in the space) is the first trial
+    baseline: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -283,6 +289,13 @@ def run_study(config: Mapping[str, Any], dims: Sequence[Dimension], options: Stu
                                     pruner=make_pruner(pruner_name, epochs))
         identity = {"config": base, "space": [_dim_json(d) for d in dims], "objectives": [asdict(o) for o in objectives]}
         _check_same_study(study, identity, storage)
+        if options.baseline and not study.get_trials(deepcopy=False):
+            params, why = baseline_params(base, dims, manager.registry)
+            if params is not None:  # the config as given is trial 0: the bar every other trial is judged against
+                study.enqueue_trial(params, user_attrs={"baseline": True})
+                log("trial 0 is the config as given (its values lie in the space)")
+            else:
+                log(f"the config as given is not a trial: {why}")
         done = finished(study)
         remaining = options.trials - len(done) - len(_running(study))
         log(f"one trial: about {estimate.trial:.0f} s (setup {estimate.setup:.1f} s, {estimate.steps_per_epoch} steps of "
@@ -421,6 +434,8 @@ class _TrialRunner:
                 self.manager.unregister(name=name)
         seconds = time.monotonic() - started
         attrs = {"run_dir": str(run_dir), "seconds": seconds}
+        if error is None and (report.get("status") not in ("completed", "early_stopping", "stopped") or report.get("best_value") is None):
+            error = RuntimeError(f"the run ended with status {report.get('status')!r}: {report.get('error') or 'no checkpoint'}")
         if error is not None:
             attrs["error"] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
             self._set_attrs(trial, attrs)

@@ -78,6 +78,22 @@ def test_a_malformed_space_is_refused_with_every_problem(entry, message):
         parse_space(entry, source="space.yaml")
 
 
+def test_the_configs_own_values_make_the_baseline_trial_when_they_lie_in_the_space(manager):
+    from mmcore_plugins.tune.space import baseline_params
+
+    config = copy.deepcopy(WINE)
+    dims = parse_space({**SPACE, "trainer.weight_decay": {"low": 0.001, "high": 0.1, "log": True},
+                        "model.fusion.dropout": [0.0, 0.1]})
+    params, why = baseline_params(config, dims, manager.registry)
+    assert why == "" and params["trainer.weight_decay"] == 0.01 and params["model.fusion.dropout"] == 0.0, \
+        "left out of the config: the trainer's and the component's defaults"
+    config["trainer"]["lr"] = 0.5
+    assert baseline_params(config, dims, manager.registry) == (None, "trainer.lr=0.5 is outside [0.001, 0.03]")
+    config["trainer"]["lr"] = 0.01
+    config["model"]["fusion"]["dim"] = 6
+    assert "not on its grid" in baseline_params(config, dims, manager.registry)[1]
+
+
 def test_a_value_the_config_refuses_is_found_before_any_trial(manager):
     dims = parse_space({"model.fusion.name": ["concat", "no_such_fusion"], "model.fusion.dimm": [4]})
     with pytest.raises(ConfigError) as info:
@@ -94,6 +110,9 @@ def test_trials_are_runs_and_best_yaml_trains_the_best_trial_again(tmp_path, man
     out = tmp_path / "study"
     assert [t["number"] for t in summary["trials"]] == [0, 1, 2]
     assert all(t["state"] == "complete" for t in summary["trials"])
+    first = summary["trials"][0]
+    assert first["baseline"] and first["params"] == {"trainer.lr": 0.01, "model.fusion.dim": 8, "model.fusion.name": "concat"}, \
+        "the config as given is trial 0"
     for t in summary["trials"]:
         report = json.loads((out / f"trial-{t['number']:03d}" / "report.json").read_text())
         assert report["status"] == "completed" and report["test"] == t["test"]
