@@ -175,6 +175,22 @@ def test_a_time_limit_that_cannot_hold_the_trials_is_refused_with_the_estimate(t
     assert not list((tmp_path / "study").glob("trial-*")), "refused before any trial"
 
 
+def test_a_trial_that_would_pass_the_deadline_stops_at_an_epochs_end(tmp_path, manager, monkeypatch):
+    real_probe = study_module.probe
+
+    def hurried(*args, **kwargs):  # a trial looks nearly free up front, but its test would take 1000 s
+        estimate, metric, lower = real_probe(*args, **kwargs)
+        estimate.trial, estimate.after_training = 0.001, 1000.0
+        return estimate, metric, lower
+
+    monkeypatch.setattr(study_module, "probe", hurried)
+    summary = run_study(copy.deepcopy(WINE), parse_space(SPACE), _options(tmp_path, 2, time_limit=600.0, pruner="none"),
+                        manager=manager, log=lambda s: None)
+    for t in summary["trials"]:
+        assert t["state"] == "complete" and t["epochs_run"] == 1
+        assert t["stop_reason"].startswith("the study's time limit"), "kept: stopped where another epoch would pass it"
+
+
 def test_a_resumed_study_must_be_the_same_study(tmp_path, manager):
     run_study(copy.deepcopy(WINE), parse_space(SPACE), _options(tmp_path, 1, pruner="none"), manager=manager, log=lambda s: None)
     other = {**SPACE, "trainer.lr": {"low": 1e-4, "high": 1e-2, "log": True}}
