@@ -166,7 +166,9 @@ def mmcore_train_loss(trainer, batch, output):
 
     :param trainer: the running trainer (see "The trainer a hook sees" above).
     :param dict batch: the micro-batch on the device: ``batch["inputs"]`` (``{slot: processed
-        batch}``), ``batch["targets"]``, and any other key the collate produced.
+        batch}``), ``batch["targets"]``, ``batch["index"]`` (``[B]`` int64: each sample's row in
+        ``trainer.datasets["train"]``, to look up per-row values computed once, such as a
+        teacher's outputs), and any other key the collate produced.
     :param mmcore.HeadOutput output: the model's output for it: ``output.loss`` is the head's loss,
         ``output.features`` the encoders' :class:`~mmcore.Features` per slot and ``output.fused``
         the fusion's, all with their autograd graph (a term built from them trains through them).

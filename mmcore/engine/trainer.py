@@ -35,6 +35,7 @@ from mmcore.engine.artefacts import check_training_state, read_model_json, read_
 from mmcore.engine.atomic import write_file
 from mmcore.engine.balancers import build_balancer
 from mmcore.engine.checkpoint import (
+    checkpoint_folder,
     dumps_json,
     load_training_state,
     load_weights,
@@ -236,6 +237,8 @@ class Trainer:
         self._check_monitor()
         cached_slots = self._cacheable_slots() if opts.cache_features else []
         self.model.fit_processors(train.samples if hasattr(train, "samples") else [train[i] for i in range(len(train))])
+        if opts.init is not None and self.resume is None:  # fine-tuning: weights and fitted processors from a checkpoint
+            load_weights(self.model, checkpoint_folder(opts.init))
         self.model.to(self.device)
         if cached_slots:
             self._attach_feature_cache(cached_slots)
@@ -272,6 +275,12 @@ class Trainer:
         self.run_plugins = [self._balancer] if self._balancer is not None else []
         if opts.diagnostics and self.is_main:
             self.run_plugins.append(("diagnostics", ImbalanceDiagnostics()))
+        #: ``trainer.distill`` (every process): its teacher's outputs are computed here, during setup,
+        #: so a bad teacher is an error in the user's input
+        if opts.distill is not None:
+            from mmcore.engine.distill import Distiller
+
+            self.run_plugins.append(("trainer distill", Distiller.for_run(self)))
 
     def _record_data(self) -> None:
         """A new run records what it trains on; a resumed one refuses data that changed since
@@ -431,7 +440,8 @@ class Trainer:
                     raise ValueError("the head returned no loss although targets were given")
                 loss = out.loss
                 if state is not None and state.loss_hooks:
-                    terms = self._loss_terms({**batch, "inputs": inputs, "targets": targets}, out)
+                    extra = {"index": batch["index"].to(self.device)} if "index" in batch else {}
+                    terms = self._loss_terms({**batch, **extra, "inputs": inputs, "targets": targets}, out)
                     for term in terms.values():
                         loss = loss + term
             # (A multiplication by 1 would still be an op forward and backward, every step.)
