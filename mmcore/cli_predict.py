@@ -250,7 +250,12 @@ def cmd_predict(args: argparse.Namespace, manager) -> int:
         raise ConfigError([ConfigIssue("--out", "--out goes with --data FILE (a single sample prints its JSON)")])
     if not args.inputs:
         raise ConfigError([ConfigIssue("", f"give slot=value inputs (the model's slots: {model.slots}) or --data FILE")])
-    sample = parse_predict_inputs(args.inputs, model, manager.registry.extension_modalities(), manager=manager)
+    try:  # a run whose plugin maps the user's own columns (mmcore fit's) reads column=value itself
+        sample = manager.hook.mmcore_record_inputs(items=list(args.inputs), run_dir=Path(args.run_dir), model=model)
+    except ValueError as exc:
+        raise ConfigError([ConfigIssue("", str(exc))]) from exc
+    if sample is None:
+        sample = parse_predict_inputs(args.inputs, model, manager.registry.extension_modalities(), manager=manager)
     try:
         if not sample:
             raise ValueError(f"give at least one of the model's modality slots {model.slots}")

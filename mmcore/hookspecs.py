@@ -136,6 +136,23 @@ def mmcore_table_inputs(path, encoding, model, data, run_dir, missing, strict):
     """
 
 
+@hookspec(firstresult=True)
+def mmcore_record_inputs(items, run_dir, model):
+    """One record on the command line (``mmcore predict RUN key=value ...``) -> the model's raw inputs,
+    for a run whose plugin maps a user's own columns to slots (``mmcore fit``'s: columns it derived,
+    such as ``"weight missing"``, are derived again; users only name their columns).
+
+    :param list[str] items: the inputs as given (``column=value``; a slot of several columns may also
+        be given whole, ``slot={column: value, ...}``).
+    :param pathlib.Path run_dir: the run directory.
+    :param mmcore.MultimodalModel model: the run's model.
+
+    :return: ``{slot: raw}`` (a slot left out is a missing modality), or None to leave the items to
+        ``slot=value`` parsing. Raise ``ValueError`` naming a key that is neither a column nor a slot
+        (with the closest one), or a value that cannot be used; the command exits 2.
+    """
+
+
 # --------------------------------------------------------------------------- training lifecycle
 @hookspec
 def mmcore_train_start(trainer, config):

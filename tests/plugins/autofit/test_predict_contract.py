@@ -121,6 +121,14 @@ def test_columns_fit_derived_are_never_asked_for(fitted, capsys):
     assert ids == [str(n) for n in range(1, 21)] and vectors["fused"].shape[0] == 20
     assert main(["explain", run, "--data", test, "--json", "--plots", "0", "--out", str(folder / "explained")]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 20
+    # one record on the command line: the user's columns (or the numbers slot whole), a left-out one missing
+    photo = str(folder / "img" / "1.png")
+    expected = predictor.predict([{"a": 0.3, "weight": "", "group": "north", "photo": photo}])
+    for items in (["a=0.3", "group=north", f"photo={photo}"], ["tabular={a: 0.3, group: north}", f"photo={photo}"]):
+        assert main(["predict", run, *items]) == 0
+        assert json.loads(capsys.readouterr().out)["prediction"] == expected[0]
+    assert main(["predict", run, "a=0.3", "wieght=2"]) == 2
+    assert "did you mean 'weight'?" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("bad", ["gone", "placeholder", "broken"])
