@@ -119,8 +119,9 @@ def cmd_embed(args: argparse.Namespace, manager) -> int:
                                                       "at most one cell per vector")])
         index, settings = build_index(vectors[vector][keep], kind=args.index_type, nlist=args.nlist, nprobe=args.nprobe)
         kept_ids = [i for i, k in zip(ids, keep, strict=True) if k]
+        kept_rows = [n for n, k in enumerate(keep, start=1) if k]  # a repeated id's hits stay told apart
         kept_targets = None if targets is None else [t for t, k in zip(targets, keep, strict=True) if k]
-        meta = {"vector": vector, **settings, "ids": kept_ids, "targets": kept_targets, "embeddings": str(out),
+        meta = {"vector": vector, **settings, "ids": kept_ids, "rows": kept_rows, "targets": kept_targets, "embeddings": str(out),
                 "run": str(Path(args.run_dir).resolve()), "checkpoint": args.checkpoint,
                 "weights_sha256": weights_digest(checkpoint)}
     files = write_embeddings(out, vectors, ids, targets, overwrite=args.overwrite)
@@ -217,8 +218,12 @@ def cmd_search(args: argparse.Namespace, manager) -> int:
         raise ConfigError([ConfigIssue("--query", f"the model gives no {name!r} vector for a {slot!r} query")])
     scores, positions = search(index, query, args.k, nprobe=args.nprobe)
     ids, targets = meta["ids"], meta.get("targets")
-    hits = [{"rank": r + 1, "id": ids[p], "score": round(float(s), 6), **({"target": targets[p]} if targets else {})}
+    # an id several rows share is never silently ambiguous: each hit also names its row of the embedded table
+    rows = meta.get("rows") if isinstance(meta.get("rows"), list) and len(meta["rows"]) == len(ids) else None
+    hits = [{"rank": r + 1, "id": ids[p], **({"row": rows[p]} if rows else {}), "score": round(float(s), 6),
+             **({"target": targets[p]} if targets else {})}
             for r, (s, p) in enumerate(zip(scores[0], positions[0], strict=True)) if p >= 0]
+    shared = sorted({str(h["id"]) for h in hits if ids.count(h["id"]) > 1})
     if args.json:
         print(json.dumps({"query": args.query, "slot": slot, "vector": meta["vector"], "kind": meta["kind"], "neighbours": hits}))
         return 0
@@ -226,7 +231,10 @@ def cmd_search(args: argparse.Namespace, manager) -> int:
     width = max([len("id"), *(len(str(h["id"])) for h in hits)])
     print(f"{'rank':>4}  {'id':<{width}}  {'score':>7}" + ("  target" if targets else ""))
     for h in hits:
-        print(f"{h['rank']:>4}  {str(h['id']):<{width}}  {h['score']:7.4f}" + (f"  {h['target']}" if targets else ""))
+        print(f"{h['rank']:>4}  {str(h['id']):<{width}}  {h['score']:7.4f}" + (f"  {h['target']}" if targets else "")
+              + (f"  (row {h['row']})" if "row" in h and str(h["id"]) in shared else ""))
+    if shared:
+        print(f"note: id(s) {', '.join(map(repr, shared))} belong to several rows of the index; each hit names its row")
     return 0
 
 

@@ -197,6 +197,17 @@ def test_embed_applies_predicts_column_rule_and_reports_ids(run, capsys):
                  "--out", str(run / "ids.npz")]) == 0
     err = capsys.readouterr().err
     assert "1 id(s) repeat" in err and "'same' rows 3, 6" in err
+    # an index of them: search names each hit's row, and which ids are shared
+    assert main(["embed", str(run / "run"), "--data", str(run / "ids.csv"), "--missing", "text", "--out",
+                 str(run / "ids2.npz"), "--index", str(run / "ids.faiss"), "--vector", "head.image"]) == 0
+    capsys.readouterr()
+    assert main(["search", str(run / "run"), "--index", str(run / "ids.faiss"), "--query", str(run / "img" / "2.png"),
+                 "-k", "10", "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)["neighbours"]
+    assert sorted(h["row"] for h in hits if h["id"] == "same") == [3, 6]
+    assert main(["search", str(run / "run"), "--index", str(run / "ids.faiss"), "--query", str(run / "img" / "2.png"),
+                 "-k", "10"]) == 0
+    assert "id(s) 'same' belong to several rows" in capsys.readouterr().out
     with open(run / "noid.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["id", "image"])
         writer.writeheader()
