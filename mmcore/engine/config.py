@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mmcore.components import RESERVED_ARGUMENTS
+from mmcore.engine.pathopts import is_path_option, map_path_options  # noqa: F401 - map_path_options also importable from here
 from mmcore.errors import ConfigError, ConfigIssue, UnknownComponentError
 from mmcore.model import validate_model_spec
 from mmcore.options import check_options, type_mismatch
@@ -328,36 +329,12 @@ def resolve_paths(config: Mapping[str, Any], base: str | Path | None = None) -> 
     return out
 
 
-def map_path_options(config: Mapping[str, Any], change) -> dict[str, Any]:
-    """A copy of ``config`` with ``change(value)`` applied to every path option's string value: the
-    component options :func:`is_path_option` names (``data.path``, ``model.encoders.<slot>.weights``,
-    ...) and ``trainer.cache_features`` when it names a folder (``trainer.run_dir`` is left alone)."""
-    out = copy.deepcopy(dict(config))
-    model = out.get("model") if isinstance(out.get("model"), dict) else {}
-    encoders = model.get("encoders") if isinstance(model.get("encoders"), dict) else {}
-    for entry in (out.get("data"), *encoders.values(), model.get("fusion"), model.get("head")):
-        if isinstance(entry, dict):
-            for key, value in entry.items():
-                if is_path_option(str(key)) and isinstance(value, str) and value:
-                    entry[key] = change(value)
-    trainer = out.get("trainer")
-    if isinstance(trainer, dict) and isinstance(trainer.get("cache_features"), str) and trainer["cache_features"]:
-        trainer["cache_features"] = change(trainer["cache_features"])
-    return out
-
-
 def _absolute(value: str, base: str | Path | None = None) -> str:
     path = Path(value).expanduser()
     return os.path.normpath(path if path.is_absolute() else Path(base or os.getcwd()) / path)
 
 
 # ------------------------------------------------------------------------------ files
-#: Component options naming a file or folder that must exist: ``path``, ``*_path``, ``*_file``,
-#: ``*_dir`` and ``weights`` (string values only; None means "not used").
-def is_path_option(name: str) -> bool:
-    return name in ("path", "weights", "file") or name.endswith(("_path", "_file", "_dir"))
-
-
 def missing_files(config: Mapping[str, Any]) -> list[ConfigIssue]:
     """Every path-like component option (see :func:`is_path_option`) whose file does not exist."""
     issues = []

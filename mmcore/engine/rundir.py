@@ -211,7 +211,7 @@ class RunDir:
         path option naming something inside the run (a ``fit`` run's ``data.jsonl``, a feature cache
         kept there) is relative to the run; paths outside it stay absolute. A copy (``cp -r``,
         ``Predictor.save``) or a move of the folder then reads and writes only itself."""
-        from mmcore.engine.config import map_path_options
+        from mmcore.engine.pathopts import map_path_options
 
         root = Path(os.path.abspath(self.path))
 
@@ -229,7 +229,7 @@ class RunDir:
         of a config stored by :meth:`portable` (``trainer.run_dir: .``) are relative to the run;
         absolute ones inside the folder the config names as its run (a run written before, then
         copied or moved) are taken inside this one; ``trainer.run_dir`` is this folder."""
-        from mmcore.engine.config import map_path_options
+        from mmcore.engine.pathopts import map_path_options
 
         trainer = config.get("trainer") if isinstance(config.get("trainer"), dict) else {}
         recorded = trainer.get("run_dir")
