@@ -184,7 +184,9 @@ def _predict_table(args: argparse.Namespace, model, config: dict, manager) -> in
                                                  data=dict(config.get("data") or {}), run_dir=Path(args.run_dir),
                                                  missing=missing, strict=args.strict)
     except (ValueError, FileNotFoundError) as exc:
-        raise ConfigError([ConfigIssue("--missing" if "declared missing" in str(exc) else "--data", str(exc))]) from exc
+        message = str(exc)
+        declared = message.startswith("--missing: ") or "declared missing" in message  # a --missing name the model lacks
+        raise ConfigError([ConfigIssue("--missing" if declared else "--data", message.removeprefix("--missing: "))]) from exc
     if built is None:
         raise ConfigError([ConfigIssue("--data", "no installed plugin reads tables into model inputs (hook "
                                                  "mmcore_table_inputs; the built-in one is the manifest plugin: is it "

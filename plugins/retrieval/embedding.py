@@ -188,7 +188,9 @@ def manifest_rows(model, config: Mapping[str, Any], manifest: str | Path, *, id_
                                                  run_dir=Path(run_dir) if run_dir is not None else None,
                                                  missing=list(missing), strict=strict)
     except (OSError, ValueError) as exc:
-        raise ConfigError([ConfigIssue("--missing" if "declared missing" in str(exc) else "--data", str(exc))]) from exc
+        message = str(exc)
+        declared = message.startswith("--missing: ") or "declared missing" in message  # a --missing name the model lacks
+        raise ConfigError([ConfigIssue("--missing" if declared else "--data", message.removeprefix("--missing: "))]) from exc
     if built is None:
         raise ConfigError([ConfigIssue("--data", "no installed plugin reads tables into model inputs (hook "
                                                  "mmcore_table_inputs; the built-in one is the manifest plugin)")])
