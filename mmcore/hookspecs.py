@@ -128,7 +128,9 @@ def mmcore_table_inputs(path, encoding, model, data, run_dir, missing, strict):
 
     :return: ``[(inputs, None) | (None, problem), ...]``, one per row in file order: ``inputs``
         ``{slot: raw or None}``, or ``problem`` a one-line message naming the row and column
-        (``"row 3, column 'photo': file 'x.png' does not exist"``) for a row that cannot be used;
+        (``"row 3, column 'photo': file 'x.png' does not exist"``) for a row that cannot be used; a
+        row's tuple may carry a third element, a note of the cells it read as missing (a missing file
+        under the run's rule), which ``mmcore predict`` writes into that row's line;
         or None to leave the table to another plugin. The first non-None result is used. Raise
         ``ValueError`` for a table that cannot be read at all (naming the file and what is wrong);
         the command reports it and exits 2. Built-in: the ``manifest`` plugin (``trylast``: a run's
