@@ -11,7 +11,9 @@ record as an upload (PNG + WAV + text). Measured:
   the server process's CPU time per request against this process's for the same work (the part
   of the overhead that a loaded machine's scheduling does not inflate);
 * throughput: one request at a time vs ``--clients`` concurrent clients (micro-batching), with p50
-  and p95 latency, failures and requests lost (answered vs predicted by the server's /healthz);
+  and p95 latency, failures and requests lost (answered vs predicted by the server's /healthz); and the
+  server process's CPU time per request in each phase (what micro-batching saves, not inflated by a
+  loaded machine; the wall-clock rates also include the clients' CPU on the same cores);
 * 100 malformed requests (wrong types, missing fields, unknown slots, corrupt or oversized files,
   wrong content types): each must be a 4xx, and the server healthy afterwards.
 """
@@ -183,10 +185,12 @@ def main() -> int:
                     else:
                         cpu_local += time.process_time() - cpu
                         in_process.append(spent)
+            cpu = cpu_seconds(server.pid)
             start = time.perf_counter()
             for i in range(args.sequential):
                 assert http.post("/predict", **requests[i % len(requests)]).status_code == 200
             sequential_rate = args.sequential / (time.perf_counter() - start)
+            sequential_cpu = (cpu_seconds(server.pid) - cpu) / args.sequential
         p50_local, p50_http = statistics.median(in_process) * 1000, statistics.median(over_http) * 1000
         print(f"\nbatch 1 ({args.sequential} requests, interleaved): in process {p50_local:.2f} ms p50; over HTTP "
               f"{p50_http:.2f} ms p50 (p95 {percentile(over_http, 0.95) * 1000:.2f}); serving adds {p50_http - p50_local:.2f} ms p50")
@@ -196,7 +200,9 @@ def main() -> int:
               f"(clock ticks of {1000 / os.sysconf('SC_CLK_TCK'):.0f} ms: meaningful over many requests)")
         before = httpx.get(f"{url}/healthz").json()
         jobs = [requests[i % len(requests)] for i in range(args.requests)]
+        cpu = cpu_seconds(server.pid)
         latencies, codes, spent = asyncio.run(concurrent(url, jobs, args.clients))
+        concurrent_cpu = (cpu_seconds(server.pid) - cpu) / len(jobs)
         after = httpx.get(f"{url}/healthz").json()
         rate = len(codes) / spent
         failed = sum(c != 200 for c in codes)
@@ -205,6 +211,10 @@ def main() -> int:
         print(f"{args.clients} concurrent clients, {len(jobs)} requests: {rate:.1f} requests/s ({rate / sequential_rate:.2f}x), "
               f"latency p50 {statistics.median(latencies) * 1000:.1f} ms, p95 {percentile(latencies, 0.95) * 1000:.1f} ms; "
               f"{failed} failed, {lost} lost; batches {after['batches'] - before['batches']}, largest {after['largest_batch']}")
+        # the server's CPU time per request in each phase: what micro-batching saves, whatever else the machine runs
+        # (on a loaded machine the clients' own CPU competes with the server's, which the wall-clock rates include)
+        print(f"server CPU time per request: one at a time {1000 * sequential_cpu:.2f} ms, {args.clients} clients "
+              f"{1000 * concurrent_cpu:.2f} ms ({sequential_cpu / max(concurrent_cpu, 1e-9):.2f}x less)")
         bad = malformed(records[0])
         answers = [httpx.post(f"{url}/predict", timeout=60, **case) for case in bad]
         codes4 = [a.status_code for a in answers]
