@@ -266,6 +266,18 @@ class Head(nn.Module, abc.ABC):
         """Per-sample JSON-serialisable predictions."""
         return output.predictions.detach().cpu().tolist()
 
+    def distillation_loss(self, logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+        """The soft-target loss of knowledge distillation (``trainer.distill``): how far this head's
+        ``logits`` are from a teacher's ``teacher_logits`` (the same shape, e.g. ``[B, C]``), as a
+        scalar mean over the batch, already scaled so that its gradients keep their size whatever
+        ``temperature`` (> 0) is -- Hinton, Vinyals & Dean 2015, "Distilling the knowledge in a
+        neural network": ``T^2 * KL(softmax(t / T) || softmax(s / T))`` for a softmax classifier.
+
+        The default raises ``NotImplementedError``: a head whose outputs have no such loss
+        (retrieval scores, generated tokens) cannot be a distillation student.
+        """
+        raise NotImplementedError(f"{type(self).__name__} defines no distillation loss")
+
     def example_targets(self, batch_size: int, generator: torch.Generator) -> list[Any]:
         """Valid raw targets, for conformance checks."""
         raise NotImplementedError(f"{type(self).__name__} does not provide example targets")

@@ -263,6 +263,38 @@ class Predictor:
         samples, _ = self._batches(data)
         return torch.cat([f.float().cpu() for f in self._outputs(samples, fused=True)]).numpy()
 
+    def explain(self, data: Any, *, plots: str | Path | None = None) -> Any:
+        """Exact Shapley values of each modality slot for each row's prediction (``mmcore explain``;
+        :mod:`mmcore_plugins.explain.attribution`): the predicted class's log-probability (a
+        regression: the predicted value) split over the slots, from no slot (``empty``) to all the
+        row has (``full``); the values sum to ``full - empty``; a slot the row lacks gets 0.
+
+        Returns a pandas DataFrame indexed like ``data`` (a list of dicts without pandas): columns
+        ``prediction``, ``full``, ``empty`` and one per slot; ``.attrs["summary"]`` holds the mean
+        |value| per slot. ``plots``: a folder that gets a waterfall PNG per row (the first 20) and
+        ``summary.png``.
+        """
+        from mmcore_plugins.explain.attribution import explain_samples, summarise
+
+        samples, index = self._batches(data)
+        records = explain_samples(self.model, [s["inputs"] for s in samples], batch_size=self.batch_size, device=self.device,
+                                  decode=lambda index: decode_prediction(self.plan, index))
+        summary = summarise(records)
+        if plots is not None:
+            from mmcore.engine.plots import plot_attribution_summary, plot_waterfall
+
+            for i, record in enumerate(records[:20], start=1):
+                plot_waterfall(record, Path(plots) / f"record_{i}.png", title=f"row {i}: prediction {record['prediction']}")
+            plot_attribution_summary(summary, Path(plots) / "summary.png")
+        rows = [{"prediction": r["prediction"], "full": r["full"], "empty": r["empty"], **r["shapley"]} for r in records]
+        try:
+            import pandas as pd
+        except ImportError:
+            return rows
+        frame = pd.DataFrame(rows, index=index)
+        frame.attrs["summary"] = summary
+        return frame
+
     def summary(self) -> dict[str, Any]:
         """What ``fit`` reported (``fit_summary.json``): test metrics, epochs, time, cached slots
         ({} when there is none). CheckpointError when the file is damaged or not an object."""
