@@ -11,7 +11,9 @@ record as an upload (PNG + WAV + text). Measured:
   the server process's CPU time per request against this process's for the same work (the part
   of the overhead that a loaded machine's scheduling does not inflate);
 * throughput: one request at a time vs ``--clients`` concurrent clients (micro-batching), with p50
-  and p95 latency, failures and requests lost (answered vs predicted by the server's /healthz);
+  and p95 latency, failures and requests lost (answered vs predicted by the server's /healthz); and the
+  server process's CPU time per request in each phase (what micro-batching saves, not inflated by a
+  loaded machine; the wall-clock rates also include the clients' CPU on the same cores);
 * 100 malformed requests (wrong types, missing fields, unknown slots, corrupt or oversized files,
   wrong content types): each must be a 4xx, and the server healthy afterwards.
 """
@@ -101,15 +103,20 @@ def malformed(record: dict) -> list[dict]:
     return cases[:100]
 
 
-async def concurrent(url: str, requests: list[dict], clients: int) -> tuple[list[float], list[int], float]:
-    latencies, codes = [], []
+async def concurrent(url: str, requests: list[dict], clients: int) -> tuple[list[float], list[int], list[str], float]:
+    latencies, codes, errors = [], [], []
     queue = list(range(len(requests)))
 
     async def client(http: httpx.AsyncClient) -> None:
         while queue:
             i = queue.pop()
             start = time.perf_counter()
-            answer = await http.post("/predict", **requests[i])
+            try:
+                answer = await http.post("/predict", **requests[i])
+            except httpx.TransportError as exc:  # a failed request is a result: counted, named, the run goes on
+                errors.append(f"{type(exc).__name__} after {time.perf_counter() - start:.1f} s")
+                codes.append(0)
+                continue
             latencies.append(time.perf_counter() - start)
             codes.append(answer.status_code)
 
@@ -117,7 +124,7 @@ async def concurrent(url: str, requests: list[dict], clients: int) -> tuple[list
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
         start = time.perf_counter()
         await asyncio.gather(*(client(http) for _ in range(clients)))
-        return latencies, codes, time.perf_counter() - start
+        return latencies, codes, errors, time.perf_counter() - start
 
 
 def main() -> int:
@@ -129,6 +136,7 @@ def main() -> int:
     parser.add_argument("--sequential", type=int, default=100, help="requests sent one at a time (overhead, rate)")
     parser.add_argument("--threads", type=int, default=2, help="intra-op threads of the server and of this process")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--server-log", default="runs/deploy_serve_server.log", help="the server's stderr (default %(default)s)")
     args = parser.parse_args()
     import torch
 
@@ -144,9 +152,11 @@ def main() -> int:
     print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; {args.path}; threads {args.threads}; "
           f"workers {args.workers}; {len(records)} test records as uploads ({', '.join(sorted(records[0]))})", flush=True)
     port = free_port()
+    Path(args.server_log).parent.mkdir(parents=True, exist_ok=True)
+    log = open(args.server_log, "w")  # noqa: SIM115 - open while the server runs
     server = subprocess.Popen([sys.executable, "-m", "mmcore", "serve", str(path), "--port", str(port), "--threads",
                                str(args.threads), "--workers", str(args.workers), "--log-level", "warning"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                              stdout=subprocess.DEVNULL, stderr=log, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 300
@@ -157,7 +167,7 @@ def main() -> int:
             except httpx.TransportError:
                 time.sleep(0.5)
         else:
-            raise SystemExit(f"the server did not start: {server.stderr.read() if server.poll() is not None else ''}")
+            raise SystemExit(f"the server did not start: see {log.name}")
         backend = open_backend(path, threads=args.threads)
 
         def local(record: dict) -> None:
@@ -183,10 +193,12 @@ def main() -> int:
                     else:
                         cpu_local += time.process_time() - cpu
                         in_process.append(spent)
+            cpu = cpu_seconds(server.pid)
             start = time.perf_counter()
             for i in range(args.sequential):
                 assert http.post("/predict", **requests[i % len(requests)]).status_code == 200
             sequential_rate = args.sequential / (time.perf_counter() - start)
+            sequential_cpu = (cpu_seconds(server.pid) - cpu) / args.sequential
         p50_local, p50_http = statistics.median(in_process) * 1000, statistics.median(over_http) * 1000
         print(f"\nbatch 1 ({args.sequential} requests, interleaved): in process {p50_local:.2f} ms p50; over HTTP "
               f"{p50_http:.2f} ms p50 (p95 {percentile(over_http, 0.95) * 1000:.2f}); serving adds {p50_http - p50_local:.2f} ms p50")
@@ -196,7 +208,9 @@ def main() -> int:
               f"(clock ticks of {1000 / os.sysconf('SC_CLK_TCK'):.0f} ms: meaningful over many requests)")
         before = httpx.get(f"{url}/healthz").json()
         jobs = [requests[i % len(requests)] for i in range(args.requests)]
-        latencies, codes, spent = asyncio.run(concurrent(url, jobs, args.clients))
+        cpu = cpu_seconds(server.pid)
+        latencies, codes, errors, spent = asyncio.run(concurrent(url, jobs, args.clients))
+        concurrent_cpu = (cpu_seconds(server.pid) - cpu) / len(jobs)
         after = httpx.get(f"{url}/healthz").json()
         rate = len(codes) / spent
         failed = sum(c != 200 for c in codes)
@@ -205,6 +219,13 @@ def main() -> int:
         print(f"{args.clients} concurrent clients, {len(jobs)} requests: {rate:.1f} requests/s ({rate / sequential_rate:.2f}x), "
               f"latency p50 {statistics.median(latencies) * 1000:.1f} ms, p95 {percentile(latencies, 0.95) * 1000:.1f} ms; "
               f"{failed} failed, {lost} lost; batches {after['batches'] - before['batches']}, largest {after['largest_batch']}")
+        if errors:
+            print(f"  failed without an answer: {len(errors)} ({'; '.join(errors[:5])}); server "
+                  f"{'alive' if server.poll() is None else f'exited {server.returncode}'}; its log: {args.server_log}")
+        # the server's CPU time per request in each phase: what micro-batching saves, whatever else the machine runs
+        # (on a loaded machine the clients' own CPU competes with the server's, which the wall-clock rates include)
+        print(f"server CPU time per request: one at a time {1000 * sequential_cpu:.2f} ms, {args.clients} clients "
+              f"{1000 * concurrent_cpu:.2f} ms ({sequential_cpu / max(concurrent_cpu, 1e-9):.2f}x less)")
         bad = malformed(records[0])
         answers = [httpx.post(f"{url}/predict", timeout=60, **case) for case in bad]
         codes4 = [a.status_code for a in answers]
@@ -217,6 +238,7 @@ def main() -> int:
     finally:
         server.terminate()
         server.wait(30)
+        log.close()
     print(f"load average after: {os.getloadavg()[0]:.1f}")
     return 0
 
