@@ -28,7 +28,7 @@ def run_fit(args: argparse.Namespace, manager) -> int:
 
     fit(args.data, args.target, val=args.val, test=args.test, time_limit=args.time_limit, preset=args.preset,
         columns=parse_column_overrides(args.column), run_dir=args.run_dir, overwrite=args.overwrite, manager=manager,
-        allow_outside_paths=args.allow_outside_paths)
+        empty_labels=args.empty_labels, strict=args.strict, allow_outside_paths=args.allow_outside_paths)
     return 0
 
 
@@ -49,6 +49,12 @@ def mmcore_add_commands(subparsers) -> None:
     parser.add_argument("--column", action="append", default=[], metavar="NAME=KIND",
                         help="override a column's inferred kind: image, audio, video, text, categorical, numeric, "
                              "ignore (the target: classification, multilabel, regression); repeatable")
+    parser.add_argument("--empty-labels", default="none", choices=["none", "missing"],
+                        help="a multilabel target's empty cell: none of the labels, a negative example (default), or "
+                             "missing: the row is unlabelled and left out")
+    parser.add_argument("--strict", action="store_true",
+                        help="a cell naming a missing or unreadable file, or an input that fails when training reads "
+                             "it, is an error naming row and column (default: a missing modality, counted)")
     parser.add_argument("--run-dir", help="where the run goes (default: runs/fit, runs/fit-2, ...)")
     parser.add_argument("--overwrite", action="store_true",
                         help="write into an existing non-empty folder that is not a run (your files stay; one named "

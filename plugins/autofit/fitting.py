@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import mmcore
+from mmcore.errors import RunInterrupted
+from mmcore.labels import is_non_finite
 from mmcore_plugins.autofit.choose import (
     MAX_EPOCHS,
     TRAIN_SHARE,
@@ -98,7 +100,8 @@ def _log(verbose: bool, *lines: str) -> None:
 
 def fit(data: Any, target: str, *, val: Any = None, test: Any = None, time_limit: str | float = "10m",
         preset: str = "best", columns: Mapping[str, str] | None = None, run_dir: str | Path | None = None,
-        overwrite: bool = False, verbose: bool = True, manager=None, allow_outside_paths: bool = False) -> Any:
+        overwrite: bool = False, verbose: bool = True, manager=None, allow_outside_paths: bool = False,
+        empty_labels: str = "none", strict: bool = False) -> Any:
     """Train a model for column ``target`` of ``data`` without a config; returns a :class:`Predictor`.
 
     ``data``, ``val``, ``test``: CSV / JSONL / Parquet paths or pandas DataFrames (file paths in
@@ -112,6 +115,11 @@ def fit(data: Any, target: str, *, val: Any = None, test: Any = None, time_limit
     named like fit's own ``data.jsonl``/``autofit.json``/``fit_summary.json`` is refused, never
     replaced). ``allow_outside_paths``: let file cells name files outside their table's folder
     (``mmcore train``'s rule and opt-in, :mod:`mmcore_plugins.io.paths`); refused by default.
+    ``empty_labels`` (a multilabel target's empty cell): ``"none"`` of the labels, a negative example
+    (default), or ``"missing"``, an unlabelled row left out. ``strict``: a cell naming a missing or
+    unreadable file, in any of the tables, or an input that fails when training reads it, is an error
+    naming row and column, instead of a missing modality (counted, as are rows whose target is empty or
+    an infinite number, which are left out -- as :class:`Predictor` does with the tables it is given).
 
     Raises :class:`ColumnError` (a ValueError naming the column) for a column that cannot be
     used -- before anything is trained; ValueError for a bad option.
@@ -125,17 +133,32 @@ def fit(data: Any, target: str, *, val: Any = None, test: Any = None, time_limit
     limit = parse_duration(time_limit)
     if preset not in PRESETS:
         raise ColumnError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    if empty_labels not in ("none", "missing"):
+        raise ColumnError(f"--empty-labels must be 'none' or 'missing', got {empty_labels!r}")
     manager = manager or get_plugin_manager()
     rows, base = read_rows(data)
+    # An infinite target (a price of inf) is no label, as an infinite number in an input column is no
+    # measurement: the row is left out and counted, never made a class of its own.
+    infinite = [i for i, r in enumerate(rows) if is_non_finite(r.get(target))]
+    for i in infinite:
+        rows[i] = {**rows[i], target: None}
     infos = infer_columns(rows, target=target, base=base, overrides=columns, allow_outside_paths=allow_outside_paths)
     extra = {name: read_rows(source) for name, source in (("val", val), ("test", test)) if source is not None}
     target_info = next(i for i in infos if i.role == "target")
     _merge_target_vocabulary(target_info, [r for table, _ in extra.values() for r in table])
+    empty_as_none = target_info.kind == "multilabel" and empty_labels == "none"
+    target_info.details["empty_labels"] = empty_labels
+    empties = sum(is_missing(r.get(target)) for i, r in enumerate(rows) if i not in set(infinite))
+    if target_info.kind == "multilabel" and empties:  # the column table says what an empty cell became
+        target_info.why += (f"; {empties} empty cells read as no label (negative examples; --empty-labels missing "
+                            "leaves them out)" if empty_as_none else f"; {empties} empty cells: rows left out (--empty-labels missing)")
+    if infinite:
+        target_info.why += f"; {len(infinite)} infinite values (rows {', '.join(str(i + 1) for i in infinite[:10])}) left out"
     _log(verbose, format_table(infos), "")
 
     # ---- splits: the user's tables, else the split column, else carved from train
     split_info = next((i for i in infos if i.kind == "split"), None)
-    labelled = [i for i, r in enumerate(rows) if not is_missing(r.get(target)) or isinstance(r.get(target), list)]
+    labelled = [i for i, r in enumerate(rows) if empty_as_none or not is_missing(r.get(target)) or isinstance(r.get(target), list)]
     unlabelled = len(rows) - len(labelled)
     assignment: dict[int, str] = {}
     for i in labelled:
@@ -158,18 +181,24 @@ def fit(data: Any, target: str, *, val: Any = None, test: Any = None, time_limit
         raise ColumnError(f"no training rows: every row with a {target!r} value went to val/test")
     plan = make_plan(infos, train_rows)
 
+    if strict:  # a file inference found missing or unreadable is an error, not a missing cell -- before any write
+        for info in infos:
+            for index, why in sorted(info.details.get("unusable", {}).items()):
+                raise ColumnError(f"row {index + 1}, column {info.name!r}: {why} (--strict)")
+
     # ---- the run directory and its prepared table
     run = Path(run_dir) if run_dir is not None else default_run_dir()
     with _claim_run_dir(run, overwrite, sources=[data, val, test]):  # locked until the summary is written
         run = run.resolve()
         unusable = {i.name: i.details.get("unusable", {}) for i in infos}
-        preparer = Preparer(plan, base, unusable=unusable, check_files=False, allow_outside_paths=allow_outside_paths)
+        preparer = Preparer(plan, base, unusable=unusable, check_files=False, allow_outside_paths=allow_outside_paths,
+                            strict=strict)
         table = [preparer.table_row(rows[i], i, assignment[i]) for i in labelled]
         dropped = dict(preparer.dropped_files)
         for name, (extra_rows, extra_base) in extra.items():
-            extra_preparer = Preparer(plan, extra_base, allow_outside_paths=allow_outside_paths)
+            extra_preparer = Preparer(plan, extra_base, allow_outside_paths=allow_outside_paths, strict=strict)
             table += [extra_preparer.table_row(r, i, name) for i, r in enumerate(extra_rows)
-                      if not is_missing(r.get(target)) or isinstance(r.get(target), list)]
+                      if extra_preparer.target(r, i) is not None]
             for column, count in extra_preparer.dropped_files.items():
                 dropped[f"{column} ({name})"] = count
         kept = [r for r in table if not all(_absent(r, spec) for spec in plan.slots.values())]
@@ -182,6 +211,7 @@ def fit(data: Any, target: str, *, val: Any = None, test: Any = None, time_limit
         counts = {s: sum(r[plan.split_column] == s for r in table) for s in ("train", "val", "test")}
         _log(verbose, f"rows: {counts['train']} train, {counts['val']} val ({val_source}), {counts['test']} test"
              + (f"; {unlabelled} without a {target!r} value left out" if unlabelled else "")
+             + (f" ({len(infinite)} of them infinite)" if infinite else "")
              + (f"; {empty} with no input at all left out" if empty else ""))
 
         # ---- the config
@@ -189,6 +219,8 @@ def fit(data: Any, target: str, *, val: Any = None, test: Any = None, time_limit
                                        run_dir=str(run), preset=preset)
         if not counts["test"]:
             config["data"]["test_fraction"] = 0.0  # no test rows: none are carved from train either
+        if strict:  # an input that fails only when training reads it is an error too
+            config["trainer"]["unreadable_inputs"] = "error"
         _log(verbose, "", "choices:", *(f"  {c.slot:<12} {c.what}  -- {c.why}" for c in choices))
 
         # ---- time: measure a step, then fit the epochs into what is left of the limit
@@ -215,7 +247,8 @@ def fit(data: Any, target: str, *, val: Any = None, test: Any = None, time_limit
 
         autofit = {"target": target, "preset": preset, "time_limit_s": limit, "columns": [_info_json(i) for i in infos],
                    "plan": plan.to_json(), "choices": [c.__dict__ for c in choices], "step_times": times.__dict__,
-                   "cached_slots": cached, "dropped_files": dropped, "rows": counts, "val_source": val_source}
+                   "cached_slots": cached, "dropped_files": dropped, "rows": counts, "val_source": val_source,
+                   "infinite_targets": [i + 1 for i in infinite], "strict": strict}
         write_file(run / PLAN_FILE, json.dumps(autofit, indent=2))
 
         # ---- train
@@ -224,22 +257,34 @@ def fit(data: Any, target: str, *, val: Any = None, test: Any = None, time_limit
         trainer = Trainer(config, manager=manager)
         progress = FitProgress(deadline=started + limit - test_cost - FINAL_SECONDS,
                                log=(lambda line: print(line, flush=True)) if verbose else None)
-        with mmcore.register_plugin(progress, name=f"autofit-progress#{id(progress)}", manager=manager):  # this run only
-            report = trainer.fit()
+        try:
+            with mmcore.register_plugin(progress, name=f"autofit-progress#{id(progress)}", manager=manager):  # this run only
+                report = trainer.fit()
+        except RunInterrupted as exc:  # Ctrl-C: the run is marked partial (report.json too) and says how to go on
+            write_file(run / SUMMARY_FILE, json.dumps({"run_dir": str(run), "task": plan.task, "status": "interrupted",
+                                                       "epochs_run": exc.epochs_done, "epochs_planned": epochs,
+                                                       "resume": exc.resume_hint()}, indent=2))
+            raise
         seconds = time.perf_counter() - started
         summary = {"run_dir": str(run), "task": plan.task, "status": report.get("status"), "best_epoch": report.get("best_epoch"),
                    "epochs_run": report.get("epochs_run"), "epochs_planned": epochs, "monitor": report.get("monitor"),
                    "best_val": report.get("best_value"), "test": report.get("test", {}), "train_seconds": report.get("seconds"),
                    "seconds": seconds, "cached_slots": cached, "rows": counts,
-                   "stop_reason": report.get("stop_reason"), "stopped_by_time_limit_after_epoch": progress.stopped_after}
+                   "stop_reason": report.get("stop_reason"), "stopped_by_time_limit_after_epoch": progress.stopped_after,
+                   "unreadable_inputs": report.get("unreadable_inputs")}
         write_file(run / SUMMARY_FILE, json.dumps(summary, indent=2))
         if verbose:
             test_part = ", ".join(f"{k} {v:.4f}" for k, v in summary["test"].items()) or "no test split"
             print(f"\nbest epoch {summary['best_epoch']} of {summary['epochs_run']} ({summary['status']}); "
                   f"val {summary['monitor']} {summary['best_val']:.4f}; test: {test_part}", flush=True)
             print(f"cached across epochs: {', '.join(f'{s} ({how})' for s, how in cached.items()) or 'nothing'}")
+            unreadable = summary["unreadable_inputs"] or {}
+            if unreadable.get("count"):  # found only when training read them: missing modalities, as above
+                print(f"{unreadable['count']} input(s) could not be read when training read them and were missing "
+                      f"modalities ({', '.join(f'{c} {n}' for c, n in unreadable['columns'].items())}); first: "
+                      f"{unreadable['listed'][0]} (fit_summary.json lists them)")
             print(f"total {seconds:.0f} s; run directory {run}")
-            print(f"  reproduce: mmcore train {run / 'config.yaml'}")
+            print(f"  reproduce: mmcore train {run / 'config.yaml'} trainer.run_dir={run.parent / (run.name + '-again')}")
             print(f"  predict:   mmcore.Predictor.load({str(run)!r}).predict(table)")
         return Predictor.load(run, manager=manager)
 
