@@ -15,8 +15,10 @@ stopped. Steps:
 * ``table``: test accuracy (report.json), parameters, weight file size, and batch-1 latency: the
   median forward time of one test sample that has all three modalities, every model measured in
   the same process with ``--threads`` intra-op threads, in interleaved rounds (each round times
-  every model; the median over rounds is reported, ratios are against the teacher's in the same
-  round). Written to ``ROOT/compress.json`` and printed as a Markdown table.
+  every model, the order rotating; the median over rounds is reported, ratios are against the
+  teacher's in the same round), and the CPU time of this process per forward (all threads; other
+  processes on a loaded machine inflate it far less than wall time; onnxruntime's spinning
+  threads count in it). Written to ``ROOT/compress.json`` and printed as a Markdown table.
 * int8 rows (the ``table`` stage, for each run in ``--int8``): ``mmcore export RUN --format onnx
   --int8 --out ROOT/exports/RUN-onnx-int8`` (skipped when that export exists); accuracy of
   ``model.int8.onnx`` through the export's front end (``mmcore serve``'s path) on every test record,
@@ -160,24 +162,33 @@ def measure(root: Path, names: list[str], threads: int, rounds: int, repeats: in
             rows[f"{name}+onnx fp32"] = {"accuracy": rows[name]["accuracy"], "parameters": rows[name]["parameters"],
                                          "file_bytes": (folder / "model.onnx").stat().st_size, "export": str(folder),
                                          "note": "accuracy: the eager model's (max |eager - graph| ~1e-6)"}
-    times = {name: [] for name in runners}
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    cpu: dict[str, list[float]] = {name: [] for name in runners}
     with torch.inference_mode():
-        for _ in range(rounds):
-            for name, forward in runners.items():
+        for r in range(rounds):
+            order = list(runners.items())
+            order = order[r % len(order):] + order[: r % len(order)]  # rotate who goes first
+            for name, forward in order:
                 for _ in range(5):
                     forward()
                 spent = []
+                clock = time.process_time()
                 for _ in range(repeats):
                     start = time.perf_counter()
                     forward()
                     spent.append(time.perf_counter() - start)
+                cpu[name].append((time.process_time() - clock) / repeats)
                 times[name].append(statistics.median(spent))
-    base = times[names[0]]
+    base, base_cpu = times[names[0]], cpu[names[0]]
     for name in runners:
         rows[name]["latency_ms"] = 1000 * statistics.median(times[name])
         ratios = [b / t for b, t in zip(base, times[name], strict=True)]
         rows[name]["speedup_vs_first"] = statistics.median(ratios)
         rows[name]["speedup_rounds_min_max"] = [min(ratios), max(ratios)]
+        # CPU time of this process per forward (all its threads): what other processes on a loaded
+        # machine inflate far less than wall time
+        rows[name]["cpu_ms"] = 1000 * statistics.median(cpu[name])
+        rows[name]["cpu_speedup_vs_first"] = statistics.median(b / t for b, t in zip(base_cpu, cpu[name], strict=True))
     return rows
 
 
@@ -196,14 +207,15 @@ def stage_table(root: Path, amounts: list[float], threads: int, rounds: int, rep
     teacher = rows.get("teacher", {})
     log(f"\nbatch-1 latency with {threads} threads, median of {rounds} interleaved rounds x {repeats} forwards; "
         f"load average {load_before[0]:.1f} before, {load[0]:.1f} after")
-    log("| model | test accuracy | vs teacher | parameters | weights file | batch-1 latency | speed-up (rounds) |")
-    log("| --- | --- | --- | --- | --- | --- | --- |")
+    log("| model | test accuracy | vs teacher | parameters | weights file | batch-1 latency | speed-up (rounds) "
+        "| CPU time | CPU speed-up |")
+    log("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, r in rows.items():
         delta = 100 * (r["accuracy"] - teacher.get("accuracy", r["accuracy"]))
         log(f"| {name} | {100 * r['accuracy']:.1f}% | {delta:+.1f} | {r['parameters']:,} "
             f"({teacher.get('parameters', r['parameters']) / r['parameters']:.2f}x fewer) | {r['file_bytes'] / 1024:.0f} KiB | "
             f"{r['latency_ms']:.2f} ms | {r['speedup_vs_first']:.2f}x ({r['speedup_rounds_min_max'][0]:.2f}-"
-            f"{r['speedup_rounds_min_max'][1]:.2f}) |")
+            f"{r['speedup_rounds_min_max'][1]:.2f}) | {r['cpu_ms']:.2f} ms | {r['cpu_speedup_vs_first']:.2f}x |")
     return summary
 
 
