@@ -1,6 +1,7 @@
 """Distillation and structured pruning on the demo, and the deploying user's table.
 
     python benchmarks/compress_demo.py [--root runs/compress] [--stages teacher,distill,prune,table]
+        [--amounts 0.5,0.75] [--int8 teacher,pruned_0.5] [--threads 2] [--rounds 15] [--repeats 30]
 
 Every step is an ordinary ``mmcore`` command (printed before it runs) writing a run directory
 under ``--root``; a step whose run already finished is skipped, so the script continues where it
