@@ -116,7 +116,7 @@ def int8_accuracy(model, artefact, test) -> tuple[float, float, int]:
 
 
 def measure(root: Path, names: list[str], threads: int, rounds: int, repeats: int,
-            int8: dict[str, Path] | None = None, log=print) -> dict[str, dict]:
+            int8: dict[str, Path] | None = None, log=print, batch: int = 1) -> dict[str, dict]:
     import torch
 
     from mmcore.cli import load_run
@@ -136,7 +136,7 @@ def measure(root: Path, names: list[str], threads: int, rounds: int, repeats: in
         if sample is None:
             test = load_datasets(config, manager, splits=("test",))["test"]
             sample = next(test[i] for i in range(len(test)) if all(v is not None for v in test[i]["inputs"].values()))
-        inputs, _ = to_device(model.collate([sample]), "cpu")
+        inputs, _ = to_device(model.collate([sample] * batch), "cpu")
         models[name] = (model, inputs)
         report = json.loads((run_dir / "report.json").read_text())
         rows[name] = {"accuracy": report["test"]["accuracy"], "parameters": sum(p.numel() for p in model.parameters()),
@@ -151,7 +151,7 @@ def measure(root: Path, names: list[str], threads: int, rounds: int, repeats: in
             accuracy, eager, count = int8_accuracy(models[name][0], artefact, test)
             log(f"{name} int8: test accuracy {100 * accuracy:.2f}% (eager on the same {count} records {100 * eager:.2f}%)")
             record = {k: v for k, v in sample["inputs"].items() if v is not None}
-            arrays = artefact.inputs([record])
+            arrays = artefact.inputs([record] * batch)
             key = f"{name}+int8"
             runners[key] = lambda a=artefact, x=arrays: a.run(x)
             rows[key] = {"accuracy": accuracy, "eager_accuracy_same_records": eager,
@@ -194,21 +194,21 @@ def measure(root: Path, names: list[str], threads: int, rounds: int, repeats: in
 
 
 def stage_table(root: Path, amounts: list[float], threads: int, rounds: int, repeats: int, int8: list[str],
-                log, names: list[str] | None = None) -> dict:
+                log, names: list[str] | None = None, batch: int = 1) -> dict:
     names = names or ["teacher", "student_distilled", "student_alone", "audio_text_distilled", "audio_text_alone",
                       *(f"pruned_{a:g}" for a in amounts)]
     names = [n for n in names if finished(root / n)]
     exports = {name: export_int8(root, name, log) for name in int8 if name in names}
     load_before = os.getloadavg()
-    rows = measure(root, names, threads, rounds, repeats, exports, log)
+    rows = measure(root, names, threads, rounds, repeats, exports, log, batch)
     load = os.getloadavg()
-    summary = {"rows": rows, "threads": threads, "rounds": rounds, "repeats": repeats, "loadavg_before": load_before,
+    summary = {"rows": rows, "batch": batch, "threads": threads, "rounds": rounds, "repeats": repeats, "loadavg_before": load_before,
                "loadavg": load, "int8": sorted(exports)}
     (root / "compress.json").write_text(json.dumps(summary, indent=2))
     teacher = rows.get("teacher", {})
-    log(f"\nbatch-1 latency with {threads} threads, median of {rounds} interleaved rounds x {repeats} forwards; "
+    log(f"\nbatch-{batch} latency with {threads} threads, median of {rounds} interleaved rounds x {repeats} forwards; "
         f"load average {load_before[0]:.1f} before, {load[0]:.1f} after")
-    log("| model | test accuracy | vs teacher | parameters | weights file | batch-1 latency | speed-up (rounds) "
+    log(f"| model | test accuracy | vs teacher | parameters | weights file | batch-{batch} latency | speed-up (rounds) "
         "| CPU time | CPU speed-up |")
     log("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, r in rows.items():
@@ -229,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--batch", type=int, default=1, help="copies of the sample per forward (default 1)")
     parser.add_argument("--int8", default="teacher,pruned_0.5",
                         help="runs exported with `mmcore export --int8` and measured as int8 rows (comma-separated; "
                              "empty: none)")
@@ -252,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     if "table" in stages:
         int8 = [n.strip() for n in args.int8.split(",") if n.strip()]
         models = [n.strip() for n in args.models.split(",")] if args.models else None
-        stage_table(root, amounts, args.threads, args.rounds, args.repeats, int8, log, models)
+        stage_table(root, amounts, args.threads, args.rounds, args.repeats, int8, log, models, args.batch)
     return 0
 
 
