@@ -1,0 +1,141 @@
+"""Startup and memory at scale (issue 26): how long ``mmcore train`` takes before its first step, and
+how much memory it holds then, on the generated table of :mod:`scale_data` (N rows: a 32x32 PNG, a
+short text, two numbers, a label).
+
+    python benchmarks/scale_data.py /work/scale_data --rows 100000 --tables 1000,10000,100000
+    python benchmarks/bench_scale.py startup /work/scale_data --rows 10000,100000 --validate header,none
+
+Each measurement is a fresh process (``python -c``-style child of this script) that imports mmcore,
+builds a :class:`~mmcore.engine.trainer.Trainer` for the fixed config below and runs its
+``setup()`` -- everything ``mmcore train`` does before the first step: read and validate the
+manifest, build the three splits, fit the processors, build the model and optimiser. Reported:
+
+- ``startup_s``: from just before the child is started to the end of ``setup()`` (interpreter
+  start and imports included), wall time;
+- ``data_s``: the part spent reading, splitting and validating the manifest (``load_datasets``);
+- ``rss_mb``: the child's peak resident memory (``ru_maxrss``) at that point;
+- the per-row cost: the slope between the smallest and the largest table.
+
+Runs alternate between tables and validation levels (``--repeats`` rounds), medians reported.
+The config: ``image_cnn`` (32x32 RGB) + ``text_transformer`` (bytes) + ``tabular_mlp`` (x1, x2),
+``concat``, ``classification`` of 10 classes, batch 64, one intra-op thread (``trainer.threads: 1``
+where the trainer has the option, and ``torch.set_num_threads(1)`` in the child in any case).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def config(data: Path, rows: int, validate: str, run_dir: str, epochs: int = 1) -> dict:
+    return {
+        "data": {"name": "manifest", "path": str(data / f"manifest_{rows}.csv"),
+                 "columns": {"image": "image", "text": "text", "numbers": ["x1", "x2"]},
+                 "path_columns": ["image"], "target": "label", "split_column": "split", "validate": validate},
+        "model": {
+            "encoders": {"image": {"name": "image_cnn", "image_size": 32, "channels": 3, "width": 32, "dim": 64},
+                         "text": {"name": "text_transformer", "dim": 64, "heads": 4, "layers": 1, "max_length": 32},
+                         "numbers": {"name": "tabular_mlp", "num_features": 2, "dim": 64}},
+            "fusion": {"name": "concat", "dim": 128},
+            "head": {"name": "classification", "num_classes": 10},
+        },
+        "trainer": {"epochs": epochs, "batch_size": 64, "lr": 0.002, "run_dir": run_dir, "device": "cpu"},
+    }
+
+
+CHILD = r"""
+import json, resource, sys, time
+t_spawn = float(sys.argv[1]); cfg = json.loads(sys.argv[2])
+import torch
+torch.set_num_threads(1)
+t_import = time.time()
+import mmcore.engine.trainer as T
+spent = {"data_s": 0.0}
+load = T.load_datasets
+def timed(*a, **k):
+    t = time.perf_counter(); out = load(*a, **k); spent["data_s"] += time.perf_counter() - t; return out
+T.load_datasets = timed
+trainer = T.Trainer(cfg, overwrite=True)
+trainer.setup()
+done = time.time()
+trainer.close()
+print(json.dumps({"startup_s": done - t_spawn, "torch_import_s": t_import - t_spawn, "data_s": spent["data_s"],
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "torchmetrics_imported": "torchmetrics" in sys.modules,
+                  "train_rows": len(trainer.datasets["train"])}))
+"""
+
+
+def trainer_has_threads() -> bool:
+    from mmcore.engine.config import TrainerOptions
+
+    return "threads" in getattr(TrainerOptions, "__dataclass_fields__", {})
+
+
+def measure(data: Path, rows: int, validate: str, run_dir: str) -> dict:
+    cfg = config(data, rows, validate, run_dir)
+    if trainer_has_threads():
+        cfg["trainer"]["threads"] = 1
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    start = time.time()
+    out = subprocess.run([sys.executable, "-c", CHILD, repr(start), json.dumps(cfg)], capture_output=True, text=True,
+                         env=env, check=False)
+    if out.returncode:
+        raise SystemExit(f"child failed ({rows} rows, validate {validate}):\n{out.stderr[-4000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def startup(args: argparse.Namespace) -> None:
+    sizes = [int(n) for n in args.rows.split(",")]
+    levels = args.validate.split(",")
+    results: dict[tuple[int, str], list[dict]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
+        for r in range(args.repeats):
+            for rows in sizes:
+                for level in levels:
+                    m = measure(args.data, rows, level, str(Path(tmp) / "run"))
+                    results.setdefault((rows, level), []).append(m)
+                    print(f"round {r + 1}: {rows} rows, validate {level}: {json.dumps(m)}", flush=True)
+    print(f"\nload average at the end: {os.getloadavg()}")
+    print("| rows | validate | startup (s) | of which data (s) | peak RSS (MB) | torchmetrics imported |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    med = {}
+    for (rows, level), ms in sorted(results.items()):
+        med[rows, level] = {k: statistics.median(m[k] for m in ms) for k in ("startup_s", "data_s", "rss_mb")}
+        print(f"| {rows:,} | {level} | {med[rows, level]['startup_s']:.1f} | {med[rows, level]['data_s']:.1f} | "
+              f"{med[rows, level]['rss_mb']:.0f} | {ms[0]['torchmetrics_imported']} |")
+    if len(sizes) > 1:
+        lo, hi = sizes[0], sizes[-1]
+        for level in levels:
+            a, b = med[lo, level], med[hi, level]
+            per_row_ms = (b["startup_s"] - a["startup_s"]) / (hi - lo) * 1000
+            per_row_kb = (b["rss_mb"] - a["rss_mb"]) / (hi - lo) * 1024
+            fixed = a["startup_s"] - per_row_ms * lo / 1000
+            print(f"validate {level}: {per_row_ms:.3f} ms and {per_row_kb:.2f} KB per row, {fixed:.1f} s fixed "
+                  f"(projection to 1,000,000 rows: {fixed + per_row_ms * 1000:.0f} s, "
+                  f"{a['rss_mb'] + per_row_kb * (1_000_000 - lo) / 1024:.0f} MB)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("startup", help="time and memory before the first step")
+    p.add_argument("data", type=Path, help="the folder scale_data.py wrote")
+    p.add_argument("--rows", default="10000,100000")
+    p.add_argument("--validate", default="header,none")
+    p.add_argument("--repeats", type=int, default=3)
+    p.set_defaults(run=startup)
+    args = parser.parse_args(argv)
+    args.run(args)
+
+
+if __name__ == "__main__":
+    main()
