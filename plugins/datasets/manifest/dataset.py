@@ -19,6 +19,10 @@ from mmcore_plugins.datasets.manifest.targets import TARGET_TYPES
 
 logger = logging.getLogger("mmcore.data.manifest")
 
+#: ``validate``: every file's header read and its first frame / second decoded; the header only
+#: (one open, nothing decoded); the file's existence and kind (one stat); nothing on disk at all.
+VALIDATE_LEVELS = ("decode", "header", "exists", "none")
+
 
 class Parsed:
     def __init__(self) -> None:
@@ -59,6 +63,7 @@ def parse(opts: Options) -> Parsed:
         for table, i in splits[split]:
             sample, problems = parser.sample(table, table.rows[i], i + 1)
             rows.append((split, table, i + 1, sample, problems))
+    parser.run_checks()
     parser.check_lengths(rows)
     for split, _table, _number, sample, problems in rows:
         if problems:
@@ -94,7 +99,7 @@ def load_manifest(
     seed: int = 0,
     on_bad_sample: Literal["error", "skip"] = "error",
     allow_outside_paths: bool = False,
-    validate: Literal["decode", "exists", "none"] = "decode",
+    validate: Literal["decode", "header", "exists", "none"] = "decode",
     encoding: str = "utf-8-sig",
     root: str | None = None,
     target_type: Literal["auto", "class", "multilabel", "regression", "text", "raw"] = "auto",
@@ -119,8 +124,8 @@ def load_manifest(
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if on_bad_sample not in ("error", "skip"):
         raise ValueError(f"on_bad_sample must be 'error' or 'skip', got {on_bad_sample!r}")
-    if validate not in ("decode", "exists", "none"):
-        raise ValueError(f"validate must be 'decode', 'exists' or 'none', got {validate!r}")
+    if validate not in VALIDATE_LEVELS:
+        raise ValueError(f"validate must be one of {', '.join(map(repr, VALIDATE_LEVELS))}, got {validate!r}")
     if target_type not in TARGET_TYPES:
         raise ValueError(f"target_type must be one of {TARGET_TYPES}, got {target_type!r}")
     if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
