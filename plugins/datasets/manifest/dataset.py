@@ -32,22 +32,34 @@ class Parsed:
         self.classes: list[str] | None = None
         self.target_type = "none"
         self.names: dict[str, str] = {}
+        self.taken: set[str] = set()  # splits whose samples were handed to a data set (take)
+
+    def take(self, split: str) -> list[dict[str, Any]]:
+        """The split's samples, handed over: the parse keeps no reference to them (one copy of each
+        sample in memory, held by the data set built from it). A split is taken once."""
+        samples, self.samples[split] = self.samples[split], []
+        self.taken.add(split)
+        return samples
 
 
+# Parses shared by the splits of one data set: building train, val and test reads and checks the
+# files once. Each split's samples are handed to its data set (Parsed.take), so a parse holds
+# only the splits not built yet, and goes when all three are.
 _CACHE: dict[Any, Parsed] = {}
-_CACHE_SIZE = 8
+_CACHE_SIZE = 2
 
 
-def parse(opts: Options) -> Parsed:
+def parse(opts: Options, *, fresh: bool = False) -> Parsed:
     """Read every table, split the rows, fit the label vocabulary on the training split, turn every
     row of every split into a sample and collect every problem (the expensive part, cached by the
-    files' identity and the options, so building the three splits reads and checks once)."""
+    files' identity and the options, so building the three splits reads and checks once;
+    ``fresh``: parse again even when cached)."""
     main = Table(opts.path, opts.encoding, opts.root)
     val = Table(opts.val_path, opts.encoding, opts.root, "val") if opts.val_path is not None else None
     test = Table(opts.test_path, opts.encoding, opts.root, "test") if opts.test_path is not None else None
     tables = [t for t in (main, val, test) if t is not None]
     key = opts.cache_key(tables)
-    if key is not None and key in _CACHE:
+    if key is not None and key in _CACHE and not fresh:
         return _CACHE[key]
     named = named_columns(opts.columns, opts.target, opts.path_columns)
     for table in tables:
@@ -75,6 +87,7 @@ def parse(opts: Options) -> Parsed:
         parsed.problems += problems
     # Not kept when it failed: a bad image may be fixed without touching the manifest.
     if key is not None and not (parsed.problems and opts.on_bad_sample == "error"):
+        _CACHE.pop(key, None)
         while len(_CACHE) >= _CACHE_SIZE:
             _CACHE.pop(next(iter(_CACHE)))
         _CACHE[key] = parsed
@@ -143,10 +156,14 @@ def load_manifest(
         num_classes=num_classes, label_delimiter=label_delimiter, modalities=dict(slot_modalities or {}),
     )
     parsed = parse(opts)
+    if split in parsed.taken:  # built before from this parse: its samples belong to that data set
+        parsed = parse(opts, fresh=True)
     if parsed.problems and on_bad_sample == "error":
         raise ManifestError(parsed.problems)
-    # Fresh sample dicts: the parse is cached and shared by every split and call.
-    samples = [{"inputs": dict(s["inputs"]), "target": s["target"]} for s in parsed.samples[split]]
+    samples = parsed.take(split)
+    if len(parsed.taken) == len(SPLITS):  # every split built: nothing left worth keeping
+        for k in [k for k, v in _CACHE.items() if v is parsed]:
+            del _CACHE[k]
     metadata: dict[str, Any] = {
         "manifest": parsed.names["main"], "skipped": parsed.skipped[split], "target_type": parsed.target_type,
         "missing": {slot: sum(s["inputs"][slot] is None for s in samples) for slot in columns},

@@ -142,3 +142,25 @@ def test_cell_paths_without_links_judge_the_name_only(tmp_path):
     assert lexical("link_out.png") == root.resolve() / "link_out.png"  # not followed: documented
     with pytest.raises(OutsidePathError):
         lexical("img/../../secret/s.png")
+
+
+# ---------------------------------------------------------------------- one copy of each sample
+def test_the_splits_share_one_parse_and_none_of_it_outlives_them(tmp_path, monkeypatch):
+    import mmcore_plugins.datasets.manifest.dataset as dataset_module
+
+    for i in range(10):
+        png(tmp_path / f"{i}.png", i)
+    m = manifest(tmp_path, [f"{i}.png" for i in range(10)])
+    checked = []
+    real_check = rows_module.check_files
+    monkeypatch.setattr(rows_module, "check_files", lambda files, **k: checked.append(len(files)) or real_check(files, **k))
+    kw = {**KW, "val_fraction": 0.2, "test_fraction": 0.2}
+    built = {split: load_manifest(split, str(m), validate="header", **kw) for split in ("train", "val", "test")}
+    assert [len(d) for d in built.values()] == [6, 2, 2]
+    assert checked == [10], "the three splits are built from one reading of the table"
+    assert not [p for p in dataset_module._CACHE.values() if p.names["main"] == str(m)], "a parse outlived its splits"
+    again = load_manifest("train", str(m), validate="header", **kw)  # read again, not shared with the first
+    assert checked == [10, 10]
+    assert again.samples == built["train"].samples and again.samples[0] is not built["train"].samples[0]
+    again.samples[0]["inputs"]["image"] = "changed"
+    assert built["train"].samples[0]["inputs"]["image"] != "changed"
