@@ -124,6 +124,34 @@ def startup(args: argparse.Namespace) -> None:
                   f"{a['rss_mb'] + per_row_kb * (1_000_000 - lo) / 1024:.0f} MB)")
 
 
+def files(args: argparse.Namespace) -> None:
+    """Per-file cost of the manifest's file check in this process: header vs decode, one thread vs a
+    pool, alternated (each file is in the page cache after the first round: this measures the check,
+    not the disk)."""
+    from mmcore_plugins.datasets.manifest.rows import check_files
+    from mmcore_plugins.io.image import probe_image, verify_image
+
+    paths = [args.data / f"images/{i // 1000:04d}/{i:07d}.png" for i in range(args.count)]
+    check_files(paths, decode=True, workers=1)  # warm the page cache
+    variants = {f"{'decode' if d else 'header'}, {w} thread(s)": (d, w) for d in (False, True) for w in (1, 2, 4)}
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(args.repeats):
+        for name, (decode, workers) in variants.items():
+            t = time.perf_counter()
+            check_files(paths, decode=decode, workers=workers)
+            times[name].append((time.perf_counter() - t) / len(paths) * 1e6)
+    t = time.perf_counter()
+    for p in paths:  # what validation did before: open for the header, open again and decode
+        probe_image(p)
+        verify_image(p)
+    before = (time.perf_counter() - t) / len(paths) * 1e6
+    print(f"load average: {os.getloadavg()}")
+    print("| check | us per file (median) |\n| --- | --- |")
+    for name, ts in times.items():
+        print(f"| {name} | {statistics.median(ts):.0f} |")
+    print(f"| before (probe, then a second open to decode), 1 thread | {before:.0f} |")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -133,6 +161,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--validate", default="header,none")
     p.add_argument("--repeats", type=int, default=3)
     p.set_defaults(run=startup)
+    f = sub.add_parser("files", help="per-file cost of the file check (header / decode, threads)")
+    f.add_argument("data", type=Path)
+    f.add_argument("--count", type=int, default=5000)
+    f.add_argument("--repeats", type=int, default=3)
+    f.set_defaults(run=files)
     args = parser.parse_args(argv)
     args.run(args)
 

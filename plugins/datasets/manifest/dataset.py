@@ -112,7 +112,7 @@ def load_manifest(
     seed: int = 0,
     on_bad_sample: Literal["error", "skip"] = "error",
     allow_outside_paths: bool = False,
-    validate: Literal["decode", "header", "exists", "none"] = "decode",
+    validate: Literal["decode", "header", "exists", "none"] = "header",
     encoding: str = "utf-8-sig",
     root: str | None = None,
     target_type: Literal["auto", "class", "multilabel", "regression", "text", "raw"] = "auto",

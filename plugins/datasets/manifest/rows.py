@@ -210,16 +210,22 @@ PROGRESS_AFTER_S = 3.0
 
 
 def check_files(files: Sequence[Path], *, decode: bool = True, workers: int | None = None) -> dict[Path, str]:
-    """:func:`check_file` on every file of ``files`` in a pool of ``workers`` threads (default: the
-    CPUs this process may use, at most 8); returns ``{file: error message}`` for those that failed.
+    """:func:`check_file` on every file of ``files`` in a pool of ``workers`` threads; returns ``{file: error message}`` for those that failed.
     Past :data:`PROGRESS_AFTER_S` seconds a progress line goes to stderr (rewritten in place on a
-    terminal, every 10 s otherwise)."""
+    terminal, every 10 s otherwise).
+
+    ``workers`` defaults to half the CPUs this process may use (at most 8): small images are checked
+    mostly in Python, under the GIL, and on a busy 2-core machine two threads were 4% (header) to
+    22% (decode) slower than one on page-cached 32x32 PNGs (benchmarks/bench_scale.py files); a
+    pool pays off where reading waits on the disk or the network, or decoding large images in C.
+    """
     import sys
     import time
     from concurrent.futures import ThreadPoolExecutor
 
     if workers is None:
-        workers = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        workers = max(1, min(8, cpus // 2))
     chunk = 256
 
     def run(part: Sequence[Path]) -> list[tuple[Path, str]]:
