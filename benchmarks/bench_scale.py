@@ -74,6 +74,58 @@ print(json.dumps({"startup_s": done - t_spawn, "torch_import_s": t_import - t_sp
 """
 
 
+STEPS_CHILD = r"""
+import json, os, sys, time
+cfg = json.loads(sys.argv[1]); steps = int(sys.argv[2])
+import mmcore.engine.trainer as T
+trainer = T.Trainer(cfg, overwrite=True)
+trainer.setup()
+trainer.begin_epoch(1)
+batch = trainer.model.collate([trainer.datasets["train"][i] for i in range(64)])
+for _ in range(3):
+    trainer.train_step(batch)
+times = []
+for _ in range(steps):
+    t = time.perf_counter(); trainer.train_step(batch); times.append(time.perf_counter() - t)
+trainer.close()
+times.sort()
+print(json.dumps({"step_ms": 1000 * times[len(times) // 2], "threads": trainer.threads,
+                  "wait_policy": os.environ.get("OMP_WAIT_POLICY")}))
+"""
+
+
+def threads(args: argparse.Namespace) -> None:
+    """Median training-step time (batch 64, the scale config) in fresh processes per thread setting,
+    alternated: 1 thread; 2 threads with OpenMP's default waits (spinning); 2 with
+    OMP_WAIT_POLICY=PASSIVE; trainer.threads: auto as the mmcore command runs it (PASSIVE set)."""
+    variants = {"1 thread": (1, None), "2 threads, default waits": (2, None), "2 threads, PASSIVE": (2, "PASSIVE"),
+                "auto, PASSIVE (the mmcore command)": ("auto", "PASSIVE"), "auto, default waits (a Python program)": ("auto", None)}
+    results: dict[str, list[float]] = {k: [] for k in variants}
+    chosen: dict[str, int] = {}
+    with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
+        for r in range(args.repeats):
+            for name, (count, policy) in variants.items():
+                cfg = config(args.data, 1000, "none", str(Path(tmp) / "run"))
+                cfg["trainer"]["threads"] = count
+                env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+                if policy:
+                    env["OMP_WAIT_POLICY"] = policy
+                out = subprocess.run([sys.executable, "-c", STEPS_CHILD, json.dumps(cfg), str(args.steps)],
+                                     capture_output=True, text=True, env=env, check=False)
+                if out.returncode:
+                    raise SystemExit(out.stderr[-3000:])
+                m = json.loads(out.stdout.strip().splitlines()[-1])
+                results[name].append(m["step_ms"])
+                chosen[name] = m["threads"]
+                print(f"round {r + 1}: {name}: {m}", flush=True)
+    print(f"load average at the end: {os.getloadavg()}")
+    one = statistics.median(results["1 thread"])
+    print("| setting | threads | step (ms, median of rounds) | vs 1 thread |\n| --- | --- | --- | --- |")
+    for name, ts in results.items():
+        print(f"| {name} | {chosen[name]} | {statistics.median(ts):.1f} (rounds: {', '.join(f'{t:.0f}' for t in ts)}) | "
+              f"{statistics.median(ts) / one:.2f}x |")
+
+
 def trainer_has_threads() -> bool:
     from mmcore.engine.config import TrainerOptions
 
@@ -161,6 +213,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--validate", default="header,none")
     p.add_argument("--repeats", type=int, default=3)
     p.set_defaults(run=startup)
+    t = sub.add_parser("threads", help="step time per thread setting (fresh processes, alternated)")
+    t.add_argument("data", type=Path)
+    t.add_argument("--steps", type=int, default=30)
+    t.add_argument("--repeats", type=int, default=3)
+    t.set_defaults(run=threads)
     f = sub.add_parser("files", help="per-file cost of the file check (header / decode, threads)")
     f.add_argument("data", type=Path)
     f.add_argument("--count", type=int, default=5000)
