@@ -126,6 +126,54 @@ def threads(args: argparse.Namespace) -> None:
               f"{statistics.median(ts) / one:.2f}x |")
 
 
+def run_child(cmd: list[str], env: dict) -> dict:
+    """Run ``cmd`` to its end; its wall time from just before the start and its own peak RSS (wait4)."""
+    start = time.time()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.time() - start
+    out, err = proc.stdout.read().decode(), proc.stderr.read().decode()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{err[-3000:]}")
+    return {"wall_s": wall, "rss_mb": usage.ru_maxrss / 1024, "stdout": out}
+
+
+def epoch(args: argparse.Namespace) -> None:
+    """Whole-process wall time and peak RSS of one epoch: ``mmcore train`` (trainer.threads: 1; the
+    optional outputs -- progress bar, TensorBoard, plots -- off) against benchmarks/plain_loop.py
+    (one thread), alternated, fresh processes."""
+    import yaml
+
+    here = Path(__file__).resolve().parent
+    results: dict[tuple[int, str], list[dict]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
+        for r in range(args.repeats):
+            for rows in [int(n) for n in args.rows.split(",")]:
+                cfg = config(args.data, rows, args.validate, str(Path(tmp) / "run"))
+                cfg["trainer"].update(threads=1, progress=False, tensorboard=False, plots=False)
+                path = Path(tmp) / "config.yaml"
+                path.write_text(yaml.safe_dump(cfg))
+                env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+                runs = {"mmcore": [sys.executable, "-m", "mmcore", "train", str(path), "--overwrite"],
+                        "plain": [sys.executable, str(here / "plain_loop.py"), str(args.data / f"manifest_{rows}.csv"),
+                                  "--threads", "1"]}
+                for name in (("mmcore", "plain") if r % 2 == 0 else ("plain", "mmcore")):
+                    m = run_child(runs[name], env)
+                    results.setdefault((rows, name), []).append(m)
+                    print(f"round {r + 1}: {rows} rows, {name}: wall {m['wall_s']:.1f} s, peak RSS {m['rss_mb']:.0f} MB",
+                          flush=True)
+    print(f"load average at the end: {os.getloadavg()}")
+    print("| rows | mmcore train (s) | plain loop (s) | ratio | mmcore peak RSS (MB) | plain peak RSS (MB) |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for rows in sorted({k[0] for k in results}):
+        a, b = results[rows, "mmcore"], results[rows, "plain"]
+        ratios = [x["wall_s"] / y["wall_s"] for x, y in zip(a, b, strict=True)]
+        print(f"| {rows:,} | {statistics.median(x['wall_s'] for x in a):.1f} | {statistics.median(y['wall_s'] for y in b):.1f} | "
+              f"{statistics.median(ratios):.2f} (rounds {', '.join(f'{q:.2f}' for q in ratios)}) | "
+              f"{statistics.median(x['rss_mb'] for x in a):.0f} | {statistics.median(y['rss_mb'] for y in b):.0f} |")
+
+
 def trainer_has_threads() -> bool:
     from mmcore.engine.config import TrainerOptions
 
@@ -213,6 +261,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--validate", default="header,none")
     p.add_argument("--repeats", type=int, default=3)
     p.set_defaults(run=startup)
+    e = sub.add_parser("epoch", help="whole-process one epoch: mmcore train vs plain_loop.py")
+    e.add_argument("data", type=Path)
+    e.add_argument("--rows", default="10000")
+    e.add_argument("--validate", default="header")
+    e.add_argument("--repeats", type=int, default=2)
+    e.set_defaults(run=epoch)
     t = sub.add_parser("threads", help="step time per thread setting (fresh processes, alternated)")
     t.add_argument("data", type=Path)
     t.add_argument("--steps", type=int, default=30)
