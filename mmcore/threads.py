@@ -11,10 +11,11 @@ So:
 - the ``mmcore`` command sets ``OMP_WAIT_POLICY=PASSIVE`` before PyTorch is imported, unless the
   user has set it (:func:`prefer_passive_waits`; OpenMP reads it once, when PyTorch loads it, so it
   cannot be changed later in the process);
-- ``trainer.threads: auto`` (the default, :func:`auto_threads`) keeps PyTorch's one thread per
-  usable core where waits are passive, and otherwise -- a Python program that imported torch
-  before mmcore could set the policy -- uses only the cores the rest of the machine leaves idle
-  (the 1-minute load average, less this process), at least one;
+- ``trainer.threads: auto`` (the default, :func:`auto_threads`) uses the cores the rest of the
+  machine leaves idle (by the 1-minute load average, less this run's own processes), at most
+  PyTorch's one per usable core and at least one: passive waits soften oversubscription but do not
+  remove it (on the same machine, two passive threads once ran 5.8x slower than one while two other
+  processes were busy);
 - ``trainer.threads: N`` uses ``N`` threads whatever the machine does.
 """
 
@@ -58,12 +59,11 @@ def waits_are_passive(environ: Any = None) -> bool:
 
 
 def auto_threads(*, cpus: int | None = None, default: int | None = None, load: float | None = None,
-                 passive: bool | None = None, processes: int = 1) -> int:
+                 processes: int = 1) -> int:
     """The ``trainer.threads: auto`` choice (module docstring).
 
     ``cpus``: usable CPUs (default :func:`usable_cpus`); ``default``: PyTorch's own choice (default
     ``torch.get_num_threads()``); ``load``: the 1-minute load average (default ``os.getloadavg()``);
-    ``passive``: whether OpenMP threads sleep when idle (default: ``OMP_WAIT_POLICY`` is PASSIVE);
     ``processes``: training processes sharing this machine (``LOCAL_WORLD_SIZE`` under torchrun), whose
     threads share its cores.
     """
@@ -73,8 +73,6 @@ def auto_threads(*, cpus: int | None = None, default: int | None = None, load: f
 
         default = torch.get_num_threads()
     share = max(1, min(default, cpus // max(1, processes)))
-    if waits_are_passive() if passive is None else passive:
-        return share
     if load is None:
         try:
             load = os.getloadavg()[0]

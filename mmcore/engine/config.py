@@ -92,9 +92,9 @@ class TrainerOptions:
     #: spectrogram) in memory for the whole run, so only the first epoch reads and decodes the
     #: data; applies to processors that do not augment, and pays off with num_workers: 0
     cache_inputs: bool = dataclasses.field(default=False, metadata=_MAY_CHANGE)
-    #: PyTorch intra-op threads: auto = one per usable core where OpenMP's idle threads sleep
-    #: (the mmcore command sets OMP_WAIT_POLICY=PASSIVE unless you did), otherwise only the cores
-    #: the rest of the machine leaves idle; N = exactly N (mmcore.threads)
+    #: PyTorch intra-op threads: auto = the cores the rest of the machine leaves idle (1-minute
+    #: load average), at least one; N = exactly N (mmcore.threads; the mmcore command also sets
+    #: OMP_WAIT_POLICY=PASSIVE unless you did)
     threads: int | Literal["auto"] = dataclasses.field(default="auto", metadata=_MAY_CHANGE)
     #: DataLoader worker processes for the training split
     num_workers: int = dataclasses.field(default=0, metadata=_MAY_CHANGE)

@@ -1,6 +1,6 @@
 """The thread policy (issue 26): the mmcore command makes OpenMP's idle threads sleep unless the user
-chose otherwise, and ``trainer.threads: auto`` never spins more threads than the machine has idle
-cores when they would spin."""
+chose otherwise, and ``trainer.threads: auto`` never runs more threads than the machine has idle
+cores."""
 
 import os
 import subprocess
@@ -39,17 +39,16 @@ def test_prefer_passive_waits_on_a_given_environment(monkeypatch):
     assert not prefer_passive_waits(env) and env == {"OMP_WAIT_POLICY": "active"}
 
 
-@pytest.mark.parametrize(("cpus", "default", "load", "passive", "processes", "expected"), [
-    (2, 2, 3.5, True, 1, 2),    # idle threads sleep: PyTorch's choice
-    (2, 2, 3.5, False, 1, 1),   # they spin and the machine is busy: one
-    (2, 2, 0.9, False, 1, 2),   # only this process runs: both cores
-    (16, 16, 9.0, False, 1, 8),  # eight cores busy with other work: the other eight
-    (16, 16, 9.0, True, 2, 8),  # two processes share the cores
-    (16, 16, 40.0, False, 1, 1),  # never fewer than one
-    (8, 4, 0.0, True, 1, 4),    # never more than PyTorch would use
+@pytest.mark.parametrize(("cpus", "default", "load", "processes", "expected"), [
+    (2, 2, 3.5, 1, 1),    # the machine is busy: one
+    (2, 2, 0.9, 1, 2),    # only this process runs: both cores
+    (16, 16, 9.0, 1, 8),  # eight cores busy with other work: the other eight
+    (16, 16, 2.0, 2, 8),  # two processes of this run share the cores
+    (16, 16, 40.0, 1, 1),  # never fewer than one
+    (8, 4, 0.0, 1, 4),    # never more than PyTorch would use
 ])
-def test_auto_threads(cpus, default, load, passive, processes, expected):
-    assert auto_threads(cpus=cpus, default=default, load=load, passive=passive, processes=processes) == expected
+def test_auto_threads(cpus, default, load, processes, expected):
+    assert auto_threads(cpus=cpus, default=default, load=load, processes=processes) == expected
 
 
 def test_the_trainer_option_is_checked():
