@@ -64,3 +64,17 @@ def test_the_trainer_option_is_checked():
     for bad in (0, "many", 1.5):
         with pytest.raises(ConfigError, match="trainer.threads"):
             validate_config({**config, "trainer": {"threads": bad}}, get_registry())
+
+
+def test_apply_threads_sets_pytorchs_count_and_auto_stays_within_the_cores():
+    import torch
+
+    from mmcore.threads import apply_threads, usable_cpus
+
+    before = torch.get_num_threads()
+    try:
+        assert apply_threads(1) == 1 and torch.get_num_threads() == 1
+        chosen = apply_threads("auto")
+        assert 1 <= chosen <= usable_cpus() and torch.get_num_threads() == chosen
+    finally:
+        torch.set_num_threads(before)
