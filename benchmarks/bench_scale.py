@@ -174,6 +174,61 @@ def epoch(args: argparse.Namespace) -> None:
               f"{statistics.median(x['rss_mb'] for x in a):.0f} | {statistics.median(y['rss_mb'] for y in b):.0f} |")
 
 
+DATA_CHILD = r"""
+import gc, json, os, resource, sys, time
+path, level, slots = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+import torch
+from mmcore_plugins.datasets.manifest import load_manifest
+import mmcore_plugins
+page = os.sysconf("SC_PAGE_SIZE")
+def rss():
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * page / 2**20
+gc.collect(); before = rss()
+t = time.perf_counter()
+data = {s: load_manifest(s, path, columns={"image": "image", "text": "text", "numbers": ["x1", "x2"]}, target="label",
+                         path_columns=["image"], split_column="split", validate=level, slot_modalities=slots)
+        for s in ("train", "val", "test")}
+seconds = time.perf_counter() - t
+gc.collect()
+print(json.dumps({"data_s": seconds, "held_mb": rss() - before, "rows": sum(len(d) for d in data.values()),
+                  "code": os.path.dirname(mmcore_plugins.__file__)}))
+"""
+
+
+def data(args: argparse.Namespace) -> None:
+    """The manifest alone (all three splits built, as the trainer does), in fresh processes, code
+    trees alternated: ``--trees after=.,before=/path/to/old/checkout`` (an old checkout needs links
+    ``mmcore_plugins -> plugins`` and ``mmcore_kernels -> kernels`` in it; it is put first on
+    PYTHONPATH). Reports the time and the memory still held once the data sets are built (RSS growth),
+    per row."""
+    trees = dict(t.split("=", 1) for t in args.trees.split(","))
+    runs = [tuple(v.split(":")) for v in args.variants.split(",")]  # tree:level
+    slots = {"image": "image", "text": "text", "numbers": "tabular"}
+    results: dict[tuple[str, str], list[dict]] = {}
+    for r in range(args.repeats):
+        for tree, level in runs:
+            env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+            if trees[tree] != ".":
+                env["PYTHONPATH"] = trees[tree]
+            out = subprocess.run([sys.executable, "-c", DATA_CHILD, str(args.data / f"manifest_{args.rows}.csv"), level,
+                                  json.dumps(slots)], capture_output=True, text=True, env=env, check=False, cwd="/")
+            if out.returncode:
+                raise SystemExit(out.stderr[-3000:])
+            m = json.loads(out.stdout.strip().splitlines()[-1])
+            results.setdefault((tree, level), []).append(m)
+            print(f"round {r + 1}: {tree} {level}: {json.dumps(m)}", flush=True)
+    print(f"load average at the end: {os.getloadavg()}")
+    print(f"| code | validate | {args.rows:,} rows: seconds (median; rounds) | ms per row | held MB | KB per row |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for (tree, level), ms in results.items():
+        sec = statistics.median(m["data_s"] for m in ms)
+        held = statistics.median(m["held_mb"] for m in ms)
+        rounds = ", ".join(f"{m['data_s']:.1f}" for m in ms)
+        print(f"| {tree} | {level} | {sec:.1f} ({rounds}) | {sec / args.rows * 1000:.3f} | "
+              f"{held:.0f} | {held * 1024 / args.rows:.2f} |")
+
+
 def trainer_has_threads() -> bool:
     from mmcore.engine.config import TrainerOptions
 
@@ -261,6 +316,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--validate", default="header,none")
     p.add_argument("--repeats", type=int, default=3)
     p.set_defaults(run=startup)
+    d = sub.add_parser("data", help="the manifest alone: time and memory held, code trees alternated")
+    d.add_argument("data", type=Path)
+    d.add_argument("--rows", type=int, default=100000)
+    d.add_argument("--trees", default="after=.")
+    d.add_argument("--variants", default="after:header,after:none")
+    d.add_argument("--repeats", type=int, default=2)
+    d.set_defaults(run=data)
     e = sub.add_parser("epoch", help="whole-process one epoch: mmcore train vs plain_loop.py")
     e.add_argument("data", type=Path)
     e.add_argument("--rows", default="10000")
