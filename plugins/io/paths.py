@@ -58,12 +58,17 @@ class CellPaths:
         self._folders: dict[str, str] = {}
 
     def __call__(self, cell: str) -> Path:
+        return Path(self.text(cell))
+
+    def text(self, cell: str) -> str:
+        """The resolved path as a string (what ``__call__`` returns, without building a Path: a
+        table of a million rows spent a fifth of its reading time in pathlib)."""
         if "\0" in cell:
             raise ValueError("embedded null byte")
         expanded = os.path.expanduser(cell)
         if self.follow_links and ".." in expanded.replace("\\", "/").split("/"):
             # "link/.." is the link target's parent, not the folder holding the link: the full walk
-            return resolve_cell_path(cell, self.base, allow_outside=self.allow_outside, opt_in=self.opt_in)
+            return str(resolve_cell_path(cell, self.base, allow_outside=self.allow_outside, opt_in=self.opt_in))
         joined = os.path.normpath(os.path.join(self.base, expanded))
         if self.follow_links:
             folder, name = os.path.split(joined)
@@ -75,7 +80,7 @@ class CellPaths:
                 joined = os.path.realpath(joined)
         if not self.allow_outside and not (joined == self.base or joined.startswith(self.base.rstrip(os.sep) + os.sep)):
             raise OutsidePathError(f"path {cell!r} escapes the table's folder {self.base!r} ({self.opt_in} permits it)")
-        return Path(joined)
+        return joined
 
 
 __all__ = ["CellPaths", "OutsidePathError", "resolve_cell_path"]

@@ -148,7 +148,7 @@ class RowParser:
             resolve = self.paths[table.root] = CellPaths(table.root, allow_outside=self.opts.allow_outside_paths,
                                                          follow_links=self.opts.validate != "none")
         try:
-            file = resolve(cell)
+            file = resolve.text(cell)
         except OutsidePathError as exc:
             raise bad(table.name, number, column, str(exc)) from exc
         except (OSError, ValueError, RuntimeError) as exc:  # a NUL byte, a loop of links
@@ -161,14 +161,14 @@ class RowParser:
             except ValueError as exc:
                 raise bad(table.name, number, column, str(exc)) from exc
         if self.opts.validate == "none":  # nothing on disk is touched (the processors say what fails)
-            return str(file)
+            return file
         try:  # one stat says folder, file or neither
             mode: int | None = os.stat(file).st_mode
         except (OSError, ValueError):
             mode = None
         if mode is not None and stat.S_ISDIR(mode):
             if modality in ("image", "audio"):
-                raise bad(table.name, number, column, f"{str(file)!r} is a folder, expected an {modality} file")
+                raise bad(table.name, number, column, f"{file!r} is a folder, expected an {modality} file")
             from mmcore_plugins.io import MediaError, video_frames
 
             try:
@@ -177,16 +177,16 @@ class RowParser:
                 raise bad(table.name, number, column, str(exc)) from exc
             to_check = frames[:1]  # decoding every frame of every clip up front would be slow
         elif mode is not None and stat.S_ISREG(mode):
-            to_check = [file]
+            to_check = [Path(file)] if self.opts.validate in ("header", "decode") else []
         else:
             from mmcore_plugins.io.errors import not_a_regular_file
 
             problem = not_a_regular_file(file)  # a FIFO would block the reader for ever: said, never opened
-            raise bad(table.name, number, column, f"file {str(file)!r} does not exist" if problem in (None, "no such file")
-                      else f"{str(file)!r}: {problem}")
+            raise bad(table.name, number, column, f"file {file!r} does not exist" if problem in (None, "no such file")
+                      else f"{file!r}: {problem}")
         if self.opts.validate in ("header", "decode"):
             self._row_files += [(column, item) for item in to_check]  # checked by run_checks, once per file
-        return str(file)
+        return file
 
     def run_checks(self) -> None:
         """Check every file :meth:`sample` queued (``validate: header`` or ``decode``), each distinct
