@@ -48,8 +48,8 @@ class RowParser:
         self.paths: dict[Path, Any] = {}  # a table's folder -> its CellPaths (each folder resolved once)
         # Files to check (validate: header / decode), run together by run_checks: (problems of the
         # row, table name, row number, column, file). Checked once per file, in parallel.
-        self.pending: list[tuple[list[str], str, int, str, Path]] = []
-        self._row_files: list[tuple[str, Path]] = []
+        self.pending: list[tuple[list[str], str, int, str, str]] = []  # paths as str: a Path a row costs memory
+        self._row_files: list[tuple[str, str]] = []
 
     def sample(self, table: Table, row: Mapping[str, Any], number: int) -> tuple[dict[str, Any], list[str]]:
         """The row as a sample, and every problem with it (an empty list for a good row)."""
@@ -172,12 +172,12 @@ class RowParser:
             from mmcore_plugins.io import MediaError, video_frames
 
             try:
-                frames = [Path(f) for f in video_frames(file)]  # a video clip's frames, as the video encoder reads them
+                frames = [str(f) for f in video_frames(file)]  # a video clip's frames, as the video encoder reads them
             except MediaError as exc:
                 raise bad(table.name, number, column, str(exc)) from exc
             to_check = frames[:1]  # decoding every frame of every clip up front would be slow
         elif mode is not None and stat.S_ISREG(mode):
-            to_check = [Path(file)] if self.opts.validate in ("header", "decode") else []
+            to_check = [file]
         else:
             from mmcore_plugins.io.errors import not_a_regular_file
 
@@ -209,7 +209,7 @@ class RowParser:
 PROGRESS_AFTER_S = 3.0
 
 
-def check_files(files: Sequence[Path], *, decode: bool = True, workers: int | None = None) -> dict[Path, str]:
+def check_files(files: Sequence[str | os.PathLike], *, decode: bool = True, workers: int | None = None) -> dict[Any, str]:
     """:func:`check_file` on every file of ``files`` in a pool of ``workers`` threads; returns ``{file: error message}`` for those that failed.
     Past :data:`PROGRESS_AFTER_S` seconds a progress line goes to stderr (rewritten in place on a
     terminal, every 10 s otherwise).
@@ -228,17 +228,17 @@ def check_files(files: Sequence[Path], *, decode: bool = True, workers: int | No
         workers = max(1, min(8, cpus // 2))
     chunk = 256
 
-    def run(part: Sequence[Path]) -> list[tuple[Path, str]]:
+    def run(part: Sequence[str | os.PathLike]) -> list[tuple[Any, str]]:
         failed = []
         for file in part:
             try:
-                check_file(file, decode=decode)
+                check_file(Path(file), decode=decode)
             except ValueError as exc:  # MediaError: the message names the file
                 failed.append((file, str(exc)))
         return failed
 
     parts = [files[i:i + chunk] for i in range(0, len(files), chunk)]
-    errors: dict[Path, str] = {}
+    errors: dict[Any, str] = {}
     start = last = time.monotonic()
     tty = sys.stderr.isatty()
     done = 0
