@@ -9,6 +9,11 @@ from __future__ import annotations
 
 from importlib import metadata as _metadata
 
+from mmcore import threads as _threads
+
+if _threads.invoked_as_command():  # OpenMP reads its wait policy once, when PyTorch loads it (mmcore.threads)
+    _threads.prefer_passive_waits()
+
 from mmcore.components import Encoder, Fusion, Head, HeadOutput, Perturbation, Processor
 from mmcore.errors import (
     ConfigError,

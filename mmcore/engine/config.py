@@ -98,6 +98,10 @@ class TrainerOptions:
     #: spectrogram) in memory for the whole run, so only the first epoch reads and decodes the
     #: data; applies to processors that do not augment, and pays off with num_workers: 0
     cache_inputs: bool = dataclasses.field(default=False, metadata=_MAY_CHANGE)
+    #: PyTorch intra-op threads: auto = the cores the rest of the machine leaves idle (1-minute
+    #: load average), at least one; N = exactly N (mmcore.threads; the mmcore command also sets
+    #: OMP_WAIT_POLICY=PASSIVE unless you did)
+    threads: int | Literal["auto"] = dataclasses.field(default="auto", metadata=_MAY_CHANGE)
     #: DataLoader worker processes for the training split
     num_workers: int = dataclasses.field(default=0, metadata=_MAY_CHANGE)
     #: Linux/glibc: keep freed host memory for reuse instead of returning it to the OS every step
@@ -412,6 +416,8 @@ def _trainer_options(section: Any) -> tuple[TrainerOptions, list[ConfigIssue]]:
         bad("early_stopping", f"must be at least 1 epoch or null, got {options.early_stopping}")
     if options.num_workers < 0:
         bad("num_workers", f"must be >= 0, got {options.num_workers}")
+    if options.threads != "auto" and options.threads < 1:
+        bad("threads", f"must be 'auto' or at least 1, got {options.threads}")
     for key, value in options.lr_multipliers.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
             bad(f"lr_multipliers.{key}", f"must be a number >= 0, got {value!r}")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -202,6 +203,11 @@ class Trainer:
         if opts.batch_size % ws:
             raise ConfigError([ConfigIssue("trainer.batch_size", f"the global batch size {opts.batch_size} must be divisible by the number of processes ({ws})")])
         self.local_batch_size = opts.batch_size // ws
+        from mmcore.threads import apply_threads
+
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1) if self.dist.distributed else 1
+        #: PyTorch intra-op threads this process uses (``trainer.threads``)
+        self.threads = apply_threads(opts.threads, processes=local)
         seed_everything(opts.seed)
         if opts.retain_freed_memory:
             retain_freed_memory()

@@ -129,34 +129,37 @@ def looks_like_image(path: str | os.PathLike) -> bool:
 
 
 def probe_image(path: str | os.PathLike) -> ImageInfo:
-    """Read only the header of the image file ``path``.
+    """Read only the header of the image file ``path`` (one open; no pixel is decoded).
 
     Raises :class:`ImageReadError` naming the file when it is missing, a folder, not an image,
     damaged in its header, empty (0 pixels) or over Pillow's decompression-bomb limit.
     """
     with _open(path) as img:
-        width, height = img.size
-        info = ImageInfo(width=width, height=height, mode=img.mode, frames=int(getattr(img, "n_frames", 1) or 1),
-                         format=str(img.format))
+        return _header(img, path)
+
+
+def _header(img, path: str | os.PathLike) -> ImageInfo:
+    width, height = img.size
     if width <= 0 or height <= 0:
         raise ImageReadError(f"cannot read image {describe(path)}: it has no pixels ({width} x {height})", path=path)
-    return info
+    return ImageInfo(width=width, height=height, mode=img.mode, frames=int(getattr(img, "n_frames", 1) or 1),
+                     format=str(img.format))
 
 
 def verify_image(path: str | os.PathLike) -> ImageInfo:
     """:func:`probe_image`, then decode the first frame's pixels (at most Pillow's decompression-bomb
-    limit of them): catches truncated or corrupt files whose header is intact. Raises ImageReadError."""
+    limit of them): catches truncated or corrupt files whose header is intact. The file is opened
+    once: the header is checked on the open image before its pixels are decoded. Raises ImageReadError."""
     from PIL import Image
 
-    info = probe_image(path)
-    try:
-        with _open(path) as img, warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img.load()
-    except ImageReadError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - Pillow's decoders raise OSError, SyntaxError, ValueError, ...
-        raise ImageReadError(f"cannot read image {describe(path)}: decoding failed ({exc})", path=path) from exc
+    with _open(path) as img:
+        info = _header(img, path)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                img.load()
+        except Exception as exc:  # noqa: BLE001 - Pillow's decoders raise OSError, SyntaxError, ValueError, ...
+            raise ImageReadError(f"cannot read image {describe(path)}: decoding failed ({exc})", path=path) from exc
     return info
 
 

@@ -22,7 +22,13 @@ characters Python's ``str.splitlines`` also breaks at are text inside a value.
 
 Cells come back as Python values: strings from CSV (an empty field is ``""``), JSON values from
 JSON Lines, and from Parquet/DataFrames ``None`` for a missing cell (null, NaN, NaT, pd.NA all
-become ``None``), lists for list columns, plain ``int``/``float``/``str``/``bool`` otherwise.
+become ``None``) and each type as what it is: integers (nullable or not, any width) as ``int``,
+booleans (nullable too) as ``bool``, floats as ``float``, decimals as :class:`decimal.Decimal`,
+strings (large, dictionary-encoded / categorical too: the category's value) as ``str``, binary
+as ``bytes``, timestamps as :class:`datetime.datetime` (time zone kept; pandas' and numpy's
+nanoseconds cut to Python's microseconds), dates as :class:`datetime.date`, times of day as
+:class:`datetime.time`, durations as :class:`datetime.timedelta`, lists (large too) as
+``list``, structs as ``dict``.
 """
 
 from __future__ import annotations
@@ -443,13 +449,28 @@ def _plain(value: Any) -> Any:
     """A cell as a plain Python value; every kind of missing (None, NaN, NaT, pd.NA) as None."""
     if value is None:
         return None
-    if isinstance(value, float):
-        return None if math.isnan(value) else value
-    if isinstance(value, (str, bool, int)):
+    if isinstance(value, float):  # numpy's float64 is a float subclass: made a plain float
+        return None if math.isnan(value) else float(value)
+    if type(value) in (str, bool, int):
         return value
+    if isinstance(value, str):  # numpy's str_ and other subclasses: a plain str
+        return str(value)
     module = type(value).__module__
-    if module.startswith("pandas") and type(value).__name__ in ("NAType", "NaTType"):
-        return None
+    if module.startswith("pandas"):
+        kind = type(value).__name__
+        if kind in ("NAType", "NaTType"):
+            return None
+        if kind == "Timestamp":  # a datetime subclass; nanoseconds are beyond Python's datetime
+            return value.to_pydatetime(warn=False)
+        if kind == "Timedelta":
+            return value.to_pytimedelta()
+    if module.startswith("numpy") and type(value).__name__ in ("datetime64", "timedelta64"):
+        import numpy as np
+
+        if np.isnat(value):
+            return None
+        # .tolist() of a nanosecond datetime64 is an int: read at microseconds, Python's resolution
+        return value.astype(f"{type(value).__name__}[us]").item()
     if hasattr(value, "tolist") and module.startswith("numpy"):  # numpy scalars and arrays (list cells)
         return _plain(value.tolist())
     if isinstance(value, (list, tuple)):

@@ -59,12 +59,18 @@ Every row of every split is checked when the data set is built, before any model
 and all problems are reported together (:class:`ManifestError`, at most 20 listed, with the
 count): target types and ranges (above), numeric cells, text cells that are not strings,
 ragged rows of numbers, rows lacking every modality, paths escaping the manifest's folder,
-missing files, a folder where an image or audio file is expected, and (``validate: decode``)
-every image and audio file's header through :func:`check_file`. ``on_bad_sample: skip`` drops
+missing files, a folder where an image or audio file is expected, and every image and audio
+file through :func:`check_file`, as deep as ``validate`` says: ``header`` (default: each file
+opened once, its header checked -- size, mode, decompression-bomb limit, audio rate and length --
+nothing decoded), ``decode`` (also its first frame / first second decoded: catches truncated
+files, about 2.5x the time), ``exists`` (one ``stat``: a regular file), ``none`` (nothing on disk
+is touched, not even to follow links: paths are judged by their names; for tables of millions of
+rows whose files are known good). Each distinct file is checked once, in a pool of threads on
+machines with 4 or more CPUs, with a progress line on stderr past a few seconds. ``on_bad_sample: skip`` drops
 such rows instead (counted in ``metadata["skipped"]`` and logged once). An empty or absent cell,
 or a placeholder such as ``N/A`` (:data:`mmcore.labels.MISSING_PLACEHOLDERS`), means the sample lacks
 that modality (raw input None, ``present=False`` downstream). A file that passes these checks but
-fails when training reads it (damage past its first second) follows ``trainer.unreadable_inputs``:
+fails when training reads it (damage the chosen level does not see) follows ``trainer.unreadable_inputs``:
 each sample carries its ``origin`` (file, row, the slots' columns) so that it is reported by them.
 ``slot_modalities`` (``{slot: modality}``, set by the trainer from the model's encoders) tells which
 checks apply to a slot. Raw inputs handed to the processors are absolute file paths, except a

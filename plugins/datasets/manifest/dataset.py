@@ -19,6 +19,10 @@ from mmcore_plugins.datasets.manifest.targets import TARGET_TYPES, is_empty
 
 logger = logging.getLogger("mmcore.data.manifest")
 
+#: ``validate``: every file's header read and its first frame / second decoded; the header only
+#: (one open, nothing decoded); the file's existence and kind (one stat); nothing on disk at all.
+VALIDATE_LEVELS = ("decode", "header", "exists", "none")
+
 
 class Parsed:
     def __init__(self) -> None:
@@ -31,22 +35,34 @@ class Parsed:
         #: rows per split whose empty multilabel cell was read as "no label" (empty_labels: none)
         self.empty_labels: dict[str, int] = dict.fromkeys(SPLITS, 0)
         self.sources: list[dict[str, Any]] = []
+        self.taken: set[str] = set()  # splits whose samples were handed to a data set (take)
+
+    def take(self, split: str) -> list[dict[str, Any]]:
+        """The split's samples, handed over: the parse keeps no reference to them (one copy of each
+        sample in memory, held by the data set built from it). A split is taken once."""
+        samples, self.samples[split] = self.samples[split], []
+        self.taken.add(split)
+        return samples
 
 
+# Parses shared by the splits of one data set: building train, val and test reads and checks the
+# files once. Each split's samples are handed to its data set (Parsed.take), so a parse holds
+# only the splits not built yet, and goes when all three are.
 _CACHE: dict[Any, Parsed] = {}
-_CACHE_SIZE = 8
+_CACHE_SIZE = 2
 
 
-def parse(opts: Options) -> Parsed:
+def parse(opts: Options, *, fresh: bool = False) -> Parsed:
     """Read every table, split the rows, fit the label vocabulary on the training split, turn every
     row of every split into a sample and collect every problem (the expensive part, cached by the
-    files' identity and the options, so building the three splits reads and checks once)."""
+    files' identity and the options, so building the three splits reads and checks once;
+    ``fresh``: parse again even when cached)."""
     main = Table(opts.path, opts.encoding, opts.root)
     val = Table(opts.val_path, opts.encoding, opts.root, "val") if opts.val_path is not None else None
     test = Table(opts.test_path, opts.encoding, opts.root, "test") if opts.test_path is not None else None
     tables = [t for t in (main, val, test) if t is not None]
     key = opts.cache_key(tables)
-    if key is not None and key in _CACHE:
+    if key is not None and key in _CACHE and not fresh:
         return _CACHE[key]
     named = named_columns(opts.columns, opts.target, opts.path_columns)
     for table in tables:
@@ -63,6 +79,7 @@ def parse(opts: Options) -> Parsed:
         for table, i in splits[split]:
             sample, problems = parser.sample(table, table.rows[i], i + 1)
             rows.append((split, table, i + 1, sample, problems))
+    parser.run_checks()
     parser.check_lengths(rows)
     empty_label = parsed.target_type == "multilabel" and isinstance(opts.target, str) and opts.empty_labels == "none"
     for split, table, number, sample, problems in rows:
@@ -80,6 +97,7 @@ def parse(opts: Options) -> Parsed:
         parsed.problems += problems
     # Not kept when it failed: a bad image may be fixed without touching the manifest.
     if key is not None and not (parsed.problems and opts.on_bad_sample == "error"):
+        _CACHE.pop(key, None)
         while len(_CACHE) >= _CACHE_SIZE:
             _CACHE.pop(next(iter(_CACHE)))
         _CACHE[key] = parsed
@@ -104,7 +122,7 @@ def load_manifest(
     seed: int = 0,
     on_bad_sample: Literal["error", "skip"] = "error",
     allow_outside_paths: bool = False,
-    validate: Literal["decode", "exists", "none"] = "decode",
+    validate: Literal["decode", "header", "exists", "none"] = "header",
     encoding: str = "utf-8-sig",
     root: str | None = None,
     target_type: Literal["auto", "class", "multilabel", "regression", "text", "raw"] = "auto",
@@ -130,8 +148,8 @@ def load_manifest(
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if on_bad_sample not in ("error", "skip"):
         raise ValueError(f"on_bad_sample must be 'error' or 'skip', got {on_bad_sample!r}")
-    if validate not in ("decode", "exists", "none"):
-        raise ValueError(f"validate must be 'decode', 'exists' or 'none', got {validate!r}")
+    if validate not in VALIDATE_LEVELS:
+        raise ValueError(f"validate must be one of {', '.join(map(repr, VALIDATE_LEVELS))}, got {validate!r}")
     if target_type not in TARGET_TYPES:
         raise ValueError(f"target_type must be one of {TARGET_TYPES}, got {target_type!r}")
     if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
@@ -152,10 +170,14 @@ def load_manifest(
         empty_labels=empty_labels,
     )
     parsed = parse(opts)
+    if split in parsed.taken:  # built before from this parse: its samples belong to that data set
+        parsed = parse(opts, fresh=True)
     if parsed.problems and on_bad_sample == "error":
         raise ManifestError(parsed.problems)
-    # Fresh sample dicts: the parse is cached and shared by every split and call.
-    samples = [{"inputs": dict(s["inputs"]), "target": s["target"], "origin": s["origin"]} for s in parsed.samples[split]]
+    samples = parsed.take(split)
+    if len(parsed.taken) == len(SPLITS):  # every split built: nothing left worth keeping
+        for k in [k for k, v in _CACHE.items() if v is parsed]:
+            del _CACHE[k]
     metadata: dict[str, Any] = {
         "manifest": parsed.names["main"], "skipped": parsed.skipped[split], "target_type": parsed.target_type,
         "missing": {slot: sum(s["inputs"][slot] is None for s in samples) for slot in columns},

@@ -1,0 +1,347 @@
+"""Startup and memory at scale (issue 26): how long ``mmcore train`` takes before its first step, and
+how much memory it holds then, on the generated table of :mod:`scale_data` (N rows: a 32x32 PNG, a
+short text, two numbers, a label).
+
+    python benchmarks/scale_data.py /work/scale_data --rows 100000 --tables 1000,10000,100000
+    python benchmarks/bench_scale.py startup /work/scale_data --rows 10000,100000 --validate header,none
+
+Each measurement is a fresh process (``python -c``-style child of this script) that imports mmcore,
+builds a :class:`~mmcore.engine.trainer.Trainer` for the fixed config below and runs its
+``setup()`` -- everything ``mmcore train`` does before the first step: read and validate the
+manifest, build the three splits, fit the processors, build the model and optimiser. Reported:
+
+- ``startup_s``: from just before the child is started to the end of ``setup()`` (interpreter
+  start and imports included), wall time;
+- ``data_s``: the part spent reading, splitting and validating the manifest (``load_datasets``);
+- ``rss_mb``: the child's peak resident memory (``ru_maxrss``) at that point;
+- the per-row cost: the slope between the smallest and the largest table.
+
+Runs alternate between tables and validation levels (``--repeats`` rounds), medians reported.
+The config: ``image_cnn`` (32x32 RGB) + ``text_transformer`` (bytes) + ``tabular_mlp`` (x1, x2),
+``concat``, ``classification`` of 10 classes, batch 64, one intra-op thread (``trainer.threads: 1``
+where the trainer has the option, and ``torch.set_num_threads(1)`` in the child in any case).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def config(data: Path, rows: int, validate: str, run_dir: str, epochs: int = 1) -> dict:
+    return {
+        "data": {"name": "manifest", "path": str(data / f"manifest_{rows}.csv"),
+                 "columns": {"image": "image", "text": "text", "numbers": ["x1", "x2"]},
+                 "path_columns": ["image"], "target": "label", "split_column": "split", "validate": validate},
+        "model": {
+            "encoders": {"image": {"name": "image_cnn", "image_size": 32, "channels": 3, "width": 32, "dim": 64},
+                         "text": {"name": "text_transformer", "dim": 64, "heads": 4, "layers": 1, "max_length": 32},
+                         "numbers": {"name": "tabular_mlp", "num_features": 2, "dim": 64}},
+            "fusion": {"name": "concat", "dim": 128},
+            "head": {"name": "classification", "num_classes": 10},
+        },
+        "trainer": {"epochs": epochs, "batch_size": 64, "lr": 0.002, "run_dir": run_dir, "device": "cpu"},
+    }
+
+
+CHILD = r"""
+import json, resource, sys, time
+t_spawn = float(sys.argv[1]); cfg = json.loads(sys.argv[2])
+import torch
+torch.set_num_threads(1)
+t_import = time.time()
+import mmcore.engine.trainer as T
+spent = {"data_s": 0.0}
+load = T.load_datasets
+def timed(*a, **k):
+    t = time.perf_counter(); out = load(*a, **k); spent["data_s"] += time.perf_counter() - t; return out
+T.load_datasets = timed
+trainer = T.Trainer(cfg, overwrite=True)
+trainer.setup()
+done = time.time()
+trainer.close()
+print(json.dumps({"startup_s": done - t_spawn, "torch_import_s": t_import - t_spawn, "data_s": spent["data_s"],
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "torchmetrics_imported": "torchmetrics" in sys.modules,
+                  "train_rows": len(trainer.datasets["train"])}))
+"""
+
+
+STEPS_CHILD = r"""
+import json, os, sys, time
+cfg = json.loads(sys.argv[1]); steps = int(sys.argv[2])
+import mmcore.engine.trainer as T
+trainer = T.Trainer(cfg, overwrite=True)
+trainer.setup()
+trainer.begin_epoch(1)
+batch = trainer.model.collate([trainer.datasets["train"][i] for i in range(64)])
+for _ in range(3):
+    trainer.train_step(batch)
+times = []
+for _ in range(steps):
+    t = time.perf_counter(); trainer.train_step(batch); times.append(time.perf_counter() - t)
+trainer.close()
+times.sort()
+print(json.dumps({"step_ms": 1000 * times[len(times) // 2], "threads": trainer.threads,
+                  "wait_policy": os.environ.get("OMP_WAIT_POLICY")}))
+"""
+
+
+def threads(args: argparse.Namespace) -> None:
+    """Median training-step time (batch 64, the scale config) in fresh processes per thread setting,
+    alternated: 1 thread; 2 threads with OpenMP's default waits (spinning); 2 with
+    OMP_WAIT_POLICY=PASSIVE; trainer.threads: auto as the mmcore command runs it (PASSIVE set)."""
+    variants = {"1 thread": (1, None), "2 threads, default waits": (2, None), "2 threads, PASSIVE": (2, "PASSIVE"),
+                "auto, PASSIVE (the mmcore command)": ("auto", "PASSIVE"), "auto, default waits (a Python program)": ("auto", None)}
+    results: dict[str, list[float]] = {k: [] for k in variants}
+    chosen: dict[str, int] = {}
+    with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
+        for r in range(args.repeats):
+            for name, (count, policy) in variants.items():
+                cfg = config(args.data, 1000, "none", str(Path(tmp) / "run"))
+                cfg["trainer"]["threads"] = count
+                env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+                if policy:
+                    env["OMP_WAIT_POLICY"] = policy
+                out = subprocess.run([sys.executable, "-c", STEPS_CHILD, json.dumps(cfg), str(args.steps)],
+                                     capture_output=True, text=True, env=env, check=False)
+                if out.returncode:
+                    raise SystemExit(out.stderr[-3000:])
+                m = json.loads(out.stdout.strip().splitlines()[-1])
+                results[name].append(m["step_ms"])
+                chosen[name] = m["threads"]
+                print(f"round {r + 1}: {name}: {m}", flush=True)
+    print(f"load average at the end: {os.getloadavg()}")
+    one = statistics.median(results["1 thread"])
+    print("| setting | threads | step (ms, median of rounds) | vs 1 thread |\n| --- | --- | --- | --- |")
+    for name, ts in results.items():
+        print(f"| {name} | {chosen[name]} | {statistics.median(ts):.1f} (rounds: {', '.join(f'{t:.0f}' for t in ts)}) | "
+              f"{statistics.median(ts) / one:.2f}x |")
+
+
+def run_child(cmd: list[str], env: dict) -> dict:
+    """Run ``cmd`` to its end; its wall time from just before the start and its own peak RSS (wait4)."""
+    start = time.time()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.time() - start
+    out, err = proc.stdout.read().decode(), proc.stderr.read().decode()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{err[-3000:]}")
+    return {"wall_s": wall, "rss_mb": usage.ru_maxrss / 1024, "stdout": out}
+
+
+def epoch(args: argparse.Namespace) -> None:
+    """Whole-process wall time and peak RSS of one epoch: ``mmcore train`` (trainer.threads: 1; the
+    optional outputs -- progress bar, TensorBoard, plots -- off) against benchmarks/plain_loop.py
+    (one thread), alternated, fresh processes."""
+    import yaml
+
+    here = Path(__file__).resolve().parent
+    results: dict[tuple[int, str], list[dict]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
+        for r in range(args.repeats):
+            for rows in [int(n) for n in args.rows.split(",")]:
+                cfg = config(args.data, rows, args.validate, str(Path(tmp) / "run"))
+                cfg["trainer"].update(threads=1, progress=False, tensorboard=False, plots=False)
+                path = Path(tmp) / "config.yaml"
+                path.write_text(yaml.safe_dump(cfg))
+                env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+                runs = {"mmcore": [sys.executable, "-m", "mmcore", "train", str(path), "--overwrite"],
+                        "plain": [sys.executable, str(here / "plain_loop.py"), str(args.data / f"manifest_{rows}.csv"),
+                                  "--threads", "1"]}
+                for name in (("mmcore", "plain") if r % 2 == 0 else ("plain", "mmcore")):
+                    m = run_child(runs[name], env)
+                    results.setdefault((rows, name), []).append(m)
+                    print(f"round {r + 1}: {rows} rows, {name}: wall {m['wall_s']:.1f} s, peak RSS {m['rss_mb']:.0f} MB",
+                          flush=True)
+    print(f"load average at the end: {os.getloadavg()}")
+    print("| rows | mmcore train (s) | plain loop (s) | ratio | mmcore peak RSS (MB) | plain peak RSS (MB) |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for rows in sorted({k[0] for k in results}):
+        a, b = results[rows, "mmcore"], results[rows, "plain"]
+        ratios = [x["wall_s"] / y["wall_s"] for x, y in zip(a, b, strict=True)]
+        print(f"| {rows:,} | {statistics.median(x['wall_s'] for x in a):.1f} | {statistics.median(y['wall_s'] for y in b):.1f} | "
+              f"{statistics.median(ratios):.2f} (rounds {', '.join(f'{q:.2f}' for q in ratios)}) | "
+              f"{statistics.median(x['rss_mb'] for x in a):.0f} | {statistics.median(y['rss_mb'] for y in b):.0f} |")
+
+
+DATA_CHILD = r"""
+import gc, json, os, resource, sys, time
+path, level, slots = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+import torch
+from mmcore_plugins.datasets.manifest import load_manifest
+import mmcore_plugins
+page = os.sysconf("SC_PAGE_SIZE")
+def rss():
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * page / 2**20
+gc.collect(); before = rss()
+t = time.perf_counter()
+data = {s: load_manifest(s, path, columns={"image": "image", "text": "text", "numbers": ["x1", "x2"]}, target="label",
+                         path_columns=["image"], split_column="split", validate=level, slot_modalities=slots)
+        for s in ("train", "val", "test")}
+seconds = time.perf_counter() - t
+gc.collect()
+print(json.dumps({"data_s": seconds, "held_mb": rss() - before, "rows": sum(len(d) for d in data.values()),
+                  "code": os.path.dirname(mmcore_plugins.__file__)}))
+"""
+
+
+def data(args: argparse.Namespace) -> None:
+    """The manifest alone (all three splits built, as the trainer does), in fresh processes, code
+    trees alternated: ``--trees after=.,before=/path/to/old/checkout`` (an old checkout needs links
+    ``mmcore_plugins -> plugins`` and ``mmcore_kernels -> kernels`` in it; it is put first on
+    PYTHONPATH). Reports the time and the memory still held once the data sets are built (RSS growth),
+    per row."""
+    trees = dict(t.split("=", 1) for t in args.trees.split(","))
+    runs = [tuple(v.split(":")) for v in args.variants.split(",")]  # tree:level
+    slots = {"image": "image", "text": "text", "numbers": "tabular"}
+    results: dict[tuple[str, str], list[dict]] = {}
+    for r in range(args.repeats):
+        for tree, level in runs:
+            env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+            if trees[tree] != ".":
+                env["PYTHONPATH"] = trees[tree]
+            out = subprocess.run([sys.executable, "-c", DATA_CHILD, str(args.data / f"manifest_{args.rows}.csv"), level,
+                                  json.dumps(slots)], capture_output=True, text=True, env=env, check=False, cwd="/")
+            if out.returncode:
+                raise SystemExit(out.stderr[-3000:])
+            m = json.loads(out.stdout.strip().splitlines()[-1])
+            results.setdefault((tree, level), []).append(m)
+            print(f"round {r + 1}: {tree} {level}: {json.dumps(m)}", flush=True)
+    print(f"load average at the end: {os.getloadavg()}")
+    print(f"| code | validate | {args.rows:,} rows: seconds (median; rounds) | ms per row | held MB | KB per row |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for (tree, level), ms in results.items():
+        sec = statistics.median(m["data_s"] for m in ms)
+        held = statistics.median(m["held_mb"] for m in ms)
+        rounds = ", ".join(f"{m['data_s']:.1f}" for m in ms)
+        print(f"| {tree} | {level} | {sec:.1f} ({rounds}) | {sec / args.rows * 1000:.3f} | "
+              f"{held:.0f} | {held * 1024 / args.rows:.2f} |")
+
+
+def trainer_has_threads() -> bool:
+    from mmcore.engine.config import TrainerOptions
+
+    return "threads" in getattr(TrainerOptions, "__dataclass_fields__", {})
+
+
+def measure(data: Path, rows: int, validate: str, run_dir: str) -> dict:
+    cfg = config(data, rows, validate, run_dir)
+    if trainer_has_threads():
+        cfg["trainer"]["threads"] = 1
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    start = time.time()
+    out = subprocess.run([sys.executable, "-c", CHILD, repr(start), json.dumps(cfg)], capture_output=True, text=True,
+                         env=env, check=False)
+    if out.returncode:
+        raise SystemExit(f"child failed ({rows} rows, validate {validate}):\n{out.stderr[-4000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def startup(args: argparse.Namespace) -> None:
+    sizes = [int(n) for n in args.rows.split(",")]
+    levels = args.validate.split(",")
+    results: dict[tuple[int, str], list[dict]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
+        for r in range(args.repeats):
+            for rows in sizes:
+                for level in levels:
+                    m = measure(args.data, rows, level, str(Path(tmp) / "run"))
+                    results.setdefault((rows, level), []).append(m)
+                    print(f"round {r + 1}: {rows} rows, validate {level}: {json.dumps(m)}", flush=True)
+    print(f"\nload average at the end: {os.getloadavg()}")
+    print("| rows | validate | startup (s) | of which data (s) | peak RSS (MB) | torchmetrics imported |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    med = {}
+    for (rows, level), ms in sorted(results.items()):
+        med[rows, level] = {k: statistics.median(m[k] for m in ms) for k in ("startup_s", "data_s", "rss_mb")}
+        print(f"| {rows:,} | {level} | {med[rows, level]['startup_s']:.1f} | {med[rows, level]['data_s']:.1f} | "
+              f"{med[rows, level]['rss_mb']:.0f} | {ms[0]['torchmetrics_imported']} |")
+    if len(sizes) > 1:
+        lo, hi = sizes[0], sizes[-1]
+        for level in levels:
+            a, b = med[lo, level], med[hi, level]
+            per_row_ms = (b["startup_s"] - a["startup_s"]) / (hi - lo) * 1000
+            per_row_kb = (b["rss_mb"] - a["rss_mb"]) / (hi - lo) * 1024
+            fixed = a["startup_s"] - per_row_ms * lo / 1000
+            print(f"validate {level}: {per_row_ms:.3f} ms and {per_row_kb:.2f} KB per row, {fixed:.1f} s fixed "
+                  f"(projection to 1,000,000 rows: {fixed + per_row_ms * 1000:.0f} s, "
+                  f"{a['rss_mb'] + per_row_kb * (1_000_000 - lo) / 1024:.0f} MB)")
+
+
+def files(args: argparse.Namespace) -> None:
+    """Per-file cost of the manifest's file check in this process: header vs decode, one thread vs a
+    pool, alternated (each file is in the page cache after the first round: this measures the check,
+    not the disk)."""
+    from mmcore_plugins.datasets.manifest.rows import check_files
+    from mmcore_plugins.io.image import probe_image, verify_image
+
+    paths = [args.data / f"images/{i // 1000:04d}/{i:07d}.png" for i in range(args.count)]
+    check_files(paths, decode=True, workers=1)  # warm the page cache
+    variants = {f"{'decode' if d else 'header'}, {w} thread(s)": (d, w) for d in (False, True) for w in (1, 2, 4)}
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(args.repeats):
+        for name, (decode, workers) in variants.items():
+            t = time.perf_counter()
+            check_files(paths, decode=decode, workers=workers)
+            times[name].append((time.perf_counter() - t) / len(paths) * 1e6)
+    t = time.perf_counter()
+    for p in paths:  # what validation did before: open for the header, open again and decode
+        probe_image(p)
+        verify_image(p)
+    before = (time.perf_counter() - t) / len(paths) * 1e6
+    print(f"load average: {os.getloadavg()}")
+    print("| check | us per file (median) |\n| --- | --- |")
+    for name, ts in times.items():
+        print(f"| {name} | {statistics.median(ts):.0f} |")
+    print(f"| before (probe, then a second open to decode), 1 thread | {before:.0f} |")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("startup", help="time and memory before the first step")
+    p.add_argument("data", type=Path, help="the folder scale_data.py wrote")
+    p.add_argument("--rows", default="10000,100000")
+    p.add_argument("--validate", default="header,none")
+    p.add_argument("--repeats", type=int, default=3)
+    p.set_defaults(run=startup)
+    d = sub.add_parser("data", help="the manifest alone: time and memory held, code trees alternated")
+    d.add_argument("data", type=Path)
+    d.add_argument("--rows", type=int, default=100000)
+    d.add_argument("--trees", default="after=.")
+    d.add_argument("--variants", default="after:header,after:none")
+    d.add_argument("--repeats", type=int, default=2)
+    d.set_defaults(run=data)
+    e = sub.add_parser("epoch", help="whole-process one epoch: mmcore train vs plain_loop.py")
+    e.add_argument("data", type=Path)
+    e.add_argument("--rows", default="10000")
+    e.add_argument("--validate", default="header")
+    e.add_argument("--repeats", type=int, default=2)
+    e.set_defaults(run=epoch)
+    t = sub.add_parser("threads", help="step time per thread setting (fresh processes, alternated)")
+    t.add_argument("data", type=Path)
+    t.add_argument("--steps", type=int, default=30)
+    t.add_argument("--repeats", type=int, default=3)
+    t.set_defaults(run=threads)
+    f = sub.add_parser("files", help="per-file cost of the file check (header / decode, threads)")
+    f.add_argument("data", type=Path)
+    f.add_argument("--count", type=int, default=5000)
+    f.add_argument("--repeats", type=int, default=3)
+    f.set_defaults(run=files)
+    args = parser.parse_args(argv)
+    args.run(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""The thread policy (issue 26): the mmcore command makes OpenMP's idle threads sleep unless the user
+chose otherwise, and ``trainer.threads: auto`` never runs more threads than the machine has idle
+cores."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from mmcore.threads import auto_threads, prefer_passive_waits
+
+PROBE = "import os, sys\n{prelude}\nimport mmcore\nprint(os.environ.get('OMP_WAIT_POLICY'))"
+
+
+def probe(prelude: str, **env: str) -> str:
+    clean = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", PROBE.format(prelude=prelude)], capture_output=True, text=True,
+                         env={**clean, **env}, check=True)
+    return out.stdout.strip()
+
+
+def test_the_command_sets_passive_waits_before_torch_loads():
+    assert probe("sys.argv[0] = '/venv/bin/mmcore'") == "PASSIVE"
+    assert probe("sys.orig_argv = [sys.executable, '-m', 'mmcore', 'train']") == "PASSIVE"
+
+
+def test_a_users_choice_and_a_library_import_are_left_alone():
+    assert probe("sys.argv[0] = '/venv/bin/mmcore'", OMP_WAIT_POLICY="ACTIVE") == "ACTIVE"
+    assert probe("") == "None", "import mmcore from a user's program changes nothing"
+    assert probe("import torch; sys.argv[0] = '/venv/bin/mmcore'") == "None", "too late once torch is loaded"
+
+
+def test_prefer_passive_waits_on_a_given_environment(monkeypatch):
+    monkeypatch.delitem(sys.modules, "torch", raising=False)  # as if torch were not loaded yet
+    env = {}
+    assert prefer_passive_waits(env) and env == {"OMP_WAIT_POLICY": "PASSIVE"}
+    env = {"OMP_WAIT_POLICY": "active"}
+    assert not prefer_passive_waits(env) and env == {"OMP_WAIT_POLICY": "active"}
+
+
+@pytest.mark.parametrize(("cpus", "default", "load", "processes", "expected"), [
+    (2, 2, 3.5, 1, 1),    # the machine is busy: one
+    (2, 2, 0.9, 1, 2),    # only this process runs: both cores
+    (16, 16, 9.0, 1, 8),  # eight cores busy with other work: the other eight
+    (16, 16, 2.0, 2, 8),  # two processes of this run share the cores
+    (16, 16, 40.0, 1, 1),  # never fewer than one
+    (8, 4, 0.0, 1, 4),    # never more than PyTorch would use
+])
+def test_auto_threads(cpus, default, load, processes, expected):
+    assert auto_threads(cpus=cpus, default=default, load=load, processes=processes) == expected
+
+
+def test_the_trainer_option_is_checked():
+    from mmcore.engine.config import validate_config
+    from mmcore.errors import ConfigError
+    from mmcore.plugin_manager import get_registry
+
+    config = {"data": {"name": "sklearn_tabular", "dataset": "wine"},
+              "model": {"encoders": {"t": {"name": "tabular_mlp", "num_features": 13}}, "fusion": {"name": "concat"},
+                        "head": {"name": "classification", "num_classes": 3}}}
+    assert validate_config({**config, "trainer": {}}, get_registry()).threads == "auto"
+    assert validate_config({**config, "trainer": {"threads": 3}}, get_registry()).threads == 3
+    for bad in (0, "many", 1.5):
+        with pytest.raises(ConfigError, match="trainer.threads"):
+            validate_config({**config, "trainer": {"threads": bad}}, get_registry())
+
+
+def test_apply_threads_sets_pytorchs_count_and_auto_stays_within_the_cores():
+    import torch
+
+    from mmcore.threads import apply_threads, usable_cpus
+
+    before = torch.get_num_threads()
+    try:
+        assert apply_threads(1) == 1 and torch.get_num_threads() == 1
+        chosen = apply_threads("auto")
+        assert 1 <= chosen <= usable_cpus() and torch.get_num_threads() == chosen
+    finally:
+        torch.set_num_threads(before)
