@@ -165,15 +165,16 @@ def build_config(plan: Plan, infos: Sequence[ColumnInfo], *, n_train: int, data_
                 why = "preset fast" if not best else "minilm not installed" if not available.get("minilm") else "many rows"
                 choices.append(Choice(slot, f"text_transformer from scratch ({tokenizer} tokens), typo augmentation", why))
         elif kind == TABULAR_SLOT:
-            numeric = [*spec["numeric"], *(plan.indicators[c] for c in spec["numeric"] if c in plan.indicators)]
+            numeric, categorical = plan.tabular_columns(spec)
             options: dict[str, Any] = {"name": "tabular_mlp", "num_features": len(numeric), "dim": dim, "hidden": [128],
                                        "dropout": 0.1}
-            if spec["categorical"]:
-                options.update(columns=numeric, categorical=list(spec["categorical"]))
+            if categorical:
+                options.update(columns=numeric, categorical=categorical)
             else:
                 options["columns"] = numeric
             encoders[slot] = options
-            choices.append(Choice(slot, f"tabular_mlp ({len(spec['numeric'])} numeric, {len(spec['categorical'])} categorical)",
+            dated = f", {len(spec['dates'])} date/time" if spec.get("dates") else ""
+            choices.append(Choice(slot, f"tabular_mlp ({len(spec['numeric'])} numeric, {len(spec['categorical'])} categorical{dated})",
                                   "numbers standardised and categories embedded, statistics fitted on train"))
     model: dict[str, Any] = {"encoders": encoders}
     multimodal = len(encoders) > 1

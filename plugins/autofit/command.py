@@ -46,7 +46,7 @@ def mmcore_add_commands(subparsers) -> None:
     parser.add_argument("--preset", default="best", choices=["fast", "best"],
                         help="best: pretrained encoders where they help (default); fast: small models from scratch")
     parser.add_argument("--column", action="append", default=[], metavar="NAME=KIND",
-                        help="override a column's inferred kind: image, audio, video, text, categorical, numeric, "
+                        help="override a column's inferred kind: image, audio, video, text, categorical, numeric, date, "
                              "ignore (the target: classification, multilabel, regression); repeatable")
     parser.add_argument("--run-dir", help="where the run goes (default: runs/fit, runs/fit-2, ...)")
     parser.add_argument("--overwrite", action="store_true", help="write into an existing non-empty folder that is not a run")

@@ -39,6 +39,7 @@ from mmcore_plugins.autofit.infer import (
     format_table,
     infer_columns,
     is_missing,
+    is_nonfinite,
 )
 from mmcore_plugins.autofit.prepare import Preparer, make_plan
 from mmcore_plugins.autofit.progress import FitProgress
@@ -130,8 +131,10 @@ def fit(data: Any, target: str, *, val: Any = None, test: Any = None, time_limit
 
     # ---- splits: the user's tables, else the split column, else carved from train
     split_info = next((i for i in infos if i.kind == "split"), None)
-    labelled = [i for i, r in enumerate(rows) if not is_missing(r.get(target)) or isinstance(r.get(target), list)]
-    unlabelled = len(rows) - len(labelled)
+    nonfinite = target_info.details.get("nonfinite", {})  # a declared regression's inf/nan rows: left out, counted
+    labelled = [i for i, r in enumerate(rows)
+                if (not is_missing(r.get(target)) or isinstance(r.get(target), list)) and i not in nonfinite]
+    unlabelled = len(rows) - len(labelled) - len(nonfinite)
     assignment: dict[int, str] = {}
     for i in labelled:
         name = str(rows[i].get(split_info.name) or "").strip().lower() if split_info else ""
@@ -163,8 +166,13 @@ def fit(data: Any, target: str, *, val: Any = None, test: Any = None, time_limit
     dropped = dict(preparer.dropped_files)
     for name, (extra_rows, extra_base) in extra.items():
         extra_preparer = Preparer(plan, extra_base)
-        table += [extra_preparer.table_row(r, i, name) for i, r in enumerate(extra_rows)
-                  if not is_missing(r.get(target)) or isinstance(r.get(target), list)]
+        usable = [(i, r) for i, r in enumerate(extra_rows) if not is_missing(r.get(target)) or isinstance(r.get(target), list)]
+        if plan.task == "regression":
+            finite = [(i, r) for i, r in usable if not is_nonfinite(r.get(target))]
+            if len(finite) < len(usable):
+                dropped[f"rows with a non-finite {target!r} ({name})"] = len(usable) - len(finite)
+            usable = finite
+        table += [extra_preparer.table_row(r, i, name) for i, r in usable]
         for column, count in extra_preparer.dropped_files.items():
             dropped[f"{column} ({name})"] = count
     kept = [r for r in table if not all(_absent(r, spec) for spec in plan.slots.values())]
@@ -177,6 +185,7 @@ def fit(data: Any, target: str, *, val: Any = None, test: Any = None, time_limit
     counts = {s: sum(r[plan.split_column] == s for r in table) for s in ("train", "val", "test")}
     _log(verbose, f"rows: {counts['train']} train, {counts['val']} val ({val_source}), {counts['test']} test"
          + (f"; {unlabelled} without a {target!r} value left out" if unlabelled else "")
+         + (f"; {len(nonfinite)} with a non-finite {target!r} (inf/nan) left out" if nonfinite else "")
          + (f"; {empty} with no input at all left out" if empty else ""))
 
     # ---- the config
@@ -210,7 +219,8 @@ def fit(data: Any, target: str, *, val: Any = None, test: Any = None, time_limit
 
     autofit = {"target": target, "preset": preset, "time_limit_s": limit, "columns": [_info_json(i) for i in infos],
                "plan": plan.to_json(), "choices": [c.__dict__ for c in choices], "step_times": times.__dict__,
-               "cached_slots": cached, "dropped_files": dropped, "rows": counts, "val_source": val_source}
+               "cached_slots": cached, "dropped_files": dropped, "rows": counts, "val_source": val_source,
+               "rows_left_out": {"no target": unlabelled, "non-finite target": len(nonfinite), "no input": empty}}
     (run / PLAN_FILE).write_text(json.dumps(autofit, indent=2))
 
     # ---- train
