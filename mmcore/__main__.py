@@ -4,14 +4,15 @@
 there, it would make entry-point discovery read any ``*.dist-info`` in the working folder (and run
 the plugin code it names), and in mmcore's own source tree make the folder ``kernels/`` shadow
 PyPI's ``kernels`` package. So the working folder is taken off the path before anything else is
-imported: ``python -m mmcore`` finds exactly the plugins ``mmcore`` finds.
+imported: ``python -m mmcore`` finds exactly the plugins ``mmcore`` finds. Only the entry ``-m``
+added (the first) goes: the same folder named on purpose in ``PYTHONPATH`` stays.
 """
 
 import os
 import sys
 
-_cwd = os.path.realpath(os.getcwd())
-sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != _cwd]
+if sys.path and os.path.realpath(sys.path[0] or ".") == os.path.realpath(os.getcwd()):
+    del sys.path[0]
 
 from mmcore.cli import main  # noqa: E402  (after the path is cleaned)
 

@@ -253,6 +253,10 @@ def cmd_eval(args: argparse.Namespace, manager) -> int:
     from mmcore.engine.datasets import load_datasets
     from mmcore.engine.evaluation import evaluate
 
+    if args.batch_size < 1:
+        raise ConfigError([ConfigIssue("--batch-size", f"must be a positive int, got {args.batch_size}")])
+    if args.perturbations is not None and not [n for n in args.perturbations.split(",") if n.strip()]:
+        raise ConfigError([ConfigIssue("--perturbations", f"name at least one perturbation, got {args.perturbations!r}")])
     model, config = load_run(args.run_dir, manager, args.checkpoint)
     config = apply_overrides(config, [f"data.{item}" for item in args.data])
     dataset = load_datasets(config, manager, splits=(args.split,))[args.split]
@@ -270,12 +274,14 @@ def cmd_eval(args: argparse.Namespace, manager) -> int:
     metric = monitor if monitor in model.head.metrics() else None
     report = robustness_report(model, dataset, manager.registry, metric=metric, perturbations=names, batch_size=args.batch_size,
                                seed=int(trainer.get("seed", 0)), mode=trainer.get("monitor_mode", "auto") if metric else "auto")
-    from mmcore.engine.checkpoint import atomic_write, dumps_json
+    from mmcore.engine.atomic import write_file
+    from mmcore.engine.checkpoint import dumps_json
     from mmcore.engine.rundir import RunDir
 
-    out = RunDir(args.run_dir).robustness
-    atomic_write(out / f"{args.split}.json", lambda p: p.write_text(dumps_json(report, indent=2)))
-    plot = plot_report(report, out / f"{args.split}.png")
+    run = RunDir(args.run_dir)
+    out = run.robustness  # a real folder of the run's: a link there is refused, never written through
+    write_file(out / f"{args.split}.json", dumps_json(report, indent=2), root=run.path)
+    plot = plot_report(report, out / f"{args.split}.png", root=run.path)
     print(format_report(report))
     print(f"\nreport: {out / f'{args.split}.json'}" + (f"; plot: {plot}" if plot else " (install matplotlib for the plot)"))
     return EXIT_OK

@@ -53,6 +53,7 @@ def _describe(data: dict) -> str:
 
 
 def run_demo(args: argparse.Namespace, manager) -> int:
+    from mmcore.engine.atomic import write_file
     from mmcore.engine.config import load_config
     from mmcore.engine.robustness import format_report, plot_report, robustness_report
     from mmcore.engine.trainer import Trainer
@@ -102,10 +103,9 @@ def run_demo(args: argparse.Namespace, manager) -> int:
     if robustness is not None:
         print()
         print(format_report(robustness))
-        out = fused_dir / "robustness"
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "test.json").write_text(json.dumps(robustness, indent=2))
-        plot = plot_report(robustness, out / "test.png")
+        out = fused_dir / "robustness"  # the fused run's own folder: never written through a link
+        write_file(out / "test.json", json.dumps(robustness, indent=2), root=fused_dir)
+        plot = plot_report(robustness, out / "test.png", root=fused_dir)
         robustness_files = f"{out / 'test.json'}" + (f", {plot}" if plot else "")
     print()
     print(f"runs:        {run_dir}/ (one folder per model: config.yaml, metrics.csv, report.json)")
@@ -117,10 +117,10 @@ def run_demo(args: argparse.Namespace, manager) -> int:
         print(f"robustness:  {robustness_files}")
     print(f"total time:  {seconds:.0f} s")
     summary = {label: report["test"] for label, report in results.items()}
-    (run_dir / "demo.json").write_text(json.dumps(summary, indent=2))
+    write_file(run_dir / "demo.json", json.dumps(summary, indent=2))
     if robustness is not None:
         summary_all = {"test": summary, "robustness": robustness, "seconds": seconds}
-        (run_dir / "demo_full.json").write_text(json.dumps(summary_all, indent=2))
+        write_file(run_dir / "demo_full.json", json.dumps(summary_all, indent=2))
     return 0
 
 

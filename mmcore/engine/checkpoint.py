@@ -10,7 +10,7 @@ A checkpoint is a folder::
 
 A folder is written under a temporary name and then swapped in with renames, so a process
 killed at any point leaves either the previous checkpoint or the new one, never a mix; a
-single file is written to a temporary file and renamed over the old one. Files are fsynced
+single file is written to a temporary file and renamed over the old one (never through a link). Files are fsynced
 before the renames and their folder after them; files and folders get the permissions the
 process's umask gives any new file (``0o666 & ~umask``, folders ``0o777 & ~umask``). A full disk
 (ENOSPC) or quota (EDQUOT) raises :class:`CheckpointWriteError` and keeps the previous file or
@@ -41,7 +41,8 @@ from mmcore.engine.atomic import (  # re-exported: the names callers have always
     atomic_directory,
     atomic_write,
     current_umask,
-    write_file,
+    write_file,  # noqa: F401 - the atomic writer of single files
+    write_fsynced,
 )
 from mmcore.engine.rundir import SPEC, STATE, WEIGHTS
 from mmcore.model import MultimodalModel, build_model
@@ -112,8 +113,8 @@ def write_model(model: MultimodalModel, folder: Path, *, state: dict[str, torch.
     # Serialised in memory and written through Python: the file gets the umask's permissions
     # (safetensors.save_file makes it 0600) and a full disk is an OSError with its errno.
     data = safetensors.torch.save(state if state is not None else model_state(model))
-    write_file(folder / WEIGHTS, lambda fh: fh.write(data))
-    write_file(folder / SPEC, lambda fh: fh.write(text.encode()))
+    write_fsynced(folder / WEIGHTS, lambda fh: fh.write(data))  # inside the fresh folder atomic_directory swaps in
+    write_fsynced(folder / SPEC, lambda fh: fh.write(text.encode()))
 
 
 def save_model(model: MultimodalModel, directory: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
@@ -214,7 +215,7 @@ def save_checkpoint(model: MultimodalModel, directory: str | Path, *, training_s
     def write(tmp: Path) -> None:
         write_model(model, tmp, state=weights, extra=extra)
         if training_state is not None:
-            write_file(tmp / STATE, lambda fh: torch.save(training_state, fh))
+            write_fsynced(tmp / STATE, lambda fh: torch.save(training_state, fh))
 
     return atomic_directory(Path(directory), write)
 

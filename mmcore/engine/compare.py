@@ -22,7 +22,8 @@ from typing import Any
 
 import torch
 
-from mmcore.engine.checkpoint import atomic_write, dumps_json, load_model
+from mmcore.engine.atomic import write_file
+from mmcore.engine.checkpoint import dumps_json, load_model
 from mmcore.engine.evaluation import to_device
 from mmcore.engine.plots import plot_compare
 from mmcore.engine.rundir import RunDir
@@ -152,7 +153,7 @@ def run_compare(config: Mapping[str, Any], fusions: Sequence[str], *, manager, o
     summary = {"fusions": results}
     if not results:  # not the main process of a distributed run: it writes nothing
         return summary
-    atomic_write(out_dir / COMPARE_JSON, lambda p: p.write_text(dumps_json(summary, indent=2)))
+    write_file(out_dir / COMPARE_JSON, dumps_json(summary, indent=2))
     plot = plot_compare(results, out_dir / COMPARE_PLOT)
     summary["plot"] = str(plot) if plot else None
     return summary

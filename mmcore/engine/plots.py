@@ -3,7 +3,9 @@
 
 matplotlib is imported only when a plot is drawn, with the non-interactive Agg backend; each
 function returns what it wrote, and nothing (``[]`` / None) when matplotlib is not installed.
-Files are written atomically (a reader never sees half a PNG).
+Files are written atomically (a reader never sees half a PNG) by :mod:`mmcore.engine.atomic`; given
+a ``root`` (the run directory), the folders below it must be real folders: a linked ``plots/`` is
+refused, never written through.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mmcore.engine.checkpoint import atomic_write
+from mmcore.engine.atomic import write_file
 
 
 def _pyplot():
@@ -28,22 +30,24 @@ def _pyplot():
     return plt
 
 
-def _save(plt, fig, path: Path) -> Path:
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
+def _save(plt, fig, path: Path, root: Path | None) -> Path:
+    try:
+        write_file(path, lambda fh: fig.savefig(fh, format="png"), root=root)
+    finally:
+        plt.close(fig)
     return path
 
 
-def plot_history(history: Sequence[Mapping[str, float]], folder: Path) -> list[Path]:
+def plot_history(history: Sequence[Mapping[str, float]], folder: Path, *, root: Path | None = None) -> list[Path]:
     """One PNG per quantity (loss, each metric) of ``history`` (``metrics.csv``'s rows: ``epoch``,
     ``train/<name>``, ``val/<name>``): train and validation curves over epochs, named
-    ``<name>.png`` (``/`` in a name becomes ``_``). Returns the files written."""
+    ``<name>.png`` (``/`` in a name becomes ``_``). Returns the files written. ``root``: the run
+    directory ``folder`` lies in (folders below it are never links; UnsafePathError otherwise)."""
     plt = _pyplot()
     if plt is None or not history:
         return []
     names = sorted({key.split("/", 1)[1] for row in history for key in row if "/" in key})
     epochs = [row["epoch"] for row in history]
-    folder.mkdir(parents=True, exist_ok=True)
     written = []
     for name in names:
         fig, ax = plt.subplots(figsize=(5, 3.2), dpi=110)
@@ -56,11 +60,11 @@ def plot_history(history: Sequence[Mapping[str, float]], folder: Path) -> list[P
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
-        written.append(_save(plt, fig, folder / f"{name.replace('/', '_')}.png"))
+        written.append(_save(plt, fig, folder / f"{name.replace('/', '_')}.png", root))
     return written
 
 
-def plot_robustness(report: Mapping[str, Any], path: Path) -> Path | None:
+def plot_robustness(report: Mapping[str, Any], path: Path, *, root: Path | None = None) -> Path | None:
     """A robustness report (:func:`~mmcore.engine.robustness.robustness_report`): metric against
     perturbation level, one panel per slot, with the clean and 'modality removed' lines."""
     plt = _pyplot()
@@ -83,7 +87,7 @@ def plot_robustness(report: Mapping[str, Any], path: Path) -> Path | None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    return _save(plt, fig, path)
+    return _save(plt, fig, path, root)
 
 
 def plot_compare(results: Mapping[str, Mapping[str, Any]], path: Path) -> Path | None:
@@ -100,4 +104,4 @@ def plot_compare(results: Mapping[str, Mapping[str, Any]], path: Path) -> Path |
     ax.set_ylabel(next(iter(points.values()))["metric"])
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    return _save(plt, fig, path)
+    return _save(plt, fig, path, None)

@@ -154,9 +154,10 @@ def format_report(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot_report(report: Mapping[str, Any], path: Path) -> Path | None:
+def plot_report(report: Mapping[str, Any], path: Path, *, root: Path | None = None) -> Path | None:
     """Metric against perturbation level, one panel per slot, with the clean and 'modality removed'
-    lines; None when matplotlib is not installed (:func:`mmcore.engine.plots.plot_robustness`)."""
+    lines; None when matplotlib is not installed (:func:`mmcore.engine.plots.plot_robustness`).
+    ``root``: the run directory ``path`` lies in (its folders below it are never links)."""
     from mmcore.engine.plots import plot_robustness
 
-    return plot_robustness(report, path)
+    return plot_robustness(report, path, root=root)

@@ -25,19 +25,29 @@ Promises (tested in tests/core/engine/test_rundir.py):
 * Temporaries of a killed save (``.last.<random>.tmp``, ``.config.yaml.<random>.tmp``) are
   removed, and a checkpoint left as ``.last.old`` by a kill between the two renames of a swap
   is put back, when the run directory is next opened for writing (a new run or a resume).
+* Nothing is written through a symbolic link: one of mmcore's names (a file, ``plots/``, ``best/``,
+  the lock) that is a link is refused before any work; the lock file is opened with
+  ``O_NOFOLLOW`` and must be a regular file with one name (a hard link to a user's file would
+  otherwise be truncated); files are written by :mod:`mmcore.engine.atomic`.
+* A command that writes files of its own into the run (``fit``: ``data.jsonl``, ...) names them
+  (``files=``): under ``overwrite`` a user's file of such a name is refused, never replaced, and
+  :meth:`hold` keeps the lock for the whole command, trainer included.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import re
 import shutil
+import stat
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from mmcore.engine.atomic import atomic_write
+from mmcore.engine.atomic import TEMPORARY as _TEMPORARY
+from mmcore.engine.atomic import write_file
 from mmcore.errors import UserInputError
 
 #: The file names of a checkpoint folder (``best/``, ``last/``).
@@ -46,8 +56,8 @@ SPEC = "model.json"
 STATE = "state.pt"
 CHECKPOINT_FILES = (WEIGHTS, SPEC, STATE)
 
-#: ``.<name>.<8 random characters>.tmp``: what tempfile.mkstemp/mkdtemp name our temporaries.
-_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]{8}\.tmp$")
+#: Run directories whose lock this process holds through :meth:`RunDir.hold` (real path -> holder).
+_HELD: dict[str, RunDir] = {}
 
 
 class RunDirError(UserInputError):
@@ -76,9 +86,12 @@ class RunDir:
     FILES = (MARKER, LOCK, CONFIG, METRICS, REPORT)
     FOLDERS = (PLOTS, TENSORBOARD, ROBUSTNESS, BEST, LAST)
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, files: Sequence[str] = ()) -> None:
         self.path = Path(path)
+        #: files a command writes into the run beside mmcore's own (``fit``: data.jsonl, ...)
+        self.files = tuple(files)
         self._lock_fd: int | None = None
+        self._holder: RunDir | None = None  # the RunDir whose lock this one shares (see hold())
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -163,18 +176,19 @@ class RunDir:
 
     # ------------------------------------------------------------------ writing
     @classmethod
-    def check(cls, path: str | Path, *, resume: bool = False, overwrite: bool = False) -> RunDir:
+    def check(cls, path: str | Path, *, resume: bool = False, overwrite: bool = False, files: Sequence[str] = ()) -> RunDir:
         """Whether a process may write the run directory ``path``; raises RunDirError if not.
 
         Touches nothing. ``resume``: continue the run there (it must hold ``config.yaml`` and a
         ``last/`` checkpoint). ``overwrite``: write mmcore's files into an existing folder that
-        is not a run (its other files stay).
+        is not a run (its other files stay). ``files``: names the caller writes into the run
+        besides mmcore's own; under ``overwrite`` a user's file of such a name is refused.
         """
         raw = str(path)
         if not raw.strip():
             raise RunDirError("trainer.run_dir is empty: name a folder for the run (an empty path would write into "
                               "the current folder)")
-        run = cls(Path(raw).expanduser())
+        run = cls(Path(raw).expanduser(), files)
         here = Path(os.path.abspath(run.path))
         real = here.resolve()
         if real.parent == real:
@@ -185,6 +199,7 @@ class RunDir:
                               "choose a folder of its own, e.g. runs/name")
         if run.path.exists() and not run.path.is_dir():
             raise RunDirError(f"run directory {raw!r} exists and is not a folder")
+        run._check_links(raw)
         if resume:
             return run._check_resume(raw)
         entries = sorted(p.name for p in run.path.iterdir()) if run.path.is_dir() else []
@@ -201,6 +216,15 @@ class RunDir:
                               "or choose another trainer.run_dir")
         run._check_overwrite(raw)
         return run
+
+    def _check_links(self, raw: str) -> None:
+        """Refuse a symbolic link in place of any name mmcore (or the caller, ``files``) writes."""
+        for name in (*self.FILES, *self.FOLDERS, *self.files):
+            item = self.path / name
+            if item.is_symlink():
+                raise RunDirError(f"{raw}/{name} is a symbolic link (to {os.readlink(item)}); mmcore writes its own "
+                                  f"{'folder' if name in self.FOLDERS else 'file'} there and never through a link: "
+                                  "remove the link, or choose another run directory")
 
     def _check_resume(self, raw: str) -> RunDir:
         if not self.has_checkpoint(self.LAST) or not (self.readable_checkpoint(self.LAST) / STATE).is_file():
@@ -222,6 +246,10 @@ class RunDir:
             if folder.exists() and not folder.is_dir():
                 raise RunDirError(f"--overwrite: {raw}/{name} is a file of yours; mmcore writes a folder there. "
                                   "Move it, or choose another trainer.run_dir")
+        for name in self.files:
+            if (self.path / name).exists():
+                raise RunDirError(f"--overwrite: {raw}/{name} is a file of yours; mmcore writes its own {name} there and "
+                                  "never replaces a file it did not write. Move it, or choose another run directory")
         for name in self.CHECKPOINTS:
             folder = self.path / name
             # A checkpoint folder is replaced as a whole: only one holding nothing but mmcore's
@@ -232,36 +260,83 @@ class RunDir:
                                   f"and would be replaced by a checkpoint; move it, or choose another trainer.run_dir")
 
     @classmethod
-    def create(cls, path: str | Path, *, resume: bool = False, overwrite: bool = False) -> RunDir:
+    def create(cls, path: str | Path, *, resume: bool = False, overwrite: bool = False, files: Sequence[str] = ()) -> RunDir:
         """Check (:meth:`check`), create, lock and mark the run directory ``path``; clean what a
-        killed process left. The lock is held until :meth:`release` (or the process ends)."""
-        run = cls.check(path, resume=resume, overwrite=overwrite)
+        killed process left. The lock is held until :meth:`release` (or the process ends).
+
+        Inside :meth:`hold` of the same folder (this process), the holder's lock is shared: the
+        returned RunDir's :meth:`release` leaves it to the holder.
+        """
+        run = cls.check(path, resume=resume, overwrite=overwrite, files=files)
         run.path.mkdir(parents=True, exist_ok=True)
-        run.lock()
+        holder = _HELD.get(os.path.realpath(run.path))
+        if holder is not None and holder.locked:
+            run._holder = holder
+            run.files = tuple(dict.fromkeys((*holder.files, *run.files)))
+        else:
+            run.lock()
         try:
-            cls.check(run.path, resume=resume, overwrite=overwrite)  # again: it may have changed before the lock
+            # Again, now that the lock is held: it may have changed before. A run the holder marked
+            # is checked as the holder was (its overwrite let it in).
+            cls.check(run.path, resume=resume, overwrite=overwrite or holder is not None, files=run.files)
             if not run.is_marked:
                 from mmcore import __version__
 
                 stamp = {"mmcore": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-                atomic_write(run.marker, lambda p: p.write_text(json.dumps(stamp) + "\n"))
+                write_file(run.marker, json.dumps(stamp) + "\n")
             run.recover()
         except BaseException:
             run.release()
             raise
         return run
 
+    @classmethod
+    @contextlib.contextmanager
+    def hold(cls, path: str | Path, *, resume: bool = False, overwrite: bool = False,
+             files: Sequence[str] = ()) -> Iterator[RunDir]:
+        """:meth:`create` the run directory and keep its lock for the whole ``with`` block.
+
+        For a command that prepares a run and then trains it (``fit``): a :class:`Trainer` (any
+        :meth:`create` of the same folder in this process) inside the block shares the lock
+        instead of taking and dropping its own, so no second process can start writing between
+        the preparation, the trainer and the files written after it.
+        """
+        run = cls.create(path, resume=resume, overwrite=overwrite, files=files)
+        key = os.path.realpath(run.path)
+        _HELD[key] = run
+        try:
+            yield run
+        finally:
+            if _HELD.get(key) is run:
+                del _HELD[key]
+            run.release()
+
     def lock(self) -> None:
         """Take the run's advisory lock (``fcntl.flock`` on :attr:`lock_file`, which then holds our pid).
 
-        RunDirError naming the holder's pid when another process holds it. Without fcntl (Windows)
-        there is no lock.
+        RunDirError naming the holder's pid when another process holds it. The lock file is opened
+        without following a symbolic link, and must be a regular file with a single name: a link
+        or a hard link planted there would otherwise have its target truncated. Without fcntl
+        (Windows) there is no lock.
         """
         try:
             import fcntl
         except ImportError:  # pragma: no cover - not POSIX
             return
-        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o666)
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+        try:
+            fd = os.open(self.lock_file, flags, 0o666)
+        except OSError as exc:
+            if self.lock_file.is_symlink():
+                raise RunDirError(f"{self.lock_file} is a symbolic link (to {os.readlink(self.lock_file)}); mmcore's lock "
+                                  "file is a plain file of its own and is never opened through a link: remove the link") from exc
+            raise
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            os.close(fd)
+            what = "not a regular file" if not stat.S_ISREG(info.st_mode) else f"a file with {info.st_nlink} names (a hard link)"
+            raise RunDirError(f"{self.lock_file} is {what}, not mmcore's lock file, and is left as it is: remove it, or "
+                              "choose another run directory")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -274,7 +349,8 @@ class RunDir:
         self._lock_fd = fd
 
     def release(self) -> None:
-        """Drop the lock (idempotent)."""
+        """Drop the lock (idempotent); a RunDir sharing a :meth:`hold` leaves it to the holder."""
+        self._holder = None
         if self._lock_fd is None:
             return
         import fcntl
@@ -294,7 +370,7 @@ class RunDir:
 
     @property
     def locked(self) -> bool:
-        return self._lock_fd is not None
+        return self._lock_fd is not None or (self._holder is not None and self._holder.locked)
 
     def __enter__(self) -> RunDir:
         return self
@@ -319,7 +395,7 @@ class RunDir:
                 removed.append(old)
             elif not current.exists() and (old / WEIGHTS).is_file():
                 os.replace(old, current)
-        own = {*self.FILES, *self.FOLDERS}
+        own = {*self.FILES, *self.FOLDERS, *self.files}
         for folder, names in ((self.path, lambda n: n in own), (self.plots, lambda n: n.endswith(".png"))):
             if not folder.is_dir():
                 continue

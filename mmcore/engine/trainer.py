@@ -31,8 +31,8 @@ from mmcore.components import Head
 from mmcore.data import make_dataloader
 from mmcore.engine import NonFiniteLossError, distributed
 from mmcore.engine.artefacts import check_training_state, read_model_json, read_weights
+from mmcore.engine.atomic import write_file
 from mmcore.engine.checkpoint import (
-    atomic_write,
     dumps_json,
     load_training_state,
     load_weights,
@@ -467,7 +467,7 @@ class Trainer:
         opts = self.options
         if self.is_main:
             # dump_yaml: read back unchanged by the config loader (a class named "1e3" stays a string)
-            atomic_write(self.rundir.config, lambda p: p.write_text(dump_yaml(self.config)))
+            write_file(self.rundir.config, dump_yaml(self.config))
         status, error = self._resumed_status, None
         # Outputs (metrics.csv, TensorBoard, progress, plots, third-party loggers) are plugins on
         # the lifecycle hooks, registered for this run on the main process only.
@@ -690,7 +690,7 @@ class Trainer:
             report.update(status="failed", error=str(exc))
             failure = exc
         if self.is_main:
-            atomic_write(self.rundir.report, lambda p: p.write_text(dumps_json(report, indent=2)))
+            write_file(self.rundir.report, dumps_json(report, indent=2))
         if failure is not None:
             raise failure
         return report

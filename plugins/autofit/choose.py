@@ -43,7 +43,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mmcore_plugins.autofit.infer import ColumnInfo
+from mmcore_plugins.autofit.infer import ColumnError, ColumnInfo
 from mmcore_plugins.autofit.prepare import TABULAR_SLOT, Plan
 
 PRESETS = ("fast", "best")
@@ -288,7 +288,11 @@ def epochs_for_budget(budget_s: float, times: StepTimes, *, steps_per_epoch: int
 
 
 def parse_duration(text: str | float | int) -> float:
-    """``"10m"``, ``"90s"``, ``"1h"``, ``"1h30m"``, or a number of seconds -> seconds. ValueError otherwise."""
+    """``"10m"``, ``"90s"``, ``"1h"``, ``"1h30m"``, or a number of seconds -> seconds.
+
+    Raises :class:`~mmcore_plugins.autofit.infer.ColumnError` (an input error: exit 2 naming
+    ``--time-limit``) for anything else, zero, a negative or a non-finite duration.
+    """
     import re
 
     if isinstance(text, (int, float)) and not isinstance(text, bool):
@@ -297,9 +301,9 @@ def parse_duration(text: str | float | int) -> float:
         raw = str(text).strip().lower()
         parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m(?:in)?)?\s*(?:(\d+(?:\.\d+)?)s?)?", raw)
         if not raw or parts is None or not any(parts.groups()):
-            raise ValueError(f"--time-limit: expected a duration such as 10m, 90s, 1h30m or a number of seconds, got {text!r}")
+            raise ColumnError(f"--time-limit: expected a duration such as 10m, 90s, 1h30m or a number of seconds, got {text!r}")
         h, m, s = (float(g) if g else 0.0 for g in parts.groups())
         seconds = 3600 * h + 60 * m + s
     if not (math.isfinite(seconds) and seconds > 0):
-        raise ValueError(f"--time-limit must be a positive duration, got {text!r}")
+        raise ColumnError(f"--time-limit must be a positive duration, got {text!r}")
     return seconds

@@ -27,7 +27,8 @@ def run_fit(args: argparse.Namespace, manager) -> int:
     from mmcore_plugins.autofit.fitting import fit
 
     fit(args.data, args.target, val=args.val, test=args.test, time_limit=args.time_limit, preset=args.preset,
-        columns=parse_column_overrides(args.column), run_dir=args.run_dir, overwrite=args.overwrite, manager=manager)
+        columns=parse_column_overrides(args.column), run_dir=args.run_dir, overwrite=args.overwrite, manager=manager,
+        allow_outside_paths=args.allow_outside_paths)
     return 0
 
 
@@ -49,5 +50,10 @@ def mmcore_add_commands(subparsers) -> None:
                         help="override a column's inferred kind: image, audio, video, text, categorical, numeric, date, "
                              "ignore (the target: classification, multilabel, regression); repeatable")
     parser.add_argument("--run-dir", help="where the run goes (default: runs/fit, runs/fit-2, ...)")
-    parser.add_argument("--overwrite", action="store_true", help="write into an existing non-empty folder that is not a run")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into an existing non-empty folder that is not a run (your files stay; one named "
+                             "data.jsonl, autofit.json or fit_summary.json is refused, never replaced)")
+    parser.add_argument("--allow-outside-paths", action="store_true",
+                        help="let file cells name files outside the table's folder (../, absolute paths, links): "
+                             "refused by default, as mmcore train refuses them")
     parser.set_defaults(handler=run_fit)

@@ -99,7 +99,7 @@ def _log(verbose: bool, *lines: str) -> None:
 
 def fit(data: Any, target: str, *, val: Any = None, test: Any = None, time_limit: str | float = "10m",
         preset: str = "best", columns: Mapping[str, str] | None = None, run_dir: str | Path | None = None,
-        overwrite: bool = False, verbose: bool = True, manager=None) -> Any:
+        overwrite: bool = False, verbose: bool = True, manager=None, allow_outside_paths: bool = False) -> Any:
     """Train a model for column ``target`` of ``data`` without a config; returns a :class:`Predictor`.
 
     ``data``, ``val``, ``test``: CSV / JSONL / Parquet paths or pandas DataFrames (file paths in
@@ -108,11 +108,16 @@ def fit(data: Any, target: str, *, val: Any = None, test: Any = None, time_limit
     stratified 15% of the training rows. ``time_limit``: ``"10m"``, ``"90s"``, ... or seconds --
     the whole fit, inference to test evaluation. ``preset``: ``best`` (pretrained encoders where
     they help) or ``fast``. ``columns``: ``{column: kind}`` overrides of the inference. ``run_dir``:
-    where everything goes (default ``runs/fit``, ``runs/fit-2``, ...).
+    where everything goes (default ``runs/fit``, ``runs/fit-2``, ...); it is locked for the whole
+    fit, and ``overwrite`` lets it be a folder of yours that is not a run (your files stay; one
+    named like fit's own ``data.jsonl``/``autofit.json``/``fit_summary.json`` is refused, never
+    replaced). ``allow_outside_paths``: let file cells name files outside their table's folder
+    (``mmcore train``'s rule and opt-in, :mod:`mmcore_plugins.io.paths`); refused by default.
 
     Raises :class:`ColumnError` (a ValueError naming the column) for a column that cannot be
     used -- before anything is trained; ValueError for a bad option.
     """
+    from mmcore.engine.atomic import write_file
     from mmcore.plugin_manager import get_plugin_manager
     from mmcore_plugins.autofit.choose import PRESETS
     from mmcore_plugins.autofit.predictor import Predictor
@@ -123,7 +128,7 @@ def fit(data: Any, target: str, *, val: Any = None, test: Any = None, time_limit
         raise ColumnError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     manager = manager or get_plugin_manager()
     rows, base = read_rows(data)
-    infos = infer_columns(rows, target=target, base=base, overrides=columns)
+    infos = infer_columns(rows, target=target, base=base, overrides=columns, allow_outside_paths=allow_outside_paths)
     extra = {name: read_rows(source) for name, source in (("val", val), ("test", test)) if source is not None}
     target_info = next(i for i in infos if i.role == "target")
     _merge_target_vocabulary(target_info, [r for table, _ in extra.values() for r in table])
@@ -158,95 +163,95 @@ def fit(data: Any, target: str, *, val: Any = None, test: Any = None, time_limit
 
     # ---- the run directory and its prepared table
     run = Path(run_dir) if run_dir is not None else default_run_dir()
-    _claim_run_dir(run, overwrite)
-    run = run.resolve()
-    unusable = {i.name: i.details.get("unusable", {}) for i in infos}
-    preparer = Preparer(plan, base, unusable=unusable, check_files=False)
-    table = [preparer.table_row(rows[i], i, assignment[i]) for i in labelled]
-    dropped = dict(preparer.dropped_files)
-    for name, (extra_rows, extra_base) in extra.items():
-        extra_preparer = Preparer(plan, extra_base)
-        usable = [(i, r) for i, r in enumerate(extra_rows) if not is_missing(r.get(target)) or isinstance(r.get(target), list)]
-        if plan.task == "regression":
-            finite = [(i, r) for i, r in usable if not is_nonfinite(r.get(target))]
-            if len(finite) < len(usable):
-                dropped[f"rows with a non-finite {target!r} ({name})"] = len(usable) - len(finite)
-            usable = finite
-        table += [extra_preparer.table_row(r, i, name) for i, r in usable]
-        for column, count in extra_preparer.dropped_files.items():
-            dropped[f"{column} ({name})"] = count
-    kept = [r for r in table if not all(_absent(r, spec) for spec in plan.slots.values())]
-    empty = len(table) - len(kept)
-    if empty:  # a sample needs at least one modality; such rows teach nothing
-        table = kept
-        dropped["rows without any input"] = empty
-    data_path = run / DATA_FILE
-    _write_jsonl(data_path, table)
-    counts = {s: sum(r[plan.split_column] == s for r in table) for s in ("train", "val", "test")}
-    _log(verbose, f"rows: {counts['train']} train, {counts['val']} val ({val_source}), {counts['test']} test"
-         + (f"; {unlabelled} without a {target!r} value left out" if unlabelled else "")
-         + (f"; {len(nonfinite)} with a non-finite {target!r} (inf/nan) left out" if nonfinite else "")
-         + (f"; {empty} with no input at all left out" if empty else ""))
+    with _claim_run_dir(run, overwrite, sources=[data, val, test]):  # locked until the summary is written
+        run = run.resolve()
+        unusable = {i.name: i.details.get("unusable", {}) for i in infos}
+        preparer = Preparer(plan, base, unusable=unusable, check_files=False, allow_outside_paths=allow_outside_paths)
+        table = [preparer.table_row(rows[i], i, assignment[i]) for i in labelled]
+        dropped = dict(preparer.dropped_files)
+        for name, (extra_rows, extra_base) in extra.items():
+            extra_preparer = Preparer(plan, extra_base, allow_outside_paths=allow_outside_paths)
+            usable = [(i, r) for i, r in enumerate(extra_rows) if not is_missing(r.get(target)) or isinstance(r.get(target), list)]
+            if plan.task == "regression":
+                finite = [(i, r) for i, r in usable if not is_nonfinite(r.get(target))]
+                if len(finite) < len(usable):
+                    dropped[f"rows with a non-finite {target!r} ({name})"] = len(usable) - len(finite)
+                usable = finite
+            table += [extra_preparer.table_row(r, i, name) for i, r in usable]
+            for column, count in extra_preparer.dropped_files.items():
+                dropped[f"{column} ({name})"] = count
+        kept = [r for r in table if not all(_absent(r, spec) for spec in plan.slots.values())]
+        empty = len(table) - len(kept)
+        if empty:  # a sample needs at least one modality; such rows teach nothing
+            table = kept
+            dropped["rows without any input"] = empty
+        data_path = run / DATA_FILE
+        _write_jsonl(data_path, table)
+        counts = {s: sum(r[plan.split_column] == s for r in table) for s in ("train", "val", "test")}
+        _log(verbose, f"rows: {counts['train']} train, {counts['val']} val ({val_source}), {counts['test']} test"
+             + (f"; {unlabelled} without a {target!r} value left out" if unlabelled else "")
+             + (f"; {len(nonfinite)} with a non-finite {target!r} (inf/nan) left out" if nonfinite else "")
+             + (f"; {empty} with no input at all left out" if empty else ""))
 
-    # ---- the config
-    config, choices = build_config(plan, infos, n_train=counts["train"], n_val=counts["val"], data_path=str(data_path),
-                                   run_dir=str(run), preset=preset)
-    if not counts["test"]:
-        config["data"]["test_fraction"] = 0.0  # no test rows: none are carved from train either
-    _log(verbose, "", "choices:", *(f"  {c.slot:<12} {c.what}  -- {c.why}" for c in choices))
+        # ---- the config
+        config, choices = build_config(plan, infos, n_train=counts["train"], n_val=counts["val"], data_path=str(data_path),
+                                       run_dir=str(run), preset=preset)
+        if not counts["test"]:
+            config["data"]["test_fraction"] = 0.0  # no test rows: none are carved from train either
+        _log(verbose, "", "choices:", *(f"  {c.slot:<12} {c.what}  -- {c.why}" for c in choices))
 
-    # ---- time: measure a step, then fit the epochs into what is left of the limit
-    times = measure_step_times(config, [r for r in table if r[plan.split_column] == "train"],
-                               [r for r in table if r[plan.split_column] == "val"], manager=manager)
-    batch = config["trainer"]["batch_size"]
-    steps = math.ceil(counts["train"] / batch)
-    spent = time.perf_counter() - started
-    test_cost = counts["test"] * times.eval_sample * 3  # cold reads; a small share anyway
-    budget = limit * TRAIN_SHARE - spent - test_cost - times.setup_fixed
-    max_epochs = MAX_EPOCHS[preset]
-    epochs = epochs_for_budget(budget, times, steps_per_epoch=steps, val_rows=counts["val"],
-                               rows=counts["train"] + counts["val"], max_epochs=max_epochs)
-    config["trainer"]["epochs"] = epochs
-    per_epoch = epoch_seconds(times, steps_per_epoch=steps, val_rows=counts["val"])
-    time_note = (f"measured {1000 * times.warm_step:.0f} ms/step ({1000 * times.cold_step:.0f} ms reading inputs the first "
-                 f"time), {steps} steps + validation = {per_epoch:.1f} s/epoch; {budget:.0f} s of the {limit:.0f} s limit "
-                 f"left for training -> {epochs} epochs (at most {max_epochs}; early stopping after "
-                 f"{config['trainer']['early_stopping']} without improvement)")
-    choices.append(Choice("epochs", str(epochs), time_note))
-    cached = cached_slots(config)
-    _log(verbose, f"  {'epochs':<12} {time_note}",
-         f"  {'cached':<12} {', '.join(f'{s} ({how})' for s, how in cached.items()) or 'none (every slot is augmented)'}", "")
+        # ---- time: measure a step, then fit the epochs into what is left of the limit
+        times = measure_step_times(config, [r for r in table if r[plan.split_column] == "train"],
+                                   [r for r in table if r[plan.split_column] == "val"], manager=manager)
+        batch = config["trainer"]["batch_size"]
+        steps = math.ceil(counts["train"] / batch)
+        spent = time.perf_counter() - started
+        test_cost = counts["test"] * times.eval_sample * 3  # cold reads; a small share anyway
+        budget = limit * TRAIN_SHARE - spent - test_cost - times.setup_fixed
+        max_epochs = MAX_EPOCHS[preset]
+        epochs = epochs_for_budget(budget, times, steps_per_epoch=steps, val_rows=counts["val"],
+                                   rows=counts["train"] + counts["val"], max_epochs=max_epochs)
+        config["trainer"]["epochs"] = epochs
+        per_epoch = epoch_seconds(times, steps_per_epoch=steps, val_rows=counts["val"])
+        time_note = (f"measured {1000 * times.warm_step:.0f} ms/step ({1000 * times.cold_step:.0f} ms reading inputs the first "
+                     f"time), {steps} steps + validation = {per_epoch:.1f} s/epoch; {budget:.0f} s of the {limit:.0f} s limit "
+                     f"left for training -> {epochs} epochs (at most {max_epochs}; early stopping after "
+                     f"{config['trainer']['early_stopping']} without improvement)")
+        choices.append(Choice("epochs", str(epochs), time_note))
+        cached = cached_slots(config)
+        _log(verbose, f"  {'epochs':<12} {time_note}",
+             f"  {'cached':<12} {', '.join(f'{s} ({how})' for s, how in cached.items()) or 'none (every slot is augmented)'}", "")
 
-    autofit = {"target": target, "preset": preset, "time_limit_s": limit, "columns": [_info_json(i) for i in infos],
-               "plan": plan.to_json(), "choices": [c.__dict__ for c in choices], "step_times": times.__dict__,
-               "cached_slots": cached, "dropped_files": dropped, "rows": counts, "val_source": val_source,
-               "rows_left_out": {"no target": unlabelled, "non-finite target": len(nonfinite), "no input": empty}}
-    (run / PLAN_FILE).write_text(json.dumps(autofit, indent=2))
+        autofit = {"target": target, "preset": preset, "time_limit_s": limit, "columns": [_info_json(i) for i in infos],
+                   "plan": plan.to_json(), "choices": [c.__dict__ for c in choices], "step_times": times.__dict__,
+                   "cached_slots": cached, "dropped_files": dropped, "rows": counts, "val_source": val_source,
+                   "rows_left_out": {"no target": unlabelled, "non-finite target": len(nonfinite), "no input": empty}}
+        write_file(run / PLAN_FILE, json.dumps(autofit, indent=2))
 
-    # ---- train
-    from mmcore.engine.trainer import Trainer
+        # ---- train
+        from mmcore.engine.trainer import Trainer
 
-    trainer = Trainer(config, manager=manager)
-    progress = FitProgress(deadline=started + limit - test_cost - FINAL_SECONDS,
-                           log=(lambda line: print(line, flush=True)) if verbose else None)
-    with mmcore.register_plugin(progress, name=f"autofit-progress#{id(progress)}", manager=manager):  # this run only
-        report = trainer.fit()
-    seconds = time.perf_counter() - started
-    summary = {"run_dir": str(run), "task": plan.task, "status": report.get("status"), "best_epoch": report.get("best_epoch"),
-               "epochs_run": report.get("epochs_run"), "epochs_planned": epochs, "monitor": report.get("monitor"),
-               "best_val": report.get("best_value"), "test": report.get("test", {}), "train_seconds": report.get("seconds"),
-               "seconds": seconds, "cached_slots": cached, "rows": counts,
-               "stop_reason": report.get("stop_reason"), "stopped_by_time_limit_after_epoch": progress.stopped_after}
-    (run / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
-    if verbose:
-        test_part = ", ".join(f"{k} {v:.4f}" for k, v in summary["test"].items()) or "no test split"
-        print(f"\nbest epoch {summary['best_epoch']} of {summary['epochs_run']} ({summary['status']}); "
-              f"val {summary['monitor']} {summary['best_val']:.4f}; test: {test_part}", flush=True)
-        print(f"cached across epochs: {', '.join(f'{s} ({how})' for s, how in cached.items()) or 'nothing'}")
-        print(f"total {seconds:.0f} s; run directory {run}")
-        print(f"  reproduce: mmcore train {run / 'config.yaml'}")
-        print(f"  predict:   mmcore.Predictor.load({str(run)!r}).predict(table)")
-    return Predictor.load(run, manager=manager)
+        trainer = Trainer(config, manager=manager)
+        progress = FitProgress(deadline=started + limit - test_cost - FINAL_SECONDS,
+                               log=(lambda line: print(line, flush=True)) if verbose else None)
+        with mmcore.register_plugin(progress, name=f"autofit-progress#{id(progress)}", manager=manager):  # this run only
+            report = trainer.fit()
+        seconds = time.perf_counter() - started
+        summary = {"run_dir": str(run), "task": plan.task, "status": report.get("status"), "best_epoch": report.get("best_epoch"),
+                   "epochs_run": report.get("epochs_run"), "epochs_planned": epochs, "monitor": report.get("monitor"),
+                   "best_val": report.get("best_value"), "test": report.get("test", {}), "train_seconds": report.get("seconds"),
+                   "seconds": seconds, "cached_slots": cached, "rows": counts,
+                   "stop_reason": report.get("stop_reason"), "stopped_by_time_limit_after_epoch": progress.stopped_after}
+        write_file(run / SUMMARY_FILE, json.dumps(summary, indent=2))
+        if verbose:
+            test_part = ", ".join(f"{k} {v:.4f}" for k, v in summary["test"].items()) or "no test split"
+            print(f"\nbest epoch {summary['best_epoch']} of {summary['epochs_run']} ({summary['status']}); "
+                  f"val {summary['monitor']} {summary['best_val']:.4f}; test: {test_part}", flush=True)
+            print(f"cached across epochs: {', '.join(f'{s} ({how})' for s, how in cached.items()) or 'nothing'}")
+            print(f"total {seconds:.0f} s; run directory {run}")
+            print(f"  reproduce: mmcore train {run / 'config.yaml'}")
+            print(f"  predict:   mmcore.Predictor.load({str(run)!r}).predict(table)")
+        return Predictor.load(run, manager=manager)
 
 
 def _absent(row: Mapping[str, Any], spec: Mapping[str, Any]) -> bool:
@@ -280,23 +285,32 @@ def _info_json(info: ColumnInfo) -> dict[str, Any]:
             "details": details}
 
 
-def _claim_run_dir(run: Path, overwrite: bool) -> None:
-    """Create (check, mark) the run directory the way the trainer will accept it; refuse a user's folder."""
-    try:
-        from mmcore.engine.rundir import RunDir
-    except ImportError:  # an mmcore without run-directory safety: refuse a non-empty folder ourselves
-        if run.is_dir() and any(run.iterdir()) and not overwrite and not (run / "config.yaml").is_file():
-            raise ColumnError(f"run directory {str(run)!r} exists and is not empty; pass --overwrite or another --run-dir") from None
-        run.mkdir(parents=True, exist_ok=True)
-        return
-    RunDir.create(run, overwrite=overwrite).release()
+#: The files fit writes into a run directory besides mmcore's own (never a user's file of these names).
+RUN_FILES = (DATA_FILE, PLAN_FILE, SUMMARY_FILE)
+
+
+def _claim_run_dir(run: Path, overwrite: bool, sources: Sequence[Any] = ()):
+    """The run directory, checked, marked and locked for the whole fit (:meth:`RunDir.hold`: the
+    probe and the trainer share the lock; a second fit on the folder stops at once naming this
+    process). A user's ``data.jsonl``/``autofit.json``/``fit_summary.json`` is refused under
+    ``overwrite``, never replaced; so is a source table that is one of the run's own files."""
+    from mmcore.engine.rundir import RunDir
+
+    for source in sources:
+        if isinstance(source, (str, os.PathLike)):
+            table = Path(source).expanduser()
+            for name in RUN_FILES:
+                target = run / name
+                if table.exists() and target.exists() and os.path.samefile(table, target):
+                    raise ColumnError(f"the table {str(source)!r} is the run directory's own {name}, which fit writes: "
+                                      "copy it elsewhere, or choose another --run-dir")
+    return RunDir.hold(run, overwrite=overwrite, files=RUN_FILES)
 
 
 def _write_jsonl(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
-    from mmcore.engine.checkpoint import atomic_write
+    from mmcore.engine.atomic import write_file
 
-    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
+    write_file(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
 def measure_step_times(config: Mapping[str, Any], train_rows: Sequence[Mapping[str, Any]],

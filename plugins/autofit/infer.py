@@ -3,7 +3,8 @@
 Rules, in order (each column's ``why`` says which one decided):
 
 * **files** -- a string cell naming an existing file or folder (relative to the table's folder, or
-  absolute). A column where most non-empty cells do (or carry a media suffix) is a file column;
+  absolute; it must lie inside the table's folder -- ``..`` and links resolved -- unless
+  ``allow_outside_paths``: :mod:`mmcore_plugins.io.paths`, the rule ``mmcore train`` follows). A column where most non-empty cells do (or carry a media suffix) is a file column;
   its kind comes from the files themselves, through :mod:`mmcore_plugins.io`: folders holding
   image frames -> ``video``; ``looks_like_image`` (suffix or magic bytes, Pillow) -> ``image``;
   ``looks_like_audio`` (libsndfile) -> ``audio``; text files -> ``text`` (read into the cell).
@@ -37,6 +38,7 @@ likely a mistake in the table (``--column NAME=ignore`` drops it).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections import Counter
@@ -98,26 +100,40 @@ def as_number(value: Any) -> float | None:
     return None
 
 
-def resolve_path(value: Any, base: Path) -> Path | None:
-    """The existing file or folder a cell names (relative to ``base``), or None."""
+def resolve_path(value: Any, base: Path, *, allow_outside: bool = True) -> Path | None:
+    """The existing file or folder a cell names (relative to ``base``, resolved), or None.
+
+    ``allow_outside=False``: an existing path outside ``base`` raises
+    :class:`~mmcore_plugins.io.paths.OutsidePathError` (the rule of :mod:`mmcore_plugins.io.paths`).
+    """
+    from mmcore_plugins.io.paths import resolve_cell_path
+
     if not isinstance(value, str) or not value.strip() or len(value) > 4096 or "\n" in value or "\x00" in value:
         return None
     try:
-        path = Path(value.strip()).expanduser()
-        path = path if path.is_absolute() else base / path
-        return path if path.exists() else None
-    except (OSError, ValueError):
+        path = resolve_cell_path(value.strip(), base, allow_outside=True)
+        if not path.exists():
+            return None
+    except (OSError, ValueError, RuntimeError):  # a name the system cannot resolve, a loop of links
         return None
+    if not allow_outside:
+        resolve_cell_path(value.strip(), base, opt_in="--allow-outside-paths")
+    return path
+
+
+@functools.cache
+def _media_suffixes() -> frozenset[str]:
+    from mmcore_plugins.io import AUDIO_SUFFIXES, IMAGE_SUFFIXES
+
+    return frozenset(IMAGE_SUFFIXES | AUDIO_SUFFIXES)
 
 
 def _looks_like_path(value: str) -> bool:
     """A string shaped like a file name with a media suffix (whether or not the file exists)."""
-    from mmcore_plugins.io import AUDIO_SUFFIXES, IMAGE_SUFFIXES
-
     text = value.strip()
-    if not text or " " in text.strip() and "/" not in text:
+    if not text or " " in text and "/" not in text:
         return False
-    return Path(text).suffix.lower() in (IMAGE_SUFFIXES | AUDIO_SUFFIXES) or text.endswith(("/", os.sep))
+    return os.path.splitext(text)[1].lower() in _media_suffixes() or text.endswith(("/", os.sep))
 
 
 def _file_kind(path: Path) -> str | None:
@@ -145,20 +161,23 @@ def _percent(count: int, total: int) -> str:
 
 
 def infer_columns(rows: Sequence[Mapping[str, Any]], *, target: str, base: str | Path = ".",
-                  overrides: Mapping[str, str] | None = None) -> list[ColumnInfo]:
+                  overrides: Mapping[str, str] | None = None, allow_outside_paths: bool = False) -> list[ColumnInfo]:
     """One :class:`ColumnInfo` per column of ``rows`` (in the table's column order).
 
     ``base``: the folder relative file paths start from (the table's folder). ``overrides``:
     ``{column: kind}`` from ``--column NAME=KIND``, taken as given (files are still checked).
+    ``allow_outside_paths``: let cells name files outside ``base`` (else ColumnError naming the
+    row and column, before anything is read from them).
     Raises :class:`ColumnError` naming the column for an unknown target or override column, a
     bad override kind, an input column empty in every row, a file column whose files are all
     missing or unreadable, and a target that cannot be learned (fewer than two classes, ...).
     """
     overrides = dict(overrides or {})
     base = Path(base)
-    columns: list[str] = []
+    seen: dict[str, None] = {}  # insertion-ordered and hashed: linear in cells (a 100k-column CSV)
     for row in rows:
-        columns += [c for c in row if c not in columns]
+        seen.update(dict.fromkeys(row))
+    columns = list(seen)
     if not rows:
         raise ColumnError("the table has no rows")
     if target not in columns:
@@ -180,14 +199,15 @@ def infer_columns(rows: Sequence[Mapping[str, Any]], *, target: str, base: str |
         if name == target:
             infos.append(infer_target(name, values, overrides.get(name)))
         else:
-            infos.append(infer_input(name, values, base, overrides.get(name)))
+            infos.append(infer_input(name, values, base, overrides.get(name), allow_outside_paths=allow_outside_paths))
     splits = [i for i in infos if i.kind == "split"]
     for extra in splits[1:]:  # one split column is used; others are ignored, said so
         extra.kind, extra.role, extra.why = "ignore", "ignored", f"a second split column ({splits[0].name!r} is used)"
     return infos
 
 
-def infer_input(name: str, values: Sequence[Any], base: Path, override: str | None = None) -> ColumnInfo:
+def infer_input(name: str, values: Sequence[Any], base: Path, override: str | None = None, *,
+                allow_outside_paths: bool = False) -> ColumnInfo:
     """Infer one input column (see the module docstring)."""
     n = len(values)
     present = [(i, v) for i, v in enumerate(values) if not is_missing(v)]
@@ -198,7 +218,7 @@ def infer_input(name: str, values: Sequence[Any], base: Path, override: str | No
         raise ColumnError(f"column {name!r} is empty in every row ({n} rows): nothing to learn from; "
                           f"remove it or pass --column {name}=ignore")
     if override in FILE_KINDS or override is None:
-        info = _file_column(name, present, n, base, override)
+        info = _file_column(name, present, n, base, override, allow_outside_paths)
         if info is not None:
             return info
         if override in FILE_KINDS:
@@ -300,13 +320,17 @@ def _date_column(name: str, values: list[Any], missing: float, n: int, override:
     return ColumnInfo(name, "date", why, 1 - read / max(n, 1), details=details)
 
 
-def _file_column(name: str, present: list[tuple[int, Any]], n: int, base: Path, override: str | None) -> ColumnInfo | None:
+def _file_column(name: str, present: list[tuple[int, Any]], n: int, base: Path, override: str | None,
+                 allow_outside: bool = False) -> ColumnInfo | None:
     """A :class:`ColumnInfo` when the cells are file paths, else None. Checks every file."""
     from mmcore_plugins.io import MediaError, check_media
+    from mmcore_plugins.io.paths import OutsidePathError
 
     strings = [(i, v) for i, v in present if isinstance(v, str)]
     if len(strings) < len(present):
         return None
+    if override is None and all(as_number(v) is not None for _, v in strings):
+        return None  # numbers (a 100k-column table of them needs no file lookups)
     resolved = [(i, v, resolve_path(v, base)) for i, v in strings]
     existing = [(i, v, p) for i, v, p in resolved if p is not None]
     shaped = sum(_looks_like_path(v) for _, v, p in resolved if p is None)
@@ -315,6 +339,17 @@ def _file_column(name: str, present: list[tuple[int, Any]], n: int, base: Path, 
     if override is None and not existing:
         raise ColumnError(f"column {name!r}: all {len(strings)} non-empty cells name files that do not exist "
                           f"(e.g. {strings[0][1]!r}, relative to {str(base)!r})")
+    # A file column: its files are read (a text file's contents go into the run), so each must lie
+    # inside the table's folder unless allowed -- before any of them is opened.
+    outside = []
+    for i, v, _ in existing:
+        try:
+            resolve_path(v, base, allow_outside=allow_outside)
+        except OutsidePathError as exc:
+            outside.append(f"row {i + 1}: {exc}")
+    if outside:
+        more = f" (and {len(outside) - 3} more rows)" if len(outside) > 3 else ""
+        raise ColumnError(f"column {name!r}: " + "; ".join(outside[:3]) + more)
     kinds = Counter(_file_kind(p) for _, _, p in existing[:200])
     kind = override or next((k for k, _ in kinds.most_common() if k is not None), None)
     if kind is None:

@@ -9,7 +9,6 @@ folder; missing cells are missing modalities; missing numbers get the training m
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -45,8 +44,17 @@ class Predictor:
     def load(cls, path: str | Path, *, manager=None, device: str | torch.device = "cpu") -> Predictor:
         """The Predictor saved in run directory ``path`` (by ``fit`` or :meth:`save`).
 
-        Raises :class:`ColumnError` (a ValueError) when ``path`` is not a ``fit`` run directory.
+        Everything read is checked before it is used: ``autofit.json`` is bounded, strict JSON whose
+        plan has every field of the right kind (:meth:`Plan.from_json`), and the plan must fit the
+        model (the same slots; the same classes or labels, in the same order), which is checked as
+        ``model.json`` and the weights are (:func:`mmcore.engine.checkpoint.load_model`).
+
+        Raises :class:`ColumnError` (a ValueError) when ``path`` is not a ``fit`` run directory,
+        :class:`~mmcore.engine.artefacts.CheckpointError` when one of its files is damaged, crafted,
+        or from another fit than the others.
         """
+        from mmcore.engine.artefacts import MAX_JSON_BYTES, CheckpointError
+        from mmcore.engine.atomic import UnsafePathError, read_json
         from mmcore.engine.checkpoint import load_model
         from mmcore.plugin_manager import get_plugin_manager
         from mmcore.yamlio import load_yaml_file
@@ -57,20 +65,51 @@ class Predictor:
             raise ColumnError(f"{str(path)!r} is not a run directory written by `mmcore fit` (expected {PLAN_FILE}, "
                               "config.yaml and best/)")
         manager = manager or get_plugin_manager()
-        plan = Plan.from_json(json.loads(plan_file.read_text())["plan"])
+        try:
+            meta = read_json(plan_file, max_bytes=MAX_JSON_BYTES, what=PLAN_FILE)
+            if not isinstance(meta, dict):
+                raise ValueError(f"{plan_file} must hold a JSON object, got {type(meta).__name__}")
+            plan = Plan.from_json(meta.get("plan"), where=f"{plan_file}: plan")
+        except (ValueError, UnsafePathError) as exc:
+            raise CheckpointError(str(exc)) from exc
         config = load_yaml_file(config_file)  # mmcore's safe, bounded YAML reader
         model, _ = load_model(run / "best", manager.registry)
+        _check_plan_fits(plan, model, plan_file)
         return cls(run, model, plan, config, device=device)
 
     def save(self, path: str | Path) -> Path:
         """Copy the run directory to ``path`` (a new folder); returns it. ``Predictor.load(path)`` reads it back.
 
-        Raises FileExistsError when ``path`` exists.
+        The run's own files only: a symbolic link inside the run is refused, never followed (it
+        would copy whatever it points to), and the copy is made under a temporary name beside
+        ``path`` and renamed into place, so a failed save leaves nothing under the name.
+
+        Raises FileExistsError when ``path`` exists (a link included); UnsafePathError for a link
+        inside the run.
         """
+        import os
+        import tempfile
+
+        from mmcore.engine.atomic import UnsafePathError
+
         target = Path(path)
-        if target.exists():
+        if os.path.lexists(target):
             raise FileExistsError(f"{str(target)!r} exists; save into a new folder")
-        shutil.copytree(self.run_dir, target, ignore=shutil.ignore_patterns(".mmcore-lock", "feature_cache", "tensorboard"))
+        skip = {".mmcore-lock", "feature_cache", "tensorboard"}
+        for folder, dirs, files in os.walk(self.run_dir):
+            for name in dirs + files:
+                item = Path(folder) / name
+                if item.is_symlink() and not (Path(folder) == self.run_dir and name in skip):
+                    raise UnsafePathError(f"{item} is a symbolic link (to {os.readlink(item)}); a saved run holds its own "
+                                          "files only and a link is never followed: remove it, then save")
+            dirs[:] = [d for d in dirs if not (Path(folder) == self.run_dir and d in skip)]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+        try:
+            shutil.copytree(self.run_dir, staging / "run", symlinks=True, ignore=shutil.ignore_patterns(*skip))
+            os.rename(staging / "run", target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         return target
 
     @property
@@ -92,7 +131,7 @@ class Predictor:
         rows, base, index = self._rows(data)
         if not rows:
             raise ColumnError("the table has no rows")
-        preparer = Preparer(self.plan, base, strict=True)
+        preparer = Preparer(self.plan, base, strict=True, allow_outside_paths=True)  # as mmcore predict does
         samples = [preparer.sample(r, i, with_target=with_target) for i, r in enumerate(rows)]
         if with_target:
             missing = [i + 1 for i, s in enumerate(samples) if s["target"] is None]
@@ -184,6 +223,41 @@ class Predictor:
         return torch.cat([f.float().cpu() for f in self._outputs(samples, fused=True)]).numpy()
 
     def summary(self) -> dict[str, Any]:
-        """What ``fit`` reported (``fit_summary.json``): test metrics, epochs, time, cached slots."""
+        """What ``fit`` reported (``fit_summary.json``): test metrics, epochs, time, cached slots
+        ({} when there is none). CheckpointError when the file is damaged or not an object."""
+        from mmcore.engine.artefacts import MAX_JSON_BYTES, CheckpointError
+        from mmcore.engine.atomic import UnsafePathError, read_json
+
         file = self.run_dir / SUMMARY_FILE
-        return json.loads(file.read_text()) if file.is_file() else {}
+        if not file.exists():
+            return {}
+        try:
+            summary = read_json(file, max_bytes=MAX_JSON_BYTES, what=SUMMARY_FILE)
+        except (ValueError, UnsafePathError) as exc:
+            raise CheckpointError(str(exc)) from exc
+        if not isinstance(summary, dict):
+            raise CheckpointError(f"{file} must hold a JSON object, got {type(summary).__name__}")
+        return summary
+
+
+def _check_plan_fits(plan: Plan, model: Any, plan_file: Path) -> None:
+    """The plan must describe this model: its slots, and its classes or labels in the head's order
+    (files of two different fits in one folder would otherwise predict the wrong names)."""
+    from mmcore.engine.artefacts import CheckpointError
+
+    if set(plan.slots) != set(model.slots):
+        raise CheckpointError(f"{plan_file}: the plan's slots {sorted(plan.slots)} are not the model's {sorted(model.slots)}; "
+                              "the run's files come from different fits")
+    names = plan.classes if plan.task == "classification" else plan.labels if plan.task == "multilabel" else None
+    head = model.head
+    count = getattr(head, "num_classes", None) if plan.task == "classification" else getattr(head, "num_labels", None)
+    if names is None:
+        if count is not None or getattr(head, "classes", None):
+            raise CheckpointError(f"{plan_file}: a {plan.task} plan for a model whose head predicts classes")
+        return
+    classes = getattr(head, "classes", None)
+    if count != len(names) or (classes is not None and list(classes) != list(names)):
+        shown = list(classes) if classes is not None else f"{count} of them"
+        raise CheckpointError(f"{plan_file}: the plan's {'classes' if plan.task == 'classification' else 'labels'} "
+                              f"{list(names)[:10]} are not the model's {shown if isinstance(shown, str) else shown[:10]} "
+                              "(same names in the same order); the run's files come from different fits")

@@ -11,9 +11,10 @@ categorical cells as strings, the target as a class name / a list of label names
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,77 @@ class Plan:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Plan:
+    def from_json(cls, data: Any, where: str = "plan") -> Plan:
+        """A plan read back (``autofit.json``'s ``plan``), every field checked first: a damaged or
+        crafted file gives one ValueError naming the field (``where`` prefixes it), never a
+        KeyError/IndexError later."""
+        def fail(field: str, expected: str, got: Any) -> ValueError:
+            shown = repr(got) if not isinstance(got, (dict, list)) else f"{type(got).__name__} of {len(got)}"
+            return ValueError(f"{where}.{field} must be {expected}, got {shown[:80]}")
+
+        def names(field: str, value: Any, *, unique: bool = False, empty: bool = True) -> list[str]:
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value) or (not empty and not value):
+                raise fail(field, "a list of strings" + ("" if empty else " (not empty)"), value)
+            if unique and len(set(value)) != len(value):
+                raise fail(field, "a list of distinct strings", value)
+            return value
+
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{where} must be an object, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{where} has unknown field(s) {unknown[:5]}; a plan has {sorted(known)}")
+        target, task, slots = data.get("target"), data.get("task"), data.get("slots")
+        if not isinstance(target, str):
+            raise fail("target", "the target column's name", target)
+        if task not in ("classification", "multilabel", "regression"):
+            raise fail("task", "classification, multilabel or regression", task)
+        if not isinstance(slots, Mapping) or not slots:
+            raise fail("slots", "an object of slots", slots)
+        for slot, spec in slots.items():
+            kind = spec.get("kind") if isinstance(spec, Mapping) else None
+            if not isinstance(slot, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", slot):
+                raise fail("slots", "slot names of letters, digits and underscores", slot)
+            if kind == TABULAR_SLOT:
+                if not {"kind", "numeric", "categorical"} <= set(spec) <= {"kind", "numeric", "categorical", "dates"}:
+                    raise fail(f"slots.{slot}", "{kind, numeric, categorical[, dates]}", sorted(spec))
+                names(f"slots.{slot}.numeric", spec["numeric"])
+                names(f"slots.{slot}.categorical", spec["categorical"])
+                for column in names(f"slots.{slot}.dates", spec.get("dates", [])):
+                    if column not in (data.get("dates") or {}):
+                        raise fail(f"slots.{slot}.dates", "date columns described in dates", column)
+            elif kind in (*FILE_KINDS, "text"):
+                if set(spec) != {"kind", "column"} or not isinstance(spec["column"], str):
+                    raise fail(f"slots.{slot}", "{kind, column: a column name}", dict(spec))
+            else:
+                raise fail(f"slots.{slot}.kind", f"one of {', '.join((*FILE_KINDS, 'text', TABULAR_SLOT))}", kind)
+        classes, labels = data.get("classes"), data.get("labels")
+        if task == "classification":
+            names("classes", classes, unique=True, empty=False)
+        elif classes is not None:
+            raise fail("classes", f"null for a {task} plan", classes)
+        if task == "multilabel":
+            names("labels", labels, unique=True, empty=False)
+        elif labels is not None:
+            raise fail("labels", f"null for a {task} plan", labels)
+        if data.get("delimiter") is not None and not isinstance(data.get("delimiter"), str):
+            raise fail("delimiter", "null or a string", data.get("delimiter"))
+        fill, indicators = data.get("fill", {}), data.get("indicators", {})
+        if not isinstance(fill, Mapping) or not all(isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                     and math.isfinite(v) for k, v in fill.items()):
+            raise fail("fill", "an object of finite numbers", fill)
+        if not isinstance(indicators, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in indicators.items()):
+            raise fail("indicators", "an object of column names", indicators)
+        names("text_files", data.get("text_files", []))
+        dated = data.get("dates", {})
+        if not isinstance(dated, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, Mapping) and isinstance(v.get("format"), str)
+                and isinstance(v.get("numeric", {}), Mapping) and isinstance(v.get("categorical", {}), Mapping)
+                for k, v in dated.items()):
+            raise fail("dates", "an object of date columns, each with its format and derived parts", dated)
+        if not isinstance(data.get("split_column", "split"), str):
+            raise fail("split_column", "a column name", data.get("split_column"))
         return cls(**dict(data))
 
     @property
@@ -178,11 +249,14 @@ class Preparer:
     ``{column: {row index: reason}}`` cells known to be missing/unreadable files (from inference);
     other file cells are checked here, and (``strict=False``) turned missing with a count in
     :attr:`dropped_files`, or (``strict=True``) raised as a :class:`ColumnError` naming row and column.
+    ``allow_outside_paths``: let cells name files outside ``base`` (the rule of ``mmcore train``,
+    :mod:`mmcore_plugins.io.paths`; a Predictor reads whatever its caller names, as ``mmcore predict`` does).
     """
 
     def __init__(self, plan: Plan, base: str | Path, *, unusable: Mapping[str, Mapping[int, str]] | None = None,
-                 strict: bool = False, check_files: bool = True) -> None:
+                 strict: bool = False, check_files: bool = True, allow_outside_paths: bool = False) -> None:
         self.plan, self.base, self.strict, self.check_files = plan, Path(base).resolve(), strict, check_files
+        self.allow_outside_paths = allow_outside_paths
         self.unusable = {c: dict(v) for c, v in (unusable or {}).items()}
         self.dropped_files: dict[str, int] = {}
         # any spelling of a class finds it (a JSON Lines 1 is the CSV's "1")
@@ -195,7 +269,12 @@ class Preparer:
         if index in self.unusable.get(column, {}):
             self.dropped_files[column] = self.dropped_files.get(column, 0) + 1
             return None
-        path = resolve_path(value, self.base)
+        from mmcore_plugins.io.paths import OutsidePathError
+
+        try:
+            path = resolve_path(value, self.base, allow_outside=self.allow_outside_paths)
+        except OutsidePathError as exc:
+            raise ColumnError(f"row {index + 1}, column {column!r}: {exc}") from exc
         problem = None if path is not None else f"file {value!r} does not exist (relative to {str(self.base)!r})"
         if path is not None and self.check_files:
             from mmcore_plugins.io import MediaError, check_media
@@ -295,8 +374,9 @@ class Preparer:
             return [int(k in found) for k in range(len(self.labels))]
         found = self.classes.get(value)
         if found is None:
+            known = plan.classes or []
             raise ColumnError(f"row {index + 1}, target {plan.target!r}: class {value!r} was not in the training table "
-                              f"(known: {', '.join(plan.classes or [])})")
+                              f"(known: {', '.join(known[:20])}{', ...' if len(known) > 20 else ''})")
         return found
 
     def target_label(self, row: Mapping[str, Any], index: int) -> Any:

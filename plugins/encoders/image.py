@@ -33,7 +33,8 @@ class ImageProcessor(mmcore.Processor):
         self.training = False
 
     def __call__(self, raw: Any) -> torch.Tensor:
-        x = read_image(raw, channels=self.channels, background=self.background)
+        # max_side: a huge picture is reduced right after decoding, before the float conversions.
+        x = read_image(raw, channels=self.channels, background=self.background, max_side=self.image_size)
         x = F.interpolate(x[None], size=(self.image_size, self.image_size), mode="bilinear", align_corners=False, antialias=True)[0]
         if self.augment and self.training:
             # Small random shifts (up to 1/16 of the side, at least a pixel): robust to where the

@@ -24,7 +24,8 @@ def check_classes(classes: Sequence[Any] | None, count: int | None, count_name: 
         except ValueError as exc:
             raise ValueError(f"classes: {exc}") from exc
         if count is not None and count != len(names):
-            raise ValueError(f"{count_name}={count} but classes lists {len(names)} names {names}")
+            raise ValueError(f"{count_name}={count} but classes lists {len(names)} names {names[:20]}"
+                             + (" ..." if len(names) > 20 else ""))
     return names, (count if count is not None else len(names or []))
 
 

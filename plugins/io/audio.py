@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmcore_plugins.io.errors import AudioReadError, describe
+from mmcore_plugins.io.errors import AudioReadError, describe, not_a_regular_file
 
 __all__ = ["AUDIO_SUFFIXES", "AudioInfo", "load_audio", "looks_like_audio", "probe_audio", "read_audio", "resample", "verify_audio",
            "MIN_SAMPLE_RATE", "MAX_SAMPLE_RATE", "MAX_CHANNELS", "MAX_COMPRESSION"]
@@ -128,10 +128,10 @@ def _open(path: str | os.PathLike):
     import soundfile
 
     name = describe(path)
-    if os.path.isdir(path):
-        raise AudioReadError(f"cannot read audio {name}: it is a folder, expected an audio file", path=path)
-    if not os.path.exists(path):
-        raise AudioReadError(f"cannot read audio {name}: no such file", path=path)
+    problem = not_a_regular_file(path)
+    if problem is not None:  # a FIFO would block libsndfile for ever
+        raise AudioReadError(f"cannot read audio {name}: {problem}" + (", expected an audio file" if "folder" in problem else ""),
+                             path=path)
     try:
         return soundfile.SoundFile(os.fspath(path))
     except Exception as exc:  # noqa: BLE001 - soundfile.LibsndfileError, RuntimeError, TypeError by version

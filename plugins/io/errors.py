@@ -5,6 +5,7 @@ expected and what came; all are ``ValueError`` subclasses (bad input, not a bug)
 from __future__ import annotations
 
 import os
+import stat
 
 from mmcore.errors import MmcoreError
 
@@ -30,6 +31,30 @@ class AudioReadError(MediaError):
 
 class TextReadError(MediaError):
     """A text file cannot be read (missing, too large, not valid in the given encoding)."""
+
+
+def not_a_regular_file(path: str | os.PathLike) -> str | None:
+    """Why ``path`` cannot be opened as a media file, or None when it is a regular file (links followed).
+
+    "no such file", "it is a folder", "it is a FIFO (named pipe)", "it is a device", "it is a socket":
+    a FIFO blocks its reader until someone writes to it and a device such as ``/dev/zero`` never
+    ends, so such a path is refused before it is opened.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "no such file"
+    except (OSError, ValueError) as exc:  # a name too long, a NUL byte, no permission
+        return getattr(exc, "strerror", None) or str(exc)
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "it is a folder"
+    if stat.S_ISFIFO(mode):
+        return "it is a FIFO (named pipe), not a regular file"
+    if stat.S_ISSOCK(mode):
+        return "it is a socket, not a regular file"
+    return "it is a device, not a regular file"
 
 
 def describe(path: str | os.PathLike) -> str:

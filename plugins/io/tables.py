@@ -1,4 +1,5 @@
-"""Tables (manifests, ``mmcore predict --data`` files) -> a list of ``{column: value}`` rows.
+"""Tables (manifests, ``mmcore predict --data`` files) -> a list of ``{column: value}`` rows, or
+batches of them (:func:`iter_table`: memory bounded by one batch, for tables of any length).
 
 Read through the libraries made for each format: the :mod:`csv` module for CSV/TSV, :mod:`json`
 for JSON Lines (and a ``.json`` file holding one array of objects), pyarrow for Parquet; a pandas
@@ -9,6 +10,16 @@ Every error names the file and, where there is one, the line: a decode error giv
 byte offset of the first bad byte, a duplicate column name (where the last one would otherwise
 silently win) and a cell over the size limit are refused.
 
+Bounds, the same for every format, checked before anything is materialised: a table read whole
+(:func:`read_table`) holds at most :data:`MAX_TABLE_BYTES` of data -- the file's size for CSV and
+JSON Lines, the uncompressed size its metadata declares for Parquet -- and :data:`MAX_TABLE_ROWS`
+rows (Parquet's row count is read from its footer; a 250 KB file can declare 20 million rows);
+a cell holds at most :data:`MAX_CELL_BYTES` (a Parquet column chunk whose rows average more is
+refused from its metadata, every string cell is measured in Arrow before it becomes a Python
+value, a CSV field by :mod:`csv`'s own limit). A path that is a FIFO, a device or a folder is
+refused before it is opened. JSON Lines are split at ``\n`` only: U+2028, U+0085 and the other
+characters Python's ``str.splitlines`` also breaks at are text inside a value.
+
 Cells come back as Python values: strings from CSV (an empty field is ``""``), JSON values from
 JSON Lines, and from Parquet/DataFrames ``None`` for a missing cell (null, NaN, NaT, pd.NA all
 become ``None``), lists for list columns, plain ``int``/``float``/``str``/``bool`` otherwise.
@@ -17,11 +28,13 @@ become ``None``), lists for list columns, plain ``int``/``float``/``str``/``bool
 from __future__ import annotations
 
 import codecs
+import collections
 import csv
 import io
 import json
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +46,20 @@ JSONL_SUFFIXES = frozenset({".jsonl", ".ndjson", ".json"})
 PARQUET_SUFFIXES = frozenset({".parquet", ".pq"})
 TABLE_SUFFIXES = CSV_SUFFIXES | JSONL_SUFFIXES | PARQUET_SUFFIXES
 
-#: The largest CSV field accepted (characters). csv's own default is 131072, which a long text cell
-#: passes easily; a field beyond this one is a named error (it is most likely an unclosed quote).
-MAX_FIELD_CHARS = 2**31 - 1
-
-#: Manifests are read whole; a file larger than this is refused before it is read (1 GiB).
+#: A table read whole holds at most this much data (1 GiB): the file's size for text formats, the
+#: declared uncompressed size for Parquet. :func:`iter_table` streams longer tables.
 MAX_TABLE_BYTES = 1 << 30
+
+#: A table read whole holds at most this many rows (a Python row costs a few hundred bytes).
+MAX_TABLE_ROWS = 10_000_000
+
+#: The largest cell accepted, in bytes (characters for CSV): what a text file may hold
+#: (mmcore_plugins.io.text.MAX_TEXT_BYTES, 64 MiB); a CSV field beyond it is most likely an unclosed quote.
+MAX_CELL_BYTES = 64 * 1024 * 1024
+MAX_FIELD_CHARS = MAX_CELL_BYTES
+
+#: Rows per batch of :func:`iter_table` unless asked otherwise.
+BATCH_ROWS = 4096
 
 
 class TableError(UserInputError):
@@ -59,60 +80,153 @@ def read_table(source: Any, *, encoding: str = "utf-8-sig") -> list[dict[str, An
 
     Raises :class:`TableError` (a ``ValueError``) naming the file and line: undecodable bytes
     (with the byte offset), duplicate or unnamed non-empty columns, a CSV row with more fields
-    than the header, a JSON line that is not an object, a field over ``MAX_FIELD_CHARS``;
-    :class:`TableNotFoundError` (also a ``FileNotFoundError``) when the file does not exist.
+    than the header, a JSON line that is not an object, a cell over ``MAX_CELL_BYTES``, a table
+    over ``MAX_TABLE_BYTES`` or ``MAX_TABLE_ROWS`` (module docstring); :class:`TableNotFoundError`
+    (also a ``FileNotFoundError``) when the file does not exist.
     """
+    rows: list[dict[str, Any]] = []
+    for batch in _batches(source, encoding=encoding, batch_rows=65536, whole=True):
+        rows += batch
+    return rows
+
+
+def iter_table(source: Any, *, encoding: str = "utf-8-sig", batch_rows: int = BATCH_ROWS) -> Iterator[list[dict[str, Any]]]:
+    """The rows of ``source`` (as :func:`read_table` reads them) in lists of at most ``batch_rows``.
+
+    Streams the file: memory follows one batch, whatever the table's length (``MAX_TABLE_BYTES``
+    and ``MAX_TABLE_ROWS`` apply to whole reads only; a cell is still at most ``MAX_CELL_BYTES``,
+    and a Parquet row group at most ``MAX_TABLE_BYTES``). The header (or the file's checks) is read
+    before the first batch is yielded; errors name the file and line as :func:`read_table`'s do.
+    """
+    if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
+        raise ValueError(f"batch_rows must be a positive int, got {batch_rows!r}")
+    return _batches(source, encoding=encoding, batch_rows=batch_rows, whole=False)
+
+
+def table_columns(source: Any, *, encoding: str = "utf-8-sig") -> list[str]:
+    """The column names of ``source``: the CSV header, Parquet's schema, the keys of every JSON line
+    (a pass over the file, nothing kept), a DataFrame's columns."""
     if _is_dataframe(source):
-        return _frame_rows(source)
-    if type(source).__module__.startswith("pyarrow") and hasattr(source, "to_pylist"):
-        return _arrow_rows(source, "the pyarrow table")
+        return [str(c) for c in source.columns]
+    if type(source).__module__.startswith("pyarrow") and hasattr(source, "column_names"):
+        return list(source.column_names)
+    path = _table_path(source)
+    suffix = path.suffix.lower()
+    if suffix in PARQUET_SUFFIXES:
+        return list(_parquet_file(path).schema_arrow.names)
+    if suffix in CSV_SUFFIXES:
+        batches = _csv_batches(path, encoding, batch_rows=1, delimiter="\t" if suffix in (".tsv", ".tab") else ",",
+                               header_only=True)
+        return next(batches, [])
+    seen: dict[str, None] = {}
+    for batch in _batches(path, encoding=encoding, batch_rows=BATCH_ROWS, whole=False):
+        for row in batch:
+            seen.update(dict.fromkeys(row))
+    return list(seen)
+
+
+def _table_path(source: Any) -> Path:
+    from mmcore.engine.atomic import UnsafePathError, check_regular_file
+
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"a table is a file path, a pandas DataFrame or a pyarrow Table, got {type(source).__name__}")
     path = Path(source).expanduser()
-    if not path.is_file():
-        raise TableNotFoundError(f"table {str(path)!r} does not exist" + (" (it is a folder)" if path.is_dir() else ""))
+    if not path.exists():
+        raise TableNotFoundError(f"table {str(path)!r} does not exist")
+    try:
+        check_regular_file(path, "table")
+    except UnsafePathError as exc:
+        raise TableError(str(exc)) from None
     suffix = path.suffix.lower()
     if suffix not in TABLE_SUFFIXES:
         raise TableError(f"{path}: expected a {', '.join(sorted(TABLE_SUFFIXES))} file, got {suffix or 'no suffix'}")
+    return path
+
+
+def _batches(source: Any, *, encoding: str, batch_rows: int, whole: bool) -> Iterator[list[dict[str, Any]]]:
+    if _is_dataframe(source):
+        rows = _frame_rows(source)
+        return iter([rows[i:i + batch_rows] for i in range(0, len(rows), batch_rows)])
+    if type(source).__module__.startswith("pyarrow") and hasattr(source, "to_pylist"):
+        return _arrow_batches(source, "the pyarrow table", batch_rows)
+    path = _table_path(source)
+    suffix = path.suffix.lower()
     if suffix in PARQUET_SUFFIXES:
-        return _parquet_rows(path)
-    if path.stat().st_size > MAX_TABLE_BYTES:
-        raise TableError(f"{path}: {path.stat().st_size} bytes, more than the {MAX_TABLE_BYTES}-byte limit for a table")
-    text = _decode(path, encoding)
+        return _parquet_batches(path, batch_rows, whole)
+    size = path.stat().st_size
+    if whole and size > MAX_TABLE_BYTES:
+        raise TableError(f"{path}: {size} bytes, more than the {MAX_TABLE_BYTES}-byte limit for a table read whole")
+    codec = _codec(path, encoding)
+    limit = MAX_TABLE_ROWS if whole else None
     if suffix in JSONL_SUFFIXES:
-        return _jsonl_rows(path, text)
-    return _csv_rows(path, text, delimiter="\t" if suffix in (".tsv", ".tab") else ",")
+        return _limited(_jsonl_batches(path, codec, encoding, batch_rows), path, limit)
+    return _limited(_csv_batches(path, codec, batch_rows=batch_rows, delimiter="\t" if suffix in (".tsv", ".tab") else ",",
+                                 encoding=encoding), path, limit)
+
+
+def _limited(batches: Iterator[list[dict[str, Any]]], path: Path, max_rows: int | None) -> Iterator[list[dict[str, Any]]]:
+    count = 0
+    for batch in batches:
+        count += len(batch)
+        if max_rows is not None and count > max_rows:
+            raise TableError(f"{path}: more than {max_rows} rows, the limit for a table read whole; split it, or predict "
+                             "it with mmcore predict --data (which streams it)")
+        yield batch
 
 
 # ---------------------------------------------------------------------- text formats
-def _decode(path: Path, encoding: str) -> str:
+def _codec(path: Path, encoding: str) -> str:
     try:
-        codec = codecs.lookup(encoding).name
+        return codecs.lookup(encoding).name
     except LookupError as exc:
         raise TableError(f"{path}: unknown encoding {encoding!r}") from exc
-    data = path.read_bytes()
-    try:
-        text = data.decode(codec)
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        bad = data[exc.start : min(exc.end, exc.start + 4)]
-        raise TableError(f"{path}: line {line}, byte offset {exc.start}: {bad!r} is not valid {encoding} ({exc.reason}); "
-                         "set the manifest's encoding (e.g. encoding: cp1252 for a CSV saved by Excel) "
-                         "or re-save the file as UTF-8") from exc
-    return text.removeprefix("\ufeff")  # a byte-order mark is not part of the first column's name
 
 
-def _csv_rows(path: Path, text: str, *, delimiter: str) -> list[dict[str, Any]]:
+def _decode_error(path: Path, codec: str, encoding: str) -> TableError:
+    """The first undecodable byte of ``path``, by line and byte offset (found again from the bytes:
+    a streaming decoder reports offsets within its chunk)."""
+    decoder = codecs.getincrementaldecoder(codec)()
+    offset = lines = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                data = exc.object  # what the decoder held from the last chunk, then this chunk
+                held = len(data) - len(chunk)
+                at = offset - held + exc.start
+                line = lines - data.count(b"\n", 0, held) + data.count(b"\n", 0, exc.start) + 1
+                bad = data[exc.start:min(exc.end, exc.start + 4)]
+                return TableError(f"{path}: line {line}, byte offset {at}: {bad!r} is not valid {encoding} ({exc.reason}); "
+                                  "set the manifest's encoding (e.g. encoding: cp1252 for a CSV saved by Excel) or re-save "
+                                  "the file as UTF-8")
+            offset += len(chunk)
+            lines += chunk.count(b"\n")
+    return TableError(f"{path}: not valid {encoding}")
+
+
+def _text(path: Path, codec: str, newline: str) -> io.TextIOWrapper:
+    return io.TextIOWrapper(open(path, "rb"), encoding=codec, errors="strict", newline=newline)
+
+
+def _csv_batches(path: Path, codec: str, *, batch_rows: int, delimiter: str, encoding: str = "utf-8-sig",
+                 header_only: bool = False) -> Iterator[list[Any]]:
     previous = csv.field_size_limit()
-    csv.field_size_limit(MAX_FIELD_CHARS)  # csv's 131072-character default refuses ordinary long texts
-    try:
-        reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    with _text(path, codec, "") as fh:
         try:
+            csv.field_size_limit(MAX_FIELD_CHARS)  # csv's 131072-character default refuses ordinary long texts
+            reader = csv.reader(fh, delimiter=delimiter)
             header = next(reader, None)
             if header is None:
-                return []
+                return
+            if header:
+                header[0] = header[0].removeprefix("\ufeff")  # a byte-order mark is not part of the first name
             names = _check_header(path, header)
-            rows = []
+            if header_only:
+                yield [n for _, n in names if not n.startswith("\0unnamed")]
+                return
+            unnamed = any(n.startswith("\0unnamed") for _, n in names)
+            rows: list[dict[str, Any]] = []
             for record in reader:
                 if not record:  # a blank line
                     continue
@@ -122,13 +236,21 @@ def _csv_rows(path: Path, text: str, *, delimiter: str) -> list[dict[str, Any]]:
                         raise TableError(f"{path}: line {reader.line_num} has {len(record)} fields, the header "
                                          f"{len(header)} ({', '.join(header)}); a value holding '{delimiter}' must be quoted")
                 # A short row (Excel leaves trailing empty fields out) has empty cells.
-                rows.append({name: (record[i] if i < len(record) else "") for i, name in names})
+                row = {name: (record[i] if i < len(record) else "") for i, name in names}
+                if unnamed:
+                    row = _drop_unnamed(path, row, len(rows) + 1)
+                rows.append(row)
+                if len(rows) >= batch_rows:
+                    yield rows
+                    rows = []
+            if rows:
+                yield rows
         except csv.Error as exc:
             raise TableError(f"{path}: line {reader.line_num}: {exc}") from exc
-    finally:
-        csv.field_size_limit(previous)
-    unnamed = [i for i, name in enumerate(header) if not name.strip()]
-    return rows if not unnamed else _drop_unnamed(path, rows)
+        except UnicodeDecodeError:
+            raise _decode_error(path, codec, encoding) from None
+        finally:
+            csv.field_size_limit(previous)
 
 
 def _check_header(path: Path, header: list[str]) -> list[tuple[int, str]]:
@@ -147,58 +269,161 @@ def _check_header(path: Path, header: list[str]) -> list[tuple[int, str]]:
     return [(i, name if name.strip() else f"\0unnamed{i + 1}") for i, name in enumerate(header)]
 
 
-def _drop_unnamed(path: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    for number, row in enumerate(rows, start=2):
-        for key, value in row.items():
-            if key.startswith("\0unnamed") and str(value).strip():
-                raise TableError(f"{path}: column {key[len(chr(0)) + 7:]} has no name in the header but holds "
-                                 f"{value!r:.40} (data row {number - 1}); name it in the header")
-    return [{k: v for k, v in row.items() if not k.startswith("\0unnamed")} for row in rows]
+def _drop_unnamed(path: Path, row: dict[str, Any], number: int) -> dict[str, Any]:
+    for key, value in row.items():
+        if key.startswith("\0unnamed") and str(value).strip():
+            raise TableError(f"{path}: column {key[len(chr(0)) + 7:]} has no name in the header but holds "
+                             f"{value!r:.40} (data row {number}); name it in the header")
+    return {k: v for k, v in row.items() if not k.startswith("\0unnamed")}
 
 
-def _jsonl_rows(path: Path, text: str) -> list[dict[str, Any]]:
-    if path.suffix.lower() == ".json" and text.lstrip().startswith("["):  # one JSON array of objects
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise TableError(f"{path}: not valid JSON: {exc}") from exc
-        for i, row in enumerate(data, start=1):
-            if not isinstance(row, dict):
-                raise TableError(f"{path}: item {i} of the array must be a JSON object, got {type(row).__name__}")
-        return data
-    rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise TableError(f"{path}: line {number} is not valid JSON: {exc}") from exc
-        if not isinstance(row, dict):
-            raise TableError(f"{path}: line {number} must hold a JSON object, got {type(row).__name__} {line.strip()!r:.40}")
-        rows.append(row)
-    return rows
+def _json_value(path: Path, text: str, where: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise TableError(f"{path}: {where} is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise TableError(f"{path}: {where} nests JSON arrays or objects too deeply") from None
+
+
+def _check_cells(path: Path, row: dict[str, Any], where: str) -> None:
+    for key, value in row.items():
+        if isinstance(value, str) and len(value) > MAX_CELL_BYTES:
+            raise TableError(f"{path}: {where}, column {key!r}: a cell of {len(value)} characters, more than the "
+                             f"{MAX_CELL_BYTES} a cell may hold")
+
+
+def _jsonl_batches(path: Path, codec: str, encoding: str, batch_rows: int) -> Iterator[list[dict[str, Any]]]:
+    try:
+        with _text(path, codec, "\n") as fh:  # lines end at "\n" only: U+2028, U+0085, \x0c are text
+            first = fh.read(1)
+            while first and first in " \t\r\n\ufeff":
+                first = fh.read(1)
+            if path.suffix.lower() == ".json" and first == "[":  # one JSON array of objects: read whole
+                fh.seek(0)
+                data = _json_value(path, fh.read().removeprefix("\ufeff"), "the file")
+                if not isinstance(data, list):
+                    raise TableError(f"{path}: expected a JSON array of objects, got {type(data).__name__}")
+                for i, row in enumerate(data, start=1):
+                    if not isinstance(row, dict):
+                        raise TableError(f"{path}: item {i} of the array must be a JSON object, got {type(row).__name__}")
+                    _check_cells(path, row, f"item {i}")
+                for start in range(0, len(data), batch_rows):
+                    yield data[start:start + batch_rows]
+                return
+            fh.seek(0)
+            rows: list[dict[str, Any]] = []
+            for number, line in enumerate(fh, start=1):
+                if number == 1:
+                    line = line.removeprefix("\ufeff")
+                if not line.strip():
+                    continue
+                row = _json_value(path, line, f"line {number}")
+                if not isinstance(row, dict):
+                    raise TableError(f"{path}: line {number} must hold a JSON object, got {type(row).__name__} {line.strip()!r:.40}")
+                if len(line) > MAX_CELL_BYTES:
+                    _check_cells(path, row, f"line {number}")
+                rows.append(row)
+                if len(rows) >= batch_rows:
+                    yield rows
+                    rows = []
+            if rows:
+                yield rows
+    except UnicodeDecodeError:
+        raise _decode_error(path, codec, encoding) from None
 
 
 # ---------------------------------------------------------------------- columnar
-def _parquet_rows(path: Path) -> list[dict[str, Any]]:
+def _parquet_file(path: Path) -> Any:
     try:
         import pyarrow.parquet as pq
     except ImportError as exc:  # a dependency; a broken install still gets a clear line
         raise TableError(f"{path}: reading Parquet needs pyarrow (pip install pyarrow)") from exc
     try:
-        table = pq.read_table(path)
+        return pq.ParquetFile(path)  # the footer only
     except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ... for damaged files
         raise TableError(f"{path}: not a readable Parquet file: {exc}") from exc
-    return _arrow_rows(table, str(path))
 
 
-def _arrow_rows(table: Any, name: str) -> list[dict[str, Any]]:
-    names = list(table.column_names)
-    duplicates = sorted({n for n in names if names.count(n) > 1})
+def _check_parquet(path: Path, parquet: Any, whole: bool) -> None:
+    """The footer's row count and uncompressed sizes against the bounds (module docstring), before any page is read."""
+    meta = parquet.metadata
+    if whole and meta.num_rows > MAX_TABLE_ROWS:
+        raise TableError(f"{path}: {meta.num_rows} rows, more than the {MAX_TABLE_ROWS}-row limit for a table read whole; "
+                         "split it, or predict it with mmcore predict --data (which streams it)")
+    total = 0
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        size = sum(max(0, group.column(c).total_uncompressed_size) for c in range(group.num_columns))
+        total += size
+        if size > MAX_TABLE_BYTES:
+            raise TableError(f"{path}: row group {g} holds {size} bytes uncompressed, more than the {MAX_TABLE_BYTES}-byte "
+                             "limit")
+        for c in range(group.num_columns):
+            chunk = group.column(c)
+            if chunk.total_uncompressed_size > MAX_CELL_BYTES * max(1, group.num_rows):
+                raise TableError(f"{path}: column {chunk.path_in_schema!r} holds {chunk.total_uncompressed_size} bytes "
+                                 f"in {group.num_rows} row(s) of row group {g}: cells larger than the {MAX_CELL_BYTES}-byte "
+                                 "limit of a cell")
+    if whole and total > MAX_TABLE_BYTES:
+        raise TableError(f"{path}: {total} bytes uncompressed, more than the {MAX_TABLE_BYTES}-byte limit for a table "
+                         "read whole")
+
+
+def _check_arrow_cells(batch: Any, name: str) -> None:
+    """Every string / binary cell of an Arrow batch within MAX_CELL_BYTES, measured before Python sees it."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for field, column in zip(batch.schema, batch.columns, strict=True):
+        kind = field.type
+        if pa.types.is_dictionary(kind):
+            column, kind = column.dictionary, kind.value_type
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+            longest = pc.max(pc.binary_length(column)).as_py() if len(column) else None
+            if longest is not None and longest > MAX_CELL_BYTES:
+                raise TableError(f"{name}: column {field.name!r} holds a cell of {longest} bytes, more than the "
+                                 f"{MAX_CELL_BYTES}-byte limit of a cell")
+
+
+def read_parquet_table(path: str | os.PathLike) -> Any:
+    """A Parquet file as a pyarrow Table, within the bounds of a table read whole (module docstring)."""
+    path = _table_path(path)
+    parquet = _parquet_file(path)
+    _check_parquet(path, parquet, whole=True)
+    try:
+        table = parquet.read()
+    except Exception as exc:  # noqa: BLE001 - pyarrow's errors for damaged pages
+        raise TableError(f"{path}: not a readable Parquet file: {exc}") from exc
+    _check_arrow_cells(table, str(path))
+    return table
+
+
+def _parquet_batches(path: Path, batch_rows: int, whole: bool) -> Iterator[list[dict[str, Any]]]:
+    parquet = _parquet_file(path)
+    _check_parquet(path, parquet, whole)
+    _check_names(list(parquet.schema_arrow.names), str(path))
+    try:
+        batches = parquet.iter_batches(batch_size=batch_rows)
+        for batch in batches:
+            _check_arrow_cells(batch, str(path))
+            yield [{k: _plain(v) for k, v in row.items()} for row in batch.to_pylist()]
+    except TableError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pyarrow's errors for damaged pages
+        raise TableError(f"{path}: not a readable Parquet file: {exc}") from exc
+
+
+def _check_names(names: list[str], name: str) -> None:
+    duplicates = sorted(n for n, k in collections.Counter(names).items() if k > 1)  # linear in the columns
     if duplicates:
         raise TableError(f"{name}: duplicate column name(s) {duplicates}; rename them so each column has one meaning")
-    return [{k: _plain(v) for k, v in row.items()} for row in table.to_pylist()]
+
+
+def _arrow_batches(table: Any, name: str, batch_rows: int) -> Iterator[list[dict[str, Any]]]:
+    _check_names(list(table.column_names), name)
+    for batch in table.to_batches(max_chunksize=batch_rows):
+        yield [{k: _plain(v) for k, v in row.items()} for row in batch.to_pylist()]
 
 
 def _is_dataframe(value: Any) -> bool:
@@ -207,7 +432,7 @@ def _is_dataframe(value: Any) -> bool:
 
 def _frame_rows(frame: Any) -> list[dict[str, Any]]:
     names = [str(c) for c in frame.columns]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
+    duplicates = sorted(n for n, k in collections.Counter(names).items() if k > 1)  # linear in the columns
     if duplicates:
         raise TableError(f"the DataFrame has duplicate column name(s) {duplicates}; rename them so each column has one meaning")
     return [{name: _plain(value) for name, value in zip(names, record, strict=True)}
@@ -234,4 +459,5 @@ def _plain(value: Any) -> Any:
     return value
 
 
-__all__ = ["TABLE_SUFFIXES", "TableError", "TableNotFoundError", "read_table"]
+__all__ = ["MAX_CELL_BYTES", "MAX_TABLE_BYTES", "MAX_TABLE_ROWS", "TABLE_SUFFIXES", "TableError", "TableNotFoundError",
+           "iter_table", "read_parquet_table", "read_table", "table_columns"]

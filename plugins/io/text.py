@@ -9,7 +9,7 @@ from __future__ import annotations
 import codecs
 import os
 
-from mmcore_plugins.io.errors import TextReadError, describe
+from mmcore_plugins.io.errors import TextReadError, describe, not_a_regular_file
 
 #: Suffixes (lower case, with the dot) of files read as plain text.
 TEXT_SUFFIXES: frozenset[str] = frozenset({".txt", ".text", ".md", ".markdown", ".rst"})
@@ -42,6 +42,9 @@ def read_text(path: str | os.PathLike, *, encoding: str = "utf-8", max_bytes: in
     try:
         if os.path.isdir(path):
             raise TextReadError(f"text file {name} is a folder, expected a file", path=path)
+        problem = not_a_regular_file(path)
+        if problem is not None and problem != "no such file":  # a FIFO would block open() for ever
+            raise TextReadError(f"cannot read text file {name}: {problem}", path=path)
         size = os.path.getsize(path)
         if size > max_bytes:
             raise TextReadError(f"text file {name} is {size} bytes, more than the {max_bytes}-byte limit", path=path)

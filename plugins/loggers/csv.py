@@ -9,6 +9,7 @@ atomically after every epoch and when the run ends, so the file always matches t
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -17,19 +18,16 @@ import mmcore
 
 def write_history(history: Sequence[Mapping[str, float]], path: Path) -> None:
     """``history`` as CSV at ``path`` (atomic): a header of every key, then one row per entry."""
-    from mmcore.engine.checkpoint import atomic_write  # when a run writes, not when plugins are discovered
+    from mmcore.engine.atomic import write_file  # when a run writes, not when plugins are discovered
 
     keys: list[str] = []
     for row in history:
         keys += [k for k in row if k not in keys]
-
-    def write(tmp: Path) -> None:
-        with tmp.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(history)
-
-    atomic_write(path, write)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(history)
+    write_file(path, text.getvalue())
 
 
 class CsvLogger:

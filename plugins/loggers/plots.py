@@ -17,7 +17,7 @@ class PlotsLogger:
     def mmcore_train_end(self, trainer, report) -> None:
         from mmcore.engine.plots import plot_history  # matplotlib only when a run ends, not at discovery
 
-        report["plots"] = [str(p) for p in plot_history(trainer.history, trainer.rundir.plots)]
+        report["plots"] = [str(p) for p in plot_history(trainer.history, trainer.rundir.plots, root=trainer.rundir.path)]
 
 
 @mmcore.hookimpl

@@ -22,7 +22,12 @@ class TensorBoardLogger:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # tensorboard not installed: skip silently
             return
-        self.writer = SummaryWriter(log_dir=str(trainer.rundir.tensorboard))
+        from mmcore.engine.atomic import ensure_folder
+
+        # TensorBoard names its own event files: the folder is made (or found) a real one first,
+        # so a linked tensorboard/ is refused rather than written through.
+        folder = ensure_folder(trainer.rundir.tensorboard, root=trainer.rundir.path)
+        self.writer = SummaryWriter(log_dir=str(folder))
 
     @mmcore.hookimpl
     def mmcore_epoch_end(self, epoch, metrics) -> None:

@@ -39,9 +39,31 @@ def default_vector(names: list[str]) -> str:
     return head[-1] if head else "fused"
 
 
+def _positive(args: argparse.Namespace, *options: str) -> None:
+    """Each ``--option`` given must be an integer >= 1 (ConfigError naming it, before any work)."""
+    for option in options:
+        value = getattr(args, option.lstrip("-").replace("-", "_"), None)
+        if value is not None and value < 1:
+            raise ConfigError([ConfigIssue(option, f"expected a positive integer, got {value}")])
+
+
+def _check_index_outputs(index: Path, overwrite: bool) -> None:
+    from mmcore_plugins.retrieval.index import is_index_sidecar
+
+    sidecar = index.with_name(index.name + ".json")
+    if index.is_dir():
+        raise ConfigError([ConfigIssue("--index", f"{index} is a folder, expected a file")])
+    if (index.exists() or index.is_symlink()) and not overwrite:
+        raise ConfigError([ConfigIssue("--index", f"{index} exists; pass --overwrite to replace it, or choose another name")])
+    if (sidecar.exists() or sidecar.is_symlink()) and (sidecar.is_symlink() or not is_index_sidecar(sidecar)):
+        raise ConfigError([ConfigIssue("--index", f"{sidecar} exists and is not an index sidecar mmcore wrote; it is left "
+                                                  "as it is (move it, or choose another --index)")])
+
+
 def cmd_embed(args: argparse.Namespace, manager) -> int:
     from mmcore_plugins.retrieval.embedding import (
         check_format,
+        check_outputs,
         describe,
         embed,
         finite_rows,
@@ -52,8 +74,12 @@ def cmd_embed(args: argparse.Namespace, manager) -> int:
 
     out = Path(args.out)
     check_format(out)  # before any work
+    _positive(args, "--batch-size", "--nlist", "--nprobe")
     if args.index is not None and args.index_type not in ("auto", "flat", "ivf", "hnsw"):
         raise ConfigError([ConfigIssue("--index-type", f"expected auto, flat, ivf or hnsw, got {args.index_type!r}")])
+    check_outputs(out, [], overwrite=args.overwrite)  # the output itself; its other files once their names are known
+    if args.index is not None:
+        _check_index_outputs(Path(args.index), args.overwrite)
     model, config, checkpoint = _load(args, manager)
     if args.data is not None:
         if args.split is not None:
@@ -73,11 +99,10 @@ def cmd_embed(args: argparse.Namespace, manager) -> int:
         vectors = embed(model, samples, batch_size=args.batch_size)
     except (ValueError, TypeError) as exc:
         raise ConfigError([ConfigIssue("--data" if args.data else "--split", f"{source}: {exc}")]) from exc
-    files = write_embeddings(out, vectors, ids, targets)
-    print(f"embedded {len(ids)} rows of {source}: {describe(vectors)}")
-    print(f"wrote {', '.join(str(f) for f in files)}")
-    if args.index is not None:
-        from mmcore_plugins.retrieval.index import build_index, save_index, weights_digest
+    check_outputs(out, list(vectors), overwrite=args.overwrite)  # every file, before the first is written
+    index = None
+    if args.index is not None:  # built before anything is written: a bad --nlist leaves no half output
+        from mmcore_plugins.retrieval.index import build_index, weights_digest
 
         vector = args.vector or default_vector(list(vectors))
         if vector not in vectors:
@@ -85,13 +110,22 @@ def cmd_embed(args: argparse.Namespace, manager) -> int:
         keep = finite_rows(vectors[vector])
         if not keep.any():
             raise ConfigError([ConfigIssue("--vector", f"no row of {source} has the modality of {vector!r}")])
+        if args.nlist is not None and args.nlist > int(keep.sum()):
+            raise ConfigError([ConfigIssue("--nlist", f"{args.nlist} cells for {int(keep.sum())} vectors; an IVF index has "
+                                                      "at most one cell per vector")])
         index, settings = build_index(vectors[vector][keep], kind=args.index_type, nlist=args.nlist, nprobe=args.nprobe)
         kept_ids = [i for i, k in zip(ids, keep, strict=True) if k]
         kept_targets = None if targets is None else [t for t, k in zip(targets, keep, strict=True) if k]
         meta = {"vector": vector, **settings, "ids": kept_ids, "targets": kept_targets, "embeddings": str(out),
                 "run": str(Path(args.run_dir).resolve()), "checkpoint": args.checkpoint,
                 "weights_sha256": weights_digest(checkpoint)}
-        path, sidecar = save_index(args.index, index, meta)
+    files = write_embeddings(out, vectors, ids, targets, overwrite=args.overwrite)
+    print(f"embedded {len(ids)} rows of {source}: {describe(vectors)}")
+    print(f"wrote {', '.join(str(f) for f in files)}")
+    if index is not None:
+        from mmcore_plugins.retrieval.index import save_index
+
+        path, sidecar = save_index(args.index, index, meta, overwrite=args.overwrite)
         skipped = len(ids) - len(kept_ids)
         print(f"index {path} ({settings['kind']}, {len(kept_ids)} vectors of {vector!r}"
               + (f", {skipped} rows lacking it left out" if skipped else "") + f") + {sidecar.name}")
@@ -156,6 +190,7 @@ def cmd_search(args: argparse.Namespace, manager) -> int:
 
     if args.k < 1:
         raise ConfigError([ConfigIssue("-k", f"expected a positive number of neighbours, got {args.k}")])
+    _positive(args, "--nprobe")
     index, meta = load_index(args.index)
     model, _, checkpoint = _load(args, manager)
     if meta.get("weights_sha256") and meta["weights_sha256"] != weights_digest(checkpoint):
@@ -195,6 +230,8 @@ def mmcore_add_commands(subparsers) -> None:
                                                       "(default: --split of the run's own data)")
     p.add_argument("--split", choices=["train", "val", "test"], help="split of the run's data set (default: test)")
     p.add_argument("--out", required=True, metavar="FILE", help="output: .parquet, .npz, or .npy (+ sidecar)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out / --index (and the files mmcore wrote beside them; never another file)")
     p.add_argument("--id-column", help="manifest column of row ids (default: 'id' if present, else the row number)")
     p.add_argument("--target", help="manifest column of targets kept beside the vectors (default: the run's, or 'label')")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])

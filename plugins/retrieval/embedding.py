@@ -13,6 +13,15 @@ name's ending:
   other vector is ``<stem>.<name>.npy`` beside it and ``<file>.json`` lists the ids, targets and
   those files.
 
+Files are written by :func:`mmcore.engine.atomic.write_file` (atomic, unpredictable temporaries,
+a link at the name replaced, never followed). An existing output is replaced only with
+``overwrite``; a ``.npy`` output's other files, whose names the user did not type, are replaced
+only when the existing ``<file>.json`` is mmcore's and lists them -- a file mmcore did not write
+is never replaced. Reading back (:func:`read_embeddings`) checks sizes, shapes and dtypes before
+anything is allocated: numpy's own header reader for ``.npy`` files and ``.npz`` members (their
+shapes must fit the bytes there), strict bounded JSON for the sidecar (its files are names in
+the same folder), the Parquet bounds of :mod:`mmcore_plugins.io.tables`.
+
 Vector names: ``fused`` (the fusion's pooled output; with one encoder and no fusion, that
 encoder's), ``<slot>`` (an encoder's pooled features), and ``head.<slot>`` for heads that map
 each modality into a shared space (``contrastive``: the L2-normalised projections it trains;
@@ -217,16 +226,72 @@ def _targets_array(targets: Sequence[Any]) -> np.ndarray:
     return np.asarray([json.dumps(t) if not isinstance(t, str) else t for t in targets], dtype=np.str_)
 
 
-def write_embeddings(path: str | Path, vectors: Mapping[str, np.ndarray], ids: Sequence[str],
-                     targets: Sequence[Any] | None = None) -> list[Path]:
-    """Write ``vectors`` (``{name: [N, D]}``) with their row ``ids`` (and ``targets``); returns the files written.
+#: A ``.npy`` output's sidecar larger than this is not one mmcore wrote.
+MAX_SIDECAR_BYTES = 1 << 30
 
-    The format follows the file name (module docstring). Files are written to a temporary name
-    and renamed, so a reader never sees half a file.
+
+def output_files(path: str | Path, names: Sequence[str]) -> list[Path]:
+    """Every file :func:`write_embeddings` writes for vectors ``names`` into ``path`` (the output first)."""
+    path = Path(path)
+    if path.suffix.lower() != ".npy":
+        return [path]
+    return [path, *(path.with_name(f"{path.stem}.{n}.npy") for n in names if n != FUSED), path.with_name(path.name + ".json")]
+
+
+def _listed_by_previous_output(path: Path) -> set[str]:
+    """The names an earlier ``.npy`` output of mmcore's at ``path`` consists of (empty when none)."""
+    meta = path.with_name(path.name + ".json")
+    if meta.is_symlink() or not meta.is_file():
+        return set()
+    try:
+        sidecar = _read_sidecar(meta)
+    except (OSError, ValueError):
+        return set()
+    return {path.name, meta.name, *sidecar["vectors"].values()}
+
+
+def check_outputs(path: str | Path, names: Sequence[str], *, overwrite: bool = False, option: str = "--out") -> dict[Path, bool]:
+    """Whether each file :func:`write_embeddings` would write may be written: ``{file: replace}``.
+
+    ``path`` itself may be replaced with ``overwrite``; its other files (``.npy`` outputs) only
+    when ``overwrite`` is given and the existing ``<path>.json`` is mmcore's and lists them.
 
     Raises:
-        ConfigError: unknown extension; ValueError: arrays and ids of different lengths.
+        ConfigError: an output exists without ``overwrite``, or a file mmcore did not write is in the way.
     """
+    path = Path(path)
+    files = output_files(path, names)
+    ours = _listed_by_previous_output(path)
+    plan = {}
+    for file in files:
+        exists = file.exists() or file.is_symlink()
+        if exists and file.is_dir():
+            raise ConfigError([ConfigIssue(option, f"{file} is a folder, expected a file")])
+        if exists and file != path and file.name not in ours:
+            raise ConfigError([ConfigIssue(option, f"{file} exists and mmcore did not write it (it is not listed by an "
+                                                   f"earlier {path.name}.json); it is left as it is: move it, or choose "
+                                                   "another output name")])
+        if exists and not overwrite:
+            raise ConfigError([ConfigIssue(option, f"{file} exists; pass --overwrite to replace "
+                                                   f"{'it' if file == path else 'the earlier output'}, or choose another name")])
+        plan[file] = exists
+    return plan
+
+
+def write_embeddings(path: str | Path, vectors: Mapping[str, np.ndarray], ids: Sequence[str],
+                     targets: Sequence[Any] | None = None, *, overwrite: bool = False) -> list[Path]:
+    """Write ``vectors`` (``{name: [N, D]}``) with their row ``ids`` (and ``targets``); returns the files written.
+
+    The format follows the file name (module docstring). Each file is written atomically
+    (:func:`mmcore.engine.atomic.write_file`). Every file is checked (:func:`check_outputs`)
+    before the first is written.
+
+    Raises:
+        ConfigError: unknown extension, an existing output without ``overwrite``, a file mmcore did
+            not write in the way; ValueError: arrays and ids of different lengths.
+    """
+    from mmcore.engine.atomic import write_file
+
     path = Path(path)
     suffix = check_format(path)
     n = len(ids)
@@ -237,14 +302,13 @@ def write_embeddings(path: str | Path, vectors: Mapping[str, np.ndarray], ids: S
         raise ValueError(f"targets must have one value per id ({n}), got {len(targets)}")
     if FUSED not in vectors:
         raise ValueError(f"vectors must include {FUSED!r}, got {sorted(vectors)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    plan = check_outputs(path, list(vectors), overwrite=overwrite)
     ids = [str(i) for i in ids]
     written: list[Path] = []
 
     def atomic(target: Path, write) -> None:
-        tmp = target.with_name(f".{target.name}.tmp{target.suffix}")
-        write(tmp)
-        tmp.replace(target)
+        # A file checked as mmcore's (or the output itself) is replaced; any other name must be free.
+        write_file(target, write, replace=plan.get(target, False) or target == path)
         written.append(target)
 
     if suffix == ".parquet":
@@ -257,47 +321,119 @@ def write_embeddings(path: str | Path, vectors: Mapping[str, np.ndarray], ids: S
         for name, v in vectors.items():
             flat = pa.array(np.ascontiguousarray(v, dtype=np.float32).reshape(-1))
             columns[name] = pa.FixedSizeListArray.from_arrays(flat, v.shape[1])
-        atomic(path, lambda p: pq.write_table(pa.table(columns), p))
+        atomic(path, lambda fh: pq.write_table(pa.table(columns), fh))
     elif suffix == ".npz":
         arrays = {"id": np.asarray(ids, dtype=np.str_), **{k: np.asarray(v, np.float32) for k, v in vectors.items()}}
         if targets is not None:
             arrays["target"] = _targets_array(targets)
-        def save_npz(p: Path) -> None:
-            with p.open("wb") as f:
-                np.savez(f, **arrays)
-
-        atomic(path, save_npz)
+        atomic(path, lambda fh: np.savez(fh, **arrays))
     else:
         files = {}
         for name, v in vectors.items():
             file = path if name == FUSED else path.with_name(f"{path.stem}.{name}.npy")
-            def save_npy(p: Path, v: np.ndarray = v) -> None:
-                with p.open("wb") as f:
-                    np.save(f, np.asarray(v, np.float32))
-
-            atomic(file, save_npy)
+            atomic(file, lambda fh, v=v: np.save(fh, np.asarray(v, np.float32)))
             files[name] = file.name
         sidecar = {"ids": ids, "targets": None if targets is None else _targets_array(targets).tolist(), "vectors": files}
-        meta = path.with_name(path.name + ".json")
-        atomic(meta, lambda p: p.write_text(json.dumps(sidecar), encoding="utf-8"))
+        atomic(path.with_name(path.name + ".json"), json.dumps(sidecar))  # last: it lists what is complete
     return written
 
 
+def _read_sidecar(meta: Path) -> dict[str, Any]:
+    """A ``.npy`` output's sidecar, checked: strict bounded JSON with ``ids`` (strings), ``targets``
+    (null or one per id) and ``vectors`` (name -> a file name in the same folder). ValueError otherwise."""
+    from mmcore.engine.atomic import read_json
+
+    data = read_json(meta, max_bytes=MAX_SIDECAR_BYTES, what="sidecar")
+    if not isinstance(data, dict):
+        raise ValueError(f"{meta.name} must hold a JSON object, got {type(data).__name__}")
+    ids, targets, files = data.get("ids"), data.get("targets"), data.get("vectors")
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise ValueError(f"{meta.name}: 'ids' must be a list of strings")
+    if targets is not None and (not isinstance(targets, list) or len(targets) != len(ids)):
+        raise ValueError(f"{meta.name}: 'targets' must be null or list one value per id ({len(ids)})")
+    if not isinstance(files, dict) or FUSED not in files:
+        raise ValueError(f"{meta.name}: 'vectors' must map each vector name ({FUSED!r} among them) to its file")
+    for name, file in files.items():
+        # Names in the sidecar's own folder only: never a path elsewhere (../, /etc/...).
+        if not isinstance(file, str) or Path(file).name != file or file in ("", ".", "..") or not file.endswith(".npy"):
+            raise ValueError(f"{meta.name}: vector {name!r} names {file!r}; expected a .npy file name in the same folder")
+    return data
+
+
+def _npy_header(read, what: str) -> tuple[tuple[int, ...], np.dtype]:
+    """``(shape, dtype)`` from the header of an open ``.npy`` stream (a file or an .npz member), read
+    by numpy's own header reader before any data: what the array would need is known first."""
+    from numpy.lib import format as npy
+
+    version = npy.read_magic(read)
+    header = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0}.get(version)
+    if header is None:
+        raise ValueError(f"{what}: .npy format version {version} is not one numpy.save writes here")
+    shape, _, dtype = header(read)
+    if dtype.hasobject:
+        raise ValueError(f"{what} holds Python objects; embeddings are numbers")
+    return shape, dtype
+
+
+def _check_vectors(name: str, shape: tuple, dtype: np.dtype, available: int, what: str) -> None:
+    if dtype != np.float32 or len(shape) != 2:
+        raise ValueError(f"{what}: vector {name!r} is {dtype} of shape {list(shape)}, expected float32 [N, D]")
+    if shape[0] * shape[1] * 4 > available:
+        raise ValueError(f"{what}: vector {name!r} claims {list(shape)} float32 values, more than the "
+                         f"{available} bytes there")
+
+
+def _load_npy(path: Path, name: str) -> np.ndarray:
+    from mmcore.engine.atomic import check_regular_file
+
+    size = check_regular_file(path, "vector file").st_size
+    with open(path, "rb") as fh:
+        shape, dtype = _npy_header(fh, path.name)
+        _check_vectors(name, shape, dtype, size - fh.tell(), path.name)
+    return np.array(np.load(path, mmap_mode="r", allow_pickle=False))
+
+
+def _load_npz(path: Path, size: int) -> dict[str, np.ndarray]:
+    import zipfile
+
+    data = {}
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            key = info.filename.removesuffix(".npy")
+            # np.savez stores members uncompressed: one larger than the archive is a zip bomb.
+            if info.file_size > size:
+                raise ValueError(f"member {info.filename} claims {info.file_size} bytes, more than the {size}-byte file")
+            with archive.open(info) as member:
+                shape, dtype = _npy_header(member, info.filename)
+                if key not in ("id", "target"):
+                    _check_vectors(key, shape, dtype, info.file_size, path.name)
+                elif len(shape) != 1 or dtype.kind not in "Uiuf":
+                    raise ValueError(f"{path.name}: {key!r} is {dtype} of shape {list(shape)}, expected a 1-D array")
+        with np.load(path, allow_pickle=False) as loaded:
+            data = {k: loaded[k] for k in loaded.files}
+    return data
+
+
 def read_embeddings(path: str | Path) -> tuple[dict[str, np.ndarray], list[str], list[Any] | None]:
-    """``(vectors, ids, targets)`` from a file :func:`write_embeddings` wrote.
+    """``(vectors, ids, targets)`` from a file :func:`write_embeddings` wrote, checked before it is read
+    (module docstring): every vector float32 ``[N, D]`` with one row per id.
 
     Raises:
-        ConfigError: the file (or its ``.npy`` sidecar) does not exist or is not an embeddings file.
+        ConfigError: the file (or its ``.npy`` sidecar) does not exist, is not a regular file, or is
+            not an embeddings file; its shapes or sizes do not fit.
     """
+    from mmcore.engine.atomic import UnsafePathError, check_regular_file
+
     path = Path(path)
     suffix = check_format(path, "--embeddings")
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError([ConfigIssue("--embeddings", f"{path} does not exist")])
     try:
+        size = check_regular_file(path, "embeddings file").st_size
         if suffix == ".parquet":
-            import pyarrow.parquet as pq
+            from mmcore_plugins.io.tables import read_parquet_table
 
-            table = pq.read_table(path)
+            table = read_parquet_table(path)
             names = table.column_names
             if "id" not in names or FUSED not in names:
                 raise ValueError(f"expected columns 'id' and {FUSED!r}, got {names}")
@@ -310,8 +446,7 @@ def read_embeddings(path: str | Path) -> tuple[dict[str, np.ndarray], list[str],
             ids = [str(i) for i in table.column("id").to_pylist()]
             targets = table.column("target").to_pylist() if "target" in names else None
         elif suffix == ".npz":
-            with np.load(path, allow_pickle=False) as archive:
-                data = {k: archive[k] for k in archive.files}
+            data = _load_npz(path, size)
             if "id" not in data or FUSED not in data:
                 raise ValueError(f"expected arrays 'id' and {FUSED!r}, got {sorted(data)}")
             ids = [str(i) for i in data.pop("id")]
@@ -319,12 +454,21 @@ def read_embeddings(path: str | Path) -> tuple[dict[str, np.ndarray], list[str],
             vectors = data
         else:
             meta_file = path.with_name(path.name + ".json")
-            if not meta_file.is_file():
+            if not meta_file.exists():
                 raise ValueError(f"its sidecar {meta_file.name} (ids and vector files) is missing")
-            meta = json.loads(meta_file.read_text(encoding="utf-8"))
-            vectors = {name: np.load(path.with_name(file), allow_pickle=False) for name, file in meta["vectors"].items()}
+            meta = _read_sidecar(meta_file)
+            if meta["vectors"][FUSED] != path.name:
+                raise ValueError(f"{meta_file.name} lists {meta['vectors'][FUSED]!r} as the fused vectors, not {path.name!r}")
+            vectors = {name: _load_npy(path.with_name(file), name) for name, file in meta["vectors"].items()}
             ids, targets = meta["ids"], meta.get("targets")
-    except (OSError, ValueError, KeyError) as exc:
+        rows = {name: v.shape[0] for name, v in vectors.items() if v.ndim != 2 or v.shape[0] != len(ids)}
+        if rows:
+            raise ValueError(f"{len(ids)} ids but vector(s) {rows} rows")
+        if targets is not None and len(targets) != len(ids):
+            raise ValueError(f"{len(ids)} ids but {len(targets)} targets")
+    except UnsafePathError as exc:
+        raise ConfigError([ConfigIssue("--embeddings", str(exc))]) from exc
+    except (OSError, ValueError, KeyError, EOFError) as exc:
         raise ConfigError([ConfigIssue("--embeddings", f"{path} is not an embeddings file written by mmcore embed: {exc}")]) from exc
     return vectors, ids, targets
 
@@ -343,5 +487,5 @@ def describe(vectors: Mapping[str, np.ndarray]) -> str:
     return ", ".join(parts)
 
 
-__all__ = ["FORMATS", "FUSED", "describe", "embed", "finite_rows", "manifest_rows", "read_embeddings", "split_rows",
-           "write_embeddings"]
+__all__ = ["FORMATS", "FUSED", "check_outputs", "describe", "embed", "finite_rows", "manifest_rows", "output_files",
+           "read_embeddings", "split_rows", "write_embeddings"]

@@ -14,17 +14,29 @@ search with GPUs", 2017 — the FAISS paper; HNSW: Malkov & Yashunin, 2018):
 - ``hnsw`` (``IndexHNSWFlat``, ``M`` = 32 links, ``efSearch`` = 64): approximate, no training,
   more memory; on request only.
 
-An index is saved with ``faiss.write_index`` and a JSON sidecar ``<index>.json`` (the row ids,
-targets, which vector it holds, kind, nlist/nprobe, the model's weights digest).
-FAISS is imported only here, when an index is built or read.
+An index is saved with FAISS's own serialisation and a JSON sidecar ``<index>.json`` (the row ids,
+targets, which vector it holds, kind, nlist/nprobe, the model's weights digest), both through
+:func:`mmcore.engine.atomic.write_file` (atomic, unpredictable temporaries; an existing index is
+replaced only with ``overwrite``, an existing sidecar only when it is mmcore's). FAISS is imported
+only here, when an index is built or read.
+
+Reading an index back (:func:`load_index`) checks it before FAISS allocates anything: the
+sidecar is strict JSON of at most :data:`MAX_SIDECAR_BYTES` with the fields mmcore writes
+(kind, count, dim, ids, ...); the index file is a regular file whose size fits what the sidecar
+says it holds (exactly, for a flat index), whose header (FourCC of the kind, dimension, vector
+count) agrees with it, and it is then read from memory under FAISS's own deserialisation limits
+(no single array larger than the file, no loop longer than the index's lists or vectors), so a
+crafted length field deep inside the file cannot make FAISS allocate more than the file's size.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+import struct
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,6 +51,13 @@ from mmcore.errors import ConfigError, ConfigIssue
 FLAT_MAX_VECTORS = 100_000
 KINDS = ("auto", "flat", "ivf", "hnsw")
 FORMAT = "mmcore-faiss-index/1"
+#: A sidecar (row ids, targets) larger than this is not one mmcore wrote for any index it can search.
+MAX_SIDECAR_BYTES = 1 << 30
+#: The FourCC FAISS writes first for each kind mmcore builds (IndexFlatIP, IndexIVFFlat, IndexHNSWFlat).
+FOURCC = {"flat": b"IxFI", "ivf": b"IwFl", "hnsw": b"IHNf"}
+#: FAISS's index header after the FourCC: d (int32), ntotal, two dummies (int64), is_trained (uint8),
+#: metric_type (int32); 41 bytes in all. A flat index then holds its float vectors as one array.
+_HEADER = struct.Struct("<4siqqqBi")
 
 
 def _faiss():
@@ -142,43 +161,170 @@ def weights_digest(run_checkpoint: str | Path) -> str:
     return h.hexdigest()
 
 
-def save_index(path: str | Path, index: Any, meta: Mapping[str, Any]) -> tuple[Path, Path]:
-    """``faiss.write_index`` to ``path`` and ``meta`` (ids, vector name, settings) to ``<path>.json``."""
+def is_index_sidecar(path: Path) -> bool:
+    """Whether ``path`` is a sidecar :func:`save_index` wrote (a JSON object of this :data:`FORMAT`)."""
+    try:
+        return _read_sidecar(path).get("format") == FORMAT
+    except (OSError, ValueError):
+        return False
+
+
+def save_index(path: str | Path, index: Any, meta: Mapping[str, Any], *, overwrite: bool = False) -> tuple[Path, Path]:
+    """The index (FAISS's serialisation) to ``path`` and ``meta`` (ids, vector name, settings) to ``<path>.json``.
+
+    Raises:
+        UnsafePathError: ``path`` exists and ``overwrite`` is not given, or ``<path>.json`` exists
+            and is not an index sidecar mmcore wrote (it is never replaced).
+    """
+    from mmcore.engine.atomic import UnsafePathError, write_file
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    _faiss().write_index(index, str(tmp))
-    tmp.replace(path)
     sidecar = path.with_name(path.name + ".json")
-    tmp = sidecar.with_name(f".{sidecar.name}.tmp")
-    tmp.write_text(json.dumps({"format": FORMAT, **meta}), encoding="utf-8")
-    tmp.replace(sidecar)
+    if path.exists() and not overwrite:
+        raise UnsafePathError(f"{path} exists; pass --overwrite to replace it, or choose another --index")
+    ours = sidecar.is_file() and not sidecar.is_symlink() and is_index_sidecar(sidecar)
+    if (sidecar.exists() or sidecar.is_symlink()) and not ours:
+        raise UnsafePathError(f"{sidecar} exists and is not an index sidecar mmcore wrote; it is left as it is "
+                              "(move it, or choose another --index)")
+    data = _faiss().serialize_index(index)  # a uint8 array: written as it is, without a copy
+    write_file(path, lambda fh: fh.write(memoryview(data)))
+    write_file(sidecar, json.dumps({"format": FORMAT, **meta}), replace=ours)
     return path, sidecar
 
 
+def _read_sidecar(path: Path) -> dict[str, Any]:
+    """The sidecar as a JSON object: bounded, strict (no NaN), nesting errors as ValueError."""
+    from mmcore.engine.atomic import read_json
+
+    meta = read_json(path, max_bytes=MAX_SIDECAR_BYTES, what="index sidecar")
+    if not isinstance(meta, dict):
+        raise ValueError(f"expected a JSON object, got {type(meta).__name__}")
+    return meta
+
+
+def _check_meta(meta: Mapping[str, Any]) -> None:
+    """The sidecar's fields, as :func:`save_index` writes them (ValueError naming the field)."""
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"format {meta.get('format')!r}, expected {FORMAT!r}")
+
+    def count(name: str, low: int) -> int:
+        value = meta.get(name)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value < 2**40:
+            raise ValueError(f"{name!r} must be an integer >= {low}, got {value!r}")
+        return value
+
+    if meta.get("kind") not in FOURCC:
+        raise ValueError(f"kind {meta.get('kind')!r}, expected one of {sorted(FOURCC)}")
+    n = count("count", 1)
+    count("dim", 1)
+    if meta.get("kind") == "ivf":
+        if not 1 <= count("nlist", 1) <= n:
+            raise ValueError(f"nlist {meta['nlist']} is more than the {n} vectors")
+    if meta.get("kind") == "hnsw" and count("hnsw_m", 1) > 4096:
+        raise ValueError(f"hnsw_m {meta['hnsw_m']} is not a graph mmcore builds")
+    ids, targets = meta.get("ids"), meta.get("targets")
+    if not isinstance(ids, list) or len(ids) != n or not all(isinstance(i, str) for i in ids):
+        raise ValueError(f"'ids' must list {n} strings (one per vector), got {type(ids).__name__}"
+                         + (f" of {len(ids)}" if isinstance(ids, list) else ""))
+    if targets is not None and (not isinstance(targets, list) or len(targets) != n):
+        raise ValueError(f"'targets' must be null or list one value per vector ({n})")
+    if not isinstance(meta.get("vector"), str):
+        raise ValueError(f"'vector' must name the vector indexed, got {meta.get('vector')!r}")
+
+
+def _size_bound(meta: Mapping[str, Any]) -> tuple[int, int]:
+    """``(smallest, largest)`` file size an index of the sidecar's kind, count and dim can have.
+
+    Flat: FourCC + header (41 bytes) + the vector array (its 8-byte length, then n * d float32s),
+    exactly. IVF: the flat quantizer's nlist centroids and the lists' n vectors and ids, plus room
+    for the list headers. HNSW: the flat storage plus the graph (levels, offsets, at most 2M
+    neighbours on level 0 and M on each level above, in practice far fewer than M levels).
+    """
+    n, d, kind = meta["count"], meta["dim"], meta["kind"]
+    vectors = n * d * 4
+    if kind == "flat":
+        return _HEADER.size + 8 + vectors, _HEADER.size + 8 + vectors
+    if kind == "ivf":
+        nlist = meta["nlist"]
+        return vectors, 2 * _HEADER.size + 4096 + nlist * (d * 4 + 64) + n * (d * 4 + 8)
+    m = meta["hnsw_m"]
+    return vectors, 2 * _HEADER.size + 4096 + vectors + n * (8 * m * 4 + 64)
+
+
+@contextlib.contextmanager
+def _deserialization_limits(faiss: Any, max_bytes: int, max_loop: int) -> Iterator[None]:
+    """FAISS's own limits on what one read may allocate and loop over, for one read (then restored)."""
+    get_bytes = getattr(faiss, "get_deserialization_vector_byte_limit", None)
+    get_loop = getattr(faiss, "get_deserialization_loop_limit", None)
+    saved = (get_bytes() if get_bytes else None, get_loop() if get_loop else None)
+    if get_bytes:
+        faiss.set_deserialization_vector_byte_limit(max(1, max_bytes))
+    if get_loop:
+        faiss.set_deserialization_loop_limit(max(1, max_loop))
+    try:
+        yield
+    finally:
+        if get_bytes:
+            faiss.set_deserialization_vector_byte_limit(saved[0])
+        if get_loop:
+            faiss.set_deserialization_loop_limit(saved[1])
+
+
 def load_index(path: str | Path) -> tuple[Any, dict[str, Any]]:
-    """``(index, meta)`` saved by :func:`save_index`.
+    """``(index, meta)`` saved by :func:`save_index`, checked before FAISS reads it (module docstring).
 
     Raises:
-        ConfigError: the index or its sidecar is missing, or they disagree.
+        ConfigError: the index or its sidecar is missing, is not a regular file, is not what
+            :func:`save_index` writes (kind, header, size), or they disagree.
     """
+    from mmcore.engine.atomic import UnsafePathError, check_regular_file
+
     path = Path(path)
     sidecar = path.with_name(path.name + ".json")
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError([ConfigIssue("--index", f"{path} does not exist (build one with mmcore embed ... --index {path})")])
-    if not sidecar.is_file():
+    if not sidecar.exists():
         raise ConfigError([ConfigIssue("--index", f"{path} has no sidecar {sidecar.name} (row ids and vector name); "
                                                   "rebuild it with mmcore embed --index")])
     try:
-        meta = json.loads(sidecar.read_text(encoding="utf-8"))
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"format {meta.get('format')!r}, expected {FORMAT!r}")
-        index = _faiss().read_index(str(path))
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise ConfigError([ConfigIssue("--index", f"{path} is not an index written by mmcore: {exc}")]) from exc
-    if index.ntotal != len(meta.get("ids", [])):
-        raise ConfigError([ConfigIssue("--index", f"{path} holds {index.ntotal} vectors but {sidecar.name} lists "
-                                                  f"{len(meta.get('ids', []))} ids; rebuild it")])
+        meta = _read_sidecar(sidecar)
+        _check_meta(meta)
+    except (OSError, ValueError) as exc:
+        raise ConfigError([ConfigIssue("--index", f"{sidecar} is not an index sidecar written by mmcore: {exc}")]) from exc
+    try:
+        size = check_regular_file(path, "index").st_size
+        low, high = _size_bound(meta)
+        if not low <= size <= high:
+            raise ValueError(f"{size} bytes, but a {meta['kind']} index of {meta['count']} vectors of dimension "
+                             f"{meta['dim']} (as {sidecar.name} says) has " + (f"{low}" if low == high else f"{low} to {high}"))
+        with open(path, "rb") as fh:
+            data = fh.read(high + 1)
+        if len(data) != size:
+            raise ValueError("it changed while it was read")
+        fourcc, d, ntotal, _, _, _, metric = _HEADER.unpack_from(data) if len(data) >= _HEADER.size else (b"",) + (0,) * 6
+        expected = (FOURCC[meta["kind"]], meta["dim"], meta["count"], 0)
+        if (fourcc, d, ntotal, metric) != expected:
+            raise ValueError(f"its header says {fourcc!r}, dimension {d}, {ntotal} vectors, metric {metric}; "
+                             f"{sidecar.name} says {expected[0]!r} ({meta['kind']}), {expected[1]}, {expected[2]}, 0 "
+                             "(inner product)")
+        if meta["kind"] == "flat" and struct.unpack_from("<q", data, _HEADER.size)[0] != meta["count"] * meta["dim"]:
+            raise ValueError("its vector array's length does not match its header")
+        faiss = _faiss()
+        import numpy as np
+
+        with _deserialization_limits(faiss, size, max(meta["count"], meta.get("nlist", 0), 64)):
+            index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+        del data
+    except UnsafePathError as exc:
+        raise ConfigError([ConfigIssue("--index", str(exc))]) from exc
+    except (OSError, ValueError, RuntimeError, MemoryError) as exc:
+        # FAISS's messages start with the C++ function and source line; the reason follows "failed: ".
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = reason.split("failed: ", 1)[-1] if isinstance(exc, RuntimeError) else reason
+        raise ConfigError([ConfigIssue("--index", f"{path} is not an index written by mmcore: {reason}")]) from exc
+    if index.ntotal != meta["count"] or index.d != meta["dim"]:
+        raise ConfigError([ConfigIssue("--index", f"{path} holds {index.ntotal} vectors of dimension {index.d} but "
+                                                  f"{sidecar.name} lists {meta['count']} of {meta['dim']}; rebuild it")])
     return index, meta
 
 

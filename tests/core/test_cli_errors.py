@@ -224,3 +224,15 @@ def test_the_exponent_float_trains_from_file_and_override(tmp_path, capsys):
     assert saved["trainer"]["lr"] == 1e-3 and saved["trainer"]["weight_decay"] == 0.01
     assert saved["trainer"]["lr_multipliers"] == {"head": 2.0}
     assert os.path.isfile(tmp_path / "run" / "report.json")
+
+
+@pytest.mark.parametrize("options, option", [(["--batch-size", "0"], "--batch-size"), (["--batch-size", "-3"], "--batch-size"),
+                                             (["--robustness", "--perturbations", ","], "--perturbations")])
+def test_eval_option_errors_exit_2_naming_the_option(tmp_path, capsys, options, option):
+    """Issue 28: option errors exited 1 as internal errors (ValueError: batch_size must be a positive int)."""
+    (tmp_path / "c.yaml").write_text(wine_text(tmp_path / "run"))
+    assert main(["train", str(tmp_path / "c.yaml")]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "run"), *options]) == 2
+    err = capsys.readouterr().err
+    assert option in err and "internal error" not in err and len(err.strip().splitlines()) == 1

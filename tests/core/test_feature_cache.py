@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import os
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -227,3 +228,78 @@ def _head():
     from mmcore_plugins.heads.classification import ClassificationHead
 
     return ClassificationHead(input_dim=4, num_classes=2)
+
+
+def _crafted_packs(victim, width=512):
+    """Every variant of on-disk entries that mmcore did not write (issue 28), for the append-only
+    pack layout (``*.idx`` records pointing into ``*.bin`` data): each variant rewrites the pair
+    written for the first samples, by name of the problem (``width``: the slot's)."""
+
+    def records(edit):
+        def write(index, data):
+            raw = bytearray(index.read_bytes())
+            for k in range(len(raw) // 56):
+                edit(raw, 56 * k)
+            index.unlink()
+            index.write_bytes(bytes(raw))
+        return write
+
+    def set_offset(value):
+        return records(lambda raw, at: raw.__setitem__(slice(at + 32, at + 40), value.to_bytes(8, "little")))
+
+    def link(index, data):
+        data.unlink()
+        data.symlink_to(victim)
+
+    def fifo(index, data):
+        data.unlink()
+        os.mkfifo(data)
+
+    def truncated(index, data):
+        data.write_bytes(b"\x08\x00\x00")
+
+    def nan(index, data):
+        n = data.stat().st_size // 4
+        data.write_bytes(np.full(n, np.nan, dtype=np.float32).tobytes())
+
+    return {
+        "a link": link,
+        "a fifo": fifo,
+        "truncated": truncated,
+        "a record claiming 10**15 bytes": records(lambda raw, at: raw.__setitem__(slice(at + 40, at + 44), (2**31).to_bytes(4, "little"))),
+        "offsets beyond the file": set_offset(2**40),
+        "the wrong width": records(lambda raw, at: raw.__setitem__(slice(at + 44, at + 48), (5).to_bytes(4, "little"))),
+        "an unknown dtype": records(lambda raw, at: raw.__setitem__(at + 48, 9)),
+        "NaN": nan,
+        "a link as index": lambda index, data: (index.unlink(), index.symlink_to(victim)),
+    }
+
+
+@pytest.mark.parametrize("variant", list(_crafted_packs(None)))
+def test_a_crafted_or_damaged_entry_on_disk_is_refused_recomputed_and_replaced(tmp_path, variant):
+    """Issue 28: feature-cache files were read back unchecked. Every variant is refused (one warning
+    where an entry was indexed), the features are computed again and stored anew, the outputs equal
+    the uncached model's, and the user's file a link pointed to is neither read into the model nor written."""
+    model, data = image_model(freeze=True, dim=8), dataset(3)
+    model.eval()
+    with torch.no_grad():
+        reference = model(model.collate(list(data))["inputs"]).logits
+    victim = tmp_path / "victim.bin"
+    victim.write_bytes(b"the user's file")
+    cache_dir = tmp_path / "cache"
+    attach_feature_cache(model, "image", FeatureCache(cache_dir))
+    precompute_features(model, "image", data)
+    model.feature_caches["image"].cache.clear()
+    (index,) = sorted(cache_dir.rglob("*.idx"))
+    width = model.feature_caches["image"].entry_width
+    assert width == 512, "the encoder declares the width of what it stores"
+    _crafted_packs(victim, width)[variant](index, index.with_suffix(".bin"))
+    model.feature_caches.clear()
+    attach_feature_cache(model, "image", FeatureCache(cache_dir))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the warning is asserted in test_feature_cache_store
+        with torch.no_grad():
+            served = model(model.collate(list(data))["inputs"]).logits
+    torch.testing.assert_close(served, reference, atol=1e-5, rtol=1e-5)
+    assert victim.read_bytes() == b"the user's file"
+    assert precompute_features(model, "image", data) == 0, "computed again and stored anew"

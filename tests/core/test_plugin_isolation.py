@@ -240,3 +240,37 @@ def test_call_lifecycle_names_the_failing_plugin_and_calls_the_others(empty_mana
     mmcore.register_plugin(Interrupt(), name="ctrl-c", manager=empty_manager)
     with pytest.raises(KeyboardInterrupt):
         empty_manager.call_lifecycle("mmcore_train_start", trainer=None, config={})
+
+
+# ---------------------------------------------------------------------------- the working folder
+EVIL_PLUGIN = """
+import pathlib
+pathlib.Path({marker!r}).write_text("the working folder's plugin ran")
+"""
+
+
+@pytest.mark.parametrize("launcher", ["python", pytest.param("torchrun", marks=pytest.mark.slow)])
+def test_python_m_mmcore_never_loads_plugins_from_the_working_folder(tmp_path, launcher):
+    """Issue 28.1: ``python -m`` puts the working folder first on sys.path; a ``*.dist-info`` there
+    (a downloaded data set, an unpacked wheel) must not make ``python -m mmcore`` run its code."""
+    import os
+    import subprocess
+
+    cwd, marker = tmp_path / "downloads", tmp_path / "ran.txt"
+    cwd.mkdir()
+    make_distribution(cwd, "mmcore-evil", "mmcore_evil_mod", EVIL_PLUGIN.format(marker=str(marker)))
+    if launcher == "torchrun":  # `torchrun` is this module's console script (for this interpreter)
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1",
+                   "-m", "mmcore", "plugins"]
+    else:
+        command = [sys.executable, "-m", "mmcore", "plugins"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MMCORE_")}
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "mmcore_evil_mod" not in result.stdout + result.stderr
+    assert not marker.exists()
+    # The same folder on the path on purpose (PYTHONPATH) is the user's choice: the plugin loads.
+    if launcher == "python":
+        result = subprocess.run(command, cwd=cwd, env={**env, "PYTHONPATH": str(cwd)}, capture_output=True, text=True,
+                                timeout=300)
+        assert "mmcore_evil_mod" in result.stdout and marker.exists()

@@ -132,11 +132,14 @@ class RowParser:
     def file(self, table: Table, number: int, column: str, cell: Any, modality: str | None) -> str:
         if not isinstance(cell, str):
             raise bad(table.name, number, column, f"expected a file path, got {type(cell).__name__} {cell!r}")
-        root = table.root
-        file = (root / cell).resolve()
-        if not self.opts.allow_outside_paths and not file.is_relative_to(root):
-            raise bad(table.name, number, column, f"path {cell!r} escapes the manifest's folder {str(root)!r} "
-                                                  "(allow_outside_paths: true permits it)")
+        from mmcore_plugins.io.paths import OutsidePathError, resolve_cell_path
+
+        try:  # the one rule for a table's paths (mmcore fit follows it too)
+            file = resolve_cell_path(cell, table.root, allow_outside=self.opts.allow_outside_paths)
+        except OutsidePathError as exc:
+            raise bad(table.name, number, column, str(exc)) from exc
+        except (OSError, ValueError, RuntimeError) as exc:  # a NUL byte, a loop of links
+            raise bad(table.name, number, column, f"path {cell!r} cannot be resolved: {exc}") from exc
         if modality == "text":  # the file's contents are the sample (a text encoder reads strings as text)
             from mmcore_plugins.io import read_text
 
@@ -159,7 +162,11 @@ class RowParser:
         elif file.is_file():
             to_check = [file]
         else:
-            raise bad(table.name, number, column, f"file {str(file)!r} does not exist")
+            from mmcore_plugins.io.errors import not_a_regular_file
+
+            problem = not_a_regular_file(file)  # a FIFO would block the reader for ever: said, never opened
+            raise bad(table.name, number, column, f"file {str(file)!r} does not exist" if problem in (None, "no such file")
+                      else f"{str(file)!r}: {problem}")
         if self.opts.validate == "decode":
             for item in to_check:
                 try:

@@ -176,6 +176,103 @@ def test_a_second_process_is_refused_naming_the_first_ones_pid(wine_config, tmp_
     assert (run / RunDir.LOCK).read_text() == "", "a released lock names no process"
 
 
+def _marked_run(root: Path) -> Path:
+    """An (empty) mmcore run directory: created, marked, released."""
+    RunDir.create(root / "run").release()
+    return root / "run"
+
+
+@pytest.mark.parametrize("planted", ["link", "dangling link", "hard link", "fifo"])
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_lock_file_that_is_not_mmcores_own_is_refused_and_its_target_untouched(wine_config, tmp_path, capsys,
+                                                                                  planted, resume):
+    """Issue 28.2: a ``.mmcore-lock`` link made train/--resume truncate its target to 0 bytes."""
+    if resume:
+        wine_config["trainer"]["epochs"] = 1
+        Trainer(wine_config).fit()
+        run = tmp_path / "run"
+    else:
+        run = _marked_run(tmp_path)
+    target = tmp_path / "thesis.tex"
+    target.write_text("five years of work")
+    lock = run / RunDir.LOCK
+    lock.unlink(missing_ok=True)
+    if planted == "link":
+        lock.symlink_to(target)
+    elif planted == "dangling link":
+        lock.symlink_to(tmp_path / "created-by-mmcore.txt")
+    elif planted == "hard link":
+        os.link(target, lock)
+    else:
+        os.mkfifo(lock)
+    with pytest.raises(RunDirError, match=r"\.mmcore-lock is (a symbolic link|a file with 2 names|not a regular file)"):
+        RunDir.create(run, resume=resume)
+    args = ["train", write_config(tmp_path / "c.yaml", wine_config)] + (["--resume", str(run)] if resume else [])
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert ".mmcore-lock" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert target.read_text() == "five years of work"
+    assert not (tmp_path / "created-by-mmcore.txt").exists()
+
+
+@pytest.mark.parametrize("name", [RunDir.PLOTS, RunDir.TENSORBOARD, RunDir.ROBUSTNESS, RunDir.BEST, RunDir.LAST,
+                                  RunDir.CONFIG, RunDir.METRICS, RunDir.REPORT])
+def test_a_link_in_place_of_one_of_mmcores_names_is_refused_before_any_work(wine_config, tmp_path, name):
+    """Issue 28.3: a linked plots/ (tensorboard/, robustness/, ...) received mmcore's files."""
+    run = _marked_run(tmp_path)
+    users = tmp_path / "users"
+    users.mkdir()
+    (users / "loss.png").write_bytes(b"my plot")
+    (run / name).symlink_to(users if name in RunDir.FOLDERS else users / "loss.png")
+    wine_config["trainer"]["plots"] = True
+    with pytest.raises(RunDirError, match=rf"run/{name} is a symbolic link .*never through a link"):
+        Trainer(wine_config)
+    with pytest.raises(RunDirError, match="symbolic link"):
+        RunDir.create(run, overwrite=True)
+    assert [p.name for p in users.iterdir()] == ["loss.png"] and (users / "loss.png").read_bytes() == b"my plot"
+
+
+def test_eval_robustness_never_writes_through_a_linked_robustness_folder(wine_config, tmp_path, capsys):
+    """``mmcore eval --robustness`` writes into a run it does not create: the write itself refuses the link."""
+    wine_config["trainer"]["epochs"] = 1
+    Trainer(wine_config).fit()
+    run, users = tmp_path / "run", tmp_path / "users"
+    users.mkdir()
+    (users / "test.json").write_text("my results")
+    (run / RunDir.ROBUSTNESS).symlink_to(users)
+    assert main(["eval", str(run), "--robustness", "--perturbations", "feature_noise"]) == 2
+    err = capsys.readouterr().err
+    assert "robustness is a symbolic link" in err and len(err.strip().splitlines()) == 1
+    assert [p.name for p in users.iterdir()] == ["test.json"] and (users / "test.json").read_text() == "my results"
+
+
+def test_hold_keeps_the_lock_for_a_trainer_inside_and_after_it(wine_config, tmp_path):
+    """Issue 28.7: a command preparing a run and then training it holds the lock throughout."""
+    run = tmp_path / "run"
+    probe = [sys.executable, "-c", "import sys\nfrom mmcore.engine.rundir import RunDir, RunDirError\n"
+             "try:\n    RunDir.create(sys.argv[1]).release()\nexcept RunDirError as e:\n    print(e)\n", str(run)]
+    wine_config["trainer"]["epochs"] = 1
+    with RunDir.hold(run, files=("data.jsonl",)) as held:
+        assert held.locked
+        report = Trainer(wine_config).fit()  # shares the lock instead of failing on it
+        assert report["status"] == "completed" and held.locked, "the trainer leaves the lock to the holder"
+        refused = subprocess.run(probe, capture_output=True, text=True, timeout=120).stdout
+        assert f"in use by process {os.getpid()}" in refused
+    assert not held.locked
+    assert subprocess.run(probe, capture_output=True, text=True, timeout=120).stdout == ""
+
+
+def test_overwrite_refuses_a_users_file_with_a_name_the_command_writes(tmp_path):
+    """Issue 28.4: ``fit --overwrite`` replaced a user's data.jsonl (even the training table itself)."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "data.jsonl").write_text('{"x": 1}\n')
+    with pytest.raises(RunDirError, match=r"project/data.jsonl is a file of yours; .*never replaces a file it did not write"):
+        RunDir.create(folder, overwrite=True, files=("data.jsonl", "autofit.json"))
+    assert (folder / "data.jsonl").read_text() == '{"x": 1}\n' and sorted(p.name for p in folder.iterdir()) == ["data.jsonl"]
+    RunDir.create(folder, overwrite=True, files=("autofit.json",)).release()  # names not there: allowed
+
+
 # ------------------------------------------------------------------------------ kills and temporaries
 _KILLER = textwrap.dedent("""
     import os, sys, yaml

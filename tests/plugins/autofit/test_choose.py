@@ -133,3 +133,20 @@ def test_small_tables_get_patience_in_steps_and_a_loss_monitor():
     few_val = build_config(plan, infos, n_train=100, n_val=19, data_path="/d", run_dir="/d")[0]["trainer"]
     many_val = build_config(plan, infos, n_train=2000, n_val=300, data_path="/d", run_dir="/d")[0]["trainer"]
     assert few_val["monitor"] == "loss" and "monitor" not in many_val
+
+
+@pytest.mark.parametrize("text", ["abc", "0", "-5", "inf", "1e999"])
+def test_a_bad_time_limit_is_an_input_error_exit_2_before_any_work(tmp_path, capsys, text):
+    """``mmcore fit --time-limit abc`` exited 1 as an internal error (a plain ValueError)."""
+    from autofit_helpers import tabular_rows, write_jsonl
+
+    from mmcore.cli import main
+    from mmcore.errors import UserInputError
+
+    with pytest.raises(UserInputError):
+        parse_duration(text)
+    table = write_jsonl(tmp_path / "t.jsonl", tabular_rows(20))
+    assert main(["fit", str(table), "--target", "y", "--time-limit", text, "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "--time-limit" in err and "internal error" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()

@@ -110,3 +110,67 @@ def test_bad_column_is_reported_by_the_command_before_training(tmp_path: Path, c
     assert code == 2
     assert "photo" in err and "none of its 12 files can be read" in err and len(err.strip().splitlines()) == 1
     assert not run.exists()  # nothing was created, let alone trained
+
+
+# ---------------------------------------------------------------------------- issue 28: paths and wide tables
+def _outside_table(tmp_path):
+    """A table in proj/ whose cells reach outside it three ways: ../, an absolute path, a link."""
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the user's private notes")
+    (proj / "inside.txt").write_text("a note of the table's own")
+    (proj / "link.txt").symlink_to(secret)
+    return proj, ["inside.txt", "../secret.txt", str(secret), "link.txt"]
+
+
+@pytest.mark.parametrize("outside", [1, 2, 3], ids=["dot-dot", "absolute", "a link inside"])
+def test_fit_refuses_paths_outside_the_tables_folder_like_train(tmp_path, outside):
+    """fit followed ../ and absolute paths and copied outside text into the run (train refused)."""
+    proj, cells = _outside_table(tmp_path)
+    rows = [{"note": cells[0] if i % 4 else cells[outside], "y": "a" if i % 2 else "b"} for i in range(24)]
+    # (a text column holding one such string is text, not a file: nothing is read from it)
+    text = [{"note": f"a note with words {i}" if i % 4 else cells[outside], "y": "a" if i % 2 else "b"} for i in range(24)]
+    assert {i.name: i.kind for i in infer_columns(text, target="y", base=proj)}["note"] == "text"
+    with pytest.raises(ColumnError, match=r"column 'note': row 1: path .* escapes the table's folder .*--allow-outside-paths"):
+        infer_columns(rows, target="y", base=proj)
+    infos = infer_columns(rows, target="y", base=proj, allow_outside_paths=True)
+    assert {i.name: i.kind for i in infos}["note"] == "text"
+
+
+def test_column_discovery_is_linear_in_the_columns(tmp_path):
+    """A 100k-column CSV ran for more than 300 s: each row's columns were looked up in a list."""
+
+    class Name(str):
+        comparisons = 0
+
+        def __eq__(self, other):
+            type(self).comparisons += 1
+            return str.__eq__(self, other)
+
+        __hash__ = str.__hash__
+
+    names = [Name(f"c{i}") for i in range(3000)]
+    rows = [{**{n: f"{i + j / 7:.3f}" for j, n in enumerate(names)}, "y": "ab"[i % 2]} for i in range(4)]
+    Name.comparisons = 0
+    infos = infer_columns(rows, target="y", base=tmp_path)
+    assert len(infos) == 3001
+    assert Name.comparisons < 20 * len(names), Name.comparisons
+
+
+def test_preparing_targets_looks_class_names_up_without_scanning_them(tmp_path):
+    from mmcore_plugins.autofit.prepare import Plan, Preparer
+
+    class Unscannable(list):
+        def __contains__(self, item):
+            raise AssertionError("the class list was scanned")
+
+        def index(self, *args):
+            raise AssertionError("the class list was scanned")
+
+    classes = Unscannable(f"c{i}" for i in range(50_000))
+    plan = Plan(target="y", task="classification", slots={"t": {"kind": "text", "column": "x"}}, classes=classes)
+    preparer = Preparer(plan, tmp_path)
+    assert [preparer.target({"y": f"c{i}"}, i) for i in (0, 49_999, 7)] == [0, 49_999, 7]
+    with pytest.raises(ColumnError, match=r"class 'zz' was not in the training table \(known: c0, c1, .*, \.\.\.\)"):
+        preparer.target({"y": "zz"}, 3)

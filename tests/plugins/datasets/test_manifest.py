@@ -52,7 +52,7 @@ def test_paths_escaping_the_manifest_folder_are_refused(folder):
     (folder / "sub").mkdir()
     m = write_jsonl(folder / "sub" / "m.jsonl", [{"doc": "../a.txt", "label": 0}])
     kwargs = {"columns": {"f": "doc"}, "target": "label", "path_columns": ["doc"], "val_fraction": 0, "test_fraction": 0}
-    with pytest.raises(BadSampleError, match="escapes the manifest's folder"):
+    with pytest.raises(BadSampleError, match="escapes the table's folder"):
         load_manifest("train", str(m), **kwargs)
     assert len(load_manifest("train", str(m), allow_outside_paths=True, **kwargs)) == 1
     write_jsonl(m, [{"doc": "missing.txt", "label": 0}])

@@ -260,3 +260,55 @@ def test_suffixes_and_sniffing_come_from_pillow(tmp_path):
     (tmp_path / "text.dat").write_text("hello")
     assert looks_like_image(tmp_path / "no_suffix") and not looks_like_image(tmp_path / "text.dat")
     assert read_image(tmp_path / "no_suffix").shape == (3, 4, 4)
+
+
+# ---------------------------------------------------------------------------- decoded pixels bounded (issue 28.8)
+def test_max_side_box_averages_the_composited_picture_the_same_from_every_source(tmp_path):
+    """An image four times larger than what the encoder uses is averaged down while it is converted;
+    files, PIL images and arrays give the same tensor, equal to averaging the composited picture."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    rgba = rng.integers(0, 256, (203, 301, 4), dtype=np.uint8)
+    rgba[:50, :, 3] = 0  # transparent: its hidden colour must not bleed into the average
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    from_file = read_image(str(tmp_path / "a.png"), max_side=16, background=(255, 255, 255))
+    from_pil = read_image(Image.fromarray(rgba, "RGBA"), max_side=16, background=(255, 255, 255))
+    from_array = read_image(rgba, max_side=16, background=(255, 255, 255))
+    torch.testing.assert_close(from_file, from_pil)
+    torch.testing.assert_close(from_file, from_array)
+    # The reference: composite onto white at full size, then average 9 x 6 blocks (factors 301 // 32, 203 // 32).
+    full = read_image(str(tmp_path / "a.png"), background=(255, 255, 255)).numpy()
+    fy, fx = 203 // 32, 301 // 32
+    rows, cols = np.arange(0, 203, fy), np.arange(0, 301, fx)
+    sums = np.add.reduceat(np.add.reduceat(full, rows, axis=1), cols, axis=2)
+    counts = np.diff(np.append(rows, 203))[:, None] * np.diff(np.append(cols, 301))[None, :]
+    np.testing.assert_allclose(from_file.numpy(), sums / counts, atol=1e-5)
+    assert from_file.shape == (3, len(rows), len(cols)) and min(from_file.shape[1:]) >= 32
+    small = rgba[:60, :60]
+    torch.testing.assert_close(read_image(small, max_side=16), read_image(small))  # under 4x: untouched
+
+
+@pytest.mark.slow
+def test_a_huge_png_within_pillows_limit_costs_about_its_decoded_bytes(tmp_path):
+    """A 363 KB PNG of 89 million pixels took 4.8 GB: its pixels became floats at full size several times."""
+    import json
+    import subprocess
+    import sys
+
+    path = tmp_path / "big.png"
+    side = 8000  # 64 million RGBA pixels (256 MB decoded), within Pillow's 89-million-pixel limit
+    make = ("import sys\nfrom PIL import Image, ImageDraw\nim = Image.new('RGBA', (8000, 8000), (0, 0, 0, 0))\n"
+            "ImageDraw.Draw(im).ellipse((1000, 1000, 7000, 7000), fill=(200, 40, 40, 255))\nim.save(sys.argv[1])")
+    subprocess.run([sys.executable, "-c", make, str(path)], check=True, timeout=600)
+    assert path.stat().st_size < 1_000_000
+    probe = ("import json, resource, sys\nfrom mmcore_plugins.encoders.image import ImageProcessor\n"
+             "processor = ImageProcessor(image_size=32, channels=3)\n"
+             "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\nx = processor(sys.argv[1])\n"
+             "print(json.dumps({'grew': (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024,"
+             " 'shape': list(x.shape)}))")
+    result = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True, timeout=600)
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    decoded = side * side * 4
+    assert outcome["shape"] == [3, 32, 32]
+    assert outcome["grew"] < 1.5 * decoded, f"{outcome['grew'] / 2**20:.0f} MiB for {decoded / 2**20:.0f} MiB of pixels"

@@ -168,3 +168,123 @@ def test_embed_names_the_bad_rows_of_a_manifest(run, capsys):
     err = capsys.readouterr().err
     assert "row 3" in err and "row 5" in err and "'image'" in err
     assert not (run / "bad.npz").exists(), "nothing written"
+
+
+# ---------------------------------------------------------------------------- outputs and option errors (issue 28, 20.10)
+def test_embed_never_replaces_a_file_it_did_not_write(run, tmp_path, capsys):
+    """``embed --out x.npy`` wrote x.<slot>.npy beside it and replaced a user's emb.image.npy."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    out = folder / "emb.npy"
+    (folder / "emb.image.npy").write_bytes(b"the user's own vectors")
+    base = ["embed", str(run / "run"), "--split", "test", "--out", str(out)]
+    for extra in ([], ["--overwrite"]):
+        assert main([*base, *extra]) == 2
+        err = capsys.readouterr().err
+        assert "emb.image.npy exists and mmcore did not write it" in err and len(err.strip().splitlines()) == 1
+        assert sorted(p.name for p in folder.iterdir()) == ["emb.image.npy"], "nothing written"
+    assert (folder / "emb.image.npy").read_bytes() == b"the user's own vectors"
+    (folder / "emb.image.npy").unlink()
+    assert main(base) == 0
+    written = sorted(p.name for p in folder.iterdir())
+    assert main(base) == 2 and "emb.npy exists; pass --overwrite" in capsys.readouterr().err
+    assert main([*base, "--overwrite"]) == 0, "mmcore's own earlier output (listed by emb.npy.json) is replaced"
+    assert sorted(p.name for p in folder.iterdir()) == written
+    # A sidecar JSON of the user's in the way is not replaced either.
+    other = folder / "b.npy"
+    (folder / "b.npy.json").write_text('{"mine": 1}')
+    assert main(["embed", str(run / "run"), "--split", "test", "--out", str(other), "--overwrite"]) == 2
+    assert (folder / "b.npy.json").read_text() == '{"mine": 1}' and not other.exists()
+
+
+@pytest.mark.parametrize("name", ["e.npz", "e.parquet", "e.npy"])
+def test_embed_and_index_never_follow_a_link_planted_at_a_temporary_or_output_name(run, tmp_path, capsys, name):
+    """Fixed temporary names (.out.jsonl.tmp, .e.npz.tmp.npz) followed a planted link."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    folder = tmp_path / "out"
+    folder.mkdir()
+    out, index = folder / name, folder / "g.faiss"
+    for planted in (f".{name}.tmp", f".{name}.tmp{out.suffix}", ".g.faiss.tmp", ".g.faiss.json.tmp", f".{name}.json.tmp"):
+        (folder / planted).symlink_to(victim)
+    (folder / "e.image.npy").symlink_to(victim)  # a sidecar name: a link there is not mmcore's file either
+    args = ["embed", str(run / "run"), "--split", "test", "--out", str(out), "--index", str(index)]
+    code = main(args)
+    capsys.readouterr()
+    assert code == (2 if name == "e.npy" else 0)
+    assert victim.read_text() == "keep me"
+    if name != "e.npy":
+        assert not out.is_symlink() and read_embeddings(out)[1][0] == "test:0"
+
+
+@pytest.mark.parametrize("extra, option", [(["--batch-size", "0"], "--batch-size"), (["--nlist", "0"], "--nlist"),
+                                           (["--index-type", "ivf", "--nlist", "100000"], "--nlist"),
+                                           (["--nprobe", "-3"], "--nprobe")])
+def test_embed_option_errors_are_input_errors_before_anything_is_written(run, tmp_path, capsys, extra, option):
+    out, index = tmp_path / "e.npz", tmp_path / "g.faiss"
+    assert main(["embed", str(run / "run"), "--split", "test", "--out", str(out), "--index", str(index), *extra]) == 2
+    err = capsys.readouterr().err
+    assert option in err and "internal error" not in err and len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_search_option_errors_are_input_errors(run, tmp_path, capsys):
+    index = tmp_path / "g.faiss"
+    assert main(["embed", str(run / "run"), "--split", "test", "--out", str(tmp_path / "e.npz"), "--index", str(index)]) == 0
+    capsys.readouterr()
+    for nprobe in ("0", "-1"):
+        assert main(["search", str(run / "run"), "--index", str(index), "--query", "one", "--nprobe", nprobe]) == 2
+        assert "--nprobe: expected a positive integer" in capsys.readouterr().err
+
+
+def _crafted_embeddings(folder, variant):
+    """An embeddings file damaged or crafted the way a hostile one would be."""
+    import struct
+    import zipfile
+
+    ids = ["a", "b"]
+    vectors = {"fused": np.ones((2, 4), np.float32), "image": np.ones((2, 3), np.float32)}
+    if variant.startswith("npz"):
+        path = folder / "e.npz"
+        write_embeddings(path, vectors, ids)
+        if variant == "npz: a member claiming more than the file":
+            data = bytearray(path.read_bytes())
+            at = data.find(b"PK\x01\x02")  # the central directory's first entry: its uncompressed size
+            struct.pack_into("<I", data, at + 24, 2**31)
+            path.write_bytes(bytes(data))
+        else:  # a header claiming 10**9 rows
+            with zipfile.ZipFile(path, "w") as archive:
+                header = "{'descr': '<f4', 'fortran_order': False, 'shape': (1000000000, 4), }"
+                archive.writestr("fused.npy", b"\x93NUMPY\x01\x00" + struct.pack("<H", 118) + header.ljust(117).encode() + b"\n")
+                archive.writestr("id.npy", b"")
+        return path
+    path = folder / "e.npy"
+    write_embeddings(path, vectors, ids)
+    sidecar = folder / "e.npy.json"
+    meta = json.loads(sidecar.read_text())
+    if variant == "npy: a header claiming 10**9 rows":
+        header = "{'descr': '<f4', 'fortran_order': False, 'shape': (1000000000, 4), }"
+        path.write_bytes(b"\x93NUMPY\x01\x00" + struct.pack("<H", 118) + header.ljust(117).encode() + b"\n" + b"\0" * 32)
+    elif variant == "npy: a sidecar naming a file elsewhere":
+        (folder.parent / "secret.npy").write_bytes(path.read_bytes())
+        meta["vectors"]["image"] = "../secret.npy"
+        sidecar.write_text(json.dumps(meta))
+    elif variant == "npy: a sidecar nested too deeply":
+        sidecar.write_text("[" * 100_000 + "]" * 100_000)
+    elif variant == "npy: object arrays":
+        np.save(folder / "e.image.npy", np.array([{"x": 1}, {"y": 2}], dtype=object), allow_pickle=True)
+    return path
+
+
+@pytest.mark.parametrize("variant", ["npz: a member claiming more than the file", "npz: a header claiming 10**9 rows",
+                                     "npy: a header claiming 10**9 rows", "npy: a sidecar naming a file elsewhere",
+                                     "npy: a sidecar nested too deeply", "npy: object arrays"])
+def test_a_crafted_embeddings_file_is_refused_before_it_is_read(tmp_path, variant):
+    folder = tmp_path / "emb"
+    folder.mkdir()
+    path = _crafted_embeddings(folder, variant)
+    from mmcore.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--embeddings") as info:
+        read_embeddings(path)
+    assert "\n" not in str(info.value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -102,7 +103,7 @@ def test_save_and_load_round_trip_and_damaged_sidecars(tmp_path):
         load_index(tmp_path / "nope.faiss")
     meta["ids"] = meta["ids"][:-1]
     sidecar.write_text(json.dumps(meta))
-    with pytest.raises(ConfigError, match="100 vectors but"):
+    with pytest.raises(ConfigError, match="'ids' must list 100 strings"):
         load_index(path)
     sidecar.unlink()
     with pytest.raises(ConfigError, match="no sidecar"):
@@ -111,3 +112,100 @@ def test_save_and_load_round_trip_and_damaged_sidecars(tmp_path):
     (tmp_path / "junk.faiss.json").write_text(json.dumps({"format": "mmcore-faiss-index/1", "ids": []}))
     with pytest.raises(ConfigError, match="not an index"):
         load_index(tmp_path / "junk.faiss")
+
+
+# ---------------------------------------------------------------------------- crafted indexes (issue 28)
+def _saved(folder, kind: str):
+    gallery = clustered(200, 8, seed=3)
+    index, settings = build_index(gallery, kind=kind, nlist=4 if kind == "ivf" else None)
+    return save_index(folder / f"{kind}.faiss", index, {"vector": "fused", **settings, "ids": [f"r{i}" for i in range(200)]})
+
+
+def _patch(path, offset: int, value: int, fmt: str = "<q") -> None:
+    import struct
+
+    data = bytearray(path.read_bytes())
+    struct.pack_into(fmt, data, offset, value)
+    path.write_bytes(bytes(data))
+
+
+def _crafted_index(path, variant: str) -> None:
+    """Damage an index file the way a hostile or broken one would be (the sidecar stays mmcore's)."""
+    if variant == "ntotal in the header":
+        _patch(path, 8, 10**12)
+    elif variant == "dimension in the header":
+        _patch(path, 4, 4096, "<i")
+    elif variant == "another kind's FourCC":
+        _patch(path, 0, int.from_bytes(b"IxF2", "little"), "<I")
+    elif variant == "the flat array's length":
+        _patch(path, 41, 2**30)
+    elif variant == "an inverted list's length":
+        _patch(path, path.read_bytes().find(b"ilar") + 32, 2**30 // 40)
+    elif variant == "truncated":
+        path.write_bytes(path.read_bytes()[:-100])
+    elif variant == "junk appended":
+        path.write_bytes(path.read_bytes() + b"\0" * 10**6)
+    elif variant == "a FIFO":
+        path.unlink()
+        os.mkfifo(path)
+    else:
+        raise AssertionError(variant)
+
+
+CRAFTED_INDEX = {"ntotal in the header": "flat", "dimension in the header": "hnsw", "another kind's FourCC": "flat",
+                 "the flat array's length": "flat", "an inverted list's length": "ivf", "truncated": "hnsw",
+                 "junk appended": "flat", "a FIFO": "ivf"}
+
+
+@pytest.mark.parametrize("variant", list(CRAFTED_INDEX))
+def test_a_crafted_index_is_refused_before_faiss_allocates_what_it_claims(tmp_path, variant):
+    """Crafted FAISS files were read back unchecked: a length field deep inside made FAISS allocate it."""
+    import subprocess
+    import sys
+
+    path, _ = _saved(tmp_path, CRAFTED_INDEX[variant])
+    _crafted_index(path, variant)
+    # In a fresh process, so that its peak memory (ru_maxrss) shows whether anything was allocated.
+    probe = ("import json, resource, sys\nfrom mmcore_plugins.retrieval.index import load_index, _faiss\n_faiss()\n"
+             "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+             "try:\n    load_index(sys.argv[1]); error = None\nexcept Exception as exc:\n    error = f'{type(exc).__name__}: {exc}'\n"
+             "print(json.dumps({'error': error, 'grew_mb': (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024}))")
+    result = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True, timeout=120)
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert outcome["error"] is not None and outcome["error"].startswith("ConfigError: --index:"), outcome
+    assert "\n" not in outcome["error"]
+    assert outcome["grew_mb"] < 64, f"{variant}: {outcome['grew_mb']:.0f} MB allocated before the refusal"
+
+
+def _sidecar_variants():
+    deep = "[" * 100_000 + "]" * 100_000
+    return {"not JSON": "{ids: [", "deep nesting": deep, "a list": "[]", "NaN": '{"count": NaN}',
+            "a boolean count": {"count": True}, "a count of 2**50": {"count": 2**50}, "an unknown kind": {"kind": "pq"},
+            "ids of another length": {"ids": ["a"]}, "ids that are not strings": {"ids": list(range(200))},
+            "nlist above the count": {"kind": "ivf", "nlist": 10**6}, "no format": {"format": None}}
+
+
+@pytest.mark.parametrize("variant", list(_sidecar_variants()))
+def test_a_crafted_sidecar_is_refused_in_one_line(tmp_path, variant):
+    path, sidecar = _saved(tmp_path, "flat")
+    change = _sidecar_variants()[variant]
+    if isinstance(change, dict):
+        sidecar.write_text(json.dumps({**json.loads(sidecar.read_text()), **change}))
+    else:
+        sidecar.write_text(change)
+    with pytest.raises(ConfigError, match=r"g?\.faiss\.json is not an index sidecar written by mmcore") as info:
+        load_index(path)
+    assert "\n" not in str(info.value)
+
+
+def test_save_index_never_replaces_what_mmcore_did_not_write(tmp_path):
+    path, sidecar = _saved(tmp_path, "flat")
+    index, meta = load_index(path)
+    with pytest.raises(ValueError, match="exists; pass --overwrite"):
+        save_index(path, index, meta)
+    save_index(path, index, meta, overwrite=True)  # mmcore's own index and sidecar: replaced
+    other = tmp_path / "mine.faiss"
+    (tmp_path / "mine.faiss.json").write_text('{"my": "settings"}')
+    with pytest.raises(ValueError, match="mine.faiss.json exists and is not an index sidecar mmcore wrote"):
+        save_index(other, index, meta, overwrite=True)
+    assert (tmp_path / "mine.faiss.json").read_text() == '{"my": "settings"}' and not other.exists()
