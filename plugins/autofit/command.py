@@ -28,7 +28,7 @@ def run_fit(args: argparse.Namespace, manager) -> int:
 
     fit(args.data, args.target, val=args.val, test=args.test, time_limit=args.time_limit, preset=args.preset,
         columns=parse_column_overrides(args.column), run_dir=args.run_dir, overwrite=args.overwrite, manager=manager,
-        allow_outside_paths=args.allow_outside_paths)
+        allow_outside_paths=args.allow_outside_paths, max_epochs=args.max_epochs)
     return 0
 
 
@@ -44,6 +44,8 @@ def mmcore_add_commands(subparsers) -> None:
     parser.add_argument("--val", help="a validation table (default: the table's split column, else 15%% of train)")
     parser.add_argument("--test", help="a test table, evaluated with the best checkpoint")
     parser.add_argument("--time-limit", default="10m", help="for the whole fit, e.g. 10m, 90s, 1h (default 10m)")
+    parser.add_argument("--max-epochs", type=int, default=None,
+                        help="at most this many epochs (default: the preset's cap); fewer when the time limit says so")
     parser.add_argument("--preset", default="best", choices=["fast", "best"],
                         help="best: pretrained encoders where they help (default); fast: small models from scratch")
     parser.add_argument("--column", action="append", default=[], metavar="NAME=KIND",
