@@ -13,7 +13,8 @@ from autofit_helpers import tabular_rows, write_csv, write_jsonl, write_png
 import mmcore
 
 
-def _fit(tmp_path: Path, task: str = "classification", time_limit: str = "5s", **kwargs):
+def _fit(tmp_path: Path, task: str = "classification", time_limit: str = "10m", **kwargs):
+    kwargs.setdefault("max_epochs", 2)  # the epoch count must not depend on the machine's speed
     rows = tabular_rows(60, seed=0, task=task)
     test_rows = tabular_rows(20, seed=1, task=task)
     train = write_jsonl(tmp_path / "train.jsonl", rows)
@@ -95,7 +96,7 @@ def test_val_split_is_carved_when_none_is_given_and_overrides_apply(tmp_path: Pa
     for i, row in enumerate(rows):
         row["group"] = str(i % 2)  # numbers...
     table = write_csv(tmp_path / "t.csv", rows)
-    predictor = mmcore.fit(table, target="y", columns={"group": "categorical"}, time_limit="5s", preset="fast",
+    predictor = mmcore.fit(table, target="y", columns={"group": "categorical"}, time_limit="10m", max_epochs=2, preset="fast",
                            run_dir=tmp_path / "run", verbose=False)
     autofit = json.loads((tmp_path / "run" / "autofit.json").read_text())
     assert autofit["rows"] == {"train": 51, "val": 9, "test": 0} and autofit["val_source"].startswith("carved")
@@ -112,7 +113,7 @@ def test_image_table_end_to_end(tmp_path: Path, capsys):
         write_png(tmp_path / "img" / f"{i}.png", i)
         rows.append({"photo": f"img/{i}.png", "n": i % 5, "y": "odd" if i % 2 else "even"})
     table = write_csv(tmp_path / "t.csv", rows)
-    code = main(["fit", str(table), "--target", "y", "--time-limit", "5s", "--preset", "fast",
+    code = main(["fit", str(table), "--target", "y", "--time-limit", "10m", "--max-epochs", "2", "--preset", "fast",
                  "--run-dir", str(tmp_path / "run")])
     out = capsys.readouterr().out
     assert code == 0

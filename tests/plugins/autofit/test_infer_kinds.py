@@ -181,7 +181,7 @@ def test_fit_leaves_out_and_counts_non_finite_rows_of_a_declared_regression(tmp_
     with pytest.raises(ColumnError, match="row 5, target 'y'"):
         mmcore.fit(table, target="y", time_limit="20s", preset="fast", run_dir=tmp_path / "refused", verbose=False)
     assert not (tmp_path / "refused").exists()
-    predictor = mmcore.fit(table, target="y", test=test, columns={"y": "regression"}, time_limit="20s", preset="fast",
+    predictor = mmcore.fit(table, target="y", test=test, columns={"y": "regression"}, time_limit="10m", max_epochs=2, preset="fast",
                            run_dir=tmp_path / "run", verbose=False)
     autofit = json.loads((tmp_path / "run" / "autofit.json").read_text())
     assert autofit["rows"]["train"] + autofit["rows"]["val"] == 58 and autofit["rows"]["test"] == 19
