@@ -58,6 +58,8 @@ PROBE_BATCHES = 5
 #: Seconds an epoch spends on its own files beyond the checkpoint (metrics, hooks, fsync), measured
 #: on this machine at a few tens of ms; planned, then re-planned from the epochs' actual times.
 EPOCH_BOOKKEEPING = 0.05
+#: Share of the time left that comparing pretrained and from-scratch candidates may take.
+CANDIDATE_SHARE = 0.12
 DATA_FILE = "data.jsonl"
 PLAN_FILE = "autofit.json"
 SUMMARY_FILE = "fit_summary.json"
@@ -236,9 +238,25 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
         # ---- the config
         config, choices = build_config(plan, infos, n_train=counts["train"], n_val=counts["val"], data_path=str(data_path),
                                        run_dir=str(run), preset=preset)
+        clock.add("prepare", clock.clock() - prepare_started, note="splits, prepared table, config")
+
+        # ---- candidates: a pretrained encoder is kept only where it measurably beats the from-scratch one
+        compared: dict[str, Any] = {}
+        if any(enc.get("freeze") is True for enc in config["model"]["encoders"].values()):
+            from mmcore_plugins.autofit.candidates import compare_candidates
+
+            with clock.phase("candidates", CANDIDATE_SHARE * clock.left(), note="linear probes on a sample, val split"):
+                compared = compare_candidates(config, table, plan=plan, infos=infos, base=run,
+                                              budget_s=CANDIDATE_SHARE * clock.left(), manager=manager, clock=clock.clock)
+            scratch = {slot: f"measured: {c.why}" for slot, c in compared.items() if c.chosen == "scratch"}
+            if scratch:
+                config, choices = build_config(plan, infos, n_train=counts["train"], n_val=counts["val"],
+                                               data_path=str(data_path), run_dir=str(run), preset=preset, scratch=scratch)
+            for slot, c in compared.items():
+                if c.chosen == "pretrained":
+                    choices.append(Choice(slot, "pretrained kept", f"measured: {c.why}"))
         if not counts["test"]:
             config["data"]["test_fraction"] = 0.0  # no test rows: none are carved from train either
-        clock.add("prepare", clock.clock() - prepare_started, note="splits, prepared table, config")
         _log(verbose, "", "choices:", *(f"  {c.slot:<12} {c.what}  -- {c.why}" for c in choices))
 
         # ---- time: measure the costs, then plan every remaining phase into what is left of the limit
@@ -281,6 +299,7 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
                    "schedule": {"epochs": epochs, "train_rows": schedule.train_rows, "val_rows": schedule.val_rows,
                                 "image_size": schedule.image_size, "planned_s": schedule.planned, "scaled": schedule.scaled},
                    "threads": {"intra_op": threads, "why": threads_why},
+                   "candidates": [c.to_json() for c in compared.values()],
                    "cached_slots": cached, "dropped_files": dropped, "rows": counts, "val_source": val_source,
                    "rows_left_out": {"no target": unlabelled, "non-finite target": len(nonfinite), "no input": empty}}
         write_file(run / PLAN_FILE, json.dumps(autofit, indent=2))
@@ -315,6 +334,7 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
                        "feature_cache_bytes": cache_bytes, "threads": {"intra_op": threads, "why": threads_why,
                                                                        "dropped_to_one_after_epoch": progress.threads_dropped_after},
                        "scaled_to_fit": schedule.scaled, "epochs": progress.epochs,
+                       "candidates": [c.to_json() for c in compared.values()],
                        "stop_reason": report.get("stop_reason"), "stopped_by_time_limit_after_epoch": progress.stopped_after,
                        "stopped_within_epoch": progress.stopped_within_epoch}
             summary["time"] = clock.to_json()
