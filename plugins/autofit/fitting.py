@@ -310,7 +310,7 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
         clock.sample_load("training")
         trainer = Trainer(config, manager=manager)
         reserve = schedule.planned["test"] + schedule.planned["final"]
-        progress = FitProgress(deadline=clock.started + limit - reserve, clock=clock.clock,
+        progress = FitProgress(deadline=clock.started + limit, reserve=reserve, clock=clock.clock,
                                val_seconds=counts["val"] * costs.eval_sample, planned_step=costs.warm_step,
                                log=(lambda line: print(line, flush=True)) if verbose else None)
         began = clock.clock()

@@ -14,6 +14,8 @@ from typing import Any
 
 import mmcore
 
+#: The reserve after training is stretched by the steps' slowdown, at most this much.
+MAX_SLOWDOWN = 3.0
 #: At an epoch's end, another epoch is begun only when at least this share of one fits before the deadline.
 MIN_EPOCH_SHARE = 0.2
 
@@ -28,6 +30,7 @@ class FitProgress:
     * after every epoch: when not even ``MIN_EPOCH_SHARE`` of another epoch and its validation fit,
       training stops there (the best checkpoint so far is kept and tested).
 
+    ``reserve``: seconds kept after the deadline's training for what follows (see :attr:`deadline`).
     ``val_seconds``: the expected validation time (the measured one replaces it after the first
     epoch). ``planned_step``: the probe's step time; an epoch whose steps take more than twice as
     long with more than one intra-op thread drops to one (a machine that got busy: spinning threads
@@ -36,8 +39,8 @@ class FitProgress:
 
     def __init__(self, *, deadline: float | None, log: Callable[[str], None] | None = None,
                  clock: Callable[[], float] = time.perf_counter, val_seconds: float = 0.0,
-                 planned_step: float | None = None) -> None:
-        self.deadline, self.log, self.clock = deadline, log, clock
+                 planned_step: float | None = None, reserve: float = 0.0) -> None:
+        self.end, self.reserve, self.log, self.clock = deadline, reserve, log, clock
         self.val_seconds, self.planned_step = val_seconds, planned_step
         self.epoch_started: float | None = None
         self.train_started: float | None = None
@@ -51,6 +54,20 @@ class FitProgress:
         self.stopped_within_epoch = False
         #: intra-op threads dropped to one after this epoch (None: not)
         self.threads_dropped_after: int | None = None
+
+    @property
+    def deadline(self) -> float | None:
+        """When training must be over: the end less the ``reserve`` (what follows training: the test
+        evaluation and saving, as planned), the reserve stretched by how much slower the steps run
+        than the probe measured (at most ``MAX_SLOWDOWN`` x): a machine that got busy slows those too."""
+        if self.end is None:
+            return None
+        slowdown = 1.0
+        if self.planned_step and self.epoch_steps and self.last_step_end is not None and self.epoch_started is not None:
+            slowdown = (self.last_step_end - self.epoch_started) / self.epoch_steps / self.planned_step
+        elif self.planned_step and self.epochs and self.epochs[-1]["train_s"] and self.epochs[-1]["steps"]:
+            slowdown = self.epochs[-1]["train_s"] / self.epochs[-1]["steps"] / self.planned_step
+        return self.end - self.reserve * min(MAX_SLOWDOWN, max(1.0, slowdown))
 
     @mmcore.hookimpl
     def mmcore_train_start(self, trainer) -> None:
@@ -70,10 +87,11 @@ class FitProgress:
             return
         if self.epoch_steps >= getattr(trainer, "steps_per_epoch", float("inf")):
             return  # the epoch's last step: its validation follows anyway; the epoch-end check decides
-        if now + self.step_seconds + self.val_seconds > self.deadline:
+        deadline = self.deadline
+        if now + self.step_seconds + self.val_seconds > deadline:
             self.stopped_after, self.stopped_within_epoch = trainer.epoch, True
             reason = (f"time limit: another step ({self.step_seconds:.2f} s) and a validation ({self.val_seconds:.1f} s) "
-                      f"would end {now + self.step_seconds + self.val_seconds - self.deadline:.1f} s after it")
+                      f"would end {now + self.step_seconds + self.val_seconds - deadline:.1f} s after it")
             trainer.request_stop(reason, finish_epoch=False)
             if self.log is not None:
                 self.log(f"{reason}; ending epoch {trainer.epoch} after step {step} (the best checkpoint so far is kept)")
@@ -98,9 +116,10 @@ class FitProgress:
             return
         epoch_train = self.epochs[-1]["train_s"] if self.epochs and self.epochs[-1]["train_s"] is not None else now - last
         needed = MIN_EPOCH_SHARE * epoch_train + self.val_seconds
-        if now + needed > self.deadline:
+        deadline = self.deadline
+        if now + needed > deadline:
             self.stopped_after = epoch
-            reason = (f"time limit: {max(0.0, self.deadline - now):.1f} s left, less than {MIN_EPOCH_SHARE:.0%} of another "
+            reason = (f"time limit: {max(0.0, deadline - now):.1f} s left, less than {MIN_EPOCH_SHARE:.0%} of another "
                       f"epoch (the last took {now - last:.1f} s) and its validation")
             trainer.request_stop(reason)
             if self.log is not None:

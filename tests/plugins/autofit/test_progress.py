@@ -128,3 +128,17 @@ def test_without_a_deadline_it_only_logs_and_the_autofit_plugin_hooks_no_other_t
     lifecycle = ("mmcore_train_start", "mmcore_epoch_end", "mmcore_train_step_end", "mmcore_train_end")
     owners = {impl.plugin_name for hook in lifecycle for impl in getattr(manager.hook, hook).get_hookimpls()}
     assert "autofit" not in owners
+
+
+def test_the_reserve_for_test_and_saving_stretches_with_the_steps_slowdown(tmp_path: Path):
+    """Steps take 1 s where the probe measured 0.5 s: the 2 s kept after training for the test and
+    saving become 4 s (those slow down too). End at 20 s: the deadline is 16, not 18 -- in epoch 3
+    (from 12 s) the second step ends at 14 and another step and a validation would end at 17 > 16."""
+    clock = StepClock()
+    progress = FitProgress(deadline=20.0, reserve=2.0, clock=clock, val_seconds=2.0, planned_step=0.5)
+    _, report = _run(tmp_path, progress, clock, step=1.0, val=2.0)
+    assert report["steps"] == 10 and progress.stopped_after == 3 and progress.stopped_within_epoch
+    steady = FitProgress(deadline=20.0, reserve=2.0, clock=StepClock(), val_seconds=2.0, planned_step=1.0)
+    clock = steady.clock
+    _, report = _run(tmp_path / "steady", steady, clock, step=1.0, val=2.0)
+    assert report["steps"] == 12, "no slowdown: the reserve stays 2 s and epoch 3 runs to its end at 16 + 2 s val"
