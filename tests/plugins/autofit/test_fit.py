@@ -120,3 +120,18 @@ def test_image_table_end_to_end(tmp_path: Path, capsys):
     assert "photo" in out and "image_cnn" in out and "reproduce: mmcore train" in out
     summary = json.loads((tmp_path / "run" / "fit_summary.json").read_text())
     assert summary["cached_slots"] == {"tabular": "processed inputs"}
+
+
+def test_the_summary_reports_every_phase_planned_and_actual_the_load_and_the_threads(tmp_path: Path):
+    _fit(tmp_path)
+    summary = json.loads((tmp_path / "run" / "fit_summary.json").read_text())
+    phases = summary["time"]["phases"]
+    assert [p["phase"] for p in phases] == ["read + infer", "prepare", "probe", "setup + features", "training", "test", "saving"]
+    planned = {p["phase"]: p["planned_s"] for p in phases}
+    assert all(planned[name] is not None and planned[name] >= 0 for name in ("setup + features", "training", "test", "saving"))
+    assert all(p["actual_s"] >= 0 for p in phases) and summary["time"]["limit_s"] == 600.0
+    assert set(summary["time"]["load_average_1min"]) == {"start", "training", "end"}
+    assert summary["threads"]["intra_op"] >= 1 and summary["threads"]["why"]
+    assert summary["epochs_planned"] == 2 and summary["candidates"] == [] and summary["feature_cache_bytes"] == 0
+    autofit = json.loads((tmp_path / "run" / "autofit.json").read_text())
+    assert autofit["schedule"]["epochs"] == 2 and autofit["costs"]["warm_step"] > 0
