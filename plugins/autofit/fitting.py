@@ -242,16 +242,17 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
 
         # ---- candidates: a pretrained encoder is kept only where it measurably beats the from-scratch one
         compared: dict[str, Any] = {}
+        scratch_why: dict[str, str] = {}
         if any(enc.get("freeze") is True for enc in config["model"]["encoders"].values()):
             from mmcore_plugins.autofit.candidates import compare_candidates
 
             with clock.phase("candidates", CANDIDATE_SHARE * clock.left(), note="linear probes on a sample, val split"):
                 compared = compare_candidates(config, table, plan=plan, infos=infos, base=run,
                                               budget_s=CANDIDATE_SHARE * clock.left(), manager=manager, clock=clock.clock)
-            scratch = {slot: f"measured: {c.why}" for slot, c in compared.items() if c.chosen == "scratch"}
-            if scratch:
+            scratch_why = {slot: f"measured: {c.why}" for slot, c in compared.items() if c.chosen == "scratch"}
+            if scratch_why:
                 config, choices = build_config(plan, infos, n_train=counts["train"], n_val=counts["val"],
-                                               data_path=str(data_path), run_dir=str(run), preset=preset, scratch=scratch)
+                                               data_path=str(data_path), run_dir=str(run), preset=preset, scratch=scratch_why)
             for slot, c in compared.items():
                 if c.chosen == "pretrained":
                     choices.append(Choice(slot, "pretrained kept", f"measured: {c.why}"))
@@ -269,8 +270,28 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
         batch = config["trainer"]["batch_size"]
         schedule = plan_schedule(clock.left(), costs, train_rows=counts["train"], val_rows=counts["val"],
                                  test_rows=counts["test"], batch_size=batch, max_epochs=max_epochs, image_size=image_size)
+        frozen = [slot for slot, enc in config["model"]["encoders"].items() if enc.get("freeze") is True]
+        if frozen and (not schedule.fits or schedule.train_rows < counts["train"]):
+            # The frozen features do not fit the limit (or only on fewer rows): the from-scratch
+            # encoders need none; measured and taken when they keep more of the table.
+            why = (f"the time limit: frozen features of {counts['train'] + counts['val'] + counts['test']} rows "
+                   f"need about {schedule.planned['features'] + schedule.planned['test']:.0f} s")
+            alt_config, alt_choices = build_config(plan, infos, n_train=counts["train"], n_val=counts["val"],
+                                                   data_path=str(data_path), run_dir=str(run), preset=preset,
+                                                   scratch={**{slot: why for slot in frozen}, **scratch_why})
+            if not counts["test"]:
+                alt_config["data"]["test_fraction"] = 0.0
+            with clock.phase("probe (from scratch)", note="the frozen features did not fit"):
+                alt_costs = measure_costs(alt_config, [r for r in table if r[plan.split_column] == "train"],
+                                          [r for r in table if r[plan.split_column] == "val"], manager=manager)
+            alt = plan_schedule(clock.left(), alt_costs, train_rows=counts["train"], val_rows=counts["val"],
+                                test_rows=counts["test"], batch_size=alt_config["trainer"]["batch_size"], max_epochs=max_epochs)
+            if alt.fits and (not schedule.fits or alt.train_rows > schedule.train_rows):
+                config, choices, costs, schedule, image_size, frozen_images = alt_config, alt_choices, alt_costs, alt, None, []
+                _log(verbose, *(f"  {c.slot:<12} {c.what}  -- {c.why}" for c in choices if c.slot in frozen))
         if not schedule.fits:
             raise TimeLimitError(refusal(schedule, limit, clock.elapsed(), frozen=bool(costs.feature_row), preset=preset))
+        batch = config["trainer"]["batch_size"]
         if schedule.image_size != image_size:
             for slot in frozen_images:
                 config["model"]["encoders"][slot]["image_size"] = schedule.image_size

@@ -123,3 +123,40 @@ def test_mmcore_fit_refuses_a_limit_below_its_own_fixed_reserve_with_exit_2_and_
     assert code == 2 and len(err.splitlines()) == 1, err
     assert "--time-limit 2s: even the smallest plan" in err and "pass --time-limit" in err
     assert not (tmp_path / "run" / "report.json").exists(), "nothing was trained"
+
+
+@pytest.mark.slow
+def test_frozen_features_that_cannot_fit_fall_back_to_the_from_scratch_encoder(tmp_path, monkeypatch):
+    """Measured costs injected: the frozen EfficientNet's features would take 50 s a row (hours for
+    this table), the from-scratch CNN's costs are small: fit trains the CNN and says why, instead of
+    refusing or running past the limit."""
+    from autofit_helpers import write_jsonl, write_png
+
+    import mmcore
+    from mmcore_plugins.autofit import candidates, choose, fitting
+
+    monkeypatch.setattr(choose, "pretrained_available", lambda: {"efficientnet_lite0": True, "minilm": False})
+    monkeypatch.setattr(candidates, "compare_candidates", lambda *a, **k: {})
+    measured = []
+
+    def fake_costs(config, train_rows, val_rows, *, manager, batches=5):
+        encoder = config["model"]["encoders"]["photo"]
+        measured.append(encoder["name"])
+        if encoder.get("freeze"):
+            return Costs(cold_step=0.05, warm_step=0.01, eval_sample=0.001, feature_row={"photo": 50.0},
+                         feature_size=encoder["image_size"], image_slots=("photo",))
+        return Costs(cold_step=0.02, warm_step=0.01, eval_sample=0.001)
+
+    monkeypatch.setattr(fitting, "measure_costs", fake_costs)
+    rows = []
+    for i in range(80):
+        rows.append({"photo": f"img/{write_png(tmp_path / 'img' / f'{i}.png', i, size=32)}", "y": "ab"[i % 2]})
+    table = write_jsonl(tmp_path / "t.jsonl", rows)
+    predictor = mmcore.fit(table, target="y", time_limit="10m", max_epochs=2, run_dir=tmp_path / "run", verbose=False)
+    assert measured == ["efficientnet_lite0", "image_cnn"]
+    summary = predictor.summary()
+    assert summary["epochs_run"] == 2
+    autofit = __import__("json").loads((tmp_path / "run" / "autofit.json").read_text())
+    photo = next(c for c in autofit["choices"] if c["slot"] == "photo")
+    assert photo["what"].startswith("image_cnn") and photo["why"].startswith("the time limit: frozen features of")
+    assert [p["phase"] for p in summary["time"]["phases"]][3:5] == ["probe", "probe (from scratch)"]
