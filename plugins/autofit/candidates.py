@@ -6,7 +6,8 @@ A rule such as ">= 32 px means a photo" cannot tell an 8 px digit upscaled to 32
 frozen ImageNet features of upscaled digits scored 23.9% where a small CNN at the native size
 scored over 70%. So each candidate is measured, cheaply:
 
-* image -- *pretrained*: EfficientNet-Lite0's pooled features (frozen, at the size fit would use);
+* image -- *pretrained*: EfficientNet-Lite0's pooled features (frozen, at the size fit would use,
+  at most ``PROBE_IMAGE_SIZE`` px);
   *from scratch*: the grey (or RGB) pixels at the images' own size (at most 32 px). A linear model
   on pixels is the floor of what the small CNN learns from them (it also learns shifts and
   strokes), so the pretrained features must beat it by ``IMAGE_MARGIN`` to be kept.
@@ -16,7 +17,8 @@ scored over 70%. So each candidate is measured, cheaply:
 
 The probe: scikit-learn's standardised ``LogisticRegression`` (classification: validation
 accuracy) or ``Ridge`` (regression: validation R^2), the same for both candidates. Rows are taken
-(seeded) until ``budget_s`` seconds are spent on features (every comparison together), at most
+(seeded) until ``budget_s`` seconds are spent on features (every comparison together; one that has
+not reached ``MIN_ROWS`` rows of each split goes on, up to ``OVERRUN`` times its share), at most
 ``MAX_TRAIN`` training and ``MAX_VAL`` validation rows; with fewer than ``MIN_ROWS`` of either the
 rule's choice stands, said so.
 """
@@ -39,7 +41,14 @@ TEXT_MARGIN = 0.0
 MAX_TRAIN = 400
 MAX_VAL = 300
 MIN_ROWS = 40
-BATCH = 32
+#: Rows encoded per call: small, so that a deadline is kept to within one small batch.
+BATCH = 16
+#: A comparison goes on past its share of the time, up to this many times it, until both splits
+#: have MIN_ROWS rows (a busy machine must not turn every comparison into "not compared").
+OVERRUN = 2.0
+#: Pretrained image features are compared at no more than this size (their cost grows with the
+#: pixels; what the probe compares is the kind of feature, not the last point of accuracy).
+PROBE_IMAGE_SIZE = 128
 
 
 @dataclass
@@ -114,12 +123,20 @@ def compare(slot: str, kind: str, values: Mapping[str, Sequence[Any]], targets: 
     batch at a time until ``deadline`` (a ``clock()`` value); ``scratch(train_raws, val_raws) ->
     (train_x, val_x)`` on the same rows."""
     start = clock()
+    hard = start + OVERRUN * max(0.0, deadline - start)
     metric = "R^2" if task == "regression" else "accuracy"
     got: dict[str, list[np.ndarray]] = {"train": [], "val": []}
     taken = {"train": 0, "val": 0}
-    while clock() < deadline and any(taken[s] < len(values[s]) for s in taken):
+
+    def more(split: str) -> bool:
+        if taken[split] >= len(values[split]):
+            return False
+        now = clock()
+        return now < deadline or (now < hard and taken[split] < MIN_ROWS)
+
+    while more("train") or more("val"):
         for split in ("train", "val"):  # alternately, so a deadline leaves both with rows
-            if taken[split] < len(values[split]) and clock() < deadline:
+            if more(split):
                 chunk = values[split][taken[split]: taken[split] + BATCH]
                 got[split].append(pretrained(chunk))
                 taken[split] += len(chunk)
@@ -168,12 +185,12 @@ def compare_candidates(config: Mapping[str, Any], table: Sequence[Mapping[str, A
             values[split] = [_raw(r[column], base) for r in rows[:most]]
             targets[split] = [r[plan.target] for r in rows[:most]]
         share = (budget_s - (clock() - start)) / (len(slots) - k)  # what is left, shared by the slots left
-        deadline = clock() + max(0.0, share)
+        deadline = clock() + max(budget_s / len(slots) / 2, share)  # each slot gets at least half its share
         if encoder["name"] == "efficientnet_lite0":
             details = by_name[column].details
             side = int(min(32, max(8, round(float(details.get("side", 32))))))
             colour = bool(details.get("colour"))
-            net, processor = _pretrained_image(manager, int(encoder["image_size"]))
+            net, processor = _pretrained_image(manager, min(PROBE_IMAGE_SIZE, int(encoder["image_size"])))
 
             def pixels(train, val, side=side, colour=colour):
                 return (np.stack([_pixels(Path(p), side, colour) for p in train]),

@@ -60,11 +60,15 @@ def test_the_better_candidate_on_validation_is_kept_with_both_scores_and_the_rea
 
 
 def test_the_deadline_bounds_the_rows_encoded_and_too_few_keeps_the_rule():
-    # 1 s per batch of 32, alternating train and val: a deadline at 6 s encodes 3 batches of each
-    bounded = _run(pretrained_good=False, deadline=6.0)
-    assert bounded.rows == (96, 96) and bounded.chosen == "scratch"
-    starved = _run(pretrained_good=False, deadline=1.0)  # one train batch only: no val rows
-    assert starved.rows[1] < MIN_ROWS and starved.chosen == "pretrained" and starved.why.startswith("not compared")
+    # 1 s per batch of 16, alternating train and val: a deadline at 8 s encodes 4 batches of each
+    bounded = _run(pretrained_good=False, deadline=8.0)
+    assert bounded.rows == (64, 64) and bounded.chosen == "scratch"
+    # at 4 s each split has 32 rows, fewer than MIN_ROWS: it goes on (up to OVERRUN x) until 48 each
+    overrun = _run(pretrained_good=False, deadline=4.0)
+    assert overrun.rows == (48, 48) and overrun.chosen == "scratch"
+    starved = _run(pretrained_good=False, deadline=1.0)  # at most 2 s: one batch of each
+    assert starved.rows == (16, 16) and starved.rows[1] < MIN_ROWS
+    assert starved.chosen == "pretrained" and starved.why.startswith("not compared")
 
 
 def test_the_probe_scores_classification_by_accuracy_and_regression_by_r2():
