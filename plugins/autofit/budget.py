@@ -44,17 +44,25 @@ def load_average() -> float | None:
         return None
 
 
-def choose_threads(cores: int | None = None, load: float | None = None) -> tuple[int, str]:
+def choose_threads(cores: int | None = None, load: float | None = None, *, wait_policy: str | None = None) -> tuple[int, str]:
     """Intra-op threads for a fit, and why: one thread when the machine is busy (its 1-minute load
     leaves less than one core free) -- PyTorch's OpenMP threads spin while they wait, so on a busy
     machine two threads ran 4-35x slower than one here, where one thread slows in proportion to the
     load --, else one per free core. The step-time probe then keeps one thread if more are not
     measurably faster (:func:`apply_threads` switches). Kept in this one function so that a
-    project-wide thread policy (an option and a default in mmcore) can replace it."""
+    project-wide thread policy (an option and a default in mmcore) can replace it.
+
+    With ``OMP_WAIT_POLICY=PASSIVE`` in the environment (``wait_policy``; it must be set before
+    PyTorch is imported, so it is the caller's), waiting threads sleep instead of spinning: every
+    CPU is used, busy or not (``benchmarks/bench_threads.py``: at load 10 on 2 CPUs, 2 passive
+    threads 1.0x, 1 thread 1.4x, 2 spinning threads 4.9x the best step time)."""
     cores = cpu_count() if cores is None else cores
     load = load_average() if load is None else load
+    policy = os.environ.get("OMP_WAIT_POLICY", "") if wait_policy is None else wait_policy
     if cores <= 1:
         return 1, "one CPU"
+    if policy.strip().upper() == "PASSIVE":
+        return cores, f"{cores} CPUs, OMP_WAIT_POLICY=PASSIVE: waiting threads sleep, so more threads never spin"
     if load is None:
         return cores, f"{cores} CPUs (no load average on this system)"
     free = cores - load

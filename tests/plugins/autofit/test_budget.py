@@ -106,8 +106,10 @@ def test_the_phase_clock_records_planned_and_actual_seconds():
 @pytest.mark.parametrize(("cores", "load", "threads"), [(1, 0.0, 1), (2, 0.2, 1), (2, 1.5, 1), (2, 4.0, 1), (8, 2.0, 6),
                                                         (8, 7.5, 1)])
 def test_threads_follow_the_free_cores_and_one_on_a_busy_machine(cores, load, threads):
-    chosen, why = choose_threads(cores=cores, load=load)
+    chosen, why = choose_threads(cores=cores, load=load, wait_policy="")
     assert chosen == threads and why
+    if cores > 1:  # passive OpenMP threads sleep while they wait: every CPU, whatever the load
+        assert choose_threads(cores=cores, load=load, wait_policy="passive")[0] == cores
 
 
 def test_mmcore_fit_refuses_a_limit_below_its_own_fixed_reserve_with_exit_2_and_one_line(tmp_path, capsys):
