@@ -19,8 +19,8 @@ The probe: scikit-learn's standardised ``LogisticRegression`` (classification: v
 accuracy) or ``Ridge`` (regression: validation R^2), the same for both candidates. Rows are taken
 (seeded) until ``budget_s`` seconds are spent on features (every comparison together; one that has
 not reached ``MIN_ROWS`` rows of each split goes on, up to ``OVERRUN`` times its share), at most
-``MAX_TRAIN`` training and ``MAX_VAL`` validation rows; with fewer than ``MIN_ROWS`` of either the
-rule's choice stands, said so.
+``MAX_TRAIN`` training and ``MAX_VAL`` validation rows; with fewer than ``MIN_ROWS`` of either
+(or of all a small split has, at least ``MIN_SMALL``) the rule's choice stands, said so.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ TEXT_MARGIN = 0.0
 MAX_TRAIN = 400
 MAX_VAL = 300
 MIN_ROWS = 40
+#: Fewer rows than this in a split: never compared (one row moves accuracy by more than 10 points).
+MIN_SMALL = 10
 #: Rows encoded per call: small, so that a deadline is kept to within one small batch.
 BATCH = 16
 #: A comparison goes on past its share of the time, up to this many times it, until both splits
@@ -128,11 +130,14 @@ def compare(slot: str, kind: str, values: Mapping[str, Sequence[Any]], targets: 
     got: dict[str, list[np.ndarray]] = {"train": [], "val": []}
     taken = {"train": 0, "val": 0}
 
+    # A small table's whole validation split may hold fewer than MIN_ROWS rows: all of them do.
+    needed = {split: max(MIN_SMALL, min(MIN_ROWS, len(values[split]))) for split in taken}
+
     def more(split: str) -> bool:
         if taken[split] >= len(values[split]):
             return False
         now = clock()
-        return now < deadline or (now < hard and taken[split] < MIN_ROWS)
+        return now < deadline or (now < hard and taken[split] < needed[split])
 
     while more("train") or more("val"):
         for split in ("train", "val"):  # alternately, so a deadline leaves both with rows
@@ -141,10 +146,11 @@ def compare(slot: str, kind: str, values: Mapping[str, Sequence[Any]], targets: 
                 got[split].append(pretrained(chunk))
                 taken[split] += len(chunk)
     rows = (taken["train"], taken["val"])
-    if min(rows) < MIN_ROWS:
+    if rows[0] < needed["train"] or rows[1] < needed["val"]:
         return Comparison(slot, kind, {}, rows, "pretrained",
                           f"not compared: only {rows[0]} train / {rows[1]} val rows encoded in the time set aside "
-                          f"(at least {MIN_ROWS} each needed); the pretrained encoder kept", clock() - start, metric)
+                          f"(at least {needed['train']} / {needed['val']} needed); the pretrained encoder kept",
+                          clock() - start, metric)
     train_raws, val_raws = list(values["train"][: rows[0]]), list(values["val"][: rows[1]])
     train_y, val_y = list(targets["train"][: rows[0]]), list(targets["val"][: rows[1]])
     pre = probe_score(np.concatenate(got["train"]), train_y, np.concatenate(got["val"]), val_y, task)

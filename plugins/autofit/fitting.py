@@ -55,6 +55,10 @@ from mmcore_plugins.autofit.progress import FitProgress
 VAL_FRACTION = 0.15
 #: Batches timed by the step-time probe (each pass; the first step of a pass is not counted).
 PROBE_BATCHES = 5
+#: With a frozen encoder (every probe row's features computed once; the steps themselves are cheap).
+FROZEN_PROBE_BATCHES = 3
+#: Rows whose frozen features are computed again, per slot, to measure each slot's cost alone.
+FEATURE_PROBE_ROWS = 16
 #: Seconds an epoch spends on its own files beyond the checkpoint (metrics, hooks, fsync), measured
 #: on this machine at a few tens of ms; planned, then re-planned from the epochs' actual times.
 EPOCH_BOOKKEEPING = 0.05
@@ -261,7 +265,7 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
         _log(verbose, "", "choices:", *(f"  {c.slot:<12} {c.what}  -- {c.why}" for c in choices))
 
         # ---- time: measure the costs, then plan every remaining phase into what is left of the limit
-        with clock.phase("probe", note=f"{PROBE_BATCHES} training batches twice, validation twice"):
+        with clock.phase("probe", note="a few training batches twice, validation twice"):
             costs = measure_costs(config, [r for r in table if r[plan.split_column] == "train"],
                                   [r for r in table if r[plan.split_column] == "val"], manager=manager)
         frozen_images = [slot for slot, enc in config["model"]["encoders"].items()
@@ -452,8 +456,11 @@ def measure_costs(config: Mapping[str, Any], train_rows: Sequence[Mapping[str, A
     from mmcore.engine.trainer import Trainer
 
     batch = int(config["trainer"]["batch_size"])
+    frozen = bool(config["trainer"].get("cache_features"))
+    if frozen:  # every probe row's frozen features are computed: the costliest part on a busy CPU
+        batches = min(batches, FROZEN_PROBE_BATCHES)
     probe_train = list(train_rows[: batch * batches])
-    probe_val = list(val_rows[:64]) or probe_train[:batch]
+    probe_val = list(val_rows[: 32 if frozen else 64]) or probe_train[:batch]
     rows = len(probe_train) + len(probe_val)
     with tempfile.TemporaryDirectory(prefix="mmcore-fit-probe-") as tmp:
         probe = Path(tmp) / "probe.jsonl"
@@ -461,7 +468,6 @@ def measure_costs(config: Mapping[str, Any], train_rows: Sequence[Mapping[str, A
         _write_jsonl(probe, [*({**r, split: "train"} for r in probe_train), *({**r, split: "val"} for r in probe_val)])
         cfg = copy.deepcopy(dict(config))
         cfg["data"] = {**cfg["data"], "path": str(probe), "test_fraction": 0.0}
-        frozen = bool(cfg["trainer"].get("cache_features"))
         cfg["trainer"] = {**cfg["trainer"], "epochs": 1, "run_dir": str(Path(tmp) / "run"), "progress": False,
                           "plots": False, "tensorboard": False, "cache_features": frozen}
         load_row = math.inf
@@ -482,10 +488,12 @@ def measure_costs(config: Mapping[str, Any], train_rows: Sequence[Mapping[str, A
                 from mmcore.data import precompute_features
 
                 cache.clear()
+                train = trainer.datasets["train"]
+                sample = [train[i] for i in range(min(FEATURE_PROBE_ROWS, len(train)))]
                 for slot in list(trainer.model.feature_caches):
                     start = time.perf_counter()
-                    precompute_features(trainer.model, slot, trainer.datasets["train"], batch_size=64)
-                    feature_row[slot] = (time.perf_counter() - start) / max(1, len(trainer.datasets["train"]))
+                    precompute_features(trainer.model, slot, sample, batch_size=FEATURE_PROBE_ROWS)
+                    feature_row[slot] = (time.perf_counter() - start) / max(1, len(sample))
             passes = [_timed_pass(trainer) for _ in range(2)]
             start = time.perf_counter()
             trainer.evaluate(trainer.datasets["val"])  # reads and remembers the val inputs
