@@ -59,6 +59,9 @@ PROBE_BATCHES = 5
 FROZEN_PROBE_BATCHES = 3
 #: Rows whose frozen features are computed again, per slot, to measure each slot's cost alone.
 FEATURE_PROBE_ROWS = 16
+#: Frozen image encoders are probed at no more than this size; their cost at the size used is
+#: planned from it by the pixels ((size / PROBE_IMAGE_SIZE) ** 2, :func:`~.budget.plan_schedule`).
+PROBE_IMAGE_SIZE = 96
 #: Seconds an epoch spends on its own files beyond the checkpoint (metrics, hooks, fsync), measured
 #: on this machine at a few tens of ms; planned, then re-planned from the epochs' actual times.
 EPOCH_BOOKKEEPING = 0.05
@@ -468,6 +471,9 @@ def measure_costs(config: Mapping[str, Any], train_rows: Sequence[Mapping[str, A
         _write_jsonl(probe, [*({**r, split: "train"} for r in probe_train), *({**r, split: "val"} for r in probe_val)])
         cfg = copy.deepcopy(dict(config))
         cfg["data"] = {**cfg["data"], "path": str(probe), "test_fraction": 0.0}
+        for encoder in cfg["model"]["encoders"].values():  # frozen image features measured small, planned by the pixels
+            if encoder.get("freeze") is True and "image_size" in encoder:
+                encoder["image_size"] = min(int(encoder["image_size"]), PROBE_IMAGE_SIZE)
         cfg["trainer"] = {**cfg["trainer"], "epochs": 1, "run_dir": str(Path(tmp) / "run"), "progress": False,
                           "plots": False, "tensorboard": False, "cache_features": frozen}
         load_row = math.inf
@@ -522,7 +528,7 @@ def measure_costs(config: Mapping[str, Any], train_rows: Sequence[Mapping[str, A
         finally:
             again.close()
     cold, warm = passes
-    encoders = config["model"]["encoders"]
+    encoders = cfg["model"]["encoders"]
     image_slots = tuple(slot for slot in feature_row if "image_size" in encoders.get(slot, {}))
     sizes = {encoders[slot]["image_size"] for slot in image_slots}
     return Costs(cold_step=max(cold, warm), warm_step=warm, eval_sample=eval_sample, eval_cold_sample=max(eval_cold, eval_sample),

