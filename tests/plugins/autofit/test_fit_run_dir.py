@@ -33,7 +33,7 @@ def test_two_fits_on_one_run_folder_a_moment_apart_the_second_is_refused(tmp_pat
     second_table = write_jsonl(tmp_path / "b.jsonl", rows)
     run = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MMCORE_")}
-    first = subprocess.Popen([sys.executable, "-m", "mmcore", *_fit_args(first_table, run, "--time-limit", "40s", "--max-epochs", "30")],
+    first = subprocess.Popen([sys.executable, "-m", "mmcore", *_fit_args(first_table, run, "--time-limit", "10m", "--max-epochs", "30")],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
     try:
         for _ in range(600):  # until the first fit has claimed the folder (its prepared table is written)
