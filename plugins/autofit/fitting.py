@@ -23,6 +23,8 @@ from typing import Any
 
 import mmcore
 from mmcore_plugins.autofit.budget import (
+    FINAL_SECONDS,
+    RUN_SECONDS,
     Costs,
     Phases,
     TimeLimitError,
@@ -67,6 +69,8 @@ PROBE_IMAGE_SIZE = 96
 EPOCH_BOOKKEEPING = 0.05
 #: Share of the time left that comparing pretrained and from-scratch candidates may take.
 CANDIDATE_SHARE = 0.12
+#: The from-scratch fallback is probed only while at least this share of the limit is left.
+MIN_LEFT_FOR_PROBE = 0.25
 DATA_FILE = "data.jsonl"
 PLAN_FILE = "autofit.json"
 SUMMARY_FILE = "fit_summary.json"
@@ -180,6 +184,7 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
     target_info = next(i for i in infos if i.role == "target")
     _merge_target_vocabulary(target_info, [r for table, _ in extra.values() for r in table])
     clock.add("read + infer", clock.elapsed(), note=f"{len(rows)} rows, {len(infos)} columns")
+    _check_left(clock, f"reading and inferring {len(rows)} rows")
     prepare_started = clock.clock()
     _log(verbose, format_table(infos), "")
 
@@ -267,6 +272,7 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
             config["data"]["test_fraction"] = 0.0  # no test rows: none are carved from train either
         _log(verbose, "", "choices:", *(f"  {c.slot:<12} {c.what}  -- {c.why}" for c in choices))
 
+        _check_left(clock, "reading, preparing and comparing candidates")
         # ---- time: measure the costs, then plan every remaining phase into what is left of the limit
         with clock.phase("probe", note="a few training batches twice, validation twice"):
             costs = measure_costs(config, [r for r in table if r[plan.split_column] == "train"],
@@ -278,7 +284,7 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
         schedule = plan_schedule(clock.left(), costs, train_rows=counts["train"], val_rows=counts["val"],
                                  test_rows=counts["test"], batch_size=batch, max_epochs=max_epochs, image_size=image_size)
         frozen = [slot for slot, enc in config["model"]["encoders"].items() if enc.get("freeze") is True]
-        if frozen and (not schedule.fits or schedule.train_rows < counts["train"]):
+        if frozen and (not schedule.fits or schedule.train_rows < counts["train"]) and clock.left() > MIN_LEFT_FOR_PROBE * limit:
             # The frozen features do not fit the limit (or only on fewer rows): the from-scratch
             # encoders need none; measured and taken when they keep more of the table.
             why = (f"the time limit: frozen features of {counts['train'] + counts['val'] + counts['test']} rows "
@@ -382,6 +388,18 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
             print(f"  reproduce: mmcore train {run / 'config.yaml'}")
             print(f"  predict:   mmcore.Predictor.load({str(run)!r}).predict(table)")
         return predictor
+
+
+def _check_left(clock: Phases, done: str) -> None:
+    """Refuse at once when what ran so far left less than the least a training needs (the fixed
+    reserve at the end, a setup and a little training): no measurement can change that answer."""
+    least = FINAL_SECONDS + 4 * RUN_SECONDS
+    if clock.left() < least:
+        elapsed = clock.elapsed()
+        load = next((f" (load {value:.1f})" for _, value in clock.loads if value is not None), "")
+        raise TimeLimitError(f"--time-limit {clock.limit:.0f}s: {done} took {elapsed:.0f} s on this machine{load}, "
+                             f"leaving {max(0.0, clock.left()):.0f} s, less than the {least:.0f} s the shortest training "
+                             f"needs; pass --time-limit {math.ceil(3 * elapsed / 60)}m or more")
 
 
 def _absent(row: Mapping[str, Any], spec: Mapping[str, Any]) -> bool:

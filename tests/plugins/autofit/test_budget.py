@@ -123,7 +123,7 @@ def test_mmcore_fit_refuses_a_limit_below_its_own_fixed_reserve_with_exit_2_and_
     code = main(["fit", str(table), "--target", "y", "--time-limit", "2s", "--preset", "fast", "--run-dir", str(tmp_path / "run")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1, err
-    assert "--time-limit 2s: even the smallest plan" in err and "pass --time-limit" in err
+    assert err.startswith("mmcore fit: --time-limit 2s: ") and "pass --time-limit" in err, err
     assert not (tmp_path / "run" / "report.json").exists(), "nothing was trained"
 
 
@@ -188,3 +188,20 @@ def test_the_probe_measures_frozen_image_features_small_and_per_slot(tmp_path):
     assert costs.feature_row["photo"] > 0 and costs.warm_step > 0 and costs.eval_sample > 0
     assert config["model"]["encoders"]["photo"]["image_size"] == 224, "the caller's config is not changed"
     assert not (tmp_path / "r").exists()
+
+
+def test_a_limit_spent_before_any_measurement_is_refused_at_once():
+    """Reading and inferring 100,000 rows took 290 s of a 300 s limit on a busy machine: refused
+    there, before candidates and probes would spend more, with the limit that would do."""
+    from mmcore_plugins.autofit.fitting import _check_left
+
+    now = [0.0]
+    clock = Phases(limit=300.0, started=0.0, clock=lambda: now[0])
+    clock.loads.append(("start", 14.5))
+    now[0] = 200.0
+    _check_left(clock, "reading and inferring 100000 rows")  # 100 s left: goes on
+    now[0] = 296.0
+    with pytest.raises(TimeLimitError) as caught:
+        _check_left(clock, "reading and inferring 100000 rows")
+    assert str(caught.value) == ("--time-limit 300s: reading and inferring 100000 rows took 296 s on this machine (load 14.5), "
+                                 "leaving 4 s, less than the 5 s the shortest training needs; pass --time-limit 15m or more")
