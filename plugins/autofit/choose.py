@@ -5,7 +5,8 @@ Per modality (``preset`` ``best`` unless said otherwise):
 
 * image -- images of at least ``PRETRAINED_MIN_SIDE`` px and the offline EfficientNet-Lite0
   installed: ``efficientnet_lite0`` frozen (ImageNet features, computed once and cached) + a
-  trained projection; smaller images (digits, icons, thumbnails), ``fast``, or no package: the
+  trained projection, unless measured worse than the pixels on the data (``scratch``,
+  :mod:`.candidates`); smaller images (digits, icons, thumbnails), ``fast``, or no package: the
   from-scratch ``image_cnn`` at 16/32/64 px with random shifts, plus Gaussian pixel noise as
   augmentation.
 * audio -- ``audio_cnn`` on 40 log-mel bands at 8 kHz (the speech band; half the frames of 16

@@ -1,5 +1,7 @@
 """``fit``: a table -> inferred columns -> a prepared table + a complete config in a run directory ->
-a measured step time -> epochs for the time limit -> the trainer -> a :class:`Predictor`.
+pretrained candidates measured against from-scratch ones (:mod:`.candidates`) -> measured costs ->
+a plan of every remaining phase within the time limit (:mod:`.budget`) -> the trainer, stopped
+within an epoch at the limit (:mod:`.progress`) -> a :class:`Predictor`.
 
 Everything ``fit`` decides is written into the run directory: ``config.yaml`` (``mmcore train
 RUN/config.yaml`` reproduces the run; editing it is how to go further), ``data.jsonl`` (the
