@@ -54,8 +54,8 @@ def choose_threads(cores: int | None = None, load: float | None = None, *, wait_
 
     With ``OMP_WAIT_POLICY=PASSIVE`` in the environment (``wait_policy``; it must be set before
     PyTorch is imported, so it is the caller's), waiting threads sleep instead of spinning: every
-    CPU is used, busy or not (``benchmarks/bench_threads.py``: at load 10 on 2 CPUs, 2 passive
-    threads 1.0x, 1 thread 1.4x, 2 spinning threads 4.9x the best step time)."""
+    CPU is used, busy or not (``benchmarks/bench_threads.py``, 2 CPUs at load 10-16: 2 passive
+    threads always the fastest, 1 thread 1.1-2.2x, 2 spinning threads 4.1-5.9x their step time)."""
     cores = cpu_count() if cores is None else cores
     load = load_average() if load is None else load
     policy = os.environ.get("OMP_WAIT_POLICY", "") if wait_policy is None else wait_policy
