@@ -36,6 +36,19 @@ def cpu_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def process_age() -> float:
+    """Seconds since this process started (Linux ``/proc``; 0 where unknown): a command's start-up
+    (the interpreter, PyTorch, the plugins) counts against a limit given on its command line."""
+    try:
+        with open("/proc/self/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+        with open("/proc/uptime", "rb") as fh:
+            uptime = float(fh.read().split()[0])
+        return max(0.0, uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def load_average() -> float | None:
     """The 1-minute load average (runnable processes), or None where the system gives none."""
     try:

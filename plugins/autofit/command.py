@@ -4,6 +4,7 @@ added through the ``mmcore_add_commands`` hook like any plugin's command."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 import mmcore
 from mmcore_plugins.autofit.infer import ColumnError
@@ -24,11 +25,16 @@ def parse_column_overrides(items: list[str]) -> dict[str, str]:
 
 
 def run_fit(args: argparse.Namespace, manager) -> int:
+    from mmcore_plugins.autofit.budget import process_age
     from mmcore_plugins.autofit.fitting import fit
 
+    # A process started as `mmcore fit ...` has spent its start-up on this fit; main() called
+    # in-process (a notebook, a test) has not.
+    started_for_fit = sys.argv[1:2] == ["fit"]
     fit(args.data, args.target, val=args.val, test=args.test, time_limit=args.time_limit, preset=args.preset,
         columns=parse_column_overrides(args.column), run_dir=args.run_dir, overwrite=args.overwrite, manager=manager,
-        allow_outside_paths=args.allow_outside_paths, max_epochs=args.max_epochs)
+        allow_outside_paths=args.allow_outside_paths, max_epochs=args.max_epochs,
+        spent=process_age() if started_for_fit else 0.0)  # the command's start-up counts against its --time-limit
     return 0
 
 

@@ -123,7 +123,7 @@ def _log(verbose: bool, *lines: str) -> None:
 def fit(data: Any, target: str, *, val: Any = None, test: Any = None, time_limit: str | float = "10m",
         preset: str = "best", columns: Mapping[str, str] | None = None, run_dir: str | Path | None = None,
         overwrite: bool = False, verbose: bool = True, manager=None, allow_outside_paths: bool = False,
-        max_epochs: int | None = None) -> Any:
+        max_epochs: int | None = None, spent: float = 0.0) -> Any:
     """Train a model for column ``target`` of ``data`` without a config; returns a :class:`Predictor`.
 
     ``data``, ``val``, ``test``: CSV / JSONL / Parquet paths or pandas DataFrames (file paths in
@@ -138,7 +138,8 @@ def fit(data: Any, target: str, *, val: Any = None, test: Any = None, time_limit
     replaced). ``allow_outside_paths``: let file cells name files outside their table's folder
     (``mmcore train``'s rule and opt-in, :mod:`mmcore_plugins.io.paths`); refused by default.
     ``max_epochs``: at most this many epochs (default: the preset's cap); fewer when the time limit
-    says so.
+    says so. ``spent``: seconds already spent on this fit before the call (``mmcore fit``: the
+    process's start-up), counted against the limit.
 
     The time limit is a promise: every phase counts against it (reading, inference, the step-time
     probe, the frozen features of train/val/test, training, test evaluation, saving); frozen image
@@ -154,13 +155,15 @@ def fit(data: Any, target: str, *, val: Any = None, test: Any = None, time_limit
     from mmcore.plugin_manager import get_plugin_manager
     from mmcore_plugins.autofit.choose import PRESETS
 
-    started = time.perf_counter()
+    started = time.perf_counter() - max(0.0, float(spent))
     limit = parse_duration(time_limit)
     if preset not in PRESETS:
         raise ColumnError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     if max_epochs is not None and (isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1):
         raise ColumnError(f"--max-epochs must be a positive whole number, got {max_epochs!r}")
     clock = Phases(limit=limit, started=started)
+    if spent > 0:
+        clock.add("start-up", float(spent), note="the command's interpreter, PyTorch and plugins")
     threads, threads_why = choose_threads(load=clock.sample_load("start"))
     previous_threads = torch.get_num_threads()
     apply_threads(threads)
@@ -180,12 +183,13 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
     from mmcore_plugins.autofit.predictor import Predictor
 
     threads, threads_why = threads
+    read_started = clock.clock()
     rows, base = read_rows(data)
     infos = infer_columns(rows, target=target, base=base, overrides=columns, allow_outside_paths=allow_outside_paths)
     extra = {name: read_rows(source) for name, source in (("val", val), ("test", test)) if source is not None}
     target_info = next(i for i in infos if i.role == "target")
     _merge_target_vocabulary(target_info, [r for table, _ in extra.values() for r in table])
-    clock.add("read + infer", clock.elapsed(), note=f"{len(rows)} rows, {len(infos)} columns")
+    clock.add("read + infer", clock.clock() - read_started, note=f"{len(rows)} rows, {len(infos)} columns")
     _check_left(clock, f"reading and inferring {len(rows)} rows")
     prepare_started = clock.clock()
     _log(verbose, format_table(infos), "")

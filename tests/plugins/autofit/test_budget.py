@@ -205,3 +205,24 @@ def test_a_limit_spent_before_any_measurement_is_refused_at_once():
         _check_left(clock, "reading and inferring 100000 rows")
     assert str(caught.value) == ("--time-limit 300s: reading and inferring 100000 rows took 296 s on this machine (load 14.5), "
                                  "leaving 4 s, less than the 5 s the shortest training needs; pass --time-limit 15m or more")
+
+
+def test_a_commands_start_up_counts_against_its_limit(tmp_path):
+    """`mmcore fit` as its own process: the interpreter's, PyTorch's and the plugins' start-up is the
+    first phase of the summary (measured from the process's start, /proc on Linux)."""
+    import json
+    import subprocess
+    import sys
+
+    from autofit_helpers import tabular_rows, write_jsonl
+
+    from mmcore_plugins.autofit.budget import process_age
+
+    assert process_age() > 0
+    table = write_jsonl(tmp_path / "t.jsonl", tabular_rows(60, seed=0))
+    done = subprocess.run([sys.executable, "-m", "mmcore", "fit", str(table), "--target", "y", "--time-limit", "10m",
+                           "--max-epochs", "1", "--preset", "fast", "--run-dir", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    phases = json.loads((tmp_path / "run" / "fit_summary.json").read_text())["time"]["phases"]
+    assert phases[0]["phase"] == "start-up" and phases[0]["actual_s"] > 0 and phases[1]["phase"] == "read + infer"
