@@ -190,13 +190,15 @@ def compare_candidates(config: Mapping[str, Any], table: Sequence[Mapping[str, A
             rng.shuffle(rows)
             values[split] = [_raw(r[column], base) for r in rows[:most]]
             targets[split] = [r[plan.target] for r in rows[:most]]
-        share = (budget_s - (clock() - start)) / (len(slots) - k)  # what is left, shared by the slots left
-        deadline = clock() + max(budget_s / len(slots) / 2, share)  # each slot gets at least half its share
+        # What is left, shared by the slots left; each gets at least half its share, counted from
+        # when its model is loaded (a load slower than the share must not leave no rows at all).
+        share = max(budget_s / len(slots) / 2, (budget_s - (clock() - start)) / (len(slots) - k))
         if encoder["name"] == "efficientnet_lite0":
             details = by_name[column].details
             side = int(min(32, max(8, round(float(details.get("side", 32))))))
             colour = bool(details.get("colour"))
             net, processor = _pretrained_image(manager, min(PROBE_IMAGE_SIZE, int(encoder["image_size"])))
+            deadline = clock() + share
 
             def pixels(train, val, side=side, colour=colour):
                 return (np.stack([_pixels(Path(p), side, colour) for p in train]),
@@ -207,6 +209,7 @@ def compare_candidates(config: Mapping[str, Any], table: Sequence[Mapping[str, A
                                 scratch=pixels, deadline=deadline, clock=clock)
         else:
             net, processor = _pretrained_text(manager)
+            deadline = clock() + share
 
             def words(train, val):
                 from sklearn.feature_extraction.text import TfidfVectorizer
