@@ -201,9 +201,12 @@ def _predict_table(args: argparse.Namespace, model, config: dict, manager) -> in
     if out_path is None:
         sys.stdout.write(lines)
     else:
-        tmp = out_path.with_name(f".{out_path.name}.tmp")
-        tmp.write_text(lines, encoding="utf-8")
-        tmp.replace(out_path)  # whole or not at all: an interrupted run leaves no half file under the name
+        from mmcore.engine.atomic import write_file
+
+        # Whole or not at all, under an unpredictable name created exclusively in the same folder
+        # (a planted link at a fixed '.out.tmp' name would have been followed); a link at --out
+        # itself is replaced, never written through.
+        write_file(out_path, lines)
         bad = sum("error" in r for r in records)
         print(f"{len(records)} rows -> {out_path} ({len(records) - bad} predicted, {bad} with an error)", file=sys.stderr)
     return EXIT_OK

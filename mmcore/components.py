@@ -116,6 +116,10 @@ class Encoder(nn.Module, abc.ABC):
     dim: int
     #: Width of :meth:`frozen_features`' output, when it differs from ``dim`` (None: ``dim``).
     frozen_dim: int | None = None
+    #: Why a model holding this component cannot be exported (``mmcore export``: ONNX, torch.export),
+    #: or None (the default) when it can. The exporter refuses such a model before any work, naming
+    #: the component and this reason; :func:`mmcore.testing.check_export` skips the component.
+    export_refusal: str | None = None
 
     @abc.abstractmethod
     def processor(self) -> Processor:
@@ -166,6 +170,10 @@ class Fusion(nn.Module, abc.ABC):
     #: ``unmasked_pooled`` and ``present``). A frozen-feature cache keeps less for a fusion that
     #: does not (:func:`mmcore.feature_cache.reads_pooled_only`); :mod:`mmcore.testing` checks the claim.
     reads_tokens: bool = True
+    #: Why a model holding this component cannot be exported (``mmcore export``: ONNX, torch.export),
+    #: or None (the default) when it can. The exporter refuses such a model before any work, naming
+    #: the component and this reason; :func:`mmcore.testing.check_export` skips the component.
+    export_refusal: str | None = None
 
     def __init__(self, input_dims: Mapping[str, int], dim: int) -> None:
         super().__init__()
@@ -235,6 +243,10 @@ class Head(nn.Module, abc.ABC):
         options win; one that disagrees with the data raises :class:`~mmcore.errors.ConfigError`
         (issue paths relative to the head). Default: the options unchanged."""
         return dict(options)
+    #: Why a model holding this component cannot be exported (``mmcore export``: ONNX, torch.export),
+    #: or None (the default) when it can. The exporter refuses such a model before any work, naming
+    #: the component and this reason; :func:`mmcore.testing.check_export` skips the component.
+    export_refusal: str | None = None
 
     def __init__(self, input_dim: int) -> None:
         super().__init__()
@@ -268,6 +280,18 @@ class Head(nn.Module, abc.ABC):
     def format_predictions(self, output: HeadOutput) -> list[Any]:
         """Per-sample JSON-serialisable predictions."""
         return output.predictions.detach().cpu().tolist()
+
+    def distillation_loss(self, logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+        """The soft-target loss of knowledge distillation (``trainer.distill``): how far this head's
+        ``logits`` are from a teacher's ``teacher_logits`` (the same shape, e.g. ``[B, C]``), as a
+        scalar mean over the batch, already scaled so that its gradients keep their size whatever
+        ``temperature`` (> 0) is -- Hinton, Vinyals & Dean 2015, "Distilling the knowledge in a
+        neural network": ``T^2 * KL(softmax(t / T) || softmax(s / T))`` for a softmax classifier.
+
+        The default raises ``NotImplementedError``: a head whose outputs have no such loss
+        (retrieval scores, generated tokens) cannot be a distillation student.
+        """
+        raise NotImplementedError(f"{type(self).__name__} defines no distillation loss")
 
     def example_targets(self, batch_size: int, generator: torch.Generator) -> list[Any]:
         """Valid raw targets, for conformance checks."""

@@ -88,8 +88,9 @@ def processors_training(processors: Mapping[str, Any], training: bool = True) ->
 
 class ModelCollate:
     """``model.collate`` as a picklable callable (for worker processes): the one collate of
-    training and evaluation. ``training=True`` switches the processors' ``training`` flag
-    (train-time augmentation, e.g. ``image_cnn``'s shifts) on while collating; evaluation
+    training and evaluation. Samples that carry an int ``"index"`` (the training view's rows) give
+    the batch an ``index`` ``[B]`` int64 tensor of them. ``training=True`` switches the processors that have a ``training``
+    flag (train-time augmentation, e.g. ``image_cnn``'s shifts) on while collating; evaluation
     batches are collated with it off. Feature caches attached to the model are honoured by
     ``model.collate`` itself."""
 
@@ -100,7 +101,12 @@ class ModelCollate:
 
     def __call__(self, samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         with processors_training(getattr(self.model, "processors", {}), self.training):
-            return self.model.collate(samples)
+            batch = self.model.collate(samples)
+        # The rows' indices in the data set (TrainingView adds them), passed through to the batch:
+        # training plugins look up per-row values (a teacher's cached outputs) by them.
+        if isinstance(batch, dict) and samples and all(isinstance(s, Mapping) and isinstance(s.get("index"), int) for s in samples):
+            batch["index"] = torch.tensor([s["index"] for s in samples], dtype=torch.long)
+        return batch
 
 
 def seed_worker(worker_id: int) -> None:

@@ -31,7 +31,16 @@ for plugins; everything else on it is private and may change:
   (one process only; a time limit). In a distributed run, every process must request it (hooks run on every
   process: decide from values that are the same on all of them, such as validation metrics);
 * ``all_reduce_sum(tensor)``: sum a tensor over the processes of a distributed run, in place
-  (returns it; a no-op in one process) -- for statistics a gradient hook must agree on.
+  (returns it; a no-op in one process) -- for statistics a gradient hook must agree on;
+* ``micro_batch_weight`` (read in ``mmcore_train_loss``): the factor the micro-batch's loss is
+  multiplied by before backward -- its share of the optimiser step's samples, times
+  ``world_size`` (DDP then averages over the processes); 0 for a distributed process's placeholder
+  batch. A plugin that computes gradients of its own (``torch.autograd.grad``) and adds them in
+  ``mmcore_before_optimizer_step`` weights them by it, sums them with ``all_reduce_sum`` and
+  divides by ``world_size``: then they are scaled exactly like the ones ``backward()`` produced;
+* ``scaler``: the run's ``torch.amp.GradScaler`` (enabled only for fp16 on CUDA): such a plugin
+  multiplies its loss by ``scaler.get_scale()`` before ``torch.autograd.grad`` and divides the
+  gradients by it, as the trainer's backward does (``mmcore_before_optimizer_step`` sees them unscaled).
 
 A plugin keeps its own per-run state on itself (build a fresh plugin object per run and register
 it with :func:`mmcore.register_plugin`, or key a dict by ``id(trainer)``), never as attributes
@@ -52,7 +61,7 @@ def mmcore_register(registry):
 
     :param mmcore.registry.PluginRegistry registry: the registry seen from this plugin. Call
         ``registry.add_encoder(name, factory, modality=...)``, ``add_fusion``, ``add_head``,
-        ``add_dataset``, ``add_logger`` or ``add_perturbation``; each takes ``doc=`` (defaults to
+        ``add_dataset``, ``add_logger``, ``add_perturbation`` or ``add_balancer``; each takes ``doc=`` (defaults to
         the factory's first docstring line) and ``override=True`` to replace a component another
         plugin registered under the same name.
 
@@ -150,7 +159,9 @@ def mmcore_train_loss(trainer, batch, output):
 
     :param trainer: the running trainer (see "The trainer a hook sees" above).
     :param dict batch: the micro-batch on the device: ``batch["inputs"]`` (``{slot: processed
-        batch}``), ``batch["targets"]``, and any other key the collate produced.
+        batch}``), ``batch["targets"]``, ``batch["index"]`` (``[B]`` int64: each sample's row in
+        ``trainer.datasets["train"]``, to look up per-row values computed once, such as a
+        teacher's outputs), and any other key the collate produced.
     :param mmcore.HeadOutput output: the model's output for it: ``output.loss`` is the head's loss,
         ``output.features`` the encoders' :class:`~mmcore.Features` per slot and ``output.fused``
         the fusion's, all with their autograd graph (a term built from them trains through them).

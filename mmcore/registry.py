@@ -13,7 +13,7 @@ from typing import Any
 from mmcore.errors import DuplicateComponentError, UnknownComponentError
 
 #: The kinds of component a plugin can register.
-KINDS: tuple[str, ...] = ("encoder", "fusion", "head", "dataset", "logger", "perturbation")
+KINDS: tuple[str, ...] = ("encoder", "fusion", "head", "dataset", "logger", "perturbation", "balancer")
 
 
 @dataclass(frozen=True)
@@ -335,6 +335,13 @@ class PluginRegistry:
     def add_perturbation(self, name: str, factory: Callable[..., Any], **kwargs: Any) -> ComponentInfo:
         """Register a perturbation used by robustness evaluation."""
         return self.add("perturbation", name, factory, **kwargs)
+
+    def add_balancer(self, name: str, factory: Callable[..., Any], **kwargs: Any) -> ComponentInfo:
+        """Register a modality balancer: ``factory(**options)`` returns an object whose training hook
+        methods (``@mmcore.hookimpl``: ``mmcore_train_loss``, ``mmcore_before_optimizer_step``, the
+        lifecycle hooks) run on every process while a run names it in ``trainer.balancer``
+        (:mod:`mmcore.engine.balancers`)."""
+        return self.add("balancer", name, factory, **kwargs)
 
 
 def _one_modality(kind: str, name: str, factory: Any, modality: Any) -> str | None:

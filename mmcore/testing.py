@@ -8,9 +8,10 @@ missing modalities; a failure raises :class:`ConformanceError` (an AssertionErro
 shows it as a test failure) that says what was expected and what came. Checks exist for every
 buildable kind: :func:`check_encoder` (with its Processor), :func:`check_fusion`,
 :func:`check_head`, :func:`check_perturbation`, :func:`check_dataset`, and
-:func:`check_component` for a registered one by name. The optional protocols declared on the base
-classes are checked with them (:func:`check_processor_protocols`, :func:`check_frozen_stage`,
-:func:`check_head_protocols`).
+:func:`check_component` for a registered one by name; :func:`check_export` checks that a
+registered encoder, fusion or head exports (torch.export, optionally ONNX). The optional protocols
+declared on the base classes are checked with them (:func:`check_processor_protocols`,
+:func:`check_frozen_stage`, :func:`check_head_protocols`).
 
 (Longer than mmcore's other modules on purpose: it is the one public kit plugin authors import,
 ``from mmcore.testing import ...``, and each check reads top to bottom on its own.)
@@ -657,6 +658,152 @@ def check_dataset(
     else:
         _fail(label, "an unknown split ('no-such-split') must raise ValueError naming the valid ones")
     return built
+
+
+# ---------------------------------------------------------------------- exports
+def check_export(kind: str | ComponentInfo, name: str | None = None, *, options: Mapping[str, Any] | None = None,
+                 registry: Registry | None = None, onnx: bool = False, num_modalities: int = 2, seed: int = 0,
+                 atol: float = 1e-4) -> str | None:
+    """Check that a registered encoder, fusion or head exports (``mmcore export``), by kind and name.
+
+    The component (its ``example_options`` unless ``options``) is wrapped so its inputs are plain
+    tensors (an encoder: its processor's collated batch; a fusion: each slot's ``tokens``, ``mask``,
+    ``pooled``, ``present``; a head: the fused and per-slot features) and traced by
+    ``torch.export`` (non-strict) with every size that differs between two example batches dynamic
+    (batch, tokens, frames). The exported program must then reproduce the eager component exactly
+    on two other batches (other sizes, other missing modalities); with ``onnx=True`` the ONNX graph
+    (dynamo exporter) run by onnxruntime must agree within ``atol``. The eager reference runs with
+    PyTorch's fused-transformer fast path off (exporters trace the reference path).
+
+    Returns None when checked, or the component's ``export_refusal`` (then nothing is traced).
+
+    Raises:
+        ConformanceError: the component did not export, or its export computes something else.
+    """
+    if isinstance(kind, ComponentInfo):
+        info = kind
+    else:
+        if registry is None:
+            from mmcore.plugin_manager import get_registry
+
+            registry = get_registry()
+        info = registry.get(kind, name)
+    opts = dict(info.example_options if options is None else options)
+    label = f"{info.kind} {info.name!r} ({info.owner}) export"
+    component, probe, batches = _export_probe(info, opts, num_modalities, seed)
+    if getattr(component, "export_refusal", None):
+        return component.export_refusal
+    auto = torch.export.Dim.AUTO
+    shapes = [[auto if a != b else None for a, b in zip(x.shape, y.shape, strict=True)] for x, y in zip(batches[0], batches[1], strict=True)]
+    dynamic = (tuple({i: d for i, d in enumerate(s) if d is not None} for s in shapes),)
+    try:
+        with torch.fx.experimental._config.patch(backed_size_oblivious=True):
+            program = torch.export.export(probe, tuple(batches[0]), dynamic_shapes=dynamic, strict=False)
+    except Exception as exc:  # noqa: BLE001 - the report names what failed
+        _fail(label, f"torch.export failed ({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); "
+                     "fix it, or set the class attribute export_refusal to the reason")
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with torch.no_grad():
+            expected = [probe(*b) for b in batches[1:]]
+            got = [program.module()(*b) for b in batches[1:]]
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+    for i, (e, g) in enumerate(zip(expected, got, strict=True)):
+        for j, (x, y) in enumerate(zip(e, g, strict=True)):
+            if x.shape != y.shape or not torch.equal(torch.nan_to_num(x), torch.nan_to_num(y)):
+                _fail(label, f"the exported program differs from eager on batch {i + 2}, output {j} "
+                             f"(shapes {list(x.shape)} vs {list(y.shape)})")
+    if onnx:
+        import onnxruntime
+
+        try:
+            model = torch.onnx.export(program, (), dynamo=True, verbose=False).model_proto.SerializeToString()
+        except Exception as exc:  # noqa: BLE001
+            _fail(label, f"the ONNX exporter failed ({type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]})")
+        session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
+        for i, (b, e) in enumerate(zip(batches[1:], expected, strict=True)):
+            try:
+                outs = session.run(None, {n.name: t.numpy() for n, t in zip(session.get_inputs(), b, strict=True)})
+            except Exception as exc:  # noqa: BLE001
+                _fail(label, f"onnxruntime cannot run the ONNX graph ({type(exc).__name__}: {str(exc)[:300]})")
+            for j, (x, y) in enumerate(zip(e, outs, strict=True)):
+                y = torch.from_numpy(y)
+                if x.shape != y.shape or not torch.allclose(x.double(), y.double(), atol=atol, rtol=atol, equal_nan=True):
+                    _fail(label, f"onnxruntime differs from eager on batch {i + 2}, output {j} by "
+                                 f"{float((x.double() - y.double()).abs().nan_to_num().max()):.3g} (atol {atol})")
+    return None
+
+
+class _ExportProbe(torch.nn.Module):
+    """A component behind plain tensor inputs and outputs (what an exporter traces)."""
+
+    def __init__(self, component: torch.nn.Module, run: Any) -> None:
+        super().__init__()
+        self.component, self.run = component, run
+
+    def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.run(self.component, tensors)
+
+
+def _export_probe(info: ComponentInfo, opts: dict[str, Any], num_modalities: int, seed: int):
+    """(component in eval mode, probe module, three input batches of different sizes)."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    slots = list(DEFAULT_INPUT_DIMS)[:num_modalities]
+
+    def features_out(f: Features) -> tuple[torch.Tensor, ...]:
+        return f.pooled, f.tokens * f.mask[..., None].to(f.tokens.dtype), f.mask, f.present
+
+    def random_slots(batch: int, extra: int, dims: Mapping[str, int]) -> list[torch.Tensor]:
+        present = present_patterns(list(dims), batch, gen)
+        flat: list[torch.Tensor] = []
+        for s, d in dims.items():
+            length = DEFAULT_LENGTHS.get(s, 3)  # a one-token (pooled-only) modality keeps one token
+            f = random_features(batch, d, length + extra if length > 1 else 1, present=present[s], generator=gen)
+            flat += [f.tokens, f.mask, f.pooled, f.present]
+        return flat
+
+    def features(tensors: Sequence[torch.Tensor], names: Sequence[str]) -> dict[str, Features]:
+        return {s: Features(*tensors[4 * i: 4 * i + 4]) for i, s in enumerate(names)}
+
+    if info.kind == "encoder":
+        component = info.factory(**opts).eval()
+        processor = component.processor()
+        raws = [processor.example(gen) for _ in range(6)]
+        processor.fit(raws)
+        items = [processor(r) for r in raws]
+        keys: list[str] = []
+
+        def collated(rows: list[Any]) -> list[torch.Tensor]:
+            batch = processor.collate(rows)
+            keys[:] = list(batch)
+            return [batch[k] for k in keys]
+
+        batches = [collated(items[:3] + [None]), collated(items[1:6] + [None, items[0]]), collated([items[3], None, items[2]])]
+        return component, _ExportProbe(component, lambda c, t: features_out(c(dict(zip(keys, t, strict=True))))), batches
+    if info.kind == "fusion":
+        dims = {s: DEFAULT_INPUT_DIMS[s] for s in slots}
+        component = info.factory(input_dims=dims, **opts).eval()
+        batches = [random_slots(4, 0, dims), random_slots(6, 2, dims), random_slots(3, 1, dims)]
+        return component, _ExportProbe(component, lambda c, t: features_out(c(features(t, slots)))), batches
+    if info.kind == "head":
+        dims = {s: DEFAULT_INPUT_DIMS[s] for s in slots}
+        params, _ = factory_parameters(info.factory)
+        reserved = {"input_dim": 16, **({"input_dims": dims} if "input_dims" in params else {})}
+        component = info.factory(**reserved, **opts).eval()
+
+        def run(c: Any, t: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+            out = c(Features(*t[:4]), None, features(t[4:], slots))
+            return (out.logits, out.predictions, *(out.extras[k] for k in sorted(out.extras) if isinstance(out.extras[k], torch.Tensor)))
+
+        def batch(size: int, extra: int) -> list[torch.Tensor]:
+            fused = random_features(size, 16, 3 + extra, present=torch.ones(size, dtype=torch.bool), generator=gen)
+            return [fused.tokens, fused.mask, fused.pooled, fused.present, *random_slots(size, extra, dims)]
+
+        return component, _ExportProbe(component, run), [batch(4, 0), batch(6, 2), batch(3, 1)]
+    raise ValueError(f"no export check for {info.kind}s; checks exist for encoders, fusions and heads")
 
 
 # ---------------------------------------------------------------------- helpers

@@ -86,3 +86,22 @@ def test_manifest_dataset_conformance_on_real_files(tmp_path):
                "path_columns": ["image"], "target": "label", "split_column": "split"}
     built = check_component(_manager.registry.get("dataset", "manifest"), options=options, registry=_manager.registry)
     assert [len(built[s]) for s in ("train", "val", "test")] == [6, 3, 3]
+
+
+#: Built-in components that refuse export (``export_refusal``), each for the reason it gives.
+_REFUSE_EXPORT = {("head", "captioning")}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("info", _params("encoder") + _params("fusion") + _params("head"))
+def test_export_conformance(info):
+    """Every registered encoder, fusion and head exports with torch.export (dynamic batch and
+    lengths, the exported program equal to eager), or refuses export with a reason; the built-in
+    ones that refuse are exactly those listed."""
+    from mmcore.testing import check_export
+
+    refusal = check_export(info)
+    if info.distribution == "mmcore":
+        assert (refusal is not None) == ((info.kind, info.name) in _REFUSE_EXPORT), refusal
+    if refusal is not None:
+        assert isinstance(refusal, str) and len(refusal) > 20, "a refusal says why"

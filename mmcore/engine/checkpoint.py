@@ -49,6 +49,7 @@ from mmcore.model import MultimodalModel, build_model
 from mmcore.registry import Registry
 
 __all__ = ["CheckpointError", "CheckpointWriteError", "MissingCheckpointError", "SPEC", "STATE", "WEIGHTS", "atomic_directory", "atomic_write",
+           "checkpoint_folder",
            "current_umask", "dumps_json", "load_model", "load_run", "load_training_state", "load_weights", "model_state",
            "resolve_checkpoint", "save_checkpoint", "save_model", "write_model"]
 
@@ -128,6 +129,18 @@ def _checkpoint_files(directory: str | Path) -> Path:
         if not (directory / name).is_file():
             raise MissingCheckpointError(f"{directory} holds no saved model: {name} is missing")
     return directory
+
+
+def checkpoint_folder(path: str | Path) -> Path:
+    """``path`` as a checkpoint folder: itself when it holds a saved model, else (a run directory) its
+    ``best/`` checkpoint. :class:`MissingCheckpointError` when it is neither."""
+    path = Path(path).expanduser()
+    if (resolve_checkpoint(path) / WEIGHTS).is_file():
+        return resolve_checkpoint(path)
+    best = resolve_checkpoint(path / "best")
+    if (best / WEIGHTS).is_file():
+        return best
+    raise MissingCheckpointError(f"{path} holds no saved model: expected {WEIGHTS} in it, or a run directory with best/{WEIGHTS}")
 
 
 def load_model(directory: str | Path, registry: Registry | None = None, *, device: str | torch.device = "cpu") -> tuple[MultimodalModel, dict]:

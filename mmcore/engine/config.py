@@ -111,6 +111,25 @@ class TrainerOptions:
     tensorboard: bool = dataclasses.field(default=True, metadata=_MAY_CHANGE)
     #: PNG plots of the training curves (matplotlib); false drops the ``plots`` logger
     plots: bool = dataclasses.field(default=True, metadata=_MAY_CHANGE)
+    #: a modality balancer (``registry.add_balancer``) run on every process between the forward
+    #: pass and the optimiser step: a name, or {name: NAME, option: value, ...}; null = none
+    #: (:mod:`mmcore.engine.balancers`)
+    balancer: str | dict[str, Any] | None = None
+    #: modality-imbalance diagnostics in report.json, metrics.csv and plots: each encoder's share of
+    #: the gradient norm per epoch, and at the end a linear probe per encoder and the metric with
+    #: each modality removed, on the val split (:mod:`mmcore.engine.diagnostics`)
+    diagnostics: bool = dataclasses.field(default=True, metadata=_MAY_CHANGE)
+    #: knowledge distillation from a trained run (mmcore.engine.distill): {teacher: RUN_DIR,
+    #: temperature: 4.0, alpha: 1.0, features: false}. The teacher's outputs for every training
+    #: row are computed once (from the row's raw inputs, through the teacher's own processors, so
+    #: the student may see fewer modalities); the loss becomes the head's loss + alpha *
+    #: T^2 * KL(teacher || student) at temperature T (+ the similarity-preserving feature term when
+    #: features is true or a weight). null = off
+    distill: dict[str, Any] | None = None
+    #: start from the weights (and fitted processors) of this checkpoint folder or run directory
+    #: (its best/ checkpoint) instead of a fresh initialisation: fine-tuning, e.g. after
+    #: ``mmcore prune``. The model's shapes must match it. null = fresh weights
+    init: str | None = None
 
 
 def trainer_option_names() -> list[str]:
@@ -259,6 +278,7 @@ def validate_config(config: Mapping[str, Any], registry: Registry) -> TrainerOpt
     issues += trainer_issues
     issues += _check_against_model(trainer, model, registry)
     issues += _check_loggers(trainer, registry)
+    issues += _check_balancer(trainer, registry)
     if issues:
         raise ConfigError(issues)
     return trainer
@@ -394,7 +414,50 @@ def _trainer_options(section: Any) -> tuple[TrainerOptions, list[ConfigIssue]]:
     for slot, perturbations in options.augment.items():
         if not isinstance(perturbations, Mapping):
             bad(f"augment.{slot}", f"expected a mapping {{perturbation: max_level}}, got {type(perturbations).__name__}")
+    if options.distill is not None:
+        options.distill, found = _distill_options(options.distill)
+        issues += found
+    if options.init is not None:
+        if not Path(options.init).expanduser().exists():
+            bad("init", f"{options.init!r} does not exist (a checkpoint folder or a run directory)")
+        else:  # read when training starts: absolute, like the other paths a run records
+            options.init = _absolute(options.init)
     return options, issues
+
+
+#: ``trainer.distill``'s options and their defaults (the teacher has none: it is required).
+DISTILL_DEFAULTS = {"temperature": 4.0, "alpha": 1.0, "features": False}
+
+
+def _distill_options(section: Mapping[str, Any]) -> tuple[dict[str, Any], list[ConfigIssue]]:
+    """``trainer.distill`` checked and completed with :data:`DISTILL_DEFAULTS` (the teacher's path
+    made absolute, as it is read when training starts)."""
+    issues: list[ConfigIssue] = []
+    where = "trainer.distill"
+    out = {"teacher": section.get("teacher"), **DISTILL_DEFAULTS}
+    for key, value in section.items():
+        if key != "teacher" and key not in DISTILL_DEFAULTS:
+            close = difflib.get_close_matches(str(key), ["teacher", *DISTILL_DEFAULTS], n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            issues.append(ConfigIssue(f"{where}.{key}", f"unknown distillation option{hint} (options: teacher, {', '.join(DISTILL_DEFAULTS)})"))
+        elif key != "teacher":
+            out[key] = value
+    teacher = out["teacher"]
+    if not isinstance(teacher, str) or not teacher:
+        issues.append(ConfigIssue(f"{where}.teacher", f"required: the run directory of a trained teacher, got {teacher!r}"))
+    elif not Path(teacher).expanduser().is_dir():
+        issues.append(ConfigIssue(f"{where}.teacher", f"{teacher!r} is not a run directory (it does not exist)"))
+    else:
+        out["teacher"] = _absolute(teacher)
+    number = (int, float)
+    t, alpha, features = out["temperature"], out["alpha"], out["features"]
+    if isinstance(t, bool) or not isinstance(t, number) or not (math.isfinite(t) and t > 0):
+        issues.append(ConfigIssue(f"{where}.temperature", f"must be a number > 0, got {t!r}"))
+    if isinstance(alpha, bool) or not isinstance(alpha, number) or not (math.isfinite(alpha) and alpha >= 0):
+        issues.append(ConfigIssue(f"{where}.alpha", f"must be a number >= 0 (the soft targets' weight; the labels' is 1), got {alpha!r}"))
+    if not isinstance(features, (bool, int, float)) or (not isinstance(features, bool) and not (math.isfinite(features) and features >= 0)):
+        issues.append(ConfigIssue(f"{where}.features", f"must be true, false or a weight >= 0, got {features!r}"))
+    return out, issues
 
 
 def _check_against_model(options: TrainerOptions, model: Any, registry: Registry) -> list[ConfigIssue]:
@@ -465,3 +528,25 @@ def _check_loggers(options: TrainerOptions, registry: Registry) -> list[ConfigIs
             extra = {k: v for k, v in entry.items() if k != "name"}
             issues += check_options(registry.get("logger", name), extra, reserved=frozenset(), path=where)
     return issues
+
+
+def balancer_spec(options: TrainerOptions) -> tuple[str, dict[str, Any]] | None:
+    """``trainer.balancer`` as ``(name, options)``, or None (its shape is checked by :func:`validate_config`)."""
+    entry = options.balancer
+    if entry is None:
+        return None
+    if isinstance(entry, str):
+        return entry, {}
+    return entry.get("name"), {k: v for k, v in entry.items() if k != "name"}
+
+
+def _check_balancer(options: TrainerOptions, registry: Registry) -> list[ConfigIssue]:
+    """``trainer.balancer`` names a registered balancer, with options its factory takes."""
+    if options.balancer is None:
+        return []
+    name, extra = balancer_spec(options)
+    if not isinstance(name, str) or not name:
+        return [ConfigIssue("trainer.balancer", f"expected a balancer name or {{name: NAME, option: value}}, got {options.balancer!r}")]
+    if ("balancer", name) not in registry:
+        return [ConfigIssue("trainer.balancer", registry.unknown_message("balancer", name))]
+    return check_options(registry.get("balancer", name), extra, reserved=frozenset(), path="trainer.balancer")

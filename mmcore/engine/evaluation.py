@@ -144,7 +144,8 @@ def predict_output(model: MultimodalModel, inputs: Sequence[Mapping[str, Any]], 
         raise ValueError(f"unknown modality slot(s) {unknown}; the model has {model.slots}")
     if any(all(v is None for v in sample.values()) for sample in inputs):
         raise ValueError(f"every sample needs at least one of the model's modality slots {model.slots}")
-    model.eval()
+    if model.training:  # (a recursive eval() per call costs a millisecond on one-record predictions)
+        model.eval()
     batch = model.collate([{"inputs": dict(sample)} for sample in inputs])
     batch_inputs, _ = to_device(batch, device)
     return model(batch_inputs)

@@ -86,15 +86,22 @@ def _check_hooks(logger: Any, name: str, where: str) -> None:
 @contextlib.contextmanager
 def attached_loggers(manager, loggers: list[tuple[str, Any]]) -> Iterator[None]:
     """Register ``loggers`` (:func:`build_loggers`) as plugins of ``manager`` until the block ends."""
+    with attached_plugins(manager, [(f"logger {name}", logger) for name, logger in loggers]):
+        yield
+
+
+@contextlib.contextmanager
+def attached_plugins(manager, plugins: list[tuple[str, Any]]) -> Iterator[None]:
+    """Register ``(plugin name, object)`` pairs with ``manager`` until the block ends; the objects'
+    hooks run in the listed order, before those of plugins registered earlier."""
     names = []
     try:
         # pluggy calls the most recently registered plugin first: register in reverse order so
         # they run in the listed order, and (registered after every other plugin) before the others.
-        for name, logger in reversed(loggers):
-            plugin_name = f"logger {name}"
+        for plugin_name, plugin in reversed(plugins):
             if manager.get_plugin(plugin_name) is not None:  # a run in this process that never ended
                 manager.unregister(name=plugin_name)
-            manager.register(logger, name=plugin_name)
+            manager.register(plugin, name=plugin_name)
             names.append(plugin_name)
         yield
     finally:

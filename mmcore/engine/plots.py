@@ -1,5 +1,6 @@
-"""Every PNG mmcore draws, in one place: training curves (the ``plots`` logger), robustness sweeps
-(``mmcore eval --robustness``) and fusion comparisons (``mmcore compare``).
+"""Every PNG mmcore draws, in one place: training curves and imbalance diagnostics (the ``plots``
+logger), robustness sweeps (``mmcore eval --robustness``), fusion comparisons (``mmcore compare``)
+and per-modality attributions (``mmcore explain``).
 
 matplotlib is imported only when a plot is drawn, with the non-interactive Agg backend; each
 function returns what it wrote, and nothing (``[]`` / None) when matplotlib is not installed.
@@ -46,7 +47,8 @@ def plot_history(history: Sequence[Mapping[str, float]], folder: Path, *, root: 
     plt = _pyplot()
     if plt is None or not history:
         return []
-    names = sorted({key.split("/", 1)[1] for row in history for key in row if "/" in key})
+    # (other keys with a "/", such as the diagnostics' grad_share/<slot>, are drawn elsewhere)
+    names = sorted({key.split("/", 1)[1] for row in history for key in row if key.startswith(("train/", "val/"))})
     epochs = [row["epoch"] for row in history]
     written = []
     for name in names:
@@ -105,3 +107,86 @@ def plot_compare(results: Mapping[str, Mapping[str, Any]], path: Path) -> Path |
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return _save(plt, fig, path, None)
+
+
+def plot_diagnostics(diagnostics: Mapping[str, Any], path: Path, *, root: Path | None = None) -> Path | None:
+    """The imbalance diagnostics of a run (:mod:`mmcore.engine.diagnostics`): per slot the linear
+    probe and the metric alone / removed (bars, beside the full model's metric), and each encoder's
+    gradient-norm share over the epochs."""
+    plt = _pyplot()
+    slots = list(diagnostics.get("probe", {}))
+    if plt is None or not slots:
+        return None
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=110)
+    metric = diagnostics.get("metric") or "metric"
+    bars = [("probe", f"linear probe ({diagnostics.get('probe_metric') or '-'})")]
+    if diagnostics.get("alone"):
+        bars += [("alone", f"{metric}, this modality alone"), ("removed", f"{metric}, this modality removed")]
+    width = 0.8 / len(bars)
+    for i, (key, label) in enumerate(bars):
+        values = [diagnostics.get(key, {}).get(slot) for slot in slots]
+        left.bar([j + (i - (len(bars) - 1) / 2) * width for j in range(len(slots))],
+                 [math.nan if v is None else v for v in values], width=width, label=label)
+    if diagnostics.get("full") is not None:
+        left.axhline(diagnostics["full"], color="grey", linestyle=":", linewidth=1, label=f"{metric}, all modalities")
+    left.set_xticks(range(len(slots)), slots)
+    left.set_title(f"{diagnostics.get('split', 'val')} split")
+    left.grid(alpha=0.3, axis="y")
+    left.legend(fontsize=7)
+    for slot in slots:
+        shares = diagnostics.get("grad_share", {}).get(slot) or []
+        right.plot(range(1, len(shares) + 1), [math.nan if v is None else v for v in shares], marker="o", markersize=3, label=slot)
+    right.set_xlabel("epoch")
+    right.set_ylabel("share of encoder gradient norm")
+    right.set_ylim(0, 1)
+    right.grid(alpha=0.3)
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(plt, fig, path, root)
+
+
+def plot_waterfall(record: Mapping[str, Any], path: Path, title: str = "", *, root: Path | None = None) -> Path | None:
+    """One explained record (``mmcore explain``): from the value with no modality (``empty``), each
+    modality's Shapley value as a step (largest magnitude first, green up, red down) to the value with
+    all of them (``full``); error bars where the values were sampled."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    items = sorted(record["shapley"].items(), key=lambda kv: -abs(kv[1]))
+    fig, ax = plt.subplots(figsize=(5.2, 0.55 * len(items) + 1.8), dpi=110)
+    level = record["empty"]
+    labels = ["no modality"]
+    ax.barh(0, level, color="grey", height=0.5)
+    for i, (slot, value) in enumerate(items, start=1):
+        err = (record.get("stderr") or {}).get(slot)
+        ax.barh(i, value, left=level, color="tab:green" if value >= 0 else "tab:red", height=0.5,
+                xerr=[[1.96 * err], [1.96 * err]] if err else None)
+        ax.annotate(f"{value:+.3f}", (level + value, i), textcoords="offset points", xytext=(4 if value >= 0 else -4, -3),
+                    ha="left" if value >= 0 else "right", fontsize=8)
+        level += value
+        labels.append(slot)
+    ax.barh(len(items) + 1, record["full"], color="tab:blue", height=0.5)
+    labels.append("all modalities")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.invert_yaxis()
+    ax.axvline(0, color="black", linewidth=0.6)
+    ax.set_xlabel("log-probability of the predicted class" if record.get("value") == "log_probability" else "prediction")
+    ax.set_title(title or f"prediction: {record.get('prediction')}", fontsize=9)
+    ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    return _save(plt, fig, path, root)
+
+
+def plot_attribution_summary(summary: Mapping[str, Any], path: Path, *, root: Path | None = None) -> Path | None:
+    """``mmcore explain`` over a data set: mean |Shapley value| per modality (bars)."""
+    plt = _pyplot()
+    slots = list(summary.get("mean_abs", {}))
+    if plt is None or not slots:
+        return None
+    fig, ax = plt.subplots(figsize=(4.8, 3.2), dpi=110)
+    ax.bar(slots, [summary["mean_abs"][s] for s in slots], color="tab:blue")
+    ax.set_ylabel("mean |Shapley value|")
+    ax.set_title(f"{summary.get('records', 0)} records", fontsize=9)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    return _save(plt, fig, path, root)

@@ -10,6 +10,7 @@ A run directory holds (every name is an attribute of :class:`RunDir`; nothing el
     plots/             one PNG per quantity
     tensorboard/       TensorBoard event files
     robustness/        ``mmcore eval --robustness`` tables and plots
+    explain/           ``mmcore explain`` waterfalls (one PNG per record) and the data set's summary
     best/, last/       checkpoints (model.safetensors, model.json, and state.pt in last/)
 
 Promises (tested in tests/core/engine/test_rundir.py):
@@ -79,12 +80,13 @@ class RunDir:
     PLOTS = "plots"
     TENSORBOARD = "tensorboard"
     ROBUSTNESS = "robustness"
+    EXPLAIN = "explain"
     BEST = "best"
     LAST = "last"
     CHECKPOINTS = (BEST, LAST)
     #: top-level files and folders mmcore writes (``--overwrite`` touches these and nothing else)
     FILES = (MARKER, LOCK, CONFIG, METRICS, REPORT)
-    FOLDERS = (PLOTS, TENSORBOARD, ROBUSTNESS, BEST, LAST)
+    FOLDERS = (PLOTS, TENSORBOARD, ROBUSTNESS, EXPLAIN, BEST, LAST)
 
     def __init__(self, path: str | Path, files: Sequence[str] = ()) -> None:
         self.path = Path(path)
@@ -120,6 +122,10 @@ class RunDir:
     @property
     def robustness(self) -> Path:
         return self.path / self.ROBUSTNESS
+
+    @property
+    def explain(self) -> Path:
+        return self.path / self.EXPLAIN
 
     @property
     def marker(self) -> Path:

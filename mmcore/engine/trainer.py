@@ -32,7 +32,9 @@ from mmcore.data import make_dataloader
 from mmcore.engine import NonFiniteLossError, distributed
 from mmcore.engine.artefacts import check_training_state, read_model_json, read_weights
 from mmcore.engine.atomic import write_file
+from mmcore.engine.balancers import build_balancer
 from mmcore.engine.checkpoint import (
+    checkpoint_folder,
     dumps_json,
     load_training_state,
     load_weights,
@@ -47,9 +49,10 @@ from mmcore.engine.config import (
     validate_config,
 )
 from mmcore.engine.datasets import load_datasets, model_data_options  # noqa: F401 - also importable from here
+from mmcore.engine.diagnostics import ImbalanceDiagnostics
 from mmcore.engine.evaluation import autocast_context, evaluate_counted, to_device
 from mmcore.engine.host_memory import retain_freed_memory
-from mmcore.engine.loggers import attached_loggers, build_loggers
+from mmcore.engine.loggers import attached_loggers, attached_plugins, build_loggers
 from mmcore.engine.metrics import EpochAccumulator, StepMetrics, as_float, lower_is_better
 from mmcore.engine.optim import adamw, build_optimizer, build_scheduler, parameter_groups, warmup_cosine  # noqa: F401
 from mmcore.engine.rundir import SPEC, STATE, WEIGHTS, RunDir
@@ -120,6 +123,8 @@ class Trainer:
         self.overwrite = overwrite
         #: the run directory's names; :meth:`setup` creates, marks and locks it (main process)
         self.rundir = RunDir.check(self.options.run_dir, resume=self.resume is not None, overwrite=overwrite)
+        # Built now, so that a balancer refusing its options stops the run before any work (fresh per run).
+        self._balancer = build_balancer(self.options, self.manager.registry)
         self.run_dir = self.rundir.path
         self.config = resolved_config(self.config, self.options)
         if self.resume is not None:
@@ -224,6 +229,8 @@ class Trainer:
         self._check_monitor()
         cached_slots = self._cacheable_slots() if opts.cache_features else []
         self.model.fit_processors(train.samples if hasattr(train, "samples") else [train[i] for i in range(len(train))])
+        if opts.init is not None and self.resume is None:  # fine-tuning: weights and fitted processors from a checkpoint
+            load_weights(self.model, checkpoint_folder(opts.init))
         self.model.to(self.device)
         if cached_slots:
             self._attach_feature_cache(cached_slots)
@@ -255,6 +262,17 @@ class Trainer:
             self._load_resume_state()
         #: ``(name, logger)`` of ``trainer.loggers`` (main process only), registered while :meth:`fit` runs
         self.loggers = build_loggers(opts, self.manager.registry) if self.is_main else []
+        #: ``(plugin name, object)``: the run's balancer (every process) and imbalance diagnostics
+        #: (main process), registered while :meth:`fit` runs, before the loggers
+        self.run_plugins = [self._balancer] if self._balancer is not None else []
+        if opts.diagnostics and self.is_main:
+            self.run_plugins.append(("diagnostics", ImbalanceDiagnostics()))
+        #: ``trainer.distill`` (every process): its teacher's outputs are computed here, during setup,
+        #: so a bad teacher is an error in the user's input
+        if opts.distill is not None:
+            from mmcore.engine.distill import Distiller
+
+            self.run_plugins.append(("trainer distill", Distiller.for_run(self)))
 
     def _check_monitor(self) -> None:
         """Fill ``trainer.monitor`` (the head's first metric) and settle its direction, before any training."""
@@ -393,6 +411,8 @@ class Trainer:
         context = no_sync() if (not sync and no_sync is not None) else contextlib.nullcontext()
         state = self._epoch_state
         terms: dict[str, torch.Tensor] = {}
+        #: what this micro-batch's loss is multiplied by before backward (see hookspecs.py)
+        self.micro_batch_weight = scale
         with context:
             with autocast_context(self.device, self.options.precision):
                 out = self.train_model(inputs, targets)
@@ -400,7 +420,8 @@ class Trainer:
                     raise ValueError("the head returned no loss although targets were given")
                 loss = out.loss
                 if state is not None and state.loss_hooks:
-                    terms = self._loss_terms({**batch, "inputs": inputs, "targets": targets}, out)
+                    extra = {"index": batch["index"].to(self.device)} if "index" in batch else {}
+                    terms = self._loss_terms({**batch, **extra, "inputs": inputs, "targets": targets}, out)
                     for term in terms.values():
                         loss = loss + term
             # (A multiplication by 1 would still be an op forward and backward, every step.)
@@ -471,7 +492,7 @@ class Trainer:
         status, error = self._resumed_status, None
         # Outputs (metrics.csv, TensorBoard, progress, plots, third-party loggers) are plugins on
         # the lifecycle hooks, registered for this run on the main process only.
-        with attached_loggers(self.manager, self.loggers):
+        with attached_plugins(self.manager, self.run_plugins), attached_loggers(self.manager, self.loggers):
             try:
                 # Plugins' lifecycle hooks go through the manager: one that raises stops the run
                 # cleanly (PluginHookError naming it; report.json says so; checkpoints kept).

@@ -32,6 +32,9 @@ def _with_inputs(sample: Mapping[str, Any], inputs: dict[str, Any]) -> dict[str,
 class TrainingView(Dataset):
     """The training split as epoch ``epoch`` sees it.
 
+    Every sample comes back with ``"index"``: its row in ``dataset`` (collated into the batch's
+    ``index``, so a training plugin can look up what it computed per row, e.g. a teacher's outputs);
+
     * modality dropout: each present modality of a sample is removed (its raw input set to None,
       so its encoder sees ``present=False`` exactly as for truly missing data) with probability
       ``dropout[slot]``; a sample never loses all of its modalities;
@@ -51,7 +54,7 @@ class TrainingView(Dataset):
     def __getitem__(self, index: int) -> Mapping[str, Any]:
         sample = self.dataset[index]
         if not self.dropout and not self.augment:
-            return sample
+            return {**sample, "index": index}
         rng = sample_rng("train", self.seed, self.epoch, index)
         inputs = dict(sample["inputs"])
         if self.dropout:
@@ -69,7 +72,7 @@ class TrainingView(Dataset):
                 generator = torch.Generator().manual_seed(rng.getrandbits(62))
                 if level > 0:
                     inputs[slot] = factory(level)(inputs[slot], generator)
-        return _with_inputs(sample, inputs)
+        return {**_with_inputs(sample, inputs), "index": index}
 
 
 class PerturbedView(Dataset):

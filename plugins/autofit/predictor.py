@@ -5,10 +5,18 @@ A Predictor *is* its run directory: ``config.yaml``, the ``best/`` checkpoint, `
 (how columns become model inputs and how labels are encoded). New tables go through the same
 preparation as training (file paths relative to the table's folder; for a DataFrame, the current
 folder; missing cells are missing modalities; missing numbers get the training median).
+
+A run of ``mmcore train`` loads too (no ``autofit.json``): its rows are ``{slot: raw value}``
+(a file path, text, a table row), a missing or None slot a missing modality, and ``target`` the
+label for :meth:`Predictor.evaluate`.
+
+Every call works on the rows it is given, in batches of ``batch_size``: no data set or loader is
+built, so one row costs its reading and one forward pass.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -37,6 +45,8 @@ class Predictor:
 
     def __repr__(self) -> str:
         slots = ", ".join(f"{s}: {e['name']}" for s, e in self.config["model"]["encoders"].items())
+        if self.plan is None:
+            return f"Predictor({str(self.run_dir)!r}, mmcore train run, [{slots}])"
         return f"Predictor({str(self.run_dir)!r}, target={self.plan.target!r}, task={self.plan.task}, [{slots}])"
 
     # ------------------------------------------------------------------ persistence
@@ -61,10 +71,15 @@ class Predictor:
 
         run = Path(path)
         plan_file, config_file = run / PLAN_FILE, run / "config.yaml"
-        if not plan_file.is_file() or not config_file.is_file() or not (run / "best").is_dir():
+        manager = manager or get_plugin_manager()
+        if not os.path.lexists(plan_file):  # a `mmcore train` run: rows are {slot: raw} (a FIFO or link there is a fit run's damaged plan)
+            from mmcore.cli import load_run
+
+            model, config = load_run(run, manager)
+            return cls(run, model, None, config, device=device)
+        if not config_file.is_file() or not (run / "best").is_dir():
             raise ColumnError(f"{str(path)!r} is not a run directory written by `mmcore fit` (expected {PLAN_FILE}, "
                               "config.yaml and best/)")
-        manager = manager or get_plugin_manager()
         try:
             meta = read_json(plan_file, max_bytes=MAX_JSON_BYTES, what=PLAN_FILE)
             if not isinstance(meta, dict):
@@ -115,6 +130,8 @@ class Predictor:
     @property
     def classes(self) -> list[Any] | None:
         """Class names (classification), label names (multilabel), or None (regression)."""
+        if self.plan is None:
+            return getattr(self.model.head, "classes", None)
         if self.plan.task == "classification":
             return [decode_prediction(self.plan, i) for i in range(len(self.plan.classes or []))]
         return list(self.plan.labels) if self.plan.task == "multilabel" else None
@@ -131,19 +148,42 @@ class Predictor:
         rows, base, index = self._rows(data)
         if not rows:
             raise ColumnError("the table has no rows")
-        preparer = Preparer(self.plan, base, strict=True, allow_outside_paths=True)  # as mmcore predict does
-        samples = [preparer.sample(r, i, with_target=with_target) for i, r in enumerate(rows)]
+        if self.plan is None:
+            samples = [self._slot_sample(r, i, with_target) for i, r in enumerate(rows)]
+        else:
+            preparer = Preparer(self.plan, base, strict=True, allow_outside_paths=True)  # as mmcore predict does
+            samples = [preparer.sample(r, i, with_target=with_target) for i, r in enumerate(rows)]
         if with_target:
             missing = [i + 1 for i, s in enumerate(samples) if s["target"] is None]
             if missing:
-                raise ColumnError(f"evaluate: rows {missing[:10]} have no {self.plan.target!r} value")
+                raise ColumnError(f"evaluate: rows {missing[:10]} have no {self._target_name!r} value")
         return samples, index
+
+    @property
+    def _target_name(self) -> str:
+        return "target" if self.plan is None else self.plan.target
+
+    def _slot_sample(self, row: Mapping[str, Any], index: int, with_target: bool) -> dict[str, Any]:
+        """A ``mmcore train`` run's row ``{slot: raw, "target": label}`` -> a raw sample."""
+        unknown = sorted(set(row) - set(self.model.slots) - {"target"})
+        if unknown:
+            raise ColumnError(f"row {index + 1}: {unknown} are not slots of this model ({self.model.slots})")
+        inputs = {slot: row.get(slot) for slot in self.model.slots}
+        if all(v is None for v in inputs.values()):
+            raise ColumnError(f"row {index + 1}: needs at least one of the slots {self.model.slots}")
+        return {"inputs": inputs, "target": row.get("target") if with_target else None}
+
+    def _decode(self, out: Any) -> list[Any]:
+        if self.plan is None:
+            return self.model.head.format_predictions(out)
+        return [decode_prediction(self.plan, p) for p in out.predictions.cpu().tolist()]
 
     @torch.no_grad()
     def _outputs(self, samples: list[dict[str, Any]], *, fused: bool = False):
         from mmcore.engine.evaluation import to_device
 
-        self.model.eval()
+        if self.model.training:
+            self.model.eval()
         for start in range(0, len(samples), self.batch_size):
             chunk = samples[start:start + self.batch_size]
             batch = self.model.collate([{"inputs": s["inputs"]} for s in chunk])
@@ -172,21 +212,22 @@ class Predictor:
         samples, index = self._batches(data)
         values = []
         for out in self._outputs(samples):
-            values += [decode_prediction(self.plan, p) for p in out.predictions.cpu().tolist()]
-        return self._series(values, index, self.plan.target)
+            values += self._decode(out)
+        return self._series(values, index, self._target_name)
 
     def predict_proba(self, data: Any) -> Any:
         """Class (or per-label) probabilities per row, ``[N, classes]``: a pandas DataFrame with the
         class names as columns when pandas is installed, else a list of ``{class: probability}``.
         ValueError for a regression model."""
-        if self.plan.task == "regression":
+        if self.plan is not None and self.plan.task == "regression" or self.plan is None and self.classes is None:
             raise ColumnError("predict_proba: this is a regression model; use predict")
         samples, index = self._batches(data)
         rows = []
         for out in self._outputs(samples):
             probabilities = out.extras.get("probabilities")
             if probabilities is None:
-                probabilities = out.logits.softmax(-1) if self.plan.task == "classification" else out.logits.sigmoid()
+                multilabel = self.plan.task == "multilabel" if self.plan is not None else out.predictions.dim() == 2
+                probabilities = out.logits.sigmoid() if multilabel else out.logits.softmax(-1)
             rows += probabilities.float().cpu().tolist()
         names = self.classes or []
         try:
@@ -209,7 +250,7 @@ class Predictor:
             predictions.append(out.predictions.float().cpu())
             targets.append(target.float().cpu())
         result = {name: float(m.compute().float().mean()) for name, m in metrics.items()}
-        if self.plan.task == "regression":
+        if self.plan is not None and self.plan.task == "regression":
             y, p = torch.cat(targets).flatten(), torch.cat(predictions).flatten()
             total = float(((y - y.mean()) ** 2).sum())
             result["r2"] = 1.0 - float(((y - p) ** 2).sum()) / total if total > 0 else float("nan")
@@ -221,6 +262,38 @@ class Predictor:
         or, for a per-modality ensemble head, every slot's pooled features side by side (zeros where absent)."""
         samples, _ = self._batches(data)
         return torch.cat([f.float().cpu() for f in self._outputs(samples, fused=True)]).numpy()
+
+    def explain(self, data: Any, *, plots: str | Path | None = None) -> Any:
+        """Exact Shapley values of each modality slot for each row's prediction (``mmcore explain``;
+        :mod:`mmcore_plugins.explain.attribution`): the predicted class's log-probability (a
+        regression: the predicted value) split over the slots, from no slot (``empty``) to all the
+        row has (``full``); the values sum to ``full - empty``; a slot the row lacks gets 0.
+
+        Returns a pandas DataFrame indexed like ``data`` (a list of dicts without pandas): columns
+        ``prediction``, ``full``, ``empty`` and one per slot; ``.attrs["summary"]`` holds the mean
+        |value| per slot. ``plots``: a folder that gets a waterfall PNG per row (the first 20) and
+        ``summary.png``.
+        """
+        from mmcore_plugins.explain.attribution import explain_samples, summarise
+
+        samples, index = self._batches(data)
+        records = explain_samples(self.model, [s["inputs"] for s in samples], batch_size=self.batch_size, device=self.device,
+                                  decode=lambda index: decode_prediction(self.plan, index))
+        summary = summarise(records)
+        if plots is not None:
+            from mmcore.engine.plots import plot_attribution_summary, plot_waterfall
+
+            for i, record in enumerate(records[:20], start=1):
+                plot_waterfall(record, Path(plots) / f"record_{i}.png", title=f"row {i}: prediction {record['prediction']}")
+            plot_attribution_summary(summary, Path(plots) / "summary.png")
+        rows = [{"prediction": r["prediction"], "full": r["full"], "empty": r["empty"], **r["shapley"]} for r in records]
+        try:
+            import pandas as pd
+        except ImportError:
+            return rows
+        frame = pd.DataFrame(rows, index=index)
+        frame.attrs["summary"] = summary
+        return frame
 
     def summary(self) -> dict[str, Any]:
         """What ``fit`` reported (``fit_summary.json``): test metrics, epochs, time, cached slots

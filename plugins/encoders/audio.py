@@ -191,6 +191,9 @@ class AudioCNNEncoder(_LogMelEncoder):
     token see its neighbours.
     """
 
+    #: options ``mmcore prune`` may shrink (option -> the multiple it keeps): the conv channels
+    prunable_options = {"width": 8}
+
     def __init__(self, dim: int = 128, sample_rate: int = 16000, n_mels: int = 64, width: int = 32,
                  dropout: float = 0.1, spec_augment: bool = False, n_fft: int | None = 400, hop: int | None = 160,
                  max_seconds: float = 4.0, blocks: int = 3) -> None:
@@ -200,13 +203,26 @@ class AudioCNNEncoder(_LogMelEncoder):
         if n_mels < 2**blocks:
             raise ValueError(f"n_mels must be at least {2 ** blocks} for {blocks} blocks, got {n_mels}")
         self._init_frontend(sample_rate, n_mels, n_fft, hop, max_seconds, spec_augment)
-        self.dim, self.blocks = dim, blocks
+        self.dim, self.blocks, self.width = dim, blocks, width
         groups = 8 if width % 8 == 0 else 1
         widths = [1] + [width * 2**i for i in range(blocks)]
         self.convs = nn.ModuleList(_MaskedConvBlock(a, b, groups) for a, b in zip(widths[:-1], widths[1:], strict=True))
         self.dropout = nn.Dropout(dropout)
         self.project = nn.Linear(widths[-1] * (n_mels // 2**blocks), dim)
         self.temporal = nn.Conv1d(dim, dim, 5, padding=2)
+
+    def pruning_groups(self) -> list[list[tuple[str, int, int]]]:
+        """The coupled channel dimensions ``mmcore prune`` may shrink (``width``): per conv block, its
+        output channels with its norm and the input channels of the next block's conv, or of the
+        projection of the flattened (channel, frequency) map (``n_mels / 2^blocks`` inputs per channel)."""
+        groups = []
+        for i in range(self.blocks):
+            group = [(f"convs.{i}.conv.weight", 0, 1), (f"convs.{i}.conv.bias", 0, 1),
+                     (f"convs.{i}.norm.weight", 0, 1), (f"convs.{i}.norm.bias", 0, 1)]
+            group.append((f"convs.{i + 1}.conv.weight", 1, 1) if i + 1 < self.blocks
+                         else ("project.weight", 1, self.n_mels // 2**self.blocks))
+            groups.append(group)
+        return groups
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> Features:
         x, mask, present = self._inputs(batch)

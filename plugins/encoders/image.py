@@ -68,6 +68,8 @@ class SmallCNNEncoder(mmcore.Encoder):
     """
 
     modality = "image"
+    #: options ``mmcore prune`` may shrink (option -> the multiple it keeps): the conv channels
+    prunable_options = {"width": 8}
 
     def __init__(self, dim: int = 128, image_size: int = 32, channels: int = 1, width: int = 32,
                  dropout: float = 0.1, augment: bool = False, pool: Literal["flatten", "mean"] = "flatten",
@@ -83,7 +85,7 @@ class SmallCNNEncoder(mmcore.Encoder):
             raise ValueError(f"width must be a multiple of 8 (group normalisation in groups of 8), got {width}")
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
-        self.dim, self.image_size, self.channels, self.augment = dim, image_size, channels, augment
+        self.dim, self.image_size, self.channels, self.augment, self.width = dim, image_size, channels, augment, width
 
         def block(cin: int, cout: int) -> nn.Sequential:
             return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(8, cout), nn.GELU(),
@@ -98,6 +100,24 @@ class SmallCNNEncoder(mmcore.Encoder):
 
     def processor(self) -> ImageProcessor:
         return ImageProcessor(self.image_size, self.channels, self.augment, self.background)
+
+    def pruning_groups(self) -> list[list[tuple[str, int, int]]]:
+        """The coupled channel dimensions ``mmcore prune`` may shrink (``width``): per conv layer, its
+        output channels with its norm and the input channels of whatever reads them -- the next conv,
+        or the token projection and the flattened map's projection (``side * side`` inputs per channel)."""
+        convs = ["net.0.0", "net.0.3", "net.1.0", "net.1.3"]
+        norms = ["net.0.1", "net.0.4", "net.1.1", "net.1.4"]
+        groups = []
+        for i, (conv, norm) in enumerate(zip(convs, norms, strict=True)):
+            group = [(f"{conv}.weight", 0, 1), (f"{conv}.bias", 0, 1), (f"{norm}.weight", 0, 1), (f"{norm}.bias", 0, 1)]
+            if i + 1 < len(convs):
+                group.append((f"{convs[i + 1]}.weight", 1, 1))
+            else:
+                group.append(("project.weight", 1, 1))
+                if self.flatten_project is not None:
+                    group.append(("flatten_project.weight", 1, (self.image_size // 4) ** 2))
+            groups.append(group)
+        return groups
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> Features:
         present = batch["present"].bool()

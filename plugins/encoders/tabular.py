@@ -138,9 +138,13 @@ def _check_columns(num_features: int, columns: list[str] | None, categorical: li
 
 
 class MLPTabularEncoder(mmcore.Encoder):
-    """MLP over standardised numeric columns and embedded categorical columns; one pooled vector per sample."""
+    """MLP over standardised numeric columns and embedded categorical columns; one pooled vector per sample.
+
+    ``hidden``: the hidden layers' widths (default one layer of ``2 * dim``)."""
 
     modality = "tabular"
+    #: options ``mmcore prune`` may shrink (option -> the multiple it keeps): the hidden widths
+    prunable_options = {"hidden": 4}
 
     def __init__(
         self,
@@ -162,7 +166,8 @@ class MLPTabularEncoder(mmcore.Encoder):
         # One table for every categorical column, each column owning max_categories rows.
         self.embedding = nn.Embedding(len(self.categorical) * max_categories, embed_dim) if self.categorical else None
         width_in = num_features + len(self.categorical) * embed_dim
-        widths = [width_in, *(hidden if hidden is not None else [2 * dim]), dim]
+        self.hidden = list(hidden) if hidden is not None else [2 * dim]
+        widths = [width_in, *self.hidden, dim]
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
             layers.append(nn.Linear(a, b))
@@ -172,6 +177,12 @@ class MLPTabularEncoder(mmcore.Encoder):
 
     def processor(self) -> TabularProcessor:
         return TabularProcessor(self.num_features, self.columns, self.categorical, self.max_categories)
+
+    def pruning_groups(self) -> list[list[tuple[str, int, int]]]:
+        """The coupled dimensions ``mmcore prune`` may shrink (``hidden``): each hidden layer's units."""
+        linears = [name for name, m in self.net.named_children() if isinstance(m, nn.Linear)]
+        return [[(f"net.{a}.weight", 0, 1), (f"net.{a}.bias", 0, 1), (f"net.{b}.weight", 1, 1)]
+                for a, b in zip(linears[:-1], linears[1:], strict=True)]
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> Features:
         values = batch["values"]

@@ -143,16 +143,22 @@ class ByteTransformerEncoder(mmcore.Encoder):
 
     ``tokenizer: byte`` needs no fitting and reads any language; ``char`` / ``word`` build a
     vocabulary of ``vocab_size`` entries on the training split (``Processor.fit``), saved with
-    the model.
+    the model. ``ff_dim``: the feed-forward layers' hidden width (default ``2 * dim``).
     """
 
     modality = "text"
+    #: options ``mmcore prune`` may shrink (option -> the multiple it keeps): the feed-forward width
+    prunable_options = {"ff_dim": 8}
 
     def __init__(self, dim: int = 128, heads: int = 4, layers: int = 2, max_length: int = 64, dropout: float = 0.1,
-                 tokenizer: Literal["byte", "char", "word"] = "byte", vocab_size: int = 1000, lowercase: bool = True) -> None:
+                 tokenizer: Literal["byte", "char", "word"] = "byte", vocab_size: int = 1000, lowercase: bool = True,
+                 ff_dim: int | None = None) -> None:
         super().__init__()
         if dim % heads:
             raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
+        if ff_dim is not None and (isinstance(ff_dim, bool) or not isinstance(ff_dim, int) or ff_dim < 1):
+            raise ValueError(f"ff_dim must be a positive int (or null for 2 * dim), got {ff_dim!r}")
+        self.ff_dim = 2 * dim if ff_dim is None else ff_dim
         _check_max_length(max_length)  # the position table has max_length rows; longer texts are truncated
         if tokenizer not in ("byte", "char", "word"):
             raise ValueError(f"tokenizer must be 'byte', 'char' or 'word', got {tokenizer!r}")
@@ -160,7 +166,7 @@ class ByteTransformerEncoder(mmcore.Encoder):
         self.pad = PAD if tokenizer == "byte" else 0
         self.embed = nn.Embedding(PAD + 1 if tokenizer == "byte" else vocab_size, dim, padding_idx=self.pad)
         self.position = nn.Parameter(torch.randn(max_length, dim) * 0.02)
-        layer = nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout, batch_first=True, norm_first=True, activation="gelu")
+        layer = nn.TransformerEncoderLayer(dim, heads, self.ff_dim, dropout, batch_first=True, norm_first=True, activation="gelu")
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(dim)
 
@@ -168,6 +174,11 @@ class ByteTransformerEncoder(mmcore.Encoder):
         if self.tokenizer == "byte":
             return ByteTokenizer(self.max_length)
         return VocabTokenizer(self.tokenizer, self.vocab_size, self.max_length, self.lowercase)
+
+    def pruning_groups(self) -> list[list[tuple[str, int, int]]]:
+        """The coupled dimensions ``mmcore prune`` may shrink (``ff_dim``): each layer's feed-forward hidden units."""
+        return [[(f"encoder.layers.{i}.linear1.weight", 0, 1), (f"encoder.layers.{i}.linear1.bias", 0, 1),
+                 (f"encoder.layers.{i}.linear2.weight", 1, 1)] for i in range(len(self.encoder.layers))]
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> Features:
         ids, mask, present = batch["ids"], batch["mask"].to(torch.bool), batch["present"].to(torch.bool)

@@ -53,9 +53,11 @@ class TokenFusion(mmcore.Fusion):
         """Like :meth:`project_slot`, but an absent sample gets one learned ``placeholder`` token (position 0)."""
         f = features[slot]
         x = self.project[slot](f.tokens) + self.modality_embedding[slot]
-        b, length = f.mask.shape
+        length = f.mask.shape[1]
         first = torch.arange(length, device=x.device)[None, :] == 0
-        mask = torch.where(f.present[:, None], f.mask, first.expand(b, -1))
+        # Boolean algebra, not torch.where, on these bool masks: the same values, and a graph that
+        # onnxruntime runs (its CPU Where takes no bool operands).
+        mask = (f.present[:, None] & f.mask) | (~f.present[:, None] & first)
         stand_in = torch.where(first[..., None], placeholder.to(x.dtype), torch.zeros((), dtype=x.dtype, device=x.device))
         x = torch.where(f.present[:, None, None], x, stand_in)
         return torch.where(mask[..., None], x, torch.zeros((), dtype=x.dtype, device=x.device)), mask

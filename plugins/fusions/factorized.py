@@ -101,10 +101,21 @@ class MCBFusion(_Normed):
 
     def forward(self, features: Mapping[str, Features]) -> Features:
         xs, present = self.inputs(features)
-        # FFTs in float32 at least (half-precision FFTs need power-of-two sizes and lose the sketch).
-        spectra = [torch.fft.rfft(self.count_sketch(s, x).float(), dim=-1) for s, x in zip(self.slots, xs, strict=True)]
-        product = product_over_present(spectra, present)
-        pooled = torch.fft.irfft(product, n=self.sketch_dim, dim=-1).to(xs[0].dtype)
+        # FFTs in float64: half precision needs power-of-two sizes and loses the sketch, and float32
+        # FFTs differ between implementations by ~2e-5 of the result (pocketfft vs onnxruntime's DFT),
+        # float64 ones by nothing float32 can see -- an exported model then answers as this one does.
+        # The spectra are multiplied as (real, imaginary) pairs of real tensors rather than as complex
+        # tensors: the same products, but a graph that exporters without complex dtypes (ONNX) take.
+        real = imag = None
+        for s, x, here in zip(self.slots, xs, present, strict=True):
+            spectrum = torch.view_as_real(torch.fft.rfft(self.count_sketch(s, x).double(), dim=-1))
+            re = select_present(spectrum[..., 0], here, fallback=torch.ones(()))  # absent: the identity, 1 + 0i
+            im = select_present(spectrum[..., 1], here)
+            if real is None:
+                real, imag = re, im
+            else:
+                real, imag = real * re - imag * im, real * im + imag * re
+        pooled = torch.fft.irfft(torch.complex(real, imag), n=self.sketch_dim, dim=-1).to(xs[0].dtype)
         pooled = F.normalize(signed_sqrt(pooled), dim=-1)
         return Features.from_pooled(self.out(self.dropout(pooled)), torch.stack(present).any(0))
 

@@ -105,11 +105,12 @@ class FiLMFusion(mmcore.Fusion):
         real = target.mask & target.present[:, None]
         tokens = self.project_target(torch.where(real[..., None], target.tokens, torch.zeros((), dtype=target.tokens.dtype,
                                                                                             device=target.tokens.device)))
-        b, length = target.mask.shape
+        length = target.mask.shape[1]
         first = torch.arange(length, device=tokens.device)[None, :] == 0
         stand_in = torch.where(first[..., None], self.placeholder.to(tokens.dtype), torch.zeros((), dtype=tokens.dtype, device=tokens.device))
         tokens = torch.where(target.present[:, None, None], tokens, stand_in)
-        mask = torch.where(target.present[:, None], target.mask, first.expand(b, -1))
+        # Boolean algebra rather than torch.where on bool masks (onnxruntime's CPU Where takes no bools).
+        mask = (target.present[:, None] & target.mask) | (~target.present[:, None] & first)
         tokens = torch.where(mask[..., None], tokens, torch.zeros((), dtype=tokens.dtype, device=tokens.device))
         modulated = self.out((1 + gamma[:, None, :]) * tokens + beta[:, None, :])
         return finish_tokens(modulated, mask, target.present | cond_present.any(0))

@@ -77,6 +77,10 @@ class CaptioningHead(mmcore.Head):
     gets zero cross-attention (a caption from the language model alone).
     """
 
+    export_refusal = ("it generates captions word by word until every caption has ended (a loop whose length depends "
+                      "on the data, and beam search reorders its hypotheses), which torch.export cannot capture as one "
+                      "graph; serve the run itself (mmcore serve RUN)")
+
     def __init__(
         self, input_dim: int, vocab: list[str], dim: int = 128, heads: int = 4, layers: int = 2,
         max_length: int = 20, beam_size: int = 1, length_penalty: float = 0.0, bleu_ngram: int = 4, dropout: float = 0.1,

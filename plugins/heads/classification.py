@@ -34,6 +34,8 @@ class ClassificationHead(mmcore.Head):
     """
 
     reads_tokens = False  # pooled vectors only
+    #: options ``mmcore prune`` may shrink (option -> the multiple it keeps): the hidden layer
+    prunable_options = {"hidden": 8}
 
     def __init__(
         self,
@@ -64,7 +66,7 @@ class ClassificationHead(mmcore.Head):
                 raise ValueError(f"class_weights must have num_classes={num_classes} entries, got {len(class_weights)}")
             if not all(math.isfinite(w) and w >= 0 for w in class_weights) or not any(w > 0 for w in class_weights):
                 raise ValueError(f"class_weights must be finite, >= 0 and not all 0, got {class_weights}")
-        self.num_classes = num_classes
+        self.num_classes, self.hidden = num_classes, hidden
         self.label_smoothing = label_smoothing
         self.focal_gamma = focal_gamma
         weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
@@ -75,6 +77,12 @@ class ClassificationHead(mmcore.Head):
         else:
             layers.append(nn.Linear(input_dim, num_classes))
         self.net = nn.Sequential(*layers)
+
+    def pruning_groups(self) -> list[list[tuple[str, int, int]]]:
+        """The coupled dimensions ``mmcore prune`` may shrink (``hidden``): the hidden layer's units (if any)."""
+        linears = [name for name, m in self.net.named_children() if isinstance(m, nn.Linear)]
+        return [[(f"net.{a}.weight", 0, 1), (f"net.{a}.bias", 0, 1), (f"net.{b}.weight", 1, 1)]
+                for a, b in zip(linears[:-1], linears[1:], strict=True)]
 
     @staticmethod
     def dataset_options(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -123,6 +131,15 @@ class ClassificationHead(mmcore.Head):
             q = q * weight.float()
         per_sample = -(q * (1 - log_p.exp()) ** self.focal_gamma * log_p).sum(-1)
         return per_sample.mean()
+
+    def distillation_loss(self, logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+        """``T^2 * KL(softmax(t / T) || softmax(s / T))``, the mean over the batch of the KL divergence
+        of the student's tempered class distribution from the teacher's (Hinton et al. 2015): 0 when
+        they agree; ``T^2`` keeps the gradients' size independent of ``T``. ``logits`` and
+        ``teacher_logits``: ``[B, num_classes]``."""
+        student = F.log_softmax(logits.float() / temperature, dim=-1)
+        teacher = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+        return F.kl_div(student, teacher, log_target=True, reduction="batchmean") * temperature**2
 
     def metrics(self) -> dict[str, Any]:
         from torchmetrics.classification import MulticlassAccuracy
@@ -211,6 +228,16 @@ class MultilabelHead(mmcore.Head):
             loss = F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), pos_weight=self.pos_weight)
         predictions = (probabilities >= self.thresholds).long()
         return HeadOutput(logits=logits, predictions=predictions, loss=loss, extras={"probabilities": probabilities.detach()})
+
+    def distillation_loss(self, logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+        """``T^2`` times the mean over samples and labels of the KL divergence between the teacher's and
+        the student's tempered Bernoulli distributions, ``sigmoid(t / T)`` and ``sigmoid(s / T)`` (the
+        multi-label form of Hinton et al. 2015): 0 when they agree. ``[B, num_labels]`` each."""
+        student, teacher = logits.float() / temperature, teacher_logits.float() / temperature
+        q = torch.sigmoid(teacher)
+        # BCE with soft targets minus the targets' own entropy: the KL divergence, 0 at agreement.
+        kl = F.binary_cross_entropy_with_logits(student, q, reduction="none") - F.binary_cross_entropy_with_logits(teacher, q, reduction="none")
+        return kl.mean() * temperature**2
 
     def metrics(self) -> dict[str, Any]:
         from torchmetrics.classification import MultilabelAccuracy, MultilabelF1Score

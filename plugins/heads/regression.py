@@ -85,6 +85,12 @@ class RegressionHead(mmcore.Head):
                 loss = F.huber_loss(standardised, goal, delta=self.huber_delta)
         return HeadOutput(logits=standardised, predictions=predictions, loss=loss)
 
+    def distillation_loss(self, logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+        """Mean squared difference of the standardised predictions ``[B, num_targets]`` from the teacher's
+        (the regression form of distillation: the teacher's outputs as targets; ``temperature`` does
+        not apply). Teacher and student standardise with the statistics of the same training split."""
+        return F.mse_loss(logits.float(), teacher_logits.float())
+
     def metrics(self) -> dict[str, Any]:
         from torchmetrics import MeanAbsoluteError, MeanSquaredError
 

@@ -40,6 +40,7 @@ floats in [0, 1].
 from __future__ import annotations
 
 import functools
+import io
 import os
 import warnings
 from dataclasses import dataclass
@@ -87,12 +88,14 @@ class ImageInfo:
     format: str
 
 
-def _open(path: str | os.PathLike):
+def _open(path: str | os.PathLike | io.IOBase):
     """``PIL.Image.open`` with Pillow's decompression-bomb warning turned into a named error."""
     from PIL import Image, UnidentifiedImageError
 
-    name = describe(path)
-    problem = not_a_regular_file(path)
+    stream = isinstance(path, io.IOBase)  # an upload's bytes: the same checks, no file name
+    name = "(the given stream)" if stream else describe(path)
+    where = None if stream else path
+    problem = None if stream else not_a_regular_file(path)
     if problem is not None:  # a FIFO would block Image.open for ever
         raise ImageReadError(f"cannot read image {name}: {problem}" + (", expected an image file" if "folder" in problem else ""),
                              path=path)
@@ -102,14 +105,14 @@ def _open(path: str | os.PathLike):
             return Image.open(path)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageReadError(f"cannot read image {name}: too large to decode safely (decompression-bomb limit): {exc} "
-                             f"(raise PIL.Image.MAX_IMAGE_PIXELS to allow it)", path=path) from exc
+                             f"(raise PIL.Image.MAX_IMAGE_PIXELS to allow it)", path=where) from exc
     except FileNotFoundError as exc:
-        raise ImageReadError(f"cannot read image {name}: no such file", path=path) from exc
+        raise ImageReadError(f"cannot read image {name}: no such file", path=where) from exc
     except UnidentifiedImageError as exc:
         raise ImageReadError(f"cannot read image {name}: not an image format Pillow reads (its header is none of "
-                             f"PNG, JPEG, GIF, BMP, TIFF, WebP, ...)", path=path) from exc
+                             f"PNG, JPEG, GIF, BMP, TIFF, WebP, ...)", path=where) from exc
     except (OSError, ValueError, SyntaxError) as exc:  # Pillow raises these three for damaged headers
-        raise ImageReadError(f"cannot read image {name}: {exc}", path=path) from exc
+        raise ImageReadError(f"cannot read image {name}: {exc}", path=where) from exc
 
 
 def looks_like_image(path: str | os.PathLike) -> bool:
@@ -375,7 +378,8 @@ def read_image(raw: Any, *, channels: int | None = 3, background: Any = (255, 25
                max_side: int | None = None) -> torch.Tensor:
     """An image -> ``torch.float32`` tensor ``[channels, H, W]`` with values in [0, 1].
 
-    ``raw``: a path (``str`` or ``os.PathLike``), a ``PIL.Image.Image``, or a numpy array / torch
+    ``raw``: a path (``str`` or ``os.PathLike``), a binary file object (e.g. ``io.BytesIO`` of an
+    upload: read with the same checks and limits as a file), a ``PIL.Image.Image``, or a numpy array / torch
     tensor (see the module docstring for shapes and dtypes). ``channels``: 1 (grey, BT.601 luma),
     3 (RGB) or None (the image's own: 1 for grey images, 3 for colour). ``background``: the colour transparent pixels are composited onto, an ``(R, G, B)``
     triple or a grey level in 0..255 (default white). ``max_side``: the side the caller resizes to;
@@ -389,10 +393,10 @@ def read_image(raw: Any, *, channels: int | None = 3, background: Any = (255, 25
     bg = check_background(background)
     if max_side is not None and (isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < 1):
         raise ValueError(f"max_side must be a positive int or None, got {max_side!r}")
-    if isinstance(raw, (str, os.PathLike)):
+    if isinstance(raw, (str, os.PathLike, io.IOBase)):
         from PIL import Image
 
-        name = describe(raw)
+        name = "(the given stream)" if isinstance(raw, io.IOBase) else describe(raw)
         img = _open(raw)
         try:
             with img:
@@ -401,11 +405,12 @@ def read_image(raw: Any, *, channels: int | None = 3, background: Any = (255, 25
                 with warnings.catch_warnings():
                     warnings.simplefilter("error", Image.DecompressionBombWarning)
                     img.load()
-                rgb, alpha = _convert(_pil_source(img, name, raw), max_side)
+                rgb, alpha = _convert(_pil_source(img, name, None if isinstance(raw, io.IOBase) else raw), max_side)
         except ImageReadError:
             raise
         except (OSError, ValueError, SyntaxError, EOFError) as exc:
-            raise ImageReadError(f"cannot read image {name}: decoding failed ({exc})", path=raw) from exc
+            raise ImageReadError(f"cannot read image {name}: decoding failed ({exc})",
+                                 path=None if isinstance(raw, io.IOBase) else raw) from exc
     elif type(raw).__module__.startswith("PIL."):  # checked by module: PIL is imported lazily
         rgb, alpha = _convert(_pil_source(raw, "given as a PIL image", None), max_side)
     else:

@@ -99,6 +99,24 @@ def test_predict_a_whole_table_one_json_line_per_row_bad_rows_in_their_line(run,
     assert main(["predict", str(run), "--data", str(tmp_path / "missing.csv")]) == 2
 
 
+def test_predict_out_never_follows_a_planted_link_at_a_temporary_or_the_final_name(run, tmp_path):
+    """Issue 28.5: the old fixed '.predictions.jsonl.tmp' name was followed when a link was planted
+    there; and a link at --out itself is replaced (with --overwrite), its target left alone."""
+    data = tmp_path / "new.csv"
+    data.write_text("note,age,city\nwoof bark,21,rome\n")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    out = tmp_path / "predictions.jsonl"
+    (tmp_path / ".predictions.jsonl.tmp").symlink_to(victim)
+    assert main(["predict", str(run), "--data", str(data), "--out", str(out)]) == 0
+    assert victim.read_text() == "precious" and json.loads(out.read_text())["row"] == 1
+    out.unlink()
+    out.symlink_to(victim)
+    assert main(["predict", str(run), "--data", str(data), "--out", str(out), "--overwrite"]) == 0
+    assert victim.read_text() == "precious" and not out.is_symlink() and json.loads(out.read_text())["row"] == 1
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".") and p.name != ".predictions.jsonl.tmp"] == []
+
+
 def test_predict_reads_tables_and_text_files_through_plugins_that_can_be_blocked(run, tmp_path, capsys, monkeypatch):
     """The core reads no file itself: a table is the manifest plugin's (hook mmcore_table_inputs), a
     text file the modalities plugin's (hook mmcore_file_input). Blocking the manifest really removes

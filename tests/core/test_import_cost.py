@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-HEAVY = ["torchvision", "transformers", "triton", "sklearn", "scipy", "PIL", "matplotlib"]
+HEAVY = ["torchvision", "transformers", "triton", "sklearn", "scipy", "PIL", "matplotlib", "optuna", "mlflow", "torch_pruning"]
 
 
 def _imported_after(code: str) -> list[str]:

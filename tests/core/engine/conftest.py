@@ -27,3 +27,9 @@ def wine_config(tmp_path):
     config = copy.deepcopy(WINE)
     config["trainer"]["run_dir"] = str(tmp_path / "run")
     return config
+
+
+@pytest.fixture(scope="module")
+def wine_base():
+    """A fresh copy of the wine config (no run_dir), for module-scoped fixtures."""
+    return copy.deepcopy(WINE)

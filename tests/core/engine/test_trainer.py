@@ -32,7 +32,7 @@ def test_training_writes_artefacts_and_the_checkpoint_reloads(tmp_path):
     assert (run / "metrics.csv").read_text().splitlines()[0].startswith("epoch,step,lr,train/loss,")
     assert json.loads((run / "report.json").read_text())["best_epoch"] == report["best_epoch"]
     assert (run / "config.yaml").is_file() and "grad_accumulation: 1" in (run / "config.yaml").read_text()
-    assert sorted(p.name for p in (run / "plots").iterdir()) == ["accuracy.png", "loss.png", "macro_f1.png"]
+    assert sorted(p.name for p in (run / "plots").iterdir()) == ["accuracy.png", "diagnostics.png", "loss.png", "macro_f1.png"]
     assert (run / "plots" / "loss.png").read_bytes()[:4] == b"\x89PNG"
     model, meta = load_model(run / "best")
     dataset = mmcore.get_registry().get("dataset", "sklearn_tabular").factory(split="test", dataset="breast_cancer", missing_rate=0.15)

@@ -177,3 +177,32 @@ def test_request_stop_within_an_epoch_ends_it_after_that_step_validated_and_test
     assert len(report["history"]) == 1 and "val/loss" in report["history"][0] and report["test"]
     assert report["best_epoch"] == 1  # the shortened epoch was validated and checkpointed
     assert (Path(report["run_dir"]) / "best" / "model.safetensors").is_file()
+
+
+class _Rows:
+    """Records each training micro-batch's row indices and targets as a loss hook sees them."""
+
+    def __init__(self):
+        self.batches = []
+
+    @mmcore.hookimpl
+    def mmcore_train_loss(self, trainer, batch, output):
+        self.batches.append((trainer.epoch, batch["index"].tolist(), batch["targets"].tolist(), batch["index"].device))
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_a_training_batch_carries_the_rows_indices_in_the_training_split(wine_config, dropout):
+    wine_config["trainer"].update(epochs=2, modality_dropout=dropout)
+    rows = _Rows()
+    with mmcore.register_plugin(rows, name="rows"):
+        trainer = Trainer(wine_config)
+        trainer.fit()
+    train = trainer.datasets["train"]
+    for epoch in (1, 2):
+        seen = [i for e, indices, _, _ in rows.batches if e == epoch for i in indices]
+        assert sorted(seen) == list(range(len(train))), "every row once per epoch"
+    order = [indices for e, indices, _, _ in rows.batches]
+    assert order[0] != order[len(order) // 2], "shuffled: the epochs' orders differ"
+    for _, indices, targets, device in rows.batches:
+        expected = trainer.model.head.collate_targets([train[i]["target"] for i in indices]).tolist()
+        assert targets == expected and device == trainer.device

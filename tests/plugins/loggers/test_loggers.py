@@ -76,8 +76,8 @@ def test_the_default_loggers_write_todays_files(config, tmp_path, capsys):
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert list(rows[0])[:4] == ["epoch", "step", "lr", "train/loss"] and "val/accuracy" in rows[0]
     assert float(rows[1]["val/accuracy"]) == pytest.approx(report["history"][1]["val/accuracy"])
-    assert sorted(p.name for p in (run / "plots").iterdir()) == ["accuracy.png", "loss.png", "macro_f1.png"]
-    assert report["plots"] == [str(run / "plots" / n) for n in ("accuracy.png", "loss.png", "macro_f1.png")]
+    assert sorted(p.name for p in (run / "plots").iterdir()) == ["accuracy.png", "diagnostics.png", "loss.png", "macro_f1.png"]
+    assert report["plots"] == [str(run / "plots" / n) for n in ("accuracy.png", "loss.png", "macro_f1.png", "diagnostics.png")]
     assert json.loads((run / "report.json").read_text())["plots"] == report["plots"]
     assert any(p.name.startswith("events.out.tfevents") for p in (run / "tensorboard").iterdir())
     out = capsys.readouterr().out

@@ -1,0 +1,162 @@
+"""Export round trip: every built-in fusion x every built-in encoder, torch.export (pt2) and ONNX.
+
+For each fusion, one model holds every registered encoder (one slot each; their example options,
+random weights) with that fusion and a 10-class classification head; its processors are fitted
+on example records. The model is exported the way ``mmcore export`` does (the same ExportModule:
+front-end steps in the graph, presence flags as inputs), then run on batches of 1, 37 and 256
+records whose modalities are each missing at random (30%; every record keeps one), fed through the
+export's front end. Compared with the eager module (PyTorch's transformer fast path off, the path
+the exporters trace): pt2 must be identical, ONNX (onnxruntime, CPU) within 1e-5 on the
+probabilities and on the logits. Writes a JSON line per fusion as it goes and a Markdown table.
+
+    python benchmarks/deploy_export_roundtrip.py                      # all 22 fusions (long: ~1 h quiet)
+    python benchmarks/deploy_export_roundtrip.py --fusions concat,mcb --out /tmp/rt.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+BATCHES = (1, 37, 256)
+TOLERANCE = 1e-5
+
+
+def build(registry, fusion: str, names: list[str], seed: int = 0):
+    from mmcore.model import build_model
+
+    encoders = {}
+    for info in (registry.get("encoder", n) for n in names):
+        options = dict(info.example_options)
+        if info.name in ("efficientnet_lite0", "image_torchvision"):
+            options["image_size"] = 32  # the smallest they take: the round trip, not the picture, is measured
+        encoders[info.name] = {"name": info.name, **options}
+    options = dict(registry.get("fusion", fusion).example_options)
+    if fusion == "tensor":
+        options["factor_dim"] = 1  # (factor_dim + 1) ** 11 entries: 2048 with 11 modalities
+    spec = {"encoders": encoders, "fusion": {"name": fusion, **options}, "head": {"name": "classification", "num_classes": 10}}
+    torch.manual_seed(seed)
+    return build_model(spec, registry).eval()
+
+
+def run_fusion(registry, fusion: str, names: list[str], work: Path) -> dict:
+    from mmcore_plugins.deploy.export import (
+        dynamic_shapes,
+        example_records,
+        front_ends,
+        graph_inputs,
+        plan,
+        strip_metadata,
+    )
+    from mmcore_plugins.deploy.graph import ExportModule
+
+    started = time.perf_counter()
+    model = build(registry, fusion, names)
+    generator = torch.Generator().manual_seed(1)
+    model.fit_processors([{"inputs": r} for r in example_records(model, 12, generator)])
+    slots = plan(model)
+    module = ExportModule(model, slots).eval()
+    fronts = front_ends(slots, work)
+    example = graph_inputs(fronts, module, example_records(model, 5, generator))
+    module.probe(example, graph_inputs(fronts, module, example_records(model, 7, generator)))
+    with torch.fx.experimental._config.patch(backed_size_oblivious=True):
+        program = torch.export.export(module, example, dynamic_shapes=dynamic_shapes(slots), strict=False)
+    exported = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        onnx_program = torch.onnx.export(program, (), dynamo=True, input_names=module.input_names,
+                                         output_names=module.output_names, verbose=False)
+    onnx_file = work / f"{fusion}.onnx"
+    onnx_program.save(str(onnx_file))
+    strip_metadata(onnx_file)
+    converted = time.perf_counter()
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    runnable = program.module()
+    row = {"fusion": fusion, "slots": len(slots), "export_s": round(exported - started, 1),
+           "onnx_s": round(converted - exported, 1), "batches": {}}
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    for size in BATCHES:
+        records = example_records(model, size, generator)
+        inputs = graph_inputs(fronts, module, records)
+        torch.backends.mha.set_fastpath_enabled(False)
+        try:
+            with torch.no_grad():
+                eager = [o.numpy() for o in module(*inputs)]
+                pt2 = [o.numpy() for o in runnable(*inputs)]
+        finally:
+            torch.backends.mha.set_fastpath_enabled(fastpath)
+        ort_out = session.run(module.output_names, {n: t.numpy() for n, t in zip(module.input_names, inputs, strict=True)})
+        logits, probs = module.output_names.index("logits"), module.output_names.index("probabilities")
+        missing = 1.0 - float(np.mean([inputs[module.input_names.index(f"{s.slot}.present")].numpy()[:size].mean()
+                                       for s in slots]))
+        row["batches"][size] = {
+            "missing": round(missing, 3),
+            "pt2_identical": all(np.array_equal(a, b) for a, b in zip(eager, pt2, strict=True)),
+            "onnx_logits": float(np.abs(eager[logits] - ort_out[logits]).max()),
+            "onnx_probabilities": float(np.abs(eager[probs] - ort_out[probs]).max()),
+            "same_argmax": bool(np.array_equal(eager[logits].argmax(-1), ort_out[logits].argmax(-1))),
+        }
+    row["ok"] = all(b["pt2_identical"] and b["onnx_probabilities"] <= TOLERANCE and b["onnx_logits"] <= TOLERANCE
+                    for b in row["batches"].values())
+    row["seconds"] = round(time.perf_counter() - started, 1)
+    return row
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fusions", help="comma-separated fusion names (default: every built-in fusion)")
+    parser.add_argument("--out", default="runs/deploy_export_roundtrip.jsonl", help="JSON lines written as it goes")
+    parser.add_argument("--encoders", help="comma-separated encoder names (default: every built-in encoder)")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    import mmcore
+
+    torch.set_num_threads(args.threads)
+    registry = mmcore.create_plugin_manager().registry
+    fusions = args.fusions.split(",") if args.fusions else sorted(i.name for i in registry if i.kind == "fusion")
+    encoders = (args.encoders.split(",") if args.encoders
+                else sorted(i.name for i in registry if i.kind == "encoder" and i.distribution == "mmcore"))
+    print(f"{len(fusions)} fusions x {len(encoders)} encoders ({', '.join(encoders)}); batches {BATCHES}; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp, open(args.out, "w") as log:
+        for fusion in fusions:
+            try:
+                row = run_fusion(registry, fusion, encoders, Path(tmp))
+            except Exception as exc:  # noqa: BLE001 - a failure is a result: recorded, the next fusion runs
+                row = {"fusion": fusion, "ok": False, "error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}"}
+            row["load_average"] = round(os.getloadavg()[0], 1)
+            rows.append(row)
+            log.write(json.dumps(row) + "\n")
+            log.flush()
+            print(json.dumps(row), flush=True)
+    print("\n| fusion | pt2 identical (1/37/256) | ONNX max abs diff, probabilities | ONNX max abs diff, logits | export s | ONNX s |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for row in rows:
+        if "error" in row:
+            print(f"| {row['fusion']} | failed: {row['error']} | | | | |")
+            continue
+        b = row["batches"]
+        print(f"| {row['fusion']} | {'/'.join('yes' if b[s]['pt2_identical'] else 'NO' for s in BATCHES)} | "
+              f"{max(b[s]['onnx_probabilities'] for s in BATCHES):.1e} | {max(b[s]['onnx_logits'] for s in BATCHES):.1e} | "
+              f"{row['export_s']} | {row['onnx_s']} |")
+    ok = sum(r["ok"] for r in rows)
+    print(f"\n{ok}/{len(rows)} fusions round-trip with all {len(encoders)} encoders at batch sizes {BATCHES} "
+          f"(pt2 identical, ONNX <= {TOLERANCE})")
+    return 0 if ok == len(rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""`mmcore serve` on loopback: the server's own cost per request, micro-batching throughput, malformed requests.
+
+    python benchmarks/deploy_serve.py --path runs/demo            # the demo run (eager); or an export folder
+
+The server runs as ``python -m mmcore serve PATH`` in its own process; requests carry a demo test
+record as an upload (PNG + WAV + text). Measured:
+
+* overhead at batch 1: the HTTP round trip (one client, keep-alive) against the same work done in
+  this process without HTTP (the record's checks, decoding, preprocessing and forward pass:
+  ``backend.prepare`` + ``backend.predict``), interleaved request by request; p50 difference; and
+  the server process's CPU time per request against this process's for the same work (the part
+  of the overhead that a loaded machine's scheduling does not inflate);
+* throughput: one request at a time vs ``--clients`` concurrent clients (micro-batching), with p50
+  and p95 latency, failures and requests lost (answered vs predicted by the server's /healthz); and the
+  server process's CPU time per request in each phase (what micro-batching saves, not inflated by a
+  loaded machine; the wall-clock rates also include the clients' CPU on the same cores);
+* 100 malformed requests (wrong types, missing fields, unknown slots, corrupt or oversized files,
+  wrong content types): each must be a 4xx, and the server healthy afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (all its threads) so far, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def demo_records(run: Path, count: int) -> list[dict]:
+    """Test records of the run's own data: {"image": bytes, "audio": bytes, "text": str}."""
+    import mmcore
+    from mmcore.engine.datasets import load_datasets
+    from mmcore.engine.rundir import RunDir
+
+    config = RunDir.open(run).read_config()
+    test = load_datasets(config, mmcore.get_plugin_manager(), splits=("test",))["test"]
+    out = []
+    for i in range(min(count, len(test))):
+        inputs = test[i]["inputs"]
+        record = {}
+        for slot, value in inputs.items():
+            if value is None:
+                continue
+            if isinstance(value, str) and os.path.isfile(value):
+                record[slot] = Path(value).read_bytes()
+            else:
+                record[slot] = value
+        out.append(record)
+    return out
+
+
+def as_request(record: dict) -> dict:
+    files = {k: (k, v, "application/octet-stream") for k, v in record.items() if isinstance(v, bytes)}
+    data = {k: v for k, v in record.items() if isinstance(v, str)}
+    return {"files": files, "data": data}
+
+
+def malformed(record: dict) -> list[dict]:
+    from PIL import Image
+
+    bomb = io.BytesIO()
+    Image.new("L", (12000, 12000)).save(bomb, format="PNG")
+    image = next((k for k, v in record.items() if isinstance(v, bytes) and v[:4] == b"\x89PNG"), "image")
+    cases = [{"json": {"records": [{image: "/etc/passwd"}]}}, {"json": {"records": []}}, {"json": {}}, {"json": []},
+             {"json": {"records": [{}]}}, {"json": {"records": [{"no_such_slot": 1}]}}, {"json": {"records": "x"}},
+             {"content": b"{broken", "headers": {"content-type": "application/json"}},
+             {"content": b"plain", "headers": {"content-type": "text/plain"}},
+             {"content": b"--b\r\nbroken", "headers": {"content-type": "multipart/form-data; boundary=b"}},
+             {"files": {image: ("x.png", b"not an image", "image/png")}},
+             {"files": {image: ("x.png", bomb.getvalue(), "image/png")}},
+             {"files": {image: ("x.png", b"\x89PNG" + b"\x00" * 40_000_000, "image/png")}},  # over the body limit
+             {"data": {"no_such_slot": "x"}}, {"json": {"records": [{"text": 5}]}}, {"json": {"records": [None]}}]
+    cases += [{"files": {image: (f"{i}.png", bytes([i]) * (i + 3), "image/png")}} for i in range(40)]
+    cases += [{"content": json.dumps({"records": [{"text": "seven"}]}).encode()[: 3 + i],
+               "headers": {"content-type": "application/json"}} for i in range(20)]
+    cases += [{"json": {"records": [{"text": ["a"] * i}]}} for i in range(1, 25)]
+    return cases[:100]
+
+
+async def concurrent(url: str, requests: list[dict], clients: int) -> tuple[list[float], list[int], list[str], float]:
+    latencies, codes, errors = [], [], []
+    queue = list(range(len(requests)))
+
+    async def client(http: httpx.AsyncClient) -> None:
+        while queue:
+            i = queue.pop()
+            start = time.perf_counter()
+            try:
+                answer = await http.post("/predict", **requests[i])
+            except httpx.TransportError as exc:  # a failed request is a result: counted, named, the run goes on
+                errors.append(f"{type(exc).__name__} after {time.perf_counter() - start:.1f} s")
+                codes.append(0)
+                continue
+            latencies.append(time.perf_counter() - start)
+            codes.append(answer.status_code)
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
+        start = time.perf_counter()
+        await asyncio.gather(*(client(http) for _ in range(clients)))
+        return latencies, codes, errors, time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--path", default="runs/demo", help="a run directory or an export folder (default runs/demo)")
+    parser.add_argument("--run", help="the run whose test split gives the records (default: --path, or the export's source run)")
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--requests", type=int, default=320, help="requests sent by the concurrent clients together")
+    parser.add_argument("--sequential", type=int, default=100, help="requests sent one at a time (overhead, rate)")
+    parser.add_argument("--threads", type=int, default=2, help="intra-op threads of the server and of this process")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--server-log", default="runs/deploy_serve_server.log", help="the server's stderr (default %(default)s)")
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from mmcore_plugins.deploy.backends import open_backend
+
+    path = Path(args.path)
+    run = Path(args.run) if args.run else path
+    if args.run is None and (path / "manifest.json").is_file():
+        run = Path(json.loads((path / "manifest.json").read_text())["source"]["run"])
+    records = demo_records(run, 64)
+    requests = [as_request(r) for r in records]
+    print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; {args.path}; threads {args.threads}; "
+          f"workers {args.workers}; {len(records)} test records as uploads ({', '.join(sorted(records[0]))})", flush=True)
+    port = free_port()
+    Path(args.server_log).parent.mkdir(parents=True, exist_ok=True)
+    log = open(args.server_log, "w")  # noqa: SIM115 - open while the server runs
+    server = subprocess.Popen([sys.executable, "-m", "mmcore", "serve", str(path), "--port", str(port), "--threads",
+                               str(args.threads), "--workers", str(args.workers), "--log-level", "warning"],
+                              stdout=subprocess.DEVNULL, stderr=log, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.5)
+        else:
+            raise SystemExit(f"the server did not start: see {log.name}")
+        backend = open_backend(path, threads=args.threads)
+
+        def local(record: dict) -> None:
+            backend.predict([backend.prepare(backend.check(record))])
+
+        with httpx.Client(base_url=url, timeout=120) as http:
+            for i in range(10):  # warm both paths
+                http.post("/predict", **requests[i % len(requests)])
+                local(records[i % len(records)])
+            in_process, over_http, cpu_local, cpu_server = [], [], 0.0, 0.0
+            for i in range(args.sequential):
+                j = i % len(records)
+                pair = [("local", lambda j=j: local(records[j])), ("http", lambda j=j: http.post("/predict", **requests[j]))]
+                for name, call in (pair if i % 2 else pair[::-1]):
+                    cpu = cpu_seconds(server.pid) if name == "http" else time.process_time()
+                    start = time.perf_counter()
+                    result = call()
+                    spent = time.perf_counter() - start
+                    if name == "http":
+                        cpu_server += cpu_seconds(server.pid) - cpu
+                        assert result.status_code == 200, result.text
+                        over_http.append(spent)
+                    else:
+                        cpu_local += time.process_time() - cpu
+                        in_process.append(spent)
+            cpu = cpu_seconds(server.pid)
+            start = time.perf_counter()
+            for i in range(args.sequential):
+                assert http.post("/predict", **requests[i % len(requests)]).status_code == 200
+            sequential_rate = args.sequential / (time.perf_counter() - start)
+            sequential_cpu = (cpu_seconds(server.pid) - cpu) / args.sequential
+        p50_local, p50_http = statistics.median(in_process) * 1000, statistics.median(over_http) * 1000
+        print(f"\nbatch 1 ({args.sequential} requests, interleaved): in process {p50_local:.2f} ms p50; over HTTP "
+              f"{p50_http:.2f} ms p50 (p95 {percentile(over_http, 0.95) * 1000:.2f}); serving adds {p50_http - p50_local:.2f} ms p50")
+        n = args.sequential
+        print(f"CPU time per request (load-independent): the server process {1000 * cpu_server / n:.2f} ms, the same work in "
+              f"process {1000 * cpu_local / n:.2f} ms: serving costs {1000 * (cpu_server - cpu_local) / n:.2f} ms of CPU "
+              f"(clock ticks of {1000 / os.sysconf('SC_CLK_TCK'):.0f} ms: meaningful over many requests)")
+        before = httpx.get(f"{url}/healthz").json()
+        jobs = [requests[i % len(requests)] for i in range(args.requests)]
+        cpu = cpu_seconds(server.pid)
+        latencies, codes, errors, spent = asyncio.run(concurrent(url, jobs, args.clients))
+        concurrent_cpu = (cpu_seconds(server.pid) - cpu) / len(jobs)
+        after = httpx.get(f"{url}/healthz").json()
+        rate = len(codes) / spent
+        failed = sum(c != 200 for c in codes)
+        lost = len(jobs) - (after["predicted"] - before["predicted"]) - failed
+        print(f"one at a time: {sequential_rate:.1f} requests/s")
+        print(f"{args.clients} concurrent clients, {len(jobs)} requests: {rate:.1f} requests/s ({rate / sequential_rate:.2f}x), "
+              f"latency p50 {statistics.median(latencies) * 1000:.1f} ms, p95 {percentile(latencies, 0.95) * 1000:.1f} ms; "
+              f"{failed} failed, {lost} lost; batches {after['batches'] - before['batches']}, largest {after['largest_batch']}")
+        if errors:
+            print(f"  failed without an answer: {len(errors)} ({'; '.join(errors[:5])}); server "
+                  f"{'alive' if server.poll() is None else f'exited {server.returncode}'}; its log: {args.server_log}")
+        # the server's CPU time per request in each phase: what micro-batching saves, whatever else the machine runs
+        # (on a loaded machine the clients' own CPU competes with the server's, which the wall-clock rates include)
+        print(f"server CPU time per request: one at a time {1000 * sequential_cpu:.2f} ms, {args.clients} clients "
+              f"{1000 * concurrent_cpu:.2f} ms ({sequential_cpu / max(concurrent_cpu, 1e-9):.2f}x less)")
+        bad = malformed(records[0])
+        answers = [httpx.post(f"{url}/predict", timeout=60, **case) for case in bad]
+        codes4 = [a.status_code for a in answers]
+        fields = sum(1 for a in answers if "error" in a.json())
+        health = httpx.get(f"{url}/healthz").json()
+        print(f"{len(bad)} malformed requests: {sum(400 <= c < 500 for c in codes4)} answered 4xx "
+              f"({', '.join(f'{c}: {codes4.count(c)}' for c in sorted(set(codes4)))}), {fields} with a JSON error; "
+              f"server afterwards: {health['status']}")
+        assert httpx.post(f"{url}/predict", **requests[0]).status_code == 200
+    finally:
+        server.terminate()
+        server.wait(30)
+        log.close()
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""``mmcore export`` and ``mmcore serve``, added through the ``mmcore_add_commands`` hook like any plugin's::
+
+    mmcore export runs/demo --format onnx --int8 --out exports/demo     # graph + front end + manifest
+    mmcore serve runs/demo                     # the run itself (eager), http://127.0.0.1:8000
+    mmcore serve exports/demo --port 8080      # an export (onnxruntime), no training code involved
+
+onnxruntime/onnx come with ``pip install 'mmcore[export]'``, FastAPI/uvicorn with ``'mmcore[serve]'``;
+each command says which extra it misses before any work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import time
+from pathlib import Path
+
+import mmcore
+from mmcore.errors import ConfigError, ConfigIssue
+
+
+def _default_out(run_dir: str, fmt: str, int8: bool) -> Path:
+    return Path("exports") / f"{Path(run_dir).resolve().name}-{fmt}{'-int8' if int8 else ''}"
+
+
+def cmd_export(args: argparse.Namespace, manager) -> int:
+    from mmcore.cli import load_run
+    from mmcore.engine.checkpoint import resolve_checkpoint
+    from mmcore_plugins.deploy.export import ExportError, _sha256, check_options, export_model
+
+    check_options(args.format, args.int8)  # options and extras before loading anything
+    out = Path(args.out) if args.out else _default_out(args.run_dir, args.format, args.int8)
+    if out.exists() and not args.overwrite:
+        raise ExportError(f"--out {str(out)!r} exists; choose a new folder or pass --overwrite")
+    model, _ = load_run(args.run_dir, manager, args.checkpoint)
+    weights = resolve_checkpoint(Path(args.run_dir) / args.checkpoint) / "model.safetensors"
+    source = {"run": str(Path(args.run_dir).resolve()), "checkpoint": args.checkpoint, "weights_sha256": _sha256(weights)}
+    started = time.perf_counter()
+    folder = export_model(model, out, fmt=args.format, int8=args.int8, source=source, overwrite=args.overwrite)
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    files = manifest["graph"]["files"]
+    check = manifest["verification"]
+    shown = []
+    for kind in files:
+        diffs = check.get(kind, {}).get("max_abs_diff", {})
+        worst = max((v for k, v in diffs.items() if k != "predictions"), default=0.0)
+        shown.append(f"{files[kind]['file']} ({files[kind]['bytes'] / 1e6:.2f} MB, max |eager - graph| {worst:.2g})")
+    print(f"exported {args.run_dir} -> {folder} in {time.perf_counter() - started:.0f} s: {'; '.join(shown)}")
+    print(f"  inputs: {', '.join(i['name'] for i in manifest['inputs'])}")
+    print(f"  outputs: {', '.join(o['name'] for o in manifest['outputs'])}; front end: {folder / 'frontend.py'}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, manager) -> int:
+    missing = [m for m in ("fastapi", "uvicorn", "multipart") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError([ConfigIssue("", f"mmcore serve needs {', '.join(missing)}: pip install 'mmcore[serve]'")])
+    issues = []
+    for name in ("workers", "max_batch", "max_queue", "max_records"):
+        if getattr(args, name) < 1:
+            issues.append(ConfigIssue(f"--{name.replace('_', '-')}", f"must be a positive int, got {getattr(args, name)}"))
+    if args.window_ms < 0:
+        issues.append(ConfigIssue("--window-ms", f"must be >= 0, got {args.window_ms}"))
+    if args.max_body_mb <= 0:
+        issues.append(ConfigIssue("--max-body-mb", f"must be positive, got {args.max_body_mb}"))
+    if not 0 <= args.port <= 65535:
+        issues.append(ConfigIssue("--port", f"must be in 0..65535, got {args.port}"))
+    if issues:
+        raise ConfigError(issues)
+    from mmcore_plugins.deploy.backends import open_backend
+    from mmcore_plugins.deploy.serve import serve
+
+    options = {"path": str(args.path), "graph": args.graph, "threads": args.threads, "max_batch": args.max_batch,
+               "window_ms": args.window_ms, "max_queue": args.max_queue, "max_body_bytes": int(args.max_body_mb * 2**20),
+               "max_records": args.max_records}
+    backend = open_backend(args.path, manager, graph=args.graph)  # a bad path or damaged run: one line, exit 2, now
+    del backend
+    print(f"mmcore serve: {args.path} on http://{args.host}:{args.port} (page /, API /predict, docs /docs)", flush=True)
+    serve(options, workers=args.workers, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+@mmcore.hookimpl
+def mmcore_add_commands(subparsers) -> None:
+    p = subparsers.add_parser("export", help="export a run as one self-contained folder: ONNX or torch.export graph, "
+                                             "optional int8, numpy front end, manifest")
+    p.add_argument("run_dir", help="a run directory written by `mmcore train` (or `mmcore fit`)")
+    p.add_argument("--format", default="onnx", choices=["onnx", "pt2"], help="onnx (onnxruntime; default) or pt2 "
+                                                                             "(torch.export, loaded with torch)")
+    p.add_argument("--int8", action="store_true", help="also write model.int8.onnx (dynamic int8 weights; onnx only) "
+                                                       "and make it the export's default graph")
+    p.add_argument("--out", metavar="DIR", help="a new folder (default: exports/<run>-<format>[-int8])")
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out (never anything else)")
+    p.set_defaults(handler=cmd_export)
+
+    p = subparsers.add_parser("serve", help="serve a run or an export over HTTP: JSON API, web page, micro-batching")
+    p.add_argument("path", help="a run directory (eager model) or an export folder (mmcore export)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1, help="server processes, each with the model (default 1)")
+    p.add_argument("--threads", type=int, help="intra-op threads per process (default: the library's)")
+    p.add_argument("--graph", metavar="FILE", help="an export's other graph file (e.g. model.onnx beside model.int8.onnx)")
+    p.add_argument("--max-batch", type=int, default=64, help="most records per model call (micro-batching; default 64)")
+    p.add_argument("--window-ms", type=float, default=2.0, help="how long a batch waits for requests still being decoded "
+                                                                "(default 2 ms; a lone request never waits)")
+    p.add_argument("--max-queue", type=int, default=256, help="requests waiting for the model before 503 (default 256)")
+    p.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body, uploads included (default 32)")
+    p.add_argument("--max-records", type=int, default=256, help="most records in one JSON request (default 256)")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.set_defaults(handler=cmd_serve)

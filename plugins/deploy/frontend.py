@@ -1,0 +1,563 @@
+"""The front end of an exported mmcore model: raw values -> the graph's input arrays, and the graph's
+outputs -> predictions. numpy, Pillow and python-soundfile only (onnxruntime or torch to run the graph).
+
+``mmcore export`` copies this file into every export folder, so an artefact runs without mmcore::
+
+    import frontend                                   # the copy inside the export folder
+    model = frontend.load("exports/demo")             # model.onnx through onnxruntime (model.pt2: torch)
+    model.predict([{"image": "digit.png", "audio": "seven.wav", "text": "seven"},
+                   {"text": "drei"}])                 # a missing slot is a missing modality
+    # -> [{"prediction": "7", "probabilities": {"0": 0.001, ...}, "modalities": ["image", "audio", "text"]}, ...]
+
+What runs where. The graph (``model.onnx`` / ``model.pt2``) holds every step that exports: image
+normalisation, the log-mel spectrogram (an STFT as a convolution with the DFT basis, mel
+filters, log, per-utterance standardisation over the real frames), the encoders, the fusion and the head. This
+file holds what cannot be a graph: decoding files, resizing images of any size to the model's
+square, tokenising text, looking categories up in the fitted vocabularies, standardising table
+columns, padding a batch. Each step is the one ``mmcore``'s processors take, written again in
+numpy (their fitted state -- vocabularies, means, class names -- is in ``manifest.json``):
+
+* **image** (slot kind ``image``): a file (Pillow: first frame, EXIF orientation applied, 8/16-bit,
+  alpha composited onto the slot's ``background``, grey = BT.601 luma) or an array ``[C, H, W]``
+  in [0, 1] -> resized to ``image_size`` squared by Pillow's antialiased bilinear filter (what
+  ``torch.nn.functional.interpolate(mode="bilinear", antialias=True)`` computes; they agree to
+  about 1e-7, 1e-5 when one side grows and the other shrinks) -> ``pixels [B, C, S, S]`` in [0, 1].
+* **audio** (``audio``): a file (soundfile: channels averaged, at most ``max_seconds``) or a
+  waveform ``[T]`` at the slot's rate, or ``(waveform, rate)``; resampled by FFT as mmcore does
+  -> zero-padded to ``n_fft`` if shorter, reflect-padded by ``n_fft // 2`` at both ends (what
+  ``torch.stft(center=True)`` does per clip) -> ``waveform [B, N]`` (zeros after each clip, ``N =
+  n_fft + hop * (T - 1)`` for the batch's most frames ``T``) and ``length [B]`` (each padded length).
+* **text** (``text_bytes`` / ``text_vocab`` / ``text_hf``): UTF-8 bytes, or the fitted character /
+  word vocabulary (ids 0 = padding, 1 = unknown), or the model's own Hugging Face tokenizer
+  (``tokenizer.json`` in the folder, through the ``tokenizers`` library) -> ``ids [B, L]``,
+  ``mask [B, L]``; truncated to ``max_length`` tokens.
+* **tabular** (``tabular``): a mapping column -> value (or a list of the numbers) -> ``values
+  [B, F]`` standardised with the training mean and std, ``categories [B, K]`` (0 = unseen or empty).
+* **video** (``video``): a list of frames (each as an image above), at most ``max_frames`` evenly
+  spaced -> ``frames [B, F, C, S, S]``, ``mask [B, F]``.
+
+Every slot also has ``present [B]`` (bool): False where the record lacks that modality; the
+other inputs of that slot then hold the "missing" filler the manifest names (zeros, or the
+padding id). The graph takes any subset of modalities per record, as the trained model does.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+FORMAT = "mmcore-export"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+#: Every dynamic size of a graph input is at least this: a batch of one record gets a second record
+#: with every modality missing, a text of one token a padding token, a clip of one frame a padding
+#: frame (all masked: they change no real record's output). The exported graphs are traced for
+#: sizes >= 2 -- PyTorch's attention layers branch on a size being 1, which torch.export turns into
+#: a guard -- and this keeps one graph for every size.
+MIN_SIZE = 2
+#: Least frames of an audio batch (masked padding frames after shorter clips): an audio encoder pools
+#: time by up to 16, and each size inside the graph is >= 2 with this many.
+MIN_AUDIO_FRAMES = 32
+
+#: Samples kept per audio clip and frames per video are bounded by the manifest (max_seconds,
+#: max_frames); images by Pillow's decompression-bomb limit (PIL.Image.MAX_IMAGE_PIXELS).
+MAX_TEXT_CHARS = 1_000_000
+
+
+class FrontEndError(ValueError):
+    """A record's value cannot become a graph input: ``slot`` names the field, the message says why."""
+
+    def __init__(self, slot: str, message: str) -> None:
+        super().__init__(f"{slot}: {message}")
+        self.slot, self.reason = slot, message
+
+
+# ----------------------------------------------------------------------------------- decoding
+def _is_file_like(value: Any) -> bool:
+    return isinstance(value, (str, os.PathLike, io.IOBase)) or hasattr(value, "read")
+
+
+def load_image(source: Any, channels: int, background: Sequence[float] | float = 255) -> np.ndarray:
+    """An image file (path or binary file object) -> float32 ``[channels, H, W]`` in [0, 1], through Pillow.
+
+    First frame; EXIF orientation applied; 16-bit grey divided by 65535, 8-bit by 255; alpha
+    composited onto ``background`` (grey level or (R, G, B), 0..255); grey from colour by BT.601
+    luma. (mmcore itself reads with :func:`mmcore_plugins.io.read_image`, which also applies ICC
+    profiles and reads 32-bit TIFFs; ``mmcore serve`` uses that.) Raises ``ValueError``.
+    """
+    import warnings
+
+    from PIL import Image, ImageOps
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(source)
+            img.seek(0)
+            img.load()
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many kinds for bad files
+        raise ValueError(f"not a readable image ({type(exc).__name__}: {exc})") from exc
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # noqa: BLE001 - a malformed EXIF block: the pixels are still the picture
+        pass
+    if img.mode.startswith("I;16"):
+        data, alpha = np.asarray(img, dtype=np.float32)[..., None] / 65535.0, None
+    else:
+        has_alpha = img.mode in ("RGBA", "RGBa", "LA", "La", "PA") or img.has_transparency_data
+        grey = img.mode in ("1", "L", "LA", "La", "I", "F") or (img.mode == "P" and img.palette is not None
+                                                                   and img.palette.mode == "L")
+        target = ("LA" if grey else "RGBA") if has_alpha else ("L" if grey else "RGB")
+        data = np.asarray(img.convert(target), dtype=np.float32) / 255.0
+        data = data[..., None] if data.ndim == 2 else data
+        data, alpha = (data[..., :-1], data[..., -1]) if has_alpha else (data, None)
+    return _to_channels(data, alpha, channels, background)
+
+
+def _to_channels(rgb: np.ndarray, alpha: np.ndarray | None, channels: int, background: Any) -> np.ndarray:
+    bg = np.asarray([background] * 3 if isinstance(background, (int, float)) else list(background), dtype=np.float32) / 255.0
+    if alpha is not None:
+        if rgb.shape[-1] == 1 and not (bg == bg[0]).all():
+            rgb = np.repeat(rgb, 3, axis=-1)
+        colour = bg[:1] if rgb.shape[-1] == 1 else bg
+        rgb = rgb * alpha[..., None] + colour * (1.0 - alpha[..., None])
+    if channels == 1 and rgb.shape[-1] == 3:
+        rgb = rgb @ np.array([[0.299], [0.587], [0.114]], dtype=np.float32)
+    elif channels == 3 and rgb.shape[-1] == 1:
+        rgb = np.repeat(rgb, 3, axis=-1)
+    return np.clip(np.ascontiguousarray(np.moveaxis(rgb, -1, 0), dtype=np.float32), 0.0, 1.0)
+
+
+def resample(wave: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
+    """Band-limited FFT resampling of ``wave [N]`` (mmcore_plugins.io.resample, in numpy): the spectrum
+    cut or zero-extended to the new Nyquist frequency on a length fast at both rates."""
+    if source_rate == target_rate:
+        return wave
+    n = wave.shape[-1]
+    m = max(1, round(n * target_rate / source_rate))
+    g = math.gcd(source_rate, target_rate)
+    a, b = source_rate // g, target_rate // g
+    k = _smooth(-(-n // a))
+    padded_n, padded_m = a * k, b * k
+    spectrum = np.fft.rfft(wave.astype(np.float32), n=padded_n)
+    out = np.zeros(padded_m // 2 + 1, dtype=spectrum.dtype)
+    keep = min(spectrum.shape[-1], padded_m // 2 + 1)
+    out[:keep] = spectrum[:keep]
+    return (np.fft.irfft(out, n=padded_m)[:m] * (padded_m / padded_n)).astype(np.float32)
+
+
+def _smooth(n: int) -> int:
+    best = 1 << max(0, (n - 1).bit_length())
+    f7 = 1
+    while f7 < best:
+        f5 = f7
+        while f5 < best:
+            f3 = f5
+            while f3 < best:
+                f2 = f3
+                while f2 < n:
+                    f2 *= 2
+                best = min(best, f2)
+                f3 *= 3
+            f5 *= 5
+        f7 *= 7
+    return best
+
+
+def load_audio(source: Any, sample_rate: int, max_seconds: float) -> np.ndarray:
+    """An audio file (path or binary file object) -> mono float32 waveform at ``sample_rate``, at most
+    ``max_seconds`` long (only that much is decoded), through python-soundfile. Raises ``ValueError``."""
+    import soundfile
+
+    try:
+        with soundfile.SoundFile(source) as f:
+            if not (1 <= f.samplerate <= 1_000_000 and 1 <= f.channels <= 64):
+                raise ValueError(f"{f.samplerate} Hz, {f.channels} channels is not audio this reads")
+            rate = int(f.samplerate)
+            data = f.read(frames=min(f.frames, int(max_seconds * rate) + 1), dtype="float32", always_2d=True)
+    except ValueError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - libsndfile errors
+        raise ValueError(f"not readable audio ({exc})") from exc
+    if data.shape[0] == 0 or not np.isfinite(data).all():
+        raise ValueError("the audio holds no frames, or NaN / infinite samples")
+    return _cut(resample(data.mean(axis=1, dtype=np.float32), rate, sample_rate), sample_rate, max_seconds)
+
+
+def _cut(wave: np.ndarray, rate: int, max_seconds: float) -> np.ndarray:
+    return wave[: int(max_seconds * rate)]
+
+
+# ----------------------------------------------------------------------------------- slots
+class Slot:
+    """One modality slot's front end: ``prepare(raw) -> item`` and ``collate(items) -> {input: array}``."""
+
+    def __init__(self, name: str, spec: Mapping[str, Any], folder: str | None = None) -> None:
+        self.name, self.spec = name, dict(spec)
+        self.kind, self.modality = self.spec["kind"], self.spec["modality"]
+
+    def decode(self, raw: Any) -> Any:
+        """A file (path / file object) -> the decoded value ``prepare`` takes; anything else unchanged."""
+        return raw
+
+    def prepare(self, raw: Any) -> Any:
+        raise NotImplementedError
+
+    def collate(self, items: Sequence[Any]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def inputs(self, field: str) -> str:
+        return f"{self.name}.{field}"
+
+    def _present(self, items: Sequence[Any]) -> np.ndarray:
+        return np.array([i is not None for i in items], dtype=bool)
+
+
+class ImageSlot(Slot):
+    """``pixels [B, C, S, S]`` float32 in [0, 1] (normalised inside the graph), ``present [B]``."""
+
+    def decode(self, raw: Any) -> Any:
+        if _is_file_like(raw):
+            return load_image(raw, self.spec["channels"], self.spec["background"])
+        return raw
+
+    def prepare(self, raw: Any) -> np.ndarray:
+        from PIL import Image
+
+        image = self.decode(raw)
+        if type(image).__module__.startswith("PIL."):
+            image = _to_channels(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0, None, self.spec["channels"], 255)
+        image = np.asarray(image, dtype=np.float32)
+        channels, size = self.spec["channels"], self.spec["image_size"]
+        if image.ndim != 3 or image.shape[0] != channels or 0 in image.shape:
+            raise FrontEndError(self.name, f"expected an image file or a [{channels}, H, W] array in [0, 1], got shape "
+                                           f"{list(image.shape)}")
+        if not np.isfinite(image).all():
+            raise FrontEndError(self.name, "the image holds NaN or infinite values")
+        # Pillow's antialiased bilinear resampling of float ("F") images, channel by channel: the
+        # filter torch.nn.functional.interpolate(antialias=True) reproduces.
+        planes = [np.asarray(Image.fromarray(np.ascontiguousarray(p), mode="F").resize((size, size), Image.BILINEAR))
+                  for p in image]
+        return np.stack(planes).astype(np.float32)
+
+    def collate(self, items: Sequence[Any]) -> dict[str, np.ndarray]:
+        c, s = self.spec["channels"], self.spec["image_size"]
+        blank = np.zeros((c, s, s), dtype=np.float32)
+        return {self.inputs("pixels"): np.stack([blank if i is None else i for i in items]),
+                self.inputs("present"): self._present(items)}
+
+
+class AudioSlot(Slot):
+    """``waveform [B, N]`` float32 (each clip reflect-padded by ``n_fft // 2``, zeros after; ``N = n_fft + hop *
+    (T - 1)`` for the batch's most frames ``T``, at least ``min_frames``), ``length [B]`` int64 (each padded clip's length; 0 where
+    missing), ``present [B]``; the log-mel spectrogram is computed in the graph."""
+
+    def decode(self, raw: Any) -> Any:
+        s = self.spec
+        if _is_file_like(raw):
+            return load_audio(raw, s["sample_rate"], s["max_seconds"])
+        if isinstance(raw, tuple) and len(raw) == 2:
+            wave, rate = np.asarray(raw[0], dtype=np.float32), int(raw[1])
+            if wave.ndim == 2:
+                wave = wave.mean(axis=0 if wave.shape[0] < wave.shape[1] else 1)
+            return _cut(resample(wave[: int(s["max_seconds"] * rate) + 1], rate, s["sample_rate"]), s["sample_rate"],
+                        s["max_seconds"])
+        return raw
+
+    def prepare(self, raw: Any) -> np.ndarray:
+        s = self.spec
+        wave = np.asarray(self.decode(raw), dtype=np.float32)
+        if wave.ndim != 1 or wave.size == 0 or not np.isfinite(wave).all():
+            raise FrontEndError(self.name, f"expected an audio file or a finite mono waveform at {s['sample_rate']} Hz, got "
+                                           f"shape {list(wave.shape)}")
+        wave = _cut(wave, s["sample_rate"], s["max_seconds"])
+        if wave.size < s["n_fft"]:
+            wave = np.pad(wave, (0, s["n_fft"] - wave.size))
+        return np.pad(wave, (s["n_fft"] // 2, s["n_fft"] // 2), mode="reflect")
+
+    def collate(self, items: Sequence[Any]) -> dict[str, np.ndarray]:
+        # The batch is as wide as its longest clip's frames reach: n_fft + hop * (frames - 1) samples
+        # (a clip's last samples that start no whole frame are not needed).
+        n_fft, hop = self.spec["n_fft"], self.spec["hop"]
+        frames = max(self.spec["min_frames"], max((1 + (len(i) - n_fft) // hop for i in items if i is not None), default=1))
+        width = n_fft + hop * (frames - 1)
+        wave = np.zeros((len(items), width), dtype=np.float32)
+        length = np.zeros(len(items), dtype=np.int64)
+        for row, item in enumerate(items):
+            if item is not None:
+                wave[row, : len(item)] = item[:width]
+                length[row] = len(item)
+        return {self.inputs("waveform"): wave, self.inputs("length"): length, self.inputs("present"): self._present(items)}
+
+
+class TextSlot(Slot):
+    """``ids [B, L]`` int64 (padding id where not a token), ``mask [B, L]`` bool, ``present [B]``."""
+
+    def __init__(self, name: str, spec: Mapping[str, Any], folder: str | None = None) -> None:
+        super().__init__(name, spec, folder)
+        self.tokenizer = None
+        if self.kind == "text_vocab":
+            self.vocab = {t: i + 2 for i, t in enumerate(self.spec["vocab"] or [])}
+        elif self.kind == "text_hf":
+            from tokenizers import Tokenizer
+
+            if folder is None:
+                raise ValueError(f"{name}: a Hugging Face tokenizer slot needs the export folder (tokenizer files)")
+            self.tokenizer = Tokenizer.from_file(os.path.join(folder, self.spec["tokenizer"]))
+            self.tokenizer.no_padding()
+            self.tokenizer.enable_truncation(self.spec["max_length"])
+
+    def prepare(self, raw: Any) -> np.ndarray:
+        if not isinstance(raw, str):
+            raise FrontEndError(self.name, f"expected text (a string), got {type(raw).__name__}")
+        if len(raw) > MAX_TEXT_CHARS:
+            raise FrontEndError(self.name, f"text of {len(raw)} characters, more than {MAX_TEXT_CHARS}")
+        s, limit = self.spec, self.spec["max_length"]
+        if self.kind == "text_bytes":
+            ids = list(raw.encode("utf-8")[:limit] or b" ")
+        elif self.kind == "text_vocab":
+            text = raw.lower() if s["lowercase"] else raw
+            tokens = list(text) if s["level"] == "char" else re.findall(r"\w+|[^\w\s]", text)
+            ids = [self.vocab.get(t, 1) for t in tokens[:limit]] or [1]
+        else:
+            ids = self.tokenizer.encode(raw).ids
+        return np.asarray(ids, dtype=np.int64)
+
+    def collate(self, items: Sequence[Any]) -> dict[str, np.ndarray]:
+        length = max(MIN_SIZE, max((len(i) for i in items if i is not None), default=1))
+        ids = np.full((len(items), length), self.spec["pad_id"], dtype=np.int64)
+        mask = np.zeros((len(items), length), dtype=bool)
+        for row, item in enumerate(items):
+            if item is not None:
+                ids[row, : len(item)] = item
+                mask[row, : len(item)] = True
+        return {self.inputs("ids"): ids, self.inputs("mask"): mask, self.inputs("present"): self._present(items)}
+
+
+class TabularSlot(Slot):
+    """``values [B, F]`` float32 (standardised), ``categories [B, K]`` int64, ``present [B]``."""
+
+    def prepare(self, raw: Any) -> tuple[np.ndarray, np.ndarray]:
+        s = self.spec
+        columns, categorical = s["columns"], s["categorical"]
+        if isinstance(raw, Mapping):
+            names = [*(columns or []), *categorical]
+            missing = [c for c in names if c not in raw]
+            if missing:
+                raise FrontEndError(self.name, f"row lacks column(s) {missing}; expected columns {names}")
+            values = [raw[c] for c in (columns or [])]
+            categories = [None if raw[c] is None else str(raw[c]) for c in categorical]
+        elif categorical:
+            raise FrontEndError(self.name, f"rows must be mappings column -> value (categorical columns {categorical})")
+        elif isinstance(raw, (list, tuple)):
+            values, categories = list(raw), []
+        else:
+            raise FrontEndError(self.name, f"expected a mapping column -> value or a list of {s['num_features']} numbers, "
+                                           f"got {type(raw).__name__}")
+        if len(values) != s["num_features"]:
+            raise FrontEndError(self.name, f"expected {s['num_features']} numbers, got {len(values)}")
+        for i, value in enumerate(values):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                name = columns[i] if columns else f"#{i}"
+                raise FrontEndError(self.name, f"column {name}: expected a finite number, got {value!r}")
+        numbers = (np.asarray(values, dtype=np.float32) - np.asarray(s["mean"], dtype=np.float32)) / np.asarray(s["std"], dtype=np.float32)
+        vocab = s["vocabularies"]
+        index = [0 if v is None else vocab[c].get(v, 0) for c, v in zip(categorical, categories, strict=True)]
+        return numbers.astype(np.float32), np.asarray(index, dtype=np.int64)
+
+    def collate(self, items: Sequence[Any]) -> dict[str, np.ndarray]:
+        s = self.spec
+        zeros, none = np.zeros(s["num_features"], dtype=np.float32), np.zeros(len(s["categorical"]), dtype=np.int64)
+        return {self.inputs("values"): np.stack([zeros if i is None else i[0] for i in items]).reshape(len(items), -1),
+                self.inputs("categories"): np.stack([none if i is None else i[1] for i in items]).reshape(len(items), -1),
+                self.inputs("present"): self._present(items)}
+
+
+class VideoSlot(Slot):
+    """``frames [B, F, C, S, S]`` float32 in [0, 1] (``F >= 2``: padding frames are zeros), ``mask [B, F]``
+    bool, ``present [B]``."""
+
+    def __init__(self, name: str, spec: Mapping[str, Any], folder: str | None = None) -> None:
+        super().__init__(name, spec, folder)
+        self.frame = ImageSlot(name, {**self.spec["frame"], "kind": "image", "modality": "image"})
+
+    def prepare(self, raw: Any) -> np.ndarray:
+        if isinstance(raw, np.ndarray) and raw.ndim == 4:
+            raw = list(raw)
+        if not isinstance(raw, (list, tuple)) or not raw:
+            raise FrontEndError(self.name, "expected a non-empty list of frames")
+        frames, most = list(raw), self.spec["max_frames"]
+        if len(frames) > most:  # evenly spaced, as torch.linspace(0, n - 1, most).round() picks them
+            picks = np.round(np.linspace(0, len(frames) - 1, most, dtype=np.float32)).astype(int)
+            frames = [frames[i] for i in picks]
+        return np.stack([self.frame.prepare(f) for f in frames])
+
+    def collate(self, items: Sequence[Any]) -> dict[str, np.ndarray]:
+        f = self.frame.spec
+        length = max(MIN_SIZE, max((len(i) for i in items if i is not None), default=1))
+        frames = np.zeros((len(items), length, f["channels"], f["image_size"], f["image_size"]), dtype=np.float32)
+        mask = np.zeros((len(items), length), dtype=bool)
+        for row, item in enumerate(items):
+            if item is not None:
+                frames[row, : len(item)] = item
+                mask[row, : len(item)] = True
+        return {self.inputs("frames"): frames, self.inputs("mask"): mask, self.inputs("present"): self._present(items)}
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None (JSON has no NaN: a contrastive
+    head's embedding of a missing side is NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    return value
+
+
+def trim(array: Any, rows: int, shape: Sequence[Any]) -> Any:
+    """``array`` cut to ``rows`` along every axis whose ``shape`` entry is "batch"."""
+    index = tuple(slice(0, rows) if size == "batch" else slice(None) for size in shape)
+    return array[index] if len(shape) == array.ndim else array[:rows]
+
+
+def collate(slots: Mapping[str, Slot], prepared: Sequence[Mapping[str, Any]], names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Prepared records (``{slot: item or None}``) -> the graph's input arrays in ``names`` order; a
+    batch of fewer than ``MIN_SIZE`` records is padded with records that lack every modality."""
+    rows = list(prepared) + [dict.fromkeys(slots)] * max(0, MIN_SIZE - len(prepared))
+    arrays: dict[str, np.ndarray] = {}
+    for name, slot in slots.items():
+        arrays.update(slot.collate([r[name] for r in rows]))
+    return {n: arrays[n] for n in names}
+
+
+SLOT_KINDS: dict[str, type[Slot]] = {"image": ImageSlot, "audio": AudioSlot, "text_bytes": TextSlot, "text_vocab": TextSlot,
+                                     "text_hf": TextSlot, "tabular": TabularSlot, "video": VideoSlot}
+
+
+# ----------------------------------------------------------------------------------- the artefact
+class Artefact:
+    """An export folder: its manifest, its slots' front ends and the graph, ready to predict.
+
+    ``inputs(records)`` -> graph input arrays; ``run(arrays)`` -> output arrays by name;
+    ``predict(records)`` -> one dict per record (``prediction``; ``probabilities`` by class for
+    classifiers; ``modalities`` used). ``records``: ``{slot: raw}`` mappings, a missing or None slot
+    being a missing modality; a record needs at least one.
+    """
+
+    def __init__(self, folder: str | os.PathLike, *, graph: str | None = None, threads: int | None = None) -> None:
+        self.folder = os.fspath(folder)
+        with open(os.path.join(self.folder, MANIFEST), encoding="utf-8") as fh:
+            self.manifest = json.load(fh)
+        if self.manifest.get("format") != FORMAT or self.manifest.get("version") != FORMAT_VERSION:
+            raise ValueError(f"{self.folder}: not an mmcore export of format version {FORMAT_VERSION}")
+        self.slots = {name: SLOT_KINDS[spec["kind"]](name, spec, self.folder) for name, spec in self.manifest["slots"].items()}
+        self.input_names = [i["name"] for i in self.manifest["inputs"]]
+        self.output_names = [o["name"] for o in self.manifest["outputs"]]
+        self.graph_file = graph or self.manifest["graph"]["file"]
+        self.head = self.manifest["head"]
+        self._run = self._runner(os.path.join(self.folder, self.graph_file), threads)
+
+    def _runner(self, path: str, threads: int | None):
+        if path.endswith(".onnx"):
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            # Constant weights stored as int8 behind a DequantizeLinear (model.int8.onnx) are folded to
+            # float once at load instead of at every call (onnxruntime keeps them for QDQ fusion otherwise).
+            options.add_session_config_entry("session.disable_quant_qdq", "1")
+            if threads:
+                options.intra_op_num_threads = threads
+            session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+            return lambda arrays: session.run(self.output_names, arrays)
+        import torch
+
+        program = torch.export.load(path).module()
+
+        def run(arrays: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+            with torch.no_grad():
+                out = program(*(torch.from_numpy(np.ascontiguousarray(arrays[n])) for n in self.input_names))
+            return [o.numpy() for o in out]
+
+        return run
+
+    def prepare(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """One record -> ``{slot: prepared item or None}``; FrontEndError names the slot at fault."""
+        if not isinstance(record, Mapping):
+            raise FrontEndError("record", f"expected a mapping slot -> value, got {type(record).__name__}")
+        unknown = sorted(set(record) - set(self.slots))
+        if unknown:
+            raise FrontEndError(unknown[0], f"not a slot of this model; its slots are {list(self.slots)}")
+        if all(record.get(s) is None for s in self.slots):
+            raise FrontEndError("record", f"needs at least one of the slots {list(self.slots)}")
+        out = {}
+        for name, slot in self.slots.items():
+            raw = record.get(name)
+            try:
+                out[name] = None if raw is None else slot.prepare(raw)
+            except FrontEndError:
+                raise
+            except (ValueError, TypeError, OSError) as exc:
+                raise FrontEndError(name, str(exc)) from exc
+        return out
+
+    def collate(self, prepared: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+        """Prepared records -> the graph's input arrays, by name (at least ``MIN_SIZE`` rows: see there)."""
+        return collate(self.slots, prepared, self.input_names)
+
+    def inputs(self, records: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+        return self.collate([self.prepare(r) for r in records])
+
+    def run(self, arrays: Mapping[str, np.ndarray], rows: int | None = None) -> dict[str, np.ndarray]:
+        """The graph's outputs by name; ``rows``: keep the first rows only (drop collate's padding),
+        along every axis the manifest marks as the batch (a contrastive head's ``[B, B]`` logits)."""
+        out = dict(zip(self.output_names, self._run(arrays), strict=True))
+        if rows is None:
+            return out
+        shapes = {o["name"]: o["shape"] for o in self.manifest["outputs"]}
+        return {k: trim(v, rows, shapes.get(k, ["batch"])) for k, v in out.items()}
+
+    def results(self, outputs: Mapping[str, np.ndarray], prepared: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Output arrays -> one JSON-ready dict per record."""
+        head, out = self.head, []
+        classes = head.get("classes")
+        for row, record in enumerate(prepared):
+            result: dict[str, Any] = {}
+            prediction = outputs["predictions"][row]
+            if head["task"] == "classification":
+                index = int(prediction)
+                result["prediction"] = classes[index] if classes else index
+            elif head["task"] == "multilabel":
+                hits = [int(v) for v in np.asarray(prediction).ravel()]
+                result["prediction"] = [c for c, h in zip(classes, hits, strict=True) if h] if classes else hits
+            else:
+                result["prediction"] = json_safe(np.asarray(prediction).tolist())
+            if "probabilities" in outputs:
+                values = [round(float(p), 6) for p in outputs["probabilities"][row]]
+                result["probabilities"] = dict(zip(classes, values, strict=True)) if classes and len(classes) == len(values) else values
+            result["modalities"] = [s for s in self.slots if record.get(s) is not None]
+            out.append(result)
+        return out
+
+    def predict(self, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """One result per record, in graph calls of at most the manifest's ``max_batch`` records."""
+        prepared = [self.prepare(r) for r in records]
+        step, out = int(self.manifest.get("max_batch", 1024)), []
+        for start in range(0, len(prepared), step):
+            chunk = prepared[start : start + step]
+            out += self.results(self.run(self.collate(chunk), len(chunk)), chunk)
+        return out
+
+
+def load(folder: str | os.PathLike, *, graph: str | None = None, threads: int | None = None) -> Artefact:
+    """The export in ``folder``; ``graph`` picks another graph file of it (e.g. ``model.int8.onnx``)."""
+    return Artefact(folder, graph=graph, threads=threads)

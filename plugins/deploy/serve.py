@@ -1,0 +1,461 @@
+"""``mmcore serve``: a run directory or an export folder over HTTP (FastAPI + uvicorn).
+
+Endpoints::
+
+    POST /predict     JSON {"records": [{slot: value, ...}, ...]} (text, numbers, categories), or
+                      multipart/form-data for one record with uploads (image / audio files, video
+                      frames; text and table fields beside them: "slot" or "slot.column")
+                      -> {"predictions": [{"prediction", "probabilities", "modalities"}, ...]}
+    GET  /            a web page generated from the model's slots
+    GET  /metadata    slots, classes, the model's source and format, limits, versions
+    GET  /healthz     {"status": "ok", ...}
+    GET  /docs        OpenAPI documentation (/openapi.json)
+
+Concurrent requests are micro-batched: a request is decoded and checked on its own (in a worker
+thread), then queued; one loop takes everything queued -- and, while other requests are still
+being decoded, waits up to ``window_ms`` for them -- and runs it as one batch of at most
+``max_batch`` records (a single request with more runs alone). A lone request never waits. The queue is bounded (``max_queue`` requests):
+a full queue answers 503 at once rather than letting latency grow without limit.
+
+Limits: a request body over ``max_body_bytes`` is refused (413) before it is parsed; a body
+without a length is read only up to it. Uploads are decoded by :mod:`mmcore_plugins.io` with the
+limits every file has (Pillow's decompression-bomb limit, audio header checks, ``max_seconds`` of
+audio). A request never names a file the server opens. Every bad request gets a 4xx JSON
+``{"error": ..., "field": ...}``; the server keeps serving.
+"""
+
+# (No `from __future__ import annotations`: FastAPI reads the endpoints' annotations as objects.)
+import asyncio
+import json
+import os
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from fastapi import Request
+
+from mmcore_plugins.deploy.backends import Backend, FieldError
+
+#: Defaults of the command's options.
+MAX_BATCH = 64
+WINDOW_MS = 2.0
+MAX_QUEUE = 256
+MAX_BODY_BYTES = 32 * 1024 * 1024
+MAX_RECORDS = 256
+MAX_FILES = 64
+
+
+class ApiError(Exception):
+    """An HTTP error answered as JSON: ``status``, ``message``, and the ``field`` at fault (or None)."""
+
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.field = status, message, field
+
+
+class Busy(Exception):
+    """The batch queue is full."""
+
+
+class MicroBatcher:
+    """Collects prepared records from concurrent requests into batches for ``backend.predict``.
+
+    ``submit(items)`` waits for the results of one request's items. One task runs the batches, in
+    a single model thread; it waits for more requests (up to ``window_ms``) only while some are
+    still being prepared (:meth:`preparing`), so a lone request is never delayed.
+    """
+
+    def __init__(self, backend: Backend, *, max_batch: int = MAX_BATCH, window_ms: float = WINDOW_MS,
+                 max_queue: int = MAX_QUEUE) -> None:
+        self.backend, self.max_batch, self.window, self.max_queue = backend, max_batch, window_ms / 1000.0, max_queue
+        self.queue: asyncio.Queue | None = None
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="mmcore-model")
+        self.in_preparation = 0
+        self.batches = self.records = 0
+        self.largest = 0
+        self._task: asyncio.Task | None = None
+        self._arrived: asyncio.Event | None = None
+        self._carry: tuple[list[Any], asyncio.Future] | None = None
+
+    def start(self) -> None:
+        self.queue = asyncio.Queue(maxsize=self.max_queue)
+        self._arrived = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    class preparing:  # noqa: N801 - used as `with batcher.preparing(batcher):`
+        """Counts a request as being prepared (the batch loop may wait for it)."""
+
+        def __init__(self, batcher: "MicroBatcher") -> None:
+            self.batcher = batcher
+
+        def __enter__(self) -> None:
+            self.batcher.in_preparation += 1
+
+        def __exit__(self, *exc: Any) -> None:
+            self.batcher.in_preparation -= 1
+            if self.batcher._arrived is not None:
+                self.batcher._arrived.set()
+
+    async def submit(self, items: Sequence[Any]) -> list[dict[str, Any]]:
+        assert self.queue is not None, "start() first"
+        future = asyncio.get_running_loop().create_future()
+        try:
+            self.queue.put_nowait((list(items), future))
+        except asyncio.QueueFull as exc:
+            raise Busy() from exc
+        self._arrived.set()
+        return await future
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            first, self._carry = (self._carry, None) if self._carry is not None else (await self.queue.get(), None)
+            batch = [first]
+            size = len(batch[0][0])
+            deadline = loop.time() + self.window
+            while size < self.max_batch:
+                try:
+                    item = self.queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    remaining = deadline - loop.time()
+                    if self.in_preparation == 0 or remaining <= 0:
+                        break
+                    self._arrived.clear()
+                    try:
+                        await asyncio.wait_for(self._arrived.wait(), remaining)
+                    except asyncio.TimeoutError:
+                        break
+                    continue
+                if size + len(item[0]) > self.max_batch:
+                    self._carry = item  # it starts the next batch, before anything queued after it
+                    break
+                batch.append(item)
+                size += len(item[0])
+            flat = [x for items, _ in batch for x in items]
+            try:
+                results = await loop.run_in_executor(self.executor, self.backend.predict, flat)
+            except Exception as exc:  # noqa: BLE001 - every waiting request hears of it
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            self.batches += 1
+            self.records += len(flat)
+            self.largest = max(self.largest, len(flat))
+            start = 0
+            for items, future in batch:
+                if not future.done():
+                    future.set_result(results[start : start + len(items)])
+                start += len(items)
+
+
+# ----------------------------------------------------------------------------------- request parsing
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 past ``limit`` bytes (by its Content-Length, before reading)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise ApiError(413, f"the request body of {int(declared)} bytes is over the limit of {limit} bytes", "body")
+        except ValueError as exc:
+            raise ApiError(400, f"Content-Length {declared!r} is not a number", "Content-Length") from exc
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise ApiError(413, f"the request body is over the limit of {limit} bytes", "body")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def records_from_json(body: bytes, max_records: int) -> list[Any]:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"the body is not valid JSON: {exc}", "body") from exc
+    if not isinstance(data, dict) or "records" not in data:
+        raise ApiError(422, 'expected a JSON object {"records": [{slot: value, ...}, ...]}', "records")
+    unknown = [k for k in data if k != "records"]
+    if unknown:
+        raise ApiError(422, 'not a field of the request; it takes "records" only', str(unknown[0]))
+    records = data["records"]
+    if not isinstance(records, list) or not records:
+        raise ApiError(422, f"expected a non-empty list of records, got {type(records).__name__ if not isinstance(records, list) else 'an empty list'}", "records")
+    if len(records) > max_records:
+        raise ApiError(413, f"{len(records)} records in one request, more than {max_records}", "records")
+    return records
+
+
+async def record_from_form(request: Any, body: bytes, backend: Backend) -> dict[str, Any]:
+    """One record from a multipart form: an upload per image/audio slot (several for video), a field
+    per text slot, ``slot.column`` fields (or one JSON ``slot`` field) per table slot; empty = missing."""
+    from starlette.datastructures import UploadFile
+    from starlette.requests import Request
+
+    async def replay() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(request.scope, replay).form(max_files=MAX_FILES, max_fields=1000)
+    except Exception as exc:  # noqa: BLE001 - python-multipart / starlette parse errors of a malformed body
+        raise ApiError(400, f"the multipart body cannot be parsed: {exc}", "body") from exc
+    record: dict[str, Any] = {}
+    known = {s.name for s in backend.slots} | {f"{s.name}.{c}" for s in backend.slots if s.kind == "table"
+                                                 for c in s.columns + s.categorical}
+    for key in form.keys():
+        if key not in known:
+            raise ApiError(422, f"not a field of this model; its fields are {sorted(known)}", key)
+    for s in backend.slots:
+        values = form.getlist(s.name)
+        uploads = [v for v in values if isinstance(v, UploadFile) and (v.filename or v.size)]
+        texts = [v for v in values if isinstance(v, str)]
+        if s.kind in ("file", "frames"):
+            if texts and any(t.strip() for t in texts):
+                raise ApiError(422, f"{s.modality} slots take an uploaded file, not a text field (a path is never opened)",
+                               s.name)
+            if not uploads:
+                continue
+            if s.kind == "file" and len(uploads) > 1:
+                raise ApiError(422, f"one file per {s.modality} slot, got {len(uploads)}", s.name)
+            data = [await u.read() for u in uploads]
+            if any(not d for d in data):
+                raise ApiError(422, "the uploaded file is empty", s.name)
+            record[s.name] = data[0] if s.kind == "file" else data
+        elif s.kind == "text":
+            if len(values) > 1:
+                raise ApiError(422, f"one value per text slot, got {len(values)}", s.name)
+            if uploads:  # a text file: its contents, as UTF-8
+                try:
+                    record[s.name] = (await uploads[0].read()).decode("utf-8-sig")
+                except UnicodeDecodeError as exc:
+                    raise ApiError(422, f"the uploaded text file is not UTF-8 ({exc.reason} at byte {exc.start})", s.name) from exc
+            elif texts and texts[0].strip():
+                record[s.name] = texts[0]
+        else:
+            record[s.name] = _table_from_form(s, form)
+    return {k: v for k, v in record.items() if v is not None}
+
+
+def _table_from_form(s: Any, form: Any) -> Any:
+    whole = form.get(s.name)
+    if isinstance(whole, str) and whole.strip():
+        try:
+            return json.loads(whole)
+        except ValueError as exc:
+            raise ApiError(422, f"expected a JSON object {{column: value}} or list of numbers: {exc}", s.name) from exc
+    cells = {c: form.get(f"{s.name}.{c}") for c in s.columns + s.categorical}
+    filled = {c: v for c, v in cells.items() if isinstance(v, str) and v.strip()}
+    if not filled:
+        return None
+    empty = [c for c in s.columns if c not in filled]
+    if empty:
+        raise ApiError(422, "missing; fill every number of this slot or none (then the slot counts as missing)",
+                       f"{s.name}.{empty[0]}")
+    row: dict[str, Any] = {}
+    for c in s.columns:
+        try:
+            row[c] = float(filled[c])
+        except ValueError as exc:
+            raise ApiError(422, f"expected a number, got {filled[c]!r}", f"{s.name}.{c}") from exc
+    for c in s.categorical:
+        row[c] = filled.get(c)
+    return row
+
+
+# ----------------------------------------------------------------------------------- the app
+PREDICT_OPENAPI = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"type": "object", "required": ["records"], "properties": {
+                "records": {"type": "array", "minItems": 1, "items": {"type": "object", "additionalProperties": True,
+                            "description": "{slot: value}: text for text slots, {column: value} for table slots; "
+                                           "a missing slot is a missing modality"}}}}},
+            "multipart/form-data": {"schema": {"type": "object", "additionalProperties": True,
+                                               "description": "one record: a file per image/audio slot (several image "
+                                                              "files for video), 'slot' for text, 'slot.column' for "
+                                                              "table columns; empty fields are missing"}},
+        },
+    },
+    "responses": {"200": {"description": "one prediction per record"},
+                  "400": {"description": "malformed body"}, "413": {"description": "body over the size limit"},
+                  "415": {"description": "not JSON or multipart"}, "422": {"description": "a field is wrong; 'field' names it"},
+                  "503": {"description": "the batch queue is full; retry"}},
+}
+
+
+def create_app(backend: Backend, *, max_batch: int = MAX_BATCH, window_ms: float = WINDOW_MS, max_queue: int = MAX_QUEUE,
+               max_body_bytes: int = MAX_BODY_BYTES, max_records: int = MAX_RECORDS) -> Any:
+    """The FastAPI app serving ``backend`` (see the module docstring)."""
+    from contextlib import asynccontextmanager
+
+    from fastapi import FastAPI
+    from fastapi.concurrency import run_in_threadpool
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import HTMLResponse, JSONResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    from mmcore_plugins.deploy.page import render_page
+
+    batcher = MicroBatcher(backend, max_batch=max_batch, window_ms=window_ms, max_queue=max_queue)
+    counts = {"requests": 0, "predicted": 0, "rejected": 0}
+    lock = threading.Lock()
+    started = time.time()
+
+    @asynccontextmanager
+    async def lifespan(app):
+        batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title="mmcore serve", version="1", lifespan=lifespan,
+                  description="Predictions of one mmcore model: POST /predict; the page at /.")
+    app.state.backend, app.state.batcher = backend, batcher
+
+    def error(status: int, message: str, field: str | None) -> JSONResponse:
+        with lock:
+            counts["rejected"] += 1
+        return JSONResponse({"error": message, "field": field}, status_code=status)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError):
+        return error(exc.status, exc.message, exc.field)
+
+    @app.exception_handler(FieldError)
+    async def _field_error(request: Request, exc: FieldError):
+        return error(422, exc.reason, exc.field)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        return error(422, first.get("msg", "invalid request"), ".".join(str(p) for p in first.get("loc", [])) or None)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        return error(exc.status_code, str(exc.detail), None)
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception):  # a bug: JSON, no traceback, the server goes on
+        return JSONResponse({"error": f"internal error: {type(exc).__name__}", "field": None}, status_code=500)
+
+    def metadata() -> dict[str, Any]:
+        return {"slots": [s.to_json() for s in backend.slots], "head": backend.head, "model": backend.description,
+                "limits": {"max_body_bytes": max_body_bytes, "max_records": max_records, "max_files": MAX_FILES},
+                "batching": {"max_batch": max_batch, "window_ms": window_ms, "max_queue": max_queue},
+                "versions": _versions()}
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        """Liveness: ``status`` ok, requests answered, records predicted, batches run, queue length."""
+        return {"status": "ok", "uptime_s": round(time.time() - started, 1), **counts, "batches": batcher.batches,
+                "largest_batch": batcher.largest, "queued": batcher.queue.qsize() if batcher.queue else 0}
+
+    @app.get("/metadata")
+    async def get_metadata() -> dict[str, Any]:
+        """The model's slots (what each takes), head and classes, source and format, limits, versions."""
+        return metadata()
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page() -> HTMLResponse:
+        """A web page with a field per slot; it posts to /predict and shows the class and probabilities."""
+        return HTMLResponse(render_page(metadata()))
+
+    @app.post("/predict", openapi_extra=PREDICT_OPENAPI)
+    async def predict(request: Request) -> JSONResponse:
+        """Predict records (JSON) or one record with uploads (multipart); see the module docstring."""
+        with lock:
+            counts["requests"] += 1
+        with MicroBatcher.preparing(batcher):
+            kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if kind not in ("application/json", "multipart/form-data", "application/x-www-form-urlencoded"):
+                raise ApiError(415, f"expected Content-Type application/json or multipart/form-data, got {kind or 'none'!r}",
+                               "Content-Type")
+            body = await read_body(request, max_body_bytes)
+            if kind == "application/json":
+                raws = records_from_json(body, max_records)
+                where = [f"records[{i}]" for i in range(len(raws))]
+            else:
+                raws, where = [await record_from_form(request, body, backend)], [""]
+            checked = [backend.check(r, w) for r, w in zip(raws, where, strict=True)]
+            items = await run_in_threadpool(_prepare_all, backend, checked, where)
+        try:
+            results = await batcher.submit(items)
+        except Busy as exc:
+            raise ApiError(503, f"the server's queue is full ({max_queue} requests waiting); retry shortly", None) from exc
+        with lock:
+            counts["predicted"] += len(results)
+        return JSONResponse({"predictions": results})
+
+    return app
+
+
+def _prepare_all(backend: Backend, records: Sequence[Mapping[str, Any]], where: Sequence[str]) -> list[Any]:
+    out = []
+    for record, prefix in zip(records, where, strict=True):
+        try:
+            out.append(backend.prepare(record))
+        except FieldError as exc:
+            raise FieldError(f"{prefix}.{exc.field}" if prefix else exc.field, exc.reason) from exc
+    return out
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {}
+    for name in ("mmcore", "torch", "onnxruntime", "fastapi", "uvicorn"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+# ----------------------------------------------------------------------------------- running
+ENVIRONMENT = "MMCORE_SERVE_OPTIONS"
+
+
+def app_from_environment() -> Any:
+    """The app a uvicorn worker process builds (``--workers N``): options from ``MMCORE_SERVE_OPTIONS``."""
+    options = json.loads(os.environ[ENVIRONMENT])
+    return _build(options)
+
+
+def _build(options: Mapping[str, Any]) -> Any:
+    from mmcore_plugins.deploy.backends import open_backend
+
+    _threads(options.get("threads"))
+    backend = open_backend(options["path"], graph=options.get("graph"), threads=options.get("threads"))
+    return create_app(backend, max_batch=options["max_batch"], window_ms=options["window_ms"], max_queue=options["max_queue"],
+                      max_body_bytes=options["max_body_bytes"], max_records=options["max_records"])
+
+
+def _threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def serve(options: Mapping[str, Any], *, workers: int = 1, host: str = "127.0.0.1", port: int = 8000,
+          log_level: str = "info") -> None:
+    """Run the server until interrupted: in this process, or ``workers`` uvicorn worker processes."""
+    import uvicorn
+
+    if workers > 1:
+        os.environ[ENVIRONMENT] = json.dumps(dict(options))
+        uvicorn.run("mmcore_plugins.deploy.serve:app_from_environment", factory=True, host=host, port=port,
+                    workers=workers, log_level=log_level)
+        return
+    uvicorn.run(_build(options), host=host, port=port, log_level=log_level)

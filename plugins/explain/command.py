@@ -1,0 +1,167 @@
+"""``mmcore explain RUN [--data F | inputs...] [--json] [--split NAME] [--limit N]``: per-modality Shapley
+values of a run's predictions (:mod:`.attribution`), a waterfall PNG per record and a summary.
+
+Records come from command-line inputs (one record: ``slot=value`` or bare file paths, as for
+``mmcore predict``), a table (``--data FILE``: CSV / JSONL / Parquet, read as ``mmcore predict
+--data`` reads it) or the run's own data (``--split NAME``: train, val or test); ``--limit N`` keeps
+the first ``N``. Printed: one block per record (or with ``--json`` one JSON object per line:
+``record``, ``prediction``, ``value``, ``full``, ``empty``, ``shapley`` ``{slot: value}``,
+``exact``, ``present``, and ``stderr`` when sampled), then the summary over the records (mean
+|value| per modality; on stderr with ``--json``). PNGs go to ``--out DIR`` (default: the run's
+``explain/`` folder): ``record_<n>.png`` per record (at most ``--plots`` of them, default 20) and
+``summary.png``, with ``summary.json``. Added to the command line through ``mmcore_add_commands``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import mmcore
+
+#: Waterfall PNGs drawn by default (one per record, the first ones).
+DEFAULT_PLOTS = 20
+
+
+def _records_from_table(args: argparse.Namespace, model, config: dict, manager) -> list[dict]:
+    """The records of a --data table, its columns mapped to slots as ``mmcore predict --data`` maps
+    them (the ``mmcore_table_inputs`` hook; the built-in one is the manifest plugin's). A row that
+    cannot be read is an error naming it: an explanation of a row with a modality silently dropped
+    would explain another input."""
+    from mmcore.errors import ConfigError, ConfigIssue
+
+    try:
+        built = manager.hook.mmcore_table_inputs(path=Path(args.data), encoding=args.encoding, model=model,
+                                                 data=dict(config.get("data") or {}))
+    except (ValueError, FileNotFoundError) as exc:
+        raise ConfigError([ConfigIssue("--data", str(exc))]) from exc
+    if built is None:
+        raise ConfigError([ConfigIssue("--data", "no installed plugin reads tables into model inputs (hook "
+                                                 "mmcore_table_inputs; the built-in one is the manifest plugin's)")])
+    problems = [f"row {i}: {error}" if not str(error).startswith("row") else str(error)
+                for i, (_, error) in enumerate(built, start=1) if error is not None]
+    if problems:
+        raise ConfigError([ConfigIssue("--data", p) for p in problems[:20]])
+    return [inputs for inputs, _ in built]
+
+
+def _records_from_split(args: argparse.Namespace, config: dict, manager) -> list[dict]:
+    from mmcore.engine.datasets import load_datasets
+    from mmcore.errors import ConfigError, ConfigIssue
+
+    if args.split not in ("train", "val", "test"):
+        raise ConfigError([ConfigIssue("--split", f"expected train, val or test, got {args.split!r}")])
+    dataset = load_datasets(config, manager, splits=(args.split,))[args.split]
+    n = len(dataset) if args.limit is None else min(len(dataset), args.limit)
+    return [dict(dataset[i]["inputs"]) for i in range(n)]
+
+
+def run_explain(args: argparse.Namespace, manager) -> int:
+    from mmcore.cli import load_run
+    from mmcore.cli_predict import parse_predict_inputs
+    from mmcore.engine.atomic import write_file
+    from mmcore.engine.checkpoint import dumps_json
+    from mmcore.engine.plots import plot_attribution_summary, plot_waterfall
+    from mmcore.engine.rundir import RunDir
+    from mmcore.errors import ConfigError, ConfigIssue
+    from mmcore_plugins.explain.attribution import explain_samples, summarise
+
+    sources = [name for name, given in (("--data", args.data), ("--split", args.split), ("inputs", args.inputs)) if given]
+    if len(sources) != 1:
+        raise ConfigError([ConfigIssue("", "give exactly one of slot=value inputs, --data FILE or --split NAME"
+                                           + (f" (got {', '.join(sources)})" if sources else ""))])
+    for option, value, low in (("--limit", args.limit, 1), ("--batch-size", args.batch_size, 1), ("--pairs", args.pairs, 2),
+                               ("--plots", args.plots, 0)):
+        if value is not None and value < low:
+            raise ConfigError([ConfigIssue(option, f"must be an int >= {low}, got {value}")])
+    model, config = load_run(args.run_dir, manager, args.checkpoint)
+    if args.data:
+        samples = _records_from_table(args, model, config, manager)
+    elif args.split:
+        samples = _records_from_split(args, config, manager)
+    else:
+        samples = [parse_predict_inputs(args.inputs, model)]
+    if args.limit is not None:
+        samples = samples[:args.limit]
+    if not samples:
+        raise ConfigError([ConfigIssue("", "no records to explain")])
+    # The run's explain/ folder is mmcore's; a folder the user names may hold the user's files, which
+    # are never replaced: refused before any work, as embed --out is.
+    out = Path(args.out) if args.out else RunDir(args.run_dir).explain
+    root = None if args.out else Path(args.run_dir)
+    names = [f"record_{i}.png" for i in range(1, min(len(samples), args.plots or 0) + 1)]
+    if len(samples) > 1 or args.plots:
+        names += ["summary.png", "summary.json"]
+    taken = [n for n in names if args.out and os.path.lexists(out / n)]
+    if taken:
+        raise ConfigError([ConfigIssue("--out", f"{str(out)!r} already holds {taken[0]}"
+                                                + (f" and {len(taken) - 1} more of the files explain writes" if len(taken) > 1 else "")
+                                                + "; name an empty or new folder (explain never replaces a file)")])
+    try:
+        records = explain_samples(model, samples, batch_size=args.batch_size, pairs=args.pairs)
+    except ValueError as exc:
+        raise ConfigError([ConfigIssue("", str(exc))]) from exc
+    summary = summarise(records)
+    drawn = []
+    if args.plots:
+        for i, record in enumerate(records[:args.plots], start=1):
+            plot = plot_waterfall(record, out / f"record_{i}.png", title=f"record {i}: prediction {record['prediction']}",
+                                  root=root)
+            if plot is not None:
+                drawn.append(plot)
+    if len(records) > 1 or args.plots:
+        summary_plot = plot_attribution_summary(summary, out / "summary.png", root=root)
+        if summary_plot is not None:
+            drawn.append(summary_plot)
+        write_file(out / "summary.json", dumps_json(summary, indent=2), root=root)
+    if args.json:
+        for i, record in enumerate(records, start=1):
+            sys.stdout.write(json.dumps({"record": i, **record}, ensure_ascii=False) + "\n")
+        print(json.dumps({"summary": summary}), file=sys.stderr)
+    else:
+        print(format_records(records, summary))
+        if drawn:
+            print(f"\nplots: {out}/ ({len(drawn)} PNG files)")
+    return 0
+
+
+def format_records(records: list[dict], summary: dict) -> str:
+    """The printed report: one block per record, then the mean |value| per modality."""
+    lines = []
+    what = "log p(predicted class)" if summary["value"] == "log_probability" else "predicted value"
+    for i, record in enumerate(records, start=1):
+        lines.append(f"record {i}: prediction {record['prediction']}  ({what}: {record['full']:.4f} with "
+                     f"{', '.join(record['present']) or 'nothing'}; {record['empty']:.4f} with no modality)")
+        for slot, value in sorted(record["shapley"].items(), key=lambda kv: -abs(kv[1])):
+            err = record.get("stderr", {}).get(slot)
+            lines.append(f"    {slot:<16} {value:+.4f}" + (f" ± {1.96 * err:.4f}" if err is not None else "")
+                         + ("" if slot in record["present"] else "  (absent)"))
+    lines.append(f"\nmean |Shapley value| over {summary['records']} record(s):")
+    for slot, value in sorted(summary["mean_abs"].items(), key=lambda kv: -kv[1]):
+        lines.append(f"    {slot:<16} {value:.4f}  (present in {summary['present'][slot]})")
+    return "\n".join(lines)
+
+
+@mmcore.hookimpl
+def mmcore_add_commands(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "explain", help="exact per-modality Shapley values of a run's predictions (waterfall PNGs, a summary)",
+        description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", metavar="RUN", help="a run directory (mmcore train / fit)")
+    parser.add_argument("inputs", nargs="*", metavar="slot=value", help="one record's inputs (as mmcore predict)")
+    parser.add_argument("--data", metavar="FILE", help="explain every row of a CSV / JSONL / Parquet table")
+    parser.add_argument("--split", metavar="NAME", help="explain records of the run's own data: train, val or test")
+    parser.add_argument("--limit", type=int, metavar="N", help="at most N records")
+    parser.add_argument("--json", action="store_true", help="one JSON object per record on stdout")
+    parser.add_argument("--out", metavar="DIR", help="folder for the PNGs and summary.json (default RUN/explain)")
+    parser.add_argument("--plots", type=int, default=DEFAULT_PLOTS, metavar="N",
+                        help=f"waterfall PNGs for the first N records (default {DEFAULT_PLOTS}; 0: none)")
+    parser.add_argument("--batch-size", type=int, default=64, help="records per batched pass (default 64)")
+    parser.add_argument("--pairs", type=int, default=64,
+                        help="antithetic permutation pairs when sampling (models with more than 6 slots; default 64)")
+    parser.add_argument("--checkpoint", default="best", choices=["best", "last"], help="which checkpoint (default best)")
+    parser.add_argument("--encoding", default="utf-8-sig", help="text encoding of a --data CSV/JSONL file (default utf-8-sig)")
+    parser.set_defaults(handler=run_explain)

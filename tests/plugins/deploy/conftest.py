@@ -1,0 +1,28 @@
+"""A small real run shared by the deploy tests: PNG images, WAV clips, texts and a number, three
+classes, written here as files and trained for a few epochs (image_cnn + audio_cnn +
+text_transformer + tabular_mlp, gated fusion); and its ONNX export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from deploy_helpers import write_config, write_data
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory) -> Path:
+    from mmcore.cli import main
+
+    folder = tmp_path_factory.mktemp("deploy_run")
+    assert main(["train", str(write_config(folder, write_data(folder)))]) == 0
+    return folder / "run"
+
+
+@pytest.fixture(scope="session")
+def small_export(small_run, tmp_path_factory) -> Path:
+    from mmcore.cli import main
+
+    out = tmp_path_factory.mktemp("deploy_export") / "export"
+    assert main(["export", str(small_run), "--format", "onnx", "--int8", "--out", str(out)]) == 0
+    return out
