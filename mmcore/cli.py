@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from mmcore import cli_predict
-from mmcore.errors import ConfigError, ConfigIssue
+from mmcore.errors import ConfigError, ConfigIssue, RunInterrupted
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -210,6 +210,7 @@ def cmd_train(args: argparse.Namespace, manager) -> int:
     from mmcore.engine.trainer import Trainer
 
     config = load_config(args.config, args.overrides)
+    _refuse_training_over_own_run(args, config)
     # The run directory is checked (a user's folder, in use, nothing to resume) before any work.
     try:
         trainer = Trainer(config, manager=manager, resume=args.resume, overwrite=args.overwrite)
@@ -219,6 +220,22 @@ def cmd_train(args: argparse.Namespace, manager) -> int:
     if trainer.is_main:
         print(json.dumps({k: report[k] for k in ("status", "run_dir", "best_epoch", "test", "seconds", "plots")}, indent=2))
     return EXIT_OK
+
+
+def _refuse_training_over_own_run(args: argparse.Namespace, config: Mapping) -> None:
+    """``mmcore train RUN/config.yaml``: a run's own config names that run (or, copied, the copy) as its
+    run_dir; training it again there would replace the checkpoints the run's other files describe. The
+    user says where instead: ``trainer.run_dir=NEW``, or ``--resume RUN`` to continue it."""
+    from mmcore.engine.rundir import RunDir, RunDirError
+
+    run = RunDir.owning(args.config)
+    if run is None or args.resume or any(o.partition("=")[0].strip() == "trainer.run_dir" for o in args.overrides):
+        return
+    target = (config.get("trainer") or {}).get("run_dir") if isinstance(config.get("trainer"), Mapping) else None
+    if isinstance(target, str) and os.path.abspath(target) == os.path.abspath(run.path) and run.has_checkpoint(RunDir.BEST):
+        raise RunDirError(f"{args.config} is the config of the run in {run.path}; training it again would replace that "
+                          f"run's checkpoints. Say where the new run goes (trainer.run_dir=runs/NEW), or continue this "
+                          f"one with --resume {run.path}")
 
 
 def _with_override_hint(exc: ConfigError, overrides: Sequence[str], config: Mapping) -> ConfigError:
@@ -364,11 +381,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = _main(argv, debug)
         sys.stdout.flush()  # here, not at exit, so that a closed pipe is caught below
         return code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if debug:
             traceback.print_exc()
+        run = exc if isinstance(exc, RunInterrupted) else None  # Ctrl-C while a run trained: name it and how to go on
         print(f"mmcore{' ' + command if command else ''}: interrupted"
-              + (" (a training run continues with --resume RUN_DIR)" if command == "train" else ""), file=sys.stderr)
+              + (f"; {run.run_dir} keeps its {run.epochs_done} completed epoch(s) (report.json: status interrupted); "
+                 f"continue it with: {run.resume_hint()}" if run is not None else
+                 " (a training run continues with --resume RUN_DIR)" if command in ("train", "fit") else ""),
+              file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # `mmcore plugins | head -1`: the reader left; nothing more to say
         # Python flushes stdout again at exit: point it at /dev/null so that flush cannot fail too.

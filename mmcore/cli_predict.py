@@ -40,6 +40,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--encoding", default="utf-8-sig", help="text encoding of a --data CSV/JSONL file (default utf-8-sig)")
     p.add_argument("--batch-size", type=int, default=64, help="rows predicted at once with --data")
+    p.add_argument("--missing", action="append", default=[], metavar="COLUMN",
+                   help="a column the model reads that the --data table lacks on purpose: every cell of it is empty "
+                        "(repeatable, or comma-separated); any other absent column is an error")
+    p.add_argument("--strict", action="store_true",
+                   help="a missing or unreadable file (or an input that fails when read) is the row's error instead "
+                        "of a missing modality noted in its line")
     p.set_defaults(handler=cmd_predict)
 
 
@@ -170,33 +176,54 @@ def _predict_table(args: argparse.Namespace, model, config: dict, manager) -> in
     if out_path is not None and out_path.is_dir():
         raise ConfigError([ConfigIssue("--out", f"{str(out_path)!r} is a folder, expected a file")])
     source = Path(args.data)
-    # Reading the table and mapping its columns to slots is a plugin's job (the built-in manifest's).
+    missing = [c.strip() for item in args.missing for c in item.split(",") if c.strip()]
+    # Reading the table and mapping its columns to slots is a plugin's job (the built-in manifest's;
+    # mmcore fit's for its runs).
     try:
         built = manager.hook.mmcore_table_inputs(path=source, encoding=args.encoding, model=model,
-                                                 data=dict(config.get("data") or {}))
+                                                 data=dict(config.get("data") or {}), run_dir=Path(args.run_dir),
+                                                 missing=missing, strict=args.strict)
     except (ValueError, FileNotFoundError) as exc:
-        raise ConfigError([ConfigIssue("--data", str(exc))]) from exc
+        message = str(exc)
+        declared = message.startswith("--missing: ") or "declared missing" in message  # a --missing name the model lacks
+        raise ConfigError([ConfigIssue("--missing" if declared else "--data", message.removeprefix("--missing: "))]) from exc
     if built is None:
         raise ConfigError([ConfigIssue("--data", "no installed plugin reads tables into model inputs (hook "
                                                  "mmcore_table_inputs; the built-in one is the manifest plugin: is it "
                                                  "blocked by MMCORE_DISABLE_PLUGINS?)")])
+    # The run's rule for an input that fails when read (trainer.unreadable_inputs, "missing" by default): a
+    # missing modality noted in the row's line; --strict: the row's error.
+    trainer = config.get("trainer") if isinstance(config.get("trainer"), dict) else {}
+    model.unreadable_inputs = "error" if args.strict else trainer.get("unreadable_inputs", "missing")
     records: list[dict] = [{} for _ in built]
-    good = [i for i, (inputs, _) in enumerate(built) if inputs is not None]
-    for i, (_, error) in enumerate(built):
-        if error is not None:
-            records[i] = {"row": i + 1, "error": error}
+    notes: dict[int, list[str]] = {}
+    good = [i for i, item in enumerate(built) if item[0] is not None]
+    for i, item in enumerate(built):
+        if item[1] is not None:
+            records[i] = {"row": i + 1, "error": item[1]}
+        elif len(item) > 2 and item[2]:
+            notes.setdefault(i, []).append(item[2])
+    origin = {"file": str(source), "columns": {}}
     for start in range(0, len(good), args.batch_size):
         chunk = good[start : start + args.batch_size]
         try:
-            output = predict_output(model, [built[i][0] for i in chunk])
+            output = predict_output(model, [built[i][0] for i in chunk], origins=[{**origin, "row": i + 1} for i in chunk])
             for j, i in enumerate(chunk):
                 records[i] = {"row": i + 1, **_prediction_record(model, output, j)}
         except (ValueError, TypeError, OSError):  # one bad row spoils its batch: find it, row by row
             for i in chunk:
                 try:
-                    records[i] = {"row": i + 1, **_prediction_record(model, predict_output(model, [built[i][0]]), 0)}
+                    output = predict_output(model, [built[i][0]], origins=[{**origin, "row": i + 1}])
+                    records[i] = {"row": i + 1, **_prediction_record(model, output, 0)}
                 except (ValueError, TypeError, OSError) as exc:
                     records[i] = {"row": i + 1, "error": str(exc)}
+    for entry in model.unreadable.entries.values():
+        if isinstance(entry.get("row"), int):
+            notes.setdefault(entry["row"] - 1, []).append(f"slot {entry['column']!r}: {entry['error']} (a missing modality)")
+    for i, note in notes.items():
+        if "error" not in records[i]:
+            records[i]["missing"] = "; ".join(note)
+
     lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     if out_path is None:
         sys.stdout.write(lines)
@@ -208,7 +235,9 @@ def _predict_table(args: argparse.Namespace, model, config: dict, manager) -> in
         # itself is replaced, never written through.
         write_file(out_path, lines)
         bad = sum("error" in r for r in records)
-        print(f"{len(records)} rows -> {out_path} ({len(records) - bad} predicted, {bad} with an error)", file=sys.stderr)
+        partial = sum("missing" in r for r in records)
+        print(f"{len(records)} rows -> {out_path} ({len(records) - bad} predicted, {bad} with an error"
+              + (f", {partial} with a missing modality noted" if partial else "") + ")", file=sys.stderr)
     return EXIT_OK
 
 
@@ -223,7 +252,12 @@ def cmd_predict(args: argparse.Namespace, manager) -> int:
         raise ConfigError([ConfigIssue("--out", "--out goes with --data FILE (a single sample prints its JSON)")])
     if not args.inputs:
         raise ConfigError([ConfigIssue("", f"give slot=value inputs (the model's slots: {model.slots}) or --data FILE")])
-    sample = parse_predict_inputs(args.inputs, model, manager.registry.extension_modalities(), manager=manager)
+    try:  # a run whose plugin maps the user's own columns (mmcore fit's) reads column=value itself
+        sample = manager.hook.mmcore_record_inputs(items=list(args.inputs), run_dir=Path(args.run_dir), model=model)
+    except ValueError as exc:
+        raise ConfigError([ConfigIssue("", str(exc))]) from exc
+    if sample is None:
+        sample = parse_predict_inputs(args.inputs, model, manager.registry.extension_modalities(), manager=manager)
     try:
         if not sample:
             raise ValueError(f"give at least one of the model's modality slots {model.slots}")

@@ -22,6 +22,31 @@ class UserInputError(MmcoreError, ValueError):
     """
 
 
+class InputReadError(UserInputError):
+    """A raw input -- a file a table cell names, an in-memory waveform or image -- that a processor
+    cannot read as what it was given as (a truncated file, NaN samples deep in a WAV, ...).
+
+    Readers raise it (``mmcore_plugins.io``'s ``MediaError`` is one) naming the file. What happens
+    to it while training, evaluating or predicting follows the model's ``unreadable_inputs``
+    (:class:`mmcore.MultimodalModel`): ``"missing"`` makes it a missing modality of that sample,
+    counted and reported with its file, row and column; ``"error"`` raises it, naming them.
+    """
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C while a run trained: ``run_dir`` keeps the checkpoint of its last completed epoch and a
+    ``report.json`` with ``status: "interrupted"``; ``mmcore train RUN/config.yaml --resume RUN``
+    continues it. A KeyboardInterrupt, so that whatever stops on Ctrl-C still stops."""
+
+    def __init__(self, run_dir: str, epochs_done: int) -> None:
+        super().__init__(f"interrupted; {run_dir} holds {epochs_done} completed epoch(s)")
+        self.run_dir, self.epochs_done = str(run_dir), epochs_done
+
+    def resume_hint(self) -> str:
+        """The command that continues the run."""
+        return f"mmcore train {self.run_dir}/config.yaml --resume {self.run_dir}"
+
+
 class PluginError(MmcoreError):
     """A plugin could not be imported or registered (raised only in strict mode)."""
 

@@ -653,15 +653,16 @@ def precompute_features(model: Any, slot: str, dataset: Any, *, batch_size: int 
     slot_cache = getattr(model, "feature_caches", {}).get(slot)
     if slot_cache is None:
         raise ValueError(f"attach a feature cache to slot {slot!r} first (attach_feature_cache)")
-    encoder, processor = model.encoders[slot], model.processors[slot]
+    encoder = model.encoders[slot]
     was_training = encoder.training
     encoder.eval()
     computed = 0
     device = next((p.device for p in encoder.parameters()), torch.device("cpu"))
     try:
         for start in range(0, len(dataset), batch_size):
-            raws = [dataset[i]["inputs"].get(slot) for i in range(start, min(start + batch_size, len(dataset)))]
-            batch = slot_cache.collate(raws, processor)
+            samples = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+            # through the model: an input its processor cannot read follows model.unreadable_inputs
+            batch = model.collate_slot(slot, [s["inputs"].get(slot) for s in samples], samples)
             computed += int(batch["cache.miss_rows"].numel())
             if batch["cache.miss_rows"].numel():
                 slot_cache.encode(encoder, {k: v.to(device) for k, v in batch.items()})

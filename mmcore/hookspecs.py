@@ -109,8 +109,9 @@ def mmcore_file_input(path, modality):
 
 
 @hookspec(firstresult=True)
-def mmcore_table_inputs(path, encoding, model, data):
-    """The rows of a table file -> one model input per row, for ``mmcore predict --data FILE``.
+def mmcore_table_inputs(path, encoding, model, data, run_dir, missing, strict):
+    """The rows of a table file -> one model input per row, for ``mmcore predict --data FILE`` and
+    ``mmcore embed --data FILE``.
 
     :param pathlib.Path path: the table file (``.csv``, ``.jsonl``, ``.parquet``, ...).
     :param str encoding: the text encoding the user gave (``--encoding``) for text formats.
@@ -118,14 +119,40 @@ def mmcore_table_inputs(path, encoding, model, data):
         ``model.processors``): which slots there are and what each reads.
     :param dict data: the run's ``data`` config section (``data["name"]`` is the dataset it was
         trained on): a dataset plugin maps the table's columns to slots the way its config did.
+    :param pathlib.Path run_dir: the run directory (a plugin that wrote its own files there, such as
+        ``mmcore fit``'s column plan, reads them).
+    :param list[str] missing: columns the user declared missing (``--missing COLUMN``): they need not
+        be in the table and every one of their cells is empty. Any other column the model reads that
+        the table lacks is an error naming it and the closest column the table has.
+    :param bool strict: ``--strict``: a cell naming a missing or unreadable file is the row's problem
+        rather than a missing modality (where the run's rule would make it one).
 
     :return: ``[(inputs, None) | (None, problem), ...]``, one per row in file order: ``inputs``
         ``{slot: raw or None}``, or ``problem`` a one-line message naming the row and column
-        (``"row 3, column 'photo': file 'x.png' does not exist"``) for a row that cannot be used;
+        (``"row 3, column 'photo': file 'x.png' does not exist"``) for a row that cannot be used; a
+        row's tuple may carry a third element, a note of the cells it read as missing (a missing file
+        under the run's rule), which ``mmcore predict`` writes into that row's line;
         or None to leave the table to another plugin. The first non-None result is used. Raise
         ``ValueError`` for a table that cannot be read at all (naming the file and what is wrong);
         the command reports it and exits 2. Built-in: the ``manifest`` plugin (``trylast``: a run's
         manifest mapping, else one column per slot named after it).
+    """
+
+
+@hookspec(firstresult=True)
+def mmcore_record_inputs(items, run_dir, model):
+    """One record on the command line (``mmcore predict RUN key=value ...``) -> the model's raw inputs,
+    for a run whose plugin maps a user's own columns to slots (``mmcore fit``'s: columns it derived,
+    such as ``"weight missing"``, are derived again; users only name their columns).
+
+    :param list[str] items: the inputs as given (``column=value``; a slot of several columns may also
+        be given whole, ``slot={column: value, ...}``).
+    :param pathlib.Path run_dir: the run directory.
+    :param mmcore.MultimodalModel model: the run's model.
+
+    :return: ``{slot: raw}`` (a slot left out is a missing modality), or None to leave the items to
+        ``slot=value`` parsing. Raise ``ValueError`` naming a key that is neither a column nor a slot
+        (with the closest one), or a value that cannot be used; the command exits 2.
     """
 
 

@@ -4,7 +4,10 @@ the classification heads, ``mmcore predict`` and ``Predictor``) turns a label ce
 A label cell is a ``str`` (CSV), or an ``int`` / ``float`` / ``bool`` (JSON Lines, Parquet, a
 DataFrame; NumPy scalars are taken as their Python value).
 
-* **Missing**: ``None``, a float NaN (pandas' missing value) or a blank string -- no label.
+* **Missing**: ``None``, a float NaN (pandas' missing value), a blank string, or a placeholder that
+  spreadsheets and pandas write for "no value" (:data:`MISSING_PLACEHOLDERS`: ``N/A``, ``NA``, ``#N/A``,
+  ``<NA>``, ``NaN``, ``null``, ``None``, any case, surrounding spaces ignored) -- no label, and for an
+  input cell no value (a missing modality). Every command reads a cell by this rule.
 * **Name**: the label as the user wrote it. A string is kept exactly (``"+1"``, ``"1e3"``,
   ``"True"``, ``" dog"``, ``"Ünïcode"`` stay what they are); a typed value is written the way
   Python (and JSON, pandas, pyarrow) print it: ``1`` -> ``"1"``, ``2.5`` -> ``"2.5"``, ``1.0`` ->
@@ -33,8 +36,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-__all__ = ["ClassIndex", "class_number", "fit_classes", "is_missing", "label_key", "label_name", "label_values",
-           "multilabel_names"]
+__all__ = ["MISSING_PLACEHOLDERS", "ClassIndex", "class_number", "fit_classes", "is_missing", "is_non_finite", "label_key",
+           "label_name", "label_values", "multilabel_names"]
 
 #: A label's identity: ``(0, Decimal)`` numbers, ``(1, bool)`` booleans, ``(2, str)`` other strings.
 LabelKey = tuple[int, Any]
@@ -50,14 +53,36 @@ def _plain(value: Any) -> Any:
     return value
 
 
+#: Cell texts (compared lower-cased, without surrounding spaces) that mean "no value": what Excel writes
+#: (``#N/A``), what pandas writes and reads as missing (``NaN``, ``<NA>``, ``None``, ``null``, ``NA``),
+#: and the common ``N/A``. Other markers (``?``, ``-``) are values.
+MISSING_PLACEHOLDERS = frozenset({"n/a", "na", "#n/a", "<na>", "nan", "null", "none"})
+
+
 def is_missing(value: Any) -> bool:
-    """Whether a cell holds no label: None, a float NaN, or a blank string."""
+    """Whether a cell holds no value: None, a float NaN, a blank string or a :data:`MISSING_PLACEHOLDERS` text."""
     value = _plain(value)
     if value is None:
         return True
     if isinstance(value, float) and math.isnan(value):
         return True
-    return isinstance(value, str) and not value.strip()
+    return isinstance(value, str) and (not value.strip() or value.strip().lower() in MISSING_PLACEHOLDERS)
+
+
+def is_non_finite(value: Any) -> bool:
+    """Whether a cell is an infinite number (``inf``, ``-Infinity``, ``float("inf")``): no label and no
+    measurement. (NaN is :func:`is_missing`.)"""
+    value = _plain(value)
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        return isinstance(value, float) and math.isinf(value)
+    if isinstance(value, str):
+        try:
+            return math.isinf(float(value.strip()))
+        except ValueError:
+            return False
+    return False
 
 
 def label_key(value: Any) -> LabelKey:
@@ -176,7 +201,7 @@ def multilabel_names(value: Any, delimiter: str | None) -> list[str]:
     elif is_missing(value):
         items = []
     elif isinstance(value, str):
-        items = [part.strip() for part in (value.split(delimiter) if delimiter else [value]) if part.strip()]
+        items = [part.strip() for part in (value.split(delimiter) if delimiter else [value]) if not is_missing(part)]
     else:
         items = [value]
     names, seen = [], set()

@@ -18,11 +18,12 @@ from mmcore.components import (
     HeadOutput,
     Processor,
 )
-from mmcore.errors import ConfigError, ConfigIssue, UnknownComponentError
+from mmcore.errors import ConfigError, ConfigIssue, InputReadError, UnknownComponentError
 from mmcore.feature_cache import CACHED, SlotCache
 from mmcore.features import Features
 from mmcore.options import check_options, factory_parameters
 from mmcore.registry import ComponentInfo, Registry
+from mmcore.unreadable import UnreadableInputs, describe, record
 
 #: One training/evaluation sample: raw inputs per modality slot (None = missing) and a target.
 Sample = dict[str, Any]
@@ -65,6 +66,14 @@ class MultimodalModel(nn.Module):
         #: explicit path by which :meth:`collate` and :meth:`encode` serve cached features. Not
         #: part of the state dict; empty unless a cache is attached.
         self.feature_caches: dict[str, SlotCache] = {}
+        #: What :meth:`collate` does with an input its processor cannot read
+        #: (:class:`~mmcore.errors.InputReadError`): ``"error"`` raises it naming the sample's table,
+        #: row and column; ``"missing"`` makes it a missing modality of that sample, listed in the
+        #: batch's ``"unreadable"`` and in :attr:`unreadable` (:mod:`mmcore.unreadable`). The trainer
+        #: sets it from ``trainer.unreadable_inputs``; not saved with the model.
+        self.unreadable_inputs = "error"
+        #: The inputs treated as missing so far under ``unreadable_inputs="missing"``.
+        self.unreadable = UnreadableInputs()
 
     @property
     def slots(self) -> list[str]:
@@ -84,22 +93,63 @@ class MultimodalModel(nn.Module):
 
         A slot whose raw value is None (or absent) is missing for that sample. A slot with a
         feature cache attached is collated by it (:meth:`SlotCache.collate`): cached samples carry
-        their stored features and skip the processor.
+        their stored features and skip the processor. An input the processor cannot read follows
+        :attr:`unreadable_inputs`; under ``"missing"`` the batch also holds ``"unreadable"``, a list
+        of records (:func:`mmcore.unreadable.record`: table, row, column, the reader's message).
         """
         if not samples:
             raise ValueError("cannot collate an empty list of samples")
-        inputs = {}
-        for slot, processor in self.processors.items():
-            raws = [sample.get("inputs", {}).get(slot) for sample in samples]
-            cache = self.feature_caches.get(slot)
-            if cache is not None:
-                inputs[slot] = cache.collate(raws, processor)
-            else:
-                inputs[slot] = processor.collate([None if raw is None else processor(raw) for raw in raws])
+        inputs, unreadable = {}, []
+        for slot in self.processors:
+            inputs[slot] = self.collate_slot(slot, [sample.get("inputs", {}).get(slot) for sample in samples], samples,
+                                             unreadable)
         targets = None
         if all(sample.get("target") is not None for sample in samples):
             targets = self.head.collate_targets([sample["target"] for sample in samples])
-        return {"inputs": inputs, "targets": targets}
+        batch = {"inputs": inputs, "targets": targets}
+        if unreadable:
+            batch["unreadable"] = unreadable
+        return batch
+
+    def collate_slot(self, slot: str, raws: Sequence[Any], samples: Sequence[Sample] | None = None,
+                     unreadable: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """One slot's raw inputs (None = missing) -> its batch, through the slot's feature cache when one
+        is attached. ``samples`` (the raws' samples) name where an unreadable input came from; its
+        record is appended to ``unreadable`` and to :attr:`unreadable` (see :meth:`collate`)."""
+        processor, cache = self.processors[slot], self.feature_caches.get(slot)
+        raws = list(raws)
+        if cache is None:
+            return processor.collate([None if raw is None else self._read(slot, i, raw, samples, unreadable)
+                                      for i, raw in enumerate(raws)])
+        guarded = _GuardedProcessor(processor)
+        while True:  # the cache calls the processor on its misses; an unreadable one is retried as missing
+            try:
+                return cache.collate(raws, guarded)
+            except _Unreadable as failure:
+                for i, raw in enumerate(raws):
+                    if raw is failure.raw:
+                        raws[i] = None
+                        self._unreadable(slot, i, samples, failure.error, unreadable)
+
+    def _read(self, slot: str, i: int, raw: Any, samples: Sequence[Sample] | None,
+              unreadable: list[dict[str, Any]] | None) -> Any:
+        try:
+            return self.processors[slot](raw)
+        except InputReadError as exc:
+            self._unreadable(slot, i, samples, exc, unreadable)
+            return None
+
+    def _unreadable(self, slot: str, i: int, samples: Sequence[Sample] | None, exc: InputReadError,
+                    unreadable: list[dict[str, Any]] | None) -> None:
+        """Record (``"missing"``) or raise (``"error"``) an input of ``slot`` that could not be read."""
+        entry = record(slot, samples[i] if samples is not None and i < len(samples) else None, exc)
+        if self.unreadable_inputs != "missing":
+            if entry["file"] is None and entry["row"] is None:
+                raise exc
+            raise InputReadError(describe(entry)) from exc
+        self.unreadable.add([entry])
+        if unreadable is not None:
+            unreadable.append(entry)
 
     # ------------------------------------------------------------------ forward
     def encode(self, inputs: Mapping[str, Any]) -> dict[str, Features]:
@@ -237,3 +287,28 @@ def _build(registry: Registry, kind: str, entry: Mapping[str, Any], path: str, *
 
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
+
+
+class _Unreadable(Exception):
+    """Raised through a feature cache's collate when the processor cannot read ``raw``."""
+
+    def __init__(self, raw: Any, error: InputReadError) -> None:
+        super().__init__(str(error))
+        self.raw, self.error = raw, error
+
+
+class _GuardedProcessor:
+    """A processor whose unreadable inputs surface as :class:`_Unreadable` (naming the raw input),
+    for :meth:`MultimodalModel.collate_slot` to retry them as missing."""
+
+    def __init__(self, inner: Processor) -> None:
+        self.inner = inner
+
+    def __call__(self, raw: Any) -> Any:
+        try:
+            return self.inner(raw)
+        except InputReadError as exc:
+            raise _Unreadable(raw, exc) from exc
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)

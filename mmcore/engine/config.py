@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mmcore.components import RESERVED_ARGUMENTS
+from mmcore.engine.pathopts import is_path_option, map_path_options  # noqa: F401 - map_path_options also importable from here
 from mmcore.errors import ConfigError, ConfigIssue, UnknownComponentError
 from mmcore.model import validate_model_spec
 from mmcore.options import check_options, type_mismatch
@@ -72,6 +73,11 @@ class TrainerOptions:
     #: train-time perturbations of raw inputs: {slot: {perturbation: max_level}}; each sample
     #: gets each listed perturbation at a level drawn uniformly from [0, max_level]
     augment: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    #: an input that cannot be read when training, validation or test reads it (damage past what
+    #: the data set's validation checked, e.g. NaN samples after a WAV's first second): "missing"
+    #: makes it a missing modality of its sample, counted and listed with its table, row and column
+    #: (a warning per epoch; report.json's unreadable_inputs); "error" stops the run naming them
+    unreadable_inputs: Literal["missing", "error"] = dataclasses.field(default="missing", metadata=_MAY_CHANGE)
     #: validation metric choosing the best checkpoint ("loss" or one of the head's metrics;
     #: null = the head's first metric, e.g. accuracy for classification)
     monitor: str | None = None
@@ -189,6 +195,10 @@ def logger_specs(options: TrainerOptions) -> list[tuple[str, dict[str, Any]]]:
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Read a YAML config and apply ``key.path=value`` overrides (values parsed as YAML).
 
+    A run's own ``config.yaml`` (in a marked run directory) has its paths taken where the run is now
+    (:meth:`~mmcore.engine.rundir.RunDir.located`): its ``trainer.run_dir`` is that folder, and
+    ``data.jsonl`` of a copied ``fit`` run is the copy's own.
+
     YAML is read by :mod:`mmcore.yamlio` (1.2 floats such as ``1e-3``, plain data only, bounded
     alias expansion). :raises ConfigError: the file is missing or unreadable, not valid YAML (its
     line and column named), not a mapping, or an override is malformed.
@@ -210,6 +220,11 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, An
         config = {}
     if not isinstance(config, dict):
         raise ConfigError([ConfigIssue("", f"config file {str(path)!r} must hold a mapping, got {type(config).__name__}")])
+    from mmcore.engine.rundir import RunDir
+
+    run = RunDir.owning(path)
+    if run is not None:  # a run's own record: its paths mean that run, wherever it was copied or moved
+        config = run.located(config)
     return apply_overrides(config, overrides)
 
 
@@ -320,12 +335,6 @@ def _absolute(value: str, base: str | Path | None = None) -> str:
 
 
 # ------------------------------------------------------------------------------ files
-#: Component options naming a file or folder that must exist: ``path``, ``*_path``, ``*_file``,
-#: ``*_dir`` and ``weights`` (string values only; None means "not used").
-def is_path_option(name: str) -> bool:
-    return name in ("path", "weights", "file") or name.endswith(("_path", "_file", "_dir"))
-
-
 def missing_files(config: Mapping[str, Any]) -> list[ConfigIssue]:
     """Every path-like component option (see :func:`is_path_option`) whose file does not exist."""
     issues = []

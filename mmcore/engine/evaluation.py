@@ -106,6 +106,7 @@ def evaluate_counted(
     loader = make_dataloader(shard, model, batch_size, num_workers=num_workers, pin_memory=device.type == "cuda")
     try:
         for batch in loader:
+            model.unreadable.add(batch.get("unreadable"))  # collated in a worker: recorded here
             inputs, targets = to_device(batch, device)
             with autocast_context(device, precision):
                 out = model(inputs, targets)
@@ -136,9 +137,11 @@ def predict(model: MultimodalModel, inputs: Sequence[Mapping[str, Any]], *, devi
 
 
 @torch.no_grad()
-def predict_output(model: MultimodalModel, inputs: Sequence[Mapping[str, Any]], *, device: torch.device | str = "cpu") -> HeadOutput:
+def predict_output(model: MultimodalModel, inputs: Sequence[Mapping[str, Any]], *, device: torch.device | str = "cpu",
+                   origins: Sequence[Mapping[str, Any] | None] | None = None) -> HeadOutput:
     """Raw inputs -> the head's whole output in eval mode (predictions, and extras such as
-    ``probabilities`` ``[B, C]``); ``predict`` formats its predictions."""
+    ``probabilities`` ``[B, C]``); ``predict`` formats its predictions. ``origins`` (one per input: the
+    table, row and columns it came from) name an input that cannot be read (``model.unreadable_inputs``)."""
     unknown = sorted({slot for sample in inputs for slot in sample} - set(model.slots))
     if unknown:
         raise ValueError(f"unknown modality slot(s) {unknown}; the model has {model.slots}")
@@ -146,6 +149,7 @@ def predict_output(model: MultimodalModel, inputs: Sequence[Mapping[str, Any]], 
         raise ValueError(f"every sample needs at least one of the model's modality slots {model.slots}")
     if model.training:  # (a recursive eval() per call costs a millisecond on one-record predictions)
         model.eval()
-    batch = model.collate([{"inputs": dict(sample)} for sample in inputs])
+    origins = list(origins) if origins is not None else [None] * len(inputs)
+    batch = model.collate([{"inputs": dict(sample), "origin": origin} for sample, origin in zip(inputs, origins, strict=True)])
     batch_inputs, _ = to_device(batch, device)
     return model(batch_inputs)

@@ -7,6 +7,7 @@ A run directory holds (every name is an attribute of :class:`RunDir`; nothing el
     config.yaml        the resolved config (every option spelled out, path options absolute)
     metrics.csv        one row per epoch
     report.json        the final report (strict JSON: non-finite numbers are written as null)
+    data_summary.json  what the run was trained on (rows, labels, files' digests), checked by --resume
     plots/             one PNG per quantity
     tensorboard/       TensorBoard event files
     robustness/        ``mmcore eval --robustness`` tables and plots
@@ -77,6 +78,7 @@ class RunDir:
     CONFIG = "config.yaml"
     METRICS = "metrics.csv"
     REPORT = "report.json"
+    DATA = "data_summary.json"
     PLOTS = "plots"
     TENSORBOARD = "tensorboard"
     ROBUSTNESS = "robustness"
@@ -85,7 +87,7 @@ class RunDir:
     LAST = "last"
     CHECKPOINTS = (BEST, LAST)
     #: top-level files and folders mmcore writes (``--overwrite`` touches these and nothing else)
-    FILES = (MARKER, LOCK, CONFIG, METRICS, REPORT)
+    FILES = (MARKER, LOCK, CONFIG, METRICS, REPORT, DATA)
     FOLDERS = (PLOTS, TENSORBOARD, ROBUSTNESS, EXPLAIN, BEST, LAST)
 
     def __init__(self, path: str | Path, files: Sequence[str] = ()) -> None:
@@ -110,6 +112,25 @@ class RunDir:
     @property
     def report(self) -> Path:
         return self.path / self.REPORT
+
+    @property
+    def data_record(self) -> Path:
+        """What the run was trained on (:mod:`mmcore.engine.data_record`), checked by ``--resume``."""
+        return self.path / self.DATA
+
+    def read_data_record(self) -> dict[str, Any] | None:
+        """The run's data record, or None for a run written before it existed. RunDirError when damaged."""
+        if not self.data_record.is_file():
+            return None
+        if self.data_record.stat().st_size > 64 << 20:
+            raise RunDirError(f"{self.data_record} is over 64 MiB: not a record mmcore wrote")
+        try:
+            record = json.loads(self.data_record.read_text(encoding="utf-8"))
+        except (ValueError, RecursionError) as exc:
+            raise RunDirError(f"{self.data_record} is not valid JSON ({exc}); delete it to resume unchecked") from None
+        if not isinstance(record, dict):
+            raise RunDirError(f"{self.data_record} must hold a JSON object, got {type(record).__name__}")
+        return record
 
     @property
     def plots(self) -> Path:
@@ -170,7 +191,8 @@ class RunDir:
 
     def read_config(self) -> dict[str, Any]:
         """The run's resolved config (``config.yaml``), read with :func:`mmcore.yamlio.load_yaml_file`
-        (plain data only; YamlError naming the file, line and column otherwise)."""
+        (plain data only; YamlError naming the file, line and column otherwise), its paths taken
+        where the run is now (:meth:`located`)."""
         from mmcore.yamlio import load_yaml_file
 
         if not self.config.is_file():
@@ -178,7 +200,64 @@ class RunDir:
         config = load_yaml_file(self.config)
         if not isinstance(config, dict):
             raise RunDirError(f"{self.config} must hold a mapping, got {type(config).__name__}")
-        return config
+        return self.located(config)
+
+    # ------------------------------------------------------------------ paths inside the run
+    #: ``trainer.run_dir`` as a run's own config.yaml records it: "this folder, wherever it is now".
+    HERE = "."
+
+    def portable(self, config: dict[str, Any]) -> dict[str, Any]:
+        """``config`` as the run's config.yaml stores it: ``trainer.run_dir`` is :attr:`HERE` and every
+        path option naming something inside the run (a ``fit`` run's ``data.jsonl``, a feature cache
+        kept there) is relative to the run; paths outside it stay absolute. A copy (``cp -r``,
+        ``Predictor.save``) or a move of the folder then reads and writes only itself."""
+        from mmcore.engine.pathopts import map_path_options
+
+        root = Path(os.path.abspath(self.path))
+
+        def inside(value: str) -> str:
+            path = Path(os.path.abspath(Path(value).expanduser()))
+            return path.relative_to(root).as_posix() or self.HERE if path.is_relative_to(root) else value
+
+        out = map_path_options(config, inside)
+        if isinstance(out.get("trainer"), dict):
+            out["trainer"]["run_dir"] = self.HERE
+        return out
+
+    def located(self, config: dict[str, Any]) -> dict[str, Any]:
+        """A run's stored ``config`` with its paths taken where the run is now: relative path options
+        of a config stored by :meth:`portable` (``trainer.run_dir: .``) are relative to the run;
+        absolute ones inside the folder the config names as its run (a run written before, then
+        copied or moved) are taken inside this one; ``trainer.run_dir`` is this folder."""
+        from mmcore.engine.pathopts import map_path_options
+
+        trainer = config.get("trainer") if isinstance(config.get("trainer"), dict) else {}
+        recorded = trainer.get("run_dir")
+        here = Path(os.path.abspath(self.path))
+        portable = recorded == self.HERE
+        old = Path(os.path.abspath(Path(recorded).expanduser())) if isinstance(recorded, str) and recorded and not portable else None
+
+        def locate(value: str) -> str:
+            path = Path(value).expanduser()
+            if not path.is_absolute():
+                return str(here / path) if portable else value  # an older run's: relative to its working folder
+            if old is not None and old != here and Path(os.path.abspath(path)).is_relative_to(old):
+                return str(here / Path(os.path.abspath(path)).relative_to(old))
+            return value
+
+        out = map_path_options(config, locate)
+        if isinstance(out.get("trainer"), dict):
+            out["trainer"]["run_dir"] = str(here)
+        return out
+
+    @classmethod
+    def owning(cls, config_file: str | Path) -> RunDir | None:
+        """The run whose own ``config.yaml`` ``config_file`` is (its folder is a marked run), else None."""
+        file = Path(config_file)
+        if file.name != cls.CONFIG:
+            return None
+        run = cls(file.parent)
+        return run if run.is_marked else None
 
     # ------------------------------------------------------------------ writing
     @classmethod

@@ -18,6 +18,7 @@ states the distributed-training contract (what equals one process) and resume is
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -58,13 +59,14 @@ from mmcore.engine.optim import adamw, build_optimizer, build_scheduler, paramet
 from mmcore.engine.rundir import SPEC, STATE, WEIGHTS, RunDir
 from mmcore.engine.seeding import epoch_seed, loader_seed, rng_state, seed_everything, set_rng_state
 from mmcore.engine.views import TrainingView
-from mmcore.errors import ConfigError, ConfigIssue, PluginHookError, user_input_phase
+from mmcore.errors import ConfigError, ConfigIssue, PluginHookError, RunInterrupted, user_input_phase
 from mmcore.model import MultimodalModel, build_model
 from mmcore.plugin_manager import MmcorePluginManager, get_plugin_manager
 from mmcore.yamlio import dump_yaml
 
 #: Training batches whose predictions are collected before one update of the training metrics.
 _METRIC_CHUNK = 32
+logger = logging.getLogger("mmcore.train")
 class Trainer:
     """Trains one model from a config and writes everything into ``trainer.run_dir``.
 
@@ -145,6 +147,7 @@ class Trainer:
         self._resumed_status = "completed"  # "early_stopping" when the resumed run had stopped early
         self._resume_rng: Any = None  # the RNG state a resumed run continues from
         self._stop_now = False  # request_stop(finish_epoch=False): end the running epoch after this step
+        self._unreadable_reported = 0  # unreadable inputs already warned about
 
     # ------------------------------------------------------------------ properties
     @property
@@ -210,7 +213,18 @@ class Trainer:
         if opts.retain_freed_memory:
             retain_freed_memory()
         # The data before the model: a head's classes (and their count) come from the training split.
-        self.datasets = load_datasets(self.config, self.manager)
+        try:
+            self.datasets = load_datasets(self.config, self.manager)
+        except ValueError as exc:
+            if self.resume is None:
+                raise
+            from mmcore.engine.data_record import unreadable_now
+
+            changed = unreadable_now(self.rundir.read_data_record(), exc, self.resume)
+            if changed is exc:
+                raise
+            raise changed from exc
+        self._record_data()
         if len(self.datasets["train"]) == 0:
             raise ValueError("the training split is empty")
         distributed.check_training_rows(len(self.datasets["train"]), ws)
@@ -226,6 +240,7 @@ class Trainer:
             self.config["model"] = {**self.config["model"], "head": {"name": head["name"], **filled}}
         seed_everything(opts.seed)  # the initial weights do not depend on what reading the data drew
         self.model = build_model(self.config["model"], self.manager.registry)
+        self.model.unreadable_inputs = opts.unreadable_inputs  # an input reading fails on (mmcore.unreadable)
         self._check_monitor()
         cached_slots = self._cacheable_slots() if opts.cache_features else []
         self.model.fit_processors(train.samples if hasattr(train, "samples") else [train[i] for i in range(len(train))])
@@ -273,6 +288,17 @@ class Trainer:
             from mmcore.engine.distill import Distiller
 
             self.run_plugins.append(("trainer distill", Distiller.for_run(self)))
+
+    def _record_data(self) -> None:
+        """A new run records what it trains on; a resumed one refuses data that changed since
+        (:mod:`mmcore.engine.data_record`), before the model is built from it."""
+        from mmcore.engine.data_record import check_unchanged, summarize
+
+        record = summarize(self.datasets, self.rundir.path)
+        if self.resume is not None:
+            check_unchanged(self.rundir.read_data_record(), record, self.resume)
+        elif self.is_main:
+            write_file(self.rundir.data_record, dumps_json(record, indent=1))
 
     def _check_monitor(self) -> None:
         """Fill ``trainer.monitor`` (the head's first metric) and settle its direction, before any training."""
@@ -405,6 +431,7 @@ class Trainer:
         which were added to the head's loss for the backward pass.
         """
         inputs, targets = to_device(batch, self.device, non_blocking=True)
+        self.model.unreadable.add(batch.get("unreadable"))  # collated in a worker: recorded here
         if targets is None:
             raise ValueError("training samples need targets, got a batch without them")
         no_sync = getattr(self.train_model, "no_sync", None)
@@ -488,8 +515,10 @@ class Trainer:
         opts = self.options
         if self.is_main:
             # dump_yaml: read back unchanged by the config loader (a class named "1e3" stays a string)
-            write_file(self.rundir.config, dump_yaml(self.config))
+            # paths inside the run relative to it: a copy or a move of the folder reads and writes only itself
+            write_file(self.rundir.config, dump_yaml(self.rundir.portable(self.config)))
         status, error = self._resumed_status, None
+        done = self.start_epoch - 1  # epochs whose checkpoint is written (what --resume continues from)
         # Outputs (metrics.csv, TensorBoard, progress, plots, third-party loggers) are plugins on
         # the lifecycle hooks, registered for this run on the main process only.
         with attached_plugins(self.manager, self.run_plugins), attached_loggers(self.manager, self.loggers):
@@ -503,9 +532,11 @@ class Trainer:
                     self.epoch = epoch
                     row = self._train_epoch(epoch)
                     row.update(self._validate())
+                    self._report_unreadable(epoch)
                     self.history.append(row)
                     improved = self._track_best(row)
                     self._checkpoint(improved)
+                    done = epoch
                     self.manager.call_lifecycle("mmcore_epoch_end", trainer=self, epoch=epoch, metrics=row)
                     if self.stop_reason is not None:
                         status = "stopped"
@@ -513,6 +544,10 @@ class Trainer:
                     if opts.early_stopping is not None and self.bad_epochs >= opts.early_stopping:
                         status = "early_stopping"
                         break
+            except KeyboardInterrupt as exc:
+                # Ctrl-C: the run says it is partial (report.json status "interrupted", read by Predictor.load)
+                # and how to continue; no test evaluation, no end hooks -- the user asked to stop.
+                raise self._interrupted(done, start) from exc
             except NonFiniteLossError as exc:
                 status, error = "non_finite_loss", exc
             except PluginHookError as exc:
@@ -648,6 +683,18 @@ class Trainer:
                 f"the training loss became NaN or infinite at step {step} (epoch {epoch}); training stopped, "
                 f"the last good checkpoint is kept in {self.run_dir}", step)
 
+    def _report_unreadable(self, epoch: int) -> None:
+        """A warning for the inputs first found unreadable in this epoch (``trainer.unreadable_inputs: missing``)."""
+        log = self.model.unreadable
+        new = list(log.entries.values())[self._unreadable_reported:]
+        self._unreadable_reported = len(log)
+        if new and self.is_main:
+            from mmcore.unreadable import describe
+
+            shown = "; ".join(describe(e) for e in new[:3]) + (f"; ... ({len(new) - 3} more)" if len(new) > 3 else "")
+            logger.warning("epoch %d: %d input(s) could not be read and are missing modalities of their samples "
+                           "(trainer.unreadable_inputs: missing; report.json lists them): %s", epoch, len(new), shown)
+
     def _validate(self) -> dict[str, float]:
         split = "val" if len(self.datasets["val"]) else "train"
         return {f"val/{k}": v for k, v in self.evaluate(self.datasets[split], split="val").items()}
@@ -672,6 +719,20 @@ class Trainer:
                 save_checkpoint(self.model, self.rundir.checkpoint(RunDir.BEST), weights=self.best_weights, extra=extra)
             save_checkpoint(self.model, self.rundir.checkpoint(RunDir.LAST), training_state=self._training_state(), extra=extra)
         self.dist.barrier()
+
+    def _interrupted(self, done: int, start: float) -> RunInterrupted:
+        """Write ``report.json`` of an interrupted run (``status: "interrupted"``, ``epochs_run``: the
+        epochs whose checkpoint is written) and return the exception that says how to continue it."""
+        if self.is_main:
+            report = {"status": "interrupted", "stop_reason": None, "error": None, "best_epoch": self.best_epoch,
+                      "epochs_run": done, "epochs_planned": self.options.epochs, "monitor": self.options.monitor,
+                      "best_value": (-self.best_value if self.monitor_lower_is_better else self.best_value)
+                      if self.best_epoch else None, "test": {}, "history": self.history, "steps": self.step,
+                      "seconds": time.perf_counter() - start, "run_dir": str(self.run_dir),
+                      "resume": RunInterrupted(str(self.run_dir), done).resume_hint()}
+            with contextlib.suppress(OSError):  # a full disk must not hide the Ctrl-C
+                write_file(self.rundir.report, dumps_json(report, indent=2))
+        return RunInterrupted(str(self.run_dir), done)
 
     def _finish(self, status: str, start: float, *, test: bool, error: BaseException | None = None) -> dict[str, Any]:
         """Test the best checkpoint, build the report, run the ``mmcore_train_end`` hooks (the loggers
@@ -703,6 +764,7 @@ class Trainer:
             "trainable_parameters": sum(p.numel() for p in self.model.parameters() if p.requires_grad),
             "run_dir": str(self.run_dir),
             "plots": [],
+            "unreadable_inputs": self.model.unreadable.to_json(),
         }
         failure: PluginHookError | None = None
         try:

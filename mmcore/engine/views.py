@@ -29,6 +29,17 @@ def _with_inputs(sample: Mapping[str, Any], inputs: dict[str, Any]) -> dict[str,
     return {**sample, "inputs": inputs}
 
 
+def _perturbed(perturb: Perturb, raw: Any, generator: torch.Generator) -> Any:
+    """``perturb(raw)``; a raw input it cannot read (:class:`~mmcore.errors.InputReadError`) is left as it
+    is, for the collate to read and treat by ``unreadable_inputs``, naming its table, row and column."""
+    from mmcore.errors import InputReadError
+
+    try:
+        return perturb(raw, generator)
+    except InputReadError:
+        return raw
+
+
 class TrainingView(Dataset):
     """The training split as epoch ``epoch`` sees it.
 
@@ -71,7 +82,7 @@ class TrainingView(Dataset):
                 level = rng.uniform(0.0, max_level)
                 generator = torch.Generator().manual_seed(rng.getrandbits(62))
                 if level > 0:
-                    inputs[slot] = factory(level)(inputs[slot], generator)
+                    inputs[slot] = _perturbed(factory(level), inputs[slot], generator)
         return {**_with_inputs(sample, inputs), "index": index}
 
 
@@ -90,7 +101,7 @@ class PerturbedView(Dataset):
         if raw is None:
             return sample
         generator = torch.Generator().manual_seed(sample_rng("perturb", self.seed, self.slot, index).getrandbits(62))
-        return _with_inputs(sample, {**sample["inputs"], self.slot: self.perturb(raw, generator)})
+        return _with_inputs(sample, {**sample["inputs"], self.slot: _perturbed(self.perturb, raw, generator)})
 
 
 class SubsetOfModalities(Dataset):

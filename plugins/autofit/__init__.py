@@ -3,8 +3,9 @@
 ``fit(table, target=...)`` infers what each column holds (:mod:`.infer`), builds a complete
 config (:mod:`.choose`), fits its epochs into a time limit, trains, and returns a
 :class:`Predictor` (:mod:`.predictor`). The ``fit`` command (:mod:`.command`) is the same from the
-shell. ``mmcore.fit`` and ``mmcore.Predictor`` reach these through the ``autofit`` entry point. The
-plugin adds a command and nothing else to every training: the run ``fit`` starts is watched by a
+shell. ``mmcore.fit`` and ``mmcore.Predictor`` reach these through the ``autofit`` entry point. A ``fit``
+run's tables given to ``mmcore predict --data`` / ``mmcore embed --data`` are read through its column
+plan (:mod:`.tables`, hook ``mmcore_table_inputs``). The plugin adds nothing to other trainings: the run ``fit`` starts is watched by a
 plugin object of its own (:mod:`.progress`), registered for that run only.
 """
 
@@ -12,5 +13,6 @@ from mmcore_plugins.autofit.command import mmcore_add_commands
 from mmcore_plugins.autofit.fitting import fit
 from mmcore_plugins.autofit.infer import ColumnError
 from mmcore_plugins.autofit.predictor import Predictor
+from mmcore_plugins.autofit.tables import mmcore_record_inputs, mmcore_table_inputs
 
-__all__ = ["ColumnError", "Predictor", "fit", "mmcore_add_commands"]
+__all__ = ["ColumnError", "Predictor", "fit", "mmcore_add_commands", "mmcore_record_inputs", "mmcore_table_inputs"]

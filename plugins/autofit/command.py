@@ -33,8 +33,8 @@ def run_fit(args: argparse.Namespace, manager) -> int:
     started_for_fit = sys.argv[1:2] == ["fit"]
     fit(args.data, args.target, val=args.val, test=args.test, time_limit=args.time_limit, preset=args.preset,
         columns=parse_column_overrides(args.column), run_dir=args.run_dir, overwrite=args.overwrite, manager=manager,
-        allow_outside_paths=args.allow_outside_paths, max_epochs=args.max_epochs,
-        spent=process_age() if started_for_fit else 0.0)  # the command's start-up counts against its --time-limit
+        empty_labels=args.empty_labels, strict=args.strict, allow_outside_paths=args.allow_outside_paths,
+        max_epochs=args.max_epochs, spent=process_age() if started_for_fit else 0.0)  # start-up counts against --time-limit
     return 0
 
 
@@ -57,6 +57,12 @@ def mmcore_add_commands(subparsers) -> None:
     parser.add_argument("--column", action="append", default=[], metavar="NAME=KIND",
                         help="override a column's inferred kind: image, audio, video, text, categorical, numeric, date, "
                              "ignore (the target: classification, multilabel, regression); repeatable")
+    parser.add_argument("--empty-labels", default="none", choices=["none", "missing"],
+                        help="a multilabel target's empty cell: none of the labels, a negative example (default), or "
+                             "missing: the row is unlabelled and left out")
+    parser.add_argument("--strict", action="store_true",
+                        help="a cell naming a missing or unreadable file, or an input that fails when training reads "
+                             "it, is an error naming row and column (default: a missing modality, counted)")
     parser.add_argument("--run-dir", help="where the run goes (default: runs/fit, runs/fit-2, ...)")
     parser.add_argument("--overwrite", action="store_true",
                         help="write into an existing non-empty folder that is not a run (your files stay; one named "

@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import mmcore
+from mmcore.errors import RunInterrupted
+from mmcore.labels import is_non_finite
 from mmcore_plugins.autofit.budget import (
     FINAL_SECONDS,
     RUN_SECONDS,
@@ -50,7 +52,6 @@ from mmcore_plugins.autofit.infer import (
     format_table,
     infer_columns,
     is_missing,
-    is_nonfinite,
 )
 from mmcore_plugins.autofit.prepare import Preparer, make_plan
 from mmcore_plugins.autofit.progress import FitProgress
@@ -123,7 +124,7 @@ def _log(verbose: bool, *lines: str) -> None:
 def fit(data: Any, target: str, *, val: Any = None, test: Any = None, time_limit: str | float = "10m",
         preset: str = "best", columns: Mapping[str, str] | None = None, run_dir: str | Path | None = None,
         overwrite: bool = False, verbose: bool = True, manager=None, allow_outside_paths: bool = False,
-        max_epochs: int | None = None, spent: float = 0.0) -> Any:
+        empty_labels: str = "none", strict: bool = False, max_epochs: int | None = None, spent: float = 0.0) -> Any:
     """Train a model for column ``target`` of ``data`` without a config; returns a :class:`Predictor`.
 
     ``data``, ``val``, ``test``: CSV / JSONL / Parquet paths or pandas DataFrames (file paths in
@@ -137,6 +138,11 @@ def fit(data: Any, target: str, *, val: Any = None, test: Any = None, time_limit
     named like fit's own ``data.jsonl``/``autofit.json``/``fit_summary.json`` is refused, never
     replaced). ``allow_outside_paths``: let file cells name files outside their table's folder
     (``mmcore train``'s rule and opt-in, :mod:`mmcore_plugins.io.paths`); refused by default.
+    ``empty_labels`` (a multilabel target's empty cell): ``"none"`` of the labels, a negative example
+    (default), or ``"missing"``, an unlabelled row left out. ``strict``: a cell naming a missing or
+    unreadable file, in any of the tables, or an input that fails when training reads it, is an error
+    naming row and column, instead of a missing modality (counted, as are rows whose target is empty or
+    an infinite number, which are left out -- as :class:`Predictor` does with the tables it is given).
     ``max_epochs``: at most this many epochs (default: the preset's cap); fewer when the time limit
     says so. ``spent``: seconds already spent on this fit before the call (``mmcore fit``: the
     process's start-up), counted against the limit.
@@ -161,6 +167,8 @@ def fit(data: Any, target: str, *, val: Any = None, test: Any = None, time_limit
         raise ColumnError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     if max_epochs is not None and (isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1):
         raise ColumnError(f"--max-epochs must be a positive whole number, got {max_epochs!r}")
+    if empty_labels not in ("none", "missing"):
+        raise ColumnError(f"--empty-labels must be 'none' or 'missing', got {empty_labels!r}")
     clock = Phases(limit=limit, started=started)
     if spent > 0:
         clock.add("start-up", float(spent), note="the command's interpreter, PyTorch and plugins")
@@ -170,25 +178,39 @@ def fit(data: Any, target: str, *, val: Any = None, test: Any = None, time_limit
     try:
         return _fit(data, target, val=val, test=test, limit=limit, preset=preset, columns=columns, run_dir=run_dir,
                     overwrite=overwrite, verbose=verbose, manager=manager or get_plugin_manager(),
-                    allow_outside_paths=allow_outside_paths, clock=clock, threads=(threads, threads_why),
+                    allow_outside_paths=allow_outside_paths, empty_labels=empty_labels, strict=strict,
+                    clock=clock, threads=(threads, threads_why),
                     max_epochs=min(MAX_EPOCHS[preset], max_epochs or MAX_EPOCHS[preset]))
     finally:
         torch.set_num_threads(previous_threads)  # the caller's process as it was (fit's choice was for the fit)
 
 
 def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: str, columns: Mapping[str, str] | None,
-         run_dir: str | Path | None, overwrite: bool, verbose: bool, manager, allow_outside_paths: bool, clock: Phases,
-         threads: tuple[int, str], max_epochs: int) -> Any:
+         run_dir: str | Path | None, overwrite: bool, verbose: bool, manager, allow_outside_paths: bool,
+         empty_labels: str, strict: bool, clock: Phases, threads: tuple[int, str], max_epochs: int) -> Any:
     from mmcore.engine.atomic import write_file
     from mmcore_plugins.autofit.predictor import Predictor
 
     threads, threads_why = threads
     read_started = clock.clock()
     rows, base = read_rows(data)
+    # An infinite target (a price of inf) is no label, as an infinite number in an input column is no
+    # measurement: the row is left out and counted, never made a class of its own.
+    infinite = [i for i, r in enumerate(rows) if is_non_finite(r.get(target))]
+    for i in infinite:
+        rows[i] = {**rows[i], target: None}
     infos = infer_columns(rows, target=target, base=base, overrides=columns, allow_outside_paths=allow_outside_paths)
     extra = {name: read_rows(source) for name, source in (("val", val), ("test", test)) if source is not None}
     target_info = next(i for i in infos if i.role == "target")
     _merge_target_vocabulary(target_info, [r for table, _ in extra.values() for r in table])
+    empty_as_none = target_info.kind == "multilabel" and empty_labels == "none"
+    target_info.details["empty_labels"] = empty_labels
+    empties = sum(is_missing(r.get(target)) for i, r in enumerate(rows) if i not in set(infinite))
+    if target_info.kind == "multilabel" and empties:  # the column table says what an empty cell became
+        target_info.why += (f"; {empties} empty cells read as no label (negative examples; --empty-labels missing "
+                            "leaves them out)" if empty_as_none else f"; {empties} empty cells: rows left out (--empty-labels missing)")
+    if infinite:
+        target_info.why += f"; {len(infinite)} infinite values (rows {', '.join(str(i + 1) for i in infinite[:10])}) left out"
     clock.add("read + infer", clock.clock() - read_started, note=f"{len(rows)} rows, {len(infos)} columns")
     _check_left(clock, f"reading and inferring {len(rows)} rows")
     prepare_started = clock.clock()
@@ -196,10 +218,8 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
 
     # ---- splits: the user's tables, else the split column, else carved from train
     split_info = next((i for i in infos if i.kind == "split"), None)
-    nonfinite = target_info.details.get("nonfinite", {})  # a declared regression's inf/nan rows: left out, counted
-    labelled = [i for i, r in enumerate(rows)
-                if (not is_missing(r.get(target)) or isinstance(r.get(target), list)) and i not in nonfinite]
-    unlabelled = len(rows) - len(labelled) - len(nonfinite)
+    labelled = [i for i, r in enumerate(rows) if empty_as_none or not is_missing(r.get(target)) or isinstance(r.get(target), list)]
+    unlabelled = len(rows) - len(labelled)
     assignment: dict[int, str] = {}
     for i in labelled:
         name = str(rows[i].get(split_info.name) or "").strip().lower() if split_info else ""
@@ -221,23 +241,24 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
         raise ColumnError(f"no training rows: every row with a {target!r} value went to val/test")
     plan = make_plan(infos, train_rows)
 
+    if strict:  # a file inference found missing or unreadable is an error, not a missing cell -- before any write
+        for info in infos:
+            for index, why in sorted(info.details.get("unusable", {}).items()):
+                raise ColumnError(f"row {index + 1}, column {info.name!r}: {why} (--strict)")
+
     # ---- the run directory and its prepared table
     run = Path(run_dir) if run_dir is not None else default_run_dir()
     with _claim_run_dir(run, overwrite, sources=[data, val, test]):  # locked until the summary is written
         run = run.resolve()
         unusable = {i.name: i.details.get("unusable", {}) for i in infos}
-        preparer = Preparer(plan, base, unusable=unusable, check_files=False, allow_outside_paths=allow_outside_paths)
+        preparer = Preparer(plan, base, unusable=unusable, check_files=False, allow_outside_paths=allow_outside_paths,
+                            strict=strict)
         table = [preparer.table_row(rows[i], i, assignment[i]) for i in labelled]
         dropped = dict(preparer.dropped_files)
         for name, (extra_rows, extra_base) in extra.items():
-            extra_preparer = Preparer(plan, extra_base, allow_outside_paths=allow_outside_paths)
-            usable = [(i, r) for i, r in enumerate(extra_rows) if not is_missing(r.get(target)) or isinstance(r.get(target), list)]
-            if plan.task == "regression":
-                finite = [(i, r) for i, r in usable if not is_nonfinite(r.get(target))]
-                if len(finite) < len(usable):
-                    dropped[f"rows with a non-finite {target!r} ({name})"] = len(usable) - len(finite)
-                usable = finite
-            table += [extra_preparer.table_row(r, i, name) for i, r in usable]
+            extra_preparer = Preparer(plan, extra_base, allow_outside_paths=allow_outside_paths, strict=strict)
+            table += [extra_preparer.table_row(r, i, name) for i, r in enumerate(extra_rows)
+                      if extra_preparer.target(r, i) is not None]
             for column, count in extra_preparer.dropped_files.items():
                 dropped[f"{column} ({name})"] = count
         kept = [r for r in table if not all(_absent(r, spec) for spec in plan.slots.values())]
@@ -250,7 +271,7 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
         counts = {s: sum(r[plan.split_column] == s for r in table) for s in ("train", "val", "test")}
         _log(verbose, f"rows: {counts['train']} train, {counts['val']} val ({val_source}), {counts['test']} test"
              + (f"; {unlabelled} without a {target!r} value left out" if unlabelled else "")
-             + (f"; {len(nonfinite)} with a non-finite {target!r} (inf/nan) left out" if nonfinite else "")
+             + (f" ({len(infinite)} of them infinite)" if infinite else "")
              + (f"; {empty} with no input at all left out" if empty else ""))
 
         # ---- the config
@@ -276,6 +297,8 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
                     choices.append(Choice(slot, "pretrained kept", f"measured: {c.why}"))
         if not counts["test"]:
             config["data"]["test_fraction"] = 0.0  # no test rows: none are carved from train either
+        if strict:  # an input that fails only when training reads it is an error too
+            config["trainer"]["unreadable_inputs"] = "error"
         _log(verbose, "", "choices:", *(f"  {c.slot:<12} {c.what}  -- {c.why}" for c in choices))
 
         _check_left(clock, "reading, preparing and comparing candidates")
@@ -300,6 +323,8 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
                                                    scratch={**{slot: why for slot in frozen}, **scratch_why})
             if not counts["test"]:
                 alt_config["data"]["test_fraction"] = 0.0
+            if strict:
+                alt_config["trainer"]["unreadable_inputs"] = "error"
             with clock.phase("probe (from scratch)", note="the frozen features did not fit"):
                 alt_costs = measure_costs(alt_config, [r for r in table if r[plan.split_column] == "train"],
                                           [r for r in table if r[plan.split_column] == "val"], manager=manager)
@@ -341,7 +366,7 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
                    "threads": {"intra_op": threads, "why": threads_why},
                    "candidates": [c.to_json() for c in compared.values()],
                    "cached_slots": cached, "dropped_files": dropped, "rows": counts, "val_source": val_source,
-                   "rows_left_out": {"no target": unlabelled, "non-finite target": len(nonfinite), "no input": empty}}
+                   "infinite_targets": [i + 1 for i in infinite], "strict": strict}
         write_file(run / PLAN_FILE, json.dumps(autofit, indent=2))
 
         # ---- train (setup and frozen features of train + val, epochs), test (its features included)
@@ -354,8 +379,14 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
                                val_seconds=counts["val"] * costs.eval_sample, planned_step=costs.warm_step,
                                log=(lambda line: print(line, flush=True)) if verbose else None)
         began = clock.clock()
-        with mmcore.register_plugin(progress, name=f"autofit-progress#{id(progress)}", manager=manager):  # this run only
-            report = trainer.fit()
+        try:
+            with mmcore.register_plugin(progress, name=f"autofit-progress#{id(progress)}", manager=manager):  # this run only
+                report = trainer.fit()
+        except RunInterrupted as exc:  # Ctrl-C: the run is marked partial (report.json too) and says how to go on
+            write_file(run / SUMMARY_FILE, json.dumps({"run_dir": str(run), "task": plan.task, "status": "interrupted",
+                                                       "epochs_run": exc.epochs_done, "epochs_planned": epochs,
+                                                       "resume": exc.resume_hint(), "time": clock.to_json()}, indent=2))
+            raise
         ended = clock.clock()
         trained = progress.train_started if progress.train_started is not None else ended
         last_epoch = progress.epoch_started if progress.epoch_started is not None else trained
@@ -376,7 +407,8 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
                        "scaled_to_fit": schedule.scaled, "epochs": progress.epochs,
                        "candidates": [c.to_json() for c in compared.values()],
                        "stop_reason": report.get("stop_reason"), "stopped_by_time_limit_after_epoch": progress.stopped_after,
-                       "stopped_within_epoch": progress.stopped_within_epoch}
+                       "stopped_within_epoch": progress.stopped_within_epoch,
+                       "unreadable_inputs": report.get("unreadable_inputs")}
             summary["time"] = clock.to_json()
             write_file(run / SUMMARY_FILE, json.dumps(summary, indent=2))
             predictor = Predictor.load(run, manager=manager)
@@ -388,10 +420,15 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
                   f"val {summary['monitor']} {summary['best_val']:.4f}; test: {test_part}", flush=True)
             print(f"cached across epochs: {', '.join(f'{s} ({how})' for s, how in cached.items()) or 'nothing'}"
                   + (f"; feature cache {cache_bytes / 2**20:.1f} MiB on disk" if cache_bytes else ""))
+            unreadable = summary["unreadable_inputs"] or {}
+            if unreadable.get("count"):  # found only when training read them: missing modalities, as above
+                print(f"{unreadable['count']} input(s) could not be read when training read them and were missing "
+                      f"modalities ({', '.join(f'{c} {n}' for c, n in unreadable['columns'].items())}); first: "
+                      f"{unreadable['listed'][0]} (fit_summary.json lists them)")
             loads = ", ".join(f"{w} {v:.1f}" for w, v in clock.loads if v is not None)
             print(f"time (planned / actual; load average {loads or 'unknown'} on {cpu_count()} CPUs):", clock.table(), sep="\n")
             print(f"run directory {run}")
-            print(f"  reproduce: mmcore train {run / 'config.yaml'}")
+            print(f"  reproduce: mmcore train {run / 'config.yaml'} trainer.run_dir={run.parent / (run.name + '-again')}")
             print(f"  predict:   mmcore.Predictor.load({str(run)!r}).predict(table)")
         return predictor
 

@@ -16,8 +16,10 @@ built, so one row costs its reading and one forward pass.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,55 @@ import torch
 
 from mmcore_plugins.autofit.fitting import PLAN_FILE, SUMMARY_FILE, read_rows
 from mmcore_plugins.autofit.infer import ColumnError
-from mmcore_plugins.autofit.prepare import Plan, Preparer, decode_prediction
+from mmcore_plugins.autofit.prepare import Plan, Preparer, check_table_columns, decode_prediction
+
+
+def read_plan(run: str | Path) -> Plan:
+    """The column plan ``fit`` saved in run directory ``run`` (``autofit.json``), read bounded and
+    checked field by field (:meth:`Plan.from_json`). CheckpointError when damaged."""
+    from mmcore.engine.artefacts import MAX_JSON_BYTES, CheckpointError
+    from mmcore.engine.atomic import UnsafePathError, read_json
+
+    plan_file = Path(run) / PLAN_FILE
+    try:
+        meta = read_json(plan_file, max_bytes=MAX_JSON_BYTES, what=PLAN_FILE)
+        if not isinstance(meta, dict):
+            raise ValueError(f"{plan_file} must hold a JSON object, got {type(meta).__name__}")
+        return Plan.from_json(meta.get("plan"), where=f"{plan_file}: plan")
+    except (ValueError, UnsafePathError) as exc:
+        raise CheckpointError(str(exc)) from exc
+
+
+class MissingInputsWarning(UserWarning):
+    """A Predictor method treated cells or rows of a table as missing (files that do not exist or cannot be
+    read, placeholders, rows without input or target); the message names rows and columns."""
+
+
+class PartialRunWarning(UserWarning):
+    """:meth:`Predictor.load` of a run whose training did not finish (Ctrl-C, a failure): its model is the
+    best checkpoint so far; the message says how to continue the run."""
+
+
+#: report.json statuses of a run whose training did not finish (its model is the best checkpoint so far)
+PARTIAL_STATUSES = ("interrupted", "failed", "non_finite_loss")
+
+
+def partial_reason(run: str | Path) -> str | None:
+    """Why the run in ``run`` is partial (its training did not finish), or None when it finished."""
+    report = Path(run) / "report.json"
+    if not report.is_file():
+        return "training never finished (no report.json: interrupted, or still running)"
+    try:
+        status = json.loads(report.read_text(encoding="utf-8")).get("status")
+    except (ValueError, RecursionError, AttributeError, OSError):
+        return "its report.json cannot be read"
+    if status not in PARTIAL_STATUSES:
+        return None
+    return f"training {status if status != 'non_finite_loss' else 'stopped on a non-finite loss'}"
+
+
+def _listed(rows: list[int], limit: int = 10) -> str:
+    return ", ".join(map(str, rows[:limit])) + (f" and {len(rows) - limit} more" if len(rows) > limit else "")
 
 
 class Predictor:
@@ -42,6 +92,8 @@ class Predictor:
         self.run_dir, self.model, self.plan, self.config = Path(run_dir), model, plan, dict(config)
         self.device, self.batch_size = torch.device(device), batch_size
         self.model.to(self.device).eval()
+        #: why this run is partial (its training did not finish; the model is the best checkpoint so far), else None
+        self.partial: str | None = None
 
     def __repr__(self) -> str:
         slots = ", ".join(f"{s}: {e['name']}" for s, e in self.config["model"]["encoders"].items())
@@ -62,12 +114,13 @@ class Predictor:
         Raises :class:`ColumnError` (a ValueError) when ``path`` is not a ``fit`` run directory,
         :class:`~mmcore.engine.artefacts.CheckpointError` when one of its files is damaged, crafted,
         or from another fit than the others.
+
+        A run whose training did not finish (Ctrl-C; ``report.json`` status ``interrupted``) loads with a
+        :class:`PartialRunWarning` saying how to continue it, and ``partial`` set to why.
         """
-        from mmcore.engine.artefacts import MAX_JSON_BYTES, CheckpointError
-        from mmcore.engine.atomic import UnsafePathError, read_json
         from mmcore.engine.checkpoint import load_model
+        from mmcore.engine.rundir import RunDir
         from mmcore.plugin_manager import get_plugin_manager
-        from mmcore.yamlio import load_yaml_file
 
         run = Path(path)
         plan_file, config_file = run / PLAN_FILE, run / "config.yaml"
@@ -76,21 +129,25 @@ class Predictor:
             from mmcore.cli import load_run
 
             model, config = load_run(run, manager)
-            return cls(run, model, None, config, device=device)
+            return cls._loaded(run, model, None, config, device)
         if not config_file.is_file() or not (run / "best").is_dir():
             raise ColumnError(f"{str(path)!r} is not a run directory written by `mmcore fit` (expected {PLAN_FILE}, "
                               "config.yaml and best/)")
-        try:
-            meta = read_json(plan_file, max_bytes=MAX_JSON_BYTES, what=PLAN_FILE)
-            if not isinstance(meta, dict):
-                raise ValueError(f"{plan_file} must hold a JSON object, got {type(meta).__name__}")
-            plan = Plan.from_json(meta.get("plan"), where=f"{plan_file}: plan")
-        except (ValueError, UnsafePathError) as exc:
-            raise CheckpointError(str(exc)) from exc
-        config = load_yaml_file(config_file)  # mmcore's safe, bounded YAML reader
+        plan = read_plan(run)
+        config = RunDir(run).read_config()  # safe, bounded; paths taken where the run is now (a copy reads itself)
         model, _ = load_model(run / "best", manager.registry)
         _check_plan_fits(plan, model, plan_file)
-        return cls(run, model, plan, config, device=device)
+        return cls._loaded(run, model, plan, config, device)
+
+    @classmethod
+    def _loaded(cls, run: Path, model: Any, plan: Plan | None, config: Mapping[str, Any], device: Any) -> Predictor:
+        predictor = cls(run, model, plan, config, device=device)
+        predictor.partial = partial_reason(run)
+        if predictor.partial is not None:  # a partial run is usable, never silently taken for a finished one
+            warnings.warn(PartialRunWarning(
+                f"{run} is a partial run: {predictor.partial}; its model is the best checkpoint so far. Continue it "
+                f"with: mmcore train {run}/config.yaml --resume {run}"), stacklevel=3)
+        return predictor
 
     def save(self, path: str | Path) -> Path:
         """Copy the run directory to ``path`` (a new folder); returns it. ``Predictor.load(path)`` reads it back.
@@ -137,26 +194,81 @@ class Predictor:
         return list(self.plan.labels) if self.plan.task == "multilabel" else None
 
     # ------------------------------------------------------------------ inference
-    def _rows(self, data: Any) -> tuple[list[dict[str, Any]], Path, Any]:
+    # One rule for a table, in every method and as ``fit`` applied it to its own tables: every column the
+    # model reads is in the table or declared in ``missing_columns``; an empty cell, a placeholder such as
+    # "N/A", a missing or unreadable file, or an input that fails when read, is a missing cell (a missing
+    # modality; a missing number gets the training median) -- counted, and reported in one warning naming
+    # rows and columns; ``strict=True`` raises instead. A row with no input at all gets no prediction
+    # (None); ``evaluate`` leaves out rows without a usable target or input and counts them.
+    def _rows(self, data: Any) -> tuple[list[dict[str, Any]], Path, Any, str, list[str]]:
+        """``(rows, folder file paths start from, pandas index or None, name for messages, header)``."""
         if isinstance(data, Sequence) and not isinstance(data, (str, bytes)) and all(isinstance(r, Mapping) for r in data):
-            return [dict(r) for r in data], Path.cwd(), None
+            rows = [dict(r) for r in data]
+            return rows, Path.cwd(), None, "the rows", list(dict.fromkeys(k for r in rows for k in r))
         rows, base = read_rows(data)
-        index = getattr(data, "index", None) if type(data).__module__.startswith("pandas") else None
-        return rows, base, index
+        frame = type(data).__module__.startswith("pandas")
+        index = getattr(data, "index", None) if frame else None
+        if frame:
+            name, header = "the DataFrame", [str(c) for c in data.columns]
+        else:
+            name, header = str(data), list(dict.fromkeys(k for r in rows for k in r))
+        return rows, base, index, name, header
+
+    def _prepare(self, data: Any, *, missing_columns: Sequence[str] = (), strict: bool = False,
+                 with_target: bool = False) -> tuple[list[dict[str, Any] | None], Any, str, list[str]]:
+        """Each row's raw sample (None: a row with no input, or no target with ``with_target``), the
+        pandas index, the table's name and the notes of what was treated as missing."""
+        rows, base, index, name, header = self._rows(data)
+        if not rows:
+            raise ColumnError(f"{name} has no rows")
+        if self.plan is None:  # a `mmcore train` run: {slot: raw} rows
+            samples = [self._slot_sample(r, i, with_target) for i, r in enumerate(rows)]
+            if with_target:
+                missing = [i + 1 for i, s in enumerate(samples) if s["target"] is None]
+                if missing:
+                    raise ColumnError(f"evaluate: rows {missing[:10]} have no {self._target_name!r} value")
+            return samples, index, name, []
+        if isinstance(missing_columns, str):
+            missing_columns = [missing_columns]
+        declared = check_table_columns(self.plan, header, missing_columns, target=with_target, where=name)
+        if declared:
+            rows = [{**row, **dict.fromkeys(declared)} for row in rows]
+        preparer = Preparer(self.plan, base, strict=strict, allow_outside_paths=True)  # the user named this table
+        columns = self.plan.slot_columns()
+        samples: list[dict[str, Any] | None] = []
+        no_input, no_target = [], []
+        for i, row in enumerate(rows):
+            try:
+                sample = preparer.sample(row, i, with_target=with_target)
+            except ColumnError as exc:
+                raise ColumnError(f"{name}: {exc}") from None
+            if all(v is None for v in sample["inputs"].values()):
+                no_input.append(i + 1)
+                sample = None
+            elif with_target and sample["target"] is None:
+                no_target.append(i + 1)
+                sample = None
+            else:
+                sample["origin"] = {"file": name, "row": i + 1, "columns": columns}
+            samples.append(sample)
+        if strict and (no_input or no_target):
+            what = (f"rows {_listed(no_input)} have no input (every column the model reads is empty)" if no_input
+                    else f"rows {_listed(no_target)} have no usable {self.plan.target!r} value (empty or not a finite number)")
+            raise ColumnError(f"{name}: {what}")
+        notes = [f"row {i + 1}, column {column!r}: {why}" for i, column, why in preparer.dropped]
+        if no_input:
+            notes.append(f"rows {_listed(no_input)}: no input at all ({'left out' if with_target else 'no prediction'})")
+        if no_target:
+            notes.append(f"rows {_listed(no_target)}: no usable {self.plan.target!r} value (left out)")
+        return samples, index, name, notes
 
     def _batches(self, data: Any, *, with_target: bool = False):
-        rows, base, index = self._rows(data)
-        if not rows:
-            raise ColumnError("the table has no rows")
-        if self.plan is None:
-            samples = [self._slot_sample(r, i, with_target) for i, r in enumerate(rows)]
-        else:
-            preparer = Preparer(self.plan, base, strict=True, allow_outside_paths=True)  # as mmcore predict does
-            samples = [preparer.sample(r, i, with_target=with_target) for i, r in enumerate(rows)]
-        if with_target:
-            missing = [i + 1 for i, s in enumerate(samples) if s["target"] is None]
-            if missing:
-                raise ColumnError(f"evaluate: rows {missing[:10]} have no {self._target_name!r} value")
+        """``(samples, index)`` for a method that needs every row to have an input (``explain``)."""
+        samples, index, name, notes = self._prepare(data, with_target=with_target)
+        empty = [i + 1 for i, s in enumerate(samples) if s is None]
+        if empty:
+            raise ColumnError(f"{name}: rows {_listed(empty)} have no input (every column the model reads is empty)")
+        self._warn("explain", name, notes)
         return samples, index
 
     @property
@@ -179,14 +291,18 @@ class Predictor:
         return [decode_prediction(self.plan, p) for p in out.predictions.cpu().tolist()]
 
     @torch.no_grad()
-    def _outputs(self, samples: list[dict[str, Any]], *, fused: bool = False):
+    def _outputs(self, samples: list[dict[str, Any]], *, fused: bool = False, strict: bool = False,
+                 notes: list[str] | None = None):
         from mmcore.engine.evaluation import to_device
+        from mmcore.unreadable import describe
 
         if self.model.training:
             self.model.eval()
+        self.model.unreadable_inputs = "error" if strict else "missing"  # an input that fails when read
+        seen = len(self.model.unreadable)
         for start in range(0, len(samples), self.batch_size):
             chunk = samples[start:start + self.batch_size]
-            batch = self.model.collate([{"inputs": s["inputs"]} for s in chunk])
+            batch = self.model.collate([{"inputs": s["inputs"], "origin": s.get("origin")} for s in chunk])
             inputs, _ = to_device(batch, self.device)
             if fused:
                 features = self.model.encode(inputs)
@@ -198,6 +314,14 @@ class Predictor:
                 yield out.pooled
             else:
                 yield self.model(inputs)
+        if notes is not None:
+            notes += [describe(e) for e in list(self.model.unreadable.entries.values())[seen:]]
+
+    def _warn(self, what: str, name: str, notes: list[str]) -> None:
+        if notes:
+            shown = "; ".join(notes[:5]) + (f"; ... ({len(notes) - 5} more)" if len(notes) > 5 else "")
+            warnings.warn(MissingInputsWarning(f"{what} on {name}: {len(notes)} cell(s) or row(s) treated as missing "
+                                               f"(strict=True refuses them): {shown}"), stacklevel=3)
 
     def _series(self, values: list[Any], index: Any, name: str):
         if index is None:
@@ -206,43 +330,66 @@ class Predictor:
 
         return pd.Series(values, index=index, name=name)
 
-    def predict(self, data: Any) -> Any:
+    def predict(self, data: Any, *, missing_columns: Sequence[str] = (), strict: bool = False) -> Any:
         """Predictions per row: class names (classification), lists of labels (multilabel) or numbers
-        (regression). A list, or a pandas Series indexed like ``data`` when it is a DataFrame."""
-        samples, index = self._batches(data)
-        values = []
-        for out in self._outputs(samples):
-            values += self._decode(out)
+        (regression); None for a row with no input at all. A list, or a pandas Series indexed like
+        ``data`` when it is a DataFrame.
+
+        ``missing_columns``: columns the model reads that this table lacks on purpose (every cell of
+        them missing). ``strict``: raise instead of treating a missing or unreadable file, or a row
+        with no input, as missing. Raises :class:`ColumnError` naming the column (and the closest one the
+        table has) when a column the model reads is absent and not declared missing.
+        """
+        samples, index, name, notes = self._prepare(data, missing_columns=missing_columns, strict=strict)
+        present = [s for s in samples if s is not None]
+        decoded = []
+        for out in self._outputs(present, strict=strict, notes=notes):
+            decoded += self._decode(out)
+        values, found = [], iter(decoded)
+        for sample in samples:
+            values.append(None if sample is None else next(found))
+        self._warn("predict", name, notes)
         return self._series(values, index, self._target_name)
 
-    def predict_proba(self, data: Any) -> Any:
-        """Class (or per-label) probabilities per row, ``[N, classes]``: a pandas DataFrame with the
-        class names as columns when pandas is installed, else a list of ``{class: probability}``.
-        ValueError for a regression model."""
+    def predict_proba(self, data: Any, *, missing_columns: Sequence[str] = (), strict: bool = False) -> Any:
+        """Class (or per-label) probabilities per row, ``[N, classes]`` (NaN for a row with no input): a
+        pandas DataFrame with the class names as columns when pandas is installed, else a list of
+        ``{class: probability}``. ValueError for a regression model. Options as :meth:`predict`."""
         if self.plan is not None and self.plan.task == "regression" or self.plan is None and self.classes is None:
             raise ColumnError("predict_proba: this is a regression model; use predict")
-        samples, index = self._batches(data)
-        rows = []
-        for out in self._outputs(samples):
+        samples, index, name, notes = self._prepare(data, missing_columns=missing_columns, strict=strict)
+        present = [s for s in samples if s is not None]
+        found = []
+        for out in self._outputs(present, strict=strict, notes=notes):
             probabilities = out.extras.get("probabilities")
             if probabilities is None:
                 multilabel = self.plan.task == "multilabel" if self.plan is not None else out.predictions.dim() == 2
                 probabilities = out.logits.sigmoid() if multilabel else out.logits.softmax(-1)
-            rows += probabilities.float().cpu().tolist()
+            found += probabilities.float().cpu().tolist()
         names = self.classes or []
+        rows, it = [], iter(found)
+        for sample in samples:
+            rows.append([float("nan")] * len(names) if sample is None else next(it))
+        self._warn("predict_proba", name, notes)
         try:
             import pandas as pd
         except ImportError:
             return [dict(zip(names, r, strict=True)) for r in rows]
         return pd.DataFrame(rows, columns=names, index=index)
 
-    def evaluate(self, data: Any) -> dict[str, float]:
+    def evaluate(self, data: Any, *, missing_columns: Sequence[str] = (), strict: bool = False) -> dict[str, float]:
         """The head's metrics on a table holding the target column (accuracy and macro F1; or MSE,
-        MAE and R^2 for regression), plus ``rows``."""
-        samples, _ = self._batches(data, with_target=True)
+        MAE and R^2 for regression), plus ``rows`` (rows evaluated) and ``rows_left_out`` (rows without a
+        usable target or without any input, left out as ``fit`` left them out of its test table).
+        Options as :meth:`predict`; with ``strict`` such a row is an error."""
+        prepared, _, table, notes = self._prepare(data, missing_columns=missing_columns, strict=strict, with_target=True)
+        samples = [s for s in prepared if s is not None]
+        if not samples:
+            raise ColumnError(f"evaluate: no row of {table} has both an input and a usable {self._target_name!r} value")
         metrics = {name: m.to(self.device) for name, m in self.model.head.metrics().items()}
         predictions, targets = [], []
-        for start, out in zip(range(0, len(samples), self.batch_size), self._outputs(samples), strict=True):
+        outputs = self._outputs(samples, strict=strict, notes=notes)
+        for start, out in zip(range(0, len(samples), self.batch_size), outputs, strict=True):
             target = self.model.head.collate_targets([s["target"] for s in samples[start:start + self.batch_size]])
             target = target.to(self.device)
             for metric in metrics.values():
@@ -255,13 +402,24 @@ class Predictor:
             total = float(((y - y.mean()) ** 2).sum())
             result["r2"] = 1.0 - float(((y - p) ** 2).sum()) / total if total > 0 else float("nan")
         result["rows"] = len(samples)
+        result["rows_left_out"] = len(prepared) - len(samples)
+        self._warn("evaluate", table, notes)
         return result
 
-    def embed(self, data: Any):
+    def embed(self, data: Any, *, missing_columns: Sequence[str] = (), strict: bool = False):
         """The representation the head reads, per row: a float32 numpy array ``[N, D]`` -- the fused vector,
-        or, for a per-modality ensemble head, every slot's pooled features side by side (zeros where absent)."""
-        samples, _ = self._batches(data)
-        return torch.cat([f.float().cpu() for f in self._outputs(samples, fused=True)]).numpy()
+        or, for a per-modality ensemble head, every slot's pooled features side by side (zeros where absent);
+        NaN for a row with no input. Options as :meth:`predict`."""
+        samples, _, name, notes = self._prepare(data, missing_columns=missing_columns, strict=strict)
+        present = [s for s in samples if s is not None]
+        found = torch.cat([f.float().cpu() for f in self._outputs(present, fused=True, strict=strict, notes=notes)]) \
+            if present else torch.zeros(0, 0)
+        out = torch.full((len(samples), found.shape[-1] if present else 0), float("nan"))
+        rows = [i for i, s in enumerate(samples) if s is not None]
+        if rows:
+            out[rows] = found
+        self._warn("embed", name, notes)
+        return out.numpy()
 
     def explain(self, data: Any, *, plots: str | Path | None = None) -> Any:
         """Exact Shapley values of each modality slot for each row's prediction (``mmcore explain``;

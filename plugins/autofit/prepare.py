@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from mmcore.labels import ClassIndex, multilabel_names
+from mmcore.labels import ClassIndex, is_non_finite, multilabel_names
 from mmcore_plugins.autofit.infer import (
     FILE_KINDS,
     ColumnError,
@@ -52,6 +52,8 @@ class Plan:
     class_values: list[Any] | None = None
     labels: list[str] | None = None
     delimiter: str | None = None
+    #: a multilabel target's empty cell: "none" of the labels (a negative example), or "missing" (no target)
+    empty_labels: str = "none"
     fill: dict[str, float] = field(default_factory=dict)
     indicators: dict[str, str] = field(default_factory=dict)
     text_files: list[str] = field(default_factory=list)
@@ -141,6 +143,19 @@ class Plan:
     def file_columns(self) -> list[str]:
         return [s["column"] for s in self.slots.values() if s["kind"] in FILE_KINDS]
 
+    @property
+    def input_columns(self) -> list[str]:
+        """The user's columns the model reads, in slot order (never a column ``fit`` derived, such as
+        ``"<column> missing"``: those are derived again from these)."""
+        out: list[str] = []
+        for spec in self.slots.values():
+            out += [spec["column"]] if "column" in spec else [*spec["numeric"], *spec["categorical"]]
+        return out
+
+    def slot_columns(self) -> dict[str, str]:
+        """``{slot: column}`` of the one-column slots (what an unreadable input's report names)."""
+        return {slot: spec["column"] for slot, spec in self.slots.items() if "column" in spec}
+
     def manifest_columns(self) -> dict[str, Any]:
         """The manifest dataset's ``columns`` option: ``{slot: column | {numeric, categorical}}``."""
         out: dict[str, Any] = {}
@@ -162,6 +177,39 @@ class Plan:
             numeric += [*derived["numeric"].values(), *([self.indicators[column]] if column in self.indicators else [])]
             categorical += list(derived["categorical"].values())
         return numeric, categorical
+
+
+def check_table_columns(plan: Plan, header: Sequence[str], missing: Sequence[str] = (), *, target: bool = False,
+                        where: str = "the table", option: str = "missing_columns") -> list[str]:
+    """The rule for a table given to a trained model: every column the model reads is in ``header`` or
+    declared in ``missing`` (its cells are then all empty: missing modalities, the training median for a
+    number); with ``target``, the target column is in ``header``. Returns the declared columns.
+
+    Raises :class:`ColumnError` naming each absent column and the closest column the table has (a
+    renamed header, a table with no shared column), and each declared column the model does not read.
+    """
+    import difflib
+
+    present, needed = set(header), plan.input_columns
+    declared = list(dict.fromkeys(missing))
+    unknown = [c for c in declared if c not in needed]
+    if unknown:
+        raise ColumnError(f"{option}: {', '.join(repr(c) for c in unknown)} "
+                          f"{'is not a column' if len(unknown) == 1 else 'are not columns'} the model reads "
+                          f"(it reads {', '.join(repr(c) for c in needed)})")
+    absent = [c for c in needed if c not in present and c not in declared]
+    lines = []
+    for column in absent + ([plan.target] if target and plan.target not in present else []):
+        close = difflib.get_close_matches(column, sorted(present - set(needed), key=str), n=1)
+        role = "the target column" if column == plan.target and column not in needed else "a column the model was trained on"
+        lines.append(f"{where} has no column {column!r} ({role})" + (f"; did you mean {close[0]!r}?" if close else ""))
+    if lines:
+        shared = [c for c in needed if c in present]
+        hint = (f"\n(declare a column missing with {option} to predict with it missing; the table's columns: "
+                f"{', '.join(repr(c) for c in list(dict.fromkeys(header))[:20])}"
+                + ("" if shared else "; it shares no column with the model's") + ")")
+        raise ColumnError("\n".join(lines) + hint)
+    return declared
 
 
 def slot_name(column: str, taken: set[str]) -> str:
@@ -239,7 +287,8 @@ def make_plan(infos: Sequence[ColumnInfo], train_rows: Sequence[Mapping[str, Any
         split_column, k = f"split_{k}", k + 1
     return Plan(target=target.name, task=target.kind, slots=slots, classes=target.details.get("classes"),
                 class_values=target.details.get("class_values"), labels=target.details.get("labels"), delimiter=target.details.get("delimiter"), fill=fill,
-                indicators=indicators, text_files=text_files, split_column=split_column, dates=date_plans)
+                indicators=indicators, text_files=text_files, split_column=split_column, dates=date_plans,
+                empty_labels=target.details.get("empty_labels", "none"))
 
 
 class Preparer:
@@ -259,6 +308,8 @@ class Preparer:
         self.allow_outside_paths = allow_outside_paths
         self.unusable = {c: dict(v) for c, v in (unusable or {}).items()}
         self.dropped_files: dict[str, int] = {}
+        #: ``(row index, column, why)`` of every file cell turned missing (``strict=False``)
+        self.dropped: list[tuple[int, str, str]] = []
         # any spelling of a class finds it (a JSON Lines 1 is the CSV's "1")
         self.classes = ClassIndex(plan.classes or [])
         self.labels = ClassIndex(plan.labels or [])
@@ -268,6 +319,7 @@ class Preparer:
             return None
         if index in self.unusable.get(column, {}):
             self.dropped_files[column] = self.dropped_files.get(column, 0) + 1
+            self.dropped.append((index, column, str(self.unusable[column][index])))
             return None
         from mmcore_plugins.io.paths import OutsidePathError
 
@@ -287,6 +339,7 @@ class Preparer:
             if self.strict:
                 raise ColumnError(f"row {index + 1}, column {column!r}: {problem}")
             self.dropped_files[column] = self.dropped_files.get(column, 0) + 1
+            self.dropped.append((index, column, problem))
             return None
         return str(path.resolve())
 
@@ -303,7 +356,7 @@ class Preparer:
         return str(value)
 
     def _number(self, column: str, index: int, value: Any) -> float | None:
-        if is_missing(value):
+        if is_missing(value) or is_non_finite(value):  # no measurement: the training median fills it
             return None
         number = as_number(value)
         if number is None:
@@ -354,7 +407,11 @@ class Preparer:
     def target(self, row: Mapping[str, Any], index: int) -> Any:
         """The encoded target of one row; None when the cell is empty."""
         plan, value = self.plan, row.get(self.plan.target)
-        if is_missing(value) and not isinstance(value, list):
+        if isinstance(value, list):
+            pass
+        elif is_missing(value) and plan.task == "multilabel" and plan.empty_labels == "none":
+            return [0] * len(self.labels)  # "none of the labels": a negative example
+        elif is_missing(value) or is_non_finite(value):  # no label: the row is left out (counted)
             return None
         if plan.task == "regression":
             number = as_number(value)

@@ -35,17 +35,18 @@ def _records_from_table(args: argparse.Namespace, model, config: dict, manager) 
 
     try:
         built = manager.hook.mmcore_table_inputs(path=Path(args.data), encoding=args.encoding, model=model,
-                                                 data=dict(config.get("data") or {}))
+                                                 data=dict(config.get("data") or {}), run_dir=Path(args.run_dir),
+                                                 missing=[], strict=True)  # strict: a row read whole or refused
     except (ValueError, FileNotFoundError) as exc:
         raise ConfigError([ConfigIssue("--data", str(exc))]) from exc
     if built is None:
         raise ConfigError([ConfigIssue("--data", "no installed plugin reads tables into model inputs (hook "
                                                  "mmcore_table_inputs; the built-in one is the manifest plugin's)")])
-    problems = [f"row {i}: {error}" if not str(error).startswith("row") else str(error)
-                for i, (_, error) in enumerate(built, start=1) if error is not None]
+    problems = [f"row {i}: {item[1]}" if not str(item[1]).startswith("row") else str(item[1])
+                for i, item in enumerate(built, start=1) if item[1] is not None]
     if problems:
         raise ConfigError([ConfigIssue("--data", p) for p in problems[:20]])
-    return [inputs for inputs, _ in built]
+    return [item[0] for item in built]  # (a third element, where given, notes cells read as missing)
 
 
 def _records_from_split(args: argparse.Namespace, config: dict, manager) -> list[dict]:

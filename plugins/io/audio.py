@@ -39,7 +39,7 @@ import torch
 from mmcore_plugins.io.errors import AudioReadError, describe, not_a_regular_file
 
 __all__ = ["AUDIO_SUFFIXES", "AudioInfo", "load_audio", "looks_like_audio", "probe_audio", "read_audio", "resample", "verify_audio",
-           "MIN_SAMPLE_RATE", "MAX_SAMPLE_RATE", "MAX_CHANNELS", "MAX_COMPRESSION"]
+           "MIN_SAMPLE_RATE", "MAX_SAMPLE_RATE", "MAX_CHANNELS", "MAX_COMPRESSION", "MAX_AMPLITUDE"]
 
 #: Accepted sample rates, Hz (inclusive). 0 or 2^31-1 in a header is damage, not audio.
 MIN_SAMPLE_RATE = 1
@@ -49,6 +49,11 @@ MAX_CHANNELS = 64
 #: A compressed file may claim at most this many bytes of 16-bit PCM per byte of file. Digital
 #: silence in FLAC or Vorbis compresses about 1000:1; a header claiming far more is lying.
 MAX_COMPRESSION = 4096
+
+#: Largest sample magnitude accepted. Float audio is stored in [-1, 1]; integer PCM saved as float without
+#: scaling reaches 2**31. Beyond 2**32 a sample is damage (a 3e29 burst), and the spectrogram a
+#: processor computes from it (its power, a sum of squares) would overflow float32 to inf.
+MAX_AMPLITUDE = 2.0**32
 
 #: Bytes per sample of libsndfile's uncompressed subtypes: for these the file size bounds the frames.
 _SUBTYPE_BYTES = {"PCM_S8": 1, "PCM_U8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8,
@@ -305,8 +310,20 @@ def _array_waveform(raw: Any, what: str) -> torch.Tensor:
         if not np.isfinite(values).all():
             raise AudioReadError(f"a waveform must hold finite values, got {int((~np.isfinite(values)).sum())} NaN or "
                                  f"infinite sample(s)")
+        _check_amplitude(values, "a waveform", None)
     wav = torch.from_numpy(np.ascontiguousarray(values))
     return wav.mean(0) if wav.dim() == 2 else wav
+
+
+def _check_amplitude(data: np.ndarray, what: str, path: str | os.PathLike | None) -> None:
+    """AudioReadError naming ``what`` (and where) when a sample's magnitude exceeds :data:`MAX_AMPLITUDE`."""
+    peak = float(np.abs(data).max()) if data.size else 0.0
+    if peak > MAX_AMPLITUDE:
+        over = np.abs(data) > MAX_AMPLITUDE
+        at = int(np.argmax(over.any(axis=-1) if data.ndim == 2 and path is not None else over.reshape(-1)))
+        where = f" (first at {'frame' if path is not None else 'sample'} {at})"
+        raise AudioReadError(f"cannot read {what}: it holds a sample of magnitude {peak:.3g}{where}; audio samples are "
+                             f"at most {MAX_AMPLITUDE:.3g} (float audio is stored in [-1, 1])", path=path)
 
 
 def _read_file(path: str | os.PathLike | io.IOBase, max_seconds: float | None) -> tuple[torch.Tensor, int]:
@@ -355,6 +372,7 @@ def _read_file(path: str | os.PathLike | io.IOBase, max_seconds: float | None) -
     if not np.isfinite(data).all():  # float WAVs can store NaN / inf
         raise AudioReadError(f"cannot read audio {describe(path) if not is_stream else 'stream'}: it holds NaN or infinite samples",
                              path=None if is_stream else path)
+    _check_amplitude(data, f"audio {describe(path)}" if not is_stream else "audio stream", None if is_stream else path)
     return torch.from_numpy(data.mean(axis=1, dtype=np.float32)), info.sample_rate
 
 

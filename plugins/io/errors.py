@@ -7,11 +7,12 @@ from __future__ import annotations
 import os
 import stat
 
-from mmcore.errors import MmcoreError
+from mmcore.errors import InputReadError
 
 
-class MediaError(MmcoreError, ValueError):
-    """A media file (or in-memory image / waveform) cannot be read as what it was given as.
+class MediaError(InputReadError):
+    """A media file (or in-memory image / waveform) cannot be read as what it was given as (an
+    :class:`mmcore.errors.InputReadError`: training treats it by ``trainer.unreadable_inputs``).
 
     ``path`` is the file concerned (``None`` for in-memory values); the message already names it.
     """

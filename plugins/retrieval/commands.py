@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,7 @@ def cmd_embed(args: argparse.Namespace, manager) -> int:
         embed,
         finite_rows,
         manifest_rows,
+        repeated_ids,
         split_rows,
         write_embeddings,
     )
@@ -84,7 +86,9 @@ def cmd_embed(args: argparse.Namespace, manager) -> int:
     if args.data is not None:
         if args.split is not None:
             raise ConfigError([ConfigIssue("--split", "give either --data MANIFEST or --split of the run's data, not both")])
-        samples, ids, targets = manifest_rows(model, config, args.data, id_column=args.id_column, target=args.target)
+        missing = [c.strip() for item in args.missing for c in item.split(",") if c.strip()]
+        samples, ids, targets = manifest_rows(model, config, args.data, id_column=args.id_column, target=args.target,
+                                              manager=manager, run_dir=args.run_dir, missing=missing, strict=args.strict)
         source = str(args.data)
     else:
         from mmcore.engine.trainer import load_datasets
@@ -115,12 +119,18 @@ def cmd_embed(args: argparse.Namespace, manager) -> int:
                                                       "at most one cell per vector")])
         index, settings = build_index(vectors[vector][keep], kind=args.index_type, nlist=args.nlist, nprobe=args.nprobe)
         kept_ids = [i for i, k in zip(ids, keep, strict=True) if k]
+        kept_rows = [n for n, k in enumerate(keep, start=1) if k]  # a repeated id's hits stay told apart
         kept_targets = None if targets is None else [t for t, k in zip(targets, keep, strict=True) if k]
-        meta = {"vector": vector, **settings, "ids": kept_ids, "targets": kept_targets, "embeddings": str(out),
+        meta = {"vector": vector, **settings, "ids": kept_ids, "rows": kept_rows, "targets": kept_targets, "embeddings": str(out),
                 "run": str(Path(args.run_dir).resolve()), "checkpoint": args.checkpoint,
                 "weights_sha256": weights_digest(checkpoint)}
     files = write_embeddings(out, vectors, ids, targets, overwrite=args.overwrite)
     print(f"embedded {len(ids)} rows of {source}: {describe(vectors)}")
+    repeated = repeated_ids(ids)
+    if repeated:  # kept (several photos of one product share its id), never silently
+        shown = "; ".join(f"{value!r} rows {', '.join(map(str, rows[:5]))}" for value, rows in list(repeated.items())[:5])
+        print(f"note: {len(repeated)} id(s) repeat, each row kept under its id: {shown}"
+              + (f" and {len(repeated) - 5} more" if len(repeated) > 5 else ""), file=sys.stderr)
     print(f"wrote {', '.join(str(f) for f in files)}")
     if index is not None:
         from mmcore_plugins.retrieval.index import save_index
@@ -208,8 +218,12 @@ def cmd_search(args: argparse.Namespace, manager) -> int:
         raise ConfigError([ConfigIssue("--query", f"the model gives no {name!r} vector for a {slot!r} query")])
     scores, positions = search(index, query, args.k, nprobe=args.nprobe)
     ids, targets = meta["ids"], meta.get("targets")
-    hits = [{"rank": r + 1, "id": ids[p], "score": round(float(s), 6), **({"target": targets[p]} if targets else {})}
+    # an id several rows share is never silently ambiguous: each hit also names its row of the embedded table
+    rows = meta.get("rows") if isinstance(meta.get("rows"), list) and len(meta["rows"]) == len(ids) else None
+    hits = [{"rank": r + 1, "id": ids[p], **({"row": rows[p]} if rows else {}), "score": round(float(s), 6),
+             **({"target": targets[p]} if targets else {})}
             for r, (s, p) in enumerate(zip(scores[0], positions[0], strict=True)) if p >= 0]
+    shared = sorted({str(h["id"]) for h in hits if ids.count(h["id"]) > 1})
     if args.json:
         print(json.dumps({"query": args.query, "slot": slot, "vector": meta["vector"], "kind": meta["kind"], "neighbours": hits}))
         return 0
@@ -217,7 +231,10 @@ def cmd_search(args: argparse.Namespace, manager) -> int:
     width = max([len("id"), *(len(str(h["id"])) for h in hits)])
     print(f"{'rank':>4}  {'id':<{width}}  {'score':>7}" + ("  target" if targets else ""))
     for h in hits:
-        print(f"{h['rank']:>4}  {str(h['id']):<{width}}  {h['score']:7.4f}" + (f"  {h['target']}" if targets else ""))
+        print(f"{h['rank']:>4}  {str(h['id']):<{width}}  {h['score']:7.4f}" + (f"  {h['target']}" if targets else "")
+              + (f"  (row {h['row']})" if "row" in h and str(h["id"]) in shared else ""))
+    if shared:
+        print(f"note: id(s) {', '.join(map(repr, shared))} belong to several rows of the index; each hit names its row")
     return 0
 
 
@@ -234,6 +251,11 @@ def mmcore_add_commands(subparsers) -> None:
                    help="replace an existing --out / --index (and the files mmcore wrote beside them; never another file)")
     p.add_argument("--id-column", help="manifest column of row ids (default: 'id' if present, else the row number)")
     p.add_argument("--target", help="manifest column of targets kept beside the vectors (default: the run's, or 'label')")
+    p.add_argument("--missing", action="append", default=[], metavar="COLUMN",
+                   help="a column the model reads that the --data table lacks on purpose: its slot is a missing "
+                        "modality in every row (repeatable, or comma-separated); any other absent column is an error")
+    p.add_argument("--strict", action="store_true",
+                   help="a missing or unreadable file in --data is an error instead of a missing modality")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--index", metavar="FILE", help="also build a FAISS index of one vector (+ FILE.json sidecar)")

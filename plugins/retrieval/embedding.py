@@ -131,22 +131,32 @@ def _path_columns(model, columns: Mapping[str, Any]) -> list[str]:
 
 
 def manifest_rows(model, config: Mapping[str, Any], manifest: str | Path, *, id_column: str | None = None,
-                  target: str | None = None) -> tuple[list[dict[str, Any]], list[str], list[Any] | None]:
-    """``(samples, ids, targets)`` of every row of a CSV/JSONL manifest, read with the run's columns.
+                  target: str | None = None, manager=None, run_dir: str | Path | None = None,
+                  missing: Sequence[str] = (), strict: bool = False) -> tuple[list[dict[str, Any]], list[str], list[Any] | None]:
+    """``(samples, ids, targets)`` of every row of a table (CSV/JSONL/Parquet), read as ``mmcore predict
+    --data`` reads it (hook ``mmcore_table_inputs``: the run's column mapping -- a ``fit`` run's column
+    plan, whose derived columns are derived again -- else one column per slot).
 
-    Columns: the run's ``data.columns`` when the run was trained on a ``manifest``; otherwise
-    each slot reads the column of its own name (image/audio/video cells are file paths relative
-    to the manifest's folder). Slots whose column the manifest lacks are missing modalities.
-    Ids: ``id_column`` (default ``id`` when the manifest has it), else the 1-based row number.
+    The rule of ``predict``: every column the model reads is in the table or declared in ``missing``
+    (its slot's cells all empty: missing modalities); any other absent column is an error naming it and
+    the closest column the table has. ``strict``: a missing or unreadable file is an error rather than a
+    missing modality where the run's rule makes it one.
+    Ids: ``id_column`` (default ``id`` when the manifest has it), else the 1-based row number; an
+    empty id is an error naming its rows, a repeated one is reported (:func:`repeated_ids`).
     Targets: ``target`` (default: the run's target column, else ``label``) when every row has one,
     as written (integers as ints).
 
     Raises:
-        ConfigError: the file does not exist, is not a manifest, or has none of the slots' columns;
-            bad rows (unreadable or missing files, bad numbers), each with its row and column.
+        ConfigError: the file does not exist, is not a table, lacks a column the model reads, has an
+            empty id; bad rows (missing files, bad numbers), each with its row and column.
     """
-    from mmcore_plugins.datasets.manifest import inputs_from_rows, read_rows
+    from mmcore.labels import is_missing
+    from mmcore_plugins.datasets.manifest import read_rows
 
+    if manager is None:
+        from mmcore.plugin_manager import get_plugin_manager
+
+        manager = get_plugin_manager()
     manifest = Path(manifest).expanduser()
     if manifest.suffix.lower() not in MANIFEST_SUFFIXES:
         raise ConfigError([ConfigIssue("--data", f"{manifest} is not a manifest: expected a file ending in "
@@ -159,24 +169,7 @@ def manifest_rows(model, config: Mapping[str, Any], manifest: str | Path, *, id_
         raise ConfigError([ConfigIssue("--data", f"{manifest} has no rows")])
     header = {key for row in rows for key in row}
     data = config.get("data") or {}
-    if data.get("name") == "manifest" and isinstance(data.get("columns"), Mapping):
-        columns = {s: c for s, c in data["columns"].items() if s in model.slots}
-        run_target = data.get("target") if isinstance(data.get("target"), str) else None
-    else:
-        columns = {s: s for s in model.slots}
-        run_target = None
-
-    def has(col: Any) -> bool:
-        if isinstance(col, str):
-            return col in header
-        if isinstance(col, list):
-            return all(c in header for c in col)
-        return any(c in header for cs in col.values() for c in cs)
-
-    columns = {s: c for s, c in columns.items() if has(c)}
-    if not columns:
-        raise ConfigError([ConfigIssue("--data", f"{manifest} has none of the model's input columns "
-                                                 f"{sorted(map(str, model.slots))}; it has {sorted(header)}")])
+    run_target = data.get("target") if data.get("name") == "manifest" and isinstance(data.get("target"), str) else None
     if id_column is not None and id_column not in header:
         raise ConfigError([ConfigIssue("--id-column", f"{manifest} has no column {id_column!r}; it has {sorted(header)}")])
     id_column = id_column or ("id" if "id" in header else None)
@@ -185,20 +178,44 @@ def manifest_rows(model, config: Mapping[str, Any], manifest: str | Path, *, id_
     target = target or next((t for t in (run_target, "label") if t and t in header), None)
     if target is not None and any(row.get(target) in (None, "") for row in rows):
         target = None  # an unlabelled row: embed without targets rather than refuse
+    if id_column is not None:
+        empty = [n for n, row in enumerate(rows, start=1) if is_missing(row.get(id_column))]
+        if empty:
+            raise ConfigError([ConfigIssue("--id-column", f"{manifest}: rows {_rows_listed(empty)} have no "
+                                                          f"{id_column!r} id; give every row one, or another --id-column")])
     try:
-        built = inputs_from_rows(rows, columns, path_columns=_path_columns(model, columns), root=manifest.parent,
-                                 name=str(manifest), validate="decode")
+        built = manager.hook.mmcore_table_inputs(path=manifest, encoding="utf-8-sig", model=model, data=dict(data),
+                                                 run_dir=Path(run_dir) if run_dir is not None else None,
+                                                 missing=list(missing), strict=strict)
     except (OSError, ValueError) as exc:
-        raise ConfigError([ConfigIssue("--data", str(exc))]) from exc
-    problems = [problem for _, problem in built if problem]
+        message = str(exc)
+        declared = message.startswith("--missing: ") or "declared missing" in message  # a --missing name the model lacks
+        raise ConfigError([ConfigIssue("--missing" if declared else "--data", message.removeprefix("--missing: "))]) from exc
+    if built is None:
+        raise ConfigError([ConfigIssue("--data", "no installed plugin reads tables into model inputs (hook "
+                                                 "mmcore_table_inputs; the built-in one is the manifest plugin)")])
+    problems = [item[1] for item in built if item[1]]
     if problems:
         more = f" (and {len(problems) - 5} more bad rows)" if len(problems) > 5 else ""
         raise ConfigError([ConfigIssue("--data", f"{manifest}: {p}") for p in problems[:5]]
                           + ([ConfigIssue("--data", more.strip())] if more else []))
-    samples = [{"inputs": inputs} for inputs, _ in built]
+    samples = [{"inputs": item[0]} for item in built]
     ids = [str(row[id_column]) if id_column else str(n) for n, row in enumerate(rows, start=1)]
     targets = [_target_value(row[target]) for row in rows] if target else None
     return samples, ids, targets
+
+
+def _rows_listed(rows: Sequence[int], limit: int = 10) -> str:
+    return ", ".join(map(str, rows[:limit])) + (f" and {len(rows) - limit} more" if len(rows) > limit else "")
+
+
+def repeated_ids(ids: Sequence[str]) -> dict[str, list[int]]:
+    """``{id: [1-based rows]}`` of every id that more than one row carries (an index returns each of
+    those rows under the same id: the report says which, so that no result is silently ambiguous)."""
+    rows: dict[str, list[int]] = {}
+    for n, value in enumerate(ids, start=1):
+        rows.setdefault(value, []).append(n)
+    return {value: where for value, where in rows.items() if len(where) > 1}
 
 
 def split_rows(dataset, split: str) -> tuple[list[dict[str, Any]], list[str], list[Any] | None]:

@@ -208,3 +208,18 @@ def test_the_model_tells_the_manifest_its_slot_modalities_and_target_type(tmp_pa
     data = load_datasets(config, mmcore.get_plugin_manager())
     assert [s["inputs"]["note"] for s in data["val"].samples] == ["hello"], "a text slot's file is read"
     assert [s["target"] for s in data["val"].samples] == [3], "num_classes 4 makes integer labels the class index"
+
+
+def test_a_manifest_runs_table_needs_each_column_or_a_declared_missing_one(run, tmp_path, capsys):
+    """Issue 20.1 for a `mmcore train` run: a renamed header is an error naming the column and the
+    closest one; --missing makes its cells empty (a row of numbers missing whole: the slot is missing)."""
+    (tmp_path / "renamed.csv").write_text("note,years,city\nmeow purr,22,oslo\nwoof bark,23,rome\n")
+    out = tmp_path / "p.jsonl"
+    assert main(["predict", str(run), "--data", str(tmp_path / "renamed.csv"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "no column 'age'" in err and not out.exists()
+    assert main(["predict", str(run), "--data", str(tmp_path / "renamed.csv"), "--out", str(out), "--missing", "age"]) == 0
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [set(r) >= {"row", "prediction"} for r in lines] == [True, True]
+    assert main(["predict", str(run), "--data", str(tmp_path / "renamed.csv"), "--missing", "agee"]) == 2
+    assert "'agee' is not a column the model reads" in capsys.readouterr().err

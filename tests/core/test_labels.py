@@ -60,7 +60,16 @@ def test_what_is_not_a_class_label_is_a_value_error(bad):
 
 def test_missing_values():
     assert all(is_missing(v) for v in (None, float("nan"), "", "   ", "\t"))
-    assert not any(is_missing(v) for v in (0, 0.0, False, "0", "nan", [], "x"))
+    # placeholders spreadsheets and pandas write for "no value" are no value too, in every command
+    assert all(is_missing(v) for v in ("nan", "NaN", " N/A ", "n/a", "NA", "#N/A", "<NA>", "null", "NULL", "None"))
+    assert not any(is_missing(v) for v in (0, 0.0, False, "0", [], "x", "?", "-", "inf", "NAN?", "none of them"))
+
+
+def test_infinite_numbers_are_told_apart():
+    from mmcore.labels import is_non_finite
+
+    assert all(is_non_finite(v) for v in ("inf", " -inf", "Infinity", "+INF", float("inf"), float("-inf")))
+    assert not any(is_non_finite(v) for v in ("1e308", 1e308, "nan", float("nan"), True, "x", None, 3, [1]))
 
 
 def test_the_vocabulary_orders_numbers_then_booleans_then_names_and_keeps_the_common_spelling():
@@ -69,8 +78,9 @@ def test_the_vocabulary_orders_numbers_then_booleans_then_names_and_keeps_the_co
     assert fit_classes(["+1", "1", "1"]) == ["1"] and fit_classes(["+1", "1"]) == ["+1"], "most frequent, then code point"
     assert fit_classes([None, float("nan"), "", "x"]) == ["x"]
     with pytest.raises(ValueError):
-        fit_classes(["x", "nan"])
-    assert fit_classes(["x", "nan"], skip_invalid=True) == ["x"]
+        fit_classes(["x", "inf"])
+    assert fit_classes(["x", "inf"], skip_invalid=True) == ["x"]
+    assert fit_classes(["x", "nan", "N/A"]) == ["x"], "placeholders are missing values, skipped"
     assert fit_classes(["1", "3"], known=["+1", "2"]) == ["+1", "2", "3"], "known names keep their spelling"
 
 

@@ -32,10 +32,13 @@ non-numeric strings -> class, other numbers -> regression.
   index). A label the training split never had, an empty cell, a non-finite number (``nan``,
   ``inf``) or an integer outside ``num_classes``: a data error naming the row.
 * ``multilabel``: a list cell (JSON Lines / Parquet list) or a string of names joined by
-  ``label_delimiter`` (default ``"|"``: ``"cat|dog"``); an empty list means no label. The target is
-  multi-hot over the vocabulary fitted on the training split. With a list of 0/1 target
-  columns, the column names are the classes.
-* ``regression``: finite numbers (one column, or a list of columns).
+  ``label_delimiter`` (default ``"|"``: ``"cat|dog"``); an empty list means no label, and so does an
+  empty cell (``empty_labels: none``, the default: a negative example, counted in
+  ``metadata["empty_labels"]`` and logged; ``empty_labels: missing``: an empty cell is an empty target,
+  a bad row). The target is multi-hot over the vocabulary fitted on the training split. With a list
+  of 0/1 target columns, the column names are the classes.
+* ``regression``: finite numbers (one column, or a list of columns); ``inf`` or NaN is a data error
+  naming the row and column, as in a numeric input column.
 * ``text``: a string (captions); ``raw``: the value as written, numeric strings as numbers (pair ids).
 
 Splits
@@ -58,8 +61,11 @@ count): target types and ranges (above), numeric cells, text cells that are not 
 ragged rows of numbers, rows lacking every modality, paths escaping the manifest's folder,
 missing files, a folder where an image or audio file is expected, and (``validate: decode``)
 every image and audio file's header through :func:`check_file`. ``on_bad_sample: skip`` drops
-such rows instead (counted in ``metadata["skipped"]`` and logged once). An empty or absent cell
-means the sample lacks that modality (raw input None, ``present=False`` downstream).
+such rows instead (counted in ``metadata["skipped"]`` and logged once). An empty or absent cell,
+or a placeholder such as ``N/A`` (:data:`mmcore.labels.MISSING_PLACEHOLDERS`), means the sample lacks
+that modality (raw input None, ``present=False`` downstream). A file that passes these checks but
+fails when training reads it (damage past its first second) follows ``trainer.unreadable_inputs``:
+each sample carries its ``origin`` (file, row, the slots' columns) so that it is reported by them.
 ``slot_modalities`` (``{slot: modality}``, set by the trainer from the model's encoders) tells which
 checks apply to a slot. Raw inputs handed to the processors are absolute file paths, except a
 text slot's file, which is handed over as the file's contents.

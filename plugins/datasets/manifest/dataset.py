@@ -15,7 +15,7 @@ from mmcore_plugins.datasets.manifest.options import Options, check_columns, col
 from mmcore_plugins.datasets.manifest.rows import RowParser
 from mmcore_plugins.datasets.manifest.source import Table
 from mmcore_plugins.datasets.manifest.splits import assign_splits
-from mmcore_plugins.datasets.manifest.targets import TARGET_TYPES
+from mmcore_plugins.datasets.manifest.targets import TARGET_TYPES, is_empty
 
 logger = logging.getLogger("mmcore.data.manifest")
 
@@ -28,6 +28,9 @@ class Parsed:
         self.classes: list[str] | None = None
         self.target_type = "none"
         self.names: dict[str, str] = {}
+        #: rows per split whose empty multilabel cell was read as "no label" (empty_labels: none)
+        self.empty_labels: dict[str, int] = dict.fromkeys(SPLITS, 0)
+        self.sources: list[dict[str, Any]] = []
 
 
 _CACHE: dict[Any, Parsed] = {}
@@ -51,6 +54,7 @@ def parse(opts: Options) -> Parsed:
     splits = assign_splits(main, val, test, opts.split_column, opts.val_fraction, opts.test_fraction, opts.seed)
     parsed = Parsed()
     parsed.names = {"main": main.name}
+    parsed.sources = [table.describe() for table in tables]  # what --resume compares (mmcore.engine.data_record)
     parser = RowParser(opts)
     parser.targets.fit_targets([table.rows[i] for table, i in splits["train"]])
     parsed.classes, parsed.target_type = parser.targets.classes, parser.targets.target_type
@@ -60,11 +64,17 @@ def parse(opts: Options) -> Parsed:
             sample, problems = parser.sample(table, table.rows[i], i + 1)
             rows.append((split, table, i + 1, sample, problems))
     parser.check_lengths(rows)
-    for split, _table, _number, sample, problems in rows:
+    empty_label = parsed.target_type == "multilabel" and isinstance(opts.target, str) and opts.empty_labels == "none"
+    for split, table, number, sample, problems in rows:
         if problems:
             parsed.skipped[split] += 1
         else:
             parsed.samples[split].append(sample)
+            if empty_label and is_empty(table.rows[number - 1].get(opts.target)):
+                parsed.empty_labels[split] += 1
+    if any(parsed.empty_labels.values()):
+        logger.warning("manifest %s: %s rows with an empty %r cell read as no label (negative examples; empty_labels: "
+                    "missing leaves them out)", main.name, sum(parsed.empty_labels.values()), opts.target)
     order = {id(t): k for k, t in enumerate(tables)}  # problems listed by file, then row
     for *_, problems in sorted(rows, key=lambda r: (order[id(r[1])], r[2])):
         parsed.problems += problems
@@ -102,6 +112,7 @@ def load_manifest(
     num_classes: int | None = None,
     label_delimiter: str = "|",
     slot_modalities: dict[str, str] | None = None,
+    empty_labels: Literal["none", "missing"] = "none",
 ) -> SampleDataset:
     """One split of a manifest's samples (see the module docstring for every option).
 
@@ -127,6 +138,8 @@ def load_manifest(
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
     if not isinstance(label_delimiter, str) or not label_delimiter:
         raise ValueError(f"label_delimiter must be a non-empty string, got {label_delimiter!r}")
+    if empty_labels not in ("none", "missing"):
+        raise ValueError(f"empty_labels must be 'none' or 'missing', got {empty_labels!r}")
     if isinstance(target, list) and target_type == "class":
         raise ValueError(f"target_type 'class' takes one target column, got {target}")
     columns = columns_spec(columns)
@@ -136,16 +149,20 @@ def load_manifest(
         on_bad_sample=on_bad_sample, allow_outside_paths=allow_outside_paths, validate=validate, encoding=encoding,
         root=root, target_type=target_type, classes=list(classes) if classes is not None else None,
         num_classes=num_classes, label_delimiter=label_delimiter, modalities=dict(slot_modalities or {}),
+        empty_labels=empty_labels,
     )
     parsed = parse(opts)
     if parsed.problems and on_bad_sample == "error":
         raise ManifestError(parsed.problems)
     # Fresh sample dicts: the parse is cached and shared by every split and call.
-    samples = [{"inputs": dict(s["inputs"]), "target": s["target"]} for s in parsed.samples[split]]
+    samples = [{"inputs": dict(s["inputs"]), "target": s["target"], "origin": s["origin"]} for s in parsed.samples[split]]
     metadata: dict[str, Any] = {
         "manifest": parsed.names["main"], "skipped": parsed.skipped[split], "target_type": parsed.target_type,
         "missing": {slot: sum(s["inputs"][slot] is None for s in samples) for slot in columns},
+        "sources": [dict(source) for source in parsed.sources],
     }
+    if parsed.target_type == "multilabel":
+        metadata["empty_labels"] = parsed.empty_labels[split]  # rows read as "no label"
     if parsed.classes is not None:
         metadata["classes"] = list(parsed.classes)
         metadata["num_classes"] = len(parsed.classes)

@@ -37,12 +37,15 @@ def data_columns(data: Mapping[str, Any], model: Any, header: set[str]) -> tuple
 
 
 @mmcore.hookimpl(trylast=True)  # a dataset plugin that knows its own config better answers first
-def mmcore_table_inputs(path: Path, encoding: str, model: Any, data: Mapping[str, Any]):
+def mmcore_table_inputs(path: Path, encoding: str, model: Any, data: Mapping[str, Any], missing: list[str]):
+    # no defaults: pluggy passes a hook's arguments only to parameters without one
     """Each row of ``path`` as model inputs, or the row's problems (see :func:`inputs_from_rows`).
-    File paths resolve against the table's folder and may lie outside it (the user named this table)."""
+    File paths resolve against the table's folder and may lie outside it (the user named this table).
+    A missing file is the row's problem, as it is the training manifest's (strict either way)."""
     rows = read_rows(path, encoding=encoding)
     header = set().union(*(r.keys() for r in rows)) if rows else set()
     columns, path_columns = data_columns(data, model, header)
     modalities = {slot: model.encoders[slot].modality for slot in model.slots}
     return inputs_from_rows(rows, columns, path_columns=path_columns, root=Path(path).parent, name=str(path),
-                            modalities=modalities, validate="exists", allow_outside_paths=True)
+                            modalities=modalities, validate="exists", allow_outside_paths=True,
+                            missing_columns=list(missing or ()))

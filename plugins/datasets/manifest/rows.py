@@ -42,7 +42,8 @@ class RowParser:
         self.modalities: dict[str, str] = opts.modalities
         self.targets = Targets(opts)
         self.list_slots: set[str] = set()  # slots whose cells are lists of numbers (checked for one length)
-
+        #: slot -> the column it reads (one dict shared by every sample's ``origin``)
+        self.slot_columns = {slot: spec for slot, spec in self.columns.items() if isinstance(spec, str)}
 
     def sample(self, table: Table, row: Mapping[str, Any], number: int) -> tuple[dict[str, Any], list[str]]:
         """The row as a sample, and every problem with it (an empty list for a good row)."""
@@ -64,7 +65,9 @@ class RowParser:
             cells = sorted({c for _, c in named_columns(self.columns, None, None)})
             problems.append(str(bad(table.name, number, None, f"no modality: every input column ({', '.join(cells)}) is empty "
                                                               "(a sample needs at least one)")))
-        return {"inputs": inputs, "target": value}, problems
+        # where the sample came from: a file that fails only when training reads it is reported by it
+        origin = {"file": table.name, "row": number, "columns": self.slot_columns}
+        return {"inputs": inputs, "target": value, "origin": origin}, problems
 
     def cell(self, table: Table, row: Mapping[str, Any], number: int, slot: str, spec: Any) -> Any:
         if isinstance(spec, list):  # numeric columns -> one row of numbers
@@ -180,18 +183,38 @@ def inputs_from_rows(
     rows: Sequence[Mapping[str, Any]], columns: Mapping[str, Any], *, path_columns: Sequence[str] = (),
     root: str | os.PathLike | None = None, name: str = "<table>", modalities: Mapping[str, str] | None = None,
     validate: Literal["decode", "exists", "none"] = "exists", allow_outside_paths: bool = False,
+    missing_columns: Sequence[str] = (),
 ) -> list[tuple[dict[str, Any] | None, str | None]]:
     """Each row's model inputs ``{slot: raw}`` as a manifest would build them (for ``mmcore predict
     --data``), or the row's problems: ``[(inputs, None) | (None, "row N, column 'c': ...")]``.
 
-    Raises ValueError (listing them) when a column named in ``columns``/``path_columns`` is absent
-    from every row.
+    ``missing_columns``: columns declared missing (every cell empty; they need not be in the table). A
+    numeric column of a slot that reads several numbers makes that whole slot missing (a present row
+    of numbers needs every one of them); a categorical one is an empty category.
+
+    Raises ValueError (listing them) when a column named in ``columns``/``path_columns`` and not
+    declared missing is absent from every row, or a declared column is not one the columns name.
     """
     spec = columns_spec(columns)
-    check_columns(Path(name), list(rows), named_columns(spec, None, list(path_columns)))
+    named = named_columns(spec, None, list(path_columns))
+    declared = list(dict.fromkeys(missing_columns))
+    unknown = [c for c in declared if c not in {column for _, column in named}]
+    if unknown:
+        readable = sorted({column for _, column in named})
+        raise ValueError(f"declared missing: {', '.join(repr(c) for c in unknown)} "
+                         f"{'is not a column' if len(unknown) == 1 else 'are not columns'} the model reads "
+                         f"(it reads {', '.join(repr(c) for c in readable)})")
+    check_columns(Path(name), list(rows), [(option, column) for option, column in named if column not in declared])
+    if declared:
+        blank = set(declared)
+        for slot_spec in spec.values():  # a row of numbers is present whole or missing whole
+            numeric = slot_spec if isinstance(slot_spec, list) else slot_spec.get("numeric", []) if isinstance(slot_spec, Mapping) else []
+            if blank & set(numeric):
+                blank |= set(numeric) | set(slot_spec.get("categorical", []) if isinstance(slot_spec, Mapping) else [])
+        rows = [{**row, **dict.fromkeys(blank)} for row in rows]
     opts = Options(columns=spec, target=None, path_columns=list(path_columns), target_type="raw", classes=None,
                    num_classes=None, label_delimiter="|", modalities=dict(modalities or {}), validate=validate,
-                   allow_outside_paths=allow_outside_paths)
+                   allow_outside_paths=allow_outside_paths, empty_labels="none")
     parser = RowParser(opts)
     table = Table.__new__(Table)
     table.source, table.path, table.name, table.rows = None, None, name, list(rows)

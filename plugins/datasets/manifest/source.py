@@ -42,6 +42,15 @@ class Table:
     def rows(self, rows: list[dict[str, Any]]) -> None:
         self._rows = rows
 
+    def describe(self) -> dict[str, Any]:
+        """``{"file", "sha256", "rows", "columns"}``: what a run records of this source (the digest of a
+        file's bytes; None for an in-memory table), for ``--resume`` to tell what changed."""
+        from mmcore.engine.data_record import file_digest
+
+        columns = list(dict.fromkeys(key for row in self.rows for key in row))
+        digest = file_digest(self.path) if self.path is not None and self.path.is_file() else None
+        return {"file": self.name, "sha256": digest, "rows": len(self.rows), "columns": columns}
+
     def key(self) -> Any:
         if self.path is None or not self.path.is_file():
             return None  # an in-memory table is never cached; a missing file is reported when read

@@ -8,7 +8,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mmcore.labels import ClassIndex, class_number, fit_classes, label_name, multilabel_names
+from mmcore.labels import ClassIndex, class_number, fit_classes, is_missing, label_name, multilabel_names
 from mmcore_plugins.datasets.manifest.errors import bad
 from mmcore_plugins.datasets.manifest.source import Table
 
@@ -16,7 +16,9 @@ TARGET_TYPES = ("auto", "class", "multilabel", "regression", "text", "raw")
 
 
 def is_empty(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip())
+    """A cell with no value, by mmcore's one rule (:func:`mmcore.labels.is_missing`): None, NaN, a blank
+    string or a placeholder such as ``N/A``."""
+    return is_missing(value)
 
 
 def finite_number(value: Any) -> float:
@@ -117,7 +119,11 @@ class Targets:
                     else self.raw(row, number, table, column) for column in target]
         value = row.get(target)
         if is_empty(value):
-            raise bad(table.name, number, target, "the target is empty")
+            if self.target_type == "multilabel" and self.opts.empty_labels == "none":
+                return [0] * len(self.classes or [])  # "none of the labels": a negative example
+            raise bad(table.name, number, target, "the target is empty"
+                      + (" (empty_labels: none reads an empty multilabel cell as no label)"
+                         if self.target_type == "multilabel" else ""))
         if self.target_type == "class":
             return self.class_index(value, number, table)
         if self.target_type == "multilabel":

@@ -174,8 +174,12 @@ def test_a_misspelt_column_is_an_error_not_a_silently_missing_modality(folder):
 
 
 def test_a_non_finite_target_names_its_row(folder):
+    m = write_jsonl(folder / "m.jsonl", [{"text": "a", "label": "1.5"}, {"text": "b", "label": "inf"}])
+    with pytest.raises(BadSampleError, match=r"row 2, column 'label': expected a finite number \(a regression target\), got 'inf'"):
+        load_manifest("train", str(m), columns={"t": "text"}, target="label", val_fraction=0, test_fraction=0)
+    # "nan" is a placeholder for no value (mmcore.labels.MISSING_PLACEHOLDERS): an empty target, named as well
     m = write_jsonl(folder / "m.jsonl", [{"text": "a", "label": "1.5"}, {"text": "b", "label": "nan"}])
-    with pytest.raises(BadSampleError, match=r"row 2, column 'label': expected a finite number \(a regression target\), got 'nan'"):
+    with pytest.raises(BadSampleError, match=r"row 2, column 'label': the target is empty"):
         load_manifest("train", str(m), columns={"t": "text"}, target="label", val_fraction=0, test_fraction=0)
 
 

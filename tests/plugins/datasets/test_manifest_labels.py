@@ -92,7 +92,9 @@ def test_a_label_the_training_split_never_had_is_an_error_naming_row_column_and_
 @pytest.mark.parametrize("bad", ["nan", "NaN", "inf", "-Infinity"])
 def test_nan_and_infinite_class_labels_are_data_errors(tmp_path, bad):
     m = write_csv(tmp_path / "m.csv", ["text", "label"], [["a", "1"], ["b", bad], ["c", "0"]])
-    with pytest.raises(ManifestError, match=rf"row 2, column 'label': expected a class label, got {bad!r} \(not a finite number\)"):
+    # "nan" is a placeholder for no value (mmcore.labels.MISSING_PLACEHOLDERS): an empty target
+    expected = "the target is empty" if bad.lower() == "nan" else rf"expected a class label, got {bad!r} \(not a finite number\)"
+    with pytest.raises(ManifestError, match=rf"row 2, column 'label': {expected}"):
         load_manifest("train", m, columns={"text": "text"}, target="label", target_type="class", val_fraction=0, test_fraction=0)
 
 

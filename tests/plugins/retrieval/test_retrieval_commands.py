@@ -154,7 +154,8 @@ def test_embed_rejects_bad_options_before_any_work(run, capsys):
     assert "no column 'key'" in capsys.readouterr().err
     (run / "other.csv").write_text("a,b\n1,2\n")
     assert main([*base, "--out", str(run / "x.npz"), "--data", str(run / "other.csv")]) == 2
-    assert "none of the model's input columns" in capsys.readouterr().err
+    err = capsys.readouterr().err  # the rule of predict (issue 20.1): each absent column named
+    assert "has no column 'image'" in err and "has no column 'text'" in err
     assert main([*base, "--out", str(run / "x.npz"), "--index", str(run / "x.faiss"), "--vector", "audio"]) == 2
     assert "unknown vector 'audio'" in capsys.readouterr().err
 
@@ -168,6 +169,52 @@ def test_embed_names_the_bad_rows_of_a_manifest(run, capsys):
     err = capsys.readouterr().err
     assert "row 3" in err and "row 5" in err and "'image'" in err
     assert not (run / "bad.npz").exists(), "nothing written"
+
+
+def test_embed_applies_predicts_column_rule_and_reports_ids(run, capsys):
+    """Issue 20.1/20.8: a column the model reads is in the table or declared --missing; empty ids are
+    an error naming their rows, repeated ids are reported (each row kept under its id)."""
+    rows = list(csv.DictReader(open(run / "digits.csv")))
+    images_only = [{"id": r["id"], "image": r["image"]} for r in rows[:10]]
+    with open(run / "images.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["id", "image"])
+        writer.writeheader()
+        writer.writerows(images_only)
+    base = ["embed", str(run / "run"), "--data", str(run / "images.csv")]
+    assert main([*base, "--out", str(run / "img.npz")]) == 2
+    assert "has no column 'text'" in capsys.readouterr().err and not (run / "img.npz").exists()
+    assert main([*base, "--out", str(run / "img.npz"), "--missing", "text"]) == 0
+    vectors, ids, _ = read_embeddings(run / "img.npz")
+    assert len(ids) == 10 and np.isnan(vectors["text"]).all() and np.isfinite(vectors["image"]).all()
+    assert main([*base, "--out", str(run / "img2.npz"), "--missing", "txt"]) == 2
+    assert "'txt' is not a column the model reads" in capsys.readouterr().err
+    capsys.readouterr()
+    with open(run / "ids.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["id", "image"])
+        writer.writeheader()
+        writer.writerows([{**r, "id": "same" if i in (2, 5) else r["id"]} for i, r in enumerate(images_only)])
+    assert main(["embed", str(run / "run"), "--data", str(run / "ids.csv"), "--missing", "text",
+                 "--out", str(run / "ids.npz")]) == 0
+    err = capsys.readouterr().err
+    assert "1 id(s) repeat" in err and "'same' rows 3, 6" in err
+    # an index of them: search names each hit's row, and which ids are shared
+    assert main(["embed", str(run / "run"), "--data", str(run / "ids.csv"), "--missing", "text", "--out",
+                 str(run / "ids2.npz"), "--index", str(run / "ids.faiss"), "--vector", "head.image"]) == 0
+    capsys.readouterr()
+    assert main(["search", str(run / "run"), "--index", str(run / "ids.faiss"), "--query", str(run / "img" / "2.png"),
+                 "-k", "10", "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)["neighbours"]
+    assert sorted(h["row"] for h in hits if h["id"] == "same") == [3, 6]
+    assert main(["search", str(run / "run"), "--index", str(run / "ids.faiss"), "--query", str(run / "img" / "2.png"),
+                 "-k", "10"]) == 0
+    assert "id(s) 'same' belong to several rows" in capsys.readouterr().out
+    with open(run / "noid.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["id", "image"])
+        writer.writeheader()
+        writer.writerows([{**r, "id": "" if i in (1, 4) else r["id"]} for i, r in enumerate(images_only)])
+    assert main(["embed", str(run / "run"), "--data", str(run / "noid.csv"), "--missing", "text",
+                 "--out", str(run / "noid.npz")]) == 2
+    assert "rows 2, 5 have no 'id' id" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------- outputs and option errors (issue 28, 20.10)

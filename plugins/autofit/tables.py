@@ -1,0 +1,93 @@
+"""A ``fit`` run's tables on the command line: ``mmcore predict RUN --data FILE`` and ``mmcore embed RUN
+--data FILE`` (hook ``mmcore_table_inputs``) read a table the way :class:`~mmcore_plugins.autofit.predictor.Predictor`
+does -- through the run's column plan, so that users name only their own columns (a ``"<column> missing"``
+indicator or a text file's contents are derived again, never asked for), under the same rule: a column
+the model reads is in the table or declared missing (``--missing``); a missing or unreadable file is a
+missing modality of its row, noted in its line (``--strict``: the row's error)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mmcore
+from mmcore_plugins.autofit.fitting import PLAN_FILE
+from mmcore_plugins.autofit.infer import ColumnError
+from mmcore_plugins.autofit.prepare import Preparer, check_table_columns
+
+
+@mmcore.hookimpl
+def mmcore_table_inputs(path: Path, encoding: str, run_dir: Path | None, missing: list[str], strict: bool):
+    # no defaults: pluggy passes a hook's arguments only to parameters without one
+    """Each row of ``path`` as the fit run's model inputs (see the module docstring); None for a run
+    that ``fit`` did not write (the manifest plugin answers)."""
+    if run_dir is None or not (Path(run_dir) / PLAN_FILE).is_file():
+        return None
+    from mmcore_plugins.autofit.predictor import read_plan
+    from mmcore_plugins.io.tables import read_table
+
+    plan = read_plan(run_dir)
+    rows = read_table(path, encoding=encoding)
+    header = list(dict.fromkeys(key for row in rows for key in row))
+    declared = check_table_columns(plan, header, list(missing or ()), where=str(path), option="--missing")
+    preparer = Preparer(plan, Path(path).expanduser().resolve().parent, strict=strict, allow_outside_paths=True)  # the user named this table
+    out: list[tuple[Any, ...]] = []
+    for i, row in enumerate(rows):
+        if declared:
+            row = {**row, **dict.fromkeys(declared)}
+        seen = len(preparer.dropped)
+        try:
+            inputs = preparer.sample(row, i)["inputs"]
+        except ColumnError as exc:
+            out.append((None, str(exc)))
+            continue
+        if all(value is None for value in inputs.values()):
+            out.append((None, f"row {i + 1}: no input: every column the model reads ({', '.join(plan.input_columns)}) is empty"))
+            continue
+        notes = [f"column {column!r}: {why} (a missing modality)" for _, column, why in preparer.dropped[seen:]]
+        out.append((inputs, None, "; ".join(notes)) if notes else (inputs, None))
+    return out
+
+
+@mmcore.hookimpl
+def mmcore_record_inputs(items: list[str], run_dir: Path | None):
+    """``mmcore predict RUN column=value ...`` for a fit run: the user's columns (or a one-column slot's
+    name, or ``slot={column: value}`` for the numbers-and-categories slot), prepared through the column
+    plan as :class:`Predictor` prepares a row; a column left out is a missing cell. A file that does not
+    exist is an error (the user named it). None for a run ``fit`` did not write."""
+    if run_dir is None or not (Path(run_dir) / PLAN_FILE).is_file():
+        return None
+    import difflib
+
+    from mmcore.yamlio import load_yaml
+    from mmcore_plugins.autofit.predictor import read_plan
+
+    plan = read_plan(run_dir)
+    columns, by_slot = plan.input_columns, plan.slot_columns()
+    record: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        spec = plan.slots.get(key)
+        if not sep:
+            raise ValueError(f"input {item!r} is not column=value; this model reads the columns {', '.join(columns)}")
+        if spec is not None and "column" not in spec and key not in columns:  # a whole slot of numbers/categories
+            mapping = load_yaml(value, source=key)
+            if not isinstance(mapping, dict):
+                raise ValueError(f"{key}: expected {{column: value, ...}} of {spec['numeric'] + spec['categorical']}, got {value!r}")
+            record.update({str(k): v for k, v in mapping.items()})
+        elif key in columns:
+            record[key] = value
+        elif key in by_slot:
+            record[by_slot[key]] = value
+        else:
+            close = difflib.get_close_matches(key, columns, n=1)
+            raise ValueError(f"{key!r} is not a column this model reads ({', '.join(columns)})"
+                             + (f"; did you mean {close[0]!r}?" if close else ""))
+    unknown = [k for k in record if k not in columns]
+    if unknown:
+        raise ValueError(f"{', '.join(repr(k) for k in unknown)}: not columns this model reads ({', '.join(columns)})")
+    try:
+        inputs = Preparer(plan, Path.cwd(), strict=True, allow_outside_paths=True).sample(record, 0)["inputs"]
+    except ColumnError as exc:
+        raise ValueError(str(exc).replace("row 1, ", "")) from None
+    return {slot: raw for slot, raw in inputs.items() if raw is not None}
