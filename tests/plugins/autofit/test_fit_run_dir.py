@@ -79,7 +79,7 @@ def test_the_training_table_itself_is_never_replaced(tmp_path, capsys):
     capsys.readouterr()
     assert table.read_bytes() == before
     again = run / "data.jsonl"  # a fit of the run's own prepared table into that same run
-    assert main(["fit", str(again), "--target", "y", "--time-limit", "5s", "--preset", "fast", "--run-dir", str(run)]) == 2
+    assert main(["fit", str(again), "--target", "y", "--time-limit", "10m", "--preset", "fast", "--run-dir", str(run)]) == 2
     assert "is the run directory's own data.jsonl" in capsys.readouterr().err
 
 
