@@ -11,6 +11,20 @@ from {0.01, 0.1, 1, 10}, then refitted on train + val. Then ``mmcore fit DATA/ma
 --target digit`` runs with no other option, and both test accuracies and the fit's wall time
 (data generation excluded) are printed, and written to ``--out`` as JSON.
 
+Issue 27's cases (``--case``; DATA is then a folder written by ``benchmarks/fit_tables.py``, its
+``table.csv`` with a split column): ``digits32`` (the digits upscaled to 32 px, target ``digit``),
+``products`` (Fashion-MNIST product photos with a noisy description, price, brand, date and id,
+target ``category``) and ``generated`` (10,000 / 100,000 generated rows, target ``shape``). Each runs
+scikit-learn's best of logistic regression and gradient boosting on the same table
+(``benchmarks/fit_baseline.py``) and ``mmcore fit --time-limit LIMIT``, and prints accuracy,
+baseline, the margin (target: >= 3 points), the limit and the wall time (target: <= 1.1x the
+limit) and the machine's 1-minute load before and after; ``--hog N`` keeps N busy-looping
+processes running during the fit (a busy machine), e.g.::
+
+    python benchmarks/fit_tables.py products /work/fit_data/products
+    python benchmarks/bench_fit.py /work/fit_data/products --case products --time-limit 10m --out products.json
+    python benchmarks/bench_fit.py /work/fit_data/products --case products --time-limit 10m --hog 2 --out products_hog.json
+
 The other checks run ``mmcore fit`` unchanged on tables made from the same rows
 (``--task regression``: target ``ink``; ``--task multilabel``: target ``tags`` = parity|size;
 ``--task pretrained``: 64 px RGB image + hint, where the pretrained encoders are chosen); any
@@ -144,6 +158,56 @@ def derived_table(data: Path, task: str) -> tuple[Path, str]:
     return path, target
 
 
+CASES = {"digits32": "digit", "products": "category", "generated": "shape"}
+
+
+def _hogs(n: int) -> list:
+    """``n`` processes that spin on a CPU each (niced like the fit: a machine shared with other work)."""
+    import subprocess as sp
+
+    return [sp.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
+def run_case(data: Path, case: str, run_dir: Path, fit_args: list[str], hog: int, baseline_file: Path | None = None) -> dict:
+    import os
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from fit_baseline import baseline as sklearn_best
+
+    table, target = data / "table.csv", CASES[case]
+    start = time.perf_counter()
+    if baseline_file is not None and baseline_file.is_file():  # computed before on the same table
+        base = json.loads(baseline_file.read_text())
+    else:
+        base = sklearn_best(table, target)
+        if baseline_file is not None:
+            baseline_file.write_text(json.dumps(base, indent=2))
+    print(f"baseline ({case}): logistic regression {100 * base['logistic_regression']:.1f}%, gradient boosting "
+          f"{100 * base['gradient_boosting']:.1f}% ({time.perf_counter() - start:.0f} s)", flush=True)
+    limit = next((fit_args[i + 1] for i, a in enumerate(fit_args[:-1]) if a == "--time-limit"), "10m")
+    hogs = _hogs(hog)
+    try:
+        load_before = os.getloadavg()[0]
+        fit = run_fit(table, target, run_dir, fit_args)
+        load_after = os.getloadavg()[0]
+    finally:
+        for h in hogs:
+            h.kill()
+    from mmcore_plugins.autofit.choose import parse_duration
+
+    accuracy, seconds = fit["test"].get("accuracy"), fit["wall_seconds"]
+    result = {"case": case, "table": str(table), "limit_s": parse_duration(limit), "hog_processes": hog,
+              "load_1min_before": load_before, "load_1min_after": load_after, "cpus": os.cpu_count(),
+              "baseline": base, "fit": fit, "accuracy": accuracy, "baseline_best": base["best"],
+              "margin_points": None if accuracy is None else 100 * (accuracy - base["best"]),
+              "wall_over_limit": seconds / parse_duration(limit)}
+    print(f"mmcore fit ({case}): test accuracy {100 * accuracy:.1f}% vs scikit-learn's best {100 * base['best']:.1f}% "
+          f"({result['margin_points']:+.1f} points; target >= +3); wall {seconds:.0f} s of a {limit} limit "
+          f"({result['wall_over_limit']:.2f}x; target <= 1.1x); load {load_before:.1f} -> {load_after:.1f}"
+          + (f" with {hog} CPU hogs" if hog else ""), flush=True)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("data", type=Path, help="folder written by benchmarks/fit_data.py")
@@ -152,8 +216,16 @@ def main() -> None:
     parser.add_argument("--skip-fit", action="store_true", help="only the baseline")
     parser.add_argument("--task", default="digit", choices=["digit", "regression", "multilabel", "pretrained"],
                         help="digit: the main benchmark (with the baseline); the others: the other checks")
+    parser.add_argument("--case", choices=sorted(CASES), help="issue 27's cases: DATA from benchmarks/fit_tables.py")
+    parser.add_argument("--hog", type=int, default=0, help="busy-looping processes during the fit (--case only)")
+    parser.add_argument("--baseline", type=Path, help="--case: the baseline's JSON (read if it exists, else written)")
     args, fit_args = parser.parse_known_args()  # anything else goes to `mmcore fit` (e.g. --time-limit 4m)
     args.fit_args = [a for a in fit_args if a != "--"]
+    if args.case:
+        result = run_case(args.data, args.case, args.run_dir, args.fit_args, args.hog, args.baseline)
+        if args.out:
+            args.out.write_text(json.dumps(result, indent=2))
+        return
     if args.task != "digit":
         table, target = derived_table(args.data, args.task)
         fit = run_fit(table, target, args.run_dir, args.fit_args)

@@ -20,7 +20,7 @@ docs/plugins.md is the plugin author's reference for every kind (with an example
 Optional protocols are declared here with their defaults, never discovered by ``getattr``: a
 Processor's ``training`` / ``augment`` flags, ``check_state`` and, for row readers, ``columns`` /
 ``categorical``; an Encoder's frozen stage (``frozen_features``, ``from_frozen``, ``cacheable``,
-``frozen_dim``); a Head's ``classes`` / ``num_classes`` and its factory's ``dataset_options`` /
+``frozen_dim``, ``pooled_cache_exact``); a Fusion's and a Head's ``reads_tokens``; a Head's ``classes`` / ``num_classes`` and its factory's ``dataset_options`` /
 ``options_from_data``. A component overrides what it needs; :mod:`mmcore.testing` checks them.
 """
 
@@ -149,6 +149,14 @@ class Encoder(nn.Module, abc.ABC):
         parameter of the encoder trains. An encoder that splits overrides it (e.g. ``freeze: true``)."""
         return not any(p.requires_grad for p in self.parameters())
 
+    @property
+    def pooled_cache_exact(self) -> bool:
+        """Whether :meth:`from_frozen` applied to one token equal to the frozen ``pooled`` vector gives
+        the ``pooled`` it gives for all the tokens (it is the identity, or an affine map per token such
+        as a Linear projection): then a feature cache may keep only the pooled vector when the fusion
+        and head read no tokens. Default: True when :meth:`from_frozen` is not overridden."""
+        return type(self).from_frozen is Encoder.from_frozen
+
 
 class Fusion(nn.Module, abc.ABC):
     """Combines ``{slot: Features}`` into one fused :class:`Features` of width ``dim``.
@@ -158,6 +166,10 @@ class Fusion(nn.Module, abc.ABC):
     its encoder's width.
     """
 
+    #: Whether ``forward`` reads its inputs' ``tokens`` / ``mask`` (False: only ``pooled`` /
+    #: ``unmasked_pooled`` and ``present``). A frozen-feature cache keeps less for a fusion that
+    #: does not (:func:`mmcore.feature_cache.reads_pooled_only`); :mod:`mmcore.testing` checks the claim.
+    reads_tokens: bool = True
     #: Why a model holding this component cannot be exported (``mmcore export``: ONNX, torch.export),
     #: or None (the default) when it can. The exporter refuses such a model before any work, naming
     #: the component and this reason; :func:`mmcore.testing.check_export` skips the component.
@@ -211,6 +223,9 @@ class Head(nn.Module, abc.ABC):
     classes: list[str] | None = None
     #: Number of classes of a classifier (robustness reports show chance level); None otherwise.
     num_classes: int | None = None
+    #: Whether ``forward`` reads ``tokens`` / ``mask`` of the fused features or of the per-slot
+    #: ``features`` (False: only their ``pooled`` vectors and ``present``); see ``Fusion.reads_tokens``.
+    reads_tokens: bool = True
 
     # The two static methods below are read from the head's *factory* by the trainer, before the
     # head is built; a factory that is a function may carry them as attributes.

@@ -43,8 +43,12 @@ so every epoch after it skips the frozen backbone entirely::
 
 With DataLoader workers, lookups happen in the workers (each a copy of the cache as it was when
 the epoch's workers started) and misses are computed and stored in the main process during the
-forward: entries stored in one epoch are seen by the next epoch's workers (or at once by all,
-with an on-disk ``directory``).
+forward: entries stored in one epoch are seen by the next epoch's workers.
+
+Storage: in memory, or (a ``directory``) on disk only -- append-only files per encoder
+fingerprint, memory-mapped for reading, so the features live in the page cache and not in the
+process's heap as well. A model whose fusion and head read only pooled vectors
+(:func:`reads_pooled_only`) gets pooled-only entries: one vector per sample instead of every token.
 
 Raw-level augmentation changes the raw input (so every augmented sample is a miss) and
 processor-level augmentation makes features differ per epoch: :func:`attach_feature_cache`
@@ -61,18 +65,14 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from mmcore.components import Processor
+from mmcore.components import Encoder, Processor
 from mmcore.features import Features
 
 #: The key marking a slot batch that :class:`SlotCache` collated (``[B]`` bool: the sample was a hit).
 CACHED = "cache.hit"
-#: An on-disk entry larger than this is not one mmcore wrote (a ViT-B's 197 x 768 float32 tokens
-#: are 0.6 MB; 256 MiB leaves room for 80k tokens of 768): it is never read.
-MAX_ENTRY_BYTES = 256 * 2**20
-#: The dtypes :meth:`FeatureCache.put` stores (an encoder's features, as computed).
-_ENTRY_DTYPES = ("F32", "F16", "BF16", "F64")
 
 
 # ---------------------------------------------------------------------- keys and fingerprints
@@ -192,107 +192,267 @@ def encoder_fingerprint(encoder: torch.nn.Module, processor: Processor | None = 
 
 
 # ---------------------------------------------------------------------- the cache
-class FeatureCache:
-    """Per-sample frozen features ``(tokens [L, D] of the real tokens, pooled [D])``, in memory and
-    optionally on disk (``directory``: one safetensors file per sample, shared by worker
-    processes and later runs). Keyed by ``(encoder fingerprint, sample key)``.
+#: An on-disk entry larger than this is not one mmcore wrote (a ViT-B's 197 x 768 float32 tokens
+#: are 0.6 MB; 256 MiB leaves room for 80k tokens of 768): it is never read.
+MAX_ENTRY_BYTES = 256 * 2**20
+#: The dtypes an entry may hold, by their code in the index.
+_DTYPES = {0: torch.float32, 1: torch.float16, 2: torch.bfloat16, 3: torch.float64}
+_CODES = {dtype: code for code, dtype in _DTYPES.items()}
+#: One index record: the sample key (SHA-256 digest), the entry's byte offset in its data file, its
+#: token count L, its width D and dtype code (tokens [L, D] then pooled [D], little-endian).
+_RECORD = np.dtype([("key", "V32"), ("offset", "<u8"), ("length", "<u4"), ("width", "<u4"), ("dtype", "u1"), ("pad", "V7")])
+#: Most bytes of one index file read (4.8M entries): a bigger one is not one mmcore wrote.
+MAX_INDEX_BYTES = 256 * 2**20
 
-    On disk, entries are written by :func:`mmcore.engine.atomic.write_file` (atomic, unpredictable
-    temporaries, the sub-folders below ``directory`` never links) and checked before they are
-    read: a regular file (not a link) of at most :data:`MAX_ENTRY_BYTES`, a safetensors header
-    (read alone; safetensors checks every offset against the file's size) holding exactly
-    ``tokens [L, D]`` and ``pooled [D]`` of a float dtype, ``D`` the slot's width, finite values.
-    An entry failing a check is not used: it is computed again and replaced (one warning).
+
+class _Pack:
+    """The entries of one encoder fingerprint on disk: append-only data files (``*.bin``) with their
+    index files (``*.idx``, :data:`_RECORD` rows), one pair per writing process, memory-mapped for
+    reading. An entry is indexed only after its data is written, so a reader never sees half of one."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.entries: dict[str, tuple[int, int, int, int, int]] = {}  # key -> (file, offset, L, D, dtype)
+        self.files: list[Path] = []
+        self.maps: list[Any] = []
+        self.sizes: list[int] = []
+        self._writer: tuple[int, int, int, int] | None = None  # (file, data fd, index fd, offset)
+        self.refused = 0
+        if folder.is_dir() and not folder.is_symlink():
+            # Oldest first: a key written again later (an entry found bad and recomputed) takes the newer.
+            for _, index in sorted((_mtime(p), p) for p in folder.glob("*.idx")):
+                self._load(index)
+
+    def _load(self, index: Path) -> None:
+        data = index.with_suffix(".bin")
+        try:
+            info, data_info = os.lstat(index), os.lstat(data)
+        except OSError:
+            return
+        if not (stat.S_ISREG(info.st_mode) and stat.S_ISREG(data_info.st_mode)) or info.st_size > MAX_INDEX_BYTES:
+            self.refused += 1
+            return
+        with open(index, "rb", opener=_no_follow) as fh:
+            raw = fh.read(info.st_size - info.st_size % _RECORD.itemsize)
+        records = np.frombuffer(raw, dtype=_RECORD)
+        file = len(self.files)
+        self.files.append(data)
+        self.maps.append(None)
+        self.sizes.append(data_info.st_size)
+        for record in records:
+            offset, length, width, code = int(record["offset"]), int(record["length"]), int(record["width"]), int(record["dtype"])
+            if code not in _DTYPES or not 0 < width <= 2**16 or offset + _nbytes(length, width, code) > data_info.st_size \
+                    or _nbytes(length, width, code) > MAX_ENTRY_BYTES:
+                self.refused += 1  # not an entry mmcore wrote: never read (computed again if needed)
+                continue
+            self.entries[bytes(record["key"]).hex()] = (file, offset, length, width, code)
+
+    def get(self, key: str, width: int | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        found = self.entries.get(key)
+        if found is None:
+            return None
+        file, offset, length, d, code = found
+        if width is not None and d != width:
+            self.refused += 1
+            return None
+        nbytes = _nbytes(length, d, code)
+        view = self._map(file, offset + nbytes)
+        if view is None:
+            return None
+        raw = torch.from_numpy(np.frombuffer(view, dtype=np.uint8, count=nbytes, offset=offset).copy())
+        values = raw.view(_DTYPES[code])
+        if not torch.isfinite(values).all():
+            self.refused += 1
+            del self.entries[key]  # computed again and stored anew
+            return None
+        return values[: length * d].view(length, d), values[length * d:]
+
+    def _map(self, file: int, end: int) -> Any:
+        """The data file mapped (read-only) far enough to hold ``end`` bytes, or None."""
+        import mmap
+
+        if self.maps[file] is None or len(self.maps[file]) < end:
+            try:
+                with open(self.files[file], "rb", opener=_no_follow) as fh:
+                    size = os.fstat(fh.fileno()).st_size
+                    if size < end:
+                        return None
+                    self.maps[file] = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+            except (OSError, ValueError):
+                return None
+        return self.maps[file]
+
+    def put(self, key: str, tokens: torch.Tensor, pooled: torch.Tensor) -> None:
+        if self._writer is None:
+            self._open_writer()
+        file, data_fd, index_fd, offset = self._writer
+        code = _CODES.get(tokens.dtype, 0)
+        dtype = _DTYPES[code]
+        payload = torch.cat([tokens.reshape(-1).to(dtype), pooled.to(dtype)]).contiguous()
+        data = payload.view(torch.uint8).numpy().tobytes()
+        _write_all(data_fd, data)
+        record = np.zeros(1, dtype=_RECORD)
+        record["key"], record["offset"], record["length"] = np.void(bytes.fromhex(key)), offset, tokens.shape[0]
+        record["width"], record["dtype"] = pooled.shape[0], code
+        _write_all(index_fd, record.tobytes())  # after the data: an indexed entry is complete
+        self.entries[key] = (file, offset, int(tokens.shape[0]), int(pooled.shape[0]), code)
+        self._writer = (file, data_fd, index_fd, offset + len(data))
+        self.sizes[file] = offset + len(data)
+
+    def _open_writer(self) -> None:
+        import secrets
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if self.folder.is_symlink() or not self.folder.is_dir():
+            raise OSError(f"feature cache: {self.folder} is not a folder of its own (a link?); refusing to write there")
+        name = f"{os.getpid()}-{secrets.token_hex(6)}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        data_fd = os.open(self.folder / f"{name}.bin", flags, 0o644)
+        index_fd = os.open(self.folder / f"{name}.idx", flags, 0o644)
+        self.files.append(self.folder / f"{name}.bin")
+        self.maps.append(None)
+        self.sizes.append(0)
+        self._writer = (len(self.files) - 1, data_fd, index_fd, 0)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            os.close(self._writer[1])
+            os.close(self._writer[2])
+            self._writer = None
+        for m in self.maps:
+            if m is not None:
+                m.close()
+        self.maps = [None] * len(self.maps)
+
+    def __getstate__(self) -> dict[str, Any]:  # a copy (a worker process) reads; it maps the files itself
+        return {**self.__dict__, "maps": [None] * len(self.maps), "_writer": None}
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return os.lstat(path).st_mtime_ns
+    except OSError:
+        return 0
+
+
+def _nbytes(length: int, width: int, code: int) -> int:
+    return (length + 1) * width * _DTYPES[code].itemsize
+
+
+def _no_follow(path: str, flags: int) -> int:
+    return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+class FeatureCache:
+    """Per-sample frozen features ``(tokens [L, D] of the real tokens, pooled [D])`` keyed by
+    ``(encoder fingerprint, sample key)``.
+
+    Without ``directory`` the entries are held in memory. With one, they live on disk only, one
+    folder per fingerprint of append-only data files memory-mapped for reading (the page cache
+    holds them, not the process: a million pooled EfficientNet vectors are 5 GB on disk and none of
+    it in the heap), shared by worker processes and later runs. What is read back is checked: index
+    records pointing outside their data file, of an unknown dtype, a width other than the slot's or
+    over :data:`MAX_ENTRY_BYTES`, and entries holding NaN or infinite values are not used (computed
+    again; one warning); files and folders that are links are neither read nor written through.
+
+    An entry whose ``tokens`` has no row (``L = 0``) stands for its pooled vector alone: a slot
+    cached pooled-only (:func:`attach_feature_cache`) serves it as one token equal to ``pooled``.
     """
 
     def __init__(self, directory: str | os.PathLike | None = None) -> None:
         self.directory = Path(directory).expanduser() if directory is not None else None
         self._memory: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._packs: dict[str, _Pack] = {}
+        self._warned = False
         self.hits = 0
         self.misses = 0
 
     def __len__(self) -> int:
-        return len(self._memory)
+        return len(self._memory) + sum(len(p.entries) for p in self._packs.values())
 
     def __contains__(self, key: tuple[str, str]) -> bool:
-        return key in self._memory or (self._file(*key) is not None and self._file(*key).is_file())
+        if key in self._memory:
+            return True
+        return self.directory is not None and key[1] in self._pack(key[0]).entries
 
-    def _file(self, fingerprint: str, key: str) -> Path | None:
-        if self.directory is None:
-            return None
-        return self.directory / fingerprint[:24] / f"{key}.safetensors"
+    def _pack(self, fingerprint: str) -> _Pack:
+        pack = self._packs.get(fingerprint)
+        if pack is None:
+            pack = self._packs[fingerprint] = _Pack(self.directory / fingerprint[:24])
+        return pack
 
     def get(self, fingerprint: str, key: str, width: int | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The stored ``(tokens, pooled)`` or None; ``width``: the features' ``D`` an entry on disk must have."""
         entry = self._memory.get((fingerprint, key))
         if entry is None and self.directory is not None:
-            entry = self._read(self._file(fingerprint, key), width)
-            if entry is not None:
-                self._memory[(fingerprint, key)] = entry
+            pack = self._pack(fingerprint)
+            refused = pack.refused
+            entry = pack.get(key, width)
+            if pack.refused != refused:
+                self._warn(pack.folder)
         if entry is None:
             self.misses += 1
         else:
             self.hits += 1
         return entry
 
-    def _read(self, file: Path, width: int | None) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """An entry from disk, checked before it is read (class docstring); None when absent or refused."""
-        try:
-            info = os.lstat(file)
-        except OSError:
-            return None
-        problem = None
-        if not stat.S_ISREG(info.st_mode):
-            problem = "not a regular file (a link, a FIFO or a folder)"
-        elif info.st_size > MAX_ENTRY_BYTES:
-            problem = f"{info.st_size} bytes, more than the {MAX_ENTRY_BYTES}-byte limit of an entry"
-        else:
-            from safetensors import safe_open
-
-            try:
-                with safe_open(str(file), framework="pt") as fh:
-                    names = sorted(fh.keys())
-                    if names != ["pooled", "tokens"]:
-                        raise ValueError(f"holds {names}, expected pooled and tokens")
-                    t, p = fh.get_slice("tokens"), fh.get_slice("pooled")
-                    shapes, dtypes = (t.get_shape(), p.get_shape()), (t.get_dtype(), p.get_dtype())
-                    if len(shapes[0]) != 2 or len(shapes[1]) != 1 or shapes[0][1] != shapes[1][0]:
-                        raise ValueError(f"shapes {shapes[0]} and {shapes[1]}, expected tokens [L, D] and pooled [D]")
-                    if width is not None and shapes[1][0] != width:
-                        raise ValueError(f"width {shapes[1][0]}, the slot's features have {width}")
-                    if any(d not in _ENTRY_DTYPES for d in dtypes):
-                        raise ValueError(f"dtypes {dtypes}, expected float")
-                    tokens, pooled = fh.get_tensor("tokens"), fh.get_tensor("pooled")
-                if not (torch.isfinite(tokens).all() and torch.isfinite(pooled).all()):
-                    raise ValueError("holds NaN or infinite values")
-                return tokens, pooled
-            except Exception as exc:  # noqa: BLE001 - SafetensorError for a damaged header, ValueError above
-                problem = str(exc) or type(exc).__name__
-        if not getattr(self, "_warned", False):
+    def _warn(self, folder: Path) -> None:
+        if not self._warned:
             import warnings
 
             self._warned = True
-            warnings.warn(f"feature cache: {file} is not an entry mmcore wrote ({problem}); it is computed again and "
-                          "replaced", stacklevel=3)
-        return None
+            warnings.warn(f"feature cache: {folder} holds entries mmcore did not write (out of bounds, another width "
+                          "or dtype, or non-finite values); they are computed again", stacklevel=3)
 
     def put(self, fingerprint: str, key: str, tokens: torch.Tensor, pooled: torch.Tensor) -> None:
-        """Store one sample's features (moved to the CPU, detached)."""
+        """Store one sample's features (moved to the CPU, detached); ``tokens`` may have no row (pooled only)."""
         if tokens.dim() != 2 or pooled.dim() != 1 or tokens.shape[1] != pooled.shape[0]:
             raise ValueError(f"expected tokens [L, D] and pooled [D], got {list(tokens.shape)} and {list(pooled.shape)}")
-        entry = (tokens.detach().to("cpu", copy=True).contiguous(), pooled.detach().to("cpu", copy=True).contiguous())
-        self._memory[(fingerprint, key)] = entry
-        if self.directory is not None:
-            from safetensors.torch import save
+        tokens, pooled = tokens.detach().to("cpu").contiguous(), pooled.detach().to("cpu").contiguous()
+        if self.directory is None:
+            self._memory[(fingerprint, key)] = (tokens.clone(), pooled.clone())
+        else:
+            self._pack(fingerprint).put(key, tokens, pooled)
 
-            from mmcore.engine.atomic import write_file
-
-            # Atomic (a reader never sees half a file), never through a link below the directory.
-            write_file(self._file(fingerprint, key), save({"tokens": entry[0], "pooled": entry[1]}), root=self.directory)
+    def nbytes(self) -> int:
+        """Bytes the stored features take: in memory, or on disk in the folders of the fingerprints used."""
+        memory = sum(t.numel() * t.element_size() + p.numel() * p.element_size() for t, p in self._memory.values())
+        return memory + sum(sum(pack.sizes) for pack in self._packs.values())
 
     def clear(self) -> None:
-        """Forget the in-memory entries (files on disk stay)."""
+        """Forget the in-memory entries and close the files (entries on disk stay, read again when asked)."""
         self._memory.clear()
+        for pack in self._packs.values():
+            pack.close()
+        self._packs.clear()
+
+    close = clear
+
+
+def disk_bytes(directory: str | os.PathLike) -> int:
+    """Bytes of the regular files under a feature-cache ``directory`` (links not followed; 0 when absent)."""
+    total = 0
+    for root, _dirs, files in os.walk(directory):
+        for name in files:
+            try:
+                info = os.lstat(os.path.join(root, name))
+            except OSError:
+                continue
+            if stat.S_ISREG(info.st_mode):
+                total += info.st_size
+    return total
 
 
 # ---------------------------------------------------------------------- encoder side
@@ -328,10 +488,13 @@ class SlotCache:
     tensors, so the batch moves to a device like any other.
     """
 
-    def __init__(self, cache: FeatureCache, fingerprint: str, width: int, *, entry_width: int | None = None) -> None:
+    def __init__(self, cache: FeatureCache, fingerprint: str, width: int, *, entry_width: int | None = None,
+                 pooled_only: bool = False) -> None:
         self.cache, self.fingerprint, self.width = cache, fingerprint, width
         #: the ``D`` every stored entry must have, when the encoder declares it (None: not checked)
         self.entry_width = entry_width
+        #: store each sample's pooled vector alone (served as one token): the model reads no tokens
+        self.pooled_only = pooled_only
 
     def collate(self, raws: Sequence[Any], processor: Processor) -> dict[str, torch.Tensor]:
         """Raw inputs of one slot (None = missing) -> a cached batch (hits skip ``processor(raw)``)."""
@@ -342,6 +505,8 @@ class SlotCache:
                 continue
             key = sample_key(raw)
             hit = self.cache.get(self.fingerprint, key, self.entry_width)
+            if hit is not None and hit[0].shape[0] == 0:  # stored pooled-only: one token, the pooled vector
+                hit = (hit[1][None], hit[1])
             items.append((key, hit) if hit is not None else (key, _Miss(processor(raw))))
         present = torch.tensor([item is not None for item in items], dtype=torch.bool)
         hits = [item[1] if item is not None and not isinstance(item[1], _Miss) else None for item in items]
@@ -391,7 +556,8 @@ class SlotCache:
             tokens, mask, pooled = _merge(tokens, mask, pooled, fresh, rows)
             for j, digest in enumerate(batch["cache.miss_keys"].cpu().tolist()):
                 real = fresh.mask[j]
-                self.cache.put(self.fingerprint, bytes(digest).hex(), fresh.tokens[j][real], fresh.pooled[j])
+                stored = fresh.tokens[j][:0] if self.pooled_only else fresh.tokens[j][real]
+                self.cache.put(self.fingerprint, bytes(digest).hex(), stored, fresh.pooled[j])
         elif tokens.shape[2] != self.width:  # no sample present: nothing cached told the width
             tokens, pooled = tokens.new_zeros(tokens.shape[0], 1, self.width), pooled.new_zeros(pooled.shape[0], self.width)
             mask = mask[:, :1] & False
@@ -410,12 +576,26 @@ class FeatureCacheHandle:
         self.model.feature_caches.pop(self.slot, None)
 
 
-def attach_feature_cache(model: Any, slot: str, cache: FeatureCache) -> FeatureCacheHandle:
+def reads_pooled_only(model: Any, slot: str) -> bool:
+    """Whether ``model`` uses nothing of ``slot``'s frozen features but their pooled vector: the encoder's
+    trainable tail commutes with pooling (:attr:`~mmcore.Encoder.pooled_cache_exact`), the fusion
+    (if any) and the head read no tokens (``reads_tokens`` False)."""
+    fusion = getattr(model, "fusion", None)
+    return (bool(model.encoders[slot].pooled_cache_exact) and (fusion is None or not fusion.reads_tokens)
+            and not model.head.reads_tokens)
+
+
+def attach_feature_cache(model: Any, slot: str, cache: FeatureCache, *, pooled_only: bool | None = None) -> FeatureCacheHandle:
     """Serve ``slot``'s frozen features from ``cache`` (computing and storing misses on the fly).
 
     Records a :class:`SlotCache` in ``model.feature_caches[slot]``, which ``model.collate`` and
     ``model.encode`` honour; the weights, state dict, processors and encoders are untouched.
     Call it after the processors are fitted (their state is part of the fingerprint).
+
+    ``pooled_only`` (default: :func:`reads_pooled_only`): keep each sample's pooled vector alone and
+    serve it as the one token -- the same outputs for a model that reads only pooled vectors, at a
+    fraction of the size (EfficientNet-Lite0 at 224 px: 1 x 1280 values instead of 50 x 1280). Its
+    entries are kept apart from full ones (another fingerprint).
 
     Raises:
         ValueError: the slot already has a cache, its encoder has trainable frozen-stage weights,
@@ -433,13 +613,13 @@ def attach_feature_cache(model: Any, slot: str, cache: FeatureCache) -> FeatureC
             "trainable weights or its processor augments at train time (use freeze: true and augment: false)"
         )
     fingerprint = encoder_fingerprint(encoder, processor)
+    pooled_only = reads_pooled_only(model, slot) if pooled_only is None else bool(pooled_only)
+    if pooled_only:
+        fingerprint = hashlib.sha256(f"{fingerprint}:pooled-only".encode()).hexdigest()
     width = int(encoder.frozen_dim or encoder.dim)
-    # The stored width is known when the encoder declares its frozen stage's (frozen_dim) or keeps the
-    # default stage (the whole encoder: its dim); an overridden stage without frozen_dim is not checked.
-    from mmcore.components import Encoder
-
+    # The stored width is known when the encoder declares its frozen stage's (frozen_dim) or is cached whole.
     declared = encoder.frozen_dim is not None or type(encoder).frozen_features is Encoder.frozen_features
-    caches[slot] = SlotCache(cache, fingerprint, width, entry_width=width if declared else None)
+    caches[slot] = SlotCache(cache, fingerprint, width, entry_width=width if declared else None, pooled_only=pooled_only)
     return FeatureCacheHandle(model, slot, cache, fingerprint)
 
 

@@ -24,10 +24,11 @@ for plugins; everything else on it is private and may change:
   ``steps_per_epoch``, ``total_steps``, ``history`` (one dict of metrics per finished epoch),
   ``datasets`` (``{"train", "val", "test"}``), ``samples`` (samples counted per split),
   ``stop_reason`` (None, or the reason a plugin gave to ``request_stop``);
-* ``request_stop(reason)``: end training after the current epoch (its validation, checkpoint and
-  ``mmcore_epoch_end`` hooks run first); the best checkpoint is tested as usual and
+* ``request_stop(reason, finish_epoch=True)``: end training after the current epoch (its validation,
+  checkpoint and ``mmcore_epoch_end`` hooks run first); the best checkpoint is tested as usual and
   ``report.json`` says ``status: "stopped"`` with ``stop_reason``. Works whether or not early
-  stopping is on. In a distributed run, every process must request it (hooks run on every
+  stopping is on. ``finish_epoch=False`` ends the running epoch after the current optimiser step
+  (one process only; a time limit). In a distributed run, every process must request it (hooks run on every
   process: decide from values that are the same on all of them, such as validation metrics);
 * ``all_reduce_sum(tensor)``: sum a tensor over the processes of a distributed run, in place
   (returns it; a no-op in one process) -- for statistics a gradient hook must agree on;

@@ -142,6 +142,16 @@ def check_fusion(
         if not torch.allclose(other.pooled[1:], base.pooled[1:], atol=atol, rtol=1e-4):
             _fail(label, "changing sample 0 changed the output of other samples in eval mode (batch statistics leak?)")
 
+        # A fusion declaring reads_tokens False reads pooled vectors only: new tokens, the same output.
+        if not isinstance(fusion.reads_tokens, bool):
+            _fail(label, f"Fusion.reads_tokens must be a bool, got {fusion.reads_tokens!r}")
+        if not fusion.reads_tokens:
+            scribbled = make()
+            for feats in scribbled.values():
+                feats.tokens = torch.randn(feats.tokens.shape, generator=gen) * 100 * feats.mask[..., None]
+            _same(label, "reads_tokens is False, but changing the tokens (pooled kept) changed the output", base,
+                  fusion(scribbled), atol)
+
         # Every modality but one missing, for the whole batch: still a finite output.
         for keep in slots:
             only = {s: present[s] if s == keep else torch.zeros_like(present[s]) for s in slots}
@@ -332,6 +342,13 @@ def check_frozen_stage(encoder: Encoder, batch: Mapping[str, Any], *, label: str
             _check_features(f"{label} (frozen_features)", frozen, int(batch["present"].shape[0]), width)
             _same(label, "from_frozen(frozen_features(batch)) differs from encoder(batch)", encoder(batch),
                   encoder.from_frozen(frozen), atol)
+            if not isinstance(encoder.pooled_cache_exact, bool):
+                _fail(label, f"Encoder.pooled_cache_exact must be a bool, got {encoder.pooled_cache_exact!r}")
+            if encoder.pooled_cache_exact:  # the pooled vector alone, as one token, gives the same pooled output
+                one = Features(frozen.pooled[:, None], frozen.present[:, None].clone(), frozen.pooled, frozen.present)
+                if not torch.allclose(encoder.from_frozen(one).pooled, encoder.from_frozen(frozen).pooled, atol=atol, rtol=1e-4):
+                    _fail(label, "pooled_cache_exact is True, but from_frozen of the pooled vector as one token gives "
+                                 "another pooled output (a non-linear tail?)")
             if encoder.cacheable:
                 encoder.train()
                 _same(label, "cacheable, but frozen_features gives different outputs in train and eval mode (a cached "
@@ -389,6 +406,15 @@ def check_head(
         no_targets = head(fused.to(torch.float32), None, features)
     if no_targets.loss is not None:
         _fail(label, "without targets, loss must be None")
+    if not isinstance(head.reads_tokens, bool):
+        _fail(label, f"Head.reads_tokens must be a bool, got {head.reads_tokens!r}")
+    if not head.reads_tokens:  # pooled vectors only: new tokens, the same output
+        with torch.no_grad():
+            scribbled = {s: Features(torch.randn(f.tokens.shape, generator=gen) * f.mask[..., None], f.mask, f.pooled, f.present)
+                         for s, f in {"fused": fused, **features}.items()}
+            again = head(scribbled.pop("fused"), None, scribbled)
+        if not torch.allclose(again.logits, no_targets.logits, atol=1e-5, rtol=1e-4):
+            _fail(label, "reads_tokens is False, but changing the tokens (pooled kept) changed the output")
     formatted = head.format_predictions(no_targets)
     if len(formatted) != batch_size:
         _fail(label, f"format_predictions must give one entry per sample ({batch_size}), got {len(formatted)}")

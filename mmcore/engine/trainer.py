@@ -147,6 +147,7 @@ class Trainer:
         self._epoch_state: EpochAccumulator | None = None  # the running epoch's accumulators
         self._resumed_status = "completed"  # "early_stopping" when the resumed run had stopped early
         self._resume_rng: Any = None  # the RNG state a resumed run continues from
+        self._stop_now = False  # request_stop(finish_epoch=False): end the running epoch after this step
         self._unreadable_reported = 0  # unreadable inputs already warned about
 
     # ------------------------------------------------------------------ properties
@@ -164,10 +165,14 @@ class Trainer:
         return self.dist.world_size if self.dist is not None else 1
 
     # ------------------------------------------------------------------ the plugins' surface
-    def request_stop(self, reason: str) -> None:
+    def request_stop(self, reason: str, *, finish_epoch: bool = True) -> None:
         """End training after the current epoch (its validation, checkpoint and epoch-end hooks
         run first); ``report.json`` then says ``status: "stopped"`` and ``stop_reason: reason``.
 
+        ``finish_epoch=False`` (from ``mmcore_train_step_end``, e.g. a time limit that one more
+        epoch would pass) ends the running epoch after the current optimiser step instead: that
+        shorter epoch is validated and checkpointed like any other. One process only: in a
+        distributed run the epoch is always finished (the processes must agree on the batches).
         For plugins (a time limit, a tuner pruning a trial); works with or without early stopping.
         The first reason given is kept. Raises TypeError for a reason that is not a non-empty str.
         """
@@ -175,6 +180,8 @@ class Trainer:
             raise TypeError(f"request_stop needs a reason (a non-empty str), got {reason!r}")
         if self.stop_reason is None:
             self.stop_reason = reason
+        if not finish_epoch:
+            self._stop_now = True
 
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum ``tensor`` over the processes of a distributed run, in place; returns it (one process: unchanged)."""
@@ -651,8 +658,13 @@ class Trainer:
             size = shares[index][0]
             # This process's share of the step: DDP averages the processes' gradients (divides by
             # world_size), so the step's gradient is the mean over all of the group's samples.
-            self.train_step(batch, group=group, last_in_group=index == group_start - 1, force_check=index == total - 1,
+            last = index == group_start - 1
+            self.train_step(batch, group=group, last_in_group=last, force_check=index == total - 1,
                             weight=size * dist.world_size / group_samples, counted=size > 0)
+            if self._stop_now and last and not dist.distributed:
+                if index < total - 1:
+                    self._raise_if_non_finite(state.first_bad, epoch)  # the check the epoch's last step would make
+                break
         seconds = time.perf_counter() - epoch_start
         totals = dist.all_reduce_sum(torch.stack([state.loss_sum + state.loss_sum_host,
                                                   torch.tensor(float(state.seen), dtype=torch.float64, device=self.device)]))

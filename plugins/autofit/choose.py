@@ -5,7 +5,8 @@ Per modality (``preset`` ``best`` unless said otherwise):
 
 * image -- images of at least ``PRETRAINED_MIN_SIDE`` px and the offline EfficientNet-Lite0
   installed: ``efficientnet_lite0`` frozen (ImageNet features, computed once and cached) + a
-  trained projection; smaller images (digits, icons, thumbnails), ``fast``, or no package: the
+  trained projection, unless measured worse than the pixels on the data (``scratch``,
+  :mod:`.candidates`); smaller images (digits, icons, thumbnails), ``fast``, or no package: the
   from-scratch ``image_cnn`` at 16/32/64 px with random shifts, plus Gaussian pixel noise as
   augmentation.
 * audio -- ``audio_cnn`` on 40 log-mel bands at 8 kHz (the speech band; half the frames of 16
@@ -94,12 +95,15 @@ MIN_VAL_ROWS_FOR_METRIC = 200
 
 def build_config(plan: Plan, infos: Sequence[ColumnInfo], *, n_train: int, data_path: str, run_dir: str,
                  preset: str = "best", available: Mapping[str, bool] | None = None,
-                 n_val: int | None = None) -> tuple[dict[str, Any], list[Choice]]:
+                 n_val: int | None = None, scratch: Mapping[str, str] | None = None) -> tuple[dict[str, Any], list[Choice]]:
     """The complete config (``data``, ``model``, ``trainer``) and the choices made, for ``plan``.
 
     ``trainer.epochs`` is a placeholder (``MAX_EPOCHS[preset]``) until :func:`epochs_for_budget`
-    sets it from a measured step time. Raises ValueError for an unknown preset.
+    sets it from a measured step time. ``scratch``: ``{slot: why}`` for image/text slots whose
+    pretrained encoder lost to the from-scratch one when measured (:mod:`.candidates`). Raises
+    ValueError for an unknown preset.
     """
+    scratch = dict(scratch or {})
     if preset not in PRESETS:
         raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     available = dict(pretrained_available() if available is None else available)
@@ -115,7 +119,7 @@ def build_config(plan: Plan, infos: Sequence[ColumnInfo], *, n_train: int, data_
         details = by_name[spec["column"]].details if "column" in spec else {}
         if kind == "image":
             side = float(details.get("side", 32))
-            if best and side >= PRETRAINED_MIN_SIDE and available.get("efficientnet_lite0"):
+            if best and side >= PRETRAINED_MIN_SIDE and available.get("efficientnet_lite0") and slot not in scratch:
                 size = 224 if n_train <= 5000 else 160
                 encoders[slot] = {"name": "efficientnet_lite0", "dim": dim, "image_size": size, "freeze": True}
                 frozen = True
@@ -128,7 +132,7 @@ def build_config(plan: Plan, infos: Sequence[ColumnInfo], *, n_train: int, data_
                                   "augment": True}
                 augment[slot] = {"gaussian_noise": 0.1}
                 why = (f"small images ({side:.0f} px)" if side < PRETRAINED_MIN_SIDE else
-                       "preset fast" if not best else "efficientnet_lite0 not installed")
+                       "preset fast" if not best else scratch[slot] if slot in scratch else "efficientnet_lite0 not installed")
                 choices.append(Choice(slot, f"image_cnn from scratch ({size} px, {'RGB' if channels == 3 else 'gray'}), "
                                             "random shifts + pixel noise", why))
         elif kind == "audio":
@@ -152,7 +156,7 @@ def build_config(plan: Plan, infos: Sequence[ColumnInfo], *, n_train: int, data_
         elif kind == "text":
             rows = n_train
             words = float(by_name[spec["column"]].details.get("words", 1.0))
-            if best and available.get("minilm") and rows <= PRETRAINED_TEXT_MAX_ROWS:
+            if best and available.get("minilm") and rows <= PRETRAINED_TEXT_MAX_ROWS and slot not in scratch:
                 encoders[slot] = {"name": "minilm", "freeze": True, "max_length": 64}
                 frozen = True
                 choices.append(Choice(slot, "minilm (pretrained sentence encoder, frozen, features cached)",
@@ -162,18 +166,20 @@ def build_config(plan: Plan, infos: Sequence[ColumnInfo], *, n_train: int, data_
                 encoders[slot] = {"name": "text_transformer", "dim": dim, "heads": 4, "layers": 1,
                                   "max_length": 64, "tokenizer": tokenizer, **({"vocab_size": 2000} if tokenizer == "word" else {})}
                 augment[slot] = {"typos": 0.05}
-                why = "preset fast" if not best else "minilm not installed" if not available.get("minilm") else "many rows"
+                why = ("preset fast" if not best else "minilm not installed" if not available.get("minilm")
+                       else scratch[slot] if slot in scratch else "many rows")
                 choices.append(Choice(slot, f"text_transformer from scratch ({tokenizer} tokens), typo augmentation", why))
         elif kind == TABULAR_SLOT:
-            numeric = [*spec["numeric"], *(plan.indicators[c] for c in spec["numeric"] if c in plan.indicators)]
+            numeric, categorical = plan.tabular_columns(spec)
             options: dict[str, Any] = {"name": "tabular_mlp", "num_features": len(numeric), "dim": dim, "hidden": [128],
                                        "dropout": 0.1}
-            if spec["categorical"]:
-                options.update(columns=numeric, categorical=list(spec["categorical"]))
+            if categorical:
+                options.update(columns=numeric, categorical=categorical)
             else:
                 options["columns"] = numeric
             encoders[slot] = options
-            choices.append(Choice(slot, f"tabular_mlp ({len(spec['numeric'])} numeric, {len(spec['categorical'])} categorical)",
+            dated = f", {len(spec['dates'])} date/time" if spec.get("dates") else ""
+            choices.append(Choice(slot, f"tabular_mlp ({len(spec['numeric'])} numeric, {len(spec['categorical'])} categorical{dated})",
                                   "numbers standardised and categories embedded, statistics fitted on train"))
     model: dict[str, Any] = {"encoders": encoders}
     multimodal = len(encoders) > 1

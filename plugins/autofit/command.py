@@ -4,6 +4,7 @@ added through the ``mmcore_add_commands`` hook like any plugin's command."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 import mmcore
 from mmcore_plugins.autofit.infer import ColumnError
@@ -24,11 +25,16 @@ def parse_column_overrides(items: list[str]) -> dict[str, str]:
 
 
 def run_fit(args: argparse.Namespace, manager) -> int:
+    from mmcore_plugins.autofit.budget import process_age
     from mmcore_plugins.autofit.fitting import fit
 
+    # A process started as `mmcore fit ...` has spent its start-up on this fit; main() called
+    # in-process (a notebook, a test) has not.
+    started_for_fit = sys.argv[1:2] == ["fit"]
     fit(args.data, args.target, val=args.val, test=args.test, time_limit=args.time_limit, preset=args.preset,
         columns=parse_column_overrides(args.column), run_dir=args.run_dir, overwrite=args.overwrite, manager=manager,
-        empty_labels=args.empty_labels, strict=args.strict, allow_outside_paths=args.allow_outside_paths)
+        empty_labels=args.empty_labels, strict=args.strict, allow_outside_paths=args.allow_outside_paths,
+        max_epochs=args.max_epochs, spent=process_age() if started_for_fit else 0.0)  # start-up counts against --time-limit
     return 0
 
 
@@ -44,10 +50,12 @@ def mmcore_add_commands(subparsers) -> None:
     parser.add_argument("--val", help="a validation table (default: the table's split column, else 15%% of train)")
     parser.add_argument("--test", help="a test table, evaluated with the best checkpoint")
     parser.add_argument("--time-limit", default="10m", help="for the whole fit, e.g. 10m, 90s, 1h (default 10m)")
+    parser.add_argument("--max-epochs", type=int, default=None,
+                        help="at most this many epochs (default: the preset's cap); fewer when the time limit says so")
     parser.add_argument("--preset", default="best", choices=["fast", "best"],
                         help="best: pretrained encoders where they help (default); fast: small models from scratch")
     parser.add_argument("--column", action="append", default=[], metavar="NAME=KIND",
-                        help="override a column's inferred kind: image, audio, video, text, categorical, numeric, "
+                        help="override a column's inferred kind: image, audio, video, text, categorical, numeric, date, "
                              "ignore (the target: classification, multilabel, regression); repeatable")
     parser.add_argument("--empty-labels", default="none", choices=["none", "missing"],
                         help="a multilabel target's empty cell: none of the labels, a negative example (default), or "

@@ -1,5 +1,7 @@
 """``fit``: a table -> inferred columns -> a prepared table + a complete config in a run directory ->
-a measured step time -> epochs for the time limit -> the trainer -> a :class:`Predictor`.
+pretrained candidates measured against from-scratch ones (:mod:`.candidates`) -> measured costs ->
+a plan of every remaining phase within the time limit (:mod:`.budget`) -> the trainer, stopped
+within an epoch at the limit (:mod:`.progress`) -> a :class:`Predictor`.
 
 Everything ``fit`` decides is written into the run directory: ``config.yaml`` (``mmcore train
 RUN/config.yaml`` reproduces the run; editing it is how to go further), ``data.jsonl`` (the
@@ -17,21 +19,30 @@ import random
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import mmcore
 from mmcore.errors import RunInterrupted
 from mmcore.labels import is_non_finite
+from mmcore_plugins.autofit.budget import (
+    FINAL_SECONDS,
+    RUN_SECONDS,
+    Costs,
+    Phases,
+    TimeLimitError,
+    apply_threads,
+    choose_threads,
+    cpu_count,
+    plan_schedule,
+    refusal,
+)
 from mmcore_plugins.autofit.choose import (
     MAX_EPOCHS,
-    TRAIN_SHARE,
     Choice,
-    StepTimes,
     build_config,
     cached_slots,
-    epoch_seconds,
-    epochs_for_budget,
     parse_duration,
 )
 from mmcore_plugins.autofit.infer import (
@@ -49,8 +60,20 @@ from mmcore_plugins.autofit.progress import FitProgress
 VAL_FRACTION = 0.15
 #: Batches timed by the step-time probe (each pass; the first step of a pass is not counted).
 PROBE_BATCHES = 5
-#: Seconds kept after training for the test evaluation's bookkeeping and loading the Predictor.
-FINAL_SECONDS = 5.0
+#: With a frozen encoder (every probe row's features computed once; the steps themselves are cheap).
+FROZEN_PROBE_BATCHES = 3
+#: Rows whose frozen features are computed again, per slot, to measure each slot's cost alone.
+FEATURE_PROBE_ROWS = 16
+#: Frozen image encoders are probed at no more than this size; their cost at the size used is
+#: planned from it by the pixels ((size / PROBE_IMAGE_SIZE) ** 2, :func:`~.budget.plan_schedule`).
+PROBE_IMAGE_SIZE = 96
+#: Seconds an epoch spends on its own files beyond the checkpoint (metrics, hooks, fsync), measured
+#: on this machine at a few tens of ms; planned, then re-planned from the epochs' actual times.
+EPOCH_BOOKKEEPING = 0.05
+#: Share of the time left that comparing pretrained and from-scratch candidates may take.
+CANDIDATE_SHARE = 0.12
+#: The from-scratch fallback is probed only while at least this share of the limit is left.
+MIN_LEFT_FOR_PROBE = 0.25
 DATA_FILE = "data.jsonl"
 PLAN_FILE = "autofit.json"
 SUMMARY_FILE = "fit_summary.json"
@@ -101,7 +124,7 @@ def _log(verbose: bool, *lines: str) -> None:
 def fit(data: Any, target: str, *, val: Any = None, test: Any = None, time_limit: str | float = "10m",
         preset: str = "best", columns: Mapping[str, str] | None = None, run_dir: str | Path | None = None,
         overwrite: bool = False, verbose: bool = True, manager=None, allow_outside_paths: bool = False,
-        empty_labels: str = "none", strict: bool = False) -> Any:
+        empty_labels: str = "none", strict: bool = False, max_epochs: int | None = None, spent: float = 0.0) -> Any:
     """Train a model for column ``target`` of ``data`` without a config; returns a :class:`Predictor`.
 
     ``data``, ``val``, ``test``: CSV / JSONL / Parquet paths or pandas DataFrames (file paths in
@@ -120,22 +143,56 @@ def fit(data: Any, target: str, *, val: Any = None, test: Any = None, time_limit
     unreadable file, in any of the tables, or an input that fails when training reads it, is an error
     naming row and column, instead of a missing modality (counted, as are rows whose target is empty or
     an infinite number, which are left out -- as :class:`Predictor` does with the tables it is given).
+    ``max_epochs``: at most this many epochs (default: the preset's cap); fewer when the time limit
+    says so. ``spent``: seconds already spent on this fit before the call (``mmcore fit``: the
+    process's start-up), counted against the limit.
+
+    The time limit is a promise: every phase counts against it (reading, inference, the step-time
+    probe, the frozen features of train/val/test, training, test evaluation, saving); frozen image
+    features, training rows and epochs are scaled down to fit (:func:`~.budget.plan_schedule`), and
+    training stops within an epoch at the limit (the best checkpoint is kept and tested).
 
     Raises :class:`ColumnError` (a ValueError naming the column) for a column that cannot be
-    used -- before anything is trained; ValueError for a bad option.
+    used -- before anything is trained; ValueError for a bad option; :class:`~.budget.TimeLimitError`
+    when even the smallest plan cannot fit the time limit (with the estimate and the limit that would).
     """
-    from mmcore.engine.atomic import write_file
+    import torch
+
     from mmcore.plugin_manager import get_plugin_manager
     from mmcore_plugins.autofit.choose import PRESETS
-    from mmcore_plugins.autofit.predictor import Predictor
 
-    started = time.perf_counter()
+    started = time.perf_counter() - max(0.0, float(spent))
     limit = parse_duration(time_limit)
     if preset not in PRESETS:
         raise ColumnError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    if max_epochs is not None and (isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1):
+        raise ColumnError(f"--max-epochs must be a positive whole number, got {max_epochs!r}")
     if empty_labels not in ("none", "missing"):
         raise ColumnError(f"--empty-labels must be 'none' or 'missing', got {empty_labels!r}")
-    manager = manager or get_plugin_manager()
+    clock = Phases(limit=limit, started=started)
+    if spent > 0:
+        clock.add("start-up", float(spent), note="the command's interpreter, PyTorch and plugins")
+    threads, threads_why = choose_threads(load=clock.sample_load("start"))
+    previous_threads = torch.get_num_threads()
+    apply_threads(threads)
+    try:
+        return _fit(data, target, val=val, test=test, limit=limit, preset=preset, columns=columns, run_dir=run_dir,
+                    overwrite=overwrite, verbose=verbose, manager=manager or get_plugin_manager(),
+                    allow_outside_paths=allow_outside_paths, empty_labels=empty_labels, strict=strict,
+                    clock=clock, threads=(threads, threads_why),
+                    max_epochs=min(MAX_EPOCHS[preset], max_epochs or MAX_EPOCHS[preset]))
+    finally:
+        torch.set_num_threads(previous_threads)  # the caller's process as it was (fit's choice was for the fit)
+
+
+def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: str, columns: Mapping[str, str] | None,
+         run_dir: str | Path | None, overwrite: bool, verbose: bool, manager, allow_outside_paths: bool,
+         empty_labels: str, strict: bool, clock: Phases, threads: tuple[int, str], max_epochs: int) -> Any:
+    from mmcore.engine.atomic import write_file
+    from mmcore_plugins.autofit.predictor import Predictor
+
+    threads, threads_why = threads
+    read_started = clock.clock()
     rows, base = read_rows(data)
     # An infinite target (a price of inf) is no label, as an infinite number in an input column is no
     # measurement: the row is left out and counted, never made a class of its own.
@@ -154,6 +211,9 @@ def fit(data: Any, target: str, *, val: Any = None, test: Any = None, time_limit
                             "leaves them out)" if empty_as_none else f"; {empties} empty cells: rows left out (--empty-labels missing)")
     if infinite:
         target_info.why += f"; {len(infinite)} infinite values (rows {', '.join(str(i + 1) for i in infinite[:10])}) left out"
+    clock.add("read + infer", clock.clock() - read_started, note=f"{len(rows)} rows, {len(infos)} columns")
+    _check_left(clock, f"reading and inferring {len(rows)} rows")
+    prepare_started = clock.clock()
     _log(verbose, format_table(infos), "")
 
     # ---- splits: the user's tables, else the split column, else carved from train
@@ -217,76 +277,174 @@ def fit(data: Any, target: str, *, val: Any = None, test: Any = None, time_limit
         # ---- the config
         config, choices = build_config(plan, infos, n_train=counts["train"], n_val=counts["val"], data_path=str(data_path),
                                        run_dir=str(run), preset=preset)
+        clock.add("prepare", clock.clock() - prepare_started, note="splits, prepared table, config")
+
+        # ---- candidates: a pretrained encoder is kept only where it measurably beats the from-scratch one
+        compared: dict[str, Any] = {}
+        scratch_why: dict[str, str] = {}
+        if any(enc.get("freeze") is True for enc in config["model"]["encoders"].values()):
+            from mmcore_plugins.autofit.candidates import compare_candidates
+
+            with clock.phase("candidates", CANDIDATE_SHARE * clock.left(), note="linear probes on a sample, val split"):
+                compared = compare_candidates(config, table, plan=plan, infos=infos, base=run,
+                                              budget_s=CANDIDATE_SHARE * clock.left(), manager=manager, clock=clock.clock)
+            scratch_why = {slot: f"measured: {c.why}" for slot, c in compared.items() if c.chosen == "scratch"}
+            if scratch_why:
+                config, choices = build_config(plan, infos, n_train=counts["train"], n_val=counts["val"],
+                                               data_path=str(data_path), run_dir=str(run), preset=preset, scratch=scratch_why)
+            for slot, c in compared.items():
+                if c.chosen == "pretrained":
+                    choices.append(Choice(slot, "pretrained kept", f"measured: {c.why}"))
         if not counts["test"]:
             config["data"]["test_fraction"] = 0.0  # no test rows: none are carved from train either
         if strict:  # an input that fails only when training reads it is an error too
             config["trainer"]["unreadable_inputs"] = "error"
         _log(verbose, "", "choices:", *(f"  {c.slot:<12} {c.what}  -- {c.why}" for c in choices))
 
-        # ---- time: measure a step, then fit the epochs into what is left of the limit
-        times = measure_step_times(config, [r for r in table if r[plan.split_column] == "train"],
-                                   [r for r in table if r[plan.split_column] == "val"], manager=manager)
+        _check_left(clock, "reading, preparing and comparing candidates")
+        # ---- time: measure the costs, then plan every remaining phase into what is left of the limit
+        with clock.phase("probe", note="a few training batches twice, validation twice"):
+            costs = measure_costs(config, [r for r in table if r[plan.split_column] == "train"],
+                                  [r for r in table if r[plan.split_column] == "val"], manager=manager)
+        frozen_images = [slot for slot, enc in config["model"]["encoders"].items()
+                         if enc.get("freeze") is True and "image_size" in enc]
+        image_size = config["model"]["encoders"][frozen_images[0]]["image_size"] if frozen_images else None
         batch = config["trainer"]["batch_size"]
+        schedule = plan_schedule(clock.left(), costs, train_rows=counts["train"], val_rows=counts["val"],
+                                 test_rows=counts["test"], batch_size=batch, max_epochs=max_epochs, image_size=image_size)
+        frozen = [slot for slot, enc in config["model"]["encoders"].items() if enc.get("freeze") is True]
+        if frozen and (not schedule.fits or schedule.train_rows < counts["train"]) and clock.left() > MIN_LEFT_FOR_PROBE * limit:
+            # The frozen features do not fit the limit (or only on fewer rows): the from-scratch
+            # encoders need none; measured and taken when they keep more of the table.
+            why = (f"the time limit: frozen features of {counts['train'] + counts['val'] + counts['test']} rows "
+                   f"need about {schedule.planned['features'] + schedule.planned['test']:.0f} s")
+            alt_config, alt_choices = build_config(plan, infos, n_train=counts["train"], n_val=counts["val"],
+                                                   data_path=str(data_path), run_dir=str(run), preset=preset,
+                                                   scratch={**{slot: why for slot in frozen}, **scratch_why})
+            if not counts["test"]:
+                alt_config["data"]["test_fraction"] = 0.0
+            if strict:
+                alt_config["trainer"]["unreadable_inputs"] = "error"
+            with clock.phase("probe (from scratch)", note="the frozen features did not fit"):
+                alt_costs = measure_costs(alt_config, [r for r in table if r[plan.split_column] == "train"],
+                                          [r for r in table if r[plan.split_column] == "val"], manager=manager)
+            alt = plan_schedule(clock.left(), alt_costs, train_rows=counts["train"], val_rows=counts["val"],
+                                test_rows=counts["test"], batch_size=alt_config["trainer"]["batch_size"], max_epochs=max_epochs)
+            if alt.fits and (not schedule.fits or alt.train_rows > schedule.train_rows):
+                config, choices, costs, schedule, image_size, frozen_images = alt_config, alt_choices, alt_costs, alt, None, []
+                _log(verbose, *(f"  {c.slot:<12} {c.what}  -- {c.why}" for c in choices if c.slot in frozen))
+        if not schedule.fits:
+            raise TimeLimitError(refusal(schedule, limit, clock.elapsed(), frozen=bool(costs.feature_row), preset=preset))
+        batch = config["trainer"]["batch_size"]
+        if schedule.image_size != image_size:
+            for slot in frozen_images:
+                config["model"]["encoders"][slot]["image_size"] = schedule.image_size
+        if schedule.train_rows < counts["train"] or schedule.val_rows < counts["val"]:
+            table = _subsample(table, plan, target_info, train=schedule.train_rows, val=schedule.val_rows)
+            _write_jsonl(data_path, table)
+            counts = {s: sum(r[plan.split_column] == s for r in table) for s in ("train", "val", "test")}
+        config["trainer"]["epochs"] = epochs = schedule.epochs
         steps = math.ceil(counts["train"] / batch)
-        spent = time.perf_counter() - started
-        test_cost = counts["test"] * times.eval_sample * 3  # cold reads; a small share anyway
-        budget = limit * TRAIN_SHARE - spent - test_cost - times.setup_fixed
-        max_epochs = MAX_EPOCHS[preset]
-        epochs = epochs_for_budget(budget, times, steps_per_epoch=steps, val_rows=counts["val"],
-                                   rows=counts["train"] + counts["val"], max_epochs=max_epochs)
-        config["trainer"]["epochs"] = epochs
-        per_epoch = epoch_seconds(times, steps_per_epoch=steps, val_rows=counts["val"])
-        time_note = (f"measured {1000 * times.warm_step:.0f} ms/step ({1000 * times.cold_step:.0f} ms reading inputs the first "
-                     f"time), {steps} steps + validation = {per_epoch:.1f} s/epoch; {budget:.0f} s of the {limit:.0f} s limit "
-                     f"left for training -> {epochs} epochs (at most {max_epochs}; early stopping after "
-                     f"{config['trainer']['early_stopping']} without improvement)")
+        time_note = (f"measured {1000 * costs.warm_step:.0f} ms/step ({1000 * costs.cold_step:.0f} ms reading inputs the first "
+                     f"time), {steps} steps + validation = {schedule.per_epoch:.1f} s/epoch; "
+                     f"{clock.left():.0f} s of the {limit:.0f} s limit left -> {epochs} epochs (at most {max_epochs}; "
+                     f"early stopping after {config['trainer']['early_stopping']} without improvement)")
         choices.append(Choice("epochs", str(epochs), time_note))
+        if schedule.scaled:
+            choices.append(Choice("budget", "; ".join(schedule.scaled),
+                                  f"the table as it is needs more than the {clock.left():.0f} s left of --time-limit"))
         cached = cached_slots(config)
         _log(verbose, f"  {'epochs':<12} {time_note}",
+             *([f"  {'budget':<12} scaled down to fit: {'; '.join(schedule.scaled)}"] if schedule.scaled else []),
+             f"  {'threads':<12} {threads} intra-op ({threads_why})",
              f"  {'cached':<12} {', '.join(f'{s} ({how})' for s, how in cached.items()) or 'none (every slot is augmented)'}", "")
 
         autofit = {"target": target, "preset": preset, "time_limit_s": limit, "columns": [_info_json(i) for i in infos],
-                   "plan": plan.to_json(), "choices": [c.__dict__ for c in choices], "step_times": times.__dict__,
+                   "plan": plan.to_json(), "choices": [c.__dict__ for c in choices], "costs": asdict(costs),
+                   "schedule": {"epochs": epochs, "train_rows": schedule.train_rows, "val_rows": schedule.val_rows,
+                                "image_size": schedule.image_size, "planned_s": schedule.planned, "scaled": schedule.scaled},
+                   "threads": {"intra_op": threads, "why": threads_why},
+                   "candidates": [c.to_json() for c in compared.values()],
                    "cached_slots": cached, "dropped_files": dropped, "rows": counts, "val_source": val_source,
                    "infinite_targets": [i + 1 for i in infinite], "strict": strict}
         write_file(run / PLAN_FILE, json.dumps(autofit, indent=2))
 
-        # ---- train
+        # ---- train (setup and frozen features of train + val, epochs), test (its features included)
         from mmcore.engine.trainer import Trainer
 
+        clock.sample_load("training")
+        # fit's measured choice, not trainer.threads' default (auto): the summary reports what ran
+        config["trainer"]["threads"] = threads
         trainer = Trainer(config, manager=manager)
-        progress = FitProgress(deadline=started + limit - test_cost - FINAL_SECONDS,
+        reserve = schedule.planned["test"] + schedule.planned["final"]
+        progress = FitProgress(deadline=clock.started + limit, reserve=reserve, clock=clock.clock,
+                               val_seconds=counts["val"] * costs.eval_sample, planned_step=costs.warm_step,
                                log=(lambda line: print(line, flush=True)) if verbose else None)
+        began = clock.clock()
         try:
             with mmcore.register_plugin(progress, name=f"autofit-progress#{id(progress)}", manager=manager):  # this run only
                 report = trainer.fit()
         except RunInterrupted as exc:  # Ctrl-C: the run is marked partial (report.json too) and says how to go on
             write_file(run / SUMMARY_FILE, json.dumps({"run_dir": str(run), "task": plan.task, "status": "interrupted",
                                                        "epochs_run": exc.epochs_done, "epochs_planned": epochs,
-                                                       "resume": exc.resume_hint()}, indent=2))
+                                                       "resume": exc.resume_hint(), "time": clock.to_json()}, indent=2))
             raise
-        seconds = time.perf_counter() - started
-        summary = {"run_dir": str(run), "task": plan.task, "status": report.get("status"), "best_epoch": report.get("best_epoch"),
-                   "epochs_run": report.get("epochs_run"), "epochs_planned": epochs, "monitor": report.get("monitor"),
-                   "best_val": report.get("best_value"), "test": report.get("test", {}), "train_seconds": report.get("seconds"),
-                   "seconds": seconds, "cached_slots": cached, "rows": counts,
-                   "stop_reason": report.get("stop_reason"), "stopped_by_time_limit_after_epoch": progress.stopped_after,
-                   "unreadable_inputs": report.get("unreadable_inputs")}
+        ended = clock.clock()
+        trained = progress.train_started if progress.train_started is not None else ended
+        last_epoch = progress.epoch_started if progress.epoch_started is not None else trained
+        clock.add("setup + features", trained - began, schedule.planned["setup"] + schedule.planned["features"],
+                  note=f"train + val rows; images at {schedule.image_size} px" if schedule.image_size else "")
+        clock.add("training", last_epoch - trained, schedule.planned["training"],
+                  note=f"{report.get('epochs_run')} of {epochs} epochs")
+        clock.add("test", ended - last_epoch, schedule.planned["test"], note=f"{counts['test']} rows, best checkpoint")
+        with clock.phase("saving", schedule.planned["final"]):
+            clock.sample_load("end")
+            cache_bytes = _cache_bytes(config)
+            summary = {"run_dir": str(run), "task": plan.task, "status": report.get("status"), "best_epoch": report.get("best_epoch"),
+                       "epochs_run": report.get("epochs_run"), "epochs_planned": epochs, "monitor": report.get("monitor"),
+                       "best_val": report.get("best_value"), "test": report.get("test", {}), "train_seconds": report.get("seconds"),
+                       "seconds": clock.elapsed(), "time_limit_s": limit, "cached_slots": cached, "rows": counts,
+                       "feature_cache_bytes": cache_bytes, "threads": {"intra_op": threads, "why": threads_why,
+                                                                       "dropped_to_one_after_epoch": progress.threads_dropped_after},
+                       "scaled_to_fit": schedule.scaled, "epochs": progress.epochs,
+                       "candidates": [c.to_json() for c in compared.values()],
+                       "stop_reason": report.get("stop_reason"), "stopped_by_time_limit_after_epoch": progress.stopped_after,
+                       "stopped_within_epoch": progress.stopped_within_epoch,
+                       "unreadable_inputs": report.get("unreadable_inputs")}
+            summary["time"] = clock.to_json()
+            write_file(run / SUMMARY_FILE, json.dumps(summary, indent=2))
+            predictor = Predictor.load(run, manager=manager)
+        summary["seconds"], summary["time"] = clock.elapsed(), clock.to_json()
         write_file(run / SUMMARY_FILE, json.dumps(summary, indent=2))
         if verbose:
             test_part = ", ".join(f"{k} {v:.4f}" for k, v in summary["test"].items()) or "no test split"
             print(f"\nbest epoch {summary['best_epoch']} of {summary['epochs_run']} ({summary['status']}); "
                   f"val {summary['monitor']} {summary['best_val']:.4f}; test: {test_part}", flush=True)
-            print(f"cached across epochs: {', '.join(f'{s} ({how})' for s, how in cached.items()) or 'nothing'}")
+            print(f"cached across epochs: {', '.join(f'{s} ({how})' for s, how in cached.items()) or 'nothing'}"
+                  + (f"; feature cache {cache_bytes / 2**20:.1f} MiB on disk" if cache_bytes else ""))
             unreadable = summary["unreadable_inputs"] or {}
             if unreadable.get("count"):  # found only when training read them: missing modalities, as above
                 print(f"{unreadable['count']} input(s) could not be read when training read them and were missing "
                       f"modalities ({', '.join(f'{c} {n}' for c, n in unreadable['columns'].items())}); first: "
                       f"{unreadable['listed'][0]} (fit_summary.json lists them)")
-            print(f"total {seconds:.0f} s; run directory {run}")
+            loads = ", ".join(f"{w} {v:.1f}" for w, v in clock.loads if v is not None)
+            print(f"time (planned / actual; load average {loads or 'unknown'} on {cpu_count()} CPUs):", clock.table(), sep="\n")
+            print(f"run directory {run}")
             print(f"  reproduce: mmcore train {run / 'config.yaml'} trainer.run_dir={run.parent / (run.name + '-again')}")
             print(f"  predict:   mmcore.Predictor.load({str(run)!r}).predict(table)")
-        return Predictor.load(run, manager=manager)
+        return predictor
+
+
+def _check_left(clock: Phases, done: str) -> None:
+    """Refuse at once when what ran so far left less than the least a training needs (the fixed
+    reserve at the end, a setup and a little training): no measurement can change that answer."""
+    least = FINAL_SECONDS + 4 * RUN_SECONDS
+    if clock.left() < least:
+        elapsed = clock.elapsed()
+        load = next((f" (load {value:.1f})" for _, value in clock.loads if value is not None), "")
+        raise TimeLimitError(f"--time-limit {clock.limit:.0f}s: {done} took {elapsed:.0f} s on this machine{load}, "
+                             f"leaving {max(0.0, clock.left()):.0f} s, less than the {least:.0f} s the shortest training "
+                             f"needs; pass --time-limit {math.ceil(3 * elapsed / 60)}m or more")
 
 
 def _absent(row: Mapping[str, Any], spec: Mapping[str, Any]) -> bool:
@@ -348,61 +506,122 @@ def _write_jsonl(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
     write_file(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
-def measure_step_times(config: Mapping[str, Any], train_rows: Sequence[Mapping[str, Any]],
-                       val_rows: Sequence[Mapping[str, Any]], *, manager, batches: int = PROBE_BATCHES) -> StepTimes:
+def measure_costs(config: Mapping[str, Any], train_rows: Sequence[Mapping[str, Any]],
+                  val_rows: Sequence[Mapping[str, Any]], *, manager, batches: int = PROBE_BATCHES) -> Costs:
     """Time real training steps of ``config`` on a few batches of its own rows (a throw-away run).
 
-    The probe trains ``batches`` batches twice over the same rows: the first pass reads and
-    processes every input (``cold_step``), the second finds what ``cache_inputs`` remembered
-    (``warm_step``); the first step of each pass (allocation warm-up) is not counted. Validation
-    is timed on up to 64 val rows (second pass). Setup (data set, processor fitting, frozen
-    features for the probe rows) gives ``setup_per_row`` when an encoder is frozen.
+    Reading the rows into a data set is timed alone (``load_row``). The probe then trains
+    ``batches`` batches twice over the same rows: the first pass reads and processes every input
+    (``cold_step``), the second finds what ``cache_inputs`` remembered (``warm_step``); the first
+    step of each pass (allocation warm-up) is not counted. Validation is timed on up to 64 val rows,
+    reading them (``eval_cold_sample``) and again (``eval_sample``). Each frozen slot's features are
+    computed again alone (``feature_row``; image slots at their ``image_size``); the rest of the
+    setup is ``setup_fixed`` (loading weights, building the model).
     """
+    from mmcore.engine.datasets import load_datasets
     from mmcore.engine.trainer import Trainer
 
     batch = int(config["trainer"]["batch_size"])
+    frozen = bool(config["trainer"].get("cache_features"))
+    if frozen:  # every probe row's frozen features are computed: the costliest part on a busy CPU
+        batches = min(batches, FROZEN_PROBE_BATCHES)
     probe_train = list(train_rows[: batch * batches])
-    probe_val = list(val_rows[:64]) or probe_train[:batch]
+    probe_val = list(val_rows[: 32 if frozen else 64]) or probe_train[:batch]
+    rows = len(probe_train) + len(probe_val)
     with tempfile.TemporaryDirectory(prefix="mmcore-fit-probe-") as tmp:
         probe = Path(tmp) / "probe.jsonl"
         split = config["data"]["split_column"]
         _write_jsonl(probe, [*({**r, split: "train"} for r in probe_train), *({**r, split: "val"} for r in probe_val)])
         cfg = copy.deepcopy(dict(config))
         cfg["data"] = {**cfg["data"], "path": str(probe), "test_fraction": 0.0}
-        frozen = bool(cfg["trainer"].get("cache_features"))
+        for encoder in cfg["model"]["encoders"].values():  # frozen image features measured small, planned by the pixels
+            if encoder.get("freeze") is True and "image_size" in encoder:
+                encoder["image_size"] = min(int(encoder["image_size"]), PROBE_IMAGE_SIZE)
         cfg["trainer"] = {**cfg["trainer"], "epochs": 1, "run_dir": str(Path(tmp) / "run"), "progress": False,
                           "plots": False, "tensorboard": False, "cache_features": frozen}
+        load_row = math.inf
+        for _ in range(2):  # the first read also pays one-time imports
+            start = time.perf_counter()
+            load_datasets(cfg, manager)
+            load_row = min(load_row, (time.perf_counter() - start) / max(1, rows))
         trainer = Trainer(cfg, manager=manager)
         start = time.perf_counter()
         trainer.setup()
         setup = time.perf_counter() - start
         try:
-            per_row = 0.0
+            feature_row: dict[str, float] = {}
             cache = trainer.feature_cache
-            slots = list(trainer.model.feature_caches)
-            if frozen and cache is not None and slots:
-                # The frozen encoders' first pass, per row, measured alone (the setup also loaded
-                # the pretrained weights: a fixed cost the real run pays once too).
+            if frozen and cache is not None:
+                # The frozen encoders' first pass, per row and slot, measured alone (the setup also
+                # loaded the pretrained weights: a fixed cost the real run pays once too).
                 from mmcore.data import precompute_features
 
                 cache.clear()
-                start = time.perf_counter()
-                for slot in slots:
-                    precompute_features(trainer.model, slot, trainer.datasets["train"], batch_size=64)
-                per_row = (time.perf_counter() - start) / max(1, len(trainer.datasets["train"]))
+                train = trainer.datasets["train"]
+                sample = [train[i] for i in range(min(FEATURE_PROBE_ROWS, len(train)))]
+                for slot in list(trainer.model.feature_caches):
+                    start = time.perf_counter()
+                    precompute_features(trainer.model, slot, sample, batch_size=FEATURE_PROBE_ROWS)
+                    feature_row[slot] = (time.perf_counter() - start) / max(1, len(sample))
             passes = [_timed_pass(trainer) for _ in range(2)]
+            start = time.perf_counter()
             trainer.evaluate(trainer.datasets["val"])  # reads and remembers the val inputs
+            eval_cold = (time.perf_counter() - start) / max(1, len(trainer.datasets["val"]))
             start = time.perf_counter()
             trainer.evaluate(trainer.datasets["val"])
             eval_sample = (time.perf_counter() - start) / max(1, len(trainer.datasets["val"]))
+            # Saving the weights (a checkpoint per epoch, the best one again when it improved).
+            import torch
+
+            start = time.perf_counter()
+            for name in ("last", "best"):  # with the optimiser's state, as a checkpoint holds it
+                torch.save({"model": trainer.model.state_dict(), "optimizer": trainer.optimizer.state_dict()},
+                           Path(tmp) / f"{name}.pt")
+            epoch_fixed = time.perf_counter() - start + EPOCH_BOOKKEEPING
         finally:
             trainer.close()  # the probe's (temporary) run directory lock
+        # The first setup in a process also paid one-time imports; a second one (without features,
+        # measured above) is what the run itself will pay.
+        again = Trainer({**cfg, "trainer": {**cfg["trainer"], "run_dir": str(Path(tmp) / "again"), "cache_features": False}},
+                        manager=manager)
+        start = time.perf_counter()
+        try:
+            again.setup()
+            setup = min(setup - sum(feature_row.values()) * rows, time.perf_counter() - start)
+        finally:
+            again.close()
     cold, warm = passes
-    rows = len(probe_train) + len(probe_val)
-    if frozen and not per_row:  # no separate measurement: the whole setup, per row (an upper bound)
-        per_row = setup / max(1, rows)
-    return StepTimes(cold_step=max(cold, warm), warm_step=warm, eval_sample=eval_sample, setup_per_row=per_row,
-                     setup_fixed=max(0.0, setup - per_row * rows))
+    encoders = cfg["model"]["encoders"]
+    image_slots = tuple(slot for slot in feature_row if "image_size" in encoders.get(slot, {}))
+    sizes = {encoders[slot]["image_size"] for slot in image_slots}
+    return Costs(cold_step=max(cold, warm), warm_step=warm, eval_sample=eval_sample, eval_cold_sample=max(eval_cold, eval_sample),
+                 load_row=load_row, setup_fixed=max(0.0, setup - load_row * rows), epoch_fixed=epoch_fixed,
+                 feature_row=feature_row, feature_size=next(iter(sizes)) if len(sizes) == 1 else None, image_slots=image_slots)
+
+
+def _subsample(table: list[dict[str, Any]], plan, target_info: ColumnInfo, *, train: int, val: int) -> list[dict[str, Any]]:
+    """``train`` training and ``val`` validation rows of the prepared ``table`` (seeded, stratified by
+    class for a classification target); test rows all kept."""
+    split = plan.split_column
+    keep: set[int] = set()
+    for name, count in (("train", train), ("val", val)):
+        indices = [i for i, r in enumerate(table) if r[split] == name]
+        if count >= len(indices):
+            keep.update(indices)
+            continue
+        keys = [str(table[i].get(plan.target)) if plan.task == "classification" else None for i in indices]
+        keep.update(carve_val(indices, keys, fraction=count / len(indices), seed=1))
+    return [r for i, r in enumerate(table) if r[split] not in ("train", "val") or i in keep]
+
+
+def _cache_bytes(config: Mapping[str, Any]) -> int:
+    """Bytes of the run's frozen-feature cache on disk (0 without one)."""
+    where = (config.get("trainer") or {}).get("cache_features")
+    if not isinstance(where, str):
+        return 0
+    from mmcore.feature_cache import disk_bytes
+
+    return disk_bytes(where)
 
 
 def _timed_pass(trainer) -> float:

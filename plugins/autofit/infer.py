@@ -9,16 +9,25 @@ Rules, in order (each column's ``why`` says which one decided):
   image frames -> ``video``; ``looks_like_image`` (suffix or magic bytes, Pillow) -> ``image``;
   ``looks_like_audio`` (libsndfile) -> ``audio``; text files -> ``text`` (read into the cell).
   Every file is then checked (headers only, ``check_media``): a missing or unreadable file makes
-  that cell missing (counted in ``why``); a column whose files are *all* missing or unreadable
-  is an error (:class:`ColumnError`).
+  that cell missing (counted in ``why``); a column whose files *mostly* do not exist is reported
+  (a ``warning`` under the table: the table likely lies elsewhere than its files); a column whose
+  files are *all* missing or unreadable is an error (:class:`ColumnError`).
 * **numbers** -- every non-empty cell parses as a finite number -> ``numeric``; integers that are
   unique per row and fill a dense range (an index, a row number) -> ``ignore`` (identifier).
+* **dates and times** -- ``datetime`` / ``date`` / ``time`` values (Parquet, DataFrames) or strings in
+  one common format (:mod:`.dates`: ISO 8601, ``03/04/2021``, ``4 Mar 2021``, ``10:30``, ...) ->
+  ``date``: days since the earliest, year, hour, month and weekday go to the table slot (never
+  to a sentence encoder); a date that is the same in every row -> ``ignore``.
 * **strings** -- unique per row without spaces (codes, UUIDs, file names of nothing) -> ``ignore``;
-  few distinct values (at most ``MAX_CATEGORIES``, and few per row) -> ``categorical``; otherwise
-  (varied or multi-word strings) -> ``text``.
+  single tokens that carry digits and repeat only a few times (``SKU-00123``, user ids) ->
+  ``ignore``; few distinct values (at most ``MAX_CATEGORIES``, and few per row) -> ``categorical``;
+  single words with more values that repeat (brands, cities) -> ``categorical`` (the most frequent
+  embedded); otherwise (varied or multi-word strings) -> ``text``.
 * **split** -- a string column whose values are all split names (train / val / test and their
   usual aliases) -> used as the split, not as an input.
-* **target** -- numbers with many distinct values, not all integers -> ``regression``; lists
+* **target** -- decided on its finite values (an ``inf`` / ``nan`` cell is an error naming its row,
+  or, for a declared regression, a row left out and counted). Numbers with many distinct values,
+  not all integers -> ``regression``; lists
   (JSON arrays) or strings joined by one delimiter (``;``, ``|``, ``,``) over a small label
   vocabulary -> ``multilabel``; anything else -> ``classification``. Class and label names follow
   mmcore's one rule (:mod:`mmcore.labels`): as the table writes them, one class per value.
@@ -42,7 +51,7 @@ from mmcore.errors import UserInputError
 from mmcore.labels import fit_classes, is_missing, label_values, multilabel_names
 
 #: Kinds an input column can have; ``--column NAME=KIND`` accepts these.
-INPUT_KINDS = ("image", "audio", "video", "text", "categorical", "numeric", "ignore")
+INPUT_KINDS = ("image", "audio", "video", "text", "categorical", "numeric", "date", "ignore")
 #: Kinds a target column can have.
 TARGET_KINDS = ("classification", "multilabel", "regression")
 #: Modalities whose cells are file (or folder) paths.
@@ -220,6 +229,10 @@ def infer_input(name: str, values: Sequence[Any], base: Path, override: str | No
             return ColumnInfo(name, "ignore", "lists/objects (understood only as a multilabel target)", missing, role="ignored")
     numbers = [as_number(v) for _, v in present]
     distinct = len({str(v).strip() for _, v in present})
+    if override == "date" or (override is None and not all(x is not None for x in numbers)):
+        info = _date_column(name, [v for _, v in present], missing, n, override)
+        if info is not None:
+            return info
     if override == "numeric" or (override is None and all(x is not None for x in numbers)):
         if override == "numeric" and any(x is None for x in numbers):
             bad = next(v for (_, v), x in zip(present, numbers, strict=True) if x is None)
@@ -234,11 +247,20 @@ def infer_input(name: str, values: Sequence[Any], base: Path, override: str | No
         lowered = {s.lower() for s in strings}
         if lowered <= set(SPLIT_NAMES) and {SPLIT_NAMES[s] for s in lowered} & {"train"}:
             return ColumnInfo(name, "split", f"split names ({', '.join(sorted(lowered))})", missing, role="split")
-        if distinct == len(strings) and len(strings) >= 20 and not any(any(ch.isspace() for ch in s) for s in strings):
+        single = not any(any(ch.isspace() for ch in s) for s in strings)
+        if distinct == len(strings) and len(strings) >= 20 and single:
             return ColumnInfo(name, "ignore", f"identifier: a distinct single token in each of {len(strings)} rows",
                               missing, role="ignored")
+        if single and distinct > MAX_CATEGORIES and _is_code_column(strings, distinct):
+            return ColumnInfo(name, "ignore", f"identifier: codes with digits, {distinct} distinct in {len(strings)} rows "
+                                              "(a value repeats only a few times)", missing, role="ignored")
     words = sum(len(s.split()) for s in strings) / len(strings)
     few = distinct <= MAX_CATEGORIES and distinct <= max(2, len(strings) // 5)
+    if override is None and not few and words <= 1.0 and distinct <= len(strings) // 2:
+        # Single words with many values that repeat (brands, cities, product lines): categories -- the
+        # encoder embeds the most frequent ones -- not sentences for a sentence encoder.
+        return ColumnInfo(name, "categorical", f"{distinct} distinct single words in {len(strings)} rows (the "
+                                               "most frequent are embedded)", missing, details={"values": distinct})
     if override == "categorical" or (override is None and few):
         why = "--column override" if override else f"{distinct} distinct strings in {len(strings)} rows"
         return ColumnInfo(name, "categorical", why, missing, details={"values": distinct})
@@ -265,6 +287,43 @@ def _is_identifier_numbers(numbers: list[float | None], n_rows: int) -> bool:
     return (max(values) - min(values) + 1) <= 2 * len(values)
 
 
+def _is_code_column(strings: list[str], distinct: int) -> bool:
+    """Single tokens that are codes (``SKU-00123``, ``u8812``): nearly all carry a digit and a value
+    repeats on average fewer than three times -- an identifier of something rows share, not a category."""
+    with_digit = sum(any(ch.isdigit() for ch in s) for s in strings)
+    return with_digit >= 0.9 * len(strings) and len(strings) < 3 * distinct
+
+
+def _date_column(name: str, values: list[Any], missing: float, n: int, override: str | None) -> ColumnInfo | None:
+    """A ``date`` :class:`ColumnInfo` when the cells are dates/times (:mod:`.dates`), else None
+    (ColumnError for ``--column NAME=date`` on cells that do not read as dates)."""
+    from mmcore_plugins.autofit import dates
+
+    found = dates.detect(values)
+    if found is None:
+        if override == "date":
+            example = next((v for v in values if all(dates.parse(v, f) is None for f in (dates.ISO, *dates.FORMATS))), values[0])
+            raise ColumnError(f"--column {name}=date: cell {example!r} is not a date or time in a format fit reads "
+                              "(ISO 8601 such as 2021-03-04 or 2021-03-04T10:30:00, 03/04/2021, 4 Mar 2021, 10:30, ...)")
+        return None
+    fmt, read = found
+    details = dates.describe(values, fmt)
+    if not details.get("time_only") and details["first"] == details["last"]:
+        return ColumnInfo(name, "ignore", f"date/time, the same in every row ({details['first']})", missing, role="ignored")
+    numeric, categorical = dates.parts_of(details)
+    unread = len(values) - read
+    shown = "ISO 8601" if fmt == dates.ISO else fmt
+    why = ("--column override; " if override else "") + (
+        f"date/time ({shown}; {details['first']} .. {details['last']}) -> tabular: {', '.join([*numeric, *categorical])}")
+    if unread:
+        why += f"; {unread} cells do not read -> treated as missing"
+    return ColumnInfo(name, "date", why, 1 - read / max(n, 1), details=details)
+
+
+#: String columns with more cells than this are first tested on a spread sample of this many.
+PATH_SAMPLE = 256
+
+
 def _file_column(name: str, present: list[tuple[int, Any]], n: int, base: Path, override: str | None,
                  allow_outside: bool = False) -> ColumnInfo | None:
     """A :class:`ColumnInfo` when the cells are file paths, else None. Checks every file."""
@@ -276,6 +335,14 @@ def _file_column(name: str, present: list[tuple[int, Any]], n: int, base: Path, 
         return None
     if override is None and all(as_number(v) is not None for _, v in strings):
         return None  # numbers (a 100k-column table of them needs no file lookups)
+    if override is None and len(strings) > PATH_SAMPLE:
+        # Text, codes, dates: a spread sample settles it without resolving every cell (each
+        # resolution is a realpath; 10,000 rows x 4 string columns took minutes on a busy machine).
+        step = len(strings) / PATH_SAMPLE
+        sample = [strings[int(k * step)][1] for k in range(PATH_SAMPLE)]
+        hits = sum(1 for v in sample if _looks_like_path(v) or resolve_path(v, base) is not None)
+        if hits < 0.25 * len(sample):
+            return None
     resolved = [(i, v, resolve_path(v, base)) for i, v in strings]
     existing = [(i, v, p) for i, v, p in resolved if p is not None]
     shaped = sum(_looks_like_path(v) for _, v, p in resolved if p is None)
@@ -318,6 +385,11 @@ def _file_column(name: str, present: list[tuple[int, Any]], n: int, base: Path, 
     if unusable:
         why += f"; {len(unusable)} missing/unreadable -> treated as missing"
     details: dict[str, Any] = {"unusable": unusable, "files": True}
+    absent = [v for _, v, p in resolved if p is None]
+    if len(absent) > 0.5 * len(strings):  # most files absent: a wrong folder more likely than missing data
+        details["warning"] = (f"{len(absent)} of its {len(strings)} files ({_percent(len(absent), len(strings))}) do not exist "
+                              f"(e.g. {absent[0]!r}, relative to {str(base)!r}): if the table lies elsewhere than its files, "
+                              "move it or make its paths relative to its own folder; the absent files are missing cells")
     details.update(_media_stats(kind, [p for i, _, p in existing if i not in unusable][:64]))
     if kind == "text":
         return ColumnInfo(name, "text", why + " (file contents)", missing, details=details)
@@ -351,13 +423,40 @@ def _media_stats(kind: str, paths: list[Path]) -> dict[str, Any]:
     return {}
 
 
+def is_nonfinite(value: Any) -> bool:
+    """A cell that is a number but not a finite one: ``inf``, ``-inf``, ``"Infinity"``, ``"nan"``
+    (a float NaN is a missing cell, :func:`mmcore.labels.is_missing`)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)) or (type(value).__module__ == "numpy" and hasattr(value, "item")):
+        try:
+            return not math.isfinite(float(value))
+        except (TypeError, ValueError, OverflowError):
+            return False
+    if isinstance(value, str):
+        try:
+            return not math.isfinite(float(value.strip()))
+        except ValueError:
+            return False
+    return False
+
+
 def infer_target(name: str, values: Sequence[Any], override: str | None = None) -> ColumnInfo:
-    """Infer the target column: classification, multilabel or regression (see the module docstring)."""
+    """Infer the target column: classification, multilabel or regression (see the module docstring).
+
+    The kind is decided on the finite values. A non-finite number (``inf``, ``-inf``, ``"nan"``)
+    in the target is a data error naming its row and the column (:class:`ColumnError`) -- unless
+    the target is declared ``regression`` (``--column NAME=regression``): then such rows are left
+    out and counted (``details["nonfinite"]``: ``{row index: value}``), as rows with an empty target
+    are, and as a non-finite number in an input column is a missing cell.
+    """
     n = len(values)
-    present = [v for v in values if not is_missing(v)]
+    nonfinite = {i: v for i, v in enumerate(values) if not is_missing(v) and is_nonfinite(v)}
+    present = [v for i, v in enumerate(values) if not is_missing(v) and i not in nonfinite]
     missing = 1 - len(present) / max(n, 1)
     if not present:
-        raise ColumnError(f"target column {name!r} is empty in every row")
+        raise ColumnError(f"target column {name!r} is empty in every row"
+                          + (f" (or holds no finite number: {len(nonfinite)} non-finite)" if nonfinite else ""))
     kind, why, details = override, "--column override", {}
     lists = [v for v in present if isinstance(v, (list, tuple))]
     numbers = [as_number(v) for v in present]
@@ -377,17 +476,30 @@ def infer_target(name: str, values: Sequence[Any], override: str | None = None) 
                 kind, why = "multilabel", f"labels joined by {delimiter!r}"
             else:
                 kind, why = "classification", f"{len({str(v).strip() for v in present})} distinct labels"
+    if nonfinite:
+        row, value = next(iter(nonfinite.items()))
+        if override != "regression":
+            decided = "declared" if override else f"inferred from its {len(present)} finite values"
+            more = f" ({len(nonfinite)} such rows)" if len(nonfinite) > 1 else ""
+            raise ColumnError(
+                f"row {row + 1}, target {name!r}: {value!r} is not a finite number{more}; the target is {kind} "
+                f"({decided}), which has no place for it -- empty the cell to leave the row out"
+                + (f", or pass --column {name}=regression to leave out every non-finite row (counted)"
+                   if all(x is not None for x in numbers) else ""))
+        details["nonfinite"] = dict(nonfinite)
+        why += f"; {len(nonfinite)} non-finite (inf/nan) rows left out"
     if kind == "regression":
         if any(x is None for x in numbers):
-            bad = next(v for v, x in zip(present, numbers, strict=True) if x is None)
-            raise ColumnError(f"target {name!r}: regression needs numbers, got {bad!r}")
+            i, bad = next((i, v) for i, v in enumerate(values)
+                          if not is_missing(v) and i not in nonfinite and as_number(v) is None)
+            raise ColumnError(f"row {i + 1}, target {name!r}: regression needs numbers, got {bad!r}")
     elif kind == "multilabel":
         delimiter = None if lists and len(lists) == len(present) else _multilabel_delimiter([str(v) for v in present]) or ";"
         details["delimiter"] = delimiter
         try:
             labels = fit_classes(label for v in present for label in multilabel_names(v, delimiter))
         except ValueError as exc:
-            raise ColumnError(f"target {name!r}: {exc}") from exc
+            raise ColumnError(f"{_first_bad_row(values, lambda v: multilabel_names(v, delimiter))}target {name!r}: {exc}") from exc
         if len(labels) < 2 or len(labels) > MAX_LABELS:
             raise ColumnError(f"target {name!r}: a multilabel target needs 2 to {MAX_LABELS} distinct labels, got {len(labels)}")
         details["labels"] = labels
@@ -396,7 +508,7 @@ def infer_target(name: str, values: Sequence[Any], override: str | None = None) 
         try:
             classes = fit_classes(present)
         except ValueError as exc:
-            raise ColumnError(f"target {name!r}: {exc}") from exc
+            raise ColumnError(f"{_first_bad_row(values, lambda v: fit_classes([v]))}target {name!r}: {exc}") from exc
         if len(classes) < 2:
             raise ColumnError(f"target {name!r}: classification needs at least 2 classes, every row has {classes[0]!r}")
         if len(classes) > max(100, len(present) // 2):
@@ -405,6 +517,18 @@ def infer_target(name: str, values: Sequence[Any], override: str | None = None) 
         details["classes"] = classes
         details["class_values"] = label_values(classes, present)  # what predictions give back: the table's own values
     return ColumnInfo(name, kind, why, missing, role="target", details=details)
+
+
+def _first_bad_row(values: Sequence[Any], check: Any) -> str:
+    """``"row N, "`` for the first cell ``check`` raises ValueError on ("" when none does)."""
+    for i, value in enumerate(values):
+        if is_missing(value):
+            continue
+        try:
+            check(value)
+        except ValueError:
+            return f"row {i + 1}, "
+    return ""
 
 
 def _multilabel_delimiter(strings: list[str]) -> str | None:
@@ -429,4 +553,5 @@ def format_table(infos: Sequence[ColumnInfo]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = [f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]}" for r in rows]
     lines.insert(1, "-" * max(len(line) for line in lines))
+    lines += [f"warning: column {info.name!r}: {info.details['warning']}" for info in infos if info.details.get("warning")]
     return "\n".join(lines)

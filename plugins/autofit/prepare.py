@@ -58,6 +58,9 @@ class Plan:
     indicators: dict[str, str] = field(default_factory=dict)
     text_files: list[str] = field(default_factory=list)
     split_column: str = "split"
+    #: date/time column -> what :mod:`.dates` derives from it: ``format``, ``origin``, ``with_time``,
+    #: ``time_only`` and ``numeric`` / ``categorical`` ``{part: derived column}`` (in the table slot)
+    dates: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -96,10 +99,13 @@ class Plan:
             if not isinstance(slot, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", slot):
                 raise fail("slots", "slot names of letters, digits and underscores", slot)
             if kind == TABULAR_SLOT:
-                if set(spec) != {"kind", "numeric", "categorical"}:
-                    raise fail(f"slots.{slot}", "{kind, numeric, categorical}", sorted(spec))
+                if not {"kind", "numeric", "categorical"} <= set(spec) <= {"kind", "numeric", "categorical", "dates"}:
+                    raise fail(f"slots.{slot}", "{kind, numeric, categorical[, dates]}", sorted(spec))
                 names(f"slots.{slot}.numeric", spec["numeric"])
                 names(f"slots.{slot}.categorical", spec["categorical"])
+                for column in names(f"slots.{slot}.dates", spec.get("dates", [])):
+                    if column not in (data.get("dates") or {}):
+                        raise fail(f"slots.{slot}.dates", "date columns described in dates", column)
             elif kind in (*FILE_KINDS, "text"):
                 if set(spec) != {"kind", "column"} or not isinstance(spec["column"], str):
                     raise fail(f"slots.{slot}", "{kind, column: a column name}", dict(spec))
@@ -123,6 +129,12 @@ class Plan:
         if not isinstance(indicators, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in indicators.items()):
             raise fail("indicators", "an object of column names", indicators)
         names("text_files", data.get("text_files", []))
+        dated = data.get("dates", {})
+        if not isinstance(dated, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, Mapping) and isinstance(v.get("format"), str)
+                and isinstance(v.get("numeric", {}), Mapping) and isinstance(v.get("categorical", {}), Mapping)
+                for k, v in dated.items()):
+            raise fail("dates", "an object of date columns, each with its format and derived parts", dated)
         if not isinstance(data.get("split_column", "split"), str):
             raise fail("split_column", "a column name", data.get("split_column"))
         return cls(**dict(data))
@@ -149,11 +161,22 @@ class Plan:
         out: dict[str, Any] = {}
         for slot, spec in self.slots.items():
             if spec["kind"] == TABULAR_SLOT:
-                numeric = [*spec["numeric"], *(self.indicators[c] for c in spec["numeric"] if c in self.indicators)]
-                out[slot] = {k: v for k, v in (("numeric", numeric), ("categorical", spec["categorical"])) if v}
+                numeric, categorical = self.tabular_columns(spec)
+                out[slot] = {k: v for k, v in (("numeric", numeric), ("categorical", categorical)) if v}
             else:
                 out[slot] = spec["column"]
         return out
+
+    def tabular_columns(self, spec: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+        """The prepared table's numeric and categorical columns of a table slot: the user's numbers
+        and their missing indicators, the parts derived from date columns (and theirs), the categories."""
+        numeric = [*spec["numeric"], *(self.indicators[c] for c in spec["numeric"] if c in self.indicators)]
+        categorical = list(spec["categorical"])
+        for column in spec.get("dates", []):
+            derived = self.dates[column]
+            numeric += [*derived["numeric"].values(), *([self.indicators[column]] if column in self.indicators else [])]
+            categorical += list(derived["categorical"].values())
+        return numeric, categorical
 
 
 def check_table_columns(plan: Plan, header: Sequence[str], missing: Sequence[str] = (), *, target: bool = False,
@@ -209,39 +232,62 @@ def make_plan(infos: Sequence[ColumnInfo], train_rows: Sequence[Mapping[str, Any
     slots: dict[str, dict[str, Any]] = {}
     numeric = [i.name for i in infos if i.role == "input" and i.kind == "numeric"]
     categorical = [i.name for i in infos if i.role == "input" and i.kind == "categorical"]
+    date_infos = [i for i in infos if i.role == "input" and i.kind == "date"]
     text_files = []
     for info in infos:
         if info.role == "input" and info.kind in (*FILE_KINDS, "text"):
             slots[slot_name(info.name, taken)] = {"kind": info.kind, "column": info.name}
             if info.kind == "text" and info.details.get("files"):
                 text_files.append(info.name)
-    if numeric or categorical:
+    if numeric or categorical or date_infos:
         name = TABULAR_SLOT if TABULAR_SLOT not in taken else slot_name(TABULAR_SLOT, taken)
-        slots[name] = {"kind": TABULAR_SLOT, "numeric": numeric, "categorical": categorical}
+        slots[name] = {"kind": TABULAR_SLOT, "numeric": numeric, "categorical": categorical,
+                       **({"dates": [i.name for i in date_infos]} if date_infos else {})}
     if not slots:
         raise ColumnError(f"no column is left to learn {target.name!r} from: every other column was ignored "
                           "(see the table above; --column NAME=KIND overrides)")
     fill, indicators = {}, {}
+
+    def unique(name: str) -> str:
+        candidate, k = name, 2
+        while candidate in columns:
+            candidate, k = f"{name} {k}", k + 1
+        columns.add(candidate)
+        return candidate
+
     for column in numeric:
         values = [as_number(r.get(column)) for r in train_rows]
         known = sorted(v for v in values if v is not None)
         fill[column] = known[len(known) // 2] if known else 0.0
         if len(known) < len(values):
-            name, k = f"{column} missing", 2
-            while name in columns:
-                name, k = f"{column} missing {k}", k + 1
-            indicators[column] = name
-            columns.add(name)
+            indicators[column] = unique(f"{column} missing")
+    date_plans: dict[str, dict[str, Any]] = {}
+    for info in date_infos:
+        from mmcore_plugins.autofit import dates
+
+        plan = {k: info.details[k] for k in ("format", "origin", "with_time", "time_only")}
+        numeric_parts, categorical_parts = dates.parts_of(info.details)
+        plan["numeric"] = {part: unique(f"{info.name} {part}") for part in numeric_parts}
+        plan["categorical"] = {part: unique(f"{info.name} {part}") for part in categorical_parts}
+        parts = [dates.date_parts(r.get(info.name), plan["format"], origin=plan["origin"], with_time=plan["with_time"])
+                 for r in train_rows]
+        for part, derived in plan["numeric"].items():
+            known = sorted(p[part] for p in parts if p is not None)
+            fill[derived] = known[len(known) // 2] if known else 0.0
+        if any(p is None for p in parts):
+            indicators[info.name] = unique(f"{info.name} missing")
+        date_plans[info.name] = plan
     # The prepared table holds only the inputs, indicators and target: the user's own split column
     # (not an input) does not take the name.
     written = {target.name, *numeric, *categorical, *indicators.values(),
-               *(spec["column"] for spec in slots.values() if "column" in spec)}
+               *(spec["column"] for spec in slots.values() if "column" in spec),
+               *(d for plan in date_plans.values() for part in ("numeric", "categorical") for d in plan[part].values())}
     split_column, k = "split", 2
     while split_column in written:
         split_column, k = f"split_{k}", k + 1
     return Plan(target=target.name, task=target.kind, slots=slots, classes=target.details.get("classes"),
                 class_values=target.details.get("class_values"), labels=target.details.get("labels"), delimiter=target.details.get("delimiter"), fill=fill,
-                indicators=indicators, text_files=text_files, split_column=split_column,
+                indicators=indicators, text_files=text_files, split_column=split_column, dates=date_plans,
                 empty_labels=target.details.get("empty_labels", "none"))
 
 
@@ -317,6 +363,23 @@ class Preparer:
             raise ColumnError(f"row {index + 1}, column {column!r}: expected a number, got {value!r}")
         return number
 
+    def _date(self, column: str, value: Any) -> dict[str, Any]:
+        """The parts a date cell gives (:mod:`.dates`); an empty or unreadable one: the training
+        medians (numbers), no category, and its missing indicator set."""
+        from mmcore_plugins.autofit import dates
+
+        plan = self.plan.dates[column]
+        parts = None if is_missing(value) else dates.date_parts(value, plan["format"], origin=plan["origin"],
+                                                                with_time=plan["with_time"])
+        out: dict[str, Any] = {}
+        for part, derived in plan["numeric"].items():
+            out[derived] = self.plan.fill.get(derived, 0.0) if parts is None else float(parts[part])
+        for part, derived in plan["categorical"].items():
+            out[derived] = None if parts is None else parts[part]
+        if column in self.plan.indicators:
+            out[self.plan.indicators[column]] = float(parts is None)
+        return out
+
     def inputs(self, row: Mapping[str, Any], index: int) -> dict[str, Any]:
         """``{slot: raw input or None}`` for one row (what the model's processors read)."""
         out: dict[str, Any] = {}
@@ -336,6 +399,8 @@ class Preparer:
                 for c in spec["categorical"]:
                     value = row.get(c)
                     values[c] = None if is_missing(value) else str(value).strip()
+                for c in spec.get("dates", []):
+                    values.update(self._date(c, row.get(c)))
                 out[slot] = values
         return out
 

@@ -27,6 +27,8 @@ from mmcore_plugins.layers.freeze import apply_freeze, check_freeze
 class _FrozenBackboneEncoder(mmcore.Encoder):
     """A backbone giving spatial tokens + an optional trainable projection, with the freeze controls."""
 
+    pooled_cache_exact = True  # from_frozen: a Linear per token (or the identity)
+
     modality = "image"
     backbone: nn.Module
 

@@ -226,6 +226,8 @@ class HFTextEncoder(mmcore.Encoder):
     first long text.
     """
 
+    pooled_cache_exact = True  # from_frozen is the identity
+
     modality = "text"
 
     def __init__(self, path: str, pooling: Literal["mean", "cls"] = "mean", freeze: bool | int = False, max_length: int = 128) -> None:

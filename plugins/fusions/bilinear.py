@@ -42,6 +42,8 @@ class TensorFusion(mmcore.Fusion):
     ``z_i' = [1, 0, ..., 0]``, so only the interaction terms among the present modalities remain.
     """
 
+    reads_tokens = False  # pooled vectors only
+
     def __init__(self, input_dims: Mapping[str, int], dim: int = 256, factor_dim: int = 16, dropout: float = 0.0) -> None:
         super().__init__(input_dims, dim)
         require_modalities(input_dims, "tensor")
@@ -90,6 +92,8 @@ class LowRankTensorFusion(mmcore.Fusion):
     express any TFN weight exactly (tested). Missing modalities: the vector becomes ``[1, 0, ..., 0]``,
     so the absent modality's factor contributes only its constant row.
     """
+
+    reads_tokens = False  # pooled vectors only
 
     def __init__(self, input_dims: Mapping[str, int], dim: int = 256, rank: int = 4, dropout: float = 0.0) -> None:
         super().__init__(input_dims, dim)

@@ -38,6 +38,8 @@ class ConcatFusion(mmcore.Fusion):
     projection always sees a full-width input and an absent modality's data never leaks in.
     """
 
+    reads_tokens = False  # pooled vectors only
+
     def __init__(
         self,
         input_dims: Mapping[str, int],
@@ -87,6 +89,8 @@ class WeightedConcatFusion(mmcore.Fusion):
     Missing modalities: weight exactly 0 (their block of the input is zero) and the weights of the
     present ones renormalise, so a sample with one modality left gives it the whole weight ``N``.
     """
+
+    reads_tokens = False  # pooled vectors only
 
     def __init__(
         self,

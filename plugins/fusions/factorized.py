@@ -45,6 +45,8 @@ def product_over_present(factors: list[torch.Tensor], present: list[torch.Tensor
 class _Normed(mmcore.Fusion):
     """Base: validates N >= 2 and LayerNorms each modality's pooled vector."""
 
+    reads_tokens = False  # pooled vectors only
+
     name = "bilinear"
 
     def __init__(self, input_dims: Mapping[str, int], dim: int, dropout: float) -> None:

@@ -41,6 +41,8 @@ class GatedFusion(mmcore.Fusion):
     present modalities only), so one modality left gives exactly its ``h_i``.
     """
 
+    reads_tokens = False  # pooled vectors only
+
     def __init__(self, input_dims: Mapping[str, int], dim: int = 256, dropout: float = 0.0) -> None:
         super().__init__(input_dims, dim)
         require_modalities(input_dims, "gated")
@@ -161,6 +163,8 @@ class MultiplicativeFusion(mmcore.Fusion):
     context modalities are left out of the mean (none left: ``z = 0``, a plain linear map of
     ``x``); an absent target counts as ``x = 0`` (output ``U z + b``).
     """
+
+    reads_tokens = False  # pooled vectors only
 
     def __init__(
         self, input_dims: Mapping[str, int], dim: int = 256, form: Literal["vector", "matrix", "tensor"] = "vector",

@@ -29,6 +29,8 @@ from mmcore_plugins.fusions._common import (
 class _PerModalityProjection(mmcore.Fusion):
     """Base: LayerNorm + Linear from each modality's width to ``dim``; dropout on the fused output."""
 
+    reads_tokens = False  # pooled vectors only
+
     name = "pooling"
 
     def __init__(self, input_dims: Mapping[str, int], dim: int = 256, dropout: float = 0.0) -> None:

@@ -33,6 +33,7 @@ class ClassificationHead(mmcore.Head):
     every combination.
     """
 
+    reads_tokens = False  # pooled vectors only
     #: options ``mmcore prune`` may shrink (option -> the multiple it keeps): the hidden layer
     prunable_options = {"hidden": 8}
 
@@ -177,6 +178,8 @@ class MultilabelHead(mmcore.Head):
     multi-hot lists of 0/1, or with ``classes`` known, lists of label names; ``format_predictions``
     gives the predicted names per sample when ``classes`` are known, else the 0/1 list.
     """
+
+    reads_tokens = False  # pooled vectors only
 
     def __init__(
         self, input_dim: int, num_labels: int | None = None, thresholds: list[float] | None = None,

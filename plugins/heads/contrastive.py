@@ -30,6 +30,8 @@ class ContrastiveHead(mmcore.Head):
     (formatted as ``None``).
     """
 
+    reads_tokens = False  # pooled vectors only
+
     def __init__(
         self, input_dim: int, input_dims: Mapping[str, int], modalities: list[str] | None = None,
         embed_dim: int = 128, temperature: float = 0.07, learn_temperature: bool = True,

@@ -27,6 +27,8 @@ class RegressionHead(mmcore.Head):
     with ``loss: mse`` is refused rather than ignored.
     """
 
+    reads_tokens = False  # pooled vectors only
+
     def __init__(
         self, input_dim: int, num_targets: int = 1, loss: Literal["mse", "huber"] = "mse", huber_delta: float | None = None,
         hidden: int | None = None, dropout: float = 0.0,

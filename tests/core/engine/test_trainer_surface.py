@@ -157,6 +157,28 @@ def test_gradients_changed_before_the_step_are_the_ones_applied(wine_config, tmp
     assert moved, "the other encoder still trained"
 
 
+class _StopAtStep:
+    def __init__(self, step):
+        self.at = step
+
+    @mmcore.hookimpl
+    def mmcore_train_step_end(self, trainer, step):
+        if step == self.at:
+            trainer.request_stop("time limit: the next epoch would not fit", finish_epoch=False)
+
+
+def test_request_stop_within_an_epoch_ends_it_after_that_step_validated_and_tested(wine_config):
+    wine_config["trainer"].update(epochs=4, batch_size=16)
+    with mmcore.register_plugin(_StopAtStep(3), name="stopper"):
+        trainer = Trainer(wine_config)
+        report = trainer.fit()
+    assert report["status"] == "stopped" and report["steps"] == 3 and report["epochs_run"] == 1
+    assert report["samples"]["train"] == 3 * 16 < trainer.steps_per_epoch * 16
+    assert len(report["history"]) == 1 and "val/loss" in report["history"][0] and report["test"]
+    assert report["best_epoch"] == 1  # the shortened epoch was validated and checkpointed
+    assert (Path(report["run_dir"]) / "best" / "model.safetensors").is_file()
+
+
 class _Rows:
     """Records each training micro-batch's row indices and targets as a loss hook sees them."""
 

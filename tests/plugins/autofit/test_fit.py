@@ -13,7 +13,8 @@ from autofit_helpers import tabular_rows, write_csv, write_jsonl, write_png
 import mmcore
 
 
-def _fit(tmp_path: Path, task: str = "classification", time_limit: str = "5s", **kwargs):
+def _fit(tmp_path: Path, task: str = "classification", time_limit: str = "10m", **kwargs):
+    kwargs.setdefault("max_epochs", 2)  # the epoch count must not depend on the machine's speed
     rows = tabular_rows(60, seed=0, task=task)
     test_rows = tabular_rows(20, seed=1, task=task)
     train = write_jsonl(tmp_path / "train.jsonl", rows)
@@ -97,7 +98,7 @@ def test_val_split_is_carved_when_none_is_given_and_overrides_apply(tmp_path: Pa
     for i, row in enumerate(rows):
         row["group"] = str(i % 2)  # numbers...
     table = write_csv(tmp_path / "t.csv", rows)
-    predictor = mmcore.fit(table, target="y", columns={"group": "categorical"}, time_limit="5s", preset="fast",
+    predictor = mmcore.fit(table, target="y", columns={"group": "categorical"}, time_limit="10m", max_epochs=2, preset="fast",
                            run_dir=tmp_path / "run", verbose=False)
     autofit = json.loads((tmp_path / "run" / "autofit.json").read_text())
     assert autofit["rows"] == {"train": 51, "val": 9, "test": 0} and autofit["val_source"].startswith("carved")
@@ -114,10 +115,25 @@ def test_image_table_end_to_end(tmp_path: Path, capsys):
         write_png(tmp_path / "img" / f"{i}.png", i)
         rows.append({"photo": f"img/{i}.png", "n": i % 5, "y": "odd" if i % 2 else "even"})
     table = write_csv(tmp_path / "t.csv", rows)
-    code = main(["fit", str(table), "--target", "y", "--time-limit", "5s", "--preset", "fast",
+    code = main(["fit", str(table), "--target", "y", "--time-limit", "10m", "--max-epochs", "2", "--preset", "fast",
                  "--run-dir", str(tmp_path / "run")])
     out = capsys.readouterr().out
     assert code == 0
     assert "photo" in out and "image_cnn" in out and "reproduce: mmcore train" in out
     summary = json.loads((tmp_path / "run" / "fit_summary.json").read_text())
     assert summary["cached_slots"] == {"tabular": "processed inputs"}
+
+
+def test_the_summary_reports_every_phase_planned_and_actual_the_load_and_the_threads(tmp_path: Path):
+    _fit(tmp_path)
+    summary = json.loads((tmp_path / "run" / "fit_summary.json").read_text())
+    phases = summary["time"]["phases"]
+    assert [p["phase"] for p in phases] == ["read + infer", "prepare", "probe", "setup + features", "training", "test", "saving"]
+    planned = {p["phase"]: p["planned_s"] for p in phases}
+    assert all(planned[name] is not None and planned[name] >= 0 for name in ("setup + features", "training", "test", "saving"))
+    assert all(p["actual_s"] >= 0 for p in phases) and summary["time"]["limit_s"] == 600.0
+    assert set(summary["time"]["load_average_1min"]) == {"start", "training", "end"}
+    assert summary["threads"]["intra_op"] >= 1 and summary["threads"]["why"]
+    assert summary["epochs_planned"] == 2 and summary["candidates"] == [] and summary["feature_cache_bytes"] == 0
+    autofit = json.loads((tmp_path / "run" / "autofit.json").read_text())
+    assert autofit["schedule"]["epochs"] == 2 and autofit["costs"]["warm_step"] > 0

@@ -20,7 +20,7 @@ from mmcore.engine.rundir import RunDir
 
 
 def _fit_args(table: Path, run: Path, *extra: str) -> list[str]:
-    return ["fit", str(table), "--target", "y", "--time-limit", "5s", "--preset", "fast", "--run-dir", str(run), *extra]
+    return ["fit", str(table), "--target", "y", "--time-limit", "10m", "--max-epochs", "2", "--preset", "fast", "--run-dir", str(run), *extra]
 
 
 @pytest.mark.slow  # two fits in fresh processes
@@ -33,7 +33,7 @@ def test_two_fits_on_one_run_folder_a_moment_apart_the_second_is_refused(tmp_pat
     second_table = write_jsonl(tmp_path / "b.jsonl", rows)
     run = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MMCORE_")}
-    first = subprocess.Popen([sys.executable, "-m", "mmcore", *_fit_args(first_table, run, "--time-limit", "40s")],
+    first = subprocess.Popen([sys.executable, "-m", "mmcore", *_fit_args(first_table, run, "--time-limit", "10m", "--max-epochs", "30")],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
     try:
         for _ in range(600):  # until the first fit has claimed the folder (its prepared table is written)
@@ -79,7 +79,7 @@ def test_the_training_table_itself_is_never_replaced(tmp_path, capsys):
     capsys.readouterr()
     assert table.read_bytes() == before
     again = run / "data.jsonl"  # a fit of the run's own prepared table into that same run
-    assert main(["fit", str(again), "--target", "y", "--time-limit", "5s", "--preset", "fast", "--run-dir", str(run)]) == 2
+    assert main(["fit", str(again), "--target", "y", "--time-limit", "10m", "--preset", "fast", "--run-dir", str(run)]) == 2
     assert "is the run directory's own data.jsonl" in capsys.readouterr().err
 
 

@@ -31,7 +31,7 @@ def test_empty_multilabel_cells(tmp_path, capsys, empty_labels):
     empties = sum(r["tags"] == "" for r in rows)
     assert 5 < empties < 35
     table = write_csv(tmp_path / "tags.csv", rows)
-    predictor = mmcore.fit(str(table), target="tags", time_limit="3s", preset="fast", run_dir=tmp_path / "run",
+    predictor = mmcore.fit(str(table), target="tags", time_limit="10m", max_epochs=2, preset="fast", run_dir=tmp_path / "run",
                            empty_labels=empty_labels)
     out = capsys.readouterr().out
     rows_used = sum(predictor.summary()["rows"].values())
@@ -53,7 +53,7 @@ def test_an_infinite_price_is_no_label(tmp_path, capsys, bad):
             for s in rng.standard_normal(60)]
     rows[7]["price"] = bad
     table = write_csv(tmp_path / "prices.csv", rows)
-    predictor = mmcore.fit(str(table), target="price", time_limit="3s", preset="fast", run_dir=tmp_path / "run")
+    predictor = mmcore.fit(str(table), target="price", time_limit="10m", max_epochs=2, preset="fast", run_dir=tmp_path / "run")
     out = capsys.readouterr().out
     assert predictor.plan.task == "regression"
     assert "1 infinite values (rows 8) left out" in out and "(1 of them infinite)" in out
@@ -68,7 +68,7 @@ def test_strict_refuses_a_missing_file_before_training(tmp_path):
     rows = [{"photo": f"img/{i % 3}.png" if i != 5 else "img/nope.png", "y": "ab"[i % 2]} for i in range(24)]
     table = write_csv(tmp_path / "t.csv", rows)
     with pytest.raises(ColumnError, match=r"row 6, column 'photo': .*nope\.png.*\(--strict\)"):
-        mmcore.fit(str(table), target="y", time_limit="3s", preset="fast", run_dir=tmp_path / "run", strict=True,
+        mmcore.fit(str(table), target="y", time_limit="10m", max_epochs=2, preset="fast", run_dir=tmp_path / "run", strict=True,
                    verbose=False)
     assert not (tmp_path / "run" / "best").exists()
 
@@ -86,7 +86,7 @@ def test_an_interrupted_fit_is_marked_partial_where_predictor_load_sees_it(tmp_p
     table = write_csv(tmp_path / "t.csv", _multilabel())
     run = tmp_path / "run"
     with mmcore.register_plugin(StopAfterFirstEpoch(), name="stop"), pytest.raises(RunInterrupted) as info:
-        mmcore.fit(str(table), target="tags", time_limit="3s", preset="fast", run_dir=run, verbose=False)
+        mmcore.fit(str(table), target="tags", time_limit="10m", max_epochs=2, preset="fast", run_dir=run, verbose=False)
     assert info.value.resume_hint() == f"mmcore train {run}/config.yaml --resume {run}"
     assert json.loads((run / "fit_summary.json").read_text())["status"] == "interrupted"
     with pytest.warns(PartialRunWarning, match=f"partial run: training interrupted.*--resume {run}"):

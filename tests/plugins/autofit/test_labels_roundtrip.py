@@ -99,7 +99,7 @@ def test_fit_on_a_csv_of_plus_and_minus_one(tmp_path, capsys):
 
     rows = [{"x": float(i % 7), "z": float(i % 3), "y": "+1" if i % 2 else "-1"} for i in range(40)]
     table = write_csv(tmp_path / "signs.csv", rows)
-    code = main(["fit", str(table), "--target", "y", "--time-limit", "5s", "--preset", "fast",
+    code = main(["fit", str(table), "--target", "y", "--time-limit", "10m", "--max-epochs", "2", "--preset", "fast",
                  "--run-dir", str(tmp_path / "run")])
     captured = capsys.readouterr()
     assert code == 0, captured.err
@@ -119,7 +119,7 @@ def test_mixed_spellings_through_a_trained_predictor(tmp_path):
     labels = [-1, "+1", "1e3", True, " dog", "猫"]
     rows = [{"x": float(k), "w": float((k * 7 + i) % 5), "y": label} for i in range(12) for k, label in enumerate(labels)]
     table = write_jsonl(tmp_path / "t.jsonl", rows)
-    predictor = mmcore.fit(table, target="y", time_limit="10s", preset="fast", run_dir=tmp_path / "run", verbose=False,
+    predictor = mmcore.fit(table, target="y", time_limit="10m", max_epochs=2, preset="fast", run_dir=tmp_path / "run", verbose=False,
                            columns={"y": "classification"})
     assert predictor.classes == [-1, "+1", "1e3", True, " dog", "猫"]
     predictions = predictor.predict(table)

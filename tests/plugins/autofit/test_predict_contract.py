@@ -41,7 +41,7 @@ def fitted(tmp_path_factory):
         write_png(folder / "img" / f"{k}.png", k)
     (folder / "img" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     write_csv(folder / "train.csv", _rows(60, 0))  # empty weight cells: fit derives 'weight missing'
-    predictor = mmcore.fit(str(folder / "train.csv"), target="y", time_limit="5s", preset="fast",
+    predictor = mmcore.fit(str(folder / "train.csv"), target="y", time_limit="10m", max_epochs=2, preset="fast",
                            run_dir=folder / "run", verbose=False)
     assert "weight missing" in json.dumps(predictor.plan.to_json())
     write_csv(folder / "test.csv", _rows(20, 1))

@@ -16,7 +16,7 @@ def test_explain_a_table_of_images_and_numbers(tmp_path: Path):
         write_png(tmp_path / "img" / f"{i}.png", i)
         rows.append({"photo": f"img/{i}.png" if i % 5 else "", "n": i % 5, "y": "odd" if i % 2 else "even"})
     table = write_csv(tmp_path / "t.csv", rows)
-    predictor = mmcore.fit(table, target="y", time_limit="5s", preset="fast", run_dir=tmp_path / "run", verbose=False)
+    predictor = mmcore.fit(table, target="y", time_limit="10m", max_epochs=2, preset="fast", run_dir=tmp_path / "run", verbose=False)
     frame = predictor.explain(table, plots=tmp_path / "plots")
     slots = list(predictor.config["model"]["encoders"])
     assert len(slots) == 2 and list(frame.columns) == ["prediction", "full", "empty", *slots]

@@ -22,7 +22,7 @@ def fitted(tmp_path_factory):
     root = tmp_path_factory.mktemp("fitted")
     train = write_jsonl(root / "train.jsonl", tabular_rows(60, seed=0))
     write_jsonl(root / "test.jsonl", tabular_rows(12, seed=1))
-    mmcore.fit(train, target="y", time_limit="5s", preset="fast", run_dir=root / "run", verbose=False)
+    mmcore.fit(train, target="y", time_limit="10m", max_epochs=2, preset="fast", run_dir=root / "run", verbose=False)
     return root
 
 

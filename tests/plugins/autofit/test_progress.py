@@ -21,58 +21,96 @@ CONFIG = {
 }
 
 
-class Clock:
-    """10 s per epoch: 0 at the start of training, then 10, 20, ... at each epoch's end."""
+class StepClock:
+    """Fake time: each call to ``tick`` (a training step, a validation) advances it; reading it does not."""
 
     def __init__(self) -> None:
-        self.now = -10.0
+        self.now = 0.0
 
     def __call__(self) -> float:
-        self.now += 10.0
         return self.now
 
 
-def test_the_time_limit_stops_the_run_through_request_stop_with_early_stopping_off(tmp_path: Path):
+class Ticking:
+    """Advances a StepClock by ``step`` seconds per optimiser step and ``val`` seconds per validation."""
+
+    def __init__(self, clock: StepClock, step: float, val: float) -> None:
+        self.clock, self.step, self.val = clock, step, val
+
+    @mmcore.hookimpl(tryfirst=True)
+    def mmcore_train_step_end(self, trainer, step):
+        self.clock.now += self.step
+
+    @mmcore.hookimpl(tryfirst=True)
+    def mmcore_epoch_end(self, trainer, epoch):
+        self.clock.now += self.val
+
+
+def _run(tmp_path: Path, progress: FitProgress, clock: StepClock, *, step: float, val: float, epochs: int = 5):
     config = copy.deepcopy(CONFIG)
-    config["trainer"]["run_dir"] = str(tmp_path / "run")
-    lines: list[str] = []
-    progress = FitProgress(deadline=25.0, log=lines.append, clock=Clock())  # a 3rd epoch would end at 30 > 25
+    config["trainer"].update(run_dir=str(tmp_path / "run"), epochs=epochs)
     trainer = Trainer(config)
-    with mmcore.register_plugin(progress, name="fit-progress"):
+    with mmcore.register_plugin(Ticking(clock, step, val), name="ticking"), \
+            mmcore.register_plugin(progress, name="fit-progress"):
         report = trainer.fit()
-    assert report["status"] == "stopped" and report["epochs_run"] == 2 and progress.stopped_after == 2
-    assert report["stop_reason"].startswith("time limit: another epoch (the last took 10.0 s) would end 5.0 s after it")
+    return trainer, report
+
+
+def test_the_time_limit_ends_an_epoch_within_it_and_the_best_checkpoint_is_tested(tmp_path: Path):
+    """Wine: 4 steps of 1 s per epoch (125 training rows, batch 32) + 2 s of validation = 6 s an epoch.
+    A deadline at 15 s: epoch 1 ends at 6, epoch 2 at 12; in epoch 3 the first step ends at 13 and
+    another step and a validation would end at 16 > 15: the epoch ends after that step."""
+    clock = StepClock()
+    lines: list[str] = []
+    progress = FitProgress(deadline=15.0, log=lines.append, clock=clock, val_seconds=2.0)
+    trainer, report = _run(tmp_path, progress, clock, step=1.0, val=2.0)
+    assert trainer.steps_per_epoch == 4
+    assert report["status"] == "stopped" and report["epochs_run"] == 3 and report["steps"] == 9
+    assert progress.stopped_after == 3 and progress.stopped_within_epoch
+    assert report["stop_reason"].startswith("time limit: another step (1.00 s) and a validation (2.0 s) would end 1.0 s after it")
+    assert report["test"], "the best checkpoint is still tested"
     saved = json.loads((tmp_path / "run" / "report.json").read_text())
     assert saved["status"] == "stopped" and saved["stop_reason"] == report["stop_reason"]
-    assert report["test"], "the best checkpoint is still tested"
-    assert [line.split()[1] for line in lines[:2]] == ["1/5", "2/5"] and lines[2].startswith("time limit:")
+    assert [e["steps"] for e in progress.epochs] == [4, 4, 1]
+    assert [e["val_s"] for e in progress.epochs] == [2.0, 2.0, 2.0] and progress.epochs[0]["train_s"] == 4.0
+    assert [line.split()[1] for line in lines if line.startswith("epoch")] == ["1/5", "2/5", "3/5"]
     # registered for that run only: a later training is not watched
     assert "fit-progress" not in {impl.plugin_name for impl in mmcore.get_plugin_manager().hook.mmcore_epoch_end.get_hookimpls()}
 
 
-def test_the_deadline_stops_when_another_epoch_would_overrun_and_not_otherwise():
-    """The last epoch took 100 s: a deadline 50 s away stops training after this epoch, 1000 s away does not."""
+def test_at_an_epoch_end_training_stops_when_too_little_of_another_epoch_fits(tmp_path: Path):
+    """Epochs of 4 s + 2 s validation; a deadline at 12.5 s: after epoch 2 (12 s) 0.5 s are left, less
+    than 20% of an epoch's training and a validation: stopped there, not within epoch 3."""
+    clock = StepClock()
+    progress = FitProgress(deadline=12.5, clock=clock, val_seconds=2.0)
+    _, report = _run(tmp_path, progress, clock, step=1.0, val=2.0)
+    assert report["epochs_run"] == 2 and report["steps"] == 8 and progress.stopped_after == 2
+    assert not progress.stopped_within_epoch and report["stop_reason"].startswith("time limit: 0.5 s left")
 
-    class Run:
-        class options:  # noqa: N801 - the trainer's options, as a hook reads them
-            epochs = 20
 
-        def __init__(self):
-            self.reasons = []
+def test_a_generous_deadline_never_stops(tmp_path: Path):
+    clock = StepClock()
+    progress = FitProgress(deadline=1000.0, clock=clock, val_seconds=2.0)
+    _, report = _run(tmp_path, progress, clock, step=1.0, val=2.0, epochs=3)
+    assert report["status"] == "completed" and progress.stopped_after is None and len(progress.epochs) == 3
 
-        def request_stop(self, reason):
-            self.reasons.append(reason)
 
-    for deadline_in, stops in ((50.0, True), (1000.0, False)):
-        progress = FitProgress(deadline=100.0 + deadline_in, clock=iter([0.0, 100.0]).__next__)
-        run = Run()
-        progress.mmcore_train_start(trainer=run)
-        progress.mmcore_epoch_end(trainer=run, epoch=3, metrics={})
-        assert (progress.stopped_after == 3) is stops and bool(run.reasons) is stops
+def test_a_machine_that_got_busy_drops_to_one_thread(tmp_path: Path):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        clock = StepClock()
+        progress = FitProgress(deadline=None, clock=clock, planned_step=0.2)  # steps take 1 s: 5x the probe's
+        _run(tmp_path, progress, clock, step=1.0, val=0.5, epochs=2)
+        assert progress.threads_dropped_after == 2 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_without_a_deadline_it_only_logs_and_the_autofit_plugin_hooks_no_other_training():
-    progress = FitProgress(deadline=None, log=None, clock=Clock())
+    progress = FitProgress(deadline=None, log=None, clock=StepClock())
 
     class Options:
         epochs = 3
@@ -90,3 +128,17 @@ def test_without_a_deadline_it_only_logs_and_the_autofit_plugin_hooks_no_other_t
     lifecycle = ("mmcore_train_start", "mmcore_epoch_end", "mmcore_train_step_end", "mmcore_train_end")
     owners = {impl.plugin_name for hook in lifecycle for impl in getattr(manager.hook, hook).get_hookimpls()}
     assert "autofit" not in owners
+
+
+def test_the_reserve_for_test_and_saving_stretches_with_the_steps_slowdown(tmp_path: Path):
+    """Steps take 1 s where the probe measured 0.5 s: the 2 s kept after training for the test and
+    saving become 4 s (those slow down too). End at 20 s: the deadline is 16, not 18 -- in epoch 3
+    (from 12 s) the second step ends at 14 and another step and a validation would end at 17 > 16."""
+    clock = StepClock()
+    progress = FitProgress(deadline=20.0, reserve=2.0, clock=clock, val_seconds=2.0, planned_step=0.5)
+    _, report = _run(tmp_path, progress, clock, step=1.0, val=2.0)
+    assert report["steps"] == 10 and progress.stopped_after == 3 and progress.stopped_within_epoch
+    steady = FitProgress(deadline=20.0, reserve=2.0, clock=StepClock(), val_seconds=2.0, planned_step=1.0)
+    clock = steady.clock
+    _, report = _run(tmp_path / "steady", steady, clock, step=1.0, val=2.0)
+    assert report["steps"] == 12, "no slowdown: the reserve stays 2 s and epoch 3 runs to its end at 16 + 2 s val"

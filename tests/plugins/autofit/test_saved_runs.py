@@ -33,7 +33,7 @@ def test_a_saved_partial_fit_resumes_as_itself(tmp_path, capsys):
     table = write_csv(tmp_path / "t.csv", tabular_rows(60))
     run = tmp_path / "run"
     with mmcore.register_plugin(_StopAfterFirstEpoch(), name="stop"), pytest.raises(RunInterrupted):
-        mmcore.fit(str(table), target="y", time_limit="3s", preset="fast", run_dir=run, verbose=False)
+        mmcore.fit(str(table), target="y", time_limit="10m", max_epochs=2, preset="fast", run_dir=run, verbose=False)
     with pytest.warns(PartialRunWarning):
         predictor = Predictor.load(run)
     copy = predictor.save(tmp_path / "copy")
@@ -54,7 +54,7 @@ def test_resume_of_a_copy_whose_data_changed_names_its_file(tmp_path, capsys):
     table = write_csv(tmp_path / "t.csv", tabular_rows(60))
     run = tmp_path / "run"
     with mmcore.register_plugin(_StopAfterFirstEpoch(), name="stop"), pytest.raises(RunInterrupted):
-        mmcore.fit(str(table), target="y", time_limit="3s", preset="fast", run_dir=run, verbose=False)
+        mmcore.fit(str(table), target="y", time_limit="10m", max_epochs=2, preset="fast", run_dir=run, verbose=False)
     data = run / "data.jsonl"
     data.write_text("".join(data.read_text().splitlines(keepends=True)[:-5]))
     assert main(["train", str(run / "config.yaml"), "--resume", str(run)]) == 2

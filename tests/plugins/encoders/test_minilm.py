@@ -50,7 +50,8 @@ def test_frozen_minilm_stays_in_eval_mode_and_its_cached_features_equal_recomput
     data = SampleDataset([{"inputs": {"text": t}, "target": i % 2} for i, t in enumerate(texts)])
     with torch.no_grad():
         reference = minilm(model.collate(data.samples)["inputs"]["text"])
-        handle = attach_feature_cache(model, "text", FeatureCache())
+        # every token kept (the classification head reads the pooled vector alone: pooled-only by default)
+        handle = attach_feature_cache(model, "text", FeatureCache(), pooled_only=False)
         assert precompute_features(model, "text", data) == 3
         cached = model.encode(model.collate(data.samples)["inputs"])["text"]  # the model serves the cache
     handle.remove()

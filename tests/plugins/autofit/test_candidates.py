@@ -1,0 +1,99 @@
+"""Candidates compared on validation (issue 27): the probe keeps the pretrained encoder only where it
+measurably wins, and the config follows -- on synthetic features and a fake clock (nothing timed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mmcore_plugins.autofit.candidates import IMAGE_MARGIN, MIN_ROWS, compare, probe_score
+
+
+def _data(n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    informative = np.eye(3)[y] * 3 + rng.normal(size=(n, 3))
+    noise = rng.normal(size=(n, 8))
+    return y, informative, noise
+
+
+class Clock:
+    """Advances 1 s per pretrained batch encoded."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _run(pretrained_good: bool, kind: str = "image", deadline: float = 1e9, n: int = 200):
+    y_train, good_train, noise_train = _data(n, 0)
+    y_val, good_val, noise_val = _data(n, 1)
+    index = {"train": np.arange(n), "val": np.arange(n)}
+    feats = {"train": (good_train, noise_train), "val": (good_val, noise_val)}
+    clock = Clock()
+
+    def pretrained(raws):  # a raw is (split, row)
+        clock.now += 1.0
+        split, rows = raws[0][0], [r[1] for r in raws]
+        return (feats[split][0] if pretrained_good else feats[split][1])[rows]
+
+    def scratch(train, val):
+        pick = 1 if pretrained_good else 0
+        return feats["train"][pick][[r[1] for r in train]], feats["val"][pick][[r[1] for r in val]]
+
+    values = {s: [(s, int(i)) for i in index[s]] for s in index}
+    targets = {"train": list(y_train), "val": list(y_val)}
+    return compare("photo", kind, values, targets, task="classification", pretrained=pretrained, scratch=scratch,
+                   deadline=deadline, clock=clock)
+
+
+@pytest.mark.parametrize("kind", ["image", "text"])
+def test_the_better_candidate_on_validation_is_kept_with_both_scores_and_the_reason(kind):
+    won = _run(pretrained_good=True, kind=kind)
+    assert won.chosen == "pretrained" and won.scores["pretrained"] > won.scores["scratch"] + IMAGE_MARGIN
+    lost = _run(pretrained_good=False, kind=kind)
+    assert lost.chosen == "scratch" and lost.scores["scratch"] > lost.scores["pretrained"]
+    assert f"{lost.scores['pretrained']:.3f}" in lost.why and f"{lost.scores['scratch']:.3f}" in lost.why
+    assert lost.rows == (200, 200) and lost.to_json()["chosen"] == "scratch"
+
+
+def test_the_deadline_bounds_the_rows_encoded_and_too_few_keeps_the_rule():
+    # 1 s per batch of 16, alternating train and val: a deadline at 8 s encodes 4 batches of each
+    bounded = _run(pretrained_good=False, deadline=8.0)
+    assert bounded.rows == (64, 64) and bounded.chosen == "scratch"
+    # at 4 s each split has 32 rows, fewer than MIN_ROWS: it goes on (up to OVERRUN x) until 48 each
+    overrun = _run(pretrained_good=False, deadline=4.0)
+    assert overrun.rows == (48, 48) and overrun.chosen == "scratch"
+    starved = _run(pretrained_good=False, deadline=1.0)  # at most 2 s: one batch of each
+    assert starved.rows == (16, 16) and starved.rows[1] < MIN_ROWS
+    assert starved.chosen == "pretrained" and starved.why.startswith("not compared")
+
+
+def test_the_probe_scores_classification_by_accuracy_and_regression_by_r2():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 4))
+    assert probe_score(x[:200], list(x[:200, 0] > 0), x[200:], list(x[200:, 0] > 0), "classification") > 0.9
+    y = 2 * x[:, 1] + 0.1 * rng.normal(size=300)
+    assert probe_score(x[:200], y[:200], x[200:], y[200:], "regression") > 0.95
+
+
+def test_a_measured_loss_makes_the_config_use_the_from_scratch_encoder_and_say_why():
+    from mmcore_plugins.autofit.choose import build_config
+    from mmcore_plugins.autofit.infer import ColumnInfo
+    from mmcore_plugins.autofit.prepare import Plan
+
+    plan = Plan(target="y", task="classification", slots={"photo": {"kind": "image", "column": "photo"},
+                                                          "note": {"kind": "text", "column": "note"}}, classes=["a", "b"])
+    infos = [ColumnInfo("photo", "image", "", 0.0, details={"side": 32}), ColumnInfo("note", "text", "", 0.0, details={"words": 5})]
+    available = {"efficientnet_lite0": True, "minilm": True}
+    config, _ = build_config(plan, infos, n_train=500, data_path="d.jsonl", run_dir="r", available=available)
+    assert config["model"]["encoders"]["photo"]["name"] == "efficientnet_lite0"
+    config, choices = build_config(plan, infos, n_train=500, data_path="d.jsonl", run_dir="r", available=available,
+                                   scratch={"photo": "measured: pixels 0.9 vs features 0.2", "note": "measured: words win"})
+    assert config["model"]["encoders"]["photo"]["name"] == "image_cnn"
+    assert config["model"]["encoders"]["photo"]["image_size"] == 32
+    assert config["model"]["encoders"]["note"]["name"] == "text_transformer"
+    assert {c.slot: c.why for c in choices}["photo"] == "measured: pixels 0.9 vs features 0.2"
+    assert config["trainer"]["cache_features"] is False, "nothing frozen is left to cache"
