@@ -46,9 +46,11 @@ class Ticking:
         self.clock.now += self.val
 
 
-def _run(tmp_path: Path, progress: FitProgress, clock: StepClock, *, step: float, val: float, epochs: int = 5):
+def _run(tmp_path: Path, progress: FitProgress, clock: StepClock, *, step: float, val: float, epochs: int = 5,
+         threads: int | str = "auto"):
     config = copy.deepcopy(CONFIG)
-    config["trainer"].update(run_dir=str(tmp_path / "run"), epochs=epochs)
+    # threads: what fit passes (its measured choice); "auto" would follow this machine's load
+    config["trainer"].update(run_dir=str(tmp_path / "run"), epochs=epochs, threads=threads)
     trainer = Trainer(config)
     with mmcore.register_plugin(Ticking(clock, step, val), name="ticking"), \
             mmcore.register_plugin(progress, name="fit-progress"):
@@ -103,7 +105,7 @@ def test_a_machine_that_got_busy_drops_to_one_thread(tmp_path: Path):
     try:
         clock = StepClock()
         progress = FitProgress(deadline=None, clock=clock, planned_step=0.2)  # steps take 1 s: 5x the probe's
-        _run(tmp_path, progress, clock, step=1.0, val=0.5, epochs=2)
+        _run(tmp_path, progress, clock, step=1.0, val=0.5, epochs=2, threads=2)
         assert progress.threads_dropped_after == 2 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
