@@ -766,6 +766,7 @@ class Trainer:
             "world_size": self.dist.world_size,
             "samples": dict(self.samples),
             "device": str(self.device),
+            "threads": self.threads,  # intra-op threads this run used (trainer.threads' choice)
             "parameters": parameters,
             "trainable_parameters": sum(p.numel() for p in self.model.parameters() if p.requires_grad),
             "run_dir": str(self.run_dir),

@@ -57,32 +57,19 @@ def load_average() -> float | None:
         return None
 
 
-def choose_threads(cores: int | None = None, load: float | None = None, *, wait_policy: str | None = None) -> tuple[int, str]:
-    """Intra-op threads for a fit, and why: one thread when the machine is busy (its 1-minute load
-    leaves less than one core free) -- PyTorch's OpenMP threads spin while they wait, so on a busy
-    machine two threads ran 4-35x slower than one here, where one thread slows in proportion to the
-    load --, else one per free core. The step-time probe then keeps one thread if more are not
-    measurably faster (:func:`apply_threads` switches). Kept in this one function so that a
-    project-wide thread policy (an option and a default in mmcore) can replace it.
+def choose_threads(cores: int | None = None, idle: float | None = None) -> tuple[int, str]:
+    """Intra-op threads for a fit, and why: mmcore's one policy, ``trainer.threads: auto``
+    (:func:`mmcore.threads.auto_threads`: one thread per CPU idle now, at least one), so a fit and a
+    ``mmcore train`` on the same machine choose alike. ``cores``/``idle`` are for tests (default: measured).
+    The progress plugin still drops to one thread when the machine turns busy mid-fit."""
+    from mmcore.threads import auto_threads, idle_cpus, usable_cpus
 
-    With ``OMP_WAIT_POLICY=PASSIVE`` in the environment (``wait_policy``; it must be set before
-    PyTorch is imported, so it is the caller's), waiting threads sleep instead of spinning: every
-    CPU is used, busy or not (``benchmarks/bench_threads.py``, 2 CPUs at load 10-16: 2 passive
-    threads always the fastest, 1 thread 1.1-2.2x, 2 spinning threads 4.1-5.9x their step time)."""
-    cores = cpu_count() if cores is None else cores
-    load = load_average() if load is None else load
-    policy = os.environ.get("OMP_WAIT_POLICY", "") if wait_policy is None else wait_policy
-    if cores <= 1:
-        return 1, "one CPU"
-    if policy.strip().upper() == "PASSIVE":
-        return cores, f"{cores} CPUs, OMP_WAIT_POLICY=PASSIVE: waiting threads sleep, so more threads never spin"
-    if load is None:
-        return cores, f"{cores} CPUs (no load average on this system)"
-    free = cores - load
-    if free < 1.0:
-        return 1, f"busy machine (load {load:.1f} on {cores} CPUs): one thread slows in proportion, more would spin"
-    threads = max(1, min(cores, int(free)))
-    return threads, f"load {load:.1f} on {cores} CPUs: {threads} free"
+    cores = usable_cpus() if cores is None else cores
+    idle = idle_cpus() if idle is None else idle
+    threads = auto_threads(cpus=cores, default=cores, idle=idle)
+    if idle is None:
+        return threads, f"{cores} CPUs, idle CPUs not measurable here: by the 1-minute load average"
+    return threads, f"{idle:.1f} of {cores} CPUs idle at the start"
 
 
 def apply_threads(threads: int) -> None:

@@ -172,7 +172,8 @@ def fit(data: Any, target: str, *, val: Any = None, test: Any = None, time_limit
     clock = Phases(limit=limit, started=started)
     if spent > 0:
         clock.add("start-up", float(spent), note="the command's interpreter, PyTorch and plugins")
-    threads, threads_why = choose_threads(load=clock.sample_load("start"))
+    clock.sample_load("start")
+    threads, threads_why = choose_threads()
     previous_threads = torch.get_num_threads()
     apply_threads(threads)
     try:

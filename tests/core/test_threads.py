@@ -51,6 +51,51 @@ def test_auto_threads(cpus, default, load, processes, expected):
     assert auto_threads(cpus=cpus, default=default, load=load, processes=processes) == expected
 
 
+@pytest.mark.parametrize(("cpus", "default", "idle", "processes", "expected"), [
+    (2, 2, 2.0, 1, 2),    # an idle machine: PyTorch's default, whatever the load average remembers
+    (2, 2, 1.5, 1, 2),    # half a core busy elsewhere: a second (passive) thread still pays
+    (2, 2, 1.4, 1, 1),
+    (2, 2, 0.0, 1, 1),    # never fewer than one
+    (16, 16, 8.2, 1, 8),  # eight cores busy with other work: the other eight
+    (16, 16, 16.0, 4, 4),  # four processes of this run share the idle cores
+    (8, 4, 8.0, 1, 4),    # never more than PyTorch would use
+])
+def test_auto_threads_follows_the_cpus_idle_now(cpus, default, idle, processes, expected):
+    assert auto_threads(cpus=cpus, default=default, idle=idle, processes=processes) == expected
+
+
+HOG_PROBE = r"""
+import os, subprocess, sys
+import mmcore.threads as t
+os.sched_setaffinity(0, {0})
+hog = subprocess.Popen([sys.executable, "-c", "import os; os.sched_setaffinity(0, {0})\nwhile True: pass"])
+try:
+    import time; time.sleep(0.3)
+    print(t.idle_cpus(window=0.5))
+finally:
+    hog.kill()
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity (Linux)")
+def test_idle_cpus_sees_a_busy_cpu_now():
+    """A process spinning on this process's only CPU leaves it no idle CPU, measured now -- not the
+    1-minute load average, which lags by a minute and counts this process's own earlier runs."""
+    out = subprocess.run([sys.executable, "-c", HOG_PROBE], capture_output=True, text=True, check=True, timeout=60)
+    assert float(out.stdout.strip()) < 0.3, out.stdout
+
+
+def test_idle_cpus_is_within_the_usable_cpus_and_reused_for_a_while(monkeypatch):
+    import mmcore.threads as threads
+
+    monkeypatch.setattr(threads, "_IDLE_CACHE", None)
+    first = threads.idle_cpus()
+    assert first is not None and 0.0 <= first <= threads.usable_cpus()
+    assert threads.idle_cpus() == first, "a measurement younger than IDLE_REUSE_S is reused"
+    monkeypatch.setattr(threads, "_IDLE_CACHE", (0.0, 123.0))  # an old measurement is not reused
+    assert threads.idle_cpus() != 123.0
+
+
 def test_the_trainer_option_is_checked():
     from mmcore.engine.config import validate_config
     from mmcore.errors import ConfigError

@@ -103,13 +103,14 @@ def test_the_phase_clock_records_planned_and_actual_seconds():
     assert "training" in clock.table() and "60.0 s" in clock.table()
 
 
-@pytest.mark.parametrize(("cores", "load", "threads"), [(1, 0.0, 1), (2, 0.2, 1), (2, 1.5, 1), (2, 4.0, 1), (8, 2.0, 6),
-                                                        (8, 7.5, 1)])
-def test_threads_follow_the_free_cores_and_one_on_a_busy_machine(cores, load, threads):
-    chosen, why = choose_threads(cores=cores, load=load, wait_policy="")
-    assert chosen == threads and why
-    if cores > 1:  # passive OpenMP threads sleep while they wait: every CPU, whatever the load
-        assert choose_threads(cores=cores, load=load, wait_policy="passive")[0] == cores
+@pytest.mark.parametrize(("cores", "idle", "threads"), [(1, 1.0, 1), (2, 2.0, 2), (2, 1.6, 2), (2, 1.4, 1), (2, 0.1, 1),
+                                                        (8, 6.0, 6), (8, 0.4, 1), (8, 8.0, 8)])
+def test_fit_follows_the_one_thread_policy_idle_cpus_now(cores, idle, threads):
+    """fit and ``trainer.threads: auto`` choose alike: one thread per CPU idle at the start, at least one."""
+    from mmcore.threads import auto_threads
+
+    chosen, why = choose_threads(cores=cores, idle=idle)
+    assert chosen == threads == auto_threads(cpus=cores, default=cores, idle=idle) and f"{idle:.1f} of {cores}" in why
 
 
 def test_mmcore_fit_refuses_a_limit_below_its_own_fixed_reserve_with_exit_2_and_one_line(tmp_path, capsys):
