@@ -461,6 +461,17 @@ def check_head_protocols(factory: Any, head: Head, *, options: Mapping[str, Any]
 
 
 # ---------------------------------------------------------------------- by registry entry
+def _component_info(kind: str | ComponentInfo, name: str | None, registry: Registry | None) -> ComponentInfo:
+    """The registered component ``kind``/``name`` (in ``registry``, default mmcore's), or ``kind`` itself."""
+    if isinstance(kind, ComponentInfo):
+        return kind
+    if registry is None:
+        from mmcore.plugin_manager import get_registry
+
+        registry = get_registry()
+    return registry.get(kind, name)
+
+
 def check_component(
     kind: str | ComponentInfo,
     name: str | None = None,
@@ -475,14 +486,7 @@ def check_component(
     example inputs from a registered encoder of its modality). Raises ConformanceError on a broken
     contract, ValueError for a kind without a check.
     """
-    if isinstance(kind, ComponentInfo):
-        info = kind
-    else:
-        if registry is None:
-            from mmcore.plugin_manager import get_registry
-
-            registry = get_registry()
-        info = registry.get(kind, name)
+    info = _component_info(kind, name, registry)
     opts = dict(info.example_options if options is None else options)
     label = f"{info.kind} {info.name!r} ({info.owner})"
     if info.kind == "fusion":
@@ -680,14 +684,7 @@ def check_export(kind: str | ComponentInfo, name: str | None = None, *, options:
     Raises:
         ConformanceError: the component did not export, or its export computes something else.
     """
-    if isinstance(kind, ComponentInfo):
-        info = kind
-    else:
-        if registry is None:
-            from mmcore.plugin_manager import get_registry
-
-            registry = get_registry()
-        info = registry.get(kind, name)
+    info = _component_info(kind, name, registry)
     opts = dict(info.example_options if options is None else options)
     label = f"{info.kind} {info.name!r} ({info.owner}) export"
     component, probe, batches = _export_probe(info, opts, num_modalities, seed)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mmcore.components import RESERVED_ARGUMENTS
-from mmcore.engine.pathopts import is_path_option, map_path_options  # noqa: F401 - map_path_options also importable from here
+from mmcore.engine.pathopts import is_path_option, map_path_options
 from mmcore.errors import ConfigError, ConfigIssue, UnknownComponentError
 from mmcore.model import validate_model_spec
 from mmcore.options import check_options, type_mismatch
@@ -321,16 +321,8 @@ def resolved_config(config: Mapping[str, Any], options: TrainerOptions) -> dict[
 def resolve_paths(config: Mapping[str, Any], base: str | Path | None = None) -> dict[str, Any]:
     """A copy of ``config`` whose relative path options (:func:`is_path_option`: ``data.path``,
     ``model.encoders.<slot>.weights``, ...) are absolute, taken relative to ``base`` (default:
-    the current folder); ``~`` is expanded. Other values are left as they are."""
-    out = copy.deepcopy(dict(config))
-    model = out.get("model") if isinstance(out.get("model"), dict) else {}
-    encoders = model.get("encoders") if isinstance(model.get("encoders"), dict) else {}
-    for entry in (out.get("data"), *encoders.values(), model.get("fusion"), model.get("head")):
-        if isinstance(entry, dict):
-            for key, value in entry.items():
-                if is_path_option(str(key)) and isinstance(value, str) and value:
-                    entry[key] = _absolute(value, base)
-    return out
+    the current folder); ``~`` is expanded. Other values (``trainer.*`` included) are left as they are."""
+    return map_path_options(config, lambda value: _absolute(value, base), cache_features=False)
 
 
 def _absolute(value: str, base: str | Path | None = None) -> str:

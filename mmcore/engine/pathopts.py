@@ -14,10 +14,12 @@ def is_path_option(name: str) -> bool:
     return name in ("path", "weights", "file") or name.endswith(("_path", "_file", "_dir"))
 
 
-def map_path_options(config: Mapping[str, Any], change: Callable[[str], str]) -> dict[str, Any]:
+def map_path_options(config: Mapping[str, Any], change: Callable[[str], str], *,
+                     cache_features: bool = True) -> dict[str, Any]:
     """A copy of ``config`` with ``change(value)`` applied to every path option's string value: the
     component options :func:`is_path_option` names (``data.path``, ``model.encoders.<slot>.weights``,
-    ...) and ``trainer.cache_features`` when it names a folder (``trainer.run_dir`` is left alone)."""
+    ...) and, if ``cache_features``, ``trainer.cache_features`` when it names a folder
+    (``trainer.run_dir`` is left alone)."""
     out = copy.deepcopy(dict(config))
     model = out.get("model") if isinstance(out.get("model"), dict) else {}
     encoders = model.get("encoders") if isinstance(model.get("encoders"), dict) else {}
@@ -27,6 +29,7 @@ def map_path_options(config: Mapping[str, Any], change: Callable[[str], str]) ->
                 if is_path_option(str(key)) and isinstance(value, str) and value:
                     entry[key] = change(value)
     trainer = out.get("trainer")
-    if isinstance(trainer, dict) and isinstance(trainer.get("cache_features"), str) and trainer["cache_features"]:
+    if (cache_features and isinstance(trainer, dict) and isinstance(trainer.get("cache_features"), str)
+            and trainer["cache_features"]):
         trainer["cache_features"] = change(trainer["cache_features"])
     return out

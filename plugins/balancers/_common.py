@@ -115,6 +115,10 @@ class StepStatistics:
         self._sums = None
         return {slot: tuple(row) for slot, row in zip(self.slots, sums, strict=True)}
 
+    def means(self, trainer) -> dict[str, float | None]:
+        """:meth:`reduce` of ``(total, count)`` pairs as ``{slot: total / count}`` (None: no sample this step)."""
+        return {slot: (total / count if count > 0 else None) for slot, (total, count) in self.reduce(trainer).items()}
+
 
 class GradientStash:
     """Gradients a balancer computed itself, per key (e.g. a slot), summed over a step's micro-batches.

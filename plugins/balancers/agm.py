@@ -112,8 +112,7 @@ class AGM:
 
     @mmcore.hookimpl
     def mmcore_before_optimizer_step(self, trainer) -> None:
-        sums = self.stats.reduce(trainer)
-        scores = {m: (total / count if count > 0 else None) for m, (total, count) in sums.items()}
+        scores = self.stats.means(trainer)
         coefficients = agm_coefficients(scores, self.running, self.alpha)
         for m, s in scores.items():  # the running means, updated after the coefficients used them
             if s is not None:

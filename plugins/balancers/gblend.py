@@ -93,7 +93,7 @@ class GradientBlending:
     def mmcore_epoch_end(self, trainer, epoch, metrics) -> None:
         for key, value in self.weights.items():  # the weights this epoch trained with
             metrics[f"balancer/{key}"] = value
-        train = {key: (total / count if count > 0 else None) for key, (total, count) in self.train_losses.reduce(trainer).items()}
+        train = self.train_losses.means(trainer)
         if epoch % self.every:
             return
         split = "val" if len(trainer.datasets["val"]) else "train"

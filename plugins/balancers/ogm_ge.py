@@ -97,8 +97,7 @@ class OGMGE:
 
     @mmcore.hookimpl
     def mmcore_before_optimizer_step(self, trainer, step) -> None:
-        sums = self.stats.reduce(trainer)
-        scores = {m: (total / count if count > 0 else None) for m, (total, count) in sums.items()}
+        scores = self.stats.means(trainer)
         coefficients = ogm_coefficients(scores, self.alpha)
         self.last = {"scores": scores, "coefficients": coefficients}
         for slot, k in coefficients.items():
