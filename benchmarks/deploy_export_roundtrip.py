@@ -156,6 +156,32 @@ def run_fusion(registry, fusion: str, names: list[str], work: Path, steps: int =
     return row
 
 
+def print_table(rows: list[dict], fusions: list[str]) -> int:
+    """The Markdown table of ``rows`` (one per fusion; a fusion of ``fusions`` without one: "not run"); how many passed."""
+    print("\n| fusion | pt2 identical (1/37/256) | ONNX max abs diff, probabilities | ONNX max abs diff, logits | "
+          "int8 argmax agreement (min) | int8 max abs diff, probabilities | train s | export s | ONNX s | load |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    by_name = {r["fusion"]: r for r in rows}
+    for fusion in fusions:
+        row = by_name.get(fusion)
+        if row is None:
+            print(f"| {fusion} | not run | | | | | | | | |")
+            continue
+        if "error" in row:
+            print(f"| {fusion} | failed: {row['error']} | | | | | | | | {row['load_average']} |")
+            continue
+        b = {int(k): v for k, v in row["batches"].items()}
+        print(f"| {fusion} | {'/'.join('yes' if b[s]['pt2_identical'] else 'NO' for s in BATCHES)} | "
+              f"{max(b[s]['onnx_probabilities'] for s in BATCHES):.1e} | {max(b[s]['onnx_logits'] for s in BATCHES):.1e} | "
+              f"{100 * min(b[s]['int8_argmax_agreement'] for s in BATCHES):.1f}% | {max(b[s]['int8_probabilities'] for s in BATCHES):.1e} | "
+              f"{row['train_s']} | {row['export_s']} | {row['onnx_s']} | {row['load_average']} |")
+    ok = sum(bool(by_name.get(f, {}).get("ok")) for f in fusions)
+    encoders = sorted({e for r in rows for e in r.get("encoders", [])})
+    print(f"\n{ok}/{len(fusions)} fusions round-trip ({len(by_name)} run) with the encoders {', '.join(encoders)} at batch sizes "
+          f"{BATCHES} (pt2 identical, ONNX <= {TOLERANCE}, after training)")
+    return ok
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fusions", help="comma-separated fusion names (default: every built-in fusion)")
@@ -164,6 +190,7 @@ def main() -> int:
                         f"(default: {','.join(CHEAP_ENCODERS)})")
     parser.add_argument("--steps", type=int, default=20, help="Adam steps of training before the export (default 20)")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
+    parser.add_argument("--table", help="print the table of an earlier run's JSON lines (this file) and stop")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     import mmcore
@@ -171,6 +198,9 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     registry = mmcore.create_plugin_manager().registry
     fusions = args.fusions.split(",") if args.fusions else sorted(i.name for i in registry if i.kind == "fusion")
+    if args.table:
+        rows = [json.loads(line) for line in Path(args.table).read_text().splitlines() if line.strip()]
+        return 0 if print_table(rows, fusions) == len(fusions) else 1
     encoders = (sorted(i.name for i in registry if i.kind == "encoder" and i.distribution == "mmcore")
                 if args.encoders == "all" else args.encoders.split(",") if args.encoders else list(CHEAP_ENCODERS))
     print(f"{len(fusions)} fusions x {len(encoders)} encoders ({', '.join(encoders)}); batches {BATCHES}; "
@@ -187,22 +217,8 @@ def main() -> int:
             log.write(json.dumps(row) + "\n")
             log.flush()
             print(json.dumps(row), flush=True)
-    print("\n| fusion | pt2 identical (1/37/256) | ONNX max abs diff, probabilities | ONNX max abs diff, logits | "
-          "int8 argmax agreement (min) | int8 max abs diff, probabilities | train s | export s | ONNX s | load |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for row in rows:
-        if "error" in row:
-            print(f"| {row['fusion']} | failed: {row['error']} | | | | | | | | {row['load_average']} |")
-            continue
-        b = row["batches"]
-        print(f"| {row['fusion']} | {'/'.join('yes' if b[s]['pt2_identical'] else 'NO' for s in BATCHES)} | "
-              f"{max(b[s]['onnx_probabilities'] for s in BATCHES):.1e} | {max(b[s]['onnx_logits'] for s in BATCHES):.1e} | "
-              f"{100 * min(b[s]['int8_argmax_agreement'] for s in BATCHES):.1f}% | {max(b[s]['int8_probabilities'] for s in BATCHES):.1e} | "
-              f"{row['train_s']} | {row['export_s']} | {row['onnx_s']} | {row['load_average']} |")
-    ok = sum(r["ok"] for r in rows)
-    print(f"\n{ok}/{len(rows)} fusions round-trip with all {len(encoders)} encoders at batch sizes {BATCHES} "
-          f"(pt2 identical, ONNX <= {TOLERANCE})")
-    return 0 if ok == len(rows) else 1
+    ok = print_table(rows, fusions)
+    return 0 if ok == len(fusions) else 1
 
 
 if __name__ == "__main__":
