@@ -16,7 +16,7 @@ Every built-in encoder is covered once more by ``--encoders all`` with one fusio
 all 11 encoders; the slow part: ~15 min here under load). A fusion sees encoders only through their
 Features, so the 22 x 11 cross product (the old default, ~15 min per fusion) adds exports, not cases.
 
-    python benchmarks/deploy_export_roundtrip.py --out benchmarks/deploy_export_roundtrip.jsonl   # 22 fusions (~1.5 min a fusion at load 13)
+    python benchmarks/deploy_export_roundtrip.py --out benchmarks/deploy_export_roundtrip.jsonl   # 22 fusions (~3 min a fusion at load 13-18)
     python benchmarks/deploy_export_roundtrip.py --fusions concat --encoders all --out /tmp/rt_encoders.jsonl
     python benchmarks/deploy_export_roundtrip.py --fusions concat,mcb --steps 0 --out /tmp/rt.jsonl
 """
