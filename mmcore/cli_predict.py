@@ -150,6 +150,20 @@ def parse_predict_inputs(items: Sequence[str], model, extensions: Mapping[str, s
     return sample
 
 
+def record_inputs(items: Sequence[str], model, manager, run_dir: str | Path) -> dict:
+    """One record on the command line -> ``{slot: raw}``, as every command reads it (``predict``,
+    ``explain``, ``search``): a run whose plugin maps the user's own columns (``mmcore fit``'s, hook
+    ``mmcore_record_inputs``: derived columns derived again, a text file's contents read) reads
+    ``column=value`` itself; any other run, :func:`parse_predict_inputs`. ConfigError for a bad item."""
+    try:
+        sample = manager.hook.mmcore_record_inputs(items=list(items), run_dir=Path(run_dir), model=model)
+    except ValueError as exc:
+        raise ConfigError([ConfigIssue("", str(exc))]) from exc
+    if sample is None:
+        sample = parse_predict_inputs(items, model, manager.registry.extension_modalities(), manager=manager)
+    return sample
+
+
 def _prediction_record(model, output, row: int) -> dict:
     """The JSON of sample ``row`` of a head output: prediction, and probabilities by class name when known."""
     import torch
@@ -252,12 +266,7 @@ def cmd_predict(args: argparse.Namespace, manager) -> int:
         raise ConfigError([ConfigIssue("--out", "--out goes with --data FILE (a single sample prints its JSON)")])
     if not args.inputs:
         raise ConfigError([ConfigIssue("", f"give slot=value inputs (the model's slots: {model.slots}) or --data FILE")])
-    try:  # a run whose plugin maps the user's own columns (mmcore fit's) reads column=value itself
-        sample = manager.hook.mmcore_record_inputs(items=list(args.inputs), run_dir=Path(args.run_dir), model=model)
-    except ValueError as exc:
-        raise ConfigError([ConfigIssue("", str(exc))]) from exc
-    if sample is None:
-        sample = parse_predict_inputs(args.inputs, model, manager.registry.extension_modalities(), manager=manager)
+    sample = record_inputs(args.inputs, model, manager, args.run_dir)
     try:
         if not sample:
             raise ValueError(f"give at least one of the model's modality slots {model.slots}")

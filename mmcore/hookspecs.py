@@ -140,6 +140,23 @@ def mmcore_table_inputs(path, encoding, model, data, run_dir, missing, strict):
 
 
 @hookspec(firstresult=True)
+def mmcore_table_samples(path, encoding, model, data, run_dir, missing, strict):
+    """The rows of a table file holding the target -> samples to evaluate, for ``mmcore eval RUN --data
+    TABLE`` (a run whose plugin maps a user's own columns to slots: ``mmcore fit``'s).
+
+    Parameters as :func:`mmcore_table_inputs`; the same rule: every column the model reads is in the
+    table or declared in ``missing``, and the target column is in it; a missing or unreadable file or a
+    placeholder is a missing cell (``strict``: an error naming row and column).
+
+    :return: ``(samples, notes)``: one entry per row in file order, ``{"inputs": {slot: raw or None},
+        "target": encoded target, "origin": {"file", "row", "columns"}}`` or None for a row left out (no
+        input at all, or no usable target); ``notes``, one line per cell or row read as missing (naming
+        row and column). None to leave the table to another plugin. Raise ``ValueError`` naming the file,
+        row and column for a table or cell that cannot be used; the command exits 2.
+    """
+
+
+@hookspec(firstresult=True)
 def mmcore_record_inputs(items, run_dir, model):
     """One record on the command line (``mmcore predict RUN key=value ...``) -> the model's raw inputs,
     for a run whose plugin maps a user's own columns to slots (``mmcore fit``'s: columns it derived,

@@ -79,11 +79,12 @@ PLAN_FILE = "autofit.json"
 SUMMARY_FILE = "fit_summary.json"
 
 
-def read_rows(source: Any) -> tuple[list[dict[str, Any]], Path]:
-    """A table (path or DataFrame) -> its rows and the folder its relative file paths start from."""
+def read_rows(source: Any, *, encoding: str = "utf-8-sig") -> tuple[list[dict[str, Any]], Path]:
+    """A table (path or DataFrame) -> its rows and the folder its relative file paths start from
+    (``encoding``: of a CSV / JSON Lines file)."""
     from mmcore_plugins.io.tables import read_table
 
-    rows = read_table(source)
+    rows = read_table(source, encoding=encoding)
     base = Path(source).expanduser().resolve().parent if isinstance(source, (str, os.PathLike)) else Path.cwd()
     return rows, base
 

@@ -50,6 +50,21 @@ def mmcore_table_inputs(path: Path, encoding: str, run_dir: Path | None, missing
 
 
 @mmcore.hookimpl
+def mmcore_table_samples(path: Path, encoding: str, model: Any, run_dir: Path | None, missing: list[str], strict: bool):
+    """``mmcore eval RUN --data TABLE`` on a fit run: each row prepared as :meth:`Predictor.evaluate`
+    prepares it (columns derived again, the same cell and column rules), with its encoded target.
+    None for a run ``fit`` did not write."""
+    if run_dir is None or not (Path(run_dir) / PLAN_FILE).is_file():
+        return None
+    from mmcore_plugins.autofit.predictor import Predictor, read_plan
+
+    predictor = Predictor(run_dir, model, read_plan(run_dir), {})
+    samples, _, _, notes = predictor._prepare(Path(path), missing_columns=list(missing or ()), strict=strict,
+                                              with_target=True, encoding=encoding, option="--missing")
+    return samples, notes
+
+
+@mmcore.hookimpl
 def mmcore_record_inputs(items: list[str], run_dir: Path | None):
     """``mmcore predict RUN column=value ...`` for a fit run: the user's columns (or a one-column slot's
     name, or ``slot={column: value}`` for the numbers-and-categories slot), prepared through the column

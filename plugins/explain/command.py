@@ -62,7 +62,7 @@ def _records_from_split(args: argparse.Namespace, config: dict, manager) -> list
 
 def run_explain(args: argparse.Namespace, manager) -> int:
     from mmcore.cli import load_run
-    from mmcore.cli_predict import parse_predict_inputs
+    from mmcore.cli_predict import record_inputs
     from mmcore.engine.atomic import write_file
     from mmcore.engine.checkpoint import dumps_json
     from mmcore.engine.plots import plot_attribution_summary, plot_waterfall
@@ -84,7 +84,7 @@ def run_explain(args: argparse.Namespace, manager) -> int:
     elif args.split:
         samples = _records_from_split(args, config, manager)
     else:
-        samples = [parse_predict_inputs(args.inputs, model)]
+        samples = [record_inputs(args.inputs, model, manager, args.run_dir)]
     if args.limit is not None:
         samples = samples[:args.limit]
     if not samples:
