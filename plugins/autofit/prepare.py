@@ -180,10 +180,11 @@ class Plan:
 
 
 def check_table_columns(plan: Plan, header: Sequence[str], missing: Sequence[str] = (), *, target: bool = False,
-                        where: str = "the table", option: str = "missing_columns") -> list[str]:
+                        where: str = "the table", option: str | None = "missing_columns") -> list[str]:
     """The rule for a table given to a trained model: every column the model reads is in ``header`` or
     declared in ``missing`` (its cells are then all empty: missing modalities, the training median for a
-    number); with ``target``, the target column is in ``header``. Returns the declared columns.
+    number); with ``target``, the target column is in ``header``. Returns the declared columns. ``option``:
+    how the message names the declaration (``--missing``); None where there is none (fit's --val/--test).
 
     Raises :class:`ColumnError` naming each absent column and the closest column the table has (a
     renamed header, a table with no shared column), and each declared column the model does not read.
@@ -209,8 +210,9 @@ def check_table_columns(plan: Plan, header: Sequence[str], missing: Sequence[str
         shared = [c for c in needed if c in present]
         shown = list(dict.fromkeys(header))
         columns = ", ".join(repr(c) for c in shown[:20]) + (f", ... ({len(shown) - 20} more)" if len(shown) > 20 else "")
-        raise ColumnError(f"{where} has no column{'s' if len(parts) > 1 else ''} {', '.join(parts)}; declare a column "
-                          f"missing with {option} to predict without it (the table's columns: {columns or 'none'}"
+        declare = f"; declare a column missing with {option} to predict without it" if option else ""
+        raise ColumnError(f"{where} has no column{'s' if len(parts) > 1 else ''} {', '.join(parts)}{declare} "
+                          f"(the table's columns: {columns or 'none'}"
                           + ("" if shared else "; it shares no column with the model's") + ")")
     return declared
 
