@@ -132,7 +132,9 @@ def mmcore_table_inputs(path, encoding, model, data, run_dir, missing, strict):
         (``"row 3, column 'photo': file 'x.png' does not exist"``) for a row that cannot be used; a
         row's tuple may carry a third element, a note of the cells it read as missing (a missing file
         under the run's rule), which ``mmcore predict`` writes into that row's line;
-        or None to leave the table to another plugin. The first non-None result is used. Raise
+        or None to leave the table to another plugin. The first non-None result is used. The rows
+        may come as a list or an iterator (``mmcore predict`` streams them batch by batch, so a table
+        of millions of rows is read in bounded memory): check the columns before returning it. Raise
         ``ValueError`` for a table that cannot be read at all (naming the file and what is wrong);
         the command reports it and exits 2. Built-in: the ``manifest`` plugin (``trylast``: a run's
         manifest mapping, else one column per slot named after it).

@@ -42,6 +42,10 @@ def _records_from_table(args: argparse.Namespace, model, config: dict, manager) 
     if built is None:
         raise ConfigError([ConfigIssue("--data", "no installed plugin reads tables into model inputs (hook "
                                                  "mmcore_table_inputs; the built-in one is the manifest plugin's)")])
+    try:
+        built = list(built)  # a plugin may stream the rows; every record is explained and kept
+    except (OSError, ValueError) as exc:
+        raise ConfigError([ConfigIssue("--data", str(exc))]) from exc
     problems = [f"row {i}: {item[1]}" if not str(item[1]).startswith("row") else str(item[1])
                 for i, item in enumerate(built, start=1) if item[1] is not None]
     if problems:
