@@ -159,6 +159,21 @@ def mmcore_table_samples(path, encoding, model, data, run_dir, missing, strict):
 
 
 @hookspec(firstresult=True)
+def mmcore_table_slot(run_dir, slot):
+    """A slot of numbers and categories whose columns a plugin derives from the user's own (``mmcore
+    fit``'s: a ``"<column> missing"`` indicator, the training median for an empty number), for ``mmcore
+    serve RUN``: requests and the page then name only the user's columns.
+
+    :param pathlib.Path run_dir: the run directory.
+    :param str slot: a slot whose processor reads a row of named columns.
+
+    :return: ``(numeric, categorical, derive)``: the user's number and category columns, and
+        ``derive({column: value or None}) -> {column: value}``, the row the slot's processor reads
+        (raise ``ValueError`` naming the column for a value that cannot be used); or None.
+    """
+
+
+@hookspec(firstresult=True)
 def mmcore_record_inputs(items, run_dir, model):
     """One record on the command line (``mmcore predict RUN key=value ...``) -> the model's raw inputs,
     for a run whose plugin maps a user's own columns to slots (``mmcore fit``'s: columns it derived,

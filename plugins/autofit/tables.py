@@ -74,6 +74,30 @@ def mmcore_table_samples(path: Path, encoding: str, model: Any, run_dir: Path | 
 
 
 @mmcore.hookimpl
+def mmcore_table_slot(run_dir: Path | None, slot: str):
+    """``mmcore serve`` of a fit run: the numbers-and-categories slot as the user's columns, derived as
+    :class:`Predictor` derives a row (a missing number: the training median and its indicator). None for
+    another slot or a run ``fit`` did not write."""
+    if run_dir is None or not (Path(run_dir) / PLAN_FILE).is_file():
+        return None
+    from mmcore_plugins.autofit.predictor import read_plan
+
+    plan = read_plan(run_dir)
+    spec = plan.slots.get(slot)
+    if spec is None or "column" in spec:
+        return None
+    preparer = Preparer(plan, Path.cwd(), strict=True)  # no file is read: only this slot's cells are given
+
+    def derive(values: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return preparer.inputs(dict(values), 0)[slot]
+        except ColumnError as exc:
+            raise ValueError(str(exc).replace("row 1, ", "")) from None
+
+    return list(spec["numeric"]), [*spec["categorical"], *spec.get("dates", [])], derive
+
+
+@mmcore.hookimpl
 def mmcore_record_inputs(items: list[str], run_dir: Path | None):
     """``mmcore predict RUN column=value ...`` for a fit run: the user's columns (or a one-column slot's
     name, or ``slot={column: value}`` for the numbers-and-categories slot), prepared through the column

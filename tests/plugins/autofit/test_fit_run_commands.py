@@ -132,3 +132,32 @@ def test_search_reads_a_text_file_query_as_fit_read_the_column(run, capsys):
         assert main(["search", run_dir, "--index", index, "--query", query, "--json", "-k", "3"]) == 0
         found.append(json.loads(capsys.readouterr().out)["neighbours"])
     assert found[0] == found[1] and len(found[0]) == 3
+
+
+def test_serve_takes_the_users_own_columns_of_a_fit_run(run):
+    """`mmcore serve RUN` of a fit run: the page, the metadata and requests name the user's columns (never
+    'weight missing'); a number left out is a missing cell, as Predictor reads it; the text slot takes the
+    text a text-file cell held."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from mmcore_plugins.deploy.backends import open_backend
+    from mmcore_plugins.deploy.serve import create_app
+
+    predictor, folder = run
+    note = folder / "notes" / "1_3.txt"
+    text = note.read_text(encoding="utf-8")
+    expected = predictor.predict([{"a": 0.3, "weight": "", "group": "north", "note": str(note)},
+                                  {"a": -1.2, "weight": 0.5, "group": "south", "note": ""}])
+    with TestClient(create_app(open_backend(folder / "run"))) as client:
+        slots = {s["name"]: s for s in client.get("/metadata").json()["slots"]}
+        assert slots["tabular"]["numeric"] == ["a", "weight"] and slots["tabular"]["categorical"] == ["group"]
+        answer = client.post("/predict", json={"records": [{"tabular": {"a": 0.3, "group": "north"}, "note": text},
+                                                           {"tabular": {"a": -1.2, "weight": 0.5, "group": "south"}}]})
+        assert answer.status_code == 200, answer.text
+        assert [r["prediction"] for r in answer.json()["predictions"]] == list(expected)
+        form = client.post("/predict", data={"tabular.a": "0.3", "tabular.group": "north", "note": text})
+        assert form.status_code == 200, form.text
+        assert form.json()["predictions"][0]["prediction"] == expected[0]
+        bad = client.post("/predict", json={"records": [{"tabular": {"a": 0.3, "weight missing": 1.0}}]})
+        assert bad.status_code == 422 and "weight missing" in bad.text
