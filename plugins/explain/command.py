@@ -36,9 +36,13 @@ def _records_from_table(args: argparse.Namespace, model, config: dict, manager) 
     try:
         built = manager.hook.mmcore_table_inputs(path=Path(args.data), encoding=args.encoding, model=model,
                                                  data=dict(config.get("data") or {}), run_dir=Path(args.run_dir),
-                                                 missing=[], strict=True)  # strict: a row read whole or refused
+                                                 missing=[c.strip() for item in args.missing for c in item.split(",")
+                                                          if c.strip()],
+                                                 strict=True)  # strict: a row read whole or refused
     except (ValueError, FileNotFoundError) as exc:
-        raise ConfigError([ConfigIssue("--data", str(exc))]) from exc
+        message = str(exc)
+        declared = message.startswith("--missing: ") or "declared missing" in message  # a --missing name the model lacks
+        raise ConfigError([ConfigIssue("--missing" if declared else "--data", message.removeprefix("--missing: "))]) from exc
     if built is None:
         raise ConfigError([ConfigIssue("--data", "no installed plugin reads tables into model inputs (hook "
                                                  "mmcore_table_inputs; the built-in one is the manifest plugin's)")])
@@ -169,4 +173,7 @@ def mmcore_add_commands(subparsers) -> None:
                         help="antithetic permutation pairs when sampling (models with more than 6 slots; default 64)")
     parser.add_argument("--checkpoint", default="best", choices=["best", "last"], help="which checkpoint (default best)")
     parser.add_argument("--encoding", default="utf-8-sig", help="text encoding of a --data CSV/JSONL file (default utf-8-sig)")
+    parser.add_argument("--missing", action="append", default=[], metavar="COLUMN",
+                        help="a column the model reads that the --data table lacks on purpose: every cell of it is "
+                             "empty (repeatable, or comma-separated); any other absent column is an error")
     parser.set_defaults(handler=run_explain)

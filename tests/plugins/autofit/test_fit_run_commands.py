@@ -82,12 +82,13 @@ def test_eval_counts_missing_files_and_strict_refuses_them(run, capsys):
     _one_line_error(capsys, "row 4", "'note'", "missing.txt")
 
 
-@pytest.mark.parametrize("command", ["predict", "eval", "embed"])
+@pytest.mark.parametrize("command", ["predict", "eval", "embed", "explain"])
 def test_a_renamed_column_is_one_line_naming_it_in_every_command(run, command, capsys):
     predictor, folder = run
     rows = [{("height" if k == "weight" else k): v for k, v in r.items()} for r in _rows(folder, 6, 3)]
     renamed = str(write_csv(folder / "renamed.csv", rows))
-    out = ["--out", str(folder / f"{command}.out.npz")] if command == "embed" else []
+    out = {"embed": ["--out", str(folder / "embed.out.npz")],
+           "explain": ["--json", "--plots", "0", "--out", str(folder / "explain.out")]}.get(command, [])
     assert main([command, str(folder / "run"), "--data", renamed, *out]) == 2
     _one_line_error(capsys, "no column 'weight'", "did you mean 'height'?", "--missing")
     assert main([command, str(folder / "run"), "--data", renamed, "--missing", "weight", *out]) == 0
