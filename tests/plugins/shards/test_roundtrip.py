@@ -1,0 +1,140 @@
+"""`mmcore shard` -> the `shards` data set gives what the manifest gives for the same rows: the same
+raw values, the same processed tensors, the same targets and metadata; the folder rules; bad input
+refused (exit 2, one line) before anything is written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from mmcore.data import SPLITS
+from mmcore.engine.datasets import model_data_options
+from mmcore.plugin_manager import get_plugin_manager
+from mmcore_plugins.shards.dataset import load_shards
+from mmcore_plugins.shards.layout import INDEX, MARKER, ShardsError
+from mmcore_plugins.shards.write import write_shards
+from shard_data import DATA, MODEL, SPLIT_ROWS
+
+
+def implied():
+    return model_data_options(MODEL, get_plugin_manager().registry)
+
+
+def manifest_splits(table):
+    from mmcore_plugins.datasets.manifest import load_manifest
+
+    options = {k: v for k, v in DATA.items() if k != "name"}
+    return {split: load_manifest(split, path=str(table), **options, **implied()) for split in SPLITS}
+
+
+def test_shards_give_the_manifests_samples_and_tensors(table, tmp_path):
+    out = tmp_path / "shards"
+    index = write_shards(str(table), DATA, implied(), out, shard_size=5)
+    assert [len(index["splits"][s]["shards"]) for s in SPLITS] == [3, 1, 1]  # 13 rows: 5, 5, 3
+    assert index["source"][0]["sha256"] and index["slots"]["image"]["kind"] == "file"
+    assert index["slots"]["note"]["kind"] == "value"  # a text file's contents are the sample
+    manifest = manifest_splits(table)
+    from mmcore.model import build_model
+
+    model = build_model({**MODEL, "head": {"name": "classification", "num_classes": 3}}, get_plugin_manager().registry)
+    for split in SPLITS:
+        shards = load_shards(split, out, **implied())
+        assert len(shards) == len(manifest[split]) == SPLIT_ROWS[split]
+        meta = {k: v for k, v in shards.metadata.items() if k != "shards"}
+        assert meta == json.loads(json.dumps(manifest[split].metadata))
+        for i in range(len(shards)):
+            a, b = manifest[split][i], shards[i]
+            assert list(a["inputs"]) == list(b["inputs"])
+            assert a["target"] == b["target"] and a["origin"] == b["origin"]
+            for slot, raw in a["inputs"].items():
+                if slot in ("image", "sound"):
+                    assert (raw is None) == (b["inputs"][slot] is None), slot
+                    if raw is not None:
+                        assert b["inputs"][slot].getvalue() == open(raw, "rb").read()
+                else:
+                    assert raw == b["inputs"][slot], slot
+        batch_a = model.collate([manifest[split][i] for i in range(len(shards))])
+        batch_b = model.collate([shards[i] for i in range(len(shards))])
+        assert torch.equal(batch_a["targets"], batch_b["targets"]) if "targets" in batch_a else True
+        flat_a, flat_b = torch.utils._pytree.tree_flatten(batch_a)[0], torch.utils._pytree.tree_flatten(batch_b)[0]
+        assert len(flat_a) == len(flat_b)
+        for x, y in zip(flat_a, flat_b, strict=True):
+            if isinstance(x, torch.Tensor):
+                assert torch.equal(x, y)
+    assert manifest["train"][2]["inputs"]["image"] is None  # the missing cell stays missing
+    assert manifest["train"][5]["inputs"]["table"] is None
+
+
+def test_the_same_rows_give_the_same_bytes_and_resharding_replaces_only_its_own(table, tmp_path):
+    out = tmp_path / "shards"
+    write_shards(str(table), DATA, implied(), out, shard_size=4)
+    first = {p.name: p.read_bytes() for p in out.glob("*.tar")}
+    assert "train-000003.tar" in first
+    (out / "notes.txt").write_text("mine")
+    write_shards(str(table), DATA, implied(), out, shard_size=100)  # our folder: written again, no --overwrite
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [MARKER, INDEX, "notes.txt", "test-000000.tar", "train-000000.tar", "val-000000.tar"]
+    assert (out / "notes.txt").read_text() == "mine"
+    write_shards(str(table), DATA, implied(), out, shard_size=4)
+    assert {p.name: p.read_bytes() for p in out.glob("*.tar")} == first
+
+
+def test_a_users_folder_is_refused_and_overwrite_keeps_their_files(table, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    with pytest.raises(ShardsError, match="not empty and holds no mmcore shards"):
+        write_shards(str(table), DATA, implied(), out, shard_size=5)
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    (out / INDEX).write_text("{}")
+    with pytest.raises(ShardsError, match="index.json is a file of yours"):
+        write_shards(str(table), DATA, implied(), out, shard_size=5, overwrite=True)
+    (out / INDEX).unlink()
+    write_shards(str(table), DATA, implied(), out, shard_size=5, overwrite=True)
+    assert (out / "keep.txt").read_text() == "x" and len(load_shards("train", out)) == SPLIT_ROWS["train"]
+
+
+def test_a_changed_or_damaged_shard_is_named(table, tmp_path):
+    out = tmp_path / "shards"
+    write_shards(str(table), DATA, implied(), out, shard_size=5)
+    shard = out / "val-000000.tar"
+    data = bytearray(shard.read_bytes())
+    data[100:160] = b"\xff" * 60  # the first member's tar header: same size, damaged bytes
+    shard.write_bytes(bytes(data))
+    dataset = load_shards("val", out)
+    with pytest.raises(ShardsError, match="val-000000.tar"):
+        for i in range(len(dataset)):
+            dataset[i]
+    shard.write_bytes(bytes(data) + b"\0" * 512)
+    with pytest.raises(ShardsError, match="changed after"):
+        load_shards("val", out)
+    with pytest.raises(ShardsError, match="the model's head needs regression"):
+        load_shards("train", tmp_path / "shards", target_type="regression")
+
+
+def run_cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "mmcore", "shard", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=120)
+
+
+def test_the_command_refuses_bad_rows_with_exit_2_before_writing(table, tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"data": DATA, "model": MODEL}))
+    rows = table.read_text().splitlines()
+    rows[4] = rows[4].replace("media/3.png", "media/none.png")
+    bad = table.with_name("bad.csv")
+    bad.write_text("\n".join(rows) + "\n")
+    result = run_cli(bad, "--config", config, "--out", tmp_path / "out", "--shard-size", 4, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "bad.csv: row 4, column 'image'" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+    result = run_cli(table, "--config", config, "--out", tmp_path / "out", "--shard-size", 0, cwd=tmp_path)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1 and "--shard-size" in result.stderr
+    result = run_cli(table, "--config", config, "--out", tmp_path / "out", "--shard-size", 8, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "train 13 samples in 2 shard(s)" in result.stdout
