@@ -113,6 +113,7 @@ def test_a_changed_or_damaged_shard_is_named(table, tmp_path):
     shard.write_bytes(bytes(data) + b"\0" * 512)
     with pytest.raises(ShardsError, match="changed after"):
         load_shards("val", out)
+    write_shards(str(table), DATA, implied(), out, shard_size=5)
     with pytest.raises(ShardsError, match="the model's head needs regression"):
         load_shards("train", tmp_path / "shards", target_type="regression")
 
