@@ -25,6 +25,7 @@ empty cell is None (the manifest's missing-cell rule was applied when the shards
 
 from __future__ import annotations
 
+import array
 import bisect
 import io
 import json
@@ -52,7 +53,7 @@ class ShardDataset(Dataset):
         entry = index["splits"][split]
         self.slots = {slot: spec["kind"] for slot, spec in index["slots"].items()}
         self.names = [shard["name"] for shard in entry["shards"]]
-        self.offsets = [list(shard["offsets"]) for shard in entry["shards"]]
+        self.offsets = [array.array("q", shard["offsets"]) for shard in entry["shards"]]  # 8 bytes a sample
         self.starts = []  # the first sample number of each shard
         total = 0
         for shard in entry["shards"]:
@@ -126,6 +127,34 @@ class ShardDataset(Dataset):
         return {"inputs": inputs, "target": stored.get("target"), "origin": stored.get("origin")}
 
 
+# The index of the folder last read: building train, val and test reads and checks it once.
+_INDEX: dict[Any, dict[str, Any]] = {}
+
+
+def cached_index(folder: Path) -> dict[str, Any]:
+    """:func:`~mmcore_plugins.shards.layout.read_index`, kept while ``index.json`` is the same file."""
+    from mmcore_plugins.shards.layout import INDEX
+
+    try:
+        st = os.stat(folder / INDEX)
+        key = (str(folder.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+    except OSError:
+        key = None
+    if key is not None and key in _INDEX:
+        index = _INDEX[key]
+        try:  # the shards' sizes again (one stat each): a shard replaced since is reported by read_index
+            if all(os.stat(folder / shard["name"]).st_size == shard["bytes"]
+                   for entry in index["splits"].values() for shard in entry["shards"]):
+                return index
+        except OSError:
+            pass
+    index = read_index(folder)
+    _INDEX.clear()
+    if key is not None:
+        _INDEX[key] = index
+    return index
+
+
 def load_shards(
     split: Literal["train", "val", "test"],
     path: str | os.PathLike,
@@ -146,7 +175,7 @@ def load_shards(
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     folder = Path(path).expanduser()
-    index = read_index(folder)
+    index = cached_index(folder)
     written = {slot: spec.get("modality") for slot, spec in index["slots"].items()}
     for slot, modality in (slot_modalities or {}).items():
         if slot not in written:

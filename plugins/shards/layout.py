@@ -134,7 +134,7 @@ def read_index(folder: Path) -> dict[str, Any]:
             samples, size, offsets = shard.get("samples"), shard.get("bytes"), shard.get("offsets")
             if not (isinstance(samples, int) and samples >= 1 and isinstance(size, int) and isinstance(offsets, list)
                     and len(offsets) == samples + 1 and all(type(o) is int for o in offsets)
-                    and offsets[0] >= 0 and all(a < b for a, b in zip(offsets, offsets[1:])) and offsets[-1] <= size):
+                    and offsets[0] >= 0 and all(a < b for a, b in zip(offsets, offsets[1:], strict=False)) and offsets[-1] <= size):
                 raise bad(f"shard {name}: 'samples', 'bytes' and 'offsets' (samples + 1 ascending byte offsets within the file) disagree")
             file = folder / name
             try:

@@ -21,7 +21,15 @@ from typing import Any
 
 from mmcore.data import SPLITS
 from mmcore_plugins.shards.layout import (
-    FORMAT, INDEX, MARKER, SHARD_NAME, VERSION, ShardsError, check_out, json_bytes, shard_name,
+    FORMAT,
+    INDEX,
+    MARKER,
+    SHARD_NAME,
+    VERSION,
+    ShardsError,
+    check_out,
+    json_bytes,
+    shard_name,
 )
 
 logger = logging.getLogger("mmcore.shards")
@@ -118,7 +126,7 @@ def write_shards(table: str, data: Mapping[str, Any], implied: Mapping[str, Any]
     modalities = dict(options.get("slot_modalities") or {})
     columns = options["columns"]
     # Everything that could refuse a row is checked before the first byte is written.
-    for split, dataset in datasets.items():
+    for dataset in datasets.values():
         for sample in dataset.samples:
             origin = sample.get("origin") or {}
             for slot, column in files.items():

@@ -45,7 +45,7 @@ DATA = {"name": "manifest", "columns": {"image": "image", "sound": "sound", "not
         "path_columns": ["image", "sound", "note"], "target": "label", "split_column": "split"}
 
 MODEL = {
-    "encoders": {"image": {"name": "image_cnn", "dim": 8, "image_size": 8, "channels": 3, "width": 8},
+    "encoders": {"image": {"name": "image_cnn", "dim": 8, "image_size": 8, "channels": 3, "width": 8, "dropout": 0.0},
                  "sound": {"name": "audio_cnn", "dim": 8, "sample_rate": 8000, "n_mels": 8, "width": 8, "blocks": 1, "dropout": 0.0,
                            "n_fft": 128, "hop": 64, "max_seconds": 0.1},
                  "note": {"name": "text_transformer", "dim": 8, "layers": 1, "heads": 2, "max_length": 32, "dropout": 0.0},

@@ -5,12 +5,11 @@ refused (exit 2, one line) before anything is written."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
 import yaml
+from shard_data import DATA, MODEL, SPLIT_ROWS
 
 from mmcore.data import SPLITS
 from mmcore.engine.datasets import model_data_options
@@ -18,7 +17,6 @@ from mmcore.plugin_manager import get_plugin_manager
 from mmcore_plugins.shards.dataset import load_shards
 from mmcore_plugins.shards.layout import INDEX, MARKER, ShardsError
 from mmcore_plugins.shards.write import write_shards
-from shard_data import DATA, MODEL, SPLIT_ROWS
 
 
 def implied():
@@ -118,24 +116,31 @@ def test_a_changed_or_damaged_shard_is_named(table, tmp_path):
         load_shards("train", tmp_path / "shards", target_type="regression")
 
 
-def run_cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "mmcore", "shard", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=120)
+def run_cli(capsys, *args):
+    from mmcore.cli import main
+
+    code = main(["shard", *map(str, args)])
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
-def test_the_command_refuses_bad_rows_with_exit_2_before_writing(table, tmp_path):
+def test_the_command_refuses_bad_rows_with_exit_2_before_writing(table, tmp_path, capsys):
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"data": DATA, "model": MODEL}))
     rows = table.read_text().splitlines()
     rows[4] = rows[4].replace("media/3.png", "media/none.png")
     bad = table.with_name("bad.csv")
     bad.write_text("\n".join(rows) + "\n")
-    result = run_cli(bad, "--config", config, "--out", tmp_path / "out", "--shard-size", 4, cwd=tmp_path)
-    assert result.returncode == 2, result.stderr
-    assert "bad.csv: row 4, column 'image'" in result.stderr and "Traceback" not in result.stderr
+    code, _, err = run_cli(capsys, bad, "--config", config, "--out", tmp_path / "out", "--shard-size", 4)
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1 and "bad.csv: row 4, column 'image'" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
-    result = run_cli(table, "--config", config, "--out", tmp_path / "out", "--shard-size", 0, cwd=tmp_path)
-    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1 and "--shard-size" in result.stderr
-    result = run_cli(table, "--config", config, "--out", tmp_path / "out", "--shard-size", 8, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert "train 13 samples in 2 shard(s)" in result.stdout
+    code, _, err = run_cli(capsys, table, "--config", config, "--out", tmp_path / "out", "--shard-size", 0)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--shard-size" in err
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "a.txt").write_text("x")
+    code, _, err = run_cli(capsys, table, "--config", config, "--out", tmp_path / "mine", "--shard-size", 4)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--overwrite" in err
+    code, out, err = run_cli(capsys, table, "--config", config, "--out", tmp_path / "out", "--shard-size", 8)
+    assert code == 0, err
+    assert "train 13 samples in 2 shard(s)" in out
