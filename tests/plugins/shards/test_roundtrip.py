@@ -144,3 +144,19 @@ def test_the_command_refuses_bad_rows_with_exit_2_before_writing(table, tmp_path
     code, out, err = run_cli(capsys, table, "--config", config, "--out", tmp_path / "out", "--shard-size", 8)
     assert code == 0, err
     assert "train 13 samples in 2 shard(s)" in out
+
+
+def test_a_members_bytes_are_keyed_by_content_and_perturbed_at_their_own_rate(table, tmp_path):
+    """The frozen-feature cache keys a file's bytes by content; audio perturbations (trainer.augment,
+    --robustness) read a member's bytes at the clip's own rate, as they read its file."""
+    from mmcore.feature_cache import sample_key
+    from mmcore_plugins.perturbations import AudioWhiteNoise
+
+    write_shards(str(table), DATA, implied(), tmp_path / "shards", shard_size=5)
+    shards, manifest = load_shards("train", tmp_path / "shards"), manifest_splits(table)["train"]
+    a, b = shards[0]["inputs"]["image"], shards[0]["inputs"]["image"]
+    assert a is not b and sample_key(a) == sample_key(b) != sample_key(shards[1]["inputs"]["image"])
+    noise = AudioWhiteNoise(level=0.0)
+    from_file = noise(manifest[0]["inputs"]["sound"], torch.Generator().manual_seed(0))
+    from_bytes = noise(shards[0]["inputs"]["sound"], torch.Generator().manual_seed(0))
+    assert from_file[1] == from_bytes[1] == 8000 and torch.equal(from_file[0], from_bytes[0])
