@@ -158,7 +158,9 @@ def write_shards(table: str, data: Mapping[str, Any], implied: Mapping[str, Any]
             name = shard_name(split, number)
 
             def fill(fh, part: Sequence[Mapping[str, Any]] = part, begin: int = begin) -> None:
-                writer = webdataset.TarWriter(fh, encoder=False, mtime=0.0, user="mmcore", group="mmcore")
+                # mtime an int: a float one makes tarfile add a PAX header to every member (two headers
+                # to parse for each member read)
+                writer = webdataset.TarWriter(fh, encoder=False, mtime=0, user="mmcore", group="mmcore")
                 for i, sample in enumerate(part):
                     record: dict[str, Any] = {"__key__": f"{begin + i:09d}", "json": sample["_json"]}
                     for slot in files:
