@@ -160,3 +160,13 @@ def test_a_members_bytes_are_keyed_by_content_and_perturbed_at_their_own_rate(ta
     from_file = noise(manifest[0]["inputs"]["sound"], torch.Generator().manual_seed(0))
     from_bytes = noise(shards[0]["inputs"]["sound"], torch.Generator().manual_seed(0))
     assert from_file[1] == from_bytes[1] == 8000 and torch.equal(from_file[0], from_bytes[0])
+
+
+def test_the_shards_dataset_keeps_the_dataset_contract(table, tmp_path):
+    """mmcore.testing's dataset checks (what the conformance suite runs on every data set) on real shards."""
+    from mmcore.testing import check_component
+
+    write_shards(str(table), DATA, implied(), tmp_path / "shards", shard_size=5)
+    registry = get_plugin_manager().registry
+    built = check_component(registry.get("dataset", "shards"), options={"path": str(tmp_path / "shards")}, registry=registry)
+    assert [len(built[s]) for s in SPLITS] == [SPLIT_ROWS[s] for s in SPLITS]
