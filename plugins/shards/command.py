@@ -26,8 +26,11 @@ def run_shard(args: argparse.Namespace, manager) -> int:
         got = data.get("name") if isinstance(data, dict) else data
         raise ConfigError([ConfigIssue("data.name", f"`mmcore shard` reads a manifest's options (data.name: manifest), got {got!r}")])
     implied = model_data_options(config.get("model"), manager.registry)
-    index = write_shards(str(table.resolve()), data, implied, Path(args.out), shard_size=args.shard_size,
-                         overwrite=args.overwrite)
+    from mmcore.errors import user_input_phase
+
+    with user_input_phase("reading the data"):  # a ValueError/TypeError here lies in the data or its options
+        index = write_shards(str(table.resolve()), data, implied, Path(args.out), shard_size=args.shard_size,
+                             overwrite=args.overwrite)
     print(summary(index, Path(args.out)))
     return 0
 
