@@ -25,6 +25,15 @@ def run_shard(args: argparse.Namespace, manager) -> int:
     if not isinstance(data, dict) or data.get("name", "manifest") != "manifest":
         got = data.get("name") if isinstance(data, dict) else data
         raise ConfigError([ConfigIssue("data.name", f"`mmcore shard` reads a manifest's options (data.name: manifest), got {got!r}")])
+    from mmcore.options import check_options
+
+    # The data section checked as `mmcore train` checks it (unknown options with the closest name);
+    # `path` is TABLE's.
+    options = {k: v for k, v in data.items() if k not in ("name", "path")}
+    issues = check_options(manager.registry.get("dataset", "manifest"), options, reserved=frozenset({"split"}), path="data")
+    issues = [issue for issue in issues if issue.path != "data.path"]
+    if issues:
+        raise ConfigError(issues)
     implied = model_data_options(config.get("model"), manager.registry)
     from mmcore.errors import user_input_phase
 
