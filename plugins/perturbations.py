@@ -10,6 +10,7 @@ class attribute ``levels`` is the default sweep of ``mmcore eval --robustness``.
 
 from __future__ import annotations
 
+import io
 import os
 import string
 from collections.abc import Mapping, Sequence
@@ -76,7 +77,7 @@ def _waveform(raw: Any) -> tuple[torch.Tensor, int | None]:
     :mod:`mmcore_plugins.io` at the clip's own rate (files: any format libsndfile reads)."""
     from mmcore_plugins.io import load_audio, read_audio
 
-    if isinstance(raw, (str, os.PathLike)):
+    if isinstance(raw, (str, os.PathLike, io.IOBase)):  # a file, or its bytes (a shard's member): its own rate
         return load_audio(raw)
     if isinstance(raw, tuple) and len(raw) == 2:
         rate = int(raw[1])
