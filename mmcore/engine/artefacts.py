@@ -164,7 +164,7 @@ def expected_state(spec: Mapping[str, Any], registry: Any, path: Path | str = "m
         return {k: (v.dtype, tuple(v.shape)) for k, v in model.state_dict().items()}
     except Exception as exc:  # a plugin that cannot build on meta: the real model is checked after building
         if isinstance(exc, OverflowError) or "overflow" in str(exc).lower():
-            raise CheckpointError(f"{path}: the model it describes cannot exist: {str(exc).splitlines()[0][:200]}") from exc
+            raise CheckpointError(f"{path}: the model it describes cannot exist: {' '.join(str(exc).split())[:300]}") from exc
         return None
 
 
