@@ -1031,7 +1031,7 @@ def cases() -> list[Case]:
              own=FIT_OWN, timeout=400))
     add(Case("two trains one second apart on one run folder", "concurrent", "train", None, needs=("run",), custom=two_trains,
              own=RUN_NAMES + FRESH, timeout=400))
-    for point in ["first", "second", "after", "metrics", "report", "config"]:
+    for point in ["first", "second", "after", "metrics", "report"]:
         add(Case(f"kill -9 at a rename point ({point}), then load and --resume", "kill", "train --resume", None, needs=("run",),
                  custom=lambda d, a, p=point: kill_at_rename(d, a, p), own=RUN_NAMES + FRESH, timeout=400))
     for fraction in [0.2, 0.5, 0.8]:
@@ -1105,7 +1105,7 @@ _RENAME_KILL = textwrap.dedent("""
                 os.kill(os.getpid(), signal.SIGKILL)
             if point == "second" and into_last:
                 os.kill(os.getpid(), signal.SIGKILL)
-        if swaps and point in ("metrics", "report", "config") and os.path.basename(t).startswith(point):
+        if swaps and point in ("metrics", "report") and os.path.basename(t).startswith(point):
             os.kill(os.getpid(), signal.SIGKILL)
         real(src, dst, *a, **k)
         if into_last:
