@@ -86,7 +86,17 @@ def build_parser(manager=None) -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a run's best checkpoint on a split of its data (and its robustness)")
     p.add_argument("run_dir", help="a run directory written by `mmcore train`")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
-    p.add_argument("--data", nargs="*", default=[], metavar="key=value", help="override data options (e.g. image_noise=0.8)")
+    p.add_argument("--data", nargs="*", default=[], metavar="key=value|TABLE",
+                   help="override data options (e.g. image_noise=0.8), or a table FILE holding the target to evaluate "
+                        "instead of a split (a `mmcore fit` run: read as `mmcore predict --data` reads it, your own "
+                        "columns only)")
+    p.add_argument("--missing", action="append", default=[], metavar="COLUMN",
+                   help="with a TABLE: a column the model reads that the table lacks on purpose (every cell empty; "
+                        "repeatable, or comma-separated); any other absent column is an error")
+    p.add_argument("--strict", action="store_true",
+                   help="with a TABLE: a missing or unreadable file, a placeholder, or a row without input or target is "
+                        "an error instead of a missing cell (or a row left out), counted")
+    p.add_argument("--encoding", default="utf-8-sig", help="text encoding of a TABLE (default utf-8-sig)")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="which checkpoint to evaluate")
     p.add_argument("--robustness", action="store_true",
                    help="also evaluate every subset of missing modalities and a sweep of perturbations; table + PNG")
@@ -275,10 +285,18 @@ def cmd_eval(args: argparse.Namespace, manager) -> int:
     if args.perturbations is not None and not [n for n in args.perturbations.split(",") if n.strip()]:
         raise ConfigError([ConfigIssue("--perturbations", f"name at least one perturbation, got {args.perturbations!r}")])
     model, config = load_run(args.run_dir, manager, args.checkpoint)
-    config = apply_overrides(config, [f"data.{item}" for item in args.data])
-    dataset = load_datasets(config, manager, splits=(args.split,))[args.split]
+    table = _eval_table(args, model, config, manager)
+    if table is not None:
+        dataset, counts = table
+        name = f"table-{Path(counts['data']).stem}"
+    else:
+        config = apply_overrides(config, [f"data.{item}" for item in args.data])
+        dataset, counts, name = load_datasets(config, manager, splits=(args.split,))[args.split], {"split": args.split}, args.split
     if not args.robustness:
-        print(json.dumps({"split": args.split, "samples": len(dataset), **evaluate(model, dataset, batch_size=args.batch_size)}, indent=2))
+        result = evaluate(model, dataset, batch_size=args.batch_size)
+        if table is not None:
+            _note_unreadable(model, counts, args.strict)
+        print(json.dumps({**counts, "samples": len(dataset), **result}, indent=2))
         return EXIT_OK
     from mmcore.engine.robustness import format_report, plot_report, robustness_report
 
@@ -297,11 +315,73 @@ def cmd_eval(args: argparse.Namespace, manager) -> int:
 
     run = RunDir(args.run_dir)
     out = run.robustness  # a real folder of the run's: a link there is refused, never written through
-    write_file(out / f"{args.split}.json", dumps_json(report, indent=2), root=run.path)
-    plot = plot_report(report, out / f"{args.split}.png", root=run.path)
+    write_file(out / f"{name}.json", dumps_json(report, indent=2), root=run.path)
+    plot = plot_report(report, out / f"{name}.png", root=run.path)
     print(format_report(report))
-    print(f"\nreport: {out / f'{args.split}.json'}" + (f"; plot: {plot}" if plot else " (install matplotlib for the plot)"))
+    print(f"\nreport: {out / f'{name}.json'}" + (f"; plot: {plot}" if plot else " (install matplotlib for the plot)"))
     return EXIT_OK
+
+
+#: Data options that name a table: on a run whose plugin reads the user's own tables (``mmcore fit``'s),
+#: such an override is that table, read through the plugin (never as the run's prepared table).
+TABLE_OPTIONS = ("path", "val_path", "test_path")
+
+
+def _eval_table(args: argparse.Namespace, model, config: Mapping, manager):
+    """``mmcore eval RUN --data TABLE``: ``(samples, counts)`` from the hook ``mmcore_table_samples``
+    (the rule of ``mmcore predict --data``: columns present or declared ``--missing``; a missing or
+    unreadable file or a placeholder is a missing cell, counted; ``--strict`` makes each an error), or
+    None when no table is given (the run's own split, with ``key=value`` data options)."""
+    tables = [item for item in args.data if "=" not in item]
+    named = [item.partition("=")[2] for item in args.data if item.partition("=")[0] in TABLE_OPTIONS]
+    if len(tables) > 1:
+        raise ConfigError([ConfigIssue("--data", f"give one TABLE to evaluate, got {len(tables)}: {', '.join(tables)}")])
+    options = [item for item in args.data if "=" in item]
+    if tables and options:
+        raise ConfigError([ConfigIssue("--data", f"give either a TABLE ({tables[0]}) or key=value data options "
+                                                 f"({', '.join(options)}), not both")])
+    missing = [c.strip() for item in args.missing for c in item.split(",") if c.strip()]
+    source = tables[0] if tables else named[0] if len(named) == 1 and len(options) == 1 else None
+    if source is None:
+        if missing or args.strict:
+            raise ConfigError([ConfigIssue("--missing" if missing else "--strict", "goes with --data TABLE")])
+        return None
+    try:
+        answer = manager.hook.mmcore_table_samples(path=Path(source), encoding=args.encoding, model=model,
+                                                   data=dict(config.get("data") or {}), run_dir=Path(args.run_dir),
+                                                   missing=missing, strict=args.strict)
+    except (ValueError, FileNotFoundError) as exc:
+        message = str(exc)
+        declared = message.startswith("--missing: ")
+        raise ConfigError([ConfigIssue("--missing" if declared else "--data", message.removeprefix("--missing: "))]) from exc
+    if answer is None:
+        if not tables:  # a run's own dataset option (e.g. a manifest's path=): the dataset reads it
+            return None
+        raise ConfigError([ConfigIssue("--data", f"no installed plugin reads a table for this run (hook "
+                                                 f"mmcore_table_samples; `mmcore fit` runs have one); give it as the "
+                                                 f"dataset's option instead: --data path={source}")])
+    samples, notes = answer
+    kept = [s for s in samples if s is not None]
+    if not kept:
+        raise ConfigError([ConfigIssue("--data", f"no row of {source} has both an input and a usable target")])
+    trainer = config.get("trainer") if isinstance(config.get("trainer"), Mapping) else {}
+    model.unreadable_inputs = "error" if args.strict else trainer.get("unreadable_inputs", "missing")
+    counts = {"data": str(source), "rows": len(samples), "rows_left_out": len(samples) - len(kept),
+              "missing_cells": len(notes), "notes": list(notes)}
+    return kept, counts
+
+
+def _note_unreadable(model, counts: dict, strict: bool) -> None:
+    """Inputs that failed only when read (a missing modality under the run's rule): counted with the
+    table's missing cells; one line on stderr naming the first few (``--strict`` refuses them)."""
+    from mmcore.unreadable import describe
+
+    notes = counts.pop("notes") + [describe(e) for e in model.unreadable.entries.values()]
+    counts["missing_cells"] = len(notes)
+    if notes:
+        shown = "; ".join(notes[:5]) + (f"; ... ({len(notes) - 5} more)" if len(notes) > 5 else "")
+        print(f"mmcore eval: {len(notes)} cell(s) or row(s) of {counts['data']} treated as missing "
+              f"(--strict refuses them): {shown}", file=sys.stderr)
 
 
 def cmd_compare(args: argparse.Namespace, manager) -> int:

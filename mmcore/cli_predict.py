@@ -150,6 +150,20 @@ def parse_predict_inputs(items: Sequence[str], model, extensions: Mapping[str, s
     return sample
 
 
+def record_inputs(items: Sequence[str], model, manager, run_dir: str | Path) -> dict:
+    """One record on the command line -> ``{slot: raw}``, as every command reads it (``predict``,
+    ``explain``, ``search``): a run whose plugin maps the user's own columns (``mmcore fit``'s, hook
+    ``mmcore_record_inputs``: derived columns derived again, a text file's contents read) reads
+    ``column=value`` itself; any other run, :func:`parse_predict_inputs`. ConfigError for a bad item."""
+    try:
+        sample = manager.hook.mmcore_record_inputs(items=list(items), run_dir=Path(run_dir), model=model)
+    except ValueError as exc:
+        raise ConfigError([ConfigIssue("", str(exc))]) from exc
+    if sample is None:
+        sample = parse_predict_inputs(items, model, manager.registry.extension_modalities(), manager=manager)
+    return sample
+
+
 def _prediction_record(model, output, row: int) -> dict:
     """The JSON of sample ``row`` of a head output: prediction, and probabilities by class name when known."""
     import torch
@@ -164,8 +178,6 @@ def _prediction_record(model, output, row: int) -> dict:
 
 
 def _predict_table(args: argparse.Namespace, model, config: dict, manager) -> int:
-    from mmcore.engine.evaluation import predict_output
-
     if args.inputs:
         raise ConfigError([ConfigIssue("--data", "give either --data FILE or slot=value inputs, not both")])
     if args.batch_size < 1:
@@ -195,50 +207,90 @@ def _predict_table(args: argparse.Namespace, model, config: dict, manager) -> in
     # missing modality noted in the row's line; --strict: the row's error.
     trainer = config.get("trainer") if isinstance(config.get("trainer"), dict) else {}
     model.unreadable_inputs = "error" if args.strict else trainer.get("unreadable_inputs", "missing")
-    records: list[dict] = [{} for _ in built]
-    notes: dict[int, list[str]] = {}
-    good = [i for i, item in enumerate(built) if item[0] is not None]
-    for i, item in enumerate(built):
-        if item[1] is not None:
-            records[i] = {"row": i + 1, "error": item[1]}
-        elif len(item) > 2 and item[2]:
-            notes.setdefault(i, []).append(item[2])
-    origin = {"file": str(source), "columns": {}}
-    for start in range(0, len(good), args.batch_size):
-        chunk = good[start : start + args.batch_size]
-        try:
-            output = predict_output(model, [built[i][0] for i in chunk], origins=[{**origin, "row": i + 1} for i in chunk])
-            for j, i in enumerate(chunk):
-                records[i] = {"row": i + 1, **_prediction_record(model, output, j)}
-        except (ValueError, TypeError, OSError):  # one bad row spoils its batch: find it, row by row
-            for i in chunk:
-                try:
-                    output = predict_output(model, [built[i][0]], origins=[{**origin, "row": i + 1}])
-                    records[i] = {"row": i + 1, **_prediction_record(model, output, 0)}
-                except (ValueError, TypeError, OSError) as exc:
-                    records[i] = {"row": i + 1, "error": str(exc)}
-    for entry in model.unreadable.entries.values():
-        if isinstance(entry.get("row"), int):
-            notes.setdefault(entry["row"] - 1, []).append(f"slot {entry['column']!r}: {entry['error']} (a missing modality)")
-    for i, note in notes.items():
-        if "error" not in records[i]:
-            records[i]["missing"] = "; ".join(note)
+    counts = {"rows": 0, "bad": 0, "partial": 0}
 
-    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    if out_path is None:
-        sys.stdout.write(lines)
-    else:
-        from mmcore.engine.atomic import write_file
+    def write_lines(out) -> None:
+        # Streamed: rows are read, predicted and written batch by batch (the hook may return an
+        # iterator), so memory follows one batch whatever the table's length.
+        for records in _predicted_batches(built, model, source, args.batch_size):
+            text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+            out(text)
+            counts["rows"] += len(records)
+            counts["bad"] += sum("error" in r for r in records)
+            counts["partial"] += sum("missing" in r for r in records)
 
-        # Whole or not at all, under an unpredictable name created exclusively in the same folder
-        # (a planted link at a fixed '.out.tmp' name would have been followed); a link at --out
-        # itself is replaced, never written through.
-        write_file(out_path, lines)
-        bad = sum("error" in r for r in records)
-        partial = sum("missing" in r for r in records)
-        print(f"{len(records)} rows -> {out_path} ({len(records) - bad} predicted, {bad} with an error"
+    try:
+        if out_path is None:
+            write_lines(sys.stdout.write)
+        else:
+            from mmcore.engine.atomic import write_file
+
+            # Whole or not at all, under an unpredictable name created exclusively in the same folder
+            # (a planted link at a fixed '.out.tmp' name would have been followed); a link at --out
+            # itself is replaced, never written through.
+            write_file(out_path, lambda fh: write_lines(lambda text: fh.write(text.encode("utf-8"))))
+    except ValueError as exc:  # the table turned out unreadable part-way (a bad line deep in the file)
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError([ConfigIssue("--data", str(exc))]) from exc
+    if out_path is not None:
+        rows, bad, partial = counts["rows"], counts["bad"], counts["partial"]
+        print(f"{rows} rows -> {out_path} ({rows - bad} predicted, {bad} with an error"
               + (f", {partial} with a missing modality noted" if partial else "") + ")", file=sys.stderr)
     return EXIT_OK
+
+
+def _predicted_batches(built, model, source: Path, batch_size: int):
+    """The JSON records of the rows of ``built`` (``(inputs, problem[, note])`` per row, a list or an
+    iterator), ``batch_size`` rows at a time, in row order: a prediction, or the row's error, and a
+    ``missing`` note for cells read as missing."""
+    from mmcore.engine.evaluation import predict_output
+
+    origin = {"file": str(source), "columns": {}}
+    seen = len(model.unreadable.entries)
+    chunk: list[tuple[int, tuple]] = []
+
+    def flush() -> list[dict]:
+        nonlocal seen
+        records: dict[int, dict] = {}
+        notes: dict[int, list[str]] = {}
+        good = []
+        for i, item in chunk:
+            if item[1] is not None:
+                records[i] = {"row": i + 1, "error": item[1]}
+                continue
+            if len(item) > 2 and item[2]:
+                notes.setdefault(i, []).append(item[2])
+            good.append((i, item[0]))
+        if good:
+            try:
+                output = predict_output(model, [x for _, x in good], origins=[{**origin, "row": i + 1} for i, _ in good])
+                for j, (i, _) in enumerate(good):
+                    records[i] = {"row": i + 1, **_prediction_record(model, output, j)}
+            except (ValueError, TypeError, OSError):  # one bad row spoils its batch: find it, row by row
+                for i, inputs in good:
+                    try:
+                        output = predict_output(model, [inputs], origins=[{**origin, "row": i + 1}])
+                        records[i] = {"row": i + 1, **_prediction_record(model, output, 0)}
+                    except (ValueError, TypeError, OSError) as exc:
+                        records[i] = {"row": i + 1, "error": str(exc)}
+        entries = list(model.unreadable.entries.values())
+        for entry in entries[seen:]:
+            if isinstance(entry.get("row"), int):
+                notes.setdefault(entry["row"] - 1, []).append(f"slot {entry['column']!r}: {entry['error']} (a missing modality)")
+        seen = len(entries)
+        for i, note in notes.items():
+            if i in records and "error" not in records[i]:
+                records[i]["missing"] = "; ".join(note)
+        chunk.clear()
+        return [records[i] for i in sorted(records)]
+
+    for i, item in enumerate(built):
+        chunk.append((i, item))
+        if len(chunk) >= batch_size:
+            yield flush()
+    if chunk:
+        yield flush()
 
 
 def cmd_predict(args: argparse.Namespace, manager) -> int:
@@ -252,12 +304,7 @@ def cmd_predict(args: argparse.Namespace, manager) -> int:
         raise ConfigError([ConfigIssue("--out", "--out goes with --data FILE (a single sample prints its JSON)")])
     if not args.inputs:
         raise ConfigError([ConfigIssue("", f"give slot=value inputs (the model's slots: {model.slots}) or --data FILE")])
-    try:  # a run whose plugin maps the user's own columns (mmcore fit's) reads column=value itself
-        sample = manager.hook.mmcore_record_inputs(items=list(args.inputs), run_dir=Path(args.run_dir), model=model)
-    except ValueError as exc:
-        raise ConfigError([ConfigIssue("", str(exc))]) from exc
-    if sample is None:
-        sample = parse_predict_inputs(args.inputs, model, manager.registry.extension_modalities(), manager=manager)
+    sample = record_inputs(args.inputs, model, manager, args.run_dir)
     try:
         if not sample:
             raise ValueError(f"give at least one of the model's modality slots {model.slots}")

@@ -132,10 +132,44 @@ def mmcore_table_inputs(path, encoding, model, data, run_dir, missing, strict):
         (``"row 3, column 'photo': file 'x.png' does not exist"``) for a row that cannot be used; a
         row's tuple may carry a third element, a note of the cells it read as missing (a missing file
         under the run's rule), which ``mmcore predict`` writes into that row's line;
-        or None to leave the table to another plugin. The first non-None result is used. Raise
+        or None to leave the table to another plugin. The first non-None result is used. The rows
+        may come as a list or an iterator (``mmcore predict`` streams them batch by batch, so a table
+        of millions of rows is read in bounded memory): check the columns before returning it. Raise
         ``ValueError`` for a table that cannot be read at all (naming the file and what is wrong);
         the command reports it and exits 2. Built-in: the ``manifest`` plugin (``trylast``: a run's
         manifest mapping, else one column per slot named after it).
+    """
+
+
+@hookspec(firstresult=True)
+def mmcore_table_samples(path, encoding, model, data, run_dir, missing, strict):
+    """The rows of a table file holding the target -> samples to evaluate, for ``mmcore eval RUN --data
+    TABLE`` (a run whose plugin maps a user's own columns to slots: ``mmcore fit``'s).
+
+    Parameters as :func:`mmcore_table_inputs`; the same rule: every column the model reads is in the
+    table or declared in ``missing``, and the target column is in it; a missing or unreadable file or a
+    placeholder is a missing cell (``strict``: an error naming row and column).
+
+    :return: ``(samples, notes)``: one entry per row in file order, ``{"inputs": {slot: raw or None},
+        "target": encoded target, "origin": {"file", "row", "columns"}}`` or None for a row left out (no
+        input at all, or no usable target); ``notes``, one line per cell or row read as missing (naming
+        row and column). None to leave the table to another plugin. Raise ``ValueError`` naming the file,
+        row and column for a table or cell that cannot be used; the command exits 2.
+    """
+
+
+@hookspec(firstresult=True)
+def mmcore_table_slot(run_dir, slot):
+    """A slot of numbers and categories whose columns a plugin derives from the user's own (``mmcore
+    fit``'s: a ``"<column> missing"`` indicator, the training median for an empty number), for ``mmcore
+    serve RUN``: requests and the page then name only the user's columns.
+
+    :param pathlib.Path run_dir: the run directory.
+    :param str slot: a slot whose processor reads a row of named columns.
+
+    :return: ``(numeric, categorical, derive)``: the user's number and category columns, and
+        ``derive({column: value or None}) -> {column: value}``, the row the slot's processor reads
+        (raise ``ValueError`` naming the column for a value that cannot be used); or None.
     """
 
 

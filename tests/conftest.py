@@ -13,8 +13,18 @@ from pathlib import Path
 _ROOT = Path(__file__).resolve().parent.parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _ROOT]
 
+# Under pytest-xdist (``-n N``: CI runs the suite on two workers) each worker gets its share of the
+# cores and idle OpenMP threads sleep: N processes each running PyTorch's one-thread-per-core pool
+# with spinning waits would fight over the cores (mmcore/threads.py has the measurements).
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+if _WORKERS > 1:
+    torch.set_num_threads(max(1, torch.get_num_threads() // _WORKERS))
 
 # Triton decides interpreted-or-compiled when a @triton.jit function is decorated, and its own
 # standard library (tl.max, tl.sum, ...) is decorated at `import triton`, which torchmetrics and
@@ -25,6 +35,25 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import mmcore  # noqa: E402  (after the environment is set)
+
+#: Session-scoped fixtures worth building once per test run, not once per xdist worker: the tests
+#: using one of them go to one worker together (``--dist loadgroup``).
+SHARED_SESSION_FIXTURES = {"small_run": "deploy", "small_export": "deploy"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """xdist groups (used by ``--dist loadgroup``; without xdist the marks do nothing): the tests of
+    a module with a module-scoped fixture stay together, as do the users of an expensive
+    session-scoped fixture, so each is built once."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        defs = info.name2fixturedefs if info is not None else {}
+        group = next((SHARED_SESSION_FIXTURES[name] for name in item.fixturenames if name in SHARED_SESSION_FIXTURES),
+                     None)
+        if group is None and any(d.scope == "module" and d.baseid for fixdefs in defs.values() for d in fixdefs):
+            group = item.nodeid.split("::", 1)[0]
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture

@@ -53,7 +53,7 @@ from mmcore_plugins.autofit.infer import (
     infer_columns,
     is_missing,
 )
-from mmcore_plugins.autofit.prepare import Preparer, make_plan
+from mmcore_plugins.autofit.prepare import Preparer, check_table_columns, make_plan
 from mmcore_plugins.autofit.progress import FitProgress
 
 #: Fraction of the training rows carved out for validation when no val split is given.
@@ -79,11 +79,12 @@ PLAN_FILE = "autofit.json"
 SUMMARY_FILE = "fit_summary.json"
 
 
-def read_rows(source: Any) -> tuple[list[dict[str, Any]], Path]:
-    """A table (path or DataFrame) -> its rows and the folder its relative file paths start from."""
+def read_rows(source: Any, *, encoding: str = "utf-8-sig") -> tuple[list[dict[str, Any]], Path]:
+    """A table (path or DataFrame) -> its rows and the folder its relative file paths start from
+    (``encoding``: of a CSV / JSON Lines file)."""
     from mmcore_plugins.io.tables import read_table
 
-    rows = read_table(source)
+    rows = read_table(source, encoding=encoding)
     base = Path(source).expanduser().resolve().parent if isinstance(source, (str, os.PathLike)) else Path.cwd()
     return rows, base
 
@@ -247,26 +248,35 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
             for index, why in sorted(info.details.get("unusable", {}).items()):
                 raise ColumnError(f"row {index + 1}, column {info.name!r}: {why} (--strict)")
 
-    # ---- the run directory and its prepared table
+    # ---- the prepared table: every table checked and read (its columns, files, target values) before
+    # the run directory is claimed -- a bad --val/--test table leaves nothing behind
+    unusable = {i.name: i.details.get("unusable", {}) for i in infos}
+    preparer = Preparer(plan, base, unusable=unusable, check_files=False, allow_outside_paths=allow_outside_paths,
+                        strict=strict)
+    table = [preparer.table_row(rows[i], i, assignment[i]) for i in labelled]
+    dropped = dict(preparer.dropped_files)
+    for name, (extra_rows, extra_base) in extra.items():
+        source = {"val": val, "test": test}[name]
+        where = f"--{name} {str(source)!r}" if isinstance(source, (str, os.PathLike)) else f"the --{name} table"
+        check_table_columns(plan, list(dict.fromkeys(k for r in extra_rows for k in r)), target=True, where=where, option=None)
+        extra_preparer = Preparer(plan, extra_base, allow_outside_paths=allow_outside_paths, strict=strict)
+        try:
+            table += [extra_preparer.table_row(r, i, name) for i, r in enumerate(extra_rows)
+                      if extra_preparer.target(r, i) is not None]
+        except ColumnError as exc:
+            raise ColumnError(f"{where}: {exc}") from None
+        for column, count in extra_preparer.dropped_files.items():
+            dropped[f"{column} ({name})"] = count
+    kept = [r for r in table if not all(_absent(r, spec) for spec in plan.slots.values())]
+    empty = len(table) - len(kept)
+    if empty:  # a sample needs at least one modality; such rows teach nothing
+        table = kept
+        dropped["rows without any input"] = empty
+
+    # ---- the run directory
     run = Path(run_dir) if run_dir is not None else default_run_dir()
     with _claim_run_dir(run, overwrite, sources=[data, val, test]):  # locked until the summary is written
         run = run.resolve()
-        unusable = {i.name: i.details.get("unusable", {}) for i in infos}
-        preparer = Preparer(plan, base, unusable=unusable, check_files=False, allow_outside_paths=allow_outside_paths,
-                            strict=strict)
-        table = [preparer.table_row(rows[i], i, assignment[i]) for i in labelled]
-        dropped = dict(preparer.dropped_files)
-        for name, (extra_rows, extra_base) in extra.items():
-            extra_preparer = Preparer(plan, extra_base, allow_outside_paths=allow_outside_paths, strict=strict)
-            table += [extra_preparer.table_row(r, i, name) for i, r in enumerate(extra_rows)
-                      if extra_preparer.target(r, i) is not None]
-            for column, count in extra_preparer.dropped_files.items():
-                dropped[f"{column} ({name})"] = count
-        kept = [r for r in table if not all(_absent(r, spec) for spec in plan.slots.values())]
-        empty = len(table) - len(kept)
-        if empty:  # a sample needs at least one modality; such rows teach nothing
-            table = kept
-            dropped["rows without any input"] = empty
         data_path = run / DATA_FILE
         _write_jsonl(data_path, table)
         counts = {s: sum(r[plan.split_column] == s for r in table) for s in ("train", "val", "test")}

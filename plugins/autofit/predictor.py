@@ -207,12 +207,12 @@ class Predictor:
     # modality; a missing number gets the training median) -- counted, and reported in one warning naming
     # rows and columns; ``strict=True`` raises instead. A row with no input at all gets no prediction
     # (None); ``evaluate`` leaves out rows without a usable target or input and counts them.
-    def _rows(self, data: Any) -> tuple[list[dict[str, Any]], Path, Any, str, list[str]]:
+    def _rows(self, data: Any, encoding: str = "utf-8-sig") -> tuple[list[dict[str, Any]], Path, Any, str, list[str]]:
         """``(rows, folder file paths start from, pandas index or None, name for messages, header)``."""
         if isinstance(data, Sequence) and not isinstance(data, (str, bytes)) and all(isinstance(r, Mapping) for r in data):
             rows = [dict(r) for r in data]
             return rows, Path.cwd(), None, "the rows", list(dict.fromkeys(k for r in rows for k in r))
-        rows, base = read_rows(data)
+        rows, base = read_rows(data, encoding=encoding)
         frame = type(data).__module__.startswith("pandas")
         index = getattr(data, "index", None) if frame else None
         if frame:
@@ -222,10 +222,12 @@ class Predictor:
         return rows, base, index, name, header
 
     def _prepare(self, data: Any, *, missing_columns: Sequence[str] = (), strict: bool = False,
-                 with_target: bool = False) -> tuple[list[dict[str, Any] | None], Any, str, list[str]]:
+                 with_target: bool = False, encoding: str = "utf-8-sig",
+                 option: str = "missing_columns") -> tuple[list[dict[str, Any] | None], Any, str, list[str]]:
         """Each row's raw sample (None: a row with no input, or no target with ``with_target``), the
-        pandas index, the table's name and the notes of what was treated as missing."""
-        rows, base, index, name, header = self._rows(data)
+        pandas index, the table's name and the notes of what was treated as missing. ``option``: how
+        messages name the declaration of missing columns (``--missing`` on the command line)."""
+        rows, base, index, name, header = self._rows(data, encoding)
         if not rows:
             raise ColumnError(f"{name} has no rows")
         if self.plan is None:  # a `mmcore train` run: {slot: raw} rows
@@ -237,7 +239,7 @@ class Predictor:
             return samples, index, name, []
         if isinstance(missing_columns, str):
             missing_columns = [missing_columns]
-        declared = check_table_columns(self.plan, header, missing_columns, target=with_target, where=name)
+        declared = check_table_columns(self.plan, header, missing_columns, target=with_target, where=name, option=option)
         if declared:
             rows = [{**row, **dict.fromkeys(declared)} for row in rows]
         preparer = Preparer(self.plan, base, strict=strict, allow_outside_paths=True)  # the user named this table

@@ -180,10 +180,11 @@ class Plan:
 
 
 def check_table_columns(plan: Plan, header: Sequence[str], missing: Sequence[str] = (), *, target: bool = False,
-                        where: str = "the table", option: str = "missing_columns") -> list[str]:
+                        where: str = "the table", option: str | None = "missing_columns") -> list[str]:
     """The rule for a table given to a trained model: every column the model reads is in ``header`` or
     declared in ``missing`` (its cells are then all empty: missing modalities, the training median for a
-    number); with ``target``, the target column is in ``header``. Returns the declared columns.
+    number); with ``target``, the target column is in ``header``. Returns the declared columns. ``option``:
+    how the message names the declaration (``--missing``); None where there is none (fit's --val/--test).
 
     Raises :class:`ColumnError` naming each absent column and the closest column the table has (a
     renamed header, a table with no shared column), and each declared column the model does not read.
@@ -198,17 +199,21 @@ def check_table_columns(plan: Plan, header: Sequence[str], missing: Sequence[str
                           f"{'is not a column' if len(unknown) == 1 else 'are not columns'} the model reads "
                           f"(it reads {', '.join(repr(c) for c in needed)})")
     absent = [c for c in needed if c not in present and c not in declared]
-    lines = []
+    parts = []
     for column in absent + ([plan.target] if target and plan.target not in present else []):
         close = difflib.get_close_matches(column, sorted(present - set(needed), key=str), n=1)
-        role = "the target column" if column == plan.target and column not in needed else "a column the model was trained on"
-        lines.append(f"{where} has no column {column!r} ({role})" + (f"; did you mean {close[0]!r}?" if close else ""))
-    if lines:
+        role = "the target" if column == plan.target and column not in needed else "trained on"
+        parts.append(f"{column!r} ({role}" + (f"; did you mean {close[0]!r}?)" if close else ")"))
+    if parts:
+        # One line, whatever the count (the CLI's rule for an error in the user's input): every absent
+        # column with the closest one the table has, then what to do and what the table holds.
         shared = [c for c in needed if c in present]
-        hint = (f"\n(declare a column missing with {option} to predict with it missing; the table's columns: "
-                f"{', '.join(repr(c) for c in list(dict.fromkeys(header))[:20])}"
-                + ("" if shared else "; it shares no column with the model's") + ")")
-        raise ColumnError("\n".join(lines) + hint)
+        shown = list(dict.fromkeys(header))
+        columns = ", ".join(repr(c) for c in shown[:20]) + (f", ... ({len(shown) - 20} more)" if len(shown) > 20 else "")
+        declare = f"; declare a column missing with {option} to predict without it" if option else ""
+        raise ColumnError(f"{where} has no column{'s' if len(parts) > 1 else ''} {', '.join(parts)}{declare} "
+                          f"(the table's columns: {columns or 'none'}"
+                          + ("" if shared else "; it shares no column with the model's") + ")")
     return declared
 
 

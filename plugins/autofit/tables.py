@@ -19,34 +19,82 @@ from mmcore_plugins.autofit.prepare import Preparer, check_table_columns
 @mmcore.hookimpl
 def mmcore_table_inputs(path: Path, encoding: str, run_dir: Path | None, missing: list[str], strict: bool):
     # no defaults: pluggy passes a hook's arguments only to parameters without one
-    """Each row of ``path`` as the fit run's model inputs (see the module docstring); None for a run
-    that ``fit`` did not write (the manifest plugin answers)."""
+    """Each row of ``path`` as the fit run's model inputs (see the module docstring), streamed: the
+    columns are checked against the header first (an error before any row is read), then the rows
+    come batch by batch (:func:`~mmcore_plugins.io.tables.iter_table`), so memory follows one batch
+    whatever the table's length. None for a run that ``fit`` did not write (the manifest plugin answers)."""
     if run_dir is None or not (Path(run_dir) / PLAN_FILE).is_file():
         return None
     from mmcore_plugins.autofit.predictor import read_plan
-    from mmcore_plugins.io.tables import read_table
+    from mmcore_plugins.io.tables import table_columns
 
     plan = read_plan(run_dir)
-    rows = read_table(path, encoding=encoding)
-    header = list(dict.fromkeys(key for row in rows for key in row))
+    header = table_columns(path, encoding=encoding)
     declared = check_table_columns(plan, header, list(missing or ()), where=str(path), option="--missing")
     preparer = Preparer(plan, Path(path).expanduser().resolve().parent, strict=strict, allow_outside_paths=True)  # the user named this table
-    out: list[tuple[Any, ...]] = []
-    for i, row in enumerate(rows):
-        if declared:
-            row = {**row, **dict.fromkeys(declared)}
-        seen = len(preparer.dropped)
+    return _stream_inputs(path, encoding, plan, preparer, declared)
+
+
+def _stream_inputs(path: Path, encoding: str, plan: Any, preparer: Preparer, declared: list[str]):
+    from mmcore_plugins.io.tables import iter_table
+
+    i = -1
+    for batch in iter_table(path, encoding=encoding):
+        for row in batch:
+            i += 1
+            if declared:
+                row = {**row, **dict.fromkeys(declared)}
+            seen = len(preparer.dropped)
+            try:
+                inputs = preparer.sample(row, i)["inputs"]
+            except ColumnError as exc:
+                yield (None, str(exc))
+                continue
+            if all(value is None for value in inputs.values()):
+                yield (None, f"row {i + 1}: no input: every column the model reads ({', '.join(plan.input_columns)}) is empty")
+                continue
+            notes = [f"column {column!r}: {why} (a missing modality)" for _, column, why in preparer.dropped[seen:]]
+            del preparer.dropped[seen:]  # noted in the row's line; kept, they would grow with the table
+            yield (inputs, None, "; ".join(notes)) if notes else (inputs, None)
+
+
+@mmcore.hookimpl
+def mmcore_table_samples(path: Path, encoding: str, model: Any, run_dir: Path | None, missing: list[str], strict: bool):
+    """``mmcore eval RUN --data TABLE`` on a fit run: each row prepared as :meth:`Predictor.evaluate`
+    prepares it (columns derived again, the same cell and column rules), with its encoded target.
+    None for a run ``fit`` did not write."""
+    if run_dir is None or not (Path(run_dir) / PLAN_FILE).is_file():
+        return None
+    from mmcore_plugins.autofit.predictor import Predictor, read_plan
+
+    predictor = Predictor(run_dir, model, read_plan(run_dir), {})
+    samples, _, _, notes = predictor._prepare(Path(path), missing_columns=list(missing or ()), strict=strict,
+                                              with_target=True, encoding=encoding, option="--missing")
+    return samples, notes
+
+
+@mmcore.hookimpl
+def mmcore_table_slot(run_dir: Path | None, slot: str):
+    """``mmcore serve`` of a fit run: the numbers-and-categories slot as the user's columns, derived as
+    :class:`Predictor` derives a row (a missing number: the training median and its indicator). None for
+    another slot or a run ``fit`` did not write."""
+    if run_dir is None or not (Path(run_dir) / PLAN_FILE).is_file():
+        return None
+    from mmcore_plugins.autofit.predictor import read_plan
+
+    plan = read_plan(run_dir)
+    spec = plan.slots.get(slot)
+    if spec is None or "column" in spec:
+        return None
+    preparer = Preparer(plan, Path.cwd(), strict=True)  # no file is read: only this slot's cells are given
+
+    def derive(values: dict[str, Any]) -> dict[str, Any]:
         try:
-            inputs = preparer.sample(row, i)["inputs"]
+            return preparer.inputs(dict(values), 0)[slot]
         except ColumnError as exc:
-            out.append((None, str(exc)))
-            continue
-        if all(value is None for value in inputs.values()):
-            out.append((None, f"row {i + 1}: no input: every column the model reads ({', '.join(plan.input_columns)}) is empty"))
-            continue
-        notes = [f"column {column!r}: {why} (a missing modality)" for _, column, why in preparer.dropped[seen:]]
-        out.append((inputs, None, "; ".join(notes)) if notes else (inputs, None))
-    return out
+            raise ValueError(str(exc).replace("row 1, ", "")) from None
+
+    return list(spec["numeric"]), [*spec["categorical"], *spec.get("dates", [])], derive
 
 
 @mmcore.hookimpl

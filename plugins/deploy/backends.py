@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +43,18 @@ class SlotInfo:
     categorical: list[str]
     categories: dict[str, list[str]]
     accept: str
+    #: For a slot whose columns a plugin derives from the user's own (a ``mmcore fit`` run's numbers and
+    #: categories, hook ``mmcore_table_slot``): the user's row ``{column: value or None}`` -> the
+    #: processor's row (missing numbers filled, their indicators set). ``columns``/``categorical`` are
+    #: then the user's columns, and a number may be left out (a missing cell, as in the training table).
+    derive: Any = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "modality": self.modality, "input": self.kind}
         if self.kind == "table":
             out.update(numeric=self.columns, categorical=self.categorical, categories=self.categories)
+            if self.derive is not None:
+                out["missing_numbers"] = "allowed: a number left out (or null) is a missing cell"
         if self.accept:
             out["accept"] = self.accept
         return out
@@ -125,6 +132,9 @@ class Backend:
         row: dict[str, Any] = {}
         for c in s.columns:
             v = value.get(c)
+            if v is None and s.derive is not None:  # a missing cell: the plugin fills it as training did
+                row[c] = None
+                continue
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
                 raise FieldError(f"{field}.{c}", f"expected a finite number, got {v!r}")
             row[c] = v
@@ -173,6 +183,12 @@ class RunBackend(Backend):
         classes = getattr(self.model.head, "classes", None)
         self.head = {"name": (self.model.spec or {}).get("head", {}).get("name"), "classes": classes}
         self.description = {"kind": "run", "path": str(Path(run_dir).resolve()), "checkpoint": checkpoint}
+        for s in self.slots:  # a run whose plugin derives columns from the user's own: the user's columns
+            answer = manager.hook.mmcore_table_slot(run_dir=Path(run_dir), slot=s.name) if s.kind == "table" else None
+            if answer is not None:
+                numeric, categorical, s.derive = answer
+                s.columns, s.categorical = list(numeric), list(categorical)
+                s.categories = {c: v for c, v in s.categories.items() if c in s.categorical}
 
     def prepare(self, record: Mapping[str, Any]) -> dict[str, Any]:
         item = {}
@@ -187,6 +203,8 @@ class RunBackend(Backend):
                     item[s.name] = processor(io.BytesIO(value))
                 elif s.kind == "frames":
                     item[s.name] = processor([io.BytesIO(v) for v in value])
+                elif s.derive is not None:
+                    item[s.name] = processor(s.derive(value))
                 else:
                     item[s.name] = processor(value)
             except (ValueError, TypeError) as exc:

@@ -259,11 +259,14 @@ def _table_from_form(s: Any, form: Any) -> Any:
     if not filled:
         return None
     empty = [c for c in s.columns if c not in filled]
-    if empty:
+    if empty and getattr(s, "derive", None) is None:  # a fit run's slot: a number left empty is a missing cell
         raise ApiError(422, "missing; fill every number of this slot or none (then the slot counts as missing)",
                        f"{s.name}.{empty[0]}")
     row: dict[str, Any] = {}
     for c in s.columns:
+        if c not in filled:
+            row[c] = None
+            continue
         try:
             row[c] = float(filled[c])
         except ValueError as exc:

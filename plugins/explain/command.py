@@ -36,12 +36,20 @@ def _records_from_table(args: argparse.Namespace, model, config: dict, manager) 
     try:
         built = manager.hook.mmcore_table_inputs(path=Path(args.data), encoding=args.encoding, model=model,
                                                  data=dict(config.get("data") or {}), run_dir=Path(args.run_dir),
-                                                 missing=[], strict=True)  # strict: a row read whole or refused
+                                                 missing=[c.strip() for item in args.missing for c in item.split(",")
+                                                          if c.strip()],
+                                                 strict=True)  # strict: a row read whole or refused
     except (ValueError, FileNotFoundError) as exc:
-        raise ConfigError([ConfigIssue("--data", str(exc))]) from exc
+        message = str(exc)
+        declared = message.startswith("--missing: ") or "declared missing" in message  # a --missing name the model lacks
+        raise ConfigError([ConfigIssue("--missing" if declared else "--data", message.removeprefix("--missing: "))]) from exc
     if built is None:
         raise ConfigError([ConfigIssue("--data", "no installed plugin reads tables into model inputs (hook "
                                                  "mmcore_table_inputs; the built-in one is the manifest plugin's)")])
+    try:
+        built = list(built)  # a plugin may stream the rows; every record is explained and kept
+    except (OSError, ValueError) as exc:
+        raise ConfigError([ConfigIssue("--data", str(exc))]) from exc
     problems = [f"row {i}: {item[1]}" if not str(item[1]).startswith("row") else str(item[1])
                 for i, item in enumerate(built, start=1) if item[1] is not None]
     if problems:
@@ -62,7 +70,7 @@ def _records_from_split(args: argparse.Namespace, config: dict, manager) -> list
 
 def run_explain(args: argparse.Namespace, manager) -> int:
     from mmcore.cli import load_run
-    from mmcore.cli_predict import parse_predict_inputs
+    from mmcore.cli_predict import record_inputs
     from mmcore.engine.atomic import write_file
     from mmcore.engine.checkpoint import dumps_json
     from mmcore.engine.plots import plot_attribution_summary, plot_waterfall
@@ -84,7 +92,7 @@ def run_explain(args: argparse.Namespace, manager) -> int:
     elif args.split:
         samples = _records_from_split(args, config, manager)
     else:
-        samples = [parse_predict_inputs(args.inputs, model)]
+        samples = [record_inputs(args.inputs, model, manager, args.run_dir)]
     if args.limit is not None:
         samples = samples[:args.limit]
     if not samples:
@@ -165,4 +173,7 @@ def mmcore_add_commands(subparsers) -> None:
                         help="antithetic permutation pairs when sampling (models with more than 6 slots; default 64)")
     parser.add_argument("--checkpoint", default="best", choices=["best", "last"], help="which checkpoint (default best)")
     parser.add_argument("--encoding", default="utf-8-sig", help="text encoding of a --data CSV/JSONL file (default utf-8-sig)")
+    parser.add_argument("--missing", action="append", default=[], metavar="COLUMN",
+                        help="a column the model reads that the --data table lacks on purpose: every cell of it is "
+                             "empty (repeatable, or comma-separated); any other absent column is an error")
     parser.set_defaults(handler=run_explain)

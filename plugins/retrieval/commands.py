@@ -142,21 +142,37 @@ def cmd_embed(args: argparse.Namespace, manager) -> int:
     return 0
 
 
-def parse_query(query: str, model) -> tuple[str, Any]:
-    """``(slot, raw)`` for ``--query``: ``slot=value``, a file (modality from its extension) or text.
+def parse_query(query: str, model, manager=None, run_dir: str | Path | None = None) -> tuple[str, Any]:
+    """``(slot, raw)`` for ``--query``: ``slot=value`` (``column=value`` for a run whose plugin maps the
+    user's own columns, ``mmcore fit``'s: read as ``mmcore predict`` reads one record), a file (modality
+    from its extension) or text. A file given for a slot is what a plugin reads from it (hook
+    ``mmcore_file_input``: a text file's contents, as training read them), else its path.
 
     Raises:
         ConfigError: a path-like query naming no file, an extension no slot reads, or text for a
             model without a text slot.
     """
     from mmcore.cli import EXTENSION_MODALITY
-    from mmcore.cli_predict import _is_file
+    from mmcore.cli_predict import _file_input, _is_file
 
     slots = model.slots
     modality_of = {s: getattr(model.encoders[s], "modality", None) for s in slots}
     slot, sep, value = query.partition("=")
+    if sep and manager is not None and run_dir is not None:
+        try:
+            record = manager.hook.mmcore_record_inputs(items=[query], run_dir=Path(run_dir), model=model)
+        except ValueError:
+            record = None  # not one of the run's columns: read below (a slot, or text holding '=')
+        if record:
+            # The slot the query fills: named, or the one it changes from a record with no column given
+            # (a slot of numbers is present even then: its training medians).
+            empty = manager.hook.mmcore_record_inputs(items=[], run_dir=Path(run_dir), model=model) or {}
+            filled = [slot] if slot in record else [s for s in record if s not in empty or empty[s] != record[s]]
+            if len(filled) != 1:
+                raise ConfigError([ConfigIssue("--query", f"{query!r} fills {len(filled)} slots; a query is one")])
+            return filled[0], record[filled[0]]
     if sep and slot in slots:
-        return slot, value
+        return slot, _file_input(manager, value, modality_of[slot]) if _is_file(value) else value
     suffix = Path(query).suffix.lower() if len(query) < 4096 and "\n" not in query else ""
     if _is_file(query):
         modality = EXTENSION_MODALITY.get(suffix)
@@ -164,7 +180,7 @@ def parse_query(query: str, model) -> tuple[str, Any]:
         if modality is None or len(matches) != 1:
             raise ConfigError([ConfigIssue("--query", f"cannot tell which of the model's slots {slots} reads {query!r} "
                                                       f"(extension {suffix or '(none)'}); write slot={query}")])
-        return matches[0], query
+        return matches[0], _file_input(manager, query, modality)
     if suffix in EXTENSION_MODALITY and EXTENSION_MODALITY[suffix] != "text" and " " not in query:
         raise ConfigError([ConfigIssue("--query", f"file {query!r} does not exist")])
     texts = [s for s in slots if modality_of[s] == "text"]
@@ -207,7 +223,12 @@ def cmd_search(args: argparse.Namespace, manager) -> int:
         raise ConfigError([ConfigIssue("--index", f"{args.index} was built from another model's vectors "
                                                   f"(run {meta.get('run')}, checkpoint {meta.get('checkpoint')}); "
                                                   f"rebuild it with mmcore embed {args.run_dir} ... --index {args.index}")])
-    slot, raw = parse_query(args.query, model)
+    try:
+        slot, raw = parse_query(args.query, model, manager, args.run_dir)
+    except ValueError as exc:  # a file the query names that cannot be read (e.g. a text file not in UTF-8)
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError([ConfigIssue("--query", str(exc))]) from exc
     name = query_vector_name(meta["vector"], slot, model)
     try:
         vectors = embed(model, [{slot: raw}])

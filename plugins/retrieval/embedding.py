@@ -194,6 +194,10 @@ def manifest_rows(model, config: Mapping[str, Any], manifest: str | Path, *, id_
     if built is None:
         raise ConfigError([ConfigIssue("--data", "no installed plugin reads tables into model inputs (hook "
                                                  "mmcore_table_inputs; the built-in one is the manifest plugin)")])
+    try:
+        built = list(built)  # a plugin may stream the rows; embed keeps every row's vectors anyway
+    except (OSError, ValueError) as exc:
+        raise ConfigError([ConfigIssue("--data", str(exc))]) from exc
     problems = [item[1] for item in built if item[1]]
     if problems:
         more = f" (and {len(problems) - 5} more bad rows)" if len(problems) > 5 else ""

@@ -85,6 +85,14 @@ def test_eval_uses_the_best_checkpoint_and_takes_data_overrides(run, capsys):
     assert main(["eval", str(run), "--split", "val", "--data", "missing_rate=0.5"]) == 0
     assert json.loads(capsys.readouterr().out)["split"] == "val"
     assert main(["eval", str(run.parent)]) == 2
+    capsys.readouterr()
+    # a bare TABLE is for a run whose plugin reads the user's tables (mmcore fit's); this run's dataset
+    # reads its own option, said in one line; --missing / --strict go with a TABLE
+    assert main(["eval", str(run), "--data", str(run / "new.csv")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"--data path={run / 'new.csv'}" in err, err
+    assert main(["eval", str(run), "--strict"]) == 2
+    assert "--strict: goes with --data TABLE" in capsys.readouterr().err
 
 
 def test_eval_robustness_table_json_and_plot(run, capsys):

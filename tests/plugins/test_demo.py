@@ -27,7 +27,9 @@ def test_unimodal_variants_keep_one_encoder_and_drop_the_fusion():
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 def test_demo_runs_end_to_end_and_prints_the_table(tmp_path, capsys):
     code = main(["demo", "--run-dir", str(tmp_path / "runs"), "--perturbations", "gaussian_noise,typos",
-                 f"data.root={tmp_path / 'data'}", "trainer.epochs=1"])
+                 f"data.root={tmp_path / 'data'}", "trainer.epochs=1",
+                 # 200 of the 1,797 digits, one view each: the whole pipeline, a fraction of the synthesis
+                 "data.size=200", "data.train_views=1"])
     out = capsys.readouterr().out
     assert code == 0
     fused = f"fused ({yaml.safe_load(DEFAULT_CONFIG.read_text())['model']['fusion']['name']})"

@@ -56,7 +56,11 @@ def check_columns(manifest: Path, rows: list[dict[str, Any]], named: list[tuple[
             close = difflib.get_close_matches(column, sorted(present), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             lines.append(f"{option}: manifest {str(manifest)!r} has no column {column!r}{hint}")
-        raise ValueError("\n".join(lines) + f"\n(its columns: {', '.join(sorted(present))})")
+        # One problem, one line (the CLI's rule); several: one line each, the columns on the last.
+        shown = sorted(present)
+        lines[-1] += (f" (its columns: {', '.join(shown[:20])}" + (f", ... ({len(shown) - 20} more)" if len(shown) > 20 else "")
+                      + ")")
+        raise ValueError("\n".join(lines))
 
 
 class Options:

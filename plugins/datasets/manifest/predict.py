@@ -11,7 +11,6 @@ from typing import Any
 
 import mmcore
 from mmcore_plugins.datasets.manifest.rows import inputs_from_rows
-from mmcore_plugins.datasets.manifest.source import read_rows
 
 #: Modalities whose cells are file paths (relative to the table's folder).
 FILE_MODALITIES = ("image", "audio", "video")
@@ -41,11 +40,26 @@ def mmcore_table_inputs(path: Path, encoding: str, model: Any, data: Mapping[str
     # no defaults: pluggy passes a hook's arguments only to parameters without one
     """Each row of ``path`` as model inputs, or the row's problems (see :func:`inputs_from_rows`).
     File paths resolve against the table's folder and may lie outside it (the user named this table).
-    A missing file is the row's problem, as it is the training manifest's (strict either way)."""
-    rows = read_rows(path, encoding=encoding)
-    header = set().union(*(r.keys() for r in rows)) if rows else set()
-    columns, path_columns = data_columns(data, model, header)
+    A missing file is the row's problem, as it is the training manifest's (strict either way).
+
+    Streamed: the columns are checked against the table's header before any row is read, then the
+    rows are built batch by batch (:func:`~mmcore_plugins.io.tables.iter_table`), so memory follows
+    one batch whatever the table's length."""
+    from mmcore_plugins.io.tables import table_columns
+
+    header = table_columns(path, encoding=encoding)
+    columns, path_columns = data_columns(data, model, set(header))
     modalities = {slot: model.encoders[slot].modality for slot in model.slots}
-    return inputs_from_rows(rows, columns, path_columns=path_columns, root=Path(path).parent, name=str(path),
-                            modalities=modalities, validate="exists", allow_outside_paths=True,
-                            missing_columns=list(missing or ()))
+    options = dict(path_columns=path_columns, root=Path(path).parent, name=str(path), modalities=modalities,
+                   validate="exists", allow_outside_paths=True, missing_columns=list(missing or ()))
+    inputs_from_rows([], columns, header=header, **options)  # the columns, checked before any row is read
+    return _stream(path, encoding, columns, header, options)
+
+
+def _stream(path: Path, encoding: str, columns: Mapping[str, Any], header: list[str], options: dict[str, Any]):
+    from mmcore_plugins.io.tables import iter_table
+
+    first = 1
+    for batch in iter_table(path, encoding=encoding):
+        yield from inputs_from_rows(batch, columns, header=header, first_row=first, **options)
+        first += len(batch)

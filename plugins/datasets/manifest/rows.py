@@ -274,7 +274,7 @@ def inputs_from_rows(
     rows: Sequence[Mapping[str, Any]], columns: Mapping[str, Any], *, path_columns: Sequence[str] = (),
     root: str | os.PathLike | None = None, name: str = "<table>", modalities: Mapping[str, str] | None = None,
     validate: Literal["decode", "header", "exists", "none"] = "exists", allow_outside_paths: bool = False,
-    missing_columns: Sequence[str] = (),
+    missing_columns: Sequence[str] = (), first_row: int = 1, header: Sequence[str] | None = None,
 ) -> list[tuple[dict[str, Any] | None, str | None]]:
     """Each row's model inputs ``{slot: raw}`` as a manifest would build them (for ``mmcore predict
     --data``), or the row's problems: ``[(inputs, None) | (None, "row N, column 'c': ...")]``.
@@ -285,6 +285,9 @@ def inputs_from_rows(
 
     Raises ValueError (listing them) when a column named in ``columns``/``path_columns`` and not
     declared missing is absent from every row, or a declared column is not one the columns name.
+
+    For a table read in batches: ``first_row`` is the 1-based number of ``rows[0]`` in the file (what
+    messages name), ``header`` the whole table's columns (checked instead of these rows' keys).
     """
     spec = columns_spec(columns)
     named = named_columns(spec, None, list(path_columns))
@@ -295,7 +298,8 @@ def inputs_from_rows(
         raise ValueError(f"declared missing: {', '.join(repr(c) for c in unknown)} "
                          f"{'is not a column' if len(unknown) == 1 else 'are not columns'} the model reads "
                          f"(it reads {', '.join(repr(c) for c in readable)})")
-    check_columns(Path(name), list(rows), [(option, column) for option, column in named if column not in declared])
+    check_columns(Path(name), [dict.fromkeys(header)] if header is not None else list(rows),
+                  [(option, column) for option, column in named if column not in declared])
     if declared:
         blank = set(declared)
         for slot_spec in spec.values():  # a row of numbers is present whole or missing whole
@@ -312,8 +316,8 @@ def inputs_from_rows(
     table.root = Path(root).expanduser().resolve() if root is not None else Path.cwd().resolve()
     built = []
     for i, row in enumerate(table.rows):
-        sample, problems = parser.sample(table, row, i + 1)
-        built.append(("predict", table, i + 1, sample, problems))
+        sample, problems = parser.sample(table, row, i + first_row)
+        built.append(("predict", table, i + first_row, sample, problems))
     parser.run_checks()
     parser.check_lengths(built)
     prefix = f"{name}: "

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -23,9 +22,20 @@ def _fit_args(table: Path, run: Path, *extra: str) -> list[str]:
     return ["fit", str(table), "--target", "y", "--time-limit", "10m", "--max-epochs", "2", "--preset", "fast", "--run-dir", str(run), *extra]
 
 
-@pytest.mark.slow  # two fits in fresh processes
-def test_two_fits_on_one_run_folder_a_moment_apart_the_second_is_refused(tmp_path):
-    """The lock was released before the probe: both fits wrote, and Predictor.load(...).predict raised IndexError."""
+# Another process's claim on a run folder, as RunDir.lock takes it (fcntl.flock on RunDir.LOCK), without
+# importing mmcore (whose engine brings PyTorch: seconds per process on a busy machine).
+_LOCK_PROBE = ("import fcntl, os, sys\nfd = os.open(sys.argv[1], os.O_RDWR)\n"
+               "try:\n    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\nexcept OSError:\n"
+               "    print('is in use by process', os.pread(fd, 32, 0).decode().strip())\n    sys.exit(2)\n")
+
+
+@pytest.mark.slow  # a second fit in a fresh process (the lock is per process)
+def test_two_fits_on_one_run_folder_a_moment_apart_the_second_is_refused(tmp_path, monkeypatch):
+    """The lock was released before the probe: both fits wrote, and Predictor.load(...).predict raised IndexError.
+    The first fit runs here; while it probes, a second `mmcore fit` on the folder (another process) is refused,
+    and while it trains, so is any other process's claim on it; the run is the first fit's, whole."""
+    from mmcore_plugins.autofit import fitting
+
     first_table = write_jsonl(tmp_path / "a.jsonl", tabular_rows(60, seed=0))
     rows = tabular_rows(60, seed=2)
     for row in rows:  # another fit: three classes, another vocabulary
@@ -33,19 +43,28 @@ def test_two_fits_on_one_run_folder_a_moment_apart_the_second_is_refused(tmp_pat
     second_table = write_jsonl(tmp_path / "b.jsonl", rows)
     run = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MMCORE_")}
-    first = subprocess.Popen([sys.executable, "-m", "mmcore", *_fit_args(first_table, run, "--time-limit", "10m", "--max-epochs", "30")],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
-    try:
-        for _ in range(600):  # until the first fit has claimed the folder (its prepared table is written)
-            if (run / "data.jsonl").exists() or first.poll() is not None:
-                break
-            time.sleep(0.2)
-        second = subprocess.run([sys.executable, "-m", "mmcore", *_fit_args(second_table, run)], capture_output=True,
-                                text=True, cwd=tmp_path, env=env, timeout=600)
-    finally:
-        _, first_err = first.communicate(timeout=900)
-    assert first.returncode == 0, first_err[-2000:]
-    assert second.returncode == 2 and f"is in use by process {first.pid}" in second.stderr, second.stderr
+    refused: list[str] = []
+    measure = fitting.measure_costs
+
+    def probe_then_second_fit(*args, **kwargs):  # the moment the lock used to be released
+        if not refused:
+            second = subprocess.run([sys.executable, "-m", "mmcore", *_fit_args(second_table, run)], capture_output=True,
+                                    text=True, cwd=tmp_path, env=env, timeout=600)
+            refused.append(f"{second.returncode} {second.stderr}")
+        return measure(*args, **kwargs)
+
+    class Claim:  # at each epoch's end, another process's claim on the folder
+        @mmcore.hookimpl
+        def mmcore_epoch_end(self, trainer, epoch, metrics):
+            probe = subprocess.run([sys.executable, "-S", "-c", _LOCK_PROBE, str(run / RunDir.LOCK)], capture_output=True,
+                                   text=True, env=env)
+            refused.append(f"{probe.returncode} {probe.stdout}")
+
+    monkeypatch.setattr(fitting, "measure_costs", probe_then_second_fit)
+    with mmcore.register_plugin(Claim(), name="claim-at-epoch-end"):
+        mmcore.fit(str(first_table), target="y", time_limit="10m", max_epochs=2, preset="fast", run_dir=run, verbose=False)
+    assert len(refused) == 3, refused  # the second fit at the probe, a claim after each of the 2 epochs
+    assert all(r.startswith("2 ") and f"is in use by process {os.getpid()}" in r for r in refused), refused
     predictor = mmcore.Predictor.load(run)
     assert set(predictor.predict(str(first_table))) <= {"high", "low"}
     assert json.loads((run / "autofit.json").read_text())["plan"]["classes"] == ["high", "low"]

@@ -182,7 +182,12 @@ def test_embed_applies_predicts_column_rule_and_reports_ids(run, capsys):
         writer.writerows(images_only)
     base = ["embed", str(run / "run"), "--data", str(run / "images.csv")]
     assert main([*base, "--out", str(run / "img.npz")]) == 2
-    assert "has no column 'text'" in capsys.readouterr().err and not (run / "img.npz").exists()
+    err = capsys.readouterr().err  # one problem, one line (issue 20: the CLI's rule), the columns it has named
+    assert "has no column 'text'" in err and "its columns: id, image" in err and len(err.strip().splitlines()) == 1
+    assert not (run / "img.npz").exists()
+    assert main(["predict", str(run / "run"), "--data", str(run / "images.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "has no column 'text'" in err and len(err.strip().splitlines()) == 1
     assert main([*base, "--out", str(run / "img.npz"), "--missing", "text"]) == 0
     vectors, ids, _ = read_embeddings(run / "img.npz")
     assert len(ids) == 10 and np.isnan(vectors["text"]).all() and np.isfinite(vectors["image"]).all()
