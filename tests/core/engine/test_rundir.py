@@ -480,3 +480,18 @@ def test_eval_gives_the_same_metrics_from_any_working_folder(tmp_path, monkeypat
         assert main(["eval", str(project / "runs" / "r")]) == 0
         there = json.loads(capsys.readouterr().out)
     assert here == there and here["samples"] == 30
+
+
+def test_a_folder_another_process_is_claiming_right_now_is_not_a_users_folder(tmp_path):
+    """Under torchrun, rank 0 creates, locks and marks the run while the other ranks still check it:
+    the lock and the marker's temporary are mmcore's own claim in progress, not a user's files (a
+    rank once refused the run naming '..mmcore-run.2qo4crks.tmp, .mmcore-lock'). A user's file
+    beside them is still refused."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / RunDir.LOCK).touch()
+    (folder / f".{RunDir.MARKER}.2qo4crks.tmp").touch()
+    assert RunDir.check(folder).path == folder
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(RunDirError, match="is not an mmcore run"):
+        RunDir.check(folder)
