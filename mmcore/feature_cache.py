@@ -58,6 +58,7 @@ refuses a processor whose ``augment`` is on, and caching is for frozen encoders 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import stat
@@ -125,6 +126,10 @@ def _feed(h: Any, raw: Any) -> None:
         h.update(f"str:{len(data)}:".encode() + data)
     elif isinstance(raw, bytes):
         h.update(f"bytes:{len(raw)}:".encode() + raw)
+    elif isinstance(raw, io.BytesIO):  # a file's bytes (a shard's member): keyed by its content
+        with raw.getbuffer() as data:
+            h.update(f"bytes:{len(data)}:".encode())
+            h.update(data)
     elif isinstance(raw, torch.Tensor):
         t = raw.detach().cpu().contiguous()
         h.update(f"tensor:{t.dtype}:{list(t.shape)}:".encode())

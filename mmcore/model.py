@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -283,6 +284,17 @@ def _build(registry: Registry, kind: str, entry: Mapping[str, Any], path: str, *
         return info.factory(**supplied, **options)
     except (ValueError, TypeError) as exc:
         raise ConfigError([ConfigIssue(path, f"{kind} {info.name!r} ({info.owner}) rejected its options: {exc}")]) from exc
+    except (MemoryError, RuntimeError) as exc:
+        # `dim: 1099511627776` asks torch for 52 TB: an input error (exit 2), not an internal one
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, RuntimeError) and not _TOO_LARGE.search(text):
+            raise
+        raise ConfigError([ConfigIssue(path, f"{kind} {info.name!r} with these options is too large to build: "
+                                             f"{text[:200]}")]) from exc
+
+
+#: How torch says a tensor of these sizes cannot be allocated (CPU, CUDA) or its size overflows.
+_TOO_LARGE = re.compile(r"can't allocate memory|out of memory|overflow|Cannot allocate memory", re.IGNORECASE)
 
 
 def _join(path: str, key: str) -> str:

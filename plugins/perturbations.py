@@ -10,6 +10,7 @@ class attribute ``levels`` is the default sweep of ``mmcore eval --robustness``.
 
 from __future__ import annotations
 
+import io
 import os
 import string
 from collections.abc import Mapping, Sequence
@@ -71,13 +72,21 @@ class ImageBlur(Perturbation):
 
 
 # ------------------------------------------------------------------------------ audio
+#: Seconds of a file an audio perturbation reads. A perturbation runs before the encoder's processor,
+#: which keeps at most its own ``max_seconds`` (4 s by default, fit plans at most 10 s), so this only
+#: bounds memory: a file whose header claims hours (a crafted 3 GiB WAV is 1.6 billion frames, 6 GiB
+#: as float32) is read as its first 10 minutes, as any encoder would read less still (issue 28).
+PERTURB_MAX_SECONDS = 600.0
+
+
 def _waveform(raw: Any) -> tuple[torch.Tensor, int | None]:
     """Audio path / (waveform, rate) / waveform -> (mono float waveform, rate or None when unknown), read by
-    :mod:`mmcore_plugins.io` at the clip's own rate (files: any format libsndfile reads)."""
+    :mod:`mmcore_plugins.io` at the clip's own rate (files: any format libsndfile reads; at most
+    :data:`PERTURB_MAX_SECONDS` of them)."""
     from mmcore_plugins.io import load_audio, read_audio
 
-    if isinstance(raw, (str, os.PathLike)):
-        return load_audio(raw)
+    if isinstance(raw, (str, os.PathLike, io.IOBase)):  # a file, or its bytes (a shard's member): its own rate
+        return load_audio(raw, max_seconds=PERTURB_MAX_SECONDS)
     if isinstance(raw, tuple) and len(raw) == 2:
         rate = int(raw[1])
         return read_audio(raw, sample_rate=rate), rate

@@ -145,9 +145,14 @@ def read_safetensors_header(path: Path) -> dict[str, tuple[str, tuple[int, ...]]
         raise CheckpointError(f"{path} is not a valid safetensors file: {exc}") from exc
 
 
-def expected_state(spec: Mapping[str, Any], registry: Any) -> dict[str, tuple[torch.dtype, tuple[int, ...]]] | None:
+def expected_state(spec: Mapping[str, Any], registry: Any, path: Path | str = "model.json"
+                   ) -> dict[str, tuple[torch.dtype, tuple[int, ...]]] | None:
     """Names, dtypes and shapes of the state dict of the model ``spec`` builds, computed on the
-    meta device (nothing allocated); None where a component cannot be built there."""
+    meta device (nothing allocated); None where a component cannot be built there.
+
+    Raises :class:`CheckpointError` naming ``path`` when the spec describes tensors whose size
+    overflows (``dim: 2147483647`` makes a 2**31 x 2**31 x 5 convolution): building that model for
+    real, as a None here would, tried to allocate 512 GB (found by benchmarks/attack_surface.py)."""
     from mmcore.model import build_model
 
     try:
@@ -157,7 +162,9 @@ def expected_state(spec: Mapping[str, Any], registry: Any) -> dict[str, tuple[to
             warnings.filterwarnings("ignore", message=r".*meta parameter.*no-op", category=UserWarning)
             model = build_model(spec, registry)
         return {k: (v.dtype, tuple(v.shape)) for k, v in model.state_dict().items()}
-    except Exception:  # a plugin that cannot build on meta: the real model is checked after building
+    except Exception as exc:  # a plugin that cannot build on meta: the real model is checked after building
+        if isinstance(exc, OverflowError) or "overflow" in str(exc).lower():
+            raise CheckpointError(f"{path}: the model it describes cannot exist: {' '.join(str(exc).split())[:300]}") from exc
         return None
 
 

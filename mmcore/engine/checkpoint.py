@@ -159,12 +159,16 @@ def load_model(directory: str | Path, registry: Registry | None = None, *, devic
     directory = _checkpoint_files(directory)
     meta = read_model_json(directory / SPEC, registry)
     header = read_safetensors_header(directory / WEIGHTS)
-    expected = expected_state(meta["spec"], registry)
+    expected = expected_state(meta["spec"], registry, directory / SPEC)
     if expected is not None:
         from mmcore.engine.artefacts import check_header
 
         check_header(header, expected, directory / WEIGHTS)
-    model = build_model(meta["spec"], registry)
+    try:
+        model = build_model(meta["spec"], registry)
+    except (MemoryError, RuntimeError) as exc:  # unchecked on meta (a plugin that cannot build there) and too large
+        raise CheckpointError(f"{directory / SPEC}: the model it describes cannot be built: "
+                              f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from exc
     check_processor_state(meta["processors"], model, directory / SPEC)
     tensors = read_weights(directory / WEIGHTS, _layout(model), device="cpu")
     model.load_state_dict(tensors)

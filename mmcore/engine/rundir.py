@@ -288,7 +288,11 @@ class RunDir:
         if resume:
             return run._check_resume(raw)
         entries = sorted(p.name for p in run.path.iterdir()) if run.path.is_dir() else []
-        if not [e for e in entries if e != cls.LOCK] or run.is_marked:
+        # The lock and the marker's temporary are another mmcore process claiming this folder right
+        # now: under torchrun, rank 0 creates the run while the other ranks are still checking it.
+        claiming = f".{cls.MARKER}."
+        if not [e for e in entries if e != cls.LOCK and not (e.startswith(claiming) and e.endswith(".tmp"))] \
+                or run.is_marked:
             return run
         shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
         if real == Path.cwd().resolve():

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from mmcore.engine.atomic import UnsafePathError
 from mmcore_plugins.autofit.fitting import PLAN_FILE, SUMMARY_FILE, read_rows
 from mmcore_plugins.autofit.infer import ColumnError
 from mmcore_plugins.autofit.prepare import Plan, Preparer, check_table_columns, decode_prediction
@@ -77,6 +78,11 @@ def partial_reason(run: str | Path) -> str | None:
 
 def _listed(rows: list[int], limit: int = 10) -> str:
     return ", ".join(map(str, rows[:limit])) + (f" and {len(rows) - limit} more" if len(rows) > limit else "")
+
+
+class SaveTargetExistsError(UnsafePathError, FileExistsError):
+    """``Predictor.save(path)`` where ``path`` exists (a link included): a FileExistsError and an
+    input error (a ``UserInputError``: exit 2 and one line on the command line)."""
 
 
 class Predictor:
@@ -156,8 +162,9 @@ class Predictor:
         would copy whatever it points to), and the copy is made under a temporary name beside
         ``path`` and renamed into place, so a failed save leaves nothing under the name.
 
-        Raises FileExistsError when ``path`` exists (a link included); UnsafePathError for a link
-        inside the run.
+        Raises :class:`SaveTargetExistsError` (a ``FileExistsError`` and a
+        :class:`~mmcore.errors.UserInputError`) when ``path`` exists (a link included);
+        UnsafePathError for a link inside the run.
         """
         import os
         import tempfile
@@ -166,7 +173,7 @@ class Predictor:
 
         target = Path(path)
         if os.path.lexists(target):
-            raise FileExistsError(f"{str(target)!r} exists; save into a new folder")
+            raise SaveTargetExistsError(f"{str(target)!r} exists; save into a new folder")
         skip = {".mmcore-lock", "feature_cache", "tensorboard"}
         for folder, dirs, files in os.walk(self.run_dir):
             for name in dirs + files:

@@ -44,9 +44,10 @@ class CellPaths:
     component of every path again.
 
     ``follow_links=False`` touches nothing on disk (``validate: none``): ``..`` and ``~`` are
-    applied to the name as written and the result must lie inside the folder, but a symbolic link
-    *inside* the folder that points out of it is not seen (whoever can plant links in the folder
-    chose its contents; the table's cells alone cannot lead outside).
+    applied to the name as written and the result must lie inside the folder; a symbolic link
+    *inside* the folder that points out of it is not seen here but when the file is read
+    (:meth:`confirm`, one ``realpath`` per file read: the manifest's data set calls it for each
+    file of a sample it hands out, and before reading a text file).
 
     Calling it raises what :func:`resolve_cell_path` raises.
     """
@@ -82,5 +83,25 @@ class CellPaths:
             raise OutsidePathError(f"path {cell!r} escapes the table's folder {self.base!r} ({self.opt_in} permits it)")
         return joined
 
+    def confirm(self, path: str) -> str:
+        """``path`` (a result of :meth:`text`) with its links followed, checked to lie inside the
+        folder when it is about to be read; raises :class:`OutsidePathError` otherwise."""
+        return confirm_inside(path, (self.base,), allow_outside=self.allow_outside, opt_in=self.opt_in)
 
-__all__ = ["CellPaths", "OutsidePathError", "resolve_cell_path"]
+
+def confirm_inside(path: str, bases: tuple[str, ...] | list[str], *, allow_outside: bool = False,
+                   opt_in: str = "allow_outside_paths: true") -> str:
+    """``os.path.realpath(path)``, which must lie inside one of ``bases`` (resolved folders) unless
+    ``allow_outside``: the check at the moment a file named by a table is read, when the table was
+    read without looking at the disk (``validate: none``) and a link inside the folder may lead out.
+    Raises :class:`OutsidePathError` naming the path, where it leads and ``opt_in``."""
+    if allow_outside:
+        return path
+    real = os.path.realpath(path)
+    if not any(real == base or real.startswith(base.rstrip(os.sep) + os.sep) for base in bases):
+        raise OutsidePathError(f"{path!r} is a link leading to {real!r}, outside the table's folder "
+                               f"{bases[0]!r} ({opt_in} permits it)")
+    return real
+
+
+__all__ = ["CellPaths", "OutsidePathError", "confirm_inside", "resolve_cell_path"]

@@ -78,6 +78,18 @@ def test_a_factory_rejecting_values_is_reported_with_the_path(manager):
         build_model(spec(head={"name": "classification", "num_classes": 1}), manager.registry)
 
 
+def test_a_component_too_large_to_allocate_is_a_config_error(manager):
+    """Found by benchmarks/attack_surface.py: ``model.encoders.first.dim=1099511627776`` asked torch
+    for 52 TB and came out as an internal error (exit 1); it is the config's fault (exit 2). On the
+    meta device, a size that overflows is the same error."""
+    huge = spec(encoders={"left": {"name": "tabular_mlp", "num_features": 3, "dim": 2**40}})
+    with pytest.raises(ConfigError, match=r"model.encoders.left: encoder 'tabular_mlp' with these options is too large to build: .*allocate"):
+        build_model(huge, manager.registry)
+    with torch.device("meta"), pytest.raises(ConfigError, match=r"too large to build: .*overflow"):
+        build_model(spec(encoders={"left": {"name": "audio_cnn", "dim": 2**31 - 1, "sample_rate": 8000, "n_mels": 40}}),
+                    manager.registry)
+
+
 def test_single_encoder_needs_no_fusion(manager):
     model = build_model({"encoders": {"x": {"name": "tabular_mlp", "num_features": 4, "dim": 8}}, "head": {"name": "classification", "num_classes": 3}}, manager.registry)
     batch = model.collate([{"inputs": {"x": [1.0, 2.0, 3.0, 4.0]}, "target": 1}])

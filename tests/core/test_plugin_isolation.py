@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import yaml
@@ -252,25 +253,39 @@ pathlib.Path({marker!r}).write_text("the working folder's plugin ran")
 @pytest.mark.parametrize("launcher", ["python", pytest.param("torchrun", marks=pytest.mark.slow)])
 def test_python_m_mmcore_never_loads_plugins_from_the_working_folder(tmp_path, launcher):
     """Issue 28.1: ``python -m`` puts the working folder first on sys.path; a ``*.dist-info`` there
-    (a downloaded data set, an unpacked wheel) must not make ``python -m mmcore`` run its code."""
+    (a downloaded data set, an unpacked wheel) must not make ``python -m mmcore`` run its code.
+    One process checks both sides: the working folder's plugin never runs, while a folder the user
+    put on the path on purpose (PYTHONPATH) stays on it and its plugin loads."""
     import os
     import subprocess
 
-    cwd, marker = tmp_path / "downloads", tmp_path / "ran.txt"
+    cwd, chosen, marker = tmp_path / "downloads", tmp_path / "chosen", tmp_path / "ran.txt"
     cwd.mkdir()
+    chosen.mkdir()
     make_distribution(cwd, "mmcore-evil", "mmcore_evil_mod", EVIL_PLUGIN.format(marker=str(marker)))
+    make_distribution(chosen, "mmcore-chosen", "mmcore_chosen_mod", "")
     if launcher == "torchrun":  # `torchrun` is this module's console script (for this interpreter)
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1",
                    "-m", "mmcore", "plugins"]
     else:
         command = [sys.executable, "-m", "mmcore", "plugins"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("MMCORE_")}
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(command, cwd=cwd, env={**env, "PYTHONPATH": str(chosen)}, capture_output=True, text=True,
+                            timeout=300)
     assert result.returncode == 0, result.stderr
     assert "mmcore_evil_mod" not in result.stdout + result.stderr
     assert not marker.exists()
-    # The same folder on the path on purpose (PYTHONPATH) is the user's choice: the plugin loads.
-    if launcher == "python":
-        result = subprocess.run(command, cwd=cwd, env={**env, "PYTHONPATH": str(cwd)}, capture_output=True, text=True,
-                                timeout=300)
-        assert "mmcore_evil_mod" in result.stdout and marker.exists()
+    assert "mmcore_chosen_mod" in result.stdout, "a folder on PYTHONPATH is the user's choice: its plugin loads"
+
+
+def test_python_m_drops_only_the_entry_it_added(tmp_path, monkeypatch):
+    """The working folder named again on purpose (PYTHONPATH=.) stays: only ``sys.path[0]`` goes."""
+    import runpy
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [str(tmp_path), str(tmp_path), *sys.path])
+    runpy.run_path(str(Path(mmcore.__file__).with_name("__main__.py")), run_name="not_main")
+    assert sys.path[:2] != [str(tmp_path), str(tmp_path)] and sys.path[0] == str(tmp_path)
+    monkeypatch.setattr(sys, "path", ["/elsewhere", str(tmp_path), *sys.path[1:]])
+    runpy.run_path(str(Path(mmcore.__file__).with_name("__main__.py")), run_name="not_main")
+    assert sys.path[:2] == ["/elsewhere", str(tmp_path)], "a first entry that is not the working folder stays"

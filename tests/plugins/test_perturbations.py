@@ -117,3 +117,23 @@ def test_tabular_noise_is_relative_and_keeps_the_row_form():
     assert TabularFeatureNoise(0.5)([1.0, "red", None], gen())[1:] == ["red", None]
     with pytest.raises(ValueError, match="level must be a number >= 0"):
         TabularFeatureNoise(-1)
+
+
+@pytest.mark.parametrize("perturbation", [AudioWhiteNoise(1.0), AudioSpeed(0.1)])
+def test_an_audio_file_claiming_hours_is_read_as_its_first_minutes(tmp_path, perturbation):
+    """A crafted WAV whose header claims 3 GiB of samples (a sparse file: nothing on disk) is read
+    up to PERTURB_MAX_SECONDS, never as the 6 GiB of float32 it claims (issue 28's attack)."""
+    import struct
+
+    from mmcore_plugins.perturbations import PERTURB_MAX_SECONDS
+
+    size, rate = 3 << 30, 8000
+    path = tmp_path / "bomb.wav"
+    header = (b"RIFF" + struct.pack("<I", size - 8) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, rate, 2 * rate, 2, 16)
+              + b"data" + struct.pack("<I", size - 44))
+    with open(path, "wb") as fh:
+        fh.write(header)
+        fh.truncate(size)
+    wav, got_rate = perturbation(str(path), torch.Generator().manual_seed(0))
+    assert got_rate == rate
+    assert wav.numel() <= 1.2 * PERTURB_MAX_SECONDS * rate

@@ -64,8 +64,9 @@ file through :func:`check_file`, as deep as ``validate`` says: ``header`` (defau
 opened once, its header checked -- size, mode, decompression-bomb limit, audio rate and length --
 nothing decoded), ``decode`` (also its first frame / first second decoded: catches truncated
 files, about 2.5x the time), ``exists`` (one ``stat``: a regular file), ``none`` (nothing on disk
-is touched, not even to follow links: paths are judged by their names; for tables of millions of
-rows whose files are known good). Each distinct file is checked once, in a pool of threads on
+is touched while the table is read, not even to follow links: paths are judged by their names; for
+tables of millions of rows whose files are known good; a link in the folder that leads outside is
+refused when its file is read: :class:`.dataset.ConfinedFiles`, one ``realpath`` per file read). Each distinct file is checked once, in a pool of threads on
 machines with 4 or more CPUs, with a progress line on stderr past a few seconds. ``on_bad_sample: skip`` drops
 such rows instead (counted in ``metadata["skipped"]`` and logged once). An empty or absent cell,
 or a placeholder such as ``N/A`` (:data:`mmcore.labels.MISSING_PLACEHOLDERS`), means the sample lacks

@@ -36,6 +36,8 @@ class Parsed:
         self.empty_labels: dict[str, int] = dict.fromkeys(SPLITS, 0)
         self.sources: list[dict[str, Any]] = []
         self.taken: set[str] = set()  # splits whose samples were handed to a data set (take)
+        #: (slots, resolved table folders) whose files are confirmed inside a folder when read (validate: none)
+        self.confined: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
 
     def take(self, split: str) -> list[dict[str, Any]]:
         """The split's samples, handed over: the parse keeps no reference to them (one copy of each
@@ -80,6 +82,8 @@ def parse(opts: Options, *, fresh: bool = False) -> Parsed:
             sample, problems = parser.sample(table, table.rows[i], i + 1)
             rows.append((split, table, i + 1, sample, problems))
     parser.run_checks()
+    if parser.confined_slots:
+        parsed.confined = (tuple(sorted(parser.confined_slots)), tuple(p.base for p in parser.paths.values()))
     parser.check_lengths(rows)
     empty_label = parsed.target_type == "multilabel" and isinstance(opts.target, str) and opts.empty_labels == "none"
     for split, table, number, sample, problems in rows:
@@ -188,4 +192,27 @@ def load_manifest(
     if parsed.classes is not None:
         metadata["classes"] = list(parsed.classes)
         metadata["num_classes"] = len(parsed.classes)
+    if parsed.confined[0]:
+        return ConfinedFiles(samples, metadata=metadata, slots=parsed.confined[0], folders=parsed.confined[1])
     return SampleDataset(samples, metadata=metadata)
+
+
+class ConfinedFiles(SampleDataset):
+    """A manifest read with ``validate: none`` (nothing on disk looked at): each file a sample names
+    is confirmed inside its table's folder -- links followed, one ``realpath`` -- when the sample is
+    handed out to be read, so a symbolic link planted in the folder cannot lead a read outside it
+    (``allow_outside_paths: true`` permits it). Raises :class:`~mmcore_plugins.io.paths.OutsidePathError`."""
+
+    def __init__(self, samples, *, metadata, slots: tuple[str, ...], folders: tuple[str, ...]) -> None:
+        super().__init__(samples, metadata=metadata)
+        self.slots, self.folders = slots, folders
+
+    def __getitem__(self, index: int):
+        from mmcore_plugins.io.paths import confirm_inside
+
+        sample = self.samples[index]
+        for slot in self.slots:
+            path = sample["inputs"].get(slot)
+            if isinstance(path, str):
+                confirm_inside(path, self.folders)
+        return sample

@@ -52,6 +52,9 @@ class RowParser:
         # row, table name, row number, column, file). Checked once per file, in parallel.
         self.pending: list[tuple[list[str], str, int, str, str]] = []  # paths as str: a Path a row costs memory
         self._row_files: list[tuple[str, str]] = []
+        #: slots whose cells name files read later, when the table was read without touching the disk
+        #: (validate: none) and reading outside is not allowed: each file is confirmed when read
+        self.confined_slots: set[str] = set()
 
     def sample(self, table: Table, row: Mapping[str, Any], number: int) -> tuple[dict[str, Any], list[str]]:
         """The row as a sample, and every problem with it (an empty list for a good row)."""
@@ -103,6 +106,8 @@ class RowParser:
             return None
         modality = self.modalities.get(slot)
         if spec in self.path_columns:
+            if self.opts.validate == "none" and not self.opts.allow_outside_paths and modality != "text":
+                self.confined_slots.add(slot)
             return self.file(table, number, spec, cell, modality)
         if modality == "text" and not isinstance(cell, str):
             raise bad(table.name, number, spec, f"expected text (a string), got {type(cell).__name__} {cell!r:.40}")
@@ -161,6 +166,8 @@ class RowParser:
             from mmcore_plugins.io import read_text
 
             try:
+                if self.opts.validate == "none":  # the name was judged by its text: a link in the folder may lead out
+                    resolve.confirm(file)
                 return read_text(file)
             except ValueError as exc:
                 raise bad(table.name, number, column, str(exc)) from exc

@@ -155,6 +155,26 @@ def test_a_huge_size_in_model_json_fails_before_anything_is_built(run, monkeypat
         load_model(run_dir / "best")
 
 
+def test_a_size_that_overflows_on_meta_is_refused_not_built_for_real(run, monkeypatch):
+    """Found by benchmarks/attack_surface.py: an audio encoder's ``dim: 2147483647`` overflows on the
+    meta device (a 2**31 x 2**31 x 5 convolution); the check gave up and the real build tried to
+    allocate 512 GB (a traceback, exit 1). Now a named error; and a real build that fails for lack
+    of memory (a component that cannot be checked on meta) is one too."""
+    from mmcore.engine.artefacts import expected_state
+    from mmcore.plugin_manager import get_registry
+
+    spec = {"encoders": {"audio": {"name": "audio_cnn", "dim": 2**31 - 1, "sample_rate": 8000, "n_mels": 40, "width": 16}},
+            "fusion": {"name": "concat", "dim": 8}, "head": {"name": "classification", "num_classes": 2}}
+    with pytest.raises(CheckpointError, match=r"m.json: the model it describes cannot exist: .*overflow"):
+        expected_state(spec, get_registry(), "m.json")
+    _, run_dir = run
+    monkeypatch.setattr(checkpoint, "expected_state", lambda *a, **k: None)
+    monkeypatch.setattr(checkpoint, "build_model", lambda *a, **k: (_ for _ in ()).throw(
+        RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 549755813632 bytes")))
+    with pytest.raises(CheckpointError, match=r"best/model.json: the model it describes cannot be built: RuntimeError: .*allocate"):
+        load_model(run_dir / "best")
+
+
 @pytest.mark.parametrize(("change", "message"), [
     (lambda m: m["processors"]["first"].update(std=[0.0] * 6), r"processors.first.std\[0\] is 0.0; a fitted std must be a positive"),
     (lambda m: m["processors"]["first"].update(std=[-1.0] * 6), r"processors.first.std\[0\] is -1.0"),

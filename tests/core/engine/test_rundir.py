@@ -275,30 +275,44 @@ def test_overwrite_refuses_a_users_file_with_a_name_the_command_writes(tmp_path)
 
 # ------------------------------------------------------------------------------ kills and temporaries
 _KILLER = textwrap.dedent("""
-    import os, sys, yaml
+    # One interpreter (torch imported once) forks a child per kill point: each child trains its own
+    # run and is killed -9 at that point of its second save of last/; the parent prints the exit codes.
+    import json, os, signal, sys, yaml
     from mmcore.engine.trainer import Trainer
 
-    config, point = yaml.safe_load(open(sys.argv[1])), sys.argv[2]
-    real, swaps = os.replace, []
+    def train_and_kill(config, point):
+        real, swaps = os.replace, []
 
-    def replace(src, dst):
-        src, dst = str(src), str(dst)
-        into_last = os.path.basename(dst) == "last" and os.path.basename(src).startswith(".last.") and src.endswith(".tmp")
-        if len(swaps) == 1:  # the second epoch's save of last/
-            if point == "first" and dst.endswith(".last.old"):
-                os._exit(9)  # the new checkpoint is written, the old one not yet moved aside
-            if point == "second" and into_last:
-                os._exit(9)  # between the two renames: only .last.old is complete
-        real(src, dst)
-        if into_last:
-            swaps.append(dst)
-            if len(swaps) == 2 and point == "after":
-                os._exit(9)  # after the swap, before .last.old is removed
+        def replace(src, dst):
+            src, dst = str(src), str(dst)
+            into_last = os.path.basename(dst) == "last" and os.path.basename(src).startswith(".last.") and src.endswith(".tmp")
+            if len(swaps) == 1:  # the second epoch's save of last/
+                if point == "first" and dst.endswith(".last.old"):
+                    os.kill(os.getpid(), signal.SIGKILL)  # the new checkpoint is written, the old one not yet moved aside
+                if point == "second" and into_last:
+                    os.kill(os.getpid(), signal.SIGKILL)  # between the two renames: only .last.old is complete
+            real(src, dst)
+            if into_last:
+                swaps.append(dst)
+                if len(swaps) == 2 and point == "after":
+                    os.kill(os.getpid(), signal.SIGKILL)  # after the swap, before .last.old is removed
 
-    os.replace = replace
-    Trainer(config).fit()
-    os._exit(0)
+        os.replace = replace
+        Trainer(config).fit()
+
+    config, codes = yaml.safe_load(open(sys.argv[1])), {}
+    for point in sys.argv[2:]:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                config["trainer"]["run_dir"] = os.path.join(config["trainer"]["run_dir"], point)
+                train_and_kill(config, point)
+            finally:
+                os._exit(0)  # not killed: the test fails on the exit code
+        codes[point] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    print(json.dumps(codes))
 """)
+_KILL_POINTS = ("first", "second", "after")
 
 
 @pytest.fixture(scope="module")
@@ -306,23 +320,33 @@ def uninterrupted(tmp_path_factory):
     """The report of a 3-epoch run that was never killed (the kill tests' reference)."""
     config = {
         "data": {"name": "sklearn_tabular", "dataset": "wine", "missing_rate": 0.2, "seed": 0},
-        "model": {"encoders": {"first": {"name": "tabular_mlp", "num_features": 6, "dim": 16, "dropout": 0.1},
-                               "second": {"name": "tabular_mlp", "num_features": 7, "dim": 16, "dropout": 0.1}},
-                  "fusion": {"name": "concat", "dim": 16, "dropout": 0.1}, "head": {"name": "classification", "num_classes": 3}},
-        "trainer": {"epochs": 3, "batch_size": 16, "lr": 0.01, "progress": False, "plots": False, "tensorboard": False,
-                    "modality_dropout": 0.2, "run_dir": str(tmp_path_factory.mktemp("straight") / "run")},
+        "model": {"encoders": {"first": {"name": "tabular_mlp", "num_features": 6, "dim": 8, "dropout": 0.1},
+                               "second": {"name": "tabular_mlp", "num_features": 7, "dim": 8, "dropout": 0.1}},
+                  "fusion": {"name": "concat", "dim": 8, "dropout": 0.1}, "head": {"name": "classification", "num_classes": 3}},
+        "trainer": {"epochs": 3, "batch_size": 32, "lr": 0.01, "progress": False, "plots": False, "tensorboard": False,
+                    "loggers": ["csv"], "modality_dropout": 0.2, "run_dir": str(tmp_path_factory.mktemp("straight") / "run")},
     }
     return config, Trainer(copy.deepcopy(config)).fit()
 
 
-@pytest.mark.parametrize("point", ["first", "second", "after"])
-def test_a_kill_at_a_rename_point_leaves_a_checkpoint_that_loads_and_resumes(point, uninterrupted, tmp_path):
+@pytest.fixture(scope="module")
+def killed(uninterrupted, tmp_path_factory):
+    """``{point: run folder}``: one subprocess killed -9 at each rename point (one interpreter, a fork per point)."""
+    folder = tmp_path_factory.mktemp("killed")
+    config = copy.deepcopy(uninterrupted[0])
+    config["trainer"]["run_dir"] = str(folder)
+    result = subprocess.run([sys.executable, "-c", _KILLER, write_config(folder / "c.yaml", config), *_KILL_POINTS],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == dict.fromkeys(_KILL_POINTS, -9), result.stderr[-2000:]
+    return {point: folder / point for point in _KILL_POINTS}
+
+
+@pytest.mark.parametrize("point", _KILL_POINTS)
+def test_a_kill_at_a_rename_point_leaves_a_checkpoint_that_loads_and_resumes(point, uninterrupted, killed):
     wine_config, expected = copy.deepcopy(uninterrupted)
-    wine_config["trainer"]["run_dir"] = str(tmp_path / "run")
-    config = write_config(tmp_path / "c.yaml", wine_config)
-    killed = subprocess.run([sys.executable, "-c", _KILLER, config, point], capture_output=True, text=True, timeout=300)
-    assert killed.returncode == 9, killed.stderr[-2000:]
-    run = tmp_path / "run"
+    run = killed[point]
+    wine_config["trainer"]["run_dir"] = str(run)
     model, meta = load_model(run / "last")  # the previous or the new checkpoint, whichever is complete
     assert meta["epoch"] in (1, 2) and load_training_state(run / "last")["epoch"] == meta["epoch"]
     if point != "after":
@@ -456,3 +480,18 @@ def test_eval_gives_the_same_metrics_from_any_working_folder(tmp_path, monkeypat
         assert main(["eval", str(project / "runs" / "r")]) == 0
         there = json.loads(capsys.readouterr().out)
     assert here == there and here["samples"] == 30
+
+
+def test_a_folder_another_process_is_claiming_right_now_is_not_a_users_folder(tmp_path):
+    """Under torchrun, rank 0 creates, locks and marks the run while the other ranks still check it:
+    the lock and the marker's temporary are mmcore's own claim in progress, not a user's files (a
+    rank once refused the run naming '..mmcore-run.2qo4crks.tmp, .mmcore-lock'). A user's file
+    beside them is still refused."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / RunDir.LOCK).touch()
+    (folder / f".{RunDir.MARKER}.2qo4crks.tmp").touch()
+    assert RunDir.check(folder).path == folder
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(RunDirError, match="is not an mmcore run"):
+        RunDir.check(folder)

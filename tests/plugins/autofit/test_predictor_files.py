@@ -14,6 +14,7 @@ from autofit_helpers import tabular_rows, write_jsonl
 import mmcore
 from mmcore.engine.artefacts import CheckpointError
 from mmcore.engine.atomic import UnsafePathError
+from mmcore.errors import UserInputError
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +109,7 @@ def test_save_refuses_a_link_at_the_target(run, tmp_path):
     with pytest.raises(FileExistsError):
         predictor.save(tmp_path / "dangling")
     assert not (tmp_path / "nowhere").exists()
+    # an input error too (the attack harness met a bare FileExistsError as a traceback): exit 2 from a command
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(UserInputError, match=r"mine' exists; save into a new folder"):
+        predictor.save(tmp_path / "mine")

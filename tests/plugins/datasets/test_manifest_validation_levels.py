@@ -144,6 +144,31 @@ def test_cell_paths_without_links_judge_the_name_only(tmp_path):
         lexical("img/../../secret/s.png")
 
 
+def test_validate_none_refuses_a_link_leading_outside_when_the_file_is_read(tmp_path):
+    """``validate: none`` judges names by their text while reading the table; a link planted in the
+    table's folder that leads outside is caught when the file is read (one realpath per file read):
+    a sample naming it is refused as it is handed out, a text file's contents are never read."""
+    table, secret = tmp_path / "table", tmp_path / "secret"
+    png(table / "img" / "a.png")
+    png(secret / "s.png")
+    (secret / "s.txt").write_text("outside text")
+    (table / "img" / "out.png").symlink_to(secret / "s.png")
+    (table / "img" / "in.png").symlink_to(table / "img" / "a.png")  # a link inside the folder: fine
+    m = manifest(table, ["img/a.png", "img/in.png", "img/out.png"])
+    data = load_manifest("train", str(m), validate="none", **KW)
+    assert [data[i]["inputs"]["image"] for i in range(2)] == [str(table / "img" / "a.png"), str(table / "img" / "in.png")]
+    with pytest.raises(OutsidePathError, match=r"out\.png' is a link leading to .*secret/s\.png', outside the table's folder"):
+        data[2]
+    assert load_manifest("train", str(m), validate="none", allow_outside_paths=True, **KW)[2]["inputs"]["image"].endswith("out.png")
+
+    (table / "t.txt").symlink_to(secret / "s.txt")
+    (table / "m2.csv").write_text("note,label\nt.txt,0\n")
+    kw = {"columns": {"note": "note"}, "target": "label", "path_columns": ["note"], "val_fraction": 0, "test_fraction": 0,
+          "slot_modalities": {"note": "text"}}
+    with pytest.raises(BadSampleError, match=r"t\.txt' is a link leading to .*outside the table's folder"):
+        load_manifest("train", str(table / "m2.csv"), validate="none", **kw)
+
+
 # ---------------------------------------------------------------------- one copy of each sample
 def test_the_splits_share_one_parse_and_none_of_it_outlives_them(tmp_path, monkeypatch):
     import mmcore_plugins.datasets.manifest.dataset as dataset_module
