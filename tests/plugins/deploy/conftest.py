@@ -1,5 +1,5 @@
 """A small real run shared by the deploy tests: PNG images, WAV clips, texts and a number, three
-classes, written here as files and trained for a few epochs (image_cnn + audio_cnn +
+classes, written here as files and trained for one epoch (image_cnn + audio_cnn +
 text_transformer + tabular_mlp, gated fusion); and its ONNX export."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Files for the deploy tests (the fixtures in conftest.py train on them): PNG images, WAV clips, texts and a number, three
-classes, written here as files and trained for a few epochs (image_cnn + audio_cnn +
+classes, written here as files and trained for one epoch (image_cnn + audio_cnn +
 text_transformer + tabular_mlp, gated fusion); and its ONNX export."""
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def wav_bytes(label: str, seed: int = 0) -> bytes:
     return buffer.getvalue()
 
 
-def write_data(folder: Path, rows: int = 60) -> Path:
+def write_data(folder: Path, rows: int = 30) -> Path:
     import soundfile
     from PIL import Image
 
@@ -75,7 +75,7 @@ def write_config(folder: Path, manifest: Path) -> Path:
                                "text": {"name": "text_transformer", "dim": 16, "heads": 2, "layers": 1, "max_length": 16},
                                "profile": {"name": "tabular_mlp", "num_features": 1, "columns": ["size"], "dim": 8}},
                   "fusion": {"name": "gated", "dim": 16}, "head": {"name": "classification"}},
-        "trainer": {"epochs": 2, "batch_size": 8, "lr": 0.01, "progress": False, "plots": False, "tensorboard": False,
+        "trainer": {"epochs": 1, "batch_size": 8, "lr": 0.01, "progress": False, "plots": False, "tensorboard": False,
                     "run_dir": str(folder / "run")},
     }
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
