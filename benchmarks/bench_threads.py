@@ -9,7 +9,8 @@ AdamW -- are timed in a fresh process for each setting, the settings alternated 
 * ``1``: ``torch.set_num_threads(1)``;
 * ``2``: two threads, OpenMP's default wait policy (threads spin while waiting);
 * ``2-passive``: two threads with ``OMP_WAIT_POLICY=PASSIVE`` (set before torch is imported:
-  waiting threads sleep instead of spinning).
+  waiting threads sleep instead of spinning);
+* ``2-spin10k``: two threads, ``GOMP_SPINCOUNT=10000`` (spin briefly, then sleep).
 
 Printed: the median ms per step of each, and each setting's ratio to the best at that load. fit
 chooses one thread on a machine whose 1-minute load leaves less than one core free
@@ -50,12 +51,14 @@ while time.perf_counter() < deadline or len(times) < 5:
 print(json.dumps({"median_ms": 1000 * sorted(times)[len(times) // 2], "steps": len(times)}))
 """
 
-SETTINGS = {"1": ({}, 1), "2": ({}, 2), "2-passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, 2)}
+SETTINGS = {"1": ({}, 1), "2": ({}, 2), "2-passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, 2),
+            # libgomp's middle way: spin briefly (10k iterations) before sleeping
+            "2-spin10k": ({"GOMP_SPINCOUNT": "10000"}, 2)}
 
 
 def run(setting: str, seconds: float) -> float:
     extra, threads = SETTINGS[setting]
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | extra
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")} | extra
     out = subprocess.run([sys.executable, "-c", STEP, str(threads), str(seconds)], capture_output=True, text=True,
                          env=env, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])["median_ms"]
