@@ -910,7 +910,7 @@ def cases() -> list[Case]:
         add(Case(f"Predictor.predict, a {label} PNG", "bomb", "PNG reader",
                  ("py", "import mmcore, pandas; t = pandas.read_csv('data/train.csv').head(3); t.loc[0, 'image'] = 'img/bomb.png';"
                         " t.to_csv('data/bomb.csv', index=False); mmcore.Predictor.load('fitrun').predict('data/bomb.csv')"), png(side), needs=("data", "fitrun"), expect="either",
-                 timeout=300))
+                 own=("data/bomb.csv",), timeout=300))  # the attacker's own table, written by the case itself
 
     def wav_bomb(d: Path) -> None:
         import struct
