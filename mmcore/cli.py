@@ -340,7 +340,7 @@ def _eval_table(args: argparse.Namespace, model, config: Mapping, manager):
     if tables and options:
         raise ConfigError([ConfigIssue("--data", f"give either a TABLE ({tables[0]}) or key=value data options "
                                                  f"({', '.join(options)}), not both")])
-    missing = [c.strip() for item in args.missing for c in item.split(",") if c.strip()]
+    missing = cli_predict.declared_missing(args.missing)
     source = tables[0] if tables else named[0] if len(named) == 1 and len(options) == 1 else None
     if source is None:
         if missing or args.strict:

@@ -17,6 +17,7 @@ import json
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from mmcore.errors import ConfigError, ConfigIssue
 
@@ -177,6 +178,35 @@ def _prediction_record(model, output, row: int) -> dict:
     return record
 
 
+def declared_missing(values: list[str]) -> list[str]:
+    """``--missing`` values (repeatable, each comma-separated) -> the column names, blanks dropped."""
+    return [c.strip() for item in values for c in item.split(",") if c.strip()]
+
+
+def table_inputs(manager, *, path: Path, encoding: str, model, data: Any, run_dir: Path | None, missing: list[str],
+                 strict: bool) -> Any:
+    """A table's rows as model inputs, through the ``mmcore_table_inputs`` hook (reading the table and
+    mapping its columns to slots is a plugin's job: the built-in manifest's, ``mmcore fit``'s for its
+    runs): what the hook returns (records, possibly streamed). Shared by predict, explain and embed.
+
+    Raises:
+        ConfigError: on ``--missing`` (a declared column the model does not read) or ``--data`` (the
+            table cannot be read, lacks a column, or no installed plugin reads tables).
+    """
+    try:
+        built = manager.hook.mmcore_table_inputs(path=path, encoding=encoding, model=model, data=dict(data or {}),
+                                                 run_dir=run_dir, missing=missing, strict=strict)
+    except (OSError, ValueError) as exc:
+        message = str(exc)
+        declared = message.startswith("--missing: ") or "declared missing" in message  # a --missing name the model lacks
+        raise ConfigError([ConfigIssue("--missing" if declared else "--data", message.removeprefix("--missing: "))]) from exc
+    if built is None:
+        raise ConfigError([ConfigIssue("--data", "no installed plugin reads tables into model inputs (hook "
+                                                 "mmcore_table_inputs; the built-in one is the manifest plugin's: is it "
+                                                 "blocked by MMCORE_DISABLE_PLUGINS?)")])
+    return built
+
+
 def _predict_table(args: argparse.Namespace, model, config: dict, manager) -> int:
     if args.inputs:
         raise ConfigError([ConfigIssue("--data", "give either --data FILE or slot=value inputs, not both")])
@@ -188,21 +218,9 @@ def _predict_table(args: argparse.Namespace, model, config: dict, manager) -> in
     if out_path is not None and out_path.is_dir():
         raise ConfigError([ConfigIssue("--out", f"{str(out_path)!r} is a folder, expected a file")])
     source = Path(args.data)
-    missing = [c.strip() for item in args.missing for c in item.split(",") if c.strip()]
-    # Reading the table and mapping its columns to slots is a plugin's job (the built-in manifest's;
-    # mmcore fit's for its runs).
-    try:
-        built = manager.hook.mmcore_table_inputs(path=source, encoding=args.encoding, model=model,
-                                                 data=dict(config.get("data") or {}), run_dir=Path(args.run_dir),
-                                                 missing=missing, strict=args.strict)
-    except (ValueError, FileNotFoundError) as exc:
-        message = str(exc)
-        declared = message.startswith("--missing: ") or "declared missing" in message  # a --missing name the model lacks
-        raise ConfigError([ConfigIssue("--missing" if declared else "--data", message.removeprefix("--missing: "))]) from exc
-    if built is None:
-        raise ConfigError([ConfigIssue("--data", "no installed plugin reads tables into model inputs (hook "
-                                                 "mmcore_table_inputs; the built-in one is the manifest plugin: is it "
-                                                 "blocked by MMCORE_DISABLE_PLUGINS?)")])
+    missing = declared_missing(args.missing)
+    built = table_inputs(manager, path=source, encoding=args.encoding, model=model, data=config.get("data"),
+                         run_dir=Path(args.run_dir), missing=missing, strict=args.strict)
     # The run's rule for an input that fails when read (trainer.unreadable_inputs, "missing" by default): a
     # missing modality noted in the row's line; --strict: the row's error.
     trainer = config.get("trainer") if isinstance(config.get("trainer"), dict) else {}

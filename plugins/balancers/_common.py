@@ -153,9 +153,10 @@ class GradientStash:
         self._sums.clear()
 
 
-def epoch_means(sums: Mapping[str, list[float]]) -> dict[str, float]:
-    """``{key: mean}`` of per-step values collected over an epoch (keys without values left out)."""
-    return {key: sum(values) / len(values) for key, values in sums.items() if values}
+def epoch_metrics(per_step: Mapping[str, list[float]]) -> dict[str, float]:
+    """``{"balancer/<key>": mean}`` of per-step values collected over an epoch (keys without values left
+    out): what a balancer reports in ``mmcore_epoch_end``."""
+    return {f"balancer/{key}": sum(values) / len(values) for key, values in per_step.items() if values}
 
 
 @torch.no_grad()

@@ -37,7 +37,7 @@ from mmcore_plugins.balancers._common import (
     check_window,
     class_targets,
     encoder_parameters,
-    epoch_means,
+    epoch_metrics,
     in_window,
 )
 from mmcore_plugins.explain.shapley import EXACT_MAX, coalition_values, exact_shapley, sampled_shapley
@@ -132,8 +132,7 @@ class AGM:
 
     @mmcore.hookimpl(tryfirst=True)
     def mmcore_epoch_end(self, metrics) -> None:
-        for slot, value in epoch_means(self.coefficients).items():
-            metrics[f"balancer/{slot}"] = value
+        metrics.update(epoch_metrics(self.coefficients))
         self.coefficients = {}
 
 

@@ -36,7 +36,7 @@ import mmcore
 from mmcore_plugins.balancers._common import (
     GradientStash,
     check_multimodal,
-    epoch_means,
+    epoch_metrics,
     own_gradients,
     unimodal_output,
 )
@@ -137,8 +137,7 @@ class MLA:
 
     @mmcore.hookimpl(tryfirst=True)
     def mmcore_epoch_end(self, metrics) -> None:
-        for slot, value in epoch_means(self.turns).items():
-            metrics[f"balancer/{slot}"] = value
+        metrics.update(epoch_metrics(self.turns))
         self.turns = {}
 
 

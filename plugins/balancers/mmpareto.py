@@ -34,7 +34,7 @@ from mmcore_plugins.balancers._common import (
     GradientStash,
     check_multimodal,
     encoder_parameters,
-    epoch_means,
+    epoch_metrics,
     own_gradients,
     unimodal_output,
 )
@@ -114,8 +114,7 @@ class MMPareto:
 
     @mmcore.hookimpl(tryfirst=True)
     def mmcore_epoch_end(self, metrics) -> None:
-        for slot, value in epoch_means(self.conflicts).items():
-            metrics[f"balancer/{slot}"] = value
+        metrics.update(epoch_metrics(self.conflicts))
         self.conflicts = {}
 
 

@@ -37,7 +37,7 @@ from mmcore_plugins.balancers._common import (
     check_window,
     class_targets,
     encoder_parameters,
-    epoch_means,
+    epoch_metrics,
     in_window,
     unimodal_output,
 )
@@ -124,8 +124,7 @@ class OGMGE:
 
     @mmcore.hookimpl(tryfirst=True)
     def mmcore_epoch_end(self, metrics) -> None:
-        for slot, value in epoch_means(self.coefficients).items():
-            metrics[f"balancer/{slot}"] = value
+        metrics.update(epoch_metrics(self.coefficients))
         self.coefficients = {}
 
 

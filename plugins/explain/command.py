@@ -31,21 +31,12 @@ def _records_from_table(args: argparse.Namespace, model, config: dict, manager) 
     them (the ``mmcore_table_inputs`` hook; the built-in one is the manifest plugin's). A row that
     cannot be read is an error naming it: an explanation of a row with a modality silently dropped
     would explain another input."""
+    from mmcore.cli_predict import declared_missing, table_inputs
     from mmcore.errors import ConfigError, ConfigIssue
 
-    try:
-        built = manager.hook.mmcore_table_inputs(path=Path(args.data), encoding=args.encoding, model=model,
-                                                 data=dict(config.get("data") or {}), run_dir=Path(args.run_dir),
-                                                 missing=[c.strip() for item in args.missing for c in item.split(",")
-                                                          if c.strip()],
-                                                 strict=True)  # strict: a row read whole or refused
-    except (ValueError, FileNotFoundError) as exc:
-        message = str(exc)
-        declared = message.startswith("--missing: ") or "declared missing" in message  # a --missing name the model lacks
-        raise ConfigError([ConfigIssue("--missing" if declared else "--data", message.removeprefix("--missing: "))]) from exc
-    if built is None:
-        raise ConfigError([ConfigIssue("--data", "no installed plugin reads tables into model inputs (hook "
-                                                 "mmcore_table_inputs; the built-in one is the manifest plugin's)")])
+    built = table_inputs(manager, path=Path(args.data), encoding=args.encoding, model=model, data=config.get("data"),
+                         run_dir=Path(args.run_dir), missing=declared_missing(args.missing),
+                         strict=True)  # strict: a row read whole or refused
     try:
         built = list(built)  # a plugin may stream the rows; every record is explained and kept
     except (OSError, ValueError) as exc:

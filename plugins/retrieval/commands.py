@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import mmcore
+from mmcore.cli_predict import declared_missing
 from mmcore.errors import ConfigError, ConfigIssue
 
 
@@ -86,7 +87,7 @@ def cmd_embed(args: argparse.Namespace, manager) -> int:
     if args.data is not None:
         if args.split is not None:
             raise ConfigError([ConfigIssue("--split", "give either --data MANIFEST or --split of the run's data, not both")])
-        missing = [c.strip() for item in args.missing for c in item.split(",") if c.strip()]
+        missing = declared_missing(args.missing)
         samples, ids, targets = manifest_rows(model, config, args.data, id_column=args.id_column, target=args.target,
                                               manager=manager, run_dir=args.run_dir, missing=missing, strict=args.strict)
         source = str(args.data)

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mmcore.cli_predict import table_inputs
 from mmcore.errors import ConfigError, ConfigIssue
 
 #: Output formats by file-name ending.
@@ -183,17 +184,8 @@ def manifest_rows(model, config: Mapping[str, Any], manifest: str | Path, *, id_
         if empty:
             raise ConfigError([ConfigIssue("--id-column", f"{manifest}: rows {_rows_listed(empty)} have no "
                                                           f"{id_column!r} id; give every row one, or another --id-column")])
-    try:
-        built = manager.hook.mmcore_table_inputs(path=manifest, encoding="utf-8-sig", model=model, data=dict(data),
-                                                 run_dir=Path(run_dir) if run_dir is not None else None,
-                                                 missing=list(missing), strict=strict)
-    except (OSError, ValueError) as exc:
-        message = str(exc)
-        declared = message.startswith("--missing: ") or "declared missing" in message  # a --missing name the model lacks
-        raise ConfigError([ConfigIssue("--missing" if declared else "--data", message.removeprefix("--missing: "))]) from exc
-    if built is None:
-        raise ConfigError([ConfigIssue("--data", "no installed plugin reads tables into model inputs (hook "
-                                                 "mmcore_table_inputs; the built-in one is the manifest plugin)")])
+    built = table_inputs(manager, path=manifest, encoding="utf-8-sig", model=model, data=data,
+                         run_dir=Path(run_dir) if run_dir is not None else None, missing=list(missing), strict=strict)
     try:
         built = list(built)  # a plugin may stream the rows; embed keeps every row's vectors anyway
     except (OSError, ValueError) as exc:
