@@ -26,13 +26,14 @@ audio). A request never names a file the server opens. Every bad request gets a 
 
 # (No `from __future__ import annotations`: FastAPI reads the endpoints' annotations as objects.)
 import asyncio
+import collections
 import json
 import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, NamedTuple
 
 from fastapi import Request
 
@@ -40,7 +41,7 @@ from mmcore_plugins.deploy.backends import Backend, FieldError
 
 #: Defaults of the command's options.
 MAX_BATCH = 64
-WINDOW_MS = 2.0
+WINDOW_MS = 0.0
 MAX_QUEUE = 256
 MAX_BODY_BYTES = 32 * 1024 * 1024
 MAX_RECORDS = 256
@@ -62,22 +63,33 @@ class Busy(Exception):
 class MicroBatcher:
     """Collects prepared records from concurrent requests into batches for ``backend.predict``.
 
-    ``submit(items)`` waits for the results of one request's items. One task runs the batches, in
-    a single model thread; it waits for more requests (up to ``window_ms``) only while some are
-    still being prepared (:meth:`preparing`), so a lone request is never delayed.
+    ``submit(items)`` waits for the results of one request's items. One task runs the batches, one
+    at a time, in a single model thread. A batch starts as soon as the model is free: a lone
+    request never waits, and every request that arrived while the previous batch ran goes into the
+    next one (continuous batching: under load the batches grow by themselves, with no fixed delay).
+    ``window_ms`` > 0 additionally lets a batch wait that long for requests still being prepared
+    (:meth:`preparing`): a trade of latency for larger batches, off by default.
+
+    Decoding and preprocessing (``backend.prepare``) run in their own pool of ``prepare_threads``
+    threads, never on the event loop; the model thread is separate, so a batch runs while the next
+    requests are decoded.
     """
 
     def __init__(self, backend: Backend, *, max_batch: int = MAX_BATCH, window_ms: float = WINDOW_MS,
-                 max_queue: int = MAX_QUEUE) -> None:
+                 max_queue: int = MAX_QUEUE, prepare_threads: int | None = None) -> None:
         self.backend, self.max_batch, self.window, self.max_queue = backend, max_batch, window_ms / 1000.0, max_queue
         self.queue: asyncio.Queue | None = None
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="mmcore-model")
+        self.prepare_threads = prepare_threads or default_prepare_threads()
+        self.prepare_executor = ThreadPoolExecutor(self.prepare_threads, thread_name_prefix="mmcore-prepare")
         self.in_preparation = 0
         self.batches = self.records = 0
         self.largest = 0
+        #: how many batches ran with each number of records (``/healthz`` shows it)
+        self.sizes: collections.Counter[int] = collections.Counter()
         self._task: asyncio.Task | None = None
         self._arrived: asyncio.Event | None = None
-        self._carry: tuple[list[Any], asyncio.Future] | None = None
+        self._carry: tuple[list[Any], asyncio.Future, float] | None = None
 
     def start(self) -> None:
         self.queue = asyncio.Queue(maxsize=self.max_queue)
@@ -92,9 +104,10 @@ class MicroBatcher:
             except asyncio.CancelledError:
                 pass
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.prepare_executor.shutdown(wait=False, cancel_futures=True)
 
     class preparing:  # noqa: N801 - used as `with batcher.preparing(batcher):`
-        """Counts a request as being prepared (the batch loop may wait for it)."""
+        """Counts a request as being prepared (a batch with ``window_ms`` > 0 may wait for it)."""
 
         def __init__(self, batcher: "MicroBatcher") -> None:
             self.batcher = batcher
@@ -107,11 +120,16 @@ class MicroBatcher:
             if self.batcher._arrived is not None:
                 self.batcher._arrived.set()
 
-    async def submit(self, items: Sequence[Any]) -> list[dict[str, Any]]:
+    async def prepare(self, function: Any, *args: Any) -> Any:
+        """``function(*args)`` in the prepare pool (decoding and preprocessing, off the event loop)."""
+        return await asyncio.get_running_loop().run_in_executor(self.prepare_executor, function, *args)
+
+    async def submit(self, items: Sequence[Any]) -> tuple[list[dict[str, Any]], "BatchTiming"]:
+        """The results of ``items`` (in order) and how their batch went; :class:`Busy` when the queue is full."""
         assert self.queue is not None, "start() first"
         future = asyncio.get_running_loop().create_future()
         try:
-            self.queue.put_nowait((list(items), future))
+            self.queue.put_nowait((list(items), future, time.perf_counter()))
         except asyncio.QueueFull as exc:
             raise Busy() from exc
         self._arrived.set()
@@ -122,7 +140,7 @@ class MicroBatcher:
         while True:
             first, self._carry = (self._carry, None) if self._carry is not None else (await self.queue.get(), None)
             batch = [first]
-            size = len(batch[0][0])
+            size = len(first[0])
             deadline = loop.time() + self.window
             while size < self.max_batch:
                 try:
@@ -142,22 +160,41 @@ class MicroBatcher:
                     break
                 batch.append(item)
                 size += len(item[0])
-            flat = [x for items, _ in batch for x in items]
+            flat = [x for items, _, _ in batch for x in items]
+            started = time.perf_counter()
             try:
                 results = await loop.run_in_executor(self.executor, self.backend.predict, flat)
             except Exception as exc:  # noqa: BLE001 - every waiting request hears of it
-                for _, future in batch:
+                for _, future, _ in batch:
                     if not future.done():
                         future.set_exception(exc)
                 continue
+            spent = time.perf_counter() - started
             self.batches += 1
             self.records += len(flat)
             self.largest = max(self.largest, len(flat))
+            self.sizes[len(flat)] += 1
             start = 0
-            for items, future in batch:
+            for items, future, queued in batch:
                 if not future.done():
-                    future.set_result(results[start : start + len(items)])
+                    future.set_result((results[start : start + len(items)], BatchTiming(started - queued, spent, len(flat))))
                 start += len(items)
+
+
+class BatchTiming(NamedTuple):
+    """How a request's batch went: seconds waiting for the model, seconds of the batch's model call, records in it."""
+
+    queue: float
+    model: float
+    size: int
+
+
+def default_prepare_threads() -> int:
+    """Threads that decode and preprocess requests: one per usable CPU, at most 4 (the work holds the GIL
+    between library calls, so more threads than cores only contend)."""
+    from mmcore.threads import usable_cpus
+
+    return max(1, min(4, usable_cpus()))
 
 
 # ----------------------------------------------------------------------------------- request parsing
@@ -299,19 +336,19 @@ PREDICT_OPENAPI = {
 
 
 def create_app(backend: Backend, *, max_batch: int = MAX_BATCH, window_ms: float = WINDOW_MS, max_queue: int = MAX_QUEUE,
-               max_body_bytes: int = MAX_BODY_BYTES, max_records: int = MAX_RECORDS) -> Any:
+               max_body_bytes: int = MAX_BODY_BYTES, max_records: int = MAX_RECORDS, prepare_threads: int | None = None) -> Any:
     """The FastAPI app serving ``backend`` (see the module docstring)."""
     from contextlib import asynccontextmanager
 
     from fastapi import FastAPI
-    from fastapi.concurrency import run_in_threadpool
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     from mmcore_plugins.deploy.page import render_page
 
-    batcher = MicroBatcher(backend, max_batch=max_batch, window_ms=window_ms, max_queue=max_queue)
+    batcher = MicroBatcher(backend, max_batch=max_batch, window_ms=window_ms, max_queue=max_queue,
+                           prepare_threads=prepare_threads)
     counts = {"requests": 0, "predicted": 0, "rejected": 0}
     lock = threading.Lock()
     started = time.time()
@@ -355,14 +392,16 @@ def create_app(backend: Backend, *, max_batch: int = MAX_BATCH, window_ms: float
     def metadata() -> dict[str, Any]:
         return {"slots": [s.to_json() for s in backend.slots], "head": backend.head, "model": backend.description,
                 "limits": {"max_body_bytes": max_body_bytes, "max_records": max_records, "max_files": MAX_FILES},
-                "batching": {"max_batch": max_batch, "window_ms": window_ms, "max_queue": max_queue},
+                "batching": {"max_batch": max_batch, "window_ms": window_ms, "max_queue": max_queue,
+                             "prepare_threads": batcher.prepare_threads},
                 "versions": _versions()}
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
         """Liveness: ``status`` ok, requests answered, records predicted, batches run, queue length."""
         return {"status": "ok", "uptime_s": round(time.time() - started, 1), **counts, "batches": batcher.batches,
-                "largest_batch": batcher.largest, "queued": batcher.queue.qsize() if batcher.queue else 0}
+                "largest_batch": batcher.largest,
+                "batch_sizes": {str(k): v for k, v in sorted(batcher.sizes.items())}, "queued": batcher.queue.qsize() if batcher.queue else 0}
 
     @app.get("/metadata")
     async def get_metadata() -> dict[str, Any]:
@@ -377,6 +416,7 @@ def create_app(backend: Backend, *, max_batch: int = MAX_BATCH, window_ms: float
     @app.post("/predict", openapi_extra=PREDICT_OPENAPI)
     async def predict(request: Request) -> JSONResponse:
         """Predict records (JSON) or one record with uploads (multipart); see the module docstring."""
+        began = time.perf_counter()
         with lock:
             counts["requests"] += 1
         with MicroBatcher.preparing(batcher):
@@ -385,20 +425,28 @@ def create_app(backend: Backend, *, max_batch: int = MAX_BATCH, window_ms: float
                 raise ApiError(415, f"expected Content-Type application/json or multipart/form-data, got {kind or 'none'!r}",
                                "Content-Type")
             body = await read_body(request, max_body_bytes)
+            read = time.perf_counter()
             if kind == "application/json":
                 raws = records_from_json(body, max_records)
                 where = [f"records[{i}]" for i in range(len(raws))]
             else:
                 raws, where = [await record_from_form(request, body, backend)], [""]
             checked = [backend.check(r, w) for r, w in zip(raws, where, strict=True)]
-            items = await run_in_threadpool(_prepare_all, backend, checked, where)
+            parsed = time.perf_counter()
+            items = await batcher.prepare(_prepare_all, backend, checked, where)
+            prepared = time.perf_counter()
         try:
-            results = await batcher.submit(items)
+            results, timing = await batcher.submit(items)
         except Busy as exc:
             raise ApiError(503, f"the server's queue is full ({max_queue} requests waiting); retry shortly", None) from exc
         with lock:
             counts["predicted"] += len(results)
-        return JSONResponse({"predictions": results})
+        # Server-Timing (W3C): where this request's time went, in ms -- read by benchmarks and browsers' devtools
+        stages = (("read", read - began), ("parse", parsed - read), ("prepare", prepared - parsed),
+                  ("queue", timing.queue), ("model", timing.model))
+        header = ", ".join(f"{name};dur={1000 * seconds:.3f}" for name, seconds in stages)
+        return JSONResponse({"predictions": results},
+                            headers={"Server-Timing": f'{header}, batch;desc="{timing.size} records"'})
 
     return app
 
@@ -441,7 +489,8 @@ def _build(options: Mapping[str, Any]) -> Any:
     _threads(options.get("threads"))
     backend = open_backend(options["path"], graph=options.get("graph"), threads=options.get("threads"))
     return create_app(backend, max_batch=options["max_batch"], window_ms=options["window_ms"], max_queue=options["max_queue"],
-                      max_body_bytes=options["max_body_bytes"], max_records=options["max_records"])
+                      max_body_bytes=options["max_body_bytes"], max_records=options["max_records"],
+                      prepare_threads=options.get("prepare_threads"))
 
 
 def _threads(threads: int | None) -> None:
