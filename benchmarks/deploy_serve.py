@@ -206,12 +206,18 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--requests", type=int, default=320, help="requests sent by the concurrent clients together")
     parser.add_argument("--sequential", type=int, default=100, help="requests sent one at a time (overhead, rate)")
+    parser.add_argument("--rounds", type=int, default=3, help="one-at-a-time and concurrent phases, alternated (default 3)")
     parser.add_argument("--threads", type=int, default=2, help="intra-op threads of the server and of this process")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--prepare-threads", type=int, help="the server's --prepare-threads (default: its own)")
     parser.add_argument("--window-ms", type=float, help="the server's --window-ms (default: its own)")
     parser.add_argument("--server-log", default="runs/deploy_serve_server.log", help="the server's stderr (default %(default)s)")
     args = parser.parse_args()
+    # The server (the `mmcore` command) loads OpenMP with passive waits (mmcore.threads); the same work done in this
+    # process for comparison runs the same way, so the difference measured is what serving adds.
+    from mmcore.threads import WAIT_POLICY, prefer_passive_waits
+
+    prefer_passive_waits()
     import torch
 
     torch.set_num_threads(args.threads)
@@ -224,7 +230,7 @@ def main() -> int:
     records = demo_records(run, 64)
     requests = [as_request(r) for r in records]
     print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; {args.path}; threads {args.threads}; "
-          f"workers {args.workers}; {len(records)} test records as uploads ({', '.join(sorted(records[0]))})", flush=True)
+          f"workers {args.workers}; {WAIT_POLICY}={os.environ.get(WAIT_POLICY)}; {len(records)} test records as uploads ({', '.join(sorted(records[0]))})", flush=True)
     port = free_port()
     Path(args.server_log).parent.mkdir(parents=True, exist_ok=True)
     log = open(args.server_log, "w")  # noqa: SIM115 - open while the server runs
@@ -272,13 +278,6 @@ def main() -> int:
                     else:
                         cpu_local += time.process_time() - cpu
                         in_process.append(spent)
-            cpu, client_cpu = cpu_seconds(server.pid), time.process_time()
-            start = time.perf_counter()
-            for i in range(args.sequential):
-                assert connection.post(*encoded[i % len(encoded)])[0] == 200
-            sequential_rate = args.sequential / (time.perf_counter() - start)
-            sequential_cpu = (cpu_seconds(server.pid) - cpu) / args.sequential
-            sequential_client_cpu = (time.process_time() - client_cpu) / args.sequential
         finally:
             connection.close()
         p50_local, p50_http = statistics.median(in_process) * 1000, statistics.median(over_http) * 1000
@@ -289,37 +288,57 @@ def main() -> int:
               f"process {1000 * cpu_local / n:.2f} ms: serving costs {1000 * (cpu_server - cpu_local) / n:.2f} ms of CPU "
               f"(clock ticks of {1000 / os.sysconf('SC_CLK_TCK'):.0f} ms: meaningful over many requests)")
         print(f"server stages at batch 1, {stage_summary(timings)}")
-        before = httpx.get(f"{url}/healthz").json()
+        # throughput: one request at a time and `--clients` at once, alternated `--rounds` times (a ratio per round
+        # survives a machine whose load changes between rounds)
         jobs = [encoded[i % len(encoded)] for i in range(args.requests)]
-        cpu, client_cpu = cpu_seconds(server.pid), time.process_time()
-        latencies, codes, errors, spent, timings = concurrent(port, jobs, args.clients)
-        concurrent_cpu = (cpu_seconds(server.pid) - cpu) / len(jobs)
-        concurrent_client_cpu = (time.process_time() - client_cpu) / len(jobs)
-        after = httpx.get(f"{url}/healthz").json()
-        rate = len(codes) / spent
-        failed = sum(c != 200 for c in codes)
-        lost = len(jobs) - (after["predicted"] - before["predicted"]) - failed
-        print(f"one at a time: {sequential_rate:.1f} requests/s")
-        print(f"{args.clients} concurrent clients, {len(jobs)} requests: {rate:.1f} requests/s ({rate / sequential_rate:.2f}x), "
-              f"latency p50 {statistics.median(latencies) * 1000:.1f} ms, p95 {percentile(latencies, 0.95) * 1000:.1f} ms; "
-              f"{failed} failed, {lost} lost; batches {after['batches'] - before['batches']}, largest {after['largest_batch']}")
-        sizes = {int(k): v - before.get("batch_sizes", {}).get(k, 0) for k, v in after.get("batch_sizes", {}).items()}
-        if sizes:
-            print(f"  batch sizes (records: batches): {', '.join(f'{k}: {v}' for k, v in sorted(sizes.items()) if v)}")
-        print(f"  server stages, {stage_summary(timings)}")
-        if errors:
-            print(f"  failed without an answer: {len(errors)} ({'; '.join(errors[:5])}); server "
-                  f"{'alive' if server.poll() is None else f'exited {server.returncode}'}; its log: {args.server_log}")
-        # the server's CPU time per request in each phase: what micro-batching saves, whatever else the machine runs
-        # (on a loaded machine the clients' own CPU competes with the server's, which the wall-clock rates include)
-        print(f"server CPU time per request: one at a time {1000 * sequential_cpu:.2f} ms, {args.clients} clients "
-              f"{1000 * concurrent_cpu:.2f} ms ({sequential_cpu / max(concurrent_cpu, 1e-9):.2f}x less); the clients' CPU time "
-              f"per request (this process, same cores): one at a time {1000 * sequential_client_cpu:.2f} ms, "
-              f"{args.clients} clients {1000 * concurrent_client_cpu:.2f} ms")
-        total = concurrent_cpu + concurrent_client_cpu
-        print(f"  CPU bound of the {args.clients}-client rate on {os.cpu_count()} cores: {os.cpu_count() / total:.1f} requests/s "
-              f"(server + clients {1000 * total:.2f} ms CPU per request) = {os.cpu_count() / total / sequential_rate:.2f}x "
-              f"the one-at-a-time rate")
+        ratios, rounds = [], []
+        for r in range(args.rounds):
+            connection = Connection(port)
+            try:
+                cpu, client_cpu = cpu_seconds(server.pid), time.process_time()
+                start = time.perf_counter()
+                for i in range(args.sequential):
+                    assert connection.post(*encoded[i % len(encoded)])[0] == 200
+                sequential_rate = args.sequential / (time.perf_counter() - start)
+                sequential_cpu = (cpu_seconds(server.pid) - cpu) / args.sequential
+                sequential_client_cpu = (time.process_time() - client_cpu) / args.sequential
+            finally:
+                connection.close()
+            before = httpx.get(f"{url}/healthz").json()
+            cpu, client_cpu = cpu_seconds(server.pid), time.process_time()
+            latencies, codes, errors, spent, timings = concurrent(port, jobs, args.clients)
+            concurrent_cpu = (cpu_seconds(server.pid) - cpu) / len(jobs)
+            concurrent_client_cpu = (time.process_time() - client_cpu) / len(jobs)
+            after = httpx.get(f"{url}/healthz").json()
+            rate = len(codes) / spent
+            failed = sum(c != 200 for c in codes)
+            lost = len(jobs) - (after["predicted"] - before["predicted"]) - failed
+            ratios.append(rate / sequential_rate)
+            rounds.append((failed, lost))
+            print(f"\nround {r + 1} (load {os.getloadavg()[0]:.1f}): one at a time {sequential_rate:.1f} requests/s; "
+                  f"{args.clients} concurrent clients, {len(jobs)} requests: {rate:.1f} requests/s (**{rate / sequential_rate:.2f}x**), "
+                  f"latency p50 {statistics.median(latencies) * 1000:.1f} ms, p95 {percentile(latencies, 0.95) * 1000:.1f} ms; "
+                  f"{failed} failed, {lost} lost; batches {after['batches'] - before['batches']}")
+            sizes = {int(k): v - before.get("batch_sizes", {}).get(k, 0) for k, v in after.get("batch_sizes", {}).items()}
+            if sizes:
+                print(f"  batch sizes (records: batches): {', '.join(f'{k}: {v}' for k, v in sorted(sizes.items()) if v)}")
+            print(f"  server stages, {stage_summary(timings)}")
+            if errors:
+                print(f"  failed without an answer: {len(errors)} ({'; '.join(errors[:5])}); server "
+                      f"{'alive' if server.poll() is None else f'exited {server.returncode}'}; its log: {args.server_log}")
+            # the server's CPU time per request in each phase: what micro-batching saves, whatever else the machine
+            # runs; the clients' CPU (this process) shares the same cores and is part of what the wall-clock rates pay
+            print(f"  server CPU time per request: one at a time {1000 * sequential_cpu:.2f} ms, {args.clients} clients "
+                  f"{1000 * concurrent_cpu:.2f} ms ({sequential_cpu / max(concurrent_cpu, 1e-9):.2f}x less); the clients' "
+                  f"CPU time per request: one at a time {1000 * sequential_client_cpu:.2f} ms, {args.clients} clients "
+                  f"{1000 * concurrent_client_cpu:.2f} ms")
+            total = concurrent_cpu + concurrent_client_cpu
+            print(f"  CPU bound of the {args.clients}-client rate on {os.cpu_count()} cores: {os.cpu_count() / total:.1f} "
+                  f"requests/s (server + clients {1000 * total:.2f} ms CPU per request) = "
+                  f"{os.cpu_count() / total / sequential_rate:.2f}x the one-at-a-time rate")
+        print(f"\n{args.clients} clients vs one at a time over {args.rounds} rounds: median {statistics.median(ratios):.2f}x "
+              f"(rounds {', '.join(f'{x:.2f}' for x in ratios)}); {sum(f for f, _ in rounds)} failed, "
+              f"{sum(lost for _, lost in rounds)} lost")
         bad = malformed(records[0])
         answers = [httpx.post(f"{url}/predict", timeout=60, **case) for case in bad]
         codes4 = [a.status_code for a in answers]

@@ -27,6 +27,7 @@ audio). A request never names a file the server opens. Every bad request gets a 
 # (No `from __future__ import annotations`: FastAPI reads the endpoints' annotations as objects.)
 import asyncio
 import collections
+import functools
 import json
 import os
 import threading
@@ -63,16 +64,18 @@ class Busy(Exception):
 class MicroBatcher:
     """Collects prepared records from concurrent requests into batches for ``backend.predict``.
 
-    ``submit(items)`` waits for the results of one request's items. One task runs the batches, one
-    at a time, in a single model thread. A batch starts as soon as the model is free: a lone
-    request never waits, and every request that arrived while the previous batch ran goes into the
-    next one (continuous batching: under load the batches grow by themselves, with no fixed delay).
+    :meth:`enqueue` queues one request's records. One task runs the batches, one at
+    a time, in a single model thread. A batch starts as soon as the model is free: a lone request
+    never waits, and every request that arrived while the previous batch ran goes into the next one
+    (continuous batching: under load the batches grow by themselves, with no fixed delay).
     ``window_ms`` > 0 additionally lets a batch wait that long for requests still being prepared
     (:meth:`preparing`): a trade of latency for larger batches, off by default.
 
     Decoding and preprocessing (``backend.prepare``) run in their own pool of ``prepare_threads``
-    threads, never on the event loop; the model thread is separate, so a batch runs while the next
-    requests are decoded.
+    threads, never on the event loop, so the next requests are decoded while a batch runs. A request
+    that arrives while nothing else is in flight is decoded in the model thread right before its
+    forward pass instead: one hand-over between threads rather than two (each costs a wake-up,
+    milliseconds on a busy machine), and there is nothing to overlap with.
     """
 
     def __init__(self, backend: Backend, *, max_batch: int = MAX_BATCH, window_ms: float = WINDOW_MS,
@@ -83,13 +86,14 @@ class MicroBatcher:
         self.prepare_threads = prepare_threads or default_prepare_threads()
         self.prepare_executor = ThreadPoolExecutor(self.prepare_threads, thread_name_prefix="mmcore-prepare")
         self.in_preparation = 0
+        self.running = False
         self.batches = self.records = 0
         self.largest = 0
         #: how many batches ran with each number of records (``/healthz`` shows it)
         self.sizes: collections.Counter[int] = collections.Counter()
         self._task: asyncio.Task | None = None
         self._arrived: asyncio.Event | None = None
-        self._carry: tuple[list[Any], asyncio.Future, float] | None = None
+        self._carry: _Job | None = None
 
     def start(self) -> None:
         self.queue = asyncio.Queue(maxsize=self.max_queue)
@@ -120,31 +124,42 @@ class MicroBatcher:
             if self.batcher._arrived is not None:
                 self.batcher._arrived.set()
 
-    async def prepare(self, function: Any, *args: Any) -> Any:
-        """``function(*args)`` in the prepare pool (decoding and preprocessing, off the event loop)."""
-        return await asyncio.get_running_loop().run_in_executor(self.prepare_executor, function, *args)
+    def _alone(self) -> bool:
+        """Nothing else in flight: no batch running or queued, no other request being prepared."""
+        return not self.running and self.queue.empty() and self._carry is None and self.in_preparation <= 1
 
-    async def submit(self, items: Sequence[Any]) -> tuple[list[dict[str, Any]], "BatchTiming"]:
-        """The results of ``items`` (in order) and how their batch went; :class:`Busy` when the queue is full."""
+    async def enqueue(self, count: int, prepare: Any, *args: Any) -> asyncio.Future:
+        """Queue the ``count`` records that ``prepare(*args)`` gives (a list of prepared items); the future
+        gives their results, in order, and how their batch went (:class:`BatchTiming`). ``prepare`` runs in
+        the prepare pool (or, for a lone request, in the model thread); its exceptions reach the caller.
+        :class:`Busy` when the queue is full."""
         assert self.queue is not None, "start() first"
-        future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        job = _Job(count, loop.create_future())
+        if self._alone():
+            job.prepare = functools.partial(prepare, *args)
+        else:
+            began = time.perf_counter()
+            job.items = await loop.run_in_executor(self.prepare_executor, prepare, *args)
+            job.prepared = time.perf_counter() - began
+        job.queued = time.perf_counter()
         try:
-            self.queue.put_nowait((list(items), future, time.perf_counter()))
+            self.queue.put_nowait(job)
         except asyncio.QueueFull as exc:
             raise Busy() from exc
         self._arrived.set()
-        return await future
+        return job.future
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             first, self._carry = (self._carry, None) if self._carry is not None else (await self.queue.get(), None)
             batch = [first]
-            size = len(first[0])
+            size = first.count
             deadline = loop.time() + self.window
             while size < self.max_batch:
                 try:
-                    item = self.queue.get_nowait()
+                    job = self.queue.get_nowait()
                 except asyncio.QueueEmpty:
                     remaining = deadline - loop.time()
                     if self.in_preparation == 0 or remaining <= 0:
@@ -155,35 +170,75 @@ class MicroBatcher:
                     except asyncio.TimeoutError:
                         break
                     continue
-                if size + len(item[0]) > self.max_batch:
-                    self._carry = item  # it starts the next batch, before anything queued after it
+                if size + job.count > self.max_batch:
+                    self._carry = job  # it starts the next batch, before anything queued after it
                     break
-                batch.append(item)
-                size += len(item[0])
-            flat = [x for items, _, _ in batch for x in items]
-            started = time.perf_counter()
+                batch.append(job)
+                size += job.count
+            self.running = True
             try:
-                results = await loop.run_in_executor(self.executor, self.backend.predict, flat)
+                results, started, spent = await loop.run_in_executor(self.executor, self._run_batch, batch)
             except Exception as exc:  # noqa: BLE001 - every waiting request hears of it
-                for _, future, _ in batch:
-                    if not future.done():
-                        future.set_exception(exc)
+                for job in batch:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
                 continue
-            spent = time.perf_counter() - started
-            self.batches += 1
-            self.records += len(flat)
-            self.largest = max(self.largest, len(flat))
-            self.sizes[len(flat)] += 1
+            finally:
+                self.running = False
+            done = [job for job in batch if job.error is None]
+            records = sum(len(job.items) for job in done)
+            if records:
+                self.batches += 1
+                self.records += records
+                self.largest = max(self.largest, records)
+                self.sizes[records] += 1
             start = 0
-            for items, future, queued in batch:
-                if not future.done():
-                    future.set_result((results[start : start + len(items)], BatchTiming(started - queued, spent, len(flat))))
-                start += len(items)
+            for job in batch:
+                if job.future.done():
+                    continue
+                if job.error is not None:
+                    job.future.set_exception(job.error)
+                    continue
+                timing = BatchTiming(job.prepared, started - job.queued, spent, records)
+                job.future.set_result((results[start : start + len(job.items)], timing))
+                start += len(job.items)
+
+    def _run_batch(self, batch: Sequence["_Job"]) -> tuple[list[dict[str, Any]], float, float]:
+        """In the model thread: prepare the lone request's records (if any), then one forward pass for all."""
+        for job in batch:
+            if job.prepare is not None:
+                began = time.perf_counter()
+                try:
+                    job.items = job.prepare()
+                except Exception as exc:  # noqa: BLE001 - that request's own error (a bad upload): it alone hears it
+                    job.error = exc
+                job.prepared = time.perf_counter() - began
+                job.queued += job.prepared  # its wait for the model ends when its preparation does
+        flat = [x for job in batch if job.error is None for x in job.items]
+        started = time.perf_counter()
+        results = self.backend.predict(flat) if flat else []
+        return results, started, time.perf_counter() - started
+
+
+class _Job:
+    """One request in the batch queue: its record count, prepared items (or the call that prepares them in the
+    model thread), its future, when it was queued, and how long its preparation took."""
+
+    __slots__ = ("count", "error", "future", "items", "prepare", "prepared", "queued")
+
+    def __init__(self, count: int, future: asyncio.Future) -> None:
+        self.count, self.future = count, future
+        self.items: list[Any] = []
+        self.prepare: Any = None
+        self.error: Exception | None = None
+        self.prepared = self.queued = 0.0
 
 
 class BatchTiming(NamedTuple):
-    """How a request's batch went: seconds waiting for the model, seconds of the batch's model call, records in it."""
+    """How a request went (seconds): its preparation, its wait for the model, the batch's model call; and
+    the number of records in that batch."""
 
+    prepare: float
     queue: float
     model: float
     size: int
@@ -433,16 +488,15 @@ def create_app(backend: Backend, *, max_batch: int = MAX_BATCH, window_ms: float
                 raws, where = [await record_from_form(request, body, backend)], [""]
             checked = [backend.check(r, w) for r, w in zip(raws, where, strict=True)]
             parsed = time.perf_counter()
-            items = await batcher.prepare(_prepare_all, backend, checked, where)
-            prepared = time.perf_counter()
-        try:
-            results, timing = await batcher.submit(items)
-        except Busy as exc:
-            raise ApiError(503, f"the server's queue is full ({max_queue} requests waiting); retry shortly", None) from exc
+            try:
+                answer = await batcher.enqueue(len(checked), _prepare_all, backend, checked, where)
+            except Busy as exc:
+                raise ApiError(503, f"the server's queue is full ({max_queue} requests waiting); retry shortly", None) from exc
+        results, timing = await answer
         with lock:
             counts["predicted"] += len(results)
         # Server-Timing (W3C): where this request's time went, in ms -- read by benchmarks and browsers' devtools
-        stages = (("read", read - began), ("parse", parsed - read), ("prepare", prepared - parsed),
+        stages = (("read", read - began), ("parse", parsed - read), ("prepare", timing.prepare),
                   ("queue", timing.queue), ("model", timing.model))
         header = ", ".join(f"{name};dur={1000 * seconds:.3f}" for name, seconds in stages)
         return JSONResponse({"predictions": results},
