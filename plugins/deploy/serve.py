@@ -8,14 +8,20 @@ Endpoints::
                       -> {"predictions": [{"prediction", "probabilities", "modalities"}, ...]}
     GET  /            a web page generated from the model's slots
     GET  /metadata    slots, classes, the model's source and format, limits, versions
-    GET  /healthz     {"status": "ok", ...}
+    GET  /healthz     {"status": "ok", ...}: requests, records, batches and their sizes, queue length
     GET  /docs        OpenAPI documentation (/openapi.json)
 
-Concurrent requests are micro-batched: a request is decoded and checked on its own (in a worker
-thread), then queued; one loop takes everything queued -- and, while other requests are still
-being decoded, waits up to ``window_ms`` for them -- and runs it as one batch of at most
-``max_batch`` records (a single request with more runs alone). A lone request never waits. The queue is bounded (``max_queue`` requests):
-a full queue answers 503 at once rather than letting latency grow without limit.
+Concurrent requests are micro-batched (continuous batching): a request is parsed and checked on
+the event loop, decoded and preprocessed in a pool of ``prepare_threads`` threads, then queued; one
+loop runs a batch as soon as the model thread is free, with everything that queued meanwhile, at
+most ``max_batch`` records (a single request with more runs alone). No fixed delay: a lone request
+never waits (it is decoded in the model thread, right before its forward pass), and under load the
+batches grow by themselves. ``window_ms`` > 0 lets a batch wait for requests still being decoded.
+The queue is bounded (``max_queue`` requests): a full queue answers 503 at once rather than
+letting latency grow without limit. Each answer's ``Server-Timing`` header says where its time
+went (ms): ``read`` (the body), ``parse`` (JSON / multipart and checks), ``prepare`` (decoding and
+preprocessing), ``queue`` (waiting for the model), ``model`` (its batch's forward pass), and the
+batch's size.
 
 Limits: a request body over ``max_body_bytes`` is refused (413) before it is parsed; a body
 without a length is read only up to it. Uploads are decoded by :mod:`mmcore_plugins.io` with the
