@@ -21,7 +21,9 @@ from mmcore.errors import ConfigError, ConfigIssue
 
 
 def _default_out(run_dir: str, fmt: str, int8: bool) -> Path:
-    return Path("exports") / f"{Path(run_dir).resolve().name}-{fmt}{'-int8' if int8 else ''}"
+    from mmcore_plugins.deploy.export import formats_of
+
+    return Path("exports") / f"{Path(run_dir).resolve().name}-{'-'.join(formats_of(fmt))}{'-int8' if int8 else ''}"
 
 
 def cmd_export(args: argparse.Namespace, manager) -> int:
@@ -86,8 +88,9 @@ def mmcore_add_commands(subparsers) -> None:
     p = subparsers.add_parser("export", help="export a run as one self-contained folder: ONNX or torch.export graph, "
                                              "optional int8, numpy front end, manifest")
     p.add_argument("run_dir", help="a run directory written by `mmcore train` (or `mmcore fit`)")
-    p.add_argument("--format", default="onnx", choices=["onnx", "pt2"], help="onnx (onnxruntime; default) or pt2 "
-                                                                             "(torch.export, loaded with torch)")
+    p.add_argument("--format", default="onnx", help="onnx (onnxruntime; default), pt2 (torch.export, loaded with "
+                                                    "torch), or both: onnx,pt2 (one torch.export, two graphs; the "
+                                                    "first is the default)")
     p.add_argument("--int8", action="store_true", help="also write model.int8.onnx (dynamic int8 weights; onnx only) "
                                                        "and make it the export's default graph")
     p.add_argument("--out", metavar="DIR", help="a new folder (default: exports/<run>-<format>[-int8])")
