@@ -3,17 +3,21 @@
     python benchmarks/deploy_serve.py --path runs/demo            # the demo run (eager); or an export folder
 
 The server runs as ``python -m mmcore serve PATH`` in its own process; requests carry a demo test
-record as an upload (PNG + WAV + text). Measured:
+record as an upload (PNG + WAV + text). The clients are cheap on purpose (they share the server's
+cores): each body is encoded once, and sent over keep-alive connections of the standard library's
+``http.client``, one thread per client (~0.2-0.5 ms of client CPU per request, printed). Measured:
 
 * overhead at batch 1: the HTTP round trip (one client, keep-alive) against the same work done in
   this process without HTTP (the record's checks, decoding, preprocessing and forward pass:
-  ``backend.prepare`` + ``backend.predict``), interleaved request by request; p50 difference; and
-  the server process's CPU time per request against this process's for the same work (the part
-  of the overhead that a loaded machine's scheduling does not inflate);
-* throughput: one request at a time vs ``--clients`` concurrent clients (micro-batching), with p50
-  and p95 latency, failures and requests lost (answered vs predicted by the server's /healthz); and the
-  server process's CPU time per request in each phase (what micro-batching saves, not inflated by a
-  loaded machine; the wall-clock rates also include the clients' CPU on the same cores);
+  ``backend.prepare`` + ``backend.predict``, under the server's OpenMP wait policy), interleaved
+  request by request; p50 difference; the server process's CPU time per request against this
+  process's for the same work; and the server's own stages (its ``Server-Timing`` header: read,
+  parse, prepare, queue, model);
+* throughput, ``--rounds`` times alternated: one request at a time vs ``--clients`` concurrent
+  clients (micro-batching), the ratio per round, p50 and p95 latency, failures and requests lost
+  (answered vs predicted by the server's /healthz), the batch sizes (/healthz), the server's stages,
+  and the CPU time per request of the server and of the clients -- with the rate that CPU time
+  allows on this machine's cores (what the clients and the server can reach together at best);
 * 100 malformed requests (wrong types, missing fields, unknown slots, corrupt or oversized files,
   wrong content types): each must be a 4xx, and the server healthy afterwards.
 """
