@@ -254,7 +254,9 @@ def main() -> int:
                 time.sleep(0.5)
         else:
             raise SystemExit(f"the server did not start: see {log.name}")
-        backend = open_backend(path, threads=args.threads)
+        from mmcore_plugins.deploy.serve import ORT_SPINNING
+
+        backend = open_backend(path, threads=args.threads, spinning=ORT_SPINNING)  # the server's session options
 
         def local(record: dict) -> None:
             backend.predict([backend.prepare(backend.check(record))])

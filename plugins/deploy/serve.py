@@ -535,6 +535,9 @@ def _versions() -> dict[str, str]:
 
 # ----------------------------------------------------------------------------------- running
 ENVIRONMENT = "MMCORE_SERVE_OPTIONS"
+#: onnxruntime's idle intra-op threads spin-wait by default: fastest for one caller alone, but in a server
+#: they take the cores the event loop and the decoding threads need between model calls.
+ORT_SPINNING = False
 
 
 def app_from_environment() -> Any:
@@ -547,7 +550,7 @@ def _build(options: Mapping[str, Any]) -> Any:
     from mmcore_plugins.deploy.backends import open_backend
 
     _threads(options.get("threads"))
-    backend = open_backend(options["path"], graph=options.get("graph"), threads=options.get("threads"))
+    backend = open_backend(options["path"], graph=options.get("graph"), threads=options.get("threads"), spinning=ORT_SPINNING)
     return create_app(backend, max_batch=options["max_batch"], window_ms=options["window_ms"], max_queue=options["max_queue"],
                       max_body_bytes=options["max_body_bytes"], max_records=options["max_records"],
                       prepare_threads=options.get("prepare_threads"))
