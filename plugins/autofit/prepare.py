@@ -148,8 +148,8 @@ class Plan:
         """The user's columns the model reads, in slot order (never a column ``fit`` derived, such as
         ``"<column> missing"``: those are derived again from these)."""
         out: list[str] = []
-        for spec in self.slots.values():
-            out += [spec["column"]] if "column" in spec else [*spec["numeric"], *spec["categorical"]]
+        for spec in self.slots.values():  # a date column is read too (its parts are derived from it)
+            out += [spec["column"]] if "column" in spec else [*spec["numeric"], *spec["categorical"], *spec.get("dates", [])]
         return out
 
     def slot_columns(self) -> dict[str, str]:
