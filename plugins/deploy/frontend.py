@@ -39,6 +39,18 @@ numpy (their fitted state -- vocabularies, means, class names -- is in ``manifes
 Every slot also has ``present [B]`` (bool): False where the record lacks that modality; the
 other inputs of that slot then hold the "missing" filler the manifest names (zeros, or the
 padding id). The graph takes any subset of modalities per record, as the trained model does.
+
+An export of a ``mmcore fit`` run holds fit's column plan too (manifest ``"columns"``, read by
+:class:`Columns`): ``predict`` then takes the user's own rows, as ``mmcore.Predictor`` does, and
+derives what fit derived from them -- an empty number's training median and ``"<column> missing"``
+indicator, a date's parts, a text-file cell's text, a file cell's path (relative to ``base``)::
+
+    model.predict([{"photo": "a.png", "note": "notes/a.txt", "weight": "", "created": "2021-03-04"}])
+    # -> [{"prediction": "high", "probabilities": {"high": 0.8, "low": 0.2}, "modalities": [...]}]
+
+A column the model reads must be in the rows or declared in ``missing_columns`` (:class:`ColumnsError`
+names it and the closest column given); an empty, placeholder, missing or unreadable cell is a
+missing one, reported in one :class:`MissingInputsWarning` (``strict=True`` refuses it).
 """
 
 from __future__ import annotations
