@@ -376,6 +376,8 @@ class Preparer:
         plan = self.plan.dates[column]
         parts = None if is_missing(value) else dates.date_parts(value, plan["format"], origin=plan["origin"],
                                                                 with_time=plan["with_time"])
+        if parts is not None and not {*plan["numeric"], *plan["categorical"]} <= set(parts):
+            parts = None  # a time of day in a date column (or the reverse) does not read as one: unreadable
         out: dict[str, Any] = {}
         for part, derived in plan["numeric"].items():
             out[derived] = self.plan.fill.get(derived, 0.0) if parts is None else float(parts[part])

@@ -251,7 +251,8 @@ class ExportBackend(Backend):
                 s.columns = list(columns.slots[s.name]["numeric"])
                 s.categorical = [*columns.slots[s.name]["categorical"], *columns.slots[s.name].get("dates", [])]
                 s.categories = {c: v for c, v in s.categories.items() if c in s.categorical}
-                s.derive = lambda values, slot=s.name: columns.table_row(slot, values)
+                s.derive = lambda values, slot=s.name, numeric=list(s.columns): columns.table_row(
+                    slot, values if isinstance(values, Mapping) else dict(zip(numeric, values, strict=True)))  # a list of the numbers
         self.head = dict(manifest["head"])
         self.description = {"kind": "export", "path": str(Path(folder).resolve()), "graph": self.artefact.graph_file,
                             "format": manifest["graph"]["format"], "int8": self.artefact.graph_file.endswith(".int8.onnx"),

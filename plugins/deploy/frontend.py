@@ -779,6 +779,8 @@ class Columns:
             plan, value = self.dates[c], plain(values.get(c))
             parts = None if is_missing(value) else date_parts(value, plan["format"], origin=plan.get("origin", 0.0),
                                                                 with_time=bool(plan.get("with_time")))
+            if parts is not None and not {*plan.get("numeric", {}), *plan.get("categorical", {})} <= set(parts):
+                parts = None  # a time of day in a date column (or the reverse) does not read as one: unreadable
             for part, derived in plan.get("numeric", {}).items():
                 out[derived] = float(self.fill.get(derived, 0.0)) if parts is None else float(parts[part])
             for part, derived in plan.get("categorical", {}).items():

@@ -97,7 +97,7 @@ def test_derived_parts_go_to_the_table_slot_and_are_derived_again_for_new_rows(t
     assert (row["created_at year"], row["created_at hour"], row["created_at missing"]) == (2021.0, 10.5, 0.0)
     assert (row["created_at month"], row["created_at weekday"]) == ("3", "4")  # a Thursday
     # a missing or unreadable date: training medians, no category, the indicator set; never an error
-    for value in ("", "not a date", None):
+    for value in ("", "not a date", None, dt.time(10, 30)):  # a time of day is not a date (it was a KeyError)
         sample = preparer.sample({"created_at": value, "n": 2.0}, 0)["inputs"]["tabular"]
         assert sample["created_at missing"] == 1.0 and sample["created_at month"] is None
         assert sample["created_at year"] == plan.fill["created_at year"]
