@@ -6,7 +6,8 @@ file cell's path; ids are never read; an unseen category is the "unseen" index. 
 ``mmcore serve EXPORT`` (JSON, multipart, /metadata, the page) and its errors name only the user's
 columns, and predict what ``mmcore.Predictor`` predicts on the same records.
 
-One small fit run (module scope: one epoch, 40 rows) and its ONNX and pt2 exports."""
+One small fit run (module scope: one epoch, 40 rows) and its ONNX and pt2 exports: about 50 s of shared
+setup on 2 busy cores (hence ``slow``); each test then takes about a second."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ from mmcore.cli import main
 from mmcore_plugins.autofit.infer import ColumnError
 
 WORDS = {"high": ["sunny", "bright", "warm"], "low": ["rainy", "dark", "cold"]}
+pytestmark = pytest.mark.slow
+
 #: columns fit derives from this table (never asked for, never shown)
 DERIVED = ("weight missing", "created missing", "created days", "created year", "created hour", "created month",
            "created weekday", "sold days", "sold month", "opens hour")
@@ -202,6 +205,10 @@ def test_a_missing_column_is_named_with_the_closest_match_or_declared_missing(fi
 
 
 def test_serve_export_takes_and_shows_the_users_columns_only(fitted):
+    """`mmcore serve EXPORT` as `mmcore serve RUN` of the same fit run (tests/plugins/autofit/
+    test_fit_run_commands.py): JSON records and the form name the user's columns, a number left out is a
+    missing cell, the text slot takes the text a text-file cell held; /metadata, the page and the errors
+    never show a derived column; the answers are Predictor's."""
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
@@ -209,41 +216,42 @@ def test_serve_export_takes_and_shows_the_users_columns_only(fitted):
     from mmcore_plugins.deploy.serve import create_app
 
     predictor, folder, exports = fitted
-    text = (folder / "notes" / "0_3.txt").read_text(encoding="utf-8")
-    expected = predictor.predict([{"photo": "", "a": 0.3, "weight": "", "group": "north", "created": "2021-03-04 08:00",
-                                   "sold": "Mar 04, 2020", "opens": "", "note": str(folder / "notes" / "0_3.txt")},
-                                  {"photo": "", "a": -1.2, "weight": 0.5, "group": "west", "created": "", "sold": "",
-                                   "opens": "07:15",
-                                   "note": ""}])
-    requests = {"records": [{"tabular": {"a": 0.3, "group": "north", "created": "2021-03-04 08:00", "sold": "Mar 04, 2020"},
-                             "note": text},
-                            {"tabular": {"a": -1.2, "weight": 0.5, "group": "west", "opens": "07:15"}}]}
-    answers = {}
-    for name, path in (("run", folder / "run"), ("export", exports["onnx"])):
-        with TestClient(create_app(open_backend(path))) as client:
-            metadata = client.get("/metadata")
-            slots = {s["name"]: s for s in metadata.json()["slots"]}
-            assert slots["tabular"]["numeric"] == ["a", "weight"], name
-            assert slots["tabular"]["categorical"] == ["group", "created", "sold", "opens"], name
-            page = client.get("/").text
-            for shown in (metadata.text, page):
-                assert not any(d in shown for d in DERIVED), name
-            answer = client.post("/predict", json=requests)
-            assert answer.status_code == 200, answer.text
-            answers[name] = answer.json()["predictions"]
-            form = client.post("/predict", data={"tabular.a": "0.3", "tabular.group": "north", "tabular.created":
-                                                 "2021-03-04 08:00", "tabular.sold": "Mar 04, 2020", "note": text})
-            assert form.status_code == 200, form.text
-            assert form.json()["predictions"][0]["prediction"] == expected[0], name
-            bad = client.post("/predict", json={"records": [{"tabular": {"a": 0.3, "weight missing": 1.0}}]})
-            assert bad.status_code == 422 and bad.json()["field"] == "records[0].tabular.weight missing", name
-            listed = bad.json()["error"]
-            assert "'a', 'weight', 'group', 'created', 'sold', 'opens'" in listed and "missing'" not in listed, name
-            bad = client.post("/predict", json={"records": [{"tabular": {"a": "x"}}]})
-            assert bad.status_code == 422 and bad.json()["field"] == "records[0].tabular.a", name
-    assert [r["prediction"] for r in answers["export"]] == list(expected) == [r["prediction"] for r in answers["run"]]
-    for run, export in zip(answers["run"], answers["export"], strict=True):
-        assert max(abs(run["probabilities"][c] - export["probabilities"][c]) for c in ("high", "low")) <= 1e-5
+    note = folder / "notes" / "0_3.txt"
+    records = [{"photo": "", "a": 0.3, "weight": "", "group": "north", "created": "2021-03-04 08:00", "sold": "Mar 04, 2020",
+                "opens": "", "note": str(note)},
+               {"photo": "", "a": -1.2, "weight": 0.5, "group": "west", "created": "", "sold": "", "opens": "07:15", "note": ""}]
+    labels, proba = _expected(predictor, records)
+    text = note.read_text(encoding="utf-8")
+    request = {"records": [{"tabular": {"a": 0.3, "group": "north", "created": "2021-03-04 08:00", "sold": "Mar 04, 2020"},
+                            "note": text},
+                           {"tabular": {"a": -1.2, "weight": 0.5, "group": "west", "opens": "07:15"}}]}
+    with TestClient(create_app(open_backend(exports["onnx"]))) as client:
+        metadata = client.get("/metadata")
+        slots = {s["name"]: s for s in metadata.json()["slots"]}
+        assert slots["tabular"]["numeric"] == ["a", "weight"]
+        assert slots["tabular"]["categorical"] == ["group", "created", "sold", "opens"]
+        assert set(slots["tabular"]["categories"]) == {"group"}  # the training values of the user's category
+        page = client.get("/").text
+        for column in ("a", "weight", "group", "created", "sold", "opens"):
+            assert f'name="tabular.{column}"' in page
+        for shown in (metadata.text, page):
+            assert not any(d in shown for d in DERIVED)
+        answer = client.post("/predict", json=request)
+        assert answer.status_code == 200, answer.text
+        assert _got(answer.json()["predictions"], ["high", "low"])[0] == labels
+        assert np.allclose(_got(answer.json()["predictions"], ["high", "low"])[1], proba, atol=1e-5, rtol=0)
+        form = client.post("/predict", data={"tabular.a": "0.3", "tabular.group": "north", "tabular.created":
+                                             "2021-03-04 08:00", "tabular.sold": "Mar 04, 2020", "note": text})
+        assert form.status_code == 200, form.text
+        assert form.json()["predictions"][0]["prediction"] == labels[0]
+        bad = client.post("/predict", json={"records": [{"tabular": {"a": 0.3, "weight missing": 1.0}}]})
+        assert bad.status_code == 422 and bad.json()["field"] == "records[0].tabular.weight missing"
+        listed = bad.json()["error"]
+        assert "'a', 'weight', 'group', 'created', 'sold', 'opens'" in listed and "missing'" not in listed
+        bad = client.post("/predict", json={"records": [{"tabular": {"a": "x"}}]})
+        assert bad.status_code == 422 and bad.json()["field"] == "records[0].tabular.a"
+        numbers = client.post("/predict", json={"records": [{"tabular": [0.3, 0.5]}]})  # a list of the numbers
+        assert numbers.status_code == 422 and numbers.json()["field"] == "records[0].tabular"
 
 
 def test_the_front_end_derives_the_columns_without_mmcore(fitted, monkeypatch):
