@@ -681,11 +681,17 @@ class Columns:
              "numbers by column")
         need(isinstance(self.indicators, Mapping) and all(isinstance(v, str) for v in self.indicators.values()), "indicators",
              "column names by column")
-        need(isinstance(self.dates, Mapping) and all(isinstance(v, Mapping) and isinstance(v.get("format"), str)
-                                                     for v in self.dates.values()), "dates", "date plans by column")
+        need(isinstance(self.dates, Mapping) and all(
+            isinstance(v, Mapping) and isinstance(v.get("format"), str) and isinstance(v.get("origin", 0.0), (int, float))
+            and isinstance(v.get("numeric", {}), Mapping) and isinstance(v.get("categorical", {}), Mapping)
+            for v in self.dates.values()), "dates", "date plans by column (format, origin, numeric and categorical parts)")
         self.task, self.target = spec.get("task"), spec.get("target")
         self.classes, self.labels = spec.get("classes"), spec.get("labels")
         self.class_values = spec.get("class_values") or self.classes
+        need(self.task in ("classification", "multilabel", "regression"), "task", "classification, multilabel or regression")
+        need(self.task != "classification" or isinstance(self.class_values, list) and len(self.class_values) == len(self.classes or []),
+             "class_values", "one value per class")
+        need(self.task != "multilabel" or isinstance(self.labels, list), "labels", "the label names")
         for name, s in self.slots.items():
             need(isinstance(s, Mapping) and s.get("kind") in (*FILE_KINDS, "text", "tabular"), f"slots.{name}.kind",
                  "image, audio, video, text or tabular")
@@ -987,6 +993,8 @@ class Artefact:
             return self._predict([self.prepare(r) for r in records])
         rows, header = table_rows(records)
         where = "the DataFrame" if hasattr(records, "itertuples") else "the records"
+        if not rows:
+            raise ColumnsError(f"{where} has no rows")
         declared = self.columns.check(header, missing_columns, where=where)
         folder, notes, prepared = os.path.abspath(os.fspath(base) if base is not None else os.getcwd()), [], []
         for i, row in enumerate(rows):

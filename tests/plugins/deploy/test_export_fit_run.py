@@ -202,6 +202,8 @@ def test_a_missing_column_is_named_with_the_closest_match_or_declared_missing(fi
         artefact.predict(_records(folder)[:3], strict=True)
     with pytest.raises(frontend.ColumnsError, match=r"row 1, column 'a': expected a number, got 'abc'"):
         artefact.predict([{**_records(folder)[0], "a": "abc"}])
+    with pytest.raises(frontend.ColumnsError, match="the records has no rows"):
+        artefact.predict([])
 
 
 def test_serve_export_takes_and_shows_the_users_columns_only(fitted):

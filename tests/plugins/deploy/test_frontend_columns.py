@@ -139,6 +139,7 @@ def test_a_malformed_plan_is_refused_naming_the_field(tmp_path: Path):
     frontend.Columns(good, slots)
     for broken, field in (({**good, "fill": {"n": "x"}}, "fill"), ({**good, "indicators": {"n": 3}}, "indicators"),
                           ({**good, "slots": {"tabular": {"kind": "sound"}}}, "slots.tabular.kind"),
-                          ({**good, "dates": {"n": {}}}, "dates"), ([], "")):
+                          ({**good, "dates": {"n": {}}}, "dates"), ({**good, "task": "ranking"}, "task"),
+                          ({**good, "class_values": [0]}, "class_values"), ([], "")):
         with pytest.raises(ValueError, match=rf"manifest columns\.{field}"):
             frontend.Columns(broken, slots)
