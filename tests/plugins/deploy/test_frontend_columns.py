@@ -143,3 +143,23 @@ def test_a_malformed_plan_is_refused_naming_the_field(tmp_path: Path):
                           ({**good, "class_values": [0]}, "class_values"), ([], "")):
         with pytest.raises(ValueError, match=rf"manifest columns\.{field}"):
             frontend.Columns(broken, slots)
+
+
+def test_a_video_cell_is_its_folder_of_frames_in_mmcores_order(tmp_path: Path):
+    from PIL import Image
+
+    from mmcore_plugins.io.check import video_frames
+
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    for name in ("frame_10.png", "frame_2.png", "frame_1.jpg", "notes.txt"):
+        if name.endswith("txt"):
+            (clip / name).write_text("not a frame")
+        else:
+            Image.fromarray(np.full((6, 6), len(name) * 9, dtype=np.uint8)).save(clip / name)
+    assert frontend.video_frames(str(clip)) == video_frames(clip)
+    slot = frontend.VideoSlot("clip", {"kind": "video", "modality": "video", "max_frames": 4,
+                                       "frame": {"image_size": 4, "channels": 1, "background": 255}})
+    assert slot.prepare(str(clip)).shape == (3, 1, 4, 4)
+    with pytest.raises(ValueError, match="holds no frame images"):
+        frontend.video_frames(str(tmp_path))  # a folder of folders
