@@ -21,5 +21,5 @@ from mmcore_plugins.autofit.tables import (
     mmcore_table_slot,
 )
 
-__all__ = ["ColumnError", "Predictor", "fit", "mmcore_add_commands", "mmcore_export_columns", "mmcore_record_inputs", "mmcore_table_inputs",
-           "mmcore_table_samples", "mmcore_table_slot"]
+__all__ = ["ColumnError", "Predictor", "fit", "mmcore_add_commands", "mmcore_export_columns", "mmcore_record_inputs",
+           "mmcore_table_inputs", "mmcore_table_samples", "mmcore_table_slot"]

@@ -13,12 +13,12 @@ The folder::
                         mel filters left in float
     frontend.py         the numpy/Pillow/soundfile front end (a copy of mmcore_plugins.deploy.frontend):
                         the folder runs without mmcore
+    tokenizer_*.json    a Hugging Face text slot's tokenizer
 
 The manifest of a run whose plugin derives the slots' inputs from the user's own columns (``mmcore
 fit``: missing-number indicators and medians, date parts, text files read) also holds that plan
 (``"columns"``, hook ``mmcore_export_columns``): the front end derives them again, and the export's
 users name only the columns of their own table.
-    tokenizer_*.json    a Hugging Face text slot's tokenizer
 
 Before any work, every component is checked: an encoder, fusion or head that declares
 ``export_refusal`` (see :class:`mmcore.Encoder`), or a slot whose processor has no front end,
