@@ -493,7 +493,7 @@ def check_component(
         dims = dict(list(DEFAULT_INPUT_DIMS.items())[:num_modalities])
         return check_fusion(info.factory, options=opts, input_dims=dims, label=f"{label} with {num_modalities} modalities")
     if info.kind == "encoder":
-        encoder = info.factory(**opts)
+        encoder = _build_within_load_budget(info.factory, opts, label)
         return check_encoder(encoder, label=label)
     if info.kind == "head":
         return check_head(info.factory, options=opts, label=label)
@@ -503,6 +503,25 @@ def check_component(
         return check_perturbation(info.factory, processor=_processor_for(info, registry), options=opts, label=label)
     raise ValueError(f"no conformance check for {info.kind}s; checks exist for encoders, fusions, heads, datasets and "
                      "perturbations")
+
+
+def _build_within_load_budget(factory: Any, options: Mapping[str, Any], label: str) -> Any:
+    """``factory(**options)``, checked to stay within the allocation budget ``load_model`` builds a
+    saved model under (:class:`~mmcore.engine.artefacts.AllocationGuard`): its tensor constructors
+    ask at most ALLOCATION_FACTOR x its state's bytes + ALLOCATION_SLACK (a pretrained encoder that
+    loads its weights twice over passes; one that allocates far more than it keeps would make every
+    saved run of it refused)."""
+    from mmcore.engine.artefacts import ALLOCATION_FACTOR, ALLOCATION_SLACK, AllocationGuard
+
+    guard = AllocationGuard(2**63, label, "(counting only)")
+    with guard:
+        module = factory(**options)
+    state = sum(t.numel() * t.element_size() for t in module.state_dict().values())
+    if guard.used > ALLOCATION_FACTOR * state + ALLOCATION_SLACK:
+        _fail(label, f"its constructor asks tensor constructors for {guard.used} bytes for {state} bytes of state: more "
+                     f"than the {ALLOCATION_FACTOR}x + {ALLOCATION_SLACK} bytes load_model allows, so a saved run of it "
+                     "would be refused as a crafted model.json")
+    return module
 
 
 def _processor_for(info: ComponentInfo, registry: Registry | None) -> Processor:

@@ -374,3 +374,30 @@ def test_check_component_checks_registered_datasets():
     with mmcore.register_plugin(_SequencePlugin(), "sequence-plugin"):
         assert len(check_component("dataset", "sequences")["val"]) == 5
         assert mmcore.get_registry().get("perturbation", "jitter").modality == "sequence"
+
+
+class ScratchEncoder(SeqEncoder):
+    """Allocates a 256 MiB scratch tensor in its constructor and keeps none of it (never touched:
+    ``torch.empty`` reserves, it does not write)."""
+
+    def __init__(self, dim=8):
+        super().__init__(dim=dim)
+        torch.empty(64 * 2**20)
+
+
+class _ScratchPlugin:
+    @mmcore.hookimpl
+    def mmcore_register(self, registry):
+        registry.add_encoder("scratch_encoder", ScratchEncoder)
+        registry.add_encoder("seq_encoder", SeqEncoder)
+
+
+def test_an_encoder_allocating_past_the_load_budget_fails_its_conformance_check():
+    """load_model rebuilds a saved model under an allocation budget drawn from its weights
+    (mmcore.engine.artefacts.AllocationGuard): a component whose constructor asks far more than it
+    keeps would have every saved run refused, so its conformance check says so."""
+    with mmcore.register_plugin(_ScratchPlugin(), "scratch-plugin"):
+        check_component("encoder", "seq_encoder")
+        with pytest.raises(ConformanceError, match=r"encoder 'scratch_encoder' .*asks tensor constructors for 268435\d+ "
+                                                   r"bytes for \d+ bytes of state: more than the 4x"):
+            check_component("encoder", "scratch_encoder")
