@@ -335,8 +335,10 @@ def predict(args: argparse.Namespace) -> None:
         cfg["data"].update(path=str(tmp / "train.csv"), allow_outside_paths=True)
         cfg["trainer"].update(threads=1, progress=False, tensorboard=False, plots=False)
         (tmp / "config.yaml").write_text(yaml.safe_dump(cfg))
-        subprocess.run([sys.executable, "-m", "mmcore", "train", str(tmp / "config.yaml")], check=True,
-                       capture_output=True)
+        out = subprocess.run([sys.executable, "-m", "mmcore", "train", str(tmp / "config.yaml")], capture_output=True,
+                             text=True, check=False, cwd=str(tmp))
+        if out.returncode:
+            raise SystemExit(f"training the run failed:\n{out.stderr[-3000:]}")
         base = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "OMP_NUM_THREADS")}
         runs = {"plain": ([sys.executable, str(here / "plain_predict.py"), str(tmp / "run"), str(tmp / "table.csv")], base)}
         for tree, folder in trees.items():
