@@ -274,6 +274,15 @@ def _check_processor_state(label: str, encoder: Encoder, processor: Processor, g
     fit_raws: list[Any] = [processor.example(gen) for _ in range(num_fit)]
     processor.fit([*fit_raws, None])
     state = processor.state_dict()
+    streamed = encoder.processor()
+    fitter = streamed.partial_fitter()
+    if fitter is not None:  # the trainer's streaming fit: in chunks (an empty one too), the same state as fit
+        for chunk in (fit_raws[:2], [], [*fit_raws[2:], None]):
+            fitter.update(chunk)
+        fitter.finish()
+        if not _same_tree(streamed.state_dict(), state, atol=0.0):
+            _fail(label, "the processor's partial_fitter() fed the fit samples in chunks gives another state than fit() "
+                         f"of them all: {streamed.state_dict()!r:.200} vs {state!r:.200}")
     try:
         text = json.dumps(state, allow_nan=False)
     except (TypeError, ValueError) as exc:

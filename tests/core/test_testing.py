@@ -87,8 +87,22 @@ def test_a_head_whose_loss_is_not_scalar_fails(manager):
 class SeqProcessor(mmcore.Processor):
     """A raw sequence of numbers -> ``[L, 1]`` (scaled by a fitted ``scale``); collate pads with a mask."""
 
-    def __init__(self, tensor_state: bool = False, forget_state: bool = False) -> None:
-        self.scale, self.tensor_state, self.forget_state = 1.0, tensor_state, forget_state
+    def __init__(self, tensor_state: bool = False, forget_state: bool = False, streaming: str | None = None) -> None:
+        self.scale, self.tensor_state, self.forget_state, self.streaming = 1.0, tensor_state, forget_state, streaming
+
+    def partial_fitter(self):
+        if self.streaming is None:
+            return None
+        processor, seen, last_only = self, [], self.streaming == "last chunk only"
+
+        class Fit(mmcore.PartialFit):
+            def update(self, raws):
+                seen[:] = list(raws) if last_only else [*seen, *raws]
+
+            def finish(self):
+                processor.fit(seen)
+
+        return Fit()
 
     def __call__(self, raw):
         return torch.tensor(raw, dtype=torch.float32)[:, None] / self.scale
@@ -146,6 +160,7 @@ class SeqEncoder(mmcore.Encoder):
 
 def test_a_correct_encoder_passes():
     check_encoder(SeqEncoder())
+    check_encoder(SeqEncoder(streaming="every chunk"))  # a streaming fit equal to fit()
 
 
 @pytest.mark.parametrize(
@@ -155,6 +170,7 @@ def test_a_correct_encoder_passes():
         ({"padding_shifts_tokens": True}, "real tokens differ alone and inside a padded batch"),
         ({"tensor_state": True}, "state_dict\\(\\) must hold JSON values only"),
         ({"forget_state": True}, "restored from its JSON state_dict\\(\\) gives different batches"),
+        ({"streaming": "last chunk only"}, "partial_fitter\\(\\) fed the fit samples in chunks gives another state than fit"),
     ],
 )
 def test_broken_encoders_fail_with_the_reason(options, message):
