@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -178,13 +179,10 @@ def _size_argument(args: tuple, kwargs: Mapping[str, Any], skip: int) -> tuple[i
     size = kwargs.get("size")
     if size is None:
         rest = args[skip:]
-        if rest and isinstance(rest[0], (tuple, list, torch.Size)):
-            size = rest[0]
-        else:
-            size = [a for a in rest if isinstance(a, int) and not isinstance(a, bool)]
-    try:
-        return tuple(int(d) for d in size)
-    except (TypeError, ValueError):
+        size = rest[0] if rest and isinstance(rest[0], (tuple, list, torch.Size)) else rest  # f((2, 3)) or f(2, 3)
+    try:  # a NumPy integer or a 0-d integer tensor counts as its value; anything else is not a size
+        return tuple(operator.index(d) for d in size if not isinstance(d, bool))
+    except TypeError:
         return None
 
 

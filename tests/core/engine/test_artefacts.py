@@ -181,6 +181,8 @@ def test_the_allocation_guard_counts_every_constructor_before_it_allocates():
     """Each kind of constructor a module's __init__ uses is sized from its arguments (dtype
     included) and refused before it runs once the total would pass the budget; other operations
     pass untouched, and the guard is gone after its block."""
+    import numpy as np
+
     from mmcore.engine.artefacts import AllocationGuard
 
     base = torch.ones(3, 5)
@@ -191,6 +193,7 @@ def test_the_allocation_guard_counts_every_constructor_before_it_allocates():
         (lambda: torch.arange(10), 80), (lambda: torch.arange(0.0, 1.0, 0.25), 16), (lambda: torch.eye(3), 36),
         (lambda: torch.randint(0, 5, (4,)), 32), (lambda: torch.randperm(3), 24), (lambda: torch.linspace(0, 1, 7), 28),
         (lambda: torch.empty_strided((2, 3), (1, 2)), 24), (lambda: base * 2 + base.sum(), 0),
+        (lambda: torch.zeros(torch.tensor(3), np.int64(2)), 24), (lambda: torch.ones(torch.Size([2, 2]), dtype=torch.bool), 4),
     ]
     for call, size in asked:
         guard = AllocationGuard(10**6, "m.json", "w")
