@@ -162,7 +162,11 @@ def parse_query(query: str, model, manager=None, run_dir: str | Path | None = No
     if sep and manager is not None and run_dir is not None:
         try:
             record = manager.hook.mmcore_record_inputs(items=[query], run_dir=Path(run_dir), model=model)
-        except ValueError:
+        except ValueError as exc:
+            plan = manager.hook.mmcore_export_columns(run_dir=Path(run_dir)) or {}
+            if slot in plan.get("input_columns", ()) or "did you mean" in str(exc) and slot not in slots:
+                # the user's column with a value that cannot be used, or a misspelt one: not text holding '='
+                raise ConfigError([ConfigIssue("--query", str(exc))]) from exc
             record = None  # not one of the run's columns: read below (a slot, or text holding '=')
         if record:
             # The slot the query fills: named, or the one it changes from a record with no column given
