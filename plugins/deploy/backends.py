@@ -410,12 +410,7 @@ class ExportBackend(Backend):
 
     def predict(self, items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         outputs = self.artefact.run(self.artefact.collate(items), len(items))
-        results = self.artefact.results(outputs, items)
-        labels = {s.name: s.label for s in self.slots}
-        for result in results:  # the user's columns, as the request named them
-            if isinstance(result, dict) and "modalities" in result:
-                result["modalities"] = [labels.get(m, m) for m in result["modalities"]]
-        return results
+        return self.artefact.results(outputs, items)  # a fit run's modalities by the user's columns
 
 
 def open_backend(path: str | Path, manager: Any = None, *, graph: str | None = None, threads: int | None = None) -> Backend:
