@@ -90,6 +90,50 @@ def _field(where: str, key: str) -> str:
     return f"{where}.{key}" if where else str(key)
 
 
+def by_column(slots: Sequence[SlotInfo]) -> bool:
+    """Whether records name the user's columns (every slot maps from them: a ``mmcore fit`` run)."""
+    return any(getattr(s, "column", None) is not None or getattr(s, "derive", None) is not None for s in slots)
+
+
+def user_columns(slots: Sequence[SlotInfo]) -> list[str] | None:
+    """The user's columns the model reads, in slot order (None: records name the slots)."""
+    if not by_column(slots):
+        return None
+    return [c for s in slots for c in ([s.label] if s.kind != "table" else s.columns + s.categorical)]
+
+
+def resolve_key(slots: Sequence[SlotInfo], key: str, *, dotted: bool = True) -> tuple[SlotInfo, str | None] | None:
+    """What a record's key (or a form's field) names: ``(slot, None)`` for a slot (its user's column, or its
+    name), ``(slot, column)`` for a table slot's column (``column`` alone on a fit run, ``slot.column`` where
+    ``dotted``); None for neither. A user's column wins over a slot's name that happens to spell it."""
+    if by_column(slots):
+        for s in slots:
+            if s.kind == "table" and s.derive is not None and key in s.columns + s.categorical:
+                return s, key
+            if s.column == key:
+                return s, None
+    for s in slots:
+        if s.name == key:
+            return s, None
+        if dotted and s.kind == "table" and key.startswith(f"{s.name}.") and key[len(s.name) + 1:] in s.columns + s.categorical:
+            return s, key[len(s.name) + 1:]
+    return None
+
+
+def unknown_key(slots: Sequence[SlotInfo], key: str, where: str = "") -> FieldError:
+    """The error of a record key (or form field) that names nothing the model reads: the closest of the
+    user's columns (or the slots; case aside) and the full list."""
+    import difflib
+
+    names = user_columns(slots) or [s.name for s in slots]
+    lowered = {n.lower(): n for n in names}
+    close = difflib.get_close_matches(str(key), names, n=1) or [
+        lowered[c] for c in difflib.get_close_matches(str(key).lower(), list(lowered), n=1)]
+    kind = "column" if by_column(slots) else "slot"
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return FieldError(_field(where, key), f"not a {kind} of this model; {hint}its {kind}s are {names}")
+
+
 class Backend:
     """Common parts: validating a record's values against the slots before any decoding.
 
@@ -105,45 +149,18 @@ class Backend:
     @property
     def by_column(self) -> bool:
         """Whether records name the user's columns (every slot maps from them: a ``mmcore fit`` run)."""
-        return any(s.column is not None or s.derive is not None for s in self.slots)
+        return by_column(self.slots)
 
     @property
     def columns(self) -> list[str] | None:
         """The user's columns the model reads, in slot order (None: records name the slots)."""
-        if not self.by_column:
-            return None
-        return [c for s in self.slots for c in ([s.label] if s.kind != "table" else s.columns + s.categorical)]
+        return user_columns(self.slots)
 
     def resolve_key(self, key: str, *, dotted: bool = True) -> tuple[SlotInfo, str | None] | None:
-        """What a record's key names: ``(slot, None)`` for a slot (its user's column, or its name), ``(slot,
-        column)`` for a table slot's column (``column`` alone on a fit run, ``slot.column`` where ``dotted``);
-        None for neither. A user's column wins over a slot's name that happens to spell it."""
-        if self.by_column:
-            for s in self.slots:
-                if s.kind == "table" and s.derive is not None and key in s.columns + s.categorical:
-                    return s, key
-                if s.column == key:
-                    return s, None
-        for s in self.slots:
-            if s.name == key:
-                return s, None
-            if dotted and s.kind == "table" and key.startswith(f"{s.name}.") and key[len(s.name) + 1:] in s.columns + s.categorical:
-                return s, key[len(s.name) + 1:]
-        return None
+        return resolve_key(self.slots, key, dotted=dotted)
 
     def unknown_key(self, key: str, where: str = "") -> FieldError:
-        """The error of a record key (or form field) that names nothing the model reads: the closest of
-        the user's columns (or the slots) and the full list."""
-        import difflib
-
-        names = self.columns if self.by_column else [s.name for s in self.slots]
-        close = difflib.get_close_matches(str(key), names, n=1) or difflib.get_close_matches(
-            str(key).lower(), {n.lower(): n for n in names}, n=1)
-        hint = ""
-        if close:
-            hint = f"did you mean {next((n for n in names if n.lower() == close[0]), close[0])!r}? "
-        kind = "column" if self.by_column else "slot"
-        return FieldError(_field(where, key), f"not a {kind} of this model; {hint}its {kind}s are {names}")
+        return unknown_key(self.slots, key, where)
 
     def by_slot(self, record: Mapping[str, Any], where: str = "", *, dotted: bool | None = None
                 ) -> tuple[dict[str, Any], dict[str, str]]:

@@ -38,7 +38,14 @@ from typing import Any
 
 from fastapi import Request
 
-from mmcore_plugins.deploy.backends import Backend, FieldError
+from mmcore_plugins.deploy.backends import (
+    Backend,
+    FieldError,
+    by_column,
+    resolve_key,
+    unknown_key,
+    user_columns,
+)
 
 #: Defaults of the command's options.
 MAX_BATCH = 64
@@ -217,16 +224,20 @@ async def record_from_form(request: Any, body: bytes, backend: Backend) -> dict[
     except Exception as exc:  # noqa: BLE001 - python-multipart / starlette parse errors of a malformed body
         raise ApiError(400, f"the multipart body cannot be parsed: {exc}", "body") from exc
     record: dict[str, Any] = {}
+    dotted: dict[str, dict[str, Any]] = {}  # table slot -> {column: value} of its "slot.column" fields
     for key in dict.fromkeys(form.keys()):
-        found = backend.resolve_key(key)
+        found = resolve_key(backend.slots, key)
         if found is None:
-            raise ApiError(422, backend.unknown_key(key).reason, key)
+            raise ApiError(422, unknown_key(backend.slots, key).reason, key)
         s, column = found
         values = form.getlist(key)
         if column is not None:  # one cell of a table slot
             value = values[-1] if values else None
             if isinstance(value, str) and value.strip():
-                record[key] = _table_cell(s, column, value, key)
+                if key == column:  # a fit run's own column: Backend.check finds its slot
+                    record[key] = _table_cell(s, column, value, key)
+                else:
+                    dotted.setdefault(s.name, {})[column] = _table_cell(s, column, value, key)
             continue
         uploads = [v for v in values if isinstance(v, UploadFile) and (v.filename or v.size)]
         texts = [v for v in values if isinstance(v, str)]
@@ -260,13 +271,22 @@ async def record_from_form(request: Any, body: bytes, backend: Backend) -> dict[
                 except ValueError as exc:
                     raise ApiError(422, f"expected a JSON object {{column: value}} or list of numbers: {exc}", key) from exc
     for s in backend.slots:
-        if s.kind != "table" or s.derive is not None:
+        cells = dotted.get(s.name)
+        if not cells:
             continue
-        given = [c for c in s.columns if f"{s.name}.{c}" in record]
-        empty = [c for c in s.columns if f"{s.name}.{c}" not in record]
-        if given and empty:  # not a fit run's slot: a number left empty is no missing cell
+        empty = [c for c in s.columns if c not in cells]
+        if empty and s.derive is None:  # not a fit run's slot: a number left empty is no missing cell
             raise ApiError(422, "missing; fill every number of this slot or none (then the slot counts as missing)",
                            f"{s.name}.{empty[0]}")
+        whole = record.get(s.name)
+        if whole is not None and not isinstance(whole, dict):
+            raise ApiError(422, "given whole and column by column; give its columns one way", s.name)
+        for column, value in cells.items():
+            if isinstance(whole, dict) and column in whole and whole[column] != value:
+                raise ApiError(422, f"given both as {s.name!r} ({whole[column]!r}) and as {s.name}.{column} ({value!r}); "
+                                    "give it once", f"{s.name}.{column}")
+        record[s.name] = {**cells, **(whole or {})} if s.derive is not None else {
+            **{c: None for c in s.categorical}, **cells, **(whole or {})}
     return record
 
 
@@ -305,7 +325,7 @@ PREDICT_OPENAPI = {
 def predict_openapi(backend: Backend) -> dict[str, Any]:
     """The OpenAPI description of ``POST /predict`` for ``backend``: a fit run's records are the user's own
     columns (each listed with what it takes); other runs' records name the slots."""
-    if not backend.by_column:
+    if not by_column(backend.slots):
         return PREDICT_OPENAPI
     properties: dict[str, Any] = {}
     for s in backend.slots:
@@ -386,7 +406,7 @@ def create_app(backend: Backend, *, max_batch: int = MAX_BATCH, window_ms: float
         return JSONResponse({"error": f"internal error: {type(exc).__name__}", "field": None}, status_code=500)
 
     def metadata() -> dict[str, Any]:
-        columns = {"columns": backend.columns} if backend.by_column else {}  # a fit run: what records name
+        columns = {"columns": user_columns(backend.slots)} if by_column(backend.slots) else {}  # a fit run: what records name
         return {**columns, "slots": [s.to_json() for s in backend.slots], "head": backend.head, "model": backend.description,
                 "limits": {"max_body_bytes": max_body_bytes, "max_records": max_records, "max_files": MAX_FILES},
                 "batching": {"max_batch": max_batch, "window_ms": window_ms, "max_queue": max_queue},
@@ -424,7 +444,7 @@ def create_app(backend: Backend, *, max_batch: int = MAX_BATCH, window_ms: float
                 where = [f"records[{i}]" for i in range(len(raws))]
             else:
                 raws, where = [await record_from_form(request, body, backend)], [""]
-            checked = [backend.check(r, w, dotted=kind != "application/json") for r, w in zip(raws, where, strict=True)]
+            checked = [backend.check(r, w) for r, w in zip(raws, where, strict=True)]
             items = await run_in_threadpool(_prepare_all, backend, checked, where)
         try:
             results = await batcher.submit(items)
