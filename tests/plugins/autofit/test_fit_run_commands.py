@@ -6,7 +6,7 @@ missing cell, counted (``--strict``: an error naming row and column).
 
 One small fit run (module scope) whose training table had empty number cells and a text-file column; two
 columns are named as users name them, with spaces, capitals and punctuation ("Customer Review", a text-file
-column fit reads through the slot ``customer_review``; "Unit Price (EUR)", a number with empty cells): every
+column fit reads through the slot ``customer_review``; "Unit Price (€)", a number with empty cells): every
 surface takes and shows them exactly so."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from mmcore.cli import main
 from mmcore_plugins.autofit.infer import ColumnError
 
 WORDS = {"high": ["sunny", "bright", "warm"], "low": ["rainy", "dark", "cold"]}
-REVIEW, PRICE = "Customer Review", "Unit Price (EUR)"
+REVIEW, PRICE = "Customer Review", "Unit Price (€)"
 
 
 def _rows(folder: Path, n: int, seed: int, gone: tuple[int, ...] = (), placeholder: tuple[int, ...] = ()) -> list[dict]:
@@ -49,7 +49,7 @@ def run(tmp_path_factory):
     write_csv(folder / "train.csv", _rows(folder, 40, 0))
     predictor = mmcore.fit(str(folder / "train.csv"), target="y", time_limit="10m", max_epochs=1, preset="fast",
                            run_dir=folder / "run", verbose=False)
-    plan = json.dumps(predictor.plan.to_json())
+    plan = json.dumps(predictor.plan.to_json(), ensure_ascii=False)
     assert "weight missing" in plan and f"{PRICE} missing" in plan and predictor.plan.text_files == [REVIEW]
     assert predictor.plan.slots["customer_review"] == {"kind": "text", "column": REVIEW}
     write_csv(folder / "test.csv", _rows(folder, 12, 1))
@@ -151,7 +151,7 @@ def test_a_record_names_the_users_columns_on_the_command_line(run, capsys):
         _one_line_error(capsys, f"did you mean {meant!r}?")
     assert main(["predict", run_dir, f"{REVIEW}=nice", "customer_review=awful"]) == 2
     _one_line_error(capsys, f"'{REVIEW}'", "'customer_review'", "different values")
-    assert main(["predict", run_dir, f"{PRICE}=2", "tabular={'Unit Price (EUR)': 3}"]) == 2
+    assert main(["predict", run_dir, f"{PRICE}=2", "tabular={'Unit Price (€)': 3}"]) == 2
     _one_line_error(capsys, f"'{PRICE}'", "different values")
     note = folder / "notes" / "1_0.txt"  # (the column's cells are text files)
     assert main(["predict", run_dir, f"{REVIEW}={note}", f"customer_review={note}", "a=1"]) == 0  # the same value: once
@@ -178,7 +178,7 @@ def test_search_reads_a_text_file_query_as_fit_read_the_column(run, capsys):
 
 def test_serve_takes_the_users_own_columns_of_a_fit_run(run):
     """`mmcore serve RUN` of a fit run: the page, the metadata, the OpenAPI docs and requests name the user's
-    columns exactly as the training table wrote them ("Customer Review", "Unit Price (EUR)"; never
+    columns exactly as the training table wrote them ("Customer Review", "Unit Price (€)"; never
     'weight missing' or the slot ``customer_review``); JSON records and form fields are the user's row and
     predict Predictor's probabilities on the same records; the slots' names stay accepted as aliases; a
     column given both ways with different values is a 422 naming both; a misspelt one, the closest column."""
@@ -210,7 +210,7 @@ def test_serve_takes_the_users_own_columns_of_a_fit_run(run):
         for column in (REVIEW, PRICE, "a", "group"):
             assert f'name="{html.escape(column)}"' in page, column
         assert f"<legend>{REVIEW} " in page and 'name="customer_review"' not in page and "tabular.a" not in page
-        docs = json.dumps(client.get("/openapi.json").json())
+        docs = json.dumps(client.get("/openapi.json").json(), ensure_ascii=False)
         assert REVIEW in docs and PRICE in docs and "weight missing" not in docs
         user = client.post("/predict", json={"records": [{"a": 0.3, "group": "north", REVIEW: text, PRICE: 2.5},
                                                          {"a": -1.2, "weight": 0.5, "group": "south"}]})
@@ -236,7 +236,7 @@ def test_serve_takes_the_users_own_columns_of_a_fit_run(run):
         same = client.post("/predict", json={"records": [{REVIEW: text, "customer_review": text, "a": 0.3}]})
         assert same.status_code == 200, same.text
         for post in (lambda: client.post("/predict", json={"records": [{"customer review": text}]}),
-                     lambda: client.post("/predict", data={"Unit price (EUR)": "2"})):
+                     lambda: client.post("/predict", data={"Unit price (€)": "2"})):
             wrong = post()
             assert wrong.status_code == 422 and "did you mean" in wrong.json()["error"], wrong.text
             assert f"{REVIEW!r}" in wrong.json()["error"] or f"{PRICE!r}" in wrong.json()["error"]

@@ -29,7 +29,7 @@ from mmcore_plugins.autofit.infer import ColumnError
 
 WORDS = {"high": ["sunny", "bright", "warm"], "low": ["rainy", "dark", "cold"]}
 #: columns named as users name them: fit's slots are ``photo`` and ``tabular``; users only ever see these
-PHOTO, PRICE = "Photo", "Unit Price (EUR)"
+PHOTO, PRICE = "Photo", "Unit Price (€)"
 pytestmark = pytest.mark.slow
 
 #: columns fit derives from this table (never asked for, never shown)
@@ -212,7 +212,7 @@ def test_a_missing_column_is_named_with_the_closest_match_or_declared_missing(fi
 def test_serve_export_takes_and_shows_the_users_columns_only(fitted):
     """`mmcore serve EXPORT` as `mmcore serve RUN` of the same fit run (tests/plugins/autofit/
     test_fit_run_commands.py): JSON records and form fields are the user's row, named exactly as the training
-    table wrote them ("Photo", "Unit Price (EUR)"), a number left out is a missing cell, the text slot takes
+    table wrote them ("Photo", "Unit Price (€)"), a number left out is a missing cell, the text slot takes
     the text a text-file cell held; the slots' names stay accepted as aliases; /metadata, the page and the
     errors show only the user's columns, never a derived one or a slot's name; the answers are Predictor's."""
     pytest.importorskip("fastapi")
@@ -240,7 +240,7 @@ def test_serve_export_takes_and_shows_the_users_columns_only(fitted):
         assert slots["tabular"]["categorical"] == ["group", "created", "sold", "opens"]
         assert set(slots["tabular"]["categories"]) == {"group"}  # the training values of the user's category
         page = client.get("/").text
-        for column in (PHOTO, "note", "a", "weight", "Unit Price (EUR)", "group", "created", "sold", "opens"):
+        for column in (PHOTO, "note", "a", "weight", PRICE, "group", "created", "sold", "opens"):
             assert f'name="{column}"' in page, column
         assert 'name="photo"' not in page and "tabular." not in page
         for shown in (metadata.text, page):
@@ -265,7 +265,7 @@ def test_serve_export_takes_and_shows_the_users_columns_only(fitted):
         both = client.post("/predict", data={"a": "0.3"}, files={**upload, "photo": ("b.png", (folder / "img" / "2.png")
                                                                                           .read_bytes(), "image/png")})
         assert both.status_code == 422 and f"'{PHOTO}'" in both.text and "'photo'" in both.text, both.text
-        wrong = client.post("/predict", json={"records": [{"unit price (eur)": 2.0}]})
+        wrong = client.post("/predict", json={"records": [{"unit price (€)": 2.0}]})
         assert wrong.status_code == 422 and f"did you mean {PRICE!r}?" in wrong.json()["error"], wrong.text
         bad = client.post("/predict", json={"records": [{"tabular": {"a": 0.3, "weight missing": 1.0}}]})
         assert bad.status_code == 422 and bad.json()["field"] == "records[0].tabular.weight missing"
