@@ -157,10 +157,14 @@ def test_a_record_names_the_users_columns_on_the_command_line(run, capsys):
     assert main(["predict", run_dir, f"{REVIEW}={note}", f"customer_review={note}", "a=1"]) == 0  # the same value: once
     capsys.readouterr()
     index = str(folder / "q.faiss")
-    assert main(["embed", run_dir, "--data", str(folder / "test.csv"), "--out", str(folder / "q.npz"), "--index", index]) == 0
-    capsys.readouterr()
+    assert main(["embed", run_dir, "--data", str(folder / "test.csv"), "--out", str(folder / "q.npz"), "--index", index,
+                 "--vector", REVIEW]) == 0  # the user's column names its slot's vector
+    assert "vectors of 'customer_review'" in capsys.readouterr().out
     assert main(["search", run_dir, "--index", index, "--query", "customer review=sunny day", "--json"]) == 2
     _one_line_error(capsys, f"did you mean {REVIEW!r}?")
+    assert main(["search", run_dir, "--index", index, "--query", f"{REVIEW}={note}", "--json", "-k", "2"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert found["column"] == REVIEW and len(found["neighbours"]) == 2
 
 
 def test_search_reads_a_text_file_query_as_fit_read_the_column(run, capsys):
