@@ -372,10 +372,11 @@ class RunBackend(Backend):
 class ExportBackend(Backend):
     """An export folder (``mmcore export``): its front end and graph (onnxruntime or torch)."""
 
-    def __init__(self, folder: str | Path, graph: str | None = None, threads: int | None = None) -> None:
+    def __init__(self, folder: str | Path, graph: str | None = None, threads: int | None = None,
+                 spinning: bool = True) -> None:
         from mmcore_plugins.deploy import frontend
 
-        self.artefact = frontend.load(folder, graph=graph, threads=threads)
+        self.artefact = frontend.load(folder, graph=graph, threads=threads, spinning=spinning)
         manifest = self.artefact.manifest
         self.slots = []
         for name, spec in manifest["slots"].items():
@@ -430,13 +431,15 @@ class ExportBackend(Backend):
         return self.artefact.results(outputs, items)  # a fit run's modalities by the user's columns
 
 
-def open_backend(path: str | Path, manager: Any = None, *, graph: str | None = None, threads: int | None = None) -> Backend:
-    """A run directory or an export folder (told apart by the export's manifest.json)."""
+def open_backend(path: str | Path, manager: Any = None, *, graph: str | None = None, threads: int | None = None,
+                 spinning: bool = True) -> Backend:
+    """A run directory or an export folder (told apart by the export's manifest.json); ``threads`` and
+    ``spinning``: the export's onnxruntime session (see :func:`mmcore_plugins.deploy.frontend.load`)."""
     from mmcore_plugins.deploy.frontend import MANIFEST
 
     folder = Path(path)
     if (folder / MANIFEST).is_file():
-        return ExportBackend(folder, graph=graph, threads=threads)
+        return ExportBackend(folder, graph=graph, threads=threads, spinning=spinning)
     if graph is not None:
         raise FieldError("--graph", f"{str(folder)!r} is a run directory; --graph picks a graph file of an export folder")
     if manager is None:

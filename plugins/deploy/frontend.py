@@ -880,7 +880,8 @@ class Artefact:
     naming the columns of the training table -- never a column fit derived (see :class:`Columns`).
     """
 
-    def __init__(self, folder: str | os.PathLike, *, graph: str | None = None, threads: int | None = None) -> None:
+    def __init__(self, folder: str | os.PathLike, *, graph: str | None = None, threads: int | None = None,
+                 spinning: bool = True) -> None:
         self.folder = os.fspath(folder)
         with open(os.path.join(self.folder, MANIFEST), encoding="utf-8") as fh:
             self.manifest = json.load(fh)
@@ -893,9 +894,9 @@ class Artefact:
         self.head = self.manifest["head"]
         #: fit's column plan (an export of a ``mmcore fit`` run), else None: records are then ``{slot: raw}``
         self.columns = Columns(self.manifest["columns"], self.manifest["slots"]) if self.manifest.get("columns") else None
-        self._run = self._runner(os.path.join(self.folder, self.graph_file), threads)
+        self._run = self._runner(os.path.join(self.folder, self.graph_file), threads, spinning)
 
-    def _runner(self, path: str, threads: int | None):
+    def _runner(self, path: str, threads: int | None, spinning: bool = True):
         if path.endswith(".onnx"):
             import onnxruntime as ort
 
@@ -905,6 +906,8 @@ class Artefact:
             options.add_session_config_entry("session.disable_quant_qdq", "1")
             if threads:
                 options.intra_op_num_threads = threads
+            if not spinning:  # idle pool threads sleep at once instead of spinning (a server's other threads need the cores)
+                options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
             return lambda arrays: session.run(self.output_names, arrays)
         import torch
@@ -1042,6 +1045,9 @@ class Artefact:
         return out
 
 
-def load(folder: str | os.PathLike, *, graph: str | None = None, threads: int | None = None) -> Artefact:
-    """The export in ``folder``; ``graph`` picks another graph file of it (e.g. ``model.int8.onnx``)."""
-    return Artefact(folder, graph=graph, threads=threads)
+def load(folder: str | os.PathLike, *, graph: str | None = None, threads: int | None = None,
+         spinning: bool = True) -> Artefact:
+    """The export in ``folder``; ``graph`` picks another graph file of it (e.g. ``model.int8.onnx``);
+    ``threads``: onnxruntime's intra-op threads; ``spinning=False``: its idle threads sleep at once rather
+    than spin-wait (lower latency alone, but CPU taken from other threads of the process)."""
+    return Artefact(folder, graph=graph, threads=threads, spinning=spinning)

@@ -6,7 +6,7 @@ file cell's path; ids are never read; an unseen category is the "unseen" index. 
 ``mmcore serve EXPORT`` (JSON, multipart, /metadata, the page) and its errors name only the user's
 columns, and predict what ``mmcore.Predictor`` predicts on the same records.
 
-One small fit run (module scope: one epoch, 40 rows) and its ONNX and pt2 exports: about 50 s of shared
+One small fit run (module scope: one epoch, 40 rows) and its ONNX and pt2 graphs (one export): about 50 s of shared
 setup on 2 busy cores (hence ``slow``); each test then takes about a second."""
 
 from __future__ import annotations
@@ -83,11 +83,9 @@ def fitted(tmp_path_factory):
     assert plan.slots["photo"] == {"kind": "image", "column": PHOTO} and plan.indicators[PRICE] == f"{PRICE} missing"
     assert set(plan.dates) == {"created", "sold", "opens"} and plan.dates["opens"]["time_only"]
     assert "id" not in plan.input_columns, "the id column is ignored"
-    exports = {}
-    for fmt in ("onnx", "pt2"):
-        exports[fmt] = folder / f"export-{fmt}"
-        assert main(["export", str(folder / "run"), "--format", fmt, "--out", str(exports[fmt])]) == 0
-    return predictor, folder, exports
+    export = folder / "export"  # model.onnx (the default graph) and model.pt2 from one torch.export
+    assert main(["export", str(folder / "run"), "--format", "onnx,pt2", "--out", str(export)]) == 0
+    return predictor, folder, {"onnx": export, "pt2": export}
 
 
 def _frontend(export: Path):
@@ -151,7 +149,7 @@ def test_the_export_predicts_what_the_predictor_predicts_on_the_users_columns(fi
     monkeypatch.chdir(folder)  # relative file cells start from the current folder, for both
     records = _records(folder)
     labels, proba = _expected(predictor, records)
-    artefact = _frontend(exports[fmt]).load(exports[fmt])
+    artefact = _frontend(exports[fmt]).load(exports[fmt], graph=f"model.{fmt}")
     with pytest.warns(UserWarning, match=r"row 3, column 'note'.*gone\.txt") as caught:
         results = artefact.predict(records)
     shown = " ".join(str(w.message) for w in caught)
