@@ -437,15 +437,17 @@ class Predictor:
         row has (``full``); the values sum to ``full - empty``; a slot the row lacks gets 0.
 
         Returns a pandas DataFrame indexed like ``data`` (a list of dicts without pandas): columns
-        ``prediction``, ``full``, ``empty`` and one per slot; ``.attrs["summary"]`` holds the mean
-        |value| per slot. ``plots``: a folder that gets a waterfall PNG per row (the first 20) and
+        ``prediction``, ``full``, ``empty`` and one per slot (named by the user's column it reads: an image,
+        audio, video or text column; the numbers and categories together as ``tabular``); ``.attrs["summary"]``
+        holds the mean |value| per slot. ``plots``: a folder that gets a waterfall PNG per row (the first 20) and
         ``summary.png``.
         """
         from mmcore_plugins.explain.attribution import explain_samples, summarise
 
         samples, index = self._batches(data)
         records = explain_samples(self.model, [s["inputs"] for s in samples], batch_size=self.batch_size, device=self.device,
-                                  decode=lambda index: decode_prediction(self.plan, index))
+                                  decode=lambda index: decode_prediction(self.plan, index),
+                                  names=self.plan.slot_columns() if self.plan is not None else None)
         summary = summarise(records)
         if plots is not None:
             from mmcore.engine.plots import plot_attribution_summary, plot_waterfall

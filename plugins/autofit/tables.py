@@ -125,6 +125,14 @@ def mmcore_record_inputs(items: list[str], run_dir: Path | None):
     plan = read_plan(run_dir)
     columns, by_slot = plan.input_columns, plan.slot_columns()
     record: dict[str, Any] = {}
+    given: dict[str, str] = {}  # column -> how the command line named it (itself, or its slot's alias)
+
+    def put(column: str, value: Any, named: str) -> None:
+        if column in record and record[column] != value:
+            raise ValueError(f"{given[column]!r} and {named!r} name the same column {column!r} with different values "
+                             f"({record[column]!r}, {value!r}); give it once, as {column!r}")
+        record[column], given[column] = value, named
+
     for item in items:
         key, sep, value = item.partition("=")
         spec = plan.slots.get(key)
@@ -134,18 +142,22 @@ def mmcore_record_inputs(items: list[str], run_dir: Path | None):
             mapping = load_yaml(value, source=key)
             if not isinstance(mapping, dict):
                 raise ValueError(f"{key}: expected {{column: value, ...}} of {spec['numeric'] + spec['categorical']}, got {value!r}")
-            record.update({str(k): v for k, v in mapping.items()})
-        elif key in columns:
-            record[key] = value
-        elif key in by_slot:
-            record[by_slot[key]] = value
+            for k, v in mapping.items():
+                put(str(k), v, f"{key}.{k}")
+        elif key in columns:  # the user's own column, exactly as the training table wrote it
+            put(key, value, key)
+        elif key in by_slot:  # a one-column slot's name: an alias of its column
+            put(by_slot[key], value, key)
         else:
-            close = difflib.get_close_matches(key, columns, n=1)
-            raise ValueError(f"{key!r} is not a column this model reads ({', '.join(columns)})"
+            lowered = {c.lower(): c for c in columns}
+            close = difflib.get_close_matches(key, columns, n=1) or [lowered[c] for c in
+                                                                      difflib.get_close_matches(key.lower(), lowered, n=1)]
+            raise ValueError(f"{key!r} is not a column this model reads ({', '.join(repr(c) for c in columns)})"
                              + (f"; did you mean {close[0]!r}?" if close else ""))
     unknown = [k for k in record if k not in columns]
     if unknown:
-        raise ValueError(f"{', '.join(repr(k) for k in unknown)}: not columns this model reads ({', '.join(columns)})")
+        raise ValueError(f"{', '.join(repr(k) for k in unknown)}: not columns this model reads "
+                         f"({', '.join(repr(c) for c in columns)})")
     try:
         inputs = Preparer(plan, Path.cwd(), strict=True, allow_outside_paths=True).sample(record, 0)["inputs"]
     except ColumnError as exc:

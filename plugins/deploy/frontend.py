@@ -977,7 +977,9 @@ class Artefact:
             if "probabilities" in outputs:
                 values = [round(float(p), 6) for p in outputs["probabilities"][row]]
                 result["probabilities"] = dict(zip(classes, values, strict=True)) if classes and len(classes) == len(values) else values
-            result["modalities"] = [s for s in self.slots if record.get(s) is not None]
+            # a fit run's one-column slot by the user's column it reads (what the records name)
+            result["modalities"] = [self.columns.slots[s].get("column", s) if self.columns is not None else s
+                                    for s in self.slots if record.get(s) is not None]
             out.append(result)
         return out
 

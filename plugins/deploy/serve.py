@@ -4,7 +4,9 @@ Endpoints::
 
     POST /predict     JSON {"records": [{slot: value, ...}, ...]} (text, numbers, categories), or
                       multipart/form-data for one record with uploads (image / audio files, video
-                      frames; text and table fields beside them: "slot" or "slot.column")
+                      frames; text and table fields beside them: "slot" or "slot.column");
+                      a `mmcore fit` run's records and fields are the user's own columns
+                      ({"Customer Review": ..., "Unit Price (EUR)": ...}; slot names are aliases)
                       -> {"predictions": [{"prediction", "probabilities", "modalities"}, ...]}
     GET  /            a web page generated from the model's slots
     GET  /metadata    slots, classes, the model's source and format, limits, versions
@@ -44,7 +46,14 @@ from typing import Any, NamedTuple
 
 from fastapi import Request
 
-from mmcore_plugins.deploy.backends import Backend, FieldError
+from mmcore_plugins.deploy.backends import (
+    Backend,
+    FieldError,
+    by_column,
+    resolve_key,
+    unknown_key,
+    user_columns,
+)
 
 #: Defaults of the command's options.
 MAX_BATCH = 64
@@ -297,7 +306,11 @@ def records_from_json(body: bytes, max_records: int) -> list[Any]:
 
 async def record_from_form(request: Any, body: bytes, backend: Backend) -> dict[str, Any]:
     """One record from a multipart form: an upload per image/audio slot (several for video), a field
-    per text slot, ``slot.column`` fields (or one JSON ``slot`` field) per table slot; empty = missing."""
+    per text slot, a field per column of a table slot (or one JSON field for the slot); empty = missing.
+
+    A fit run's fields are the user's columns (``Customer Review``, ``Unit Price (EUR)``); its slot names
+    (``customer_review``, ``tabular.<column>``) are accepted as aliases. Other runs: ``slot`` and
+    ``slot.column``. The record comes back keyed as :meth:`Backend.check` reads it."""
     from starlette.datastructures import UploadFile
     from starlette.requests import Request
 
@@ -309,69 +322,80 @@ async def record_from_form(request: Any, body: bytes, backend: Backend) -> dict[
     except Exception as exc:  # noqa: BLE001 - python-multipart / starlette parse errors of a malformed body
         raise ApiError(400, f"the multipart body cannot be parsed: {exc}", "body") from exc
     record: dict[str, Any] = {}
-    known = {s.name for s in backend.slots} | {f"{s.name}.{c}" for s in backend.slots if s.kind == "table"
-                                                 for c in s.columns + s.categorical}
-    for key in form.keys():
-        if key not in known:
-            raise ApiError(422, f"not a field of this model; its fields are {sorted(known)}", key)
-    for s in backend.slots:
-        values = form.getlist(s.name)
+    dotted: dict[str, dict[str, Any]] = {}  # table slot -> {column: value} of its "slot.column" fields
+    for key in dict.fromkeys(form.keys()):
+        found = resolve_key(backend.slots, key)
+        if found is None:
+            raise ApiError(422, unknown_key(backend.slots, key).reason, key)
+        s, column = found
+        values = form.getlist(key)
+        if column is not None:  # one cell of a table slot
+            value = values[-1] if values else None
+            if isinstance(value, str) and value.strip():
+                if key == column:  # a fit run's own column: Backend.check finds its slot
+                    record[key] = _table_cell(s, column, value, key)
+                else:
+                    dotted.setdefault(s.name, {})[column] = _table_cell(s, column, value, key)
+            continue
         uploads = [v for v in values if isinstance(v, UploadFile) and (v.filename or v.size)]
         texts = [v for v in values if isinstance(v, str)]
         if s.kind in ("file", "frames"):
             if texts and any(t.strip() for t in texts):
-                raise ApiError(422, f"{s.modality} slots take an uploaded file, not a text field (a path is never opened)",
-                               s.name)
+                raise ApiError(422, f"{s.modality} {'columns' if s.column else 'slots'} take an uploaded file, not a text "
+                                    "field (a path is never opened)", key)
             if not uploads:
                 continue
             if s.kind == "file" and len(uploads) > 1:
-                raise ApiError(422, f"one file per {s.modality} slot, got {len(uploads)}", s.name)
+                raise ApiError(422, f"one file per {s.modality} {'column' if s.column else 'slot'}, got {len(uploads)}", key)
             data = [await u.read() for u in uploads]
             if any(not d for d in data):
-                raise ApiError(422, "the uploaded file is empty", s.name)
-            record[s.name] = data[0] if s.kind == "file" else data
+                raise ApiError(422, "the uploaded file is empty", key)
+            record[key] = data[0] if s.kind == "file" else data
         elif s.kind == "text":
             if len(values) > 1:
-                raise ApiError(422, f"one value per text slot, got {len(values)}", s.name)
+                raise ApiError(422, f"one value per text {'column' if s.column else 'slot'}, got {len(values)}", key)
             if uploads:  # a text file: its contents, as UTF-8
                 try:
-                    record[s.name] = (await uploads[0].read()).decode("utf-8-sig")
+                    record[key] = (await uploads[0].read()).decode("utf-8-sig")
                 except UnicodeDecodeError as exc:
-                    raise ApiError(422, f"the uploaded text file is not UTF-8 ({exc.reason} at byte {exc.start})", s.name) from exc
+                    raise ApiError(422, f"the uploaded text file is not UTF-8 ({exc.reason} at byte {exc.start})", key) from exc
             elif texts and texts[0].strip():
-                record[s.name] = texts[0]
-        else:
-            record[s.name] = _table_from_form(s, form)
-    return {k: v for k, v in record.items() if v is not None}
-
-
-def _table_from_form(s: Any, form: Any) -> Any:
-    whole = form.get(s.name)
-    if isinstance(whole, str) and whole.strip():
-        try:
-            return json.loads(whole)
-        except ValueError as exc:
-            raise ApiError(422, f"expected a JSON object {{column: value}} or list of numbers: {exc}", s.name) from exc
-    cells = {c: form.get(f"{s.name}.{c}") for c in s.columns + s.categorical}
-    filled = {c: v for c, v in cells.items() if isinstance(v, str) and v.strip()}
-    if not filled:
-        return None
-    empty = [c for c in s.columns if c not in filled]
-    if empty and getattr(s, "derive", None) is None:  # a fit run's slot: a number left empty is a missing cell
-        raise ApiError(422, "missing; fill every number of this slot or none (then the slot counts as missing)",
-                       f"{s.name}.{empty[0]}")
-    row: dict[str, Any] = {}
-    for c in s.columns:
-        if c not in filled:
-            row[c] = None
+                record[key] = texts[0]
+        else:  # a table slot given whole, as one JSON field
+            whole = values[-1] if values else None
+            if isinstance(whole, str) and whole.strip():
+                try:
+                    record[key] = json.loads(whole)
+                except ValueError as exc:
+                    raise ApiError(422, f"expected a JSON object {{column: value}} or list of numbers: {exc}", key) from exc
+    for s in backend.slots:
+        cells = dotted.get(s.name)
+        if not cells:
             continue
-        try:
-            row[c] = float(filled[c])
-        except ValueError as exc:
-            raise ApiError(422, f"expected a number, got {filled[c]!r}", f"{s.name}.{c}") from exc
-    for c in s.categorical:
-        row[c] = filled.get(c)
-    return row
+        empty = [c for c in s.columns if c not in cells]
+        if empty and s.derive is None:  # not a fit run's slot: a number left empty is no missing cell
+            raise ApiError(422, "missing; fill every number of this slot or none (then the slot counts as missing)",
+                           f"{s.name}.{empty[0]}")
+        whole = record.get(s.name)
+        if whole is not None and not isinstance(whole, dict):
+            raise ApiError(422, "given whole and column by column; give its columns one way", s.name)
+        for column, value in cells.items():
+            if isinstance(whole, dict) and column in whole and whole[column] != value:
+                raise ApiError(422, f"given both as {s.name!r} ({whole[column]!r}) and as {s.name}.{column} ({value!r}); "
+                                    "give it once", f"{s.name}.{column}")
+        record[s.name] = {**cells, **(whole or {})} if s.derive is not None else {
+            **{c: None for c in s.categorical}, **cells, **(whole or {})}
+    return record
+
+
+def _table_cell(s: Any, column: str, value: str, key: str) -> Any:
+    """A table cell of a form (text) as its slot takes it: a number for a number column."""
+    if column not in s.columns:
+        return value
+    try:
+        return float(value)
+    except ValueError as exc:
+        raise ApiError(422, f"expected a number, got {value!r}", key) from exc
 
 
 # ----------------------------------------------------------------------------------- the app
@@ -394,6 +418,35 @@ PREDICT_OPENAPI = {
                   "415": {"description": "not JSON or multipart"}, "422": {"description": "a field is wrong; 'field' names it"},
                   "503": {"description": "the batch queue is full; retry"}},
 }
+
+
+def predict_openapi(backend: Backend) -> dict[str, Any]:
+    """The OpenAPI description of ``POST /predict`` for ``backend``: a fit run's records are the user's own
+    columns (each listed with what it takes); other runs' records name the slots."""
+    if not by_column(backend.slots):
+        return PREDICT_OPENAPI
+    properties: dict[str, Any] = {}
+    for s in backend.slots:
+        if s.kind == "text":
+            properties[s.label] = {"type": "string", "description": f"text (slot {s.name!r}, an alias)"}
+        elif s.kind in ("file", "frames"):
+            properties[s.label] = {"type": "string", "format": "binary", "description": f"{s.modality}: an uploaded "
+                                   f"file, multipart/form-data only (slot {s.name!r}, an alias)"}
+        else:
+            for c in s.columns:
+                properties[c] = {"type": ["number", "null"], "description": "a number (left out or null: a missing cell)"}
+            for c in s.categorical:
+                properties[c] = {"type": ["string", "null"], "description": "a category or date (left out: a missing cell)"}
+    record = {"type": "object", "properties": properties, "additionalProperties": False,
+              "description": "one row {column: value}, the columns named as in the training table; a column left "
+                             "out is a missing cell (slot names are accepted as aliases)"}
+    out = json.loads(json.dumps(PREDICT_OPENAPI))
+    content = out["requestBody"]["content"]
+    content["application/json"]["schema"]["properties"]["records"]["items"] = record
+    content["multipart/form-data"]["schema"] = {"type": "object", "properties": properties, "additionalProperties": False,
+                                                "description": "one record: a field per column, named as in the "
+                                                               "training table; empty fields are missing"}
+    return out
 
 
 def create_app(backend: Backend, *, max_batch: int = MAX_BATCH, window_ms: float = WINDOW_MS, max_queue: int = MAX_QUEUE,
@@ -451,7 +504,8 @@ def create_app(backend: Backend, *, max_batch: int = MAX_BATCH, window_ms: float
         return JSONResponse({"error": f"internal error: {type(exc).__name__}", "field": None}, status_code=500)
 
     def metadata() -> dict[str, Any]:
-        return {"slots": [s.to_json() for s in backend.slots], "head": backend.head, "model": backend.description,
+        columns = {"columns": user_columns(backend.slots)} if by_column(backend.slots) else {}  # a fit run: what records name
+        return {**columns, "slots": [s.to_json() for s in backend.slots], "head": backend.head, "model": backend.description,
                 "limits": {"max_body_bytes": max_body_bytes, "max_records": max_records, "max_files": MAX_FILES},
                 "batching": {"max_batch": max_batch, "window_ms": window_ms, "max_queue": max_queue,
                              "prepare_threads": batcher.prepare_threads},
@@ -474,7 +528,7 @@ def create_app(backend: Backend, *, max_batch: int = MAX_BATCH, window_ms: float
         """A web page with a field per slot; it posts to /predict and shows the class and probabilities."""
         return HTMLResponse(render_page(metadata()))
 
-    @app.post("/predict", openapi_extra=PREDICT_OPENAPI)
+    @app.post("/predict", openapi_extra=predict_openapi(backend))
     async def predict(request: Request) -> JSONResponse:
         """Predict records (JSON) or one record with uploads (multipart); see the module docstring."""
         began = time.perf_counter()
