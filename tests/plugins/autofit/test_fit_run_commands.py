@@ -303,5 +303,7 @@ def test_serve_takes_a_whole_training_row_and_reads_cells_as_the_table_reader(ru
             wrong = client.post("/predict", **request)
             assert wrong.status_code == 422 and "not a column of this model" in wrong.json()["error"], wrong.text
         assert "did you mean 'weight'?" in client.post("/predict", json={"records": [{"wieght": 1.0}]}).json()["error"]
+        derived = client.post("/predict", json={"records": [{**rows[0], "weight missing": 1.0}]})  # fit's, not the user's
+        assert derived.status_code == 422 and derived.json()["field"] == "records[0].weight missing", derived.text
         only = client.post("/predict", json={"records": [{"rid": "R9", "y": "high"}]})  # nothing the model reads
         assert only.status_code == 422 and "needs at least one of the columns" in only.json()["error"], only.text

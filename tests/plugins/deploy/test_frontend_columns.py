@@ -206,3 +206,19 @@ def test_serve_reads_a_number_cell_by_the_table_readers_rule_in_both_backends(tm
             assert mmcore_side[1]["n"] == plan.fill["n"] and mmcore_side[1]["n missing"] == 1.0, cell
         else:
             assert mmcore_side[0] == "records[0].n" and "expected a number" in mmcore_side[1], cell
+
+
+def test_the_columns_a_row_may_hold_unread_are_the_training_tables_others(tmp_path: Path):
+    """``Columns.ignored_columns`` (what ``mmcore serve EXPORT`` accepts and ignores): the training table's
+    columns the model does not read -- the target, an id -- from the plan's ``table_columns``; an export
+    written before it (no ``table_columns``) still ignores the target; a malformed one is refused."""
+    rows = [{"id": f"K{k:03d}", "n": 0.5 * k, "colour": ["red", "green"][k % 2], "y": k % 2} for k in range(30)]
+    plan = make_plan(infer_columns(rows, target="y", base=tmp_path), rows)
+    columns = _columns(plan)
+    assert columns.ignored_columns == ["y"]  # no table_columns: an older export
+    spec = {**json.loads(json.dumps(plan.to_json())), "table_columns": list(rows[0])}
+    slots = {"tabular": {"kind": "tabular", "columns": plan.tabular_columns(plan.slots["tabular"])[0],
+                         "categorical": plan.tabular_columns(plan.slots["tabular"])[1]}}
+    assert frontend.Columns(spec, slots).ignored_columns == ["id", "y"]
+    with pytest.raises(ValueError, match="columns.table_columns"):
+        frontend.Columns({**spec, "table_columns": "id,n"}, slots)
