@@ -103,10 +103,13 @@ def mmcore_export_columns(run_dir: Path):
     as plain JSON, so that the export's front end derives what fit derives. None for another run."""
     if run_dir is None or not (Path(run_dir) / PLAN_FILE).is_file():
         return None
-    from mmcore_plugins.autofit.predictor import read_plan
+    from mmcore_plugins.autofit.predictor import read_plan, read_table_columns
 
     plan = read_plan(run_dir)
-    return {"derived_by": "mmcore fit", "input_columns": plan.input_columns, **plan.to_json()}
+    # table_columns: the training table's whole header -- serve ignores a record's cells of the ones the model
+    # does not read (the target, ids), as Predictor ignores a table's, and refuses only a key that is no column
+    return {"derived_by": "mmcore fit", "input_columns": plan.input_columns,
+            "table_columns": read_table_columns(run_dir), **plan.to_json()}
 
 
 @mmcore.hookimpl

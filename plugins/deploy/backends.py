@@ -145,6 +145,11 @@ class Backend:
     slots: list[SlotInfo]
     head: dict[str, Any]
     description: dict[str, Any]
+    #: A fit run's training-table columns that the model does not read (its target, ids, a split column): a
+    #: record may hold them (a whole row of the training table), and they are ignored, as Predictor ignores a
+    #: table's. A key that is no column of the training table stays an error (:meth:`unknown_key`: with an
+    #: absent column read as a missing cell, that refusal is the only guard against a misspelt one).
+    ignored: frozenset[str] = frozenset()
 
     @property
     def by_column(self) -> bool:
@@ -173,6 +178,8 @@ class Backend:
         given: dict[str, str] = {}  # slot -> the key it was given under
         cells: dict[str, dict[str, tuple[str, Any]]] = {}  # table slot -> column -> (key, value)
         for key, value in record.items():
+            if str(key) in self.ignored:  # the user's own column, which the model does not read
+                continue
             found = self.resolve_key(str(key), dotted=self.by_column if dotted is None else dotted)
             if found is None:
                 raise self.unknown_key(str(key), where)
@@ -243,6 +250,10 @@ class Backend:
 
     @staticmethod
     def _table_value(s: SlotInfo, value: Any, field: str) -> Any:
+        """A table slot's value checked: numbers and categories of the slot's columns. A fit run's slot
+        (``derive``) reads each number cell by the rule of the table reader (what ``Predictor`` and ``mmcore
+        predict --data`` apply to a CSV cell: ``"0.75"``, ``" 3 "``, ``"1e3"`` are numbers; empty, null,
+        ``"N/A"`` and non-finite cells are missing), since ``derive`` *is* that rule; else a finite number."""
         if isinstance(value, list) and not s.categorical:
             bad = [i for i, v in enumerate(value) if isinstance(v, bool) or not isinstance(v, (int, float))]
             if bad:
@@ -259,8 +270,8 @@ class Backend:
         row: dict[str, Any] = {}
         for c in s.columns:
             v = value.get(c)
-            if v is None and s.derive is not None:  # a missing cell: the plugin fills it as training did
-                row[c] = None
+            if s.derive is not None:  # read (or refused, below) by the plugin's rule, as the training table was
+                row[c] = v
                 continue
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
                 raise FieldError(_field(field, c), f"expected a finite number, got {v!r}")
@@ -270,6 +281,8 @@ class Backend:
             if v is not None and not isinstance(v, (str, int, float)):
                 raise FieldError(_field(field, c), f"expected a category (a string), got {type(v).__name__}")
             row[c] = v
+        if s.derive is not None:
+            _derivable(s, row, field)
         return row if s.columns and s.columns[0] != "#0" else [row[c] for c in s.columns]
 
     # To implement: prepare(checked record) -> item; predict(items) -> results.
@@ -278,6 +291,23 @@ class Backend:
 
     def predict(self, items: Sequence[Any]) -> list[dict[str, Any]]:
         raise NotImplementedError
+
+
+def _derivable(s: SlotInfo, row: Mapping[str, Any], field: str) -> None:
+    """FieldError naming ``field.column`` (``records[0].price``) for the first cell of ``row`` that the slot's
+    ``derive`` refuses (a number cell that is no number: ``"abc"``, ``true``), with derive's words (what was
+    expected and what came). One call for a good row; the cells are tried one by one only to name a bad one."""
+    try:
+        s.derive(dict(row))
+    except ValueError as exc:
+        for column in s.columns + s.categorical:
+            if row.get(column) is None:
+                continue
+            try:
+                s.derive({column: row[column]})
+            except ValueError as cell:
+                raise FieldError(_field(field, column), str(cell)) from None
+        raise FieldError(field or s.name, str(exc)) from None
 
 
 def _conflict(where: str, first: str, second: str) -> FieldError:
@@ -326,6 +356,10 @@ class RunBackend(Backend):
             column = ((plan or {}).get("slots") or {}).get(s.name, {}).get("column")
             if s.kind != "table" and isinstance(column, str):
                 s.column = column
+        if isinstance(plan, Mapping) and self.by_column:  # the training table's other columns (hook's table_columns)
+            table = plan.get("table_columns") if isinstance(plan.get("table_columns"), list) else []
+            read = set(self.columns or ())
+            self.ignored = frozenset(c for c in [*table, plan.get("target")] if isinstance(c, str) and c not in read)
 
     def prepare(self, record: Mapping[str, Any]) -> dict[str, Any]:
         item = {}
@@ -393,6 +427,8 @@ class ExportBackend(Backend):
                     slot, values if isinstance(values, Mapping) else dict(zip(numeric, values, strict=True)))  # a list of the numbers
             elif columns is not None:
                 s.column = columns.slots[s.name]["column"]
+        if columns is not None:
+            self.ignored = frozenset(columns.ignored_columns)
         self.head = dict(manifest["head"])
         self.description = {"kind": "export", "path": str(Path(folder).resolve()), "graph": self.artefact.graph_file,
                             "format": manifest["graph"]["format"], "int8": self.artefact.graph_file.endswith(".int8.onnx"),

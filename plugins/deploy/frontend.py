@@ -662,8 +662,9 @@ class Columns:
     "tabular", "numeric", "categorical"[, "dates"]}`` for the table slot; ``fill`` (column -> training
     median), ``indicators`` (column -> its missing-indicator column), ``dates`` (column -> format, origin,
     derived parts), ``text_files`` (text columns whose cells are file paths); ``task``, ``classes`` and
-    ``class_values`` (each class as the training table held it: what a prediction gives back).
-    Raises ``ValueError`` naming the field when the plan is malformed or does not fit ``slots`` (the
+    ``class_values`` (each class as the training table held it: what a prediction gives back);
+    ``table_columns``, the training table's whole header (an older export without it: the columns read and
+    the target), whence :attr:`ignored_columns`. Raises ``ValueError`` naming the field when the plan is malformed or does not fit ``slots`` (the
     export's slot specs: the table slot's columns must be the ones the plan derives).
     """
 
@@ -689,6 +690,9 @@ class Columns:
         self.classes, self.labels = spec.get("classes"), spec.get("labels")
         self.class_values = spec.get("class_values") or self.classes
         need(self.task in ("classification", "multilabel", "regression"), "task", "classification, multilabel or regression")
+        self.table_columns = spec.get("table_columns", [])
+        need(isinstance(self.table_columns, list) and all(isinstance(c, str) for c in self.table_columns),
+             "table_columns", "the training table's column names")
         need(self.task != "classification" or isinstance(self.class_values, list) and len(self.class_values) == len(self.classes or []),
              "class_values", "one value per class")
         need(self.task != "multilabel" or isinstance(self.labels, list), "labels", "the label names")
@@ -712,6 +716,14 @@ class Columns:
         for s in self.slots.values():
             out += [s["column"]] if "column" in s else [*s["numeric"], *s["categorical"], *s.get("dates", [])]
         return out
+
+    @property
+    def ignored_columns(self) -> list[str]:
+        """The training table's columns the model does not read (the target, ids, a split column): a row may
+        hold them, as it held them in training; they are never read."""
+        read = set(self.input_columns)
+        target = [self.target] if isinstance(self.target, str) else []
+        return [c for c in dict.fromkeys([*self.table_columns, *target]) if c not in read]
 
     def slot_columns(self, slot: str) -> list[str]:
         """The user's columns a slot reads."""

@@ -324,6 +324,8 @@ async def record_from_form(request: Any, body: bytes, backend: Backend) -> dict[
     record: dict[str, Any] = {}
     dotted: dict[str, dict[str, Any]] = {}  # table slot -> {column: value} of its "slot.column" fields
     for key in dict.fromkeys(form.keys()):
+        if key in backend.ignored:  # a fit run's training-table column the model does not read (Backend.ignored)
+            continue
         found = resolve_key(backend.slots, key)
         if found is None:
             raise ApiError(422, unknown_key(backend.slots, key).reason, key)
@@ -389,8 +391,9 @@ async def record_from_form(request: Any, body: bytes, backend: Backend) -> dict[
 
 
 def _table_cell(s: Any, column: str, value: str, key: str) -> Any:
-    """A table cell of a form (text) as its slot takes it: a number for a number column."""
-    if column not in s.columns:
+    """A table cell of a form (text) as its slot takes it: a number for a number column; a fit run's cell as
+    it came (:meth:`Backend.check` reads it by the table reader's rule, as a JSON record's)."""
+    if column not in s.columns or s.derive is not None:
         return value
     try:
         return float(value)
@@ -434,9 +437,14 @@ def predict_openapi(backend: Backend) -> dict[str, Any]:
                                    f"file, multipart/form-data only (slot {s.name!r}, an alias)"}
         else:
             for c in s.columns:
-                properties[c] = {"type": ["number", "null"], "description": "a number (left out or null: a missing cell)"}
+                properties[c] = {"type": ["number", "string", "null"],
+                                 "description": "a number, or its text as a table cell holds it (\"0.75\", \"1e3\"); left "
+                                                "out, null, empty, \"N/A\" or infinite: a missing cell"}
             for c in s.categorical:
                 properties[c] = {"type": ["string", "null"], "description": "a category or date (left out: a missing cell)"}
+    for c in sorted(backend.ignored):
+        properties.setdefault(c, {"description": "a column of the training table the model does not read (its target, "
+                                                 "an id): accepted and ignored"})
     record = {"type": "object", "properties": properties, "additionalProperties": False,
               "description": "one row {column: value}, the columns named as in the training table; a column left "
                              "out is a missing cell (slot names are accepted as aliases)"}
@@ -504,7 +512,8 @@ def create_app(backend: Backend, *, max_batch: int = MAX_BATCH, window_ms: float
         return JSONResponse({"error": f"internal error: {type(exc).__name__}", "field": None}, status_code=500)
 
     def metadata() -> dict[str, Any]:
-        columns = {"columns": user_columns(backend.slots)} if by_column(backend.slots) else {}  # a fit run: what records name
+        columns = {"columns": user_columns(backend.slots),  # a fit run: what records name, and what they may hold unread
+                   "ignored_columns": sorted(backend.ignored)} if by_column(backend.slots) else {}
         return {**columns, "slots": [s.to_json() for s in backend.slots], "head": backend.head, "model": backend.description,
                 "limits": {"max_body_bytes": max_body_bytes, "max_records": max_records, "max_files": MAX_FILES},
                 "batching": {"max_batch": max_batch, "window_ms": window_ms, "max_queue": max_queue,

@@ -39,7 +39,7 @@ def _rows(folder: Path, n: int, seed: int, gone: tuple[int, ...] = (), placehold
         cell = "notes/missing.txt" if i in gone else "N/A" if i in placeholder else f"notes/{note.name}"
         out.append({"a": round(float(a), 3), "weight": "" if i % 5 == 0 else round(float(h), 3),
                     "group": ["north", "south"][i % 2], REVIEW: cell, PRICE: "" if i % 4 == 1 else round(2 + i % 3, 2),
-                    "y": y})
+                    "y": y, "rid": f"R{seed}-{i:04d}"})  # an id column: fit ignores it
     return out
 
 
@@ -52,6 +52,7 @@ def run(tmp_path_factory):
     plan = json.dumps(predictor.plan.to_json(), ensure_ascii=False)
     assert "weight missing" in plan and f"{PRICE} missing" in plan and predictor.plan.text_files == [REVIEW]
     assert predictor.plan.slots["customer_review"] == {"kind": "text", "column": REVIEW}
+    assert "rid" not in predictor.plan.input_columns, "the id column is ignored"
     write_csv(folder / "test.csv", _rows(folder, 12, 1))
     return predictor, folder
 
@@ -249,3 +250,60 @@ def test_serve_takes_the_users_own_columns_of_a_fit_run(run):
         assert bad.status_code == 422 and bad.json()["field"] == f"records[0].{PRICE}", bad.text
         bad = client.post("/predict", json={"records": [{"tabular": {"a": 0.3, "weight missing": 1.0}}]})
         assert bad.status_code == 422 and "weight missing" in bad.text
+        assert metadata["ignored_columns"] == ["rid", "y"]
+
+
+def test_serve_takes_a_whole_training_row_and_reads_cells_as_the_table_reader(run):
+    """A row of the training CSV posted whole -- its id column and target too, every cell a string as the CSV
+    held it -- is predicted as Predictor predicts that row (the columns the model does not read are ignored,
+    as Predictor ignores a table's), in JSON and as a form; a number cell is read by the table reader's rule
+    ("0.75", " 3 ", "1e-1" are numbers; "", null, "N/A", "inf" are missing cells); a cell that is no number
+    is a 422 naming records[i].<column>, what was expected and what came; a key that is no column of the
+    training table stays a 422 with the closest column."""
+    pytest.importorskip("fastapi")
+    import csv
+
+    from fastapi.testclient import TestClient
+
+    from mmcore_plugins.deploy.backends import open_backend
+    from mmcore_plugins.deploy.serve import create_app
+
+    predictor, folder = run
+    with (folder / "train.csv").open(newline="", encoding="utf-8") as fh:
+        table = list(csv.DictReader(fh))[:4]
+    assert {"rid", "y"} <= set(table[0]) and any(r["weight"] == "" for r in table)
+    proba = np.asarray(predictor.predict_proba([{**r, REVIEW: str(folder / r[REVIEW])} for r in table]), dtype=np.float64)
+    rows = [{**r, REVIEW: (folder / r[REVIEW]).read_text(encoding="utf-8")} for r in table]  # serve takes the text
+    classes = list(predictor.classes)
+
+    def post(**request):
+        answer = client.post("/predict", **request)
+        assert answer.status_code == 200, answer.text
+        return answer.json()["predictions"]
+
+    with TestClient(create_app(open_backend(folder / "run"))) as client:
+        whole = post(json={"records": rows})
+        assert np.allclose([[r["probabilities"][c] for c in classes] for r in whole], proba, atol=1e-5, rtol=0)
+        assert post(json={"records": [{k: v for k, v in r.items() if k not in ("rid", "y")} for r in rows]}) == whole
+        assert post(data=rows[0]) == whole[:1]  # a form of the whole row
+        base = {"a": 0.75, "weight": 0.1, PRICE: 3, "group": "north"}
+        plain = post(json={"records": [base]})
+        assert post(json={"records": [{**base, "a": "0.75", "weight": "1e-1", PRICE: " 3 "}]}) == plain
+        assert post(data={**base, "a": " 0.75 ", "weight": "1e-1"}) == plain
+        gone = post(json={"records": [{"a": 0.75, PRICE: 3, "group": "north"}]})
+        for empty in ("", None, "N/A", "inf", "  "):
+            assert post(json={"records": [{**base, "weight": empty}]}) == gone, empty
+        for bad, shown in (("abc", "'abc'"), (True, "True"), ("1,5", "'1,5'")):
+            refused = client.post("/predict", json={"records": [base, {**base, "weight": bad}]})
+            assert refused.status_code == 422 and refused.json()["field"] == "records[1].weight", refused.text
+            assert "expected a number" in refused.json()["error"] and shown in refused.json()["error"], refused.text
+        refused = client.post("/predict", data={**base, PRICE: "cheap"})
+        assert refused.status_code == 422 and refused.json()["field"] == PRICE and "'cheap'" in refused.text
+        for request in ({"json": {"records": [{**rows[0], "wieght": 1.0}]}}, {"data": {**rows[0], "ridd": "R1"}}):
+            wrong = client.post("/predict", **request)
+            assert wrong.status_code == 422 and "not a column of this model" in wrong.json()["error"], wrong.text
+        assert "did you mean 'weight'?" in client.post("/predict", json={"records": [{"wieght": 1.0}]}).json()["error"]
+        derived = client.post("/predict", json={"records": [{**rows[0], "weight missing": 1.0}]})  # fit's, not the user's
+        assert derived.status_code == 422 and derived.json()["field"] == "records[0].weight missing", derived.text
+        only = client.post("/predict", json={"records": [{"rid": "R9", "y": "high"}]})  # nothing the model reads
+        assert only.status_code == 422 and "needs at least one of the columns" in only.json()["error"], only.text

@@ -141,6 +141,7 @@ def test_the_manifest_holds_fits_plan_as_plain_json(fitted):
     assert columns["fill"] == predictor.plan.fill and columns["indicators"] == predictor.plan.indicators
     assert columns["dates"] == predictor.plan.dates and columns["text_files"] == ["note"]
     assert columns["class_values"] == ["high", "low"]
+    assert columns["table_columns"] == ["id", "a", "weight", PRICE, "group", "created", "sold", "opens", PHOTO, "note", "y"]
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "pt2"])
@@ -273,6 +274,21 @@ def test_serve_export_takes_and_shows_the_users_columns_only(fitted):
         assert bad.status_code == 422 and bad.json()["field"] == "records[0].a"
         numbers = client.post("/predict", json={"records": [{"tabular": [0.3, 0.5, 1.0]}]})  # a list of the numbers
         assert numbers.status_code == 422 and numbers.json()["field"] == "records[0].tabular"
+        # a whole row of the training table (its id and target: not read, ignored as Predictor ignores them), its
+        # numbers as the CSV's text ("0.75" is 0.75; "N/A", "inf", "" are missing cells), JSON or form
+        assert metadata.json()["ignored_columns"] == ["id", "y"]
+        whole = client.post("/predict", json={"records": [{**second, "id": "ID0001", "y": "low"}]})
+        assert whole.status_code == 200 and whole.json() == answer.json(), whole.text
+        texts = client.post("/predict", json={"records": [{**second, "a": "-1.2", "weight": " 5e-1 ", PRICE: "N/A"}]})
+        assert texts.status_code == 200 and texts.json() == answer.json(), texts.text
+        form = client.post("/predict", data={**first, "id": "ID0001", "y": "high"}, files=upload)
+        assert form.status_code == 200, form.text
+        assert np.allclose(_got(form.json()["predictions"], ["high", "low"])[1], proba[:1], atol=1e-5, rtol=0)
+        bad = client.post("/predict", json={"records": [second, {**second, "weight": "abc"}]})
+        assert bad.status_code == 422 and bad.json()["field"] == "records[1].weight", bad.text
+        assert "expected a number, got 'abc'" in bad.json()["error"]
+        wrong = client.post("/predict", json={"records": [{**second, "id": "ID1", "wieght": 0.5}]})
+        assert wrong.status_code == 422 and "did you mean 'weight'?" in wrong.json()["error"], wrong.text
 
 
 def test_the_front_end_derives_the_columns_without_mmcore(fitted, monkeypatch):
