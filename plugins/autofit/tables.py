@@ -7,6 +7,7 @@ missing modality of its row, noted in its line (``--strict``: the row's error)."
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -116,17 +117,21 @@ def mmcore_export_columns(run_dir: Path):
 def mmcore_record_inputs(items: list[str], run_dir: Path | None):
     """``mmcore predict RUN column=value ...`` for a fit run: the user's columns (or a one-column slot's
     name, or ``slot={column: value}`` for the numbers-and-categories slot), prepared through the column
-    plan as :class:`Predictor` prepares a row; a column left out is a missing cell. A file that does not
-    exist is an error (the user named it). None for a run ``fit`` did not write."""
+    plan as :class:`Predictor` prepares a row; a column left out is a missing cell. A column of the
+    training table that the model does not read (the target, an id) is ignored with a warning, as
+    Predictor and serve ignore it. A file that does not exist is an error (the user named it). None for a
+    run ``fit`` did not write."""
     if run_dir is None or not (Path(run_dir) / PLAN_FILE).is_file():
         return None
     import difflib
 
     from mmcore.yamlio import load_yaml
-    from mmcore_plugins.autofit.predictor import read_plan
+    from mmcore_plugins.autofit.predictor import read_plan, read_table_columns
 
     plan = read_plan(run_dir)
     columns, by_slot = plan.input_columns, plan.slot_columns()
+    unread = [c for c in read_table_columns(run_dir) if c not in columns]
+    ignored: list[str] = []
     record: dict[str, Any] = {}
     given: dict[str, str] = {}  # column -> how the command line named it (itself, or its slot's alias)
 
@@ -151,12 +156,18 @@ def mmcore_record_inputs(items: list[str], run_dir: Path | None):
             put(key, value, key)
         elif key in by_slot:  # a one-column slot's name: an alias of its column
             put(by_slot[key], value, key)
+        elif key in unread:  # the target or an id: a whole training row is accepted, as Predictor and serve accept it
+            ignored.append(key)
         else:
             lowered = {c.lower(): c for c in columns}
             close = difflib.get_close_matches(key, columns, n=1) or [lowered[c] for c in
                                                                       difflib.get_close_matches(key.lower(), lowered, n=1)]
             raise ValueError(f"{key!r} is not a column this model reads ({', '.join(repr(c) for c in columns)})"
                              + (f"; did you mean {close[0]!r}?" if close else ""))
+    if ignored:
+        # a note on stderr, not an error: the command line's record is the user's own row
+        print(f"mmcore: ignored {', '.join(repr(k) for k in ignored)}: the training table's column(s) this model "
+              "does not read (the target, ids)", file=sys.stderr)
     unknown = [k for k in record if k not in columns]
     if unknown:
         raise ValueError(f"{', '.join(repr(k) for k in unknown)}: not columns this model reads "

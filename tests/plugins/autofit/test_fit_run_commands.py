@@ -156,7 +156,11 @@ def test_a_record_names_the_users_columns_on_the_command_line(run, capsys):
     _one_line_error(capsys, f"'{PRICE}'", "different values")
     note = folder / "notes" / "1_0.txt"  # (the column's cells are text files)
     assert main(["predict", run_dir, f"{REVIEW}={note}", f"customer_review={note}", "a=1"]) == 0  # the same value: once
-    capsys.readouterr()
+    alone = json.loads(capsys.readouterr().out)
+    # a whole training row: the target and the id column are ignored (said on stderr), as Predictor and serve ignore them
+    assert main(["predict", run_dir, f"{REVIEW}={note}", "a=1", "y=0", "rid=17"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) == alone and "ignored 'y', 'rid'" in err
     index = str(folder / "q.faiss")
     assert main(["embed", run_dir, "--data", str(folder / "test.csv"), "--out", str(folder / "q.npz"), "--index", index,
                  "--vector", REVIEW]) == 0  # the user's column names its slot's vector
