@@ -275,13 +275,22 @@ def _export_into(work: Path, model: Any, slots: list[SlotExport], *, fmt: str | 
     example = graph_inputs(fronts, module, example_records(model, 5, generator))
     larger = graph_inputs(fronts, module, example_records(model, 7, generator))
     outputs = module.probe(example, larger)
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)  # trace the reference path, as verify() runs it
     try:
         # Size-oblivious: a size computed inside the graph (an audio clip's frames after pooling) may be
-        # 1 at run time; traced this way the graph holds no guard that it is not.
-        with torch.fx.experimental._config.patch(backed_size_oblivious=True):
+        # 1 at run time; traced this way the graph holds no guard that it is not. Under no_grad: the
+        # graph is for inference, and a frozen encoder's ``set_grad_enabled(False)`` / ``no_grad`` is
+        # then a no-op instead of a wrap_with_set_grad_enabled node (which torch.export.load rejects).
+        with torch.no_grad(), torch.fx.experimental._config.patch(backed_size_oblivious=True):
             program = torch.export.export(module, example, dynamic_shapes=dynamic_shapes(slots), strict=False)
+        program = inline_grad_modes(program, model)
+    except ExportFailed:
+        raise
     except Exception as exc:  # noqa: BLE001 - whatever the tracer raises: report it, nothing is written
         raise ExportFailed(f"torch.export failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
     formats = formats_of(fmt)
     graphs = {}
     # One traced program, every graph written from it; model.pt2 first, the program exactly as traced.
@@ -314,6 +323,59 @@ def _export_into(work: Path, model: Any, slots: list[SlotExport], *, fmt: str | 
         "versions": _versions(),
         "verification": verification,
     }
+
+
+#: Higher-order ops torch.export makes of a grad-mode switch inside forward (a component that turns grad
+#: on under no_grad); torch.export.load's verifier rejects them, so the program is inlined first.
+GRAD_MODE_OPS = ("wrap_with_set_grad_enabled",)
+
+
+def component_of(model: Any, path: str) -> str:
+    """The component that owns the submodule at ``path`` (``model.encoders.text.model...``), as
+    :func:`refusals` names it: ``encoder 'minilm' (slot 'text')``, ``fusion 'gated'``, ``head '...'``."""
+    spec = model.spec or {}
+
+    def name(entry: Any) -> str:
+        return entry.get("name", "?") if isinstance(entry, Mapping) else "?"
+
+    parts = path.split(".")
+    if parts[:1] == ["model"]:
+        parts = parts[1:]
+    if len(parts) >= 2 and parts[0] == "encoders":
+        return f"encoder {name(spec.get('encoders', {}).get(parts[1]))!r} (slot {parts[1]!r})"
+    if parts[:1] == ["fusion"]:
+        return f"fusion {name(spec.get('fusion'))!r}"
+    if parts[:1] == ["head"]:
+        return f"head {name(spec.get('head'))!r}"
+    return f"module {path or 'model'!r}"
+
+
+def grad_mode_components(program: Any, model: Any) -> list[str]:
+    """The components (named as :func:`component_of` does) whose forward left a grad-mode switch in
+    ``program``'s graph (a :data:`GRAD_MODE_OPS` node), each once, in graph order."""
+    found: list[str] = []
+    for node in program.graph.nodes:
+        if node.op == "call_function" and getattr(node.target, "__name__", str(node.target)) in GRAD_MODE_OPS:
+            stack = [entry[0] for entry in (node.meta.get("nn_module_stack") or {}).values()]
+            label = component_of(model, max(stack, key=len) if stack else "")
+            if label not in found:
+                found.append(label)
+    return found
+
+
+def inline_grad_modes(program: Any, model: Any) -> Any:
+    """``program`` without grad-mode switches: a component that switches grad on inside forward (the
+    export traces under no_grad, so switching it off is already a no-op) is inlined into plain ATen
+    ops (``run_decompositions({})``: no op is decomposed, the switch is dropped -- grad mode means
+    nothing to an inference graph). ExportFailed naming the component when a switch remains."""
+    if not grad_mode_components(program, model):
+        return program
+    program = program.run_decompositions({})
+    left = grad_mode_components(program, model)
+    if left:
+        raise ExportFailed(f"{', '.join(left)}: its forward switches grad mode in a way torch.export cannot save "
+                           f"(set the component's export_refusal, or drop the switch when not training)")
+    return program
 
 
 def _first_line(exc: BaseException) -> str:
@@ -415,15 +477,19 @@ def verify(module: ExportModule, folder: Path, graphs: Mapping[str, str],
         torch.backends.mha.set_fastpath_enabled(previous)
     report: dict[str, Any] = {"batch_sizes": list(VERIFY_BATCHES)}
     for kind, file in graphs.items():
-        if kind == "pt2":
-            program = torch.export.load(folder / file).module()
-            got = [[o.numpy() for o in program(*batch)] for batch in batches]
-        else:
-            import onnxruntime as ort
+        try:  # a graph that cannot be loaded back or run is the export's failure, said in one line
+            if kind == "pt2":
+                program = torch.export.load(folder / file).module()
+                got = [[o.numpy() for o in program(*batch)] for batch in batches]
+            else:
+                import onnxruntime as ort
 
-            session = ort.InferenceSession(str(folder / file), providers=["CPUExecutionProvider"])
-            got = [session.run(module.output_names, {n: t.numpy() for n, t in zip(module.input_names, batch, strict=True)})
-                   for batch in batches]
+                session = ort.InferenceSession(str(folder / file), providers=["CPUExecutionProvider"])
+                got = [session.run(module.output_names, {n: t.numpy() for n, t in zip(module.input_names, batch, strict=True)})
+                       for batch in batches]
+        except Exception as exc:  # noqa: BLE001 - whatever the loader or runtime raises: nothing is written
+            raise ExportFailed(f"{file} was written but cannot be loaded back and run: "
+                               f"{type(exc).__name__}: {_first_line(exc)}") from exc
         diffs = {name: max(_difference(e[i], g[i]) for e, g in zip(expected, got, strict=True))
                  for i, name in enumerate(module.output_names)}
         entry: dict[str, Any] = {"max_abs_diff": diffs}
