@@ -29,7 +29,7 @@ def _default_out(run_dir: str, fmt: str, int8: bool) -> Path:
 def cmd_export(args: argparse.Namespace, manager) -> int:
     from mmcore.cli import load_run
     from mmcore.engine.checkpoint import resolve_checkpoint
-    from mmcore_plugins.deploy.export import ExportError, _sha256, check_options, export_model
+    from mmcore_plugins.deploy.export import ExportError, _sha256, check_options, export_model, int8_warning
 
     check_options(args.format, args.int8)  # options and extras before loading anything
     out = Path(args.out) if args.out else _default_out(args.run_dir, args.format, args.int8)
@@ -56,6 +56,9 @@ def cmd_export(args: argparse.Namespace, manager) -> int:
         print(f"  columns (the training table's; derived ones are derived again): "
               f"{', '.join(manifest['columns'].get('input_columns', []))}")
     print(f"  outputs: {', '.join(o['name'] for o in manifest['outputs'])}; front end: {folder / 'frontend.py'}")
+    warning = int8_warning(check)
+    if warning:
+        print(f"  {warning}")
     return 0
 
 

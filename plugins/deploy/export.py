@@ -32,8 +32,10 @@ nothing.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -429,11 +431,41 @@ def quantise_int8(source: Path, target: Path) -> None:
     constants = {i.name for i in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
     front = {name for name in constants if name.startswith("front.") or ".front." in name}
     excluded = [n.name for n in graph.node if n.op_type in INT8_OPS and any(i in front for i in n.input)]
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=INT8_OPS,
-                     nodes_to_exclude=excluded)
+    with quiet_quantisation_advice():
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=INT8_OPS,
+                         nodes_to_exclude=excluded)
     model = onnx.load(str(target))
     convolution_weights_int8(model)
     onnx.save(model, str(target))
+
+
+#: onnxruntime's advice, logged on the root logger by every quantize_dynamic call, about its own
+#: pre-processing script (shape inference, graph optimisation): the export's graph is already
+#: optimised by the exporter, so the line is noise to an ``mmcore export`` user.
+QUANTISATION_ADVICE = ("Please consider to run pre-processing before quantization",
+                       "Please consider pre-processing before quantization")
+
+
+class _DropAdvice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(QUANTISATION_ADVICE)
+
+
+@contextlib.contextmanager
+def quiet_quantisation_advice():
+    """Drop onnxruntime's :data:`QUANTISATION_ADVICE` line, and nothing else: every other record still
+    reaches the root logger's handlers. ``logging.warning`` on a root logger without handlers
+    installs one (``basicConfig``) that would print every later root record; one installed during
+    the call is removed afterwards."""
+    root = logging.getLogger()
+    before, advice = list(root.handlers), _DropAdvice()
+    root.addFilter(advice)
+    try:
+        yield
+    finally:
+        root.removeFilter(advice)
+        for handler in [h for h in root.handlers if h not in before]:
+            root.removeHandler(handler)
 
 
 def convolution_weights_int8(model: Any) -> int:
@@ -463,8 +495,9 @@ def convolution_weights_int8(model: Any) -> int:
 
 @torch.no_grad()
 def verify(module: ExportModule, folder: Path, graphs: Mapping[str, str],
-           batches: Sequence[Sequence[torch.Tensor]]) -> dict[str, Any]:
-    """Compare the graph(s) with the eager module on ``batches``; ExportFailed when fp32 disagrees.
+           batches: Sequence[Sequence[torch.Tensor]], sizes: Sequence[int] = VERIFY_BATCHES) -> dict[str, Any]:
+    """Compare the graph(s) with the eager module on ``batches`` (``sizes``: each one's records, the
+    rest padding); ExportFailed when fp32 disagrees.
 
     The eager reference runs with PyTorch's fused-transformer fast path off (the exporters trace
     the reference path; the fast path's own kernels differ from it by float rounding).
@@ -475,7 +508,7 @@ def verify(module: ExportModule, folder: Path, graphs: Mapping[str, str],
         expected = [[o.numpy() for o in module(*batch)] for batch in batches]
     finally:
         torch.backends.mha.set_fastpath_enabled(previous)
-    report: dict[str, Any] = {"batch_sizes": list(VERIFY_BATCHES)}
+    report: dict[str, Any] = {"batch_sizes": list(sizes)}
     for kind, file in graphs.items():
         try:  # a graph that cannot be loaded back or run is the export's failure, said in one line
             if kind == "pt2":
@@ -497,6 +530,10 @@ def verify(module: ExportModule, folder: Path, graphs: Mapping[str, str],
             i = module.output_names.index("predictions")
             same = sum(int(np.array_equal(e[i], g[i])) for e, g in zip(expected, got, strict=True))
             entry["same_predictions"] = f"{same}/{len(batches)} batches"
+            # per record, the graph's padding rows left out (a multilabel record agrees when every label does)
+            agree = [bool(np.array_equal(a, b)) for n, e, g in zip(sizes, expected, got, strict=True)
+                     for a, b in zip(e[i][:n], g[i][:n], strict=True)]
+            entry["records_agreeing"] = [sum(agree), len(agree)]
         report[kind] = entry
         if kind == "pt2" and any(v != 0 for v in diffs.values()):
             raise ExportFailed(f"model.pt2 does not reproduce the eager model exactly: {diffs}")
@@ -526,6 +563,28 @@ def front_end_fidelity(model: Any, module: ExportModule, records: Sequence[Seque
     if any(v > FRONT_END_TOLERANCE for v in floats.values()):
         raise ExportFailed(f"the export's front end does not reproduce the processors (max |difference| {floats})")
     return {"max_abs_diff": diffs}
+
+
+#: An int8 graph whose probabilities differ from fp32 by more than this (on the verification records)
+#: is warned about in the export's summary, as is any record whose prediction differs.
+INT8_WARN_PROBABILITY = 0.05
+
+
+def int8_warning(verification: Mapping[str, Any]) -> str | None:
+    """One line warning that the int8 graph's predictions differ from the fp32 model's on the
+    verification records (fewer than all agree, or a probability moves by more than
+    :data:`INT8_WARN_PROBABILITY`), with the numbers; None when they agree (or no int8 graph)."""
+    entry = verification.get("int8")
+    if not isinstance(entry, Mapping) or "records_agreeing" not in entry:
+        return None
+    same, total = entry["records_agreeing"]
+    diffs = entry.get("max_abs_diff", {})
+    probability, logits = float(diffs.get("probabilities", 0.0)), float(diffs.get("logits", 0.0))
+    if same == total and probability <= INT8_WARN_PROBABILITY:
+        return None
+    return (f"warning: model.int8.onnx predicts as the fp32 model on {same}/{total} verification records "
+            f"({100.0 * same / total:.0f}%); max |logit difference| {logits:.2g}, max |probability difference| "
+            f"{probability:.2g} -- check it on your own data, or serve model.onnx (mmcore serve --graph model.onnx)")
 
 
 def _difference(a: np.ndarray, b: np.ndarray) -> float:
