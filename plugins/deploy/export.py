@@ -290,7 +290,9 @@ def _export_into(work: Path, model: Any, slots: list[SlotExport], *, fmt: str | 
     except ExportFailed:
         raise
     except Exception as exc:  # noqa: BLE001 - whatever the tracer raises: report it, nothing is written
-        raise ExportFailed(f"torch.export failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+        where = component_in_traceback(exc, model)
+        raise ExportFailed(f"torch.export failed{f' in {where}' if where else ''}: {type(exc).__name__}: "
+                           f"{_first_line(exc)}") from exc
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
     formats = formats_of(fmt)
@@ -350,6 +352,20 @@ def component_of(model: Any, path: str) -> str:
     if parts[:1] == ["head"]:
         return f"head {name(spec.get('head'))!r}"
     return f"module {path or 'model'!r}"
+
+
+def component_in_traceback(exc: BaseException, model: Any) -> str | None:
+    """The component whose code raised ``exc`` (the innermost frame whose ``self`` is one of
+    ``model``'s submodules), named as :func:`component_of` does; None when no such frame."""
+    paths = {id(m): name for name, m in model.named_modules()}
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        owner = tb.tb_frame.f_locals.get("self")
+        if owner is not None and id(owner) in paths and paths[id(owner)]:
+            found = paths[id(owner)]
+        tb = tb.tb_next
+    return component_of(model, found) if found else None
 
 
 def grad_mode_components(program: Any, model: Any) -> list[str]:

@@ -33,10 +33,20 @@ class _GradOnTabular(MLPTabularEncoder):
             return super().forward(batch)
 
 
+class _BranchyTabular(MLPTabularEncoder):
+    """Branches on a tensor's value: torch.export cannot trace it."""
+
+    def forward(self, batch):
+        if batch["values"].sum() > 0:
+            return super().forward(batch)
+        return super().forward({**batch, "values": -batch["values"]})
+
+
 class _Plugin:
     @mmcore.hookimpl
     def mmcore_register(self, registry):
         registry.add_encoder("frozen_tabular", _FrozenTabular, modality="tabular", example_options={"num_features": 3, "dim": 8})
+        registry.add_encoder("branchy_tabular", _BranchyTabular, modality="tabular")
         registry.add_encoder("grad_on_tabular", _GradOnTabular, modality="tabular", example_options={"num_features": 3, "dim": 8})
 
 
@@ -90,3 +100,11 @@ def test_a_graph_that_cannot_be_loaded_back_is_one_line_and_nothing_is_written(t
 def test_the_conformance_check_exports_a_grad_switching_encoder_as_mmcore_export_does():
     with mmcore.register_plugin(_Plugin(), "grad-mode-plugin"):
         assert check_export("encoder", "frozen_tabular", registry=mmcore.get_registry()) is None
+
+
+def test_a_component_the_tracer_fails_on_is_named_in_one_line_and_nothing_is_written(tmp_path):
+    with pytest.raises(ExportFailed) as caught:
+        export_model(_model("branchy_tabular"), tmp_path / "out", fmt="pt2")
+    message = str(caught.value)
+    assert message.startswith("torch.export failed in encoder 'branchy_tabular' (slot 'table'): ") and "\n" not in message
+    assert list(tmp_path.iterdir()) == []
