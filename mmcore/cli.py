@@ -84,7 +84,7 @@ def build_parser(manager=None) -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a run's best checkpoint on a split of its data (and its robustness)")
-    p.add_argument("run_dir", help="a run directory written by `mmcore train`")
+    p.add_argument("run_dir", help="a run directory written by `mmcore train` or `mmcore fit`")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--data", nargs="*", default=[], metavar="key=value|TABLE",
                    help="override data options (e.g. image_noise=0.8), or a table FILE holding the target to evaluate "

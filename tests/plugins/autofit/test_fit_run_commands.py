@@ -347,3 +347,24 @@ def test_data_and_argument_errors_read_as_what_they_are(run, capsys):
     assert "invalid configuration" not in _one_line_error(capsys, "absent.csv")
     assert main(["predict", run_dir, "a=lots"]) == 2
     assert "invalid configuration" not in _one_line_error(capsys, "lots")
+
+
+def test_a_bare_file_path_goes_to_the_one_column_of_its_modality(run, capsys):
+    """As for a train run: ``mmcore predict RUN note.txt`` puts the file in the one column of its modality
+    (here the column of text files); a file no column's modality matches asks for column=value."""
+    _, folder = run
+    run_dir, note = str(folder / "run"), folder / "notes" / "1_0.txt"
+    assert main(["predict", run_dir, f"{REVIEW}={note}", "a=0.3"]) == 0
+    named = json.loads(capsys.readouterr().out)
+    assert main(["predict", run_dir, str(note), "a=0.3"]) == 0
+    assert json.loads(capsys.readouterr().out) == named
+    picture = folder / "x.png"
+    picture.write_bytes(b"\x89PNG\r\n\x1a\n")  # (never opened: no column is an image)
+    assert main(["predict", run_dir, str(picture)]) == 2
+    _one_line_error(capsys, "not column=value, nor a file of a modality exactly one column has")
+
+
+def test_help_says_fit_runs_work_too(capsys):
+    for command in ("predict", "eval"):
+        assert main([command, "--help"]) == 0
+        assert "`mmcore train` or `mmcore fit`" in " ".join(capsys.readouterr().out.split())
