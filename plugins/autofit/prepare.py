@@ -210,7 +210,11 @@ def check_table_columns(plan: Plan, header: Sequence[str], missing: Sequence[str
         shared = [c for c in needed if c in present]
         shown = list(dict.fromkeys(header))
         columns = ", ".join(repr(c) for c in shown[:20]) + (f", ... ({len(shown) - 20} more)" if len(shown) > 20 else "")
-        declare = f"; declare a column missing with {option} to predict without it" if option else ""
+        # --missing helps only with columns the model reads: the target cannot be declared missing
+        inputs_absent = [c for c in absent if c != plan.target or c in needed]
+        declare = f"; declare a column missing with {option} to predict without it" if option and inputs_absent else ""
+        if target and plan.target not in present:
+            declare += f"; evaluating needs the true values: a column {plan.target!r}"
         verb = "have" if where in ("the rows", "the records") else "has"
         its = "its" if where.startswith("row ") else "the table's"
         raise ColumnError(f"{where} {verb} no column{'s' if len(parts) > 1 else ''} {', '.join(parts)}{declare} "
@@ -302,7 +306,8 @@ class Preparer:
     """Turns table rows into prepared rows (for the run's table) or raw samples (for the model).
 
     ``base``: the folder relative file paths in these rows start from. ``unusable``:
-    ``{column: {row index: reason}}`` cells known to be missing/unreadable files (from inference);
+    ``{column: {row index: reason}}`` cells known to be missing/unreadable files, or stray cells of a
+    number column that are not numbers (from inference: turned missing and noted, like a missing file);
     other file cells are checked here, and (``strict=False``) turned missing with a count in
     :attr:`dropped_files`, or (``strict=True``) raised as a :class:`ColumnError` naming row and column.
     ``allow_outside_paths``: let cells name files outside ``base`` (the rule of ``mmcore train``,
@@ -366,6 +371,10 @@ class Preparer:
         if is_missing(value) or is_non_finite(value):  # no measurement: the training median fills it
             return None
         number = as_number(value)
+        if number is None and index in self.unusable.get(column, {}):  # a stray cell fit counted: missing, noted
+            self.dropped_files[column] = self.dropped_files.get(column, 0) + 1
+            self.dropped.append((index, column, str(self.unusable[column][index])))
+            return None
         if number is None:
             raise ColumnError(f"row {index + 1}, column {column!r}: expected a number, got {value!r}")
         return number

@@ -76,6 +76,14 @@ def test_eval_on_a_table_reads_it_as_the_predictor_does(run, capsys):
     # a data option naming a table on a fit run is that table, read the same way
     assert main(["eval", str(folder / "run"), "--data", f"test_path={test}"]) == 0
     assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(expected["accuracy"])
+    # the run has no test split (fit kept none): no metrics over zero rows, one line saying what would evaluate
+    assert main(["eval", str(folder / "run")]) == 2
+    _one_line_error(capsys, "test split has no rows", "--data")
+    # without the target column: no advice to declare it missing (it cannot be), what evaluating needs instead
+    no_target = str(write_csv(folder / "no_target.csv", [{k: v for k, v in r.items() if k != "y"} for r in _rows(folder, 4, 5)]))
+    assert main(["eval", str(folder / "run"), "--data", no_target]) == 2
+    err = _one_line_error(capsys, "'y' (the target)", "evaluating needs the true values")
+    assert "to predict without it" not in err
 
 
 def test_eval_counts_missing_files_and_strict_refuses_them(run, capsys):
