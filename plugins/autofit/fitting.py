@@ -387,7 +387,9 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
         # fit's measured choice, not trainer.threads' default (auto): the summary reports what ran
         config["trainer"]["threads"] = threads
         trainer = Trainer(config, manager=manager)
-        reserve = schedule.planned["test"] + schedule.planned["final"]
+        # Choosing the ensemble's experts after training reads the val rows once more (their inputs cached).
+        experts_planned = counts["val"] * costs.eval_sample if _has_experts(config, plan) else 0.0
+        reserve = schedule.planned["test"] + schedule.planned["final"] + experts_planned
         progress = FitProgress(deadline=clock.started + limit, reserve=reserve, clock=clock.clock,
                                val_seconds=counts["val"] * costs.eval_sample, planned_step=costs.warm_step,
                                log=(lambda line: print(line, flush=True)) if verbose else None)
@@ -408,6 +410,11 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
         clock.add("training", last_epoch - trained, schedule.planned["training"],
                   note=f"{report.get('epochs_run')} of {epochs} epochs")
         clock.add("test", ended - last_epoch, schedule.planned["test"], note=f"{counts['test']} rows, best checkpoint")
+        experts = None
+        if experts_planned and counts["val"] and report.get("status") in ("completed", "stopped") and trainer.best_epoch:
+            with clock.phase("experts", experts_planned, note="each expert alone on val; at-chance ones left out") as record:
+                experts = _choose_experts(trainer, run, report, clock=clock, eval_sample=costs.eval_sample,
+                                          test_rows=counts["test"], record=record, verbose=verbose)
         with clock.phase("saving", schedule.planned["final"]):
             clock.sample_load("end")
             cache_bytes = _cache_bytes(config)
@@ -419,6 +426,7 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
                                                                        "dropped_to_one_after_epoch": progress.threads_dropped_after},
                        "scaled_to_fit": schedule.scaled, "epochs": progress.epochs,
                        "candidates": [c.to_json() for c in compared.values()],
+                       "experts": experts,
                        "stop_reason": report.get("stop_reason"), "stopped_by_time_limit_after_epoch": progress.stopped_after,
                        "stopped_within_epoch": progress.stopped_within_epoch,
                        "unreadable_inputs": report.get("unreadable_inputs")}
@@ -444,6 +452,61 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
             print(f"  reproduce: mmcore train {run / 'config.yaml'} trainer.run_dir={run.parent / (run.name + '-again')}")
             print(f"  predict:   mmcore.Predictor.load({str(run)!r}).predict(table)")
         return predictor
+
+
+def _has_experts(config: Mapping[str, Any], plan) -> bool:
+    """Whether the model is a uni-modal ensemble of two or more experts (a classification target)."""
+    return plan.task == "classification" and config["model"]["head"].get("name") == "unimodal_ensemble" \
+        and len(config["model"]["encoders"]) > 1
+
+
+def _choose_experts(trainer, run: Path, report: dict[str, Any], *, clock: Phases, eval_sample: float, test_rows: int,
+                    record, verbose: bool) -> dict[str, Any]:
+    """Measure each expert of the trained ensemble (its best checkpoint) alone on the val split and
+    leave out those at chance (:func:`.experts.choose_experts`). When one is left out, the best
+    checkpoint and ``config.yaml`` get the head's ``expert_weights`` and the test split is scored
+    again -- only when the time left holds that pass (else every expert is kept, said so);
+    ``report`` (and ``report.json``) get the new test metrics. Returns the choice for the summary."""
+    from mmcore.engine.atomic import write_file
+    from mmcore.engine.checkpoint import dumps_json, save_checkpoint
+    from mmcore.engine.rundir import RunDir
+    from mmcore.yamlio import dump_yaml, load_yaml_file
+    from mmcore_plugins.autofit.experts import choose_experts, expert_outputs, split_metrics
+
+    model = trainer.model
+    model.load_state_dict(trainer.best_weights)  # (the trainer's test loaded them too; without test rows it did not)
+    batch = trainer.options.eval_batch_size or trainer.options.batch_size
+    started = clock.clock()
+    choice = choose_experts(expert_outputs(model, trainer.datasets["val"], batch_size=batch))
+    out = choice.to_json()
+    if choice.dropped and test_rows:
+        # The val pass's own pace (a busy machine slows it) says what scoring the test rows takes.
+        per_row = max(eval_sample, (clock.clock() - started) / max(1, len(trainer.datasets["val"])))
+        needed = test_rows * per_row + FINAL_SECONDS
+        if clock.left() < needed:
+            out.update(weights={s: 1.0 for s in choice.weights}, dropped=[],
+                       why=f"{choice.why}; not applied: scoring the test rows again needs about {needed:.0f} s, "
+                           f"{max(0.0, clock.left()):.0f} s are left")
+            choice = None
+    if choice is not None and choice.dropped:
+        weights = {s: 0.0 for s in choice.dropped}
+        model.head.expert_weights.update(weights)
+        model.spec["head"]["expert_weights"] = weights
+        meta = json.loads((run / "best" / "model.json").read_text())
+        extra = {k: v for k, v in meta.items() if k not in ("spec", "processors")}
+        save_checkpoint(model, run / "best", weights=trainer.best_weights, extra=extra)
+        stored = load_yaml_file(run / RunDir.CONFIG)
+        stored["model"]["head"]["expert_weights"] = weights
+        write_file(run / RunDir.CONFIG, dump_yaml(stored))
+        if test_rows:
+            before = dict(report.get("test") or {})
+            tested = split_metrics(model, expert_outputs(model, trainer.datasets["test"], batch_size=batch), choice.weights)
+            report["test"] = {**before, **tested}  # the loss is the experts' own: unchanged
+            out["test_with_every_expert"] = before
+            write_file(run / "report.json", dumps_json(report, indent=2))
+        record.note += f"; left out: {', '.join(choice.dropped)}"
+    _log(verbose, f"  {'experts':<12} {out['why']}")
+    return out
 
 
 def _check_left(clock: Phases, done: str) -> None:
