@@ -72,6 +72,9 @@ PROBE_IMAGE_SIZE = 96
 EPOCH_BOOKKEEPING = 0.05
 #: Share of the time left that comparing pretrained and from-scratch candidates may take.
 CANDIDATE_SHARE = 0.12
+#: A pretrained candidate whose frozen features of every row would take more than this share of the
+#: time left (by its pace measured while comparing) is not taken: the rest is for training.
+FEATURE_SHARE = 0.5
 #: The from-scratch fallback is probed only while at least this share of the limit is left.
 MIN_LEFT_FOR_PROBE = 0.25
 DATA_FILE = "data.jsonl"
@@ -300,11 +303,12 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
                 compared = compare_candidates(config, table, plan=plan, infos=infos, base=run,
                                               budget_s=CANDIDATE_SHARE * clock.left(), manager=manager, clock=clock.clock)
             scratch_why = {slot: f"measured: {c.why}" for slot, c in compared.items() if c.chosen == "scratch"}
+            scratch_why.update(_features_too_slow(compared, config, rows=sum(counts.values()), left=clock.left()))
             if scratch_why:
                 config, choices = build_config(plan, infos, n_train=counts["train"], n_val=counts["val"],
                                                data_path=str(data_path), run_dir=str(run), preset=preset, scratch=scratch_why)
             for slot, c in compared.items():
-                if c.chosen == "pretrained":
+                if c.chosen == "pretrained" and slot not in scratch_why:
                     choices.append(Choice(slot, "pretrained kept", f"measured: {c.why}"))
         if not counts["test"]:
             config["data"]["test_fraction"] = 0.0  # no test rows: none are carved from train either
@@ -452,6 +456,32 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
             print(f"  reproduce: mmcore train {run / 'config.yaml'} trainer.run_dir={run.parent / (run.name + '-again')}")
             print(f"  predict:   mmcore.Predictor.load({str(run)!r}).predict(table)")
         return predictor
+
+
+def _features_too_slow(compared: Mapping[str, Any], config: Mapping[str, Any], *, rows: int, left: float) -> dict[str, str]:
+    """``{slot: why}`` for the pretrained candidates kept on accuracy whose frozen features of every
+    row (train, val and test) would take more than ``FEATURE_SHARE`` of the ``left`` seconds even at
+    the smallest image size fit scales to -- by the encoder's own pace measured while comparing. The
+    from-scratch encoder is taken at once: measuring the frozen run's costs first would spend minutes
+    of a busy machine to learn the same."""
+    from mmcore_plugins.autofit.budget import IMAGE_SIZES
+    from mmcore_plugins.autofit.candidates import PROBE_IMAGE_SIZE as COMPARED_SIZE
+
+    out = {}
+    for slot, c in compared.items():
+        if c.chosen != "pretrained" or not c.feature_row_s:
+            continue
+        encoder = config["model"]["encoders"].get(slot, {})
+        per_row, size = c.feature_row_s, ""
+        if "image_size" in encoder:  # compared at min(COMPARED_SIZE, size); the cost grows with the pixels
+            compared_at, smallest = min(COMPARED_SIZE, int(encoder["image_size"])), min(min(IMAGE_SIZES), int(encoder["image_size"]))
+            per_row *= (smallest / compared_at) ** 2
+            size = f" at {smallest} px"
+        needed = per_row * rows
+        if needed > FEATURE_SHARE * left:
+            out[slot] = (f"measured: {c.why}; but its frozen features of {rows} rows{size} need about {needed:.0f} s "
+                         f"({1000 * per_row:.1f} ms a row, as measured), more than {FEATURE_SHARE:.0%} of the {left:.0f} s left")
+    return out
 
 
 def _has_experts(config: Mapping[str, Any], plan) -> bool:
