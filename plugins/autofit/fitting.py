@@ -75,6 +75,8 @@ CANDIDATE_SHARE = 0.12
 #: A pretrained candidate whose frozen features of every row would take more than this share of the
 #: time left (by its pace measured while comparing) is not taken: the rest is for training.
 FEATURE_SHARE = 0.5
+#: Plans of at least this many epochs get one more (see where it is used).
+EXTRA_EPOCH_FROM = 3
 #: The from-scratch fallback is probed only while at least this share of the limit is left.
 MIN_LEFT_FOR_PROBE = 0.25
 DATA_FILE = "data.jsonl"
@@ -358,11 +360,14 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
             table = _subsample(table, plan, target_info, train=schedule.train_rows, val=schedule.val_rows)
             _write_jsonl(data_path, table)
             counts = {s: sum(r[plan.split_column] == s for r in table) for s in ("train", "val", "test")}
-        config["trainer"]["epochs"] = epochs = schedule.epochs
+        config["trainer"]["epochs"] = epochs = planned_epochs(schedule.epochs, max_epochs)
+        extra_epoch = epochs > schedule.epochs
         steps = math.ceil(counts["train"] / batch)
         time_note = (f"measured {1000 * costs.warm_step:.0f} ms/step ({1000 * costs.cold_step:.0f} ms reading inputs the first "
                      f"time), {steps} steps + validation = {schedule.per_epoch:.1f} s/epoch; "
-                     f"{clock.left():.0f} s of the {limit:.0f} s limit left -> {epochs} epochs (at most {max_epochs}; "
+                     f"{clock.left():.0f} s of the {limit:.0f} s limit left -> {schedule.epochs} epochs"
+                     + (" + 1 (ended within it at the limit if the estimate was right)" if extra_epoch else "")
+                     + f" (at most {max_epochs}; "
                      f"early stopping after {config['trainer']['early_stopping']} without improvement)")
         choices.append(Choice("epochs", str(epochs), time_note))
         if schedule.scaled:
@@ -456,6 +461,15 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
             print(f"  reproduce: mmcore train {run / 'config.yaml'} trainer.run_dir={run.parent / (run.name + '-again')}")
             print(f"  predict:   mmcore.Predictor.load({str(run)!r}).predict(table)")
         return predictor
+
+
+def planned_epochs(fitting: int, max_epochs: int) -> int:
+    """The epochs a fit plans when ``fitting`` fit the time left by the estimate: one more from
+    ``EXTRA_EPOCH_FROM`` on (never over ``max_epochs``). A plan that is short leaves the limit's time
+    unused (measured: fits ending at 0.85-0.88x their limit, the learning rate at its floor); one
+    that is long is ended within its last epoch at the limit by the progress plugin, when the
+    cosine schedule has the rate near its floor anyway (the best checkpoint is kept)."""
+    return fitting + 1 if EXTRA_EPOCH_FROM <= fitting < max_epochs else fitting
 
 
 def _features_too_slow(compared: Mapping[str, Any], config: Mapping[str, Any], *, rows: int, left: float) -> dict[str, str]:
