@@ -174,6 +174,20 @@ def mmcore_table_slot(run_dir, slot):
 
 
 @hookspec(firstresult=True)
+def mmcore_export_columns(run_dir):
+    """How a plugin derives a run's slot inputs from the user's own columns, as plain JSON, for ``mmcore
+    export``: the export's manifest carries it (``"columns"``) and its front end (``frontend.py``, which
+    runs without mmcore) derives the same inputs again, so an export's users name only their own columns.
+
+    :param pathlib.Path run_dir: the run directory.
+
+    :return: a JSON object in the form :class:`mmcore_plugins.deploy.frontend.Columns` reads (``mmcore
+        fit``'s column plan: ``slots``, ``fill``, ``indicators``, ``dates``, ``text_files``, ``task``,
+        ``classes``, ``class_values``), or None for a run whose slots are the user's inputs as they are.
+    """
+
+
+@hookspec(firstresult=True)
 def mmcore_record_inputs(items, run_dir, model):
     """One record on the command line (``mmcore predict RUN key=value ...``) -> the model's raw inputs,
     for a run whose plugin maps a user's own columns to slots (``mmcore fit``'s: columns it derived,

@@ -14,11 +14,12 @@ from mmcore_plugins.autofit.fitting import fit
 from mmcore_plugins.autofit.infer import ColumnError
 from mmcore_plugins.autofit.predictor import Predictor
 from mmcore_plugins.autofit.tables import (
+    mmcore_export_columns,
     mmcore_record_inputs,
     mmcore_table_inputs,
     mmcore_table_samples,
     mmcore_table_slot,
 )
 
-__all__ = ["ColumnError", "Predictor", "fit", "mmcore_add_commands", "mmcore_record_inputs", "mmcore_table_inputs",
-           "mmcore_table_samples", "mmcore_table_slot"]
+__all__ = ["ColumnError", "Predictor", "fit", "mmcore_add_commands", "mmcore_export_columns", "mmcore_record_inputs",
+           "mmcore_table_inputs", "mmcore_table_samples", "mmcore_table_slot"]

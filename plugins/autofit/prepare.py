@@ -148,8 +148,8 @@ class Plan:
         """The user's columns the model reads, in slot order (never a column ``fit`` derived, such as
         ``"<column> missing"``: those are derived again from these)."""
         out: list[str] = []
-        for spec in self.slots.values():
-            out += [spec["column"]] if "column" in spec else [*spec["numeric"], *spec["categorical"]]
+        for spec in self.slots.values():  # a date column is read too (its parts are derived from it)
+            out += [spec["column"]] if "column" in spec else [*spec["numeric"], *spec["categorical"], *spec.get("dates", [])]
         return out
 
     def slot_columns(self) -> dict[str, str]:
@@ -376,6 +376,8 @@ class Preparer:
         plan = self.plan.dates[column]
         parts = None if is_missing(value) else dates.date_parts(value, plan["format"], origin=plan["origin"],
                                                                 with_time=plan["with_time"])
+        if parts is not None and not {*plan["numeric"], *plan["categorical"]} <= set(parts):
+            parts = None  # a time of day in a date column (or the reverse) does not read as one: unreadable
         out: dict[str, Any] = {}
         for part, derived in plan["numeric"].items():
             out[derived] = self.plan.fill.get(derived, 0.0) if parts is None else float(parts[part])

@@ -98,6 +98,18 @@ def mmcore_table_slot(run_dir: Path | None, slot: str):
 
 
 @mmcore.hookimpl
+def mmcore_export_columns(run_dir: Path):
+    """``mmcore export`` of a fit run: the column plan (``autofit.json``'s, checked as Predictor checks it)
+    as plain JSON, so that the export's front end derives what fit derives. None for another run."""
+    if run_dir is None or not (Path(run_dir) / PLAN_FILE).is_file():
+        return None
+    from mmcore_plugins.autofit.predictor import read_plan
+
+    plan = read_plan(run_dir)
+    return {"derived_by": "mmcore fit", "input_columns": plan.input_columns, **plan.to_json()}
+
+
+@mmcore.hookimpl
 def mmcore_record_inputs(items: list[str], run_dir: Path | None):
     """``mmcore predict RUN column=value ...`` for a fit run: the user's columns (or a one-column slot's
     name, or ``slot={column: value}`` for the numbers-and-categories slot), prepared through the column

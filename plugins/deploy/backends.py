@@ -245,6 +245,14 @@ class ExportBackend(Backend):
             self.slots.append(_slot_info(name, spec["modality"] if spec["kind"] != "tabular" else "tabular",
                                          spec.get("columns"), spec.get("categorical") or (), spec.get("num_features", 0),
                                          spec.get("vocabularies")))
+        columns = self.artefact.columns
+        for s in self.slots:  # a fit run's export: the table slot takes the user's columns, derived as fit derives them
+            if columns is not None and s.kind == "table":
+                s.columns = list(columns.slots[s.name]["numeric"])
+                s.categorical = [*columns.slots[s.name]["categorical"], *columns.slots[s.name].get("dates", [])]
+                s.categories = {c: v for c, v in s.categories.items() if c in s.categorical}
+                s.derive = lambda values, slot=s.name, numeric=list(s.columns): columns.table_row(
+                    slot, values if isinstance(values, Mapping) else dict(zip(numeric, values, strict=True)))  # a list of the numbers
         self.head = dict(manifest["head"])
         self.description = {"kind": "export", "path": str(Path(folder).resolve()), "graph": self.artefact.graph_file,
                             "format": manifest["graph"]["format"], "int8": self.artefact.graph_file.endswith(".int8.onnx"),
@@ -269,6 +277,8 @@ class ExportBackend(Backend):
         for s in self.slots:
             value = record.get(s.name)
             try:
+                if value is not None and s.derive is not None:
+                    value = s.derive(value)
                 item[s.name] = None if value is None else self.artefact.slots[s.name].prepare(self._decode(s, value))
             except FrontEndError as exc:
                 raise FieldError(s.name, exc.reason) from exc

@@ -37,7 +37,9 @@ def cmd_export(args: argparse.Namespace, manager) -> int:
     weights = resolve_checkpoint(Path(args.run_dir) / args.checkpoint) / "model.safetensors"
     source = {"run": str(Path(args.run_dir).resolve()), "checkpoint": args.checkpoint, "weights_sha256": _sha256(weights)}
     started = time.perf_counter()
-    folder = export_model(model, out, fmt=args.format, int8=args.int8, source=source, overwrite=args.overwrite)
+    columns = manager.hook.mmcore_export_columns(run_dir=Path(args.run_dir))  # a fit run: the user's own columns
+    folder = export_model(model, out, fmt=args.format, int8=args.int8, source=source, overwrite=args.overwrite,
+                          columns=columns)
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     files = manifest["graph"]["files"]
     check = manifest["verification"]
@@ -48,6 +50,9 @@ def cmd_export(args: argparse.Namespace, manager) -> int:
         shown.append(f"{files[kind]['file']} ({files[kind]['bytes'] / 1e6:.2f} MB, max |eager - graph| {worst:.2g})")
     print(f"exported {args.run_dir} -> {folder} in {time.perf_counter() - started:.0f} s: {'; '.join(shown)}")
     print(f"  inputs: {', '.join(i['name'] for i in manifest['inputs'])}")
+    if manifest.get("columns"):
+        print(f"  columns (the training table's; derived ones are derived again): "
+              f"{', '.join(manifest['columns'].get('input_columns', []))}")
     print(f"  outputs: {', '.join(o['name'] for o in manifest['outputs'])}; front end: {folder / 'frontend.py'}")
     return 0
 

@@ -15,6 +15,11 @@ The folder::
                         the folder runs without mmcore
     tokenizer_*.json    a Hugging Face text slot's tokenizer
 
+The manifest of a run whose plugin derives the slots' inputs from the user's own columns (``mmcore
+fit``: missing-number indicators and medians, date parts, text files read) also holds that plan
+(``"columns"``, hook ``mmcore_export_columns``): the front end derives them again, and the export's
+users name only the columns of their own table.
+
 Before any work, every component is checked: an encoder, fusion or head that declares
 ``export_refusal`` (see :class:`mmcore.Encoder`), or a slot whose processor has no front end,
 is refused by name with the reason -- all of them in one error. After export the graph is run
@@ -206,8 +211,13 @@ def head_info(model: Any) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------------- export
 def export_model(model: Any, out: str | os.PathLike, *, fmt: str = "onnx", int8: bool = False,
-                 source: Mapping[str, Any] | None = None, seed: int = 0, overwrite: bool = False) -> Path:
+                 source: Mapping[str, Any] | None = None, seed: int = 0, overwrite: bool = False,
+                 columns: Mapping[str, Any] | None = None) -> Path:
     """Export ``model`` (a :class:`~mmcore.MultimodalModel` with fitted processors) into the new folder ``out``.
+
+    ``columns``: how the run's slot inputs are derived from the user's own columns (hook
+    ``mmcore_export_columns``: a ``mmcore fit`` run's column plan), written into the manifest for the
+    front end (:class:`~mmcore_plugins.deploy.frontend.Columns`), which then takes the user's rows.
 
     Raises :class:`ExportError` (nothing written) for options, a missing extra, refused
     components or an ``out`` that exists (``overwrite`` replaces an earlier export only);
@@ -221,11 +231,19 @@ def export_model(model: Any, out: str | os.PathLike, *, fmt: str = "onnx", int8:
         if not (target / frontend.MANIFEST).is_file():
             raise ExportError(f"--out {str(target)!r} exists and is not an mmcore export: it is never overwritten")
     slots = plan(model)  # refusals before any work
+    if columns is not None:
+        try:  # the plan must be plain JSON that the front end reads, and fit these slots' columns
+            columns = json.loads(json.dumps(columns, allow_nan=False))
+            frontend.Columns(columns, {s.slot: s.frontend for s in slots})
+        except (TypeError, ValueError) as exc:
+            raise ExportFailed(f"the run's column plan cannot travel with the export: {exc}") from exc
     model = model.cpu().eval()
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         manifest = _export_into(work, model, slots, fmt=fmt, int8=int8, source=source, seed=seed)
+        if columns is not None:
+            manifest["columns"] = columns
         (work / frontend.MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
         shutil.copyfile(Path(frontend.__file__), work / "frontend.py")
         if target.exists():

@@ -39,6 +39,18 @@ numpy (their fitted state -- vocabularies, means, class names -- is in ``manifes
 Every slot also has ``present [B]`` (bool): False where the record lacks that modality; the
 other inputs of that slot then hold the "missing" filler the manifest names (zeros, or the
 padding id). The graph takes any subset of modalities per record, as the trained model does.
+
+An export of a ``mmcore fit`` run holds fit's column plan too (manifest ``"columns"``, read by
+:class:`Columns`): ``predict`` then takes the user's own rows, as ``mmcore.Predictor`` does, and
+derives what fit derived from them -- an empty number's training median and ``"<column> missing"``
+indicator, a date's parts, a text-file cell's text, a file cell's path (relative to ``base``)::
+
+    model.predict([{"photo": "a.png", "note": "notes/a.txt", "weight": "", "created": "2021-03-04"}])
+    # -> [{"prediction": "high", "probabilities": {"high": 0.8, "low": 0.2}, "modalities": [...]}]
+
+A column the model reads must be in the rows or declared in ``missing_columns`` (:class:`ColumnsError`
+names it and the closest column given); an empty, placeholder, missing or unreadable cell is a
+missing one, reported in one :class:`MissingInputsWarning` (``strict=True`` refuses it).
 """
 
 from __future__ import annotations
@@ -392,6 +404,8 @@ class VideoSlot(Slot):
     def prepare(self, raw: Any) -> np.ndarray:
         if isinstance(raw, np.ndarray) and raw.ndim == 4:
             raw = list(raw)
+        elif isinstance(raw, (str, os.PathLike)):  # a folder of frame images
+            raw = video_frames(os.fspath(raw))
         if not isinstance(raw, (list, tuple)) or not raw:
             raise FrontEndError(self.name, "expected a non-empty list of frames")
         frames, most = list(raw), self.spec["max_frames"]
@@ -444,6 +458,414 @@ SLOT_KINDS: dict[str, type[Slot]] = {"image": ImageSlot, "audio": AudioSlot, "te
                                      "text_hf": TextSlot, "tabular": TabularSlot, "video": VideoSlot}
 
 
+# ----------------------------------------------------------------------------------- the user's columns
+# An export of a ``mmcore fit`` run carries fit's column plan (manifest ``"columns"``): users name the
+# columns of their own table, and what fit derived from them is derived here again, rule for rule as
+# mmcore_plugins.autofit.prepare.Preparer does (and mmcore.labels / mmcore_plugins.autofit.dates /
+# mmcore_plugins.io, for what a cell is): an empty number -> the training median and its 0/1
+# "<column> missing" indicator; a date -> days since the training table's earliest, year, hour,
+# month, weekday; a text-file cell -> the file's text; a file cell -> the path, relative to ``base``;
+# categories as their text. Columns fit ignored (ids) are never read.
+
+#: Cell texts that mean "no value" (mmcore.labels.MISSING_PLACEHOLDERS), compared lower-cased and stripped.
+MISSING_PLACEHOLDERS = frozenset({"n/a", "na", "#n/a", "<na>", "nan", "null", "none"})
+#: Largest text file a text-file column reads (mmcore_plugins.io.text.MAX_TEXT_BYTES).
+MAX_TEXT_FILE_BYTES = 64 * 1024 * 1024
+#: Modalities whose cells are file (or folder) paths.
+FILE_KINDS = ("image", "audio", "video")
+_BOMS = ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),
+         (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+
+
+class ColumnsError(ValueError):
+    """A user's table or row that the model's columns cannot read: a column the model reads that is absent
+    and not declared missing, or a cell that cannot be used; ``column`` names it (None: several)."""
+
+    def __init__(self, message: str, column: str | None = None) -> None:
+        super().__init__(message)
+        self.column = column
+
+
+class MissingInputsWarning(UserWarning):
+    """``predict`` treated cells or rows as missing (files that do not exist or cannot be read,
+    placeholders, rows without any input); the message names rows and columns (``strict=True`` refuses)."""
+
+
+def plain(value: Any) -> Any:
+    """A cell as a plain Python value, as mmcore reads a table: numpy scalars as their value, every kind
+    of missing (None, NaN, NaT, pandas' NA) as None, a pandas Timestamp as a ``datetime``."""
+    if value is None:
+        return None
+    if isinstance(value, float):
+        return None if math.isnan(value) else float(value)
+    if type(value) in (str, bool, int):
+        return value
+    if isinstance(value, str):
+        return str(value)
+    module = type(value).__module__
+    if module.startswith("pandas"):
+        kind = type(value).__name__
+        if kind in ("NAType", "NaTType"):
+            return None
+        if kind == "Timestamp":
+            return value.to_pydatetime(warn=False)
+        if kind == "Timedelta":
+            return value.to_pytimedelta()
+    if module.startswith("numpy") and type(value).__name__ in ("datetime64", "timedelta64"):
+        return None if np.isnat(value) else value.astype(f"{type(value).__name__}[us]").item()
+    if hasattr(value, "tolist") and module.startswith("numpy"):
+        return plain(value.tolist())
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
+def is_missing(value: Any) -> bool:
+    """Whether a cell holds no value: None, NaN, a blank string or a :data:`MISSING_PLACEHOLDERS` text."""
+    value = plain(value)
+    if value is None:
+        return True
+    return isinstance(value, str) and (not value.strip() or value.strip().lower() in MISSING_PLACEHOLDERS)
+
+
+def is_non_finite(value: Any) -> bool:
+    """Whether a cell is an infinite number (``inf``, ``"-Infinity"``): no measurement."""
+    value = plain(value)
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, float):
+        return math.isinf(value)
+    if isinstance(value, str):
+        try:
+            return math.isinf(float(value.strip()))
+        except ValueError:
+            return False
+    return False
+
+
+def as_number(value: Any) -> float | None:
+    """A finite number from a number or a numeric string; None when it is not one (a bool is not)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return None
+        return number if math.isfinite(number) else None
+    return None
+
+
+def _parse_iso(text: str) -> Any:
+    import datetime as dt
+
+    if len(text) < 8 or not text[:4].isdigit() or text[4] != "-":
+        return None
+    try:
+        return dt.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
+    except ValueError:
+        return None
+
+
+def parse_date(value: Any, fmt: str) -> Any:
+    """One date/time cell with format ``fmt`` (``"iso8601"`` or a ``strptime`` format) -> a naive UTC
+    ``datetime`` (a ``time`` for time-of-day formats), or None when it does not read; ``datetime`` /
+    ``date`` / ``time`` values are taken as they are (mmcore_plugins.autofit.dates.parse)."""
+    import datetime as dt
+
+    if isinstance(value, dt.datetime):
+        out: Any = value
+    elif isinstance(value, dt.date):
+        out = dt.datetime(value.year, value.month, value.day)
+    elif isinstance(value, dt.time):
+        return value.replace(tzinfo=None)
+    elif isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        if fmt == "iso8601":
+            out = _parse_iso(text)
+        else:
+            try:
+                out = dt.datetime.strptime(text, fmt)
+            except ValueError:
+                return None
+            if "%Y" not in fmt and "%y" not in fmt and "%d" not in fmt:
+                return out.time()
+        if out is None:
+            return None
+    else:
+        return None
+    if out.tzinfo is not None:
+        out = out.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return out
+
+
+def date_parts(value: Any, fmt: str, *, origin: float, with_time: bool) -> dict[str, Any] | None:
+    """One date cell -> ``days`` since ``origin`` (days since 1970-01-01 of the training table's earliest
+    date), ``year``, ``hour`` (with ``with_time``) as numbers, ``month`` and ``weekday`` as category
+    texts; a time of day -> ``hour``; None when the cell does not read (mmcore_plugins.autofit.dates)."""
+    import datetime as dt
+
+    parsed = parse_date(value, fmt)
+    if parsed is None:
+        return None
+    if isinstance(parsed, dt.time):
+        return {"hour": parsed.hour + parsed.minute / 60 + parsed.second / 3600}
+    days = (parsed - dt.datetime(1970, 1, 1)).total_seconds() / 86400.0
+    out: dict[str, Any] = {"days": days - origin, "year": float(parsed.year), "month": str(parsed.month),
+                           "weekday": str(parsed.isoweekday())}
+    if with_time:
+        out["hour"] = parsed.hour + parsed.minute / 60 + parsed.second / 3600
+    return out
+
+
+def read_text_file(path: str) -> str:
+    """A text file's contents as UTF-8 (a byte-order mark stripped; a UTF-16/32 one decides the
+    encoding), at most :data:`MAX_TEXT_FILE_BYTES` (mmcore_plugins.io.read_text). Raises ``ValueError``."""
+    if os.path.isdir(path):
+        raise ValueError(f"text file {path!r} is a folder, expected a file")
+    size = os.path.getsize(path)
+    if size > MAX_TEXT_FILE_BYTES:
+        raise ValueError(f"text file {path!r} is {size} bytes, more than the {MAX_TEXT_FILE_BYTES}-byte limit")
+    with open(path, "rb") as fh:
+        data = fh.read(MAX_TEXT_FILE_BYTES + 1)
+    codec = next((c for bom, c in _BOMS if data.startswith(bom)), "utf-8")
+    try:
+        return data.decode(codec).removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"text file {path!r} is not valid {codec}: byte offset {exc.start} ({exc.reason})") from exc
+
+
+def video_frames(folder: str) -> list[str]:
+    """The frame images of a video folder in natural order (frame_2 before frame_10), as mmcore lists them."""
+    from PIL import Image
+
+    if not os.path.isdir(folder):
+        raise ValueError(f"a video given as a path must be a folder of frame images, got {folder!r}")
+    Image.init()
+    suffixes = {ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
+    key = lambda p: [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", os.path.basename(p))]  # noqa: E731
+    frames = sorted((os.path.join(folder, n) for n in os.listdir(folder)
+                     if os.path.splitext(n)[1].lower() in suffixes and os.path.isfile(os.path.join(folder, n))), key=key)
+    if not frames:
+        raise ValueError(f"video folder {folder!r} holds no frame images")
+    return frames
+
+
+class Columns:
+    """fit's column plan (manifest ``"columns"``): the user's rows ``{column: value}`` -> the graph's slots.
+
+    ``slots``: ``{slot: {"kind": modality, "column": name}}`` for a file or text column and ``{"kind":
+    "tabular", "numeric", "categorical"[, "dates"]}`` for the table slot; ``fill`` (column -> training
+    median), ``indicators`` (column -> its missing-indicator column), ``dates`` (column -> format, origin,
+    derived parts), ``text_files`` (text columns whose cells are file paths); ``task``, ``classes`` and
+    ``class_values`` (each class as the training table held it: what a prediction gives back).
+    Raises ``ValueError`` naming the field when the plan is malformed or does not fit ``slots`` (the
+    export's slot specs: the table slot's columns must be the ones the plan derives).
+    """
+
+    def __init__(self, spec: Mapping[str, Any], slots: Mapping[str, Mapping[str, Any]]) -> None:
+        def need(ok: bool, field: str, expected: str) -> None:
+            if not ok:
+                raise ValueError(f"manifest columns.{field}: expected {expected}")
+
+        need(isinstance(spec, Mapping), "", "an object")
+        self.slots = spec.get("slots")
+        need(isinstance(self.slots, Mapping) and set(self.slots) == set(slots), "slots", f"the export's slots {sorted(slots)}")
+        self.fill, self.indicators = spec.get("fill", {}), spec.get("indicators", {})
+        self.dates, self.text_files = spec.get("dates", {}), list(spec.get("text_files", []))
+        need(isinstance(self.fill, Mapping) and all(isinstance(v, (int, float)) for v in self.fill.values()), "fill",
+             "numbers by column")
+        need(isinstance(self.indicators, Mapping) and all(isinstance(v, str) for v in self.indicators.values()), "indicators",
+             "column names by column")
+        need(isinstance(self.dates, Mapping) and all(
+            isinstance(v, Mapping) and isinstance(v.get("format"), str) and isinstance(v.get("origin", 0.0), (int, float))
+            and isinstance(v.get("numeric", {}), Mapping) and isinstance(v.get("categorical", {}), Mapping)
+            for v in self.dates.values()), "dates", "date plans by column (format, origin, numeric and categorical parts)")
+        self.task, self.target = spec.get("task"), spec.get("target")
+        self.classes, self.labels = spec.get("classes"), spec.get("labels")
+        self.class_values = spec.get("class_values") or self.classes
+        need(self.task in ("classification", "multilabel", "regression"), "task", "classification, multilabel or regression")
+        need(self.task != "classification" or isinstance(self.class_values, list) and len(self.class_values) == len(self.classes or []),
+             "class_values", "one value per class")
+        need(self.task != "multilabel" or isinstance(self.labels, list), "labels", "the label names")
+        for name, s in self.slots.items():
+            need(isinstance(s, Mapping) and s.get("kind") in (*FILE_KINDS, "text", "tabular"), f"slots.{name}.kind",
+                 "image, audio, video, text or tabular")
+            if s["kind"] != "tabular":
+                need(isinstance(s.get("column"), str), f"slots.{name}.column", "a column name")
+                continue
+            need(all(isinstance(s.get(k, []), list) for k in ("numeric", "categorical", "dates"))
+                 and all(c in self.dates for c in s.get("dates", [])), f"slots.{name}", "numeric, categorical, dates lists")
+            numeric, categorical = self.derived_columns(name)
+            front = slots[name]
+            need(set(numeric) == set(front.get("columns") or []) and set(categorical) == set(front.get("categorical") or []),
+                 f"slots.{name}", f"the columns the slot reads ({front.get('columns')}, {front.get('categorical')})")
+
+    @property
+    def input_columns(self) -> list[str]:
+        """The user's columns the model reads, in slot order (never one this plan derives)."""
+        out: list[str] = []
+        for s in self.slots.values():
+            out += [s["column"]] if "column" in s else [*s["numeric"], *s["categorical"], *s.get("dates", [])]
+        return out
+
+    def slot_columns(self, slot: str) -> list[str]:
+        """The user's columns a slot reads."""
+        s = self.slots[slot]
+        return [s["column"]] if "column" in s else [*s["numeric"], *s["categorical"], *s.get("dates", [])]
+
+    def derived_columns(self, slot: str) -> tuple[list[str], list[str]]:
+        """The table slot's numeric and categorical columns as its processor reads them (derived ones included)."""
+        s = self.slots[slot]
+        numeric = [*s["numeric"], *(self.indicators[c] for c in s["numeric"] if c in self.indicators)]
+        categorical = list(s["categorical"])
+        for column in s.get("dates", []):
+            plan = self.dates[column]
+            numeric += [*plan.get("numeric", {}).values(), *([self.indicators[column]] if column in self.indicators else [])]
+            categorical += list(plan.get("categorical", {}).values())
+        return numeric, categorical
+
+    def check(self, header: Sequence[str], missing: Sequence[str] = (), *, where: str = "the records",
+              option: str = "missing_columns") -> list[str]:
+        """Every column the model reads is in ``header`` or declared in ``missing`` (then all its cells are
+        empty); returns the declared ones. ColumnsError naming each absent column and the closest column
+        the table has, or a declared column the model does not read (the rule and the words of
+        ``mmcore predict`` and ``Predictor``)."""
+        import difflib
+
+        present, needed = set(header), self.input_columns
+        declared = list(dict.fromkeys([missing] if isinstance(missing, str) else missing))
+        unknown = [c for c in declared if c not in needed]
+        if unknown:
+            raise ColumnsError(f"{option}: {', '.join(repr(c) for c in unknown)} "
+                               f"{'is not a column' if len(unknown) == 1 else 'are not columns'} the model reads "
+                               f"(it reads {', '.join(repr(c) for c in needed)})", unknown[0])
+        absent = [c for c in needed if c not in present and c not in declared]
+        if absent:
+            parts = []
+            for column in absent:
+                close = difflib.get_close_matches(column, sorted(present - set(needed), key=str), n=1)
+                parts.append(f"{column!r} (trained on" + (f"; did you mean {close[0]!r}?)" if close else ")"))
+            shared = [c for c in needed if c in present]
+            shown = list(dict.fromkeys(header))
+            columns = ", ".join(repr(c) for c in shown[:20]) + (f", ... ({len(shown) - 20} more)" if len(shown) > 20 else "")
+            raise ColumnsError(f"{where} has no column{'s' if len(parts) > 1 else ''} {', '.join(parts)}; declare a column "
+                               f"missing with {option} to predict without it (the table's columns: {columns or 'none'}"
+                               + ("" if shared else "; it shares no column with the model's") + ")",
+                               absent[0] if len(absent) == 1 else None)
+        return declared
+
+    def _number(self, column: str, value: Any) -> float | None:
+        if is_missing(value) or is_non_finite(value):  # no measurement: the training median fills it
+            return None
+        number = as_number(plain(value))
+        if number is None:
+            raise ColumnsError(f"column {column!r}: expected a number, got {value!r}", column)
+        return number
+
+    def table_row(self, slot: str, values: Mapping[str, Any]) -> dict[str, Any]:
+        """The table slot's cells ``{user's column: value or None}`` -> the row its processor reads: numbers
+        (an empty one: the training median, and its indicator 1.0), categories as text (None: empty),
+        each date's parts (an empty or unreadable one: the medians, no category, its indicator set).
+        ColumnsError naming a number column whose cell is not a number."""
+        s, out = self.slots[slot], {}
+        for c in s["numeric"]:
+            number = self._number(c, values.get(c))
+            out[c] = float(self.fill.get(c, 0.0)) if number is None else number
+            if c in self.indicators:
+                out[self.indicators[c]] = float(number is None)
+        for c in s["categorical"]:
+            value = plain(values.get(c))
+            out[c] = None if is_missing(value) else str(value).strip()
+        for c in s.get("dates", []):
+            plan, value = self.dates[c], plain(values.get(c))
+            parts = None if is_missing(value) else date_parts(value, plan["format"], origin=plan.get("origin", 0.0),
+                                                                with_time=bool(plan.get("with_time")))
+            if parts is not None and not {*plan.get("numeric", {}), *plan.get("categorical", {})} <= set(parts):
+                parts = None  # a time of day in a date column (or the reverse) does not read as one: unreadable
+            for part, derived in plan.get("numeric", {}).items():
+                out[derived] = float(self.fill.get(derived, 0.0)) if parts is None else float(parts[part])
+            for part, derived in plan.get("categorical", {}).items():
+                out[derived] = None if parts is None else parts[part]
+            if c in self.indicators:
+                out[self.indicators[c]] = float(parts is None)
+        return out
+
+    def _path(self, value: Any, base: str) -> str | None:
+        """The existing file or folder a cell names (relative to ``base``), or None."""
+        if not isinstance(value, str) or not value.strip() or len(value) > 4096 or "\n" in value or "\x00" in value:
+            return None
+        try:
+            path = os.path.realpath(os.path.join(base, os.path.expanduser(value.strip())))
+        except (OSError, ValueError):
+            return None
+        return path if os.path.exists(path) else None
+
+    def record(self, row: Mapping[str, Any], index: int, base: str, *, strict: bool = False,
+               notes: list[str] | None = None) -> dict[str, Any] | None:
+        """One user's row -> ``{slot: raw value or None}`` (a file cell as its path, a text-file cell as its
+        text, the table slot as :meth:`table_row`), or None when the row has no input at all. A file that
+        does not exist (or a text file that cannot be read) is a missing cell, noted in ``notes``;
+        ``strict``: ColumnsError naming row and column. Paths are relative to ``base``."""
+        out: dict[str, Any] = {}
+        for slot, s in self.slots.items():
+            kind = s["kind"]
+            if kind == "tabular":
+                try:
+                    values = self.table_row(slot, row)
+                except ColumnsError as exc:
+                    raise ColumnsError(f"row {index + 1}, {exc}", exc.column) from None
+                empty = not s["numeric"] and all(v is None for v in values.values())
+                out[slot] = None if empty else values  # an all-empty row of categories: a missing modality
+                continue
+            column = s["column"]
+            value = plain(row.get(column))
+            if is_missing(value):
+                out[slot] = None
+            elif kind == "text" and column not in self.text_files:
+                out[slot] = str(value)
+            else:
+                path = self._path(value, base)
+                problem = None if path is not None else f"file {value!r} does not exist (relative to {base!r})"
+                if path is not None and kind == "text":
+                    try:
+                        value = read_text_file(path)
+                    except (ValueError, OSError) as exc:
+                        problem = str(exc)
+                if problem is not None:
+                    if strict:
+                        raise ColumnsError(f"row {index + 1}, column {column!r}: {problem}", column)
+                    if notes is not None:
+                        notes.append(f"row {index + 1}, column {column!r}: {problem}")
+                out[slot] = None if problem is not None else value if kind == "text" else path
+        return None if all(v is None for v in out.values()) else out
+
+    def decode(self, prediction: Any) -> Any:
+        """A graph prediction -> the user's value: the class as the training table held it, the list of
+        label names, or the number."""
+        if self.task == "classification":
+            return self.class_values[int(prediction)]
+        if self.task == "multilabel":
+            return [label for label, on in zip(self.labels or [], np.asarray(prediction).ravel(), strict=True) if on]
+        value = np.asarray(prediction, dtype=np.float64).ravel()
+        return float(value[0])
+
+
+def table_rows(data: Any) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows (a list of mappings ``{column: value}``, or a pandas DataFrame) -> plain rows and the header."""
+    if hasattr(data, "itertuples") and hasattr(data, "columns"):  # a pandas DataFrame (pandas is not needed otherwise)
+        names = [str(c) for c in data.columns]
+        return [dict(zip(names, r, strict=True)) for r in data.itertuples(index=False, name=None)], names
+    if isinstance(data, (str, bytes, Mapping)) or not isinstance(data, Sequence) or not all(isinstance(r, Mapping) for r in data):
+        raise ColumnsError(f"expected a list of rows {{column: value}} (or a pandas DataFrame), got {type(data).__name__}")
+    rows = [dict(r) for r in data]
+    return rows, list(dict.fromkeys(str(k) for r in rows for k in r))
+
+
 # ----------------------------------------------------------------------------------- the artefact
 class Artefact:
     """An export folder: its manifest, its slots' front ends and the graph, ready to predict.
@@ -452,6 +874,10 @@ class Artefact:
     ``predict(records)`` -> one dict per record (``prediction``; ``probabilities`` by class for
     classifiers; ``modalities`` used). ``records``: ``{slot: raw}`` mappings, a missing or None slot
     being a missing modality; a record needs at least one.
+
+    An export of a ``mmcore fit`` run (:attr:`columns` is its column plan) predicts on the user's own
+    rows instead, as ``mmcore.Predictor`` does: ``{column: value}`` mappings (or a pandas DataFrame)
+    naming the columns of the training table -- never a column fit derived (see :class:`Columns`).
     """
 
     def __init__(self, folder: str | os.PathLike, *, graph: str | None = None, threads: int | None = None) -> None:
@@ -465,6 +891,8 @@ class Artefact:
         self.output_names = [o["name"] for o in self.manifest["outputs"]]
         self.graph_file = graph or self.manifest["graph"]["file"]
         self.head = self.manifest["head"]
+        #: fit's column plan (an export of a ``mmcore fit`` run), else None: records are then ``{slot: raw}``
+        self.columns = Columns(self.manifest["columns"], self.manifest["slots"]) if self.manifest.get("columns") else None
         self._run = self._runner(os.path.join(self.folder, self.graph_file), threads)
 
     def _runner(self, path: str, threads: int | None):
@@ -533,7 +961,9 @@ class Artefact:
         for row, record in enumerate(prepared):
             result: dict[str, Any] = {}
             prediction = outputs["predictions"][row]
-            if head["task"] == "classification":
+            if self.columns is not None and head["task"] in ("classification", "multilabel", "regression"):
+                result["prediction"] = self.columns.decode(prediction)  # as the training table held it
+            elif head["task"] == "classification":
                 index = int(prediction)
                 result["prediction"] = classes[index] if classes else index
             elif head["task"] == "multilabel":
@@ -548,9 +978,61 @@ class Artefact:
             out.append(result)
         return out
 
-    def predict(self, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """One result per record, in graph calls of at most the manifest's ``max_batch`` records."""
-        prepared = [self.prepare(r) for r in records]
+    def predict(self, records: Any, *, missing_columns: Sequence[str] = (), strict: bool = False,
+                base: str | os.PathLike | None = None) -> list[dict[str, Any] | None]:
+        """One result per record, in graph calls of at most the manifest's ``max_batch`` records.
+
+        An export of a ``mmcore fit`` run takes the user's rows (``{column: value}``, or a DataFrame) under
+        ``mmcore.Predictor``'s rule: every column the model reads is in the rows or declared in
+        ``missing_columns`` (else :class:`ColumnsError` naming it and the closest column given); an empty
+        cell, a placeholder ("N/A"), a file that does not exist or cannot be read is a missing cell --
+        noted in one :class:`MissingInputsWarning` naming rows and columns (``strict``: ColumnsError); a
+        row without any input gets None. File paths are relative to ``base`` (default: the current folder).
+        """
+        if self.columns is None:
+            return self._predict([self.prepare(r) for r in records])
+        rows, header = table_rows(records)
+        where = "the DataFrame" if hasattr(records, "itertuples") else "the records"
+        if not rows:
+            raise ColumnsError(f"{where} has no rows")
+        declared = self.columns.check(header, missing_columns, where=where)
+        folder, notes, prepared = os.path.abspath(os.fspath(base) if base is not None else os.getcwd()), [], []
+        for i, row in enumerate(rows):
+            record = self.columns.record({**row, **dict.fromkeys(declared)}, i, folder, strict=strict, notes=notes)
+            prepared.append(None if record is None else self._prepare_cells(record, i, strict, notes))
+        empty = [i + 1 for i, p in enumerate(prepared) if p is None]
+        if empty:
+            if strict:
+                raise ColumnsError(f"{where}: rows {empty[:10]} have no input (every column the model reads is empty)")
+            notes.append(f"rows {', '.join(map(str, empty[:10]))}{' ...' if len(empty) > 10 else ''}: no input at all "
+                         "(no prediction)")
+        found = iter(self._predict([p for p in prepared if p is not None]))
+        if notes:
+            import warnings
+
+            shown = "; ".join(notes[:5]) + (f"; ... ({len(notes) - 5} more)" if len(notes) > 5 else "")
+            warnings.warn(MissingInputsWarning(f"predict on {where}: {len(notes)} cell(s) or row(s) treated as missing "
+                                               f"(strict=True refuses them): {shown}"), stacklevel=2)
+        return [None if p is None else next(found) for p in prepared]
+
+    def _prepare_cells(self, record: Mapping[str, Any], index: int, strict: bool, notes: list[str]) -> dict[str, Any] | None:
+        """A fit export's record ``{slot: raw or None}`` -> prepared items; a cell that cannot be decoded
+        (an unreadable file) is missing, noted (``strict``: ColumnsError naming row and column)."""
+        out: dict[str, Any] = {}
+        for name, slot in self.slots.items():
+            raw = record.get(name)
+            try:
+                out[name] = None if raw is None else slot.prepare(raw)
+            except (ValueError, TypeError, OSError) as exc:
+                column = ", ".join(repr(c) for c in self.columns.slot_columns(name))
+                reason = exc.reason if isinstance(exc, FrontEndError) else str(exc)
+                if strict:
+                    raise ColumnsError(f"row {index + 1}, column {column}: {reason}", self.columns.slot_columns(name)[0]) from exc
+                notes.append(f"row {index + 1}, column {column}: {reason}")
+                out[name] = None
+        return None if all(v is None for v in out.values()) else out
+
+    def _predict(self, prepared: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         step, out = int(self.manifest.get("max_batch", 1024)), []
         for start in range(0, len(prepared), step):
             chunk = prepared[start : start + step]

@@ -13,7 +13,7 @@ from autofit_helpers import write_png
 
 from mmcore_plugins.autofit import dates
 from mmcore_plugins.autofit.infer import ColumnError, format_table, infer_columns, infer_target
-from mmcore_plugins.autofit.prepare import Preparer, make_plan
+from mmcore_plugins.autofit.prepare import Preparer, check_table_columns, make_plan
 from mmcore_plugins.io.tables import read_table
 
 
@@ -85,6 +85,11 @@ def test_derived_parts_go_to_the_table_slot_and_are_derived_again_for_new_rows(t
     assert numeric == ["n", "created_at days", "created_at year", "created_at hour", "created_at missing"]
     assert categorical == ["created_at month", "created_at weekday"]
     assert plan.manifest_columns()["tabular"] == {"numeric": numeric, "categorical": categorical}
+    # the date column is a column the model reads: a table without it is refused by name (issue 20.1)
+    assert plan.input_columns == ["n", "created_at"]
+    with pytest.raises(ColumnError, match=r"no column 'created_at' \(trained on; did you mean 'created'\?\)"):
+        check_table_columns(plan, ["n", "created"])
+    assert check_table_columns(plan, ["n"], ["created_at"]) == ["created_at"]
     preparer = Preparer(plan, tmp_path)
     row = preparer.table_row({"created_at": "2021-03-04T10:30:00", "n": 1.0, "y": 1}, 0, "train")
     origin = dates.ordinal_days(_day(1))  # the earliest date (row 0 is empty)
@@ -92,7 +97,7 @@ def test_derived_parts_go_to_the_table_slot_and_are_derived_again_for_new_rows(t
     assert (row["created_at year"], row["created_at hour"], row["created_at missing"]) == (2021.0, 10.5, 0.0)
     assert (row["created_at month"], row["created_at weekday"]) == ("3", "4")  # a Thursday
     # a missing or unreadable date: training medians, no category, the indicator set; never an error
-    for value in ("", "not a date", None):
+    for value in ("", "not a date", None, dt.time(10, 30)):  # a time of day is not a date (it was a KeyError)
         sample = preparer.sample({"created_at": value, "n": 2.0}, 0)["inputs"]["tabular"]
         assert sample["created_at missing"] == 1.0 and sample["created_at month"] is None
         assert sample["created_at year"] == plan.fill["created_at year"]
