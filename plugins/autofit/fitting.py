@@ -1,7 +1,8 @@
 """``fit``: a table -> inferred columns -> a prepared table + a complete config in a run directory ->
 pretrained candidates measured against from-scratch ones (:mod:`.candidates`) -> measured costs ->
 a plan of every remaining phase within the time limit (:mod:`.budget`) -> the trainer, stopped
-within an epoch at the limit (:mod:`.progress`) -> a :class:`Predictor`.
+within an epoch at the limit (:mod:`.progress`) -> the ensemble's experts at chance on val left out
+(:mod:`.experts`) -> a :class:`Predictor`.
 
 Everything ``fit`` decides is written into the run directory: ``config.yaml`` (``mmcore train
 RUN/config.yaml`` reproduces the run; editing it is how to go further), ``data.jsonl`` (the
@@ -466,7 +467,7 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
 def planned_epochs(fitting: int, max_epochs: int) -> int:
     """The epochs a fit plans when ``fitting`` fit the time left by the estimate: one more from
     ``EXTRA_EPOCH_FROM`` on (never over ``max_epochs``). A plan that is short leaves the limit's time
-    unused (measured: fits ending at 0.85-0.88x their limit, the learning rate at its floor); one
+    unused (measured: fits ending at 0.85-0.89x their limit, the learning rate at its floor); one
     that is long is ended within its last epoch at the limit by the progress plugin, when the
     cosine schedule has the rate near its floor anyway (the best checkpoint is kept)."""
     return fitting + 1 if EXTRA_EPOCH_FROM <= fitting < max_epochs else fitting
