@@ -421,7 +421,7 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
                   note=f"{report.get('epochs_run')} of {epochs} epochs")
         clock.add("test", ended - last_epoch, schedule.planned["test"], note=f"{counts['test']} rows, best checkpoint")
         experts = None
-        if experts_planned and counts["val"] and report.get("status") in ("completed", "stopped") and trainer.best_epoch:
+        if experts_planned and counts["val"] and report.get("status") in ("completed", "stopped", "early_stopping") and trainer.best_epoch:
             with clock.phase("experts", experts_planned, note="each expert alone on val; at-chance ones left out") as record:
                 experts = _choose_experts(trainer, run, report, clock=clock, eval_sample=costs.eval_sample,
                                           test_rows=counts["test"], record=record, verbose=verbose)
