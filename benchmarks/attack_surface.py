@@ -664,7 +664,7 @@ def cases() -> list[Case]:
         add(Case(f"Predictor.load, model.json {key}={str(value)[:20]}", "crafted", "Predictor.load", load,
                  json_field("fitrun/best/model.json", lambda doc, k=key, v=value: deep_set(doc, k, v)), needs=("data", "fitrun")))
     for key, value in [("classes", ["x", "y"]), ("classes", [1] * 3), ("slots", ["nope"]), ("target", None), ("columns", {"a": 1}),
-                       ("kind", "pickle"), ("version", 10**9)]:
+                       ("kind", "pickle"), ("time_limit_s", 10**9)]:
         add(Case(f"Predictor.load, autofit.json {key}={str(value)[:20]}", "crafted", "Predictor.load", load,
                  json_field("fitrun/autofit.json", lambda doc, k=key, v=value: deep_set(doc, k, v)), needs=("data", "fitrun"),
                  expect="either"))

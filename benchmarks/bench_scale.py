@@ -126,10 +126,10 @@ def threads(args: argparse.Namespace) -> None:
               f"{statistics.median(ts) / one:.2f}x |")
 
 
-def run_child(cmd: list[str], env: dict) -> dict:
+def run_child(cmd: list[str], env: dict, cwd: str | None = None) -> dict:
     """Run ``cmd`` to its end; its wall time from just before the start and its own peak RSS (wait4)."""
     start = time.time()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=cwd)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.time() - start
     out, err = proc.stdout.read().decode(), proc.stderr.read().decode()
@@ -307,6 +307,66 @@ def files(args: argparse.Namespace) -> None:
     print(f"| before (probe, then a second open to decode), 1 thread | {before:.0f} |")
 
 
+def predict(args: argparse.Namespace) -> None:
+    """Cold start of ``mmcore predict RUN --data TABLE`` against benchmarks/plain_predict.py (the same
+    model loaded by hand), whole fresh processes alternated (the order turns each round), wall time
+    and peak RSS each; ``--trees`` adds code trees for mmcore (``after=.,before=/old/checkout``, as
+    ``data``). The run is the scale config trained one epoch on the first ``--train-rows`` rows of
+    ``manifest_1000.csv``; the table is ``--rows`` rows of the same file (absolute image paths)."""
+    import csv
+
+    import yaml
+
+    here = Path(__file__).resolve().parent
+    trees = dict(t.split("=", 1) for t in args.trees.split(","))
+    with tempfile.TemporaryDirectory(prefix="bench_scale_predict_") as tmp:
+        tmp = Path(tmp)
+        with (args.data / "manifest_1000.csv").open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        for row in rows:
+            row["image"] = str(args.data / row["image"])
+        for name, chosen, fields in (("train.csv", rows[:args.train_rows], list(rows[0])),
+                                     ("table.csv", rows[:args.rows], ["image", "text", "x1", "x2"])):
+            with (tmp / name).open("w", newline="", encoding="utf-8") as fh:
+                writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(chosen)
+        cfg = config(args.data, 0, "none", str(tmp / "run"))
+        cfg["data"].update(path=str(tmp / "train.csv"), allow_outside_paths=True)
+        cfg["trainer"].update(threads=1, progress=False, tensorboard=False, plots=False)
+        (tmp / "config.yaml").write_text(yaml.safe_dump(cfg))
+        out = subprocess.run([sys.executable, "-m", "mmcore", "train", str(tmp / "config.yaml")], capture_output=True,
+                             text=True, check=False, cwd=str(tmp))
+        if out.returncode:
+            raise SystemExit(f"training the run failed:\n{out.stderr[-3000:]}")
+        base = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "OMP_NUM_THREADS")}
+        runs = {"plain": ([sys.executable, str(here / "plain_predict.py"), str(tmp / "run"), str(tmp / "table.csv")], base)}
+        for tree, folder in trees.items():
+            env = dict(base, PYTHONPATH=folder) if folder != "." else base
+            runs[f"mmcore ({tree})"] = ([sys.executable, "-m", "mmcore", "predict", str(tmp / "run"), "--data",
+                                         str(tmp / "table.csv"), "--out", str(tmp / "out.jsonl"), "--overwrite"], env)
+        for cmd, env in runs.values():  # warm the page cache (first-run file reads are not the comparison)
+            run_child(cmd, env, cwd=str(tmp))  # not this checkout: `python -m mmcore` would import ./mmcore
+        names = list(runs)
+        results: dict[str, list[dict]] = {k: [] for k in names}
+        for r in range(args.repeats):
+            order = names[r % len(names):] + names[:r % len(names)]
+            for name in order:
+                m = run_child(*runs[name], cwd=str(tmp))
+                results[name].append(m)
+            print(f"round {r + 1}: " + ", ".join(f"{n} {results[n][-1]['wall_s']:.2f} s" for n in names)
+                  + f" (load {os.getloadavg()[0]:.1f})", flush=True)
+    print(f"load average at the end: {os.getloadavg()}")
+    print("| command | wall (s, median) | vs plain (median of rounds) | rounds (s) | peak RSS (MB) |")
+    print("| --- | --- | --- | --- | --- |")
+    for name in names:
+        ms = results[name]
+        ratios = [m["wall_s"] / p["wall_s"] for m, p in zip(ms, results["plain"], strict=True)]
+        walls = ", ".join(f"{m['wall_s']:.2f}" for m in ms)
+        print(f"| {name} | {statistics.median(m['wall_s'] for m in ms):.2f} | {statistics.median(ratios):.2f}x | "
+              f"{walls} | {statistics.median(m['rss_mb'] for m in ms):.0f} |")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -339,6 +399,13 @@ def main(argv: list[str] | None = None) -> None:
     f.add_argument("--count", type=int, default=5000)
     f.add_argument("--repeats", type=int, default=3)
     f.set_defaults(run=files)
+    q = sub.add_parser("predict", help="cold start of mmcore predict vs plain_predict.py (fresh processes, alternated)")
+    q.add_argument("data", type=Path)
+    q.add_argument("--rows", type=int, default=64, help="rows in the predicted table")
+    q.add_argument("--train-rows", type=int, default=200)
+    q.add_argument("--trees", default="after=.")
+    q.add_argument("--repeats", type=int, default=5)
+    q.set_defaults(run=predict)
     args = parser.parse_args(argv)
     args.run(args)
 

@@ -4,6 +4,7 @@ table sharded and streamed for one epoch.
     python benchmarks/scale_data.py /work/scale_data --rows 10000 --tables 10000
     python benchmarks/bench_shards.py throughput /work/scale_data --rows 10000 --rounds 2 --out /tmp/bench_shards
     python benchmarks/bench_shards.py million --rows 1000000 --out /tmp/bench_shards_1m
+    python benchmarks/bench_shards.py setup /work/scale_data --rows 100000 --trees after=.,before=/old/checkout --out /tmp/bs
 
 ``throughput``: ``manifest_<rows>.csv`` (a 32x32 PNG, a short text, two numbers, a label) is sharded
 (``mmcore shard``'s :func:`write_shards`, 1,000 samples a shard; wall time reported), then in one
@@ -139,7 +140,7 @@ else:
     data = {"name": "shards", "path": out} if step == "stream" else {**DATA, "path": table}
     cfg = {"data": data, "model": MODEL, "trainer": {"epochs": 1, "batch_size": 1024, "threads": 1, "run_dir": out + "-run-" + step,
            "progress": False, "plots": False, "tensorboard": False}}
-    trainer = Trainer(cfg)
+    trainer = Trainer(cfg, overwrite=True)  # a re-run replaces the step's run folder
     trainer.setup()
     t_setup = time.perf_counter()
     loader = trainer.train_loader(1)
@@ -168,7 +169,7 @@ def million(args: argparse.Namespace) -> None:
                 writer.writerow([round(rng.gauss(0, 1), 4) for _ in range(4)] + [i % 2, "val" if i % 100 == 98 else
                                                                                  "test" if i % 100 == 99 else "train"])
         tmp.rename(table)
-    steps = ["shard", "stream"] + (["manifest"] if args.manifest else [])
+    steps = args.steps.split(",") if args.steps else ["shard", "stream"] + (["manifest"] if args.manifest else [])
     for step in steps:
         started = time.perf_counter()
         result = subprocess.run([sys.executable, "-c", CHILD, step, str(table), str(out / "shards"), str(args.rows)],
@@ -179,6 +180,70 @@ def million(args: argparse.Namespace) -> None:
         record = json.loads(result.stdout.strip().splitlines()[-1])
         record.update({"rows": args.rows, "process_wall_s": round(time.perf_counter() - started, 1), "load": os.getloadavg()[0]})
         print(json.dumps(record), flush=True)
+
+
+SETUP_CHILD = r"""
+import json, resource, sys, time
+t0 = time.perf_counter()
+shards, run_dir = sys.argv[1], sys.argv[2]
+sys.path.insert(0, sys.argv[3])
+import torch
+torch.set_num_threads(1)
+from bench_shards import scale_config
+import mmcore_plugins
+from mmcore.engine.trainer import Trainer
+trainer = Trainer(scale_config({"name": "shards", "path": shards}, run_dir))
+trainer.setup()
+seconds = time.perf_counter() - t0
+trainer.rundir.release()
+print(json.dumps({"setup_s": round(seconds, 1), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                  "train_rows": len(trainer.datasets["train"]), "vocab": len(trainer.model.processors["text"].state_dict()["vocab"] or [])
+                  if "vocab" in trainer.model.processors["text"].state_dict() else None,
+                  "numbers_mean": trainer.model.processors["numbers"].state_dict()["mean"],
+                  "code": mmcore_plugins.__file__}))
+"""
+
+
+def setup(args: argparse.Namespace) -> None:
+    """``Trainer.setup()`` from shards of ``--rows`` rows of the scale table (fitting the processors
+    included: it streamed nothing before, and held every training sample, image bytes and all), in a
+    fresh process per code tree (``--trees after=.,before=/old/checkout`` as bench_scale.py's),
+    alternated for ``--rounds``: wall time and peak RSS (``ru_maxrss``). The shards are written once
+    into ``--out`` (1,000 samples a shard) by this checkout's ``write_shards``."""
+    from mmcore.engine.datasets import model_data_options
+    from mmcore.plugin_manager import get_plugin_manager
+    from mmcore_plugins.shards.write import write_shards
+
+    out = Path(args.out)
+    folder = out / f"shards_{args.rows}"
+    if not (folder / "index.json").exists():
+        table = Path(args.data) / f"manifest_{args.rows}.csv"
+        cfg = scale_config(manifest_data(table), str(out / "probe"))
+        cfg["data"]["validate"] = "none"
+        started = time.perf_counter()
+        write_shards(str(table), cfg["data"], model_data_options(cfg["model"], get_plugin_manager().registry), folder,
+                     shard_size=1000)
+        print(json.dumps({"step": "shard", "rows": args.rows, "seconds": round(time.perf_counter() - started, 1)}), flush=True)
+    trees = dict(t.split("=", 1) for t in args.trees.split(","))
+    results: dict[str, list[dict]] = {name: [] for name in trees}
+    for r in range(args.rounds):
+        for name in (list(trees) if r % 2 == 0 else list(trees)[::-1]):
+            env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "OMP_NUM_THREADS")}
+            if trees[name] != ".":
+                env["PYTHONPATH"] = trees[name]
+            out_run = subprocess.run([sys.executable, "-c", SETUP_CHILD, str(folder), str(out / f"run-{name}-{r}"), str(HERE)],
+                                     capture_output=True, text=True, env=env, cwd="/")
+            if out_run.returncode:
+                raise SystemExit(out_run.stderr[-3000:])
+            record = json.loads(out_run.stdout.strip().splitlines()[-1])
+            record.update({"round": r, "tree": name, "load": round(os.getloadavg()[0], 1)})
+            results[name].append(record)
+            print(json.dumps(record), flush=True)
+    print("| code | setup (s, median; rounds) | peak RSS (MB, median; rounds) |\n| --- | --- | --- |")
+    for name, records in results.items():
+        print(f"| {name} | {statistics.median(x['setup_s'] for x in records):.1f} "
+              f"({', '.join(str(x['setup_s']) for x in records)}) | {statistics.median(x['peak_rss_mb'] for x in records):.0f} "
+              f"({', '.join(str(round(x['peak_rss_mb'])) for x in records)}) |")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -195,8 +260,17 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("million")
     p.add_argument("--rows", type=int, default=1_000_000)
     p.add_argument("--manifest", action="store_true", help="also one epoch of the same rows from the in-memory manifest")
+    p.add_argument("--steps", help="only these steps, comma-separated (shard, stream, manifest): e.g. stream again on "
+                                   "shards written before")
     p.add_argument("--out", required=True)
     p.set_defaults(run=million)
+    p = sub.add_parser("setup", help="Trainer.setup() from shards: time and peak RSS per code tree, alternated")
+    p.add_argument("data", help="the folder of scale_data.py (manifest_<rows>.csv, images/)")
+    p.add_argument("--rows", type=int, default=100000)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--trees", default="after=.")
+    p.add_argument("--out", required=True, help="a folder for the shards and runs (outside the repository)")
+    p.set_defaults(run=setup)
     args = parser.parse_args(argv)
     args.run(args)
 

@@ -3,17 +3,21 @@
     python benchmarks/deploy_serve.py --path runs/demo            # the demo run (eager); or an export folder
 
 The server runs as ``python -m mmcore serve PATH`` in its own process; requests carry a demo test
-record as an upload (PNG + WAV + text). Measured:
+record as an upload (PNG + WAV + text). The clients are cheap on purpose (they share the server's
+cores): each body is encoded once, and sent over keep-alive connections of the standard library's
+``http.client``, one thread per client (~0.2-0.5 ms of client CPU per request, printed). Measured:
 
 * overhead at batch 1: the HTTP round trip (one client, keep-alive) against the same work done in
   this process without HTTP (the record's checks, decoding, preprocessing and forward pass:
-  ``backend.prepare`` + ``backend.predict``), interleaved request by request; p50 difference; and
-  the server process's CPU time per request against this process's for the same work (the part
-  of the overhead that a loaded machine's scheduling does not inflate);
-* throughput: one request at a time vs ``--clients`` concurrent clients (micro-batching), with p50
-  and p95 latency, failures and requests lost (answered vs predicted by the server's /healthz); and the
-  server process's CPU time per request in each phase (what micro-batching saves, not inflated by a
-  loaded machine; the wall-clock rates also include the clients' CPU on the same cores);
+  ``backend.prepare`` + ``backend.predict``, under the server's OpenMP wait policy), interleaved
+  request by request; p50 difference; the server process's CPU time per request against this
+  process's for the same work; and the server's own stages (its ``Server-Timing`` header: read,
+  parse, prepare, queue, model);
+* throughput, ``--rounds`` times alternated: one request at a time vs ``--clients`` concurrent
+  clients (micro-batching), the ratio per round, p50 and p95 latency, failures and requests lost
+  (answered vs predicted by the server's /healthz), the batch sizes (/healthz), the server's stages,
+  and the CPU time per request of the server and of the clients -- with the rate that CPU time
+  allows on this machine's cores (what the clients and the server can reach together at best);
 * 100 malformed requests (wrong types, missing fields, unknown slots, corrupt or oversized files,
   wrong content types): each must be a 4xx, and the server healthy afterwards.
 """
@@ -21,7 +25,7 @@ record as an upload (PNG + WAV + text). Measured:
 from __future__ import annotations
 
 import argparse
-import asyncio
+import http.client
 import io
 import json
 import os
@@ -29,6 +33,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -44,6 +49,28 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of process ``pid`` (all its threads) so far, from /proc (Linux)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def parse_server_timing(header: str) -> dict[str, float]:
+    """The stages of the server's ``Server-Timing`` header: {"read": ms, ..., "batch": records in the batch}."""
+    out = {}
+    for part in header.split(","):
+        name, _, rest = part.strip().partition(";")
+        if rest.startswith("dur="):
+            out[name] = float(rest[4:])
+        elif rest.startswith("desc="):
+            out[name] = float(rest[5:].strip('"').split()[0])
+    return out
+
+
+def stage_summary(timings: list[dict[str, float]]) -> str:
+    """Mean and p50 of each stage over ``timings`` (ms; batch: records)."""
+    names = [n for n in ("read", "parse", "prepare", "queue", "model", "batch") if any(n in t for t in timings)]
+    parts = []
+    for n in names:
+        values = [t[n] for t in timings if n in t]
+        parts.append(f"{n} {statistics.mean(values):.2f}/{statistics.median(values):.2f}")
+    return f"mean/p50 per request (ms; batch: records): {', '.join(parts)}"
 
 
 def free_port() -> int:
@@ -103,28 +130,77 @@ def malformed(record: dict) -> list[dict]:
     return cases[:100]
 
 
-async def concurrent(url: str, requests: list[dict], clients: int) -> tuple[list[float], list[int], list[str], float]:
-    latencies, codes, errors = [], [], []
-    queue = list(range(len(requests)))
+class Connection:
+    """One keep-alive HTTP/1.1 connection (the standard library's ``http.client``) posting pre-encoded bodies.
 
-    async def client(http: httpx.AsyncClient) -> None:
-        while queue:
-            i = queue.pop()
-            start = time.perf_counter()
-            try:
-                answer = await http.post("/predict", **requests[i])
-            except httpx.TransportError as exc:  # a failed request is a result: counted, named, the run goes on
-                errors.append(f"{type(exc).__name__} after {time.perf_counter() - start:.1f} s")
-                codes.append(0)
-                continue
-            latencies.append(time.perf_counter() - start)
-            codes.append(answer.status_code)
+    The load generator shares the server's 2 cores, so it is kept cheap: each request body is encoded
+    once (:func:`encode`), and a request costs ~0.2 ms of client CPU. (httpx's async client with 32
+    connections cost 6.8 ms of CPU per request here, as much as the server's whole work, and made the
+    clients the bottleneck of the throughput measured.)
+    """
 
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
-        start = time.perf_counter()
-        await asyncio.gather(*(client(http) for _ in range(clients)))
-        return latencies, codes, errors, time.perf_counter() - start
+    def __init__(self, port: int, timeout: float = 120.0) -> None:
+        self.port, self.timeout = port, timeout
+        self.http = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+
+    def post(self, body: bytes, headers: dict[str, str]) -> tuple[int, bytes, dict[str, float]]:
+        try:
+            self.http.request("POST", "/predict", body=body, headers=headers)
+            answer = self.http.getresponse()
+            content = answer.read()
+        except (OSError, http.client.HTTPException):
+            self.http.close()  # the next request opens a new connection
+            self.http = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+            raise
+        return answer.status, content, parse_server_timing(answer.getheader("server-timing", ""))
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def encode(request: dict) -> tuple[bytes, dict[str, str]]:
+    """A request's body and headers (multipart or JSON, encoded by httpx once)."""
+    built = httpx.Request("POST", "http://127.0.0.1/predict", **request)
+    return built.read(), {k: v for k, v in built.headers.items() if k.lower() in ("content-type", "content-length")}
+
+
+def concurrent(port: int, requests: list[tuple[bytes, dict]], clients: int
+               ) -> tuple[list[float], list[int], list[str], float, list[dict[str, float]]]:
+    """``clients`` threads, each with its own keep-alive connection, send ``requests`` between them."""
+    latencies, codes, errors, timings = [], [], [], []
+    jobs = iter(range(len(requests)))
+    lock = threading.Lock()
+
+    def client() -> None:
+        connection = Connection(port)
+        try:
+            while True:
+                with lock:
+                    i = next(jobs, None)
+                if i is None:
+                    return
+                start = time.perf_counter()
+                try:
+                    status, _, timing = connection.post(*requests[i])
+                except (OSError, http.client.HTTPException) as exc:  # a failed request is a result: counted, named
+                    with lock:
+                        errors.append(f"{type(exc).__name__} after {time.perf_counter() - start:.1f} s")
+                        codes.append(0)
+                    continue
+                with lock:
+                    latencies.append(time.perf_counter() - start)
+                    codes.append(status)
+                    timings.append(timing)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return latencies, codes, errors, time.perf_counter() - start, timings
 
 
 def main() -> int:
@@ -134,10 +210,18 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--requests", type=int, default=320, help="requests sent by the concurrent clients together")
     parser.add_argument("--sequential", type=int, default=100, help="requests sent one at a time (overhead, rate)")
+    parser.add_argument("--rounds", type=int, default=3, help="one-at-a-time and concurrent phases, alternated (default 3)")
     parser.add_argument("--threads", type=int, default=2, help="intra-op threads of the server and of this process")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--prepare-threads", type=int, help="the server's --prepare-threads (default: its own)")
+    parser.add_argument("--window-ms", type=float, help="the server's --window-ms (default: its own)")
     parser.add_argument("--server-log", default="runs/deploy_serve_server.log", help="the server's stderr (default %(default)s)")
     args = parser.parse_args()
+    # The server (the `mmcore` command) loads OpenMP with passive waits (mmcore.threads); the same work done in this
+    # process for comparison runs the same way, so the difference measured is what serving adds.
+    from mmcore.threads import WAIT_POLICY, prefer_passive_waits
+
+    prefer_passive_waits()
     import torch
 
     torch.set_num_threads(args.threads)
@@ -150,12 +234,14 @@ def main() -> int:
     records = demo_records(run, 64)
     requests = [as_request(r) for r in records]
     print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; {args.path}; threads {args.threads}; "
-          f"workers {args.workers}; {len(records)} test records as uploads ({', '.join(sorted(records[0]))})", flush=True)
+          f"workers {args.workers}; {WAIT_POLICY}={os.environ.get(WAIT_POLICY)}; {len(records)} test records as uploads ({', '.join(sorted(records[0]))})", flush=True)
     port = free_port()
     Path(args.server_log).parent.mkdir(parents=True, exist_ok=True)
     log = open(args.server_log, "w")  # noqa: SIM115 - open while the server runs
     server = subprocess.Popen([sys.executable, "-m", "mmcore", "serve", str(path), "--port", str(port), "--threads",
-                               str(args.threads), "--workers", str(args.workers), "--log-level", "warning"],
+                               str(args.threads), "--workers", str(args.workers), "--log-level", "warning"]
+                              + (["--prepare-threads", str(args.prepare_threads)] if args.prepare_threads else [])
+                              + (["--window-ms", str(args.window_ms)] if args.window_ms is not None else []),
                               stdout=subprocess.DEVNULL, stderr=log, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -168,19 +254,23 @@ def main() -> int:
                 time.sleep(0.5)
         else:
             raise SystemExit(f"the server did not start: see {log.name}")
-        backend = open_backend(path, threads=args.threads)
+        from mmcore_plugins.deploy.serve import ORT_SPINNING
+
+        backend = open_backend(path, threads=args.threads, spinning=ORT_SPINNING)  # the server's session options
 
         def local(record: dict) -> None:
             backend.predict([backend.prepare(backend.check(record))])
 
-        with httpx.Client(base_url=url, timeout=120) as http:
+        encoded = [encode(r) for r in requests]
+        connection = Connection(port)
+        try:
             for i in range(10):  # warm both paths
-                http.post("/predict", **requests[i % len(requests)])
+                connection.post(*encoded[i % len(encoded)])
                 local(records[i % len(records)])
-            in_process, over_http, cpu_local, cpu_server = [], [], 0.0, 0.0
+            in_process, over_http, cpu_local, cpu_server, timings = [], [], 0.0, 0.0, []
             for i in range(args.sequential):
                 j = i % len(records)
-                pair = [("local", lambda j=j: local(records[j])), ("http", lambda j=j: http.post("/predict", **requests[j]))]
+                pair = [("local", lambda j=j: local(records[j])), ("http", lambda j=j: connection.post(*encoded[j]))]
                 for name, call in (pair if i % 2 else pair[::-1]):
                     cpu = cpu_seconds(server.pid) if name == "http" else time.process_time()
                     start = time.perf_counter()
@@ -188,17 +278,14 @@ def main() -> int:
                     spent = time.perf_counter() - start
                     if name == "http":
                         cpu_server += cpu_seconds(server.pid) - cpu
-                        assert result.status_code == 200, result.text
+                        assert result[0] == 200, result[1]
                         over_http.append(spent)
+                        timings.append(result[2])
                     else:
                         cpu_local += time.process_time() - cpu
                         in_process.append(spent)
-            cpu = cpu_seconds(server.pid)
-            start = time.perf_counter()
-            for i in range(args.sequential):
-                assert http.post("/predict", **requests[i % len(requests)]).status_code == 200
-            sequential_rate = args.sequential / (time.perf_counter() - start)
-            sequential_cpu = (cpu_seconds(server.pid) - cpu) / args.sequential
+        finally:
+            connection.close()
         p50_local, p50_http = statistics.median(in_process) * 1000, statistics.median(over_http) * 1000
         print(f"\nbatch 1 ({args.sequential} requests, interleaved): in process {p50_local:.2f} ms p50; over HTTP "
               f"{p50_http:.2f} ms p50 (p95 {percentile(over_http, 0.95) * 1000:.2f}); serving adds {p50_http - p50_local:.2f} ms p50")
@@ -206,26 +293,58 @@ def main() -> int:
         print(f"CPU time per request (load-independent): the server process {1000 * cpu_server / n:.2f} ms, the same work in "
               f"process {1000 * cpu_local / n:.2f} ms: serving costs {1000 * (cpu_server - cpu_local) / n:.2f} ms of CPU "
               f"(clock ticks of {1000 / os.sysconf('SC_CLK_TCK'):.0f} ms: meaningful over many requests)")
-        before = httpx.get(f"{url}/healthz").json()
-        jobs = [requests[i % len(requests)] for i in range(args.requests)]
-        cpu = cpu_seconds(server.pid)
-        latencies, codes, errors, spent = asyncio.run(concurrent(url, jobs, args.clients))
-        concurrent_cpu = (cpu_seconds(server.pid) - cpu) / len(jobs)
-        after = httpx.get(f"{url}/healthz").json()
-        rate = len(codes) / spent
-        failed = sum(c != 200 for c in codes)
-        lost = len(jobs) - (after["predicted"] - before["predicted"]) - failed
-        print(f"one at a time: {sequential_rate:.1f} requests/s")
-        print(f"{args.clients} concurrent clients, {len(jobs)} requests: {rate:.1f} requests/s ({rate / sequential_rate:.2f}x), "
-              f"latency p50 {statistics.median(latencies) * 1000:.1f} ms, p95 {percentile(latencies, 0.95) * 1000:.1f} ms; "
-              f"{failed} failed, {lost} lost; batches {after['batches'] - before['batches']}, largest {after['largest_batch']}")
-        if errors:
-            print(f"  failed without an answer: {len(errors)} ({'; '.join(errors[:5])}); server "
-                  f"{'alive' if server.poll() is None else f'exited {server.returncode}'}; its log: {args.server_log}")
-        # the server's CPU time per request in each phase: what micro-batching saves, whatever else the machine runs
-        # (on a loaded machine the clients' own CPU competes with the server's, which the wall-clock rates include)
-        print(f"server CPU time per request: one at a time {1000 * sequential_cpu:.2f} ms, {args.clients} clients "
-              f"{1000 * concurrent_cpu:.2f} ms ({sequential_cpu / max(concurrent_cpu, 1e-9):.2f}x less)")
+        print(f"server stages at batch 1, {stage_summary(timings)}")
+        # throughput: one request at a time and `--clients` at once, alternated `--rounds` times (a ratio per round
+        # survives a machine whose load changes between rounds)
+        jobs = [encoded[i % len(encoded)] for i in range(args.requests)]
+        ratios, rounds = [], []
+        for r in range(args.rounds):
+            connection = Connection(port)
+            try:
+                cpu, client_cpu = cpu_seconds(server.pid), time.process_time()
+                start = time.perf_counter()
+                for i in range(args.sequential):
+                    assert connection.post(*encoded[i % len(encoded)])[0] == 200
+                sequential_rate = args.sequential / (time.perf_counter() - start)
+                sequential_cpu = (cpu_seconds(server.pid) - cpu) / args.sequential
+                sequential_client_cpu = (time.process_time() - client_cpu) / args.sequential
+            finally:
+                connection.close()
+            before = httpx.get(f"{url}/healthz").json()
+            cpu, client_cpu = cpu_seconds(server.pid), time.process_time()
+            latencies, codes, errors, spent, timings = concurrent(port, jobs, args.clients)
+            concurrent_cpu = (cpu_seconds(server.pid) - cpu) / len(jobs)
+            concurrent_client_cpu = (time.process_time() - client_cpu) / len(jobs)
+            after = httpx.get(f"{url}/healthz").json()
+            rate = len(codes) / spent
+            failed = sum(c != 200 for c in codes)
+            lost = len(jobs) - (after["predicted"] - before["predicted"]) - failed
+            ratios.append(rate / sequential_rate)
+            rounds.append((failed, lost))
+            print(f"\nround {r + 1} (load {os.getloadavg()[0]:.1f}): one at a time {sequential_rate:.1f} requests/s; "
+                  f"{args.clients} concurrent clients, {len(jobs)} requests: {rate:.1f} requests/s (**{rate / sequential_rate:.2f}x**), "
+                  f"latency p50 {statistics.median(latencies) * 1000:.1f} ms, p95 {percentile(latencies, 0.95) * 1000:.1f} ms; "
+                  f"{failed} failed, {lost} lost; batches {after['batches'] - before['batches']}")
+            sizes = {int(k): v - before.get("batch_sizes", {}).get(k, 0) for k, v in after.get("batch_sizes", {}).items()}
+            if sizes:
+                print(f"  batch sizes (records: batches): {', '.join(f'{k}: {v}' for k, v in sorted(sizes.items()) if v)}")
+            print(f"  server stages, {stage_summary(timings)}")
+            if errors:
+                print(f"  failed without an answer: {len(errors)} ({'; '.join(errors[:5])}); server "
+                      f"{'alive' if server.poll() is None else f'exited {server.returncode}'}; its log: {args.server_log}")
+            # the server's CPU time per request in each phase: what micro-batching saves, whatever else the machine
+            # runs; the clients' CPU (this process) shares the same cores and is part of what the wall-clock rates pay
+            print(f"  server CPU time per request: one at a time {1000 * sequential_cpu:.2f} ms, {args.clients} clients "
+                  f"{1000 * concurrent_cpu:.2f} ms ({sequential_cpu / max(concurrent_cpu, 1e-9):.2f}x less); the clients' "
+                  f"CPU time per request: one at a time {1000 * sequential_client_cpu:.2f} ms, {args.clients} clients "
+                  f"{1000 * concurrent_client_cpu:.2f} ms")
+            total = concurrent_cpu + concurrent_client_cpu
+            print(f"  CPU bound of the {args.clients}-client rate on {os.cpu_count()} cores: {os.cpu_count() / total:.1f} "
+                  f"requests/s (server + clients {1000 * total:.2f} ms CPU per request) = "
+                  f"{os.cpu_count() / total / sequential_rate:.2f}x the one-at-a-time rate")
+        print(f"\n{args.clients} clients vs one at a time over {args.rounds} rounds: median {statistics.median(ratios):.2f}x "
+              f"(rounds {', '.join(f'{x:.2f}' for x in ratios)}); {sum(f for f, _ in rounds)} failed, "
+              f"{sum(lost for _, lost in rounds)} lost")
         bad = malformed(records[0])
         answers = [httpx.post(f"{url}/predict", timeout=60, **case) for case in bad]
         codes4 = [a.status_code for a in answers]

@@ -14,7 +14,7 @@ from mmcore import threads as _threads
 if _threads.invoked_as_command():  # OpenMP reads its wait policy once, when PyTorch loads it (mmcore.threads)
     _threads.prefer_passive_waits()
 
-from mmcore.components import Encoder, Fusion, Head, HeadOutput, Perturbation, Processor
+from mmcore.components import Encoder, Fusion, Head, HeadOutput, PartialFit, Perturbation, Processor
 from mmcore.errors import (
     ConfigError,
     ConfigIssue,
@@ -86,6 +86,7 @@ __all__ = [
     "MmcoreError",
     "MmcorePluginManager",
     "MultimodalModel",
+    "PartialFit",
     "PluginError",
     "PluginHandle",
     "Perturbation",

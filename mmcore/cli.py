@@ -292,6 +292,11 @@ def cmd_eval(args: argparse.Namespace, manager) -> int:
     else:
         config = apply_overrides(config, [f"data.{item}" for item in args.data])
         dataset, counts, name = load_datasets(config, manager, splits=(args.split,))[args.split], {"split": args.split}, args.split
+        if len(dataset) == 0:  # metrics over no rows are not 0.0: say so before any work, with what would evaluate
+            from mmcore.errors import UserInputError
+
+            raise UserInputError(f"{args.run_dir}: its {args.split} split has no rows (the run was trained without "
+                                 f"one); evaluate on a table with --data FILE holding the target, or another --split")
     if not args.robustness:
         result = evaluate(model, dataset, batch_size=args.batch_size)
         if table is not None:

@@ -311,6 +311,30 @@ def _predicted_batches(built, model, source: Path, batch_size: int):
         yield flush()
 
 
+def _shown_record(sample: Mapping[str, Any], model, manager, run_dir: str | Path) -> tuple[dict, list]:
+    """What ``mmcore predict`` prints of the record it read: ``{slot: raw}`` and the slots left out; for a
+    run whose plugin names its slots from the user's own columns (hook ``mmcore_export_columns``, ``mmcore
+    fit``'s), ``{column: raw}`` and the columns left out -- never a slot name or a column the plugin derived."""
+    cut = lambda raw: raw if not isinstance(raw, str) or len(raw) <= 200 else raw[:200] + "..."  # noqa: E731
+    plan = manager.hook.mmcore_export_columns(run_dir=Path(run_dir))
+    slots = plan.get("slots") if isinstance(plan, Mapping) else None
+    if not isinstance(slots, Mapping) or set(slots) != set(model.slots):
+        return {slot: cut(raw) for slot, raw in sample.items()}, [s for s in model.slots if s not in sample]
+    shown: dict[str, Any] = {}
+    missing: list[str] = []
+    for slot, spec in slots.items():
+        columns = [spec["column"]] if "column" in spec else [*spec.get("numeric", []), *spec.get("categorical", []),
+                                                               *spec.get("dates", [])]
+        raw = sample.get(slot)
+        if raw is None:
+            missing += columns
+        elif "column" in spec:
+            shown[spec["column"]] = cut(raw)
+        else:  # the user's cells as the model reads them (a number left out: the training median)
+            shown.update({c: raw.get(c) for c in columns if isinstance(raw, Mapping) and c in raw})
+    return shown, missing
+
+
 def cmd_predict(args: argparse.Namespace, manager) -> int:
     from mmcore.engine.checkpoint import load_run
     from mmcore.engine.evaluation import predict_output
@@ -329,7 +353,7 @@ def cmd_predict(args: argparse.Namespace, manager) -> int:
         output = predict_output(model, [sample])
     except (ValueError, TypeError) as exc:
         raise ConfigError([ConfigIssue("", str(exc))]) from exc
-    shown = {slot: (raw if not isinstance(raw, str) or len(raw) <= 200 else raw[:200] + "...") for slot, raw in sample.items()}
-    result = {"inputs": shown, "missing": [s for s in model.slots if s not in sample], **_prediction_record(model, output, 0)}
+    shown, missing = _shown_record(sample, model, manager, args.run_dir)
+    result = {"inputs": shown, "missing": missing, **_prediction_record(model, output, 0)}
     print(json.dumps(result, ensure_ascii=False))
     return EXIT_OK

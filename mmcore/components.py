@@ -81,6 +81,15 @@ class Processor(abc.ABC):
     def fit(self, raws: Sequence[Any]) -> None:  # noqa: B027 - optional hook, no-op by default
         """Fit statistics on the training split's raw samples (``None`` = missing). Optional."""
 
+    def partial_fitter(self) -> PartialFit | None:
+        """A streaming fit of this processor (:class:`PartialFit`), or None (the default) when it has
+        none. The trainer fits a processor that has one chunk by chunk, in one pass over the training
+        split, without holding the split; one that has none but overrides :meth:`fit` gets its slot's
+        raw values as one list (see :func:`fitter_for`). Its result must equal :meth:`fit`'s on the same
+        raw values in the same order, however they are chunked (checked by :mod:`mmcore.testing`):
+        a processor usually implements :meth:`fit` through it."""
+        return None
+
     def state_dict(self) -> dict[str, Any]:
         """Fitted state to save with the model, in ``model.json``: JSON values only (numbers,
         strings, bools, None, lists, string-keyed dicts; convert tensors with ``.tolist()``).
@@ -101,6 +110,48 @@ class Processor(abc.ABC):
     def example(self, generator: torch.Generator) -> Any:
         """A valid raw sample, for conformance checks. Override it to get processor coverage."""
         raise NotImplementedError(f"{type(self).__name__} does not provide example raw samples")
+
+
+class PartialFit(abc.ABC):
+    """A processor's fit fed in chunks (the ``partial_fit`` of scikit-learn's streaming estimators,
+    with the statistics settled once at the end): :meth:`update` with each chunk of raw values
+    (``None`` = missing) in the split's order, then :meth:`finish` once, which sets the processor's
+    fitted state. It holds its statistics' own inputs (counts, sums, a column of numbers), never the
+    raw samples."""
+
+    @abc.abstractmethod
+    def update(self, raws: Sequence[Any]) -> None:
+        """Take one chunk of raw values."""
+
+    @abc.abstractmethod
+    def finish(self) -> None:
+        """Set the processor's fitted state from everything taken (as ``fit`` of all of it would)."""
+
+
+class _ListFit(PartialFit):
+    """For a processor with a ``fit`` but no ``partial_fitter``: its raw values, kept, then ``fit``."""
+
+    def __init__(self, processor: Processor) -> None:
+        self.processor, self.raws = processor, []
+
+    def update(self, raws: Sequence[Any]) -> None:
+        self.raws.extend(raws)
+
+    def finish(self) -> None:
+        raws, self.raws = self.raws, []
+        self.processor.fit(raws)
+
+
+def fitter_for(processor: Processor) -> PartialFit | None:
+    """How to fit ``processor`` in one pass: its own :meth:`~Processor.partial_fitter`; else, when it
+    overrides :meth:`~Processor.fit`, one that keeps the raw values and calls ``fit`` on them; None
+    when it fits nothing (``fit`` not overridden: nothing needs to be read for it)."""
+    fitter = processor.partial_fitter()
+    if fitter is not None:
+        return fitter
+    if type(processor).fit is Processor.fit:
+        return None
+    return _ListFit(processor)
 
 
 class Encoder(nn.Module, abc.ABC):

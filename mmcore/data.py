@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from mmcore.components import Processor
+from mmcore.components import PartialFit, Processor, fitter_for
 from mmcore.feature_cache import (  # noqa: F401 - re-exported: documented as mmcore.data.*
     CACHED,
     FeatureCache,
@@ -175,6 +175,14 @@ def make_dataloader(
 
 
 # ---------------------------------------------------------------------- processed-input memo
+class _NothingToFit(PartialFit):
+    def update(self, raws: Sequence[Any]) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
 class MemoizedProcessor(Processor):
     """Wraps a deterministic processor: each raw input read from a file (or given as text) is
     processed once and its tensors kept in memory, so later epochs skip reading, decoding and
@@ -230,6 +238,13 @@ class MemoizedProcessor(Processor):
     def fit(self, raws: Sequence[Any]) -> None:
         self.memo.clear()  # fitted statistics change what the processor returns
         self.inner.fit(raws)
+
+    def partial_fitter(self) -> PartialFit:
+        fitter = fitter_for(self.inner)
+        if fitter is None:  # the inner processor fits nothing: neither does this (and its memo stays right)
+            return _NothingToFit()
+        self.memo.clear()  # fitted statistics change what the processor returns
+        return fitter
 
     def state_dict(self) -> dict[str, Any]:
         return self.inner.state_dict()

@@ -169,7 +169,8 @@ def mmcore_table_slot(run_dir, slot):
 
     :return: ``(numeric, categorical, derive)``: the user's number and category columns, and
         ``derive({column: value or None}) -> {column: value}``, the row the slot's processor reads
-        (raise ``ValueError`` naming the column for a value that cannot be used); or None.
+        (raise ``ValueError`` naming the column for a value that cannot be used: serve checks a request's
+        cells with it, so it reads a cell as the plugin's table reader does); or None.
     """
 
 
@@ -183,7 +184,9 @@ def mmcore_export_columns(run_dir):
 
     :return: a JSON object in the form :class:`mmcore_plugins.deploy.frontend.Columns` reads (``mmcore
         fit``'s column plan: ``slots``, ``fill``, ``indicators``, ``dates``, ``text_files``, ``task``,
-        ``classes``, ``class_values``), or None for a run whose slots are the user's inputs as they are.
+        ``classes``, ``class_values``; optionally ``table_columns``, the training table's whole header, whose
+        columns the model does not read ``mmcore serve`` accepts and ignores), or None for a run whose slots
+        are the user's inputs as they are.
     """
 
 

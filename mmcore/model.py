@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -18,6 +18,7 @@ from mmcore.components import (
     Head,
     HeadOutput,
     Processor,
+    fitter_for,
 )
 from mmcore.errors import ConfigError, ConfigIssue, InputReadError, UnknownComponentError
 from mmcore.feature_cache import CACHED, SlotCache
@@ -81,12 +82,41 @@ class MultimodalModel(nn.Module):
         return list(self.encoders.keys())
 
     # ------------------------------------------------------------------ data preparation
-    def fit_processors(self, samples: Sequence[Sample]) -> None:
-        """Fit each processor's statistics (and the head's target statistics) on the training split."""
-        for slot, processor in self.processors.items():
-            processor.fit([sample["inputs"].get(slot) for sample in samples])
-        targets = [sample.get("target") for sample in samples]
-        if targets and all(t is not None for t in targets):
+    def fit_processors(self, samples: Iterable[Sample], *, chunk_size: int = 4096) -> None:
+        """Fit each processor's statistics (and the head's target statistics) on the training split.
+
+        One pass over ``samples`` (any iterable: a data set read sample by sample streams), which
+        are not kept: each processor that fits something gets its slot's raw values in chunks of
+        ``chunk_size`` through :func:`~mmcore.components.fitter_for` (its own streaming
+        :class:`~mmcore.components.PartialFit`, or its values gathered for ``fit``); the targets are
+        gathered only when the head overrides ``fit_targets``, which is called when every sample has
+        one. The result equals ``processor.fit`` of each slot's whole list (the PartialFit contract).
+        """
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+        fitters = {slot: f for slot, processor in self.processors.items() if (f := fitter_for(processor)) is not None}
+        wants_targets = type(self.head).fit_targets is not Head.fit_targets
+        chunks: dict[str, list[Any]] = {slot: [] for slot in fitters}
+        targets: list[Any] = []
+        seen, every_target = 0, True
+        for sample in samples:
+            seen += 1
+            inputs = sample["inputs"]
+            for slot, chunk in chunks.items():
+                chunk.append(inputs.get(slot))
+            if wants_targets and every_target:
+                target = sample.get("target")
+                every_target = target is not None
+                targets.append(target)
+            if seen % chunk_size == 0:
+                for slot, chunk in chunks.items():
+                    fitters[slot].update(chunk)
+                    chunks[slot] = []
+        for slot, chunk in chunks.items():
+            if chunk:
+                fitters[slot].update(chunk)
+            fitters[slot].finish()
+        if wants_targets and seen and every_target:
             self.head.fit_targets(targets)
 
     def collate(self, samples: Sequence[Sample]) -> dict[str, Any]:

@@ -274,6 +274,15 @@ def _check_processor_state(label: str, encoder: Encoder, processor: Processor, g
     fit_raws: list[Any] = [processor.example(gen) for _ in range(num_fit)]
     processor.fit([*fit_raws, None])
     state = processor.state_dict()
+    streamed = encoder.processor()
+    fitter = streamed.partial_fitter()
+    if fitter is not None:  # the trainer's streaming fit: in chunks (an empty one too), the same state as fit
+        for chunk in (fit_raws[:2], [], [*fit_raws[2:], None]):
+            fitter.update(chunk)
+        fitter.finish()
+        if not _same_tree(streamed.state_dict(), state, atol=0.0):
+            _fail(label, "the processor's partial_fitter() fed the fit samples in chunks gives another state than fit() "
+                         f"of them all: {streamed.state_dict()!r:.200} vs {state!r:.200}")
     try:
         text = json.dumps(state, allow_nan=False)
     except (TypeError, ValueError) as exc:
@@ -493,7 +502,7 @@ def check_component(
         dims = dict(list(DEFAULT_INPUT_DIMS.items())[:num_modalities])
         return check_fusion(info.factory, options=opts, input_dims=dims, label=f"{label} with {num_modalities} modalities")
     if info.kind == "encoder":
-        encoder = info.factory(**opts)
+        encoder = _build_within_load_budget(info.factory, opts, label)
         return check_encoder(encoder, label=label)
     if info.kind == "head":
         return check_head(info.factory, options=opts, label=label)
@@ -503,6 +512,25 @@ def check_component(
         return check_perturbation(info.factory, processor=_processor_for(info, registry), options=opts, label=label)
     raise ValueError(f"no conformance check for {info.kind}s; checks exist for encoders, fusions, heads, datasets and "
                      "perturbations")
+
+
+def _build_within_load_budget(factory: Any, options: Mapping[str, Any], label: str) -> Any:
+    """``factory(**options)``, checked to stay within the allocation budget ``load_model`` builds a
+    saved model under (:class:`~mmcore.engine.artefacts.AllocationGuard`): its tensor constructors
+    ask at most ALLOCATION_FACTOR x its state's bytes + ALLOCATION_SLACK (a pretrained encoder that
+    loads its weights twice over passes; one that allocates far more than it keeps would make every
+    saved run of it refused)."""
+    from mmcore.engine.artefacts import ALLOCATION_FACTOR, ALLOCATION_SLACK, AllocationGuard
+
+    guard = AllocationGuard(2**63, label, "(counting only)")
+    with guard:
+        module = factory(**options)
+    state = sum(t.numel() * t.element_size() for t in module.state_dict().values())
+    if guard.used > ALLOCATION_FACTOR * state + ALLOCATION_SLACK:
+        _fail(label, f"its constructor asks tensor constructors for {guard.used} bytes for {state} bytes of state: more "
+                     f"than the {ALLOCATION_FACTOR}x + {ALLOCATION_SLACK} bytes load_model allows, so a saved run of it "
+                     "would be refused as a crafted model.json")
+    return module
 
 
 def _processor_for(info: ComponentInfo, registry: Registry | None) -> Processor:

@@ -10,9 +10,10 @@ and the tensor or field at fault; it never reaches a model or an optimiser unche
   processor's vocab_size / max_categories allow).
 * ``model.safetensors``: the header only is read first (``safetensors.safe_open``, which
   refuses a header over 100 MB, offsets beyond the file and truncated files); names, shapes and
-  dtypes must equal the model's exactly (no silent casts, e.g. int8 for float32); the model's
-  shapes come from building it on the meta device, so a huge size in ``model.json`` allocates
-  nothing. Then each tensor is read and must be finite.
+  dtypes must equal the model's exactly (no silent casts, e.g. int8 for float32). The model is
+  built for real under :class:`AllocationGuard`, whose budget is a small multiple of the bytes the
+  header's tensors hold: a huge size in ``model.json`` is refused before its tensor is allocated.
+  Then each tensor is read and must be finite.
 * ``state.pt`` (loaded with ``weights_only=True``): :func:`check_training_state` compares
   its whole structure with the live model, optimiser, scheduler and scaler — parameter-group
   count and sizes, every AdamW moment's shape and dtype, step/epoch ranges, a finite best
@@ -24,12 +25,13 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
+import operator
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from mmcore.errors import UserInputError
 
@@ -145,27 +147,151 @@ def read_safetensors_header(path: Path) -> dict[str, tuple[str, tuple[int, ...]]
         raise CheckpointError(f"{path} is not a valid safetensors file: {exc}") from exc
 
 
-def expected_state(spec: Mapping[str, Any], registry: Any, path: Path | str = "model.json"
-                   ) -> dict[str, tuple[torch.dtype, tuple[int, ...]]] | None:
-    """Names, dtypes and shapes of the state dict of the model ``spec`` builds, computed on the
-    meta device (nothing allocated); None where a component cannot be built there.
+#: Building a model from model.json may allocate at most this many times the bytes of the tensors
+#: its weights file holds (parameters and buffers are those tensors; initialisation temporaries such
+#: as ``torch.randn(n, d) * 0.02`` and non-persistent buffers take the rest) ...
+ALLOCATION_FACTOR = 4
+#: ... plus this much (a few non-persistent buffers of a small model).
+ALLOCATION_SLACK = 64 * 2**20
 
-    Raises :class:`CheckpointError` naming ``path`` when the spec describes tensors whose size
-    overflows (``dim: 2147483647`` makes a 2**31 x 2**31 x 5 convolution): building that model for
-    real, as a None here would, tried to allocate 512 GB (found by benchmarks/attack_surface.py)."""
+# Tensor constructors whose size is in their arguments: checked before they allocate.
+_SIZED = {"empty", "zeros", "ones", "rand", "randn", "full", "new_empty", "new_zeros", "new_ones", "new_full"}
+_LIKE = {"empty_like", "zeros_like", "ones_like", "rand_like", "randn_like", "full_like", "randint_like"}
+
+
+def tensor_bytes(header: Mapping[str, tuple[str, tuple[int, ...]]]) -> int:
+    """Bytes of the tensors a :func:`read_safetensors_header` header describes."""
+    sizes = {name: dtype.itemsize for dtype, name in _SAFETENSORS_DTYPES.items()}
+    return sum(sizes.get(dtype, 8) * math.prod(shape) for dtype, shape in header.values())
+
+
+def _human(n: int | float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(n) < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _size_argument(args: tuple, kwargs: Mapping[str, Any], skip: int) -> tuple[int, ...] | None:
+    """The size a constructor was asked for: ``f(2, 3)``, ``f((2, 3))`` or ``f(size=(2, 3))``
+    (``skip`` leading arguments are not the size: the tensor of ``new_zeros``)."""
+    size = kwargs.get("size")
+    if size is None:
+        rest = args[skip:]
+        size = rest[0] if rest and isinstance(rest[0], (tuple, list, torch.Size)) else rest  # f((2, 3)) or f(2, 3)
+    try:  # a NumPy integer or a 0-d integer tensor counts as its value; anything else is not a size
+        return tuple(operator.index(d) for d in size if not isinstance(d, bool))
+    except TypeError:
+        return None
+
+
+class AllocationGuard(TorchFunctionMode):
+    """Refuses, before it allocates, a tensor constructor call that would take the bytes asked of
+    constructors inside it past ``budget`` in all.
+
+    Used while a model described by a (possibly crafted) ``model.json`` is built: the constructors
+    modules make their parameters and buffers with (``torch.empty`` in ``nn.Linear``,
+    ``torch.randn``, ``torch.zeros``, ``Tensor.new_*``, ``*_like``, ``arange``, ``eye``,
+    ``empty_strided``, ...) are checked against the size they are asked for, computed with Python
+    integers (a size whose element count overflows int64 is refused, not wrapped). The count is
+    cumulative (a constructor's temporary counts although it is freed: the budget allows for it).
+    What other operations allocate (``x.repeat(n)``, a probe forward pass) is not foreseen: a
+    failed allocation there is a :class:`CheckpointError` in :func:`build_checked`. Raises
+    :class:`CheckpointError` naming ``path``, the shape asked for and the budget.
+
+    Why not the meta device: a build there runs arithmetic and ``normal_`` through ``torch._refs``,
+    whose first use imports ``torch._dynamo`` (1.5-3 s, 45% of a cold ``mmcore predict``), and then
+    the model is built a second time for real; under this guard it is built once.
+    """
+
+    def __init__(self, budget: int, path: Path | str, weights: Path | str) -> None:
+        super().__init__()
+        self.budget, self.path, self.weights, self.used = budget, path, weights, 0
+        #: the error raised when the budget was passed (a component may wrap it in its own)
+        self.refusal: CheckpointError | None = None
+
+    def _dtype(self, kwargs: Mapping[str, Any], like: Any = None, integer: bool = False) -> torch.dtype:
+        dtype = kwargs.get("dtype")
+        if isinstance(dtype, torch.dtype):
+            return dtype
+        if isinstance(like, torch.Tensor):
+            return like.dtype
+        return torch.int64 if integer else torch.get_default_dtype()
+
+    def _requested(self, name: str, args: tuple, kwargs: Mapping[str, Any]) -> tuple[tuple[int, ...], torch.dtype] | None:
+        """(shape, dtype) a constructor is about to allocate; None for any other function."""
+        if name in _SIZED:
+            method = name.startswith("new_")
+            shape = _size_argument(args, kwargs, 1 if method else 0)
+            return None if shape is None else (shape, self._dtype(kwargs, args[0] if method else None))
+        if name in _LIKE and args and isinstance(args[0], torch.Tensor):
+            return tuple(args[0].shape), self._dtype(kwargs, args[0])
+        if name in ("randint", "normal") and isinstance(kwargs.get("size", args[-1] if args else None), (tuple, list, torch.Size)):
+            return _size_argument((), {"size": kwargs.get("size", args[-1])}, 0), self._dtype(kwargs, integer=name == "randint")
+        if name == "randperm" and args and isinstance(args[0], int):
+            return (args[0],), self._dtype(kwargs, integer=True)
+        if name == "eye" and args and isinstance(args[0], int):
+            return (args[0], args[1] if len(args) > 1 and isinstance(args[1], int) else args[0]), self._dtype(kwargs)
+        if name == "empty_strided" and len(args) >= 2:
+            size, stride = _size_argument(args[:1], {}, 0), _size_argument(args[1:2], {}, 0)
+            if size and stride and all(d > 0 for d in size):
+                return (1 + sum((d - 1) * abs(s) for d, s in zip(size, stride, strict=False)),), self._dtype(kwargs)
+            return None
+        if name in ("arange", "linspace", "logspace"):
+            numbers = [a for a in args if isinstance(a, (int, float)) and not isinstance(a, bool)]
+            if name == "arange" and numbers:
+                start, end, step = (0, numbers[0], 1) if len(numbers) == 1 else (*numbers[:2], numbers[2] if len(numbers) > 2 else 1)
+                count = math.ceil((end - start) / step) if step and math.isfinite(end - start) else 0
+                integer = all(isinstance(n, int) for n in numbers)
+                return (max(0, count),), self._dtype(kwargs, integer=integer)
+            steps = kwargs.get("steps", numbers[2] if len(numbers) > 2 else None)
+            if isinstance(steps, int):
+                return (steps,), self._dtype(kwargs)
+        return None
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: Mapping[str, Any] | None = None) -> Any:
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        asked = self._requested(name, args, kwargs)
+        if asked is not None:
+            shape, dtype = asked
+            size = math.prod(max(0, d) for d in shape) * dtype.itemsize
+            self._count(size, f"a {str(dtype).replace('torch.', '')} tensor of shape {_shape(shape)} ({name})")
+        return func(*args, **kwargs)
+
+    def _count(self, size: int, what: str) -> None:
+        if self.used + size > self.budget:
+            self.refusal = CheckpointError(
+                f"{self.path}: the model it describes is larger than its weights: building it asked for {what}, "
+                f"{_human(size)} after {_human(self.used)}; at most {_human(self.budget)} is allowed for the "
+                f"{_human((self.budget - ALLOCATION_SLACK) / ALLOCATION_FACTOR)} of tensors in {self.weights} "
+                "(the file is damaged or was edited)")
+            raise self.refusal
+        self.used += size
+
+
+def build_checked(spec: Mapping[str, Any], registry: Any, header: Mapping[str, tuple[str, tuple[int, ...]]],
+                  path: Path | str = "model.json", weights: Path | str = "model.safetensors") -> Any:
+    """The model ``spec`` describes, built under an :class:`AllocationGuard` whose budget is
+    :data:`ALLOCATION_FACTOR` x the bytes of ``header``'s tensors + :data:`ALLOCATION_SLACK`.
+
+    Raises :class:`CheckpointError` naming ``path`` when the model would pass the budget (refused
+    before the tensor is allocated: ``dim: 2147483647`` asked a 2**31 x 2**31 x 5 convolution,
+    512 GB; found by benchmarks/attack_surface.py) or cannot be built for lack of memory."""
     from mmcore.model import build_model
 
+    guard = AllocationGuard(ALLOCATION_FACTOR * tensor_bytes(header) + ALLOCATION_SLACK, path, weights)
     try:
-        # A pretrained encoder loads its packaged weights in its constructor; into meta parameters
-        # that is a no-op, which torch reports once per parameter — not the user's concern here.
-        with torch.device("meta"), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r".*meta parameter.*no-op", category=UserWarning)
-            model = build_model(spec, registry)
-        return {k: (v.dtype, tuple(v.shape)) for k, v in model.state_dict().items()}
-    except Exception as exc:  # a plugin that cannot build on meta: the real model is checked after building
-        if isinstance(exc, OverflowError) or "overflow" in str(exc).lower():
-            raise CheckpointError(f"{path}: the model it describes cannot exist: {' '.join(str(exc).split())[:300]}") from exc
-        return None
+        with guard:
+            return build_model(spec, registry)
+    except Exception as exc:
+        if guard.refusal is not None:  # build_model names the component; the refusal names the file
+            raise guard.refusal from exc
+        if isinstance(exc, (MemoryError, RuntimeError, OverflowError)):  # an allocation no constructor check saw
+            raise CheckpointError(f"{path}: the model it describes cannot be built: "
+                                  f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}") from exc
+        raise
 
 
 def check_header(header: Mapping[str, tuple[str, tuple[int, ...]]], expected: Mapping[str, tuple[torch.dtype, tuple[int, ...]]],

@@ -249,7 +249,8 @@ class Trainer:
         self.model.unreadable_inputs = opts.unreadable_inputs  # an input reading fails on (mmcore.unreadable)
         self._check_monitor()
         cached_slots = self._cacheable_slots() if opts.cache_features else []
-        self.model.fit_processors(train.samples if hasattr(train, "samples") else [train[i] for i in range(len(train))])
+        # One pass, sample by sample: a data set read from disk (shards) is streamed, never held whole.
+        self.model.fit_processors(train.samples if hasattr(train, "samples") else (train[i] for i in range(len(train))))
         if opts.init is not None and self.resume is None:  # fine-tuning: weights and fitted processors from a checkpoint
             load_weights(self.model, checkpoint_folder(opts.init))
         self.model.to(self.device)

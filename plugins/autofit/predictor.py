@@ -48,6 +48,26 @@ def read_plan(run: str | Path) -> Plan:
         raise CheckpointError(str(exc)) from exc
 
 
+def read_table_columns(run: str | Path) -> list[str]:
+    """Every column of the table ``fit`` trained on, in its order -- the ones the model reads, the target,
+    and the ones fit ignored (ids, a split column) -- from ``autofit.json``'s ``columns``, read bounded and
+    checked. ``mmcore serve`` accepts and ignores a record's cells of the columns the model does not read,
+    as :meth:`Predictor.predict` ignores a table's. CheckpointError when damaged."""
+    from mmcore.engine.artefacts import MAX_JSON_BYTES, CheckpointError
+    from mmcore.engine.atomic import read_json
+
+    plan_file = Path(run) / PLAN_FILE
+    try:
+        meta = read_json(plan_file, max_bytes=MAX_JSON_BYTES, what=PLAN_FILE)
+        columns = meta.get("columns") if isinstance(meta, dict) else None
+        if not isinstance(columns, list) or not all(isinstance(c, dict) and isinstance(c.get("name"), str) for c in columns):
+            raise ValueError(f"{plan_file}: columns must be a list of objects {{name: the column's name, ...}}, "
+                             f"got {type(columns).__name__}")
+        return list(dict.fromkeys(c["name"] for c in columns))
+    except (ValueError, UnsafePathError) as exc:
+        raise CheckpointError(str(exc)) from exc
+
+
 class MissingInputsWarning(UserWarning):
     """A Predictor method treated cells or rows of a table as missing (files that do not exist or cannot be
     read, placeholders, rows without input or target); the message names rows and columns."""
@@ -437,15 +457,17 @@ class Predictor:
         row has (``full``); the values sum to ``full - empty``; a slot the row lacks gets 0.
 
         Returns a pandas DataFrame indexed like ``data`` (a list of dicts without pandas): columns
-        ``prediction``, ``full``, ``empty`` and one per slot; ``.attrs["summary"]`` holds the mean
-        |value| per slot. ``plots``: a folder that gets a waterfall PNG per row (the first 20) and
+        ``prediction``, ``full``, ``empty`` and one per slot (named by the user's column it reads: an image,
+        audio, video or text column; the numbers and categories together as ``tabular``); ``.attrs["summary"]``
+        holds the mean |value| per slot. ``plots``: a folder that gets a waterfall PNG per row (the first 20) and
         ``summary.png``.
         """
         from mmcore_plugins.explain.attribution import explain_samples, summarise
 
         samples, index = self._batches(data)
         records = explain_samples(self.model, [s["inputs"] for s in samples], batch_size=self.batch_size, device=self.device,
-                                  decode=lambda index: decode_prediction(self.plan, index))
+                                  decode=lambda index: decode_prediction(self.plan, index),
+                                  names=self.plan.slot_columns() if self.plan is not None else None)
         summary = summarise(records)
         if plots is not None:
             from mmcore.engine.plots import plot_attribution_summary, plot_waterfall

@@ -210,7 +210,11 @@ def check_table_columns(plan: Plan, header: Sequence[str], missing: Sequence[str
         shared = [c for c in needed if c in present]
         shown = list(dict.fromkeys(header))
         columns = ", ".join(repr(c) for c in shown[:20]) + (f", ... ({len(shown) - 20} more)" if len(shown) > 20 else "")
-        declare = f"; declare a column missing with {option} to predict without it" if option else ""
+        # --missing helps only with columns the model reads: the target cannot be declared missing
+        inputs_absent = [c for c in absent if c != plan.target or c in needed]
+        declare = f"; declare a column missing with {option} to predict without it" if option and inputs_absent else ""
+        if target and plan.target not in present:
+            declare += f"; evaluating needs the true values: a column {plan.target!r}"
         raise ColumnError(f"{where} has no column{'s' if len(parts) > 1 else ''} {', '.join(parts)}{declare} "
                           f"(the table's columns: {columns or 'none'}"
                           + ("" if shared else "; it shares no column with the model's") + ")")

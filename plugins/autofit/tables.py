@@ -7,6 +7,7 @@ missing modality of its row, noted in its line (``--strict``: the row's error)."
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -103,28 +104,43 @@ def mmcore_export_columns(run_dir: Path):
     as plain JSON, so that the export's front end derives what fit derives. None for another run."""
     if run_dir is None or not (Path(run_dir) / PLAN_FILE).is_file():
         return None
-    from mmcore_plugins.autofit.predictor import read_plan
+    from mmcore_plugins.autofit.predictor import read_plan, read_table_columns
 
     plan = read_plan(run_dir)
-    return {"derived_by": "mmcore fit", "input_columns": plan.input_columns, **plan.to_json()}
+    # table_columns: the training table's whole header -- serve ignores a record's cells of the ones the model
+    # does not read (the target, ids), as Predictor ignores a table's, and refuses only a key that is no column
+    return {"derived_by": "mmcore fit", "input_columns": plan.input_columns,
+            "table_columns": read_table_columns(run_dir), **plan.to_json()}
 
 
 @mmcore.hookimpl
 def mmcore_record_inputs(items: list[str], run_dir: Path | None):
     """``mmcore predict RUN column=value ...`` for a fit run: the user's columns (or a one-column slot's
     name, or ``slot={column: value}`` for the numbers-and-categories slot), prepared through the column
-    plan as :class:`Predictor` prepares a row; a column left out is a missing cell. A file that does not
-    exist is an error (the user named it). None for a run ``fit`` did not write."""
+    plan as :class:`Predictor` prepares a row; a column left out is a missing cell. A column of the
+    training table that the model does not read (the target, an id) is ignored with a warning, as
+    Predictor and serve ignore it. A file that does not exist is an error (the user named it). None for a
+    run ``fit`` did not write."""
     if run_dir is None or not (Path(run_dir) / PLAN_FILE).is_file():
         return None
     import difflib
 
     from mmcore.yamlio import load_yaml
-    from mmcore_plugins.autofit.predictor import read_plan
+    from mmcore_plugins.autofit.predictor import read_plan, read_table_columns
 
     plan = read_plan(run_dir)
     columns, by_slot = plan.input_columns, plan.slot_columns()
+    unread = [c for c in read_table_columns(run_dir) if c not in columns]
+    ignored: list[str] = []
     record: dict[str, Any] = {}
+    given: dict[str, str] = {}  # column -> how the command line named it (itself, or its slot's alias)
+
+    def put(column: str, value: Any, named: str) -> None:
+        if column in record and record[column] != value:
+            raise ValueError(f"{given[column]!r} and {named!r} name the same column {column!r} with different values "
+                             f"({record[column]!r}, {value!r}); give it once, as {column!r}")
+        record[column], given[column] = value, named
+
     for item in items:
         key, sep, value = item.partition("=")
         spec = plan.slots.get(key)
@@ -134,18 +150,28 @@ def mmcore_record_inputs(items: list[str], run_dir: Path | None):
             mapping = load_yaml(value, source=key)
             if not isinstance(mapping, dict):
                 raise ValueError(f"{key}: expected {{column: value, ...}} of {spec['numeric'] + spec['categorical']}, got {value!r}")
-            record.update({str(k): v for k, v in mapping.items()})
-        elif key in columns:
-            record[key] = value
-        elif key in by_slot:
-            record[by_slot[key]] = value
+            for k, v in mapping.items():
+                put(str(k), v, f"{key}.{k}")
+        elif key in columns:  # the user's own column, exactly as the training table wrote it
+            put(key, value, key)
+        elif key in by_slot:  # a one-column slot's name: an alias of its column
+            put(by_slot[key], value, key)
+        elif key in unread:  # the target or an id: a whole training row is accepted, as Predictor and serve accept it
+            ignored.append(key)
         else:
-            close = difflib.get_close_matches(key, columns, n=1)
-            raise ValueError(f"{key!r} is not a column this model reads ({', '.join(columns)})"
+            lowered = {c.lower(): c for c in columns}
+            close = difflib.get_close_matches(key, columns, n=1) or [lowered[c] for c in
+                                                                      difflib.get_close_matches(key.lower(), lowered, n=1)]
+            raise ValueError(f"{key!r} is not a column this model reads ({', '.join(repr(c) for c in columns)})"
                              + (f"; did you mean {close[0]!r}?" if close else ""))
+    if ignored:
+        # a note on stderr, not an error: the command line's record is the user's own row
+        print(f"mmcore: ignored {', '.join(repr(k) for k in ignored)}: the training table's column(s) this model "
+              "does not read (the target, ids)", file=sys.stderr)
     unknown = [k for k in record if k not in columns]
     if unknown:
-        raise ValueError(f"{', '.join(repr(k) for k in unknown)}: not columns this model reads ({', '.join(columns)})")
+        raise ValueError(f"{', '.join(repr(k) for k in unknown)}: not columns this model reads "
+                         f"({', '.join(repr(c) for c in columns)})")
     try:
         inputs = Preparer(plan, Path.cwd(), strict=True, allow_outside_paths=True).sample(record, 0)["inputs"]
     except ColumnError as exc:

@@ -48,9 +48,20 @@ class SlotInfo:
     #: processor's row (missing numbers filled, their indicators set). ``columns``/``categorical`` are
     #: then the user's columns, and a number may be left out (a missing cell, as in the training table).
     derive: Any = field(default=None, repr=False)
+    #: For a one-column slot whose plugin names it from the user's column (``mmcore fit``'s ``"Customer
+    #: Review"`` -> slot ``customer_review``): that column, exactly as the training table wrote it. Requests
+    #: name it (the slot's name stays accepted as an alias); the page, /metadata and errors show it.
+    column: str | None = None
+
+    @property
+    def label(self) -> str:
+        """What a user calls this slot: the user's column of a one-column slot named from it, else the slot."""
+        return self.column if self.column is not None else self.name
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "modality": self.modality, "input": self.kind}
+        if self.column is not None:
+            out["column"] = self.column
         if self.kind == "table":
             out.update(numeric=self.columns, categorical=self.categorical, categories=self.categories)
             if self.derive is not None:
@@ -74,31 +85,152 @@ def _slot_info(name: str, modality: str, columns: Sequence[str] | None = None, c
     return SlotInfo(name, modality, "text", [], [], {}, "")
 
 
+def _field(where: str, key: str) -> str:
+    """A request field's name: ``key`` inside ``where`` (``records[0]``), or ``key`` alone."""
+    return f"{where}.{key}" if where else str(key)
+
+
+def by_column(slots: Sequence[SlotInfo]) -> bool:
+    """Whether records name the user's columns (every slot maps from them: a ``mmcore fit`` run)."""
+    return any(getattr(s, "column", None) is not None or getattr(s, "derive", None) is not None for s in slots)
+
+
+def user_columns(slots: Sequence[SlotInfo]) -> list[str] | None:
+    """The user's columns the model reads, in slot order (None: records name the slots)."""
+    if not by_column(slots):
+        return None
+    return [c for s in slots for c in ([s.label] if s.kind != "table" else s.columns + s.categorical)]
+
+
+def resolve_key(slots: Sequence[SlotInfo], key: str, *, dotted: bool = True) -> tuple[SlotInfo, str | None] | None:
+    """What a record's key (or a form's field) names: ``(slot, None)`` for a slot (its user's column, or its
+    name), ``(slot, column)`` for a table slot's column (``column`` alone on a fit run, ``slot.column`` where
+    ``dotted``); None for neither. A user's column wins over a slot's name that happens to spell it."""
+    if by_column(slots):
+        for s in slots:
+            if s.kind == "table" and s.derive is not None and key in s.columns + s.categorical:
+                return s, key
+            if s.column == key:
+                return s, None
+    for s in slots:
+        if s.name == key:
+            return s, None
+        if dotted and s.kind == "table" and key.startswith(f"{s.name}.") and key[len(s.name) + 1:] in s.columns + s.categorical:
+            return s, key[len(s.name) + 1:]
+    return None
+
+
+def unknown_key(slots: Sequence[SlotInfo], key: str, where: str = "") -> FieldError:
+    """The error of a record key (or form field) that names nothing the model reads: the closest of the
+    user's columns (or the slots; case aside) and the full list."""
+    import difflib
+
+    names = user_columns(slots) or [s.name for s in slots]
+    lowered = {n.lower(): n for n in names}
+    close = difflib.get_close_matches(str(key), names, n=1) or [
+        lowered[c] for c in difflib.get_close_matches(str(key).lower(), list(lowered), n=1)]
+    kind = "column" if by_column(slots) else "slot"
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return FieldError(_field(where, key), f"not a {kind} of this model; {hint}its {kind}s are {names}")
+
+
 class Backend:
-    """Common parts: validating a record's values against the slots before any decoding."""
+    """Common parts: validating a record's values against the slots before any decoding.
+
+    A record of a run whose plugin names its inputs from the user's own columns (a ``mmcore fit`` run:
+    :attr:`by_column`) is the user's row ``{column: value}``, the columns exactly as the training table
+    wrote them; each slot's name is still accepted as an alias (``{"customer_review": ...}``, ``{"tabular":
+    {column: value}}``), but a record naming a column both ways with different values is refused."""
 
     slots: list[SlotInfo]
     head: dict[str, Any]
     description: dict[str, Any]
+    #: A fit run's training-table columns that the model does not read (its target, ids, a split column): a
+    #: record may hold them (a whole row of the training table), and they are ignored, as Predictor ignores a
+    #: table's. A key that is no column of the training table stays an error (:meth:`unknown_key`: with an
+    #: absent column read as a missing cell, that refusal is the only guard against a misspelt one).
+    ignored: frozenset[str] = frozenset()
 
-    def check(self, record: Mapping[str, Any], where: str = "") -> dict[str, Any]:
-        """The record's values by slot (None = missing), each of the type its slot takes; FieldError otherwise."""
-        if not isinstance(record, Mapping):
-            raise FieldError(where or "record", f"expected an object {{slot: value}}, got {type(record).__name__}")
+    @property
+    def by_column(self) -> bool:
+        """Whether records name the user's columns (every slot maps from them: a ``mmcore fit`` run)."""
+        return by_column(self.slots)
+
+    @property
+    def columns(self) -> list[str] | None:
+        """The user's columns the model reads, in slot order (None: records name the slots)."""
+        return user_columns(self.slots)
+
+    def resolve_key(self, key: str, *, dotted: bool = True) -> tuple[SlotInfo, str | None] | None:
+        return resolve_key(self.slots, key, dotted=dotted)
+
+    def unknown_key(self, key: str, where: str = "") -> FieldError:
+        return unknown_key(self.slots, key, where)
+
+    def by_slot(self, record: Mapping[str, Any], where: str = "", *, dotted: bool | None = None
+                ) -> tuple[dict[str, Any], dict[str, str]]:
+        """A record -> ``{slot: value}`` and, per slot, the field its errors name (the user's column of a
+        one-column slot; for a table slot given column by column, the record itself, so that a cell's
+        error names ``records[0].column``). FieldError for a key naming nothing, or a column given both as
+        itself and by its slot's alias with different values (naming both). ``dotted``: whether
+        ``slot.column`` keys are read (a form's; default: on a fit run)."""
         out: dict[str, Any] = {}
-        names = [s.name for s in self.slots]
-        for key in record:
-            if key not in names:
-                raise FieldError(f"{where}.{key}" if where else str(key), f"not a slot of this model; its slots are {names}")
+        given: dict[str, str] = {}  # slot -> the key it was given under
+        cells: dict[str, dict[str, tuple[str, Any]]] = {}  # table slot -> column -> (key, value)
+        for key, value in record.items():
+            if str(key) in self.ignored:  # the user's own column, which the model does not read
+                continue
+            found = self.resolve_key(str(key), dotted=self.by_column if dotted is None else dotted)
+            if found is None:
+                raise self.unknown_key(str(key), where)
+            s, column = found
+            if column is not None:
+                cells.setdefault(s.name, {})
+                if column in cells[s.name] and cells[s.name][column][1] != value:
+                    raise _conflict(where, cells[s.name][column][0], str(key))
+                cells[s.name][column] = (str(key), value)
+                continue
+            if s.name in given and out[s.name] != value:
+                raise _conflict(where, given[s.name], str(key))
+            out[s.name], given[s.name] = value, str(key)
+        fields = {s.name: _field(where, s.label) for s in self.slots if s.kind != "table"}
         for s in self.slots:
-            value = record.get(s.name)
-            field = f"{where}.{s.name}" if where else s.name
+            if s.kind != "table":
+                continue
+            fields[s.name] = _field(where, s.name)
+            if s.name not in cells:
+                continue
+            whole = out.get(s.name)
+            if whole is not None and not isinstance(whole, Mapping):
+                first = next(iter(cells[s.name].values()))[0]
+                raise FieldError(_field(where, first), f"the slot {s.name!r} is given whole too ({given[s.name]!r}); "
+                                                       "give its columns one way")
+            merged = dict(whole or {})
+            for column, (key, value) in cells[s.name].items():
+                if column in merged and merged[column] != value:
+                    raise _conflict(where, f"{s.name}.{column}", key)
+                merged[column] = value
+            out[s.name] = merged
+            fields[s.name] = where
+        return out, fields
+
+    def check(self, record: Mapping[str, Any], where: str = "", *, dotted: bool | None = None) -> dict[str, Any]:
+        """The record's values by slot (None = missing), each of the type its slot takes; FieldError otherwise
+        (keys as :meth:`by_slot` reads them)."""
+        if not isinstance(record, Mapping):
+            kind = "column" if self.by_column else "slot"
+            raise FieldError(where or "record", f"expected an object {{{kind}: value}}, got {type(record).__name__}")
+        values, fields = self.by_slot(record, where, dotted=dotted)
+        out: dict[str, Any] = {}
+        for s in self.slots:
+            value = values.get(s.name)
+            field = fields[s.name]
             if value is None:
                 out[s.name] = None
             elif s.kind == "file":
                 if not isinstance(value, (bytes, bytearray)):
-                    raise FieldError(field, f"{s.modality} slots take an uploaded file (multipart/form-data), not "
-                                            f"{type(value).__name__} (a path is never opened)")
+                    raise FieldError(field, f"{s.modality} {'columns' if s.column else 'slots'} take an uploaded file "
+                                            f"(multipart/form-data), not {type(value).__name__} (a path is never opened)")
                 out[s.name] = bytes(value)
             elif s.kind == "frames":
                 if not isinstance(value, list) or not value or not all(isinstance(v, (bytes, bytearray)) for v in value):
@@ -111,11 +243,17 @@ class Backend:
             else:
                 out[s.name] = self._table_value(s, value, field)
         if all(v is None for v in out.values()):
+            if self.by_column:
+                raise FieldError(where or "record", f"needs at least one of the columns {self.columns}")
             raise FieldError(where or "record", f"needs at least one of the slots {[s.name for s in self.slots]}")
         return out
 
     @staticmethod
     def _table_value(s: SlotInfo, value: Any, field: str) -> Any:
+        """A table slot's value checked: numbers and categories of the slot's columns. A fit run's slot
+        (``derive``) reads each number cell by the rule of the table reader (what ``Predictor`` and ``mmcore
+        predict --data`` apply to a CSV cell: ``"0.75"``, ``" 3 "``, ``"1e3"`` are numbers; empty, null,
+        ``"N/A"`` and non-finite cells are missing), since ``derive`` *is* that rule; else a finite number."""
         if isinstance(value, list) and not s.categorical:
             bad = [i for i, v in enumerate(value) if isinstance(v, bool) or not isinstance(v, (int, float))]
             if bad:
@@ -124,25 +262,27 @@ class Backend:
                 raise FieldError(field, f"expected {len(s.columns)} numbers, got {len(value)}")
             return value
         if not isinstance(value, Mapping):
-            raise FieldError(field, f"expected an object {{column: value}} with columns {s.columns + s.categorical}, got "
+            raise FieldError(field or s.name, f"expected an object {{column: value}} with columns {s.columns + s.categorical}, got "
                                     f"{type(value).__name__}")
         unknown = [k for k in value if k not in s.columns and k not in s.categorical]
         if unknown:
-            raise FieldError(f"{field}.{unknown[0]}", f"not a column of this slot; its columns are {s.columns + s.categorical}")
+            raise FieldError(_field(field, unknown[0]), f"not a column of this slot; its columns are {s.columns + s.categorical}")
         row: dict[str, Any] = {}
         for c in s.columns:
             v = value.get(c)
-            if v is None and s.derive is not None:  # a missing cell: the plugin fills it as training did
-                row[c] = None
+            if s.derive is not None:  # read (or refused, below) by the plugin's rule, as the training table was
+                row[c] = v
                 continue
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
-                raise FieldError(f"{field}.{c}", f"expected a finite number, got {v!r}")
+                raise FieldError(_field(field, c), f"expected a finite number, got {v!r}")
             row[c] = v
         for c in s.categorical:
             v = value.get(c)
             if v is not None and not isinstance(v, (str, int, float)):
-                raise FieldError(f"{field}.{c}", f"expected a category (a string), got {type(v).__name__}")
+                raise FieldError(_field(field, c), f"expected a category (a string), got {type(v).__name__}")
             row[c] = v
+        if s.derive is not None:
+            _derivable(s, row, field)
         return row if s.columns and s.columns[0] != "#0" else [row[c] for c in s.columns]
 
     # To implement: prepare(checked record) -> item; predict(items) -> results.
@@ -151,6 +291,28 @@ class Backend:
 
     def predict(self, items: Sequence[Any]) -> list[dict[str, Any]]:
         raise NotImplementedError
+
+
+def _derivable(s: SlotInfo, row: Mapping[str, Any], field: str) -> None:
+    """FieldError naming ``field.column`` (``records[0].price``) for the first cell of ``row`` that the slot's
+    ``derive`` refuses (a number cell that is no number: ``"abc"``, ``true``), with derive's words (what was
+    expected and what came). One call for a good row; the cells are tried one by one only to name a bad one."""
+    try:
+        s.derive(dict(row))
+    except ValueError as exc:
+        for column in s.columns + s.categorical:
+            if row.get(column) is None:
+                continue
+            try:
+                s.derive({column: row[column]})
+            except ValueError as cell:
+                raise FieldError(_field(field, column), str(cell)) from None
+        raise FieldError(field or s.name, str(exc)) from None
+
+
+def _conflict(where: str, first: str, second: str) -> FieldError:
+    return FieldError(_field(where, second), f"given both as {first!r} and as {second!r}, with different values; "
+                                             "they name the same column: give it once")
 
 
 def _decode_error(field: str, exc: Exception) -> FieldError:
@@ -189,6 +351,15 @@ class RunBackend(Backend):
                 numeric, categorical, s.derive = answer
                 s.columns, s.categorical = list(numeric), list(categorical)
                 s.categories = {c: v for c, v in s.categories.items() if c in s.categorical}
+        plan = manager.hook.mmcore_export_columns(run_dir=Path(run_dir))  # a fit run: slots named from the user's columns
+        for s in self.slots:
+            column = ((plan or {}).get("slots") or {}).get(s.name, {}).get("column")
+            if s.kind != "table" and isinstance(column, str):
+                s.column = column
+        if isinstance(plan, Mapping) and self.by_column:  # the training table's other columns (hook's table_columns)
+            table = plan.get("table_columns") if isinstance(plan.get("table_columns"), list) else []
+            read = set(self.columns or ())
+            self.ignored = frozenset(c for c in [*table, plan.get("target")] if isinstance(c, str) and c not in read)
 
     def prepare(self, record: Mapping[str, Any]) -> dict[str, Any]:
         item = {}
@@ -208,7 +379,7 @@ class RunBackend(Backend):
                 else:
                     item[s.name] = processor(value)
             except (ValueError, TypeError) as exc:
-                raise _decode_error(s.name, exc) from exc
+                raise _decode_error(s.label, exc) from exc
         return item
 
     def predict(self, items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -227,7 +398,7 @@ class RunBackend(Backend):
             if isinstance(probabilities, torch.Tensor) and probabilities.dim() == 2:
                 values = [round(float(p), 6) for p in probabilities[row]]
                 result["probabilities"] = dict(zip(classes, values, strict=True)) if classes and len(classes) == len(values) else values
-            result["modalities"] = [s.name for s in self.slots if item[s.name] is not None]
+            result["modalities"] = [s.label for s in self.slots if item[s.name] is not None]
             results.append(result)
         return results
 
@@ -235,10 +406,11 @@ class RunBackend(Backend):
 class ExportBackend(Backend):
     """An export folder (``mmcore export``): its front end and graph (onnxruntime or torch)."""
 
-    def __init__(self, folder: str | Path, graph: str | None = None, threads: int | None = None) -> None:
+    def __init__(self, folder: str | Path, graph: str | None = None, threads: int | None = None,
+                 spinning: bool = True) -> None:
         from mmcore_plugins.deploy import frontend
 
-        self.artefact = frontend.load(folder, graph=graph, threads=threads)
+        self.artefact = frontend.load(folder, graph=graph, threads=threads, spinning=spinning)
         manifest = self.artefact.manifest
         self.slots = []
         for name, spec in manifest["slots"].items():
@@ -253,6 +425,10 @@ class ExportBackend(Backend):
                 s.categories = {c: v for c, v in s.categories.items() if c in s.categorical}
                 s.derive = lambda values, slot=s.name, numeric=list(s.columns): columns.table_row(
                     slot, values if isinstance(values, Mapping) else dict(zip(numeric, values, strict=True)))  # a list of the numbers
+            elif columns is not None:
+                s.column = columns.slots[s.name]["column"]
+        if columns is not None:
+            self.ignored = frozenset(columns.ignored_columns)
         self.head = dict(manifest["head"])
         self.description = {"kind": "export", "path": str(Path(folder).resolve()), "graph": self.artefact.graph_file,
                             "format": manifest["graph"]["format"], "int8": self.artefact.graph_file.endswith(".int8.onnx"),
@@ -281,23 +457,25 @@ class ExportBackend(Backend):
                     value = s.derive(value)
                 item[s.name] = None if value is None else self.artefact.slots[s.name].prepare(self._decode(s, value))
             except FrontEndError as exc:
-                raise FieldError(s.name, exc.reason) from exc
+                raise FieldError(s.label, exc.reason) from exc
             except (ValueError, TypeError) as exc:
-                raise _decode_error(s.name, exc) from exc
+                raise _decode_error(s.label, exc) from exc
         return item
 
     def predict(self, items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         outputs = self.artefact.run(self.artefact.collate(items), len(items))
-        return self.artefact.results(outputs, items)
+        return self.artefact.results(outputs, items)  # a fit run's modalities by the user's columns
 
 
-def open_backend(path: str | Path, manager: Any = None, *, graph: str | None = None, threads: int | None = None) -> Backend:
-    """A run directory or an export folder (told apart by the export's manifest.json)."""
+def open_backend(path: str | Path, manager: Any = None, *, graph: str | None = None, threads: int | None = None,
+                 spinning: bool = True) -> Backend:
+    """A run directory or an export folder (told apart by the export's manifest.json); ``threads`` and
+    ``spinning``: the export's onnxruntime session (see :func:`mmcore_plugins.deploy.frontend.load`)."""
     from mmcore_plugins.deploy.frontend import MANIFEST
 
     folder = Path(path)
     if (folder / MANIFEST).is_file():
-        return ExportBackend(folder, graph=graph, threads=threads)
+        return ExportBackend(folder, graph=graph, threads=threads, spinning=spinning)
     if graph is not None:
         raise FieldError("--graph", f"{str(folder)!r} is a run directory; --graph picks a graph file of an export folder")
     if manager is None:

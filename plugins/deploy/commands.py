@@ -21,7 +21,9 @@ from mmcore.errors import ConfigError, ConfigIssue
 
 
 def _default_out(run_dir: str, fmt: str, int8: bool) -> Path:
-    return Path("exports") / f"{Path(run_dir).resolve().name}-{fmt}{'-int8' if int8 else ''}"
+    from mmcore_plugins.deploy.export import formats_of
+
+    return Path("exports") / f"{Path(run_dir).resolve().name}-{'-'.join(formats_of(fmt))}{'-int8' if int8 else ''}"
 
 
 def cmd_export(args: argparse.Namespace, manager) -> int:
@@ -62,8 +64,8 @@ def cmd_serve(args: argparse.Namespace, manager) -> int:
     if missing:
         raise ConfigError([ConfigIssue("", f"mmcore serve needs {', '.join(missing)}: pip install 'mmcore[serve]'")])
     issues = []
-    for name in ("workers", "max_batch", "max_queue", "max_records"):
-        if getattr(args, name) < 1:
+    for name in ("workers", "max_batch", "max_queue", "max_records", "prepare_threads"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             issues.append(ConfigIssue(f"--{name.replace('_', '-')}", f"must be a positive int, got {getattr(args, name)}"))
     if args.window_ms < 0:
         issues.append(ConfigIssue("--window-ms", f"must be >= 0, got {args.window_ms}"))
@@ -78,7 +80,7 @@ def cmd_serve(args: argparse.Namespace, manager) -> int:
 
     options = {"path": str(args.path), "graph": args.graph, "threads": args.threads, "max_batch": args.max_batch,
                "window_ms": args.window_ms, "max_queue": args.max_queue, "max_body_bytes": int(args.max_body_mb * 2**20),
-               "max_records": args.max_records}
+               "max_records": args.max_records, "prepare_threads": args.prepare_threads}
     backend = open_backend(args.path, manager, graph=args.graph)  # a bad path or damaged run: one line, exit 2, now
     del backend
     print(f"mmcore serve: {args.path} on http://{args.host}:{args.port} (page /, API /predict, docs /docs)", flush=True)
@@ -91,8 +93,9 @@ def mmcore_add_commands(subparsers) -> None:
     p = subparsers.add_parser("export", help="export a run as one self-contained folder: ONNX or torch.export graph, "
                                              "optional int8, numpy front end, manifest")
     p.add_argument("run_dir", help="a run directory written by `mmcore train` (or `mmcore fit`)")
-    p.add_argument("--format", default="onnx", choices=["onnx", "pt2"], help="onnx (onnxruntime; default) or pt2 "
-                                                                             "(torch.export, loaded with torch)")
+    p.add_argument("--format", default="onnx", help="onnx (onnxruntime; default), pt2 (torch.export, loaded with "
+                                                    "torch), or both: onnx,pt2 (one torch.export, two graphs; the "
+                                                    "first is the default)")
     p.add_argument("--int8", action="store_true", help="also write model.int8.onnx (dynamic int8 weights; onnx only) "
                                                        "and make it the export's default graph")
     p.add_argument("--out", metavar="DIR", help="a new folder (default: exports/<run>-<format>[-int8])")
@@ -108,8 +111,11 @@ def mmcore_add_commands(subparsers) -> None:
     p.add_argument("--threads", type=int, help="intra-op threads per process (default: the library's)")
     p.add_argument("--graph", metavar="FILE", help="an export's other graph file (e.g. model.onnx beside model.int8.onnx)")
     p.add_argument("--max-batch", type=int, default=64, help="most records per model call (micro-batching; default 64)")
-    p.add_argument("--window-ms", type=float, default=2.0, help="how long a batch waits for requests still being decoded "
-                                                                "(default 2 ms; a lone request never waits)")
+    p.add_argument("--window-ms", type=float, default=0.0, help="how long a batch may wait for requests still being decoded "
+                                                                "(default 0: a batch runs as soon as the model is free, "
+                                                                "with every request that arrived meanwhile)")
+    p.add_argument("--prepare-threads", type=int, help="threads decoding and preprocessing requests (default: one per "
+                                                       "usable CPU, at most 4)")
     p.add_argument("--max-queue", type=int, default=256, help="requests waiting for the model before 503 (default 256)")
     p.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body, uploads included (default 32)")
     p.add_argument("--max-records", type=int, default=256, help="most records in one JSON request (default 256)")

@@ -6,7 +6,8 @@ The folder::
                         each slot's front-end spec with the processors' fitted state (vocabularies,
                         normalisation), the head's task and class names, versions, the source run,
                         and the verification done at export time
-    model.onnx          the graph (ONNX, dynamo exporter), or model.pt2 (torch.export)
+    model.onnx          the graph (ONNX, dynamo exporter), and/or model.pt2 (torch.export): both come
+                        from one torch.export of the model (``--format onnx,pt2``)
     model.int8.onnx     with --int8: MatMul / Gemm / embeddings in int8 (onnxruntime's dynamic
                         quantisation: activations quantised per call), convolution weights stored as
                         int8 (weight-only: dequantised once at load, run in float); the front end's
@@ -93,20 +94,29 @@ def refusals(model: Any) -> list[str]:
     return reasons
 
 
-def check_extras(fmt: str, int8: bool) -> None:
+def formats_of(fmt: str | Sequence[str]) -> tuple[str, ...]:
+    """``"onnx"``, ``"pt2"``, ``"onnx,pt2"`` (or a sequence of them) -> the formats, in order, each once;
+    ExportError for anything else. The first is the export's default graph (unless --int8)."""
+    names = [f.strip() for f in fmt.split(",")] if isinstance(fmt, str) else [str(f).strip() for f in fmt]
+    bad = [f for f in names if f not in FORMATS]
+    if not names or bad or len(set(names)) != len(names):
+        raise ExportError(f"--format: expected one of {', '.join(FORMATS)} or several joined by commas (onnx,pt2), "
+                          f"each once; got {fmt if isinstance(fmt, str) else ','.join(names)!r}")
+    return tuple(names)
+
+
+def check_extras(fmt: str | Sequence[str], int8: bool) -> None:
     """ExportError naming the ``mmcore[export]`` extra when what ``fmt`` needs is not installed."""
     import importlib.util
 
-    needed = ["onnx", "onnxruntime", "onnxscript"] if fmt == "onnx" else []
+    needed = ["onnx", "onnxruntime", "onnxscript"] if "onnx" in formats_of(fmt) else []
     missing = [m for m in needed if importlib.util.find_spec(m) is None]
     if missing:
         raise ExportError(f"--format onnx needs {', '.join(missing)}: pip install 'mmcore[export]'")
 
 
-def check_options(fmt: str, int8: bool) -> None:
-    if fmt not in FORMATS:
-        raise ExportError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
-    if int8 and fmt != "onnx":
+def check_options(fmt: str | Sequence[str], int8: bool) -> None:
+    if int8 and "onnx" not in formats_of(fmt):
         raise ExportError("--int8 is written as an ONNX graph (onnxruntime's dynamic int8 quantisation); use --format onnx")
     check_extras(fmt, int8)
 
@@ -210,11 +220,13 @@ def head_info(model: Any) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------- export
-def export_model(model: Any, out: str | os.PathLike, *, fmt: str = "onnx", int8: bool = False,
+def export_model(model: Any, out: str | os.PathLike, *, fmt: str | Sequence[str] = "onnx", int8: bool = False,
                  source: Mapping[str, Any] | None = None, seed: int = 0, overwrite: bool = False,
                  columns: Mapping[str, Any] | None = None) -> Path:
     """Export ``model`` (a :class:`~mmcore.MultimodalModel` with fitted processors) into the new folder ``out``.
 
+    ``fmt``: ``"onnx"``, ``"pt2"`` or both (``"onnx,pt2"``): every graph comes from one ``torch.export``
+    of the model (the ONNX exporter translates that same program), each verified against the eager model.
     ``columns``: how the run's slot inputs are derived from the user's own columns (hook
     ``mmcore_export_columns``: a ``mmcore fit`` run's column plan), written into the manifest for the
     front end (:class:`~mmcore_plugins.deploy.frontend.Columns`), which then takes the user's rows.
@@ -255,7 +267,7 @@ def export_model(model: Any, out: str | os.PathLike, *, fmt: str = "onnx", int8:
     return target
 
 
-def _export_into(work: Path, model: Any, slots: list[SlotExport], *, fmt: str, int8: bool,
+def _export_into(work: Path, model: Any, slots: list[SlotExport], *, fmt: str | Sequence[str], int8: bool,
                  source: Mapping[str, Any] | None, seed: int) -> dict[str, Any]:
     module = ExportModule(model, slots).eval()
     fronts = front_ends(slots, work)
@@ -270,22 +282,26 @@ def _export_into(work: Path, model: Any, slots: list[SlotExport], *, fmt: str, i
             program = torch.export.export(module, example, dynamic_shapes=dynamic_shapes(slots), strict=False)
     except Exception as exc:  # noqa: BLE001 - whatever the tracer raises: report it, nothing is written
         raise ExportFailed(f"torch.export failed: {type(exc).__name__}: {_first_line(exc)}") from exc
-    graph = work / GRAPH_FILES[fmt]
-    graphs = {fmt: GRAPH_FILES[fmt]}
-    if fmt == "pt2":
-        torch.export.save(program, graph)
-    else:
-        _write_onnx(program, module, outputs, graph)
-        if int8:
-            quantise_int8(graph, work / INT8_FILE)
-            graphs["int8"] = INT8_FILE
+    formats = formats_of(fmt)
+    graphs = {}
+    # One traced program, every graph written from it; model.pt2 first, the program exactly as traced.
+    for kind in sorted(formats, key=lambda k: k != "pt2"):
+        graph = work / GRAPH_FILES[kind]
+        graphs[kind] = GRAPH_FILES[kind]
+        if kind == "pt2":
+            torch.export.save(program, graph)
+        else:
+            _write_onnx(program, module, outputs, graph)
+            if int8:
+                quantise_int8(graph, work / INT8_FILE)
+                graphs["int8"] = INT8_FILE
     records = [example_records(model, n, generator) for n in VERIFY_BATCHES]
     checks = [graph_inputs(fronts, module, r) for r in records]
-    verification = verify(module, work, fmt, graphs, checks)
+    verification = verify(module, work, graphs, checks)
     verification["front_end"] = front_end_fidelity(model, module, records, checks, outputs)
     return {
         "format": frontend.FORMAT, "version": frontend.FORMAT_VERSION,
-        "graph": {"file": graphs.get("int8", graphs[fmt]), "format": fmt, "int8": int8,
+        "graph": {"file": graphs.get("int8", graphs[formats[0]]), "format": formats[0], "formats": list(formats), "int8": int8,
                   "files": {k: {"file": v, "sha256": _sha256(work / v), "bytes": (work / v).stat().st_size}
                             for k, v in graphs.items()}},
         "max_batch": MAX_BATCH,
@@ -384,7 +400,7 @@ def convolution_weights_int8(model: Any) -> int:
 
 
 @torch.no_grad()
-def verify(module: ExportModule, folder: Path, fmt: str, graphs: Mapping[str, str],
+def verify(module: ExportModule, folder: Path, graphs: Mapping[str, str],
            batches: Sequence[Sequence[torch.Tensor]]) -> dict[str, Any]:
     """Compare the graph(s) with the eager module on ``batches``; ExportFailed when fp32 disagrees.
 

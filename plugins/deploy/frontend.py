@@ -662,8 +662,9 @@ class Columns:
     "tabular", "numeric", "categorical"[, "dates"]}`` for the table slot; ``fill`` (column -> training
     median), ``indicators`` (column -> its missing-indicator column), ``dates`` (column -> format, origin,
     derived parts), ``text_files`` (text columns whose cells are file paths); ``task``, ``classes`` and
-    ``class_values`` (each class as the training table held it: what a prediction gives back).
-    Raises ``ValueError`` naming the field when the plan is malformed or does not fit ``slots`` (the
+    ``class_values`` (each class as the training table held it: what a prediction gives back);
+    ``table_columns``, the training table's whole header (an older export without it: the columns read and
+    the target), whence :attr:`ignored_columns`. Raises ``ValueError`` naming the field when the plan is malformed or does not fit ``slots`` (the
     export's slot specs: the table slot's columns must be the ones the plan derives).
     """
 
@@ -689,6 +690,9 @@ class Columns:
         self.classes, self.labels = spec.get("classes"), spec.get("labels")
         self.class_values = spec.get("class_values") or self.classes
         need(self.task in ("classification", "multilabel", "regression"), "task", "classification, multilabel or regression")
+        self.table_columns = spec.get("table_columns", [])
+        need(isinstance(self.table_columns, list) and all(isinstance(c, str) for c in self.table_columns),
+             "table_columns", "the training table's column names")
         need(self.task != "classification" or isinstance(self.class_values, list) and len(self.class_values) == len(self.classes or []),
              "class_values", "one value per class")
         need(self.task != "multilabel" or isinstance(self.labels, list), "labels", "the label names")
@@ -712,6 +716,14 @@ class Columns:
         for s in self.slots.values():
             out += [s["column"]] if "column" in s else [*s["numeric"], *s["categorical"], *s.get("dates", [])]
         return out
+
+    @property
+    def ignored_columns(self) -> list[str]:
+        """The training table's columns the model does not read (the target, ids, a split column): a row may
+        hold them, as it held them in training; they are never read."""
+        read = set(self.input_columns)
+        target = [self.target] if isinstance(self.target, str) else []
+        return [c for c in dict.fromkeys([*self.table_columns, *target]) if c not in read]
 
     def slot_columns(self, slot: str) -> list[str]:
         """The user's columns a slot reads."""
@@ -880,7 +892,8 @@ class Artefact:
     naming the columns of the training table -- never a column fit derived (see :class:`Columns`).
     """
 
-    def __init__(self, folder: str | os.PathLike, *, graph: str | None = None, threads: int | None = None) -> None:
+    def __init__(self, folder: str | os.PathLike, *, graph: str | None = None, threads: int | None = None,
+                 spinning: bool = True) -> None:
         self.folder = os.fspath(folder)
         with open(os.path.join(self.folder, MANIFEST), encoding="utf-8") as fh:
             self.manifest = json.load(fh)
@@ -893,9 +906,9 @@ class Artefact:
         self.head = self.manifest["head"]
         #: fit's column plan (an export of a ``mmcore fit`` run), else None: records are then ``{slot: raw}``
         self.columns = Columns(self.manifest["columns"], self.manifest["slots"]) if self.manifest.get("columns") else None
-        self._run = self._runner(os.path.join(self.folder, self.graph_file), threads)
+        self._run = self._runner(os.path.join(self.folder, self.graph_file), threads, spinning)
 
-    def _runner(self, path: str, threads: int | None):
+    def _runner(self, path: str, threads: int | None, spinning: bool = True):
         if path.endswith(".onnx"):
             import onnxruntime as ort
 
@@ -905,6 +918,8 @@ class Artefact:
             options.add_session_config_entry("session.disable_quant_qdq", "1")
             if threads:
                 options.intra_op_num_threads = threads
+            if not spinning:  # idle pool threads sleep at once instead of spinning (a server's other threads need the cores)
+                options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
             return lambda arrays: session.run(self.output_names, arrays)
         import torch
@@ -974,7 +989,9 @@ class Artefact:
             if "probabilities" in outputs:
                 values = [round(float(p), 6) for p in outputs["probabilities"][row]]
                 result["probabilities"] = dict(zip(classes, values, strict=True)) if classes and len(classes) == len(values) else values
-            result["modalities"] = [s for s in self.slots if record.get(s) is not None]
+            # a fit run's one-column slot by the user's column it reads (what the records name)
+            result["modalities"] = [self.columns.slots[s].get("column", s) if self.columns is not None else s
+                                    for s in self.slots if record.get(s) is not None]
             out.append(result)
         return out
 
@@ -1040,6 +1057,9 @@ class Artefact:
         return out
 
 
-def load(folder: str | os.PathLike, *, graph: str | None = None, threads: int | None = None) -> Artefact:
-    """The export in ``folder``; ``graph`` picks another graph file of it (e.g. ``model.int8.onnx``)."""
-    return Artefact(folder, graph=graph, threads=threads)
+def load(folder: str | os.PathLike, *, graph: str | None = None, threads: int | None = None,
+         spinning: bool = True) -> Artefact:
+    """The export in ``folder``; ``graph`` picks another graph file of it (e.g. ``model.int8.onnx``);
+    ``threads``: onnxruntime's intra-op threads; ``spinning=False``: its idle threads sleep at once rather
+    than spin-wait (lower latency alone, but CPU taken from other threads of the process)."""
+    return Artefact(folder, graph=graph, threads=threads, spinning=spinning)

@@ -2,6 +2,8 @@
 
 A file picker per image / audio slot (several files for a video's frames), a text box per text
 slot, a number or category field per table column -- any may be left empty (a missing modality).
+A ``mmcore fit`` run's fields are labelled and named by the user's own columns (``/metadata``'s
+``columns``), exactly as the training table wrote them.
 The form posts to ``/predict`` as multipart/form-data and shows the predicted class, the
 probabilities as bars, and which modalities the prediction used. Plain HTML, CSS and a few lines of
 JavaScript; every value taken from the model is HTML-escaped.
@@ -84,11 +86,15 @@ form.addEventListener("submit", async (event) => {
 """
 
 
-def _field(slot: Mapping[str, Any]) -> str:
-    name, modality, kind = slot["name"], slot["modality"], slot["input"]
+def _field(slot: Mapping[str, Any], by_column: bool = False) -> str:
+    """One slot's fieldset. ``by_column`` (a fit run): fields named by the user's own columns, exactly as
+    the training table wrote them (the slot's name is only an alias the server also takes)."""
+    modality, kind = slot["modality"], slot["input"]
+    name = slot.get("column") or slot["name"]
     e = html.escape
     colour = COLOURS.get(modality, "#6b7280")
     legend = f'<legend>{e(name)} <span class="tag" style="background:{colour}">{e(modality)}</span></legend>'
+    cell = (lambda c: c) if by_column else (lambda c: f"{name}.{c}")
     if kind == "file":
         body = f'<input type="file" id="{e(name)}" name="{e(name)}" accept="{e(slot.get("accept", ""))}">'
     elif kind == "frames":
@@ -99,11 +105,11 @@ def _field(slot: Mapping[str, Any]) -> str:
     else:
         cells = []
         for c in slot.get("numeric", []):
-            cells.append(f'<label>{e(c)}<input type="number" step="any" id="{e(name)}.{e(c)}" name="{e(name)}.{e(c)}"></label>')
+            cells.append(f'<label>{e(c)}<input type="number" step="any" id="{e(cell(c))}" name="{e(cell(c))}"></label>')
         for c in slot.get("categorical", []):
             options = "".join(f'<option value="{e(str(v))}">' for v in slot.get("categories", {}).get(c, [])[:200])
-            cells.append(f'<label>{e(c)}<input type="text" list="{e(name)}.{e(c)}.values" id="{e(name)}.{e(c)}" '
-                         f'name="{e(name)}.{e(c)}"><datalist id="{e(name)}.{e(c)}.values">{options}</datalist></label>')
+            cells.append(f'<label>{e(c)}<input type="text" list="{e(cell(c))}.values" id="{e(cell(c))}" '
+                         f'name="{e(cell(c))}"><datalist id="{e(cell(c))}.values">{options}</datalist></label>')
         body = f'<div class="columns">{"".join(cells)}</div>'
     return f"<fieldset>{legend}{body}</fieldset>"
 
@@ -119,9 +125,9 @@ def render_page(metadata: Mapping[str, Any]) -> str:
     else:
         source = f"run {model.get('path', '')} ({model.get('checkpoint', 'best')} checkpoint)"
     classes = head.get("classes")
-    subtitle = (f"{len(slots)} modalities ({', '.join(s['name'] for s in slots)}) · "
+    subtitle = (f"{len(slots)} modalities ({', '.join(s.get('column') or s['name'] for s in slots)}) · "
                 + (f"{len(classes)} classes · " if classes else "") + source)
-    fields = "".join(_field(s) for s in slots)
+    fields = "".join(_field(s, bool(metadata.get("columns"))) for s in slots)
     embedded = json.dumps(metadata).replace("</", "<\\/")  # no "</script>" can end the element early
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">

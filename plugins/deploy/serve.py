@@ -4,18 +4,26 @@ Endpoints::
 
     POST /predict     JSON {"records": [{slot: value, ...}, ...]} (text, numbers, categories), or
                       multipart/form-data for one record with uploads (image / audio files, video
-                      frames; text and table fields beside them: "slot" or "slot.column")
+                      frames; text and table fields beside them: "slot" or "slot.column");
+                      a `mmcore fit` run's records and fields are the user's own columns
+                      ({"Customer Review": ..., "Unit Price (EUR)": ...}; slot names are aliases)
                       -> {"predictions": [{"prediction", "probabilities", "modalities"}, ...]}
     GET  /            a web page generated from the model's slots
     GET  /metadata    slots, classes, the model's source and format, limits, versions
-    GET  /healthz     {"status": "ok", ...}
+    GET  /healthz     {"status": "ok", ...}: requests, records, batches and their sizes, queue length
     GET  /docs        OpenAPI documentation (/openapi.json)
 
-Concurrent requests are micro-batched: a request is decoded and checked on its own (in a worker
-thread), then queued; one loop takes everything queued -- and, while other requests are still
-being decoded, waits up to ``window_ms`` for them -- and runs it as one batch of at most
-``max_batch`` records (a single request with more runs alone). A lone request never waits. The queue is bounded (``max_queue`` requests):
-a full queue answers 503 at once rather than letting latency grow without limit.
+Concurrent requests are micro-batched (continuous batching): a request is parsed and checked on
+the event loop, decoded and preprocessed in a pool of ``prepare_threads`` threads, then queued; one
+loop runs a batch as soon as the model thread is free, with everything that queued meanwhile, at
+most ``max_batch`` records (a single request with more runs alone). No fixed delay: a lone request
+never waits (it is decoded in the model thread, right before its forward pass), and under load the
+batches grow by themselves. ``window_ms`` > 0 lets a batch wait for requests still being decoded.
+The queue is bounded (``max_queue`` requests): a full queue answers 503 at once rather than
+letting latency grow without limit. Each answer's ``Server-Timing`` header says where its time
+went (ms): ``read`` (the body), ``parse`` (JSON / multipart and checks), ``prepare`` (decoding and
+preprocessing), ``queue`` (waiting for the model), ``model`` (its batch's forward pass), and the
+batch's size.
 
 Limits: a request body over ``max_body_bytes`` is refused (413) before it is parsed; a body
 without a length is read only up to it. Uploads are decoded by :mod:`mmcore_plugins.io` with the
@@ -26,21 +34,30 @@ audio). A request never names a file the server opens. Every bad request gets a 
 
 # (No `from __future__ import annotations`: FastAPI reads the endpoints' annotations as objects.)
 import asyncio
+import collections
+import functools
 import json
 import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, NamedTuple
 
 from fastapi import Request
 
-from mmcore_plugins.deploy.backends import Backend, FieldError
+from mmcore_plugins.deploy.backends import (
+    Backend,
+    FieldError,
+    by_column,
+    resolve_key,
+    unknown_key,
+    user_columns,
+)
 
 #: Defaults of the command's options.
 MAX_BATCH = 64
-WINDOW_MS = 2.0
+WINDOW_MS = 0.0
 MAX_QUEUE = 256
 MAX_BODY_BYTES = 32 * 1024 * 1024
 MAX_RECORDS = 256
@@ -62,22 +79,36 @@ class Busy(Exception):
 class MicroBatcher:
     """Collects prepared records from concurrent requests into batches for ``backend.predict``.
 
-    ``submit(items)`` waits for the results of one request's items. One task runs the batches, in
-    a single model thread; it waits for more requests (up to ``window_ms``) only while some are
-    still being prepared (:meth:`preparing`), so a lone request is never delayed.
+    :meth:`enqueue` queues one request's records. One task runs the batches, one at
+    a time, in a single model thread. A batch starts as soon as the model is free: a lone request
+    never waits, and every request that arrived while the previous batch ran goes into the next one
+    (continuous batching: under load the batches grow by themselves, with no fixed delay).
+    ``window_ms`` > 0 additionally lets a batch wait that long for requests still being prepared
+    (:meth:`preparing`): a trade of latency for larger batches, off by default.
+
+    Decoding and preprocessing (``backend.prepare``) run in their own pool of ``prepare_threads``
+    threads, never on the event loop, so the next requests are decoded while a batch runs. A request
+    that arrives while nothing else is in flight is decoded in the model thread right before its
+    forward pass instead: one hand-over between threads rather than two (each costs a wake-up,
+    milliseconds on a busy machine), and there is nothing to overlap with.
     """
 
     def __init__(self, backend: Backend, *, max_batch: int = MAX_BATCH, window_ms: float = WINDOW_MS,
-                 max_queue: int = MAX_QUEUE) -> None:
+                 max_queue: int = MAX_QUEUE, prepare_threads: int | None = None) -> None:
         self.backend, self.max_batch, self.window, self.max_queue = backend, max_batch, window_ms / 1000.0, max_queue
         self.queue: asyncio.Queue | None = None
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="mmcore-model")
+        self.prepare_threads = prepare_threads or default_prepare_threads()
+        self.prepare_executor = ThreadPoolExecutor(self.prepare_threads, thread_name_prefix="mmcore-prepare")
         self.in_preparation = 0
+        self.running = False
         self.batches = self.records = 0
         self.largest = 0
+        #: how many batches ran with each number of records (``/healthz`` shows it)
+        self.sizes: collections.Counter[int] = collections.Counter()
         self._task: asyncio.Task | None = None
         self._arrived: asyncio.Event | None = None
-        self._carry: tuple[list[Any], asyncio.Future] | None = None
+        self._carry: _Job | None = None
 
     def start(self) -> None:
         self.queue = asyncio.Queue(maxsize=self.max_queue)
@@ -92,9 +123,10 @@ class MicroBatcher:
             except asyncio.CancelledError:
                 pass
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.prepare_executor.shutdown(wait=False, cancel_futures=True)
 
     class preparing:  # noqa: N801 - used as `with batcher.preparing(batcher):`
-        """Counts a request as being prepared (the batch loop may wait for it)."""
+        """Counts a request as being prepared (a batch with ``window_ms`` > 0 may wait for it)."""
 
         def __init__(self, batcher: "MicroBatcher") -> None:
             self.batcher = batcher
@@ -107,26 +139,42 @@ class MicroBatcher:
             if self.batcher._arrived is not None:
                 self.batcher._arrived.set()
 
-    async def submit(self, items: Sequence[Any]) -> list[dict[str, Any]]:
+    def _alone(self) -> bool:
+        """Nothing else in flight: no batch running or queued, no other request being prepared."""
+        return not self.running and self.queue.empty() and self._carry is None and self.in_preparation <= 1
+
+    async def enqueue(self, count: int, prepare: Any, *args: Any) -> asyncio.Future:
+        """Queue the ``count`` records that ``prepare(*args)`` gives (a list of prepared items); the future
+        gives their results, in order, and how their batch went (:class:`BatchTiming`). ``prepare`` runs in
+        the prepare pool (or, for a lone request, in the model thread); its exceptions reach the caller.
+        :class:`Busy` when the queue is full."""
         assert self.queue is not None, "start() first"
-        future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        job = _Job(count, loop.create_future())
+        if self._alone():
+            job.prepare = functools.partial(prepare, *args)
+        else:
+            began = time.perf_counter()
+            job.items = await loop.run_in_executor(self.prepare_executor, prepare, *args)
+            job.prepared = time.perf_counter() - began
+        job.queued = time.perf_counter()
         try:
-            self.queue.put_nowait((list(items), future))
+            self.queue.put_nowait(job)
         except asyncio.QueueFull as exc:
             raise Busy() from exc
         self._arrived.set()
-        return await future
+        return job.future
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             first, self._carry = (self._carry, None) if self._carry is not None else (await self.queue.get(), None)
             batch = [first]
-            size = len(batch[0][0])
+            size = first.count
             deadline = loop.time() + self.window
             while size < self.max_batch:
                 try:
-                    item = self.queue.get_nowait()
+                    job = self.queue.get_nowait()
                 except asyncio.QueueEmpty:
                     remaining = deadline - loop.time()
                     if self.in_preparation == 0 or remaining <= 0:
@@ -137,27 +185,86 @@ class MicroBatcher:
                     except asyncio.TimeoutError:
                         break
                     continue
-                if size + len(item[0]) > self.max_batch:
-                    self._carry = item  # it starts the next batch, before anything queued after it
+                if size + job.count > self.max_batch:
+                    self._carry = job  # it starts the next batch, before anything queued after it
                     break
-                batch.append(item)
-                size += len(item[0])
-            flat = [x for items, _ in batch for x in items]
+                batch.append(job)
+                size += job.count
+            self.running = True
             try:
-                results = await loop.run_in_executor(self.executor, self.backend.predict, flat)
+                results, started, spent = await loop.run_in_executor(self.executor, self._run_batch, batch)
             except Exception as exc:  # noqa: BLE001 - every waiting request hears of it
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
+                for job in batch:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
                 continue
-            self.batches += 1
-            self.records += len(flat)
-            self.largest = max(self.largest, len(flat))
+            finally:
+                self.running = False
+            done = [job for job in batch if job.error is None]
+            records = sum(len(job.items) for job in done)
+            if records:
+                self.batches += 1
+                self.records += records
+                self.largest = max(self.largest, records)
+                self.sizes[records] += 1
             start = 0
-            for items, future in batch:
-                if not future.done():
-                    future.set_result(results[start : start + len(items)])
-                start += len(items)
+            for job in batch:
+                if job.future.done():
+                    continue
+                if job.error is not None:
+                    job.future.set_exception(job.error)
+                    continue
+                timing = BatchTiming(job.prepared, started - job.queued, spent, records)
+                job.future.set_result((results[start : start + len(job.items)], timing))
+                start += len(job.items)
+
+    def _run_batch(self, batch: Sequence["_Job"]) -> tuple[list[dict[str, Any]], float, float]:
+        """In the model thread: prepare the lone request's records (if any), then one forward pass for all."""
+        for job in batch:
+            if job.prepare is not None:
+                began = time.perf_counter()
+                try:
+                    job.items = job.prepare()
+                except Exception as exc:  # noqa: BLE001 - that request's own error (a bad upload): it alone hears it
+                    job.error = exc
+                job.prepared = time.perf_counter() - began
+                job.queued += job.prepared  # its wait for the model ends when its preparation does
+        flat = [x for job in batch if job.error is None for x in job.items]
+        started = time.perf_counter()
+        results = self.backend.predict(flat) if flat else []
+        return results, started, time.perf_counter() - started
+
+
+class _Job:
+    """One request in the batch queue: its record count, prepared items (or the call that prepares them in the
+    model thread), its future, when it was queued, and how long its preparation took."""
+
+    __slots__ = ("count", "error", "future", "items", "prepare", "prepared", "queued")
+
+    def __init__(self, count: int, future: asyncio.Future) -> None:
+        self.count, self.future = count, future
+        self.items: list[Any] = []
+        self.prepare: Any = None
+        self.error: Exception | None = None
+        self.prepared = self.queued = 0.0
+
+
+class BatchTiming(NamedTuple):
+    """How a request went (seconds): its preparation, its wait for the model, the batch's model call; and
+    the number of records in that batch."""
+
+    prepare: float
+    queue: float
+    model: float
+    size: int
+
+
+def default_prepare_threads() -> int:
+    """Threads that decode and preprocess requests: one per usable CPU, at most 4 (the work holds the GIL
+    between library calls, so more threads than cores only contend)."""
+    from mmcore.threads import usable_cpus
+
+    return max(1, min(4, usable_cpus()))
 
 
 # ----------------------------------------------------------------------------------- request parsing
@@ -199,7 +306,11 @@ def records_from_json(body: bytes, max_records: int) -> list[Any]:
 
 async def record_from_form(request: Any, body: bytes, backend: Backend) -> dict[str, Any]:
     """One record from a multipart form: an upload per image/audio slot (several for video), a field
-    per text slot, ``slot.column`` fields (or one JSON ``slot`` field) per table slot; empty = missing."""
+    per text slot, a field per column of a table slot (or one JSON field for the slot); empty = missing.
+
+    A fit run's fields are the user's columns (``Customer Review``, ``Unit Price (EUR)``); its slot names
+    (``customer_review``, ``tabular.<column>``) are accepted as aliases. Other runs: ``slot`` and
+    ``slot.column``. The record comes back keyed as :meth:`Backend.check` reads it."""
     from starlette.datastructures import UploadFile
     from starlette.requests import Request
 
@@ -211,69 +322,83 @@ async def record_from_form(request: Any, body: bytes, backend: Backend) -> dict[
     except Exception as exc:  # noqa: BLE001 - python-multipart / starlette parse errors of a malformed body
         raise ApiError(400, f"the multipart body cannot be parsed: {exc}", "body") from exc
     record: dict[str, Any] = {}
-    known = {s.name for s in backend.slots} | {f"{s.name}.{c}" for s in backend.slots if s.kind == "table"
-                                                 for c in s.columns + s.categorical}
-    for key in form.keys():
-        if key not in known:
-            raise ApiError(422, f"not a field of this model; its fields are {sorted(known)}", key)
-    for s in backend.slots:
-        values = form.getlist(s.name)
+    dotted: dict[str, dict[str, Any]] = {}  # table slot -> {column: value} of its "slot.column" fields
+    for key in dict.fromkeys(form.keys()):
+        if key in backend.ignored:  # a fit run's training-table column the model does not read (Backend.ignored)
+            continue
+        found = resolve_key(backend.slots, key)
+        if found is None:
+            raise ApiError(422, unknown_key(backend.slots, key).reason, key)
+        s, column = found
+        values = form.getlist(key)
+        if column is not None:  # one cell of a table slot
+            value = values[-1] if values else None
+            if isinstance(value, str) and value.strip():
+                if key == column:  # a fit run's own column: Backend.check finds its slot
+                    record[key] = _table_cell(s, column, value, key)
+                else:
+                    dotted.setdefault(s.name, {})[column] = _table_cell(s, column, value, key)
+            continue
         uploads = [v for v in values if isinstance(v, UploadFile) and (v.filename or v.size)]
         texts = [v for v in values if isinstance(v, str)]
         if s.kind in ("file", "frames"):
             if texts and any(t.strip() for t in texts):
-                raise ApiError(422, f"{s.modality} slots take an uploaded file, not a text field (a path is never opened)",
-                               s.name)
+                raise ApiError(422, f"{s.modality} {'columns' if s.column else 'slots'} take an uploaded file, not a text "
+                                    "field (a path is never opened)", key)
             if not uploads:
                 continue
             if s.kind == "file" and len(uploads) > 1:
-                raise ApiError(422, f"one file per {s.modality} slot, got {len(uploads)}", s.name)
+                raise ApiError(422, f"one file per {s.modality} {'column' if s.column else 'slot'}, got {len(uploads)}", key)
             data = [await u.read() for u in uploads]
             if any(not d for d in data):
-                raise ApiError(422, "the uploaded file is empty", s.name)
-            record[s.name] = data[0] if s.kind == "file" else data
+                raise ApiError(422, "the uploaded file is empty", key)
+            record[key] = data[0] if s.kind == "file" else data
         elif s.kind == "text":
             if len(values) > 1:
-                raise ApiError(422, f"one value per text slot, got {len(values)}", s.name)
+                raise ApiError(422, f"one value per text {'column' if s.column else 'slot'}, got {len(values)}", key)
             if uploads:  # a text file: its contents, as UTF-8
                 try:
-                    record[s.name] = (await uploads[0].read()).decode("utf-8-sig")
+                    record[key] = (await uploads[0].read()).decode("utf-8-sig")
                 except UnicodeDecodeError as exc:
-                    raise ApiError(422, f"the uploaded text file is not UTF-8 ({exc.reason} at byte {exc.start})", s.name) from exc
+                    raise ApiError(422, f"the uploaded text file is not UTF-8 ({exc.reason} at byte {exc.start})", key) from exc
             elif texts and texts[0].strip():
-                record[s.name] = texts[0]
-        else:
-            record[s.name] = _table_from_form(s, form)
-    return {k: v for k, v in record.items() if v is not None}
-
-
-def _table_from_form(s: Any, form: Any) -> Any:
-    whole = form.get(s.name)
-    if isinstance(whole, str) and whole.strip():
-        try:
-            return json.loads(whole)
-        except ValueError as exc:
-            raise ApiError(422, f"expected a JSON object {{column: value}} or list of numbers: {exc}", s.name) from exc
-    cells = {c: form.get(f"{s.name}.{c}") for c in s.columns + s.categorical}
-    filled = {c: v for c, v in cells.items() if isinstance(v, str) and v.strip()}
-    if not filled:
-        return None
-    empty = [c for c in s.columns if c not in filled]
-    if empty and getattr(s, "derive", None) is None:  # a fit run's slot: a number left empty is a missing cell
-        raise ApiError(422, "missing; fill every number of this slot or none (then the slot counts as missing)",
-                       f"{s.name}.{empty[0]}")
-    row: dict[str, Any] = {}
-    for c in s.columns:
-        if c not in filled:
-            row[c] = None
+                record[key] = texts[0]
+        else:  # a table slot given whole, as one JSON field
+            whole = values[-1] if values else None
+            if isinstance(whole, str) and whole.strip():
+                try:
+                    record[key] = json.loads(whole)
+                except ValueError as exc:
+                    raise ApiError(422, f"expected a JSON object {{column: value}} or list of numbers: {exc}", key) from exc
+    for s in backend.slots:
+        cells = dotted.get(s.name)
+        if not cells:
             continue
-        try:
-            row[c] = float(filled[c])
-        except ValueError as exc:
-            raise ApiError(422, f"expected a number, got {filled[c]!r}", f"{s.name}.{c}") from exc
-    for c in s.categorical:
-        row[c] = filled.get(c)
-    return row
+        empty = [c for c in s.columns if c not in cells]
+        if empty and s.derive is None:  # not a fit run's slot: a number left empty is no missing cell
+            raise ApiError(422, "missing; fill every number of this slot or none (then the slot counts as missing)",
+                           f"{s.name}.{empty[0]}")
+        whole = record.get(s.name)
+        if whole is not None and not isinstance(whole, dict):
+            raise ApiError(422, "given whole and column by column; give its columns one way", s.name)
+        for column, value in cells.items():
+            if isinstance(whole, dict) and column in whole and whole[column] != value:
+                raise ApiError(422, f"given both as {s.name!r} ({whole[column]!r}) and as {s.name}.{column} ({value!r}); "
+                                    "give it once", f"{s.name}.{column}")
+        record[s.name] = {**cells, **(whole or {})} if s.derive is not None else {
+            **{c: None for c in s.categorical}, **cells, **(whole or {})}
+    return record
+
+
+def _table_cell(s: Any, column: str, value: str, key: str) -> Any:
+    """A table cell of a form (text) as its slot takes it: a number for a number column; a fit run's cell as
+    it came (:meth:`Backend.check` reads it by the table reader's rule, as a JSON record's)."""
+    if column not in s.columns or s.derive is not None:
+        return value
+    try:
+        return float(value)
+    except ValueError as exc:
+        raise ApiError(422, f"expected a number, got {value!r}", key) from exc
 
 
 # ----------------------------------------------------------------------------------- the app
@@ -298,20 +423,54 @@ PREDICT_OPENAPI = {
 }
 
 
+def predict_openapi(backend: Backend) -> dict[str, Any]:
+    """The OpenAPI description of ``POST /predict`` for ``backend``: a fit run's records are the user's own
+    columns (each listed with what it takes); other runs' records name the slots."""
+    if not by_column(backend.slots):
+        return PREDICT_OPENAPI
+    properties: dict[str, Any] = {}
+    for s in backend.slots:
+        if s.kind == "text":
+            properties[s.label] = {"type": "string", "description": f"text (slot {s.name!r}, an alias)"}
+        elif s.kind in ("file", "frames"):
+            properties[s.label] = {"type": "string", "format": "binary", "description": f"{s.modality}: an uploaded "
+                                   f"file, multipart/form-data only (slot {s.name!r}, an alias)"}
+        else:
+            for c in s.columns:
+                properties[c] = {"type": ["number", "string", "null"],
+                                 "description": "a number, or its text as a table cell holds it (\"0.75\", \"1e3\"); left "
+                                                "out, null, empty, \"N/A\" or infinite: a missing cell"}
+            for c in s.categorical:
+                properties[c] = {"type": ["string", "null"], "description": "a category or date (left out: a missing cell)"}
+    for c in sorted(backend.ignored):
+        properties.setdefault(c, {"description": "a column of the training table the model does not read (its target, "
+                                                 "an id): accepted and ignored"})
+    record = {"type": "object", "properties": properties, "additionalProperties": False,
+              "description": "one row {column: value}, the columns named as in the training table; a column left "
+                             "out is a missing cell (slot names are accepted as aliases)"}
+    out = json.loads(json.dumps(PREDICT_OPENAPI))
+    content = out["requestBody"]["content"]
+    content["application/json"]["schema"]["properties"]["records"]["items"] = record
+    content["multipart/form-data"]["schema"] = {"type": "object", "properties": properties, "additionalProperties": False,
+                                                "description": "one record: a field per column, named as in the "
+                                                               "training table; empty fields are missing"}
+    return out
+
+
 def create_app(backend: Backend, *, max_batch: int = MAX_BATCH, window_ms: float = WINDOW_MS, max_queue: int = MAX_QUEUE,
-               max_body_bytes: int = MAX_BODY_BYTES, max_records: int = MAX_RECORDS) -> Any:
+               max_body_bytes: int = MAX_BODY_BYTES, max_records: int = MAX_RECORDS, prepare_threads: int | None = None) -> Any:
     """The FastAPI app serving ``backend`` (see the module docstring)."""
     from contextlib import asynccontextmanager
 
     from fastapi import FastAPI
-    from fastapi.concurrency import run_in_threadpool
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     from mmcore_plugins.deploy.page import render_page
 
-    batcher = MicroBatcher(backend, max_batch=max_batch, window_ms=window_ms, max_queue=max_queue)
+    batcher = MicroBatcher(backend, max_batch=max_batch, window_ms=window_ms, max_queue=max_queue,
+                           prepare_threads=prepare_threads)
     counts = {"requests": 0, "predicted": 0, "rejected": 0}
     lock = threading.Lock()
     started = time.time()
@@ -353,16 +512,20 @@ def create_app(backend: Backend, *, max_batch: int = MAX_BATCH, window_ms: float
         return JSONResponse({"error": f"internal error: {type(exc).__name__}", "field": None}, status_code=500)
 
     def metadata() -> dict[str, Any]:
-        return {"slots": [s.to_json() for s in backend.slots], "head": backend.head, "model": backend.description,
+        columns = {"columns": user_columns(backend.slots),  # a fit run: what records name, and what they may hold unread
+                   "ignored_columns": sorted(backend.ignored)} if by_column(backend.slots) else {}
+        return {**columns, "slots": [s.to_json() for s in backend.slots], "head": backend.head, "model": backend.description,
                 "limits": {"max_body_bytes": max_body_bytes, "max_records": max_records, "max_files": MAX_FILES},
-                "batching": {"max_batch": max_batch, "window_ms": window_ms, "max_queue": max_queue},
+                "batching": {"max_batch": max_batch, "window_ms": window_ms, "max_queue": max_queue,
+                             "prepare_threads": batcher.prepare_threads},
                 "versions": _versions()}
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
         """Liveness: ``status`` ok, requests answered, records predicted, batches run, queue length."""
         return {"status": "ok", "uptime_s": round(time.time() - started, 1), **counts, "batches": batcher.batches,
-                "largest_batch": batcher.largest, "queued": batcher.queue.qsize() if batcher.queue else 0}
+                "largest_batch": batcher.largest,
+                "batch_sizes": {str(k): v for k, v in sorted(batcher.sizes.items())}, "queued": batcher.queue.qsize() if batcher.queue else 0}
 
     @app.get("/metadata")
     async def get_metadata() -> dict[str, Any]:
@@ -374,9 +537,10 @@ def create_app(backend: Backend, *, max_batch: int = MAX_BATCH, window_ms: float
         """A web page with a field per slot; it posts to /predict and shows the class and probabilities."""
         return HTMLResponse(render_page(metadata()))
 
-    @app.post("/predict", openapi_extra=PREDICT_OPENAPI)
+    @app.post("/predict", openapi_extra=predict_openapi(backend))
     async def predict(request: Request) -> JSONResponse:
         """Predict records (JSON) or one record with uploads (multipart); see the module docstring."""
+        began = time.perf_counter()
         with lock:
             counts["requests"] += 1
         with MicroBatcher.preparing(batcher):
@@ -385,20 +549,27 @@ def create_app(backend: Backend, *, max_batch: int = MAX_BATCH, window_ms: float
                 raise ApiError(415, f"expected Content-Type application/json or multipart/form-data, got {kind or 'none'!r}",
                                "Content-Type")
             body = await read_body(request, max_body_bytes)
+            read = time.perf_counter()
             if kind == "application/json":
                 raws = records_from_json(body, max_records)
                 where = [f"records[{i}]" for i in range(len(raws))]
             else:
                 raws, where = [await record_from_form(request, body, backend)], [""]
             checked = [backend.check(r, w) for r, w in zip(raws, where, strict=True)]
-            items = await run_in_threadpool(_prepare_all, backend, checked, where)
-        try:
-            results = await batcher.submit(items)
-        except Busy as exc:
-            raise ApiError(503, f"the server's queue is full ({max_queue} requests waiting); retry shortly", None) from exc
+            parsed = time.perf_counter()
+            try:
+                answer = await batcher.enqueue(len(checked), _prepare_all, backend, checked, where)
+            except Busy as exc:
+                raise ApiError(503, f"the server's queue is full ({max_queue} requests waiting); retry shortly", None) from exc
+        results, timing = await answer
         with lock:
             counts["predicted"] += len(results)
-        return JSONResponse({"predictions": results})
+        # Server-Timing (W3C): where this request's time went, in ms -- read by benchmarks and browsers' devtools
+        stages = (("read", read - began), ("parse", parsed - read), ("prepare", timing.prepare),
+                  ("queue", timing.queue), ("model", timing.model))
+        header = ", ".join(f"{name};dur={1000 * seconds:.3f}" for name, seconds in stages)
+        return JSONResponse({"predictions": results},
+                            headers={"Server-Timing": f'{header}, batch;desc="{timing.size} records"'})
 
     return app
 
@@ -427,6 +598,9 @@ def _versions() -> dict[str, str]:
 
 # ----------------------------------------------------------------------------------- running
 ENVIRONMENT = "MMCORE_SERVE_OPTIONS"
+#: onnxruntime's idle intra-op threads spin-wait by default: fastest for one caller alone, but in a server
+#: they take the cores the event loop and the decoding threads need between model calls.
+ORT_SPINNING = False
 
 
 def app_from_environment() -> Any:
@@ -439,9 +613,10 @@ def _build(options: Mapping[str, Any]) -> Any:
     from mmcore_plugins.deploy.backends import open_backend
 
     _threads(options.get("threads"))
-    backend = open_backend(options["path"], graph=options.get("graph"), threads=options.get("threads"))
+    backend = open_backend(options["path"], graph=options.get("graph"), threads=options.get("threads"), spinning=ORT_SPINNING)
     return create_app(backend, max_batch=options["max_batch"], window_ms=options["window_ms"], max_queue=options["max_queue"],
-                      max_body_bytes=options["max_body_bytes"], max_records=options["max_records"])
+                      max_body_bytes=options["max_body_bytes"], max_records=options["max_records"],
+                      prepare_threads=options.get("prepare_threads"))
 
 
 def _threads(threads: int | None) -> None:

@@ -16,6 +16,35 @@ import mmcore
 from mmcore import Features, Processor
 
 
+class _TabularFit(mmcore.PartialFit):
+    """:meth:`TabularProcessor.fit` in chunks (see :meth:`TabularProcessor.partial_fitter`)."""
+
+    def __init__(self, processor: TabularProcessor) -> None:
+        self.processor, self.blocks, self.rows = processor, [], 0
+        self.counts: list[Counter] = [Counter() for _ in processor.categorical]
+
+    def update(self, raws: Sequence[Any]) -> None:
+        rows = [self.processor._split(r) for r in raws if r is not None]
+        self.rows += len(rows)
+        if rows and self.processor.num_features:
+            self.blocks.append(torch.stack([values for values, _ in rows]))
+        for j, counts in enumerate(self.counts):
+            counts.update(cats[j] for _, cats in rows if cats[j] is not None)
+
+    def finish(self) -> None:
+        processor = self.processor
+        if self.rows >= 2 and processor.num_features:
+            data = torch.cat(self.blocks) if len(self.blocks) > 1 else self.blocks[0]
+            self.blocks = []
+            processor.mean = data.mean(0)
+            # A constant column keeps std 1 so it maps to 0 instead of dividing by zero.
+            std = data.std(0)
+            processor.std = torch.where(std > 1e-8, std, torch.ones_like(std))
+        for column, counts in zip(processor.categorical, self.counts, strict=True):
+            ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[: processor.max_categories - 1]
+            processor.vocabularies[column] = {value: i + 1 for i, (value, _) in enumerate(ranked)}
+
+
 class TabularProcessor(Processor):
     """A row -> standardised numeric values and categorical indices.
 
@@ -76,17 +105,15 @@ class TabularProcessor(Processor):
         return {"values": (values - self.mean) / self.std, "categories": torch.tensor(index, dtype=torch.long)}
 
     def fit(self, raws: Sequence[Any]) -> None:
-        rows = [self._split(r) for r in raws if r is not None]
-        if len(rows) >= 2 and self.num_features:
-            data = torch.stack([values for values, _ in rows])
-            self.mean = data.mean(0)
-            # A constant column keeps std 1 so it maps to 0 instead of dividing by zero.
-            std = data.std(0)
-            self.std = torch.where(std > 1e-8, std, torch.ones_like(std))
-        for j, column in enumerate(self.categorical):
-            counts = Counter(cats[j] for _, cats in rows if cats[j] is not None)
-            ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[: self.max_categories - 1]
-            self.vocabularies[column] = {value: i + 1 for i, (value, _) in enumerate(ranked)}
+        fitter = self.partial_fitter()
+        fitter.update(raws)
+        fitter.finish()
+
+    def partial_fitter(self) -> mmcore.PartialFit:
+        """The numeric values as float32 blocks (4 bytes a number: the mean and std are taken over
+        them at the end by the same reductions as over the whole split, so the result is the same to
+        the bit) and a Counter per categorical column; the rows themselves are not kept."""
+        return _TabularFit(self)
 
     def collate(self, items: Sequence[dict[str, torch.Tensor] | None]) -> dict[str, torch.Tensor]:
         present = torch.tensor([item is not None for item in items], dtype=torch.bool)

@@ -90,9 +90,14 @@ class VocabTokenizer(mmcore.Processor):
         return list(text) if self.level == "char" else re.findall(r"\w+|[^\w\s]", text)
 
     def fit(self, raws: Sequence[str | None]) -> None:
-        counts = Counter(t for raw in raws if raw is not None for t in self.tokens(raw))
-        ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[: self.vocab_size - 2]
-        self.vocab = {token: i + 2 for i, (token, _) in enumerate(ranked)}
+        fitter = self.partial_fitter()
+        fitter.update(raws)
+        fitter.finish()
+
+    def partial_fitter(self) -> mmcore.PartialFit:
+        """Token counts (a Counter: memory grows with the distinct tokens, not the texts); the vocabulary
+        is the ``vocab_size - 2`` most frequent, ties by token, as :meth:`fit`."""
+        return _VocabularyFit(self)
 
     def __call__(self, raw: str) -> torch.Tensor:
         if self.vocab is None:
@@ -121,6 +126,21 @@ class VocabTokenizer(mmcore.Processor):
         if self.vocab is None:  # conformance builds unfitted processors: fit on a few words first
             self.fit(EXAMPLE_WORDS)
         return " ".join(EXAMPLE_WORDS[int(i)] for i in torch.randint(0, len(EXAMPLE_WORDS), (2,), generator=generator))
+
+
+class _VocabularyFit(mmcore.PartialFit):
+    """:meth:`VocabTokenizer.fit` in chunks: token counts, ranked at the end."""
+
+    def __init__(self, tokenizer: VocabTokenizer) -> None:
+        self.tokenizer, self.counts = tokenizer, Counter()
+
+    def update(self, raws: Sequence[str | None]) -> None:
+        tokens = self.tokenizer.tokens
+        self.counts.update(t for raw in raws if raw is not None for t in tokens(raw))
+
+    def finish(self) -> None:
+        ranked = sorted(self.counts.items(), key=lambda item: (-item[1], item[0]))[: self.tokenizer.vocab_size - 2]
+        self.tokenizer.vocab = {token: i + 2 for i, (token, _) in enumerate(ranked)}
 
 
 EXAMPLE_WORDS = ["seven", "sieben", "sept", "siete", "sette", "7", "a cat on a mat"]

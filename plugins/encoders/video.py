@@ -14,7 +14,21 @@ from torch import nn
 
 import mmcore
 from mmcore import Features
+from mmcore.components import fitter_for
 from mmcore_plugins.io import video_frames
+
+
+class _FramesFit(mmcore.PartialFit):
+    """:meth:`VideoProcessor.fit` in chunks: each chunk's clips' frames go to the frame processor's fitter."""
+
+    def __init__(self, processor: VideoProcessor, inner: mmcore.PartialFit) -> None:
+        self.processor, self.inner = processor, inner
+
+    def update(self, raws: Sequence[Any]) -> None:
+        self.inner.update([f for raw in raws if raw is not None for f in self.processor.frames(raw)])
+
+    def finish(self) -> None:
+        self.inner.finish()
 
 
 class VideoProcessor(mmcore.Processor):
@@ -75,7 +89,16 @@ class VideoProcessor(mmcore.Processor):
         return batch
 
     def fit(self, raws: Sequence[Any]) -> None:
-        self.frame_processor.fit([f for raw in raws if raw is not None for f in self.frames(raw)])
+        fitter = self.partial_fitter()
+        if fitter is not None:
+            fitter.update(raws)
+            fitter.finish()
+
+    def partial_fitter(self) -> mmcore.PartialFit | None:
+        """The frame processor's fit (:func:`mmcore.components.fitter_for`) fed every clip's frames; None
+        when the frame processor fits nothing (the clips need not be listed then)."""
+        inner = fitter_for(self.frame_processor)
+        return None if inner is None else _FramesFit(self, inner)
 
     def state_dict(self) -> dict[str, Any]:
         return self.frame_processor.state_dict()

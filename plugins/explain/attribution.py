@@ -103,12 +103,14 @@ def explain_batch(model, inputs: Mapping[str, Any], *, exact_max: int = EXACT_MA
 
 def explain_samples(model, samples: Sequence[Mapping[str, Any]], *, batch_size: int = 64, device: torch.device | str = "cpu",
                     exact_max: int = EXACT_MAX, pairs: int = 64, seed: int = 0,
-                    decode: Callable[[int], Any] | None = None) -> list[dict[str, Any]]:
+                    decode: Callable[[int], Any] | None = None,
+                    names: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     """One record per raw sample (``{slot: raw}``, a missing slot = a missing modality), in order:
     ``{"prediction", "value", "full", "empty", "shapley": {slot: float}, "exact", "present": [slots]}``
     (and ``"stderr": {slot: float}`` when sampled). The model runs in eval mode on ``device``.
     ``prediction`` is the predicted class -- ``decode(index)``, else its name when the head knows
-    the classes, else its index -- or, for regression, the predicted value (``full``).
+    the classes, else its index -- or, for regression, the predicted value (``full``). ``names``: what
+    the records call a slot (a ``mmcore fit`` run's: the user's column it reads; default: the slot).
 
     Raises ValueError for a sample with none of the model's slots, or a head :func:`value_kind` refuses.
     """
@@ -128,18 +130,19 @@ def explain_samples(model, samples: Sequence[Mapping[str, Any]], *, batch_size: 
         inputs, _ = to_device(batch, device)
         result = explain_batch(model, inputs, exact_max=exact_max, pairs=pairs, seed=seed)
         output_predictions = _predictions(model, result) if decode is None else [decode(i) for i in result["target"].tolist()]
+        shown = [(names or {}).get(slot, slot) for slot in result["slots"]]
         for j in range(len(chunk)):
             record = {
                 "prediction": output_predictions[j] if result["kind"] == "log_probability" else float(result["full"][j]),
                 "value": result["kind"],
                 "full": float(result["full"][j]),
                 "empty": float(result["empty"][j]),
-                "shapley": {slot: float(result["shapley"][j, k]) for k, slot in enumerate(result["slots"])},
+                "shapley": {slot: float(result["shapley"][j, k]) for k, slot in enumerate(shown)},
                 "exact": result["exact"],
-                "present": [slot for k, slot in enumerate(result["slots"]) if bool(result["present"][j, k])],
+                "present": [slot for k, slot in enumerate(shown) if bool(result["present"][j, k])],
             }
             if not result["exact"]:
-                record["stderr"] = {slot: float(result["stderr"][j, k]) for k, slot in enumerate(result["slots"])}
+                record["stderr"] = {slot: float(result["stderr"][j, k]) for k, slot in enumerate(shown)}
             records.append(record)
     return records
 

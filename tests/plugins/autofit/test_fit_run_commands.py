@@ -4,10 +4,14 @@ column's contents are derived again), a column the model reads is present or dec
 one line naming it and the closest match, exit 2), and a missing / placeholder / unreadable file is a
 missing cell, counted (``--strict``: an error naming row and column).
 
-One small fit run (module scope) whose training table had empty number cells and a text-file column."""
+One small fit run (module scope) whose training table had empty number cells and a text-file column; two
+columns are named as users name them, with spaces, capitals and punctuation ("Customer Review", a text-file
+column fit reads through the slot ``customer_review``; "Unit Price (€)", a number with empty cells): every
+surface takes and shows them exactly so."""
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
@@ -17,8 +21,10 @@ from autofit_helpers import write_csv
 
 import mmcore
 from mmcore.cli import main
+from mmcore_plugins.autofit.infer import ColumnError
 
 WORDS = {"high": ["sunny", "bright", "warm"], "low": ["rainy", "dark", "cold"]}
+REVIEW, PRICE = "Customer Review", "Unit Price (€)"
 
 
 def _rows(folder: Path, n: int, seed: int, gone: tuple[int, ...] = (), placeholder: tuple[int, ...] = ()) -> list[dict]:
@@ -32,7 +38,8 @@ def _rows(folder: Path, n: int, seed: int, gone: tuple[int, ...] = (), placehold
         note.write_text(" ".join(rng.choice(WORDS[y], size=3)) + f" day {i}", encoding="utf-8")
         cell = "notes/missing.txt" if i in gone else "N/A" if i in placeholder else f"notes/{note.name}"
         out.append({"a": round(float(a), 3), "weight": "" if i % 5 == 0 else round(float(h), 3),
-                    "group": ["north", "south"][i % 2], "note": cell, "y": y})
+                    "group": ["north", "south"][i % 2], REVIEW: cell, PRICE: "" if i % 4 == 1 else round(2 + i % 3, 2),
+                    "y": y, "rid": f"R{seed}-{i:04d}"})  # an id column: fit ignores it
     return out
 
 
@@ -42,8 +49,10 @@ def run(tmp_path_factory):
     write_csv(folder / "train.csv", _rows(folder, 40, 0))
     predictor = mmcore.fit(str(folder / "train.csv"), target="y", time_limit="10m", max_epochs=1, preset="fast",
                            run_dir=folder / "run", verbose=False)
-    plan = json.dumps(predictor.plan.to_json())
-    assert "weight missing" in plan and predictor.plan.text_files == ["note"]
+    plan = json.dumps(predictor.plan.to_json(), ensure_ascii=False)
+    assert "weight missing" in plan and f"{PRICE} missing" in plan and predictor.plan.text_files == [REVIEW]
+    assert predictor.plan.slots["customer_review"] == {"kind": "text", "column": REVIEW}
+    assert "rid" not in predictor.plan.input_columns, "the id column is ignored"
     write_csv(folder / "test.csv", _rows(folder, 12, 1))
     return predictor, folder
 
@@ -67,6 +76,14 @@ def test_eval_on_a_table_reads_it_as_the_predictor_does(run, capsys):
     # a data option naming a table on a fit run is that table, read the same way
     assert main(["eval", str(folder / "run"), "--data", f"test_path={test}"]) == 0
     assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(expected["accuracy"])
+    # the run has no test split (fit kept none): no metrics over zero rows, one line saying what would evaluate
+    assert main(["eval", str(folder / "run")]) == 2
+    _one_line_error(capsys, "test split has no rows", "--data")
+    # without the target column: no advice to declare it missing (it cannot be), what evaluating needs instead
+    no_target = str(write_csv(folder / "no_target.csv", [{k: v for k, v in r.items() if k != "y"} for r in _rows(folder, 4, 5)]))
+    assert main(["eval", str(folder / "run"), "--data", no_target]) == 2
+    err = _one_line_error(capsys, "'y' (the target)", "evaluating needs the true values")
+    assert "to predict without it" not in err
 
 
 def test_eval_counts_missing_files_and_strict_refuses_them(run, capsys):
@@ -76,10 +93,10 @@ def test_eval_counts_missing_files_and_strict_refuses_them(run, capsys):
     captured = capsys.readouterr()
     result = json.loads(captured.out)
     assert result["rows"] == 12 and result["missing_cells"] == 1  # 'N/A' is an empty cell, as in fit
-    assert "row 4" in captured.err and "'note'" in captured.err
+    assert "row 4" in captured.err and f"'{REVIEW}'" in captured.err
     assert result["accuracy"] == pytest.approx(predictor.evaluate(table)["accuracy"])
     assert main(["eval", str(folder / "run"), "--data", table, "--strict"]) == 2
-    _one_line_error(capsys, "row 4", "'note'", "missing.txt")
+    _one_line_error(capsys, "row 4", f"'{REVIEW}'", "missing.txt")
 
 
 @pytest.mark.parametrize("command", ["predict", "eval", "embed", "explain"])
@@ -99,7 +116,7 @@ def test_several_absent_columns_are_still_one_line(run, capsys):
     _, folder = run
     table = str(write_csv(folder / "bare.csv", [{"x": 1, "y": "high"}]))
     assert main(["predict", str(folder / "run"), "--data", table]) == 2
-    _one_line_error(capsys, "'a'", "'weight'", "'group'", "'note'", "shares no column")
+    _one_line_error(capsys, "'a'", "'weight'", "'group'", f"'{REVIEW}'", f"'{PRICE}'", "shares no column")
 
 
 def test_predict_embed_explain_on_the_users_own_columns(run, capsys):
@@ -114,12 +131,53 @@ def test_predict_embed_explain_on_the_users_own_columns(run, capsys):
     assert len(capsys.readouterr().out.strip().splitlines()) == 12
     # one record on the command line: a text-file cell is read, as fit read it; a left-out column is missing
     note = folder / "notes" / "1_0.txt"
-    expected = predictor.predict([{"a": 0.3, "weight": "", "group": "north", "note": str(note)}])[0]
-    assert main(["predict", run_dir, "a=0.3", "group=north", f"note={note}"]) == 0
+    expected = predictor.predict([{"a": 0.3, "weight": "", "group": "north", REVIEW: str(note), PRICE: 2.5}])[0]
+    assert main(["predict", run_dir, "a=0.3", "group=north", f"{REVIEW}={note}", f"{PRICE}=2.5"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["prediction"] == expected
+    assert printed["inputs"][REVIEW] == note.read_text(encoding="utf-8") and printed["inputs"][PRICE] == 2.5
+    assert printed["missing"] == [] and not any(name in json.dumps(printed) for name in (
+        "customer_review", "weight missing", f"{PRICE} missing"))
+    # the slot's name is still taken as an alias of its column
+    assert main(["predict", run_dir, "a=0.3", "group=north", f"customer_review={note}", f"{PRICE}=2.5"]) == 0
     assert json.loads(capsys.readouterr().out)["prediction"] == expected
-    assert main(["explain", run_dir, "a=0.3", "group=north", f"note={note}", "--json", "--plots", "0",
+    assert main(["explain", run_dir, "a=0.3", "group=north", f"{REVIEW}={note}", f"{PRICE}=2.5", "--json", "--plots", "0",
                  "--out", str(folder / "x1")]) == 0
-    assert json.loads(capsys.readouterr().out.splitlines()[0])["prediction"] == expected
+    explained = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert explained["prediction"] == expected and set(explained["shapley"]) == {REVIEW, "tabular"}
+    assert explained["present"] == [REVIEW, "tabular"]
+
+
+def test_a_record_names_the_users_columns_on_the_command_line(run, capsys):
+    """`predict` / `explain` / `search` record items: a misspelt column is the did-you-mean error naming the
+    user's column exactly (spaces, capitals); a column and its slot alias given different values is refused."""
+    predictor, folder = run
+    run_dir = str(folder / "run")
+    with pytest.raises(ColumnError, match=r"no column 'Customer Review' \(trained on; did you mean 'customer review'\?\)"):
+        predictor.predict([{"a": 0.3, "weight": 1, "group": "north", "customer review": "", PRICE: 2}])
+    for item, meant in (("customer review=nice", REVIEW), ("Unit Price=2", PRICE), ("CustomerReview=x", REVIEW)):
+        assert main(["predict", run_dir, item]) == 2
+        _one_line_error(capsys, f"did you mean {meant!r}?")
+    assert main(["predict", run_dir, f"{REVIEW}=nice", "customer_review=awful"]) == 2
+    _one_line_error(capsys, f"'{REVIEW}'", "'customer_review'", "different values")
+    assert main(["predict", run_dir, f"{PRICE}=2", "tabular={'Unit Price (€)': 3}"]) == 2
+    _one_line_error(capsys, f"'{PRICE}'", "different values")
+    note = folder / "notes" / "1_0.txt"  # (the column's cells are text files)
+    assert main(["predict", run_dir, f"{REVIEW}={note}", f"customer_review={note}", "a=1"]) == 0  # the same value: once
+    alone = json.loads(capsys.readouterr().out)
+    # a whole training row: the target and the id column are ignored (said on stderr), as Predictor and serve ignore them
+    assert main(["predict", run_dir, f"{REVIEW}={note}", "a=1", "y=0", "rid=17"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) == alone and "ignored 'y', 'rid'" in err
+    index = str(folder / "q.faiss")
+    assert main(["embed", run_dir, "--data", str(folder / "test.csv"), "--out", str(folder / "q.npz"), "--index", index,
+                 "--vector", REVIEW]) == 0  # the user's column names its slot's vector
+    assert "vectors of 'customer_review'" in capsys.readouterr().out
+    assert main(["search", run_dir, "--index", index, "--query", "customer review=sunny day", "--json"]) == 2
+    _one_line_error(capsys, f"did you mean {REVIEW!r}?")
+    assert main(["search", run_dir, "--index", index, "--query", f"{REVIEW}={note}", "--json", "-k", "2"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert found["column"] == REVIEW and len(found["neighbours"]) == 2
 
 
 def test_search_reads_a_text_file_query_as_fit_read_the_column(run, capsys):
@@ -129,16 +187,18 @@ def test_search_reads_a_text_file_query_as_fit_read_the_column(run, capsys):
     assert main(["embed", run_dir, "--data", str(folder / "test.csv"), "--out", str(folder / "s.npz"), "--index", index]) == 0
     capsys.readouterr()
     found = []
-    for query in (f"note={note}", note.read_text(encoding="utf-8")):
+    for query in (f"{REVIEW}={note}", note.read_text(encoding="utf-8")):
         assert main(["search", run_dir, "--index", index, "--query", query, "--json", "-k", "3"]) == 0
         found.append(json.loads(capsys.readouterr().out)["neighbours"])
     assert found[0] == found[1] and len(found[0]) == 3
 
 
 def test_serve_takes_the_users_own_columns_of_a_fit_run(run):
-    """`mmcore serve RUN` of a fit run: the page, the metadata and requests name the user's columns (never
-    'weight missing'); a number left out is a missing cell, as Predictor reads it; the text slot takes the
-    text a text-file cell held."""
+    """`mmcore serve RUN` of a fit run: the page, the metadata, the OpenAPI docs and requests name the user's
+    columns exactly as the training table wrote them ("Customer Review", "Unit Price (€)"; never
+    'weight missing' or the slot ``customer_review``); JSON records and form fields are the user's row and
+    predict Predictor's probabilities on the same records; the slots' names stay accepted as aliases; a
+    column given both ways with different values is a 422 naming both; a misspelt one, the closest column."""
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
@@ -148,17 +208,114 @@ def test_serve_takes_the_users_own_columns_of_a_fit_run(run):
     predictor, folder = run
     note = folder / "notes" / "1_3.txt"
     text = note.read_text(encoding="utf-8")
-    expected = predictor.predict([{"a": 0.3, "weight": "", "group": "north", "note": str(note)},
-                                  {"a": -1.2, "weight": 0.5, "group": "south", "note": ""}])
-    with TestClient(create_app(open_backend(folder / "run"))) as client:
-        slots = {s["name"]: s for s in client.get("/metadata").json()["slots"]}
-        assert slots["tabular"]["numeric"] == ["a", "weight"] and slots["tabular"]["categorical"] == ["group"]
-        answer = client.post("/predict", json={"records": [{"tabular": {"a": 0.3, "group": "north"}, "note": text},
-                                                           {"tabular": {"a": -1.2, "weight": 0.5, "group": "south"}}]})
+    rows = [{"a": 0.3, "weight": "", "group": "north", REVIEW: str(note), PRICE: 2.5},
+            {"a": -1.2, "weight": 0.5, "group": "south", REVIEW: "", PRICE: ""}]
+    expected, proba = list(predictor.predict(rows)), np.asarray(predictor.predict_proba(rows), dtype=np.float64)
+    classes = list(predictor.classes)
+
+    def probabilities(answer):
         assert answer.status_code == 200, answer.text
-        assert [r["prediction"] for r in answer.json()["predictions"]] == list(expected)
-        form = client.post("/predict", data={"tabular.a": "0.3", "tabular.group": "north", "note": text})
-        assert form.status_code == 200, form.text
-        assert form.json()["predictions"][0]["prediction"] == expected[0]
+        return np.array([[r["probabilities"][c] for c in classes] for r in answer.json()["predictions"]])
+
+    with TestClient(create_app(open_backend(folder / "run"))) as client:
+        metadata = client.get("/metadata").json()
+        assert metadata["columns"] == [REVIEW, "a", "weight", PRICE, "group"]
+        slots = {s["name"]: s for s in metadata["slots"]}
+        assert slots["customer_review"]["column"] == REVIEW
+        assert slots["tabular"]["numeric"] == ["a", "weight", PRICE] and slots["tabular"]["categorical"] == ["group"]
+        page = client.get("/").text
+        for column in (REVIEW, PRICE, "a", "group"):
+            assert f'name="{html.escape(column)}"' in page, column
+        assert f"<legend>{REVIEW} " in page and 'name="customer_review"' not in page and "tabular.a" not in page
+        docs = json.dumps(client.get("/openapi.json").json(), ensure_ascii=False)
+        assert REVIEW in docs and PRICE in docs and "weight missing" not in docs
+        user = client.post("/predict", json={"records": [{"a": 0.3, "group": "north", REVIEW: text, PRICE: 2.5},
+                                                         {"a": -1.2, "weight": 0.5, "group": "south"}]})
+        assert np.allclose(probabilities(user), proba, atol=1e-5, rtol=0)
+        assert [r["prediction"] for r in user.json()["predictions"]] == expected
+        assert user.json()["predictions"][0]["modalities"] == [REVIEW, "tabular"]
+        alias = client.post("/predict", json={"records": [{"tabular": {"a": 0.3, "group": "north", PRICE: 2.5},
+                                                           "customer_review": text},
+                                                          {"tabular": {"a": -1.2, "weight": 0.5, "group": "south"}}]})
+        assert np.allclose(probabilities(alias), proba, atol=1e-5, rtol=0)
+        form = client.post("/predict", data={"a": "0.3", "group": "north", REVIEW: text, PRICE: "2.5"})
+        assert np.allclose(probabilities(form), proba[:1], atol=1e-5, rtol=0)
+        form = client.post("/predict", data={"tabular.a": "0.3", "tabular.group": "north", "customer_review": text,
+                                             f"tabular.{PRICE}": "2.5"})
+        assert np.allclose(probabilities(form), proba[:1], atol=1e-5, rtol=0)
+        for body, named in (({REVIEW: "nice", "customer_review": "awful"}, (f"'{REVIEW}'", "'customer_review'")),
+                            ({PRICE: 2.0, "tabular": {PRICE: 3.0}}, (f"'{PRICE}'", f"'tabular.{PRICE}'"))):
+            both = client.post("/predict", json={"records": [body]})
+            assert both.status_code == 422 and "different values" in both.json()["error"], both.text
+            assert all(n in both.json()["error"] for n in named), both.text
+        both = client.post("/predict", data={REVIEW: "nice", "customer_review": "awful"})
+        assert both.status_code == 422 and REVIEW in both.json()["error"] and "customer_review" in both.json()["error"]
+        same = client.post("/predict", json={"records": [{REVIEW: text, "customer_review": text, "a": 0.3}]})
+        assert same.status_code == 200, same.text
+        for post in (lambda: client.post("/predict", json={"records": [{"customer review": text}]}),
+                     lambda: client.post("/predict", data={"Unit price (€)": "2"})):
+            wrong = post()
+            assert wrong.status_code == 422 and "did you mean" in wrong.json()["error"], wrong.text
+            assert f"{REVIEW!r}" in wrong.json()["error"] or f"{PRICE!r}" in wrong.json()["error"]
+            assert "customer_review" not in wrong.json()["error"] and "missing'" not in wrong.json()["error"]
+        bad = client.post("/predict", json={"records": [{"a": 0.3, PRICE: "cheap"}]})
+        assert bad.status_code == 422 and bad.json()["field"] == f"records[0].{PRICE}", bad.text
         bad = client.post("/predict", json={"records": [{"tabular": {"a": 0.3, "weight missing": 1.0}}]})
         assert bad.status_code == 422 and "weight missing" in bad.text
+        assert metadata["ignored_columns"] == ["rid", "y"]
+
+
+def test_serve_takes_a_whole_training_row_and_reads_cells_as_the_table_reader(run):
+    """A row of the training CSV posted whole -- its id column and target too, every cell a string as the CSV
+    held it -- is predicted as Predictor predicts that row (the columns the model does not read are ignored,
+    as Predictor ignores a table's), in JSON and as a form; a number cell is read by the table reader's rule
+    ("0.75", " 3 ", "1e-1" are numbers; "", null, "N/A", "inf" are missing cells); a cell that is no number
+    is a 422 naming records[i].<column>, what was expected and what came; a key that is no column of the
+    training table stays a 422 with the closest column."""
+    pytest.importorskip("fastapi")
+    import csv
+
+    from fastapi.testclient import TestClient
+
+    from mmcore_plugins.deploy.backends import open_backend
+    from mmcore_plugins.deploy.serve import create_app
+
+    predictor, folder = run
+    with (folder / "train.csv").open(newline="", encoding="utf-8") as fh:
+        table = list(csv.DictReader(fh))[:4]
+    assert {"rid", "y"} <= set(table[0]) and any(r["weight"] == "" for r in table)
+    proba = np.asarray(predictor.predict_proba([{**r, REVIEW: str(folder / r[REVIEW])} for r in table]), dtype=np.float64)
+    rows = [{**r, REVIEW: (folder / r[REVIEW]).read_text(encoding="utf-8")} for r in table]  # serve takes the text
+    classes = list(predictor.classes)
+
+    def post(**request):
+        answer = client.post("/predict", **request)
+        assert answer.status_code == 200, answer.text
+        return answer.json()["predictions"]
+
+    with TestClient(create_app(open_backend(folder / "run"))) as client:
+        whole = post(json={"records": rows})
+        assert np.allclose([[r["probabilities"][c] for c in classes] for r in whole], proba, atol=1e-5, rtol=0)
+        assert post(json={"records": [{k: v for k, v in r.items() if k not in ("rid", "y")} for r in rows]}) == whole
+        assert post(data=rows[0]) == whole[:1]  # a form of the whole row
+        base = {"a": 0.75, "weight": 0.1, PRICE: 3, "group": "north"}
+        plain = post(json={"records": [base]})
+        assert post(json={"records": [{**base, "a": "0.75", "weight": "1e-1", PRICE: " 3 "}]}) == plain
+        assert post(data={**base, "a": " 0.75 ", "weight": "1e-1"}) == plain
+        gone = post(json={"records": [{"a": 0.75, PRICE: 3, "group": "north"}]})
+        for empty in ("", None, "N/A", "inf", "  "):
+            assert post(json={"records": [{**base, "weight": empty}]}) == gone, empty
+        for bad, shown in (("abc", "'abc'"), (True, "True"), ("1,5", "'1,5'")):
+            refused = client.post("/predict", json={"records": [base, {**base, "weight": bad}]})
+            assert refused.status_code == 422 and refused.json()["field"] == "records[1].weight", refused.text
+            assert "expected a number" in refused.json()["error"] and shown in refused.json()["error"], refused.text
+        refused = client.post("/predict", data={**base, PRICE: "cheap"})
+        assert refused.status_code == 422 and refused.json()["field"] == PRICE and "'cheap'" in refused.text
+        for request in ({"json": {"records": [{**rows[0], "wieght": 1.0}]}}, {"data": {**rows[0], "ridd": "R1"}}):
+            wrong = client.post("/predict", **request)
+            assert wrong.status_code == 422 and "not a column of this model" in wrong.json()["error"], wrong.text
+        assert "did you mean 'weight'?" in client.post("/predict", json={"records": [{"wieght": 1.0}]}).json()["error"]
+        derived = client.post("/predict", json={"records": [{**rows[0], "weight missing": 1.0}]})  # fit's, not the user's
+        assert derived.status_code == 422 and derived.json()["field"] == "records[0].weight missing", derived.text
+        only = client.post("/predict", json={"records": [{"rid": "R9", "y": "high"}]})  # nothing the model reads
+        assert only.status_code == 422 and "needs at least one of the columns" in only.json()["error"], only.text

@@ -1,6 +1,6 @@
 """A small real run shared by the deploy tests: PNG images, WAV clips, texts and a number, three
 classes, written here as files and trained for one epoch (image_cnn + audio_cnn +
-text_transformer + tabular_mlp, gated fusion); and its ONNX export."""
+text_transformer + tabular_mlp, gated fusion); and its export: ONNX (+ int8) and pt2 from one torch.export."""
 
 from __future__ import annotations
 
@@ -24,5 +24,5 @@ def small_export(small_run, tmp_path_factory) -> Path:
     from mmcore.cli import main
 
     out = tmp_path_factory.mktemp("deploy_export") / "export"
-    assert main(["export", str(small_run), "--format", "onnx", "--int8", "--out", str(out)]) == 0
+    assert main(["export", str(small_run), "--format", "onnx,pt2", "--int8", "--out", str(out)]) == 0
     return out

@@ -28,7 +28,7 @@ def _files(folder, label: str, seed: int) -> dict:
 
 def test_the_folder_holds_graph_front_end_and_a_manifest_of_inputs(small_export):
     names = {p.name for p in small_export.iterdir()}
-    assert {"manifest.json", "model.onnx", "model.int8.onnx", "frontend.py"} <= names
+    assert {"manifest.json", "model.onnx", "model.int8.onnx", "model.pt2", "frontend.py"} <= names
     manifest = json.loads((small_export / "manifest.json").read_text())
     inputs = {i["name"]: i for i in manifest["inputs"]}
     for slot in ("image", "audio", "text", "profile"):
@@ -44,6 +44,7 @@ def test_the_folder_holds_graph_front_end_and_a_manifest_of_inputs(small_export)
     assert max(check["onnx"]["max_abs_diff"][k] for k in ("logits", "probabilities")) <= 1e-5
     assert check["front_end"]["max_abs_diff"]["probabilities"] <= 1e-5
     assert manifest["graph"]["file"] == "model.int8.onnx" and manifest["graph"]["int8"] is True
+    assert manifest["graph"]["format"] == "onnx" and manifest["graph"]["formats"] == ["onnx", "pt2"]
     files = manifest["graph"]["files"]
     assert files["int8"]["bytes"] < files["onnx"]["bytes"]
 
@@ -85,19 +86,17 @@ def test_the_front_end_runs_without_mmcore(small_export, tmp_path):
     assert result["prediction"] in CLASSES and set(result["probabilities"]) == set(CLASSES)
 
 
-def test_pt2_reproduces_the_model_exactly(small_run, small_export, tmp_path, capsys):
-    out = tmp_path / "pt2"
-    assert main(["export", str(small_run), "--format", "pt2", "--out", str(out)]) == 0
-    assert "model.pt2" in capsys.readouterr().out
-    manifest = json.loads((out / "manifest.json").read_text())
+def test_pt2_reproduces_the_model_exactly(small_export, tmp_path):
+    # small_export holds model.pt2 and model.onnx written from one torch.export (--format onnx,pt2)
+    manifest = json.loads((small_export / "manifest.json").read_text())
     assert set(manifest["verification"]["pt2"]["max_abs_diff"].values()) == {0.0}
-    sys.path.insert(0, str(out))
+    sys.path.insert(0, str(small_export))
     try:
         import frontend
     finally:
         sys.path.pop(0)
     records = [{"text": "bar line"}, {**_files(tmp_path, "stripe", 5), "profile": {"size": 3.0}}]
-    a = frontend.load(out).predict(records)
+    a = frontend.load(small_export, graph="model.pt2").predict(records)
     b = frontend.load(small_export, graph="model.onnx").predict(records)
     for x, y in zip(a, b, strict=True):
         assert x["prediction"] == y["prediction"]
@@ -107,6 +106,9 @@ def test_pt2_reproduces_the_model_exactly(small_run, small_export, tmp_path, cap
 def test_options_and_the_target_folder_are_checked_before_any_work(small_run, small_export, tmp_path, capsys):
     assert main(["export", str(small_run), "--format", "pt2", "--int8", "--out", str(tmp_path / "x")]) == 2
     assert "--int8 is written as an ONNX graph" in capsys.readouterr().err
+    for bad in ("tflite", "onnx,onnx", "onnx,"):
+        assert main(["export", str(small_run), "--format", bad, "--out", str(tmp_path / "x")]) == 2
+        assert "--format: expected one of onnx, pt2 or several joined by commas" in capsys.readouterr().err
     assert main(["export", str(small_run), "--out", str(small_export)]) == 2
     assert "exists; choose a new folder or pass --overwrite" in capsys.readouterr().err
     (tmp_path / "mine").mkdir()

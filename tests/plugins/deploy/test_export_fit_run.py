@@ -6,7 +6,7 @@ file cell's path; ids are never read; an unseen category is the "unseen" index. 
 ``mmcore serve EXPORT`` (JSON, multipart, /metadata, the page) and its errors name only the user's
 columns, and predict what ``mmcore.Predictor`` predicts on the same records.
 
-One small fit run (module scope: one epoch, 40 rows) and its ONNX and pt2 exports: about 50 s of shared
+One small fit run (module scope: one epoch, 40 rows) and its ONNX and pt2 graphs (one export): about 50 s of shared
 setup on 2 busy cores (hence ``slow``); each test then takes about a second."""
 
 from __future__ import annotations
@@ -28,10 +28,12 @@ from mmcore.cli import main
 from mmcore_plugins.autofit.infer import ColumnError
 
 WORDS = {"high": ["sunny", "bright", "warm"], "low": ["rainy", "dark", "cold"]}
+#: columns named as users name them: fit's slots are ``photo`` and ``tabular``; users only ever see these
+PHOTO, PRICE = "Photo", "Unit Price (€)"
 pytestmark = pytest.mark.slow
 
 #: columns fit derives from this table (never asked for, never shown)
-DERIVED = ("weight missing", "created missing", "created days", "created year", "created hour", "created month",
+DERIVED = ("weight missing", f"{PRICE} missing", "created missing", "created days", "created year", "created hour", "created month",
            "created weekday", "sold days", "sold month", "opens hour")
 
 
@@ -52,11 +54,11 @@ def _table(folder: Path, n: int, seed: int) -> list[dict]:
         note = folder / "notes" / f"{seed}_{i}.txt"
         note.write_text(" ".join(rng.choice(WORDS[y], size=3)) + f" day {i}", encoding="utf-8")
         rows.append({"id": f"ID{seed}{i:04d}", "a": round(float(a), 3), "weight": "" if i % 5 == 0 else round(float(h), 3),
-                     "group": ["north", "south", "east"][i % 3],
+                     PRICE: "" if i % 6 == 2 else 1 + i % 4, "group": ["north", "south", "east"][i % 3],
                      "created": "" if i % 7 == 3 else f"2021-{1 + i % 12:02d}-{1 + i % 27:02d} {i % 24:02d}:{i % 60:02d}",
                      "sold": dt.date(2020, 1 + i % 12, 1 + i % 28).strftime("%b %d, %Y"),
                      "opens": f"{6 + i % 5:02d}:{15 * (i % 4):02d}",
-                     "photo": f"img/{i % 3}.png" if i % 4 else "", "note": f"notes/{note.name}", "y": y})
+                     PHOTO: f"img/{i % 3}.png" if i % 4 else "", "note": f"notes/{note.name}", "y": y})
     return rows
 
 
@@ -78,13 +80,12 @@ def fitted(tmp_path_factory):
                            run_dir=folder / "run", verbose=False)
     plan = predictor.plan
     assert plan.indicators.get("weight") == "weight missing" and plan.text_files == ["note"]
+    assert plan.slots["photo"] == {"kind": "image", "column": PHOTO} and plan.indicators[PRICE] == f"{PRICE} missing"
     assert set(plan.dates) == {"created", "sold", "opens"} and plan.dates["opens"]["time_only"]
     assert "id" not in plan.input_columns, "the id column is ignored"
-    exports = {}
-    for fmt in ("onnx", "pt2"):
-        exports[fmt] = folder / f"export-{fmt}"
-        assert main(["export", str(folder / "run"), "--format", fmt, "--out", str(exports[fmt])]) == 0
-    return predictor, folder, exports
+    export = folder / "export"  # model.onnx (the default graph) and model.pt2 from one torch.export
+    assert main(["export", str(folder / "run"), "--format", "onnx,pt2", "--out", str(export)]) == 0
+    return predictor, folder, {"onnx": export, "pt2": export}
 
 
 def _frontend(export: Path):
@@ -103,17 +104,17 @@ def _records(folder: Path) -> list[dict]:
     missing text file, a missing photo, ids present or not."""
     note = "notes/0_{}.txt"
     return [
-        {"id": "ID9", "a": 0.3, "weight": "", "group": "north", "created": "2021-03-04", "sold": "Mar 04, 2020",
-         "opens": "07:30", "photo": "img/1.png", "note": note.format(0)},
-        {"a": -1.2, "weight": None, "group": "west", "created": "2021-03-04T10:30:00Z", "sold": "", "opens": "",
-         "photo": "", "note": note.format(1)},
-        {"a": "0.75", "weight": "N/A", "group": "", "created": "2021-03-04 10:30:00.5+02:00", "sold": "not a date",
-         "opens": "25:99", "photo": "img/2.png", "note": "notes/gone.txt"},
-        {"a": 1.5, "weight": 0.5, "group": "south", "created": dt.datetime(2021, 7, 1, 18, 45), "sold": dt.date(2020, 5, 6),
-         "opens": dt.time(9, 15), "photo": "img/missing.png", "note": note.format(3)},
-        {"a": -0.4, "weight": "inf", "group": "east", "created": dt.datetime(2022, 1, 2, 3, 4, tzinfo=dt.timezone.utc),
+        {"id": "ID9", "a": 0.3, "weight": "", PRICE: 2, "group": "north", "created": "2021-03-04", "sold": "Mar 04, 2020",
+         "opens": "07:30", PHOTO: "img/1.png", "note": note.format(0)},
+        {"a": -1.2, "weight": None, PRICE: None, "group": "west", "created": "2021-03-04T10:30:00Z", "sold": "", "opens": "",
+         PHOTO: "", "note": note.format(1)},
+        {"a": "0.75", "weight": "N/A", PRICE: "3.5", "group": "", "created": "2021-03-04 10:30:00.5+02:00", "sold": "not a date",
+         "opens": "25:99", PHOTO: "img/2.png", "note": "notes/gone.txt"},
+        {"a": 1.5, "weight": 0.5, PRICE: "N/A", "group": "south", "created": dt.datetime(2021, 7, 1, 18, 45), "sold": dt.date(2020, 5, 6),
+         "opens": dt.time(9, 15), PHOTO: "img/missing.png", "note": note.format(3)},
+        {"a": -0.4, "weight": "inf", PRICE: 4, "group": "east", "created": dt.datetime(2022, 1, 2, 3, 4, tzinfo=dt.timezone.utc),
          "sold": "Dec 31, 2019", "opens": "06:00", "note": note.format(4)},
-        {"a": "", "weight": "", "group": None, "created": None, "sold": None, "opens": None, "photo": None, "note": ""},
+        {"a": "", "weight": "", PRICE: "", "group": None, "created": None, "sold": None, "opens": None, PHOTO: None, "note": ""},
     ]
 
 
@@ -136,10 +137,11 @@ def test_the_manifest_holds_fits_plan_as_plain_json(fitted):
     manifest = json.loads((exports["onnx"] / "manifest.json").read_text(encoding="utf-8"))
     columns = manifest["columns"]
     assert columns["input_columns"] == predictor.plan.input_columns == [
-        "photo", "note", "a", "weight", "group", "created", "sold", "opens"], "a date column is read too"
+        PHOTO, "note", "a", "weight", PRICE, "group", "created", "sold", "opens"], "a date column is read too"
     assert columns["fill"] == predictor.plan.fill and columns["indicators"] == predictor.plan.indicators
     assert columns["dates"] == predictor.plan.dates and columns["text_files"] == ["note"]
     assert columns["class_values"] == ["high", "low"]
+    assert columns["table_columns"] == ["id", "a", "weight", PRICE, "group", "created", "sold", "opens", PHOTO, "note", "y"]
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "pt2"])
@@ -148,16 +150,16 @@ def test_the_export_predicts_what_the_predictor_predicts_on_the_users_columns(fi
     monkeypatch.chdir(folder)  # relative file cells start from the current folder, for both
     records = _records(folder)
     labels, proba = _expected(predictor, records)
-    artefact = _frontend(exports[fmt]).load(exports[fmt])
+    artefact = _frontend(exports[fmt]).load(exports[fmt], graph=f"model.{fmt}")
     with pytest.warns(UserWarning, match=r"row 3, column 'note'.*gone\.txt") as caught:
         results = artefact.predict(records)
     shown = " ".join(str(w.message) for w in caught)
     assert "2 cell(s) or row(s) treated as missing" in shown
-    assert "row 4, column 'photo'" in shown and not any(d in shown for d in DERIVED)
+    assert f"row 4, column '{PHOTO}'" in shown and not any(d in shown for d in DERIVED)
     got_labels, got_proba = _got(results, ["high", "low"])
     assert got_labels == labels  # the last row, every cell empty: the medians of its numbers, as in Predictor
     assert np.allclose(got_proba, proba, atol=1e-5, rtol=0)
-    assert results[1]["modalities"] == ["note", "tabular"] and results[0]["modalities"] == ["photo", "note", "tabular"]
+    assert results[1]["modalities"] == ["note", "tabular"] and results[0]["modalities"] == [PHOTO, "note", "tabular"]
 
 
 def test_a_dataframe_with_typed_timestamps_and_nulls_reads_as_fit_reads_it(fitted, monkeypatch):
@@ -208,9 +210,10 @@ def test_a_missing_column_is_named_with_the_closest_match_or_declared_missing(fi
 
 def test_serve_export_takes_and_shows_the_users_columns_only(fitted):
     """`mmcore serve EXPORT` as `mmcore serve RUN` of the same fit run (tests/plugins/autofit/
-    test_fit_run_commands.py): JSON records and the form name the user's columns, a number left out is a
-    missing cell, the text slot takes the text a text-file cell held; /metadata, the page and the errors
-    never show a derived column; the answers are Predictor's."""
+    test_fit_run_commands.py): JSON records and form fields are the user's row, named exactly as the training
+    table wrote them ("Photo", "Unit Price (€)"), a number left out is a missing cell, the text slot takes
+    the text a text-file cell held; the slots' names stay accepted as aliases; /metadata, the page and the
+    errors show only the user's columns, never a derived one or a slot's name; the answers are Predictor's."""
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
@@ -218,42 +221,74 @@ def test_serve_export_takes_and_shows_the_users_columns_only(fitted):
     from mmcore_plugins.deploy.serve import create_app
 
     predictor, folder, exports = fitted
-    note = folder / "notes" / "0_3.txt"
-    records = [{"photo": "", "a": 0.3, "weight": "", "group": "north", "created": "2021-03-04 08:00", "sold": "Mar 04, 2020",
-                "opens": "", "note": str(note)},
-               {"photo": "", "a": -1.2, "weight": 0.5, "group": "west", "created": "", "sold": "", "opens": "07:15", "note": ""}]
+    note, photo = folder / "notes" / "0_3.txt", folder / "img" / "1.png"
+    records = [{PHOTO: str(photo), "a": 0.3, "weight": "", PRICE: 2.5, "group": "north", "created": "2021-03-04 08:00",
+                "sold": "Mar 04, 2020", "opens": "", "note": str(note)},
+               {PHOTO: "", "a": -1.2, "weight": 0.5, PRICE: "", "group": "west", "created": "", "sold": "", "opens": "07:15",
+                "note": ""}]
     labels, proba = _expected(predictor, records)
     text = note.read_text(encoding="utf-8")
-    request = {"records": [{"tabular": {"a": 0.3, "group": "north", "created": "2021-03-04 08:00", "sold": "Mar 04, 2020"},
-                            "note": text},
-                           {"tabular": {"a": -1.2, "weight": 0.5, "group": "west", "opens": "07:15"}}]}
+    upload = {PHOTO: ("photo.png", photo.read_bytes(), "image/png")}
+    first = {"a": "0.3", PRICE: "2.5", "group": "north", "created": "2021-03-04 08:00", "sold": "Mar 04, 2020", "note": text}
+    second = {"a": -1.2, "weight": 0.5, "group": "west", "opens": "07:15"}
     with TestClient(create_app(open_backend(exports["onnx"]))) as client:
         metadata = client.get("/metadata")
+        assert metadata.json()["columns"] == [PHOTO, "note", "a", "weight", PRICE, "group", "created", "sold", "opens"]
         slots = {s["name"]: s for s in metadata.json()["slots"]}
-        assert slots["tabular"]["numeric"] == ["a", "weight"]
+        assert slots["photo"]["column"] == PHOTO and slots["tabular"]["numeric"] == ["a", "weight", PRICE]
         assert slots["tabular"]["categorical"] == ["group", "created", "sold", "opens"]
         assert set(slots["tabular"]["categories"]) == {"group"}  # the training values of the user's category
         page = client.get("/").text
-        for column in ("a", "weight", "group", "created", "sold", "opens"):
-            assert f'name="tabular.{column}"' in page
+        for column in (PHOTO, "note", "a", "weight", PRICE, "group", "created", "sold", "opens"):
+            assert f'name="{column}"' in page, column
+        assert 'name="photo"' not in page and "tabular." not in page
         for shown in (metadata.text, page):
             assert not any(d in shown for d in DERIVED)
-        answer = client.post("/predict", json=request)
-        assert answer.status_code == 200, answer.text
-        assert _got(answer.json()["predictions"], ["high", "low"])[0] == labels
-        assert np.allclose(_got(answer.json()["predictions"], ["high", "low"])[1], proba, atol=1e-5, rtol=0)
-        form = client.post("/predict", data={"tabular.a": "0.3", "tabular.group": "north", "tabular.created":
-                                             "2021-03-04 08:00", "tabular.sold": "Mar 04, 2020", "note": text})
+        form = client.post("/predict", data=first, files=upload)  # the user's columns, a photo uploaded
         assert form.status_code == 200, form.text
         assert form.json()["predictions"][0]["prediction"] == labels[0]
+        assert form.json()["predictions"][0]["modalities"] == [PHOTO, "note", "tabular"]
+        assert np.allclose(_got(form.json()["predictions"], ["high", "low"])[1], proba[:1], atol=1e-5, rtol=0)
+        answer = client.post("/predict", json={"records": [second]})  # JSON: no upload, the photo is missing
+        assert answer.status_code == 200, answer.text
+        assert _got(answer.json()["predictions"], ["high", "low"])[0] == labels[1:]
+        assert np.allclose(_got(answer.json()["predictions"], ["high", "low"])[1], proba[1:], atol=1e-5, rtol=0)
+        alias = client.post("/predict", json={"records": [{"tabular": second}]})  # the slot's name: an alias
+        assert alias.status_code == 200 and alias.json() == answer.json(), alias.text
+        form = client.post("/predict", data={f"tabular.{k}": v for k, v in first.items() if k != "note"} | {"note": text},
+                           files={"photo": upload[PHOTO]})
+        assert form.status_code == 200, form.text
+        assert np.allclose(_got(form.json()["predictions"], ["high", "low"])[1], proba[:1], atol=1e-5, rtol=0)
+        path = client.post("/predict", json={"records": [{PHOTO: "img/1.png", "a": 0.3}]})  # a path is never opened
+        assert path.status_code == 422 and path.json()["field"] == f"records[0].{PHOTO}" and "uploaded" in path.text
+        both = client.post("/predict", data={"a": "0.3"}, files={**upload, "photo": ("b.png", (folder / "img" / "2.png")
+                                                                                          .read_bytes(), "image/png")})
+        assert both.status_code == 422 and f"'{PHOTO}'" in both.text and "'photo'" in both.text, both.text
+        wrong = client.post("/predict", json={"records": [{"unit price (€)": 2.0}]})
+        assert wrong.status_code == 422 and f"did you mean {PRICE!r}?" in wrong.json()["error"], wrong.text
         bad = client.post("/predict", json={"records": [{"tabular": {"a": 0.3, "weight missing": 1.0}}]})
         assert bad.status_code == 422 and bad.json()["field"] == "records[0].tabular.weight missing"
         listed = bad.json()["error"]
-        assert "'a', 'weight', 'group', 'created', 'sold', 'opens'" in listed and "missing'" not in listed
-        bad = client.post("/predict", json={"records": [{"tabular": {"a": "x"}}]})
-        assert bad.status_code == 422 and bad.json()["field"] == "records[0].tabular.a"
-        numbers = client.post("/predict", json={"records": [{"tabular": [0.3, 0.5]}]})  # a list of the numbers
+        assert f"'a', 'weight', '{PRICE}', 'group', 'created', 'sold', 'opens'" in listed and "missing'" not in listed
+        bad = client.post("/predict", json={"records": [{"a": "x"}]})
+        assert bad.status_code == 422 and bad.json()["field"] == "records[0].a"
+        numbers = client.post("/predict", json={"records": [{"tabular": [0.3, 0.5, 1.0]}]})  # a list of the numbers
         assert numbers.status_code == 422 and numbers.json()["field"] == "records[0].tabular"
+        # a whole row of the training table (its id and target: not read, ignored as Predictor ignores them), its
+        # numbers as the CSV's text ("0.75" is 0.75; "N/A", "inf", "" are missing cells), JSON or form
+        assert metadata.json()["ignored_columns"] == ["id", "y"]
+        whole = client.post("/predict", json={"records": [{**second, "id": "ID0001", "y": "low"}]})
+        assert whole.status_code == 200 and whole.json() == answer.json(), whole.text
+        texts = client.post("/predict", json={"records": [{**second, "a": "-1.2", "weight": " 5e-1 ", PRICE: "N/A"}]})
+        assert texts.status_code == 200 and texts.json() == answer.json(), texts.text
+        form = client.post("/predict", data={**first, "id": "ID0001", "y": "high"}, files=upload)
+        assert form.status_code == 200, form.text
+        assert np.allclose(_got(form.json()["predictions"], ["high", "low"])[1], proba[:1], atol=1e-5, rtol=0)
+        bad = client.post("/predict", json={"records": [second, {**second, "weight": "abc"}]})
+        assert bad.status_code == 422 and bad.json()["field"] == "records[1].weight", bad.text
+        assert "expected a number, got 'abc'" in bad.json()["error"]
+        wrong = client.post("/predict", json={"records": [{**second, "id": "ID1", "wieght": 0.5}]})
+        assert wrong.status_code == 422 and "did you mean 'weight'?" in wrong.json()["error"], wrong.text
 
 
 def test_the_front_end_derives_the_columns_without_mmcore(fitted, monkeypatch):

@@ -69,6 +69,11 @@ def test_every_date_format_fit_reads_is_derived_alike(fmt: str, tmp_path: Path):
         _same(preparer, columns, {"when": value, "n": 1.0})
 
 
+#: number cells as a JSON request to ``mmcore serve`` may hold them (numbers as text, booleans, lists, objects)
+JSON_CELLS = ["0.75", " 3 ", "1e3", "-0", "+4", "  ", "null", "NaN", "Infinity", False, 0, -2.5, "0x10", "3 4", [1.0],
+              {"v": 1}, "\t1.5\n"]
+
+
 def test_numbers_and_categories_are_derived_alike_and_bad_numbers_fail_alike(tmp_path: Path):
     rows = [{"n": f"{0.5 * k:.2f}" if k % 5 else "", "m": k % 7 - 3.0, "colour": ["red", "green", "blue"][k % 3],
              "size": ["S", "M"][k % 2], "y": ["a", "b"][k % 2]} for k in range(40)]
@@ -76,7 +81,7 @@ def test_numbers_and_categories_are_derived_alike_and_bad_numbers_fail_alike(tmp
     assert plan.indicators == {"n": "n missing"} and plan.slots["tabular"]["categorical"] == ["colour", "size"]
     preparer, columns = Preparer(plan, tmp_path), _columns(plan)
     numbers = ["", None, "NA", "#N/A", "inf", "-Infinity", float("inf"), float("nan"), np.float32(1.5), np.int64(3),
-               "1e3", " 2.5 ", 7, True, "abc", "1,5"]
+               "1e3", " 2.5 ", 7, True, "abc", "1,5", *JSON_CELLS]
     categories = ["red", " red ", "purple", "", None, "null", 3, 2.5, np.str_("blue")]
     for number in numbers:
         for category in categories:
@@ -163,3 +168,57 @@ def test_a_video_cell_is_its_folder_of_frames_in_mmcores_order(tmp_path: Path):
     assert slot.prepare(str(clip)).shape == (3, 1, 4, 4)
     with pytest.raises(ValueError, match="holds no frame images"):
         frontend.video_frames(str(tmp_path))  # a folder of folders
+
+
+def test_serve_reads_a_number_cell_by_the_table_readers_rule_in_both_backends(tmp_path: Path):
+    """``mmcore serve`` of a fit run checks a JSON cell of a number column by the rule of the table reader
+    (``Backend._table_value`` through the slot's ``derive``): the run's derive (hook ``mmcore_table_slot``:
+    mmcore's Preparer) and the export's (the front end's ``Columns.table_row``) accept the same cells as the
+    same numbers -- a number's text is the number, empty / null / placeholder / non-finite cells are missing
+    (the training median) -- and refuse the same cells with the same 422 naming ``records[0].<column>``."""
+    from mmcore_plugins.autofit.fitting import PLAN_FILE
+    from mmcore_plugins.autofit.tables import mmcore_table_slot
+    from mmcore_plugins.deploy.backends import Backend, FieldError, SlotInfo
+
+    rows = [{"n": f"{0.5 * k:.2f}" if k % 5 else "", "m": k % 7 - 3.0, "colour": ["red", "green"][k % 2], "y": k % 2}
+            for k in range(30)]
+    plan = make_plan(infer_columns(rows, target="y", base=tmp_path), rows)
+    (tmp_path / PLAN_FILE).write_text(json.dumps({"plan": plan.to_json(), "columns": [{"name": c} for c in rows[0]]}))
+    numeric, categorical, derive = mmcore_table_slot(run_dir=tmp_path, slot="tabular")
+    columns = _columns(plan)
+    slots = [SlotInfo("tabular", "tabular", "table", list(numeric), list(categorical), {}, "", derive=d)
+             for d in (derive, lambda values: columns.table_row("tabular", values))]
+
+    def outcome(slot, cell):
+        try:
+            row = Backend._table_value(slot, {"n": cell, "colour": "red"}, "records[0]")
+            return "ok", slot.derive(row)
+        except FieldError as exc:
+            return exc.field, exc.reason
+
+    for cell in ["", None, "N/A", "inf", float("nan"), 2, "abc", "1,5", True, *JSON_CELLS]:
+        mmcore_side, front_side = (outcome(slot, cell) for slot in slots)
+        assert mmcore_side == front_side, cell
+        if frontend.as_number(cell) is not None:
+            assert mmcore_side == ("ok", {**mmcore_side[1], "n": frontend.as_number(cell)}), cell
+            assert mmcore_side[1]["n missing"] == 0.0, cell
+        elif frontend.is_missing(cell) or frontend.is_non_finite(cell):
+            assert mmcore_side[1]["n"] == plan.fill["n"] and mmcore_side[1]["n missing"] == 1.0, cell
+        else:
+            assert mmcore_side[0] == "records[0].n" and "expected a number" in mmcore_side[1], cell
+
+
+def test_the_columns_a_row_may_hold_unread_are_the_training_tables_others(tmp_path: Path):
+    """``Columns.ignored_columns`` (what ``mmcore serve EXPORT`` accepts and ignores): the training table's
+    columns the model does not read -- the target, an id -- from the plan's ``table_columns``; an export
+    written before it (no ``table_columns``) still ignores the target; a malformed one is refused."""
+    rows = [{"id": f"K{k:03d}", "n": 0.5 * k, "colour": ["red", "green"][k % 2], "y": k % 2} for k in range(30)]
+    plan = make_plan(infer_columns(rows, target="y", base=tmp_path), rows)
+    columns = _columns(plan)
+    assert columns.ignored_columns == ["y"]  # no table_columns: an older export
+    spec = {**json.loads(json.dumps(plan.to_json())), "table_columns": list(rows[0])}
+    slots = {"tabular": {"kind": "tabular", "columns": plan.tabular_columns(plan.slots["tabular"])[0],
+                         "categorical": plan.tabular_columns(plan.slots["tabular"])[1]}}
+    assert frontend.Columns(spec, slots).ignored_columns == ["id", "y"]
+    with pytest.raises(ValueError, match="columns.table_columns"):
+        frontend.Columns({**spec, "table_columns": "id,n"}, slots)

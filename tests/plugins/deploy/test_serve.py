@@ -228,3 +228,47 @@ def test_scores_are_finite_and_ordered_like_the_classes(export_backend):
         result = client.post("/predict", json={"records": [{"profile": [1.0]}]}).json()["predictions"][0]
     values = np.array(list(result["probabilities"].values()))
     assert list(result["probabilities"]) == CLASSES and np.isfinite(values).all()
+
+
+def test_requests_that_arrive_during_a_batch_form_the_next_one_without_a_window(run_backend):
+    gated = _Gated(run_backend)
+    app = create_app(gated)  # the default window: 0 ms
+
+    async def scenario():
+        transport = httpx.ASGITransport(app=app)
+        async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            body = {"records": [{"text": "round ring"}]}
+            first = asyncio.create_task(client.post("/predict", json=body))
+            while not gated.started.is_set():
+                await asyncio.sleep(0.01)
+            rest = [asyncio.create_task(client.post("/predict", json={"records": [{"text": t}]}))
+                    for t in ["plus sign", "bar line"] * 4]
+            while app.state.batcher.queue.qsize() < 8:  # all queued while the model is busy
+                await asyncio.sleep(0.01)
+            gated.gate.set()
+            answers = [await first] + [await r for r in rest]
+            return answers, (await client.get("/healthz")).json()
+
+    answers, health = asyncio.run(scenario())
+    assert all(a.status_code == 200 for a in answers)
+    assert health["batch_sizes"] == {"1": 1, "8": 1} and health["batches"] == 2
+    stages = dict(part.strip().split(";", 1) for part in answers[-1].headers["server-timing"].split(","))
+    assert set(stages) == {"read", "parse", "prepare", "queue", "model", "batch"}
+    assert stages["batch"] == 'desc="8 records"' and float(stages["queue"].removeprefix("dur=")) > 0
+
+
+def test_a_bad_upload_decoded_in_the_model_thread_fails_alone(run_backend):
+    from mmcore_plugins.deploy.backends import FieldError
+    from mmcore_plugins.deploy.serve import MicroBatcher, _Job, _prepare_all
+
+    loop = asyncio.new_event_loop()
+    try:
+        good = _Job(1, loop.create_future())
+        good.items = [run_backend.prepare(run_backend.check({"text": "round ring"}))]
+        bad = _Job(1, loop.create_future())  # a lone request: decoded in the model thread, with the batch
+        bad.prepare = lambda: _prepare_all(run_backend, [run_backend.check({"image": b"not an image"})], [""])
+        results, _, _ = MicroBatcher(run_backend)._run_batch([bad, good])
+    finally:
+        loop.close()
+    assert isinstance(bad.error, FieldError) and bad.error.field == "image"
+    assert len(results) == 1 and results[0]["modalities"] == ["text"]
