@@ -13,7 +13,9 @@ Rules, in order (each column's ``why`` says which one decided):
   (a ``warning`` under the table: the table likely lies elsewhere than its files); a column whose
   files are *all* missing or unreadable is an error (:class:`ColumnError`).
 * **numbers** -- every non-empty cell parses as a finite number -> ``numeric``; integers that are
-  unique per row and fill a dense range (an index, a row number) -> ``ignore`` (identifier).
+  unique per row and fill a dense range (an index, a row number) -> ``ignore`` (identifier). At least
+  20 numbers and at most 5% other cells (a decimal comma, a unit, a note) -> ``numeric``, those
+  cells missing measurements named in the column's line (``--strict``: each an error).
 * **dates and times** -- ``datetime`` / ``date`` / ``time`` values (Parquet, DataFrames) or strings in
   one common format (:mod:`.dates`: ISO 8601, ``03/04/2021``, ``4 Mar 2021``, ``10:30``, ...) ->
   ``date``: days since the earliest, year, hour, month and weekday go to the table slot (never
@@ -233,6 +235,10 @@ def infer_input(name: str, values: Sequence[Any], base: Path, override: str | No
         info = _date_column(name, [v for _, v in present], missing, n, override)
         if info is not None:
             return info
+    if override is None and not all(x is not None for x in numbers):
+        info = _mostly_numbers(name, present, numbers, missing, n)
+        if info is not None:
+            return info
     if override == "numeric" or (override is None and all(x is not None for x in numbers)):
         if override == "numeric" and any(x is None for x in numbers):
             bad = next(v for (_, v), x in zip(present, numbers, strict=True) if x is None)
@@ -267,6 +273,29 @@ def infer_input(name: str, values: Sequence[Any], base: Path, override: str | No
     why = "--column override" if override else (
         f"varied strings ({distinct} distinct in {len(strings)} rows, {words:.1f} words on average)")
     return ColumnInfo(name, "text", why, missing, details={"words": words})
+
+
+#: Least share of a column's non-empty cells that must read as numbers for the rest to be stray cells
+#: (a typo, a decimal comma, "approx. 3") of a number column rather than a column of strings.
+MIN_NUMBER_SHARE = 0.95
+
+
+def _mostly_numbers(name: str, present: list[tuple[int, Any]], numbers: list[float | None], missing: float,
+                    n: int) -> ColumnInfo | None:
+    """A number column with a few cells that are not numbers (one ``3,5`` among 246 numbers): numeric,
+    its stray cells counted and named as missing measurements (the training median fills them, as
+    for an empty cell; ``--strict`` makes each an error), never the whole column turned into an
+    identifier or categories. None when fewer than :data:`MIN_NUMBER_SHARE` of the cells are numbers
+    or fewer than 20 are (too few to tell a stray cell from a column of strings)."""
+    good = [x for x in numbers if x is not None]
+    if len(good) < 20 or len(good) < MIN_NUMBER_SHARE * len(numbers):
+        return None
+    unusable = {i: f"expected a number, got {v!r}" for (i, v), x in zip(present, numbers, strict=True) if x is None}
+    first = min(unusable)
+    why = (f"numbers ({len(set(good))} distinct); {len(unusable)} cell(s) not numbers (e.g. row {first + 1}: "
+           f"{present[[i for i, _ in present].index(first)][1]!r}) -> treated as missing")
+    return ColumnInfo(name, "numeric", why, missing + len(unusable) / max(n, 1),
+                      details={"median": _median(good), "unusable": unusable})
 
 
 def _median(values: list[float]) -> float:

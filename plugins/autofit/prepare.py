@@ -304,7 +304,8 @@ class Preparer:
     """Turns table rows into prepared rows (for the run's table) or raw samples (for the model).
 
     ``base``: the folder relative file paths in these rows start from. ``unusable``:
-    ``{column: {row index: reason}}`` cells known to be missing/unreadable files (from inference);
+    ``{column: {row index: reason}}`` cells known to be missing/unreadable files, or stray cells of a
+    number column that are not numbers (from inference: turned missing and noted, like a missing file);
     other file cells are checked here, and (``strict=False``) turned missing with a count in
     :attr:`dropped_files`, or (``strict=True``) raised as a :class:`ColumnError` naming row and column.
     ``allow_outside_paths``: let cells name files outside ``base`` (the rule of ``mmcore train``,
@@ -368,6 +369,10 @@ class Preparer:
         if is_missing(value) or is_non_finite(value):  # no measurement: the training median fills it
             return None
         number = as_number(value)
+        if number is None and index in self.unusable.get(column, {}):  # a stray cell fit counted: missing, noted
+            self.dropped_files[column] = self.dropped_files.get(column, 0) + 1
+            self.dropped.append((index, column, str(self.unusable[column][index])))
+            return None
         if number is None:
             raise ColumnError(f"row {index + 1}, column {column!r}: expected a number, got {value!r}")
         return number

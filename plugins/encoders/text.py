@@ -265,7 +265,7 @@ class HFTextEncoder(mmcore.Encoder):
                              f"{str(path)!r} (max_position_embeddings); give max_length <= {limit} "
                              f"(longer texts are truncated)")
         self.path, self.pooling, self.max_length = str(path), pooling, max_length
-        self.model = AutoModel.from_pretrained(self.path, local_files_only=True)
+        self.model = _quietly(AutoModel.from_pretrained, self.path, local_files_only=True)
         self.dim = self.frozen_dim = int(self.model.config.hidden_size)
         layers = getattr(getattr(self.model, "encoder", None), "layer", None)
         self.frozen, _ = apply_freeze(self.model, freeze, None if layers is None else list(layers), unit="layers")
@@ -303,6 +303,21 @@ class HFTextEncoder(mmcore.Encoder):
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> Features:
         return self.from_frozen(self.frozen_features(batch))
+
+
+def _quietly(load: Any, *args: Any, **kwargs: Any) -> Any:
+    """``load(*args, **kwargs)`` without transformers' "Loading weights" progress bar, which a local
+    folder read in a second does not need and which fit's log repeated for every model built; the
+    user's own setting is restored after."""
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        return load(*args, **kwargs)
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
 
 
 def max_positions(path: str) -> int | None:

@@ -92,10 +92,10 @@ def assign_splits(main: Table, val: Table | None, test: Table | None, split_colu
                     out["train"] = [item for i, item in enumerate(train) if i not in chosen]
                     logger.warning("manifest %s: the %s split is %s of the training rows (%s_fraction, seed %d)",
                                    main.name, split, fraction, split, seed)
-    for split in ("val", "test"):
-        if not out[split]:
-            logger.warning("manifest %s: no %s split (%s_fraction: 0)%s", main.name, split, split,
-                           "; validation uses the training split" if split == "val" else "; no test metrics")
+    if not out["val"]:  # worth a warning: the monitor then judges on rows it trains on
+        logger.warning("manifest %s: no val split (val_fraction: 0); validation uses the training split", main.name)
+    if not out["test"]:  # what test_fraction: 0 asked for (fit's tables, a held-out file evaluated later): a note
+        logger.info("manifest %s: no test split (test_fraction: 0); no test metrics", main.name)
     logger.info("manifest %s: %s", main.name, ", ".join(f"{s} {len(out[s])} rows" for s in SPLITS))
     return out
 

@@ -180,3 +180,30 @@ def test_the_kind_is_decided_on_finite_numbers_and_a_declared_regression_drops_t
     labels = ["cat", "dog", "inf", "bird"] * 5
     with pytest.raises(ColumnError, match="row 3, target 'y'"):
         infer_target("y", labels)
+
+
+@pytest.mark.parametrize("stray", ["3,5", "approx. 4", "12 kg", "?", "--"])
+def test_a_few_stray_cells_in_a_number_column_are_missing_measurements_not_a_new_kind(stray: str, tmp_path: Path):
+    """One cell that is not a number among many (a decimal comma, a unit, a note) must not turn the column
+    into an identifier or categories (it was silently ignored): it stays numeric, the cell is missing (the
+    training median, the indicator set) and named; --strict refuses it; at predict time it is the row's error."""
+    rows = [{"ink": round(2 + 0.013 * k, 3) if k != 7 else stray, "y": k % 2} for k in range(246)]
+    infos = _by_name(infer_columns(rows, target="y", base=tmp_path))
+    info = infos["ink"]
+    assert info.kind == "numeric" and info.details["unusable"] == {7: f"expected a number, got {stray!r}"}
+    assert f"row 8: {stray!r}" in info.why and "treated as missing" in info.why
+    plan = make_plan(list(infos.values()), rows)
+    assert "ink" in plan.indicators and plan.fill["ink"] == pytest.approx(2 + 0.013 * 123)
+    preparer = Preparer(plan, tmp_path, unusable={"ink": info.details["unusable"]})
+    row = preparer.table_row(rows[7], 7, "train")
+    assert row["ink"] == plan.fill["ink"] and row[plan.indicators["ink"]] == 1.0
+    assert preparer.dropped == [(7, "ink", f"expected a number, got {stray!r}")]
+    with pytest.raises(ColumnError, match=r"row 1, column 'ink': expected a number"):  # a new row: its error
+        Preparer(plan, tmp_path).sample({"ink": stray}, 0)
+
+
+def test_a_column_of_strings_with_some_numbers_is_not_made_numeric(tmp_path: Path):
+    sizes = [{"size": str(k % 9) if k % 10 else "XL", "y": k % 2} for k in range(100)]  # 10% words: not stray cells
+    assert _by_name(infer_columns(sizes, target="y", base=tmp_path))["size"].kind == "categorical"
+    few = [{"n": str(k) if k != 3 else "3,5", "y": k % 2} for k in range(15)]  # too few numbers to call one stray
+    assert _by_name(infer_columns(few, target="y", base=tmp_path))["n"].kind != "numeric"
