@@ -55,7 +55,8 @@ from mmcore.errors import UserInputError
 
 #: How the user named the run directory, for its messages: the command that reads the option sets it
 #: (:meth:`RunDir.named_by`; ``mmcore fit --run-dir``), since the library code between does not know it.
-_OPTION: contextvars.ContextVar[str] = contextvars.ContextVar("mmcore_run_dir_option", default="trainer.run_dir")
+_OPTION_DEFAULT = "trainer.run_dir"
+_OPTION: contextvars.ContextVar[str] = contextvars.ContextVar("mmcore_run_dir_option", default=_OPTION_DEFAULT)
 
 #: The file names of a checkpoint folder (``best/``, ``last/``).
 WEIGHTS = "model.safetensors"
@@ -109,10 +110,12 @@ class RunDir:
 
     @staticmethod
     @contextlib.contextmanager
-    def named_by(option: str) -> Iterator[None]:
+    def named_by(option: str, *, unless_named: bool = False) -> Iterator[None]:
         """Within the block, a refused run directory's message names it as ``option`` (``--run-dir``,
-        ``run_dir=``) instead of ``trainer.run_dir``: the command that read the option says how."""
-        token = _OPTION.set(option)
+        ``run_dir=``) instead of ``trainer.run_dir``: the command that read the option says how.
+        ``unless_named``: keep a name an outer block gave (a library function called by a command)."""
+        named = unless_named and _OPTION.get() != _OPTION_DEFAULT
+        token = _OPTION.set(_OPTION.get() if named else option)
         try:
             yield
         finally:

@@ -183,12 +183,16 @@ def fit(data: Any, target: str, *, val: Any = None, test: Any = None, time_limit
     threads, threads_why = choose_threads()
     previous_threads = torch.get_num_threads()
     apply_threads(threads)
+    from mmcore.engine.rundir import RunDir
+
     try:
-        return _fit(data, target, val=val, test=test, limit=limit, preset=preset, columns=columns, run_dir=run_dir,
-                    overwrite=overwrite, verbose=verbose, manager=manager or get_plugin_manager(),
-                    allow_outside_paths=allow_outside_paths, empty_labels=empty_labels, strict=strict,
-                    clock=clock, threads=(threads, threads_why),
-                    max_epochs=min(MAX_EPOCHS[preset], max_epochs or MAX_EPOCHS[preset]))
+        # a refused folder is named as the caller named it: run_dir= here, --run-dir under `mmcore fit`
+        with RunDir.named_by("run_dir", unless_named=True):
+            return _fit(data, target, val=val, test=test, limit=limit, preset=preset, columns=columns, run_dir=run_dir,
+                        overwrite=overwrite, verbose=verbose, manager=manager or get_plugin_manager(),
+                        allow_outside_paths=allow_outside_paths, empty_labels=empty_labels, strict=strict,
+                        clock=clock, threads=(threads, threads_why),
+                        max_epochs=min(MAX_EPOCHS[preset], max_epochs or MAX_EPOCHS[preset]))
     finally:
         torch.set_num_threads(previous_threads)  # the caller's process as it was (fit's choice was for the fit)
 
@@ -460,8 +464,17 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
             print(f"time (planned / actual; load average {loads or 'unknown'} on {cpu_count()} CPUs):", clock.table(), sep="\n")
             print(f"run directory {run}")
             print(f"  reproduce: mmcore train {run / 'config.yaml'} trainer.run_dir={run.parent / (run.name + '-again')}")
-            print(f"  predict:   mmcore.Predictor.load({str(run)!r}).predict(table)")
+            print(f"  predict:   mmcore predict {_shell(run)} --data TABLE --out predictions.jsonl   "
+                  f"(Python: mmcore.Predictor.load({str(run)!r}).predict(table))")
+            print(f"  deploy:    mmcore export {_shell(run)} --int8   then   mmcore serve {_shell(run)}")
         return predictor
+
+
+def _shell(path: Path) -> str:
+    """``path`` as one shell word (a folder with spaces quoted), for the command lines fit prints."""
+    import shlex
+
+    return shlex.quote(str(path))
 
 
 def planned_epochs(fitting: int, max_epochs: int) -> int:

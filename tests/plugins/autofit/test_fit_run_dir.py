@@ -158,3 +158,9 @@ def test_a_users_folder_is_refused_naming_run_dir_and_fits_own_files(tmp_path, c
             RunDir.check(folder)
     with pytest.raises(RunDirError, match="choose another trainer.run_dir$"):
         RunDir.check(folder)
+    # the Python API names its own argument; under the command, the command's name is kept
+    with pytest.raises(RunDirError, match="choose another run_dir$"):
+        mmcore.fit(str(table), target="y", run_dir=folder, time_limit="10m", verbose=False)
+    with RunDir.named_by("--run-dir"), RunDir.named_by("run_dir", unless_named=True):
+        with pytest.raises(RunDirError, match="choose another --run-dir$"):
+            RunDir.check(folder)
