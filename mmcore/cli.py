@@ -84,7 +84,7 @@ def build_parser(manager=None) -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a run's best checkpoint on a split of its data (and its robustness)")
-    p.add_argument("run_dir", help="a run directory written by `mmcore train`")
+    p.add_argument("run_dir", help="a run directory written by `mmcore train` or `mmcore fit`")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--data", nargs="*", default=[], metavar="key=value|TABLE",
                    help="override data options (e.g. image_noise=0.8), or a table FILE holding the target to evaluate "
@@ -564,10 +564,12 @@ def report_error(exc: BaseException, command: str, *, debug: bool = False, plugi
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
     if isinstance(exc, ConfigError):
         lines = [str(issue) for issue in exc.issues] or [str(exc)]
+        label = " invalid configuration:" if _about_a_config(exc, command) else ""
         if len(lines) == 1 and "\n" not in lines[0]:
-            print(f"{prefix} invalid configuration: {lines[0]}", file=sys.stderr)
+            print(f"{prefix}{label} {lines[0]}", file=sys.stderr)
         else:
-            _print_block(f"{prefix} invalid configuration:", [line for text in lines for line in text.splitlines()])
+            _print_block(f"{prefix}{label}" if label else f"{prefix} {len(lines)} problems:",
+                         [line for text in lines for line in text.splitlines()])
         return EXIT_USAGE
     if is_user_error(exc):
         lines = describe_error(exc).splitlines() or [type(exc).__name__]
@@ -594,6 +596,21 @@ def report_error(exc: BaseException, command: str, *, debug: bool = False, plugi
         print("  rerun with --debug for the traceback; please report it"
               + (" to the plugin's authors" if plugin else " (with the traceback) to the mmcore developers"), file=sys.stderr)
     return EXIT_FAILURE
+
+
+#: The commands whose input is a config file: a ConfigError there is about it unless it names an option.
+_CONFIG_COMMANDS = frozenset({"train", "config", "bench", "compare", "tune"})
+
+
+def _about_a_config(exc, command: str) -> bool:
+    """Whether a ConfigError is about a configuration (said so: "invalid configuration:") rather than about
+    a command's arguments or data (``--out: ... exists``, a table's column, a cell), which read as what they
+    are. An issue at a dotted config path (``trainer.lr``) is a config's; one naming an option (``--data``)
+    is not; an issue without a path is a config's only in a command that reads a config file."""
+    paths = [str(getattr(issue, "path", "") or "") for issue in getattr(exc, "issues", [])]
+    if any(path and not path.startswith("-") for path in paths):
+        return True
+    return command in _CONFIG_COMMANDS and not any(path.startswith("-") for path in paths)
 
 
 def _print_block(head: str, lines: list[str]) -> None:

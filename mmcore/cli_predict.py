@@ -28,12 +28,14 @@ EXIT_OK = 0
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Add ``mmcore predict`` to the command line (called by :func:`mmcore.cli.build_parser`)."""
     p = subparsers.add_parser("predict", help="predict from raw inputs or a table of them with a run's best checkpoint (JSON out)")
-    p.add_argument("run_dir", help="a run directory written by `mmcore train`")
+    p.add_argument("run_dir", help="a run directory written by `mmcore train` or `mmcore fit`")
     p.add_argument("inputs", nargs="*", metavar="INPUT",
                    help="one sample: slot=value per modality (a file path, text, [a, list] or {a: mapping} such as "
                         "profile='{age: 41, city: oslo}'); a text slot given an existing file reads its UTF-8 contents; "
                         "a bare file path goes to the slot whose modality matches its extension (.png -> image, "
-                        ".wav -> audio, .txt -> text); omitted slots are missing modalities")
+                        ".wav -> audio, .txt -> text), when exactly one slot has that modality; omitted slots are "
+                        "missing modalities. A `mmcore fit` run: column=value with your own columns (the same rule for "
+                        "a bare path: the one column of its modality; a .txt goes to a column of text files)")
     p.add_argument("--data", metavar="FILE",
                    help="predict every row of a .csv/.jsonl/.parquet table (columns as in the run's data config, or "
                         "named after the slots); one JSON line per row, a bad row reported in its line")

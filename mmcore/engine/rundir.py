@@ -39,6 +39,7 @@ Promises (tested in tests/core/engine/test_rundir.py):
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import os
 import shutil
@@ -52,6 +53,11 @@ from mmcore.engine.atomic import TEMPORARY as _TEMPORARY
 from mmcore.engine.atomic import write_file
 from mmcore.errors import UserInputError
 
+#: How the user named the run directory, for its messages: the command that reads the option sets it
+#: (:meth:`RunDir.named_by`; ``mmcore fit --run-dir``), since the library code between does not know it.
+_OPTION_DEFAULT = "trainer.run_dir"
+_OPTION: contextvars.ContextVar[str] = contextvars.ContextVar("mmcore_run_dir_option", default=_OPTION_DEFAULT)
+
 #: The file names of a checkpoint folder (``best/``, ``last/``).
 WEIGHTS = "model.safetensors"
 SPEC = "model.json"
@@ -60,6 +66,11 @@ CHECKPOINT_FILES = (WEIGHTS, SPEC, STATE)
 
 #: Run directories whose lock this process holds through :meth:`RunDir.hold` (real path -> holder).
 _HELD: dict[str, RunDir] = {}
+
+
+def _example(option: str) -> str:
+    """An example value of the run-directory option ``option``."""
+    return f"{option} runs/name" if option.startswith("--") else f"{option}=runs/name"
 
 
 class RunDirError(UserInputError):
@@ -96,6 +107,19 @@ class RunDir:
         self.files = tuple(files)
         self._lock_fd: int | None = None
         self._holder: RunDir | None = None  # the RunDir whose lock this one shares (see hold())
+
+    @staticmethod
+    @contextlib.contextmanager
+    def named_by(option: str, *, unless_named: bool = False) -> Iterator[None]:
+        """Within the block, a refused run directory's message names it as ``option`` (``--run-dir``,
+        ``run_dir=``) instead of ``trainer.run_dir``: the command that read the option says how.
+        ``unless_named``: keep a name an outer block gave (a library function called by a command)."""
+        named = unless_named and _OPTION.get() != _OPTION_DEFAULT
+        token = _OPTION.set(_OPTION.get() if named else option)
+        try:
+            yield
+        finally:
+            _OPTION.reset(token)
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -271,7 +295,7 @@ class RunDir:
         """
         raw = str(path)
         if not raw.strip():
-            raise RunDirError("trainer.run_dir is empty: name a folder for the run (an empty path would write into "
+            raise RunDirError(f"{_OPTION.get()} is empty: name a folder for the run (an empty path would write into "
                               "the current folder)")
         run = cls(Path(raw).expanduser(), files)
         here = Path(os.path.abspath(run.path))
@@ -297,12 +321,12 @@ class RunDir:
         shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
         if real == Path.cwd().resolve():
             raise RunDirError(f"run directory {raw!r} is the current folder, which is not empty and not an mmcore run "
-                              f"(it holds {shown}); choose a folder of its own, e.g. trainer.run_dir=runs/name")
+                              f"(it holds {shown}); choose a folder of its own, e.g. {_example(_OPTION.get())}")
         if not overwrite:
             raise RunDirError(f"run directory {raw!r} exists, is not empty and is not an mmcore run (it holds {shown}); "
                               "pass --overwrite to write mmcore's files into it (only "
-                              f"{', '.join(cls.FILES[2:] + cls.FOLDERS)} are written; nothing else is touched), "
-                              "or choose another trainer.run_dir")
+                              f"{', '.join(dict.fromkeys(cls.FILES[2:] + tuple(files) + cls.FOLDERS))} are written; "
+                              f"nothing else is touched), or choose another {_OPTION.get()}")
         run._check_overwrite(raw)
         return run
 
@@ -329,12 +353,12 @@ class RunDir:
         for name in self.FILES:
             if (self.path / name).is_dir():
                 raise RunDirError(f"--overwrite: {raw}/{name} is a folder of yours; mmcore writes a file there. "
-                                  "Move it, or choose another trainer.run_dir")
+                                  f"Move it, or choose another {_OPTION.get()}")
         for name in self.FOLDERS:
             folder = self.path / name
             if folder.exists() and not folder.is_dir():
                 raise RunDirError(f"--overwrite: {raw}/{name} is a file of yours; mmcore writes a folder there. "
-                                  "Move it, or choose another trainer.run_dir")
+                                  f"Move it, or choose another {_OPTION.get()}")
         for name in self.files:
             if (self.path / name).exists():
                 raise RunDirError(f"--overwrite: {raw}/{name} is a file of yours; mmcore writes its own {name} there and "

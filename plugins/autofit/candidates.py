@@ -66,11 +66,13 @@ class Comparison:
     why: str
     seconds: float
     metric: str
+    #: seconds the pretrained encoder took per row (its features only), as measured here
+    feature_row_s: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {"slot": self.slot, "kind": self.kind, "scores": {k: round(v, 4) for k, v in self.scores.items()},
                 "metric": self.metric, "rows": list(self.rows), "chosen": self.chosen, "why": self.why,
-                "seconds": round(self.seconds, 2)}
+                "seconds": round(self.seconds, 2), "feature_row_s": round(self.feature_row_s, 5)}
 
 
 def probe_score(train_x: np.ndarray, train_y: Sequence[Any], val_x: np.ndarray, val_y: Sequence[Any], task: str) -> float:
@@ -139,18 +141,22 @@ def compare(slot: str, kind: str, values: Mapping[str, Sequence[Any]], targets: 
         now = clock()
         return now < deadline or (now < hard and taken[split] < needed[split])
 
+    encoding = 0.0
     while more("train") or more("val"):
         for split in ("train", "val"):  # alternately, so a deadline leaves both with rows
             if more(split):
                 chunk = values[split][taken[split]: taken[split] + BATCH]
+                encode_start = clock()
                 got[split].append(pretrained(chunk))
+                encoding += clock() - encode_start
                 taken[split] += len(chunk)
     rows = (taken["train"], taken["val"])
+    feature_row = encoding / max(1, rows[0] + rows[1])
     if rows[0] < needed["train"] or rows[1] < needed["val"]:
         return Comparison(slot, kind, {}, rows, "pretrained",
                           f"not compared: only {rows[0]} train / {rows[1]} val rows encoded in the time set aside "
                           f"(at least {needed['train']} / {needed['val']} needed); the pretrained encoder kept",
-                          clock() - start, metric)
+                          clock() - start, metric, feature_row)
     train_raws, val_raws = list(values["train"][: rows[0]]), list(values["val"][: rows[1]])
     train_y, val_y = list(targets["train"][: rows[0]]), list(targets["val"][: rows[1]])
     pre = probe_score(np.concatenate(got["train"]), train_y, np.concatenate(got["val"]), val_y, task)
@@ -163,7 +169,7 @@ def compare(slot: str, kind: str, values: Mapping[str, Sequence[Any]], targets: 
     why = (f"linear probe on {rows[0]} train / {rows[1]} val rows: {names[0]} {pre:.3f} vs {names[1]} {own:.3f} "
            f"{metric}" + (f" (pretrained kept only {margin:+.2f} ahead)" if margin else ""))
     return Comparison(slot, kind, {"pretrained": pre, "scratch": own}, rows, "pretrained" if keep else "scratch",
-                      why, clock() - start, metric)
+                      why, clock() - start, metric, feature_row)
 
 
 def compare_candidates(config: Mapping[str, Any], table: Sequence[Mapping[str, Any]], *, plan, infos, base: Path,

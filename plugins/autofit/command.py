@@ -25,16 +25,18 @@ def parse_column_overrides(items: list[str]) -> dict[str, str]:
 
 
 def run_fit(args: argparse.Namespace, manager) -> int:
+    from mmcore.engine.rundir import RunDir
     from mmcore_plugins.autofit.budget import process_age
     from mmcore_plugins.autofit.fitting import fit
 
     # A process started as `mmcore fit ...` has spent its start-up on this fit; main() called
     # in-process (a notebook, a test) has not.
     started_for_fit = sys.argv[1:2] == ["fit"]
-    fit(args.data, args.target, val=args.val, test=args.test, time_limit=args.time_limit, preset=args.preset,
-        columns=parse_column_overrides(args.column), run_dir=args.run_dir, overwrite=args.overwrite, manager=manager,
-        empty_labels=args.empty_labels, strict=args.strict, allow_outside_paths=args.allow_outside_paths,
-        max_epochs=args.max_epochs, spent=process_age() if started_for_fit else 0.0)  # start-up counts against --time-limit
+    with RunDir.named_by("--run-dir"):  # a refused folder is named as the user named it
+        fit(args.data, args.target, val=args.val, test=args.test, time_limit=args.time_limit, preset=args.preset,
+            columns=parse_column_overrides(args.column), run_dir=args.run_dir, overwrite=args.overwrite, manager=manager,
+            empty_labels=args.empty_labels, strict=args.strict, allow_outside_paths=args.allow_outside_paths,
+            max_epochs=args.max_epochs, spent=process_age() if started_for_fit else 0.0)  # start-up counts against --time-limit
     return 0
 
 

@@ -1,7 +1,8 @@
 """``fit``: a table -> inferred columns -> a prepared table + a complete config in a run directory ->
 pretrained candidates measured against from-scratch ones (:mod:`.candidates`) -> measured costs ->
 a plan of every remaining phase within the time limit (:mod:`.budget`) -> the trainer, stopped
-within an epoch at the limit (:mod:`.progress`) -> a :class:`Predictor`.
+within an epoch at the limit (:mod:`.progress`) -> the ensemble's experts at chance on val left out
+(:mod:`.experts`) -> a :class:`Predictor`.
 
 Everything ``fit`` decides is written into the run directory: ``config.yaml`` (``mmcore train
 RUN/config.yaml`` reproduces the run; editing it is how to go further), ``data.jsonl`` (the
@@ -72,6 +73,11 @@ PROBE_IMAGE_SIZE = 96
 EPOCH_BOOKKEEPING = 0.05
 #: Share of the time left that comparing pretrained and from-scratch candidates may take.
 CANDIDATE_SHARE = 0.12
+#: A pretrained candidate whose frozen features of every row would take more than this share of the
+#: time left (by its pace measured while comparing) is not taken: the rest is for training.
+FEATURE_SHARE = 0.5
+#: Plans of at least this many epochs get one more (see where it is used).
+EXTRA_EPOCH_FROM = 3
 #: The from-scratch fallback is probed only while at least this share of the limit is left.
 MIN_LEFT_FOR_PROBE = 0.25
 DATA_FILE = "data.jsonl"
@@ -177,12 +183,16 @@ def fit(data: Any, target: str, *, val: Any = None, test: Any = None, time_limit
     threads, threads_why = choose_threads()
     previous_threads = torch.get_num_threads()
     apply_threads(threads)
+    from mmcore.engine.rundir import RunDir
+
     try:
-        return _fit(data, target, val=val, test=test, limit=limit, preset=preset, columns=columns, run_dir=run_dir,
-                    overwrite=overwrite, verbose=verbose, manager=manager or get_plugin_manager(),
-                    allow_outside_paths=allow_outside_paths, empty_labels=empty_labels, strict=strict,
-                    clock=clock, threads=(threads, threads_why),
-                    max_epochs=min(MAX_EPOCHS[preset], max_epochs or MAX_EPOCHS[preset]))
+        # a refused folder is named as the caller named it: run_dir= here, --run-dir under `mmcore fit`
+        with RunDir.named_by("run_dir", unless_named=True):
+            return _fit(data, target, val=val, test=test, limit=limit, preset=preset, columns=columns, run_dir=run_dir,
+                        overwrite=overwrite, verbose=verbose, manager=manager or get_plugin_manager(),
+                        allow_outside_paths=allow_outside_paths, empty_labels=empty_labels, strict=strict,
+                        clock=clock, threads=(threads, threads_why),
+                        max_epochs=min(MAX_EPOCHS[preset], max_epochs or MAX_EPOCHS[preset]))
     finally:
         torch.set_num_threads(previous_threads)  # the caller's process as it was (fit's choice was for the fit)
 
@@ -300,11 +310,12 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
                 compared = compare_candidates(config, table, plan=plan, infos=infos, base=run,
                                               budget_s=CANDIDATE_SHARE * clock.left(), manager=manager, clock=clock.clock)
             scratch_why = {slot: f"measured: {c.why}" for slot, c in compared.items() if c.chosen == "scratch"}
+            scratch_why.update(_features_too_slow(compared, config, rows=sum(counts.values()), left=clock.left()))
             if scratch_why:
                 config, choices = build_config(plan, infos, n_train=counts["train"], n_val=counts["val"],
                                                data_path=str(data_path), run_dir=str(run), preset=preset, scratch=scratch_why)
             for slot, c in compared.items():
-                if c.chosen == "pretrained":
+                if c.chosen == "pretrained" and slot not in scratch_why:
                     choices.append(Choice(slot, "pretrained kept", f"measured: {c.why}"))
         if not counts["test"]:
             config["data"]["test_fraction"] = 0.0  # no test rows: none are carved from train either
@@ -354,11 +365,14 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
             table = _subsample(table, plan, target_info, train=schedule.train_rows, val=schedule.val_rows)
             _write_jsonl(data_path, table)
             counts = {s: sum(r[plan.split_column] == s for r in table) for s in ("train", "val", "test")}
-        config["trainer"]["epochs"] = epochs = schedule.epochs
+        config["trainer"]["epochs"] = epochs = planned_epochs(schedule.epochs, max_epochs)
+        extra_epoch = epochs > schedule.epochs
         steps = math.ceil(counts["train"] / batch)
         time_note = (f"measured {1000 * costs.warm_step:.0f} ms/step ({1000 * costs.cold_step:.0f} ms reading inputs the first "
                      f"time), {steps} steps + validation = {schedule.per_epoch:.1f} s/epoch; "
-                     f"{clock.left():.0f} s of the {limit:.0f} s limit left -> {epochs} epochs (at most {max_epochs}; "
+                     f"{clock.left():.0f} s of the {limit:.0f} s limit left -> {schedule.epochs} epochs"
+                     + (" + 1 (ended within it at the limit if the estimate was right)" if extra_epoch else "")
+                     + f" (at most {max_epochs}; "
                      f"early stopping after {config['trainer']['early_stopping']} without improvement)")
         choices.append(Choice("epochs", str(epochs), time_note))
         if schedule.scaled:
@@ -387,7 +401,9 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
         # fit's measured choice, not trainer.threads' default (auto): the summary reports what ran
         config["trainer"]["threads"] = threads
         trainer = Trainer(config, manager=manager)
-        reserve = schedule.planned["test"] + schedule.planned["final"]
+        # Choosing the ensemble's experts after training reads the val rows once more (their inputs cached).
+        experts_planned = counts["val"] * costs.eval_sample if _has_experts(config, plan) else 0.0
+        reserve = schedule.planned["test"] + schedule.planned["final"] + experts_planned
         progress = FitProgress(deadline=clock.started + limit, reserve=reserve, clock=clock.clock,
                                val_seconds=counts["val"] * costs.eval_sample, planned_step=costs.warm_step,
                                log=(lambda line: print(line, flush=True)) if verbose else None)
@@ -408,6 +424,11 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
         clock.add("training", last_epoch - trained, schedule.planned["training"],
                   note=f"{report.get('epochs_run')} of {epochs} epochs")
         clock.add("test", ended - last_epoch, schedule.planned["test"], note=f"{counts['test']} rows, best checkpoint")
+        experts = None
+        if experts_planned and counts["val"] and report.get("status") in ("completed", "stopped", "early_stopping") and trainer.best_epoch:
+            with clock.phase("experts", experts_planned, note="each expert alone on val; at-chance ones left out") as record:
+                experts = _choose_experts(trainer, run, report, clock=clock, eval_sample=costs.eval_sample,
+                                          test_rows=counts["test"], record=record, verbose=verbose)
         with clock.phase("saving", schedule.planned["final"]):
             clock.sample_load("end")
             cache_bytes = _cache_bytes(config)
@@ -419,6 +440,7 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
                                                                        "dropped_to_one_after_epoch": progress.threads_dropped_after},
                        "scaled_to_fit": schedule.scaled, "epochs": progress.epochs,
                        "candidates": [c.to_json() for c in compared.values()],
+                       "experts": experts,
                        "stop_reason": report.get("stop_reason"), "stopped_by_time_limit_after_epoch": progress.stopped_after,
                        "stopped_within_epoch": progress.stopped_within_epoch,
                        "unreadable_inputs": report.get("unreadable_inputs")}
@@ -442,8 +464,107 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
             print(f"time (planned / actual; load average {loads or 'unknown'} on {cpu_count()} CPUs):", clock.table(), sep="\n")
             print(f"run directory {run}")
             print(f"  reproduce: mmcore train {run / 'config.yaml'} trainer.run_dir={run.parent / (run.name + '-again')}")
-            print(f"  predict:   mmcore.Predictor.load({str(run)!r}).predict(table)")
+            print(f"  predict:   mmcore predict {_shell(run)} --data TABLE --out predictions.jsonl   "
+                  f"(Python: mmcore.Predictor.load({str(run)!r}).predict(table))")
+            print(f"  deploy:    mmcore export {_shell(run)} --int8   then   mmcore serve {_shell(run)}")
         return predictor
+
+
+def _shell(path: Path) -> str:
+    """``path`` as one shell word (a folder with spaces quoted), for the command lines fit prints."""
+    import shlex
+
+    return shlex.quote(str(path))
+
+
+def planned_epochs(fitting: int, max_epochs: int) -> int:
+    """The epochs a fit plans when ``fitting`` fit the time left by the estimate: one more from
+    ``EXTRA_EPOCH_FROM`` on (never over ``max_epochs``). A plan that is short leaves the limit's time
+    unused (measured: fits ending at 0.85-0.89x their limit, the learning rate at its floor); one
+    that is long is ended within its last epoch at the limit by the progress plugin, when the
+    cosine schedule has the rate near its floor anyway (the best checkpoint is kept)."""
+    return fitting + 1 if EXTRA_EPOCH_FROM <= fitting < max_epochs else fitting
+
+
+def _features_too_slow(compared: Mapping[str, Any], config: Mapping[str, Any], *, rows: int, left: float) -> dict[str, str]:
+    """``{slot: why}`` for the pretrained candidates kept on accuracy whose frozen features of every
+    row (train, val and test) would take more than ``FEATURE_SHARE`` of the ``left`` seconds even at
+    the smallest image size fit scales to -- by the encoder's own pace measured while comparing. The
+    from-scratch encoder is taken at once: measuring the frozen run's costs first would spend minutes
+    of a busy machine to learn the same."""
+    from mmcore_plugins.autofit.budget import IMAGE_SIZES
+    from mmcore_plugins.autofit.candidates import PROBE_IMAGE_SIZE as COMPARED_SIZE
+
+    out = {}
+    for slot, c in compared.items():
+        if c.chosen != "pretrained" or not c.feature_row_s:
+            continue
+        encoder = config["model"]["encoders"].get(slot, {})
+        per_row, size = c.feature_row_s, ""
+        if "image_size" in encoder:  # compared at min(COMPARED_SIZE, size); the cost grows with the pixels
+            compared_at, smallest = min(COMPARED_SIZE, int(encoder["image_size"])), min(min(IMAGE_SIZES), int(encoder["image_size"]))
+            per_row *= (smallest / compared_at) ** 2
+            size = f" at {smallest} px"
+        needed = per_row * rows
+        if needed > FEATURE_SHARE * left:
+            out[slot] = (f"measured: {c.why}; but its frozen features of {rows} rows{size} need about {needed:.0f} s "
+                         f"({1000 * per_row:.1f} ms a row, as measured), more than {FEATURE_SHARE:.0%} of the {left:.0f} s left")
+    return out
+
+
+def _has_experts(config: Mapping[str, Any], plan) -> bool:
+    """Whether the model is a uni-modal ensemble of two or more experts (a classification target)."""
+    return plan.task == "classification" and config["model"]["head"].get("name") == "unimodal_ensemble" \
+        and len(config["model"]["encoders"]) > 1
+
+
+def _choose_experts(trainer, run: Path, report: dict[str, Any], *, clock: Phases, eval_sample: float, test_rows: int,
+                    record, verbose: bool) -> dict[str, Any]:
+    """Measure each expert of the trained ensemble (its best checkpoint) alone on the val split and
+    leave out those at chance (:func:`.experts.choose_experts`). When one is left out, the best
+    checkpoint and ``config.yaml`` get the head's ``expert_weights`` and the test split is scored
+    again -- only when the time left holds that pass (else every expert is kept, said so);
+    ``report`` (and ``report.json``) get the new test metrics. Returns the choice for the summary."""
+    from mmcore.engine.atomic import write_file
+    from mmcore.engine.checkpoint import dumps_json, save_checkpoint
+    from mmcore.engine.rundir import RunDir
+    from mmcore.yamlio import dump_yaml, load_yaml_file
+    from mmcore_plugins.autofit.experts import choose_experts, expert_outputs, split_metrics
+
+    model = trainer.model
+    model.load_state_dict(trainer.best_weights)  # (the trainer's test loaded them too; without test rows it did not)
+    batch = trainer.options.eval_batch_size or trainer.options.batch_size
+    started = clock.clock()
+    choice = choose_experts(expert_outputs(model, trainer.datasets["val"], batch_size=batch))
+    out = choice.to_json()
+    if choice.dropped and test_rows:
+        # The val pass's own pace (a busy machine slows it) says what scoring the test rows takes.
+        per_row = max(eval_sample, (clock.clock() - started) / max(1, len(trainer.datasets["val"])))
+        needed = test_rows * per_row + FINAL_SECONDS
+        if clock.left() < needed:
+            out.update(weights={s: 1.0 for s in choice.weights}, dropped=[],
+                       why=f"{choice.why}; not applied: scoring the test rows again needs about {needed:.0f} s, "
+                           f"{max(0.0, clock.left()):.0f} s are left")
+            choice = None
+    if choice is not None and choice.dropped:
+        weights = {s: 0.0 for s in choice.dropped}
+        model.head.expert_weights.update(weights)
+        model.spec["head"]["expert_weights"] = weights
+        meta = json.loads((run / "best" / "model.json").read_text())
+        extra = {k: v for k, v in meta.items() if k not in ("spec", "processors")}
+        save_checkpoint(model, run / "best", weights=trainer.best_weights, extra=extra)
+        stored = load_yaml_file(run / RunDir.CONFIG)
+        stored["model"]["head"]["expert_weights"] = weights
+        write_file(run / RunDir.CONFIG, dump_yaml(stored))
+        if test_rows:
+            before = dict(report.get("test") or {})
+            tested = split_metrics(model, expert_outputs(model, trainer.datasets["test"], batch_size=batch), choice.weights)
+            report["test"] = {**before, **tested}  # the loss is the experts' own: unchanged
+            out["test_with_every_expert"] = before
+            write_file(run / "report.json", dumps_json(report, indent=2))
+        record.note += f"; left out: {', '.join(choice.dropped)}"
+    _log(verbose, f"  {'experts':<12} {out['why']}")
+    return out
 
 
 def _check_left(clock: Phases, done: str) -> None:

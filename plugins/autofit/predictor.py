@@ -259,7 +259,12 @@ class Predictor:
             return samples, index, name, []
         if isinstance(missing_columns, str):
             missing_columns = [missing_columns]
-        declared = check_table_columns(self.plan, header, missing_columns, target=with_target, where=name, option=option)
+        if name == "the rows":  # records are each their own row: each has every column the model reads, or declares it
+            for i, row in enumerate(rows):
+                declared = check_table_columns(self.plan, list(row), missing_columns, target=with_target,
+                                               where=f"row {i + 1}", option=option)
+        else:
+            declared = check_table_columns(self.plan, header, missing_columns, target=with_target, where=name, option=option)
         if declared:
             rows = [{**row, **dict.fromkeys(declared)} for row in rows]
         preparer = Preparer(self.plan, base, strict=strict, allow_outside_paths=True)  # the user named this table

@@ -215,8 +215,10 @@ def check_table_columns(plan: Plan, header: Sequence[str], missing: Sequence[str
         declare = f"; declare a column missing with {option} to predict without it" if option and inputs_absent else ""
         if target and plan.target not in present:
             declare += f"; evaluating needs the true values: a column {plan.target!r}"
-        raise ColumnError(f"{where} has no column{'s' if len(parts) > 1 else ''} {', '.join(parts)}{declare} "
-                          f"(the table's columns: {columns or 'none'}"
+        verb = "have" if where in ("the rows", "the records") else "has"
+        its = "its" if where.startswith("row ") else "the table's"
+        raise ColumnError(f"{where} {verb} no column{'s' if len(parts) > 1 else ''} {', '.join(parts)}{declare} "
+                          f"({its} columns: {columns or 'none'}"
                           + ("" if shared else "; it shares no column with the model's") + ")")
     return declared
 

@@ -74,6 +74,20 @@ def mmcore_table_samples(path: Path, encoding: str, model: Any, run_dir: Path | 
     return samples, notes
 
 
+def _bare_file_column(item: str, plan: Any) -> str | None:
+    """``mmcore predict RUN photo.png`` on a fit run: the one column whose slot has the modality the file's
+    extension names (the registry's map, as for a train run's bare paths), or None (no such file, an
+    unknown extension, no column or several of that modality: the user names the column)."""
+    if not Path(item).expanduser().is_file():
+        return None
+    from mmcore.plugin_manager import get_plugin_manager
+
+    modality = get_plugin_manager().registry.extension_modalities().get(Path(item).suffix.lower())
+    matches = [spec["column"] for spec in plan.slots.values() if "column" in spec and spec.get("kind") == modality
+               and (modality != "text" or spec["column"] in plan.text_files)]  # a text column of text, not of files
+    return matches[0] if modality is not None and len(matches) == 1 else None
+
+
 @mmcore.hookimpl
 def mmcore_table_slot(run_dir: Path | None, slot: str):
     """``mmcore serve`` of a fit run: the numbers-and-categories slot as the user's columns, derived as
@@ -144,8 +158,11 @@ def mmcore_record_inputs(items: list[str], run_dir: Path | None):
     for item in items:
         key, sep, value = item.partition("=")
         spec = plan.slots.get(key)
-        if not sep:
-            raise ValueError(f"input {item!r} is not column=value; this model reads the columns {', '.join(columns)}")
+        if not sep:  # a bare file path: the column whose modality its extension names, when exactly one has it
+            key, value = _bare_file_column(item, plan), item
+            if key is None:
+                raise ValueError(f"input {item!r} is not column=value, nor a file of a modality exactly one column has; "
+                                 f"this model reads the columns {', '.join(columns)}")
         if spec is not None and "column" not in spec and key not in columns:  # a whole slot of numbers/categories
             mapping = load_yaml(value, source=key)
             if not isinstance(mapping, dict):

@@ -52,6 +52,10 @@ class SlotInfo:
     #: Review"`` -> slot ``customer_review``): that column, exactly as the training table wrote it. Requests
     #: name it (the slot's name stays accepted as an alias); the page, /metadata and errors show it.
     column: str | None = None
+    #: A fit run's date/time columns of this table slot (a subset of ``categorical``, where requests are
+    #: read): column -> the format fit read it with (``"iso8601"`` or a ``strptime`` format). /metadata
+    #: and the page show them as date fields (kind "date", the accepted format as a hint), not categories.
+    dates: dict[str, str] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -63,12 +67,40 @@ class SlotInfo:
         if self.column is not None:
             out["column"] = self.column
         if self.kind == "table":
-            out.update(numeric=self.columns, categorical=self.categorical, categories=self.categories)
+            out.update(numeric=self.columns, categorical=[c for c in self.categorical if c not in self.dates],
+                       categories={c: v for c, v in self.categories.items() if c not in self.dates})
+            if self.dates:
+                out["dates"] = [{"column": c, "kind": "date", "format": fmt, "hint": date_hint(fmt)} for c, fmt in self.dates.items()]
             if self.derive is not None:
                 out["missing_numbers"] = "allowed: a number left out (or null) is a missing cell"
         if self.accept:
             out["accept"] = self.accept
         return out
+
+
+def date_hint(fmt: str) -> str:
+    """What a date field accepts, in words: ``"iso8601"`` -> ISO 8601 with examples; a ``strptime``
+    format -> the format and an example written with it."""
+    import datetime as dt
+
+    if fmt.lower() == "iso8601":
+        return "ISO 8601, e.g. 2021-03-04 or 2021-03-04T10:30"
+    try:
+        example = dt.datetime(2021, 3, 4, 10, 30).strftime(fmt)
+    except (ValueError, TypeError):
+        return fmt
+    return f"{fmt}, e.g. {example}"
+
+
+def _slot_dates(plan: Any, slot: str) -> dict[str, str]:
+    """A fit plan's (``autofit.json``'s, or an export's ``columns``) date columns of ``slot`` -> format."""
+    slots = plan.get("slots") if isinstance(plan, Mapping) else None
+    spec = slots.get(slot) if isinstance(slots, Mapping) else None
+    dates = plan.get("dates") if isinstance(plan, Mapping) else None
+    if not isinstance(spec, Mapping) or not isinstance(dates, Mapping):
+        return {}
+    return {c: str(dates[c].get("format", "iso8601")) for c in spec.get("dates", []) or []
+            if isinstance(dates.get(c), Mapping)}
 
 
 def _slot_info(name: str, modality: str, columns: Sequence[str] | None = None, categorical: Sequence[str] = (),
@@ -356,6 +388,8 @@ class RunBackend(Backend):
             column = ((plan or {}).get("slots") or {}).get(s.name, {}).get("column")
             if s.kind != "table" and isinstance(column, str):
                 s.column = column
+            elif s.kind == "table":
+                s.dates = {c: f for c, f in _slot_dates(plan, s.name).items() if c in s.categorical}
         if isinstance(plan, Mapping) and self.by_column:  # the training table's other columns (hook's table_columns)
             table = plan.get("table_columns") if isinstance(plan.get("table_columns"), list) else []
             read = set(self.columns or ())
@@ -423,6 +457,7 @@ class ExportBackend(Backend):
                 s.columns = list(columns.slots[s.name]["numeric"])
                 s.categorical = [*columns.slots[s.name]["categorical"], *columns.slots[s.name].get("dates", [])]
                 s.categories = {c: v for c, v in s.categories.items() if c in s.categorical}
+                s.dates = {c: str(columns.dates[c].get("format", "iso8601")) for c in columns.slots[s.name].get("dates", [])}
                 s.derive = lambda values, slot=s.name, numeric=list(s.columns): columns.table_row(
                     slot, values if isinstance(values, Mapping) else dict(zip(numeric, values, strict=True)))  # a list of the numbers
             elif columns is not None:

@@ -765,8 +765,10 @@ class Columns:
             shared = [c for c in needed if c in present]
             shown = list(dict.fromkeys(header))
             columns = ", ".join(repr(c) for c in shown[:20]) + (f", ... ({len(shown) - 20} more)" if len(shown) > 20 else "")
-            raise ColumnsError(f"{where} has no column{'s' if len(parts) > 1 else ''} {', '.join(parts)}; declare a column "
-                               f"missing with {option} to predict without it (the table's columns: {columns or 'none'}"
+            verb = "have" if where == "the records" else "has"  # "the records have" / "row 2 has" / "the DataFrame has"
+            its = "its" if where.startswith("row ") else "the table's"
+            raise ColumnsError(f"{where} {verb} no column{'s' if len(parts) > 1 else ''} {', '.join(parts)}; declare a column "
+                               f"missing with {option} to predict without it ({its} columns: {columns or 'none'}"
                                + ("" if shared else "; it shares no column with the model's") + ")",
                                absent[0] if len(absent) == 1 else None)
         return declared
@@ -1009,10 +1011,17 @@ class Artefact:
         if self.columns is None:
             return self._predict([self.prepare(r) for r in records])
         rows, header = table_rows(records)
-        where = "the DataFrame" if hasattr(records, "itertuples") else "the records"
+        frame = hasattr(records, "itertuples")
+        where = "the DataFrame" if frame else "the records"
         if not rows:
-            raise ColumnsError(f"{where} has no rows")
-        declared = self.columns.check(header, missing_columns, where=where)
+            raise ColumnsError("the DataFrame has no rows" if frame else "no records given (an empty list)")
+        # A DataFrame has one header; records are each their own row: a record without a column the model
+        # reads is refused, whatever the other records hold (Predictor's rule, and serve's).
+        if frame:
+            declared = self.columns.check(header, missing_columns, where=where)
+        else:
+            for i, row in enumerate(rows):
+                declared = self.columns.check(list(row), missing_columns, where=f"row {i + 1}")
         folder, notes, prepared = os.path.abspath(os.fspath(base) if base is not None else os.getcwd()), [], []
         for i, row in enumerate(rows):
             record = self.columns.record({**row, **dict.fromkeys(declared)}, i, folder, strict=strict, notes=notes)

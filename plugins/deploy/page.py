@@ -110,6 +110,10 @@ def _field(slot: Mapping[str, Any], by_column: bool = False) -> str:
             options = "".join(f'<option value="{e(str(v))}">' for v in slot.get("categories", {}).get(c, [])[:200])
             cells.append(f'<label>{e(c)}<input type="text" list="{e(cell(c))}.values" id="{e(cell(c))}" '
                          f'name="{e(cell(c))}"><datalist id="{e(cell(c))}.values">{options}</datalist></label>')
+        for d in slot.get("dates", []):  # a date/time column: text in the format fit read it with (said as a hint)
+            c, hint = d["column"], d.get("hint", "")
+            cells.append(f'<label>{e(c)}<input type="text" class="date" id="{e(cell(c))}" name="{e(cell(c))}" '
+                         f'placeholder="{e(hint.split("e.g. ")[-1])}" title="{e(hint)}"><span class="hint">{e(hint)}</span></label>')
         body = f'<div class="columns">{"".join(cells)}</div>'
     return f"<fieldset>{legend}{body}</fieldset>"
 

@@ -104,13 +104,18 @@ def explain_batch(model, inputs: Mapping[str, Any], *, exact_max: int = EXACT_MA
 def explain_samples(model, samples: Sequence[Mapping[str, Any]], *, batch_size: int = 64, device: torch.device | str = "cpu",
                     exact_max: int = EXACT_MAX, pairs: int = 64, seed: int = 0,
                     decode: Callable[[int], Any] | None = None,
-                    names: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+                    names: Mapping[str, str] | None = None,
+                    origins: Sequence[Mapping[str, Any] | None] | None = None) -> list[dict[str, Any]]:
     """One record per raw sample (``{slot: raw}``, a missing slot = a missing modality), in order:
     ``{"prediction", "value", "full", "empty", "shapley": {slot: float}, "exact", "present": [slots]}``
     (and ``"stderr": {slot: float}`` when sampled). The model runs in eval mode on ``device``.
     ``prediction`` is the predicted class -- ``decode(index)``, else its name when the head knows
     the classes, else its index -- or, for regression, the predicted value (``full``). ``names``: what
     the records call a slot (a ``mmcore fit`` run's: the user's column it reads; default: the slot).
+    ``origins`` (one per sample: the table, row and columns it came from) name an input the model cannot
+    read: under ``model.unreadable_inputs == "missing"`` it is a missing modality of its record, whose
+    ``"missing"`` says so (the explanation is over the modalities present, the prediction ``predict``
+    makes); under ``"error"`` the :class:`mmcore.errors.InputReadError` names its row and column.
 
     Raises ValueError for a sample with none of the model's slots, or a head :func:`value_kind` refuses.
     """
@@ -126,7 +131,15 @@ def explain_samples(model, samples: Sequence[Mapping[str, Any]], *, batch_size: 
     records: list[dict[str, Any]] = []
     for start in range(0, len(samples), batch_size):
         chunk = samples[start:start + batch_size]
-        batch = model.collate([{"inputs": dict(s)} for s in chunk])
+        where = list(origins[start:start + batch_size]) if origins is not None else [None] * len(chunk)
+        batch = model.collate([{"inputs": dict(s), "origin": o} for s, o in zip(chunk, where, strict=True)])
+        unread: dict[int, list[str]] = {}
+        for entry in batch.get("unreadable", []):  # (rows are 1-based within the whole table)
+            row = entry.get("row")
+            index = next((k for k, o in enumerate(where) if isinstance(o, Mapping) and o.get("row") == row), None)
+            if index is not None:
+                column = (names or {}).get(entry["column"], entry["column"])
+                unread.setdefault(index, []).append(f"{column!r}: {entry['error']} (a missing modality)")
         inputs, _ = to_device(batch, device)
         result = explain_batch(model, inputs, exact_max=exact_max, pairs=pairs, seed=seed)
         output_predictions = _predictions(model, result) if decode is None else [decode(i) for i in result["target"].tolist()]
@@ -141,6 +154,8 @@ def explain_samples(model, samples: Sequence[Mapping[str, Any]], *, batch_size: 
                 "exact": result["exact"],
                 "present": [slot for k, slot in enumerate(shown) if bool(result["present"][j, k])],
             }
+            if j in unread:
+                record["missing"] = "; ".join(unread[j])
             if not result["exact"]:
                 record["stderr"] = {slot: float(result["stderr"][j, k]) for k, slot in enumerate(shown)}
             records.append(record)

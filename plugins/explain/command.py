@@ -4,9 +4,10 @@ values of a run's predictions (:mod:`.attribution`), a waterfall PNG per record 
 Records come from command-line inputs (one record: ``slot=value`` or bare file paths, as for
 ``mmcore predict``), a table (``--data FILE``: CSV / JSONL / Parquet, read as ``mmcore predict
 --data`` reads it) or the run's own data (``--split NAME``: train, val or test); ``--limit N`` keeps
-the first ``N``. Printed: one block per record (or with ``--json`` one JSON object per line:
+the first ``N`` (rows past it are never read). Printed: one block per record (or with ``--json`` one JSON object per line:
 ``record``, ``prediction``, ``value``, ``full``, ``empty``, ``shapley`` ``{slot: value}``,
-``exact``, ``present``, and ``stderr`` when sampled), then the summary over the records (mean
+``exact``, ``present``, ``stderr`` when sampled, and ``missing`` naming the files read as a missing
+modality: a missing or unreadable file is one, as ``mmcore predict`` reads it; ``--strict``: an error), then the summary over the records (mean
 |value| per modality; on stderr with ``--json``). PNGs go to ``--out DIR`` (default: the run's
 ``explain/`` folder): ``record_<n>.png`` per record (at most ``--plots`` of them, default 20) and
 ``summary.png``, with ``summary.json``. Added to the command line through ``mmcore_add_commands``.
@@ -26,26 +27,30 @@ import mmcore
 DEFAULT_PLOTS = 20
 
 
-def _records_from_table(args: argparse.Namespace, model, config: dict, manager) -> list[dict]:
-    """The records of a --data table, its columns mapped to slots as ``mmcore predict --data`` maps
-    them (the ``mmcore_table_inputs`` hook; the built-in one is the manifest plugin's). A row that
-    cannot be read is an error naming it: an explanation of a row with a modality silently dropped
-    would explain another input."""
+def _records_from_table(args: argparse.Namespace, model, config: dict, manager) -> tuple[list[dict], list[str | None]]:
+    """The records of a --data table (at most ``--limit``: rows past it are never read) and, per record,
+    the note of its cells read as missing (or None), the columns mapped to slots as ``mmcore predict
+    --data`` maps them (the ``mmcore_table_inputs`` hook; the built-in one is the manifest plugin's). A
+    missing or unreadable file is a missing modality of its row, as predict and fit count it (``--strict``:
+    the row's error); a row that cannot be read at all (a bad number cell) is an error naming it: an
+    explanation of another input than the one predict would read is no explanation."""
+    from itertools import islice
+
     from mmcore.cli_predict import declared_missing, table_inputs
-    from mmcore.errors import ConfigError, ConfigIssue
+    from mmcore.errors import UserInputError
 
     built = table_inputs(manager, path=Path(args.data), encoding=args.encoding, model=model, data=config.get("data"),
-                         run_dir=Path(args.run_dir), missing=declared_missing(args.missing),
-                         strict=True)  # strict: a row read whole or refused
-    try:
-        built = list(built)  # a plugin may stream the rows; every record is explained and kept
+                         run_dir=Path(args.run_dir), missing=declared_missing(args.missing), strict=args.strict)
+    try:  # a plugin may stream the rows; every record is explained and kept
+        built = list(built if args.limit is None else islice(built, args.limit))
     except (OSError, ValueError) as exc:
-        raise ConfigError([ConfigIssue("--data", str(exc))]) from exc
+        raise UserInputError(f"--data: {exc}") from exc
     problems = [f"row {i}: {item[1]}" if not str(item[1]).startswith("row") else str(item[1])
                 for i, item in enumerate(built, start=1) if item[1] is not None]
     if problems:
-        raise ConfigError([ConfigIssue("--data", p) for p in problems[:20]])
-    return [item[0] for item in built]  # (a third element, where given, notes cells read as missing)
+        more = f" (and {len(problems) - 1} more row(s))" if len(problems) > 1 else ""
+        raise UserInputError(f"--data {args.data}: {problems[0]}{more}")
+    return [item[0] for item in built], [item[2] if len(item) > 2 and item[2] else None for item in built]
 
 
 def _records_from_split(args: argparse.Namespace, config: dict, manager) -> list[dict]:
@@ -78,8 +83,9 @@ def run_explain(args: argparse.Namespace, manager) -> int:
         if value is not None and value < low:
             raise ConfigError([ConfigIssue(option, f"must be an int >= {low}, got {value}")])
     model, config = load_run(args.run_dir, manager, args.checkpoint)
+    notes: list[str | None] = []
     if args.data:
-        samples = _records_from_table(args, model, config, manager)
+        samples, notes = _records_from_table(args, model, config, manager)
     elif args.split:
         samples = _records_from_split(args, config, manager)
     else:
@@ -100,12 +106,24 @@ def run_explain(args: argparse.Namespace, manager) -> int:
         raise ConfigError([ConfigIssue("--out", f"{str(out)!r} already holds {taken[0]}"
                                                 + (f" and {len(taken) - 1} more of the files explain writes" if len(taken) > 1 else "")
                                                 + "; name an empty or new folder (explain never replaces a file)")])
+    # A file that cannot be read follows the run's rule, as in predict (trainer.unreadable_inputs, "missing"
+    # by default: a missing modality of its record, noted in it); --strict: the row's error.
+    trainer = config.get("trainer") if isinstance(config.get("trainer"), dict) else {}
+    model.unreadable_inputs = "error" if args.strict else trainer.get("unreadable_inputs", "missing")
+    plan = manager.hook.mmcore_export_columns(run_dir=Path(args.run_dir))  # a fit run: its slots' user columns
+    names = {slot: spec["column"] for slot, spec in (plan or {}).get("slots", {}).items() if "column" in spec}
+    origins = ([{"file": str(args.data), "row": i, "columns": names} for i in range(1, len(samples) + 1)]
+               if args.data else None)
     try:
-        plan = manager.hook.mmcore_export_columns(run_dir=Path(args.run_dir))  # a fit run: its slots' user columns
-        names = {slot: spec["column"] for slot, spec in (plan or {}).get("slots", {}).items() if "column" in spec}
-        records = explain_samples(model, samples, batch_size=args.batch_size, pairs=args.pairs, names=names)
+        records = explain_samples(model, samples, batch_size=args.batch_size, pairs=args.pairs, names=names,
+                                  origins=origins)
     except ValueError as exc:
-        raise ConfigError([ConfigIssue("", str(exc))]) from exc
+        from mmcore.errors import UserInputError
+
+        raise UserInputError(str(exc)) from exc
+    for record, note in zip(records, notes, strict=False):
+        if note:
+            record["missing"] = "; ".join(filter(None, (note, record.get("missing"))))
     summary = summarise(records)
     drawn = []
     if args.plots:
@@ -137,6 +155,8 @@ def format_records(records: list[dict], summary: dict) -> str:
     for i, record in enumerate(records, start=1):
         lines.append(f"record {i}: prediction {record['prediction']}  ({what}: {record['full']:.4f} with "
                      f"{', '.join(record['present']) or 'nothing'}; {record['empty']:.4f} with no modality)")
+        if record.get("missing"):
+            lines.append(f"    read as missing: {record['missing']}")
         for slot, value in sorted(record["shapley"].items(), key=lambda kv: -abs(kv[1])):
             err = record.get("stderr", {}).get(slot)
             lines.append(f"    {slot:<16} {value:+.4f}" + (f" ± {1.96 * err:.4f}" if err is not None else "")
@@ -169,4 +189,7 @@ def mmcore_add_commands(subparsers) -> None:
     parser.add_argument("--missing", action="append", default=[], metavar="COLUMN",
                         help="a column the model reads that the --data table lacks on purpose: every cell of it is "
                              "empty (repeatable, or comma-separated); any other absent column is an error")
+    parser.add_argument("--strict", action="store_true",
+                        help="a missing or unreadable file a --data row names is that row's error (default: a missing "
+                             "modality of the row, noted in its record, as mmcore predict reads it)")
     parser.set_defaults(handler=run_explain)

@@ -12,6 +12,7 @@ of the present modalities.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,11 +36,16 @@ class UnimodalEnsembleHead(ClassificationHead):
     without any modality gets uniform ones. Label smoothing also bounds each expert's confidence,
     so one shifted modality cannot outvote the others without limit. Metrics: accuracy, macro F1.
     ``classes`` / ``num_classes``: as for ``classification`` (filled from the training split's labels).
+    ``expert_weights``: ``{slot: w}``, each ``w >= 0`` (default 1 for every slot) multiplying that
+    expert's log-probabilities in the combination -- a weighted product of experts (a logarithmic
+    opinion pool); ``0`` leaves an expert out of the predictions (``fit`` does so for an expert no
+    better than chance on the validation split). Training is unchanged: every expert keeps its own
+    loss. Raises ValueError for a negative or non-finite weight or a slot the head has no expert for.
     """
 
     def __init__(self, input_dim: int, num_classes: int | None = None, input_dims: Mapping[str, int] | None = None,
                  label_smoothing: float = 0.1, joint_weight: float = 0.0, dropout: float = 0.1,
-                 classes: list[str] | None = None) -> None:
+                 classes: list[str] | None = None, expert_weights: Mapping[str, float] | None = None) -> None:
         super().__init__(input_dim, num_classes, label_smoothing=label_smoothing, dropout=dropout, classes=classes)
         num_classes = self.num_classes
         if joint_weight < 0:
@@ -49,6 +55,15 @@ class UnimodalEnsembleHead(ClassificationHead):
             slot: nn.Sequential(nn.LayerNorm(width), nn.Dropout(dropout), nn.Linear(width, num_classes))
             for slot, width in dict(input_dims or {}).items()
         })
+        weights = dict(expert_weights or {})
+        unknown = sorted(set(weights) - set(self.experts))
+        if unknown:
+            raise ValueError(f"expert_weights: no expert for slot(s) {unknown}; the head's experts are {sorted(self.experts)}")
+        for slot, weight in weights.items():
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+                raise ValueError(f"expert_weights[{slot!r}] must be a finite number >= 0, got {weight!r}")
+        #: ``{slot: w}`` for every expert (1.0 unless given)
+        self.expert_weights = {slot: float(weights.get(slot, 1.0)) for slot in self.experts}
 
     def forward(self, fused: Features, targets: torch.Tensor | None = None,
                 features: Mapping[str, Features] | None = None) -> HeadOutput:
@@ -63,7 +78,11 @@ class UnimodalEnsembleHead(ClassificationHead):
             for slot in slots:
                 present = features[slot].present.to(torch.bool)
                 logits = self.experts[slot](features[slot].pooled)
-                combined = combined + torch.where(present[:, None], logits.log_softmax(-1), torch.zeros_like(logits))
+                weight = self.expert_weights[slot]
+                # Weighted 0, an expert is multiplied out rather than skipped: an exported graph keeps
+                # every input it was given (still trained alone: its loss below).
+                vote = logits.log_softmax(-1) if weight == 1.0 else weight * logits.log_softmax(-1)
+                combined = combined + torch.where(present[:, None], vote, torch.zeros_like(logits))
                 if targets is not None and bool(present.any()):
                     losses.append(F.cross_entropy(logits[present], targets[present], label_smoothing=self.label_smoothing))
             loss = None

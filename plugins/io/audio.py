@@ -142,11 +142,34 @@ def _open(path: str | os.PathLike):
     except Exception as exc:  # noqa: BLE001 - soundfile.LibsndfileError, RuntimeError, TypeError by version
         detail = str(exc).split(": ", 1)[-1] if str(exc).startswith("Error opening") else str(exc)
         detail = _wav_header_problem(path) or detail.strip().rstrip(".")
-        if detail.lower().startswith("format not recogni"):
+        known = _signature(path)
+        if known is not None:  # a known signature, then damage: say so, with libsndfile's reason
+            detail = f"its header says {known}, but libsndfile cannot decode it: {detail}"
+        elif detail.lower().startswith("format not recogni"):
             detail = "not an audio format libsndfile reads (format not recognised)"
         suffix = os.path.splitext(os.fspath(path))[1].lower()
         hint = "" if suffix in _audio_suffixes() else f" (libsndfile reads {', '.join(sorted(_audio_suffixes()))})"
         raise AudioReadError(f"cannot read audio {name}: {detail}{hint}", path=path) from exc
+
+
+#: The signatures (first bytes, offset) of the containers users meet most: they tell a damaged file of a
+#: known format (say so) from a file of another kind (say that). Not a parser: libsndfile reads the file.
+_SIGNATURES = (("WAV", ((0, b"RIFF"), (8, b"WAVE"))), ("WAV (RF64)", ((0, b"RF64"), (8, b"WAVE"))),
+               ("FLAC", ((0, b"fLaC"),)), ("Ogg", ((0, b"OggS"),)), ("AIFF", ((0, b"FORM"), (8, b"AIF"))),
+               ("MP3", ((0, b"ID3"),)))
+
+
+def _signature(path: str | os.PathLike) -> str | None:
+    """The format whose signature ``path`` starts with (:data:`_SIGNATURES`), or None."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError:
+        return None
+    for name, marks in _SIGNATURES:
+        if all(head[at:at + len(mark)] == mark for at, mark in marks):
+            return name
+    return None
 
 
 def _wav_header_problem(path: str | os.PathLike) -> str | None:

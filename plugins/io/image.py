@@ -109,10 +109,52 @@ def _open(path: str | os.PathLike | io.IOBase):
     except FileNotFoundError as exc:
         raise ImageReadError(f"cannot read image {name}: no such file", path=where) from exc
     except UnidentifiedImageError as exc:
+        known = _recognised_format(path)
+        if known is not None:  # a known signature, then damage: say so, with Pillow's reason
+            raise ImageReadError(f"cannot read image {name}: its header says {known[0]}, but Pillow cannot decode it: {known[1]}",
+                                 path=where) from exc
         raise ImageReadError(f"cannot read image {name}: not an image format Pillow reads (its header is none of "
                              f"PNG, JPEG, GIF, BMP, TIFF, WebP, ...)", path=where) from exc
     except (OSError, ValueError, SyntaxError) as exc:  # Pillow raises these three for damaged headers
-        raise ImageReadError(f"cannot read image {name}: {exc}", path=where) from exc
+        known = _recognised_format(path)
+        what = f"its header says {known[0]}, but Pillow cannot decode it: " if known is not None else ""
+        raise ImageReadError(f"cannot read image {name}: {what}{exc}", path=where) from exc
+
+
+def _recognised_format(path: str | os.PathLike | io.IOBase) -> tuple[str, str] | None:
+    """``(format, Pillow's reason)`` for a file whose first bytes one of Pillow's format plugins accepts
+    (its own signature check, ``Image.OPEN``'s accept function) but which that plugin cannot open; None
+    when no plugin recognises the signature. Pillow's ``open`` hides the plugin's error behind "cannot
+    identify image file": opening with the recognising plugin alone gives it back."""
+    from PIL import Image
+
+    try:
+        if isinstance(path, io.IOBase):
+            path.seek(0)
+            prefix, fh, own = path.read(16), path, False
+        else:
+            fh, own = open(path, "rb"), True  # noqa: SIM115 (closed below)
+            prefix = fh.read(16)
+    except (OSError, ValueError):
+        return None
+    try:
+        for fmt in Image.ID:
+            factory, accept = Image.OPEN[fmt]
+            try:
+                if accept is None or not accept(prefix) or isinstance(accept(prefix), str):
+                    continue
+            except Exception:  # noqa: BLE001 (a plugin's own check failing is no recognition)
+                continue
+            try:
+                fh.seek(0)
+                factory(fh, None if isinstance(path, io.IOBase) else os.fspath(path)).close()
+            except Exception as exc:  # noqa: BLE001 (Pillow's plugins raise many kinds; the text is the reason)
+                return fmt, (str(exc).strip() or type(exc).__name__)
+            return fmt, "its data are damaged"
+        return None
+    finally:
+        if own:
+            fh.close()
 
 
 def looks_like_image(path: str | os.PathLike) -> bool:

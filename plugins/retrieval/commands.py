@@ -286,7 +286,7 @@ def cmd_search(args: argparse.Namespace, manager) -> int:
 def mmcore_add_commands(subparsers) -> None:
     p = subparsers.add_parser("embed", help="write a run's per-modality and fused vectors (+ row ids) to Parquet/.npz/.npy; "
                                             "optionally a FAISS index")
-    p.add_argument("run_dir", help="a run directory written by `mmcore train`")
+    p.add_argument("run_dir", help="a run directory written by `mmcore train` or `mmcore fit`")
     p.add_argument("--data", metavar="MANIFEST", help="a CSV/JSONL manifest with the run's input columns "
                                                       "(default: --split of the run's own data)")
     p.add_argument("--split", choices=["train", "val", "test"], help="split of the run's data set (default: test)")

@@ -240,3 +240,11 @@ def test_a_commands_start_up_counts_against_its_limit(tmp_path, monkeypatch, cap
     fitting.fit(str(table), target="y", time_limit="10m", spent=4.25, verbose=False)
     assert seen["time"]["phases"][0]["phase"] == "start-up"
     assert seen["time"]["phases"][0]["actual_s"] == pytest.approx(4.25)
+
+
+def test_a_plan_of_several_epochs_gets_one_more_that_the_limit_may_end():
+    from mmcore_plugins.autofit.fitting import EXTRA_EPOCH_FROM, planned_epochs
+
+    assert planned_epochs(EXTRA_EPOCH_FROM, 80) == EXTRA_EPOCH_FROM + 1 and planned_epochs(14, 80) == 15
+    assert planned_epochs(EXTRA_EPOCH_FROM - 1, 80) == EXTRA_EPOCH_FROM - 1  # few epochs: the schedule's end matters
+    assert planned_epochs(1, 80) == 1 and planned_epochs(30, 30) == 30  # never past --max-epochs

@@ -97,3 +97,31 @@ def test_a_measured_loss_makes_the_config_use_the_from_scratch_encoder_and_say_w
     assert config["model"]["encoders"]["note"]["name"] == "text_transformer"
     assert {c.slot: c.why for c in choices}["photo"] == "measured: pixels 0.9 vs features 0.2"
     assert config["trainer"]["cache_features"] is False, "nothing frozen is left to cache"
+
+
+def test_a_pretrained_candidate_whose_features_cannot_fit_the_time_left_is_not_taken():
+    """By the encoder's own pace measured while comparing (injected here), scaled by the pixels to
+    the smallest image size fit would use: more than half the time left -> from scratch, said why."""
+    from mmcore_plugins.autofit.candidates import PROBE_IMAGE_SIZE, Comparison
+    from mmcore_plugins.autofit.fitting import FEATURE_SHARE, _features_too_slow
+
+    def kept(kind: str, per_row: float) -> Comparison:
+        return Comparison("x", kind, {"pretrained": 0.9, "scratch": 0.4}, (64, 64), "pretrained", "probe", 1.0,
+                          "accuracy", per_row)
+
+    config = {"model": {"encoders": {"x": {"name": "efficientnet_lite0", "image_size": 224}}}}
+    # 0.1 s a row at the compared size is (96 / compared) ** 2 of it at 96 px, for 10,000 rows.
+    at_96 = 0.1 * (96 / PROBE_IMAGE_SIZE) ** 2 * 10000
+    slow = _features_too_slow({"x": kept("image", 0.1)}, config, rows=10000, left=at_96 / FEATURE_SHARE - 1)
+    assert list(slow) == ["x"] and "96 px" in slow["x"] and f"{at_96:.0f} s" in slow["x"]
+    assert _features_too_slow({"x": kept("image", 0.1)}, config, rows=10000, left=at_96 / FEATURE_SHARE + 1) == {}
+    text = {"model": {"encoders": {"x": {"name": "minilm"}}}}  # no pixels: the measured pace as it is
+    assert list(_features_too_slow({"x": kept("text", 0.01)}, text, rows=1000, left=19)) == ["x"]
+    assert _features_too_slow({"x": kept("text", 0.01)}, text, rows=1000, left=21) == {}
+    lost = Comparison("x", "image", {}, (0, 0), "scratch", "probe", 1.0, "accuracy", 0.1)
+    assert _features_too_slow({"x": lost}, config, rows=10000, left=1.0) == {}  # already from scratch
+
+
+def test_compare_measures_the_pretrained_encoders_pace_per_row():
+    won = _run(pretrained_good=True)
+    assert won.feature_row_s == pytest.approx(2 * 200 / 16 / 400, rel=0.05)  # 1 s per batch of 16 (the fake clock)

@@ -150,3 +150,33 @@ def test_a_bad_time_limit_is_an_input_error_exit_2_before_any_work(tmp_path, cap
     err = capsys.readouterr().err
     assert "--time-limit" in err and "internal error" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_the_small_cnn_reads_images_at_the_size_of_their_detail(tmp_path):
+    """An image upscaled from a thumbnail holds no detail beyond 32 px: measured on the files
+    (:func:`detail_error`), the CNN reads it at 32 px (a quarter of the pixels of 64); an image with
+    detail at 64 px is read at 64."""
+    import numpy as np
+    from PIL import Image
+
+    from mmcore_plugins.autofit.choose import MAX_DETAIL_ERROR
+    from mmcore_plugins.autofit.infer import detail_error
+
+    rng = np.random.default_rng(0)
+    flat, sharp = [], []
+    for k in range(4):
+        thumb = Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).resize((28, 28), Image.BILINEAR)
+        thumb.resize((64, 64), Image.BILINEAR).save(tmp_path / f"flat{k}.png")  # a 28 px picture upscaled
+        Image.fromarray(rng.integers(0, 256, (64, 64), dtype=np.uint8)).save(tmp_path / f"sharp{k}.png")
+        flat.append(tmp_path / f"flat{k}.png")
+        sharp.append(tmp_path / f"sharp{k}.png")
+    assert detail_error(flat, 32) <= MAX_DETAIL_ERROR < detail_error(sharp, 32)
+    assert detail_error([tmp_path / "absent.png"], 32) == 1.0
+    no_pretrained = {"minilm": False, "efficientnet_lite0": False}
+    for error, size in ((detail_error(flat, 32), 32), (detail_error(sharp, 32), 64)):
+        config, choices = _config(_infos(("photo", "image", {"side": 64, "colour": False, "detail": error})),
+                                  available=no_pretrained)
+        assert config["model"]["encoders"]["photo"]["image_size"] == size
+        assert ("hold no more detail" in next(c.why for c in choices if c.slot == "photo")) == (size == 32)
+    # without the measurement (an older autofit.json): the size as before
+    assert _config(_infos(("photo", "image", {"side": 64})), available=no_pretrained)[0]["model"]["encoders"]["photo"]["image_size"] == 64

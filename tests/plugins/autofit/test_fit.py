@@ -120,6 +120,7 @@ def test_image_table_end_to_end(tmp_path: Path, capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "photo" in out and "image_cnn" in out and "reproduce: mmcore train" in out
+    assert f"predict:   mmcore predict {tmp_path / 'run'} --data TABLE" in out and "deploy:    mmcore export" in out
     summary = json.loads((tmp_path / "run" / "fit_summary.json").read_text())
     assert summary["cached_slots"] == {"tabular": "processed inputs"}
 

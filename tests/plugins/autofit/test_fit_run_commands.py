@@ -319,3 +319,60 @@ def test_serve_takes_a_whole_training_row_and_reads_cells_as_the_table_reader(ru
         assert derived.status_code == 422 and derived.json()["field"] == "records[0].weight missing", derived.text
         only = client.post("/predict", json={"records": [{"rid": "R9", "y": "high"}]})  # nothing the model reads
         assert only.status_code == 422 and "needs at least one of the columns" in only.json()["error"], only.text
+
+
+def test_explain_reads_a_missing_file_as_predict_does_and_limit_bounds_what_is_read(run, capsys):
+    """A missing file in row 4 is a missing modality of that row, as predict reads it (noted in its record;
+    ``--strict``: the row's error); ``--limit 2`` never reads row 3's bad cell nor row 4's file."""
+    predictor, folder = run
+    rows = _rows(folder, 5, 4, gone=(3,))
+    rows[2]["a"] = "lots"  # a cell that is an error wherever it is read
+    table = str(write_csv(folder / "explain_holes.csv", rows))
+    run_dir, out = str(folder / "run"), ["--json", "--plots", "0"]
+    assert main(["explain", run_dir, "--data", table, "--limit", "2", *out, "--out", str(folder / "xh1")]) == 0
+    assert [json.loads(line)["record"] for line in capsys.readouterr().out.splitlines()] == [1, 2]
+    del rows[2]  # (row 4 is now row 3)
+    table = str(write_csv(folder / "explain_holes.csv", rows))
+    assert main(["predict", run_dir, "--data", table]) == 0
+    predicted = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert main(["explain", run_dir, "--data", table, *out, "--out", str(folder / "xh2")]) == 0
+    explained = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["prediction"] for r in explained] == [r["prediction"] for r in predicted]
+    assert "missing.txt" in explained[2]["missing"] and REVIEW in explained[2]["missing"]
+    assert REVIEW not in explained[2]["present"] and "missing" in predicted[2]
+    assert not any("missing" in r for r in explained[:2] + explained[3:])
+    assert main(["explain", run_dir, "--data", table, "--strict", *out, "--out", str(folder / "xh3")]) == 2
+    _one_line_error(capsys, "row 3", f"'{REVIEW}'", "missing.txt")
+
+
+def test_data_and_argument_errors_read_as_what_they_are(run, capsys):
+    """Not "invalid configuration:" -- no configuration was given: the option or the data is named."""
+    _, folder = run
+    run_dir, test = str(folder / "run"), str(folder / "test.csv")
+    assert main(["predict", run_dir, "--data", test, "--out", test]) == 2
+    assert _one_line_error(capsys, "--out").startswith("mmcore predict: --out: ")
+    assert main(["eval", run_dir, "--data", str(folder / "absent.csv")]) == 2
+    assert "invalid configuration" not in _one_line_error(capsys, "absent.csv")
+    assert main(["predict", run_dir, "a=lots"]) == 2
+    assert "invalid configuration" not in _one_line_error(capsys, "lots")
+
+
+def test_a_bare_file_path_goes_to_the_one_column_of_its_modality(run, capsys):
+    """As for a train run: ``mmcore predict RUN note.txt`` puts the file in the one column of its modality
+    (here the column of text files); a file no column's modality matches asks for column=value."""
+    _, folder = run
+    run_dir, note = str(folder / "run"), folder / "notes" / "1_0.txt"
+    assert main(["predict", run_dir, f"{REVIEW}={note}", "a=0.3"]) == 0
+    named = json.loads(capsys.readouterr().out)
+    assert main(["predict", run_dir, str(note), "a=0.3"]) == 0
+    assert json.loads(capsys.readouterr().out) == named
+    picture = folder / "x.png"
+    picture.write_bytes(b"\x89PNG\r\n\x1a\n")  # (never opened: no column is an image)
+    assert main(["predict", run_dir, str(picture)]) == 2
+    _one_line_error(capsys, "not column=value, nor a file of a modality exactly one column has")
+
+
+def test_help_says_fit_runs_work_too(capsys):
+    for command in ("predict", "eval"):
+        assert main([command, "--help"]) == 0
+        assert "`mmcore train` or `mmcore fit`" in " ".join(capsys.readouterr().out.split())

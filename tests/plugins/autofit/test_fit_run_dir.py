@@ -15,7 +15,7 @@ from autofit_helpers import tabular_rows, write_jsonl
 
 import mmcore
 from mmcore.cli import main
-from mmcore.engine.rundir import RunDir
+from mmcore.engine.rundir import RunDir, RunDirError
 
 
 def _fit_args(table: Path, run: Path, *extra: str) -> list[str]:
@@ -139,3 +139,28 @@ def test_fit_refuses_paths_outside_the_tables_folder_unless_allowed(tmp_path, ca
     assert main(_fit_args(table, run, "--allow-outside-paths")) == 0
     capsys.readouterr()
     assert "outside the table's folder" in (run / "data.jsonl").read_text()
+
+
+def test_a_users_folder_is_refused_naming_run_dir_and_fits_own_files(tmp_path, capsys):
+    """`mmcore fit --run-dir mine` into a folder of the user's: the message names --run-dir (not the config key
+    trainer.run_dir, which fit users never write) and, among the files --overwrite writes, fit's own."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("the user's own\n")
+    table = write_jsonl(tmp_path / "table.jsonl", tabular_rows(40))
+    assert main(_fit_args(table, folder)) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "trainer.run_dir" not in err, err
+    assert "choose another --run-dir" in err and "autofit.json" in err and "fit_summary.json" in err, err
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+    with RunDir.named_by("run_dir"):  # (the option is the caller's to name; outside, trainer.run_dir)
+        with pytest.raises(RunDirError, match="choose another run_dir$"):
+            RunDir.check(folder)
+    with pytest.raises(RunDirError, match="choose another trainer.run_dir$"):
+        RunDir.check(folder)
+    # the Python API names its own argument; under the command, the command's name is kept
+    with pytest.raises(RunDirError, match="choose another run_dir$"):
+        mmcore.fit(str(table), target="y", run_dir=folder, time_limit="10m", verbose=False)
+    with RunDir.named_by("--run-dir"), RunDir.named_by("run_dir", unless_named=True):
+        with pytest.raises(RunDirError, match="choose another --run-dir$"):
+            RunDir.check(folder)

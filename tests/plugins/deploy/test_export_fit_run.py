@@ -113,7 +113,7 @@ def _records(folder: Path) -> list[dict]:
         {"a": 1.5, "weight": 0.5, PRICE: "N/A", "group": "south", "created": dt.datetime(2021, 7, 1, 18, 45), "sold": dt.date(2020, 5, 6),
          "opens": dt.time(9, 15), PHOTO: "img/missing.png", "note": note.format(3)},
         {"a": -0.4, "weight": "inf", PRICE: 4, "group": "east", "created": dt.datetime(2022, 1, 2, 3, 4, tzinfo=dt.timezone.utc),
-         "sold": "Dec 31, 2019", "opens": "06:00", "note": note.format(4)},
+         "sold": "Dec 31, 2019", "opens": "06:00", PHOTO: None, "note": note.format(4)},  # (each record names every column)
         {"a": "", "weight": "", PRICE: "", "group": None, "created": None, "sold": None, "opens": None, PHOTO: None, "note": ""},
     ]
 
@@ -204,8 +204,16 @@ def test_a_missing_column_is_named_with_the_closest_match_or_declared_missing(fi
         artefact.predict(_records(folder)[:3], strict=True)
     with pytest.raises(frontend.ColumnsError, match=r"row 1, column 'a': expected a number, got 'abc'"):
         artefact.predict([{**_records(folder)[0], "a": "abc"}])
-    with pytest.raises(frontend.ColumnsError, match="the records has no rows"):
+    with pytest.raises(frontend.ColumnsError, match="no records given"):
         artefact.predict([])
+    # each record is its own row: one without a column the model reads is refused whatever the others hold
+    complete = _records(folder)[0]
+    for records, row in (([{"a": complete["a"]}], 1), ([complete, {"a": complete["a"]}], 2)):
+        with pytest.raises(frontend.ColumnsError, match=rf"^row {row} has no columns .*\(its columns: 'a'\)") as caught:
+            artefact.predict(records)
+        with pytest.raises(ColumnError) as expected:  # Predictor: the same rule, the same words
+            predictor.predict(records)
+        assert str(caught.value) == str(expected.value)
 
 
 def test_serve_export_takes_and_shows_the_users_columns_only(fitted):
@@ -236,7 +244,7 @@ def test_serve_export_takes_and_shows_the_users_columns_only(fitted):
         assert metadata.json()["columns"] == [PHOTO, "note", "a", "weight", PRICE, "group", "created", "sold", "opens"]
         slots = {s["name"]: s for s in metadata.json()["slots"]}
         assert slots["photo"]["column"] == PHOTO and slots["tabular"]["numeric"] == ["a", "weight", PRICE]
-        assert slots["tabular"]["categorical"] == ["group", "created", "sold", "opens"]
+        assert slots["tabular"]["categorical"] == ["group"]  # date columns are date fields, not categories
         assert set(slots["tabular"]["categories"]) == {"group"}  # the training values of the user's category
         page = client.get("/").text
         for column in (PHOTO, "note", "a", "weight", PRICE, "group", "created", "sold", "opens"):
@@ -326,3 +334,25 @@ def test_a_plan_that_does_not_fit_the_exports_slots_is_refused_when_loaded(fitte
         frontend.Columns(broken, slots)
     with pytest.raises(ValueError, match=r"columns\.slots"):
         frontend.Columns({**columns, "slots": {}}, slots)
+
+
+def test_date_columns_are_date_fields_in_serve_run_and_serve_export(fitted):
+    """A date column is shown as a date field (kind "date", the format fit read it with as a hint), not as a
+    category with an empty list of values -- in /metadata and on the page, of the run and of its export."""
+    from fastapi.testclient import TestClient
+
+    from mmcore_plugins.deploy.backends import open_backend
+    from mmcore_plugins.deploy.serve import create_app
+
+    _, folder, exports = fitted
+    for source in (exports["onnx"], folder / "run"):
+        with TestClient(create_app(open_backend(source))) as client:
+            table = next(s for s in client.get("/metadata").json()["slots"] if s["name"] == "tabular")
+            page = client.get("/").text
+        dates = {d["column"]: d for d in table["dates"]}
+        assert list(dates) == ["created", "sold", "opens"] and {d["kind"] for d in dates.values()} == {"date"}
+        assert "ISO 8601" in dates["created"]["hint"] and "Mar 04, 2021" in dates["sold"]["hint"], dates
+        assert not set(dates) & set(table["categorical"]) and not set(dates) & set(table["categories"])
+        for column in dates:
+            assert f'class="date" id="{column}" name="{column}"' in page and f'list="{column}.values"' not in page
+        assert 'placeholder="Mar 04, 2021"' in page

@@ -157,3 +157,32 @@ def test_every_registered_fusion_gives_finite_efficient_values_with_no_modality(
     result = explain_batch(model, inputs)
     assert torch.isfinite(result["empty"]).all() and torch.isfinite(result["shapley"]).all()
     torch.testing.assert_close(result["shapley"].sum(1), result["full"] - result["empty"], atol=1e-5, rtol=0)
+
+
+def test_an_unreadable_file_is_a_missing_modality_of_its_record_or_its_error(tmp_path):
+    """explain explains the prediction predict makes: under ``unreadable_inputs="missing"`` a file that cannot
+    be read is absent from its record (its Shapley value 0), the record's ``missing`` names it with its row;
+    under ``"error"`` the InputReadError names the table, row and column."""
+    from PIL import Image
+
+    from mmcore.errors import InputReadError
+
+    torch.manual_seed(0)
+    model = mmcore.build_model({"encoders": {"photo": {"name": "image_cnn", "image_size": 8, "width": 8, "dim": 8},
+                                             "a": {"name": "tabular_mlp", "num_features": 2, "dim": 8}},
+                                "fusion": {"name": "concat", "dim": 8}, "head": {"name": "classification", "num_classes": 2}})
+    good, bad = tmp_path / "good.png", tmp_path / "bad.png"
+    Image.new("RGB", (8, 8), "red").save(good)
+    bad.write_bytes(good.read_bytes()[:20])  # a PNG cut short
+    samples = [{"photo": str(good), "a": [0.1, 0.2]}, {"photo": str(bad), "a": [0.3, 0.4]}]
+    origins = [{"file": "t.csv", "row": i, "columns": {"photo": "Photo"}} for i in (1, 2)]
+    model.unreadable_inputs = "missing"
+    records = explain_samples(model.eval(), samples, origins=origins)
+    assert "missing" not in records[0] and records[0]["present"] == ["photo", "a"]
+    assert records[1]["present"] == ["a"] and records[1]["shapley"]["photo"] == 0.0
+    assert "'Photo'" in records[1]["missing"] and "bad.png" in records[1]["missing"]
+    alone = explain_samples(model, [{"a": [0.3, 0.4]}])[0]  # the same as the record without its photo
+    assert records[1]["full"] == pytest.approx(alone["full"], abs=1e-6)
+    model.unreadable_inputs = "error"
+    with pytest.raises(InputReadError, match=r"t.csv: row 2, column 'Photo'"):
+        explain_samples(model, samples, origins=origins)

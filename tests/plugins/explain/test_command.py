@@ -75,3 +75,4 @@ def test_bad_arguments_are_one_line_and_exit_2(run, capsys, argv, message):
     assert main(["explain", run, *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+    assert "invalid configuration" not in err, "an argument's error reads as what it is"

@@ -225,3 +225,16 @@ def test_suffixes_and_sniffing_come_from_libsndfile(tmp_path):
     (tmp_path / "notes.dat").write_text("hello")
     assert looks_like_audio(tmp_path / "clip.dat") and not looks_like_audio(tmp_path / "notes.dat")
     assert read_audio(tmp_path / "clip.dat", sample_rate=8000).shape == (4000,)
+
+
+@pytest.mark.parametrize(("head", "fmt"), [(b"RIFF\x10\x00\x00\x00WAVEfmt ", "WAV"), (b"fLaC", "FLAC"), (b"OggS", "Ogg")])
+def test_a_known_signature_then_junk_says_the_format_and_libsndfiles_reason(tmp_path, head, fmt):
+    path = tmp_path / "clip.wav"
+    path.write_bytes(head + bytes(range(256)) * 2)
+    with pytest.raises(AudioReadError, match=f"its header says {fmt}, but libsndfile cannot decode it: .+") as info:
+        probe_audio(path)
+    assert "not an audio format" not in str(info.value)
+    other = tmp_path / "plain.wav"
+    other.write_bytes(b"hello, not audio at all" * 10)
+    with pytest.raises(AudioReadError, match="not an audio format libsndfile reads"):
+        probe_audio(other)

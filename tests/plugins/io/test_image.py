@@ -312,3 +312,21 @@ def test_a_huge_png_within_pillows_limit_costs_about_its_decoded_bytes(tmp_path)
     decoded = side * side * 4
     assert outcome["shape"] == [3, 32, 32]
     assert outcome["grew"] < 1.5 * decoded, f"{outcome['grew'] / 2**20:.0f} MiB for {decoded / 2**20:.0f} MiB of pixels"
+
+
+@pytest.mark.parametrize(("name", "fmt"), [("x.png", "PNG"), ("x.jpg", "JPEG"), ("x.gif", "GIF"), ("x.bmp", "BMP")])
+def test_a_known_signature_then_junk_says_the_format_and_pillows_reason(tmp_path, name, fmt):
+    """A real file's first bytes, then junk: the error says which format its header is and why Pillow
+    stops -- not that the header is none of the formats Pillow reads."""
+    buffer = tmp_path / f"real.{fmt.lower()}"
+    Image.new("RGB", (8, 8), "red").save(buffer, format=fmt)
+    head = buffer.read_bytes()[:{"JPEG": 4, "BMP": 2}.get(fmt, 8)]
+    path = tmp_path / name
+    path.write_bytes(head + np.random.default_rng(0).integers(0, 256, 300, dtype=np.uint8).tobytes())
+    with pytest.raises(ImageReadError, match=f"its header says {fmt}, but Pillow cannot decode it: .+") as info:
+        probe_image(path)
+    assert "none of" not in str(info.value) and name in str(info.value)
+    other = tmp_path / "plain.png"
+    other.write_bytes(b"hello, not an image at all" * 10)
+    with pytest.raises(ImageReadError, match="not an image format Pillow reads"):
+        probe_image(other)
