@@ -19,6 +19,7 @@ declared on the base classes are checked with them (:func:`check_processor_proto
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -701,7 +702,8 @@ def check_export(kind: str | ComponentInfo, name: str | None = None, *, options:
     The component (its ``example_options`` unless ``options``) is wrapped so its inputs are plain
     tensors (an encoder: its processor's collated batch; a fusion: each slot's ``tokens``, ``mask``,
     ``pooled``, ``present``; a head: the fused and per-slot features) and traced by
-    ``torch.export`` (non-strict) with every size that differs between two example batches dynamic
+    ``torch.export`` (non-strict, under no_grad, as ``mmcore export`` traces; the program saved and
+    loaded back) with every size that differs between two example batches dynamic
     (batch, tokens, frames). The exported program must then reproduce the eager component exactly
     on two other batches (other sizes, other missing modalities); with ``onnx=True`` the ONNX graph
     (dynamo exporter) run by onnxruntime must agree within ``atol``. The eager reference runs with
@@ -726,8 +728,17 @@ def check_export(kind: str | ComponentInfo, name: str | None = None, *, options:
     shapes = [[auto if a != b else None for a, b in zip(x.shape, y.shape, strict=True)] for x, y in zip(batches[0], batches[1], strict=True)]
     dynamic = (tuple({i: d for i, d in enumerate(s) if d is not None} for s in shapes),)
     try:
-        with torch.fx.experimental._config.patch(backed_size_oblivious=True):
+        # As ``mmcore export`` traces: under no_grad (a frozen stage's grad switch is then a no-op), a grad
+        # switch left in the graph inlined, and the program saved and loaded back (torch.export.load's
+        # verifier rejects what torch.export.export accepted: a wrap_with_set_grad_enabled node).
+        with torch.no_grad(), torch.fx.experimental._config.patch(backed_size_oblivious=True):
             program = torch.export.export(probe, tuple(batches[0]), dynamic_shapes=dynamic, strict=False)
+        if any(getattr(n.target, "__name__", "") == "wrap_with_set_grad_enabled" for n in program.graph.nodes):
+            program = program.run_decompositions({})
+        saved = io.BytesIO()
+        torch.export.save(program, saved)
+        saved.seek(0)
+        program = torch.export.load(saved)
     except Exception as exc:  # noqa: BLE001 - the report names what failed
         _fail(label, f"torch.export failed ({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); "
                      "fix it, or set the class attribute export_refusal to the reason")

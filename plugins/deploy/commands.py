@@ -29,7 +29,7 @@ def _default_out(run_dir: str, fmt: str, int8: bool) -> Path:
 def cmd_export(args: argparse.Namespace, manager) -> int:
     from mmcore.cli import load_run
     from mmcore.engine.checkpoint import resolve_checkpoint
-    from mmcore_plugins.deploy.export import ExportError, _sha256, check_options, export_model
+    from mmcore_plugins.deploy.export import ExportError, _sha256, check_options, export_model, int8_warning
 
     check_options(args.format, args.int8)  # options and extras before loading anything
     out = Path(args.out) if args.out else _default_out(args.run_dir, args.format, args.int8)
@@ -56,6 +56,9 @@ def cmd_export(args: argparse.Namespace, manager) -> int:
         print(f"  columns (the training table's; derived ones are derived again): "
               f"{', '.join(manifest['columns'].get('input_columns', []))}")
     print(f"  outputs: {', '.join(o['name'] for o in manifest['outputs'])}; front end: {folder / 'frontend.py'}")
+    warning = int8_warning(check)
+    if warning:
+        print(f"  {warning}")
     return 0
 
 
@@ -76,15 +79,21 @@ def cmd_serve(args: argparse.Namespace, manager) -> int:
     if issues:
         raise ConfigError(issues)
     from mmcore_plugins.deploy.backends import open_backend
-    from mmcore_plugins.deploy.serve import serve
+    from mmcore_plugins.deploy.serve import listen_socket, serve
 
+    sock = listen_socket(args.host, args.port)  # a port in use: one line, exit 2, before the model is loaded
+    port = sock.getsockname()[1]  # --port 0: the free port the OS chose
     options = {"path": str(args.path), "graph": args.graph, "threads": args.threads, "max_batch": args.max_batch,
                "window_ms": args.window_ms, "max_queue": args.max_queue, "max_body_bytes": int(args.max_body_mb * 2**20),
                "max_records": args.max_records, "prepare_threads": args.prepare_threads}
-    backend = open_backend(args.path, manager, graph=args.graph)  # a bad path or damaged run: one line, exit 2, now
-    del backend
-    print(f"mmcore serve: {args.path} on http://{args.host}:{args.port} (page /, API /predict, docs /docs)", flush=True)
-    serve(options, workers=args.workers, host=args.host, port=args.port, log_level=args.log_level)
+    try:
+        backend = open_backend(args.path, manager, graph=args.graph)  # a bad path or damaged run: one line, exit 2, now
+        del backend
+    except BaseException:
+        sock.close()
+        raise
+    print(f"mmcore serve: {args.path} on http://{args.host}:{port} (page /, API /predict, docs /docs)", flush=True)
+    serve(options, workers=args.workers, host=args.host, port=port, log_level=args.log_level, sock=sock)
     return 0
 
 

@@ -32,8 +32,10 @@ nothing.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -275,13 +277,24 @@ def _export_into(work: Path, model: Any, slots: list[SlotExport], *, fmt: str | 
     example = graph_inputs(fronts, module, example_records(model, 5, generator))
     larger = graph_inputs(fronts, module, example_records(model, 7, generator))
     outputs = module.probe(example, larger)
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)  # trace the reference path, as verify() runs it
     try:
         # Size-oblivious: a size computed inside the graph (an audio clip's frames after pooling) may be
-        # 1 at run time; traced this way the graph holds no guard that it is not.
-        with torch.fx.experimental._config.patch(backed_size_oblivious=True):
+        # 1 at run time; traced this way the graph holds no guard that it is not. Under no_grad: the
+        # graph is for inference, and a frozen encoder's ``set_grad_enabled(False)`` / ``no_grad`` is
+        # then a no-op instead of a wrap_with_set_grad_enabled node (which torch.export.load rejects).
+        with torch.no_grad(), torch.fx.experimental._config.patch(backed_size_oblivious=True):
             program = torch.export.export(module, example, dynamic_shapes=dynamic_shapes(slots), strict=False)
+        program = inline_grad_modes(program, model)
+    except ExportFailed:
+        raise
     except Exception as exc:  # noqa: BLE001 - whatever the tracer raises: report it, nothing is written
-        raise ExportFailed(f"torch.export failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+        where = component_in_traceback(exc, model)
+        raise ExportFailed(f"torch.export failed{f' in {where}' if where else ''}: {type(exc).__name__}: "
+                           f"{_first_line(exc)}") from exc
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
     formats = formats_of(fmt)
     graphs = {}
     # One traced program, every graph written from it; model.pt2 first, the program exactly as traced.
@@ -314,6 +327,73 @@ def _export_into(work: Path, model: Any, slots: list[SlotExport], *, fmt: str | 
         "versions": _versions(),
         "verification": verification,
     }
+
+
+#: Higher-order ops torch.export makes of a grad-mode switch inside forward (a component that turns grad
+#: on under no_grad); torch.export.load's verifier rejects them, so the program is inlined first.
+GRAD_MODE_OPS = ("wrap_with_set_grad_enabled",)
+
+
+def component_of(model: Any, path: str) -> str:
+    """The component that owns the submodule at ``path`` (``model.encoders.text.model...``), as
+    :func:`refusals` names it: ``encoder 'minilm' (slot 'text')``, ``fusion 'gated'``, ``head '...'``."""
+    spec = model.spec or {}
+
+    def name(entry: Any) -> str:
+        return entry.get("name", "?") if isinstance(entry, Mapping) else "?"
+
+    parts = path.split(".")
+    if parts[:1] == ["model"]:
+        parts = parts[1:]
+    if len(parts) >= 2 and parts[0] == "encoders":
+        return f"encoder {name(spec.get('encoders', {}).get(parts[1]))!r} (slot {parts[1]!r})"
+    if parts[:1] == ["fusion"]:
+        return f"fusion {name(spec.get('fusion'))!r}"
+    if parts[:1] == ["head"]:
+        return f"head {name(spec.get('head'))!r}"
+    return f"module {path or 'model'!r}"
+
+
+def component_in_traceback(exc: BaseException, model: Any) -> str | None:
+    """The component whose code raised ``exc`` (the innermost frame whose ``self`` is one of
+    ``model``'s submodules), named as :func:`component_of` does; None when no such frame."""
+    paths = {id(m): name for name, m in model.named_modules()}
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        owner = tb.tb_frame.f_locals.get("self")
+        if owner is not None and id(owner) in paths and paths[id(owner)]:
+            found = paths[id(owner)]
+        tb = tb.tb_next
+    return component_of(model, found) if found else None
+
+
+def grad_mode_components(program: Any, model: Any) -> list[str]:
+    """The components (named as :func:`component_of` does) whose forward left a grad-mode switch in
+    ``program``'s graph (a :data:`GRAD_MODE_OPS` node), each once, in graph order."""
+    found: list[str] = []
+    for node in program.graph.nodes:
+        if node.op == "call_function" and getattr(node.target, "__name__", str(node.target)) in GRAD_MODE_OPS:
+            stack = [entry[0] for entry in (node.meta.get("nn_module_stack") or {}).values()]
+            label = component_of(model, max(stack, key=len) if stack else "")
+            if label not in found:
+                found.append(label)
+    return found
+
+
+def inline_grad_modes(program: Any, model: Any) -> Any:
+    """``program`` without grad-mode switches: a component that switches grad on inside forward (the
+    export traces under no_grad, so switching it off is already a no-op) is inlined into plain ATen
+    ops (``run_decompositions({})``: no op is decomposed, the switch is dropped -- grad mode means
+    nothing to an inference graph). ExportFailed naming the component when a switch remains."""
+    if not grad_mode_components(program, model):
+        return program
+    program = program.run_decompositions({})
+    left = grad_mode_components(program, model)
+    if left:
+        raise ExportFailed(f"{', '.join(left)}: its forward switches grad mode in a way torch.export cannot save "
+                           f"(set the component's export_refusal, or drop the switch when not training)")
+    return program
 
 
 def _first_line(exc: BaseException) -> str:
@@ -367,11 +447,41 @@ def quantise_int8(source: Path, target: Path) -> None:
     constants = {i.name for i in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
     front = {name for name in constants if name.startswith("front.") or ".front." in name}
     excluded = [n.name for n in graph.node if n.op_type in INT8_OPS and any(i in front for i in n.input)]
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=INT8_OPS,
-                     nodes_to_exclude=excluded)
+    with quiet_quantisation_advice():
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=INT8_OPS,
+                         nodes_to_exclude=excluded)
     model = onnx.load(str(target))
     convolution_weights_int8(model)
     onnx.save(model, str(target))
+
+
+#: onnxruntime's advice, logged on the root logger by every quantize_dynamic call, about its own
+#: pre-processing script (shape inference, graph optimisation): the export's graph is already
+#: optimised by the exporter, so the line is noise to an ``mmcore export`` user.
+QUANTISATION_ADVICE = ("Please consider to run pre-processing before quantization",
+                       "Please consider pre-processing before quantization")
+
+
+class _DropAdvice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(QUANTISATION_ADVICE)
+
+
+@contextlib.contextmanager
+def quiet_quantisation_advice():
+    """Drop onnxruntime's :data:`QUANTISATION_ADVICE` line, and nothing else: every other record still
+    reaches the root logger's handlers. ``logging.warning`` on a root logger without handlers
+    installs one (``basicConfig``) that would print every later root record; one installed during
+    the call is removed afterwards."""
+    root = logging.getLogger()
+    before, advice = list(root.handlers), _DropAdvice()
+    root.addFilter(advice)
+    try:
+        yield
+    finally:
+        root.removeFilter(advice)
+        for handler in [h for h in root.handlers if h not in before]:
+            root.removeHandler(handler)
 
 
 def convolution_weights_int8(model: Any) -> int:
@@ -401,8 +511,9 @@ def convolution_weights_int8(model: Any) -> int:
 
 @torch.no_grad()
 def verify(module: ExportModule, folder: Path, graphs: Mapping[str, str],
-           batches: Sequence[Sequence[torch.Tensor]]) -> dict[str, Any]:
-    """Compare the graph(s) with the eager module on ``batches``; ExportFailed when fp32 disagrees.
+           batches: Sequence[Sequence[torch.Tensor]], sizes: Sequence[int] = VERIFY_BATCHES) -> dict[str, Any]:
+    """Compare the graph(s) with the eager module on ``batches`` (``sizes``: each one's records, the
+    rest padding); ExportFailed when fp32 disagrees.
 
     The eager reference runs with PyTorch's fused-transformer fast path off (the exporters trace
     the reference path; the fast path's own kernels differ from it by float rounding).
@@ -413,17 +524,21 @@ def verify(module: ExportModule, folder: Path, graphs: Mapping[str, str],
         expected = [[o.numpy() for o in module(*batch)] for batch in batches]
     finally:
         torch.backends.mha.set_fastpath_enabled(previous)
-    report: dict[str, Any] = {"batch_sizes": list(VERIFY_BATCHES)}
+    report: dict[str, Any] = {"batch_sizes": list(sizes)}
     for kind, file in graphs.items():
-        if kind == "pt2":
-            program = torch.export.load(folder / file).module()
-            got = [[o.numpy() for o in program(*batch)] for batch in batches]
-        else:
-            import onnxruntime as ort
+        try:  # a graph that cannot be loaded back or run is the export's failure, said in one line
+            if kind == "pt2":
+                program = torch.export.load(folder / file).module()
+                got = [[o.numpy() for o in program(*batch)] for batch in batches]
+            else:
+                import onnxruntime as ort
 
-            session = ort.InferenceSession(str(folder / file), providers=["CPUExecutionProvider"])
-            got = [session.run(module.output_names, {n: t.numpy() for n, t in zip(module.input_names, batch, strict=True)})
-                   for batch in batches]
+                session = ort.InferenceSession(str(folder / file), providers=["CPUExecutionProvider"])
+                got = [session.run(module.output_names, {n: t.numpy() for n, t in zip(module.input_names, batch, strict=True)})
+                       for batch in batches]
+        except Exception as exc:  # noqa: BLE001 - whatever the loader or runtime raises: nothing is written
+            raise ExportFailed(f"{file} was written but cannot be loaded back and run: "
+                               f"{type(exc).__name__}: {_first_line(exc)}") from exc
         diffs = {name: max(_difference(e[i], g[i]) for e, g in zip(expected, got, strict=True))
                  for i, name in enumerate(module.output_names)}
         entry: dict[str, Any] = {"max_abs_diff": diffs}
@@ -431,6 +546,10 @@ def verify(module: ExportModule, folder: Path, graphs: Mapping[str, str],
             i = module.output_names.index("predictions")
             same = sum(int(np.array_equal(e[i], g[i])) for e, g in zip(expected, got, strict=True))
             entry["same_predictions"] = f"{same}/{len(batches)} batches"
+            # per record, the graph's padding rows left out (a multilabel record agrees when every label does)
+            agree = [bool(np.array_equal(a, b)) for n, e, g in zip(sizes, expected, got, strict=True)
+                     for a, b in zip(e[i][:n], g[i][:n], strict=True)]
+            entry["records_agreeing"] = [sum(agree), len(agree)]
         report[kind] = entry
         if kind == "pt2" and any(v != 0 for v in diffs.values()):
             raise ExportFailed(f"model.pt2 does not reproduce the eager model exactly: {diffs}")
@@ -460,6 +579,28 @@ def front_end_fidelity(model: Any, module: ExportModule, records: Sequence[Seque
     if any(v > FRONT_END_TOLERANCE for v in floats.values()):
         raise ExportFailed(f"the export's front end does not reproduce the processors (max |difference| {floats})")
     return {"max_abs_diff": diffs}
+
+
+#: An int8 graph whose probabilities differ from fp32 by more than this (on the verification records)
+#: is warned about in the export's summary, as is any record whose prediction differs.
+INT8_WARN_PROBABILITY = 0.05
+
+
+def int8_warning(verification: Mapping[str, Any]) -> str | None:
+    """One line warning that the int8 graph's predictions differ from the fp32 model's on the
+    verification records (fewer than all agree, or a probability moves by more than
+    :data:`INT8_WARN_PROBABILITY`), with the numbers; None when they agree (or no int8 graph)."""
+    entry = verification.get("int8")
+    if not isinstance(entry, Mapping) or "records_agreeing" not in entry:
+        return None
+    same, total = entry["records_agreeing"]
+    diffs = entry.get("max_abs_diff", {})
+    probability, logits = float(diffs.get("probabilities", 0.0)), float(diffs.get("logits", 0.0))
+    if same == total and probability <= INT8_WARN_PROBABILITY:
+        return None
+    return (f"warning: model.int8.onnx predicts as the fp32 model on {same}/{total} verification records "
+            f"({100.0 * same / total:.0f}%); max |logit difference| {logits:.2g}, max |probability difference| "
+            f"{probability:.2g} -- check it on your own data, or serve model.onnx (mmcore serve --graph model.onnx)")
 
 
 def _difference(a: np.ndarray, b: np.ndarray) -> float:

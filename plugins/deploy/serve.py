@@ -35,9 +35,12 @@ audio). A request never names a file the server opens. Every bad request gets a 
 # (No `from __future__ import annotations`: FastAPI reads the endpoints' annotations as objects.)
 import asyncio
 import collections
+import errno
 import functools
 import json
 import os
+import socket
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -46,6 +49,7 @@ from typing import Any, NamedTuple
 
 from fastapi import Request
 
+from mmcore.errors import UserInputError
 from mmcore_plugins.deploy.backends import (
     Backend,
     FieldError,
@@ -626,14 +630,61 @@ def _threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+class AddressInUse(UserInputError):
+    """``--host``/``--port`` cannot be listened on (the port is taken, the address is not this machine's)."""
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` as uvicorn binds one (IPv6 when ``host`` holds ':',
+    SO_REUSEADDR), for the server to listen on: bound before the model is loaded, and the very socket
+    the server then uses, so a port taken meanwhile cannot make the server fail after the check.
+
+    Raises :class:`AddressInUse` naming host and port (the port in use, or the OS's reason).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise address_error(host, port, exc) from exc
+    return sock
+
+
+def address_error(host: str, port: int, exc: OSError) -> AddressInUse:
+    if exc.errno == errno.EADDRINUSE:
+        return AddressInUse(f"cannot listen on {host}:{port}: the port is already in use (another server?); "
+                            f"choose another --port")
+    reason = exc.strerror or str(exc)
+    return AddressInUse(f"cannot listen on {host}:{port}: {reason}; choose another --host or --port")
+
+
 def serve(options: Mapping[str, Any], *, workers: int = 1, host: str = "127.0.0.1", port: int = 8000,
-          log_level: str = "info") -> None:
-    """Run the server until interrupted: in this process, or ``workers`` uvicorn worker processes."""
+          log_level: str = "info", sock: socket.socket | None = None) -> None:
+    """Run the server until interrupted: in this process, or ``workers`` uvicorn worker processes.
+
+    ``sock``: a socket bound to ``host:port`` (:func:`listen_socket`; bound here when None). With one
+    process the server listens on it; ``workers`` > 1 binds again in uvicorn's supervisor (the
+    socket is closed first), and a port taken in between is :class:`AddressInUse` too."""
     import uvicorn
 
+    sock = sock if sock is not None else listen_socket(host, port)
     if workers > 1:
+        sock.close()
         os.environ[ENVIRONMENT] = json.dumps(dict(options))
-        uvicorn.run("mmcore_plugins.deploy.serve:app_from_environment", factory=True, host=host, port=port,
-                    workers=workers, log_level=log_level)
+        try:
+            uvicorn.run("mmcore_plugins.deploy.serve:app_from_environment", factory=True, host=host, port=port,
+                        workers=workers, log_level=log_level)
+        except SystemExit as exc:  # uvicorn exits 1 when its own bind fails: say which address, in one line
+            if exc.code not in (0, None):
+                listen_socket(host, port).close()
+            raise
         return
-    uvicorn.run(_build(options), host=host, port=port, log_level=log_level)
+    try:
+        server = uvicorn.Server(uvicorn.Config(_build(options), host=host, port=port, log_level=log_level))
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    if not server.started:  # as uvicorn.run: a startup that failed (its lifespan) is exit 3
+        sys.exit(3)
