@@ -269,7 +269,8 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
         source = {"val": val, "test": test}[name]
         where = f"--{name} {str(source)!r}" if isinstance(source, (str, os.PathLike)) else f"the --{name} table"
         check_table_columns(plan, list(dict.fromkeys(k for r in extra_rows for k in r)), target=True, where=where, option=None)
-        extra_preparer = Preparer(plan, extra_base, allow_outside_paths=allow_outside_paths, strict=strict)
+        extra_preparer = Preparer(plan, extra_base, allow_outside_paths=allow_outside_paths, strict=strict,
+                                  stray_numbers=True)
         try:
             table += [extra_preparer.table_row(r, i, name) for i, r in enumerate(extra_rows)
                       if extra_preparer.target(r, i) is not None]

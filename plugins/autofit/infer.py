@@ -290,10 +290,10 @@ def _mostly_numbers(name: str, present: list[tuple[int, Any]], numbers: list[flo
     good = [x for x in numbers if x is not None]
     if len(good) < 20 or len(good) < MIN_NUMBER_SHARE * len(numbers):
         return None
-    unusable = {i: f"expected a number, got {v!r}" for (i, v), x in zip(present, numbers, strict=True) if x is None}
-    first = min(unusable)
-    why = (f"numbers ({len(set(good))} distinct); {len(unusable)} cell(s) not numbers (e.g. row {first + 1}: "
-           f"{present[[i for i, _ in present].index(first)][1]!r}) -> treated as missing")
+    stray = [(i, v) for (i, v), x in zip(present, numbers, strict=True) if x is None]
+    unusable = {i: f"expected a number, got {v!r}" for i, v in stray}
+    why = (f"numbers ({len(set(good))} distinct); {len(stray)} cell(s) not numbers (e.g. row {stray[0][0] + 1}: "
+           f"{stray[0][1]!r}) -> treated as missing")
     return ColumnInfo(name, "numeric", why, missing + len(unusable) / max(n, 1),
                       details={"median": _median(good), "unusable": unusable})
 

@@ -315,8 +315,12 @@ class Preparer:
     """
 
     def __init__(self, plan: Plan, base: str | Path, *, unusable: Mapping[str, Mapping[int, str]] | None = None,
-                 strict: bool = False, check_files: bool = True, allow_outside_paths: bool = False) -> None:
+                 strict: bool = False, check_files: bool = True, allow_outside_paths: bool = False,
+                 stray_numbers: bool = False) -> None:
         self.plan, self.base, self.strict, self.check_files = plan, Path(base).resolve(), strict, check_files
+        #: a number column's cell that is not a number is a missing measurement, noted (fit's --val/--test
+        #: tables: the rule inference applies to the training table's stray cells); strict=True: an error
+        self.stray_numbers = stray_numbers and not strict
         self.allow_outside_paths = allow_outside_paths
         self.unusable = {c: dict(v) for c, v in (unusable or {}).items()}
         self.dropped_files: dict[str, int] = {}
@@ -371,9 +375,9 @@ class Preparer:
         if is_missing(value) or is_non_finite(value):  # no measurement: the training median fills it
             return None
         number = as_number(value)
-        if number is None and index in self.unusable.get(column, {}):  # a stray cell fit counted: missing, noted
+        if number is None and (self.stray_numbers or index in self.unusable.get(column, {})):  # missing, noted
             self.dropped_files[column] = self.dropped_files.get(column, 0) + 1
-            self.dropped.append((index, column, str(self.unusable[column][index])))
+            self.dropped.append((index, column, f"expected a number, got {value!r}"))
             return None
         if number is None:
             raise ColumnError(f"row {index + 1}, column {column!r}: expected a number, got {value!r}")

@@ -200,6 +200,12 @@ def test_a_few_stray_cells_in_a_number_column_are_missing_measurements_not_a_new
     assert preparer.dropped == [(7, "ink", f"expected a number, got {stray!r}")]
     with pytest.raises(ColumnError, match=r"row 1, column 'ink': expected a number"):  # a new row: its error
         Preparer(plan, tmp_path).sample({"ink": stray}, 0)
+    # fit's --val/--test tables: the same rule as the training table's stray cells (strict: an error)
+    extra = Preparer(plan, tmp_path, stray_numbers=True)
+    assert extra.table_row({"ink": stray, "y": 1}, 4, "test")["ink"] == plan.fill["ink"]
+    assert extra.dropped == [(4, "ink", f"expected a number, got {stray!r}")]
+    with pytest.raises(ColumnError, match=r"row 5, column 'ink': expected a number"):
+        Preparer(plan, tmp_path, stray_numbers=True, strict=True).table_row({"ink": stray, "y": 1}, 4, "test")
 
 
 def test_a_column_of_strings_with_some_numbers_is_not_made_numeric(tmp_path: Path):
