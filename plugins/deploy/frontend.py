@@ -193,6 +193,12 @@ def load_audio(source: Any, sample_rate: int, max_seconds: float) -> np.ndarray:
         with soundfile.SoundFile(source) as f:
             if not (1 <= f.samplerate <= 1_000_000 and 1 <= f.channels <= 64):
                 raise ValueError(f"{f.samplerate} Hz, {f.channels} channels is not audio this reads")
+            # libsndfile decodes a truncated WAV/AIFF up to where it ends and notes the header's claim in
+            # its log ("data : 127686 (should be 42532)"): refused here as mmcore's reader refuses it.
+            claim = re.search(r"^\s*(?:data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", f.extra_info or "", re.MULTILINE)
+            if claim is not None and int(claim.group(1)) > int(claim.group(2)):
+                raise ValueError(f"header claims {claim.group(1)} bytes of audio but the file holds {claim.group(2)} "
+                                 "(truncated); re-save it with an audio tool")
             rate = int(f.samplerate)
             data = f.read(frames=min(f.frames, int(max_seconds * rate) + 1), dtype="float32", always_2d=True)
     except ValueError:
