@@ -179,9 +179,9 @@ def test_batched_log_mels_equal_the_per_clip_ones_with_missing_and_short_clips()
     got = collate_decoded([None if w is None else decode(w) for w in batch])
     assert got["mels"].shape == expected["mels"].shape
     assert torch.equal(got["mask"], expected["mask"]) and torch.equal(got["present"], expected["present"])
-    assert (got["mels"] - expected["mels"]).abs().max() <= 2e-6  # the mel projection's float32 rounding at most
-    for w in clips:  # one clip alone: the same numbers
-        assert torch.equal(collate_decoded([w])["mels"], processor.collate([processor(w)])["mels"])
+    assert (got["mels"] - expected["mels"]).abs().max() <= 2e-6  # float32 sums in another order at most
+    for w in clips:  # one clip alone
+        assert (collate_decoded([w])["mels"] - processor.collate([processor(w)])["mels"]).abs().max() <= 2e-6
     assert torch.equal(collate_decoded([None, None])["present"], torch.tensor([False, False]))
 
     class Louder(LogMelProcessor):
