@@ -402,8 +402,9 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
         # fit's measured choice, not trainer.threads' default (auto): the summary reports what ran
         config["trainer"]["threads"] = threads
         trainer = Trainer(config, manager=manager)
-        # Choosing the ensemble's experts after training reads the val rows once more (their inputs cached).
-        experts_planned = counts["val"] * costs.eval_sample if _has_experts(config, plan) else 0.0
+        # Choosing the ensemble's experts after training reads the val rows once more (their inputs cached),
+        # and the test rows again when a weight changed (sharpening does on most tables): both reserved.
+        experts_planned = (counts["val"] + counts["test"]) * costs.eval_sample if _has_experts(config, plan) else 0.0
         reserve = schedule.planned["test"] + schedule.planned["final"] + experts_planned
         progress = FitProgress(deadline=clock.started + limit, reserve=reserve, clock=clock.clock,
                                val_seconds=counts["val"] * costs.eval_sample, planned_step=costs.warm_step,
@@ -427,7 +428,8 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
         clock.add("test", ended - last_epoch, schedule.planned["test"], note=f"{counts['test']} rows, best checkpoint")
         experts = None
         if experts_planned and counts["val"] and report.get("status") in ("completed", "stopped", "early_stopping") and trainer.best_epoch:
-            with clock.phase("experts", experts_planned, note="each expert alone on val; at-chance ones left out") as record:
+            with clock.phase("experts", experts_planned, note="each expert alone on val; at-chance ones left out, "
+                             "under-confident ones sharpened; test scored again if a weight changed") as record:
                 experts = _choose_experts(trainer, run, report, clock=clock, eval_sample=costs.eval_sample,
                                           test_rows=counts["test"], record=record, verbose=verbose)
         with clock.phase("saving", schedule.planned["final"]):
