@@ -4,23 +4,24 @@ A list of sample dicts costs ~0.9 KB a row in Python objects (a dict per sample 
 mapping, a ``str`` object per cell, a ``float`` object per number); a million rows is ~1 GB before
 the first step (issue 26). :class:`SampleColumns` keeps the same samples as columns -- every string
 cell of a column in one UTF-8 buffer with int64 offsets, numbers and fixed-length rows of numbers
-in numpy arrays, values shared by every row (one table name, one dict of column names) once -- and
+in typed arrays (:mod:`array`), values shared by every row (one table name, one dict of column names) once -- and
 builds each sample's dict when it is asked for. A column whose values fit none of these (mixed
 types, ragged lists, anything else) keeps its Python objects as they are, so every sample comes
 back equal to what was stored, with the same types: ``str``, ``int``, ``float``, ``list`` and
 ``None`` exactly, nested ``dict``\\ s in their key order.
 
-The same layout as Apache Arrow's variable-length strings (offsets + one data buffer); kept in
-numpy here because reading a cell back as a Python object through pyarrow costs ~1 us a cell and
-builds a scalar object first.
+The same layout as Apache Arrow's variable-length strings (offsets + one data buffer); kept in the
+standard library's :mod:`array` here because a sample is read back cell by cell as Python objects,
+which pyarrow (a scalar object per cell, ~1 us) and numpy (a numpy scalar per element) do slower.
 """
 
 from __future__ import annotations
 
+import operator
+from array import array
 from collections.abc import Iterator, Mapping, Sequence
+from itertools import accumulate
 from typing import Any
-
-import numpy as np
 
 _INT64 = (-(2**63), 2**63 - 1)
 
@@ -31,7 +32,7 @@ class SampleColumns(Sequence):
     ``SampleColumns(samples)[i] == samples[i]`` for every ``i``, with the same types; each access
     returns new dicts and lists of numbers (changing one does not change what is stored); an object
     every sample shared, or one kept as it is, is handed out itself. A slice returns a ``list`` of
-    samples. Raises ``IndexError`` / ``TypeError`` for a bad index. ``nbytes``: the memory the columns hold (numpy buffers, string buffers;
+    samples. Raises ``IndexError`` / ``TypeError`` for a bad index. ``nbytes``: the memory the columns hold (typed arrays, string buffers;
     Python objects kept as they are are counted at 8 bytes a reference).
     """
 
@@ -46,9 +47,10 @@ class SampleColumns(Sequence):
     def __getitem__(self, index):
         if isinstance(index, slice):
             return [self._root.get(i) for i in range(*index.indices(self._n))]
-        if not isinstance(index, (int, np.integer)) or isinstance(index, bool):
-            raise TypeError(f"sample indices must be integers or slices, not {type(index).__name__}")
-        i = int(index)
+        try:
+            i = operator.index(index)  # an int, or a numpy integer a sampler hands out
+        except TypeError:
+            raise TypeError(f"sample indices must be integers or slices, not {type(index).__name__}") from None
         if i < 0:
             i += self._n
         if not 0 <= i < self._n:
@@ -83,9 +85,9 @@ def _encode(values: list[Any]) -> Any:
     if kinds == {str}:
         return _Strings(values)
     if kinds == {int} and all(v is None or _INT64[0] <= v <= _INT64[1] for v in values):
-        return _Numbers(values, np.int64)
+        return _Numbers(values, "q")
     if kinds == {float}:
-        return _Numbers(values, np.float64)
+        return _Numbers(values, "d")
     if kinds == {list}:
         rows = [v for v in values if v is not None]
         width = len(rows[0])
@@ -93,14 +95,14 @@ def _encode(values: list[Any]) -> Any:
         if width and all(len(row) == width for row in rows) and len(items) == 1:
             item = items.pop()
             if item is float or (item is int and all(_INT64[0] <= x <= _INT64[1] for row in rows for x in row)):
-                return _Rows(values, width, np.float64 if item is float else np.int64)
+                return _Rows(values, width, "d" if item is float else "q")
     return _Objects(values)
 
 
-def _missing(values: list[Any]) -> np.ndarray | None:
-    """Where the column's value is None (a bool array), or None when no value is."""
-    mask = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
-    return mask if mask.any() else None
+def _missing(values: list[Any]) -> bytearray | None:
+    """Where the column's value is None (one byte a row), or None when no value is."""
+    mask = bytearray(v is None for v in values)
+    return mask if any(mask) else None
 
 
 class _Dicts:
@@ -134,8 +136,7 @@ class _Strings:
 
     def __init__(self, values: list[Any]) -> None:
         encoded = [b"" if v is None else v.encode("utf-8", "surrogatepass") for v in values]
-        self.offsets = np.zeros(len(values) + 1, dtype=np.int64)
-        np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)), out=self.offsets[1:])
+        self.offsets = array("q", accumulate(map(len, encoded), initial=0))
         self.data = b"".join(encoded)
         self.missing = _missing(values)
 
@@ -146,47 +147,48 @@ class _Strings:
 
     @property
     def nbytes(self) -> int:
-        return len(self.data) + self.offsets.nbytes + (0 if self.missing is None else self.missing.nbytes)
+        return len(self.data) + len(self.offsets) * 8 + (0 if self.missing is None else len(self.missing))
 
 
 class _Numbers:
-    """``int`` (within int64) or ``float`` cells, or None: one numpy array; read back as Python ints
-    / floats (``tolist`` of one element: exact)."""
+    """``int`` (within int64) or ``float`` cells, or None: one typed array (``q`` / ``d``); read back as
+    Python ints / floats, exactly."""
 
-    def __init__(self, values: list[Any], dtype: type) -> None:
+    def __init__(self, values: list[Any], code: str) -> None:
         self.missing = _missing(values)
-        fill = 0 if dtype is np.int64 else 0.0
-        self.array = np.fromiter((fill if v is None else v for v in values), dtype=dtype, count=len(values))
+        fill = 0 if code == "q" else 0.0
+        self.array = array(code, (fill if v is None else v for v in values))
 
     def get(self, i: int) -> int | float | None:
         if self.missing is not None and self.missing[i]:
             return None
-        return self.array[i].item()
+        return self.array[i]
 
     @property
     def nbytes(self) -> int:
-        return self.array.nbytes + (0 if self.missing is None else self.missing.nbytes)
+        return len(self.array) * self.array.itemsize + (0 if self.missing is None else len(self.missing))
 
 
 class _Rows:
-    """Lists of one length of ``float``\\ s (or of ``int``\\ s), or None: one 2-D numpy array; read
+    """Lists of one length of ``float``\\ s (or of ``int``\\ s), or None: one flat typed array; read
     back as a new ``list`` of Python numbers."""
 
-    def __init__(self, values: list[Any], width: int, dtype: type) -> None:
+    def __init__(self, values: list[Any], width: int, code: str) -> None:
         self.missing = _missing(values)
-        self.array = np.zeros((len(values), width), dtype=dtype)
-        for i, v in enumerate(values):
-            if v is not None:
-                self.array[i] = v
+        self.width = width
+        zeros = [0 if code == "q" else 0.0] * width
+        self.array = array(code)
+        for v in values:
+            self.array.extend(zeros if v is None else v)
 
     def get(self, i: int) -> list[Any] | None:
         if self.missing is not None and self.missing[i]:
             return None
-        return self.array[i].tolist()
+        return self.array[i * self.width:(i + 1) * self.width].tolist()
 
     @property
     def nbytes(self) -> int:
-        return self.array.nbytes + (0 if self.missing is None else self.missing.nbytes)
+        return len(self.array) * self.array.itemsize + (0 if self.missing is None else len(self.missing))
 
 
 class _Objects:
