@@ -7,15 +7,17 @@ loop (issue 26: attributing the per-row gap between them). Run as a wrapper arou
 It installs timers, runs the program in this process (``runpy``) and, at exit, writes ``OUT.json``:
 
 - ``phases``: seconds and resident memory (MB, ``/proc/self/statm``) at the end of each phase the
-  program passes through -- for ``mmcore train``: reading the manifest (``load_datasets``), fitting
-  the processors, building the model, each epoch's training loop, validation, checkpoints, the test
-  evaluation; for both: every DataLoader's batches;
-- ``loader_s`` / ``collate_s`` / ``step_s``: time spent fetching batches (``DataLoader.__next__``:
+  program passes through -- for ``mmcore train``: reading the manifest (``load_datasets``), recording
+  the data (the table's digest), fitting the processors, ``setup`` as a whole (its remainder: building
+  the model, the monitor check that imports torchmetrics, the optimiser), each epoch's training loop,
+  validation, checkpoints, the test evaluation with the report (and the diagnostics' pass when it
+  makes one); for the plain loop: fitting the processors; for both: ``exit``;
+- ``loader_s`` / ``collate_s`` / ``batches``: time spent fetching batches (``DataLoader.__next__``:
   the data set's ``__getitem__`` and the collate), of it in the model's collate (the processors:
-  PNG decode, text, numbers), and outside (the training step itself, forward/backward/optimiser);
-- ``opened``: files opened during each phase (``builtins.open`` / ``os.open`` calls are not
-  counted: the count comes from ``/proc/self/io`` ``syscr`` deltas being too coarse, so images are
-  counted where Pillow opens them, :func:`PIL.Image.open`);
+  PNG decode, text, numbers), and the number of batches; the rest of a training epoch is the steps
+  themselves (forward, backward, optimiser);
+- ``opened``: images opened so far (calls of :func:`PIL.Image.open`: the manifest's header checks
+  and the image processor's reads), at the end of each phase and in all;
 - ``total_s``: from the wrapper's start to exit; ``peak_mb``: ``ru_maxrss``.
 
 Both programs are timed by the same probes, so a phase one side has and the other lacks shows up
@@ -41,7 +43,7 @@ def rss_mb() -> float:
         return int(fh.read().split()[1]) * PAGE / 2**20
 
 
-state = {"phases": [], "loader_s": 0.0, "collate_s": 0.0, "batches": 0, "opened": 0, "getitem_s": 0.0}
+state = {"phases": [], "loader_s": 0.0, "collate_s": 0.0, "batches": 0, "opened": 0}
 
 
 def mark(name: str, start: float) -> None:
