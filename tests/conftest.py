@@ -41,6 +41,10 @@ import mmcore  # noqa: E402  (after the environment is set)
 SHARED_SESSION_FIXTURES = {"small_run": "deploy", "small_export": "deploy"}
 
 
+# tryfirst: xdist's worker reads the xdist_group marks in its own pytest_collection_modifyitems (it appends
+# "@group" to each node id); without it this hook ran after xdist's and no test was ever grouped (each
+# worker built every shared fixture: the deploy export twice, 2 x 171 s of setup under load).
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """xdist groups (used by ``--dist loadgroup``; without xdist the marks do nothing): the tests of
     a module with a module-scoped fixture stay together, as do the users of an expensive

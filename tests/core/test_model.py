@@ -238,7 +238,7 @@ def test_fit_processors_holds_no_sample_it_has_passed(manager):
     def stream(n):
         for i in range(n):
             row = _streaming_samples(i + 1)[-1]  # made when asked for, as a data set read from disk
-            gc.collect()
+            gc.collect(1)  # young generations: the payloads are new; a full collection per row cost seconds in a big worker
             alive_behind.append(sum(ref() is not None for ref in refs[:-1]))
             payload = Payload()
             refs.append(weakref.ref(payload))
