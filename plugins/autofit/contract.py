@@ -50,18 +50,32 @@ def plan_issues(plan: Any, config: Mapping[str, Any], model: Any, plan_file: Pat
     where = f"the fit run's column plan ({plan_file})"
     issues: list[ConfigIssue] = []
     slots = list(model.slots)
+    reads: dict[str, str] = {}
     for slot, spec in plan.slots.items():
-        read = f"column {spec['column']!r}" if "column" in spec else \
+        read = reads[slot] = f"column {spec['column']!r}" if "column" in spec else \
             f"columns {', '.join(repr(c) for c in [*spec['numeric'], *spec['categorical'], *spec.get('dates', [])])}"
         if slot not in slots:
             issues.append(ConfigIssue(f"model.encoders.{slot}", f"is gone, but {where} fills slot {slot!r} ({spec['kind']}, from "
-                                      f"{read}): keep the slot, or fit again without the column (mmcore fit --column NAME=ignore)"))
+                                      f"{read}): keep the slot, or fit again without it (mmcore fit --column {spec.get('column', 'NAME')}=ignore)"))
             continue
         modality = getattr(model.encoders[slot], "modality", None)
         if modality != spec["kind"]:
             name = ((config.get("model") or {}).get("encoders") or {}).get(slot, {}).get("name")
             issues.append(ConfigIssue(f"model.encoders.{slot}.name", f"encoder {name!r} reads {modality!r}, but {where} fills "
                                       f"slot {slot!r} with {spec['kind']} (from {read}); use a {spec['kind']} encoder"))
+    for slot in slots:
+        if slot not in plan.slots:
+            issues.append(ConfigIssue(f"model.encoders.{slot}", f"is not a slot of {where}, which fills "
+                                      f"{', '.join(repr(s) for s in plan.slots)} only: a slot users' own columns cannot fill"))
+    data = config.get("data") or {}
+    columns = data.get("columns") if isinstance(data.get("columns"), Mapping) else {}
+    for slot, mapped in plan.manifest_columns().items():
+        if slot not in slots or any(i.path.startswith(f"model.encoders.{slot}") for i in issues):
+            continue
+        spec, read = plan.slots[slot], reads[slot]
+        if columns.get(slot) != mapped:
+            issues.append(ConfigIssue(f"data.columns.{slot}", f"reads {columns.get(slot)!r}, but {where} fills slot {slot!r} "
+                                      f"from {mapped!r} (derived from {read}): keep fit's mapping"))
             continue
         if spec["kind"] == "tabular":  # the prepared row's columns, which the plan derives (and an export's front end too)
             options = ((config.get("model") or {}).get("encoders") or {}).get(slot, {})
@@ -71,17 +85,6 @@ def plan_issues(plan: Any, config: Mapping[str, Any], model: Any, plan_file: Pat
                         and "columns" in options:
                     issues.append(ConfigIssue(f"model.encoders.{slot}.{key}", f"is {given!r}, but {where} fills slot {slot!r} "
                                               f"with the columns {derived!r} (from {read}): keep them"))
-    for slot in slots:
-        if slot not in plan.slots:
-            issues.append(ConfigIssue(f"model.encoders.{slot}", f"is not a slot of {where}, which fills "
-                                      f"{', '.join(repr(s) for s in plan.slots)} only: a slot users' own columns cannot fill"))
-    data = config.get("data") or {}
-    columns = data.get("columns") if isinstance(data.get("columns"), Mapping) else {}
-    expected = plan.manifest_columns()
-    for slot, mapped in expected.items():
-        if slot in columns and columns[slot] != mapped:
-            issues.append(ConfigIssue(f"data.columns.{slot}", f"reads {columns[slot]!r}, but {where} fills slot {slot!r} "
-                                      f"from {mapped!r}: keep fit's mapping"))
     if data.get("target") != plan.target:
         issues.append(ConfigIssue("data.target", f"is {data.get('target')!r}, but {where} predicts {plan.target!r}"))
     if not issues:
