@@ -43,7 +43,7 @@ def fit_run_of(data: Any) -> Path | None:
 
 def plan_issues(plan: Any, config: Mapping[str, Any], model: Any, plan_file: Path) -> list[ConfigIssue]:
     """Every way the run's ``config`` / ``model`` departs from what fit's ``plan`` fills, as config issues
-    naming the key (``model.encoders.note``, ``data.columns.tabular``, ``data.target``, ``model.head``)."""
+    naming the key (``model.encoders.note``, ``data.columns.tabular``, ``data.target``, ``data.classes``, ``model.head``)."""
     from mmcore.engine.artefacts import CheckpointError
     from mmcore_plugins.autofit.predictor import _check_plan_fits
 
@@ -87,6 +87,10 @@ def plan_issues(plan: Any, config: Mapping[str, Any], model: Any, plan_file: Pat
                                               f"with the columns {derived!r} (from {read}): keep them"))
     if data.get("target") != plan.target:
         issues.append(ConfigIssue("data.target", f"is {data.get('target')!r}, but {where} predicts {plan.target!r}"))
+    named = plan.classes if plan.task == "classification" else plan.labels if plan.task == "multilabel" else None
+    if named is not None and isinstance(data.get("classes"), list) and [str(c) for c in data["classes"]] != list(named):
+        issues.append(ConfigIssue("data.classes", f"is {data['classes'][:10]!r}, but {where} encodes the target {plan.target!r} "
+                                  f"as {list(named)[:10]!r} (the same names in the same order): keep them"))
     if not issues:
         try:
             _check_plan_fits(plan, model, plan_file)

@@ -138,7 +138,7 @@ def other_class_order(c):
 
 @pytest.mark.parametrize(("edit", "key"), [(drop_slot, "model.encoders.note"), (text_as_image, "model.encoders.note.name"),
                                            (fewer_columns, "data.columns.tabular"), (encoder_columns, "model.encoders.tabular.columns"),
-                                           (other_class_order, "model.head")])
+                                           (other_class_order, "data.classes")])
 def test_an_edit_the_plan_does_not_fit_is_refused_in_one_line(runs, tmp_path, capsys, edit, key):
     _, fit, _ = runs
     config = _edited(fit, tmp_path, edit)
