@@ -4,7 +4,8 @@ keeps fit's contract (issue 20.2 beyond fit's own runs): ``Predictor``, ``mmcore
 derived (``"x missing"``); the run is self-contained (a copy predicts) and its own config.yaml reproduces it;
 an edit the fit's column plan does not fit is refused in one line naming the key, before any training.
 
-One small fit (module scope: 40 rows, one epoch) and one training from its config, in-process."""
+One small fit (module scope: 40 rows, one epoch) and one training from its config, in-process; a third
+party's fusion (registered at run time) on the same config keeps the contract too."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from autofit_helpers import write_csv
 
@@ -85,6 +87,36 @@ def test_the_trained_run_is_self_contained_and_reproducible(runs, tmp_path):
     assert main(["train", str(again / "config.yaml"), f"trainer.run_dir={tmp_path / 'third'}"]) == 0
     third = mmcore.Predictor.load(tmp_path / "third")
     assert third.plan == mmcore.Predictor.load(again).plan and len(third.predict(NEW)) == 2
+
+
+class _OwnMean(mmcore.Fusion):
+    """A third party's fusion: the mean of each present slot's projected pooled features."""
+
+    def __init__(self, input_dims, dim):
+        super().__init__(input_dims, dim)
+        self.proj = torch.nn.ModuleDict({slot: torch.nn.Linear(width, dim) for slot, width in input_dims.items()})
+
+    def forward(self, features):
+        present = torch.stack([f.present for f in features.values()]).float()  # [M, B]
+        pooled = torch.stack([self.proj[s](f.pooled) for s, f in features.items()])  # [M, B, dim]
+        mean = (pooled * present[..., None]).sum(0) / present.sum(0).clamp(min=1)[:, None]
+        return mmcore.Features.from_pooled(mean, present.sum(0) > 0)
+
+
+class _OwnPlugin:
+    @mmcore.hookimpl
+    def mmcore_register(self, registry):
+        registry.add_fusion("own_mean", _OwnMean)
+
+
+def test_a_third_party_fusion_on_fits_config_keeps_the_contract(runs, tmp_path):
+    _, fit, _ = runs
+    with mmcore.register_plugin(_OwnPlugin(), "own-fusion"):
+        assert main(["train", str(fit / "config.yaml"), f"trainer.run_dir={tmp_path / 'own'}",
+                     "model.fusion={name: own_mean, dim: 8}", *EDITS[1:]]) == 0
+        predictor = mmcore.Predictor.load(tmp_path / "own")
+        assert predictor.config["model"]["fusion"]["name"] == "own_mean"
+        assert set(predictor.predict(NEW)) <= {"hi", "lo"}
 
 
 def test_an_exports_front_end_takes_the_users_rows(runs):
