@@ -247,6 +247,8 @@ class Trainer:
         seed_everything(opts.seed)  # the initial weights do not depend on what reading the data drew
         self.model = build_model(self.config["model"], self.manager.registry)
         self.model.unreadable_inputs = opts.unreadable_inputs  # an input reading fails on (mmcore.unreadable)
+        # plugins' own files of the run (fit's column plan), checked against the model and written into it
+        self.manager.hook.mmcore_train_setup(trainer=self, config=self.config)
         self._check_monitor()
         cached_slots = self._cacheable_slots() if opts.cache_features else []
         # One pass, sample by sample: a data set read from disk (shards) is streamed, never held whole.

@@ -5,7 +5,8 @@ within an epoch at the limit (:mod:`.progress`) -> the ensemble's experts at cha
 (:mod:`.experts`) -> a :class:`Predictor`.
 
 Everything ``fit`` decides is written into the run directory: ``config.yaml`` (``mmcore train
-RUN/config.yaml`` reproduces the run; editing it is how to go further), ``data.jsonl`` (the
+RUN/config.yaml`` reproduces the run; editing it is how to go further, and a run trained from it, edited or
+not, takes the user's own columns as this one does: :mod:`.contract`), ``data.jsonl`` (the
 prepared table the config reads, with its ``split`` column), ``autofit.json`` (the column
 inference, the plan, the choices, the measured times) and ``fit_summary.json`` (the results).
 """
@@ -466,7 +467,8 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
             loads = ", ".join(f"{w} {v:.1f}" for w, v in clock.loads if v is not None)
             print(f"time (planned / actual; load average {loads or 'unknown'} on {cpu_count()} CPUs):", clock.table(), sep="\n")
             print(f"run directory {run}")
-            print(f"  reproduce: mmcore train {run / 'config.yaml'} trainer.run_dir={run.parent / (run.name + '-again')}")
+            print(f"  reproduce: mmcore train {run / 'config.yaml'} trainer.run_dir={run.parent / (run.name + '-again')}"
+                  "   (edit it to go further: the new run still takes your own columns)")
             print(f"  predict:   mmcore predict {_shell(run)} --data TABLE --out predictions.jsonl   "
                   f"(Python: mmcore.Predictor.load({str(run)!r}).predict(table))")
             print(f"  deploy:    mmcore export {_shell(run)} --int8   then   mmcore serve {_shell(run)}")
