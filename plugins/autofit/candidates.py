@@ -18,9 +18,19 @@ scored over 70%. So each candidate is measured, cheaply:
 The probe: scikit-learn's standardised ``LogisticRegression`` (classification: validation
 accuracy) or ``Ridge`` (regression: validation R^2), the same for both candidates. Rows are taken
 (seeded) until ``budget_s`` seconds are spent on features (every comparison together; one that has
-not reached ``MIN_ROWS`` rows of each split goes on, up to ``OVERRUN`` times its share), at most
+not reached ``MIN_ROWS`` rows of each split goes on, up to ``OVERRUN`` times its share, never past
+the phase's deadline less the probes' estimate), at most
 ``MAX_TRAIN`` training and ``MAX_VAL`` validation rows; with fewer than ``MIN_ROWS`` of either
 (or of all a small split has, at least ``MIN_SMALL``) the rule's choice stands, said so.
+
+The phase keeps its budget whatever the machine's load: before each candidate (its model's load,
+the rows it needs, both probes) its cost is estimated from quiet-machine costs (``LOAD_S``,
+``ROW_S``, ``PROBE_CELL_S``) times the machine's pace measured in this run (:class:`Pace`: a short
+reference computation at the start, then the measured / estimated time of every step done), and a
+candidate that would pass the phase's deadline is skipped -- its column keeps the from-scratch
+encoder, and the reason names the estimate and the time left. Encoding stops early enough for the
+probes' estimated time, so the phase ends within its deadline plus at most one batch or one probe
+running slower than estimated.
 """
 
 from __future__ import annotations
@@ -57,6 +67,24 @@ OVERRUN = 2.0
 #: pixels; what the probe compares is the kind of feature, not the last point of accuracy).
 PROBE_IMAGE_SIZE = 128
 
+# Quiet-machine costs, measured together with REFERENCE_S on the 2-core development machine
+# (load average 2.5; torch 1 thread): the pace measured in a run scales them (see Pace).
+#: Seconds of the reference computation (:func:`reference_seconds`).
+REFERENCE_S = 0.022
+#: Seconds to load each pretrained encoder (MiniLM: its tokenizer and weights 4.5 s; EfficientNet 0.1 s).
+LOAD_S = {"efficientnet_lite0": 0.3, "minilm": 4.5}
+#: Seconds per row of pooled features (EfficientNet-Lite0 at PROBE_IMAGE_SIZE px; MiniLM at 64 tokens).
+ROW_S = {"efficientnet_lite0": 0.016, "minilm": 0.003}
+#: Seconds of the linear probe per (row x feature), train + val rows (LogisticRegression, 10 classes:
+#: 3.5 s for 700 x 1280 EfficientNet features, 0.9 s for 700 x 384 MiniLM, 1.7 s for 700 x 1024 pixels).
+PROBE_CELL_S = 4e-6
+#: Features each probe reads: the pretrained encoders' pooled sizes; the bag of words counted as the
+#: dense features that cost as much (3,050 TF-IDF columns of short texts probed in 3.1 s).
+PRETRAINED_DIMS = {"efficientnet_lite0": 1280, "minilm": 384}
+WORDS_DIMS = 1100
+#: The pace is never taken as faster than this (a reference computation lucky on a shared machine).
+MIN_PACE = 0.5
+
 
 @dataclass
 class Comparison:
@@ -73,11 +101,62 @@ class Comparison:
     metric: str
     #: seconds the pretrained encoder took per row (its features only), as measured here
     feature_row_s: float = 0.0
+    #: True when the candidate was not measured because its estimate passed the phase's deadline
+    skipped: bool = False
+    #: its estimated seconds (at the pace measured in this run) when it was started or skipped
+    estimate_s: float = 0.0
+    #: seconds both probes took (the from-scratch features included), as measured here
+    probe_s: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {"slot": self.slot, "kind": self.kind, "scores": {k: round(v, 4) for k, v in self.scores.items()},
                 "metric": self.metric, "rows": list(self.rows), "chosen": self.chosen, "why": self.why,
-                "seconds": round(self.seconds, 2), "feature_row_s": round(self.feature_row_s, 5)}
+                "seconds": round(self.seconds, 2), "feature_row_s": round(self.feature_row_s, 5),
+                "skipped": self.skipped, "estimate_s": round(self.estimate_s, 2)}
+
+
+def reference_seconds() -> float:
+    """Seconds of a fixed CPU computation (80 products of 256 x 256 matrices, PyTorch, the threads
+    set now): the median of three, against ``REFERENCE_S`` on a quiet machine."""
+    import statistics
+
+    import torch
+
+    times = []
+    for _ in range(3):
+        a = torch.randn(256, 256, generator=torch.Generator().manual_seed(0))
+        start = time.perf_counter()
+        for _ in range(80):
+            a = torch.tanh(a @ a * 0.01)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+@dataclass
+class Pace:
+    """The machine's speed in this run: measured seconds over the quiet-machine estimate of every
+    step done so far (the reference computation first). ``factor`` 3.0: steps take 3x their estimate."""
+
+    measured: float = 0.0
+    nominal: float = 0.0
+
+    def record(self, nominal_s: float, measured_s: float) -> None:
+        if nominal_s > 0:
+            self.nominal += nominal_s
+            self.measured += max(0.0, measured_s)
+
+    @property
+    def factor(self) -> float:
+        return max(MIN_PACE, self.measured / self.nominal) if self.nominal > 0 else 1.0
+
+    def estimate(self, nominal_s: float) -> float:
+        """``nominal_s`` quiet-machine seconds as seconds on this machine now."""
+        return nominal_s * self.factor
+
+
+def probe_nominal(rows: int, dims: int) -> float:
+    """Quiet-machine seconds of one linear probe on ``rows`` train + val rows of ``dims`` features."""
+    return PROBE_CELL_S * rows * dims
 
 
 def probe_score(train_x: np.ndarray, train_y: Sequence[Any], val_x: np.ndarray, val_y: Sequence[Any], task: str) -> float:
@@ -126,13 +205,17 @@ def _pooled(encoder: Any, processor: Any, raws: Sequence[Any]) -> np.ndarray:
 
 def compare(slot: str, kind: str, values: Mapping[str, Sequence[Any]], targets: Mapping[str, Sequence[Any]], *,
             task: str, pretrained: Callable[[Sequence[Any]], np.ndarray], scratch: Callable[[list[Any], list[Any]], tuple],
-            deadline: float, clock: Callable[[], float] = time.perf_counter) -> Comparison:
+            deadline: float, clock: Callable[[], float] = time.perf_counter, hard_end: float | None = None) -> Comparison:
     """Measure one column's two candidates on ``values`` (``{"train": raws, "val": raws}``, already
     sampled and shuffled) with their ``targets``: ``pretrained(raws) -> [N, D]`` features computed a
-    batch at a time until ``deadline`` (a ``clock()`` value); ``scratch(train_raws, val_raws) ->
-    (train_x, val_x)`` on the same rows."""
+    batch at a time until ``deadline`` (a ``clock()`` value; past it, up to ``OVERRUN`` times the
+    share while a split has fewer than ``MIN_ROWS``, never past ``hard_end``); ``scratch(train_raws,
+    val_raws) -> (train_x, val_x)`` on the same rows."""
     start = clock()
     hard = start + OVERRUN * max(0.0, deadline - start)
+    if hard_end is not None:
+        hard = min(hard, hard_end)
+        deadline = min(deadline, hard_end)
     metric = "R^2" if task == "regression" else "accuracy"
     got: dict[str, list[np.ndarray]] = {"train": [], "val": []}
     taken = {"train": 0, "val": 0}
@@ -162,6 +245,7 @@ def compare(slot: str, kind: str, values: Mapping[str, Sequence[Any]], targets: 
                           f"not compared: only {rows[0]} train / {rows[1]} val rows encoded in the time set aside "
                           f"(at least {needed['train']} / {needed['val']} needed); the pretrained encoder kept",
                           clock() - start, metric, feature_row)
+    probes_started = clock()
     train_raws, val_raws = list(values["train"][: rows[0]]), list(values["val"][: rows[1]])
     train_y, val_y = list(targets["train"][: rows[0]]), list(targets["val"][: rows[1]])
     pre = probe_score(np.concatenate(got["train"]), train_y, np.concatenate(got["val"]), val_y, task)
@@ -174,14 +258,20 @@ def compare(slot: str, kind: str, values: Mapping[str, Sequence[Any]], targets: 
     why = (f"linear probe on {rows[0]} train / {rows[1]} val rows: {names[0]} {pre:.3f} vs {names[1]} {own:.3f} "
            f"{metric}" + (f" (pretrained kept only {margin:+.2f} ahead)" if margin else ""))
     return Comparison(slot, kind, {"pretrained": pre, "scratch": own}, rows, "pretrained" if keep else "scratch",
-                      why, clock() - start, metric, feature_row)
+                      why, clock() - start, metric, feature_row, probe_s=clock() - probes_started)
 
 
 def compare_candidates(config: Mapping[str, Any], table: Sequence[Mapping[str, Any]], *, plan, infos, base: Path,
                        budget_s: float, manager, clock: Callable[[], float] = time.perf_counter,
-                       seed: int = 0) -> dict[str, Comparison]:
+                       seed: int = 0, pace: Pace | None = None,
+                       loaders: Mapping[str, Callable[..., tuple[Any, Any]]] | None = None) -> dict[str, Comparison]:
     """Every frozen pretrained image/text slot of ``config`` measured against its from-scratch
-    alternative on the prepared ``table`` (with its split column); ``budget_s`` seconds in all."""
+    alternative on the prepared ``table`` (with its split column), within ``budget_s`` seconds from
+    the call: each candidate's cost is estimated at the ``pace`` measured in this run (measured here
+    from :func:`reference_seconds` when not given) before it is started, and one that would pass the
+    deadline is skipped (``chosen`` ``"scratch"``, ``skipped``, the estimate and the time left in
+    ``why``). ``loaders``: ``{encoder name: load(manager, **options) -> (encoder, processor)}``
+    (default: the installed pretrained packages)."""
     if plan.task not in ("classification", "regression"):
         return {}
     by_name = {i.name: i for i in infos}
@@ -189,10 +279,20 @@ def compare_candidates(config: Mapping[str, Any], table: Sequence[Mapping[str, A
              if enc.get("freeze") is True and enc["name"] in ("efficientnet_lite0", "minilm")]
     out: dict[str, Comparison] = {}
     start = clock()
+    end = start + max(0.0, budget_s)
     slots = [(slot, enc) for slot, enc in slots if not by_name[plan.slots[slot]["column"]].details.get("files")
              or enc["name"] != "minilm"]  # texts read from files: not compared (kept as the rule chose)
+    if not slots:
+        return out
+    loaders = {"efficientnet_lite0": lambda m, **o: _pretrained_image(m, o["image_size"]),
+               "minilm": lambda m, **o: _pretrained_text(m), **(loaders or {})}
+    if pace is None:
+        pace = Pace()
+    if not pace.nominal:  # nothing measured yet in this fit: the reference computation says how busy it is
+        pace.record(REFERENCE_S, reference_seconds())
     for k, (slot, encoder) in enumerate(slots):
         column = plan.slots[slot]["column"]
+        name = encoder["name"]
         rng = random.Random(seed)
         values: dict[str, list[Any]] = {}
         targets: dict[str, list[Any]] = {}
@@ -201,37 +301,66 @@ def compare_candidates(config: Mapping[str, Any], table: Sequence[Mapping[str, A
             rng.shuffle(rows)
             values[split] = [_raw(r[column], base) for r in rows[:most]]
             targets[split] = [r[plan.target] for r in rows[:most]]
-        # What is left, shared by the slots left; each gets at least half its share, counted from
-        # when its model is loaded (a load slower than the share must not leave no rows at all).
-        share = max(budget_s / len(slots) / 2, (budget_s - (clock() - start)) / (len(slots) - k))
-        if encoder["name"] == "efficientnet_lite0":
+        if name == "efficientnet_lite0":
             details = by_name[column].details
             side = int(min(32, max(8, round(float(details.get("side", 32))))))
             colour = bool(details.get("colour"))
-            net, processor = _pretrained_image(manager, min(PROBE_IMAGE_SIZE, int(encoder["image_size"])))
-            deadline = clock() + share
-
-            def pixels(train, val, side=side, colour=colour):
+            scratch_dims = side * side * (3 if colour else 1)
+        else:
+            scratch_dims = WORDS_DIMS
+        # Before anything is started: the candidate's least cost (its model, the rows a comparison
+        # needs, both probes on every row it may take) at this machine's measured pace.
+        n_rows = len(values["train"]) + len(values["val"])
+        needed = sum(max(MIN_SMALL, min(MIN_ROWS, len(values[s]))) for s in values)
+        probes_nominal = probe_nominal(n_rows, PRETRAINED_DIMS[name]) + probe_nominal(n_rows, scratch_dims)
+        least = LOAD_S[name] + ROW_S[name] * needed + probes_nominal
+        estimate, left = pace.estimate(least), end - clock()
+        if estimate > left:
+            what = {"efficientnet_lite0": "EfficientNet-Lite0", "minilm": "MiniLM"}[name]
+            out[slot] = Comparison(
+                slot, "image" if name == "efficientnet_lite0" else "text", {}, (0, 0), "scratch",
+                f"{what} not compared: its load, {needed} rows and the probes were estimated at {estimate:.1f} s "
+                f"({pace.factor:.1f}x a quiet machine's time, as measured in this fit) with {max(0.0, left):.1f} s "
+                f"left of the {budget_s:.0f} s set aside for comparing; the from-scratch encoder is used",
+                0.0, "R^2" if plan.task == "regression" else "accuracy", skipped=True, estimate_s=estimate)
+            continue
+        began = clock()
+        options = {"image_size": min(PROBE_IMAGE_SIZE, int(encoder.get("image_size", PROBE_IMAGE_SIZE)))}
+        net, processor = loaders[name](manager, **options)
+        pace.record(LOAD_S[name], clock() - began)
+        # Encoding stops while the probes (at this pace) still fit before the end; the time left is
+        # shared by this slot and the ones after it.
+        reserve = pace.estimate(probes_nominal)
+        hard_end = end - reserve
+        share = max(0.0, hard_end - clock()) / (len(slots) - k)
+        deadline = clock() + share
+        if name == "efficientnet_lite0":
+            def scratch(train, val, side=side, colour=colour):
                 return (np.stack([_pixels(Path(p), side, colour) for p in train]),
                         np.stack([_pixels(Path(p), side, colour) for p in val]))
 
-            out[slot] = compare(slot, "image", values, targets, task=plan.task,
-                                pretrained=lambda raws, net=net, processor=processor: _pooled(net, processor, raws),
-                                scratch=pixels, deadline=deadline, clock=clock)
+            def features(raws, net=net, processor=processor):
+                return _pooled(net, processor, raws)
         else:
-            net, processor = _pretrained_text(manager)
-            deadline = clock() + share
-
-            def words(train, val):
+            def scratch(train, val):
                 from sklearn.feature_extraction.text import TfidfVectorizer
 
                 vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=1, max_features=5000).fit([str(t) for t in train])
                 return (vectorizer.transform([str(t) for t in train]).toarray(),
                         vectorizer.transform([str(t) for t in val]).toarray())
 
-            out[slot] = compare(slot, "text", values, targets, task=plan.task,
-                                pretrained=lambda raws, net=net, processor=processor: _pooled(net, processor, [str(r) for r in raws]),
-                                scratch=words, deadline=deadline, clock=clock)
+            def features(raws, net=net, processor=processor):
+                return _pooled(net, processor, [str(r) for r in raws])
+        result = compare(slot, "image" if name == "efficientnet_lite0" else "text", values, targets, task=plan.task,
+                         pretrained=features, scratch=scratch, deadline=deadline, clock=clock, hard_end=hard_end)
+        taken = result.rows[0] + result.rows[1]
+        pace.record(ROW_S[name] * taken, result.feature_row_s * taken)
+        if result.scores:
+            pace.record(probe_nominal(taken, PRETRAINED_DIMS[name]) + probe_nominal(taken, scratch_dims), result.probe_s)
+        result.estimate_s = estimate
+        result.seconds = clock() - began
+        out[slot] = result
+        del net, processor
     return out
 
 

@@ -306,12 +306,22 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
         compared: dict[str, Any] = {}
         scratch_why: dict[str, str] = {}
         if any(enc.get("freeze") is True for enc in config["model"]["encoders"].values()):
-            from mmcore_plugins.autofit.candidates import compare_candidates
+            from mmcore_plugins.autofit.candidates import Pace, compare_candidates
 
-            with clock.phase("candidates", CANDIDATE_SHARE * clock.left(), note="linear probes on a sample, val split"):
-                compared = compare_candidates(config, table, plan=plan, infos=infos, base=run,
-                                              budget_s=CANDIDATE_SHARE * clock.left(), manager=manager, clock=clock.clock)
-            scratch_why = {slot: f"measured: {c.why}" for slot, c in compared.items() if c.chosen == "scratch"}
+            # The phase's share is wall time on this machine as it is now: each candidate is estimated
+            # at the pace measured in this fit, and one that would pass the share is skipped.
+            candidates_s = CANDIDATE_SHARE * max(0.0, clock.left())
+            pace = Pace()
+            with clock.phase("candidates", candidates_s, note="linear probes on a sample, val split") as record:
+                compared = compare_candidates(config, table, plan=plan, infos=infos, base=run, budget_s=candidates_s,
+                                              manager=manager, clock=clock.clock, pace=pace)
+                skipped = [s for s, c in compared.items() if c.skipped]
+                if pace.nominal:
+                    record.note += f"; machine at {pace.factor:.1f}x a quiet one's time"
+                if skipped:
+                    record.note += f"; skipped (estimate over the time left): {', '.join(skipped)}"
+            scratch_why = {slot: c.why if c.skipped else f"measured: {c.why}" for slot, c in compared.items()
+                           if c.chosen == "scratch"}
             scratch_why.update(_features_too_slow(compared, config, rows=sum(counts.values()), left=clock.left()))
             if scratch_why:
                 config, choices = build_config(plan, infos, n_train=counts["train"], n_val=counts["val"],
