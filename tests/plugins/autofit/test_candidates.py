@@ -139,3 +139,116 @@ def test_pretrained_image_features_a_little_ahead_of_the_pixel_probe_lose_to_the
     assert 0.813 < 0.780 + IMAGE_MARGIN
     result = _run(pretrained_good=True, kind=kind)
     assert result.chosen == chosen and result.scores == {"pretrained": 0.813, "scratch": 0.780}
+
+
+# ---- the phase's deadline: a fake machine (clock, model loads, features, probes) at a given slowdown
+
+
+class FakeMachine:
+    """Every step of the candidates phase takes ``slowdown`` times its quiet-machine estimate on a
+    fake clock: model loads, pooled features (one-hot of the label hidden in the text, plus noise) and
+    the probes (the real probe, its time charged by the cells it reads)."""
+
+    def __init__(self, monkeypatch, slowdown: float) -> None:
+        import mmcore_plugins.autofit.candidates as candidates
+
+        self.now, self.slowdown, self.loads, self.steps = 0.0, slowdown, [], []
+        real_probe = candidates.probe_score
+
+        def pooled(net, processor, raws):
+            self.advance(candidates.ROW_S[net] * len(raws))
+            rng = np.random.default_rng(len(raws))
+            return np.eye(3)[[int(str(r).split()[0]) for r in raws]] * 3 + rng.normal(size=(len(raws), 3))
+
+        def probe(train_x, train_y, val_x, val_y, task):
+            self.advance(candidates.PROBE_CELL_S * (len(train_x) + len(val_x)) * train_x.shape[1])
+            return real_probe(train_x, train_y, val_x, val_y, task)
+
+        monkeypatch.setattr(candidates, "_pooled", pooled)
+        monkeypatch.setattr(candidates, "probe_score", probe)
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, nominal: float) -> None:
+        self.steps.append(self.slowdown * nominal)
+        self.now += self.slowdown * nominal
+
+    def loader(self, name: str):
+        import mmcore_plugins.autofit.candidates as candidates
+
+        def load(manager, **options):
+            self.loads.append(name)
+            self.advance(candidates.LOAD_S[name])
+            return name, None  # the "net" is its name: the fake _pooled charges its per-row cost
+
+        return load
+
+
+def _text_table(n_train: int = 120, n_val: int = 60, slots: tuple[str, ...] = ("a", "b")):
+    from mmcore_plugins.autofit.infer import ColumnInfo
+    from mmcore_plugins.autofit.prepare import Plan
+
+    rows = []
+    for split, n in (("train", n_train), ("val", n_val)):
+        for i in range(n):
+            y = i % 3
+            rows.append({"split": split, "y": str(y), **{s: f"{y} word{i % 7} other{i % 5}" for s in slots}})
+    plan = Plan(target="y", task="classification", slots={s: {"kind": "text", "column": s} for s in slots},
+                classes=["0", "1", "2"])
+    infos = [ColumnInfo(s, "text", "", 0.0, details={"words": 3}) for s in slots]
+    config = {"model": {"encoders": {s: {"name": "minilm", "freeze": True} for s in slots}}}
+    return config, rows, plan, infos
+
+
+def _phase(monkeypatch, tmp_path, *, slowdown: float, budget: float, known_pace: float = 1.0):
+    """The phase on the fake machine, its pace known before it starts as ``known_pace``."""
+    from mmcore_plugins.autofit.candidates import REFERENCE_S, Pace, compare_candidates
+
+    machine = FakeMachine(monkeypatch, slowdown)
+    config, rows, plan, infos = _text_table()
+    pace = Pace()
+    pace.record(REFERENCE_S, REFERENCE_S * known_pace)
+    out = compare_candidates(config, rows, plan=plan, infos=infos, base=tmp_path, budget_s=budget, manager=None,
+                             clock=machine, pace=pace, loaders={"minilm": machine.loader("minilm")})
+    return out, machine, pace
+
+
+def test_on_a_quiet_machine_with_time_enough_every_candidate_is_measured(monkeypatch, tmp_path):
+    out, machine, _ = _phase(monkeypatch, tmp_path, slowdown=1.0, budget=60.0)
+    assert machine.loads == ["minilm", "minilm"]
+    assert all(not c.skipped and set(c.scores) == {"pretrained", "scratch"} for c in out.values())
+    assert machine.now <= 60.0
+
+
+def test_a_candidate_whose_estimate_passes_the_time_left_is_skipped_and_named_with_its_estimate(monkeypatch, tmp_path):
+    # The reference computation ran 10x slower than on a quiet machine: MiniLM's load alone is
+    # estimated at 45 s, over the 20 s set aside -- never started, the from-scratch encoder is used.
+    from mmcore_plugins.autofit.candidates import LOAD_S
+
+    out, machine, pace = _phase(monkeypatch, tmp_path, slowdown=10.0, budget=20.0, known_pace=10.0)
+    assert machine.loads == [] and machine.now == 0.0
+    assert pace.factor == pytest.approx(10.0)
+    assert set(out) == {"a", "b"}
+    for c in out.values():
+        assert c.skipped and c.chosen == "scratch" and c.scores == {} and c.estimate_s > 10 * LOAD_S["minilm"]
+        assert f"{c.estimate_s:.1f} s" in c.why and "20.0 s left" in c.why and "from-scratch" in c.why, c.why
+        assert c.to_json()["skipped"] is True
+
+
+def test_candidates_slower_than_planned_end_the_phase_within_its_deadline_plus_one_step(monkeypatch, tmp_path):
+    # Planned as a quiet machine (pace 1.0) but running 5x slower: the first candidate's load takes 22.5 s
+    # where 4.5 s were estimated; from then on the measured pace (5x) bounds the encoding and the probes,
+    # and the second candidate, estimated at 5x, no longer fits: skipped, said why.
+    budget = 30.0
+    out, machine, pace = _phase(monkeypatch, tmp_path, slowdown=5.0, budget=budget)
+    assert machine.loads == ["minilm"]
+    first, second = out["a"], out["b"]
+    assert not first.skipped and set(first.scores) == {"pretrained", "scratch"}
+    assert second.skipped and second.chosen == "scratch" and "not compared" in second.why
+    # the pace learnt from the steps done (the bag of words here is smaller than the estimate's: a little under 5x)
+    assert 4.0 < pace.factor <= 5.0
+    assert machine.now <= budget + max(machine.steps[1:]), "past the deadline by at most one step after the load"
+    # the same machine with the slowdown known from the start: never past the deadline at all
+    out, machine, _ = _phase(monkeypatch, tmp_path, slowdown=5.0, budget=budget, known_pace=5.0)
+    assert machine.now <= budget
