@@ -252,3 +252,49 @@ def test_candidates_slower_than_planned_end_the_phase_within_its_deadline_plus_o
     # the same machine with the slowdown known from the start: never past the deadline at all
     out, machine, _ = _phase(monkeypatch, tmp_path, slowdown=5.0, budget=budget, known_pace=5.0)
     assert machine.now <= budget
+
+
+def test_fit_plans_training_in_the_time_left_after_the_phase_and_prints_a_skipped_candidate(tmp_path, monkeypatch, capsys):
+    """The candidates phase took 200 s of a 600 s limit (a fake clock shifted by it): the training plan
+    is made for what is left after it, not before; the skipped candidate's reason is printed and the
+    from-scratch encoder is in the config."""
+    import time
+
+    from autofit_helpers import write_jsonl, write_png
+
+    import mmcore
+    from mmcore_plugins.autofit import budget, candidates, choose, fitting
+    from mmcore_plugins.autofit.candidates import Comparison
+
+    shift = [0.0]
+
+    class Shifted(budget.Phases):
+        def __init__(self, **kwargs) -> None:
+            super().__init__(clock=lambda: time.perf_counter() + shift[0], **kwargs)
+
+    def slow_phase(config, table, *, budget_s, pace, **kwargs):
+        shift[0] += 200.0
+        return {"photo": Comparison("photo", "image", {}, (0, 0), "scratch", "EfficientNet-Lite0 not compared: "
+                                    "estimated 99.0 s with 3.0 s left", 0.0, "accuracy", skipped=True, estimate_s=99.0)}
+
+    left = []
+
+    class Planned(Exception):
+        pass
+
+    def plan_schedule(available, *args, **kwargs):
+        left.append(available)
+        raise Planned
+
+    monkeypatch.setattr(fitting, "Phases", Shifted)
+    monkeypatch.setattr(choose, "pretrained_available", lambda: {"efficientnet_lite0": True, "minilm": False})
+    monkeypatch.setattr(candidates, "compare_candidates", slow_phase)
+    monkeypatch.setattr(fitting, "measure_costs", lambda *a, **k: budget.Costs(cold_step=0.02, warm_step=0.01, eval_sample=0.001))
+    monkeypatch.setattr(fitting, "plan_schedule", plan_schedule)
+    rows = [{"photo": f"img/{write_png(tmp_path / 'img' / f'{i}.png', i, size=32)}", "y": "ab"[i % 2]} for i in range(40)]
+    with pytest.raises(Planned):
+        mmcore.fit(write_jsonl(tmp_path / "t.jsonl", rows), target="y", time_limit="10m", run_dir=tmp_path / "run")
+    assert len(left) == 1 and left[0] <= 600 - 200, left
+    out = capsys.readouterr().out
+    assert "photo" in out and "EfficientNet-Lite0 not compared: estimated 99.0 s with 3.0 s left" in out, out
+    assert "image_cnn" in out
