@@ -24,7 +24,7 @@ the phase's deadline less the probes' estimate), at most
 (or of all a small split has, at least ``MIN_SMALL``) the rule's choice stands, said so.
 
 The phase keeps its budget whatever the machine's load: before each candidate (its model's load,
-the rows it needs, both probes) its cost is estimated from quiet-machine costs (``LOAD_S``,
+the rows it needs, both probes on them) its cost is estimated from quiet-machine costs (``LOAD_S``,
 ``ROW_S``, ``PROBE_CELL_S``) times the machine's pace measured in this run (:class:`Pace`: a short
 reference computation at the start, then the measured / estimated time of every step done), and a
 candidate that would pass the phase's deadline is skipped -- its column keeps the from-scratch
@@ -205,12 +205,14 @@ def _pooled(encoder: Any, processor: Any, raws: Sequence[Any]) -> np.ndarray:
 
 def compare(slot: str, kind: str, values: Mapping[str, Sequence[Any]], targets: Mapping[str, Sequence[Any]], *,
             task: str, pretrained: Callable[[Sequence[Any]], np.ndarray], scratch: Callable[[list[Any], list[Any]], tuple],
-            deadline: float, clock: Callable[[], float] = time.perf_counter, hard_end: float | None = None) -> Comparison:
+            deadline: float, clock: Callable[[], float] = time.perf_counter, hard_end: float | None = None,
+            probe_row_s: float = 0.0) -> Comparison:
     """Measure one column's two candidates on ``values`` (``{"train": raws, "val": raws}``, already
     sampled and shuffled) with their ``targets``: ``pretrained(raws) -> [N, D]`` features computed a
     batch at a time until ``deadline`` (a ``clock()`` value; past it, up to ``OVERRUN`` times the
-    share while a split has fewer than ``MIN_ROWS``, never past ``hard_end``); ``scratch(train_raws,
-    val_raws) -> (train_x, val_x)`` on the same rows."""
+    share while a split has fewer than ``MIN_ROWS``, never past ``hard_end``), each deadline counting
+    the probes' estimated ``probe_row_s`` seconds per row encoded (one more batch included), so that
+    they end before it; ``scratch(train_raws, val_raws) -> (train_x, val_x)`` on the same rows."""
     start = clock()
     hard = start + OVERRUN * max(0.0, deadline - start)
     if hard_end is not None:
@@ -226,7 +228,8 @@ def compare(slot: str, kind: str, values: Mapping[str, Sequence[Any]], targets: 
     def more(split: str) -> bool:
         if taken[split] >= len(values[split]):
             return False
-        now = clock()
+        # when this batch and the probes on every row so far would end, at their estimate
+        now = clock() + probe_row_s * (taken["train"] + taken["val"] + BATCH)
         return now < deadline or (now < hard and taken[split] < needed[split])
 
     encoding = 0.0
@@ -310,10 +313,9 @@ def compare_candidates(config: Mapping[str, Any], table: Sequence[Mapping[str, A
             scratch_dims = WORDS_DIMS
         # Before anything is started: the candidate's least cost (its model, the rows a comparison
         # needs, both probes on every row it may take) at this machine's measured pace.
-        n_rows = len(values["train"]) + len(values["val"])
         needed = sum(max(MIN_SMALL, min(MIN_ROWS, len(values[s]))) for s in values)
-        probes_nominal = probe_nominal(n_rows, PRETRAINED_DIMS[name]) + probe_nominal(n_rows, scratch_dims)
-        least = LOAD_S[name] + ROW_S[name] * needed + probes_nominal
+        probe_row = probe_nominal(1, PRETRAINED_DIMS[name]) + probe_nominal(1, scratch_dims)
+        least = LOAD_S[name] + (ROW_S[name] + probe_row) * needed
         estimate, left = pace.estimate(least), end - clock()
         if estimate > left:
             what = {"efficientnet_lite0": "EfficientNet-Lite0", "minilm": "MiniLM"}[name]
@@ -328,11 +330,9 @@ def compare_candidates(config: Mapping[str, Any], table: Sequence[Mapping[str, A
         options = {"image_size": min(PROBE_IMAGE_SIZE, int(encoder.get("image_size", PROBE_IMAGE_SIZE)))}
         net, processor = loaders[name](manager, **options)
         pace.record(LOAD_S[name], clock() - began)
-        # Encoding stops while the probes (at this pace) still fit before the end; the time left is
-        # shared by this slot and the ones after it.
-        reserve = pace.estimate(probes_nominal)
-        hard_end = end - reserve
-        share = max(0.0, hard_end - clock()) / (len(slots) - k)
+        # Encoding stops while the probes on the rows taken (at this pace) still fit before the end;
+        # the time left is shared by this slot and the ones after it.
+        share = max(0.0, end - clock()) / (len(slots) - k)
         deadline = clock() + share
         if name == "efficientnet_lite0":
             def scratch(train, val, side=side, colour=colour):
@@ -352,7 +352,8 @@ def compare_candidates(config: Mapping[str, Any], table: Sequence[Mapping[str, A
             def features(raws, net=net, processor=processor):
                 return _pooled(net, processor, [str(r) for r in raws])
         result = compare(slot, "image" if name == "efficientnet_lite0" else "text", values, targets, task=plan.task,
-                         pretrained=features, scratch=scratch, deadline=deadline, clock=clock, hard_end=hard_end)
+                         pretrained=features, scratch=scratch, deadline=deadline, clock=clock, hard_end=end,
+                         probe_row_s=pace.estimate(probe_row))
         taken = result.rows[0] + result.rows[1]
         pace.record(ROW_S[name] * taken, result.feature_row_s * taken)
         if result.scores:
