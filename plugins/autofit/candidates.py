@@ -26,16 +26,17 @@ the phase's deadline less the probes' estimate), at most
 The phase keeps its budget whatever the machine's load: before each candidate (its model's load,
 the rows it needs, both probes on them) its cost is estimated from quiet-machine costs (``LOAD_S``,
 ``ROW_S``, ``PROBE_CELL_S``) times the machine's pace measured in this run (:class:`Pace`: a short
-reference computation at the start, then the measured / estimated time of every step done), and a
-candidate that would pass the phase's deadline is skipped -- its column keeps the from-scratch
-encoder, and the reason names the estimate and the time left. Encoding stops early enough for the
-probes' estimated time, so the phase ends within its deadline plus at most one batch or one probe
-running slower than estimated.
+reference computation and the probes' imports at the start, then the measured / estimated time
+of every step done), and a candidate that would pass the phase's deadline is skipped -- its
+column keeps the from-scratch encoder, and the reason names the estimate and the time left.
+Encoding stops early enough for the probes' estimated time, so the phase ends within its deadline
+plus at most one batch or one probe running slower than estimated.
 """
 
 from __future__ import annotations
 
 import random
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -76,8 +77,12 @@ LOAD_S = {"efficientnet_lite0": 0.3, "minilm": 4.5}
 #: Seconds per row of pooled features (EfficientNet-Lite0 at PROBE_IMAGE_SIZE px; MiniLM at 64 tokens).
 ROW_S = {"efficientnet_lite0": 0.016, "minilm": 0.003}
 #: Seconds of the linear probe per (row x feature), train + val rows (LogisticRegression, 10 classes:
-#: 3.5 s for 700 x 1280 EfficientNet features, 0.9 s for 700 x 384 MiniLM, 1.7 s for 700 x 1024 pixels).
-PROBE_CELL_S = 4e-6
+#: 3.5 s for 700 x 1280 random features, 0.9 s for 700 x 384, 1.7 s for 700 x 1024; on issue 27's
+#: digits, 496 rows at a pace of about 3x: 6.5 s for EfficientNet's 1280, 8.0 s for 1024 pixels).
+PROBE_CELL_S = 5e-6
+#: Seconds to import what the probes use (scikit-learn's linear models, scaler, TF-IDF): 1.2-1.3 s
+#: here; timed when the phase imports them, it is the pace's first measurement of real work.
+IMPORT_S = 1.5
 #: Features each probe reads: the pretrained encoders' pooled sizes; the bag of words counted as the
 #: dense features that cost as much (3,050 TF-IDF columns of short texts probed in 3.1 s).
 PRETRAINED_DIMS = {"efficientnet_lite0": 1280, "minilm": 384}
@@ -293,6 +298,14 @@ def compare_candidates(config: Mapping[str, Any], table: Sequence[Mapping[str, A
         pace = Pace()
     if not pace.nominal:  # nothing measured yet in this fit: the reference computation says how busy it is
         pace.record(REFERENCE_S, reference_seconds())
+    if "sklearn.linear_model" not in sys.modules:  # the probes' imports: real work of this phase, timed
+        began = clock()
+        import sklearn.feature_extraction.text  # noqa: F401
+        import sklearn.linear_model  # noqa: F401
+        import sklearn.pipeline  # noqa: F401
+        import sklearn.preprocessing  # noqa: F401
+
+        pace.record(IMPORT_S, clock() - began)
     for k, (slot, encoder) in enumerate(slots):
         column = plan.slots[slot]["column"]
         name = encoder["name"]

@@ -150,6 +150,9 @@ class FakeMachine:
     the probes (the real probe, its time charged by the cells it reads)."""
 
     def __init__(self, monkeypatch, slowdown: float) -> None:
+        import sklearn.feature_extraction.text  # noqa: F401  (imported before: the fake clock cannot time it)
+        import sklearn.linear_model  # noqa: F401
+
         import mmcore_plugins.autofit.candidates as candidates
 
         self.now, self.slowdown, self.loads, self.steps = 0.0, slowdown, [], []
