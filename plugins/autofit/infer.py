@@ -210,7 +210,26 @@ def infer_columns(rows: Sequence[Mapping[str, Any]], *, target: str, base: str |
 
 def infer_input(name: str, values: Sequence[Any], base: Path, override: str | None = None, *,
                 allow_outside_paths: bool = False) -> ColumnInfo:
-    """Infer one input column (see the module docstring)."""
+    """Infer one input column (see the module docstring). A few empty cells (under 1% of the rows)
+    are counted in ``why``, with the first one's row and text; a column of strings that are mostly
+    decimal-comma numbers gets a hint to read them as numbers (``--decimal ,``)."""
+    info = _infer_input(name, values, base, override, allow_outside_paths=allow_outside_paths)
+    empty = [(i, v) for i, v in enumerate(values) if is_missing(v)]
+    if empty and len(empty) < 0.01 * len(values):
+        i, v = empty[0]
+        info.why += (f"; {len(empty)} empty cell{'s' if len(empty) > 1 else ''} (row {i + 1}: {v!r}"
+                     + (", ..." if len(empty) > 1 else "") + ")")
+    if override is None and info.kind in ("ignore", "categorical", "text"):
+        strings = [v.strip() for v in values if isinstance(v, str) and not is_missing(v)]
+        from mmcore_plugins.io.tables import DECIMAL_COMMA
+
+        if strings and sum(bool(DECIMAL_COMMA.fullmatch(v)) for v in strings) >= 0.5 * len(strings):
+            info.why += _decimal_hint(strings)
+    return info
+
+
+def _infer_input(name: str, values: Sequence[Any], base: Path, override: str | None = None, *,
+                 allow_outside_paths: bool = False) -> ColumnInfo:
     n = len(values)
     present = [(i, v) for i, v in enumerate(values) if not is_missing(v)]
     missing = 1 - len(present) / max(n, 1)
@@ -242,7 +261,7 @@ def infer_input(name: str, values: Sequence[Any], base: Path, override: str | No
     if override == "numeric" or (override is None and all(x is not None for x in numbers)):
         if override == "numeric" and any(x is None for x in numbers):
             bad = next(v for (_, v), x in zip(present, numbers, strict=True) if x is None)
-            raise ColumnError(f"--column {name}=numeric: cell {bad!r} is not a number")
+            raise ColumnError(f"--column {name}=numeric: cell {bad!r} is not a number" + _decimal_hint([bad]))
         if override is None and _is_identifier_numbers(numbers, n):
             return ColumnInfo(name, "ignore", f"identifier: {len(numbers)} distinct integers, one per row", missing,
                               role="ignored")
@@ -610,12 +629,51 @@ def _multilabel_delimiter(strings: list[str]) -> str | None:
     return None
 
 
+def _decimal_hint(cells: Sequence[Any]) -> str:
+    """A hint for cells written with a decimal comma (``0,314``) that were not read as numbers."""
+    from mmcore_plugins.io.tables import DECIMAL_COMMA
+
+    comma = next((c for c in cells if isinstance(c, str) and DECIMAL_COMMA.fullmatch(c.strip())), None)
+    return (f"; {comma!r} reads as a number with a decimal comma: give --decimal , (decimal=',' from Python)"
+            if comma is not None else "")
+
+
+def note_table_format(infos: Sequence[ColumnInfo], fmt: Any) -> None:
+    """Say in each column's ``why`` what reading the table did to it: decimal commas read as numbers
+    (``fmt``: the :class:`~mmcore_plugins.io.tables.TableFormat` the table was read with)."""
+    for info in infos:
+        if info.name in getattr(fmt, "decimal_columns", ()):
+            info.why += "; decimal commas read as numbers (0,5 -> 0.5)"
+
+
+def table_format_lines(fmt: Any) -> list[str]:
+    """Lines under the column table saying how the table was read, when it was not a plain
+    comma-separated, decimal-point file (a delimiter found by sniffing, decimal commas)."""
+    lines = []
+    if getattr(fmt, "sep_detected", False):
+        lines.append(f"table: {fmt.sep!r}-separated (found from its first lines; --sep gives the delimiter)")
+    if getattr(fmt, "decimal_columns", None):
+        lines.append(f"table: decimal commas in {', '.join(repr(c) for c in fmt.decimal_columns)} read as numbers"
+                     + (" (found in the cells; --decimal . keeps them as written)" if fmt.decimal_detected else ""))
+    return lines
+
+
+def _missing_percent(fraction: float) -> str:
+    """A column's missing share for the table: ``<1%`` for a few cells (never ``0%`` when one is missing),
+    ``>99%`` for all but a few."""
+    if 0 < fraction < 0.01:
+        return "<1%"
+    if 0.99 < fraction < 1:
+        return ">99%"
+    return f"{100 * fraction:.0f}%"
+
+
 def format_table(infos: Sequence[ColumnInfo]) -> str:
     """The inference as a text table: column, inferred as, missing %, why."""
     rows = [("column", "inferred as", "missing", "why")]
     for info in infos:
         kind = f"target: {info.kind}" if info.role == "target" else info.kind
-        rows.append((info.name, kind, f"{100 * info.missing:.0f}%", info.why))
+        rows.append((info.name, kind, _missing_percent(info.missing), info.why))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = [f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]}" for r in rows]
     lines.insert(1, "-" * max(len(line) for line in lines))

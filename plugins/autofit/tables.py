@@ -26,21 +26,23 @@ def mmcore_table_inputs(path: Path, encoding: str, run_dir: Path | None, missing
     whatever the table's length. None for a run that ``fit`` did not write (the manifest plugin answers)."""
     if run_dir is None or not (Path(run_dir) / PLAN_FILE).is_file():
         return None
-    from mmcore_plugins.autofit.predictor import read_plan
+    from mmcore_plugins.autofit.predictor import read_plan, read_table_options
     from mmcore_plugins.io.tables import table_columns
 
     plan = read_plan(run_dir)
-    header = table_columns(path, encoding=encoding)
+    recorded = read_table_options(run_dir)  # the delimiter and decimal mark fit read its table with
+    reading = {"encoding": encoding, "sep": recorded["sep"], "decimal": recorded["decimal"]}
+    header = table_columns(path, encoding=encoding, sep=reading["sep"])
     declared = check_table_columns(plan, header, list(missing or ()), where=str(path), option="--missing")
     preparer = Preparer(plan, Path(path).expanduser().resolve().parent, strict=strict, allow_outside_paths=True)  # the user named this table
-    return _stream_inputs(path, encoding, plan, preparer, declared)
+    return _stream_inputs(path, reading, plan, preparer, declared)
 
 
-def _stream_inputs(path: Path, encoding: str, plan: Any, preparer: Preparer, declared: list[str]):
+def _stream_inputs(path: Path, reading: dict[str, Any], plan: Any, preparer: Preparer, declared: list[str]):
     from mmcore_plugins.io.tables import iter_table
 
     i = -1
-    for batch in iter_table(path, encoding=encoding):
+    for batch in iter_table(path, **reading):
         for row in batch:
             i += 1
             if declared:

@@ -36,13 +36,14 @@ from __future__ import annotations
 import codecs
 import collections
 import csv
+import dataclasses
 import io
 import json
 import math
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -99,13 +100,24 @@ class TableFormat:
     sep_detected: bool = False
     decimal: str = "."
     decimal_detected: bool = False
-    decimal_columns: list[str] = field(default_factory=list)
+    decimal_columns: list[str] = dataclasses.field(default_factory=list)
     encoding: str = "utf-8-sig"
+    sep_given: str | None = None
+    decimal_given: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """What a fit run records so that later tables are read the same way."""
-        return {"sep": self.sep, "decimal": self.decimal, "decimal_columns": list(self.decimal_columns),
-                "encoding": self.encoding}
+        """What a fit run records: what was used, and the options that read later tables the same way
+        (``options``: the ``sep`` the user gave -- a sniffed one is sniffed again -- and ``decimal=","``
+        once decimal commas were read)."""
+        return {"sep": self.sep, "sep_detected": self.sep_detected, "decimal": self.decimal,
+                "decimal_detected": self.decimal_detected, "decimal_columns": list(self.decimal_columns),
+                "encoding": self.encoding, "options": self.options()}
+
+    def options(self) -> dict[str, Any]:
+        """``{encoding, sep, decimal}`` keyword arguments of :func:`read_table` that read another table of
+        this kind the same way."""
+        return {"encoding": self.encoding, "sep": self.sep_given,
+                "decimal": "," if self.decimal_columns else self.decimal_given}
 
 
 class TableError(UserInputError):
@@ -301,6 +313,7 @@ def _batches(source: Any, *, encoding: str, batch_rows: int, whole: bool, sep: s
     _check_sep(sep)
     _check_decimal(decimal)
     fmt = fmt if fmt is not None else TableFormat(encoding=encoding)
+    fmt.sep_given, fmt.decimal_given = sep, decimal
     if _is_dataframe(source):
         rows = _frame_rows(source)
         return iter([rows[i:i + batch_rows] for i in range(0, len(rows), batch_rows)])
