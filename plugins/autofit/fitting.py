@@ -54,7 +54,9 @@ from mmcore_plugins.autofit.infer import (
     infer_columns,
     is_missing,
     note_table_format,
+    strict_error,
     table_format_lines,
+    unusable_json,
 )
 from mmcore_plugins.autofit.prepare import Preparer, check_table_columns, make_plan
 from mmcore_plugins.autofit.progress import FitProgress
@@ -232,6 +234,9 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
         rows[i] = {**rows[i], target: None}
     infos = infer_columns(rows, target=target, base=base, overrides=columns, allow_outside_paths=allow_outside_paths)
     note_table_format(infos, table_format)
+    refused = strict_error(infos) if strict else None
+    if refused is not None:  # missing/unreadable files are errors, not missing cells -- before any write or "treated as missing"
+        raise refused
     extra = {name: read_rows(source, **table_options) for name, source in (("val", val), ("test", test)) if source is not None}
     target_info = next(i for i in infos if i.role == "target")
     _merge_target_vocabulary(target_info, [r for table, _ in extra.values() for r in table])
@@ -272,11 +277,6 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
     if not train_rows:
         raise ColumnError(f"no training rows: every row with a {target!r} value went to val/test")
     plan = make_plan(infos, train_rows)
-
-    if strict:  # a file inference found missing or unreadable is an error, not a missing cell -- before any write
-        for info in infos:
-            for index, why in sorted(info.details.get("unusable", {}).items()):
-                raise ColumnError(f"row {index + 1}, column {info.name!r}: {why} (--strict)")
 
     # ---- the prepared table: every table checked and read (its columns, files, target values) before
     # the run directory is claimed -- a bad --val/--test table leaves nothing behind
@@ -627,6 +627,7 @@ def _merge_target_vocabulary(info: ColumnInfo, rows: Sequence[Mapping[str, Any]]
 def _info_json(info: ColumnInfo) -> dict[str, Any]:
     details = {k: v for k, v in info.details.items() if k != "unusable"}
     details["unusable_rows"] = len(info.details.get("unusable", {}))
+    details["unusable"] = unusable_json(info.details.get("unusable", {}))  # the first rows, named with their reason
     return {"name": info.name, "kind": info.kind, "role": info.role, "why": info.why, "missing": info.missing,
             "details": details}
 

@@ -419,11 +419,12 @@ def _file_column(name: str, present: list[tuple[int, Any]], n: int, base: Path, 
                           f"(e.g. {existing[0][1]!r}); pass --column {name}=KIND or --column {name}=ignore")
     unusable: dict[int, str] = {i: f"file {v!r} does not exist" for i, v, p in resolved if p is None}
     check = "text" if kind == "text" else kind
-    for i, _value, p in existing:
+    for i, value, p in existing:
         try:
             check_media(p, check)
         except (MediaError, ValueError, OSError) as exc:
-            unusable[i] = str(exc)
+            why = str(exc)
+            unusable[i] = why if str(value).strip() in why else f"file {value!r}: {why}"  # the cell's own path named
     usable = len(strings) - len(unusable)
     if usable == 0:
         example = next(iter(unusable.values()))
@@ -431,7 +432,7 @@ def _file_column(name: str, present: list[tuple[int, Any]], n: int, base: Path, 
     missing = 1 - usable / max(n, 1)
     why = "--column override" if override else f"{kind} files ({'frame folders' if kind == 'video' else 'suffix/magic bytes'})"
     if unusable:
-        why += f"; {len(unusable)} missing/unreadable -> treated as missing"
+        why += f"; {len(unusable)} missing/unreadable ({first_unusable(unusable)}) -> treated as missing"
     details: dict[str, Any] = {"unusable": unusable, "files": True}
     absent = [v for _, v, p in resolved if p is None]
     if len(absent) > 0.5 * len(strings):  # most files absent: a wrong folder more likely than missing data
@@ -627,6 +628,40 @@ def _multilabel_delimiter(strings: list[str]) -> str | None:
         if 2 <= len(labels) <= min(MAX_LABELS, max(2, len(strings) // 2)) and all(len(label.split()) <= 3 for label in labels):
             return delimiter
     return None
+
+
+#: Unusable cells (missing/unreadable files, stray cells) listed by row in autofit.json, per column.
+LISTED_UNUSABLE = 20
+#: ... in the column table's note, per column.
+NOTED_UNUSABLE = 2
+#: ... in ``--strict``'s one-line error, over all columns.
+STRICT_LISTED = 20
+
+
+def first_unusable(unusable: Mapping[int, str], count: int = NOTED_UNUSABLE) -> str:
+    """The first ``count`` unusable cells as ``row 4: file 'a.wav' does not exist; ...`` (row numbers from 1)."""
+    items = sorted(unusable.items())
+    text = "; ".join(f"row {i + 1}: {why}" for i, why in items[:count])
+    return text + ("; ..." if len(items) > count else "")
+
+
+def unusable_json(unusable: Mapping[int, str], limit: int = LISTED_UNUSABLE) -> dict[str, Any]:
+    """A column's unusable cells for ``autofit.json``: the count and the first ``limit`` as ``{row, why}``
+    (rows numbered from 1, as the table's data rows; ``why`` names the file and what is wrong)."""
+    return {"count": len(unusable), "listed": [{"row": i + 1, "why": why} for i, why in sorted(unusable.items())[:limit]]}
+
+
+def strict_error(infos: Sequence[ColumnInfo], limit: int = STRICT_LISTED) -> ColumnError | None:
+    """``--strict``: every unusable cell inference found (missing/unreadable files, stray cells of a
+    number column), up to ``limit`` of them named by row and column in one error; None when there is none."""
+    cells = [(index, info.name, why) for info in infos for index, why in info.details.get("unusable", {}).items()]
+    if not cells:
+        return None
+    cells.sort(key=lambda c: (c[0], c[1]))
+    listed = "; ".join(f"row {i + 1}, column {name!r}: {why}" for i, name, why in cells[:limit])
+    more = f"; and {len(cells) - limit} more" if len(cells) > limit else ""
+    head = f"{len(cells)} unusable cells (missing/unreadable files, cells that are no number): " if len(cells) > 1 else ""
+    return ColumnError(f"{head}{listed}{more} (--strict)")
 
 
 def _decimal_hint(cells: Sequence[Any]) -> str:
