@@ -54,6 +54,7 @@ from mmcore_plugins.autofit.infer import (
     infer_columns,
     is_missing,
     note_table_format,
+    split_warnings,
     strict_error,
     table_format_lines,
     unusable_json,
@@ -315,6 +316,8 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
              + (f"; {unlabelled} without a {target!r} value left out" if unlabelled else "")
              + (f" ({len(infinite)} of them infinite)" if infinite else "")
              + (f"; {empty} with no input at all left out" if empty else ""))
+        if plan.task == "classification":  # a class too rare to land in every split is said, never silently unmeasured
+            _log(verbose, *split_warnings(table, plan.target, plan.split_column))
 
         # ---- the config
         config, choices = build_config(plan, infos, n_train=counts["train"], n_val=counts["val"], data_path=str(data_path),

@@ -693,6 +693,33 @@ def table_format_lines(fmt: Any) -> list[str]:
     return lines
 
 
+def split_warnings(table: Sequence[Mapping[str, Any]], target: str, split_column: str) -> list[str]:
+    """One warning line per class (a classification target's label in ``table[i][target]``) that is
+    absent from a split that has rows (``table[i][split_column]``: train / val / test): too few rows
+    (or none given there) for it to appear in every split -- saying how many rows it has and where
+    they went. A class absent from val is never checked there; one absent from train is never learned."""
+    order = ("train", "val", "test")
+    present = {r.get(split_column) for r in table}
+    by_class: dict[Any, Counter] = {}
+    for r in table:
+        label = r.get(target)
+        if isinstance(label, (str, int)) and not isinstance(label, bool):
+            by_class.setdefault(label, Counter())[r.get(split_column)] += 1
+    lines = []
+    for label, counts in by_class.items():
+        absent = [s for s in order if s in present and not counts[s]]
+        if not absent:
+            continue
+        total = sum(counts.values())
+        where = ", ".join(f"{counts[s]} in {s}" for s in order if counts[s])
+        effect = ("the model never sees it" if "train" in absent else
+                  f"{' and '.join(s for s in absent)} results say nothing about it")
+        lines.append(f"warning: class {label!r} has {total} row{'s' if total != 1 else ''} ({where}), none in "
+                     f"{' or '.join(absent)}: too few to appear in every split; {effect} (add rows of it, or give "
+                     "--val/--test tables that hold it)")
+    return lines
+
+
 def _missing_percent(fraction: float) -> str:
     """A column's missing share for the table: ``<1%`` for a few cells (never ``0%`` when one is missing),
     ``>99%`` for all but a few."""
