@@ -191,7 +191,7 @@ def add_table_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sep", default=None, type=lambda v: "\t" if v in ("\\t", "tab", "TAB") else v,
                         help="a --data CSV's delimiter, e.g. ';' or '\\t' (default: found from its first lines, or as "
                              "the fit run read its table)")
-    parser.add_argument("--decimal", default=None, choices=[",", "."],
+    parser.add_argument("--decimal", default=None, choices=[",", "."], metavar=",|.",
                         help="a --data CSV's decimal mark: ',' reads decimal-comma numbers (0,314) as numbers (default: "
                              "found per column, or as the fit run read its table)")
 

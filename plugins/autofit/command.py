@@ -75,7 +75,7 @@ def mmcore_add_commands(subparsers) -> None:
                         help="text encoding of CSV/JSONL tables (default utf-8-sig; cp1252 for a CSV Excel saved on Windows)")
     parser.add_argument("--sep", default=None, type=_sep,
                         help="a CSV's delimiter, e.g. ';' or '\\t' (default: found from its first lines among , ; tab |)")
-    parser.add_argument("--decimal", default=None, choices=[",", "."],
+    parser.add_argument("--decimal", default=None, choices=[",", "."], metavar=",|.",
                         help="a CSV's decimal mark: ',' reads decimal-comma numbers (0,314) as numbers; default: found "
                              "per column (a column of decimal-comma numbers)")
     parser.add_argument("--run-dir", help="where the run goes (default: runs/fit, runs/fit-2, ...)")

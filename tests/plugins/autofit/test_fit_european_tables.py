@@ -64,6 +64,11 @@ def test_fit_reads_a_latin1_semicolon_decimal_comma_table_and_predict_reads_the_
     out_file = folder / "preds.jsonl"
     assert main(["predict", str(folder / "run"), "--data", str(new), "--encoding", "latin-1", "--out", str(out_file)]) == 0
     assert [json.loads(line)["prediction"] for line in out_file.read_text(encoding="utf-8").splitlines()] == list(predictions)
+    capsys.readouterr()
+    assert main(["eval", str(folder / "run"), "--data", str(new), "--encoding", "latin-1", "--sep", ";", "--decimal", ","]) == 0
+    assert "accuracy" in capsys.readouterr().out
+    assert main(["eval", str(folder / "run"), "--data", str(new), "--encoding", "latin-1", "--decimal", "."]) == 2
+    assert "--decimal ," in capsys.readouterr().err, "the user's --decimal is taken over the recorded one, and the error says so"
 
 
 def test_fit_takes_the_users_sep_and_decimal(run, capsys):
