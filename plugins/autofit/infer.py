@@ -432,7 +432,10 @@ def _file_column(name: str, present: list[tuple[int, Any]], n: int, base: Path, 
     missing = 1 - usable / max(n, 1)
     why = "--column override" if override else f"{kind} files ({'frame folders' if kind == 'video' else 'suffix/magic bytes'})"
     if unusable:
-        why += f"; {len(unusable)} missing/unreadable ({first_unusable(unusable)}) -> treated as missing"
+        cells = {i: v for i, v, _ in resolved}
+        noted = sorted(unusable)[:NOTED_UNUSABLE]
+        listed = ", ".join(f"row {i + 1} {str(cells[i]).strip()!r}" for i in noted) + (", ..." if len(unusable) > len(noted) else "")
+        why += f"; {len(unusable)} missing/unreadable ({listed}) -> treated as missing"
     details: dict[str, Any] = {"unusable": unusable, "files": True}
     absent = [v for _, v, p in resolved if p is None]
     if len(absent) > 0.5 * len(strings):  # most files absent: a wrong folder more likely than missing data
@@ -633,16 +636,9 @@ def _multilabel_delimiter(strings: list[str]) -> str | None:
 #: Unusable cells (missing/unreadable files, stray cells) listed by row in autofit.json, per column.
 LISTED_UNUSABLE = 20
 #: ... in the column table's note, per column.
-NOTED_UNUSABLE = 2
+NOTED_UNUSABLE = 3
 #: ... in ``--strict``'s one-line error, over all columns.
 STRICT_LISTED = 20
-
-
-def first_unusable(unusable: Mapping[int, str], count: int = NOTED_UNUSABLE) -> str:
-    """The first ``count`` unusable cells as ``row 4: file 'a.wav' does not exist; ...`` (row numbers from 1)."""
-    items = sorted(unusable.items())
-    text = "; ".join(f"row {i + 1}: {why}" for i, why in items[:count])
-    return text + ("; ..." if len(items) > count else "")
 
 
 def unusable_json(unusable: Mapping[int, str], limit: int = LISTED_UNUSABLE) -> dict[str, Any]:

@@ -73,7 +73,7 @@ def broken_files(tmp_path: Path):
 def test_unreadable_files_are_named_in_the_note_autofit_json_and_strict(broken_files):
     folder, rows = broken_files
     photo = _by_name(infer_columns(rows, target="label", base=folder))["photo"]
-    assert "4 missing/unreadable (row 4: file 'gone_3.png' does not exist; row 8: " in photo.why and "; ...)" in photo.why
+    assert "4 missing/unreadable (row 4 'gone_3.png', row 8 'bad.png', row 12 'gone_11.png', ...)" in photo.why
     recorded = _info_json(photo)["details"]["unusable"]
     assert recorded["count"] == 4 and [e["row"] for e in recorded["listed"]] == [4, 8, 12, 21]
     assert "bad.png" in recorded["listed"][1]["why"] and "gone_20.png" in recorded["listed"][3]["why"]
