@@ -370,8 +370,8 @@ def _decode_error(path: Path, codec: str, encoding: str) -> TableError:
                 line = lines - data.count(b"\n", 0, held) + data.count(b"\n", 0, exc.start) + 1
                 bad = data[exc.start:min(exc.end, exc.start + 4)]
                 return TableError(f"{path}: line {line}, byte offset {at}: {bad!r} is not valid {encoding} ({exc.reason}); "
-                                  "give the file's encoding (--encoding cp1252 for a CSV saved by Excel; encoding: "
-                                  "in a manifest, encoding= from Python) or re-save the file as UTF-8")
+                                  "give the file's encoding (--encoding cp1252 for a CSV saved by Excel; in a manifest "
+                                  "encoding: cp1252, from Python encoding='cp1252') or re-save the file as UTF-8")
             offset += len(chunk)
             lines += chunk.count(b"\n")
     return TableError(f"{path}: not valid {encoding}")
