@@ -283,7 +283,34 @@ def build_model(spec: Mapping[str, Any], registry: Registry | None = None, *, pa
     else:
         head_dim = next(iter(input_dims.values()))
     head = _build(registry, "head", spec["head"], _join(path, "head"), input_dim=head_dim, input_dims=input_dims)
-    return MultimodalModel(encoders, fusion, head, spec=spec)
+    model = MultimodalModel(encoders, fusion, head, spec=spec)
+    model.provenance = component_provenance(spec, registry)
+    return model
+
+
+def component_provenance(spec: Mapping[str, Any], registry: Registry) -> list[dict[str, str]]:
+    """Where each component of ``spec`` comes from: ``[{kind, name, plugin, distribution, version}]``
+    (``distribution``/``version`` empty for runtime plugins). Saved in ``model.json`` so that a run
+    loaded where a plugin is not installed names the package to install, not a similar built-in."""
+    from importlib import metadata
+
+    entries = [("encoder", e["name"]) for e in spec["encoders"].values()]
+    entries += [(kind, spec[kind]["name"]) for kind in ("fusion", "head") if spec.get(kind) is not None]
+    out, seen = [], set()
+    for kind, name in entries:
+        if (kind, name) in seen:
+            continue
+        seen.add((kind, name))
+        info = registry.get(kind, name)
+        version = ""
+        if info.distribution:
+            try:
+                version = metadata.version(info.distribution)
+            except metadata.PackageNotFoundError:  # registered from a source tree: no version to pin
+                version = ""
+        out.append({"kind": kind, "name": name, "plugin": info.plugin, "distribution": info.distribution or "",
+                    "version": version})
+    return out
 
 
 def _check_component(registry: Registry, kind: str, entry: Any, path: str) -> list[ConfigIssue]:

@@ -81,9 +81,18 @@ def read_model_json(path: Path, registry: Any = None) -> dict[str, Any]:
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SPEC_INTEGER:
             raise CheckpointError(f"{path}: {key!r} must be an integer >= 0, got {value!r}")
     _check_numbers(spec, f"{path}: spec", integer_bound=MAX_SPEC_INTEGER)
+    components = _check_components(meta.get("components", []), path)
     if registry is not None:
         from mmcore.model import validate_model_spec
 
+        absent = [c for c in components if (c["kind"], c["name"]) not in registry and c["distribution"]]
+        if absent:  # a plugin the run was trained with is not installed: name the package, not a look-alike
+            c = absent[0]
+            pin = f"{c['distribution']}=={c['version']}" if c["version"] else c["distribution"]
+            raise CheckpointError(f"{path}: the model's {c['kind']} {c['name']!r} comes from the plugin {c['plugin']!r} of "
+                                  f"distribution {c['distribution']!r}" + (f" {c['version']}" if c["version"] else "")
+                                  + f", which is not installed here; install it: pip install '{pin}'"
+                                  + (f" (also missing: {', '.join(repr(o['name']) for o in absent[1:])})" if absent[1:] else ""))
         issues = validate_model_spec(spec, registry, path="spec")
         if issues:
             raise CheckpointError(f"{path}: " + "; ".join(str(i) for i in issues[:5]))
@@ -93,6 +102,24 @@ def read_model_json(path: Path, registry: Any = None) -> dict[str, Any]:
         raise CheckpointError(f"{path}: processors for unknown slot(s) {unknown}; the spec's slots are {list(slots)}")
     meta["processors"] = processors
     return meta
+
+
+#: At most this many components recorded (encoders + fusion + head), each field at most this long.
+MAX_COMPONENTS, MAX_COMPONENT_FIELD = 256, 256
+
+
+def _check_components(value: Any, path: Path) -> list[dict[str, str]]:
+    """``model.json``'s ``components`` (which plugin each component came from; absent in older runs):
+    a list of ``{kind, name, plugin, distribution, version}`` strings, bounded."""
+    fields = ("kind", "name", "plugin", "distribution", "version")
+    if not isinstance(value, list) or len(value) > MAX_COMPONENTS:
+        raise CheckpointError(f"{path}: 'components' must be a list of at most {MAX_COMPONENTS} entries")
+    for i, entry in enumerate(value):
+        if (not isinstance(entry, dict) or set(entry) != set(fields)
+                or not all(isinstance(entry[f], str) and len(entry[f]) <= MAX_COMPONENT_FIELD for f in fields)):
+            raise CheckpointError(f"{path}: components[{i}] must be {{{', '.join(fields)}}} strings of at most "
+                                  f"{MAX_COMPONENT_FIELD} characters")
+    return value
 
 
 def _check_numbers(value: Any, where: str, *, integer_bound: int | None = None) -> None:

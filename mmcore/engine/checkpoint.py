@@ -104,6 +104,8 @@ def write_model(model: MultimodalModel, folder: Path, *, state: dict[str, torch.
     meta = {
         "spec": model.spec,
         "processors": {slot: proc.state_dict() for slot, proc in model.processors.items()},
+        # which plugin (distribution, version) each component came from: a missing one is named on load
+        "components": getattr(model, "provenance", None) or [],
         **(extra or {}),
     }
     try:

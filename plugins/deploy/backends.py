@@ -394,6 +394,15 @@ class RunBackend(Backend):
             table = plan.get("table_columns") if isinstance(plan.get("table_columns"), list) else []
             read = set(self.columns or ())
             self.ignored = frozenset(c for c in [*table, plan.get("target")] if isinstance(c, str) and c not in read)
+        # Uploads whose processor splits its work (``batch_steps``: the file decoded per record, the rest -- the
+        # log-mel spectrogram, the image normalisation -- computed for a whole batch in the model thread): the
+        # per-record work that micro-batching cannot share shrinks to the file's decoding.
+        self.steps: dict[str, tuple[Any, Any]] = {}
+        for s in self.slots:
+            split = getattr(self.model.processors[s.name], "batch_steps", None)
+            steps = split() if s.kind == "file" and callable(split) else None
+            if steps is not None:
+                self.steps[s.name] = steps
 
     def prepare(self, record: Mapping[str, Any]) -> dict[str, Any]:
         item = {}
@@ -404,7 +413,9 @@ class RunBackend(Backend):
                 continue
             processor = self.model.processors[s.name]
             try:
-                if s.kind == "file":
+                if s.name in self.steps:
+                    item[s.name] = self.steps[s.name][0](io.BytesIO(value))
+                elif s.kind == "file":
                     item[s.name] = processor(io.BytesIO(value))
                 elif s.kind == "frames":
                     item[s.name] = processor([io.BytesIO(v) for v in value])
@@ -420,17 +431,19 @@ class RunBackend(Backend):
         from mmcore_plugins.deploy.frontend import json_safe
 
         torch = self.torch
-        inputs = {s.name: self.model.processors[s.name].collate([i[s.name] for i in items]) for s in self.slots}
         with torch.no_grad():
+            inputs = {s.name: (self.steps[s.name][1] if s.name in self.steps else self.model.processors[s.name].collate)(
+                [i[s.name] for i in items]) for s in self.slots}
             out = self.model(inputs)
         predictions = self.model.head.format_predictions(out)
         probabilities = out.extras.get("probabilities") if isinstance(out.extras, dict) else None
+        rows = probabilities.tolist() if isinstance(probabilities, torch.Tensor) and probabilities.dim() == 2 else None
         classes = self.head.get("classes")
         results = []
         for row, item in enumerate(items):
             result: dict[str, Any] = {"prediction": json_safe(predictions[row])}
-            if isinstance(probabilities, torch.Tensor) and probabilities.dim() == 2:
-                values = [round(float(p), 6) for p in probabilities[row]]
+            if rows is not None:
+                values = [round(p, 6) for p in rows[row]]
                 result["probabilities"] = dict(zip(classes, values, strict=True)) if classes and len(classes) == len(values) else values
             result["modalities"] = [s.label for s in self.slots if item[s.name] is not None]
             results.append(result)

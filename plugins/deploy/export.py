@@ -39,6 +39,7 @@ import logging
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -302,7 +303,11 @@ def _export_into(work: Path, model: Any, slots: list[SlotExport], *, fmt: str | 
         graph = work / GRAPH_FILES[kind]
         graphs[kind] = GRAPH_FILES[kind]
         if kind == "pt2":
-            torch.export.save(program, graph)
+            with warnings.catch_warnings():
+                # torch's archive writer warns when weights share one storage (a view of another weight):
+                # its "may cause issues when your weights are not on CPU" -- they are on the CPU here.
+                warnings.filterwarnings("ignore", message="No complete tensor found in the group")
+                torch.export.save(program, graph)
         else:
             _write_onnx(program, module, outputs, graph)
             if int8:

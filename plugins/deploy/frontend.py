@@ -97,12 +97,13 @@ def _is_file_like(value: Any) -> bool:
     return isinstance(value, (str, os.PathLike, io.IOBase)) or hasattr(value, "read")
 
 
-def load_image(source: Any, channels: int, background: Sequence[float] | float = 255) -> np.ndarray:
+def load_image(source: Any, channels: int, background: Sequence[float] | float = 255, max_side: int | None = None) -> np.ndarray:
     """An image file (path or binary file object) -> float32 ``[channels, H, W]`` in [0, 1], through Pillow.
 
     First frame; EXIF orientation applied; 16-bit grey divided by 65535, 8-bit by 255; alpha
     composited onto ``background`` (grey level or (R, G, B), 0..255); grey from colour by BT.601
-    luma. (mmcore itself reads with :func:`mmcore_plugins.io.read_image`, which also applies ICC
+    luma. A JPEG with ``max_side`` is decoded by libjpeg at 1/2, 1/4 or 1/8 scale, never below
+    ``2 * max_side`` per axis (``PIL.Image.draft``, as mmcore's reader does). (mmcore itself reads with :func:`mmcore_plugins.io.read_image`, which also applies ICC
     profiles and reads 32-bit TIFFs; ``mmcore serve`` uses that.) Raises ``ValueError``.
     """
     import warnings
@@ -114,6 +115,8 @@ def load_image(source: Any, channels: int, background: Sequence[float] | float =
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(source)
             img.seek(0)
+            if max_side is not None and img.format == "JPEG" and img.mode in ("RGB", "L"):
+                img.draft(img.mode, (2 * max_side, 2 * max_side))
             img.load()
     except Exception as exc:  # noqa: BLE001 - Pillow raises many kinds for bad files
         raise ValueError(f"not a readable image ({type(exc).__name__}: {exc})") from exc
@@ -193,6 +196,12 @@ def load_audio(source: Any, sample_rate: int, max_seconds: float) -> np.ndarray:
         with soundfile.SoundFile(source) as f:
             if not (1 <= f.samplerate <= 1_000_000 and 1 <= f.channels <= 64):
                 raise ValueError(f"{f.samplerate} Hz, {f.channels} channels is not audio this reads")
+            # libsndfile decodes a truncated WAV/AIFF up to where it ends and notes the header's claim in
+            # its log ("data : 127686 (should be 42532)"): refused here as mmcore's reader refuses it.
+            claim = re.search(r"^\s*(?:data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", f.extra_info or "", re.MULTILINE)
+            if claim is not None and int(claim.group(1)) > int(claim.group(2)):
+                raise ValueError(f"header claims {claim.group(1)} bytes of audio but the file holds {claim.group(2)} "
+                                 "(truncated); re-save it with an audio tool")
             rate = int(f.samplerate)
             data = f.read(frames=min(f.frames, int(max_seconds * rate) + 1), dtype="float32", always_2d=True)
     except ValueError:
@@ -238,7 +247,7 @@ class ImageSlot(Slot):
 
     def decode(self, raw: Any) -> Any:
         if _is_file_like(raw):
-            return load_image(raw, self.spec["channels"], self.spec["background"])
+            return load_image(raw, self.spec["channels"], self.spec["background"], max_side=self.spec["image_size"])
         return raw
 
     def prepare(self, raw: Any) -> np.ndarray:

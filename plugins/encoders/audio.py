@@ -9,6 +9,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -77,6 +78,54 @@ class LogMelProcessor(mmcore.Processor):
     def __call__(self, raw: Any) -> torch.Tensor:
         return self.logmel(self.waveform(raw))
 
+    def batch_steps(self) -> tuple[Any, Any] | None:
+        """``(decode, collate_decoded)``: ``__call__`` split into its per-record half and a batched one, so that
+        ``collate_decoded([decode(raw), ...])`` is ``collate([self(raw), ...])`` up to the order of float32 sums
+        (a server decodes records as they come and computes the spectrograms of a batch at once); None for a
+        subclass that changes ``__call__``, ``waveform``, ``logmel`` or ``collate`` (its own steps hold)."""
+        if not _own(self, LogMelProcessor, ("__call__", "waveform", "logmel", "collate")):
+            return None
+        return self.waveform, self.collate_decoded
+
+    def collate_decoded(self, waveforms: Sequence[torch.Tensor | None]) -> dict[str, torch.Tensor]:
+        """``collate([logmel(w) for w in waveforms])`` (None = missing) as one batch: a few tensor operations
+        for the whole batch, whatever its size (a server runs this in its model thread, where each operation
+        is a hand-over of Python's lock, and every other request waits for that thread).
+
+        Each clip is zero-padded to ``n_fft`` if shorter and reflect-padded by ``n_fft // 2`` as
+        ``torch.stft(center=True)`` pads it (numpy copies, into one zero-padded ``[B, N]`` array);
+        ``torch.stft(center=False)`` of the batch gives every clip's frames (those past a clip's own end are
+        masked), then power, mel filters and log for the batch, and each clip's mean and (unbiased)
+        standard deviation over its own ``n_mels x T_i`` values as masked sums. The same arithmetic as
+        :meth:`logmel` but for the order of the sums: measured on the demo's clips, within 1e-6 of it
+        (standardised values of order 1) and the same predictions.
+        """
+        n_fft, hop, side = self.n_fft, self.hop, self.n_fft // 2
+        clips = [None if w is None else np.asarray(w, dtype=np.float32) for w in waveforms]
+        sizes = [0 if w is None else max(w.size, n_fft) + 2 * side for w in clips]
+        width = max(sizes, default=0)
+        if width == 0:
+            return self.collate(list(waveforms))
+        padded, back = np.zeros((len(clips), width), dtype=np.float32), np.arange(side)
+        for row, (w, size) in enumerate(zip(clips, sizes, strict=True)):
+            if w is None:
+                continue
+            end = size - side  # where the clip, zero-padded to n_fft, ends
+            padded[row, side : side + w.size] = w
+            padded[row, :side] = padded[row, 2 * side - back]  # torch.stft's reflect padding, at both ends
+            padded[row, end:size] = padded[row, end - 2 - back]
+        power = torch.stft(torch.from_numpy(padded), n_fft, hop, window=self.window, center=False, return_complex=True).abs() ** 2
+        logmel = torch.log(power.transpose(1, 2) @ self.filters + 1e-6)  # [B, T, n_mels]
+        frames = torch.tensor([0 if n == 0 else 1 + (n - n_fft) // hop for n in sizes])
+        mask = torch.arange(logmel.shape[1])[None, :] < frames[:, None]
+        weight = mask[:, :, None].to(logmel.dtype)
+        count = (frames * self.n_mels).to(logmel.dtype)
+        mean = ((logmel * weight).sum(dim=(1, 2)) / count.clamp_min(1.0))[:, None, None]
+        centred = (logmel - mean) * weight
+        std = torch.sqrt((centred * centred).sum(dim=(1, 2)) / (count - 1.0).clamp_min(1.0)).clamp_min(1e-5)[:, None, None]
+        return {"mels": (centred / std).transpose(1, 2).contiguous(), "mask": mask,
+                "present": torch.tensor([w is not None for w in clips], dtype=torch.bool)}
+
     def logmel(self, wav: torch.Tensor) -> torch.Tensor:
         """A waveform at ``sample_rate`` -> standardised log-mel ``[n_mels, T]``."""
         if wav.numel() < self.n_fft:
@@ -100,6 +149,11 @@ class LogMelProcessor(mmcore.Processor):
         t = torch.arange(int(seconds * self.sample_rate)) / self.sample_rate
         pitch = 150 + 300 * float(torch.rand((), generator=generator))
         return 0.3 * torch.sin(2 * math.pi * pitch * t) + 0.05 * torch.randn(t.shape, generator=generator)
+
+
+def _own(processor: Any, cls: type, names: Sequence[str]) -> bool:
+    """Whether ``processor`` takes each of ``names`` from ``cls`` (a subclass that overrides one has its own steps)."""
+    return all(getattr(type(processor), name) is getattr(cls, name) for name in names)
 
 
 def spec_augment(mels: torch.Tensor, mask: torch.Tensor, *, freq_masks: int = 2, freq_width: int = 8,

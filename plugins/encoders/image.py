@@ -33,6 +33,11 @@ class ImageProcessor(mmcore.Processor):
         self.training = False
 
     def __call__(self, raw: Any) -> torch.Tensor:
+        return (self.decode(raw) - 0.5) / 0.5
+
+    def decode(self, raw: Any) -> torch.Tensor:
+        """The image read and resized to ``[C, S, S]`` in [0, 1] (augmented while training): ``__call__`` before
+        the normalisation."""
         # max_side: a huge picture is reduced right after decoding, before the float conversions.
         x = read_image(raw, channels=self.channels, background=self.background, max_side=self.image_size)
         x = F.interpolate(x[None], size=(self.image_size, self.image_size), mode="bilinear", align_corners=False, antialias=True)[0]
@@ -43,12 +48,29 @@ class ImageProcessor(mmcore.Processor):
             reach = max(1, self.image_size // 16)
             dx, dy = torch.randint(-reach, reach + 1, (2,)).tolist()
             x = torch.roll(x, shifts=(dy, dx), dims=(1, 2))
-        return (x - 0.5) / 0.5
+        return x
 
     def collate(self, items: Sequence[torch.Tensor | None]) -> dict[str, torch.Tensor]:
         present = torch.tensor([i is not None for i in items])
         blank = torch.zeros(self.channels, self.image_size, self.image_size)
         return {"pixels": torch.stack([blank if i is None else i for i in items]), "present": present}
+
+    def batch_steps(self) -> tuple[Any, Any] | None:
+        """``(decode, collate_decoded)``: ``__call__`` split into its per-record half (reading, resizing) and a
+        batched one (the normalisation), so that ``collate_decoded([decode(raw), ...])`` equals ``collate([self(raw),
+        ...])``; None for a subclass that changes ``__call__``, ``decode`` or ``collate`` (its own steps hold)."""
+        if any(getattr(type(self), name) is not getattr(ImageProcessor, name) for name in ("__call__", "decode", "collate")):
+            return None
+        return self.decode, self.collate_decoded
+
+    def collate_decoded(self, items: Sequence[torch.Tensor | None]) -> dict[str, torch.Tensor]:
+        """``collate([(x - 0.5) / 0.5 for x in items])`` (None = missing: zeros), normalised as one batch."""
+        present = torch.tensor([i is not None for i in items])
+        blank = torch.zeros(self.channels, self.image_size, self.image_size)
+        pixels = (torch.stack([blank if i is None else i for i in items]) - 0.5) / 0.5
+        if not present.all():
+            pixels[~present] = 0.0
+        return {"pixels": pixels, "present": present}
 
     def example(self, generator: torch.Generator) -> torch.Tensor:
         return torch.rand(self.channels, 12, 12, generator=generator)

@@ -192,9 +192,13 @@ def _wav_header_problem(path: str | os.PathLike) -> str | None:
     return None
 
 
-def _check(sf_file, path: str | os.PathLike) -> AudioInfo:
-    """Header sanity: rate, channels, frames against the file's size. Raises AudioReadError."""
-    name = describe(path)
+def _check(sf_file, path: str | os.PathLike | None, size: int | None = None) -> AudioInfo:
+    """Header sanity: rate, channels, frames against the file's size. Raises AudioReadError.
+
+    ``path`` None: a stream (an upload held in memory) of ``size`` bytes, checked as a file is, so a
+    truncated WAV is refused the same way whether it arrives as a path or as bytes.
+    """
+    name = describe(path) if path is not None else "stream"
     info = AudioInfo(int(sf_file.samplerate), int(sf_file.channels), int(sf_file.frames), str(sf_file.format),
                      str(sf_file.subtype))
     if not MIN_SAMPLE_RATE <= info.sample_rate <= MAX_SAMPLE_RATE:
@@ -203,7 +207,7 @@ def _check(sf_file, path: str | os.PathLike) -> AudioInfo:
     if not 1 <= info.channels <= MAX_CHANNELS:
         raise AudioReadError(f"cannot read audio {name}: header gives {info.channels} channels, expected 1 to {MAX_CHANNELS}",
                              path=path)
-    size = os.path.getsize(path)
+    size = os.path.getsize(path) if size is None else size
     claim = _CLAIM.search(sf_file.extra_info or "")
     if claim is not None and int(claim.group(2)) > int(claim.group(3)):
         raise AudioReadError(f"cannot read audio {name}: header claims {int(claim.group(2))} bytes of audio but the file "
@@ -351,9 +355,14 @@ def _check_amplitude(data: np.ndarray, what: str, path: str | os.PathLike | None
 
 def _read_file(path: str | os.PathLike | io.IOBase, max_seconds: float | None) -> tuple[torch.Tensor, int]:
     is_stream = not isinstance(path, (str, os.PathLike))
+    size = None
     if is_stream:
         import soundfile
 
+        if path.seekable():  # the stream's length, for the same header checks as a file's
+            start = path.tell()
+            size = path.seek(0, io.SEEK_END) - start
+            path.seek(start)
         try:
             sf_file = soundfile.SoundFile(path)
         except Exception as exc:  # noqa: BLE001
@@ -361,13 +370,13 @@ def _read_file(path: str | os.PathLike | io.IOBase, max_seconds: float | None) -
     else:
         sf_file = _open(path)
     with sf_file as f:
-        if is_stream:
+        if is_stream and size is None:  # unseekable: no length to check the header's claims against
             info = AudioInfo(int(f.samplerate), int(f.channels), int(f.frames), str(f.format), str(f.subtype))
             if not (MIN_SAMPLE_RATE <= info.sample_rate <= MAX_SAMPLE_RATE and 1 <= info.channels <= MAX_CHANNELS):
                 raise AudioReadError(f"audio stream: {info.sample_rate} Hz, {info.channels} channels is not audio "
                                      f"mmcore reads ({MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz, 1..{MAX_CHANNELS} channels)")
         else:
-            info = _check(f, path)
+            info = _check(f, None if is_stream else path, size)
         frames = info.frames
         if max_seconds is not None:
             frames = min(frames, int(max_seconds * info.sample_rate) + 1)

@@ -333,3 +333,41 @@ def test_a_pretrained_encoder_loads_within_the_allocation_budget(tmp_path):
         loaded, _ = load_model(tmp_path / "saved")
     assert [str(w.message) for w in caught] == []
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values(), strict=True))
+
+
+# ------------------------------------------------------------------------------ model.json: components' provenance
+def test_model_json_names_each_components_plugin_and_a_missing_one_is_named_with_its_package(run, capsys):
+    """model.json records which plugin (distribution, version) each component came from; loaded where
+    that plugin is not installed, the error names the package to install rather than a look-alike
+    built-in ("did you mean 'nl_gate'?")."""
+    from importlib import metadata
+
+    _config, run_dir = run
+    spec_path = run_dir / "best" / "model.json"
+    meta = json.loads(spec_path.read_text())
+    assert {(c["kind"], c["name"], c["plugin"], c["distribution"]) for c in meta["components"]} == {
+        ("encoder", "tabular_mlp", "tabular", "mmcore"), ("fusion", "concat", "concat", "mmcore"),
+        ("head", "classification", "classification", "mmcore")}
+    assert all(c["version"] == metadata.version("mmcore") for c in meta["components"])
+    meta["spec"]["fusion"]["name"] = "soft_gate"
+    meta["components"][1:2] = [{"kind": "fusion", "name": "soft_gate", "plugin": "softgate",
+                                "distribution": "mmcore-softgate", "version": "0.1.0"}]
+    spec_path.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"fusion 'soft_gate' comes from the plugin 'softgate' of distribution "
+                                              r"'mmcore-softgate' 0\.1\.0, which is not installed here; install it: "
+                                              r"pip install 'mmcore-softgate==0\.1\.0'"):
+        load_model(run_dir / "best")
+    assert main(["predict", str(run_dir), "--data", str(run_dir / "nothing.csv")]) == 2
+    assert "pip install 'mmcore-softgate==0.1.0'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("components", [{"a": 1}, [{"kind": "fusion"}], [dict.fromkeys(("kind", "name", "plugin", "distribution", "version"), "x" * 300)],
+                                        [dict.fromkeys(("kind", "name", "plugin", "distribution", "version"), "x")] * 300])
+def test_a_crafted_components_field_is_refused(run, components):
+    _config, run_dir = run
+    spec_path = run_dir / "best" / "model.json"
+    meta = json.loads(spec_path.read_text())
+    meta["components"] = components
+    spec_path.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"components"):
+        load_model(run_dir / "best")

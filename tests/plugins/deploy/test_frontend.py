@@ -144,3 +144,8 @@ def test_audio_files_decode_and_resample_like_mmcore(tmp_path):
     ours = frontend.load_audio(io.BytesIO(buffer.getvalue()), 16000, 4.0)
     theirs = read_audio(io.BytesIO(buffer.getvalue()), sample_rate=16000, max_seconds=4.0).numpy()
     assert ours.shape == theirs.shape and np.abs(ours - theirs).max() < 1e-5
+    cut = io.BytesIO(buffer.getvalue()[:-1000])  # a truncated upload: refused by both, as a truncated file is
+    with pytest.raises(ValueError, match="header claims 17640 bytes of audio but the file holds 16640"):
+        frontend.load_audio(cut, 16000, 4.0)
+    with pytest.raises(Exception, match="header claims 17640 bytes of audio but the file holds 16640"):
+        read_audio(io.BytesIO(cut.getvalue()), sample_rate=16000)

@@ -8,6 +8,7 @@ import asyncio
 import io
 import json
 import threading
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -272,3 +273,43 @@ def test_a_bad_upload_decoded_in_the_model_thread_fails_alone(run_backend):
         loop.close()
     assert isinstance(bad.error, FieldError) and bad.error.field == "image"
     assert len(results) == 1 and results[0]["modalities"] == ["text"]
+
+
+def test_served_answers_equal_the_predictors_single_and_batched_with_missing_modalities(small_run, run_backend, tmp_path):
+    """What the server answers for a record -- alone (decoded in the model thread) or in a batch (decoded in the
+    pool, its spectrogram and image normalisation computed for the batch) -- is what ``mmcore.Predictor`` predicts
+    for the same files, whichever modalities the record has."""
+    import mmcore
+    from mmcore_plugins.deploy.serve import _prepare_all
+
+    assert set(run_backend.steps) == {"image", "audio"}  # the batched path is the one under test
+    rows, records = [], []
+    for i in range(8):
+        label = CLASSES[i % 3]
+        image, audio = tmp_path / f"{i}.png", tmp_path / f"{i}.wav"
+        image.write_bytes(png_bytes(label, 10 + i))
+        audio.write_bytes(wav_bytes(label, 20 + i))
+        row = {"image": str(image), "audio": str(audio), "text": ["round ring", "plus sign", "bar line"][i % 3],
+               "profile": {"size": 1.0 + i % 3}}
+        for gone in [[], ["image"], ["audio"], ["image", "text"], ["audio", "profile"], ["text"], ["image", "audio"], []][i]:
+            row[gone] = None
+        rows.append(row)
+        records.append({k: (Path(v).read_bytes() if k in ("image", "audio") else v) for k, v in row.items() if v is not None})
+    expected = mmcore.Predictor.load(small_run).predict_proba(rows)
+    expected = [dict(zip(expected.columns, map(float, r), strict=True)) for r in expected.to_numpy()]
+    with TestClient(create_app(run_backend)) as client:
+        alone = []
+        for record in records:
+            files = {k: (k, v, "application/octet-stream") for k, v in record.items() if isinstance(v, bytes)}
+            data = {k: v for k, v in record.items() if isinstance(v, str)} | (
+                {"profile.size": str(record["profile"]["size"])} if "profile" in record else {})
+            answer = client.post("/predict", files=files, data=data)
+            assert answer.status_code == 200, answer.text
+            alone.append(answer.json()["predictions"][0])
+    checked = [run_backend.check(r) for r in records]
+    batched = run_backend.predict(_prepare_all(run_backend, checked, [""] * len(checked)))
+    for got in (alone, batched):
+        assert [r["modalities"] for r in got] == [sorted(k for k in r if r[k] is not None) for r in rows]
+        for answer, probabilities in zip(got, expected, strict=True):
+            assert answer["prediction"] == max(probabilities, key=probabilities.get)
+            assert max(abs(answer["probabilities"][c] - probabilities[c]) for c in CLASSES) <= 2e-6  # rounded to 6 places

@@ -164,3 +164,28 @@ def test_a_truncated_24_bit_wav_is_a_named_error(tmp_path):
     (tmp_path / "t.wav").write_bytes(data[:-1])  # cut in the middle of the last sample
     with pytest.raises(ValueError, match=r"t\.wav.*header claims 12 bytes of audio but the file holds 11"):
         read_wav(tmp_path / "t.wav")
+
+
+def test_batched_log_mels_equal_the_per_clip_ones_with_missing_and_short_clips():
+    """``batch_steps``: the waveforms decoded one by one, the spectrograms of the batch in one STFT -- what a server
+    does -- equal ``collate([processor(w), ...])``: clips of every length (shorter than n_fft, exactly n_fft, a
+    few frames, long), a missing one, any batch."""
+    processor = LogMelProcessor(sample_rate=8000, n_mels=16, n_fft=200, hop=80, max_seconds=1.0)
+    decode, collate_decoded = processor.batch_steps()
+    generator = torch.Generator().manual_seed(0)
+    clips = [torch.randn(n, generator=generator) * 0.3 for n in (1, 50, 199, 200, 201, 330, 1000, 2222, 8000)]
+    batch = [clips[3], None, *clips, None]
+    expected = processor.collate([None if w is None else processor(w) for w in batch])
+    got = collate_decoded([None if w is None else decode(w) for w in batch])
+    assert got["mels"].shape == expected["mels"].shape
+    assert torch.equal(got["mask"], expected["mask"]) and torch.equal(got["present"], expected["present"])
+    assert (got["mels"] - expected["mels"]).abs().max() <= 2e-6  # float32 sums in another order at most
+    for w in clips:  # one clip alone
+        assert (collate_decoded([w])["mels"] - processor.collate([processor(w)])["mels"]).abs().max() <= 2e-6
+    assert torch.equal(collate_decoded([None, None])["present"], torch.tensor([False, False]))
+
+    class Louder(LogMelProcessor):
+        def logmel(self, wav):
+            return super().logmel(wav * 2)
+
+    assert Louder(sample_rate=8000, n_mels=16, n_fft=200, hop=80).batch_steps() is None  # its own steps hold

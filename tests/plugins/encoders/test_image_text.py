@@ -98,3 +98,27 @@ def test_small_cnn_pooled_vector_zeroes_absent_images_and_flatten_keeps_position
 def test_small_cnn_rejects_an_unknown_pooling():
     with pytest.raises(ValueError, match="pool must be 'flatten' or 'mean', got 'max'"):
         SmallCNNEncoder(pool="max")
+
+
+def test_image_batch_steps_equal_the_per_image_processor_with_missing_images(tmp_path):
+    """``batch_steps``: images read and resized one by one, normalised as one batch -- equal to ``collate`` of the
+    processor's own outputs, missing images zero; a subclass with its own ``__call__`` keeps its steps."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i, size in enumerate([(8, 8), (30, 17), (64, 64)]):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(paths[-1])
+    processor = ImageProcessor(image_size=16, channels=1)
+    decode, collate_decoded = processor.batch_steps()
+    batch = [paths[0], None, paths[1], paths[2], None]
+    expected = processor.collate([None if p is None else processor(p) for p in batch])
+    got = collate_decoded([None if p is None else decode(p) for p in batch])
+    assert torch.equal(got["pixels"], expected["pixels"]) and torch.equal(got["present"], expected["present"])
+
+    class Inverted(ImageProcessor):
+        def __call__(self, raw):
+            return -super().__call__(raw)
+
+    assert Inverted(image_size=16, channels=1).batch_steps() is None

@@ -198,6 +198,19 @@ def test_truncated_and_damaged_files_are_named_errors(tmp_path):
             read_audio(tmp_path / name, sample_rate=8000)
 
 
+def test_an_upload_held_in_memory_is_checked_as_its_file_is(tmp_path):
+    """Serve reads uploads from bytes: a truncated WAV is the same error there as on disk (it was
+    decoded silently from bytes, refused from a path), and a whole one reads the same samples."""
+    import io
+
+    sf.write(tmp_path / "whole.wav", tone(8000), 8000, subtype="PCM_16")
+    whole = (tmp_path / "whole.wav").read_bytes()
+    with pytest.raises(AudioReadError, match="stream: header claims 8000 bytes of audio but the file holds 7900"):
+        read_audio(io.BytesIO(whole[:-100]), sample_rate=8000)
+    stream = io.BytesIO(b"junk" + whole)
+    stream.seek(4)  # the length counted from where the stream stands
+    assert torch.equal(read_audio(stream, sample_rate=8000), read_audio(tmp_path / "whole.wav", sample_rate=8000))
+
 def test_non_finite_audio_is_refused(tmp_path):
     x = tone(8000).astype(np.float32)
     x[100] = np.nan

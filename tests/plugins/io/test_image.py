@@ -330,3 +330,30 @@ def test_a_known_signature_then_junk_says_the_format_and_pillows_reason(tmp_path
     other.write_bytes(b"hello, not an image at all" * 10)
     with pytest.raises(ImageReadError, match="not an image format Pillow reads"):
         probe_image(other)
+
+
+def test_a_large_jpeg_read_for_a_small_model_is_decoded_at_a_reduced_scale(tmp_path):
+    """A phone-sized JPEG read with max_side: libjpeg decodes it at 1/8 scale (not below 2 * max_side),
+    then the box-average as for any image; a file and an upload give the same tensor; other formats
+    (PNG) and reads without max_side decode every pixel."""
+    import io
+
+    y, x = np.mgrid[0:800, 0:1200]
+    picture = np.stack([(np.sin(x / 150) + 1) * 120, (np.cos(y / 120) + 1) * 120, x / 1200 * 255], -1).astype(np.uint8)
+    Image.fromarray(picture).save(tmp_path / "photo.jpg", quality=92)
+    Image.fromarray(picture).save(tmp_path / "photo.png")
+    with Image.open(tmp_path / "photo.jpg") as img:
+        img.draft("RGB", (32, 32))  # the scale libjpeg picks for max_side 16: 1/8, 150 x 100
+        assert img.size == (150, 100)
+        img.load()
+        expected = read_image(img.copy(), max_side=16)
+    got = read_image(tmp_path / "photo.jpg", max_side=16)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    torch.testing.assert_close(read_image(io.BytesIO((tmp_path / "photo.jpg").read_bytes()), max_side=16), got, rtol=0, atol=0)
+    assert got.shape == (3, 34, 38)  # 100 x 150 box-averaged by 3 x 4 (keeps >= 2 * max_side = 32)
+    full = read_image(tmp_path / "photo.jpg")
+    assert full.shape == (3, 800, 1200), "no max_side: every pixel"
+    assert read_image(tmp_path / "photo.png", max_side=16).shape == (3, 32, 33)  # 800 x 1200 by 25 x 37
+    small = torch.nn.functional.interpolate(got[None], size=(16, 16), mode="bilinear", antialias=True)
+    reference = torch.nn.functional.interpolate(full[None], size=(16, 16), mode="bilinear", antialias=True)
+    assert (small - reference).abs().mean() < 0.02, "the same picture at the model's size"
