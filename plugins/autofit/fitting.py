@@ -316,8 +316,9 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
              + (f"; {unlabelled} without a {target!r} value left out" if unlabelled else "")
              + (f" ({len(infinite)} of them infinite)" if infinite else "")
              + (f"; {empty} with no input at all left out" if empty else ""))
-        if plan.task == "classification":  # a class too rare to land in every split is said, never silently unmeasured
-            _log(verbose, *split_warnings(table, plan.target, plan.split_column))
+        # a class too rare to land in every split is said (and kept in autofit.json), never silently unmeasured
+        rare = split_warnings(table, plan.target, plan.split_column) if plan.task == "classification" else []
+        _log(verbose, *rare)
 
         # ---- the config
         config, choices = build_config(plan, infos, n_train=counts["train"], n_val=counts["val"], data_path=str(data_path),
@@ -415,7 +416,8 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
                    "threads": {"intra_op": threads, "why": threads_why},
                    "candidates": [c.to_json() for c in compared.values()],
                    "cached_slots": cached, "dropped_files": dropped, "rows": counts, "val_source": val_source,
-                   "infinite_targets": [i + 1 for i in infinite], "strict": strict, "table": table_format.to_json()}
+                   "infinite_targets": [i + 1 for i in infinite], "strict": strict, "table": table_format.to_json(),
+                   "split_warnings": rare}
         write_file(run / PLAN_FILE, json.dumps(autofit, indent=2))
 
         # ---- train (setup and frozen features of train + val, epochs), test (its features included)

@@ -51,7 +51,9 @@ def test_fit_reads_a_latin1_semicolon_decimal_comma_table_and_predict_reads_the_
     assert " numeric " in table_lines["Größe"], "an umlaut column name read through --encoding"
     assert "table: ';'-separated (found from its first lines" in out
     assert "warning: class 'selten' has 2 rows (2 in train), none in val" in out
-    recorded = json.loads((folder / "run" / "autofit.json").read_text(encoding="utf-8"))["table"]
+    autofit = json.loads((folder / "run" / "autofit.json").read_text(encoding="utf-8"))
+    assert len(autofit["split_warnings"]) == 1 and "'selten'" in autofit["split_warnings"][0]
+    recorded = autofit["table"]
     assert recorded["sep"] == ";" and recorded["decimal_columns"] == ["Gewicht", "Größe"]
     assert recorded["options"] == {"encoding": "latin-1", "sep": None, "decimal": ","}
 
