@@ -104,3 +104,23 @@ def test_a_class_too_rare_for_every_split_gets_one_warning_naming_where_its_rows
     only_val = split_warnings([*table, {"y": "emu", "split": "val"}], "y", "split")
     assert any("'emu' has 1 row (1 in val), none in train" in line and "never sees it" in line for line in only_val)
     assert split_warnings(table[:40], "y", "split") == []
+
+
+def test_fit_takes_encoding_sep_and_decimal_from_python_and_the_command_line(tmp_path):
+    import argparse
+
+    import mmcore
+    from mmcore_plugins.autofit.command import mmcore_add_commands
+    from mmcore_plugins.io.tables import TableError
+
+    table = tmp_path / "t.csv"
+    table.write_bytes("Größe;Stadt;y\n1,5;Köln;a\n2,5;Zürich;b\n".encode("latin-1"))
+    with pytest.raises(TableError, match="--encoding cp1252"):
+        mmcore.fit(str(table), target="nope", run_dir=tmp_path / "run")
+    with pytest.raises(ColumnError, match=r"no column 'nope'.*Größe, Stadt, y"):  # read: the columns are named
+        mmcore.fit(str(table), target="nope", encoding="latin-1", sep=";", decimal=",", run_dir=tmp_path / "run")
+    parser = argparse.ArgumentParser()
+    mmcore_add_commands(parser.add_subparsers())
+    args = parser.parse_args(["fit", "t.csv", "--target", "y", "--sep", "\\t", "--decimal", ",", "--encoding", "cp1252"])
+    assert (args.sep, args.decimal, args.encoding) == ("\t", ",", "cp1252")
+    assert parser.parse_args(["fit", "t.csv", "--target", "y"]).sep is None
