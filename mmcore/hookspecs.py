@@ -213,6 +213,23 @@ def mmcore_record_inputs(items, run_dir, model):
 
 # --------------------------------------------------------------------------- training lifecycle
 @hookspec
+def mmcore_train_setup(trainer, config):
+    """A new or resumed training run has read its data and built its model; nothing is trained yet.
+
+    For a plugin whose own files make a run usable (``mmcore fit``'s column plan: a run trained from a fit
+    run's ``config.yaml``, edited or not, takes the user's own columns as the fit run does): it checks them
+    against ``trainer.model`` and ``config`` and writes them into ``trainer.run_dir`` (on the main process,
+    ``trainer.is_main``), so that the run is self-contained.
+
+    :param trainer: the trainer (``trainer.model``, ``trainer.run_dir``, ``trainer.is_main``).
+    :param dict config: the resolved config of the run (the head's classes filled from the data).
+
+    Raise :class:`~mmcore.errors.ConfigError` naming the config key when the run cannot keep what the
+    plugin's files promise: the command exits 2 with one line, before any training. :return: ignored.
+    """
+
+
+@hookspec
 def mmcore_train_start(trainer, config):
     """A training run is about to start.
 

@@ -57,10 +57,14 @@ def _plain(value: Any) -> Any:
 #: (``#N/A``), what pandas writes and reads as missing (``NaN``, ``<NA>``, ``None``, ``null``, ``NA``),
 #: and the common ``N/A``. Other markers (``?``, ``-``) are values.
 MISSING_PLACEHOLDERS = frozenset({"n/a", "na", "#n/a", "<na>", "nan", "null", "none"})
+_LONGEST_PLACEHOLDER = max(map(len, MISSING_PLACEHOLDERS))
 
 
 def is_missing(value: Any) -> bool:
     """Whether a cell holds no value: None, a float NaN, a blank string or a :data:`MISSING_PLACEHOLDERS` text."""
+    if type(value) is str:  # the common cell (CSV), first: called several times for every row of a table
+        text = value.strip()
+        return not text or (len(text) <= _LONGEST_PLACEHOLDER and text.lower() in MISSING_PLACEHOLDERS)
     value = _plain(value)
     if value is None:
         return True
@@ -148,7 +152,12 @@ def fit_classes(values: Iterable[Any], *, known: Sequence[Any] = (), skip_invali
     fixed: dict[LabelKey, str] = {}
     for name in known:
         fixed.setdefault(label_key(name), label_name(name))
+    # A column's cells repeat a few labels: each distinct text is keyed once (a million rows, ten classes)
+    texts: Counter[str] = Counter()
     for value in values:
+        if type(value) is str:
+            texts[value] += 1
+            continue
         if is_missing(value):
             continue
         try:
@@ -158,6 +167,16 @@ def fit_classes(values: Iterable[Any], *, known: Sequence[Any] = (), skip_invali
                 continue
             raise
         spellings.setdefault(key, Counter())[name] += 1
+    for value, count in texts.items():
+        if is_missing(value):
+            continue
+        try:
+            key, name = label_key(value), label_name(value)
+        except ValueError:
+            if skip_invalid:
+                continue
+            raise
+        spellings.setdefault(key, Counter())[name] += count
     out = []
     for key in sorted({*fixed, *spellings}):  # (kind, value): numbers by value, False < True, strings by code point
         if key in fixed:

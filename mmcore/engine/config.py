@@ -337,7 +337,9 @@ def missing_files(config: Mapping[str, Any]) -> list[ConfigIssue]:
     for path, value in _component_options(config):
         name = path.rsplit(".", 1)[-1]
         if is_path_option(name) and isinstance(value, str) and value and not Path(value).expanduser().exists():
-            issues.append(ConfigIssue(path, f"file {value!r} does not exist"))
+            # A config copied out of a run folder keeps that run's relative paths: say where they are read from.
+            where = "" if Path(value).expanduser().is_absolute() else f" (a relative path is read from the current folder, {os.getcwd()})"
+            issues.append(ConfigIssue(path, f"file {value!r} does not exist{where}"))
     return issues
 
 

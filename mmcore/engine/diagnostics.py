@@ -50,6 +50,19 @@ class ImbalanceDiagnostics:
         self._norm_sum: torch.Tensor | None = None
         self._steps = 0
         self.shares: dict[str, list[float]] = {}
+        #: the trainer's last validation pass, tallied (:meth:`tally_validation`); None until then
+        self.tally: ModalityTally | None = None
+
+    def tally_validation(self, trainer, split: str) -> ModalityTally | None:
+        """A :class:`ModalityTally` for the validation pass the trainer is about to run, when that pass
+        is what the end-of-run report would compute again: the last planned epoch, one process (the
+        report covers the whole split; a distributed pass sees a shard) and fp32 (the report encodes
+        without autocast). None otherwise: the report then makes its own pass."""
+        opts = trainer.options
+        if trainer.epoch != opts.epochs or trainer.dist.distributed or opts.precision != "fp32":
+            return None
+        self.tally = ModalityTally(trainer.model, trainer.device, epoch=trainer.epoch, split=split)
+        return self.tally
 
     # ``trylast``: after any balancer has changed the gradients, so the share is the applied one.
     @hookimpl(trylast=True)
@@ -88,10 +101,17 @@ class ImbalanceDiagnostics:
             return
         start = time.perf_counter()
         split = "val" if len(trainer.datasets["val"]) else "train"
-        batch_size = trainer.options.eval_batch_size or trainer.options.batch_size
-        result = modality_report(trainer.model, trainer.datasets[split], batch_size=batch_size, device=trainer.device)
+        weights = "best" if report.get("test") else "last"
+        tally, self.tally = self.tally, None
+        # The last validation pass tallied the same rows with the weights the model holds now (the
+        # best epoch's when the test split was evaluated): its sums, not a second pass over the split.
+        if tally is not None and tally.split == split and tally.epoch == (trainer.best_epoch if weights == "best" else trainer.epoch):
+            result = tally.result()
+        else:
+            batch_size = trainer.options.eval_batch_size or trainer.options.batch_size
+            result = modality_report(trainer.model, trainer.datasets[split], batch_size=batch_size, device=trainer.device)
         shares = {slot: [row.get(f"grad_share/{slot}") for row in trainer.history] for slot in trainer.model.encoders}
-        result.update(split=split, weights="best" if report.get("test") else "last", grad_share=shares,
+        result.update(split=split, weights=weights, grad_share=shares,
                       seconds=time.perf_counter() - start)
         report["diagnostics"] = result
 
@@ -110,19 +130,7 @@ def modality_report(model, dataset, *, batch_size: int = 64, device: torch.devic
     from mmcore.data import make_dataloader
 
     device = torch.device(device)
-    slots = model.slots
-    names = list(model.head.metrics())
-    metric = names[0] if names else None
-    subsets = {"full": slots, **{f"removed/{s}": [t for t in slots if t != s] for s in slots},
-               **{f"alone/{s}": [s] for s in slots}}
-    if len(slots) == 1:
-        subsets = {"full": slots}
-    states = {key: model.head.metrics()[metric].to(device) for key in subsets} if metric else {}
-    for state in states.values():  # this process holds every sample: torchmetrics must not sync with the others
-        state.distributed_available_fn = _not_distributed
-    pooled: dict[str, list[torch.Tensor]] = {s: [] for s in slots}
-    targets: dict[str, list[torch.Tensor]] = {s: [] for s in slots}
-    rows = 0
+    tally = ModalityTally(model, device)
     was_training = model.training
     model.eval()
     try:
@@ -130,32 +138,65 @@ def modality_report(model, dataset, *, batch_size: int = 64, device: torch.devic
             inputs, target = to_device(batch, device)
             if target is None:
                 continue
-            features = model.encode(inputs)
-            rows += len(target)
-            for key, keep in subsets.items():
-                out = head_output(model, only(features, keep), target)
-                if metric:
-                    states[key].update(out.predictions, target)
-            for slot in slots:
-                present = features[slot].present
-                pooled[slot].append(features[slot].pooled[present].double().cpu())
-                targets[slot].append(target[present].cpu())
+            tally.update(model.encode(inputs), target)
     finally:
         model.train(was_training)
-    values = {key: (as_float(state.compute()) if rows else None) for key, state in states.items()}
-    probe_metric = None
-    probes: dict[str, float | None] = {}
-    for slot in slots:
-        x = torch.cat(pooled[slot]) if pooled[slot] else torch.zeros(0, 1, dtype=torch.float64)
-        y = torch.cat(targets[slot]) if targets[slot] else torch.zeros(0)
-        probes[slot], kind = linear_probe(x, y, folds=folds, ridge=ridge)
-        probe_metric = probe_metric or kind
-    return {
-        "metric": metric, "rows": rows, "full": values.get("full"),
-        "removed": {s: values.get(f"removed/{s}") for s in slots} if len(slots) > 1 else {},
-        "alone": {s: values.get(f"alone/{s}") for s in slots} if len(slots) > 1 else {},
-        "probe_metric": probe_metric, "probe": probes, "probe_rows": {s: sum(len(t) for t in targets[s]) for s in slots},
-    }
+    return tally.result(folds=folds, ridge=ridge)
+
+
+class ModalityTally:
+    """:func:`modality_report`'s sums, batch by batch, from features already encoded: the end-of-run
+    report, or the trainer's last validation pass, which encodes the same rows with the same weights
+    (the trainer hands its features here rather than encoding the split a second time).
+
+    ``update(features, target)``: one batch's ``{slot: Features}`` (of ``model.encode``) and targets;
+    ``result()``: :func:`modality_report`'s dict. ``epoch`` / ``split``: what the caller tallied
+    (the trainer's bookkeeping; None for :func:`modality_report`)."""
+
+    def __init__(self, model, device: torch.device, *, epoch: int | None = None, split: str | None = None) -> None:
+        self.model, self.device, self.epoch, self.split = model, device, epoch, split
+        slots = model.slots
+        names = list(model.head.metrics())
+        self.metric = names[0] if names else None
+        subsets = {"full": slots, **{f"removed/{s}": [t for t in slots if t != s] for s in slots},
+                   **{f"alone/{s}": [s] for s in slots}}
+        self.subsets = {"full": slots} if len(slots) == 1 else subsets
+        self.states = {key: model.head.metrics()[self.metric].to(device) for key in self.subsets} if self.metric else {}
+        for state in self.states.values():  # this process holds every sample: torchmetrics must not sync with the others
+            state.distributed_available_fn = _not_distributed
+        self.pooled: dict[str, list[torch.Tensor]] = {s: [] for s in slots}
+        self.targets: dict[str, list[torch.Tensor]] = {s: [] for s in slots}
+        self.rows = 0
+
+    @torch.no_grad()
+    def update(self, features, target: torch.Tensor) -> None:
+        self.rows += len(target)
+        for key, keep in self.subsets.items():
+            out = head_output(self.model, only(features, keep), target)
+            if self.metric:
+                self.states[key].update(out.predictions, target)
+        for slot in self.model.slots:
+            present = features[slot].present
+            self.pooled[slot].append(features[slot].pooled[present].double().cpu())
+            self.targets[slot].append(target[present].cpu())
+
+    def result(self, *, folds: int = PROBE_FOLDS, ridge: float = PROBE_RIDGE) -> dict[str, Any]:
+        slots, rows = self.model.slots, self.rows
+        values = {key: (as_float(state.compute()) if rows else None) for key, state in self.states.items()}
+        probe_metric = None
+        probes: dict[str, float | None] = {}
+        for slot in slots:
+            x = torch.cat(self.pooled[slot]) if self.pooled[slot] else torch.zeros(0, 1, dtype=torch.float64)
+            y = torch.cat(self.targets[slot]) if self.targets[slot] else torch.zeros(0)
+            probes[slot], kind = linear_probe(x, y, folds=folds, ridge=ridge)
+            probe_metric = probe_metric or kind
+        return {
+            "metric": self.metric, "rows": rows, "full": values.get("full"),
+            "removed": {s: values.get(f"removed/{s}") for s in slots} if len(slots) > 1 else {},
+            "alone": {s: values.get(f"alone/{s}") for s in slots} if len(slots) > 1 else {},
+            "probe_metric": probe_metric, "probe": probes,
+            "probe_rows": {s: sum(len(t) for t in self.targets[s]) for s in slots},
+        }
 
 
 def _not_distributed() -> bool:

@@ -4,7 +4,7 @@ and predicting from raw inputs."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -69,8 +69,13 @@ def evaluate_counted(
     rank: int = 0,
     world_size: int = 1,
     num_workers: int = 0,
+    observe: Callable[[dict[str, Any], torch.Tensor], None] | None = None,
 ) -> tuple[dict[str, float], int]:
     """:func:`evaluate`'s results and the number of samples (with targets) they count, over all processes.
+
+    ``observe(features, targets)``, if given, is called for each batch with targets with the
+    encoders' ``{slot: Features}`` of that batch (what the model computed for it; e.g. the imbalance
+    diagnostics' sums, so the split is not encoded a second time).
 
     Distributed (``world_size > 1``, the default process group of ``torch.distributed`` joined):
     every process must call it, with the same ``dataset``. Each evaluates its shard; the loss is
@@ -116,6 +121,8 @@ def evaluate_counted(
             if targets is not None:
                 for metric in metrics.values():
                     metric.update(out.predictions, targets)
+                if observe is not None:
+                    observe(out.features, targets)
         if sharded:
             dist.all_reduce(sums)
         result = {name: as_float(m.compute()) for name, m in metrics.items()}

@@ -247,6 +247,8 @@ class Trainer:
         seed_everything(opts.seed)  # the initial weights do not depend on what reading the data drew
         self.model = build_model(self.config["model"], self.manager.registry)
         self.model.unreadable_inputs = opts.unreadable_inputs  # an input reading fails on (mmcore.unreadable)
+        # plugins' own files of the run (fit's column plan), checked against the model and written into it
+        self.manager.hook.mmcore_train_setup(trainer=self, config=self.config)
         self._check_monitor()
         cached_slots = self._cacheable_slots() if opts.cache_features else []
         # One pass, sample by sample: a data set read from disk (shards) is streamed, never held whole.
@@ -418,13 +420,14 @@ class Trainer:
         return make_dataloader(view, self.model, None, batch_sampler=sampler, seed=seed, num_workers=opts.num_workers,
                                pin_memory=self.device.type == "cuda", training=True)
 
-    def evaluate(self, dataset, split: str | None = None) -> dict[str, float]:
+    def evaluate(self, dataset, split: str | None = None, *, observe=None) -> dict[str, float]:
         """Mean loss and the head's metrics over ``dataset`` (synchronised over processes, each sample
-        counted once); ``split`` names it in ``self.samples`` (the number of samples counted)."""
+        counted once); ``split`` names it in ``self.samples`` (the number of samples counted);
+        ``observe``: see :func:`~mmcore.engine.evaluation.evaluate_counted`."""
         results, count = evaluate_counted(
             self.model, dataset, batch_size=self.options.eval_batch_size or self.options.batch_size, device=self.device,
             precision=self.options.precision, rank=self.dist.rank, world_size=self.dist.world_size,
-            num_workers=self.options.num_workers)
+            num_workers=self.options.num_workers, observe=observe)
         if split is not None:
             self.samples[split] = count
         return results
@@ -704,7 +707,11 @@ class Trainer:
 
     def _validate(self) -> dict[str, float]:
         split = "val" if len(self.datasets["val"]) else "train"
-        return {f"val/{k}": v for k, v in self.evaluate(self.datasets[split], split="val").items()}
+        # The diagnostics' end-of-run report reads the last validation pass rather than making its own
+        diagnostics = next((p for _, p in self.run_plugins if isinstance(p, ImbalanceDiagnostics)), None)
+        tally = diagnostics.tally_validation(self, split) if diagnostics is not None else None
+        results = self.evaluate(self.datasets[split], split="val", observe=tally.update if tally is not None else None)
+        return {f"val/{k}": v for k, v in results.items()}
 
     def _track_best(self, row: Mapping[str, float]) -> bool:
         opts = self.options

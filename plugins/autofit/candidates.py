@@ -35,7 +35,12 @@ from typing import Any
 import numpy as np
 
 #: The pretrained image features must beat the pixel probe by this much (accuracy or R^2) to be kept.
-IMAGE_MARGIN = 0.03
+#: Measured on issue 27's tables, from probe to trained expert (val accuracy): the small CNN gained
+#: 0.07-0.12 over its pixel probe on the product photos (0.780 -> 0.851-0.898) and 0.34 on the digits;
+#: the frozen EfficientNet features 0.04 over theirs (0.813 -> 0.856, products at 64 px, where a lead
+#: of 0.033 had kept them: 92.0% test; the CNN at 32 px: 91.6%, 93.6% with its experts sharpened). Generated
+#: shapes: 0.93-0.95 against 0.34-0.43, kept either way.
+IMAGE_MARGIN = 0.08
 #: The pretrained text features are kept unless the bag of words scores higher than this much over them.
 TEXT_MARGIN = 0.0
 MAX_TRAIN = 400

@@ -5,7 +5,8 @@ within an epoch at the limit (:mod:`.progress`) -> the ensemble's experts at cha
 (:mod:`.experts`) -> a :class:`Predictor`.
 
 Everything ``fit`` decides is written into the run directory: ``config.yaml`` (``mmcore train
-RUN/config.yaml`` reproduces the run; editing it is how to go further), ``data.jsonl`` (the
+RUN/config.yaml`` reproduces the run; editing it is how to go further, and a run trained from it, edited or
+not, takes the user's own columns as this one does: :mod:`.contract`), ``data.jsonl`` (the
 prepared table the config reads, with its ``split`` column), ``autofit.json`` (the column
 inference, the plan, the choices, the measured times) and ``fit_summary.json`` (the results).
 """
@@ -427,8 +428,9 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
         # fit's measured choice, not trainer.threads' default (auto): the summary reports what ran
         config["trainer"]["threads"] = threads
         trainer = Trainer(config, manager=manager)
-        # Choosing the ensemble's experts after training reads the val rows once more (their inputs cached).
-        experts_planned = counts["val"] * costs.eval_sample if _has_experts(config, plan) else 0.0
+        # Choosing the ensemble's experts after training reads the val rows once more (their inputs cached),
+        # and the test rows again when a weight changed (sharpening does on most tables): both reserved.
+        experts_planned = (counts["val"] + counts["test"]) * costs.eval_sample if _has_experts(config, plan) else 0.0
         reserve = schedule.planned["test"] + schedule.planned["final"] + experts_planned
         progress = FitProgress(deadline=clock.started + limit, reserve=reserve, clock=clock.clock,
                                val_seconds=counts["val"] * costs.eval_sample, planned_step=costs.warm_step,
@@ -452,7 +454,8 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
         clock.add("test", ended - last_epoch, schedule.planned["test"], note=f"{counts['test']} rows, best checkpoint")
         experts = None
         if experts_planned and counts["val"] and report.get("status") in ("completed", "stopped", "early_stopping") and trainer.best_epoch:
-            with clock.phase("experts", experts_planned, note="each expert alone on val; at-chance ones left out") as record:
+            with clock.phase("experts", experts_planned, note="each expert alone on val; at-chance ones left out, "
+                             "under-confident ones sharpened; test scored again if a weight changed") as record:
                 experts = _choose_experts(trainer, run, report, clock=clock, eval_sample=costs.eval_sample,
                                           test_rows=counts["test"], record=record, verbose=verbose)
         with clock.phase("saving", schedule.planned["final"]):
@@ -489,7 +492,8 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
             loads = ", ".join(f"{w} {v:.1f}" for w, v in clock.loads if v is not None)
             print(f"time (planned / actual; load average {loads or 'unknown'} on {cpu_count()} CPUs):", clock.table(), sep="\n")
             print(f"run directory {run}")
-            print(f"  reproduce: mmcore train {run / 'config.yaml'} trainer.run_dir={run.parent / (run.name + '-again')}")
+            print(f"  reproduce: mmcore train {run / 'config.yaml'} trainer.run_dir={run.parent / (run.name + '-again')}"
+                  "   (edit it to go further: the new run still takes your own columns)")
             print(f"  predict:   mmcore predict {_shell(run)} --data TABLE --out predictions.jsonl   "
                   f"(Python: mmcore.Predictor.load({str(run)!r}).predict(table))")
             print(f"  deploy:    mmcore export {_shell(run)} --int8   then   mmcore serve {_shell(run)}")
@@ -546,9 +550,9 @@ def _has_experts(config: Mapping[str, Any], plan) -> bool:
 
 def _choose_experts(trainer, run: Path, report: dict[str, Any], *, clock: Phases, eval_sample: float, test_rows: int,
                     record, verbose: bool) -> dict[str, Any]:
-    """Measure each expert of the trained ensemble (its best checkpoint) alone on the val split and
-    leave out those at chance (:func:`.experts.choose_experts`). When one is left out, the best
-    checkpoint and ``config.yaml`` get the head's ``expert_weights`` and the test split is scored
+    """Measure each expert of the trained ensemble (its best checkpoint) alone on the val split, leave
+    out those at chance and sharpen the under-confident ones, bounded (:func:`.experts.choose_experts`).
+    When a weight changes, the best checkpoint and ``config.yaml`` get the head's ``expert_weights`` and the test split is scored
     again -- only when the time left holds that pass (else every expert is kept, said so);
     ``report`` (and ``report.json``) get the new test metrics. Returns the choice for the summary."""
     from mmcore.engine.atomic import write_file
@@ -563,7 +567,7 @@ def _choose_experts(trainer, run: Path, report: dict[str, Any], *, clock: Phases
     started = clock.clock()
     choice = choose_experts(expert_outputs(model, trainer.datasets["val"], batch_size=batch))
     out = choice.to_json()
-    if choice.dropped and test_rows:
+    if choice.changed and test_rows:
         # The val pass's own pace (a busy machine slows it) says what scoring the test rows takes.
         per_row = max(eval_sample, (clock.clock() - started) / max(1, len(trainer.datasets["val"])))
         needed = test_rows * per_row + FINAL_SECONDS
@@ -572,8 +576,8 @@ def _choose_experts(trainer, run: Path, report: dict[str, Any], *, clock: Phases
                        why=f"{choice.why}; not applied: scoring the test rows again needs about {needed:.0f} s, "
                            f"{max(0.0, clock.left()):.0f} s are left")
             choice = None
-    if choice is not None and choice.dropped:
-        weights = {s: 0.0 for s in choice.dropped}
+    if choice is not None and choice.changed:
+        weights = {s: w for s, w in choice.weights.items() if w != 1.0}
         model.head.expert_weights.update(weights)
         model.spec["head"]["expert_weights"] = weights
         meta = json.loads((run / "best" / "model.json").read_text())
@@ -588,7 +592,9 @@ def _choose_experts(trainer, run: Path, report: dict[str, Any], *, clock: Phases
             report["test"] = {**before, **tested}  # the loss is the experts' own: unchanged
             out["test_with_every_expert"] = before
             write_file(run / "report.json", dumps_json(report, indent=2))
-        record.note += f"; left out: {', '.join(choice.dropped)}"
+        sharpened = ", ".join(f"{s} x{w:.2f}" for s, w in weights.items() if w > 0)
+        record.note += "".join(f"; {note}" for note in ([f"left out: {', '.join(choice.dropped)}"] if choice.dropped else [])
+                               + ([f"sharpened: {sharpened}"] if sharpened else []))
     _log(verbose, f"  {'experts':<12} {out['why']}")
     return out
 

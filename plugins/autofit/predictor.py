@@ -6,7 +6,9 @@ A Predictor *is* its run directory: ``config.yaml``, the ``best/`` checkpoint, `
 preparation as training (file paths relative to the table's folder; for a DataFrame, the current
 folder; missing cells are missing modalities; missing numbers get the training median).
 
-A run of ``mmcore train`` loads too (no ``autofit.json``): its rows are ``{slot: raw value}``
+A run of ``mmcore train`` from a fit run's ``config.yaml`` (edited or not) is such a run too: training
+copied the fit's plan into it (:mod:`.contract`). Any other run of ``mmcore train`` loads too (no
+``autofit.json``): its rows are ``{slot: raw value}``
 (a file path, text, a table row), a missing or None slot a missing modality, and ``target`` the
 label for :meth:`Predictor.evaluate`.
 

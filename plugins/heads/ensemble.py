@@ -39,7 +39,8 @@ class UnimodalEnsembleHead(ClassificationHead):
     ``expert_weights``: ``{slot: w}``, each ``w >= 0`` (default 1 for every slot) multiplying that
     expert's log-probabilities in the combination -- a weighted product of experts (a logarithmic
     opinion pool); ``0`` leaves an expert out of the predictions (``fit`` does so for an expert no
-    better than chance on the validation split). Training is unchanged: every expert keeps its own
+    better than chance on the validation split), ``w > 1`` sharpens it (an inverse temperature: ``fit``
+    sharpens an under-confident expert by its validation calibration, bounded). Training is unchanged: every expert keeps its own
     loss. Raises ValueError for a negative or non-finite weight or a slot the head has no expert for.
     """
 

@@ -129,6 +129,10 @@ def looks_like_audio(path: str | os.PathLike) -> bool:
 _CLAIM = re.compile(r"^\s*(data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
 
 
+#: A data-chunk length at or above this (2 GiB - 64 KiB) in a stream is a placeholder for "until the end".
+OPEN_LENGTH = 0x7FFF0000
+
+
 def _open(path: str | os.PathLike):
     import soundfile
 
@@ -209,13 +213,17 @@ def _check(sf_file, path: str | os.PathLike | None, size: int | None = None) -> 
                              path=path)
     size = os.path.getsize(path) if size is None else size
     claim = _CLAIM.search(sf_file.extra_info or "")
-    if claim is not None and int(claim.group(2)) > int(claim.group(3)):
+    # A stream's header may leave the length open, as a WAV written to a pipe does (espeak-ng --stdout
+    # writes 0x7ffff000, others 0xffffffff): read to its end (a stream is read in blocks: memory
+    # follows what is there). A smaller claim than that is a cut file, refused as on disk.
+    open_length = path is None and claim is not None and int(claim.group(2)) >= OPEN_LENGTH
+    if claim is not None and int(claim.group(2)) > int(claim.group(3)) and not open_length:
         raise AudioReadError(f"cannot read audio {name}: header claims {int(claim.group(2))} bytes of audio but the file "
                              f"holds {int(claim.group(3))} (truncated, or written to a pipe with the length left "
                              f"open); re-save it with an audio tool", path=path)
     # FLAC, OGG and MP3 name the decoded depth as their subtype (FLAC "PCM_16") but store it compressed.
     width = None if info.format in _COMPRESSED_FORMATS else _SUBTYPE_BYTES.get(info.subtype)
-    if width is not None and info.frames * info.channels * width > size:
+    if width is not None and info.frames * info.channels * width > size and not open_length:
         raise AudioReadError(f"cannot read audio {name}: header claims {info.frames} frames x {info.channels} channels x "
                              f"{width} bytes, more than the file's {size} bytes", path=path)
     if width is None and info.frames * info.channels * 2 > MAX_COMPRESSION * max(size, 1):

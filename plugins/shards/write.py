@@ -125,8 +125,10 @@ def write_shards(table: str, data: Mapping[str, Any], implied: Mapping[str, Any]
     files = file_slots(options)
     modalities = dict(options.get("slot_modalities") or {})
     columns = options["columns"]
-    # Everything that could refuse a row is checked before the first byte is written.
-    for dataset in datasets.values():
+    # Everything that could refuse a row is checked before the first byte is written. Each sample's
+    # JSON is kept beside it (a data set's samples may be columns: what it hands out is a copy).
+    encoded: dict[str, list[bytes]] = {split: [] for split in datasets}
+    for split, dataset in datasets.items():
         for sample in dataset.samples:
             origin = sample.get("origin") or {}
             for slot, column in files.items():
@@ -135,11 +137,11 @@ def write_shards(table: str, data: Mapping[str, Any], implied: Mapping[str, Any]
                     raise ShardsError(f"{origin.get('file')}: row {origin.get('row')}, column {column!r}: {cell!r} is a folder "
                                       "(a video's frames); shards hold one file per cell")
             where = f"{origin.get('file')}: row {origin.get('row')}"
-            sample["_json"] = json_bytes({
+            encoded[split].append(json_bytes({
                 "inputs": {slot: _plain(value, f"{where}, slot {slot!r}") for slot, value in sample["inputs"].items()
                            if slot not in files},
                 "target": _plain(sample.get("target"), f"{where}, target"),
-                "origin": _plain(origin, where)})
+                "origin": _plain(origin, where)}))
     out.mkdir(parents=True, exist_ok=True)
     previous = out / INDEX
     if not (out / MARKER).is_file():
@@ -157,12 +159,12 @@ def write_shards(table: str, data: Mapping[str, Any], implied: Mapping[str, Any]
             part = samples[begin:begin + shard_size]
             name = shard_name(split, number)
 
-            def fill(fh, part: Sequence[Mapping[str, Any]] = part, begin: int = begin) -> None:
+            def fill(fh, part: Sequence[Mapping[str, Any]] = part, begin: int = begin, split: str = split) -> None:
                 # mtime an int: a float one makes tarfile add a PAX header to every member (two headers
                 # to parse for each member read)
                 writer = webdataset.TarWriter(fh, encoder=False, mtime=0, user="mmcore", group="mmcore")
                 for i, sample in enumerate(part):
-                    record: dict[str, Any] = {"__key__": f"{begin + i:09d}", "json": sample["_json"]}
+                    record: dict[str, Any] = {"__key__": f"{begin + i:09d}", "json": encoded[split][begin + i]}
                     for slot in files:
                         cell = sample["inputs"][slot]
                         if cell is not None:
@@ -177,8 +179,6 @@ def write_shards(table: str, data: Mapping[str, Any], implied: Mapping[str, Any]
                            "offsets": sample_offsets(out / name)})
         metadata = {k: v for k, v in dataset.metadata.items()}
         splits[split] = {"samples": len(samples), "shards": shards, "metadata": _plain(metadata, f"{split} metadata")}
-        for sample in samples:
-            sample.pop("_json", None)
     train_meta = datasets["train"].metadata
     index = {
         "format": FORMAT, "version": VERSION,

@@ -192,9 +192,10 @@ def load_manifest(
     if parsed.classes is not None:
         metadata["classes"] = list(parsed.classes)
         metadata["num_classes"] = len(parsed.classes)
+    # Held as columns: a table's samples as dicts cost ~0.9 KB a row for the whole run (issue 26).
     if parsed.confined[0]:
         return ConfinedFiles(samples, metadata=metadata, slots=parsed.confined[0], folders=parsed.confined[1])
-    return SampleDataset(samples, metadata=metadata)
+    return SampleDataset(samples, metadata=metadata, compact=True)
 
 
 class ConfinedFiles(SampleDataset):
@@ -204,7 +205,7 @@ class ConfinedFiles(SampleDataset):
     (``allow_outside_paths: true`` permits it). Raises :class:`~mmcore_plugins.io.paths.OutsidePathError`."""
 
     def __init__(self, samples, *, metadata, slots: tuple[str, ...], folders: tuple[str, ...]) -> None:
-        super().__init__(samples, metadata=metadata)
+        super().__init__(samples, metadata=metadata, compact=True)
         self.slots, self.folders = slots, folders
 
     def __getitem__(self, index: int):

@@ -134,11 +134,12 @@ class RowParser:
 
     def numbers(self, table: Table, row: Mapping[str, Any], number: int, names: list[str]) -> list[float] | None:
         cells = [row.get(c) for c in names]
-        if not names or all(is_empty(c) for c in cells):
+        empty = [is_empty(c) for c in cells]
+        if not names or all(empty):
             return None
         values = []
-        for c, cell in zip(names, cells, strict=True):
-            if is_empty(cell):
+        for c, cell, blank in zip(names, cells, empty, strict=True):
+            if blank:
                 raise bad(table.name, number, c, "empty cell among the numeric columns of a present modality "
                                                  "(leave all of them empty to mark the modality missing)")
             try:

@@ -74,6 +74,8 @@ class Targets:
         #: ``num_classes`` with integer labels: the label is the class index (classes "0" .. "n-1")
         self.indices = False
         self.target_type = "none" if opts.target is None else opts.target_type
+        #: a class target's text cells already looked up -> class index (a column repeats a few labels)
+        self._class_of: dict[str, int] = {}
 
     def fit_targets(self, train_rows: Sequence[Mapping[str, Any]]) -> None:
         """Decide the target type (``auto``) and fit the class vocabulary on the training rows."""
@@ -125,6 +127,11 @@ class Targets:
                       + (" (empty_labels: none reads an empty multilabel cell as no label)"
                          if self.target_type == "multilabel" else ""))
         if self.target_type == "class":
+            if type(value) is str:
+                index = self._class_of.get(value)
+                if index is None:  # not seen yet (or bad: an error is never remembered)
+                    index = self._class_of[value] = self.class_index(value, number, table)
+                return index
             return self.class_index(value, number, table)
         if self.target_type == "multilabel":
             try:

@@ -76,6 +76,18 @@ def test_missing_files_are_reported_with_the_other_problems(wine_config, manager
     assert "trainer.epochs: must be at least 1, got 0" in messages
 
 
+def test_a_missing_relative_path_says_where_it_was_looked_for(wine_config, manager, tmp_path, monkeypatch):
+    """A config copied out of a run folder keeps the run's relative ``data.jsonl``: the message says a
+    relative path is read from the current folder, and which one."""
+    monkeypatch.chdir(tmp_path)
+    config = apply_overrides(wine_config, ["data.name=manifest", "data.path=data.jsonl", "data.columns={a: a}",
+                                           "data.dataset=null", "data.missing_rate=null", "data.seed=0"])
+    for key in ("dataset", "missing_rate"):
+        del config["data"][key]
+    assert (f"data.path: file 'data.jsonl' does not exist (a relative path is read from the current folder, {tmp_path})"
+            in issues_of(config, manager.registry))
+
+
 def test_a_valid_config_gives_its_trainer_options_and_resolves_every_default(wine_config, manager):
     options = validate_config(wine_config, manager.registry)
     assert options.epochs == 3 and options.batch_size == 16 and options.grad_accumulation == 1

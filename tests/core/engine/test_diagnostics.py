@@ -72,3 +72,23 @@ def test_diagnostics_can_be_switched_off(wine_config):
     config["trainer"].update(epochs=1, diagnostics=False)
     report = Trainer(config).fit()
     assert "diagnostics" not in report and not any(k.startswith("grad_share/") for k in report["history"][0])
+
+
+@pytest.mark.parametrize("epochs", [1, 2])
+def test_the_report_reads_the_last_validation_pass_rather_than_encoding_the_split_again(wine_config, monkeypatch, epochs):
+    import mmcore.engine.diagnostics as diagnostics_module
+
+    passes = []
+    fresh_report = diagnostics_module.modality_report
+    monkeypatch.setattr(diagnostics_module, "modality_report", lambda *a, **k: passes.append(1) or fresh_report(*a, **k))
+    wine_config["trainer"].update(epochs=epochs)
+    trainer = Trainer(wine_config)
+    report = trainer.fit()
+    got = report["diagnostics"]
+    # The model now holds the weights the report describes (the best epoch's: the test split was evaluated)
+    assert got["weights"] == "best" and report["test"]
+    assert passes == ([] if trainer.best_epoch == epochs else [1]), "a second pass only when the last epoch was not the best"
+    again = fresh_report(trainer.model, trainer.datasets["val"], batch_size=trainer.options.batch_size)
+    assert got["rows"] == again["rows"] == len(trainer.datasets["val"])
+    for key in ("full", "removed", "alone", "probe", "probe_rows"):
+        assert got[key] == pytest.approx(again[key], abs=1e-9), key

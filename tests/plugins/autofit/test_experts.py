@@ -10,11 +10,13 @@ from torch import nn
 
 from mmcore import Features
 from mmcore_plugins.autofit.experts import (
+    MAX_SHARPEN,
     MIN_ROWS,
     ExpertOutputs,
     at_chance,
     choose_experts,
     expert_outputs,
+    sharpening,
     split_metrics,
 )
 from mmcore_plugins.heads.ensemble import UnimodalEnsembleHead
@@ -43,7 +45,7 @@ def test_an_expert_at_chance_that_costs_accuracy_is_left_out_and_said_why():
     outputs = _outputs({"image": 0.7, "audio": 0.6, "hint": 0.1}, sure={"hint": 6.0})
     choice = choose_experts(outputs)
     assert choice.dropped == ["hint"]
-    assert choice.weights == {"image": 1.0, "audio": 1.0, "hint": 0.0}
+    assert choice.weights["hint"] == 0.0 and all(1.0 <= choice.weights[s] <= MAX_SHARPEN for s in ("image", "audio"))
     assert choice.accuracy_chosen >= choice.accuracy_all
     assert choice.accuracy_chosen == pytest.approx(outputs.accuracy(choice.weights))
     assert "hint left out" in choice.why and choice.to_json()["dropped"] == ["hint"]
@@ -54,7 +56,7 @@ def test_an_informative_expert_is_kept_even_when_the_others_make_it_look_redunda
     # above chance: it must keep its vote for rows whose audio shifts at test.
     outputs = _outputs({"image": 0.5, "audio": 0.99})
     choice = choose_experts(outputs)
-    assert choice.dropped == [] and choice.weights == {"image": 1.0, "audio": 1.0}
+    assert choice.dropped == [] and all(1.0 <= w <= MAX_SHARPEN for w in choice.weights.values())
     assert "every expert kept" in choice.why
 
 
@@ -95,6 +97,70 @@ def test_absent_modalities_count_only_where_present_and_chance_is_the_commonest_
     assert rows == 20 and accuracy == pytest.approx(chance)
     with pytest.raises(ValueError):
         choose_experts(ExpertOutputs({}, {}, torch.zeros(0, dtype=torch.long)))
+
+
+def _calibrated(targets: torch.Tensor, right: float, classes: int, seed: int, scale: float = 1.0) -> torch.Tensor:
+    """An expert right on a ``right`` share of the rows whose probabilities are calibrated (its top
+    probability is its accuracy), then flattened: ``scale`` < 1 multiplies its log-probabilities --
+    what training on augmented inputs does to an expert judged on clean ones."""
+    g = torch.Generator().manual_seed(seed)
+    n = len(targets)
+    hit = torch.rand(n, generator=g) < right
+    wrong = (targets + torch.randint(1, classes, (n,), generator=g)) % classes
+    guess = torch.where(hit, targets, wrong)
+    probs = torch.full((n, classes), (1 - right) / (classes - 1))
+    probs[torch.arange(n), guess] = right
+    return (scale * probs.log()).log_softmax(-1)
+
+
+def test_an_under_confident_expert_is_sharpened_by_its_own_validation_calibration_and_a_calibrated_one_is_not():
+    # Issue 27's products: the augmented photo expert is right more often than its votes say; the
+    # uniform product lets the weaker text expert outvote it. Calibration sharpens only the photo.
+    targets = torch.arange(2000) % 10
+    photo = _calibrated(targets, 0.85, 10, seed=0, scale=0.6)
+    text = _calibrated(targets, 0.75, 10, seed=1)
+    outputs = ExpertOutputs({"photo": photo, "text": text}, {s: torch.ones(2000, dtype=torch.bool) for s in ("photo", "text")},
+                            targets)
+    assert sharpening(text, targets) == pytest.approx(1.0, abs=0.02)
+    assert sharpening(photo, targets, most=5.0) == pytest.approx(1 / 0.6, abs=0.1)  # the flattening undone
+    choice = choose_experts(outputs)
+    assert choice.weights["photo"] == MAX_SHARPEN and choice.weights["text"] == pytest.approx(1.0, abs=0.02)
+    assert choice.changed and choice.dropped == [] and "photo x1.30" in choice.why
+    assert choice.accuracy_chosen >= choice.accuracy_all
+
+
+def test_sharpening_is_bounded_never_flattens_and_needs_enough_rows():
+    # A speaker-bound audio expert: right on every val row yet unsure -- its NLL would sharpen it
+    # without limit (on the digits' test speakers it was at 40-49%): at most MAX_SHARPEN.
+    targets = torch.arange(300) % 10
+    sure_and_right = _calibrated(targets, 1.0 - 1e-6, 10, seed=0, scale=0.2)
+    assert sharpening(sure_and_right, targets) == MAX_SHARPEN
+    # An over-confident expert is left as it is (1.0): calibration here only sharpens.
+    loud = _calibrated(targets, 0.6, 10, seed=1, scale=3.0)
+    assert sharpening(loud, targets) == 1.0
+    assert sharpening(sure_and_right[: MIN_ROWS - 1], targets[: MIN_ROWS - 1]) == 1.0
+
+
+def test_sharpening_that_would_lower_the_products_validation_accuracy_is_not_applied():
+    # Two classes, 200 rows. "a" is right and unsure (0.7) on 160 rows -- calibration would sharpen
+    # it -- and narrowly wrong (0.4) on 40, where "b" is narrowly right (0.62) and breaks the tie;
+    # elsewhere "b" is a coin toss at 0.65 / 0.35 (over-confident: not sharpened).
+    targets = torch.tensor([0, 1] * 100)
+    tie, half = torch.arange(200) < 40, torch.arange(200) % 4 < 2
+
+    def log_probs(p_right: torch.Tensor) -> torch.Tensor:
+        out = torch.empty(200, 2)
+        out[torch.arange(200), targets] = p_right
+        out[torch.arange(200), 1 - targets] = 1 - p_right
+        return out.log()
+
+    a = log_probs(torch.where(tie, 0.4, 0.7))
+    b = log_probs(torch.where(tie, 0.62, torch.where(half, 0.65, 0.35)))
+    outputs = ExpertOutputs({"a": a, "b": b}, {s: torch.ones(200, dtype=torch.bool) for s in "ab"}, targets)
+    assert sharpening(a, targets) == MAX_SHARPEN and sharpening(b, targets) == 1.0
+    assert outputs.accuracy({"a": MAX_SHARPEN}) < outputs.accuracy({}) == 1.0
+    choice = choose_experts(outputs)
+    assert choice.weights == {"a": 1.0, "b": 1.0} and not choice.changed and "not sharpened" in choice.why
 
 
 def test_the_head_weighs_its_experts_as_the_choice_says():
@@ -145,8 +211,9 @@ def test_expert_outputs_reads_each_expert_of_a_model_once(monkeypatch):
 
 def test_fit_leaves_out_an_expert_at_chance_and_the_saved_model_predicts_as_the_summary_says(tmp_path):
     """End to end: a text column that names the class and a number that is pure noise. The number's
-    expert is at chance on val and costs nothing to drop: fit leaves it out, and the best checkpoint,
-    config.yaml and the Predictor all carry the choice (its test score is the summary's)."""
+    expert is at chance on val and costs nothing to drop: fit leaves it out (and sharpens the text's
+    expert as far as its val calibration asks), and the best checkpoint, config.yaml and the Predictor
+    all carry the choice (its test score is the summary's)."""
     import json
 
     import numpy as np
@@ -172,12 +239,15 @@ def test_fit_leaves_out_an_expert_at_chance_and_the_saved_model_predicts_as_the_
     assert set(experts["val_by_expert"]) == {"note", "tabular"}
     assert "experts" in [p["phase"] for p in summary["time"]["phases"]]
     assert experts["dropped"] == ["tabular"], experts["why"]
+    # the text expert may also be sharpened by its val calibration: whatever was chosen is what is saved
+    chosen = {s: w for s, w in experts["weights"].items() if w != 1.0}
+    assert chosen["tabular"] == 0.0 and 1.0 <= experts["weights"]["note"] <= MAX_SHARPEN
     spec = json.loads((tmp_path / "run" / "best" / "model.json").read_text())["spec"]
-    assert spec["head"]["expert_weights"] == {"tabular": 0.0}
+    assert spec["head"]["expert_weights"] == chosen
     from mmcore.yamlio import load_yaml_file
 
-    assert load_yaml_file(tmp_path / "run" / "config.yaml")["model"]["head"]["expert_weights"] == {"tabular": 0.0}
-    assert predictor.model.head.expert_weights["tabular"] == 0.0
+    assert load_yaml_file(tmp_path / "run" / "config.yaml")["model"]["head"]["expert_weights"] == chosen
+    assert predictor.model.head.expert_weights == experts["weights"]
     assert predictor.evaluate(table)["accuracy"] is not None
     test_rows = [r for r in json.loads("[" + ",".join((tmp_path / "t.jsonl").read_text().split("\n")[:-1]) + "]")
                  if r["split"] == "test"]

@@ -243,3 +243,20 @@ def test_a_folder_given_as_an_image_and_a_text_file_read_as_its_contents(tmp_pat
     data = load_manifest("train", m, **kwargs)
     assert [s["inputs"]["text"] for s in data.samples] == ["caf\u00e9 au lait\n"] * 2, "the file's contents, not its name"
     assert math.isfinite(len(data))
+
+
+def test_a_repeated_label_gets_one_class_on_every_row_and_a_repeated_bad_one_is_reported_on_every_row(tmp_path):
+    # Labels are looked up once per distinct cell text (a table repeats a few labels): the rows
+    # after the first must get what the first got, and an unknown label is never remembered as good.
+    rows = [[c, lab, "train"] for c, lab in zip("abcdef", ["dog", " dog", "cat", "dog", "NaN", "cat"], strict=True)]
+    rows += [["g", "fish", "val"], ["h", "fish", "test"], ["i", "dog", "test"]]
+    m = write_csv(tmp_path / "m.csv", ["text", "label", "split"], rows)
+    with pytest.raises(ManifestError) as info:
+        load_manifest("train", m, **SPLIT)
+    message = str(info.value)
+    assert "row 7" in message and "row 8" in message and message.count("'fish'") == 2, message
+    assert "row 5" in message, "an empty (NaN) label is reported, not taken for a class"
+    data = load_manifest("train", m, on_bad_sample="skip", **SPLIT)
+    assert data.metadata["classes"] == ["cat", "dog"]
+    assert [s["target"] for s in data.samples] == [1, 1, 0, 1, 0], "' dog' and 'dog' are one class on every row"
+    assert [s["target"] for s in load_manifest("test", m, on_bad_sample="skip", **SPLIT).samples] == [1]

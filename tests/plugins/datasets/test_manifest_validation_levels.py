@@ -186,6 +186,6 @@ def test_the_splits_share_one_parse_and_none_of_it_outlives_them(tmp_path, monke
     assert not [p for p in dataset_module._CACHE.values() if p.names["main"] == str(m)], "a parse outlived its splits"
     again = load_manifest("train", str(m), validate="header", **kw)  # read again, not shared with the first
     assert checked == [10, 10]
-    assert again.samples == built["train"].samples and again.samples[0] is not built["train"].samples[0]
+    assert list(again.samples) == list(built["train"].samples) and again.samples is not built["train"].samples
     again.samples[0]["inputs"]["image"] = "changed"
     assert built["train"].samples[0]["inputs"]["image"] != "changed"

@@ -210,6 +210,13 @@ def test_an_upload_held_in_memory_is_checked_as_its_file_is(tmp_path):
     stream = io.BytesIO(b"junk" + whole)
     stream.seek(4)  # the length counted from where the stream stands
     assert torch.equal(read_audio(stream, sample_rate=8000), read_audio(tmp_path / "whole.wav", sample_rate=8000))
+    # A WAV written to a pipe leaves the length open (espeak-ng --stdout: 0x7ffff000): a stream reads to its end.
+    pcm = sf.read(tmp_path / "whole.wav", dtype="int16")[0].astype("<i2").tobytes()
+    piped = wav_header(rate=8000, data_bytes=0x7FFFF000) + pcm
+    assert torch.equal(read_audio(io.BytesIO(piped), sample_rate=8000), read_audio(tmp_path / "whole.wav", sample_rate=8000))
+    (tmp_path / "piped.wav").write_bytes(piped)  # on disk it is refused, as any file whose header lies
+    with pytest.raises(AudioReadError, match="piped.wav.*claims 2147479552 bytes"):
+        read_audio(tmp_path / "piped.wav", sample_rate=8000)
 
 def test_non_finite_audio_is_refused(tmp_path):
     x = tone(8000).astype(np.float32)

@@ -1,0 +1,205 @@
+"""Samples stored column by column: what a large table's data set holds in memory.
+
+A list of sample dicts costs ~0.9 KB a row in Python objects (a dict per sample and per nested
+mapping, a ``str`` object per cell, a ``float`` object per number); a million rows is ~1 GB before
+the first step (issue 26). :class:`SampleColumns` keeps the same samples as columns -- every string
+cell of a column in one UTF-8 buffer with int64 offsets, numbers and fixed-length rows of numbers
+in typed arrays (:mod:`array`), values shared by every row (one table name, one dict of column names) once -- and
+builds each sample's dict when it is asked for. A column whose values fit none of these (mixed
+types, ragged lists, anything else) keeps its Python objects as they are, so every sample comes
+back equal to what was stored, with the same types: ``str``, ``int``, ``float``, ``list`` and
+``None`` exactly, nested ``dict``\\ s in their key order.
+
+The same layout as Apache Arrow's variable-length strings (offsets + one data buffer); kept in the
+standard library's :mod:`array` here because a sample is read back cell by cell as Python objects,
+which pyarrow (a scalar object per cell, ~1 us) and numpy (a numpy scalar per element) do slower.
+"""
+
+from __future__ import annotations
+
+import operator
+from array import array
+from collections.abc import Iterator, Mapping, Sequence
+from itertools import accumulate
+from typing import Any
+
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+class SampleColumns(Sequence):
+    """A read-only sequence of samples (nested ``dict``\\ s) held as columns (module docstring).
+
+    ``SampleColumns(samples)[i] == samples[i]`` for every ``i``, with the same types; each access
+    returns new dicts and lists of numbers (changing one does not change what is stored); an object
+    every sample shared, or one kept as it is, is handed out itself. A slice returns a ``list`` of
+    samples. Raises ``IndexError`` / ``TypeError`` for a bad index. ``nbytes``: the memory the columns hold (typed arrays, string buffers;
+    Python objects kept as they are are counted at 8 bytes a reference).
+    """
+
+    def __init__(self, samples: Sequence[Mapping[str, Any]]) -> None:
+        samples = samples if isinstance(samples, list) else list(samples)
+        self._n = len(samples)
+        self._root = _encode(samples)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self._root.get(i) for i in range(*index.indices(self._n))]
+        try:
+            i = operator.index(index)  # an int, or a numpy integer a sampler hands out
+        except TypeError:
+            raise TypeError(f"sample indices must be integers or slices, not {type(index).__name__}") from None
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError(f"sample index {index} out of range for {self._n} samples")
+        return self._root.get(i)
+
+    def __iter__(self) -> Iterator[Any]:
+        get = self._root.get
+        for i in range(self._n):
+            yield get(i)
+
+    @property
+    def nbytes(self) -> int:
+        return self._root.nbytes
+
+    def __repr__(self) -> str:
+        return f"SampleColumns({self._n} samples, {self.nbytes / 2**20:.1f} MiB)"
+
+
+def _encode(values: list[Any]) -> Any:
+    """The column for one field's values (one per sample)."""
+    if not values:
+        return _Objects(values)
+    first = values[0]
+    if all(v is first for v in values):  # one object every sample shares stays one object
+        return _Same(first)
+    if type(first) is dict:
+        keys = tuple(first)
+        if all(type(v) is dict and len(v) == len(keys) and tuple(v) == keys for v in values):
+            return _Dicts(keys, [_encode([v[k] for v in values]) for k in keys])
+    kinds = {type(v) for v in values if v is not None}
+    if kinds == {str}:
+        return _Strings(values)
+    if kinds == {int} and all(v is None or _INT64[0] <= v <= _INT64[1] for v in values):
+        return _Numbers(values, "q")
+    if kinds == {float}:
+        return _Numbers(values, "d")
+    if kinds == {list}:
+        rows = [v for v in values if v is not None]
+        width = len(rows[0])
+        items = {type(x) for row in rows for x in row}
+        if width and all(len(row) == width for row in rows) and len(items) == 1:
+            item = items.pop()
+            if item is float or (item is int and all(_INT64[0] <= x <= _INT64[1] for row in rows for x in row)):
+                return _Rows(values, width, "d" if item is float else "q")
+    return _Objects(values)
+
+
+def _missing(values: list[Any]) -> bytearray | None:
+    """Where the column's value is None (one byte a row), or None when no value is."""
+    mask = bytearray(v is None for v in values)
+    return mask if any(mask) else None
+
+
+class _Dicts:
+    def __init__(self, keys: tuple[Any, ...], columns: list[Any]) -> None:
+        self.keys, self.columns = keys, columns
+        self.pairs = list(zip(keys, columns, strict=True))
+
+    def get(self, i: int) -> dict[Any, Any]:
+        return {k: c.get(i) for k, c in self.pairs}
+
+    @property
+    def nbytes(self) -> int:
+        return sum(c.nbytes for c in self.columns)
+
+
+class _Same:
+    """A value every sample shares (the same object: a table's name, a dict of column names)."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def get(self, i: int) -> Any:
+        return self.value
+
+    nbytes = 8
+
+
+class _Strings:
+    """``str`` cells (or None): one UTF-8 buffer and int64 offsets (Arrow's string layout). Lone
+    surrogates (file names read with ``surrogateescape``) survive (``surrogatepass``)."""
+
+    def __init__(self, values: list[Any]) -> None:
+        encoded = [b"" if v is None else v.encode("utf-8", "surrogatepass") for v in values]
+        self.offsets = array("q", accumulate(map(len, encoded), initial=0))
+        self.data = b"".join(encoded)
+        self.missing = _missing(values)
+
+    def get(self, i: int) -> str | None:
+        if self.missing is not None and self.missing[i]:
+            return None
+        return self.data[self.offsets[i]:self.offsets[i + 1]].decode("utf-8", "surrogatepass")
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.data) + len(self.offsets) * 8 + (0 if self.missing is None else len(self.missing))
+
+
+class _Numbers:
+    """``int`` (within int64) or ``float`` cells, or None: one typed array (``q`` / ``d``); read back as
+    Python ints / floats, exactly."""
+
+    def __init__(self, values: list[Any], code: str) -> None:
+        self.missing = _missing(values)
+        fill = 0 if code == "q" else 0.0
+        self.array = array(code, (fill if v is None else v for v in values))
+
+    def get(self, i: int) -> int | float | None:
+        if self.missing is not None and self.missing[i]:
+            return None
+        return self.array[i]
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.array) * self.array.itemsize + (0 if self.missing is None else len(self.missing))
+
+
+class _Rows:
+    """Lists of one length of ``float``\\ s (or of ``int``\\ s), or None: one flat typed array; read
+    back as a new ``list`` of Python numbers."""
+
+    def __init__(self, values: list[Any], width: int, code: str) -> None:
+        self.missing = _missing(values)
+        self.width = width
+        zeros = [0 if code == "q" else 0.0] * width
+        self.array = array(code)
+        for v in values:
+            self.array.extend(zeros if v is None else v)
+
+    def get(self, i: int) -> list[Any] | None:
+        if self.missing is not None and self.missing[i]:
+            return None
+        return self.array[i * self.width:(i + 1) * self.width].tolist()
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.array) * self.array.itemsize + (0 if self.missing is None else len(self.missing))
+
+
+class _Objects:
+    """Anything else, kept as it is (a list of the Python objects)."""
+
+    def __init__(self, values: list[Any]) -> None:
+        self.values = list(values)
+
+    def get(self, i: int) -> Any:
+        return self.values[i]
+
+    @property
+    def nbytes(self) -> int:
+        return 8 * len(self.values)
