@@ -46,6 +46,7 @@ def mmcore_table_inputs(path: Path, encoding: str, model: Any, data: Mapping[str
     Streamed: the columns are checked against the table's header before any row is read, then the
     rows are built batch by batch (:func:`~mmcore_plugins.io.tables.iter_table`), so memory follows
     one batch whatever the table's length."""
+    from mmcore_plugins.datasets.manifest.source import DECIMAL
     from mmcore_plugins.io.tables import table_columns
 
     header = table_columns(path, encoding=encoding, sep=sep)
@@ -54,7 +55,9 @@ def mmcore_table_inputs(path: Path, encoding: str, model: Any, data: Mapping[str
     options = dict(path_columns=path_columns, root=Path(path).parent, name=str(path), modalities=modalities,
                    validate="exists", allow_outside_paths=True, missing_columns=list(missing or ()))
     inputs_from_rows([], columns, header=header, **options)  # the columns, checked before any row is read
-    return _stream(path, {"encoding": encoding, "sep": sep, "decimal": decimal}, columns, header, options)
+    # cells as written unless --decimal says otherwise, as the training manifest was read (source.DECIMAL)
+    reading = {"encoding": encoding, "sep": sep, "decimal": DECIMAL if decimal is None else decimal}
+    return _stream(path, reading, columns, header, options)
 
 
 def _stream(path: Path, reading: dict[str, Any], columns: Mapping[str, Any], header: list[str], options: dict[str, Any]):
