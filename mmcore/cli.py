@@ -97,6 +97,7 @@ def build_parser(manager=None) -> argparse.ArgumentParser:
                    help="with a TABLE: a missing or unreadable file, a placeholder, or a row without input or target is "
                         "an error instead of a missing cell (or a row left out), counted")
     p.add_argument("--encoding", default="utf-8-sig", help="text encoding of a TABLE (default utf-8-sig)")
+    cli_predict.add_table_options(p)
     p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="which checkpoint to evaluate")
     p.add_argument("--robustness", action="store_true",
                    help="also evaluate every subset of missing modalities and a sweep of perturbations; table + PNG")
@@ -354,7 +355,7 @@ def _eval_table(args: argparse.Namespace, model, config: Mapping, manager):
     try:
         answer = manager.hook.mmcore_table_samples(path=Path(source), encoding=args.encoding, model=model,
                                                    data=dict(config.get("data") or {}), run_dir=Path(args.run_dir),
-                                                   missing=missing, strict=args.strict)
+                                                   missing=missing, strict=args.strict, sep=args.sep, decimal=args.decimal)
     except (ValueError, FileNotFoundError) as exc:
         message = str(exc)
         declared = message.startswith("--missing: ")

@@ -42,6 +42,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="FILE", help="write the --data predictions here (JSON lines) instead of stdout")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--encoding", default="utf-8-sig", help="text encoding of a --data CSV/JSONL file (default utf-8-sig)")
+    add_table_options(p)
     p.add_argument("--batch-size", type=int, default=64, help="rows predicted at once with --data")
     p.add_argument("--missing", action="append", default=[], metavar="COLUMN",
                    help="a column the model reads that the --data table lacks on purpose: every cell of it is empty "
@@ -185,8 +186,18 @@ def declared_missing(values: list[str]) -> list[str]:
     return [c.strip() for item in values for c in item.split(",") if c.strip()]
 
 
+def add_table_options(parser: argparse.ArgumentParser) -> None:
+    """``--sep`` and ``--decimal``: how a ``--data`` CSV is read (what ``mmcore fit`` takes too)."""
+    parser.add_argument("--sep", default=None, type=lambda v: "\t" if v in ("\\t", "tab", "TAB") else v,
+                        help="a --data CSV's delimiter, e.g. ';' or '\\t' (default: found from its first lines, or as "
+                             "the fit run read its table)")
+    parser.add_argument("--decimal", default=None, choices=[",", "."], metavar=",|.",
+                        help="a --data CSV's decimal mark: ',' reads decimal-comma numbers (0,314) as numbers (default: "
+                             "found per column, or as the fit run read its table)")
+
+
 def table_inputs(manager, *, path: Path, encoding: str, model, data: Any, run_dir: Path | None, missing: list[str],
-                 strict: bool) -> Any:
+                 strict: bool, sep: str | None = None, decimal: str | None = None) -> Any:
     """A table's rows as model inputs, through the ``mmcore_table_inputs`` hook (reading the table and
     mapping its columns to slots is a plugin's job: the built-in manifest's, ``mmcore fit``'s for its
     runs): what the hook returns (records, possibly streamed). Shared by predict, explain and embed.
@@ -197,7 +208,7 @@ def table_inputs(manager, *, path: Path, encoding: str, model, data: Any, run_di
     """
     try:
         built = manager.hook.mmcore_table_inputs(path=path, encoding=encoding, model=model, data=dict(data or {}),
-                                                 run_dir=run_dir, missing=missing, strict=strict)
+                                                 run_dir=run_dir, missing=missing, strict=strict, sep=sep, decimal=decimal)
     except (OSError, ValueError) as exc:
         message = str(exc)
         declared = message.startswith("--missing: ") or "declared missing" in message  # a --missing name the model lacks
@@ -222,7 +233,7 @@ def _predict_table(args: argparse.Namespace, model, config: dict, manager) -> in
     source = Path(args.data)
     missing = declared_missing(args.missing)
     built = table_inputs(manager, path=source, encoding=args.encoding, model=model, data=config.get("data"),
-                         run_dir=Path(args.run_dir), missing=missing, strict=args.strict)
+                         run_dir=Path(args.run_dir), missing=missing, strict=args.strict, sep=args.sep, decimal=args.decimal)
     # The run's rule for an input that fails when read (trainer.unreadable_inputs, "missing" by default): a
     # missing modality noted in the row's line; --strict: the row's error.
     trainer = config.get("trainer") if isinstance(config.get("trainer"), dict) else {}

@@ -109,12 +109,16 @@ def mmcore_file_input(path, modality):
 
 
 @hookspec(firstresult=True)
-def mmcore_table_inputs(path, encoding, model, data, run_dir, missing, strict):
+def mmcore_table_inputs(path, encoding, model, data, run_dir, missing, strict, sep, decimal):
     """The rows of a table file -> one model input per row, for ``mmcore predict --data FILE`` and
     ``mmcore embed --data FILE``.
 
     :param pathlib.Path path: the table file (``.csv``, ``.jsonl``, ``.parquet``, ...).
     :param str encoding: the text encoding the user gave (``--encoding``) for text formats.
+    :param sep: a CSV's delimiter the user gave (``--sep``), or None: found from the file (or as the run
+        read its training table).
+    :param decimal: a CSV's decimal mark the user gave (``--decimal``: ``","`` or ``"."``), or None
+        (see :func:`mmcore_plugins.io.tables.read_table`).
     :param mmcore.MultimodalModel model: the run's model (``model.slots``, ``model.encoders``,
         ``model.processors``): which slots there are and what each reads.
     :param dict data: the run's ``data`` config section (``data["name"]`` is the dataset it was
@@ -142,7 +146,7 @@ def mmcore_table_inputs(path, encoding, model, data, run_dir, missing, strict):
 
 
 @hookspec(firstresult=True)
-def mmcore_table_samples(path, encoding, model, data, run_dir, missing, strict):
+def mmcore_table_samples(path, encoding, model, data, run_dir, missing, strict, sep, decimal):
     """The rows of a table file holding the target -> samples to evaluate, for ``mmcore eval RUN --data
     TABLE`` (a run whose plugin maps a user's own columns to slots: ``mmcore fit``'s).
 

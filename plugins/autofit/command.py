@@ -24,6 +24,11 @@ def parse_column_overrides(items: list[str]) -> dict[str, str]:
     return out
 
 
+def _sep(value: str) -> str:
+    """``--sep``: one character; ``\\t`` and ``tab`` name a tab (a shell cannot pass one easily)."""
+    return "\t" if value in ("\\t", "tab", "TAB") else value
+
+
 def run_fit(args: argparse.Namespace, manager) -> int:
     from mmcore.engine.rundir import RunDir
     from mmcore_plugins.autofit.budget import process_age
@@ -36,7 +41,8 @@ def run_fit(args: argparse.Namespace, manager) -> int:
         fit(args.data, args.target, val=args.val, test=args.test, time_limit=args.time_limit, preset=args.preset,
             columns=parse_column_overrides(args.column), run_dir=args.run_dir, overwrite=args.overwrite, manager=manager,
             empty_labels=args.empty_labels, strict=args.strict, allow_outside_paths=args.allow_outside_paths,
-            max_epochs=args.max_epochs, spent=process_age() if started_for_fit else 0.0)  # start-up counts against --time-limit
+            max_epochs=args.max_epochs, spent=process_age() if started_for_fit else 0.0,  # start-up counts against --time-limit
+            encoding=args.encoding, sep=args.sep, decimal=args.decimal)
     return 0
 
 
@@ -65,6 +71,13 @@ def mmcore_add_commands(subparsers) -> None:
     parser.add_argument("--strict", action="store_true",
                         help="a cell naming a missing or unreadable file, or an input that fails when training reads "
                              "it, is an error naming row and column (default: a missing modality, counted)")
+    parser.add_argument("--encoding", default="utf-8-sig",
+                        help="text encoding of CSV/JSONL tables (default utf-8-sig; cp1252 for a CSV Excel saved on Windows)")
+    parser.add_argument("--sep", default=None, type=_sep,
+                        help="a CSV's delimiter, e.g. ';' or '\\t' (default: found from its first lines among , ; tab |)")
+    parser.add_argument("--decimal", default=None, choices=[",", "."], metavar=",|.",
+                        help="a CSV's decimal mark: ',' reads decimal-comma numbers (0,314) as numbers; default: found "
+                             "per column (a column of decimal-comma numbers)")
     parser.add_argument("--run-dir", help="where the run goes (default: runs/fit, runs/fit-2, ...)")
     parser.add_argument("--overwrite", action="store_true",
                         help="write into an existing non-empty folder that is not a run (your files stay; one named "

@@ -54,6 +54,11 @@ from mmcore_plugins.autofit.infer import (
     format_table,
     infer_columns,
     is_missing,
+    note_table_format,
+    split_warnings,
+    strict_error,
+    table_format_lines,
+    unusable_json,
 )
 from mmcore_plugins.autofit.prepare import Preparer, check_table_columns, make_plan
 from mmcore_plugins.autofit.progress import FitProgress
@@ -86,14 +91,23 @@ PLAN_FILE = "autofit.json"
 SUMMARY_FILE = "fit_summary.json"
 
 
-def read_rows(source: Any, *, encoding: str = "utf-8-sig") -> tuple[list[dict[str, Any]], Path]:
+def read_rows(source: Any, *, encoding: str = "utf-8-sig", sep: str | None = None,
+              decimal: str | None = None) -> tuple[list[dict[str, Any]], Path]:
     """A table (path or DataFrame) -> its rows and the folder its relative file paths start from
-    (``encoding``: of a CSV / JSON Lines file)."""
-    from mmcore_plugins.io.tables import read_table
-
-    rows = read_table(source, encoding=encoding)
-    base = Path(source).expanduser().resolve().parent if isinstance(source, (str, os.PathLike)) else Path.cwd()
+    (``encoding``: of a CSV / JSON Lines file; ``sep``, ``decimal``: a CSV's delimiter and decimal
+    mark, None to find them -- :func:`~mmcore_plugins.io.tables.read_table`)."""
+    rows, base, _ = read_rows_format(source, encoding=encoding, sep=sep, decimal=decimal)
     return rows, base
+
+
+def read_rows_format(source: Any, *, encoding: str = "utf-8-sig", sep: str | None = None,
+                     decimal: str | None = None) -> tuple[list[dict[str, Any]], Path, Any]:
+    """:func:`read_rows` and the :class:`~mmcore_plugins.io.tables.TableFormat` the table was read with."""
+    from mmcore_plugins.io.tables import read_table_format
+
+    rows, fmt = read_table_format(source, encoding=encoding, sep=sep, decimal=decimal)
+    base = Path(source).expanduser().resolve().parent if isinstance(source, (str, os.PathLike)) else Path.cwd()
+    return rows, base, fmt
 
 
 def default_run_dir(root: str | Path = "runs") -> Path:
@@ -132,7 +146,8 @@ def _log(verbose: bool, *lines: str) -> None:
 def fit(data: Any, target: str, *, val: Any = None, test: Any = None, time_limit: str | float = "10m",
         preset: str = "best", columns: Mapping[str, str] | None = None, run_dir: str | Path | None = None,
         overwrite: bool = False, verbose: bool = True, manager=None, allow_outside_paths: bool = False,
-        empty_labels: str = "none", strict: bool = False, max_epochs: int | None = None, spent: float = 0.0) -> Any:
+        empty_labels: str = "none", strict: bool = False, max_epochs: int | None = None, spent: float = 0.0,
+        encoding: str = "utf-8-sig", sep: str | None = None, decimal: str | None = None) -> Any:
     """Train a model for column ``target`` of ``data`` without a config; returns a :class:`Predictor`.
 
     ``data``, ``val``, ``test``: CSV / JSONL / Parquet paths or pandas DataFrames (file paths in
@@ -153,7 +168,11 @@ def fit(data: Any, target: str, *, val: Any = None, test: Any = None, time_limit
     an infinite number, which are left out -- as :class:`Predictor` does with the tables it is given).
     ``max_epochs``: at most this many epochs (default: the preset's cap); fewer when the time limit
     says so. ``spent``: seconds already spent on this fit before the call (``mmcore fit``: the
-    process's start-up), counted against the limit.
+    process's start-up), counted against the limit. ``encoding`` (of CSV / JSON Lines files; default
+    UTF-8, ``cp1252`` for a CSV Excel saved on Windows), ``sep`` (a CSV's delimiter) and ``decimal``
+    (``","`` or ``"."``): how the tables are read; ``sep``/``decimal`` None are found from the file
+    (:func:`~mmcore_plugins.io.tables.read_table`); what was used is recorded in ``autofit.json``
+    (``table``), and :class:`Predictor` reads new tables the same way.
 
     The time limit is a promise: every phase counts against it (reading, inference, the step-time
     probe, the frozen features of train/val/test, training, test evaluation, saving); frozen image
@@ -192,7 +211,8 @@ def fit(data: Any, target: str, *, val: Any = None, test: Any = None, time_limit
             return _fit(data, target, val=val, test=test, limit=limit, preset=preset, columns=columns, run_dir=run_dir,
                         overwrite=overwrite, verbose=verbose, manager=manager or get_plugin_manager(),
                         allow_outside_paths=allow_outside_paths, empty_labels=empty_labels, strict=strict,
-                        clock=clock, threads=(threads, threads_why),
+                        clock=clock, threads=(threads, threads_why), table_options={"encoding": encoding, "sep": sep,
+                                                                                   "decimal": decimal},
                         max_epochs=min(MAX_EPOCHS[preset], max_epochs or MAX_EPOCHS[preset]))
     finally:
         torch.set_num_threads(previous_threads)  # the caller's process as it was (fit's choice was for the fit)
@@ -200,20 +220,26 @@ def fit(data: Any, target: str, *, val: Any = None, test: Any = None, time_limit
 
 def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: str, columns: Mapping[str, str] | None,
          run_dir: str | Path | None, overwrite: bool, verbose: bool, manager, allow_outside_paths: bool,
-         empty_labels: str, strict: bool, clock: Phases, threads: tuple[int, str], max_epochs: int) -> Any:
+         empty_labels: str, strict: bool, clock: Phases, threads: tuple[int, str], max_epochs: int,
+         table_options: Mapping[str, Any] | None = None) -> Any:
     from mmcore.engine.atomic import write_file
     from mmcore_plugins.autofit.predictor import Predictor
 
     threads, threads_why = threads
     read_started = clock.clock()
-    rows, base = read_rows(data)
+    table_options = dict(table_options or {})
+    rows, base, table_format = read_rows_format(data, **table_options)
     # An infinite target (a price of inf) is no label, as an infinite number in an input column is no
     # measurement: the row is left out and counted, never made a class of its own.
     infinite = [i for i, r in enumerate(rows) if is_non_finite(r.get(target))]
     for i in infinite:
         rows[i] = {**rows[i], target: None}
     infos = infer_columns(rows, target=target, base=base, overrides=columns, allow_outside_paths=allow_outside_paths)
-    extra = {name: read_rows(source) for name, source in (("val", val), ("test", test)) if source is not None}
+    note_table_format(infos, table_format)
+    refused = strict_error(infos) if strict else None
+    if refused is not None:  # missing/unreadable files are errors, not missing cells -- before any write or "treated as missing"
+        raise refused
+    extra = {name: read_rows(source, **table_options) for name, source in (("val", val), ("test", test)) if source is not None}
     target_info = next(i for i in infos if i.role == "target")
     _merge_target_vocabulary(target_info, [r for table, _ in extra.values() for r in table])
     empty_as_none = target_info.kind == "multilabel" and empty_labels == "none"
@@ -227,7 +253,7 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
     clock.add("read + infer", clock.clock() - read_started, note=f"{len(rows)} rows, {len(infos)} columns")
     _check_left(clock, f"reading and inferring {len(rows)} rows")
     prepare_started = clock.clock()
-    _log(verbose, format_table(infos), "")
+    _log(verbose, format_table(infos), *table_format_lines(table_format), "")
 
     # ---- splits: the user's tables, else the split column, else carved from train
     split_info = next((i for i in infos if i.kind == "split"), None)
@@ -253,11 +279,6 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
     if not train_rows:
         raise ColumnError(f"no training rows: every row with a {target!r} value went to val/test")
     plan = make_plan(infos, train_rows)
-
-    if strict:  # a file inference found missing or unreadable is an error, not a missing cell -- before any write
-        for info in infos:
-            for index, why in sorted(info.details.get("unusable", {}).items()):
-                raise ColumnError(f"row {index + 1}, column {info.name!r}: {why} (--strict)")
 
     # ---- the prepared table: every table checked and read (its columns, files, target values) before
     # the run directory is claimed -- a bad --val/--test table leaves nothing behind
@@ -296,6 +317,9 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
              + (f"; {unlabelled} without a {target!r} value left out" if unlabelled else "")
              + (f" ({len(infinite)} of them infinite)" if infinite else "")
              + (f"; {empty} with no input at all left out" if empty else ""))
+        # a class too rare to land in every split is said (and kept in autofit.json), never silently unmeasured
+        rare = split_warnings(table, plan.target, plan.split_column) if plan.task == "classification" else []
+        _log(verbose, *rare)
 
         # ---- the config
         config, choices = build_config(plan, infos, n_train=counts["train"], n_val=counts["val"], data_path=str(data_path),
@@ -403,7 +427,8 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
                    "threads": {"intra_op": threads, "why": threads_why},
                    "candidates": [c.to_json() for c in compared.values()],
                    "cached_slots": cached, "dropped_files": dropped, "rows": counts, "val_source": val_source,
-                   "infinite_targets": [i + 1 for i in infinite], "strict": strict}
+                   "infinite_targets": [i + 1 for i in infinite], "strict": strict, "table": table_format.to_json(),
+                   "split_warnings": rare}
         write_file(run / PLAN_FILE, json.dumps(autofit, indent=2))
 
         # ---- train (setup and frozen features of train + val, epochs), test (its features included)
@@ -623,6 +648,7 @@ def _merge_target_vocabulary(info: ColumnInfo, rows: Sequence[Mapping[str, Any]]
 def _info_json(info: ColumnInfo) -> dict[str, Any]:
     details = {k: v for k, v in info.details.items() if k != "unusable"}
     details["unusable_rows"] = len(info.details.get("unusable", {}))
+    details["unusable"] = unusable_json(info.details.get("unusable", {}))  # the first rows, named with their reason
     return {"name": info.name, "kind": info.kind, "role": info.role, "why": info.why, "missing": info.missing,
             "details": details}
 

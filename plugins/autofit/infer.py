@@ -210,7 +210,26 @@ def infer_columns(rows: Sequence[Mapping[str, Any]], *, target: str, base: str |
 
 def infer_input(name: str, values: Sequence[Any], base: Path, override: str | None = None, *,
                 allow_outside_paths: bool = False) -> ColumnInfo:
-    """Infer one input column (see the module docstring)."""
+    """Infer one input column (see the module docstring). A few empty cells (under 1% of the rows)
+    are counted in ``why``, with the first one's row and text; a column of strings that are mostly
+    decimal-comma numbers gets a hint to read them as numbers (``--decimal ,``)."""
+    info = _infer_input(name, values, base, override, allow_outside_paths=allow_outside_paths)
+    empty = [(i, v) for i, v in enumerate(values) if is_missing(v)]
+    if empty and len(empty) < 0.01 * len(values):
+        i, v = empty[0]
+        info.why += (f"; {len(empty)} empty cell{'s' if len(empty) > 1 else ''} (row {i + 1}: {v!r}"
+                     + (", ..." if len(empty) > 1 else "") + ")")
+    if override is None and info.kind in ("ignore", "categorical", "text"):
+        strings = [v.strip() for v in values if isinstance(v, str) and not is_missing(v)]
+        from mmcore_plugins.io.tables import DECIMAL_COMMA
+
+        if strings and sum(bool(DECIMAL_COMMA.fullmatch(v)) for v in strings) >= 0.5 * len(strings):
+            info.why += _decimal_hint(strings)
+    return info
+
+
+def _infer_input(name: str, values: Sequence[Any], base: Path, override: str | None = None, *,
+                 allow_outside_paths: bool = False) -> ColumnInfo:
     n = len(values)
     present = [(i, v) for i, v in enumerate(values) if not is_missing(v)]
     missing = 1 - len(present) / max(n, 1)
@@ -242,7 +261,7 @@ def infer_input(name: str, values: Sequence[Any], base: Path, override: str | No
     if override == "numeric" or (override is None and all(x is not None for x in numbers)):
         if override == "numeric" and any(x is None for x in numbers):
             bad = next(v for (_, v), x in zip(present, numbers, strict=True) if x is None)
-            raise ColumnError(f"--column {name}=numeric: cell {bad!r} is not a number")
+            raise ColumnError(f"--column {name}=numeric: cell {bad!r} is not a number" + _decimal_hint([bad]))
         if override is None and _is_identifier_numbers(numbers, n):
             return ColumnInfo(name, "ignore", f"identifier: {len(numbers)} distinct integers, one per row", missing,
                               role="ignored")
@@ -400,11 +419,12 @@ def _file_column(name: str, present: list[tuple[int, Any]], n: int, base: Path, 
                           f"(e.g. {existing[0][1]!r}); pass --column {name}=KIND or --column {name}=ignore")
     unusable: dict[int, str] = {i: f"file {v!r} does not exist" for i, v, p in resolved if p is None}
     check = "text" if kind == "text" else kind
-    for i, _value, p in existing:
+    for i, value, p in existing:
         try:
             check_media(p, check)
         except (MediaError, ValueError, OSError) as exc:
-            unusable[i] = str(exc)
+            why = str(exc)
+            unusable[i] = why if str(value).strip() in why else f"file {value!r}: {why}"  # the cell's own path named
     usable = len(strings) - len(unusable)
     if usable == 0:
         example = next(iter(unusable.values()))
@@ -412,7 +432,10 @@ def _file_column(name: str, present: list[tuple[int, Any]], n: int, base: Path, 
     missing = 1 - usable / max(n, 1)
     why = "--column override" if override else f"{kind} files ({'frame folders' if kind == 'video' else 'suffix/magic bytes'})"
     if unusable:
-        why += f"; {len(unusable)} missing/unreadable -> treated as missing"
+        cells = {i: v for i, v, _ in resolved}
+        noted = sorted(unusable)[:NOTED_UNUSABLE]
+        listed = ", ".join(f"row {i + 1} {str(cells[i]).strip()!r}" for i in noted) + (", ..." if len(unusable) > len(noted) else "")
+        why += f"; {len(unusable)} missing/unreadable ({listed}) -> treated as missing"
     details: dict[str, Any] = {"unusable": unusable, "files": True}
     absent = [v for _, v, p in resolved if p is None]
     if len(absent) > 0.5 * len(strings):  # most files absent: a wrong folder more likely than missing data
@@ -610,12 +633,105 @@ def _multilabel_delimiter(strings: list[str]) -> str | None:
     return None
 
 
+#: Unusable cells (missing/unreadable files, stray cells) listed by row in autofit.json, per column.
+LISTED_UNUSABLE = 20
+#: ... in the column table's note, per column.
+NOTED_UNUSABLE = 3
+#: ... in ``--strict``'s one-line error, over all columns.
+STRICT_LISTED = 20
+
+
+def unusable_json(unusable: Mapping[int, str], limit: int = LISTED_UNUSABLE) -> dict[str, Any]:
+    """A column's unusable cells for ``autofit.json``: the count and the first ``limit`` as ``{row, why}``
+    (rows numbered from 1, as the table's data rows; ``why`` names the file and what is wrong)."""
+    return {"count": len(unusable), "listed": [{"row": i + 1, "why": why} for i, why in sorted(unusable.items())[:limit]]}
+
+
+def strict_error(infos: Sequence[ColumnInfo], limit: int = STRICT_LISTED) -> ColumnError | None:
+    """``--strict``: every unusable cell inference found (missing/unreadable files, stray cells of a
+    number column), up to ``limit`` of them named by row and column in one error; None when there is none."""
+    cells = [(index, info.name, why) for info in infos for index, why in info.details.get("unusable", {}).items()]
+    if not cells:
+        return None
+    cells.sort(key=lambda c: (c[0], c[1]))
+    listed = "; ".join(f"row {i + 1}, column {name!r}: {why}" for i, name, why in cells[:limit])
+    more = f"; and {len(cells) - limit} more" if len(cells) > limit else ""
+    head = f"{len(cells)} unusable cells (missing/unreadable files, cells that are no number): " if len(cells) > 1 else ""
+    return ColumnError(f"{head}{listed}{more} (--strict)")
+
+
+def _decimal_hint(cells: Sequence[Any]) -> str:
+    """A hint for cells written with a decimal comma (``0,314``) that were not read as numbers."""
+    from mmcore_plugins.io.tables import DECIMAL_COMMA
+
+    comma = next((c for c in cells if isinstance(c, str) and DECIMAL_COMMA.fullmatch(c.strip())), None)
+    return (f"; {comma!r} reads as a number with a decimal comma: give --decimal , (decimal=',' from Python)"
+            if comma is not None else "")
+
+
+def note_table_format(infos: Sequence[ColumnInfo], fmt: Any) -> None:
+    """Say in each column's ``why`` what reading the table did to it: decimal commas read as numbers
+    (``fmt``: the :class:`~mmcore_plugins.io.tables.TableFormat` the table was read with)."""
+    for info in infos:
+        if info.name in getattr(fmt, "decimal_columns", ()):
+            info.why += "; decimal commas read as numbers (0,5 -> 0.5)"
+
+
+def table_format_lines(fmt: Any) -> list[str]:
+    """Lines under the column table saying how the table was read, when it was not a plain
+    comma-separated, decimal-point file (a delimiter found by sniffing, decimal commas)."""
+    lines = []
+    if getattr(fmt, "sep_detected", False):
+        lines.append(f"table: {fmt.sep!r}-separated (found from its first lines; --sep gives the delimiter)")
+    if getattr(fmt, "decimal_columns", None):
+        lines.append(f"table: decimal commas in {', '.join(repr(c) for c in fmt.decimal_columns)} read as numbers"
+                     + (" (found in the cells; --decimal . keeps them as written)" if fmt.decimal_detected else ""))
+    return lines
+
+
+def split_warnings(table: Sequence[Mapping[str, Any]], target: str, split_column: str) -> list[str]:
+    """One warning line per class (a classification target's label in ``table[i][target]``) that is
+    absent from a split that has rows (``table[i][split_column]``: train / val / test): too few rows
+    (or none given there) for it to appear in every split -- saying how many rows it has and where
+    they went. A class absent from val is never checked there; one absent from train is never learned."""
+    order = ("train", "val", "test")
+    present = {r.get(split_column) for r in table}
+    by_class: dict[Any, Counter] = {}
+    for r in table:
+        label = r.get(target)
+        if isinstance(label, (str, int)) and not isinstance(label, bool):
+            by_class.setdefault(label, Counter())[r.get(split_column)] += 1
+    lines = []
+    for label, counts in by_class.items():
+        absent = [s for s in order if s in present and not counts[s]]
+        if not absent:
+            continue
+        total = sum(counts.values())
+        where = ", ".join(f"{counts[s]} in {s}" for s in order if counts[s])
+        effect = ("the model never sees it" if "train" in absent else
+                  f"{' and '.join(s for s in absent)} results say nothing about it")
+        lines.append(f"warning: class {label!r} has {total} row{'s' if total != 1 else ''} ({where}), none in "
+                     f"{' or '.join(absent)}: too few to appear in every split; {effect} (add rows of it, or give "
+                     "--val/--test tables that hold it)")
+    return lines
+
+
+def _missing_percent(fraction: float) -> str:
+    """A column's missing share for the table: ``<1%`` for a few cells (never ``0%`` when one is missing),
+    ``>99%`` for all but a few."""
+    if 0 < fraction < 0.01:
+        return "<1%"
+    if 0.99 < fraction < 1:
+        return ">99%"
+    return f"{100 * fraction:.0f}%"
+
+
 def format_table(infos: Sequence[ColumnInfo]) -> str:
     """The inference as a text table: column, inferred as, missing %, why."""
     rows = [("column", "inferred as", "missing", "why")]
     for info in infos:
         kind = f"target: {info.kind}" if info.role == "target" else info.kind
-        rows.append((info.name, kind, f"{100 * info.missing:.0f}%", info.why))
+        rows.append((info.name, kind, _missing_percent(info.missing), info.why))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = [f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]}" for r in rows]
     lines.insert(1, "-" * max(len(line) for line in lines))

@@ -50,6 +50,26 @@ def read_plan(run: str | Path) -> Plan:
         raise CheckpointError(str(exc)) from exc
 
 
+def read_table_options(run: str | Path) -> dict[str, Any]:
+    """``{encoding, sep, decimal}``: how the fit run read its table, to read new tables the same way
+    (``autofit.json``'s ``table.options``; a run written before fit recorded it: the defaults)."""
+    from mmcore.engine.artefacts import MAX_JSON_BYTES
+    from mmcore.engine.atomic import read_json
+
+    options: dict[str, Any] = {"encoding": "utf-8-sig", "sep": None, "decimal": None}
+    try:
+        meta = read_json(Path(run) / PLAN_FILE, max_bytes=MAX_JSON_BYTES, what=PLAN_FILE)
+    except (ValueError, UnsafePathError, OSError):
+        return options
+    recorded = (meta.get("table") or {}).get("options") if isinstance(meta, dict) else None
+    if isinstance(recorded, dict):
+        for key in options:
+            value = recorded.get(key)
+            if isinstance(value, str) and (key != "decimal" or value in (",", ".")) and (key != "sep" or len(value) == 1):
+                options[key] = value
+    return options
+
+
 def read_table_columns(run: str | Path) -> list[str]:
     """Every column of the table ``fit`` trained on, in its order -- the ones the model reads, the target,
     and the ones fit ignored (ids, a split column) -- from ``autofit.json``'s ``columns``, read bounded and
@@ -229,12 +249,16 @@ class Predictor:
     # modality; a missing number gets the training median) -- counted, and reported in one warning naming
     # rows and columns; ``strict=True`` raises instead. A row with no input at all gets no prediction
     # (None); ``evaluate`` leaves out rows without a usable target or input and counts them.
-    def _rows(self, data: Any, encoding: str = "utf-8-sig") -> tuple[list[dict[str, Any]], Path, Any, str, list[str]]:
-        """``(rows, folder file paths start from, pandas index or None, name for messages, header)``."""
+    def _rows(self, data: Any, encoding: str | None = None, sep: str | None = None,
+              decimal: str | None = None) -> tuple[list[dict[str, Any]], Path, Any, str, list[str]]:
+        """``(rows, folder file paths start from, pandas index or None, name for messages, header)``.
+        ``encoding``/``sep``/``decimal`` None: as the fit run read its table (:func:`read_table_options`)."""
         if isinstance(data, Sequence) and not isinstance(data, (str, bytes)) and all(isinstance(r, Mapping) for r in data):
             rows = [dict(r) for r in data]
             return rows, Path.cwd(), None, "the rows", list(dict.fromkeys(k for r in rows for k in r))
-        rows, base = read_rows(data, encoding=encoding)
+        recorded = read_table_options(self.run_dir)
+        rows, base = read_rows(data, encoding=encoding or recorded["encoding"], sep=sep or recorded["sep"],
+                               decimal=decimal or recorded["decimal"])
         frame = type(data).__module__.startswith("pandas")
         index = getattr(data, "index", None) if frame else None
         if frame:
@@ -244,12 +268,13 @@ class Predictor:
         return rows, base, index, name, header
 
     def _prepare(self, data: Any, *, missing_columns: Sequence[str] = (), strict: bool = False,
-                 with_target: bool = False, encoding: str = "utf-8-sig",
+                 with_target: bool = False, encoding: str | None = None, sep: str | None = None,
+                 decimal: str | None = None,
                  option: str = "missing_columns") -> tuple[list[dict[str, Any] | None], Any, str, list[str]]:
         """Each row's raw sample (None: a row with no input, or no target with ``with_target``), the
         pandas index, the table's name and the notes of what was treated as missing. ``option``: how
         messages name the declaration of missing columns (``--missing`` on the command line)."""
-        rows, base, index, name, header = self._rows(data, encoding)
+        rows, base, index, name, header = self._rows(data, encoding, sep, decimal)
         if not rows:
             raise ColumnError(f"{name} has no rows")
         if self.plan is None:  # a `mmcore train` run: {slot: raw} rows
@@ -366,17 +391,22 @@ class Predictor:
 
         return pd.Series(values, index=index, name=name)
 
-    def predict(self, data: Any, *, missing_columns: Sequence[str] = (), strict: bool = False) -> Any:
+    def predict(self, data: Any, *, missing_columns: Sequence[str] = (), strict: bool = False, encoding: str | None = None,
+                   sep: str | None = None, decimal: str | None = None) -> Any:
         """Predictions per row: class names (classification), lists of labels (multilabel) or numbers
         (regression); None for a row with no input at all. A list, or a pandas Series indexed like
         ``data`` when it is a DataFrame.
 
         ``missing_columns``: columns the model reads that this table lacks on purpose (every cell of
         them missing). ``strict``: raise instead of treating a missing or unreadable file, or a row
-        with no input, as missing. Raises :class:`ColumnError` naming the column (and the closest one the
+        with no input, as missing. ``encoding``, ``sep``, ``decimal``: how a CSV/JSONL file is read
+        (:func:`~mmcore_plugins.io.tables.read_table`); None: as ``fit`` read its table (recorded in
+        ``autofit.json``: the encoding and delimiter given, decimal commas once it read them). Raises
+        :class:`ColumnError` naming the column (and the closest one the
         table has) when a column the model reads is absent and not declared missing.
         """
-        samples, index, name, notes = self._prepare(data, missing_columns=missing_columns, strict=strict)
+        samples, index, name, notes = self._prepare(data, missing_columns=missing_columns, strict=strict,
+                                                    encoding=encoding, sep=sep, decimal=decimal)
         present = [s for s in samples if s is not None]
         decoded = []
         for out in self._outputs(present, strict=strict, notes=notes):
@@ -387,13 +417,15 @@ class Predictor:
         self._warn("predict", name, notes)
         return self._series(values, index, self._target_name)
 
-    def predict_proba(self, data: Any, *, missing_columns: Sequence[str] = (), strict: bool = False) -> Any:
+    def predict_proba(self, data: Any, *, missing_columns: Sequence[str] = (), strict: bool = False, encoding: str | None = None,
+                         sep: str | None = None, decimal: str | None = None) -> Any:
         """Class (or per-label) probabilities per row, ``[N, classes]`` (NaN for a row with no input): a
         pandas DataFrame with the class names as columns when pandas is installed, else a list of
         ``{class: probability}``. ValueError for a regression model. Options as :meth:`predict`."""
         if self.plan is not None and self.plan.task == "regression" or self.plan is None and self.classes is None:
             raise ColumnError("predict_proba: this is a regression model; use predict")
-        samples, index, name, notes = self._prepare(data, missing_columns=missing_columns, strict=strict)
+        samples, index, name, notes = self._prepare(data, missing_columns=missing_columns, strict=strict,
+                                                    encoding=encoding, sep=sep, decimal=decimal)
         present = [s for s in samples if s is not None]
         found = []
         for out in self._outputs(present, strict=strict, notes=notes):
@@ -413,12 +445,14 @@ class Predictor:
             return [dict(zip(names, r, strict=True)) for r in rows]
         return pd.DataFrame(rows, columns=names, index=index)
 
-    def evaluate(self, data: Any, *, missing_columns: Sequence[str] = (), strict: bool = False) -> dict[str, float]:
+    def evaluate(self, data: Any, *, missing_columns: Sequence[str] = (), strict: bool = False, encoding: str | None = None,
+                    sep: str | None = None, decimal: str | None = None) -> dict[str, float]:
         """The head's metrics on a table holding the target column (accuracy and macro F1; or MSE,
         MAE and R^2 for regression), plus ``rows`` (rows evaluated) and ``rows_left_out`` (rows without a
         usable target or without any input, left out as ``fit`` left them out of its test table).
         Options as :meth:`predict`; with ``strict`` such a row is an error."""
-        prepared, _, table, notes = self._prepare(data, missing_columns=missing_columns, strict=strict, with_target=True)
+        prepared, _, table, notes = self._prepare(data, missing_columns=missing_columns, strict=strict, with_target=True,
+                                                  encoding=encoding, sep=sep, decimal=decimal)
         samples = [s for s in prepared if s is not None]
         if not samples:
             raise ColumnError(f"evaluate: no row of {table} has both an input and a usable {self._target_name!r} value")

@@ -23,6 +23,7 @@ from mmcore_plugins.autofit.infer import (
     FILE_KINDS,
     ColumnError,
     ColumnInfo,
+    _decimal_hint,
     as_number,
     is_missing,
     resolve_path,
@@ -380,7 +381,8 @@ class Preparer:
             self.dropped.append((index, column, f"expected a number, got {value!r}"))
             return None
         if number is None:
-            raise ColumnError(f"row {index + 1}, column {column!r}: expected a number, got {value!r}")
+            raise ColumnError(f"row {index + 1}, column {column!r}: expected a number, got {value!r}"
+                              + _decimal_hint([value]))
         return number
 
     def _date(self, column: str, value: Any) -> dict[str, Any]:

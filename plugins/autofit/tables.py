@@ -18,7 +18,8 @@ from mmcore_plugins.autofit.prepare import Preparer, check_table_columns
 
 
 @mmcore.hookimpl
-def mmcore_table_inputs(path: Path, encoding: str, run_dir: Path | None, missing: list[str], strict: bool):
+def mmcore_table_inputs(path: Path, encoding: str, run_dir: Path | None, missing: list[str], strict: bool,
+                        sep: str | None, decimal: str | None):
     # no defaults: pluggy passes a hook's arguments only to parameters without one
     """Each row of ``path`` as the fit run's model inputs (see the module docstring), streamed: the
     columns are checked against the header first (an error before any row is read), then the rows
@@ -26,21 +27,23 @@ def mmcore_table_inputs(path: Path, encoding: str, run_dir: Path | None, missing
     whatever the table's length. None for a run that ``fit`` did not write (the manifest plugin answers)."""
     if run_dir is None or not (Path(run_dir) / PLAN_FILE).is_file():
         return None
-    from mmcore_plugins.autofit.predictor import read_plan
+    from mmcore_plugins.autofit.predictor import read_plan, read_table_options
     from mmcore_plugins.io.tables import table_columns
 
     plan = read_plan(run_dir)
-    header = table_columns(path, encoding=encoding)
+    recorded = read_table_options(run_dir)  # the delimiter and decimal mark fit read its table with
+    reading = {"encoding": encoding, "sep": sep or recorded["sep"], "decimal": decimal or recorded["decimal"]}
+    header = table_columns(path, encoding=encoding, sep=reading["sep"])
     declared = check_table_columns(plan, header, list(missing or ()), where=str(path), option="--missing")
     preparer = Preparer(plan, Path(path).expanduser().resolve().parent, strict=strict, allow_outside_paths=True)  # the user named this table
-    return _stream_inputs(path, encoding, plan, preparer, declared)
+    return _stream_inputs(path, reading, plan, preparer, declared)
 
 
-def _stream_inputs(path: Path, encoding: str, plan: Any, preparer: Preparer, declared: list[str]):
+def _stream_inputs(path: Path, reading: dict[str, Any], plan: Any, preparer: Preparer, declared: list[str]):
     from mmcore_plugins.io.tables import iter_table
 
     i = -1
-    for batch in iter_table(path, encoding=encoding):
+    for batch in iter_table(path, **reading):
         for row in batch:
             i += 1
             if declared:
@@ -60,7 +63,8 @@ def _stream_inputs(path: Path, encoding: str, plan: Any, preparer: Preparer, dec
 
 
 @mmcore.hookimpl
-def mmcore_table_samples(path: Path, encoding: str, model: Any, run_dir: Path | None, missing: list[str], strict: bool):
+def mmcore_table_samples(path: Path, encoding: str, model: Any, run_dir: Path | None, missing: list[str], strict: bool,
+                         sep: str | None, decimal: str | None):
     """``mmcore eval RUN --data TABLE`` on a fit run: each row prepared as :meth:`Predictor.evaluate`
     prepares it (columns derived again, the same cell and column rules), with its encoded target.
     None for a run ``fit`` did not write."""
@@ -70,7 +74,8 @@ def mmcore_table_samples(path: Path, encoding: str, model: Any, run_dir: Path | 
 
     predictor = Predictor(run_dir, model, read_plan(run_dir), {})
     samples, _, _, notes = predictor._prepare(Path(path), missing_columns=list(missing or ()), strict=strict,
-                                              with_target=True, encoding=encoding, option="--missing")
+                                              with_target=True, encoding=encoding, option="--missing",
+                                              sep=sep, decimal=decimal)
     return samples, notes
 
 

@@ -40,7 +40,8 @@ def _records_from_table(args: argparse.Namespace, model, config: dict, manager) 
     from mmcore.errors import UserInputError
 
     built = table_inputs(manager, path=Path(args.data), encoding=args.encoding, model=model, data=config.get("data"),
-                         run_dir=Path(args.run_dir), missing=declared_missing(args.missing), strict=args.strict)
+                         run_dir=Path(args.run_dir), missing=declared_missing(args.missing), strict=args.strict,
+                         sep=args.sep, decimal=args.decimal)
     try:  # a plugin may stream the rows; every record is explained and kept
         built = list(built if args.limit is None else islice(built, args.limit))
     except (OSError, ValueError) as exc:
@@ -186,6 +187,9 @@ def mmcore_add_commands(subparsers) -> None:
                         help="antithetic permutation pairs when sampling (models with more than 6 slots; default 64)")
     parser.add_argument("--checkpoint", default="best", choices=["best", "last"], help="which checkpoint (default best)")
     parser.add_argument("--encoding", default="utf-8-sig", help="text encoding of a --data CSV/JSONL file (default utf-8-sig)")
+    from mmcore.cli_predict import add_table_options
+
+    add_table_options(parser)
     parser.add_argument("--missing", action="append", default=[], metavar="COLUMN",
                         help="a column the model reads that the --data table lacks on purpose: every cell of it is "
                              "empty (repeatable, or comma-separated); any other absent column is an error")

@@ -36,11 +36,14 @@ from __future__ import annotations
 import codecs
 import collections
 import csv
+import dataclasses
 import io
 import json
 import math
 import os
+import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +71,55 @@ MAX_FIELD_CHARS = MAX_CELL_BYTES
 BATCH_ROWS = 4096
 
 
+#: The delimiters a CSV's first lines are sniffed for (:class:`csv.Sniffer`) when none is given.
+SNIFF_DELIMITERS = ",;\t|"
+#: Characters of a CSV's start the delimiter is sniffed from (whole lines only).
+SNIFF_CHARS = 64 * 1024
+
+#: A number written with a decimal comma: ``0,314``, ``-12,5``, ``1.234,5`` (a point groups thousands).
+DECIMAL_COMMA = re.compile(r"[+-]?(?:\d{1,3}(?:\.\d{3})+|\d+),\d+")
+#: A whole number (thousands grouped by points, or not): what a decimal-comma column's other cells may be.
+_WHOLE = re.compile(r"[+-]?(?:\d{1,3}(?:\.\d{3})+|\d+)")
+#: Reads as US thousands grouping (``1,234``, ``12,345,678``) as well as a decimal comma: a comma-separated
+#: file whose decimal-comma cells all look like this is left as it is (``decimal=","`` decides).
+_THOUSANDS = re.compile(r"[+-]?[1-9]\d{0,2}(?:,\d{3})+")
+#: Cells that are no value (the placeholders fit reads as missing): they do not count against a column.
+_EMPTY = frozenset({"", "na", "n/a", "nan", "null", "none", "-", "?", "#n/a"})
+#: Least share of a column's non-empty cells that must be decimal-comma or whole numbers.
+DECIMAL_SHARE = 0.95
+
+
+@dataclass
+class TableFormat:
+    """How a text table was read: ``sep`` (the CSV delimiter; None for JSON Lines, Parquet, frames),
+    ``sep_detected`` (True: sniffed from its first lines, not given), ``decimal`` (``","``: the
+    decimal-comma columns ``decimal_columns`` were read as numbers ``0,314`` -> ``"0.314"``; ``"."``:
+    none), ``decimal_detected`` (True: found from the cells, not given) and ``encoding``."""
+
+    sep: str | None = None
+    sep_detected: bool = False
+    decimal: str = "."
+    decimal_detected: bool = False
+    decimal_columns: list[str] = dataclasses.field(default_factory=list)
+    encoding: str = "utf-8-sig"
+    sep_given: str | None = None
+    decimal_given: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """What a fit run records: what was used, and the options that read later tables the same way
+        (``options``: the ``sep`` the user gave -- a sniffed one is sniffed again -- and ``decimal=","``
+        once decimal commas were read)."""
+        return {"sep": self.sep, "sep_detected": self.sep_detected, "decimal": self.decimal,
+                "decimal_detected": self.decimal_detected, "decimal_columns": list(self.decimal_columns),
+                "encoding": self.encoding, "options": self.options()}
+
+    def options(self) -> dict[str, Any]:
+        """``{encoding, sep, decimal}`` keyword arguments of :func:`read_table` that read another table of
+        this kind the same way."""
+        return {"encoding": self.encoding, "sep": self.sep_given,
+                "decimal": "," if self.decimal_columns else self.decimal_given}
+
+
 class TableError(UserInputError):
     """A table file that cannot be read as rows; the message names the file (and line)."""
 
@@ -76,40 +128,58 @@ class TableNotFoundError(TableError, FileNotFoundError):
     """The table file does not exist (a FileNotFoundError too)."""
 
 
-def read_table(source: Any, *, encoding: str = "utf-8-sig") -> list[dict[str, Any]]:
+def read_table(source: Any, *, encoding: str = "utf-8-sig", sep: str | None = None,
+               decimal: str | None = None) -> list[dict[str, Any]]:
     """The rows of ``source`` as dicts ``{column: value}``, in file order.
 
     ``source``: a path (``.csv``/``.tsv``, ``.jsonl``/``.ndjson``/``.json``, ``.parquet``/``.pq``),
     a pandas ``DataFrame`` or a pyarrow ``Table``. ``encoding`` applies to the text formats
     (default ``utf-8-sig``: UTF-8, a leading byte-order mark dropped; ``cp1252`` for a CSV that
-    Excel saved as "CSV" on Windows).
+    Excel saved as "CSV" on Windows). ``sep``: a CSV's delimiter (one character); None sniffs it
+    from the first lines (:class:`csv.Sniffer`, among ``, ; tab |``; tab for ``.tsv``/``.tab``).
+    ``decimal`` (CSV only): ``","`` reads decimal-comma number columns (``0,314``, ``1.234,5``) as
+    numbers (cells ``"0.314"``, ``"1234.5"``), ``"."`` never; None finds them: a column whose
+    non-empty cells are (at least :data:`DECIMAL_SHARE` of them) whole or decimal-comma numbers,
+    one at least with a comma -- except, in a comma-separated file, when every such cell also reads
+    as thousands grouping (``"1,234"``), which is left as it is. :func:`read_table_format` says
+    what was found.
 
     Raises :class:`TableError` (a ``ValueError``) naming the file and line: undecodable bytes
     (with the byte offset), duplicate or unnamed non-empty columns, a CSV row with more fields
     than the header, a JSON line that is not an object, a cell over ``MAX_CELL_BYTES``, a table
-    over ``MAX_TABLE_BYTES`` or ``MAX_TABLE_ROWS`` (module docstring); :class:`TableNotFoundError`
-    (also a ``FileNotFoundError``) when the file does not exist.
+    over ``MAX_TABLE_BYTES`` or ``MAX_TABLE_ROWS`` (module docstring), a bad ``sep``/``decimal``;
+    :class:`TableNotFoundError` (also a ``FileNotFoundError``) when the file does not exist.
     """
+    return read_table_format(source, encoding=encoding, sep=sep, decimal=decimal)[0]
+
+
+def read_table_format(source: Any, *, encoding: str = "utf-8-sig", sep: str | None = None,
+                      decimal: str | None = None) -> tuple[list[dict[str, Any]], TableFormat]:
+    """:func:`read_table`'s rows and the :class:`TableFormat` they were read with (the delimiter and
+    decimal-comma columns found or given)."""
+    fmt = TableFormat(encoding=encoding)
     rows: list[dict[str, Any]] = []
-    for batch in _batches(source, encoding=encoding, batch_rows=65536, whole=True):
+    for batch in _batches(source, encoding=encoding, batch_rows=65536, whole=True, sep=sep, decimal=decimal, fmt=fmt):
         rows += batch
-    return rows
+    return rows, fmt
 
 
-def iter_table(source: Any, *, encoding: str = "utf-8-sig", batch_rows: int = BATCH_ROWS) -> Iterator[list[dict[str, Any]]]:
+def iter_table(source: Any, *, encoding: str = "utf-8-sig", batch_rows: int = BATCH_ROWS, sep: str | None = None,
+               decimal: str | None = None) -> Iterator[list[dict[str, Any]]]:
     """The rows of ``source`` (as :func:`read_table` reads them) in lists of at most ``batch_rows``.
 
     Streams the file: memory follows one batch, whatever the table's length (``MAX_TABLE_BYTES``
     and ``MAX_TABLE_ROWS`` apply to whole reads only; a cell is still at most ``MAX_CELL_BYTES``,
     and a Parquet row group at most ``MAX_TABLE_BYTES``). The header (or the file's checks) is read
     before the first batch is yielded; errors name the file and line as :func:`read_table`'s do.
+    Decimal-comma columns (``decimal`` None or ``","``) are decided on the first batch.
     """
     if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
         raise ValueError(f"batch_rows must be a positive int, got {batch_rows!r}")
-    return _batches(source, encoding=encoding, batch_rows=batch_rows, whole=False)
+    return _batches(source, encoding=encoding, batch_rows=batch_rows, whole=False, sep=sep, decimal=decimal)
 
 
-def table_columns(source: Any, *, encoding: str = "utf-8-sig") -> list[str]:
+def table_columns(source: Any, *, encoding: str = "utf-8-sig", sep: str | None = None) -> list[str]:
     """The column names of ``source``: the CSV header, Parquet's schema, the keys of every JSON line
     (a pass over the file, nothing kept), a DataFrame's columns."""
     if _is_dataframe(source):
@@ -121,14 +191,103 @@ def table_columns(source: Any, *, encoding: str = "utf-8-sig") -> list[str]:
     if suffix in PARQUET_SUFFIXES:
         return list(_parquet_file(path).schema_arrow.names)
     if suffix in CSV_SUFFIXES:
-        batches = _csv_batches(path, encoding, batch_rows=1, delimiter="\t" if suffix in (".tsv", ".tab") else ",",
-                               header_only=True)
+        codec = _codec(path, encoding)
+        batches = _csv_batches(path, codec, batch_rows=1, delimiter=_delimiter(path, codec, encoding, sep)[0],
+                               encoding=encoding, header_only=True)
         return next(batches, [])
     seen: dict[str, None] = {}
     for batch in _batches(path, encoding=encoding, batch_rows=BATCH_ROWS, whole=False):
         for row in batch:
             seen.update(dict.fromkeys(row))
     return list(seen)
+
+
+def _check_sep(sep: str | None) -> None:
+    if sep is not None and (not isinstance(sep, str) or len(sep) != 1 or sep in "\"\r\n" or sep.isalnum()):
+        raise TableError(f"--sep must be one character that is not a letter, digit, quote or line break (e.g. ';' or "
+                         f"'\\t'), got {sep!r}")
+
+
+def _check_decimal(decimal: str | None) -> None:
+    if decimal is not None and decimal not in (",", "."):
+        raise TableError(f"--decimal must be ',' or '.', got {decimal!r}")
+
+
+def _delimiter(path: Path, codec: str, encoding: str, sep: str | None) -> tuple[str, bool]:
+    """A CSV's delimiter and whether it was sniffed: ``sep`` when given, tab for ``.tsv``/``.tab``, else
+    :class:`csv.Sniffer` on the first lines among :data:`SNIFF_DELIMITERS` (``,`` when it cannot tell,
+    or when what it finds is not in the header line)."""
+    _check_sep(sep)
+    if sep is not None:
+        return sep, False
+    if path.suffix.lower() in (".tsv", ".tab"):
+        return "\t", False
+    try:
+        with _text(path, codec, "") as fh:
+            sample = fh.read(SNIFF_CHARS)
+    except UnicodeDecodeError:
+        return ",", False  # the read itself names the bad byte
+    sample = sample.removeprefix("\ufeff")
+    if len(sample) == SNIFF_CHARS and "\n" in sample:
+        sample = sample[:sample.rindex("\n") + 1]  # whole lines only
+    header = sample.split("\n", 1)[0]
+    try:
+        found = csv.Sniffer().sniff(sample, delimiters=SNIFF_DELIMITERS).delimiter
+    except csv.Error:
+        found = ","
+    if found not in header:  # a one-column table, or a guess from the data the header does not share
+        found = "," if "," in header or not any(d in header for d in SNIFF_DELIMITERS) else next(
+            d for d in SNIFF_DELIMITERS if d in header)
+    return found, found != ","
+
+
+def decimal_comma_columns(rows: list[dict[str, Any]], *, sep: str | None, forced: bool = False) -> list[str]:
+    """The columns of ``rows`` (CSV cells: strings) that hold decimal-comma numbers (see
+    :func:`read_table`'s ``decimal``). ``forced`` (``decimal=","``): a comma-separated file's cells
+    that also read as thousands grouping count as decimal commas too."""
+    columns: dict[str, None] = {}
+    for row in rows:
+        columns.update(dict.fromkeys(row))
+    found = []
+    for name in columns:
+        cells = [c.strip() for c in (row.get(name) for row in rows) if isinstance(c, str) and c.strip().lower() not in _EMPTY]
+        commas = [c for c in cells if DECIMAL_COMMA.fullmatch(c)]
+        if not commas:
+            continue
+        whole = sum(1 for c in cells if _WHOLE.fullmatch(c))
+        if len(commas) + whole < DECIMAL_SHARE * len(cells):
+            continue
+        if not forced and sep == "," and all(_THOUSANDS.fullmatch(c) for c in commas):
+            continue  # "1,234": a thousand as likely as one point two three four
+        found.append(name)
+    return found
+
+
+def _point(cell: Any) -> Any:
+    """A decimal-comma (or point-grouped whole) number cell written with a decimal point; others as they are."""
+    if not isinstance(cell, str):
+        return cell
+    text = cell.strip()
+    if DECIMAL_COMMA.fullmatch(text) or ("." in text and _WHOLE.fullmatch(text)):
+        return text.replace(".", "").replace(",", ".")
+    return cell
+
+
+def _decimal_batches(batches: Iterator[list[dict[str, Any]]], *, sep: str, decimal: str | None,
+                     fmt: TableFormat) -> Iterator[list[dict[str, Any]]]:
+    columns: list[str] | None = None
+    for batch in batches:
+        if columns is None:
+            columns = decimal_comma_columns(batch, sep=sep, forced=decimal == ",") if decimal != "." else []
+            fmt.decimal_columns = columns
+            fmt.decimal = "," if columns or decimal == "," else "."
+            fmt.decimal_detected = decimal is None and bool(columns)
+        if columns:
+            for row in batch:
+                for name in columns:
+                    if name in row:
+                        row[name] = _point(row[name])
+        yield batch
 
 
 def _table_path(source: Any) -> Path:
@@ -149,7 +308,12 @@ def _table_path(source: Any) -> Path:
     return path
 
 
-def _batches(source: Any, *, encoding: str, batch_rows: int, whole: bool) -> Iterator[list[dict[str, Any]]]:
+def _batches(source: Any, *, encoding: str, batch_rows: int, whole: bool, sep: str | None = None,
+             decimal: str | None = None, fmt: TableFormat | None = None) -> Iterator[list[dict[str, Any]]]:
+    _check_sep(sep)
+    _check_decimal(decimal)
+    fmt = fmt if fmt is not None else TableFormat(encoding=encoding)
+    fmt.sep_given, fmt.decimal_given = sep, decimal
     if _is_dataframe(source):
         rows = _frame_rows(source)
         return iter([rows[i:i + batch_rows] for i in range(0, len(rows), batch_rows)])
@@ -166,8 +330,10 @@ def _batches(source: Any, *, encoding: str, batch_rows: int, whole: bool) -> Ite
     limit = MAX_TABLE_ROWS if whole else None
     if suffix in JSONL_SUFFIXES:
         return _limited(_jsonl_batches(path, codec, encoding, batch_rows), path, limit)
-    return _limited(_csv_batches(path, codec, batch_rows=batch_rows, delimiter="\t" if suffix in (".tsv", ".tab") else ",",
-                                 encoding=encoding), path, limit)
+    delimiter, fmt.sep_detected = _delimiter(path, codec, encoding, sep)
+    fmt.sep = delimiter
+    batches = _csv_batches(path, codec, batch_rows=batch_rows, delimiter=delimiter, encoding=encoding)
+    return _limited(_decimal_batches(batches, sep=delimiter, decimal=decimal, fmt=fmt), path, limit)
 
 
 def _limited(batches: Iterator[list[dict[str, Any]]], path: Path, max_rows: int | None) -> Iterator[list[dict[str, Any]]]:
@@ -204,8 +370,8 @@ def _decode_error(path: Path, codec: str, encoding: str) -> TableError:
                 line = lines - data.count(b"\n", 0, held) + data.count(b"\n", 0, exc.start) + 1
                 bad = data[exc.start:min(exc.end, exc.start + 4)]
                 return TableError(f"{path}: line {line}, byte offset {at}: {bad!r} is not valid {encoding} ({exc.reason}); "
-                                  "set the manifest's encoding (e.g. encoding: cp1252 for a CSV saved by Excel) or re-save "
-                                  "the file as UTF-8")
+                                  "give the file's encoding (--encoding cp1252 for a CSV saved by Excel; in a manifest "
+                                  "encoding: cp1252, from Python encoding='cp1252') or re-save the file as UTF-8")
             offset += len(chunk)
             lines += chunk.count(b"\n")
     return TableError(f"{path}: not valid {encoding}")
@@ -240,7 +406,8 @@ def _csv_batches(path: Path, codec: str, *, batch_rows: int, delimiter: str, enc
                     extra = record[len(header):]
                     if any(cell.strip() for cell in extra):
                         raise TableError(f"{path}: line {reader.line_num} has {len(record)} fields, the header "
-                                         f"{len(header)} ({', '.join(header)}); a value holding '{delimiter}' must be quoted")
+                                         f"{len(header)} ({', '.join(header)}); a value holding '{delimiter}' must be quoted, or the "
+                                         f"delimiter is not {delimiter!r} (give it: --sep)")
                 # A short row (Excel leaves trailing empty fields out) has empty cells.
                 row = {name: (record[i] if i < len(record) else "") for i, name in names}
                 if unnamed:
@@ -481,4 +648,5 @@ def _plain(value: Any) -> Any:
 
 
 __all__ = ["MAX_CELL_BYTES", "MAX_TABLE_BYTES", "MAX_TABLE_ROWS", "TABLE_SUFFIXES", "TableError", "TableNotFoundError",
-           "iter_table", "read_parquet_table", "read_table", "table_columns"]
+           "TableFormat", "decimal_comma_columns", "iter_table", "read_parquet_table", "read_table",
+           "read_table_format", "table_columns"]

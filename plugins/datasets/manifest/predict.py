@@ -36,7 +36,8 @@ def data_columns(data: Mapping[str, Any], model: Any, header: set[str]) -> tuple
 
 
 @mmcore.hookimpl(trylast=True)  # a dataset plugin that knows its own config better answers first
-def mmcore_table_inputs(path: Path, encoding: str, model: Any, data: Mapping[str, Any], missing: list[str]):
+def mmcore_table_inputs(path: Path, encoding: str, model: Any, data: Mapping[str, Any], missing: list[str],
+                        sep: str | None, decimal: str | None):
     # no defaults: pluggy passes a hook's arguments only to parameters without one
     """Each row of ``path`` as model inputs, or the row's problems (see :func:`inputs_from_rows`).
     File paths resolve against the table's folder and may lie outside it (the user named this table).
@@ -45,21 +46,24 @@ def mmcore_table_inputs(path: Path, encoding: str, model: Any, data: Mapping[str
     Streamed: the columns are checked against the table's header before any row is read, then the
     rows are built batch by batch (:func:`~mmcore_plugins.io.tables.iter_table`), so memory follows
     one batch whatever the table's length."""
+    from mmcore_plugins.datasets.manifest.source import DECIMAL
     from mmcore_plugins.io.tables import table_columns
 
-    header = table_columns(path, encoding=encoding)
+    header = table_columns(path, encoding=encoding, sep=sep)
     columns, path_columns = data_columns(data, model, set(header))
     modalities = {slot: model.encoders[slot].modality for slot in model.slots}
     options = dict(path_columns=path_columns, root=Path(path).parent, name=str(path), modalities=modalities,
                    validate="exists", allow_outside_paths=True, missing_columns=list(missing or ()))
     inputs_from_rows([], columns, header=header, **options)  # the columns, checked before any row is read
-    return _stream(path, encoding, columns, header, options)
+    # cells as written unless --decimal says otherwise, as the training manifest was read (source.DECIMAL)
+    reading = {"encoding": encoding, "sep": sep, "decimal": DECIMAL if decimal is None else decimal}
+    return _stream(path, reading, columns, header, options)
 
 
-def _stream(path: Path, encoding: str, columns: Mapping[str, Any], header: list[str], options: dict[str, Any]):
+def _stream(path: Path, reading: dict[str, Any], columns: Mapping[str, Any], header: list[str], options: dict[str, Any]):
     from mmcore_plugins.io.tables import iter_table
 
     first = 1
-    for batch in iter_table(path, encoding=encoding):
+    for batch in iter_table(path, **reading):
         yield from inputs_from_rows(batch, columns, header=header, first_row=first, **options)
         first += len(batch)

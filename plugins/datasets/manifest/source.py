@@ -9,10 +9,16 @@ from typing import Any
 
 from mmcore_plugins.io.tables import read_table
 
+#: A manifest's config names its columns and what each holds, so its cells are taken as written: no
+#: decimal-comma guessing (``mmcore fit``, which shows what it read in its column table, guesses), which
+#: would turn a multilabel cell ``"1,3"`` (labels 1 and 3, delimiter ``,``) into the number 1.3.
+#: The delimiter is still sniffed (a ';' file reads; nothing it could turn into another value).
+DECIMAL = "."
+
 
 def read_rows(path: Path, *, encoding: str = "utf-8-sig") -> list[dict[str, Any]]:
     """Rows of a manifest file (see :func:`mmcore_plugins.io.tables.read_table`), as dicts."""
-    return read_table(path, encoding=encoding)
+    return read_table(path, encoding=encoding, decimal=DECIMAL)
 
 
 class Table:
@@ -35,7 +41,7 @@ class Table:
     def rows(self) -> list[dict[str, Any]]:
         """The table's rows, read on first use (a cached parse never reads the file again)."""
         if self._rows is None:
-            self._rows = read_table(self.source, encoding=self.encoding)
+            self._rows = read_table(self.source, encoding=self.encoding, decimal=DECIMAL)
         return self._rows
 
     @rows.setter

@@ -71,3 +71,12 @@ def test_samples_carry_their_origin(tmp_path):
     data = load_manifest("train", str(path), columns={"words": "t"}, target="y", **NO_SPLITS)
     assert [s["origin"]["row"] for s in data.samples] == [1, 2, 3]
     assert data.samples[0]["origin"]["file"] == str(path) and data.samples[0]["origin"]["columns"] == {"words": "t"}
+
+
+def test_a_manifests_cells_are_taken_as_written_no_decimal_comma_guess(tmp_path):
+    """Two integer labels joined by ',' in a quoted cell are two labels, not the number 1.3 (fit guesses
+    decimal commas and shows it; a manifest's config already says what each column holds)."""
+    (tmp_path / "m.csv").write_text('t,tags\n' + "".join(f'w{i},"{i % 3},{i % 3 + 1}"\n' for i in range(12)))
+    data = load_manifest("train", str(tmp_path / "m.csv"), columns={"t": "t"}, target="tags", target_type="multilabel",
+                         label_delimiter=",", **NO_SPLITS)
+    assert [s["target"] for s in data.samples][:3] == [[1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 1, 1]]
