@@ -665,8 +665,9 @@ def _decimal_hint(cells: Sequence[Any]) -> str:
     from mmcore_plugins.io.tables import DECIMAL_COMMA
 
     comma = next((c for c in cells if isinstance(c, str) and DECIMAL_COMMA.fullmatch(c.strip())), None)
-    return (f"; {comma!r} reads as a number with a decimal comma: give --decimal , (decimal=',' from Python)"
-            if comma is not None else "")
+    # Worded for every surface: a table read by fit/predict (the option) and a served record (a point).
+    return (f"; {comma!r} reads as a number with a decimal comma: write it with a point, or read the table with "
+            f"--decimal , (decimal=',' from Python)" if comma is not None else "")
 
 
 def note_table_format(infos: Sequence[ColumnInfo], fmt: Any) -> None:

@@ -65,6 +65,9 @@ from typing import Any
 
 import numpy as np
 
+#: A number written with a decimal comma (mmcore_plugins.io.tables.DECIMAL_COMMA): ``0,314``, ``1.234,5``.
+_DECIMAL_COMMA = re.compile(r"[+-]?(?:\d{1,3}(?:\.\d{3})+|\d+),\d+")
+
 FORMAT = "mmcore-export"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -787,7 +790,11 @@ class Columns:
             return None
         number = as_number(plain(value))
         if number is None:
-            raise ColumnsError(f"column {column!r}: expected a number, got {value!r}", column)
+            # mmcore's hint for a decimal comma (mmcore_plugins.autofit.infer._decimal_hint), word for word
+            hint = (f"; {value!r} reads as a number with a decimal comma: write it with a point, or read the table "
+                    f"with --decimal , (decimal=',' from Python)"
+                    if isinstance(value, str) and _DECIMAL_COMMA.fullmatch(value.strip()) else "")
+            raise ColumnsError(f"column {column!r}: expected a number, got {value!r}{hint}", column)
         return number
 
     def table_row(self, slot: str, values: Mapping[str, Any]) -> dict[str, Any]:

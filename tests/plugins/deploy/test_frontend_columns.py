@@ -222,3 +222,11 @@ def test_the_columns_a_row_may_hold_unread_are_the_training_tables_others(tmp_pa
     assert frontend.Columns(spec, slots).ignored_columns == ["id", "y"]
     with pytest.raises(ValueError, match="columns.table_columns"):
         frontend.Columns({**spec, "table_columns": "id,n"}, slots)
+
+
+def test_the_front_ends_decimal_comma_rule_is_the_table_readers():
+    """The front end's copy of the decimal-comma pattern (its hint for '1,5' in a number column) is mmcore's."""
+    from mmcore_plugins.deploy import frontend
+    from mmcore_plugins.io.tables import DECIMAL_COMMA
+
+    assert frontend._DECIMAL_COMMA.pattern == DECIMAL_COMMA.pattern
