@@ -154,29 +154,25 @@ def fit_classes(values: Iterable[Any], *, known: Sequence[Any] = (), skip_invali
         fixed.setdefault(label_key(name), label_name(name))
     # A column's cells repeat a few labels: each distinct text is keyed once (a million rows, ten classes)
     texts: Counter[str] = Counter()
+
+    def count(value: Any, times: int) -> None:
+        if is_missing(value):
+            return
+        try:
+            key, name = label_key(value), label_name(value)
+        except ValueError:
+            if skip_invalid:
+                return
+            raise
+        spellings.setdefault(key, Counter())[name] += times
+
     for value in values:
         if type(value) is str:
             texts[value] += 1
-            continue
-        if is_missing(value):
-            continue
-        try:
-            key, name = label_key(value), label_name(value)
-        except ValueError:
-            if skip_invalid:
-                continue
-            raise
-        spellings.setdefault(key, Counter())[name] += 1
-    for value, count in texts.items():
-        if is_missing(value):
-            continue
-        try:
-            key, name = label_key(value), label_name(value)
-        except ValueError:
-            if skip_invalid:
-                continue
-            raise
-        spellings.setdefault(key, Counter())[name] += count
+        else:
+            count(value, 1)
+    for value, times in texts.items():
+        count(value, times)
     out = []
     for key in sorted({*fixed, *spellings}):  # (kind, value): numbers by value, False < True, strings by code point
         if key in fixed:
