@@ -52,7 +52,8 @@ def mark(name: str, start: float) -> None:
                             "rss_mb": round(rss_mb(), 1), "opened": state["opened"]})
 
 
-def timed(owner, attr: str, name: str) -> None:
+def wrap(owner, attr: str, after) -> None:
+    """``owner.attr`` replaced by a wrapper calling ``after(start)`` when each call ends."""
     original = getattr(owner, attr)
 
     def wrapper(*a, **k):
@@ -60,24 +61,25 @@ def timed(owner, attr: str, name: str) -> None:
         try:
             return original(*a, **k)
         finally:
-            mark(name, start)
+            after(start)
 
     setattr(owner, attr, wrapper)
+
+
+def timed(owner, attr: str, name: str) -> None:
+    """Each call of ``owner.attr`` is a phase of its own (:func:`mark`)."""
+    wrap(owner, attr, lambda start: mark(name, start))
 
 
 def accumulate(owner, attr: str, key: str, count: str | None = None) -> None:
-    original = getattr(owner, attr)
+    """The calls of ``owner.attr`` summed into ``state[key]`` (and counted into ``state[count]``)."""
 
-    def wrapper(*a, **k):
-        start = time.perf_counter()
-        try:
-            return original(*a, **k)
-        finally:
-            state[key] += time.perf_counter() - start
-            if count:
-                state[count] += 1
+    def add(start: float) -> None:
+        state[key] += time.perf_counter() - start
+        if count:
+            state[count] += 1
 
-    setattr(owner, attr, wrapper)
+    wrap(owner, attr, add)
 
 
 def install(program: list[str]) -> None:
