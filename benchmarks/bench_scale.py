@@ -14,6 +14,7 @@ manifest, build the three splits, fit the processors, build the model and optimi
   start and imports included), wall time;
 - ``data_s``: the part spent reading, splitting and validating the manifest (``load_datasets``);
 - ``rss_mb``: the child's peak resident memory (``ru_maxrss``) at that point;
+- ``cpu_s``: the child's CPU time (user + system) to that point: on a shared machine steadier than the wall time;
 - the per-row cost: the slope between the smallest and the largest table.
 
 Runs alternate between tables and validation levels (``--repeats`` rounds), medians reported.
@@ -67,8 +68,9 @@ trainer = T.Trainer(cfg, overwrite=True)
 trainer.setup()
 done = time.time()
 trainer.close()
+usage = resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps({"startup_s": done - t_spawn, "torch_import_s": t_import - t_spawn, "data_s": spent["data_s"],
-                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "cpu_s": usage.ru_utime + usage.ru_stime, "rss_mb": usage.ru_maxrss / 1024,
                   "torchmetrics_imported": "torchmetrics" in sys.modules,
                   "train_rows": len(trainer.datasets["train"])}))
 """
@@ -275,7 +277,8 @@ def startup(args: argparse.Namespace) -> None:
                 for level in levels:
                     m = measure(args.data, rows, level, str(Path(tmp) / "run"))
                     results.setdefault((rows, level), []).append(m)
-                    print(f"round {r + 1}: {rows} rows, validate {level}: {json.dumps(m)}", flush=True)
+                    print(f"round {r + 1}: {rows} rows, validate {level}: {json.dumps(m)} "
+                          f"(load average {os.getloadavg()[0]:.1f})", flush=True)
     print(f"\nload average at the end: {os.getloadavg()}")
     print("| rows | validate | startup (s) | of which data (s) | peak RSS (MB) | torchmetrics imported |")
     print("| --- | --- | --- | --- | --- | --- |")

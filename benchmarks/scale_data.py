@@ -12,7 +12,12 @@ table are the 10,000-row table: one folder of images serves every size.
     python benchmarks/scale_data.py /work/scale_data --rows 1000000 --tables 1000,10000,100000,1000000
 
 writes the images once (skipping those already there) and ``manifest_<N>.csv`` for each size in
-``--tables`` (the first N rows). Keep it outside the repository: 1,000,000 rows are ~4.5 GB of
+``--tables`` (the first N rows). ``--fill-links N`` writes only the first N images and gives every
+later row a hard link to one of them with the same label (writing a million PNGs takes hours on a
+busy machine; start-up measurements need every file to exist, not distinct pixels):
+
+    cp -al /work/scale_data/images /work/scale_data_1m/images   # hard links to the images already written
+    python benchmarks/scale_data.py /work/scale_data_1m --rows 1000000 --tables 1000000 --fill-links 271000 Keep it outside the repository: 1,000,000 rows are ~4.5 GB of
 small files.
 """
 
@@ -56,10 +61,11 @@ def pixels(seed: int, i: int, label: int) -> np.ndarray:
     return img.astype(np.uint8)
 
 
-def write_images(out: Path, rows: int, seed: int) -> int:
+def write_images(out: Path, rows: int, seed: int, fill_links: int | None = None) -> int:
     from PIL import Image
 
     written = 0
+    by_label: dict[int, list[int]] = {}  # --fill-links: the written rows of each label, linked to round-robin
     start = time.time()
     for i in range(rows):
         path = out / image_path(i)
@@ -67,9 +73,16 @@ def write_images(out: Path, rows: int, seed: int) -> int:
             path.parent.mkdir(parents=True, exist_ok=True)
             if i and i % 50_000 == 0:
                 print(f"  {i} images ({time.time() - start:.0f} s)", flush=True)
+        label = row(seed, i)["label"]
+        if fill_links is not None and i >= fill_links:
+            if not path.exists():
+                sources = by_label[label]
+                os.link(out / image_path(sources[i % len(sources)]), path)
+                written += 1
+            continue
+        by_label.setdefault(label, []).append(i)
         if path.exists():
             continue
-        label = row(seed, i)["label"]
         tmp = path.with_suffix(".tmp")
         Image.fromarray(pixels(seed, i, label)).save(tmp, format="PNG")
         os.replace(tmp, path)  # an interrupted run leaves no half image under the name
@@ -95,13 +108,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, default=1_000_000, help="images to write (the largest table)")
     parser.add_argument("--tables", default="1000,10000,100000,1000000", help="table sizes, comma-separated")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fill-links", type=int, default=None, metavar="N",
+                        help="write only the first N images; later rows get a hard link to one of them with the same label")
     args = parser.parse_args(argv)
     sizes = sorted(int(n) for n in args.tables.split(","))
     if sizes[-1] > args.rows:
         parser.error(f"--tables {sizes[-1]} needs --rows >= {sizes[-1]}")
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    written = write_images(args.out, args.rows, args.seed)
+    written = write_images(args.out, args.rows, args.seed, args.fill_links)
     print(f"{written} images written in {time.time() - start:.0f} s")
     for n in sizes:
         print(f"table: {write_table(args.out, n, args.seed)}")

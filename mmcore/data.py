@@ -44,17 +44,26 @@ class SampleDataset(Dataset):
     Each sample is ``{"inputs": {slot: raw or None}, "target": value}``; None marks a modality
     the sample lacks. ``compact=True`` stores them as columns (:class:`mmcore.sample_columns.SampleColumns`:
     each sample handed out is a new dict, equal to the one given); otherwise as a list of the dicts given.
+    A ``SampleColumns`` given is held as it is (a table read batch by batch into columns is never
+    turned into dicts whole).
     """
 
     def __init__(self, samples: Sequence[Mapping[str, Any]], *, metadata: Mapping[str, Any] | None = None,
                  compact: bool = False) -> None:
+        from mmcore.sample_columns import SampleColumns
+
+        if isinstance(samples, SampleColumns):
+            first_bad = samples.first_without_mapping("inputs")
+            if first_bad is not None:
+                raise ValueError(f"sample #{first_bad} must be a mapping with an 'inputs' mapping, got {samples[first_bad]!r:.80}")
+            self.samples: Sequence[Mapping[str, Any]] = samples
+            self.metadata = dict(metadata or {})
+            return
         for i, sample in enumerate(samples):
             if not isinstance(sample, Mapping) or not isinstance(sample.get("inputs"), Mapping):
                 raise ValueError(f"sample #{i} must be a mapping with an 'inputs' mapping, got {sample!r:.80}")
         if compact:  # a large table's samples as columns (~0.1-0.2 KB a row instead of ~0.9: issue 26)
-            from mmcore.sample_columns import SampleColumns
-
-            self.samples: Sequence[Mapping[str, Any]] = SampleColumns(samples)
+            self.samples = SampleColumns(samples)
         else:
             self.samples = list(samples)
         self.metadata = dict(metadata or {})

@@ -10,6 +10,11 @@ types, ragged lists, anything else) keeps its Python objects as they are, so eve
 back equal to what was stored, with the same types: ``str``, ``int``, ``float``, ``list`` and
 ``None`` exactly, nested ``dict``\\ s in their key order.
 
+Samples may come in batches (:meth:`SampleColumns.extend`): each batch is encoded as its own part
+when it comes, so a table read batch by batch is never held whole as dicts (issue 26: the parse of a
+million-row manifest). :meth:`SampleColumns.field` reads one value of one sample without building
+the rest of it.
+
 The same layout as Apache Arrow's variable-length strings (offsets + one data buffer); kept in the
 standard library's :mod:`array` here because a sample is read back cell by cell as Python objects,
 which pyarrow (a scalar object per cell, ~1 us) and numpy (a numpy scalar per element) do slower.
@@ -19,7 +24,8 @@ from __future__ import annotations
 
 import operator
 from array import array
-from collections.abc import Iterator, Mapping, Sequence
+from bisect import bisect_right
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import accumulate
 from typing import Any
 
@@ -36,17 +42,27 @@ class SampleColumns(Sequence):
     Python objects kept as they are are counted at 8 bytes a reference).
     """
 
-    def __init__(self, samples: Sequence[Mapping[str, Any]]) -> None:
+    def __init__(self, samples: Iterable[Mapping[str, Any]] = ()) -> None:
+        self._n = 0
+        self._starts: list[int] = []  # the first sample of each part
+        self._roots: list[Any] = []  # each part's columns
+        self.extend(samples)
+
+    def extend(self, samples: Iterable[Mapping[str, Any]]) -> None:
+        """Append ``samples`` (one batch), encoded as a part of its own: memory follows the columns and
+        one batch of dicts, however many batches come. Parts are independent (a column of strings in one
+        batch may hold numbers in the next); every sample still comes back as it was given."""
         samples = samples if isinstance(samples, list) else list(samples)
-        self._n = len(samples)
-        self._root = _encode(samples)
+        if not samples:
+            return
+        self._starts.append(self._n)
+        self._roots.append(_encode(samples))
+        self._n += len(samples)
 
     def __len__(self) -> int:
         return self._n
 
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return [self._root.get(i) for i in range(*index.indices(self._n))]
+    def _index(self, index: Any) -> int:
         try:
             i = operator.index(index)  # an int, or a numpy integer a sampler hands out
         except TypeError:
@@ -55,16 +71,65 @@ class SampleColumns(Sequence):
             i += self._n
         if not 0 <= i < self._n:
             raise IndexError(f"sample index {index} out of range for {self._n} samples")
-        return self._root.get(i)
+        return i
+
+    def _part(self, i: int) -> tuple[Any, int]:
+        if len(self._roots) == 1:
+            return self._roots[0], i
+        k = bisect_right(self._starts, i) - 1
+        return self._roots[k], i - self._starts[k]
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self._n))]
+        root, i = self._part(self._index(index))
+        return root.get(i)
+
+    def field(self, index: int, *keys: Any, default: Any = None) -> Any:
+        """``samples[index][keys[0]][keys[1]]...`` without building the rest of the sample; ``default``
+        where a key is absent (or a value on the way is None). Raises ``IndexError`` / ``TypeError`` for a
+        bad index, as indexing does."""
+        col, i = self._part(self._index(index))
+        for n, key in enumerate(keys):
+            if type(col) is _Dicts:
+                col = col.by_key.get(key)
+                if col is None:
+                    return default
+                continue
+            value = col.get(i)
+            for key in keys[n:]:
+                if not isinstance(value, Mapping) or key not in value:
+                    return default
+                value = value[key]
+            return value
+        return col.get(i)
+
+    def _spans(self) -> Iterator[tuple[Any, int, int]]:
+        """``(columns, first, end)`` of each part."""
+        return zip(self._roots, self._starts, [*self._starts[1:], self._n], strict=False)
+
+    def first_without_mapping(self, key: Any) -> int | None:
+        """The index of the first sample that is not a mapping holding a mapping under ``key``, or None:
+        a part whose columns say so is passed without building its samples."""
+        for root, start, end in self._spans():
+            inner = root.by_key.get(key) if type(root) is _Dicts else None
+            if type(inner) is _Dicts or (type(inner) is _Same and isinstance(inner.value, Mapping)):
+                continue
+            for i in range(end - start):
+                sample = root.get(i)
+                if not isinstance(sample, Mapping) or not isinstance(sample.get(key), Mapping):
+                    return start + i
+        return None
 
     def __iter__(self) -> Iterator[Any]:
-        get = self._root.get
-        for i in range(self._n):
-            yield get(i)
+        for root, start, end in self._spans():
+            get = root.get
+            for i in range(end - start):
+                yield get(i)
 
     @property
     def nbytes(self) -> int:
-        return self._root.nbytes
+        return sum(root.nbytes for root in self._roots)
 
     def __repr__(self) -> str:
         return f"SampleColumns({self._n} samples, {self.nbytes / 2**20:.1f} MiB)"
@@ -109,6 +174,7 @@ class _Dicts:
     def __init__(self, keys: tuple[Any, ...], columns: list[Any]) -> None:
         self.keys, self.columns = keys, columns
         self.pairs = list(zip(keys, columns, strict=True))
+        self.by_key = dict(self.pairs)
 
     def get(self, i: int) -> dict[Any, Any]:
         return {k: c.get(i) for k, c in self.pairs}

@@ -164,6 +164,18 @@ def read_table_format(source: Any, *, encoding: str = "utf-8-sig", sep: str | No
     return rows, fmt
 
 
+def read_table_batches(source: Any, *, encoding: str = "utf-8-sig", sep: str | None = None, decimal: str | None = None,
+                       batch_rows: int = 65536) -> Iterator[list[dict[str, Any]]]:
+    """:func:`read_table`'s rows (the same values, the same errors and bounds: ``MAX_TABLE_BYTES`` before
+    the first row, ``MAX_TABLE_ROWS`` as the rows come) in lists of at most ``batch_rows``, for a caller that
+    keeps them in another form (:class:`mmcore.sample_columns.SampleColumns`) and never holds them all as
+    dicts. Decimal-comma columns (``decimal`` None or ``","``) are decided on the first batch, as
+    :func:`read_table`'s are."""
+    if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
+        raise ValueError(f"batch_rows must be a positive int, got {batch_rows!r}")
+    return _batches(source, encoding=encoding, batch_rows=batch_rows, whole=True, sep=sep, decimal=decimal)
+
+
 def iter_table(source: Any, *, encoding: str = "utf-8-sig", batch_rows: int = BATCH_ROWS, sep: str | None = None,
                decimal: str | None = None) -> Iterator[list[dict[str, Any]]]:
     """The rows of ``source`` (as :func:`read_table` reads them) in lists of at most ``batch_rows``.
@@ -648,5 +660,5 @@ def _plain(value: Any) -> Any:
 
 
 __all__ = ["MAX_CELL_BYTES", "MAX_TABLE_BYTES", "MAX_TABLE_ROWS", "TABLE_SUFFIXES", "TableError", "TableNotFoundError",
-           "TableFormat", "decimal_comma_columns", "iter_table", "read_parquet_table", "read_table",
+           "TableFormat", "decimal_comma_columns", "iter_table", "read_parquet_table", "read_table", "read_table_batches",
            "read_table_format", "table_columns"]

@@ -1,18 +1,26 @@
 """``load_manifest``: the options checked, every table read, split, the targets fitted on the training
 split and every row of every split turned into a sample (the expensive part, cached by the files'
-identity and the options, so building the three splits reads and checks once)."""
+identity and the options, so building the three splits reads and checks once).
+
+Streamed: a table is read in batches into columns (:class:`~mmcore_plugins.datasets.manifest.source.Table`),
+and its rows become samples chunk by chunk (:data:`CHUNK_ROWS` rows: built, their files checked, then
+appended to each split's :class:`~mmcore.sample_columns.SampleColumns`), so neither the table's rows nor
+the samples are ever held whole as Python dicts (issue 26: a million-row manifest within 1.5 GB)."""
 
 from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from mmcore.data import SPLITS, SampleDataset
-from mmcore_plugins.datasets.manifest.errors import ManifestError
+from mmcore.sample_columns import SampleColumns
+from mmcore_plugins.datasets.manifest.errors import ManifestError, bad
 from mmcore_plugins.datasets.manifest.options import Options, check_columns, columns_spec, named_columns
-from mmcore_plugins.datasets.manifest.rows import RowParser
+from mmcore_plugins.datasets.manifest.rows import CheckProgress, RowParser
 from mmcore_plugins.datasets.manifest.source import Table
 from mmcore_plugins.datasets.manifest.splits import assign_splits
 from mmcore_plugins.datasets.manifest.targets import TARGET_TYPES, is_empty
@@ -23,10 +31,14 @@ logger = logging.getLogger("mmcore.data.manifest")
 #: (one open, nothing decoded); the file's existence and kind (one stat); nothing on disk at all.
 VALIDATE_LEVELS = ("decode", "header", "exists", "none")
 
+#: Rows turned into samples at a time (their files checked together, each distinct file once per chunk):
+#: the transient dicts of one chunk.
+CHUNK_ROWS = 65536
+
 
 class Parsed:
     def __init__(self) -> None:
-        self.samples: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
+        self.samples: dict[str, SampleColumns] = {s: SampleColumns() for s in SPLITS}
         self.skipped: dict[str, int] = dict.fromkeys(SPLITS, 0)
         self.problems: list[str] = []
         self.classes: list[str] | None = None
@@ -34,15 +46,17 @@ class Parsed:
         self.names: dict[str, str] = {}
         #: rows per split whose empty multilabel cell was read as "no label" (empty_labels: none)
         self.empty_labels: dict[str, int] = dict.fromkeys(SPLITS, 0)
+        #: per split, samples lacking each slot (counted as the samples are built)
+        self.missing: dict[str, Counter[str]] = {s: Counter() for s in SPLITS}
         self.sources: list[dict[str, Any]] = []
         self.taken: set[str] = set()  # splits whose samples were handed to a data set (take)
         #: (slots, resolved table folders) whose files are confirmed inside a folder when read (validate: none)
         self.confined: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
 
-    def take(self, split: str) -> list[dict[str, Any]]:
+    def take(self, split: str) -> SampleColumns:
         """The split's samples, handed over: the parse keeps no reference to them (one copy of each
         sample in memory, held by the data set built from it). A split is taken once."""
-        samples, self.samples[split] = self.samples[split], []
+        samples, self.samples[split] = self.samples[split], SampleColumns()
         self.taken.add(split)
         return samples
 
@@ -52,6 +66,21 @@ class Parsed:
 # only the splits not built yet, and goes when all three are.
 _CACHE: dict[Any, Parsed] = {}
 _CACHE_SIZE = 2
+
+
+def _chunks(splits: dict[str, tuple[Table, Sequence[int]]], size: int) -> Iterator[list[tuple[str, Table, int]]]:
+    """``(split, table, row index)`` of every row of every split (train, val, test; file order within
+    each), in lists of at most ``size``."""
+    chunk: list[tuple[str, Table, int]] = []
+    for split in SPLITS:
+        table, indices = splits[split]
+        for i in indices:
+            chunk.append((split, table, i))
+            if len(chunk) == size:
+                yield chunk
+                chunk = []
+    if chunk:
+        yield chunk
 
 
 def parse(opts: Options, *, fresh: bool = False) -> Parsed:
@@ -68,36 +97,50 @@ def parse(opts: Options, *, fresh: bool = False) -> Parsed:
         return _CACHE[key]
     named = named_columns(opts.columns, opts.target, opts.path_columns)
     for table in tables:
-        check_columns(Path(table.name), table.rows, named)
+        check_columns(Path(table.name), [dict.fromkeys(table.columns)] if len(table.rows) else [], named)
     splits = assign_splits(main, val, test, opts.split_column, opts.val_fraction, opts.test_fraction, opts.seed)
     parsed = Parsed()
     parsed.names = {"main": main.name}
     parsed.sources = [table.describe() for table in tables]  # what --resume compares (mmcore.engine.data_record)
     parser = RowParser(opts)
-    parser.targets.fit_targets([table.rows[i] for table, i in splits["train"]])
+    train_table, train_rows = splits["train"]
+    parser.targets.fit_target_cells(train_table.values(opts.target, train_rows) if isinstance(opts.target, str) else ())
     parsed.classes, parsed.target_type = parser.targets.classes, parser.targets.target_type
-    rows = []  # (split, table, row number, sample, problems)
-    for split in SPLITS:
-        for table, i in splits[split]:
-            sample, problems = parser.sample(table, table.rows[i], i + 1)
-            rows.append((split, table, i + 1, sample, problems))
-    parser.run_checks()
+    empty_label = parsed.target_type == "multilabel" and isinstance(opts.target, str) and opts.empty_labels == "none"
+    order = {id(t): k for k, t in enumerate(tables)}  # problems listed by file, then row
+    bad_rows: list[tuple[int, int, str, list[str], dict[str, Any] | None]] = []  # (table, row number, split, problems, sample)
+    progress = CheckProgress(sum(len(indices) for _, indices in splits.values()), decode=opts.validate == "decode",
+                             unit=" rows")
+    done = 0
+    for chunk in _chunks(splits, CHUNK_ROWS):
+        built = []
+        for split, table, i in chunk:
+            row = table.rows[i]
+            sample, problems = parser.sample(table, row, i + 1)
+            built.append((split, table, i + 1, sample, problems, empty_label and is_empty(row.get(opts.target))))
+        progress.offset, progress.span = done, len(chunk)
+        parser.run_checks(progress)
+        done += len(chunk)
+        good: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
+        for split, table, number, sample, problems, empty in built:
+            if problems:  # the sample kept only where a list cell may yet be found ragged (_ragged_rows)
+                has_list = any(isinstance(v, (list, tuple)) for v in sample["inputs"].values())
+                bad_rows.append((order[id(table)], number, split, problems, sample if has_list else None))
+            else:
+                good[split].append(sample)
+                parsed.empty_labels[split] += empty
+                parsed.missing[split].update(slot for slot, raw in sample["inputs"].items() if raw is None)
+        for split, samples in good.items():
+            parsed.samples[split].extend(samples)
+    progress.close()
+    _ragged_rows(parsed, parser, tables, bad_rows, empty_label and opts.target)
     if parser.confined_slots:
         parsed.confined = (tuple(sorted(parser.confined_slots)), tuple(p.base for p in parser.paths.values()))
-    parser.check_lengths(rows)
-    empty_label = parsed.target_type == "multilabel" and isinstance(opts.target, str) and opts.empty_labels == "none"
-    for split, table, number, sample, problems in rows:
-        if problems:
-            parsed.skipped[split] += 1
-        else:
-            parsed.samples[split].append(sample)
-            if empty_label and is_empty(table.rows[number - 1].get(opts.target)):
-                parsed.empty_labels[split] += 1
     if any(parsed.empty_labels.values()):
         logger.warning("manifest %s: %s rows with an empty %r cell read as no label (negative examples; empty_labels: "
                     "missing leaves them out)", main.name, sum(parsed.empty_labels.values()), opts.target)
-    order = {id(t): k for k, t in enumerate(tables)}  # problems listed by file, then row
-    for *_, problems in sorted(rows, key=lambda r: (order[id(r[1])], r[2])):
+    for _, _, split, problems, _ in sorted(bad_rows, key=lambda r: r[:2]):
+        parsed.skipped[split] += 1
         parsed.problems += problems
     # Not kept when it failed: a bad image may be fixed without touching the manifest.
     if key is not None and not (parsed.problems and opts.on_bad_sample == "error"):
@@ -110,6 +153,53 @@ def parse(opts: Options, *, fresh: bool = False) -> Parsed:
                        parsed.problems[0], sum(parsed.skipped.values()),
                        ", ".join(f"{s} {n}" for s, n in parsed.skipped.items() if n))
     return parsed
+
+
+def _ragged_rows(parsed: Parsed, parser: RowParser, tables: list[Table],
+                 bad_rows: list[tuple[int, int, str, list[str], dict[str, Any] | None]], empty_target: str | bool) -> None:
+    """Rows of numbers given as one list cell must all have one length (the commonest one, over every row
+    of every split, as :meth:`RowParser.check_lengths` finds it): each row with another length gets the
+    problem, and a row that had none leaves its split's samples. Rare (list cells come from JSON Lines
+    and Parquet), so its samples are read back from the columns only when a column is ragged."""
+    lengths = parser.list_lengths
+    common = {slot: (spec, lengths[slot].most_common(1)[0][0]) for slot, spec in parser.columns.items()
+              if isinstance(spec, str) and slot in parser.list_slots and len(lengths.get(slot, ())) >= 2}
+    if not common:
+        return
+
+    def wrong(name: str, number: int, sample: dict[str, Any]) -> list[str]:
+        found = []
+        for slot, (spec, length) in common.items():
+            cell = sample["inputs"][slot]
+            if isinstance(cell, (list, tuple)) and len(cell) != length:
+                found.append(str(bad(name, number, spec, f"expected {length} numbers (as most rows have), got {len(cell)}")))
+        return found
+
+    for k, number, _, problems, sample in bad_rows:
+        if sample is not None:
+            problems += wrong(tables[k].name, number, sample)
+    order = {t.name: k for k, t in reversed(list(enumerate(tables)))}
+    for split in SPLITS:
+        kept, dropped, samples = SampleColumns(), False, parsed.samples[split]
+        batch: list[dict[str, Any]] = []
+        for sample in samples:
+            origin = sample["origin"]
+            problems = wrong(origin["file"], origin["row"], sample)
+            if not problems:
+                batch.append(sample)
+                if len(batch) == CHUNK_ROWS:
+                    kept.extend(batch)
+                    batch = []
+                continue
+            dropped = True
+            k = order[origin["file"]]
+            bad_rows.append((k, origin["row"], split, problems, sample))
+            parsed.missing[split].subtract(slot for slot, raw in sample["inputs"].items() if raw is None)
+            if empty_target:
+                parsed.empty_labels[split] -= is_empty(tables[k].rows[origin["row"] - 1].get(empty_target))
+        kept.extend(batch)
+        if dropped:
+            parsed.samples[split] = kept
 
 
 def load_manifest(
@@ -184,7 +274,7 @@ def load_manifest(
             del _CACHE[k]
     metadata: dict[str, Any] = {
         "manifest": parsed.names["main"], "skipped": parsed.skipped[split], "target_type": parsed.target_type,
-        "missing": {slot: sum(s["inputs"][slot] is None for s in samples) for slot in columns},
+        "missing": {slot: parsed.missing[split][slot] for slot in columns},
         "sources": [dict(source) for source in parsed.sources],
     }
     if parsed.target_type == "multilabel":

@@ -9,6 +9,8 @@ import contextlib
 import math
 import os
 import stat
+import sys
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -45,6 +47,8 @@ class RowParser:
         self.modalities: dict[str, str] = opts.modalities
         self.targets = Targets(opts)
         self.list_slots: set[str] = set()  # slots whose cells are lists of numbers (checked for one length)
+        #: slot -> the lengths of the list cells handed out so far (what check_lengths counts, kept as the rows come)
+        self.list_lengths: dict[str, Counter[int]] = {}
         #: slot -> the column it reads (one dict shared by every sample's ``origin``)
         self.slot_columns = {slot: spec for slot, spec in self.columns.items() if isinstance(spec, str)}
         self.paths: dict[Path, Any] = {}  # a table's folder -> its CellPaths (each folder resolved once)
@@ -111,11 +115,13 @@ class RowParser:
             return self.file(table, number, spec, cell, modality)
         if modality == "text" and not isinstance(cell, str):
             raise bad(table.name, number, spec, f"expected text (a string), got {type(cell).__name__} {cell!r:.40}")
-        if isinstance(cell, (list, tuple)) and modality in (None, "tabular") and not any(isinstance(v, (list, tuple, dict)) for v in cell):
-            for v in cell:
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                    raise bad(table.name, number, spec, f"expected a list of finite numbers, got {v!r} in it")
-            self.list_slots.add(slot)
+        if isinstance(cell, (list, tuple)):
+            if modality in (None, "tabular") and not any(isinstance(v, (list, tuple, dict)) for v in cell):
+                for v in cell:
+                    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                        raise bad(table.name, number, spec, f"expected a list of finite numbers, got {v!r} in it")
+                self.list_slots.add(slot)
+            self.list_lengths.setdefault(slot, Counter())[len(cell)] += 1
         return cell
 
     def check_lengths(self, rows: list[tuple[str, Table, int, dict[str, Any], list[str]]]) -> None:
@@ -200,17 +206,18 @@ class RowParser:
             self._row_files += [(column, item) for item in to_check]  # checked by run_checks, once per file
         return file
 
-    def run_checks(self) -> None:
-        """Check every file :meth:`sample` queued (``validate: header`` or ``decode``), each distinct
-        file once, in a pool of threads (Pillow and libsndfile release the GIL while they read and
-        decode); a failure is added to its rows' problems. A line on stderr tells the progress when
-        it takes more than a few seconds."""
+    def run_checks(self, progress: CheckProgress | None = None) -> None:
+        """Check every file :meth:`sample` queued since the last call (``validate: header`` or
+        ``decode``), each distinct file once, in a pool of threads (Pillow and libsndfile release the
+        GIL while they read and decode); a failure is added to its rows' problems. A line on stderr
+        tells the progress when it takes more than a few seconds (``progress``: one line for checks
+        made in several calls, a table's rows chunk by chunk)."""
         pending, self.pending = self.pending, []
         if not pending:
             return
         decode = self.opts.validate == "decode"
         files = list(dict.fromkeys(item[4] for item in pending))
-        errors = check_files(files, decode=decode)
+        errors = check_files(files, decode=decode, progress=progress)
         for problems, name, number, column, file in pending:
             error = errors.get(file)
             if error is not None:
@@ -221,18 +228,48 @@ class RowParser:
 PROGRESS_AFTER_S = 3.0
 
 
-def check_files(files: Sequence[str | os.PathLike], *, decode: bool = True, workers: int | None = None) -> dict[Any, str]:
+class CheckProgress:
+    """The progress line of file checks on stderr, past :data:`PROGRESS_AFTER_S` seconds from its start:
+    rewritten in place on a terminal, every 10 s otherwise. ``total`` things (files, or a table's rows:
+    ``unit=" rows"``) to check; a table checked chunk by chunk sets ``offset`` (rows done before this
+    chunk) and ``span`` (the chunk's rows), and :meth:`files` maps the chunk's files done to rows."""
+
+    def __init__(self, total: int, *, decode: bool, unit: str = "") -> None:
+        self.total, self.unit = total, unit
+        self.kind = "decoding" if decode else "headers"
+        self.start = self.last = time.monotonic()
+        self.tty = sys.stderr.isatty()
+        self.offset, self.span = 0, None
+
+    def files(self, done: int, files: int) -> None:
+        """``done`` of the ``files`` of one call checked."""
+        self.show(done if self.span is None else self.offset + self.span * done // max(1, files))
+
+    def show(self, done: int) -> None:
+        now = time.monotonic()
+        if now - self.start > PROGRESS_AFTER_S and (self.tty or now - self.last >= 10.0 or done == self.total):
+            self.last = now
+            left = (now - self.start) / max(1, done) * (self.total - done)
+            print(("\r" if self.tty else "") + f"checking files ({self.kind}): {done:,} of {self.total:,}{self.unit}, "
+                  f"{now - self.start:.0f} s, about {left:.0f} s left", end="" if self.tty else "\n",
+                  file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.tty and time.monotonic() - self.start > PROGRESS_AFTER_S:
+            print(file=sys.stderr)
+
+
+def check_files(files: Sequence[str | os.PathLike], *, decode: bool = True, workers: int | None = None,
+                progress: CheckProgress | None = None) -> dict[Any, str]:
     """:func:`check_file` on every file of ``files`` in a pool of ``workers`` threads; returns ``{file: error message}`` for those that failed.
     Past :data:`PROGRESS_AFTER_S` seconds a progress line goes to stderr (rewritten in place on a
-    terminal, every 10 s otherwise).
+    terminal, every 10 s otherwise; ``progress``: a line shared by several calls, :class:`CheckProgress`).
 
     ``workers`` defaults to half the CPUs this process may use (at most 8): small images are checked
     mostly in Python, under the GIL, and on a busy 2-core machine two threads were 4% (header) to
     22% (decode) slower than one on page-cached 32x32 PNGs (benchmarks/bench_scale.py files); a
     pool pays off where reading waits on the disk or the network, or decoding large images in C.
     """
-    import sys
-    import time
     from concurrent.futures import ThreadPoolExecutor
 
     if workers is None:
@@ -251,23 +288,16 @@ def check_files(files: Sequence[str | os.PathLike], *, decode: bool = True, work
 
     parts = [files[i:i + chunk] for i in range(0, len(files), chunk)]
     errors: dict[Any, str] = {}
-    start = last = time.monotonic()
-    tty = sys.stderr.isatty()
+    shown = progress if progress is not None else CheckProgress(len(files), decode=decode)
     done = 0
     with ThreadPoolExecutor(max_workers=max(1, workers)) if workers > 1 and len(parts) > 1 else contextlib.nullcontext() as pool:
         results = pool.map(run, parts) if pool is not None else map(run, parts)
         for part, failed in zip(parts, results, strict=True):
             errors.update(failed)
             done += len(part)
-            now = time.monotonic()
-            if now - start > PROGRESS_AFTER_S and (tty or now - last >= 10.0 or done == len(files)):
-                last = now
-                left = (now - start) / done * (len(files) - done)
-                print(("\r" if tty else "") + f"checking files ({'decoding' if decode else 'headers'}): {done:,} of "
-                      f"{len(files):,}, {now - start:.0f} s, about {left:.0f} s left", end="" if tty else "\n",
-                      file=sys.stderr, flush=True)
-    if tty and time.monotonic() - start > PROGRESS_AFTER_S:
-        print(file=sys.stderr)
+            shown.files(done, len(files))
+    if progress is None:
+        shown.close()
     return errors
 
 

@@ -5,7 +5,7 @@ raw value) -- or the problem with it, naming row and column."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from mmcore.labels import ClassIndex, class_number, fit_classes, is_missing, label_name, multilabel_names
@@ -79,6 +79,12 @@ class Targets:
 
     def fit_targets(self, train_rows: Sequence[Mapping[str, Any]]) -> None:
         """Decide the target type (``auto``) and fit the class vocabulary on the training rows."""
+        target = self.target
+        self.fit_target_cells([row.get(target) for row in train_rows] if isinstance(target, str) else [])
+
+    def fit_target_cells(self, cells: Iterable[Any]) -> None:
+        """:meth:`fit_targets` from the training rows' target cells alone (a one-column target; ignored
+        for a list of target columns): a table held as columns gives them without building its rows."""
         opts, target = self.opts, self.target
         if target is None:
             return
@@ -88,7 +94,7 @@ class Targets:
             if self.target_type == "multilabel":
                 self.classes = list(target)  # one 0/1 column per class
             return
-        values = [row.get(target) for row in train_rows if not is_empty(row.get(target))]
+        values = [cell for cell in cells if not is_empty(cell)]
         if self.target_type == "auto":
             self.target_type = _guess_target_type(values)
         if self.target_type not in ("class", "multilabel"):
