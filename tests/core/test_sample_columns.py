@@ -110,3 +110,46 @@ def test_sample_dataset_compact_holds_columns_and_hands_out_equal_samples():
     assert [data[i] for i in range(3)] == MIXED and data.metadata == {"n": 3}
     with pytest.raises(ValueError, match="sample #1 must be a mapping with an 'inputs' mapping"):
         SampleDataset([MIXED[0], {"target": 1}], compact=True)
+
+
+# ---------------------------------------------------------------------- batches (a table read batch by batch)
+def test_samples_given_in_batches_equal_the_same_samples_given_at_once():
+    samples = [{**s, "target": t} for s, t in zip(MIXED * 3, [1, 2, 3, "x", None, 2.5, [1], [2, 3], None], strict=True)]
+    whole = SampleColumns(samples)
+    batched = SampleColumns()
+    for start in (0, 2, 3, 7):  # uneven batches; one column's kind differs from batch to batch
+        batched.extend(samples[start:{0: 2, 2: 3, 3: 7, 7: 9}[start]])
+    batched.extend([])
+    assert len(batched) == len(samples) == 9
+    assert list(batched) == list(whole) == samples
+    for i, sample in enumerate(samples):
+        assert batched[i] == sample and _types(batched[i]) == _types(sample)
+        assert batched[i - 9] == sample
+    assert batched[2:8] == samples[2:8] and batched[::-1] == samples[::-1]
+    assert pickle.loads(pickle.dumps(batched))[8] == samples[8]
+    with pytest.raises(IndexError, match="index 9 out of range for 9 samples"):
+        batched[9]
+
+
+def test_field_reads_one_value_without_the_rest_of_the_sample():
+    rows = [{"image": "a.png", "label": "cat"}, {"image": "b.png", "label": None}]
+    columns = SampleColumns(rows[:1])
+    columns.extend([rows[1], {"image": "c.png"}])  # a row without the key: kept as it is
+    assert [columns.field(i, "label") for i in range(3)] == ["cat", None, None]
+    assert columns.field(2, "label", default="-") == "-" and columns.field(0, "nothing", default=0) == 0
+    nested = SampleColumns(MIXED)
+    assert nested.field(0, "inputs", "numbers") == [0.5, -1.0] and nested.field(1, "inputs", "tab", "age") is None
+    assert nested.field(-1, "origin", "columns") is COLUMNS and nested.field(2, "inputs", "tab", "city") is None
+    with pytest.raises(IndexError):
+        nested.field(3, "inputs")
+
+
+def test_sample_dataset_holds_given_columns_as_they_are_and_still_refuses_bad_samples():
+    columns = SampleColumns(MIXED[:2])
+    columns.extend(MIXED[2:])
+    data = SampleDataset(columns, compact=True)
+    assert data.samples is columns and [data[i] for i in range(3)] == MIXED
+    odd = SampleColumns(MIXED[:2])
+    odd.extend([{"inputs": "not a mapping"}])
+    with pytest.raises(ValueError, match="sample #2 must be a mapping with an 'inputs' mapping"):
+        SampleDataset(odd)
