@@ -24,10 +24,12 @@ class _TabularFit(mmcore.PartialFit):
         self.counts: list[Counter] = [Counter() for _ in processor.categorical]
 
     def update(self, raws: Sequence[Any]) -> None:
-        rows = [self.processor._split(r) for r in raws if r is not None]
+        rows = [self.processor._row(r) for r in raws if r is not None]
         self.rows += len(rows)
         if rows and self.processor.num_features:
-            self.blocks.append(torch.stack([values for values, _ in rows]))
+            # One tensor per chunk, not one per row (a million-row split: ~1 us a row less); the same
+            # float32 values as stacking the rows' tensors.
+            self.blocks.append(torch.tensor([values for values, _ in rows], dtype=torch.float32))
         for j, counts in enumerate(self.counts):
             counts.update(cats[j] for _, cats in rows if cats[j] is not None)
 
@@ -67,6 +69,11 @@ class TabularProcessor(Processor):
         self.vocabularies: dict[str, dict[str, int]] = {c: {} for c in self.categorical}
 
     def _split(self, raw: Any) -> tuple[torch.Tensor, list[str | None]]:
+        values, categories = self._row(raw)
+        return torch.tensor(values, dtype=torch.float32), categories
+
+    def _row(self, raw: Any) -> tuple[list[float], list[str | None]]:
+        """A row's numeric values (checked: numbers, finite) as Python floats, and its categories."""
         if isinstance(raw, Mapping):
             if self.columns is None and self.num_features:
                 raise TypeError("this tabular processor was built without `columns`, so rows must be sequences, got a mapping")
@@ -97,7 +104,7 @@ class TabularProcessor(Processor):
             if not math.isfinite(value):
                 raise ValueError(f"column {name}: expected a finite number, got {value!r}")
             out.append(float(value))
-        return torch.tensor(out, dtype=torch.float32), categories
+        return out, categories
 
     def __call__(self, raw: Any) -> dict[str, torch.Tensor]:
         values, categories = self._split(raw)

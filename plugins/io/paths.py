@@ -57,6 +57,7 @@ class CellPaths:
         self.base = str(Path(root).expanduser().resolve())
         self.allow_outside, self.opt_in, self.follow_links = allow_outside, opt_in, follow_links
         self._folders: dict[str, str] = {}
+        self._prefix = self.base if self.base.endswith(os.sep) else self.base + os.sep
 
     def __call__(self, cell: str) -> Path:
         return Path(self.text(cell))
@@ -66,6 +67,11 @@ class CellPaths:
         table of a million rows spent a fifth of its reading time in pathlib)."""
         if "\0" in cell:
             raise ValueError("embedded null byte")
+        if (not self.follow_links and os.sep == "/" and cell[:1] not in ("/", "~", "") and "//" not in cell
+                and "/." not in "/" + cell and not cell.endswith("/")):
+            # A plain relative name ("images/0001/x.png": no ".", ".." or empty part, no "~"): what
+            # expanduser + join + normpath give, without them (a million-row table: ~2 us a row).
+            return self._prefix + cell
         expanded = os.path.expanduser(cell)
         if self.follow_links and ".." in expanded.replace("\\", "/").split("/"):
             # "link/.." is the link target's parent, not the folder holding the link: the full walk

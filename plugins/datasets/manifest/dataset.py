@@ -129,9 +129,12 @@ def parse(opts: Options, *, fresh: bool = False) -> Parsed:
             else:
                 good[split].append(sample)
                 parsed.empty_labels[split] += empty
-                parsed.missing[split].update(slot for slot, raw in sample["inputs"].items() if raw is None)
         for split, samples in good.items():
-            parsed.samples[split].extend(samples)
+            if samples:
+                inputs = [s["inputs"] for s in samples]
+                for slot in opts.columns:
+                    parsed.missing[split][slot] += [x[slot] for x in inputs].count(None)
+                parsed.samples[split].extend(samples)
     progress.close()
     _ragged_rows(parsed, parser, tables, bad_rows, empty_label and opts.target)
     if parser.confined_slots:

@@ -20,6 +20,9 @@ from mmcore_plugins.datasets.manifest.errors import BadSampleError, bad
 from mmcore_plugins.datasets.manifest.options import Options, check_columns, columns_spec, named_columns
 from mmcore_plugins.datasets.manifest.source import Table
 from mmcore_plugins.datasets.manifest.targets import Targets, finite_number, is_empty
+from mmcore_plugins.io.paths import CellPaths, OutsidePathError
+
+_TEXT = {str}  # the types of a row of CSV cells
 
 
 def check_file(file: Path, *, decode: bool = True) -> None:
@@ -71,14 +74,15 @@ class RowParser:
             except BadSampleError as exc:
                 problems.append(str(exc))
                 inputs[slot] = None
-        self.pending += [(problems, table.name, number, column, file) for column, file in self._row_files]
+        if self._row_files:
+            self.pending += [(problems, table.name, number, column, file) for column, file in self._row_files]
         value = None
         if self.targets.target is not None:
             try:
                 value = self.targets.target_value(row, number, table)
             except BadSampleError as exc:
                 problems.append(str(exc))
-        if not problems and all(v is None for v in inputs.values()):
+        if not problems and list(inputs.values()).count(None) == len(inputs):  # every input None (in C: per row)
             cells = sorted({c for _, c in named_columns(self.columns, None, None)})
             problems.append(str(bad(table.name, number, None, f"no modality: every input column ({', '.join(cells)}) is empty "
                                                               "(a sample needs at least one)")))
@@ -87,24 +91,8 @@ class RowParser:
         return {"inputs": inputs, "target": value, "origin": origin}, problems
 
     def cell(self, table: Table, row: Mapping[str, Any], number: int, slot: str, spec: Any) -> Any:
-        if isinstance(spec, list):  # numeric columns -> one row of numbers
-            return self.numbers(table, row, number, spec)
-        if isinstance(spec, Mapping):  # {numeric: [...], categorical: [...]} -> {column: value}
-            numeric, categorical = spec.get("numeric", []), spec.get("categorical", [])
-            cells = [row.get(c) for c in [*numeric, *categorical]]
-            if all(is_empty(c) for c in cells):
-                return None
-            for c in numeric:
-                if is_empty(row.get(c)):
-                    raise bad(table.name, number, c, "empty numeric cell in a present modality "
-                                                     "(leave all of its columns empty to mark the modality missing)")
-            values: dict[str, Any] = dict(zip(numeric, self.numbers(table, row, number, numeric) or [], strict=True))
-            for c in categorical:
-                cell = row.get(c)
-                if cell is not None and not isinstance(cell, (str, int, float, bool)):
-                    raise bad(table.name, number, c, f"expected a category (a string or number), got {type(cell).__name__} {cell!r:.40}")
-                values[c] = None if is_empty(cell) else str(cell).strip()  # an empty category is its own value
-            return values
+        if type(spec) is not str:  # a column name is the common spec: tested first (it runs for every cell)
+            return self.cells(table, row, number, spec)
         cell = row.get(spec)
         if is_empty(cell):
             return None
@@ -124,6 +112,28 @@ class RowParser:
             self.list_lengths.setdefault(slot, Counter())[len(cell)] += 1
         return cell
 
+    def cells(self, table: Table, row: Mapping[str, Any], number: int, spec: list[str] | Mapping[str, list[str]]) -> Any:
+        """A slot read from several columns: a row of numbers, or ``{column: value}`` (numeric and categorical)."""
+        if isinstance(spec, list):  # numeric columns -> one row of numbers
+            return self.numbers(table, row, number, spec)
+        if isinstance(spec, Mapping):  # {numeric: [...], categorical: [...]} -> {column: value}
+            numeric, categorical = spec.get("numeric", []), spec.get("categorical", [])
+            cells = [row.get(c) for c in [*numeric, *categorical]]
+            if all(is_empty(c) for c in cells):
+                return None
+            for c in numeric:
+                if is_empty(row.get(c)):
+                    raise bad(table.name, number, c, "empty numeric cell in a present modality "
+                                                     "(leave all of its columns empty to mark the modality missing)")
+            values: dict[str, Any] = dict(zip(numeric, self.numbers(table, row, number, numeric) or [], strict=True))
+            for c in categorical:
+                cell = row.get(c)
+                if cell is not None and not isinstance(cell, (str, int, float, bool)):
+                    raise bad(table.name, number, c, f"expected a category (a string or number), got {type(cell).__name__} {cell!r:.40}")
+                values[c] = None if is_empty(cell) else str(cell).strip()  # an empty category is its own value
+            return values
+        raise TypeError(f"a slot's columns are a name, a list or a mapping, got {spec!r}")  # columns_spec checked it
+
     def check_lengths(self, rows: list[tuple[str, Table, int, dict[str, Any], list[str]]]) -> None:
         """Rows of numbers given as one list cell must all have one length (the commonest one)."""
         for slot, spec in self.columns.items():
@@ -140,6 +150,17 @@ class RowParser:
 
     def numbers(self, table: Table, row: Mapping[str, Any], number: int, names: list[str]) -> list[float] | None:
         cells = [row.get(c) for c in names]
+        if names and set(map(type, cells)) == _TEXT:
+            # The common row (a CSV's numbers): each cell read by float() as finite_number reads it. A cell
+            # that fails, or reads as NaN or infinite (also "nan", a placeholder of no value), takes the
+            # checks below, which say what is wrong with it.
+            try:
+                values = [float(c) for c in cells]
+            except ValueError:
+                pass
+            else:
+                if all(map(math.isfinite, values)):
+                    return values
         empty = [is_empty(c) for c in cells]
         if not names or all(empty):
             return None
@@ -157,8 +178,6 @@ class RowParser:
     def file(self, table: Table, number: int, column: str, cell: Any, modality: str | None) -> str:
         if not isinstance(cell, str):
             raise bad(table.name, number, column, f"expected a file path, got {type(cell).__name__} {cell!r}")
-        from mmcore_plugins.io.paths import CellPaths, OutsidePathError
-
         resolve = self.paths.get(table.root)
         if resolve is None:  # the one rule for a table's paths (mmcore fit follows it too)
             resolve = self.paths[table.root] = CellPaths(table.root, allow_outside=self.opts.allow_outside_paths,
