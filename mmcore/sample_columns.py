@@ -104,6 +104,41 @@ class SampleColumns(Sequence):
             return value
         return col.get(i)
 
+    def parts(self) -> Iterator[tuple[int, list[Any]]]:
+        """``(index of its first sample, its samples)`` for each part (each batch given to :meth:`extend`),
+        the samples built column by column (a part's strings decoded together): a table's rows batch by
+        batch, equal to indexing them one by one, in a fraction of the time."""
+        for root, start, end in self._spans():
+            n = end - start
+            if type(root) is _Dicts and root.keys:
+                keys = root.keys
+                yield start, [dict(zip(keys, values, strict=True)) for values in zip(*(c.all(n) for c in root.columns), strict=True)]
+            else:
+                yield start, root.all(n)
+
+    def values(self, key: Any, indices: Iterable[int] | None = None, *, default: Any = None) -> Iterator[Any]:
+        """``samples[i].get(key, default)`` for each ``i`` of ``indices`` (default every sample), in order,
+        read column by column (a part's strings decoded together): a table's column without its rows.
+        ``indices`` in ascending order are read part by part; others sample by sample."""
+        if indices is None:
+            for root, start, end in self._spans():
+                yield from _column(root, key, end - start, default)
+            return
+        spans = list(self._spans())
+        k, part, last = -1, [], -1
+        for i in indices:
+            if i < last or not 0 <= i < self._n:  # not ascending (or out of range): one sample at a time
+                yield self.field(i, key, default=default)
+                continue
+            last = i
+            while k < 0 or i >= spans[k][2]:
+                k += 1
+                part = None
+            root, start, end = spans[k]
+            if part is None:
+                part = _column(root, key, end - start, default)
+            yield part[i - start]
+
     def _spans(self) -> Iterator[tuple[Any, int, int]]:
         """``(columns, first, end)`` of each part."""
         return zip(self._roots, self._starts, [*self._starts[1:], self._n], strict=False)
@@ -164,6 +199,18 @@ def _encode(values: list[Any]) -> Any:
     return _Objects(values)
 
 
+def _column(root: Any, key: Any, n: int, default: Any) -> list[Any]:
+    """One part's values under ``key`` (``default`` where a sample lacks it), as a list."""
+    inner = root.by_key.get(key) if type(root) is _Dicts else None
+    if inner is not None:
+        return inner.all(n)
+    values = []
+    for i in range(n):
+        sample = root.get(i)
+        values.append(sample.get(key, default) if isinstance(sample, Mapping) else default)
+    return values
+
+
 def _missing(values: list[Any]) -> bytearray | None:
     """Where the column's value is None (one byte a row), or None when no value is."""
     mask = bytearray(v is None for v in values)
@@ -179,6 +226,9 @@ class _Dicts:
     def get(self, i: int) -> dict[Any, Any]:
         return {k: c.get(i) for k, c in self.pairs}
 
+    def all(self, n: int) -> list[Any]:
+        return [self.get(i) for i in range(n)]
+
     @property
     def nbytes(self) -> int:
         return sum(c.nbytes for c in self.columns)
@@ -192,6 +242,9 @@ class _Same:
 
     def get(self, i: int) -> Any:
         return self.value
+
+    def all(self, n: int) -> list[Any]:
+        return [self.value] * n
 
     nbytes = 8
 
@@ -211,6 +264,20 @@ class _Strings:
             return None
         return self.data[self.offsets[i]:self.offsets[i + 1]].decode("utf-8", "surrogatepass")
 
+    def all(self, n: int) -> list[str | None]:
+        offsets = self.offsets
+        if self.data.isascii():  # one decode; byte offsets are character offsets
+            text = self.data.decode("ascii")
+            values: list[Any] = [text[a:b] for a, b in zip(offsets, offsets[1:], strict=False)]
+        else:
+            data = self.data
+            values = [data[a:b].decode("utf-8", "surrogatepass") for a, b in zip(offsets, offsets[1:], strict=False)]
+        if self.missing is not None:
+            for i, gone in enumerate(self.missing):
+                if gone:
+                    values[i] = None
+        return values
+
     @property
     def nbytes(self) -> int:
         return len(self.data) + len(self.offsets) * 8 + (0 if self.missing is None else len(self.missing))
@@ -229,6 +296,14 @@ class _Numbers:
         if self.missing is not None and self.missing[i]:
             return None
         return self.array[i]
+
+    def all(self, n: int) -> list[Any]:
+        values = self.array.tolist()
+        if self.missing is not None:
+            for i, gone in enumerate(self.missing):
+                if gone:
+                    values[i] = None
+        return values
 
     @property
     def nbytes(self) -> int:
@@ -252,6 +327,9 @@ class _Rows:
             return None
         return self.array[i * self.width:(i + 1) * self.width].tolist()
 
+    def all(self, n: int) -> list[Any]:
+        return [self.get(i) for i in range(n)]
+
     @property
     def nbytes(self) -> int:
         return len(self.array) * self.array.itemsize + (0 if self.missing is None else len(self.missing))
@@ -265,6 +343,9 @@ class _Objects:
 
     def get(self, i: int) -> Any:
         return self.values[i]
+
+    def all(self, n: int) -> list[Any]:
+        return list(self.values)
 
     @property
     def nbytes(self) -> int:

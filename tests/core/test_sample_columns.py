@@ -153,3 +153,31 @@ def test_sample_dataset_holds_given_columns_as_they_are_and_still_refuses_bad_sa
     odd.extend([{"inputs": "not a mapping"}])
     with pytest.raises(ValueError, match="sample #2 must be a mapping with an 'inputs' mapping"):
         SampleDataset(odd)
+
+
+def test_values_reads_one_key_of_every_sample_or_of_some_as_indexing_does():
+    rows = [{"image": "a.png", "label": "cat", "x": 1.5}, {"image": "caf\u00e9.png", "label": None, "x": None},
+            {"image": None, "label": "dog", "x": 2.0}, {"image": "d.png", "label": "cat", "x": 3.0}]
+    columns = SampleColumns(rows[:2])
+    columns.extend(rows[2:3])
+    columns.extend([rows[3], {"image": "e.png"}])  # one part with a row lacking keys: kept as objects
+    everything = [*rows, {"image": "e.png"}]
+    for key in ("image", "label", "x", "absent"):
+        expected = [r.get(key) for r in everything]
+        assert list(columns.values(key)) == expected, key
+        for indices in ([0, 2, 3, 4], [4], [], [3, 1, 0], range(5)):
+            assert list(columns.values(key, indices)) == [expected[i] for i in indices], (key, indices)
+    assert list(columns.values("absent", default="-")) == ["-"] * 5
+    with pytest.raises(IndexError):
+        list(columns.values("image", [0, 5]))
+
+
+def test_parts_hand_out_each_batch_equal_to_indexing_it():
+    columns = SampleColumns(MIXED[:2])
+    columns.extend(MIXED[2:])
+    columns.extend([{"image": "x.png", "label": None}, {"image": None, "label": "cat"}])
+    columns.extend([{}, {}])
+    parts = list(columns.parts())
+    assert [start for start, _ in parts] == [0, 2, 3, 5]
+    assert [s for _, samples in parts for s in samples] == list(columns) == [*MIXED, {"image": "x.png", "label": None},
+                                                                           {"image": None, "label": "cat"}, {}, {}]

@@ -3,9 +3,9 @@ split and every row of every split turned into a sample (the expensive part, cac
 identity and the options, so building the three splits reads and checks once).
 
 Streamed: a table is read in batches into columns (:class:`~mmcore_plugins.datasets.manifest.source.Table`),
-and its rows become samples chunk by chunk (:data:`CHUNK_ROWS` rows: built, their files checked, then
-appended to each split's :class:`~mmcore.sample_columns.SampleColumns`), so neither the table's rows nor
-the samples are ever held whole as Python dicts (issue 26: a million-row manifest within 1.5 GB)."""
+and its rows become samples batch by batch, in file order (built, their files checked, then appended to
+their split's :class:`~mmcore.sample_columns.SampleColumns`), so neither the table's rows nor the samples
+are ever held whole as Python dicts (issue 26: a million-row manifest within 1.5 GB)."""
 
 from __future__ import annotations
 
@@ -31,8 +31,10 @@ logger = logging.getLogger("mmcore.data.manifest")
 #: (one open, nothing decoded); the file's existence and kind (one stat); nothing on disk at all.
 VALIDATE_LEVELS = ("decode", "header", "exists", "none")
 
-#: Rows turned into samples at a time (their files checked together, each distinct file once per chunk):
-#: the transient dicts of one chunk.
+#: Samples re-encoded at a time when ragged rows leave a split (and rows of a table given as a list turned
+#: into samples at a time); a table read from a file is turned into samples in the batches it was read in
+#: (:data:`~mmcore_plugins.datasets.manifest.source.BATCH_ROWS`), their files checked together (each
+#: distinct file once per batch).
 CHUNK_ROWS = 65536
 
 
@@ -68,19 +70,15 @@ _CACHE: dict[Any, Parsed] = {}
 _CACHE_SIZE = 2
 
 
-def _chunks(splits: dict[str, tuple[Table, Sequence[int]]], size: int) -> Iterator[list[tuple[str, Table, int]]]:
-    """``(split, table, row index)`` of every row of every split (train, val, test; file order within
-    each), in lists of at most ``size``."""
-    chunk: list[tuple[str, Table, int]] = []
-    for split in SPLITS:
-        table, indices = splits[split]
-        for i in indices:
-            chunk.append((split, table, i))
-            if len(chunk) == size:
-                yield chunk
-                chunk = []
-    if chunk:
-        yield chunk
+def _table_rows(table: Table) -> Iterator[tuple[int, Sequence[dict[str, Any]]]]:
+    """``(index of the first, rows)``: the table's rows, one batch at a time (the batches it was read in,
+    built column by column; :data:`CHUNK_ROWS` at a time for rows given as a list)."""
+    rows = table.rows
+    if hasattr(rows, "parts"):
+        yield from rows.parts()
+        return
+    for start in range(0, len(rows), CHUNK_ROWS):
+        yield start, rows[start:start + CHUNK_ROWS]
 
 
 def parse(opts: Options, *, fresh: bool = False) -> Parsed:
@@ -111,30 +109,45 @@ def parse(opts: Options, *, fresh: bool = False) -> Parsed:
     bad_rows: list[tuple[int, int, str, list[str], dict[str, Any] | None]] = []  # (table, row number, split, problems, sample)
     progress = CheckProgress(sum(len(indices) for _, indices in splits.values()), decode=opts.validate == "decode",
                              unit=" rows")
+    # Each table is read once, in file order, batch by batch; a row goes to its split's samples (each split's
+    # rows come from one table, in file order, so every split's samples are in the order of assign_splits).
+    codes: dict[int, bytearray] = {}  # id(table) -> each row's split (its index in SPLITS; 255: no split)
+    for k, split in enumerate(SPLITS):
+        table, indices = splits[split]
+        code = codes.setdefault(id(table), bytearray(b"\xff") * len(table.rows))
+        for i in indices:
+            code[i] = k
     done = 0
-    for chunk in _chunks(splits, CHUNK_ROWS):
-        built = []
-        for split, table, i in chunk:
-            row = table.rows[i]
-            sample, problems = parser.sample(table, row, i + 1)
-            built.append((split, table, i + 1, sample, problems, empty_label and is_empty(row.get(opts.target))))
-        progress.offset, progress.span = done, len(chunk)
-        parser.run_checks(progress)
-        done += len(chunk)
-        good: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
-        for split, table, number, sample, problems, empty in built:
-            if problems:  # the sample kept only where a list cell may yet be found ragged (_ragged_rows)
-                has_list = any(isinstance(v, (list, tuple)) for v in sample["inputs"].values())
-                bad_rows.append((order[id(table)], number, split, problems, sample if has_list else None))
-            else:
-                good[split].append(sample)
-                parsed.empty_labels[split] += empty
-        for split, samples in good.items():
-            if samples:
-                inputs = [s["inputs"] for s in samples]
-                for slot in opts.columns:
-                    parsed.missing[split][slot] += [x[slot] for x in inputs].count(None)
-                parsed.samples[split].extend(samples)
+    for table in tables:
+        code = codes.get(id(table))
+        if code is None:
+            continue
+        for start, rows in _table_rows(table):
+            built = []
+            for i, row in enumerate(rows, start):
+                k = code[i]
+                if k == 255:
+                    continue
+                parser.rank = (k, i)  # the split-major order check_lengths breaks ties of lengths by
+                sample, problems = parser.sample(table, row, i + 1)
+                built.append((SPLITS[k], table, i + 1, sample, problems, empty_label and is_empty(row.get(opts.target))))
+            progress.offset, progress.span = done, len(built)
+            parser.run_checks(progress)
+            done += len(built)
+            good: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
+            for split, table, number, sample, problems, empty in built:
+                if problems:  # the sample kept only where a list cell may yet be found ragged (_ragged_rows)
+                    has_list = any(isinstance(v, (list, tuple)) for v in sample["inputs"].values())
+                    bad_rows.append((order[id(table)], number, split, problems, sample if has_list else None))
+                else:
+                    good[split].append(sample)
+                    parsed.empty_labels[split] += empty
+            for split, samples in good.items():
+                if samples:
+                    inputs = [s["inputs"] for s in samples]
+                    for slot in opts.columns:
+                        parsed.missing[split][slot] += [x[slot] for x in inputs].count(None)
+                    parsed.samples[split].extend(samples)
     progress.close()
     _ragged_rows(parsed, parser, tables, bad_rows, empty_label and opts.target)
     if parser.confined_slots:
@@ -164,8 +177,12 @@ def _ragged_rows(parsed: Parsed, parser: RowParser, tables: list[Table],
     of every split, as :meth:`RowParser.check_lengths` finds it): each row with another length gets the
     problem, and a row that had none leaves its split's samples. Rare (list cells come from JSON Lines
     and Parquet), so its samples are read back from the columns only when a column is ragged."""
-    lengths = parser.list_lengths
-    common = {slot: (spec, lengths[slot].most_common(1)[0][0]) for slot, spec in parser.columns.items()
+    lengths, first = parser.list_lengths, parser.list_first
+
+    def commonest(slot: str) -> int:  # most rows; of those, the first seen in split-major order (Counter.most_common)
+        return max(lengths[slot], key=lambda n: (lengths[slot][n], tuple(-r for r in first[slot][n])))
+
+    common = {slot: (spec, commonest(slot)) for slot, spec in parser.columns.items()
               if isinstance(spec, str) and slot in parser.list_slots and len(lengths.get(slot, ())) >= 2}
     if not common:
         return

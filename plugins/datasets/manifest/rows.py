@@ -52,6 +52,11 @@ class RowParser:
         self.list_slots: set[str] = set()  # slots whose cells are lists of numbers (checked for one length)
         #: slot -> the lengths of the list cells handed out so far (what check_lengths counts, kept as the rows come)
         self.list_lengths: dict[str, Counter[int]] = {}
+        #: slot -> length -> the smallest ``rank`` a row of that length had (ties of list_lengths broken by it)
+        self.list_first: dict[str, dict[int, tuple[int, ...]]] = {}
+        #: where the row being read stands in the order ties are broken by (a caller reading rows in
+        #: another order than check_lengths sees them sets it: the manifest's parse)
+        self.rank: tuple[int, ...] = ()
         #: slot -> the column it reads (one dict shared by every sample's ``origin``)
         self.slot_columns = {slot: spec for slot, spec in self.columns.items() if isinstance(spec, str)}
         self.paths: dict[Path, Any] = {}  # a table's folder -> its CellPaths (each folder resolved once)
@@ -110,6 +115,9 @@ class RowParser:
                         raise bad(table.name, number, spec, f"expected a list of finite numbers, got {v!r} in it")
                 self.list_slots.add(slot)
             self.list_lengths.setdefault(slot, Counter())[len(cell)] += 1
+            first = self.list_first.setdefault(slot, {})
+            if len(cell) not in first or self.rank < first[len(cell)]:
+                first[len(cell)] = self.rank
         return cell
 
     def cells(self, table: Table, row: Mapping[str, Any], number: int, spec: list[str] | Mapping[str, list[str]]) -> Any:

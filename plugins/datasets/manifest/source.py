@@ -76,10 +76,9 @@ class Table:
         """The cells of ``column`` (None where a row lacks it) of the rows ``indices`` (default every row), in
         that order, without building the rows."""
         rows = self.rows
+        if hasattr(rows, "values"):  # held as columns: read column-wise
+            return rows.values(column, indices)
         indices = range(len(rows)) if indices is None else indices
-        field = getattr(rows, "field", None)
-        if field is not None:
-            return (field(i, column) for i in indices)
         return (rows[i].get(column) for i in indices)
 
     def describe(self) -> dict[str, Any]:

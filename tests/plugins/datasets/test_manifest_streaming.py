@@ -132,3 +132,15 @@ def test_the_parse_never_holds_the_table_as_dicts(tmp_path, monkeypatch):
     chunked_peak, chunked = peak(path, 64)
     assert chunked == whole
     assert chunked_peak - fixed < 0.3 * (whole_peak - fixed), (chunked_peak, whole_peak, fixed)
+
+
+def test_a_tie_of_lengths_is_broken_in_split_order_as_before_not_in_file_order(tmp_path, monkeypatch):
+    """Rows are read in file order; the commonest length (ties: the first seen, train rows before val
+    rows) is still the one the split-by-split reading found."""
+    cells = [("val", [1, 2, 3]), ("train", [1, 2]), ("train", [4, 5, 6]), ("val", [7, 8]), ("train", [9, 9])]
+    path = tmp_path / "m.jsonl"
+    path.write_text("".join(json.dumps({"v": v, "label": 0, "split": s}) + "\n" for s, v in cells[:4]))
+    kw = {"columns": {"v": "v"}, "target": "label", "split_column": "split", "test_fraction": 0}
+    assert problems(path, monkeypatch, 10**6, **kw) == [
+        f"{path}: row 1, column 'v': expected 2 numbers (as most rows have), got 3",
+        f"{path}: row 3, column 'v': expected 2 numbers (as most rows have), got 3"]
