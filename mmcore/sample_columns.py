@@ -26,7 +26,7 @@ import operator
 from array import array
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from itertools import accumulate
+from itertools import accumulate, chain, repeat
 from typing import Any
 
 _INT64 = (-(2**63), 2**63 - 1)
@@ -174,27 +174,31 @@ def _encode(values: list[Any]) -> Any:
     """The column for one field's values (one per sample)."""
     if not values:
         return _Objects(values)
+    # The loops below run once per value of a column: kept in C (map, set, min, max) where they can be.
     first = values[0]
-    if all(v is first for v in values):  # one object every sample shares stays one object
+    if all(map(operator.is_, values, repeat(first))):  # one object every sample shares stays one object
         return _Same(first)
-    if type(first) is dict:
+    kinds = set(map(type, values))
+    if type(first) is dict and kinds == {dict}:
         keys = tuple(first)
-        if all(type(v) is dict and len(v) == len(keys) and tuple(v) == keys for v in values):
-            return _Dicts(keys, [_encode([v[k] for v in values]) for k in keys])
-    kinds = {type(v) for v in values if v is not None}
+        if all(map(keys.__eq__, map(tuple, values))):  # every dict has these keys, in this order
+            return _Dicts(keys, [_encode(list(map(operator.itemgetter(k), values))) for k in keys])
+    kinds.discard(type(None))
     if kinds == {str}:
         return _Strings(values)
-    if kinds == {int} and all(v is None or _INT64[0] <= v <= _INT64[1] for v in values):
-        return _Numbers(values, "q")
+    if kinds == {int}:
+        present = [v for v in values if v is not None] if None in values else values
+        if _INT64[0] <= min(present) and max(present) <= _INT64[1]:
+            return _Numbers(values, "q")
     if kinds == {float}:
         return _Numbers(values, "d")
     if kinds == {list}:
         rows = [v for v in values if v is not None]
         width = len(rows[0])
-        items = {type(x) for row in rows for x in row}
+        items = set(map(type, chain.from_iterable(rows)))
         if width and all(len(row) == width for row in rows) and len(items) == 1:
             item = items.pop()
-            if item is float or (item is int and all(_INT64[0] <= x <= _INT64[1] for row in rows for x in row)):
+            if item is float or (item is int and _INT64[0] <= min(map(min, rows)) and max(map(max, rows)) <= _INT64[1]):
                 return _Rows(values, width, "d" if item is float else "q")
     return _Objects(values)
 
@@ -212,9 +216,11 @@ def _column(root: Any, key: Any, n: int, default: Any) -> list[Any]:
 
 
 def _missing(values: list[Any]) -> bytearray | None:
-    """Where the column's value is None (one byte a row), or None when no value is."""
-    mask = bytearray(v is None for v in values)
-    return mask if any(mask) else None
+    """Where the column's value is None (one byte a row), or None when no value is (``values``: strings,
+    numbers or lists, and None: ``in`` compares them with None in C)."""
+    if None not in values:
+        return None
+    return bytearray(v is None for v in values)
 
 
 class _Dicts:
@@ -254,10 +260,16 @@ class _Strings:
     surrogates (file names read with ``surrogateescape``) survive (``surrogatepass``)."""
 
     def __init__(self, values: list[Any]) -> None:
-        encoded = [b"" if v is None else v.encode("utf-8", "surrogatepass") for v in values]
-        self.offsets = array("q", accumulate(map(len, encoded), initial=0))
-        self.data = b"".join(encoded)
         self.missing = _missing(values)
+        texts = values if self.missing is None else ["" if v is None else v for v in values]
+        joined = "".join(texts)
+        if joined.isascii():  # one encode; a character is a byte
+            self.data = joined.encode("ascii")
+            self.offsets = array("q", accumulate(map(len, texts), initial=0))
+        else:
+            encoded = [v.encode("utf-8", "surrogatepass") for v in texts]
+            self.offsets = array("q", accumulate(map(len, encoded), initial=0))
+            self.data = b"".join(encoded)
 
     def get(self, i: int) -> str | None:
         if self.missing is not None and self.missing[i]:
@@ -290,7 +302,7 @@ class _Numbers:
     def __init__(self, values: list[Any], code: str) -> None:
         self.missing = _missing(values)
         fill = 0 if code == "q" else 0.0
-        self.array = array(code, (fill if v is None else v for v in values))
+        self.array = array(code, values if self.missing is None else (fill if v is None else v for v in values))
 
     def get(self, i: int) -> int | float | None:
         if self.missing is not None and self.missing[i]:
@@ -318,9 +330,7 @@ class _Rows:
         self.missing = _missing(values)
         self.width = width
         zeros = [0 if code == "q" else 0.0] * width
-        self.array = array(code)
-        for v in values:
-            self.array.extend(zeros if v is None else v)
+        self.array = array(code, chain.from_iterable(values if self.missing is None else (zeros if v is None else v for v in values)))
 
     def get(self, i: int) -> list[Any] | None:
         if self.missing is not None and self.missing[i]:
