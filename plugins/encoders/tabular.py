@@ -15,6 +15,8 @@ from torch import nn
 import mmcore
 from mmcore import Features, Processor
 
+_FLOAT = {float}  # the types of a row of numbers read from a table
+
 
 class _TabularFit(mmcore.PartialFit):
     """:meth:`TabularProcessor.fit` in chunks (see :meth:`TabularProcessor.partial_fitter`)."""
@@ -74,6 +76,9 @@ class TabularProcessor(Processor):
 
     def _row(self, raw: Any) -> tuple[list[float], list[str | None]]:
         """A row's numeric values (checked: numbers, finite) as Python floats, and its categories."""
+        if (type(raw) is list and not self.categorical and len(raw) == self.num_features and set(map(type, raw)) <= _FLOAT
+                and all(map(math.isfinite, raw))):
+            return list(raw), []  # the common row (a manifest's numbers): what the checks below give, in C
         if isinstance(raw, Mapping):
             if self.columns is None and self.num_features:
                 raise TypeError("this tabular processor was built without `columns`, so rows must be sequences, got a mapping")
