@@ -204,13 +204,13 @@ def rss():
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * page / 2**20
 gc.collect(); before = rss()
-t = time.perf_counter()
+t = time.perf_counter(); cpu = time.process_time()
 data = {s: load_manifest(s, path, columns={"image": "image", "text": "text", "numbers": ["x1", "x2"]}, target="label",
                          path_columns=["image"], split_column="split", validate=level, slot_modalities=slots)
         for s in ("train", "val", "test")}
-seconds = time.perf_counter() - t
+seconds = time.perf_counter() - t; cpu = time.process_time() - cpu
 gc.collect()
-print(json.dumps({"data_s": seconds, "held_mb": rss() - before, "rows": sum(len(d) for d in data.values()),
+print(json.dumps({"data_s": seconds, "cpu_s": cpu, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "held_mb": rss() - before, "rows": sum(len(d) for d in data.values()),
                   "code": os.path.dirname(mmcore_plugins.__file__)}))
 """
 
@@ -238,14 +238,18 @@ def data(args: argparse.Namespace) -> None:
             results.setdefault((tree, level), []).append(m)
             print(f"round {r + 1}: {tree} {level}: {json.dumps(m)}", flush=True)
     print(f"load average at the end: {os.getloadavg()}")
-    print(f"| code | validate | {args.rows:,} rows: seconds (median; rounds) | ms per row | held MB | KB per row |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print(f"| code | validate | {args.rows:,} rows: seconds (median; rounds) | CPU s (median; rounds) | ms per row | held MB | "
+          "KB per row | peak MB |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for (tree, level), ms in results.items():
         sec = statistics.median(m["data_s"] for m in ms)
+        cpu = statistics.median(m.get("cpu_s", float("nan")) for m in ms)
         held = statistics.median(m["held_mb"] for m in ms)
         rounds = ", ".join(f"{m['data_s']:.1f}" for m in ms)
-        print(f"| {tree} | {level} | {sec:.1f} ({rounds}) | {sec / args.rows * 1000:.3f} | "
-              f"{held:.0f} | {held * 1024 / args.rows:.2f} |")
+        cpu_rounds = ", ".join(f"{m.get('cpu_s', float('nan')):.1f}" for m in ms)
+        peak = statistics.median(m.get("peak_mb", float("nan")) for m in ms)
+        print(f"| {tree} | {level} | {sec:.1f} ({rounds}) | {cpu:.1f} ({cpu_rounds}) | {sec / args.rows * 1000:.3f} | "
+              f"{held:.0f} | {held * 1024 / args.rows:.2f} | {peak:.0f} |")
 
 
 def trainer_has_threads() -> bool:
