@@ -23,13 +23,21 @@ for plugins; everything else on it is private and may change:
   (1-based, the epoch running or just finished), ``step`` (optimiser steps taken),
   ``steps_per_epoch``, ``total_steps``, ``history`` (one dict of metrics per finished epoch),
   ``datasets`` (``{"train", "val", "test"}``), ``samples`` (samples counted per split),
-  ``stop_reason`` (None, or the reason a plugin gave to ``request_stop``);
+  ``stop_reason`` (None, or the reason a plugin gave to ``request_stop``), ``best_epoch`` (the epoch
+  of the best checkpoint so far by ``options.monitor``; 0: none yet);
 * ``request_stop(reason, finish_epoch=True)``: end training after the current epoch (its validation,
   checkpoint and ``mmcore_epoch_end`` hooks run first); the best checkpoint is tested as usual and
   ``report.json`` says ``status: "stopped"`` with ``stop_reason``. Works whether or not early
   stopping is on. ``finish_epoch=False`` ends the running epoch after the current optimiser step
   (one process only; a time limit). In a distributed run, every process must request it (hooks run on every
   process: decide from values that are the same on all of them, such as validation metrics);
+* ``extend(epochs)``: train ``epochs`` epochs in all instead of ``options.epochs`` (more only; e.g.
+  from ``mmcore_epoch_end``, a time limit that holds more epochs than planned): the learning rate
+  goes on from the rate reached at the end of the current epoch in a new half cosine down to its
+  floor at the new horizon (continuous, no jump back up), and ``trainer.epochs`` and
+  ``trainer.schedule_extensions`` of the run's ``config.yaml`` record it, so the run is reproduced
+  and resumed with the same rate at every step. In a distributed run every process must call it
+  with the same value;
 * ``all_reduce_sum(tensor)``: sum a tensor over the processes of a distributed run, in place
   (returns it; a no-op in one process) -- for statistics a gradient hook must agree on;
 * ``micro_batch_weight`` (read in ``mmcore_train_loss``): the factor the micro-batch's loss is
