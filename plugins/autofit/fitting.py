@@ -444,14 +444,14 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
         reserve = schedule.planned["test"] + schedule.planned["final"] + experts_planned
         progress = FitProgress(deadline=clock.started + limit, reserve=reserve, clock=clock.clock,
                                val_seconds=counts["val"] * costs.eval_sample, planned_step=costs.warm_step,
-                               log=(lambda line: print(line, flush=True)) if verbose else None)
+                               max_epochs=max_epochs, log=(lambda line: print(line, flush=True)) if verbose else None)
         began = clock.clock()
         try:
             with mmcore.register_plugin(progress, name=f"autofit-progress#{id(progress)}", manager=manager):  # this run only
                 report = trainer.fit()
         except RunInterrupted as exc:  # Ctrl-C: the run is marked partial (report.json too) and says how to go on
             write_file(run / SUMMARY_FILE, json.dumps({"run_dir": str(run), "task": plan.task, "status": "interrupted",
-                                                       "epochs_run": exc.epochs_done, "epochs_planned": epochs,
+                                                       "epochs_run": exc.epochs_done, "epochs_planned": epochs, "epochs_final": trainer.options.epochs,
                                                        "resume": exc.resume_hint(), "time": clock.to_json()}, indent=2))
             raise
         ended = clock.clock()
@@ -459,8 +459,11 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
         last_epoch = progress.epoch_started if progress.epoch_started is not None else trained
         clock.add("setup + features", trained - began, schedule.planned["setup"] + schedule.planned["features"],
                   note=f"train + val rows; images at {schedule.image_size} px" if schedule.image_size else "")
+        final_epochs = trainer.options.epochs  # more than planned when the epochs turned out faster (progress.grown)
         clock.add("training", last_epoch - trained, schedule.planned["training"],
-                  note=f"{report.get('epochs_run')} of {epochs} epochs")
+                  note=f"{report.get('epochs_run')} of {final_epochs} epochs"
+                  + (f" (planned {epochs}, grown after epoch {', '.join(str(g['after_epoch']) for g in progress.grown)})"
+                     if progress.grown else ""))
         clock.add("test", ended - last_epoch, schedule.planned["test"], note=f"{counts['test']} rows, best checkpoint")
         experts = None
         if experts_planned and counts["val"] and report.get("status") in ("completed", "stopped", "early_stopping") and trainer.best_epoch:
@@ -472,7 +475,8 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
             clock.sample_load("end")
             cache_bytes = _cache_bytes(config)
             summary = {"run_dir": str(run), "task": plan.task, "status": report.get("status"), "best_epoch": report.get("best_epoch"),
-                       "epochs_run": report.get("epochs_run"), "epochs_planned": epochs, "monitor": report.get("monitor"),
+                       "epochs_run": report.get("epochs_run"), "epochs_planned": epochs, "epochs_final": final_epochs,
+                       "epochs_grown": progress.grown, "monitor": report.get("monitor"),
                        "best_val": report.get("best_value"), "test": report.get("test", {}), "train_seconds": report.get("seconds"),
                        "seconds": clock.elapsed(), "time_limit_s": limit, "cached_slots": cached, "rows": counts,
                        "feature_cache_bytes": cache_bytes, "threads": {"intra_op": threads, "why": threads_why,
