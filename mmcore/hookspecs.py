@@ -7,8 +7,8 @@ may accept any subset of the arguments its spec names.
 
 Plugins fail alone: an exception (or ``sys.exit()``) in a plugin's import or ``mmcore_register``
 fails that plugin only; ``mmcore_add_commands`` that raises, or adds a command that exists, loses
-that plugin's commands only; a lifecycle hook (``mmcore_train_*``, ``mmcore_epoch_end``) that
-raises stops the run cleanly -- ``report.json`` says ``status: failed`` with the plugin, its
+that plugin's commands only; a lifecycle hook (``mmcore_train_*``, ``mmcore_epoch_end``,
+``mmcore_before_test``) that raises stops the run cleanly -- ``report.json`` says ``status: failed`` with the plugin, its
 distribution and the hook, the last good checkpoint is kept -- and ``mmcore train`` prints that
 one line (exit 1). What a plugin prints while it loads is captured, shown by ``mmcore plugins``.
 
@@ -309,6 +309,21 @@ def mmcore_epoch_end(trainer, epoch, metrics):
     :param dict metrics: ``{"train/loss": float, "val/<metric>": float, ...}``.
 
     Called once per epoch after validation, on every process. :return: ignored.
+    """
+
+
+@hookspec
+def mmcore_before_test(trainer):
+    """Training ended cleanly (completed, stopped by a plugin or by early stopping; not on an error
+    or Ctrl-C) and the run's one test pass is next.
+
+    :param trainer: the trainer; ``trainer.model`` holds the best checkpoint's weights (the ones
+        tested and saved in ``best/``).
+
+    Called once on every process, before the test split is evaluated (also when it is empty). A
+    plugin may change the model here so that the test pass scores what will be used -- e.g. ``fit``
+    choosing the ensemble's experts on the val split; whatever it changes in the saved run (``best/``,
+    ``config.yaml``) it writes itself. :return: ignored.
     """
 
 

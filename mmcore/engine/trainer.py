@@ -802,9 +802,17 @@ class Trainer:
         among them: the plots logger fills ``report["plots"]``), then write ``report.json``."""
         opts = self.options
         results: dict[str, float] = {}
-        if test and len(self.datasets["test"]):
+        before_test = test and self.manager.has_hook("mmcore_before_test")
+        if test and (len(self.datasets["test"]) or before_test):
             # The best checkpoint (every process holds its weights), not the last epoch's.
             self.model.load_state_dict({k: v.to(self.device) for k, v in self.best_weights.items()})
+        failure: PluginHookError | None = None
+        if before_test:  # e.g. fit choosing the ensemble's experts: the one test pass scores the choice
+            try:
+                self.manager.call_lifecycle("mmcore_before_test", trainer=self)
+            except PluginHookError as exc:  # the run failed with it: not tested; the end hooks and report.json say so
+                status, error, test, failure = "failed", exc, False, exc
+        if test and len(self.datasets["test"]):
             results = self.evaluate(self.datasets["test"], split="test")
         parameters = sum(p.numel() for p in self.model.parameters())
         report = {
@@ -830,12 +838,11 @@ class Trainer:
             "plots": [],
             "unreadable_inputs": self.model.unreadable.to_json(),
         }
-        failure: PluginHookError | None = None
         try:
             self.manager.call_lifecycle("mmcore_train_end", trainer=self, report=report)
         except PluginHookError as exc:  # the run itself is complete, but a plugin failed: say so
             report.update(status="failed", error=str(exc))
-            failure = exc
+            failure = failure or exc
         if self.is_main:
             write_file(self.rundir.report, dumps_json(report, indent=2))
         if failure is not None:
