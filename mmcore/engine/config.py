@@ -442,6 +442,15 @@ def _trainer_options(section: Any) -> tuple[TrainerOptions, list[ConfigIssue]]:
     return options, issues
 
 
+def new_plan(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``config`` for a new run of its own plan (its own epochs: a tuning trial, a fine-tuning):
+    without ``trainer.schedule_extensions``, the record of how the run ``config`` came from grew."""
+    out = copy.deepcopy(dict(config))
+    if isinstance(out.get("trainer"), Mapping):
+        out["trainer"] = {k: v for k, v in out["trainer"].items() if k != "schedule_extensions"}
+    return out
+
+
 def schedule_extension_issues(options: TrainerOptions) -> list[ConfigIssue]:
     """``trainer.schedule_extensions`` checked against itself and ``trainer.epochs``: each entry
     ``[after_epoch, from_epochs, to_epochs]`` with ``0 <= after_epoch <= from_epochs < to_epochs``,
@@ -461,7 +470,8 @@ def schedule_extension_issues(options: TrainerOptions) -> list[ConfigIssue]:
         previous = entry
     if not issues and previous is not None and previous[2] != options.epochs:
         issues.append(ConfigIssue("trainer.schedule_extensions", f"the last horizon ({previous[2]} epochs) must be trainer.epochs "
-                                  f"({options.epochs}): the run grew to it; edit both, or clear the extensions to plan anew"))
+                                  f"({options.epochs}): the run grew to it; for a new plan of {options.epochs} epochs also set "
+                                  "trainer.schedule_extensions=[]"))
     return issues
 
 

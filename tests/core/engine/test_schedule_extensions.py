@@ -48,7 +48,8 @@ def test_a_change_during_the_warmup_keeps_it_and_one_at_the_horizon_stays_at_the
     ([[1, 4, 4]], 4, r"after_epoch <= from_epochs < to_epochs"),
     ([[1, 2, 4], [1, 4, 5]], 5, r"trainer.schedule_extensions\[1\]: must follow \[1, 2, 4\]: a later epoch"),
     ([[1, 2, 4], [2, 3, 5]], 5, r"growing from 4 epochs"),
-    ([[1, 2, 4]], 6, r"trainer.schedule_extensions: the last horizon \(4 epochs\) must be trainer.epochs \(6\)"),
+    ([[1, 2, 4]], 6, r"trainer.schedule_extensions: the last horizon \(4 epochs\) must be trainer.epochs \(6\): the run "
+                     r"grew to it; for a new plan of 6 epochs also set trainer.schedule_extensions=\[\]"),
     ([["1", 2, 4]], 4, r"trainer.schedule_extensions: trainer option expects"),
 ])
 def test_bad_extensions_are_config_errors_naming_the_entry(wine_config, extensions, epochs, message):
@@ -144,3 +145,19 @@ def test_extend_takes_more_epochs_only_and_not_once_training_is_stopping(wine_co
     assert seen["extensions"] == [[1, 2, 5]]
     assert report["status"] == "stopped" and report["epochs_run"] == 1
     assert load_config(tmp_path / "run" / "config.yaml")["trainer"]["schedule_extensions"] == [[1, 2, 5]]
+
+
+def test_a_new_plan_from_a_grown_config_is_refused_in_one_line_naming_the_fix(wine_config, tmp_path, capsys):
+    import yaml
+
+    from mmcore.cli import main
+
+    wine_config["trainer"].update(epochs=4, schedule_extensions=[[1, 2, 4]])
+    path = tmp_path / "grown.yaml"
+    path.write_text(yaml.safe_dump(wine_config))
+    assert main(["train", str(path), "trainer.epochs=6"]) == 2
+    err = capsys.readouterr().err
+    assert "trainer.schedule_extensions: the last horizon (4 epochs) must be trainer.epochs (6)" in err
+    assert "Traceback" not in err and not (tmp_path / "run").exists()
+    fixed = load_config(path, ["trainer.epochs=6", "trainer.schedule_extensions=[]"])
+    assert validate_config(fixed, get_plugin_manager().registry).epochs == 6
