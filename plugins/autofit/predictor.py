@@ -75,6 +75,21 @@ def read_table_columns(run: str | Path) -> list[str]:
     and the ones fit ignored (ids, a split column) -- from ``autofit.json``'s ``columns``, read bounded and
     checked. ``mmcore serve`` accepts and ignores a record's cells of the columns the model does not read,
     as :meth:`Predictor.predict` ignores a table's. CheckpointError when damaged."""
+    return list(dict.fromkeys(c["name"] for c in _read_columns(run)))
+
+
+def read_identifier_columns(run: str | Path) -> list[str]:
+    """The columns of the training table fit inferred as identifiers (ignored for training): ``mmcore
+    predict --data`` carries their values into each output line, so that predictions join back to the
+    user's rows. CheckpointError when ``autofit.json`` is damaged."""
+    from mmcore_plugins.autofit.infer import identifier_columns
+
+    return identifier_columns(_read_columns(run))
+
+
+def _read_columns(run: str | Path) -> list[dict[str, Any]]:
+    """``autofit.json``'s ``columns`` (one ``{name, kind, why, ...}`` per column of the training table),
+    read bounded and checked; CheckpointError when damaged."""
     from mmcore.engine.artefacts import MAX_JSON_BYTES, CheckpointError
     from mmcore.engine.atomic import read_json
 
@@ -85,7 +100,7 @@ def read_table_columns(run: str | Path) -> list[str]:
         if not isinstance(columns, list) or not all(isinstance(c, dict) and isinstance(c.get("name"), str) for c in columns):
             raise ValueError(f"{plan_file}: columns must be a list of objects {{name: the column's name, ...}}, "
                              f"got {type(columns).__name__}")
-        return list(dict.fromkeys(c["name"] for c in columns))
+        return columns
     except (ValueError, UnsafePathError) as exc:
         raise CheckpointError(str(exc)) from exc
 

@@ -186,7 +186,6 @@ def mmcore_add_commands(subparsers) -> None:
     parser.add_argument("--pairs", type=int, default=64,
                         help="antithetic permutation pairs when sampling (models with more than 6 slots; default 64)")
     parser.add_argument("--checkpoint", default="best", choices=["best", "last"], help="which checkpoint (default best)")
-    parser.add_argument("--encoding", default="utf-8-sig", help="text encoding of a --data CSV/JSONL file (default utf-8-sig)")
     from mmcore.cli_predict import add_table_options
 
     add_table_options(parser)
