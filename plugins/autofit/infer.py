@@ -659,6 +659,20 @@ def unusable_json(unusable: Mapping[int, str], limit: int = LISTED_UNUSABLE) -> 
     return {"count": len(unusable), "listed": [{"row": i + 1, "why": why} for i, why in sorted(unusable.items())[:limit]]}
 
 
+def unusable_lines(where: str, dropped: Sequence[tuple[int, str, str]], limit: int = NOTED_UNUSABLE) -> list[str]:
+    """One line per column of a ``--val``/``--test`` table's cells treated as missing (``(row index, column,
+    why)``, ``why`` naming the file and what is wrong), listed as the training table's are: ``--val
+    'val.csv': column 'photo': 3 missing/unreadable -> treated as missing: row 2: file 'a.png' does not exist
+    (...); row 5: ...; and 1 more (autofit.json lists up to 20)``."""
+    lines = []
+    for column in dict.fromkeys(c for _, c, _ in dropped):
+        cells = sorted((i, why) for i, c, why in dropped if c == column)
+        listed = "; ".join(f"row {i + 1}: {why}" for i, why in cells[:limit])
+        more = f"; and {len(cells) - limit} more (autofit.json lists up to {LISTED_UNUSABLE})" if len(cells) > limit else ""
+        lines.append(f"{where}: column {column!r}: {len(cells)} missing/unreadable -> treated as missing: {listed}{more}")
+    return lines
+
+
 def strict_error(infos: Sequence[ColumnInfo], limit: int = STRICT_LISTED) -> ColumnError | None:
     """``--strict``: every unusable cell inference found (missing/unreadable files, stray cells of a
     number column), up to ``limit`` of them named by row and column in one error; None when there is none."""
