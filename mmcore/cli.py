@@ -216,11 +216,16 @@ def cmd_plugins(args: argparse.Namespace, manager) -> int:
 
 
 def cmd_train(args: argparse.Namespace, manager) -> int:
+    from mmcore.engine.artefacts import check_run_plugins
     from mmcore.engine.config import load_config
+    from mmcore.engine.rundir import RunDir
     from mmcore.engine.trainer import Trainer
 
     config = load_config(args.config, args.overrides)
     _refuse_training_over_own_run(args, config)
+    own = RunDir.owning(args.config)  # a run's own config trained again: its plugins' packages named, if missing
+    if own is not None:
+        check_run_plugins(own.path, manager.registry)
     # The run directory is checked (a user's folder, in use, nothing to resume) before any work.
     try:
         trainer = Trainer(config, manager=manager, resume=args.resume, overwrite=args.overwrite)
