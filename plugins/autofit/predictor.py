@@ -110,6 +110,11 @@ class MissingInputsWarning(UserWarning):
     read, placeholders, rows without input or target); the message names rows and columns."""
 
 
+class UnseenCategoriesWarning(UserWarning):
+    """A Predictor method met category values the training table never held: the rows were predicted, those
+    values read as unknown; the message counts them per column (``mmcore predict``/``eval`` say the same)."""
+
+
 class PartialRunWarning(UserWarning):
     """:meth:`Predictor.load` of a run whose training did not finish (Ctrl-C, a failure): its model is the
     best checkpoint so far; the message says how to continue the run."""
@@ -399,6 +404,17 @@ class Predictor:
             warnings.warn(MissingInputsWarning(f"{what} on {name}: {len(notes)} cell(s) or row(s) treated as missing "
                                                f"(strict=True refuses them): {shown}"), stacklevel=3)
 
+    def _warn_unseen(self, what: str, name: str, samples: Sequence[Any]) -> None:
+        from mmcore.engine.unseen import UnseenValues
+
+        unseen = UnseenValues(self.model)
+        for sample in samples:
+            if isinstance(sample, Mapping) and isinstance(sample.get("inputs"), Mapping):
+                unseen.add(sample["inputs"])
+        lines = unseen.lines()
+        if lines:
+            warnings.warn(UnseenCategoriesWarning(f"{what} on {name}: " + "; ".join(lines)), stacklevel=3)
+
     def _series(self, values: list[Any], index: Any, name: str):
         if index is None:
             return values
@@ -430,6 +446,7 @@ class Predictor:
         for sample in samples:
             values.append(None if sample is None else next(found))
         self._warn("predict", name, notes)
+        self._warn_unseen("predict", name, present)
         return self._series(values, index, self._target_name)
 
     def predict_proba(self, data: Any, *, missing_columns: Sequence[str] = (), strict: bool = False, encoding: str | None = None,
@@ -454,6 +471,7 @@ class Predictor:
         for sample in samples:
             rows.append([float("nan")] * len(names) if sample is None else next(it))
         self._warn("predict_proba", name, notes)
+        self._warn_unseen("predict_proba", name, present)
         try:
             import pandas as pd
         except ImportError:
@@ -489,6 +507,7 @@ class Predictor:
         result["rows"] = len(samples)
         result["rows_left_out"] = len(prepared) - len(samples)
         self._warn("evaluate", table, notes)
+        self._warn_unseen("evaluate", table, samples)
         return result
 
     def embed(self, data: Any, *, missing_columns: Sequence[str] = (), strict: bool = False):

@@ -91,3 +91,14 @@ def test_unseen_categories_are_predicted_and_counted_per_column(cp1252_fit_run, 
     assert main(["predict", str(cp1252_fit_run), "Kunde=Acme", "Stadt=Berlin", "Betrag=0.5"]) == 0
     err = capsys.readouterr().err
     assert "column 'Kunde': 1 record had a value not seen in training ('Acme')" in err and "'Berlin'" in err
+
+
+def test_the_predictor_warns_about_unseen_categories_too(cp1252_fit_run, cp1252_table, tmp_path):
+    from mmcore_plugins.autofit.predictor import UnseenCategoriesWarning
+
+    predictor = mmcore.Predictor.load(cp1252_fit_run)
+    table = cp1252_table(tmp_path / "neu.csv", 4, 6, Stadt="Berlin")
+    for method in (predictor.predict, predictor.evaluate):
+        with pytest.warns(UnseenCategoriesWarning, match=r"column 'Stadt': 4 records had values not seen in training "
+                                                         r"\(e\.g\. 'Berlin'\); they were treated as unknown"):
+            method(str(table))
