@@ -358,8 +358,8 @@ def _eval_table(args: argparse.Namespace, model, config: Mapping, manager):
             raise ConfigError([ConfigIssue("--missing" if missing else "--strict", "goes with --data TABLE")])
         return None
     try:
-        reading = cli_predict.table_reading(manager, Path(args.run_dir), encoding=args.encoding, sep=args.sep,
-                                            decimal=args.decimal)  # the user's options, else as the run read its table
+        reading = cli_predict.table_reading(manager, Path(args.run_dir), Path(source), encoding=args.encoding,
+                                            sep=args.sep, decimal=args.decimal)  # the user's options, else as the run read its table
         answer = manager.hook.mmcore_table_samples(path=Path(source), model=model, data=dict(config.get("data") or {}),
                                                    run_dir=Path(args.run_dir), missing=missing, strict=args.strict,
                                                    **reading)

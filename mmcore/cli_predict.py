@@ -205,13 +205,14 @@ def add_table_options(parser: argparse.ArgumentParser, what: str = "a --data CSV
                              "found per column, or as the fit run read its table)")
 
 
-def table_reading(manager, run_dir: Path | None, *, encoding: str | None = None, sep: str | None = None,
+def table_reading(manager, run_dir: Path | None, path: Path, *, encoding: str | None = None, sep: str | None = None,
                   decimal: str | None = None) -> dict[str, Any]:
     """``{encoding, sep, decimal}`` to read a table given to the run in ``run_dir``: each option the user
     gave (not None) as given, else as the run read its training table (hook ``mmcore_table_options``:
-    ``mmcore fit`` records its ``--encoding``, ``--sep`` and ``--decimal``), else the default
+    ``mmcore fit`` records its ``--encoding``, ``--sep`` and ``--decimal``; ``path``, the table, may be
+    looked at: a UTF-8 file is read as UTF-8 whatever legacy encoding was recorded), else the default
     (:data:`DEFAULT_ENCODING`; None: the delimiter and decimal mark found from the file)."""
-    recorded = manager.hook.mmcore_table_options(run_dir=Path(run_dir)) if run_dir is not None else None
+    recorded = manager.hook.mmcore_table_options(run_dir=Path(run_dir), path=Path(path)) if run_dir is not None else None
     recorded = recorded if isinstance(recorded, Mapping) else {}
     given = {"encoding": encoding, "sep": sep, "decimal": decimal}
     reading = {key: value if value is not None else recorded.get(key) for key, value in given.items()}
@@ -230,7 +231,7 @@ def table_inputs(manager, *, path: Path, encoding: str | None, model, data: Any,
         ConfigError: on ``--missing`` (a declared column the model does not read) or ``--data`` (the
             table cannot be read, lacks a column, or no installed plugin reads tables).
     """
-    reading = table_reading(manager, run_dir, encoding=encoding, sep=sep, decimal=decimal)  # the user's, else the run's
+    reading = table_reading(manager, run_dir, path, encoding=encoding, sep=sep, decimal=decimal)  # the user's, else the run's
     try:
         built = manager.hook.mmcore_table_inputs(path=path, model=model, data=dict(data or {}), run_dir=run_dir,
                                                  missing=missing, strict=strict, **reading)

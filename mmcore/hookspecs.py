@@ -149,12 +149,14 @@ def mmcore_table_inputs(path, encoding, model, data, run_dir, missing, strict, s
 
 
 @hookspec(firstresult=True)
-def mmcore_table_options(run_dir):
+def mmcore_table_options(run_dir, path):
     """How a run read its training table, so that a new table given to it (``mmcore predict / eval /
     explain / embed --data``) is read the same way unless the user gives the option (a ``mmcore fit``
     run trained on a cp1252, ``;``-separated, decimal-comma CSV reads the next one alike).
 
     :param pathlib.Path run_dir: the run directory.
+    :param pathlib.Path path: the table to be read (a plugin may look at it: a file the run's legacy encoding
+        was recorded for that is itself UTF-8 is read as UTF-8).
     :return: ``{"encoding": str, "sep": str or None, "decimal": "," or "." or None}`` (None: found from
         the file), or None for a run no plugin recorded a reading for (the defaults apply: utf-8-sig,
         delimiter and decimal mark found from the file). The first non-None result is used; an option

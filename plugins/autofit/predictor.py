@@ -32,6 +32,7 @@ from mmcore.engine.atomic import UnsafePathError
 from mmcore_plugins.autofit.fitting import PLAN_FILE, SUMMARY_FILE, read_rows
 from mmcore_plugins.autofit.infer import ColumnError
 from mmcore_plugins.autofit.prepare import Plan, Preparer, check_table_columns, decode_prediction
+from mmcore_plugins.io.tables import recorded_encoding
 
 
 def read_plan(run: str | Path) -> Plan:
@@ -277,7 +278,7 @@ class Predictor:
             rows = [dict(r) for r in data]
             return rows, Path.cwd(), None, "the rows", list(dict.fromkeys(k for r in rows for k in r))
         recorded = read_table_options(self.run_dir)
-        rows, base = read_rows(data, encoding=encoding or recorded["encoding"], sep=sep or recorded["sep"],
+        rows, base = read_rows(data, encoding=encoding or recorded_encoding(data, recorded["encoding"]), sep=sep or recorded["sep"],
                                decimal=decimal or recorded["decimal"])
         frame = type(data).__module__.startswith("pandas")
         index = getattr(data, "index", None) if frame else None

@@ -28,11 +28,11 @@ def mmcore_table_inputs(path: Path, encoding: str, run_dir: Path | None, missing
     if run_dir is None or not (Path(run_dir) / PLAN_FILE).is_file():
         return None
     from mmcore_plugins.autofit.predictor import read_identifier_columns, read_plan, read_table_options
-    from mmcore_plugins.io.tables import table_columns
+    from mmcore_plugins.io.tables import recorded_encoding, table_columns
 
     plan = read_plan(run_dir)
     recorded = read_table_options(run_dir)  # the encoding, delimiter and decimal mark fit read its table with
-    reading = {"encoding": encoding or recorded["encoding"], "sep": sep or recorded["sep"],
+    reading = {"encoding": encoding or recorded_encoding(path, recorded["encoding"]), "sep": sep or recorded["sep"],
                "decimal": decimal or recorded["decimal"]}
     header = table_columns(path, encoding=reading["encoding"], sep=reading["sep"])
     declared = check_table_columns(plan, header, list(missing or ()), where=str(path), option="--missing")
@@ -68,15 +68,18 @@ def _stream_inputs(path: Path, reading: dict[str, Any], plan: Any, preparer: Pre
 
 
 @mmcore.hookimpl
-def mmcore_table_options(run_dir: Path):
+def mmcore_table_options(run_dir: Path, path: Path):
     """How the fit run read its training table (``autofit.json``'s ``table.options``: the ``--encoding``,
     and the ``--sep``/``--decimal`` given or found), so that predict, eval, explain and embed read the
-    user's next table alike. None for a run ``fit`` did not write."""
+    user's next table alike -- a legacy encoding (cp1252) not for a file that is itself UTF-8
+    (:func:`~mmcore_plugins.io.tables.recorded_encoding`). None for a run ``fit`` did not write."""
     if run_dir is None or not (Path(run_dir) / PLAN_FILE).is_file():
         return None
     from mmcore_plugins.autofit.predictor import read_table_options
+    from mmcore_plugins.io.tables import recorded_encoding
 
-    return read_table_options(run_dir)
+    options = read_table_options(run_dir)
+    return {**options, "encoding": recorded_encoding(path, options["encoding"])}
 
 
 @mmcore.hookimpl

@@ -346,6 +346,39 @@ def _limited(batches: Iterator[list[dict[str, Any]]], path: Path, max_rows: int 
         yield batch
 
 
+#: Bytes of a text table looked at by :func:`recorded_encoding` for signs that it is UTF-8.
+UTF8_PROBE_BYTES = 1 << 16
+
+
+def recorded_encoding(source: Any, recorded: str) -> str:
+    """The encoding to read ``source`` with when the user gave none and a run recorded ``recorded`` (the one
+    its training table was read with, e.g. cp1252 for an Excel CSV): ``recorded``, unless ``recorded`` is a
+    legacy single-byte codec and the file says it is UTF-8 -- a UTF-8 byte-order mark, or non-ASCII bytes in
+    its first :data:`UTF8_PROBE_BYTES` that decode as UTF-8 (cp1252 / Latin-1 text almost never does: "ü"
+    is one byte 0xFC there, never valid UTF-8) -- then ``utf-8-sig``, so that the next table saved as UTF-8
+    is not read as mojibake. Not a text table file (Parquet, a DataFrame, a missing file): ``recorded``."""
+    try:
+        codec = codecs.lookup(recorded).name
+    except LookupError:
+        return recorded  # the reader names the unknown encoding
+    if codec.startswith("utf") or not isinstance(source, (str, os.PathLike)):
+        return recorded
+    try:
+        with open(Path(source).expanduser(), "rb") as fh:
+            head = fh.read(UTF8_PROBE_BYTES)
+    except OSError:
+        return recorded
+    if head.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    if head.isascii():
+        return recorded
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)  # a character cut at the end is fine
+    except UnicodeDecodeError:
+        return recorded
+    return "utf-8-sig"
+
+
 # ---------------------------------------------------------------------- text formats
 def _codec(path: Path, encoding: str) -> str:
     try:

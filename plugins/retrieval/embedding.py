@@ -163,7 +163,7 @@ def manifest_rows(model, config: Mapping[str, Any], manifest: str | Path, *, id_
     if manifest.suffix.lower() not in MANIFEST_SUFFIXES:
         raise ConfigError([ConfigIssue("--data", f"{manifest} is not a manifest: expected a file ending in "
                                                  f"{', '.join(MANIFEST_SUFFIXES)} (or omit --data and give --split)")])
-    reading = table_reading(manager, Path(run_dir) if run_dir is not None else None)  # as the run read its table
+    reading = table_reading(manager, Path(run_dir) if run_dir is not None else None, manifest)  # as the run read its table
     try:  # the ids and targets, as written (the model's inputs are the hook's below)
         rows = read_table(manifest, encoding=reading["encoding"], sep=reading["sep"], decimal=DECIMAL)
     except (OSError, ValueError) as exc:

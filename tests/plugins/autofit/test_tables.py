@@ -102,3 +102,20 @@ def test_the_predictor_warns_about_unseen_categories_too(cp1252_fit_run, cp1252_
         with pytest.warns(UnseenCategoriesWarning, match=r"column 'Stadt': 4 records had values not seen in training "
                                                          r"\(e\.g\. 'Berlin'\); they were treated as unknown"):
             method(str(table))
+
+
+def test_a_utf8_table_is_read_as_utf8_though_the_run_recorded_cp1252(cp1252_fit_run, cp1252_table, tmp_path, capsys):
+    """The next export saved as UTF-8 (with or without a BOM) is not read as cp1252 mojibake ('MÃ¼ller', then an
+    unseen category): the same predictions as its cp1252 twin, nothing unseen; an explicit --encoding still wins."""
+    twin = cp1252_table(tmp_path / "cp.csv", 6, 7)
+    text = twin.read_bytes().decode("cp1252")
+    expected = list(mmcore.Predictor.load(cp1252_fit_run).predict(str(twin)))
+    for name, data in (("utf8.csv", text.encode("utf-8")), ("bom.csv", b"\xef\xbb\xbf" + text.encode("utf-8"))):
+        (tmp_path / name).write_bytes(data)
+        assert list(mmcore.Predictor.load(cp1252_fit_run).predict(str(tmp_path / name))) == expected
+        assert main(["predict", str(cp1252_fit_run), "--data", str(tmp_path / name)]) == 0
+        captured = capsys.readouterr()
+        assert [json.loads(line)["prediction"] for line in captured.out.splitlines()] == expected
+        assert "warning" not in captured.err
+    assert main(["predict", str(cp1252_fit_run), "--data", str(tmp_path / "utf8.csv"), "--encoding", "cp1252"]) == 0
+    assert "column 'Kunde'" in capsys.readouterr().err, "told cp1252, the UTF-8 bytes are mojibake: unseen values"
