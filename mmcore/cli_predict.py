@@ -311,6 +311,14 @@ def warn_unseen(unseen: UnseenValues, command: str = "predict") -> None:
         print(f"mmcore {command}: warning: {line}", file=sys.stderr)
 
 
+def row_ids(item: tuple, taken: Sequence[str]) -> dict[str, Any]:
+    """The identifiers of a row of the ``mmcore_table_inputs`` hook (its optional 4th element, ``{column:
+    value}``: a fit run's id columns) to write into that row's output record under the columns' own names, so
+    that outputs join back to the user's rows; a name the record uses itself (``taken``) gets ``" (id)"``."""
+    keys = item[3] if len(item) > 3 and isinstance(item[3], Mapping) else {}
+    return {(f"{k} (id)" if k in taken else k): v for k, v in keys.items()}
+
+
 def _predicted_batches(built, model, source: Path, batch_size: int, unseen: UnseenValues | None = None):
     """The JSON records of the rows of ``built`` (``(inputs, problem[, note[, ids]])`` per row, a list or an
     iterator), ``batch_size`` rows at a time, in row order: the row number and its identifiers (``ids``,
@@ -322,10 +330,8 @@ def _predicted_batches(built, model, source: Path, batch_size: int, unseen: Unse
     chunk: list[tuple[int, tuple]] = []
 
     def head(i: int, item: tuple) -> dict:
-        """A line's first keys: the row number, then the row's identifiers (the hook's optional 4th element,
-        e.g. a fit run's id column) under their own names -- a name predict writes itself gets ' (id)'."""
-        keys = item[3] if len(item) > 3 and isinstance(item[3], Mapping) else {}
-        return {"row": i + 1, **{(f"{k} (id)" if k in RECORD_KEYS else k): v for k, v in keys.items()}}
+        """A line's first keys: the row number, then the row's identifiers (:func:`row_ids`)."""
+        return {"row": i + 1, **row_ids(item, RECORD_KEYS)}
 
     def flush() -> list[dict]:
         nonlocal seen

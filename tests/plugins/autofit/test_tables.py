@@ -74,6 +74,10 @@ def test_predict_carries_the_id_columns_into_each_line(cp1252_fit_run, cp1252_ta
     assert list(lines[0])[:3] == ["row", "Kundennr", "row (id)"] and "prediction" in lines[0]
     assert "'Betrag'" in lines[1]["error"] and all("prediction" in r for r in lines[2:])
     capsys.readouterr()
+    good = cp1252_table(tmp_path / "gut.csv", 2, 3, start=700)
+    assert main(["explain", str(cp1252_fit_run), "--data", str(good), "--json", "--plots", "0", "--out", str(tmp_path / "x")]) == 0
+    explained = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["record"], r["Kundennr"], r["row"]) for r in explained] == [(1, "K0700", "800"), (2, "K0701", "801")]
 
 
 def test_unseen_categories_are_predicted_and_counted_per_column(cp1252_fit_run, cp1252_table, tmp_path, capsys):
