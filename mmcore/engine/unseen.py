@@ -41,16 +41,18 @@ class UnseenValues:
         found: dict[str, str] = {}
         for slot, raw in inputs.items():
             processor = self.processors.get(slot)
-            if raw is None or processor is None:
+            unseen = getattr(processor, "unseen", None)  # a processor not derived from mmcore.Processor: none
+            if raw is None or not callable(unseen):
                 continue
-            for column, value in processor.unseen(raw).items():
+            for column, value in unseen(raw).items():
                 found[column] = value
                 self.records[column] = self.records.get(column, 0) + 1
                 examples = self.examples.setdefault(column, [])
                 if value not in examples and len(examples) < EXAMPLES:
                     examples.append(value)
                 if column not in self.reasons:
-                    self.reasons[column] = processor.unseen_reason(column)
+                    reason = getattr(processor, "unseen_reason", None)
+                    self.reasons[column] = reason(column) if callable(reason) else "not seen in training"
         return found
 
     def lines(self) -> list[str]:

@@ -21,9 +21,9 @@ class _Categories:
 
 
 def test_lines_count_records_per_column_with_examples():
-    tally = UnseenValues(SimpleNamespace(processors={"tabular": _Categories(), "photo": object()}))
+    tally = UnseenValues(SimpleNamespace(processors={"tabular": _Categories(), "photo": object()}))  # photo: no unseen()
     for colour in ["red", "mauve", "teal", "mauve", None, "ochre", "puce"]:
-        tally.add({"tabular": {"colour": colour}, "photo": None})
+        tally.add({"tabular": {"colour": colour}, "photo": "a.png" if colour else None})
     assert tally.add({"tabular": None}) == {}
     assert tally.lines() == ["column 'colour': 5 records had values not seen in training (e.g. 'mauve', 'teal', "
                              "'ochre'); they were treated as unknown"]
