@@ -93,20 +93,21 @@ SUMMARY_FILE = "fit_summary.json"
 
 
 def read_rows(source: Any, *, encoding: str = "utf-8-sig", sep: str | None = None,
-              decimal: str | None = None) -> tuple[list[dict[str, Any]], Path]:
+              decimal: str | None = None, decimal_columns: Sequence[str] = ()) -> tuple[list[dict[str, Any]], Path]:
     """A table (path or DataFrame) -> its rows and the folder its relative file paths start from
     (``encoding``: of a CSV / JSON Lines file; ``sep``, ``decimal``: a CSV's delimiter and decimal
-    mark, None to find them -- :func:`~mmcore_plugins.io.tables.read_table`)."""
-    rows, base, _ = read_rows_format(source, encoding=encoding, sep=sep, decimal=decimal)
+    mark, None to find them; ``decimal_columns``: read with decimal commas whatever their share --
+    :func:`~mmcore_plugins.io.tables.read_table`)."""
+    rows, base, _ = read_rows_format(source, encoding=encoding, sep=sep, decimal=decimal, decimal_columns=decimal_columns)
     return rows, base
 
 
 def read_rows_format(source: Any, *, encoding: str = "utf-8-sig", sep: str | None = None,
-                     decimal: str | None = None) -> tuple[list[dict[str, Any]], Path, Any]:
+                     decimal: str | None = None, decimal_columns: Sequence[str] = ()) -> tuple[list[dict[str, Any]], Path, Any]:
     """:func:`read_rows` and the :class:`~mmcore_plugins.io.tables.TableFormat` the table was read with."""
     from mmcore_plugins.io.tables import read_table_format
 
-    rows, fmt = read_table_format(source, encoding=encoding, sep=sep, decimal=decimal)
+    rows, fmt = read_table_format(source, encoding=encoding, sep=sep, decimal=decimal, decimal_columns=decimal_columns)
     base = Path(source).expanduser().resolve().parent if isinstance(source, (str, os.PathLike)) else Path.cwd()
     return rows, base, fmt
 

@@ -52,8 +52,9 @@ def read_plan(run: str | Path) -> Plan:
 
 
 def read_table_options(run: str | Path) -> dict[str, Any]:
-    """``{encoding, sep, decimal}``: how the fit run read its table, to read new tables the same way
-    (``autofit.json``'s ``table.options``; a run written before fit recorded it: the defaults)."""
+    """``{encoding, sep, decimal, decimal_columns}``: how the fit run read its table, to read new tables the
+    same way (``autofit.json``'s ``table.options``, and the columns it read with decimal commas, read so
+    again whatever their share in the new table; a run written before fit recorded it: the defaults)."""
     from mmcore.engine.artefacts import MAX_JSON_BYTES
     from mmcore.engine.atomic import read_json
 
@@ -61,14 +62,17 @@ def read_table_options(run: str | Path) -> dict[str, Any]:
     try:
         meta = read_json(Path(run) / PLAN_FILE, max_bytes=MAX_JSON_BYTES, what=PLAN_FILE)
     except (ValueError, UnsafePathError, OSError):
-        return options
-    recorded = (meta.get("table") or {}).get("options") if isinstance(meta, dict) else None
+        return {**options, "decimal_columns": []}
+    table = (meta.get("table") or {}) if isinstance(meta, dict) else {}
+    columns = table.get("decimal_columns") if isinstance(table, dict) else None
+    recorded = table.get("options") if isinstance(table, dict) else None
     if isinstance(recorded, dict):
         for key in options:
             value = recorded.get(key)
             if isinstance(value, str) and (key != "decimal" or value in (",", ".")) and (key != "sep" or len(value) == 1):
                 options[key] = value
-    return options
+    names = [c for c in columns if isinstance(c, str)] if isinstance(columns, list) else []
+    return {**options, "decimal_columns": names}
 
 
 def read_table_columns(run: str | Path) -> list[str]:
@@ -278,8 +282,9 @@ class Predictor:
             rows = [dict(r) for r in data]
             return rows, Path.cwd(), None, "the rows", list(dict.fromkeys(k for r in rows for k in r))
         recorded = read_table_options(self.run_dir)
+        decimal = decimal or recorded["decimal"]
         rows, base = read_rows(data, encoding=encoding or recorded_encoding(data, recorded["encoding"]), sep=sep or recorded["sep"],
-                               decimal=decimal or recorded["decimal"])
+                               decimal=decimal, decimal_columns=recorded["decimal_columns"] if decimal != "." else ())
         frame = type(data).__module__.startswith("pandas")
         index = getattr(data, "index", None) if frame else None
         if frame:

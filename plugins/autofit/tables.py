@@ -35,6 +35,8 @@ def mmcore_table_inputs(path: Path, encoding: str, run_dir: Path | None, missing
     reading = {"encoding": encoding or recorded_encoding(path, recorded["encoding"]), "sep": sep or recorded["sep"],
                "decimal": decimal or recorded["decimal"]}
     header = table_columns(path, encoding=reading["encoding"], sep=reading["sep"])
+    # the columns fit read with decimal commas: so again, whatever their share here (not under --decimal .)
+    reading["decimal_columns"] = recorded["decimal_columns"] if reading["decimal"] != "." else []
     declared = check_table_columns(plan, header, list(missing or ()), where=str(path), option="--missing")
     preparer = Preparer(plan, Path(path).expanduser().resolve().parent, strict=strict, allow_outside_paths=True)  # the user named this table
     ids = [c for c in read_identifier_columns(run_dir) if c in header]  # carried into each line: predictions join back

@@ -196,3 +196,15 @@ def test_recorded_encoding_yields_to_a_file_that_is_utf8(tmp_path):
     assert recorded_encoding(tmp_path / "cp.csv", "utf-8") == "utf-8"
     assert recorded_encoding(tmp_path / "absent.csv", "latin-1") == "latin-1"
     assert recorded_encoding([{"a": 1}], "cp1252") == "cp1252"
+
+
+def test_decimal_columns_known_before_are_read_so_whatever_their_share(tmp_path):
+    """A column a run read with decimal commas (``decimal_columns``) is read so again in a table where too few of
+    its cells are decimal-comma numbers to be found (one bad cell in three); not under ``decimal="."``."""
+    path = tmp_path / "t.csv"
+    path.write_text("a;b\n0,5;x\nviel;y\n2,25;z\n", encoding="utf-8")
+    assert [r["a"] for r in read_table(path)] == ["0,5", "viel", "2,25"], "2 of 3 cells: under the share, not found"
+    assert [r["a"] for r in read_table(path, decimal_columns=["a", "absent"])] == ["0.5", "viel", "2.25"]
+    assert [r["a"] for r in read_table(path, decimal=".", decimal_columns=["a"])] == ["0,5", "viel", "2,25"]
+    batches = list(iter_table(path, batch_rows=2, decimal=",", decimal_columns=["a"]))
+    assert [r["a"] for batch in batches for r in batch] == ["0.5", "viel", "2.25"]

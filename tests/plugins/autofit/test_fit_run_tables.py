@@ -123,3 +123,20 @@ def test_a_utf8_table_is_read_as_utf8_though_the_run_recorded_cp1252(cp1252_fit_
         assert "warning" not in captured.err
     assert main(["predict", str(cp1252_fit_run), "--data", str(tmp_path / "utf8.csv"), "--encoding", "cp1252"]) == 0
     assert "column 'Kunde'" in capsys.readouterr().err, "told cp1252, the UTF-8 bytes are mojibake: unseen values"
+
+
+def test_a_bad_cell_in_a_decimal_comma_column_of_a_small_table_is_that_rows_error(cp1252_fit_run, cp1252_table, tmp_path,
+                                                                                 capsys):
+    """fit read 'Betrag' with decimal commas: a new 3-row table whose one 'Betrag' cell is no number reads that
+    column so all the same (its other cells are numbers), so the bad cell is its row's error -- not every row's
+    "expected a number, got '0,5'" because two commas in three cells fell under the detection's share."""
+    table = cp1252_table(tmp_path / "klein.csv", 3, 8)
+    text = table.read_bytes().decode("cp1252").splitlines()
+    cells = text[2].split(";")
+    cells[4] = "viel"
+    text[2] = ";".join(cells)
+    table.write_bytes(("\n".join(text) + "\n").encode("cp1252"))
+    assert main(["predict", str(cp1252_fit_run), "--data", str(table)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert "prediction" in lines[0] and "prediction" in lines[2]
+    assert "column 'Betrag': expected a number, got 'viel'" in lines[1]["error"]
