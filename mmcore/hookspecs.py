@@ -122,9 +122,10 @@ def mmcore_table_inputs(path, encoding, model, data, run_dir, missing, strict, s
     ``mmcore embed --data FILE``.
 
     :param pathlib.Path path: the table file (``.csv``, ``.jsonl``, ``.parquet``, ...).
-    :param str encoding: the text encoding the user gave (``--encoding``) for text formats.
-    :param sep: a CSV's delimiter the user gave (``--sep``), or None: found from the file (or as the run
-        read its training table).
+    :param str encoding: the text encoding of text formats: the user's ``--encoding``, else the run's
+        recorded one (:func:`mmcore_table_options`), else ``utf-8-sig``.
+    :param sep: a CSV's delimiter the user gave (``--sep``) or the run recorded
+        (:func:`mmcore_table_options`), or None: found from the file.
     :param decimal: a CSV's decimal mark the user gave (``--decimal``: ``","`` or ``"."``), or None
         (see :func:`mmcore_plugins.io.tables.read_table`).
     :param mmcore.MultimodalModel model: the run's model (``model.slots``, ``model.encoders``,
@@ -143,13 +144,31 @@ def mmcore_table_inputs(path, encoding, model, data, run_dir, missing, strict, s
         ``{slot: raw or None}``, or ``problem`` a one-line message naming the row and column
         (``"row 3, column 'photo': file 'x.png' does not exist"``) for a row that cannot be used; a
         row's tuple may carry a third element, a note of the cells it read as missing (a missing file
-        under the run's rule), which ``mmcore predict`` writes into that row's line;
+        under the run's rule), which ``mmcore predict`` writes into that row's line, and a fourth, the
+        row's identifiers ``{column: value}`` (``mmcore fit``'s inferred id columns), which it writes
+        into the line under the columns' own names so that predictions join back to the user's rows;
         or None to leave the table to another plugin. The first non-None result is used. The rows
         may come as a list or an iterator (``mmcore predict`` streams them batch by batch, so a table
         of millions of rows is read in bounded memory): check the columns before returning it. Raise
         ``ValueError`` for a table that cannot be read at all (naming the file and what is wrong);
         the command reports it and exits 2. Built-in: the ``manifest`` plugin (``trylast``: a run's
         manifest mapping, else one column per slot named after it).
+    """
+
+
+@hookspec(firstresult=True)
+def mmcore_table_options(run_dir, path):
+    """How a run read its training table, so that a new table given to it (``mmcore predict / eval /
+    explain / embed --data``) is read the same way unless the user gives the option (a ``mmcore fit``
+    run trained on a cp1252, ``;``-separated, decimal-comma CSV reads the next one alike).
+
+    :param pathlib.Path run_dir: the run directory.
+    :param pathlib.Path path: the table to be read (a plugin may look at it: a file the run's legacy encoding
+        was recorded for that is itself UTF-8 is read as UTF-8).
+    :return: ``{"encoding": str, "sep": str or None, "decimal": "," or "." or None}`` (None: found from
+        the file), or None for a run no plugin recorded a reading for (the defaults apply: utf-8-sig,
+        delimiter and decimal mark found from the file). The first non-None result is used; an option
+        the user gives always wins over it. Built-in: ``mmcore fit``'s (its ``autofit.json``).
     """
 
 

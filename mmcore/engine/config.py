@@ -580,6 +580,26 @@ def _check_loggers(options: TrainerOptions, registry: Registry) -> list[ConfigIs
     return issues
 
 
+def config_provenance(config: Mapping[str, Any], options: TrainerOptions, registry: Registry) -> list[dict[str, str]]:
+    """Where each plugin a run's config names besides its model's components comes from (``[{kind, name,
+    plugin, distribution, version}]``, :func:`mmcore.model.plugin_provenance`): its dataset (``data.name``),
+    loggers (``trainer.loggers``, or the default ones), balancer (``trainer.balancer``) and augmentation
+    perturbations (``trainer.augment``). Saved in ``model.json`` beside the model's, so that training the run
+    again or resuming it where one is not installed names the package to install
+    (:func:`mmcore.engine.artefacts.check_run_plugins`), not an "unknown name"."""
+    from mmcore.model import plugin_provenance
+
+    data = config.get("data") if isinstance(config.get("data"), Mapping) else {}
+    entries = [("dataset", data["name"])] if isinstance(data.get("name"), str) else []
+    entries += [("logger", name) for name, _ in logger_specs(options)]
+    balancer = balancer_spec(options)
+    if balancer is not None and isinstance(balancer[0], str):
+        entries.append(("balancer", balancer[0]))
+    entries += [("perturbation", str(name)) for levels in options.augment.values() if isinstance(levels, Mapping)
+                for name in levels]
+    return plugin_provenance(entries, registry)
+
+
 def balancer_spec(options: TrainerOptions) -> tuple[str, dict[str, Any]] | None:
     """``trainer.balancer`` as ``(name, options)``, or None (its shape is checked by :func:`validate_config`)."""
     entry = options.balancer

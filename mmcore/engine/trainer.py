@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 from mmcore.components import Head
 from mmcore.data import make_dataloader
 from mmcore.engine import NonFiniteLossError, distributed
-from mmcore.engine.artefacts import check_training_state, read_model_json, read_weights
+from mmcore.engine.artefacts import check_run_plugins, check_training_state, read_model_json, read_weights
 from mmcore.engine.atomic import write_file
 from mmcore.engine.balancers import build_balancer
 from mmcore.engine.checkpoint import (
@@ -46,6 +46,7 @@ from mmcore.engine.checkpoint import (
 from mmcore.engine.config import (
     TrainerOptions,
     check_resume_config,
+    config_provenance,
     resolve_paths,
     resolved_config,
     validate_config,
@@ -125,6 +126,8 @@ class Trainer:
                  resume: str | Path | None = None, overwrite: bool = False) -> None:
         self.manager = manager or get_plugin_manager()
         self.config = dict(config)
+        if resume is not None:  # a plugin the run recorded but not installed here: its package, not "unknown name"
+            check_run_plugins(resume, self.manager.registry)
         self.options: TrainerOptions = validate_config(self.config, self.manager.registry)
         if resume is not None:
             self.options.run_dir = str(resume)
@@ -290,6 +293,9 @@ class Trainer:
             self.config["model"] = {**self.config["model"], "head": {"name": head["name"], **filled}}
         seed_everything(opts.seed)  # the initial weights do not depend on what reading the data drew
         self.model = build_model(self.config["model"], self.manager.registry)
+        # the plugins the config names besides the model's (dataset, loggers, balancer, augmentations), recorded
+        # in model.json so that training this run again or resuming it names a missing one's package
+        self.model.provenance += config_provenance(self.config, self.options, self.manager.registry)
         self.model.unreadable_inputs = opts.unreadable_inputs  # an input reading fails on (mmcore.unreadable)
         # plugins' own files of the run (fit's column plan), checked against the model and written into it
         self.manager.hook.mmcore_train_setup(trainer=self, config=self.config)

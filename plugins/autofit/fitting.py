@@ -59,6 +59,7 @@ from mmcore_plugins.autofit.infer import (
     strict_error,
     table_format_lines,
     unusable_json,
+    unusable_lines,
 )
 from mmcore_plugins.autofit.prepare import Preparer, check_table_columns, make_plan
 from mmcore_plugins.autofit.progress import FitProgress
@@ -92,20 +93,21 @@ SUMMARY_FILE = "fit_summary.json"
 
 
 def read_rows(source: Any, *, encoding: str = "utf-8-sig", sep: str | None = None,
-              decimal: str | None = None) -> tuple[list[dict[str, Any]], Path]:
+              decimal: str | None = None, decimal_columns: Sequence[str] = ()) -> tuple[list[dict[str, Any]], Path]:
     """A table (path or DataFrame) -> its rows and the folder its relative file paths start from
     (``encoding``: of a CSV / JSON Lines file; ``sep``, ``decimal``: a CSV's delimiter and decimal
-    mark, None to find them -- :func:`~mmcore_plugins.io.tables.read_table`)."""
-    rows, base, _ = read_rows_format(source, encoding=encoding, sep=sep, decimal=decimal)
+    mark, None to find them; ``decimal_columns``: read with decimal commas whatever their share --
+    :func:`~mmcore_plugins.io.tables.read_table`)."""
+    rows, base, _ = read_rows_format(source, encoding=encoding, sep=sep, decimal=decimal, decimal_columns=decimal_columns)
     return rows, base
 
 
 def read_rows_format(source: Any, *, encoding: str = "utf-8-sig", sep: str | None = None,
-                     decimal: str | None = None) -> tuple[list[dict[str, Any]], Path, Any]:
+                     decimal: str | None = None, decimal_columns: Sequence[str] = ()) -> tuple[list[dict[str, Any]], Path, Any]:
     """:func:`read_rows` and the :class:`~mmcore_plugins.io.tables.TableFormat` the table was read with."""
     from mmcore_plugins.io.tables import read_table_format
 
-    rows, fmt = read_table_format(source, encoding=encoding, sep=sep, decimal=decimal)
+    rows, fmt = read_table_format(source, encoding=encoding, sep=sep, decimal=decimal, decimal_columns=decimal_columns)
     base = Path(source).expanduser().resolve().parent if isinstance(source, (str, os.PathLike)) else Path.cwd()
     return rows, base, fmt
 
@@ -287,6 +289,8 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
                         strict=strict)
     table = [preparer.table_row(rows[i], i, assignment[i]) for i in labelled]
     dropped = dict(preparer.dropped_files)
+    extra_lines: list[str] = []
+    extra_unusable: dict[str, dict[str, Any]] = {}  # --val/--test: {split: {column: {count, listed}}}
     for name, (extra_rows, extra_base) in extra.items():
         source = {"val": val, "test": test}[name]
         where = f"--{name} {str(source)!r}" if isinstance(source, (str, os.PathLike)) else f"the --{name} table"
@@ -300,6 +304,10 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
             raise ColumnError(f"{where}: {exc}") from None
         for column, count in extra_preparer.dropped_files.items():
             dropped[f"{column} ({name})"] = count
+        # listed as the training table's are (row, file, why; bounded): counted alone, they could not be found
+        extra_lines += unusable_lines(where, extra_preparer.dropped)
+        extra_unusable[name] = {column: unusable_json({i: why for i, c, why in extra_preparer.dropped if c == column})
+                                for column in dict.fromkeys(c for _, c, _ in extra_preparer.dropped)}
     kept = [r for r in table if not all(_absent(r, spec) for spec in plan.slots.values())]
     empty = len(table) - len(kept)
     if empty:  # a sample needs at least one modality; such rows teach nothing
@@ -317,6 +325,7 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
              + (f"; {unlabelled} without a {target!r} value left out" if unlabelled else "")
              + (f" ({len(infinite)} of them infinite)" if infinite else "")
              + (f"; {empty} with no input at all left out" if empty else ""))
+        _log(verbose, *extra_lines)
         # a class too rare to land in every split is said (and kept in autofit.json), never silently unmeasured
         rare = split_warnings(table, plan.target, plan.split_column) if plan.task == "classification" else []
         _log(verbose, *rare)
@@ -426,7 +435,7 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
                                 "image_size": schedule.image_size, "planned_s": schedule.planned, "scaled": schedule.scaled},
                    "threads": {"intra_op": threads, "why": threads_why},
                    "candidates": [c.to_json() for c in compared.values()],
-                   "cached_slots": cached, "dropped_files": dropped, "rows": counts, "val_source": val_source,
+                   "cached_slots": cached, "dropped_files": dropped, "unusable_files": extra_unusable, "rows": counts, "val_source": val_source,
                    "infinite_targets": [i + 1 for i in infinite], "strict": strict, "table": table_format.to_json(),
                    "split_warnings": rare}
         write_file(run / PLAN_FILE, json.dumps(autofit, indent=2))
