@@ -205,6 +205,11 @@ def run_case(data: Path, case: str, run_dir: Path, fit_args: list[str], hog: int
           f"({result['margin_points']:+.1f} points; target >= +3); wall {seconds:.0f} s of a {limit} limit "
           f"({result['wall_over_limit']:.2f}x; target <= 1.1x); load {load_before:.1f} -> {load_after:.1f}"
           + (f" with {hog} CPU hogs" if hog else ""), flush=True)
+    summary = fit["summary"]
+    grown = summary.get("epochs_grown") or []
+    print(f"epochs: planned {summary.get('epochs_planned')}, grown to {summary.get('epochs_final')} "
+          f"(after epochs {', '.join(str(g['after_epoch']) for g in grown) or 'none'}), run {summary.get('epochs_run')}, "
+          f"best {summary.get('best_epoch')}", flush=True)
     return result
 
 

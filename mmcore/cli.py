@@ -96,8 +96,7 @@ def build_parser(manager=None) -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true",
                    help="with a TABLE: a missing or unreadable file, a placeholder, or a row without input or target is "
                         "an error instead of a missing cell (or a row left out), counted")
-    p.add_argument("--encoding", default="utf-8-sig", help="text encoding of a TABLE (default utf-8-sig)")
-    cli_predict.add_table_options(p)
+    cli_predict.add_table_options(p, "a TABLE")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="which checkpoint to evaluate")
     p.add_argument("--robustness", action="store_true",
                    help="also evaluate every subset of missing modalities and a sweep of perturbations; table + PNG")
@@ -217,11 +216,16 @@ def cmd_plugins(args: argparse.Namespace, manager) -> int:
 
 
 def cmd_train(args: argparse.Namespace, manager) -> int:
+    from mmcore.engine.artefacts import check_run_plugins
     from mmcore.engine.config import load_config
+    from mmcore.engine.rundir import RunDir
     from mmcore.engine.trainer import Trainer
 
     config = load_config(args.config, args.overrides)
     _refuse_training_over_own_run(args, config)
+    own = RunDir.owning(args.config)  # a run's own config trained again: its plugins' packages named, if missing
+    if own is not None:
+        check_run_plugins(own.path, manager.registry)
     # The run directory is checked (a user's folder, in use, nothing to resume) before any work.
     try:
         trainer = Trainer(config, manager=manager, resume=args.resume, overwrite=args.overwrite)
@@ -302,6 +306,7 @@ def cmd_eval(args: argparse.Namespace, manager) -> int:
         result = evaluate(model, dataset, batch_size=args.batch_size)
         if table is not None:
             _note_unreadable(model, counts, args.strict)
+            _note_unseen(model, dataset)
         print(json.dumps({**counts, "samples": len(dataset), **result}, indent=2))
         return EXIT_OK
     from mmcore.engine.robustness import format_report, plot_report, robustness_report
@@ -353,9 +358,11 @@ def _eval_table(args: argparse.Namespace, model, config: Mapping, manager):
             raise ConfigError([ConfigIssue("--missing" if missing else "--strict", "goes with --data TABLE")])
         return None
     try:
-        answer = manager.hook.mmcore_table_samples(path=Path(source), encoding=args.encoding, model=model,
-                                                   data=dict(config.get("data") or {}), run_dir=Path(args.run_dir),
-                                                   missing=missing, strict=args.strict, sep=args.sep, decimal=args.decimal)
+        reading = cli_predict.table_reading(manager, Path(args.run_dir), Path(source), encoding=args.encoding,
+                                            sep=args.sep, decimal=args.decimal)  # the user's options, else as the run read its table
+        answer = manager.hook.mmcore_table_samples(path=Path(source), model=model, data=dict(config.get("data") or {}),
+                                                   run_dir=Path(args.run_dir), missing=missing, strict=args.strict,
+                                                   **reading)
     except (ValueError, FileNotFoundError) as exc:
         message = str(exc)
         declared = message.startswith("--missing: ")
@@ -375,6 +382,17 @@ def _eval_table(args: argparse.Namespace, model, config: Mapping, manager):
     counts = {"data": str(source), "rows": len(samples), "rows_left_out": len(samples) - len(kept),
               "missing_cells": len(notes), "notes": list(notes)}
     return kept, counts
+
+
+def _note_unseen(model, samples) -> None:
+    """One warning line per column of the evaluated table whose values the model read as unknown (categories
+    not seen in training): evaluated all the same, and the user is told."""
+    from mmcore.engine.unseen import UnseenValues
+
+    unseen = UnseenValues(model)
+    for sample in samples:
+        unseen.add(sample["inputs"])
+    cli_predict.warn_unseen(unseen, "eval")
 
 
 def _note_unreadable(model, counts: dict, strict: bool) -> None:

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from mmcore.engine.unseen import UnseenValues
 from mmcore.errors import ConfigError, ConfigIssue
 
 #: The exit status of a successful command (mmcore.cli's contract).
@@ -41,7 +42,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "named after the slots); one JSON line per row, a bad row reported in its line")
     p.add_argument("--out", metavar="FILE", help="write the --data predictions here (JSON lines) instead of stdout")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    p.add_argument("--encoding", default="utf-8-sig", help="text encoding of a --data CSV/JSONL file (default utf-8-sig)")
     add_table_options(p)
     p.add_argument("--batch-size", type=int, default=64, help="rows predicted at once with --data")
     p.add_argument("--missing", action="append", default=[], metavar="COLUMN",
@@ -186,8 +186,17 @@ def declared_missing(values: list[str]) -> list[str]:
     return [c.strip() for item in values for c in item.split(",") if c.strip()]
 
 
-def add_table_options(parser: argparse.ArgumentParser) -> None:
-    """``--sep`` and ``--decimal``: how a ``--data`` CSV is read (what ``mmcore fit`` takes too)."""
+#: The text encoding of a table when neither the user nor the run says otherwise (a UTF-8 BOM is skipped).
+DEFAULT_ENCODING = "utf-8-sig"
+
+
+def add_table_options(parser: argparse.ArgumentParser, what: str = "a --data CSV/JSONL file") -> None:
+    """``--encoding``, ``--sep`` and ``--decimal``: how a ``--data`` table is read (what ``mmcore fit`` takes
+    too). Each defaults to None, "not given", so that the run's recorded reading applies
+    (:func:`table_reading`) and an option the user gives -- even one equal to the default -- wins."""
+    parser.add_argument("--encoding", default=None,
+                        help=f"text encoding of {what} (default: as the fit run read its table, else {DEFAULT_ENCODING}; "
+                             "cp1252 for a CSV Excel saved on Windows)")
     parser.add_argument("--sep", default=None, type=lambda v: "\t" if v in ("\\t", "tab", "TAB") else v,
                         help="a --data CSV's delimiter, e.g. ';' or '\\t' (default: found from its first lines, or as "
                              "the fit run read its table)")
@@ -196,19 +205,36 @@ def add_table_options(parser: argparse.ArgumentParser) -> None:
                              "found per column, or as the fit run read its table)")
 
 
-def table_inputs(manager, *, path: Path, encoding: str, model, data: Any, run_dir: Path | None, missing: list[str],
+def table_reading(manager, run_dir: Path | None, path: Path, *, encoding: str | None = None, sep: str | None = None,
+                  decimal: str | None = None) -> dict[str, Any]:
+    """``{encoding, sep, decimal}`` to read a table given to the run in ``run_dir``: each option the user
+    gave (not None) as given, else as the run read its training table (hook ``mmcore_table_options``:
+    ``mmcore fit`` records its ``--encoding``, ``--sep`` and ``--decimal``; ``path``, the table, may be
+    looked at: a UTF-8 file is read as UTF-8 whatever legacy encoding was recorded), else the default
+    (:data:`DEFAULT_ENCODING`; None: the delimiter and decimal mark found from the file)."""
+    recorded = manager.hook.mmcore_table_options(run_dir=Path(run_dir), path=Path(path)) if run_dir is not None else None
+    recorded = recorded if isinstance(recorded, Mapping) else {}
+    given = {"encoding": encoding, "sep": sep, "decimal": decimal}
+    reading = {key: value if value is not None else recorded.get(key) for key, value in given.items()}
+    reading["encoding"] = reading["encoding"] or DEFAULT_ENCODING
+    return reading
+
+
+def table_inputs(manager, *, path: Path, encoding: str | None, model, data: Any, run_dir: Path | None, missing: list[str],
                  strict: bool, sep: str | None = None, decimal: str | None = None) -> Any:
     """A table's rows as model inputs, through the ``mmcore_table_inputs`` hook (reading the table and
     mapping its columns to slots is a plugin's job: the built-in manifest's, ``mmcore fit``'s for its
     runs): what the hook returns (records, possibly streamed). Shared by predict, explain and embed.
+    ``encoding``, ``sep``, ``decimal``: the user's options, None where not given (:func:`table_reading`).
 
     Raises:
         ConfigError: on ``--missing`` (a declared column the model does not read) or ``--data`` (the
             table cannot be read, lacks a column, or no installed plugin reads tables).
     """
+    reading = table_reading(manager, run_dir, path, encoding=encoding, sep=sep, decimal=decimal)  # the user's, else the run's
     try:
-        built = manager.hook.mmcore_table_inputs(path=path, encoding=encoding, model=model, data=dict(data or {}),
-                                                 run_dir=run_dir, missing=missing, strict=strict, sep=sep, decimal=decimal)
+        built = manager.hook.mmcore_table_inputs(path=path, model=model, data=dict(data or {}), run_dir=run_dir,
+                                                 missing=missing, strict=strict, **reading)
     except (OSError, ValueError) as exc:
         message = str(exc)
         declared = message.startswith("--missing: ") or "declared missing" in message  # a --missing name the model lacks
@@ -239,11 +265,12 @@ def _predict_table(args: argparse.Namespace, model, config: dict, manager) -> in
     trainer = config.get("trainer") if isinstance(config.get("trainer"), dict) else {}
     model.unreadable_inputs = "error" if args.strict else trainer.get("unreadable_inputs", "missing")
     counts = {"rows": 0, "bad": 0, "partial": 0}
+    unseen = UnseenValues(model)
 
     def write_lines(out) -> None:
         # Streamed: rows are read, predicted and written batch by batch (the hook may return an
         # iterator), so memory follows one batch whatever the table's length.
-        for records in _predicted_batches(built, model, source, args.batch_size):
+        for records in _predicted_batches(built, model, source, args.batch_size, unseen):
             text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
             out(text)
             counts["rows"] += len(records)
@@ -264,6 +291,7 @@ def _predict_table(args: argparse.Namespace, model, config: dict, manager) -> in
         if isinstance(exc, ConfigError):
             raise
         raise ConfigError([ConfigIssue("--data", str(exc))]) from exc
+    warn_unseen(unseen)
     if out_path is not None:
         rows, bad, partial = counts["rows"], counts["bad"], counts["partial"]
         print(f"{rows} rows -> {out_path} ({rows - bad} predicted, {bad} with an error"
@@ -271,40 +299,67 @@ def _predict_table(args: argparse.Namespace, model, config: dict, manager) -> in
     return EXIT_OK
 
 
-def _predicted_batches(built, model, source: Path, batch_size: int):
-    """The JSON records of the rows of ``built`` (``(inputs, problem[, note])`` per row, a list or an
-    iterator), ``batch_size`` rows at a time, in row order: a prediction, or the row's error, and a
-    ``missing`` note for cells read as missing."""
+#: The keys ``mmcore predict --data`` writes in a row's line itself (an identifier column of the same name
+#: is written as ``"<name> (id)"``).
+RECORD_KEYS = ("row", "prediction", "probabilities", "error", "missing")
+
+
+def warn_unseen(unseen: UnseenValues, command: str = "predict") -> None:
+    """One warning line on stderr per column whose values the model read as unknown (categories not seen in
+    training): the records were predicted, and the user is told."""
+    for line in unseen.lines():
+        print(f"mmcore {command}: warning: {line}", file=sys.stderr)
+
+
+def row_ids(item: tuple, taken: Sequence[str]) -> dict[str, Any]:
+    """The identifiers of a row of the ``mmcore_table_inputs`` hook (its optional 4th element, ``{column:
+    value}``: a fit run's id columns) to write into that row's output record under the columns' own names, so
+    that outputs join back to the user's rows; a name the record uses itself (``taken``) gets ``" (id)"``."""
+    keys = item[3] if len(item) > 3 and isinstance(item[3], Mapping) else {}
+    return {(f"{k} (id)" if k in taken else k): v for k, v in keys.items()}
+
+
+def _predicted_batches(built, model, source: Path, batch_size: int, unseen: UnseenValues | None = None):
+    """The JSON records of the rows of ``built`` (``(inputs, problem[, note[, ids]])`` per row, a list or an
+    iterator), ``batch_size`` rows at a time, in row order: the row number and its identifiers (``ids``,
+    ``{column: value}``), a prediction or the row's error, and a ``missing`` note for cells read as missing."""
     from mmcore.engine.evaluation import predict_output
 
     origin = {"file": str(source), "columns": {}}
     seen = len(model.unreadable.entries)
     chunk: list[tuple[int, tuple]] = []
 
+    def head(i: int, item: tuple) -> dict:
+        """A line's first keys: the row number, then the row's identifiers (:func:`row_ids`)."""
+        return {"row": i + 1, **row_ids(item, RECORD_KEYS)}
+
     def flush() -> list[dict]:
         nonlocal seen
         records: dict[int, dict] = {}
         notes: dict[int, list[str]] = {}
         good = []
+        items = dict(chunk)
         for i, item in chunk:
             if item[1] is not None:
-                records[i] = {"row": i + 1, "error": item[1]}
+                records[i] = {**head(i, item), "error": item[1]}
                 continue
             if len(item) > 2 and item[2]:
                 notes.setdefault(i, []).append(item[2])
             good.append((i, item[0]))
+            if unseen is not None:
+                unseen.add(item[0])
         if good:
             try:
                 output = predict_output(model, [x for _, x in good], origins=[{**origin, "row": i + 1} for i, _ in good])
                 for j, (i, _) in enumerate(good):
-                    records[i] = {"row": i + 1, **_prediction_record(model, output, j)}
+                    records[i] = {**head(i, items[i]), **_prediction_record(model, output, j)}
             except (ValueError, TypeError, OSError):  # one bad row spoils its batch: find it, row by row
                 for i, inputs in good:
                     try:
                         output = predict_output(model, [inputs], origins=[{**origin, "row": i + 1}])
-                        records[i] = {"row": i + 1, **_prediction_record(model, output, 0)}
+                        records[i] = {**head(i, items[i]), **_prediction_record(model, output, 0)}
                     except (ValueError, TypeError, OSError) as exc:
-                        records[i] = {"row": i + 1, "error": str(exc)}
+                        records[i] = {**head(i, items[i]), "error": str(exc)}
         entries = list(model.unreadable.entries.values())
         for entry in entries[seen:]:
             if isinstance(entry.get("row"), int):
@@ -366,6 +421,9 @@ def cmd_predict(args: argparse.Namespace, manager) -> int:
         output = predict_output(model, [sample])
     except (ValueError, TypeError) as exc:
         raise ConfigError([ConfigIssue("", str(exc))]) from exc
+    unseen = UnseenValues(model)
+    unseen.add(sample)
+    warn_unseen(unseen)
     shown, missing = _shown_record(sample, model, manager, args.run_dir)
     result = {"inputs": shown, "missing": missing, **_prediction_record(model, output, 0)}
     print(json.dumps(result, ensure_ascii=False))

@@ -90,6 +90,18 @@ class Processor(abc.ABC):
         a processor usually implements :meth:`fit` through it."""
         return None
 
+    def unseen(self, raw: Any) -> dict[str, str]:
+        """The values of one raw sample that this processor has no fitted encoding for and reads as unknown,
+        ``{column: value}`` (a category not in the vocabulary fitted on the training split). Nothing fails on
+        them -- real data has new categories -- but ``mmcore predict``/``eval`` count them in a warning line and
+        ``mmcore serve`` notes them in the record's answer (:mod:`mmcore.engine.unseen`). Default: none."""
+        return {}
+
+    def unseen_reason(self, column: str) -> str:
+        """How :meth:`unseen`'s values of ``column`` came to be unknown, for the warning line (default: "not
+        seen in training")."""
+        return "not seen in training"
+
     def state_dict(self) -> dict[str, Any]:
         """Fitted state to save with the model, in ``model.json``: JSON values only (numbers,
         strings, bools, None, lists, string-keyed dicts; convert tensors with ``.tolist()``).

@@ -7,8 +7,8 @@ may accept any subset of the arguments its spec names.
 
 Plugins fail alone: an exception (or ``sys.exit()``) in a plugin's import or ``mmcore_register``
 fails that plugin only; ``mmcore_add_commands`` that raises, or adds a command that exists, loses
-that plugin's commands only; a lifecycle hook (``mmcore_train_*``, ``mmcore_epoch_end``) that
-raises stops the run cleanly -- ``report.json`` says ``status: failed`` with the plugin, its
+that plugin's commands only; a lifecycle hook (``mmcore_train_*``, ``mmcore_epoch_end``,
+``mmcore_before_test``) that raises stops the run cleanly -- ``report.json`` says ``status: failed`` with the plugin, its
 distribution and the hook, the last good checkpoint is kept -- and ``mmcore train`` prints that
 one line (exit 1). What a plugin prints while it loads is captured, shown by ``mmcore plugins``.
 
@@ -23,13 +23,21 @@ for plugins; everything else on it is private and may change:
   (1-based, the epoch running or just finished), ``step`` (optimiser steps taken),
   ``steps_per_epoch``, ``total_steps``, ``history`` (one dict of metrics per finished epoch),
   ``datasets`` (``{"train", "val", "test"}``), ``samples`` (samples counted per split),
-  ``stop_reason`` (None, or the reason a plugin gave to ``request_stop``);
+  ``stop_reason`` (None, or the reason a plugin gave to ``request_stop``), ``best_epoch`` (the epoch
+  of the best checkpoint so far by ``options.monitor``; 0: none yet);
 * ``request_stop(reason, finish_epoch=True)``: end training after the current epoch (its validation,
   checkpoint and ``mmcore_epoch_end`` hooks run first); the best checkpoint is tested as usual and
   ``report.json`` says ``status: "stopped"`` with ``stop_reason``. Works whether or not early
   stopping is on. ``finish_epoch=False`` ends the running epoch after the current optimiser step
   (one process only; a time limit). In a distributed run, every process must request it (hooks run on every
   process: decide from values that are the same on all of them, such as validation metrics);
+* ``extend(epochs)``: train ``epochs`` epochs in all instead of ``options.epochs`` (more only; e.g.
+  from ``mmcore_epoch_end``, a time limit that holds more epochs than planned): the learning rate
+  goes on from the rate reached at the end of the current epoch in a new half cosine down to its
+  floor at the new horizon (continuous, no jump back up), and ``trainer.epochs`` and
+  ``trainer.schedule_extensions`` of the run's ``config.yaml`` record it, so the run is reproduced
+  and resumed with the same rate at every step. In a distributed run every process must call it
+  with the same value;
 * ``all_reduce_sum(tensor)``: sum a tensor over the processes of a distributed run, in place
   (returns it; a no-op in one process) -- for statistics a gradient hook must agree on;
 * ``micro_batch_weight`` (read in ``mmcore_train_loss``): the factor the micro-batch's loss is
@@ -114,9 +122,10 @@ def mmcore_table_inputs(path, encoding, model, data, run_dir, missing, strict, s
     ``mmcore embed --data FILE``.
 
     :param pathlib.Path path: the table file (``.csv``, ``.jsonl``, ``.parquet``, ...).
-    :param str encoding: the text encoding the user gave (``--encoding``) for text formats.
-    :param sep: a CSV's delimiter the user gave (``--sep``), or None: found from the file (or as the run
-        read its training table).
+    :param str encoding: the text encoding of text formats: the user's ``--encoding``, else the run's
+        recorded one (:func:`mmcore_table_options`), else ``utf-8-sig``.
+    :param sep: a CSV's delimiter the user gave (``--sep``) or the run recorded
+        (:func:`mmcore_table_options`), or None: found from the file.
     :param decimal: a CSV's decimal mark the user gave (``--decimal``: ``","`` or ``"."``), or None
         (see :func:`mmcore_plugins.io.tables.read_table`).
     :param mmcore.MultimodalModel model: the run's model (``model.slots``, ``model.encoders``,
@@ -135,13 +144,31 @@ def mmcore_table_inputs(path, encoding, model, data, run_dir, missing, strict, s
         ``{slot: raw or None}``, or ``problem`` a one-line message naming the row and column
         (``"row 3, column 'photo': file 'x.png' does not exist"``) for a row that cannot be used; a
         row's tuple may carry a third element, a note of the cells it read as missing (a missing file
-        under the run's rule), which ``mmcore predict`` writes into that row's line;
+        under the run's rule), which ``mmcore predict`` writes into that row's line, and a fourth, the
+        row's identifiers ``{column: value}`` (``mmcore fit``'s inferred id columns), which it writes
+        into the line under the columns' own names so that predictions join back to the user's rows;
         or None to leave the table to another plugin. The first non-None result is used. The rows
         may come as a list or an iterator (``mmcore predict`` streams them batch by batch, so a table
         of millions of rows is read in bounded memory): check the columns before returning it. Raise
         ``ValueError`` for a table that cannot be read at all (naming the file and what is wrong);
         the command reports it and exits 2. Built-in: the ``manifest`` plugin (``trylast``: a run's
         manifest mapping, else one column per slot named after it).
+    """
+
+
+@hookspec(firstresult=True)
+def mmcore_table_options(run_dir, path):
+    """How a run read its training table, so that a new table given to it (``mmcore predict / eval /
+    explain / embed --data``) is read the same way unless the user gives the option (a ``mmcore fit``
+    run trained on a cp1252, ``;``-separated, decimal-comma CSV reads the next one alike).
+
+    :param pathlib.Path run_dir: the run directory.
+    :param pathlib.Path path: the table to be read (a plugin may look at it: a file the run's legacy encoding
+        was recorded for that is itself UTF-8 is read as UTF-8).
+    :return: ``{"encoding": str, "sep": str or None, "decimal": "," or "." or None}`` (None: found from
+        the file), or None for a run no plugin recorded a reading for (the defaults apply: utf-8-sig,
+        delimiter and decimal mark found from the file). The first non-None result is used; an option
+        the user gives always wins over it. Built-in: ``mmcore fit``'s (its ``autofit.json``).
     """
 
 
@@ -301,6 +328,21 @@ def mmcore_epoch_end(trainer, epoch, metrics):
     :param dict metrics: ``{"train/loss": float, "val/<metric>": float, ...}``.
 
     Called once per epoch after validation, on every process. :return: ignored.
+    """
+
+
+@hookspec
+def mmcore_before_test(trainer):
+    """Training ended cleanly (completed, stopped by a plugin or by early stopping; not on an error
+    or Ctrl-C) and the run's one test pass is next.
+
+    :param trainer: the trainer; ``trainer.model`` holds the best checkpoint's weights (the ones
+        tested and saved in ``best/``).
+
+    Called once on every process, before the test split is evaluated (also when it is empty). A
+    plugin may change the model here so that the test pass scores what will be used -- e.g. ``fit``
+    choosing the ensemble's experts on the val split; whatever it changes in the saved run (``best/``,
+    ``config.yaml``) it writes itself. :return: ignored.
     """
 
 

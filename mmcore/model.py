@@ -288,17 +288,30 @@ def build_model(spec: Mapping[str, Any], registry: Registry | None = None, *, pa
     return model
 
 
+#: The component kinds a model is built from: a model loads only where their plugins are installed. A run's
+#: config names plugins of other kinds too (its dataset, loggers, balancer, augmentations), needed to train
+#: it again or resume it, not to load its model (:func:`mmcore.engine.config.config_provenance`).
+MODEL_KINDS = ("encoder", "fusion", "head")
+
+
 def component_provenance(spec: Mapping[str, Any], registry: Registry) -> list[dict[str, str]]:
     """Where each component of ``spec`` comes from: ``[{kind, name, plugin, distribution, version}]``
     (``distribution``/``version`` empty for runtime plugins). Saved in ``model.json`` so that a run
     loaded where a plugin is not installed names the package to install, not a similar built-in."""
-    from importlib import metadata
-
     entries = [("encoder", e["name"]) for e in spec["encoders"].values()]
     entries += [(kind, spec[kind]["name"]) for kind in ("fusion", "head") if spec.get(kind) is not None]
+    return plugin_provenance(entries, registry)
+
+
+def plugin_provenance(entries: Sequence[tuple[str, str]], registry: Registry) -> list[dict[str, str]]:
+    """``[{kind, name, plugin, distribution, version}]`` of each registered ``(kind, name)`` in ``entries``
+    (repeats and names not registered left out): the plugin that registered it, the installed distribution
+    that ships it and that distribution's version (empty for runtime plugins and source trees)."""
+    from importlib import metadata
+
     out, seen = [], set()
     for kind, name in entries:
-        if (kind, name) in seen:
+        if (kind, name) in seen or (kind, name) not in registry:
             continue
         seen.add((kind, name))
         info = registry.get(kind, name)

@@ -83,16 +83,12 @@ def read_model_json(path: Path, registry: Any = None) -> dict[str, Any]:
     _check_numbers(spec, f"{path}: spec", integer_bound=MAX_SPEC_INTEGER)
     components = _check_components(meta.get("components", []), path)
     if registry is not None:
-        from mmcore.model import validate_model_spec
+        from mmcore.model import MODEL_KINDS, validate_model_spec
 
-        absent = [c for c in components if (c["kind"], c["name"]) not in registry and c["distribution"]]
-        if absent:  # a plugin the run was trained with is not installed: name the package, not a look-alike
-            c = absent[0]
-            pin = f"{c['distribution']}=={c['version']}" if c["version"] else c["distribution"]
-            raise CheckpointError(f"{path}: the model's {c['kind']} {c['name']!r} comes from the plugin {c['plugin']!r} of "
-                                  f"distribution {c['distribution']!r}" + (f" {c['version']}" if c["version"] else "")
-                                  + f", which is not installed here; install it: pip install '{pin}'"
-                                  + (f" (also missing: {', '.join(repr(o['name']) for o in absent[1:])})" if absent[1:] else ""))
+        # the model's own components only: a run's logger or balancer plugin is not needed to load its model
+        problem = missing_plugins([c for c in components if c["kind"] in MODEL_KINDS], registry, "the model's")
+        if problem:  # a plugin the run was trained with is not installed: name the package, not a look-alike
+            raise CheckpointError(f"{path}: {problem}")
         issues = validate_model_spec(spec, registry, path="spec")
         if issues:
             raise CheckpointError(f"{path}: " + "; ".join(str(i) for i in issues[:5]))
@@ -102,6 +98,39 @@ def read_model_json(path: Path, registry: Any = None) -> dict[str, Any]:
         raise CheckpointError(f"{path}: processors for unknown slot(s) {unknown}; the spec's slots are {list(slots)}")
     meta["processors"] = processors
     return meta
+
+
+def missing_plugins(components: list[dict[str, str]], registry: Any, whose: str) -> str | None:
+    """What to say when a recorded component's plugin is not installed here (``components``: model.json's
+    ``{kind, name, plugin, distribution, version}`` entries; ``whose``: "the model's", "the run's"): the first
+    one's plugin, distribution and version and the ``pip install 'dist==version'`` that brings it back, the
+    others named; None when every one is registered (or was a runtime plugin, with no package to name)."""
+    absent = [c for c in components if (c["kind"], c["name"]) not in registry and c["distribution"]]
+    if not absent:
+        return None
+    c = absent[0]
+    pin = f"{c['distribution']}=={c['version']}" if c["version"] else c["distribution"]
+    return (f"{whose} {c['kind']} {c['name']!r} comes from the plugin {c['plugin']!r} of distribution "
+            f"{c['distribution']!r}" + (f" {c['version']}" if c["version"] else "")
+            + f", which is not installed here; install it: pip install '{pin}'"
+            + (f" (also missing: {', '.join(repr(o['name']) for o in absent[1:])})" if absent[1:] else ""))
+
+
+def check_run_plugins(run_dir: str | Path, registry: Any) -> None:
+    """Before a run is trained again from its own config or resumed: every plugin it recorded (its model's
+    components and the plugins its config names: dataset, loggers, balancer, augmentations) is installed;
+    else CheckpointError naming the first one's package, ``pip install 'dist==version'``. A run without a
+    checkpoint, or written before its config's plugins were recorded, is checked for what it recorded."""
+    from mmcore.engine.rundir import SPEC, RunDir
+
+    run = RunDir(run_dir)
+    for which in (RunDir.LAST, RunDir.BEST):
+        path = run.checkpoint(which) / SPEC
+        if path.is_file():
+            problem = missing_plugins(read_model_json(path).get("components", []), registry, "the run's")
+            if problem:
+                raise CheckpointError(f"{run.path}: {problem}")
+            return
 
 
 #: At most this many components recorded (encoders + fusion + head), each field at most this long.

@@ -56,6 +56,13 @@ class TrainerOptions:
     warmup_fraction: float = 0.05
     #: the cosine schedule ends at lr * min_lr_ratio
     min_lr_ratio: float = 0.0
+    #: how the run's horizon grew while it trained (Trainer.extend, e.g. ``mmcore fit`` giving a run
+    #: that turned out faster than planned more epochs), written into the run's config.yaml so it is
+    #: reproduced: [[after_epoch, from_epochs, to_epochs], ...] -- after epoch after_epoch the
+    #: schedule's horizon went from from_epochs to to_epochs, and the cosine went on from the rate
+    #: reached there down to the floor at the new horizon (mmcore.engine.optim.warmup_cosine); the
+    #: last to_epochs is trainer.epochs. [] = trained as planned
+    schedule_extensions: list[list[int]] = dataclasses.field(default_factory=list)
     #: per-component learning-rate multipliers by module path, e.g. {encoders.text: 0.1, head: 2.0}
     lr_multipliers: dict[str, float] = dataclasses.field(default_factory=dict)
     #: micro-batches whose gradients are accumulated before each optimiser step
@@ -404,6 +411,7 @@ def _trainer_options(section: Any) -> tuple[TrainerOptions, list[ConfigIssue]]:
         bad("warmup_fraction", f"must be in [0, 1), got {options.warmup_fraction}")
     if not 0.0 <= options.min_lr_ratio <= 1.0:
         bad("min_lr_ratio", f"must be in [0, 1], got {options.min_lr_ratio}")
+    issues += schedule_extension_issues(options)
     if options.grad_clip is not None and not (math.isfinite(options.grad_clip) and options.grad_clip > 0):
         bad("grad_clip", f"must be a positive number or null, got {options.grad_clip}")
     if options.early_stopping is not None and options.early_stopping < 1:
@@ -432,6 +440,39 @@ def _trainer_options(section: Any) -> tuple[TrainerOptions, list[ConfigIssue]]:
         else:  # read when training starts: absolute, like the other paths a run records
             options.init = _absolute(options.init)
     return options, issues
+
+
+def new_plan(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``config`` for a new run of its own plan (its own epochs: a tuning trial, a fine-tuning):
+    without ``trainer.schedule_extensions``, the record of how the run ``config`` came from grew."""
+    out = copy.deepcopy(dict(config))
+    if isinstance(out.get("trainer"), Mapping):
+        out["trainer"] = {k: v for k, v in out["trainer"].items() if k != "schedule_extensions"}
+    return out
+
+
+def schedule_extension_issues(options: TrainerOptions) -> list[ConfigIssue]:
+    """``trainer.schedule_extensions`` checked against itself and ``trainer.epochs``: each entry
+    ``[after_epoch, from_epochs, to_epochs]`` with ``0 <= after_epoch <= from_epochs < to_epochs``,
+    ``after_epoch`` increasing, each ``from_epochs`` the previous entry's ``to_epochs``, and the last
+    ``to_epochs`` equal to ``trainer.epochs`` (the horizon the run ended with)."""
+    issues, previous = [], None
+    for i, entry in enumerate(options.schedule_extensions):
+        where = f"trainer.schedule_extensions[{i}]"
+        if len(entry) != 3:
+            issues.append(ConfigIssue(where, f"must be [after_epoch, from_epochs, to_epochs] (3 whole numbers), got {entry!r}"))
+            return issues
+        after, before, to = entry
+        if not 0 <= after <= before < to:
+            issues.append(ConfigIssue(where, f"must have 0 <= after_epoch <= from_epochs < to_epochs (a horizon that grew), got {entry!r}"))
+        elif previous is not None and (after <= previous[0] or before != previous[2]):
+            issues.append(ConfigIssue(where, f"must follow {previous!r}: a later epoch, growing from {previous[2]} epochs, got {entry!r}"))
+        previous = entry
+    if not issues and previous is not None and previous[2] != options.epochs:
+        issues.append(ConfigIssue("trainer.schedule_extensions", f"the last horizon ({previous[2]} epochs) must be trainer.epochs "
+                                  f"({options.epochs}): the run grew to it; for a new plan of {options.epochs} epochs also set "
+                                  "trainer.schedule_extensions=[]"))
+    return issues
 
 
 #: ``trainer.distill``'s options and their defaults (the teacher has none: it is required).
@@ -537,6 +578,26 @@ def _check_loggers(options: TrainerOptions, registry: Registry) -> list[ConfigIs
             extra = {k: v for k, v in entry.items() if k != "name"}
             issues += check_options(registry.get("logger", name), extra, reserved=frozenset(), path=where)
     return issues
+
+
+def config_provenance(config: Mapping[str, Any], options: TrainerOptions, registry: Registry) -> list[dict[str, str]]:
+    """Where each plugin a run's config names besides its model's components comes from (``[{kind, name,
+    plugin, distribution, version}]``, :func:`mmcore.model.plugin_provenance`): its dataset (``data.name``),
+    loggers (``trainer.loggers``, or the default ones), balancer (``trainer.balancer``) and augmentation
+    perturbations (``trainer.augment``). Saved in ``model.json`` beside the model's, so that training the run
+    again or resuming it where one is not installed names the package to install
+    (:func:`mmcore.engine.artefacts.check_run_plugins`), not an "unknown name"."""
+    from mmcore.model import plugin_provenance
+
+    data = config.get("data") if isinstance(config.get("data"), Mapping) else {}
+    entries = [("dataset", data["name"])] if isinstance(data.get("name"), str) else []
+    entries += [("logger", name) for name, _ in logger_specs(options)]
+    balancer = balancer_spec(options)
+    if balancer is not None and isinstance(balancer[0], str):
+        entries.append(("balancer", balancer[0]))
+    entries += [("perturbation", str(name)) for levels in options.augment.values() if isinstance(levels, Mapping)
+                for name in levels]
+    return plugin_provenance(entries, registry)
 
 
 def balancer_spec(options: TrainerOptions) -> tuple[str, dict[str, Any]] | None:

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 from mmcore.components import Head
 from mmcore.data import make_dataloader
 from mmcore.engine import NonFiniteLossError, distributed
-from mmcore.engine.artefacts import check_training_state, read_model_json, read_weights
+from mmcore.engine.artefacts import check_run_plugins, check_training_state, read_model_json, read_weights
 from mmcore.engine.atomic import write_file
 from mmcore.engine.balancers import build_balancer
 from mmcore.engine.checkpoint import (
@@ -46,6 +46,7 @@ from mmcore.engine.checkpoint import (
 from mmcore.engine.config import (
     TrainerOptions,
     check_resume_config,
+    config_provenance,
     resolve_paths,
     resolved_config,
     validate_config,
@@ -56,7 +57,14 @@ from mmcore.engine.evaluation import autocast_context, evaluate_counted, to_devi
 from mmcore.engine.host_memory import retain_freed_memory
 from mmcore.engine.loggers import attached_loggers, attached_plugins, build_loggers
 from mmcore.engine.metrics import EpochAccumulator, StepMetrics, as_float, lower_is_better
-from mmcore.engine.optim import adamw, build_optimizer, build_scheduler, parameter_groups, warmup_cosine  # noqa: F401
+from mmcore.engine.optim import (  # noqa: F401
+    adamw,
+    build_optimizer,
+    build_scheduler,
+    parameter_groups,
+    schedule_factor,
+    warmup_cosine,
+)
 from mmcore.engine.rundir import SPEC, STATE, WEIGHTS, RunDir
 from mmcore.engine.seeding import epoch_seed, loader_seed, rng_state, seed_everything, set_rng_state
 from mmcore.engine.views import TrainingView
@@ -118,6 +126,8 @@ class Trainer:
                  resume: str | Path | None = None, overwrite: bool = False) -> None:
         self.manager = manager or get_plugin_manager()
         self.config = dict(config)
+        if resume is not None:  # a plugin the run recorded but not installed here: its package, not "unknown name"
+            check_run_plugins(resume, self.manager.registry)
         self.options: TrainerOptions = validate_config(self.config, self.manager.registry)
         if resume is not None:
             self.options.run_dir = str(resume)
@@ -183,6 +193,43 @@ class Trainer:
         if not finish_epoch:
             self._stop_now = True
 
+    def extend(self, epochs: int) -> None:
+        """Train ``epochs`` epochs in all instead of ``options.epochs`` (more, never fewer): the epoch
+        loop runs on to the new horizon. From the end of the current epoch (step ``epoch *
+        steps_per_epoch``) the learning rate follows a new half cosine from the rate reached there
+        down to ``min_lr_ratio`` at the new horizon (:func:`~mmcore.engine.optim.warmup_cosine`):
+        continuous, no jump back up; every earlier step keeps its rate.
+
+        What the run did is recorded where the run is reproduced from: ``trainer.epochs`` and
+        ``trainer.schedule_extensions`` (``[after_epoch, from_epochs, to_epochs]``; a second call in
+        the same epoch updates that entry) in ``options``, ``config`` and the run's ``config.yaml``
+        (rewritten atomically, main process), so ``mmcore train RUN/config.yaml`` gives the same rate
+        at every step and ``--resume`` continues with the same horizon. For plugins (``fit``: a run
+        whose epochs turned out faster than planned), typically from ``mmcore_epoch_end``; in a
+        distributed run every process must call it with the same value (decide from values that are
+        the same on all of them). Raises ValueError for ``epochs`` that is not a whole number above
+        ``options.epochs``, RuntimeError once a stop was requested (the loop ends anyway).
+        """
+        opts = self.options
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs <= opts.epochs:
+            raise ValueError(f"extend needs more epochs than the {opts.epochs} planned (a whole number), got {epochs!r}")
+        if self.stop_reason is not None:
+            raise RuntimeError(f"training is stopping ({self.stop_reason}): it cannot be extended")
+        extensions = [list(entry) for entry in opts.schedule_extensions]
+        if extensions and extensions[-1][0] == self.epoch:
+            extensions[-1][2] = epochs
+        else:
+            extensions.append([self.epoch, opts.epochs, epochs])
+        opts.epochs, opts.schedule_extensions = epochs, extensions
+        self.total_steps = self.steps_per_epoch * epochs
+        factor = schedule_factor(opts, self.total_steps, self.steps_per_epoch)
+        # LambdaLR keeps its step count (last_epoch): only the function of the steps to come changes.
+        self.scheduler.lr_lambdas = [factor] * len(self.scheduler.lr_lambdas)
+        self.config["trainer"] = {**self.config["trainer"], "epochs": epochs,
+                                  "schedule_extensions": [list(e) for e in extensions]}
+        if self.is_main:
+            self._write_config()
+
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum ``tensor`` over the processes of a distributed run, in place; returns it (one process: unchanged)."""
         return self.dist.all_reduce_sum(tensor) if self.dist is not None else tensor
@@ -246,6 +293,9 @@ class Trainer:
             self.config["model"] = {**self.config["model"], "head": {"name": head["name"], **filled}}
         seed_everything(opts.seed)  # the initial weights do not depend on what reading the data drew
         self.model = build_model(self.config["model"], self.manager.registry)
+        # the plugins the config names besides the model's (dataset, loggers, balancer, augmentations), recorded
+        # in model.json so that training this run again or resuming it names a missing one's package
+        self.model.provenance += config_provenance(self.config, self.options, self.manager.registry)
         self.model.unreadable_inputs = opts.unreadable_inputs  # an input reading fails on (mmcore.unreadable)
         # plugins' own files of the run (fit's column plan), checked against the model and written into it
         self.manager.hook.mmcore_train_setup(trainer=self, config=self.config)
@@ -276,7 +326,7 @@ class Trainer:
         self.micro_batches = math.ceil(len(train) / opts.batch_size)
         self.steps_per_epoch = math.ceil(self.micro_batches / opts.grad_accumulation)
         self.total_steps = self.steps_per_epoch * opts.epochs
-        self.scheduler = build_scheduler(self.optimizer, self.total_steps, opts)
+        self.scheduler = build_scheduler(self.optimizer, self.total_steps, opts, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda" and opts.precision == "fp16")
         self.augment = self._augmenters()
         self.best_value, self.best_epoch, self.bad_epochs = -math.inf, 0, 0
@@ -521,12 +571,15 @@ class Trainer:
             self.dist.close(wait=wait)
         self.rundir.release()
 
+    def _write_config(self) -> None:
+        # dump_yaml: read back unchanged by the config loader (a class named "1e3" stays a string)
+        # paths inside the run relative to it: a copy or a move of the folder reads and writes only itself
+        write_file(self.rundir.config, dump_yaml(self.rundir.portable(self.config)))
+
     def _fit(self, start: float) -> dict[str, Any]:
         opts = self.options
         if self.is_main:
-            # dump_yaml: read back unchanged by the config loader (a class named "1e3" stays a string)
-            # paths inside the run relative to it: a copy or a move of the folder reads and writes only itself
-            write_file(self.rundir.config, dump_yaml(self.rundir.portable(self.config)))
+            self._write_config()
         status, error = self._resumed_status, None
         done = self.start_epoch - 1  # epochs whose checkpoint is written (what --resume continues from)
         # Outputs (metrics.csv, TensorBoard, progress, plots, third-party loggers) are plugins on
@@ -538,7 +591,8 @@ class Trainer:
                 self.manager.call_lifecycle("mmcore_train_start", trainer=self, config=self.config)
                 if self._resume_rng is not None:
                     set_rng_state(self._resume_rng)
-                for epoch in range(self.start_epoch, opts.epochs + 1):
+                epoch = self.start_epoch
+                while epoch <= opts.epochs:  # opts.epochs grows when a plugin extends the run (extend)
                     self.epoch = epoch
                     row = self._train_epoch(epoch)
                     row.update(self._validate())
@@ -554,6 +608,7 @@ class Trainer:
                     if opts.early_stopping is not None and self.bad_epochs >= opts.early_stopping:
                         status = "early_stopping"
                         break
+                    epoch += 1
             except KeyboardInterrupt as exc:
                 # Ctrl-C: the run says it is partial (report.json status "interrupted", read by Predictor.load)
                 # and how to continue; no test evaluation, no end hooks -- the user asked to stop.
@@ -753,9 +808,17 @@ class Trainer:
         among them: the plots logger fills ``report["plots"]``), then write ``report.json``."""
         opts = self.options
         results: dict[str, float] = {}
-        if test and len(self.datasets["test"]):
+        before_test = test and self.manager.has_hook("mmcore_before_test")
+        if test and (len(self.datasets["test"]) or before_test):
             # The best checkpoint (every process holds its weights), not the last epoch's.
             self.model.load_state_dict({k: v.to(self.device) for k, v in self.best_weights.items()})
+        failure: PluginHookError | None = None
+        if before_test:  # e.g. fit choosing the ensemble's experts: the one test pass scores the choice
+            try:
+                self.manager.call_lifecycle("mmcore_before_test", trainer=self)
+            except PluginHookError as exc:  # the run failed with it: not tested; the end hooks and report.json say so
+                status, error, test, failure = "failed", exc, False, exc
+        if test and len(self.datasets["test"]):
             results = self.evaluate(self.datasets["test"], split="test")
         parameters = sum(p.numel() for p in self.model.parameters())
         report = {
@@ -781,12 +844,11 @@ class Trainer:
             "plots": [],
             "unreadable_inputs": self.model.unreadable.to_json(),
         }
-        failure: PluginHookError | None = None
         try:
             self.manager.call_lifecycle("mmcore_train_end", trainer=self, report=report)
         except PluginHookError as exc:  # the run itself is complete, but a plugin failed: say so
             report.update(status="failed", error=str(exc))
-            failure = exc
+            failure = failure or exc
         if self.is_main:
             write_file(self.rundir.report, dumps_json(report, indent=2))
         if failure is not None:

@@ -20,9 +20,10 @@ from mmcore_plugins.autofit.tables import (
     mmcore_export_columns,
     mmcore_record_inputs,
     mmcore_table_inputs,
+    mmcore_table_options,
     mmcore_table_samples,
     mmcore_table_slot,
 )
 
 __all__ = ["ColumnError", "Predictor", "fit", "mmcore_add_commands", "mmcore_export_columns", "mmcore_record_inputs",
-           "mmcore_table_inputs", "mmcore_table_samples", "mmcore_table_slot", "mmcore_train_setup"]
+           "mmcore_table_inputs", "mmcore_table_options", "mmcore_table_samples", "mmcore_table_slot", "mmcore_train_setup"]

@@ -1,8 +1,8 @@
 """``fit``: a table -> inferred columns -> a prepared table + a complete config in a run directory ->
 pretrained candidates measured against from-scratch ones (:mod:`.candidates`) -> measured costs ->
 a plan of every remaining phase within the time limit (:mod:`.budget`) -> the trainer, stopped
-within an epoch at the limit (:mod:`.progress`) -> the ensemble's experts at chance on val left out
-(:mod:`.experts`) -> a :class:`Predictor`.
+within an epoch at the limit and grown when its epochs are faster than planned (:mod:`.progress`) ->
+the ensemble's experts chosen on val before the one test pass (:mod:`.experts`) -> a :class:`Predictor`.
 
 Everything ``fit`` decides is written into the run directory: ``config.yaml`` (``mmcore train
 RUN/config.yaml`` reproduces the run; editing it is how to go further, and a run trained from it, edited or
@@ -59,6 +59,7 @@ from mmcore_plugins.autofit.infer import (
     strict_error,
     table_format_lines,
     unusable_json,
+    unusable_lines,
 )
 from mmcore_plugins.autofit.prepare import Preparer, check_table_columns, make_plan
 from mmcore_plugins.autofit.progress import FitProgress
@@ -92,20 +93,21 @@ SUMMARY_FILE = "fit_summary.json"
 
 
 def read_rows(source: Any, *, encoding: str = "utf-8-sig", sep: str | None = None,
-              decimal: str | None = None) -> tuple[list[dict[str, Any]], Path]:
+              decimal: str | None = None, decimal_columns: Sequence[str] = ()) -> tuple[list[dict[str, Any]], Path]:
     """A table (path or DataFrame) -> its rows and the folder its relative file paths start from
     (``encoding``: of a CSV / JSON Lines file; ``sep``, ``decimal``: a CSV's delimiter and decimal
-    mark, None to find them -- :func:`~mmcore_plugins.io.tables.read_table`)."""
-    rows, base, _ = read_rows_format(source, encoding=encoding, sep=sep, decimal=decimal)
+    mark, None to find them; ``decimal_columns``: read with decimal commas whatever their share --
+    :func:`~mmcore_plugins.io.tables.read_table`)."""
+    rows, base, _ = read_rows_format(source, encoding=encoding, sep=sep, decimal=decimal, decimal_columns=decimal_columns)
     return rows, base
 
 
 def read_rows_format(source: Any, *, encoding: str = "utf-8-sig", sep: str | None = None,
-                     decimal: str | None = None) -> tuple[list[dict[str, Any]], Path, Any]:
+                     decimal: str | None = None, decimal_columns: Sequence[str] = ()) -> tuple[list[dict[str, Any]], Path, Any]:
     """:func:`read_rows` and the :class:`~mmcore_plugins.io.tables.TableFormat` the table was read with."""
     from mmcore_plugins.io.tables import read_table_format
 
-    rows, fmt = read_table_format(source, encoding=encoding, sep=sep, decimal=decimal)
+    rows, fmt = read_table_format(source, encoding=encoding, sep=sep, decimal=decimal, decimal_columns=decimal_columns)
     base = Path(source).expanduser().resolve().parent if isinstance(source, (str, os.PathLike)) else Path.cwd()
     return rows, base, fmt
 
@@ -287,6 +289,8 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
                         strict=strict)
     table = [preparer.table_row(rows[i], i, assignment[i]) for i in labelled]
     dropped = dict(preparer.dropped_files)
+    extra_lines: list[str] = []
+    extra_unusable: dict[str, dict[str, Any]] = {}  # --val/--test: {split: {column: {count, listed}}}
     for name, (extra_rows, extra_base) in extra.items():
         source = {"val": val, "test": test}[name]
         where = f"--{name} {str(source)!r}" if isinstance(source, (str, os.PathLike)) else f"the --{name} table"
@@ -300,6 +304,10 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
             raise ColumnError(f"{where}: {exc}") from None
         for column, count in extra_preparer.dropped_files.items():
             dropped[f"{column} ({name})"] = count
+        # listed as the training table's are (row, file, why; bounded): counted alone, they could not be found
+        extra_lines += unusable_lines(where, extra_preparer.dropped)
+        extra_unusable[name] = {column: unusable_json({i: why for i, c, why in extra_preparer.dropped if c == column})
+                                for column in dict.fromkeys(c for _, c, _ in extra_preparer.dropped)}
     kept = [r for r in table if not all(_absent(r, spec) for spec in plan.slots.values())]
     empty = len(table) - len(kept)
     if empty:  # a sample needs at least one modality; such rows teach nothing
@@ -317,6 +325,7 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
              + (f"; {unlabelled} without a {target!r} value left out" if unlabelled else "")
              + (f" ({len(infinite)} of them infinite)" if infinite else "")
              + (f"; {empty} with no input at all left out" if empty else ""))
+        _log(verbose, *extra_lines)
         # a class too rare to land in every split is said (and kept in autofit.json), never silently unmeasured
         rare = split_warnings(table, plan.target, plan.split_column) if plan.task == "classification" else []
         _log(verbose, *rare)
@@ -426,7 +435,7 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
                                 "image_size": schedule.image_size, "planned_s": schedule.planned, "scaled": schedule.scaled},
                    "threads": {"intra_op": threads, "why": threads_why},
                    "candidates": [c.to_json() for c in compared.values()],
-                   "cached_slots": cached, "dropped_files": dropped, "rows": counts, "val_source": val_source,
+                   "cached_slots": cached, "dropped_files": dropped, "unusable_files": extra_unusable, "rows": counts, "val_source": val_source,
                    "infinite_targets": [i + 1 for i in infinite], "strict": strict, "table": table_format.to_json(),
                    "split_warnings": rare}
         write_file(run / PLAN_FILE, json.dumps(autofit, indent=2))
@@ -438,20 +447,22 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
         # fit's measured choice, not trainer.threads' default (auto): the summary reports what ran
         config["trainer"]["threads"] = threads
         trainer = Trainer(config, manager=manager)
-        # Choosing the ensemble's experts after training reads the val rows once more (their inputs cached),
-        # and the test rows again when a weight changed (sharpening does on most tables): both reserved.
-        experts_planned = (counts["val"] + counts["test"]) * costs.eval_sample if _has_experts(config, plan) else 0.0
+        # Choosing the ensemble's experts between training and the test pass reads the val rows once more
+        # (their inputs cached): reserved. The one test pass then scores the choice.
+        experts_planned = counts["val"] * costs.eval_sample if _has_experts(config, plan) else 0.0
+        chooser = ExpertChoice(run, clock=clock.clock, verbose=verbose) if experts_planned and counts["val"] else None
         reserve = schedule.planned["test"] + schedule.planned["final"] + experts_planned
         progress = FitProgress(deadline=clock.started + limit, reserve=reserve, clock=clock.clock,
                                val_seconds=counts["val"] * costs.eval_sample, planned_step=costs.warm_step,
-                               log=(lambda line: print(line, flush=True)) if verbose else None)
+                               max_epochs=max_epochs, log=(lambda line: print(line, flush=True)) if verbose else None)
         began = clock.clock()
         try:
-            with mmcore.register_plugin(progress, name=f"autofit-progress#{id(progress)}", manager=manager):  # this run only
+            with mmcore.register_plugin(progress, name=f"autofit-progress#{id(progress)}", manager=manager), \
+                    _registered(chooser, manager):  # this run only
                 report = trainer.fit()
         except RunInterrupted as exc:  # Ctrl-C: the run is marked partial (report.json too) and says how to go on
             write_file(run / SUMMARY_FILE, json.dumps({"run_dir": str(run), "task": plan.task, "status": "interrupted",
-                                                       "epochs_run": exc.epochs_done, "epochs_planned": epochs,
+                                                       "epochs_run": exc.epochs_done, "epochs_planned": epochs, "epochs_final": trainer.options.epochs,
                                                        "resume": exc.resume_hint(), "time": clock.to_json()}, indent=2))
             raise
         ended = clock.clock()
@@ -459,20 +470,23 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
         last_epoch = progress.epoch_started if progress.epoch_started is not None else trained
         clock.add("setup + features", trained - began, schedule.planned["setup"] + schedule.planned["features"],
                   note=f"train + val rows; images at {schedule.image_size} px" if schedule.image_size else "")
+        final_epochs = trainer.options.epochs  # more than planned when the epochs turned out faster (progress.grown)
         clock.add("training", last_epoch - trained, schedule.planned["training"],
-                  note=f"{report.get('epochs_run')} of {epochs} epochs")
-        clock.add("test", ended - last_epoch, schedule.planned["test"], note=f"{counts['test']} rows, best checkpoint")
-        experts = None
-        if experts_planned and counts["val"] and report.get("status") in ("completed", "stopped", "early_stopping") and trainer.best_epoch:
-            with clock.phase("experts", experts_planned, note="each expert alone on val; at-chance ones left out, "
-                             "under-confident ones sharpened; test scored again if a weight changed") as record:
-                experts = _choose_experts(trainer, run, report, clock=clock, eval_sample=costs.eval_sample,
-                                          test_rows=counts["test"], record=record, verbose=verbose)
+                  note=f"{report.get('epochs_run')} of {final_epochs} epochs"
+                  + (f" (planned {epochs}, grown after epoch {', '.join(str(g['after_epoch']) for g in progress.grown)})"
+                     if progress.grown else ""))
+        experts = chooser.out if chooser is not None else None
+        if experts is not None:
+            clock.add("experts", chooser.seconds, experts_planned, note="each expert alone on val, before the test pass; "
+                      "at-chance ones left out, under-confident ones sharpened" + chooser.note)
+        clock.add("test", ended - last_epoch - (chooser.seconds if experts is not None else 0.0), schedule.planned["test"],
+                  note=f"{counts['test']} rows, best checkpoint")
         with clock.phase("saving", schedule.planned["final"]):
             clock.sample_load("end")
             cache_bytes = _cache_bytes(config)
             summary = {"run_dir": str(run), "task": plan.task, "status": report.get("status"), "best_epoch": report.get("best_epoch"),
-                       "epochs_run": report.get("epochs_run"), "epochs_planned": epochs, "monitor": report.get("monitor"),
+                       "epochs_run": report.get("epochs_run"), "epochs_planned": epochs, "epochs_final": final_epochs,
+                       "epochs_grown": progress.grown, "monitor": report.get("monitor"),
                        "best_val": report.get("best_value"), "test": report.get("test", {}), "train_seconds": report.get("seconds"),
                        "seconds": clock.elapsed(), "time_limit_s": limit, "cached_slots": cached, "rows": counts,
                        "feature_cache_bytes": cache_bytes, "threads": {"intra_op": threads, "why": threads_why,
@@ -558,55 +572,64 @@ def _has_experts(config: Mapping[str, Any], plan) -> bool:
         and len(config["model"]["encoders"]) > 1
 
 
-def _choose_experts(trainer, run: Path, report: dict[str, Any], *, clock: Phases, eval_sample: float, test_rows: int,
-                    record, verbose: bool) -> dict[str, Any]:
-    """Measure each expert of the trained ensemble (its best checkpoint) alone on the val split, leave
-    out those at chance and sharpen the under-confident ones, bounded (:func:`.experts.choose_experts`).
-    When a weight changes, the best checkpoint and ``config.yaml`` get the head's ``expert_weights`` and the test split is scored
-    again -- only when the time left holds that pass (else every expert is kept, said so);
-    ``report`` (and ``report.json``) get the new test metrics. Returns the choice for the summary."""
-    from mmcore.engine.atomic import write_file
-    from mmcore.engine.checkpoint import dumps_json, save_checkpoint
-    from mmcore.engine.rundir import RunDir
-    from mmcore.yamlio import dump_yaml, load_yaml_file
-    from mmcore_plugins.autofit.experts import choose_experts, expert_outputs, split_metrics
+class ExpertChoice:
+    """``fit``'s plugin for the one run it trains with a uni-modal ensemble: between training and the
+    test pass (``mmcore_before_test``, the model holding the best checkpoint's weights) it measures each
+    expert alone on the val split, leaves out those at chance and sharpens the under-confident ones,
+    bounded (:func:`.experts.choose_experts`). A changed weight goes into the model, the best
+    checkpoint and ``config.yaml`` (the head's ``expert_weights``), so the run's only test pass scores
+    the choice and the saved run predicts with it. ``out`` (None: not run) is the choice for the
+    summary, ``seconds`` its time, ``note`` what it changed."""
 
-    model = trainer.model
-    model.load_state_dict(trainer.best_weights)  # (the trainer's test loaded them too; without test rows it did not)
-    batch = trainer.options.eval_batch_size or trainer.options.batch_size
-    started = clock.clock()
-    choice = choose_experts(expert_outputs(model, trainer.datasets["val"], batch_size=batch))
-    out = choice.to_json()
-    if choice.changed and test_rows:
-        # The val pass's own pace (a busy machine slows it) says what scoring the test rows takes.
-        per_row = max(eval_sample, (clock.clock() - started) / max(1, len(trainer.datasets["val"])))
-        needed = test_rows * per_row + FINAL_SECONDS
-        if clock.left() < needed:
-            out.update(weights={s: 1.0 for s in choice.weights}, dropped=[],
-                       why=f"{choice.why}; not applied: scoring the test rows again needs about {needed:.0f} s, "
-                           f"{max(0.0, clock.left()):.0f} s are left")
-            choice = None
-    if choice is not None and choice.changed:
-        weights = {s: w for s, w in choice.weights.items() if w != 1.0}
-        model.head.expert_weights.update(weights)
-        model.spec["head"]["expert_weights"] = weights
-        meta = json.loads((run / "best" / "model.json").read_text())
-        extra = {k: v for k, v in meta.items() if k not in ("spec", "processors")}
-        save_checkpoint(model, run / "best", weights=trainer.best_weights, extra=extra)
-        stored = load_yaml_file(run / RunDir.CONFIG)
-        stored["model"]["head"]["expert_weights"] = weights
-        write_file(run / RunDir.CONFIG, dump_yaml(stored))
-        if test_rows:
-            before = dict(report.get("test") or {})
-            tested = split_metrics(model, expert_outputs(model, trainer.datasets["test"], batch_size=batch), choice.weights)
-            report["test"] = {**before, **tested}  # the loss is the experts' own: unchanged
-            out["test_with_every_expert"] = before
-            write_file(run / "report.json", dumps_json(report, indent=2))
-        sharpened = ", ".join(f"{s} x{w:.2f}" for s, w in weights.items() if w > 0)
-        record.note += "".join(f"; {note}" for note in ([f"left out: {', '.join(choice.dropped)}"] if choice.dropped else [])
-                               + ([f"sharpened: {sharpened}"] if sharpened else []))
-    _log(verbose, f"  {'experts':<12} {out['why']}")
-    return out
+    def __init__(self, run: Path, *, clock, verbose: bool) -> None:
+        self.run, self.clock, self.verbose = run, clock, verbose
+        self.out: dict[str, Any] | None = None
+        self.seconds, self.note = 0.0, ""
+
+    @mmcore.hookimpl
+    def mmcore_before_test(self, trainer) -> None:
+        if not trainer.best_epoch or not len(trainer.datasets["val"]):
+            return
+        started = self.clock()
+        try:
+            self._choose(trainer)
+        finally:
+            self.seconds = self.clock() - started
+
+    def _choose(self, trainer) -> None:
+        from mmcore.engine.atomic import write_file
+        from mmcore.engine.checkpoint import save_checkpoint
+        from mmcore.engine.rundir import RunDir
+        from mmcore.yamlio import dump_yaml, load_yaml_file
+        from mmcore_plugins.autofit.experts import choose_experts, expert_outputs
+
+        model, run = trainer.model, self.run
+        batch = trainer.options.eval_batch_size or trainer.options.batch_size
+        choice = choose_experts(expert_outputs(model, trainer.datasets["val"], batch_size=batch))
+        self.out = choice.to_json()
+        if choice.changed:
+            weights = {s: w for s, w in choice.weights.items() if w != 1.0}
+            model.head.expert_weights.update(weights)
+            model.spec["head"]["expert_weights"] = weights
+            meta = json.loads((run / "best" / "model.json").read_text())
+            extra = {k: v for k, v in meta.items() if k not in ("spec", "processors")}
+            save_checkpoint(model, run / "best", weights=trainer.best_weights, extra=extra)
+            stored = load_yaml_file(run / RunDir.CONFIG)
+            stored["model"]["head"]["expert_weights"] = weights
+            write_file(run / RunDir.CONFIG, dump_yaml(stored))
+            sharpened = ", ".join(f"{s} x{w:.2f}" for s, w in weights.items() if w > 0)
+            self.note = "".join(f"; {note}" for note in ([f"left out: {', '.join(choice.dropped)}"] if choice.dropped else [])
+                                + ([f"sharpened: {sharpened}"] if sharpened else []))
+        _log(self.verbose, f"  {'experts':<12} {self.out['why']}")
+
+
+def _registered(plugin, manager):
+    """``plugin`` registered with ``manager`` while the block runs (nothing for None)."""
+    import contextlib
+
+    if plugin is None:
+        return contextlib.nullcontext()
+    return mmcore.register_plugin(plugin, name=f"autofit-{type(plugin).__name__}#{id(plugin)}", manager=manager)
 
 
 def _check_left(clock: Phases, done: str) -> None:

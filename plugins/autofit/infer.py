@@ -73,6 +73,18 @@ class ColumnError(UserInputError):
     that cannot be learned, a bad ``--column`` override); the message names the column."""
 
 
+#: How an inferred identifier's reason begins (``ColumnInfo.why``, ``autofit.json``'s ``columns``): the
+#: columns fit ignores as ids, which ``mmcore predict --data`` carries into each output line.
+IDENTIFIER = "identifier: "
+
+
+def identifier_columns(columns: list[dict[str, Any]]) -> list[str]:
+    """The names of the columns fit inferred as identifiers (ignored for training; a user's ``--column
+    X=ignore`` is not one), from ``autofit.json``'s ``columns`` entries ``{name, kind, why, ...}``."""
+    return [c["name"] for c in columns if isinstance(c, dict) and isinstance(c.get("name"), str)
+            and c.get("kind") == "ignore" and str(c.get("why", "")).startswith(IDENTIFIER)]
+
+
 @dataclass
 class ColumnInfo:
     """One column's inferred role. ``kind``: an input kind (:data:`INPUT_KINDS`), a target kind
@@ -263,7 +275,7 @@ def _infer_input(name: str, values: Sequence[Any], base: Path, override: str | N
             bad = next(v for (_, v), x in zip(present, numbers, strict=True) if x is None)
             raise ColumnError(f"--column {name}=numeric: cell {bad!r} is not a number" + _decimal_hint([bad]))
         if override is None and _is_identifier_numbers(numbers, n):
-            return ColumnInfo(name, "ignore", f"identifier: {len(numbers)} distinct integers, one per row", missing,
+            return ColumnInfo(name, "ignore", f"{IDENTIFIER}{len(numbers)} distinct integers, one per row", missing,
                               role="ignored")
         kind_why = "--column override" if override else f"numbers ({distinct} distinct)"
         return ColumnInfo(name, "numeric", kind_why, missing, details={"median": _median([x for x in numbers if x is not None])})
@@ -274,10 +286,10 @@ def _infer_input(name: str, values: Sequence[Any], base: Path, override: str | N
             return ColumnInfo(name, "split", f"split names ({', '.join(sorted(lowered))})", missing, role="split")
         single = not any(any(ch.isspace() for ch in s) for s in strings)
         if distinct == len(strings) and len(strings) >= 20 and single:
-            return ColumnInfo(name, "ignore", f"identifier: a distinct single token in each of {len(strings)} rows",
+            return ColumnInfo(name, "ignore", f"{IDENTIFIER}a distinct single token in each of {len(strings)} rows",
                               missing, role="ignored")
         if single and distinct > MAX_CATEGORIES and _is_code_column(strings, distinct):
-            return ColumnInfo(name, "ignore", f"identifier: codes with digits, {distinct} distinct in {len(strings)} rows "
+            return ColumnInfo(name, "ignore", f"{IDENTIFIER}codes with digits, {distinct} distinct in {len(strings)} rows "
                                               "(a value repeats only a few times)", missing, role="ignored")
     words = sum(len(s.split()) for s in strings) / len(strings)
     few = distinct <= MAX_CATEGORIES and distinct <= max(2, len(strings) // 5)
@@ -645,6 +657,20 @@ def unusable_json(unusable: Mapping[int, str], limit: int = LISTED_UNUSABLE) -> 
     """A column's unusable cells for ``autofit.json``: the count and the first ``limit`` as ``{row, why}``
     (rows numbered from 1, as the table's data rows; ``why`` names the file and what is wrong)."""
     return {"count": len(unusable), "listed": [{"row": i + 1, "why": why} for i, why in sorted(unusable.items())[:limit]]}
+
+
+def unusable_lines(where: str, dropped: Sequence[tuple[int, str, str]], limit: int = NOTED_UNUSABLE) -> list[str]:
+    """One line per column of a ``--val``/``--test`` table's cells treated as missing (``(row index, column,
+    why)``, ``why`` naming the file and what is wrong), listed as the training table's are: ``--val
+    'val.csv': column 'photo': 3 missing/unreadable -> treated as missing: row 2: file 'a.png' does not exist
+    (...); row 5: ...; and 1 more (autofit.json lists up to 20)``."""
+    lines = []
+    for column in dict.fromkeys(c for _, c, _ in dropped):
+        cells = sorted((i, why) for i, c, why in dropped if c == column)
+        listed = "; ".join(f"row {i + 1}: {why}" for i, why in cells[:limit])
+        more = f"; and {len(cells) - limit} more (autofit.json lists up to {LISTED_UNUSABLE})" if len(cells) > limit else ""
+        lines.append(f"{where}: column {column!r}: {len(cells)} missing/unreadable -> treated as missing: {listed}{more}")
+    return lines
 
 
 def strict_error(infos: Sequence[ColumnInfo], limit: int = STRICT_LISTED) -> ColumnError | None:

@@ -32,6 +32,7 @@ from mmcore.engine.atomic import UnsafePathError
 from mmcore_plugins.autofit.fitting import PLAN_FILE, SUMMARY_FILE, read_rows
 from mmcore_plugins.autofit.infer import ColumnError
 from mmcore_plugins.autofit.prepare import Plan, Preparer, check_table_columns, decode_prediction
+from mmcore_plugins.io.tables import recorded_encoding
 
 
 def read_plan(run: str | Path) -> Plan:
@@ -51,8 +52,9 @@ def read_plan(run: str | Path) -> Plan:
 
 
 def read_table_options(run: str | Path) -> dict[str, Any]:
-    """``{encoding, sep, decimal}``: how the fit run read its table, to read new tables the same way
-    (``autofit.json``'s ``table.options``; a run written before fit recorded it: the defaults)."""
+    """``{encoding, sep, decimal, decimal_columns}``: how the fit run read its table, to read new tables the
+    same way (``autofit.json``'s ``table.options``, and the columns it read with decimal commas, read so
+    again whatever their share in the new table; a run written before fit recorded it: the defaults)."""
     from mmcore.engine.artefacts import MAX_JSON_BYTES
     from mmcore.engine.atomic import read_json
 
@@ -60,14 +62,17 @@ def read_table_options(run: str | Path) -> dict[str, Any]:
     try:
         meta = read_json(Path(run) / PLAN_FILE, max_bytes=MAX_JSON_BYTES, what=PLAN_FILE)
     except (ValueError, UnsafePathError, OSError):
-        return options
-    recorded = (meta.get("table") or {}).get("options") if isinstance(meta, dict) else None
+        return {**options, "decimal_columns": []}
+    table = (meta.get("table") or {}) if isinstance(meta, dict) else {}
+    columns = table.get("decimal_columns") if isinstance(table, dict) else None
+    recorded = table.get("options") if isinstance(table, dict) else None
     if isinstance(recorded, dict):
         for key in options:
             value = recorded.get(key)
             if isinstance(value, str) and (key != "decimal" or value in (",", ".")) and (key != "sep" or len(value) == 1):
                 options[key] = value
-    return options
+    names = [c for c in columns if isinstance(c, str)] if isinstance(columns, list) else []
+    return {**options, "decimal_columns": names}
 
 
 def read_table_columns(run: str | Path) -> list[str]:
@@ -75,6 +80,21 @@ def read_table_columns(run: str | Path) -> list[str]:
     and the ones fit ignored (ids, a split column) -- from ``autofit.json``'s ``columns``, read bounded and
     checked. ``mmcore serve`` accepts and ignores a record's cells of the columns the model does not read,
     as :meth:`Predictor.predict` ignores a table's. CheckpointError when damaged."""
+    return list(dict.fromkeys(c["name"] for c in _read_columns(run)))
+
+
+def read_identifier_columns(run: str | Path) -> list[str]:
+    """The columns of the training table fit inferred as identifiers (ignored for training): ``mmcore
+    predict --data`` carries their values into each output line, so that predictions join back to the
+    user's rows. CheckpointError when ``autofit.json`` is damaged."""
+    from mmcore_plugins.autofit.infer import identifier_columns
+
+    return identifier_columns(_read_columns(run))
+
+
+def _read_columns(run: str | Path) -> list[dict[str, Any]]:
+    """``autofit.json``'s ``columns`` (one ``{name, kind, why, ...}`` per column of the training table),
+    read bounded and checked; CheckpointError when damaged."""
     from mmcore.engine.artefacts import MAX_JSON_BYTES, CheckpointError
     from mmcore.engine.atomic import read_json
 
@@ -85,7 +105,7 @@ def read_table_columns(run: str | Path) -> list[str]:
         if not isinstance(columns, list) or not all(isinstance(c, dict) and isinstance(c.get("name"), str) for c in columns):
             raise ValueError(f"{plan_file}: columns must be a list of objects {{name: the column's name, ...}}, "
                              f"got {type(columns).__name__}")
-        return list(dict.fromkeys(c["name"] for c in columns))
+        return columns
     except (ValueError, UnsafePathError) as exc:
         raise CheckpointError(str(exc)) from exc
 
@@ -93,6 +113,11 @@ def read_table_columns(run: str | Path) -> list[str]:
 class MissingInputsWarning(UserWarning):
     """A Predictor method treated cells or rows of a table as missing (files that do not exist or cannot be
     read, placeholders, rows without input or target); the message names rows and columns."""
+
+
+class UnseenCategoriesWarning(UserWarning):
+    """A Predictor method met category values the training table never held: the rows were predicted, those
+    values read as unknown; the message counts them per column (``mmcore predict``/``eval`` say the same)."""
 
 
 class PartialRunWarning(UserWarning):
@@ -257,8 +282,9 @@ class Predictor:
             rows = [dict(r) for r in data]
             return rows, Path.cwd(), None, "the rows", list(dict.fromkeys(k for r in rows for k in r))
         recorded = read_table_options(self.run_dir)
-        rows, base = read_rows(data, encoding=encoding or recorded["encoding"], sep=sep or recorded["sep"],
-                               decimal=decimal or recorded["decimal"])
+        decimal = decimal or recorded["decimal"]
+        rows, base = read_rows(data, encoding=encoding or recorded_encoding(data, recorded["encoding"]), sep=sep or recorded["sep"],
+                               decimal=decimal, decimal_columns=recorded["decimal_columns"] if decimal != "." else ())
         frame = type(data).__module__.startswith("pandas")
         index = getattr(data, "index", None) if frame else None
         if frame:
@@ -384,6 +410,17 @@ class Predictor:
             warnings.warn(MissingInputsWarning(f"{what} on {name}: {len(notes)} cell(s) or row(s) treated as missing "
                                                f"(strict=True refuses them): {shown}"), stacklevel=3)
 
+    def _warn_unseen(self, what: str, name: str, samples: Sequence[Any]) -> None:
+        from mmcore.engine.unseen import UnseenValues
+
+        unseen = UnseenValues(self.model)
+        for sample in samples:
+            if isinstance(sample, Mapping) and isinstance(sample.get("inputs"), Mapping):
+                unseen.add(sample["inputs"])
+        lines = unseen.lines()
+        if lines:
+            warnings.warn(UnseenCategoriesWarning(f"{what} on {name}: " + "; ".join(lines)), stacklevel=3)
+
     def _series(self, values: list[Any], index: Any, name: str):
         if index is None:
             return values
@@ -415,6 +452,7 @@ class Predictor:
         for sample in samples:
             values.append(None if sample is None else next(found))
         self._warn("predict", name, notes)
+        self._warn_unseen("predict", name, present)
         return self._series(values, index, self._target_name)
 
     def predict_proba(self, data: Any, *, missing_columns: Sequence[str] = (), strict: bool = False, encoding: str | None = None,
@@ -439,6 +477,7 @@ class Predictor:
         for sample in samples:
             rows.append([float("nan")] * len(names) if sample is None else next(it))
         self._warn("predict_proba", name, notes)
+        self._warn_unseen("predict_proba", name, present)
         try:
             import pandas as pd
         except ImportError:
@@ -474,6 +513,7 @@ class Predictor:
         result["rows"] = len(samples)
         result["rows_left_out"] = len(prepared) - len(samples)
         self._warn("evaluate", table, notes)
+        self._warn_unseen("evaluate", table, samples)
         return result
 
     def embed(self, data: Any, *, missing_columns: Sequence[str] = (), strict: bool = False):

@@ -18,6 +18,11 @@ import mmcore
 MAX_SLOWDOWN = 3.0
 #: At an epoch's end, another epoch is begun only when at least this share of one fits before the deadline.
 MIN_EPOCH_SHARE = 0.2
+#: The run grows only by epochs that fit before the deadline at this multiple of the last epoch's time.
+GROW_MARGIN = 1.15
+#: An epoch whose steps took more than this multiple of the previous epoch's is a machine slowing down:
+#: the run does not grow after it.
+SLOWING = 1.1
 
 
 class FitProgress:
@@ -29,18 +34,33 @@ class FitProgress:
       down, or an epoch longer than the time left, never runs past the limit;
     * after every epoch: when not even ``MIN_EPOCH_SHARE`` of another epoch and its validation fit,
       training stops there (the best checkpoint so far is kept and tested).
+    * after every epoch before the planned last one, with ``max_epochs`` (the preset's cap), the plan
+      grows (:meth:`~mmcore.engine.trainer.Trainer.extend`) when epochs turned out faster than planned:
+      the time left before the deadline holds at least one more epoch than planned at
+      ``GROW_MARGIN`` x the last epoch's measured time (training, validation and checkpoint), the
+      validation metric improved in that epoch (the best checkpoint is the latest; no early stop on
+      the way), that epoch's steps were not slower than the previous epoch's (``SLOWING``: a machine
+      getting busy never grows the plan), and ``max_epochs`` is not reached. The run gets every
+      epoch that fits so (at most ``max_epochs``); the learning rate goes on from where it was over
+      the longer horizon, and the run's ``config.yaml`` records it (``trainer.epochs``,
+      ``trainer.schedule_extensions``). Not after the planned last epoch: the rate is at its floor there.
 
     ``reserve``: seconds kept after the deadline's training for what follows (see :attr:`deadline`).
     ``val_seconds``: the expected validation time (the measured one replaces it after the first
     epoch). ``planned_step``: the probe's step time; an epoch whose steps take more than twice as
     long with more than one intra-op thread drops to one (a machine that got busy: spinning threads
     slow down by an order of magnitude, one thread in proportion). ``clock`` is the time source.
+    ``max_epochs``: the most epochs the plan may grow to (None: it never grows); :attr:`grown` lists
+    each growth.
     """
 
     def __init__(self, *, deadline: float | None, log: Callable[[str], None] | None = None,
                  clock: Callable[[], float] = time.perf_counter, val_seconds: float = 0.0,
-                 planned_step: float | None = None, reserve: float = 0.0) -> None:
+                 planned_step: float | None = None, reserve: float = 0.0, max_epochs: int | None = None) -> None:
         self.end, self.reserve, self.log, self.clock = deadline, reserve, log, clock
+        self.max_epochs = max_epochs
+        #: per growth of the plan: ``{"after_epoch", "from", "to", "epoch_s", "left_s"}``
+        self.grown: list[dict[str, Any]] = []
         self.val_seconds, self.planned_step = val_seconds, planned_step
         self.epoch_started: float | None = None
         self.train_started: float | None = None
@@ -114,6 +134,7 @@ class FitProgress:
         self.epoch_steps, self.last_step_end = 0, None  # the next step is timed from this epoch's end
         if self.deadline is None or last is None or epoch >= trainer.options.epochs or self.stopped_after is not None:
             return
+        self._maybe_grow(trainer, epoch, now)
         epoch_train = self.epochs[-1]["train_s"] if self.epochs and self.epochs[-1]["train_s"] is not None else now - last
         needed = MIN_EPOCH_SHARE * epoch_train + self.val_seconds
         deadline = self.deadline
@@ -124,6 +145,31 @@ class FitProgress:
             trainer.request_stop(reason)
             if self.log is not None:
                 self.log(f"{reason}; stopping after epoch {epoch} (the best checkpoint so far is kept)")
+
+    def _maybe_grow(self, trainer, epoch: int, now: float) -> None:
+        """More epochs when the measured ones leave room for them (see the class docstring)."""
+        planned = trainer.options.epochs
+        if self.max_epochs is None or planned >= self.max_epochs or trainer.stop_reason is not None:
+            return
+        if getattr(trainer, "best_epoch", None) != epoch:
+            return  # validation did not improve in this epoch: more of the same is not what it needs
+        record = self.epochs[-1]
+        if not record["train_s"] or record["steps"] < getattr(trainer, "steps_per_epoch", record["steps"]):
+            return
+        if len(self.epochs) >= 2:
+            previous = self.epochs[-2]
+            if previous["train_s"] and previous["steps"] and \
+                    record["train_s"] / record["steps"] > SLOWING * previous["train_s"] / previous["steps"]:
+                return  # slowing down: the time left holds less than the last epoch says
+        left = self.deadline - now
+        total = min(self.max_epochs, epoch + int(left // (GROW_MARGIN * record["seconds"])))
+        if total <= planned:
+            return
+        trainer.extend(total)
+        self.grown.append({"after_epoch": epoch, "from": planned, "to": total, "epoch_s": record["seconds"], "left_s": left})
+        if self.log is not None:
+            self.log(f"epochs take {record['seconds']:.1f} s and {left:.0f} s are left before the time limit's reserve: "
+                     f"{total} epochs instead of {planned} (the learning rate goes on from where it is over the longer horizon)")
 
     def _maybe_one_thread(self, epoch: int, train_s: float | None) -> None:
         if self.planned_step is None or not train_s or not self.epoch_steps or epoch < 2:

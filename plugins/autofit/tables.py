@@ -27,39 +27,61 @@ def mmcore_table_inputs(path: Path, encoding: str, run_dir: Path | None, missing
     whatever the table's length. None for a run that ``fit`` did not write (the manifest plugin answers)."""
     if run_dir is None or not (Path(run_dir) / PLAN_FILE).is_file():
         return None
-    from mmcore_plugins.autofit.predictor import read_plan, read_table_options
-    from mmcore_plugins.io.tables import table_columns
+    from mmcore_plugins.autofit.predictor import read_identifier_columns, read_plan, read_table_options
+    from mmcore_plugins.io.tables import recorded_encoding, table_columns
 
     plan = read_plan(run_dir)
-    recorded = read_table_options(run_dir)  # the delimiter and decimal mark fit read its table with
-    reading = {"encoding": encoding, "sep": sep or recorded["sep"], "decimal": decimal or recorded["decimal"]}
-    header = table_columns(path, encoding=encoding, sep=reading["sep"])
+    recorded = read_table_options(run_dir)  # the encoding, delimiter and decimal mark fit read its table with
+    reading = {"encoding": encoding or recorded_encoding(path, recorded["encoding"]), "sep": sep or recorded["sep"],
+               "decimal": decimal or recorded["decimal"]}
+    header = table_columns(path, encoding=reading["encoding"], sep=reading["sep"])
+    # the columns fit read with decimal commas: so again, whatever their share here (not under --decimal .)
+    reading["decimal_columns"] = recorded["decimal_columns"] if reading["decimal"] != "." else []
     declared = check_table_columns(plan, header, list(missing or ()), where=str(path), option="--missing")
     preparer = Preparer(plan, Path(path).expanduser().resolve().parent, strict=strict, allow_outside_paths=True)  # the user named this table
-    return _stream_inputs(path, reading, plan, preparer, declared)
+    ids = [c for c in read_identifier_columns(run_dir) if c in header]  # carried into each line: predictions join back
+    return _stream_inputs(path, reading, plan, preparer, declared, ids)
 
 
-def _stream_inputs(path: Path, reading: dict[str, Any], plan: Any, preparer: Preparer, declared: list[str]):
+def _stream_inputs(path: Path, reading: dict[str, Any], plan: Any, preparer: Preparer, declared: list[str],
+                   ids: list[str]):
     from mmcore_plugins.io.tables import iter_table
 
     i = -1
     for batch in iter_table(path, **reading):
         for row in batch:
             i += 1
+            keys = {c: row.get(c) for c in ids}  # the row's identifiers, as written (the hook's 4th element)
             if declared:
                 row = {**row, **dict.fromkeys(declared)}
             seen = len(preparer.dropped)
             try:
                 inputs = preparer.sample(row, i)["inputs"]
             except ColumnError as exc:
-                yield (None, str(exc))
+                yield (None, str(exc), "", keys)
                 continue
             if all(value is None for value in inputs.values()):
-                yield (None, f"row {i + 1}: no input: every column the model reads ({', '.join(plan.input_columns)}) is empty")
+                yield (None, f"row {i + 1}: no input: every column the model reads ({', '.join(plan.input_columns)}) is empty",
+                       "", keys)
                 continue
             notes = [f"column {column!r}: {why} (a missing modality)" for _, column, why in preparer.dropped[seen:]]
             del preparer.dropped[seen:]  # noted in the row's line; kept, they would grow with the table
-            yield (inputs, None, "; ".join(notes)) if notes else (inputs, None)
+            yield (inputs, None, "; ".join(notes), keys)
+
+
+@mmcore.hookimpl
+def mmcore_table_options(run_dir: Path, path: Path):
+    """How the fit run read its training table (``autofit.json``'s ``table.options``: the ``--encoding``,
+    and the ``--sep``/``--decimal`` given or found), so that predict, eval, explain and embed read the
+    user's next table alike -- a legacy encoding (cp1252) not for a file that is itself UTF-8
+    (:func:`~mmcore_plugins.io.tables.recorded_encoding`). None for a run ``fit`` did not write."""
+    if run_dir is None or not (Path(run_dir) / PLAN_FILE).is_file():
+        return None
+    from mmcore_plugins.autofit.predictor import read_table_options
+    from mmcore_plugins.io.tables import recorded_encoding
+
+    options = read_table_options(run_dir)
+    return {**options, "encoding": recorded_encoding(path, options["encoding"])}
 
 
 @mmcore.hookimpl

@@ -29,7 +29,7 @@ from mmcore.errors import ConfigError, ConfigIssue
 def run_prune(args: argparse.Namespace, manager) -> int:
     from mmcore.cli import load_run
     from mmcore.engine.checkpoint import save_model
-    from mmcore.engine.config import apply_overrides
+    from mmcore.engine.config import apply_overrides, new_plan
     from mmcore.engine.datasets import load_datasets
     from mmcore.engine.evaluation import evaluate
     from mmcore.engine.rundir import RunDir
@@ -47,6 +47,7 @@ def run_prune(args: argparse.Namespace, manager) -> int:
     RunDir.check(out)  # before any work: a folder that may not become a run is refused now
     if init.exists():
         raise ConfigError([ConfigIssue("--out", f"{init} exists already (the pruned checkpoint goes there); choose another --out")])
+    config = new_plan(config)  # a new run with its own epochs: how the source run's horizon grew is no part of it
     trainer = dict(config.get("trainer") or {})
     fine_tune = copy.deepcopy(config)
     fine_tune["trainer"] = {**trainer, "run_dir": str(out), "init": str(init),

@@ -317,6 +317,30 @@ class Backend:
             _derivable(s, row, field)
         return row if s.columns and s.columns[0] != "#0" else [row[c] for c in s.columns]
 
+    def warnings(self, record: Mapping[str, Any]) -> list[str]:
+        """A checked record's notes for its answer (``"warnings"`` beside the prediction): each category cell
+        whose value the training split never held (:data:`SlotInfo.categories`, the vocabulary the model
+        encodes by: the run's processor's, or the export's manifest's) -- predicted all the same, as
+        "unknown" (index 0), but the user is told. The lookup is the processor's (``str(value)``); a fit
+        run's row is derived first, as :meth:`prepare` derives it. Empty when there is nothing to say."""
+        from mmcore.engine.unseen import record_warning
+
+        out = []
+        for s in self.slots:
+            row = record.get(s.name)
+            if s.kind != "table" or not isinstance(row, Mapping) or not s.categories:
+                continue
+            if s.derive is not None:
+                try:
+                    row = s.derive(dict(row))
+                except (ValueError, TypeError):  # prepare names the cell at fault
+                    continue
+            for column, values in s.categories.items():
+                value = row.get(column) if isinstance(row, Mapping) else None
+                if value is not None and str(value) not in values:
+                    out.append(record_warning(column, str(value)))
+        return out
+
     # To implement: prepare(checked record) -> item; predict(items) -> results.
     def prepare(self, record: Mapping[str, Any]) -> Any:
         raise NotImplementedError

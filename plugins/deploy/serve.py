@@ -8,6 +8,9 @@ Endpoints::
                       a `mmcore fit` run's records and fields are the user's own columns
                       ({"Customer Review": ..., "Unit Price (EUR)": ...}; slot names are aliases)
                       -> {"predictions": [{"prediction", "probabilities", "modalities"}, ...]}
+                      (a record with a category value not seen in training is predicted, that value
+                      read as unknown, and its answer says so: "warnings": ["column 'brand': 'Acme'
+                      was not seen in training; it was treated as unknown"])
     GET  /            a web page generated from the model's slots
     GET  /metadata    slots, classes, the model's source and format, limits, versions
     GET  /healthz     {"status": "ok", ...}: requests, records, batches and their sizes, queue length
@@ -566,6 +569,10 @@ def create_app(backend: Backend, *, max_batch: int = MAX_BATCH, window_ms: float
             except Busy as exc:
                 raise ApiError(503, f"the server's queue is full ({max_queue} requests waiting); retry shortly", None) from exc
         results, timing = await answer
+        for result, record in zip(results, checked, strict=True):  # a category not seen in training: said, not refused
+            notes = backend.warnings(record)
+            if notes:
+                result["warnings"] = notes
         with lock:
             counts["predicted"] += len(results)
         # Server-Timing (W3C): where this request's time went, in ms -- read by benchmarks and browsers' devtools

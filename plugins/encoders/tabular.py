@@ -116,6 +116,24 @@ class TabularProcessor(Processor):
         index = [self.vocabularies[c].get(v, 0) if v is not None else 0 for c, v in zip(self.categorical, categories, strict=True)]
         return {"values": (values - self.mean) / self.std, "categories": torch.tensor(index, dtype=torch.long)}
 
+    def unseen(self, raw: Any) -> dict[str, str]:
+        """``{column: value}`` of the row's categorical cells that get index 0 though not empty: a value not
+        in the column's vocabulary (not seen in training, or too rare there to be one of the ``max_categories
+        - 1`` values kept). The same lookup as :meth:`__call__` (``str(value)``)."""
+        if not isinstance(raw, Mapping):
+            return {}
+        out = {}
+        for column in self.categorical:
+            value = raw.get(column)
+            if value is not None and str(value) not in self.vocabularies.get(column, {}):
+                out[column] = str(value)
+        return out
+
+    def unseen_reason(self, column: str) -> str:
+        full = len(self.vocabularies.get(column, {})) >= self.max_categories - 1  # rare training values fell out too
+        return "not seen in training" + (f" (or too rare there to be one of its {self.max_categories - 1} kept values)"
+                                         if full else "")
+
     def fit(self, raws: Sequence[Any]) -> None:
         fitter = self.partial_fitter()
         fitter.update(raws)

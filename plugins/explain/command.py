@@ -20,6 +20,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import mmcore
 
@@ -27,7 +28,12 @@ import mmcore
 DEFAULT_PLOTS = 20
 
 
-def _records_from_table(args: argparse.Namespace, model, config: dict, manager) -> tuple[list[dict], list[str | None]]:
+#: The keys of an explained record (``--json``): a row's identifier column of the same name gets ``" (id)"``.
+RECORD_KEYS = ("record", "prediction", "value", "full", "empty", "shapley", "exact", "present", "missing")
+
+
+def _records_from_table(args: argparse.Namespace, model, config: dict, manager
+                        ) -> tuple[list[dict], list[str | None], list[dict[str, Any]]]:
     """The records of a --data table (at most ``--limit``: rows past it are never read) and, per record,
     the note of its cells read as missing (or None), the columns mapped to slots as ``mmcore predict
     --data`` maps them (the ``mmcore_table_inputs`` hook; the built-in one is the manifest plugin's). A
@@ -36,7 +42,7 @@ def _records_from_table(args: argparse.Namespace, model, config: dict, manager) 
     explanation of another input than the one predict would read is no explanation."""
     from itertools import islice
 
-    from mmcore.cli_predict import declared_missing, table_inputs
+    from mmcore.cli_predict import declared_missing, row_ids, table_inputs
     from mmcore.errors import UserInputError
 
     built = table_inputs(manager, path=Path(args.data), encoding=args.encoding, model=model, data=config.get("data"),
@@ -51,7 +57,8 @@ def _records_from_table(args: argparse.Namespace, model, config: dict, manager) 
     if problems:
         more = f" (and {len(problems) - 1} more row(s))" if len(problems) > 1 else ""
         raise UserInputError(f"--data {args.data}: {problems[0]}{more}")
-    return [item[0] for item in built], [item[2] if len(item) > 2 and item[2] else None for item in built]
+    return ([item[0] for item in built], [item[2] if len(item) > 2 and item[2] else None for item in built],
+            [row_ids(item, RECORD_KEYS) for item in built])  # a fit run's id columns, as predict carries them
 
 
 def _records_from_split(args: argparse.Namespace, config: dict, manager) -> list[dict]:
@@ -85,8 +92,9 @@ def run_explain(args: argparse.Namespace, manager) -> int:
             raise ConfigError([ConfigIssue(option, f"must be an int >= {low}, got {value}")])
     model, config = load_run(args.run_dir, manager, args.checkpoint)
     notes: list[str | None] = []
+    ids: list[dict[str, Any]] = []
     if args.data:
-        samples, notes = _records_from_table(args, model, config, manager)
+        samples, notes, ids = _records_from_table(args, model, config, manager)
     elif args.split:
         samples = _records_from_split(args, config, manager)
     else:
@@ -140,7 +148,8 @@ def run_explain(args: argparse.Namespace, manager) -> int:
         write_file(out / "summary.json", dumps_json(summary, indent=2), root=root)
     if args.json:
         for i, record in enumerate(records, start=1):
-            sys.stdout.write(json.dumps({"record": i, **record}, ensure_ascii=False) + "\n")
+            keys = ids[i - 1] if i <= len(ids) else {}
+            sys.stdout.write(json.dumps({"record": i, **keys, **record}, ensure_ascii=False) + "\n")
         print(json.dumps({"summary": summary}), file=sys.stderr)
     else:
         print(format_records(records, summary))
@@ -186,7 +195,6 @@ def mmcore_add_commands(subparsers) -> None:
     parser.add_argument("--pairs", type=int, default=64,
                         help="antithetic permutation pairs when sampling (models with more than 6 slots; default 64)")
     parser.add_argument("--checkpoint", default="best", choices=["best", "last"], help="which checkpoint (default best)")
-    parser.add_argument("--encoding", default="utf-8-sig", help="text encoding of a --data CSV/JSONL file (default utf-8-sig)")
     from mmcore.cli_predict import add_table_options
 
     add_table_options(parser)

@@ -42,7 +42,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,7 +129,7 @@ class TableNotFoundError(TableError, FileNotFoundError):
 
 
 def read_table(source: Any, *, encoding: str = "utf-8-sig", sep: str | None = None,
-               decimal: str | None = None) -> list[dict[str, Any]]:
+               decimal: str | None = None, decimal_columns: Sequence[str] = ()) -> list[dict[str, Any]]:
     """The rows of ``source`` as dicts ``{column: value}``, in file order.
 
     ``source``: a path (``.csv``/``.tsv``, ``.jsonl``/``.ndjson``/``.json``, ``.parquet``/``.pq``),
@@ -142,7 +142,9 @@ def read_table(source: Any, *, encoding: str = "utf-8-sig", sep: str | None = No
     non-empty cells are (at least :data:`DECIMAL_SHARE` of them) whole or decimal-comma numbers,
     one at least with a comma -- except, in a comma-separated file, when every such cell also reads
     as thousands grouping (``"1,234"``), which is left as it is. :func:`read_table_format` says
-    what was found.
+    what was found. ``decimal_columns`` (unless ``decimal="."``): columns known to hold decimal-comma
+    numbers -- the ones a ``fit`` run read so -- read so in this table too, whatever their share of such
+    cells here (a small new table with one bad cell: that cell is the row's error, not every row's).
 
     Raises :class:`TableError` (a ``ValueError``) naming the file and line: undecodable bytes
     (with the byte offset), duplicate or unnamed non-empty columns, a CSV row with more fields
@@ -150,16 +152,18 @@ def read_table(source: Any, *, encoding: str = "utf-8-sig", sep: str | None = No
     over ``MAX_TABLE_BYTES`` or ``MAX_TABLE_ROWS`` (module docstring), a bad ``sep``/``decimal``;
     :class:`TableNotFoundError` (also a ``FileNotFoundError``) when the file does not exist.
     """
-    return read_table_format(source, encoding=encoding, sep=sep, decimal=decimal)[0]
+    return read_table_format(source, encoding=encoding, sep=sep, decimal=decimal, decimal_columns=decimal_columns)[0]
 
 
 def read_table_format(source: Any, *, encoding: str = "utf-8-sig", sep: str | None = None,
-                      decimal: str | None = None) -> tuple[list[dict[str, Any]], TableFormat]:
+                      decimal: str | None = None, decimal_columns: Sequence[str] = ()
+                      ) -> tuple[list[dict[str, Any]], TableFormat]:
     """:func:`read_table`'s rows and the :class:`TableFormat` they were read with (the delimiter and
     decimal-comma columns found or given)."""
     fmt = TableFormat(encoding=encoding)
     rows: list[dict[str, Any]] = []
-    for batch in _batches(source, encoding=encoding, batch_rows=65536, whole=True, sep=sep, decimal=decimal, fmt=fmt):
+    for batch in _batches(source, encoding=encoding, batch_rows=65536, whole=True, sep=sep, decimal=decimal, fmt=fmt,
+                          decimal_columns=decimal_columns):
         rows += batch
     return rows, fmt
 
@@ -177,7 +181,7 @@ def read_table_batches(source: Any, *, encoding: str = "utf-8-sig", sep: str | N
 
 
 def iter_table(source: Any, *, encoding: str = "utf-8-sig", batch_rows: int = BATCH_ROWS, sep: str | None = None,
-               decimal: str | None = None) -> Iterator[list[dict[str, Any]]]:
+               decimal: str | None = None, decimal_columns: Sequence[str] = ()) -> Iterator[list[dict[str, Any]]]:
     """The rows of ``source`` (as :func:`read_table` reads them) in lists of at most ``batch_rows``.
 
     Streams the file: memory follows one batch, whatever the table's length (``MAX_TABLE_BYTES``
@@ -188,7 +192,8 @@ def iter_table(source: Any, *, encoding: str = "utf-8-sig", batch_rows: int = BA
     """
     if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
         raise ValueError(f"batch_rows must be a positive int, got {batch_rows!r}")
-    return _batches(source, encoding=encoding, batch_rows=batch_rows, whole=False, sep=sep, decimal=decimal)
+    return _batches(source, encoding=encoding, batch_rows=batch_rows, whole=False, sep=sep, decimal=decimal,
+                    decimal_columns=decimal_columns)
 
 
 def table_columns(source: Any, *, encoding: str = "utf-8-sig", sep: str | None = None) -> list[str]:
@@ -286,11 +291,14 @@ def _point(cell: Any) -> Any:
 
 
 def _decimal_batches(batches: Iterator[list[dict[str, Any]]], *, sep: str, decimal: str | None,
-                     fmt: TableFormat) -> Iterator[list[dict[str, Any]]]:
+                     fmt: TableFormat, known: Sequence[str] = ()) -> Iterator[list[dict[str, Any]]]:
     columns: list[str] | None = None
     for batch in batches:
         if columns is None:
             columns = decimal_comma_columns(batch, sep=sep, forced=decimal == ",") if decimal != "." else []
+            if decimal != "." and known:  # read so before (a fit run's): so again, whatever their share here
+                header = {name for row in batch for name in row}
+                columns += [c for c in known if c in header and c not in columns]
             fmt.decimal_columns = columns
             fmt.decimal = "," if columns or decimal == "," else "."
             fmt.decimal_detected = decimal is None and bool(columns)
@@ -321,7 +329,8 @@ def _table_path(source: Any) -> Path:
 
 
 def _batches(source: Any, *, encoding: str, batch_rows: int, whole: bool, sep: str | None = None,
-             decimal: str | None = None, fmt: TableFormat | None = None) -> Iterator[list[dict[str, Any]]]:
+             decimal: str | None = None, fmt: TableFormat | None = None,
+             decimal_columns: Sequence[str] = ()) -> Iterator[list[dict[str, Any]]]:
     _check_sep(sep)
     _check_decimal(decimal)
     fmt = fmt if fmt is not None else TableFormat(encoding=encoding)
@@ -345,7 +354,7 @@ def _batches(source: Any, *, encoding: str, batch_rows: int, whole: bool, sep: s
     delimiter, fmt.sep_detected = _delimiter(path, codec, encoding, sep)
     fmt.sep = delimiter
     batches = _csv_batches(path, codec, batch_rows=batch_rows, delimiter=delimiter, encoding=encoding)
-    return _limited(_decimal_batches(batches, sep=delimiter, decimal=decimal, fmt=fmt), path, limit)
+    return _limited(_decimal_batches(batches, sep=delimiter, decimal=decimal, fmt=fmt, known=decimal_columns), path, limit)
 
 
 def _limited(batches: Iterator[list[dict[str, Any]]], path: Path, max_rows: int | None) -> Iterator[list[dict[str, Any]]]:
@@ -356,6 +365,39 @@ def _limited(batches: Iterator[list[dict[str, Any]]], path: Path, max_rows: int 
             raise TableError(f"{path}: more than {max_rows} rows, the limit for a table read whole; split it, or predict "
                              "it with mmcore predict --data (which streams it)")
         yield batch
+
+
+#: Bytes of a text table looked at by :func:`recorded_encoding` for signs that it is UTF-8.
+UTF8_PROBE_BYTES = 1 << 16
+
+
+def recorded_encoding(source: Any, recorded: str) -> str:
+    """The encoding to read ``source`` with when the user gave none and a run recorded ``recorded`` (the one
+    its training table was read with, e.g. cp1252 for an Excel CSV): ``recorded``, unless ``recorded`` is a
+    legacy single-byte codec and the file says it is UTF-8 -- a UTF-8 byte-order mark, or non-ASCII bytes in
+    its first :data:`UTF8_PROBE_BYTES` that decode as UTF-8 (cp1252 / Latin-1 text almost never does: "ü"
+    is one byte 0xFC there, never valid UTF-8) -- then ``utf-8-sig``, so that the next table saved as UTF-8
+    is not read as mojibake. Not a text table file (Parquet, a DataFrame, a missing file): ``recorded``."""
+    try:
+        codec = codecs.lookup(recorded).name
+    except LookupError:
+        return recorded  # the reader names the unknown encoding
+    if codec.startswith("utf") or not isinstance(source, (str, os.PathLike)):
+        return recorded
+    try:
+        with open(Path(source).expanduser(), "rb") as fh:
+            head = fh.read(UTF8_PROBE_BYTES)
+    except OSError:
+        return recorded
+    if head.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    if head.isascii():
+        return recorded
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)  # a character cut at the end is fine
+    except UnicodeDecodeError:
+        return recorded
+    return "utf-8-sig"
 
 
 # ---------------------------------------------------------------------- text formats

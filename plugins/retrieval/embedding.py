@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmcore.cli_predict import table_inputs
+from mmcore.cli_predict import table_inputs, table_reading
 from mmcore.errors import ConfigError, ConfigIssue
 
 #: Output formats by file-name ending.
@@ -152,7 +152,8 @@ def manifest_rows(model, config: Mapping[str, Any], manifest: str | Path, *, id_
             empty id; bad rows (missing files, bad numbers), each with its row and column.
     """
     from mmcore.labels import is_missing
-    from mmcore_plugins.datasets.manifest import read_rows
+    from mmcore_plugins.datasets.manifest.source import DECIMAL
+    from mmcore_plugins.io.tables import read_table
 
     if manager is None:
         from mmcore.plugin_manager import get_plugin_manager
@@ -162,8 +163,9 @@ def manifest_rows(model, config: Mapping[str, Any], manifest: str | Path, *, id_
     if manifest.suffix.lower() not in MANIFEST_SUFFIXES:
         raise ConfigError([ConfigIssue("--data", f"{manifest} is not a manifest: expected a file ending in "
                                                  f"{', '.join(MANIFEST_SUFFIXES)} (or omit --data and give --split)")])
-    try:
-        rows = read_rows(manifest)
+    reading = table_reading(manager, Path(run_dir) if run_dir is not None else None, manifest)  # as the run read its table
+    try:  # the ids and targets, as written (the model's inputs are the hook's below)
+        rows = read_table(manifest, encoding=reading["encoding"], sep=reading["sep"], decimal=DECIMAL)
     except (OSError, ValueError) as exc:
         raise ConfigError([ConfigIssue("--data", str(exc))]) from exc
     if not rows:
@@ -184,7 +186,7 @@ def manifest_rows(model, config: Mapping[str, Any], manifest: str | Path, *, id_
         if empty:
             raise ConfigError([ConfigIssue("--id-column", f"{manifest}: rows {_rows_listed(empty)} have no "
                                                           f"{id_column!r} id; give every row one, or another --id-column")])
-    built = table_inputs(manager, path=manifest, encoding="utf-8-sig", model=model, data=data,
+    built = table_inputs(manager, path=manifest, model=model, data=data, **reading,
                          run_dir=Path(run_dir) if run_dir is not None else None, missing=list(missing), strict=strict)
     try:
         built = list(built)  # a plugin may stream the rows; embed keeps every row's vectors anyway

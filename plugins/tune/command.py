@@ -12,7 +12,7 @@ from mmcore.errors import ConfigError, ConfigIssue
 
 
 def run_tune(args: argparse.Namespace, manager) -> int:
-    from mmcore.engine.config import load_config
+    from mmcore.engine.config import load_config, new_plan
     from mmcore.yamlio import YamlError, load_yaml_file
     from mmcore_plugins.autofit.choose import parse_duration
     from mmcore_plugins.tune.space import check_space, parse_space
@@ -29,7 +29,7 @@ def run_tune(args: argparse.Namespace, manager) -> int:
         except ValueError as exc:
             raise ConfigError([ConfigIssue("--time-limit", str(exc))]) from exc
     parse_objectives(args.objective)  # its errors before anything is read
-    config = load_config(args.config, args.overrides)
+    config = new_plan(load_config(args.config, args.overrides))  # trials plan anew (a grown run's record dropped)
     space_path = Path(args.space)
     if not space_path.is_file():
         raise ConfigError([ConfigIssue("--space", f"{str(space_path)!r} {'is not a file' if space_path.exists() else 'does not exist'}")])

@@ -267,7 +267,11 @@ def run_study(config: Mapping[str, Any], dims: Sequence[Dimension], options: Stu
     deadline = started + options.time_limit if options.time_limit else None
     out = options.out
     kinds = parse_objectives(options.objective)
-    base = json.loads(json.dumps(config))
+    from mmcore.engine.config import new_plan
+
+    # each trial is a run of its own plan (its epochs may be a searched value): how the base config's
+    # run grew (a fit run's config.yaml) is no part of it
+    base = json.loads(json.dumps(new_plan(config)))
     metric_name = next(n for kind, n in kinds if kind == "metric")
     if metric_name:
         base.setdefault("trainer", {})["monitor"] = metric_name

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 import shutil
 import struct
 
@@ -345,13 +346,15 @@ def test_model_json_names_each_components_plugin_and_a_missing_one_is_named_with
     _config, run_dir = run
     spec_path = run_dir / "best" / "model.json"
     meta = json.loads(spec_path.read_text())
-    assert {(c["kind"], c["name"], c["plugin"], c["distribution"]) for c in meta["components"]} == {
+    model_kinds = [c for c in meta["components"] if c["kind"] in ("encoder", "fusion", "head")]
+    assert {(c["kind"], c["name"], c["plugin"], c["distribution"]) for c in model_kinds} == {
         ("encoder", "tabular_mlp", "tabular", "mmcore"), ("fusion", "concat", "concat", "mmcore"),
         ("head", "classification", "classification", "mmcore")}
     assert all(c["version"] == metadata.version("mmcore") for c in meta["components"])
     meta["spec"]["fusion"]["name"] = "soft_gate"
     meta["components"][1:2] = [{"kind": "fusion", "name": "soft_gate", "plugin": "softgate",
                                 "distribution": "mmcore-softgate", "version": "0.1.0"}]
+    assert meta["components"][1]["kind"] == "fusion"
     spec_path.write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match=r"fusion 'soft_gate' comes from the plugin 'softgate' of distribution "
                                               r"'mmcore-softgate' 0\.1\.0, which is not installed here; install it: "
@@ -359,6 +362,61 @@ def test_model_json_names_each_components_plugin_and_a_missing_one_is_named_with
         load_model(run_dir / "best")
     assert main(["predict", str(run_dir), "--data", str(run_dir / "nothing.csv")]) == 2
     assert "pip install 'mmcore-softgate==0.1.0'" in capsys.readouterr().err
+
+
+def _set_components(run_dir, change) -> None:
+    for which in ("best", "last"):
+        path = run_dir / which / "model.json"
+        meta = json.loads(path.read_text())
+        change(meta)
+        path.write_text(json.dumps(meta))
+
+
+def test_the_plugins_a_runs_config_names_are_recorded_and_a_missing_one_named_when_trained_again(run, capsys):
+    """model.json records the config's plugins too (dataset, loggers, balancer, augmentations); a run whose
+    balancer's plugin is not installed here, trained again from its own config or resumed, names the package to
+    install (exit 2, one line) instead of an "unknown balancer"; its model still loads (predict needs no balancer)."""
+    from mmcore.engine.artefacts import check_run_plugins
+    from mmcore.plugin_manager import get_plugin_manager
+
+    _config, run_dir = run
+    meta = json.loads((run_dir / "best" / "model.json").read_text())
+    kinds = {(c["kind"], c["name"]) for c in meta["components"]}
+    assert ("dataset", "sklearn_tabular") in kinds and ("logger", "csv") in kinds
+    assert all(c["distribution"] == "mmcore" for c in meta["components"])
+    balancer = {"kind": "balancer", "name": "tug", "plugin": "tug", "distribution": "mmcore-tug", "version": "0.3.1"}
+    _set_components(run_dir, lambda m: m["components"].append(balancer))
+    config = (run_dir / "config.yaml").read_text()
+    assert "\n  balancer: null\n" in config
+    (run_dir / "config.yaml").write_text(config.replace("\n  balancer: null\n", "\n  balancer: tug\n", 1))
+    hint = "the run's balancer 'tug' comes from the plugin 'tug' of distribution 'mmcore-tug' 0.3.1, which is not " \
+           "installed here; install it: pip install 'mmcore-tug==0.3.1'"
+    with pytest.raises(CheckpointError, match=re.escape(hint)):
+        check_run_plugins(run_dir, get_plugin_manager().registry)
+    for args in (["train", str(run_dir / "config.yaml"), f"trainer.run_dir={run_dir.parent / 'again'}"],
+                 ["train", str(run_dir / "config.yaml"), "--resume", str(run_dir)]):
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and hint in err and "unknown" not in err, err
+    load_model(run_dir / "best")  # the model needs no balancer
+
+
+@pytest.mark.parametrize("old", ["model components only", "no components"])
+def test_a_run_written_before_the_configs_plugins_were_recorded_loads_and_trains_again(run, old):
+    from mmcore.engine.artefacts import check_run_plugins
+    from mmcore.plugin_manager import get_plugin_manager
+
+    _config, run_dir = run
+
+    def strip(meta):
+        if old == "no components":
+            del meta["components"]
+        else:
+            meta["components"] = [c for c in meta["components"] if c["kind"] in ("encoder", "fusion", "head")]
+
+    _set_components(run_dir, strip)
+    load_model(run_dir / "best")
+    check_run_plugins(run_dir, get_plugin_manager().registry)
 
 
 @pytest.mark.parametrize("components", [{"a": 1}, [{"kind": "fusion"}], [dict.fromkeys(("kind", "name", "plugin", "distribution", "version"), "x" * 300)],

@@ -6,6 +6,7 @@ import mmcore
 from mmcore.engine.config import (
     TrainerOptions,
     apply_overrides,
+    config_provenance,
     load_config,
     resolved_config,
     validate_config,
@@ -94,6 +95,20 @@ def test_a_valid_config_gives_its_trainer_options_and_resolves_every_default(win
     resolved = resolved_config(wine_config, options)
     assert set(resolved["trainer"]) == {f for f in TrainerOptions.__dataclass_fields__}
     assert resolved["model"] == wine_config["model"]
+
+
+def test_config_provenance_names_every_plugin_kind_the_config_names(wine_config, manager):
+    """The dataset, each logger (listed, or the defaults), the balancer and each augmentation perturbation,
+    with the plugin and distribution that registered them (recorded in model.json by the trainer)."""
+    config = apply_overrides(wine_config, ["trainer.balancer=ogm_ge", "trainer.augment={first: {feature_noise: 0.1}}",
+                                           "trainer.loggers=[csv]"])
+    recorded = config_provenance(config, validate_config(config, manager.registry), manager.registry)
+    assert [(c["kind"], c["name"]) for c in recorded] == [("dataset", "sklearn_tabular"), ("logger", "csv"),
+                                                          ("balancer", "ogm_ge"), ("perturbation", "feature_noise")]
+    assert all(c["distribution"] == "mmcore" and c["plugin"] for c in recorded)
+    defaults = config_provenance(wine_config, validate_config(wine_config, manager.registry), manager.registry)
+    assert ("logger", "csv") in {(c["kind"], c["name"]) for c in defaults}
+    assert not {"balancer", "perturbation"} & {c["kind"] for c in defaults}
 
 
 def test_load_config_reports_a_missing_or_broken_file(tmp_path):

@@ -1,9 +1,11 @@
 """The trainer's surface for plugins (hookspecs.py, "The trainer a hook sees"): request_stop, extra
 loss terms (mmcore_train_loss) and gradient changes before the optimiser step
-(mmcore_before_optimizer_step)."""
+(mmcore_before_optimizer_step), and a plugin's change between training and the test pass (mmcore_before_test)."""
 
 import copy
 import json
+import math
+import types
 from pathlib import Path
 
 import pytest
@@ -206,3 +208,36 @@ def test_a_training_batch_carries_the_rows_indices_in_the_training_split(wine_co
     for _, indices, targets, device in rows.batches:
         expected = trainer.model.head.collate_targets([train[i]["target"] for i in indices]).tolist()
         assert targets == expected and device == trainer.device
+
+
+def test_before_test_sees_the_best_weights_and_the_one_test_pass_scores_what_it_changed(wine_config):
+    """A plugin zeroes the head between training and the test pass: every class gets the same logit,
+    so the test loss is ln(3) -- the test scored the changed model, once."""
+    seen = {}
+
+    def before_test(trainer):
+        best = trainer.best_weights
+        seen["best"] = all(torch.equal(v, best[k]) for k, v in trainer.model.state_dict().items() if k in best)
+        seen["epochs"] = len(trainer.history)
+        with torch.no_grad():
+            for p in trainer.model.head.parameters():
+                p.zero_()
+
+    wine_config["trainer"].update(epochs=2, diagnostics=False)
+    plugin = types.SimpleNamespace(mmcore_before_test=mmcore.hookimpl(before_test))
+    with mmcore.register_plugin(plugin, name="before-test"):
+        report = Trainer(wine_config).fit()
+    assert seen == {"best": True, "epochs": 2}
+    assert report["status"] == "completed" and report["test"]["loss"] == pytest.approx(math.log(3), abs=1e-6)
+
+
+def test_a_failing_before_test_hook_fails_the_run_untested_and_report_json_says_so(wine_config):
+    def before_test(trainer):
+        raise RuntimeError("no")
+
+    wine_config["trainer"].update(epochs=1, diagnostics=False)
+    plugin = types.SimpleNamespace(mmcore_before_test=mmcore.hookimpl(before_test))
+    with mmcore.register_plugin(plugin, name="before-test"), pytest.raises(PluginHookError, match="mmcore_before_test"):
+        Trainer(wine_config).fit()
+    saved = json.loads((Path(wine_config["trainer"]["run_dir"]) / "report.json").read_text())
+    assert saved["status"] == "failed" and "mmcore_before_test" in saved["error"] and saved["test"] == {}

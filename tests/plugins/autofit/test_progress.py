@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import copy
 import json
+import types
 from pathlib import Path
 
+import pytest
+
 import mmcore
+from mmcore.engine.config import load_config
 from mmcore.engine.trainer import Trainer
 from mmcore_plugins.autofit.progress import FitProgress
 
@@ -144,3 +148,101 @@ def test_the_reserve_for_test_and_saving_stretches_with_the_steps_slowdown(tmp_p
     clock = steady.clock
     _, report = _run(tmp_path / "steady", steady, clock, step=1.0, val=2.0)
     assert report["steps"] == 12, "no slowdown: the reserve stays 2 s and epoch 3 runs to its end at 16 + 2 s val"
+
+
+class Slowing(Ticking):
+    """A Ticking clock whose steps take ``steps[epoch]`` seconds in each epoch."""
+
+    def __init__(self, clock: StepClock, steps: dict[int, float], val: float) -> None:
+        super().__init__(clock, 0.0, val)
+        self.steps = steps
+
+    @mmcore.hookimpl(tryfirst=True)
+    def mmcore_train_step_end(self, trainer, step):
+        self.clock.now += self.steps[trainer.epoch]
+
+
+@pytest.mark.parametrize(("deadline", "max_epochs", "grown_to"), [
+    (30.0, 10, 4),     # 24 s left after epoch 1: 3 more epochs of 6 s at 1.15x (6.9 s); later ends hold no more
+    (30.0, 3, 3),      # the preset's cap
+    (30.0, 2, None),   # the cap is the plan
+    (19.5, 10, None),  # 13.5 s left: two epochs at 1.0x (12 s), not at 1.15x (13.8 s): no growth
+])
+def test_epochs_faster_than_planned_grow_the_run_within_the_limit_and_config_yaml_says_so(tmp_path: Path, deadline,
+                                                                                           max_epochs, grown_to):
+    """Planned 2 epochs of 6 s (4 steps of 1 s + 2 s validation)."""
+    clock = StepClock()
+    lines: list[str] = []
+    progress = FitProgress(deadline=deadline, clock=clock, val_seconds=2.0, planned_step=1.0, max_epochs=max_epochs,
+                           log=lines.append)
+    _, report = _run(tmp_path, progress, clock, step=1.0, val=2.0, epochs=2)
+    written = load_config(tmp_path / "run" / "config.yaml")["trainer"]
+    assert report["status"] == "completed" and progress.stopped_after is None
+    if grown_to is None:
+        assert progress.grown == [] and report["epochs_run"] == 2 and written["schedule_extensions"] == []
+        return
+    assert progress.grown == [{"after_epoch": 1, "from": 2, "to": grown_to, "epoch_s": 6.0, "left_s": deadline - 6.0}]
+    assert report["epochs_run"] == grown_to and clock.now == 6.0 * grown_to <= deadline
+    assert written["epochs"] == grown_to and written["schedule_extensions"] == [[1, 2, grown_to]]
+    assert any(f"{grown_to} epochs instead of 2" in line for line in lines)
+    assert [line.split()[1] for line in lines if line.startswith("epoch ")][-1] == f"{grown_to}/{grown_to}"
+
+
+def test_a_run_that_is_slowing_never_grows(tmp_path: Path):
+    """Planned 4 epochs, the deadline at 33 s; steps of 1, 1.3, 1.7, 2.2 s in epochs 1-4 (+ 2 s of
+    validation each). After epoch 1 (6 s) the 27 s left hold the 3 planned epochs at 1.15x its pace and
+    no more; every later epoch is slower than the one before: never grown, ended within the deadline."""
+    clock = StepClock()
+    progress = FitProgress(deadline=33.0, clock=clock, val_seconds=2.0, planned_step=1.0, max_epochs=10)
+    config = copy.deepcopy(CONFIG)
+    config["trainer"].update(run_dir=str(tmp_path / "run"), epochs=4, threads=1)
+    with mmcore.register_plugin(Slowing(clock, {1: 1.0, 2: 1.3, 3: 1.7, 4: 2.2}, 2.0), name="slowing"), \
+            mmcore.register_plugin(progress, name="fit-progress"):
+        report = Trainer(config).fit()
+    assert progress.grown == [] and report["epochs_run"] == 4 and clock.now == pytest.approx(32.8)
+    written = load_config(tmp_path / "run" / "config.yaml")["trainer"]
+    assert written["epochs"] == 4 and written["schedule_extensions"] == []
+
+
+class FakeRun:
+    """What FitProgress reads of a trainer, for driving its hooks without training."""
+
+    def __init__(self, epochs: int) -> None:
+        self.options = types.SimpleNamespace(epochs=epochs)
+        self.steps_per_epoch, self.epoch, self.best_epoch, self.stop_reason = 4, 0, 0, None
+        self.extended: list[int] = []
+
+    def extend(self, epochs: int) -> None:
+        self.extended.append(epochs)
+        self.options.epochs = epochs
+
+    def request_stop(self, reason: str, finish_epoch: bool = True) -> None:
+        self.stop_reason = reason
+
+
+def _drive(progress: FitProgress, run: FakeRun, epochs: list[tuple[float, float, bool]]) -> None:
+    """Each epoch: (seconds a step, seconds of validation, whether validation improved)."""
+    progress.mmcore_train_start(trainer=run)
+    for epoch, (step, val, improved) in enumerate(epochs, 1):
+        run.epoch = epoch
+        for k in range(run.steps_per_epoch):
+            progress.clock.now += step
+            progress.mmcore_train_step_end(trainer=run, step=(epoch - 1) * run.steps_per_epoch + k + 1)
+        progress.clock.now += val
+        if improved:
+            run.best_epoch = epoch
+        progress.mmcore_epoch_end(trainer=run, epoch=epoch, metrics={})
+
+
+@pytest.mark.parametrize(("second", "grows"), [
+    ((1.0, 0.5, True), 7),      # 4.5 s an epoch now: the 27.5 s left hold 5 more at 1.15x -> 7 epochs, not 5
+    ((1.2, 0.5, True), None),   # 5.3 s: the 26.7 s left would hold 4 more, but the steps are 1.2x slower: busy
+    ((1.0, 0.5, False), None),  # validation did not improve
+])
+def test_growth_needs_steps_not_slower_and_validation_improving(second, grows):
+    """Epoch 1: 4 steps of 1 s + 4 s of validation (8 s, planned 5 epochs, the deadline at 40 s: 32 s
+    left hold 3 more at 1.15x -- no growth); epoch 2 is faster by its validation."""
+    progress = FitProgress(deadline=40.0, clock=StepClock(), val_seconds=4.0, planned_step=1.0, max_epochs=10)
+    run = FakeRun(epochs=5)
+    _drive(progress, run, [(1.0, 4.0, True), second])
+    assert run.extended == ([grows] if grows else [])

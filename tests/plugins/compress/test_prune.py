@@ -110,7 +110,9 @@ WINE = {
         "fusion": {"name": "concat", "dim": 8},
         "head": {"name": "classification", "num_classes": 3},
     },
-    "trainer": {"epochs": 3, "batch_size": 32, "lr": 0.01, "progress": False, "plots": False, "tensorboard": False},
+    # a run whose horizon grew from 2 to 3 epochs after epoch 1 (as a fit run's may): the fine-tuning is a plan of its own
+    "trainer": {"epochs": 3, "batch_size": 32, "lr": 0.01, "progress": False, "plots": False, "tensorboard": False,
+                "schedule_extensions": [[1, 2, 3]]},
 }
 
 
@@ -135,6 +137,7 @@ def test_prune_writes_an_ordinary_fine_tuned_run(trained, tmp_path, capsys):
     assert model.spec["encoders"]["first"]["hidden"] == [16]
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["trainer"]["init"] == str(tmp_path / "pruned-init") and config["trainer"]["epochs"] == 2
+    assert config["trainer"]["schedule_extensions"] == []
     assert config["trainer"]["batch_size"] == 16 and config["trainer"]["distill"]["teacher"] == str(trained)
     assert config["trainer"]["lr"] == pytest.approx(0.005)
     _, init_meta = load_model(tmp_path / "pruned-init")

@@ -256,9 +256,12 @@ def test_serve_export_takes_and_shows_the_users_columns_only(fitted):
         assert form.status_code == 200, form.text
         assert form.json()["predictions"][0]["prediction"] == labels[0]
         assert form.json()["predictions"][0]["modalities"] == [PHOTO, "note", "tabular"]
+        assert "warnings" not in form.json()["predictions"][0]  # 'north': a training category
         assert np.allclose(_got(form.json()["predictions"], ["high", "low"])[1], proba[:1], atol=1e-5, rtol=0)
         answer = client.post("/predict", json={"records": [second]})  # JSON: no upload, the photo is missing
         assert answer.status_code == 200, answer.text
+        assert answer.json()["predictions"][0]["warnings"] == [  # 'west': predicted as unknown, and said
+            "column 'group': 'west' was not seen in training; it was treated as unknown"]
         assert _got(answer.json()["predictions"], ["high", "low"])[0] == labels[1:]
         assert np.allclose(_got(answer.json()["predictions"], ["high", "low"])[1], proba[1:], atol=1e-5, rtol=0)
         alias = client.post("/predict", json={"records": [{"tabular": second}]})  # the slot's name: an alias

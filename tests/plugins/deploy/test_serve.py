@@ -196,6 +196,9 @@ class _Gated:
     def prepare(self, record):
         return self.inner.prepare(record)
 
+    def warnings(self, record):
+        return self.inner.warnings(record)
+
     def predict(self, items):
         self.started.set()
         self.gate.wait(30)

@@ -39,6 +39,25 @@ def test_statistics_and_vocabularies_are_fitted_on_training_rows_and_restored(wi
     assert restored(rows[5])["categories"].tolist() == processor(rows[5])["categories"].tolist()
 
 
+def test_unseen_names_exactly_the_cells_read_as_unknown(wine_rows):
+    """``unseen`` (what predict, eval and serve tell users about) agrees with the encoding: a non-empty
+    category that gets index 0 -- a new value, or one too rare in training to be kept -- and nothing else."""
+    names, rows, _ = wine_rows
+    processor = TabularProcessor(4, names, ["band"])
+    processor.fit(rows[:100])
+    assert processor.unseen(rows[0]) == {} and processor.unseen_reason("band") == "not seen in training"
+    for value in ("never seen", "Pale", 3):
+        row = {**rows[0], "band": value}
+        assert processor(row)["categories"].tolist() == [0] and processor.unseen(row) == {"band": str(value)}
+    assert processor.unseen({**rows[0], "band": None}) == {}, "an empty cell is missing, not unknown"
+    capped = TabularProcessor(4, names, ["band"], max_categories=2)  # only the most frequent band is kept
+    capped.fit(rows[:100])
+    (kept,) = capped.vocabularies["band"]
+    rare = next(r["band"] for r in rows[:100] if r["band"] != kept)
+    assert capped.unseen({**rows[0], "band": rare}) == {"band": rare}
+    assert "too rare there to be one of its 1 kept values" in capped.unseen_reason("band")
+
+
 @pytest.mark.parametrize("factory", [MLPTabularEncoder, FTTransformerEncoder])
 def test_encoders_learn_wine_from_numeric_and_categorical_columns(factory, wine_rows):
     names, rows, target = wine_rows

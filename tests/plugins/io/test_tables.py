@@ -177,3 +177,34 @@ def test_a_wide_csv_gives_its_columns_and_rows(tmp_path):
     assert len(table_columns(path)) == width
     rows = read_table(path)
     assert len(rows) == 1 and len(rows[0]) == width
+
+
+def test_recorded_encoding_yields_to_a_file_that_is_utf8(tmp_path):
+    """A run's recorded legacy encoding (cp1252) is used for a table that is cp1252 or plain ASCII; a UTF-8 one
+    (a BOM, or non-ASCII bytes that decode as UTF-8 -- also when the probe cuts a character) is read as UTF-8;
+    a recorded UTF-8 and non-file sources are left alone."""
+    from mmcore_plugins.io.tables import UTF8_PROBE_BYTES, recorded_encoding
+
+    text = "id;Kunde\n1;Müller\n2;café\n"
+    cases = {"cp.csv": text.encode("cp1252"), "ascii.csv": b"id;Kunde\n1;Mueller\n", "utf8.csv": text.encode("utf-8"),
+             "bom.csv": b"\xef\xbb\xbf" + b"id\n1\n", "cut.csv": b"x" * (UTF8_PROBE_BYTES - 1) + "ü".encode()}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+    got = {name: recorded_encoding(tmp_path / name, "cp1252") for name in cases}
+    assert got == {"cp.csv": "cp1252", "ascii.csv": "cp1252", "utf8.csv": "utf-8-sig", "bom.csv": "utf-8-sig",
+                   "cut.csv": "utf-8-sig"}
+    assert recorded_encoding(tmp_path / "cp.csv", "utf-8") == "utf-8"
+    assert recorded_encoding(tmp_path / "absent.csv", "latin-1") == "latin-1"
+    assert recorded_encoding([{"a": 1}], "cp1252") == "cp1252"
+
+
+def test_decimal_columns_known_before_are_read_so_whatever_their_share(tmp_path):
+    """A column a run read with decimal commas (``decimal_columns``) is read so again in a table where too few of
+    its cells are decimal-comma numbers to be found (one bad cell in three); not under ``decimal="."``."""
+    path = tmp_path / "t.csv"
+    path.write_text("a;b\n0,5;x\nviel;y\n2,25;z\n", encoding="utf-8")
+    assert [r["a"] for r in read_table(path)] == ["0,5", "viel", "2,25"], "2 of 3 cells: under the share, not found"
+    assert [r["a"] for r in read_table(path, decimal_columns=["a", "absent"])] == ["0.5", "viel", "2.25"]
+    assert [r["a"] for r in read_table(path, decimal=".", decimal_columns=["a"])] == ["0,5", "viel", "2,25"]
+    batches = list(iter_table(path, batch_rows=2, decimal=",", decimal_columns=["a"]))
+    assert [r["a"] for batch in batches for r in batch] == ["0.5", "viel", "2.25"]

@@ -243,7 +243,9 @@ def test_bad_command_lines_exit_2_with_one_line(tmp_path, capsys, extra, message
 
 
 def test_overrides_after_the_config_apply_to_every_trial(tmp_path, capsys):
-    config, space = _files(tmp_path)
+    grown = copy.deepcopy(WINE)
+    grown["trainer"]["schedule_extensions"] = [[1, 2, 3]]  # a run that grew (a fit run's config.yaml): trials plan anew
+    config, space = _files(tmp_path, grown)
     out = tmp_path / "study"
     assert main(["tune", config, "trainer.epochs=2", "--space", space, "--trials", "2", "--out", str(out), "--pruner", "none"]) == 0
     for n in (0, 1):
