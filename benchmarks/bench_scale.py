@@ -4,6 +4,7 @@ short text, two numbers, a label).
 
     python benchmarks/scale_data.py /work/scale_data --rows 100000 --tables 1000,10000,100000
     python benchmarks/bench_scale.py startup /work/scale_data --rows 10000,100000 --validate header,none
+    python benchmarks/bench_scale.py phases /work/scale_data_1m --rows 1000000 --validate none
 
 Each measurement is a fresh process (``python -c``-style child of this script) that imports mmcore,
 builds a :class:`~mmcore.engine.trainer.Trainer` for the fixed config below and runs its
@@ -271,6 +272,62 @@ def measure(data: Path, rows: int, validate: str, run_dir: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+PHASES_CHILD = r"""
+import json, resource, sys, time
+t0w, t0c = time.time(), time.process_time()
+cfg = json.loads(sys.argv[1])
+import torch
+torch.set_num_threads(1)
+import mmcore.engine.trainer as T
+import mmcore.model as M
+marks = []
+def mark(name):
+    marks.append({"phase": name, "wall_s": time.time() - t0w, "cpu_s": time.process_time() - t0c,
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+mark("interpreter, import torch, mmcore.engine.trainer")
+def wrap(owner, attr, name):
+    f = getattr(owner, attr)
+    def w(*a, **k):
+        out = f(*a, **k); mark(name); return out
+    setattr(owner, attr, w)
+wrap(T, "load_datasets", "read the manifest (three splits)")
+wrap(T.Trainer, "_record_data", "data record")
+wrap(T, "build_model", "build the model")
+wrap(T.Trainer, "_check_monitor", "monitor check (imports torchmetrics)")
+wrap(M.MultimodalModel, "fit_processors", "fit the processors")
+trainer = T.Trainer(cfg, overwrite=True)
+trainer.setup()
+mark("rest of setup (optimiser, ...)")
+trainer.close()
+print(json.dumps(marks))
+"""
+
+
+def phases(args: argparse.Namespace) -> None:
+    """Where start-up goes, phase by phase (one fresh process): wall and CPU time (user + system) spent
+    in each phase of ``Trainer.setup`` and the peak RSS at its end."""
+    with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
+        cfg = config(args.data, args.rows, args.validate, str(Path(tmp) / "run"))
+        if trainer_has_threads():
+            cfg["trainer"]["threads"] = 1
+        print(f"load average at the start: {os.getloadavg()}", flush=True)
+        out = subprocess.run([sys.executable, "-c", PHASES_CHILD, json.dumps(cfg)], capture_output=True, text=True,
+                             env=dict(os.environ, OMP_NUM_THREADS="1"), check=False)
+        if out.returncode:
+            raise SystemExit(out.stderr[-4000:])
+        marks = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"load average at the end: {os.getloadavg()}")
+    total = marks[-1]["cpu_s"]
+    print(f"| phase ({args.rows:,} rows, validate {args.validate}) | wall s | CPU s | share of CPU | peak RSS after (MB) |")
+    print("| --- | --- | --- | --- | --- |")
+    wall = cpu = 0.0
+    for m in marks:
+        print(f"| {m['phase']} | {m['wall_s'] - wall:.1f} | {m['cpu_s'] - cpu:.1f} | {(m['cpu_s'] - cpu) / total:.0%} | "
+              f"{m['rss_mb']:.0f} |")
+        wall, cpu = m["wall_s"], m["cpu_s"]
+    print(f"| all | {wall:.1f} | {cpu:.1f} | | {marks[-1]['rss_mb']:.0f} |")
+
+
 def startup(args: argparse.Namespace) -> None:
     sizes = [int(n) for n in args.rows.split(",")]
     levels = args.validate.split(",")
@@ -400,6 +457,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--validate", default="header,none")
     p.add_argument("--repeats", type=int, default=3)
     p.set_defaults(run=startup)
+    h = sub.add_parser("phases", help="start-up phase by phase: wall, CPU and peak RSS (one fresh process)")
+    h.add_argument("data", type=Path)
+    h.add_argument("--rows", type=int, default=100000)
+    h.add_argument("--validate", default="none")
+    h.set_defaults(run=phases)
     d = sub.add_parser("data", help="the manifest alone: time and memory held, code trees alternated")
     d.add_argument("data", type=Path)
     d.add_argument("--rows", type=int, default=100000)
