@@ -66,7 +66,7 @@ nothing decoded), ``decode`` (also its first frame / first second decoded: catch
 files, about 2.5x the time), ``exists`` (one ``stat``: a regular file), ``none`` (nothing on disk
 is touched while the table is read, not even to follow links: paths are judged by their names; for
 tables of millions of rows whose files are known good; a link in the folder that leads outside is
-refused when its file is read: :class:`.dataset.ConfinedFiles`, one ``realpath`` per file read). Each distinct file is checked once, in a pool of threads on
+refused when its file is read: :class:`.dataset.ConfinedFiles`, one ``realpath`` per file read). Each distinct file is checked once (within each batch of 65,536 rows the table is read in), in a pool of threads on
 machines with 4 or more CPUs, with a progress line on stderr past a few seconds. ``on_bad_sample: skip`` drops
 such rows instead (counted in ``metadata["skipped"]`` and logged once). An empty or absent cell,
 or a placeholder such as ``N/A`` (:data:`mmcore.labels.MISSING_PLACEHOLDERS`), means the sample lacks
