@@ -264,7 +264,7 @@ def _predict_table(args: argparse.Namespace, model, config: dict, manager) -> in
     # missing modality noted in the row's line; --strict: the row's error.
     trainer = config.get("trainer") if isinstance(config.get("trainer"), dict) else {}
     model.unreadable_inputs = "error" if args.strict else trainer.get("unreadable_inputs", "missing")
-    counts = {"rows": 0, "bad": 0, "partial": 0}
+    counts = {"rows": 0, "bad": 0, "partial": 0, "empty": 0}
     unseen = UnseenValues(model)
 
     def write_lines(out) -> None:
@@ -275,7 +275,8 @@ def _predict_table(args: argparse.Namespace, model, config: dict, manager) -> in
             out(text)
             counts["rows"] += len(records)
             counts["bad"] += sum("error" in r for r in records)
-            counts["partial"] += sum("missing" in r for r in records)
+            counts["partial"] += sum("missing" in r and r.get("prediction") is not None for r in records)
+            counts["empty"] += sum("error" not in r and r.get("prediction", 0) is None for r in records)
 
     try:
         if out_path is None:
@@ -293,8 +294,9 @@ def _predict_table(args: argparse.Namespace, model, config: dict, manager) -> in
         raise ConfigError([ConfigIssue("--data", str(exc))]) from exc
     warn_unseen(unseen)
     if out_path is not None:
-        rows, bad, partial = counts["rows"], counts["bad"], counts["partial"]
-        print(f"{rows} rows -> {out_path} ({rows - bad} predicted, {bad} with an error"
+        rows, bad, partial, empty = counts["rows"], counts["bad"], counts["partial"], counts["empty"]
+        print(f"{rows} rows -> {out_path} ({rows - bad - empty} predicted, {bad} with an error"
+              + (f", {empty} with no input (no prediction)" if empty else "")
               + (f", {partial} with a missing modality noted" if partial else "") + ")", file=sys.stderr)
     return EXIT_OK
 
@@ -342,6 +344,9 @@ def _predicted_batches(built, model, source: Path, batch_size: int, unseen: Unse
         for i, item in chunk:
             if item[1] is not None:
                 records[i] = {**head(i, item), "error": item[1]}
+                continue
+            if item[0] is None:  # a row with no input at all: no prediction, and the note says why
+                records[i] = {**head(i, item), "prediction": None, "missing": (item[2] if len(item) > 2 else "") or "no input in this row"}
                 continue
             if len(item) > 2 and item[2]:
                 notes.setdefault(i, []).append(item[2])

@@ -146,7 +146,9 @@ def mmcore_table_inputs(path, encoding, model, data, run_dir, missing, strict, s
         row's tuple may carry a third element, a note of the cells it read as missing (a missing file
         under the run's rule), which ``mmcore predict`` writes into that row's line, and a fourth, the
         row's identifiers ``{column: value}`` (``mmcore fit``'s inferred id columns), which it writes
-        into the line under the columns' own names so that predictions join back to the user's rows;
+        into the line under the columns' own names so that predictions join back to the user's rows.
+        ``(None, None, why)``: a row with no input at all -- ``mmcore predict`` writes no prediction
+        (``"prediction": null``) and ``why`` as its ``"missing"`` note;
         or None to leave the table to another plugin. The first non-None result is used. The rows
         may come as a list or an iterator (``mmcore predict`` streams them batch by batch, so a table
         of millions of rows is read in bounded memory): check the columns before returning it. Raise

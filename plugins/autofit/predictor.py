@@ -32,7 +32,7 @@ from mmcore.engine.atomic import UnsafePathError
 from mmcore_plugins.autofit.fitting import PLAN_FILE, SUMMARY_FILE, read_rows
 from mmcore_plugins.autofit.infer import ColumnError
 from mmcore_plugins.autofit.prepare import Plan, Preparer, check_table_columns, decode_prediction
-from mmcore_plugins.io.tables import recorded_encoding
+from mmcore_plugins.io.tables import decimal_comma_cells, recorded_encoding
 
 
 def read_plan(run: str | Path) -> Plan:
@@ -279,7 +279,10 @@ class Predictor:
         """``(rows, folder file paths start from, pandas index or None, name for messages, header)``.
         ``encoding``/``sep``/``decimal`` None: as the fit run read its table (:func:`read_table_options`)."""
         if isinstance(data, Sequence) and not isinstance(data, (str, bytes)) and all(isinstance(r, Mapping) for r in data):
-            rows = [dict(r) for r in data]
+            recorded = read_table_options(self.run_dir)
+            decimal = decimal or recorded["decimal"]  # records' string cells read as a table's (decimal commas)
+            rows = decimal_comma_cells([dict(r) for r in data], decimal=decimal,
+                                       decimal_columns=recorded["decimal_columns"] if decimal != "." else ())
             return rows, Path.cwd(), None, "the rows", list(dict.fromkeys(k for r in rows for k in r))
         recorded = read_table_options(self.run_dir)
         decimal = decimal or recorded["decimal"]
@@ -329,7 +332,7 @@ class Predictor:
                 sample = preparer.sample(row, i, with_target=with_target)
             except ColumnError as exc:
                 raise ColumnError(f"{name}: {exc}") from None
-            if all(v is None for v in sample["inputs"].values()):
+            if not preparer.has_input(row, sample["inputs"]):  # from the user's cells (a filled median is none)
                 no_input.append(i + 1)
                 sample = None
             elif with_target and sample["target"] is None:

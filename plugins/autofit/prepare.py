@@ -483,6 +483,24 @@ class Preparer:
         out[self.plan.split_column] = split
         return out
 
+    def has_input(self, row: Mapping[str, Any], inputs: Mapping[str, Any]) -> bool:
+        """Whether a row gives the model any input at all, decided from the user's cells (``inputs``: the
+        row's :meth:`inputs`): a file or text slot's input, or a cell of the table slot that holds a value --
+        a number, a category, a date. The table slot's prepared row never tells: an empty number is
+        filled with its training median, so an all-empty row would look present. The rule of ``predict
+        --data``, :class:`Predictor` and ``mmcore serve``: a row without any input gets no prediction."""
+        for slot, spec in self.plan.slots.items():
+            if "column" in spec:
+                if inputs.get(slot) is not None:
+                    return True
+                continue
+            if any(not is_missing(row.get(c)) and not is_non_finite(row.get(c)) and as_number(row.get(c)) is not None
+                   for c in spec["numeric"]):
+                return True
+            if any(not is_missing(row.get(c)) for c in [*spec["categorical"], *spec.get("dates", [])]):
+                return True
+        return False
+
     def sample(self, row: Mapping[str, Any], index: int, *, with_target: bool = False) -> dict[str, Any]:
         """A raw sample ``{"inputs": {slot: raw}, "target": encoded or None}`` as the manifest would give it."""
         inputs = self.inputs(row, index)

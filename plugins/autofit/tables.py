@@ -60,9 +60,11 @@ def _stream_inputs(path: Path, reading: dict[str, Any], plan: Any, preparer: Pre
             except ColumnError as exc:
                 yield (None, str(exc), "", keys)
                 continue
-            if all(value is None for value in inputs.values()):
-                yield (None, f"row {i + 1}: no input: every column the model reads ({', '.join(plan.input_columns)}) is empty",
-                       "", keys)
+            if not preparer.has_input(row, inputs):  # no prediction, and the line says why (docs/data.md)
+                notes = [f"column {column!r}: {why}" for _, column, why in preparer.dropped[seen:]]
+                del preparer.dropped[seen:]
+                yield (None, None, "; ".join(["no input in this row: every column the model reads "
+                                              f"({', '.join(plan.input_columns)}) is empty", *notes]), keys)
                 continue
             notes = [f"column {column!r}: {why} (a missing modality)" for _, column, why in preparer.dropped[seen:]]
             del preparer.dropped[seen:]  # noted in the row's line; kept, they would grow with the table

@@ -52,8 +52,9 @@ def _records_from_table(args: argparse.Namespace, model, config: dict, manager
         built = list(built if args.limit is None else islice(built, args.limit))
     except (OSError, ValueError) as exc:
         raise UserInputError(f"--data: {exc}") from exc
-    problems = [f"row {i}: {item[1]}" if not str(item[1]).startswith("row") else str(item[1])
-                for i, item in enumerate(built, start=1) if item[1] is not None]
+    problems = [f"row {i}: {why}" if not str(why).startswith("row") else str(why)
+                for i, item in enumerate(built, start=1) if item[1] is not None or item[0] is None  # no input: none to explain
+                for why in [item[1] if item[1] is not None else (item[2] if len(item) > 2 and item[2] else "no input")]]
     if problems:
         more = f" (and {len(problems) - 1} more row(s))" if len(problems) > 1 else ""
         raise UserInputError(f"--data {args.data}: {problems[0]}{more}")

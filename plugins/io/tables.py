@@ -290,12 +290,15 @@ def _point(cell: Any) -> Any:
     return cell
 
 
-def _decimal_batches(batches: Iterator[list[dict[str, Any]]], *, sep: str, decimal: str | None,
-                     fmt: TableFormat, known: Sequence[str] = ()) -> Iterator[list[dict[str, Any]]]:
+def _decimal_batches(batches: Iterator[list[dict[str, Any]]], *, sep: str | None, decimal: str | None,
+                     fmt: TableFormat, known: Sequence[str] = (), guess: bool = True) -> Iterator[list[dict[str, Any]]]:
+    """``batches`` with the decimal-comma string cells of the decimal-comma columns written with a point
+    (``guess``: columns found from the cells when ``decimal`` is None too, else only under ``decimal=","``)."""
     columns: list[str] | None = None
     for batch in batches:
         if columns is None:
-            columns = decimal_comma_columns(batch, sep=sep, forced=decimal == ",") if decimal != "." else []
+            search = decimal == "," or (decimal is None and guess)
+            columns = decimal_comma_columns(batch, sep=sep, forced=decimal == ",") if search else []
             if decimal != "." and known:  # read so before (a fit run's): so again, whatever their share here
                 header = {name for row in batch for name in row}
                 columns += [c for c in known if c in header and c not in columns]
@@ -308,6 +311,18 @@ def _decimal_batches(batches: Iterator[list[dict[str, Any]]], *, sep: str, decim
                     if name in row:
                         row[name] = _point(row[name])
         yield batch
+
+
+def decimal_comma_cells(rows: list[dict[str, Any]], *, decimal: str | None = None,
+                        decimal_columns: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Records (``{column: value}`` dicts from Python, a server's JSON) read as a table's rows are: under
+    ``decimal=","`` the columns whose string cells are decimal-comma numbers, and the ``decimal_columns``
+    a fit run read so (unless ``decimal="."``), have those cells written with a point (``"59,47"`` ->
+    ``"59.47"``); numbers and other cells as they are. Returns new dicts; raises TableError for a bad ``decimal``."""
+    _check_decimal(decimal)
+    rows = [dict(r) for r in rows]
+    return next(_decimal_batches(iter([rows]), sep=None, decimal=decimal, fmt=TableFormat(), known=decimal_columns,
+                                 guess=False), rows)
 
 
 def _table_path(source: Any) -> Path:
@@ -335,22 +350,29 @@ def _batches(source: Any, *, encoding: str, batch_rows: int, whole: bool, sep: s
     _check_decimal(decimal)
     fmt = fmt if fmt is not None else TableFormat(encoding=encoding)
     fmt.sep_given, fmt.decimal_given = sep, decimal
+    # A DataFrame's, a pyarrow table's, Parquet's and JSON Lines' string cells ("59,47") are read with
+    # decimal commas as a CSV's are when the user says so (decimal=",") or a fit run read the column so
+    # (decimal_columns); never guessed there (their numbers are typed: only a CSV's cells are all text).
     if _is_dataframe(source):
         rows = _frame_rows(source)
-        return iter([rows[i:i + batch_rows] for i in range(0, len(rows), batch_rows)])
+        frames = iter([rows[i:i + batch_rows] for i in range(0, len(rows), batch_rows)])
+        return _decimal_batches(frames, sep=None, decimal=decimal, fmt=fmt, known=decimal_columns, guess=False)
     if type(source).__module__.startswith("pyarrow") and hasattr(source, "to_pylist"):
-        return _arrow_batches(source, "the pyarrow table", batch_rows)
+        return _decimal_batches(_arrow_batches(source, "the pyarrow table", batch_rows), sep=None, decimal=decimal, fmt=fmt,
+                                known=decimal_columns, guess=False)
     path = _table_path(source)
     suffix = path.suffix.lower()
     if suffix in PARQUET_SUFFIXES:
-        return _parquet_batches(path, batch_rows, whole)
+        return _decimal_batches(_parquet_batches(path, batch_rows, whole), sep=None, decimal=decimal, fmt=fmt,
+                                known=decimal_columns, guess=False)
     size = path.stat().st_size
     if whole and size > MAX_TABLE_BYTES:
         raise TableError(f"{path}: {size} bytes, more than the {MAX_TABLE_BYTES}-byte limit for a table read whole")
     codec = _codec(path, encoding)
     limit = MAX_TABLE_ROWS if whole else None
     if suffix in JSONL_SUFFIXES:
-        return _limited(_jsonl_batches(path, codec, encoding, batch_rows), path, limit)
+        return _limited(_decimal_batches(_jsonl_batches(path, codec, encoding, batch_rows), sep=None, decimal=decimal, fmt=fmt,
+                                         known=decimal_columns, guess=False), path, limit)
     delimiter, fmt.sep_detected = _delimiter(path, codec, encoding, sep)
     fmt.sep = delimiter
     batches = _csv_batches(path, codec, batch_rows=batch_rows, delimiter=delimiter, encoding=encoding)
@@ -702,5 +724,5 @@ def _plain(value: Any) -> Any:
 
 
 __all__ = ["MAX_CELL_BYTES", "MAX_TABLE_BYTES", "MAX_TABLE_ROWS", "TABLE_SUFFIXES", "TableError", "TableNotFoundError",
-           "TableFormat", "decimal_comma_columns", "iter_table", "read_parquet_table", "read_table", "read_table_batches",
+           "TableFormat", "decimal_comma_cells", "decimal_comma_columns", "iter_table", "read_parquet_table", "read_table", "read_table_batches",
            "read_table_format", "table_columns"]

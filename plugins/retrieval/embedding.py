@@ -192,7 +192,9 @@ def manifest_rows(model, config: Mapping[str, Any], manifest: str | Path, *, id_
         built = list(built)  # a plugin may stream the rows; embed keeps every row's vectors anyway
     except (OSError, ValueError) as exc:
         raise ConfigError([ConfigIssue("--data", str(exc))]) from exc
-    problems = [item[1] for item in built if item[1]]
+    # a row with no input at all ((None, None, why)): nothing to embed, refused as a bad row is
+    problems = [item[1] or (item[2] if len(item) > 2 and item[2] else "no input in this row")
+                for item in built if item[1] or item[0] is None]
     if problems:
         more = f" (and {len(problems) - 5} more bad rows)" if len(problems) > 5 else ""
         raise ConfigError([ConfigIssue("--data", f"{manifest}: {p}") for p in problems[:5]]

@@ -140,3 +140,39 @@ def test_a_bad_cell_in_a_decimal_comma_column_of_a_small_table_is_that_rows_erro
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert "prediction" in lines[0] and "prediction" in lines[2]
     assert "column 'Betrag': expected a number, got 'viel'" in lines[1]["error"]
+
+
+def test_decimal_commas_of_a_dataframe_or_records_read_as_the_runs_table(cp1252_fit_run, cp1252_table, tmp_path):
+    """fit read 'Betrag' with decimal commas: a DataFrame's or records' string cells ("0,314") are read so too --
+    by default (the run's recorded mark) and under decimal=',' -- as a file's are; decimal='.' refuses them."""
+    pd = pytest.importorskip("pandas")
+    table = cp1252_table(tmp_path / "neu.csv", 5, 4)
+    frame = pd.read_csv(table, sep=";", encoding="cp1252", dtype=str)  # 'Betrag' cells as written: '0,314'
+    assert frame["Betrag"].str.contains(",").any()
+    predictor = mmcore.Predictor.load(cp1252_fit_run)
+    expected = list(predictor.predict(str(table)))
+    assert list(predictor.predict(frame, decimal=",")) == expected
+    assert list(predictor.predict(frame)) == expected
+    assert predictor.predict(frame.to_dict("records"), decimal=",") == expected
+    with pytest.raises(ValueError, match="decimal comma"):
+        predictor.predict(frame, decimal=".")
+
+
+def test_a_row_with_no_input_at_all_gets_no_prediction_on_every_surface(cp1252_fit_run, tmp_path, capsys):
+    """docs/data.md: "A row with no input at all gets no prediction (None / NaN)" -- decided from the user's cells,
+    although the table slot's prepared row (a missing number: its training median) looks present."""
+    table = tmp_path / "leer.csv"
+    table.write_bytes("Kundennr;row;Kunde;Stadt;Betrag;y\nK1;1;;;;\nK2;2;Müller;Köln;0,5;\n".encode("cp1252"))
+    predictor = mmcore.Predictor.load(cp1252_fit_run)
+    with pytest.warns(UserWarning, match="no input at all"):
+        file_answer = list(predictor.predict(str(table)))
+    assert file_answer[0] is None and file_answer[1] is not None
+    with pytest.warns(UserWarning, match="no input at all"):
+        assert predictor.predict([{"Kunde": None, "Stadt": "", "Betrag": "N/A"}]) == [None]
+    with pytest.raises(ValueError, match="no input"):
+        predictor.predict([{"Kunde": None, "Stadt": None, "Betrag": None}], strict=True)
+    capsys.readouterr()
+    assert main(["predict", str(cp1252_fit_run), "--data", str(table)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines[0]["prediction"] is None and "no input in this row" in lines[0]["missing"] and "probabilities" not in lines[0]
+    assert lines[1]["prediction"] == file_answer[1] and "missing" not in lines[1]
