@@ -117,6 +117,10 @@ def _bare_file_column(item: str, plan: Any) -> str | None:
     return matches[0] if modality is not None and len(matches) == 1 else None
 
 
+#: The table-reading advice of infer._decimal_hint, which a served record has no option for.
+_DECIMAL_OPTION = ", or read the table with --decimal , (decimal=',' from Python)"
+
+
 @mmcore.hookimpl
 def mmcore_table_slot(run_dir: Path | None, slot: str):
     """``mmcore serve`` of a fit run: the numbers-and-categories slot as the user's columns, derived as
@@ -130,13 +134,18 @@ def mmcore_table_slot(run_dir: Path | None, slot: str):
     spec = plan.slots.get(slot)
     if spec is None or "column" in spec:
         return None
+    from mmcore_plugins.autofit.predictor import read_table_options
+    from mmcore_plugins.io.tables import decimal_comma_cells
+
     preparer = Preparer(plan, Path.cwd(), strict=True)  # no file is read: only this slot's cells are given
+    # a string cell of a column fit read with decimal commas ("199,90") is read so again; a JSON number is a number
+    decimals = read_table_options(run_dir)["decimal_columns"]
 
     def derive(values: dict[str, Any]) -> dict[str, Any]:
         try:
-            return preparer.inputs(dict(values), 0)[slot]
-        except ColumnError as exc:
-            raise ValueError(str(exc).replace("row 1, ", "")) from None
+            return preparer.inputs(decimal_comma_cells([dict(values)], decimal_columns=decimals)[0], 0)[slot]
+        except ColumnError as exc:  # serve has no --decimal: the hint keeps only "write it with a point"
+            raise ValueError(str(exc).replace("row 1, ", "").replace(_DECIMAL_OPTION, "")) from None
 
     return list(spec["numeric"]), [*spec["categorical"], *spec.get("dates", [])], derive
 
@@ -147,13 +156,15 @@ def mmcore_export_columns(run_dir: Path):
     as plain JSON, so that the export's front end derives what fit derives. None for another run."""
     if run_dir is None or not (Path(run_dir) / PLAN_FILE).is_file():
         return None
-    from mmcore_plugins.autofit.predictor import read_plan, read_table_columns
+    from mmcore_plugins.autofit.predictor import read_plan, read_table_columns, read_table_options
 
     plan = read_plan(run_dir)
+    # decimal_columns: the number columns fit read with decimal commas, whose string cells the front end reads so
     # table_columns: the training table's whole header -- serve ignores a record's cells of the ones the model
     # does not read (the target, ids), as Predictor ignores a table's, and refuses only a key that is no column
     return {"derived_by": "mmcore fit", "input_columns": plan.input_columns,
-            "table_columns": read_table_columns(run_dir), **plan.to_json()}
+            "table_columns": read_table_columns(run_dir), "decimal_columns": read_table_options(run_dir)["decimal_columns"],
+            **plan.to_json()}
 
 
 @mmcore.hookimpl

@@ -274,11 +274,30 @@ class Backend:
                 out[s.name] = value if value.strip() else None
             else:
                 out[s.name] = self._table_value(s, value, field)
-        if all(v is None for v in out.values()):
-            if self.by_column:
-                raise FieldError(where or "record", f"needs at least one of the columns {self.columns}")
+        if not self.by_column and all(v is None for v in out.values()):  # a train run's record, as Predictor's
             raise FieldError(where or "record", f"needs at least one of the slots {[s.name for s in self.slots]}")
-        return out
+        return out  # a fit run's record with no input at all (:meth:`has_input`) gets no prediction, as its row does
+
+    def has_input(self, record: Mapping[str, Any], where: str = "") -> bool:
+        """Whether a record gives the model any input at all, decided from the user's own values (a
+        :meth:`check`-ed record is not enough: a fit run's table slot fills an empty number with its training
+        median). A record without any (``{}``, every cell empty, null or a placeholder, only columns the
+        model ignores) gets no prediction -- ``{"prediction": null, "missing": "no input in this record"}``
+        -- as ``Predictor`` and ``mmcore predict --data`` give a row of a fit run without input none
+        (docs/data.md). A ``mmcore train`` run's record (slots) without any is refused by :meth:`check`
+        (422), as ``Predictor`` refuses such a row of that run."""
+        from mmcore_plugins.deploy.frontend import is_missing, is_non_finite
+
+        values, _ = self.by_slot(record, where)
+        for value in values.values():
+            cells = list(value.values()) if isinstance(value, Mapping) else value if isinstance(value, list) else [value]
+            if any(not is_missing(v) and not is_non_finite(v) for v in cells):
+                return True
+        return False
+
+    def no_input_note(self) -> str:
+        """The ``"missing"`` note of a record without any input (:meth:`has_input`)."""
+        return f"no input in this record: every column the model reads ({', '.join(map(str, self.columns or []))}) is empty"
 
     @staticmethod
     def _table_value(s: SlotInfo, value: Any, field: str) -> Any:

@@ -67,6 +67,8 @@ import numpy as np
 
 #: A number written with a decimal comma (mmcore_plugins.io.tables.DECIMAL_COMMA): ``0,314``, ``1.234,5``.
 _DECIMAL_COMMA = re.compile(r"[+-]?(?:\d{1,3}(?:\.\d{3})+|\d+),\d+")
+#: A whole number grouped by points (``1.234``): in a decimal-comma column, a thousand (mmcore_plugins.io.tables._WHOLE).
+_POINT_GROUPED = re.compile(r"[+-]?\d{1,3}(?:\.\d{3})+")
 
 FORMAT = "mmcore-export"
 FORMAT_VERSION = 1
@@ -703,6 +705,8 @@ class Columns:
         self.class_values = spec.get("class_values") or self.classes
         need(self.task in ("classification", "multilabel", "regression"), "task", "classification, multilabel or regression")
         self.table_columns = spec.get("table_columns", [])
+        #: number columns fit read with decimal commas: their string cells ("59,47") are read so again
+        self.decimal_columns = frozenset(c for c in spec.get("decimal_columns", []) if isinstance(c, str))
         need(isinstance(self.table_columns, list) and all(isinstance(c, str) for c in self.table_columns),
              "table_columns", "the training table's column names")
         need(self.task != "classification" or isinstance(self.class_values, list) and len(self.class_values) == len(self.classes or []),
@@ -788,11 +792,15 @@ class Columns:
     def _number(self, column: str, value: Any) -> float | None:
         if is_missing(value) or is_non_finite(value):  # no measurement: the training median fills it
             return None
-        number = as_number(plain(value))
+        value = plain(value)
+        if column in self.decimal_columns and isinstance(value, str):  # as fit read the column (io.tables._point)
+            text = value.strip()
+            if _DECIMAL_COMMA.fullmatch(text) or ("." in text and _POINT_GROUPED.fullmatch(text)):
+                value = text.replace(".", "").replace(",", ".")
+        number = as_number(value)
         if number is None:
-            # mmcore's hint for a decimal comma (mmcore_plugins.autofit.infer._decimal_hint), word for word
-            hint = (f"; {value!r} reads as a number with a decimal comma: write it with a point, or read the table "
-                    f"with --decimal , (decimal=',' from Python)"
+            # mmcore's hint for a decimal comma, without an option: neither serve nor this front end has one
+            hint = (f"; {value!r} reads as a number with a decimal comma: write it with a point"
                     if isinstance(value, str) and _DECIMAL_COMMA.fullmatch(value.strip()) else "")
             raise ColumnsError(f"column {column!r}: expected a number, got {value!r}{hint}", column)
         return number
@@ -842,6 +850,7 @@ class Columns:
         does not exist (or a text file that cannot be read) is a missing cell, noted in ``notes``;
         ``strict``: ColumnsError naming row and column. Paths are relative to ``base``."""
         out: dict[str, Any] = {}
+        given = False  # any input, from the user's cells: the table slot's row fills an empty number with a median
         for slot, s in self.slots.items():
             kind = s["kind"]
             if kind == "tabular":
@@ -851,6 +860,8 @@ class Columns:
                     raise ColumnsError(f"row {index + 1}, {exc}", exc.column) from None
                 empty = not s["numeric"] and all(v is None for v in values.values())
                 out[slot] = None if empty else values  # an all-empty row of categories: a missing modality
+                given = given or any(not is_missing(row.get(c)) and not is_non_finite(row.get(c))
+                                     for c in self.slot_columns(slot))
                 continue
             column = s["column"]
             value = plain(row.get(column))
@@ -872,7 +883,8 @@ class Columns:
                     if notes is not None:
                         notes.append(f"row {index + 1}, column {column!r}: {problem}")
                 out[slot] = None if problem is not None else value if kind == "text" else path
-        return None if all(v is None for v in out.values()) else out
+            given = given or out[slot] is not None
+        return out if given else None
 
     def decode(self, prediction: Any) -> Any:
         """A graph prediction -> the user's value: the class as the training table held it, the list of

@@ -10,7 +10,8 @@ Endpoints::
                       -> {"predictions": [{"prediction", "probabilities", "modalities"}, ...]}
                       (a record with a category value not seen in training is predicted, that value
                       read as unknown, and its answer says so: "warnings": ["column 'brand': 'Acme'
-                      was not seen in training; it was treated as unknown"])
+                      was not seen in training; it was treated as unknown"]; a record with no input
+                      at all gets {"prediction": null, "missing": "no input in this record: ..."})
     GET  /            a web page generated from the model's slots
     GET  /metadata    slots, classes, the model's source and format, limits, versions
     GET  /healthz     {"status": "ok", ...}: requests, records, batches and their sizes, queue length
@@ -563,18 +564,28 @@ def create_app(backend: Backend, *, max_batch: int = MAX_BATCH, window_ms: float
             else:
                 raws, where = [await record_from_form(request, body, backend)], [""]
             checked = [backend.check(r, w) for r, w in zip(raws, where, strict=True)]
+            # a record with no input at all gets no prediction (Predictor's and predict --data's rule), not the model
+            given = [i for i, (r, w) in enumerate(zip(raws, where, strict=True)) if backend.has_input(r, w)]
             parsed = time.perf_counter()
-            try:
-                answer = await batcher.enqueue(len(checked), _prepare_all, backend, checked, where)
-            except Busy as exc:
-                raise ApiError(503, f"the server's queue is full ({max_queue} requests waiting); retry shortly", None) from exc
-        results, timing = await answer
+            timing = BatchTiming(0.0, 0.0, 0.0, 0)
+            if given:
+                try:
+                    answer = await batcher.enqueue(len(given), _prepare_all, backend, [checked[i] for i in given],
+                                                   [where[i] for i in given])
+                except Busy as exc:
+                    raise ApiError(503, f"the server's queue is full ({max_queue} requests waiting); retry shortly", None) from exc
+        found: list[dict[str, Any]] = []
+        if given:
+            found, timing = await answer
+        results = [{"prediction": None, "missing": backend.no_input_note()} for _ in checked]
+        for i, result in zip(given, found, strict=True):
+            results[i] = result
         for result, record in zip(results, checked, strict=True):  # a category not seen in training: said, not refused
             notes = backend.warnings(record)
             if notes:
                 result["warnings"] = notes
         with lock:
-            counts["predicted"] += len(results)
+            counts["predicted"] += len(found)
         # Server-Timing (W3C): where this request's time went, in ms -- read by benchmarks and browsers' devtools
         stages = (("read", read - began), ("parse", parsed - read), ("prepare", timing.prepare),
                   ("queue", timing.queue), ("model", timing.model))

@@ -28,3 +28,49 @@ def test_a_new_category_is_predicted_and_noted_in_its_answer(cp1252_fit_run):
         "column 'Kunde': 'Acme' was not seen in training; it was treated as unknown",
         "column 'Stadt': 'Berlin' was not seen in training; it was treated as unknown"]
     assert "warnings" not in second and "warnings" not in third
+
+
+@pytest.fixture(scope="module")
+def cp1252_export(cp1252_fit_run, tmp_path_factory):
+    """The cp1252 fit run exported (ONNX): its manifest carries the columns fit read with decimal commas."""
+    pytest.importorskip("onnxruntime")
+    from mmcore.cli import main
+
+    out = tmp_path_factory.mktemp("cp1252_export") / "export"
+    assert main(["export", str(cp1252_fit_run), "--out", str(out)]) == 0
+    return out
+
+
+@pytest.mark.parametrize("served", ["run", "export"])
+def test_serve_reads_decimal_commas_as_the_run_read_its_table_and_answers_a_record_without_input(
+        cp1252_fit_run, cp1252_export, served):
+    """fit read 'Betrag' with decimal commas: a string cell "0,5" (JSON or a form field) is read so again, a JSON
+    number is a number; a record with no input at all ({} or every cell empty) gets no prediction and says why
+    (Predictor's None, predict --data's line), not a 422; a cell that is no number is still a 422 that names no
+    option serve lacks."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from mmcore_plugins.deploy.backends import open_backend
+    from mmcore_plugins.deploy.serve import create_app
+
+    folder = cp1252_fit_run if served == "run" else cp1252_export
+    base = {"Kunde": "Müller", "Stadt": "Zürich"}
+    with TestClient(create_app(open_backend(folder))) as client:
+        def post(**request):
+            answer = client.post("/predict", **request)
+            assert answer.status_code == 200, answer.text
+            return answer.json()["predictions"]
+
+        point = post(json={"records": [{**base, "Betrag": 0.5}, {**base, "Betrag": 1234.5}]})
+        assert post(json={"records": [{**base, "Betrag": "0,5"}, {**base, "Betrag": "1.234,5"}]}) == point
+        assert post(data={**base, "Betrag": "0,5"}) == point[:1]
+        answers = post(json={"records": [{}, {"Kunde": None, "Stadt": "", "Betrag": "N/A"}, {"Kundennr": "K1"},
+                                         {**base, "Betrag": "0,5"}]})
+        for empty in answers[:3]:
+            assert empty["prediction"] is None and "no input in this record" in empty["missing"], empty
+            assert "probabilities" not in empty
+        assert answers[3] == point[0]
+        refused = client.post("/predict", json={"records": [{**base, "Betrag": "viel"}]})
+        assert refused.status_code == 422 and refused.json()["field"] == "records[0].Betrag", refused.text
+        assert "--decimal" not in refused.text

@@ -154,11 +154,11 @@ def test_the_export_predicts_what_the_predictor_predicts_on_the_users_columns(fi
     with pytest.warns(UserWarning, match=r"row 3, column 'note'.*gone\.txt") as caught:
         results = artefact.predict(records)
     shown = " ".join(str(w.message) for w in caught)
-    assert "2 cell(s) or row(s) treated as missing" in shown
+    assert "3 cell(s) or row(s) treated as missing" in shown and "rows 6: no input at all (no prediction)" in shown
     assert f"row 4, column '{PHOTO}'" in shown and not any(d in shown for d in DERIVED)
     got_labels, got_proba = _got(results, ["high", "low"])
-    assert got_labels == labels  # the last row, every cell empty: the medians of its numbers, as in Predictor
-    assert np.allclose(got_proba, proba, atol=1e-5, rtol=0)
+    assert got_labels == labels and labels[5] is None  # the last row, every cell empty: no prediction, as in Predictor
+    assert np.allclose(got_proba, proba, atol=1e-5, rtol=0, equal_nan=True)
     assert results[1]["modalities"] == ["note", "tabular"] and results[0]["modalities"] == [PHOTO, "note", "tabular"]
 
 

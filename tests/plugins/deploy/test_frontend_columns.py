@@ -44,7 +44,10 @@ def _same(preparer: Preparer, columns: frontend.Columns, row: dict) -> None:
     except ColumnError as exc:
         with pytest.raises(frontend.ColumnsError) as caught:
             columns.table_row("tabular", row)
-        assert f"row 1, {caught.value}" == str(exc)
+        from mmcore_plugins.autofit.tables import _DECIMAL_OPTION
+
+        # the same words, less the table-reading option Predictor has and the front end lacks
+        assert f"row 1, {caught.value}" == str(exc).replace(_DECIMAL_OPTION, "")
         return
     assert columns.table_row("tabular", row) == expected, row
 
