@@ -231,10 +231,32 @@ def cmd_train(args: argparse.Namespace, manager) -> int:
         trainer = Trainer(config, manager=manager, resume=args.resume, overwrite=args.overwrite)
     except ConfigError as exc:
         raise _with_override_hint(exc, args.overrides, config) from exc
+    _warn_unused_fusion(config, manager)
     report = trainer.fit()
     if trainer.is_main:
         print(json.dumps({k: report[k] for k in ("status", "run_dir", "best_epoch", "test", "seconds", "plots")}, indent=2))
     return EXIT_OK
+
+
+def _warn_unused_fusion(config: Mapping, manager) -> None:
+    """One warning line at the start of ``mmcore train`` when the config names a fusion its head does not
+    use (a head factory's ``fusion_unused(options)`` says why, naming the option that changes it): an
+    edited fusion would otherwise change nothing, silently. Printed by the first process only."""
+    model = config.get("model") if isinstance(config.get("model"), Mapping) else {}
+    head, fusion = model.get("head"), model.get("fusion")
+    if not isinstance(head, Mapping) or not fusion or os.environ.get("RANK", "0") != "0":
+        return
+    from mmcore.errors import UnknownComponentError
+
+    try:
+        factory = manager.registry.get("head", head.get("name")).factory
+    except UnknownComponentError:  # the Trainer reports an unknown head, with its suggestions
+        return
+    why = getattr(factory, "fusion_unused", None)
+    reason = why({k: v for k, v in head.items() if k != "name"}) if callable(why) else None
+    if reason:
+        name = fusion.get("name") if isinstance(fusion, Mapping) else fusion
+        print(f"warning: model.fusion ({name}) changes nothing in this run: {reason}", file=sys.stderr, flush=True)
 
 
 def _refuse_training_over_own_run(args: argparse.Namespace, config: Mapping) -> None:

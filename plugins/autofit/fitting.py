@@ -516,8 +516,12 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
             loads = ", ".join(f"{w} {v:.1f}" for w, v in clock.loads if v is not None)
             print(f"time (planned / actual; load average {loads or 'unknown'} on {cpu_count()} CPUs):", clock.table(), sep="\n")
             print(f"run directory {run}")
+            head = config["model"]["head"]
+            # the ensemble's experts read each slot's own features: a fusion edit alone would change nothing
+            fusion_note = ("; another fusion counts only with model.head.joint_weight above 0"
+                           if head.get("name") == "unimodal_ensemble" and not head.get("joint_weight") else "")
             print(f"  reproduce: mmcore train {run / 'config.yaml'} trainer.run_dir={run.parent / (run.name + '-again')}"
-                  "   (edit it to go further: the new run still takes your own columns)")
+                  f"   (edit it to go further: the new run still takes your own columns{fusion_note})")
             print(f"  predict:   mmcore predict {_shell(run)} --data TABLE --out predictions.jsonl   "
                   f"(Python: mmcore.Predictor.load({str(run)!r}).predict(table))")
             print(f"  deploy:    mmcore export {_shell(run)} --int8   then   mmcore serve {_shell(run)}")
