@@ -28,6 +28,7 @@ from pathlib import Path
 
 from mmcore import cli_predict
 from mmcore.errors import ConfigError, ConfigIssue, RunInterrupted
+from mmcore.plugin_manager import hookimpl
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -231,10 +232,48 @@ def cmd_train(args: argparse.Namespace, manager) -> int:
         trainer = Trainer(config, manager=manager, resume=args.resume, overwrite=args.overwrite)
     except ConfigError as exc:
         raise _with_override_hint(exc, args.overrides, config) from exc
-    report = trainer.fit()
+    note = _UnusedFusionNote(manager)  # said once the run starts (a config refused before says only why)
+    from mmcore.runtime import register_plugin
+
+    with register_plugin(note, name=f"mmcore-train-fusion-note#{id(note)}", manager=manager):
+        report = trainer.fit()
     if trainer.is_main:
         print(json.dumps({k: report[k] for k in ("status", "run_dir", "best_epoch", "test", "seconds", "plots")}, indent=2))
     return EXIT_OK
+
+
+class _UnusedFusionNote:
+    """``mmcore train``'s lifecycle hook for :func:`_warn_unused_fusion`: once, on the main process, as
+    the run starts (after every check of the config and data has passed)."""
+
+    def __init__(self, manager) -> None:
+        self.manager = manager
+
+    @hookimpl
+    def mmcore_train_start(self, trainer, config) -> None:
+        if trainer.is_main:
+            _warn_unused_fusion(config, self.manager)
+
+
+def _warn_unused_fusion(config: Mapping, manager) -> None:
+    """One warning line (stderr) when the config names a fusion its head does not use (a head factory's
+    ``fusion_unused(options)`` says why, naming the option that changes it): an edited fusion would
+    otherwise change nothing, silently."""
+    model = config.get("model") if isinstance(config.get("model"), Mapping) else {}
+    head, fusion = model.get("head"), model.get("fusion")
+    if not isinstance(head, Mapping) or not fusion:
+        return
+    from mmcore.errors import UnknownComponentError
+
+    try:
+        factory = manager.registry.get("head", head.get("name")).factory
+    except UnknownComponentError:  # the Trainer reports an unknown head, with its suggestions
+        return
+    why = getattr(factory, "fusion_unused", None)
+    reason = why({k: v for k, v in head.items() if k != "name"}) if callable(why) else None
+    if reason:
+        name = fusion.get("name") if isinstance(fusion, Mapping) else fusion
+        print(f"warning: model.fusion ({name}) changes nothing in this run: {reason}", file=sys.stderr, flush=True)
 
 
 def _refuse_training_over_own_run(args: argparse.Namespace, config: Mapping) -> None:

@@ -451,6 +451,23 @@ def new_plan(config: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def replanned(config: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """``config`` for training, and a note when ``trainer.epochs`` is not the horizon its
+    ``trainer.schedule_extensions`` grew to (a user who edits a grown run's epochs, or overrides
+    them, asks for a new plan of that many epochs): then the copy has no extensions and the note
+    says so. Otherwise ``config`` unchanged and None. Malformed extensions are left for
+    :func:`validate_config` to report."""
+    trainer = config.get("trainer")
+    extensions = trainer.get("schedule_extensions") if isinstance(trainer, Mapping) else None
+    epochs = trainer.get("epochs", TrainerOptions.epochs) if isinstance(trainer, Mapping) else None
+    if (not isinstance(extensions, list) or not extensions or not isinstance(extensions[-1], list | tuple)
+            or len(extensions[-1]) != 3 or not isinstance(epochs, int) or isinstance(epochs, bool) or extensions[-1][2] == epochs):
+        return dict(config), None
+    note = (f"trainer.epochs is {epochs}, not the {extensions[-1][2]} the run this config comes from grew to: "
+            f"a new plan of {epochs} epochs (its trainer.schedule_extensions are not applied)")
+    return new_plan(config), note
+
+
 def schedule_extension_issues(options: TrainerOptions) -> list[ConfigIssue]:
     """``trainer.schedule_extensions`` checked against itself and ``trainer.epochs``: each entry
     ``[after_epoch, from_epochs, to_epochs]`` with ``0 <= after_epoch <= from_epochs < to_epochs``,

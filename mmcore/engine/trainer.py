@@ -47,6 +47,7 @@ from mmcore.engine.config import (
     TrainerOptions,
     check_resume_config,
     config_provenance,
+    replanned,
     resolve_paths,
     resolved_config,
     validate_config,
@@ -126,6 +127,10 @@ class Trainer:
                  resume: str | Path | None = None, overwrite: bool = False) -> None:
         self.manager = manager or get_plugin_manager()
         self.config = dict(config)
+        if resume is None:  # a grown run's config with other epochs: a new plan (a resumed run keeps its own)
+            self.config, replan = replanned(self.config)
+            if replan:
+                logger.warning("%s", replan)
         if resume is not None:  # a plugin the run recorded but not installed here: its package, not "unknown name"
             check_run_plugins(resume, self.manager.registry)
         self.options: TrainerOptions = validate_config(self.config, self.manager.registry)

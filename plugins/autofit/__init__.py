@@ -7,8 +7,9 @@ shell. ``mmcore.fit`` and ``mmcore.Predictor`` reach these through the ``autofit
 run's tables given to ``mmcore predict --data`` / ``mmcore embed --data`` are read through its column
 plan (:mod:`.tables`, hook ``mmcore_table_inputs``). A run trained with ``mmcore train`` from a fit run's config
 (edited or not) gets the fit's column plan, checked, and so takes the user's columns too (:mod:`.contract`, hook
-``mmcore_train_setup``). The plugin adds nothing to other trainings: the run ``fit`` starts is watched by a
-plugin object of its own (:mod:`.progress`), registered for that run only.
+``mmcore_train_setup``); a fit run interrupted and resumed with ``mmcore train --resume`` finishes as fit would
+(:mod:`.resume`: the expert choice before the test pass, ``fit_summary.json`` updated). The plugin adds nothing
+to other trainings: the run ``fit`` starts is watched by a plugin object of its own (:mod:`.progress`), registered for that run only.
 """
 
 from mmcore_plugins.autofit.command import mmcore_add_commands
@@ -16,6 +17,7 @@ from mmcore_plugins.autofit.contract import mmcore_train_setup
 from mmcore_plugins.autofit.fitting import fit
 from mmcore_plugins.autofit.infer import ColumnError
 from mmcore_plugins.autofit.predictor import Predictor
+from mmcore_plugins.autofit.resume import mmcore_before_test, mmcore_train_end
 from mmcore_plugins.autofit.tables import (
     mmcore_export_columns,
     mmcore_record_inputs,
@@ -25,5 +27,6 @@ from mmcore_plugins.autofit.tables import (
     mmcore_table_slot,
 )
 
-__all__ = ["ColumnError", "Predictor", "fit", "mmcore_add_commands", "mmcore_export_columns", "mmcore_record_inputs",
-           "mmcore_table_inputs", "mmcore_table_options", "mmcore_table_samples", "mmcore_table_slot", "mmcore_train_setup"]
+__all__ = ["ColumnError", "Predictor", "fit", "mmcore_add_commands", "mmcore_before_test", "mmcore_export_columns", "mmcore_record_inputs",
+           "mmcore_table_inputs", "mmcore_table_options", "mmcore_table_samples", "mmcore_table_slot", "mmcore_train_end",
+           "mmcore_train_setup"]

@@ -275,17 +275,27 @@ def _scaled(option: Schedule, train_rows: int, val_rows: int, image_size: int | 
 def refusal(schedule: Schedule, limit: float, spent: float, *, frozen: bool, preset: str) -> str:
     """The one line a fit that cannot hold its time limit stops with: the estimate and what would fit."""
     needed = spent + schedule.needed / (1.0 - SAFETY_SHARE)
-    suggest = f"--time-limit {_duration(math.ceil(needed * 1.2))}"
+    suggest = f"--time-limit {duration_text(needed)} or more"  # the estimate itself: a rounder number is more than needed
     if frozen and preset != "fast":
-        suggest += " or --preset fast (no pretrained features to compute)"
+        suggest += ", or --preset fast (no pretrained features to compute)"
     parts = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in schedule.planned.items() if seconds >= 0.5)
     smallest = f"{schedule.train_rows} training rows" + (f", images at {schedule.image_size} px" if schedule.image_size else "")
-    return (f"--time-limit {_duration(limit)}: even the smallest plan ({smallest}, {MIN_EPOCH_SHARE:.0%} of one epoch) needs "
+    return (f"--time-limit {duration_text(limit)}: even the smallest plan ({smallest}, {MIN_EPOCH_SHARE:.0%} of one epoch) needs "
             f"about {needed:.0f} s ({spent:.0f} s already spent reading and measuring; {parts}); pass {suggest}")
 
 
-def _duration(seconds: float) -> str:
-    seconds = int(math.ceil(seconds))
-    if seconds < 120:
-        return f"{seconds}s"
-    return f"{math.ceil(seconds / 60)}m"
+def epochs_text(count: int) -> str:
+    """``"1 epoch"``, ``"3 epochs"``: a count of epochs as fit prints it."""
+    return f"{count} epoch{'' if count == 1 else 's'}"
+
+
+def duration_text(seconds: float) -> str:
+    """Seconds rounded up to a whole second, written as ``--time-limit`` reads it (``choose.parse_duration``):
+    ``"20s"``, ``"119s"``, ``"5m"``, ``"5m1s"``, ``"1h2m"`` -- never rounded up further (a suggested
+    limit is the least that does, not a round number above it)."""
+    total = int(math.ceil(seconds - 1e-9))
+    if total < 120:
+        return f"{total}s"
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return "".join(f"{n}{unit}" for n, unit in ((hours, "h"), (minutes, "m"), (secs, "s")) if n)

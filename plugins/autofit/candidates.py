@@ -264,9 +264,27 @@ def compare(slot: str, kind: str, values: Mapping[str, Sequence[Any]], targets: 
     names = {"image": ("EfficientNet-Lite0 features", "pixels at native size (the small CNN's input)"),
              "text": ("MiniLM embeddings", "bag of words (what a from-scratch encoder learns first)")}[kind]
     why = (f"linear probe on {rows[0]} train / {rows[1]} val rows: {names[0]} {pre:.3f} vs {names[1]} {own:.3f} "
-           f"{metric}" + (f" (pretrained kept only {margin:+.2f} ahead)" if margin else ""))
+           f"{metric} ({verdict(pre, own, margin, kind, keep)})")
     return Comparison(slot, kind, {"pretrained": pre, "scratch": own}, rows, "pretrained" if keep else "scratch",
                       why, clock() - start, metric, feature_row, probe_s=clock() - probes_started)
+
+
+def verdict(pre: float, own: float, margin: float, kind: str, keep: bool) -> str:
+    """The probe comparison's outcome in words, true to each case: the pretrained score ahead by at
+    least the margin, ahead by less, equal, or behind (within the text margin or beyond it), and which
+    encoder is kept. ``margin``: how far the pretrained image features must lead (:data:`IMAGE_MARGIN`),
+    or how far pretrained text embeddings may trail (:data:`TEXT_MARGIN`)."""
+    diff = round(pre, 3) - round(own, 3)  # as the scores are printed: 0.955 vs 1.000 is behind by 0.045
+    if abs(diff) < 5e-4:
+        where = "equal"
+    else:
+        where = f"pretrained {'ahead' if diff > 0 else 'behind'} by {abs(diff):.3f}"
+    kept = "pretrained kept" if keep else "from-scratch encoder kept"
+    if kind == "image" and margin:
+        return f"{where}; it must lead by {margin:.2f} or more: {kept}"
+    if margin and diff < 0:
+        return f"{where}; it may trail by up to {margin:.2f}: {kept}"
+    return f"{where}: {kept}"
 
 
 def compare_candidates(config: Mapping[str, Any], table: Sequence[Mapping[str, Any]], *, plan, infos, base: Path,

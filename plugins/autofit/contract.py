@@ -8,7 +8,8 @@ The contract travels with fit's prepared table. A config whose ``data.path`` is 
 (``autofit.json`` beside it) derives from a user's table; so when such a run is set up (hook
 ``mmcore_train_setup``), the plan is checked against the run's config and model -- the same slots, each
 of the plan's modality, read from the plan's columns, the same target and classes -- and copied into the
-new run (the plan and the column table: the run is then a fit-style run, self-contained wherever it is
+new run (the plan, the column table with each column's kind -- the id columns -- and how fit read the table:
+its encoding, delimiter and decimal commas; the run is then a fit-style run, self-contained wherever it is
 copied or moved, and its own ``config.yaml``, which still names fit's ``data.jsonl``, reproduces it again).
 An edit the plan does not fit is refused before any training with a :class:`~mmcore.errors.ConfigError`
 naming the key (the command exits 2 with one line). A config reading any other table is left alone.
@@ -112,10 +113,10 @@ def mmcore_train_setup(trainer: Any, config: Mapping[str, Any]) -> None:
     plan_file = source / PLAN_FILE
     if (here / PLAN_FILE).exists() and os.path.samefile(plan_file, here / PLAN_FILE):
         return  # fit's own training (or its --resume): the plan is the run's own
-    from mmcore_plugins.autofit.predictor import read_plan, read_table_columns
+    from mmcore_plugins.autofit.predictor import _read_columns, read_plan, read_table_record
 
     try:
-        plan, table_columns = read_plan(source), read_table_columns(source)
+        plan, columns, table = read_plan(source), _read_columns(source), read_table_record(source)
     except CheckpointError as exc:
         raise ConfigError([ConfigIssue("data.path", f"the fit run's column plan cannot be used: {exc}")]) from exc
     issues = plan_issues(plan, config, trainer.model, plan_file)
@@ -124,7 +125,11 @@ def mmcore_train_setup(trainer: Any, config: Mapping[str, Any]) -> None:
     if trainer.is_main:
         from mmcore.engine.atomic import write_file
 
-        copied = {"target": plan.target, "plan": plan.to_json(), "columns": [{"name": c} for c in table_columns],
+        # every column's entry as fit recorded it (its kind and why: the id columns predict and explain carry into
+        # each line, a date's format) and how fit read the table (encoding, delimiter, decimal commas), so every
+        # surface treats this run as the fit run
+        copied = {"target": plan.target, "plan": plan.to_json(), "columns": columns,
+                  **({"table": table} if table is not None else {}),
                   "trained_from": {"fit_run": str(source), "how": "mmcore train from the fit run's config: its column "
                                    "plan, checked against this run's model and copied here"}}
         write_file(here / PLAN_FILE, json.dumps(copied, indent=2))

@@ -141,6 +141,28 @@ def date_parts(value: Any, fmt: str, *, origin: float, with_time: bool) -> dict[
     return out
 
 
+def expected(fmt: str, *, time_only: bool = False) -> str:
+    """What a cell of a date column read with ``fmt`` must look like, in words with an example (for the
+    error that names a cell which does not read: ``"a date in ISO 8601 (e.g. 2021-03-04 or
+    2021-03-04T10:30)"``, ``"a date as %d.%m.%Y (e.g. 04.03.2021)"``)."""
+    what = "a time of day" if time_only else "a date"
+    if fmt == ISO:
+        return f"{what} in ISO 8601 (e.g. {'10:30' if time_only else '2021-03-04 or 2021-03-04T10:30'})"
+    try:
+        example = dt.datetime(2021, 3, 4, 10, 30).strftime(fmt)
+    except ValueError:
+        return f"{what} as {fmt}"
+    return f"{what} as {fmt} (e.g. {example})"
+
+
+def reads(value: Any, details: dict[str, Any]) -> bool:
+    """Whether a non-empty cell reads as the date column described by :func:`describe` (``details``:
+    its ``format`` and ``time_only``) reads its cells: with its format, and a time of day only in a
+    time-of-day column (it gives none of the parts a date column derives; a date gives ``hour``)."""
+    parsed = parse(value, details["format"])
+    return parsed is not None and (bool(details.get("time_only")) or isinstance(parsed, dt.datetime))
+
+
 def describe(values: Sequence[Any], fmt: str) -> dict[str, Any]:
     """What the plan needs of a date column: its format, the earliest date (``origin``, days), whether
     it holds times of day, whether it is time of day only, and its first and last value as text."""

@@ -37,6 +37,8 @@ from mmcore_plugins.autofit.budget import (
     apply_threads,
     choose_threads,
     cpu_count,
+    duration_text,
+    epochs_text,
     plan_schedule,
     refusal,
 )
@@ -415,7 +417,7 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
         steps = math.ceil(counts["train"] / batch)
         time_note = (f"measured {1000 * costs.warm_step:.0f} ms/step ({1000 * costs.cold_step:.0f} ms reading inputs the first "
                      f"time), {steps} steps + validation = {schedule.per_epoch:.1f} s/epoch; "
-                     f"{clock.left():.0f} s of the {limit:.0f} s limit left -> {schedule.epochs} epochs"
+                     f"{clock.left():.0f} s of the {limit:.0f} s limit left -> {epochs_text(schedule.epochs)}"
                      + (" + 1 (ended within it at the limit if the estimate was right)" if extra_epoch else "")
                      + f" (at most {max_epochs}; "
                      f"early stopping after {config['trainer']['early_stopping']} without improvement)")
@@ -472,7 +474,7 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
                   note=f"train + val rows; images at {schedule.image_size} px" if schedule.image_size else "")
         final_epochs = trainer.options.epochs  # more than planned when the epochs turned out faster (progress.grown)
         clock.add("training", last_epoch - trained, schedule.planned["training"],
-                  note=f"{report.get('epochs_run')} of {final_epochs} epochs"
+                  note=f"{report.get('epochs_run')} of {epochs_text(final_epochs)}"
                   + (f" (planned {epochs}, grown after epoch {', '.join(str(g['after_epoch']) for g in progress.grown)})"
                      if progress.grown else ""))
         experts = chooser.out if chooser is not None else None
@@ -516,11 +518,17 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
             loads = ", ".join(f"{w} {v:.1f}" for w, v in clock.loads if v is not None)
             print(f"time (planned / actual; load average {loads or 'unknown'} on {cpu_count()} CPUs):", clock.table(), sep="\n")
             print(f"run directory {run}")
+            head = config["model"]["head"]
+            # the ensemble's experts read each slot's own features: a fusion edit alone would change nothing
+            fusion_note = ("; another fusion counts only with model.head.joint_weight above 0"
+                           if head.get("name") == "unimodal_ensemble" and not head.get("joint_weight") else "")
             print(f"  reproduce: mmcore train {run / 'config.yaml'} trainer.run_dir={run.parent / (run.name + '-again')}"
-                  "   (edit it to go further: the new run still takes your own columns)")
+                  f"   (edit it to go further: the new run still takes your own columns{fusion_note})")
             print(f"  predict:   mmcore predict {_shell(run)} --data TABLE --out predictions.jsonl   "
                   f"(Python: mmcore.Predictor.load({str(run)!r}).predict(table))")
-            print(f"  deploy:    mmcore export {_shell(run)} --int8   then   mmcore serve {_shell(run)}")
+            export = Path("exports") / f"{run.name}-onnx-int8"  # the folder the export writes (named, so serve serves it)
+            print(f"  deploy:    mmcore export {_shell(run)} --int8 --out {_shell(export)}   then   "
+                  f"mmcore serve {_shell(export)}")
         return predictor
 
 
@@ -636,12 +644,12 @@ def _check_left(clock: Phases, done: str) -> None:
     """Refuse at once when what ran so far left less than the least a training needs (the fixed
     reserve at the end, a setup and a little training): no measurement can change that answer."""
     least = FINAL_SECONDS + 4 * RUN_SECONDS
-    if clock.left() < least:
+    if clock.left() < least:  # the least limit that passes here: what ran so far, plus the shortest training
         elapsed = clock.elapsed()
         load = next((f" (load {value:.1f})" for _, value in clock.loads if value is not None), "")
         raise TimeLimitError(f"--time-limit {clock.limit:.0f}s: {done} took {elapsed:.0f} s on this machine{load}, "
                              f"leaving {max(0.0, clock.left()):.0f} s, less than the {least:.0f} s the shortest training "
-                             f"needs; pass --time-limit {math.ceil(3 * elapsed / 60)}m or more")
+                             f"needs; pass --time-limit {duration_text(elapsed + least)} or more")
 
 
 def _absent(row: Mapping[str, Any], spec: Mapping[str, Any]) -> bool:

@@ -263,7 +263,7 @@ def _infer_input(name: str, values: Sequence[Any], base: Path, override: str | N
     numbers = [as_number(v) for _, v in present]
     distinct = len({str(v).strip() for _, v in present})
     if override == "date" or (override is None and not all(x is not None for x in numbers)):
-        info = _date_column(name, [v for _, v in present], missing, n, override)
+        info = _date_column(name, present, missing, n, override)
         if info is not None:
             return info
     if override is None and not all(x is not None for x in numbers):
@@ -354,11 +354,15 @@ def _is_code_column(strings: list[str], distinct: int) -> bool:
     return with_digit >= 0.9 * len(strings) and len(strings) < 3 * distinct
 
 
-def _date_column(name: str, values: list[Any], missing: float, n: int, override: str | None) -> ColumnInfo | None:
-    """A ``date`` :class:`ColumnInfo` when the cells are dates/times (:mod:`.dates`), else None
-    (ColumnError for ``--column NAME=date`` on cells that do not read as dates)."""
+def _date_column(name: str, present: list[tuple[int, Any]], missing: float, n: int,
+                 override: str | None) -> ColumnInfo | None:
+    """A ``date`` :class:`ColumnInfo` when the non-empty cells ``present`` (``(row index, value)``) are
+    dates/times (:mod:`.dates`), else None (ColumnError for ``--column NAME=date`` on cells that do not
+    read as dates). The cells that do not read are its ``unusable`` ones (missing in training, noted;
+    ``--strict`` makes each an error), as a number column's stray cells are."""
     from mmcore_plugins.autofit import dates
 
+    values = [v for _, v in present]
     found = dates.detect(values)
     if found is None:
         if override == "date":
@@ -377,7 +381,9 @@ def _date_column(name: str, values: list[Any], missing: float, n: int, override:
         f"date/time ({shown}; {details['first']} .. {details['last']}) -> tabular: {', '.join([*numeric, *categorical])}")
     if unread:
         why += f"; {unread} cells do not read -> treated as missing"
-    return ColumnInfo(name, "date", why, 1 - read / max(n, 1), details=details)
+    expected = dates.expected(fmt, time_only=bool(details.get("time_only")))
+    unusable = {i: f"expected {expected}, got {v!r}" for i, v in present if not dates.reads(v, details)}
+    return ColumnInfo(name, "date", why, 1 - read / max(n, 1), details={**details, "unusable": unusable})
 
 
 #: String columns with more cells than this are first tested on a spread sample of this many.

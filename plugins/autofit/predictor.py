@@ -75,6 +75,23 @@ def read_table_options(run: str | Path) -> dict[str, Any]:
     return {**options, "decimal_columns": names}
 
 
+def read_table_record(run: str | Path) -> dict[str, Any] | None:
+    """``autofit.json``'s ``table`` (how the fit run read its table: ``options`` given, ``sep`` found,
+    ``decimal_columns``), None for a run written before fit recorded it; CheckpointError when damaged."""
+    from mmcore.engine.artefacts import MAX_JSON_BYTES, CheckpointError
+    from mmcore.engine.atomic import read_json
+
+    plan_file = Path(run) / PLAN_FILE
+    try:
+        meta = read_json(plan_file, max_bytes=MAX_JSON_BYTES, what=PLAN_FILE)
+        table = meta.get("table") if isinstance(meta, dict) else None
+        if table is not None and not isinstance(table, dict):
+            raise ValueError(f"{plan_file}: table must be an object {{options, sep, decimal_columns}}, got {type(table).__name__}")
+        return table
+    except (ValueError, UnsafePathError) as exc:
+        raise CheckpointError(str(exc)) from exc
+
+
 def read_table_columns(run: str | Path) -> list[str]:
     """Every column of the table ``fit`` trained on, in its order -- the ones the model reads, the target,
     and the ones fit ignored (ids, a split column) -- from ``autofit.json``'s ``columns``, read bounded and

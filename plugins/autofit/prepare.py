@@ -385,9 +385,12 @@ class Preparer:
                               + _decimal_hint([value]))
         return number
 
-    def _date(self, column: str, value: Any) -> dict[str, Any]:
-        """The parts a date cell gives (:mod:`.dates`); an empty or unreadable one: the training
-        medians (numbers), no category, and its missing indicator set."""
+    def _date(self, column: str, index: int, value: Any) -> dict[str, Any]:
+        """The parts a date cell gives (:mod:`.dates`); an empty one (or a placeholder such as ``n/a``):
+        the training medians (numbers), no category, and its missing indicator set. A cell that does
+        not read as a date is, like a number cell that is no number, a :class:`ColumnError` naming row
+        and column -- unless inference listed it among the training table's unusable cells, or stray
+        cells are notes here (``stray_numbers``: fit's --val/--test), where it is missing and noted."""
         from mmcore_plugins.autofit import dates
 
         plan = self.plan.dates[column]
@@ -395,6 +398,12 @@ class Preparer:
                                                                 with_time=plan["with_time"])
         if parts is not None and not {*plan["numeric"], *plan["categorical"]} <= set(parts):
             parts = None  # a time of day in a date column (or the reverse) does not read as one: unreadable
+        if parts is None and not is_missing(value):
+            why = f"expected {dates.expected(plan['format'], time_only=bool(plan.get('time_only')))}, got {value!r}"
+            if not (self.stray_numbers or index in self.unusable.get(column, {})):
+                raise ColumnError(f"row {index + 1}, column {column!r}: {why}")
+            self.dropped_files[column] = self.dropped_files.get(column, 0) + 1
+            self.dropped.append((index, column, why))
         out: dict[str, Any] = {}
         for part, derived in plan["numeric"].items():
             out[derived] = self.plan.fill.get(derived, 0.0) if parts is None else float(parts[part])
@@ -424,7 +433,7 @@ class Preparer:
                     value = row.get(c)
                     values[c] = None if is_missing(value) else str(value).strip()
                 for c in spec.get("dates", []):
-                    values.update(self._date(c, row.get(c)))
+                    values.update(self._date(c, index, row.get(c)))
                 out[slot] = values
         return out
 

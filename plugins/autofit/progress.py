@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import mmcore
+from mmcore_plugins.autofit.budget import epochs_text
 
 #: The reserve after training is stretched by the steps' slowdown, at most this much.
 MAX_SLOWDOWN = 3.0
@@ -169,7 +170,7 @@ class FitProgress:
         self.grown.append({"after_epoch": epoch, "from": planned, "to": total, "epoch_s": record["seconds"], "left_s": left})
         if self.log is not None:
             self.log(f"epochs take {record['seconds']:.1f} s and {left:.0f} s are left before the time limit's reserve: "
-                     f"{total} epochs instead of {planned} (the learning rate goes on from where it is over the longer horizon)")
+                     f"{epochs_text(total)} instead of {planned} (the learning rate goes on from where it is over the longer horizon)")
 
     def _maybe_one_thread(self, epoch: int, train_s: float | None) -> None:
         if self.planned_step is None or not train_s or not self.epoch_steps or epoch < 2:

@@ -66,6 +66,18 @@ class UnimodalEnsembleHead(ClassificationHead):
         #: ``{slot: w}`` for every expert (1.0 unless given)
         self.expert_weights = {slot: float(weights.get(slot, 1.0)) for slot in self.experts}
 
+    @staticmethod
+    def fusion_unused(options: Mapping[str, Any]) -> str | None:
+        """Why the model's fusion changes nothing under these head options (``joint_weight`` 0: the
+        experts read each slot's own features, the fused vector is neither trained nor used), or None.
+        ``mmcore train`` says so at start (a fusion edited in such a config would otherwise do nothing)."""
+        weight = options.get("joint_weight", 0.0)
+        if isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight == 0:
+            return ("model.head.joint_weight is 0: the unimodal_ensemble head combines its per-modality experts and "
+                    "neither trains nor uses the fused vector; set model.head.joint_weight above 0 (e.g. 0.5) to "
+                    "train the fused vector and add it to the predictions")
+        return None
+
     def forward(self, fused: Features, targets: torch.Tensor | None = None,
                 features: Mapping[str, Features] | None = None) -> HeadOutput:
         slots = [s for s in self.experts if features is not None and s in features]
@@ -86,12 +98,13 @@ class UnimodalEnsembleHead(ClassificationHead):
                 combined = combined + torch.where(present[:, None], vote, torch.zeros_like(logits))
                 if targets is not None and bool(present.any()):
                     losses.append(F.cross_entropy(logits[present], targets[present], label_smoothing=self.label_smoothing))
+            if self.joint_weight:  # with or without targets: predictions are those validation measured
+                combined = combined + self.joint_weight * joint.log_softmax(-1)
             loss = None
             if targets is not None:
                 loss = torch.stack(losses).mean() if losses else joint.sum() * 0.0
                 if self.joint_weight:
                     loss = loss + self.joint_weight * self.loss(joint, targets)
-                    combined = combined + self.joint_weight * joint.log_softmax(-1)
         extras: dict[str, Any] = {} if self.training else {"probabilities": combined.detach().softmax(-1)}
         return HeadOutput(logits=combined, predictions=combined.argmax(-1), loss=loss, extras=extras)
 

@@ -147,17 +147,21 @@ def test_extend_takes_more_epochs_only_and_not_once_training_is_stopping(wine_co
     assert load_config(tmp_path / "run" / "config.yaml")["trainer"]["schedule_extensions"] == [[1, 2, 5]]
 
 
-def test_a_new_plan_from_a_grown_config_is_refused_in_one_line_naming_the_fix(wine_config, tmp_path, capsys):
-    import yaml
-
-    from mmcore.cli import main
-
-    wine_config["trainer"].update(epochs=4, schedule_extensions=[[1, 2, 4]])
-    path = tmp_path / "grown.yaml"
-    path.write_text(yaml.safe_dump(wine_config))
-    assert main(["train", str(path), "trainer.epochs=6"]) == 2
-    err = capsys.readouterr().err
-    assert "trainer.schedule_extensions: the last horizon (4 epochs) must be trainer.epochs (6)" in err
-    assert "Traceback" not in err and not (tmp_path / "run").exists()
-    fixed = load_config(path, ["trainer.epochs=6", "trainer.schedule_extensions=[]"])
-    assert validate_config(fixed, get_plugin_manager().registry).epochs == 6
+def test_other_epochs_in_a_grown_config_are_a_new_plan_with_a_note(wine_config, tmp_path, caplog):
+    # a user edits (or overrides) the epochs of a grown run's config: they ask for a new plan of that many
+    wine_config["trainer"].update(epochs=4, schedule_extensions=[[1, 2, 4]], run_dir=str(tmp_path / "run"))
+    edited = {**wine_config, "trainer": {**wine_config["trainer"], "epochs": 6}}
+    with caplog.at_level("WARNING", logger="mmcore.train"):
+        trainer = Trainer(edited)
+    assert trainer.options.epochs == 6 and trainer.options.schedule_extensions == []
+    assert not trainer.config["trainer"].get("schedule_extensions")  # what config.yaml will say: the new plan
+    assert "trainer.epochs is 6, not the 4" in caplog.text and "a new plan of 6 epochs" in caplog.text
+    # the grown config as it is keeps its horizons, without a note
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mmcore.train"):
+        kept = Trainer(wine_config)
+    assert kept.options.schedule_extensions == [[1, 2, 4]] and "new plan" not in caplog.text
+    # malformed extensions are still refused in one line, naming the entry
+    bad = {**wine_config, "trainer": {**wine_config["trainer"], "schedule_extensions": [[3, 2, 4]]}}
+    with pytest.raises(ConfigError, match=r"trainer.schedule_extensions\[0\]"):
+        Trainer(bad)

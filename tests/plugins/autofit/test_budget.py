@@ -4,6 +4,8 @@ costs and a fake clock (nothing here is timed)."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from mmcore.errors import UserInputError
@@ -16,9 +18,12 @@ from mmcore_plugins.autofit.budget import (
     Phases,
     TimeLimitError,
     choose_threads,
+    duration_text,
+    epochs_text,
     plan_schedule,
     refusal,
 )
+from mmcore_plugins.autofit.choose import parse_duration
 
 #: 0.1 s a step (0.3 s reading inputs the first time), 2 ms a val sample (5 ms cold), 1 ms to read a row.
 TABULAR = Costs(cold_step=0.3, warm_step=0.1, eval_sample=0.002, eval_cold_sample=0.005, load_row=0.001, setup_fixed=2.0)
@@ -84,8 +89,9 @@ def test_a_limit_that_cannot_hold_the_smallest_plan_is_refused_with_the_estimate
     needed = 35 + s.needed / (1 - SAFETY_SHARE)
     assert f"needs about {needed:.0f} s" in line and "35 s already spent" in line
     assert "--preset fast" in line and "\n" not in line
-    suggested = int(line.split("pass --time-limit ")[1].split("s ")[0].split("m ")[0])
-    assert suggested >= needed or line.split("pass --time-limit ")[1].split()[0].endswith("m")
+    # the estimate's minimum, not a rounder number above it (newcomer 3: "1m or more" where 20 s worked)
+    assert f"pass --time-limit {duration_text(needed)} or more, or --preset fast" in line
+    assert parse_duration(duration_text(needed)) == math.ceil(needed)
     assert issubclass(TimeLimitError, UserInputError)  # the CLI: exit 2, one line
 
 
@@ -205,7 +211,17 @@ def test_a_limit_spent_before_any_measurement_is_refused_at_once():
     with pytest.raises(TimeLimitError) as caught:
         _check_left(clock, "reading and inferring 100000 rows")
     assert str(caught.value) == ("--time-limit 300s: reading and inferring 100000 rows took 296 s on this machine (load 14.5), "
-                                 "leaving 4 s, less than the 5 s the shortest training needs; pass --time-limit 15m or more")
+                                 "leaving 4 s, less than the 5 s the shortest training needs; pass --time-limit 5m1s or more")
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(20, "20s"), (19.2, "20s"), (119, "119s"), (120, "2m"), (301, "5m1s"),
+                                               (3600, "1h"), (3725, "1h2m5s")])
+def test_a_suggested_limit_is_written_exactly_as_time_limit_reads_it(seconds, text):
+    assert duration_text(seconds) == text and parse_duration(text) == math.ceil(seconds)
+
+
+def test_epochs_are_counted_in_words():
+    assert (epochs_text(1), epochs_text(2), epochs_text(0)) == ("1 epoch", "2 epochs", "0 epochs")
 
 
 def test_a_commands_start_up_counts_against_its_limit(tmp_path, monkeypatch, capsys):

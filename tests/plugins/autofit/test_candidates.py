@@ -141,6 +141,26 @@ def test_pretrained_image_features_a_little_ahead_of_the_pixel_probe_lose_to_the
     assert result.chosen == chosen and result.scores == {"pretrained": 0.813, "scratch": 0.780}
 
 
+@pytest.mark.parametrize(("kind", "pre", "own", "words"), [
+    # newcomer 3 item 8: 0.955 vs 1.000 read "pretrained kept only +0.08 ahead" although it was behind
+    ("image", 0.955, 1.000, "(pretrained behind by 0.045; it must lead by 0.08 or more: from-scratch encoder kept)"),
+    ("image", 0.813, 0.780, "(pretrained ahead by 0.033; it must lead by 0.08 or more: from-scratch encoder kept)"),
+    ("image", 0.900, 0.900, "(equal; it must lead by 0.08 or more: from-scratch encoder kept)"),
+    ("image", 0.950, 0.850, "(pretrained ahead by 0.100; it must lead by 0.08 or more: pretrained kept)"),
+    ("text", 0.955, 1.000, "(pretrained behind by 0.045: from-scratch encoder kept)"),
+    ("text", 0.900, 0.900, "(equal: pretrained kept)"),
+    ("text", 0.950, 0.850, "(pretrained ahead by 0.100: pretrained kept)"),
+])
+def test_the_probe_line_says_ahead_behind_or_equal_and_what_was_kept(monkeypatch, kind, pre, own, words):
+    import mmcore_plugins.autofit.candidates as candidates
+
+    scores = iter([pre, own])
+    monkeypatch.setattr(candidates, "probe_score", lambda *args, **kwargs: next(scores))
+    result = _run(pretrained_good=True, kind=kind)
+    assert result.why.endswith(words), result.why
+    assert ("pretrained kept" in words) == (result.chosen == "pretrained")
+
+
 # ---- the phase's deadline: a fake machine (clock, model loads, features, probes) at a given slowdown
 
 

@@ -121,6 +121,10 @@ def test_image_table_end_to_end(tmp_path: Path, capsys):
     assert code == 0
     assert "photo" in out and "image_cnn" in out and "reproduce: mmcore train" in out
     assert f"predict:   mmcore predict {tmp_path / 'run'} --data TABLE" in out and "deploy:    mmcore export" in out
+    export = Path("exports") / "run-onnx-int8"  # serve serves the export just made, not the eager run
+    assert f"--int8 --out {export}   then   mmcore serve {export}" in out
+    # the ensemble's head (joint_weight 0) does not use the fusion: the hint to edit the config says so
+    assert "another fusion counts only with model.head.joint_weight above 0" in out
     summary = json.loads((tmp_path / "run" / "fit_summary.json").read_text())
     assert summary["cached_slots"] == {"tabular": "processed inputs"}
 

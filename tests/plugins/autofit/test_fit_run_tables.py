@@ -176,3 +176,24 @@ def test_a_row_with_no_input_at_all_gets_no_prediction_on_every_surface(cp1252_f
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert lines[0]["prediction"] is None and "no input in this row" in lines[0]["missing"] and "probabilities" not in lines[0]
     assert lines[1]["prediction"] == file_answer[1] and "missing" not in lines[1]
+
+
+def test_a_run_trained_from_the_fit_runs_config_reads_tables_and_carries_ids_as_the_fit_run(cp1252_fit_run, cp1252_table,
+                                                                                              tmp_path, capsys):
+    """`mmcore train RUN/config.yaml trainer.run_dir=...` (as fit's output suggests): the new run keeps how fit read
+    its table (cp1252, ';', decimal commas) and which columns are ids -- predict and explain treat it as the fit run."""
+    again = tmp_path / "fit-again"
+    assert main(["train", str(cp1252_fit_run / "config.yaml"), f"trainer.run_dir={again}", "trainer.epochs=1",
+                 "trainer.plots=false", "trainer.tensorboard=false", "trainer.progress=false"]) == 0
+    recorded = json.loads((cp1252_fit_run / "autofit.json").read_text(encoding="utf-8"))
+    copied = json.loads((again / "autofit.json").read_text(encoding="utf-8"))
+    assert copied["table"] == recorded["table"] and copied["columns"] == recorded["columns"]
+    table = cp1252_table(tmp_path / "neu.csv", 3, 6, start=900)  # cp1252 bytes, ';', decimal commas; no options given
+    capsys.readouterr()
+    assert main(["predict", str(again), "--data", str(table), "--out", str(tmp_path / "p.jsonl")]) == 0
+    lines = _lines(tmp_path / "p.jsonl")
+    assert [(r["row"], r["Kundennr"], r["row (id)"]) for r in lines] == [(1, "K0900", "1000"), (2, "K0901", "1001"),
+                                                                         (3, "K0902", "1002")]
+    assert all("prediction" in r for r in lines)
+    assert main(["explain", str(again), "--data", str(table), "--json", "--plots", "0", "--out", str(tmp_path / "x")]) == 0
+    assert [r["Kundennr"] for r in (json.loads(x) for x in capsys.readouterr().out.splitlines())] == ["K0900", "K0901", "K0902"]

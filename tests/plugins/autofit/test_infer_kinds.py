@@ -96,11 +96,24 @@ def test_derived_parts_go_to_the_table_slot_and_are_derived_again_for_new_rows(t
     assert row["created_at days"] == pytest.approx(dates.ordinal_days(dt.datetime(2021, 3, 4, 10, 30)) - origin)
     assert (row["created_at year"], row["created_at hour"], row["created_at missing"]) == (2021.0, 10.5, 0.0)
     assert (row["created_at month"], row["created_at weekday"]) == ("3", "4")  # a Thursday
-    # a missing or unreadable date: training medians, no category, the indicator set; never an error
-    for value in ("", "not a date", None, dt.time(10, 30)):  # a time of day is not a date (it was a KeyError)
+    # a missing date (empty, a placeholder): training medians, no category, the indicator set
+    for value in ("", None, "n/a", "  "):
         sample = preparer.sample({"created_at": value, "n": 2.0}, 0)["inputs"]["tabular"]
         assert sample["created_at missing"] == 1.0 and sample["created_at month"] is None
         assert sample["created_at year"] == plan.fill["created_at year"]
+    # a cell that does not read as a date is that row's error, as a number cell that is no number is
+    # (newcomer 3 item 6: 'gestern', '2026-13-45' were predicted with no note); a time of day is not a date
+    for value in ("gestern", "2026-13-45", "not a date", dt.time(10, 30)):
+        with pytest.raises(ColumnError, match=r"row 4, column 'created_at': expected a date in ISO 8601 "
+                                              r"\(e\.g\. 2021-03-04 or 2021-03-04T10:30\), got "):
+            preparer.sample({"created_at": value, "n": 2.0}, 3)
+    with pytest.raises(ColumnError, match="row 4, column 'n': expected a number, got 'abc'"):
+        preparer.sample({"created_at": "2021-03-04", "n": "abc"}, 3)
+    # fit's --val/--test tables (stray cells noted): missing and noted, never silent
+    lenient = Preparer(plan, tmp_path, stray_numbers=True)
+    assert lenient.sample({"created_at": "gestern", "n": 2.0}, 3)["inputs"]["tabular"]["created_at missing"] == 1.0
+    assert lenient.dropped == [(3, "created_at", "expected a date in ISO 8601 (e.g. 2021-03-04 or 2021-03-04T10:30), "
+                                                 "got 'gestern'")]
     # the plan round-trips through JSON (autofit.json) with what the predictor needs
     again = type(plan).from_json(json.loads(json.dumps(plan.to_json())))
     assert Preparer(again, tmp_path).table_row({"created_at": "2021-03-04T10:30:00", "n": 1.0, "y": 1}, 0, "train") == row
@@ -118,6 +131,16 @@ def test_what_is_not_a_date(tmp_path: Path):
         infer_columns(rows, target="y", base=tmp_path, overrides={"words": "date"})
     mostly = [{"when": "2021-02-03" if k % 4 else "soon", "y": k % 2} for k in range(40)]
     assert _by_name(infer_columns(mostly, target="y", base=tmp_path))["when"].kind != "date"  # 75% read: not a date column
+    # a training table's cells that do not read: missing in training, each listed (row, what came)
+    stray = [{"when": f"{1 + k % 28:02d}.03.2021" if k != 7 else "gestern", "y": k % 2} for k in range(40)]
+    found = infer_columns(stray, target="y", base=tmp_path)
+    info = _by_name(found)["when"]
+    assert info.kind == "date" and info.details["unusable"] == {7: "expected a date as %d.%m.%Y (e.g. 04.03.2021), got 'gestern'"}
+    plan = make_plan(found, stray)
+    trained = Preparer(plan, tmp_path, unusable={"when": info.details["unusable"]})
+    assert trained.table_row(stray[7], 7, "train")["when missing"] == 1.0 and trained.dropped_files == {"when": 1}
+    with pytest.raises(ColumnError, match="row 8, column 'when': expected a date as %d.%m.%Y"):
+        Preparer(plan, tmp_path).table_row(stray[7], 7, "train")
     nearly = [{"when": f"2021-02-{1 + k % 28:02d}" if k % 20 else "n/a", "y": k % 2} for k in range(40)]
     info = _by_name(infer_columns(nearly, target="y", base=tmp_path))["when"]
     # "n/a" is a placeholder, a missing cell (mmcore.labels.is_missing), not a cell that fails to read

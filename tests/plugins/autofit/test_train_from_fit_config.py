@@ -192,3 +192,17 @@ def test_a_config_reading_another_table_is_left_alone(runs, tmp_path):
     assert main(["train", str(tmp_path / "c.yaml"), *EDITS]) == 0
     assert not (tmp_path / "run" / PLAN_FILE).exists()
     assert mmcore.Predictor.load(tmp_path / "run").plan is None
+
+
+def test_a_fusion_edit_the_ensemble_head_does_not_use_is_named_once_at_start(runs, tmp_path, capsys):
+    """newcomer 3 item 4: fit's head (unimodal_ensemble, joint_weight 0) does not use the fused vector,
+    so another fusion alone trained the same model silently: ``mmcore train`` warns once as the run starts."""
+    _, fit, _ = runs
+    assert load_config(fit / "config.yaml")["model"]["head"]["name"] == "unimodal_ensemble"
+    capsys.readouterr()
+    assert main(["train", str(fit / "config.yaml"), f"trainer.run_dir={tmp_path / 'run'}", EDITS[0], *EDITS[2:]]) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning: model.fusion (concat) changes nothing in this run: model.head.joint_weight is 0") == 1, err
+    assert main(["train", str(fit / "config.yaml"), f"trainer.run_dir={tmp_path / 'joint'}", EDITS[0],
+                 "model.head.joint_weight=0.5", *EDITS[2:]]) == 0
+    assert "changes nothing" not in capsys.readouterr().err

@@ -64,3 +64,39 @@ def test_falls_back_to_the_fused_vector_without_per_slot_features():
     out = head.train()(fused, torch.tensor([0, 2]), None)
     assert out.loss is not None and out.logits.shape == (2, 3)
     assert head.num_classes == 3 and head.classes == ["x", "y", "z"]
+
+
+def test_the_fused_vector_counts_in_predictions_with_or_without_targets():
+    """joint_weight > 0: the fused classifier's log-probabilities join the product in prediction as in
+    validation (they were added only when targets were given: predict ignored the fusion)."""
+    torch.manual_seed(0)
+    head = UnimodalEnsembleHead(input_dim=8, num_classes=3, input_dims={"a": 4}, joint_weight=0.5).eval()
+    features = {"a": _features([True, True], 4, 1)}
+    fused = Features.from_pooled(torch.randn(2, 8), torch.ones(2, dtype=torch.bool))
+    with torch.no_grad():
+        unlabelled = head(fused, None, features).logits
+        labelled = head(fused, torch.tensor([0, 1]), features).logits
+        expected = head.experts["a"](features["a"].pooled).log_softmax(-1) + 0.5 * head.net(fused.pooled).log_softmax(-1)
+    torch.testing.assert_close(unlabelled, labelled)
+    torch.testing.assert_close(unlabelled, expected)
+
+
+def test_train_warns_once_when_the_configs_fusion_is_not_used(capsys):
+    """newcomer 3 item 4: fit's config (unimodal_ensemble, joint_weight 0) with another fusion trained
+    exactly as before, silently: ``mmcore train`` says so at start, naming the option that changes it."""
+    import mmcore
+    from mmcore.cli import _warn_unused_fusion
+
+    manager = mmcore.get_plugin_manager()
+
+    def warned(head: dict) -> str:
+        _warn_unused_fusion({"model": {"fusion": {"name": "gated"}, "head": head}}, manager)
+        return capsys.readouterr().err
+
+    err = warned({"name": "unimodal_ensemble", "joint_weight": 0})
+    assert err.count("\n") == 1 and err.startswith("warning: model.fusion (gated) changes nothing in this run: ")
+    assert "set model.head.joint_weight above 0" in err
+    assert warned({"name": "unimodal_ensemble"}).startswith("warning: model.fusion (gated)")  # the default is 0
+    assert warned({"name": "unimodal_ensemble", "joint_weight": 0.5}) == ""
+    assert warned({"name": "classification"}) == ""
+    assert warned({"name": "no_such_head"}) == ""  # the Trainer's error, not this one's
