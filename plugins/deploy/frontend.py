@@ -617,6 +617,21 @@ def parse_date(value: Any, fmt: str) -> Any:
     return out
 
 
+def expected_date(fmt: str, time_only: bool = False) -> str:
+    """What a cell of a date column read with ``fmt`` must look like, with an example -- the words of
+    mmcore_plugins.autofit.dates.expected, so that an export refuses a bad date as Predictor does."""
+    import datetime as dt
+
+    what = "a time of day" if time_only else "a date"
+    if fmt == "iso8601":
+        return f"{what} in ISO 8601 (e.g. {'10:30' if time_only else '2021-03-04 or 2021-03-04T10:30'})"
+    try:
+        example = dt.datetime(2021, 3, 4, 10, 30).strftime(fmt)
+    except ValueError:
+        return f"{what} as {fmt}"
+    return f"{what} as {fmt} (e.g. {example})"
+
+
 def date_parts(value: Any, fmt: str, *, origin: float, with_time: bool) -> dict[str, Any] | None:
     """One date cell -> ``days`` since ``origin`` (days since 1970-01-01 of the training table's earliest
     date), ``year``, ``hour`` (with ``with_time``) as numbers, ``month`` and ``weekday`` as category
@@ -825,6 +840,9 @@ class Columns:
                                                                 with_time=bool(plan.get("with_time")))
             if parts is not None and not {*plan.get("numeric", {}), *plan.get("categorical", {})} <= set(parts):
                 parts = None  # a time of day in a date column (or the reverse) does not read as one: unreadable
+            if parts is None and not is_missing(value):  # as a number that is no number: that record's error
+                raise ColumnsError(f"column {c!r}: expected {expected_date(plan['format'], bool(plan.get('time_only')))}, "
+                                   f"got {value!r}", c)
             for part, derived in plan.get("numeric", {}).items():
                 out[derived] = float(self.fill.get(derived, 0.0)) if parts is None else float(parts[part])
             for part, derived in plan.get("categorical", {}).items():
