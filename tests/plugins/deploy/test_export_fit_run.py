@@ -100,16 +100,16 @@ def _frontend(export: Path):
 
 def _records(folder: Path) -> list[dict]:
     """The user's columns, every derived kind's variants: empty / None / placeholder / absent numbers, an
-    unseen and an empty category, ISO dates in several spellings and typed ones, unreadable dates, a
-    missing text file, a missing photo, ids present or not."""
+    unseen and an empty category, ISO dates in several spellings and typed ones, placeholder dates (an
+    unreadable one is that record's error, below), a missing text file, a missing photo, ids present or not."""
     note = "notes/0_{}.txt"
     return [
         {"id": "ID9", "a": 0.3, "weight": "", PRICE: 2, "group": "north", "created": "2021-03-04", "sold": "Mar 04, 2020",
          "opens": "07:30", PHOTO: "img/1.png", "note": note.format(0)},
         {"a": -1.2, "weight": None, PRICE: None, "group": "west", "created": "2021-03-04T10:30:00Z", "sold": "", "opens": "",
          PHOTO: "", "note": note.format(1)},
-        {"a": "0.75", "weight": "N/A", PRICE: "3.5", "group": "", "created": "2021-03-04 10:30:00.5+02:00", "sold": "not a date",
-         "opens": "25:99", PHOTO: "img/2.png", "note": "notes/gone.txt"},
+        {"a": "0.75", "weight": "N/A", PRICE: "3.5", "group": "", "created": "2021-03-04 10:30:00.5+02:00", "sold": "n/a",
+         "opens": "N/A", PHOTO: "img/2.png", "note": "notes/gone.txt"},
         {"a": 1.5, "weight": 0.5, PRICE: "N/A", "group": "south", "created": dt.datetime(2021, 7, 1, 18, 45), "sold": dt.date(2020, 5, 6),
          "opens": dt.time(9, 15), PHOTO: "img/missing.png", "note": note.format(3)},
         {"a": -0.4, "weight": "inf", PRICE: 4, "group": "east", "created": dt.datetime(2022, 1, 2, 3, 4, tzinfo=dt.timezone.utc),
@@ -204,6 +204,14 @@ def test_a_missing_column_is_named_with_the_closest_match_or_declared_missing(fi
         artefact.predict(_records(folder)[:3], strict=True)
     with pytest.raises(frontend.ColumnsError, match=r"row 1, column 'a': expected a number, got 'abc'"):
         artefact.predict([{**_records(folder)[0], "a": "abc"}])
+    # a date or time of day that does not read is the record's error, as a bad number is -- in Predictor's words
+    for column, bad in (("sold", "not a date"), ("opens", "25:99")):
+        record = [{**_records(folder)[0], column: bad}]
+        with pytest.raises(frontend.ColumnsError, match=rf"row 1, column '{column}': expected a (date|time of day)") as caught:
+            artefact.predict(record)
+        with pytest.raises(ColumnError) as expected:
+            predictor.predict(record)
+        assert str(caught.value) == str(expected.value).replace("the rows: ", "")
     with pytest.raises(frontend.ColumnsError, match="no records given"):
         artefact.predict([])
     # each record is its own row: one without a column the model reads is refused whatever the others hold
