@@ -50,10 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     print("$ " + " ".join(shlex.quote(c) for c in command), flush=True)
     wall = 0.0
     killed = False
-    if not args.no_kill and not (out / "study.json").exists():
+    victim = out / f"trial-{args.kill_at:03d}"
+    # a study resumed from an earlier session is killed too, as long as the victim trial has not run yet
+    if not args.no_kill and not (victim / "report.json").exists():
         started = time.perf_counter()
         process = subprocess.Popen(command, cwd=ROOT)
-        victim = out / f"trial-{args.kill_at:03d}"
         while process.poll() is None:
             if (victim / "last" / "model.safetensors").is_file() and not (victim / "report.json").exists():
                 process.send_signal(signal.SIGKILL)
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def check(out: Path, trials: int, baseline: str | None) -> dict:
+def check(out: Path, trials: int, baseline_run: str | None) -> dict:
     import optuna
 
     study = optuna.load_study(study_name="mmcore-tune", storage=f"sqlite:///{out / 'study.db'}")
@@ -104,9 +105,12 @@ def check(out: Path, trials: int, baseline: str | None) -> dict:
     baseline = next((t for t in summary["trials"] if t.get("baseline")), None)
     bar = README_DEMO_ACCURACY
     bar_source = "README (configs/demo.yaml, seed 0)"
-    if baseline:
-        bar = json.loads((Path(baseline) / "report.json").read_text())["test"]["accuracy"]
-        bar_source = str(baseline)
+    if baseline_run:  # a finished run of configs/demo.yaml given with --baseline
+        bar = json.loads((Path(baseline_run) / "report.json").read_text())["test"]["accuracy"]
+        bar_source = str(baseline_run)
+    elif baseline and baseline.get("test"):  # trial 0: the shipped config trained inside the study
+        bar = baseline["test"]["accuracy"]
+        bar_source = f"trial {baseline['number']} (configs/demo.yaml as shipped, trained in the study)"
     states = [t.state.name for t in study.trials]
     return {
         "trials": len(numbers), "numbers_once_each": numbers == list(range(trials)),
