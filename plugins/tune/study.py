@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import math
 import os
@@ -237,6 +238,14 @@ def study_lock(out: Path):
         os.close(fd)
 
 
+def sampler_seed(seed: int, stored_trials: int) -> int:
+    """The TPE sampler's seed for a process that finds ``stored_trials`` trials in the study: ``seed`` for a new
+    study; for a resumed one a number of its own, fixed by both (so a resume repeats no earlier draw)."""
+    if stored_trials == 0:
+        return seed
+    return int.from_bytes(hashlib.sha256(f"{seed}:{stored_trials}".encode()).digest()[:4], "little")
+
+
 def make_pruner(name: str, epochs: int):
     import optuna
 
@@ -293,6 +302,11 @@ def run_study(config: Mapping[str, Any], dims: Sequence[Dimension], options: Stu
                                     pruner=make_pruner(pruner_name, epochs))
         identity = {"config": base, "space": [_dim_json(d) for d in dims], "objectives": [asdict(o) for o in objectives]}
         _check_same_study(study, identity, storage)
+        # The sampler's generator starts afresh in every process: seeded with --seed alone, a study
+        # resumed after a kill would draw its first trials' values again (trial 3 = trial 1). Seeded
+        # with the trials already stored as well, a fresh study keeps its numbers and a resumed one
+        # draws values of its own -- reproducibly, for the same history.
+        study.sampler = optuna.samplers.TPESampler(seed=sampler_seed(options.seed, len(study.get_trials(deepcopy=False))))
         if options.baseline and not study.get_trials(deepcopy=False):
             params, why = baseline_params(base, dims, manager.registry)
             if params is not None:  # the config as given is trial 0: the bar every other trial is judged against

@@ -200,6 +200,21 @@ def test_a_resumed_study_must_be_the_same_study(tmp_path, manager):
     assert [t["number"] for t in summary["trials"]] == [0, 1], "the same study continues: one more trial"
 
 
+def test_a_resumed_study_draws_values_of_its_own_not_the_first_processs_again(tmp_path, manager):
+    # The sampler's generator restarts in every process; seeded with --seed alone, the process that
+    # resumes a study would draw trial 1's values again as trial 2 (found on the demo study: trial 3 = trial 1).
+    quiet = {"manager": manager, "log": lambda s: None}
+    run_study(copy.deepcopy(WINE), parse_space(SPACE), _options(tmp_path, 2, pruner="none"), **quiet)
+    resumed = run_study(copy.deepcopy(WINE), parse_space(SPACE), _options(tmp_path, 4, pruner="none"), **quiet)
+    lrs = [t["params"]["trainer.lr"] for t in resumed["trials"]]
+    assert len(lrs) == 4 and len(set(lrs)) == 4, f"a resumed study repeated a draw: {lrs}"
+    again = run_study(copy.deepcopy(WINE), parse_space(SPACE), _options(tmp_path / "again", 2, pruner="none"), **quiet)
+    assert [t["params"] for t in again["trials"]] == [t["params"] for t in resumed["trials"][:2]], \
+        "a new study with the same --seed still draws the same values"
+    assert study_module.sampler_seed(0, 0) == 0 and study_module.sampler_seed(0, 2) == study_module.sampler_seed(0, 2) \
+        != study_module.sampler_seed(1, 2)
+
+
 def test_mlflow_logs_a_parent_run_and_a_child_per_trial(tmp_path, manager, monkeypatch):
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     from mlflow import MlflowClient
