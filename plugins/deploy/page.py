@@ -5,7 +5,9 @@ slot, a number or category field per table column -- any may be left empty (a mi
 A ``mmcore fit`` run's fields are labelled and named by the user's own columns (``/metadata``'s
 ``columns``), exactly as the training table wrote them.
 The form posts to ``/predict`` as multipart/form-data and shows the predicted class, the
-probabilities as bars, and which modalities the prediction used. Plain HTML, CSS and a few lines of
+probabilities as bars, and which modalities the prediction used; the answer's ``warnings`` (a category
+never seen in training, read as unknown) under the prediction, and for a record without any input
+(``"prediction": null``) ``no prediction: <the answer's "missing" note>``. Plain HTML, CSS and a few lines of
 JavaScript; every value taken from the model is HTML-escaped.
 """
 
@@ -48,6 +50,11 @@ button:disabled { opacity: .6; cursor: wait; }
 .bar .fill { background: #9fb2ef; height: 100%; }
 .bar.top .fill { background: var(--accent); }
 .bar .p { text-align: right; font-variant-numeric: tabular-nums; }
+.none { font-size: 18px; font-weight: 600; color: var(--muted); background: #f2f4f8; border: 1px dashed var(--line);
+  border-radius: 7px; padding: 10px 12px; margin: 4px 0 14px; }
+.warnings { color: #7a4b00; background: #fff8e6; border: 1px solid #f5d48a; border-radius: 7px; padding: 8px 12px;
+  margin: 0 0 14px; font-size: 13px; }
+.warnings ul { margin: 4px 0 0; padding-left: 18px; }
 .error { color: #b42318; background: #fef3f2; border: 1px solid #fecdca; border-radius: 7px; padding: 10px 12px; }
 .hint { color: var(--muted); font-size: 13px; }
 """
@@ -68,8 +75,21 @@ form.addEventListener("submit", async (event) => {
       return;
     }
     const p = data.predictions[0];
-    let html = '<div class="class" id="predicted-class">' + esc(Array.isArray(p.prediction) ? p.prediction.join(", ") : p.prediction) + "</div>";
-    html += '<div class="used" id="modalities">from ' + (p.modalities.length ? p.modalities.map(esc).join(", ") : "nothing") + "</div>";
+    let html = "";
+    if (p.prediction === null || p.prediction === undefined) {
+      // a record with no input at all: the answer's note says why, never a blank or "null"
+      html += '<div class="none" id="no-prediction">no prediction: ' + esc(p.missing || "the record gave the model no input") + "</div>";
+    } else {
+      html += '<div class="class" id="predicted-class">' + esc(Array.isArray(p.prediction) ? p.prediction.join(", ") : p.prediction) + "</div>";
+      const used = p.modalities || [];
+      html += '<div class="used" id="modalities">from ' + (used.length ? used.map(esc).join(", ") : "nothing") + "</div>";
+      if (p.missing) { html += '<div class="hint" id="missing-note">read as missing: ' + esc(p.missing) + "</div>"; }
+    }
+    if (Array.isArray(p.warnings) && p.warnings.length) {
+      // e.g. a category never seen in training: predicted, that value read as unknown -- the person is told
+      html += '<div class="warnings" id="warnings"><b>' + (p.warnings.length === 1 ? "Warning" : p.warnings.length + " warnings") +
+              "</b><ul>" + p.warnings.map((w) => "<li>" + esc(w) + "</li>").join("") + "</ul></div>";
+    }
     if (p.probabilities && !Array.isArray(p.probabilities)) {
       const entries = Object.entries(p.probabilities).sort((a, b) => b[1] - a[1]);
       for (const [name, value] of entries) {
