@@ -68,7 +68,18 @@ form.addEventListener("submit", async (event) => {
   const button = form.querySelector("button"); button.disabled = true;
   out.innerHTML = '<p class="hint">Predicting…</p>';
   try {
-    const response = await fetch("predict", { method: "POST", body: new FormData(form) });
+    const body = new FormData(form);
+    // A number field's value is always "1.234" (a dot, whatever the browser's language), but a fit run reads a
+    // form's text cells as its training table was read -- decimal commas for a column read so, where "1.234" is
+    // 1234. The numbers go as what they are: JSON numbers in the slot's JSON field (always a number).
+    const numbers = {};
+    for (const input of form.querySelectorAll("input[type=number][data-slot]")) {
+      if (input.value === "") continue;  // left empty: a missing cell
+      body.delete(input.name);
+      (numbers[input.dataset.slot] = numbers[input.dataset.slot] || {})[input.dataset.column] = input.valueAsNumber;
+    }
+    for (const [slot, cells] of Object.entries(numbers)) body.append(slot, JSON.stringify(cells));
+    const response = await fetch("predict", { method: "POST", body: body });
     const data = await response.json();
     if (!response.ok) {
       out.innerHTML = '<div class="error" id="error">' + (data.field ? "<b>" + esc(data.field) + "</b>: " : "") + esc(data.error) + "</div>";
@@ -124,8 +135,11 @@ def _field(slot: Mapping[str, Any], by_column: bool = False) -> str:
         body = f'<textarea id="{e(name)}" name="{e(name)}" placeholder="type text, or leave empty"></textarea>'
     else:
         cells = []
+        # a fit run's number goes to the server as a JSON number of the slot's field (SCRIPT: a dot-decimal
+        # field value is no table cell of a decimal-comma column)
+        sent = (lambda c: f' data-slot="{e(slot["name"])}" data-column="{e(c)}"') if by_column else (lambda c: "")
         for c in slot.get("numeric", []):
-            cells.append(f'<label>{e(c)}<input type="number" step="any" id="{e(cell(c))}" name="{e(cell(c))}"></label>')
+            cells.append(f'<label>{e(c)}<input type="number" step="any" id="{e(cell(c))}" name="{e(cell(c))}"{sent(c)}></label>')
         for c in slot.get("categorical", []):
             options = "".join(f'<option value="{e(str(v))}">' for v in slot.get("categories", {}).get(c, [])[:200])
             cells.append(f'<label>{e(c)}<input type="text" list="{e(cell(c))}.values" id="{e(cell(c))}" '

@@ -141,7 +141,8 @@ def test_the_page_in_a_real_browser_uploads_types_submits_and_shows_the_class(se
 @pytest.mark.slow
 def test_the_page_shows_an_answers_warnings_and_a_null_prediction_with_its_note(fit_server, tmp_path):
     """A person on a fit run's page types a customer never seen in training: the prediction is shown with the
-    answer's warning under it (the unseen value named); then empties every field: the page says 'no prediction:'
+    answer's warning under it (the unseen value named); types 1.234 in a number field of a column fit read with
+    decimal commas: it is predicted as 1.234, not as the table's '1.234' (1234); then empties every field: the page says 'no prediction:'
     and the answer's note why, never a blank or 'null'."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ready
@@ -151,6 +152,9 @@ def test_the_page_shows_an_answers_warnings_and_a_null_prediction_with_its_note(
     expected = expected["predictions"][0]
     assert expected["warnings"] == ["column 'Kunde': 'Acme' was not seen in training; it was treated as unknown"]
     note = httpx.post(f"{fit_server}/predict", json={"records": [{}]}).json()["predictions"][0]["missing"]
+    exact, thousands = (httpx.post(f"{fit_server}/predict", json={"records": [{"Kunde": "Acme", "Stadt": "Köln", "Betrag": b}]})
+                        .json()["predictions"][0]["probabilities"] for b in (1.234, 1234.0))
+    assert exact != thousands, "the two readings of '1.234' predict apart"
     driver, profile = _browser()
     try:
         driver.get(f"{fit_server}/")
@@ -164,6 +168,15 @@ def test_the_page_shows_an_answers_warnings_and_a_null_prediction_with_its_note(
         assert warnings.is_displayed() and expected["warnings"][0] in warnings.text
         assert shown.location["y"] < warnings.location["y"], "the warnings are under the prediction"
         driver.save_screenshot(str(tmp_path / "warnings.png"))
+        # 'Betrag' was read with decimal commas: the number field's "1.234" is 1.234 (a JSON number), not 1234
+        betrag = driver.find_element(By.ID, "Betrag")
+        betrag.clear()
+        betrag.send_keys("1.234")
+        driver.find_element(By.ID, "submit").click()
+        WebDriverWait(driver, 60).until(ready.staleness_of(shown))
+        WebDriverWait(driver, 60).until(ready.presence_of_element_located((By.ID, "predicted-class")))
+        bars = [b.text for b in driver.find_elements(By.CSS_SELECTOR, "#result .bar")]
+        assert len(bars) == 2 and all(any(c in b and f"{100 * p:.1f}%" in b for b in bars) for c, p in exact.items()), bars
         for field in ("Kunde", "Stadt", "Betrag"):
             driver.find_element(By.ID, field).clear()
         driver.find_element(By.ID, "submit").click()
