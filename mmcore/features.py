@@ -92,13 +92,20 @@ class Features:
         if not isinstance(tokens, torch.Tensor) or tokens.dim() != 3:
             raise ValueError(f"tokens must be a [B, L, D] tensor, got {_describe(tokens)}")
         b, length, _ = tokens.shape
-        if mask is None:
-            mask = torch.ones(b, length, dtype=torch.bool, device=tokens.device)
         if present is None:
             present = torch.ones(b, dtype=torch.bool, device=tokens.device)
-        present = present.to(torch.bool)
-        mask = mask.to(torch.bool) & present[:, None]
-        tokens = tokens * mask[..., None].to(tokens.dtype)
+        elif present.dtype is not torch.bool:
+            present = present.to(torch.bool)
+        if mask is None:
+            mask = present.unsqueeze(1).expand(b, length).clone()
+        else:
+            mask = (mask if mask.dtype is torch.bool else mask.to(torch.bool)) & present.unsqueeze(1)
+        if length and tokens.dtype in _EXACT_COUNTS and readable_now(mask) and bool(mask.all()):
+            # Every token real (one full record, as a Predictor sees): multiplying by ones and dividing by
+            # a count of ones are skipped; ``x * 1.0`` is ``x`` and the count is ``length`` exactly, so the
+            # result is the same, bit for bit, as the masked arithmetic below.
+            return cls(tokens=tokens, mask=mask, pooled=tokens.sum(dim=1) / length, present=present)
+        tokens = tokens * mask.unsqueeze(-1).to(tokens.dtype)
         return cls(tokens=tokens, mask=mask, pooled=masked_mean(tokens, mask), present=present)
 
     @classmethod
@@ -115,10 +122,9 @@ class Features:
             if present.shape != (b,):
                 raise ValueError(f"present must have shape [{b}] to match pooled {list(pooled.shape)}, got {list(present.shape)}")
             # Zero the absent samples' vectors (lazily: see ``unmasked_pooled``) -- unless every
-            # sample is present, which is only worth asking on the CPU, where reading a flag costs
-            # nothing (on a GPU it would wait for the device).
-            # (Not while torch.compile traces: a data-dependent flag would break its graph.)
-            if present.device.type != "cpu" or torch.compiler.is_compiling() or not bool(present.all()):
+            # sample is present, which is only worth asking where reading a flag costs nothing
+            # (:func:`readable_now`).
+            if not readable_now(present) or not bool(present.all()):
                 out = cls._trusted(None, present.unsqueeze(1).clone(), None, present)
                 out._unmasked = pooled
                 return out
@@ -182,6 +188,22 @@ class Features:
         for name in ("mask", "present"):
             if getattr(self, name).dtype != torch.bool:
                 raise TypeError(f"Features.{name} must be a bool tensor, got {getattr(self, name).dtype}")
+
+
+#: Dtypes whose float sum of ``n`` ones is ``n`` for any sequence length a model meets (half and bfloat16
+#: round counts above 2048 / 256), so that ``masked_mean`` over an all-real mask is ``sum / n`` exactly.
+_EXACT_COUNTS = (torch.float32, torch.float64)
+
+
+def readable_now(tensor: torch.Tensor) -> bool:
+    """Whether a forward pass may branch on ``tensor``'s values (``bool(mask.all())``) to skip masking work.
+
+    True for a CPU tensor outside ``torch.compile`` / ``torch.export`` / ``torch.jit`` tracing: reading it
+    costs no device synchronisation (on a GPU it would wait for the device), and no traced graph gets
+    specialised to one batch's masks. Branches taken on it must compute the same values as the masked path
+    (they only skip multiplications by one and selections of everything).
+    """
+    return tensor.device.type == "cpu" and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
 
 
 def masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

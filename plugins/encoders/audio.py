@@ -16,6 +16,7 @@ from torch import nn
 
 import mmcore
 from mmcore import Features
+from mmcore.features import readable_now
 from mmcore_plugins.io import load_audio, read_audio, resample
 
 __all__ = ["AudioCNNEncoder", "AudioTransformerEncoder", "LogMelProcessor", "mel_filterbank", "read_wav", "resample",
@@ -197,28 +198,36 @@ class _LogMelEncoder(mmcore.Encoder):
                                max_seconds=self.max_seconds)
 
     def _inputs(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        mels, mask, present = batch["mels"], batch["mask"].to(torch.bool), batch["present"].to(torch.bool)
+        mels, mask, present = batch["mels"], _as_bool(batch["mask"]), _as_bool(batch["present"])
         if mels.dim() != 3 or mels.shape[1] != self.n_mels:
             raise ValueError(f"expected mels [B, {self.n_mels}, T], got {list(mels.shape)}")
-        mask = mask & present[:, None]
-        x = mels * mask[:, None, :]
+        mask = mask & present.unsqueeze(1)
+        # Every frame real (one whole clip, as a Predictor sees): ``mels * 1`` is ``mels``; skip it.
+        x = mels if readable_now(mask) and bool(mask.all()) else mels * mask.unsqueeze(1)
         if self.training and self.spec_augment:
             x = spec_augment(x, mask, freq_width=max(1, self.n_mels // 8))
         return x, mask, present
 
 
+def _as_bool(mask: torch.Tensor) -> torch.Tensor:
+    return mask if mask.dtype is torch.bool else mask.to(torch.bool)
+
+
 def masked_group_norm(x: torch.Tensor, mask: torch.Tensor, norm: nn.GroupNorm) -> torch.Tensor:
-    """``norm`` applied to ``x [B, C, F, T]`` with statistics over real frames only (``mask [B, T]``);
-    padding frames come out as zeros. A sample's output is then the same whatever the batch's length."""
+    """``norm`` applied to ``x [B, C, F, T]`` with statistics over real frames only (``mask [B, T]``, bool,
+    or 1.0 / 0.0 in ``x``'s dtype, which saves a cast per call); padding frames come out as zeros. A sample's
+    output is then the same whatever the batch's length."""
     b, c, f, t = x.shape
     g = norm.num_groups
-    m = mask[:, None, None, None, :].to(x.dtype)
+    m = (mask if mask.dtype == x.dtype else mask.to(x.dtype)).view(b, 1, 1, 1, t)
     xg = x.view(b, g, c // g, f, t)
-    count = (m.sum(dim=(2, 3, 4), keepdim=True) * (c // g) * f).clamp_min(1.0)
+    # (A count of frames times (c // g) * f: whole numbers, exact in float32 however they are multiplied.)
+    count = (m.sum(dim=(2, 3, 4), keepdim=True) * ((c // g) * f)).clamp_min(1.0)
     mean = (xg * m).sum(dim=(2, 3, 4), keepdim=True) / count
-    var = ((xg - mean) ** 2 * m).sum(dim=(2, 3, 4), keepdim=True) / count
-    y = ((xg - mean) / torch.sqrt(var + norm.eps)).view(b, c, f, t)
-    return (y * norm.weight[None, :, None, None] + norm.bias[None, :, None, None]) * mask[:, None, None, :]
+    centred = xg - mean
+    var = (centred**2 * m).sum(dim=(2, 3, 4), keepdim=True) / count
+    y = (centred / torch.sqrt(var + norm.eps)).view(b, c, f, t)
+    return (y * norm.weight.view(1, c, 1, 1) + norm.bias.view(1, c, 1, 1)) * m.view(b, 1, 1, t)
 
 
 class _MaskedConvBlock(nn.Module):
@@ -233,7 +242,7 @@ class _MaskedConvBlock(nn.Module):
         x = F.gelu(masked_group_norm(self.conv(x), mask, self.norm))
         # A pooled frame is real when the first frame of its window is (zeros elsewhere stay zeros:
         # GELU(0) = 0 and max(real, 0) does not depend on how much padding follows).
-        return F.max_pool2d(x, 2), mask[:, ::2][:, : x.shape[-1] // 2]
+        return F.max_pool2d(x, 2), mask[:, : x.shape[-1] // 2 * 2 : 2]
 
 
 class AudioCNNEncoder(_LogMelEncoder):
@@ -282,11 +291,17 @@ class AudioCNNEncoder(_LogMelEncoder):
         x, mask, present = self._inputs(batch)
         stride = 2**self.blocks
         pad = (-x.shape[2]) % stride  # whole pooling windows only, so every frame is seen
-        x, mask = F.pad(x, (0, pad))[:, None], F.pad(mask, (0, pad))
+        if pad:
+            x, mask = F.pad(x, (0, pad)), F.pad(mask, (0, pad))
+        # The blocks take the frame mask as 1.0 / 0.0 in x's dtype, cast once here rather than in each
+        # block's norm; a block keeps every other frame of it, as the bool mask below does in one step.
+        frames = mask.to(x.dtype)
+        x = x.unsqueeze(1)
         for block in self.convs:
-            x, mask = block(x, mask)
+            x, frames = block(x, frames)
+        mask = mask[:, ::stride]
         tokens = self.project(self.dropout(x).flatten(1, 2).transpose(1, 2))  # [B, T', dim]
-        tokens = tokens * mask[..., None]
+        tokens = tokens * frames.unsqueeze(-1)
         tokens = tokens + F.gelu(self.temporal(tokens.transpose(1, 2))).transpose(1, 2)
         return Features.from_tokens(tokens, mask, present)
 

@@ -11,6 +11,7 @@ from torch import nn
 
 import mmcore
 from mmcore import Features
+from mmcore.features import readable_now
 from mmcore_plugins.io import check_background, read_image
 
 #: Default ``background`` of the image encoders: white, the colour viewers show transparency as.
@@ -142,14 +143,19 @@ class SmallCNNEncoder(mmcore.Encoder):
         return groups
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> Features:
-        present = batch["present"].bool()
+        present = batch["present"]
+        if present.dtype is not torch.bool:
+            present = present.to(torch.bool)
         maps = self.net(batch["pixels"])  # [B, C, h, w]
         tokens = self.project(maps.flatten(2).transpose(1, 2)) + self.position
         if self.flatten_project is None:
             return Features.from_tokens(tokens, present=present)
-        keep = present[:, None].to(tokens.dtype)
-        mask = present[:, None].expand(-1, tokens.shape[1]).clone()
-        return Features(tokens=tokens * keep[..., None], mask=mask, pooled=self.flatten_project(maps.flatten(1)) * keep, present=present)
+        mask = present.unsqueeze(1).expand(-1, tokens.shape[1]).clone()
+        pooled = self.flatten_project(maps.flatten(1))
+        if not (readable_now(present) and bool(present.all())):  # (all present: multiplying by ones changes nothing)
+            keep = present.unsqueeze(1).to(tokens.dtype)
+            tokens, pooled = tokens * keep.unsqueeze(-1), pooled * keep
+        return Features(tokens=tokens, mask=mask, pooled=pooled, present=present)
 
 
 @mmcore.hookimpl

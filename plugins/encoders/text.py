@@ -25,6 +25,7 @@ from torch import nn
 
 import mmcore
 from mmcore import Features
+from mmcore.features import readable_now
 from mmcore_plugins.io import read_text
 from mmcore_plugins.layers.freeze import apply_freeze
 
@@ -147,6 +148,10 @@ EXAMPLE_WORDS = ["seven", "sieben", "sept", "siete", "sette", "7", "a cat on a m
 UNK = 1
 
 
+def _as_bool(mask: torch.Tensor) -> torch.Tensor:
+    return mask if mask.dtype is torch.bool else mask.to(torch.bool)
+
+
 def _pad_ids(items: Sequence[torch.Tensor | None], pad: int) -> dict[str, torch.Tensor]:
     length = max((len(i) for i in items if i is not None), default=1)
     ids = torch.full((len(items), length), pad, dtype=torch.long)
@@ -201,15 +206,19 @@ class ByteTransformerEncoder(mmcore.Encoder):
                  (f"encoder.layers.{i}.linear2.weight", 1, 1)] for i in range(len(self.encoder.layers))]
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> Features:
-        ids, mask, present = batch["ids"], batch["mask"].to(torch.bool), batch["present"].to(torch.bool)
+        ids, mask, present = batch["ids"], batch["mask"], batch["present"]
+        mask, present = _as_bool(mask), _as_bool(present)
         if ids.shape[1] > self.max_length:
             raise ValueError(f"expected at most max_length={self.max_length} tokens, got {ids.shape[1]}")
-        mask = mask & present[:, None]
-        # Absent samples have no real token; give them one unmasked key so attention stays finite
-        # (Features.from_tokens zeroes them afterwards).
-        keys = mask | (~mask.any(1, keepdim=True) & (torch.arange(ids.shape[1], device=ids.device) == 0))
+        mask = mask & present.unsqueeze(1)
+        if readable_now(mask) and bool(mask.all()):  # every token real: no key needs standing in
+            padding = ~mask
+        else:
+            # Absent samples have no real token; give them one unmasked key so attention stays finite
+            # (Features.from_tokens zeroes them afterwards).
+            padding = ~(mask | (~mask.any(1, keepdim=True) & (torch.arange(ids.shape[1], device=ids.device) == 0)))
         x = self.embed(ids) + self.position[: ids.shape[1]]
-        x = self.norm(self.encoder(x, src_key_padding_mask=~keys))
+        x = self.norm(self.encoder(x, src_key_padding_mask=padding))
         return Features.from_tokens(x, mask, present)
 
 

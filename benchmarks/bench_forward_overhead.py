@@ -1,0 +1,194 @@
+"""Eager forward overhead at small batches: the same trained runs through two versions of mmcore's code, side by side.
+
+What ``mmcore.Predictor``, ``mmcore serve`` and the pruning benchmark measure is one record's eager forward
+(batch 1), where a few hundred small operators (casts, mask multiplies, unsqueezes) cost as much as the
+convolutions. This script loads each run (``mmcore.cli.load_run``) in two long-lived worker processes, one
+importing mmcore from this checkout ("after") and one from ``--before`` (a git ref, archived to a temporary
+folder, default ``main``), and alternates them round by round, so that a busy machine slows both alike.
+
+Per run, thread count and batch it reports:
+
+* ops per forward: aten operators the profiler records (all of them, and the top-level calls mmcore issues);
+* CPU time per forward (``time.process_time``: steadier than wall time under load) and wall time, the median
+  over the rounds, with the after/before ratio;
+* the largest difference between the two versions' logits (must be <= 1e-6: the change is not allowed to
+  change results).
+
+Batch 1 is one test record with every modality present; batch 32 is the first 32 test records (the demo's
+text is missing from ~60% of them, so the masked paths run).
+
+    python benchmarks/bench_forward_overhead.py                       # teacher and pruned_0.5, vs main
+    python benchmarks/bench_forward_overhead.py --before HEAD~3 --rounds 9 --runs /path/to/run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = ["/work/tune_runs/teacher", "/work/tune_runs/pruned_0.5"]
+PACKAGES = {"mmcore": "mmcore", "mmcore_plugins": "plugins", "mmcore_kernels": "kernels"}
+
+
+# ---------------------------------------------------------------------- worker (one version of the code)
+def _import_from(tree: Path) -> None:
+    """Make ``import mmcore`` (and the plugins) load from ``tree`` rather than the installed checkout."""
+    import importlib.abc
+    import importlib.util
+
+    class Finder(importlib.abc.MetaPathFinder):
+        def find_spec(self, fullname, path=None, target=None):
+            top = fullname.split(".")[0]
+            if top not in PACKAGES:
+                return None
+            where = tree / PACKAGES[top] / Path(*fullname.split(".")[1:])
+            for candidate in (where / "__init__.py", where.with_suffix(".py")):
+                if candidate.exists():
+                    return importlib.util.spec_from_file_location(fullname, candidate)
+            return None
+
+    sys.meta_path.insert(0, Finder())
+
+
+def _worker(tree: str | None) -> None:
+    if tree:
+        _import_from(Path(tree))
+    import torch
+    from torch.profiler import profile
+
+    from mmcore.cli import load_run
+    from mmcore.engine.datasets import load_datasets
+    from mmcore.engine.evaluation import to_device
+    from mmcore.plugin_manager import get_plugin_manager
+
+    manager = get_plugin_manager()
+    loaded = {}
+    out = sys.stdout
+    sys.stdout = sys.stderr  # anything the library prints stays off the protocol
+    for line in sys.stdin:
+        request = json.loads(line)
+        run, batch, threads, count = request["run"], request["batch"], request["threads"], request.get("count", 0)
+        if run not in loaded:
+            model, config = load_run(Path(run), manager)
+            model.eval()
+            test = load_datasets(config, manager, splits=("test",))["test"]
+            samples = [test[i] for i in range(len(test))]
+            full = next(s for s in samples if all(v is not None for v in s["inputs"].values()))
+            loaded[run] = (model, {1: to_device(model.collate([full]), "cpu")[0],
+                                   32: to_device(model.collate(samples[:32]), "cpu")[0]})
+        model, batches = loaded[run]
+        inputs = batches[batch]
+        torch.set_num_threads(threads)
+        reply = {"module": str(Path(sys.modules["mmcore"].__file__).parent)}
+        with torch.inference_mode():
+            for _ in range(3):
+                logits = model(inputs).logits
+            if request.get("ops"):
+                with profile() as prof:
+                    model(inputs)
+                events = [e for e in prof.events() if e.name.startswith("aten::")]
+                reply["ops"] = len(events)
+                reply["top_ops"] = sum(1 for e in events if e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::"))
+                reply["logits"] = logits.tolist()
+            if count:
+                cpu, wall = time.process_time(), time.perf_counter()
+                for _ in range(count):
+                    model(inputs)
+                reply["cpu_ms"] = (time.process_time() - cpu) / count * 1e3
+                reply["wall_ms"] = (time.perf_counter() - wall) / count * 1e3
+        out.write(json.dumps(reply) + "\n")
+        out.flush()
+
+
+# ---------------------------------------------------------------------- parent (alternates the two)
+class Worker:
+    def __init__(self, tree: str | None) -> None:
+        command = [sys.executable, __file__, "--worker"] + (["--tree", tree] if tree else [])
+        env = dict(os.environ, OMP_NUM_THREADS="2")
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+
+    def ask(self, **request) -> dict:
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError("a worker died; see its messages above")
+        return json.loads(line)
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait()
+
+
+def _archive(ref: str, into: Path) -> Path:
+    """``git archive ref`` of this repository unpacked in ``into``."""
+    tar = into / "before.tar"
+    subprocess.run(["git", "-C", str(ROOT), "archive", "-o", str(tar), ref], check=True)
+    with tarfile.open(tar) as archive:
+        archive.extractall(into / "tree", filter="data")
+    return into / "tree"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--tree", help=argparse.SUPPRESS)
+    parser.add_argument("--before", default="main", help="git ref of the code to compare with (default main)")
+    parser.add_argument("--runs", nargs="+", default=RUNS, help="run folders to load (read only)")
+    parser.add_argument("--rounds", type=int, default=7, help="alternated rounds per configuration")
+    parser.add_argument("--ms", type=float, default=300.0, help="about this much CPU time per measurement")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 32])
+    args = parser.parse_args(argv)
+    if args.worker:
+        _worker(args.tree)
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        before = _archive(args.before, Path(tmp))
+        workers = {"before": Worker(str(before)), "after": Worker(None)}
+        print(f"# load average at start: {os.getloadavg()}; before = {args.before}, after = working tree {ROOT}")
+        print("run | batch | threads | ops before -> after (top-level) | CPU ms/forward before -> after (ratio) | "
+              "wall ms before -> after (ratio) | max |logit diff|")
+        worst = 0.0
+        try:
+            for run in args.runs:
+                for batch in args.batches:
+                    for threads in args.threads:
+                        probe = {k: w.ask(run=run, batch=batch, threads=threads, ops=True) for k, w in workers.items()}
+                        diff = max(abs(a - b) for ra, rb in zip(probe["before"]["logits"], probe["after"]["logits"],
+                                                               strict=True) for a, b in zip(ra, rb, strict=True))
+                        worst = max(worst, diff)
+                        timing = {k: w.ask(run=run, batch=batch, threads=threads, count=5) for k, w in workers.items()}
+                        count = max(5, int(args.ms / max(timing["before"]["cpu_ms"], 1e-3)))
+                        cpu = {"before": [], "after": []}
+                        wall = {"before": [], "after": []}
+                        for r in range(args.rounds):
+                            order = ("before", "after") if r % 2 == 0 else ("after", "before")
+                            for k in order:
+                                got = workers[k].ask(run=run, batch=batch, threads=threads, count=count)
+                                cpu[k].append(got["cpu_ms"])
+                                wall[k].append(got["wall_ms"])
+                        c = {k: statistics.median(v) for k, v in cpu.items()}
+                        w = {k: statistics.median(v) for k, v in wall.items()}
+                        print(f"{Path(run).name} | {batch} | {threads} | {probe['before']['ops']} ({probe['before']['top_ops']}) -> "
+                              f"{probe['after']['ops']} ({probe['after']['top_ops']}) | {c['before']:.3f} -> {c['after']:.3f} "
+                              f"({c['after'] / c['before']:.2f}) | {w['before']:.3f} -> {w['after']:.3f} "
+                              f"({w['after'] / w['before']:.2f}) | {diff:.2e}", flush=True)
+        finally:
+            for worker in workers.values():
+                worker.close()
+        print(f"# load average at end: {os.getloadavg()}; largest logit difference {worst:.2e}")
+        return 0 if worst <= 1e-6 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
