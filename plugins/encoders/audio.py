@@ -18,6 +18,7 @@ import mmcore
 from mmcore import Features
 from mmcore.features import readable_now
 from mmcore_plugins.io import load_audio, read_audio, resample
+from mmcore_plugins.layers.pooling import max_pool_2x2
 
 __all__ = ["AudioCNNEncoder", "AudioTransformerEncoder", "LogMelProcessor", "mel_filterbank", "read_wav", "resample",
            "spec_augment"]
@@ -242,7 +243,7 @@ class _MaskedConvBlock(nn.Module):
         x = F.gelu(masked_group_norm(self.conv(x), mask, self.norm))
         # A pooled frame is real when the first frame of its window is (zeros elsewhere stay zeros:
         # GELU(0) = 0 and max(real, 0) does not depend on how much padding follows).
-        return F.max_pool2d(x, 2), mask[:, : x.shape[-1] // 2 * 2 : 2]
+        return max_pool_2x2(x), mask[:, : x.shape[-1] // 2 * 2 : 2]
 
 
 class AudioCNNEncoder(_LogMelEncoder):

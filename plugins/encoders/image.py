@@ -13,6 +13,7 @@ import mmcore
 from mmcore import Features
 from mmcore.features import readable_now
 from mmcore_plugins.io import check_background, read_image
+from mmcore_plugins.layers.pooling import MaxPool2x2
 
 #: Default ``background`` of the image encoders: white, the colour viewers show transparency as.
 WHITE = (255, 255, 255)
@@ -112,7 +113,7 @@ class SmallCNNEncoder(mmcore.Encoder):
 
         def block(cin: int, cout: int) -> nn.Sequential:
             return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(8, cout), nn.GELU(),
-                                 nn.Conv2d(cout, cout, 3, padding=1), nn.GroupNorm(8, cout), nn.GELU(), nn.MaxPool2d(2))
+                                 nn.Conv2d(cout, cout, 3, padding=1), nn.GroupNorm(8, cout), nn.GELU(), MaxPool2x2())
 
         self.net = nn.Sequential(block(channels, width), block(width, 2 * width), nn.Dropout(dropout))
         self.project = nn.Linear(2 * width, dim)
