@@ -12,13 +12,16 @@ Per run, thread count and batch it reports:
 * CPU time per forward (``time.process_time``: steadier than wall time under load) and wall time, the median
   over the rounds, with the after/before ratio;
 * the largest difference between the two versions' logits (must be <= 1e-6: the change is not allowed to
-  change results).
+  change results);
+* with ``--train``, a training step's forward + backward at batch 32 (train mode: dropout and augmentation on)
+  in CPU / wall ms: the same code runs in training, which must not get slower.
 
 Batch 1 is one test record with every modality present; batch 32 is the first 32 test records (the demo's
 text is missing from ~60% of them, so the masked paths run).
 
     python benchmarks/bench_forward_overhead.py                       # teacher and pruned_0.5, vs main
-    python benchmarks/bench_forward_overhead.py --before HEAD~3 --rounds 9 --runs /path/to/run
+    python benchmarks/bench_forward_overhead.py --rounds 9 --train           # and a training step at batch 32
+    python benchmarks/bench_forward_overhead.py --before HEAD~3 --runs /path/to/run
 """
 
 from __future__ import annotations
@@ -83,12 +86,27 @@ def _worker(tree: str | None) -> None:
             test = load_datasets(config, manager, splits=("test",))["test"]
             samples = [test[i] for i in range(len(test))]
             full = next(s for s in samples if all(v is not None for v in s["inputs"].values()))
-            loaded[run] = (model, {1: to_device(model.collate([full]), "cpu")[0],
-                                   32: to_device(model.collate(samples[:32]), "cpu")[0]})
+            loaded[run] = (model, {1: to_device(model.collate([full]), "cpu"),
+                                   32: to_device(model.collate(samples[:32]), "cpu")})
         model, batches = loaded[run]
-        inputs = batches[batch]
+        inputs, targets = batches[batch]
         torch.set_num_threads(threads)
         reply = {"module": str(Path(sys.modules["mmcore"].__file__).parent)}
+        if request.get("train"):  # one training step's forward and backward (dropout, augmentation on)
+            model.train()
+            torch.manual_seed(0)
+            for _ in range(2):
+                model(inputs, targets).loss.backward()
+            cpu, wall = time.process_time(), time.perf_counter()
+            for _ in range(count):
+                model(inputs, targets).loss.backward()
+            reply["cpu_ms"] = (time.process_time() - cpu) / count * 1e3
+            reply["wall_ms"] = (time.perf_counter() - wall) / count * 1e3
+            model.zero_grad(set_to_none=True)
+            model.eval()
+            out.write(json.dumps(reply) + "\n")
+            out.flush()
+            continue
         with torch.inference_mode():
             for _ in range(3):
                 logits = model(inputs).logits
@@ -138,6 +156,34 @@ def _archive(ref: str, into: Path) -> Path:
     return into / "tree"
 
 
+def _compare(workers: dict[str, Worker], args: argparse.Namespace, **ask) -> float:
+    """One configuration, the two versions alternated round by round; prints its row, returns the logit difference."""
+    diff = 0.0
+    if ask["train"]:
+        ops = "training step (forward + backward)"
+    else:
+        probe = {k: w.ask(ops=True, **ask) for k, w in workers.items()}
+        diff = max(abs(a - b) for ra, rb in zip(probe["before"]["logits"], probe["after"]["logits"], strict=True)
+                   for a, b in zip(ra, rb, strict=True))
+        ops = (f"{probe['before']['ops']} ({probe['before']['top_ops']}) -> "
+               f"{probe['after']['ops']} ({probe['after']['top_ops']})")
+    timing = {k: w.ask(count=3, **ask) for k, w in workers.items()}
+    count = max(3, int(args.ms / max(timing["before"]["cpu_ms"], 1e-3)))
+    cpu: dict[str, list[float]] = {"before": [], "after": []}
+    wall: dict[str, list[float]] = {"before": [], "after": []}
+    for r in range(args.rounds):
+        for k in ("before", "after") if r % 2 == 0 else ("after", "before"):
+            got = workers[k].ask(count=count, **ask)
+            cpu[k].append(got["cpu_ms"])
+            wall[k].append(got["wall_ms"])
+    c = {k: statistics.median(v) for k, v in cpu.items()}
+    w = {k: statistics.median(v) for k, v in wall.items()}
+    print(f"{Path(ask['run']).name} | {ask['batch']} | {ask['threads']} | {ops} | {c['before']:.3f} -> {c['after']:.3f} "
+          f"({c['after'] / c['before']:.2f}) | {w['before']:.3f} -> {w['after']:.3f} ({w['after'] / w['before']:.2f}) | "
+          f"{'' if ask['train'] else f'{diff:.2e}'}", flush=True)
+    return diff
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -148,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ms", type=float, default=300.0, help="about this much CPU time per measurement")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--train", action="store_true", help="also time a training step (forward + backward) at batch 32")
     args = parser.parse_args(argv)
     if args.worker:
         _worker(args.tree)
@@ -159,30 +206,11 @@ def main(argv: list[str] | None = None) -> int:
         print("run | batch | threads | ops before -> after (top-level) | CPU ms/forward before -> after (ratio) | "
               "wall ms before -> after (ratio) | max |logit diff|")
         worst = 0.0
+        configs = [(run, batch, threads, train) for run in args.runs for batch in args.batches for threads in args.threads
+                   for train in ((False, True) if args.train and batch > 1 else (False,))]
         try:
-            for run in args.runs:
-                for batch in args.batches:
-                    for threads in args.threads:
-                        probe = {k: w.ask(run=run, batch=batch, threads=threads, ops=True) for k, w in workers.items()}
-                        diff = max(abs(a - b) for ra, rb in zip(probe["before"]["logits"], probe["after"]["logits"],
-                                                               strict=True) for a, b in zip(ra, rb, strict=True))
-                        worst = max(worst, diff)
-                        timing = {k: w.ask(run=run, batch=batch, threads=threads, count=5) for k, w in workers.items()}
-                        count = max(5, int(args.ms / max(timing["before"]["cpu_ms"], 1e-3)))
-                        cpu = {"before": [], "after": []}
-                        wall = {"before": [], "after": []}
-                        for r in range(args.rounds):
-                            order = ("before", "after") if r % 2 == 0 else ("after", "before")
-                            for k in order:
-                                got = workers[k].ask(run=run, batch=batch, threads=threads, count=count)
-                                cpu[k].append(got["cpu_ms"])
-                                wall[k].append(got["wall_ms"])
-                        c = {k: statistics.median(v) for k, v in cpu.items()}
-                        w = {k: statistics.median(v) for k, v in wall.items()}
-                        print(f"{Path(run).name} | {batch} | {threads} | {probe['before']['ops']} ({probe['before']['top_ops']}) -> "
-                              f"{probe['after']['ops']} ({probe['after']['top_ops']}) | {c['before']:.3f} -> {c['after']:.3f} "
-                              f"({c['after'] / c['before']:.2f}) | {w['before']:.3f} -> {w['after']:.3f} "
-                              f"({w['after'] / w['before']:.2f}) | {diff:.2e}", flush=True)
+            for run, batch, threads, train in configs:
+                worst = max(worst, _compare(workers, args, run=run, batch=batch, threads=threads, train=train))
         finally:
             for worker in workers.values():
                 worker.close()
