@@ -18,7 +18,7 @@ def test_same_values_as_max_pool2d(shape):
     assert torch.equal(MaxPool2x2()(x), want)
 
 
-@pytest.mark.parametrize("shape", [(1, 8, 6, 6), (8, 16, 16, 16)])  # below and above the gradient-mode threshold
+@pytest.mark.parametrize("shape", [(1, 8, 6, 6), (8, 16, 16, 16)])
 def test_same_gradients_as_max_pool2d(shape):
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
     g = torch.randn(shape[0], shape[1], shape[2] // 2, shape[3] // 2, generator=torch.Generator().manual_seed(2))
@@ -41,3 +41,15 @@ def test_exported_graph_keeps_one_max_pool():
     program = torch.export.export(MaxPool2x2(), (torch.randn(2, 3, 8, 8),), strict=False)
     targets = [str(node.target) for node in program.graph.nodes if node.op == "call_function"]
     assert targets == ["aten.max_pool2d.default"]
+
+
+
+def test_gradients_reach_the_layer_before_contiguous():
+    """A training step's gradient reaches the layer before the pooling (GELU in the encoders) in NCHW layout:
+    a channels-last one would send that layer's backward down a slower mixed-layout path."""
+    leaf = torch.randn(4, 8, 16, 16).requires_grad_()
+    hidden = F.gelu(leaf)
+    seen = []
+    hidden.register_hook(lambda grad: seen.append(grad.is_contiguous()))
+    max_pool_2x2(hidden).sum().backward()
+    assert seen == [True]
