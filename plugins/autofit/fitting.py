@@ -466,6 +466,9 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
         # fit's measured choice, not trainer.threads' default (auto): the summary reports what ran
         config["trainer"]["threads"] = threads
         trainer = Trainer(config, manager=manager)
+        # fit draws its own display (FitProgress): the trainer's bar is off for this call only -- set on the
+        # options, not in config.yaml, so that `mmcore train RUN/config.yaml` is watched like any training
+        trainer.options.progress = False
         # Choosing the ensemble's experts between training and the test pass reads the val rows once more
         # (their inputs cached): reserved. The one test pass then scores the choice.
         experts_planned = counts["val"] * costs.eval_sample if _has_experts(config, plan) else 0.0
