@@ -454,12 +454,14 @@ class Predictor:
 
     def _series(self, values: list[Any], index: Any, name: str):
         """Many rows' predictions: a pandas Series named after the target, indexed like the DataFrame given
-        (else ``0..N-1``); a list without pandas installed."""
+        (else ``0..N-1``): float64 for a fit run's regression (a row without input NaN), else the values as
+        they are (object: a row without input None, never read as NaN); a list without pandas installed."""
         try:
             import pandas as pd
         except ImportError:
             return values
-        return pd.Series(values, index=index, name=name, dtype=None if values else object)
+        regression = self.plan is not None and self.plan.task == "regression"
+        return pd.Series(values, index=index, name=name, dtype="float64" if regression else object)
 
     def predict(self, data: Any, *, missing_columns: Sequence[str] = (), strict: bool = False, encoding: str | None = None,
                    sep: str | None = None, decimal: str | None = None) -> Any:
@@ -469,7 +471,8 @@ class Predictor:
         One record (a dict ``{column: value}``) gives its one prediction. Many records -- a list of dicts,
         a DataFrame, a pyarrow Table or a CSV/JSONL/Parquet path -- give a pandas Series named after the
         target, one value per row in row order, indexed like ``data`` when it is a DataFrame and ``0..N-1``
-        otherwise (a float Series for regression, where a row with no input is NaN; a list without pandas).
+        otherwise: dtype object holding the labels as typed (None for a row with no input), float64 for
+        regression (NaN for a row with no input); a list without pandas.
 
         ``missing_columns``: columns the model reads that this table lacks on purpose (every cell of
         them missing). ``strict``: raise instead of treating a missing or unreadable file, or a row

@@ -191,6 +191,8 @@ def test_one_record_gives_one_answer_many_records_the_same_collection(fit_run, t
     assert predictor.evaluate({**one, "y": expected[0]})["accuracy"] == 1.0
     with pytest.warns(UserWarning, match="no input at all"):
         assert predictor.predict({"a": None, "b": "", "group": ""}) is None  # one record without input: no prediction
+    with pytest.warns(UserWarning, match="no input at all"):  # among many: None too (never pandas' NaN)
+        assert list(predictor.predict([one, {"a": None, "b": "", "group": ""}])) == [expected[0], None]
     for bad in (3, [1, 2], "a, b"):
         with pytest.raises((TypeError, FileNotFoundError, ValueError)):
             predictor.predict(bad)

@@ -166,9 +166,11 @@ def test_a_row_with_no_input_at_all_gets_no_prediction_on_every_surface(cp1252_f
     predictor = mmcore.Predictor.load(cp1252_fit_run)
     with pytest.warns(UserWarning, match="no input at all"):
         file_answer = list(predictor.predict(str(table)))
-    assert file_answer[0] is None and file_answer[1] is not None
+    assert file_answer[0] is None and file_answer[1] is not None  # (never NaN: pandas would read None so)
     with pytest.warns(UserWarning, match="no input at all"):
         assert list(predictor.predict([{"Kunde": None, "Stadt": "", "Betrag": "N/A"}])) == [None]
+    with pytest.warns(UserWarning, match="no input at all"):
+        assert predictor.predict({"Kunde": None, "Stadt": "", "Betrag": "N/A"}) is None
     with pytest.raises(ValueError, match="no input"):
         predictor.predict([{"Kunde": None, "Stadt": None, "Betrag": None}], strict=True)
     capsys.readouterr()
