@@ -389,8 +389,10 @@ def cmd_eval(args: argparse.Namespace, manager) -> int:
     if args.perturbations is not None and not [n for n in args.perturbations.split(",") if n.strip()]:
         raise ConfigError([ConfigIssue("--perturbations", f"name at least one perturbation, got {args.perturbations!r}")])
     dataset = table = None
-    if _table_source(args) is None:  # the run's own split: a split that is not there is said before any work
-        check_split(args.run_dir, args.split, recorded=not args.data, alternative=EVAL_TABLE)
+    source = _table_source(args)
+    # a split that is not there (a name that is no split, whatever else is given) is said before any work
+    check_split(args.run_dir, args.split, recorded=source is None and not args.data, alternative=EVAL_TABLE)
+    if source is None:  # the run's own split
         config = apply_overrides(_run_config(args.run_dir, args.checkpoint), [f"data.{item}" for item in args.data])
         dataset = _split_dataset(args, config, manager)
     model, run_config = load_run(args.run_dir, manager, args.checkpoint)

@@ -121,12 +121,14 @@ def test_an_empty_split_is_one_line_before_the_model_is_built(fit_run, nothing_b
     assert err.startswith(f"mmcore {command[0]}: ")
 
 
-@pytest.mark.parametrize("command", [["eval"], ["explain", "--json"]])
+@pytest.mark.parametrize("command", [["eval"], ["explain", "--json"], ["eval", "--data", "val.csv"]])
 def test_a_name_that_is_no_split_is_one_line_before_the_model_is_built(fit_run, nothing_built, command, capsys):
     _, folder, _, _ = fit_run
     nothing_built()
-    assert main([command[0], str(folder / "run"), "--split", "holdout", *command[1:]]) == 2
-    _one_line(capsys, "--split: expected train, val or test, got 'holdout'", "--split val (5 rows)", "--data")
+    extra = [str(folder / c) if c.endswith(".csv") else c for c in command[1:]]
+    assert main([command[0], str(folder / "run"), "--split", "holdout", *extra]) == 2
+    err = _one_line(capsys, "--split: expected train, val or test, got 'holdout'", "--data")
+    assert "--split val (5 rows)" in err or "--data" in command
 
 
 def test_with_data_options_the_data_is_read_but_the_model_not_built(fit_run, nothing_built, capsys):
