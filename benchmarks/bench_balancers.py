@@ -82,7 +82,7 @@ def fit_config(data: Path, run_dir: Path) -> dict:
     would change) and its early stopping kept."""
     import subprocess
 
-    from mmcore.yamlio import load_yaml_file
+    from mmcore.engine.config import load_config
 
     run = run_dir / "fit" / "mmcore-fit"
     if not (run / "config.yaml").is_file():
@@ -91,7 +91,7 @@ def fit_config(data: Path, run_dir: Path) -> dict:
                    "--time-limit", "2m"]
         print("$", " ".join(command), flush=True)
         subprocess.run(command, check=True)
-    config = load_yaml_file(run / "config.yaml")
+    config = load_config(run / "config.yaml")  # a run's own config: its data.jsonl is read where the run is
     config["trainer"]["epochs"] = FIT_EPOCHS
     return config
 

@@ -218,7 +218,9 @@ def mmcore_export_columns(run_dir):
     :return: a JSON object in the form :class:`mmcore_plugins.deploy.frontend.Columns` reads (``mmcore
         fit``'s column plan: ``slots``, ``fill``, ``indicators``, ``dates``, ``text_files``, ``task``,
         ``classes``, ``class_values``; optionally ``table_columns``, the training table's whole header, whose
-        columns the model does not read ``mmcore serve`` accepts and ignores), or None for a run whose slots
+        columns the model does not read ``mmcore serve`` accepts and ignores; optionally ``id_columns``, the ones
+        of them that identify a row, whose values ``mmcore serve`` echoes in a record's answer as ``mmcore predict
+        --data`` writes them into its line), or None for a run whose slots
         are the user's inputs as they are.
     """
 

@@ -156,14 +156,22 @@ def mmcore_export_columns(run_dir: Path):
     as plain JSON, so that the export's front end derives what fit derives. None for another run."""
     if run_dir is None or not (Path(run_dir) / PLAN_FILE).is_file():
         return None
-    from mmcore_plugins.autofit.predictor import read_plan, read_table_columns, read_table_options
+    from mmcore_plugins.autofit.predictor import (
+        read_identifier_columns,
+        read_plan,
+        read_table_columns,
+        read_table_options,
+    )
 
     plan = read_plan(run_dir)
+    # id_columns: the columns fit inferred as ids -- serve echoes a record's values of them in its answer, as
+    # predict --data writes them into each line, so that answers join back to the user's rows
     # decimal_columns: the number columns fit read with decimal commas, whose string cells the front end reads so
     # table_columns: the training table's whole header -- serve ignores a record's cells of the ones the model
     # does not read (the target, ids), as Predictor ignores a table's, and refuses only a key that is no column
     return {"derived_by": "mmcore fit", "input_columns": plan.input_columns,
-            "table_columns": read_table_columns(run_dir), "decimal_columns": read_table_options(run_dir)["decimal_columns"],
+            "table_columns": read_table_columns(run_dir), "id_columns": read_identifier_columns(run_dir),
+            "decimal_columns": read_table_options(run_dir)["decimal_columns"],
             **plan.to_json()}
 
 

@@ -166,6 +166,11 @@ def unknown_key(slots: Sequence[SlotInfo], key: str, where: str = "") -> FieldEr
     return FieldError(_field(where, key), f"not a {kind} of this model; {hint}its {kind}s are {names}")
 
 
+#: The keys of a record's answer -- and ``mmcore predict --data``'s ``row`` -- that an id column of the same
+#: name must not overwrite: it is echoed as ``"<name> (id)"``, the name predict's line gives it.
+ANSWER_KEYS = ("row", "prediction", "probabilities", "modalities", "missing", "warnings", "error")
+
+
 class Backend:
     """Common parts: validating a record's values against the slots before any decoding.
 
@@ -182,6 +187,9 @@ class Backend:
     #: table's. A key that is no column of the training table stays an error (:meth:`unknown_key`: with an
     #: absent column read as a missing cell, that refusal is the only guard against a misspelt one).
     ignored: frozenset[str] = frozenset()
+    #: Those of them that ``mmcore fit`` inferred as ids (``sku``, ``Kundennr``): a record's values of them are
+    #: echoed in its answer (:meth:`ids`), as ``mmcore predict --data`` writes them into each line.
+    id_columns: tuple[str, ...] = ()
 
     @property
     def by_column(self) -> bool:
@@ -294,6 +302,16 @@ class Backend:
             if any(not is_missing(v) and not is_non_finite(v) for v in cells):
                 return True
         return False
+
+    def ids(self, record: Any) -> dict[str, Any]:
+        """A raw record's identifiers ``{column: value}`` for its answer, under the names ``mmcore predict --data``
+        writes them with (:func:`mmcore.cli_predict.row_ids`: ``"row"`` becomes ``"row (id)"``), each value as the
+        request gave it; none for a record that does not hold an id column (or is no object)."""
+        from mmcore.cli_predict import row_ids
+
+        if not isinstance(record, Mapping):
+            return {}
+        return row_ids((None, None, None, {c: record[c] for c in self.id_columns if c in record}), ANSWER_KEYS)
 
     def no_input_note(self) -> str:
         """The ``"missing"`` note of a record without any input (:meth:`has_input`)."""
@@ -437,6 +455,8 @@ class RunBackend(Backend):
             table = plan.get("table_columns") if isinstance(plan.get("table_columns"), list) else []
             read = set(self.columns or ())
             self.ignored = frozenset(c for c in [*table, plan.get("target")] if isinstance(c, str) and c not in read)
+            ids = plan.get("id_columns") if isinstance(plan.get("id_columns"), list) else []
+            self.id_columns = tuple(c for c in ids if isinstance(c, str) and c in self.ignored)
         # Uploads whose processor splits its work (``batch_steps``: the file decoded per record, the rest -- the
         # log-mel spectrogram, the image normalisation -- computed for a whole batch in the model thread): the
         # per-record work that micro-batching cannot share shrinks to the file's decoding.
@@ -520,6 +540,7 @@ class ExportBackend(Backend):
                 s.column = columns.slots[s.name]["column"]
         if columns is not None:
             self.ignored = frozenset(columns.ignored_columns)
+            self.id_columns = tuple(c for c in columns.id_columns if c in self.ignored)
         self.head = dict(manifest["head"])
         self.description = {"kind": "export", "path": str(Path(folder).resolve()), "graph": self.artefact.graph_file,
                             "format": manifest["graph"]["format"], "int8": self.artefact.graph_file.endswith(".int8.onnx"),

@@ -693,7 +693,7 @@ class Columns:
     derived parts), ``text_files`` (text columns whose cells are file paths); ``task``, ``classes`` and
     ``class_values`` (each class as the training table held it: what a prediction gives back);
     ``table_columns``, the training table's whole header (an older export without it: the columns read and
-    the target), whence :attr:`ignored_columns`. Raises ``ValueError`` naming the field when the plan is malformed or does not fit ``slots`` (the
+    the target), whence :attr:`ignored_columns`; ``id_columns``, those of them fit inferred as ids. Raises ``ValueError`` naming the field when the plan is malformed or does not fit ``slots`` (the
     export's slot specs: the table slot's columns must be the ones the plan derives).
     """
 
@@ -720,6 +720,10 @@ class Columns:
         self.class_values = spec.get("class_values") or self.classes
         need(self.task in ("classification", "multilabel", "regression"), "task", "classification, multilabel or regression")
         self.table_columns = spec.get("table_columns", [])
+        #: the columns fit inferred as ids (an older export: none): serve echoes a record's values of them
+        self.id_columns = spec.get("id_columns", [])
+        need(isinstance(self.id_columns, list) and all(isinstance(c, str) for c in self.id_columns),
+             "id_columns", "the id column names")
         #: number columns fit read with decimal commas: their string cells ("59,47") are read so again
         self.decimal_columns = frozenset(c for c in spec.get("decimal_columns", []) if isinstance(c, str))
         need(isinstance(self.table_columns, list) and all(isinstance(c, str) for c in self.table_columns),

@@ -5,7 +5,9 @@ slot, a number or category field per table column -- any may be left empty (a mi
 A ``mmcore fit`` run's fields are labelled and named by the user's own columns (``/metadata``'s
 ``columns``), exactly as the training table wrote them.
 The form posts to ``/predict`` as multipart/form-data and shows the predicted class, the
-probabilities as bars, and which modalities the prediction used. Plain HTML, CSS and a few lines of
+probabilities as bars, and which modalities the prediction used; the answer's ``warnings`` (a category
+never seen in training, read as unknown) under the prediction, and for a record without any input
+(``"prediction": null``) ``no prediction: <the answer's "missing" note>``. Plain HTML, CSS and a few lines of
 JavaScript; every value taken from the model is HTML-escaped.
 """
 
@@ -48,6 +50,11 @@ button:disabled { opacity: .6; cursor: wait; }
 .bar .fill { background: #9fb2ef; height: 100%; }
 .bar.top .fill { background: var(--accent); }
 .bar .p { text-align: right; font-variant-numeric: tabular-nums; }
+.none { font-size: 18px; font-weight: 600; color: var(--muted); background: #f2f4f8; border: 1px dashed var(--line);
+  border-radius: 7px; padding: 10px 12px; margin: 4px 0 14px; }
+.warnings { color: #7a4b00; background: #fff8e6; border: 1px solid #f5d48a; border-radius: 7px; padding: 8px 12px;
+  margin: 0 0 14px; font-size: 13px; }
+.warnings ul { margin: 4px 0 0; padding-left: 18px; }
 .error { color: #b42318; background: #fef3f2; border: 1px solid #fecdca; border-radius: 7px; padding: 10px 12px; }
 .hint { color: var(--muted); font-size: 13px; }
 """
@@ -61,15 +68,39 @@ form.addEventListener("submit", async (event) => {
   const button = form.querySelector("button"); button.disabled = true;
   out.innerHTML = '<p class="hint">Predicting…</p>';
   try {
-    const response = await fetch("predict", { method: "POST", body: new FormData(form) });
+    const body = new FormData(form);
+    // A number field's value is always "1.234" (a dot, whatever the browser's language), but a fit run reads a
+    // form's text cells as its training table was read -- decimal commas for a column read so, where "1.234" is
+    // 1234. The numbers go as what they are: JSON numbers in the slot's JSON field (always a number).
+    const numbers = {};
+    for (const input of form.querySelectorAll("input[type=number][data-slot]")) {
+      if (input.value === "") continue;  // left empty: a missing cell
+      body.delete(input.name);
+      (numbers[input.dataset.slot] = numbers[input.dataset.slot] || {})[input.dataset.column] = input.valueAsNumber;
+    }
+    for (const [slot, cells] of Object.entries(numbers)) body.append(slot, JSON.stringify(cells));
+    const response = await fetch("predict", { method: "POST", body: body });
     const data = await response.json();
     if (!response.ok) {
       out.innerHTML = '<div class="error" id="error">' + (data.field ? "<b>" + esc(data.field) + "</b>: " : "") + esc(data.error) + "</div>";
       return;
     }
     const p = data.predictions[0];
-    let html = '<div class="class" id="predicted-class">' + esc(Array.isArray(p.prediction) ? p.prediction.join(", ") : p.prediction) + "</div>";
-    html += '<div class="used" id="modalities">from ' + (p.modalities.length ? p.modalities.map(esc).join(", ") : "nothing") + "</div>";
+    let html = "";
+    if (p.prediction === null || p.prediction === undefined) {
+      // a record with no input at all: the answer's note says why, never a blank or "null"
+      html += '<div class="none" id="no-prediction">no prediction: ' + esc(p.missing || "the record gave the model no input") + "</div>";
+    } else {
+      html += '<div class="class" id="predicted-class">' + esc(Array.isArray(p.prediction) ? p.prediction.join(", ") : p.prediction) + "</div>";
+      const used = p.modalities || [];
+      html += '<div class="used" id="modalities">from ' + (used.length ? used.map(esc).join(", ") : "nothing") + "</div>";
+      if (p.missing) { html += '<div class="hint" id="missing-note">read as missing: ' + esc(p.missing) + "</div>"; }
+    }
+    if (Array.isArray(p.warnings) && p.warnings.length) {
+      // e.g. a category never seen in training: predicted, that value read as unknown -- the person is told
+      html += '<div class="warnings" id="warnings"><b>' + (p.warnings.length === 1 ? "Warning" : p.warnings.length + " warnings") +
+              "</b><ul>" + p.warnings.map((w) => "<li>" + esc(w) + "</li>").join("") + "</ul></div>";
+    }
     if (p.probabilities && !Array.isArray(p.probabilities)) {
       const entries = Object.entries(p.probabilities).sort((a, b) => b[1] - a[1]);
       for (const [name, value] of entries) {
@@ -104,8 +135,11 @@ def _field(slot: Mapping[str, Any], by_column: bool = False) -> str:
         body = f'<textarea id="{e(name)}" name="{e(name)}" placeholder="type text, or leave empty"></textarea>'
     else:
         cells = []
+        # a fit run's number goes to the server as a JSON number of the slot's field (SCRIPT: a dot-decimal
+        # field value is no table cell of a decimal-comma column)
+        sent = (lambda c: f' data-slot="{e(slot["name"])}" data-column="{e(c)}"') if by_column else (lambda c: "")
         for c in slot.get("numeric", []):
-            cells.append(f'<label>{e(c)}<input type="number" step="any" id="{e(cell(c))}" name="{e(cell(c))}"></label>')
+            cells.append(f'<label>{e(c)}<input type="number" step="any" id="{e(cell(c))}" name="{e(cell(c))}"{sent(c)}></label>')
         for c in slot.get("categorical", []):
             options = "".join(f'<option value="{e(str(v))}">' for v in slot.get("categories", {}).get(c, [])[:200])
             cells.append(f'<label>{e(c)}<input type="text" list="{e(cell(c))}.values" id="{e(cell(c))}" '

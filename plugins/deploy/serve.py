@@ -8,6 +8,9 @@ Endpoints::
                       a `mmcore fit` run's records and fields are the user's own columns
                       ({"Customer Review": ..., "Unit Price (EUR)": ...}; slot names are aliases)
                       -> {"predictions": [{"prediction", "probabilities", "modalities"}, ...]}
+                      (a `mmcore fit` run's id columns a record holds come first in its answer, as
+                      `mmcore predict --data` writes them: {"sku": "A-113", "prediction": ...}; an id
+                      column named "row" as "row (id)")
                       (a record with a category value not seen in training is predicted, that value
                       read as unknown, and its answer says so: "warnings": ["column 'brand': 'Acme'
                       was not seen in training; it was treated as unknown"]; a record with no input
@@ -332,7 +335,10 @@ async def record_from_form(request: Any, body: bytes, backend: Backend) -> dict[
     record: dict[str, Any] = {}
     dotted: dict[str, dict[str, Any]] = {}  # table slot -> {column: value} of its "slot.column" fields
     for key in dict.fromkeys(form.keys()):
-        if key in backend.ignored:  # a fit run's training-table column the model does not read (Backend.ignored)
+        if key in backend.ignored:  # a fit run's training-table column the model does not read (Backend.ignored):
+            value = form.getlist(key)[-1]  # kept as given (Backend.check skips it) for an id's echo (Backend.ids)
+            if key in backend.id_columns and isinstance(value, str) and value.strip():
+                record[key] = value
             continue
         found = resolve_key(backend.slots, key)
         if found is None:
@@ -584,6 +590,8 @@ def create_app(backend: Backend, *, max_batch: int = MAX_BATCH, window_ms: float
             notes = backend.warnings(record)
             if notes:
                 result["warnings"] = notes
+        # a fit run's id columns the record holds, first, as predict --data writes them: answers join back to rows
+        results = [{**backend.ids(raw), **result} for raw, result in zip(raws, results, strict=True)]
         with lock:
             counts["predicted"] += len(found)
         # Server-Timing (W3C): where this request's time went, in ms -- read by benchmarks and browsers' devtools

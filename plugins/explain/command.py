@@ -4,7 +4,9 @@ values of a run's predictions (:mod:`.attribution`), a waterfall PNG per record 
 Records come from command-line inputs (one record: ``slot=value`` or bare file paths, as for
 ``mmcore predict``), a table (``--data FILE``: CSV / JSONL / Parquet, read as ``mmcore predict
 --data`` reads it) or the run's own data (``--split NAME``: train, val or test); ``--limit N`` keeps
-the first ``N`` (rows past it are never read). Printed: one block per record (or with ``--json`` one JSON object per line:
+the first ``N`` (rows past it are never read). Printed: one block per record, named by its id values
+where a fit run's table has id columns (``sku=A-113: prediction ...``, as ``mmcore predict`` carries
+them), else ``record N`` (or with ``--json`` one JSON object per line:
 ``record``, ``prediction``, ``value``, ``full``, ``empty``, ``shapley`` ``{slot: value}``,
 ``exact``, ``present``, ``stderr`` when sampled, and ``missing`` naming the files read as a missing
 modality: a missing or unreadable file is one, as ``mmcore predict`` reads it; ``--strict``: an error), then the summary over the records (mean
@@ -33,9 +35,11 @@ RECORD_KEYS = ("record", "prediction", "value", "full", "empty", "shapley", "exa
 
 
 def _records_from_table(args: argparse.Namespace, model, config: dict, manager
-                        ) -> tuple[list[dict], list[str | None], list[dict[str, Any]]]:
+                        ) -> tuple[list[dict], list[str | None], list[dict[str, Any]], list[str | None]]:
     """The records of a --data table (at most ``--limit``: rows past it are never read) and, per record,
-    the note of its cells read as missing (or None), the columns mapped to slots as ``mmcore predict
+    the note of its cells read as missing (or None), its identifiers for its JSON line (a fit run's id
+    columns, keyed as ``mmcore predict`` keys them) and its name in the printed report (:func:`record_name`:
+    ``sku=A-113``, or None where the row has no id), the columns mapped to slots as ``mmcore predict
     --data`` maps them (the ``mmcore_table_inputs`` hook; the built-in one is the manifest plugin's). A
     missing or unreadable file is a missing modality of its row, as predict and fit count it (``--strict``:
     the row's error); a row that cannot be read at all (a bad number cell) is an error naming it: an
@@ -59,7 +63,17 @@ def _records_from_table(args: argparse.Namespace, model, config: dict, manager
         more = f" (and {len(problems) - 1} more row(s))" if len(problems) > 1 else ""
         raise UserInputError(f"--data {args.data}: {problems[0]}{more}")
     return ([item[0] for item in built], [item[2] if len(item) > 2 and item[2] else None for item in built],
-            [row_ids(item, RECORD_KEYS) for item in built])  # a fit run's id columns, as predict carries them
+            [row_ids(item, RECORD_KEYS) for item in built],  # a fit run's id columns, as predict carries them
+            [record_name(item[3] if len(item) > 3 and isinstance(item[3], dict) else {}) for item in built])
+
+
+def record_name(ids: dict[str, Any]) -> str | None:
+    """A record's name in the printed report and its waterfall's title: its identifiers as the table wrote
+    them (``{"sku": "A-113"}`` -> ``"sku=A-113"``; several joined by ``", "``; an empty cell left out), so
+    that a user finds the row an explanation is of; None where the row has no id value (the report then
+    says ``record N``)."""
+    parts = [f"{column}={value}" for column, value in ids.items() if value is not None and str(value).strip()]
+    return ", ".join(parts) or None
 
 
 def _records_from_split(args: argparse.Namespace, config: dict, manager) -> list[dict]:
@@ -96,8 +110,9 @@ def run_explain(args: argparse.Namespace, manager) -> int:
     model, config = load_run(args.run_dir, manager, args.checkpoint)
     notes: list[str | None] = []
     ids: list[dict[str, Any]] = []
+    named: list[str | None] = []  # a fit run's rows by their id values ("sku=A-113"); else "record N"
     if args.data:
-        samples, notes, ids = _records_from_table(args, model, config, manager)
+        samples, notes, ids, named = _records_from_table(args, model, config, manager)
     elif args.split:
         samples = _records_from_split(args, config, manager)
     else:
@@ -137,10 +152,11 @@ def run_explain(args: argparse.Namespace, manager) -> int:
         if note:
             record["missing"] = "; ".join(filter(None, (note, record.get("missing"))))
     summary = summarise(records)
+    labels = [(named[i - 1] if i <= len(named) else None) or f"record {i}" for i in range(1, len(records) + 1)]
     drawn = []
     if args.plots:
         for i, record in enumerate(records[:args.plots], start=1):
-            plot = plot_waterfall(record, out / f"record_{i}.png", title=f"record {i}: prediction {record['prediction']}",
+            plot = plot_waterfall(record, out / f"record_{i}.png", title=f"{labels[i - 1]}: prediction {record['prediction']}",
                                   root=root)
             if plot is not None:
                 drawn.append(plot)
@@ -155,18 +171,20 @@ def run_explain(args: argparse.Namespace, manager) -> int:
             sys.stdout.write(json.dumps({"record": i, **keys, **record}, ensure_ascii=False) + "\n")
         print(json.dumps({"summary": summary}), file=sys.stderr)
     else:
-        print(format_records(records, summary))
+        print(format_records(records, summary, labels))
         if drawn:
             print(f"\nplots: {out}/ ({len(drawn)} PNG files)")
     return 0
 
 
-def format_records(records: list[dict], summary: dict) -> str:
-    """The printed report: one block per record, then the mean |value| per modality."""
+def format_records(records: list[dict], summary: dict, labels: list[str] | None = None) -> str:
+    """The printed report: one block per record, then the mean |value| per modality. ``labels``: each
+    record's name (its id values, ``sku=A-113``); by default ``record N``."""
     lines = []
     what = "log p(predicted class)" if summary["value"] == "log_probability" else "predicted value"
     for i, record in enumerate(records, start=1):
-        lines.append(f"record {i}: prediction {record['prediction']}  ({what}: {record['full']:.4f} with "
+        name = labels[i - 1] if labels and i <= len(labels) else f"record {i}"
+        lines.append(f"{name}: prediction {record['prediction']}  ({what}: {record['full']:.4f} with "
                      f"{', '.join(record['present']) or 'nothing'}; {record['empty']:.4f} with no modality)")
         if record.get("missing"):
             lines.append(f"    read as missing: {record['missing']}")

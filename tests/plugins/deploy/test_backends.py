@@ -5,6 +5,8 @@ export's backend is checked in test_export_fit_run.py (its 'west' record)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 pytestmark = pytest.mark.slow  # the shared fit run (one epoch of a 40-row table)
@@ -74,3 +76,44 @@ def test_serve_reads_decimal_commas_as_the_run_read_its_table_and_answers_a_reco
         refused = client.post("/predict", json={"records": [{**base, "Betrag": "viel"}]})
         assert refused.status_code == 422 and refused.json()["field"] == "records[0].Betrag", refused.text
         assert "--decimal" not in refused.text
+
+
+@pytest.mark.parametrize("served", ["run", "export"])
+def test_serve_echoes_a_records_ids_as_predict_writes_them_into_its_lines(
+        cp1252_fit_run, cp1252_export, cp1252_table, tmp_path, served):
+    """The run's id columns ('Kundennr'; 'row', a name predict's line uses itself) come back in each record's
+    answer under the names and with the values `mmcore predict --data` writes into that row's line (JSON records
+    holding the table's rows as its cells read, and a form's field); a record without them gets none, a record
+    without input keeps its ids beside its null prediction."""
+    import csv
+
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from mmcore.cli import main
+    from mmcore_plugins.deploy.backends import ANSWER_KEYS, open_backend
+    from mmcore_plugins.deploy.serve import create_app
+
+    table = cp1252_table(tmp_path / "new.csv", 3, seed=7)
+    assert main(["predict", str(cp1252_fit_run), "--data", str(table), "--out", str(tmp_path / "p.jsonl")]) == 0
+    lines = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text(encoding="utf-8").splitlines()]
+    predicted = [{k: v for k, v in line.items() if k not in ("row", "prediction", "probabilities", "error", "missing")}
+                 for line in lines]
+    assert predicted[0] == {"Kundennr": "K1000", "row (id)": "1100"}, "predict's own naming of the ids"
+    with table.open(encoding="cp1252", newline="") as fh:
+        rows = list(csv.DictReader(fh, delimiter=";"))
+    folder = cp1252_fit_run if served == "run" else cp1252_export
+    with TestClient(create_app(open_backend(folder))) as client:
+        answer = client.post("/predict", json={"records": [*rows, {"Kunde": "Müller", "Betrag": 0.5},
+                                                           {"Kundennr": "K9", "Kunde": None}]})
+        assert answer.status_code == 200, answer.text
+        *answers, without, empty = answer.json()["predictions"]
+        form = client.post("/predict", data={"Kundennr": "K8", "Kunde": "Müller", "Stadt": "Köln", "Betrag": "0,5"})
+        assert form.status_code == 200, form.text
+    assert [{k: v for k, v in a.items() if k not in ANSWER_KEYS} for a in answers] == predicted
+    assert list(answers[0])[:2] == ["Kundennr", "row (id)"], "the ids first, as in predict's line"
+    if served == "run":
+        assert [a["prediction"] for a in answers] == [line["prediction"] for line in lines]
+    assert "Kundennr" not in without and "row (id)" not in without and "prediction" in without
+    assert empty["Kundennr"] == "K9" and empty["prediction"] is None and "no input" in empty["missing"]
+    assert form.json()["predictions"][0]["Kundennr"] == "K8"

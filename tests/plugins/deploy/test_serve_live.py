@@ -1,5 +1,6 @@
 """`mmcore serve` on a real socket (127.0.0.1): the page in a real browser (headless Debian chromium
-driven by selenium: upload a PNG and a WAV, type text, submit, read the class), a bounded load test
+driven by selenium: upload a PNG and a WAV, type text, submit, read the class; a fit run's answer's warnings
+and a record without input), a bounded load test
 (N clients x M requests: no error, none lost), and the command itself in a subprocess."""
 
 from __future__ import annotations
@@ -27,9 +28,20 @@ CHROMIUM, CHROMEDRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil
 @pytest.fixture(scope="module")
 def server(small_run):
     """The small run served by uvicorn in a thread on 127.0.0.1 (a free port); stopped after the module."""
+    yield from _serving(small_run)
+
+
+@pytest.fixture(scope="module")
+def fit_server(cp1252_fit_run):
+    """The shared cp1252 `mmcore fit` run (tests/plugins/conftest.py: categories 'Kunde', 'Stadt', a number
+    'Betrag') served as ``server`` serves the small run."""
+    yield from _serving(cp1252_fit_run)
+
+
+def _serving(folder):
     import uvicorn
 
-    app = create_app(open_backend(small_run))
+    app = create_app(open_backend(folder))
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -124,6 +136,59 @@ def test_the_page_in_a_real_browser_uploads_types_submits_and_shows_the_class(se
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
     assert (tmp_path / "page.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_the_page_shows_an_answers_warnings_and_a_null_prediction_with_its_note(fit_server, tmp_path):
+    """A person on a fit run's page types a customer never seen in training: the prediction is shown with the
+    answer's warning under it (the unseen value named); types 1.234 in a number field of a column fit read with
+    decimal commas: it is predicted as 1.234, not as the table's '1.234' (1234); then empties every field: the page says 'no prediction:'
+    and the answer's note why, never a blank or 'null'."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    expected = httpx.post(f"{fit_server}/predict", data={"Kunde": "Acme", "Stadt": "Köln", "Betrag": "2"}).json()
+    expected = expected["predictions"][0]
+    assert expected["warnings"] == ["column 'Kunde': 'Acme' was not seen in training; it was treated as unknown"]
+    note = httpx.post(f"{fit_server}/predict", json={"records": [{}]}).json()["predictions"][0]["missing"]
+    exact, thousands = (httpx.post(f"{fit_server}/predict", json={"records": [{"Kunde": "Acme", "Stadt": "Köln", "Betrag": b}]})
+                        .json()["predictions"][0]["probabilities"] for b in (1.234, 1234.0))
+    assert exact != thousands, "the two readings of '1.234' predict apart"
+    driver, profile = _browser()
+    try:
+        driver.get(f"{fit_server}/")
+        driver.find_element(By.ID, "Kunde").send_keys("Acme")
+        driver.find_element(By.ID, "Stadt").send_keys("Köln")
+        driver.find_element(By.ID, "Betrag").send_keys("2")
+        driver.find_element(By.ID, "submit").click()
+        shown = WebDriverWait(driver, 60).until(ready.presence_of_element_located((By.ID, "predicted-class")))
+        assert shown.text == expected["prediction"]
+        warnings = driver.find_element(By.ID, "warnings")
+        assert warnings.is_displayed() and expected["warnings"][0] in warnings.text
+        assert shown.location["y"] < warnings.location["y"], "the warnings are under the prediction"
+        driver.save_screenshot(str(tmp_path / "warnings.png"))
+        # 'Betrag' was read with decimal commas: the number field's "1.234" is 1.234 (a JSON number), not 1234
+        betrag = driver.find_element(By.ID, "Betrag")
+        betrag.clear()
+        betrag.send_keys("1.234")
+        driver.find_element(By.ID, "submit").click()
+        WebDriverWait(driver, 60).until(ready.staleness_of(shown))
+        WebDriverWait(driver, 60).until(ready.presence_of_element_located((By.ID, "predicted-class")))
+        bars = [b.text for b in driver.find_elements(By.CSS_SELECTOR, "#result .bar")]
+        assert len(bars) == 2 and all(any(c in b and f"{100 * p:.1f}%" in b for b in bars) for c, p in exact.items()), bars
+        for field in ("Kunde", "Stadt", "Betrag"):
+            driver.find_element(By.ID, field).clear()
+        driver.find_element(By.ID, "submit").click()
+        none = WebDriverWait(driver, 60).until(ready.presence_of_element_located((By.ID, "no-prediction")))
+        assert none.text == f"no prediction: {note}" and note.startswith("no input in this record: every column")
+        result = driver.find_element(By.ID, "result").text
+        assert "null" not in result and "undefined" not in result and not driver.find_elements(By.ID, "error")
+        assert not driver.find_elements(By.ID, "warnings"), "no warning of the earlier answer stays"
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+    assert (tmp_path / "warnings.png").stat().st_size > 10_000
 
 
 def _free_port() -> int:

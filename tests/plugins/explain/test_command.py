@@ -76,3 +76,21 @@ def test_bad_arguments_are_one_line_and_exit_2(run, capsys, argv, message):
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert "invalid configuration" not in err, "an argument's error reads as what it is"
+
+
+@pytest.mark.slow  # the shared fit run (tests/plugins/conftest.py: one epoch of a 40-row table)
+def test_a_fit_runs_records_are_named_by_their_id_values(cp1252_fit_run, cp1252_table, tmp_path, capsys):
+    """A fit run's id columns ('Kundennr', 'row') name each explained row in the printed report (as predict
+    carries them into its lines); a row whose id cells are empty keeps 'record N'; --json keeps predict's keys."""
+    table = cp1252_table(tmp_path / "new.csv", 3, seed=5)
+    lines = table.read_bytes().decode("cp1252").splitlines()
+    lines[2] = ";;" + lines[2].split(";", 2)[2]  # the second row: both id cells empty
+    table.write_bytes(("\n".join(lines) + "\n").encode("cp1252"))
+    argv = ["explain", str(cp1252_fit_run), "--data", str(table), "--plots", "0", "--out", str(tmp_path / "x")]
+    assert main(argv) == 0
+    heads = [line for line in capsys.readouterr().out.splitlines() if ": prediction " in line]
+    assert [h.split(": prediction ")[0] for h in heads] == ["Kundennr=K1000, row=1100", "record 2", "Kundennr=K1002, row=1102"]
+    assert main([*argv[:-1], str(tmp_path / "j"), "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["record"], r["Kundennr"], r["row"]) for r in rows] == [(1, "K1000", "1100"), (2, "", ""),
+                                                                     (3, "K1002", "1102")]  # as the CSV held them
