@@ -86,7 +86,8 @@ def build_parser(manager=None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate a run's best checkpoint on a split of its data (and its robustness)")
     p.add_argument("run_dir", help="a run directory written by `mmcore train` or `mmcore fit`")
-    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--split", default="test", metavar="{train,val,test}",
+                   help="the split of the run's own data to evaluate (default: test; checked before the model is built)")
     p.add_argument("--data", nargs="*", default=[], metavar="key=value|TABLE",
                    help="override data options (e.g. image_noise=0.8), or a table FILE holding the target to evaluate "
                         "instead of a split (a `mmcore fit` run: read as `mmcore predict --data` reads it, your own "
@@ -319,35 +320,103 @@ def load_run(run_dir: str | Path, manager, checkpoint: str = "best"):
     return load(run_dir, manager.registry, checkpoint)
 
 
+#: The splits of a run's own data (``--split``): every mmcore data set gives these three.
+SPLITS = ("train", "val", "test")
+#: What ``mmcore eval`` evaluates instead of a split.
+EVAL_TABLE = "--data TABLE (a table holding the target)"
+
+
+def check_split(run_dir: str | Path, split: str, *, recorded: bool = True, alternative: str = "--data TABLE") -> None:
+    """``--split NAME`` of a run, checked before the model is built or any data is read: a name that is no
+    split, or (``recorded``: the run's data as it trained, no data option changing it) a split the run's
+    ``data_summary.json`` records with no rows, is one line naming the splits that hold rows and
+    ``alternative`` (exit 2). A run without that record is checked once its data is read.
+
+    :raises ConfigError: ``split`` is not train, val or test. :raises UserInputError: the split is empty.
+    """
+    from mmcore.engine.rundir import RunDir, RunDirError
+    from mmcore.errors import UserInputError
+
+    rows: dict = {}
+    if recorded:
+        try:
+            record = RunDir(run_dir).read_data_record() or {}
+        except RunDirError:  # a damaged record is the data's own check's to meet, once it is read
+            record = {}
+        rows = record.get("rows") if isinstance(record.get("rows"), Mapping) else {}
+    held = [f"--split {name} ({rows[name]} rows)" for name in SPLITS
+            if name != split and isinstance(rows.get(name), int) and rows[name] > 0]
+    works = (", ".join(held) + f", or {alternative}") if held else alternative
+    if split not in SPLITS:
+        raise ConfigError([ConfigIssue("--split", f"expected train, val or test, got {split!r}; use {works}")])
+    if rows.get(split) == 0:
+        raise UserInputError(f"{run_dir}: its {split} split has no rows (the run was trained without one); use {works}")
+
+
+def _run_config(run_dir: str | Path, checkpoint: str) -> dict:
+    """A run's resolved config without building its model (as :func:`load_run` reads it)."""
+    from mmcore.engine.config import resolve_paths
+    from mmcore.engine.rundir import RunDir
+    from mmcore.errors import user_input_phase
+
+    run = RunDir.open(run_dir, checkpoint)
+    with user_input_phase(f"reading the run {run_dir}"):
+        return resolve_paths(run.read_config())
+
+
+def _split_dataset(args: argparse.Namespace, config: Mapping, manager):
+    """The run's ``--split`` rows (with ``key=value`` data options); an empty split refused before the model is
+    built, with what would evaluate."""
+    from mmcore.engine.datasets import load_datasets
+
+    check_split(args.run_dir, args.split, recorded=False, alternative=EVAL_TABLE)
+    dataset = load_datasets(config, manager, splits=(args.split,))[args.split]
+    if len(dataset) == 0:  # metrics over no rows are not 0.0: say so before any work, with what would evaluate
+        from mmcore.errors import UserInputError
+
+        raise UserInputError(f"{args.run_dir}: its {args.split} split has no rows"
+                             + (f" with --data {' '.join(args.data)}" if args.data else " (the run was trained without one)")
+                             + f"; use another --split, or {EVAL_TABLE}")
+    return dataset
+
+
 def cmd_eval(args: argparse.Namespace, manager) -> int:
     from mmcore.engine.config import apply_overrides
-    from mmcore.engine.datasets import load_datasets
     from mmcore.engine.evaluation import evaluate
 
     if args.batch_size < 1:
         raise ConfigError([ConfigIssue("--batch-size", f"must be a positive int, got {args.batch_size}")])
     if args.perturbations is not None and not [n for n in args.perturbations.split(",") if n.strip()]:
         raise ConfigError([ConfigIssue("--perturbations", f"name at least one perturbation, got {args.perturbations!r}")])
-    model, config = load_run(args.run_dir, manager, args.checkpoint)
-    table = _eval_table(args, model, config, manager)
+    dataset = table = None
+    source = _table_source(args)
+    # a split that is not there (a name that is no split, whatever else is given) is said before any work
+    check_split(args.run_dir, args.split, recorded=source is None and not args.data, alternative=EVAL_TABLE)
+    if source is None:  # the run's own split
+        config = apply_overrides(_run_config(args.run_dir, args.checkpoint), [f"data.{item}" for item in args.data])
+        dataset = _split_dataset(args, config, manager)
+    model, run_config = load_run(args.run_dir, manager, args.checkpoint)
+    if dataset is None:
+        config = run_config
+        table = _eval_table(args, model, config, manager)
+        if table is None:  # a run's own dataset option naming a table (no plugin reads it): the dataset reads it
+            config = apply_overrides(config, [f"data.{item}" for item in args.data])
+            dataset = _split_dataset(args, config, manager)
     if table is not None:
         dataset, counts = table
         name = f"table-{Path(counts['data']).stem}"
     else:
-        config = apply_overrides(config, [f"data.{item}" for item in args.data])
-        dataset, counts, name = load_datasets(config, manager, splits=(args.split,))[args.split], {"split": args.split}, args.split
-        if len(dataset) == 0:  # metrics over no rows are not 0.0: say so before any work, with what would evaluate
-            from mmcore.errors import UserInputError
-
-            raise UserInputError(f"{args.run_dir}: its {args.split} split has no rows (the run was trained without "
-                                 f"one); evaluate on a table with --data FILE holding the target, or another --split")
+        counts, name = {"split": args.split}, args.split
+    # categories not seen in training: told in the same words for a table and the run's own split
+    samples = dataset if table is not None else (dataset[i] for i in range(len(dataset)))
     if not args.robustness:
         result = evaluate(model, dataset, batch_size=args.batch_size)
         if table is not None:
             _note_unreadable(model, counts, args.strict)
-            _note_unseen(model, dataset)
+        _note_unseen(model, samples)
         print(json.dumps({**counts, "samples": len(dataset), **result}, indent=2))
         return EXIT_OK
+    _note_unseen(model, samples)
     from mmcore.engine.robustness import format_report, plot_report, robustness_report
 
     names = [n.strip() for n in args.perturbations.split(",") if n.strip()] if args.perturbations else None
@@ -377,11 +446,9 @@ def cmd_eval(args: argparse.Namespace, manager) -> int:
 TABLE_OPTIONS = ("path", "val_path", "test_path")
 
 
-def _eval_table(args: argparse.Namespace, model, config: Mapping, manager):
-    """``mmcore eval RUN --data TABLE``: ``(samples, counts)`` from the hook ``mmcore_table_samples``
-    (the rule of ``mmcore predict --data``: columns present or declared ``--missing``; a missing or
-    unreadable file or a placeholder is a missing cell, counted; ``--strict`` makes each an error), or
-    None when no table is given (the run's own split, with ``key=value`` data options)."""
+def _table_source(args: argparse.Namespace) -> str | None:
+    """The table ``mmcore eval --data`` names (a TABLE, or one data option of :data:`TABLE_OPTIONS` alone),
+    or None for the run's own split; the options are checked here, before any work."""
     tables = [item for item in args.data if "=" not in item]
     named = [item.partition("=")[2] for item in args.data if item.partition("=")[0] in TABLE_OPTIONS]
     if len(tables) > 1:
@@ -390,12 +457,24 @@ def _eval_table(args: argparse.Namespace, model, config: Mapping, manager):
     if tables and options:
         raise ConfigError([ConfigIssue("--data", f"give either a TABLE ({tables[0]}) or key=value data options "
                                                  f"({', '.join(options)}), not both")])
-    missing = cli_predict.declared_missing(args.missing)
     source = tables[0] if tables else named[0] if len(named) == 1 and len(options) == 1 else None
     if source is None:
+        missing = cli_predict.declared_missing(args.missing)
         if missing or args.strict:
             raise ConfigError([ConfigIssue("--missing" if missing else "--strict", "goes with --data TABLE")])
+    return source
+
+
+def _eval_table(args: argparse.Namespace, model, config: Mapping, manager):
+    """``mmcore eval RUN --data TABLE``: ``(samples, counts)`` from the hook ``mmcore_table_samples``
+    (the rule of ``mmcore predict --data``: columns present or declared ``--missing``; a missing or
+    unreadable file or a placeholder is a missing cell, counted; ``--strict`` makes each an error), or
+    None when no table is given (the run's own split, with ``key=value`` data options)."""
+    source = _table_source(args)
+    if source is None:
         return None
+    tables = [item for item in args.data if "=" not in item]
+    missing = cli_predict.declared_missing(args.missing)
     try:
         reading = cli_predict.table_reading(manager, Path(args.run_dir), Path(source), encoding=args.encoding,
                                             sep=args.sep, decimal=args.decimal)  # the user's options, else as the run read its table

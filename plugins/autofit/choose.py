@@ -227,8 +227,7 @@ def build_config(plan: Plan, infos: Sequence[ColumnInfo], *, n_train: int, data_
         "cache_features": f"{run_dir}/feature_cache" if frozen else False,
         "seed": 0,
         "run_dir": run_dir,
-        "progress": False,
-    }
+    }  # no trainer.progress: fit draws its own display (fitting.py); `mmcore train` of config.yaml shows progress
     if multimodal and not ensemble:
         choices.append(Choice("trainer", "modality dropout 0.3", "the model must also work when a modality is missing"))
     if n_val is not None and n_val < MIN_VAL_ROWS_FOR_METRIC:

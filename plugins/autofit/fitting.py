@@ -50,6 +50,7 @@ from mmcore_plugins.autofit.choose import (
     parse_duration,
 )
 from mmcore_plugins.autofit.infer import (
+    LISTED_UNUSABLE,
     SPLIT_NAMES,
     ColumnError,
     ColumnInfo,
@@ -289,7 +290,21 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
     unusable = {i.name: i.details.get("unusable", {}) for i in infos}
     preparer = Preparer(plan, base, unusable=unusable, check_files=False, allow_outside_paths=allow_outside_paths,
                         strict=strict)
-    table = [preparer.table_row(rows[i], i, assignment[i]) for i in labelled]
+    # A row whose every input cell is empty teaches nothing about the target -- decided from the user's cells
+    # (Preparer.has_input, the Predictor's rule), never from the prepared row, whose empty numbers hold the
+    # training median and would look present: left out of every table fit reads, listed by row number.
+    no_input: dict[str, list[int]] = {}
+
+    def prepared(check: Preparer, row: Mapping[str, Any], index: int, split: str, where: str) -> dict[str, Any] | None:
+        out = check.table_row(row, index, split)
+        files = {slot: out.get(spec["column"]) for slot, spec in plan.slots.items() if "column" in spec}
+        if check.has_input(row, files):
+            return out
+        no_input.setdefault(where, []).append(index + 1)
+        return None
+
+    main_where = f"{str(data)!r}" if isinstance(data, (str, os.PathLike)) else "the table"
+    table = [r for i in labelled if (r := prepared(preparer, rows[i], i, assignment[i], main_where)) is not None]
     dropped = dict(preparer.dropped_files)
     extra_lines: list[str] = []
     extra_unusable: dict[str, dict[str, Any]] = {}  # --val/--test: {split: {column: {count, listed}}}
@@ -300,8 +315,8 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
         extra_preparer = Preparer(plan, extra_base, allow_outside_paths=allow_outside_paths, strict=strict,
                                   stray_numbers=True)
         try:
-            table += [extra_preparer.table_row(r, i, name) for i, r in enumerate(extra_rows)
-                      if extra_preparer.target(r, i) is not None]
+            table += [t for i, r in enumerate(extra_rows) if extra_preparer.target(r, i) is not None
+                      and (t := prepared(extra_preparer, r, i, name, where)) is not None]
         except ColumnError as exc:
             raise ColumnError(f"{where}: {exc}") from None
         for column, count in extra_preparer.dropped_files.items():
@@ -310,11 +325,11 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
         extra_lines += unusable_lines(where, extra_preparer.dropped)
         extra_unusable[name] = {column: unusable_json({i: why for i, c, why in extra_preparer.dropped if c == column})
                                 for column in dict.fromkeys(c for _, c, _ in extra_preparer.dropped)}
-    kept = [r for r in table if not all(_absent(r, spec) for spec in plan.slots.values())]
-    empty = len(table) - len(kept)
+    empty = sum(len(listed) for listed in no_input.values())
     if empty:  # a sample needs at least one modality; such rows teach nothing
-        table = kept
         dropped["rows without any input"] = empty
+    no_input_lines = [f"{where}: {_rows_text(listed)} no input at all (every column the model reads is empty) -> left out"
+                      for where, listed in no_input.items()]
 
     # ---- the run directory
     run = Path(run_dir) if run_dir is not None else default_run_dir()
@@ -327,7 +342,7 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
              + (f"; {unlabelled} without a {target!r} value left out" if unlabelled else "")
              + (f" ({len(infinite)} of them infinite)" if infinite else "")
              + (f"; {empty} with no input at all left out" if empty else ""))
-        _log(verbose, *extra_lines)
+        _log(verbose, *no_input_lines, *extra_lines)
         # a class too rare to land in every split is said (and kept in autofit.json), never silently unmeasured
         rare = split_warnings(table, plan.target, plan.split_column) if plan.task == "classification" else []
         _log(verbose, *rare)
@@ -437,7 +452,9 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
                                 "image_size": schedule.image_size, "planned_s": schedule.planned, "scaled": schedule.scaled},
                    "threads": {"intra_op": threads, "why": threads_why},
                    "candidates": [c.to_json() for c in compared.values()],
-                   "cached_slots": cached, "dropped_files": dropped, "unusable_files": extra_unusable, "rows": counts, "val_source": val_source,
+                   "cached_slots": cached, "dropped_files": dropped, "unusable_files": extra_unusable,
+                   "rows_without_input": {where: {"count": len(listed), "rows": listed[:LISTED_UNUSABLE]}
+                                          for where, listed in no_input.items()}, "rows": counts, "val_source": val_source,
                    "infinite_targets": [i + 1 for i in infinite], "strict": strict, "table": table_format.to_json(),
                    "split_warnings": rare}
         write_file(run / PLAN_FILE, json.dumps(autofit, indent=2))
@@ -449,6 +466,9 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
         # fit's measured choice, not trainer.threads' default (auto): the summary reports what ran
         config["trainer"]["threads"] = threads
         trainer = Trainer(config, manager=manager)
+        # fit draws its own display (FitProgress): the trainer's bar is off for this call only -- set on the
+        # options, not in config.yaml, so that `mmcore train RUN/config.yaml` is watched like any training
+        trainer.options.progress = False
         # Choosing the ensemble's experts between training and the test pass reads the val rows once more
         # (their inputs cached): reserved. The one test pass then scores the choice.
         experts_planned = counts["val"] * costs.eval_sample if _has_experts(config, plan) else 0.0
@@ -652,10 +672,10 @@ def _check_left(clock: Phases, done: str) -> None:
                              f"needs; pass --time-limit {duration_text(elapsed + least)} or more")
 
 
-def _absent(row: Mapping[str, Any], spec: Mapping[str, Any]) -> bool:
-    """Whether a prepared row lacks the slot ``spec`` (every one of its cells empty)."""
-    columns = [spec["column"]] if "column" in spec else [*spec.get("numeric", []), *spec.get("categorical", [])]
-    return all(row.get(c) is None for c in columns)
+def _rows_text(listed: Sequence[int], limit: int = 10) -> str:
+    """``"row 4:"`` / ``"rows 4, 9 and 3 more:"`` (data rows numbered from 1)."""
+    shown = ", ".join(map(str, listed[:limit])) + (f" and {len(listed) - limit} more" if len(listed) > limit else "")
+    return f"row{'s' if len(listed) > 1 else ''} {shown}:"
 
 
 def _merge_target_vocabulary(info: ColumnInfo, rows: Sequence[Mapping[str, Any]]) -> None:

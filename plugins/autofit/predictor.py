@@ -172,9 +172,17 @@ class SaveTargetExistsError(UnsafePathError, FileExistsError):
 class Predictor:
     """A trained ``fit`` model. Build with :func:`mmcore.fit` or :meth:`Predictor.load`.
 
-    Methods take a table: a CSV / JSONL / Parquet path, a pandas DataFrame, or a list of row dicts
-    (``{column: value}``; file paths relative to the current folder). ``batch_size`` rows are
-    processed at a time, on ``device`` (default CPU).
+    Methods take one record (a dict ``{column: value}``) or many: a list of such dicts, a pandas
+    DataFrame, a pyarrow Table, or a CSV / JSONL / Parquet path (file paths in cells relative to the
+    table's folder; for records and DataFrames, the current folder). ``batch_size`` rows are processed
+    at a time, on ``device`` (default CPU).
+
+    What comes back follows one rule, the same for every kind of input (:meth:`predict` and the others
+    say their types): **one record in, one answer out** -- the prediction itself, ``{class: probability}``,
+    one vector; **many records in, the same collection every time** -- a pandas Series (``predict``) or
+    DataFrame (``predict_proba``, ``explain``) indexed like the DataFrame given, else ``0..N-1`` in row
+    order, whether the rows came as a list, a DataFrame, a pyarrow Table or a file; ``embed`` an array
+    ``[N, D]``. (Without pandas installed: a list, and a list of dicts.) ``list(predictions)`` is a plain list.
     """
 
     def __init__(self, run_dir: str | Path, model: Any, plan: Plan, config: Mapping[str, Any], *,
@@ -301,6 +309,9 @@ class Predictor:
             rows = decimal_comma_cells([dict(r) for r in data], decimal=decimal,
                                        decimal_columns=recorded["decimal_columns"] if decimal != "." else ())
             return rows, Path.cwd(), None, "the rows", list(dict.fromkeys(k for r in rows for k in r))
+        if not isinstance(data, (str, os.PathLike)) and not type(data).__module__.startswith(("pandas", "pyarrow")):
+            raise TypeError("expected one record (a dict of column: value), a list of them, a pandas DataFrame, a "
+                            f"pyarrow Table or a CSV/JSONL/Parquet path; got {type(data).__name__}")
         recorded = read_table_options(self.run_dir)
         decimal = decimal or recorded["decimal"]
         rows, base = read_rows(data, encoding=encoding or recorded_encoding(data, recorded["encoding"]), sep=sep or recorded["sep"],
@@ -442,17 +453,26 @@ class Predictor:
             warnings.warn(UnseenCategoriesWarning(f"{what} on {name}: " + "; ".join(lines)), stacklevel=3)
 
     def _series(self, values: list[Any], index: Any, name: str):
-        if index is None:
+        """Many rows' predictions: a pandas Series named after the target, indexed like the DataFrame given
+        (else ``0..N-1``): float64 for a fit run's regression (a row without input NaN), else the values as
+        they are (object: a row without input None, never read as NaN); a list without pandas installed."""
+        try:
+            import pandas as pd
+        except ImportError:
             return values
-        import pandas as pd
-
-        return pd.Series(values, index=index, name=name)
+        regression = self.plan is not None and self.plan.task == "regression"
+        return pd.Series(values, index=index, name=name, dtype="float64" if regression else object)
 
     def predict(self, data: Any, *, missing_columns: Sequence[str] = (), strict: bool = False, encoding: str | None = None,
                    sep: str | None = None, decimal: str | None = None) -> Any:
-        """Predictions per row: class names (classification), lists of labels (multilabel) or numbers
-        (regression); None for a row with no input at all. A list, or a pandas Series indexed like
-        ``data`` when it is a DataFrame.
+        """Predictions: class names (classification), lists of labels (multilabel) or numbers
+        (regression); None for a row with no input at all.
+
+        One record (a dict ``{column: value}``) gives its one prediction. Many records -- a list of dicts,
+        a DataFrame, a pyarrow Table or a CSV/JSONL/Parquet path -- give a pandas Series named after the
+        target, one value per row in row order, indexed like ``data`` when it is a DataFrame and ``0..N-1``
+        otherwise: dtype object holding the labels as typed (None for a row with no input), float64 for
+        regression (NaN for a row with no input); a list without pandas.
 
         ``missing_columns``: columns the model reads that this table lacks on purpose (every cell of
         them missing). ``strict``: raise instead of treating a missing or unreadable file, or a row
@@ -462,8 +482,9 @@ class Predictor:
         :class:`ColumnError` naming the column (and the closest one the
         table has) when a column the model reads is absent and not declared missing.
         """
-        samples, index, name, notes = self._prepare(data, missing_columns=missing_columns, strict=strict,
-                                                    encoding=encoding, sep=sep, decimal=decimal)
+        one = _is_record(data)
+        samples, index, name, notes = self._prepare([data] if one else data, missing_columns=missing_columns,
+                                                    strict=strict, encoding=encoding, sep=sep, decimal=decimal)
         present = [s for s in samples if s is not None]
         decoded = []
         for out in self._outputs(present, strict=strict, notes=notes):
@@ -473,17 +494,20 @@ class Predictor:
             values.append(None if sample is None else next(found))
         self._warn("predict", name, notes)
         self._warn_unseen("predict", name, present)
-        return self._series(values, index, self._target_name)
+        return values[0] if one else self._series(values, index, self._target_name)
 
     def predict_proba(self, data: Any, *, missing_columns: Sequence[str] = (), strict: bool = False, encoding: str | None = None,
                          sep: str | None = None, decimal: str | None = None) -> Any:
-        """Class (or per-label) probabilities per row, ``[N, classes]`` (NaN for a row with no input): a
-        pandas DataFrame with the class names as columns when pandas is installed, else a list of
-        ``{class: probability}``. ValueError for a regression model. Options as :meth:`predict`."""
+        """Class (or per-label) probabilities, float (NaN for a row with no input). One record gives its
+        ``{class: probability}``; many records (as for :meth:`predict`) a pandas DataFrame ``[N, classes]``
+        with the class names as columns, indexed like :meth:`predict`'s Series (a list of
+        ``{class: probability}`` without pandas). ColumnError (a ValueError) for a regression model.
+        Options as :meth:`predict`."""
         if self.plan is not None and self.plan.task == "regression" or self.plan is None and self.classes is None:
             raise ColumnError("predict_proba: this is a regression model; use predict")
-        samples, index, name, notes = self._prepare(data, missing_columns=missing_columns, strict=strict,
-                                                    encoding=encoding, sep=sep, decimal=decimal)
+        one = _is_record(data)
+        samples, index, name, notes = self._prepare([data] if one else data, missing_columns=missing_columns,
+                                                    strict=strict, encoding=encoding, sep=sep, decimal=decimal)
         present = [s for s in samples if s is not None]
         found = []
         for out in self._outputs(present, strict=strict, notes=notes):
@@ -498,6 +522,8 @@ class Predictor:
             rows.append([float("nan")] * len(names) if sample is None else next(it))
         self._warn("predict_proba", name, notes)
         self._warn_unseen("predict_proba", name, present)
+        if one:
+            return dict(zip(names, rows[0], strict=True))
         try:
             import pandas as pd
         except ImportError:
@@ -509,9 +535,10 @@ class Predictor:
         """The head's metrics on a table holding the target column (accuracy and macro F1; or MSE,
         MAE and R^2 for regression), plus ``rows`` (rows evaluated) and ``rows_left_out`` (rows without a
         usable target or without any input, left out as ``fit`` left them out of its test table).
-        Options as :meth:`predict`; with ``strict`` such a row is an error."""
-        prepared, _, table, notes = self._prepare(data, missing_columns=missing_columns, strict=strict, with_target=True,
-                                                  encoding=encoding, sep=sep, decimal=decimal)
+        Options as :meth:`predict` (one record, or many); with ``strict`` such a row is an error."""
+        prepared, _, table, notes = self._prepare([data] if _is_record(data) else data, missing_columns=missing_columns,
+                                                  strict=strict, with_target=True, encoding=encoding, sep=sep,
+                                                  decimal=decimal)
         samples = [s for s in prepared if s is not None]
         if not samples:
             raise ColumnError(f"evaluate: no row of {table} has both an input and a usable {self._target_name!r} value")
@@ -539,8 +566,9 @@ class Predictor:
     def embed(self, data: Any, *, missing_columns: Sequence[str] = (), strict: bool = False):
         """The representation the head reads, per row: a float32 numpy array ``[N, D]`` -- the fused vector,
         or, for a per-modality ensemble head, every slot's pooled features side by side (zeros where absent);
-        NaN for a row with no input. Options as :meth:`predict`."""
-        samples, _, name, notes = self._prepare(data, missing_columns=missing_columns, strict=strict)
+        NaN for a row with no input. One record gives its vector ``[D]``. Options as :meth:`predict`."""
+        one = _is_record(data)
+        samples, _, name, notes = self._prepare([data] if one else data, missing_columns=missing_columns, strict=strict)
         present = [s for s in samples if s is not None]
         found = torch.cat([f.float().cpu() for f in self._outputs(present, fused=True, strict=strict, notes=notes)]) \
             if present else torch.zeros(0, 0)
@@ -549,7 +577,7 @@ class Predictor:
         if rows:
             out[rows] = found
         self._warn("embed", name, notes)
-        return out.numpy()
+        return out[0].numpy() if one else out.numpy()
 
     def explain(self, data: Any, *, plots: str | Path | None = None) -> Any:
         """Exact Shapley values of each modality slot for each row's prediction (``mmcore explain``;
@@ -561,11 +589,12 @@ class Predictor:
         ``prediction``, ``full``, ``empty`` and one per slot (named by the user's column it reads: an image,
         audio, video or text column; the numbers and categories together as ``tabular``); ``.attrs["summary"]``
         holds the mean |value| per slot. ``plots``: a folder that gets a waterfall PNG per row (the first 20) and
-        ``summary.png``.
+        ``summary.png``. One record gives its row as a dict (``prediction``, ``full``, ``empty``, a value per slot).
         """
         from mmcore_plugins.explain.attribution import explain_samples, summarise
 
-        samples, index = self._batches(data)
+        one = _is_record(data)
+        samples, index = self._batches([data] if one else data)
         records = explain_samples(self.model, [s["inputs"] for s in samples], batch_size=self.batch_size, device=self.device,
                                   decode=lambda index: decode_prediction(self.plan, index),
                                   names=self.plan.slot_columns() if self.plan is not None else None)
@@ -577,6 +606,8 @@ class Predictor:
                 plot_waterfall(record, Path(plots) / f"record_{i}.png", title=f"row {i}: prediction {record['prediction']}")
             plot_attribution_summary(summary, Path(plots) / "summary.png")
         rows = [{"prediction": r["prediction"], "full": r["full"], "empty": r["empty"], **r["shapley"]} for r in records]
+        if one:
+            return rows[0]
         try:
             import pandas as pd
         except ImportError:
@@ -601,6 +632,11 @@ class Predictor:
         if not isinstance(summary, dict):
             raise CheckpointError(f"{file} must hold a JSON object, got {type(summary).__name__}")
         return summary
+
+
+def _is_record(data: Any) -> bool:
+    """Whether ``data`` is one record (a ``{column: value}`` mapping) rather than a table of them."""
+    return isinstance(data, Mapping)
 
 
 def _check_plan_fits(plan: Plan, model: Any, plan_file: Path) -> None:

@@ -88,7 +88,7 @@ def _records_from_split(args: argparse.Namespace, config: dict, manager) -> list
 
 
 def run_explain(args: argparse.Namespace, manager) -> int:
-    from mmcore.cli import load_run
+    from mmcore.cli import check_split, load_run
     from mmcore.cli_predict import record_inputs
     from mmcore.engine.atomic import write_file
     from mmcore.engine.checkpoint import dumps_json
@@ -105,6 +105,8 @@ def run_explain(args: argparse.Namespace, manager) -> int:
                                ("--plots", args.plots, 0)):
         if value is not None and value < low:
             raise ConfigError([ConfigIssue(option, f"must be an int >= {low}, got {value}")])
+    if args.split:  # a split that is no split, or has no rows, is said before the model is built
+        check_split(args.run_dir, args.split, alternative="--data FILE")
     model, config = load_run(args.run_dir, manager, args.checkpoint)
     notes: list[str | None] = []
     ids: list[dict[str, Any]] = []

@@ -83,6 +83,10 @@ def cmd_embed(args: argparse.Namespace, manager) -> int:
     check_outputs(out, [], overwrite=args.overwrite)  # the output itself; its other files once their names are known
     if args.index is not None:
         _check_index_outputs(Path(args.index), args.overwrite)
+    if args.data is None:  # the run's own split: one with no rows is said before the model is built
+        from mmcore.cli import check_split
+
+        check_split(args.run_dir, args.split or "test", alternative="--data MANIFEST")
     model, config, checkpoint = _load(args, manager)
     if args.data is not None:
         if args.split is not None:

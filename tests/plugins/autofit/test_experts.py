@@ -256,4 +256,4 @@ def test_fit_leaves_out_an_expert_at_chance_and_the_saved_model_predicts_as_the_
     accuracy = np.mean([p == r["y"] for p, r in zip(predictions, test_rows, strict=True)])
     assert accuracy == pytest.approx(summary["test"]["accuracy"])
     again = mmcore.Predictor.load(tmp_path / "run")
-    assert again.predict([{k: r[k] for k in ("note", "reading")} for r in test_rows]) == predictions
+    assert again.predict([{k: r[k] for k in ("note", "reading")} for r in test_rows]).equals(predictions)

@@ -99,7 +99,7 @@ def test_save_never_follows_a_link_inside_the_run(run, tmp_path, fitted):
     (run / "attachments").unlink()
     saved = predictor.save(tmp_path / "copy")
     rows = str(fitted / "test.jsonl")
-    assert mmcore.Predictor.load(saved).predict(rows) == predictor.predict(rows)
+    assert mmcore.Predictor.load(saved).predict(rows).equals(predictor.predict(rows))
     assert not list(saved.rglob("id_rsa"))
 
 

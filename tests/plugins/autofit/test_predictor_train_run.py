@@ -40,7 +40,7 @@ def test_a_train_run_loads_and_predicts_slot_rows(train_run):
     predictions = predictor.predict(rows)
     model, _ = load_run(train_run, mmcore.get_plugin_manager())
     expected = predict_output(model, [{k: v for k, v in r.items()} for r in rows])
-    assert predictions == model.head.format_predictions(expected)
+    assert list(predictions) == model.head.format_predictions(expected)
     probabilities = predictor.predict_proba(rows)
     assert list(probabilities.columns) == ["cat", "dog"]
     assert abs(probabilities.to_numpy() - expected.extras["probabilities"].numpy()).max() < 1e-6

@@ -82,7 +82,7 @@ def test_the_trained_run_is_self_contained_and_reproducible(runs, tmp_path):
     stored = json.loads((again / PLAN_FILE).read_text())
     assert stored["plan"] == json.loads((fit / PLAN_FILE).read_text())["plan"]
     copied = shutil.copytree(again, tmp_path / "elsewhere" / "copy", ignore=shutil.ignore_patterns(".mmcore-lock"))
-    assert mmcore.Predictor.load(copied).predict(NEW) == mmcore.Predictor.load(again).predict(NEW)
+    assert mmcore.Predictor.load(copied).predict(NEW).equals(mmcore.Predictor.load(again).predict(NEW))
     # its own config.yaml trains the same kind of run again (fit's prepared table, the plan copied)
     assert main(["train", str(again / "config.yaml"), f"trainer.run_dir={tmp_path / 'third'}"]) == 0
     third = mmcore.Predictor.load(tmp_path / "third")
