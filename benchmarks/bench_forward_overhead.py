@@ -22,6 +22,7 @@ text is missing from ~60% of them, so the masked paths run).
     python benchmarks/bench_forward_overhead.py                       # teacher and pruned_0.5, vs main
     python benchmarks/bench_forward_overhead.py --rounds 9 --train           # and a training step at batch 32
     python benchmarks/bench_forward_overhead.py --before HEAD~3 --runs /path/to/run
+    python benchmarks/bench_forward_overhead.py --components          # every registered encoder / fusion: same outputs?
 """
 
 from __future__ import annotations
@@ -127,6 +128,78 @@ def _worker(tree: str | None) -> None:
         out.flush()
 
 
+# ---------------------------------------------------------------------- every registered component, both versions
+def _components(tree: str | None, path: str) -> None:
+    """Each registered encoder (``example_options``, seeded) on batches of its processor's examples -- one record,
+    three, three with one missing -- in eval and train mode (dropout seeded), and each fusion on seeded features
+    with every modality present and with missing modalities and padding; the outputs saved to ``path``."""
+    if tree:
+        _import_from(Path(tree))
+    import torch
+
+    from mmcore import Features
+    from mmcore.plugin_manager import get_registry
+
+    registry, out = get_registry(), {}
+    for name in registry.names("encoder"):
+        info = registry.get("encoder", name)
+        try:
+            torch.manual_seed(0)
+            encoder = info.factory(**(info.example_options or {}))
+            processor = encoder.processor()
+            generator = torch.Generator().manual_seed(1)
+            items = [processor(processor.example(generator)) for _ in range(3)]
+        except Exception as exc:  # noqa: BLE001 (an encoder whose files are not installed here: reported, skipped)
+            print(f"skipped encoder {name}: {exc}", file=sys.stderr)
+            continue
+        for label, batch in {"one": items[:1], "three": items, "three, one missing": [items[0], None, items[2]]}.items():
+            for mode in ("eval", "train"):
+                encoder.train(mode == "train")
+                torch.manual_seed(5)
+                try:
+                    with torch.no_grad():
+                        f = encoder(processor.collate(batch))
+                except ValueError as exc:  # batch norm in train mode refuses one record
+                    print(f"skipped encoder {name} ({label}, {mode}): {exc}", file=sys.stderr)
+                    continue
+                out[f"encoder {name}, {label}, {mode}"] = (f.tokens, f.mask, f.pooled, f.present)
+    dims, generator, sets = {"a": 16, "b": 8, "c": 12}, torch.Generator().manual_seed(2), {}
+    for label, present in {"all present": [[1, 1, 1]] * 3, "some missing": [[1, 0, 1], [0, 1, 1], [1, 1, 0]]}.items():
+        lengths = [5, 5, 5] if label == "all present" else [5, 3, 1]
+        mask = torch.arange(5)[None] < torch.tensor(lengths)[:, None]
+        sets[label] = {s: (torch.randn(3, 5, d, generator=generator), mask, torch.tensor(present[i], dtype=torch.bool))
+                       for i, (s, d) in enumerate(dims.items())}
+    for name in registry.names("fusion"):
+        info = registry.get("fusion", name)
+        torch.manual_seed(0)
+        fusion = info.factory(input_dims=dims, **(info.example_options or {})).eval()
+        for label, tensors in sets.items():
+            with torch.no_grad():
+                f = fusion({s: Features.from_tokens(*t) for s, t in tensors.items()})
+            out[f"fusion {name}, {label}"] = (f.tokens, f.mask, f.pooled, f.present)
+    torch.save(out, path)
+
+
+def _compare_components(before: Path, tmp: Path) -> float:
+    import torch
+
+    paths = {k: tmp / f"{k}.pt" for k in ("before", "after")}
+    for k, tree in (("before", str(before)), ("after", None)):
+        subprocess.run([sys.executable, __file__, "--components-worker", str(paths[k])] + (["--tree", tree] if tree else []),
+                       check=True)
+    outputs = {k: torch.load(p) for k, p in paths.items()}
+    if outputs["before"].keys() != outputs["after"].keys():
+        raise SystemExit(f"different outputs: {sorted(set(outputs['before']) ^ set(outputs['after']))}")
+    worst = 0.0
+    for key, tensors in outputs["before"].items():
+        for a, b in zip(tensors, outputs["after"][key], strict=True):
+            if a.shape != b.shape or a.dtype != b.dtype:
+                raise SystemExit(f"{key}: {a.dtype} {list(a.shape)} became {b.dtype} {list(b.shape)}")
+            worst = max(worst, (a.double() - b.double()).abs().max().item() if a.numel() else 0.0)
+    print(f"# components: {len(outputs['before'])} outputs of every registered encoder and fusion, largest difference {worst:.2e}")
+    return worst
+
+
 # ---------------------------------------------------------------------- parent (alternates the two)
 class Worker:
     def __init__(self, tree: str | None) -> None:
@@ -188,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--tree", help=argparse.SUPPRESS)
+    parser.add_argument("--components-worker", help=argparse.SUPPRESS)
+    parser.add_argument("--components", action="store_true",
+                        help="only compare the outputs of every registered encoder and fusion (seeded), no timing")
     parser.add_argument("--before", default="main", help="git ref of the code to compare with (default main)")
     parser.add_argument("--runs", nargs="+", default=RUNS, help="run folders to load (read only)")
     parser.add_argument("--rounds", type=int, default=7, help="alternated rounds per configuration")
@@ -199,8 +275,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         _worker(args.tree)
         return 0
+    if args.components_worker:
+        _components(args.tree, args.components_worker)
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         before = _archive(args.before, Path(tmp))
+        if args.components:
+            return 0 if _compare_components(before, Path(tmp)) <= 1e-6 else 1
         workers = {"before": Worker(str(before)), "after": Worker(None)}
         print(f"# load average at start: {os.getloadavg()}; before = {args.before}, after = working tree {ROOT}")
         print("run | batch | threads | ops before -> after (top-level) | CPU ms/forward before -> after (ratio) | "
