@@ -131,7 +131,7 @@ def _worker(tree: str | None) -> None:
 # ---------------------------------------------------------------------- every registered component, both versions
 def _components(tree: str | None, path: str) -> None:
     """Each registered encoder (``example_options``, seeded) on batches of its processor's examples -- one record,
-    three, three with one missing -- in eval and train mode (dropout seeded), and each fusion on seeded features
+    three, three with one missing -- in eval and train mode (dropout seeded) and under bf16 autocast, and each fusion on seeded features
     with every modality present and with missing modalities and padding; the outputs saved to ``path``."""
     if tree:
         _import_from(Path(tree))
@@ -153,11 +153,11 @@ def _components(tree: str | None, path: str) -> None:
             print(f"skipped encoder {name}: {exc}", file=sys.stderr)
             continue
         for label, batch in {"one": items[:1], "three": items, "three, one missing": [items[0], None, items[2]]}.items():
-            for mode in ("eval", "train"):
+            for mode in ("eval", "train", "eval, bf16 autocast"):
                 encoder.train(mode == "train")
                 torch.manual_seed(5)
                 try:
-                    with torch.no_grad():
+                    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled="autocast" in mode):
                         f = encoder(processor.collate(batch))
                 except ValueError as exc:  # batch norm in train mode refuses one record
                     print(f"skipped encoder {name} ({label}, {mode}): {exc}", file=sys.stderr)

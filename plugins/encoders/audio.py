@@ -302,7 +302,7 @@ class AudioCNNEncoder(_LogMelEncoder):
             x, frames = block(x, frames)
         mask = mask[:, ::stride]
         tokens = self.project(self.dropout(x).flatten(1, 2).transpose(1, 2))  # [B, T', dim]
-        tokens = tokens * frames.unsqueeze(-1)
+        tokens = tokens * frames.to(tokens.dtype).unsqueeze(-1)  # (under autocast the tokens are bf16/fp16)
         tokens = tokens + F.gelu(self.temporal(tokens.transpose(1, 2))).transpose(1, 2)
         return Features.from_tokens(tokens, mask, present)
 

@@ -153,7 +153,11 @@ class SmallCNNEncoder(mmcore.Encoder):
             return Features.from_tokens(tokens, present=present)
         mask = present.unsqueeze(1).expand(-1, tokens.shape[1]).clone()
         pooled = self.flatten_project(maps.flatten(1))
-        if not (readable_now(present) and bool(present.all())):  # (all present: multiplying by ones changes nothing)
+        if readable_now(present) and bool(present.all()):
+            # All present: multiplying by ones (in the tokens' dtype) changes no value, only (under autocast)
+            # pooled's dtype, which the cast does exactly.
+            pooled = pooled.to(torch.promote_types(pooled.dtype, tokens.dtype))
+        else:
             keep = present.unsqueeze(1).to(tokens.dtype)
             tokens, pooled = tokens * keep.unsqueeze(-1), pooled * keep
         return Features(tokens=tokens, mask=mask, pooled=pooled, present=present)

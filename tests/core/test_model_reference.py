@@ -211,3 +211,16 @@ def test_from_tokens_all_real_is_the_masked_mean(shape):
     if shape[1] > 1:  # a mask of the wrong length is still refused on the short path
         with pytest.raises(ValueError, match="mask"):
             Features.from_tokens(tokens, torch.ones(shape[0], 1, dtype=torch.bool), present)
+
+
+def test_autocast_matches_the_reference(model):
+    """Under CPU autocast (bf16 activations) the features keep the reference's dtypes and values."""
+    model.eval()
+    for case in ("one full record, padded audio", "a mixed batch"):
+        inputs = batch(*CASES[case], generator=torch.Generator().manual_seed(4))
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(inputs)
+            ref_features, ref_logits = reference(model, inputs)
+        for slot, (tokens, _, pooled, _) in ref_features.items():
+            assert out.features[slot].tokens.dtype == tokens.dtype and out.features[slot].pooled.dtype == pooled.dtype, slot
+        _assert_same(out.features, ref_features, out.logits, ref_logits)
