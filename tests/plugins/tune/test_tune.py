@@ -124,6 +124,9 @@ def test_trials_are_runs_and_best_yaml_trains_the_best_trial_again(tmp_path, man
     report = Trainer(again, manager=manager).fit()
     assert report["test"] == best["test"], "mmcore train best.yaml reproduces the best trial exactly"
     assert any("one trial: about" in line for line in seen)
+    lead = summary["lead_over_baseline"]  # accuracy is the objective and trial 0 the config as given
+    assert lead["baseline_trial"] == 0 and lead["trial"] == best["number"]
+    assert lead["records"] == summary["estimate"]["val_rows"] > 0
 
 
 class _PruneFromTrial(optuna.pruners.BasePruner):
@@ -213,6 +216,42 @@ def test_a_resumed_study_draws_values_of_its_own_not_the_first_processs_again(tm
         "a new study with the same --seed still draws the same values"
     assert study_module.sampler_seed(0, 0) == 0 and study_module.sampler_seed(0, 2) == study_module.sampler_seed(0, 2) \
         != study_module.sampler_seed(1, 2)
+
+
+def _trial(number, value, baseline=False, state="complete"):
+    return {"number": number, "state": state, "values": [value], "baseline": baseline}
+
+
+@pytest.mark.parametrize(("best", "baseline", "records", "within"), [
+    (0.969, 0.9496, 258, True),    # the demo study: +1.94 points, standard error ~1.74
+    (0.99, 0.80, 1000, False),     # +19 points on 1,000 records
+    (0.96, 0.95, 100_000, False),  # +1 point on 100,000 records (standard error ~0.09)
+])
+def test_the_best_trials_lead_over_the_config_as_given_is_weighed_against_its_noise(best, baseline, records, within):
+    objectives = [study_module.Objective("accuracy", "maximize", metric="accuracy")]
+    lead = study_module.lead_over_baseline([_trial(0, baseline, True), _trial(1, best)], [1], objectives, records)
+    se = (best * (1 - best) / records + baseline * (1 - baseline) / records) ** 0.5
+    assert lead["trial"] == 1 and lead["baseline_trial"] == 0 and lead["records"] == records
+    assert lead["points"] == pytest.approx(100 * (best - baseline)) and lead["standard_error_points"] == pytest.approx(100 * se)
+    assert lead["within_noise"] is within
+    text = study_module.format_summary({"objectives": [{"name": "accuracy"}], "trials": [], "best": [1], "seconds": 60.0,
+                                        "stopped_by_time_limit": False, "lead_over_baseline": lead})
+    assert f"trial 1 leads the config as given (trial 0) by {100 * (best - baseline):.2f} points" in text
+    assert ("within noise" in text) is within and ("more than twice its standard error" in text) is (not within)
+
+
+def test_no_lead_is_claimed_where_it_cannot_be_weighed():
+    accuracy = [study_module.Objective("accuracy", "maximize", metric="accuracy")]
+    trials = [_trial(0, 0.9, True), _trial(1, 0.95)]
+    assert study_module.lead_over_baseline(trials, [1], [study_module.Objective("loss", "minimize", metric="loss")], 100) is None
+    assert study_module.lead_over_baseline([_trial(0, 0.9), _trial(1, 0.95)], [1], accuracy, 100) is None, "no baseline trial"
+    assert study_module.lead_over_baseline([_trial(0, 0.9, True, "pruned"), _trial(1, 0.95)], [1], accuracy, 100) is None
+    assert study_module.lead_over_baseline(trials, [1], [*accuracy, study_module.Objective("latency", "minimize")], 100) is None
+    same = study_module.lead_over_baseline(trials, [0], accuracy, 100)
+    assert same["points"] == 0 and same["within_noise"] is False
+    text = study_module.format_summary({"objectives": [{"name": "accuracy"}], "trials": [], "best": [0], "seconds": 1.0,
+                                        "stopped_by_time_limit": False, "lead_over_baseline": same})
+    assert "the config as given (trial 0) is the best trial" in text
 
 
 def test_mlflow_logs_a_parent_run_and_a_child_per_trial(tmp_path, manager, monkeypatch):
