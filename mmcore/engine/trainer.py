@@ -22,7 +22,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +161,14 @@ class Trainer:
         self.stop_reason: str | None = None
         #: the frozen-feature cache (``trainer.cache_features``), set by :meth:`setup`; None without one
         self.feature_cache = None
+        #: ``(rows done, rows in all) -> bool``, or None: with a frozen-feature cache on one process, the
+        #: training split's features are computed in a seeded random order, in chunks, while this returns
+        #: True (asked before each chunk with the seconds per row seen so far); training then uses the rows
+        #: done -- a random sample of the split (``mmcore fit`` stops there when the machine slowed down so
+        #: much that the rest would leave no time to train). None: every row, as always.
+        self.feature_budget: Callable[[int, int, float], bool] | None = None
+        #: ``(rows kept, rows of the split)`` when :attr:`feature_budget` cut the training split, else None
+        self.feature_rows: tuple[int, int] | None = None
         self._epoch_state: EpochAccumulator | None = None  # the running epoch's accumulators
         self._resumed_status = "completed"  # "early_stopping" when the resumed run had stopped early
         self._resume_rng: Any = None  # the RNG state a resumed run continues from
@@ -330,6 +338,7 @@ class Trainer:
             backend = opts.compile if isinstance(opts.compile, str) else "inductor"
             self.train_model = torch.compile(self.train_model, backend=backend)
         self.optimizer = build_optimizer(self.model, opts)
+        train = self.datasets["train"]  # fewer rows when the feature budget cut the split
         self.micro_batches = math.ceil(len(train) / opts.batch_size)
         self.steps_per_epoch = math.ceil(self.micro_batches / opts.grad_accumulation)
         self.total_steps = self.steps_per_epoch * opts.epochs
@@ -402,8 +411,38 @@ class Trainer:
         batch_size = self.options.eval_batch_size or self.options.batch_size
         for slot in slots:
             attach_feature_cache(self.model, slot, self.feature_cache)
-            for split in ("train", "val"):
+        budget = self.feature_budget if not self.dist.distributed else None  # every process must keep the same rows
+        # validation first: it is read whole every epoch; training rows may stop at the budget
+        for split in ("val", "train") if budget is not None else ("train", "val"):
+            if split == "train" and budget is not None:
+                self._precompute_within_budget(slots, budget, batch_size)
+                continue
+            for slot in slots:
                 precompute_features(self.model, slot, self.datasets[split], batch_size=batch_size)
+
+    def _precompute_within_budget(self, slots: Sequence[str], budget: Callable[[int, int, float], bool], batch_size: int) -> None:
+        """The training split's frozen features in a random order (seeded by ``trainer.seed``), a batch of
+        rows at a time while ``budget`` allows; the split becomes the rows done (at least one batch)."""
+        from torch.utils.data import Subset
+
+        from mmcore.data import precompute_features
+
+        train = self.datasets["train"]
+        total = len(train)
+        order = torch.randperm(total, generator=torch.Generator().manual_seed(self.options.seed)).tolist()
+        done, seconds, start = 0, 0.0, time.perf_counter()
+        minimum = max(self.options.batch_size, 1)
+        while done < total:
+            if done >= minimum and not budget(done, total, seconds / done):
+                break
+            rows = [train[i] for i in order[done:done + batch_size]]
+            for slot in slots:
+                precompute_features(self.model, slot, rows, batch_size=batch_size)
+            done += len(rows)
+            seconds = time.perf_counter() - start
+        if done < total:
+            self.datasets["train"] = Subset(train, sorted(order[:done]))
+            self.feature_rows = (done, total)
 
     def _augmenters(self) -> dict[str, list]:
         registry = self.manager.registry
