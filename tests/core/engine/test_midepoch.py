@@ -1,6 +1,7 @@
 """Mid-epoch checkpoints (``trainer.checkpoint_every_steps``): a run killed inside an epoch and resumed
 uses each sample of that epoch exactly once across the kill and ends with the uninterrupted run's
-weights, metrics rows and best checkpoint -- dropout, modality dropout and augmentation included."""
+weights, metrics rows and best checkpoint -- dropout, modality dropout, augmentation and the weights'
+moving average (``trainer.ema_decay``) included."""
 
 from __future__ import annotations
 
@@ -37,13 +38,9 @@ class Recording(Trainer):
         return loss
 
 
-def weights(run):
-    return load_file(str(run / "last" / "model.safetensors"))
-
-
 def test_a_run_killed_mid_epoch_resumes_that_epoch_with_the_unseen_samples(wine_config, tmp_path):
     wine_config["trainer"].update(epochs=3, checkpoint_every_steps=3, modality_dropout=0.2,
-                                  augment={"first": {"feature_noise": 0.2}})
+                                  augment={"first": {"feature_noise": 0.2}}, ema_decay=0.9)
     straight = copy.deepcopy(wine_config)
     straight["trainer"]["run_dir"] = str(tmp_path / "straight")
     a = Recording(straight)
@@ -77,9 +74,10 @@ def test_a_run_killed_mid_epoch_resumes_that_epoch_with_the_unseen_samples(wine_
             if key != "samples_per_s":
                 assert row_c[key] == pytest.approx(row_a[key], abs=1e-6), key
     assert report["samples"]["train"] == n and report["steps"] == 3 * steps
-    wa, wb = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
-    for key in wa:
-        torch.testing.assert_close(wa[key], wb[key], rtol=0, atol=1e-6)
+    for which in ("last", "best"):
+        wa, wb = (load_file(str(tmp_path / run / which / "model.safetensors")) for run in ("straight", "resumed"))
+        for key in wa:
+            torch.testing.assert_close(wa[key], wb[key], rtol=0, atol=1e-6)
 
 
 def test_a_resumed_sampler_skips_exactly_the_batches_done():
