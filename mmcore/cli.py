@@ -505,12 +505,7 @@ def _eval_table(args: argparse.Namespace, model, config: Mapping, manager):
 def _note_unseen(model, samples) -> None:
     """One warning line per column of the evaluated table whose values the model read as unknown (categories
     not seen in training): evaluated all the same, and the user is told."""
-    from mmcore.engine.unseen import UnseenValues
-
-    unseen = UnseenValues(model)
-    for sample in samples:
-        unseen.add(sample["inputs"])
-    cli_predict.warn_unseen(unseen, "eval")
+    cli_predict.note_unseen(model, (sample["inputs"] for sample in samples), "eval")
 
 
 def _note_unreadable(model, counts: dict, strict: bool) -> None:

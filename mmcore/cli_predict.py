@@ -306,6 +306,15 @@ def _predict_table(args: argparse.Namespace, model, config: dict, manager) -> in
 RECORD_KEYS = ("row", "prediction", "probabilities", "error", "missing")
 
 
+def note_unseen(model, records, command: str) -> None:
+    """:func:`warn_unseen` for ``records`` (each a mapping of the model's inputs by slot), read all at once:
+    eval, explain and embed tell of categories not seen in training in the same words as predict."""
+    unseen = UnseenValues(model)
+    for inputs in records:
+        unseen.add(inputs)
+    warn_unseen(unseen, command)
+
+
 def warn_unseen(unseen: UnseenValues, command: str = "predict") -> None:
     """One warning line on stderr per column whose values the model read as unknown (categories not seen in
     training): the records were predicted, and the user is told."""

@@ -69,6 +69,10 @@ class TrainerOptions:
     grad_accumulation: int = 1
     #: clip the global gradient norm to this value (null = off)
     grad_clip: float | None = 1.0
+    #: keep an exponential moving average of the weights, updated after every optimiser step with
+    #: this decay (e.g. 0.99 ~ the last 100 steps; warmed up over the first steps), and validate,
+    #: keep as best/ and test the average (mmcore.engine.averaging); null = off
+    ema_decay: float | None = None
     #: autocast precision on CUDA; CPU always trains in float32
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     #: wrap the model in torch.compile (true = the default inductor backend; a string names
@@ -414,6 +418,8 @@ def _trainer_options(section: Any) -> tuple[TrainerOptions, list[ConfigIssue]]:
     issues += schedule_extension_issues(options)
     if options.grad_clip is not None and not (math.isfinite(options.grad_clip) and options.grad_clip > 0):
         bad("grad_clip", f"must be a positive number or null, got {options.grad_clip}")
+    if options.ema_decay is not None and not (math.isfinite(options.ema_decay) and 0.0 < options.ema_decay < 1.0):
+        bad("ema_decay", f"must be a number in (0, 1) or null, got {options.ema_decay}")
     if options.early_stopping is not None and options.early_stopping < 1:
         bad("early_stopping", f"must be at least 1 epoch or null, got {options.early_stopping}")
     if options.num_workers < 0:

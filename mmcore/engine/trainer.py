@@ -34,8 +34,10 @@ from mmcore.data import make_dataloader
 from mmcore.engine import NonFiniteLossError, distributed
 from mmcore.engine.artefacts import check_run_plugins, check_training_state, read_model_json, read_weights
 from mmcore.engine.atomic import write_file
+from mmcore.engine.averaging import WeightEMA
 from mmcore.engine.balancers import build_balancer
 from mmcore.engine.checkpoint import (
+    CheckpointError,
     checkpoint_folder,
     dumps_json,
     load_training_state,
@@ -334,6 +336,9 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, self.total_steps, opts, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda" and opts.precision == "fp16")
         self.augment = self._augmenters()
+        #: ``trainer.ema_decay``: the moving average of the weights that validation, ``best/`` and
+        #: the test pass use (mmcore.engine.averaging), or None
+        self.ema = WeightEMA(self.model, opts.ema_decay) if opts.ema_decay is not None else None
         self.best_value, self.best_epoch, self.bad_epochs = -math.inf, 0, 0
         self.best_weights = model_state(self.model)
         self.start_epoch = 1
@@ -421,6 +426,7 @@ class Trainer:
             "history": self.history,
             "best": {"value": self.best_value, "epoch": self.best_epoch, "bad_epochs": self.bad_epochs},
             "world_size": self.dist.world_size,
+            **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
         }
 
     def _check_resume_config(self) -> None:
@@ -439,6 +445,10 @@ class Trainer:
         state = load_training_state(last)
         check_training_state(state, path=last / STATE, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
                              scaler=self.scaler, epochs=self.options.epochs, steps_per_epoch=self.steps_per_epoch)
+        if self.ema is not None:  # a run that had no average starts one from its weights
+            problem = self.ema.check_state(state["ema"], f"{last / STATE}: ema") if "ema" in state else None
+            if problem is not None:
+                raise CheckpointError(problem)
         best_weights = None
         if self.rundir.has_checkpoint(RunDir.BEST):
             best = self.rundir.readable_checkpoint(RunDir.BEST) / WEIGHTS
@@ -448,6 +458,11 @@ class Trainer:
             self.best_weights = best_weights
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema is not None:
+            if "ema" in state:
+                self.ema.load_state_dict(state["ema"])
+            else:
+                self.ema = WeightEMA(self.model, self.options.ema_decay)  # from the weights just loaded
         if state["scaler"]:  # empty when saved by a disabled scaler (CPU, fp32, bf16): start fresh
             self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
@@ -553,6 +568,8 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update()
 
     # ------------------------------------------------------------------ the run
     def fit(self) -> dict[str, Any]:
@@ -600,10 +617,11 @@ class Trainer:
                 while epoch <= opts.epochs:  # opts.epochs grows when a plugin extends the run (extend)
                     self.epoch = epoch
                     row = self._train_epoch(epoch)
-                    row.update(self._validate())
+                    with self.averaged_weights():  # validated and kept as best: the average, when there is one
+                        row.update(self._validate())
+                        improved = self._track_best(row)
                     self._report_unreadable(epoch)
                     self.history.append(row)
-                    improved = self._track_best(row)
                     self._checkpoint(improved)
                     done = epoch
                     self.manager.call_lifecycle("mmcore_epoch_end", trainer=self, epoch=epoch, metrics=row)
@@ -764,6 +782,11 @@ class Trainer:
             shown = "; ".join(describe(e) for e in new[:3]) + (f"; ... ({len(new) - 3} more)" if len(new) > 3 else "")
             logger.warning("epoch %d: %d input(s) could not be read and are missing modalities of their samples "
                            "(trainer.unreadable_inputs: missing; report.json lists them): %s", epoch, len(new), shown)
+
+    def averaged_weights(self) -> contextlib.AbstractContextManager:
+        """A ``with`` block in which the model holds ``trainer.ema_decay``'s averaged weights (the
+        optimiser's own weights restored after it); without an average, the model as it is."""
+        return self.ema.applied() if self.ema is not None else contextlib.nullcontext()
 
     def _validate(self) -> dict[str, float]:
         split = "val" if len(self.datasets["val"]) else "train"

@@ -89,7 +89,7 @@ def _records_from_split(args: argparse.Namespace, config: dict, manager) -> list
 
 def run_explain(args: argparse.Namespace, manager) -> int:
     from mmcore.cli import check_split, load_run
-    from mmcore.cli_predict import record_inputs
+    from mmcore.cli_predict import note_unseen, record_inputs
     from mmcore.engine.atomic import write_file
     from mmcore.engine.checkpoint import dumps_json
     from mmcore.engine.plots import plot_attribution_summary, plot_waterfall
@@ -121,6 +121,7 @@ def run_explain(args: argparse.Namespace, manager) -> int:
         samples = samples[:args.limit]
     if not samples:
         raise ConfigError([ConfigIssue("", "no records to explain")])
+    note_unseen(model, samples, "explain")  # categories not seen in training: explained all the same, and said
     # The run's explain/ folder is mmcore's; a folder the user names may hold the user's files, which
     # are never replaced: refused before any work, as embed --out is.
     out = Path(args.out) if args.out else RunDir(args.run_dir).explain

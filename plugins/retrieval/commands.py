@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import mmcore
-from mmcore.cli_predict import declared_missing
+from mmcore.cli_predict import declared_missing, note_unseen
 from mmcore.errors import ConfigError, ConfigIssue
 
 
@@ -104,6 +104,7 @@ def cmd_embed(args: argparse.Namespace, manager) -> int:
         source = f"{config['data'].get('name')} split {split}"
     if not samples:
         raise ConfigError([ConfigIssue("--data" if args.data else "--split", f"{source} holds no rows to embed")])
+    note_unseen(model, (sample["inputs"] for sample in samples), "embed")  # embedded all the same, and said
     try:
         vectors = embed(model, samples, batch_size=args.batch_size)
     except (ValueError, TypeError) as exc:

@@ -7,7 +7,8 @@
 3. fit's ``config.yaml`` does not carry fit's own display choice: ``mmcore train`` of it shows progress;
 4. a row whose every input cell is empty (its numbers would be imputed) is left out of every table fit
    reads and listed by row number;
-5. ``mmcore eval RUN --split NAME`` warns of categories not seen in training as ``--data TABLE`` does.
+5. ``mmcore eval RUN --split NAME`` warns of categories not seen in training as ``--data TABLE`` does, and
+   so do ``explain`` and ``embed`` of a split or a table.
 
 One fit (module scope: 30 training rows, a --val table of 6, one epoch); every table is a small real file."""
 
@@ -152,6 +153,27 @@ def test_eval_of_a_split_warns_of_unseen_categories_as_eval_of_a_table_does(fit_
         [line for line in table.err.splitlines() if "not seen" in line]
     assert warning in split.err
     assert main(["eval", str(folder / "run"), "--split", "train"]) == 0
+    assert "not seen" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["explain", "embed"])
+@pytest.mark.parametrize("source", ["split", "table"])
+def test_explain_and_embed_warn_of_unseen_categories_in_the_words_of_eval(fit_run, capsys, tmp_path, command, source):
+    _, folder, _, _ = fit_run
+    given = ["--split", "val"]
+    if source == "table":  # val.csv less its row with no input (which explain and embed refuse as a bad row)
+        import csv
+
+        with open(folder / "val.csv", newline="", encoding="utf-8") as fh:
+            rows = [row for row in csv.DictReader(fh) if any(row[c] for c in ("a", "b", "group"))]
+        write_csv(tmp_path / "val.csv", rows)
+        given = ["--data", str(tmp_path / "val.csv")]
+    extra = ["--out", str(tmp_path / "emb.parquet")] if command == "embed" else ["--out", str(tmp_path / "explain")]
+    assert main([command, str(folder / "run"), *given, *extra]) == 0
+    err = capsys.readouterr().err
+    assert f"mmcore {command}: warning: column 'group': 2 records had values not seen in training (e.g. 'east')" in err
+    assert main([command, str(folder / "run"), "--split", "train", "--out", str(tmp_path / "again")
+                 + (".parquet" if command == "embed" else "")]) == 0
     assert "not seen" not in capsys.readouterr().err
 
 
