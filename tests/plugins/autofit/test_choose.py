@@ -135,6 +135,17 @@ def test_small_tables_get_patience_in_steps_and_a_loss_monitor():
     assert few_val["monitor"] == "loss" and "monitor" not in many_val
 
 
+@pytest.mark.parametrize(("n_train", "batch", "steps"), [(20, 32, 1), (100, 32, 4), (3200, 32, 100), (10000, 64, 157)])
+def test_the_weights_are_averaged_over_about_two_epochs_of_steps(n_train, batch, steps):
+    infos = _infos(("n", "numeric", {}))
+    config, choices = _config(infos, n_train=n_train)
+    trainer = config["trainer"]
+    assert trainer["batch_size"] == batch
+    assert trainer["ema_decay"] == pytest.approx(1 - 1 / (2 * steps), abs=1e-6) and 0 < trainer["ema_decay"] < 1
+    said = [c for c in choices if c.slot == "averaging"]
+    assert len(said) == 1 and f"decay {trainer['ema_decay']:g}" in said[0].what
+
+
 @pytest.mark.parametrize("text", ["abc", "0", "-5", "inf", "1e999"])
 def test_a_bad_time_limit_is_an_input_error_exit_2_before_any_work(tmp_path, capsys, text):
     """``mmcore fit --time-limit abc`` exited 1 as an internal error (a plain ValueError)."""
