@@ -197,6 +197,14 @@ def epoch(args: argparse.Namespace) -> None:
 DATA_CHILD = r"""
 import gc, json, os, resource, sys, time
 path, level, slots = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+level, _, workers = level.partition("+workers=")  # e.g. header+workers=1: the check pool's size forced
+chosen = []  # the check pool's size, as decided (none: no pool considered)
+try:
+    import mmcore_plugins.datasets.manifest.check_pool as check_pool
+    decide = check_pool.worker_count
+    check_pool.worker_count = lambda idle=None: chosen.append(int(workers) if workers else decide(idle)) or chosen[-1]
+except ImportError:  # an old tree without it
+    pass
 import torch
 from mmcore_plugins.datasets.manifest import load_manifest
 import mmcore_plugins
@@ -205,13 +213,17 @@ def rss():
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * page / 2**20
 gc.collect(); before = rss()
-t = time.perf_counter(); cpu = time.process_time()
+def cpu_all():  # this process and its children (the file checks' worker processes)
+    t = os.times(); return t.user + t.system + t.children_user + t.children_system
+def cpu_children():
+    t = os.times(); return t.children_user + t.children_system
+t = time.perf_counter(); cpu = cpu_all(); children = cpu_children()
 data = {s: load_manifest(s, path, columns={"image": "image", "text": "text", "numbers": ["x1", "x2"]}, target="label",
                          path_columns=["image"], split_column="split", validate=level, slot_modalities=slots)
         for s in ("train", "val", "test")}
-seconds = time.perf_counter() - t; cpu = time.process_time() - cpu
+seconds = time.perf_counter() - t; cpu = cpu_all() - cpu; children = cpu_children() - children
 gc.collect()
-print(json.dumps({"data_s": seconds, "cpu_s": cpu, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "held_mb": rss() - before, "rows": sum(len(d) for d in data.values()),
+print(json.dumps({"data_s": seconds, "cpu_s": cpu, "children_cpu_s": children, "pool": chosen[:1], "load": os.getloadavg()[0], "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "held_mb": rss() - before, "rows": sum(len(d) for d in data.values()),
                   "code": os.path.dirname(mmcore_plugins.__file__)}))
 """
 
@@ -466,7 +478,8 @@ def main(argv: list[str] | None = None) -> None:
     d.add_argument("data", type=Path)
     d.add_argument("--rows", type=int, default=100000)
     d.add_argument("--trees", default="after=.")
-    d.add_argument("--variants", default="after:header,after:none")
+    d.add_argument("--variants", default="after:header,after:none",
+                   help="TREE:LEVEL[+workers=N] (N: the file checks' worker processes, forced; default: the idle CPUs')")
     d.add_argument("--repeats", type=int, default=2)
     d.set_defaults(run=data)
     e = sub.add_parser("epoch", help="whole-process one epoch: mmcore train vs plain_loop.py")

@@ -441,7 +441,8 @@ def check_training_state(state: Mapping[str, Any], *, path: Path, model: torch.n
     if missing:
         raise CheckpointError(f"{path}: the training state lacks {missing}")
     epoch = _int(state["epoch"], f"{path}: epoch", 0, epochs)
-    step = _int(state["step"], f"{path}: step", 0, epoch * steps_per_epoch)
+    # a checkpoint written inside epoch + 1 (mmcore.engine.midepoch) is past its epoch-end steps
+    step = _int(state["step"], f"{path}: step", 0, (epoch + ("partial_epoch" in state)) * steps_per_epoch)
     if "world_size" in state:
         _int(state["world_size"], f"{path}: world_size", 1, 2**20)
     _check_optimizer(state["optimizer"], optimizer, model, path, step)

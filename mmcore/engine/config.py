@@ -97,6 +97,10 @@ class TrainerOptions:
     monitor_mode: Literal["auto", "max", "min"] = "auto"
     #: stop after this many epochs without improvement of the monitored metric (null = never)
     early_stopping: int | None = None
+    #: also write the ``last`` checkpoint every this many optimiser steps inside an epoch (atomically,
+    #: like the epoch-end one), so ``--resume`` continues a killed run in the same epoch with the
+    #: samples it had not used yet (mmcore.engine.midepoch); null = at epoch ends only
+    checkpoint_every_steps: int | None = dataclasses.field(default=None, metadata=_MAY_CHANGE)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = dataclasses.field(default="auto", metadata=_MAY_CHANGE)
     #: where the run's config, metrics, plots, checkpoints and report go
@@ -418,6 +422,8 @@ def _trainer_options(section: Any) -> tuple[TrainerOptions, list[ConfigIssue]]:
     issues += schedule_extension_issues(options)
     if options.grad_clip is not None and not (math.isfinite(options.grad_clip) and options.grad_clip > 0):
         bad("grad_clip", f"must be a positive number or null, got {options.grad_clip}")
+    if options.checkpoint_every_steps is not None and options.checkpoint_every_steps < 1:
+        bad("checkpoint_every_steps", f"must be at least 1 optimiser step or null, got {options.checkpoint_every_steps}")
     if options.ema_decay is not None and not (math.isfinite(options.ema_decay) and 0.0 < options.ema_decay < 1.0):
         bad("ema_decay", f"must be a number in (0, 1) or null, got {options.ema_decay}")
     if options.early_stopping is not None and options.early_stopping < 1:

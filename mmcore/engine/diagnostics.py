@@ -81,6 +81,19 @@ class ImbalanceDiagnostics:
         self._norm_sum = step if self._norm_sum is None else self._norm_sum + step  # no device sync per step
         self._steps += 1
 
+    def mid_epoch_state(self) -> dict:
+        """The running epoch's gradient-norm sums, for a mid-epoch checkpoint (:mod:`mmcore.engine.midepoch`)."""
+        return {"norm_sum": None if self._norm_sum is None else self._norm_sum.detach().cpu().clone(), "steps": self._steps}
+
+    def load_mid_epoch_state(self, state: dict, trainer) -> None:
+        """Go on from :meth:`mid_epoch_state`'s sums; ValueError for sums that do not fit the model's encoders."""
+        norm_sum, steps = state.get("norm_sum"), state.get("steps")
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0 or not (
+                norm_sum is None or (isinstance(norm_sum, torch.Tensor) and norm_sum.shape == (len(trainer.model.encoders),))):
+            raise ValueError(f"diagnostics: expected gradient-norm sums for {len(trainer.model.encoders)} encoders and a step count")
+        self._norm_sum = None if norm_sum is None else norm_sum.to(device=trainer.device, dtype=torch.float32)
+        self._steps = steps
+
     # ``tryfirst``: the shares are in the epoch's row before the loggers write it.
     @hookimpl(tryfirst=True)
     def mmcore_epoch_end(self, trainer, metrics) -> None:

@@ -129,10 +129,14 @@ class GlobalBatchSampler(Sampler[list[int]]):
     gradient all-reduce: it gets the global batch's first sample as a placeholder, which the
     trainer runs with loss weight 0 and leaves out of the loss and the metrics. :attr:`shares`
     gives, per batch, ``(n_local, n_global)``: this process's real samples and the global batch's.
+
+    ``start`` skips the epoch's first ``start`` global batches (a run resumed from a mid-epoch
+    checkpoint, :mod:`mmcore.engine.midepoch`): iteration and ``len`` begin at batch ``start``, the
+    rest of the order unchanged; :attr:`batches` and :attr:`shares` still cover the whole epoch.
     """
 
     def __init__(self, n: int, batch_size: int, *, rank: int = 0, world_size: int = 1, seed: int = 0, epoch: int = 0,
-                 shuffle: bool = True) -> None:
+                 shuffle: bool = True, start: int = 0) -> None:
         if n <= 0:
             raise ValueError(f"a training epoch needs at least one sample, got n={n}")
         if batch_size <= 0:
@@ -147,16 +151,19 @@ class GlobalBatchSampler(Sampler[list[int]]):
         self.shares: list[tuple[int, int]] = []
         for begin in range(0, n, batch_size):
             global_batch = order[begin : begin + batch_size]
-            start, stop = split_share(len(global_batch), rank, world_size)
-            local = global_batch[start:stop]
+            first, stop = split_share(len(global_batch), rank, world_size)
+            local = global_batch[first:stop]
             self.shares.append((len(local), len(global_batch)))
             self.batches.append(local or global_batch[:1])
+        if not 0 <= start <= len(self.batches):
+            raise ValueError(f"start must be in [0, {len(self.batches)}] (the epoch's global batches), got {start}")
+        self.start = start
 
     def __len__(self) -> int:
-        return len(self.batches)
+        return len(self.batches) - self.start
 
     def __iter__(self) -> Iterator[list[int]]:
-        return iter(self.batches)
+        return iter(self.batches[self.start:])
 
     @property
     def num_samples(self) -> int:

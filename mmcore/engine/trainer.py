@@ -22,7 +22,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 
 from mmcore.components import Head
 from mmcore.data import make_dataloader
-from mmcore.engine import NonFiniteLossError, distributed
+from mmcore.engine import NonFiniteLossError, distributed, midepoch
 from mmcore.engine.artefacts import check_run_plugins, check_training_state, read_model_json, read_weights
 from mmcore.engine.atomic import write_file
 from mmcore.engine.averaging import WeightEMA
@@ -145,6 +145,9 @@ class Trainer:
         self.rundir = RunDir.check(self.options.run_dir, resume=self.resume is not None, overwrite=overwrite)
         # Built now, so that a balancer refusing its options stops the run before any work (fresh per run).
         self._balancer = build_balancer(self.options, self.manager.registry)
+        if self.options.checkpoint_every_steps and self._balancer is not None and not hasattr(self._balancer[1], "mid_epoch_state"):
+            raise ConfigError([ConfigIssue("trainer.checkpoint_every_steps", f"{self._balancer[0]} keeps statistics over "
+                                           "each epoch that a mid-epoch checkpoint does not hold; checkpoint at epoch ends (null)")])
         self.run_dir = self.rundir.path
         self.config = resolved_config(self.config, self.options)
         if self.resume is not None:
@@ -161,9 +164,18 @@ class Trainer:
         self.stop_reason: str | None = None
         #: the frozen-feature cache (``trainer.cache_features``), set by :meth:`setup`; None without one
         self.feature_cache = None
+        #: ``(rows done, rows in all) -> bool``, or None: with a frozen-feature cache on one process, the
+        #: training split's features are computed in a seeded random order, in chunks, while this returns
+        #: True (asked before each chunk with the seconds per row seen so far); training then uses the rows
+        #: done -- a random sample of the split (``mmcore fit`` stops there when the machine slowed down so
+        #: much that the rest would leave no time to train). None: every row, as always.
+        self.feature_budget: Callable[[int, int, float], bool] | None = None
+        #: ``(rows kept, rows of the split)`` when :attr:`feature_budget` cut the training split, else None
+        self.feature_rows: tuple[int, int] | None = None
         self._epoch_state: EpochAccumulator | None = None  # the running epoch's accumulators
         self._resumed_status = "completed"  # "early_stopping" when the resumed run had stopped early
         self._resume_rng: Any = None  # the RNG state a resumed run continues from
+        self._resume_partial: dict[str, Any] | None = None  # where a mid-epoch checkpoint stood (midepoch)
         self._stop_now = False  # request_stop(finish_epoch=False): end the running epoch after this step
         self._unreadable_reported = 0  # unreadable inputs already warned about
 
@@ -330,6 +342,7 @@ class Trainer:
             backend = opts.compile if isinstance(opts.compile, str) else "inductor"
             self.train_model = torch.compile(self.train_model, backend=backend)
         self.optimizer = build_optimizer(self.model, opts)
+        train = self.datasets["train"]  # fewer rows when the feature budget cut the split
         self.micro_batches = math.ceil(len(train) / opts.batch_size)
         self.steps_per_epoch = math.ceil(self.micro_batches / opts.grad_accumulation)
         self.total_steps = self.steps_per_epoch * opts.epochs
@@ -402,8 +415,38 @@ class Trainer:
         batch_size = self.options.eval_batch_size or self.options.batch_size
         for slot in slots:
             attach_feature_cache(self.model, slot, self.feature_cache)
-            for split in ("train", "val"):
+        budget = self.feature_budget if not self.dist.distributed else None  # every process must keep the same rows
+        # validation first: it is read whole every epoch; training rows may stop at the budget
+        for split in ("val", "train") if budget is not None else ("train", "val"):
+            if split == "train" and budget is not None:
+                self._precompute_within_budget(slots, budget, batch_size)
+                continue
+            for slot in slots:
                 precompute_features(self.model, slot, self.datasets[split], batch_size=batch_size)
+
+    def _precompute_within_budget(self, slots: Sequence[str], budget: Callable[[int, int, float], bool], batch_size: int) -> None:
+        """The training split's frozen features in a random order (seeded by ``trainer.seed``), a batch of
+        rows at a time while ``budget`` allows; the split becomes the rows done (at least one batch)."""
+        from torch.utils.data import Subset
+
+        from mmcore.data import precompute_features
+
+        train = self.datasets["train"]
+        total = len(train)
+        order = torch.randperm(total, generator=torch.Generator().manual_seed(self.options.seed)).tolist()
+        done, seconds, start = 0, 0.0, time.perf_counter()
+        minimum = max(self.options.batch_size, 1)
+        while done < total:
+            if done >= minimum and not budget(done, total, seconds / done):
+                break
+            rows = [train[i] for i in order[done:done + batch_size]]
+            for slot in slots:
+                precompute_features(self.model, slot, rows, batch_size=batch_size)
+            done += len(rows)
+            seconds = time.perf_counter() - start
+        if done < total:
+            self.datasets["train"] = Subset(train, sorted(order[:done]))
+            self.feature_rows = (done, total)
 
     def _augmenters(self) -> dict[str, list]:
         registry = self.manager.registry
@@ -470,20 +513,26 @@ class Trainer:
         best = state["best"]
         self.best_value, self.best_epoch, self.bad_epochs = float(best["value"]), int(best["epoch"]), int(best["bad_epochs"])
         self.start_epoch = self.epoch + 1
+        if midepoch.PARTIAL in state:  # written inside epoch start_epoch: that epoch goes on after its batches done
+            midepoch.check_partial(state[midepoch.PARTIAL], path=last / STATE, epoch=self.epoch, epochs=self.options.epochs,
+                                   micro_batches=self.micro_batches, grad_accumulation=self.options.grad_accumulation,
+                                   metrics=self.model.head.metrics())
+            self._resume_partial = state[midepoch.PARTIAL]
         if self.options.early_stopping is not None and self.bad_epochs >= self.options.early_stopping:
             self.start_epoch = self.options.epochs + 1  # it had stopped early: nothing more to train
             self._resumed_status = "early_stopping"
         self._resume_rng = state["rng"]
 
     # ------------------------------------------------------------------ data
-    def train_loader(self, epoch: int) -> DataLoader:
+    def train_loader(self, epoch: int, *, start: int = 0) -> DataLoader:
         """The training batches of ``epoch``: this process's share of each global batch, shuffled by
-        (seed, epoch). ``loader.batch_sampler.shares`` gives each batch's ``(n_local, n_global)``."""
+        (seed, epoch), from global batch ``start`` on. ``loader.batch_sampler.shares`` gives each batch's
+        ``(n_local, n_global)`` (the whole epoch's)."""
         opts, dist = self.options, self.dist
         view = TrainingView(self.datasets["train"], epoch=epoch, seed=opts.seed, dropout=self._dropout_rates(), augment=self.augment)
         # One sampler for one process or many: the same global batches either way, none padded.
         sampler = distributed.GlobalBatchSampler(len(view), opts.batch_size, rank=dist.rank, world_size=dist.world_size,
-                                                 seed=opts.seed, epoch=epoch)
+                                                 seed=opts.seed, epoch=epoch, start=start)
         # Worker seeds (processors' train-time augmentation in workers) are drawn from this
         # generator: per process in a distributed run, so processes do not repeat each other's draws.
         seed = loader_seed(opts.seed, epoch, rank=dist.rank, distributed=dist.distributed)
@@ -727,12 +776,18 @@ class Trainer:
     def _train_epoch(self, epoch: int) -> dict[str, float]:
         opts, dist = self.options, self.dist
         state = self.begin_epoch(epoch)
-        loader = self.train_loader(epoch)
-        epoch_start = time.perf_counter()
-        total = len(loader)
-        group_start = group = 0
+        partial, self._resume_partial = self._resume_partial, None  # resumed from a mid-epoch checkpoint
+        done = partial["batches"] if partial is not None else 0
+        if partial is not None:
+            midepoch.restore(state, partial, rank=dist.rank, device=self.device, plugins=self.run_plugins, trainer=self)
+            midepoch.restore_rng(partial, rank=dist.rank, world_size=dist.world_size)
+        loader = self.train_loader(epoch, start=done)
+        epoch_start = time.perf_counter() - (partial["seconds"] if partial is not None else 0.0)
+        every = opts.checkpoint_every_steps
+        group_start = group = done
         shares = loader.batch_sampler.shares  # (this process's samples, the global batch's samples) per batch
-        for index, batch in enumerate(loader):
+        total = len(shares)
+        for index, batch in enumerate(loader, start=done):
             if index == group_start:  # the micro-batches of this optimiser step, and their global samples
                 group = min(opts.grad_accumulation, total - group_start)
                 group_samples = sum(n_global for _, n_global in shares[group_start:group_start + group])
@@ -747,6 +802,8 @@ class Trainer:
                 if index < total - 1:
                     self._raise_if_non_finite(state.first_bad, epoch)  # the check the epoch's last step would make
                 break
+            if every and last and index < total - 1 and self.step % every == 0:
+                self._checkpoint_mid_epoch(epoch, index + 1, time.perf_counter() - epoch_start)
         seconds = time.perf_counter() - epoch_start
         totals = dist.all_reduce_sum(torch.stack([state.loss_sum + state.loss_sum_host,
                                                   torch.tensor(float(state.seen), dtype=torch.float64, device=self.device)]))
@@ -815,6 +872,20 @@ class Trainer:
             if improved:
                 save_checkpoint(self.model, self.rundir.checkpoint(RunDir.BEST), weights=self.best_weights, extra=extra)
             save_checkpoint(self.model, self.rundir.checkpoint(RunDir.LAST), training_state=self._training_state(), extra=extra)
+        self.dist.barrier()
+
+    def _checkpoint_mid_epoch(self, epoch: int, batches: int, seconds: float) -> None:
+        """``last/`` after ``batches`` global micro-batches of ``epoch`` (``trainer.checkpoint_every_steps``;
+        every process takes part): the completed epochs' state plus the running epoch's
+        (:mod:`mmcore.engine.midepoch`). ``best/`` changes only at epoch ends."""
+        if self._epoch_state.check_every > 1:  # losses read sparsely: never checkpoint past a bad step
+            self._raise_if_non_finite(self._epoch_state.first_bad, epoch)
+        partial = midepoch.capture(self._epoch_state, epoch=epoch, batches=batches, seconds=seconds, dist=self.dist,
+                                   plugins=self.run_plugins)
+        if self.is_main:
+            state = {**self._training_state(), "epoch": epoch - 1, midepoch.PARTIAL: partial}
+            save_checkpoint(self.model, self.rundir.checkpoint(RunDir.LAST), training_state=state,
+                            extra={"epoch": epoch - 1, "step": self.step, "in_epoch": {"epoch": epoch, "batches": batches}})
         self.dist.barrier()
 
     def _interrupted(self, done: int, start: float) -> RunInterrupted:

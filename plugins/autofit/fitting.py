@@ -474,6 +474,8 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
         experts_planned = counts["val"] * costs.eval_sample if _has_experts(config, plan) else 0.0
         chooser = ExpertChoice(run, clock=clock.clock, verbose=verbose) if experts_planned and counts["val"] else None
         reserve = schedule.planned["test"] + schedule.planned["final"] + experts_planned
+        feature_pace = _feature_budget(trainer, schedule, counts, deadline=clock.started + limit, clock=clock.clock,
+                                       reserve=schedule.planned["final"] + experts_planned)
         progress = FitProgress(deadline=clock.started + limit, reserve=reserve, clock=clock.clock,
                                val_seconds=counts["val"] * costs.eval_sample, planned_step=costs.warm_step,
                                max_epochs=max_epochs, log=(lambda line: print(line, flush=True)) if verbose else None)
@@ -519,6 +521,14 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
                        "stop_reason": report.get("stop_reason"), "stopped_by_time_limit_after_epoch": progress.stopped_after,
                        "stopped_within_epoch": progress.stopped_within_epoch,
                        "unreadable_inputs": report.get("unreadable_inputs")}
+            if trainer.feature_rows is not None:  # the machine slowed down while the frozen features were computed
+                done, total = trainer.feature_rows
+                cut = (f"frozen features of {done} of {total} training rows (a random sample): computing them took "
+                       f"{1000 * feature_pace['seen']:.0f} ms a row against {1000 * feature_pace['planned']:.0f} planned "
+                       "(the machine slowed down), and the rest would have left no time to train")
+                summary["scaled_to_fit"] = [*schedule.scaled, cut]
+                summary["rows"] = {**counts, "train": done}
+                _log(verbose, f"  {'budget':<12} {cut}")
             summary["time"] = clock.to_json()
             write_file(run / SUMMARY_FILE, json.dumps(summary, indent=2))
             predictor = Predictor.load(run, manager=manager)
@@ -550,6 +560,28 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
             print(f"  deploy:    mmcore export {_shell(run)} --int8 --out {_shell(export)}   then   "
                   f"mmcore serve {_shell(export)}")
         return predictor
+
+
+def _feature_budget(trainer, schedule, counts: Mapping[str, int], *, deadline: float, clock, reserve: float) -> dict[str, float]:
+    """Give ``trainer`` a :attr:`~mmcore.engine.trainer.Trainer.feature_budget` when the plan computes frozen
+    features: training rows' features go on while the time left covers the test pass at the pace just seen
+    (its features are computed at that pace too), ``reserve`` (saving, the experts' choice) and half of the
+    planned training -- so a machine that slows down while they are computed costs training rows, not the
+    whole of training. Returns ``{"planned": s, "seen": s}`` seconds a row (``seen`` filled as it goes)."""
+    rows = counts["train"] + counts["val"]
+    pace = {"planned": schedule.planned["features"] / rows if rows else 0.0, "seen": 0.0}
+    if pace["planned"] <= 0 or not counts["train"]:
+        return pace
+    test_reading = max(0.0, schedule.planned["test"] - counts["test"] * pace["planned"])  # the test pass less its features
+    keep = 0.5 * schedule.planned["training"]
+
+    def budget(done: int, total: int, seconds_per_row: float) -> bool:
+        pace["seen"] = seconds_per_row
+        need = test_reading + counts["test"] * max(seconds_per_row, pace["planned"]) + reserve + keep
+        return deadline - clock() > need
+
+    trainer.feature_budget = budget
+    return pace
 
 
 def _shell(path: Path) -> str:

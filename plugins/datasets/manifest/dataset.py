@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from mmcore.data import SPLITS, SampleDataset
 from mmcore.sample_columns import SampleColumns
+from mmcore_plugins.datasets.manifest.check_pool import CHUNK_FILES, POOL_MIN_ROWS
 from mmcore_plugins.datasets.manifest.errors import ManifestError, bad
 from mmcore_plugins.datasets.manifest.options import Options, check_columns, columns_spec, named_columns
 from mmcore_plugins.datasets.manifest.rows import CheckProgress, RowParser
@@ -118,36 +119,43 @@ def parse(opts: Options, *, fresh: bool = False) -> Parsed:
         for i in indices:
             code[i] = k
     done = 0
-    for table in tables:
-        code = codes.get(id(table))
-        if code is None:
-            continue
-        for start, rows in _table_rows(table):
-            built = []
-            for i, row in enumerate(rows, start):
-                k = code[i]
-                if k == 255:
-                    continue
-                parser.rank = (k, i)  # the split-major order check_lengths breaks ties of lengths by
-                sample, problems = parser.sample(table, row, i + 1)
-                built.append((SPLITS[k], table, i + 1, sample, problems, empty_label and is_empty(row.get(opts.target))))
-            progress.offset, progress.span = done, len(built)
-            parser.run_checks(progress)
-            done += len(built)
-            good: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
-            for split, table, number, sample, problems, empty in built:
-                if problems:  # the sample kept only where a list cell may yet be found ragged (_ragged_rows)
-                    has_list = any(isinstance(v, (list, tuple)) for v in sample["inputs"].values())
-                    bad_rows.append((order[id(table)], number, split, problems, sample if has_list else None))
-                else:
-                    good[split].append(sample)
-                    parsed.empty_labels[split] += empty
-            for split, samples in good.items():
-                if samples:
-                    inputs = [s["inputs"] for s in samples]
-                    for slot in opts.columns:
-                        parsed.missing[split][slot] += [x[slot] for x in inputs].count(None)
-                    parsed.samples[split].extend(samples)
+    # A large table's files are checked in worker processes while its rows are parsed (check_pool).
+    pooled = opts.validate in ("header", "decode") and progress.total >= POOL_MIN_ROWS
+    try:
+        for table in tables:
+            code = codes.get(id(table))
+            if code is None:
+                continue
+            for start, rows in _table_rows(table):
+                built = []
+                for i, row in enumerate(rows, start):
+                    k = code[i]
+                    if k == 255:
+                        continue
+                    parser.rank = (k, i)  # the split-major order check_lengths breaks ties of lengths by
+                    sample, problems = parser.sample(table, row, i + 1)
+                    built.append((SPLITS[k], table, i + 1, sample, problems, empty_label and is_empty(row.get(opts.target))))
+                    if pooled and len(parser.pending) >= CHUNK_FILES:
+                        parser.submit_checks()
+                progress.offset, progress.span = done, len(built)
+                parser.run_checks(progress)
+                done += len(built)
+                good: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
+                for split, table, number, sample, problems, empty in built:
+                    if problems:  # the sample kept only where a list cell may yet be found ragged (_ragged_rows)
+                        has_list = any(isinstance(v, (list, tuple)) for v in sample["inputs"].values())
+                        bad_rows.append((order[id(table)], number, split, problems, sample if has_list else None))
+                    else:
+                        good[split].append(sample)
+                        parsed.empty_labels[split] += empty
+                for split, samples in good.items():
+                    if samples:
+                        inputs = [s["inputs"] for s in samples]
+                        for slot in opts.columns:
+                            parsed.missing[split][slot] += [x[slot] for x in inputs].count(None)
+                        parsed.samples[split].extend(samples)
+    finally:
+        parser.close()
     progress.close()
     _ragged_rows(parsed, parser, tables, bad_rows, empty_label and opts.target)
     if parser.confined_slots:

@@ -25,19 +25,33 @@ from mmcore_plugins.io.paths import CellPaths, OutsidePathError
 _TEXT = {str}  # the types of a row of CSV cells
 
 
-def check_file(file: Path, *, decode: bool = True) -> None:
+def check_file(file: str | os.PathLike, *, decode: bool = True) -> None:
     """Check an image or audio file the way the processors will read it (:func:`mmcore_plugins.io.check_media`:
     headers checked, decoding bounded; ``decode=False``: the header only, one open, nothing decoded);
     a :class:`~mmcore_plugins.io.MediaError` (ValueError) naming it if not."""
-    from mmcore_plugins.io import AUDIO_SUFFIXES as READABLE_AUDIO
-    from mmcore_plugins.io import IMAGE_SUFFIXES as READABLE_IMAGES
-    from mmcore_plugins.io import check_media, looks_like_audio, looks_like_image
+    media = _MEDIA or _media()
+    suffix = os.path.splitext(file)[1].lower()  # a million files: no Path object, no import statement each
+    if suffix in media["images"] or (suffix not in media["audio"] and media["looks_like_image"](file)):
+        media["check"](file, "image", decode=decode)
+    elif suffix in media["audio"] or media["looks_like_audio"](file):
+        media["check"](file, "audio", decode=decode)
 
-    suffix = file.suffix.lower()
-    if suffix in READABLE_IMAGES or (suffix not in READABLE_AUDIO and looks_like_image(file)):
-        check_media(file, "image", decode=decode)
-    elif suffix in READABLE_AUDIO or looks_like_audio(file):
-        check_media(file, "audio", decode=decode)
+
+_MEDIA: dict[str, Any] = {}
+
+
+def _media() -> dict[str, Any]:
+    from mmcore_plugins.io import (
+        AUDIO_SUFFIXES,
+        IMAGE_SUFFIXES,
+        check_media,
+        looks_like_audio,
+        looks_like_image,
+    )
+
+    _MEDIA.update(images=IMAGE_SUFFIXES, audio=AUDIO_SUFFIXES, check=check_media, looks_like_image=looks_like_image,
+                  looks_like_audio=looks_like_audio)
+    return _MEDIA
 
 
 class RowParser:
@@ -64,6 +78,11 @@ class RowParser:
         # row, table name, row number, column, file). Checked once per file, in parallel.
         self.pending: list[tuple[list[str], str, int, str, str]] = []  # paths as str: a Path a row costs memory
         self._row_files: list[tuple[str, str]] = []
+        #: a large table's checks in worker processes (:meth:`submit_checks`), None until then
+        self.check_pool = None
+        self._submitted: set[str] = set()  # files sent to check_pool since the last run_checks
+        self._no_pool = False  # decided once: no CPU to spare for a pool (or no fork)
+        self._waiting: list[tuple[list[str], str, int, str, str]] = []  # their pending entries
         #: slots whose cells name files read later, when the table was read without touching the disk
         #: (validate: none) and reading outside is not allowed: each file is confirmed when read
         self.confined_slots: set[str] = set()
@@ -239,16 +258,55 @@ class RowParser:
         GIL while they read and decode); a failure is added to its rows' problems. A line on stderr
         tells the progress when it takes more than a few seconds (``progress``: one line for checks
         made in several calls, a table's rows chunk by chunk)."""
-        pending, self.pending = self.pending, []
-        if not pending:
-            return
         decode = self.opts.validate == "decode"
-        files = list(dict.fromkeys(item[4] for item in pending))
-        errors = check_files(files, decode=decode, progress=progress)
+        if self.check_pool is not None:
+            self.submit_checks()
+            pending, self._waiting, self._submitted = self._waiting, [], set()
+            shown = progress if progress is not None else CheckProgress(len(pending), decode=decode)
+            errors = self.check_pool.collect(shown.files)
+            if progress is None:
+                shown.close()
+        else:
+            pending, self.pending = self.pending, []
+            if not pending:
+                return
+            files = list(dict.fromkeys(item[4] for item in pending))
+            errors = check_files(files, decode=decode, progress=progress)
         for problems, name, number, column, file in pending:
             error = errors.get(file)
             if error is not None:
                 problems.append(str(bad(name, number, column, error)))
+
+
+    def submit_checks(self) -> None:
+        """Send the files :meth:`sample` queued so far to worker processes
+        (:class:`~mmcore_plugins.datasets.manifest.check_pool.FileCheckPool`, started on the first
+        call), each distinct file once until :meth:`run_checks` collects the verdicts; meanwhile this
+        process parses more rows. For a large table (the caller decides: ``check_pool.POOL_MIN_ROWS``);
+        without fork, on a machine with no idle CPU (:func:`~mmcore_plugins.datasets.manifest.check_pool.worker_count`),
+        or with ``validate`` other than header/decode, the files stay queued for :meth:`run_checks`.
+        Call :meth:`close` when done."""
+        if self.opts.validate not in ("header", "decode") or not self.pending:
+            return
+        if self.check_pool is None:
+            from mmcore_plugins.datasets.manifest.check_pool import FileCheckPool, worker_count
+
+            workers = worker_count() if FileCheckPool.available() and not self._no_pool else 0
+            if not workers:  # no fork, or no CPU to spare: checked in this process by run_checks
+                self._no_pool = True
+                return
+            self.check_pool = FileCheckPool(decode=self.opts.validate == "decode", workers=workers)
+        new = [file for file in dict.fromkeys(item[4] for item in self.pending) if file not in self._submitted]
+        self._submitted.update(new)
+        self._waiting += self.pending
+        self.pending = []
+        self.check_pool.submit(new)
+
+    def close(self) -> None:
+        """Stop :meth:`submit_checks`'s worker processes, if any."""
+        if self.check_pool is not None:
+            self.check_pool.close()
+            self.check_pool = None
 
 
 #: Seconds of checking after which check_files reports its progress on stderr.
@@ -308,7 +366,7 @@ def check_files(files: Sequence[str | os.PathLike], *, decode: bool = True, work
         failed = []
         for file in part:
             try:
-                check_file(Path(file), decode=decode)
+                check_file(file, decode=decode)
             except ValueError as exc:  # MediaError: the message names the file
                 failed.append((file, str(exc)))
         return failed

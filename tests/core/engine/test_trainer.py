@@ -351,6 +351,32 @@ def test_cached_frozen_features_train_the_same_model_without_running_the_backbon
     assert not any(type(p).__name__ == "CachingProcessor" for p in model.processors.values())
 
 
+def test_a_feature_budget_keeps_the_rows_whose_features_were_computed_in_time(tmp_path):
+    """``Trainer.feature_budget`` (what ``mmcore fit`` sets): val first and whole, then training rows in a seeded
+    random order while the budget allows; training reads only those rows (never the backbone again)."""
+    config = {
+        "data": {"name": "photo_words"},
+        "model": {"encoders": {"image": {"name": "image_torchvision", "arch": "resnet18", "image_size": 32, "freeze": True,
+                                         "dim": 8}},
+                  "head": {"name": "classification", "num_classes": 3}},
+        "trainer": {"epochs": 2, "batch_size": 4, "progress": False, "plots": False, "tensorboard": False, "cache_features": True},
+    }
+    asked, kept = [], {}
+    with mmcore.register_plugin(_PhotoWords(), "photo_words"):
+        for run in ("a", "b"):
+            counter = _BackboneCalls()
+            with mmcore.register_plugin(counter, f"counter-{run}"):
+                trainer = Trainer({**config, "trainer": {**config["trainer"], "run_dir": str(tmp_path / run)}})
+                trainer.feature_budget = lambda done, total, pace: asked.append((done, total, pace)) or done < 8
+                report = trainer.fit()
+            kept[run] = list(trainer.datasets["train"].indices)
+            assert trainer.feature_rows == (8, 12) and len(trainer.datasets["train"]) == 8
+            assert report["samples"]["train"] == 8 and report["steps"] == 2 * 2  # 8 rows, batch 4, 2 epochs
+            assert counter.calls == 1, "training read cached rows only; the backbone ran for the test batch alone"
+    assert [(d, t) for d, t, _ in asked] == [(4, 12), (8, 12)] * 2 and all(pace > 0 for _, _, pace in asked)
+    assert kept["a"] == kept["b"] != list(range(8)), "a seeded random sample of the split, the same every run"
+
+
 def test_cache_features_without_a_frozen_encoder_is_a_config_error(wine_config):
     wine_config["trainer"]["cache_features"] = True
     with pytest.raises(ConfigError, match="trainer.cache_features: no encoder of the model is frozen"):

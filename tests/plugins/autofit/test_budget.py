@@ -264,3 +264,43 @@ def test_a_plan_of_several_epochs_gets_one_more_that_the_limit_may_end():
     assert planned_epochs(EXTRA_EPOCH_FROM, 80) == EXTRA_EPOCH_FROM + 1 and planned_epochs(14, 80) == 15
     assert planned_epochs(EXTRA_EPOCH_FROM - 1, 80) == EXTRA_EPOCH_FROM - 1  # few epochs: the schedule's end matters
     assert planned_epochs(1, 80) == 1 and planned_epochs(30, 30) == 30  # never past --max-epochs
+
+
+def test_the_feature_budget_stops_training_rows_when_the_pace_leaves_no_time_to_train():
+    """fit's Trainer.feature_budget: go on while the time left covers the test pass at the pace seen, the
+    reserve and half of the planned training (test features priced at the slower of planned and seen)."""
+    import types
+
+    from mmcore_plugins.autofit.fitting import _feature_budget
+
+    schedule = types.SimpleNamespace(planned={"features": 100.0, "test": 60.0, "training": 200.0})
+    counts = {"train": 800, "val": 200, "test": 500}  # 0.1 s a row planned; the test pass reads for 10 s besides
+    now = [0.0]
+    trainer = types.SimpleNamespace(feature_budget=None)
+    pace = _feature_budget(trainer, schedule, counts, deadline=1000.0, clock=lambda: now[0], reserve=5.0)
+    assert pace == {"planned": 0.1, "seen": 0.0}
+    budget = trainer.feature_budget
+    # at the planned pace the rest needs 10 + 50 + 5 + 100 = 165 s
+    now[0] = 834.0
+    assert budget(100, 800, 0.1) and pace["seen"] == 0.1
+    now[0] = 836.0
+    assert not budget(100, 800, 0.1)
+    # three times slower: the test features cost 150 s, so the rows stop 100 s earlier
+    now[0] = 734.0
+    assert budget(100, 800, 0.3)
+    now[0] = 736.0
+    assert not budget(100, 800, 0.3)
+    # faster than planned: the test pass is still priced at the plan's pace
+    now[0] = 836.0
+    assert not budget(100, 800, 0.01)
+
+
+def test_no_feature_budget_without_frozen_features():
+    import types
+
+    from mmcore_plugins.autofit.fitting import _feature_budget
+
+    trainer = types.SimpleNamespace(feature_budget=None)
+    schedule = types.SimpleNamespace(planned={"features": 0.0, "test": 5.0, "training": 100.0})
+    _feature_budget(trainer, schedule, {"train": 10, "val": 5, "test": 5}, deadline=10.0, clock=lambda: 0.0, reserve=1.0)
+    assert trainer.feature_budget is None

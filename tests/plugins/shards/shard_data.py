@@ -54,3 +54,56 @@ MODEL = {
     "fusion": {"name": "concat", "dim": 8},
     "head": {"name": "classification"},
 }
+
+
+#: A Trainer that records each optimiser step's sample numbers by epoch (``seen[epoch]``: ``[(step, ids)]``)
+#: and stops like a killed process (KeyboardInterrupt: only the checkpoints written so far remain)
+#: right after step ``kill_at``. Source text, so the torchrun workers run the same class.
+RECORDING = """
+from mmcore.engine.trainer import Trainer
+
+
+class Recording(Trainer):
+    def __init__(self, *args, kill_at=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.kill_at, self.seen = kill_at, {}
+
+    def train_step(self, batch, **kwargs):
+        loss = super().train_step(batch, **kwargs)
+        if kwargs.get("counted", True):
+            self.seen.setdefault(self.epoch, []).append((self.step, batch["index"].tolist()))
+        if self.step == self.kill_at:
+            raise KeyboardInterrupt
+        return loss
+"""
+_namespace: dict = {}
+exec(compile(RECORDING, "shard_data.RECORDING", "exec"), _namespace)  # noqa: S102 - our own source, above
+Recording = _namespace["Recording"]
+#: 13 training rows in global batches of 4: steps an epoch; with checkpoint_every_steps 2, a run killed
+#: right after step KILL (epoch 2) resumes from its checkpoint of step SAVED
+STEPS, KILL, SAVED = 4, 7, 6
+
+
+def check_resumed(tmp_path, straight, resumed, before, after, straight_order):
+    """The run ``resumed`` (killed after its mid-epoch checkpoint, then resumed) against the uninterrupted
+    ``straight``: epoch 2's samples before the checkpoint (``before``) and after the resume (``after``)
+    are each training sample exactly once, in the uninterrupted run's set; the same weights (1e-6),
+    sample counts, steps and per-epoch training loss."""
+    import json
+    from collections import Counter
+
+    import pytest
+    from safetensors.torch import load_file
+
+    from mmcore.engine.checkpoint import load_training_state
+
+    assert Counter(before + after) == Counter(range(SPLIT_ROWS["train"])), "every sample of epoch 2 exactly once across the kill"
+    assert sorted(before + after) == sorted(straight_order)
+    assert "partial_epoch" not in load_training_state(tmp_path / resumed / "last")  # the epoch-end checkpoint replaced it
+    wa, wb = (load_file(str(tmp_path / run / "last" / "model.safetensors")) for run in (straight, resumed))
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert (wa[key] - wb[key]).abs().max() <= 1e-6, key
+    a, b = (json.loads((tmp_path / run / "report.json").read_text()) for run in (straight, resumed))
+    assert b["samples"] == a["samples"] == SPLIT_ROWS and b["steps"] == a["steps"] == 2 * STEPS
+    assert [r["train/loss"] for r in b["history"]] == pytest.approx([r["train/loss"] for r in a["history"]], abs=1e-6)

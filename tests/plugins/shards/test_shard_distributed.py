@@ -1,6 +1,8 @@
 """Shards under any processes x DataLoader workers: every sample exactly once per epoch, the same
 number of steps on every process, a (seed, epoch) order, and the same model as the manifest -- in
-one process, and under torchrun with 2 gloo processes x 2 workers on a single shard."""
+one process, and under torchrun with 2 gloo processes x 2 workers on a single shard, where a run
+killed mid-epoch and resumed also uses every sample of that epoch exactly once (test_shard_resume.py
+for one process)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from collections import Counter
 import pytest
 import yaml
 from safetensors.torch import load_file
-from shard_data import DATA, MODEL, SPLIT_ROWS
+from shard_data import DATA, KILL, MODEL, RECORDING, SAVED, SPLIT_ROWS, check_resumed
 from torch.utils.data import DataLoader, get_worker_info
 
 from mmcore.engine.distributed import GlobalBatchSampler
@@ -100,23 +102,44 @@ def test_training_from_shards_gives_the_manifests_weights(table, tmp_path):
     assert one["history"][-1]["train/loss"] == pytest.approx(two["history"][-1]["train/loss"], abs=1e-6)
 
 
-#: Run by each torchrun process: the manifest's config, then the shards' (2 DataLoader workers), in one group.
-WORKER = """
+#: Run by each torchrun process, in one group: the manifest's config; the shards' (2 DataLoader workers,
+#: a mid-epoch checkpoint every 2 steps); the same killed right after step KILL, then resumed. Each
+#: process writes the sample numbers it trained on in epoch 2 (the killed run's up to its checkpoint).
+WORKER = RECORDING + """
+import json
+import os
 import sys
+
 import torch.distributed as dist
 import yaml
-from mmcore.engine.trainer import Trainer
 
 dist.init_process_group("gloo")
-for path in sys.argv[1:]:
-    Trainer(yaml.safe_load(open(path))).fit()
-    dist.barrier()
+manifest, sharded, resumed, out, kill, saved = *sys.argv[1:5], int(sys.argv[5]), int(sys.argv[6])
+Trainer(yaml.safe_load(open(manifest))).fit()
+dist.barrier()
+a = Recording(yaml.safe_load(open(sharded)))
+a.fit()
+dist.barrier()
+config = yaml.safe_load(open(resumed))
+b = Recording(config, kill_at=kill)
+try:
+    b.fit()
+except KeyboardInterrupt:
+    pass
+dist.barrier()
+c = Recording(config, resume=config["trainer"]["run_dir"])
+c.fit()
+seen = {"straight": [i for _, ids in a.seen[2] for i in ids], "before": [i for s, ids in b.seen[2] if s <= saved for i in ids],
+        "after": [i for _, ids in c.seen[2] for i in ids], "first_step": c.seen[2][0][0]}
+with open(os.path.join(out, f"seen{dist.get_rank()}.json"), "w") as fh:
+    json.dump(seen, fh)
+dist.barrier()
 dist.destroy_process_group()
 """
 
 
 @pytest.mark.slow  # two fresh processes import torch (~20-60 s on 2 busy cores)
-def test_torchrun_two_processes_two_workers_one_shard_finish_and_match_the_manifest(table, tmp_path):
+def test_torchrun_two_processes_two_workers_one_shard_match_the_manifest_and_resume_mid_epoch(table, tmp_path):
     from mmcore.engine.datasets import model_data_options
     from mmcore.plugin_manager import get_plugin_manager
 
@@ -124,23 +147,31 @@ def test_torchrun_two_processes_two_workers_one_shard_finish_and_match_the_manif
     index = write_shards(str(table), DATA, implied, tmp_path / "shards", shard_size=1000)
     assert len(index["splits"]["train"]["shards"]) == 1  # one shard for 2 processes x 2 workers
     configs = []
-    for name, data, workers in (("manifest", {**DATA, "path": str(table)}, 0),
-                                ("sharded", {"name": "shards", "path": str(tmp_path / "shards")}, 2)):
+    shards = {"name": "shards", "path": str(tmp_path / "shards")}
+    for name, data, options in (("manifest", {**DATA, "path": str(table)}, {}),
+                                ("sharded", shards, {"num_workers": 2, "checkpoint_every_steps": 2}),
+                                ("resumed", shards, {"num_workers": 2, "checkpoint_every_steps": 2})):
         configs.append(tmp_path / f"{name}.yaml")
-        configs[-1].write_text(yaml.safe_dump(trainer_config(data, tmp_path / name, num_workers=workers)))
+        configs[-1].write_text(yaml.safe_dump(trainer_config(data, tmp_path / name, **options)))
     (tmp_path / "worker.py").write_text(WORKER)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    command = [*launcher, str(tmp_path / "worker.py"), *map(str, configs), str(tmp_path), str(KILL), str(SAVED)]
     for _ in range(2):
         # the timeout makes a hang a failure, not a stuck suite
-        result = subprocess.run([*launcher, str(tmp_path / "worker.py"), *map(str, configs)], capture_output=True, text=True,
-                                env=env, timeout=400)
+        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=400)
         if result.returncode == 0 or "SIGABRT" not in result.stderr:  # gloo's rare abort on a loaded VM: retried once
             break
     assert result.returncode == 0, result.stderr[-3000:]
     manifest, sharded = (json.loads((tmp_path / name / "report.json").read_text()) for name in ("manifest", "sharded"))
     assert sharded["world_size"] == 2 and sharded["samples"] == manifest["samples"] == SPLIT_ROWS
     assert sharded["steps"] == manifest["steps"] == 2 * 4  # 13 rows in global batches of 4: 4 steps an epoch
+    # (the shards' run wrote mid-epoch checkpoints, the manifest's did not: checkpoints change nothing)
     wa, wb = (load_file(str(tmp_path / run / "last" / "model.safetensors")) for run in ("manifest", "sharded"))
     for key in wa:
         assert (wa[key] - wb[key]).abs().max() <= 1e-6, key
+    # Killed mid-epoch 2 and resumed: every sample of the epoch exactly once over both processes, the same weights.
+    seen = [json.loads((tmp_path / f"seen{rank}.json").read_text()) for rank in (0, 1)]
+    assert [s["first_step"] for s in seen] == [SAVED + 1, SAVED + 1]
+    check_resumed(tmp_path, "sharded", "resumed", [i for s in seen for i in s["before"]], [i for s in seen for i in s["after"]],
+                  [i for s in seen for i in s["straight"]])
