@@ -214,6 +214,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2, help="intra-op threads of the server and of this process")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--prepare-threads", type=int, help="the server's --prepare-threads (default: its own)")
+    parser.add_argument("--batch-threads", type=int, help="the server's --batch-threads (default: its own; 1: one model "
+                                                          "call per batch)")
     parser.add_argument("--window-ms", type=float, help="the server's --window-ms (default: its own)")
     parser.add_argument("--server-log", default="runs/deploy_serve_server.log", help="the server's stderr (default %(default)s)")
     args = parser.parse_args()
@@ -241,6 +243,7 @@ def main() -> int:
     server = subprocess.Popen([sys.executable, "-m", "mmcore", "serve", str(path), "--port", str(port), "--threads",
                                str(args.threads), "--workers", str(args.workers), "--log-level", "warning"]
                               + (["--prepare-threads", str(args.prepare_threads)] if args.prepare_threads else [])
+                              + (["--batch-threads", str(args.batch_threads)] if args.batch_threads else [])
                               + (["--window-ms", str(args.window_ms)] if args.window_ms is not None else []),
                               stdout=subprocess.DEVNULL, stderr=log, text=True)
     url = f"http://127.0.0.1:{port}"

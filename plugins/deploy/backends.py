@@ -190,6 +190,9 @@ class Backend:
     #: Those of them that ``mmcore fit`` inferred as ids (``sku``, ``Kundennr``): a record's values of them are
     #: echoed in its answer (:meth:`ids`), as ``mmcore predict --data`` writes them into each line.
     id_columns: tuple[str, ...] = ()
+    #: Whether :meth:`predict` may run on several threads at once, each on part of a batch (the server splits
+    #: large batches so: :class:`mmcore_plugins.deploy.serve.MicroBatcher`). False unless a backend says so.
+    parallel_parts: bool = False
 
     @property
     def by_column(self) -> bool:
@@ -419,6 +422,10 @@ def _decode_error(field: str, exc: Exception) -> FieldError:
 
 class RunBackend(Backend):
     """A run directory's best checkpoint, eager, with its processors."""
+
+    #: The eager forward pass keeps no state between calls (eval mode; ``torch.no_grad`` is per thread) and
+    #: each thread runs its own torch operations: parts of a batch may run at once.
+    parallel_parts = True
 
     def __init__(self, run_dir: str | Path, manager: Any, checkpoint: str = "best") -> None:
         import torch

@@ -67,7 +67,7 @@ def cmd_serve(args: argparse.Namespace, manager) -> int:
     if missing:
         raise ConfigError([ConfigIssue("", f"mmcore serve needs {', '.join(missing)}: pip install 'mmcore[serve]'")])
     issues = []
-    for name in ("workers", "max_batch", "max_queue", "max_records", "prepare_threads"):
+    for name in ("workers", "max_batch", "max_queue", "max_records", "prepare_threads", "batch_threads"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             issues.append(ConfigIssue(f"--{name.replace('_', '-')}", f"must be a positive int, got {getattr(args, name)}"))
     if args.window_ms < 0:
@@ -85,7 +85,7 @@ def cmd_serve(args: argparse.Namespace, manager) -> int:
     port = sock.getsockname()[1]  # --port 0: the free port the OS chose
     options = {"path": str(args.path), "graph": args.graph, "threads": args.threads, "max_batch": args.max_batch,
                "window_ms": args.window_ms, "max_queue": args.max_queue, "max_body_bytes": int(args.max_body_mb * 2**20),
-               "max_records": args.max_records, "prepare_threads": args.prepare_threads}
+               "max_records": args.max_records, "prepare_threads": args.prepare_threads, "batch_threads": args.batch_threads}
     try:
         backend = open_backend(args.path, manager, graph=args.graph)  # a bad path or damaged run: one line, exit 2, now
         del backend
@@ -125,6 +125,9 @@ def mmcore_add_commands(subparsers) -> None:
                                                                 "with every request that arrived meanwhile)")
     p.add_argument("--prepare-threads", type=int, help="threads decoding and preprocessing requests (default: one per "
                                                        "usable CPU, at most 4)")
+    p.add_argument("--batch-threads", type=int, help="threads running parts of a large batch at once, a run directory's "
+                                                     "eager model only (default: one per usable CPU, at most 4; 1: one "
+                                                     "model call per batch)")
     p.add_argument("--max-queue", type=int, default=256, help="requests waiting for the model before 503 (default 256)")
     p.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body, uploads included (default 32)")
     p.add_argument("--max-records", type=int, default=256, help="most records in one JSON request (default 256)")

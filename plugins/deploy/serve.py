@@ -26,6 +26,9 @@ loop runs a batch as soon as the model thread is free, with everything that queu
 most ``max_batch`` records (a single request with more runs alone). No fixed delay: a lone request
 never waits (it is decoded in the model thread, right before its forward pass), and under load the
 batches grow by themselves. ``window_ms`` > 0 lets a batch wait for requests still being decoded.
+A batch of a backend that allows it (the eager model of a run directory) is split into parts of at
+least :data:`PART_MIN` records run at once on ``batch_threads`` threads, one intra-op thread each:
+the small tensor operations of one forward pass do not spread over cores, parts do.
 The queue is bounded (``max_queue`` requests): a full queue answers 503 at once rather than
 letting latency grow without limit. Each answer's ``Server-Timing`` header says where its time
 went (ms): ``read`` (the body), ``parse`` (JSON / multipart and checks), ``prepare`` (decoding and
@@ -51,7 +54,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any, NamedTuple
 
 from fastapi import Request
@@ -73,6 +76,9 @@ MAX_QUEUE = 256
 MAX_BODY_BYTES = 32 * 1024 * 1024
 MAX_RECORDS = 256
 MAX_FILES = 64
+#: Fewest records in a part of a split batch: below ~4 records a forward pass costs more per record
+#: (demo model, one thread, CPU per record: 6-9 ms at 1 record, 2.3-3.8 ms at 2-4, ~2 ms at 8-16).
+PART_MIN = 4
 
 
 class ApiError(Exception):
@@ -102,15 +108,35 @@ class MicroBatcher:
     that arrives while nothing else is in flight is decoded in the model thread right before its
     forward pass instead: one hand-over between threads rather than two (each costs a wake-up,
     milliseconds on a busy machine), and there is nothing to overlap with.
+
+    Threads: the model thread runs a lone request with the process's intra-op threads (as a caller of
+    ``backend.predict`` alone would). Where ``backend.parallel_parts``, a batch of at least
+    ``2 * PART_MIN`` records is split into up to ``batch_threads`` parts (contiguous, in order) run at
+    once in a pool of that many threads, each with ``intra-op threads // batch_threads`` (at least 1)
+    of its own: at batch sizes of 4-32 the operations are too small for an intra-op team to pay off
+    (measured on the demo model: 2 threads no faster than 1 at batch 16), so one forward pass keeps
+    about one core busy, and the parts use the others. The decoding threads run their torch
+    operations (resampling FFT, resizing) on one intra-op thread each: a record's are too small to
+    share, and a team of two on cores the other threads occupy waits for its slowest member.
     """
 
     def __init__(self, backend: Backend, *, max_batch: int = MAX_BATCH, window_ms: float = WINDOW_MS,
-                 max_queue: int = MAX_QUEUE, prepare_threads: int | None = None) -> None:
+                 max_queue: int = MAX_QUEUE, prepare_threads: int | None = None, batch_threads: int | None = None) -> None:
+        import torch
+
         self.backend, self.max_batch, self.window, self.max_queue = backend, max_batch, window_ms / 1000.0, max_queue
         self.queue: asyncio.Queue | None = None
-        self.executor = ThreadPoolExecutor(1, thread_name_prefix="mmcore-model")
+        intra_op = torch.get_num_threads()  # the process's (--threads), read before any thread below sets its own
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="mmcore-model", initializer=torch.set_num_threads,
+                                           initargs=(intra_op,))
         self.prepare_threads = prepare_threads or default_prepare_threads()
-        self.prepare_executor = ThreadPoolExecutor(self.prepare_threads, thread_name_prefix="mmcore-prepare")
+        self.prepare_executor = ThreadPoolExecutor(self.prepare_threads, thread_name_prefix="mmcore-prepare",
+                                                   initializer=torch.set_num_threads, initargs=(1,))
+        parallel = getattr(backend, "parallel_parts", False)
+        self.batch_threads = (batch_threads or default_batch_threads()) if parallel else 1
+        self.part_executor = ThreadPoolExecutor(
+            self.batch_threads, thread_name_prefix="mmcore-part", initializer=torch.set_num_threads,
+            initargs=(max(1, intra_op // self.batch_threads),)) if self.batch_threads > 1 else None
         self.in_preparation = 0
         self.running = False
         self.batches = self.records = 0
@@ -135,6 +161,8 @@ class MicroBatcher:
                 pass
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.prepare_executor.shutdown(wait=False, cancel_futures=True)
+        if self.part_executor is not None:
+            self.part_executor.shutdown(wait=False, cancel_futures=True)
 
     class preparing:  # noqa: N801 - used as `with batcher.preparing(batcher):`
         """Counts a request as being prepared (a batch with ``window_ms`` > 0 may wait for it)."""
@@ -230,7 +258,8 @@ class MicroBatcher:
                 start += len(job.items)
 
     def _run_batch(self, batch: Sequence["_Job"]) -> tuple[list[dict[str, Any]], float, float]:
-        """In the model thread: prepare the lone request's records (if any), then one forward pass for all."""
+        """In the model thread: prepare the lone request's records (if any), then one forward pass for all (or,
+        for a large batch, one per part, at once: :meth:`_predict`)."""
         for job in batch:
             if job.prepare is not None:
                 began = time.perf_counter()
@@ -242,8 +271,19 @@ class MicroBatcher:
                 job.queued += job.prepared  # its wait for the model ends when its preparation does
         flat = [x for job in batch if job.error is None for x in job.items]
         started = time.perf_counter()
-        results = self.backend.predict(flat) if flat else []
+        results = self._predict(flat) if flat else []
         return results, started, time.perf_counter() - started
+
+    def _predict(self, flat: Sequence[Any]) -> list[dict[str, Any]]:
+        """``backend.predict(flat)``, or the same in ``k`` contiguous parts of at least :data:`PART_MIN` records
+        run at once in the part threads (results in order; the first error raised once every part is done)."""
+        k = min(self.batch_threads, len(flat) // PART_MIN)
+        if k <= 1 or self.part_executor is None:
+            return self.backend.predict(flat)
+        bounds = [round(i * len(flat) / k) for i in range(k + 1)]
+        parts = [self.part_executor.submit(self.backend.predict, flat[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        wait(parts)
+        return [result for part in parts for result in part.result()]
 
 
 class _Job:
@@ -268,6 +308,13 @@ class BatchTiming(NamedTuple):
     queue: float
     model: float
     size: int
+
+
+def default_batch_threads() -> int:
+    """Threads that run the parts of a batch at once: one per usable CPU, at most 4."""
+    from mmcore.threads import usable_cpus
+
+    return max(1, min(4, usable_cpus()))
 
 
 def default_prepare_threads() -> int:
@@ -472,7 +519,8 @@ def predict_openapi(backend: Backend) -> dict[str, Any]:
 
 
 def create_app(backend: Backend, *, max_batch: int = MAX_BATCH, window_ms: float = WINDOW_MS, max_queue: int = MAX_QUEUE,
-               max_body_bytes: int = MAX_BODY_BYTES, max_records: int = MAX_RECORDS, prepare_threads: int | None = None) -> Any:
+               max_body_bytes: int = MAX_BODY_BYTES, max_records: int = MAX_RECORDS, prepare_threads: int | None = None,
+               batch_threads: int | None = None) -> Any:
     """The FastAPI app serving ``backend`` (see the module docstring)."""
     from contextlib import asynccontextmanager
 
@@ -484,7 +532,7 @@ def create_app(backend: Backend, *, max_batch: int = MAX_BATCH, window_ms: float
     from mmcore_plugins.deploy.page import render_page
 
     batcher = MicroBatcher(backend, max_batch=max_batch, window_ms=window_ms, max_queue=max_queue,
-                           prepare_threads=prepare_threads)
+                           prepare_threads=prepare_threads, batch_threads=batch_threads)
     counts = {"requests": 0, "predicted": 0, "rejected": 0}
     lock = threading.Lock()
     started = time.time()
@@ -531,7 +579,7 @@ def create_app(backend: Backend, *, max_batch: int = MAX_BATCH, window_ms: float
         return {**columns, "slots": [s.to_json() for s in backend.slots], "head": backend.head, "model": backend.description,
                 "limits": {"max_body_bytes": max_body_bytes, "max_records": max_records, "max_files": MAX_FILES},
                 "batching": {"max_batch": max_batch, "window_ms": window_ms, "max_queue": max_queue,
-                             "prepare_threads": batcher.prepare_threads},
+                             "prepare_threads": batcher.prepare_threads, "batch_threads": batcher.batch_threads},
                 "versions": _versions()}
 
     @app.get("/healthz")
@@ -646,7 +694,7 @@ def _build(options: Mapping[str, Any]) -> Any:
     backend = open_backend(options["path"], graph=options.get("graph"), threads=options.get("threads"), spinning=ORT_SPINNING)
     return create_app(backend, max_batch=options["max_batch"], window_ms=options["window_ms"], max_queue=options["max_queue"],
                       max_body_bytes=options["max_body_bytes"], max_records=options["max_records"],
-                      prepare_threads=options.get("prepare_threads"))
+                      prepare_threads=options.get("prepare_threads"), batch_threads=options.get("batch_threads"))
 
 
 def _threads(threads: int | None) -> None:

@@ -312,3 +312,60 @@ def test_served_answers_equal_the_predictors_single_and_batched_with_missing_mod
         for answer, probabilities in zip(got, expected, strict=True):
             assert answer["prediction"] == max(probabilities, key=probabilities.get)
             assert max(abs(answer["probabilities"][c] - probabilities[c]) for c in CLASSES) <= 2e-6  # rounded to 6 places
+
+
+class _Recording:
+    """A backend that records which thread ran each predict call and on how many records (and may fail)."""
+
+    parallel_parts = True
+
+    def __init__(self, inner, fail_on: int | None = None) -> None:
+        self.inner, self.fail_on, self.calls = inner, fail_on, []
+        self.lock = threading.Lock()
+
+    def predict(self, items):
+        with self.lock:
+            self.calls.append((threading.current_thread().name, len(items)))
+        if self.fail_on is not None and len(items) == self.fail_on:
+            raise RuntimeError("this part failed")
+        return self.inner.predict(items)
+
+
+def test_a_large_batch_runs_in_parts_at_once_and_answers_as_one_call(run_backend):
+    """A batch of >= 2 * PART_MIN records (eager run) is split into contiguous parts on the part threads; the
+    answers are those of one call, in order; a batch too small to split, or a lone record, is one call in the
+    model thread; an error in a part reaches the caller once every part is done."""
+    from mmcore_plugins.deploy.serve import PART_MIN, MicroBatcher
+
+    assert run_backend.parallel_parts
+    texts, sizes = ["round ring", "plus sign", "bar line", None], [1.0, 2.5, None]
+    records = [{k: v for k, v in {"text": texts[i % 4], "profile": {"size": sizes[i % 3]} if sizes[i % 3] else None,
+                                  "image": png_bytes(CLASSES[i % 3], i) if i % 2 else None}.items() if v is not None}
+               for i in range(2 * PART_MIN + 1)]
+    items = [run_backend.prepare(run_backend.check(r)) for r in records]
+    whole = run_backend.predict(items)
+    recording = _Recording(run_backend)
+    batcher = MicroBatcher(recording, batch_threads=2)
+    failing = MicroBatcher(_Recording(run_backend, fail_on=PART_MIN + 1), batch_threads=2)
+    try:
+        split = batcher._predict(items)
+        assert sorted(n for _, n in recording.calls) == [PART_MIN, PART_MIN + 1]
+        assert all(name.startswith("mmcore-part") for name, _ in recording.calls)
+        assert [r["modalities"] for r in split] == [r["modalities"] for r in whole]
+        for a, b in zip(split, whole, strict=True):
+            assert a["prediction"] == b["prediction"]
+            assert max(abs(a["probabilities"][c] - b["probabilities"][c]) for c in CLASSES) <= 2e-6  # rounded to 6 places
+        recording.calls.clear()
+        assert len(batcher._predict(items[: 2 * PART_MIN - 1])) == 2 * PART_MIN - 1
+        assert recording.calls == [(threading.current_thread().name, 2 * PART_MIN - 1)]  # too small: one call, here
+        with pytest.raises(RuntimeError, match="this part failed"):
+            failing._predict(items)
+        assert len(failing.backend.calls) == 2
+    finally:
+        for b in (batcher, failing):
+            asyncio.run(b.stop())
+    one = MicroBatcher(recording, batch_threads=1)
+    assert one.part_executor is None and one.batch_threads == 1
+    assert MicroBatcher(_Gated(run_backend)).batch_threads >= 1
+    plain = MicroBatcher(type("Plain", (), {"predict": run_backend.predict})(), batch_threads=4)
+    assert plain.batch_threads == 1 and plain.part_executor is None  # a backend that does not allow parts: whole batches

@@ -205,6 +205,8 @@ def test_the_serve_command_serves_until_interrupted(small_export, tmp_path, caps
     # A bad option is refused before anything is loaded (in-process: one interpreter start fewer).
     assert main(["serve", str(small_export), "--max-batch", "0"]) == 2
     assert "--max-batch: must be a positive int" in capsys.readouterr().err
+    assert main(["serve", str(small_export), "--batch-threads", "0"]) == 2
+    assert "--batch-threads: must be a positive int" in capsys.readouterr().err
     process = subprocess.Popen([sys.executable, "-m", "mmcore", "serve", str(small_export), "--port", str(port),
                                 "--graph", "model.onnx", "--log-level", "warning"], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, cwd=tmp_path)
