@@ -126,8 +126,8 @@ def mmcore_add_commands(subparsers) -> None:
     p.add_argument("--prepare-threads", type=int, help="threads decoding and preprocessing requests (default: one per "
                                                        "usable CPU, at most 4)")
     p.add_argument("--batch-threads", type=int, help="threads running parts of a large batch at once, a run directory's "
-                                                     "eager model only (default: one per usable CPU, at most 4; 1: one "
-                                                     "model call per batch)")
+                                                     "eager model only (default 1: one model call per batch; parts "
+                                                     "measured no faster on 2 cores)")
     p.add_argument("--max-queue", type=int, default=256, help="requests waiting for the model before 503 (default 256)")
     p.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body, uploads included (default 32)")
     p.add_argument("--max-records", type=int, default=256, help="most records in one JSON request (default 256)")

@@ -311,10 +311,11 @@ class BatchTiming(NamedTuple):
 
 
 def default_batch_threads() -> int:
-    """Threads that run the parts of a batch at once: one per usable CPU, at most 4."""
-    from mmcore.threads import usable_cpus
-
-    return max(1, min(4, usable_cpus()))
+    """Threads that run the parts of a batch at once unless ``--batch-threads`` says otherwise: 1 (one model call
+    per batch). Parts were measured no faster on the 2-core machine, quiet: 32 clients vs one at a time, median
+    3.06x with parts vs 3.15x without over 9 alternated rounds each (benchmarks/RESULTS.md, session 10); a
+    machine with more cores may gain from them, measured with ``benchmarks/deploy_serve.py --batch-threads N``."""
+    return 1
 
 
 def default_prepare_threads() -> int:
