@@ -33,8 +33,9 @@ POOL_MIN_ROWS = 10_000
 CHUNK_FILES = 1024
 
 
-def check_part(files: Sequence[str], decode: bool) -> list[tuple[str, str]]:
-    """``[(file, error message)]`` for the files of ``files`` that fail :func:`check_file` (run in a worker)."""
+def check_part(files: Sequence[str | os.PathLike], decode: bool) -> list[tuple[Any, str]]:
+    """``[(file, error message)]`` for the files of ``files`` that fail :func:`check_file` (in a worker process,
+    or a thread of :func:`~mmcore_plugins.datasets.manifest.rows.check_files`)."""
     from mmcore_plugins.datasets.manifest.rows import check_file
 
     failed = []

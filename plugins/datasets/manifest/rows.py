@@ -360,16 +360,12 @@ def check_files(files: Sequence[str | os.PathLike], *, decode: bool = True, work
     if workers is None:
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         workers = max(1, min(8, cpus // 2))
+    from mmcore_plugins.datasets.manifest.check_pool import check_part
+
     chunk = 256
 
     def run(part: Sequence[str | os.PathLike]) -> list[tuple[Any, str]]:
-        failed = []
-        for file in part:
-            try:
-                check_file(file, decode=decode)
-            except ValueError as exc:  # MediaError: the message names the file
-                failed.append((file, str(exc)))
-        return failed
+        return check_part(part, decode)
 
     parts = [files[i:i + chunk] for i in range(0, len(files), chunk)]
     errors: dict[Any, str] = {}
