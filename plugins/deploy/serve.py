@@ -370,14 +370,12 @@ async def record_from_form(request: Any, body: bytes, backend: Backend) -> dict[
     A fit run's fields are the user's columns (``Customer Review``, ``Unit Price (EUR)``); its slot names
     (``customer_review``, ``tabular.<column>``) are accepted as aliases. Other runs: ``slot`` and
     ``slot.column``. The record comes back keyed as :meth:`Backend.check` reads it."""
-    from starlette.datastructures import UploadFile
-    from starlette.requests import Request
-
-    async def replay() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
+    kind = request.headers.get("content-type", "")
     try:
-        form = await Request(request.scope, replay).form(max_files=MAX_FILES, max_fields=1000)
+        if kind.split(";")[0].strip().lower() == "multipart/form-data":
+            form = multipart_form(body, kind, max_files=MAX_FILES, max_fields=1000)
+        else:  # application/x-www-form-urlencoded: Starlette's form parser
+            form = await _urlencoded_form(request, body)
     except Exception as exc:  # noqa: BLE001 - python-multipart / starlette parse errors of a malformed body
         raise ApiError(400, f"the multipart body cannot be parsed: {exc}", "body") from exc
     record: dict[str, Any] = {}
@@ -401,7 +399,7 @@ async def record_from_form(request: Any, body: bytes, backend: Backend) -> dict[
                 else:
                     dotted.setdefault(s.name, {})[column] = _table_cell(s, column, value, key)
             continue
-        uploads = [v for v in values if isinstance(v, UploadFile) and (v.filename or v.size)]
+        uploads = [v for v in values if isinstance(v, Upload) and (v.filename or v.size)]
         texts = [v for v in values if isinstance(v, str)]
         if s.kind in ("file", "frames"):
             if texts and any(t.strip() for t in texts):
@@ -411,7 +409,7 @@ async def record_from_form(request: Any, body: bytes, backend: Backend) -> dict[
                 continue
             if s.kind == "file" and len(uploads) > 1:
                 raise ApiError(422, f"one file per {s.modality} {'column' if s.column else 'slot'}, got {len(uploads)}", key)
-            data = [await u.read() for u in uploads]
+            data = [u.data for u in uploads]
             if any(not d for d in data):
                 raise ApiError(422, "the uploaded file is empty", key)
             record[key] = data[0] if s.kind == "file" else data
@@ -420,7 +418,7 @@ async def record_from_form(request: Any, body: bytes, backend: Backend) -> dict[
                 raise ApiError(422, f"one value per text {'column' if s.column else 'slot'}, got {len(values)}", key)
             if uploads:  # a text file: its contents, as UTF-8
                 try:
-                    record[key] = (await uploads[0].read()).decode("utf-8-sig")
+                    record[key] = uploads[0].data.decode("utf-8-sig")
                 except UnicodeDecodeError as exc:
                     raise ApiError(422, f"the uploaded text file is not UTF-8 ({exc.reason} at byte {exc.start})", key) from exc
             elif texts and texts[0].strip():
@@ -450,6 +448,130 @@ async def record_from_form(request: Any, body: bytes, backend: Backend) -> dict[
         record[s.name] = {**cells, **(whole or {})} if s.derive is not None else {
             **{c: None for c in s.categorical}, **cells, **(whole or {})}
     return record
+
+
+class Upload(NamedTuple):
+    """An uploaded file of a multipart form: its file name as sent (may be empty) and its bytes, in memory (the whole
+    body is, bounded by ``max_body_bytes``: :func:`read_body`)."""
+
+    filename: str
+    data: bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+class Form:
+    """A parsed form's fields in order: ``keys()`` (each once, in order of first appearance) and ``getlist(key)``
+    (the field's values: ``str`` for a text field, :class:`Upload` for a file), as Starlette's ``FormData``."""
+
+    def __init__(self, items: Sequence[tuple[str, "str | Upload"]]) -> None:
+        self.fields: dict[str, list[str | Upload]] = {}
+        for key, value in items:
+            self.fields.setdefault(key, []).append(value)
+
+    def keys(self) -> list[str]:
+        return list(self.fields)
+
+    def getlist(self, key: str) -> list["str | Upload"]:
+        return list(self.fields.get(key, ()))
+
+
+#: Largest text field of a multipart form (bytes; Starlette's limit for a part that is not a file).
+MAX_FIELD_BYTES = 1024 * 1024
+
+
+def multipart_form(body: bytes, content_type: str, *, max_files: int, max_fields: int) -> Form:
+    """A ``multipart/form-data`` body (all in memory) -> its fields, parsed by python-multipart's ``MultipartParser``
+    with the rules of Starlette's form parser (``Content-Disposition`` ``name`` required; a part with a ``filename``
+    is a file, any other a text field decoded with the body's charset, at most :data:`MAX_FIELD_BYTES`; at most
+    ``max_files`` files and ``max_fields`` fields), but the files kept as bytes (:class:`Upload`) rather than spooled
+    to temporary files: the body is in memory already, and the form is parsed on the event loop, per request.
+
+    Raises ``ValueError`` (a missing boundary or name, too many files or fields, a field too large) or
+    python-multipart's ``FormParserError`` (malformed data).
+    """
+    import codecs
+
+    from python_multipart.multipart import MultipartParser, parse_options_header
+
+    _, params = parse_options_header(content_type)
+    charset = params.get(b"charset", b"utf-8")
+    try:
+        charset = codecs.lookup(charset.decode("latin-1")).name
+    except LookupError:
+        charset = "latin-1"
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise ValueError("missing boundary in multipart/form-data")
+    items: list[tuple[str, str | Upload]] = []
+    part: dict[str, Any] = {}
+    counts = {"files": 0, "fields": 0}
+
+    def on_part_begin() -> None:
+        part.clear()
+        part.update(headers={}, name=b"", value=b"", data=[], size=0)
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        part["name"] += data[start:end]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        part["value"] += data[start:end]
+
+    def on_header_end() -> None:
+        part["headers"][part["name"].lower()] = part["value"]
+        part["name"] = part["value"] = b""
+
+    def on_headers_finished() -> None:
+        _, options = parse_options_header(part["headers"].get(b"content-disposition", b""))
+        if b"name" not in options:
+            raise ValueError('the Content-Disposition header field "name" must be provided')
+        part["field"] = _decode_form_text(options[b"name"], charset)
+        part["filename"] = _decode_form_text(options[b"filename"], charset) if b"filename" in options else None
+        kind = "files" if part["filename"] is not None else "fields"
+        counts[kind] += 1
+        limit = max_files if kind == "files" else max_fields
+        if counts[kind] > limit:
+            raise ValueError(f"too many {kind}: at most {limit}")
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        part["size"] += end - start
+        if part["filename"] is None and part["size"] > MAX_FIELD_BYTES:
+            raise ValueError(f"a text field is over {MAX_FIELD_BYTES} bytes")
+        part["data"].append(data[start:end])
+
+    def on_part_end() -> None:
+        data = b"".join(part["data"])
+        items.append((part["field"], Upload(part["filename"], data) if part["filename"] is not None
+                      else _decode_form_text(data, charset)))
+
+    parser = MultipartParser(boundary, {"on_part_begin": on_part_begin, "on_header_field": on_header_field,
+                                        "on_header_value": on_header_value, "on_header_end": on_header_end,
+                                        "on_headers_finished": on_headers_finished, "on_part_data": on_part_data,
+                                        "on_part_end": on_part_end})
+    parser.write(body)
+    parser.finalize()
+    return Form(items)
+
+
+def _decode_form_text(value: bytes, charset: str) -> str:
+    """A form's name or text value as Starlette decodes it: in ``charset``, else Latin-1 (never an error)."""
+    try:
+        return value.decode(charset)
+    except (UnicodeDecodeError, LookupError):
+        return value.decode("latin-1")
+
+
+async def _urlencoded_form(request: Any, body: bytes) -> Form:
+    """An ``application/x-www-form-urlencoded`` body -> its fields (Starlette's parser: every value a ``str``)."""
+    from starlette.requests import Request
+
+    async def replay() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    form = await Request(request.scope, replay).form(max_files=MAX_FILES, max_fields=1000)
+    return Form([(k, v) for k, v in form.multi_items() if isinstance(v, str)])
 
 
 def _table_cell(s: Any, column: str, value: str, key: str) -> Any:

@@ -99,8 +99,9 @@ class LogMelProcessor(mmcore.Processor):
         ``torch.stft(center=False)`` of the batch gives every clip's frames (those past a clip's own end are
         masked), then power, mel filters and log for the batch, and each clip's mean and (unbiased)
         standard deviation over its own ``n_mels x T_i`` values as masked sums. The same arithmetic as
-        :meth:`logmel` but for the order of the sums: measured on the demo's clips, within 1e-6 of it
-        (standardised values of order 1) and the same predictions.
+        :meth:`logmel` but for the order of the sums and the power taken as re^2 + im^2 (not ``abs() ** 2``):
+        measured on the demo's 200 test clips, within 1.4e-6 of it (standardised values of order 1) and the same
+        predictions.
         """
         n_fft, hop, side = self.n_fft, self.hop, self.n_fft // 2
         clips = [None if w is None else np.asarray(w, dtype=np.float32) for w in waveforms]
@@ -116,7 +117,10 @@ class LogMelProcessor(mmcore.Processor):
             padded[row, side : side + w.size] = w
             padded[row, :side] = padded[row, 2 * side - back]  # torch.stft's reflect padding, at both ends
             padded[row, end:size] = padded[row, end - 2 - back]
-        power = torch.stft(torch.from_numpy(padded), n_fft, hop, window=self.window, center=False, return_complex=True).abs() ** 2
+        spec = torch.stft(torch.from_numpy(padded), n_fft, hop, window=self.window, center=False, return_complex=True)
+        # |z|^2 as re^2 + im^2: ~3.5x cheaper than abs() ** 2 (a hypot per bin, then its square; within 2.4e-7
+        # relative of it), in the model thread, where the whole batch waits for it
+        power = spec.real**2 + spec.imag**2
         logmel = torch.log(power.transpose(1, 2) @ self.filters + 1e-6)  # [B, T, n_mels]
         frames = torch.tensor([0 if n == 0 else 1 + (n - n_fft) // hop for n in sizes])
         mask = torch.arange(logmel.shape[1])[None, :] < frames[:, None]

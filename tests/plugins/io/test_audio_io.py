@@ -258,3 +258,22 @@ def test_a_known_signature_then_junk_says_the_format_and_libsndfiles_reason(tmp_
     other.write_bytes(b"hello, not audio at all" * 10)
     with pytest.raises(AudioReadError, match="not an audio format libsndfile reads"):
         probe_audio(other)
+
+
+def test_the_fft_size_table_gives_the_smallest_7_smooth_size_the_search_gives():
+    """``_smooth`` (resampling's FFT size) looks the answer up in a table built once; it equals the search it
+    replaced for every small size, around each power of two, past the table's end, and is 2-3-5-7-smooth."""
+    import random
+
+    from mmcore_plugins.io.audio import SMOOTH_TABLE_LIMIT, _smooth, _smooth_search
+
+    sizes = list(range(0, 5000)) + [p + d for p in (1 << k for k in range(13, 33)) for d in (-1, 0, 1)]
+    sizes += [random.Random(0).randrange(1, SMOOTH_TABLE_LIMIT) for _ in range(300)] + [SMOOTH_TABLE_LIMIT + 1, 10**11]
+    for n in sizes:
+        got = _smooth(n)
+        assert got == _smooth_search(n), n
+        rest = got
+        for p in (2, 3, 5, 7):
+            while rest % p == 0:
+                rest //= p
+        assert rest == 1 and got >= n
