@@ -25,6 +25,7 @@ from mmcore_plugins.autofit.infer import (
     ColumnInfo,
     _decimal_hint,
     as_number,
+    cell_paths,
     is_missing,
     resolve_path,
 )
@@ -323,6 +324,7 @@ class Preparer:
         #: tables: the rule inference applies to the training table's stray cells); strict=True: an error
         self.stray_numbers = stray_numbers and not strict
         self.allow_outside_paths = allow_outside_paths
+        self._paths = cell_paths(self.base)  # each folder of the table resolved once (one lstat a cell)
         self.unusable = {c: dict(v) for c, v in (unusable or {}).items()}
         self.dropped_files: dict[str, int] = {}
         #: ``(row index, column, why)`` of every file cell turned missing (``strict=False``)
@@ -341,7 +343,7 @@ class Preparer:
         from mmcore_plugins.io.paths import OutsidePathError
 
         try:
-            path = resolve_path(value, self.base, allow_outside=self.allow_outside_paths)
+            path = resolve_path(value, self.base, allow_outside=self.allow_outside_paths, paths=self._paths)
         except OutsidePathError as exc:
             raise ColumnError(f"row {index + 1}, column {column!r}: {exc}") from exc
         problem = None if path is not None else f"file {value!r} does not exist (relative to {str(self.base)!r})"

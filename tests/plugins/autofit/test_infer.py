@@ -121,10 +121,13 @@ def _outside_table(tmp_path):
     secret.write_text("the user's private notes")
     (proj / "inside.txt").write_text("a note of the table's own")
     (proj / "link.txt").symlink_to(secret)
-    return proj, ["inside.txt", "../secret.txt", str(secret), "link.txt"]
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "notes.txt").write_text("more private notes")
+    (proj / "shared").symlink_to(tmp_path / "elsewhere", target_is_directory=True)  # a folder link: its files lie outside
+    return proj, ["inside.txt", "../secret.txt", str(secret), "link.txt", "shared/notes.txt"]
 
 
-@pytest.mark.parametrize("outside", [1, 2, 3], ids=["dot-dot", "absolute", "a link inside"])
+@pytest.mark.parametrize("outside", [1, 2, 3, 4], ids=["dot-dot", "absolute", "a link inside", "a folder link inside"])
 def test_fit_refuses_paths_outside_the_tables_folder_like_train(tmp_path, outside):
     """fit followed ../ and absolute paths and copied outside text into the run (train refused)."""
     proj, cells = _outside_table(tmp_path)
