@@ -36,10 +36,10 @@ preprocessing), ``queue`` (waiting for the model), ``model`` (its batch's forwar
 batch's size.
 
 Limits: a request body over ``max_body_bytes`` is refused (413) before it is parsed; a body
-without a length is read only up to it. A multipart body is parsed in memory by python-multipart's parser
-(:func:`multipart_form`: at most ``MAX_FILES`` files, 1,000 fields, :data:`MAX_FIELD_BYTES` a text field). Uploads are decoded by :mod:`mmcore_plugins.io` with the
-limits every file has (Pillow's decompression-bomb limit, audio header checks, ``max_seconds`` of
-audio). A request never names a file the server opens. Every bad request gets a 4xx JSON
+without a length is read only up to it. A multipart body is parsed in memory by python-multipart's
+parser (:func:`multipart_form`: at most ``MAX_FILES`` files, 1,000 fields, :data:`MAX_FIELD_BYTES` a
+text field). Uploads are decoded by :mod:`mmcore_plugins.io` with the limits every file has (Pillow's
+decompression-bomb limit, audio header checks, ``max_seconds`` of audio). A request never names a file the server opens. Every bad request gets a 4xx JSON
 ``{"error": ..., "field": ...}``; the server keeps serving.
 """
 
