@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mmcore.bulk import collector_paused
 from mmcore.components import (
     PRIMARY_ARGUMENT,
     RESERVED_ARGUMENTS,
@@ -82,6 +83,7 @@ class MultimodalModel(nn.Module):
         return list(self.encoders.keys())
 
     # ------------------------------------------------------------------ data preparation
+    @collector_paused()  # a value per sample gathered in chunks: mmcore.bulk says why
     def fit_processors(self, samples: Iterable[Sample], *, chunk_size: int = 4096) -> None:
         """Fit each processor's statistics (and the head's target statistics) on the training split.
 

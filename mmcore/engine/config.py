@@ -97,6 +97,12 @@ class TrainerOptions:
     monitor_mode: Literal["auto", "max", "min"] = "auto"
     #: stop after this many epochs without improvement of the monitored metric (null = never)
     early_stopping: int | None = None
+    #: train on at most this many rows of the training split: a random sample drawn with ``seed`` (the
+    #: processors are still fitted on the whole split; validation and test are untouched); null = every
+    #: row. ``mmcore fit`` writes here the rows it trained on when the machine slowed down while it
+    #: computed their frozen features (``Trainer.feature_budget``), so the run's ``config.yaml`` trains
+    #: the same rows again and ``--resume`` continues on them
+    train_rows: int | None = None
     #: also write the ``last`` checkpoint every this many optimiser steps inside an epoch (atomically,
     #: like the epoch-end one), so ``--resume`` continues a killed run in the same epoch with the
     #: samples it had not used yet (mmcore.engine.midepoch); null = at epoch ends only
@@ -426,6 +432,9 @@ def _trainer_options(section: Any) -> tuple[TrainerOptions, list[ConfigIssue]]:
         bad("checkpoint_every_steps", f"must be at least 1 optimiser step or null, got {options.checkpoint_every_steps}")
     if options.ema_decay is not None and not (math.isfinite(options.ema_decay) and 0.0 < options.ema_decay < 1.0):
         bad("ema_decay", f"must be a number in (0, 1) or null, got {options.ema_decay}")
+    if options.train_rows is not None and (isinstance(options.train_rows, bool) or not isinstance(options.train_rows, int)
+                                           or options.train_rows < 1):
+        bad("train_rows", f"must be a whole number of rows, at least 1, or null (every row), got {options.train_rows!r}")
     if options.early_stopping is not None and options.early_stopping < 1:
         bad("early_stopping", f"must be at least 1 epoch or null, got {options.early_stopping}")
     if options.num_workers < 0:

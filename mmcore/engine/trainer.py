@@ -325,6 +325,10 @@ class Trainer:
         if opts.init is not None and self.resume is None:  # fine-tuning: weights and fitted processors from a checkpoint
             load_weights(self.model, checkpoint_folder(opts.init))
         self.model.to(self.device)
+        if opts.train_rows is not None and opts.train_rows < len(train):
+            from torch.utils.data import Subset
+
+            self.datasets["train"] = Subset(train, sorted(self._sample_order(len(train))[:opts.train_rows]))
         if cached_slots:
             self._attach_feature_cache(cached_slots)
         if opts.cache_inputs:
@@ -433,7 +437,7 @@ class Trainer:
 
         train = self.datasets["train"]
         total = len(train)
-        order = torch.randperm(total, generator=torch.Generator().manual_seed(self.options.seed)).tolist()
+        order = self._sample_order(total)
         done, seconds, start = 0, 0.0, time.perf_counter()
         minimum = max(self.options.batch_size, 1)
         while done < total:
@@ -447,6 +451,15 @@ class Trainer:
         if done < total:
             self.datasets["train"] = Subset(train, sorted(order[:done]))
             self.feature_rows = (done, total)
+            # recorded as trainer.train_rows (the same seeded sample): config.yaml, written when training
+            # starts, trains these rows again, and --resume continues on them
+            self.options.train_rows = done
+            self.config["trainer"] = {**self.config["trainer"], "train_rows": done}
+
+    def _sample_order(self, total: int) -> list[int]:
+        """The training rows in the random order ``trainer.train_rows`` and the feature budget sample them in
+        (seeded by ``trainer.seed``: the same rows every run)."""
+        return torch.randperm(total, generator=torch.Generator().manual_seed(self.options.seed)).tolist()
 
     def _augmenters(self) -> dict[str, list]:
         registry = self.manager.registry

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from mmcore.bulk import collector_paused
 from mmcore.data import SPLITS, SampleDataset
 from mmcore.sample_columns import SampleColumns
 from mmcore_plugins.datasets.manifest.check_pool import CHUNK_FILES, POOL_MIN_ROWS
@@ -82,6 +83,7 @@ def _table_rows(table: Table) -> Iterator[tuple[int, Sequence[dict[str, Any]]]]:
         yield start, rows[start:start + CHUNK_ROWS]
 
 
+@collector_paused()  # millions of short-lived rows and samples: mmcore.bulk says why
 def parse(opts: Options, *, fresh: bool = False) -> Parsed:
     """Read every table, split the rows, fit the label vocabulary on the training split, turn every
     row of every split into a sample and collect every problem (the expensive part, cached by the

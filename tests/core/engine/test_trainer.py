@@ -17,6 +17,7 @@ from mmcore.engine.config import load_config
 from mmcore.engine.trainer import Trainer
 from mmcore.engine.views import TrainingView
 from mmcore.errors import ConfigError
+from mmcore.yamlio import load_yaml_file
 
 
 def weights(run_dir, which="last"):
@@ -374,6 +375,34 @@ def test_a_feature_budget_keeps_the_rows_whose_features_were_computed_in_time(tm
     # a random sample of the split, drawn from trainer.seed: the same rows every run
     expected = sorted(torch.randperm(12, generator=torch.Generator().manual_seed(0))[:8].tolist())
     assert list(trainer.datasets["train"].indices) == expected != list(range(8))
+    # recorded: the run's config.yaml trains the same 8 rows again (no budget needed), and says so
+    stored = load_yaml_file(tmp_path / "run" / "config.yaml")
+    assert stored["trainer"]["train_rows"] == 8
+    with mmcore.register_plugin(_PhotoWords(), "photo_words"):
+        again = Trainer({**stored, "trainer": {**stored["trainer"], "run_dir": str(tmp_path / "again")}})
+        again_report = again.fit()
+    assert list(again.datasets["train"].indices) == expected and again_report["samples"]["train"] == 8
+    assert again.feature_rows is None
+
+
+def test_train_rows_trains_on_a_seeded_sample_and_is_checked(wine_config):
+    wine_config["trainer"].update(train_rows=40, epochs=1)
+    trainer = Trainer(wine_config)
+    trainer.setup()
+    rows = len(trainer.datasets["train"].dataset)
+    assert len(trainer.datasets["train"]) == 40 < rows
+    assert list(trainer.datasets["train"].indices) == sorted(
+        torch.randperm(rows, generator=torch.Generator().manual_seed(0))[:40].tolist())
+    trainer.close()
+    wine_config["trainer"]["train_rows"] = 10**6  # more than the split: every row
+    trainer = Trainer(wine_config)
+    trainer.setup()
+    assert not hasattr(trainer.datasets["train"], "indices")
+    trainer.close()
+    for bad in (0, -3, 2.5, True, "all"):
+        wine_config["trainer"]["train_rows"] = bad
+        with pytest.raises(ConfigError, match=r"trainer\.train_rows: (must be a whole number|trainer option expects int)"):
+            Trainer(wine_config)
 
 
 def test_cache_features_without_a_frozen_encoder_is_a_config_error(wine_config):

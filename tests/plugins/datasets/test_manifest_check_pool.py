@@ -5,6 +5,7 @@ that dies costs nothing but time (its files are checked in this process)."""
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 import pytest
@@ -101,3 +102,43 @@ def test_a_worker_that_dies_leaves_its_files_to_this_process(tmp_path, monkeypat
 def test_no_spare_cpu_means_no_worker():
     assert check_pool.worker_count(idle=0.3) == 0 and check_pool.worker_count(idle=1.4) == 0
     assert check_pool.worker_count(idle=1.6) == 1 and check_pool.worker_count(idle=40) == 8
+
+
+_FLAG: list[str] = []  # a file whose existence lets the worker go on
+
+
+def _worker_waits_for_this_process(files, decode):
+    """In the worker: wait (at most 60 s) until this process has checked a task of its own. Here: record the files."""
+    if os.getpid() not in _PARENT:
+        for _ in range(6000):
+            if os.path.exists(_FLAG[0]):
+                break
+            time.sleep(0.01)
+    else:
+        _HERE.extend(files)
+        open(_FLAG[0], "w").close()
+    return _REAL_CHECK_PART(files, decode)
+
+
+def test_this_process_checks_the_tasks_no_worker_has_taken_while_it_waits(tmp_path, monkeypatch):
+    table(tmp_path)
+    files = [str(tmp_path / f) for f in ("0.png", "1.png", "text.png", "2.png", "cut.png", "3.png", "4.png", "empty.png",
+                                         "5.png", "0.png")]
+    expected = dict(_REAL_CHECK_PART(files, False))
+    assert set(expected) == {str(tmp_path / f) for f in ("text.png", "cut.png", "empty.png")}
+    _PARENT[:] = [os.getpid()]
+    _HERE.clear()
+    _FLAG[:] = [str(tmp_path / "go")]
+    monkeypatch.setattr(check_pool, "check_part", _worker_waits_for_this_process)
+    monkeypatch.setattr(check_pool, "CHUNK_FILES", 2)
+    pool = check_pool.FileCheckPool(decode=False, workers=1)
+    try:
+        pool.submit(files)  # five tasks of two, three sent to the one worker, which blocks until this process has checked one
+        seen = []
+        assert pool.collect(lambda done, total: seen.append((done, total))) == expected
+    finally:
+        pool.close()
+    assert _HERE, "this process took tasks instead of only waiting"
+    assert sorted(_HERE) == sorted(files[len(files) - len(_HERE):]), "the tasks taken here are the last ones queued"
+    assert len(_HERE) < len(files), "the worker checked the first"
+    assert seen[-1] == (10, 10) and [d for d, _ in seen] == sorted(d for d, _ in seen)
