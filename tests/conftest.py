@@ -77,3 +77,12 @@ def _fresh_default_manager():
     """Tests that register runtime plugins on the default manager must not leak into each other."""
     yield
     mmcore.reset_plugin_manager()
+
+
+@pytest.fixture
+def keep_threads():
+    """For a test running a training in this process: a run sets PyTorch's thread count
+    (``trainer.threads``) and leaves it; the next tests get this process's own count back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

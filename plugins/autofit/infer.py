@@ -439,9 +439,12 @@ def _file_column(name: str, present: list[tuple[int, Any]], n: int, base: Path, 
     # A file column: its files are read (a text file's contents go into the run), so each must lie
     # inside the table's folder unless allowed -- before any of them is opened.
     outside = []
-    for i, v, _ in existing:
+    inside = paths.base.rstrip(os.sep) + os.sep
+    for i, v, p in existing:
+        if allow_outside or str(p) == paths.base or str(p).startswith(inside):
+            continue
         try:
-            resolve_path(v, base, allow_outside=allow_outside, paths=paths)
+            resolve_path(v, base, allow_outside=False, paths=paths)  # the rule's own error, naming the cell
         except OutsidePathError as exc:
             outside.append(f"row {i + 1}: {exc}")
     if outside:

@@ -360,7 +360,7 @@ class Preparer:
             self.dropped_files[column] = self.dropped_files.get(column, 0) + 1
             self.dropped.append((index, column, problem))
             return None
-        return str(path.resolve())
+        return str(path)  # resolved by resolve_path (links followed)
 
     def _text(self, column: str, index: int, value: Any) -> str | None:
         if is_missing(value):

@@ -16,6 +16,7 @@ import yaml
 from safetensors.torch import load_file
 from torch.utils.data import DistributedSampler, Subset
 
+from mmcore.cli import main as cli_main
 from mmcore.engine import distributed
 from mmcore.engine.distributed import GlobalBatchSampler, process_seed, shard_indices, split_share
 from mmcore.engine.evaluation import evaluate_counted
@@ -230,22 +231,23 @@ CLI_CONFIG = {
 
 
 @pytest.mark.slow
-def test_mmcore_train_under_torchrun_matches_one_process(tmp_path):
+def test_mmcore_train_under_torchrun_matches_one_process(tmp_path, keep_threads):
     config = tmp_path / "ddp.yaml"
     config.write_text(yaml.safe_dump(CLI_CONFIG))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    runs = {}
-    for name, launcher in (("one", [sys.executable, "-m", "mmcore"]),
-                           ("two", [*TORCHRUN, "--standalone", "--nproc-per-node", "2", "-m", "mmcore"])):
-        for attempt in range(2):
-            runs[name] = tmp_path / f"{name}-{attempt}"
-            result = subprocess.run([*launcher, "train", str(config), f"trainer.run_dir={runs[name]}"],
-                                    capture_output=True, text=True, env=env, timeout=600)
-            # Once in many runs on a loaded 2-core VM, gloo's transport aborts a process (SIGABRT);
-            # that, and only that, is retried once.
-            if result.returncode == 0 or "SIGABRT" not in result.stderr:
-                break
-        assert result.returncode == 0, result.stderr[-3000:]
+    # The one-process reference: the same command in this process (a fresh interpreter would only
+    # import torch once more), on one thread as the torchrun processes (OMP_NUM_THREADS=1).
+    runs = {"one": tmp_path / "one"}
+    assert cli_main(["train", str(config), f"trainer.run_dir={runs['one']}", "trainer.threads=1"]) == 0
+    for attempt in range(2):
+        runs["two"] = tmp_path / f"two-{attempt}"
+        result = subprocess.run([*TORCHRUN, "--standalone", "--nproc-per-node", "2", "-m", "mmcore", "train", str(config),
+                                 f"trainer.run_dir={runs['two']}"], capture_output=True, text=True, env=env, timeout=600)
+        # Once in many runs on a loaded 2-core VM, gloo's transport aborts a process (SIGABRT);
+        # that, and only that, is retried once.
+        if result.returncode == 0 or "SIGABRT" not in result.stderr:
+            break
+    assert result.returncode == 0, result.stderr[-3000:]
     one, two = (json.loads((runs[n] / "report.json").read_text()) for n in ("one", "two"))
     assert two["world_size"] == 2 and one["world_size"] == 1
     assert two["steps"] == one["steps"] == 2 * 12, "the same number of optimiser steps: 370 rows / 32 per global batch"

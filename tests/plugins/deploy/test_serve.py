@@ -35,8 +35,11 @@ def _upload(label: str, seed: int = 0) -> dict:
 
 
 @pytest.mark.parametrize("which", ["run_backend", "export_backend"])
-def test_json_records_and_an_upload_are_predicted(which, request):
-    backend = request.getfixturevalue(which)
+def test_json_records_and_an_upload_are_predicted(which, run_backend, export_backend):
+    # Both named as arguments, not looked up by name (request.getfixturevalue): a test's own fixtures are what
+    # tests/conftest.py sees to send it to the xdist worker holding the shared run and export ("deploy");
+    # looked up, this test went to any worker, which trained and exported the run once more.
+    backend = {"run_backend": run_backend, "export_backend": export_backend}[which]
     with TestClient(create_app(backend)) as client:
         answer = client.post("/predict", json={"records": [{"text": "round ring", "profile": {"size": 1.0}}, {"text": "bar line"},
                                                            {"profile": [3.2]}]})

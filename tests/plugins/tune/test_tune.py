@@ -309,7 +309,7 @@ def test_overrides_after_the_config_apply_to_every_trial(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_kill_9_mid_study_then_resume_gives_every_trial_once(tmp_path):
+def test_kill_9_mid_study_then_resume_gives_every_trial_once(tmp_path, capsys, monkeypatch, keep_threads):
     config = copy.deepcopy(WINE)
     config["trainer"]["epochs"] = 6
     config_path, space_path = _files(tmp_path, config)
@@ -329,9 +329,11 @@ def test_kill_9_mid_study_then_resume_gives_every_trial_once(tmp_path):
     process.wait()
     assert not (victim / "report.json").exists()
     killed_at = json.loads((victim / "last" / "model.json").read_text())["epoch"]
-    resumed = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=900)
-    assert resumed.returncode == 0, resumed.stderr
-    assert "trial 1 (resumed)" in resumed.stdout
+    # The same command resumes it, here in the test's process (only the killed run needs one of its own).
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert main(command[3:]) == 0, capsys.readouterr().err
+    assert "trial 1 (resumed)" in capsys.readouterr().out
     study = optuna.load_study(study_name="mmcore-tune", storage=f"sqlite:///{out / 'study.db'}")
     assert [t.number for t in study.trials] == [0, 1, 2], "three trials, none twice"
     assert all(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)
