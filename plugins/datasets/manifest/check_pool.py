@@ -96,7 +96,10 @@ class FileCheckPool:
         if not self._started:
             self._started = True
             if self.available() and self.workers > 0:
-                self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("fork"))
+                # gc.enable: the parse forks the workers with the collector paused (mmcore.bulk), and a
+                # worker lives for a whole table of checks
+                self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("fork"),
+                                                 initializer=gc.enable)
         return self._pool
 
     def submit(self, files: Sequence[str]) -> None:

@@ -142,3 +142,27 @@ def test_this_process_checks_the_tasks_no_worker_has_taken_while_it_waits(tmp_pa
     assert sorted(_HERE) == sorted(files[len(files) - len(_HERE):]), "the tasks taken here are the last ones queued"
     assert len(_HERE) < len(files), "the worker checked the first"
     assert seen[-1] == (10, 10) and [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+def _collector_state(files, decode):
+    import gc
+
+    return [(f, str(gc.isenabled())) for f in files]
+
+
+def test_workers_forked_while_the_collector_is_paused_run_with_it_on(tmp_path, monkeypatch):
+    import gc
+
+    from mmcore.bulk import collector_paused
+
+    monkeypatch.setattr(check_pool, "check_part", _collector_state)
+    with collector_paused():  # as the manifest's parse forks them
+        pool = check_pool.FileCheckPool(decode=False, workers=1)
+        try:
+            pool.submit([str(tmp_path / "a.png")])
+            pool._feed()  # noqa: SLF001 - sent to the worker, not taken back by collect
+            state = pool._tasks[0][1].result(timeout=60)  # noqa: SLF001
+        finally:
+            pool.close()
+    assert gc.isenabled()
+    assert state == [(str(tmp_path / "a.png"), "True")]
