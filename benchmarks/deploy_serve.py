@@ -51,6 +51,28 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """:func:`cpu_seconds` of ``pid`` and every process below it (``--workers N``: uvicorn's supervisor and its N
+    worker processes), from /proc (Linux)."""
+    children: dict[int, list[int]] = {}
+    cpu: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+        cpu[int(entry.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += cpu.get(p, 0.0)
+        todo += children.get(p, [])
+    return total
+
+
 def parse_server_timing(header: str) -> dict[str, float]:
     """The stages of the server's ``Server-Timing`` header: {"read": ms, ..., "batch": records in the batch}."""
     out = {}
@@ -247,6 +269,10 @@ def main() -> int:
                               + (["--window-ms", str(args.window_ms)] if args.window_ms is not None else []),
                               stdout=subprocess.DEVNULL, stderr=log, text=True)
     url = f"http://127.0.0.1:{port}"
+
+    def server_cpu() -> float:  # every server process's CPU: the supervisor alone does no serving with --workers N
+        return tree_cpu_seconds(server.pid) if args.workers > 1 else cpu_seconds(server.pid)
+
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
@@ -275,12 +301,12 @@ def main() -> int:
                 j = i % len(records)
                 pair = [("local", lambda j=j: local(records[j])), ("http", lambda j=j: connection.post(*encoded[j]))]
                 for name, call in (pair if i % 2 else pair[::-1]):
-                    cpu = cpu_seconds(server.pid) if name == "http" else time.process_time()
+                    cpu = server_cpu() if name == "http" else time.process_time()
                     start = time.perf_counter()
                     result = call()
                     spent = time.perf_counter() - start
                     if name == "http":
-                        cpu_server += cpu_seconds(server.pid) - cpu
+                        cpu_server += server_cpu() - cpu
                         assert result[0] == 200, result[1]
                         over_http.append(spent)
                         timings.append(result[2])
@@ -304,32 +330,34 @@ def main() -> int:
         for r in range(args.rounds):
             connection = Connection(port)
             try:
-                cpu, client_cpu = cpu_seconds(server.pid), time.process_time()
+                cpu, client_cpu = server_cpu(), time.process_time()
                 start = time.perf_counter()
                 for i in range(args.sequential):
                     assert connection.post(*encoded[i % len(encoded)])[0] == 200
                 sequential_rate = args.sequential / (time.perf_counter() - start)
-                sequential_cpu = (cpu_seconds(server.pid) - cpu) / args.sequential
+                sequential_cpu = (server_cpu() - cpu) / args.sequential
                 sequential_client_cpu = (time.process_time() - client_cpu) / args.sequential
             finally:
                 connection.close()
             before = httpx.get(f"{url}/healthz").json()
-            cpu, client_cpu = cpu_seconds(server.pid), time.process_time()
+            cpu, client_cpu = server_cpu(), time.process_time()
             latencies, codes, errors, spent, timings = concurrent(port, jobs, args.clients)
-            concurrent_cpu = (cpu_seconds(server.pid) - cpu) / len(jobs)
+            concurrent_cpu = (server_cpu() - cpu) / len(jobs)
             concurrent_client_cpu = (time.process_time() - client_cpu) / len(jobs)
             after = httpx.get(f"{url}/healthz").json()
             rate = len(codes) / spent
             failed = sum(c != 200 for c in codes)
-            lost = len(jobs) - (after["predicted"] - before["predicted"]) - failed
+            # /healthz counts one process's predictions: with --workers N the answering process's alone
+            lost = len(jobs) - (after["predicted"] - before["predicted"]) - failed if args.workers == 1 else None
             ratios.append(rate / sequential_rate)
             rounds.append((failed, lost))
             print(f"\nround {r + 1} (load {os.getloadavg()[0]:.1f}): one at a time {sequential_rate:.1f} requests/s; "
                   f"{args.clients} concurrent clients, {len(jobs)} requests: {rate:.1f} requests/s (**{rate / sequential_rate:.2f}x**), "
                   f"latency p50 {statistics.median(latencies) * 1000:.1f} ms, p95 {percentile(latencies, 0.95) * 1000:.1f} ms; "
-                  f"{failed} failed, {lost} lost; batches {after['batches'] - before['batches']}")
+                  f"{failed} failed, " + (f"{lost} lost; batches {after['batches'] - before['batches']}" if lost is not None else
+                                          f"lost not counted ({args.workers} server processes; /healthz answers for one)"))
             sizes = {int(k): v - before.get("batch_sizes", {}).get(k, 0) for k, v in after.get("batch_sizes", {}).items()}
-            if sizes:
+            if sizes and args.workers == 1:
                 print(f"  batch sizes (records: batches): {', '.join(f'{k}: {v}' for k, v in sorted(sizes.items()) if v)}")
             print(f"  server stages, {stage_summary(timings)}")
             if errors:
@@ -347,7 +375,7 @@ def main() -> int:
                   f"{os.cpu_count() / total / sequential_rate:.2f}x the one-at-a-time rate")
         print(f"\n{args.clients} clients vs one at a time over {args.rounds} rounds: median {statistics.median(ratios):.2f}x "
               f"(rounds {', '.join(f'{x:.2f}' for x in ratios)}); {sum(f for f, _ in rounds)} failed, "
-              f"{sum(lost for _, lost in rounds)} lost")
+              + (f"{sum(lost for _, lost in rounds)} lost" if args.workers == 1 else "lost not counted (every request was answered or failed)"))
         bad = malformed(records[0])
         answers = [httpx.post(f"{url}/predict", timeout=60, **case) for case in bad]
         codes4 = [a.status_code for a in answers]
