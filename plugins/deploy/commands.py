@@ -67,7 +67,15 @@ def cmd_serve(args: argparse.Namespace, manager) -> int:
     if missing:
         raise ConfigError([ConfigIssue("", f"mmcore serve needs {', '.join(missing)}: pip install 'mmcore[serve]'")])
     issues = []
-    for name in ("workers", "max_batch", "max_queue", "max_records", "prepare_threads", "batch_threads"):
+    workers = None  # auto: chosen once the model's size is known
+    if str(args.workers).strip().lower() != "auto":
+        try:
+            workers = int(args.workers)
+        except ValueError:
+            workers = 0
+        if workers < 1:
+            issues.append(ConfigIssue("--workers", f"must be a positive int or auto, got {args.workers}"))
+    for name in ("max_batch", "max_queue", "max_records", "prepare_threads", "batch_threads"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             issues.append(ConfigIssue(f"--{name.replace('_', '-')}", f"must be a positive int, got {getattr(args, name)}"))
     if args.window_ms < 0:
@@ -83,7 +91,16 @@ def cmd_serve(args: argparse.Namespace, manager) -> int:
 
     sock = listen_socket(args.host, args.port)  # a port in use: one line, exit 2, before the model is loaded
     port = sock.getsockname()[1]  # --port 0: the free port the OS chose
-    options = {"path": str(args.path), "graph": args.graph, "threads": args.threads, "max_batch": args.max_batch,
+    threads, why = args.threads, "--workers"
+    if workers is None:  # a process per CPU core, each on its own thread (measured: benchmarks/RESULTS.md, Deploy)
+        from mmcore.threads import usable_cpus
+
+        cpus = usable_cpus()
+        workers = auto_workers(cpus, model_bytes(Path(args.path), args.graph), available_memory())
+        if threads is None and workers > 1:
+            threads = max(1, cpus // workers)
+        why = f"auto: {cpus} CPU cores"
+    options = {"path": str(args.path), "graph": args.graph, "threads": threads, "max_batch": args.max_batch,
                "window_ms": args.window_ms, "max_queue": args.max_queue, "max_body_bytes": int(args.max_body_mb * 2**20),
                "max_records": args.max_records, "prepare_threads": args.prepare_threads, "batch_threads": args.batch_threads}
     try:
@@ -92,9 +109,50 @@ def cmd_serve(args: argparse.Namespace, manager) -> int:
     except BaseException:
         sock.close()
         raise
-    print(f"mmcore serve: {args.path} on http://{args.host}:{port} (page /, API /predict, docs /docs)", flush=True)
-    serve(options, workers=args.workers, host=args.host, port=port, log_level=args.log_level, sock=sock)
+    shape = f"{workers} process{'es' if workers > 1 else ''}" + (f" x {threads} thread{'s' if threads > 1 else ''}" if threads else "")
+    print(f"mmcore serve: {args.path} on http://{args.host}:{port} (page /, API /predict, docs /docs; {shape}, {why})",
+          flush=True)
+    serve(options, workers=workers, host=args.host, port=port, log_level=args.log_level, sock=sock)
     return 0
+
+
+#: most server processes ``--workers auto`` starts (each holds the model and a Python runtime)
+AUTO_MAX_WORKERS = 4
+#: what one server process costs besides its model: the interpreter, PyTorch / onnxruntime, FastAPI
+PROCESS_BYTES = 512 * 2**20
+
+
+def auto_workers(cpus: int, model_bytes: int, available_bytes: int | None) -> int:
+    """``--workers auto``: one server process per CPU core (each batching on its own, with one intra-op
+    thread), at most :data:`AUTO_MAX_WORKERS`, and no more than half the available memory holds at
+    :data:`PROCESS_BYTES` + 3x the model's files a process; at least 1. On 2 cores the demo served 3.3-3.9x its
+    one-at-a-time rate under 32 clients with two processes, 2.5-3.1x with one: a process's single model
+    thread is what caps it (benchmarks/RESULTS.md, "Deploy, session 11")."""
+    workers = max(1, min(cpus, AUTO_MAX_WORKERS))
+    if available_bytes is not None:
+        workers = min(workers, max(1, (available_bytes // 2) // (PROCESS_BYTES + 3 * max(0, model_bytes))))
+    return workers
+
+
+def model_bytes(path: Path, graph: str | None = None) -> int:
+    """The size of what each server process loads: a run's ``best/model.safetensors``, or an export's graph
+    (``graph``, else every ``.onnx`` / ``.pt2`` file of the folder: an upper bound)."""
+    weights = path / "best" / "model.safetensors"
+    if weights.is_file():
+        return weights.stat().st_size
+    if graph and (path / graph).is_file():
+        return (path / graph).stat().st_size
+    return sum(f.stat().st_size for f in path.iterdir() if f.suffix in (".onnx", ".pt2") and f.is_file()) if path.is_dir() else 0
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new processes now (psutil), None where it cannot be told."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except Exception:  # noqa: BLE001 -- no psutil here: the CPU count alone decides
+        return None
 
 
 @mmcore.hookimpl
@@ -116,8 +174,10 @@ def mmcore_add_commands(subparsers) -> None:
     p.add_argument("path", help="a run directory (eager model) or an export folder (mmcore export)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--workers", type=int, default=1, help="server processes, each with the model (default 1)")
-    p.add_argument("--threads", type=int, help="intra-op threads per process (default: the library's)")
+    p.add_argument("--workers", default="auto", help="server processes, each with the model and its own micro-batching: "
+                                                     "auto (default: one per CPU core, at most 4, as memory allows) or N")
+    p.add_argument("--threads", type=int, help="intra-op threads per process (default: with auto workers, the cores "
+                                               "shared among them; else the library's)")
     p.add_argument("--graph", metavar="FILE", help="an export's other graph file (e.g. model.onnx beside model.int8.onnx)")
     p.add_argument("--max-batch", type=int, default=64, help="most records per model call (micro-batching; default 64)")
     p.add_argument("--window-ms", type=float, default=0.0, help="how long a batch may wait for requests still being decoded "
