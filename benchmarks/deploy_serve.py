@@ -234,7 +234,9 @@ def main() -> int:
     parser.add_argument("--sequential", type=int, default=100, help="requests sent one at a time (overhead, rate)")
     parser.add_argument("--rounds", type=int, default=3, help="one-at-a-time and concurrent phases, alternated (default 3)")
     parser.add_argument("--threads", type=int, default=2, help="intra-op threads of the server and of this process")
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="server processes (default 1 with --threads 2: the single-process layout every session "
+                             "measured; `mmcore serve`'s own default, --workers auto, is --workers 2 --threads 1 on 2 cores)")
     parser.add_argument("--prepare-threads", type=int, help="the server's --prepare-threads (default: its own)")
     parser.add_argument("--batch-threads", type=int, help="the server's --batch-threads (default: its own; 1: one model "
                                                           "call per batch)")
