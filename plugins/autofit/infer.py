@@ -137,11 +137,14 @@ def resolve_path(value: Any, base: Path, *, allow_outside: bool = True, paths: A
             return None
     except (OSError, ValueError, RuntimeError):  # a name the system cannot resolve, a loop of links
         return None
-    if not allow_outside:
-        inside = paths.base if paths is not None else str(Path(base).expanduser().resolve())
-        if not (path == inside or path.startswith(inside.rstrip(os.sep) + os.sep)):
-            resolve_cell_path(cell, base, opt_in="--allow-outside-paths")  # raises the rule's own error, naming the cell
+    if not allow_outside and not _inside(path, paths.base if paths is not None else str(Path(base).expanduser().resolve())):
+        resolve_cell_path(cell, base, opt_in="--allow-outside-paths")  # raises the rule's own error, naming the cell
     return Path(path)
+
+
+def _inside(path: str, folder: str) -> bool:
+    """Whether the resolved ``path`` is the resolved ``folder`` or lies in it."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def cell_paths(base: Path) -> Any:
@@ -439,9 +442,8 @@ def _file_column(name: str, present: list[tuple[int, Any]], n: int, base: Path, 
     # A file column: its files are read (a text file's contents go into the run), so each must lie
     # inside the table's folder unless allowed -- before any of them is opened.
     outside = []
-    inside = paths.base.rstrip(os.sep) + os.sep
     for i, v, p in existing:
-        if allow_outside or str(p) == paths.base or str(p).startswith(inside):
+        if allow_outside or _inside(str(p), paths.base):
             continue
         try:
             resolve_path(v, base, allow_outside=False, paths=paths)  # the rule's own error, naming the cell
