@@ -63,7 +63,7 @@ def cmd_export(args: argparse.Namespace, manager) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, manager) -> int:
-    missing = [m for m in ("fastapi", "uvicorn", "multipart") if importlib.util.find_spec(m) is None]
+    missing = [m for m in ("fastapi", "uvicorn", "python_multipart") if importlib.util.find_spec(m) is None]  # python-multipart >= 0.0.13
     if missing:
         raise ConfigError([ConfigIssue("", f"mmcore serve needs {', '.join(missing)}: pip install 'mmcore[serve]'")])
     issues = []
