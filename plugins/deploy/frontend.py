@@ -89,6 +89,18 @@ MIN_AUDIO_FRAMES = 32
 MAX_TEXT_CHARS = 1_000_000
 
 
+def subword_ngrams(text: str, min_n: int, max_n: int) -> list[str]:
+    """fastText's subword units, as the ``text_ngram`` encoder's tokenizer splits a text: for every word
+    (``\\w+``) ``<word>`` and its character n-grams of ``min_n``..``max_n`` characters shorter than it."""
+    out: list[str] = []
+    for word in re.findall(r"\w+", text):
+        marked = f"<{word}>"
+        out.append(marked)
+        for n in range(min_n, min(max_n, len(marked) - 1) + 1):
+            out.extend(marked[i: i + n] for i in range(len(marked) - n + 1))
+    return out
+
+
 class FrontEndError(ValueError):
     """A record's value cannot become a graph input: ``slot`` names the field, the message says why."""
 
@@ -351,8 +363,14 @@ class TextSlot(Slot):
             ids = list(raw.encode("utf-8")[:limit] or b" ")
         elif self.kind == "text_vocab":
             text = raw.lower() if s["lowercase"] else raw
-            tokens = list(text) if s["level"] == "char" else re.findall(r"\w+|[^\w\s]", text)
-            ids = [self.vocab.get(t, 1) for t in tokens[:limit]] or [1]
+            if s["level"] == "ngram":
+                tokens = subword_ngrams(text, s["min_n"], s["max_n"])
+            else:
+                tokens = list(text) if s["level"] == "char" else re.findall(r"\w+|[^\w\s]", text)
+            if s["level"] == "ngram":  # units outside the vocabulary are left out (the tokenizer's rule)
+                ids = [i for i in (self.vocab.get(t) for t in tokens) if i is not None][:limit] or [1]
+            else:
+                ids = [self.vocab.get(t, 1) for t in tokens[:limit]] or [1]
         else:
             ids = self.tokenizer.encode(raw).ids
         return np.asarray(ids, dtype=np.int64)

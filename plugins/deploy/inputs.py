@@ -245,6 +245,8 @@ def slot_export(slot: str, encoder: Any, processor: Any) -> SlotExport:
                 raise UnsupportedSlot("its tokenizer has no fitted vocabulary")
             spec = {"kind": "text_vocab", "max_length": limit, "pad_id": 0, "level": processor.level,
                     "lowercase": bool(processor.lowercase), "vocab": processor.state_dict()["vocab"]}
+            if processor.level == "ngram":
+                spec.update(min_n=int(processor.min_n), max_n=int(processor.max_n))
         else:
             backend = getattr(processor.tokenizer, "backend_tokenizer", None)
             if backend is None:
@@ -274,6 +276,6 @@ def slot_export(slot: str, encoder: Any, processor: Any) -> SlotExport:
         return SlotExport(slot, modality, "tabular", spec, inputs, PassThrough(["values", "categories", "present"]),
                           {f"{slot}.values": {0: batch}, f"{slot}.categories": {0: batch}, f"{slot}.present": {0: batch}})
     raise UnsupportedSlot(f"its processor {type(processor).__module__}.{type(processor).__name__} has no export front end "
-                          "(exportable: image, log-mel audio, byte / char / word / Hugging Face text, tabular and video "
+                          "(exportable: image, log-mel audio, byte / char / word / n-gram / Hugging Face text, tabular and video "
                           "processors)")
 

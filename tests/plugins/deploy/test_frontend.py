@@ -149,3 +149,20 @@ def test_audio_files_decode_and_resample_like_mmcore(tmp_path):
         frontend.load_audio(cut, 16000, 4.0)
     with pytest.raises(Exception, match="header claims 17640 bytes of audio but the file holds 16640"):
         read_audio(io.BytesIO(cut.getvalue()), sample_rate=16000)
+
+
+@pytest.mark.parametrize("level", ["char", "word", "ngram"])
+def test_vocabulary_texts_tokenise_as_the_processor_does(level):
+    from mmcore_plugins.encoders.text import NgramBagEncoder, VocabTokenizer
+
+    train = ["a Leather jacket, size 42", "denim trousers", "naïve café au lait", "sandals"]
+    if level == "ngram":
+        encoder = NgramBagEncoder(dim=8, vocab_size=60, max_length=24)
+        processor = encoder.processor()
+    else:
+        encoder = ByteTransformerEncoder(dim=8, heads=2, layers=1, tokenizer=level, vocab_size=30, max_length=24)
+        processor = VocabTokenizer(level, 30, max_length=24)
+    processor.fit(train)
+    spec, front = _front("note", encoder, processor)
+    for text in [*train, "lether jaket", "NAÏVE", "", "  !? ", "zzz qqq", "word " * 40, "x-ray 3.5mm"]:
+        assert front.prepare(text).tolist() == processor(text).tolist(), text
