@@ -94,7 +94,7 @@ def test_a_measured_loss_makes_the_config_use_the_from_scratch_encoder_and_say_w
                                    scratch={"photo": "measured: pixels 0.9 vs features 0.2", "note": "measured: words win"})
     assert config["model"]["encoders"]["photo"]["name"] == "image_cnn"
     assert config["model"]["encoders"]["photo"]["image_size"] == 32
-    assert config["model"]["encoders"]["note"]["name"] == "text_transformer"
+    assert config["model"]["encoders"]["note"]["name"] == "text_ngram"
     assert {c.slot: c.why for c in choices}["photo"] == "measured: pixels 0.9 vs features 0.2"
     assert config["trainer"]["cache_features"] is False, "nothing frozen is left to cache"
 

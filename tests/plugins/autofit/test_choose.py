@@ -79,7 +79,7 @@ def test_multimodal_config_augments_per_modality():
     encoders, trainer = config["model"]["encoders"], config["trainer"]
     assert set(encoders) == {"voice", "note", "tabular"}
     assert encoders["voice"]["name"] == "audio_cnn" and encoders["voice"]["spec_augment"] and encoders["voice"]["max_seconds"] == 1.5
-    assert encoders["note"]["name"] == "text_transformer" and encoders["note"]["tokenizer"] == "word"
+    assert encoders["note"]["name"] == "text_ngram" and (encoders["note"]["min_n"], encoders["note"]["max_n"]) == (2, 4)
     assert encoders["tabular"]["categorical"] == ["city"]
     assert trainer["augment"] == {"voice": {"speed": 0.25, "white_noise": 1.0}, "note": {"typos": 0.05}}
     # classification from several modalities: one expert per modality, no modality dropout needed
@@ -89,6 +89,10 @@ def test_multimodal_config_augments_per_modality():
     assert cached_slots(config) == {"tabular": "processed inputs"}
     assert config["data"]["columns"]["tabular"] == {"numeric": ["n"], "categorical": ["city"]}
     assert {c.slot for c in choices} >= {"voice", "note", "tabular", "head"}
+
+    one_word = _config(_infos(("code", "text", {"words": 1.0})), available={"minilm": False, "efficientnet_lite0": False})[0]
+    assert one_word["model"]["encoders"]["code"]["name"] == "text_transformer"
+    assert one_word["model"]["encoders"]["code"]["tokenizer"] == "byte", "one-word texts: bytes, not a bag of one word"
 
     with_minilm = _config(infos)[0]
     assert with_minilm["model"]["encoders"]["note"]["name"] == "minilm"
