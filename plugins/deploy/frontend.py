@@ -28,9 +28,10 @@ numpy (their fitted state -- vocabularies, means, class names -- is in ``manifes
   ``torch.stft(center=True)`` does per clip) -> ``waveform [B, N]`` (zeros after each clip, ``N =
   n_fft + hop * (T - 1)`` for the batch's most frames ``T``) and ``length [B]`` (each padded length).
 * **text** (``text_bytes`` / ``text_vocab`` / ``text_hf``): UTF-8 bytes, or the fitted character /
-  word vocabulary (ids 0 = padding, 1 = unknown), or the model's own Hugging Face tokenizer
-  (``tokenizer.json`` in the folder, through the ``tokenizers`` library) -> ``ids [B, L]``,
-  ``mask [B, L]``; truncated to ``max_length`` tokens.
+  word vocabulary (ids 0 = padding, 1 = unknown), or the fitted vocabulary of words and
+  character n-grams (``text_ngram``: :func:`subword_ngrams`, units outside it left out), or the
+  model's own Hugging Face tokenizer (``tokenizer.json`` in the folder, through the ``tokenizers``
+  library) -> ``ids [B, L]``, ``mask [B, L]``; truncated to ``max_length`` tokens.
 * **tabular** (``tabular``): a mapping column -> value (or a list of the numbers) -> ``values
   [B, F]`` standardised with the training mean and std, ``categories [B, K]`` (0 = unseen or empty).
 * **video** (``video``): a list of frames (each as an image above), at most ``max_frames`` evenly
@@ -90,8 +91,14 @@ MAX_TEXT_CHARS = 1_000_000
 
 
 def subword_ngrams(text: str, min_n: int, max_n: int) -> list[str]:
-    """fastText's subword units, as the ``text_ngram`` encoder's tokenizer splits a text: for every word
-    (``\\w+``) ``<word>`` and its character n-grams of ``min_n``..``max_n`` characters shorter than it."""
+    """fastText's subword units of ``text`` (Bojanowski et al. 2017, "Enriching Word Vectors with Subword
+    Information"): for every word (``\\w+``, in order) the word between boundary marks, ``<word>``, then
+    its character n-grams of ``min_n``..``max_n`` characters, shorter than the marked word
+    (``"cat"`` -> ``<cat>``, ``<c``, ``ca``, ``at``, ``t>``, ``<ca``, ``cat``, ``at>`` for 2..3).
+
+    The ``text_ngram`` encoder's tokenizer (:class:`mmcore_plugins.encoders.text.NgramTokenizer`)
+    splits texts with this very function, so training and an export cannot split them differently.
+    """
     out: list[str] = []
     for word in re.findall(r"\w+", text):
         marked = f"<{word}>"

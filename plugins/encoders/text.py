@@ -145,28 +145,10 @@ class _VocabularyFit(mmcore.PartialFit):
         self.tokenizer.vocab = {token: i + 2 for i, (token, _) in enumerate(ranked)}
 
 
-def subword_ngrams(text: str, min_n: int, max_n: int) -> list[str]:
-    """fastText's subword units of ``text`` (Bojanowski et al. 2017, "Enriching Word Vectors with Subword
-    Information"): for every word (``\\w+``, in order) the word between boundary marks, ``<word>``, then
-    its character n-grams of ``min_n``..``max_n`` characters, shorter than the marked word
-    (``"cat"`` -> ``<cat>``, ``<c``, ``ca``, ``at``, ``t>``, ``<ca``, ``cat``, ``at>`` for 2..3).
-
-    A typo changes a few of a word's n-grams and leaves the rest: "jaket" shares ``<j``, ``ja``,
-    ``<ja``, ``et>`` ... with "jacket", where a word vocabulary sees an unknown word. The export front
-    end (:mod:`mmcore_plugins.deploy.frontend`) splits texts by the same rule.
-    """
-    out: list[str] = []
-    for word in re.findall(r"\w+", text):
-        marked = f"<{word}>"
-        out.append(marked)
-        for n in range(min_n, min(max_n, len(marked) - 1) + 1):
-            out.extend(marked[i: i + n] for i in range(len(marked) - n + 1))
-    return out
-
-
 class NgramTokenizer(VocabTokenizer):
-    """A string (or a Path to a text file) -> ids of its :func:`subword_ngrams` (words and character
-    n-grams) in a vocabulary of the ``vocab_size - 2`` most frequent ones on the training split
+    """A string (or a Path to a text file) -> ids of its subword units (fastText's words and character
+    n-grams: :func:`mmcore_plugins.deploy.frontend.subword_ngrams`) in a vocabulary of the
+    ``vocab_size - 2`` most frequent ones on the training split
     (0 = padding, 1 = unknown; ties alphabetical): the first ``max_length`` units of each text that
     are in the vocabulary (others are left out; none at all -> one unknown id). The vocabulary is the
     processor's state, as :class:`VocabTokenizer`'s."""
@@ -176,6 +158,11 @@ class NgramTokenizer(VocabTokenizer):
         self.level, self.min_n, self.max_n = "ngram", min_n, max_n
 
     def tokens(self, text: str | os.PathLike) -> list[str]:
+        # The export front end's own function (numpy-only module): training and an export split texts
+        # by one definition. Imported here, not at the top: the front end costs ~13 ms to import, which
+        # every mmcore command would pay for loading this plugin.
+        from mmcore_plugins.deploy.frontend import subword_ngrams
+
         text = text_of(text)
         return subword_ngrams(text.lower() if self.lowercase else text, self.min_n, self.max_n)
 

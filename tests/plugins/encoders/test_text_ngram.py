@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmcore_plugins.encoders.text import UNK, NgramBagEncoder, NgramTokenizer, VocabTokenizer, subword_ngrams
+from mmcore_plugins.deploy.frontend import subword_ngrams
+from mmcore_plugins.encoders.text import UNK, NgramBagEncoder, NgramTokenizer, VocabTokenizer
 
 
 def test_units_are_the_marked_word_then_its_ngrams_shorter_than_it():
