@@ -189,8 +189,9 @@ def build_config(plan: Plan, infos: Sequence[ColumnInfo], *, n_train: int, data_
                     # misspelt word by the n-grams it kept. On issue 27's typo'd product descriptions,
                     # alone: a linear model on character 2-4-grams 78.1% vs word n-grams 74.6%, and the
                     # word-token text_transformer 74.6%.
+                    # 1024 known units: about 64 words, what the word-token transformer read
                     encoders[slot] = {"name": "text_ngram", "dim": dim, "vocab_size": NGRAM_VOCAB, "min_n": 2, "max_n": 4,
-                                      "max_length": 256}
+                                      "max_length": 1024}
                     choices.append(Choice(slot, "text_ngram from scratch (words + character 2-4-grams, fastText), "
                                                 "typo augmentation", why))
                 else:

@@ -61,7 +61,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -88,24 +88,46 @@ MIN_AUDIO_FRAMES = 32
 #: Samples kept per audio clip and frames per video are bounded by the manifest (max_seconds,
 #: max_frames); images by Pillow's decompression-bomb limit (PIL.Image.MAX_IMAGE_PIXELS).
 MAX_TEXT_CHARS = 1_000_000
+#: How a fitted vocabulary's texts are split: characters, words (and punctuation), fastText's subword units.
+TEXT_LEVELS = ("char", "word", "ngram")
 
 
-def subword_ngrams(text: str, min_n: int, max_n: int) -> list[str]:
+_WORD = re.compile(r"\w+")
+
+
+def subword_ngrams(text: str, min_n: int, max_n: int) -> Iterator[str]:
     """fastText's subword units of ``text`` (Bojanowski et al. 2017, "Enriching Word Vectors with Subword
-    Information"): for every word (``\\w+``, in order) the word between boundary marks, ``<word>``, then
-    its character n-grams of ``min_n``..``max_n`` characters, shorter than the marked word
-    (``"cat"`` -> ``<cat>``, ``<c``, ``ca``, ``at``, ``t>``, ``<ca``, ``cat``, ``at>`` for 2..3).
+    Information"), yielded in order: for every word (``\\w+``) the word between boundary marks,
+    ``<word>``, then its character n-grams of ``min_n``..``max_n`` characters, shorter than the marked
+    word (``"cat"`` -> ``<cat>``, ``<c``, ``ca``, ``at``, ``t>``, ``<ca``, ``cat``, ``at>`` for 2..3; a
+    word of k >= 3 letters gives 3k + 1 units for 2..4).
 
     The ``text_ngram`` encoder's tokenizer (:class:`mmcore_plugins.encoders.text.NgramTokenizer`)
     splits texts with this very function, so training and an export cannot split them differently.
     """
-    out: list[str] = []
-    for word in re.findall(r"\w+", text):
-        marked = f"<{word}>"
-        out.append(marked)
+    for match in _WORD.finditer(text):
+        marked = f"<{match.group()}>"
+        yield marked
         for n in range(min_n, min(max_n, len(marked) - 1) + 1):
-            out.extend(marked[i: i + n] for i in range(len(marked) - n + 1))
-    return out
+            for i in range(len(marked) - n + 1):
+                yield marked[i: i + n]
+
+
+def ngram_ids(text: str, vocab: Mapping[str, int], min_n: int, max_n: int, limit: int) -> list[int]:
+    """The ids (``vocab[unit]``) of the first ``limit`` :func:`subword_ngrams` of ``text`` that are in
+    ``vocab``; units outside it are left out (an unseen n-gram carries no signal), and a text with
+    none gets ``[1]`` (unknown: the encoder reads it as absent). Splitting stops once ``limit`` ids
+    are found, so a long text costs what its first ``limit`` units cost."""
+    ids: list[int] = []
+    if limit < 1:
+        return [1]
+    for unit in subword_ngrams(text, min_n, max_n):
+        found = vocab.get(unit)
+        if found is not None:
+            ids.append(found)
+            if len(ids) == limit:
+                break
+    return ids or [1]
 
 
 class FrontEndError(ValueError):
@@ -350,6 +372,9 @@ class TextSlot(Slot):
         super().__init__(name, spec, folder)
         self.tokenizer = None
         if self.kind == "text_vocab":
+            if self.spec.get("level") not in TEXT_LEVELS:  # an export of a newer mmcore: never split another way
+                raise ValueError(f"{name}: text level {self.spec.get('level')!r} is not one this front end knows "
+                                 f"({', '.join(TEXT_LEVELS)})")
             self.vocab = {t: i + 2 for i, t in enumerate(self.spec["vocab"] or [])}
         elif self.kind == "text_hf":
             from tokenizers import Tokenizer
@@ -371,12 +396,9 @@ class TextSlot(Slot):
         elif self.kind == "text_vocab":
             text = raw.lower() if s["lowercase"] else raw
             if s["level"] == "ngram":
-                tokens = subword_ngrams(text, s["min_n"], s["max_n"])
+                ids = ngram_ids(text, self.vocab, s["min_n"], s["max_n"], limit)
             else:
                 tokens = list(text) if s["level"] == "char" else re.findall(r"\w+|[^\w\s]", text)
-            if s["level"] == "ngram":  # units outside the vocabulary are left out (the tokenizer's rule)
-                ids = [i for i in (self.vocab.get(t) for t in tokens) if i is not None][:limit] or [1]
-            else:
                 ids = [self.vocab.get(t, 1) for t in tokens[:limit]] or [1]
         else:
             ids = self.tokenizer.encode(raw).ids

@@ -7,8 +7,9 @@ name, even one such as ``"note.txt"`` — and a :class:`pathlib.Path` as "read t
 contents are read by :func:`mmcore_plugins.io.read_text` (UTF-8, a byte-order mark stripped; a
 decode error names the file and byte offset). The manifest's ``path_columns`` and ``mmcore
 predict`` give text files as paths. Texts longer than ``max_length`` tokens are truncated to
-their first ``max_length`` tokens; a ``max_length`` beyond what a pretrained model's position
-table holds is refused when the encoder is built.
+their first ``max_length`` tokens (``text_ngram``: the first ``max_length`` units found in its
+vocabulary); a ``max_length`` beyond what a pretrained model's position table holds is refused
+when the encoder is built.
 """
 
 from __future__ import annotations
@@ -153,28 +154,30 @@ class NgramTokenizer(VocabTokenizer):
     are in the vocabulary (others are left out; none at all -> one unknown id). The vocabulary is the
     processor's state, as :class:`VocabTokenizer`'s."""
 
-    def __init__(self, vocab_size: int, max_length: int = 256, lowercase: bool = True, min_n: int = 2, max_n: int = 4) -> None:
+    def __init__(self, vocab_size: int, max_length: int = 1024, lowercase: bool = True, min_n: int = 2, max_n: int = 4) -> None:
         super().__init__("word", vocab_size, max_length, lowercase)
         self.level, self.min_n, self.max_n = "ngram", min_n, max_n
 
     def tokens(self, text: str | os.PathLike) -> list[str]:
-        # The export front end's own function (numpy-only module): training and an export split texts
+        # The export front end's own functions (a numpy-only module): training and an export split texts
         # by one definition. Imported here, not at the top: the front end costs ~13 ms to import, which
         # every mmcore command would pay for loading this plugin.
         from mmcore_plugins.deploy.frontend import subword_ngrams
 
         text = text_of(text)
-        return subword_ngrams(text.lower() if self.lowercase else text, self.min_n, self.max_n)
+        return list(subword_ngrams(text.lower() if self.lowercase else text, self.min_n, self.max_n))
 
     def __call__(self, raw: str) -> torch.Tensor:
         # Units outside the vocabulary are left out (fastText's unseen n-grams carry no signal), not
         # kept as the unknown id: an untrained "unknown" vector would outweigh the known units of a
-        # misspelt or new word. A text with no known unit is one unknown id, which the encoder masks.
+        # misspelt or new word. A text with no known unit is one unknown id: the encoder reads it as absent.
         if self.vocab is None:
             return super().__call__(raw)
-        vocab = self.vocab
-        ids = [i for i in (vocab.get(t) for t in self.tokens(raw)) if i is not None][: self.max_length] or [UNK]
-        return torch.tensor(ids, dtype=torch.long)
+        from mmcore_plugins.deploy.frontend import ngram_ids
+
+        text = text_of(raw)
+        text = text.lower() if self.lowercase else text
+        return torch.tensor(ngram_ids(text, self.vocab, self.min_n, self.max_n, self.max_length), dtype=torch.long)
 
 
 def _check_positive_int(name: str, value: Any) -> None:
@@ -186,19 +189,22 @@ class NgramBagEncoder(mmcore.Encoder):
     """fastText's text classifier as an encoder (Joulin et al. 2017, "Bag of Tricks for Efficient Text
     Classification"; subwords: Bojanowski et al. 2017): the mean of learned embeddings of a text's
     words and character n-grams (:class:`NgramTokenizer`), layer-normalised; one pooled ``[B, dim]``
-    float vector per text (absent texts: zeros, ``present`` False).
+    float vector per text (absent texts: zeros, ``present`` False). A text with no unit in the
+    vocabulary (empty, punctuation only, every word unseen in training) carries no evidence and is
+    read as absent too: a constant vector would be a guess the model never learned to weigh.
 
     From scratch, with no order beyond the n-grams: cheap (one embedding lookup per unit, no
     attention) and robust to misspelt words, whose n-grams mostly survive a typo. Options:
     ``vocab_size`` (units kept, padding and unknown included), ``min_n`` / ``max_n`` (n-gram
-    lengths in characters, the ``<``/``>`` word boundaries counted), ``max_length`` (units read per
-    text: a word of k letters gives about ``(max_n - min_n + 1) * (k + 2)``), ``dropout`` (on the
-    pooled vector while training). Raises ``ValueError`` naming a bad option.
+    lengths in characters, the ``<``/``>`` word boundaries counted), ``max_length`` (known units
+    read per text; a word of k >= 3 letters gives 3k + 1 units for 2-4-grams, so the default 1024
+    holds about 64 words of 5 letters), ``dropout`` (on the pooled vector while training). Raises
+    ``ValueError`` naming a bad option.
     """
 
     modality = "text"
 
-    def __init__(self, dim: int = 128, vocab_size: int = 20000, min_n: int = 2, max_n: int = 4, max_length: int = 256,
+    def __init__(self, dim: int = 128, vocab_size: int = 20000, min_n: int = 2, max_n: int = 4, max_length: int = 1024,
                  lowercase: bool = True, dropout: float = 0.1) -> None:
         super().__init__()
         for name, value in (("dim", dim), ("min_n", min_n), ("max_n", max_n)):
@@ -227,12 +233,13 @@ class NgramBagEncoder(mmcore.Encoder):
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> Features:
         ids, present = batch["ids"], _as_bool(batch["present"])
-        # the unknown id stands for "no known unit" (a text of new words only): it adds nothing to the mean
+        # the unknown id stands for "no known unit" (a text of new words only): it adds nothing to the mean,
+        # and a text with nothing else is absent
         mask = _as_bool(batch["mask"]) & present.unsqueeze(1) & (ids != UNK)
         weight = mask.unsqueeze(-1).to(self.embed.weight.dtype)
         # the mean over real units; an absent text (no unit) divides zeros by one
         mean = (self.embed(ids) * weight).sum(1) / weight.sum(1).clamp_min(1.0)
-        return Features.from_pooled(self.dropout(self.norm(mean)), present=present)
+        return Features.from_pooled(self.dropout(self.norm(mean)), present=mask.any(1))
 
 
 EXAMPLE_WORDS = ["seven", "sieben", "sept", "siete", "sette", "7", "a cat on a mat"]

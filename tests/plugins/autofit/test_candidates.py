@@ -183,9 +183,9 @@ class FakeMachine:
             rng = np.random.default_rng(len(raws))
             return np.eye(3)[[int(str(r).split()[0]) for r in raws]] * 3 + rng.normal(size=(len(raws), 3))
 
-        def probe(train_x, train_y, val_x, val_y, task):
+        def probe(train_x, train_y, val_x, val_y, task, **options):
             self.advance(candidates.PROBE_CELL_S * (len(train_x) + len(val_x)) * train_x.shape[1])
-            return real_probe(train_x, train_y, val_x, val_y, task)
+            return real_probe(train_x, train_y, val_x, val_y, task, **options)
 
         monkeypatch.setattr(candidates, "_pooled", pooled)
         monkeypatch.setattr(candidates, "probe_score", probe)

@@ -80,6 +80,7 @@ def test_multimodal_config_augments_per_modality():
     assert set(encoders) == {"voice", "note", "tabular"}
     assert encoders["voice"]["name"] == "audio_cnn" and encoders["voice"]["spec_augment"] and encoders["voice"]["max_seconds"] == 1.5
     assert encoders["note"]["name"] == "text_ngram" and (encoders["note"]["min_n"], encoders["note"]["max_n"]) == (2, 4)
+    assert encoders["note"]["max_length"] == 1024, "about 64 words of known units, as the word-token encoder read"
     assert encoders["tabular"]["categorical"] == ["city"]
     assert trainer["augment"] == {"voice": {"speed": 0.25, "white_noise": 1.0}, "note": {"typos": 0.05}}
     # classification from several modalities: one expert per modality, no modality dropout needed

@@ -164,5 +164,12 @@ def test_vocabulary_texts_tokenise_as_the_processor_does(level):
         processor = VocabTokenizer(level, 30, max_length=24)
     processor.fit(train)
     spec, front = _front("note", encoder, processor)
-    for text in [*train, "lether jaket", "NAÏVE", "", "  !? ", "zzz qqq", "word " * 40, "x-ray 3.5mm"]:
+    for text in [*train, "lether jaket", "NAÏVE", "", "  !? ", "zzz qqq", "jacket " * 40, "x-ray 3.5mm"]:
         assert front.prepare(text).tolist() == processor(text).tolist(), text
+    assert len(front.prepare("jacket " * 40)) == 24, "a text of known units is cut at max_length"
+
+
+def test_an_unknown_text_level_is_refused_not_split_another_way():
+    with pytest.raises(ValueError, match="'sentencepiece' is not one this front end knows"):
+        frontend.TextSlot("note", {"kind": "text_vocab", "level": "sentencepiece", "vocab": [], "max_length": 8,
+                                   "pad_id": 0, "lowercase": True, "modality": "text"})
