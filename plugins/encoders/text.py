@@ -147,12 +147,12 @@ class _VocabularyFit(mmcore.PartialFit):
 
 
 class NgramTokenizer(VocabTokenizer):
-    """A string (or a Path to a text file) -> ids of its subword units (fastText's words and character
-    n-grams: :func:`mmcore_plugins.deploy.frontend.subword_ngrams`) in a vocabulary of the
-    ``vocab_size - 2`` most frequent ones on the training split
-    (0 = padding, 1 = unknown; ties alphabetical): the first ``max_length`` units of each text that
-    are in the vocabulary (others are left out; none at all -> one unknown id). The vocabulary is the
-    processor's state, as :class:`VocabTokenizer`'s."""
+    """A string (or a Path to a text file) -> int64 ids ``[L]`` of its subword units (fastText's words and
+    character n-grams: :func:`mmcore_plugins.deploy.frontend.subword_ngrams`) in a vocabulary of the
+    ``vocab_size - 2`` most frequent ones on the training split (0 = padding, 1 = unknown; ties
+    alphabetical): the first ``max_length`` units of each text that are in the vocabulary (others are
+    left out; none at all -> one unknown id). The vocabulary is the processor's state, as
+    :class:`VocabTokenizer`'s; ``ValueError`` before it is fitted or loaded."""
 
     def __init__(self, vocab_size: int, max_length: int = 1024, lowercase: bool = True, min_n: int = 2, max_n: int = 4) -> None:
         super().__init__("word", vocab_size, max_length, lowercase)
