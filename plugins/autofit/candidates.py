@@ -69,6 +69,9 @@ OVERRUN = 2.0
 #: Pretrained image features are compared at no more than this size (their cost grows with the
 #: pixels; what the probe compares is the kind of feature, not the last point of accuracy).
 PROBE_IMAGE_SIZE = 128
+#: Characters of each text the probes read: more than either text encoder reads (MiniLM: 64 tokens; fit's
+#: text_ngram: 1,024 units, about 64 words), so the probes see what the encoders would, at a bounded cost.
+PROBE_TEXT_CHARS = 2000
 
 # Quiet-machine costs, measured together with REFERENCE_S on the 2-core development machine
 # (load average 2.5; torch 1 thread): the pace measured in a run scales them (see Pace).
@@ -346,7 +349,10 @@ def compare_candidates(config: Mapping[str, Any], table: Sequence[Mapping[str, A
         for split, most in (("train", MAX_TRAIN), ("val", MAX_VAL)):
             rows = [r for r in table if r[plan.split_column] == split and r.get(column) is not None]
             rng.shuffle(rows)
-            values[split] = [_raw(r[column], base) for r in rows[:most]]
+            # image cells are file paths (relative to the table's folder); text cells are the texts themselves,
+            # cut to what either text encoder reads (a 9,000-word text took the phase to 3x its plan)
+            values[split] = [_raw(r[column], base) if name == "efficientnet_lite0" else str(r[column])[:PROBE_TEXT_CHARS]
+                             for r in rows[:most]]
             targets[split] = [r[plan.target] for r in rows[:most]]
         if name == "efficientnet_lite0":
             details = by_name[column].details
@@ -410,7 +416,12 @@ def compare_candidates(config: Mapping[str, Any], table: Sequence[Mapping[str, A
 
 
 def _raw(value: Any, base: Path) -> Any:
-    """A prepared table's cell as the encoders read it (file paths relative to the table's folder)."""
-    if isinstance(value, str) and not Path(value).is_absolute() and (base / value).exists():
-        return str(base / value)
-    return value
+    """A prepared table's image cell as the encoders read it (file paths relative to the table's folder);
+    a value that cannot name a file (too long for the file system, a NUL byte) stays as it is."""
+    if not isinstance(value, str) or Path(value).is_absolute():
+        return value
+    try:
+        exists = (base / value).exists()
+    except (OSError, ValueError):  # ENAMETOOLONG, an embedded NUL: not a file name
+        return value
+    return str(base / value) if exists else value

@@ -321,3 +321,40 @@ def test_fit_plans_training_in_the_time_left_after_the_phase_and_prints_a_skippe
     out = capsys.readouterr().out
     assert "photo" in out and "EfficientNet-Lite0 not compared: estimated 99.0 s with 3.0 s left" in out, out
     assert "image_cnn" in out
+
+
+def test_text_cells_are_compared_as_texts_never_looked_up_as_files(monkeypatch, tmp_path):
+    """A text column's cells reach the encoders as the texts themselves: one far longer than a file
+    name may be (the file system refuses to look it up: ENAMETOOLONG) and one that happens to name a
+    file beside the table both stay text."""
+    import mmcore_plugins.autofit.candidates as candidates
+    from mmcore_plugins.autofit.candidates import compare_candidates
+
+    machine = FakeMachine(monkeypatch, 1.0)
+    seen: list[str] = []
+    fake_pooled = candidates._pooled
+    monkeypatch.setattr(candidates, "_pooled", lambda net, processor, raws: seen.extend(raws) or fake_pooled(net, processor, raws))
+    config, rows, plan, infos = _text_table(slots=("a",))
+    (tmp_path / "2 word1 other1").write_text("a file that a text names")
+    long_text = "1 " + "woord" * 300  # one 1,500-character path component
+    for row in rows[:6]:
+        row["a"] = long_text if row["y"] == "1" else row["a"]
+    rows[2]["a"] = "2 word1 other1"
+    out = compare_candidates(config, rows, plan=plan, infos=infos, base=tmp_path, budget_s=1e6, manager=None,
+                             clock=machine, loaders={"minilm": machine.loader("minilm")})
+    assert out["a"].scores and long_text in seen and "2 word1 other1" in seen
+    assert not any(str(tmp_path) in text for text in seen)
+    rows[0]["a"] = rows[0]["y"] + " " + "word " * 2000
+    seen.clear()
+    compare_candidates(config, rows, plan=plan, infos=infos, base=tmp_path, budget_s=1e6, manager=None,
+                       clock=machine, loaders={"minilm": machine.loader("minilm")})
+    assert max(len(t) for t in seen) == candidates.PROBE_TEXT_CHARS, "texts cut to what the encoders read"
+
+
+def test_a_cell_that_cannot_name_a_file_is_left_as_it_is(tmp_path):
+    from mmcore_plugins.autofit.candidates import _raw
+
+    (tmp_path / "a.png").write_bytes(b"x")
+    assert _raw("a.png", tmp_path) == str(tmp_path / "a.png")
+    assert _raw("x" * 5000, tmp_path) == "x" * 5000 and _raw("a\0b", tmp_path) == "a\0b"
+    assert _raw("missing.png", tmp_path) == "missing.png" and _raw(3, tmp_path) == 3
