@@ -615,6 +615,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
 
 
+def _unrecognized(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: list[str]) -> str:
+    """``mmcore COMMAND: unrecognized arguments: ...``, and for a misspelt option the command's closest one
+    (``--time-limt`` -> ``--time-limit``)."""
+    import difflib
+
+    command = getattr(args, "command", None)
+    name = f"mmcore {command}" if command else "mmcore"
+    sub = next((a.choices.get(command) for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    known = [o for a in (sub or parser)._actions for o in a.option_strings if o.startswith("--")]
+    guesses = [difflib.get_close_matches(e.split("=", 1)[0], known, n=1, cutoff=0.75) for e in extra if e.startswith("--")]
+    hint = next((f"; did you mean {g[0]}?" for g in guesses if g), f"; see {name} --help")
+    return f"{name}: unrecognized arguments: {' '.join(extra)}{hint}"
+
+
 def _main(argv: list[str], debug: bool) -> int:
     from mmcore.plugin_manager import get_plugin_manager
 
@@ -630,8 +644,9 @@ def _main(argv: list[str], debug: bool) -> int:
         if extra:
             if isinstance(getattr(args, "overrides", None), list) and all("=" in e and not e.startswith("-") for e in extra):
                 args.overrides += extra
-            else:
-                parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            else:  # one line naming them, with the closest option where one is close (not argparse's usage + error)
+                print(_unrecognized(parser, args, extra), file=sys.stderr)
+                return EXIT_USAGE
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 for --help/--version
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_USAGE)
     handler = getattr(args, "handler", None)

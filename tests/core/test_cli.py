@@ -63,6 +63,15 @@ def test_resume_of_a_folder_without_a_checkpoint_is_a_usage_error(tmp_path, caps
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err
 
 
+def test_an_unrecognized_option_is_one_line_with_the_closest_option(capsys):
+    assert main(["train", "c.yaml", "--resme", "RUN"]) == 2
+    err = capsys.readouterr().err
+    assert err == "mmcore train: unrecognized arguments: --resme RUN; did you mean --resume?\n", err
+    assert main(["train", "c.yaml", "--zzz"]) == 2
+    assert capsys.readouterr().err == "mmcore train: unrecognized arguments: --zzz; see mmcore train --help\n"
+    assert main(["--zzz"]) == 2 and capsys.readouterr().err == "mmcore: unrecognized arguments: --zzz; see mmcore --help\n"
+
+
 def test_a_nan_loss_exits_1_with_the_step(tmp_path, capsys):
     class Poison:
         @mmcore.hookimpl
