@@ -515,9 +515,15 @@ class RunBackend(Backend):
             if rows is not None:
                 values = [round(p, 6) for p in rows[row]]
                 result["probabilities"] = dict(zip(classes, values, strict=True)) if classes and len(classes) == len(values) else values
-            result["modalities"] = [s.label for s in self.slots if item[s.name] is not None]
+            result["modalities"] = [s.label for s in self.slots if item[s.name] is not None and self._reads(s.name, item[s.name])]
             results.append(result)
         return results
+
+
+    def _reads(self, slot: str, item: Any) -> bool:
+        """Whether the model reads ``item`` as present (a processor may say no: text_ngram's text of no known unit)."""
+        reads = getattr(self.model.processors[slot], "reads", None)
+        return not callable(reads) or bool(reads(item))
 
 
 class ExportBackend(Backend):

@@ -51,7 +51,9 @@ indicator, a date's parts, a text-file cell's text, a file cell's path (relative
 
 A column the model reads must be in the rows or declared in ``missing_columns`` (:class:`ColumnsError`
 names it and the closest column given); an empty, placeholder, missing or unreadable cell is a
-missing one, reported in one :class:`MissingInputsWarning` (``strict=True`` refuses it).
+missing one, reported in one :class:`MissingInputsWarning` (``strict=True`` refuses it). A category
+the training split never held is read as unknown and the record predicted all the same, told in one
+:class:`UnseenCategoriesWarning` per column, in ``mmcore predict``'s words.
 """
 
 from __future__ import annotations
@@ -113,6 +115,10 @@ def subword_ngrams(text: str, min_n: int, max_n: int) -> Iterator[str]:
                 yield marked[i: i + n]
 
 
+#: The vocabulary texts' "unknown" id (0 is padding).
+UNKNOWN_ID = 1
+
+
 def ngram_ids(text: str, vocab: Mapping[str, int], min_n: int, max_n: int, limit: int) -> list[int]:
     """The ids (``vocab[unit]``) of the first ``limit`` :func:`subword_ngrams` of ``text`` that are in
     ``vocab``; units outside it are left out (an unseen n-gram carries no signal), and a text with
@@ -120,14 +126,14 @@ def ngram_ids(text: str, vocab: Mapping[str, int], min_n: int, max_n: int, limit
     are found, so a long text costs what its first ``limit`` units cost."""
     ids: list[int] = []
     if limit < 1:
-        return [1]
+        return [UNKNOWN_ID]
     for unit in subword_ngrams(text, min_n, max_n):
         found = vocab.get(unit)
         if found is not None:
             ids.append(found)
             if len(ids) == limit:
                 break
-    return ids or [1]
+    return ids or [UNKNOWN_ID]
 
 
 class FrontEndError(ValueError):
@@ -281,6 +287,10 @@ class Slot:
     def collate(self, items: Sequence[Any]) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
+    def reads(self, item: Any) -> bool:
+        """Whether the model reads a prepared ``item`` as present (a result's "modalities" lists the slot)."""
+        return item is not None
+
     def inputs(self, field: str) -> str:
         return f"{self.name}.{field}"
 
@@ -404,6 +414,12 @@ class TextSlot(Slot):
             ids = self.tokenizer.encode(raw).ids
         return np.asarray(ids, dtype=np.int64)
 
+    def reads(self, item: Any) -> bool:
+        # text_ngram reads a text of no known unit (one unknown id) as absent
+        if item is None:
+            return False
+        return not (self.kind == "text_vocab" and self.spec["level"] == "ngram" and item.tolist() == [UNKNOWN_ID])
+
     def collate(self, items: Sequence[Any]) -> dict[str, np.ndarray]:
         length = max(MIN_SIZE, max((len(i) for i in items if i is not None), default=1))
         ids = np.full((len(items), length), self.spec["pad_id"], dtype=np.int64)
@@ -445,6 +461,20 @@ class TabularSlot(Slot):
         vocab = s["vocabularies"]
         index = [0 if v is None else vocab[c].get(v, 0) for c, v in zip(categorical, categories, strict=True)]
         return numbers.astype(np.float32), np.asarray(index, dtype=np.int64)
+
+    def unseen(self, raw: Any) -> dict[str, str]:
+        """``{column: value}`` of the row's category cells read as unknown (index 0) though not empty: a value the
+        training split never held, or too rare there to be kept -- the tabular processor's rule (``str(value)``)."""
+        if not isinstance(raw, Mapping):
+            return {}
+        vocab = self.spec["vocabularies"]
+        return {c: str(raw[c]) for c in self.spec["categorical"]
+                if raw.get(c) is not None and str(raw[c]) not in vocab.get(c, {})}
+
+    def unseen_reason(self, column: str) -> str:
+        limit = self.spec.get("max_categories")  # absent from exports made before it was written
+        full = limit is not None and len(self.spec["vocabularies"].get(column, {})) >= limit - 1
+        return "not seen in training" + (f" (or too rare there to be one of its {limit - 1} kept values)" if full else "")
 
     def collate(self, items: Sequence[Any]) -> dict[str, np.ndarray]:
         s = self.spec
@@ -550,6 +580,16 @@ class ColumnsError(ValueError):
 class MissingInputsWarning(UserWarning):
     """``predict`` treated cells or rows as missing (files that do not exist or cannot be read,
     placeholders, rows without any input); the message names rows and columns (``strict=True`` refuses)."""
+
+
+class UnseenCategoriesWarning(UserWarning):
+    """``predict`` read category cells as unknown (vocabulary index 0): values the training split never
+    held. The records are predicted all the same; one warning per column, in ``mmcore predict``'s words:
+    ``column 'brand': 3 records had values not seen in training (e.g. 'Acme'); they were treated as unknown``."""
+
+
+#: Values quoted per column in an UnseenCategoriesWarning.
+UNSEEN_EXAMPLES = 3
 
 
 def plain(value: Any) -> Any:
@@ -1090,7 +1130,7 @@ class Artefact:
                 result["probabilities"] = dict(zip(classes, values, strict=True)) if classes and len(classes) == len(values) else values
             # a fit run's one-column slot by the user's column it reads (what the records name)
             result["modalities"] = [self.columns.slots[s].get("column", s) if self.columns is not None else s
-                                    for s in self.slots if record.get(s) is not None]
+                                    for s, slot in self.slots.items() if slot.reads(record.get(s))]
             out.append(result)
         return out
 
@@ -1103,10 +1143,14 @@ class Artefact:
         ``missing_columns`` (else :class:`ColumnsError` naming it and the closest column given); an empty
         cell, a placeholder ("N/A"), a file that does not exist or cannot be read is a missing cell --
         noted in one :class:`MissingInputsWarning` naming rows and columns (``strict``: ColumnsError); a
-        row without any input gets None. File paths are relative to ``base`` (default: the current folder).
+        row without any input gets None. File paths are relative to ``base`` (default: the current folder),
+        in the records of any export (``{slot: path}`` for an image, audio or video slot).
         """
         if self.columns is None:
-            return self._predict([self.prepare(r) for r in records])
+            records = [self._based(r, base) for r in records] if base is not None else list(records)
+            results = self._predict([self.prepare(r) for r in records])
+            self._tell_unseen(records)
+            return results
         rows, header = table_rows(records)
         frame = hasattr(records, "itertuples")
         where = "the DataFrame" if frame else "the records"
@@ -1120,9 +1164,11 @@ class Artefact:
             for i, row in enumerate(rows):
                 declared = self.columns.check(list(row), missing_columns, where=f"row {i + 1}")
         folder, notes, prepared = os.path.abspath(os.fspath(base) if base is not None else os.getcwd()), [], []
+        read = []  # each row's slot values as the model reads them (unseen categories are told from them)
         for i, row in enumerate(rows):
             record = self.columns.record({**row, **dict.fromkeys(declared)}, i, folder, strict=strict, notes=notes)
             prepared.append(None if record is None else self._prepare_cells(record, i, strict, notes))
+            read.append(record if prepared[-1] is not None else None)
         empty = [i + 1 for i, p in enumerate(prepared) if p is None]
         if empty:
             if strict:
@@ -1130,6 +1176,7 @@ class Artefact:
             notes.append(f"rows {', '.join(map(str, empty[:10]))}{' ...' if len(empty) > 10 else ''}: no input at all "
                          "(no prediction)")
         found = iter(self._predict([p for p in prepared if p is not None]))
+        self._tell_unseen(read, shown=set(self.columns.input_columns))
         if notes:
             import warnings
 
@@ -1137,6 +1184,51 @@ class Artefact:
             warnings.warn(MissingInputsWarning(f"predict on {where}: {len(notes)} cell(s) or row(s) treated as missing "
                                                f"(strict=True refuses them): {shown}"), stacklevel=2)
         return [None if p is None else next(found) for p in prepared]
+
+    def _based(self, record: Any, base: str | os.PathLike) -> Any:
+        """``record`` with each relative path of a file slot (image, audio, video) joined to ``base``."""
+        if not isinstance(record, Mapping):
+            return record
+        out = dict(record)
+        for name, slot in self.slots.items():
+            raw = out.get(name)
+            if isinstance(slot, (ImageSlot, AudioSlot, VideoSlot)) and isinstance(raw, (str, os.PathLike)) \
+                    and not os.path.isabs(raw):
+                out[name] = os.path.join(os.fspath(base), os.fspath(raw))
+        return out
+
+    def _tell_unseen(self, records: Sequence[Mapping[str, Any] | None], shown: set[str] | None = None) -> None:
+        """One :class:`UnseenCategoriesWarning` per category column whose values ``records`` ({slot: raw})
+        hold that the training split did not; ``shown``: the columns a user names (a fit run's columns
+        derived from dates are its own business)."""
+        counts: dict[str, int] = {}
+        examples: dict[str, list[str]] = {}
+        reasons: dict[str, str] = {}
+        for record in records:
+            if record is None:
+                continue
+            for name, slot in self.slots.items():
+                raw = record.get(name)
+                if raw is None or not isinstance(slot, TabularSlot):
+                    continue
+                for column, value in slot.unseen(raw).items():
+                    if shown is not None and column not in shown:
+                        continue
+                    counts[column] = counts.get(column, 0) + 1
+                    quoted = examples.setdefault(column, [])
+                    if value not in quoted and len(quoted) < UNSEEN_EXAMPLES:
+                        quoted.append(value)
+                    reasons.setdefault(column, slot.unseen_reason(column))
+        import warnings
+
+        for column, count in counts.items():
+            values = ", ".join(repr(v) for v in examples[column])
+            if count == 1:
+                line = f"column {column!r}: 1 record had a value {reasons[column]} ({values}); it was treated as unknown"
+            else:
+                line = (f"column {column!r}: {count} records had values {reasons[column]} (e.g. {values}); "
+                        "they were treated as unknown")
+            warnings.warn(UnseenCategoriesWarning(line), stacklevel=3)
 
     def _prepare_cells(self, record: Mapping[str, Any], index: int, strict: bool, notes: list[str]) -> dict[str, Any] | None:
         """A fit export's record ``{slot: raw or None}`` -> prepared items; a cell that cannot be decoded

@@ -268,7 +268,8 @@ def slot_export(slot: str, encoder: Any, processor: Any) -> SlotExport:
         spec = {"kind": "tabular", "modality": modality, "num_features": int(processor.num_features),
                 "columns": processor.columns, "categorical": list(processor.categorical), "mean": state["mean"],
                 "std": state["std"], "vocabularies": {c: {v: i + 1 for i, v in enumerate(values)}
-                                                      for c, values in state["vocabularies"].items()}}
+                                                      for c, values in state["vocabularies"].items()},
+                "max_categories": int(processor.max_categories)}  # the front end words unseen values as predict does
         inputs = [GraphInput(f"{slot}.values", "float32", ["batch", spec["num_features"]], "zeros",
                              "numeric columns standardised with the training mean and std"),
                   GraphInput(f"{slot}.categories", "int64", ["batch", len(spec["categorical"])], "0",

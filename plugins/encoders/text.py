@@ -179,6 +179,11 @@ class NgramTokenizer(VocabTokenizer):
         text = text.lower() if self.lowercase else text
         return torch.tensor(ngram_ids(text, self.vocab, self.min_n, self.max_n, self.max_length), dtype=torch.long)
 
+    def reads(self, item: torch.Tensor) -> bool:
+        """Whether ``text_ngram`` reads a processed text as present: not one of no known unit (one unknown
+        id). What a served answer's "modalities" lists."""
+        return not (self.vocab is not None and item.numel() == 1 and int(item[0]) == UNK)
+
 
 def _check_positive_int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:

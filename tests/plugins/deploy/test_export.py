@@ -4,6 +4,7 @@ run does on real files, that the front end runs without mmcore, and refusals bef
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -67,6 +68,10 @@ def test_the_export_predicts_what_the_run_predicts_on_real_files(small_run, smal
         assert [r["modalities"] for r in results] == [["audio", "image", "profile", "text"], ["text"], ["audio", "image"],
                                                      ["audio", "profile"]]
     assert [r["prediction"] for r in artefact.predict(records[:1])] == [CLASSES[int(expected[0].argmax())]]
+    # paths relative to the table's folder, given as base= (the default is the current folder, as for mmcore predict)
+    relative = [{**r, **{k: os.path.basename(r[k]) for k in ("image", "audio") if k in r}} for r in records]
+    assert artefact.predict(relative, base=tmp_path) == results
+    assert artefact.predict(records, base="/nowhere") == results, "an absolute path is read as it is"
 
 
 def test_the_front_end_runs_without_mmcore(small_export, tmp_path):

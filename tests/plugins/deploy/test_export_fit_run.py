@@ -160,6 +160,15 @@ def test_the_export_predicts_what_the_predictor_predicts_on_the_users_columns(fi
     assert got_labels == labels and labels[5] is None  # the last row, every cell empty: no prediction, as in Predictor
     assert np.allclose(got_proba, proba, atol=1e-5, rtol=0, equal_nan=True)
     assert results[1]["modalities"] == ["note", "tabular"] and results[0]["modalities"] == [PHOTO, "note", "tabular"]
+    # 'west' is no training group ('' is an empty cell, not a category): predicted as unknown, and told once,
+    # in the words mmcore predict uses -- never about the columns fit derives from the dates
+    unseen = [str(w.message) for w in caught if type(w.message).__name__ == "UnseenCategoriesWarning"]
+    assert unseen == ["column 'group': 1 record had a value not seen in training ('west'); it was treated as unknown"]
+    with warnings.catch_warnings(record=True) as told:
+        warnings.simplefilter("always")
+        artefact.predict([{**records[1], "group": g} for g in ("west", "up", "west", "north", "down", "left")])
+    assert [str(w.message) for w in told if type(w.message).__name__ == "UnseenCategoriesWarning"] == [
+        "column 'group': 5 records had values not seen in training (e.g. 'west', 'up', 'down'); they were treated as unknown"]
 
 
 def test_a_dataframe_with_typed_timestamps_and_nulls_reads_as_fit_reads_it(fitted, monkeypatch):

