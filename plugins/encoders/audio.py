@@ -151,7 +151,9 @@ class LogMelProcessor(mmcore.Processor):
         return {"mels": mels, "mask": mask, "present": torch.tensor([i is not None for i in items], dtype=torch.bool)}
 
     def example(self, generator: torch.Generator) -> torch.Tensor:
-        seconds = 0.1 + 0.2 * float(torch.rand((), generator=generator))
+        # 0.1-1.0 s: past the export front end's least width (MIN_AUDIO_FRAMES), at frame counts of every
+        # residue, so an export's trace and verification see the lengths users send
+        seconds = 0.1 + 0.9 * float(torch.rand((), generator=generator))
         t = torch.arange(int(seconds * self.sample_rate)) / self.sample_rate
         pitch = 150 + 300 * float(torch.rand((), generator=generator))
         return 0.3 * torch.sin(2 * math.pi * pitch * t) + 0.05 * torch.randn(t.shape, generator=generator)
@@ -295,9 +297,11 @@ class AudioCNNEncoder(_LogMelEncoder):
     def forward(self, batch: Mapping[str, torch.Tensor]) -> Features:
         x, mask, present = self._inputs(batch)
         stride = 2**self.blocks
-        pad = (-x.shape[2]) % stride  # whole pooling windows only, so every frame is seen
-        if pad:
-            x, mask = F.pad(x, (0, pad)), F.pad(mask, (0, pad))
+        # Whole pooling windows only, so every frame is seen. Padded unconditionally (0 is a no-op): a
+        # Python branch on the length would be traced for the export's example length only -- an exported
+        # graph then failed on 7 clips in 8 longer than the front end's least width.
+        pad = (-x.shape[2]) % stride
+        x, mask = F.pad(x, (0, pad)), F.pad(mask, (0, pad))
         # The blocks take the frame mask as 1.0 / 0.0 in x's dtype, cast once here rather than in each
         # block's norm; a block keeps every other frame of it, as the bool mask below does in one step.
         frames = mask.to(x.dtype)

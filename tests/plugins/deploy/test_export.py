@@ -74,6 +74,32 @@ def test_the_export_predicts_what_the_run_predicts_on_real_files(small_run, smal
     assert artefact.predict(records, base="/nowhere") == results, "an absolute path is read as it is"
 
 
+def test_every_clip_length_runs_through_the_exported_graphs(small_run, small_export, tmp_path):
+    """One clip a call, at every frame count past the front end's least width (each residue of audio_cnn's
+    pooling stride, 8, twice): an export used to trace the length it was shown only (a multiple of 8) and then
+    failed on 7 clips in 8 (pt2: a guard; ONNX: a broadcast error)."""
+    import soundfile
+
+    model, _ = load_run(small_run, mmcore.get_plugin_manager())
+    sys.path.insert(0, str(small_export))
+    try:
+        import frontend
+    finally:
+        sys.path.pop(0)
+    first = frontend.MIN_AUDIO_FRAMES + 1
+    records = []
+    for frames in range(first, first + 16):  # a clip of n samples gives 1 + n // hop frames (hop 80)
+        path = tmp_path / f"clip{frames}.wav"
+        t = np.arange(80 * (frames - 1) + 7) / 8000
+        soundfile.write(path, (0.3 * np.sin(2 * np.pi * (200 + 10 * frames) * t)).astype(np.float32), 8000)
+        records.append({"audio": str(path), "text": "round ring"})
+    expected = predict_output(model, records).extras["probabilities"].numpy()  # eager, the processors' path
+    for graph in ("model.pt2", "model.onnx"):
+        artefact = frontend.load(small_export, graph=graph)
+        got = np.array([[artefact.predict([r])[0]["probabilities"][c] for c in CLASSES] for r in records])
+        assert np.abs(got - expected).max() <= 1e-5, graph
+
+
 def test_the_front_end_runs_without_mmcore(small_export, tmp_path):
     files = _files(tmp_path, "circle", 4)
     script = textwrap.dedent(f"""
