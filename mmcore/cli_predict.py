@@ -393,17 +393,24 @@ def _predicted_batches(built, model, source: Path, batch_size: int, unseen: Unse
         yield flush()
 
 
-def _shown_record(sample: Mapping[str, Any], model, manager, run_dir: str | Path) -> tuple[dict, list]:
-    """What ``mmcore predict`` prints of the record it read: ``{slot: raw}`` and the slots left out; for a
-    run whose plugin names its slots from the user's own columns (hook ``mmcore_export_columns``, ``mmcore
-    fit``'s), ``{column: raw}`` and the columns left out -- never a slot name or a column the plugin derived."""
+def _shown_record(sample: Mapping[str, Any], model, manager, run_dir: str | Path,
+                  typed: Mapping[str, str] | None = None) -> tuple[dict, list, dict]:
+    """What ``mmcore predict`` prints of the record it read: ``{slot: raw}``, the slots left out and ``{}``; for
+    a run whose plugin names its slots from the user's own columns (hook ``mmcore_export_columns``, ``mmcore
+    fit``'s), ``{column: raw}`` of the cells the user gave (``typed``: column -> text as typed), the columns
+    left out, and ``{column: value}`` the model read in place of a number left out (the training median) --
+    never a slot name or a column the plugin derived."""
+    from mmcore.labels import is_missing
+
     cut = lambda raw: raw if not isinstance(raw, str) or len(raw) <= 200 else raw[:200] + "..."  # noqa: E731
     plan = manager.hook.mmcore_export_columns(run_dir=Path(run_dir))
     slots = plan.get("slots") if isinstance(plan, Mapping) else None
     if not isinstance(slots, Mapping) or set(slots) != set(model.slots):
-        return {slot: cut(raw) for slot, raw in sample.items()}, [s for s in model.slots if s not in sample]
+        return {slot: cut(raw) for slot, raw in sample.items()}, [s for s in model.slots if s not in sample], {}
+    fill = plan.get("fill") if isinstance(plan.get("fill"), Mapping) else {}
     shown: dict[str, Any] = {}
     missing: list[str] = []
+    filled: dict[str, Any] = {}
     for slot, spec in slots.items():
         columns = [spec["column"]] if "column" in spec else [*spec.get("numeric", []), *spec.get("categorical", []),
                                                                *spec.get("dates", [])]
@@ -412,9 +419,15 @@ def _shown_record(sample: Mapping[str, Any], model, manager, run_dir: str | Path
             missing += columns
         elif "column" in spec:
             shown[spec["column"]] = cut(raw)
-        else:  # the user's cells as the model reads them (a number left out: the training median)
-            shown.update({c: raw.get(c) for c in columns if isinstance(raw, Mapping) and c in raw})
-    return shown, missing
+        else:  # the user's cells as the model reads them; a cell left out is missing, a number filled is said
+            for c in columns:
+                if typed is not None and (c not in typed or is_missing(typed[c])):
+                    missing.append(c)
+                    if c in fill and isinstance(raw, Mapping) and c in raw:
+                        filled[c] = raw[c]
+                elif isinstance(raw, Mapping) and c in raw:
+                    shown[c] = raw.get(c)
+    return shown, missing, filled
 
 
 def cmd_predict(args: argparse.Namespace, manager) -> int:
@@ -438,7 +451,9 @@ def cmd_predict(args: argparse.Namespace, manager) -> int:
     unseen = UnseenValues(model)
     unseen.add(sample)
     warn_unseen(unseen)
-    shown, missing = _shown_record(sample, model, manager, args.run_dir)
-    result = {"inputs": shown, "missing": missing, **_prediction_record(model, output, 0)}
+    typed = dict(item.split("=", 1) for item in args.inputs if "=" in item)
+    shown, missing, filled = _shown_record(sample, model, manager, args.run_dir, typed)
+    result = {"inputs": shown, "missing": missing, **({"filled": filled} if filled else {}),
+              **_prediction_record(model, output, 0)}
     print(json.dumps(result, ensure_ascii=False))
     return EXIT_OK

@@ -136,8 +136,12 @@ def test_predict_embed_explain_on_the_users_own_columns(run, capsys):
     printed = json.loads(capsys.readouterr().out)
     assert printed["prediction"] == expected
     assert printed["inputs"][REVIEW] == note.read_text(encoding="utf-8") and printed["inputs"][PRICE] == 2.5
-    assert printed["missing"] == [] and not any(name in json.dumps(printed) for name in (
-        "customer_review", "weight missing", f"{PRICE} missing"))
+    # 'weight' was not given: listed as missing, and the training median the model read in its place is said
+    # as such -- not shown among the inputs as if typed
+    assert printed["missing"] == ["weight"] and "weight" not in printed["inputs"]
+    assert printed["filled"] == {"weight": predictor.plan.fill["weight"]}
+    assert set(printed["inputs"]) == {"a", "group", REVIEW, PRICE}
+    assert not any(name in json.dumps(printed) for name in ("customer_review", "weight missing", f"{PRICE} missing"))
     # the slot's name is still taken as an alias of its column
     assert main(["predict", run_dir, "a=0.3", "group=north", f"customer_review={note}", f"{PRICE}=2.5"]) == 0
     assert json.loads(capsys.readouterr().out)["prediction"] == expected
