@@ -588,8 +588,8 @@ class ExportBackend(Backend):
         return item
 
     def predict(self, items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        outputs = self.artefact.run(self.artefact.collate(items), len(items))
-        return self.artefact.results(outputs, items)  # a fit run's modalities by the user's columns
+        # one record a graph call where a record's answer would depend on its batch-mates (dynamic int8)
+        return self.artefact.predict_prepared(items)  # a fit run's modalities by the user's columns
 
 
 def open_backend(path: str | Path, manager: Any = None, *, graph: str | None = None, threads: int | None = None,

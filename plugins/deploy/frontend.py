@@ -1045,6 +1045,12 @@ class Artefact:
         self.head = self.manifest["head"]
         #: fit's column plan (an export of a ``mmcore fit`` run), else None: records are then ``{slot: raw}``
         self.columns = Columns(self.manifest["columns"], self.manifest["slots"]) if self.manifest.get("columns") else None
+        #: Whether a record's answer would depend on the other records of its graph call: onnxruntime's dynamic
+        #: int8 quantises each activation with one scale over the whole tensor -- every record in the call (on the
+        #: demo, a record's probabilities moved by up to 0.015 and 1 of 491 predictions changed with its batch).
+        #: Such a graph is run one record a call by :meth:`predict` (and ``mmcore serve``): the same record, the
+        #: same answer, whatever else is predicted with it.
+        self.per_record = self.graph_file == self.manifest["graph"].get("files", {}).get("int8", {}).get("file")
         self._run = self._runner(os.path.join(self.folder, self.graph_file), threads, spinning)
 
     def _runner(self, path: str, threads: int | None, spinning: bool = True):
@@ -1148,7 +1154,7 @@ class Artefact:
         """
         if self.columns is None:
             records = [self._based(r, base) for r in records] if base is not None else list(records)
-            results = self._predict([self.prepare(r) for r in records])
+            results = self.predict_prepared([self.prepare(r) for r in records])
             self._tell_unseen(records)
             return results
         rows, header = table_rows(records)
@@ -1175,7 +1181,7 @@ class Artefact:
                 raise ColumnsError(f"{where}: rows {empty[:10]} have no input (every column the model reads is empty)")
             notes.append(f"rows {', '.join(map(str, empty[:10]))}{' ...' if len(empty) > 10 else ''}: no input at all "
                          "(no prediction)")
-        found = iter(self._predict([p for p in prepared if p is not None]))
+        found = iter(self.predict_prepared([p for p in prepared if p is not None]))
         self._tell_unseen(read, shown=set(self.columns.input_columns))
         if notes:
             import warnings
@@ -1247,8 +1253,12 @@ class Artefact:
                 out[name] = None
         return None if all(v is None for v in out.values()) else out
 
-    def _predict(self, prepared: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        step, out = int(self.manifest.get("max_batch", 1024)), []
+    def predict_prepared(self, prepared: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """One result per prepared record, in graph calls of at most the manifest's ``max_batch`` records --
+        one record a call where :attr:`per_record` (an output over pairs of records, a contrastive head's
+        ``[B, B]``, keeps its records together)."""
+        pairwise = any(list(o["shape"]).count("batch") > 1 for o in self.manifest["outputs"])
+        step, out = 1 if self.per_record and not pairwise else int(self.manifest.get("max_batch", 1024)), []
         for start in range(0, len(prepared), step):
             chunk = prepared[start : start + step]
             out += self.results(self.run(self.collate(chunk), len(chunk)), chunk)

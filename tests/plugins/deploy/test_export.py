@@ -74,6 +74,25 @@ def test_the_export_predicts_what_the_run_predicts_on_real_files(small_run, smal
     assert artefact.predict(records, base="/nowhere") == results, "an absolute path is read as it is"
 
 
+def test_a_records_int8_answer_does_not_depend_on_its_batch(small_export, tmp_path):
+    """Dynamic int8 quantises an activation with one scale over the whole graph call: a record's answer moved
+    with the records predicted beside it. The int8 graph runs one record a call; the fp32 one keeps batching."""
+    sys.path.insert(0, str(small_export))
+    try:
+        import frontend
+    finally:
+        sys.path.pop(0)
+    records = [{**_files(tmp_path, "cross", 1), "text": "plus sign", "profile": {"size": 2.1}},
+               {"text": "round ring"}, _files(tmp_path, "stripe", 2), {"profile": [9.5], "text": "bar line"},
+               {**_files(tmp_path, "circle", 3), "profile": {"size": -4.0}}]
+    int8 = frontend.load(small_export, graph="model.int8.onnx")
+    assert int8.per_record and not frontend.load(small_export, graph="model.onnx").per_record
+    together = int8.predict(records)
+    alone = [int8.predict([r])[0] for r in records]
+    reordered = int8.predict(records[::-1])[::-1]
+    assert together == alone == reordered  # to the last digit of every probability
+
+
 def test_every_clip_length_runs_through_the_exported_graphs(small_run, small_export, tmp_path):
     """One clip a call, at every frame count past the front end's least width (each residue of audio_cnn's
     pooling stride, 8, twice): an export used to trace the length it was shown only (a multiple of 8) and then
