@@ -790,6 +790,17 @@ class _ExportProbe(torch.nn.Module):
         return self.run(self.component, tensors)
 
 
+def _item_size(item: Any) -> int:
+    """Elements of a processed item (a tensor, or a mapping / sequence of them): what a batch's lengths grow with."""
+    if isinstance(item, torch.Tensor):
+        return item.numel()
+    if isinstance(item, Mapping):
+        return sum(_item_size(v) for v in item.values())
+    if isinstance(item, (list, tuple)):
+        return sum(_item_size(v) for v in item)
+    return 0
+
+
 def _export_probe(info: ComponentInfo, opts: dict[str, Any], num_modalities: int, seed: int, sizes: Sequence[int] = ()):
     """(component in eval mode, probe module, three input batches of different sizes, then one per ``sizes``)."""
     torch.manual_seed(seed)
@@ -816,7 +827,10 @@ def _export_probe(info: ComponentInfo, opts: dict[str, Any], num_modalities: int
         processor = component.processor()
         raws = [processor.example(gen) for _ in range(6)]
         processor.fit(raws)
-        items = [processor(r) for r in raws]
+        # Shortest first: the first batch (the trace) then ends shorter than the second, so every length
+        # that can vary is seen to vary and traced as dynamic (a tie left it static: its guard then failed on
+        # the third batch, a length the trace had not seen).
+        items = sorted((processor(r) for r in raws), key=_item_size)
         keys: list[str] = []
 
         def collated(rows: list[Any]) -> list[torch.Tensor]:
