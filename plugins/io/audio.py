@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmcore_plugins.io.errors import AudioReadError, describe, not_a_regular_file
+from mmcore_plugins.io.errors import AudioReadError, describe, is_empty_file, not_a_regular_file
 
 __all__ = ["AUDIO_SUFFIXES", "AudioInfo", "load_audio", "looks_like_audio", "probe_audio", "read_audio", "resample", "verify_audio",
            "MIN_SAMPLE_RATE", "MAX_SAMPLE_RATE", "MAX_CHANNELS", "MAX_COMPRESSION", "MAX_AMPLITUDE"]
@@ -150,6 +150,8 @@ def _open(path: str | os.PathLike):
         known = _signature(path)
         if known is not None:  # a known signature, then damage: say so, with libsndfile's reason
             detail = f"its header says {known}, but libsndfile cannot decode it: {detail}"
+        elif is_empty_file(path):
+            detail = "the file is empty (0 bytes)"
         elif detail.lower().startswith("format not recogni"):
             detail = "not an audio format libsndfile reads (format not recognised)"
         suffix = os.path.splitext(os.fspath(path))[1].lower()

@@ -58,6 +58,15 @@ def not_a_regular_file(path: str | os.PathLike) -> str | None:
     return "it is a device, not a regular file"
 
 
+def is_empty_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a file of 0 bytes (an interrupted copy or download, a placeholder): said as such,
+    not as a file of an unknown format."""
+    try:
+        return os.stat(path).st_size == 0
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 def describe(path: str | os.PathLike) -> str:
     """``'path'`` quoted the way every media error names its file."""
     return repr(os.fspath(path))

@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmcore_plugins.io.errors import ImageReadError, describe, not_a_regular_file
+from mmcore_plugins.io.errors import ImageReadError, describe, is_empty_file, not_a_regular_file
 
 __all__ = ["IMAGE_SUFFIXES", "ImageInfo", "check_background", "verify_image", "looks_like_image", "probe_image", "read_image"]
 
@@ -131,6 +131,8 @@ def _open(path: str | os.PathLike | io.IOBase):
     except FileNotFoundError as exc:
         raise ImageReadError(f"cannot read image {name}: no such file", path=where) from exc
     except UnidentifiedImageError as exc:
+        if not stream and is_empty_file(path):
+            raise ImageReadError(f"cannot read image {name}: the file is empty (0 bytes)", path=where) from exc
         known = _recognised_format(path)
         if known is not None:  # a known signature, then damage: say so, with Pillow's reason
             raise ImageReadError(f"cannot read image {name}: its header says {known[0]}, but Pillow cannot decode it: {known[1]}",

@@ -191,9 +191,11 @@ def test_truncated_and_damaged_files_are_named_errors(tmp_path):
     (tmp_path / "cut.wav").write_bytes((tmp_path / "whole.wav").read_bytes()[:-100])
     (tmp_path / "text.wav").write_text("not audio at all")
     (tmp_path / "empty.wav").write_bytes(wav_header(data_bytes=0))
+    (tmp_path / "zero.wav").write_bytes(b"")  # an interrupted copy: said as empty, not as an unknown format
     (tmp_path / "folder.wav").mkdir()
     for name, message in [("cut.wav", "claims 8000 bytes of audio but the file holds 7900"), ("text.wav", "not an audio format"),
-                          ("empty.wav", "no audio frames"), ("folder.wav", "folder"), ("missing.wav", "no such file")]:
+                          ("empty.wav", "no audio frames"), ("zero.wav", r"the file is empty \(0 bytes\)"),
+                          ("folder.wav", "folder"), ("missing.wav", "no such file")]:
         with pytest.raises(AudioReadError, match=name.replace(".", r"\.") + ".*" + message):
             read_audio(tmp_path / name, sample_rate=8000)
 

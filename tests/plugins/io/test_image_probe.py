@@ -138,6 +138,9 @@ def test_not_an_image_and_no_pixels_keep_their_messages(tmp_path):
         probe_image(tmp_path / "notes.png")
     with pytest.raises(ImageReadError, match="no such file"):
         probe_image(tmp_path / "missing.png")
+    (tmp_path / "empty.png").write_bytes(b"")  # an interrupted copy: said as empty, not as an unknown format
+    with pytest.raises(ImageReadError, match=r"'.*empty\.png': the file is empty \(0 bytes\)"):
+        probe_image(tmp_path / "empty.png")
     (tmp_path / "folder.png").mkdir()
     with pytest.raises(ImageReadError, match="folder"):
         probe_image(tmp_path / "folder.png")
