@@ -265,9 +265,12 @@ def compare(slot: str, kind: str, values: Mapping[str, Sequence[Any]], targets: 
     rows = (taken["train"], taken["val"])
     feature_row = encoding / max(1, rows[0] + rows[1])
     if rows[0] < needed["train"] or rows[1] < needed["val"]:
-        return Comparison(slot, kind, {}, rows, "pretrained",
-                          f"not compared: only {rows[0]} train / {rows[1]} val rows encoded in the time set aside "
-                          f"(at least {needed['train']} / {needed['val']} needed); the pretrained encoder kept",
+        short = [f"{split} split has only {len(values[split])} rows" for split, got_rows in zip(("train", "val"), rows, strict=True)
+                 if got_rows < needed[split] and got_rows >= len(values[split])]
+        cause = (f"the {' and the '.join(short)} (a probe needs at least {needed['train']} / {needed['val']})" if short
+                 else f"only {rows[0]} train / {rows[1]} val rows encoded in the time set aside "
+                      f"(at least {needed['train']} / {needed['val']} needed)")
+        return Comparison(slot, kind, {}, rows, "pretrained", f"not compared: {cause}; the pretrained encoder kept",
                           clock() - start, metric, feature_row)
     probes_started = clock()
     train_raws, val_raws = list(values["train"][: rows[0]]), list(values["val"][: rows[1]])

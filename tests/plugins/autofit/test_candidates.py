@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mmcore_plugins.autofit.candidates import IMAGE_MARGIN, MIN_ROWS, compare, probe_score
+from mmcore_plugins.autofit.candidates import IMAGE_MARGIN, MIN_ROWS, MIN_SMALL, compare, probe_score
 
 
 def _data(n: int, seed: int):
@@ -69,6 +69,19 @@ def test_the_deadline_bounds_the_rows_encoded_and_too_few_keeps_the_rule():
     starved = _run(pretrained_good=False, deadline=1.0)  # at most 2 s: one batch of each
     assert starved.rows == (16, 16) and starved.rows[1] < MIN_ROWS
     assert starved.chosen == "pretrained" and starved.why.startswith("not compared")
+
+
+def test_a_split_smaller_than_a_probe_needs_is_said_as_such_not_as_time():
+    # a small table: 39 train rows, 8 val rows, all encoded at once -- the table, not the time, is short
+    y, good, _ = _data(39, 0)
+    values = {"train": [("train", i) for i in range(39)], "val": [("val", i) for i in range(8)]}
+    result = compare("photo", "image", values, {"train": list(y), "val": list(y[:8])}, task="classification",
+                     pretrained=lambda raws: good[[r[1] for r in raws]], scratch=lambda t, v: (good[:len(t)], good[:len(v)]),
+                     deadline=1e9, clock=Clock())
+    assert result.rows == (39, 8) and result.chosen == "pretrained"
+    assert result.why == (f"not compared: the val split has only 8 rows (a probe needs at least 39 / {MIN_SMALL}); "
+                          "the pretrained encoder kept"), result.why
+    assert "time" not in result.why
 
 
 def test_the_probe_scores_classification_by_accuracy_and_regression_by_r2():
