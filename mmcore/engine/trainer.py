@@ -682,11 +682,13 @@ class Trainer:
                     with self.averaged_weights():  # validated and kept as best: the average, when there is one
                         row.update(self._validate())
                         improved = self._track_best(row)
-                    self._report_unreadable(epoch)
                     self.history.append(row)
                     self._checkpoint(improved)
                     done = epoch
                     self.manager.call_lifecycle("mmcore_epoch_end", trainer=self, epoch=epoch, metrics=row)
+                    # after the epoch's hooks: the progress logger has closed its bar, so the warning is a line of
+                    # its own (written while the bar was open, it ran on from the bar's last frame)
+                    self._report_unreadable(epoch)
                     if self.stop_reason is not None:
                         status = "stopped"
                         break

@@ -88,3 +88,22 @@ def test_a_waveform_burst_is_refused_by_the_reader_naming_the_file(tmp_path):
     with pytest.raises(AudioReadError, match=r"burst\.wav.*magnitude 3e\+29"):
         read_audio(path, sample_rate=RATE)
     assert read_audio(path, sample_rate=RATE, max_seconds=1.0).abs().max() < 1  # the first second is fine
+
+
+def test_the_warning_is_a_line_of_its_own_after_the_progress_bar(tmp_path):
+    """`mmcore train` with its progress bar (a process of its own: the CLI's log handler writes to stderr): the
+    warning used to run on from the bar's last frame, written while the bar was open; it now follows the
+    epoch's line, the bar closed."""
+    import subprocess
+    import sys
+
+    from mmcore.yamlio import dump_yaml
+
+    table = _table(tmp_path, {4: 3e29})
+    (tmp_path / "c.yaml").write_text(dump_yaml(_config(table, tmp_path / "run", progress=True, epochs=1)))
+    done = subprocess.run([sys.executable, "-m", "mmcore", "train", str(tmp_path / "c.yaml")], capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.split("\n") if "could not be read" in line]
+    assert len(lines) == 1, done.stderr
+    assert "%|" not in lines[0] and "it/s" not in lines[0], lines[0]  # no frame of the bar on the warning's line
