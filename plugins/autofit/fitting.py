@@ -95,6 +95,15 @@ PLAN_FILE = "autofit.json"
 SUMMARY_FILE = "fit_summary.json"
 
 
+def stopping_text(patience: int, epochs: int, steps: int) -> str:
+    """The plan's early-stopping words: after ``patience`` epochs without improvement, or said to be off when
+    that is not less than the run's ``epochs`` (a small table's patience counts optimiser steps)."""
+    if patience < epochs:
+        return f"early stopping after {patience} epochs without improvement"
+    return (f"no early stopping: its patience, {patience} epochs ({patience * steps} steps) without improvement, "
+            "is not shorter than the run; the best epoch on validation is kept")
+
+
 def read_rows(source: Any, *, encoding: str = "utf-8-sig", sep: str | None = None,
               decimal: str | None = None, decimal_columns: Sequence[str] = ()) -> tuple[list[dict[str, Any]], Path]:
     """A table (path or DataFrame) -> its rows and the folder its relative file paths start from
@@ -434,8 +443,7 @@ def _fit(data: Any, target: str, *, val: Any, test: Any, limit: float, preset: s
                      f"time), {steps} steps + validation = {schedule.per_epoch:.1f} s/epoch; "
                      f"{clock.left():.0f} s of the {limit:.0f} s limit left -> {epochs_text(schedule.epochs)}"
                      + (" + 1 (ended within it at the limit if the estimate was right)" if extra_epoch else "")
-                     + f" (at most {max_epochs}; "
-                     f"early stopping after {config['trainer']['early_stopping']} without improvement)")
+                     + f" (at most {max_epochs}; " + stopping_text(config["trainer"]["early_stopping"], epochs, steps) + ")")
         choices.append(Choice("epochs", str(epochs), time_note))
         if schedule.scaled:
             choices.append(Choice("budget", "; ".join(schedule.scaled),

@@ -196,3 +196,13 @@ def test_the_small_cnn_reads_images_at_the_size_of_their_detail(tmp_path):
         assert ("hold no more detail" in next(c.why for c in choices if c.slot == "photo")) == (size == 32)
     # without the measurement (an older autofit.json): the size as before
     assert _config(_infos(("photo", "image", {"side": 64})), available=no_pretrained)[0]["model"]["encoders"]["photo"]["image_size"] == 64
+
+
+def test_the_plan_says_early_stopping_is_off_when_its_patience_outlasts_the_run():
+    from mmcore_plugins.autofit.fitting import stopping_text
+
+    assert stopping_text(10, 80, 50) == "early stopping after 10 epochs without improvement"
+    # a 39-row table: 2 steps an epoch, patience counted in steps (100 epochs) -- longer than the 80 planned
+    assert stopping_text(100, 80, 2) == ("no early stopping: its patience, 100 epochs (200 steps) without improvement, "
+                                         "is not shorter than the run; the best epoch on validation is kept")
+    assert stopping_text(80, 80, 2).startswith("no early stopping")
