@@ -107,6 +107,8 @@ class RunDir:
         self.files = tuple(files)
         self._lock_fd: int | None = None
         self._holder: RunDir | None = None  # the RunDir whose lock this one shares (see hold())
+        #: whether :meth:`create` made the folder (it did not exist): :meth:`discard_unused` may then remove it
+        self.created = False
 
     @staticmethod
     @contextlib.contextmanager
@@ -381,7 +383,9 @@ class RunDir:
         returned RunDir's :meth:`release` leaves it to the holder.
         """
         run = cls.check(path, resume=resume, overwrite=overwrite, files=files)
+        created = not run.path.exists()
         run.path.mkdir(parents=True, exist_ok=True)
+        run.created = created
         holder = _HELD.get(os.path.realpath(run.path))
         if holder is not None and holder.locked:
             run._holder = holder
@@ -460,6 +464,25 @@ class RunDir:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock_fd = fd
+
+    def discard_unused(self) -> bool:
+        """Remove the folder :meth:`create` made when nothing but its marker and lock went in (the run failed
+        before any work: bad data, a bad option) -- a failed start leaves no empty run behind. Anything
+        else in it, a folder that existed before, or a lock shared with a holder: left as it is. True when
+        removed. Releases the lock either way."""
+        removable = self.created and self._holder is None and self._lock_fd is not None
+        try:
+            if removable and {p.name for p in self.path.iterdir()} <= {self.MARKER, self.LOCK}:
+                for name in (self.MARKER, self.LOCK):  # the lock file goes while still held: no one can take it between
+                    with contextlib.suppress(FileNotFoundError):
+                        (self.path / name).unlink()
+                self.path.rmdir()
+                return True
+        except OSError:  # a file appeared meanwhile, or the folder cannot be removed: it stays
+            pass
+        finally:
+            self.release()
+        return False
 
     def release(self) -> None:
         """Drop the lock (idempotent); a RunDir sharing a :meth:`hold` leaves it to the holder."""

@@ -639,8 +639,13 @@ class Trainer:
         start = time.perf_counter()
         finished = False
         try:
-            with user_input_phase("building the run"):  # errors here lie in the config or data
-                self.setup()
+            try:
+                with user_input_phase("building the run"):  # errors here lie in the config or data
+                    self.setup()
+            except BaseException:
+                if self.is_main:  # a run folder this start made and left empty is not left behind
+                    self.rundir.discard_unused()
+                raise
             report = self._fit(start)
             finished = True
             return report

@@ -495,3 +495,25 @@ def test_a_folder_another_process_is_claiming_right_now_is_not_a_users_folder(tm
     (folder / "notes.txt").write_text("mine")
     with pytest.raises(RunDirError, match="is not an mmcore run"):
         RunDir.check(folder)
+
+
+def test_a_start_that_fails_on_its_data_leaves_no_empty_run_folder(tmp_path, capsys):
+    """Bad data is found after the run folder is created, marked and locked: the folder this start made, holding
+    only those two files, is removed; one that existed before, or holds anything else, is left as it was."""
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(tmp_path / "ok.png")
+    (tmp_path / "t.csv").write_text("image,label\nok.png,a\nok.png,b\nmissing.png,a\nok.png,b\n")
+    config = {"data": {"name": "manifest", "path": str(tmp_path / "t.csv"), "columns": {"image": "image"},
+                       "target": "label", "path_columns": ["image"]},
+              "model": {"encoders": {"image": {"name": "image_cnn", "image_size": 8, "width": 4, "dim": 8}},
+                        "fusion": {"name": "concat", "dim": 8}, "head": {"name": "classification"}},
+              "trainer": {"epochs": 1, "batch_size": 2, "run_dir": str(tmp_path / "runs" / "new"), "progress": False,
+                          "plots": False, "tensorboard": False}}
+    assert main(["train", write_config(tmp_path / "c.yaml", config)]) == 2
+    assert "missing.png" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "new").exists() and (tmp_path / "runs").is_dir()  # the parent it made stays
+    (tmp_path / "runs" / "yours").mkdir()  # an empty folder of the user's, named as the run: left, marked as before
+    config["trainer"]["run_dir"] = str(tmp_path / "runs" / "yours")
+    assert main(["train", write_config(tmp_path / "c.yaml", config)]) == 2
+    assert (tmp_path / "runs" / "yours").is_dir()
