@@ -418,7 +418,7 @@ class TextSlot(Slot):
         # text_ngram reads a text of no known unit (one unknown id) as absent
         if item is None:
             return False
-        return not (self.kind == "text_vocab" and self.spec["level"] == "ngram" and item.tolist() == [UNKNOWN_ID])
+        return not (self.kind == "text_vocab" and self.spec["level"] == "ngram" and len(item) == 1 and item[0] == UNKNOWN_ID)
 
     def collate(self, items: Sequence[Any]) -> dict[str, np.ndarray]:
         length = max(MIN_SIZE, max((len(i) for i in items if i is not None), default=1))

