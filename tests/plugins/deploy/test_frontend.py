@@ -110,14 +110,20 @@ def test_text_tabular_and_video_items_are_the_processors():
     assert (normalised["frames.pixels"] - torch.stack(kept)).abs().max() < 1e-6
 
 
-@pytest.mark.parametrize("max_categories", [64, 3])
-def test_unseen_categories_follow_the_processors_rule_and_words(max_categories):
+def _cities(max_categories: int):
+    """A tabular processor fitted on five rows of cities and sizes (``max_categories`` 3: 2 values kept a
+    column), and its front end."""
     table = MLPTabularEncoder(num_features=1, columns=["age"], categorical=["city", "size"], dim=8,
                               max_categories=max_categories)
     processor = table.processor()
     processor.fit([{"age": a, "city": c, "size": z} for a, c, z in
                    [(30, "oslo", "S"), (41, "rome", "M"), (25, "oslo", "S"), (33, "lima", None), (50, "oslo", "S")]])
-    spec, front = _front("table", table, processor)
+    return processor, _front("table", table, processor)[1]
+
+
+@pytest.mark.parametrize("max_categories", [64, 3])
+def test_unseen_categories_follow_the_processors_rule_and_words(max_categories):
+    processor, front = _cities(max_categories)
     rows = [{"age": 1, "city": "oslo", "size": "XL"}, {"age": 2, "city": "rome", "size": None},
             {"age": 3, "city": "", "size": 4}, {"age": 4, "city": "paris", "size": "S"}]
     for row in rows:
@@ -138,12 +144,7 @@ def test_the_front_ends_unseen_warnings_are_mmcore_predicts_lines_word_for_word(
 
     from mmcore.engine.unseen import UnseenValues
 
-    table = MLPTabularEncoder(num_features=1, columns=["age"], categorical=["city", "size"], dim=8,
-                              max_categories=max_categories)
-    processor = table.processor()
-    processor.fit([{"age": a, "city": c, "size": z} for a, c, z in
-                   [(30, "oslo", "S"), (41, "rome", "M"), (25, "oslo", "S"), (33, "lima", None), (50, "oslo", "S")]])
-    _, front = _front("table", table, processor)
+    processor, front = _cities(max_categories)
     rows = [{"age": 1, "city": "paris", "size": "XL"}, {"age": 2, "city": "rome", "size": None},
             {"age": 3, "city": "paris", "size": "S"}, {"age": 4, "city": "bern", "size": "XS"}]
     expected = UnseenValues(types.SimpleNamespace(processors={"table": processor}))
